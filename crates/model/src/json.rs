@@ -1,0 +1,199 @@
+//! JSON text as Azure writes it (FMT-2): UTF-8 with or without a BOM, `//` and `/* */` comments,
+//! trailing commas. Parsed into a `serde_json::Value` plus an index from JSON pointer to line and
+//! column, so that later stages can locate every problem.
+
+use crate::diag::Diagnostic;
+use jsonc_parser::ast;
+use jsonc_parser::{CollectOptions, ParseOptions};
+use serde_json::{Map, Number, Value};
+use std::collections::HashMap;
+
+/// A parsed document and where each value sits in its text.
+#[derive(Debug, Clone, Default)]
+pub struct Document {
+    pub file: String,
+    pub value: Value,
+    positions: HashMap<String, (usize, usize)>,
+}
+
+impl Document {
+    /// 1-based line and column of the value at `pointer`, or of its nearest located ancestor.
+    pub fn position(&self, pointer: &str) -> Option<(usize, usize)> {
+        let mut p = pointer;
+        loop {
+            if let Some(pos) = self.positions.get(p) {
+                return Some(*pos);
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => return None,
+            }
+        }
+    }
+
+    /// Fill in line and column of a diagnostic that points into this document.
+    pub fn locate(&self, mut d: Diagnostic) -> Diagnostic {
+        if d.file.is_empty() {
+            d.file = self.file.clone();
+        }
+        if d.file == self.file && d.line.is_none() {
+            if let Some((l, c)) = self.position(&d.pointer) {
+                d.line = Some(l);
+                d.column = Some(c);
+            }
+        }
+        d
+    }
+
+    /// A document built from a value (YAML, tests) without text positions.
+    pub fn from_value(file: &str, value: Value) -> Document {
+        Document {
+            file: file.to_string(),
+            value,
+            positions: HashMap::new(),
+        }
+    }
+}
+
+/// Escape one JSON pointer token (RFC 6901).
+pub fn pointer_token(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> LineIndex {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
+    }
+    fn position(&self, text: &str, offset: usize) -> (usize, usize) {
+        let line = self.starts.partition_point(|s| *s <= offset).max(1) - 1;
+        let start = self.starts[line];
+        let col = text
+            .get(start..offset.min(text.len()))
+            .map(|s| s.chars().count())
+            .unwrap_or(0);
+        (line + 1, col + 1)
+    }
+}
+
+/// Parse JSON text (with comments, BOM, trailing commas).
+pub fn parse(file: &str, text: &str) -> Result<Document, Diagnostic> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let options = ParseOptions {
+        allow_comments: true,
+        allow_loose_object_property_names: false,
+        allow_trailing_commas: true,
+        allow_missing_commas: false,
+        allow_single_quoted_strings: false,
+        allow_hexadecimal_numbers: false,
+        allow_unary_plus_numbers: false,
+        ..ParseOptions::default()
+    };
+    let lines = LineIndex::new(text);
+    let parsed = jsonc_parser::parse_to_ast(text, &CollectOptions::default(), &options).map_err(
+        |e| {
+            let (l, c) = lines.position(text, e.range().start);
+            let mut d = Diagnostic::error(format!("invalid JSON: {}", e.kind()))
+                .at(file, "")
+                .expected("a JSON document (comments and trailing commas are accepted)");
+            d.line = Some(l);
+            d.column = Some(c);
+            d
+        },
+    )?;
+    let mut positions = HashMap::new();
+    let value = match parsed.value {
+        Some(v) => convert(&v, String::new(), text, &lines, &mut positions),
+        None => {
+            return Err(Diagnostic::error("the file holds no JSON value")
+                .at(file, "")
+                .expected("a JSON object"))
+        }
+    };
+    Ok(Document {
+        file: file.to_string(),
+        value,
+        positions,
+    })
+}
+
+fn convert(
+    v: &ast::Value<'_>,
+    pointer: String,
+    text: &str,
+    lines: &LineIndex,
+    positions: &mut HashMap<String, (usize, usize)>,
+) -> Value {
+    let start = match v {
+        ast::Value::StringLit(s) => s.range.start,
+        ast::Value::NumberLit(n) => n.range.start,
+        ast::Value::BooleanLit(b) => b.range.start,
+        ast::Value::Object(o) => o.range.start,
+        ast::Value::Array(a) => a.range.start,
+        ast::Value::NullKeyword(n) => n.range.start,
+    };
+    positions.insert(pointer.clone(), lines.position(text, start));
+    match v {
+        ast::Value::StringLit(s) => Value::String(s.value.to_string()),
+        ast::Value::NumberLit(n) => number(n.value),
+        ast::Value::BooleanLit(b) => Value::Bool(b.value),
+        ast::Value::NullKeyword(_) => Value::Null,
+        ast::Value::Array(a) => Value::Array(
+            a.elements
+                .iter()
+                .enumerate()
+                .map(|(i, e)| convert(e, format!("{pointer}/{i}"), text, lines, positions))
+                .collect(),
+        ),
+        ast::Value::Object(o) => {
+            let mut m = Map::new();
+            for p in &o.properties {
+                let key = p.name.as_str().to_string();
+                let child = format!("{pointer}/{}", pointer_token(&key));
+                let val = convert(&p.value, child, text, lines, positions);
+                m.insert(key, val);
+            }
+            Value::Object(m)
+        }
+    }
+}
+
+fn number(text: &str) -> Value {
+    if let Ok(i) = text.parse::<i64>() {
+        return Value::Number(i.into());
+    }
+    if let Ok(u) = text.parse::<u64>() {
+        return Value::Number(u.into());
+    }
+    text.parse::<f64>()
+        .ok()
+        .and_then(Number::from_f64)
+        .map(Value::Number)
+        .unwrap_or_else(|| Value::String(text.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fmt_2_bom_comments_and_positions() {
+        let text = "\u{feff}{\n  // a comment\n  \"a\": [1, /* x */ {\"b\": \"c\"},],\n}";
+        let doc = parse("t.json", text).unwrap();
+        assert_eq!(doc.value["a"][1]["b"], "c");
+        assert_eq!(doc.position("/a/1/b"), Some((3, 26)));
+        assert_eq!(doc.position("/a/1/zz"), Some((3, 20)));
+    }
+
+    #[test]
+    fn fmt_2_invalid_json_is_located() {
+        let e = parse("bad.json", "{\n  \"a\": tru\n}").unwrap_err();
+        assert_eq!(e.file, "bad.json");
+        assert_eq!(e.line, Some(2));
+    }
+}

@@ -1,0 +1,19 @@
+//! # palisade-model
+//!
+//! The network model Palisade reasons about, and the way in: ARM deployment templates, REST
+//! bodies, CLI output and the native YAML format are imported into [`Network`], validated with
+//! located errors ([`Diagnostic`]), and paired with the catalogs the rules name ([`catalog`]).
+//!
+//! Data flows one way: files → [`json`] / YAML → template expansion ([`arm`]) → [`import`] →
+//! [`Network`] → [`validate`]. Nothing here evaluates flows; that is `palisade-policy`'s job.
+
+pub mod address;
+pub mod arm;
+pub mod catalog;
+pub mod diag;
+pub mod json;
+pub mod resources;
+
+pub use address::{AddressItem, PortRange, Protocol};
+pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use resources::*;

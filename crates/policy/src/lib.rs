@@ -1,0 +1,2 @@
+//! # palisade-policy
+pub mod matchers;

@@ -1,0 +1,1 @@
+//! Fast matchers (issue 4).
