@@ -1,1 +1,293 @@
-fn main() {}
+//! `palisade`: the command-line front end. It parses arguments, loads the network and catalogs,
+//! calls the model and policy crates, and presents their answers; it decides nothing itself.
+
+mod load;
+mod render;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use palisade_model::Direction;
+use palisade_policy::{AppProtocol, Established, Flow, TraceOptions, Verdict};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "palisade", version, about = "Layered network security for virtual networks: NSGs, routes and an egress firewall, checked offline and explained.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// Where the network comes from, shared by every command that evaluates one.
+#[derive(clap::Args, Clone)]
+struct NetworkArgs {
+    /// A file or a folder of files (templates, parameter files, REST bodies, YAML) describing one network.
+    #[arg(long, short = 'n', required = true)]
+    network: Vec<PathBuf>,
+    /// Parameter values for the templates (an ARM parameters file).
+    #[arg(long)]
+    parameters: Option<PathBuf>,
+    /// A newer service-tag file (ServiceTags_<Cloud>_<date>.json) instead of the embedded copy.
+    #[arg(long)]
+    service_tags: Option<PathBuf>,
+    /// An FQDN tag file whose tags extend or replace the embedded ones.
+    #[arg(long)]
+    fqdn_tags: Option<PathBuf>,
+    /// Treat unresolvable values and unknown catalog entries as errors.
+    #[arg(long)]
+    strict: bool,
+    /// Evaluate even when the input has errors (the rules in error are left out).
+    #[arg(long)]
+    ignore_errors: bool,
+    /// Resolve a name for FQDN network rules and `--to NAME`: `NAME=IP` (repeatable).
+    #[arg(long, value_name = "NAME=IP")]
+    resolve: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProtocolArg {
+    Tcp,
+    Udp,
+    Icmp,
+    Esp,
+    Ah,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum DirectionArg {
+    Inbound,
+    Outbound,
+    Auto,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AppProtocolArg {
+    Http,
+    Https,
+    Mssql,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import and validate files; report every problem with its location.
+    Validate {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        parameters: Option<PathBuf>,
+        #[arg(long)]
+        service_tags: Option<PathBuf>,
+        #[arg(long)]
+        fqdn_tags: Option<PathBuf>,
+        #[arg(long)]
+        strict: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Trace a flow through every layer (NSGs, routes, firewall) and its return path.
+    Trace {
+        #[command(flatten)]
+        net: NetworkArgs,
+        #[arg(long)]
+        from: IpAddr,
+        /// Destination address, or a name (then also the SNI/Host unless --host is given).
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value = "tcp")]
+        protocol: ProtocolArg,
+        #[arg(long, default_value_t = 443)]
+        port: u16,
+        #[arg(long, default_value_t = 50000)]
+        source_port: u16,
+        /// TLS SNI or HTTP Host header.
+        #[arg(long)]
+        host: Option<String>,
+        /// Application protocol for application rules (default: http on 80, mssql on 1433, else https).
+        #[arg(long, value_enum)]
+        app_protocol: Option<AppProtocolArg>,
+        #[arg(long, value_enum, default_value = "auto")]
+        direction: DirectionArg,
+        /// Evaluate one resource directly: an NSG, route table or firewall name, or nsg|route-table|firewall.
+        #[arg(long)]
+        at: Option<String>,
+        /// The packet is a reply within a connection that arrived directly (not through a firewall).
+        #[arg(long)]
+        reply: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// The next hop of a packet from a source in the network (Network Watcher's next hop).
+    NextHop {
+        #[command(flatten)]
+        net: NetworkArgs,
+        #[arg(long)]
+        from: IpAddr,
+        #[arg(long)]
+        to: IpAddr,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// The security rules in force for a NIC or subnet, defaults and tag expansions included.
+    EffectiveRules {
+        #[command(flatten)]
+        net: NetworkArgs,
+        #[arg(long, conflicts_with = "subnet", required_unless_present = "subnet")]
+        nic: Option<String>,
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// The routes in force for a subnet or NIC: system, service-endpoint and user routes.
+    EffectiveRoutes {
+        #[command(flatten)]
+        net: NetworkArgs,
+        #[arg(long, conflicts_with = "nic", required_unless_present = "nic")]
+        subnet: Option<String>,
+        #[arg(long)]
+        nic: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Trace two flows through the embedded example (an App Service Environment egress lockdown).
+    Demo {
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn protocol(p: ProtocolArg) -> palisade_model::Protocol {
+    use palisade_model::Protocol::*;
+    match p {
+        ProtocolArg::Tcp => Tcp,
+        ProtocolArg::Udp => Udp,
+        ProtocolArg::Icmp => Icmp,
+        ProtocolArg::Esp => Esp,
+        ProtocolArg::Ah => Ah,
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Validate { paths, parameters, service_tags, fqdn_tags, strict, output } => {
+            let args = NetworkArgs { network: paths, parameters, service_tags, fqdn_tags, strict, ignore_errors: true, resolve: vec![] };
+            let loaded = load::load(&args)?;
+            render::validation(&loaded, output == Output::Json);
+            Ok(if loaded.diagnostics.has_errors() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Trace { net, from, to, protocol: p, port, source_port, host, app_protocol, direction, at, reply, output } => {
+            let loaded = load::load_for_evaluation(&net)?;
+            let (destination, mut host) = match to.parse::<IpAddr>() {
+                Ok(ip) => (ip, host),
+                Err(_) => {
+                    let ip = loaded.resolve.get(&to.to_ascii_lowercase()).and_then(|v| v.first().copied());
+                    let ip = match ip {
+                        Some(ip) => ip,
+                        None => {
+                            eprintln!("note: `{to}` is not resolved offline; tracing to 203.0.113.1 (an Internet address). Use --resolve {to}=IP to choose one.");
+                            "203.0.113.1".parse().expect("literal address")
+                        }
+                    };
+                    (ip, host.or(Some(to.clone())))
+                }
+            };
+            if host.as_deref() == Some("") {
+                host = None;
+            }
+            let flow = Flow {
+                source: from,
+                source_port,
+                destination,
+                destination_port: port,
+                protocol: protocol(p),
+                host,
+                app_protocol: app_protocol.map(|a| match a {
+                    AppProtocolArg::Http => AppProtocol::Http,
+                    AppProtocolArg::Https => AppProtocol::Https,
+                    AppProtocolArg::Mssql => AppProtocol::Mssql,
+                }),
+            };
+            let opts = TraceOptions {
+                established: reply.then_some(Established::Direct),
+                at,
+                direction: match direction {
+                    DirectionArg::Inbound => Some(Direction::Inbound),
+                    DirectionArg::Outbound => Some(Direction::Outbound),
+                    DirectionArg::Auto => None,
+                },
+            };
+            let trace = loaded.snapshot.trace(&flow, &opts);
+            render::trace(&flow, &trace, output == Output::Json);
+            Ok(verdict_code(trace.verdict))
+        }
+        Command::NextHop { net, from, to, output } => {
+            let loaded = load::load_for_evaluation(&net)?;
+            render::next_hop(&loaded.snapshot, from, to, output == Output::Json)
+        }
+        Command::EffectiveRules { net, nic, subnet, output } => {
+            let loaded = load::load_for_evaluation(&net)?;
+            render::effective_rules(&loaded.snapshot, nic.as_deref(), subnet.as_deref(), output == Output::Json)
+        }
+        Command::EffectiveRoutes { net, subnet, nic, output } => {
+            let loaded = load::load_for_evaluation(&net)?;
+            render::effective_routes(&loaded.snapshot, subnet.as_deref(), nic.as_deref(), output == Output::Json)
+        }
+        Command::Demo { output } => {
+            let snapshot = load::embedded_example()?;
+            let flows = [
+                ("allowed: an ASE instance calls login.microsoftonline.com (FQDN tag AppServiceEnvironment)", "10.0.0.10", "203.0.113.30", "login.microsoftonline.com"),
+                ("denied: the same instance calls evilpartner.example (no rule; firewall default deny)", "10.0.0.10", "203.0.113.43", "evilpartner.example"),
+            ];
+            let mut traces = vec![];
+            for (title, from, to, host) in flows {
+                let flow = Flow {
+                    source: from.parse().expect("literal address"),
+                    source_port: 50000,
+                    destination: to.parse().expect("literal address"),
+                    destination_port: 443,
+                    protocol: palisade_model::Protocol::Tcp,
+                    host: Some(host.to_string()),
+                    app_protocol: None,
+                };
+                let trace = snapshot.trace(&flow, &TraceOptions::default());
+                if output == Output::Text {
+                    println!("== {title}");
+                    render::trace(&flow, &trace, false);
+                    println!();
+                } else {
+                    traces.push(render::trace_json(&flow, &trace));
+                }
+            }
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&traces).map_err(|e| e.to_string())?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Exit status of `trace`: 0 allowed, 3 denied or dropped, 4 unknown (2 is a usage/input error).
+fn verdict_code(v: Verdict) -> ExitCode {
+    match v {
+        Verdict::Allow => ExitCode::SUCCESS,
+        Verdict::Deny | Verdict::Drop => ExitCode::from(3),
+        Verdict::Unknown => ExitCode::from(4),
+    }
+}

@@ -4,16 +4,19 @@
 //! bodies, CLI output and the native YAML format are imported into [`Network`], validated with
 //! located errors ([`Diagnostic`]), and paired with the catalogs the rules name ([`catalog`]).
 //!
-//! Data flows one way: files → [`json`] / YAML → template expansion ([`arm`]) → [`import`] →
+//! Data flows one way: files → [`json`] / YAML → template expansion (`palisade-arm`) → [`import`] →
 //! [`Network`] → [`validate`]. Nothing here evaluates flows; that is `palisade-policy`'s job.
 
 pub mod address;
-pub mod arm;
 pub mod catalog;
 pub mod diag;
+pub mod import;
 pub mod json;
 pub mod resources;
+pub mod validate;
 
 pub use address::{AddressItem, PortRange, Protocol};
 pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use import::{load, ImportOptions, Imported, InputKind};
 pub use resources::*;
+pub use validate::validate;

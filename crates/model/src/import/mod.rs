@@ -1,0 +1,516 @@
+//! Import (FMT-1): detect each file's shape, expand templates, read every resource into the
+//! model, merge child resources into their parents, and collect every problem on the way.
+//!
+//! Each file is read into its own [`Network`] first (so that per-file counts can be reported),
+//! then merged into one network.
+
+mod node;
+mod resources;
+mod yaml;
+
+pub use node::UNRESOLVED_KEY;
+
+use crate::diag::{Diagnostic, Diagnostics, Severity};
+use crate::json::{self, Document};
+use crate::resources::*;
+use node::Node;
+use serde::Serialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// How to import.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Strict mode: unresolvable values are errors instead of warnings (FMT-4).
+    pub strict: bool,
+    /// Parameter values for templates (`--parameters FILE`): the file name and its JSON.
+    pub parameters: Option<(String, Value)>,
+}
+
+/// What a file turned out to be (FMT-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum InputKind {
+    Template,
+    Parameters,
+    RestResource,
+    RestList,
+    RestExample,
+    CliOutput,
+    NativeYaml,
+    /// Effective rules or routes exported from Azure (FMT-10): observations, not configuration.
+    Observation,
+    Unrecognised,
+    Invalid,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileSummary {
+    pub file: String,
+    pub kind: InputKind,
+    pub counts: Counts,
+    pub errors: usize,
+}
+
+/// The result of importing a set of files.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Imported {
+    pub network: Network,
+    pub diagnostics: Diagnostics,
+    pub files: Vec<FileSummary>,
+}
+
+impl Imported {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.has_errors()
+    }
+}
+
+/// Files a path stands for: the file itself, or every JSON/YAML file under a folder, sorted.
+pub fn input_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = vec![];
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let p = entry?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if matches!(
+                p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()),
+                Some(ref e) if e == "json" || e == "jsonc" || e == "yaml" || e == "yml"
+            ) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Import every file under `paths` as one network.
+pub fn load(paths: &[PathBuf], options: &ImportOptions) -> Imported {
+    let mut imported = Imported::default();
+    let mut files = vec![];
+    for p in paths {
+        match input_files(p) {
+            Ok(f) if f.is_empty() => imported.diagnostics.push(
+                Diagnostic::error("no JSON or YAML files found")
+                    .at(&p.display().to_string(), "")
+                    .expected("a file or a folder holding .json/.yaml files"),
+            ),
+            Ok(f) => files.extend(f),
+            Err(e) => imported.diagnostics.push(
+                Diagnostic::error(format!("cannot read: {e}"))
+                    .at(&p.display().to_string(), "")
+                    .expected("a readable file or folder"),
+            ),
+        }
+    }
+    // Parameter files of a folder apply to the template beside them with the matching stem.
+    let mut merger = Merger::default();
+    for f in &files {
+        let name = f.display().to_string();
+        let text = match std::fs::read(f) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) => {
+                imported.diagnostics.push(
+                    Diagnostic::error(format!("cannot read: {e}"))
+                        .at(&name, "")
+                        .expected("a readable file"),
+                );
+                continue;
+            }
+        };
+        let mut opts = options.clone();
+        if opts.parameters.is_none() {
+            opts.parameters = sibling_parameters(f);
+        }
+        let base = f.parent().map(Path::to_path_buf);
+        let file = import_text(&name, &text, &opts, base.as_deref());
+        imported.files.push(FileSummary {
+            file: name.clone(),
+            kind: file.kind,
+            counts: file.network.counts(),
+            errors: file.diagnostics.errors().count(),
+        });
+        imported.diagnostics.extend(file.diagnostics.0);
+        merger.add(file.network, file.synthetic, &mut imported.diagnostics);
+    }
+    imported.network = merger.finish(&mut imported.diagnostics);
+    imported
+}
+
+/// `x.json` → `x.parameters.json` beside it, when present.
+fn sibling_parameters(template: &Path) -> Option<(String, Value)> {
+    let stem = template.file_stem()?.to_str()?;
+    if stem.ends_with(".parameters") {
+        return None;
+    }
+    let p = template.with_file_name(format!("{stem}.parameters.json"));
+    let text = std::fs::read_to_string(&p).ok()?;
+    let doc = json::parse(&p.display().to_string(), &text).ok()?;
+    Some((p.display().to_string(), doc.value))
+}
+
+/// One file's import.
+#[derive(Debug, Default)]
+pub struct FileImport {
+    pub kind: InputKind,
+    pub network: Network,
+    pub diagnostics: Diagnostics,
+    /// Parents created only to hold a child resource (name, kind, whether from a template).
+    synthetic: Vec<Synthetic>,
+}
+
+impl Default for InputKind {
+    fn default() -> Self {
+        InputKind::Unrecognised
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Synthetic {
+    kind: &'static str,
+    name: String,
+    from_template: bool,
+    origin: Origin,
+}
+
+/// Import one file's text. `base_dir` resolves linked templates.
+pub fn import_text(
+    file: &str,
+    text: &str,
+    options: &ImportOptions,
+    base_dir: Option<&Path>,
+) -> FileImport {
+    let mut out = FileImport::default();
+    let is_yaml = file.ends_with(".yaml") || file.ends_with(".yml");
+    let doc = if is_yaml {
+        match yaml::parse(file, text) {
+            Ok(d) => d,
+            Err(d) => {
+                out.kind = InputKind::Invalid;
+                out.diagnostics.push(d);
+                return out;
+            }
+        }
+    } else {
+        match json::parse(file, text) {
+            Ok(d) => d,
+            Err(d) => {
+                out.kind = InputKind::Invalid;
+                out.diagnostics.push(d);
+                return out;
+            }
+        }
+    };
+    import_document(&doc, options, base_dir, &mut out);
+    let located: Vec<Diagnostic> = out
+        .diagnostics
+        .0
+        .drain(..)
+        .map(|d| doc.locate(d))
+        .collect();
+    out.diagnostics.0 = located;
+    out
+}
+
+fn import_document(
+    doc: &Document,
+    options: &ImportOptions,
+    base_dir: Option<&Path>,
+    out: &mut FileImport,
+) {
+    let root = Node::root(&doc.value, "");
+    let file = doc.file.as_str();
+    let mut reader = resources::Reader::new(file, options.strict);
+    if yaml::is_native(&doc.value) {
+        out.kind = InputKind::NativeYaml;
+        for (pointer, ty, value) in yaml::resources(&doc.value, &mut reader.diagnostics) {
+            reader.resource(&Node::root(&value, &pointer), Some(&ty), false);
+        }
+    } else if palisade_arm::is_template(&doc.value) {
+        out.kind = InputKind::Template;
+        let mut arm = palisade_arm::Options::default();
+        if let Some((_, p)) = &options.parameters {
+            arm.parameters = Some(p.clone());
+        }
+        if let Some(dir) = base_dir {
+            let dir = dir.to_path_buf();
+            arm.read_linked = Some(Box::new(move |rel: &str| {
+                let p = dir.join(rel);
+                let text = std::fs::read_to_string(&p)
+                    .map_err(|e| format!("cannot read linked template {}: {e}", p.display()))?;
+                json::parse(&p.display().to_string(), &text)
+                    .map(|d| d.value)
+                    .map_err(|d| d.to_string())
+            }));
+        }
+        let expansion = palisade_arm::expand(&doc.value, &arm);
+        for p in expansion.problems {
+            let sev = match p.severity {
+                palisade_arm::Severity::Error => Severity::Error,
+                palisade_arm::Severity::Warning => {
+                    if options.strict {
+                        Severity::Error
+                    } else {
+                        Severity::Warning
+                    }
+                }
+                palisade_arm::Severity::Note => Severity::Note,
+            };
+            reader
+                .diagnostics
+                .push(Diagnostic::new(sev, p.message).at(file, &p.pointer));
+        }
+        for r in &expansion.resources {
+            reader.resource(&Node::root(&r.value, &r.pointer), None, true);
+        }
+    } else if is_parameters_file(&doc.value) {
+        out.kind = InputKind::Parameters;
+    } else if let Some(body) = rest_example_body(&root) {
+        out.kind = InputKind::RestExample;
+        reader.body(&body);
+    } else if root.field("value").is_some_and(|v| v.value.is_array()) {
+        out.kind = InputKind::RestList;
+        reader.body(&root);
+    } else if root.value.is_array() {
+        out.kind = InputKind::CliOutput;
+        reader.body(&root);
+    } else if root.value.is_object() {
+        out.kind = if root.key("properties").is_some() {
+            InputKind::RestResource
+        } else {
+            InputKind::CliOutput
+        };
+        reader.body(&root);
+    } else {
+        reader.diagnostics.push(
+            Diagnostic::error("the file is not a network description")
+                .at(file, "")
+                .expected("an ARM template, a REST body, CLI output or a palisade YAML file"),
+        );
+    }
+    if reader.observations > 0 && reader.network.is_empty() {
+        out.kind = InputKind::Observation;
+    }
+    let (network, diagnostics, synthetic) = reader.finish();
+    out.network = network;
+    out.diagnostics.extend(diagnostics.0);
+    out.synthetic = synthetic;
+}
+
+fn is_parameters_file(v: &Value) -> bool {
+    let schema = v
+        .get("$schema")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    schema.contains("deploymentparameters")
+        || (v.get("parameters").is_some_and(Value::is_object)
+            && v.get("resources").is_none()
+            && v.get("responses").is_none()
+            && v.get("properties").is_none())
+}
+
+/// FMT-1: an API example's response body (200, else 201), else its request body.
+fn rest_example_body<'a>(root: &Node<'a>) -> Option<Node<'a>> {
+    let responses = root.field("responses")?;
+    root.field("parameters")?;
+    for code in ["200", "201"] {
+        if let Some(body) = responses.key(code).and_then(|r| r.field("body")) {
+            return Some(body);
+        }
+    }
+    let params = root.field("parameters")?;
+    for key in [
+        "parameters",
+        "securityRuleParameters",
+        "routeParameters",
+        "subnetParameters",
+        "VirtualNetworkPeeringParameters",
+        "routeTableParameters",
+        "ruleCollectionGroupParameters",
+    ] {
+        if let Some(b) = params.field(key) {
+            return Some(b);
+        }
+    }
+    // Examples with only a 202/204 response and no body describe no configuration.
+    Some(Node::root(&Value::Null, "/responses"))
+}
+
+/// Merges per-file networks into one; children held in synthetic parents join the real parent.
+#[derive(Default)]
+struct Merger {
+    network: Network,
+    synthetic: Vec<Synthetic>,
+}
+
+impl Merger {
+    fn add(&mut self, net: Network, synthetic: Vec<Synthetic>, diags: &mut Diagnostics) {
+        let incoming = |kind: &str, name: &str| {
+            synthetic
+                .iter()
+                .any(|s| s.kind == kind && s.name.eq_ignore_ascii_case(name))
+        };
+        let Merger { network, synthetic: known } = self;
+        // Synthetic parents of this file that joined a real resource already merged.
+        let mut resolved: Vec<(&'static str, String)> = vec![];
+        for n in net.network_security_groups {
+            let syn = incoming("nsg", &n.name);
+            let name = n.name.clone();
+            if merge(&mut network.network_security_groups, n, syn, known, "nsg", diags, |e, n, real| {
+                if real {
+                    e.origin = n.origin;
+                    e.location = n.location;
+                    e.flush_connection = n.flush_connection;
+                }
+                e.security_rules.extend(n.security_rules);
+            }) {
+                resolved.push(("nsg", name));
+            }
+        }
+        for t in net.route_tables {
+            let syn = incoming("routeTable", &t.name);
+            let name = t.name.clone();
+            if merge(&mut network.route_tables, t, syn, known, "routeTable", diags, |e, t, real| {
+                if real {
+                    e.origin = t.origin;
+                    e.location = t.location;
+                    e.disable_bgp_route_propagation = t.disable_bgp_route_propagation;
+                }
+                e.routes.extend(t.routes);
+            }) {
+                resolved.push(("routeTable", name));
+            }
+        }
+        for v in net.virtual_networks {
+            let syn = incoming("virtualNetwork", &v.name);
+            let name = v.name.clone();
+            if merge(&mut network.virtual_networks, v, syn, known, "virtualNetwork", diags, |e, v, real| {
+                if real {
+                    e.origin = v.origin;
+                    e.location = v.location;
+                    e.address_space = v.address_space;
+                }
+                e.subnets.extend(v.subnets);
+                e.virtual_network_peerings.extend(v.virtual_network_peerings);
+            }) {
+                resolved.push(("virtualNetwork", name));
+            }
+        }
+        for p in net.firewall_policies {
+            let syn = incoming("firewallPolicy", &p.name);
+            let name = p.name.clone();
+            if merge(&mut network.firewall_policies, p, syn, known, "firewallPolicy", diags, |e, p, real| {
+                let mut groups = std::mem::take(&mut e.rule_collection_groups);
+                groups.extend(p.rule_collection_groups.iter().cloned());
+                if real {
+                    *e = p;
+                }
+                e.rule_collection_groups = groups;
+            }) {
+                resolved.push(("firewallPolicy", name));
+            }
+        }
+        macro_rules! plain {
+            ($field:ident, $ty:literal) => {
+                for r in net.$field {
+                    if network
+                        .$field
+                        .iter()
+                        .any(|x| x.name.eq_ignore_ascii_case(&r.name))
+                    {
+                        diags.push(duplicate($ty, &r.name, &r.origin));
+                    } else {
+                        network.$field.push(r);
+                    }
+                }
+            };
+        }
+        plain!(network_interfaces, "networkInterfaces");
+        plain!(application_security_groups, "applicationSecurityGroups");
+        plain!(public_ip_addresses, "publicIPAddresses");
+        plain!(azure_firewalls, "azureFirewalls");
+        plain!(ip_groups, "ipGroups");
+        for s in synthetic {
+            let resolved = resolved.iter().any(|(k, n)| *k == s.kind && n.eq_ignore_ascii_case(&s.name));
+            if !resolved
+                && !known
+                    .iter()
+                    .any(|x| x.kind == s.kind && x.name.eq_ignore_ascii_case(&s.name))
+            {
+                known.push(s);
+            }
+        }
+    }
+
+    fn finish(mut self, diags: &mut Diagnostics) -> Network {
+        // A child whose parent never appeared: an error for templates (FMT-6); REST bodies of a
+        // lone rule or route legitimately come without their parent.
+        for s in std::mem::take(&mut self.synthetic) {
+            if s.from_template {
+                diags.push(
+                    Diagnostic::error(format!(
+                        "child resource names parent '{}', which is not defined in the input",
+                        s.name
+                    ))
+                    .at(&s.origin.file, &s.origin.pointer)
+                    .field("name")
+                    .expected("the parent resource in the same template or input folder"),
+                );
+            }
+        }
+        self.network
+    }
+}
+
+/// Merge one resource into a list: synthetic parents (made to hold a child) join the real
+/// resource of the same name; two real resources of one name keep the first, with a warning.
+fn merge<T: resources::Named>(
+    list: &mut Vec<T>,
+    item: T,
+    incoming_synthetic: bool,
+    known: &mut Vec<Synthetic>,
+    kind: &str,
+    diags: &mut Diagnostics,
+    combine: impl FnOnce(&mut T, T, bool),
+) -> bool {
+    let name = item.name().to_string();
+    let existing_synthetic = known
+        .iter()
+        .any(|s| s.kind == kind && s.name.eq_ignore_ascii_case(&name));
+    match list.iter_mut().find(|x| x.name().eq_ignore_ascii_case(&name)) {
+        Some(e) if incoming_synthetic || existing_synthetic => {
+            let real = !incoming_synthetic;
+            combine(e, item, real);
+            if real {
+                known.retain(|s| !(s.kind == kind && s.name.eq_ignore_ascii_case(&name)));
+            }
+            incoming_synthetic && !existing_synthetic
+        }
+        Some(_) => {
+            let (ty, origin) = (kind.to_string(), item.origin().clone());
+            diags.push(duplicate(&ty, &name, &origin));
+            false
+        }
+        None => {
+            list.push(item);
+            false
+        }
+    }
+}
+
+fn duplicate(ty: &str, name: &str, origin: &Origin) -> Diagnostic {
+    Diagnostic::warning(format!(
+        "a resource of this type and name was already imported; this one is ignored"
+    ))
+    .at(&origin.file, &origin.pointer)
+    .resource(&format!("Microsoft.Network/{ty}"), name)
+}
+
+#[cfg(test)]
+mod tests;

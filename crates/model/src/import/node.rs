@@ -1,0 +1,107 @@
+//! A located view of a JSON value with the lookups ARM input needs: case-insensitive property
+//! names (FMT-3), properties read from `properties.x` or from the top level (CLI output, native
+//! YAML), `""`/`[]`/`null` as absent (FMT-7), numbers given as strings, and unresolved template
+//! expressions (FMT-4).
+
+use crate::json::pointer_token;
+use serde_json::Value;
+
+/// The marker the template expander leaves where an expression could not be resolved offline.
+pub const UNRESOLVED_KEY: &str = "$unresolved";
+
+/// A value and its JSON pointer.
+#[derive(Clone)]
+pub struct Node<'a> {
+    pub value: &'a Value,
+    pub pointer: String,
+}
+
+impl<'a> Node<'a> {
+    pub fn root(value: &'a Value, pointer: &str) -> Node<'a> {
+        Node {
+            value,
+            pointer: pointer.to_string(),
+        }
+    }
+
+    /// A property, case-insensitive, not looking into `properties`.
+    pub fn key(&self, name: &str) -> Option<Node<'a>> {
+        let obj = self.value.as_object()?;
+        let (k, v) = obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name))?;
+        Some(Node {
+            value: v,
+            pointer: format!("{}/{}", self.pointer, pointer_token(k)),
+        })
+    }
+
+    /// A resource property: `properties.<name>` first, then `<name>` at the top level.
+    /// Absent values (`null`, `""`, `[]`) count as missing.
+    pub fn prop(&self, name: &str) -> Option<Node<'a>> {
+        let found = self
+            .key("properties")
+            .and_then(|p| p.key(name))
+            .filter(|c| !c.is_absent())
+            .or_else(|| self.key(name).filter(|c| !c.is_absent()));
+        found
+    }
+
+    /// A plain key with absent values filtered out.
+    pub fn field(&self, name: &str) -> Option<Node<'a>> {
+        self.key(name).filter(|c| !c.is_absent())
+    }
+
+    pub fn is_absent(&self) -> bool {
+        match self.value {
+            Value::Null => true,
+            Value::String(s) => s.trim().is_empty(),
+            Value::Array(a) => a.is_empty(),
+            _ => false,
+        }
+    }
+
+    pub fn unresolved(&self) -> Option<&'a str> {
+        unresolved_text(self.value)
+    }
+
+    pub fn items(&self) -> Vec<Node<'a>> {
+        match self.value {
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Node {
+                    value: v,
+                    pointer: format!("{}/{i}", self.pointer),
+                })
+                .collect(),
+            _ => vec![],
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&'a str> {
+        self.value.as_str()
+    }
+
+    /// Text of a scalar (numbers and booleans rendered), for messages and lenient reads.
+    pub fn text(&self) -> String {
+        match self.value {
+            Value::String(s) => s.clone(),
+            Value::Null => "null".into(),
+            other => {
+                if let Some(t) = unresolved_text(other) {
+                    format!("unresolved({t})")
+                } else {
+                    other.to_string()
+                }
+            }
+        }
+    }
+}
+
+pub fn unresolved_text(v: &Value) -> Option<&str> {
+    let o = v.as_object()?;
+    if o.len() == 1 {
+        o.get(UNRESOLVED_KEY)?.as_str()
+    } else {
+        None
+    }
+}

@@ -1,0 +1,551 @@
+//! The firewall pipeline (FW-2, FW-3): DNAT → network rules → application rules → default deny.
+//!
+//! Classic and policy firewalls compile to the same passes. Rule order (FW-2) is fixed at
+//! compile time — policy chain from the root, rule collection groups by priority, the pass's
+//! collections by priority, rules in listed order — so that within a pass the lowest index wins.
+//! Network and DNAT rules go through the 5-tuple classifier; application rules through the FQDN
+//! matcher, which returns candidate rules by name in that same order.
+
+use crate::addresses::{resolve_all, TagContext};
+use crate::matchers::{
+    normalize_name, Classifier, ClassifierOptions, ClassifierRule, FqdnMatcher, FqdnPattern,
+    PacketKey,
+};
+use crate::prefixes::{contains_addr, net, range_to_cidrs};
+use ipnet::IpNet;
+use palisade_model::catalog::Catalogs;
+use palisade_model::{
+    AddressItem, ApplicationProtocol, ApplicationProtocolType, AzureFirewall, FirewallAction,
+    FirewallPolicy, FirewallRule, Network, NetworkProtocol, PortRange, RuleCollection,
+    RuleCollectionKind, RuleMode,
+};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Which pass decided (DIAG-1.2 layer names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum FirewallPass {
+    FirewallDnat,
+    FirewallNetwork,
+    FirewallApplication,
+    FirewallDefault,
+}
+
+/// Where a rule sits, for explanations and decision records.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleRef {
+    /// The policy holding the rule, or the firewall for classic rules.
+    pub resource: String,
+    pub rule_collection_group: Option<String>,
+    pub rule_collection_group_priority: Option<u32>,
+    pub rule_collection: String,
+    pub rule_collection_priority: u32,
+    pub rule: String,
+    pub action: FirewallAction,
+    pub audit: bool,
+}
+
+impl RuleRef {
+    /// Classic `<collection>/<rule>`, policy `<rcg>/<collection>/<rule>` (DIAG-1.2).
+    pub fn path(&self) -> String {
+        match &self.rule_collection_group {
+            Some(g) => format!("{g}/{}/{}", self.rule_collection, self.rule),
+            None => format!("{}/{}", self.rule_collection, self.rule),
+        }
+    }
+}
+
+/// The application protocol a flow speaks, as the firewall detects it (FW-6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum AppProtocol {
+    Http,
+    Https,
+    Mssql,
+}
+
+impl AppProtocol {
+    /// Offline inference when the caller does not say: Host header on port 80, TDS on 1433,
+    /// TLS elsewhere (scenarios README, "host").
+    pub fn infer(port: u16) -> AppProtocol {
+        match port {
+            80 => AppProtocol::Http,
+            1433 => AppProtocol::Mssql,
+            _ => AppProtocol::Https,
+        }
+    }
+    fn matches(self, p: &ApplicationProtocol, port: u16) -> bool {
+        let t = match self {
+            AppProtocol::Http => ApplicationProtocolType::Http,
+            AppProtocol::Https => ApplicationProtocolType::Https,
+            AppProtocol::Mssql => ApplicationProtocolType::Mssql,
+        };
+        p.protocol_type == t && p.port == port
+    }
+}
+
+struct L4Pass {
+    rules: Vec<RuleRef>,
+    specs: Vec<ClassifierRule>,
+    entry_rule: Vec<u32>,
+    translated: Vec<Option<(AddressItem, Option<u16>)>>,
+    classifier: Classifier,
+    has_audit: bool,
+}
+
+struct AppRule {
+    protocols: Vec<ApplicationProtocol>,
+    sources: Vec<IpNet>,
+    /// Policy `destinationAddresses`: an extra destination predicate when present.
+    destinations: Option<Vec<IpNet>>,
+    patterns: Vec<String>,
+}
+
+/// A firewall compiled for evaluation.
+pub struct CompiledFirewall {
+    pub name: String,
+    /// Policy name for policy firewalls.
+    pub policy: Option<String>,
+    pub private_ip_addresses: Vec<IpAddr>,
+    pub public_ip_addresses: Vec<IpAddr>,
+    dnat: L4Pass,
+    network: L4Pass,
+    app_refs: Vec<RuleRef>,
+    app_rules: Vec<AppRule>,
+    app_matcher: FqdnMatcher,
+    /// FW-8.1 ranges not SNATed for network rules.
+    snat_private_ranges: Vec<IpNet>,
+    /// Static name → address bindings for FQDN network rules (offline: empty unless given).
+    pub problems: Vec<String>,
+}
+
+/// The firewall's answer for one flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct FirewallOutcome {
+    pub pass: FirewallPass,
+    pub allowed: bool,
+    pub rule: Option<RuleRef>,
+    /// DIAG-1.2 reason.
+    pub reason: &'static str,
+    /// DNAT: the translated destination.
+    pub translated: Option<(IpAddr, u16)>,
+    /// Network-rule allows: whether the source is translated to the firewall (FW-8.1).
+    pub snat: bool,
+    pub audit: Vec<RuleRef>,
+    /// Human detail: which name matched, or why nothing did.
+    pub detail: Option<String>,
+}
+
+/// The flow as the firewall sees it.
+#[derive(Debug, Clone)]
+pub struct FirewallInput<'a> {
+    pub key: PacketKey,
+    /// SNI or Host, when known.
+    pub host: Option<&'a str>,
+    pub app_protocol: Option<AppProtocol>,
+}
+
+impl CompiledFirewall {
+    pub fn compile(fw: &AzureFirewall, network: &Network, catalogs: &Catalogs, fqdn_resolution: &HashMap<String, Vec<IpAddr>>) -> CompiledFirewall {
+        let mut ordered: Vec<(RuleRef, &RuleCollection, &FirewallRule)> = vec![];
+        let mut problems = vec![];
+        match &fw.firewall_policy {
+            Some(p) => {
+                // FW-2.1: base policies first, root first.
+                let mut chain: Vec<&FirewallPolicy> = vec![];
+                let mut cur = network.firewall_policy(p);
+                while let Some(pol) = cur {
+                    if chain.iter().any(|c| c.name.eq_ignore_ascii_case(&pol.name)) {
+                        problems.push(format!("firewall policy chain loops at '{}'", pol.name));
+                        break;
+                    }
+                    chain.push(pol);
+                    cur = pol.base_policy.as_deref().and_then(|b| network.firewall_policy(b));
+                }
+                if chain.is_empty() {
+                    problems.push(format!("firewall policy '{p}' is not in the input; the firewall has no rules"));
+                }
+                chain.reverse();
+                for pol in chain {
+                    let mut groups: Vec<_> = pol.rule_collection_groups.iter().collect();
+                    groups.sort_by(|a, b| (a.priority, a.name.to_ascii_lowercase()).cmp(&(b.priority, b.name.to_ascii_lowercase())));
+                    for g in groups {
+                        for (c, r) in sorted_rules(&g.rule_collections) {
+                            ordered.push((rule_ref(&pol.name, Some((&g.name, g.priority)), c, r), c, r));
+                        }
+                    }
+                }
+            }
+            None => {
+                for (c, r) in sorted_rules(&fw.rule_collections) {
+                    ordered.push((rule_ref(&fw.name, None, c, r), c, r));
+                }
+            }
+        }
+        let ctx = TagContext::new(&[]);
+        let group_addresses = |names: &[String]| -> Vec<IpNet> {
+            let mut out = vec![];
+            for n in names {
+                if let Some(g) = network.ip_group(n) {
+                    out.extend(resolve_all(&g.ip_addresses, catalogs, &ctx).0);
+                }
+            }
+            out
+        };
+        let mut dnat = L4Builder::default();
+        let mut net_pass = L4Builder::default();
+        let mut app_refs = vec![];
+        let mut app_rules = vec![];
+        for (rref, col, rule) in ordered {
+            let mut sources = resolve_all(&rule.source_addresses, catalogs, &ctx).0;
+            sources.extend(group_addresses(&rule.source_ip_groups));
+            let mut destinations = resolve_all(&rule.destination_addresses, catalogs, &ctx).0;
+            destinations.extend(group_addresses(&rule.destination_ip_groups));
+            for f in &rule.destination_fqdns {
+                if let Some(ips) = fqdn_resolution.get(&f.to_ascii_lowercase()) {
+                    destinations.extend(ips.iter().map(|ip| IpNet::from(*ip)));
+                }
+            }
+            match col.kind {
+                RuleCollectionKind::Nat => {
+                    let t = rule.translated_address.clone().map(|a| (a, rule.translated_port));
+                    dnat.push(rref, rule, sources, destinations, t);
+                }
+                RuleCollectionKind::Network => net_pass.push(rref, rule, sources, destinations, None),
+                RuleCollectionKind::Application => {
+                    let mut patterns = rule.target_fqdns.clone();
+                    for t in &rule.fqdn_tags {
+                        match catalogs.fqdn_tags.get(t) {
+                            Some(tag) => patterns.extend(tag.target_fqdns.iter().cloned()),
+                            None => problems.push(format!("rule {}: unknown FQDN tag '{t}'", rref.path())),
+                        }
+                    }
+                    app_refs.push(rref);
+                    app_rules.push(AppRule {
+                        protocols: rule.protocols.clone(),
+                        sources,
+                        destinations: (!rule.destination_addresses.is_empty()).then_some(destinations),
+                        patterns,
+                    });
+                }
+            }
+        }
+        let mut pats = vec![];
+        for (i, r) in app_rules.iter().enumerate() {
+            for p in &r.patterns {
+                match FqdnPattern::parse(p) {
+                    Ok(fp) => pats.push((fp, i as u32)),
+                    Err(e) => problems.push(format!("rule {}: target '{p}': {e}", app_refs[i].path())),
+                }
+            }
+        }
+        let settings = match &fw.firewall_policy {
+            Some(p) => network.firewall_policy(p).map(|p| p.settings.clone()).unwrap_or_default(),
+            None => fw.settings.clone(),
+        };
+        let public_ip_addresses = fw
+            .public_ip_addresses
+            .iter()
+            .filter_map(|n| network.public_ip_addresses.iter().find(|p| p.name.eq_ignore_ascii_case(n)))
+            .filter_map(|p| p.ip_address)
+            .collect();
+        CompiledFirewall {
+            name: fw.name.clone(),
+            policy: fw.firewall_policy.clone(),
+            private_ip_addresses: fw.private_ip_addresses.clone(),
+            public_ip_addresses,
+            dnat: dnat.build(),
+            network: net_pass.build(),
+            app_refs,
+            app_rules,
+            app_matcher: FqdnMatcher::build(pats),
+            snat_private_ranges: snat_ranges(settings.snat_private_ranges.as_deref()),
+            problems,
+        }
+    }
+
+    /// Run the pipeline (FW-3). Threat intelligence and the infrastructure collection are not
+    /// modelled offline; the default is deny.
+    pub fn evaluate(&self, input: &FirewallInput) -> FirewallOutcome {
+        let mut audit = vec![];
+        let key = &input.key;
+        if let Some((i, t)) = self.dnat.first(key, &mut audit) {
+            let translated = t.and_then(|(a, port)| match a {
+                AddressItem::Prefix(p) => Some((p.addr(), port.unwrap_or(key.dst_port))),
+                _ => None,
+            });
+            return FirewallOutcome {
+                pass: FirewallPass::FirewallDnat,
+                allowed: true,
+                rule: Some(self.dnat.rules[i].clone()),
+                reason: "RuleMatched",
+                translated,
+                snat: false,
+                audit,
+                detail: None,
+            };
+        }
+        if let Some((i, _)) = self.network.first(key, &mut audit) {
+            let r = &self.network.rules[i];
+            let allowed = r.action == FirewallAction::Allow;
+            return FirewallOutcome {
+                pass: FirewallPass::FirewallNetwork,
+                allowed,
+                rule: Some(r.clone()),
+                reason: "RuleMatched",
+                translated: None,
+                snat: allowed && !contains_addr(&self.snat_private_ranges, key.dst),
+                audit,
+                detail: None,
+            };
+        }
+        let deny = |reason: &'static str, detail: Option<String>, audit: Vec<RuleRef>| FirewallOutcome {
+            pass: FirewallPass::FirewallDefault,
+            allowed: false,
+            rule: None,
+            reason,
+            translated: None,
+            snat: false,
+            audit,
+            detail,
+        };
+        if key.protocol != 6 {
+            return deny("DefaultAction", Some("no network rule matched; application rules apply to TCP only".into()), audit);
+        }
+        let proto = input.app_protocol.unwrap_or_else(|| AppProtocol::infer(key.dst_port));
+        let any_app_rule_on_port = self
+            .app_rules
+            .iter()
+            .any(|r| r.protocols.iter().any(|p| proto.matches(p, key.dst_port)));
+        let Some(host) = input.host else {
+            return if proto == AppProtocol::Https && any_app_rule_on_port {
+                deny("SniMissing", Some("SNI TLS extension was missing".into()), audit)
+            } else {
+                deny("DefaultAction", Some("No rule matched. Proceeding with default action".into()), audit)
+            };
+        };
+        let Some(name) = normalize_name(host) else {
+            return deny("DefaultAction", Some(format!("`{host}` is not a valid host name")), audit);
+        };
+        let mut candidates = vec![];
+        self.app_matcher.all(&name, &mut candidates);
+        candidates.dedup();
+        for c in candidates {
+            let i = c as usize;
+            let r = &self.app_rules[i];
+            if !r.protocols.iter().any(|p| proto.matches(p, key.dst_port)) {
+                continue;
+            }
+            if !contains_addr(&r.sources, key.src) {
+                continue;
+            }
+            if let Some(d) = &r.destinations {
+                if !contains_addr(d, key.dst) {
+                    continue;
+                }
+            }
+            let rref = &self.app_refs[i];
+            if rref.audit {
+                audit.push(rref.clone());
+                continue;
+            }
+            return FirewallOutcome {
+                pass: FirewallPass::FirewallApplication,
+                allowed: rref.action == FirewallAction::Allow,
+                rule: Some(rref.clone()),
+                reason: "RuleMatched",
+                translated: None,
+                snat: true,
+                audit,
+                detail: Some(format!("{proto:?} name `{name}`")),
+            };
+        }
+        deny("DefaultAction", Some("No rule matched. Proceeding with default action".into()), audit)
+    }
+
+    /// For a default deny: the application or network rule that came closest, and why it missed.
+    pub fn near_miss(&self, input: &FirewallInput) -> Option<(RuleRef, Vec<String>)> {
+        let key = &input.key;
+        let proto = input.app_protocol.unwrap_or_else(|| AppProtocol::infer(key.dst_port));
+        let name = input.host.and_then(normalize_name);
+        let mut best: Option<(usize, RuleRef, Vec<String>)> = None;
+        let mut consider = |rref: &RuleRef, miss: Vec<String>| {
+            if rref.action != FirewallAction::Allow || miss.is_empty() {
+                return;
+            }
+            if best.as_ref().is_none_or(|(n, _, _)| miss.len() < *n) {
+                best = Some((miss.len(), rref.clone(), miss));
+            }
+        };
+        for (i, r) in self.app_rules.iter().enumerate() {
+            let mut miss = vec![];
+            if key.protocol != 6 {
+                miss.push("protocol (application rules need TCP)".to_string());
+            }
+            if !r.protocols.iter().any(|p| proto.matches(p, key.dst_port)) {
+                let list: Vec<String> = r.protocols.iter().map(|p| format!("{:?}:{}", p.protocol_type, p.port)).collect();
+                miss.push(format!("protocols (rule has {}, flow is {proto:?}:{})", list.join(", "), key.dst_port));
+            }
+            if !contains_addr(&r.sources, key.src) {
+                miss.push("sourceAddresses".into());
+            }
+            match &name {
+                Some(n) => {
+                    let matched = r.patterns.iter().any(|p| FqdnPattern::parse(p).is_ok_and(|fp| fp.matches(n)));
+                    if !matched {
+                        let shown: Vec<&str> = r.patterns.iter().take(3).map(String::as_str).collect();
+                        miss.push(format!("targetFqdns (rule has {}{})", shown.join(", "), if r.patterns.len() > 3 { ", …" } else { "" }));
+                    }
+                }
+                None => miss.push("targetFqdns (no SNI/Host given)".into()),
+            }
+            consider(&self.app_refs[i], miss);
+        }
+        for (i, spec) in self.network.specs.iter().enumerate() {
+            let mut miss = vec![];
+            if spec.protocol.is_some_and(|p| p != key.protocol) {
+                miss.push("ipProtocols".to_string());
+            }
+            if !spec.src.iter().any(|n| n.contains(&key.src)) {
+                miss.push("sourceAddresses".into());
+            }
+            if !spec.dst.iter().any(|n| n.contains(&key.dst)) {
+                miss.push("destinationAddresses".into());
+            }
+            if matches!(key.protocol, 6 | 17) && !spec.dst_ports.iter().any(|(a, b)| *a <= key.dst_port && key.dst_port <= *b) {
+                miss.push("destinationPorts".into());
+            }
+            let r = self.network.entry_rule[i] as usize;
+            consider(&self.network.rules[r], miss);
+        }
+        best.map(|(_, r, m)| (r, m))
+    }
+
+    /// Number of rules per pass (DNAT, network, application).
+    pub fn rule_counts(&self) -> (usize, usize, usize) {
+        (self.dnat.rules.len(), self.network.rules.len(), self.app_refs.len())
+    }
+}
+
+fn rule_ref(resource: &str, group: Option<(&str, u32)>, c: &RuleCollection, r: &FirewallRule) -> RuleRef {
+    RuleRef {
+        resource: resource.to_string(),
+        rule_collection_group: group.map(|g| g.0.to_string()),
+        rule_collection_group_priority: group.map(|g| g.1),
+        rule_collection: c.name.clone(),
+        rule_collection_priority: c.priority,
+        rule: r.name.clone(),
+        action: c.action,
+        audit: c.palisade.mode == RuleMode::Audit || r.palisade.mode == RuleMode::Audit,
+    }
+}
+
+/// Collections by ascending priority (ties by name, FW-1), rules in listed order (FW-2.4).
+fn sorted_rules(cols: &[RuleCollection]) -> Vec<(&RuleCollection, &FirewallRule)> {
+    let mut cs: Vec<&RuleCollection> = cols.iter().collect();
+    cs.sort_by(|a, b| (a.priority, a.name.to_ascii_lowercase()).cmp(&(b.priority, b.name.to_ascii_lowercase())));
+    cs.into_iter().flat_map(|c| c.rules.iter().map(move |r| (c, r))).collect()
+}
+
+/// FW-8.3: `IANAPrivateRanges` stands for the defaults (plus `fc00::/7`, FW-8.4).
+fn snat_ranges(configured: Option<&[String]>) -> Vec<IpNet> {
+    let iana = || ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"].map(net).to_vec();
+    match configured {
+        None => iana(),
+        Some(list) => {
+            let mut out = vec![];
+            for item in list {
+                if item.eq_ignore_ascii_case("IANAPrivateRanges") {
+                    out.extend(iana());
+                } else if let Ok((a, _)) = palisade_model::address::parse_address_item(item, true) {
+                    match a {
+                        AddressItem::Prefix(p) => out.push(p),
+                        AddressItem::Range(x, y) => out.extend(range_to_cidrs(x, y)),
+                        _ => {}
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+#[derive(Default)]
+struct L4Builder {
+    rules: Vec<RuleRef>,
+    specs: Vec<ClassifierRule>,
+    entry_rule: Vec<u32>,
+    translated: Vec<Option<(AddressItem, Option<u16>)>>,
+}
+
+impl L4Builder {
+    fn push(&mut self, rref: RuleRef, rule: &FirewallRule, sources: Vec<IpNet>, destinations: Vec<IpNet>, translated: Option<(AddressItem, Option<u16>)>) {
+        let idx = self.rules.len() as u32;
+        self.rules.push(rref);
+        self.translated.push(translated);
+        let ports: Vec<(u16, u16)> = if rule.destination_ports.is_empty() {
+            vec![(PortRange::ANY.first, PortRange::ANY.last)]
+        } else {
+            rule.destination_ports.iter().map(|p| (p.first, p.last)).collect()
+        };
+        let mut protos: Vec<(Option<u8>, Option<bool>)> = vec![];
+        for p in &rule.ip_protocols {
+            match p {
+                NetworkProtocol::Any => protos.push((None, None)),
+                NetworkProtocol::Tcp => protos.push((Some(6), None)),
+                NetworkProtocol::Udp => protos.push((Some(17), None)),
+                NetworkProtocol::Icmp => {
+                    protos.push((Some(1), Some(false)));
+                    protos.push((Some(58), Some(true)));
+                }
+            }
+        }
+        for (proto, family) in protos {
+            let keep = |set: &[IpNet]| -> Vec<IpNet> {
+                set.iter().filter(|n| family.is_none_or(|v6| matches!(n, IpNet::V6(_)) == v6)).copied().collect()
+            };
+            self.specs.push(ClassifierRule {
+                protocol: proto,
+                src: keep(&sources),
+                dst: keep(&destinations),
+                src_ports: vec![(0, 65535)],
+                dst_ports: ports.clone(),
+            });
+            self.entry_rule.push(idx);
+        }
+    }
+
+    fn build(self) -> L4Pass {
+        let classifier = Classifier::build(self.specs.clone(), ClassifierOptions { ports_only_for_tcp_udp: true });
+        L4Pass {
+            has_audit: self.rules.iter().any(|r| r.audit),
+            rules: self.rules,
+            specs: self.specs,
+            entry_rule: self.entry_rule,
+            translated: self.translated,
+            classifier,
+        }
+    }
+}
+
+impl L4Pass {
+    /// First non-audit rule matching; audit matches before it are collected (PAL-5.3).
+    fn first(&self, key: &PacketKey, audit: &mut Vec<RuleRef>) -> Option<(usize, Option<(AddressItem, Option<u16>)>)> {
+        if !self.has_audit {
+            let e = self.classifier.first_match(key)?;
+            let r = self.entry_rule[e as usize] as usize;
+            return Some((r, self.translated[r].clone()));
+        }
+        let mut all = vec![];
+        self.classifier.all_matches(key, &mut all);
+        for e in all {
+            let r = self.entry_rule[e as usize] as usize;
+            if self.rules[r].audit {
+                audit.push(self.rules[r].clone());
+            } else {
+                return Some((r, self.translated[r].clone()));
+            }
+        }
+        None
+    }
+}

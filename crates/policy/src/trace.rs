@@ -1,0 +1,685 @@
+//! The path of one flow through every layer (DIAG-7), with the decision of each hop and the
+//! control that decided the flow, named as `../shared/scenarios/README.md` defines it: the last
+//! control on the path that made a decision.
+
+use crate::firewall::{AppProtocol, FirewallInput, FirewallOutcome, FirewallPass};
+use crate::matchers::PacketKey;
+use crate::nsg::CompiledNsg;
+use crate::routes::{EffectiveRoute, RouteSource};
+use crate::snapshot::{Location, Snapshot};
+use palisade_model::{Access, Direction, NextHopType, Protocol};
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// Platform addresses a NIC always reaches (NSG-8.4).
+pub const PLATFORM_ADDRESSES: &[&str] = &["168.63.129.16", "169.254.169.254"];
+
+/// A flow (DIAG-1.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Flow {
+    pub source: IpAddr,
+    pub source_port: u16,
+    pub destination: IpAddr,
+    pub destination_port: u16,
+    pub protocol: Protocol,
+    /// TLS SNI or HTTP Host, where the firewall sees it.
+    pub host: Option<String>,
+    /// The application protocol, when not inferred from the port.
+    pub app_protocol: Option<AppProtocol>,
+}
+
+impl Flow {
+    pub fn key(&self) -> PacketKey {
+        let v6 = self.destination.is_ipv6();
+        PacketKey {
+            src: self.source,
+            dst: self.destination,
+            protocol: self.protocol.number(v6).unwrap_or(0),
+            src_port: if self.protocol.has_ports() { self.source_port } else { 0 },
+            dst_port: if self.protocol.has_ports() { self.destination_port } else { 0 },
+        }
+    }
+}
+
+/// How the connection a reply packet belongs to crossed the network edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Established {
+    /// It arrived on a public address, not through a firewall.
+    Direct,
+    /// It went through a firewall, which holds the session.
+    ViaFirewall,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TraceOptions {
+    /// The packet belongs to an established connection (NSG-7.1): NSGs pass it on state.
+    pub established: Option<Established>,
+    /// Evaluate one resource directly: an NSG, route table or firewall name, or `nsg`,
+    /// `route-table`, `firewall`.
+    pub at: Option<String>,
+    /// Direction for `--at` NSG evaluation.
+    pub direction: Option<Direction>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    Allow,
+    Deny,
+    Drop,
+    /// The path leaves what the input describes (an appliance that is not a modelled firewall).
+    Unknown,
+}
+
+/// The control that decided the flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecidedBy {
+    /// `nsg`, `route`, `firewall` or `default` (an NSG default rule, a system route, the
+    /// firewall's default action).
+    pub layer: &'static str,
+    pub resource: String,
+    /// Firewall rule collection (with its group for policies: `<rcg>/<collection>`).
+    pub collection: Option<String>,
+    /// NSG rule name, route name (or system route prefix / service), firewall rule path.
+    pub rule: Option<String>,
+    pub priority: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NextHop {
+    #[serde(rename = "type")]
+    pub next_hop_type: String,
+    pub address: Option<IpAddr>,
+}
+
+impl NextHop {
+    /// `VirtualAppliance 10.0.1.4`, `Internet`, ... (scenarios README).
+    pub fn display(&self) -> String {
+        match self.address {
+            Some(a) => format!("{} {a}", self.next_hop_type),
+            None => self.next_hop_type.clone(),
+        }
+    }
+}
+
+/// The rule that almost matched, and which fields differed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NearMiss {
+    pub rule: String,
+    pub differs: Vec<String>,
+}
+
+/// One layer crossed (DIAG-1.2 fields).
+#[derive(Debug, Clone, Serialize)]
+pub struct Hop {
+    /// `NicNsg`, `SubnetNsg`, `Route`, `FirewallDnat`, `FirewallNetwork`, `FirewallApplication`,
+    /// `FirewallDefault`, `Platform`.
+    pub layer: &'static str,
+    pub direction: Option<Direction>,
+    pub resource: String,
+    pub rule: Option<String>,
+    pub priority: Option<u32>,
+    /// `Allow`, `Deny`, `Drop`, `Dnat`, or `Route` for a route hop that forwards.
+    pub result: &'static str,
+    pub reason: &'static str,
+    pub detail: Option<String>,
+    pub next_hop: Option<NextHop>,
+    pub near_miss: Option<NearMiss>,
+    /// Audit rules that matched and were passed over (PAL-5.3).
+    pub audit: Vec<String>,
+}
+
+/// How the reply of an inbound connection is routed (RT-9).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplyPath {
+    pub resource: String,
+    pub route: String,
+    pub next_hop: NextHop,
+    pub symmetric: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Trace {
+    pub verdict: Verdict,
+    pub decided_by: Option<DecidedBy>,
+    pub hops: Vec<Hop>,
+    pub next_hop: Option<NextHop>,
+    pub reply: Option<ReplyPath>,
+    /// NSG hops passed on connection state rather than on a rule.
+    pub stateful: bool,
+    /// The firewall translated the destination (DNAT).
+    pub translated: Option<(IpAddr, u16)>,
+    pub notes: Vec<String>,
+    pub snapshot: String,
+}
+
+struct Tracer<'s> {
+    snap: &'s Snapshot,
+    flow: &'s Flow,
+    key: PacketKey,
+    opts: &'s TraceOptions,
+    hops: Vec<Hop>,
+    last_allow: Option<DecidedBy>,
+    notes: Vec<String>,
+    crossed_firewall: bool,
+}
+
+/// Outcome of a step that may end the trace.
+enum Step {
+    Continue,
+    End(Verdict, Option<DecidedBy>),
+}
+
+impl Snapshot {
+    /// Trace a flow through every layer the network puts in its way (DIAG-7).
+    pub fn trace(&self, flow: &Flow, opts: &TraceOptions) -> Trace {
+        let mut t = Tracer {
+            snap: self,
+            flow,
+            key: flow.key(),
+            opts,
+            hops: vec![],
+            last_allow: None,
+            notes: vec![],
+            crossed_firewall: false,
+        };
+        let (verdict, decided_by, next_hop, reply) = t.run();
+        Trace {
+            verdict,
+            decided_by,
+            hops: t.hops,
+            next_hop,
+            reply,
+            stateful: opts.established.is_some(),
+            translated: None,
+            notes: t.notes,
+            snapshot: self.id.clone(),
+        }
+    }
+}
+
+type Outcome = (Verdict, Option<DecidedBy>, Option<NextHop>, Option<ReplyPath>);
+
+impl Tracer<'_> {
+    fn run(&mut self) -> Outcome {
+        if let Some(at) = self.opts.at.clone() {
+            return self.run_at(&at);
+        }
+        let src = self.snap.locate(self.flow.source);
+        let dst = self.snap.locate(self.flow.destination);
+        if src.subnet.is_some() {
+            return self.from_inside(src, dst);
+        }
+        if dst.subnet.is_some() || self.snap.firewall_frontend(self.flow.destination).is_some() {
+            return self.from_outside(dst);
+        }
+        self.partial()
+    }
+
+    /// A flow leaving a workload: NIC NSG out, subnet NSG out, route, then what the route says.
+    fn from_inside(&mut self, src: Location, dst: Location) -> Outcome {
+        let s = src.subnet.expect("caller checked");
+        let nic_nsg = src.nic.and_then(|n| self.snap.nics[n].nsg);
+        let subnet_nsg = self.snap.subnets[s].nsg;
+        for (layer, nsg) in [("NicNsg", nic_nsg), ("SubnetNsg", subnet_nsg)] {
+            if let Some(n) = nsg {
+                if let Step::End(v, d) = self.nsg(layer, n, Direction::Outbound, true) {
+                    return (v, d, None, None);
+                }
+            }
+        }
+        let Some((prefix, route)) = self.snap.subnets[s].routes.lookup(self.flow.destination) else {
+            let d = DecidedBy { layer: "default", resource: "System Route".into(), collection: None, rule: None, priority: None };
+            self.hop_route(None, "Drop", "NoRoute", None);
+            return (Verdict::Drop, Some(d), None, None);
+        };
+        let route = route.clone();
+        let hop = next_hop(&route);
+        let by_route = route_decider(&route);
+        if route.next_hop_type == NextHopType::None {
+            self.hop_route(Some((&route, prefix)), "Drop", "RouteNone", Some(hop.clone()));
+            return (Verdict::Drop, Some(by_route), Some(hop), None);
+        }
+        if route.drops {
+            self.hop_route(Some((&route, prefix)), "Drop", route.invalid_reason.unwrap_or("NextHopUnreachable"), Some(hop.clone()));
+            return (Verdict::Drop, Some(by_route), Some(hop), None);
+        }
+        self.hop_route(Some((&route, prefix)), "Route", "RuleMatched", Some(hop.clone()));
+        match route.next_hop_type {
+            NextHopType::VirtualAppliance => {
+                if self.opts.established == Some(Established::Direct) {
+                    self.notes.push("the reply is sent to an appliance that never saw the request (RT-9)".into());
+                    return (Verdict::Drop, Some(by_route), Some(hop), None);
+                }
+                let Some(ip) = route.next_hop_ip_address else {
+                    return (Verdict::Drop, Some(by_route), Some(hop), None);
+                };
+                let Some(fw) = self.snap.firewall_at(ip) else {
+                    self.notes.push(format!("next hop {ip} is not a firewall in the input; its decision is unknown"));
+                    return (Verdict::Unknown, Some(by_route), Some(hop), None);
+                };
+                if self.opts.established == Some(Established::ViaFirewall) {
+                    return (Verdict::Allow, Some(by_route), Some(hop), None);
+                }
+                let outcome = self.firewall(fw, &self.key.clone());
+                let decided = firewall_decider(self.snap, fw, &outcome);
+                if !outcome.allowed {
+                    return (Verdict::Deny, Some(decided), Some(hop), None);
+                }
+                self.crossed_firewall = true;
+                let mut destination = self.flow.destination;
+                if let Some((ip, _)) = outcome.translated {
+                    destination = ip;
+                }
+                let dloc = self.snap.locate(destination);
+                if dloc.subnet.is_some() {
+                    if let Step::End(v, d) = self.inbound_nsgs(dloc) {
+                        return (v, d, Some(hop), None);
+                    }
+                    let reply = self.internal_reply(dloc, Some(ip));
+                    if let Some(r) = &reply {
+                        if !r.symmetric {
+                            let d = DecidedBy { layer: if r.resource == "System Route" { "default" } else { "route" }, resource: r.resource.clone(), collection: None, rule: Some(r.route.clone()), priority: None };
+                            return (Verdict::Drop, Some(d), Some(hop), reply);
+                        }
+                    }
+                    return (Verdict::Allow, Some(decided), Some(hop), reply);
+                }
+                (Verdict::Allow, Some(decided), Some(hop), None)
+            }
+            NextHopType::VnetLocal | NextHopType::VNetPeering => {
+                if dst.subnet.is_none() {
+                    self.notes.push("the destination is inside the address space but in no subnet of the input".into());
+                    let d = self.last_allow.clone().unwrap_or(by_route);
+                    return (Verdict::Allow, Some(d), Some(hop), None);
+                }
+                if let Step::End(v, d) = self.inbound_nsgs(dst) {
+                    return (v, d, Some(hop), None);
+                }
+                let reply = if self.opts.established.is_none() { self.internal_reply(dst, None) } else { None };
+                if let Some(r) = &reply {
+                    if !r.symmetric {
+                        let d = DecidedBy { layer: if r.resource == "System Route" { "default" } else { "route" }, resource: r.resource.clone(), collection: None, rule: Some(r.route.clone()), priority: None };
+                        self.notes.push("the reply passes a firewall that never saw the request (RT-9)".into());
+                        return (Verdict::Drop, Some(d), Some(hop), reply);
+                    }
+                }
+                let d = self.last_allow.clone().unwrap_or(by_route);
+                (Verdict::Allow, Some(d), Some(hop), reply)
+            }
+            _ => {
+                // Internet, service endpoint, gateway: the platform carries it on.
+                if self.opts.established == Some(Established::ViaFirewall) {
+                    self.notes.push("the reply bypasses the firewall that holds the session (RT-9)".into());
+                    return (Verdict::Drop, Some(by_route), Some(hop), None);
+                }
+                (Verdict::Allow, Some(by_route), Some(hop), None)
+            }
+        }
+    }
+
+    /// A flow arriving from outside: (DNAT at a firewall frontend,) subnet NSG in, NIC NSG in,
+    /// then the reply check (scenarios README, "Reply check").
+    fn from_outside(&mut self, dst: Location) -> Outcome {
+        let mut dst = dst;
+        let mut via_fw = None;
+        let mut decided_fw = None;
+        if let Some(fw) = self.snap.firewall_frontend(self.flow.destination) {
+            let outcome = self.firewall(fw, &self.key.clone());
+            let decided = firewall_decider(self.snap, fw, &outcome);
+            if !outcome.allowed {
+                return (Verdict::Deny, Some(decided), None, None);
+            }
+            if let Some((ip, port)) = outcome.translated {
+                self.key.dst = ip;
+                self.key.dst_port = port;
+                dst = self.snap.locate(ip);
+                via_fw = self.snap.firewalls[fw].private_ip_addresses.first().copied();
+            }
+            self.crossed_firewall = true;
+            decided_fw = Some(decided);
+            if dst.subnet.is_none() {
+                return (Verdict::Allow, decided_fw, None, None);
+            }
+        }
+        if let Step::End(v, d) = self.inbound_nsgs(dst) {
+            return (v, d, None, None);
+        }
+        let decided = decided_fw.or(self.last_allow.clone());
+        let platform = PLATFORM_ADDRESSES[0].parse::<IpAddr>().ok() == Some(self.flow.source);
+        if self.opts.established.is_some() || platform || self.snap.in_virtual_network(self.flow.source) {
+            return (Verdict::Allow, decided, None, None);
+        }
+        let Some(s) = dst.subnet else {
+            return (Verdict::Allow, decided, None, None);
+        };
+        // RT-9: the reply is routed on its own, from the destination's subnet to the source.
+        let Some((prefix, route)) = self.snap.subnets[s].routes.lookup(self.flow.source) else {
+            return (Verdict::Drop, None, None, None);
+        };
+        let route = route.clone();
+        let hop = next_hop(&route);
+        let symmetric = match (route.next_hop_type, via_fw) {
+            (NextHopType::Internet, None) => true,
+            (NextHopType::VirtualAppliance, Some(fw_ip)) => route.next_hop_ip_address == Some(fw_ip),
+            _ => false,
+        };
+        let reply = ReplyPath { resource: route.resource(), route: route.label(), next_hop: hop.clone(), symmetric };
+        let mut h = route_hop(&route, prefix, if symmetric { "Route" } else { "Drop" }, if symmetric { "RuleMatched" } else { "Asymmetric" }, Some(hop.clone()));
+        h.direction = Some(Direction::Outbound);
+        h.detail = Some(format!("reply to {} routed by {}", self.flow.source, route.label()));
+        self.hops.push(h);
+        if symmetric {
+            (Verdict::Allow, decided, Some(hop), Some(reply))
+        } else {
+            self.notes.push("the reply leaves by another path than the request arrived by (RT-9)".into());
+            (Verdict::Drop, Some(route_decider(&route)), Some(hop), Some(reply))
+        }
+    }
+
+    /// The reply of a flow between two subnets: routed from the destination back to the source.
+    fn internal_reply(&mut self, dst: Location, request_firewall: Option<IpAddr>) -> Option<ReplyPath> {
+        let s = dst.subnet?;
+        let (_, route) = self.snap.subnets[s].routes.lookup(self.flow.source)?;
+        let hop = next_hop(route);
+        let reply_fw = (route.next_hop_type == NextHopType::VirtualAppliance).then_some(route.next_hop_ip_address).flatten();
+        let stateful_reply_fw = reply_fw.is_some_and(|ip| self.snap.firewall_at(ip).is_some());
+        let symmetric = match (request_firewall, reply_fw) {
+            (Some(a), Some(b)) => a == b,
+            (None, Some(_)) => !stateful_reply_fw,
+            (Some(_), None) => false,
+            (None, None) => route.next_hop_type != NextHopType::None,
+        };
+        Some(ReplyPath { resource: route.resource(), route: route.label(), next_hop: hop, symmetric })
+    }
+
+    fn inbound_nsgs(&mut self, dst: Location) -> Step {
+        let subnet_nsg = dst.subnet.and_then(|s| self.snap.subnets[s].nsg);
+        let nic_nsg = dst.nic.and_then(|n| self.snap.nics[n].nsg);
+        for (layer, nsg) in [("SubnetNsg", subnet_nsg), ("NicNsg", nic_nsg)] {
+            if let Some(n) = nsg {
+                if let Step::End(v, d) = self.nsg(layer, n, Direction::Inbound, false) {
+                    return Step::End(v, d);
+                }
+            }
+        }
+        Step::Continue
+    }
+
+    /// Evaluate one NSG; a deny ends the trace (NSG-6).
+    fn nsg(&mut self, layer: &'static str, n: usize, dir: Direction, outbound_from_nic: bool) -> Step {
+        let nsg: &CompiledNsg = &self.snap.nsgs[n];
+        let mut hop = Hop {
+            layer,
+            direction: Some(dir),
+            resource: nsg.name.clone(),
+            rule: None,
+            priority: None,
+            result: "Allow",
+            reason: "ReturnTraffic",
+            detail: None,
+            next_hop: None,
+            near_miss: None,
+            audit: vec![],
+        };
+        if self.opts.established.is_some() {
+            self.hops.push(hop);
+            self.last_allow = Some(DecidedBy { layer: "nsg", resource: nsg.name.clone(), collection: None, rule: None, priority: None });
+            return Step::Continue;
+        }
+        if outbound_from_nic && !nsg.names_platform_tags && PLATFORM_ADDRESSES.iter().any(|a| a.parse::<IpAddr>().ok() == Some(self.flow.destination)) {
+            hop.layer = "Platform";
+            hop.reason = "PlatformExempt";
+            self.hops.push(hop);
+            return Step::Continue;
+        }
+        let rules = nsg.direction(dir);
+        let Some(outcome) = rules.evaluate(&self.key) else {
+            hop.result = "Deny";
+            hop.reason = "DefaultAction";
+            self.hops.push(hop);
+            return Step::End(Verdict::Deny, None);
+        };
+        let r = &rules.rules[outcome.rule];
+        hop.rule = Some(r.qualified_name());
+        hop.priority = Some(r.priority);
+        hop.reason = "RuleMatched";
+        hop.audit = outcome.audit.iter().map(|a| rules.rules[*a].qualified_name()).collect();
+        if !r.unresolvable.is_empty() {
+            hop.detail = Some(format!("items resolving to nothing: {}", r.unresolvable.join(", ")));
+        }
+        let decided = DecidedBy {
+            layer: if r.is_default { "default" } else { "nsg" },
+            resource: nsg.name.clone(),
+            collection: None,
+            rule: Some(r.name.clone()),
+            priority: Some(r.priority),
+        };
+        if r.access == Access::Deny {
+            hop.result = "Deny";
+            hop.near_miss = rules.near_miss(&self.key, outcome.rule).map(|(i, m)| NearMiss {
+                rule: rules.rules[i].qualified_name(),
+                differs: m.into_iter().map(str::to_string).collect(),
+            });
+            self.hops.push(hop);
+            return Step::End(Verdict::Deny, Some(decided));
+        }
+        self.hops.push(hop);
+        self.last_allow = Some(decided);
+        Step::Continue
+    }
+
+    fn firewall(&mut self, fw: usize, key: &PacketKey) -> FirewallOutcome {
+        let f = &self.snap.firewalls[fw];
+        let input = FirewallInput { key: *key, host: self.flow.host.as_deref(), app_protocol: self.flow.app_protocol };
+        let outcome = f.evaluate(&input);
+        let near_miss = (!outcome.allowed && outcome.pass == FirewallPass::FirewallDefault)
+            .then(|| f.near_miss(&input))
+            .flatten()
+            .map(|(r, m)| NearMiss { rule: r.path(), differs: m });
+        let layer = match outcome.pass {
+            FirewallPass::FirewallDnat => "FirewallDnat",
+            FirewallPass::FirewallNetwork => "FirewallNetwork",
+            FirewallPass::FirewallApplication => "FirewallApplication",
+            FirewallPass::FirewallDefault => "FirewallDefault",
+        };
+        self.hops.push(Hop {
+            layer,
+            direction: None,
+            resource: outcome.rule.as_ref().map(|r| r.resource.clone()).unwrap_or_else(|| f.name.clone()),
+            rule: outcome.rule.as_ref().map(|r| r.path()),
+            priority: outcome.rule.as_ref().map(|r| r.rule_collection_priority),
+            result: match (outcome.pass, outcome.allowed) {
+                (FirewallPass::FirewallDnat, _) => "Dnat",
+                (_, true) => "Allow",
+                (_, false) => "Deny",
+            },
+            reason: outcome.reason,
+            detail: outcome.detail.clone(),
+            next_hop: None,
+            near_miss,
+            audit: outcome.audit.iter().map(|r| r.path()).collect(),
+        });
+        outcome
+    }
+
+    fn hop_route(&mut self, route: Option<(&EffectiveRoute, ipnet::IpNet)>, result: &'static str, reason: &'static str, hop: Option<NextHop>) {
+        let h = match route {
+            Some((r, p)) => route_hop(r, p, result, reason, hop),
+            None => Hop {
+                layer: "Route",
+                direction: Some(Direction::Outbound),
+                resource: "System Route".into(),
+                rule: None,
+                priority: None,
+                result,
+                reason,
+                detail: None,
+                next_hop: hop,
+                near_miss: None,
+                audit: vec![],
+            },
+        };
+        self.hops.push(h);
+    }
+
+    /// Inputs that hold only some layers (a lone NSG, firewall or route table): evaluate what
+    /// is there, in path order.
+    fn partial(&mut self) -> Outcome {
+        let snap = self.snap;
+        let mut decided = None;
+        if snap.network.network_security_groups.len() == 1 {
+            let name = snap.network.network_security_groups[0].name.to_ascii_lowercase();
+            let n = snap.unattached_nsgs[&name];
+            let dir = self.opts.direction.unwrap_or(Direction::Inbound);
+            if let Step::End(v, d) = self.nsg("SubnetNsg", n, dir, false) {
+                return (v, d, None, None);
+            }
+            decided = self.last_allow.clone();
+        } else if snap.network.network_security_groups.len() > 1 {
+            self.notes.push("several NSGs and no subnet holding the flow: name one with --at".into());
+        }
+        let mut hop_out = None;
+        if snap.network.route_tables.len() == 1 {
+            let name = snap.network.route_tables[0].name.to_ascii_lowercase();
+            if let Some((p, r)) = snap.unattached_route_tables[&name].lookup(self.flow.destination) {
+                let r = r.clone();
+                let hop = next_hop(&r);
+                hop_out = Some(hop.clone());
+                let dropped = r.next_hop_type == NextHopType::None || r.drops;
+                self.hop_route(Some((&r, p)), if dropped { "Drop" } else { "Route" }, if dropped { "RouteNone" } else { "RuleMatched" }, Some(hop));
+                decided = Some(route_decider(&r));
+                if dropped {
+                    return (Verdict::Drop, decided, hop_out, None);
+                }
+            }
+        }
+        if snap.firewalls.len() == 1 {
+            let outcome = self.firewall(0, &self.key.clone());
+            let d = firewall_decider(snap, 0, &outcome);
+            return (if outcome.allowed { Verdict::Allow } else { Verdict::Deny }, Some(d), hop_out, None);
+        }
+        if self.hops.is_empty() {
+            self.notes.push("no layer of the input applies to this flow".into());
+            return (Verdict::Unknown, None, None, None);
+        }
+        (Verdict::Allow, decided, hop_out, None)
+    }
+
+    /// `--at`: evaluate one named resource.
+    fn run_at(&mut self, at: &str) -> Outcome {
+        let snap = self.snap;
+        let lower = at.to_ascii_lowercase();
+        let nsg = if lower == "nsg" && snap.network.network_security_groups.len() == 1 {
+            Some(snap.network.network_security_groups[0].name.to_ascii_lowercase())
+        } else {
+            snap.unattached_nsgs.contains_key(&lower).then(|| lower.clone())
+        };
+        if let Some(n) = nsg {
+            let dir = self.opts.direction.unwrap_or(Direction::Inbound);
+            // An attached NSG is evaluated in its subnet's context, so its tags expand there.
+            let loc = if dir == Direction::Inbound { snap.locate(self.flow.destination) } else { snap.locate(self.flow.source) };
+            let idx = loc
+                .subnet
+                .and_then(|s| snap.subnets[s].nsg)
+                .filter(|i| snap.nsgs[*i].name.eq_ignore_ascii_case(&n))
+                .unwrap_or(snap.unattached_nsgs[&n]);
+            return match self.nsg("SubnetNsg", idx, dir, dir == Direction::Outbound) {
+                Step::End(v, d) => (v, d, None, None),
+                Step::Continue => (Verdict::Allow, self.last_allow.clone(), None, None),
+            };
+        }
+        let fw = if lower == "firewall" && snap.firewalls.len() == 1 {
+            Some(0)
+        } else {
+            snap.firewalls.iter().position(|f| f.name.eq_ignore_ascii_case(at) || f.policy.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(at)))
+        };
+        if let Some(f) = fw {
+            let outcome = self.firewall(f, &self.key.clone());
+            let d = firewall_decider(snap, f, &outcome);
+            return (if outcome.allowed { Verdict::Allow } else { Verdict::Deny }, Some(d), None, None);
+        }
+        let table = if lower == "route-table" && snap.network.route_tables.len() == 1 {
+            Some(snap.network.route_tables[0].name.to_ascii_lowercase())
+        } else {
+            snap.unattached_route_tables.contains_key(&lower).then_some(lower)
+        };
+        if let Some(t) = table {
+            // In a subnet that uses the table, system routes take part too.
+            let s = snap.locate(self.flow.source).subnet.filter(|s| snap.subnets[*s].route_table.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&t)));
+            let routes = match s {
+                Some(s) => &snap.subnets[s].routes,
+                None => &snap.unattached_route_tables[&t],
+            };
+            return match routes.lookup(self.flow.destination) {
+                Some((p, r)) => {
+                    let r = r.clone();
+                    let hop = next_hop(&r);
+                    let dropped = r.next_hop_type == NextHopType::None || r.drops;
+                    self.hop_route(Some((&r, p)), if dropped { "Drop" } else { "Route" }, if dropped { "RouteNone" } else { "RuleMatched" }, Some(hop.clone()));
+                    (if dropped { Verdict::Drop } else { Verdict::Allow }, Some(route_decider(&r)), Some(hop), None)
+                }
+                None => {
+                    self.hop_route(None, "Drop", "NoRoute", None);
+                    (Verdict::Drop, None, None, None)
+                }
+            };
+        }
+        self.notes.push(format!("no NSG, route table or firewall named '{at}' in the input"));
+        (Verdict::Unknown, None, None, None)
+    }
+}
+
+fn next_hop(route: &EffectiveRoute) -> NextHop {
+    NextHop {
+        next_hop_type: route.next_hop_type.as_str().to_string(),
+        address: if route.next_hop_type == NextHopType::VirtualAppliance { route.next_hop_ip_address } else { None },
+    }
+}
+
+fn route_decider(route: &EffectiveRoute) -> DecidedBy {
+    DecidedBy {
+        layer: if route.source == RouteSource::User { "route" } else { "default" },
+        resource: route.resource(),
+        collection: None,
+        rule: Some(route.label()),
+        priority: None,
+    }
+}
+
+fn route_hop(route: &EffectiveRoute, prefix: ipnet::IpNet, result: &'static str, reason: &'static str, hop: Option<NextHop>) -> Hop {
+    Hop {
+        layer: "Route",
+        direction: Some(Direction::Outbound),
+        resource: route.resource(),
+        rule: Some(route.label()),
+        priority: None,
+        result,
+        reason,
+        detail: Some(format!("{prefix} ({:?}{})", route.source, route.destination_service_tags.first().map(|t| format!(", tag {t}")).unwrap_or_default())),
+        next_hop: hop,
+        near_miss: None,
+        audit: vec![],
+    }
+}
+
+fn firewall_decider(snap: &Snapshot, fw: usize, outcome: &FirewallOutcome) -> DecidedBy {
+    match &outcome.rule {
+        Some(r) => DecidedBy {
+            layer: "firewall",
+            resource: r.resource.clone(),
+            collection: Some(match &r.rule_collection_group {
+                Some(g) => format!("{g}/{}", r.rule_collection),
+                None => r.rule_collection.clone(),
+            }),
+            rule: Some(r.path()),
+            priority: Some(r.rule_collection_priority),
+        },
+        None => DecidedBy {
+            layer: "default",
+            resource: snap.firewalls[fw].name.clone(),
+            collection: None,
+            rule: None,
+            priority: None,
+        },
+    }
+}
