@@ -172,7 +172,10 @@ mod tests {
                    "lastUsable":"fdad:3236:5555:ffff:ffff:ffff:ffff:ffff","cidr":48})
         );
         assert_eq!(parse_cidr("0.0.0.0/0").unwrap()["netmask"], "0.0.0.0");
-        assert_eq!(parse_cidr("10.0.0.7/32").unwrap()["firstUsable"], "10.0.0.7");
+        assert_eq!(
+            parse_cidr("10.0.0.7/32").unwrap()["firstUsable"],
+            "10.0.0.7"
+        );
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("10.0.0.0").is_err());
         assert!(parse_cidr("nope/8").is_err());
@@ -180,7 +183,10 @@ mod tests {
 
     #[test]
     fn fmt_4_cidr_subnet_and_host() {
-        assert_eq!(cidr_subnet("10.144.0.0/20", 24, 4).unwrap(), "10.144.4.0/24");
+        assert_eq!(
+            cidr_subnet("10.144.0.0/20", 24, 4).unwrap(),
+            "10.144.4.0/24"
+        );
         assert_eq!(
             cidr_subnet("fdad:3236:5555::/48", 52, 1).unwrap(),
             "fdad:3236:5555:1000::/52"

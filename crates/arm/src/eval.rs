@@ -15,8 +15,8 @@ use crate::functions;
 use crate::parser::{self, Expr};
 use crate::scope::{Env, FuncDef, Param, Scope, Slot, VarDef};
 use crate::util::{
-    clip, contains_marker, copy_entries, get_ci, is_marker, map_get_ci, marker, ptr_join,
-    too_big, type_name, val_ci,
+    clip, contains_marker, copy_entries, get_ci, is_marker, map_get_ci, marker, ptr_join, too_big,
+    type_name, val_ci,
 };
 use crate::{Options, Problem, Severity};
 
@@ -342,12 +342,17 @@ impl<'a> Eval<'a> {
         let value = self.json(raw, &count_ptr, loops);
         let n = match &value {
             v if is_marker(v) => {
-                let text = raw.as_str().map(str::to_string).unwrap_or_else(|| raw.to_string());
+                let text = raw
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| raw.to_string());
                 return Count::Unresolved(text);
             }
-            Value::Number(n) => n
-                .as_i64()
-                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64)),
+            Value::Number(n) => n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                    .map(|f| f as i64)
+            }),
             Value::String(s) => s.trim().parse::<i64>().ok(),
             _ => None,
         };
@@ -393,127 +398,149 @@ impl<'a> Eval<'a> {
         if s.starts_with("[[") {
             return Value::String(s[1..].to_string());
         }
-        let body = &s[1..s.len() - 1];
-        let expr = match parser::parse(body) {
+        let expr = match parser::parse(&s[1..s.len() - 1]) {
             Ok(e) => e,
-            Err(e) => {
-                self.report(
-                    Severity::Error,
-                    ptr,
-                    format!("invalid expression {}: {e}", clip(s)),
-                );
-                return marker(s);
-            }
+            Err(e) => return self.failed(s, ptr, Stop::Error(format!("invalid expression: {e}"))),
         };
         match self.expr(&expr, loops) {
             Ok(v) => v,
-            Err(Stop::Unresolved(reason)) => {
-                if let Some(reason) = reason {
-                    self.report(
-                        Severity::Warning,
-                        ptr,
-                        format!("{} is unresolved: {reason}", clip(s)),
-                    );
-                }
-                marker(s)
-            }
-            Err(Stop::Error(e)) => {
-                self.report(Severity::Error, ptr, format!("{}: {e}", clip(s)));
-                marker(s)
-            }
+            Err(stop) => self.failed(s, ptr, stop),
         }
     }
 
+    /// Reports why the expression string `s` has no value and returns its marker.
+    #[inline(never)]
+    fn failed(&self, s: &str, ptr: &str, stop: Stop) -> Value {
+        match stop {
+            Stop::Unresolved(None) => {}
+            Stop::Unresolved(Some(reason)) => self.report(
+                Severity::Warning,
+                ptr,
+                format!("{} is unresolved: {reason}", clip(s)),
+            ),
+            Stop::Error(e) => self.report(Severity::Error, ptr, format!("{}: {e}", clip(s))),
+        }
+        marker(s)
+    }
+
+    // The functions on the recursive path (expr, call, call_builtin, member_expr, index_expr)
+    // keep their frames small and leave formatting to separate functions: debug builds give
+    // every local of a function its own stack slot, and nesting depth multiplies the frame.
+
     pub fn expr(&self, e: &Expr, loops: Loops<'_>) -> R<Value> {
         let Some(_guard) = self.ctx.enter() else {
-            return err("expressions and variables are nested too deeply");
+            return Err(too_deep());
         };
         let v = match e {
-            Expr::Str(s) => Value::String(s.clone()),
-            Expr::Int(i) => Value::from(*i),
-            Expr::Bool(b) => Value::Bool(*b),
-            Expr::Null => Value::Null,
             Expr::Call { name, args } => self.call(name, args, loops)?,
             Expr::Member {
                 target,
                 name,
                 optional,
-            } => {
-                let t = self.expr(target, loops)?;
-                member(t, name, *optional)?
-            }
+            } => self.member_expr(target, name, *optional, loops)?,
             Expr::Index {
                 target,
                 index,
                 optional,
-            } => {
-                let t = self.expr(target, loops)?;
-                let i = self.expr(index, loops)?;
-                index_value(t, &i, *optional)?
-            }
+            } => self.index_expr(target, index, *optional, loops)?,
+            Expr::Str(s) => Value::String(s.clone()),
+            Expr::Int(i) => Value::from(*i),
+            Expr::Bool(b) => Value::Bool(*b),
+            Expr::Null => Value::Null,
         };
         resolved(v)
+    }
+
+    fn member_expr(&self, target: &Expr, name: &str, optional: bool, loops: Loops<'_>) -> R<Value> {
+        let t = self.expr(target, loops)?;
+        member(t, name, optional)
+    }
+
+    fn index_expr(
+        &self,
+        target: &Expr,
+        index: &Expr,
+        optional: bool,
+        loops: Loops<'_>,
+    ) -> R<Value> {
+        let t = self.expr(target, loops)?;
+        let i = self.expr(index, loops)?;
+        index_value(t, &i, optional)
     }
 
     fn call(&self, name: &str, args: &[Expr], loops: Loops<'_>) -> R<Value> {
         let lname = name.to_ascii_lowercase();
         match lname.as_str() {
-            "parameters" => {
-                let n = self.name_arg(name, args, loops)?;
-                self.parameter(&n)
-            }
-            "variables" => {
-                let n = self.name_arg(name, args, loops)?;
-                self.variable(&n)
-            }
+            "parameters" => self.parameters_call(name, args, loops),
+            "variables" => self.variables_call(name, args, loops),
             "copyindex" => self.copy_index(args, loops),
-            "if" => {
-                if args.len() != 3 {
-                    return err(format!("if() takes 3 arguments, {} given", args.len()));
-                }
-                match self.expr(&args[0], loops)? {
-                    Value::Bool(true) => self.expr(&args[1], loops),
-                    Value::Bool(false) => self.expr(&args[2], loops),
-                    other => err(format!(
-                        "the condition of if() must be a bool, found {}",
-                        type_name(&other)
-                    )),
-                }
-            }
+            "if" => self.if_call(args, loops),
             "and" | "or" => self.logical(&lname, args, loops),
-            "coalesce" => {
-                for a in args {
-                    let v = self.expr(a, loops)?;
-                    if !v.is_null() {
-                        return Ok(v);
-                    }
-                }
-                Ok(Value::Null)
-            }
-            _ => {
-                if let Some(reason) = functions::deployment_time(&lname) {
-                    return Err(Stop::Unresolved(Some(format!("{name}() {reason}"))));
-                }
-                let mut values = Vec::with_capacity(args.len());
-                for a in args {
-                    values.push(self.expr(a, loops)?);
-                }
-                if !functions::keeps_markers(&lname) && values.iter().any(contains_marker) {
-                    return Err(Stop::Unresolved(None));
-                }
-                let v = if lname.contains('.') {
-                    self.user_function(name, &lname, values)?
-                } else {
-                    functions::call(&lname, name, values, &self.scope.env)?
-                };
-                if too_big(&v) {
-                    return err(format!(
-                        "{name}() builds a value larger than the expansion limit"
-                    ));
-                }
-                Ok(v)
+            "coalesce" => self.coalesce(args, loops),
+            _ => self.call_builtin(&lname, name, args, loops),
+        }
+    }
+
+    fn parameters_call(&self, name: &str, args: &[Expr], loops: Loops<'_>) -> R<Value> {
+        let n = self.name_arg(name, args, loops)?;
+        self.parameter(&n)
+    }
+
+    fn variables_call(&self, name: &str, args: &[Expr], loops: Loops<'_>) -> R<Value> {
+        let n = self.name_arg(name, args, loops)?;
+        self.variable(&n)
+    }
+
+    /// `if` evaluates only the chosen branch, so `if(false, reference(..), 'x')` is `'x'`.
+    fn if_call(&self, args: &[Expr], loops: Loops<'_>) -> R<Value> {
+        let [cond, yes, no] = args else {
+            return Err(arity_error("if", 3, args.len()));
+        };
+        match self.expr(cond, loops)? {
+            Value::Bool(true) => self.expr(yes, loops),
+            Value::Bool(false) => self.expr(no, loops),
+            other => Err(type_error("the condition of if()", "a bool", &other)),
+        }
+    }
+
+    fn coalesce(&self, args: &[Expr], loops: Loops<'_>) -> R<Value> {
+        for a in args {
+            let v = self.expr(a, loops)?;
+            if !v.is_null() {
+                return Ok(v);
             }
         }
+        Ok(Value::Null)
+    }
+
+    fn call_builtin(&self, lname: &str, name: &str, args: &[Expr], loops: Loops<'_>) -> R<Value> {
+        if let Some(reason) = functions::deployment_time(lname) {
+            return Err(deployment_time_stop(name, reason));
+        }
+        let mut values = Vec::with_capacity(args.len());
+        for a in args {
+            values.push(self.expr(a, loops)?);
+        }
+        self.apply(lname, name, values)
+    }
+
+    /// Runs a function on its evaluated arguments (not on the recursive path).
+    #[inline(never)]
+    fn apply(&self, lname: &str, name: &str, values: Vec<Value>) -> R<Value> {
+        if !functions::keeps_markers(lname) && values.iter().any(contains_marker) {
+            return Err(Stop::Unresolved(None));
+        }
+        let v = if lname.contains('.') {
+            self.user_function(name, lname, values)?
+        } else {
+            functions::call(lname, name, values, &self.scope.env)?
+        };
+        if too_big(&v) {
+            return err(format!(
+                "{name}() builds a value larger than the expansion limit"
+            ));
+        }
+        Ok(v)
     }
 
     /// `and`/`or` decide as soon as one argument decides, so an unresolved argument after a
@@ -521,19 +548,14 @@ impl<'a> Eval<'a> {
     fn logical(&self, lname: &str, args: &[Expr], loops: Loops<'_>) -> R<Value> {
         let deciding = lname == "or";
         if args.is_empty() {
-            return err(format!("{lname}() needs arguments"));
+            return Err(arity_error(lname, 2, 0));
         }
         let mut pending = None;
         for a in args {
             match self.expr(a, loops) {
                 Ok(Value::Bool(b)) if b == deciding => return Ok(Value::Bool(b)),
                 Ok(Value::Bool(_)) => {}
-                Ok(other) => {
-                    return err(format!(
-                        "{lname}() takes bools, found {}",
-                        type_name(&other)
-                    ))
-                }
+                Ok(other) => return Err(type_error("an argument of and()/or()", "a bool", &other)),
                 Err(Stop::Unresolved(reason)) => {
                     if pending.is_none() {
                         pending = Some(reason);
@@ -550,13 +572,14 @@ impl<'a> Eval<'a> {
 
     fn name_arg(&self, name: &str, args: &[Expr], loops: Loops<'_>) -> R<String> {
         let [arg] = args else {
-            return err(format!("{name}() takes one argument, {} given", args.len()));
+            return Err(arity_error(name, 1, args.len()));
         };
         match self.expr(arg, loops)? {
             Value::String(s) => Ok(s),
-            other => err(format!(
-                "{name}() takes a string, found {}",
-                type_name(&other)
+            other => Err(type_error(
+                "the argument of parameters()/variables()",
+                "a string",
+                &other,
             )),
         }
     }
@@ -569,23 +592,7 @@ impl<'a> Eval<'a> {
         for a in args {
             values.push(self.expr(a, loops)?);
         }
-        let (name, offset) = match values.as_slice() {
-            [] => (None, 0),
-            [Value::String(n)] => (Some(n.as_str()), 0),
-            [Value::Number(o)] => (None, int_of(o)?),
-            [Value::String(n), Value::Number(o)] => (Some(n.as_str()), int_of(o)?),
-            _ => return err("copyIndex() takes an optional loop name and an optional integer offset"),
-        };
-        let index = loops.find(name).ok_or_else(|| {
-            Stop::Error(match name {
-                Some(n) => format!("copyIndex('{n}') is used outside a copy loop named '{n}'"),
-                None => "copyIndex() is used outside a copy loop".to_string(),
-            })
-        })?;
-        index
-            .checked_add(offset)
-            .map(Value::from)
-            .ok_or_else(|| Stop::Error("copyIndex() offset overflows".into()))
+        copy_index_of(&values, loops)
     }
 
     /// `parameters(name)`: the given value, else the (lazily evaluated) `defaultValue`.
@@ -739,6 +746,48 @@ impl<'a> Eval<'a> {
     }
 }
 
+/// `copyIndex(name?, offset?)` once its arguments are evaluated.
+#[inline(never)]
+fn copy_index_of(values: &[Value], loops: Loops<'_>) -> R<Value> {
+    let (name, offset) = match values {
+        [] => (None, 0),
+        [Value::String(n)] => (Some(n.as_str()), 0),
+        [Value::Number(o)] => (None, int_of(o)?),
+        [Value::String(n), Value::Number(o)] => (Some(n.as_str()), int_of(o)?),
+        _ => return err("copyIndex() takes an optional loop name and an optional integer offset"),
+    };
+    let index = loops.find(name).ok_or_else(|| {
+        Stop::Error(match name {
+            Some(n) => format!("copyIndex('{n}') is used outside a copy loop named '{n}'"),
+            None => "copyIndex() is used outside a copy loop".to_string(),
+        })
+    })?;
+    index
+        .checked_add(offset)
+        .map(Value::from)
+        .ok_or_else(|| Stop::Error("copyIndex() offset overflows".into()))
+}
+
+#[inline(never)]
+fn too_deep() -> Stop {
+    Stop::Error("expressions and variables are nested too deeply".into())
+}
+
+#[inline(never)]
+fn arity_error(func: &str, want: usize, found: usize) -> Stop {
+    Stop::Error(format!("{func}() takes {want} arguments, {found} given"))
+}
+
+#[inline(never)]
+fn type_error(what: &str, want: &str, found: &Value) -> Stop {
+    Stop::Error(format!("{what} must be {want}, found {}", type_name(found)))
+}
+
+#[inline(never)]
+fn deployment_time_stop(name: &str, reason: &str) -> Stop {
+    Stop::Unresolved(Some(format!("{name}() {reason}")))
+}
+
 fn int_of(n: &serde_json::Number) -> R<i64> {
     n.as_i64()
         .ok_or_else(|| Stop::Error(format!("{n} is not an integer in range")))
@@ -778,9 +827,7 @@ fn index_value(target: Value, index: &Value, optional: bool) -> R<Value> {
             match n.as_i64().and_then(|i| usize::try_from(i).ok()) {
                 Some(i) if i < len => Ok(items.swap_remove(i)),
                 _ if optional => Ok(Value::Null),
-                _ => err(format!(
-                    "index {n} is outside the array (length {len})"
-                )),
+                _ => err(format!("index {n} is outside the array (length {len})")),
             }
         }
         (Value::Object(m), Value::String(k)) => member(Value::Object(m), k, optional),
@@ -811,7 +858,8 @@ pub(crate) fn evaluate_standalone(text: &str) -> Result<Value, String> {
     let ctx = Ctx::new(&options);
     let empty = Value::Object(Map::new());
     let value = {
-        let scope = Scope::from_template(&ctx, &empty, "", Env::root(&options), None, HashMap::new());
+        let scope =
+            Scope::from_template(&ctx, &empty, "", Env::root(&options), None, HashMap::new());
         Eval::new(&ctx, &scope).string(text, "", Loops::default())
     };
     match ctx

@@ -32,7 +32,10 @@ pub(crate) fn run(template: &Value, options: &Options) -> Expansion {
             None,
             Severity::Error,
             "",
-            format!("a template must be a JSON object, found {}", type_name(template)),
+            format!(
+                "a template must be a JSON object, found {}",
+                type_name(template)
+            ),
         );
     }
     let resources = expander.out.into_inner();
@@ -156,7 +159,14 @@ impl<'a> Expander<'a> {
         match resources {
             Value::Array(items) => {
                 for (i, r) in items.iter().enumerate() {
-                    self.resource(r, &ptr_join(&rptr, &i.to_string()), scope, loops, None, origin);
+                    self.resource(
+                        r,
+                        &ptr_join(&rptr, &i.to_string()),
+                        scope,
+                        loops,
+                        None,
+                        origin,
+                    );
                 }
             }
             Value::Object(items) => {
@@ -224,7 +234,10 @@ impl<'a> Expander<'a> {
                 origin,
                 Severity::Error,
                 &copy_ptr,
-                format!("a resource's copy must be an object, found {}", type_name(copy)),
+                format!(
+                    "a resource's copy must be an object, found {}",
+                    type_name(copy)
+                ),
             );
             return;
         }
@@ -242,8 +255,10 @@ impl<'a> Expander<'a> {
         };
         match ev.copy_count(copy, &copy_ptr, loops, &name) {
             Count::N(n) => {
-                let n = self.ctx.take_budget(n, origin.file.as_deref(), &copy_ptr);
                 for i in 0..n {
+                    if self.ctx.take_budget(1, origin.file.as_deref(), &copy_ptr) == 0 {
+                        break;
+                    }
                     let frame = LoopFrame {
                         name: name.clone(),
                         index: i64::try_from(i).unwrap_or(i64::MAX),
@@ -326,10 +341,20 @@ impl<'a> Expander<'a> {
             }
         }
         if map_get_ci(&value, "type").is_none() {
-            self.report(origin, Severity::Error, ptr, "resource has no 'type'".into());
+            self.report(
+                origin,
+                Severity::Error,
+                ptr,
+                "resource has no 'type'".into(),
+            );
         }
         if map_get_ci(&value, "name").is_none() {
-            self.report(origin, Severity::Error, ptr, "resource has no 'name'".into());
+            self.report(
+                origin,
+                Severity::Error,
+                ptr,
+                "resource has no 'name'".into(),
+            );
         }
         if let Some(parent) = parent {
             qualify_child(&mut value, parent);
@@ -418,7 +443,10 @@ impl<'a> Expander<'a> {
                     origin,
                     Severity::Error,
                     &template_ptr,
-                    format!("a nested template must be an object, found {}", type_name(template)),
+                    format!(
+                        "a nested template must be an object, found {}",
+                        type_name(template)
+                    ),
                 );
                 return;
             }
@@ -433,7 +461,13 @@ impl<'a> Expander<'a> {
                     scope.file.clone(),
                     supplied,
                 );
-                self.template(template, &nested, &template_ptr, Loops::default(), &origin.nested());
+                self.template(
+                    template,
+                    &nested,
+                    &template_ptr,
+                    Loops::default(),
+                    &origin.nested(),
+                );
             } else {
                 for section in ["parameters", "variables"] {
                     if let Some((k, Value::Object(m))) = get_ci(template, section) {
@@ -455,7 +489,9 @@ impl<'a> Expander<'a> {
         }
         if let Some((link_key, link)) = get_ci(props, "templateLink") {
             let link_ptr = ptr_join(&props_ptr, link_key);
-            self.linked(raw, ptr, props, &props_ptr, link, &link_ptr, scope, loops, origin);
+            self.linked(
+                raw, ptr, props, &props_ptr, link, &link_ptr, scope, loops, origin,
+            );
             return;
         }
         self.report(
@@ -647,7 +683,10 @@ impl<'a> Expander<'a> {
                 origin,
                 Severity::Error,
                 &params_ptr,
-                format!("deployment parameters must be an object, found {}", type_name(params)),
+                format!(
+                    "deployment parameters must be an object, found {}",
+                    type_name(params)
+                ),
             );
             return supplied;
         };
@@ -720,10 +759,7 @@ fn qualify_child(value: &mut Map<String, Value>, parent: &Parent) {
     let (full_type, short) = match (&child_type, &parent.type_name) {
         (Some(Value::String(ct)), _) if ct.contains('/') => (Value::String(ct.clone()), false),
         (Some(Value::String(ct)), Value::String(pt)) => (Value::String(format!("{pt}/{ct}")), true),
-        (Some(ct), pt) => (
-            marker(&format!("{}/{}", text_of(pt), text_of(ct))),
-            true,
-        ),
+        (Some(ct), pt) => (marker(&format!("{}/{}", text_of(pt), text_of(ct))), true),
         (None, _) => return,
     };
     let needs_prefix = short

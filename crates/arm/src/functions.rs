@@ -76,7 +76,10 @@ impl Args<'_> {
             } else {
                 format!("{min} to {max}")
             };
-            return err(format!("{}() takes {want} argument(s), {n} given", self.name));
+            return err(format!(
+                "{}() takes {want} argument(s), {n} given",
+                self.name
+            ));
         }
         Ok(())
     }
@@ -125,10 +128,7 @@ impl Args<'_> {
     }
 
     fn take(&mut self, i: usize) -> Value {
-        self.vals
-            .get_mut(i)
-            .map(Value::take)
-            .unwrap_or(Value::Null)
+        self.vals.get_mut(i).map(Value::take).unwrap_or(Value::Null)
     }
 
     /// Every argument as text (for ids and hashes): strings, numbers and bools.
@@ -273,7 +273,10 @@ pub(crate) fn call(lname: &str, name: &str, vals: Vec<Value>, env: &Env) -> R<Va
                 return err("replace(): the text to replace must not be empty");
             }
             let occurrences = s.matches(old).count();
-            let grown = new.len().saturating_sub(old.len()).saturating_mul(occurrences);
+            let grown = new
+                .len()
+                .saturating_sub(old.len())
+                .saturating_mul(occurrences);
             if s.len().saturating_add(grown) > crate::util::MAX_VALUE_NODES * 64 {
                 return err("replace() builds a string larger than the expansion limit");
             }
@@ -287,7 +290,9 @@ pub(crate) fn call(lname: &str, name: &str, vals: Vec<Value>, env: &Env) -> R<Va
             for item in a.arr(0)? {
                 match text::scalar_text(item) {
                     Some(t) => parts.push(t),
-                    None => return err("join(): the array may only hold strings, integers and bools"),
+                    None => {
+                        return err("join(): the array may only hold strings, integers and bools")
+                    }
                 }
             }
             Ok(Value::String(parts.join(delim)))
@@ -386,7 +391,9 @@ pub(crate) fn call(lname: &str, name: &str, vals: Vec<Value>, env: &Env) -> R<Va
             if start.checked_add(count).is_none() {
                 return a.overflow();
             }
-            Ok(Value::Array((start..start + count).map(Value::from).collect()))
+            Ok(Value::Array(
+                (start..start + count).map(Value::from).collect(),
+            ))
         }
         "items" => {
             a.count(1, 1)?;
@@ -523,13 +530,16 @@ pub(crate) fn call(lname: &str, name: &str, vals: Vec<Value>, env: &Env) -> R<Va
         }
         "base64tostring" => {
             a.count(1, 1)?;
-            let bytes = text::base64_decode(a.str(0)?).or_else(|e| err(format!("{name}(): {e}")))?;
+            let bytes =
+                text::base64_decode(a.str(0)?).or_else(|e| err(format!("{name}(): {e}")))?;
             Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         }
         "base64tojson" => {
             a.count(1, 1)?;
-            let bytes = text::base64_decode(a.str(0)?).or_else(|e| err(format!("{name}(): {e}")))?;
-            serde_json::from_slice(&bytes).or_else(|e| err(format!("{name}(): not valid JSON: {e}")))
+            let bytes =
+                text::base64_decode(a.str(0)?).or_else(|e| err(format!("{name}(): {e}")))?;
+            serde_json::from_slice(&bytes)
+                .or_else(|e| err(format!("{name}(): not valid JSON: {e}")))
         }
         "datauri" => {
             a.count(1, 1)?;
@@ -579,8 +589,11 @@ pub(crate) fn call(lname: &str, name: &str, vals: Vec<Value>, env: &Env) -> R<Va
                 .map(Value::String)
                 .or_else(|e| err(format!("{name}(): {e}")))
         }
-        "resourceid" | "subscriptionresourceid" | "tenantresourceid"
-        | "extensionresourceid" | "managementgroupresourceid" => {
+        "resourceid"
+        | "subscriptionresourceid"
+        | "tenantresourceid"
+        | "extensionresourceid"
+        | "managementgroupresourceid" => {
             let parts = a.texts()?;
             let id = match lname {
                 "resourceid" => ids::resource_id(env, &parts),
@@ -629,8 +642,7 @@ pub(crate) fn json_eq(x: &Value, y: &Value) -> bool {
         }
         (Value::Object(a), Value::Object(b)) => {
             a.len() == b.len()
-                && a
-                    .iter()
+                && a.iter()
                     .all(|(k, v)| b.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => x == y,

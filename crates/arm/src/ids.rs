@@ -21,21 +21,19 @@ struct IdArgs<'a> {
 /// `/`, at most `max_scope` arguments before it are scope values (subscription, group), the
 /// rest are names (a name holding `/` counts as several segments).
 fn split_args<'a>(func: &str, args: &'a [String], max_scope: usize) -> Result<IdArgs<'a>, String> {
-    let pos = args
-        .iter()
-        .position(|a| a.contains('/'))
-        .ok_or_else(|| format!("{func}() needs a resource type such as 'Microsoft.Network/virtualNetworks'"))?;
+    let pos = args.iter().position(|a| a.contains('/')).ok_or_else(|| {
+        format!("{func}() needs a resource type such as 'Microsoft.Network/virtualNetworks'")
+    })?;
     if pos > max_scope {
         return Err(format!(
             "{func}() takes at most {max_scope} scope argument(s) before the resource type; found {pos}"
         ));
     }
-    let names: Vec<&str> = args[pos + 1..]
-        .iter()
-        .flat_map(|n| n.split('/'))
-        .collect();
+    let names: Vec<&str> = args[pos + 1..].iter().flat_map(|n| n.split('/')).collect();
     if names.is_empty() {
-        return Err(format!("{func}() needs at least one resource name after the type"));
+        return Err(format!(
+            "{func}() needs at least one resource name after the type"
+        ));
     }
     Ok(IdArgs {
         scope: &args[..pos],
@@ -303,8 +301,12 @@ mod tests {
             "/providers/Microsoft.Billing/x/n"
         );
         assert_eq!(
-            extension_resource_id(&s(&["/subscriptions/sub/x", "Microsoft.Authorization/locks", "l"]))
-                .unwrap(),
+            extension_resource_id(&s(&[
+                "/subscriptions/sub/x",
+                "Microsoft.Authorization/locks",
+                "l"
+            ]))
+            .unwrap(),
             "/subscriptions/sub/x/providers/Microsoft.Authorization/locks/l"
         );
         assert_eq!(
@@ -319,7 +321,9 @@ mod tests {
     fn fmt_4_hashes_are_deterministic() {
         let a = unique_string(&s(&["x", "y"]));
         assert_eq!(a.len(), 13);
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
         assert_eq!(a, unique_string(&s(&["x", "y"])));
         assert_ne!(a, unique_string(&s(&["xy"])));
         let g = guid(&s(&["x"]));

@@ -295,10 +295,7 @@ mod tests {
                 vec![Expr::Str("x".into()), Expr::Bool(true), Expr::Null]
             )
         );
-        assert_eq!(
-            parse("true()").expect("parses"),
-            call("true", Vec::new())
-        );
+        assert_eq!(parse("true()").expect("parses"), call("true", Vec::new()));
     }
 
     #[test]

@@ -125,7 +125,10 @@ impl<'t> Scope<'t> {
                 other => report(
                     Severity::Error,
                     &section_ptr,
-                    format!("'parameters' must be an object, found {}", crate::util::type_name(other)),
+                    format!(
+                        "'parameters' must be an object, found {}",
+                        crate::util::type_name(other)
+                    ),
                 ),
             }
         }
@@ -135,7 +138,9 @@ impl<'t> Scope<'t> {
             report(
                 Severity::Warning,
                 base_ptr,
-                format!("a value is given for parameter '{name}', which the template does not declare"),
+                format!(
+                    "a value is given for parameter '{name}', which the template does not declare"
+                ),
             );
         }
 
@@ -187,7 +192,10 @@ impl<'t> Scope<'t> {
                 other => report(
                     Severity::Error,
                     &section_ptr,
-                    format!("'variables' must be an object, found {}", crate::util::type_name(other)),
+                    format!(
+                        "'variables' must be an object, found {}",
+                        crate::util::type_name(other)
+                    ),
                 ),
             }
         }

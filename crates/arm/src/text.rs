@@ -100,11 +100,7 @@ fn format_item(item: &str, args: &[Value]) -> Result<String, String> {
                 return Ok(text);
             }
             let pad = " ".repeat(w - len);
-            Ok(if width > 0 {
-                pad + &text
-            } else {
-                text + &pad
-            })
+            Ok(if width > 0 { pad + &text } else { text + &pad })
         }
     }
 }
@@ -318,8 +314,14 @@ mod tests {
             composite_format("Hello, {0}. Formatted number: {1:N0}", &args).unwrap(),
             "Hello, User. Formatted number: 8,175,133"
         );
-        assert_eq!(composite_format("{2} {{x}} {3:D3}", &args).unwrap(), "True {x} 007");
-        assert_eq!(composite_format("[{0,6}][{0,-6}]", &args).unwrap(), "[  User][User  ]");
+        assert_eq!(
+            composite_format("{2} {{x}} {3:D3}", &args).unwrap(),
+            "True {x} 007"
+        );
+        assert_eq!(
+            composite_format("[{0,6}][{0,-6}]", &args).unwrap(),
+            "[  User][User  ]"
+        );
         assert_eq!(composite_format("{3:X2}{3:000}", &args).unwrap(), "07007");
         assert_eq!(composite_format("{1:N}", &args).unwrap(), "8,175,133.00");
         assert!(composite_format("{4}", &args).is_err());

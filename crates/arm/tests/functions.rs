@@ -27,7 +27,7 @@ fn fmt_4_literals_brackets_and_escapes() {
     assert_eq!(ev("[false]"), json!(false));
     assert_eq!(ev("[null()]"), json!(null));
     assert!(fails("[]").contains("empty expression"));
-    assert!(fails("[concat('a'").contains("invalid expression"));
+    assert!(fails("[concat('a']").contains("invalid expression"));
 }
 
 #[test]
@@ -71,7 +71,10 @@ fn fmt_4_logic_and_comparison() {
     assert_eq!(ev("[if(false(), reference('x').y, 'safe')]"), json!("safe"));
     assert!(fails("[if('true', 1, 2)]").contains("must be a bool"));
     assert_eq!(ev("[equals('a', 'A')]"), json!(false));
-    assert_eq!(ev("[equals(createArray(1, 'x'), json('[1, \"x\"]'))]"), json!(true));
+    assert_eq!(
+        ev("[equals(createArray(1, 'x'), json('[1, \"x\"]'))]"),
+        json!(true)
+    );
     assert_eq!(ev("[equals(json('1.0'), 1)]"), json!(true));
     assert_eq!(ev("[not(equals(1, 2))]"), json!(true));
     assert_eq!(ev("[and(true(), true(), false())]"), json!(false));
@@ -97,7 +100,7 @@ fn fmt_4_integer_arithmetic_is_checked() {
     assert!(fails("[div(1, 0)]").contains("division by zero"));
     assert!(fails("[mod(1, 0)]").contains("division by zero"));
     assert!(fails("[add(9223372036854775807, 1)]").contains("overflows"));
-    assert!(fails("[div(-9223372036854775807, -1)]").is_empty() || true);
+    assert!(fails("[div(-9223372036854775808, -1)]").contains("overflows"));
     assert!(fails("[mul(9223372036854775807, 2)]").contains("overflows"));
     assert_eq!(ev("[min(3, 1, 2)]"), json!(1));
     assert_eq!(ev("[max(createArray(3, 9, 2))]"), json!(9));
@@ -115,9 +118,15 @@ fn fmt_4_string_functions() {
     assert_eq!(ev("[trim('  x ')]"), json!("x"));
     assert_eq!(ev("[replace('a-b-c', '-', '/')]"), json!("a/b/c"));
     assert!(fails("[replace('abc', '', 'x')]").contains("must not be empty"));
-    assert_eq!(ev("[split('a,b;c', createArray(',', ';'))]"), json!(["a", "b", "c"]));
+    assert_eq!(
+        ev("[split('a,b;c', createArray(',', ';'))]"),
+        json!(["a", "b", "c"])
+    );
     assert_eq!(ev("[split('a,,b', ',')]"), json!(["a", "", "b"]));
-    assert_eq!(ev("[join(createArray('a', 1, true()), '-')]"), json!("a-1-True"));
+    assert_eq!(
+        ev("[join(createArray('a', 1, true()), '-')]"),
+        json!("a-1-True")
+    );
     assert_eq!(ev("[substring('hello', 1, 3)]"), json!("ell"));
     assert_eq!(ev("[substring('hello', 2)]"), json!("llo"));
     assert!(fails("[substring('hello', 3, 5)]").contains("within the string"));
@@ -126,7 +135,10 @@ fn fmt_4_string_functions() {
     assert_eq!(ev("[lastIndexOf('test', 't')]"), json!(3));
     assert_eq!(ev("[indexOf('abc', 'z')]"), json!(-1));
     assert_eq!(ev("[indexOf(createArray('a', 'b'), 'b')]"), json!(1));
-    assert_eq!(ev("[startsWith('Microsoft.Network', 'microsoft.')]"), json!(true));
+    assert_eq!(
+        ev("[startsWith('Microsoft.Network', 'microsoft.')]"),
+        json!(true)
+    );
     assert_eq!(ev("[endsWith('abc', 'BC')]"), json!(true));
     assert_eq!(ev("[contains('abc', 'B')]"), json!(false));
     assert_eq!(ev("[contains(createObject('Key', 1), 'key')]"), json!(true));
@@ -135,15 +147,24 @@ fn fmt_4_string_functions() {
     assert_eq!(ev("[padLeft(42, 1)]"), json!("42"));
     assert!(fails("[padLeft('7', 3, '00')]").contains("single character"));
     assert!(fails("[padLeft('7', 1000000000)]").contains("too large"));
-    assert_eq!(ev("[base64('one, two, three')]"), json!("b25lLCB0d28sIHRocmVl"));
-    assert_eq!(ev("[base64ToString('b25lLCB0d28sIHRocmVl')]"), json!("one, two, three"));
+    assert_eq!(
+        ev("[base64('one, two, three')]"),
+        json!("b25lLCB0d28sIHRocmVl")
+    );
+    assert_eq!(
+        ev("[base64ToString('b25lLCB0d28sIHRocmVl')]"),
+        json!("one, two, three")
+    );
     assert_eq!(ev("[base64ToJson(base64('{\"a\": 1}')).a]"), json!(1));
     assert_eq!(ev("[dataUriToString(dataUri('Hello'))]"), json!("Hello"));
     assert_eq!(
         ev("[uri('http://contoso.com/resources/', 'nested/azuredeploy.json')]"),
         json!("http://contoso.com/resources/nested/azuredeploy.json")
     );
-    assert_eq!(ev("[uriComponentToString(uriComponent('a b/c'))]"), json!("a b/c"));
+    assert_eq!(
+        ev("[uriComponentToString(uriComponent('a b/c'))]"),
+        json!("a b/c")
+    );
 }
 
 #[test]
@@ -185,10 +206,16 @@ fn fmt_4_array_and_object_functions() {
         ev("[items(json('{\"b\": 2, \"a\": 1}'))]"),
         json!([{"key": "a", "value": 1}, {"key": "b", "value": 2}])
     );
-    assert_eq!(ev("[objectKeys(json('{\"b\": 2, \"a\": 1}'))]"), json!(["b", "a"]));
+    assert_eq!(
+        ev("[objectKeys(json('{\"b\": 2, \"a\": 1}'))]"),
+        json!(["b", "a"])
+    );
     assert_eq!(ev("[tryGet(json('{\"a\": [5]}'), 'A', 0)]"), json!(5));
     assert_eq!(ev("[tryGet(json('{\"a\": 1}'), 'missing')]"), json!(null));
-    assert_eq!(ev("[flatten(createArray(createArray(1), createArray(2)))]"), json!([1, 2]));
+    assert_eq!(
+        ev("[flatten(createArray(createArray(1), createArray(2)))]"),
+        json!([1, 2])
+    );
     assert_eq!(ev("[json('{\"A\": {\"b\": 1}}').a.B]"), json!(1));
     assert_eq!(ev("[json('{\"a\": 1}')['A']]"), json!(1));
     assert_eq!(ev("[json('{\"a\": 1}').?missing]"), json!(null));
@@ -219,8 +246,10 @@ fn fmt_4_resource_ids_and_deployment_placeholders() {
         ev("[extensionResourceId(resourceId('Microsoft.Network/networkSecurityGroups', 'n'), 'Microsoft.Authorization/locks', 'l')]"),
         json!("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/palisade-rg/providers/Microsoft.Network/networkSecurityGroups/n/providers/Microsoft.Authorization/locks/l")
     );
-    assert!(fails("[resourceId('Microsoft.Network/virtualNetworks/subnets', 'vnet')]")
-        .contains("name segment"));
+    assert!(
+        fails("[resourceId('Microsoft.Network/virtualNetworks/subnets', 'vnet')]")
+            .contains("name segment")
+    );
     assert_eq!(ev("[resourceGroup().name]"), json!("palisade-rg"));
     assert_eq!(ev("[resourceGroup().location]"), json!("eastus"));
     assert_eq!(
@@ -233,20 +262,32 @@ fn fmt_4_resource_ids_and_deployment_placeholders() {
     );
     assert_eq!(ev("[deployment().properties.templateLink.uri]"), json!(""));
     assert_eq!(ev("[deployment().name]"), json!("palisade-deployment"));
-    assert_eq!(ev("[environment().suffixes.storage]"), json!("core.windows.net"));
+    assert_eq!(
+        ev("[environment().suffixes.storage]"),
+        json!("core.windows.net")
+    );
     let u = ev("[uniqueString(resourceGroup().id)]");
     assert_eq!(u.as_str().map(str::len), Some(13));
     assert_eq!(u, ev("[uniqueString(resourceGroup().id)]"));
     let g = ev("[guid('a', 'b')]");
     assert_eq!(g.as_str().map(str::len), Some(36));
     assert_eq!(ev("[utcNow()]"), json!("20240101T000000Z"));
-    assert_eq!(ev("[dateTimeAdd('2020-01-01T00:00:00Z', 'P1D')]"), json!("2020-01-01T00:00:00Z"));
+    assert_eq!(
+        ev("[dateTimeAdd('2020-01-01T00:00:00Z', 'P1D')]"),
+        json!("2020-01-01T00:00:00Z")
+    );
 }
 
 #[test]
 fn fmt_4_cidr_functions() {
-    assert_eq!(ev("[parseCidr('10.144.0.0/20').broadcast]"), json!("10.144.15.255"));
-    assert_eq!(ev("[cidrSubnet('10.144.0.0/20', 24, 3)]"), json!("10.144.3.0/24"));
+    assert_eq!(
+        ev("[parseCidr('10.144.0.0/20').broadcast]"),
+        json!("10.144.15.255")
+    );
+    assert_eq!(
+        ev("[cidrSubnet('10.144.0.0/20', 24, 3)]"),
+        json!("10.144.3.0/24")
+    );
     assert_eq!(ev("[cidrHost('10.144.3.0/24', 3)]"), json!("10.144.3.4"));
     assert!(fails("[cidrSubnet('10.144.0.0/20', 24, 99)]").contains("out of range"));
     assert!(fails("[parseCidr('x')]").contains("CIDR"));
@@ -259,7 +300,9 @@ fn fmt_4_deployment_time_functions_are_unresolved() {
         v,
         json!({"$unresolved": "[reference(resourceId('Microsoft.Network/publicIPAddresses', 'pip')).ipAddress]"})
     );
-    assert!(is_unresolved(&ev("[listKeys('x', '2020-01-01').keys[0].value]")));
+    assert!(is_unresolved(&ev(
+        "[listKeys('x', '2020-01-01').keys[0].value]"
+    )));
     assert!(is_unresolved(&ev("[concat('prefix-', reference('x').y)]")));
     assert!(is_unresolved(&ev("[providers('Microsoft.Network', 'x')]")));
     assert!(is_unresolved(&ev("[noSuchFunction(1)]")));

@@ -31,7 +31,11 @@ fn fmt_4_long_variable_chain_is_cut_off() {
     let t = json!({"variables": vars, "resources": [{"type": "A/b", "name": "[variables('v0')]"}]});
     let e = on_small_stack(move || expand(&t, &Options::default()));
     assert_eq!(e.resources.len(), 1);
-    assert!(has_error(&e.problems, "nested too deeply"), "{:#?}", e.problems);
+    assert!(
+        has_error(&e.problems, "nested too deeply"),
+        "{:#?}",
+        e.problems
+    );
 }
 
 #[test]
@@ -52,11 +56,23 @@ fn fmt_4_deeply_nested_expressions_in_a_variable_chain() {
 
 #[test]
 fn fmt_4_deep_json_value_is_cut_off() {
+    // Built by hand: json!() would serialise the growing value recursively at every step.
     let mut v = json!("leaf");
     for _ in 0..1000 {
-        v = json!({"a": [v]});
+        let mut m = Map::new();
+        m.insert("a".into(), Value::Array(vec![v]));
+        v = Value::Object(m);
     }
-    let t = json!({"resources": [{"type": "A/b", "name": "n", "properties": v}]});
+    let mut resource = Map::new();
+    resource.insert("type".into(), json!("A/b"));
+    resource.insert("name".into(), json!("n"));
+    resource.insert("properties".into(), v);
+    let mut t = Map::new();
+    t.insert(
+        "resources".into(),
+        Value::Array(vec![Value::Object(resource)]),
+    );
+    let t = Value::Object(t);
     let e = on_small_stack(move || expand(&t, &Options::default()));
     assert_eq!(e.resources.len(), 1);
     assert!(has_error(&e.problems, "nested too deeply"));
@@ -78,6 +94,27 @@ fn fmt_5_deeply_nested_deployments_are_cut_off() {
 }
 
 #[test]
+fn fmt_6_deep_child_resource_chain_is_cut_off() {
+    let mut child = Map::new();
+    child.insert("type".into(), json!("leaf"));
+    child.insert("name".into(), json!("l"));
+    let mut v = Value::Object(child);
+    for i in 0..1000 {
+        let mut m = Map::new();
+        m.insert("type".into(), json!(format!("t{i}")));
+        m.insert("name".into(), json!(format!("n{i}")));
+        m.insert("resources".into(), Value::Array(vec![v]));
+        v = Value::Object(m);
+    }
+    let mut t = Map::new();
+    t.insert("resources".into(), Value::Array(vec![v]));
+    let t = Value::Object(t);
+    let e = on_small_stack(move || expand(&t, &Options::default()));
+    assert!(e.resources.len() > 100 && e.resources.len() < 1000);
+    assert!(has_error(&e.problems, "nested too deeply"));
+}
+
+#[test]
 fn fmt_5_copy_counts_are_capped() {
     let t = json!({"resources": [{
         "type": "A/b", "name": "[concat('n', copyIndex())]",
@@ -86,22 +123,34 @@ fn fmt_5_copy_counts_are_capped() {
     }]});
     let e = on_small_stack(move || expand(&t, &Options::default()));
     assert!(has_error(&e.problems, "above ARM's limit of 800"));
-    assert!(has_error(&e.problems, "more than 10000 copy-loop iterations"));
+    assert!(has_error(
+        &e.problems,
+        "more than 10000 copy-loop iterations"
+    ));
     assert!(e.resources.len() < 20);
 }
 
 #[test]
 fn fmt_4_exponential_values_are_refused() {
     let mut vars = Map::new();
-    vars.insert("v0".into(), json!("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"));
+    vars.insert(
+        "v0".into(),
+        json!("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+    );
     for i in 1..40 {
         vars.insert(
             format!("v{i}"),
-            json!(format!("[concat(variables('v{0}'), variables('v{0}'))]", i - 1)),
+            json!(format!(
+                "[concat(variables('v{0}'), variables('v{0}'))]",
+                i - 1
+            )),
         );
         vars.insert(
             format!("a{i}"),
-            json!(format!("[createArray(variables('a{0}'), variables('a{0}'))]", i - 1)),
+            json!(format!(
+                "[createArray(variables('a{0}'), variables('a{0}'))]",
+                i - 1
+            )),
         );
     }
     vars.insert("a0".into(), json!([1, 2, 3, 4]));
@@ -123,12 +172,14 @@ fn fmt_5_linked_template_that_links_itself_stops() {
         {"type": "Microsoft.Resources/deployments", "name": "again",
          "properties": {"templateLink": {"relativePath": "self.json"}}}
     ]});
-    let linked = t.clone();
-    let options = Options {
-        read_linked: Some(Box::new(move |_| Ok(linked.clone()))),
-        ..Options::default()
-    };
-    let e = on_small_stack(move || expand(&t, &options));
+    let e = on_small_stack(move || {
+        let linked = t.clone();
+        let options = Options {
+            read_linked: Some(Box::new(move |_| Ok(linked.clone()))),
+            ..Options::default()
+        };
+        expand(&t, &options)
+    });
     assert_eq!(e.resources.len(), 2);
     assert_eq!(e.resources[1].linked_file.as_deref(), Some("self.json"));
     assert!(has_error(&e.problems, "links back to itself"));
@@ -136,13 +187,27 @@ fn fmt_5_linked_template_that_links_itself_stops() {
 
 #[test]
 fn fmt_4_non_object_inputs_do_not_fail() {
-    for t in [json!(null), json!([1, 2]), json!("x"), json!({"resources": 5}),
-              json!({"resources": [1, "x", null, {"copy": 3}, {"copy": {"count": "x"}}]}),
-              json!({"parameters": [], "variables": 3, "functions": {}, "resources": {}})] {
+    for t in [
+        json!(null),
+        json!([1, 2]),
+        json!("x"),
+        json!({"resources": 5}),
+        json!({"resources": [1, "x", null, {"copy": 3}, {"copy": {"count": "x"}}]}),
+        json!({"parameters": [], "variables": 3, "functions": {}, "resources": {}}),
+    ] {
         let e = expand(&t, &Options::default());
         assert!(e.resources.is_empty());
     }
-    let e = expand(&json!({"resources": []}), &Options { parameters: Some(json!(3)), ..Options::default() });
-    assert!(has_error(&e.problems, "parameter values must be a JSON object"));
+    let e = expand(
+        &json!({"resources": []}),
+        &Options {
+            parameters: Some(json!(3)),
+            ..Options::default()
+        },
+    );
+    assert!(has_error(
+        &e.problems,
+        "parameter values must be a JSON object"
+    ));
     let _: Value = json!(null);
 }

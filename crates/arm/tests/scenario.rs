@@ -31,17 +31,34 @@ fn fmt_4_ase_egress_parameterised_template_equals_literal_network() {
         "unexpected problems: {:#?}",
         expansion.problems
     );
-    let got: Vec<Value> = expansion.resources.iter().map(|r| r.value.clone()).collect();
-    let want = expected["resources"].as_array().expect("resources array").clone();
+    let got: Vec<Value> = expansion
+        .resources
+        .iter()
+        .map(|r| r.value.clone())
+        .collect();
+    let want = expected["resources"]
+        .as_array()
+        .expect("resources array")
+        .clone();
     // serde_json's Value equality compares objects as maps, so key order does not matter.
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(&want) {
         assert_eq!(g, w, "resource {} differs", w["name"]);
     }
-    let pointers: Vec<&str> = expansion.resources.iter().map(|r| r.pointer.as_str()).collect();
+    let pointers: Vec<&str> = expansion
+        .resources
+        .iter()
+        .map(|r| r.pointer.as_str())
+        .collect();
     assert_eq!(
         pointers,
-        ["/resources/0", "/resources/1", "/resources/2", "/resources/3", "/resources/4"]
+        [
+            "/resources/0",
+            "/resources/1",
+            "/resources/2",
+            "/resources/3",
+            "/resources/4"
+        ]
     );
     assert!(expansion
         .resources

@@ -110,7 +110,10 @@ fn read_json(path: &Path) -> Result<Value, String> {
 
 fn options_for(path: &Path) -> Options {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
     let params = dir.join(format!("{stem}.parameters.json"));
     let parameters = read_json(&params).ok();
     let base = dir.clone();
@@ -126,7 +129,11 @@ fn scratch_dump() {
     let mut files = Vec::new();
     json_files(&corpus_dir(), &mut files);
     files.sort();
-    assert!(!files.is_empty(), "corpus not found at {}", corpus_dir().display());
+    assert!(
+        !files.is_empty(),
+        "corpus not found at {}",
+        corpus_dir().display()
+    );
     let mut templates = 0;
     let mut panics = Vec::new();
     let mut with_errors = BTreeMap::new();
@@ -145,7 +152,13 @@ fn scratch_dump() {
                 resources += expansion.resources.len();
                 for r in &expansion.resources {
                     if let Some(f) = &r.linked_file {
-                        eprintln!("LINKED {} {} {} {}", path.display(), f, r.pointer, r.value["type"]);
+                        eprintln!(
+                            "LINKED {} {} {} {}",
+                            path.display(),
+                            f,
+                            r.pointer,
+                            r.value["type"]
+                        );
                     }
                 }
                 let errors: Vec<String> = expansion

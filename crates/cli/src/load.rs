@@ -27,7 +27,8 @@ pub fn catalogs(args: &NetworkArgs) -> Result<Catalogs, String> {
         c.service_tags = ServiceTags::load(p).map_err(|d| d.to_string())?;
     }
     if let Some(p) = &args.fqdn_tags {
-        c.fqdn_tags.extend(FqdnTags::load(p).map_err(|d| d.to_string())?);
+        c.fqdn_tags
+            .extend(FqdnTags::load(p).map_err(|d| d.to_string())?);
     }
     Ok(c)
 }
@@ -35,16 +36,24 @@ pub fn catalogs(args: &NetworkArgs) -> Result<Catalogs, String> {
 /// Import and validate; diagnostics are returned, not printed.
 pub fn load(args: &NetworkArgs) -> Result<Loaded, String> {
     let catalogs = catalogs(args)?;
-    let mut options = ImportOptions { strict: args.strict, parameters: None };
+    let mut options = ImportOptions {
+        strict: args.strict,
+        parameters: None,
+    };
     if let Some(p) = &args.parameters {
         let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let doc = palisade_model::json::parse(&p.display().to_string(), &text).map_err(|d| d.to_string())?;
+        let doc = palisade_model::json::parse(&p.display().to_string(), &text)
+            .map_err(|d| d.to_string())?;
         options.parameters = Some((p.display().to_string(), doc.value));
     }
     let imported = palisade_model::load(&args.network, &options);
     let mut diagnostics = imported.diagnostics.clone();
     diagnostics.extend(palisade_model::validate(&imported.network, &catalogs, args.strict).0);
-    Ok(Loaded { imported, diagnostics, catalogs })
+    Ok(Loaded {
+        imported,
+        diagnostics,
+        catalogs,
+    })
 }
 
 fn parse_resolve(items: &[String]) -> Result<HashMap<String, Vec<IpAddr>>, String> {
@@ -53,8 +62,13 @@ fn parse_resolve(items: &[String]) -> Result<HashMap<String, Vec<IpAddr>>, Strin
         let (name, ip) = item
             .split_once('=')
             .ok_or_else(|| format!("--resolve `{item}`: expected NAME=IP"))?;
-        let ip: IpAddr = ip.trim().parse().map_err(|_| format!("--resolve `{item}`: `{ip}` is not an IP address"))?;
-        out.entry(name.trim().trim_end_matches('.').to_ascii_lowercase()).or_default().push(ip);
+        let ip: IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("--resolve `{item}`: `{ip}` is not an IP address"))?;
+        out.entry(name.trim().trim_end_matches('.').to_ascii_lowercase())
+            .or_default()
+            .push(ip);
     }
     Ok(out)
 }
@@ -63,7 +77,11 @@ fn parse_resolve(items: &[String]) -> Result<HashMap<String, Vec<IpAddr>>, Strin
 /// `--ignore-errors` is given: a trace of a half-imported network would mislead.
 pub fn load_for_evaluation(args: &NetworkArgs) -> Result<Evaluable, String> {
     let loaded = load(args)?;
-    for d in loaded.diagnostics.iter().filter(|d| d.severity >= palisade_model::Severity::Warning) {
+    for d in loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity >= palisade_model::Severity::Warning)
+    {
         eprintln!("{d}");
     }
     if loaded.diagnostics.has_errors() && !args.ignore_errors {
@@ -76,14 +94,29 @@ pub fn load_for_evaluation(args: &NetworkArgs) -> Result<Evaluable, String> {
         return Err("the input describes no network resources".into());
     }
     let resolve = parse_resolve(&args.resolve)?;
-    let snapshot = Snapshot::compile(&loaded.imported.network, &loaded.catalogs, &CompileOptions { resolve: resolve.clone() });
+    let snapshot = Snapshot::compile(
+        &loaded.imported.network,
+        &loaded.catalogs,
+        &CompileOptions {
+            resolve: resolve.clone(),
+        },
+    );
     Ok(Evaluable { snapshot, resolve })
 }
 
 pub fn embedded_example() -> Result<Snapshot, String> {
-    let file = palisade_model::import::import_text("examples/ase-egress-lockdown/network.json", EXAMPLE, &ImportOptions::default(), None);
+    let file = palisade_model::import::import_text(
+        "examples/ase-egress-lockdown/network.json",
+        EXAMPLE,
+        &ImportOptions::default(),
+        None,
+    );
     if file.diagnostics.has_errors() {
         return Err(file.diagnostics.to_string());
     }
-    Ok(Snapshot::compile(&file.network, &Catalogs::embedded(), &CompileOptions::default()))
+    Ok(Snapshot::compile(
+        &file.network,
+        &Catalogs::embedded(),
+        &CompileOptions::default(),
+    ))
 }

@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "palisade", version, about = "Layered network security for virtual networks: NSGs, routes and an egress firewall, checked offline and explained.")]
+#[command(
+    name = "palisade",
+    version,
+    about = "Layered network security for virtual networks: NSGs, routes and an egress firewall, checked offline and explained."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,6 +68,13 @@ enum DirectionArg {
     Inbound,
     Outbound,
     Auto,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchKind {
+    Classifier,
+    Lpm,
+    Fqdn,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -155,6 +166,19 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Measure a matcher on a real data file against its baseline, in one run.
+    Bench {
+        #[arg(value_enum)]
+        kind: BenchKind,
+        /// ClassBench filter file (classifier), prefix list (lpm, may be .gz), domain list (fqdn).
+        #[arg(long)]
+        data: PathBuf,
+        /// Time budget for the lookup trace, per structure.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Trace two flows through the embedded example (an App Service Environment egress lockdown).
     Demo {
         #[arg(long, value_enum, default_value = "text")]
@@ -186,18 +210,53 @@ fn protocol(p: ProtocolArg) -> palisade_model::Protocol {
 
 fn run(command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Validate { paths, parameters, service_tags, fqdn_tags, strict, output } => {
-            let args = NetworkArgs { network: paths, parameters, service_tags, fqdn_tags, strict, ignore_errors: true, resolve: vec![] };
+        Command::Validate {
+            paths,
+            parameters,
+            service_tags,
+            fqdn_tags,
+            strict,
+            output,
+        } => {
+            let args = NetworkArgs {
+                network: paths,
+                parameters,
+                service_tags,
+                fqdn_tags,
+                strict,
+                ignore_errors: true,
+                resolve: vec![],
+            };
             let loaded = load::load(&args)?;
             render::validation(&loaded, output == Output::Json);
-            Ok(if loaded.diagnostics.has_errors() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if loaded.diagnostics.has_errors() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Command::Trace { net, from, to, protocol: p, port, source_port, host, app_protocol, direction, at, reply, output } => {
+        Command::Trace {
+            net,
+            from,
+            to,
+            protocol: p,
+            port,
+            source_port,
+            host,
+            app_protocol,
+            direction,
+            at,
+            reply,
+            output,
+        } => {
             let loaded = load::load_for_evaluation(&net)?;
             let (destination, mut host) = match to.parse::<IpAddr>() {
                 Ok(ip) => (ip, host),
                 Err(_) => {
-                    let ip = loaded.resolve.get(&to.to_ascii_lowercase()).and_then(|v| v.first().copied());
+                    let ip = loaded
+                        .resolve
+                        .get(&to.to_ascii_lowercase())
+                        .and_then(|v| v.first().copied());
                     let ip = match ip {
                         Some(ip) => ip,
                         None => {
@@ -237,17 +296,64 @@ fn run(command: Command) -> Result<ExitCode, String> {
             render::trace(&flow, &trace, output == Output::Json);
             Ok(verdict_code(trace.verdict))
         }
-        Command::NextHop { net, from, to, output } => {
+        Command::NextHop {
+            net,
+            from,
+            to,
+            output,
+        } => {
             let loaded = load::load_for_evaluation(&net)?;
             render::next_hop(&loaded.snapshot, from, to, output == Output::Json)
         }
-        Command::EffectiveRules { net, nic, subnet, output } => {
+        Command::EffectiveRules {
+            net,
+            nic,
+            subnet,
+            output,
+        } => {
             let loaded = load::load_for_evaluation(&net)?;
-            render::effective_rules(&loaded.snapshot, nic.as_deref(), subnet.as_deref(), output == Output::Json)
+            render::effective_rules(
+                &loaded.snapshot,
+                nic.as_deref(),
+                subnet.as_deref(),
+                output == Output::Json,
+            )
         }
-        Command::EffectiveRoutes { net, subnet, nic, output } => {
+        Command::EffectiveRoutes {
+            net,
+            subnet,
+            nic,
+            output,
+        } => {
             let loaded = load::load_for_evaluation(&net)?;
-            render::effective_routes(&loaded.snapshot, subnet.as_deref(), nic.as_deref(), output == Output::Json)
+            render::effective_routes(
+                &loaded.snapshot,
+                subnet.as_deref(),
+                nic.as_deref(),
+                output == Output::Json,
+            )
+        }
+        Command::Bench {
+            kind,
+            data,
+            seconds,
+            output,
+        } => {
+            let kind = match kind {
+                BenchKind::Classifier => palisade_bench::Kind::Classifier,
+                BenchKind::Lpm => palisade_bench::Kind::Lpm,
+                BenchKind::Fqdn => palisade_bench::Kind::Fqdn,
+            };
+            let report = palisade_bench::run(kind, &data, seconds)?;
+            if output == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!("{report}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo { output } => {
             let snapshot = load::embedded_example()?;
@@ -276,7 +382,10 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 }
             }
             if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&traces).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&traces).map_err(|e| e.to_string())?
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -58,10 +58,17 @@ pub fn trace_json(flow: &Flow, trace: &Trace) -> Value {
 
 pub fn trace(flow: &Flow, trace: &Trace, as_json: bool) {
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&trace_json(flow, trace)).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&trace_json(flow, trace)).unwrap_or_default()
+        );
         return;
     }
-    let host = flow.host.as_deref().map(|h| format!("  host {h}")).unwrap_or_default();
+    let host = flow
+        .host
+        .as_deref()
+        .map(|h| format!("  host {h}"))
+        .unwrap_or_default();
     println!(
         "flow    {} {}:{} → {}:{}{host}",
         flow.protocol.as_str(),
@@ -72,10 +79,28 @@ pub fn trace(flow: &Flow, trace: &Trace, as_json: bool) {
     );
     for (i, h) in trace.hops.iter().enumerate() {
         let dir = h.direction.map(|d| format!(" {d:?}")).unwrap_or_default();
-        let rule = h.rule.as_deref().map(|r| format!("  {r}")).unwrap_or_default();
-        let prio = h.priority.map(|p| format!(" (priority {p})")).unwrap_or_default();
-        let nh = h.next_hop.as_ref().map(|n| format!("  → {}", n.display())).unwrap_or_default();
-        println!("{:>4}. {:<20} {:<8} {}{rule}{prio}{nh}  [{}]", i + 1, format!("{}{dir}", h.layer), h.result, h.resource, h.reason);
+        let rule = h
+            .rule
+            .as_deref()
+            .map(|r| format!("  {r}"))
+            .unwrap_or_default();
+        let prio = h
+            .priority
+            .map(|p| format!(" (priority {p})"))
+            .unwrap_or_default();
+        let nh = h
+            .next_hop
+            .as_ref()
+            .map(|n| format!("  → {}", n.display()))
+            .unwrap_or_default();
+        println!(
+            "{:>4}. {:<20} {:<8} {}{rule}{prio}{nh}  [{}]",
+            i + 1,
+            format!("{}{dir}", h.layer),
+            h.result,
+            h.resource,
+            h.reason
+        );
         if let Some(d) = &h.detail {
             println!("        {d}");
         }
@@ -83,7 +108,11 @@ pub fn trace(flow: &Flow, trace: &Trace, as_json: bool) {
             println!("        audit rule matched and passed over: {a}");
         }
         if let Some(m) = &h.near_miss {
-            println!("        nearest allow: {} — differs in {}", m.rule, m.differs.join(", "));
+            println!(
+                "        nearest allow: {} — differs in {}",
+                m.rule,
+                m.differs.join(", ")
+            );
         }
     }
     if let Some(r) = &trace.reply {
@@ -92,7 +121,11 @@ pub fn trace(flow: &Flow, trace: &Trace, as_json: bool) {
             r.resource,
             r.route,
             r.next_hop.display(),
-            if r.symmetric { "symmetric" } else { "asymmetric: the reply leaves by another path" }
+            if r.symmetric {
+                "symmetric"
+            } else {
+                "asymmetric: the reply leaves by another path"
+            }
         );
     }
     for n in &trace.notes {
@@ -102,15 +135,28 @@ pub fn trace(flow: &Flow, trace: &Trace, as_json: bool) {
         .decided_by
         .as_ref()
         .map(|d| {
-            let rule = d.rule.as_deref().unwrap_or(if d.layer == "default" { "default action" } else { "connection state" });
+            let rule = d.rule.as_deref().unwrap_or(if d.layer == "default" {
+                "default action"
+            } else {
+                "connection state"
+            });
             format!(" — {} {} / {}", d.layer, d.resource, rule)
         })
         .unwrap_or_default();
-    let nh = trace.next_hop.as_ref().map(|n| format!("; next hop {}", n.display())).unwrap_or_default();
+    let nh = trace
+        .next_hop
+        .as_ref()
+        .map(|n| format!("; next hop {}", n.display()))
+        .unwrap_or_default();
     println!("verdict {:?}{by}{nh}", trace.verdict);
 }
 
-pub fn next_hop(snap: &Snapshot, from: IpAddr, to: IpAddr, as_json: bool) -> Result<ExitCode, String> {
+pub fn next_hop(
+    snap: &Snapshot,
+    from: IpAddr,
+    to: IpAddr,
+    as_json: bool,
+) -> Result<ExitCode, String> {
     let loc = snap.locate(from);
     let routes: &SubnetRoutes = match loc.subnet {
         Some(s) => &snap.subnets[s].routes,
@@ -121,13 +167,18 @@ pub fn next_hop(snap: &Snapshot, from: IpAddr, to: IpAddr, as_json: bool) -> Res
     };
     let Some((prefix, route)) = routes.lookup(to) else {
         if as_json {
-            println!("{}", json!({"next_hop": {"type": "None", "address": null}, "route": null, "nextHopType": "None", "routeTableId": "System Route"}));
+            println!(
+                "{}",
+                json!({"next_hop": {"type": "None", "address": null}, "route": null, "nextHopType": "None", "routeTableId": "System Route"})
+            );
         } else {
             println!("next hop None (no route to {to})");
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let address = (route.next_hop_type == palisade_model::NextHopType::VirtualAppliance).then_some(route.next_hop_ip_address).flatten();
+    let address = (route.next_hop_type == palisade_model::NextHopType::VirtualAppliance)
+        .then_some(route.next_hop_ip_address)
+        .flatten();
     let source = match route.source {
         palisade_policy::routes::RouteSource::User => "User",
         palisade_policy::routes::RouteSource::VirtualNetworkGateway => "VirtualNetworkGateway",
@@ -150,7 +201,12 @@ pub fn next_hop(snap: &Snapshot, from: IpAddr, to: IpAddr, as_json: bool) -> Res
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         let addr = address.map(|a| format!(" {a}")).unwrap_or_default();
-        println!("next hop {}{addr}  via {} / {} ({prefix}, {source})", route.next_hop_type.as_str(), route.resource(), route.label());
+        println!(
+            "next hop {}{addr}  via {} / {} ({prefix}, {source})",
+            route.next_hop_type.as_str(),
+            route.resource(),
+            route.label()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -163,7 +219,9 @@ fn protocol_name(p: Protocol) -> &'static str {
 }
 
 fn ranges(p: &[PortRange]) -> Vec<String> {
-    p.iter().map(|r| format!("{}-{}", r.first, r.last)).collect()
+    p.iter()
+        .map(|r| format!("{}-{}", r.first, r.last))
+        .collect()
 }
 
 /// DIAG-4 rendering of one rule.
@@ -192,23 +250,40 @@ fn nsg_rules(nsg: &CompiledNsg) -> Vec<Value> {
     v
 }
 
-pub fn effective_rules(snap: &Snapshot, nic: Option<&str>, subnet: Option<&str>, as_json: bool) -> Result<ExitCode, String> {
+pub fn effective_rules(
+    snap: &Snapshot,
+    nic: Option<&str>,
+    subnet: Option<&str>,
+    as_json: bool,
+) -> Result<ExitCode, String> {
     let mut groups: Vec<(String, String, &CompiledNsg)> = vec![];
     if let Some(n) = nic {
-        let i = snap.nic_by_name(n).ok_or_else(|| format!("no network interface named '{n}'"))?;
+        let i = snap
+            .nic_by_name(n)
+            .ok_or_else(|| format!("no network interface named '{n}'"))?;
         let e = &snap.nics[i];
         if let Some(s) = e.subnet {
             if let Some(g) = snap.subnets[s].nsg {
-                groups.push(("subnet".into(), format!("{}/{}", snap.subnets[s].vnet, snap.subnets[s].name), &snap.nsgs[g]));
+                groups.push((
+                    "subnet".into(),
+                    format!("{}/{}", snap.subnets[s].vnet, snap.subnets[s].name),
+                    &snap.nsgs[g],
+                ));
             }
         }
         if let Some(g) = e.nsg {
             groups.push(("networkInterface".into(), e.name.clone(), &snap.nsgs[g]));
         }
     } else if let Some(s) = subnet {
-        let i = snap.subnet_by_name(s).ok_or_else(|| format!("no subnet named '{s}'"))?;
+        let i = snap
+            .subnet_by_name(s)
+            .ok_or_else(|| format!("no subnet named '{s}'"))?;
         if let Some(g) = snap.subnets[i].nsg {
-            groups.push(("subnet".into(), format!("{}/{}", snap.subnets[i].vnet, snap.subnets[i].name), &snap.nsgs[g]));
+            groups.push((
+                "subnet".into(),
+                format!("{}/{}", snap.subnets[i].vnet, snap.subnets[i].name),
+                &snap.nsgs[g],
+            ));
         }
     }
     if as_json {
@@ -222,7 +297,10 @@ pub fn effective_rules(snap: &Snapshot, nic: Option<&str>, subnet: Option<&str>,
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json!({"value": value})).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"value": value})).unwrap_or_default()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if groups.is_empty() {
@@ -234,7 +312,11 @@ pub fn effective_rules(snap: &Snapshot, nic: Option<&str>, subnet: Option<&str>,
             for r in &nsg.direction(dir).rules {
                 let show = |set: &[ipnet::IpNet]| {
                     let s: Vec<String> = set.iter().take(4).map(|p| p.to_string()).collect();
-                    if set.len() > 4 { format!("{} (+{} more)", s.join(","), set.len() - 4) } else { s.join(",") }
+                    if set.len() > 4 {
+                        format!("{} (+{} more)", s.join(","), set.len() - 4)
+                    } else {
+                        s.join(",")
+                    }
                 };
                 println!(
                     "  {:<8} {:>5} {:<5} {:<4} {} :{} → {} :{}  {}{}",
@@ -255,12 +337,23 @@ pub fn effective_rules(snap: &Snapshot, nic: Option<&str>, subnet: Option<&str>,
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn effective_routes(snap: &Snapshot, subnet: Option<&str>, nic: Option<&str>, as_json: bool) -> Result<ExitCode, String> {
+pub fn effective_routes(
+    snap: &Snapshot,
+    subnet: Option<&str>,
+    nic: Option<&str>,
+    as_json: bool,
+) -> Result<ExitCode, String> {
     let s = match (subnet, nic) {
-        (Some(s), _) => snap.subnet_by_name(s).ok_or_else(|| format!("no subnet named '{s}'"))?,
+        (Some(s), _) => snap
+            .subnet_by_name(s)
+            .ok_or_else(|| format!("no subnet named '{s}'"))?,
         (None, Some(n)) => {
-            let i = snap.nic_by_name(n).ok_or_else(|| format!("no network interface named '{n}'"))?;
-            snap.nics[i].subnet.ok_or_else(|| format!("network interface '{n}' is in no subnet of the input"))?
+            let i = snap
+                .nic_by_name(n)
+                .ok_or_else(|| format!("no network interface named '{n}'"))?;
+            snap.nics[i]
+                .subnet
+                .ok_or_else(|| format!("network interface '{n}' is in no subnet of the input"))?
         }
         _ => return Err("give --subnet or --nic".into()),
     };
@@ -285,15 +378,36 @@ pub fn effective_routes(snap: &Snapshot, subnet: Option<&str>, nic: Option<&str>
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json!({"value": value})).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"value": value})).unwrap_or_default()
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("effective routes of {}/{}", snap.subnets[s].vnet, snap.subnets[s].name);
+    println!(
+        "effective routes of {}/{}",
+        snap.subnets[s].vnet, snap.subnets[s].name
+    );
     for r in routes {
-        let prefixes: Vec<String> = r.address_prefix.iter().take(3).map(|p| p.to_string()).collect();
-        let more = if r.address_prefix.len() > 3 { format!(" (+{} more)", r.address_prefix.len() - 3) } else { String::new() };
-        let addr = r.next_hop_ip_address.map(|a| format!(" {a}")).unwrap_or_default();
-        let reason = r.invalid_reason.map(|x| format!(" ({x})")).unwrap_or_default();
+        let prefixes: Vec<String> = r
+            .address_prefix
+            .iter()
+            .take(3)
+            .map(|p| p.to_string())
+            .collect();
+        let more = if r.address_prefix.len() > 3 {
+            format!(" (+{} more)", r.address_prefix.len() - 3)
+        } else {
+            String::new()
+        };
+        let addr = r
+            .next_hop_ip_address
+            .map(|a| format!(" {a}"))
+            .unwrap_or_default();
+        let reason = r
+            .invalid_reason
+            .map(|x| format!(" ({x})"))
+            .unwrap_or_default();
         println!(
             "  {:<8} {:<8}{:<20} {}{more} → {}{addr}  {}",
             format!("{:?}", r.source),

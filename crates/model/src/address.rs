@@ -204,9 +204,13 @@ impl fmt::Display for PortError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PortError::Empty => f.write_str("an empty port item"),
-            PortError::NotANumber(s) => write!(f, "`{s}` is not a port (expected `*`, `N` or `A-B`)"),
+            PortError::NotANumber(s) => {
+                write!(f, "`{s}` is not a port (expected `*`, `N` or `A-B`)")
+            }
             PortError::OutOfRange(s) => write!(f, "port `{s}` is outside 0-65535"),
-            PortError::Inverted(s) => write!(f, "port range `{s}` has its first port above its last"),
+            PortError::Inverted(s) => {
+                write!(f, "port range `{s}` has its first port above its last")
+            }
         }
     }
 }
@@ -308,13 +312,25 @@ mod tests {
         assert_eq!(parse_port_range("22").unwrap(), PortRange::single(22));
         assert_eq!(
             parse_port_range("454-455").unwrap(),
-            PortRange { first: 454, last: 455 }
+            PortRange {
+                first: 454,
+                last: 455
+            }
         );
         assert_eq!(parse_port_range("0").unwrap(), PortRange::single(0));
         assert_eq!(parse_port_range("65535").unwrap(), PortRange::single(65535));
-        assert!(matches!(parse_port_range("65536"), Err(PortError::OutOfRange(_))));
-        assert!(matches!(parse_port_range("80-20"), Err(PortError::Inverted(_))));
-        assert!(matches!(parse_port_range("http"), Err(PortError::NotANumber(_))));
+        assert!(matches!(
+            parse_port_range("65536"),
+            Err(PortError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            parse_port_range("80-20"),
+            Err(PortError::Inverted(_))
+        ));
+        assert!(matches!(
+            parse_port_range("http"),
+            Err(PortError::NotANumber(_))
+        ));
         assert_eq!(parse_port_list("80, 10000-10005").unwrap().len(), 2);
     }
 

@@ -81,9 +81,63 @@ impl LineIndex {
     }
 }
 
+/// Deepest nesting accepted: real configurations stay far below it, and refusing deeper input
+/// keeps the recursive parser and converter off the end of the stack.
+pub const MAX_DEPTH: usize = 128;
+
+/// Nesting depth of `[`/`{` outside strings and comments, and the offset where it passed `limit`.
+fn too_deep(text: &str, limit: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Parse JSON text (with comments, BOM, trailing commas).
 pub fn parse(file: &str, text: &str) -> Result<Document, Diagnostic> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines = LineIndex::new(text);
+    if let Some(at) = too_deep(text, MAX_DEPTH) {
+        let (l, c) = lines.position(text, at);
+        let mut d = Diagnostic::error(format!("nesting deeper than {MAX_DEPTH} levels"))
+            .at(file, "")
+            .expected(format!(
+                "a JSON document nested at most {MAX_DEPTH} levels deep"
+            ));
+        d.line = Some(l);
+        d.column = Some(c);
+        return Err(d);
+    }
     let options = ParseOptions {
         allow_comments: true,
         allow_loose_object_property_names: false,
@@ -94,9 +148,8 @@ pub fn parse(file: &str, text: &str) -> Result<Document, Diagnostic> {
         allow_unary_plus_numbers: false,
         ..ParseOptions::default()
     };
-    let lines = LineIndex::new(text);
-    let parsed = jsonc_parser::parse_to_ast(text, &CollectOptions::default(), &options).map_err(
-        |e| {
+    let parsed =
+        jsonc_parser::parse_to_ast(text, &CollectOptions::default(), &options).map_err(|e| {
             let (l, c) = lines.position(text, e.range().start);
             let mut d = Diagnostic::error(format!("invalid JSON: {}", e.kind()))
                 .at(file, "")
@@ -104,8 +157,7 @@ pub fn parse(file: &str, text: &str) -> Result<Document, Diagnostic> {
             d.line = Some(l);
             d.column = Some(c);
             d
-        },
-    )?;
+        })?;
     let mut positions = HashMap::new();
     let value = match parsed.value {
         Some(v) => convert(&v, String::new(), text, &lines, &mut positions),
@@ -188,6 +240,14 @@ mod tests {
         assert_eq!(doc.value["a"][1]["b"], "c");
         assert_eq!(doc.position("/a/1/b"), Some((3, 26)));
         assert_eq!(doc.position("/a/1/zz"), Some((3, 20)));
+    }
+
+    #[test]
+    fn fmt_2_deep_nesting_is_refused_not_a_stack_overflow() {
+        let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let e = parse("deep.json", &text).unwrap_err();
+        assert_eq!(e.line, Some(1));
+        assert!(parse("ok.json", "{\"a\": \"[[[[\", \"b\": [[1]]}").is_ok());
     }
 
     #[test]

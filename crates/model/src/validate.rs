@@ -34,35 +34,100 @@ pub fn validate(net: &Network, catalogs: &Catalogs, strict: bool) -> Diagnostics
     }
     for nic in &net.network_interfaces {
         if let Some(n) = &nic.network_security_group {
-            reference(&mut d, &nic.origin, NIC, &nic.name, "networkSecurityGroup", n, net.nsg(n).is_some(), !net.network_security_groups.is_empty());
+            reference(
+                &mut d,
+                &nic.origin,
+                NIC,
+                &nic.name,
+                "networkSecurityGroup",
+                n,
+                net.nsg(n).is_some(),
+                !net.network_security_groups.is_empty(),
+            );
         }
     }
     for fw in &net.azure_firewalls {
         if let Some(p) = &fw.firewall_policy {
-            reference(&mut d, &fw.origin, FW, &fw.name, "firewallPolicy", p, net.firewall_policy(p).is_some(), !net.firewall_policies.is_empty());
+            reference(
+                &mut d,
+                &fw.origin,
+                FW,
+                &fw.name,
+                "firewallPolicy",
+                p,
+                net.firewall_policy(p).is_some(),
+                !net.firewall_policies.is_empty(),
+            );
         }
-        collections(&fw.rule_collections, FW, &fw.name, None, net, catalogs, strict, &mut d);
+        collections(
+            &fw.rule_collections,
+            FW,
+            &fw.name,
+            None,
+            net,
+            catalogs,
+            strict,
+            &mut d,
+        );
     }
     for p in &net.firewall_policies {
         if let Some(b) = &p.base_policy {
-            reference(&mut d, &p.origin, POLICY, &p.name, "basePolicy", b, net.firewall_policy(b).is_some(), true);
+            reference(
+                &mut d,
+                &p.origin,
+                POLICY,
+                &p.name,
+                "basePolicy",
+                b,
+                net.firewall_policy(b).is_some(),
+                true,
+            );
         }
         let mut prios: HashMap<u32, &str> = HashMap::new();
         for g in &p.rule_collection_groups {
             if !(100..=65000).contains(&g.priority) {
-                d.push(at(&g.origin, Diagnostic::error("rule collection group priority outside 100-65000 (FW-1)")).resource(POLICY, &format!("{}/{}", p.name, g.name)).field("priority").found(g.priority).expected("an integer 100-65000"));
+                d.push(
+                    at(
+                        &g.origin,
+                        Diagnostic::error(
+                            "rule collection group priority outside 100-65000 (FW-1)",
+                        ),
+                    )
+                    .resource(POLICY, &format!("{}/{}", p.name, g.name))
+                    .field("priority")
+                    .found(g.priority)
+                    .expected("an integer 100-65000"),
+                );
             }
             if let Some(other) = prios.insert(g.priority, &g.name) {
                 d.push(at(&g.origin, Diagnostic::warning(format!("same priority as rule collection group '{other}'; the tie is broken by name (FW-1)"))).resource(POLICY, &format!("{}/{}", p.name, g.name)).field("priority").found(g.priority));
             }
-            collections(&g.rule_collections, POLICY, &format!("{}/{}", p.name, g.name), Some(&p.settings), net, catalogs, strict, &mut d);
+            collections(
+                &g.rule_collections,
+                POLICY,
+                &format!("{}/{}", p.name, g.name),
+                Some(&p.settings),
+                net,
+                catalogs,
+                strict,
+                &mut d,
+            );
         }
     }
     d
 }
 
 #[allow(clippy::too_many_arguments)]
-fn reference(d: &mut Diagnostics, origin: &Origin, ty: &str, name: &str, field: &str, target: &str, exists: bool, input_has_type: bool) {
+fn reference(
+    d: &mut Diagnostics,
+    origin: &Origin,
+    ty: &str,
+    name: &str,
+    field: &str,
+    target: &str,
+    exists: bool,
+    input_has_type: bool,
+) {
     if exists {
         return;
     }
@@ -71,9 +136,17 @@ fn reference(d: &mut Diagnostics, origin: &Origin, ty: &str, name: &str, field: 
     let diag = if input_has_type {
         Diagnostic::error(format!("references '{target}', which is not in the input"))
     } else {
-        Diagnostic::note(format!("references '{target}', which is not in the input; evaluated without it"))
+        Diagnostic::note(format!(
+            "references '{target}', which is not in the input; evaluated without it"
+        ))
     };
-    d.push(at(origin, diag).resource(ty, name).field(field).found(target).expected("a resource defined in the input"));
+    d.push(
+        at(origin, diag)
+            .resource(ty, name)
+            .field(field)
+            .found(target)
+            .expected("a resource defined in the input"),
+    );
 }
 
 /// NSG-2.1 name rule.
@@ -87,17 +160,45 @@ fn valid_rule_name(n: &str) -> bool {
         && chars.iter().all(|c| word(*c) || *c == '.' || *c == '-')
 }
 
-fn check_tag(tag: &str, feature: &str, catalogs: &Catalogs, strict: bool) -> Result<Option<String>, String> {
+fn check_tag(
+    tag: &str,
+    feature: &str,
+    catalogs: &Catalogs,
+    strict: bool,
+) -> Result<Option<String>, String> {
     let lower = tag.to_ascii_lowercase();
-    if matches!(lower.as_str(), "virtualnetwork" | "azureloadbalancer" | "internet") {
+    if matches!(
+        lower.as_str(),
+        "virtualnetwork"
+            | "azureloadbalancer"
+            | "internet"
+            | "azureplatformdns"
+            | "azureplatformimds"
+            | "azureplatformlkm"
+    ) {
         return Ok(None);
     }
     catalogs.service_tags.check_feature(tag, feature, strict)
 }
 
-fn nsg_rules(nsg: &NetworkSecurityGroup, net: &Network, catalogs: &Catalogs, strict: bool, d: &mut Diagnostics) {
+fn nsg_rules(
+    nsg: &NetworkSecurityGroup,
+    net: &Network,
+    catalogs: &Catalogs,
+    strict: bool,
+    d: &mut Diagnostics,
+) {
     if nsg.security_rules.len() > 1000 {
-        d.push(at(&nsg.origin, Diagnostic::error("more than 1,000 rules in one NSG (NSG-10)")).resource(NSG, &nsg.name).field("securityRules").found(nsg.security_rules.len()).expected("at most 1,000 rules"));
+        d.push(
+            at(
+                &nsg.origin,
+                Diagnostic::error("more than 1,000 rules in one NSG (NSG-10)"),
+            )
+            .resource(NSG, &nsg.name)
+            .field("securityRules")
+            .found(nsg.security_rules.len())
+            .expected("at most 1,000 rules"),
+        );
     }
     let mut seen_prio: HashMap<(u32, Direction), &str> = HashMap::new();
     let mut seen_name: HashMap<String, ()> = HashMap::new();
@@ -105,30 +206,81 @@ fn nsg_rules(nsg: &NetworkSecurityGroup, net: &Network, catalogs: &Catalogs, str
         let rname = format!("{}/{}", nsg.name, r.name);
         let e = |msg: String| at(&r.origin, Diagnostic::error(msg)).resource(NSG, &rname);
         if !(100..=4096).contains(&r.priority) {
-            d.push(e("priority outside 100-4096 (NSG-3)".into()).field("priority").found(r.priority).expected("an integer 100-4096"));
+            d.push(
+                e("priority outside 100-4096 (NSG-3)".into())
+                    .field("priority")
+                    .found(r.priority)
+                    .expected("an integer 100-4096"),
+            );
         }
         if let Some(other) = seen_prio.insert((r.priority, r.direction), &r.name) {
-            d.push(e(format!("two rules with priority {} and direction {:?}: '{other}' and this one (NSG-3)", r.priority, r.direction)).field("priority").found(r.priority).expected("a priority unique per direction"));
+            d.push(
+                e(format!(
+                    "two rules with priority {} and direction {:?}: '{other}' and this one (NSG-3)",
+                    r.priority, r.direction
+                ))
+                .field("priority")
+                .found(r.priority)
+                .expected("a priority unique per direction"),
+            );
         }
         if seen_name.insert(r.name.to_ascii_lowercase(), ()).is_some() {
-            d.push(e("two rules with the same name (NSG-3)".into()).field("name").found(&r.name).expected("a rule name unique in the NSG"));
+            d.push(
+                e("two rules with the same name (NSG-3)".into())
+                    .field("name")
+                    .found(&r.name)
+                    .expected("a rule name unique in the NSG"),
+            );
         }
         if !valid_rule_name(&r.name) {
             d.push(e("rule name breaks NSG-2.1".into()).field("name").found(&r.name).expected("≤ 80 word characters, `.`, `-`, `_`; starting with a word character, ending with a word character or `_`"));
         }
-        if r.description.as_ref().is_some_and(|s| s.chars().count() > 140) {
-            d.push(e("description longer than 140 characters (NSG-2.1)".into()).field("description").expected("at most 140 characters"));
+        if r.description
+            .as_ref()
+            .is_some_and(|s| s.chars().count() > 140)
+        {
+            d.push(
+                e("description longer than 140 characters (NSG-2.1)".into())
+                    .field("description")
+                    .expected("at most 140 characters"),
+            );
         }
         for (side_name, side) in [("source", &r.source), ("destination", &r.destination)] {
             if side.address_prefixes.len() > 4000 {
-                d.push(e(format!("more than 4,000 address items on the {side_name} side (NSG-10)")).field(&format!("{side_name}AddressPrefixes")).found(side.address_prefixes.len()).expected("at most 4,000"));
+                d.push(
+                    e(format!(
+                        "more than 4,000 address items on the {side_name} side (NSG-10)"
+                    ))
+                    .field(&format!("{side_name}AddressPrefixes"))
+                    .found(side.address_prefixes.len())
+                    .expected("at most 4,000"),
+                );
             }
             if side.application_security_groups.len() > 10 {
-                d.push(e(format!("more than 10 application security groups on the {side_name} side (NSG-3)")).field(&format!("{side_name}ApplicationSecurityGroups")).found(side.application_security_groups.len()).expected("at most 10"));
+                d.push(
+                    e(format!(
+                        "more than 10 application security groups on the {side_name} side (NSG-3)"
+                    ))
+                    .field(&format!("{side_name}ApplicationSecurityGroups"))
+                    .found(side.application_security_groups.len())
+                    .expected("at most 10"),
+                );
             }
             for a in &side.application_security_groups {
-                let exists = net.application_security_groups.iter().any(|x| x.name.eq_ignore_ascii_case(a));
-                reference(d, &r.origin, NSG, &rname, &format!("{side_name}ApplicationSecurityGroups"), a, exists, !net.application_security_groups.is_empty());
+                let exists = net
+                    .application_security_groups
+                    .iter()
+                    .any(|x| x.name.eq_ignore_ascii_case(a));
+                reference(
+                    d,
+                    &r.origin,
+                    NSG,
+                    &rname,
+                    &format!("{side_name}ApplicationSecurityGroups"),
+                    a,
+                    exists,
+                    !net.application_security_groups.is_empty(),
+                );
             }
             for item in &side.address_prefixes {
                 if let AddressItem::ServiceTag(t) = item {
@@ -145,7 +297,16 @@ fn nsg_rules(nsg: &NetworkSecurityGroup, net: &Network, catalogs: &Catalogs, str
 
 fn routes(t: &RouteTable, catalogs: &Catalogs, strict: bool, d: &mut Diagnostics) {
     if t.routes.len() > 400 {
-        d.push(at(&t.origin, Diagnostic::error("more than 400 routes in one table (RT-4)")).resource(RT, &t.name).field("routes").found(t.routes.len()).expected("at most 400"));
+        d.push(
+            at(
+                &t.origin,
+                Diagnostic::error("more than 400 routes in one table (RT-4)"),
+            )
+            .resource(RT, &t.name)
+            .field("routes")
+            .found(t.routes.len())
+            .expected("at most 400"),
+        );
     }
     let mut prefixes: HashMap<String, &str> = HashMap::new();
     let mut names: HashMap<String, ()> = HashMap::new();
@@ -154,35 +315,90 @@ fn routes(t: &RouteTable, catalogs: &Catalogs, strict: bool, d: &mut Diagnostics
         let rname = format!("{}/{}", t.name, r.name);
         let e = |msg: String| at(&r.origin, Diagnostic::error(msg)).resource(RT, &rname);
         if !r.next_hop_type.is_user_route_type() {
-            d.push(e("next hop type not allowed in a user-defined route (RT-2)".into()).field("nextHopType").found(r.next_hop_type.as_str()).expected("VnetLocal, Internet, VirtualAppliance, VirtualNetworkGateway or None"));
+            d.push(
+                e("next hop type not allowed in a user-defined route (RT-2)".into())
+                    .field("nextHopType")
+                    .found(r.next_hop_type.as_str())
+                    .expected(
+                        "VnetLocal, Internet, VirtualAppliance, VirtualNetworkGateway or None",
+                    ),
+            );
         }
-        match (r.next_hop_type, r.next_hop_ip_address.is_some() || r.next_hop_unresolved.is_some()) {
-            (NextHopType::VirtualAppliance, false) => d.push(e("a VirtualAppliance route without a next hop address (RT-1)".into()).field("nextHopIpAddress").expected("the appliance's IP address")),
-            (t, true) if t != NextHopType::VirtualAppliance => d.push(e("a next hop address on a route whose next hop is not VirtualAppliance (RT-1)".into()).field("nextHopIpAddress").found(r.next_hop_ip_address.map(|a| a.to_string()).unwrap_or_default()).expected("no address for this next hop type")),
+        match (
+            r.next_hop_type,
+            r.next_hop_ip_address.is_some() || r.next_hop_unresolved.is_some(),
+        ) {
+            (NextHopType::VirtualAppliance, false) => d.push(
+                e("a VirtualAppliance route without a next hop address (RT-1)".into())
+                    .field("nextHopIpAddress")
+                    .expected("the appliance's IP address"),
+            ),
+            (t, true) if t != NextHopType::VirtualAppliance => d.push(
+                e(
+                    "a next hop address on a route whose next hop is not VirtualAppliance (RT-1)"
+                        .into(),
+                )
+                .field("nextHopIpAddress")
+                .found(
+                    r.next_hop_ip_address
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                )
+                .expected("no address for this next hop type"),
+            ),
             _ => {}
         }
         if names.insert(r.name.to_ascii_lowercase(), ()).is_some() {
-            d.push(e("two routes with the same name (RT-4)".into()).field("name").found(&r.name).expected("a route name unique in the table"));
+            d.push(
+                e("two routes with the same name (RT-4)".into())
+                    .field("name")
+                    .found(&r.name)
+                    .expected("a route name unique in the table"),
+            );
         }
         match &r.address_prefix {
             RoutePrefix::Cidr(p) => {
                 if let Some(other) = prefixes.insert(p.to_string(), &r.name) {
-                    d.push(e(format!("same addressPrefix as route '{other}' (RT-4)")).field("addressPrefix").found(p).expected("an address prefix unique in the table"));
+                    d.push(
+                        e(format!("same addressPrefix as route '{other}' (RT-4)"))
+                            .field("addressPrefix")
+                            .found(p)
+                            .expected("an address prefix unique in the table"),
+                    );
                 }
             }
             RoutePrefix::ServiceTag(tag) => {
                 tag_routes += 1;
                 match catalogs.service_tags.check_feature(tag, "UDR", strict) {
                     Ok(None) => {}
-                    Ok(Some(w)) => d.push(at(&r.origin, Diagnostic::warning(w)).resource(RT, &rname).field("addressPrefix").found(tag)),
-                    Err(msg) => d.push(e(msg).field("addressPrefix").found(tag).expected("a CIDR prefix or a service tag usable in routes")),
+                    Ok(Some(w)) => d.push(
+                        at(&r.origin, Diagnostic::warning(w))
+                            .resource(RT, &rname)
+                            .field("addressPrefix")
+                            .found(tag),
+                    ),
+                    Err(msg) => d.push(
+                        e(msg)
+                            .field("addressPrefix")
+                            .found(tag)
+                            .expected("a CIDR prefix or a service tag usable in routes"),
+                    ),
                 }
             }
             RoutePrefix::Unresolved(_) => {}
         }
     }
     if tag_routes > 25 {
-        d.push(at(&t.origin, Diagnostic::error("more than 25 service-tag routes in one table (RT-4)")).resource(RT, &t.name).field("routes").found(tag_routes).expected("at most 25"));
+        d.push(
+            at(
+                &t.origin,
+                Diagnostic::error("more than 25 service-tag routes in one table (RT-4)"),
+            )
+            .resource(RT, &t.name)
+            .field("routes")
+            .found(tag_routes)
+            .expected("at most 25"),
+        );
     }
 }
 
@@ -192,15 +408,53 @@ fn vnet(v: &VirtualNetwork, net: &Network, d: &mut Diagnostics) {
     for s in &v.subnets {
         let sname = format!("{}/{}", v.name, s.name);
         if names.insert(s.name.to_ascii_lowercase(), ()).is_some() {
-            d.push(at(&s.origin, Diagnostic::error("two subnets with the same name")).resource(VNET, &sname).field("name").found(&s.name).expected("a subnet name unique in the virtual network"));
+            d.push(
+                at(
+                    &s.origin,
+                    Diagnostic::error("two subnets with the same name"),
+                )
+                .resource(VNET, &sname)
+                .field("name")
+                .found(&s.name)
+                .expected("a subnet name unique in the virtual network"),
+            );
         }
         for p in &s.address_prefixes {
             if !v.address_space.is_empty() && !v.address_space.iter().any(|a| a.contains(p)) {
-                d.push(at(&s.origin, Diagnostic::error("subnet prefix outside the virtual network's address space")).resource(VNET, &sname).field("addressPrefix").found(p).expected(format!("a prefix inside {}", v.address_space.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "))));
+                d.push(
+                    at(
+                        &s.origin,
+                        Diagnostic::error(
+                            "subnet prefix outside the virtual network's address space",
+                        ),
+                    )
+                    .resource(VNET, &sname)
+                    .field("addressPrefix")
+                    .found(p)
+                    .expected(format!(
+                        "a prefix inside {}",
+                        v.address_space
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                );
             }
             for (q, other) in &seen {
                 if q.contains(p) || p.contains(*q) {
-                    d.push(at(&s.origin, Diagnostic::error(format!("subnet prefix overlaps subnet '{other}' ({q})"))).resource(VNET, &sname).field("addressPrefix").found(p).expected("a prefix that overlaps no other subnet"));
+                    d.push(
+                        at(
+                            &s.origin,
+                            Diagnostic::error(format!(
+                                "subnet prefix overlaps subnet '{other}' ({q})"
+                            )),
+                        )
+                        .resource(VNET, &sname)
+                        .field("addressPrefix")
+                        .found(p)
+                        .expected("a prefix that overlaps no other subnet"),
+                    );
                 }
             }
         }
@@ -208,10 +462,28 @@ fn vnet(v: &VirtualNetwork, net: &Network, d: &mut Diagnostics) {
             seen.push((p, &s.name));
         }
         if let Some(n) = &s.network_security_group {
-            reference(d, &s.origin, VNET, &sname, "networkSecurityGroup", n, net.nsg(n).is_some(), !net.network_security_groups.is_empty());
+            reference(
+                d,
+                &s.origin,
+                VNET,
+                &sname,
+                "networkSecurityGroup",
+                n,
+                net.nsg(n).is_some(),
+                !net.network_security_groups.is_empty(),
+            );
         }
         if let Some(t) = &s.route_table {
-            reference(d, &s.origin, VNET, &sname, "routeTable", t, net.route_table(t).is_some(), !net.route_tables.is_empty());
+            reference(
+                d,
+                &s.origin,
+                VNET,
+                &sname,
+                "routeTable",
+                t,
+                net.route_table(t).is_some(),
+                !net.route_tables.is_empty(),
+            );
         }
     }
 }
@@ -225,16 +497,37 @@ pub fn valid_target_fqdn(s: &str) -> bool {
     let body = body.strip_prefix('.').unwrap_or(body);
     !body.is_empty()
         && !body.contains('*')
-        && body.trim_end_matches('.').split('.').all(|l| !l.is_empty() && l.len() <= 63 && !l.contains(char::is_whitespace))
+        && body
+            .trim_end_matches('.')
+            .split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && !l.contains(char::is_whitespace))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn collections(cols: &[RuleCollection], ty: &str, owner: &str, settings: Option<&FirewallSettings>, net: &Network, catalogs: &Catalogs, strict: bool, d: &mut Diagnostics) {
+fn collections(
+    cols: &[RuleCollection],
+    ty: &str,
+    owner: &str,
+    settings: Option<&FirewallSettings>,
+    net: &Network,
+    catalogs: &Catalogs,
+    strict: bool,
+    d: &mut Diagnostics,
+) {
     let mut prios: HashMap<(RuleCollectionKind, u32), &str> = HashMap::new();
     for c in cols {
         let cname = format!("{owner}/{}", c.name);
         if !(100..=65000).contains(&c.priority) {
-            d.push(at(&c.origin, Diagnostic::error("rule collection priority outside 100-65000 (FW-1)")).resource(ty, &cname).field("priority").found(c.priority).expected("an integer 100-65000"));
+            d.push(
+                at(
+                    &c.origin,
+                    Diagnostic::error("rule collection priority outside 100-65000 (FW-1)"),
+                )
+                .resource(ty, &cname)
+                .field("priority")
+                .found(c.priority)
+                .expected("an integer 100-65000"),
+            );
         }
         if let Some(other) = prios.insert((c.kind, c.priority), &c.name) {
             d.push(at(&c.origin, Diagnostic::warning(format!("same priority as collection '{other}' of the same type; the tie is broken by name (FW-1)"))).resource(ty, &cname).field("priority").found(c.priority));
@@ -244,30 +537,74 @@ fn collections(cols: &[RuleCollection], ty: &str, owner: &str, settings: Option<
             let rname = format!("{cname}/{}", r.name);
             let e = |msg: String| at(&r.origin, Diagnostic::error(msg)).resource(ty, &rname);
             if r.name.trim().is_empty() {
-                d.push(e("rule without a name (FW-1)".into()).field("name").expected("a non-empty rule name"));
+                d.push(
+                    e("rule without a name (FW-1)".into())
+                        .field("name")
+                        .expected("a non-empty rule name"),
+                );
             } else if names.insert(r.name.to_ascii_lowercase(), ()).is_some() {
-                d.push(e("two rules with the same name in one collection (FW-1)".into()).field("name").found(&r.name).expected("a rule name unique in the collection"));
+                d.push(
+                    e("two rules with the same name in one collection (FW-1)".into())
+                        .field("name")
+                        .found(&r.name)
+                        .expected("a rule name unique in the collection"),
+                );
             }
             for g in r.source_ip_groups.iter().chain(&r.destination_ip_groups) {
-                reference(d, &r.origin, ty, &rname, "ipGroups", g, net.ip_group(g).is_some(), !net.ip_groups.is_empty());
+                reference(
+                    d,
+                    &r.origin,
+                    ty,
+                    &rname,
+                    "ipGroups",
+                    g,
+                    net.ip_group(g).is_some(),
+                    !net.ip_groups.is_empty(),
+                );
             }
             for item in r.source_addresses.iter().chain(&r.destination_addresses) {
                 if let AddressItem::ServiceTag(t) = item {
                     let lower = t.to_ascii_lowercase();
-                    if matches!(lower.as_str(), "virtualnetwork" | "azureloadbalancer" | "internet") {
-                        d.push(e(format!("the built-in tag `{t}` cannot be used in firewall rules (FW-5)")).field("destinationAddresses").found(t).expected("IP addresses, CIDRs, ranges or service tags with the FW feature"));
+                    if matches!(
+                        lower.as_str(),
+                        "virtualnetwork" | "azureloadbalancer" | "internet"
+                    ) {
+                        d.push(
+                            e(format!(
+                                "the built-in tag `{t}` cannot be used in firewall rules (FW-5)"
+                            ))
+                            .field("destinationAddresses")
+                            .found(t)
+                            .expected(
+                                "IP addresses, CIDRs, ranges or service tags with the FW feature",
+                            ),
+                        );
                         continue;
                     }
                     match catalogs.service_tags.check_feature(t, "FW", strict) {
                         Ok(None) => {}
-                        Ok(Some(w)) => d.push(at(&r.origin, Diagnostic::warning(w)).resource(ty, &rname).field("destinationAddresses").found(t)),
-                        Err(msg) => d.push(e(msg).field("destinationAddresses").found(t).expected("a service tag usable in firewall rules")),
+                        Ok(Some(w)) => d.push(
+                            at(&r.origin, Diagnostic::warning(w))
+                                .resource(ty, &rname)
+                                .field("destinationAddresses")
+                                .found(t),
+                        ),
+                        Err(msg) => d.push(
+                            e(msg)
+                                .field("destinationAddresses")
+                                .found(t)
+                                .expected("a service tag usable in firewall rules"),
+                        ),
                     }
                 }
             }
             match c.kind {
                 RuleCollectionKind::Application => {
-                    if r.target_fqdns.is_empty() && r.fqdn_tags.is_empty() && r.target_urls.is_empty() && r.web_categories.is_empty() {
+                    if r.target_fqdns.is_empty()
+                        && r.fqdn_tags.is_empty()
+                        && r.target_urls.is_empty()
+                        && r.web_categories.is_empty()
+                    {
                         d.push(e("application rule without targetFqdns, fqdnTags, targetUrls or webCategories (FW-6.1)".into()).field("targetFqdns").expected("at least one target"));
                     }
                     for f in &r.target_fqdns {
@@ -277,7 +614,12 @@ fn collections(cols: &[RuleCollection], ty: &str, owner: &str, settings: Option<
                     }
                     for t in &r.fqdn_tags {
                         if catalogs.fqdn_tags.get(t).is_none() {
-                            d.push(e("unknown FQDN tag (FW-7)".into()).field("fqdnTags").found(t).expected("an FQDN tag of the loaded catalog"));
+                            d.push(
+                                e("unknown FQDN tag (FW-7)".into())
+                                    .field("fqdnTags")
+                                    .found(t)
+                                    .expected("an FQDN tag of the loaded catalog"),
+                            );
                         }
                     }
                     if !r.web_categories.is_empty() {
@@ -287,10 +629,18 @@ fn collections(cols: &[RuleCollection], ty: &str, owner: &str, settings: Option<
                 RuleCollectionKind::Network => {
                     if !r.destination_fqdns.is_empty() {
                         if r.destination_fqdns.iter().any(|f| f.contains('*')) {
-                            d.push(e("network-rule FQDNs allow no wildcards (FW-5)".into()).field("destinationFqdns").expected("plain names"));
+                            d.push(
+                                e("network-rule FQDNs allow no wildcards (FW-5)".into())
+                                    .field("destinationFqdns")
+                                    .expected("plain names"),
+                            );
                         }
                         if settings.is_some_and(|s| s.dns_enable_proxy == Some(false)) {
-                            d.push(e("FQDNs in network rules need the DNS proxy (FW-5, FW-9)".into()).field("destinationFqdns").expected("dnsSettings.enableProxy: true"));
+                            d.push(
+                                e("FQDNs in network rules need the DNS proxy (FW-5, FW-9)".into())
+                                    .field("destinationFqdns")
+                                    .expected("dnsSettings.enableProxy: true"),
+                            );
                         }
                     }
                 }

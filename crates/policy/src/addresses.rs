@@ -77,6 +77,10 @@ pub fn resolve(
             "virtualnetwork" => out.extend(ctx.virtual_network.iter().copied()),
             "internet" => out.extend(ctx.internet.iter().copied()),
             "azureloadbalancer" => out.push(net(AZURE_LOAD_BALANCER)),
+            // NSG-8.4 platform tags, not in the service-tag file: the host's wire server (DNS,
+            // and licensing through it — unverified) and the metadata service.
+            "azureplatformdns" | "azureplatformlkm" => out.push(net(AZURE_LOAD_BALANCER)),
+            "azureplatformimds" => out.push(net("169.254.169.254/32")),
             _ => match catalogs.service_tags.get(t) {
                 Some(tag) => out.extend(tag.address_prefixes.iter().copied()),
                 None => return Err(Unresolved::UnknownTag(t.clone())),

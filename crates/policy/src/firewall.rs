@@ -146,7 +146,12 @@ pub struct FirewallInput<'a> {
 }
 
 impl CompiledFirewall {
-    pub fn compile(fw: &AzureFirewall, network: &Network, catalogs: &Catalogs, fqdn_resolution: &HashMap<String, Vec<IpAddr>>) -> CompiledFirewall {
+    pub fn compile(
+        fw: &AzureFirewall,
+        network: &Network,
+        catalogs: &Catalogs,
+        fqdn_resolution: &HashMap<String, Vec<IpAddr>>,
+    ) -> CompiledFirewall {
         let mut ordered: Vec<(RuleRef, &RuleCollection, &FirewallRule)> = vec![];
         let mut problems = vec![];
         match &fw.firewall_policy {
@@ -160,18 +165,30 @@ impl CompiledFirewall {
                         break;
                     }
                     chain.push(pol);
-                    cur = pol.base_policy.as_deref().and_then(|b| network.firewall_policy(b));
+                    cur = pol
+                        .base_policy
+                        .as_deref()
+                        .and_then(|b| network.firewall_policy(b));
                 }
                 if chain.is_empty() {
-                    problems.push(format!("firewall policy '{p}' is not in the input; the firewall has no rules"));
+                    problems.push(format!(
+                        "firewall policy '{p}' is not in the input; the firewall has no rules"
+                    ));
                 }
                 chain.reverse();
                 for pol in chain {
                     let mut groups: Vec<_> = pol.rule_collection_groups.iter().collect();
-                    groups.sort_by(|a, b| (a.priority, a.name.to_ascii_lowercase()).cmp(&(b.priority, b.name.to_ascii_lowercase())));
+                    groups.sort_by(|a, b| {
+                        (a.priority, a.name.to_ascii_lowercase())
+                            .cmp(&(b.priority, b.name.to_ascii_lowercase()))
+                    });
                     for g in groups {
                         for (c, r) in sorted_rules(&g.rule_collections) {
-                            ordered.push((rule_ref(&pol.name, Some((&g.name, g.priority)), c, r), c, r));
+                            ordered.push((
+                                rule_ref(&pol.name, Some((&g.name, g.priority)), c, r),
+                                c,
+                                r,
+                            ));
                         }
                     }
                 }
@@ -208,23 +225,30 @@ impl CompiledFirewall {
             }
             match col.kind {
                 RuleCollectionKind::Nat => {
-                    let t = rule.translated_address.clone().map(|a| (a, rule.translated_port));
+                    let t = rule
+                        .translated_address
+                        .clone()
+                        .map(|a| (a, rule.translated_port));
                     dnat.push(rref, rule, sources, destinations, t);
                 }
-                RuleCollectionKind::Network => net_pass.push(rref, rule, sources, destinations, None),
+                RuleCollectionKind::Network => {
+                    net_pass.push(rref, rule, sources, destinations, None)
+                }
                 RuleCollectionKind::Application => {
                     let mut patterns = rule.target_fqdns.clone();
                     for t in &rule.fqdn_tags {
                         match catalogs.fqdn_tags.get(t) {
                             Some(tag) => patterns.extend(tag.target_fqdns.iter().cloned()),
-                            None => problems.push(format!("rule {}: unknown FQDN tag '{t}'", rref.path())),
+                            None => problems
+                                .push(format!("rule {}: unknown FQDN tag '{t}'", rref.path())),
                         }
                     }
                     app_refs.push(rref);
                     app_rules.push(AppRule {
                         protocols: rule.protocols.clone(),
                         sources,
-                        destinations: (!rule.destination_addresses.is_empty()).then_some(destinations),
+                        destinations: (!rule.destination_addresses.is_empty())
+                            .then_some(destinations),
                         patterns,
                     });
                 }
@@ -235,18 +259,28 @@ impl CompiledFirewall {
             for p in &r.patterns {
                 match FqdnPattern::parse(p) {
                     Ok(fp) => pats.push((fp, i as u32)),
-                    Err(e) => problems.push(format!("rule {}: target '{p}': {e}", app_refs[i].path())),
+                    Err(e) => {
+                        problems.push(format!("rule {}: target '{p}': {e}", app_refs[i].path()))
+                    }
                 }
             }
         }
         let settings = match &fw.firewall_policy {
-            Some(p) => network.firewall_policy(p).map(|p| p.settings.clone()).unwrap_or_default(),
+            Some(p) => network
+                .firewall_policy(p)
+                .map(|p| p.settings.clone())
+                .unwrap_or_default(),
             None => fw.settings.clone(),
         };
         let public_ip_addresses = fw
             .public_ip_addresses
             .iter()
-            .filter_map(|n| network.public_ip_addresses.iter().find(|p| p.name.eq_ignore_ascii_case(n)))
+            .filter_map(|n| {
+                network
+                    .public_ip_addresses
+                    .iter()
+                    .find(|p| p.name.eq_ignore_ascii_case(n))
+            })
             .filter_map(|p| p.ip_address)
             .collect();
         CompiledFirewall {
@@ -299,33 +333,52 @@ impl CompiledFirewall {
                 detail: None,
             };
         }
-        let deny = |reason: &'static str, detail: Option<String>, audit: Vec<RuleRef>| FirewallOutcome {
-            pass: FirewallPass::FirewallDefault,
-            allowed: false,
-            rule: None,
-            reason,
-            translated: None,
-            snat: false,
-            audit,
-            detail,
-        };
+        let deny =
+            |reason: &'static str, detail: Option<String>, audit: Vec<RuleRef>| FirewallOutcome {
+                pass: FirewallPass::FirewallDefault,
+                allowed: false,
+                rule: None,
+                reason,
+                translated: None,
+                snat: false,
+                audit,
+                detail,
+            };
         if key.protocol != 6 {
-            return deny("DefaultAction", Some("no network rule matched; application rules apply to TCP only".into()), audit);
+            return deny(
+                "DefaultAction",
+                Some("no network rule matched; application rules apply to TCP only".into()),
+                audit,
+            );
         }
-        let proto = input.app_protocol.unwrap_or_else(|| AppProtocol::infer(key.dst_port));
+        let proto = input
+            .app_protocol
+            .unwrap_or_else(|| AppProtocol::infer(key.dst_port));
         let any_app_rule_on_port = self
             .app_rules
             .iter()
             .any(|r| r.protocols.iter().any(|p| proto.matches(p, key.dst_port)));
         let Some(host) = input.host else {
             return if proto == AppProtocol::Https && any_app_rule_on_port {
-                deny("SniMissing", Some("SNI TLS extension was missing".into()), audit)
+                deny(
+                    "SniMissing",
+                    Some("SNI TLS extension was missing".into()),
+                    audit,
+                )
             } else {
-                deny("DefaultAction", Some("No rule matched. Proceeding with default action".into()), audit)
+                deny(
+                    "DefaultAction",
+                    Some("No rule matched. Proceeding with default action".into()),
+                    audit,
+                )
             };
         };
         let Some(name) = normalize_name(host) else {
-            return deny("DefaultAction", Some(format!("`{host}` is not a valid host name")), audit);
+            return deny(
+                "DefaultAction",
+                Some(format!("`{host}` is not a valid host name")),
+                audit,
+            );
         };
         let mut candidates = vec![];
         self.app_matcher.all(&name, &mut candidates);
@@ -360,21 +413,30 @@ impl CompiledFirewall {
                 detail: Some(format!("{proto:?} name `{name}`")),
             };
         }
-        deny("DefaultAction", Some("No rule matched. Proceeding with default action".into()), audit)
+        deny(
+            "DefaultAction",
+            Some("No rule matched. Proceeding with default action".into()),
+            audit,
+        )
     }
 
     /// For a default deny: the application or network rule that came closest, and why it missed.
     pub fn near_miss(&self, input: &FirewallInput) -> Option<(RuleRef, Vec<String>)> {
         let key = &input.key;
-        let proto = input.app_protocol.unwrap_or_else(|| AppProtocol::infer(key.dst_port));
+        let proto = input
+            .app_protocol
+            .unwrap_or_else(|| AppProtocol::infer(key.dst_port));
         let name = input.host.and_then(normalize_name);
-        let mut best: Option<(usize, RuleRef, Vec<String>)> = None;
-        let mut consider = |rref: &RuleRef, miss: Vec<String>| {
+        // Fewest differing fields first; among equals, the rule whose name pattern shares the
+        // longest suffix with the requested name (`*.partner.example` for `evilpartner.example`).
+        let mut best: Option<((usize, std::cmp::Reverse<usize>), RuleRef, Vec<String>)> = None;
+        let mut consider = |rref: &RuleRef, miss: Vec<String>, closeness: usize| {
             if rref.action != FirewallAction::Allow || miss.is_empty() {
                 return;
             }
-            if best.as_ref().is_none_or(|(n, _, _)| miss.len() < *n) {
-                best = Some((miss.len(), rref.clone(), miss));
+            let score = (miss.len(), std::cmp::Reverse(closeness));
+            if best.as_ref().is_none_or(|(b, _, _)| score < *b) {
+                best = Some((score, rref.clone(), miss));
             }
         };
         for (i, r) in self.app_rules.iter().enumerate() {
@@ -383,23 +445,49 @@ impl CompiledFirewall {
                 miss.push("protocol (application rules need TCP)".to_string());
             }
             if !r.protocols.iter().any(|p| proto.matches(p, key.dst_port)) {
-                let list: Vec<String> = r.protocols.iter().map(|p| format!("{:?}:{}", p.protocol_type, p.port)).collect();
-                miss.push(format!("protocols (rule has {}, flow is {proto:?}:{})", list.join(", "), key.dst_port));
+                let list: Vec<String> = r
+                    .protocols
+                    .iter()
+                    .map(|p| format!("{:?}:{}", p.protocol_type, p.port))
+                    .collect();
+                miss.push(format!(
+                    "protocols (rule has {}, flow is {proto:?}:{})",
+                    list.join(", "),
+                    key.dst_port
+                ));
             }
             if !contains_addr(&r.sources, key.src) {
                 miss.push("sourceAddresses".into());
             }
             match &name {
                 Some(n) => {
-                    let matched = r.patterns.iter().any(|p| FqdnPattern::parse(p).is_ok_and(|fp| fp.matches(n)));
+                    let matched = r
+                        .patterns
+                        .iter()
+                        .any(|p| FqdnPattern::parse(p).is_ok_and(|fp| fp.matches(n)));
                     if !matched {
-                        let shown: Vec<&str> = r.patterns.iter().take(3).map(String::as_str).collect();
-                        miss.push(format!("targetFqdns (rule has {}{})", shown.join(", "), if r.patterns.len() > 3 { ", …" } else { "" }));
+                        let shown: Vec<&str> =
+                            r.patterns.iter().take(3).map(String::as_str).collect();
+                        miss.push(format!(
+                            "targetFqdns (rule has {}{})",
+                            shown.join(", "),
+                            if r.patterns.len() > 3 { ", …" } else { "" }
+                        ));
                     }
                 }
                 None => miss.push("targetFqdns (no SNI/Host given)".into()),
             }
-            consider(&self.app_refs[i], miss);
+            let closeness = name
+                .as_deref()
+                .map(|n| {
+                    r.patterns
+                        .iter()
+                        .map(|p| common_suffix(n, p.trim_start_matches('*')))
+                        .max()
+                        .unwrap_or(0)
+                })
+                .unwrap_or(0);
+            consider(&self.app_refs[i], miss, closeness);
         }
         for (i, spec) in self.network.specs.iter().enumerate() {
             let mut miss = vec![];
@@ -412,22 +500,45 @@ impl CompiledFirewall {
             if !spec.dst.iter().any(|n| n.contains(&key.dst)) {
                 miss.push("destinationAddresses".into());
             }
-            if matches!(key.protocol, 6 | 17) && !spec.dst_ports.iter().any(|(a, b)| *a <= key.dst_port && key.dst_port <= *b) {
+            if matches!(key.protocol, 6 | 17)
+                && !spec
+                    .dst_ports
+                    .iter()
+                    .any(|(a, b)| *a <= key.dst_port && key.dst_port <= *b)
+            {
                 miss.push("destinationPorts".into());
             }
             let r = self.network.entry_rule[i] as usize;
-            consider(&self.network.rules[r], miss);
+            consider(&self.network.rules[r], miss, 0);
         }
         best.map(|(_, r, m)| (r, m))
     }
 
     /// Number of rules per pass (DNAT, network, application).
     pub fn rule_counts(&self) -> (usize, usize, usize) {
-        (self.dnat.rules.len(), self.network.rules.len(), self.app_refs.len())
+        (
+            self.dnat.rules.len(),
+            self.network.rules.len(),
+            self.app_refs.len(),
+        )
     }
 }
 
-fn rule_ref(resource: &str, group: Option<(&str, u32)>, c: &RuleCollection, r: &FirewallRule) -> RuleRef {
+/// Length of the longest common suffix of two names.
+fn common_suffix(a: &str, b: &str) -> usize {
+    a.bytes()
+        .rev()
+        .zip(b.bytes().rev())
+        .take_while(|(x, y)| x.eq_ignore_ascii_case(y))
+        .count()
+}
+
+fn rule_ref(
+    resource: &str,
+    group: Option<(&str, u32)>,
+    c: &RuleCollection,
+    r: &FirewallRule,
+) -> RuleRef {
     RuleRef {
         resource: resource.to_string(),
         rule_collection_group: group.map(|g| g.0.to_string()),
@@ -443,13 +554,27 @@ fn rule_ref(resource: &str, group: Option<(&str, u32)>, c: &RuleCollection, r: &
 /// Collections by ascending priority (ties by name, FW-1), rules in listed order (FW-2.4).
 fn sorted_rules(cols: &[RuleCollection]) -> Vec<(&RuleCollection, &FirewallRule)> {
     let mut cs: Vec<&RuleCollection> = cols.iter().collect();
-    cs.sort_by(|a, b| (a.priority, a.name.to_ascii_lowercase()).cmp(&(b.priority, b.name.to_ascii_lowercase())));
-    cs.into_iter().flat_map(|c| c.rules.iter().map(move |r| (c, r))).collect()
+    cs.sort_by(|a, b| {
+        (a.priority, a.name.to_ascii_lowercase()).cmp(&(b.priority, b.name.to_ascii_lowercase()))
+    });
+    cs.into_iter()
+        .flat_map(|c| c.rules.iter().map(move |r| (c, r)))
+        .collect()
 }
 
 /// FW-8.3: `IANAPrivateRanges` stands for the defaults (plus `fc00::/7`, FW-8.4).
 fn snat_ranges(configured: Option<&[String]>) -> Vec<IpNet> {
-    let iana = || ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"].map(net).to_vec();
+    let iana = || {
+        [
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10",
+            "fc00::/7",
+        ]
+        .map(net)
+        .to_vec()
+    };
     match configured {
         None => iana(),
         Some(list) => {
@@ -479,14 +604,24 @@ struct L4Builder {
 }
 
 impl L4Builder {
-    fn push(&mut self, rref: RuleRef, rule: &FirewallRule, sources: Vec<IpNet>, destinations: Vec<IpNet>, translated: Option<(AddressItem, Option<u16>)>) {
+    fn push(
+        &mut self,
+        rref: RuleRef,
+        rule: &FirewallRule,
+        sources: Vec<IpNet>,
+        destinations: Vec<IpNet>,
+        translated: Option<(AddressItem, Option<u16>)>,
+    ) {
         let idx = self.rules.len() as u32;
         self.rules.push(rref);
         self.translated.push(translated);
         let ports: Vec<(u16, u16)> = if rule.destination_ports.is_empty() {
             vec![(PortRange::ANY.first, PortRange::ANY.last)]
         } else {
-            rule.destination_ports.iter().map(|p| (p.first, p.last)).collect()
+            rule.destination_ports
+                .iter()
+                .map(|p| (p.first, p.last))
+                .collect()
         };
         let mut protos: Vec<(Option<u8>, Option<bool>)> = vec![];
         for p in &rule.ip_protocols {
@@ -502,7 +637,10 @@ impl L4Builder {
         }
         for (proto, family) in protos {
             let keep = |set: &[IpNet]| -> Vec<IpNet> {
-                set.iter().filter(|n| family.is_none_or(|v6| matches!(n, IpNet::V6(_)) == v6)).copied().collect()
+                set.iter()
+                    .filter(|n| family.is_none_or(|v6| matches!(n, IpNet::V6(_)) == v6))
+                    .copied()
+                    .collect()
             };
             self.specs.push(ClassifierRule {
                 protocol: proto,
@@ -516,7 +654,12 @@ impl L4Builder {
     }
 
     fn build(self) -> L4Pass {
-        let classifier = Classifier::build(self.specs.clone(), ClassifierOptions { ports_only_for_tcp_udp: true });
+        let classifier = Classifier::build(
+            self.specs.clone(),
+            ClassifierOptions {
+                ports_only_for_tcp_udp: true,
+            },
+        );
         L4Pass {
             has_audit: self.rules.iter().any(|r| r.audit),
             rules: self.rules,
@@ -530,7 +673,11 @@ impl L4Builder {
 
 impl L4Pass {
     /// First non-audit rule matching; audit matches before it are collected (PAL-5.3).
-    fn first(&self, key: &PacketKey, audit: &mut Vec<RuleRef>) -> Option<(usize, Option<(AddressItem, Option<u16>)>)> {
+    fn first(
+        &self,
+        key: &PacketKey,
+        audit: &mut Vec<RuleRef>,
+    ) -> Option<(usize, Option<(AddressItem, Option<u16>)>)> {
         if !self.has_audit {
             let e = self.classifier.first_match(key)?;
             let r = self.entry_rule[e as usize] as usize;

@@ -17,7 +17,13 @@ use std::collections::HashMap;
 
 /// The six default rules of NSG-4, in order.
 pub fn default_rules() -> Vec<SecurityRule> {
-    let rule = |name: &str, priority, direction, src: AddressItem, dst: AddressItem, access, description: &str| {
+    let rule = |name: &str,
+                priority,
+                direction,
+                src: AddressItem,
+                dst: AddressItem,
+                access,
+                description: &str| {
         let side = |a: AddressItem| RuleSide {
             address_prefixes: vec![a],
             application_security_groups: vec![],
@@ -41,12 +47,60 @@ pub fn default_rules() -> Vec<SecurityRule> {
     use Access::*;
     use Direction::*;
     vec![
-        rule("AllowVnetInBound", 65000, Inbound, tag("VirtualNetwork"), tag("VirtualNetwork"), Allow, "Allow inbound traffic from all VMs in VNET"),
-        rule("AllowAzureLoadBalancerInBound", 65001, Inbound, tag("AzureLoadBalancer"), AddressItem::Any, Allow, "Allow inbound traffic from azure load balancer"),
-        rule("DenyAllInBound", 65500, Inbound, AddressItem::Any, AddressItem::Any, Deny, "Deny all inbound traffic"),
-        rule("AllowVnetOutBound", 65000, Outbound, tag("VirtualNetwork"), tag("VirtualNetwork"), Allow, "Allow outbound traffic from all VMs to all VMs in VNET"),
-        rule("AllowInternetOutBound", 65001, Outbound, AddressItem::Any, tag("Internet"), Allow, "Allow outbound traffic from all VMs to Internet"),
-        rule("DenyAllOutBound", 65500, Outbound, AddressItem::Any, AddressItem::Any, Deny, "Deny all outbound traffic"),
+        rule(
+            "AllowVnetInBound",
+            65000,
+            Inbound,
+            tag("VirtualNetwork"),
+            tag("VirtualNetwork"),
+            Allow,
+            "Allow inbound traffic from all VMs in VNET",
+        ),
+        rule(
+            "AllowAzureLoadBalancerInBound",
+            65001,
+            Inbound,
+            tag("AzureLoadBalancer"),
+            AddressItem::Any,
+            Allow,
+            "Allow inbound traffic from azure load balancer",
+        ),
+        rule(
+            "DenyAllInBound",
+            65500,
+            Inbound,
+            AddressItem::Any,
+            AddressItem::Any,
+            Deny,
+            "Deny all inbound traffic",
+        ),
+        rule(
+            "AllowVnetOutBound",
+            65000,
+            Outbound,
+            tag("VirtualNetwork"),
+            tag("VirtualNetwork"),
+            Allow,
+            "Allow outbound traffic from all VMs to all VMs in VNET",
+        ),
+        rule(
+            "AllowInternetOutBound",
+            65001,
+            Outbound,
+            AddressItem::Any,
+            tag("Internet"),
+            Allow,
+            "Allow outbound traffic from all VMs to Internet",
+        ),
+        rule(
+            "DenyAllOutBound",
+            65500,
+            Outbound,
+            AddressItem::Any,
+            AddressItem::Any,
+            Deny,
+            "Deny all outbound traffic",
+        ),
     ]
 }
 
@@ -99,7 +153,12 @@ impl CompiledRule {
         if !self.destination.iter().any(|n| n.contains(&key.dst)) {
             out.push("destinationAddressPrefix");
         }
-        if ports && !self.destination_ports.iter().any(|r| r.contains(key.dst_port)) {
+        if ports
+            && !self
+                .destination_ports
+                .iter()
+                .any(|r| r.contains(key.dst_port))
+        {
             out.push("destinationPortRange");
         }
         out

@@ -50,10 +50,18 @@ fn to_cidrs(i: Interval, out: &mut Vec<IpNet>) {
     let mut lo = i.lo;
     loop {
         // Largest block aligned at `lo` that does not pass `hi`.
-        let align = if lo == 0 { bits } else { lo.trailing_zeros().min(bits) };
+        let align = if lo == 0 {
+            bits
+        } else {
+            lo.trailing_zeros().min(bits)
+        };
         let mut size = align;
         while size > 0 {
-            let span = if size >= 128 { u128::MAX } else { (1u128 << size) - 1 };
+            let span = if size >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << size) - 1
+            };
             if lo.checked_add(span).is_some_and(|end| end <= i.hi) {
                 break;
             }
@@ -65,7 +73,11 @@ fn to_cidrs(i: Interval, out: &mut Vec<IpNet>) {
         } else {
             IpNet::V4(Ipv4Net::new(Ipv4Addr::from(lo as u32), len).expect("length within 0..=32"))
         });
-        let span = if size >= 128 { u128::MAX } else { (1u128 << size) - 1 };
+        let span = if size >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << size) - 1
+        };
         match lo.checked_add(span) {
             Some(end) if end < i.hi => lo = end + 1,
             _ => break,
@@ -165,7 +177,9 @@ mod tests {
         let d = difference(&[net("10.0.0.0/8")], &[net("10.1.0.0/16")]);
         assert!(d.contains(&net("10.0.0.0/16")));
         assert!(d.contains(&net("10.128.0.0/9")));
-        assert!(!d.iter().any(|n| n.contains(&"10.1.2.3".parse::<IpAddr>().unwrap())));
+        assert!(!d
+            .iter()
+            .any(|n| n.contains(&"10.1.2.3".parse::<IpAddr>().unwrap())));
         assert_eq!(aggregate(&d).len(), d.len());
     }
 
@@ -173,7 +187,10 @@ mod tests {
     fn whole_space_and_ranges() {
         assert_eq!(aggregate(&[all_v4()]), vec![all_v4()]);
         assert_eq!(aggregate(&[all_v6()]), vec![all_v6()]);
-        let r = range_to_cidrs("192.168.1.1".parse().unwrap(), "192.168.1.12".parse().unwrap());
+        let r = range_to_cidrs(
+            "192.168.1.1".parse().unwrap(),
+            "192.168.1.12".parse().unwrap(),
+        );
         // .1/32 .2/31 .4/30 .8/30 .12/32
         assert_eq!(r.len(), 5);
     }

@@ -151,7 +151,13 @@ impl SubnetRoutes {
             }
             routes.push(system(net("0.0.0.0/0"), NextHopType::Internet));
             routes.push(system(net("::/0"), NextHopType::Internet));
-            for reserved in ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"] {
+            for reserved in [
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "100.64.0.0/10",
+                "fc00::/7",
+            ] {
                 let r = net(reserved);
                 // Equal: the VnetLocal route already covers it. Strictly containing: removed.
                 if space.iter().any(|s| s.contains(&r)) {

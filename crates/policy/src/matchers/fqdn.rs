@@ -103,11 +103,15 @@ impl FqdnPattern {
         if let Some(base) = rest.strip_prefix('.') {
             return normalize_name(base)
                 .map(FqdnPattern::SubdomainWildcard)
-                .ok_or_else(|| format!("invalid FQDN pattern `{s}`: `{base}` is not a valid host name"));
+                .ok_or_else(|| {
+                    format!("invalid FQDN pattern `{s}`: `{base}` is not a valid host name")
+                });
         }
         normalize_suffix(rest)
             .map(FqdnPattern::SuffixWildcard)
-            .ok_or_else(|| format!("invalid FQDN pattern `{s}`: `{rest}` is not a valid name suffix"))
+            .ok_or_else(|| {
+                format!("invalid FQDN pattern `{s}`: `{rest}` is not a valid name suffix")
+            })
     }
 
     /// Whether the pattern matches a name already in normal form ([`normalize_name`]). This is the
@@ -117,7 +121,9 @@ impl FqdnPattern {
         match self {
             FqdnPattern::Exact(s) => n == s,
             FqdnPattern::SubdomainWildcard(b) => {
-                n.len() > b.len() && n.ends_with(b.as_str()) && n.as_bytes()[n.len() - b.len() - 1] == b'.'
+                n.len() > b.len()
+                    && n.ends_with(b.as_str())
+                    && n.as_bytes()[n.len() - b.len() - 1] == b'.'
             }
             FqdnPattern::SuffixWildcard(s) => n.ends_with(s.as_str()),
             FqdnPattern::Any => !n.is_empty(),
@@ -266,7 +272,10 @@ impl FqdnMatcher {
                     let mut h = SEED;
                     let mut end = b.len();
                     loop {
-                        let start = b[..end].iter().rposition(|&c| c == b'.').map_or(0, |p| p + 1);
+                        let start = b[..end]
+                            .iter()
+                            .rposition(|&c| c == b'.')
+                            .map_or(0, |p| p + 1);
                         let label = &b[start..end];
                         h = step(h, label);
                         let next = hashes.len() as u32;
@@ -436,7 +445,10 @@ impl FqdnMatcher {
         let mut parent = ROOT;
         let mut end = b.len();
         loop {
-            let start = b[..end].iter().rposition(|&c| c == b'.').map_or(0, |p| p + 1);
+            let start = b[..end]
+                .iter()
+                .rposition(|&c| c == b'.')
+                .map_or(0, |p| p + 1);
             let label = &b[start..end];
             h = step(h, label);
             let Some(node) = self.find(h, parent, label) else {
@@ -600,7 +612,14 @@ mod tests {
 
     #[test]
     fn fw_6_3_star_only_leftmost() {
-        for bad in ["www.example.*", "*.example.*", "a*.example.com", "**", "*.*", "w*w"] {
+        for bad in [
+            "www.example.*",
+            "*.example.*",
+            "a*.example.com",
+            "**",
+            "*.*",
+            "w*w",
+        ] {
             assert!(FqdnPattern::parse(bad).is_err(), "{bad}");
         }
         for bad in ["", ".", "*.", "a..b", "-*", "exa mple.com"] {
@@ -610,9 +629,18 @@ mod tests {
 
     #[test]
     fn fw_6_3_case_trailing_dot_and_idn_normalised() {
-        assert_eq!(p("WWW.Example.COM."), FqdnPattern::Exact("www.example.com".into()));
-        assert_eq!(p("*.Example.com."), FqdnPattern::SubdomainWildcard("example.com".into()));
-        assert_eq!(p("bücher.example"), FqdnPattern::Exact("xn--bcher-kva.example".into()));
+        assert_eq!(
+            p("WWW.Example.COM."),
+            FqdnPattern::Exact("www.example.com".into())
+        );
+        assert_eq!(
+            p("*.Example.com."),
+            FqdnPattern::SubdomainWildcard("example.com".into())
+        );
+        assert_eq!(
+            p("bücher.example"),
+            FqdnPattern::Exact("xn--bcher-kva.example".into())
+        );
         assert_eq!(norm("BÜCHER.example."), "xn--bcher-kva.example");
         assert_eq!(norm("xn--bcher-kva.example"), "xn--bcher-kva.example");
         assert_eq!(
@@ -665,7 +693,15 @@ mod tests {
     #[test]
     fn fqdn_unnormalised_input_never_panics() {
         let m = FqdnMatcher::build(vec![(p("*.example.com"), 1), (p("*ample.com"), 2)]);
-        for n in ["", ".", "..", "x.", ".example.com", "ÄÖ.example.com", "a..example.com"] {
+        for n in [
+            "",
+            ".",
+            "..",
+            "x.",
+            ".example.com",
+            "ÄÖ.example.com",
+            "a..example.com",
+        ] {
             let _ = m.best(n);
         }
         assert_eq!(m.best(".example.com"), Some(1));

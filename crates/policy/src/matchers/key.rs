@@ -5,9 +5,9 @@ use std::fmt::Debug;
 use std::hash::Hash;
 
 /// An unsigned integer used as a search key.
-pub(crate) trait Key: Copy + Ord + Eq + Default + Hash + Debug + Send + Sync + 'static {
-    /// Width in bits.
-    const BITS: u32;
+pub(crate) trait Key:
+    Copy + Ord + Eq + Default + Hash + Debug + Send + Sync + 'static
+{
     /// Largest value.
     const MAX: Self;
     /// Truncating conversion from `u128`.
@@ -26,7 +26,6 @@ pub(crate) trait Key: Copy + Ord + Eq + Default + Hash + Debug + Send + Sync + '
 }
 
 impl Key for u32 {
-    const BITS: u32 = 32;
     const MAX: Self = u32::MAX;
     #[inline]
     fn from_u128(v: u128) -> Self {
@@ -55,7 +54,6 @@ impl Key for u32 {
 }
 
 impl Key for u128 {
-    const BITS: u32 = 128;
     const MAX: Self = u128::MAX;
     #[inline]
     fn from_u128(v: u128) -> Self {

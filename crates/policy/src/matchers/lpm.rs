@@ -88,7 +88,11 @@ impl<K: Key> Poptrie<K> {
         // Paint prefixes no longer than the direct stride, shorter first within a block: sorted by
         // (address, length), a prefix always comes before the prefixes nested in it.
         for &(addr, len, val) in items.iter().filter(|it| it.1 <= s) {
-            let first = if len == 0 { 0 } else { addr.top_bits(direct_bits) };
+            let first = if len == 0 {
+                0
+            } else {
+                addr.top_bits(direct_bits)
+            };
             let count = 1usize << (s - len);
             for w in &mut t.direct[first..first + count] {
                 *w = LEAF_FLAG | val;
@@ -345,7 +349,10 @@ mod tests {
             (net("::/0"), 5),
             (net("2001:db8::/32"), 6),
         ]);
-        let l = |a: &str| t.lookup(a.parse().unwrap()).map(|(n, v)| (n.to_string(), *v));
+        let l = |a: &str| {
+            t.lookup(a.parse().unwrap())
+                .map(|(n, v)| (n.to_string(), *v))
+        };
         assert_eq!(l("10.1.2.3"), Some(("10.1.2.3/32".into(), 4)));
         assert_eq!(l("10.1.2.4"), Some(("10.1.2.0/24".into(), 3)));
         assert_eq!(l("10.1.3.4"), Some(("10.1.0.0/16".into(), 2)));

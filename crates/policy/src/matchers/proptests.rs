@@ -87,7 +87,8 @@ fn ref_fqdn_all(patterns: &[(FqdnPattern, u32)], name: &str) -> Vec<u32> {
 /// IPv4 addresses from a few clusters, so prefixes overlap and nest.
 fn v4_addr() -> impl Strategy<Value = Ipv4Addr> {
     prop_oneof![
-        (0u32..4, any::<u8>()).prop_map(|(c, x)| Ipv4Addr::from(0x0a00_0000 | (c << 8) | u32::from(x))),
+        (0u32..4, any::<u8>())
+            .prop_map(|(c, x)| Ipv4Addr::from(0x0a00_0000 | (c << 8) | u32::from(x))),
         any::<u32>().prop_map(Ipv4Addr::from),
         Just(Ipv4Addr::new(0, 0, 0, 0)),
         Just(Ipv4Addr::new(255, 255, 255, 255)),
@@ -107,14 +108,23 @@ fn v6_addr() -> impl Strategy<Value = Ipv6Addr> {
 }
 
 fn addr() -> impl Strategy<Value = IpAddr> {
-    prop_oneof![v4_addr().prop_map(IpAddr::V4), v6_addr().prop_map(IpAddr::V6)]
+    prop_oneof![
+        v4_addr().prop_map(IpAddr::V4),
+        v6_addr().prop_map(IpAddr::V6)
+    ]
 }
 
 fn net() -> impl Strategy<Value = IpNet> {
     prop_oneof![
-        (v4_addr(), prop_oneof![Just(0u8), Just(32u8), 0u8..=32, 20u8..=32])
+        (
+            v4_addr(),
+            prop_oneof![Just(0u8), Just(32u8), 0u8..=32, 20u8..=32]
+        )
             .prop_map(|(a, l)| IpNet::V4(ipnet::Ipv4Net::new(a, l).unwrap())),
-        (v6_addr(), prop_oneof![Just(0u8), Just(128u8), 0u8..=128, 100u8..=128])
+        (
+            v6_addr(),
+            prop_oneof![Just(0u8), Just(128u8), 0u8..=128, 100u8..=128]
+        )
             .prop_map(|(a, l)| IpNet::V6(ipnet::Ipv6Net::new(a, l).unwrap())),
     ]
 }
@@ -148,19 +158,27 @@ fn addr_set() -> impl Strategy<Value = Vec<IpNet>> {
 
 fn rule() -> impl Strategy<Value = ClassifierRule> {
     (
-        prop_oneof![Just(None), Just(Some(6u8)), Just(Some(17u8)), Just(Some(1u8)), any::<u8>().prop_map(Some)],
+        prop_oneof![
+            Just(None),
+            Just(Some(6u8)),
+            Just(Some(17u8)),
+            Just(Some(1u8)),
+            any::<u8>().prop_map(Some)
+        ],
         addr_set(),
         addr_set(),
         port_set(),
         port_set(),
     )
-        .prop_map(|(protocol, src, dst, src_ports, dst_ports)| ClassifierRule {
-            protocol,
-            src,
-            dst,
-            src_ports,
-            dst_ports,
-        })
+        .prop_map(
+            |(protocol, src, dst, src_ports, dst_ports)| ClassifierRule {
+                protocol,
+                src,
+                dst,
+                src_ports,
+                dst_ports,
+            },
+        )
 }
 
 /// Packets: same-family most of the time, drawn near the rules' clusters.
@@ -204,7 +222,12 @@ fn packet_in(r: &ClassifierRule, salt: u64) -> Option<PacketKey> {
     let dst = r
         .dst
         .iter()
-        .filter(|n| matches!((n, src), (IpNet::V4(_), IpAddr::V4(_)) | (IpNet::V6(_), IpAddr::V6(_))))
+        .filter(|n| {
+            matches!(
+                (n, src),
+                (IpNet::V4(_), IpAddr::V4(_)) | (IpNet::V6(_), IpAddr::V6(_))
+            )
+        })
         .cloned()
         .collect::<Vec<_>>();
     let dst = pick_net(&dst, salt >> 7)?;
