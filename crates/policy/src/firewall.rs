@@ -514,6 +514,11 @@ impl CompiledFirewall {
         best.map(|(_, r, m)| (r, m))
     }
 
+    /// Is `ip` outside the firewall's SNAT private ranges (FW-8.1)?
+    pub fn is_public(&self, ip: IpAddr) -> bool {
+        !contains_addr(&self.snat_private_ranges, ip)
+    }
+
     /// Number of rules per pass (DNAT, network, application).
     pub fn rule_counts(&self) -> (usize, usize, usize) {
         (

@@ -392,7 +392,6 @@ impl Tracer<'_> {
     /// then the reply check (scenarios README, "Reply check").
     fn from_outside(&mut self, dst: Location) -> Outcome {
         let mut dst = dst;
-        let mut via_fw = None;
         let mut decided_fw = None;
         if let Some(fw) = self.snap.firewall_frontend(self.flow.destination) {
             let outcome = self.firewall(fw, &self.key.clone());
@@ -404,10 +403,13 @@ impl Tracer<'_> {
                 self.key.dst = ip;
                 self.key.dst_port = port;
                 dst = self.snap.locate(ip);
-                via_fw = self.snap.firewalls[fw]
-                    .private_ip_addresses
-                    .first()
-                    .copied();
+                // FW-4: towards a private address the source becomes the firewall's, so the
+                // destination's NSGs see the firewall and the reply returns to it.
+                if let Some(fw_ip) = self.snap.firewalls[fw].private_ip_addresses.first() {
+                    if !self.snap.firewalls[fw].is_public(ip) {
+                        self.key.src = *fw_ip;
+                    }
+                }
             }
             self.crossed_firewall = true;
             decided_fw = Some(decided);
@@ -418,7 +420,14 @@ impl Tracer<'_> {
         if let Step::End(v, d) = self.inbound_nsgs(dst) {
             return (v, d, None, None);
         }
-        let decided = decided_fw.or(self.last_allow.clone());
+        if decided_fw.is_some() {
+            self.notes.push(
+                "DNAT: the reply returns through the firewall that translated the request (FW-4)"
+                    .into(),
+            );
+            return (Verdict::Allow, decided_fw, None, None);
+        }
+        let decided = self.last_allow.clone();
         let platform = PLATFORM_ADDRESSES[0].parse::<IpAddr>().ok() == Some(self.flow.source);
         if self.opts.established.is_some()
             || platform
@@ -435,13 +444,7 @@ impl Tracer<'_> {
         };
         let route = route.clone();
         let hop = next_hop(&route);
-        let symmetric = match (route.next_hop_type, via_fw) {
-            (NextHopType::Internet, None) => true,
-            (NextHopType::VirtualAppliance, Some(fw_ip)) => {
-                route.next_hop_ip_address == Some(fw_ip)
-            }
-            _ => false,
-        };
+        let symmetric = route.next_hop_type == NextHopType::Internet;
         let reply = ReplyPath {
             resource: route.resource(),
             route: route.label(),

@@ -64,6 +64,9 @@ use ipnet::IpNet;
 
 use super::key::{in_intervals, merge_intervals, Key};
 
+pub static TREES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static NODES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static CHECKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 /// Leaf size below which a node is not split further.
@@ -185,11 +188,15 @@ impl<A: Key> Pkt<A> {
     }
 }
 
-/// Tree node: inner nodes send `field < thresh` to `a` and the rest to `a + 1`; leaves
-/// (`field == LEAF`) hold `leaf[a..a + b]`.
+/// Children per inner node at most (one field, up to `FANOUT - 1` thresholds).
+const FANOUT: usize = 8;
+
+/// Tree node. Inner nodes split one field at up to `FANOUT - 1` ascending thresholds (unused
+/// ones are `MAX`): child `a + c` where `c` = number of thresholds `<=` the packet's value, capped
+/// at `b - 1` (`b` children). Leaves (`field == LEAF`) hold `leaf[a..a + b]`.
 #[derive(Clone, Copy, Debug, Default)]
 struct Node<A> {
-    thresh: A,
+    thresh: [A; FANOUT - 1],
     a: u32,
     b: u32,
     field: u8,
@@ -214,7 +221,13 @@ impl<A: Key> Tree<A> {
             if n.field == LEAF {
                 return &self.leaf[n.a as usize..(n.a + n.b) as usize];
             }
-            i = n.a as usize + usize::from(f[n.field as usize] >= n.thresh);
+            let v = f[n.field as usize];
+            NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut c = 0u32;
+            for t in n.thresh {
+                c += u32::from(v >= t);
+            }
+            i = (n.a + c.min(n.b - 1)) as usize;
         }
     }
 }
@@ -341,7 +354,7 @@ impl<A: Key> Forest<A> {
         };
         let mut parts: [Vec<u32>; 4] = Default::default();
         for (pos, r) in brules.iter().enumerate() {
-            let c = 0 * (usize::from(large(&r.f[0])) | (usize::from(large(&r.f[1])) << 1));
+            let c = usize::from(large(&r.f[0])) | (usize::from(large(&r.f[1])) << 1);
             parts[c].push(pos as u32);
         }
         for part in parts.into_iter().filter(|p| !p.is_empty()) {
@@ -388,10 +401,12 @@ impl<A: Key> Forest<A> {
             if t.min_pos >= best {
                 break;
             }
+            TREES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             for &pos in t.leaf_of(&f) {
                 if pos >= best {
                     break;
                 }
+                CHECKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if self.rule_matches(&self.rules[pos as usize], k) {
                     best = pos;
                     break;
@@ -486,112 +501,159 @@ impl<'a, A: Key> TreeBuilder<'a, A> {
             }
         };
         self.nodes[at] = Node {
-            thresh: A::default(),
+            thresh: Default::default(),
             a: off,
             b: len,
             field: LEAF,
         };
     }
 
-    fn node(&mut self, at: usize, mut list: Vec<u32>, region: [(A, A); 5], depth: usize) {
-        self.max_depth = self.max_depth.max(depth);
+    /// Cuts `list` after its first rule covering `region` (later rules are hidden there).
+    fn truncate(&self, list: &mut Vec<u32>, region: &[(A, A); 5]) {
         let covers = |r: &BRule<A>| (0..5).all(|f| contains(&r.f[f], region[f].0, region[f].1));
         if let Some(p) = list.iter().position(|&r| covers(&self.rules[r as usize])) {
             list.truncate(p + 1);
         }
-        if list.len() <= BINTH || depth >= MAX_DEPTH {
-            return self.make_leaf(at, list);
+    }
+
+    /// Best binary split of `list` on field `f` inside `region`: (larger side, both sides,
+    /// threshold); the left side is `[lo, threshold - 1]`.
+    fn split_on(&self, list: &[u32], region: &[(A, A); 5], f: usize) -> Option<(usize, usize, A)> {
+        let (lo, hi) = region[f];
+        if lo == hi {
+            return None;
         }
-        // (larger side, both sides, field, threshold)
-        let mut best: Option<(usize, usize, usize, A)> = None;
         let mut starts: Vec<A> = Vec::with_capacity(list.len());
         let mut ends: Vec<A> = Vec::with_capacity(list.len());
         let mut bounds: Vec<A> = Vec::new();
-        for (f, &(lo, hi)) in region.iter().enumerate() {
-            if lo == hi {
-                continue;
-            }
-            starts.clear();
-            ends.clear();
-            bounds.clear();
-            for &r in &list {
-                let ivs = &self.rules[r as usize].f[f];
-                let first = ivs.partition_point(|&(_, h)| h < lo);
-                let mut min = None;
-                let mut max = lo;
-                for &(a, b) in &ivs[first..] {
-                    if a > hi {
-                        break;
-                    }
-                    let (a, b) = (a.max(lo), b.min(hi));
-                    if min.is_none() {
-                        min = Some(a);
-                    }
-                    max = b;
-                    if a > lo {
-                        bounds.push(a);
-                    }
-                    if b < hi {
-                        bounds.push(b.succ());
-                    }
+        for &r in list {
+            let ivs = &self.rules[r as usize].f[f];
+            let first = ivs.partition_point(|&(_, h)| h < lo);
+            let mut min = None;
+            let mut max = lo;
+            for &(a, b) in &ivs[first..] {
+                if a > hi {
+                    break;
                 }
-                starts.push(min.unwrap_or(lo));
-                ends.push(max);
+                let (a, b) = (a.max(lo), b.min(hi));
+                if min.is_none() {
+                    min = Some(a);
+                }
+                max = b;
+                if a > lo {
+                    bounds.push(a);
+                }
+                if b < hi {
+                    bounds.push(b.succ());
+                }
             }
-            if bounds.is_empty() {
-                continue;
+            starts.push(min.unwrap_or(lo));
+            ends.push(max);
+        }
+        if bounds.is_empty() {
+            return None;
+        }
+        starts.sort_unstable();
+        ends.sort_unstable();
+        bounds.sort_unstable();
+        bounds.dedup();
+        let n = list.len();
+        // left(s): rules meeting [lo, s-1]; right(s): rules meeting [s, hi].
+        let left = |s: A| starts.partition_point(|&x| x < s);
+        let right = |s: A| n - ends.partition_point(|&x| x < s);
+        let i = bounds.partition_point(|&s| left(s) < right(s));
+        let mut best: Option<(usize, usize, A)> = None;
+        for j in [i.wrapping_sub(1), i] {
+            let Some(&s) = bounds.get(j) else { continue };
+            let (l, r) = (left(s), right(s));
+            let cand = (l.max(r), l + r, s);
+            if best.is_none_or(|b| (cand.0, cand.1) < (b.0, b.1)) {
+                best = Some(cand);
             }
-            starts.sort_unstable();
-            ends.sort_unstable();
-            bounds.sort_unstable();
-            bounds.dedup();
-            let n = list.len();
-            // left(s): rules meeting [lo, s-1]; right(s): rules meeting [s, hi].
-            let left = |s: A| starts.partition_point(|&x| x < s);
-            let right = |s: A| n - ends.partition_point(|&x| x < s);
-            let i = bounds.partition_point(|&s| left(s) < right(s));
-            for j in [i.wrapping_sub(1), i] {
-                let Some(&s) = bounds.get(j) else { continue };
-                let (l, r) = (left(s), right(s));
-                let cand = (l.max(r), l + r, f, s);
-                if best.is_none_or(|b| (cand.0, cand.1) < (b.0, b.1)) {
-                    best = Some(cand);
+        }
+        best
+    }
+
+    fn node(&mut self, at: usize, mut list: Vec<u32>, region: [(A, A); 5], depth: usize) {
+        self.max_depth = self.max_depth.max(depth);
+        self.truncate(&mut list, &region);
+        if list.len() <= BINTH || depth >= MAX_DEPTH {
+            return self.make_leaf(at, list);
+        }
+        // The field of the best binary split (HyperSplit)...
+        let mut best: Option<(usize, usize, usize, A)> = None;
+        for f in 0..5 {
+            if let Some((l, sum, s)) = self.split_on(&list, &region, f) {
+                if best.is_none_or(|b| (l, sum) < (b.0, b.1)) {
+                    best = Some((l, sum, f, s));
                 }
             }
         }
-        let Some((larger, _, f, s)) = best else {
+        let Some((larger, _, f, _)) = best else {
             return self.make_leaf(at, list);
         };
         if larger >= list.len() {
             return self.make_leaf(at, list);
         }
-        let (lo, hi) = region[f];
-        let left: Vec<u32> = list
-            .iter()
-            .copied()
-            .filter(|&r| meets(&self.rules[r as usize].f[f], lo, s.pred()))
-            .collect();
-        let right: Vec<u32> = list
-            .iter()
-            .copied()
-            .filter(|&r| meets(&self.rules[r as usize].f[f], s, hi))
-            .collect();
-        drop(list);
+        // ...then up to three rounds of binary splits on that field, merged into one node of up
+        // to FANOUT children, so that a lookup reads one node per three binary levels.
+        let mut parts: Vec<((A, A), Vec<u32>)> = vec![(region[f], list)];
+        while parts.len() < FANOUT {
+            let mut next = Vec::with_capacity(parts.len() * 2);
+            let mut changed = false;
+            for (i, (range, l)) in parts.iter().enumerate() {
+                let room = FANOUT - (next.len() + parts.len() - i);
+                let mut sub = region;
+                sub[f] = *range;
+                let split = if room > 0 && l.len() > BINTH {
+                    self.split_on(l, &sub, f)
+                        .filter(|&(larger, _, _)| larger < l.len())
+                } else {
+                    None
+                };
+                match split {
+                    Some((_, _, s)) => {
+                        let (lo, hi) = *range;
+                        let side = |a: A, b: A| {
+                            let mut v: Vec<u32> = l
+                                .iter()
+                                .copied()
+                                .filter(|&r| meets(&self.rules[r as usize].f[f], a, b))
+                                .collect();
+                            let mut reg = region;
+                            reg[f] = (a, b);
+                            self.truncate(&mut v, &reg);
+                            ((a, b), v)
+                        };
+                        next.push(side(lo, s.pred()));
+                        next.push(side(s, hi));
+                        changed = true;
+                    }
+                    None => next.push((*range, l.clone())),
+                }
+            }
+            parts = next;
+            if !changed {
+                break;
+            }
+        }
         let child = self.nodes.len();
-        self.nodes.push(Node::default());
-        self.nodes.push(Node::default());
+        self.nodes.resize(child + parts.len(), Node::default());
+        let mut thresh = [A::MAX; FANOUT - 1];
+        for (t, (range, _)) in thresh.iter_mut().zip(parts.iter().skip(1)) {
+            *t = range.0;
+        }
         self.nodes[at] = Node {
-            thresh: s,
+            thresh,
             a: child as u32,
-            b: 0,
+            b: parts.len() as u32,
             field: f as u8,
         };
-        let mut lregion = region;
-        lregion[f] = (lo, s.pred());
-        let mut rregion = region;
-        rregion[f] = (s, hi);
-        self.node(child, left, lregion, depth + 1);
-        self.node(child + 1, right, rregion, depth + 1);
+        for (i, (range, l)) in parts.into_iter().enumerate() {
+            let mut reg = region;
+            reg[f] = range;
+            self.node(child + i, l, reg, depth + 1);
+        }
     }
 }
 
