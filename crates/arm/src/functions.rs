@@ -355,7 +355,7 @@ pub(crate) fn call(lname: &str, name: &str, vals: Vec<Value>, env: &Env) -> R<Va
         "intersection" => intersection(&a),
         "createarray" => Ok(Value::Array(a.vals)),
         "createobject" => {
-            if a.vals.len() % 2 != 0 {
+            if !a.vals.len().is_multiple_of(2) {
                 return err("createObject() takes key/value pairs (an even number of arguments)");
             }
             let mut m = Map::new();
@@ -401,7 +401,7 @@ pub(crate) fn call(lname: &str, name: &str, vals: Vec<Value>, env: &Env) -> R<Va
                 return err("items() takes an object");
             };
             let mut entries: Vec<(String, Value)> = m.into_iter().collect();
-            entries.sort_by(|x, y| x.0.to_lowercase().cmp(&y.0.to_lowercase()));
+            entries.sort_by_key(|x| x.0.to_lowercase());
             Ok(Value::Array(
                 entries
                     .into_iter()
@@ -602,7 +602,7 @@ pub(crate) fn call(lname: &str, name: &str, vals: Vec<Value>, env: &Env) -> R<Va
                 "extensionresourceid" => ids::extension_resource_id(&parts),
                 _ => ids::management_group_resource_id(env, &parts),
             };
-            id.map(Value::String).or_else(|e| err(e))
+            id.map(Value::String).or_else(err)
         }
         "resourcegroup" => {
             a.count(0, 0)?;

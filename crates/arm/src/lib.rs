@@ -16,8 +16,13 @@
 //! `{"$unresolved": "<expression text>"}` ([`UNRESOLVED_KEY`]) and a located [`Problem`] explains
 //! why. Decisions about such values are left to the caller (strict or lenient import).
 //!
-//! Nothing here panics on any input: recursion, loop counts and value sizes are bounded and every
-//! violation becomes a [`Problem`].
+//! Nothing here panics on any input: recursion, loop counts (800 per loop, 10,000 per
+//! expansion) and value sizes are bounded and every violation becomes a [`Problem`].
+//!
+//! Not evaluated: lambda functions (`map`, `filter`, `reduce`, `sort`, `toObject`), `float`,
+//! `dateTimeToEpoch`/`dateTimeFromEpoch`, template `outputs`. `uniqueString` and `guid` are
+//! deterministic but not ARM's own hashes; `utcNow` and `newGuid` return fixed values and
+//! `dateTimeAdd` its base time unchanged, so that expansion is reproducible.
 
 mod cidr;
 mod eval;
@@ -53,9 +58,12 @@ pub struct Options {
     pub resource_group: String,
     /// `resourceGroup().location`.
     pub location: String,
-    /// Reads a linked template (`templateLink.uri` / `relativePath`, resolved relative to the
-    /// linking template's directory). Returns the parsed JSON or an error text. `None`: linked
-    /// templates are not followed and give a warning.
+    /// Reads a linked template. The argument is a path relative to the root template's
+    /// directory: `templateLink.relativePath`, or the path part of `templateLink.uri` left when
+    /// `_artifactsLocation*` parameters read as empty (`nestedtemplates/vnet.json`), joined with
+    /// the directory of the linking file; it may start with `..`. For an absolute URI the path
+    /// suffixes are tried longest first. Returns the parsed JSON or an error text. `None`:
+    /// linked templates are not followed and give a warning.
     pub read_linked: Option<LinkedReader>,
 }
 

@@ -156,7 +156,7 @@ fn grouped(i: i128, decimals: usize) -> String {
     }
     let len = digits.len();
     for (k, c) in digits.chars().enumerate() {
-        if k > 0 && (len - k) % 3 == 0 {
+        if k > 0 && (len - k).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

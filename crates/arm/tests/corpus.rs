@@ -138,8 +138,10 @@ fn fmt_4_corpus_templates_expand_without_panics() {
     let mut panics = Vec::new();
     let mut with_errors = BTreeMap::new();
     let mut resources = 0;
+    let mut unparsed = 0;
     for path in &files {
         let Ok(doc) = read_json(path) else {
+            unparsed += 1;
             continue;
         };
         if !is_template(&doc) {
@@ -170,7 +172,9 @@ fn fmt_4_corpus_templates_expand_without_panics() {
         }
     }
     eprintln!(
-        "{templates} templates, {resources} resources, {} with errors, {} panics",
+        "{} files ({unparsed} not JSON even with comments allowed), {templates} templates, \
+         {resources} resources, {} templates with errors, {} panics",
+        files.len(),
         with_errors.len(),
         panics.len()
     );

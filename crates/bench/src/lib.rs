@@ -460,11 +460,6 @@ fn run_classifier(name: String, data: &Path, seconds: f64) -> Result<Report, Str
         }
         matched += usize::from(ours.is_some());
     }
-    {
-        use palisade_policy::matchers::classifier::{CHECKS, NODES, TREES};
-        use std::sync::atomic::Ordering::Relaxed;
-        eprintln!("per lookup: trees {:.2} nodes {:.2} checks {:.2}", TREES.load(Relaxed) as f64 / trace.len() as f64, NODES.load(Relaxed) as f64 / trace.len() as f64, CHECKS.load(Relaxed) as f64 / trace.len() as f64);
-    }
     if mismatches > 0 {
         return Err(format!(
             "{name}: classifier and linear scan disagree on {mismatches} of {} trace lookups",

@@ -111,3 +111,16 @@ fn dump() {
         println!("POL {} rcgs={}", x.name, x.rule_collection_groups.len());
     }
 }
+
+#[test]
+#[ignore]
+fn expand_dump() {
+    let f = std::env::var("DUMP").unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/azure-configs");
+    let p = root.join(&f);
+    let text = std::fs::read_to_string(&p).unwrap();
+    let doc = json::parse("x", &text).unwrap();
+    let e = palisade_arm::expand(&doc.value, &palisade_arm::Options::default());
+    for r in &e.resources { println!("{} {} {} {:?}", r.pointer, r.value["type"], r.value["name"], r.linked_file); if std::env::var("FULL").is_ok() { println!("{}", serde_json::to_string_pretty(&r.value).unwrap()); } }
+    for p in &e.problems { println!("{:?}", p); }
+}

@@ -16,7 +16,9 @@ use crate::resources::*;
 use node::Node;
 use serde::Serialize;
 use serde_json::Value;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// How to import.
 #[derive(Debug, Clone, Default)]
@@ -48,7 +50,29 @@ pub struct FileSummary {
     pub file: String,
     pub kind: InputKind,
     pub counts: Counts,
+    /// What the file holds but the model deliberately leaves out.
+    pub set_aside: SetAside,
     pub errors: usize,
+}
+
+/// Rules and routes a file holds that were read but deliberately not imported as configuration,
+/// so that "what the file says" and "what the model holds" can be reconciled. Each is also
+/// reported as a note (or, for superseded definitions, a note or warning) at its location.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SetAside {
+    /// Entries of `defaultSecurityRules[]` arrays (NSG-3, FMT-7: the fixed rules of NSG-4 apply).
+    pub default_rules_in_arrays: usize,
+    /// Default rules given as resources of their own (`.../defaultSecurityRules/<name>`).
+    pub default_rule_resources: usize,
+    /// Security rules inside effective-rule or security-group-view outputs (FMT-10).
+    pub observed_rules: usize,
+    /// Effective routes (FMT-10).
+    pub observed_routes: usize,
+    /// Routes of virtual hub route tables (`nextHopType: ResourceId`, FMT-8): not modelled.
+    pub hub_routes: usize,
+    /// Definitions replaced by another of the same name in the same file: a child given both
+    /// inline and as a separate resource, or a resource declared again (FMT-6).
+    pub superseded: Counts,
 }
 
 /// The result of importing a set of files.
@@ -133,6 +157,7 @@ pub fn load(paths: &[PathBuf], options: &ImportOptions) -> Imported {
             file: name.clone(),
             kind: file.kind,
             counts: file.network.counts(),
+            set_aside: file.set_aside,
             errors: file.diagnostics.errors().count(),
         });
         imported.diagnostics.extend(file.diagnostics.0);
@@ -142,8 +167,8 @@ pub fn load(paths: &[PathBuf], options: &ImportOptions) -> Imported {
     imported
 }
 
-/// `x.json` → `x.parameters.json` beside it, when present.
-fn sibling_parameters(template: &Path) -> Option<(String, Value)> {
+/// `x.json` → `x.parameters.json` beside it, when present: its file name and JSON.
+pub fn sibling_parameters(template: &Path) -> Option<(String, Value)> {
     let stem = template.file_stem()?.to_str()?;
     if stem.ends_with(".parameters") {
         return None;
@@ -160,6 +185,7 @@ pub struct FileImport {
     pub kind: InputKind,
     pub network: Network,
     pub diagnostics: Diagnostics,
+    pub set_aside: SetAside,
     /// Parents created only to hold a child resource (name, kind, whether from a template).
     synthetic: Vec<Synthetic>,
 }
@@ -206,21 +232,41 @@ pub fn import_text(
             }
         }
     };
-    import_document(&doc, options, base_dir, &mut out);
-    let located: Vec<Diagnostic> = out.diagnostics.0.drain(..).map(|d| doc.locate(d)).collect();
+    let linked = import_document(&doc, options, base_dir, &mut out);
+    let located: Vec<Diagnostic> = out
+        .diagnostics
+        .0
+        .drain(..)
+        .map(|d| match linked.iter().find(|l| l.file == d.file) {
+            Some(l) => l.locate(d),
+            None => doc.locate(d),
+        })
+        .collect();
     out.diagnostics.0 = located;
     out
 }
 
+/// The prefix `palisade-arm` puts before a problem found in a linked template.
+const LINKED_PREFIX: &str = "in linked template '";
+
+/// Reads one document; returns the linked templates it read (to locate their diagnostics).
 fn import_document(
     doc: &Document,
     options: &ImportOptions,
     base_dir: Option<&Path>,
     out: &mut FileImport,
-) {
+) -> Vec<Document> {
     let root = Node::root(&doc.value, "");
     let file = doc.file.as_str();
     let mut reader = resources::Reader::new(file, options.strict);
+    let linked: Rc<RefCell<Vec<Document>>> = Rc::default();
+    // A linked template's path as given (relative to the root template's folder) → its file name.
+    let linked_name = |rel: &str| -> String {
+        match base_dir {
+            Some(dir) => dir.join(rel).display().to_string(),
+            None => rel.to_string(),
+        }
+    };
     if yaml::is_native(&doc.value) {
         out.kind = InputKind::NativeYaml;
         for (pointer, ty, value) in yaml::resources(&doc.value, &mut reader.diagnostics) {
@@ -234,13 +280,15 @@ fn import_document(
         }
         if let Some(dir) = base_dir {
             let dir = dir.to_path_buf();
+            let seen = Rc::clone(&linked);
             arm.read_linked = Some(Box::new(move |rel: &str| {
                 let p = dir.join(rel);
                 let text = std::fs::read_to_string(&p)
                     .map_err(|e| format!("cannot read linked template {}: {e}", p.display()))?;
-                json::parse(&p.display().to_string(), &text)
-                    .map(|d| d.value)
-                    .map_err(|d| d.to_string())
+                let d = json::parse(&p.display().to_string(), &text).map_err(|d| d.to_string())?;
+                let value = d.value.clone();
+                seen.borrow_mut().push(d);
+                Ok(value)
             }));
         }
         let expansion = palisade_arm::expand(&doc.value, &arm);
@@ -256,13 +304,26 @@ fn import_document(
                 }
                 palisade_arm::Severity::Note => Severity::Note,
             };
+            // Problems of a linked template point into that file.
+            let (at, message) = match p
+                .message
+                .strip_prefix(LINKED_PREFIX)
+                .and_then(|rest| rest.split_once("': "))
+            {
+                Some((rel, msg)) => (linked_name(rel), msg.to_string()),
+                None => (file.to_string(), p.message),
+            };
             reader
                 .diagnostics
-                .push(Diagnostic::new(sev, p.message).at(file, &p.pointer));
+                .push(Diagnostic::new(sev, message).at(&at, &p.pointer));
         }
         for r in &expansion.resources {
+            // Resources of a linked template are located in that file (FMT-12).
+            let origin_file = r.linked_file.as_deref().map(linked_name);
+            reader.set_file(origin_file.as_deref().unwrap_or(file));
             reader.resource(&Node::root(&r.value, &r.pointer), None, true);
         }
+        reader.set_file(file);
     } else if is_parameters_file(&doc.value) {
         out.kind = InputKind::Parameters;
     } else if let Some(body) = rest_example_body(&root) {

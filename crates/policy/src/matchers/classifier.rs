@@ -64,9 +64,6 @@ use ipnet::IpNet;
 
 use super::key::{in_intervals, merge_intervals, Key};
 
-pub static TREES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static NODES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static CHECKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 /// Leaf size below which a node is not split further.
@@ -74,7 +71,8 @@ const BINTH: usize = 8;
 /// Depth at which a node becomes a leaf whatever its size (a bound for adversarial rule sets).
 const MAX_DEPTH: usize = 48;
 const NONE: u32 = u32::MAX;
-const LEAF: u8 = 5;
+/// Trees per forest at most: the four (source large?, destination large?) partitions.
+const MAX_TREES: usize = 4;
 
 /// The header fields a rule classifies on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -190,46 +188,109 @@ impl<A: Key> Pkt<A> {
 
 /// Children per inner node at most (one field, up to `FANOUT - 1` thresholds).
 const FANOUT: usize = 8;
+/// Rules per leaf block.
+const LANES: usize = 8;
 
 /// Tree node. Inner nodes split one field at up to `FANOUT - 1` ascending thresholds (unused
-/// ones are `MAX`): child `a + c` where `c` = number of thresholds `<=` the packet's value, capped
-/// at `b - 1` (`b` children). Leaves (`field == LEAF`) hold `leaf[a..a + b]`.
+/// ones are `MAX`): the next node is `a + c`, where `c` is the number of thresholds `<=` the
+/// packet's value, capped at `b - 1` (`b` children). A leaf points to itself (`a` = own index,
+/// `b = 1`, thresholds `MAX`), so a walk may take more steps than the leaf's depth, and holds
+/// the rule blocks `blocks[blk..blk + nblk]`.
 #[derive(Clone, Copy, Debug, Default)]
 struct Node<A> {
     thresh: [A; FANOUT - 1],
     a: u32,
     b: u32,
+    blk: u32,
+    nblk: u32,
     field: u8,
 }
 
-#[derive(Clone, Debug)]
-struct Tree<A> {
-    nodes: Vec<Node<A>>,
-    /// Rule positions (ascending within each leaf).
-    leaf: Vec<u32>,
-    /// Smallest rule position in the tree.
-    min_pos: u32,
-    max_depth: usize,
+/// Up to `LANES` rules of a leaf, in priority order, field by field ("structure of arrays"), so
+/// that a leaf is checked with a few vector compares and no data-dependent branch. Empty lanes
+/// have an empty source interval (`MAX..0`) and id `NONE`.
+#[derive(Clone, Copy, Debug)]
+struct Block<A> {
+    s_lo: [A; LANES],
+    s_hi: [A; LANES],
+    d_lo: [A; LANES],
+    d_hi: [A; LANES],
+    sp_lo: [u16; LANES],
+    sp_hi: [u16; LANES],
+    dp_lo: [u16; LANES],
+    dp_hi: [u16; LANES],
+    p_lo: [u8; LANES],
+    p_hi: [u8; LANES],
+    id: [u32; LANES],
+    /// `Forest::ext` index of a multi-interval rule (its lane holds the hulls), else `NONE`.
+    ext: [u32; LANES],
 }
 
-impl<A: Key> Tree<A> {
-    #[inline]
-    fn leaf_of(&self, f: &[A; 5]) -> &[u32] {
-        let mut i = 0usize;
-        loop {
-            let n = self.nodes[i];
-            if n.field == LEAF {
-                return &self.leaf[n.a as usize..(n.a + n.b) as usize];
-            }
-            let v = f[n.field as usize];
-            NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut c = 0u32;
-            for t in n.thresh {
-                c += u32::from(v >= t);
-            }
-            i = (n.a + c.min(n.b - 1)) as usize;
+impl<A: Key> Block<A> {
+    fn empty() -> Self {
+        Block {
+            s_lo: [A::MAX; LANES],
+            s_hi: [A::default(); LANES],
+            d_lo: [A::MAX; LANES],
+            d_hi: [A::default(); LANES],
+            sp_lo: [u16::MAX; LANES],
+            sp_hi: [0; LANES],
+            dp_lo: [u16::MAX; LANES],
+            dp_hi: [0; LANES],
+            p_lo: [u8::MAX; LANES],
+            p_hi: [0; LANES],
+            id: [NONE; LANES],
+            ext: [NONE; LANES],
         }
     }
+
+    fn set(&mut self, lane: usize, r: &CRule<A>) {
+        self.s_lo[lane] = r.s.0;
+        self.s_hi[lane] = r.s.1;
+        self.d_lo[lane] = r.d.0;
+        self.d_hi[lane] = r.d.1;
+        self.sp_lo[lane] = r.sp.0;
+        self.sp_hi[lane] = r.sp.1;
+        self.dp_lo[lane] = r.dp.0;
+        self.dp_hi[lane] = r.dp.1;
+        (self.p_lo[lane], self.p_hi[lane]) = if r.proto_any {
+            (0, u8::MAX)
+        } else {
+            (r.proto, r.proto)
+        };
+        self.id[lane] = r.id;
+        self.ext[lane] = r.ext;
+    }
+
+    /// Bit `i` set when lane `i`'s intervals (hulls) contain the packet.
+    #[inline]
+    fn mask(&self, k: &Pkt<A>) -> u32 {
+        let mut m = 0u32;
+        for i in 0..LANES {
+            let hit = (k.s >= self.s_lo[i])
+                & (k.s <= self.s_hi[i])
+                & (k.d >= self.d_lo[i])
+                & (k.d <= self.d_hi[i])
+                & (k.sp >= self.sp_lo[i])
+                & (k.sp <= self.sp_hi[i])
+                & (k.dp >= self.dp_lo[i])
+                & (k.dp <= self.dp_hi[i])
+                & (k.p >= self.p_lo[i])
+                & (k.p <= self.p_hi[i]);
+            m |= u32::from(hit) << i;
+        }
+        m
+    }
+}
+
+/// A tree of one partition: its root in `Forest::nodes` and its smallest rule position.
+#[derive(Clone, Copy, Debug)]
+struct Tree {
+    root: u32,
+    min_pos: u32,
+    depth: u32,
+    nodes: u32,
+    leaf_rules: u32,
 }
 
 /// The rules of one family (and port mode) with their trees.
@@ -239,7 +300,14 @@ struct Forest<A> {
     ext: Vec<Ext>,
     pool: Vec<(A, A)>,
     ppool: Vec<(u16, u16)>,
-    trees: Vec<Tree<A>>,
+    /// Nodes of all trees.
+    nodes: Vec<Node<A>>,
+    /// Leaf blocks of all trees.
+    blocks: Vec<Block<A>>,
+    /// At most `MAX_TREES`, by ascending `min_pos`.
+    trees: Vec<Tree>,
+    /// Walk steps that reach a leaf in every tree.
+    depth: u32,
 }
 
 /// A rule in build form: per field, sorted disjoint intervals.
@@ -254,7 +322,10 @@ impl<A: Key> Forest<A> {
             ext: Vec::new(),
             pool: Vec::new(),
             ppool: Vec::new(),
+            nodes: Vec::new(),
+            blocks: Vec::new(),
             trees: Vec::new(),
+            depth: 0,
         }
     }
 
@@ -357,32 +428,53 @@ impl<A: Key> Forest<A> {
             let c = usize::from(large(&r.f[0])) | (usize::from(large(&r.f[1])) << 1);
             parts[c].push(pos as u32);
         }
+        let mut b = TreeBuilder {
+            rules: &brules,
+            compiled: &forest.rules,
+            nodes: Vec::new(),
+            blocks: Vec::new(),
+            leaves: HashMap::new(),
+            max_depth: 0,
+            leaf_rules: 0,
+        };
+        let mut trees = Vec::new();
         for part in parts.into_iter().filter(|p| !p.is_empty()) {
-            forest.trees.push(TreeBuilder::build(&brules, part));
+            trees.push(b.tree(part));
         }
-        forest.trees.sort_by_key(|t| t.min_pos);
+        trees.sort_by_key(|t| t.min_pos);
+        forest.depth = trees.iter().map(|t| t.depth).max().unwrap_or(0);
+        forest.trees = trees;
+        let (mut nodes, mut blocks) = (b.nodes, b.blocks);
+        nodes.shrink_to_fit();
+        blocks.shrink_to_fit();
+        forest.nodes = nodes;
+        forest.blocks = blocks;
         forest.rules.shrink_to_fit();
         forest
     }
 
     #[inline]
     fn rule_matches(&self, r: &CRule<A>, k: &Pkt<A>) -> bool {
-        if k.s < r.s.0
-            || k.s > r.s.1
-            || k.d < r.d.0
-            || k.d > r.d.1
-            || k.sp < r.sp.0
-            || k.sp > r.sp.1
-            || k.dp < r.dp.0
-            || k.dp > r.dp.1
-            || (!r.proto_any && k.p != r.proto)
-        {
+        // Non-short-circuit `&`: one predictable branch per rule instead of up to nine
+        // data-dependent ones.
+        let hit = (k.s >= r.s.0)
+            & (k.s <= r.s.1)
+            & (k.d >= r.d.0)
+            & (k.d <= r.d.1)
+            & (k.sp >= r.sp.0)
+            & (k.sp <= r.sp.1)
+            & (k.dp >= r.dp.0)
+            & (k.dp <= r.dp.1)
+            & (r.proto_any | (k.p == r.proto));
+        if !hit {
             return false;
         }
-        if r.ext == NONE {
-            return true;
-        }
-        let Some(e) = self.ext.get(r.ext as usize) else {
+        r.ext == NONE || self.ext_matches(r.ext, k)
+    }
+
+    /// Exact check of a multi-interval rule whose hulls contain the packet.
+    fn ext_matches(&self, ext: u32, k: &Pkt<A>) -> bool {
+        let Some(e) = self.ext.get(ext as usize) else {
             return false;
         };
         let a = |(off, len): (u32, u32)| &self.pool[off as usize..(off + len) as usize];
@@ -396,24 +488,48 @@ impl<A: Key> Forest<A> {
     #[inline]
     fn first(&self, k: &Pkt<A>) -> Option<u32> {
         let f = k.fields();
-        let mut best = NONE;
-        for t in &self.trees {
-            if t.min_pos >= best {
-                break;
+        let n = self.trees.len().min(MAX_TREES);
+        let mut at = [0u32; MAX_TREES];
+        for (slot, t) in at.iter_mut().zip(&self.trees) {
+            *slot = t.root;
+        }
+        // All trees walked in lockstep for a fixed number of steps (leaves loop on themselves):
+        // no branch depends on the data and the trees' memory reads overlap.
+        for _ in 0..self.depth {
+            for slot in &mut at[..n] {
+                let node = &self.nodes[*slot as usize];
+                let v = f[usize::from(node.field)];
+                let mut c = 0u32;
+                for t in node.thresh {
+                    c += u32::from(v >= t);
+                }
+                *slot = node.a + c.min(node.b.saturating_sub(1));
             }
-            TREES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            for &pos in t.leaf_of(&f) {
-                if pos >= best {
+        }
+        let mut best = NONE;
+        for &slot in &at[..n] {
+            let node = &self.nodes[slot as usize];
+            let blocks = &self.blocks[node.blk as usize..(node.blk + node.nblk) as usize];
+            'leaf: for blk in blocks {
+                if blk.id[0] >= best {
                     break;
                 }
-                CHECKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if self.rule_matches(&self.rules[pos as usize], k) {
-                    best = pos;
-                    break;
+                let mut m = blk.mask(k);
+                while m != 0 {
+                    let lane = m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    let id = blk.id[lane];
+                    if id >= best {
+                        break 'leaf;
+                    }
+                    if blk.ext[lane] == NONE || self.ext_matches(blk.ext[lane], k) {
+                        best = id;
+                        break 'leaf;
+                    }
                 }
             }
         }
-        self.rules.get(best as usize).map(|r| r.id)
+        (best != NONE).then_some(best)
     }
 
     fn all(&self, k: &Pkt<A>, out: &mut Vec<u32>) {
@@ -431,21 +547,22 @@ impl<A: Key> Forest<A> {
             + self.ext.capacity() * size_of::<Ext>()
             + self.pool.capacity() * size_of::<(A, A)>()
             + self.ppool.capacity() * 4
-            + self
-                .trees
-                .iter()
-                .map(|t| t.nodes.capacity() * size_of::<Node<A>>() + t.leaf.capacity() * 4)
-                .sum::<usize>()
+            + self.nodes.capacity() * size_of::<Node<A>>()
+            + self.blocks.capacity() * size_of::<Block<A>>()
+            + self.trees.capacity() * size_of::<Tree>()
     }
 }
 
 /// HyperSplit tree construction.
 struct TreeBuilder<'a, A> {
     rules: &'a [BRule<A>],
+    compiled: &'a [CRule<A>],
     nodes: Vec<Node<A>>,
-    leaf: Vec<u32>,
-    leaves: HashMap<Vec<u32>, u32>,
+    blocks: Vec<Block<A>>,
+    /// Identical leaves share their blocks: rule list → (first block, blocks).
+    leaves: HashMap<Vec<u32>, (u32, u32)>,
     max_depth: usize,
+    leaf_rules: usize,
 }
 
 /// Does some interval of `ivs` meet `[lo, hi]`?
@@ -461,15 +578,13 @@ fn contains<A: Key>(ivs: &[(A, A)], lo: A, hi: A) -> bool {
 }
 
 impl<'a, A: Key> TreeBuilder<'a, A> {
-    fn build(rules: &'a [BRule<A>], list: Vec<u32>) -> Tree<A> {
-        let mut b = TreeBuilder {
-            rules,
-            nodes: vec![Node::default()],
-            leaf: Vec::new(),
-            leaves: HashMap::new(),
-            max_depth: 0,
-        };
+    /// Builds the tree of one partition (rule positions, ascending) into `self.nodes`.
+    fn tree(&mut self, list: Vec<u32>) -> Tree {
         let min_pos = list.first().copied().unwrap_or(NONE);
+        let root = self.nodes.len();
+        let (nodes0, rules0) = (self.nodes.len(), self.leaf_rules);
+        self.max_depth = 0;
+        self.nodes.push(Node::default());
         let max = [
             A::MAX,
             A::MAX,
@@ -478,33 +593,41 @@ impl<'a, A: Key> TreeBuilder<'a, A> {
             A::from_u128(255),
         ];
         let region = max.map(|m| (A::from_u128(0), m));
-        b.node(0, list, region, 0);
-        b.nodes.shrink_to_fit();
-        b.leaf.shrink_to_fit();
+        self.node(root, list, region, 0);
         Tree {
-            nodes: b.nodes,
-            leaf: b.leaf,
+            root: root as u32,
             min_pos,
-            max_depth: b.max_depth,
+            depth: self.max_depth as u32,
+            nodes: (self.nodes.len() - nodes0) as u32,
+            leaf_rules: (self.leaf_rules - rules0) as u32,
         }
     }
 
     fn make_leaf(&mut self, at: usize, list: Vec<u32>) {
-        let len = list.len() as u32;
-        let off = match self.leaves.get(&list) {
-            Some(&off) => off,
+        let (blk, nblk) = match self.leaves.get(&list) {
+            Some(&b) => b,
             None => {
-                let off = self.leaf.len() as u32;
-                self.leaf.extend_from_slice(&list);
-                self.leaves.insert(list, off);
-                off
+                let blk = self.blocks.len() as u32;
+                for chunk in list.chunks(LANES) {
+                    let mut b = Block::empty();
+                    for (lane, &pos) in chunk.iter().enumerate() {
+                        b.set(lane, &self.compiled[pos as usize]);
+                    }
+                    self.blocks.push(b);
+                }
+                self.leaf_rules += list.len();
+                let nblk = self.blocks.len() as u32 - blk;
+                self.leaves.insert(list, (blk, nblk));
+                (blk, nblk)
             }
         };
         self.nodes[at] = Node {
-            thresh: Default::default(),
-            a: off,
-            b: len,
-            field: LEAF,
+            thresh: [A::MAX; FANOUT - 1],
+            a: at as u32,
+            b: 1,
+            blk,
+            nblk,
+            field: 0,
         };
     }
 
@@ -606,8 +729,7 @@ impl<'a, A: Key> TreeBuilder<'a, A> {
                 let mut sub = region;
                 sub[f] = *range;
                 let split = if room > 0 && l.len() > BINTH {
-                    self.split_on(l, &sub, f)
-                        .filter(|&(larger, _, _)| larger < l.len())
+                    self.split_on(l, &sub, f).filter(|&(larger, _, _)| larger < l.len())
                 } else {
                     None
                 };
@@ -638,7 +760,8 @@ impl<'a, A: Key> TreeBuilder<'a, A> {
             }
         }
         let child = self.nodes.len();
-        self.nodes.resize(child + parts.len(), Node::default());
+        self.nodes
+            .resize(child + parts.len(), Node::default());
         let mut thresh = [A::MAX; FANOUT - 1];
         for (t, (range, _)) in thresh.iter_mut().zip(parts.iter().skip(1)) {
             *t = range.0;
@@ -647,6 +770,8 @@ impl<'a, A: Key> TreeBuilder<'a, A> {
             thresh,
             a: child as u32,
             b: parts.len() as u32,
+            blk: 0,
+            nblk: 0,
             field: f as u8,
         };
         for (i, (range, l)) in parts.into_iter().enumerate() {
@@ -854,24 +979,18 @@ impl Classifier {
     /// Shape figures of the trees.
     pub fn stats(&self) -> ClassifierStats {
         let mut s = ClassifierStats::default();
-        let mut add = |trees: &[(usize, usize, usize)]| {
-            for &(nodes, leaf, depth) in trees {
+        let mut add = |trees: &[Tree]| {
+            for t in trees {
                 s.trees += 1;
-                s.nodes += nodes;
-                s.leaf_entries += leaf;
-                s.max_depth = s.max_depth.max(depth);
+                s.nodes += t.nodes as usize;
+                s.leaf_entries += t.leaf_rules as usize;
+                s.max_depth = s.max_depth.max(t.depth as usize);
             }
         };
-        fn shape<A>(f: &Forest<A>) -> Vec<(usize, usize, usize)> {
-            f.trees
-                .iter()
-                .map(|t| (t.nodes.len(), t.leaf.len(), t.max_depth))
-                .collect()
-        }
-        add(&shape(&self.v4.normal));
-        add(&shape(&self.v4.other));
-        add(&shape(&self.v6.normal));
-        add(&shape(&self.v6.other));
+        add(&self.v4.normal.trees);
+        add(&self.v4.other.trees);
+        add(&self.v6.normal.trees);
+        add(&self.v6.other.trees);
         s
     }
 }

@@ -1,0 +1,524 @@
+//! # palisade-flowlog
+//!
+//! Flow records: one per firewall decision, appended durably and queried newest first.
+//!
+//! ## Storage
+//! A data directory holds JSON Lines segments `flows-00000001.jsonl`, `flows-00000002.jsonl`, …;
+//! the highest number is the one being written. A segment is closed when it passes
+//! [`Options::max_segment_bytes`] and the oldest are deleted beyond [`Options::max_segments`].
+//!
+//! Why JSON Lines: appends are one `write` of whole lines, a crash can only tear the last line
+//! (which was never acknowledged, see below, and is cut off on the next open), every tool
+//! (`jq`, `grep`, log shippers) reads it, and there is no C dependency or build cost. Queries
+//! scan, which is fine for the deny-log question while a lockdown is tuned; a columnar export
+//! can come later.
+//!
+//! ## Durability
+//! [`FlowLog::append`] returns only after the record's bytes were written **and** `fsync`ed
+//! (and, for a new segment, the directory entry too). Concurrent appenders share one `fsync`
+//! (group commit): the first waiting caller flushes everything queued, the others wait for it.
+//! So a record whose `append` returned survives `kill -9` and power loss of the writer.
+
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// One decision of the gateway (FW-12 fields with Palisade's names).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FlowRecord {
+    /// When the decision was made, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// The gateway instance that decided (scale-out: several instances, one log each).
+    pub instance: String,
+    /// Id of the compiled snapshot that decided (PAL-5.5).
+    pub snapshot: String,
+    /// `explicit` (HTTP proxy / CONNECT), `transparent`, or `reload` (re-judged on reload).
+    pub mode: String,
+    /// `TCP`, `UDP`, `HTTP`, `HTTPS`.
+    pub protocol: String,
+    pub source_ip: Option<IpAddr>,
+    pub source_port: u16,
+    pub destination_ip: Option<IpAddr>,
+    pub destination_port: u16,
+    /// SNI, Host or CONNECT name, when there is one.
+    pub name: Option<String>,
+    /// `Allow` or `Deny` (`Dnat` for DNAT decisions).
+    pub action: String,
+    /// DIAG-1.2 layer: `FirewallApplication`, `FirewallNetwork`, `FirewallDnat`, `FirewallDefault`.
+    pub layer: String,
+    pub policy: Option<String>,
+    pub rule_collection_group: Option<String>,
+    pub rule_collection: Option<String>,
+    pub rule: Option<String>,
+    /// The deciding collection's priority.
+    pub priority: Option<u32>,
+    /// `RuleMatched`, `DefaultAction`, `SniMissing`, `SniAddressMismatch`, …
+    pub reason: String,
+    pub detail: Option<String>,
+    /// Audit-mode rules that matched before the decision (PAL-5.3), as paths.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<String>,
+    /// DNAT: the translated destination `ip:port`.
+    pub translated: Option<String>,
+    /// Client → server payload bytes.
+    pub bytes_sent: u64,
+    /// Server → client payload bytes.
+    pub bytes_received: u64,
+    pub duration_ms: u64,
+}
+
+impl FlowRecord {
+    /// `time` parsed back.
+    pub fn timestamp(&self) -> Option<SystemTime> {
+        humantime::parse_rfc3339_weak(&self.time).ok()
+    }
+
+    /// `<rcg>/<collection>/<rule>` or `<collection>/<rule>`, as `palisade trace` prints it.
+    pub fn rule_path(&self) -> Option<String> {
+        let rule = self.rule.as_ref()?;
+        let c = self.rule_collection.as_deref().unwrap_or("");
+        Some(match &self.rule_collection_group {
+            Some(g) => format!("{g}/{c}/{rule}"),
+            None => format!("{c}/{rule}"),
+        })
+    }
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn format_time(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_segment_bytes: u64,
+    pub max_segments: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_segment_bytes: 64 << 20,
+            max_segments: 64,
+        }
+    }
+}
+
+struct Segment {
+    file: File,
+    number: u64,
+    len: u64,
+}
+
+struct State {
+    queue: Vec<u8>,
+    /// Tickets handed out / made durable.
+    issued: u64,
+    durable: u64,
+    flushing: bool,
+    /// A failed write or fsync poisons the log: nothing after it is acknowledged.
+    failed: Option<String>,
+    segment: Option<Segment>,
+}
+
+/// An open flow log, shared by every connection of a gateway (`Send + Sync`).
+pub struct FlowLog {
+    dir: PathBuf,
+    options: Options,
+    state: Mutex<State>,
+    done: Condvar,
+}
+
+fn segment_name(n: u64) -> String {
+    format!("flows-{n:08}.jsonl")
+}
+
+/// The segments of a directory, oldest first.
+pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = vec![];
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_prefix("flows-")
+            .and_then(|r| r.strip_suffix(".jsonl"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            out.push((n, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl FlowLog {
+    /// Open (creating) the log in `dir`. A torn last line — bytes of an append that never
+    /// returned — is cut off so the next record starts on a line of its own.
+    pub fn open(dir: impl Into<PathBuf>, options: Options) -> io::Result<FlowLog> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir)?;
+        let segs = segments(&dir)?;
+        let segment = match segs.last() {
+            Some((n, path)) => {
+                let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+                let len = file.metadata()?.len();
+                let keep = complete_prefix_len(&mut file, len)?;
+                if keep != len {
+                    file.set_len(keep)?;
+                    file.sync_all()?;
+                }
+                file.seek(SeekFrom::End(0))?;
+                Segment {
+                    file,
+                    number: *n,
+                    len: keep,
+                }
+            }
+            None => new_segment(&dir, 1)?,
+        };
+        Ok(FlowLog {
+            dir,
+            options,
+            state: Mutex::new(State {
+                queue: vec![],
+                issued: 0,
+                durable: 0,
+                flushing: false,
+                failed: None,
+                segment: Some(segment),
+            }),
+            done: Condvar::new(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Append one record; returns once it is on stable storage.
+    pub fn append(&self, record: &FlowRecord) -> io::Result<()> {
+        self.append_all(std::slice::from_ref(record))
+    }
+
+    /// Append records; returns once all are on stable storage.
+    pub fn append_all(&self, records: &[FlowRecord]) -> io::Result<()> {
+        let mut bytes = vec![];
+        for r in records {
+            serde_json::to_writer(&mut bytes, r).map_err(io::Error::other)?;
+            bytes.push(b'\n');
+        }
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = &st.failed {
+            return Err(io::Error::other(format!("flow log failed earlier: {e}")));
+        }
+        st.queue.extend_from_slice(&bytes);
+        st.issued += 1;
+        let ticket = st.issued;
+        loop {
+            if st.durable >= ticket {
+                return Ok(());
+            }
+            if let Some(e) = &st.failed {
+                return Err(io::Error::other(format!("flow log write failed: {e}")));
+            }
+            if !st.flushing {
+                // Become the flusher for everything queued so far.
+                st.flushing = true;
+                let batch = std::mem::take(&mut st.queue);
+                let upto = st.issued;
+                let mut seg = st.segment.take().expect("segment present while not flushing");
+                drop(st);
+                let result = self.write_batch(&mut seg, &batch);
+                st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.segment = Some(seg);
+                st.flushing = false;
+                match result {
+                    Ok(()) => st.durable = upto,
+                    Err(e) => st.failed = Some(e.to_string()),
+                }
+                self.done.notify_all();
+            } else {
+                st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    fn write_batch(&self, seg: &mut Segment, batch: &[u8]) -> io::Result<()> {
+        if seg.len > 0 && seg.len + batch.len() as u64 > self.options.max_segment_bytes {
+            let next = new_segment(&self.dir, seg.number + 1)?;
+            *seg = next;
+            self.retain()?;
+        }
+        seg.file.write_all(batch)?;
+        seg.file.sync_data()?;
+        seg.len += batch.len() as u64;
+        Ok(())
+    }
+
+    fn retain(&self) -> io::Result<()> {
+        let segs = segments(&self.dir)?;
+        if segs.len() > self.options.max_segments {
+            for (_, p) in &segs[..segs.len() - self.options.max_segments] {
+                fs::remove_file(p)?;
+            }
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+fn new_segment(dir: &Path, number: u64) -> io::Result<Segment> {
+    let path = dir.join(segment_name(number));
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(&path)?;
+    file.sync_all()?;
+    sync_dir(dir)?;
+    let len = file.metadata()?.len();
+    Ok(Segment { file, number, len })
+}
+
+/// Length of the file up to and including its last newline.
+fn complete_prefix_len(file: &mut File, len: u64) -> io::Result<u64> {
+    let mut pos = len;
+    let mut buf = [0u8; 4096];
+    while pos > 0 {
+        let n = (pos as usize).min(buf.len());
+        pos -= n as u64;
+        file.seek(SeekFrom::Start(pos))?;
+        file.read_exact(&mut buf[..n])?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            return Ok(pos + i as u64 + 1);
+        }
+    }
+    Ok(0)
+}
+
+/// Which records to return.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// `Allow` / `Deny` (case-insensitive).
+    pub action: Option<String>,
+    pub since: Option<SystemTime>,
+    /// A rule name or a rule path (`collection/rule`, `rcg/collection/rule`), case-insensitive.
+    pub rule: Option<String>,
+    pub source: Option<IpAddr>,
+    /// The SNI/Host/CONNECT name, case-insensitive; `*.example.com` matches subdomains.
+    pub name: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl Query {
+    pub fn matches(&self, r: &FlowRecord) -> bool {
+        if let Some(a) = &self.action {
+            if !r.action.eq_ignore_ascii_case(a) {
+                return false;
+            }
+        }
+        if let Some(since) = self.since {
+            if r.timestamp().is_none_or(|t| t < since) {
+                return false;
+            }
+        }
+        if let Some(rule) = &self.rule {
+            let by_name = r.rule.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(rule));
+            let by_path = r.rule_path().is_some_and(|p| p.eq_ignore_ascii_case(rule));
+            if !by_name && !by_path {
+                return false;
+            }
+        }
+        if let Some(s) = self.source {
+            if r.source_ip != Some(s) {
+                return false;
+            }
+        }
+        if let Some(n) = &self.name {
+            let want = n.trim_end_matches('.').to_ascii_lowercase();
+            let Some(have) = r.name.as_deref() else {
+                return false;
+            };
+            let have = have.trim_end_matches('.').to_ascii_lowercase();
+            let ok = match want.strip_prefix("*.") {
+                Some(suffix) => have.ends_with(&format!(".{suffix}")),
+                None => have == want,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Parse `--since`: a duration before now (`90s`, `15m`, `1h`, `2d`) or an RFC 3339 time.
+pub fn parse_since(text: &str, now: SystemTime) -> Result<SystemTime, String> {
+    if let Ok(d) = humantime::parse_duration(text) {
+        return now
+            .checked_sub(d)
+            .ok_or_else(|| format!("--since {text}: too far back"));
+    }
+    humantime::parse_rfc3339_weak(text).map_err(|_| {
+        format!("--since `{text}`: expected a duration (30m, 1h, 2d) or an RFC 3339 time")
+    })
+}
+
+/// Records of `dir` matching `q`, newest first. Lines that do not parse (a torn tail) are
+/// skipped and counted in the second value.
+pub fn query(dir: &Path, q: &Query) -> io::Result<(Vec<FlowRecord>, usize)> {
+    let mut out = vec![];
+    let mut bad = 0;
+    let limit = q.limit.unwrap_or(usize::MAX);
+    for (_, path) in segments(dir)?.into_iter().rev() {
+        if let Some(since) = q.since {
+            // A segment last written before `since` holds nothing newer.
+            if let Ok(m) = fs::metadata(&path).and_then(|m| m.modified()) {
+                if m + Duration::from_secs(1) < since {
+                    continue;
+                }
+            }
+        }
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // rotated away
+            Err(e) => return Err(e),
+        };
+        let mut records = vec![];
+        for line in BufReader::new(file).split(b'\n') {
+            let line = line?;
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<FlowRecord>(&line) {
+                Ok(r) => records.push(r),
+                Err(_) => bad += 1,
+            }
+        }
+        for r in records.into_iter().rev() {
+            if q.matches(&r) {
+                out.push(r);
+                if out.len() >= limit {
+                    return Ok((out, bad));
+                }
+            }
+        }
+    }
+    Ok((out, bad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: u64, action: &str) -> FlowRecord {
+        FlowRecord {
+            time: format_time(SystemTime::now()),
+            action: action.into(),
+            name: Some(format!("n{i}.example.com")),
+            source_port: (i % 60000) as u16,
+            rule_collection: Some("apps".into()),
+            rule: Some(format!("r{}", i % 3)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn append_query_newest_first() {
+        let d = tempfile::tempdir().unwrap();
+        let log = FlowLog::open(d.path(), Options::default()).unwrap();
+        for i in 0..10 {
+            log.append(&rec(i, if i % 2 == 0 { "Allow" } else { "Deny" }))
+                .unwrap();
+        }
+        let (all, bad) = query(d.path(), &Query::default()).unwrap();
+        assert_eq!((all.len(), bad), (10, 0));
+        assert_eq!(all[0].name.as_deref(), Some("n9.example.com"));
+        let q = Query {
+            action: Some("deny".into()),
+            ..Default::default()
+        };
+        assert_eq!(query(d.path(), &q).unwrap().0.len(), 5);
+        let q = Query {
+            rule: Some("apps/r1".into()),
+            ..Default::default()
+        };
+        assert_eq!(query(d.path(), &q).unwrap().0.len(), 3);
+        let q = Query {
+            name: Some("*.example.com".into()),
+            limit: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(query(d.path(), &q).unwrap().0.len(), 2);
+        let q = Query {
+            since: Some(SystemTime::now() + Duration::from_secs(3600)),
+            ..Default::default()
+        };
+        assert!(query(d.path(), &q).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn rotation_and_retention() {
+        let d = tempfile::tempdir().unwrap();
+        let log = FlowLog::open(
+            d.path(),
+            Options {
+                max_segment_bytes: 1000,
+                max_segments: 3,
+            },
+        )
+        .unwrap();
+        for i in 0..100 {
+            log.append(&rec(i, "Allow")).unwrap();
+        }
+        let segs = segments(d.path()).unwrap();
+        assert_eq!(segs.len(), 3);
+        let (all, _) = query(d.path(), &Query::default()).unwrap();
+        assert_eq!(all[0].name.as_deref(), Some("n99.example.com"));
+        assert!(all.len() < 100);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_on_open() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let log = FlowLog::open(d.path(), Options::default()).unwrap();
+            log.append(&rec(1, "Allow")).unwrap();
+        }
+        let path = segments(d.path()).unwrap()[0].1.clone();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"time\":\"20").unwrap();
+        drop(f);
+        assert_eq!(query(d.path(), &Query::default()).unwrap().1, 1);
+        let log = FlowLog::open(d.path(), Options::default()).unwrap();
+        log.append(&rec(2, "Deny")).unwrap();
+        let (all, bad) = query(d.path(), &Query::default()).unwrap();
+        assert_eq!((all.len(), bad), (2, 0));
+    }
+
+    #[test]
+    fn since_parses_durations_and_times() {
+        let now = SystemTime::now();
+        assert_eq!(
+            parse_since("1h", now).unwrap(),
+            now - Duration::from_secs(3600)
+        );
+        assert!(parse_since("2026-01-01T00:00:00Z", now).is_ok());
+        assert!(parse_since("yesterday-ish", now).is_err());
+    }
+}
