@@ -42,6 +42,8 @@ pub struct Report {
 struct InboundEntry {
     name: String,
     sources: Vec<IpNet>,
+    /// The entry admits every source (`*`, `Internet`): unknown clients.
+    open: bool,
 }
 
 /// Check every subnet. `declared` adds known inbound sources (name, prefixes), e.g. a
@@ -52,19 +54,22 @@ pub fn check(snap: &Snapshot, declared: &[(String, Vec<IpNet>)]) -> Report {
     let mut inside: Vec<IpNet> = snap.network.virtual_networks.iter().flat_map(|v| v.address_space.iter().copied()).collect();
     inside.extend(snap.network.virtual_networks.iter().flat_map(|v| v.virtual_network_peerings.iter().flat_map(|p| p.remote_address_space.iter().copied())));
     inside.push(net("168.63.129.16/32"));
+    // Only public sources arrive on a public address: private and special ranges cannot.
+    let public = palisade_policy::addresses::TagContext::new(&inside).internet;
     for (si, subnet) in snap.subnets.iter().enumerate() {
         let mut entries: Vec<InboundEntry> = vec![];
         if let Some(n) = subnet.nsg {
             let nsg = &snap.nsgs[n];
             for r in nsg.inbound.rules.iter().filter(|r| r.access == Access::Allow && !r.is_default && !r.audit) {
-                let sources = difference(&r.source, &inside);
+                let sources = intersect(&difference(&r.source, &inside), &public);
                 if !sources.is_empty() {
-                    entries.push(InboundEntry { name: format!("{}/{}", nsg.name, r.name), sources });
+                    let open = r.source.iter().any(|p| p.prefix_len() == 0) || difference(&public, &r.source).is_empty();
+                    entries.push(InboundEntry { name: format!("{}/{}", nsg.name, r.name), sources, open });
                 }
             }
         }
         for (name, prefixes) in declared {
-            entries.push(InboundEntry { name: name.clone(), sources: aggregate(prefixes) });
+            entries.push(InboundEntry { name: name.clone(), sources: aggregate(prefixes), open: false });
         }
         report.entries += entries.len();
         let route_prefixes: Vec<IpNet> = subnet.routes.routes.iter().flat_map(|r| r.address_prefix.iter().copied()).collect();
@@ -95,7 +100,7 @@ pub fn check(snap: &Snapshot, declared: &[(String, Vec<IpNet>)]) -> Report {
                     reply_next_hop_address: route.next_hop_ip_address.map(|a| a.to_string()),
                     route_table: route.resource(),
                     route: route.label(),
-                    suggestion: if blocks.len() == 1 && blocks[0].prefix_len() == 0 {
+                    suggestion: if e.open {
                         "replies to arbitrary Internet clients cannot be routed back directly: put an application gateway in front and route its subnet to the Internet, or bring the traffic in through the firewall (DNAT, FW-4)".to_string()
                     } else {
                         format!("add routes `<prefix> → Internet` on table of {} for these sources (e.g. `{example} → Internet`; a service-tag route covers a tag's prefixes), RT-9", subnet.name)
@@ -105,6 +110,12 @@ pub fn check(snap: &Snapshot, declared: &[(String, Vec<IpNet>)]) -> Report {
         }
     }
     report
+}
+
+/// `a ∩ b` for prefix sets.
+fn intersect(a: &[IpNet], b: &[IpNet]) -> Vec<IpNet> {
+    let outside_b = difference(a, b);
+    difference(a, &outside_b)
 }
 
 /// Split `p` into blocks that share one reply route: the part of `p` outside every more

@@ -1,6 +1,7 @@
 //! `palisade`: the command-line front end. It parses arguments, loads the network and catalogs,
 //! calls the model and policy crates, and presents their answers; it decides nothing itself.
 
+mod analysis;
 mod load;
 mod render;
 
@@ -163,6 +164,19 @@ enum Command {
         subnet: Option<String>,
         #[arg(long)]
         nic: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Dependency coverage of a workload (DIAG-8).
+    #[command(subcommand)]
+    Deps(analysis::DepsCommand),
+    /// Network-wide analyses: asymmetric routing (DIAG-9).
+    #[command(subcommand)]
+    Analyze(analysis::AnalyzeCommand),
+    /// Shadowed, redundant and over-permissive rules and risky layouts.
+    Lint {
+        #[command(flatten)]
+        net: NetworkArgs,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -333,6 +347,9 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 output == Output::Json,
             )
         }
+        Command::Deps(cmd) => analysis::deps(cmd),
+        Command::Analyze(cmd) => analysis::analyze(cmd),
+        Command::Lint { net, output } => analysis::lint(net, output),
         Command::Bench {
             kind,
             data,

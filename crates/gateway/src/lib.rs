@@ -1,1 +1,545 @@
+//! # palisade-gateway
+//!
+//! The egress firewall data plane. It accepts connections — as an explicit HTTP proxy
+//! (absolute-form requests and `CONNECT`), and transparently (TCP redirected by nftables, the
+//! original destination read back with `SO_ORIGINAL_DST`) — asks the compiled policy
+//! ([`palisade_policy::firewall::CompiledFirewall::evaluate`]) for a verdict, and relays or
+//! refuses. It decides nothing itself: the verdict, the deciding rule and the reason come from the
+//! snapshot; the gateway only supplies what it observed (addresses, ports, the SNI or Host name)
+//! and applies the spec's checks on those observations (PAL-5.2 name ↔ address binding, FW-6.2
+//! missing/unparseable/encrypted ClientHello).
+//!
+//! - [`policy`]: loading and compiling the network; the snapshot in force is held in an
+//!   [`arc_swap::ArcSwapOption`] and swapped atomically on reload (PAL-5.5).
+//! - [`proxy`]: the listeners' connection handling and the splice.
+//! - [`sni`]: the ClientHello / HTTP head parser on peeked bytes.
+//! - [`resolver`]: the gateway's own name bindings.
+//! - [`admin`]: `/metrics`, `/reload`, `/status` on a separate (loopback) listener.
+//! - Every decision becomes a [`palisade_flowlog::FlowRecord`], written durably.
+
+pub mod admin;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod resolver;
 pub mod sni;
+
+use arc_swap::ArcSwapOption;
+use metrics::{DecisionLabels, Metrics, OutcomeLabels};
+use palisade_flowlog::{format_time, FlowLog, FlowRecord};
+use palisade_policy::firewall::{FirewallInput, FirewallOutcome, FirewallPass};
+use palisade_policy::matchers::PacketKey;
+use palisade_policy::AppProtocol;
+use policy::{Active, PolicySource};
+use resolver::Resolver;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+/// PAL-5.2 setting (`addressCheck`); the model does not carry it yet, so it is a gateway option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressCheck {
+    Enforce,
+    Audit,
+    Off,
+}
+
+/// Timeouts and caps against slow or greedy clients.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// To receive a complete proxy request head.
+    pub header_timeout: Duration,
+    /// To receive the ClientHello / HTTP head in transparent mode and inside IP CONNECTs.
+    pub handshake_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// A relayed connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PolicySource,
+    /// Explicit proxy listener.
+    pub listen: Option<SocketAddr>,
+    /// Admin listener (`/metrics`, `POST /reload`, `/status`); keep it on loopback.
+    pub admin: Option<SocketAddr>,
+    /// Transparent listener (the nftables `redirect` target).
+    pub transparent: Option<SocketAddr>,
+    /// Where flow records go.
+    pub data_dir: PathBuf,
+    /// Written into every flow record.
+    pub instance: String,
+    pub resolver: Resolver,
+    pub address_check: AddressCheck,
+    /// FW-11 / PAL-5.5 `reevaluateEstablished`: close established connections a reloaded
+    /// policy denies.
+    pub reevaluate_established: bool,
+    /// Reload when the network files change.
+    pub watch: bool,
+    /// Reload on SIGHUP.
+    pub sighup: bool,
+    pub limits: Limits,
+    pub flowlog: palisade_flowlog::Options,
+}
+
+impl Config {
+    pub fn new(source: PolicySource, data_dir: PathBuf) -> Config {
+        Config {
+            source,
+            listen: None,
+            admin: None,
+            transparent: None,
+            data_dir,
+            instance: default_instance(),
+            resolver: Resolver::default(),
+            address_check: AddressCheck::Enforce,
+            reevaluate_established: true,
+            watch: true,
+            sighup: true,
+            limits: Limits::default(),
+            flowlog: palisade_flowlog::Options::default(),
+        }
+    }
+}
+
+/// `<hostname>:<pid>`.
+pub fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "gateway".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Log a line to stderr with a timestamp.
+pub fn log(msg: impl AsRef<str>) {
+    eprintln!(
+        "{} palisade-gateway: {}",
+        format_time(SystemTime::now()),
+        msg.as_ref()
+    );
+}
+
+/// An established connection the reload re-judges.
+pub(crate) struct Established {
+    pub key: PacketKey,
+    pub host: Option<String>,
+    pub app: Option<AppProtocol>,
+    pub cancel: Notify,
+    /// Set by the reload that closed it: the new snapshot's outcome and id.
+    pub closed_by: Mutex<Option<(FirewallOutcome, String)>>,
+}
+
+/// The result of a reload.
+#[derive(Debug, Clone)]
+pub enum ReloadOutcome {
+    Applied {
+        snapshot: String,
+        closed: usize,
+    },
+    Refused {
+        errors: Vec<String>,
+    },
+}
+
+pub struct Gateway {
+    pub config: Config,
+    active: ArcSwapOption<Active>,
+    pub metrics: Metrics,
+    flowlog: Arc<FlowLog>,
+    established: Mutex<HashMap<u64, Arc<Established>>>,
+    next_id: AtomicU64,
+    reload_lock: tokio::sync::Mutex<()>,
+    pub(crate) slots: Arc<Semaphore>,
+}
+
+/// A started gateway: its bound addresses; dropping it stops the listeners.
+pub struct Running {
+    pub gateway: Arc<Gateway>,
+    pub listen: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub transparent: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Running {
+    /// Run until the process is stopped (SIGINT / SIGTERM).
+    pub async fn wait(self) {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        log("stopping");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The outcome used when no valid policy is loaded: fail closed.
+pub fn no_policy_outcome() -> FirewallOutcome {
+    FirewallOutcome {
+        pass: FirewallPass::FirewallDefault,
+        allowed: false,
+        rule: None,
+        reason: "NoValidPolicy",
+        translated: None,
+        snat: false,
+        audit: vec![],
+        detail: Some("no valid policy is loaded; the gateway fails closed".into()),
+    }
+}
+
+impl Gateway {
+    /// Load the policy, open the flow log, bind the listeners and start serving. An invalid
+    /// initial policy does not stop the start: the gateway then fails closed until a reload
+    /// succeeds.
+    pub async fn start(config: Config) -> io::Result<Running> {
+        let flowlog = Arc::new(FlowLog::open(&config.data_dir, config.flowlog.clone())?);
+        let gw = Arc::new(Gateway {
+            active: ArcSwapOption::empty(),
+            metrics: Metrics::new(),
+            flowlog,
+            established: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            reload_lock: tokio::sync::Mutex::new(()),
+            slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+            config,
+        });
+        match gw.reload("start").await {
+            ReloadOutcome::Applied { snapshot, .. } => log(format!("policy {snapshot} in force")),
+            ReloadOutcome::Refused { .. } => {
+                log("no valid policy: failing closed until a reload succeeds")
+            }
+        }
+        let mut tasks = vec![];
+        let mut bind = |addr: Option<SocketAddr>| -> io::Result<Option<TcpListener>> {
+            match addr {
+                None => Ok(None),
+                Some(a) => {
+                    let std = std::net::TcpListener::bind(a)?;
+                    std.set_nonblocking(true)?;
+                    Ok(Some(TcpListener::from_std(std)?))
+                }
+            }
+        };
+        let listen = bind(gw.config.listen)?;
+        let admin = bind(gw.config.admin)?;
+        let transparent = bind(gw.config.transparent)?;
+        let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+        let (listen_addr, admin_addr, transparent_addr) =
+            (addr(&listen), addr(&admin), addr(&transparent));
+        if let Some(l) = listen {
+            log(format!("explicit proxy on {}", l.local_addr()?));
+            tasks.push(tokio::spawn(proxy::accept_loop(
+                gw.clone(),
+                l,
+                proxy::Mode::Explicit,
+            )));
+        }
+        if let Some(l) = transparent {
+            log(format!("transparent listener on {}", l.local_addr()?));
+            tasks.push(tokio::spawn(proxy::accept_loop(
+                gw.clone(),
+                l,
+                proxy::Mode::Transparent,
+            )));
+        }
+        if let Some(l) = admin {
+            log(format!("admin (metrics, reload) on {}", l.local_addr()?));
+            tasks.push(tokio::spawn(admin::serve(gw.clone(), l)));
+        }
+        if gw.config.sighup {
+            let g = gw.clone();
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            tasks.push(tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    g.reload("SIGHUP").await;
+                }
+            }));
+        }
+        let watcher = if gw.config.watch {
+            match watch_files(gw.clone()) {
+                Ok((w, t)) => {
+                    tasks.push(t);
+                    Some(w)
+                }
+                Err(e) => {
+                    log(format!("file watch unavailable ({e}); reload with SIGHUP or POST /reload"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Running {
+            gateway: gw,
+            listen: listen_addr,
+            admin: admin_addr,
+            transparent: transparent_addr,
+            tasks,
+            _watcher: watcher,
+        })
+    }
+
+    /// The snapshot in force, if any.
+    pub fn active(&self) -> Option<Arc<Active>> {
+        self.active.load_full()
+    }
+
+    /// Compile the network beside the running snapshot; swap only if valid (PAL-5.5); then
+    /// re-judge established connections (FW-11).
+    pub async fn reload(self: &Arc<Self>, trigger: &str) -> ReloadOutcome {
+        let _serial = self.reload_lock.lock().await;
+        let source = self.config.source.clone();
+        let loaded = tokio::task::spawn_blocking(move || policy::load(&source))
+            .await
+            .unwrap_or_else(|e| Err(vec![format!("policy compilation panicked: {e}")]));
+        match loaded {
+            Err(errors) => {
+                self.metrics
+                    .reloads
+                    .get_or_create(&OutcomeLabels {
+                        outcome: "refused".into(),
+                    })
+                    .inc();
+                let keeping = match self.active() {
+                    Some(a) => format!("keeping policy {}", a.id()),
+                    None => "no policy in force: failing closed".to_string(),
+                };
+                log(format!(
+                    "reload ({trigger}) refused, {} error(s); {keeping}:",
+                    errors.len()
+                ));
+                for e in &errors {
+                    log(format!("  {e}"));
+                }
+                ReloadOutcome::Refused { errors }
+            }
+            Ok(active) => {
+                for w in &active.warnings {
+                    log(format!("warning: {w}"));
+                }
+                let active = Arc::new(active);
+                let id = active.id().to_string();
+                let previous = self.active.swap(Some(active.clone()));
+                self.metrics.policy_loaded.set(1);
+                self.metrics
+                    .reloads
+                    .get_or_create(&OutcomeLabels {
+                        outcome: "applied".into(),
+                    })
+                    .inc();
+                let changed = previous.as_ref().is_none_or(|p| p.id() != id);
+                let closed = if self.config.reevaluate_established && changed {
+                    self.rejudge(&active)
+                } else {
+                    0
+                };
+                log(format!(
+                    "reload ({trigger}) applied: policy {id} (firewall {}){}",
+                    active.firewall().name,
+                    if closed > 0 {
+                        format!(", closed {closed} established connection(s) it denies")
+                    } else {
+                        String::new()
+                    }
+                ));
+                ReloadOutcome::Applied {
+                    snapshot: id,
+                    closed,
+                }
+            }
+        }
+    }
+
+    fn rejudge(&self, active: &Arc<Active>) -> usize {
+        let list: Vec<Arc<Established>> = self
+            .established
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut closed = 0;
+        for e in list {
+            let input = FirewallInput {
+                key: e.key,
+                host: e.host.as_deref(),
+                app_protocol: e.app,
+            };
+            let outcome = active.firewall().evaluate(&input);
+            if !outcome.allowed {
+                *e.closed_by.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((outcome, active.id().to_string()));
+                e.cancel.notify_one();
+                self.metrics.closed_on_reload.inc();
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Ask the policy in force. Returns the outcome and the deciding snapshot's id.
+    pub fn judge(&self, input: &FirewallInput) -> (FirewallOutcome, String) {
+        let start = Instant::now();
+        let (outcome, id) = match self.active.load().as_ref() {
+            Some(a) => (a.firewall().evaluate(input), a.id().to_string()),
+            None => (no_policy_outcome(), String::new()),
+        };
+        self.metrics
+            .decision_seconds
+            .observe(start.elapsed().as_secs_f64());
+        (outcome, id)
+    }
+
+    pub(crate) fn register(&self, e: Arc<Established>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.established
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, e);
+        id
+    }
+
+    pub(crate) fn unregister(&self, id: u64) {
+        self.established
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    pub fn established_count(&self) -> usize {
+        self.established
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Count the decision and append its flow record durably; returns once it is on disk.
+    pub async fn record(&self, r: FlowRecord) {
+        let rule = r.rule_path().unwrap_or_default();
+        self.metrics
+            .decisions
+            .get_or_create(&DecisionLabels {
+                action: r.action.clone(),
+                layer: r.layer.clone(),
+                rule,
+            })
+            .inc();
+        let log = self.flowlog.clone();
+        let res = tokio::task::spawn_blocking(move || log.append(&r)).await;
+        if !matches!(res, Ok(Ok(()))) {
+            self.metrics.flowlog_errors.inc();
+            log(format!("flow record not written: {res:?}"));
+        }
+    }
+}
+
+/// Fill a flow record from a policy outcome.
+pub fn outcome_record(
+    outcome: &FirewallOutcome,
+    snapshot: &str,
+    policy_name: Option<&str>,
+) -> FlowRecord {
+    let rule = outcome.rule.as_ref();
+    FlowRecord {
+        time: format_time(SystemTime::now()),
+        snapshot: snapshot.to_string(),
+        action: if outcome.pass == FirewallPass::FirewallDnat {
+            "Dnat".into()
+        } else if outcome.allowed {
+            "Allow".into()
+        } else {
+            "Deny".into()
+        },
+        layer: format!("{:?}", outcome.pass),
+        policy: rule.map(|r| r.resource.clone()).or(policy_name.map(String::from)),
+        rule_collection_group: rule.and_then(|r| r.rule_collection_group.clone()),
+        rule_collection: rule.map(|r| r.rule_collection.clone()),
+        rule: rule.map(|r| r.rule.clone()),
+        priority: rule.map(|r| r.rule_collection_priority),
+        reason: outcome.reason.to_string(),
+        detail: outcome.detail.clone(),
+        audit: outcome.audit.iter().map(|a| a.path()).collect(),
+        translated: outcome.translated.map(|(ip, p)| SocketAddr::new(ip, p).to_string()),
+        ..Default::default()
+    }
+}
+
+/// Reload on changes to the network files, debounced (editors write twice).
+fn watch_files(gw: Arc<Gateway>) -> notify::Result<(notify::RecommendedWatcher, JoinHandle<()>)> {
+    use notify::{RecursiveMode, Watcher};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let paths: Vec<PathBuf> = gw
+        .config
+        .source
+        .network
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    let watched = paths.clone();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        let Ok(ev) = ev else { return };
+        if matches!(ev.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        if ev
+            .paths
+            .iter()
+            .any(|p| watched.iter().any(|w| p.starts_with(w) || p == w))
+        {
+            let _ = tx.send(());
+        }
+    })?;
+    for p in &paths {
+        if p.is_dir() {
+            watcher.watch(p, RecursiveMode::Recursive)?;
+        } else {
+            // Watch the folder: editors replace files by rename.
+            let dir = p.parent().map(PathBuf::from).unwrap_or_else(|| ".".into());
+            watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        }
+    }
+    let task = tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Debounce: wait for 300 ms of quiet.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            gw.reload("file change").await;
+        }
+    });
+    Ok((watcher, task))
+}

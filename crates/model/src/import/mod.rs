@@ -352,10 +352,13 @@ fn import_document(
     if reader.observations > 0 && reader.network.is_empty() {
         out.kind = InputKind::Observation;
     }
-    let (network, diagnostics, synthetic) = reader.finish();
-    out.network = network;
-    out.diagnostics.extend(diagnostics.0);
-    out.synthetic = synthetic;
+    let read = reader.finish();
+    out.network = read.network;
+    out.diagnostics.extend(read.diagnostics.0);
+    out.synthetic = read.synthetic;
+    out.set_aside = read.set_aside;
+    let docs = std::mem::take(&mut *linked.borrow_mut());
+    docs
 }
 
 fn is_parameters_file(v: &Value) -> bool {

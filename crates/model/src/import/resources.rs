@@ -2,7 +2,7 @@
 //! located problems for the fields it reads.
 
 use super::node::Node;
-use super::Synthetic;
+use super::{SetAside, Synthetic};
 use crate::address::{
     parse_address_item, parse_ip, parse_port_list, parse_prefix, AddressItem, Protocol,
 };
@@ -10,13 +10,178 @@ use crate::diag::{Diagnostic, Diagnostics, Severity};
 use crate::resources::*;
 
 pub struct Reader {
+    /// The file being read: the root document, or the linked template a resource came from.
     file: String,
     strict: bool,
     pub network: Network,
     pub diagnostics: Diagnostics,
     /// Effective-rule/route lists seen (FMT-10).
     pub observations: usize,
+    set_aside: SetAside,
     synthetic: Vec<Synthetic>,
+    /// Child resources declared on their own, attached to their parents in [`Reader::finish`]
+    /// (the parent may come later in the file).
+    pending: Vec<Pending>,
+    /// (child kind, parent, child) of children already attached as separate resources.
+    separate: std::collections::HashSet<(&'static str, String, String)>,
+}
+
+/// What a [`Reader`] produced.
+pub struct Read {
+    pub network: Network,
+    pub diagnostics: Diagnostics,
+    pub synthetic: Vec<Synthetic>,
+    pub set_aside: SetAside,
+}
+
+/// Where a separately declared child belongs.
+struct ChildAt {
+    parent: String,
+    child: String,
+    /// A missing parent is an error (templates, FMT-6).
+    parent_required: bool,
+}
+
+impl ChildAt {
+    fn full(&self) -> String {
+        format!("{}/{}", self.parent, self.child)
+    }
+}
+
+/// A child resource declared on its own (`parent/child`, FMT-6).
+struct Pending {
+    parent: String,
+    child: Child,
+    /// A missing parent is an error (templates) rather than expected (a REST body of one rule).
+    parent_required: bool,
+    origin: Origin,
+}
+
+enum Child {
+    Rule(SecurityRule),
+    Route(Route),
+    Subnet(Subnet),
+    Peering(VirtualNetworkPeering),
+    Group(RuleCollectionGroup),
+}
+
+impl Child {
+    fn label(&self) -> &'static str {
+        match self {
+            Child::Rule(_) => "security rule",
+            Child::Route(_) => "route",
+            Child::Subnet(_) => "subnet",
+            Child::Peering(_) => "peering",
+            Child::Group(_) => "rule collection group",
+        }
+    }
+    fn name(&self) -> &str {
+        match self {
+            Child::Rule(x) => &x.name,
+            Child::Route(x) => &x.name,
+            Child::Subnet(x) => &x.name,
+            Child::Peering(x) => &x.name,
+            Child::Group(x) => &x.name,
+        }
+    }
+    fn parent_type(&self) -> &'static str {
+        match self {
+            Child::Rule(_) => NSG,
+            Child::Route(_) => RT,
+            Child::Subnet(_) | Child::Peering(_) => VNET,
+            Child::Group(_) => POLICY,
+        }
+    }
+}
+
+/// Rules and routes a definition holds, for [`SetAside::superseded`].
+fn rule_counts<T: Counted>(items: &[T]) -> Counts {
+    items.iter().fold(Counts::default(), |acc, x| add(acc, x.counted()))
+}
+
+fn add(a: Counts, b: Counts) -> Counts {
+    Counts {
+        security_rules: a.security_rules + b.security_rules,
+        routes: a.routes + b.routes,
+        firewall_rules: a.firewall_rules + b.firewall_rules,
+    }
+}
+
+trait Counted {
+    fn counted(&self) -> Counts;
+}
+impl Counted for SecurityRule {
+    fn counted(&self) -> Counts {
+        Counts { security_rules: 1, ..Counts::default() }
+    }
+}
+impl Counted for Route {
+    fn counted(&self) -> Counts {
+        Counts { routes: 1, ..Counts::default() }
+    }
+}
+impl Counted for Subnet {
+    fn counted(&self) -> Counts {
+        Counts::default()
+    }
+}
+impl Counted for VirtualNetworkPeering {
+    fn counted(&self) -> Counts {
+        Counts::default()
+    }
+}
+impl Counted for RuleCollectionGroup {
+    fn counted(&self) -> Counts {
+        Counts {
+            firewall_rules: self.rule_collections.iter().map(|c| c.rules.len()).sum(),
+            ..Counts::default()
+        }
+    }
+}
+
+/// Children with a name.
+trait ChildName {
+    fn child_name(&self) -> &str;
+}
+macro_rules! child_name {
+    ($($t:ty),*) => {$(
+        impl ChildName for $t {
+            fn child_name(&self) -> &str { &self.name }
+        }
+    )*};
+}
+child_name!(SecurityRule, Route, Subnet, VirtualNetworkPeering, RuleCollectionGroup);
+
+/// Put `item` into `list`, replacing a child of the same name (case-insensitive); returns the
+/// replaced one.
+fn replace_named<T: ChildName>(list: &mut Vec<T>, item: T) -> Option<T> {
+    match list
+        .iter()
+        .position(|x| x.child_name().eq_ignore_ascii_case(item.child_name()))
+    {
+        Some(i) => Some(std::mem::replace(&mut list[i], item)),
+        None => {
+            list.push(item);
+            None
+        }
+    }
+}
+
+/// A resource declared again: the children of the earlier declaration (`old`) join those of the
+/// later one (`new`), whose same-named children win. Returns the superseded ones.
+fn union_named<T: ChildName>(new: &mut Vec<T>, old: Vec<T>) -> Vec<T> {
+    let mut superseded = vec![];
+    for x in old {
+        if new
+            .iter()
+            .any(|n| n.child_name().eq_ignore_ascii_case(x.child_name()))
+        {
+            superseded.push(x);
+        } else {
+            new.push(x);
+        }
+    }
+    superseded
 }
 
 /// The resource a field belongs to, for messages.
@@ -33,8 +198,6 @@ const VNET: &str = "Microsoft.Network/virtualNetworks";
 const SUBNET: &str = "Microsoft.Network/virtualNetworks/subnets";
 const PEERING: &str = "Microsoft.Network/virtualNetworks/virtualNetworkPeerings";
 const NIC: &str = "Microsoft.Network/networkInterfaces";
-const ASG: &str = "Microsoft.Network/applicationSecurityGroups";
-const PIP: &str = "Microsoft.Network/publicIPAddresses";
 const FW: &str = "Microsoft.Network/azureFirewalls";
 const POLICY: &str = "Microsoft.Network/firewallPolicies";
 const RCG: &str = "Microsoft.Network/firewallPolicies/ruleCollectionGroups";
@@ -48,12 +211,196 @@ impl Reader {
             network: Network::default(),
             diagnostics: Diagnostics::default(),
             observations: 0,
+            set_aside: SetAside::default(),
             synthetic: vec![],
+            pending: vec![],
+            separate: Default::default(),
         }
     }
 
-    pub fn finish(self) -> (Network, Diagnostics, Vec<Synthetic>) {
-        (self.network, self.diagnostics, self.synthetic)
+    /// Resources read from now on come from `file` (a linked template).
+    pub fn set_file(&mut self, file: &str) {
+        if self.file != file {
+            self.file = file.to_string();
+        }
+    }
+
+    /// Attach the separately declared children to their parents and hand over the result.
+    pub fn finish(mut self) -> Read {
+        for p in std::mem::take(&mut self.pending) {
+            self.attach(p);
+        }
+        Read {
+            network: self.network,
+            diagnostics: self.diagnostics,
+            synthetic: self.synthetic,
+            set_aside: self.set_aside,
+        }
+    }
+
+    /// FMT-6: a separately declared child joins its parent (created as a synthetic parent when
+    /// the input has none). The same child inline and separate: the separate one wins (lenient,
+    /// with a warning) or it is an error (strict); declared twice separately: the later wins.
+    fn attach(&mut self, p: Pending) {
+        let Pending {
+            parent,
+            child,
+            parent_required,
+            origin,
+        } = p;
+        let label = child.label();
+        let parent_type = child.parent_type();
+        let child_name = child.name().to_string();
+        let key = (
+            label,
+            parent.to_ascii_lowercase(),
+            child_name.to_ascii_lowercase(),
+        );
+        let twice_separate = !self.separate.insert(key);
+        let replaced = match child {
+            Child::Rule(r) => {
+                let i = self.parent_index("nsg", &parent, &origin, parent_required, |n| {
+                    &mut n.network_security_groups
+                });
+                let list = &mut self.network.network_security_groups[i].security_rules;
+                replace_named(list, r).map(|o| o.counted())
+            }
+            Child::Route(r) => {
+                let i = self.parent_index("routeTable", &parent, &origin, parent_required, |n| {
+                    &mut n.route_tables
+                });
+                replace_named(&mut self.network.route_tables[i].routes, r).map(|o| o.counted())
+            }
+            Child::Subnet(s) => {
+                let i = self.parent_index("virtualNetwork", &parent, &origin, parent_required, |n| {
+                    &mut n.virtual_networks
+                });
+                replace_named(&mut self.network.virtual_networks[i].subnets, s).map(|o| o.counted())
+            }
+            Child::Peering(x) => {
+                let i = self.parent_index("virtualNetwork", &parent, &origin, parent_required, |n| {
+                    &mut n.virtual_networks
+                });
+                let list = &mut self.network.virtual_networks[i].virtual_network_peerings;
+                replace_named(list, x).map(|o| o.counted())
+            }
+            Child::Group(g) => {
+                let i = self.parent_index("firewallPolicy", &parent, &origin, parent_required, |n| {
+                    &mut n.firewall_policies
+                });
+                let list = &mut self.network.firewall_policies[i].rule_collection_groups;
+                replace_named(list, g).map(|o| o.counted())
+            }
+        };
+        let Some(counts) = replaced else {
+            return;
+        };
+        self.set_aside.superseded = add(self.set_aside.superseded, counts);
+        let full = format!("{parent}/{child_name}");
+        let d = if twice_separate {
+            Diagnostic::note(format!(
+                "this {label} is declared twice as a separate resource; the later declaration is used"
+            ))
+        } else if self.strict {
+            Diagnostic::error(format!(
+                "this {label} is defined both inline in its parent and as a separate resource (FMT-6)"
+            ))
+            .expected("one definition")
+        } else {
+            Diagnostic::warning(format!(
+                "this {label} is defined both inline in its parent and as a separate resource; the separate resource is used (FMT-6)"
+            ))
+        };
+        self.push(
+            d.at(&origin.file, &origin.pointer)
+                .resource(parent_type, &full)
+                .field("name"),
+        );
+    }
+
+    /// A resource declared twice in one input (typically re-deployed by a nested deployment
+    /// to update it): the later declaration's settings apply, children are merged by name.
+    fn redeclared(&mut self, ty: &str, name: &str, first: &Origin, again: &Origin, superseded: Counts) {
+        self.set_aside.superseded = add(self.set_aside.superseded, superseded);
+        let d = Diagnostic::note(format!(
+            "declared again (first at {}); the later declaration's settings apply and child definitions are merged by name, later ones winning",
+            if first.file == again.file {
+                first.pointer.clone()
+            } else {
+                format!("{} {}", first.file, first.pointer)
+            }
+        ))
+        .at(&again.file, &again.pointer)
+        .resource(ty, name);
+        self.push(d);
+    }
+
+    fn add_nsg(&mut self, nsg: NetworkSecurityGroup) {
+        let list = &mut self.network.network_security_groups;
+        let Some(i) = list.iter().position(|x| x.name.eq_ignore_ascii_case(&nsg.name)) else {
+            list.push(nsg);
+            return;
+        };
+        let old = std::mem::replace(&mut list[i], nsg);
+        let gone = union_named(&mut list[i].security_rules, old.security_rules);
+        let (name, again) = (list[i].name.clone(), list[i].origin.clone());
+        self.redeclared(NSG, &name, &old.origin, &again, rule_counts(&gone));
+    }
+
+    fn add_route_table(&mut self, t: RouteTable) {
+        let list = &mut self.network.route_tables;
+        let Some(i) = list.iter().position(|x| x.name.eq_ignore_ascii_case(&t.name)) else {
+            list.push(t);
+            return;
+        };
+        let old = std::mem::replace(&mut list[i], t);
+        let gone = union_named(&mut list[i].routes, old.routes);
+        let (name, again) = (list[i].name.clone(), list[i].origin.clone());
+        self.redeclared(RT, &name, &old.origin, &again, rule_counts(&gone));
+    }
+
+    fn add_vnet(&mut self, v: VirtualNetwork) {
+        let list = &mut self.network.virtual_networks;
+        let Some(i) = list.iter().position(|x| x.name.eq_ignore_ascii_case(&v.name)) else {
+            list.push(v);
+            return;
+        };
+        let old = std::mem::replace(&mut list[i], v);
+        union_named(&mut list[i].subnets, old.subnets);
+        union_named(
+            &mut list[i].virtual_network_peerings,
+            old.virtual_network_peerings,
+        );
+        let (name, again) = (list[i].name.clone(), list[i].origin.clone());
+        self.redeclared(VNET, &name, &old.origin, &again, Counts::default());
+    }
+
+    fn add_policy(&mut self, p: FirewallPolicy) {
+        let list = &mut self.network.firewall_policies;
+        let Some(i) = list.iter().position(|x| x.name.eq_ignore_ascii_case(&p.name)) else {
+            list.push(p);
+            return;
+        };
+        let old = std::mem::replace(&mut list[i], p);
+        let gone = union_named(&mut list[i].rule_collection_groups, old.rule_collection_groups);
+        let (name, again) = (list[i].name.clone(), list[i].origin.clone());
+        self.redeclared(POLICY, &name, &old.origin, &again, rule_counts(&gone));
+    }
+
+    fn add_firewall(&mut self, fw: AzureFirewall) {
+        let list = &mut self.network.azure_firewalls;
+        let Some(i) = list.iter().position(|x| x.name.eq_ignore_ascii_case(&fw.name)) else {
+            list.push(fw);
+            return;
+        };
+        // Classic collections are one property: a new declaration replaces them all.
+        let old = std::mem::replace(&mut list[i], fw);
+        let (name, again) = (list[i].name.clone(), list[i].origin.clone());
+        let gone = Counts {
+            firewall_rules: old.rule_collections.iter().map(|c| c.rules.len()).sum(),
+            ..Counts::default()
+        };
+        self.redeclared(FW, &name, &old.origin, &again, gone);
     }
 
     fn push(&mut self, d: Diagnostic) {
@@ -110,14 +457,8 @@ impl Reader {
             return;
         }
         if let Some(list) = node.field("value").filter(|v| v.value.is_array()) {
-            if looks_like_effective_list(&list) {
-                self.observations += 1;
-                self.push(
-                    Diagnostic::note(
-                        "effective rules/routes are observations, not configuration (FMT-10); not imported",
-                    )
-                    .at(&self.file, &list.pointer),
-                );
+            if let Some(observed) = effective_list(&list) {
+                self.observed(&list, observed);
                 return;
             }
             for item in list.items() {
@@ -131,7 +472,30 @@ impl Reader {
             }
             return;
         }
+        if let Some(observed) = security_group_view(node) {
+            self.observed(node, observed);
+            return;
+        }
         self.resource(node, None, false);
+    }
+
+    /// FMT-10: effective rules or routes, or a security group view, are observations.
+    fn observed(&mut self, node: &Node, o: Observed) {
+        self.observations += 1;
+        self.set_aside.observed_rules += o.rules;
+        self.set_aside.observed_routes += o.routes;
+        self.set_aside.default_rules_in_arrays += o.default_rules;
+        let what = if o.routes > 0 {
+            format!("{} effective route(s)", o.routes)
+        } else {
+            format!("{} security rule(s)", o.rules + o.default_rules)
+        };
+        self.push(
+            Diagnostic::note(format!(
+                "effective rules/routes are observations, not configuration (FMT-10); {what} not imported"
+            ))
+            .at(&self.file, &node.pointer),
+        );
     }
 
     /// One resource of any supported type. `ty` overrides the type read from the resource.
@@ -159,19 +523,52 @@ impl Reader {
             })
             .unwrap_or_default();
         let lower = ty.to_ascii_lowercase();
+        let child_at = |r: &mut Reader| r.child_at(node, &ty, &name, from_template);
         match lower.as_str() {
             "microsoft.network/networksecuritygroups" => self.nsg(node, &name),
             "microsoft.network/networksecuritygroups/securityrules" => {
-                self.child_rule(node, &name, from_template)
+                let at = child_at(self);
+                self.child_rule(node, at)
+            }
+            "microsoft.network/networksecuritygroups/defaultsecurityrules" => {
+                self.set_aside.default_rule_resources += 1;
+                let d = Diagnostic::note(
+                    "a default security rule is fixed by Azure (NSG-4) and not imported; the model adds the default rules to every NSG",
+                )
+                .at(&self.file, &node.pointer)
+                .resource(&ty, &name);
+                self.push(d);
             }
             "microsoft.network/routetables" => self.route_table(node, &name),
-            "microsoft.network/routetables/routes" => self.child_route(node, &name, from_template),
+            "microsoft.network/routetables/routes" => {
+                let at = child_at(self);
+                self.child_route(node, at)
+            }
+            "microsoft.network/virtualhubs/hubroutetables"
+            | "microsoft.network/virtualhubs/routetables" => {
+                let routes = node
+                    .prop("routes")
+                    .map(|r| r.items())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|r| r.prop("nextHopType").is_some())
+                    .count();
+                self.set_aside.hub_routes += routes;
+                let d = Diagnostic::note(format!(
+                    "virtual hub route tables are not modelled (FMT-8); its {routes} route(s) are not imported"
+                ))
+                .at(&self.file, &node.pointer)
+                .resource(&ty, &name);
+                self.push(d);
+            }
             "microsoft.network/virtualnetworks" => self.vnet(node, &name),
             "microsoft.network/virtualnetworks/subnets" => {
-                self.child_subnet(node, &name, from_template)
+                let at = child_at(self);
+                self.child_subnet(node, at)
             }
             "microsoft.network/virtualnetworks/virtualnetworkpeerings" => {
-                self.child_peering(node, &name, from_template)
+                let at = child_at(self);
+                self.child_peering(node, at)
             }
             "microsoft.network/networkinterfaces" => self.nic(node, &name),
             "microsoft.network/applicationsecuritygroups" => {
@@ -184,7 +581,22 @@ impl Reader {
             "microsoft.network/azurefirewalls" => self.firewall(node, &name),
             "microsoft.network/firewallpolicies" => self.policy(node, &name),
             "microsoft.network/firewallpolicies/rulecollectiongroups" => {
-                self.child_rcg(node, &name, from_template)
+                let at = child_at(self);
+                self.child_rcg(node, at)
+            }
+            "microsoft.network/firewallpolicies/rulegroups"
+                if node.prop("ruleCollections").is_some() =>
+            {
+                // The 2020-11-01 REST examples give some rule collection groups an id that says
+                // `ruleGroups`; the body decides.
+                let d = Diagnostic::note(
+                    "the type or id says `ruleGroups`, but the body has the rule collection group shape (`ruleCollections`); read as a rule collection group",
+                )
+                .at(&self.file, &node.pointer)
+                .resource(&ty, &name);
+                self.push(d);
+                let at = child_at(self);
+                self.child_rcg(node, at)
             }
             "microsoft.network/firewallpolicies/rulegroups" => {
                 let ctx = Ctx {
@@ -225,7 +637,8 @@ impl Reader {
                 }
             }
         }
-        if node.prop("defaultSecurityRules").is_some() {
+        if let Some(defaults) = node.prop("defaultSecurityRules") {
+            self.set_aside.default_rules_in_arrays += defaults.items().len();
             let d = Diagnostic::note(
                 "`defaultSecurityRules` in input are ignored; the fixed default rules of NSG-4 apply",
             )
@@ -233,24 +646,84 @@ impl Reader {
             .resource(NSG, name);
             self.push(d);
         }
-        self.network.network_security_groups.push(nsg);
+        self.add_nsg(nsg);
     }
 
-    fn child_rule(&mut self, node: &Node, full: &str, from_template: bool) {
-        let (parent, child) = split_child(full);
+    fn child_rule(&mut self, node: &Node, at: ChildAt) {
+        let full = at.full();
         let ctx = Ctx {
             ty: RULE,
-            name: full,
+            name: &full,
         };
-        let Some(rule) = self.security_rule(&ctx, node, Some(child)) else {
-            return;
+        if let Some(rule) = self.security_rule(&ctx, node, Some(&at.child)) {
+            self.pend(node, at, Child::Rule(rule));
+        }
+    }
+
+    /// Where a separately declared child belongs: its parent's and its own name (FMT-6).
+    fn child_at(&mut self, node: &Node, ty: &str, name: &str, from_template: bool) -> ChildAt {
+        let name_node = node.field("name");
+        if let Some(text) = name_node.as_ref().and_then(|n| n.unresolved()) {
+            // The expander writes a nested child's name as `<parent expression>/<child>`.
+            let split = if text.starts_with('[') {
+                text.find("]/").map(|i| (format!("unresolved({})", &text[..=i]), text[i + 2..].to_string()))
+            } else {
+                text.split_once('/').map(|(p, c)| (p.to_string(), format!("unresolved({c})")))
+            };
+            if let Some((parent, child)) = split {
+                return ChildAt {
+                    parent,
+                    child,
+                    parent_required: from_template,
+                };
+            }
+            // `[concat(a, '/', b)]` with `a` unknown: the parent cannot be told.
+            let sev = if self.strict {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            let d = Diagnostic::new(
+                sev,
+                "the name is a template expression that cannot be resolved offline, so the parent of this child resource is unknown; it is kept under a placeholder parent",
+            )
+            .at(&self.file, &name_node.as_ref().map(|n| n.pointer.clone()).unwrap_or_default())
+            .resource(ty, name)
+            .field("name")
+            .found(name)
+            .expected("a name `<parent>/<child>` that resolves offline");
+            self.push(d);
+            return ChildAt {
+                parent: name.to_string(),
+                child: name.to_string(),
+                parent_required: false,
+            };
+        }
+        // A REST body of a child names only itself; its id names the parent.
+        let full = if name.contains('/') {
+            name.to_string()
+        } else {
+            node.field("id")
+                .and_then(|i| i.as_str().map(|s| id_name_path(s, ty)))
+                .filter(|n| n.contains('/'))
+                .unwrap_or_else(|| name.to_string())
         };
-        let idx = self.parent_index("nsg", parent, node, from_template, |n| {
-            &mut n.network_security_groups
+        let (parent, child) = split_child(&full);
+        ChildAt {
+            parent: parent.to_string(),
+            child: child.to_string(),
+            parent_required: from_template,
+        }
+    }
+
+    fn pend(&mut self, node: &Node, at: ChildAt, child: Child) {
+        let origin = self.origin(node);
+        self.pending.push(Pending {
+            parent: at.parent,
+            child,
+            parent_required: at.parent_required,
+            origin,
         });
-        self.network.network_security_groups[idx]
-            .security_rules
-            .push(rule);
     }
 
     /// Find or create (synthetic) the parent of a child resource.
@@ -258,11 +731,11 @@ impl Reader {
         &mut self,
         kind: &'static str,
         parent: &str,
-        node: &Node,
+        origin: &Origin,
         from_template: bool,
         list: impl Fn(&mut Network) -> &mut Vec<T>,
     ) -> usize {
-        let origin = self.origin(node);
+        let origin = origin.clone();
         let l = list(&mut self.network);
         if let Some(i) = l.iter().position(|x| x.name().eq_ignore_ascii_case(parent)) {
             return i;
@@ -560,26 +1033,33 @@ impl Reader {
                             );
                         }
                         if is_plural && matches!(a, AddressItem::ServiceTag(_)) {
-                            self.err(
+                            if self.bad_address(
                                 ctx,
                                 &item,
                                 &field,
                                 "a service tag in a plural address field (NSG-2.4)",
                                 &format!("IP addresses or CIDR prefixes; put a tag in `{side}AddressPrefix`"),
-                            );
-                            ok = false;
+                            ) {
+                                out.address_prefixes.push(AddressItem::Unresolvable(text));
+                            } else {
+                                ok = false;
+                            }
+                            continue;
                         }
                         out.address_prefixes.push(a);
                     }
                     Err(e) => {
-                        self.err(
+                        if self.bad_address(
                             ctx,
                             &item,
                             &field,
                             &e.to_string(),
                             "an IP address, a CIDR prefix, `*` or a service tag",
-                        );
-                        ok = false;
+                        ) {
+                            out.address_prefixes.push(AddressItem::Unresolvable(text));
+                        } else {
+                            ok = false;
+                        }
                     }
                 }
             }
@@ -721,7 +1201,7 @@ impl Reader {
                 }
             }
         }
-        self.network.route_tables.push(t);
+        self.add_route_table(t);
     }
 
     fn boolean(&mut self, ctx: &Ctx, node: &Node, field: &str) -> bool {
@@ -743,19 +1223,15 @@ impl Reader {
         }
     }
 
-    fn child_route(&mut self, node: &Node, full: &str, from_template: bool) {
-        let (parent, child) = split_child(full);
+    fn child_route(&mut self, node: &Node, at: ChildAt) {
+        let full = at.full();
         let ctx = Ctx {
             ty: ROUTE,
-            name: full,
+            name: &full,
         };
-        let Some(route) = self.route(&ctx, node, Some(child)) else {
-            return;
-        };
-        let idx = self.parent_index("routeTable", parent, node, from_template, |n| {
-            &mut n.route_tables
-        });
-        self.network.route_tables[idx].routes.push(route);
+        if let Some(route) = self.route(&ctx, node, Some(&at.child)) {
+            self.pend(node, at, Child::Route(route));
+        }
     }
 
     fn route(&mut self, parent: &Ctx, node: &Node, name: Option<&str>) -> Option<Route> {
@@ -902,7 +1378,7 @@ impl Reader {
                     .push(self.peering(name, &p, &pname));
             }
         }
-        self.network.virtual_networks.push(v);
+        self.add_vnet(v);
     }
 
     fn prefix_list(&mut self, ctx: &Ctx, node: &Node, field: &str) -> Vec<ipnet::IpNet> {
@@ -917,7 +1393,13 @@ impl Reader {
                 self.unresolved(ctx, &item, field);
                 continue;
             }
+            if item.is_absent() {
+                // FMT-7: `""` means absent (e.g. a parameter whose default is empty).
+                self.warn(ctx, &item, field, "empty prefix; ignored (FMT-7)");
+                continue;
+            }
             match parse_prefix(&item.text()) {
+
                 Ok((n, cleared)) => {
                     if cleared {
                         self.warn(
@@ -990,15 +1472,10 @@ impl Reader {
         Some(s)
     }
 
-    fn child_subnet(&mut self, node: &Node, full: &str, from_template: bool) {
-        let (parent, child) = split_child(full);
-        let Some(s) = self.subnet(parent, node, child) else {
-            return;
-        };
-        let idx = self.parent_index("virtualNetwork", parent, node, from_template, |n| {
-            &mut n.virtual_networks
-        });
-        self.network.virtual_networks[idx].subnets.push(s);
+    fn child_subnet(&mut self, node: &Node, at: ChildAt) {
+        if let Some(s) = self.subnet(&at.parent, node, &at.child) {
+            self.pend(node, at, Child::Subnet(s));
+        }
     }
 
     fn peering(&mut self, vnet: &str, node: &Node, name: &str) -> VirtualNetworkPeering {
@@ -1023,15 +1500,9 @@ impl Reader {
         }
     }
 
-    fn child_peering(&mut self, node: &Node, full: &str, from_template: bool) {
-        let (parent, child) = split_child(full);
-        let p = self.peering(parent, node, child);
-        let idx = self.parent_index("virtualNetwork", parent, node, from_template, |n| {
-            &mut n.virtual_networks
-        });
-        self.network.virtual_networks[idx]
-            .virtual_network_peerings
-            .push(p);
+    fn child_peering(&mut self, node: &Node, at: ChildAt) {
+        let p = self.peering(&at.parent, node, &at.child);
+        self.pend(node, at, Child::Peering(p));
     }
 
     // ------------------------------------------------------------------ NICs and public IPs
@@ -1166,7 +1637,7 @@ impl Reader {
             .expected("either `firewallPolicy` or classic rule collections");
             self.push(d);
         }
-        self.network.azure_firewalls.push(fw);
+        self.add_firewall(fw);
     }
 
     fn classic_collection(
@@ -1522,18 +1993,42 @@ impl Reader {
                     out.push(a);
                 }
                 Err(e) => {
-                    self.err(
+                    if self.bad_address(
                         ctx,
                         &item,
                         field,
                         &e.to_string(),
                         "an IP address, CIDR, range `a-b`, `*` or a service tag",
-                    );
-                    *ok = false;
+                    ) {
+                        out.push(AddressItem::Unresolvable(item.text()));
+                    } else {
+                        *ok = false;
+                    }
                 }
             }
         }
         out
+    }
+
+    /// An address item that is not an address (NSG-3: `"789"`, a tag in a plural field;
+    /// placeholders such as `xx.xx.xx.xx/yy` in samples). Strict: an error. Lenient: a warning,
+    /// and the caller keeps the item as `unresolvable`, which matches nothing (NSG-3, CAT).
+    /// Returns whether the item is kept.
+    fn bad_address(&mut self, ctx: &Ctx, node: &Node, field: &str, msg: &str, expected: &str) -> bool {
+        if self.strict {
+            self.err(ctx, node, field, msg, expected);
+            return false;
+        }
+        let d = Diagnostic::warning(format!(
+            "{msg}; kept as unresolvable: it matches nothing, and the rule cannot be enforced (NSG-3)"
+        ))
+        .at(&self.file, &node.pointer)
+        .resource(ctx.ty, ctx.name)
+        .field(field)
+        .found(node.text())
+        .expected(expected);
+        self.push(d);
+        true
     }
 
     fn policy(&mut self, node: &Node, name: &str) {
@@ -1574,24 +2069,18 @@ impl Reader {
                 }
             }
         }
-        self.network.firewall_policies.push(p);
+        self.add_policy(p);
     }
 
-    fn child_rcg(&mut self, node: &Node, full: &str, from_template: bool) {
-        let (parent, child) = split_child(full);
+    fn child_rcg(&mut self, node: &Node, at: ChildAt) {
+        let full = at.full();
         let ctx = Ctx {
             ty: RCG,
-            name: full,
+            name: &full,
         };
-        let Some(rcg) = self.rcg(&ctx, node, child) else {
-            return;
-        };
-        let idx = self.parent_index("firewallPolicy", parent, node, from_template, |n| {
-            &mut n.firewall_policies
-        });
-        self.network.firewall_policies[idx]
-            .rule_collection_groups
-            .push(rcg);
+        if let Some(rcg) = self.rcg(&ctx, node, &at.child) {
+            self.pend(node, at, Child::Group(rcg));
+        }
     }
 
     fn rcg(&mut self, parent: &Ctx, node: &Node, name: &str) -> Option<RuleCollectionGroup> {
@@ -1800,13 +2289,59 @@ fn type_from_shape(node: &Node) -> Option<String> {
     Some(t.to_string())
 }
 
-/// `{value: [...]}` of effective rules or routes (FMT-10).
-fn looks_like_effective_list(list: &Node) -> bool {
-    list.items().first().is_some_and(|i| {
-        i.field("effectiveSecurityRules").is_some()
-            || i.field("networkSecurityGroup").is_some() && i.field("association").is_some()
-            || (i.field("nextHopType").is_some()
-                && i.field("state").is_some()
-                && i.field("source").is_some())
-    })
+/// What an observation output holds (FMT-10).
+#[derive(Default)]
+struct Observed {
+    rules: usize,
+    default_rules: usize,
+    routes: usize,
 }
+
+/// `{value: [...]}` of effective rules (per NSG association) or effective routes (FMT-10).
+fn effective_list(list: &Node) -> Option<Observed> {
+    let items = list.items();
+    let first = items.first()?;
+    let rules = |i: &Node| i.field("effectiveSecurityRules").map(|r| r.items().len());
+    if rules(first).is_some()
+        || first.field("networkSecurityGroup").is_some() && first.field("association").is_some()
+    {
+        return Some(Observed {
+            rules: items.iter().filter_map(rules).sum(),
+            ..Observed::default()
+        });
+    }
+    if first.field("nextHopType").is_some()
+        && first.field("state").is_some()
+        && first.field("source").is_some()
+    {
+        return Some(Observed {
+            routes: items.len(),
+            ..Observed::default()
+        });
+    }
+    None
+}
+
+/// Network Watcher's security group view (`networkInterfaces[].securityRuleAssociations`): the
+/// rules that apply to each NIC, an observation like effective rules (FMT-10).
+fn security_group_view(node: &Node) -> Option<Observed> {
+    let nics = node.field("networkInterfaces")?.items();
+    let assoc: Vec<Node> = nics
+        .iter()
+        .filter_map(|n| n.field("securityRuleAssociations"))
+        .collect();
+    if assoc.is_empty() {
+        return None;
+    }
+    let len = |n: Option<Node>| n.map(|x| x.items().len()).unwrap_or(0);
+    let mut o = Observed::default();
+    for a in &assoc {
+        for side in ["subnetAssociation", "networkInterfaceAssociation"] {
+            o.rules += len(a.field(side).and_then(|s| s.field("securityRules")));
+        }
+        o.rules += len(a.field("effectiveSecurityRules"));
+        o.default_rules += len(a.field("defaultSecurityRules"));
+    }
+    Some(o)
+}
+

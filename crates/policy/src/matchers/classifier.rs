@@ -490,21 +490,20 @@ impl<A: Key> Forest<A> {
         let f = k.fields();
         let n = self.trees.len().min(MAX_TREES);
         let mut at = [0u32; MAX_TREES];
+        // Each tree is walked for a fixed number of steps, its depth (leaves loop on themselves):
+        // no branch depends on the data, so the walks of the trees overlap in the CPU.
         for (slot, t) in at.iter_mut().zip(&self.trees) {
-            *slot = t.root;
-        }
-        // All trees walked in lockstep for a fixed number of steps (leaves loop on themselves):
-        // no branch depends on the data and the trees' memory reads overlap.
-        for _ in 0..self.depth {
-            for slot in &mut at[..n] {
-                let node = &self.nodes[*slot as usize];
+            let mut i = t.root;
+            for _ in 0..t.depth {
+                let node = &self.nodes[i as usize];
                 let v = f[usize::from(node.field)];
                 let mut c = 0u32;
                 for t in node.thresh {
                     c += u32::from(v >= t);
                 }
-                *slot = node.a + c.min(node.b.saturating_sub(1));
+                i = node.a + c.min(node.b.saturating_sub(1));
             }
+            *slot = i;
         }
         let mut best = NONE;
         for &slot in &at[..n] {

@@ -1,0 +1,156 @@
+//! `palisade deps check`, `palisade analyze asymmetric`, `palisade lint`: argument handling and
+//! presentation of the network-wide analyses in `palisade-analyze`.
+
+use crate::load;
+use crate::{NetworkArgs, Output};
+use clap::Subcommand;
+use palisade_analyze::{asymmetric, deps, lint};
+use palisade_model::catalog::{DependencyCatalog, Via};
+use palisade_policy::Snapshot;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum DepsCommand {
+    /// Is every outbound dependency of a workload allowed, and by what (DIAG-8)?
+    Check {
+        #[command(flatten)]
+        net: NetworkArgs,
+        /// A dependency list in the OutboundNetworkDependenciesEndpoints shape.
+        #[arg(long)]
+        catalog: PathBuf,
+        /// The workload: a subnet name (its first usable address is used) or an address.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AnalyzeCommand {
+    /// Inbound paths whose replies leave through a device that never saw the request (DIAG-9).
+    Asymmetric {
+        #[command(flatten)]
+        net: NetworkArgs,
+        /// A dependency list whose `via: Route` entries are declared inbound sources.
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+}
+
+/// Source address of the check: an address, or a subnet's first usable address (`.4`).
+fn source(snap: &Snapshot, from: Option<&str>) -> Result<IpAddr, String> {
+    if let Some(f) = from {
+        if let Ok(ip) = f.parse() {
+            return Ok(ip);
+        }
+    }
+    let subnet = match from {
+        Some(name) => snap.subnet_by_name(name).ok_or_else(|| format!("no subnet named '{name}'"))?,
+        None => (0..snap.subnets.len())
+            .find(|i| snap.subnets[*i].nsg.is_some() || snap.subnets[*i].route_table.is_some())
+            .ok_or("the network has no subnet; give --from ADDRESS")?,
+    };
+    let p = snap.subnets[subnet].prefixes.first().ok_or("the subnet has no address prefix")?;
+    Ok(match p {
+        ipnet::IpNet::V4(n) => IpAddr::V4((u32::from(n.network()) + 4).into()),
+        ipnet::IpNet::V6(n) => IpAddr::V6((u128::from(n.network()) + 4).into()),
+    })
+}
+
+fn catalog(path: &PathBuf) -> Result<DependencyCatalog, String> {
+    let (c, warnings) = DependencyCatalog::load(path);
+    for w in warnings.iter().filter(|w| w.severity >= palisade_model::Severity::Warning) {
+        eprintln!("{w}");
+    }
+    c.map_err(|d| d.to_string())
+}
+
+pub fn deps(cmd: DepsCommand) -> Result<ExitCode, String> {
+    let DepsCommand::Check { net, catalog: path, from, output } = cmd;
+    let loaded = load::load_for_evaluation(&net)?;
+    let catalog = catalog(&path)?;
+    let src = source(&loaded.snapshot, from.as_deref())?;
+    let report = deps::check(&loaded.snapshot, &catalog, src);
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    } else {
+        println!("dependency coverage from {src} ({} entries)", report.summary.entries);
+        let mut category = String::new();
+        for e in &report.entries {
+            if e.category != category {
+                category = e.category.clone();
+                println!("{category}");
+            }
+            let by = e
+                .decided_by
+                .as_ref()
+                .map(|d| format!("{} {} {}", d.layer, d.resource, d.rule.clone().unwrap_or_default()))
+                .unwrap_or_default();
+            let optional = if e.required { "" } else { " (optional)" };
+            println!("  {:<22} {:<45} {:>5}/{:<3} {by}{optional}", format!("{:?}", e.status), e.domain_name, e.port, e.protocol);
+            if let Some(s) = &e.suggestion {
+                println!("  {:<22} fix: {s}", "");
+            }
+        }
+        let s = &report.summary;
+        println!(
+            "covered {}, bypassed {}, denied {}, partial {}, not coverable {}, missing service endpoint {}; {} required entr{} not covered",
+            s.covered, s.bypassed, s.denied, s.partial, s.not_coverable, s.missing_service_endpoint, s.required_not_covered, if s.required_not_covered == 1 { "y" } else { "ies" }
+        );
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub fn analyze(cmd: AnalyzeCommand) -> Result<ExitCode, String> {
+    let AnalyzeCommand::Asymmetric { net, catalog: path, output } = cmd;
+    let loaded = load::load_for_evaluation(&net)?;
+    let mut declared = vec![];
+    if let Some(p) = &path {
+        let c = catalog(p)?;
+        for e in c.entries().filter(|e| e.category.via == Via::Route) {
+            if let Some(ip) = e.endpoint.ip_address() {
+                declared.push((format!("{}: {}", e.category.category, ip), vec![ipnet::IpNet::from(ip)]));
+            }
+        }
+    }
+    let report = asymmetric::check(&loaded.snapshot, &declared);
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    } else {
+        for f in &report.findings {
+            let n = f.source_prefixes.len();
+            let shown: Vec<&str> = f.source_prefixes.iter().take(4).map(String::as_str).collect();
+            println!("Asymmetric  subnet {}  entry {}", f.subnet, f.entry);
+            println!("    sources  {}{}", shown.join(", "), if n > 4 { format!(" (+{} more)", n - 4) } else { String::new() });
+            println!("    reply    {} / {} → {}{}", f.route_table, f.route, f.reply_next_hop, f.reply_next_hop_address.as_ref().map(|a| format!(" {a}")).unwrap_or_default());
+            println!("    fix      {}", f.suggestion);
+        }
+        println!("{} finding(s) over {} subnet(s) and {} inbound entr(ies)", report.findings.len(), report.subnets, report.entries);
+    }
+    Ok(if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub fn lint(net: NetworkArgs, output: Output) -> Result<ExitCode, String> {
+    let loaded = load::load_for_evaluation(&net)?;
+    let findings = lint::lint(&loaded.snapshot);
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "findings": findings })).map_err(|e| e.to_string())?);
+    } else {
+        for f in &findings {
+            let rule = f.rule.as_deref().map(|r| format!(" rule {r}")).unwrap_or_default();
+            println!("{:?}[{}] {} ({}){rule}: {}", f.severity, f.code, f.resource, if f.pointer.is_empty() { f.file.clone() } else { format!("{} {}", f.file, f.pointer) }, f.message);
+            println!("    fix: {}", f.suggestion);
+        }
+        println!("{} finding(s)", findings.len());
+    }
+    let worst = findings.iter().map(|f| f.severity).max();
+    Ok(match worst {
+        Some(lint::Severity::Error) => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
+}
