@@ -49,10 +49,22 @@ struct InboundEntry {
 /// Check every subnet. `declared` adds known inbound sources (name, prefixes), e.g. a
 /// dependency list's `via: Route` entries.
 pub fn check(snap: &Snapshot, declared: &[(String, Vec<IpNet>)]) -> Report {
-    let mut report = Report { subnets: snap.subnets.len(), ..Default::default() };
+    let mut report = Report {
+        subnets: snap.subnets.len(),
+        ..Default::default()
+    };
     // Addresses that are not "outside": the virtual networks and their peers, the platform.
-    let mut inside: Vec<IpNet> = snap.network.virtual_networks.iter().flat_map(|v| v.address_space.iter().copied()).collect();
-    inside.extend(snap.network.virtual_networks.iter().flat_map(|v| v.virtual_network_peerings.iter().flat_map(|p| p.remote_address_space.iter().copied())));
+    let mut inside: Vec<IpNet> = snap
+        .network
+        .virtual_networks
+        .iter()
+        .flat_map(|v| v.address_space.iter().copied())
+        .collect();
+    inside.extend(snap.network.virtual_networks.iter().flat_map(|v| {
+        v.virtual_network_peerings
+            .iter()
+            .flat_map(|p| p.remote_address_space.iter().copied())
+    }));
     inside.push(net("168.63.129.16/32"));
     // Only public sources arrive on a public address: private and special ranges cannot.
     let public = palisade_policy::addresses::TagContext::new(&inside).internet;
@@ -60,25 +72,49 @@ pub fn check(snap: &Snapshot, declared: &[(String, Vec<IpNet>)]) -> Report {
         let mut entries: Vec<InboundEntry> = vec![];
         if let Some(n) = subnet.nsg {
             let nsg = &snap.nsgs[n];
-            for r in nsg.inbound.rules.iter().filter(|r| r.access == Access::Allow && !r.is_default && !r.audit) {
+            for r in nsg
+                .inbound
+                .rules
+                .iter()
+                .filter(|r| r.access == Access::Allow && !r.is_default && !r.audit)
+            {
                 let sources = intersect(&difference(&r.source, &inside), &public);
                 if !sources.is_empty() {
-                    let open = r.source.iter().any(|p| p.prefix_len() == 0) || difference(&public, &r.source).is_empty();
-                    entries.push(InboundEntry { name: format!("{}/{}", nsg.name, r.name), sources, open });
+                    let open = r.source.iter().any(|p| p.prefix_len() == 0)
+                        || difference(&public, &r.source).is_empty();
+                    entries.push(InboundEntry {
+                        name: format!("{}/{}", nsg.name, r.name),
+                        sources,
+                        open,
+                    });
                 }
             }
         }
         for (name, prefixes) in declared {
-            entries.push(InboundEntry { name: name.clone(), sources: aggregate(prefixes), open: false });
+            entries.push(InboundEntry {
+                name: name.clone(),
+                sources: aggregate(prefixes),
+                open: false,
+            });
         }
         report.entries += entries.len();
-        let route_prefixes: Vec<IpNet> = subnet.routes.routes.iter().flat_map(|r| r.address_prefix.iter().copied()).collect();
+        let route_prefixes: Vec<IpNet> = subnet
+            .routes
+            .routes
+            .iter()
+            .flat_map(|r| r.address_prefix.iter().copied())
+            .collect();
         for e in entries {
             // Group the astray blocks by the route that carries their replies.
             let mut groups: Vec<(String, Vec<IpNet>, EffectiveRoute)> = vec![];
             for p in &e.sources {
                 for (block, route) in split_by_routes(snap, si, *p, &route_prefixes) {
-                    if !matches!(route.next_hop_type, NextHopType::VirtualAppliance | NextHopType::VirtualNetworkGateway | NextHopType::None) {
+                    if !matches!(
+                        route.next_hop_type,
+                        NextHopType::VirtualAppliance
+                            | NextHopType::VirtualNetworkGateway
+                            | NextHopType::None
+                    ) {
                         continue;
                     }
                     let key = format!("{}/{}", route.resource(), route.label());
@@ -120,9 +156,18 @@ fn intersect(a: &[IpNet], b: &[IpNet]) -> Vec<IpNet> {
 
 /// Split `p` into blocks that share one reply route: the part of `p` outside every more
 /// specific route prefix, and each more specific prefix (minus deeper ones).
-fn split_by_routes(snap: &Snapshot, subnet: usize, p: IpNet, route_prefixes: &[IpNet]) -> Vec<(Vec<IpNet>, EffectiveRoute)> {
+fn split_by_routes(
+    snap: &Snapshot,
+    subnet: usize,
+    p: IpNet,
+    route_prefixes: &[IpNet],
+) -> Vec<(Vec<IpNet>, EffectiveRoute)> {
     let routes = &snap.subnets[subnet].routes;
-    let inner: Vec<IpNet> = route_prefixes.iter().copied().filter(|q| p.contains(q) && *q != p).collect();
+    let inner: Vec<IpNet> = route_prefixes
+        .iter()
+        .copied()
+        .filter(|q| p.contains(q) && *q != p)
+        .collect();
     let mut out = vec![];
     let mut push = |blocks: Vec<IpNet>| {
         if let Some(first) = blocks.first() {
@@ -133,7 +178,11 @@ fn split_by_routes(snap: &Snapshot, subnet: usize, p: IpNet, route_prefixes: &[I
     };
     push(difference(&[p], &inner));
     for q in &inner {
-        let deeper: Vec<IpNet> = inner.iter().copied().filter(|d| q.contains(d) && d != q).collect();
+        let deeper: Vec<IpNet> = inner
+            .iter()
+            .copied()
+            .filter(|d| q.contains(d) && d != q)
+            .collect();
         push(difference(&[*q], &deeper));
     }
     out

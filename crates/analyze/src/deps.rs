@@ -107,12 +107,24 @@ pub fn check(snap: &Snapshot, catalog: &DependencyCatalog, source: IpAddr) -> Re
             let has = subnet.is_some_and(|s| {
                 snap.network
                     .subnets()
-                    .find(|(v, sn)| v.name == snap.subnets[s].vnet && sn.name == snap.subnets[s].name)
-                    .is_some_and(|(_, sn)| sn.service_endpoints.iter().any(|x| x.service.eq_ignore_ascii_case(&service)))
+                    .find(|(v, sn)| {
+                        v.name == snap.subnets[s].vnet && sn.name == snap.subnets[s].name
+                    })
+                    .is_some_and(|(_, sn)| {
+                        sn.service_endpoints
+                            .iter()
+                            .any(|x| x.service.eq_ignore_ascii_case(&service))
+                    })
             });
-            entry.status = if has { Status::Bypassed } else { Status::MissingServiceEndpoint };
+            entry.status = if has {
+                Status::Bypassed
+            } else {
+                Status::MissingServiceEndpoint
+            };
             if !has {
-                entry.suggestion = Some(format!("enable the `{service}` service endpoint on the source subnet (RT-7)"));
+                entry.suggestion = Some(format!(
+                    "enable the `{service}` service endpoint on the source subnet (RT-7)"
+                ));
             }
             entries.push(entry);
             continue;
@@ -135,13 +147,26 @@ pub fn check(snap: &Snapshot, catalog: &DependencyCatalog, source: IpAddr) -> Re
         entry.status = status;
         entry.decided_by = trace.decided_by.clone();
         entry.layer = trace.hops.last().map(|h| h.layer);
-        entry.detail = trace.hops.last().and_then(|h| h.near_miss.as_ref()).map(|m| format!("nearest rule {} differs in {}", m.rule, m.differs.join(", ")));
+        entry.detail = trace
+            .hops
+            .last()
+            .and_then(|h| h.near_miss.as_ref())
+            .map(|m| {
+                format!(
+                    "nearest rule {} differs in {}",
+                    m.rule,
+                    m.differs.join(", ")
+                )
+            });
         if !matches!(status, Status::Covered | Status::Bypassed) {
             entry.suggestion = Some(suggest(&name, e.detail.port, proto_name, status));
         }
         entries.push(entry);
     }
-    let mut summary = Summary { entries: entries.len(), ..Default::default() };
+    let mut summary = Summary {
+        entries: entries.len(),
+        ..Default::default()
+    };
     for e in &entries {
         match e.status {
             Status::Covered => summary.covered += 1,
@@ -155,11 +180,21 @@ pub fn check(snap: &Snapshot, catalog: &DependencyCatalog, source: IpAddr) -> Re
             summary.required_not_covered += 1;
         }
     }
-    Report { source, entries, summary }
+    Report {
+        source,
+        entries,
+        summary,
+    }
 }
 
 /// Trace one entry and classify it.
-fn judge(snap: &Snapshot, source: IpAddr, name: &str, port: u16, protocol: Protocol) -> (Status, Trace) {
+fn judge(
+    snap: &Snapshot,
+    source: IpAddr,
+    name: &str,
+    port: u16,
+    protocol: Protocol,
+) -> (Status, Trace) {
     let probe: IpAddr = NAME_PROBE_ADDRESS.parse().expect("literal address");
     let (destination, host, pattern) = if let Ok(ip) = name.parse::<IpAddr>() {
         (ip, None, None)
@@ -169,7 +204,15 @@ fn judge(snap: &Snapshot, source: IpAddr, name: &str, port: u16, protocol: Proto
         let p = NamePattern::parse(name);
         (probe, Some(p.witness()), Some(p))
     };
-    let flow = Flow { source, source_port: 50000, destination, destination_port: port, protocol, host, app_protocol: None };
+    let flow = Flow {
+        source,
+        source_port: 50000,
+        destination,
+        destination_port: port,
+        protocol,
+        host,
+        app_protocol: None,
+    };
     let trace = snap.trace(&flow, &TraceOptions::default());
     let via_firewall = trace.hops.iter().any(|h| h.layer.starts_with("Firewall"));
     let status = match trace.verdict {
@@ -178,7 +221,10 @@ fn judge(snap: &Snapshot, source: IpAddr, name: &str, port: u16, protocol: Proto
             // Allowed by an application rule for the witness name: covered only if the rule's
             // targets include the whole pattern.
             (Some(p), Some(targets)) if !p.is_exact() => {
-                if targets.iter().any(|t| p.included_in(&NamePattern::parse(t))) {
+                if targets
+                    .iter()
+                    .any(|t| p.included_in(&NamePattern::parse(t)))
+                {
                     Status::Covered
                 } else {
                     Status::Partial
@@ -197,7 +243,10 @@ fn judge(snap: &Snapshot, source: IpAddr, name: &str, port: u16, protocol: Proto
 
 /// The target names of the application rule that decided a trace, if one did.
 fn app_rule_targets(snap: &Snapshot, trace: &Trace) -> Option<Vec<String>> {
-    let hop = trace.hops.iter().find(|h| h.layer == "FirewallApplication")?;
+    let hop = trace
+        .hops
+        .iter()
+        .find(|h| h.layer == "FirewallApplication")?;
     let path = hop.rule.as_deref()?;
     let mut out = vec![];
     for_each_app_rule(snap, |p, rule_path, targets| {
@@ -240,7 +289,10 @@ fn for_each_allow_app_rule_on_port(snap: &Snapshot, port: u16, mut f: impl FnMut
 }
 
 #[allow(clippy::type_complexity)]
-fn visit_app_rules(snap: &Snapshot, mut f: impl FnMut(Option<&str>, &str, &str, (bool, Vec<u16>), &[String])) {
+fn visit_app_rules(
+    snap: &Snapshot,
+    mut f: impl FnMut(Option<&str>, &str, &str, (bool, Vec<u16>), &[String]),
+) {
     let net = &snap.network;
     let mut visit_collection = |group: Option<&str>, c: &palisade_model::RuleCollection| {
         if c.kind != RuleCollectionKind::Application {
@@ -254,7 +306,13 @@ fn visit_app_rules(snap: &Snapshot, mut f: impl FnMut(Option<&str>, &str, &str, 
                 }
             }
             let ports = r.protocols.iter().map(|p| p.port).collect();
-            f(group, &c.name, &r.name, (c.action == palisade_model::FirewallAction::Allow, ports), &targets);
+            f(
+                group,
+                &c.name,
+                &r.name,
+                (c.action == palisade_model::FirewallAction::Allow, ports),
+                &targets,
+            );
         }
     };
     for fw in &net.azure_firewalls {
@@ -274,7 +332,11 @@ fn visit_app_rules(snap: &Snapshot, mut f: impl FnMut(Option<&str>, &str, &str, 
 /// The smallest rule that would cover an entry.
 fn suggest(name: &str, port: u16, protocol: &str, status: Status) -> String {
     if name.parse::<IpAddr>().is_ok() || name == "*" {
-        let dest = if name == "*" { "*".to_string() } else { name.to_string() };
+        let dest = if name == "*" {
+            "*".to_string()
+        } else {
+            name.to_string()
+        };
         return format!("network rule: {protocol} from the workload to {dest} port {port}");
     }
     if status == Status::NotCoverable {

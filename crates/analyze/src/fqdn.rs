@@ -30,18 +30,38 @@ impl NamePattern {
     pub fn parse(s: &str) -> NamePattern {
         let s = s.trim().trim_end_matches('.').to_ascii_lowercase();
         if s == "*" {
-            return NamePattern { prefix: String::new(), middle: Middle::OneOrMore, suffix: String::new() };
+            return NamePattern {
+                prefix: String::new(),
+                middle: Middle::OneOrMore,
+                suffix: String::new(),
+            };
         }
         if let Some(rest) = s.strip_prefix("*.") {
-            return NamePattern { prefix: String::new(), middle: Middle::OneOrMore, suffix: format!(".{rest}") };
+            return NamePattern {
+                prefix: String::new(),
+                middle: Middle::OneOrMore,
+                suffix: format!(".{rest}"),
+            };
         }
         if let Some(rest) = s.strip_prefix('*') {
-            return NamePattern { prefix: String::new(), middle: Middle::ZeroOrMore, suffix: rest.to_string() };
+            return NamePattern {
+                prefix: String::new(),
+                middle: Middle::ZeroOrMore,
+                suffix: rest.to_string(),
+            };
         }
         if let Some((a, b)) = s.split_once('*') {
-            return NamePattern { prefix: a.to_string(), middle: Middle::InLabel, suffix: b.to_string() };
+            return NamePattern {
+                prefix: a.to_string(),
+                middle: Middle::InLabel,
+                suffix: b.to_string(),
+            };
         }
-        NamePattern { prefix: s, middle: Middle::None, suffix: String::new() }
+        NamePattern {
+            prefix: s,
+            middle: Middle::None,
+            suffix: String::new(),
+        }
     }
 
     pub fn is_exact(&self) -> bool {
@@ -71,7 +91,9 @@ impl NamePattern {
     pub fn witness(&self) -> String {
         match self.middle {
             Middle::None => self.prefix.clone(),
-            Middle::OneOrMore | Middle::InLabel => format!("{}palisade-probe{}", self.prefix, self.suffix),
+            Middle::OneOrMore | Middle::InLabel => {
+                format!("{}palisade-probe{}", self.prefix, self.suffix)
+            }
             Middle::ZeroOrMore => format!("{}palisade-probe{}", self.prefix, self.suffix),
         }
     }
@@ -97,7 +119,8 @@ impl NamePattern {
                     return false;
                 }
                 // Minimum free-part length of `other` must be met by every name of `self`.
-                let spare = self.prefix.len() - other.prefix.len() + self.suffix.len() - other.suffix.len();
+                let spare =
+                    self.prefix.len() - other.prefix.len() + self.suffix.len() - other.suffix.len();
                 let self_min = match self.middle {
                     Middle::ZeroOrMore => 0,
                     _ => 1,
@@ -107,8 +130,14 @@ impl NamePattern {
                     Middle::OneOrMore => spare + self_min >= 1,
                     Middle::InLabel => {
                         // `other`'s free part is one label fragment: `self`'s must never hold a dot.
-                        let fixed_part = format!("{}{}", &self.prefix[other.prefix.len()..], &self.suffix[..self.suffix.len() - other.suffix.len()]);
-                        self.middle == Middle::InLabel && !fixed_part.contains('.') && spare + self_min >= 1
+                        let fixed_part = format!(
+                            "{}{}",
+                            &self.prefix[other.prefix.len()..],
+                            &self.suffix[..self.suffix.len() - other.suffix.len()]
+                        );
+                        self.middle == Middle::InLabel
+                            && !fixed_part.contains('.')
+                            && spare + self_min >= 1
                     }
                     Middle::None => false,
                 }
@@ -126,7 +155,8 @@ impl NamePattern {
             return self.matches(&other.prefix);
         }
         let suffixes = self.suffix.ends_with(&other.suffix) || other.suffix.ends_with(&self.suffix);
-        let prefixes = self.prefix.starts_with(&other.prefix) || other.prefix.starts_with(&self.prefix);
+        let prefixes =
+            self.prefix.starts_with(&other.prefix) || other.prefix.starts_with(&self.prefix);
         suffixes && prefixes
     }
 }
@@ -159,7 +189,11 @@ mod tests {
     #[test]
     fn fw_6_3_matching() {
         let p = NamePattern::parse("*.example.com");
-        assert!(p.matches("a.b.example.com") && !p.matches("example.com") && !p.matches("badexample.com"));
+        assert!(
+            p.matches("a.b.example.com")
+                && !p.matches("example.com")
+                && !p.matches("badexample.com")
+        );
         let p = NamePattern::parse("*example.com");
         assert!(p.matches("example.com") && p.matches("badexample.com"));
         let p = NamePattern::parse("gr-Prod-*.cloudapp.net");
@@ -169,7 +203,18 @@ mod tests {
     /// Inclusion agrees with brute force over a small universe of names.
     #[test]
     fn inclusion_matches_enumeration() {
-        let pats = ["*", "*.a.com", "*a.com", "a.com", "x.a.com", "*.com", "*com", "x-*.a.com", "*.x.a.com", "xa.com"];
+        let pats = [
+            "*",
+            "*.a.com",
+            "*a.com",
+            "a.com",
+            "x.a.com",
+            "*.com",
+            "*com",
+            "x-*.a.com",
+            "*.x.a.com",
+            "xa.com",
+        ];
         let names: Vec<String> = {
             let labels = ["", "x", "a", "xa", "x-y", "x.y", "com"];
             let mut v = vec![];
@@ -184,7 +229,10 @@ mod tests {
             for b in pats {
                 let pa = NamePattern::parse(a);
                 let pb = NamePattern::parse(b);
-                let brute = names.iter().filter(|n| pa.matches(n)).all(|n| pb.matches(n));
+                let brute = names
+                    .iter()
+                    .filter(|n| pa.matches(n))
+                    .all(|n| pb.matches(n));
                 if pa.included_in(&pb) {
                     assert!(brute, "{a} ⊆ {b} claimed but a counterexample exists");
                 }

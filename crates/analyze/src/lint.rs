@@ -6,7 +6,9 @@
 //! A rule covered only by the union of several earlier rules is not reported (single-rule cover).
 
 use ipnet::IpNet;
-use palisade_model::{Access, Direction, NextHopType, Origin, PortRange, Protocol, RoutePrefix, RuleCollectionKind};
+use palisade_model::{
+    Access, Direction, NextHopType, Origin, PortRange, Protocol, RoutePrefix, RuleCollectionKind,
+};
 use palisade_policy::nsg::CompiledRule;
 use palisade_policy::prefixes::difference;
 use palisade_policy::Snapshot;
@@ -33,11 +35,33 @@ pub struct Finding {
 }
 
 const MANAGEMENT_PORTS: &[(u16, &str)] = &[(22, "SSH"), (3389, "RDP")];
-const DATABASE_PORTS: &[(u16, &str)] = &[(1433, "SQL Server"), (3306, "MySQL"), (5432, "PostgreSQL"), (1521, "Oracle"), (27017, "MongoDB"), (6379, "Redis"), (9200, "Elasticsearch")];
+const DATABASE_PORTS: &[(u16, &str)] = &[
+    (1433, "SQL Server"),
+    (3306, "MySQL"),
+    (5432, "PostgreSQL"),
+    (1521, "Oracle"),
+    (27017, "MongoDB"),
+    (6379, "Redis"),
+    (9200, "Elasticsearch"),
+];
 /// Subnets that must not (or need not) carry an NSG.
-const PLATFORM_SUBNETS: &[&str] = &["GatewaySubnet", "AzureFirewallSubnet", "AzureFirewallManagementSubnet", "AzureBastionSubnet", "RouteServerSubnet"];
+const PLATFORM_SUBNETS: &[&str] = &[
+    "GatewaySubnet",
+    "AzureFirewallSubnet",
+    "AzureFirewallManagementSubnet",
+    "AzureBastionSubnet",
+    "RouteServerSubnet",
+];
 
-fn finding(severity: Severity, code: &'static str, origin: &Origin, resource: &str, rule: Option<&str>, message: String, suggestion: String) -> Finding {
+fn finding(
+    severity: Severity,
+    code: &'static str,
+    origin: &Origin,
+    resource: &str,
+    rule: Option<&str>,
+    message: String,
+    suggestion: String,
+) -> Finding {
     Finding {
         severity,
         code,
@@ -75,15 +99,21 @@ fn covers_ports(outer: &[PortRange], inner: &[PortRange]) -> bool {
 /// Does `outer` match every packet `inner` matches?
 fn rule_covers(outer: &CompiledRule, inner: &CompiledRule) -> bool {
     let proto = outer.protocol == Protocol::Any || outer.protocol == inner.protocol;
-    let ports_matter = matches!(inner.protocol, Protocol::Tcp | Protocol::Udp | Protocol::Any);
+    let ports_matter = matches!(
+        inner.protocol,
+        Protocol::Tcp | Protocol::Udp | Protocol::Any
+    );
     proto
         && covers_set(&outer.source, &inner.source)
         && covers_set(&outer.destination, &inner.destination)
-        && (!ports_matter || (covers_ports(&outer.source_ports, &inner.source_ports) && covers_ports(&outer.destination_ports, &inner.destination_ports)))
+        && (!ports_matter
+            || (covers_ports(&outer.source_ports, &inner.source_ports)
+                && covers_ports(&outer.destination_ports, &inner.destination_ports)))
 }
 
 fn matches_port(r: &CompiledRule, port: u16) -> bool {
-    matches!(r.protocol, Protocol::Tcp | Protocol::Any) && r.destination_ports.iter().any(|p| p.contains(port))
+    matches!(r.protocol, Protocol::Tcp | Protocol::Any)
+        && r.destination_ports.iter().any(|p| p.contains(port))
 }
 
 fn is_any(set: &[IpNet]) -> bool {
@@ -93,7 +123,12 @@ fn is_any(set: &[IpNet]) -> bool {
 fn origin_of(snap: &Snapshot, nsg: &str, r: &CompiledRule) -> Origin {
     snap.network
         .nsg(nsg)
-        .and_then(|n| r.model_index.and_then(|i| n.security_rules.get(i)).map(|x| x.origin.clone()).or(Some(n.origin.clone())))
+        .and_then(|n| {
+            r.model_index
+                .and_then(|i| n.security_rules.get(i))
+                .map(|x| x.origin.clone())
+                .or(Some(n.origin.clone()))
+        })
         .unwrap_or_default()
 }
 
@@ -104,14 +139,25 @@ pub fn lint(snap: &Snapshot) -> Vec<Finding> {
     layouts(snap, &mut out);
     routes(snap, &mut out);
     firewall(snap, &mut out);
-    out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.resource.cmp(&b.resource)).then(a.rule.cmp(&b.rule)));
+    out.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.resource.cmp(&b.resource))
+            .then(a.rule.cmp(&b.rule))
+    });
     out
 }
 
 fn nsg_rules(snap: &Snapshot, out: &mut Vec<Finding>) {
     // Each NSG once: the subnet-context compilation when it has one (tags expanded there).
     let mut seen = std::collections::HashSet::new();
-    let order: Vec<usize> = snap.subnets.iter().filter_map(|s| s.nsg).chain(snap.nics.iter().filter_map(|n| n.nsg)).chain(snap.unattached_nsgs.values().copied()).collect();
+    let order: Vec<usize> = snap
+        .subnets
+        .iter()
+        .filter_map(|s| s.nsg)
+        .chain(snap.nics.iter().filter_map(|n| n.nsg))
+        .chain(snap.unattached_nsgs.values().copied())
+        .collect();
     for idx in order {
         let nsg = &snap.nsgs[idx];
         if !seen.insert(nsg.name.to_ascii_lowercase()) {
@@ -121,12 +167,34 @@ fn nsg_rules(snap: &Snapshot, out: &mut Vec<Finding>) {
             let rules = &nsg.direction(dir).rules;
             for (i, r) in rules.iter().enumerate().filter(|(_, r)| !r.is_default) {
                 let origin = origin_of(snap, &nsg.name, r);
-                let at = |sev, code, msg: String, fix: String| finding(sev, code, &origin, &nsg.name, Some(&r.name), msg, fix);
+                let at = |sev, code, msg: String, fix: String| {
+                    finding(sev, code, &origin, &nsg.name, Some(&r.name), msg, fix)
+                };
                 if r.source.is_empty() || r.destination.is_empty() {
-                    out.push(at(Severity::Warning, "rule-never-matches", format!("{} rule `{}` can never match: its {} resolves to no address ({})", format!("{dir:?}"), r.name, if r.source.is_empty() { "source" } else { "destination" }, r.unresolvable.join(", ")), "fix the unknown tag or expression, or remove the rule".into()));
+                    out.push(at(
+                        Severity::Warning,
+                        "rule-never-matches",
+                        format!(
+                            "{} rule `{}` can never match: its {} resolves to no address ({})",
+                            format!("{dir:?}"),
+                            r.name,
+                            if r.source.is_empty() {
+                                "source"
+                            } else {
+                                "destination"
+                            },
+                            r.unresolvable.join(", ")
+                        ),
+                        "fix the unknown tag or expression, or remove the rule".into(),
+                    ));
                     continue;
                 }
-                let fam = |s: &[IpNet]| (s.iter().any(|n| matches!(n, IpNet::V4(_))), s.iter().any(|n| matches!(n, IpNet::V6(_))));
+                let fam = |s: &[IpNet]| {
+                    (
+                        s.iter().any(|n| matches!(n, IpNet::V4(_))),
+                        s.iter().any(|n| matches!(n, IpNet::V6(_))),
+                    )
+                };
                 let (s4, s6) = fam(&r.source);
                 let (d4, d6) = fam(&r.destination);
                 if !(s4 && d4) && !(s6 && d6) {
@@ -135,28 +203,56 @@ fn nsg_rules(snap: &Snapshot, out: &mut Vec<Finding>) {
                 if r.protocol == Protocol::Any && r.destination_ports.iter().any(|p| !p.is_any()) {
                     out.push(at(Severity::Info, "ports-on-any-protocol", format!("rule `{}` restricts ports but its protocol is `*`: for ICMP, ESP and AH the ports are ignored (NSG-2.2)", r.name), "set protocol Tcp or Udp if only those are meant".into()));
                 }
-                if let Some(e) = rules[..i].iter().find(|e| !e.is_default && !e.audit && rule_covers(e, r)) {
+                if let Some(e) = rules[..i]
+                    .iter()
+                    .find(|e| !e.is_default && !e.audit && rule_covers(e, r))
+                {
                     let (code, msg, sev) = if e.access == r.access {
                         ("redundant-rule", format!("rule `{}` (priority {}) is redundant: `{}` (priority {}) already {}s everything it matches", r.name, r.priority, e.name, e.priority, format!("{:?}", e.access).to_lowercase()), Severity::Info)
                     } else {
                         ("shadowed-rule", format!("rule `{}` (priority {}) never decides: `{}` (priority {}) {}s everything it matches first", r.name, r.priority, e.name, e.priority, format!("{:?}", e.access).to_lowercase()), Severity::Warning)
                     };
-                    out.push(at(sev, code, msg, format!("remove `{}` or give it a priority below {}", r.name, e.priority)));
+                    out.push(at(
+                        sev,
+                        code,
+                        msg,
+                        format!(
+                            "remove `{}` or give it a priority below {}",
+                            r.name, e.priority
+                        ),
+                    ));
                 }
                 if r.access == Access::Allow && dir == Direction::Inbound && !r.audit {
-                    let open = is_any(&r.source) || covers_set(&r.source, &snap.subnets.first().map(|s| s.tags.internet.clone()).unwrap_or_default());
+                    let open = is_any(&r.source)
+                        || covers_set(
+                            &r.source,
+                            &snap
+                                .subnets
+                                .first()
+                                .map(|s| s.tags.internet.clone())
+                                .unwrap_or_default(),
+                        );
                     if open {
                         for (port, what) in MANAGEMENT_PORTS.iter().chain(DATABASE_PORTS) {
                             if matches_port(r, *port) {
                                 out.push(at(Severity::Error, "open-to-internet", format!("rule `{}` allows {what} (port {port}) from any Internet source", r.name), format!("restrict the source to a management range or use a bastion; for {what} allow only the application subnets")));
                             }
                         }
-                        if r.destination_ports.iter().any(|p| p.contains(454) || p.contains(455)) && !matches_port(r, 22) {
+                        if r.destination_ports
+                            .iter()
+                            .any(|p| p.contains(454) || p.contains(455))
+                            && !matches_port(r, 22)
+                        {
                             out.push(at(Severity::Info, "ase-management-open", format!("rule `{}` opens the App Service Environment management ports 454-455 to every Internet address", r.name), "use the `AppServiceManagement` service tag as the source (NSG-11.1)".into()));
                         }
                     }
                 }
-                if r.access == Access::Allow && is_any(&r.source) && is_any(&r.destination) && r.protocol == Protocol::Any && r.destination_ports.iter().any(|p| p.is_any()) {
+                if r.access == Access::Allow
+                    && is_any(&r.source)
+                    && is_any(&r.destination)
+                    && r.protocol == Protocol::Any
+                    && r.destination_ports.iter().any(|p| p.is_any())
+                {
                     out.push(at(Severity::Warning, "all-open-rule", format!("rule `{}` allows every protocol, address and port {}", r.name, format!("{dir:?}").to_lowercase()), "state what is needed; if another layer (the firewall) filters, say so in the rule's description".into()));
                 }
             }
@@ -167,13 +263,29 @@ fn nsg_rules(snap: &Snapshot, out: &mut Vec<Finding>) {
 fn layouts(snap: &Snapshot, out: &mut Vec<Finding>) {
     for (v, s) in snap.network.subnets() {
         let name = format!("{}/{}", v.name, s.name);
-        if s.network_security_group.is_none() && !PLATFORM_SUBNETS.iter().any(|p| p.eq_ignore_ascii_case(&s.name)) {
+        if s.network_security_group.is_none()
+            && !PLATFORM_SUBNETS
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(&s.name))
+        {
             out.push(finding(Severity::Warning, "subnet-without-nsg", &s.origin, &name, None, format!("subnet `{name}` has no network security group: all traffic to and from it is allowed (NSG-6)"), "attach an NSG that allows only what the subnet's workloads need".into()));
         }
         if s.name.eq_ignore_ascii_case("GatewaySubnet") {
-            if let Some(t) = s.route_table.as_deref().and_then(|t| snap.network.route_table(t)) {
+            if let Some(t) = s
+                .route_table
+                .as_deref()
+                .and_then(|t| snap.network.route_table(t))
+            {
                 if t.disable_bgp_route_propagation {
-                    out.push(finding(Severity::Error, "gateway-subnet-bgp-disabled", &t.origin, &t.name, None, "route table on GatewaySubnet disables BGP route propagation (RT-6)".into(), "set disableBgpRoutePropagation to false on this table".into()));
+                    out.push(finding(
+                        Severity::Error,
+                        "gateway-subnet-bgp-disabled",
+                        &t.origin,
+                        &t.name,
+                        None,
+                        "route table on GatewaySubnet disables BGP route propagation (RT-6)".into(),
+                        "set disableBgpRoutePropagation to false on this table".into(),
+                    ));
                 }
             }
         }
@@ -181,19 +293,43 @@ fn layouts(snap: &Snapshot, out: &mut Vec<Finding>) {
     // A subnet NSG allow that every NIC NSG in the subnet denies first has no effect (NSG-6).
     for (si, subnet) in snap.subnets.iter().enumerate() {
         let Some(sn) = subnet.nsg else { continue };
-        let nics: Vec<usize> = snap.nics.iter().enumerate().filter(|(_, n)| n.subnet == Some(si)).map(|(i, _)| i).collect();
+        let nics: Vec<usize> = snap
+            .nics
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.subnet == Some(si))
+            .map(|(i, _)| i)
+            .collect();
         if nics.is_empty() {
             continue;
         }
         for dir in [Direction::Inbound, Direction::Outbound] {
-            for r in snap.nsgs[sn].direction(dir).rules.iter().filter(|r| !r.is_default && r.access == Access::Allow) {
+            for r in snap.nsgs[sn]
+                .direction(dir)
+                .rules
+                .iter()
+                .filter(|r| !r.is_default && r.access == Access::Allow)
+            {
                 let mut blockers = vec![];
                 for n in &nics {
-                    let Some(ni) = snap.nics[*n].nsg else { blockers.clear(); break };
+                    let Some(ni) = snap.nics[*n].nsg else {
+                        blockers.clear();
+                        break;
+                    };
                     // The first NIC rule overlapping the allowed traffic must cover it and deny.
                     let nic_rules = &snap.nsgs[ni].direction(dir).rules;
-                    match nic_rules.iter().find(|x| x.access == Access::Deny && rule_covers(x, r)) {
-                        Some(d) if !nic_rules.iter().take_while(|x| x.name != d.name).any(|x| x.access == Access::Allow && overlaps(x, r)) => blockers.push(format!("{}/{}", snap.nsgs[ni].name, d.name)),
+                    match nic_rules
+                        .iter()
+                        .find(|x| x.access == Access::Deny && rule_covers(x, r))
+                    {
+                        Some(d)
+                            if !nic_rules
+                                .iter()
+                                .take_while(|x| x.name != d.name)
+                                .any(|x| x.access == Access::Allow && overlaps(x, r)) =>
+                        {
+                            blockers.push(format!("{}/{}", snap.nsgs[ni].name, d.name))
+                        }
                         _ => {
                             blockers.clear();
                             break;
@@ -210,8 +346,14 @@ fn layouts(snap: &Snapshot, out: &mut Vec<Finding>) {
 }
 
 fn overlaps(a: &CompiledRule, b: &CompiledRule) -> bool {
-    let sets = |x: &[IpNet], y: &[IpNet]| x.iter().any(|p| y.iter().any(|q| p.contains(q) || q.contains(p)));
-    let ports = |x: &[PortRange], y: &[PortRange]| x.iter().any(|p| y.iter().any(|q| p.first <= q.last && q.first <= p.last));
+    let sets = |x: &[IpNet], y: &[IpNet]| {
+        x.iter()
+            .any(|p| y.iter().any(|q| p.contains(q) || q.contains(p)))
+    };
+    let ports = |x: &[PortRange], y: &[PortRange]| {
+        x.iter()
+            .any(|p| y.iter().any(|q| p.first <= q.last && q.first <= p.last))
+    };
     (a.protocol == Protocol::Any || b.protocol == Protocol::Any || a.protocol == b.protocol)
         && sets(&a.source, &b.source)
         && sets(&a.destination, &b.destination)
@@ -220,9 +362,16 @@ fn overlaps(a: &CompiledRule, b: &CompiledRule) -> bool {
 
 fn routes(snap: &Snapshot, out: &mut Vec<Finding>) {
     for t in &snap.network.route_tables {
-        let forced = t.routes.iter().find(|r| matches!(r.address_prefix, RoutePrefix::Cidr(p) if p.prefix_len() == 0) && r.next_hop_type == NextHopType::VirtualAppliance);
+        let forced = t.routes.iter().find(|r| {
+            matches!(r.address_prefix, RoutePrefix::Cidr(p) if p.prefix_len() == 0)
+                && r.next_hop_type == NextHopType::VirtualAppliance
+        });
         let Some(default) = forced else { continue };
-        for r in t.routes.iter().filter(|r| r.next_hop_type == NextHopType::Internet) {
+        for r in t
+            .routes
+            .iter()
+            .filter(|r| r.next_hop_type == NextHopType::Internet)
+        {
             let what = match &r.address_prefix {
                 RoutePrefix::Cidr(p) => p.to_string(),
                 RoutePrefix::ServiceTag(tag) => format!("service tag {tag}"),
@@ -231,13 +380,29 @@ fn routes(snap: &Snapshot, out: &mut Vec<Finding>) {
             out.push(finding(Severity::Info, "default-route-bypassed", &r.origin, &t.name, Some(&r.name), format!("route `{}` sends {what} to the Internet directly, around `{}` → {}", r.name, default.name, default.next_hop_ip_address.map(|a| a.to_string()).unwrap_or_default()), "keep it only for return paths that must be symmetric (RT-9) or documented dependencies; outbound connections to these addresses skip the firewall".into()));
         }
         // NSG-8.1: the widened VirtualNetwork tag makes AllowVnet* defaults allow everything.
-        for (v, s) in snap.network.subnets().filter(|(_, s)| s.route_table.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&t.name))) {
-            let Some(nsg) = s.network_security_group.as_deref() else { continue };
-            let Some(si) = snap.subnet_by_name(&format!("{}/{}", v.name, s.name)) else { continue };
-            let Some(ci) = snap.subnets[si].nsg else { continue };
+        for (v, s) in snap.network.subnets().filter(|(_, s)| {
+            s.route_table
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(&t.name))
+        }) {
+            let Some(nsg) = s.network_security_group.as_deref() else {
+                continue;
+            };
+            let Some(si) = snap.subnet_by_name(&format!("{}/{}", v.name, s.name)) else {
+                continue;
+            };
+            let Some(ci) = snap.subnets[si].nsg else {
+                continue;
+            };
             let reaches_default = |dir: Direction| {
                 let rules = &snap.nsgs[ci].direction(dir).rules;
-                !rules.iter().any(|r| !r.is_default && r.access == Access::Deny && is_any(&r.source) && is_any(&r.destination) && r.protocol == Protocol::Any)
+                !rules.iter().any(|r| {
+                    !r.is_default
+                        && r.access == Access::Deny
+                        && is_any(&r.source)
+                        && is_any(&r.destination)
+                        && r.protocol == Protocol::Any
+                })
             };
             if reaches_default(Direction::Inbound) {
                 out.push(finding(Severity::Warning, "virtual-network-tag-widened", &s.origin, nsg, Some("AllowVnetInBound"), format!("`{}` → VirtualAppliance on subnet `{}` widens the VirtualNetwork tag to every address (NSG-8.1): AllowVnetInBound now admits all inbound traffic that no user rule denies", default.name, s.name), "end the NSG's inbound rules with an explicit deny of everything not allowed (priority 4096)".into()));
@@ -246,13 +411,20 @@ fn routes(snap: &Snapshot, out: &mut Vec<Finding>) {
     }
     // Service endpoints that let traffic skip a firewall which filters that service.
     for (v, s) in snap.network.subnets() {
-        let Some(si) = snap.subnet_by_name(&format!("{}/{}", v.name, s.name)) else { continue };
-        let through_fw = snap.subnets[si].routes.lookup("0.0.0.0".parse().expect("literal")).is_some_and(|(_, r)| r.next_hop_type == NextHopType::VirtualAppliance);
+        let Some(si) = snap.subnet_by_name(&format!("{}/{}", v.name, s.name)) else {
+            continue;
+        };
+        let through_fw = snap.subnets[si]
+            .routes
+            .lookup("0.0.0.0".parse().expect("literal"))
+            .is_some_and(|(_, r)| r.next_hop_type == NextHopType::VirtualAppliance);
         if !through_fw {
             continue;
         }
         for ep in &s.service_endpoints {
-            let Some(tag) = palisade_policy::routes::service_endpoint_tag(&ep.service) else { continue };
+            let Some(tag) = palisade_policy::routes::service_endpoint_tag(&ep.service) else {
+                continue;
+            };
             let filtered = firewall_mentions(snap, tag);
             if let Some(rule) = filtered {
                 out.push(finding(Severity::Info, "service-endpoint-bypasses-firewall", &s.origin, &format!("{}/{}", v.name, s.name), None, format!("service endpoint `{}` sends {tag} traffic around the firewall, which also has rules for it ({rule}); those rules never see this subnet's {tag} traffic (RT-7)", ep.service), "keep the endpoint (and restrict with NSG service-tag rules) or remove it so the firewall decides; not both".into()));
@@ -274,7 +446,10 @@ fn firewall_mentions(snap: &Snapshot, tag: &str) -> Option<String> {
     let mut check = |c: &palisade_model::RuleCollection| {
         for r in &c.rules {
             let names_tag = r.destination_addresses.iter().any(|a| matches!(a, palisade_model::AddressItem::ServiceTag(t) if t.eq_ignore_ascii_case(tag) || t.to_ascii_lowercase().starts_with(&format!("{}.", tag.to_ascii_lowercase()))));
-            let names_domain = r.target_fqdns.iter().any(|f| domains.iter().any(|d| f.to_ascii_lowercase().ends_with(d)));
+            let names_domain = r
+                .target_fqdns
+                .iter()
+                .any(|f| domains.iter().any(|d| f.to_ascii_lowercase().ends_with(d)));
             if (names_tag || names_domain) && found.is_none() {
                 found = Some(format!("{}/{}", c.name, r.name));
             }
@@ -284,7 +459,10 @@ fn firewall_mentions(snap: &Snapshot, tag: &str) -> Option<String> {
         f.rule_collections.iter().for_each(&mut check);
     }
     for p in &snap.network.firewall_policies {
-        p.rule_collection_groups.iter().flat_map(|g| &g.rule_collections).for_each(&mut check);
+        p.rule_collection_groups
+            .iter()
+            .flat_map(|g| &g.rule_collections)
+            .for_each(&mut check);
     }
     found
 }
@@ -302,7 +480,27 @@ fn firewall(snap: &Snapshot, out: &mut Vec<Finding>) {
                     palisade_model::ApplicationProtocolType::Mssql => p.port != 1433,
                 };
                 if odd {
-                    out.push(finding(Severity::Warning, "fqdn-rule-on-unused-port", &r.origin, owner, Some(&format!("{}/{}", c.name, r.name)), format!("rule `{}` matches {:?} on port {}: clients speak {} there", r.name, p.protocol_type, p.port, if p.port == 443 { "HTTPS" } else if p.port == 80 { "HTTP" } else { "another protocol" }), "use Http:80 and Https:443 (or the port the clients really use)".into()));
+                    out.push(finding(
+                        Severity::Warning,
+                        "fqdn-rule-on-unused-port",
+                        &r.origin,
+                        owner,
+                        Some(&format!("{}/{}", c.name, r.name)),
+                        format!(
+                            "rule `{}` matches {:?} on port {}: clients speak {} there",
+                            r.name,
+                            p.protocol_type,
+                            p.port,
+                            if p.port == 443 {
+                                "HTTPS"
+                            } else if p.port == 80 {
+                                "HTTP"
+                            } else {
+                                "another protocol"
+                            }
+                        ),
+                        "use Http:80 and Https:443 (or the port the clients really use)".into(),
+                    ));
                 }
             }
             for t in &r.target_fqdns {

@@ -15,8 +15,15 @@ fn shared() -> PathBuf {
 }
 
 fn snapshot(dir: &str) -> Snapshot {
-    let imported = palisade_model::load(&[shared().join(dir).join("network.json")], &ImportOptions::default());
-    Snapshot::compile(&imported.network, &Catalogs::embedded(), &CompileOptions::default())
+    let imported = palisade_model::load(
+        &[shared().join(dir).join("network.json")],
+        &ImportOptions::default(),
+    );
+    Snapshot::compile(
+        &imported.network,
+        &Catalogs::embedded(),
+        &CompileOptions::default(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -56,11 +63,17 @@ struct CoveredBy {
 #[test]
 fn diag_8_adx_dependency_coverage() {
     let dir = shared().join("adx-dependencies");
-    let cov: Coverage = serde_saphyr::from_str(&std::fs::read_to_string(dir.join("coverage.yaml")).unwrap()).unwrap();
+    let cov: Coverage =
+        serde_saphyr::from_str(&std::fs::read_to_string(dir.join("coverage.yaml")).unwrap())
+            .unwrap();
     let (catalog, warnings) = DependencyCatalog::load(&dir.join("dependencies.json"));
     let catalog = catalog.unwrap();
     assert!(warnings.iter().all(|w| !w.is_error()));
-    let report = deps::check(&snapshot("adx-dependencies"), &catalog, cov.source.parse().unwrap());
+    let report = deps::check(
+        &snapshot("adx-dependencies"),
+        &catalog,
+        cov.source.parse().unwrap(),
+    );
     let e = &cov.expect;
     assert_eq!(report.summary.entries, e.entries);
     assert_eq!(report.summary.covered, e.covered);
@@ -70,37 +83,103 @@ fn diag_8_adx_dependency_coverage() {
         .entries
         .iter()
         .filter(|x| !matches!(x.status, deps::Status::Covered | deps::Status::Bypassed))
-        .map(|x| (x.category.clone(), x.domain_name.clone(), x.port, x.protocol.to_string(), format!("{:?}", x.status)))
+        .map(|x| {
+            (
+                x.category.clone(),
+                x.domain_name.clone(),
+                x.port,
+                x.protocol.to_string(),
+                format!("{:?}", x.status),
+            )
+        })
         .collect();
-    let want: Vec<(String, String, u16, String, String)> = e.missing.iter().map(|m| (m.category.clone(), m.domain_name.clone(), m.port, m.protocol.clone(), m.status.clone())).collect();
+    let want: Vec<(String, String, u16, String, String)> = e
+        .missing
+        .iter()
+        .map(|m| {
+            (
+                m.category.clone(),
+                m.domain_name.clone(),
+                m.port,
+                m.protocol.clone(),
+                m.status.clone(),
+            )
+        })
+        .collect();
     let (mut missing, mut want) = (missing, want);
     missing.sort();
     want.sort();
     assert_eq!(missing, want);
     for c in &e.covered_by {
-        let got = report.entries.iter().find(|x| x.domain_name == c.domain_name && x.port == c.port).unwrap();
-        let rule = got.decided_by.as_ref().and_then(|d| d.rule.clone()).unwrap_or_default();
-        assert_eq!(rule, format!("adx-application-rcg/adx-dependencies/{}", c.rule), "{}", c.domain_name);
+        let got = report
+            .entries
+            .iter()
+            .find(|x| x.domain_name == c.domain_name && x.port == c.port)
+            .unwrap();
+        let rule = got
+            .decided_by
+            .as_ref()
+            .and_then(|d| d.rule.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            rule,
+            format!("adx-application-rcg/adx-dependencies/{}", c.rule),
+            "{}",
+            c.domain_name
+        );
         assert_eq!(got.decided_by.as_ref().unwrap().resource, "adx-fw-policy");
     }
     // Every entry that is not covered carries a suggestion.
-    assert!(report.entries.iter().filter(|x| x.status != deps::Status::Covered).all(|x| x.suggestion.is_some()));
+    assert!(report
+        .entries
+        .iter()
+        .filter(|x| x.status != deps::Status::Covered)
+        .all(|x| x.suggestion.is_some()));
     assert!(!report.ok());
 }
 
 #[test]
 fn diag_9_asymmetric_routing_reports_broken_not_fixed() {
     let report = asymmetric::check(&snapshot("asymmetric-routing"), &[]);
-    let mgmt = |subnet: &str| report.findings.iter().filter(|f| f.subnet.ends_with(subnet) && f.entry.ends_with("Inbound-management")).count();
+    let mgmt = |subnet: &str| {
+        report
+            .findings
+            .iter()
+            .filter(|f| f.subnet.ends_with(subnet) && f.entry.ends_with("Inbound-management"))
+            .count()
+    };
     assert!(mgmt("ase-broken-subnet") >= 1, "{:#?}", report.findings);
     assert_eq!(mgmt("ase-fixed-subnet"), 0, "{:#?}", report.findings);
-    let broken = report.findings.iter().find(|f| f.subnet.ends_with("ase-broken-subnet") && f.entry.ends_with("Inbound-management")).unwrap();
-    assert_eq!((broken.route_table.as_str(), broken.route.as_str(), broken.reply_next_hop.as_str()), ("rt-broken", "to-firewall", "VirtualAppliance"));
+    let broken = report
+        .findings
+        .iter()
+        .find(|f| {
+            f.subnet.ends_with("ase-broken-subnet") && f.entry.ends_with("Inbound-management")
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            broken.route_table.as_str(),
+            broken.route.as_str(),
+            broken.reply_next_hop.as_str()
+        ),
+        ("rt-broken", "to-firewall", "VirtualAppliance")
+    );
     // The management addresses of the flows are among the astray sources on the broken subnet.
-    let covers = |f: &asymmetric::Finding, a: &str| f.source_prefixes.iter().any(|p| p.parse::<ipnet::IpNet>().unwrap().contains(&a.parse::<std::net::IpAddr>().unwrap()));
+    let covers = |f: &asymmetric::Finding, a: &str| {
+        f.source_prefixes.iter().any(|p| {
+            p.parse::<ipnet::IpNet>()
+                .unwrap()
+                .contains(&a.parse::<std::net::IpAddr>().unwrap())
+        })
+    };
     assert!(covers(broken, "70.37.57.58") && covers(broken, "52.151.25.45"));
     // On the fixed subnet, HTTPS from arbitrary clients still breaks — except the routed partner range.
-    let https = report.findings.iter().find(|f| f.subnet.ends_with("ase-fixed-subnet") && f.entry.ends_with("Inbound-app-https")).unwrap();
+    let https = report
+        .findings
+        .iter()
+        .find(|f| f.subnet.ends_with("ase-fixed-subnet") && f.entry.ends_with("Inbound-app-https"))
+        .unwrap();
     assert!(covers(https, "203.0.113.70"));
     assert!(!covers(https, "198.51.100.25"));
 }
@@ -119,11 +198,18 @@ struct LintFinding {
 
 #[test]
 fn lint_layered_nsg_findings_are_the_real_ones() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/layered-nsg-lint.yaml")).unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/layered-nsg-lint.yaml"),
+    )
+    .unwrap();
     let expect: LintExpect = serde_saphyr::from_str(&text).unwrap();
     let got: Vec<LintFinding> = lint::lint(&snapshot("layered-nsg"))
         .into_iter()
-        .map(|f| LintFinding { code: f.code.to_string(), resource: f.resource, rule: f.rule })
+        .map(|f| LintFinding {
+            code: f.code.to_string(),
+            resource: f.resource,
+            rule: f.rule,
+        })
         .collect();
     let mut want = expect.findings;
     let mut got = got;
@@ -136,8 +222,15 @@ fn lint_layered_nsg_findings_are_the_real_ones() {
 #[test]
 fn lint_ase_flags_the_intended_all_open_rule() {
     let findings = lint::lint(&snapshot("ase-egress-lockdown"));
-    assert!(findings.iter().any(|f| f.code == "all-open-rule" && f.rule.as_deref() == Some("Allow-all-outbound")), "{findings:#?}");
-    assert!(findings.iter().any(|f| f.code == "default-route-bypassed" && f.rule.as_deref() == Some("mgmt-70-37-57-58")));
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.code == "all-open-rule" && f.rule.as_deref() == Some("Allow-all-outbound")),
+        "{findings:#?}"
+    );
+    assert!(findings.iter().any(
+        |f| f.code == "default-route-bypassed" && f.rule.as_deref() == Some("mgmt-70-37-57-58")
+    ));
     // Service endpoints on a subnet forced through the firewall: no finding unless the firewall
     // also filters that service (its only Storage-like rule is the FQDN tag set).
     for f in &findings {

@@ -50,12 +50,17 @@ fn source(snap: &Snapshot, from: Option<&str>) -> Result<IpAddr, String> {
         }
     }
     let subnet = match from {
-        Some(name) => snap.subnet_by_name(name).ok_or_else(|| format!("no subnet named '{name}'"))?,
+        Some(name) => snap
+            .subnet_by_name(name)
+            .ok_or_else(|| format!("no subnet named '{name}'"))?,
         None => (0..snap.subnets.len())
             .find(|i| snap.subnets[*i].nsg.is_some() || snap.subnets[*i].route_table.is_some())
             .ok_or("the network has no subnet; give --from ADDRESS")?,
     };
-    let p = snap.subnets[subnet].prefixes.first().ok_or("the subnet has no address prefix")?;
+    let p = snap.subnets[subnet]
+        .prefixes
+        .first()
+        .ok_or("the subnet has no address prefix")?;
     Ok(match p {
         ipnet::IpNet::V4(n) => IpAddr::V4((u32::from(n.network()) + 4).into()),
         ipnet::IpNet::V6(n) => IpAddr::V6((u128::from(n.network()) + 4).into()),
@@ -64,22 +69,36 @@ fn source(snap: &Snapshot, from: Option<&str>) -> Result<IpAddr, String> {
 
 fn catalog(path: &PathBuf) -> Result<DependencyCatalog, String> {
     let (c, warnings) = DependencyCatalog::load(path);
-    for w in warnings.iter().filter(|w| w.severity >= palisade_model::Severity::Warning) {
+    for w in warnings
+        .iter()
+        .filter(|w| w.severity >= palisade_model::Severity::Warning)
+    {
         eprintln!("{w}");
     }
     c.map_err(|d| d.to_string())
 }
 
 pub fn deps(cmd: DepsCommand) -> Result<ExitCode, String> {
-    let DepsCommand::Check { net, catalog: path, from, output } = cmd;
+    let DepsCommand::Check {
+        net,
+        catalog: path,
+        from,
+        output,
+    } = cmd;
     let loaded = load::load_for_evaluation(&net)?;
     let catalog = catalog(&path)?;
     let src = source(&loaded.snapshot, from.as_deref())?;
     let report = deps::check(&loaded.snapshot, &catalog, src);
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
     } else {
-        println!("dependency coverage from {src} ({} entries)", report.summary.entries);
+        println!(
+            "dependency coverage from {src} ({} entries)",
+            report.summary.entries
+        );
         let mut category = String::new();
         for e in &report.entries {
             if e.category != category {
@@ -89,10 +108,23 @@ pub fn deps(cmd: DepsCommand) -> Result<ExitCode, String> {
             let by = e
                 .decided_by
                 .as_ref()
-                .map(|d| format!("{} {} {}", d.layer, d.resource, d.rule.clone().unwrap_or_default()))
+                .map(|d| {
+                    format!(
+                        "{} {} {}",
+                        d.layer,
+                        d.resource,
+                        d.rule.clone().unwrap_or_default()
+                    )
+                })
                 .unwrap_or_default();
             let optional = if e.required { "" } else { " (optional)" };
-            println!("  {:<22} {:<45} {:>5}/{:<3} {by}{optional}", format!("{:?}", e.status), e.domain_name, e.port, e.protocol);
+            println!(
+                "  {:<22} {:<45} {:>5}/{:<3} {by}{optional}",
+                format!("{:?}", e.status),
+                e.domain_name,
+                e.port,
+                e.protocol
+            );
             if let Some(s) = &e.suggestion {
                 println!("  {:<22} fix: {s}", "");
             }
@@ -103,47 +135,111 @@ pub fn deps(cmd: DepsCommand) -> Result<ExitCode, String> {
             s.covered, s.bypassed, s.denied, s.partial, s.not_coverable, s.missing_service_endpoint, s.required_not_covered, if s.required_not_covered == 1 { "y" } else { "ies" }
         );
     }
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 pub fn analyze(cmd: AnalyzeCommand) -> Result<ExitCode, String> {
-    let AnalyzeCommand::Asymmetric { net, catalog: path, output } = cmd;
+    let AnalyzeCommand::Asymmetric {
+        net,
+        catalog: path,
+        output,
+    } = cmd;
     let loaded = load::load_for_evaluation(&net)?;
     let mut declared = vec![];
     if let Some(p) = &path {
         let c = catalog(p)?;
         for e in c.entries().filter(|e| e.category.via == Via::Route) {
             if let Some(ip) = e.endpoint.ip_address() {
-                declared.push((format!("{}: {}", e.category.category, ip), vec![ipnet::IpNet::from(ip)]));
+                declared.push((
+                    format!("{}: {}", e.category.category, ip),
+                    vec![ipnet::IpNet::from(ip)],
+                ));
             }
         }
     }
     let report = asymmetric::check(&loaded.snapshot, &declared);
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
     } else {
         for f in &report.findings {
             let n = f.source_prefixes.len();
-            let shown: Vec<&str> = f.source_prefixes.iter().take(4).map(String::as_str).collect();
+            let shown: Vec<&str> = f
+                .source_prefixes
+                .iter()
+                .take(4)
+                .map(String::as_str)
+                .collect();
             println!("Asymmetric  subnet {}  entry {}", f.subnet, f.entry);
-            println!("    sources  {}{}", shown.join(", "), if n > 4 { format!(" (+{} more)", n - 4) } else { String::new() });
-            println!("    reply    {} / {} → {}{}", f.route_table, f.route, f.reply_next_hop, f.reply_next_hop_address.as_ref().map(|a| format!(" {a}")).unwrap_or_default());
+            println!(
+                "    sources  {}{}",
+                shown.join(", "),
+                if n > 4 {
+                    format!(" (+{} more)", n - 4)
+                } else {
+                    String::new()
+                }
+            );
+            println!(
+                "    reply    {} / {} → {}{}",
+                f.route_table,
+                f.route,
+                f.reply_next_hop,
+                f.reply_next_hop_address
+                    .as_ref()
+                    .map(|a| format!(" {a}"))
+                    .unwrap_or_default()
+            );
             println!("    fix      {}", f.suggestion);
         }
-        println!("{} finding(s) over {} subnet(s) and {} inbound entr(ies)", report.findings.len(), report.subnets, report.entries);
+        println!(
+            "{} finding(s) over {} subnet(s) and {} inbound entr(ies)",
+            report.findings.len(),
+            report.subnets,
+            report.entries
+        );
     }
-    Ok(if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 pub fn lint(net: NetworkArgs, output: Output) -> Result<ExitCode, String> {
     let loaded = load::load_for_evaluation(&net)?;
     let findings = lint::lint(&loaded.snapshot);
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "findings": findings })).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "findings": findings }))
+                .map_err(|e| e.to_string())?
+        );
     } else {
         for f in &findings {
-            let rule = f.rule.as_deref().map(|r| format!(" rule {r}")).unwrap_or_default();
-            println!("{:?}[{}] {} ({}){rule}: {}", f.severity, f.code, f.resource, if f.pointer.is_empty() { f.file.clone() } else { format!("{} {}", f.file, f.pointer) }, f.message);
+            let rule = f
+                .rule
+                .as_deref()
+                .map(|r| format!(" rule {r}"))
+                .unwrap_or_default();
+            println!(
+                "{:?}[{}] {} ({}){rule}: {}",
+                f.severity,
+                f.code,
+                f.resource,
+                if f.pointer.is_empty() {
+                    f.file.clone()
+                } else {
+                    format!("{} {}", f.file, f.pointer)
+                },
+                f.message
+            );
             println!("    fix: {}", f.suggestion);
         }
         println!("{} finding(s)", findings.len());

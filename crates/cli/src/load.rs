@@ -48,7 +48,9 @@ pub fn load(args: &NetworkArgs) -> Result<Loaded, String> {
     }
     let imported = palisade_model::load(&args.network, &options);
     let mut diagnostics = imported.diagnostics.clone();
-    diagnostics.extend(palisade_model::validate(&imported.network, &catalogs, args.strict).0);
+    let mut validation = palisade_model::validate(&imported.network, &catalogs, args.strict);
+    palisade_model::json::locate_in_files(&mut validation);
+    diagnostics.extend(validation.0);
     Ok(Loaded {
         imported,
         diagnostics,

@@ -55,6 +55,32 @@ impl Document {
     }
 }
 
+/// Fill in line and column of diagnostics raised after import (validation), by reading each
+/// named JSON file once more. Files that cannot be read or parsed leave their diagnostics as
+/// they are (pointer only).
+pub fn locate_in_files(diagnostics: &mut crate::diag::Diagnostics) {
+    let mut docs: HashMap<String, Option<Document>> = HashMap::new();
+    for d in diagnostics
+        .0
+        .iter_mut()
+        .filter(|d| d.line.is_none() && !d.file.is_empty())
+    {
+        let doc = docs.entry(d.file.clone()).or_insert_with(|| {
+            let text = std::fs::read_to_string(&d.file).ok()?;
+            if d.file.ends_with(".yaml") || d.file.ends_with(".yml") {
+                return None;
+            }
+            parse(&d.file, &text).ok()
+        });
+        if let Some(doc) = doc {
+            if let Some((l, c)) = doc.position(&d.pointer) {
+                d.line = Some(l);
+                d.column = Some(c);
+            }
+        }
+    }
+}
+
 /// Escape one JSON pointer token (RFC 6901).
 pub fn pointer_token(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")

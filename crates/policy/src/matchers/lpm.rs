@@ -65,6 +65,8 @@ struct Node {
 #[derive(Clone, Debug)]
 struct Poptrie<K: Key> {
     direct_bits: u32,
+    /// Node levels below the direct array (longest path).
+    levels: u32,
     direct: Vec<u32>,
     nodes: Vec<Node>,
     leaves: Vec<u32>,
@@ -77,11 +79,18 @@ type Item<K> = (K, u8, u32);
 impl<K: Key> Poptrie<K> {
     /// Builds from items sorted by (address, length) without duplicates.
     fn build(items: &[Item<K>], direct_bits: u32) -> Self {
+        // Node 0 and leaf 0 are a dummy that inactive lookup steps read (see `lookup`).
         let mut t = Poptrie {
             direct_bits,
+            levels: 0,
             direct: vec![LEAF_FLAG; 1usize << direct_bits],
-            nodes: Vec::new(),
-            leaves: Vec::new(),
+            nodes: vec![Node {
+                vector: 0,
+                leafvec: 1,
+                base0: 0,
+                base1: 0,
+            }],
+            leaves: vec![0],
             _key: std::marker::PhantomData,
         };
         let s = direct_bits as u8;
@@ -110,7 +119,8 @@ impl<K: Key> Poptrie<K> {
             let default = t.direct[slot] & !LEAF_FLAG;
             let at = t.nodes.len();
             t.nodes.push(Node::default());
-            t.fill(at, &long[i..j], direct_bits, default);
+            let levels = t.fill(at, &long[i..j], direct_bits, default);
+            t.levels = t.levels.max(levels);
             t.direct[slot] = at as u32;
             i = j;
         }
@@ -121,7 +131,8 @@ impl<K: Key> Poptrie<K> {
 
     /// Fills node `at` covering the block at bit `offset`; `group` holds the prefixes longer than
     /// `offset` inside the block, sorted; `default` is the leaf inherited from above.
-    fn fill(&mut self, at: usize, group: &[Item<K>], offset: u32, default: u32) {
+    /// Returns the number of node levels of the subtree.
+    fn fill(&mut self, at: usize, group: &[Item<K>], offset: u32, default: u32) -> u32 {
         let end = offset + 6;
         let mut slots = [default; 64];
         for &(addr, len, val) in group.iter().filter(|it| u32::from(it.1) <= end) {
@@ -175,31 +186,40 @@ impl<K: Key> Poptrie<K> {
             base0,
             base1,
         };
+        let mut levels = 0;
         for (rank, &(slot, a, b)) in children.iter().enumerate() {
-            self.fill(base1 as usize + rank, &group[a..b], end, slots[slot]);
+            levels = levels.max(self.fill(base1 as usize + rank, &group[a..b], end, slots[slot]));
         }
+        levels + 1
     }
 
     /// The leaf value for `addr` (0 = no route).
+    ///
+    /// Branch-free: every lookup runs `levels` steps; a step either descends, or (once a leaf is
+    /// found, or from a direct-array leaf) reads the dummy node 0. The next node's address depends
+    /// only on the current node, never on a leaf read, and no branch depends on the data, so the
+    /// CPU overlaps the memory reads of consecutive lookups instead of serialising them behind
+    /// mispredicted branches.
     #[inline]
     fn lookup(&self, addr: K) -> u32 {
         let d = self.direct[addr.top_bits(self.direct_bits)];
-        if d & LEAF_FLAG != 0 {
-            return d & !LEAF_FLAG;
-        }
-        let mut node = self.nodes[d as usize];
+        let direct_leaf = d & LEAF_FLAG != 0;
+        let mut result = if direct_leaf { d & !LEAF_FLAG } else { 0 };
+        let mut idx = if direct_leaf { 0 } else { d };
         let mut offset = self.direct_bits;
-        loop {
+        for _ in 0..self.levels {
+            let node = self.nodes[idx as usize];
             let bit = 1u64 << addr.six_bits(offset);
-            if node.vector & bit != 0 {
-                let rank = (node.vector & (bit - 1)).count_ones();
-                node = self.nodes[(node.base1 + rank) as usize];
-                offset += 6;
-            } else {
-                let rank = (node.leafvec & (bit | (bit - 1))).count_ones();
-                return self.leaves[(node.base0 + rank - 1) as usize];
-            }
+            let internal = node.vector & bit != 0;
+            let child = node.base1 + (node.vector & (bit - 1)).count_ones();
+            let leaf_at = (node.base0 + (node.leafvec & (bit | (bit - 1))).count_ones()).saturating_sub(1);
+            let leaf = self.leaves[if internal { 0 } else { leaf_at as usize }];
+            let active = idx != 0;
+            result = if active && !internal { leaf } else { result };
+            idx = if active && internal { child } else { 0 };
+            offset += 6;
         }
+        result
     }
 
     fn memory_bytes(&self) -> usize {

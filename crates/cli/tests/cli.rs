@@ -1,0 +1,286 @@
+//! The `palisade` binary as a user runs it: the README's commands, exit codes, and the
+//! documented JSON schema (`docs/cli-json.md`).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn palisade(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run palisade");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn json(args: &[&str]) -> (i32, Value) {
+    let (code, out, err) = palisade(args);
+    let v = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}\n{out}\n{err}"));
+    (code, v)
+}
+
+#[test]
+fn readme_demo_shows_an_allowed_and_a_denied_flow() {
+    let (code, out, _) = palisade(&["demo"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("verdict Allow — firewall ase-firewall / ase-dependencies/ase-fqdn-tags"),
+        "{out}"
+    );
+    assert!(out.contains("verdict Deny — default ase-firewall"), "{out}");
+}
+
+/// DIAG-7 / issue schema: verdict, decided_by {layer, resource, collection, rule, priority},
+/// hops, next_hop {type, address}.
+#[test]
+fn trace_json_schema_and_exit_codes() {
+    let net = "examples/ase-egress-lockdown";
+    let (code, v) = json(&[
+        "trace",
+        "--network",
+        net,
+        "--from",
+        "10.0.0.10",
+        "--to",
+        "203.0.113.40",
+        "--port",
+        "443",
+        "--host",
+        "api.partner.example",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(v["verdict"], "Allow");
+    assert_eq!(v["decided_by"]["layer"], "firewall");
+    assert_eq!(v["decided_by"]["resource"], "ase-firewall");
+    assert_eq!(v["decided_by"]["collection"], "app-dependencies");
+    assert_eq!(v["decided_by"]["rule"], "app-dependencies/partner-apis");
+    assert_eq!(v["decided_by"]["priority"], 400);
+    assert_eq!(v["next_hop"]["type"], "VirtualAppliance");
+    assert_eq!(v["next_hop"]["address"], "10.0.1.4");
+    let layers: Vec<&str> = v["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["layer"].as_str().unwrap())
+        .collect();
+    assert_eq!(layers, vec!["SubnetNsg", "Route", "FirewallApplication"]);
+
+    let (code, v) = json(&[
+        "trace",
+        "--network",
+        net,
+        "--from",
+        "10.0.0.10",
+        "--to",
+        "203.0.113.25",
+        "--port",
+        "25",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 3);
+    assert_eq!(
+        (v["verdict"].as_str(), v["decided_by"]["rule"].as_str()),
+        (Some("Deny"), Some("Deny-SMTP-outbound"))
+    );
+
+    // Asymmetric reply of an unrouted management address (RT-9).
+    let (code, v) = json(&[
+        "trace",
+        "--network",
+        net,
+        "--from",
+        "52.151.25.45",
+        "--to",
+        "10.0.0.10",
+        "--port",
+        "454",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 3);
+    assert_eq!(v["verdict"], "Drop");
+    assert_eq!(v["reply"]["symmetric"], false);
+}
+
+#[test]
+fn trace_to_a_name_uses_it_as_sni() {
+    let (code, v) = json(&[
+        "trace",
+        "--network",
+        "examples/ase-egress-lockdown",
+        "--from",
+        "10.0.0.10",
+        "--to",
+        "login.microsoftonline.com",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(v["flow"]["host"], "login.microsoftonline.com");
+    assert_eq!(v["decided_by"]["rule"], "ase-dependencies/ase-fqdn-tags");
+}
+
+#[test]
+fn next_hop_json_has_both_shapes() {
+    let (code, v) = json(&[
+        "next-hop",
+        "--network",
+        "examples/ase-egress-lockdown",
+        "--from",
+        "10.0.0.10",
+        "--to",
+        "13.90.249.229",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(v["next_hop"]["type"], "Internet");
+    assert_eq!(v["route"]["table"], "ase-route-table");
+    assert_eq!(v["route"]["name"], "monitor-13-90-249-229");
+    assert_eq!(v["route"]["prefix"], "13.90.249.229/32");
+    assert_eq!(v["route"]["source"], "User");
+    assert_eq!(v["nextHopType"], "Internet");
+    assert_eq!(v["routeTableId"], "ase-route-table");
+    let (_, v) = json(&[
+        "next-hop",
+        "--network",
+        "examples/ase-egress-lockdown",
+        "--from",
+        "10.0.0.10",
+        "--to",
+        "20.42.69.10",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(v["route"]["source"], "ServiceEndpoint");
+    assert_eq!(v["routeTableId"], "System Route");
+}
+
+#[test]
+fn validate_reports_located_errors_and_fails() {
+    let dir = std::env::temp_dir().join(format!("palisade-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"name": "nsg", "type": "Microsoft.Network/networkSecurityGroups", "properties": {"securityRules": [
+  {"name": "a", "properties": {"protocol": "Tcp", "sourcePortRange": "*", "destinationPortRange": "22",
+   "sourceAddressPrefix": "*", "destinationAddressPrefix": "*", "access": "Allow", "priority": 5000, "direction": "Inbound"}}]}}"#,
+    )
+    .unwrap();
+    let (code, v) = json(&["validate", bad.to_str().unwrap(), "--output", "json"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 1);
+    assert_eq!(v["valid"], false);
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["severity"], "Error");
+    assert_eq!(d["field"], "priority");
+    assert_eq!(d["found"], "5000");
+    assert_eq!(d["line"], 2);
+    assert!(d["file"].as_str().unwrap().ends_with("bad.json"));
+    let (code, _, _) = palisade(&["validate", "examples/ase-egress-lockdown"]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn effective_routes_and_rules_render() {
+    let (code, v) = json(&[
+        "effective-routes",
+        "--network",
+        "examples/ase-egress-lockdown",
+        "--subnet",
+        "ase-subnet",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    let routes = v["value"].as_array().unwrap();
+    let default = routes
+        .iter()
+        .find(|r| r["source"] == "Default" && r["addressPrefix"][0] == "0.0.0.0/0")
+        .unwrap();
+    assert_eq!(default["state"], "Invalid");
+    assert_eq!(default["invalidReason"], "Overridden");
+    let (code, v) = json(&[
+        "effective-rules",
+        "--network",
+        "../shared/scenarios/layered-nsg",
+        "--ignore-errors",
+        "--nic",
+        "web-vm1-nic",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    let groups = v["value"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "subnet NSG and NIC NSG");
+    let names: Vec<&str> = groups[1]["effectiveSecurityRules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"securityRules/Allow-HTTPS")
+            && names.contains(&"defaultSecurityRules/DenyAllOutBound")
+    );
+}
+
+#[test]
+fn deps_check_exit_code_follows_coverage() {
+    let (code, v) = json(&[
+        "deps",
+        "check",
+        "--network",
+        "../shared/scenarios/adx-dependencies/network.json",
+        "--catalog",
+        "../shared/scenarios/adx-dependencies/dependencies.json",
+        "--from",
+        "10.1.0.10",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(v["summary"]["covered"], 23);
+    let e = &v["entries"][0];
+    for key in [
+        "category",
+        "domainName",
+        "port",
+        "protocol",
+        "status",
+        "decided_by",
+        "suggestion",
+    ] {
+        assert!(e.get(key).is_some(), "entry lacks {key}");
+    }
+}
+
+#[test]
+fn errors_stop_evaluation_unless_asked() {
+    let (code, _, err) = palisade(&[
+        "trace",
+        "--network",
+        "../shared/scenarios/layered-nsg",
+        "--from",
+        "203.0.113.20",
+        "--to",
+        "10.2.1.4",
+        "--port",
+        "443",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("priority outside 100-4096"), "{err}");
+}

@@ -1,0 +1,810 @@
+//! Connection handling: the explicit proxy (absolute-form HTTP/1.1 and `CONNECT`), the
+//! transparent listener, and the splice between client and server.
+//!
+//! Every path ends in one decision of the compiled policy and one flow record. Denied
+//! connections get their record written (durably) before the client hears the answer.
+
+use crate::metrics::{DirectionLabels, ListenerLabels};
+use crate::resolver::ResolveError;
+use crate::sni::{self, Peeked};
+use crate::{log, outcome_record, AddressCheck, Established, Gateway};
+use palisade_flowlog::FlowRecord;
+use palisade_policy::firewall::{FirewallInput, FirewallOutcome, FirewallPass};
+use palisade_policy::matchers::PacketKey;
+use palisade_policy::AppProtocol;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Explicit,
+    Transparent,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Explicit => "explicit",
+            Mode::Transparent => "transparent",
+        }
+    }
+}
+
+pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                log(format!("accept on {:?}: {e}", listener.local_addr()));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        gw.metrics
+            .connections
+            .get_or_create(&ListenerLabels {
+                listener: mode.name().into(),
+            })
+            .inc();
+        let Ok(permit) = gw.slots.clone().try_acquire_owned() else {
+            gw.metrics.rejected_over_limit.inc();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            gw.metrics.active.inc();
+            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+            let r = match mode {
+                Mode::Explicit => explicit(&gw, stream, peer).await,
+                Mode::Transparent => transparent(&gw, stream, peer).await,
+            };
+            if let Err(e) = r {
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ) {
+                    log(format!("{} connection from {peer}: {e}", mode.name()));
+                }
+            }
+            gw.metrics.active.dec();
+            drop(permit);
+        });
+    }
+}
+
+/// What we know about a flow when it is decided.
+struct Flow {
+    mode: Mode,
+    protocol: &'static str,
+    client: SocketAddr,
+    dst: Option<SocketAddr>,
+    name: Option<String>,
+    started: Instant,
+}
+
+impl Flow {
+    fn record(&self, gw: &Gateway, outcome: &FirewallOutcome, snapshot: &str) -> FlowRecord {
+        let policy = gw.active().and_then(|a| a.firewall().policy.clone());
+        let mut r = outcome_record(outcome, snapshot, policy.as_deref());
+        r.instance = gw.config.instance.clone();
+        r.mode = self.mode.name().into();
+        r.protocol = self.protocol.into();
+        r.source_ip = Some(self.client.ip());
+        r.source_port = self.client.port();
+        r.destination_ip = self.dst.map(|d| d.ip());
+        r.destination_port = self.dst.map(|d| d.port()).unwrap_or(0);
+        r.name = self.name.clone();
+        r
+    }
+}
+
+fn key(client: SocketAddr, dst: SocketAddr) -> PacketKey {
+    PacketKey {
+        src: client.ip(),
+        dst: dst.ip().to_canonical(),
+        protocol: 6,
+        src_port: client.port(),
+        dst_port: dst.port(),
+    }
+}
+
+/// A deny the gateway reports on the policy's behalf for an observation the spec names
+/// (PAL-5.2 mismatches, FW-6.2 unreadable ClientHello): no rule, layer application.
+fn observed_deny(reason: &'static str, detail: String) -> FirewallOutcome {
+    FirewallOutcome {
+        pass: FirewallPass::FirewallApplication,
+        allowed: false,
+        rule: None,
+        reason,
+        translated: None,
+        snat: false,
+        audit: vec![],
+        detail: Some(detail),
+    }
+}
+
+/// Read until a complete HTTP request head; returns the bytes read (head and anything after).
+async fn read_head(gw: &Gateway, s: &mut TcpStream) -> io::Result<(Vec<u8>, usize)> {
+    let deadline = Instant::now() + gw.config.limits.header_timeout;
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout_at(deadline.into(), s.read(&mut chunk))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request head timeout"))??;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before a request head",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => return Ok((buf, len)),
+            Ok(httparse::Status::Partial) if buf.len() <= sni::MAX_HTTP_HEAD => {}
+            Ok(httparse::Status::Partial) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "request head too large",
+                ))
+            }
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        }
+    }
+}
+
+async fn respond(s: &mut TcpStream, status: &str, body: &str) -> io::Result<()> {
+    let msg = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(msg.as_bytes()).await?;
+    let _ = s.shutdown().await;
+    Ok(())
+}
+
+/// FW-6.2 text for a denied request.
+pub fn deny_text(o: &FirewallOutcome) -> String {
+    match &o.rule {
+        Some(r) => format!(
+            "Action: Deny. Rule Collection: {}. Rule: {}.\n",
+            r.rule_collection, r.rule
+        ),
+        None => {
+            let reason = o
+                .detail
+                .clone()
+                .unwrap_or_else(|| o.reason.to_string())
+                .trim_end_matches('.')
+                .to_string();
+            format!("Action: Deny. Reason: {reason}.\n")
+        }
+    }
+}
+
+/// `host:port` (port required for CONNECT); `[v6]:port`.
+fn split_authority(a: &str, default_port: Option<u16>) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = a.strip_prefix('[') {
+        let (h, p) = rest.split_once(']')?;
+        (h, p.strip_prefix(':'))
+    } else {
+        match a.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (a, None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => default_port?,
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_ascii_lowercase(), port))
+}
+
+async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) -> io::Result<()> {
+    let (buf, head_len) = match read_head(gw, &mut client).await {
+        Ok(x) => x,
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return respond(&mut client, "400 Bad Request", &format!("{e}\n")).await;
+        }
+        Err(e) => return Err(e),
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let _ = req.parse(&buf);
+    let method = req.method.unwrap_or("").to_string();
+    let target = req.path.unwrap_or("").to_string();
+    if method.eq_ignore_ascii_case("CONNECT") {
+        let Some((host, port)) = split_authority(&target, None) else {
+            return respond(&mut client, "400 Bad Request", "CONNECT needs host:port\n").await;
+        };
+        let rest = buf[head_len..].to_vec();
+        return connect(gw, client, peer, host, port, rest).await;
+    }
+    // Absolute-form forwarding of plain HTTP.
+    let Some(after) = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("HTTP://"))
+    else {
+        return respond(
+            &mut client,
+            "400 Bad Request",
+            "this is a proxy: send absolute-form requests (http://host/path) or CONNECT\n",
+        )
+        .await;
+    };
+    let (authority, path) = match after.find(['/', '?']) {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, "/"),
+    };
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    let Some((host, port)) = split_authority(authority, Some(80)) else {
+        return respond(&mut client, "400 Bad Request", "bad request target\n").await;
+    };
+    // Rebuild the head in origin-form: the URI's authority wins over any Host header
+    // (RFC 9112 §3.2.2), hop-by-hop headers go, and the server closes after one response so
+    // every request on the client's connection is decided on its own.
+    let mut head = format!(
+        "{method} {path} HTTP/1.{}\r\nHost: {authority}\r\n",
+        req.version.unwrap_or(1)
+    );
+    for h in req.headers.iter() {
+        let n = h.name.to_ascii_lowercase();
+        if matches!(
+            n.as_str(),
+            "host" | "connection" | "proxy-connection" | "keep-alive" | "proxy-authorization"
+        ) {
+            continue;
+        }
+        head.push_str(h.name);
+        head.push_str(": ");
+        head.push_str(&String::from_utf8_lossy(h.value));
+        head.push_str("\r\n");
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    let mut first = head.into_bytes();
+    first.extend_from_slice(&buf[head_len..]);
+
+    let mut flow = Flow {
+        mode: Mode::Explicit,
+        protocol: "HTTP",
+        client: peer,
+        dst: None,
+        name: Some(host.clone()),
+        started: Instant::now(),
+    };
+    let Some(dst) = resolve_for_dial(gw, &mut flow, &host, port).await else {
+        return respond(
+            &mut client,
+            "502 Bad Gateway",
+            &format!("Action: Deny. Reason: {host} could not be resolved.\n"),
+        )
+        .await;
+    };
+    let input = FirewallInput {
+        key: key(peer, dst),
+        host: Some(&host),
+        app_protocol: Some(AppProtocol::Http),
+    };
+    let (outcome, snap) = gw.judge(&input);
+    if !outcome.allowed {
+        gw.record(flow.record(gw, &outcome, &snap)).await;
+        return respond(&mut client, "470 status code 470", &deny_text(&outcome)).await;
+    }
+    let server = match dial(gw, dst).await {
+        Ok(s) => s,
+        Err(e) => {
+            let mut r = flow.record(gw, &outcome, &snap);
+            r.detail = Some(format!("upstream {dst}: {e}"));
+            gw.record(r).await;
+            return respond(&mut client, "502 Bad Gateway", &format!("upstream {dst}: {e}\n"))
+                .await;
+        }
+    };
+    relay(gw, flow, client, server, &outcome, &snap, input.key, Some(host.clone()), first, None)
+        .await
+}
+
+/// Resolve a name the client asked for, with the gateway's resolver; on failure the deny is
+/// recorded (PAL-5.2 `NameResolutionFailed`) and `None` returned.
+async fn resolve_for_dial(
+    gw: &Gateway,
+    flow: &mut Flow,
+    host: &str,
+    port: u16,
+) -> Option<SocketAddr> {
+    match gw.config.resolver.resolve(host).await {
+        Ok(ips) => {
+            let dst = SocketAddr::new(ips[0], port);
+            flow.dst = Some(dst);
+            Some(dst)
+        }
+        Err(e) => {
+            let detail = match e {
+                ResolveError::NotFound => format!("`{host}` has no address"),
+                ResolveError::Failed(m) => format!("`{host}`: {m}"),
+            };
+            let snap = gw.active().map(|a| a.id().to_string()).unwrap_or_default();
+            let o = observed_deny("NameResolutionFailed", detail);
+            gw.record(flow.record(gw, &o, &snap)).await;
+            None
+        }
+    }
+}
+
+async fn dial(gw: &Gateway, dst: SocketAddr) -> io::Result<TcpStream> {
+    let s = tokio::time::timeout(gw.config.limits.connect_timeout, TcpStream::connect(dst))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+async fn connect(
+    gw: &Arc<Gateway>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    host: String,
+    port: u16,
+    rest: Vec<u8>,
+) -> io::Result<()> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        // CONNECT to an address: decide like a transparent connection, on the name the client
+        // then sends (SNI / Host), checked against this address (PAL-5.2).
+        client
+            .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            .await?;
+        return by_first_bytes(
+            gw,
+            client,
+            peer,
+            SocketAddr::new(ip.to_canonical(), port),
+            Mode::Explicit,
+            rest,
+        )
+        .await;
+    }
+    let app = AppProtocol::infer(port);
+    let mut flow = Flow {
+        mode: Mode::Explicit,
+        protocol: app_name(app),
+        client: peer,
+        dst: None,
+        name: Some(host.clone()),
+        started: Instant::now(),
+    };
+    let Some(dst) = resolve_for_dial(gw, &mut flow, &host, port).await else {
+        return respond(
+            &mut client,
+            "502 Bad Gateway",
+            &format!("Action: Deny. Reason: {host} could not be resolved.\n"),
+        )
+        .await;
+    };
+    let input = FirewallInput {
+        key: key(peer, dst),
+        host: Some(&host),
+        app_protocol: Some(app),
+    };
+    let (outcome, snap) = gw.judge(&input);
+    if !outcome.allowed {
+        gw.record(flow.record(gw, &outcome, &snap)).await;
+        return respond(&mut client, "403 Forbidden", &deny_text(&outcome)).await;
+    }
+    let dial_to = translated(&outcome).unwrap_or(dst);
+    let server = match dial(gw, dial_to).await {
+        Ok(s) => s,
+        Err(e) => {
+            let mut r = flow.record(gw, &outcome, &snap);
+            r.detail = Some(format!("upstream {dial_to}: {e}"));
+            gw.record(r).await;
+            return respond(
+                &mut client,
+                "502 Bad Gateway",
+                &format!("upstream {dial_to}: {e}\n"),
+            )
+            .await;
+        }
+    };
+    client
+        .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        .await?;
+    relay(gw, flow, client, server, &outcome, &snap, input.key, Some(host), rest, Some(app)).await
+}
+
+fn app_name(a: AppProtocol) -> &'static str {
+    match a {
+        AppProtocol::Http => "HTTP",
+        AppProtocol::Https => "HTTPS",
+        AppProtocol::Mssql => "MSSQL",
+    }
+}
+
+fn translated(o: &FirewallOutcome) -> Option<SocketAddr> {
+    o.translated.map(|(ip, p)| SocketAddr::new(ip, p))
+}
+
+/// The original destination of a redirected connection.
+fn original_dst(s: &TcpStream) -> io::Result<SocketAddr> {
+    let sock = socket2::SockRef::from(s);
+    let local = s.local_addr()?;
+    let addr = if local.is_ipv4() {
+        sock.original_dst_v4()?
+    } else {
+        sock.original_dst_v6()?
+    };
+    addr.as_socket()
+        .ok_or_else(|| io::Error::other("original destination is not an IP socket address"))
+}
+
+async fn transparent(gw: &Arc<Gateway>, client: TcpStream, peer: SocketAddr) -> io::Result<()> {
+    let dst = match original_dst(&client) {
+        Ok(d) => SocketAddr::new(d.ip().to_canonical(), d.port()),
+        Err(e) => {
+            log(format!("transparent connection from {peer}: no original destination: {e}"));
+            return Ok(());
+        }
+    };
+    if client.local_addr().ok() == Some(dst) {
+        // Not redirected: someone dialed the listener itself. Relaying would loop.
+        let o = observed_deny(
+            "NotRedirected",
+            "connection addressed to the transparent listener itself".into(),
+        );
+        let flow = Flow {
+            mode: Mode::Transparent,
+            protocol: "TCP",
+            client: peer,
+            dst: Some(dst),
+            name: None,
+            started: Instant::now(),
+        };
+        let snap = gw.active().map(|a| a.id().to_string()).unwrap_or_default();
+        gw.record(flow.record(gw, &o, &snap)).await;
+        return Ok(());
+    }
+    by_first_bytes(gw, client, peer, dst, Mode::Transparent, vec![]).await
+}
+
+/// Decide a connection to `dst`: first at L4 (DNAT and network rules need no name); if those
+/// pass it on, read the ClientHello or HTTP head, decide on the name, check the name resolves
+/// to `dst` (PAL-5.2), then relay (the bytes read are forwarded first, TLS is never
+/// terminated).
+async fn by_first_bytes(
+    gw: &Arc<Gateway>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    dst: SocketAddr,
+    mode: Mode,
+    mut buf: Vec<u8>,
+) -> io::Result<()> {
+    let mut flow = Flow {
+        mode,
+        protocol: "TCP",
+        client: peer,
+        dst: Some(dst),
+        name: None,
+        started: Instant::now(),
+    };
+    let k = key(peer, dst);
+    let l4 = FirewallInput {
+        key: k,
+        host: None,
+        app_protocol: None,
+    };
+    let (outcome, snap) = gw.judge(&l4);
+    if matches!(
+        outcome.pass,
+        FirewallPass::FirewallNetwork | FirewallPass::FirewallDnat
+    ) || outcome.reason == "NoValidPolicy"
+    {
+        if !outcome.allowed {
+            gw.record(flow.record(gw, &outcome, &snap)).await;
+            reset(&client);
+            return Ok(());
+        }
+        let to = translated(&outcome).unwrap_or(dst);
+        let server = match dial(gw, to).await {
+            Ok(s) => s,
+            Err(e) => {
+                let mut r = flow.record(gw, &outcome, &snap);
+                r.detail = Some(format!("upstream {to}: {e}"));
+                gw.record(r).await;
+                reset(&client);
+                return Ok(());
+            }
+        };
+        return relay(gw, flow, client, server, &outcome, &snap, k, None, buf, None).await;
+    }
+    // Application layer: read the first bytes (bounded in size and time).
+    let deadline = Instant::now() + gw.config.limits.handshake_timeout;
+    let mut chunk = vec![0u8; 4096];
+    let peeked = loop {
+        let p = sni::peek(&buf);
+        if p != Peeked::NeedMore {
+            break p;
+        }
+        match tokio::time::timeout_at(deadline.into(), client.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break Peeked::Malformed("closed before the first request"),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break Peeked::Malformed("no ClientHello or request head in time"),
+        }
+    };
+    drop(chunk);
+    let (host, app, problem): (Option<String>, Option<AppProtocol>, Option<(&'static str, String)>) =
+        match peeked {
+            Peeked::Tls { sni, ech: true } => (
+                sni.clone(),
+                Some(AppProtocol::Https),
+                Some((
+                    "EncryptedClientHello",
+                    format!(
+                        "Encrypted Client Hello (outer SNI {}): the real name is hidden",
+                        sni.as_deref().unwrap_or("none")
+                    ),
+                )),
+            ),
+            Peeked::Tls { sni, ech: false } => (sni, Some(AppProtocol::Https), None),
+            Peeked::Http { host } => (host, Some(AppProtocol::Http), None),
+            Peeked::Unknown => (None, None, None),
+            Peeked::Malformed(why) => (
+                None,
+                None,
+                Some(("UnparseableClientHello", why.to_string())),
+            ),
+            Peeked::NeedMore => unreachable!(),
+        };
+    flow.name = host.clone();
+    flow.protocol = app.map(app_name).unwrap_or("TCP");
+    let input = FirewallInput {
+        key: k,
+        host: host.as_deref(),
+        app_protocol: app,
+    };
+    let (mut outcome, snap) = gw.judge(&input);
+    if let Some((reason, detail)) = problem {
+        // FW-6.2: deny by default; the policy's own verdict for the flow is kept in the detail.
+        let policy = if outcome.allowed {
+            format!(
+                "; the policy alone would allow it ({})",
+                outcome
+                    .rule
+                    .as_ref()
+                    .map(|r| r.path())
+                    .unwrap_or_default()
+            )
+        } else {
+            String::new()
+        };
+        outcome = observed_deny(reason, format!("{detail}{policy}"));
+    }
+    if outcome.allowed && outcome.pass == FirewallPass::FirewallApplication {
+        if let Some(name) = &host {
+            if let Some(deny) = address_check(gw, name, dst, app).await {
+                outcome = deny;
+            }
+        }
+    }
+    if !outcome.allowed {
+        gw.record(flow.record(gw, &outcome, &snap)).await;
+        if app == Some(AppProtocol::Http) && mode == Mode::Transparent {
+            let _ = respond(&mut client, "470 status code 470", &deny_text(&outcome)).await;
+        } else {
+            reset(&client);
+        }
+        return Ok(());
+    }
+    let to = translated(&outcome).unwrap_or(dst);
+    let server = match dial(gw, to).await {
+        Ok(s) => s,
+        Err(e) => {
+            let mut r = flow.record(gw, &outcome, &snap);
+            r.detail = Some(format!("upstream {to}: {e}"));
+            gw.record(r).await;
+            reset(&client);
+            return Ok(());
+        }
+    };
+    relay(gw, flow, client, server, &outcome, &snap, k, host, buf, app).await
+}
+
+/// PAL-5.2: the name must resolve, through the gateway's resolver, to the dialed address.
+async fn address_check(
+    gw: &Gateway,
+    name: &str,
+    dst: SocketAddr,
+    app: Option<AppProtocol>,
+) -> Option<FirewallOutcome> {
+    if gw.config.address_check == AddressCheck::Off {
+        return None;
+    }
+    let mismatch = if app == Some(AppProtocol::Http) {
+        "HostAddressMismatch"
+    } else {
+        "SniAddressMismatch"
+    };
+    let deny = match gw.config.resolver.resolve(name).await {
+        Ok(ips) if ips.iter().any(|ip| ip.to_canonical() == dst.ip()) => return None,
+        Ok(ips) => observed_deny(
+            mismatch,
+            format!(
+                "`{name}` resolves to {}, not to the dialed {}",
+                ips.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                dst.ip()
+            ),
+        ),
+        Err(_) => observed_deny(
+            "NameResolutionFailed",
+            format!("`{name}` could not be resolved to check the dialed {}", dst.ip()),
+        ),
+    };
+    if gw.config.address_check == AddressCheck::Audit {
+        log(format!(
+            "addressCheck Audit: would deny {name} → {dst}: {}",
+            deny.detail.as_deref().unwrap_or("")
+        ));
+        return None;
+    }
+    Some(deny)
+}
+
+/// Close with a TCP reset (a denied TLS connection is reset, FW-6.2).
+fn reset(s: &TcpStream) {
+    let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+}
+
+/// Relay an allowed connection, registered for re-judging on reload; write its record when it
+/// ends (with bytes and duration), and a second record if a reload closed it.
+#[allow(clippy::too_many_arguments)]
+async fn relay(
+    gw: &Arc<Gateway>,
+    flow: Flow,
+    client: TcpStream,
+    server: TcpStream,
+    outcome: &FirewallOutcome,
+    snap: &str,
+    key: PacketKey,
+    host: Option<String>,
+    first: Vec<u8>,
+    app: Option<AppProtocol>,
+) -> io::Result<()> {
+    let entry = Arc::new(Established {
+        key,
+        host,
+        app,
+        cancel: Notify::new(),
+        closed_by: Mutex::new(None),
+    });
+    let id = gw.register(entry.clone());
+    let result = splice(gw, client, server, first, &entry).await;
+    gw.unregister(id);
+    let (sent, received) = match &result {
+        Ok(x) => *x,
+        Err(_) => (0, 0),
+    };
+    gw.metrics
+        .bytes
+        .get_or_create(&DirectionLabels {
+            direction: "sent".into(),
+        })
+        .inc_by(sent);
+    gw.metrics
+        .bytes
+        .get_or_create(&DirectionLabels {
+            direction: "received".into(),
+        })
+        .inc_by(received);
+    let mut r = flow.record(gw, outcome, snap);
+    r.bytes_sent = sent;
+    r.bytes_received = received;
+    r.duration_ms = flow.started.elapsed().as_millis() as u64;
+    gw.record(r).await;
+    let closed = entry
+        .closed_by
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some((o, new_snap)) = closed {
+        let mut r = flow.record(gw, &o, &new_snap);
+        r.mode = "reload".into();
+        r.detail = Some(format!(
+            "established connection closed: the reloaded policy denies it (FW-11){}",
+            o.detail.map(|d| format!("; {d}")).unwrap_or_default()
+        ));
+        gw.record(r).await;
+    }
+    result.map(|_| ())
+}
+
+/// Copy both ways until both sides finish, an error, the idle timeout, or a reload cancels.
+/// Memory: one 16 KiB buffer per direction.
+async fn splice(
+    gw: &Gateway,
+    client: TcpStream,
+    server: TcpStream,
+    first: Vec<u8>,
+    entry: &Established,
+) -> io::Result<(u64, u64)> {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let sent = AtomicU64::new(0);
+    let received = AtomicU64::new(0);
+    let start = Instant::now();
+    let last = AtomicU64::new(0);
+    if !first.is_empty() {
+        sw.write_all(&first).await?;
+        sent.fetch_add(first.len() as u64, Ordering::Relaxed);
+    }
+    drop(first);
+    let idle = gw.config.limits.idle_timeout;
+    let mut cancelled = false;
+    {
+        let up = pump(&mut cr, &mut sw, &sent, &last, start);
+        let down = pump(&mut sr, &mut cw, &received, &last, start);
+        tokio::pin!(up, down);
+        let (mut up_done, mut down_done) = (false, false);
+        loop {
+            let quiet = start.elapsed().saturating_sub(Duration::from_millis(
+                last.load(Ordering::Relaxed),
+            ));
+            let wait = idle.saturating_sub(quiet);
+            tokio::select! {
+                r = &mut up, if !up_done => { up_done = true; if r.is_err() { break } }
+                r = &mut down, if !down_done => { down_done = true; if r.is_err() { break } }
+                _ = entry.cancel.notified() => { cancelled = true; break }
+                _ = tokio::time::sleep(wait) => {
+                    let quiet = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                    if quiet >= idle { break }
+                }
+            }
+            if up_done && down_done {
+                break;
+            }
+        }
+    }
+    if cancelled {
+        let _ = socket2::SockRef::from(cr.as_ref()).set_linger(Some(Duration::ZERO));
+        let _ = socket2::SockRef::from(sr.as_ref()).set_linger(Some(Duration::ZERO));
+    }
+    Ok((sent.into_inner(), received.into_inner()))
+}
+
+async fn pump(
+    r: &mut tokio::net::tcp::OwnedReadHalf,
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    count: &AtomicU64,
+    last: &AtomicU64,
+    start: Instant,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            let _ = w.shutdown().await;
+            return Ok(());
+        }
+        w.write_all(&buf[..n]).await?;
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}

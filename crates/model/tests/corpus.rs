@@ -1,0 +1,365 @@
+//! Robustness over the real-world corpus (`../shared/corpus/azure-configs/`, 239 public templates,
+//! REST API examples and CLI outputs). Every file ends in exactly one of:
+//!
+//! * **imported**: no error, and the counts of NSG rules, default rules, classic firewall rules,
+//!   firewall-policy rules, routes and effective routes equal the manifest's
+//!   (`azure-configs-manifest.tsv`);
+//! * **rejected**: every error is located (file plus line or JSON pointer) and its cause is one of
+//!   [`UNSUPPORTED`], each documented in `docs/import-support.md`;
+//!
+//! and none panics (each file runs under `catch_unwind`). At least 95% must be imported.
+//!
+//! # Comparing like with like
+//!
+//! The manifest counts the rule and route objects *as written* in each file; the importer builds
+//! the network those files describe. The test closes the gap only with the importer's own output,
+//! never by counting JSON itself:
+//!
+//! * **Templates: copy loops.** ARM expands a `copy` loop into `count` instances; the manifest
+//!   counts its body once. The template is imported a second time with every `copy.count`
+//!   (resource, property and variable loops) set to 1, so each loop body yields one instance;
+//!   that import's counts are compared. (The normal import must still succeed; it decides
+//!   imported/rejected.) Templates without loops import identically both ways.
+//! * **Templates: linked templates** are followed by the importer, and their resources carry the
+//!   linked file as origin. Only rules and routes whose origin is the file itself are counted;
+//!   the linked file is checked as a corpus file of its own.
+//! * **REST API examples** hold the request body and every response body (200, 201, sometimes
+//!   202), and the manifest counts them all, while the importer reads one (200, else 201, else the
+//!   request, FMT-1). Every body is imported on its own and the counts are summed.
+//! * **Set aside by design** (`FileSummary::set_aside`, each reported as a note): entries of
+//!   `defaultSecurityRules[]` (NSG-3, FMT-7) are compared with the manifest's default-rule
+//!   column; default rules given as resources, and the rules of effective-rule lists and security
+//!   group views (observations, FMT-10), count as NSG rules as in the manifest; effective routes
+//!   with its effective-route column; routes of virtual hub route tables (FMT-8) as routes; and
+//!   definitions superseded by a same-named one in the same file (a child both inline and
+//!   separate, a resource re-declared by a nested deployment, FMT-6) are added back.
+//! * **Parameters files** import no resources. The one that the manifest credits with rules
+//!   (`multiplesecurityrules.parameters.json`, an array consumed by a property copy loop) is
+//!   checked through its template: imported with this file, the template must yield exactly
+//!   that many rules.
+
+use palisade_model::import::{import_text, sibling_parameters, FileImport, InputKind, SetAside};
+use palisade_model::{load, Diagnostic, ImportOptions, Network};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+/// Causes of rejection that are documented as unsupported (or invalid) input in
+/// `docs/import-support.md`: (id, a fragment of the error message, the field if it matters).
+const UNSUPPORTED: &[(&str, &str, Option<&str>)] = &[
+    ("invalid-json", "invalid JSON", None),
+    ("legacy-rule-groups", "pre-2020 `firewallPolicies/ruleGroups`", None),
+    ("parent-not-in-input", "which is not defined in the input", None),
+    ("collection-without-priority", "required field is missing", Some("priority")),
+    ("building-blocks", "template building blocks", None),
+];
+
+fn shared() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus")
+}
+
+/// One manifest row: the counts as written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Written {
+    nsg_rules: usize,
+    default_rules: usize,
+    classic_rules: usize,
+    policy_rules: usize,
+    routes: usize,
+    effective_routes: usize,
+}
+
+impl std::fmt::Display for Written {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "nsg {} (+{} default), fw classic {}, fw policy {}, routes {} (+{} effective)",
+            self.nsg_rules,
+            self.default_rules,
+            self.classic_rules,
+            self.policy_rules,
+            self.routes,
+            self.effective_routes
+        )
+    }
+}
+
+fn manifest() -> BTreeMap<String, Written> {
+    let text = std::fs::read_to_string(shared().join("azure-configs-manifest.tsv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (path, nsg, def, classic, policy, routes, eff) = (
+        col("path"),
+        col("nsg_rules"),
+        col("nsg_default_rules"),
+        col("fw_classic_rules"),
+        col("fw_policy_rules"),
+        col("routes"),
+        col("effective_routes"),
+    );
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            let n = |i: usize| c[i].parse::<usize>().unwrap();
+            // Manifest paths start `azure/`; the files sit under `azure-configs/`.
+            let rel = c[path].strip_prefix("azure/").unwrap_or(c[path]).to_string();
+            let w = Written {
+                nsg_rules: n(nsg),
+                default_rules: n(def),
+                classic_rules: n(classic),
+                policy_rules: n(policy),
+                routes: n(routes),
+                effective_routes: n(eff),
+            };
+            (rel, w)
+        })
+        .collect()
+}
+
+fn corpus_files(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            corpus_files(&p, root, out);
+        } else {
+            out.insert(p.strip_prefix(root).unwrap().display().to_string());
+        }
+    }
+}
+
+/// What the importer read, in the manifest's terms.
+fn written(net: &Network, only_file: Option<&str>, set_aside: &SetAside) -> Written {
+    let mine = |file: &str| only_file.is_none_or(|f| f == file);
+    let nsg = net
+        .network_security_groups
+        .iter()
+        .flat_map(|n| &n.security_rules)
+        .filter(|r| mine(&r.origin.file))
+        .count();
+    let routes = net
+        .route_tables
+        .iter()
+        .flat_map(|t| &t.routes)
+        .filter(|r| mine(&r.origin.file))
+        .count();
+    let classic = net
+        .azure_firewalls
+        .iter()
+        .flat_map(|f| &f.rule_collections)
+        .flat_map(|c| &c.rules)
+        .filter(|r| mine(&r.origin.file))
+        .count();
+    let policy = net
+        .firewall_policies
+        .iter()
+        .flat_map(|p| &p.rule_collection_groups)
+        .flat_map(|g| &g.rule_collections)
+        .flat_map(|c| &c.rules)
+        .filter(|r| mine(&r.origin.file))
+        .count();
+    let s = set_aside;
+    Written {
+        nsg_rules: nsg
+            + s.superseded.security_rules
+            + s.default_rule_resources
+            + s.observed_rules,
+        default_rules: s.default_rules_in_arrays,
+        classic_rules: classic,
+        // Superseded firewall rules are not split by kind; the corpus has none.
+        policy_rules: policy + s.superseded.firewall_rules,
+        routes: routes + s.superseded.routes + s.hub_routes,
+        effective_routes: s.observed_routes,
+    }
+}
+
+fn sum(a: Written, b: Written) -> Written {
+    Written {
+        nsg_rules: a.nsg_rules + b.nsg_rules,
+        default_rules: a.default_rules + b.default_rules,
+        classic_rules: a.classic_rules + b.classic_rules,
+        policy_rules: a.policy_rules + b.policy_rules,
+        routes: a.routes + b.routes,
+        effective_routes: a.effective_routes + b.effective_routes,
+    }
+}
+
+/// Every `copy` loop's `count` set to 1 (resource, property and variable loops).
+fn one_per_loop(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                if k.eq_ignore_ascii_case("copy") {
+                    let loops: Vec<&mut Value> = match &mut *child {
+                        Value::Array(items) => items.iter_mut().collect(),
+                        other => vec![other],
+                    };
+                    for l in loops {
+                        if let Some(o) = l.as_object_mut() {
+                            if let Some(key) = o.keys().find(|k| k.eq_ignore_ascii_case("count")).cloned() {
+                                o.insert(key, Value::from(1));
+                            }
+                        }
+                    }
+                }
+                one_per_loop(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(one_per_loop),
+        _ => {}
+    }
+}
+
+/// Every body of a REST API example: the request's object parameters and each response body.
+fn example_bodies(v: &Value) -> Vec<Value> {
+    let mut out = vec![];
+    if let Some(params) = v.get("parameters").and_then(Value::as_object) {
+        out.extend(params.values().filter(|b| b.is_object()).cloned());
+    }
+    if let Some(responses) = v.get("responses").and_then(Value::as_object) {
+        out.extend(responses.values().filter_map(|r| r.get("body")).cloned());
+    }
+    out
+}
+
+fn counts_of(file: &FileImport, only_file: Option<&str>) -> Written {
+    written(&file.network, only_file, &file.set_aside)
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Imported,
+    Rejected(&'static str, String),
+    /// The importer's result disagrees with the manifest, or an error is undocumented.
+    Failed(String),
+}
+
+fn cause(d: &Diagnostic) -> Option<&'static str> {
+    UNSUPPORTED.iter().find_map(|(id, fragment, field)| {
+        (d.message.contains(fragment) && field.is_none_or(|f| d.field.as_deref() == Some(f)))
+            .then_some(*id)
+    })
+}
+
+fn located(d: &Diagnostic) -> bool {
+    !d.file.is_empty() && (d.line.is_some() || !d.pointer.is_empty())
+}
+
+fn check(root: &Path, rel: &str, want: Written) -> Outcome {
+    let path = root.join(rel);
+    let name = path.display().to_string();
+    let options = ImportOptions::default();
+    let imported = load(std::slice::from_ref(&path), &options);
+    let errors: Vec<&Diagnostic> = imported.diagnostics.errors().collect();
+    if let Some(first) = errors.first() {
+        for e in &errors {
+            if !located(e) {
+                return Outcome::Failed(format!("error without a location: {e}"));
+            }
+            if cause(e).is_none() {
+                return Outcome::Failed(format!("undocumented error: {e}"));
+            }
+        }
+        return Outcome::Rejected(cause(first).unwrap(), first.to_string());
+    }
+    let summary = &imported.files[0];
+    let text = std::fs::read_to_string(&path).unwrap();
+    let got = match summary.kind {
+        InputKind::RestExample => {
+            let doc: Value = serde_json::from_str(&text).unwrap();
+            example_bodies(&doc)
+                .iter()
+                .map(|b| {
+                    let f = import_text("body.json", &b.to_string(), &options, None);
+                    counts_of(&f, None)
+                })
+                .fold(Written::default(), sum)
+        }
+        InputKind::Template => {
+            let mut doc = palisade_model::json::parse(&name, &text).unwrap().value;
+            one_per_loop(&mut doc);
+            let opts = ImportOptions {
+                parameters: sibling_parameters(&path),
+                ..options.clone()
+            };
+            let f = import_text(&name, &doc.to_string(), &opts, path.parent());
+            counts_of(&f, Some(&name))
+        }
+        InputKind::Parameters if want != Written::default() => {
+            // Rules held as parameter values: count them through the template that uses them.
+            let template = path.with_file_name(
+                path.file_name().unwrap().to_str().unwrap().replace(".parameters.json", ".json"),
+            );
+            let t = load(&[template], &options);
+            written(&t.network, None, &t.files[0].set_aside)
+        }
+        _ => written(&imported.network, Some(&name), &summary.set_aside),
+    };
+    if got == want {
+        Outcome::Imported
+    } else {
+        Outcome::Failed(format!("imported {got}\n        manifest {want}"))
+    }
+}
+
+#[test]
+fn corpus_imports_or_rejects_every_file_as_documented() {
+    let root = shared().join("azure-configs");
+    let manifest = manifest();
+    let mut on_disk = BTreeSet::new();
+    corpus_files(&root, &root, &mut on_disk);
+    let listed: BTreeSet<String> = manifest.keys().cloned().collect();
+    assert_eq!(on_disk, listed, "files under azure-configs/ and manifest rows differ");
+
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/import-support.md"),
+    )
+    .expect("docs/import-support.md");
+    for (id, _, _) in UNSUPPORTED {
+        assert!(doc.contains(&format!("`{id}`")), "docs/import-support.md does not document `{id}`");
+    }
+
+    let mut imported = 0;
+    let mut rejected: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut failed = vec![];
+    for (rel, want) in &manifest {
+        let outcome = catch_unwind(AssertUnwindSafe(|| check(&root, rel, *want)))
+            .unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Outcome::Failed(format!("PANIC: {msg}"))
+            });
+        match outcome {
+            Outcome::Imported => imported += 1,
+            Outcome::Rejected(id, first) => rejected
+                .entry(id)
+                .or_default()
+                .push(format!("{rel}\n        {first}")),
+            Outcome::Failed(why) => failed.push(format!("{rel}\n        {why}")),
+        }
+    }
+
+    let total = manifest.len();
+    println!("\ncorpus: {total} files");
+    println!("  imported with the manifest's counts  {imported:>4}");
+    for (id, files) in &rejected {
+        println!("  rejected: {id:<28}{:>4}", files.len());
+    }
+    println!("  mismatched or undocumented           {:>4}", failed.len());
+    for (id, files) in &rejected {
+        for f in files {
+            println!("\n[rejected: {id}] {f}");
+        }
+    }
+    for f in &failed {
+        println!("\n[FAILED] {f}");
+    }
+    assert!(failed.is_empty(), "{} file(s) failed; see the output above", failed.len());
+    let share = imported as f64 / total as f64;
+    assert!(share >= 0.95, "only {imported} of {total} imported ({:.1}%)", share * 100.0);
+}
