@@ -175,8 +175,7 @@ fn nsg_rules(snap: &Snapshot, out: &mut Vec<Finding>) {
                         Severity::Warning,
                         "rule-never-matches",
                         format!(
-                            "{} rule `{}` can never match: its {} resolves to no address ({})",
-                            format!("{dir:?}"),
+                            "{dir:?} rule `{}` can never match: its {} resolves to no address ({})",
                             r.name,
                             if r.source.is_empty() {
                                 "source"
@@ -197,7 +196,7 @@ fn nsg_rules(snap: &Snapshot, out: &mut Vec<Finding>) {
                 };
                 let (s4, s6) = fam(&r.source);
                 let (d4, d6) = fam(&r.destination);
-                if !(s4 && d4) && !(s6 && d6) {
+                if !(s4 && d4 || s6 && d6) {
                     out.push(at(Severity::Error, "rule-never-matches", format!("rule `{}` has only IPv{} sources and only IPv{} destinations: no packet has both (PAL-5.1)", r.name, if s4 { 4 } else { 6 }, if d4 { 4 } else { 6 }), "use addresses of one family on both sides".into()));
                 }
                 if r.protocol == Protocol::Any && r.destination_ports.iter().any(|p| !p.is_any()) {

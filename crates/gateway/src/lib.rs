@@ -240,7 +240,7 @@ impl Gateway {
             }
         }
         let mut tasks = vec![];
-        let mut bind = |addr: Option<SocketAddr>| -> io::Result<Option<TcpListener>> {
+        let bind = |addr: Option<SocketAddr>| -> io::Result<Option<TcpListener>> {
             match addr {
                 None => Ok(None),
                 Some(a) => {
@@ -454,8 +454,8 @@ impl Gateway {
                 rule,
             })
             .inc();
-        let log = self.flowlog.clone();
-        let res = tokio::task::spawn_blocking(move || log.append(&r)).await;
+        let flowlog = self.flowlog.clone();
+        let res = tokio::task::spawn_blocking(move || flowlog.append(&r)).await;
         if !matches!(res, Ok(Ok(()))) {
             self.metrics.flowlog_errors.inc();
             log(format!("flow record not written: {res:?}"));

@@ -70,8 +70,9 @@ impl Resolver {
         if !self.system {
             return Err(ResolveError::NotFound);
         }
-        let lookup = tokio::net::lookup_host((n.as_str(), 0));
-        match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+        let lookup = tokio::net::lookup_host(format!("{n}:0"));
+        let answer = tokio::time::timeout(Duration::from_secs(5), lookup).await;
+        match answer {
             Ok(Ok(addrs)) => {
                 let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
                 ips.dedup();

@@ -65,10 +65,6 @@ impl<'a> Reader<'a> {
         let b = self.take(2)?;
         Some(u16::from_be_bytes([b[0], b[1]]))
     }
-    fn u24(&mut self) -> Option<usize> {
-        let b = self.take(3)?;
-        Some(((b[0] as usize) << 16) | ((b[1] as usize) << 8) | b[2] as usize)
-    }
     fn vec8(&mut self) -> Option<&'a [u8]> {
         let n = self.u8()? as usize;
         self.take(n)

@@ -7,6 +7,10 @@
 //! Data flows one way: files → [`json`] / YAML → template expansion (`palisade-arm`) → [`import`] →
 //! [`Network`] → [`validate`]. Nothing here evaluates flows; that is `palisade-policy`'s job.
 
+// Located diagnostics are the error type throughout; they are built once on a cold path, so
+// their size does not matter and boxing them would only add noise.
+#![allow(clippy::result_large_err)]
+
 pub mod address;
 pub mod catalog;
 pub mod diag;

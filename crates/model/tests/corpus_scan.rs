@@ -124,3 +124,20 @@ fn expand_dump() {
     for r in &e.resources { println!("{} {} {} {:?}", r.pointer, r.value["type"], r.value["name"], r.linked_file); if std::env::var("FULL").is_ok() { println!("{}", serde_json::to_string_pretty(&r.value).unwrap()); } }
     for p in &e.problems { println!("{:?}", p); }
 }
+
+#[test]
+#[ignore]
+fn body_dump() {
+    let f = std::env::var("DUMP").unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/azure-configs");
+    let text = std::fs::read_to_string(root.join(&f)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut bodies = vec![];
+    if let Some(p) = v.get("parameters").and_then(|p| p.as_object()) { bodies.extend(p.values().filter(|b| b.is_object()).cloned()); }
+    if let Some(r) = v.get("responses").and_then(|p| p.as_object()) { bodies.extend(r.values().filter_map(|b| b.get("body")).cloned()); }
+    for b in bodies {
+        let fi = palisade_model::import::import_text("body.json", &b.to_string(), &ImportOptions::default(), None);
+        println!("kind {:?} counts {:?} set_aside {:?}", fi.kind, fi.network.counts(), fi.set_aside);
+        for d in fi.diagnostics.iter() { println!("   {d}"); }
+    }
+}

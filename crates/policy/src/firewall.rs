@@ -429,7 +429,7 @@ impl CompiledFirewall {
         let name = input.host.and_then(normalize_name);
         // Fewest differing fields first; among equals, the rule whose name pattern shares the
         // longest suffix with the requested name (`*.partner.example` for `evilpartner.example`).
-        let mut best: Option<((usize, std::cmp::Reverse<usize>), RuleRef, Vec<String>)> = None;
+        let mut best: Option<(NearMissScore, RuleRef, Vec<String>)> = None;
         let mut consider = |rref: &RuleRef, miss: Vec<String>, closeness: usize| {
             if rref.action != FirewallAction::Allow || miss.is_empty() {
                 return;
@@ -526,6 +526,64 @@ impl CompiledFirewall {
             self.network.rules.len(),
             self.app_refs.len(),
         )
+    }
+}
+
+/// Near-miss ranking: fewer differing fields, then closer names.
+type NearMissScore = (usize, std::cmp::Reverse<usize>);
+
+/// A DNAT rule's translation: address and optional port.
+type Translation = (AddressItem, Option<u16>);
+
+/// A pass's rules for header-space analysis: the classifier entries in evaluation order, the
+/// rule each entry belongs to (an `Icmp` rule has one entry per family), and the rules.
+pub struct PassView<'a> {
+    pub rules: &'a [RuleRef],
+    pub entries: &'a [ClassifierRule],
+    pub entry_rule: &'a [u32],
+}
+
+/// An application rule as addresses and ports; its names are not addresses (FW-6).
+pub struct AppRuleView<'a> {
+    pub rule: &'a RuleRef,
+    pub protocols: &'a [ApplicationProtocol],
+    pub sources: &'a [IpNet],
+    pub destinations: Option<&'a [IpNet]>,
+    pub patterns: &'a [String],
+}
+
+impl CompiledFirewall {
+    /// The network pass (FW-5) for header-space analysis.
+    pub fn network_pass(&self) -> PassView<'_> {
+        self.network.view()
+    }
+
+    /// The DNAT pass (FW-4) for header-space analysis.
+    pub fn dnat_pass(&self) -> PassView<'_> {
+        self.dnat.view()
+    }
+
+    /// DNAT rule `rule`'s translation as [`CompiledFirewall::evaluate`] applies it: the address
+    /// (only a literal address translates) and the port (`None`: the original port).
+    pub fn dnat_translation(&self, rule: usize) -> Option<(IpAddr, Option<u16>)> {
+        match self.dnat.translated.get(rule)?.as_ref()? {
+            (AddressItem::Prefix(p), port) => Some((p.addr(), *port)),
+            _ => None,
+        }
+    }
+
+    /// The application rules in evaluation order.
+    pub fn application_rules(&self) -> impl Iterator<Item = AppRuleView<'_>> {
+        self.app_refs
+            .iter()
+            .zip(&self.app_rules)
+            .map(|(rule, r)| AppRuleView {
+                rule,
+                protocols: &r.protocols,
+                sources: &r.sources,
+                destinations: r.destinations.as_deref(),
+                patterns: &r.patterns,
+            })
     }
 }
 
@@ -677,12 +735,20 @@ impl L4Builder {
 }
 
 impl L4Pass {
+    fn view(&self) -> PassView<'_> {
+        PassView {
+            rules: &self.rules,
+            entries: &self.specs,
+            entry_rule: &self.entry_rule,
+        }
+    }
+
     /// First non-audit rule matching; audit matches before it are collected (PAL-5.3).
     fn first(
         &self,
         key: &PacketKey,
         audit: &mut Vec<RuleRef>,
-    ) -> Option<(usize, Option<(AddressItem, Option<u16>)>)> {
+    ) -> Option<(usize, Option<Translation>)> {
         if !self.has_audit {
             let e = self.classifier.first_match(key)?;
             let r = self.entry_rule[e as usize] as usize;

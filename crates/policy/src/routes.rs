@@ -261,7 +261,7 @@ impl SubnetRoutes {
                 entries.push((*p, rank(r), i as u32));
             }
         }
-        entries.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        entries.sort_by_key(|e| (e.0, e.1, e.2));
         // A route that loses its own prefix to a better-ranked one is Invalid (RT-5).
         for w in 0..entries.len() {
             let (p, _, i) = entries[w];

@@ -220,16 +220,16 @@ impl Tracer<'_> {
         let src = self.snap.locate(self.flow.source);
         let dst = self.snap.locate(self.flow.destination);
         if src.subnet.is_some() {
-            return self.from_inside(src, dst);
+            return self.leaving_workload(src, dst);
         }
         if dst.subnet.is_some() || self.snap.firewall_frontend(self.flow.destination).is_some() {
-            return self.from_outside(dst);
+            return self.arriving_from_outside(dst);
         }
         self.partial()
     }
 
     /// A flow leaving a workload: NIC NSG out, subnet NSG out, route, then what the route says.
-    fn from_inside(&mut self, src: Location, dst: Location) -> Outcome {
+    fn leaving_workload(&mut self, src: Location, dst: Location) -> Outcome {
         let s = src.subnet.expect("caller checked");
         let nic_nsg = src.nic.and_then(|n| self.snap.nics[n].nsg);
         let subnet_nsg = self.snap.subnets[s].nsg;
@@ -390,7 +390,7 @@ impl Tracer<'_> {
 
     /// A flow arriving from outside: (DNAT at a firewall frontend,) subnet NSG in, NIC NSG in,
     /// then the reply check (scenarios README, "Reply check").
-    fn from_outside(&mut self, dst: Location) -> Outcome {
+    fn arriving_from_outside(&mut self, dst: Location) -> Outcome {
         let mut dst = dst;
         let mut decided_fw = None;
         if let Some(fw) = self.snap.firewall_frontend(self.flow.destination) {

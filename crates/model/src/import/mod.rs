@@ -4,6 +4,7 @@
 //! Each file is read into its own [`Network`] first (so that per-file counts can be reported),
 //! then merged into one network.
 
+mod blocks;
 mod node;
 mod resources;
 mod yaml;
@@ -30,7 +31,7 @@ pub struct ImportOptions {
 }
 
 /// What a file turned out to be (FMT-1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub enum InputKind {
     Template,
     Parameters,
@@ -39,8 +40,12 @@ pub enum InputKind {
     RestExample,
     CliOutput,
     NativeYaml,
+    /// A "template building blocks" parameters file (mspnp, `docs/import-support.md`).
+    BuildingBlocks,
+
     /// Effective rules or routes exported from Azure (FMT-10): observations, not configuration.
     Observation,
+    #[default]
     Unrecognised,
     Invalid,
 }
@@ -190,11 +195,6 @@ pub struct FileImport {
     synthetic: Vec<Synthetic>,
 }
 
-impl Default for InputKind {
-    fn default() -> Self {
-        InputKind::Unrecognised
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Synthetic {
@@ -291,39 +291,10 @@ fn import_document(
                 Ok(value)
             }));
         }
-        let expansion = palisade_arm::expand(&doc.value, &arm);
-        for p in expansion.problems {
-            let sev = match p.severity {
-                palisade_arm::Severity::Error => Severity::Error,
-                palisade_arm::Severity::Warning => {
-                    if options.strict {
-                        Severity::Error
-                    } else {
-                        Severity::Warning
-                    }
-                }
-                palisade_arm::Severity::Note => Severity::Note,
-            };
-            // Problems of a linked template point into that file.
-            let (at, message) = match p
-                .message
-                .strip_prefix(LINKED_PREFIX)
-                .and_then(|rest| rest.split_once("': "))
-            {
-                Some((rel, msg)) => (linked_name(rel), msg.to_string()),
-                None => (file.to_string(), p.message),
-            };
-            reader
-                .diagnostics
-                .push(Diagnostic::new(sev, message).at(&at, &p.pointer));
-        }
-        for r in &expansion.resources {
-            // Resources of a linked template are located in that file (FMT-12).
-            let origin_file = r.linked_file.as_deref().map(linked_name);
-            reader.set_file(origin_file.as_deref().unwrap_or(file));
-            reader.resource(&Node::root(&r.value, &r.pointer), None, true);
-        }
-        reader.set_file(file);
+        expand_into(&mut reader, &doc.value, &arm, "", options.strict, &linked_name);
+    } else if blocks::is_building_blocks(&doc.value) {
+        out.kind = InputKind::BuildingBlocks;
+        blocks::read(&mut reader, &doc.value, options.strict);
     } else if is_parameters_file(&doc.value) {
         out.kind = InputKind::Parameters;
     } else if let Some(body) = rest_example_body(&root) {
@@ -359,6 +330,56 @@ fn import_document(
     out.set_aside = read.set_aside;
     let docs = std::mem::take(&mut *linked.borrow_mut());
     docs
+}
+
+/// Expand a template (FMT-4…6) and read its resources. `prefix` is the template's JSON pointer
+/// inside the file (empty for a template file); `linked_name` turns a linked template's path into
+/// its file name.
+fn expand_into(
+    reader: &mut resources::Reader,
+    template: &Value,
+    arm: &palisade_arm::Options,
+    prefix: &str,
+    strict: bool,
+    linked_name: &dyn Fn(&str) -> String,
+) {
+    let file = reader.file().to_string();
+    let expansion = palisade_arm::expand(template, arm);
+    for p in expansion.problems {
+        let sev = match p.severity {
+            palisade_arm::Severity::Error => Severity::Error,
+            palisade_arm::Severity::Warning if strict => Severity::Error,
+            palisade_arm::Severity::Warning => Severity::Warning,
+            palisade_arm::Severity::Note => Severity::Note,
+        };
+        // Problems of a linked template point into that file.
+        let (at, pointer, message) = match p
+            .message
+            .strip_prefix(LINKED_PREFIX)
+            .and_then(|rest| rest.split_once("': "))
+        {
+            Some((rel, msg)) => (linked_name(rel), p.pointer.clone(), msg.to_string()),
+            None => (file.clone(), format!("{prefix}{}", p.pointer), p.message),
+        };
+        reader
+            .diagnostics
+            .push(Diagnostic::new(sev, message).at(&at, &pointer));
+    }
+    for r in &expansion.resources {
+        // Resources of a linked template are located in that file (FMT-12).
+        match r.linked_file.as_deref() {
+            Some(rel) => {
+                reader.set_file(&linked_name(rel));
+                reader.resource(&Node::root(&r.value, &r.pointer), None, true);
+            }
+            None => {
+                reader.set_file(&file);
+                let pointer = format!("{prefix}{}", r.pointer);
+                reader.resource(&Node::root(&r.value, &pointer), None, true);
+            }
+        }
+    }
+    reader.set_file(&file);
 }
 
 fn is_parameters_file(v: &Value) -> bool {
@@ -605,9 +626,7 @@ fn merge<T: resources::Named>(
 }
 
 fn duplicate(ty: &str, name: &str, origin: &Origin) -> Diagnostic {
-    Diagnostic::warning(format!(
-        "a resource of this type and name was already imported; this one is ignored"
-    ))
+    Diagnostic::warning("a resource of this type and name was already imported; this one is ignored")
     .at(&origin.file, &origin.pointer)
     .resource(&format!("Microsoft.Network/{ty}"), name)
 }

@@ -24,6 +24,17 @@ pub struct Reader {
     pending: Vec<Pending>,
     /// (child kind, parent, child) of children already attached as separate resources.
     separate: std::collections::HashSet<(&'static str, String, String)>,
+    /// Subnet associations declared apart from the subnet (building blocks), applied last.
+    associations: Vec<Association>,
+}
+
+/// An NSG or route table attached to a subnet from outside the subnet's definition.
+pub struct Association {
+    pub virtual_network: String,
+    pub subnet: String,
+    pub network_security_group: Option<String>,
+    pub route_table: Option<String>,
+    pub origin: Origin,
 }
 
 /// What a [`Reader`] produced.
@@ -202,6 +213,8 @@ const FW: &str = "Microsoft.Network/azureFirewalls";
 const POLICY: &str = "Microsoft.Network/firewallPolicies";
 const RCG: &str = "Microsoft.Network/firewallPolicies/ruleCollectionGroups";
 const IPG: &str = "Microsoft.Network/ipGroups";
+/// Not an Azure type: a policy rule collection on its own (a snippet for an RCG).
+const LONE_COLLECTION: &str = "palisade/ruleCollection";
 
 impl Reader {
     pub fn new(file: &str, strict: bool) -> Reader {
@@ -215,11 +228,58 @@ impl Reader {
             synthetic: vec![],
             pending: vec![],
             separate: Default::default(),
+            associations: vec![],
         }
+    }
+
+    /// Attach an NSG or route table to a subnet once everything is read.
+    pub fn associate(&mut self, a: Association) {
+        self.associations.push(a);
+    }
+
+    fn apply_association(&mut self, a: Association) {
+        let subnet = self
+            .network
+            .virtual_networks
+            .iter_mut()
+            .filter(|v| v.name.eq_ignore_ascii_case(&a.virtual_network))
+            .flat_map(|v| v.subnets.iter_mut())
+            .find(|s| s.name.eq_ignore_ascii_case(&a.subnet));
+        match subnet {
+            Some(s) => {
+                if a.network_security_group.is_some() {
+                    s.network_security_group = a.network_security_group;
+                }
+                if a.route_table.is_some() {
+                    s.route_table = a.route_table;
+                }
+            }
+            None => {
+                let what = a
+                    .network_security_group
+                    .as_deref()
+                    .or(a.route_table.as_deref())
+                    .unwrap_or_default()
+                    .to_string();
+                let d = Diagnostic::warning(format!(
+                    "'{what}' is attached to subnet '{}/{}', which is not in the input; the attachment is ignored",
+                    a.virtual_network, a.subnet
+                ))
+                .at(&a.origin.file, &a.origin.pointer)
+                .field("virtualNetworks")
+                .found(format!("{}/{}", a.virtual_network, a.subnet));
+                self.push(d);
+            }
+        }
+    }
+
+    pub fn file(&self) -> &str {
+        &self.file
     }
 
     /// Resources read from now on come from `file` (a linked template).
     pub fn set_file(&mut self, file: &str) {
+
         if self.file != file {
             self.file = file.to_string();
         }
@@ -230,6 +290,10 @@ impl Reader {
         for p in std::mem::take(&mut self.pending) {
             self.attach(p);
         }
+        for a in std::mem::take(&mut self.associations) {
+            self.apply_association(a);
+        }
+
         Read {
             network: self.network,
             diagnostics: self.diagnostics,
@@ -579,7 +643,24 @@ impl Reader {
             }
             "microsoft.network/publicipaddresses" => self.public_ip(node, &name),
             "microsoft.network/azurefirewalls" => self.firewall(node, &name),
+            "microsoft.network/firewallpolicies" if node.prop("ruleCollections").is_some() => {
+                // A 2020-11-01 REST example answers an RCG PUT with a policy id; the body decides.
+                let d = Diagnostic::note(
+                    "the type or id says `firewallPolicies`, but the body has the rule collection group shape (`ruleCollections`); read as a rule collection group",
+                )
+                .at(&self.file, &node.pointer)
+                .resource(&ty, &name);
+                self.push(d);
+                let at = ChildAt {
+                    parent: String::new(),
+                    child: name.clone(),
+                    parent_required: from_template,
+                };
+                self.child_rcg(node, at)
+            }
             "microsoft.network/firewallpolicies" => self.policy(node, &name),
+            "palisade/rulecollection" if !from_template => self.lone_collection(node, &name),
+
             "microsoft.network/firewallpolicies/rulecollectiongroups" => {
                 let at = child_at(self);
                 self.child_rcg(node, at)
@@ -1663,9 +1744,11 @@ impl Reader {
                 }
             }
         }
+        // A missing priority is reported above and fails the import; the collection is kept so
+        // that its rules are still checked and counted (FMT-12: report every problem).
         Some(RuleCollection {
             name,
-            priority: priority?,
+            priority: priority.unwrap_or(0),
             kind,
             action: action?,
             rules,
@@ -2107,7 +2190,8 @@ impl Reader {
                 }
             }
         }
-        g.priority = priority?;
+        // As for collections: a missing priority is reported; the group is kept.
+        g.priority = priority.unwrap_or(0);
         Some(g)
     }
 
@@ -2172,9 +2256,11 @@ impl Reader {
                 out.push(rule);
             }
         }
+        // A missing priority is reported above and fails the import; the collection is kept so
+        // that its rules are still checked and counted (FMT-12: report every problem).
         Some(RuleCollection {
             name,
-            priority: priority?,
+            priority: priority.unwrap_or(0),
             kind,
             action: action?,
             rules: out,
@@ -2183,7 +2269,36 @@ impl Reader {
         })
     }
 
+    /// A firewall-policy rule collection on its own, as Microsoft's rule samples are published
+    /// (meant to be pasted into a group's `ruleCollections`): held in an unnamed group of an
+    /// unnamed policy, so its rules can be checked and evaluated.
+    fn lone_collection(&mut self, node: &Node, name: &str) {
+        let ctx = Ctx { ty: RCG, name: "" };
+        let d = Diagnostic::note(
+            "a rule collection on its own (a snippet for a rule collection group); it is held in an unnamed group of an unnamed policy",
+        )
+        .at(&self.file, &node.pointer)
+        .resource(RCG, name);
+        self.push(d);
+        let Some(col) = self.policy_collection(&ctx, node) else {
+            return;
+        };
+        let group = RuleCollectionGroup {
+            name: String::new(),
+            priority: 0,
+            rule_collections: vec![col],
+            origin: self.origin(node),
+        };
+        let at = ChildAt {
+            parent: String::new(),
+            child: String::new(),
+            parent_required: false,
+        };
+        self.pend(node, at, Child::Group(group));
+    }
+
     fn ip_group(&mut self, node: &Node, name: &str) {
+
         let ctx = Ctx { ty: IPG, name };
         let mut ok = true;
         let ips = self.address_list(&ctx, node, "ipAddresses", &mut ok);
@@ -2281,6 +2396,8 @@ fn type_from_shape(node: &Node) -> Option<String> {
         NIC
     } else if has("ruleCollections") {
         RCG
+    } else if has("ruleCollectionType") && has("rules") {
+        LONE_COLLECTION
     } else if has("ipAddresses") {
         IPG
     } else {

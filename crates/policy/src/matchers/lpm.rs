@@ -79,7 +79,7 @@ type Item<K> = (K, u8, u32);
 impl<K: Key> Poptrie<K> {
     /// Builds from items sorted by (address, length) without duplicates.
     fn build(items: &[Item<K>], direct_bits: u32) -> Self {
-        // Node 0 and leaf 0 are a dummy that inactive lookup steps read (see `lookup`).
+        // Node 0 and leaf 0 are unused, so that no real node has index 0.
         let mut t = Poptrie {
             direct_bits,
             levels: 0,
@@ -194,32 +194,25 @@ impl<K: Key> Poptrie<K> {
     }
 
     /// The leaf value for `addr` (0 = no route).
-    ///
-    /// Branch-free: every lookup runs `levels` steps; a step either descends, or (once a leaf is
-    /// found, or from a direct-array leaf) reads the dummy node 0. The next node's address depends
-    /// only on the current node, never on a leaf read, and no branch depends on the data, so the
-    /// CPU overlaps the memory reads of consecutive lookups instead of serialising them behind
-    /// mispredicted branches.
     #[inline]
     fn lookup(&self, addr: K) -> u32 {
         let d = self.direct[addr.top_bits(self.direct_bits)];
-        let direct_leaf = d & LEAF_FLAG != 0;
-        let mut result = if direct_leaf { d & !LEAF_FLAG } else { 0 };
-        let mut idx = if direct_leaf { 0 } else { d };
-        let mut offset = self.direct_bits;
-        for _ in 0..self.levels {
-            let node = self.nodes[idx as usize];
-            let bit = 1u64 << addr.six_bits(offset);
-            let internal = node.vector & bit != 0;
-            let child = node.base1 + (node.vector & (bit - 1)).count_ones();
-            let leaf_at = (node.base0 + (node.leafvec & (bit | (bit - 1))).count_ones()).saturating_sub(1);
-            let leaf = self.leaves[if internal { 0 } else { leaf_at as usize }];
-            let active = idx != 0;
-            result = if active && !internal { leaf } else { result };
-            idx = if active && internal { child } else { 0 };
-            offset += 6;
+        if d & LEAF_FLAG != 0 {
+            return d & !LEAF_FLAG;
         }
-        result
+        let mut node = self.nodes[d as usize];
+        let mut offset = self.direct_bits;
+        loop {
+            let bit = 1u64 << addr.six_bits(offset);
+            if node.vector & bit != 0 {
+                let rank = (node.vector & (bit - 1)).count_ones();
+                node = self.nodes[(node.base1 + rank) as usize];
+                offset += 6;
+            } else {
+                let rank = (node.leafvec & (bit | (bit - 1))).count_ones();
+                return self.leaves[(node.base0 + rank).saturating_sub(1) as usize];
+            }
+        }
     }
 
     fn memory_bytes(&self) -> usize {
