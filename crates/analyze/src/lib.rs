@@ -11,3 +11,7 @@ pub mod asymmetric;
 pub mod deps;
 pub mod fqdn;
 pub mod lint;
+pub mod headerspace;
+pub mod reach;
+pub mod gen;
+pub mod diff;

@@ -67,7 +67,7 @@ fn source(snap: &Snapshot, from: Option<&str>) -> Result<IpAddr, String> {
     })
 }
 
-fn catalog(path: &PathBuf) -> Result<DependencyCatalog, String> {
+fn catalog(path: &std::path::Path) -> Result<DependencyCatalog, String> {
     let (c, warnings) = DependencyCatalog::load(path);
     for w in warnings
         .iter()

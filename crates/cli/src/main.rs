@@ -4,6 +4,7 @@
 mod analysis;
 mod load;
 mod render;
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use palisade_model::Direction;
@@ -198,6 +199,10 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Run the network's firewall on real traffic: explicit proxy and transparent mode.
+    Gateway(serve::GatewayArgs),
+    /// Read the gateway's flow records, newest first.
+    Logs(serve::LogsArgs),
 }
 
 fn main() -> ExitCode {
@@ -224,6 +229,8 @@ fn protocol(p: ProtocolArg) -> palisade_model::Protocol {
 
 fn run(command: Command) -> Result<ExitCode, String> {
     match command {
+        Command::Gateway(a) => serve::gateway(a),
+        Command::Logs(a) => serve::logs(a),
         Command::Validate {
             paths,
             parameters,

@@ -241,7 +241,10 @@ impl FlowLog {
                 st.flushing = true;
                 let batch = std::mem::take(&mut st.queue);
                 let upto = st.issued;
-                let mut seg = st.segment.take().expect("segment present while not flushing");
+                let mut seg = st
+                    .segment
+                    .take()
+                    .expect("segment present while not flushing");
                 drop(st);
                 let result = self.write_batch(&mut seg, &batch);
                 st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -338,7 +341,10 @@ impl Query {
             }
         }
         if let Some(rule) = &self.rule {
-            let by_name = r.rule.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(rule));
+            let by_name = r
+                .rule
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(rule));
             let by_path = r.rule_path().is_some_and(|p| p.eq_ignore_ascii_case(rule));
             if !by_name && !by_path {
                 return false;

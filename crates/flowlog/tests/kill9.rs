@@ -90,7 +90,11 @@ fn sigkill_loses_no_acknowledged_record() {
     }
     let status = child.wait().unwrap();
     assert!(!status.success(), "the writer was killed");
-    assert!(acked.len() >= 100, "the child acknowledged only {}", acked.len());
+    assert!(
+        acked.len() >= 100,
+        "the child acknowledged only {}",
+        acked.len()
+    );
 
     let (records, _torn) = query(dir.path(), &Query::default()).unwrap();
     let stored: HashSet<u64> = records
@@ -109,5 +113,8 @@ fn sigkill_loses_no_acknowledged_record() {
     log.append(&record(u64::MAX - 1)).unwrap();
     let (records, torn) = query(dir.path(), &Query::default()).unwrap();
     assert_eq!(torn, 0);
-    assert_eq!(records[0].name.as_deref(), Some(format!("r{}", u64::MAX - 1).as_str()));
+    assert_eq!(
+        records[0].name.as_deref(),
+        Some(format!("r{}", u64::MAX - 1).as_str())
+    );
 }

@@ -152,13 +152,8 @@ pub(crate) struct Established {
 /// The result of a reload.
 #[derive(Debug, Clone)]
 pub enum ReloadOutcome {
-    Applied {
-        snapshot: String,
-        closed: usize,
-    },
-    Refused {
-        errors: Vec<String>,
-    },
+    Applied { snapshot: String, closed: usize },
+    Refused { errors: Vec<String> },
 }
 
 pub struct Gateway {
@@ -292,7 +287,9 @@ impl Gateway {
                     Some(w)
                 }
                 Err(e) => {
-                    log(format!("file watch unavailable ({e}); reload with SIGHUP or POST /reload"));
+                    log(format!(
+                        "file watch unavailable ({e}); reload with SIGHUP or POST /reload"
+                    ));
                     None
                 }
             }
@@ -481,7 +478,9 @@ pub fn outcome_record(
             "Deny".into()
         },
         layer: format!("{:?}", outcome.pass),
-        policy: rule.map(|r| r.resource.clone()).or(policy_name.map(String::from)),
+        policy: rule
+            .map(|r| r.resource.clone())
+            .or(policy_name.map(String::from)),
         rule_collection_group: rule.and_then(|r| r.rule_collection_group.clone()),
         rule_collection: rule.map(|r| r.rule_collection.clone()),
         rule: rule.map(|r| r.rule.clone()),
@@ -489,7 +488,9 @@ pub fn outcome_record(
         reason: outcome.reason.to_string(),
         detail: outcome.detail.clone(),
         audit: outcome.audit.iter().map(|a| a.path()).collect(),
-        translated: outcome.translated.map(|(ip, p)| SocketAddr::new(ip, p).to_string()),
+        translated: outcome
+            .translated
+            .map(|(ip, p)| SocketAddr::new(ip, p).to_string()),
         ..Default::default()
     }
 }

@@ -314,12 +314,27 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
             let mut r = flow.record(gw, &outcome, &snap);
             r.detail = Some(format!("upstream {dst}: {e}"));
             gw.record(r).await;
-            return respond(&mut client, "502 Bad Gateway", &format!("upstream {dst}: {e}\n"))
-                .await;
+            return respond(
+                &mut client,
+                "502 Bad Gateway",
+                &format!("upstream {dst}: {e}\n"),
+            )
+            .await;
         }
     };
-    relay(gw, flow, client, server, &outcome, &snap, input.key, Some(host.clone()), first, None)
-        .await
+    relay(
+        gw,
+        flow,
+        client,
+        server,
+        &outcome,
+        &snap,
+        input.key,
+        Some(host.clone()),
+        first,
+        None,
+    )
+    .await
 }
 
 /// Resolve a name the client asked for, with the gateway's resolver; on failure the deny is
@@ -426,7 +441,19 @@ async fn connect(
     client
         .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         .await?;
-    relay(gw, flow, client, server, &outcome, &snap, input.key, Some(host), rest, Some(app)).await
+    relay(
+        gw,
+        flow,
+        client,
+        server,
+        &outcome,
+        &snap,
+        input.key,
+        Some(host),
+        rest,
+        Some(app),
+    )
+    .await
 }
 
 fn app_name(a: AppProtocol) -> &'static str {
@@ -458,7 +485,9 @@ async fn transparent(gw: &Arc<Gateway>, client: TcpStream, peer: SocketAddr) -> 
     let dst = match original_dst(&client) {
         Ok(d) => SocketAddr::new(d.ip().to_canonical(), d.port()),
         Err(e) => {
-            log(format!("transparent connection from {peer}: no original destination: {e}"));
+            log(format!(
+                "transparent connection from {peer}: no original destination: {e}"
+            ));
             return Ok(());
         }
     };
@@ -531,7 +560,10 @@ async fn by_first_bytes(
                 return Ok(());
             }
         };
-        return relay(gw, flow, client, server, &outcome, &snap, k, None, buf, None).await;
+        return relay(
+            gw, flow, client, server, &outcome, &snap, k, None, buf, None,
+        )
+        .await;
     }
     // Application layer: read the first bytes (bounded in size and time).
     let deadline = Instant::now() + gw.config.limits.handshake_timeout;
@@ -548,29 +580,32 @@ async fn by_first_bytes(
         }
     };
     drop(chunk);
-    let (host, app, problem): (Option<String>, Option<AppProtocol>, Option<(&'static str, String)>) =
-        match peeked {
-            Peeked::Tls { sni, ech: true } => (
-                sni.clone(),
-                Some(AppProtocol::Https),
-                Some((
-                    "EncryptedClientHello",
-                    format!(
-                        "Encrypted Client Hello (outer SNI {}): the real name is hidden",
-                        sni.as_deref().unwrap_or("none")
-                    ),
-                )),
-            ),
-            Peeked::Tls { sni, ech: false } => (sni, Some(AppProtocol::Https), None),
-            Peeked::Http { host } => (host, Some(AppProtocol::Http), None),
-            Peeked::Unknown => (None, None, None),
-            Peeked::Malformed(why) => (
-                None,
-                None,
-                Some(("UnparseableClientHello", why.to_string())),
-            ),
-            Peeked::NeedMore => unreachable!(),
-        };
+    let (host, app, problem): (
+        Option<String>,
+        Option<AppProtocol>,
+        Option<(&'static str, String)>,
+    ) = match peeked {
+        Peeked::Tls { sni, ech: true } => (
+            sni.clone(),
+            Some(AppProtocol::Https),
+            Some((
+                "EncryptedClientHello",
+                format!(
+                    "Encrypted Client Hello (outer SNI {}): the real name is hidden",
+                    sni.as_deref().unwrap_or("none")
+                ),
+            )),
+        ),
+        Peeked::Tls { sni, ech: false } => (sni, Some(AppProtocol::Https), None),
+        Peeked::Http { host } => (host, Some(AppProtocol::Http), None),
+        Peeked::Unknown => (None, None, None),
+        Peeked::Malformed(why) => (
+            None,
+            None,
+            Some(("UnparseableClientHello", why.to_string())),
+        ),
+        Peeked::NeedMore => unreachable!(),
+    };
     flow.name = host.clone();
     flow.protocol = app.map(app_name).unwrap_or("TCP");
     let input = FirewallInput {
@@ -584,11 +619,7 @@ async fn by_first_bytes(
         let policy = if outcome.allowed {
             format!(
                 "; the policy alone would allow it ({})",
-                outcome
-                    .rule
-                    .as_ref()
-                    .map(|r| r.path())
-                    .unwrap_or_default()
+                outcome.rule.as_ref().map(|r| r.path()).unwrap_or_default()
             )
         } else {
             String::new()
@@ -655,7 +686,10 @@ async fn address_check(
         ),
         Err(_) => observed_deny(
             "NameResolutionFailed",
-            format!("`{name}` could not be resolved to check the dialed {}", dst.ip()),
+            format!(
+                "`{name}` could not be resolved to check the dialed {}",
+                dst.ip()
+            ),
         ),
     };
     if gw.config.address_check == AddressCheck::Audit {
@@ -764,9 +798,9 @@ async fn splice(
         tokio::pin!(up, down);
         let (mut up_done, mut down_done) = (false, false);
         loop {
-            let quiet = start.elapsed().saturating_sub(Duration::from_millis(
-                last.load(Ordering::Relaxed),
-            ));
+            let quiet = start
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
             let wait = idle.saturating_sub(quiet);
             tokio::select! {
                 r = &mut up, if !up_done => { up_done = true; if r.is_err() { break } }

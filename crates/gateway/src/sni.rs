@@ -364,10 +364,7 @@ mod tests {
             }
         );
         assert_eq!(peek(b"GET / HTTP/1.1\r\nHo"), Peeked::NeedMore);
-        assert_eq!(
-            peek(b"GET / HTTP/1.0\r\n\r\n"),
-            Peeked::Http { host: None }
-        );
+        assert_eq!(peek(b"GET / HTTP/1.0\r\n\r\n"), Peeked::Http { host: None });
         assert!(matches!(
             peek(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
             Peeked::Malformed(_)

@@ -14,6 +14,9 @@ pub struct Document {
     pub file: String,
     pub value: Value,
     positions: HashMap<String, (usize, usize)>,
+    /// Objects holding two keys that differ only in case (or not at all): FMT-3 makes them an
+    /// error, since property names match case-insensitively. (pointer of the object, key).
+    pub duplicate_keys: Vec<(String, String)>,
 }
 
 impl Document {
@@ -51,6 +54,7 @@ impl Document {
             file: file.to_string(),
             value,
             positions: HashMap::new(),
+            duplicate_keys: vec![],
         }
     }
 }
@@ -185,8 +189,16 @@ pub fn parse(file: &str, text: &str) -> Result<Document, Diagnostic> {
             d
         })?;
     let mut positions = HashMap::new();
+    let mut duplicate_keys = vec![];
     let value = match parsed.value {
-        Some(v) => convert(&v, String::new(), text, &lines, &mut positions),
+        Some(v) => convert(
+            &v,
+            String::new(),
+            text,
+            &lines,
+            &mut positions,
+            &mut duplicate_keys,
+        ),
         None => {
             return Err(Diagnostic::error("the file holds no JSON value")
                 .at(file, "")
@@ -197,6 +209,7 @@ pub fn parse(file: &str, text: &str) -> Result<Document, Diagnostic> {
         file: file.to_string(),
         value,
         positions,
+        duplicate_keys,
     })
 }
 
@@ -206,6 +219,7 @@ fn convert(
     text: &str,
     lines: &LineIndex,
     positions: &mut HashMap<String, (usize, usize)>,
+    duplicates: &mut Vec<(String, String)>,
 ) -> Value {
     let start = match v {
         ast::Value::StringLit(s) => s.range.start,
@@ -225,15 +239,27 @@ fn convert(
             a.elements
                 .iter()
                 .enumerate()
-                .map(|(i, e)| convert(e, format!("{pointer}/{i}"), text, lines, positions))
+                .map(|(i, e)| {
+                    convert(
+                        e,
+                        format!("{pointer}/{i}"),
+                        text,
+                        lines,
+                        positions,
+                        duplicates,
+                    )
+                })
                 .collect(),
         ),
         ast::Value::Object(o) => {
             let mut m = Map::new();
             for p in &o.properties {
                 let key = p.name.as_str().to_string();
+                if m.keys().any(|k: &String| k.eq_ignore_ascii_case(&key)) {
+                    duplicates.push((pointer.clone(), key.clone()));
+                }
                 let child = format!("{pointer}/{}", pointer_token(&key));
-                let val = convert(&p.value, child, text, lines, positions);
+                let val = convert(&p.value, child, text, lines, positions, duplicates);
                 m.insert(key, val);
             }
             Value::Object(m)
@@ -274,6 +300,15 @@ mod tests {
         let e = parse("deep.json", &text).unwrap_err();
         assert_eq!(e.line, Some(1));
         assert!(parse("ok.json", "{\"a\": \"[[[[\", \"b\": [[1]]}").is_ok());
+    }
+
+    #[test]
+    fn fmt_3_keys_differing_only_in_case_are_recorded() {
+        let doc = parse("k.json", "{\"a\": {\"Name\": 1, \"name\": 2}}").unwrap();
+        assert_eq!(
+            doc.duplicate_keys,
+            vec![("/a".to_string(), "name".to_string())]
+        );
     }
 
     #[test]

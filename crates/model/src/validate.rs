@@ -89,7 +89,6 @@ pub fn validate(net: &Network, catalogs: &Catalogs, strict: bool) -> Diagnostics
             // (`docs/import-support.md`); it has no priority of its own to check.
             let holder = g.name.is_empty() && g.priority == 0;
             if !holder && !(100..=65000).contains(&g.priority) {
-
                 d.push(
                     at(
                         &g.origin,

@@ -448,7 +448,7 @@ proptest! {
         let snap = Snapshot::compile(&net, catalogs(), &CompileOptions::default());
         // Reference order: collections by (priority, name).
         let mut order: Vec<&RuleCollection> = collections.iter().collect();
-        order.sort_by(|a, b| (a.priority, a.name.to_ascii_lowercase()).cmp(&(b.priority, b.name.to_ascii_lowercase())));
+        order.sort_by_key(|c| (c.priority, c.name.to_ascii_lowercase()));
         for (n, http) in names {
             let port = if http { 80 } else { 443 };
             let want = order.iter().find(|c| {

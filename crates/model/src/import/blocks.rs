@@ -35,7 +35,10 @@ fn blocks(v: &Value) -> Option<&Vec<Value>> {
 }
 
 pub fn is_building_blocks(v: &Value) -> bool {
-    blocks(v).is_some_and(|b| b.iter().all(|x| x.get("type").is_some_and(Value::is_string)))
+    blocks(v).is_some_and(|b| {
+        b.iter()
+            .all(|x| x.get("type").is_some_and(Value::is_string))
+    })
 }
 
 pub fn read(reader: &mut Reader, doc: &Value, strict: bool) {
@@ -93,7 +96,10 @@ pub fn read(reader: &mut Reader, doc: &Value, strict: bool) {
 fn vnet(reader: &mut Reader, s: &Node) {
     let mut v: Map<String, Value> = s.value.as_object().cloned().unwrap_or_default();
     if let Some(prefixes) = v.get("addressPrefixes").cloned() {
-        v.insert("addressSpace".into(), json!({ "addressPrefixes": prefixes }));
+        v.insert(
+            "addressSpace".into(),
+            json!({ "addressPrefixes": prefixes }),
+        );
     }
     if let Some(Value::Array(peerings)) = v.get_mut("virtualNetworkPeerings") {
         for p in peerings.iter_mut() {

@@ -195,13 +195,15 @@ pub struct FileImport {
     synthetic: Vec<Synthetic>,
 }
 
-
 #[derive(Debug, Clone)]
 struct Synthetic {
     kind: &'static str,
     name: String,
+    /// A parent that never appears is an error (templates, FMT-6).
     from_template: bool,
+    /// Where the child that needs it is declared, and its line and column.
     origin: Origin,
+    position: Option<(usize, usize)>,
 }
 
 /// Import one file's text. `base_dir` resolves linked templates.
@@ -232,6 +234,17 @@ pub fn import_text(
             }
         }
     };
+    // FMT-3: names match case-insensitively, so two keys differing only in case are ambiguous.
+    for (pointer, key) in &doc.duplicate_keys {
+        out.diagnostics.push(
+            Diagnostic::error(format!(
+                "two properties named `{key}` (ignoring case) in one object"
+            ))
+            .at(file, &format!("{pointer}/{}", json::pointer_token(key)))
+            .field(key)
+            .expected("each property once; property names are case-insensitive (FMT-3)"),
+        );
+    }
     let linked = import_document(&doc, options, base_dir, &mut out);
     let located: Vec<Diagnostic> = out
         .diagnostics
@@ -243,6 +256,15 @@ pub fn import_text(
         })
         .collect();
     out.diagnostics.0 = located;
+    // The missing-parent error comes after all files are read (`Merger::finish`): keep the
+    // child's line and column for it.
+    for s in &mut out.synthetic {
+        let d = linked
+            .iter()
+            .find(|l| l.file == s.origin.file)
+            .unwrap_or(&doc);
+        s.position = d.position(&s.origin.pointer);
+    }
     out
 }
 
@@ -291,7 +313,14 @@ fn import_document(
                 Ok(value)
             }));
         }
-        expand_into(&mut reader, &doc.value, &arm, "", options.strict, &linked_name);
+        expand_into(
+            &mut reader,
+            &doc.value,
+            &arm,
+            "",
+            options.strict,
+            &linked_name,
+        );
     } else if blocks::is_building_blocks(&doc.value) {
         out.kind = InputKind::BuildingBlocks;
         blocks::read(&mut reader, &doc.value, options.strict);
@@ -458,7 +487,7 @@ impl Merger {
                         e.location = n.location;
                         e.flush_connection = n.flush_connection;
                     }
-                    e.security_rules.extend(n.security_rules);
+                    join(&mut e.security_rules, n.security_rules, !real)
                 },
             ) {
                 resolved.push(("nsg", name));
@@ -480,7 +509,7 @@ impl Merger {
                         e.location = t.location;
                         e.disable_bgp_route_propagation = t.disable_bgp_route_propagation;
                     }
-                    e.routes.extend(t.routes);
+                    join(&mut e.routes, t.routes, !real)
                 },
             ) {
                 resolved.push(("routeTable", name));
@@ -502,9 +531,13 @@ impl Merger {
                         e.location = v.location;
                         e.address_space = v.address_space;
                     }
-                    e.subnets.extend(v.subnets);
-                    e.virtual_network_peerings
-                        .extend(v.virtual_network_peerings);
+                    let mut twice = join(&mut e.subnets, v.subnets, !real);
+                    twice.extend(join(
+                        &mut e.virtual_network_peerings,
+                        v.virtual_network_peerings,
+                        !real,
+                    ));
+                    twice
                 },
             ) {
                 resolved.push(("virtualNetwork", name));
@@ -520,13 +553,18 @@ impl Merger {
                 known,
                 "firewallPolicy",
                 diags,
-                |e, p, real| {
+                |e, mut p, real| {
                     let mut groups = std::mem::take(&mut e.rule_collection_groups);
-                    groups.extend(p.rule_collection_groups.iter().cloned());
+                    let twice = join(
+                        &mut groups,
+                        std::mem::take(&mut p.rule_collection_groups),
+                        !real,
+                    );
                     if real {
                         *e = p;
                     }
                     e.rule_collection_groups = groups;
+                    twice
                 },
             ) {
                 resolved.push(("firewallPolicy", name));
@@ -571,15 +609,18 @@ impl Merger {
         // lone rule or route legitimately come without their parent.
         for s in std::mem::take(&mut self.synthetic) {
             if s.from_template {
-                diags.push(
-                    Diagnostic::error(format!(
-                        "child resource names parent '{}', which is not defined in the input",
-                        s.name
-                    ))
-                    .at(&s.origin.file, &s.origin.pointer)
-                    .field("name")
-                    .expected("the parent resource in the same template or input folder"),
-                );
+                let mut d = Diagnostic::error(format!(
+                    "child resource names parent '{}', which is not defined in the input",
+                    s.name
+                ))
+                .at(&s.origin.file, &s.origin.pointer)
+                .field("name")
+                .expected("the parent resource in the same template or input folder");
+                if let Some((line, column)) = s.position {
+                    d.line = Some(line);
+                    d.column = Some(column);
+                }
+                diags.push(d);
             }
         }
         self.network
@@ -595,9 +636,10 @@ fn merge<T: resources::Named>(
     known: &mut Vec<Synthetic>,
     kind: &str,
     diags: &mut Diagnostics,
-    combine: impl FnOnce(&mut T, T, bool),
+    combine: impl FnOnce(&mut T, T, bool) -> Vec<String>,
 ) -> bool {
     let name = item.name().to_string();
+    let origin = item.origin().clone();
     let existing_synthetic = known
         .iter()
         .any(|s| s.kind == kind && s.name.eq_ignore_ascii_case(&name));
@@ -607,7 +649,15 @@ fn merge<T: resources::Named>(
     {
         Some(e) if incoming_synthetic || existing_synthetic => {
             let real = !incoming_synthetic;
-            combine(e, item, real);
+            for child in combine(e, item, real) {
+                diags.push(
+                    Diagnostic::warning(format!(
+                        "child '{child}' is defined both inline in its parent and as a separate resource; the separate resource is used (FMT-6)"
+                    ))
+                    .at(&origin.file, &origin.pointer)
+                    .resource(&resource_type(kind), &name),
+                );
+            }
             if real {
                 known.retain(|s| !(s.kind == kind && s.name.eq_ignore_ascii_case(&name)));
             }
@@ -625,10 +675,50 @@ fn merge<T: resources::Named>(
     }
 }
 
+/// FMT-6 across files: the children of a parent seen in two files join; where both define a
+/// child of one name, the separately declared one (held by a synthetic parent) wins. Returns the
+/// names defined twice.
+fn join<T: resources::ChildName>(
+    into: &mut Vec<T>,
+    from: Vec<T>,
+    from_separate: bool,
+) -> Vec<String> {
+    let mut twice = vec![];
+    for c in from {
+        match into
+            .iter()
+            .position(|x| x.child_name().eq_ignore_ascii_case(c.child_name()))
+        {
+            Some(i) => {
+                twice.push(c.child_name().to_string());
+                if from_separate {
+                    into[i] = c;
+                }
+            }
+            None => into.push(c),
+        }
+    }
+    twice
+}
+
+/// The resource type of a merge kind (`nsg`) or a plural type name (`ipGroups`).
+fn resource_type(kind: &str) -> String {
+    let plural = match kind {
+        "nsg" => "networkSecurityGroups",
+        "routeTable" => "routeTables",
+        "virtualNetwork" => "virtualNetworks",
+        "firewallPolicy" => "firewallPolicies",
+        other => other,
+    };
+    format!("Microsoft.Network/{plural}")
+}
+
 fn duplicate(ty: &str, name: &str, origin: &Origin) -> Diagnostic {
-    Diagnostic::warning("a resource of this type and name was already imported; this one is ignored")
+    Diagnostic::warning(
+        "a resource of this type and name was already imported from another file; this one is ignored",
+    )
     .at(&origin.file, &origin.pointer)
-    .resource(&format!("Microsoft.Network/{ty}"), name)
+    .resource(&resource_type(ty), name)
 }
 
 #[cfg(test)]

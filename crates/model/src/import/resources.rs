@@ -107,7 +107,9 @@ impl Child {
 
 /// Rules and routes a definition holds, for [`SetAside::superseded`].
 fn rule_counts<T: Counted>(items: &[T]) -> Counts {
-    items.iter().fold(Counts::default(), |acc, x| add(acc, x.counted()))
+    items
+        .iter()
+        .fold(Counts::default(), |acc, x| add(acc, x.counted()))
 }
 
 fn add(a: Counts, b: Counts) -> Counts {
@@ -123,12 +125,18 @@ trait Counted {
 }
 impl Counted for SecurityRule {
     fn counted(&self) -> Counts {
-        Counts { security_rules: 1, ..Counts::default() }
+        Counts {
+            security_rules: 1,
+            ..Counts::default()
+        }
     }
 }
 impl Counted for Route {
     fn counted(&self) -> Counts {
-        Counts { routes: 1, ..Counts::default() }
+        Counts {
+            routes: 1,
+            ..Counts::default()
+        }
     }
 }
 impl Counted for Subnet {
@@ -150,8 +158,28 @@ impl Counted for RuleCollectionGroup {
     }
 }
 
+/// Resources with a name and an origin.
+trait Declared {
+    fn declared_name(&self) -> &str;
+    fn declared_origin(&self) -> &Origin;
+}
+macro_rules! declared {
+    ($($t:ty),*) => {$(
+        impl Declared for $t {
+            fn declared_name(&self) -> &str { &self.name }
+            fn declared_origin(&self) -> &Origin { &self.origin }
+        }
+    )*};
+}
+declared!(
+    NetworkInterface,
+    PublicIpAddress,
+    ApplicationSecurityGroup,
+    IpGroup
+);
+
 /// Children with a name.
-trait ChildName {
+pub trait ChildName {
     fn child_name(&self) -> &str;
 }
 macro_rules! child_name {
@@ -161,7 +189,13 @@ macro_rules! child_name {
         }
     )*};
 }
-child_name!(SecurityRule, Route, Subnet, VirtualNetworkPeering, RuleCollectionGroup);
+child_name!(
+    SecurityRule,
+    Route,
+    Subnet,
+    VirtualNetworkPeering,
+    RuleCollectionGroup
+);
 
 /// Put `item` into `list`, replacing a child of the same name (case-insensitive); returns the
 /// replaced one.
@@ -209,6 +243,8 @@ const VNET: &str = "Microsoft.Network/virtualNetworks";
 const SUBNET: &str = "Microsoft.Network/virtualNetworks/subnets";
 const PEERING: &str = "Microsoft.Network/virtualNetworks/virtualNetworkPeerings";
 const NIC: &str = "Microsoft.Network/networkInterfaces";
+const ASG: &str = "Microsoft.Network/applicationSecurityGroups";
+const PIP: &str = "Microsoft.Network/publicIPAddresses";
 const FW: &str = "Microsoft.Network/azureFirewalls";
 const POLICY: &str = "Microsoft.Network/firewallPolicies";
 const RCG: &str = "Microsoft.Network/firewallPolicies/ruleCollectionGroups";
@@ -279,7 +315,6 @@ impl Reader {
 
     /// Resources read from now on come from `file` (a linked template).
     pub fn set_file(&mut self, file: &str) {
-
         if self.file != file {
             self.file = file.to_string();
         }
@@ -336,22 +371,25 @@ impl Reader {
                 replace_named(&mut self.network.route_tables[i].routes, r).map(|o| o.counted())
             }
             Child::Subnet(s) => {
-                let i = self.parent_index("virtualNetwork", &parent, &origin, parent_required, |n| {
-                    &mut n.virtual_networks
-                });
+                let i =
+                    self.parent_index("virtualNetwork", &parent, &origin, parent_required, |n| {
+                        &mut n.virtual_networks
+                    });
                 replace_named(&mut self.network.virtual_networks[i].subnets, s).map(|o| o.counted())
             }
             Child::Peering(x) => {
-                let i = self.parent_index("virtualNetwork", &parent, &origin, parent_required, |n| {
-                    &mut n.virtual_networks
-                });
+                let i =
+                    self.parent_index("virtualNetwork", &parent, &origin, parent_required, |n| {
+                        &mut n.virtual_networks
+                    });
                 let list = &mut self.network.virtual_networks[i].virtual_network_peerings;
                 replace_named(list, x).map(|o| o.counted())
             }
             Child::Group(g) => {
-                let i = self.parent_index("firewallPolicy", &parent, &origin, parent_required, |n| {
-                    &mut n.firewall_policies
-                });
+                let i =
+                    self.parent_index("firewallPolicy", &parent, &origin, parent_required, |n| {
+                        &mut n.firewall_policies
+                    });
                 let list = &mut self.network.firewall_policies[i].rule_collection_groups;
                 replace_named(list, g).map(|o| o.counted())
             }
@@ -384,7 +422,14 @@ impl Reader {
 
     /// A resource declared twice in one input (typically re-deployed by a nested deployment
     /// to update it): the later declaration's settings apply, children are merged by name.
-    fn redeclared(&mut self, ty: &str, name: &str, first: &Origin, again: &Origin, superseded: Counts) {
+    fn redeclared(
+        &mut self,
+        ty: &str,
+        name: &str,
+        first: &Origin,
+        again: &Origin,
+        superseded: Counts,
+    ) {
         self.set_aside.superseded = add(self.set_aside.superseded, superseded);
         let d = Diagnostic::note(format!(
             "declared again (first at {}); the later declaration's settings apply and child definitions are merged by name, later ones winning",
@@ -401,7 +446,10 @@ impl Reader {
 
     fn add_nsg(&mut self, nsg: NetworkSecurityGroup) {
         let list = &mut self.network.network_security_groups;
-        let Some(i) = list.iter().position(|x| x.name.eq_ignore_ascii_case(&nsg.name)) else {
+        let Some(i) = list
+            .iter()
+            .position(|x| x.name.eq_ignore_ascii_case(&nsg.name))
+        else {
             list.push(nsg);
             return;
         };
@@ -413,7 +461,10 @@ impl Reader {
 
     fn add_route_table(&mut self, t: RouteTable) {
         let list = &mut self.network.route_tables;
-        let Some(i) = list.iter().position(|x| x.name.eq_ignore_ascii_case(&t.name)) else {
+        let Some(i) = list
+            .iter()
+            .position(|x| x.name.eq_ignore_ascii_case(&t.name))
+        else {
             list.push(t);
             return;
         };
@@ -425,7 +476,10 @@ impl Reader {
 
     fn add_vnet(&mut self, v: VirtualNetwork) {
         let list = &mut self.network.virtual_networks;
-        let Some(i) = list.iter().position(|x| x.name.eq_ignore_ascii_case(&v.name)) else {
+        let Some(i) = list
+            .iter()
+            .position(|x| x.name.eq_ignore_ascii_case(&v.name))
+        else {
             list.push(v);
             return;
         };
@@ -441,19 +495,53 @@ impl Reader {
 
     fn add_policy(&mut self, p: FirewallPolicy) {
         let list = &mut self.network.firewall_policies;
-        let Some(i) = list.iter().position(|x| x.name.eq_ignore_ascii_case(&p.name)) else {
+        let Some(i) = list
+            .iter()
+            .position(|x| x.name.eq_ignore_ascii_case(&p.name))
+        else {
             list.push(p);
             return;
         };
         let old = std::mem::replace(&mut list[i], p);
-        let gone = union_named(&mut list[i].rule_collection_groups, old.rule_collection_groups);
+        let gone = union_named(
+            &mut list[i].rule_collection_groups,
+            old.rule_collection_groups,
+        );
         let (name, again) = (list[i].name.clone(), list[i].origin.clone());
         self.redeclared(POLICY, &name, &old.origin, &again, rule_counts(&gone));
     }
 
+    /// A resource without children declared again (a NIC updated by a nested deployment): the
+    /// later declaration replaces the earlier.
+    fn add_plain<T: Declared>(
+        &mut self,
+        ty: &str,
+        item: T,
+        list: impl Fn(&mut Network) -> &mut Vec<T>,
+    ) {
+        let l = list(&mut self.network);
+        match l
+            .iter()
+            .position(|x| x.declared_name().eq_ignore_ascii_case(item.declared_name()))
+        {
+            None => l.push(item),
+            Some(i) => {
+                let old = std::mem::replace(&mut l[i], item);
+                let (name, again) = (
+                    l[i].declared_name().to_string(),
+                    l[i].declared_origin().clone(),
+                );
+                self.redeclared(ty, &name, old.declared_origin(), &again, Counts::default());
+            }
+        }
+    }
+
     fn add_firewall(&mut self, fw: AzureFirewall) {
         let list = &mut self.network.azure_firewalls;
-        let Some(i) = list.iter().position(|x| x.name.eq_ignore_ascii_case(&fw.name)) else {
+        let Some(i) = list
+            .iter()
+            .position(|x| x.name.eq_ignore_ascii_case(&fw.name))
+        else {
             list.push(fw);
             return;
         };
@@ -637,9 +725,8 @@ impl Reader {
             "microsoft.network/networkinterfaces" => self.nic(node, &name),
             "microsoft.network/applicationsecuritygroups" => {
                 let origin = self.origin(node);
-                self.network
-                    .application_security_groups
-                    .push(ApplicationSecurityGroup { name, origin });
+                let asg = ApplicationSecurityGroup { name, origin };
+                self.add_plain(ASG, asg, |n| &mut n.application_security_groups);
             }
             "microsoft.network/publicipaddresses" => self.public_ip(node, &name),
             "microsoft.network/azurefirewalls" => self.firewall(node, &name),
@@ -680,17 +767,15 @@ impl Reader {
                 self.child_rcg(node, at)
             }
             "microsoft.network/firewallpolicies/rulegroups" => {
-                let ctx = Ctx {
-                    ty: &ty,
-                    name: &name,
-                };
-                self.err(
-                    &ctx,
-                    node,
-                    "type",
+                let d = Diagnostic::error(
                     "the pre-2020 `firewallPolicies/ruleGroups` shape is not supported (FMT-9)",
-                    "`firewallPolicies/ruleCollectionGroups`",
-                );
+                )
+                .at(&self.file, &node.pointer)
+                .resource(&ty, &name)
+                .field("type")
+                .found(&ty)
+                .expected("`firewallPolicies/ruleCollectionGroups` with `ruleCollections`");
+                self.push(d);
             }
             "microsoft.network/ipgroups" => self.ip_group(node, &name),
             _ => {}
@@ -747,9 +832,15 @@ impl Reader {
         if let Some(text) = name_node.as_ref().and_then(|n| n.unresolved()) {
             // The expander writes a nested child's name as `<parent expression>/<child>`.
             let split = if text.starts_with('[') {
-                text.find("]/").map(|i| (format!("unresolved({})", &text[..=i]), text[i + 2..].to_string()))
+                text.find("]/").map(|i| {
+                    (
+                        format!("unresolved({})", &text[..=i]),
+                        text[i + 2..].to_string(),
+                    )
+                })
             } else {
-                text.split_once('/').map(|(p, c)| (p.to_string(), format!("unresolved({c})")))
+                text.split_once('/')
+                    .map(|(p, c)| (p.to_string(), format!("unresolved({c})")))
             };
             if let Some((parent, child)) = split {
                 return ChildAt {
@@ -830,6 +921,7 @@ impl Reader {
             name: parent.to_string(),
             from_template,
             origin,
+            position: None,
         });
         i
     }
@@ -1480,7 +1572,6 @@ impl Reader {
                 continue;
             }
             match parse_prefix(&item.text()) {
-
                 Ok((n, cleared)) => {
                     if cleared {
                         self.warn(
@@ -1604,7 +1695,7 @@ impl Reader {
                 nic.ip_configurations.push(self.ip_configuration(&ctx, &c));
             }
         }
-        self.network.network_interfaces.push(nic);
+        self.add_plain(NIC, nic, |n| &mut n.network_interfaces);
     }
 
     fn ip_configuration(&mut self, ctx: &Ctx, c: &Node) -> IpConfiguration {
@@ -1649,11 +1740,12 @@ impl Reader {
             .prop("ipAddress")
             .and_then(|i| i.as_str().and_then(parse_ip));
         let origin = self.origin(node);
-        self.network.public_ip_addresses.push(PublicIpAddress {
+        let pip = PublicIpAddress {
             name: name.to_string(),
             ip_address: ip,
             origin,
-        });
+        };
+        self.add_plain(PIP, pip, |n| &mut n.public_ip_addresses);
     }
 
     // ------------------------------------------------------------------------------ firewall
@@ -2097,7 +2189,14 @@ impl Reader {
     /// placeholders such as `xx.xx.xx.xx/yy` in samples). Strict: an error. Lenient: a warning,
     /// and the caller keeps the item as `unresolvable`, which matches nothing (NSG-3, CAT).
     /// Returns whether the item is kept.
-    fn bad_address(&mut self, ctx: &Ctx, node: &Node, field: &str, msg: &str, expected: &str) -> bool {
+    fn bad_address(
+        &mut self,
+        ctx: &Ctx,
+        node: &Node,
+        field: &str,
+        msg: &str,
+        expected: &str,
+    ) -> bool {
         if self.strict {
             self.err(ctx, node, field, msg, expected);
             return false;
@@ -2298,16 +2397,16 @@ impl Reader {
     }
 
     fn ip_group(&mut self, node: &Node, name: &str) {
-
         let ctx = Ctx { ty: IPG, name };
         let mut ok = true;
         let ips = self.address_list(&ctx, node, "ipAddresses", &mut ok);
         let origin = self.origin(node);
-        self.network.ip_groups.push(IpGroup {
+        let group = IpGroup {
             name: name.to_string(),
             ip_addresses: ips,
             origin,
-        });
+        };
+        self.add_plain(IPG, group, |n| &mut n.ip_groups);
     }
 }
 
@@ -2461,4 +2560,3 @@ fn security_group_view(node: &Node) -> Option<Observed> {
     }
     Some(o)
 }
-

@@ -46,9 +46,14 @@ fn fmt_3_case_insensitive_names_and_string_numbers() {
 #[test]
 fn fmt_12_errors_are_located_and_all_reported() {
     let text = "{\n \"name\": \"nsg\", \"type\": \"Microsoft.Network/networkSecurityGroups\", \"properties\": {\"securityRules\": [\n  {\"name\": \"a\", \"properties\": {\"protocol\": \"Tcp\", \"sourcePortRange\": \"90-80\", \"destinationPortRange\": \"*\",\n   \"sourceAddressPrefix\": \"789\", \"destinationAddressPrefix\": \"*\", \"access\": \"Allow\", \"priority\": 100, \"direction\": \"Inbound\"}},\n  {\"name\": \"b\", \"properties\": {\"protocol\": \"Gre\", \"sourcePortRange\": \"*\", \"destinationPortRange\": \"*\",\n   \"sourceAddressPrefix\": \"*\", \"destinationAddressPrefix\": \"*\", \"access\": \"Allow\", \"priority\": 110, \"direction\": \"Inbound\"}}]}}";
-    let f = import("bad.json", text);
+    let strict = ImportOptions {
+        strict: true,
+        ..ImportOptions::default()
+    };
+    let f = import_text("bad.json", text, &strict, None);
     let errors: Vec<&Diagnostic> = f.diagnostics.errors().collect();
     assert_eq!(errors.len(), 3, "{}", f.diagnostics);
+
     let port = errors
         .iter()
         .find(|e| e.field.as_deref() == Some("sourcePortRange"))
@@ -126,4 +131,313 @@ proptest::proptest! {
         let _ = import("fuzz.json", &text);
         let _ = import("fuzz.yaml", &text);
     }
+}
+
+fn template(resources: &str) -> String {
+    format!(
+        r#"{{"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#", "parameters": {{"p": {{"type": "string"}}}}, "resources": [{resources}]}}"#
+    )
+}
+
+const ROUTE: &str = r#"{"addressPrefix": "0.0.0.0/0", "nextHopType": "Internet"}"#;
+
+#[test]
+fn nsg_3_lenient_keeps_a_non_address_as_unresolvable() {
+    let text = r#"{"name": "n", "type": "Microsoft.Network/networkSecurityGroups", "properties": {"securityRules": [
+        {"name": "web", "properties": {"protocol": "Tcp", "sourcePortRange": "*", "destinationPortRange": "80",
+         "sourceAddressPrefix": "789", "destinationAddressPrefixes": ["Internet"], "access": "Allow", "priority": 100, "direction": "Inbound"}}]}}"#;
+    let f = import("n.json", text);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    let r = &f.network.network_security_groups[0].security_rules[0];
+    assert_eq!(
+        r.source.address_prefixes,
+        vec![AddressItem::Unresolvable("789".into())]
+    );
+    // A tag in a plural field is kept the same way (NSG-2.4, NSG-3).
+    assert_eq!(
+        r.destination.address_prefixes,
+        vec![AddressItem::Unresolvable("Internet".into())]
+    );
+    assert_eq!(
+        f.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .count(),
+        2
+    );
+    let strict = ImportOptions {
+        strict: true,
+        ..ImportOptions::default()
+    };
+    let f = import_text("n.json", text, &strict, None);
+    assert_eq!(f.diagnostics.errors().count(), 2, "{}", f.diagnostics);
+}
+
+#[test]
+fn fmt_6_child_inline_and_separate_the_separate_one_wins() {
+    let text = template(&format!(
+        r#"{{"type": "Microsoft.Network/routeTables", "name": "rt", "properties": {{"routes": [{{"name": "r", "properties": {ROUTE}}}]}}}},
+           {{"type": "Microsoft.Network/routeTables/routes", "name": "rt/r", "properties": {{"addressPrefix": "10.0.0.0/8", "nextHopType": "None"}}}}"#
+    ));
+    let f = import("t.json", &text);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    let rt = &f.network.route_tables[0];
+    assert_eq!(rt.routes.len(), 1);
+    assert_eq!(rt.routes[0].next_hop_type, NextHopType::None);
+    assert_eq!(f.set_aside.superseded.routes, 1);
+    assert!(f
+        .diagnostics
+        .iter()
+        .any(|d| d.severity == Severity::Warning && d.message.contains("both inline")));
+    let strict = ImportOptions {
+        strict: true,
+        ..ImportOptions::default()
+    };
+    let f = import_text("t.json", &text, &strict, None);
+    assert!(
+        f.diagnostics
+            .errors()
+            .any(|d| d.message.contains("both inline")),
+        "{}",
+        f.diagnostics
+    );
+}
+
+#[test]
+fn fmt_6_a_child_may_come_before_its_parent() {
+    let text = template(&format!(
+        r#"{{"type": "Microsoft.Network/routeTables/routes", "name": "rt/r", "properties": {ROUTE}}},
+           {{"type": "Microsoft.Network/routeTables", "name": "rt", "properties": {{"disableBgpRoutePropagation": true}}}}"#
+    ));
+    let f = import("t.json", &text);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    assert_eq!(f.network.route_tables.len(), 1);
+    assert!(f.network.route_tables[0].disable_bgp_route_propagation);
+    assert_eq!(f.network.route_tables[0].routes.len(), 1);
+}
+
+#[test]
+fn fmt_5_a_resource_redeployed_by_a_nested_deployment_is_merged() {
+    // The route is added once the appliance exists (AzureStack ethereum, nested-vms templates).
+    let text = template(&format!(
+        r#"{{"type": "Microsoft.Network/routeTables", "name": "rt", "properties": {{"routes": []}}}},
+           {{"type": "Microsoft.Resources/deployments", "name": "update", "properties": {{"mode": "Incremental", "template": {{
+             "resources": [{{"type": "Microsoft.Network/routeTables", "name": "rt", "properties": {{"routes": [{{"name": "r", "properties": {ROUTE}}}]}}}}]}}}}}}"#
+    ));
+    let f = import("t.json", &text);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    assert_eq!(f.network.route_tables.len(), 1);
+    assert_eq!(f.network.route_tables[0].routes.len(), 1);
+    assert!(f
+        .diagnostics
+        .iter()
+        .any(|d| d.message.starts_with("declared again")));
+}
+
+#[test]
+fn fmt_4_children_of_a_parent_with_an_unresolved_name() {
+    // A nested child's name is `<parent expression>/<child>`: it still finds its parent. A name
+    // built by `concat` from unknown parts cannot: lenient keeps it apart with a warning.
+    let text = template(
+        r#"{"type": "Microsoft.Network/firewallPolicies", "name": "[parameters('p')]", "resources": [
+              {"type": "ruleCollectionGroups", "name": "g", "properties": {"priority": 100, "ruleCollections": []}}]},
+           {"type": "Microsoft.Network/virtualNetworks/virtualNetworkPeerings", "name": "[concat(parameters('p'), '/x')]", "properties": {}}"#,
+    );
+    let f = import("t.json", &text);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    assert_eq!(f.network.firewall_policies.len(), 1);
+    assert_eq!(
+        f.network.firewall_policies[0].rule_collection_groups.len(),
+        1
+    );
+    assert!(f.diagnostics.iter().any(|d| d
+        .message
+        .contains("parent of this child resource is unknown")));
+}
+
+#[test]
+fn fmt_12_resources_of_a_linked_template_are_located_in_it() {
+    let dir = std::env::temp_dir().join(format!("palisade-linked-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("nested")).unwrap();
+    let main = template(
+        r#"{"type": "Microsoft.Resources/deployments", "name": "d", "properties": {"mode": "Incremental",
+             "templateLink": {"relativePath": "nested/nsg.json"}}}"#,
+    );
+    let nested = template(
+        r#"{"type": "Microsoft.Network/networkSecurityGroups", "name": "n", "properties": {"securityRules": [
+             {"name": "r", "properties": {"protocol": "Tcp", "sourcePortRange": "*", "destinationPortRange": "80",
+              "sourceAddressPrefix": "*", "destinationAddressPrefix": "*", "access": "Allow", "priority": 100, "direction": "Sideways"}}]}}"#,
+    );
+    std::fs::write(dir.join("main.json"), main).unwrap();
+    std::fs::write(dir.join("nested/nsg.json"), nested).unwrap();
+    let imported = load(&[dir.join("main.json")], &ImportOptions::default());
+    std::fs::remove_dir_all(&dir).unwrap();
+    let e = imported
+        .diagnostics
+        .errors()
+        .next()
+        .expect("the bad direction");
+    assert!(e.file.ends_with("nested/nsg.json"), "{e}");
+    assert_eq!(e.line, Some(3)); // in the linked file (the main one has two lines)
+    assert_eq!(
+        e.pointer,
+        "/resources/0/properties/securityRules/0/properties/direction"
+    );
+}
+
+#[test]
+fn fmt_10_observations_and_defaults_are_set_aside() {
+    let view = r#"{"networkInterfaces": [{"id": "/x/networkInterfaces/nic1", "securityRuleAssociations": {
+        "subnetAssociation": {"id": "s", "securityRules": [{"name": "a"}]},
+        "defaultSecurityRules": [{"name": "AllowVnetInBound"}, {"name": "DenyAllInBound"}],
+        "effectiveSecurityRules": [{"name": "b"}]}}]}"#;
+    let f = import("view.json", view);
+    assert_eq!(f.kind, InputKind::Observation);
+    assert_eq!(
+        (
+            f.set_aside.observed_rules,
+            f.set_aside.default_rules_in_arrays
+        ),
+        (2, 2)
+    );
+    let default = r#"{"name": "AllowVnetInBound", "id": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/networkSecurityGroups/n/defaultSecurityRules/AllowVnetInBound",
+        "properties": {"access": "Allow", "direction": "Inbound", "priority": 65000}}"#;
+    let f = import("d.json", default);
+    assert_eq!(f.set_aside.default_rule_resources, 1);
+    assert!(f.network.network_security_groups.is_empty());
+}
+
+#[test]
+fn fmt_8_virtual_hub_route_tables_are_set_aside() {
+    let text = template(
+        r#"{"type": "Microsoft.Network/virtualHubs/hubRouteTables", "name": "hub/rt", "properties": {"routes": [
+             {"name": "a", "destinationType": "CIDR", "destinations": ["10.0.0.0/8"], "nextHopType": "ResourceId", "nextHop": "/x"}]}}"#,
+    );
+    let f = import("t.json", &text);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    assert_eq!(f.set_aside.hub_routes, 1);
+    assert!(f.network.route_tables.is_empty());
+}
+
+#[test]
+fn fmt_9_rule_groups_by_shape() {
+    // An id that says `ruleGroups` over the rule collection group shape (2020-11-01 examples).
+    let rcg = r#"{"name": "g", "id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/firewallPolicies/p/ruleGroups/g",
+        "properties": {"priority": 110, "ruleCollections": [{"ruleCollectionType": "FirewallPolicyFilterRuleCollection", "name": "c",
+        "priority": 200, "action": {"type": "Deny"}, "rules": [{"ruleType": "NetworkRule", "name": "r", "ipProtocols": ["TCP"],
+        "sourceAddresses": ["*"], "destinationAddresses": ["*"], "destinationPorts": ["*"]}]}]}}"#;
+    let f = import("g.json", rcg);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    assert_eq!(f.network.counts().firewall_rules, 1);
+    assert_eq!(f.network.firewall_policies[0].name, "p");
+    // The pre-2020 shape (`rules` in the group) is rejected.
+    let legacy = r#"{"name": "g", "type": "Microsoft.Network/firewallPolicies/ruleGroups", "properties": {"priority": 100, "rules": []}}"#;
+    let f = import("l.json", legacy);
+    assert!(f
+        .diagnostics
+        .errors()
+        .any(|d| d.message.contains("pre-2020")));
+}
+
+#[test]
+fn a_lone_rule_collection_is_held_in_an_unnamed_group() {
+    let text = r#"{"name": "AllowWeb", "priority": 201, "ruleCollectionType": "FirewallPolicyFilterRuleCollection",
+        "action": {"type": "Allow"}, "rules": [{"ruleType": "ApplicationRule", "name": "web",
+        "protocols": [{"protocolType": "Https", "port": 443}], "targetFqdns": ["*.example.com"], "sourceAddresses": ["*"]}]}"#;
+    let f = import("snippet.json", text);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    let p = &f.network.firewall_policies[0];
+    assert_eq!(
+        (p.name.as_str(), p.rule_collection_groups[0].name.as_str()),
+        ("", "")
+    );
+    assert_eq!(
+        p.rule_collection_groups[0].rule_collections[0].name,
+        "AllowWeb"
+    );
+}
+
+#[test]
+fn building_blocks_parameter_files() {
+    let text = r#"{"$schema": "https://raw.githubusercontent.com/mspnp/template-building-blocks/master/schemas/buildingBlocks.json",
+      "parameters": {"buildingBlocks": {"value": [
+        {"type": "VirtualNetwork", "settings": [{"name": "v", "addressPrefixes": ["10.0.0.0/16"], "subnets": [{"name": "web", "addressPrefix": "10.0.1.0/24"}]}]},
+        {"type": "NetworkSecurityGroup", "settings": [{"name": "web-nsg", "virtualNetworks": [{"name": "v", "subnets": ["web"]}],
+          "securityRules": [{"name": "http", "direction": "Inbound", "priority": 100, "sourceAddressPrefix": "*", "sourcePortRange": "*",
+            "destinationAddressPrefix": "*", "destinationPortRange": 80, "access": "Allow", "protocol": "TCP"}]}]},
+        {"type": "RouteTable", "settings": {"name": "rt", "virtualNetworks": [{"name": "v", "subnets": ["web"]}],
+          "routes": [{"name": "fw", "addressPrefix": "0.0.0.0/0", "nextHop": "10.0.4.4"}, {"name": "local", "addressPrefix": "10.0.0.0/16", "nextHop": "VnetLocal"}]}},
+        {"type": "Template", "settings": {"template": {"resources": [{"type": "Microsoft.Network/virtualNetworks/subnets", "name": "v/extra",
+          "properties": {"addressPrefix": "10.0.2.0/24"}}]}}},
+        {"type": "VirtualMachine", "settings": {"namePrefix": "vm"}}]}}}"#;
+    let f = import("bb.json", text);
+    assert_eq!(f.kind, InputKind::BuildingBlocks);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    let v = &f.network.virtual_networks[0];
+    assert_eq!(v.subnets.len(), 2);
+    assert_eq!(
+        v.subnets[0].network_security_group.as_deref(),
+        Some("web-nsg")
+    );
+    assert_eq!(v.subnets[0].route_table.as_deref(), Some("rt"));
+    let rt = &f.network.route_tables[0];
+    assert_eq!(rt.routes[0].next_hop_type, NextHopType::VirtualAppliance);
+    assert_eq!(rt.routes[1].next_hop_type, NextHopType::VnetLocal);
+    assert_eq!(f.network.counts().security_rules, 1);
+}
+
+#[test]
+fn fmt_7_an_empty_prefix_is_absent() {
+    let text = template(
+        r#"{"type": "Microsoft.Network/virtualNetworks", "name": "v", "properties": {"addressSpace": {"addressPrefixes": [""]}}}"#,
+    );
+    let f = import("t.json", &text);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    assert!(f.network.virtual_networks[0].address_space.is_empty());
+}
+
+#[test]
+fn fmt_6_inline_and_separate_across_files() {
+    let dir = std::env::temp_dir().join(format!("palisade-fmt6-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let vnet = template(
+        r#"{"type": "Microsoft.Network/virtualNetworks", "name": "v", "properties": {"addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},
+             "subnets": [{"name": "web", "properties": {"addressPrefix": "10.0.1.0/24"}}]}}"#,
+    );
+    let update = template(
+        r#"{"type": "Microsoft.Network/virtualNetworks/subnets", "name": "v/web", "properties": {"addressPrefix": "10.0.1.0/24",
+             "networkSecurityGroup": {"id": "/x/networkSecurityGroups/web-nsg"}}}"#,
+    );
+    std::fs::write(dir.join("a.json"), vnet).unwrap();
+    std::fs::write(dir.join("b.json"), update).unwrap();
+    let imported = load(std::slice::from_ref(&dir), &ImportOptions::default());
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!imported.has_errors(), "{}", imported.diagnostics);
+    let v = imported
+        .network
+        .virtual_networks
+        .iter()
+        .find(|v| v.name == "v")
+        .unwrap();
+    assert_eq!(v.subnets.len(), 1);
+    assert_eq!(
+        v.subnets[0].network_security_group.as_deref(),
+        Some("web-nsg")
+    );
+    assert!(imported
+        .diagnostics
+        .iter()
+        .any(|d| d.message.contains("both inline")));
+}
+
+#[test]
+fn fmt_3_keys_differing_only_in_case_are_an_error() {
+    let f = import(
+        "dup.json",
+        r#"{"name": "nsg", "Name": "other", "type": "Microsoft.Network/networkSecurityGroups", "properties": {}}"#,
+    );
+    let e: Vec<&Diagnostic> = f.diagnostics.errors().collect();
+    assert_eq!(e.len(), 1, "{}", f.diagnostics);
+    assert_eq!(e[0].pointer, "/Name");
+    assert_eq!(e[0].line, Some(1));
 }

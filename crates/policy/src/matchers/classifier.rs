@@ -3,37 +3,42 @@
 //!
 //! # Algorithm and why
 //!
-//! The classifier is a **HyperSplit** decision tree (Qi et al., INFOCOM 2009) per rule partition,
-//! with **EffiCuts**-style partitioning of the rules by "largeness" (Vamanan et al., SIGCOMM 2010):
+//! Decision trees in the **HyperSplit** style (Qi et al., INFOCOM 2009) over **EffiCuts**-style
+//! rule partitions (Vamanan et al., SIGCOMM 2010), with multiway nodes and vectorisable leaves:
 //!
 //! * Every rule is projected onto each of the five fields as a sorted set of disjoint intervals
 //!   (a prefix is an interval of addresses; a prefix *set* or port-range *set* is a union of
 //!   intervals). Sets are never expanded into a cross product: a rule with 2,000 prefixes and 10
 //!   port ranges is one rule whose address field has ≤ 2,000 intervals.
-//! * A node of the tree splits the current box of header space in two on one field at one
-//!   threshold. The field and threshold are the ones that minimise the larger of the two children's
-//!   rule counts (a rule goes to each side its interval set touches), which is HyperSplit's
-//!   balanced binary cutting on elementary-interval boundaries. Leaves hold at most ~8 rules,
-//!   scanned in priority order.
-//! * A rule that covers the whole box of a node hides every later rule there, so the rule list of
-//!   a node is cut after the first covering rule. This removes most of the replication of wide
+//! * A node splits the current box of header space on one field. The field is the one whose best
+//!   binary split (at an elementary-interval boundary) minimises the larger child's rule count —
+//!   HyperSplit's balanced cutting, where a rule goes to every side its interval set touches.
+//!   Up to three rounds of such splits on the same field are merged into one node of up to 8
+//!   children, so a lookup reads one 48-byte node per three binary levels.
+//! * A rule that covers the whole box of a node hides every later rule there, so a node's rule
+//!   list is cut after its first covering rule. This removes most of the replication of wide
 //!   rules that makes plain decision trees explode on firewall rule sets.
-//! * Rules whose source or destination covers at least half the address space ("large") are put
-//!   in separate trees from the specific ones — EffiCuts' separability: mixing `0.0.0.0/0` rules
-//!   with /32 rules forces the wide rules to be copied into every leaf. With at most four trees a
-//!   lookup walks each (≈ 15–25 nodes of 16 bytes) and skips trees whose best rule cannot beat
-//!   the best match found so far.
+//! * Rules whose source or destination covers at least half the address space ("large") go into
+//!   separate trees from the specific ones — EffiCuts' separability: mixing `0.0.0.0/0` with /32
+//!   rules forces the wide rules into every leaf (measured on ClassBench fw1_10k: one tree needs
+//!   108 MiB and 5 s to build; four partitions 2.6 MiB and 25 ms).
+//! * Leaves hold at most ~8 rules, laid out field by field in blocks of 8 lanes, so a leaf is
+//!   checked with a few vector compares and one bit scan instead of up to nine unpredictable
+//!   branches per rule. The (at most four) trees are walked for a fixed number of steps each —
+//!   leaves loop on themselves — so no branch depends on the packet and the walks overlap in the
+//!   CPU; the leaves are then scanned in tree order, skipping rules that cannot beat the best
+//!   match found so far.
 //!
 //! Why not the alternatives: decomposition with per-field bit vectors (Lucent BV, DPDK-ACL-like
-//! bitmap intersection) was measured on the ClassBench sets: on firewall sets 40 % of the rules
-//! have a wildcard source, so every per-field bitmap is dense and a first match that sits near the
-//! end of the list costs an AND over 5 × N/64 words — several hundred ns for 10k rules, and
-//! `N/8` bytes per elementary interval and field (> 60 MiB). Tuple-space search and TupleMerge need
-//! one hash entry per (source prefix × destination prefix) pair, which is exactly the cross-product
-//! expansion that prefix sets must avoid. A prefix-trie index on one address field with per-rule
-//! checks stays short on ACL sets but scans hundreds of candidates on firewall sets whose
-//! destinations are /1 and /2 prefixes. Decision trees bound the work per lookup by tree depth plus
-//! one short leaf, independently of how many rules share a wildcard.
+//! bitmap intersection) suits ≤ 64k rules in memory, but on firewall sets 40 % of the rules have
+//! a wildcard source, so every per-field bitmap is dense and a first match near the end of the
+//! list costs an AND over 5 × N/64 words (≈ 750 words for 10k rules), and each field needs `N/8`
+//! bytes per elementary interval. Tuple-space search and TupleMerge need one hash entry per
+//! (source prefix × destination prefix) pair — exactly the cross-product expansion that prefix
+//! sets must avoid. A prefix-trie index on one address with per-rule checks was simulated on
+//! ClassBench: 4–7 candidates per lookup on acl1 but 570 on fw1, whose destinations are /1 and
+//! /2 prefixes. Decision trees bound the work per lookup by tree depth plus one short leaf,
+//! independently of how many rules share a wildcard.
 //!
 //! # Packets, families and NSG-2.2
 //!
@@ -47,10 +52,11 @@
 //! # Updates
 //!
 //! The classifier is immutable once built. Adding or removing one rule only changes the tree of
-//! its partition (one of at most four per family) and within it only the leaves whose box the
-//! rule's field intervals touch; a leaf that grows past the leaf size is split locally. As
-//! implemented, a change rebuilds the partition's tree: about 5–60 ms for a ClassBench 10k set
-//! (figures in `docs/benchmarks.md`), never the other partitions.
+//! its partition (one of at most four per family and port mode), and within it only the leaves
+//! whose box the rule's intervals touch (a leaf that grows past 8 rules is split locally; a
+//! removed rule that was the covering rule of a leaf brings back the rules it hid, from the
+//! parent's list). As implemented a change rebuilds the classifier: 20–50 ms for a ClassBench 10k
+//! set, about a quarter of that for the one partition concerned (figures in `docs/benchmarks.md`).
 //!
 //! # Costs
 //!
@@ -139,7 +145,7 @@ impl Default for ClassifierOptions {
     }
 }
 
-/// A rule compiled for one family (48 bytes for IPv4).
+/// A rule compiled for one family (36 bytes for IPv4).
 #[derive(Clone, Copy, Debug)]
 struct CRule<A> {
     /// Source interval, or the hull of the source set when `ext != NONE`.
@@ -728,7 +734,8 @@ impl<'a, A: Key> TreeBuilder<'a, A> {
                 let mut sub = region;
                 sub[f] = *range;
                 let split = if room > 0 && l.len() > BINTH {
-                    self.split_on(l, &sub, f).filter(|&(larger, _, _)| larger < l.len())
+                    self.split_on(l, &sub, f)
+                        .filter(|&(larger, _, _)| larger < l.len())
                 } else {
                     None
                 };
@@ -759,8 +766,7 @@ impl<'a, A: Key> TreeBuilder<'a, A> {
             }
         }
         let child = self.nodes.len();
-        self.nodes
-            .resize(child + parts.len(), Node::default());
+        self.nodes.resize(child + parts.len(), Node::default());
         let mut thresh = [A::MAX; FANOUT - 1];
         for (t, (range, _)) in thresh.iter_mut().zip(parts.iter().skip(1)) {
             *t = range.0;

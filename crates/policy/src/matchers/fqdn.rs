@@ -15,22 +15,23 @@
 //!
 //! # Algorithm and why
 //!
-//! Exact names and `*.` wildcards are label-anchored, so they live in one **reversed-label trie**
-//! (`com` → `example` → `www`) in which every node carries the best rule id of the exact names
-//! ending there and the best rule id of the `*.` wildcards whose base is that node. A name is
-//! matched by walking its labels from the right: at every proper suffix the node's wildcard id
-//! applies, at the full name its exact id applies, and the walk stops at the first label with no
-//! node — for most names after one or two labels.
+//! Exact names and `*.` wildcards are label-anchored: a name can only match them at one of its
+//! label suffixes (`www.example.com`, `example.com`, `com`). So every distinct pattern text is
+//! stored once, with the best rule id of the exact names equal to it and the best rule id of the
+//! `*.` wildcards based on it, in a **hashed suffix table** — the hashed form of a reversed-label
+//! trie, as in hash-based longest-prefix match and in DNS servers' name tables. A lookup hashes
+//! every label suffix of the name, right to left, 8 bytes per step; at a proper suffix the
+//! wildcard id applies, at the full name the exact id applies (apex excluded, FW-6.3).
 //!
-//! The trie is not stored as pointer nodes with child maps but **hashed** (as in hash-based IP
-//! lookup and in DNS servers' name trees): a node's key is a 64-bit hash chained over the labels of
-//! its suffix, kept in one open-addressing table of `(32-bit fingerprint, node index)` words. The
-//! hashes of all suffixes of a name are computed from the name alone — 8 bytes per step — so the
-//! table probes of successive labels do not wait for each other and the CPU overlaps their cache
-//! misses; a probe's answer is verified exactly by comparing the node's label bytes and its parent
-//! node (a collision can cost a probe, never a wrong answer). Per node: 20 bytes + the interned
-//! label bytes + ~10 bytes of table; per name about 40–50 bytes on real block lists, against ~470 bytes
-//! per name for Unbound's zone tree.
+//! Why hashed and flat rather than a pointer trie: on real lists the trie's upper levels have
+//! fan-outs of 10^5 (`com`), so a trie walk is one random memory access per label anyway, and
+//! each access depends on the previous one. Here the suffix hashes depend on the name only, so the
+//! probes of one name are independent of each other and the CPU overlaps their cache misses. The
+//! table is split hot/cold: the probed table holds only `(32-bit fingerprint, record offset)`
+//! words (8 bytes per slot, 2 MiB for the 260k-name lists), and a record — ids, length and the
+//! pattern text — is read only when a fingerprint matches, and then compared byte for byte: a
+//! hash collision costs a probe, never a wrong answer. Memory is about 35 bytes per name on the
+//! benchmark lists, against ~470 bytes per name for Unbound's zone tree.
 //!
 //! Raw-suffix patterns (`*example.com`) are not label-anchored. They are rare, so they go into a
 //! small reversed-**character** trie walked only when such patterns exist. `*` patterns are a
@@ -38,17 +39,15 @@
 //! by id, lower wins.
 //!
 //! Lookups do not allocate ([`FqdnMatcher::best`]); the structure is immutable and `Send + Sync`.
-//! Adding a name costs one table insert per new label suffix (amortised O(labels)); removing one
-//! clears an id at one node — both local, but not exposed: the matcher is rebuilt from its patterns
-//! (about a quarter of a second for 260k names).
+//! Adding a pattern costs one table insert and one record append; removing one clears an id in
+//! one record — both local, but not exposed: the matcher is rebuilt from its patterns (a few
+//! hundred ms for 260k names).
 
 use std::collections::HashMap;
 use std::fmt;
 
 /// "No rule" marker inside the tables.
 const NONE: u32 = u32::MAX;
-/// Parent of the top-level labels.
-const ROOT: u32 = u32::MAX;
 /// Empty index slot.
 const EMPTY: u64 = u64::MAX;
 /// Seed of the suffix hash chain.
@@ -206,17 +205,21 @@ fn mix(x: u64) -> u64 {
     x ^ (x >> 32)
 }
 
-/// A node of the hashed label trie (20 bytes).
-#[derive(Clone, Copy, Debug)]
-struct LabelNode {
-    parent: u32,
-    /// Best id of the exact names ending here.
-    exact: u32,
-    /// Best id of the `*.` wildcards whose base ends here.
-    sub: u32,
-    /// Label bytes: `arena[label_off..label_off + label_len]`.
-    label_off: u32,
-    label_len: u32,
+/// The hash of a whole text, as `walk` computes it label by label from the right.
+fn suffix_hash(b: &[u8]) -> u64 {
+    let mut h = SEED;
+    let mut end = b.len();
+    loop {
+        let start = b[..end]
+            .iter()
+            .rposition(|&c| c == b'.')
+            .map_or(0, |p| p + 1);
+        h = step(h, &b[start..end]);
+        if start == 0 {
+            return h;
+        }
+        end = start - 1;
+    }
 }
 
 /// A node of the reversed-character trie of raw suffixes.
@@ -231,14 +234,14 @@ struct RawNode {
 #[derive(Clone, Debug)]
 pub struct FqdnMatcher {
     any: Vec<u32>,
-    // hashed label trie
+    /// Hot table: `(fingerprint << 32) | record offset`, open addressing, linear probing.
     index: Vec<u64>,
     mask: usize,
-    nodes: Vec<LabelNode>,
-    /// Interned label bytes.
-    arena: Vec<u8>,
-    /// Ids of nodes that carry more than one id of a kind (`node << 1 | is_sub`), for `all`.
-    multi: HashMap<u32, Box<[u32]>>,
+    /// Records: exact id, wildcard id, text length (u32 little-endian each), text.
+    records: Vec<u8>,
+    texts: usize,
+    /// Records that carry more than one id of a kind (`offset << 1 | is_wildcard`), for `all`.
+    multi: HashMap<u64, Box<[u32]>>,
     // raw suffixes
     raw_nodes: Vec<RawNode>,
     raw_edges: Vec<(u8, u32)>,
@@ -246,19 +249,20 @@ pub struct FqdnMatcher {
     patterns: usize,
 }
 
+/// Exact ids and wildcard ids of one pattern text, at build time.
+type IdLists = (Vec<u32>, Vec<u32>);
+
+/// Bytes of a record before its text.
+const RECORD_HEAD: usize = 12;
+
 impl FqdnMatcher {
     /// Builds the matcher. Patterns are used as given (build them with [`FqdnPattern::parse`]);
     /// an id may carry several patterns and a pattern several ids.
     pub fn build(patterns: Vec<(FqdnPattern, u32)>) -> FqdnMatcher {
         let n_patterns = patterns.len();
         let mut any = Vec::new();
-        // label trie, build form
-        let mut children: HashMap<(u32, &[u8]), u32> = HashMap::new();
-        let mut hashes: Vec<u64> = Vec::new();
-        let mut node_labels: Vec<&[u8]> = Vec::new();
-        let mut parents: Vec<u32> = Vec::new();
-        let mut exact_ids: HashMap<u32, Vec<u32>> = HashMap::new();
-        let mut sub_ids: HashMap<u32, Vec<u32>> = HashMap::new();
+        // text → (exact ids, wildcard ids)
+        let mut texts: HashMap<&str, IdLists> = HashMap::new();
         // raw trie, build form
         let mut raw_children: Vec<std::collections::BTreeMap<u8, u32>> = vec![Default::default()];
         let mut raw_lists: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -266,37 +270,9 @@ impl FqdnMatcher {
         for (pat, id) in &patterns {
             match pat {
                 FqdnPattern::Any => any.push(*id),
-                FqdnPattern::Exact(s) | FqdnPattern::SubdomainWildcard(s) => {
-                    let b = s.as_bytes();
-                    let mut parent = ROOT;
-                    let mut h = SEED;
-                    let mut end = b.len();
-                    loop {
-                        let start = b[..end]
-                            .iter()
-                            .rposition(|&c| c == b'.')
-                            .map_or(0, |p| p + 1);
-                        let label = &b[start..end];
-                        h = step(h, label);
-                        let next = hashes.len() as u32;
-                        let node = *children.entry((parent, label)).or_insert_with(|| {
-                            hashes.push(h);
-                            node_labels.push(label);
-                            parents.push(parent);
-                            next
-                        });
-                        parent = node;
-                        if start == 0 {
-                            break;
-                        }
-                        end = start - 1;
-                    }
-                    let map = if matches!(pat, FqdnPattern::Exact(_)) {
-                        &mut exact_ids
-                    } else {
-                        &mut sub_ids
-                    };
-                    map.entry(parent).or_default().push(*id);
+                FqdnPattern::Exact(s) => texts.entry(s.as_str()).or_default().0.push(*id),
+                FqdnPattern::SubdomainWildcard(s) => {
+                    texts.entry(s.as_str()).or_default().1.push(*id)
                 }
                 FqdnPattern::SuffixWildcard(s) => {
                     let mut node = 0u32;
@@ -315,48 +291,37 @@ impl FqdnMatcher {
         any.sort_unstable();
         any.dedup();
 
-        // Flatten the label trie.
-        let mut arena: Vec<u8> = Vec::new();
-        let mut interned: HashMap<&[u8], u32> = HashMap::new();
-        let mut nodes = Vec::with_capacity(hashes.len());
-        let mut multi = HashMap::new();
-        let mut best_of = |list: Option<&mut Vec<u32>>, key: u32| -> u32 {
-            match list {
-                None => NONE,
-                Some(l) => {
-                    l.sort_unstable();
-                    l.dedup();
-                    if l.len() > 1 {
-                        multi.insert(key, l.clone().into_boxed_slice());
-                    }
-                    l.first().copied().unwrap_or(NONE)
-                }
-            }
-        };
-        for (i, label) in node_labels.iter().enumerate() {
-            let off = *interned.entry(label).or_insert_with(|| {
-                let off = arena.len() as u32;
-                arena.extend_from_slice(label);
-                off
-            });
-            let i32_ = i as u32;
-            nodes.push(LabelNode {
-                parent: parents[i],
-                exact: best_of(exact_ids.get_mut(&i32_), i32_ << 1),
-                sub: best_of(sub_ids.get_mut(&i32_), (i32_ << 1) | 1),
-                label_off: off,
-                label_len: label.len() as u32,
-            });
-        }
-        let slots = (nodes.len() * 4 / 3 + 1).next_power_of_two().max(16);
+        // Records and the hot table. Texts in sorted order, so the build is deterministic.
+        let mut sorted: Vec<(&str, IdLists)> = texts.into_iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let slots = (sorted.len() * 4 / 3 + 1).next_power_of_two().max(16);
         let mask = slots - 1;
         let mut index = vec![EMPTY; slots];
-        for (i, &h) in hashes.iter().enumerate() {
+        let mut records: Vec<u8> = Vec::new();
+        let mut multi = HashMap::new();
+        let n_texts = sorted.len();
+        for (text, (mut exact, mut sub)) in sorted {
+            let off = records.len() as u64;
+            let mut best_of = |l: &mut Vec<u32>, key: u64| -> u32 {
+                l.sort_unstable();
+                l.dedup();
+                if l.len() > 1 {
+                    multi.insert(key, l.clone().into_boxed_slice());
+                }
+                l.first().copied().unwrap_or(NONE)
+            };
+            let e = best_of(&mut exact, off << 1);
+            let w = best_of(&mut sub, (off << 1) | 1);
+            records.extend_from_slice(&e.to_le_bytes());
+            records.extend_from_slice(&w.to_le_bytes());
+            records.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            records.extend_from_slice(text.as_bytes());
+            let h = suffix_hash(text.as_bytes());
             let mut slot = h as usize & mask;
             while index[slot] != EMPTY {
                 slot = (slot + 1) & mask;
             }
-            index[slot] = ((h >> 32) << 32) | i as u64;
+            index[slot] = ((h >> 32) << 32) | off;
         }
 
         // Flatten the raw trie.
@@ -385,8 +350,8 @@ impl FqdnMatcher {
             any,
             index,
             mask,
-            nodes,
-            arena,
+            records,
+            texts: n_texts,
             multi,
             raw_nodes,
             raw_edges,
@@ -405,22 +370,14 @@ impl FqdnMatcher {
         self.patterns == 0
     }
 
-    /// Number of nodes of the label trie (distinct label suffixes of the exact and `*.` patterns).
-    pub fn label_nodes(&self) -> usize {
-        self.nodes.len()
+    /// Number of distinct exact and `*.` pattern texts stored in the suffix table.
+    pub fn texts(&self) -> usize {
+        self.texts
     }
 
+    /// The record of `text` (hash `h`), if stored: its offset, exact id and wildcard id.
     #[inline]
-    fn label_of(&self, node: usize) -> &[u8] {
-        let n = &self.nodes[node];
-        let off = n.label_off as usize;
-        self.arena
-            .get(off..off + n.label_len as usize)
-            .unwrap_or(&[])
-    }
-
-    #[inline]
-    fn find(&self, h: u64, parent: u32, label: &[u8]) -> Option<u32> {
+    fn find(&self, h: u64, text: &[u8]) -> Option<(u64, u32, u32)> {
         let fp = h >> 32;
         let mut slot = h as usize & self.mask;
         loop {
@@ -429,36 +386,40 @@ impl FqdnMatcher {
                 return None;
             }
             if e >> 32 == fp {
-                let i = e as u32;
-                if self.nodes[i as usize].parent == parent && self.label_of(i as usize) == label {
-                    return Some(i);
+                let off = e & 0xffff_ffff;
+                let at = off as usize;
+                if let Some(head) = self.records.get(at..at + RECORD_HEAD) {
+                    let len = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
+                    let body = self.records.get(at + RECORD_HEAD..at + RECORD_HEAD + len);
+                    if body == Some(text) {
+                        let exact = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+                        let sub = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+                        return Some((off, exact, sub));
+                    }
                 }
             }
             slot = (slot + 1) & self.mask;
         }
     }
 
-    /// Walks the label trie; calls `visit(node, is_full_name)` for every node on the path.
+    /// Calls `visit(record, exact id, wildcard id, is_full_name)` for every label suffix of the
+    /// name that is a stored text, shortest first.
     #[inline]
-    fn walk(&self, b: &[u8], mut visit: impl FnMut(u32, bool)) {
+    fn walk(&self, b: &[u8], mut visit: impl FnMut(u64, u32, u32, bool)) {
         let mut h = SEED;
-        let mut parent = ROOT;
         let mut end = b.len();
         loop {
             let start = b[..end]
                 .iter()
                 .rposition(|&c| c == b'.')
                 .map_or(0, |p| p + 1);
-            let label = &b[start..end];
-            h = step(h, label);
-            let Some(node) = self.find(h, parent, label) else {
-                return;
-            };
-            visit(node, start == 0);
+            h = step(h, &b[start..end]);
+            if let Some((off, exact, sub)) = self.find(h, &b[start..]) {
+                visit(off, exact, sub, start == 0);
+            }
             if start == 0 {
                 return;
             }
-            parent = node;
             end = start - 1;
         }
     }
@@ -491,9 +452,8 @@ impl FqdnMatcher {
             _ => NONE,
         };
         self.walk_raw(b, |n| best = best.min(self.raw_nodes[n as usize].best));
-        self.walk(b, |n, full| {
-            let node = &self.nodes[n as usize];
-            best = best.min(if full { node.exact } else { node.sub });
+        self.walk(b, |_, exact, sub, full| {
+            best = best.min(if full { exact } else { sub });
         });
         (best != NONE).then_some(best)
     }
@@ -511,12 +471,11 @@ impl FqdnMatcher {
                 out.extend_from_slice(ids);
             }
         });
-        self.walk(b, |n, full| {
-            let node = &self.nodes[n as usize];
+        self.walk(b, |off, exact, sub, full| {
             let (id, key) = if full {
-                (node.exact, n << 1)
+                (exact, off << 1)
             } else {
-                (node.sub, (n << 1) | 1)
+                (sub, (off << 1) | 1)
             };
             if let Some(ids) = self.multi.get(&key) {
                 out.extend_from_slice(ids);
@@ -533,8 +492,7 @@ impl FqdnMatcher {
         use std::mem::size_of;
         self.any.capacity() * 4
             + self.index.capacity() * 8
-            + self.nodes.capacity() * size_of::<LabelNode>()
-            + self.arena.capacity()
+            + self.records.capacity()
             + self
                 .multi
                 .values()

@@ -233,6 +233,8 @@ pub struct LpmFamilyStats {
     pub nodes: usize,
     /// Compressed leaves.
     pub leaves: usize,
+    /// Node levels below the direct array on the longest path.
+    pub levels: u32,
 }
 
 /// Longest-prefix-match table over IPv4 and IPv6 prefixes (see the module docs).
@@ -279,7 +281,8 @@ impl<V: Clone> Lpm<V> {
             lens.push(l);
             values.push(vals[i].take());
         }
-        let values: Vec<V> = values.into_iter().flatten().collect();
+        let mut values: Vec<V> = values.into_iter().flatten().collect();
+        values.shrink_to_fit();
         Lpm {
             v4: Poptrie::build(&items4, 18),
             v6: Poptrie::build(&items6, 16),
@@ -332,12 +335,14 @@ impl<V: Clone> Lpm<V> {
                 index_bytes: self.v4.memory_bytes(),
                 nodes: self.v4.nodes.len(),
                 leaves: self.v4.leaves.len(),
+                levels: self.v4.levels,
             },
             LpmFamilyStats {
                 prefixes: self.lens.len() - self.n_v4,
                 index_bytes: self.v6.memory_bytes(),
                 nodes: self.v6.nodes.len(),
                 leaves: self.v6.leaves.len(),
+                levels: self.v6.levels,
             },
         ]
     }

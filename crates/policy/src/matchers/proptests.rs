@@ -305,6 +305,11 @@ proptest! {
         }
     }
 
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
     #[test]
     fn matchers_classifier_many_rules_equals_reference(
         rules in prop::collection::vec(rule(), 100..300),
@@ -321,6 +326,11 @@ proptest! {
             prop_assert_eq!(c.first_match(k), ref_first(&rules, k, true), "packet {:?}", k);
         }
     }
+
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn matchers_lpm_equals_reference(

@@ -1,0 +1,250 @@
+//! `palisade gateway` (the live egress firewall, crate `palisade-gateway`) and `palisade logs`
+//! (its flow records, crate `palisade-flowlog`). Arguments and presentation only.
+
+use clap::ValueEnum;
+use palisade_flowlog::{parse_since, query, FlowRecord, Query};
+use palisade_gateway::policy::PolicySource;
+use palisade_gateway::resolver::{parse_bindings, parse_hosts_file, Resolver};
+use palisade_gateway::{AddressCheck, Config, Gateway};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AddressCheckArg {
+    Enforce,
+    Audit,
+    Off,
+}
+
+/// Run the firewall of a network on real traffic.
+#[derive(clap::Args)]
+pub struct GatewayArgs {
+    /// A file or folder describing the network (reloaded on change, SIGHUP, or POST /reload).
+    #[arg(long, short = 'n', required = true)]
+    network: Vec<PathBuf>,
+    /// The firewall to run, when the network has several.
+    #[arg(long)]
+    firewall: Option<String>,
+    /// Explicit proxy listener (HTTP absolute-form and CONNECT); `none` to disable.
+    #[arg(long, default_value = "127.0.0.1:3128")]
+    listen: String,
+    /// Admin listener: GET /metrics, POST /reload, GET /status, GET /healthz. Keep on loopback.
+    #[arg(long, default_value = "127.0.0.1:9180")]
+    admin: String,
+    /// Transparent listener: the target of an nftables `redirect` (see docs/gateway.md).
+    #[arg(long)]
+    transparent: Option<SocketAddr>,
+    /// Where flow records are written (default: $PALISADE_DATA, else ~/.local/state/palisade).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Bind a name to an address for the gateway's resolver: `NAME=IP` (repeatable).
+    #[arg(long, value_name = "NAME=IP")]
+    resolve: Vec<String>,
+    /// A hosts-format file of name bindings (air-gapped sites, tests).
+    #[arg(long)]
+    hosts_file: Option<PathBuf>,
+    /// Resolve only through --resolve / --hosts-file, never the system resolver.
+    #[arg(long)]
+    no_system_resolver: bool,
+    /// PAL-5.2: SNI/Host must resolve to the dialed address.
+    #[arg(long, value_enum, default_value = "enforce")]
+    address_check: AddressCheckArg,
+    /// Keep established connections a reloaded policy denies (default: close them, FW-11).
+    #[arg(long)]
+    keep_established: bool,
+    /// Do not reload when the network files change.
+    #[arg(long)]
+    no_watch: bool,
+    /// Instance name written into flow records (default: hostname:pid).
+    #[arg(long)]
+    instance: Option<String>,
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Seconds without traffic after which a relayed connection is closed.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout: u64,
+    /// Seconds to receive a request head / ClientHello.
+    #[arg(long, default_value_t = 10)]
+    handshake_timeout: u64,
+    /// Treat unresolvable values and unknown catalog entries as errors.
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogsOutput {
+    Text,
+    Json,
+}
+
+/// Read the gateway's flow records, newest first.
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    /// The gateway's data directory (default: as `palisade gateway`).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// `allow` or `deny`.
+    #[arg(long)]
+    action: Option<String>,
+    /// Only records newer than this: a duration (15m, 1h, 2d) or an RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// A rule name or path (`collection/rule`, `group/collection/rule`).
+    #[arg(long)]
+    rule: Option<String>,
+    /// Source address.
+    #[arg(long)]
+    source: Option<IpAddr>,
+    /// SNI / Host / CONNECT name (`*.example.com` for subdomains).
+    #[arg(long)]
+    name: Option<String>,
+    /// At most this many records.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    #[arg(long, value_enum, default_value = "text")]
+    output: LogsOutput,
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PALISADE_DATA") {
+        return d.into();
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(d).join("palisade");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".local/state/palisade");
+    }
+    PathBuf::from("palisade-data")
+}
+
+fn addr(flag: &str, v: &str) -> Result<Option<SocketAddr>, String> {
+    if v.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|_| format!("--{flag} `{v}`: expected IP:PORT or `none`"))
+}
+
+pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
+    let mut fixed = parse_bindings(&a.resolve)?;
+    if let Some(h) = &a.hosts_file {
+        for (n, ips) in parse_hosts_file(h)? {
+            fixed.entry(n).or_default().extend(ips);
+        }
+    }
+    let data = a.data.unwrap_or_else(default_data_dir);
+    let mut config = Config::new(
+        PolicySource {
+            network: a.network,
+            firewall: a.firewall,
+            resolve: fixed.clone(),
+            strict: a.strict,
+        },
+        data.clone(),
+    );
+    config.listen = addr("listen", &a.listen)?;
+    config.admin = addr("admin", &a.admin)?;
+    config.transparent = a.transparent;
+    if config.listen.is_none() && config.transparent.is_none() {
+        return Err("nothing to serve: give --listen and/or --transparent".into());
+    }
+    config.resolver = Resolver {
+        fixed,
+        system: !a.no_system_resolver,
+    };
+    config.address_check = match a.address_check {
+        AddressCheckArg::Enforce => AddressCheck::Enforce,
+        AddressCheckArg::Audit => AddressCheck::Audit,
+        AddressCheckArg::Off => AddressCheck::Off,
+    };
+    config.reevaluate_established = !a.keep_established;
+    config.watch = !a.no_watch;
+    if let Some(i) = a.instance {
+        config.instance = i;
+    }
+    config.limits.max_connections = a.max_connections;
+    config.limits.idle_timeout = Duration::from_secs(a.idle_timeout);
+    config.limits.handshake_timeout = Duration::from_secs(a.handshake_timeout);
+    config.limits.header_timeout = Duration::from_secs(a.handshake_timeout);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let running = Gateway::start(config)
+            .await
+            .map_err(|e| format!("gateway: {e}"))?;
+        eprintln!("flow records in {}", data.display());
+        running.wait().await;
+        Ok::<_, String>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn logs(a: LogsArgs) -> Result<ExitCode, String> {
+    let data = a.data.unwrap_or_else(default_data_dir);
+    let q = Query {
+        action: a.action,
+        since: a
+            .since
+            .as_deref()
+            .map(|s| parse_since(s, SystemTime::now()))
+            .transpose()?,
+        rule: a.rule,
+        source: a.source,
+        name: a.name,
+        limit: Some(a.limit),
+    };
+    let (records, torn) = query(&data, &q).map_err(|e| format!("{}: {e}", data.display()))?;
+    if torn > 0 {
+        eprintln!("note: {torn} unreadable line(s) skipped (a write cut short by a crash)");
+    }
+    match a.output {
+        LogsOutput::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?
+            );
+        }
+        LogsOutput::Text => {
+            if records.is_empty() {
+                eprintln!("no matching flow records in {}", data.display());
+            }
+            for r in &records {
+                println!("{}", text_line(r));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn text_line(r: &FlowRecord) -> String {
+    let src = match r.source_ip {
+        Some(ip) => format!("{}", SocketAddr::new(ip, r.source_port)),
+        None => "-".into(),
+    };
+    let dst = match r.destination_ip {
+        Some(ip) => format!("{}", SocketAddr::new(ip, r.destination_port)),
+        None => format!("-:{}", r.destination_port),
+    };
+    let name = r.name.as_deref().unwrap_or("-");
+    let rule = r.rule_path().unwrap_or_else(|| "-".into());
+    let mut line = format!(
+        "{} {:<5} {:<5} {src} → {name} ({dst}) {} rule={rule} reason={}",
+        r.time, r.action, r.protocol, r.layer, r.reason
+    );
+    if r.bytes_sent + r.bytes_received > 0 || r.duration_ms > 0 {
+        line.push_str(&format!(
+            " sent={} received={} {}ms",
+            r.bytes_sent, r.bytes_received, r.duration_ms
+        ));
+    }
+    if let Some(d) = &r.detail {
+        line.push_str(&format!(" — {d}"));
+    }
+    line
+}

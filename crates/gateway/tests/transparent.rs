@@ -1,0 +1,393 @@
+//! Transparent mode in network namespaces the test creates and removes:
+//!
+//! ```text
+//!  ns cli: 10.77.0.2 ──veth── 10.77.0.1 ns gw ── servers on 10.78.0.10 (lo)
+//!           default via .1           nft: iifname "vg" tcp → redirect :15001 (the gateway)
+//! ```
+//! The gateway and the servers run in this process, on a thread moved into ns gw with
+//! `setns(2)` (threads it spawns inherit the namespace); `curl` and `openssl s_client` run in
+//! ns cli with `ip netns exec`. Needs root and `nft`; without root it is skipped with a message.
+
+mod common;
+
+use common::*;
+use palisade_flowlog::{query, FlowRecord, Query};
+use palisade_gateway::policy::PolicySource;
+use palisade_gateway::resolver::{parse_bindings, Resolver};
+use palisade_gateway::sni::build_client_hello;
+use palisade_gateway::{Config, Gateway};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Removes the namespaces (and with them the veth pair and the nft table) even on panic.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sh_stdin(args: &[&str], stdin: &str) {
+    use std::io::Write;
+    let mut c = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run a command in ns cli, bounded in time.
+fn in_cli(ns: &str, cmd: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["netns", "exec", ns, "timeout", "15"];
+    args.extend_from_slice(cmd);
+    let out = Command::new("ip")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+const POLICY: &str = r#"apiVersion: palisade/v1
+azureFirewalls:
+  - name: fw
+    ipConfigurations: [{name: c, privateIPAddress: 10.77.0.1}]
+    networkRuleCollections:
+      - name: l4
+        priority: 100
+        action: {type: Allow}
+        rules: [{name: raw-tcp, protocols: [TCP], sourceAddresses: ['10.77.0.0/24'], destinationAddresses: ['10.78.0.10'], destinationPorts: ['2222']}]
+    applicationRuleCollections:
+      - name: deny-apps
+        priority: 100
+        action: {type: Deny}
+        rules: [{name: blocked, sourceAddresses: ['*'], protocols: ['Http:80', 'Https:443'], targetFqdns: [blocked.test]}]
+      - name: allow-apps
+        priority: 200
+        action: {type: Allow}
+        rules:
+          - {name: web, sourceAddresses: ['10.77.0.0/24'], protocols: ['Http:80'], targetFqdns: [www.allowed.test]}
+          - {name: tls, sourceAddresses: ['10.77.0.0/24'], protocols: ['Https:443'], targetFqdns: ['*.allowed.test']}
+"#;
+
+fn wait_for(dir: &Path, what: &str, pred: impl Fn(&FlowRecord) -> bool) -> FlowRecord {
+    let start = Instant::now();
+    loop {
+        let (recs, _) = query(dir, &Query::default()).unwrap();
+        if let Some(r) = recs.iter().find(|r| pred(r)) {
+            return r.clone();
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            panic!(
+                "no record {what}; have:\n{}",
+                recs.iter()
+                    .map(|r| serde_json::to_string(r).unwrap())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Send raw bytes from inside a namespace (a thread moved there with setns) and wait for the
+/// gateway to close.
+fn send_from(ns: &str, to: &str, bytes: &[u8]) {
+    let (ns, to, bytes) = (ns.to_string(), to.to_string(), bytes.to_vec());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let mut s =
+            std::net::TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(5))
+                .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&bytes).unwrap();
+        let _ = s.read(&mut [0u8; 100]);
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn transparent_mode_in_namespaces() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED transparent_mode_in_namespaces: needs root (network namespaces, nft)");
+        return;
+    }
+    assert!(
+        Command::new("nft").arg("--version").output().is_ok(),
+        "nft is missing: apt-get install -y nftables"
+    );
+    let id = std::process::id();
+    let (gw_ns, cli_ns) = (format!("palgw{id}"), format!("palcl{id}"));
+    let _guard = Namespaces(vec![gw_ns.clone(), cli_ns.clone()]);
+    sh(&["ip", "netns", "add", &gw_ns]);
+    sh(&["ip", "netns", "add", &cli_ns]);
+    for cmd in [
+        format!("ip -n {gw_ns} link add vg type veth peer name vc netns {cli_ns}"),
+        format!("ip -n {gw_ns} addr add 10.77.0.1/24 dev vg"),
+        format!("ip -n {gw_ns} link set vg up"),
+        format!("ip -n {gw_ns} link set lo up"),
+        format!("ip -n {gw_ns} addr add 10.78.0.10/32 dev lo"),
+        format!("ip -n {gw_ns} addr add 10.78.0.11/32 dev lo"),
+        format!("ip -n {cli_ns} addr add 10.77.0.2/24 dev vc"),
+        format!("ip -n {cli_ns} link set vc up"),
+        format!("ip -n {cli_ns} link set lo up"),
+        format!("ip -n {cli_ns} route add default via 10.77.0.1"),
+    ] {
+        sh(&cmd.split_whitespace().collect::<Vec<_>>());
+    }
+    sh_stdin(
+        &["ip", "netns", "exec", &gw_ns, "nft", "-f", "-"],
+        "table ip palisade {\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  iifname \"vg\" meta l4proto tcp redirect to :15001\n }\n}\n",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("network.yaml");
+    write(&policy, POLICY);
+    let data: PathBuf = dir.path().join("data");
+
+    // The gateway and servers, inside ns gw.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let ns_path = format!("/var/run/netns/{gw_ns}");
+    let data2 = data.clone();
+    let policy2 = policy.clone();
+    let thread = std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns_path).unwrap();
+        use std::os::fd::AsRawFd;
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            let _ = ready_tx.send(Err(format!("setns: {}", std::io::Error::last_os_error())));
+            return;
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            http_server("10.78.0.10:80").await;
+            http_server("10.78.0.10:2222").await;
+            tls_server(
+                "10.78.0.10:443",
+                &["api.allowed.test", "elsewhere.allowed.test"],
+            )
+            .await;
+            let bindings = parse_bindings(
+                &[
+                    "www.allowed.test=10.78.0.10",
+                    "api.allowed.test=10.78.0.10",
+                    "blocked.test=10.78.0.10",
+                    "elsewhere.allowed.test=10.78.0.11",
+                ]
+                .map(String::from),
+            )
+            .unwrap();
+            let mut config = Config::new(
+                PolicySource {
+                    network: vec![policy2],
+                    firewall: None,
+                    resolve: bindings.clone(),
+                    strict: false,
+                },
+                data2,
+            );
+            config.transparent = Some("0.0.0.0:15001".parse().unwrap());
+            config.resolver = Resolver {
+                fixed: bindings,
+                system: false,
+            };
+            config.sighup = false;
+            config.watch = false;
+            config.limits.handshake_timeout = Duration::from_secs(3);
+            let running = match Gateway::start(config).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            let _ = stop_rx.await;
+            drop(running);
+        });
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("gateway thread started")
+        .expect("gateway started in the namespace");
+
+    // HTTP by Host, allowed.
+    let (code, out, err) = in_cli(
+        &cli_ns,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--resolve",
+            "www.allowed.test:80:10.78.0.10",
+            "http://www.allowed.test/",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("hello from www.allowed.test"), "{out}");
+    let r = wait_for(&data, "www", |r| {
+        r.name.as_deref() == Some("www.allowed.test")
+    });
+    assert_eq!(
+        (r.action.as_str(), r.mode.as_str()),
+        ("Allow", "transparent")
+    );
+    assert_eq!(r.rule_path().as_deref(), Some("allow-apps/web"));
+    assert_eq!(r.source_ip, Some("10.77.0.2".parse().unwrap()));
+    assert_eq!(r.destination_ip, Some("10.78.0.10".parse().unwrap()));
+    assert_eq!(r.destination_port, 80);
+
+    // HTTPS by SNI, allowed; TLS is not terminated (the client sees the server's certificate).
+    let (code, out, err) = in_cli(
+        &cli_ns,
+        &[
+            "curl",
+            "-sSk",
+            "--max-time",
+            "10",
+            "--resolve",
+            "api.allowed.test:443:10.78.0.10",
+            "https://api.allowed.test/",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("tls hello"), "{out}");
+    let r = wait_for(&data, "api", |r| {
+        r.name.as_deref() == Some("api.allowed.test")
+    });
+    assert_eq!(r.rule_path().as_deref(), Some("allow-apps/tls"));
+    assert_eq!(r.protocol, "HTTPS");
+
+    // Explicitly denied name: HTTP gets 470 naming the rule.
+    let (_, out, _) = in_cli(
+        &cli_ns,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            "--resolve",
+            "blocked.test:80:10.78.0.10",
+            "http://blocked.test/",
+        ],
+    );
+    assert!(out.ends_with("470"), "{out}");
+    assert!(
+        out.contains("Rule Collection: deny-apps. Rule: blocked."),
+        "{out}"
+    );
+    let r = wait_for(&data, "blocked", |r| {
+        r.name.as_deref() == Some("blocked.test")
+    });
+    assert_eq!(
+        (r.action.as_str(), r.rule.as_deref()),
+        ("Deny", Some("blocked"))
+    );
+
+    // SNI of an allowed name on the wrong address: denied (PAL-5.2).
+    let (_, out, err) = in_cli(
+        &cli_ns,
+        &[
+            "openssl",
+            "s_client",
+            "-connect",
+            "10.78.0.10:443",
+            "-servername",
+            "elsewhere.allowed.test",
+            "-brief",
+        ],
+    );
+    assert!(
+        !format!("{out}{err}").contains("CONNECTION ESTABLISHED"),
+        "{out}{err}"
+    );
+    let r = wait_for(&data, "spoof", |r| {
+        r.name.as_deref() == Some("elsewhere.allowed.test")
+    });
+    assert_eq!(
+        (r.action.as_str(), r.reason.as_str()),
+        ("Deny", "SniAddressMismatch")
+    );
+
+    // No SNI: denied with the policy's reason.
+    let (_, out, err) = in_cli(
+        &cli_ns,
+        &[
+            "openssl",
+            "s_client",
+            "-connect",
+            "10.78.0.10:443",
+            "-noservername",
+            "-brief",
+        ],
+    );
+    assert!(
+        !format!("{out}{err}").contains("CONNECTION ESTABLISHED"),
+        "{out}{err}"
+    );
+    wait_for(&data, "no SNI", |r| r.reason == "SniMissing");
+
+    // ECH and an unparseable ClientHello: denied with their reasons.
+    let ech = build_client_hello(Some("api.allowed.test"), true, &[], 16384);
+    let mut garbage = build_client_hello(Some("api.allowed.test"), false, &[], 16384);
+    garbage[9] = 9; // ClientHello version major 9
+    for (bytes, reason) in [
+        (ech, "EncryptedClientHello"),
+        (garbage, "UnparseableClientHello"),
+    ] {
+        send_from(&cli_ns, "10.78.0.10:443", &bytes);
+        let r = wait_for(&data, reason, |r| r.reason == reason);
+        assert_eq!(r.action, "Deny");
+    }
+
+    // A port only a network rule allows: decided at L4, no name needed.
+    let (code, out, err) = in_cli(
+        &cli_ns,
+        &["curl", "-sS", "--max-time", "10", "http://10.78.0.10:2222/"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let r = wait_for(&data, "l4", |r| r.destination_port == 2222);
+    assert_eq!(
+        (r.layer.as_str(), r.rule_path().as_deref()),
+        ("FirewallNetwork", Some("l4/raw-tcp"))
+    );
+
+    let _ = stop_tx.send(());
+    thread.join().unwrap();
+}
