@@ -54,14 +54,15 @@ fn main() {
     let pairs = a4 * a4 + a6 * a6;
     println!("full matrix: {full:.0} ms; atoms v4 {a4} v6 {a6} ({pairs} atom pairs), {plans} distinct plans, {cells} cells, {outcomes} outcomes");
 
-    // One-rule NSG change: flip an outbound rule of spoke 250's NSG.
-    let s = snap.subnet_by_name("spoke250/workload").expect("spoke");
+    // One-rule NSG change: flip an outbound rule of the middle spoke's NSG.
+    let j = g.spokes / 2;
+    let s = snap.subnet_by_name(&format!("spoke{j}/workload")).expect("spoke");
     let idx = snap.subnets[s].nsg.expect("nsg");
     let mut changed = net.clone();
     let nsg = changed
         .network_security_groups
         .iter_mut()
-        .find(|n| n.name == "nsg-250")
+        .find(|n| n.name == format!("nsg-{j}"))
         .expect("nsg");
     let r = &mut nsg.security_rules[3];
     r.access = if r.access == Access::Allow { Access::Deny } else { Access::Allow };
@@ -83,10 +84,10 @@ fn main() {
     // One-rule firewall changes: a narrow one (spoke-to-spoke rule's ports), a broad one.
     let fw_model = &net.azure_firewalls[0];
     let mut fw_times = vec![];
-    for (label, col, rule, broad) in [("narrow", 20usize, 7usize, false), ("broad (destination *)", 30, 11, true)] {
+    for (label, col, rule, broad) in [("narrow", 20usize, 7usize, false), ("broad (destination *)", 10, 11, true)] {
         let mut fw = fw_model.clone();
         let r = &mut fw.rule_collections[col].rules[rule];
-        r.destination_ports = vec![palisade_model::PortRange { first: 5000, last: 5001 }];
+        r.destination_ports = vec![palisade_model::PortRange::single(3389)];
         if broad {
             r.destination_addresses = vec![palisade_model::AddressItem::Any];
             r.source_addresses = vec![palisade_model::AddressItem::Prefix(g.spoke(3))];

@@ -87,8 +87,8 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> DiffReport {
                             vec![(full.clone(), none.clone())]
                         } else {
                             e.decision_pieces(d)
-                                .iter()
-                                .map(|(l4, o)| (l4.clone(), e.outcome(*o).clone()))
+                                .into_iter()
+                                .map(|(l4, o)| (l4, e.outcome(o).clone()))
                                 .collect()
                         }
                     };

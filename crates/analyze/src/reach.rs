@@ -23,7 +23,7 @@
 //!   and only those (source atom, destination atom) pairs are re-planned.
 
 use crate::headerspace::{
-    addr_value, prefix_range, to_prefixes, Family, IntervalSet, L4Set,
+    addr_value, prefix_range, to_prefixes, Family, IntervalSet, L4Set, PORT_MAX, PROTO_MAX,
 };
 use ipnet::IpNet;
 use palisade_model::{Access, Direction, FirewallAction, NextHopType, PortRange, Protocol};
@@ -94,6 +94,7 @@ struct Entry {
     src: IntervalSet,
     dst: IntervalSet,
     l4: L4Set,
+    bits: Bits,
     act: Act,
     /// Index into the layer's `rules`.
     rule: u32,
@@ -156,10 +157,183 @@ impl Runs {
     }
 }
 
+/// Bit set over L4 atoms.
+type Bits = Vec<u64>;
+
+fn and(a: &[u64], b: &[u64]) -> Bits {
+    a.iter().zip(b).map(|(x, y)| x & y).collect()
+}
+fn andnot(a: &[u64], b: &[u64]) -> Bits {
+    a.iter().zip(b).map(|(x, y)| x & !y).collect()
+}
+fn zero(a: &[u64]) -> bool {
+    a.iter().all(|x| *x == 0)
+}
+
+/// The (protocol, source port, destination port) space cut at every boundary a rule uses: each
+/// L4 set of the engine is a union of these atoms, held as a bit set, so set operations on
+/// protocols and ports are word operations (atomic predicates for the L4 fields).
+struct L4Atoms {
+    protos: Vec<u128>,
+    sports: Vec<u128>,
+    dports: Vec<u128>,
+    /// (proto interval, source-port interval, destination-port interval); the port intervals
+    /// are `usize::MAX` for protocols without ports.
+    atoms: Vec<(usize, usize, usize)>,
+    index: HashMap<(usize, usize, usize), usize>,
+    words: usize,
+}
+
+fn cut_list(mut v: Vec<u128>, max: u128) -> Vec<u128> {
+    v.push(0);
+    v.retain(|x| *x <= max);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn interval(cuts: &[u128], v: u128) -> usize {
+    cuts.partition_point(|c| *c <= v) - 1
+}
+
+fn bounds(cuts: &[u128], i: usize, max: u128) -> (u128, u128) {
+    (cuts[i], cuts.get(i + 1).map(|c| c - 1).unwrap_or(max))
+}
+
+impl L4Atoms {
+    fn build<'a>(sets: impl Iterator<Item = &'a L4Set>) -> L4Atoms {
+        let (mut p, mut sp, mut dp) = (vec![6, 7, 17, 18], vec![], vec![]);
+        for set in sets {
+            for b in &set.boxes {
+                for &(a, z) in b.0[0].ranges() {
+                    p.push(a);
+                    p.push(z + 1);
+                }
+                for &(a, z) in b.0[1].ranges() {
+                    sp.push(a);
+                    sp.push(z + 1);
+                }
+                for &(a, z) in b.0[2].ranges() {
+                    dp.push(a);
+                    dp.push(z + 1);
+                }
+            }
+        }
+        let protos = cut_list(p, PROTO_MAX);
+        let sports = cut_list(sp, PORT_MAX);
+        let dports = cut_list(dp, PORT_MAX);
+        let mut atoms = vec![];
+        for pi in 0..protos.len() {
+            let (lo, _) = bounds(&protos, pi, PROTO_MAX);
+            if lo == 6 || lo == 17 {
+                for si in 0..sports.len() {
+                    for di in 0..dports.len() {
+                        atoms.push((pi, si, di));
+                    }
+                }
+            } else {
+                atoms.push((pi, usize::MAX, usize::MAX));
+            }
+        }
+        let index = atoms.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+        let words = atoms.len().div_ceil(64);
+        L4Atoms {
+            protos,
+            sports,
+            dports,
+            atoms,
+            index,
+            words,
+        }
+    }
+    fn atom_of(&self, p: u128, sp: u128, dp: u128) -> usize {
+        let pi = interval(&self.protos, p);
+        let lo = self.protos[pi];
+        let key = if lo == 6 || lo == 17 {
+            (pi, interval(&self.sports, sp), interval(&self.dports, dp))
+        } else {
+            (pi, usize::MAX, usize::MAX)
+        };
+        self.index[&key]
+    }
+    fn atom_box(&self, i: usize) -> crate::headerspace::L4Box {
+        let (pi, si, di) = self.atoms[i];
+        let (a, z) = bounds(&self.protos, pi, PROTO_MAX);
+        let port = |cuts: &[u128], k: usize| {
+            if k == usize::MAX {
+                IntervalSet::range(0, PORT_MAX)
+            } else {
+                let (x, y) = bounds(cuts, k, PORT_MAX);
+                IntervalSet::range(x, y)
+            }
+        };
+        crate::headerspace::NBox([
+            IntervalSet::range(a, z),
+            port(&self.sports, si),
+            port(&self.dports, di),
+        ])
+    }
+    /// Is every boundary of the set already a cut (so the set is a union of atoms)?
+    fn aligned(&self, set: &L4Set) -> bool {
+        let ok = |cuts: &[u128], ranges: &[(u128, u128)], max: u128| {
+            ranges.iter().all(|&(a, z)| {
+                cuts.binary_search(&a).is_ok() && (z == max || cuts.binary_search(&(z + 1)).is_ok())
+            })
+        };
+        set.boxes.iter().all(|b| {
+            ok(&self.protos, b.0[0].ranges(), PROTO_MAX)
+                && ok(&self.sports, b.0[1].ranges(), PORT_MAX)
+                && ok(&self.dports, b.0[2].ranges(), PORT_MAX)
+        })
+    }
+    fn bits(&self, set: &L4Set) -> Bits {
+        let mut out = vec![0u64; self.words];
+        for i in 0..self.atoms.len() {
+            let b = self.atom_box(i);
+            let v = [b.0[0].ranges()[0].0, b.0[1].ranges()[0].0, b.0[2].ranges()[0].0];
+            if set.contains(&v) {
+                out[i / 64] |= 1 << (i % 64);
+            }
+        }
+        out
+    }
+    fn full(&self) -> Bits {
+        let mut out = vec![0u64; self.words];
+        for i in 0..self.atoms.len() {
+            out[i / 64] |= 1 << (i % 64);
+        }
+        out
+    }
+    fn set(&self, bits: &[u64]) -> L4Set {
+        let mut boxes = vec![];
+        for i in 0..self.atoms.len() {
+            if bits[i / 64] >> (i % 64) & 1 == 1 {
+                boxes.push(self.atom_box(i));
+            }
+        }
+        let mut s = L4Set { boxes };
+        s.compact();
+        s
+    }
+    /// The flows whose destination port becomes `port` (DNAT): any destination port of an atom
+    /// whose own destination-port interval holds `port`.
+    fn at_dport(&self, bits: &[u64], port: u16) -> Bits {
+        let di = interval(&self.dports, port as u128);
+        let mut out = vec![0u64; self.words];
+        for (i, &(pi, si, d)) in self.atoms.iter().enumerate() {
+            let src = if d == usize::MAX { i } else { self.index[&(pi, si, di)] };
+            if bits[src / 64] >> (src % 64) & 1 == 1 {
+                out[i / 64] |= 1 << (i % 64);
+            }
+        }
+        out
+    }
+}
+
 /// A piece of a cell: flows decided by one rule (or by none).
 #[derive(Debug, Clone)]
 struct Piece {
-    l4: L4Set,
+    l4: Bits,
     act: Act,
     rule: u32,
 }
@@ -274,9 +448,10 @@ pub struct Engine<'s> {
     control_ids: HashMap<Control, u32>,
     ctrl_cache: HashMap<(u8, u32, u32), u32>,
     outcomes: Vec<Outcome>,
-    outcome_ids: HashMap<Outcome, u32>,
+    outcome_ids: HashMap<(Reach, Vec<u32>), u32>,
     /// Decision = pieces (L4 set, outcome id), one per outcome.
-    decisions: Vec<Vec<(L4Set, u32)>>,
+    decisions: Vec<Vec<(Bits, u32)>>,
+    l4: L4Atoms,
     plans: HashMap<Vec<Step>, u32>,
     /// Per family, per source atom: the decision per destination atom.
     rows: [Vec<Vec<u32>>; 2],
@@ -369,6 +544,7 @@ fn nsg_rule_entries(rules: &[CompiledRule]) -> [Vec<Entry>; 2] {
                 src: set_of(&r.source, f),
                 dst: set_of(&r.destination, f),
                 l4: L4Set::rule(proto, &r.source_ports, &r.destination_ports),
+                bits: vec![],
                 act: if r.access == Access::Allow {
                     Act::Allow
                 } else {
@@ -429,6 +605,7 @@ fn fw_layer(fw: &CompiledFirewall) -> (Vec<RuleInfo>, [Vec<Entry>; 2], HashMap<u
                         &to_ranges(&spec.src_ports),
                         &to_ranges(&spec.dst_ports),
                     ),
+                    bits: vec![],
                     act,
                     rule: base + ri as u32,
                 };
@@ -452,6 +629,7 @@ fn fw_layer(fw: &CompiledFirewall) -> (Vec<RuleInfo>, [Vec<Entry>; 2], HashMap<u
                 src: set_of(a.sources, f),
                 dst: a.destinations.map(|d| set_of(d, f)).unwrap_or(all),
                 l4: L4Set::rule(Some(6), &[PortRange::ANY], &ports),
+                bits: vec![],
                 act: Act::ByName,
                 rule: i,
             };
@@ -562,6 +740,7 @@ impl<'s> Engine<'s> {
             outcomes: vec![],
             outcome_ids: HashMap::new(),
             decisions: vec![],
+            l4: L4Atoms::build(std::iter::empty()),
             plans: HashMap::new(),
             rows: [vec![], vec![]],
         };
@@ -588,6 +767,20 @@ impl<'s> Engine<'s> {
                 fam: [fam_layer(v4), fam_layer(v6)],
             });
         }
+        let atoms = L4Atoms::build(
+            e.layers
+                .iter()
+                .flat_map(|l| l.fam.iter())
+                .flat_map(|f| f.entries.iter().map(|en| &en.l4)),
+        );
+        for l in &mut e.layers {
+            for fl in &mut l.fam {
+                for en in &mut fl.entries {
+                    en.bits = atoms.bits(&en.l4);
+                }
+            }
+        }
+        e.l4 = atoms;
         e.compute_all();
         e
     }
@@ -625,7 +818,7 @@ impl<'s> Engine<'s> {
             return *c;
         }
         let (srow, drow) = (&fl.src.rows[key.0 as usize], &fl.dst.rows[key.1 as usize]);
-        let mut remaining = L4Set::full();
+        let mut remaining = self.l4.full();
         let mut pieces: Vec<Piece> = vec![];
         'walk: for (w, (a, b)) in srow.iter().zip(drow).enumerate() {
             let mut bits = a & b;
@@ -633,25 +826,25 @@ impl<'s> Engine<'s> {
                 let e = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let en = &fl.entries[e];
-                let hit = remaining.intersect(&en.l4);
-                if hit.is_empty() {
+                let hit = and(&remaining, &en.bits);
+                if zero(&hit) {
                     continue;
                 }
-                remaining = remaining.subtract(&en.l4);
+                remaining = andnot(&remaining, &en.bits);
                 match pieces.iter_mut().find(|p| p.rule == en.rule && p.act == en.act) {
-                    Some(p) => p.l4 = p.l4.union(&hit),
+                    Some(p) => p.l4.iter_mut().zip(&hit).for_each(|(x, y)| *x |= y),
                     None => pieces.push(Piece {
                         l4: hit,
                         act: en.act,
                         rule: en.rule,
                     }),
                 }
-                if remaining.is_empty() {
+                if zero(&remaining) {
                     break 'walk;
                 }
             }
         }
-        if !remaining.is_empty() {
+        if !zero(&remaining) {
             pieces.push(Piece {
                 l4: remaining,
                 act: Act::NoMatch,
@@ -972,30 +1165,28 @@ impl<'s> Engine<'s> {
         if let Some(d) = self.plans.get(&plan) {
             return *d;
         }
-        let mut done: Vec<(L4Set, Reach, Vec<u32>)> = vec![];
-        self.run(&plan, vec![(L4Set::full(), vec![])], &mut done);
-        let mut by_outcome: Vec<(L4Set, u32)> = vec![];
+        let mut done: Vec<(Bits, Reach, Vec<u32>)> = vec![];
+        self.run(&plan, vec![(self.l4.full(), vec![])], &mut done);
+        let mut by_outcome: Vec<(Bits, u32)> = vec![];
         for (l4, verdict, chain) in done {
-            let o = Outcome {
-                verdict,
-                chain: chain.iter().map(|c| self.controls[*c as usize].clone()).collect(),
-            };
-            let id = match self.outcome_ids.get(&o) {
+            let key = (verdict, chain);
+            let id = match self.outcome_ids.get(&key) {
                 Some(i) => *i,
                 None => {
+                    let o = Outcome {
+                        verdict,
+                        chain: key.1.iter().map(|c| self.controls[*c as usize].clone()).collect(),
+                    };
                     let i = self.outcomes.len() as u32;
-                    self.outcomes.push(o.clone());
-                    self.outcome_ids.insert(o, i);
+                    self.outcomes.push(o);
+                    self.outcome_ids.insert(key, i);
                     i
                 }
             };
             match by_outcome.iter_mut().find(|(_, i)| *i == id) {
-                Some(p) => p.0 = p.0.union(&l4),
+                Some(p) => p.0.iter_mut().zip(&l4).for_each(|(x, y)| *x |= y),
                 None => by_outcome.push((l4, id)),
             }
-        }
-        for p in &mut by_outcome {
-            p.0.compact();
         }
         let id = self.decisions.len() as u32;
         self.decisions.push(by_outcome);
@@ -1003,7 +1194,7 @@ impl<'s> Engine<'s> {
         id
     }
 
-    fn run(&mut self, plan: &[Step], mut going: Vec<(L4Set, Vec<u32>)>, done: &mut Vec<(L4Set, Reach, Vec<u32>)>) {
+    fn run(&mut self, plan: &[Step], mut going: Vec<(Bits, Vec<u32>)>, done: &mut Vec<(Bits, Reach, Vec<u32>)>) {
         for (i, step) in plan.iter().enumerate() {
             if going.is_empty() {
                 return;
@@ -1028,12 +1219,11 @@ impl<'s> Engine<'s> {
                     let mut next = vec![];
                     for (l4, chain) in going.drain(..) {
                         for p in &pieces {
-                            let set = match dport {
-                                Some(port) => p.l4.at_destination_port(*port),
-                                None => p.l4.clone(),
+                            let hit = match dport {
+                                Some(port) => and(&l4, &self.l4.at_dport(&p.l4, *port)),
+                                None => and(&l4, &p.l4),
                             };
-                            let hit = l4.intersect(&set);
-                            if hit.is_empty() {
+                            if zero(&hit) {
                                 continue;
                             }
                             let mut c = chain.clone();
@@ -1079,10 +1269,10 @@ impl<'s> Engine<'s> {
         if d == NONE {
             return None;
         }
-        let v = [proto as u128, sport as u128, dport as u128];
+        let i = self.l4.atom_of(proto as u128, sport as u128, dport as u128);
         self.decisions[d as usize]
             .iter()
-            .find(|(l4, _)| l4.contains(&v))
+            .find(|(l4, _)| l4[i / 64] >> (i % 64) & 1 == 1)
             .map(|(_, o)| &self.outcomes[*o as usize])
     }
 
@@ -1107,15 +1297,15 @@ impl<'s> Engine<'s> {
                     if d_set.is_empty() {
                         continue;
                     }
-                    for (l4, o) in &self.decisions[d as usize] {
+                    for (l4, o) in self.decision_pieces(d) {
                         out.push(Region {
                             family: f,
                             src_atom: sa,
                             dst_atom: da,
                             src: s_set.clone(),
                             dst: d_set.clone(),
-                            l4: l4.clone(),
-                            outcome: *o,
+                            l4,
+                            outcome: o,
                         });
                     }
                 }
@@ -1199,6 +1389,15 @@ impl<'s> Engine<'s> {
                         return Err("the change names a new address boundary: build a new engine".into());
                     }
                 }
+            }
+        }
+        let mut entries = entries;
+        for list in &mut entries {
+            for e in list.iter_mut() {
+                if !self.l4.aligned(&e.l4) {
+                    return Err("the change names a new protocol or port boundary: build a new engine".into());
+                }
+                e.bits = self.l4.bits(&e.l4);
             }
         }
         let kind = self.layers[layer as usize].kind;
@@ -1299,9 +1498,9 @@ impl<'s> Engine<'s> {
         if d == NONE {
             return vec![];
         }
-        self.decisions[d as usize]
-            .iter()
-            .map(|(l4, o)| (l4.clone(), &self.outcomes[*o as usize]))
+        self.decision_pieces(d)
+            .into_iter()
+            .map(|(l4, o)| (l4, &self.outcomes[o as usize]))
             .collect()
     }
 
@@ -1311,8 +1510,11 @@ impl<'s> Engine<'s> {
     }
 
     /// A decision's pieces: (protocol × ports, outcome id).
-    pub fn decision_pieces(&self, id: u32) -> &[(L4Set, u32)] {
-        &self.decisions[id as usize]
+    pub fn decision_pieces(&self, id: u32) -> Vec<(L4Set, u32)> {
+        self.decisions[id as usize]
+            .iter()
+            .map(|(b, o)| (self.l4.set(b), *o))
+            .collect()
     }
 
     /// The address range of an atom.
