@@ -3,8 +3,10 @@
 //! MissingServiceEndpoint — with the deciding control and, where not covered, the smallest rule
 //! that would cover it.
 //!
-//! Names are judged by name: the trace dials an address outside every service tag
-//! (`192.0.2.1`, TEST-NET-1), so IP-based rules credit only entries that are addresses.
+//! Names are judged by name: the trace dials an address outside every service tag (a
+//! documentation address, RFC 5737), so IP-based rules credit only entries that are addresses.
+//! Of the candidates, the first that the source's routes send the default way (by the route
+//! covering `0.0.0.0/0`) is used, so a blackhole route for one test range does not skew it.
 
 use crate::fqdn::NamePattern;
 use palisade_model::catalog::{DependencyCatalog, DependencyProtocol, Via};
@@ -15,8 +17,24 @@ use palisade_policy::{DecidedBy, Flow, Snapshot, Trace, TraceOptions, Verdict};
 use serde::Serialize;
 use std::net::IpAddr;
 
-/// An address no service tag holds, for judging names by name.
-pub const NAME_PROBE_ADDRESS: &str = "192.0.2.1";
+/// Addresses no service tag holds, for judging names by name (RFC 5737 documentation ranges).
+pub const NAME_PROBE_ADDRESSES: [&str; 3] = ["192.0.2.1", "203.0.113.1", "198.51.100.1"];
+
+/// The probe address for `source`: the first candidate routed by the default (shortest) route.
+pub fn probe_address(snap: &Snapshot, source: IpAddr) -> IpAddr {
+    let candidates: Vec<IpAddr> = NAME_PROBE_ADDRESSES
+        .iter()
+        .map(|a| a.parse().expect("literal address"))
+        .collect();
+    let routes = snap.locate(source).subnet.map(|s| &snap.subnets[s].routes);
+    let default_routed =
+        |a: &IpAddr| routes.is_none_or(|r| r.lookup(*a).is_some_and(|(p, _)| p.prefix_len() == 0));
+    candidates
+        .iter()
+        .copied()
+        .find(default_routed)
+        .unwrap_or(candidates[0])
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Status {
@@ -87,6 +105,7 @@ fn name_judgeable(port: u16) -> bool {
 pub fn check(snap: &Snapshot, catalog: &DependencyCatalog, source: IpAddr) -> Report {
     let mut entries = vec![];
     let subnet = snap.locate(source).subnet;
+    let probe = probe_address(snap, source);
     for e in catalog.entries() {
         let (proto_name, protos) = protocols(e.detail.protocol);
         let name = e.endpoint.domain_name.clone();
@@ -132,7 +151,7 @@ pub fn check(snap: &Snapshot, catalog: &DependencyCatalog, source: IpAddr) -> Re
         // Trace every protocol the entry needs; the weakest result counts.
         let mut worst: Option<(Status, Trace)> = None;
         for p in protos {
-            let (status, trace) = judge(snap, source, &name, e.detail.port, p);
+            let (status, trace) = judge(snap, source, probe, &name, e.detail.port, p);
             let rank = |s: Status| match s {
                 Status::Covered => 0,
                 Status::Bypassed => 1,
@@ -191,11 +210,11 @@ pub fn check(snap: &Snapshot, catalog: &DependencyCatalog, source: IpAddr) -> Re
 fn judge(
     snap: &Snapshot,
     source: IpAddr,
+    probe: IpAddr,
     name: &str,
     port: u16,
     protocol: Protocol,
 ) -> (Status, Trace) {
-    let probe: IpAddr = NAME_PROBE_ADDRESS.parse().expect("literal address");
     let (destination, host, pattern) = if let Ok(ip) = name.parse::<IpAddr>() {
         (ip, None, None)
     } else if name == "*" {

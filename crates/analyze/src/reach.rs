@@ -1215,7 +1215,7 @@ impl<'s> Engine<'s> {
                     ..
                 } => {
                     let is_fw = *step == S_FW;
-                    let pieces = self.cells[*cell as usize].clone();
+                    let pieces = std::mem::take(&mut self.cells[*cell as usize]);
                     let mut next = vec![];
                     for (l4, chain) in going.drain(..) {
                         for p in &pieces {
@@ -1245,6 +1245,7 @@ impl<'s> Engine<'s> {
                             }
                         }
                     }
+                    self.cells[*cell as usize] = pieces;
                     going = next;
                     let _ = i;
                 }

@@ -26,7 +26,13 @@ fn ip(s: &str) -> IpAddr {
 const PROTOCOLS: [Protocol; 4] = [Protocol::Tcp, Protocol::Udp, Protocol::Icmp, Protocol::Esp];
 
 /// Trace every (source, destination, protocol, ports) and compare with the engine.
-fn compare(snap: &Snapshot, engine: &Engine, addrs: &[IpAddr], sports: &[u16], dports: &[u16]) -> usize {
+fn compare(
+    snap: &Snapshot,
+    engine: &Engine,
+    addrs: &[IpAddr],
+    sports: &[u16],
+    dports: &[u16],
+) -> usize {
     let mut checked = 0;
     for &s in addrs {
         for &d in addrs {
@@ -35,7 +41,10 @@ fn compare(snap: &Snapshot, engine: &Engine, addrs: &[IpAddr], sports: &[u16], d
             }
             for p in PROTOCOLS {
                 let ports: Vec<(u16, u16)> = if p.has_ports() {
-                    sports.iter().flat_map(|a| dports.iter().map(move |b| (*a, *b))).collect()
+                    sports
+                        .iter()
+                        .flat_map(|a| dports.iter().map(move |b| (*a, *b)))
+                        .collect()
                 } else {
                     vec![(0, 0)]
                 };
@@ -57,7 +66,11 @@ fn compare(snap: &Snapshot, engine: &Engine, addrs: &[IpAddr], sports: &[u16], d
                         let outside = snap.locate(s).subnet.is_none()
                             && snap.locate(d).subnet.is_none()
                             && snap.firewall_frontend(d).is_none();
-                        assert!(outside, "{flow:?}: not in the matrix but trace says {:?}", t.verdict);
+                        assert!(
+                            outside,
+                            "{flow:?}: not in the matrix but trace says {:?}",
+                            t.verdict
+                        );
                         continue;
                     };
                     let want = match o.verdict {
@@ -66,10 +79,17 @@ fn compare(snap: &Snapshot, engine: &Engine, addrs: &[IpAddr], sports: &[u16], d
                         Reach::Drop => Verdict::Drop,
                         Reach::Unknown => Verdict::Unknown,
                     };
-                    assert_eq!(t.verdict, want, "{flow:?}\nsets: {o:?}\ntrace: {:?}", t.decided_by);
+                    assert_eq!(
+                        t.verdict, want,
+                        "{flow:?}\nsets: {o:?}\ntrace: {:?}",
+                        t.decided_by
+                    );
                     if matches!(o.verdict, Reach::Deny | Reach::Drop) {
                         if let Some(db) = &t.decided_by {
-                            let last = o.chain.last().unwrap_or_else(|| panic!("{flow:?}: no control"));
+                            let last = o
+                                .chain
+                                .last()
+                                .unwrap_or_else(|| panic!("{flow:?}: no control"));
                             assert_eq!(
                                 (last.layer, last.resource.as_str(), last.rule.as_deref()),
                                 (db.layer, db.resource.as_str(), db.rule.as_deref()),
@@ -99,11 +119,26 @@ fn small_addresses(g: &HubSpoke) -> Vec<IpAddr> {
     let mut nets = vec![g.hub()];
     nets.extend((0..g.spokes).map(|i| g.spoke(i)));
     for n in nets {
-        addrs.extend(n.hosts().map(IpAddr::from).chain([n.network(), n.broadcast()]));
+        addrs.extend(
+            n.hosts()
+                .map(IpAddr::from)
+                .chain([n.network(), n.broadcast()]),
+        );
     }
     for a in [
-        "8.8.8.8", "52.0.0.10", "168.63.129.16", "169.254.169.254", "203.0.113.3", "203.0.113.9",
-        "198.51.100.1", "13.64.38.225", "13.64.1.1", "192.0.2.9", "10.9.9.9", "52.1.2.3", "10.1.1.0",
+        "8.8.8.8",
+        "52.0.0.10",
+        "168.63.129.16",
+        "169.254.169.254",
+        "203.0.113.3",
+        "203.0.113.9",
+        "198.51.100.1",
+        "13.64.38.225",
+        "13.64.1.1",
+        "192.0.2.9",
+        "10.9.9.9",
+        "52.1.2.3",
+        "10.1.1.0",
     ] {
         addrs.push(ip(a));
     }
@@ -147,11 +182,22 @@ fn shared() -> PathBuf {
 
 #[test]
 fn diag_7_reachability_equals_trace_on_the_scenarios() {
-    for dir in ["layered-nsg", "asymmetric-routing", "ase-egress-lockdown", "adx-dependencies"] {
-        let imported = palisade_model::load(&[shared().join(dir).join("network.json")], &ImportOptions::default());
+    for dir in [
+        "layered-nsg",
+        "asymmetric-routing",
+        "ase-egress-lockdown",
+        "adx-dependencies",
+    ] {
+        let imported = palisade_model::load(
+            &[shared().join(dir).join("network.json")],
+            &ImportOptions::default(),
+        );
         let snap = compile(&imported.network);
         let engine = Engine::new(&snap);
-        let flows: Flows = serde_saphyr::from_str(&std::fs::read_to_string(shared().join(dir).join("flows.yaml")).unwrap()).unwrap();
+        let flows: Flows = serde_saphyr::from_str(
+            &std::fs::read_to_string(shared().join(dir).join("flows.yaml")).unwrap(),
+        )
+        .unwrap();
         let mut addrs: BTreeSet<IpAddr> = BTreeSet::new();
         let mut dports: BTreeSet<u16> = [22u16, 80, 443].into_iter().collect();
         for f in &flows.flows {
@@ -180,57 +226,91 @@ fn pal_5_3_audit_rules_are_passed_over_and_nsg_5_1_first_match_decides() {
     let mut net = g.build();
     // Spoke 1's NSG: an audit deny of everything inbound first, then a deny of :22 and an allow
     // of all TCP from the firewall-routed spokes.
-    let nsg = net.network_security_groups.iter_mut().find(|n| n.name == "nsg-1").unwrap();
+    let nsg = net
+        .network_security_groups
+        .iter_mut()
+        .find(|n| n.name == "nsg-1")
+        .unwrap();
     nsg.security_rules.clear();
-    let rule = |name: &str, prio: u32, access: Access, port: &str, audit: bool| palisade_model::SecurityRule {
-        name: name.into(),
-        description: None,
-        protocol: Protocol::Tcp,
-        source: palisade_model::RuleSide {
-            address_prefixes: vec![palisade_model::AddressItem::Any],
-            application_security_groups: vec![],
-            port_ranges: vec![palisade_model::PortRange::ANY],
-        },
-        destination: palisade_model::RuleSide {
-            address_prefixes: vec![palisade_model::AddressItem::Any],
-            application_security_groups: vec![],
-            port_ranges: vec![palisade_model::address::parse_port_range(port).unwrap()],
-        },
-        access,
-        priority: prio,
-        direction: Direction::Inbound,
-        is_default: false,
-        palisade: palisade_model::PalisadeSettings {
-            mode: if audit { palisade_model::RuleMode::Audit } else { palisade_model::RuleMode::Enforce },
-        },
-        origin: Default::default(),
+    let rule = |name: &str, prio: u32, access: Access, port: &str, audit: bool| {
+        palisade_model::SecurityRule {
+            name: name.into(),
+            description: None,
+            protocol: Protocol::Tcp,
+            source: palisade_model::RuleSide {
+                address_prefixes: vec![palisade_model::AddressItem::Any],
+                application_security_groups: vec![],
+                port_ranges: vec![palisade_model::PortRange::ANY],
+            },
+            destination: palisade_model::RuleSide {
+                address_prefixes: vec![palisade_model::AddressItem::Any],
+                application_security_groups: vec![],
+                port_ranges: vec![palisade_model::address::parse_port_range(port).unwrap()],
+            },
+            access,
+            priority: prio,
+            direction: Direction::Inbound,
+            is_default: false,
+            palisade: palisade_model::PalisadeSettings {
+                mode: if audit {
+                    palisade_model::RuleMode::Audit
+                } else {
+                    palisade_model::RuleMode::Enforce
+                },
+            },
+            origin: Default::default(),
+        }
     };
-    nsg.security_rules.push(rule("audit-deny-all", 100, Access::Deny, "*", true));
-    nsg.security_rules.push(rule("deny-ssh", 110, Access::Deny, "22", false));
-    nsg.security_rules.push(rule("allow-tcp", 120, Access::Allow, "*", false));
+    nsg.security_rules
+        .push(rule("audit-deny-all", 100, Access::Deny, "*", true));
+    nsg.security_rules
+        .push(rule("deny-ssh", 110, Access::Deny, "22", false));
+    nsg.security_rules
+        .push(rule("allow-tcp", 120, Access::Allow, "*", false));
     let snap = compile(&net);
     let engine = Engine::new(&snap);
     let dst = ip("10.1.0.13"); // spoke 1, no NIC
-    let report = reach::report(&engine, &reach::everything(), &reach::parse_scope(&snap, &dst.to_string()).unwrap(), false, &[Reach::Deny]);
+    let report = reach::report(
+        &engine,
+        &reach::everything(),
+        &reach::parse_scope(&snap, &dst.to_string()).unwrap(),
+        false,
+        &[Reach::Deny],
+    );
     let denied_by_ssh = report.entries.iter().any(|e| {
         e.decided_by.last().and_then(|c| c.rule.as_deref()) == Some("deny-ssh")
-            && e.flows.iter().any(|f| f.services.iter().any(|s| s == "Tcp :22"))
+            && e.flows
+                .iter()
+                .any(|f| f.services.iter().any(|s| s == "Tcp :22"))
     });
     assert!(denied_by_ssh, "{report:#?}");
-    assert!(!report.entries.iter().any(|e| e.decided_by.iter().any(|c| c.rule.as_deref() == Some("audit-deny-all"))));
+    assert!(!report.entries.iter().any(|e| e
+        .decided_by
+        .iter()
+        .any(|c| c.rule.as_deref() == Some("audit-deny-all"))));
 }
 
 fn same_answers(a: &Engine, b: &Engine) {
     assert_eq!(a.atoms(), b.atoms());
     for f in [Family::V4, Family::V6] {
-        let n = if f == Family::V4 { a.atoms().0 } else { a.atoms().1 };
+        let n = if f == Family::V4 {
+            a.atoms().0
+        } else {
+            a.atoms().1
+        };
         for sa in 0..n {
             for da in 0..n {
                 let (x, y) = (a.answers(f, sa, da), b.answers(f, sa, da));
                 assert_eq!(x.len(), y.len(), "atoms {sa} {da}");
                 for (l4, o) in &x {
-                    let (l4b, _) = y.iter().find(|(_, ob)| ob == o).unwrap_or_else(|| panic!("atoms {sa} {da}: {o:?} missing"));
-                    assert!(l4.subtract(l4b).is_empty() && l4b.subtract(l4).is_empty(), "atoms {sa} {da}");
+                    let (l4b, _) = y
+                        .iter()
+                        .find(|(_, ob)| ob == o)
+                        .unwrap_or_else(|| panic!("atoms {sa} {da}: {o:?} missing"));
+                    assert!(
+                        l4.subtract(l4b).is_empty() && l4b.subtract(l4).is_empty(),
+                        "atoms {sa} {da}"
+                    );
                 }
             }
         }
@@ -245,7 +325,11 @@ fn reachability_recheck_equals_full_recomputation() {
     let snap = compile(&net);
     // NSG change: flip the access of a rule, widen another's ports.
     let mut changed = net.clone();
-    let n = changed.network_security_groups.iter_mut().find(|n| n.name == "nsg-0").unwrap();
+    let n = changed
+        .network_security_groups
+        .iter_mut()
+        .find(|n| n.name == "nsg-0")
+        .unwrap();
     n.security_rules[1].access = match n.security_rules[1].access {
         Access::Allow => Access::Deny,
         Access::Deny => Access::Allow,
@@ -253,7 +337,9 @@ fn reachability_recheck_equals_full_recomputation() {
     n.security_rules[2].destination.port_ranges = vec![palisade_model::PortRange::ANY];
     let snap2 = compile(&changed);
     let mut engine = Engine::new(&snap);
-    let idx = snap.subnets[snap.subnet_by_name("spoke0/workload").unwrap()].nsg.unwrap();
+    let idx = snap.subnets[snap.subnet_by_name("spoke0/workload").unwrap()]
+        .nsg
+        .unwrap();
     for dir in [Direction::Inbound, Direction::Outbound] {
         let rules = snap2.nsgs[idx].direction(dir);
         engine.update_nsg(idx, dir, rules).unwrap();
@@ -275,7 +361,11 @@ fn diff_lists_exactly_the_changed_flows() {
     let g = HubSpoke::small(5);
     let net = g.build();
     let mut changed = net.clone();
-    let n = changed.network_security_groups.iter_mut().find(|n| n.name == "nsg-2").unwrap();
+    let n = changed
+        .network_security_groups
+        .iter_mut()
+        .find(|n| n.name == "nsg-2")
+        .unwrap();
     for r in &mut n.security_rules {
         r.access = Access::Allow;
     }
@@ -288,9 +378,24 @@ fn diff_lists_exactly_the_changed_flows() {
     for &s in &addrs {
         for &t in &addrs {
             for p in PROTOCOLS {
-                for dp in if p.has_ports() { DPORTS.to_vec() } else { vec![0] } {
-                    let flow = Flow { source: s, source_port: 50000, destination: t, destination_port: dp, protocol: p, host: None, app_protocol: None };
-                    let (a, b) = (old.trace(&flow, &opts).verdict, new.trace(&flow, &opts).verdict);
+                for dp in if p.has_ports() {
+                    DPORTS.to_vec()
+                } else {
+                    vec![0]
+                } {
+                    let flow = Flow {
+                        source: s,
+                        source_port: 50000,
+                        destination: t,
+                        destination_port: dp,
+                        protocol: p,
+                        host: None,
+                        app_protocol: None,
+                    };
+                    let (a, b) = (
+                        old.trace(&flow, &opts).verdict,
+                        new.trace(&flow, &opts).verdict,
+                    );
                     let k = flow.key();
                     let listed = d.find(k.protocol, s, t, k.src_port, k.dst_port);
                     // `trace` without a host cannot tell ByName from Deny.
@@ -314,7 +419,11 @@ fn diff_lists_exactly_the_changed_flows() {
                 app_protocol: None,
             };
             if as_trace(c.before) != as_trace(c.after) {
-                assert_ne!(old.trace(&flow, &opts).verdict, new.trace(&flow, &opts).verdict, "{e:?}");
+                assert_ne!(
+                    old.trace(&flow, &opts).verdict,
+                    new.trace(&flow, &opts).verdict,
+                    "{e:?}"
+                );
             }
         }
     }

@@ -237,3 +237,46 @@ fn lint_ase_flags_the_intended_all_open_rule() {
         assert!(!f.file.is_empty(), "{f:?} has no location");
     }
 }
+
+/// DIAG-8 on the ASE lockdown: NTP (`*:123`, Udp) is covered by the `Any` network rule; the
+/// service-endpoint categories are Bypassed; the routed monitoring addresses leave by their
+/// `→ Internet` routes (Bypassed); FQDN-tag names are Covered by the tag rule.
+#[test]
+fn diag_8_ase_catalog_on_the_ase_network() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../catalogs/dependencies/app-service-environment.json");
+    let (catalog, _) = DependencyCatalog::load(&path);
+    let report = deps::check(
+        &snapshot("ase-egress-lockdown"),
+        &catalog.unwrap(),
+        "10.0.0.10".parse().unwrap(),
+    );
+    let status = |name: &str, port: u16| {
+        report
+            .entries
+            .iter()
+            .find(|e| e.domain_name == name && e.port == port)
+            .map(|e| e.status)
+            .unwrap_or_else(|| panic!("{name}:{port} not in report"))
+    };
+    assert_eq!(status("*", 123), deps::Status::Covered);
+    assert_eq!(status("40.77.24.27", 443), deps::Status::Bypassed);
+    assert_eq!(
+        status("login.microsoftonline.com", 443),
+        deps::Status::Covered
+    );
+    assert!(report
+        .entries
+        .iter()
+        .filter(|e| e.category.contains("SQL"))
+        .all(|e| e.status == deps::Status::Bypassed));
+    let ntp = report
+        .entries
+        .iter()
+        .find(|e| e.domain_name == "*" && e.port == 123)
+        .unwrap();
+    assert_eq!(
+        ntp.decided_by.as_ref().unwrap().rule.as_deref(),
+        Some("ase-network-rules/ntp")
+    );
+}

@@ -171,9 +171,11 @@ enum Command {
     /// Dependency coverage of a workload (DIAG-8).
     #[command(subcommand)]
     Deps(analysis::DepsCommand),
-    /// Network-wide analyses: asymmetric routing (DIAG-9).
+    /// Network-wide analyses: asymmetric routing (DIAG-9), reachability.
     #[command(subcommand)]
     Analyze(analysis::AnalyzeCommand),
+    /// Flows whose verdict changes between two versions of a network, with the rules on each side.
+    Diff(analysis::DiffArgs),
     /// Shadowed, redundant and over-permissive rules and risky layouts.
     Lint {
         #[command(flatten)]
@@ -356,6 +358,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         }
         Command::Deps(cmd) => analysis::deps(cmd),
         Command::Analyze(cmd) => analysis::analyze(cmd),
+        Command::Diff(args) => analysis::diff(args),
         Command::Lint { net, output } => analysis::lint(net, output),
         Command::Bench {
             kind,

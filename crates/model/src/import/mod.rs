@@ -154,7 +154,15 @@ pub fn load(paths: &[PathBuf], options: &ImportOptions) -> Imported {
         };
         let mut opts = options.clone();
         if opts.parameters.is_none() {
-            opts.parameters = sibling_parameters(f);
+            // Only when the template declares one of the file's parameters: a folder may hold
+            // a parameters file for another template whose name merely looks like a pair.
+            opts.parameters = sibling_parameters(f).filter(|(_, p)| {
+                let values = p
+                    .get("parameters")
+                    .and_then(Value::as_object)
+                    .or(p.as_object());
+                values.is_some_and(|m| m.keys().any(|k| text.contains(&format!("\"{k}\""))))
+            });
         }
         let base = f.parent().map(Path::to_path_buf);
         let file = import_text(&name, &text, &opts, base.as_deref());

@@ -44,6 +44,7 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::key::Key;
+use super::mem::Frozen;
 
 /// Flag of a direct-array word that holds a leaf rather than a node index.
 const LEAF_FLAG: u32 = 1 << 31;
@@ -62,15 +63,43 @@ struct Node {
 }
 
 /// A Poptrie over one address family. Leaf value 0 = no route, otherwise entry index + 1.
+/// The three arrays are [`Frozen`]: on huge pages when large (see [`super::mem`]).
 #[derive(Clone, Debug)]
 struct Poptrie<K: Key> {
     direct_bits: u32,
     /// Node levels below the direct array (longest path).
     levels: u32,
+    direct: Frozen<u32>,
+    nodes: Frozen<Node>,
+    leaves: Frozen<u32>,
+    _key: std::marker::PhantomData<K>,
+}
+
+/// A Poptrie under construction.
+struct PopBuild<K: Key> {
+    direct_bits: u32,
+    levels: u32,
     direct: Vec<u32>,
     nodes: Vec<Node>,
     leaves: Vec<u32>,
     _key: std::marker::PhantomData<K>,
+}
+
+/// Lanes of a batched lookup in flight at once.
+const BATCH: usize = 16;
+
+/// Hints the CPU to start loading the cache line of `r` (no effect on results).
+#[inline(always)]
+fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and has no architectural effect; SSE is baseline on x86-64.
+    #[allow(unused_unsafe)]
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((r as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
 }
 
 /// A prefix to insert: network address, length, leaf value (entry index + 1).
@@ -79,8 +108,23 @@ type Item<K> = (K, u8, u32);
 impl<K: Key> Poptrie<K> {
     /// Builds from items sorted by (address, length) without duplicates.
     fn build(items: &[Item<K>], direct_bits: u32) -> Self {
+        let b = PopBuild::build(items, direct_bits);
+        Poptrie {
+            direct_bits: b.direct_bits,
+            levels: b.levels,
+            direct: Frozen::new(&b.direct),
+            nodes: Frozen::new(&b.nodes),
+            leaves: Frozen::new(&b.leaves),
+            _key: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K: Key> PopBuild<K> {
+    /// Builds from items sorted by (address, length) without duplicates.
+    fn build(items: &[Item<K>], direct_bits: u32) -> Self {
         // Node 0 and leaf 0 are unused, so that no real node has index 0.
-        let mut t = Poptrie {
+        let mut t = PopBuild {
             direct_bits,
             levels: 0,
             direct: vec![LEAF_FLAG; 1usize << direct_bits],
@@ -124,8 +168,6 @@ impl<K: Key> Poptrie<K> {
             t.direct[slot] = at as u32;
             i = j;
         }
-        t.nodes.shrink_to_fit();
-        t.leaves.shrink_to_fit();
         t
     }
 
@@ -192,7 +234,9 @@ impl<K: Key> Poptrie<K> {
         }
         levels + 1
     }
+}
 
+impl<K: Key> Poptrie<K> {
     /// The leaf value for `addr` (0 = no route).
     #[inline]
     fn lookup(&self, addr: K) -> u32 {
@@ -215,10 +259,71 @@ impl<K: Key> Poptrie<K> {
         }
     }
 
+    /// Leaf values of `addrs` into `out` (same length): the lookups of up to [`BATCH`] addresses
+    /// advance level by level together, each load prefetched one step ahead, so that their cache
+    /// misses overlap instead of following one another.
+    #[inline]
+    fn lookup_batch(&self, addrs: &[K], out: &mut [u32]) {
+        for (a, o) in addrs.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
+            let n = a.len().min(o.len());
+            let mut idx = [0usize; BATCH];
+            for i in 0..n {
+                idx[i] = a[i].top_bits(self.direct_bits);
+                if let Some(d) = self.direct.get(idx[i]) {
+                    prefetch(d);
+                }
+            }
+            // Bit i of `inner`: lane i is at node `idx[i]`; of `leaf`: at leaf `idx[i]`.
+            let mut inner = 0u32;
+            let mut leaf = 0u32;
+            for i in 0..n {
+                let d = self.direct[idx[i]];
+                if d & LEAF_FLAG != 0 {
+                    o[i] = d & !LEAF_FLAG;
+                } else {
+                    idx[i] = d as usize;
+                    inner |= 1 << i;
+                    if let Some(node) = self.nodes.get(idx[i]) {
+                        prefetch(node);
+                    }
+                }
+            }
+            let mut offset = self.direct_bits;
+            while inner != 0 {
+                let mut m = inner;
+                while m != 0 {
+                    let i = m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    let node = self.nodes[idx[i]];
+                    let bit = 1u64 << a[i].six_bits(offset);
+                    if node.vector & bit != 0 {
+                        let rank = (node.vector & (bit - 1)).count_ones();
+                        idx[i] = (node.base1 + rank) as usize;
+                        if let Some(next) = self.nodes.get(idx[i]) {
+                            prefetch(next);
+                        }
+                    } else {
+                        let rank = (node.leafvec & (bit | (bit - 1))).count_ones();
+                        idx[i] = (node.base0 + rank).saturating_sub(1) as usize;
+                        inner &= !(1 << i);
+                        leaf |= 1 << i;
+                        if let Some(l) = self.leaves.get(idx[i]) {
+                            prefetch(l);
+                        }
+                    }
+                }
+                offset += 6;
+            }
+            while leaf != 0 {
+                let i = leaf.trailing_zeros() as usize;
+                leaf &= leaf - 1;
+                o[i] = self.leaves[idx[i]];
+            }
+        }
+    }
+
     fn memory_bytes(&self) -> usize {
-        self.direct.capacity() * 4
-            + self.nodes.capacity() * std::mem::size_of::<Node>()
-            + self.leaves.capacity() * 4
+        self.direct.bytes() + self.nodes.bytes() + self.leaves.bytes()
     }
 }
 

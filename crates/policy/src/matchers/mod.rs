@@ -19,6 +19,7 @@
 pub mod classifier;
 pub mod fqdn;
 mod key;
+mod mem;
 pub mod lpm;
 
 #[cfg(test)]
