@@ -20,7 +20,10 @@ fn ms(t: Instant) -> f64 {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let mut g = HubSpoke::target();
     if args.len() == 3 {
         (g.spokes, g.nsg_rules, g.firewall_rules) = (args[0], args[1], args[2]);
@@ -41,14 +44,20 @@ fn main() {
         g.app_rules
     );
 
-    // Full matrix, best of 3.
+    // Full matrix, best of ROUNDS (default 1).
     let mut full = f64::MAX;
-    let mut engine = Engine::new(&snap);
-    for _ in 0..3 {
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
+    let mut engine = None;
+    for _ in 0..rounds.max(1) {
+        drop(engine.take());
         let t = Instant::now();
-        engine = Engine::new(&snap);
+        engine = Some(Engine::new(&snap));
         full = full.min(ms(t));
     }
+    let mut engine = engine.expect("one round");
     let (a4, a6) = engine.atoms();
     let (plans, cells, outcomes) = engine.stats();
     let pairs = a4 * a4 + a6 * a6;
@@ -56,7 +65,9 @@ fn main() {
 
     // One-rule NSG change: flip an outbound rule of the middle spoke's NSG.
     let j = g.spokes / 2;
-    let s = snap.subnet_by_name(&format!("spoke{j}/workload")).expect("spoke");
+    let s = snap
+        .subnet_by_name(&format!("spoke{j}/workload"))
+        .expect("spoke");
     let idx = snap.subnets[s].nsg.expect("nsg");
     let mut changed = net.clone();
     let nsg = changed
@@ -65,16 +76,26 @@ fn main() {
         .find(|n| n.name == format!("nsg-{j}"))
         .expect("nsg");
     let r = &mut nsg.security_rules[3];
-    r.access = if r.access == Access::Allow { Access::Deny } else { Access::Allow };
+    r.access = if r.access == Access::Allow {
+        Access::Deny
+    } else {
+        Access::Allow
+    };
     let nsg = nsg.clone();
     let t = Instant::now();
     let compiled = CompiledNsg::compile(&nsg, &catalogs, &snap.subnets[s].tags, &HashMap::new());
     let nsg_compile = ms(t);
     let mut nsg_times = vec![];
     for round in 0..5 {
-        let rules = if round % 2 == 0 { &compiled.outbound } else { &snap.nsgs[idx].outbound };
+        let rules = if round % 2 == 0 {
+            &compiled.outbound
+        } else {
+            &snap.nsgs[idx].outbound
+        };
         let t = Instant::now();
-        let n = engine.update_nsg(idx, Direction::Outbound, rules).expect("update");
+        let n = engine
+            .update_nsg(idx, Direction::Outbound, rules)
+            .expect("update");
         nsg_times.push((ms(t), n));
     }
     println!("NSG one-rule re-check: {:?} ms (pairs re-evaluated {:?}); recompiling that NSG {nsg_compile:.2} ms",
@@ -84,7 +105,10 @@ fn main() {
     // One-rule firewall changes: a narrow one (spoke-to-spoke rule's ports), a broad one.
     let fw_model = &net.azure_firewalls[0];
     let mut fw_times = vec![];
-    for (label, col, rule, broad) in [("narrow", 20usize, 7usize, false), ("broad (destination *)", 10, 11, true)] {
+    for (label, col, rule, broad) in [
+        ("narrow", 20usize, 7usize, false),
+        ("broad (destination *)", 10, 11, true),
+    ] {
         let mut fw = fw_model.clone();
         let r = &mut fw.rule_collections[col].rules[rule];
         r.destination_ports = vec![palisade_model::PortRange::single(3389)];
@@ -102,7 +126,9 @@ fn main() {
         let n = engine.update_firewall(0, &cfw).expect("update");
         let there = ms(t);
         let t = Instant::now();
-        let m = engine.update_firewall(0, &snap.firewalls[0]).expect("update");
+        let m = engine
+            .update_firewall(0, &snap.firewalls[0])
+            .expect("update");
         let back = ms(t);
         fw_times.push((label, there, back, n, m, fw_compile));
         println!("firewall one-rule re-check ({label}): {there:.2} ms ({n} pairs), back {back:.2} ms ({m} pairs); recompiling the firewall {fw_compile:.1} ms");
@@ -116,7 +142,9 @@ fn main() {
             let s = g.spoke(rng.below(g.spokes));
             let d = g.spoke(rng.below(g.spokes));
             let host = |p: ipnet::IpNet, r: &mut Rng| match p {
-                ipnet::IpNet::V4(v) => IpAddr::V4(Ipv4Addr::from(u32::from(v.network()) + 4 + r.below(200) as u32)),
+                ipnet::IpNet::V4(v) => IpAddr::V4(Ipv4Addr::from(
+                    u32::from(v.network()) + 4 + r.below(200) as u32,
+                )),
                 _ => unreachable!(),
             };
             Flow {
@@ -124,7 +152,11 @@ fn main() {
                 source_port: 50000,
                 destination: host(d, &mut rng),
                 destination_port: [22u16, 80, 443, 3389, 8080, 1500][rng.below(6)],
-                protocol: if rng.below(4) == 0 { Protocol::Udp } else { Protocol::Tcp },
+                protocol: if rng.below(4) == 0 {
+                    Protocol::Udp
+                } else {
+                    Protocol::Tcp
+                },
                 host: None,
                 app_protocol: None,
             }
@@ -143,7 +175,10 @@ fn main() {
     let minimal = (g.spokes as f64).powi(2) * 2.0 * 65536.0;
     let brute_s = minimal * per_trace_us / 1e6;
     println!("brute force: {per_trace_us:.2} µs per trace ({allowed}/{n} allowed); one flow per (src subnet, dst subnet, TCP/UDP, dst port) = {minimal:.2e} traces ≈ {:.1} h", brute_s / 3600.0);
-    println!("ratio full matrix vs that brute force: {:.0}×", brute_s * 1e3 / full);
+    println!(
+        "ratio full matrix vs that brute force: {:.0}×",
+        brute_s * 1e3 / full
+    );
     let atom_brute = pairs as f64 * 2.0 * 65536.0 * per_trace_us / 1e6;
     println!("brute force over the same atoms (one address per atom, TCP/UDP, every dst port): {atom_brute:.0} s, ratio {:.0}×", atom_brute * 1e3 / full);
 }

@@ -36,7 +36,14 @@ pub struct DiffReport {
 
 impl DiffReport {
     /// The change holding this flow, if its verdict changes.
-    pub fn find(&self, proto: u8, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Option<&Change> {
+    pub fn find(
+        &self,
+        proto: u8,
+        src: IpAddr,
+        dst: IpAddr,
+        sport: u16,
+        dport: u16,
+    ) -> Option<&Change> {
         let f = Family::of(src);
         let (s, d) = (
             crate::headerspace::addr_value(src),
@@ -44,9 +51,9 @@ impl DiffReport {
         );
         let v = [proto as u128, sport as u128, dport as u128];
         self.changes.iter().find(|c| {
-            c.sets
-                .iter()
-                .any(|(ff, ss, ds, l4)| *ff == f && ss.contains(s) && ds.contains(d) && l4.contains(&v))
+            c.sets.iter().any(|(ff, ss, ds, l4)| {
+                *ff == f && ss.contains(s) && ds.contains(d) && l4.contains(&v)
+            })
         })
     }
 }
@@ -67,13 +74,18 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> DiffReport {
     let full = L4Set::full();
     let none = unknown();
     // (decision old, decision new) → [(l4, outcome old, outcome new)] that differ.
-    let mut memo: HashMap<(u32, u32), Vec<(L4Set, reach::Outcome, reach::Outcome)>> = HashMap::new();
+    type Changed = Vec<(L4Set, reach::Outcome, reach::Outcome)>;
+    let mut memo: HashMap<(u32, u32), Changed> = HashMap::new();
     type Key = (reach::Outcome, reach::Outcome, Vec<String>);
-    let mut groups: HashMap<Key, (Vec<(Family, IntervalSet, IntervalSet)>, L4Set)> = HashMap::new();
+    let mut groups: HashMap<Key, (Vec<reach::Area>, L4Set)> = HashMap::new();
     let mut order: Vec<Key> = vec![];
     let mut compared = 0;
     for f in [Family::V4, Family::V6] {
-        let n = if f == Family::V4 { a.atoms().0 } else { a.atoms().1 };
+        let n = if f == Family::V4 {
+            a.atoms().0
+        } else {
+            a.atoms().1
+        };
         for sa in 0..n {
             for da in 0..n {
                 let (x, y) = (a.decision(f, sa, da), b.decision(f, sa, da));
@@ -138,10 +150,12 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> DiffReport {
             }
             sets.push((f, s, d, l4.clone()));
         }
-        match changes
-            .iter_mut()
-            .find(|c| c.before_decided_by == key.0.chain && c.after_decided_by == key.1.chain && c.before == key.0.verdict && c.after == key.1.verdict)
-        {
+        match changes.iter_mut().find(|c| {
+            c.before_decided_by == key.0.chain
+                && c.after_decided_by == key.1.chain
+                && c.before == key.0.verdict
+                && c.after == key.1.verdict
+        }) {
             Some(c) => {
                 c.flows.extend(flows);
                 c.sets.extend(sets);
@@ -156,6 +170,6 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> DiffReport {
             }),
         }
     }
-    changes.sort_by(|x, y| (x.before, x.after).cmp(&(y.before, y.after)));
+    changes.sort_by_key(|c| (c.before, c.after));
     DiffReport { changes, compared }
 }

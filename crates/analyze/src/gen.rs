@@ -66,7 +66,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -75,7 +75,7 @@ impl Rng {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -152,7 +152,10 @@ impl HubSpoke {
         ];
         menu[rng.below(menu.len())]
             .iter()
-            .map(|(a, b)| PortRange { first: *a, last: *b })
+            .map(|(a, b)| PortRange {
+                first: *a,
+                last: *b,
+            })
             .collect()
     }
 
@@ -166,10 +169,17 @@ impl HubSpoke {
             };
             let (src, dst) = match direction {
                 Direction::Inbound => (self.address(rng, own, false), self.address(rng, own, true)),
-                Direction::Outbound => (self.address(rng, own, true), self.address(rng, own, false)),
+                Direction::Outbound => {
+                    (self.address(rng, own, true), self.address(rng, own, false))
+                }
             };
-            let protocol = [Protocol::Tcp, Protocol::Tcp, Protocol::Udp, Protocol::Any, Protocol::Icmp]
-                [rng.below(5)];
+            let protocol = [
+                Protocol::Tcp,
+                Protocol::Tcp,
+                Protocol::Udp,
+                Protocol::Any,
+                Protocol::Icmp,
+            ][rng.below(5)];
             let sports = if rng.below(8) == 0 {
                 vec![PortRange {
                     first: 1024,
@@ -231,9 +241,24 @@ impl HubSpoke {
         net.route_tables.push(RouteTable {
             name: "rt-spokes".into(),
             routes: vec![
-                route("default-to-firewall", "0.0.0.0/0", NextHopType::VirtualAppliance, Some(fw_ip)),
-                route("private-to-firewall", "10.0.0.0/8", NextHopType::VirtualAppliance, Some(fw_ip)),
-                route("adx-management", "13.64.38.225/32", NextHopType::Internet, None),
+                route(
+                    "default-to-firewall",
+                    "0.0.0.0/0",
+                    NextHopType::VirtualAppliance,
+                    Some(fw_ip),
+                ),
+                route(
+                    "private-to-firewall",
+                    "10.0.0.0/8",
+                    NextHopType::VirtualAppliance,
+                    Some(fw_ip),
+                ),
+                route(
+                    "adx-management",
+                    "13.64.38.225/32",
+                    NextHopType::Internet,
+                    None,
+                ),
                 route("blackhole", "192.0.2.0/24", NextHopType::None, None),
             ],
             ..Default::default()
@@ -247,7 +272,8 @@ impl HubSpoke {
                 origin: Default::default(),
             });
             let nsg = format!("nsg-{i}");
-            net.network_security_groups.push(self.nsg(&mut rng, nsg.clone(), i));
+            net.network_security_groups
+                .push(self.nsg(&mut rng, nsg.clone(), i));
             net.virtual_networks.push(VirtualNetwork {
                 name: name.clone(),
                 address_space: vec![self.spoke(i)],
@@ -299,7 +325,13 @@ impl HubSpoke {
         dnat.destination_ports = vec![PortRange::single(2222)];
         dnat.translated_address = Some(AddressItem::Prefix(v4(self.spoke_base(0) + 5, 32)));
         dnat.translated_port = Some(22);
-        collections.push(collection("dnat", 100, RuleCollectionKind::Nat, FirewallAction::Dnat, vec![dnat]));
+        collections.push(collection(
+            "dnat",
+            100,
+            RuleCollectionKind::Nat,
+            FirewallAction::Dnat,
+            vec![dnat],
+        ));
         let per = 50;
         let mut k = 0;
         let mut c = 0;
@@ -336,7 +368,13 @@ impl HubSpoke {
             } else {
                 FirewallAction::Allow
             };
-            collections.push(collection(&format!("net-{c}"), 200 + c as u32, RuleCollectionKind::Network, action, rules));
+            collections.push(collection(
+                &format!("net-{c}"),
+                200 + c as u32,
+                RuleCollectionKind::Network,
+                action,
+                rules,
+            ));
             c += 1;
         }
         let mut app = vec![];
@@ -356,7 +394,13 @@ impl HubSpoke {
             r.target_fqdns = vec![format!("*.app{a}.example.com")];
             app.push(r);
         }
-        collections.push(collection("apps", 60000, RuleCollectionKind::Application, FirewallAction::Allow, app));
+        collections.push(collection(
+            "apps",
+            60000,
+            RuleCollectionKind::Application,
+            FirewallAction::Allow,
+            app,
+        ));
         net.azure_firewalls.push(AzureFirewall {
             name: "hub-fw".into(),
             private_ip_addresses: vec![fw_ip],
@@ -380,7 +424,13 @@ fn route(name: &str, prefix: &str, hop: NextHopType, ip: Option<IpAddr>) -> Rout
     }
 }
 
-fn collection(name: &str, priority: u32, kind: RuleCollectionKind, action: FirewallAction, rules: Vec<FirewallRule>) -> RuleCollection {
+fn collection(
+    name: &str,
+    priority: u32,
+    kind: RuleCollectionKind,
+    action: FirewallAction,
+    rules: Vec<FirewallRule>,
+) -> RuleCollection {
     RuleCollection {
         name: name.into(),
         priority,

@@ -160,12 +160,9 @@ impl<const N: usize> NBox<N> {
         self.0.iter().any(IntervalSet::is_empty)
     }
     pub fn intersect(&self, o: &NBox<N>) -> Option<NBox<N>> {
-        let mut out: [IntervalSet; N] = std::array::from_fn(|_| IntervalSet::empty());
-        for k in 0..N {
-            out[k] = self.0[k].intersect(&o.0[k]);
-            if out[k].is_empty() {
-                return None;
-            }
+        let out: [IntervalSet; N] = std::array::from_fn(|k| self.0[k].intersect(&o.0[k]));
+        if out.iter().any(IntervalSet::is_empty) {
+            return None;
         }
         Some(NBox(out))
     }
@@ -412,10 +409,18 @@ pub fn to_prefixes(set: &IntervalSet, f: Family) -> Vec<IpNet> {
         let mut lo = a;
         loop {
             // Largest block aligned at lo and inside [lo, b].
-            let align = if lo == 0 { bits } else { lo.trailing_zeros().min(bits) };
+            let align = if lo == 0 {
+                bits
+            } else {
+                lo.trailing_zeros().min(bits)
+            };
             let mut size = align;
             while size > 0 {
-                let span = if size >= 128 { u128::MAX } else { (1u128 << size) - 1 };
+                let span = if size >= 128 {
+                    u128::MAX
+                } else {
+                    (1u128 << size) - 1
+                };
                 if lo.checked_add(span).is_some_and(|e| e <= b) {
                     break;
                 }
@@ -423,14 +428,18 @@ pub fn to_prefixes(set: &IntervalSet, f: Family) -> Vec<IpNet> {
             }
             let len = (bits - size) as u8;
             out.push(match f {
-                Family::V4 => IpNet::V4(
-                    Ipv4Net::new(Ipv4Addr::from(lo as u32), len).expect("valid length"),
-                ),
+                Family::V4 => {
+                    IpNet::V4(Ipv4Net::new(Ipv4Addr::from(lo as u32), len).expect("valid length"))
+                }
                 Family::V6 => {
                     IpNet::V6(Ipv6Net::new(Ipv6Addr::from(lo), len).expect("valid length"))
                 }
             });
-            let span = if size >= 128 { u128::MAX } else { (1u128 << size) - 1 };
+            let span = if size >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << size) - 1
+            };
             let end = lo + span;
             if end >= b {
                 break;
@@ -702,8 +711,12 @@ mod tests {
         let s = |x: &str| x.parse::<IpAddr>().unwrap();
         assert!(d.contains(6, s("10.0.0.5"), s("10.0.1.1"), 1, 2));
         assert!(!d.contains(6, s("10.0.0.200"), s("10.0.1.1"), 1, 2));
-        assert!(a.intersect(&b).contains(6, s("10.0.0.200"), s("10.0.1.1"), 1, 2));
-        assert!(d.union(&b).contains(17, s("10.0.0.200"), s("8.8.8.8"), 1, 2));
+        assert!(a
+            .intersect(&b)
+            .contains(6, s("10.0.0.200"), s("10.0.1.1"), 1, 2));
+        assert!(d
+            .union(&b)
+            .contains(17, s("10.0.0.200"), s("8.8.8.8"), 1, 2));
         assert!(HeaderSpace::empty().is_empty() && !HeaderSpace::all().is_empty());
     }
 }

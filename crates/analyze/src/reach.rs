@@ -64,7 +64,11 @@ pub struct Control {
 
 impl Control {
     pub fn text(&self) -> String {
-        let rule = self.rule.as_deref().map(|r| format!("/{r}")).unwrap_or_default();
+        let rule = self
+            .rule
+            .as_deref()
+            .map(|r| format!("/{r}"))
+            .unwrap_or_default();
         format!("{} {}{rule}", self.step, self.resource)
     }
 }
@@ -290,7 +294,11 @@ impl L4Atoms {
         let mut out = vec![0u64; self.words];
         for i in 0..self.atoms.len() {
             let b = self.atom_box(i);
-            let v = [b.0[0].ranges()[0].0, b.0[1].ranges()[0].0, b.0[2].ranges()[0].0];
+            let v = [
+                b.0[0].ranges()[0].0,
+                b.0[1].ranges()[0].0,
+                b.0[2].ranges()[0].0,
+            ];
             if set.contains(&v) {
                 out[i / 64] |= 1 << (i % 64);
             }
@@ -321,7 +329,11 @@ impl L4Atoms {
         let di = interval(&self.dports, port as u128);
         let mut out = vec![0u64; self.words];
         for (i, &(pi, si, d)) in self.atoms.iter().enumerate() {
-            let src = if d == usize::MAX { i } else { self.index[&(pi, si, di)] };
+            let src = if d == usize::MAX {
+                i
+            } else {
+                self.index[&(pi, si, di)]
+            };
             if bits[src / 64] >> (src % 64) & 1 == 1 {
                 out[i / 64] |= 1 << (i % 64);
             }
@@ -560,7 +572,13 @@ fn nsg_rule_entries(rules: &[CompiledRule]) -> [Vec<Entry>; 2] {
     out
 }
 
-fn fw_layer(fw: &CompiledFirewall) -> (Vec<RuleInfo>, [Vec<Entry>; 2], HashMap<u32, (IpAddr, Option<u16>)>) {
+type FwParts = (
+    Vec<RuleInfo>,
+    [Vec<Entry>; 2],
+    HashMap<u32, (IpAddr, Option<u16>)>,
+);
+
+fn fw_layer(fw: &CompiledFirewall) -> FwParts {
     let mut infos = vec![];
     let mut out: [Vec<Entry>; 2] = [vec![], vec![]];
     let mut dnat = HashMap::new();
@@ -593,7 +611,10 @@ fn fw_layer(fw: &CompiledFirewall) -> (Vec<RuleInfo>, [Vec<Entry>; 2], HashMap<u
             }
             let to_ranges = |p: &[(u16, u16)]| -> Vec<PortRange> {
                 p.iter()
-                    .map(|(a, b)| PortRange { first: *a, last: *b })
+                    .map(|(a, b)| PortRange {
+                        first: *a,
+                        last: *b,
+                    })
                     .collect()
             };
             for f in [Family::V4, Family::V6] {
@@ -622,7 +643,11 @@ fn fw_layer(fw: &CompiledFirewall) -> (Vec<RuleInfo>, [Vec<Entry>; 2], HashMap<u
         if a.rule.audit || a.rule.action != FirewallAction::Allow {
             continue;
         }
-        let ports: Vec<PortRange> = a.protocols.iter().map(|p| PortRange::single(p.port)).collect();
+        let ports: Vec<PortRange> = a
+            .protocols
+            .iter()
+            .map(|p| PortRange::single(p.port))
+            .collect();
         for f in [Family::V4, Family::V6] {
             let all = IntervalSet::range(0, f.max());
             let en = Entry {
@@ -745,12 +770,18 @@ impl<'s> Engine<'s> {
             rows: [vec![], vec![]],
         };
         for (i, n) in snap.nsgs.iter().enumerate() {
-            for (dir, rules) in [(Direction::Inbound, &n.inbound), (Direction::Outbound, &n.outbound)] {
+            for (dir, rules) in [
+                (Direction::Inbound, &n.inbound),
+                (Direction::Outbound, &n.outbound),
+            ] {
                 let (infos, [v4, v6]) = nsg_entries(rules, &n.name);
                 e.nsg_layer
                     .insert((i, dir == Direction::Outbound), e.layers.len() as u32);
                 e.layers.push(Layer {
-                    kind: LayerKind::Nsg { nsg: i, direction: dir },
+                    kind: LayerKind::Nsg {
+                        nsg: i,
+                        direction: dir,
+                    },
                     rules: infos,
                     dnat: HashMap::new(),
                     fam: [fam_layer(v4), fam_layer(v6)],
@@ -831,7 +862,10 @@ impl<'s> Engine<'s> {
                     continue;
                 }
                 remaining = andnot(&remaining, &en.bits);
-                match pieces.iter_mut().find(|p| p.rule == en.rule && p.act == en.act) {
+                match pieces
+                    .iter_mut()
+                    .find(|p| p.rule == en.rule && p.act == en.act)
+                {
                     Some(p) => p.l4.iter_mut().zip(&hit).for_each(|(x, y)| *x |= y),
                     None => pieces.push(Piece {
                         l4: hit,
@@ -897,8 +931,7 @@ impl<'s> Engine<'s> {
             },
         };
         let id = self.control(c);
-        self.ctrl_cache
-            .insert((step + 100, subnet as u32, idx), id);
+        self.ctrl_cache.insert((step + 100, subnet as u32, idx), id);
         id
     }
 
@@ -939,7 +972,15 @@ impl<'s> Engine<'s> {
     }
 
     /// Inbound NSGs of a destination location, evaluated at (src, dst).
-    fn inbound_steps(&mut self, f: Family, loc: &AtomLoc, src: u128, dst: u128, dport: Option<u16>, plan: &mut Vec<Step>) {
+    fn inbound_steps(
+        &mut self,
+        f: Family,
+        loc: &AtomLoc,
+        src: u128,
+        dst: u128,
+        dport: Option<u16>,
+        plan: &mut Vec<Step>,
+    ) {
         let subnet_nsg = loc.subnet.and_then(|s| self.snap.subnets[s].nsg);
         let nic_nsg = loc.nic.and_then(|n| self.snap.nics[n].nsg);
         for (step, nsg) in [(S_SUB_IN, subnet_nsg), (S_NIC_IN, nic_nsg)] {
@@ -1111,7 +1152,8 @@ impl<'s> Engine<'s> {
             return Some(plan);
         }
         self.inbound_steps(f, &dl, src, dst, None, &mut plan);
-        let platform = sl.platform && f.addr(src) == PLATFORM_ADDRESSES[0].parse::<IpAddr>().expect("literal");
+        let platform =
+            sl.platform && f.addr(src) == PLATFORM_ADDRESSES[0].parse::<IpAddr>().expect("literal");
         if platform || sl.in_vnet {
             plan.push(Step::End(Reach::Allow));
             return Some(plan);
@@ -1136,7 +1178,14 @@ impl<'s> Engine<'s> {
 
     /// The reply of a flow between subnets (trace's `internal_reply`): routed from the
     /// destination's subnet back to the source; through a firewall only if the request was.
-    fn reply_steps(&mut self, f: Family, subnet: Option<usize>, src: u128, request_fw: Option<IpAddr>, plan: &mut Vec<Step>) {
+    fn reply_steps(
+        &mut self,
+        f: Family,
+        subnet: Option<usize>,
+        src: u128,
+        request_fw: Option<IpAddr>,
+        plan: &mut Vec<Step>,
+    ) {
         let Some(s) = subnet else { return };
         let snap = self.snap;
         let Some((_, route)) = snap.subnets[s].routes.lookup(f.addr(src)) else {
@@ -1175,7 +1224,11 @@ impl<'s> Engine<'s> {
                 None => {
                     let o = Outcome {
                         verdict,
-                        chain: key.1.iter().map(|c| self.controls[*c as usize].clone()).collect(),
+                        chain: key
+                            .1
+                            .iter()
+                            .map(|c| self.controls[*c as usize].clone())
+                            .collect(),
                     };
                     let i = self.outcomes.len() as u32;
                     self.outcomes.push(o);
@@ -1194,7 +1247,12 @@ impl<'s> Engine<'s> {
         id
     }
 
-    fn run(&mut self, plan: &[Step], mut going: Vec<(Bits, Vec<u32>)>, done: &mut Vec<(Bits, Reach, Vec<u32>)>) {
+    fn run(
+        &mut self,
+        plan: &[Step],
+        mut going: Vec<(Bits, Vec<u32>)>,
+        done: &mut Vec<(Bits, Reach, Vec<u32>)>,
+    ) {
         for (i, step) in plan.iter().enumerate() {
             if going.is_empty() {
                 return;
@@ -1259,7 +1317,14 @@ impl<'s> Engine<'s> {
     // ------------------------------------------------------------------ queries and updates
 
     /// The answer for one flow, from the matrix (for tests and spot checks).
-    pub fn lookup(&self, proto: u8, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Option<&Outcome> {
+    pub fn lookup(
+        &self,
+        proto: u8,
+        src: IpAddr,
+        dst: IpAddr,
+        sport: u16,
+        dport: u16,
+    ) -> Option<&Outcome> {
         let f = Family::of(src);
         if Family::of(dst) != f {
             return None;
@@ -1364,8 +1429,12 @@ impl<'s> Engine<'s> {
             let f = Family::of(t);
             let g = &self.grid[f.index()];
             let v = addr_value(t);
-            if g.starts.binary_search(&v).is_err() || (v < f.max() && g.starts.binary_search(&(v + 1)).is_err()) {
-                return Err(format!("DNAT target {t} is a new address boundary: build a new engine"));
+            if g.starts.binary_search(&v).is_err()
+                || (v < f.max() && g.starts.binary_search(&(v + 1)).is_err())
+            {
+                return Err(format!(
+                    "DNAT target {t} is a new address boundary: build a new engine"
+                ));
             }
         }
         let (infos, entries, dnat) = fw_layer(fw);
@@ -1387,7 +1456,9 @@ impl<'s> Engine<'s> {
                     let ok_a = g.starts.binary_search(&a).is_ok();
                     let ok_b = b == g.family.max() || g.starts.binary_search(&(b + 1)).is_ok();
                     if !ok_a || !ok_b {
-                        return Err("the change names a new address boundary: build a new engine".into());
+                        return Err(
+                            "the change names a new address boundary: build a new engine".into(),
+                        );
                     }
                 }
             }
@@ -1396,7 +1467,10 @@ impl<'s> Engine<'s> {
         for list in &mut entries {
             for e in list.iter_mut() {
                 if !self.l4.aligned(&e.l4) {
-                    return Err("the change names a new protocol or port boundary: build a new engine".into());
+                    return Err(
+                        "the change names a new protocol or port boundary: build a new engine"
+                            .into(),
+                    );
                 }
                 e.bits = self.l4.bits(&e.l4);
             }
@@ -1418,8 +1492,12 @@ impl<'s> Engine<'s> {
                     && a.dst == b.dst
                     && a.l4 == b.l4
                     && a.act == b.act
-                    && old_rules.get(a.rule as usize).map(|r| (&r.rule, r.priority))
-                        == new_rules.get(b.rule as usize).map(|r| (&r.rule, r.priority))
+                    && old_rules
+                        .get(a.rule as usize)
+                        .map(|r| (&r.rule, r.priority))
+                        == new_rules
+                            .get(b.rule as usize)
+                            .map(|r| (&r.rule, r.priority))
             };
             // A flow outside every rule between the first and the last difference meets the
             // same first match before and after.
@@ -1530,6 +1608,9 @@ impl<'s> Engine<'s> {
     }
 }
 
+/// Sources × destinations of one family.
+pub type Area = (Family, IntervalSet, IntervalSet);
+
 /// A region of the matrix: `src × dst × l4` with one outcome.
 #[derive(Debug, Clone)]
 pub struct Region {
@@ -1557,7 +1638,9 @@ pub fn parse_scope(snap: &Snapshot, text: &str) -> Result<[IntervalSet; 2], Stri
         } else if let Some(n) = snap.nic_by_name(item) {
             prefixes.extend(snap.nics[n].addresses.iter().map(|a| IpNet::from(*a)));
         } else {
-            return Err(format!("`{item}` is neither a subnet, a NIC, an address nor a prefix"));
+            return Err(format!(
+                "`{item}` is neither a subnet, a NIC, an address nor a prefix"
+            ));
         }
     }
     Ok([set_of(&prefixes, Family::V4), set_of(&prefixes, Family::V6)])
@@ -1592,7 +1675,12 @@ pub struct ExampleFlow {
 
 /// An example flow of `src × dst × l4`: the first address of each side, the first protocol
 /// (TCP preferred), the first ports.
-pub fn example(f: Family, src: &IntervalSet, dst: &IntervalSet, l4: &L4Set) -> Option<(ExampleFlow, Protocol)> {
+pub fn example(
+    f: Family,
+    src: &IntervalSet,
+    dst: &IntervalSet,
+    l4: &L4Set,
+) -> Option<(ExampleFlow, Protocol)> {
     let order = [6u128, 17, if f == Family::V4 { 1 } else { 58 }, 50, 51];
     for p in order {
         for b in &l4.boxes {
@@ -1605,8 +1693,16 @@ pub fn example(f: Family, src: &IntervalSet, dst: &IntervalSet, l4: &L4Set) -> O
                     _ => Protocol::Icmp,
                 };
                 let has_ports = matches!(p, 6 | 17);
-                let sp = if has_ports { b.0[1].first().unwrap_or(0) as u16 } else { 0 };
-                let dp = if has_ports { b.0[2].first().unwrap_or(0) as u16 } else { 0 };
+                let sp = if has_ports {
+                    b.0[1].first().unwrap_or(0) as u16
+                } else {
+                    0
+                };
+                let dp = if has_ports {
+                    b.0[2].first().unwrap_or(0) as u16
+                } else {
+                    0
+                };
                 return Some((
                     ExampleFlow {
                         protocol: proto.as_str().to_string(),
@@ -1635,7 +1731,9 @@ pub fn services(f: Family, l4: &L4Set) -> Vec<String> {
 
 /// Group regions that share a key into products `sources × destinations`: regions with the
 /// same destination set merge their sources.
-pub fn products(regions: &[(Family, IntervalSet, IntervalSet)]) -> Vec<(Family, IntervalSet, IntervalSet)> {
+pub fn products(
+    regions: &[(Family, IntervalSet, IntervalSet)],
+) -> Vec<(Family, IntervalSet, IntervalSet)> {
     let mut by_src: Vec<(Family, IntervalSet, IntervalSet)> = vec![];
     // Same source: unite destinations.
     let mut idx: HashMap<(Family, IntervalSet), usize> = HashMap::new();
@@ -1706,13 +1804,19 @@ fn place(snap: &Snapshot, s: Option<usize>) -> String {
 
 /// The report for flows from `from` to `to` and, when `both`, from `to` to `from`.
 /// `verdicts`: which verdicts to list (reachable only by default).
-pub fn report(engine: &Engine, from: &[IntervalSet; 2], to: &[IntervalSet; 2], both: bool, verdicts: &[Reach]) -> ReachReport {
+pub fn report(
+    engine: &Engine,
+    from: &[IntervalSet; 2],
+    to: &[IntervalSet; 2],
+    both: bool,
+    verdicts: &[Reach],
+) -> ReachReport {
     let mut regions = engine.regions(from, to);
     if both && (from != to) {
         regions.extend(engine.regions(to, from));
     }
     type Key = (String, String, u32, Vec<String>);
-    let mut groups: HashMap<Key, (Vec<(Family, IntervalSet, IntervalSet)>, L4Set)> = HashMap::new();
+    let mut groups: HashMap<Key, (Vec<Area>, L4Set)> = HashMap::new();
     let mut order: Vec<Key> = vec![];
     for r in regions {
         let o = engine.outcome(r.outcome);
@@ -1749,10 +1853,12 @@ pub fn report(engine: &Engine, from: &[IntervalSet; 2], to: &[IntervalSet; 2], b
                 })
             })
             .collect();
-        match entries
-            .iter_mut()
-            .find(|e| e.source == k.0 && e.destination == k.1 && e.verdict == o.verdict && e.decided_by == o.chain)
-        {
+        match entries.iter_mut().find(|e| {
+            e.source == k.0
+                && e.destination == k.1
+                && e.verdict == o.verdict
+                && e.decided_by == o.chain
+        }) {
             Some(e) => e.flows.extend(flows),
             None => entries.push(ReachEntry {
                 source: k.0.clone(),
@@ -1763,7 +1869,9 @@ pub fn report(engine: &Engine, from: &[IntervalSet; 2], to: &[IntervalSet; 2], b
             }),
         }
     }
-    entries.sort_by(|a, b| (&a.source, &a.destination, a.verdict).cmp(&(&b.source, &b.destination, b.verdict)));
+    entries.sort_by(|a, b| {
+        (&a.source, &a.destination, a.verdict).cmp(&(&b.source, &b.destination, b.verdict))
+    });
     let mut application_rules = vec![];
     for fw in &engine.snap.firewalls {
         for a in fw.application_rules() {
@@ -1790,4 +1898,3 @@ pub fn report(engine: &Engine, from: &[IntervalSet; 2], to: &[IntervalSet; 2], b
         plans: engine.stats().0,
     }
 }
-

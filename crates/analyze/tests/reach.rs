@@ -119,11 +119,7 @@ fn small_addresses(g: &HubSpoke) -> Vec<IpAddr> {
     let mut nets = vec![g.hub()];
     nets.extend((0..g.spokes).map(|i| g.spoke(i)));
     for n in nets {
-        addrs.extend(
-            n.hosts()
-                .map(IpAddr::from)
-                .chain([n.network(), n.broadcast()]),
-        );
+        addrs.extend(n.hosts().chain([n.network(), n.broadcast()]));
     }
     for a in [
         "8.8.8.8",

@@ -12,7 +12,10 @@
 //! | [`Kind::Fqdn`] | a domain list or a directory of them | [`FqdnMatcher`] | hash maps of exact names and of `*.` bases, walked label by label |
 //!
 //! Timing: the trace is replayed in batches of 1,024 lookups until the time budget is spent;
-//! `ns_per_lookup` is the median over batches of the batch's mean. Single thread.
+//! `ns_per_lookup` is the median over batches of the batch's mean. Single thread. For LPM the
+//! report adds `batch_ns_per_lookup`: the same trace through `Lpm::lookup_batch`, one call per
+//! batch of 1,024 (the baseline has no batched API; its figure is always single lookups), and the
+//! batched answers are checked against the baseline like the single ones.
 //!
 //! The CLI's `palisade bench classifier|lpm|fqdn --data FILE [--seconds N] [--output json]` calls
 //! [`run`]; `cargo run --release -p palisade-bench --example run -- KIND FILE [SECONDS] [--json]`
@@ -87,6 +90,11 @@ pub struct FamilyReport {
     pub speedup: f64,
     /// Lookups timed (ours).
     pub lookups: u64,
+    /// Median ns per lookup through our batched API (`Lpm::lookup_batch`, 16 in flight) on the
+    /// same trace. The baseline has no batched API, so it is compared with its single lookups.
+    pub batch_ns_per_lookup: f64,
+    /// `baseline_ns_per_lookup / batch_ns_per_lookup` (baseline single, ours batched).
+    pub batch_speedup: f64,
 }
 
 /// Result of one benchmark run.
@@ -116,6 +124,10 @@ pub struct Report {
     pub baseline_ns_per_lookup: f64,
     /// `baseline_ns_per_lookup / ns_per_lookup`.
     pub speedup: f64,
+    /// Median ns per lookup through our batched API, where the matcher has one (LPM).
+    pub batch_ns_per_lookup: Option<f64>,
+    /// `baseline_ns_per_lookup / batch_ns_per_lookup` (the baseline's single lookups).
+    pub batch_speedup: Option<f64>,
     /// Lookups timed through our matcher.
     pub lookups: u64,
     /// Lookups timed through the baseline.
@@ -169,6 +181,13 @@ impl fmt::Display for Report {
             self.baseline_build_ms
         )?;
         writeln!(f, "{:<18}{:.1}x", "speedup", self.speedup)?;
+        if let (Some(ns), Some(x)) = (self.batch_ns_per_lookup, self.batch_speedup) {
+            writeln!(
+                f,
+                "{:<18}{:.1} ns/lookup batched (lookup_batch, 16 in flight), {:.1}x the baseline's single lookups",
+                "batched", ns, x
+            )?;
+        }
         writeln!(
             f,
             "{:<18}{} queries: {}",
@@ -179,19 +198,28 @@ impl fmt::Display for Report {
             writeln!(f)?;
             writeln!(
                 f,
-                "{:<8}{:>10}{:>12}{:>12}{:>14}{:>10}",
-                "family", "prefixes", "trie", "ns/lookup", "baseline ns", "speedup"
+                "{:<8}{:>10}{:>12}{:>12}{:>14}{:>10}{:>12}{:>10}",
+                "family",
+                "prefixes",
+                "trie",
+                "ns/lookup",
+                "baseline ns",
+                "speedup",
+                "batched ns",
+                "speedup"
             )?;
             for fam in &self.families {
                 writeln!(
                     f,
-                    "{:<8}{:>10}{:>12}{:>12.1}{:>14.1}{:>9.1}x",
+                    "{:<8}{:>10}{:>12}{:>12.1}{:>14.1}{:>9.1}x{:>12.1}{:>9.1}x",
                     fam.family,
                     fam.entries,
                     mib(fam.bytes),
                     fam.ns_per_lookup,
                     fam.baseline_ns_per_lookup,
-                    fam.speedup
+                    fam.speedup,
+                    fam.batch_ns_per_lookup,
+                    fam.batch_speedup
                 )?;
             }
         }
@@ -307,6 +335,43 @@ fn time_lookups(n: usize, seconds: f64, mut f: impl FnMut(usize) -> u64) -> Timi
                 i = 0;
             }
         }
+        batches.push(t.elapsed().as_nanos() as f64 / BATCH as f64);
+        if batches.len() >= 5 && start.elapsed().as_secs_f64() >= seconds {
+            break;
+        }
+    }
+    black_box(sink);
+    batches.sort_by(f64::total_cmp);
+    Timing {
+        ns_per_lookup: batches[batches.len() / 2],
+        lookups: (batches.len() * BATCH) as u64,
+    }
+}
+
+/// Like [`time_lookups`], but each batch of 1,024 lookups is one call `f(start, len)` over the
+/// trace positions `start..start + len` (wrapping at `n` splits a batch into two calls).
+fn time_batched(n: usize, seconds: f64, mut f: impl FnMut(usize, usize) -> u64) -> Timing {
+    const BATCH: usize = 1024;
+    let mut batches: Vec<f64> = Vec::new();
+    let mut sink = 0u64;
+    let mut i = 0usize;
+    let mut run = |i: &mut usize, sink: &mut u64| {
+        let mut left = BATCH;
+        while left > 0 {
+            let len = left.min(n - *i);
+            *sink = sink.wrapping_add(f(*i, len));
+            left -= len;
+            *i += len;
+            if *i == n {
+                *i = 0;
+            }
+        }
+    };
+    run(&mut i, &mut sink);
+    let start = Instant::now();
+    loop {
+        let t = Instant::now();
+        run(&mut i, &mut sink);
         batches.push(t.elapsed().as_nanos() as f64 / BATCH as f64);
         if batches.len() >= 5 && start.elapsed().as_secs_f64() >= seconds {
             break;
@@ -497,6 +562,8 @@ fn run_classifier(name: String, data: &Path, seconds: f64) -> Result<Report, Str
         baseline_build_ms,
         baseline_ns_per_lookup: base.ns_per_lookup,
         speedup: ratio(base.ns_per_lookup, ours.ns_per_lookup),
+        batch_ns_per_lookup: None,
+        batch_speedup: None,
         lookups: ours.lookups,
         baseline_lookups: base.lookups,
         trace_len: trace.len(),
@@ -591,15 +658,37 @@ fn run_lpm(name: String, data: &Path, seconds: f64) -> Result<Report, String> {
             mismatches += 1;
         }
     }
+    // The batched API must give the same answers too.
+    let mut out = vec![None; 1024];
+    for t in [&trace4, &trace6, &mixed] {
+        for chunk in t.chunks(1024) {
+            lpm.lookup_batch(chunk, &mut out[..chunk.len()]);
+            for (a, o) in chunk.iter().zip(&out) {
+                if o.map(|(n, v)| (n, *v)) != base_lookup(*a) {
+                    mismatches += 1;
+                }
+            }
+        }
+    }
     if mismatches > 0 {
         return Err(format!(
             "{name}: Poptrie and prefix-trie disagree on {mismatches} trace lookups"
         ));
     }
-    let budget = seconds / 6.0;
+    let budget = seconds / 9.0;
     let ours_of = |t: &[IpAddr]| {
         time_lookups(t.len(), budget, |i| {
             lpm.lookup(t[i]).map_or(0, |(_, v)| u64::from(*v))
+        })
+    };
+    let batch_of = |t: &[IpAddr]| {
+        let mut out = vec![None; 1024];
+        time_batched(t.len(), budget, |i, len| {
+            lpm.lookup_batch(&t[i..i + len], &mut out[..len]);
+            out[..len]
+                .iter()
+                .map(|r| r.map_or(0, |(_, v)| u64::from(*v)))
+                .fold(0, u64::wrapping_add)
         })
     };
     let base_of = |t: &[IpAddr]| {
@@ -608,6 +697,7 @@ fn run_lpm(name: String, data: &Path, seconds: f64) -> Result<Report, String> {
         })
     };
     let ours = ours_of(&mixed);
+    let batched = batch_of(&mixed);
     let base = base_of(&mixed);
     let stats = lpm.family_stats();
     let mut families = Vec::new();
@@ -616,6 +706,7 @@ fn run_lpm(name: String, data: &Path, seconds: f64) -> Result<Report, String> {
             continue;
         }
         let o = ours_of(trace);
+        let ob = batch_of(trace);
         let b = base_of(trace);
         families.push(FamilyReport {
             family: fam.into(),
@@ -625,6 +716,8 @@ fn run_lpm(name: String, data: &Path, seconds: f64) -> Result<Report, String> {
             baseline_ns_per_lookup: b.ns_per_lookup,
             speedup: ratio(b.ns_per_lookup, o.ns_per_lookup),
             lookups: o.lookups,
+            batch_ns_per_lookup: ob.ns_per_lookup,
+            batch_speedup: ratio(b.ns_per_lookup, ob.ns_per_lookup),
         });
     }
     let bytes = lpm.memory_bytes();
@@ -658,6 +751,8 @@ fn run_lpm(name: String, data: &Path, seconds: f64) -> Result<Report, String> {
         baseline_build_ms,
         baseline_ns_per_lookup: base.ns_per_lookup,
         speedup: ratio(base.ns_per_lookup, ours.ns_per_lookup),
+        batch_ns_per_lookup: Some(batched.ns_per_lookup),
+        batch_speedup: Some(ratio(base.ns_per_lookup, batched.ns_per_lookup)),
         lookups: ours.lookups,
         baseline_lookups: base.lookups,
         trace_len: mixed.len(),
@@ -821,6 +916,8 @@ fn run_fqdn(name: String, data: &Path, seconds: f64) -> Result<Report, String> {
         baseline_build_ms,
         baseline_ns_per_lookup: baseline.ns_per_lookup,
         speedup: ratio(baseline.ns_per_lookup, ours.ns_per_lookup),
+        batch_ns_per_lookup: None,
+        batch_speedup: None,
         lookups: ours.lookups,
         baseline_lookups: baseline.lookups,
         trace_len: trace.len(),

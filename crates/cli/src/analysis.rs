@@ -186,11 +186,20 @@ pub fn deps(cmd: DepsCommand) -> Result<ExitCode, String> {
 }
 
 pub fn analyze(cmd: AnalyzeCommand) -> Result<ExitCode, String> {
-    let AnalyzeCommand::Asymmetric {
-        net,
-        catalog: path,
-        output,
-    } = cmd;
+    let (net, path, output) = match cmd {
+        AnalyzeCommand::Asymmetric {
+            net,
+            catalog,
+            output,
+        } => (net, catalog, output),
+        AnalyzeCommand::Reachability {
+            net,
+            from,
+            to,
+            all,
+            output,
+        } => return reachability(net, from, to, all, output),
+    };
     let loaded = load::load_for_evaluation(&net)?;
     let mut declared = vec![];
     if let Some(p) = &path {
@@ -298,14 +307,33 @@ fn print_flowsets(flows: &[reach::FlowSet]) {
     for f in flows.iter().take(12) {
         let short = |v: &[String]| {
             let shown: Vec<&str> = v.iter().take(4).map(String::as_str).collect();
-            format!("{}{}", shown.join(","), if v.len() > 4 { format!(" (+{} more)", v.len() - 4) } else { String::new() })
+            format!(
+                "{}{}",
+                shown.join(","),
+                if v.len() > 4 {
+                    format!(" (+{} more)", v.len() - 4)
+                } else {
+                    String::new()
+                }
+            )
         };
-        println!("      {} → {}  {}", short(&f.source_prefixes), short(&f.destination_prefixes), f.services.join("; "));
+        println!(
+            "      {} → {}  {}",
+            short(&f.source_prefixes),
+            short(&f.destination_prefixes),
+            f.services.join("; ")
+        );
         let e = &f.example;
-        println!("        e.g. {} {}:{} → {}:{}", e.protocol, e.source, e.source_port, e.destination, e.destination_port);
+        println!(
+            "        e.g. {} {}:{} → {}:{}",
+            e.protocol, e.source, e.source_port, e.destination, e.destination_port
+        );
     }
     if flows.len() > 12 {
-        println!("      … {} more set(s) (--output json lists all)", flows.len() - 12);
+        println!(
+            "      … {} more set(s) (--output json lists all)",
+            flows.len() - 12
+        );
     }
 }
 
@@ -313,29 +341,49 @@ fn chain_text(chain: &[reach::Control]) -> String {
     if chain.is_empty() {
         return "(no rule)".into();
     }
-    chain.iter().map(|c| c.text()).collect::<Vec<_>>().join(" → ")
+    chain
+        .iter()
+        .map(|c| c.text())
+        .collect::<Vec<_>>()
+        .join(" → ")
 }
 
-pub fn reachability(net: NetworkArgs, from: Option<String>, to: Option<String>, all: bool, output: Output) -> Result<ExitCode, String> {
+pub fn reachability(
+    net: NetworkArgs,
+    from: Option<String>,
+    to: Option<String>,
+    all: bool,
+    output: Output,
+) -> Result<ExitCode, String> {
     let loaded = load::load_for_evaluation(&net)?;
     let snap = &loaded.snapshot;
-    let scope = |s: &Option<String>| -> Result<[palisade_analyze::headerspace::IntervalSet; 2], String> {
-        match s {
-            Some(t) => reach::parse_scope(snap, t),
-            None => Ok(reach::everything()),
-        }
-    };
+    let scope =
+        |s: &Option<String>| -> Result<[palisade_analyze::headerspace::IntervalSet; 2], String> {
+            match s {
+                Some(t) => reach::parse_scope(snap, t),
+                None => Ok(reach::everything()),
+            }
+        };
     let (f, t) = (scope(&from)?, scope(&to)?);
     let engine = Engine::new(snap);
     let verdicts: Vec<Reach> = if all {
-        vec![Reach::Allow, Reach::ByName, Reach::Deny, Reach::Drop, Reach::Unknown]
+        vec![
+            Reach::Allow,
+            Reach::ByName,
+            Reach::Deny,
+            Reach::Drop,
+            Reach::Unknown,
+        ]
     } else {
         vec![Reach::Allow, Reach::ByName]
     };
     let both = from.is_some() || to.is_some();
     let report = reach::report(&engine, &f, &t, both, &verdicts);
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     for e in &report.entries {
@@ -346,13 +394,30 @@ pub fn reachability(net: NetworkArgs, from: Option<String>, to: Option<String>, 
     if !report.application_rules.is_empty() {
         println!("application rules (allowed by HTTP Host / TLS SNI name, not by address; `ByName` above):");
         for a in &report.application_rules {
-            println!("    {} {}  {} from {} to {}", a.firewall, a.rule, a.protocols.join(","), a.sources.join(","), a.names.join(","));
+            let names: Vec<&str> = a.names.iter().take(5).map(String::as_str).collect();
+            let more = if a.names.len() > 5 {
+                format!(" (+{} more)", a.names.len() - 5)
+            } else {
+                String::new()
+            };
+            println!(
+                "    {} {}  {} from {} to {}{more}",
+                a.firewall,
+                a.rule,
+                a.protocols.join(","),
+                a.sources.join(","),
+                names.join(",")
+            );
         }
     }
     println!(
         "{} entr{} ({} IPv4 and {} IPv6 address atoms, {} distinct paths)",
         report.entries.len(),
-        if report.entries.len() == 1 { "y" } else { "ies" },
+        if report.entries.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
         report.atoms.0,
         report.atoms.1,
         report.plans
@@ -371,10 +436,16 @@ pub fn diff(args: DiffArgs) -> Result<ExitCode, String> {
         resolve: vec![],
     };
     let old = load::load_for_evaluation(&version(&args.old, args.parameters.clone()))?;
-    let new = load::load_for_evaluation(&version(&args.new, args.new_parameters.clone().or(args.parameters.clone())))?;
+    let new = load::load_for_evaluation(&version(
+        &args.new,
+        args.new_parameters.clone().or(args.parameters.clone()),
+    ))?;
     let report = semdiff::diff(&old.snapshot, &new.snapshot);
     if args.output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
     } else {
         for c in &report.changes {
             println!("{:?} → {:?}", c.before, c.after);
@@ -382,7 +453,15 @@ pub fn diff(args: DiffArgs) -> Result<ExitCode, String> {
             println!("    after:  {}", chain_text(&c.after_decided_by));
             print_flowsets(&c.flows);
         }
-        println!("{} change(s) over {} compared address-atom pairs", report.changes.len(), report.compared);
+        println!(
+            "{} change(s) over {} compared address-atom pairs",
+            report.changes.len(),
+            report.compared
+        );
     }
-    Ok(if report.changes.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

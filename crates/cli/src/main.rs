@@ -2,6 +2,7 @@
 //! calls the model and policy crates, and presents their answers; it decides nothing itself.
 
 mod analysis;
+mod host_cmd;
 mod load;
 mod render;
 mod serve;
@@ -205,6 +206,9 @@ enum Command {
     Gateway(serve::GatewayArgs),
     /// Read the gateway's flow records, newest first.
     Logs(serve::LogsArgs),
+    /// Enforce a subnet's or NIC's NSG and routes in this host's kernel (nftables, netlink).
+    #[command(subcommand)]
+    Host(host_cmd::HostCommand),
 }
 
 fn main() -> ExitCode {
@@ -233,6 +237,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
     match command {
         Command::Gateway(a) => serve::gateway(a),
         Command::Logs(a) => serve::logs(a),
+        Command::Host(c) => host_cmd::run(c),
         Command::Validate {
             paths,
             parameters,

@@ -1,1 +1,21 @@
-//! placeholder
+//! # palisade-host
+//!
+//! Palisade enforced by a Linux kernel. [`render`] turns the NSG in force for a subnet or NIC
+//! into one nftables table (family `inet`, IPv4 and IPv6 together) with interval sets, a named
+//! counter per rule and NFLOG on denies; [`apply`] applies it in one transaction through the
+//! `nftables` crate (`nft -j -f -`), incrementally when only some sets or chains changed, and
+//! compares the kernel with the model (`host diff`); [`routes`] installs the subnet's user routes
+//! through netlink; [`state`] records what Palisade owns so that `remove` takes away exactly that.
+//! See `docs/host.md`.
+
+pub mod apply;
+pub mod nft;
+pub mod render;
+pub mod routes;
+pub mod state;
+
+pub use apply::{ApplyMode, ApplyReport, TableDiff, TableState};
+pub use nft::{Nft, NftError};
+pub use render::{render, HookMode, RenderOptions, TablePlan, Target};
+pub use routes::{OwnedRoute, RoutePlan};
+pub use state::HostState;

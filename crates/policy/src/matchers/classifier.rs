@@ -69,6 +69,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::key::{in_intervals, merge_intervals, Key};
+use super::mem::Frozen;
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -301,15 +302,15 @@ struct Tree {
 
 /// The rules of one family (and port mode) with their trees.
 #[derive(Clone, Debug)]
-struct Forest<A> {
+struct Forest<A: Key> {
     rules: Vec<CRule<A>>,
     ext: Vec<Ext>,
     pool: Vec<(A, A)>,
     ppool: Vec<(u16, u16)>,
-    /// Nodes of all trees.
-    nodes: Vec<Node<A>>,
+    /// Nodes of all trees (on huge pages when large, see [`super::mem`]).
+    nodes: Frozen<Node<A>>,
     /// Leaf blocks of all trees.
-    blocks: Vec<Block<A>>,
+    blocks: Frozen<Block<A>>,
     /// At most `MAX_TREES`, by ascending `min_pos`.
     trees: Vec<Tree>,
     /// Walk steps that reach a leaf in every tree.
@@ -328,8 +329,8 @@ impl<A: Key> Forest<A> {
             ext: Vec::new(),
             pool: Vec::new(),
             ppool: Vec::new(),
-            nodes: Vec::new(),
-            blocks: Vec::new(),
+            nodes: Frozen::default(),
+            blocks: Frozen::default(),
             trees: Vec::new(),
             depth: 0,
         }
@@ -450,11 +451,8 @@ impl<A: Key> Forest<A> {
         trees.sort_by_key(|t| t.min_pos);
         forest.depth = trees.iter().map(|t| t.depth).max().unwrap_or(0);
         forest.trees = trees;
-        let (mut nodes, mut blocks) = (b.nodes, b.blocks);
-        nodes.shrink_to_fit();
-        blocks.shrink_to_fit();
-        forest.nodes = nodes;
-        forest.blocks = blocks;
+        forest.nodes = Frozen::new(&b.nodes);
+        forest.blocks = Frozen::new(&b.blocks);
         forest.rules.shrink_to_fit();
         forest
     }
@@ -552,8 +550,8 @@ impl<A: Key> Forest<A> {
             + self.ext.capacity() * size_of::<Ext>()
             + self.pool.capacity() * size_of::<(A, A)>()
             + self.ppool.capacity() * 4
-            + self.nodes.capacity() * size_of::<Node<A>>()
-            + self.blocks.capacity() * size_of::<Block<A>>()
+            + self.nodes.bytes()
+            + self.blocks.bytes()
             + self.trees.capacity() * size_of::<Tree>()
     }
 }
@@ -789,7 +787,7 @@ impl<'a, A: Key> TreeBuilder<'a, A> {
 
 /// The forests of one address family.
 #[derive(Clone, Debug)]
-struct Family<A> {
+struct Family<A: Key> {
     /// All rules, ports as given (TCP/UDP packets, or every packet without the NSG-2.2 option).
     normal: Forest<A>,
     /// Rules that can match a non-TCP/UDP packet, ports widened (NSG-2.2 option only).

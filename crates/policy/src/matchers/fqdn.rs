@@ -46,6 +46,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use super::mem::Frozen;
+
 /// "No rule" marker inside the tables.
 const NONE: u32 = u32::MAX;
 /// Empty index slot.
@@ -234,11 +236,12 @@ struct RawNode {
 #[derive(Clone, Debug)]
 pub struct FqdnMatcher {
     any: Vec<u32>,
-    /// Hot table: `(fingerprint << 32) | record offset`, open addressing, linear probing.
-    index: Vec<u64>,
+    /// Hot table: `(fingerprint << 32) | record offset`, open addressing, linear probing; on
+    /// huge pages when large ([`super::mem`]).
+    index: Frozen<u64>,
     mask: usize,
     /// Records: exact id, wildcard id, text length (u32 little-endian each), text.
-    records: Vec<u8>,
+    records: Frozen<u8>,
     texts: usize,
     /// Records that carry more than one id of a kind (`offset << 1 | is_wildcard`), for `all`.
     multi: HashMap<u64, Box<[u32]>>,
@@ -348,9 +351,9 @@ impl FqdnMatcher {
         }
         FqdnMatcher {
             any,
-            index,
+            index: Frozen::new(&index),
             mask,
-            records,
+            records: Frozen::new(&records),
             texts: n_texts,
             multi,
             raw_nodes,
@@ -491,8 +494,8 @@ impl FqdnMatcher {
     pub fn memory_bytes(&self) -> usize {
         use std::mem::size_of;
         self.any.capacity() * 4
-            + self.index.capacity() * 8
-            + self.records.capacity()
+            + self.index.bytes()
+            + self.records.bytes()
             + self
                 .multi
                 .values()

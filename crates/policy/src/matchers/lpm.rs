@@ -28,6 +28,15 @@
 //! the paper do not fit); the matched prefix is rebuilt from the address and a one-byte prefix
 //! length, so no per-entry `IpNet` is stored.
 //!
+//! The three arrays of each trie are [`Frozen`](super::mem): copied after the build into fresh,
+//! 2 MiB-aligned memory advised for transparent huge pages, which removes most TLB misses of
+//! random lookups (the arrays are rounded up to whole 2 MiB pages, which `memory_bytes` counts).
+//!
+//! [`Lpm::lookup_batch`] answers many addresses at once: up to 16 lookups advance level by level
+//! together with software prefetch, so their cache misses overlap (memory-level parallelism)
+//! instead of following one another as in a loop of [`Lpm::lookup`] calls, whose every step
+//! depends on the previous load.
+//!
 //! IPv4 and IPv6 live in two separate tries behind one type, so an IPv4 address never matches an
 //! IPv6 prefix (not even `::/0` or an IPv4-mapped prefix) and vice versa.
 //!
@@ -404,6 +413,58 @@ impl<V: Clone> Lpm<V> {
             IpAddr::V4(a) => self.v4.lookup(u32::from(a)),
             IpAddr::V6(a) => self.v6.lookup(u128::from(a)),
         };
+        self.entry(addr, leaf)
+    }
+
+    /// [`Lpm::lookup`] of every address of `addrs`, into `out[i]` for `addrs[i]` (`out` must be
+    /// at least as long; extra slots are left alone). Up to 16 lookups are in flight at once,
+    /// advancing level by level with software prefetch, so their cache misses overlap: on tables
+    /// larger than the cache this is several times the throughput of one-by-one lookups. The
+    /// answers are exactly those of [`Lpm::lookup`]. Does not allocate.
+    pub fn lookup_batch<'a>(&'a self, addrs: &[IpAddr], out: &mut [Option<(IpNet, &'a V)>]) {
+        for (a, o) in addrs.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
+            let mut k4 = [0u32; BATCH];
+            let mut k6 = [0u128; BATCH];
+            let mut pos4 = [0u8; BATCH];
+            let mut pos6 = [0u8; BATCH];
+            let (mut n4, mut n6) = (0, 0);
+            for (i, addr) in a.iter().enumerate() {
+                match addr {
+                    IpAddr::V4(x) => {
+                        k4[n4] = u32::from(*x);
+                        pos4[n4] = i as u8;
+                        n4 += 1;
+                    }
+                    IpAddr::V6(x) => {
+                        k6[n6] = u128::from(*x);
+                        pos6[n6] = i as u8;
+                        n6 += 1;
+                    }
+                }
+            }
+            let mut leaf = [0u32; BATCH];
+            let mut leaf6 = [0u32; BATCH];
+            self.v4.lookup_batch(&k4[..n4], &mut leaf[..n4]);
+            self.v6.lookup_batch(&k6[..n6], &mut leaf6[..n6]);
+            leaf[n4..n4 + n6].copy_from_slice(&leaf6[..n6]);
+            let n = n4 + n6;
+            for &l in &leaf[..n] {
+                if let Some(v) = self.values.get((l as usize).wrapping_sub(1)) {
+                    prefetch(v);
+                }
+            }
+            for (j, &l) in leaf[..n].iter().enumerate() {
+                let i = if j < n4 { pos4[j] } else { pos6[j - n4] } as usize;
+                if let Some(slot) = o.get_mut(i) {
+                    *slot = self.entry(a[i], l);
+                }
+            }
+        }
+    }
+
+    /// The answer for `addr` whose trie leaf is `leaf`.
+    #[inline]
+    fn entry(&self, addr: IpAddr, leaf: u32) -> Option<(IpNet, &V)> {
         let idx = leaf.checked_sub(1)? as usize;
         let len = *self.lens.get(idx)?;
         let net = match addr {
@@ -508,6 +569,48 @@ mod tests {
         assert_eq!((n.to_string().as_str(), *v), ("10.0.0.0/8", "a"));
         let (_, v) = t.lookup("2001:db8::1".parse().unwrap()).unwrap();
         assert_eq!(*v, "c");
+    }
+
+    #[test]
+    fn lpm_batch_equals_single() {
+        let mut entries = vec![(net("0.0.0.0/1"), 0u32), (net("2001:db8::/32"), 1)];
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..3000u32 {
+            let r = next();
+            let n = if i % 3 == 0 {
+                IpNet::V6(Ipv6Net::new((u128::from(r) << 64).into(), (r % 129) as u8).unwrap())
+            } else {
+                IpNet::V4(Ipv4Net::new((r as u32).into(), ((r >> 32) % 33) as u8).unwrap())
+            };
+            entries.push((n, i + 2));
+        }
+        let addrs: Vec<IpAddr> = entries
+            .iter()
+            .map(|(n, _)| n.network())
+            .chain((0..5000).map(|i| {
+                let r = next();
+                if i % 2 == 0 {
+                    IpAddr::V4((r as u32).into())
+                } else {
+                    IpAddr::V6((u128::from(r) << 64 | u128::from(next())).into())
+                }
+            }))
+            .collect();
+        let t = Lpm::build(entries);
+        let mut out = vec![None; addrs.len()];
+        t.lookup_batch(&addrs, &mut out);
+        for (a, o) in addrs.iter().zip(&out) {
+            assert_eq!(*o, t.lookup(*a), "{a}");
+        }
+        let mut short = vec![None; 5];
+        t.lookup_batch(&addrs, &mut short);
+        assert_eq!(short[4], t.lookup(addrs[4]));
     }
 
     #[test]

@@ -52,14 +52,15 @@ impl<T: Copy> Frozen<T> {
         let Ok(layout) = Layout::from_size_align(size, align.max(std::mem::align_of::<T>())) else {
             panic!("table of {bytes} bytes is too large");
         };
-        // SAFETY: `layout` has a non-zero size.
-        let raw = unsafe { alloc(layout) };
+        let raw = if layout.align() == HUGE {
+            alloc_huge(layout)
+        } else {
+            // SAFETY: `layout` has a non-zero size.
+            unsafe { alloc(layout) }
+        };
         let Some(ptr) = NonNull::new(raw.cast::<T>()) else {
             handle_alloc_error(layout)
         };
-        if align == HUGE {
-            advise_huge(raw, size);
-        }
         // SAFETY: the destination is a fresh allocation of at least `bytes` bytes, aligned for
         // `T`, not overlapping `data`; `T: Copy`, so a bitwise copy is a valid copy.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr.as_ptr(), data.len()) };
@@ -76,22 +77,70 @@ impl<T: Copy> Frozen<T> {
     }
 
     /// Whether the table was placed on huge-page-aligned memory with the huge-page advice.
+    #[cfg(test)]
     pub(crate) fn huge(&self) -> bool {
         self.layout.is_some_and(|l| l.align() == HUGE)
     }
 }
 
+/// A fresh, never-touched, 2 MiB-aligned anonymous mapping of `layout.size()` bytes (a multiple
+/// of 2 MiB) with the huge-page advice; null on failure. Fresh pages matter: memory recycled by
+/// the allocator is already faulted in as 4 KiB pages, and the advice would not change them.
 #[cfg(target_os = "linux")]
-fn advise_huge(p: *mut u8, size: usize) {
-    // SAFETY: `p..p + size` is one allocation of ours, page-aligned (2 MiB-aligned); the advice
-    // does not change its contents or validity. A failure (e.g. THP disabled) is harmless.
+fn alloc_huge(layout: Layout) -> *mut u8 {
+    let size = layout.size();
+    let Some(span) = size.checked_add(HUGE) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: an anonymous private mapping at an address of the kernel's choice; the result is
+    // checked against MAP_FAILED.
     unsafe {
-        libc::madvise(p.cast::<libc::c_void>(), size, libc::MADV_HUGEPAGE);
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            span,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return std::ptr::null_mut();
+        }
+        let start = p as usize;
+        let aligned = start.next_multiple_of(HUGE);
+        // Unmap the unaligned head and the tail beyond `size`.
+        if aligned > start {
+            libc::munmap(p, aligned - start);
+        }
+        let tail = start + span - (aligned + size);
+        if tail > 0 {
+            libc::munmap((aligned + size) as *mut libc::c_void, tail);
+        }
+        // A failed advice (THP disabled) is harmless: the pages are then 4 KiB.
+        libc::madvise(aligned as *mut libc::c_void, size, libc::MADV_HUGEPAGE);
+        aligned as *mut u8
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn free_huge(p: *mut u8, layout: Layout) {
+    // SAFETY: `p..p + size` is exactly the mapping left by `alloc_huge`.
+    unsafe {
+        libc::munmap(p.cast::<libc::c_void>(), layout.size());
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge(_p: *mut u8, _size: usize) {}
+fn alloc_huge(layout: Layout) -> *mut u8 {
+    // SAFETY: `layout` has a non-zero size.
+    unsafe { alloc(layout) }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn free_huge(p: *mut u8, layout: Layout) {
+    // SAFETY: allocated by `alloc_huge` with this layout.
+    unsafe { dealloc(p, layout) }
+}
 
 impl<T: Copy> Deref for Frozen<T> {
     type Target = [T];
@@ -105,9 +154,15 @@ impl<T: Copy> Deref for Frozen<T> {
 
 impl<T: Copy> Drop for Frozen<T> {
     fn drop(&mut self) {
-        if let Some(layout) = self.layout {
-            // SAFETY: allocated in `new` with exactly this layout.
-            unsafe { dealloc(self.ptr.as_ptr().cast::<u8>(), layout) };
+        match self.layout {
+            Some(layout) if layout.align() == HUGE => {
+                free_huge(self.ptr.as_ptr().cast::<u8>(), layout);
+            }
+            Some(layout) => {
+                // SAFETY: allocated in `new` with exactly this layout.
+                unsafe { dealloc(self.ptr.as_ptr().cast::<u8>(), layout) };
+            }
+            None => {}
         }
     }
 }

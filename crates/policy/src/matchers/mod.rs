@@ -9,7 +9,7 @@
 //! | matcher | algorithm | module |
 //! |---|---|---|
 //! | [`Classifier`] | HyperSplit decision trees over EffiCuts-style partitions, prefix and port *sets* kept as interval sets | [`classifier`] |
-//! | [`Lpm`] | Poptrie (6-bit strides, popcount-compressed nodes, direct pointing 18/16 bits), one trie per family | [`lpm`] |
+//! | [`Lpm`] | Poptrie (6-bit strides, popcount-compressed nodes, direct pointing 18/16 bits), one trie per family, arrays on huge pages; batched lookups with prefetch | [`lpm`] |
 //! | [`FqdnMatcher`] | hashed reversed-label trie (exact and `*.` names) + reversed-character trie (`*suffix`) | [`fqdn`] |
 //!
 //! Each module's documentation says why that algorithm was chosen over the alternatives and what an
@@ -19,8 +19,8 @@
 pub mod classifier;
 pub mod fqdn;
 mod key;
-mod mem;
 pub mod lpm;
+mod mem;
 
 #[cfg(test)]
 mod proptests;

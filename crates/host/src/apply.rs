@@ -1,0 +1,570 @@
+//! Applying a [`TablePlan`] idempotently, incrementally where possible; reading the live table
+//! back; and the difference between the kernel and the model (`host diff`).
+//!
+//! What the kernel holds after an apply is read back and stored in the state (`state.rs`):
+//! nft normalises expressions when it lists them, so "has the kernel drifted" is answered by
+//! comparing the live listing with the listing taken right after our own apply, and "has the
+//! model changed" by comparing the new plan with the plan that was applied. Set elements are
+//! compared with the model directly, as numeric intervals.
+
+use crate::nft::{Nft, NftError};
+use crate::render::{Elem, SetDef, SetKind, TablePlan, FAMILY};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// What Palisade applied for one table: the plan and the kernel's listing of it afterwards.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableState {
+    pub netns: Option<String>,
+    pub plan: TablePlan,
+    /// Chain → its rules as the kernel listed them after the apply (`expr` and `comment`).
+    pub applied: BTreeMap<String, Vec<Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplyMode {
+    /// The table was created or replaced whole (one transaction).
+    Full,
+    /// Only changed set elements, counters and chains were touched (one transaction).
+    Incremental,
+    /// Kernel already equal to the model: no transaction.
+    Unchanged,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    pub table: String,
+    pub mode: ApplyMode,
+    /// Why a full replace was needed, when it was.
+    pub reason: Option<String>,
+    pub commands: usize,
+    pub chains_rewritten: Vec<String>,
+    pub sets_changed: Vec<String>,
+    pub elements_added: usize,
+    pub elements_removed: usize,
+}
+
+/// Everything `host diff` reports for one table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableDiff {
+    pub table: String,
+    pub present: bool,
+    pub missing_sets: Vec<String>,
+    pub extra_sets: Vec<String>,
+    /// Set → elements the model has and the kernel lacks / the kernel has and the model lacks.
+    pub set_elements: Vec<SetDrift>,
+    pub missing_chains: Vec<String>,
+    pub extra_chains: Vec<String>,
+    /// Chains whose live rules differ from what Palisade applied (changed by hand).
+    pub rules_drifted: Vec<String>,
+    /// Chains whose rules in the model differ from what was applied (model changed since).
+    pub rules_model_changed: Vec<String>,
+    pub missing_counters: Vec<String>,
+    pub extra_counters: Vec<String>,
+    /// Live counter values (per NSG rule).
+    pub counters: Vec<CounterValue>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SetDrift {
+    pub set: String,
+    pub missing: Vec<String>,
+    pub extra: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CounterValue {
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl TableDiff {
+    /// No difference between kernel and model (counter values are not differences).
+    pub fn is_clean(&self) -> bool {
+        self.present
+            && self.missing_sets.is_empty()
+            && self.extra_sets.is_empty()
+            && self.set_elements.is_empty()
+            && self.missing_chains.is_empty()
+            && self.extra_chains.is_empty()
+            && self.rules_drifted.is_empty()
+            && self.rules_model_changed.is_empty()
+            && self.missing_counters.is_empty()
+            && self.extra_counters.is_empty()
+    }
+}
+
+/// A table as the kernel lists it.
+#[derive(Debug, Default)]
+pub struct LiveTable {
+    pub sets: BTreeMap<String, (String, Vec<(u128, u128)>)>,
+    pub chains: BTreeMap<String, Value>,
+    pub rules: BTreeMap<String, Vec<Value>>,
+    pub counters: BTreeMap<String, (u64, u64)>,
+}
+
+fn ip_num(s: &str) -> Option<u128> {
+    match s.parse::<IpAddr>().ok()? {
+        IpAddr::V4(a) => Some(u32::from(a) as u128),
+        IpAddr::V6(a) => Some(u128::from(a)),
+    }
+}
+
+fn elem_interval(v: &Value) -> Option<(u128, u128)> {
+    match v {
+        Value::Number(n) => n.as_u64().map(|n| (n as u128, n as u128)),
+        Value::String(s) => ip_num(s).map(|n| (n, n)),
+        Value::Object(o) => {
+            if let Some(p) = o.get("prefix") {
+                let addr = p.get("addr")?.as_str()?;
+                let len = p.get("len")?.as_u64()? as u8;
+                let net: ipnet::IpNet = format!("{addr}/{len}").parse().ok()?;
+                return Some(Elem::Net(net).interval());
+            }
+            if let Some(r) = o.get("range").and_then(Value::as_array) {
+                let a = elem_interval(r.first()?)?.0;
+                let b = elem_interval(r.get(1)?)?.1;
+                return Some((a, b));
+            }
+            if let Some(e) = o.get("elem") {
+                return elem_interval(e.get("val")?);
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Sorted intervals with adjacent ones merged, so that equal sets compare equal however they
+/// are split.
+fn normalise(mut v: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
+    v.sort();
+    let mut out: Vec<(u128, u128)> = vec![];
+    for (a, b) in v {
+        match out.last_mut() {
+            Some(l) if a <= l.1.saturating_add(1) => l.1 = l.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+fn model_intervals(s: &SetDef) -> Vec<(u128, u128)> {
+    normalise(s.elements.iter().map(Elem::interval).collect())
+}
+
+fn interval_text(kind: &str, (a, b): (u128, u128)) -> String {
+    let one = |n: u128| match kind {
+        "ipv4_addr" => std::net::Ipv4Addr::from(n as u32).to_string(),
+        "ipv6_addr" => std::net::Ipv6Addr::from(n).to_string(),
+        _ => n.to_string(),
+    };
+    if a == b {
+        one(a)
+    } else {
+        format!("{}-{}", one(a), one(b))
+    }
+}
+
+/// Subtract intervals: the parts of `a` not covered by `b`.
+fn subtract(a: &[(u128, u128)], b: &[(u128, u128)]) -> Vec<(u128, u128)> {
+    let mut out = vec![];
+    for &(mut lo, hi) in a {
+        let mut done = false;
+        for &(blo, bhi) in b {
+            if bhi < lo || blo > hi {
+                continue;
+            }
+            if blo > lo {
+                out.push((lo, blo - 1));
+            }
+            if bhi >= hi {
+                done = true;
+                break;
+            }
+            lo = bhi + 1;
+        }
+        if !done {
+            out.push((lo, hi));
+        }
+    }
+    out
+}
+
+fn normalise_rule(r: &Value) -> Value {
+    json!({"expr": r.get("expr").cloned().unwrap_or(Value::Null),
+           "comment": r.get("comment").cloned().unwrap_or(Value::Null)})
+}
+
+impl LiveTable {
+    pub fn read(nft: &Nft, table: &str) -> Result<Option<LiveTable>, NftError> {
+        let Some(objects) = nft.list_table(table)? else {
+            return Ok(None);
+        };
+        let mut live = LiveTable::default();
+        for o in objects {
+            if let Some(s) = o.get("set") {
+                let name = s["name"].as_str().unwrap_or_default().to_string();
+                let kind = s["type"].as_str().unwrap_or_default().to_string();
+                let elems = s
+                    .get("elem")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(elem_interval).collect())
+                    .unwrap_or_default();
+                live.sets.insert(name, (kind, normalise(elems)));
+            } else if let Some(c) = o.get("chain") {
+                let name = c["name"].as_str().unwrap_or_default().to_string();
+                let mut c = c.clone();
+                if let Some(m) = c.as_object_mut() {
+                    m.remove("handle");
+                }
+                live.rules.entry(name.clone()).or_default();
+                live.chains.insert(name, c);
+            } else if let Some(r) = o.get("rule") {
+                let chain = r["chain"].as_str().unwrap_or_default().to_string();
+                live.rules.entry(chain).or_default().push(normalise_rule(r));
+            } else if let Some(c) = o.get("counter") {
+                let name = c["name"].as_str().unwrap_or_default().to_string();
+                live.counters.insert(
+                    name,
+                    (
+                        c["packets"].as_u64().unwrap_or(0),
+                        c["bytes"].as_u64().unwrap_or(0),
+                    ),
+                );
+            }
+        }
+        Ok(Some(live))
+    }
+}
+
+/// Compare the kernel with the model (and with what was applied, when `state` is given).
+pub fn diff(nft: &Nft, plan: &TablePlan, state: Option<&TableState>) -> Result<TableDiff, NftError> {
+    let mut d = TableDiff {
+        table: plan.table.clone(),
+        ..Default::default()
+    };
+    let Some(live) = LiveTable::read(nft, &plan.table)? else {
+        return Ok(d);
+    };
+    d.present = true;
+    for s in &plan.sets {
+        match live.sets.get(&s.name) {
+            None => d.missing_sets.push(s.name.clone()),
+            Some((kind, elems)) => {
+                let want = model_intervals(s);
+                if &want != elems {
+                    let kind = if kind.is_empty() { s.kind.nft_type() } else { kind };
+                    d.set_elements.push(SetDrift {
+                        set: s.name.clone(),
+                        missing: subtract(&want, elems)
+                            .into_iter()
+                            .map(|i| interval_text(kind, i))
+                            .collect(),
+                        extra: subtract(elems, &want)
+                            .into_iter()
+                            .map(|i| interval_text(kind, i))
+                            .collect(),
+                    });
+                }
+            }
+        }
+    }
+    let model_sets: BTreeSet<&str> = plan.sets.iter().map(|s| s.name.as_str()).collect();
+    d.extra_sets = live
+        .sets
+        .keys()
+        .filter(|k| !model_sets.contains(k.as_str()))
+        .cloned()
+        .collect();
+    let model_chains: BTreeSet<&str> = plan.chains.iter().map(|c| c.name.as_str()).collect();
+    for c in &plan.chains {
+        if !live.chains.contains_key(&c.name) {
+            d.missing_chains.push(c.name.clone());
+        }
+    }
+    d.extra_chains = live
+        .chains
+        .keys()
+        .filter(|k| !model_chains.contains(k.as_str()))
+        .cloned()
+        .collect();
+    match state {
+        Some(st) => {
+            for c in &plan.chains {
+                let Some(rules) = live.rules.get(&c.name) else {
+                    continue;
+                };
+                if st.applied.get(&c.name) != Some(rules) {
+                    d.rules_drifted.push(c.name.clone());
+                }
+                if st.plan.chain(&c.name) != Some(c) {
+                    d.rules_model_changed.push(c.name.clone());
+                }
+            }
+        }
+        None => {
+            d.notes.push(
+                "no state for this table: rules compared by count and comment only".into(),
+            );
+            for c in &plan.chains {
+                let Some(rules) = live.rules.get(&c.name) else {
+                    continue;
+                };
+                let live_comments: Vec<&str> = rules
+                    .iter()
+                    .map(|r| r["comment"].as_str().unwrap_or(""))
+                    .collect();
+                let want: Vec<&str> = c.rules.iter().map(|r| r.comment.as_str()).collect();
+                if live_comments.len() != want.len()
+                    || live_comments
+                        .iter()
+                        .zip(&want)
+                        .any(|(l, w)| !w.starts_with(l))
+                {
+                    d.rules_drifted.push(c.name.clone());
+                }
+            }
+        }
+    }
+    let model_counters: BTreeSet<&str> = plan.counters.iter().map(String::as_str).collect();
+    for c in &plan.counters {
+        match live.counters.get(c) {
+            None => d.missing_counters.push(c.clone()),
+            Some((p, b)) => d.counters.push(CounterValue {
+                name: c.clone(),
+                packets: *p,
+                bytes: *b,
+            }),
+        }
+    }
+    d.extra_counters = live
+        .counters
+        .keys()
+        .filter(|k| !model_counters.contains(k.as_str()))
+        .cloned()
+        .collect();
+    Ok(d)
+}
+
+/// Counter values of a live table (name → packets, bytes).
+pub fn counters(nft: &Nft, table: &str) -> Result<BTreeMap<String, (u64, u64)>, NftError> {
+    Ok(LiveTable::read(nft, table)?
+        .map(|l| l.counters)
+        .unwrap_or_default())
+}
+
+/// Is the live table exactly what `state` says Palisade applied?
+fn live_matches_state(live: &LiveTable, st: &TableState) -> bool {
+    let plan = &st.plan;
+    let chains: BTreeSet<&String> = live.chains.keys().collect();
+    let want: BTreeSet<&String> = plan.chains.iter().map(|c| &c.name).collect();
+    if chains != want {
+        return false;
+    }
+    for c in &plan.chains {
+        if live.rules.get(&c.name) != st.applied.get(&c.name) {
+            return false;
+        }
+    }
+    let sets: BTreeSet<&String> = live.sets.keys().collect();
+    let want: BTreeSet<&String> = plan.sets.iter().map(|s| &s.name).collect();
+    if sets != want {
+        return false;
+    }
+    for s in &plan.sets {
+        if live.sets.get(&s.name).map(|x| &x.1) != Some(&model_intervals(s)) {
+            return false;
+        }
+    }
+    let counters: BTreeSet<&String> = live.counters.keys().collect();
+    let want: BTreeSet<&String> = plan.counters.iter().collect();
+    counters == want
+}
+
+/// The transaction that turns `old` (in the kernel) into `new`, or why it cannot be done
+/// piecewise.
+pub fn incremental_commands(
+    old: &TablePlan,
+    new: &TablePlan,
+) -> Result<(Vec<Value>, ApplyReport), String> {
+    if old.table != new.table {
+        return Err("table renamed".into());
+    }
+    let old_chains: Vec<(&str, &Option<crate::render::BaseHook>)> =
+        old.chains.iter().map(|c| (c.name.as_str(), &c.base)).collect();
+    let new_chains: Vec<(&str, &Option<crate::render::BaseHook>)> =
+        new.chains.iter().map(|c| (c.name.as_str(), &c.base)).collect();
+    if old_chains != new_chains {
+        return Err("chains or hooks changed".into());
+    }
+    let mut report = ApplyReport {
+        table: new.table.clone(),
+        mode: ApplyMode::Incremental,
+        reason: None,
+        commands: 0,
+        chains_rewritten: vec![],
+        sets_changed: vec![],
+        elements_added: 0,
+        elements_removed: 0,
+    };
+    let mut head = vec![];
+    let mut tail = vec![];
+    for s in &new.sets {
+        match old.set(&s.name) {
+            None => {
+                head.push(json!({"add": {"set": new.set_obj(s, true)}}));
+                report.sets_changed.push(s.name.clone());
+                report.elements_added += s.elements.len();
+            }
+            Some(o) if o.kind != s.kind => return Err(format!("set {} changed type", s.name)),
+            Some(o) if o.elements != s.elements => {
+                let before: BTreeSet<&Elem> = o.elements.iter().collect();
+                let after: BTreeSet<&Elem> = s.elements.iter().collect();
+                let removed: Vec<Elem> = before.difference(&after).map(|e| **e).collect();
+                let added: Vec<Elem> = after.difference(&before).map(|e| **e).collect();
+                if !removed.is_empty() {
+                    head.push(json!({"delete": {"element": new.elements_obj(&s.name, &removed)}}));
+                }
+                if !added.is_empty() {
+                    head.push(json!({"add": {"element": new.elements_obj(&s.name, &added)}}));
+                }
+                report.sets_changed.push(s.name.clone());
+                report.elements_added += added.len();
+                report.elements_removed += removed.len();
+            }
+            Some(_) => {}
+        }
+    }
+    for c in &new.counters {
+        if !old.counters.contains(c) {
+            head.push(json!({"add": {"counter": new.counter_obj(c)}}));
+        }
+    }
+    let mut body = vec![];
+    for c in &new.chains {
+        if old.chain(&c.name).map(|o| &o.rules) != Some(&c.rules) {
+            body.push(json!({"flush": {"chain": new.chain_obj(&crate::render::ChainDef {
+                name: c.name.clone(), base: None, rules: vec![] })}}));
+            for r in &c.rules {
+                body.push(json!({"add": {"rule": new.rule_obj(&c.name, r)}}));
+            }
+            report.chains_rewritten.push(c.name.clone());
+        }
+    }
+    for s in &old.sets {
+        if new.set(&s.name).is_none() {
+            tail.push(json!({"delete": {"set": {"family": FAMILY, "table": new.table, "name": s.name}}}));
+            report.sets_changed.push(s.name.clone());
+            report.elements_removed += s.elements.len();
+        }
+    }
+    for c in &old.counters {
+        if !new.counters.contains(c) {
+            tail.push(json!({"delete": {"counter": new.counter_obj(c)}}));
+        }
+    }
+    let mut cmds = head;
+    cmds.extend(body);
+    cmds.extend(tail);
+    report.commands = cmds.len();
+    if cmds.is_empty() {
+        report.mode = ApplyMode::Unchanged;
+    }
+    Ok((cmds, report))
+}
+
+/// Apply `plan`: nothing if the kernel already matches, an incremental transaction if the
+/// kernel holds exactly what was applied before, else the whole table replaced in one
+/// transaction. Returns the new state to record.
+pub fn apply(
+    nft: &Nft,
+    plan: &TablePlan,
+    prev: Option<&TableState>,
+) -> Result<(TableState, ApplyReport), NftError> {
+    let live = LiveTable::read(nft, &plan.table)?;
+    let mut full_reason = None;
+    let incremental = match (prev, &live) {
+        (None, None) => {
+            full_reason = Some("new table".to_string());
+            None
+        }
+        (None, Some(_)) => {
+            full_reason = Some("table exists but Palisade has no state for it".into());
+            None
+        }
+        (Some(_), None) => {
+            full_reason = Some("table missing from the kernel".into());
+            None
+        }
+        (Some(st), Some(l)) if !live_matches_state(l, st) => {
+            full_reason = Some("the kernel's table differs from what was applied (drift)".into());
+            None
+        }
+        (Some(st), Some(_)) => match incremental_commands(&st.plan, plan) {
+            Ok(x) => Some(x),
+            Err(why) => {
+                full_reason = Some(why);
+                None
+            }
+        },
+    };
+    let report = match incremental {
+        Some((cmds, report)) => {
+            if !cmds.is_empty() {
+                nft.apply(&cmds)?;
+            }
+            report
+        }
+        None => {
+            let cmds = plan.replace_commands();
+            nft.apply(&cmds)?;
+            ApplyReport {
+                table: plan.table.clone(),
+                mode: ApplyMode::Full,
+                reason: full_reason,
+                commands: cmds.len(),
+                chains_rewritten: plan.chains.iter().map(|c| c.name.clone()).collect(),
+                sets_changed: plan.sets.iter().map(|s| s.name.clone()).collect(),
+                elements_added: plan.element_count(),
+                elements_removed: 0,
+            }
+        }
+    };
+    let live = LiveTable::read(nft, &plan.table)?.ok_or_else(|| {
+        NftError::Exec(format!("table {} vanished right after apply", plan.table))
+    })?;
+    let applied = plan
+        .chains
+        .iter()
+        .map(|c| (c.name.clone(), live.rules.get(&c.name).cloned().unwrap_or_default()))
+        .collect();
+    Ok((
+        TableState {
+            netns: nft.netns.clone(),
+            plan: plan.clone(),
+            applied,
+        },
+        report,
+    ))
+}
+
+/// Delete a table (no error if it is already gone).
+pub fn remove_table(nft: &Nft, table: &str) -> Result<bool, NftError> {
+    if nft.list_table(table)?.is_none() {
+        return Ok(false);
+    }
+    let t = json!({"family": FAMILY, "name": table});
+    nft.apply(&[json!({"delete": {"table": t}})])?;
+    Ok(true)
+}
+
+/// The set kind's family label, for messages.
+pub fn kind_label(k: SetKind) -> &'static str {
+    k.nft_type()
+}
