@@ -150,10 +150,16 @@ fn plan(a: TargetArgs) -> Result<ExitCode, String> {
             "routes": p.routes,
             "notes": p.table.notes.iter().chain(&p.route_notes).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("# {}: NSG {} as nftables table inet {}", p.label, p.table.nsg, p.table.table);
+    println!(
+        "# {}: NSG {} as nftables table inet {}",
+        p.label, p.table.nsg, p.table.table
+    );
     print!("{}", p.table.to_text());
     println!("\n# routes (main table, proto {})", routes::PROTO);
     if p.routes.is_empty() {
@@ -206,7 +212,10 @@ fn apply_cmd(a: TargetArgs) -> Result<ExitCode, String> {
 fn print_report(r: &ApplyReport, routes: &[OwnedRoute], output: Output) -> Result<(), String> {
     if output == Output::Json {
         let doc = json!({"table": r, "routes": routes});
-        println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?
+        );
         return Ok(());
     }
     println!(
@@ -237,7 +246,10 @@ fn print_report(r: &ApplyReport, routes: &[OwnedRoute], output: Output) -> Resul
             if o.blackhole {
                 "blackhole".to_string()
             } else {
-                format!("via {}", o.gateway.map(|g| g.to_string()).unwrap_or_default())
+                format!(
+                    "via {}",
+                    o.gateway.map(|g| g.to_string()).unwrap_or_default()
+                )
             },
             o.from
         );
@@ -251,7 +263,8 @@ fn diff_cmd(a: TargetArgs) -> Result<ExitCode, String> {
     let nft = Nft::new(netns.clone());
     preflight(&nft)?;
     let state = HostState::load(&a.place.state, netns.as_deref())?;
-    let d = apply::diff(&nft, &p.table, state.tables.get(&p.table.table)).map_err(|e| e.to_string())?;
+    let d =
+        apply::diff(&nft, &p.table, state.tables.get(&p.table.table)).map_err(|e| e.to_string())?;
     // Routes: planned (as recorded at apply) vs Palisade-owned routes in the kernel.
     let mut route_missing = vec![];
     let mut route_extra = vec![];
@@ -264,7 +277,9 @@ fn diff_cmd(a: TargetArgs) -> Result<ExitCode, String> {
             }
         }
         for l in &live {
-            if owned.iter().any(|o| o.prefix == l.prefix) && !p.routes.iter().any(|r| r.prefix == l.prefix) {
+            if owned.iter().any(|o| o.prefix == l.prefix)
+                && !p.routes.iter().any(|r| r.prefix == l.prefix)
+            {
                 route_extra.push(l.prefix.to_string());
             }
         }
@@ -272,7 +287,10 @@ fn diff_cmd(a: TargetArgs) -> Result<ExitCode, String> {
     let clean = d.is_clean() && route_missing.is_empty() && route_extra.is_empty();
     if a.output == Output::Json {
         let doc = json!({"clean": clean, "table": d, "routes": {"missing": route_missing, "extra": route_extra}});
-        println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?
+        );
     } else {
         print_diff(&d);
         for r in &route_missing {
@@ -322,7 +340,10 @@ fn print_diff(d: &TableDiff) {
     list("chains missing", &d.missing_chains);
     list("chains not in the model", &d.extra_chains);
     list("rules changed in the kernel (drift)", &d.rules_drifted);
-    list("rules changed in the model since apply", &d.rules_model_changed);
+    list(
+        "rules changed in the model since apply",
+        &d.rules_model_changed,
+    );
     list("counters missing", &d.missing_counters);
     list("counters not in the model", &d.extra_counters);
     for n in &d.notes {
@@ -360,7 +381,8 @@ fn remove(a: RemoveArgs) -> Result<ExitCode, String> {
     let mut routes_removed = 0;
     if a.table.is_none() {
         let all: Vec<OwnedRoute> = state.routes.values().flatten().cloned().collect();
-        routes_removed = routes::remove_routes(netns.as_deref(), &all).map_err(|e| e.to_string())?;
+        routes_removed =
+            routes::remove_routes(netns.as_deref(), &all).map_err(|e| e.to_string())?;
         state.routes.clear();
         state.save(&a.place.state)?;
     }

@@ -49,7 +49,8 @@ struct NetworkArgs {
     /// Treat unresolvable values and unknown catalog entries as errors.
     #[arg(long)]
     strict: bool,
-    /// Evaluate even when the input has errors (the rules in error are left out).
+    /// Evaluate even when the input has errors: values that failed to parse are left out, rules
+    /// that failed validation (e.g. a priority out of range) are evaluated as written.
     #[arg(long)]
     ignore_errors: bool,
     /// Resolve a name for FQDN network rules and `--to NAME`: `NAME=IP` (repeatable).
@@ -108,6 +109,7 @@ enum Command {
     Trace {
         #[command(flatten)]
         net: NetworkArgs,
+        /// Source address: a workload in a subnet, or an outside address for inbound flows.
         #[arg(long)]
         from: IpAddr,
         /// Destination address, or a name (then also the SNI/Host unless --host is given).
@@ -125,6 +127,7 @@ enum Command {
         /// Application protocol for application rules (default: http on 80, mssql on 1433, else https).
         #[arg(long, value_enum)]
         app_protocol: Option<AppProtocolArg>,
+        /// With --at on an NSG: which rules to evaluate. Otherwise the path decides.
         #[arg(long, value_enum, default_value = "auto")]
         direction: DirectionArg,
         /// Evaluate one resource directly: an NSG, route table or firewall name, or nsg|route-table|firewall.

@@ -3,6 +3,7 @@
 
 use clap::ValueEnum;
 use palisade_flowlog::{parse_since, query, FlowRecord, Query};
+use palisade_gateway::dnat::parse_dnat_bind;
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::resolver::{parse_bindings, parse_hosts_file, Resolver};
 use palisade_gateway::{AddressCheck, Config, Gateway};
@@ -68,6 +69,17 @@ pub struct GatewayArgs {
     /// Seconds to receive a request head / ClientHello.
     #[arg(long, default_value_t = 10)]
     handshake_timeout: u64,
+    /// Seconds without a datagram after which a UDP session (DNAT) ends.
+    #[arg(long, default_value_t = 30)]
+    udp_idle_timeout: u64,
+    /// Listen on the frontends of the firewall's DNAT rules (their destination address and
+    /// port) and forward to the translated address (FW-4); follows reloads.
+    #[arg(long)]
+    dnat: bool,
+    /// Listen for a DNAT frontend on another local address: `FRONTEND=LOCAL`, each `IP` or
+    /// `IP:PORT` (repeatable; implies --dnat).
+    #[arg(long, value_name = "FRONTEND=LOCAL")]
+    dnat_bind: Vec<String>,
     /// Treat unresolvable values and unknown catalog entries as errors.
     #[arg(long)]
     strict: bool,
@@ -149,8 +161,14 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
     config.listen = addr("listen", &a.listen)?;
     config.admin = addr("admin", &a.admin)?;
     config.transparent = a.transparent;
-    if config.listen.is_none() && config.transparent.is_none() {
-        return Err("nothing to serve: give --listen and/or --transparent".into());
+    config.dnat_bind = a
+        .dnat_bind
+        .iter()
+        .map(|b| parse_dnat_bind(b))
+        .collect::<Result<_, _>>()?;
+    config.dnat = a.dnat || !config.dnat_bind.is_empty();
+    if config.listen.is_none() && config.transparent.is_none() && !config.dnat {
+        return Err("nothing to serve: give --listen, --transparent and/or --dnat".into());
     }
     config.resolver = Resolver {
         fixed,
@@ -168,6 +186,7 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
     }
     config.limits.max_connections = a.max_connections;
     config.limits.idle_timeout = Duration::from_secs(a.idle_timeout);
+    config.limits.udp_idle_timeout = Duration::from_secs(a.udp_idle_timeout);
     config.limits.handshake_timeout = Duration::from_secs(a.handshake_timeout);
     config.limits.header_timeout = Duration::from_secs(a.handshake_timeout);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -30,10 +30,22 @@ fn host_plan_prints_table_and_routes() {
     let (code, out, err) = palisade(&["host", "plan", "--network", LAB, "--subnet", "app"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("table inet palisade_app_nsg {"), "{out}");
-    assert!(out.contains("counter name \"in_deny_ssh_from_net\""), "{out}");
+    assert!(
+        out.contains("counter name \"in_deny_ssh_from_net\""),
+        "{out}"
+    );
     assert!(out.contains("10.60.0.0/16 via 10.50.1.1"), "{out}");
     assert!(out.contains("blackhole 192.0.2.0/24"), "{out}");
-    let (code, out, err) = palisade(&["host", "plan", "--network", LAB, "--nic", "app-vm-nic", "--output", "json"]);
+    let (code, out, err) = palisade(&[
+        "host",
+        "plan",
+        "--network",
+        LAB,
+        "--nic",
+        "app-vm-nic",
+        "--output",
+        "json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["table"]["table"], "palisade_app_nic_nsg");
@@ -49,7 +61,13 @@ fn kernel_skip_reason() -> Option<&'static str> {
     if unsafe { libc_geteuid() } != 0 {
         return Some("not root");
     }
-    let ok = |c: &str, a: &str| Command::new(c).arg(a).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = |c: &str, a: &str| {
+        Command::new(c)
+            .arg(a)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
     if !ok("nft", "--version") {
         return Some("nft is not installed");
     }
@@ -78,20 +96,35 @@ fn host_apply_diff_remove_in_a_namespace() {
         return;
     }
     let ns = Netns(format!("palcli{}", std::process::id()));
-    assert!(Command::new("ip").args(["netns", "add", &ns.0]).status().unwrap().success());
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap()
+        .success());
     // A default route for `Internet` routes and a link for the appliance address.
     let ipns = |args: &[&str]| {
         let mut a = vec!["netns", "exec", &ns.0, "ip"];
         a.extend_from_slice(args);
         Command::new("ip").args(a).status().unwrap().success()
     };
-    assert!(ipns(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]));
+    assert!(ipns(&[
+        "link", "add", "d0", "type", "veth", "peer", "name", "d1"
+    ]));
     assert!(ipns(&["link", "set", "d1", "up"]));
     assert!(ipns(&["addr", "add", "10.50.1.4/24", "dev", "d0"]));
     assert!(ipns(&["link", "set", "d0", "up"]));
     let state = std::env::temp_dir().join(format!("palisade-host-cli-{}", std::process::id()));
     let state_s = state.to_str().unwrap();
-    let common = ["--network", LAB, "--subnet", "app", "--netns", &ns.0, "--state", state_s];
+    let common = [
+        "--network",
+        LAB,
+        "--subnet",
+        "app",
+        "--netns",
+        &ns.0,
+        "--state",
+        state_s,
+    ];
     let run = |verb: &str, extra: &[&str]| {
         let mut a = vec!["host", verb];
         a.extend_from_slice(&common);
@@ -112,7 +145,18 @@ fn host_apply_diff_remove_in_a_namespace() {
     assert!(out.contains("Unchanged"), "{out}");
     // A hand edit is drift (exit 1), and a reapply repairs it.
     assert!(Command::new("ip")
-        .args(["netns", "exec", &ns.0, "nft", "add", "rule", "inet", "palisade_app_nsg", "nsg_out", "accept"])
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "palisade_app_nsg",
+            "nsg_out",
+            "accept"
+        ])
         .status()
         .unwrap()
         .success());
@@ -128,10 +172,19 @@ fn host_apply_diff_remove_in_a_namespace() {
     // Remove takes away exactly what was applied: the kernel is as it was.
     let (code, out, err) = palisade(&["host", "remove", "--netns", &ns.0, "--state", state_s]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("removed 1 table(s) (palisade_app_nsg) and 2 route(s)"), "{out}");
-    let tables = Command::new("ip").args(["netns", "exec", &ns.0, "nft", "list", "tables"]).output().unwrap();
+    assert!(
+        out.contains("removed 1 table(s) (palisade_app_nsg) and 2 route(s)"),
+        "{out}"
+    );
+    let tables = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "nft", "list", "tables"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&tables.stdout).trim().is_empty());
-    let routes = Command::new("ip").args(["netns", "exec", &ns.0, "ip", "route", "show", "proto", "99"]).output().unwrap();
+    let routes = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "ip", "route", "show", "proto", "99"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&routes.stdout).trim().is_empty());
     assert!(!state.join(format!("netns-{}.json", ns.0)).exists());
     let _ = std::fs::remove_dir_all(&state);

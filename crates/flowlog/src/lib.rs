@@ -65,6 +65,10 @@ pub struct FlowRecord {
     pub audit: Vec<String>,
     /// DNAT: the translated destination `ip:port`.
     pub translated: Option<String>,
+    /// DNAT: the source address the gateway used towards the translated destination, `ip:port`
+    /// (with `translated`, the flow's second tuple).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub translated_source: Option<String>,
     /// Client → server payload bytes.
     pub bytes_sent: u64,
     /// Server → client payload bytes.

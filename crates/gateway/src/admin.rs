@@ -89,6 +89,11 @@ async fn handle(gw: &Arc<Gateway>, mut s: TcpStream) -> std::io::Result<()> {
                 "loaded_at": a.as_ref().map(|a| palisade_flowlog::format_time(a.loaded_at)),
                 "established": gw.established_count(),
                 "instance": gw.config.instance,
+                "dnat": gw.dnat_listeners().iter().map(|l| json!({
+                    "protocol": l.transport.name(),
+                    "frontend": l.frontend.to_string(),
+                    "listening": l.bound.to_string(),
+                })).collect::<Vec<_>>(),
             });
             reply(&mut s, "200 OK", "application/json", &format!("{body}\n")).await
         }

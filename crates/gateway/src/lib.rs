@@ -18,6 +18,7 @@
 //! - Every decision becomes a [`palisade_flowlog::FlowRecord`], written durably.
 
 pub mod admin;
+pub mod dnat;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
@@ -62,6 +63,8 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// A relayed connection with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
+    /// A UDP session (DNAT) with no datagram either way for this long ends.
+    pub udp_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -72,6 +75,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            udp_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -100,6 +104,11 @@ pub struct Config {
     pub sighup: bool,
     pub limits: Limits,
     pub flowlog: palisade_flowlog::Options,
+    /// Listen on the frontends of the DNAT rules and forward to their translated addresses
+    /// (FW-4); they follow reloads.
+    pub dnat: bool,
+    /// Where to listen for frontends that are not local addresses.
+    pub dnat_bind: Vec<dnat::DnatBind>,
 }
 
 impl Config {
@@ -118,6 +127,8 @@ impl Config {
             sighup: true,
             limits: Limits::default(),
             flowlog: palisade_flowlog::Options::default(),
+            dnat: false,
+            dnat_bind: vec![],
         }
     }
 }
@@ -165,6 +176,7 @@ pub struct Gateway {
     next_id: AtomicU64,
     reload_lock: tokio::sync::Mutex<()>,
     pub(crate) slots: Arc<Semaphore>,
+    pub(crate) dnat: Mutex<dnat::Listeners>,
 }
 
 /// A started gateway: its bound addresses; dropping it stops the listeners.
@@ -193,6 +205,14 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         for t in &self.tasks {
+            t.abort();
+        }
+        let mut dnat = self
+            .gateway
+            .dnat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (_, (_, t)) in std::mem::take(&mut *dnat) {
             t.abort();
         }
     }
@@ -226,6 +246,7 @@ impl Gateway {
             next_id: AtomicU64::new(1),
             reload_lock: tokio::sync::Mutex::new(()),
             slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+            dnat: Mutex::new(Default::default()),
             config,
         });
         match gw.reload("start").await {
@@ -354,6 +375,9 @@ impl Gateway {
                         outcome: "applied".into(),
                     })
                     .inc();
+                if self.config.dnat {
+                    dnat::reconcile(self, active.firewall());
+                }
                 let changed = previous.as_ref().is_none_or(|p| p.id() != id);
                 let closed = if self.config.reevaluate_established && changed {
                     self.rejudge(&active)
@@ -431,6 +455,20 @@ impl Gateway {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
+    }
+
+    /// The DNAT frontends being listened on.
+    pub fn dnat_listeners(&self) -> Vec<dnat::DnatListener> {
+        self.dnat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(&(transport, frontend), (bound, _))| dnat::DnatListener {
+                transport,
+                frontend,
+                bound: *bound,
+            })
+            .collect()
     }
 
     pub fn established_count(&self) -> usize {

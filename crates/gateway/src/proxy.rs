@@ -25,13 +25,16 @@ use tokio::sync::Notify;
 pub enum Mode {
     Explicit,
     Transparent,
+    /// A DNAT frontend listener (FW-4).
+    Dnat,
 }
 
 impl Mode {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mode::Explicit => "explicit",
             Mode::Transparent => "transparent",
+            Mode::Dnat => "dnat",
         }
     }
 }
@@ -66,6 +69,7 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
             let r = match mode {
                 Mode::Explicit => explicit(&gw, stream, peer).await,
                 Mode::Transparent => transparent(&gw, stream, peer).await,
+                Mode::Dnat => unreachable!("DNAT listeners have their own accept loop"),
             };
             if let Err(e) = r {
                 if !matches!(
@@ -82,17 +86,24 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
 }
 
 /// What we know about a flow when it is decided.
-struct Flow {
-    mode: Mode,
-    protocol: &'static str,
-    client: SocketAddr,
-    dst: Option<SocketAddr>,
-    name: Option<String>,
-    started: Instant,
+pub(crate) struct Flow {
+    pub mode: Mode,
+    pub protocol: &'static str,
+    pub client: SocketAddr,
+    pub dst: Option<SocketAddr>,
+    pub name: Option<String>,
+    pub started: Instant,
+    /// DNAT: the source the upstream connection used (the firewall's side of the translation).
+    pub translated_source: Option<SocketAddr>,
 }
 
 impl Flow {
-    fn record(&self, gw: &Gateway, outcome: &FirewallOutcome, snapshot: &str) -> FlowRecord {
+    pub(crate) fn record(
+        &self,
+        gw: &Gateway,
+        outcome: &FirewallOutcome,
+        snapshot: &str,
+    ) -> FlowRecord {
         let policy = gw.active().and_then(|a| a.firewall().policy.clone());
         let mut r = outcome_record(outcome, snapshot, policy.as_deref());
         r.instance = gw.config.instance.clone();
@@ -103,11 +114,12 @@ impl Flow {
         r.destination_ip = self.dst.map(|d| d.ip());
         r.destination_port = self.dst.map(|d| d.port()).unwrap_or(0);
         r.name = self.name.clone();
+        r.translated_source = self.translated_source.map(|a| a.to_string());
         r
     }
 }
 
-fn key(client: SocketAddr, dst: SocketAddr) -> PacketKey {
+pub(crate) fn key(client: SocketAddr, dst: SocketAddr) -> PacketKey {
     PacketKey {
         src: client.ip(),
         dst: dst.ip().to_canonical(),
@@ -119,7 +131,7 @@ fn key(client: SocketAddr, dst: SocketAddr) -> PacketKey {
 
 /// A deny the gateway reports on the policy's behalf for an observation the spec names
 /// (PAL-5.2 mismatches, FW-6.2 unreadable ClientHello): no rule, layer application.
-fn observed_deny(reason: &'static str, detail: String) -> FirewallOutcome {
+pub(crate) fn observed_deny(reason: &'static str, detail: String) -> FirewallOutcome {
     FirewallOutcome {
         pass: FirewallPass::FirewallApplication,
         allowed: false,
@@ -289,6 +301,7 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
         dst: None,
         name: Some(host.clone()),
         started: Instant::now(),
+        translated_source: None,
     };
     let Some(dst) = resolve_for_dial(gw, &mut flow, &host, port).await else {
         return respond(
@@ -332,7 +345,8 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
         input.key,
         Some(host.clone()),
         first,
-        None,
+        // The protocol it was judged as: a reload re-judges it the same way (FW-11).
+        Some(AppProtocol::Http),
     )
     .await
 }
@@ -364,7 +378,7 @@ async fn resolve_for_dial(
     }
 }
 
-async fn dial(gw: &Gateway, dst: SocketAddr) -> io::Result<TcpStream> {
+pub(crate) async fn dial(gw: &Gateway, dst: SocketAddr) -> io::Result<TcpStream> {
     let s = tokio::time::timeout(gw.config.limits.connect_timeout, TcpStream::connect(dst))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
@@ -404,6 +418,7 @@ async fn connect(
         dst: None,
         name: Some(host.clone()),
         started: Instant::now(),
+        translated_source: None,
     };
     let Some(dst) = resolve_for_dial(gw, &mut flow, &host, port).await else {
         return respond(
@@ -464,7 +479,7 @@ fn app_name(a: AppProtocol) -> &'static str {
     }
 }
 
-fn translated(o: &FirewallOutcome) -> Option<SocketAddr> {
+pub(crate) fn translated(o: &FirewallOutcome) -> Option<SocketAddr> {
     o.translated.map(|(ip, p)| SocketAddr::new(ip, p))
 }
 
@@ -504,6 +519,7 @@ async fn transparent(gw: &Arc<Gateway>, client: TcpStream, peer: SocketAddr) -> 
             dst: Some(dst),
             name: None,
             started: Instant::now(),
+            translated_source: None,
         };
         let snap = gw.active().map(|a| a.id().to_string()).unwrap_or_default();
         gw.record(flow.record(gw, &o, &snap)).await;
@@ -531,6 +547,7 @@ async fn by_first_bytes(
         dst: Some(dst),
         name: None,
         started: Instant::now(),
+        translated_source: None,
     };
     let k = key(peer, dst);
     let l4 = FirewallInput {
@@ -703,14 +720,14 @@ async fn address_check(
 }
 
 /// Close with a TCP reset (a denied TLS connection is reset, FW-6.2).
-fn reset(s: &TcpStream) {
+pub(crate) fn reset(s: &TcpStream) {
     let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
 }
 
 /// Relay an allowed connection, registered for re-judging on reload; write its record when it
 /// ends (with bytes and duration), and a second record if a reload closed it.
 #[allow(clippy::too_many_arguments)]
-async fn relay(
+pub(crate) async fn relay(
     gw: &Arc<Gateway>,
     flow: Flow,
     client: TcpStream,

@@ -244,7 +244,11 @@ impl LiveTable {
 }
 
 /// Compare the kernel with the model (and with what was applied, when `state` is given).
-pub fn diff(nft: &Nft, plan: &TablePlan, state: Option<&TableState>) -> Result<TableDiff, NftError> {
+pub fn diff(
+    nft: &Nft,
+    plan: &TablePlan,
+    state: Option<&TableState>,
+) -> Result<TableDiff, NftError> {
     let mut d = TableDiff {
         table: plan.table.clone(),
         ..Default::default()
@@ -259,7 +263,11 @@ pub fn diff(nft: &Nft, plan: &TablePlan, state: Option<&TableState>) -> Result<T
             Some((kind, elems)) => {
                 let want = model_intervals(s);
                 if &want != elems {
-                    let kind = if kind.is_empty() { s.kind.nft_type() } else { kind };
+                    let kind = if kind.is_empty() {
+                        s.kind.nft_type()
+                    } else {
+                        kind
+                    };
                     d.set_elements.push(SetDrift {
                         set: s.name.clone(),
                         missing: subtract(&want, elems)
@@ -309,9 +317,8 @@ pub fn diff(nft: &Nft, plan: &TablePlan, state: Option<&TableState>) -> Result<T
             }
         }
         None => {
-            d.notes.push(
-                "no state for this table: rules compared by count and comment only".into(),
-            );
+            d.notes
+                .push("no state for this table: rules compared by count and comment only".into());
             for c in &plan.chains {
                 let Some(rules) = live.rules.get(&c.name) else {
                     continue;
@@ -396,10 +403,16 @@ pub fn incremental_commands(
     if old.table != new.table {
         return Err("table renamed".into());
     }
-    let old_chains: Vec<(&str, &Option<crate::render::BaseHook>)> =
-        old.chains.iter().map(|c| (c.name.as_str(), &c.base)).collect();
-    let new_chains: Vec<(&str, &Option<crate::render::BaseHook>)> =
-        new.chains.iter().map(|c| (c.name.as_str(), &c.base)).collect();
+    let old_chains: Vec<(&str, &Option<crate::render::BaseHook>)> = old
+        .chains
+        .iter()
+        .map(|c| (c.name.as_str(), &c.base))
+        .collect();
+    let new_chains: Vec<(&str, &Option<crate::render::BaseHook>)> = new
+        .chains
+        .iter()
+        .map(|c| (c.name.as_str(), &c.base))
+        .collect();
     if old_chains != new_chains {
         return Err("chains or hooks changed".into());
     }
@@ -449,8 +462,10 @@ pub fn incremental_commands(
     let mut body = vec![];
     for c in &new.chains {
         if old.chain(&c.name).map(|o| &o.rules) != Some(&c.rules) {
-            body.push(json!({"flush": {"chain": new.chain_obj(&crate::render::ChainDef {
-                name: c.name.clone(), base: None, rules: vec![] })}}));
+            body.push(
+                json!({"flush": {"chain": new.chain_obj(&crate::render::ChainDef {
+                name: c.name.clone(), base: None, rules: vec![] })}}),
+            );
             for r in &c.rules {
                 body.push(json!({"add": {"rule": new.rule_obj(&c.name, r)}}));
             }
@@ -459,7 +474,9 @@ pub fn incremental_commands(
     }
     for s in &old.sets {
         if new.set(&s.name).is_none() {
-            tail.push(json!({"delete": {"set": {"family": FAMILY, "table": new.table, "name": s.name}}}));
+            tail.push(
+                json!({"delete": {"set": {"family": FAMILY, "table": new.table, "name": s.name}}}),
+            );
             report.sets_changed.push(s.name.clone());
             report.elements_removed += s.elements.len();
         }
@@ -542,7 +559,12 @@ pub fn apply(
     let applied = plan
         .chains
         .iter()
-        .map(|c| (c.name.clone(), live.rules.get(&c.name).cloned().unwrap_or_default()))
+        .map(|c| {
+            (
+                c.name.clone(),
+                live.rules.get(&c.name).cloned().unwrap_or_default(),
+            )
+        })
         .collect();
     Ok((
         TableState {
@@ -567,4 +589,83 @@ pub fn remove_table(nft: &Nft, table: &str) -> Result<bool, NftError> {
 /// The set kind's family label, for messages.
 pub fn kind_label(k: SetKind) -> &'static str {
     k.nft_type()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::{ChainDef, RuleDef, Stmt, Target};
+
+    fn plan(elements: Vec<Elem>, rules: Vec<RuleDef>) -> TablePlan {
+        TablePlan {
+            table: "t".into(),
+            nsg: "n".into(),
+            target: Target::Subnet("s".into()),
+            hook: crate::HookMode::Host,
+            log_group: 1,
+            scope: vec![],
+            sets: vec![SetDef {
+                name: "a".into(),
+                kind: SetKind::InetService,
+                elements,
+            }],
+            counters: vec!["c".into()],
+            chains: vec![ChainDef {
+                name: "nsg_in".into(),
+                base: None,
+                rules,
+            }],
+            rules: vec![],
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn intervals_normalise_and_subtract() {
+        assert_eq!(
+            normalise(vec![(5, 9), (0, 4), (20, 30)]),
+            vec![(0, 9), (20, 30)]
+        );
+        assert_eq!(
+            subtract(&[(0, 100)], &[(10, 20), (50, 60)]),
+            vec![(0, 9), (21, 49), (61, 100)]
+        );
+        assert_eq!(subtract(&[(10, 20)], &[(0, 100)]), vec![]);
+        let net: ipnet::IpNet = "10.0.0.0/24".parse().unwrap();
+        assert_eq!(
+            elem_interval(&json!({"prefix": {"addr": "10.0.0.0", "len": 24}})),
+            Some(Elem::Net(net).interval())
+        );
+        assert_eq!(elem_interval(&json!({"range": [80, 90]})), Some((80, 90)));
+        assert_eq!(
+            elem_interval(&json!("10.0.0.1")),
+            Some((0x0a000001, 0x0a000001))
+        );
+    }
+
+    #[test]
+    fn incremental_touches_only_what_changed() {
+        let r = |c: &str| RuleDef {
+            comment: c.into(),
+            stmts: vec![Stmt::Accept],
+        };
+        let old = plan(vec![Elem::Ports(1, 1), Elem::Ports(5, 6)], vec![r("x")]);
+        let same = incremental_commands(&old, &old).unwrap();
+        assert_eq!(same.1.mode, ApplyMode::Unchanged);
+        let new = plan(vec![Elem::Ports(1, 1), Elem::Ports(8, 8)], vec![r("x")]);
+        let (cmds, rep) = incremental_commands(&old, &new).unwrap();
+        assert_eq!(cmds.len(), 2, "{cmds:?}");
+        assert!(cmds[0].get("delete").is_some() && cmds[1].get("add").is_some());
+        assert_eq!((rep.elements_added, rep.elements_removed), (1, 1));
+        let new = plan(vec![Elem::Ports(1, 1), Elem::Ports(5, 6)], vec![r("y")]);
+        let (cmds, rep) = incremental_commands(&old, &new).unwrap();
+        assert_eq!(rep.chains_rewritten, ["nsg_in"]);
+        assert!(cmds[0].get("flush").is_some());
+        let mut renamed = old.clone();
+        renamed.chains[0].base = Some(crate::render::BaseHook {
+            hook: "input".into(),
+            priority: 0,
+        });
+        assert!(incremental_commands(&old, &renamed).is_err());
+    }
 }

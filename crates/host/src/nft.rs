@@ -43,25 +43,54 @@ impl Nft {
         }
     }
 
+    /// One `nft -j -f -` transaction (`--check`: evaluated by the kernel, then aborted).
+    ///
+    /// The payload is first read into the `nftables` crate's typed schema, so only commands the
+    /// crate models are ever sent. It is then piped to `nft -j -f -` here rather than through
+    /// `nftables::helper::apply_ruleset_raw`, because that helper (0.6.3) does not capture nft's
+    /// stderr: the kernel's error would go to our terminal instead of into the report.
     fn run_transaction(&self, cmds: &[Value], check: bool) -> Result<(), (String, bool)> {
-        let payload = json!({"nftables": cmds}).to_string();
+        use std::io::Write;
+        let payload = json!({"nftables": cmds});
+        if let Err(e) = serde_json::from_value::<nftables::schema::Nftables>(payload.clone()) {
+            return Err((format!("not a valid nftables JSON transaction: {e}"), true));
+        }
         let (program, mut args) = self.program_and_prefix();
         if check {
             args.push("--check".into());
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        match nftables::helper::apply_ruleset_raw(&payload, Some(program), args) {
-            Ok(_) => Ok(()),
-            Err(nftables::helper::NftablesError::NftFailed { stderr, stdout, .. }) => {
-                let msg = if stderr.trim().is_empty() {
-                    stdout
-                } else {
-                    stderr
-                };
-                Err((msg.trim().to_string(), true))
-            }
-            Err(e) => Err((e.to_string(), false)),
+        args.extend(["-j", "-f", "-"].map(String::from));
+        let mut child = Command::new(program)
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| (format!("{program}: {e}"), false))?;
+        let text = payload.to_string();
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(text.as_bytes())
+                .map_err(|e| (format!("{program}: {e}"), false))?;
         }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| (format!("{program}: {e}"), false))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let msg = if stderr.trim().is_empty() {
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        } else {
+            stderr.into_owned()
+        };
+        let msg: Vec<&str> = msg
+            .lines()
+            .map(|l| l.trim_start_matches("internal:0:0-0: ").trim())
+            .filter(|l| !l.is_empty())
+            .collect();
+        Err((msg.join("; "), true))
     }
 
     /// Apply `cmds` as one atomic transaction. On refusal, find the first command that makes
@@ -117,9 +146,8 @@ impl Nft {
             }
             return Err(NftError::Exec(err.trim().to_string()));
         }
-        let v: Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| NftError::Json(e.to_string()))?;
-        // Check that the crate's typed schema reads it (it is what other tools would use).
+        let v: Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| NftError::Json(e.to_string()))?;
         let objects = v
             .get("nftables")
             .and_then(Value::as_array)
@@ -136,8 +164,8 @@ impl Nft {
                 String::from_utf8_lossy(&out.stderr).trim().to_string(),
             ));
         }
-        let v: Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| NftError::Json(e.to_string()))?;
+        let v: Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| NftError::Json(e.to_string()))?;
         Ok(v["nftables"]
             .as_array()
             .into_iter()

@@ -120,7 +120,9 @@ impl Elem {
     fn to_json(self) -> Value {
         match self {
             Elem::Net(n) if n.prefix_len() == n.max_prefix_len() => json!(n.addr().to_string()),
-            Elem::Net(n) => json!({"prefix": {"addr": n.network().to_string(), "len": n.prefix_len()}}),
+            Elem::Net(n) => {
+                json!({"prefix": {"addr": n.network().to_string(), "len": n.prefix_len()}})
+            }
             Elem::Ports(a, b) if a == b => json!(a),
             Elem::Ports(a, b) => json!({"range": [a, b]}),
         }
@@ -242,7 +244,11 @@ impl Stmt {
                 "==",
                 json!({"set": ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert"]}),
             ),
-            Stmt::Addr { v6, side, operand: o } => m(
+            Stmt::Addr {
+                v6,
+                side,
+                operand: o,
+            } => m(
                 json!({"payload": {"protocol": if *v6 { "ip6" } else { "ip" }, "field": side.field()}}),
                 "==",
                 operand(o),
@@ -590,11 +596,7 @@ fn render_rule(
                 SetKind::Ipv4Addr
             };
             let operand = b.operand(&name, kind, nets.iter().map(|n| Elem::Net(*n)).collect());
-            head.push(Stmt::Addr {
-                v6,
-                side,
-                operand,
-            });
+            head.push(Stmt::Addr { v6, side, operand });
             addr_match = true;
         }
         if !addr_match {
@@ -671,7 +673,10 @@ fn port_stmts_existing(
     dst_ports: &[(u16, u16)],
 ) -> Vec<Stmt> {
     let mut s = vec![];
-    for (side, ports, tag) in [(Side::Src, src_ports, "sport"), (Side::Dst, dst_ports, "dport")] {
+    for (side, ports, tag) in [
+        (Side::Src, src_ports, "sport"),
+        (Side::Dst, dst_ports, "dport"),
+    ] {
         if is_all_ports(ports) {
             continue;
         }
@@ -721,7 +726,11 @@ pub fn render(
         .rules
         .iter()
         .chain(nsg.outbound.rules.iter())
-        .flat_map(|r| r.unresolvable.iter().map(move |u| format!("{}: {u}", r.name)))
+        .flat_map(|r| {
+            r.unresolvable
+                .iter()
+                .map(move |u| format!("{}: {u}", r.name))
+        })
         .collect();
     if !bad.is_empty() {
         return Err(RenderError::Unresolvable {
@@ -748,8 +757,24 @@ pub fn render_nsg(
     let mut notes = vec![];
     let scope4 = aggregate_family(scope, false);
     let scope6 = aggregate_family(scope, true);
-    let nsg_in = render_direction(&mut b, nsg, &nsg.inbound, true, opts, &mut rendered, &mut notes);
-    let nsg_out = render_direction(&mut b, nsg, &nsg.outbound, false, opts, &mut rendered, &mut notes);
+    let nsg_in = render_direction(
+        &mut b,
+        nsg,
+        &nsg.inbound,
+        true,
+        opts,
+        &mut rendered,
+        &mut notes,
+    );
+    let nsg_out = render_direction(
+        &mut b,
+        nsg,
+        &nsg.outbound,
+        false,
+        opts,
+        &mut rendered,
+        &mut notes,
+    );
     let mut sets = vec![
         SetDef {
             name: "scope4".into(),
@@ -806,8 +831,18 @@ pub fn render_nsg(
                         stmts: vec![Stmt::Loopback(true), Stmt::Accept],
                     },
                     nd.clone(),
-                    jump(false, Side::Dst, CHAIN_IN, "inbound: to the target's addresses"),
-                    jump(true, Side::Dst, CHAIN_IN, "inbound: to the target's addresses"),
+                    jump(
+                        false,
+                        Side::Dst,
+                        CHAIN_IN,
+                        "inbound: to the target's addresses",
+                    ),
+                    jump(
+                        true,
+                        Side::Dst,
+                        CHAIN_IN,
+                        "inbound: to the target's addresses",
+                    ),
                 ],
             });
             chains.push(ChainDef {
@@ -819,8 +854,18 @@ pub fn render_nsg(
                         stmts: vec![Stmt::Loopback(false), Stmt::Accept],
                     },
                     nd,
-                    jump(false, Side::Src, CHAIN_OUT, "outbound: from the target's addresses"),
-                    jump(true, Side::Src, CHAIN_OUT, "outbound: from the target's addresses"),
+                    jump(
+                        false,
+                        Side::Src,
+                        CHAIN_OUT,
+                        "outbound: from the target's addresses",
+                    ),
+                    jump(
+                        true,
+                        Side::Src,
+                        CHAIN_OUT,
+                        "outbound: from the target's addresses",
+                    ),
                 ],
             });
         }

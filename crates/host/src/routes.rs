@@ -109,7 +109,9 @@ pub fn plan_routes(snap: &Snapshot, subnet: usize) -> (Vec<RoutePlan>, Vec<Strin
         for p in &r.address_prefix {
             if let RouteAction::Via(ip) = action {
                 if ip.is_ipv4() != matches!(p, IpNet::V4(_)) {
-                    notes.push(format!("{from}: {p} and next hop {ip} differ in family, skipped"));
+                    notes.push(format!(
+                        "{from}: {p} and next hop {ip} differ in family, skipped"
+                    ));
                     continue;
                 }
             }
@@ -227,7 +229,11 @@ async fn dump(handle: &rtnetlink::Handle) -> Result<Vec<KernelRoute>, RouteError
     Ok(out)
 }
 
-fn message(prefix: IpNet, gateway: Option<IpAddr>, blackhole: bool) -> Result<RouteMessage, String> {
+fn message(
+    prefix: IpNet,
+    gateway: Option<IpAddr>,
+    blackhole: bool,
+) -> Result<RouteMessage, String> {
     let mut b = RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(prefix.addr(), prefix.prefix_len())
         .map_err(|e| e.to_string())?
@@ -285,9 +291,9 @@ pub fn apply_routes(
             }
             // Delete what we own and no longer want (or want differently).
             for o in &owned {
-                let still = want
-                    .iter()
-                    .any(|w| w.prefix == o.prefix && w.gateway == o.gateway && w.blackhole == o.blackhole);
+                let still = want.iter().any(|w| {
+                    w.prefix == o.prefix && w.gateway == o.gateway && w.blackhole == o.blackhole
+                });
                 let present = live
                     .iter()
                     .any(|r| r.prefix == o.prefix && r.protocol == RouteProtocol::Other(PROTO));
@@ -314,13 +320,12 @@ pub fn apply_routes(
                     }
                     None => {}
                 }
-                let msg = message(w.prefix, w.gateway, w.blackhole).map_err(|m| {
-                    RouteError::Kernel {
+                let msg =
+                    message(w.prefix, w.gateway, w.blackhole).map_err(|m| RouteError::Kernel {
                         prefix: w.prefix,
                         from: w.from.clone(),
                         message: m,
-                    }
-                })?;
+                    })?;
                 handle
                     .route()
                     .add(msg)

@@ -13,18 +13,16 @@
 mod common;
 
 use common::Netns;
+use common::{connect, listen};
 use palisade_host::apply;
 use palisade_host::nft::Nft;
-use palisade_host::render::{render, sanitize, RenderOptions, Target};
-use palisade_host::routes::{self, enter_netns};
+use palisade_host::render::{render, sanitize, HookMode, RenderOptions, Target};
+use palisade_host::routes;
 use palisade_model::catalog::Catalogs;
 use palisade_model::{ImportOptions, Protocol};
 use palisade_policy::{CompileOptions, Flow, Snapshot, TraceOptions, Verdict};
-use socket2::{Domain, SockAddr, Socket, Type};
-use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::Path;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn lab_snapshot() -> Snapshot {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab.yaml");
@@ -38,47 +36,16 @@ fn lab_snapshot() -> Snapshot {
 
 /// A veth pair between two namespaces with one address (and more) on each end.
 fn link(a: &Netns, a_if: &str, a_addrs: &[&str], b: &Netns, b_if: &str, b_addrs: &[&str]) {
-    common::sh(&["ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", b_if, "netns", &b.name]).unwrap();
+    common::sh(&[
+        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", b_if, "netns", &b.name,
+    ])
+    .unwrap();
     for (ns, ifname, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
         for ad in addrs {
             ns.exec(&["ip", "addr", "add", ad, "dev", ifname]).unwrap();
         }
         ns.exec(&["ip", "link", "set", ifname, "up"]).unwrap();
     }
-}
-
-/// Listen on `port` in `ns` until `stop` fires; accepted connections are closed at once.
-fn listen(ns: String, port: u16) -> (mpsc::Sender<()>, mpsc::Receiver<()>) {
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let (ready_tx, ready_rx) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        enter_netns(&ns).unwrap();
-        let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
-        l.set_nonblocking(true).unwrap();
-        ready_tx.send(()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while stop_rx.try_recv().is_err() && Instant::now() < deadline {
-            match l.accept() {
-                Ok((s, _)) => drop(s),
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
-    (stop_tx, ready_rx)
-}
-
-/// Connect from `src:sport` inside `ns`; true if the handshake completed within the timeout.
-fn connect(ns: String, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> bool {
-    std::thread::spawn(move || {
-        enter_netns(&ns).unwrap();
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.set_reuse_address(true).unwrap();
-        s.bind(&SockAddr::from(SocketAddr::new(src, sport))).unwrap();
-        s.connect_timeout(&SockAddr::from(SocketAddr::new(dst, dport)), Duration::from_millis(800))
-            .is_ok()
-    })
-    .join()
-    .unwrap()
 }
 
 struct Case {
@@ -90,8 +57,19 @@ struct Case {
 }
 
 #[test]
-fn kernel_verdicts_agree_with_trace() {
+fn kernel_verdicts_agree_with_trace_host_mode() {
     require_kernel!();
+    run_lab(false);
+}
+
+/// The subnet's table on the router (`forward`), the NIC's table on the workload (`input`/`output`).
+#[test]
+fn kernel_verdicts_agree_with_trace_router_mode() {
+    require_kernel!();
+    run_lab(true);
+}
+
+fn run_lab(router: bool) {
     let started = Instant::now();
     let snap = lab_snapshot();
     // Namespaces: 0 client, 1 inet, 2 rtr, 3 app (dropped, so deleted, in reverse on exit).
@@ -99,23 +77,68 @@ fn kernel_verdicts_agree_with_trace() {
     let inet = Netns::new("inet");
     let rtr = Netns::new("rtr");
     let app = Netns::new("app");
-    link(&app, "eth0", &["10.50.1.4/24"], &rtr, "app0", &["10.50.1.1/24"]);
-    link(&client, "eth0", &["10.50.2.4/24"], &rtr, "cli0", &["10.50.2.1/24"]);
-    link(&inet, "eth0", &["203.0.113.20/24", "198.51.100.7/24"], &rtr, "net0", &["203.0.113.1/24", "198.51.100.1/24"]);
-    rtr.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]).unwrap();
-    app.exec(&["ip", "route", "add", "default", "via", "10.50.1.1"]).unwrap();
-    client.exec(&["ip", "route", "add", "default", "via", "10.50.2.1"]).unwrap();
-    inet.exec(&["ip", "route", "add", "default", "via", "203.0.113.1"]).unwrap();
+    link(
+        &app,
+        "eth0",
+        &["10.50.1.4/24"],
+        &rtr,
+        "app0",
+        &["10.50.1.1/24"],
+    );
+    link(
+        &client,
+        "eth0",
+        &["10.50.2.4/24"],
+        &rtr,
+        "cli0",
+        &["10.50.2.1/24"],
+    );
+    link(
+        &inet,
+        "eth0",
+        &["203.0.113.20/24", "198.51.100.7/24"],
+        &rtr,
+        "net0",
+        &["203.0.113.1/24", "198.51.100.1/24"],
+    );
+    rtr.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    app.exec(&["ip", "route", "add", "default", "via", "10.50.1.1"])
+        .unwrap();
+    client
+        .exec(&["ip", "route", "add", "default", "via", "10.50.2.1"])
+        .unwrap();
+    inet.exec(&["ip", "route", "add", "default", "via", "203.0.113.1"])
+        .unwrap();
 
-    // The workload namespace holds the subnet NSG's table and the NIC NSG's table (host mode):
-    // a packet passes only if both allow, as NSG-6 requires.
+    // Host mode: the workload namespace holds the subnet NSG's table and the NIC NSG's table: a
+    // packet passes only if both allow, as NSG-6 requires. Router mode: the subnet's table sits
+    // on the router's forward hook instead.
     let nft = Nft::new(Some(app.name.clone()));
+    let nft_rtr = Nft::new(Some(rtr.name.clone()));
     let mut tables = vec![];
-    for target in [Target::Subnet("app".into()), Target::Nic("app-vm-nic".into())] {
-        let plan = render(&snap, &target, &RenderOptions::default()).unwrap();
-        let (state, _) = apply::apply(&nft, &plan, None).unwrap();
-        assert!(apply::diff(&nft, &plan, Some(&state)).unwrap().is_clean());
-        tables.push(plan);
+    for target in [
+        Target::Subnet("app".into()),
+        Target::Nic("app-vm-nic".into()),
+    ] {
+        let on_router = router && matches!(target, Target::Subnet(_));
+        let opts = RenderOptions {
+            hook: if on_router {
+                HookMode::Router
+            } else {
+                HookMode::Host
+            },
+            ..Default::default()
+        };
+        let plan = render(&snap, &target, &opts).unwrap();
+        let at = if on_router {
+            nft_rtr.clone()
+        } else {
+            nft.clone()
+        };
+        let (state, _) = apply::apply(&at, &plan, None).unwrap();
+        assert!(apply::diff(&at, &plan, Some(&state)).unwrap().is_clean());
+        tables.push((plan, at));
     }
     // The subnet's user routes in the workload namespace, through netlink; then removed.
     let (route_plan, _) = routes::plan_routes(&snap, snap.subnet_by_name("app").unwrap());
@@ -130,16 +153,76 @@ fn kernel_verdicts_agree_with_trace() {
 
     let nss = [&client, &inet];
     let cases = [
-        Case { from_ns: 0, src: "10.50.2.4", sport: 41000, dst: "10.50.1.4", dport: 8080 }, // allow 100
-        Case { from_ns: 0, src: "10.50.2.4", sport: 41001, dst: "10.50.1.4", dport: 8081 }, // NIC deny-8081
-        Case { from_ns: 0, src: "10.50.2.4", sport: 41002, dst: "10.50.1.4", dport: 9000 }, // audit, then AllowVnetInBound
-        Case { from_ns: 0, src: "10.50.2.4", sport: 41003, dst: "10.50.1.4", dport: 22 },   // AllowVnetInBound
-        Case { from_ns: 1, src: "203.0.113.20", sport: 41004, dst: "10.50.1.4", dport: 22 }, // deny-ssh-from-net
-        Case { from_ns: 1, src: "203.0.113.20", sport: 41005, dst: "10.50.1.4", dport: 8005 }, // partners set
-        Case { from_ns: 1, src: "198.51.100.7", sport: 41006, dst: "10.50.1.4", dport: 80 }, // partners set
-        Case { from_ns: 1, src: "198.51.100.7", sport: 41007, dst: "10.50.1.4", dport: 443 }, // Internet tag set
-        Case { from_ns: 1, src: "198.51.100.7", sport: 41008, dst: "10.50.1.4", dport: 9000 }, // DenyAllInBound
-        Case { from_ns: 1, src: "203.0.113.20", sport: 41009, dst: "10.50.1.4", dport: 8081 }, // NIC deny-8081
+        Case {
+            from_ns: 0,
+            src: "10.50.2.4",
+            sport: 41000,
+            dst: "10.50.1.4",
+            dport: 8080,
+        }, // allow 100
+        Case {
+            from_ns: 0,
+            src: "10.50.2.4",
+            sport: 41001,
+            dst: "10.50.1.4",
+            dport: 8081,
+        }, // NIC deny-8081
+        Case {
+            from_ns: 0,
+            src: "10.50.2.4",
+            sport: 41002,
+            dst: "10.50.1.4",
+            dport: 9000,
+        }, // audit, then AllowVnetInBound
+        Case {
+            from_ns: 0,
+            src: "10.50.2.4",
+            sport: 41003,
+            dst: "10.50.1.4",
+            dport: 22,
+        }, // AllowVnetInBound
+        Case {
+            from_ns: 1,
+            src: "203.0.113.20",
+            sport: 41004,
+            dst: "10.50.1.4",
+            dport: 22,
+        }, // deny-ssh-from-net
+        Case {
+            from_ns: 1,
+            src: "203.0.113.20",
+            sport: 41005,
+            dst: "10.50.1.4",
+            dport: 8005,
+        }, // partners set
+        Case {
+            from_ns: 1,
+            src: "198.51.100.7",
+            sport: 41006,
+            dst: "10.50.1.4",
+            dport: 80,
+        }, // partners set
+        Case {
+            from_ns: 1,
+            src: "198.51.100.7",
+            sport: 41007,
+            dst: "10.50.1.4",
+            dport: 443,
+        }, // Internet tag set
+        Case {
+            from_ns: 1,
+            src: "198.51.100.7",
+            sport: 41008,
+            dst: "10.50.1.4",
+            dport: 9000,
+        }, // DenyAllInBound
+        Case {
+            from_ns: 1,
+            src: "203.0.113.20",
+            sport: 41009,
+            dst: "10.50.1.4",
+            dport: 8081,
+        }, // NIC deny-8081
     ];
     let mut disagreements = vec![];
     let mut checked = 0;
@@ -156,28 +239,41 @@ fn kernel_verdicts_agree_with_trace() {
         let trace = snap.trace(&flow, &TraceOptions::default());
         let expect_connect = trace.verdict == Verdict::Allow;
         let decided = trace.decided_by.clone();
-        let before: Vec<_> = tables.iter().map(|t| apply::counters(&nft, &t.table).unwrap()).collect();
-        let (stop, ready) = listen(app.name.clone(), c.dport);
-        ready.recv().unwrap();
-        let connected = connect(nss[c.from_ns].name.clone(), flow.source, c.sport, flow.destination, c.dport);
-        let _ = stop.send(());
+        let before: Vec<_> = tables
+            .iter()
+            .map(|(t, at)| apply::counters(at, &t.table).unwrap())
+            .collect();
+        let listener = listen(app.name.clone(), c.dport);
+        let connected = connect(
+            nss[c.from_ns].name.clone(),
+            flow.source,
+            c.sport,
+            flow.destination,
+            c.dport,
+        );
+        drop(listener);
         checked += 1;
         if connected != expect_connect {
             disagreements.push(format!(
                 "{}:{} → {}:{}: trace says {:?} ({:?}), kernel {}",
-                c.src, c.sport, c.dst, c.dport, trace.verdict, decided,
+                c.src,
+                c.sport,
+                c.dst,
+                c.dport,
+                trace.verdict,
+                decided,
                 if connected { "connected" } else { "dropped" }
             ));
             continue;
         }
         // The deciding NSG rule's counter moved (in the table of the NSG that decided).
         if let Some(d) = decided.filter(|d| d.layer == "nsg" || d.layer == "default") {
-            let Some(ti) = tables.iter().position(|t| t.nsg == d.resource) else {
+            let Some(ti) = tables.iter().position(|(t, _)| t.nsg == d.resource) else {
                 disagreements.push(format!("no table for deciding NSG {}", d.resource));
                 continue;
             };
             let counter = format!("in_{}", sanitize(d.rule.as_deref().unwrap_or("")));
-            let after = apply::counters(&nft, &tables[ti].table).unwrap();
+            let after = apply::counters(&tables[ti].1, &tables[ti].0.table).unwrap();
             let b = before[ti].get(&counter).map(|x| x.0).unwrap_or(0);
             let a = after.get(&counter).map(|x| x.0).unwrap_or(0);
             if a <= b {
@@ -189,7 +285,7 @@ fn kernel_verdicts_agree_with_trace() {
         }
     }
     // The audit rule counted flow 3 (and flow 9) without deciding them (PAL-5.3).
-    let audit = apply::counters(&nft, &tables[0].table).unwrap();
+    let audit = apply::counters(&tables[0].1, &tables[0].0.table).unwrap();
     assert!(audit["in_audit_9000"].0 >= 2, "{audit:?}");
 
     // Outbound: app-nsg denies app → clients:7000 (deny-client-7000-out), allows :7001.
@@ -205,22 +301,42 @@ fn kernel_verdicts_agree_with_trace() {
         };
         let trace = snap.trace(&flow, &TraceOptions::default());
         assert_eq!(trace.verdict == Verdict::Allow, want, "{trace:?}");
-        let (stop, ready) = listen(client.name.clone(), port);
-        ready.recv().unwrap();
-        let connected = connect(app.name.clone(), flow.source, flow.source_port, flow.destination, port);
-        let _ = stop.send(());
+        let listener = listen(client.name.clone(), port);
+        let connected = connect(
+            app.name.clone(),
+            flow.source,
+            flow.source_port,
+            flow.destination,
+            port,
+        );
+        drop(listener);
         checked += 1;
         if connected != want {
-            disagreements.push(format!("outbound :{port}: trace {:?}, kernel connected={connected}", trace.verdict));
+            disagreements.push(format!(
+                "outbound :{port}: trace {:?}, kernel connected={connected}",
+                trace.verdict
+            ));
         }
     }
 
     assert_eq!(routes::remove_routes(Some(&app.name), &owned).unwrap(), 2);
-    assert!(app.exec(&["ip", "route", "show", "proto", "99"]).unwrap().trim().is_empty());
-    for t in &tables {
-        assert!(apply::remove_table(&nft, &t.table).unwrap());
+    assert!(app
+        .exec(&["ip", "route", "show", "proto", "99"])
+        .unwrap()
+        .trim()
+        .is_empty());
+    for (t, at) in &tables {
+        assert!(apply::remove_table(at, &t.table).unwrap());
     }
     assert!(nft.tables().unwrap().is_empty());
-    eprintln!("lab: {checked} flows checked in {:?}", started.elapsed());
-    assert!(disagreements.is_empty(), "kernel and trace disagree:\n{}", disagreements.join("\n"));
+    assert!(nft_rtr.tables().unwrap().is_empty());
+    eprintln!(
+        "lab (router mode: {router}): {checked} flows checked in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        disagreements.is_empty(),
+        "kernel and trace disagree:\n{}",
+        disagreements.join("\n")
+    );
 }

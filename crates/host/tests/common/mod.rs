@@ -2,12 +2,17 @@
 //! are removed on drop (also when a test fails).
 #![allow(dead_code)]
 
+use palisade_host::routes::enter_netns;
 use palisade_model::catalog::Catalogs;
 use palisade_model::ImportOptions;
 use palisade_policy::{CompileOptions, Snapshot};
+use socket2::{Domain, SockAddr, Socket, Type};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 pub fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
@@ -51,7 +56,9 @@ pub fn kernel_skip_reason() -> Option<String> {
 macro_rules! require_kernel {
     () => {
         if let Some(why) = common::kernel_skip_reason() {
-            eprintln!("SKIPPED: {why}: this test needs root, nft and ip (it creates network namespaces)");
+            eprintln!(
+                "SKIPPED: {why}: this test needs root, nft and ip (it creates network namespaces)"
+            );
             return;
         }
     };
@@ -102,4 +109,68 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = sh(&["ip", "netns", "del", &self.name]);
     }
+}
+
+/// A TCP listener on `port` inside a namespace, accepting (and closing) connections until it
+/// is dropped; dropping it waits for its thread, so the port is free again afterwards.
+pub struct Listener {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn listen(ns: String, port: u16) -> Listener {
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        enter_netns(&ns).unwrap();
+        let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        ready_tx.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while matches!(stop_rx.try_recv(), Err(mpsc::TryRecvError::Empty))
+            && Instant::now() < deadline
+        {
+            match l.accept() {
+                Ok((s, _)) => drop(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    ready_rx.recv().expect("listener thread failed to bind");
+    Listener {
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    }
+}
+
+/// Connect from `src:sport` inside `ns`; true if the handshake completed within the timeout.
+pub fn connect(ns: String, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> bool {
+    std::thread::spawn(move || {
+        enter_netns(&ns).unwrap();
+        let domain = if src.is_ipv6() {
+            Domain::IPV6
+        } else {
+            Domain::IPV4
+        };
+        let s = Socket::new(domain, Type::STREAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&SockAddr::from(SocketAddr::new(src, sport)))
+            .unwrap();
+        s.connect_timeout(
+            &SockAddr::from(SocketAddr::new(dst, dport)),
+            Duration::from_millis(800),
+        )
+        .is_ok()
+    })
+    .join()
+    .unwrap()
 }
