@@ -9,9 +9,9 @@
 
 pub mod asymmetric;
 pub mod deps;
-pub mod fqdn;
-pub mod lint;
-pub mod headerspace;
-pub mod reach;
-pub mod gen;
 pub mod diff;
+pub mod fqdn;
+pub mod gen;
+pub mod headerspace;
+pub mod lint;
+pub mod reach;

@@ -182,7 +182,10 @@ pub(crate) fn reconcile(gw: &Arc<Gateway>, fw: &CompiledFirewall) {
                 s.set_nonblocking(true)?;
                 let s = UdpSocket::from_std(s)?;
                 let bound = s.local_addr()?;
-                Ok((bound, tokio::spawn(udp_loop(gw.clone(), Arc::new(s), frontend))))
+                Ok((
+                    bound,
+                    tokio::spawn(udp_loop(gw.clone(), Arc::new(s), frontend)),
+                ))
             }),
         };
         match started {
@@ -330,7 +333,19 @@ async fn tcp_flow(
         }
     };
     flow.translated_source = server.local_addr().ok();
-    proxy::relay(gw, flow, client, server, &outcome, &snap, k, None, vec![], None).await
+    proxy::relay(
+        gw,
+        flow,
+        client,
+        server,
+        &outcome,
+        &snap,
+        k,
+        None,
+        vec![],
+        None,
+    )
+    .await
 }
 
 /// One client of a UDP frontend: allowed (an upstream socket connected to the translated
@@ -463,8 +478,8 @@ async fn udp_session(
         let mut received = 0u64;
         let mut buf = vec![0u8; 65_536];
         loop {
-            let quiet = (epoch.elapsed().as_millis() as u64)
-                .saturating_sub(last2.load(Ordering::Relaxed));
+            let quiet =
+                (epoch.elapsed().as_millis() as u64).saturating_sub(last2.load(Ordering::Relaxed));
             let wait = idle.saturating_sub(Duration::from_millis(quiet));
             tokio::select! {
                 r = up2.recv(&mut buf) => match r {

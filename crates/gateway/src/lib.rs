@@ -207,11 +207,7 @@ impl Drop for Running {
         for t in &self.tasks {
             t.abort();
         }
-        let mut dnat = self
-            .gateway
-            .dnat
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut dnat = self.gateway.dnat.lock().unwrap_or_else(|p| p.into_inner());
         for (_, (_, t)) in std::mem::take(&mut *dnat) {
             t.abort();
         }
