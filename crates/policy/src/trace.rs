@@ -145,6 +145,23 @@ pub struct ReplyPath {
     pub symmetric: bool,
 }
 
+impl ReplyPath {
+    /// The route that carries an asymmetric reply, as the deciding control.
+    fn decider(&self) -> DecidedBy {
+        DecidedBy {
+            layer: if self.resource == "System Route" {
+                "default"
+            } else {
+                "route"
+            },
+            resource: self.resource.clone(),
+            collection: None,
+            rule: Some(self.route.clone()),
+            priority: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Trace {
     pub verdict: Verdict,
@@ -318,17 +335,7 @@ impl Tracer<'_> {
                     let reply = self.internal_reply(dloc, Some(ip));
                     if let Some(r) = &reply {
                         if !r.symmetric {
-                            let d = DecidedBy {
-                                layer: if r.resource == "System Route" {
-                                    "default"
-                                } else {
-                                    "route"
-                                },
-                                resource: r.resource.clone(),
-                                collection: None,
-                                rule: Some(r.route.clone()),
-                                priority: None,
-                            };
+                            let d = r.decider();
                             return (Verdict::Drop, Some(d), Some(hop), reply);
                         }
                     }
@@ -355,17 +362,7 @@ impl Tracer<'_> {
                 };
                 if let Some(r) = &reply {
                     if !r.symmetric {
-                        let d = DecidedBy {
-                            layer: if r.resource == "System Route" {
-                                "default"
-                            } else {
-                                "route"
-                            },
-                            resource: r.resource.clone(),
-                            collection: None,
-                            rule: Some(r.route.clone()),
-                            priority: None,
-                        };
+                        let d = r.decider();
                         self.notes.push(
                             "the reply passes a firewall that never saw the request (RT-9)".into(),
                         );

@@ -1,0 +1,218 @@
+//! `palisade logs` as a user runs it, against flow records written by a real `palisade gateway`
+//! process: curl through the explicit proxy to a local HTTP server (one allowed request, two
+//! denied), then the text and JSON outputs, `--action deny`, `--since`.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_palisade")
+}
+
+fn palisade(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).output().expect("run palisade");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A plain HTTP server on loopback answering every request with 200.
+fn http_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut got = vec![];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+                );
+            });
+        }
+    });
+    addr
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn curl(proxy: SocketAddr, url: &str) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["-x", &format!("http://{proxy}"), url])
+        .output()
+        .expect("run curl")
+}
+
+fn json_records(data: &Path, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["logs", "--data", data.to_str().unwrap(), "--output", "json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = palisade(&args);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str::<Value>(&out)
+        .unwrap_or_else(|e| panic!("{e}: {out}"))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn logs_reads_what_a_real_gateway_wrote() {
+    let dir: PathBuf = std::env::temp_dir().join(format!("palisade-logs-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let http = http_server();
+    let net = dir.join("network.yaml");
+    std::fs::write(
+        &net,
+        format!(
+            r#"apiVersion: palisade/v1
+azureFirewalls:
+  - name: fw
+    ipConfigurations: [{{name: c, privateIPAddress: 10.0.1.4}}]
+    applicationRuleCollections:
+      - name: deny-apps
+        priority: 100
+        action: {{type: Deny}}
+        rules: [{{name: blocked, sourceAddresses: ['*'], protocols: ['Http:{p}'], targetFqdns: [blocked.test]}}]
+      - name: allow-apps
+        priority: 200
+        action: {{type: Allow}}
+        rules: [{{name: web, sourceAddresses: ['*'], protocols: ['Http:{p}'], targetFqdns: [www.allowed.test]}}]
+"#,
+            p = http.port()
+        ),
+    )
+    .unwrap();
+    let data = dir.join("data");
+    let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gw = Command::new(bin())
+        .args(["gateway", "-n", net.to_str().unwrap()])
+        .args(["--listen", &proxy.to_string(), "--admin", "none"])
+        .args(["--data", data.to_str().unwrap(), "--instance", "cli-logs"])
+        .args(["--no-watch", "--no-system-resolver"])
+        .args(["--resolve", "www.allowed.test=127.0.0.1"])
+        .args(["--resolve", "blocked.test=127.0.0.1"])
+        .args(["--resolve", "other.test=127.0.0.1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start palisade gateway");
+    let _gw = Killed(gw);
+    let start = Instant::now();
+    while TcpStream::connect(proxy).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "gateway did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let p = http.port();
+    let o = curl(proxy, &format!("http://www.allowed.test:{p}/"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "200");
+    // Wait for the allow record (written when its connection ends), then mark the time.
+    let start = Instant::now();
+    while json_records(&data, &[]).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no allow record");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let mid = palisade_flowlog::format_time(SystemTime::now());
+    std::thread::sleep(Duration::from_millis(50));
+    let o = curl(proxy, &format!("http://blocked.test:{p}/"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "470");
+    let o = curl(proxy, &format!("http://other.test:{p}/"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "470");
+
+    // JSON: all three, newest first, with the deciding rules.
+    let all = json_records(&data, &[]);
+    assert_eq!(all.len(), 3, "{all:?}");
+    let names: Vec<&str> = all.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["other.test", "blocked.test", "www.allowed.test"]);
+    assert_eq!(all[2]["action"], "Allow");
+    assert_eq!(all[2]["rule_collection"], "allow-apps");
+    assert_eq!(all[2]["rule"], "web");
+    assert_eq!(all[2]["instance"], "cli-logs");
+    assert!(all[2]["bytes_received"].as_u64().unwrap() > 0);
+    assert_eq!(all[1]["action"], "Deny");
+    assert_eq!(all[1]["rule"], "blocked");
+    assert_eq!(all[0]["reason"], "DefaultAction");
+
+    // --action deny
+    let deny = json_records(&data, &["--action", "deny"]);
+    assert_eq!(deny.len(), 2);
+    assert!(deny.iter().all(|r| r["action"] == "Deny"));
+
+    // --since: a duration takes all, the time between the requests only the later two, a
+    // future time nothing.
+    assert_eq!(json_records(&data, &["--since", "1h"]).len(), 3);
+    let later = json_records(&data, &["--since", &mid]);
+    assert_eq!(later.len(), 2, "since {mid}: {later:?}");
+    assert!(later.iter().all(|r| r["action"] == "Deny"));
+    assert!(json_records(&data, &["--since", "2099-01-01T00:00:00Z"]).is_empty());
+    let (code, _, err) = palisade(&["logs", "--data", data.to_str().unwrap(), "--since", "soon"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--since"), "{err}");
+
+    // Text: one line per record, newest first, with action, name, rule and reason.
+    let (code, out, err) = palisade(&["logs", "--data", data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].contains("Deny") && lines[0].contains("other.test"), "{out}");
+    assert!(lines[0].contains("rule=-") && lines[0].contains("reason=DefaultAction"));
+    assert!(lines[1].contains("rule=deny-apps/blocked"), "{out}");
+    assert!(lines[2].contains("Allow") && lines[2].contains("www.allowed.test"));
+    assert!(lines[2].contains("rule=allow-apps/web") && lines[2].contains("received="));
+    let (code, out, _) = palisade(&[
+        "logs",
+        "--data",
+        data.to_str().unwrap(),
+        "--action",
+        "deny",
+        "--since",
+        "10m",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(!out.contains("Allow"));
+    // Nothing matches: a note on stderr, no lines.
+    let (code, out, err) = palisade(&[
+        "logs",
+        "--data",
+        data.to_str().unwrap(),
+        "--since",
+        "2099-01-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.is_empty());
+    assert!(err.contains("no matching flow records"), "{err}");
+    drop(_gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
