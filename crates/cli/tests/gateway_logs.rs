@@ -14,7 +14,10 @@ fn bin() -> &'static str {
 }
 
 fn palisade(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin()).args(args).output().expect("run palisade");
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run palisade");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -65,7 +68,15 @@ impl Drop for Killed {
 
 fn curl(proxy: SocketAddr, url: &str) -> Output {
     Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
         .args(["-x", &format!("http://{proxy}"), url])
         .output()
         .expect("run curl")
@@ -85,7 +96,8 @@ fn json_records(data: &Path, extra: &[&str]) -> Vec<Value> {
 
 #[test]
 fn logs_reads_what_a_real_gateway_wrote() {
-    let dir: PathBuf = std::env::temp_dir().join(format!("palisade-logs-cli-{}", std::process::id()));
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("palisade-logs-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let http = http_server();
@@ -129,7 +141,10 @@ azureFirewalls:
     let _gw = Killed(gw);
     let start = Instant::now();
     while TcpStream::connect(proxy).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "gateway did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "gateway did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -185,7 +200,10 @@ azureFirewalls:
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
-    assert!(lines[0].contains("Deny") && lines[0].contains("other.test"), "{out}");
+    assert!(
+        lines[0].contains("Deny") && lines[0].contains("other.test"),
+        "{out}"
+    );
     assert!(lines[0].contains("rule=-") && lines[0].contains("reason=DefaultAction"));
     assert!(lines[1].contains("rule=deny-apps/blocked"), "{out}");
     assert!(lines[2].contains("Allow") && lines[2].contains("www.allowed.test"));

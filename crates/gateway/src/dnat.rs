@@ -541,7 +541,7 @@ mod tests {
         assert!(parse_dnat_bind("203.0.113.10").is_err());
         let f: SocketAddr = "203.0.113.10:8080".parse().unwrap();
         assert_eq!(
-            bind_address(&[b2.clone()], f),
+            bind_address(std::slice::from_ref(&b2), f),
             "127.0.0.3:8080".parse().unwrap()
         );
         assert_eq!(

@@ -1,0 +1,305 @@
+//! Load client and target server for `scripts/bench-gateway.sh` (CONNECT proxies on loopback).
+//! No dependency beyond tokio; the same client drives every proxy and the direct baseline.
+//!
+//! ```text
+//! tunnel_bench serve ADDR...                  target: echo; a first byte `s` streams zeros;
+//!                                             answers a forwarded `CONNECT` with 200 itself
+//! tunnel_bench rate PROXY|direct TARGET CONC SECS     new tunnels/s and per-tunnel latency
+//! tunnel_bench throughput PROXY|direct TARGET SECS    one established tunnel, MB/s
+//! tunnel_bench idle PROXY TARGET COUNT PID            RSS growth of PID's tree per idle tunnel
+//! ```
+//! Every measurement prints one JSON object on stdout.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+async fn serve_conn(mut s: TcpStream) -> Res<()> {
+    let _ = s.set_nodelay(true);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n = s.read(&mut buf).await?;
+    if buf[..n].starts_with(b"CONNECT ") {
+        // A proxy that forwards CONNECT instead of answering it (HAProxy): answer it here.
+        while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            let m = s.read(&mut buf[n..]).await?;
+            if m == 0 {
+                return Ok(());
+            }
+            n += m;
+        }
+        s.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            .await?;
+        n = s.read(&mut buf).await?;
+    }
+    if n > 0 && buf[0] == b's' {
+        let zeros = vec![0u8; 64 * 1024];
+        loop {
+            s.write_all(&zeros).await?;
+        }
+    }
+    while n > 0 {
+        s.write_all(&buf[..n]).await?;
+        n = s.read(&mut buf).await?;
+    }
+    Ok(())
+}
+
+async fn serve(addrs: &[String]) -> Res<()> {
+    let mut tasks = vec![];
+    for a in addrs {
+        let l = TcpListener::bind(a.as_str()).await?;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if let Ok((s, _)) = l.accept().await {
+                    tokio::spawn(serve_conn(s));
+                }
+            }
+        }));
+    }
+    println!("ready");
+    for t in tasks {
+        t.await?;
+    }
+    Ok(())
+}
+
+/// A tunnel to `target` (`host:port`) through `proxy`, or a direct connection.
+async fn open(proxy: Option<SocketAddr>, target: &str, direct: SocketAddr) -> Res<TcpStream> {
+    let Some(p) = proxy else {
+        let s = TcpStream::connect(direct).await?;
+        s.set_nodelay(true)?;
+        return Ok(s);
+    };
+    let mut s = TcpStream::connect(p).await?;
+    s.set_nodelay(true)?;
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await?;
+    let mut head = vec![];
+    let mut b = [0u8; 1];
+    // Byte by byte: nothing after the response head may be consumed.
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).await? == 0 || head.len() > 8192 {
+            return Err("proxy closed before answering CONNECT".into());
+        }
+        head.push(b[0]);
+    }
+    if !(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200")) {
+        return Err(format!("CONNECT refused: {}", String::from_utf8_lossy(&head)).into());
+    }
+    Ok(s)
+}
+
+/// One tunnel: open, one byte there and back, close.
+async fn one(proxy: Option<SocketAddr>, target: &str, direct: SocketAddr) -> Res<()> {
+    let mut s = open(proxy, target, direct).await?;
+    s.write_all(b"e").await?;
+    let mut b = [0u8; 1];
+    if s.read(&mut b).await? != 1 {
+        return Err("no echo".into());
+    }
+    Ok(())
+}
+
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn rate(
+    proxy: Option<SocketAddr>,
+    target: String,
+    direct: SocketAddr,
+    conc: usize,
+    secs: f64,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let lat = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let start = Instant::now();
+    let mut tasks = vec![];
+    for _ in 0..conc {
+        let (stop, errors, lat, target) =
+            (stop.clone(), errors.clone(), lat.clone(), target.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut mine = vec![];
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                match tokio::time::timeout(Duration::from_secs(5), one(proxy, &target, direct))
+                    .await
+                {
+                    Ok(Ok(())) => mine.push(t.elapsed().as_micros() as u64),
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            lat.lock().unwrap().extend(mine);
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut l = lat.lock().unwrap().clone();
+    l.sort_unstable();
+    println!(
+        "{{\"ok\":{},\"errors\":{},\"per_second\":{:.0},\"p50_us\":{},\"p99_us\":{}}}",
+        l.len(),
+        errors.load(Ordering::Relaxed),
+        l.len() as f64 / elapsed,
+        pct(&l, 0.50),
+        pct(&l, 0.99)
+    );
+}
+
+async fn throughput(
+    proxy: Option<SocketAddr>,
+    target: &str,
+    direct: SocketAddr,
+    secs: f64,
+) -> Res<()> {
+    let mut s = open(proxy, target, direct).await?;
+    s.write_all(b"s").await?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let start = Instant::now();
+    let mut total = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    let mb_s = total as f64 / start.elapsed().as_secs_f64() / 1e6;
+    println!("{{\"bytes\":{total},\"mb_per_second\":{mb_s:.0}}}");
+    Ok(())
+}
+
+/// RSS in KiB of `pid` and all its descendants.
+fn tree_rss_kib(pid: u32) -> u64 {
+    let mut pids = vec![pid];
+    let mut all: Vec<(u32, u32)> = vec![];
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+            if let Some(pp) = after.split_whitespace().nth(1).and_then(|x| x.parse().ok()) {
+                all.push((p, pp));
+            }
+        }
+    }
+    loop {
+        let before = pids.len();
+        for &(p, pp) in &all {
+            if pids.contains(&pp) && !pids.contains(&p) {
+                pids.push(p);
+            }
+        }
+        if pids.len() == before {
+            break;
+        }
+    }
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+async fn idle(
+    proxy: SocketAddr,
+    target: &str,
+    direct: SocketAddr,
+    count: usize,
+    pid: u32,
+) -> Res<()> {
+    // Warm up (thread pools, buffers), then settle.
+    for _ in 0..50 {
+        let _ = one(Some(proxy), target, direct).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = tree_rss_kib(pid);
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut s = open(Some(proxy), target, direct).await?;
+        s.write_all(b"e").await?;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await?;
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = tree_rss_kib(pid);
+    let per = (after.saturating_sub(before)) as f64 / count as f64;
+    println!(
+        "{{\"tunnels\":{count},\"rss_before_kib\":{before},\"rss_after_kib\":{after},\"kib_per_tunnel\":{per:.1}}}"
+    );
+    drop(held);
+    Ok(())
+}
+
+fn usage() -> ! {
+    eprintln!("usage: tunnel_bench serve ADDR... | rate PROXY|direct TARGET CONC SECS | throughput PROXY|direct TARGET SECS | idle PROXY TARGET COUNT PID\n  TARGET is NAME:PORT=IP:PORT (the name for CONNECT, the address for direct)");
+    std::process::exit(2)
+}
+
+/// `NAME:PORT=IP:PORT`.
+fn target(arg: &str) -> (String, SocketAddr) {
+    let (name, addr) = arg.split_once('=').unwrap_or_else(|| usage());
+    (name.to_string(), addr.parse().unwrap_or_else(|_| usage()))
+}
+
+fn proxy(arg: &str) -> Option<SocketAddr> {
+    if arg == "direct" {
+        None
+    } else {
+        Some(arg.parse().unwrap_or_else(|_| usage()))
+    }
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let num = |i: usize| -> f64 {
+        args.get(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| usage())
+    };
+    match args.first().map(String::as_str) {
+        Some("serve") => rt.block_on(serve(&args[1..])),
+        Some("rate") if args.len() == 5 => {
+            let (name, addr) = target(&args[2]);
+            rt.block_on(rate(proxy(&args[1]), name, addr, num(3) as usize, num(4)));
+            Ok(())
+        }
+        Some("throughput") if args.len() == 4 => {
+            let (name, addr) = target(&args[2]);
+            rt.block_on(throughput(proxy(&args[1]), &name, addr, num(3)))
+        }
+        Some("idle") if args.len() == 5 => {
+            let (name, addr) = target(&args[2]);
+            let p = proxy(&args[1]).unwrap_or_else(|| usage());
+            rt.block_on(idle(p, &name, addr, num(3) as usize, num(4) as u32))
+        }
+        _ => usage(),
+    }
+}
