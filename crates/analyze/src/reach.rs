@@ -33,8 +33,48 @@ use palisade_policy::routes::{EffectiveRoute, RouteSource, SubnetRoutes};
 use palisade_policy::trace::PLATFORM_ADDRESSES;
 use palisade_policy::Snapshot;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::HashMap as StdMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
+
+/// FxHash (as in rustc): the engine's keys are small integer vectors built by itself, so a
+/// fast non-keyed hash is enough; SipHash was a tenth of the matrix time.
+#[derive(Default, Clone, Copy)]
+pub struct Fx(u64);
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64)
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64)
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i)
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64)
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Fx {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type HashMap<K, V> = StdMap<K, V, BuildHasherDefault<Fx>>;
 
 /// The answer for a set of flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -124,7 +164,7 @@ impl Runs {
         }
         ev.sort_unstable();
         let mut cur = vec![0u64; words];
-        let mut interned: HashMap<Vec<u64>, u32> = HashMap::new();
+        let mut interned: HashMap<Vec<u64>, u32> = HashMap::default();
         let mut runs = Runs::default();
         let mut intern = |row: &Vec<u64>, runs: &mut Runs| -> u32 {
             if let Some(c) = interned.get(row) {
@@ -445,6 +485,37 @@ const S_FW: u8 = 3;
 const S_SUB_IN: u8 = 4;
 const S_NIC_IN: u8 = 5;
 
+/// Per family: what the layers and routes see of every atom (see [`Engine::build_index`]).
+#[derive(Default)]
+struct Index {
+    /// Per layer, per atom: its source class, its destination class.
+    scls: Vec<Vec<u32>>,
+    dcls: Vec<Vec<u32>>,
+    /// Per subnet, per atom: the index of the route the subnet uses for it (`u32::MAX`: none).
+    route: Vec<Vec<u32>>,
+    /// Per place (each subnet, then "outside"): its atoms.
+    places: Vec<Vec<u32>>,
+    /// Per place: the NSG layers (subnet and NICs) on the way out, on the way in.
+    out_layers: Vec<Vec<u32>>,
+    in_layers: Vec<Vec<u32>>,
+    /// Subnets holding a DNAT target, and their inbound NSG layers.
+    dnat_subnets: Vec<usize>,
+    dnat_layers: Vec<u32>,
+}
+
+/// The class of every atom (given by its first address) in one dimension of a layer.
+fn classes_over(runs: &Runs, starts: &[u128]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(starts.len());
+    let mut j = 0;
+    for &a in starts {
+        while j + 1 < runs.starts.len() && runs.starts[j + 1] <= a {
+            j += 1;
+        }
+        out.push(runs.class[j]);
+    }
+    out
+}
+
 /// No decision: the pair is outside what reachability covers (neither end in the network).
 pub const NONE: u32 = u32::MAX;
 
@@ -456,6 +527,8 @@ pub struct Engine<'s> {
     nsg_layer: HashMap<(usize, bool), u32>,
     fw_layer: Vec<u32>,
     cells: Vec<Vec<Piece>>,
+    /// Cells by content: equal pieces, one id (a rule index means the layer of the step).
+    cell_ids: HashMap<Vec<(Bits, Act, u32)>, u32>,
     controls: Vec<Control>,
     control_ids: HashMap<Control, u32>,
     ctrl_cache: HashMap<(u8, u32, u32), u32>,
@@ -467,6 +540,7 @@ pub struct Engine<'s> {
     plans: HashMap<Vec<Step>, u32>,
     /// Per family, per source atom: the decision per destination atom.
     rows: [Vec<Vec<u32>>; 2],
+    index: [Index; 2],
 }
 
 fn fam_of(p: &IpNet) -> Family {
@@ -581,7 +655,7 @@ type FwParts = (
 fn fw_layer(fw: &CompiledFirewall) -> FwParts {
     let mut infos = vec![];
     let mut out: [Vec<Entry>; 2] = [vec![], vec![]];
-    let mut dnat = HashMap::new();
+    let mut dnat = HashMap::default();
     let info = |r: &palisade_policy::firewall::RuleRef| RuleInfo {
         layer: "firewall",
         resource: r.resource.clone(),
@@ -686,7 +760,7 @@ fn fam_layer(entries: Vec<Entry>) -> FamLayer {
         entries,
         src,
         dst,
-        cells: HashMap::new(),
+        cells: HashMap::default(),
     }
 }
 
@@ -756,18 +830,20 @@ impl<'s> Engine<'s> {
             snap,
             grid,
             layers: vec![],
-            nsg_layer: HashMap::new(),
+            nsg_layer: HashMap::default(),
             fw_layer: vec![],
             cells: vec![],
+            cell_ids: HashMap::default(),
             controls: vec![],
-            control_ids: HashMap::new(),
-            ctrl_cache: HashMap::new(),
+            control_ids: HashMap::default(),
+            ctrl_cache: HashMap::default(),
             outcomes: vec![],
-            outcome_ids: HashMap::new(),
+            outcome_ids: HashMap::default(),
             decisions: vec![],
             l4: L4Atoms::build(std::iter::empty()),
-            plans: HashMap::new(),
+            plans: HashMap::default(),
             rows: [vec![], vec![]],
+            index: Default::default(),
         };
         for (i, n) in snap.nsgs.iter().enumerate() {
             for (dir, rules) in [
@@ -783,7 +859,7 @@ impl<'s> Engine<'s> {
                         direction: dir,
                     },
                     rules: infos,
-                    dnat: HashMap::new(),
+                    dnat: HashMap::default(),
                     fam: [fam_layer(v4), fam_layer(v6)],
                 });
             }
@@ -820,15 +896,250 @@ impl<'s> Engine<'s> {
         for f in [Family::V4, Family::V6] {
             let fi = f.index();
             let n = self.grid[fi].len();
-            let mut rows = Vec::with_capacity(n);
-            for sa in 0..n {
-                let mut row = vec![NONE; n];
-                for (da, slot) in row.iter_mut().enumerate() {
-                    *slot = self.evaluate(f, sa, da);
+            self.rows[fi] = vec![vec![NONE; n]; n];
+            self.build_index(f);
+            let places = self.index[fi].places.len();
+            for s in 0..places {
+                for d in 0..places {
+                    self.compute_block(f, s, d, None);
                 }
-                rows.push(row);
             }
-            self.rows[fi] = rows;
+        }
+    }
+
+    /// Per family: each layer's source and destination class of every atom, each subnet's route
+    /// for every atom, the atoms of every place (subnet, then "outside").
+    fn build_index(&mut self, f: Family) {
+        let fi = f.index();
+        let g = &self.grid[fi];
+        let snap = self.snap;
+        let mut ix = Index::default();
+        for l in &self.layers {
+            let fl = &l.fam[fi];
+            ix.scls.push(classes_over(&fl.src, &g.starts));
+            ix.dcls.push(classes_over(&fl.dst, &g.starts));
+        }
+        for s in &snap.subnets {
+            ix.route.push(
+                (0..g.len())
+                    .map(|a| {
+                        s.routes
+                            .lookup(f.addr(g.starts[a]))
+                            .map(|(_, r)| route_index(&s.routes, r))
+                            .unwrap_or(u32::MAX)
+                    })
+                    .collect(),
+            );
+        }
+        let outside = snap.subnets.len();
+        ix.places = vec![vec![]; outside + 1];
+        for a in 0..g.len() {
+            ix.places[g.loc[a].subnet.unwrap_or(outside)].push(a as u32);
+        }
+        // Layers met on the way out of a place, into a place, and DNAT targets.
+        let nsg_layers = |sub: usize, outbound: bool| -> Vec<u32> {
+            let mut v = vec![];
+            if let Some(n) = snap.subnets[sub].nsg {
+                v.push(self.nsg_layer[&(n, outbound)]);
+            }
+            for nic in snap.nics.iter().filter(|n| n.subnet == Some(sub)) {
+                if let Some(n) = nic.nsg {
+                    v.push(self.nsg_layer[&(n, outbound)]);
+                }
+            }
+            v
+        };
+        ix.out_layers = (0..=outside)
+            .map(|s| {
+                if s == outside {
+                    vec![]
+                } else {
+                    nsg_layers(s, true)
+                }
+            })
+            .collect();
+        ix.in_layers = (0..=outside)
+            .map(|s| {
+                if s == outside {
+                    vec![]
+                } else {
+                    nsg_layers(s, false)
+                }
+            })
+            .collect();
+        let mut targets: Vec<usize> = vec![];
+        for l in &self.layers {
+            for (to, _) in l.dnat.values() {
+                if let Some(t) = snap.locate(*to).subnet {
+                    if !targets.contains(&t) {
+                        targets.push(t);
+                    }
+                }
+            }
+        }
+        targets.sort_unstable();
+        ix.dnat_layers = targets.iter().flat_map(|t| nsg_layers(*t, false)).collect();
+        ix.dnat_subnets = targets;
+        self.index[fi] = ix;
+    }
+
+    /// Evaluate the pairs (source in place `s`, destination in place `d`): atoms of each side
+    /// are grouped by what the layers on this path see of them (their classes in the layers of
+    /// the path, the routes that look them up), one pair per group pair is evaluated. `only`:
+    /// restrict to these source and destination atoms (re-check).
+    fn compute_block(&mut self, f: Family, s: usize, d: usize, only: Option<(&[u32], &[u32])>) {
+        let fi = f.index();
+        let ix = &self.index[fi];
+        let outside = ix.places.len() - 1;
+        let (srcs, dsts): (&[u32], &[u32]) = match only {
+            Some(x) => x,
+            None => (&ix.places[s], &ix.places[d]),
+        };
+        if srcs.is_empty() || dsts.is_empty() {
+            return;
+        }
+        let g = &self.grid[fi];
+        let mut layers: Vec<u32> = ix.out_layers[s].clone();
+        layers.extend_from_slice(&self.fw_layer);
+        layers.extend_from_slice(&ix.in_layers[d]);
+        layers.extend_from_slice(&ix.dnat_layers);
+        let mut reply: Vec<usize> = ix.dnat_subnets.clone();
+        if d != outside {
+            reply.push(d);
+        }
+        let special = |a: u32| {
+            let l = &g.loc[a as usize];
+            l.nic.is_some() || l.platform || l.frontend.is_some()
+        };
+        // Source keys.
+        let group = |atoms: &[u32], key: &dyn Fn(u32, &mut Vec<u32>)| -> (Vec<u32>, Vec<u32>) {
+            let k = layers.len() + reply.len() + 2;
+            let mut keys: Vec<u32> = Vec::with_capacity(atoms.len() * k);
+            for &a in atoms {
+                key(a, &mut keys);
+            }
+            let mut order: Vec<u32> = (0..atoms.len() as u32).collect();
+            let at = |i: u32| &keys[i as usize * k..(i as usize + 1) * k];
+            order.sort_unstable_by(|x, y| at(*x).cmp(at(*y)));
+            let mut gid = vec![0u32; atoms.len()];
+            let mut reps: Vec<u32> = vec![];
+            for (j, &i) in order.iter().enumerate() {
+                if j == 0 || at(order[j - 1]) != at(i) {
+                    reps.push(atoms[i as usize]);
+                }
+                gid[i as usize] = reps.len() as u32 - 1;
+            }
+            (gid, reps)
+        };
+        let skey = |a: u32, out: &mut Vec<u32>| {
+            let sp = special(a);
+            out.push(if sp { a } else { u32::MAX });
+            out.push(g.loc[a as usize].in_vnet as u32);
+            for l in &layers {
+                out.push(ix.scls[*l as usize][a as usize]);
+            }
+            for r in &reply {
+                out.push(ix.route[*r][a as usize]);
+            }
+        };
+        let dkey = |a: u32, out: &mut Vec<u32>| {
+            let sp = special(a);
+            out.push(if sp { a } else { u32::MAX });
+            out.push(if s == outside {
+                u32::MAX
+            } else {
+                ix.route[s][a as usize]
+            });
+            for l in &layers {
+                out.push(ix.dcls[*l as usize][a as usize]);
+            }
+            for _ in &reply {
+                out.push(0);
+            }
+        };
+        let (sg0, sreps0) = group(srcs, &skey);
+        let (dg0, dreps0) = group(dsts, &dkey);
+        let fixed_s: Vec<Vec<u32>> = sreps0
+            .iter()
+            .map(|a| {
+                let mut v = vec![];
+                skey(*a, &mut v);
+                v.truncate(2);
+                v.extend(reply.iter().map(|r| ix.route[*r][*a as usize]));
+                v
+            })
+            .collect();
+        let fixed_d: Vec<Vec<u32>> = dreps0
+            .iter()
+            .map(|a| {
+                let mut v = vec![];
+                dkey(*a, &mut v);
+                v.truncate(2);
+                v
+            })
+            .collect();
+        let srcs = srcs.to_vec();
+        let dsts = dsts.to_vec();
+        // Refine: two class groups differ only where a layer's cell (its decision, not its
+        // classes) differs against some group of the other side.
+        let (ns, nd) = (sreps0.len(), dreps0.len());
+        let mut cells = vec![0u32; layers.len() * ns * nd];
+        for (k, &l) in layers.iter().enumerate() {
+            for i in 0..ns {
+                for j in 0..nd {
+                    let (a, b) = (
+                        self.grid[fi].starts[sreps0[i] as usize],
+                        self.grid[fi].starts[dreps0[j] as usize],
+                    );
+                    cells[(k * ns + i) * nd + j] = self.cell(l, f, a, b);
+                }
+            }
+        }
+        let refine =
+            |n: usize, m: usize, fixed: &[Vec<u32>], at: &dyn Fn(usize, usize, usize) -> u32| {
+                let keys: Vec<Vec<u32>> = (0..n)
+                    .map(|i| {
+                        let mut v = fixed[i].clone();
+                        for k in 0..layers.len() {
+                            for j in 0..m {
+                                v.push(at(k, i, j));
+                            }
+                        }
+                        v
+                    })
+                    .collect();
+                let mut ids: HashMap<&Vec<u32>, u32> = HashMap::default();
+                let mut reps = vec![];
+                let map: Vec<u32> = (0..n)
+                    .map(|i| {
+                        let next = ids.len() as u32;
+                        *ids.entry(&keys[i]).or_insert_with(|| {
+                            reps.push(i);
+                            next
+                        })
+                    })
+                    .collect();
+                (map, reps)
+            };
+        let (smap, sr) = refine(ns, nd, &fixed_s, &|k, i, j| cells[(k * ns + i) * nd + j]);
+        let (dmap, dr) = refine(nd, ns, &fixed_d, &|k, i, j| cells[(k * ns + j) * nd + i]);
+        let sreps: Vec<u32> = sr.iter().map(|i| sreps0[*i]).collect();
+        let dreps: Vec<u32> = dr.iter().map(|i| dreps0[*i]).collect();
+        let sg: Vec<u32> = sg0.iter().map(|x| smap[*x as usize]).collect();
+        let dg: Vec<u32> = dg0.iter().map(|x| dmap[*x as usize]).collect();
+        let mut dec = vec![NONE; sreps.len() * dreps.len()];
+        for (i, &sa) in sreps.iter().enumerate() {
+            for (j, &da) in dreps.iter().enumerate() {
+                dec[i * dreps.len() + j] = self.evaluate(f, sa as usize, da as usize);
+            }
+        }
+        let rows = &mut self.rows[fi];
+        for (i, &sa) in srcs.iter().enumerate() {
+            let row = &mut rows[sa as usize];
+            let base = sg[i] as usize * dreps.len();
+            for (j, &da) in dsts.iter().enumerate() {
+                row[da as usize] = dec[base + dg[j] as usize];
+            }
         }
     }
 
@@ -885,8 +1196,19 @@ impl<'s> Engine<'s> {
                 rule: u32::MAX,
             });
         }
-        let id = self.cells.len() as u32;
-        self.cells.push(pieces);
+        let canon: Vec<(Bits, Act, u32)> = pieces
+            .iter()
+            .map(|p| (p.l4.clone(), p.act, p.rule))
+            .collect();
+        let id = match self.cell_ids.get(&canon) {
+            Some(i) => *i,
+            None => {
+                let id = self.cells.len() as u32;
+                self.cells.push(pieces);
+                self.cell_ids.insert(canon, id);
+                id
+            }
+        };
         self.layers[layer as usize].fam[f.index()]
             .cells
             .insert(key, id);
@@ -1413,7 +1735,7 @@ impl<'s> Engine<'s> {
         };
         let name = self.snap.nsgs[nsg].name.clone();
         let (infos, entries) = nsg_entries(rules, &name);
-        self.replace_layer(layer, infos, entries, HashMap::new())
+        self.replace_layer(layer, infos, entries, HashMap::default())
     }
 
     /// Re-check after a firewall's rules changed (same addresses).
@@ -1516,6 +1838,12 @@ impl<'s> Engine<'s> {
                 .map(|e| (e.src.clone(), e.dst.clone()))
                 .collect();
             self.layers[layer as usize].fam[fi] = fam_layer(new);
+            {
+                let fl = &self.layers[layer as usize].fam[fi];
+                let starts = &self.grid[fi].starts;
+                self.index[fi].scls[layer as usize] = classes_over(&fl.src, starts);
+                self.index[fi].dcls[layer as usize] = classes_over(&fl.dst, starts);
+            }
             if boxes.is_empty() {
                 continue;
             }
@@ -1736,7 +2064,7 @@ pub fn products(
 ) -> Vec<(Family, IntervalSet, IntervalSet)> {
     let mut by_src: Vec<(Family, IntervalSet, IntervalSet)> = vec![];
     // Same source: unite destinations.
-    let mut idx: HashMap<(Family, IntervalSet), usize> = HashMap::new();
+    let mut idx: HashMap<(Family, IntervalSet), usize> = HashMap::default();
     for (f, s, d) in regions {
         match idx.get(&(*f, s.clone())) {
             Some(i) => by_src[*i].2 = by_src[*i].2.union(d),
@@ -1748,7 +2076,7 @@ pub fn products(
     }
     // Same destinations: unite sources.
     let mut out: Vec<(Family, IntervalSet, IntervalSet)> = vec![];
-    let mut idx2: HashMap<(Family, IntervalSet), usize> = HashMap::new();
+    let mut idx2: HashMap<(Family, IntervalSet), usize> = HashMap::default();
     for (f, s, d) in by_src {
         match idx2.get(&(f, d.clone())) {
             Some(i) => out[*i].1 = out[*i].1.union(&s),
@@ -1816,7 +2144,7 @@ pub fn report(
         regions.extend(engine.regions(to, from));
     }
     type Key = (String, String, u32, Vec<String>);
-    let mut groups: HashMap<Key, (Vec<Area>, L4Set)> = HashMap::new();
+    let mut groups: HashMap<Key, (Vec<Area>, L4Set)> = HashMap::default();
     let mut order: Vec<Key> = vec![];
     for r in regions {
         let o = engine.outcome(r.outcome);
