@@ -284,20 +284,35 @@ fn run(command: Command) -> Result<ExitCode, String> {
             let (destination, mut host) = match to.parse::<IpAddr>() {
                 Ok(ip) => (ip, host),
                 Err(_) => {
-                    let ip = loaded
-                        .resolve
-                        .get(&to.to_ascii_lowercase())
-                        .and_then(|v| v.first().copied());
+                    // A name resolves to an address of the source's family (PAL-5.1: a
+                    // packet has one family).
+                    let name = to.trim_end_matches('.').to_ascii_lowercase();
+                    let ip = loaded.resolve.get(&name).and_then(|v| {
+                        v.iter()
+                            .find(|ip| ip.is_ipv6() == from.is_ipv6())
+                            .or(v.first())
+                            .copied()
+                    });
                     let ip = match ip {
                         Some(ip) => ip,
                         None => {
-                            eprintln!("note: `{to}` is not resolved offline; tracing to 203.0.113.1 (an Internet address). Use --resolve {to}=IP to choose one.");
-                            "203.0.113.1".parse().expect("literal address")
+                            let placeholder = if from.is_ipv6() {
+                                IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1])
+                            } else {
+                                IpAddr::from([203, 0, 113, 1])
+                            };
+                            eprintln!("note: `{to}` is not resolved offline; tracing to {placeholder} (an Internet address). Use --resolve {to}=IP to choose one.");
+                            placeholder
                         }
                     };
                     (ip, host.or(Some(to.clone())))
                 }
             };
+            if destination.is_ipv6() != from.is_ipv6() {
+                return Err(format!(
+                    "--from {from} and --to {destination} are of different IP families; a flow has one family (PAL-5.1)"
+                ));
+            }
             if host.as_deref() == Some("") {
                 host = None;
             }
@@ -333,6 +348,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
             to,
             output,
         } => {
+            if from.is_ipv6() != to.is_ipv6() {
+                return Err(format!(
+                    "--from {from} and --to {to} are of different IP families; a packet has one family (PAL-5.1)"
+                ));
+            }
             let loaded = load::load_for_evaluation(&net)?;
             render::next_hop(&loaded.snapshot, from, to, output == Output::Json)
         }

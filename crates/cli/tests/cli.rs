@@ -284,3 +284,67 @@ fn errors_stop_evaluation_unless_asked() {
     assert_eq!(code, 2);
     assert!(err.contains("priority outside 100-4096"), "{err}");
 }
+
+#[test]
+fn pal_5_1_a_flow_has_one_family() {
+    let net = "examples/ase-egress-lockdown";
+    for cmd in ["trace", "next-hop"] {
+        let (code, out, err) = palisade(&[
+            cmd,
+            "--network",
+            net,
+            "--from",
+            "10.0.0.10",
+            "--to",
+            "2001:db8::1",
+        ]);
+        assert_eq!(code, 2, "{cmd}: {out}{err}");
+        assert!(err.contains("different IP families"), "{cmd}: {err}");
+    }
+    // A name traced from an IPv6 source goes to an IPv6 address.
+    let (_, v) = json(&[
+        "trace",
+        "--network",
+        net,
+        "--from",
+        "2001:db8::5",
+        "--to",
+        "example.com",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(v["flow"]["destination"], "2001:db8::1");
+    // A trailing dot and a resolved address of the source's family.
+    let (_, v) = json(&[
+        "trace",
+        "--network",
+        net,
+        "--from",
+        "10.0.0.10",
+        "--to",
+        "example.com.",
+        "--resolve",
+        "example.com=2001:db8::9",
+        "--resolve",
+        "example.com=198.51.100.9",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(v["flow"]["destination"], "198.51.100.9");
+}
+
+#[test]
+fn fmt_1_a_yaml_list_at_the_top_is_a_located_error() {
+    let dir = std::env::temp_dir().join(format!("palisade-list-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("list.yaml");
+    std::fs::write(&file, "- a\n- b\n").unwrap();
+    let (code, out, err) = palisade(&["validate", file.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("not a resource object") || err.contains("not a resource object"),
+        "{out}{err}"
+    );
+    assert!(!format!("{out}{err}").contains("panicked"));
+}

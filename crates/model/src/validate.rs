@@ -565,7 +565,14 @@ fn collections(
                     !net.ip_groups.is_empty(),
                 );
             }
-            for item in r.source_addresses.iter().chain(&r.destination_addresses) {
+            let sides = [
+                ("sourceAddresses", &r.source_addresses),
+                ("destinationAddresses", &r.destination_addresses),
+            ];
+            for (field, item) in sides
+                .into_iter()
+                .flat_map(|(f, items)| items.iter().map(move |i| (f, i)))
+            {
                 if let AddressItem::ServiceTag(t) = item {
                     let lower = t.to_ascii_lowercase();
                     if matches!(
@@ -576,7 +583,7 @@ fn collections(
                             e(format!(
                                 "the built-in tag `{t}` cannot be used in firewall rules (FW-5)"
                             ))
-                            .field("destinationAddresses")
+                            .field(field)
                             .found(t)
                             .expected(
                                 "IP addresses, CIDRs, ranges or service tags with the FW feature",
@@ -589,12 +596,12 @@ fn collections(
                         Ok(Some(w)) => d.push(
                             at(&r.origin, Diagnostic::warning(w))
                                 .resource(ty, &rname)
-                                .field("destinationAddresses")
+                                .field(field)
                                 .found(t),
                         ),
                         Err(msg) => d.push(
                             e(msg)
-                                .field("destinationAddresses")
+                                .field(field)
                                 .found(t)
                                 .expected("a service tag usable in firewall rules"),
                         ),
@@ -665,6 +672,25 @@ mod tests {
         for bad in ["www.example.*", "*.example.*", "a*.example.com", "", "*."] {
             assert!(!valid_target_fqdn(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn fw_5_a_built_in_tag_is_reported_on_the_side_that_names_it() {
+        let yaml = r#"
+apiVersion: palisade/v1
+azureFirewalls:
+  - name: fw
+    networkRuleCollections:
+      - name: c
+        priority: 100
+        action: {type: Allow}
+        rules: [{name: r, protocols: [TCP], sourceAddresses: [VirtualNetwork], destinationAddresses: ['*'], destinationPorts: ['443']}]
+"#;
+        let f = crate::import::import_text("fw.yaml", yaml, &crate::ImportOptions::default(), None);
+        let d = validate(&f.network, &Catalogs::embedded(), false);
+        let e: Vec<_> = d.errors().collect();
+        assert_eq!(e.len(), 1, "{d}");
+        assert_eq!(e[0].field.as_deref(), Some("sourceAddresses"), "{d}");
     }
 
     #[test]

@@ -317,9 +317,15 @@ impl Snapshot {
 /// Azure reserves the first four addresses of a subnet; `.4` is the first a resource gets.
 fn first_usable(p: &IpNet) -> Option<IpAddr> {
     match p {
-        IpNet::V4(n) => Some(IpAddr::V4((u32::from(n.network()) + 4).into())),
-        IpNet::V6(n) => Some(IpAddr::V6((u128::from(n.network()) + 4).into())),
+        IpNet::V4(n) => u32::from(n.network())
+            .checked_add(4)
+            .map(|a| IpAddr::V4(a.into())),
+        IpNet::V6(n) => u128::from(n.network())
+            .checked_add(4)
+            .map(|a| IpAddr::V6(a.into())),
     }
+    // A prefix too small to hold a `.4` (a /30 or longer) has no usable address.
+    .filter(|a| p.contains(a))
 }
 
 #[allow(clippy::too_many_arguments)]

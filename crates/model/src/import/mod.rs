@@ -342,6 +342,16 @@ fn import_document(
         reader.body(&root);
     } else if root.value.is_array() {
         out.kind = InputKind::CliOutput;
+        // CLI output is a list of resource objects; a list of anything else (a YAML file whose
+        // top level is a list of strings) describes no network.
+        for item in root.items().iter().filter(|i| !i.value.is_object()) {
+            reader.diagnostics.push(
+                Diagnostic::error("a list item that is not a resource object")
+                    .at(file, &item.pointer)
+                    .found(item.text())
+                    .expected("a resource object (CLI output is a list of resources)"),
+            );
+        }
         reader.body(&root);
     } else if root.value.is_object() {
         out.kind = if root.key("properties").is_some() {

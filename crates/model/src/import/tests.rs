@@ -441,3 +441,21 @@ fn fmt_3_keys_differing_only_in_case_are_an_error() {
     assert_eq!(e[0].pointer, "/Name");
     assert_eq!(e[0].line, Some(1));
 }
+
+#[test]
+fn fmt_1_a_top_level_list_of_non_resources_is_an_error() {
+    for (file, text) in [("list.yaml", "- a\n- b\n"), ("list.json", "[\"a\", 1]")] {
+        let f = import(file, text);
+        assert_eq!(
+            f.diagnostics.errors().count(),
+            2,
+            "{file}: {}",
+            f.diagnostics
+        );
+        let d = f.diagnostics.errors().next().unwrap();
+        assert_eq!((d.file.as_str(), d.pointer.as_str()), (file, "/0"));
+        assert!(d.to_string().contains("resource object"), "{d}");
+    }
+    // CLI output: a list of resources (here none) stays valid.
+    assert!(!import("empty.json", "[]").diagnostics.has_errors());
+}
