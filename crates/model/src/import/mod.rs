@@ -371,6 +371,19 @@ fn import_document(
         out.kind = InputKind::Observation;
     }
     let read = reader.finish();
+    // A body that is none of the shapes Palisade reads should not pass as an empty network.
+    let nothing_read =
+        read.network.is_empty() && read.synthetic.is_empty() && read.diagnostics.is_empty();
+    if nothing_read
+        && matches!(out.kind, InputKind::RestResource | InputKind::CliOutput)
+        && doc.value.as_object().is_some_and(|o| !o.is_empty())
+    {
+        out.diagnostics.push(
+            Diagnostic::warning("no network resource recognised in this file; it is ignored")
+                .at(&doc.file, "")
+                .expected("an NSG, route table, virtual network, subnet, NIC, firewall, firewall policy, rule collection group or IP group (FMT-1)"),
+        );
+    }
     out.network = read.network;
     out.diagnostics.extend(read.diagnostics.0);
     out.synthetic = read.synthetic;

@@ -674,6 +674,21 @@ impl Reader {
                     .and_then(|i| i.as_str().map(|s| id_name_path(s, &ty)))
             })
             .unwrap_or_default();
+        // A REST body of a child (a lone route or rule) names only itself; its id names the parent.
+        let name = match node
+            .field("id")
+            .and_then(|i| i.as_str().map(str::to_string))
+        {
+            Some(id) if ty.matches('/').count() >= 2 && !name.contains('/') => {
+                let from_id = id_name_path(&id, &ty);
+                if from_id.contains('/') && from_id.ends_with(&format!("/{name}")) {
+                    from_id
+                } else {
+                    name
+                }
+            }
+            _ => name,
+        };
         let lower = ty.to_ascii_lowercase();
         let child_at = |r: &mut Reader| r.child_at(node, &ty, &name, from_template);
         match lower.as_str() {

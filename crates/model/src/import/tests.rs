@@ -459,3 +459,13 @@ fn fmt_1_a_top_level_list_of_non_resources_is_an_error() {
     // CLI output: a list of resources (here none) stays valid.
     assert!(!import("empty.json", "[]").diagnostics.has_errors());
 }
+
+#[test]
+fn fmt_1_a_lone_child_body_takes_its_parent_from_the_id() {
+    let body = r#"{"name": "r1", "id": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/routeTables/rt/routes/r1",
+        "properties": {"addressPrefix": "10.0.3.0/24", "nextHopType": "None"}}"#;
+    let f = import("route.json", body);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    assert_eq!(f.network.route_tables[0].name, "rt");
+    assert_eq!(f.network.route_tables[0].routes[0].name, "r1");
+}
