@@ -63,7 +63,7 @@ pub fn validate(net: &Network, catalogs: &Catalogs, strict: bool) -> Diagnostics
             &fw.rule_collections,
             FW,
             &fw.name,
-            None,
+            Some(&fw.settings),
             net,
             catalogs,
             strict,
@@ -83,8 +83,31 @@ pub fn validate(net: &Network, catalogs: &Catalogs, strict: bool) -> Diagnostics
                 true,
             );
         }
+        if !p.name.is_empty() && !valid_firewall_name(&p.name) {
+            d.push(name_error(&p.origin, POLICY, &p.name, "firewall policy"));
+        }
         let mut prios: HashMap<u32, &str> = HashMap::new();
         for g in &p.rule_collection_groups {
+            if !g.name.is_empty() && !valid_firewall_name(&g.name) {
+                d.push(name_error(
+                    &g.origin,
+                    POLICY,
+                    &format!("{}/{}", p.name, g.name),
+                    "rule collection group",
+                ));
+            }
+            for c in g
+                .rule_collections
+                .iter()
+                .filter(|c| !valid_firewall_name(&c.name))
+            {
+                d.push(name_error(
+                    &c.origin,
+                    POLICY,
+                    &format!("{}/{}/{}", p.name, g.name, c.name),
+                    "rule collection",
+                ));
+            }
             // An unnamed group only holds a lone rule collection read from a snippet file
             // (`docs/import-support.md`); it has no priority of its own to check.
             let holder = g.name.is_empty() && g.priority == 0;
@@ -491,6 +514,28 @@ fn vnet(v: &VirtualNetwork, net: &Network, d: &mut Diagnostics) {
     }
 }
 
+/// FW-1: policy, rule collection group and collection names: 1–80 characters, starting with a
+/// letter or digit, then word characters, `-`, `.`, `_`, not ending in `-` or `.`.
+pub fn valid_firewall_name(n: &str) -> bool {
+    let chars: Vec<char> = n.chars().collect();
+    !chars.is_empty()
+        && chars.len() <= 80
+        && chars[0].is_alphanumeric()
+        && chars
+            .iter()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !matches!(chars.last(), Some('-' | '.'))
+}
+
+fn name_error(origin: &Origin, ty: &str, resource: &str, what: &str) -> Diagnostic {
+    let name = resource.rsplit('/').next().unwrap_or(resource);
+    at(origin, Diagnostic::error(format!("{what} name breaks FW-1")))
+        .resource(ty, resource)
+        .field("name")
+        .found(name)
+        .expected("1-80 letters, digits, `_`, `-`, `.`, starting with a letter or digit, not ending in `-` or `.`")
+}
+
 /// FW-6.3: `*` only as the leftmost character, then a name; or `*` alone.
 pub fn valid_target_fqdn(s: &str) -> bool {
     let body = s.strip_prefix('*').unwrap_or(s);
@@ -645,12 +690,21 @@ fn collections(
                                     .expected("plain names"),
                             );
                         }
-                        if settings.is_some_and(|s| s.dns_enable_proxy == Some(false)) {
-                            d.push(
+                        match settings.and_then(|s| s.dns_enable_proxy) {
+                            Some(true) => {}
+                            Some(false) => d.push(
                                 e("FQDNs in network rules need the DNS proxy (FW-5, FW-9)".into())
                                     .field("destinationFqdns")
                                     .expected("dnsSettings.enableProxy: true"),
-                            );
+                            ),
+                            // The proxy may be set where the input does not show it (a parent
+                            // policy, the portal): say so rather than refuse.
+                            None => d.push(
+                                at(&r.origin, Diagnostic::warning("FQDNs in network rules need the DNS proxy, which the input does not enable (FW-5, FW-9)"))
+                                    .resource(ty, &rname)
+                                    .field("destinationFqdns")
+                                    .expected("dnsSettings.enableProxy: true (policy) or Network.DNS.EnableProxy: \"True\" (classic)"),
+                            ),
                         }
                     }
                 }
@@ -691,6 +745,17 @@ azureFirewalls:
         let e: Vec<_> = d.errors().collect();
         assert_eq!(e.len(), 1, "{d}");
         assert_eq!(e[0].field.as_deref(), Some("sourceAddresses"), "{d}");
+    }
+
+    #[test]
+    fn fw_1_policy_and_collection_names() {
+        assert!(valid_firewall_name("adx-application-rcg"));
+        assert!(valid_firewall_name("Rule_Collection.1"));
+        assert!(!valid_firewall_name("-rcg"));
+        assert!(!valid_firewall_name("rcg."));
+        assert!(!valid_firewall_name("my rcg"));
+        assert!(!valid_firewall_name(""));
+        assert!(!valid_firewall_name(&"a".repeat(81)));
     }
 
     #[test]
