@@ -271,6 +271,20 @@ fn nsg_rules(
                     .expected("at most 140 characters"),
             );
         }
+        let (src_vnets, dst_vnets) = (
+            asg_vnets(net, &r.source.application_security_groups),
+            asg_vnets(net, &r.destination.application_security_groups),
+        );
+        if src_vnets.len() == 1 && dst_vnets.len() == 1 && src_vnets != dst_vnets {
+            d.push(
+                e(format!(
+                    "source ASGs are in virtual network {} and destination ASGs in {} (NSG-1)",
+                    src_vnets[0], dst_vnets[0]
+                ))
+                .field("destinationApplicationSecurityGroups")
+                .expected("ASGs on both sides in the same virtual network"),
+            );
+        }
         for (side_name, side) in [("source", &r.source), ("destination", &r.destination)] {
             if side.address_prefixes.len() > 4000 {
                 d.push(
@@ -290,6 +304,17 @@ fn nsg_rules(
                     .field(&format!("{side_name}ApplicationSecurityGroups"))
                     .found(side.application_security_groups.len())
                     .expected("at most 10"),
+                );
+            }
+            let vnets = asg_vnets(net, &side.application_security_groups);
+            if vnets.len() > 1 {
+                d.push(
+                    e(format!(
+                        "application security groups on the {side_name} side have members in different virtual networks ({}) (NSG-1)",
+                        vnets.join(", ")
+                    ))
+                    .field(&format!("{side_name}ApplicationSecurityGroups"))
+                    .expected("ASGs whose members share one virtual network"),
                 );
             }
             for a in &side.application_security_groups {
@@ -512,6 +537,24 @@ fn vnet(v: &VirtualNetwork, net: &Network, d: &mut Diagnostics) {
             );
         }
     }
+}
+
+/// The virtual networks (lower case, sorted) whose NICs are members of these ASGs.
+fn asg_vnets(net: &Network, asgs: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = net
+        .network_interfaces
+        .iter()
+        .flat_map(|n| &n.ip_configurations)
+        .filter(|c| {
+            c.application_security_groups
+                .iter()
+                .any(|a| asgs.iter().any(|x| x.eq_ignore_ascii_case(a)))
+        })
+        .filter_map(|c| c.subnet.as_ref().map(|(v, _)| v.to_ascii_lowercase()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// FW-1: policy, rule collection group and collection names: 1–80 characters, starting with a

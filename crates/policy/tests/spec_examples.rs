@@ -428,3 +428,31 @@ networkSecurityGroups:
     );
     assert_eq!(decided(&t), (Verdict::Deny, "deny-out".into()));
 }
+
+/// NSG-1 / NSG-3: an ASG rule whose groups have members in different virtual networks is refused.
+#[test]
+fn nsg_1_asgs_from_different_virtual_networks_are_an_error() {
+    let yaml = r#"
+apiVersion: palisade/v1
+virtualNetworks:
+  - {name: a, addressSpace: [10.0.0.0/16], subnets: [{name: s, addressPrefix: 10.0.1.0/24}]}
+  - {name: b, addressSpace: [10.1.0.0/16], subnets: [{name: s, addressPrefix: 10.1.1.0/24}]}
+applicationSecurityGroups: [{name: web}, {name: db}]
+networkInterfaces:
+  - {name: n1, ipConfigurations: [{name: c, privateIPAddress: 10.0.1.4, subnet: a/s, applicationSecurityGroups: [web]}]}
+  - {name: n2, ipConfigurations: [{name: c, privateIPAddress: 10.1.1.4, subnet: b/s, applicationSecurityGroups: [db]}]}
+networkSecurityGroups:
+  - name: nsg
+    securityRules:
+      - {name: web-to-db, priority: 100, direction: Inbound, access: Allow, protocol: Tcp, sourceApplicationSecurityGroups: [web], destinationApplicationSecurityGroups: [db], destinationPortRange: '1433'}
+"#;
+    let file = import_text("asg.yaml", yaml, &ImportOptions::default(), None);
+    assert!(!file.diagnostics.has_errors(), "{}", file.diagnostics);
+    let d = palisade_model::validate(&file.network, &Catalogs::embedded(), false);
+    let errors: Vec<String> = d.errors().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("NSG-1") && errors[0].contains("web-to-db"),
+        "{errors:?}"
+    );
+}
