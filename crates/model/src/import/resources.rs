@@ -175,7 +175,12 @@ declared!(
     NetworkInterface,
     PublicIpAddress,
     ApplicationSecurityGroup,
-    IpGroup
+    IpGroup,
+    NetworkSecurityGroup,
+    RouteTable,
+    VirtualNetwork,
+    FirewallPolicy,
+    AzureFirewall
 );
 
 /// Children with a name.
@@ -444,71 +449,80 @@ impl Reader {
         self.push(d);
     }
 
-    fn add_nsg(&mut self, nsg: NetworkSecurityGroup) {
-        let list = &mut self.network.network_security_groups;
-        let Some(i) = list
+    /// Add a resource; one declared again in the same file (typically updated by a nested
+    /// deployment) takes the later declaration's settings, and `merge` joins the earlier one's
+    /// children into it, returning what the later declaration replaced.
+    fn redeclare<T: Declared>(
+        &mut self,
+        ty: &str,
+        item: T,
+        list: impl Fn(&mut Network) -> &mut Vec<T>,
+        merge: impl FnOnce(&mut T, T) -> Counts,
+    ) {
+        let l = list(&mut self.network);
+        let Some(i) = l
             .iter()
-            .position(|x| x.name.eq_ignore_ascii_case(&nsg.name))
+            .position(|x| x.declared_name().eq_ignore_ascii_case(item.declared_name()))
         else {
-            list.push(nsg);
+            l.push(item);
             return;
         };
-        let old = std::mem::replace(&mut list[i], nsg);
-        let gone = union_named(&mut list[i].security_rules, old.security_rules);
-        let (name, again) = (list[i].name.clone(), list[i].origin.clone());
-        self.redeclared(NSG, &name, &old.origin, &again, rule_counts(&gone));
+        let old = std::mem::replace(&mut l[i], item);
+        let old_origin = old.declared_origin().clone();
+        let gone = merge(&mut l[i], old);
+        let (name, again) = (
+            l[i].declared_name().to_string(),
+            l[i].declared_origin().clone(),
+        );
+        self.redeclared(ty, &name, &old_origin, &again, gone);
+    }
+
+    fn add_nsg(&mut self, nsg: NetworkSecurityGroup) {
+        self.redeclare(
+            NSG,
+            nsg,
+            |n| &mut n.network_security_groups,
+            |new, old| rule_counts(&union_named(&mut new.security_rules, old.security_rules)),
+        );
     }
 
     fn add_route_table(&mut self, t: RouteTable) {
-        let list = &mut self.network.route_tables;
-        let Some(i) = list
-            .iter()
-            .position(|x| x.name.eq_ignore_ascii_case(&t.name))
-        else {
-            list.push(t);
-            return;
-        };
-        let old = std::mem::replace(&mut list[i], t);
-        let gone = union_named(&mut list[i].routes, old.routes);
-        let (name, again) = (list[i].name.clone(), list[i].origin.clone());
-        self.redeclared(RT, &name, &old.origin, &again, rule_counts(&gone));
+        self.redeclare(
+            RT,
+            t,
+            |n| &mut n.route_tables,
+            |new, old| rule_counts(&union_named(&mut new.routes, old.routes)),
+        );
     }
 
     fn add_vnet(&mut self, v: VirtualNetwork) {
-        let list = &mut self.network.virtual_networks;
-        let Some(i) = list
-            .iter()
-            .position(|x| x.name.eq_ignore_ascii_case(&v.name))
-        else {
-            list.push(v);
-            return;
-        };
-        let old = std::mem::replace(&mut list[i], v);
-        union_named(&mut list[i].subnets, old.subnets);
-        union_named(
-            &mut list[i].virtual_network_peerings,
-            old.virtual_network_peerings,
+        self.redeclare(
+            VNET,
+            v,
+            |n| &mut n.virtual_networks,
+            |new, old| {
+                union_named(&mut new.subnets, old.subnets);
+                union_named(
+                    &mut new.virtual_network_peerings,
+                    old.virtual_network_peerings,
+                );
+                Counts::default()
+            },
         );
-        let (name, again) = (list[i].name.clone(), list[i].origin.clone());
-        self.redeclared(VNET, &name, &old.origin, &again, Counts::default());
     }
 
     fn add_policy(&mut self, p: FirewallPolicy) {
-        let list = &mut self.network.firewall_policies;
-        let Some(i) = list
-            .iter()
-            .position(|x| x.name.eq_ignore_ascii_case(&p.name))
-        else {
-            list.push(p);
-            return;
-        };
-        let old = std::mem::replace(&mut list[i], p);
-        let gone = union_named(
-            &mut list[i].rule_collection_groups,
-            old.rule_collection_groups,
+        self.redeclare(
+            POLICY,
+            p,
+            |n| &mut n.firewall_policies,
+            |new, old| {
+                rule_counts(&union_named(
+                    &mut new.rule_collection_groups,
+                    old.rule_collection_groups,
+                ))
+            },
         );
-        let (name, again) = (list[i].name.clone(), list[i].origin.clone());
-        self.redeclared(POLICY, &name, &old.origin, &again, rule_counts(&gone));
     }
 
     /// A resource without children declared again (a NIC updated by a nested deployment): the
@@ -519,40 +533,20 @@ impl Reader {
         item: T,
         list: impl Fn(&mut Network) -> &mut Vec<T>,
     ) {
-        let l = list(&mut self.network);
-        match l
-            .iter()
-            .position(|x| x.declared_name().eq_ignore_ascii_case(item.declared_name()))
-        {
-            None => l.push(item),
-            Some(i) => {
-                let old = std::mem::replace(&mut l[i], item);
-                let (name, again) = (
-                    l[i].declared_name().to_string(),
-                    l[i].declared_origin().clone(),
-                );
-                self.redeclared(ty, &name, old.declared_origin(), &again, Counts::default());
-            }
-        }
+        self.redeclare(ty, item, list, |_, _| Counts::default());
     }
 
     fn add_firewall(&mut self, fw: AzureFirewall) {
-        let list = &mut self.network.azure_firewalls;
-        let Some(i) = list
-            .iter()
-            .position(|x| x.name.eq_ignore_ascii_case(&fw.name))
-        else {
-            list.push(fw);
-            return;
-        };
         // Classic collections are one property: a new declaration replaces them all.
-        let old = std::mem::replace(&mut list[i], fw);
-        let (name, again) = (list[i].name.clone(), list[i].origin.clone());
-        let gone = Counts {
-            firewall_rules: old.rule_collections.iter().map(|c| c.rules.len()).sum(),
-            ..Counts::default()
-        };
-        self.redeclared(FW, &name, &old.origin, &again, gone);
+        self.redeclare(
+            FW,
+            fw,
+            |n| &mut n.azure_firewalls,
+            |_, old| Counts {
+                firewall_rules: old.rule_collections.iter().map(|c| c.rules.len()).sum(),
+                ..Counts::default()
+            },
+        );
     }
 
     fn push(&mut self, d: Diagnostic) {
