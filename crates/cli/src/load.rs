@@ -58,23 +58,6 @@ pub fn load(args: &NetworkArgs) -> Result<Loaded, String> {
     })
 }
 
-fn parse_resolve(items: &[String]) -> Result<HashMap<String, Vec<IpAddr>>, String> {
-    let mut out: HashMap<String, Vec<IpAddr>> = HashMap::new();
-    for item in items {
-        let (name, ip) = item
-            .split_once('=')
-            .ok_or_else(|| format!("--resolve `{item}`: expected NAME=IP"))?;
-        let ip: IpAddr = ip
-            .trim()
-            .parse()
-            .map_err(|_| format!("--resolve `{item}`: `{ip}` is not an IP address"))?;
-        out.entry(name.trim().trim_end_matches('.').to_ascii_lowercase())
-            .or_default()
-            .push(ip);
-    }
-    Ok(out)
-}
-
 /// Import, validate, print problems to stderr, and compile. Errors stop evaluation unless
 /// `--ignore-errors` is given: a trace of a half-imported network would mislead.
 pub fn load_for_evaluation(args: &NetworkArgs) -> Result<Evaluable, String> {
@@ -95,7 +78,7 @@ pub fn load_for_evaluation(args: &NetworkArgs) -> Result<Evaluable, String> {
     if loaded.imported.network.is_empty() {
         return Err("the input describes no network resources".into());
     }
-    let resolve = parse_resolve(&args.resolve)?;
+    let resolve = palisade_gateway::resolver::parse_bindings(&args.resolve)?;
     let snapshot = Snapshot::compile(
         &loaded.imported.network,
         &loaded.catalogs,

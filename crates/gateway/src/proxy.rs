@@ -294,46 +294,25 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
     let mut first = head.into_bytes();
     first.extend_from_slice(&buf[head_len..]);
 
-    let mut flow = Flow {
-        mode: Mode::Explicit,
-        protocol: "HTTP",
-        client: peer,
-        dst: None,
-        name: Some(host.clone()),
-        started: Instant::now(),
-        translated_source: None,
-    };
-    let Some(dst) = resolve_for_dial(gw, &mut flow, &host, port).await else {
-        return respond(
-            &mut client,
-            "502 Bad Gateway",
-            &format!("Action: Deny. Reason: {host} could not be resolved.\n"),
-        )
-        .await;
-    };
-    let input = FirewallInput {
-        key: key(peer, dst),
-        host: Some(&host),
-        app_protocol: Some(AppProtocol::Http),
-    };
-    let (outcome, snap) = gw.judge(&input);
-    if !outcome.allowed {
-        gw.record(flow.record(gw, &outcome, &snap)).await;
-        return respond(&mut client, "470 status code 470", &deny_text(&outcome)).await;
-    }
-    let server = match dial(gw, dst).await {
-        Ok(s) => s,
-        Err(e) => {
-            let mut r = flow.record(gw, &outcome, &snap);
-            r.detail = Some(format!("upstream {dst}: {e}"));
-            gw.record(r).await;
-            return respond(
-                &mut client,
-                "502 Bad Gateway",
-                &format!("upstream {dst}: {e}\n"),
-            )
-            .await;
-        }
+    let Some(Allowed {
+        flow,
+        server,
+        outcome,
+        snap,
+        key,
+    }) = judge_and_dial(
+        gw,
+        &mut client,
+        peer,
+        &host,
+        port,
+        AppProtocol::Http,
+        "470 status code 470",
+        false,
+    )
+    .await?
+    else {
+        return Ok(());
     };
     relay(
         gw,
@@ -342,7 +321,7 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
         server,
         &outcome,
         &snap,
-        input.key,
+        key,
         Some(host.clone()),
         first,
         // The protocol it was judged as: a reload re-judges it the same way (FW-11).
@@ -411,47 +390,25 @@ async fn connect(
         .await;
     }
     let app = AppProtocol::infer(port);
-    let mut flow = Flow {
-        mode: Mode::Explicit,
-        protocol: app_name(app),
-        client: peer,
-        dst: None,
-        name: Some(host.clone()),
-        started: Instant::now(),
-        translated_source: None,
-    };
-    let Some(dst) = resolve_for_dial(gw, &mut flow, &host, port).await else {
-        return respond(
-            &mut client,
-            "502 Bad Gateway",
-            &format!("Action: Deny. Reason: {host} could not be resolved.\n"),
-        )
-        .await;
-    };
-    let input = FirewallInput {
-        key: key(peer, dst),
-        host: Some(&host),
-        app_protocol: Some(app),
-    };
-    let (outcome, snap) = gw.judge(&input);
-    if !outcome.allowed {
-        gw.record(flow.record(gw, &outcome, &snap)).await;
-        return respond(&mut client, "403 Forbidden", &deny_text(&outcome)).await;
-    }
-    let dial_to = translated(&outcome).unwrap_or(dst);
-    let server = match dial(gw, dial_to).await {
-        Ok(s) => s,
-        Err(e) => {
-            let mut r = flow.record(gw, &outcome, &snap);
-            r.detail = Some(format!("upstream {dial_to}: {e}"));
-            gw.record(r).await;
-            return respond(
-                &mut client,
-                "502 Bad Gateway",
-                &format!("upstream {dial_to}: {e}\n"),
-            )
-            .await;
-        }
+    let Some(Allowed {
+        flow,
+        server,
+        outcome,
+        snap,
+        key,
+    }) = judge_and_dial(
+        gw,
+        &mut client,
+        peer,
+        &host,
+        port,
+        app,
+        "403 Forbidden",
+        true,
+    )
+    .await?
+    else {
+        return Ok(());
     };
     client
         .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -463,12 +420,93 @@ async fn connect(
         server,
         &outcome,
         &snap,
-        input.key,
+        key,
         Some(host),
         rest,
         Some(app),
     )
     .await
+}
+
+/// What the explicit proxy allowed for a named destination, with the upstream connection.
+struct Allowed {
+    flow: Flow,
+    server: TcpStream,
+    outcome: FirewallOutcome,
+    snap: String,
+    key: PacketKey,
+}
+
+/// The explicit proxy's decision for `host:port`: resolve it with the gateway's own resolver,
+/// judge it as `app`, and dial what was allowed (the DNAT translation when `follow_dnat`).
+/// `None` when the client has already been answered — unresolvable name, a deny (with
+/// `deny_status`), an unreachable upstream — each recorded.
+#[allow(clippy::too_many_arguments)]
+async fn judge_and_dial(
+    gw: &Arc<Gateway>,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    host: &str,
+    port: u16,
+    app: AppProtocol,
+    deny_status: &str,
+    follow_dnat: bool,
+) -> io::Result<Option<Allowed>> {
+    let mut flow = Flow {
+        mode: Mode::Explicit,
+        protocol: app_name(app),
+        client: peer,
+        dst: None,
+        name: Some(host.to_string()),
+        started: Instant::now(),
+        translated_source: None,
+    };
+    let Some(dst) = resolve_for_dial(gw, &mut flow, host, port).await else {
+        respond(
+            client,
+            "502 Bad Gateway",
+            &format!("Action: Deny. Reason: {host} could not be resolved.\n"),
+        )
+        .await?;
+        return Ok(None);
+    };
+    let input = FirewallInput {
+        key: key(peer, dst),
+        host: Some(host),
+        app_protocol: Some(app),
+    };
+    let (outcome, snap) = gw.judge(&input);
+    if !outcome.allowed {
+        gw.record(flow.record(gw, &outcome, &snap)).await;
+        respond(client, deny_status, &deny_text(&outcome)).await?;
+        return Ok(None);
+    }
+    let dial_to = if follow_dnat {
+        translated(&outcome).unwrap_or(dst)
+    } else {
+        dst
+    };
+    match dial(gw, dial_to).await {
+        Ok(server) => Ok(Some(Allowed {
+            flow,
+            server,
+            outcome,
+            snap,
+            key: input.key,
+        })),
+        Err(e) => {
+            let mut r = flow.record(gw, &outcome, &snap);
+            r.detail = Some(format!("upstream {dial_to}: {e}"));
+            gw.record(r).await;
+            respond(
+                client,
+                "502 Bad Gateway",
+                &format!("upstream {dial_to}: {e}\n"),
+            )
+            .await?;
+            Ok(None)
+        }
+    }
 }
 
 fn app_name(a: AppProtocol) -> &'static str {
