@@ -217,7 +217,6 @@ fn effective_routes_and_rules_render() {
         "effective-rules",
         "--network",
         "../shared/scenarios/layered-nsg",
-        "--ignore-errors",
         "--nic",
         "web-vm1-nic",
         "--output",
@@ -268,21 +267,42 @@ fn deps_check_exit_code_follows_coverage() {
     }
 }
 
+/// NSG-3: a rule priority outside 100-4096 is an error; `trace` refuses to evaluate a network in
+/// error (exit 2, the located error on stderr) unless `--ignore-errors` is given.
 #[test]
 fn errors_stop_evaluation_unless_asked() {
-    let (code, _, err) = palisade(&[
-        "trace",
-        "--network",
-        "../shared/scenarios/layered-nsg",
-        "--from",
-        "203.0.113.20",
-        "--to",
-        "10.2.1.4",
-        "--port",
-        "443",
-    ]);
+    let dir = std::env::temp_dir().join(format!("palisade-cli-ignore-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(root().join("../shared/scenarios/layered-nsg/network.json"))
+        .unwrap();
+    // The layered-nsg network with its blocked-range deny moved below the valid range.
+    let bad_text = text.replacen("\"priority\": 100,", "\"priority\": 90,", 1);
+    assert_ne!(bad_text, text);
+    let bad = dir.join("network.json");
+    std::fs::write(&bad, bad_text).unwrap();
+    let flow = |extra: &[&str]| {
+        let mut args = vec![
+            "trace",
+            "--network",
+            bad.to_str().unwrap(),
+            "--from",
+            "203.0.113.200",
+            "--to",
+            "10.2.1.4",
+            "--port",
+            "443",
+        ];
+        args.extend_from_slice(extra);
+        palisade(&args)
+    };
+    let (code, _, err) = flow(&[]);
     assert_eq!(code, 2);
     assert!(err.contains("priority outside 100-4096"), "{err}");
+    assert!(err.contains("network.json:"), "located: {err}");
+    let (code, out, _) = flow(&["--ignore-errors"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 3, "the deny still decides when evaluated anyway: {out}");
+    assert!(out.contains("Deny-Blocked-Range"), "{out}");
 }
 
 #[test]
