@@ -3,7 +3,7 @@
 //! `palisade-analyze`.
 
 use crate::load;
-use crate::{NetworkArgs, Output};
+use crate::{NetworkArgs, Output, SourceArgs};
 use clap::Subcommand;
 use palisade_analyze::reach::{self, Engine, Reach};
 use palisade_analyze::{asymmetric, deps, diff as semdiff, lint};
@@ -87,27 +87,7 @@ pub struct DiffArgs {
 
 /// Source address of the check: an address, or a subnet's first usable address (`.4`).
 fn source(snap: &Snapshot, from: Option<&str>) -> Result<IpAddr, String> {
-    if let Some(f) = from {
-        if let Ok(ip) = f.parse() {
-            return Ok(ip);
-        }
-    }
-    let subnet = match from {
-        Some(name) => snap
-            .subnet_by_name(name)
-            .ok_or_else(|| format!("no subnet named '{name}'"))?,
-        None => (0..snap.subnets.len())
-            .find(|i| snap.subnets[*i].nsg.is_some() || snap.subnets[*i].route_table.is_some())
-            .ok_or("the network has no subnet; give --from ADDRESS")?,
-    };
-    let p = snap.subnets[subnet]
-        .prefixes
-        .first()
-        .ok_or("the subnet has no address prefix")?;
-    Ok(match p {
-        ipnet::IpNet::V4(n) => IpAddr::V4((u32::from(n.network()) + 4).into()),
-        ipnet::IpNet::V6(n) => IpAddr::V6((u128::from(n.network()) + 4).into()),
-    })
+    palisade_policy::endpoints::workload_address(snap, from).map_err(|e| e.to_string())
 }
 
 fn catalog(path: &std::path::Path) -> Result<DependencyCatalog, String> {
@@ -427,13 +407,16 @@ pub fn reachability(
 
 pub fn diff(args: DiffArgs) -> Result<ExitCode, String> {
     let version = |path: &PathBuf, parameters: Option<PathBuf>| NetworkArgs {
-        network: vec![path.clone()],
-        parameters,
-        service_tags: args.service_tags.clone(),
-        fqdn_tags: args.fqdn_tags.clone(),
-        strict: false,
+        source: SourceArgs {
+            network: vec![path.clone()],
+            parameters,
+            service_tags: args.service_tags.clone(),
+            fqdn_tags: args.fqdn_tags.clone(),
+            strict: false,
+            resolve: vec![],
+            hosts_file: None,
+        },
         ignore_errors: args.ignore_errors,
-        resolve: vec![],
     };
     let old = load::load_for_evaluation(&version(&args.old, args.parameters.clone()))?;
     let new = load::load_for_evaluation(&version(

@@ -4,10 +4,10 @@
 
 use crate::{load, NetworkArgs, Output};
 use clap::{Args, Subcommand};
-use palisade_host::apply::{self, ApplyReport, TableDiff};
-use palisade_host::render::{render, HookMode, RenderOptions, TablePlan, Target};
+use palisade_host::apply::{ApplyReport, TableDiff};
+use palisade_host::ops::{self, Place, Plan};
+use palisade_host::render::{HookMode, RenderOptions, Target};
 use palisade_host::routes::{self, OwnedRoute, RoutePlan};
-use palisade_host::{HostState, Nft};
 use palisade_policy::Snapshot;
 use serde_json::json;
 use std::path::PathBuf;
@@ -85,14 +85,7 @@ pub fn run(cmd: HostCommand) -> Result<ExitCode, String> {
     }
 }
 
-struct Planned {
-    table: TablePlan,
-    routes: Vec<RoutePlan>,
-    route_notes: Vec<String>,
-    label: String,
-}
-
-fn make_plan(a: &TargetArgs) -> Result<Planned, String> {
+fn make_plan(a: &TargetArgs) -> Result<Plan, String> {
     let snap: Snapshot = load::load_for_evaluation(&a.net)?.snapshot;
     let target = match (&a.subnet, &a.nic) {
         (Some(s), _) => Target::Subnet(s.clone()),
@@ -109,25 +102,14 @@ fn make_plan(a: &TargetArgs) -> Result<Planned, String> {
         table: a.table.clone(),
         ..Default::default()
     };
-    let table = render(&snap, &target, &opts).map_err(|e| e.to_string())?;
-    let subnet = match &target {
-        Target::Subnet(s) => snap.subnet_by_name(s),
-        Target::Nic(n) => snap.nic_by_name(n).and_then(|i| snap.nics[i].subnet),
-    };
-    let (routes, route_notes) = match subnet {
-        Some(i) if !a.no_routes => routes::plan_routes(&snap, i),
-        _ => (vec![], vec![]),
-    };
-    let label = match &target {
-        Target::Subnet(s) => format!("subnet {s}"),
-        Target::Nic(n) => format!("nic {n}"),
-    };
-    Ok(Planned {
-        table,
-        routes,
-        route_notes,
-        label,
-    })
+    ops::plan(&snap, &target, &opts, !a.no_routes).map_err(|e| e.to_string())
+}
+
+fn place(p: &PlaceArgs) -> Place {
+    Place {
+        state_dir: p.state.clone(),
+        netns: p.netns.clone(),
+    }
 }
 
 fn route_text(r: &RoutePlan) -> String {
@@ -174,39 +156,11 @@ fn plan(a: TargetArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn preflight(nft: &Nft) -> Result<(), String> {
-    nft.available()
-        .map_err(|e| format!("nft is not usable here (installed? root?): {e}"))
-}
-
 fn apply_cmd(a: TargetArgs) -> Result<ExitCode, String> {
     let p = make_plan(&a)?;
-    let netns = a.place.netns.clone();
-    let nft = Nft::new(netns.clone());
-    preflight(&nft)?;
-    let mut state = HostState::load(&a.place.state, netns.as_deref())?;
-    let prev = state.tables.get(&p.table.table).cloned();
-    let (ts, report) = apply::apply(&nft, &p.table, prev.as_ref()).map_err(|e| e.to_string())?;
-    state.tables.insert(p.table.table.clone(), ts);
-    state.save(&a.place.state)?;
-    let mut owned_routes: Vec<OwnedRoute> = vec![];
-    let mut route_error = None;
-    if !a.no_routes {
-        let before = state.routes.get(&p.label).cloned().unwrap_or_default();
-        match routes::apply_routes(netns.as_deref(), &p.routes, &before) {
-            Ok(now) => {
-                owned_routes = now.clone();
-                state.routes.insert(p.label.clone(), now);
-                state.save(&a.place.state)?;
-            }
-            Err(e) => route_error = Some(e.to_string()),
-        }
-    }
-    print_report(&report, &owned_routes, a.output)?;
-    match route_error {
-        Some(e) => Err(format!("the table was applied, the routes were not: {e}")),
-        None => Ok(ExitCode::SUCCESS),
-    }
+    let applied = ops::apply(&p, &place(&a.place)).map_err(|e| e.to_string())?;
+    print_report(&applied.table, &applied.routes, a.output)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_report(r: &ApplyReport, routes: &[OwnedRoute], output: Output) -> Result<(), String> {
@@ -259,45 +213,40 @@ fn print_report(r: &ApplyReport, routes: &[OwnedRoute], output: Output) -> Resul
 
 fn diff_cmd(a: TargetArgs) -> Result<ExitCode, String> {
     let p = make_plan(&a)?;
-    let netns = a.place.netns.clone();
-    let nft = Nft::new(netns.clone());
-    preflight(&nft)?;
-    let state = HostState::load(&a.place.state, netns.as_deref())?;
-    let d =
-        apply::diff(&nft, &p.table, state.tables.get(&p.table.table)).map_err(|e| e.to_string())?;
-    // Routes: planned (as recorded at apply) vs Palisade-owned routes in the kernel.
-    let mut route_missing = vec![];
-    let mut route_extra = vec![];
-    if !a.no_routes {
-        let live = routes::live_routes(netns.as_deref()).map_err(|e| e.to_string())?;
-        let owned = state.routes.get(&p.label).cloned().unwrap_or_default();
-        for r in &p.routes {
-            if !live.iter().any(|l| l.prefix == r.prefix) {
-                route_missing.push(route_text(r));
-            }
-        }
-        for l in &live {
-            if owned.iter().any(|o| o.prefix == l.prefix)
-                && !p.routes.iter().any(|r| r.prefix == l.prefix)
-            {
-                route_extra.push(l.prefix.to_string());
-            }
-        }
-    }
-    let clean = d.is_clean() && route_missing.is_empty() && route_extra.is_empty();
+    let drift = ops::diff(&p, &place(&a.place)).map_err(|e| e.to_string())?;
+    let clean = drift.is_clean();
     if a.output == Output::Json {
-        let doc = json!({"clean": clean, "table": d, "routes": {"missing": route_missing, "extra": route_extra}});
+        let routes = &drift.routes;
+        let doc = json!({
+            "clean": clean,
+            "table": drift.table,
+            "routes": {
+                "missing": routes.missing.iter().map(route_text).collect::<Vec<_>>(),
+                "changed": routes.changed.iter().map(|c| json!({
+                    "planned": route_text(&c.planned),
+                    "live": owned_text(&c.live),
+                })).collect::<Vec<_>>(),
+                "extra": routes.extra.iter().map(|l| l.prefix.to_string()).collect::<Vec<_>>(),
+            },
+        });
         println!(
             "{}",
             serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?
         );
     } else {
-        print_diff(&d);
-        for r in &route_missing {
-            println!("  route missing: {r}");
+        print_diff(&drift.table);
+        for r in &drift.routes.missing {
+            println!("  route missing: {}", route_text(r));
         }
-        for r in &route_extra {
-            println!("  route no longer in the model: {r}");
+        for c in &drift.routes.changed {
+            println!(
+                "  route changed in the kernel: {} is now {}",
+                route_text(&c.planned),
+                owned_text(&c.live)
+            );
+        }
+        for r in &drift.routes.extra {
+            println!("  route no longer in the model: {}", r.prefix);
         }
         if clean {
             println!("no differences");
@@ -308,6 +257,18 @@ fn diff_cmd(a: TargetArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn owned_text(o: &OwnedRoute) -> String {
+    if o.blackhole {
+        format!("blackhole {}", o.prefix)
+    } else {
+        format!(
+            "{} via {}",
+            o.prefix,
+            o.gateway.map(|g| g.to_string()).unwrap_or_default()
+        )
+    }
 }
 
 fn print_diff(d: &TableDiff) {
@@ -361,31 +322,10 @@ fn print_diff(d: &TableDiff) {
 }
 
 fn remove(a: RemoveArgs) -> Result<ExitCode, String> {
-    let netns = a.place.netns.clone();
-    let nft = Nft::new(netns.clone());
-    preflight(&nft)?;
-    let mut state = HostState::load(&a.place.state, netns.as_deref())?;
-    let tables: Vec<String> = state
-        .tables
-        .keys()
-        .filter(|t| a.table.as_ref().is_none_or(|x| x == *t))
-        .cloned()
-        .collect();
-    let mut removed = vec![];
-    for t in &tables {
-        apply::remove_table(&nft, t).map_err(|e| e.to_string())?;
-        state.tables.remove(t);
-        removed.push(t.clone());
-        state.save(&a.place.state)?;
-    }
-    let mut routes_removed = 0;
-    if a.table.is_none() {
-        let all: Vec<OwnedRoute> = state.routes.values().flatten().cloned().collect();
-        routes_removed =
-            routes::remove_routes(netns.as_deref(), &all).map_err(|e| e.to_string())?;
-        state.routes.clear();
-        state.save(&a.place.state)?;
-    }
+    let ops::Removed {
+        tables: removed,
+        routes: routes_removed,
+    } = ops::remove(&place(&a.place), a.table.as_deref()).map_err(|e| e.to_string())?;
     if a.output == Output::Json {
         println!("{}", json!({"tables": removed, "routes": routes_removed}));
     } else {

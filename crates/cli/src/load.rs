@@ -1,107 +1,80 @@
-//! Loading a network and its catalogs from the command line's arguments.
+//! The command line's arguments as a [`palisade_load::Source`], and the diagnostics printed the
+//! way every command prints them. The road itself is `palisade-load`'s.
 
-use crate::NetworkArgs;
-use palisade_model::catalog::{Catalogs, FqdnTags, ServiceTags};
-use palisade_model::{Diagnostics, ImportOptions, Imported};
-use palisade_policy::{CompileOptions, Snapshot};
-use std::collections::HashMap;
-use std::net::IpAddr;
+use crate::{NetworkArgs, SourceArgs};
+use palisade_load::{Checked, Source};
+use palisade_model::bindings::Bindings;
+use palisade_model::Severity;
+use palisade_policy::Snapshot;
 
 /// The example network shipped in the binary (`examples/ase-egress-lockdown/network.json`).
 const EXAMPLE: &str = include_str!("../../../examples/ase-egress-lockdown/network.json");
 
-pub struct Loaded {
-    pub imported: Imported,
-    pub diagnostics: Diagnostics,
-    pub catalogs: Catalogs,
-}
-
 pub struct Evaluable {
     pub snapshot: Snapshot,
-    pub resolve: HashMap<String, Vec<IpAddr>>,
+    pub bindings: Bindings,
 }
 
-pub fn catalogs(args: &NetworkArgs) -> Result<Catalogs, String> {
-    let mut c = Catalogs::embedded();
-    if let Some(p) = &args.service_tags {
-        c.service_tags = ServiceTags::load(p).map_err(|d| d.to_string())?;
+impl SourceArgs {
+    pub fn source(&self) -> Source {
+        Source {
+            parameters: self.parameters.clone(),
+            service_tags: self.service_tags.clone(),
+            fqdn_tags: self.fqdn_tags.clone(),
+            resolve: self.resolve.clone(),
+            hosts_file: self.hosts_file.clone(),
+            strict: self.strict,
+            ..Source::files(self.network.clone())
+        }
     }
-    if let Some(p) = &args.fqdn_tags {
-        c.fqdn_tags
-            .extend(FqdnTags::load(p).map_err(|d| d.to_string())?);
-    }
-    Ok(c)
 }
 
-/// Import and validate; diagnostics are returned, not printed.
-pub fn load(args: &NetworkArgs) -> Result<Loaded, String> {
-    let catalogs = catalogs(args)?;
-    let mut options = ImportOptions {
-        strict: args.strict,
-        parameters: None,
-    };
-    if let Some(p) = &args.parameters {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let doc = palisade_model::json::parse(&p.display().to_string(), &text)
-            .map_err(|d| d.to_string())?;
-        options.parameters = Some((p.display().to_string(), doc.value));
-    }
-    let imported = palisade_model::load(&args.network, &options);
-    let mut diagnostics = imported.diagnostics.clone();
-    let mut validation = palisade_model::validate(&imported.network, &catalogs, args.strict);
-    palisade_model::json::locate_in_files(&mut validation);
-    diagnostics.extend(validation.0);
-    Ok(Loaded {
-        imported,
-        diagnostics,
-        catalogs,
-    })
+/// Import and validate (`palisade validate`); diagnostics are returned, not printed.
+pub fn check(args: &SourceArgs) -> Checked {
+    palisade_load::check(&args.source())
 }
 
-/// Import, validate, print problems to stderr, and compile. Errors stop evaluation unless
-/// `--ignore-errors` is given: a trace of a half-imported network would mislead.
+/// Load, print warnings and errors to stderr, and hand back the snapshot. Errors stop
+/// evaluation unless `--ignore-errors` is given: a trace of a half-imported network would mislead.
 pub fn load_for_evaluation(args: &NetworkArgs) -> Result<Evaluable, String> {
-    let loaded = load(args)?;
+    let source = Source {
+        ignore_errors: args.ignore_errors,
+        ..args.source.source()
+    };
+    evaluable(palisade_load::load(&source), args.ignore_errors)
+}
+
+fn evaluable(loaded: palisade_load::Loaded, ignore_errors: bool) -> Result<Evaluable, String> {
     for d in loaded
         .diagnostics
         .iter()
-        .filter(|d| d.severity >= palisade_model::Severity::Warning)
+        .filter(|d| d.severity >= Severity::Warning)
     {
         eprintln!("{d}");
     }
-    if loaded.diagnostics.has_errors() && !args.ignore_errors {
-        return Err(format!(
+    match loaded.snapshot {
+        Some(snapshot) => Ok(Evaluable {
+            snapshot,
+            bindings: loaded.bindings,
+        }),
+        None if ignore_errors => Err(format!(
+            "the input has {} error(s) and nothing could be evaluated",
+            loaded.diagnostics.errors().count()
+        )),
+        None => Err(format!(
             "the input has {} error(s); fix them or pass --ignore-errors to evaluate without the rules in error",
             loaded.diagnostics.errors().count()
-        ));
+        )),
     }
-    if loaded.imported.network.is_empty() {
-        return Err("the input describes no network resources".into());
-    }
-    let resolve = palisade_gateway::resolver::parse_bindings(&args.resolve)?;
-    let snapshot = Snapshot::compile(
-        &loaded.imported.network,
-        &loaded.catalogs,
-        &CompileOptions {
-            resolve: resolve.clone(),
-        },
-    );
-    Ok(Evaluable { snapshot, resolve })
 }
 
 pub fn embedded_example() -> Result<Snapshot, String> {
-    let file = palisade_model::import::import_text(
-        "examples/ase-egress-lockdown/network.json",
-        EXAMPLE,
-        &ImportOptions::default(),
-        None,
-    );
-    if file.diagnostics.has_errors() {
-        return Err(file.diagnostics.to_string());
-    }
-    Ok(Snapshot::compile(
-        &file.network,
-        &Catalogs::embedded(),
-        &CompileOptions::default(),
-    ))
+    evaluable(
+        palisade_load::load(&Source::text(
+            "examples/ase-egress-lockdown/network.json",
+            EXAMPLE,
+        )),
+        false,
+    )
+    .map(|e| e.snapshot)
 }

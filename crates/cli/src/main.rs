@@ -9,6 +9,7 @@ mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use palisade_model::Direction;
+use palisade_policy::endpoints::{self, Resolution};
 use palisade_policy::{AppProtocol, Established, Flow, TraceOptions, Verdict};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -31,9 +32,10 @@ enum Output {
     Json,
 }
 
-/// Where the network comes from, shared by every command that evaluates one.
+/// Where the network comes from: the same flags for every command that reads one, the gateway
+/// included.
 #[derive(clap::Args, Clone)]
-struct NetworkArgs {
+struct SourceArgs {
     /// A file or a folder of files (templates, parameter files, REST bodies, YAML) describing one network.
     #[arg(long, short = 'n', required = true)]
     network: Vec<PathBuf>,
@@ -49,13 +51,24 @@ struct NetworkArgs {
     /// Treat unresolvable values and unknown catalog entries as errors.
     #[arg(long)]
     strict: bool,
+    /// Bind a name to an address for FQDN network rules, `--to NAME` and the gateway's
+    /// resolver: `NAME=IP` (repeatable).
+    #[arg(long, value_name = "NAME=IP")]
+    resolve: Vec<String>,
+    /// A hosts-format file of name bindings (`IP name [name...]`).
+    #[arg(long)]
+    hosts_file: Option<PathBuf>,
+}
+
+/// The network of an offline question: its source, and whether errors stop evaluation.
+#[derive(clap::Args, Clone)]
+struct NetworkArgs {
+    #[command(flatten)]
+    source: SourceArgs,
     /// Evaluate even when the input has errors: values that failed to parse are left out, rules
     /// that failed validation (e.g. a priority out of range) are evaluated as written.
     #[arg(long)]
     ignore_errors: bool,
-    /// Resolve a name for FQDN network rules and `--to NAME`: `NAME=IP` (repeatable).
-    #[arg(long, value_name = "NAME=IP")]
-    resolve: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -249,18 +262,17 @@ fn run(command: Command) -> Result<ExitCode, String> {
             strict,
             output,
         } => {
-            let args = NetworkArgs {
+            let checked = load::check(&SourceArgs {
                 network: paths,
                 parameters,
                 service_tags,
                 fqdn_tags,
                 strict,
-                ignore_errors: true,
                 resolve: vec![],
-            };
-            let loaded = load::load(&args)?;
-            render::validation(&loaded, output == Output::Json);
-            Ok(if loaded.diagnostics.has_errors() {
+                hosts_file: None,
+            });
+            render::validation(&checked, output == Output::Json);
+            Ok(if checked.diagnostics.has_errors() {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
@@ -281,48 +293,22 @@ fn run(command: Command) -> Result<ExitCode, String> {
             output,
         } => {
             let loaded = load::load_for_evaluation(&net)?;
-            let (destination, mut host) = match to.parse::<IpAddr>() {
-                Ok(ip) => (ip, host),
-                Err(_) => {
-                    // A name resolves to an address of the source's family (PAL-5.1: a
-                    // packet has one family).
-                    let name = to.trim_end_matches('.').to_ascii_lowercase();
-                    let ip = loaded.resolve.get(&name).and_then(|v| {
-                        v.iter()
-                            .find(|ip| ip.is_ipv6() == from.is_ipv6())
-                            .or(v.first())
-                            .copied()
-                    });
-                    let ip = match ip {
-                        Some(ip) => ip,
-                        None => {
-                            let placeholder = if from.is_ipv6() {
-                                IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1])
-                            } else {
-                                IpAddr::from([203, 0, 113, 1])
-                            };
-                            eprintln!("note: `{to}` is not resolved offline; tracing to {placeholder} (an Internet address). Use --resolve {to}=IP to choose one.");
-                            placeholder
-                        }
-                    };
-                    (ip, host.or(Some(to.clone())))
-                }
-            };
-            if destination.is_ipv6() != from.is_ipv6() {
-                return Err(format!(
-                    "--from {from} and --to {destination} are of different IP families; a flow has one family (PAL-5.1)"
-                ));
-            }
-            if host.as_deref() == Some("") {
-                host = None;
+            let to = endpoints::destination(from, &to, host, &loaded.bindings)
+                .map_err(|e| e.to_string())?;
+            if to.resolution == Resolution::Assumed {
+                eprintln!(
+                    "note: `{}` is not resolved offline; tracing to {} (an Internet address). Use --resolve NAME=IP to choose one.",
+                    to.host.as_deref().unwrap_or_default(),
+                    to.address
+                );
             }
             let flow = Flow {
                 source: from,
                 source_port,
-                destination,
+                destination: to.address,
                 destination_port: port,
                 protocol: protocol(p),
-                host,
+                host: to.host,
                 app_protocol: app_protocol.map(|a| match a {
                     AppProtocolArg::Http => AppProtocol::Http,
                     AppProtocolArg::Https => AppProtocol::Https,
@@ -348,11 +334,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             to,
             output,
         } => {
-            if from.is_ipv6() != to.is_ipv6() {
-                return Err(format!(
-                    "--from {from} and --to {to} are of different IP families; a packet has one family (PAL-5.1)"
-                ));
-            }
+            endpoints::same_family(from, to).map_err(|e| e.to_string())?;
             let loaded = load::load_for_evaluation(&net)?;
             render::next_hop(&loaded.snapshot, from, to, output == Output::Json)
         }

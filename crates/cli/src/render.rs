@@ -1,7 +1,7 @@
 //! Presenting answers: human text by default, JSON with the documented schema
 //! (`docs/cli-json.md`) on `--output json`.
 
-use crate::load::Loaded;
+use palisade_load::Checked;
 use palisade_model::{Access, Direction, PortRange, Protocol};
 use palisade_policy::nsg::{CompiledNsg, CompiledRule};
 use palisade_policy::routes::SubnetRoutes;
@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::process::ExitCode;
 
-pub fn validation(loaded: &Loaded, as_json: bool) {
+pub fn validation(loaded: &Checked, as_json: bool) {
     let counts = loaded.imported.network.counts();
     if as_json {
         let v = json!({

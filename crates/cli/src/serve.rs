@@ -1,11 +1,12 @@
 //! `palisade gateway` (the live egress firewall, crate `palisade-gateway`) and `palisade logs`
 //! (its flow records, crate `palisade-flowlog`). Arguments and presentation only.
 
+use crate::SourceArgs;
 use clap::ValueEnum;
 use palisade_flowlog::{parse_since, query, FlowRecord, Query};
 use palisade_gateway::dnat::parse_dnat_bind;
 use palisade_gateway::policy::PolicySource;
-use palisade_gateway::resolver::{parse_bindings, parse_hosts_file, Resolver};
+use palisade_gateway::resolver::Resolver;
 use palisade_gateway::{AddressCheck, Config, Gateway};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -22,9 +23,10 @@ pub enum AddressCheckArg {
 /// Run the firewall of a network on real traffic.
 #[derive(clap::Args)]
 pub struct GatewayArgs {
-    /// A file or folder describing the network (reloaded on change, SIGHUP, or POST /reload).
-    #[arg(long, short = 'n', required = true)]
-    network: Vec<PathBuf>,
+    /// The network, as `palisade trace` takes it (reloaded on change of any of its files,
+    /// SIGHUP, or POST /reload). Its name bindings also serve the gateway's resolver.
+    #[command(flatten)]
+    source: SourceArgs,
     /// The firewall to run, when the network has several.
     #[arg(long)]
     firewall: Option<String>,
@@ -40,12 +42,6 @@ pub struct GatewayArgs {
     /// Where flow records are written (default: $PALISADE_DATA, else ~/.local/state/palisade).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Bind a name to an address for the gateway's resolver: `NAME=IP` (repeatable).
-    #[arg(long, value_name = "NAME=IP")]
-    resolve: Vec<String>,
-    /// A hosts-format file of name bindings (air-gapped sites, tests).
-    #[arg(long)]
-    hosts_file: Option<PathBuf>,
     /// Resolve only through --resolve / --hosts-file, never the system resolver.
     #[arg(long)]
     no_system_resolver: bool,
@@ -80,9 +76,6 @@ pub struct GatewayArgs {
     /// `IP:PORT` (repeatable; implies --dnat).
     #[arg(long, value_name = "FRONTEND=LOCAL")]
     dnat_bind: Vec<String>,
-    /// Treat unresolvable values and unknown catalog entries as errors.
-    #[arg(long)]
-    strict: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -142,19 +135,11 @@ fn addr(flag: &str, v: &str) -> Result<Option<SocketAddr>, String> {
 }
 
 pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
-    let mut fixed = parse_bindings(&a.resolve)?;
-    if let Some(h) = &a.hosts_file {
-        for (n, ips) in parse_hosts_file(h)? {
-            fixed.entry(n).or_default().extend(ips);
-        }
-    }
     let data = a.data.unwrap_or_else(default_data_dir);
     let mut config = Config::new(
         PolicySource {
-            network: a.network,
+            source: a.source.source(),
             firewall: a.firewall,
-            resolve: fixed.clone(),
-            strict: a.strict,
         },
         data.clone(),
     );
@@ -171,7 +156,7 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
         return Err("nothing to serve: give --listen, --transparent and/or --dnat".into());
     }
     config.resolver = Resolver {
-        fixed,
+        fixed: Default::default(),
         system: !a.no_system_resolver,
     };
     config.address_check = match a.address_check {

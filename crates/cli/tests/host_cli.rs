@@ -168,6 +168,27 @@ fn host_apply_diff_remove_in_a_namespace() {
     assert_eq!(code, 0);
     assert!(out.contains("drift"), "{out}");
     assert_eq!(run("diff", &[]).0, 0);
+    // RT-1: a route is its prefix and its next hop: the same prefix through another next hop
+    // is drift too, and a reapply puts the planned next hop back.
+    assert!(ipns(&[
+        "route",
+        "replace",
+        "10.60.0.0/16",
+        "via",
+        "10.50.1.9",
+        "proto",
+        "99"
+    ]));
+    let (code, out, _) = run("diff", &["--output", "json"]);
+    assert_eq!(code, 1, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["routes"]["changed"][0]["live"], "10.60.0.0/16 via 10.50.1.9",
+        "{out}"
+    );
+    assert_eq!(run("apply", &[]).0, 0);
+    let (code, out, _) = run("diff", &[]);
+    assert_eq!(code, 0, "{out}");
 
     // Remove takes away exactly what was applied: the kernel is as it was.
     let (code, out, err) = palisade(&["host", "remove", "--netns", &ns.0, "--state", state_s]);

@@ -328,6 +328,22 @@ impl Gateway {
         self.active.load_full()
     }
 
+    /// Resolve a name: the bindings of the policy in force, then the configured resolver.
+    pub async fn resolve(
+        &self,
+        name: &str,
+    ) -> Result<Vec<std::net::IpAddr>, resolver::ResolveError> {
+        if let Some(active) = self.active.load().as_ref() {
+            if let Some(ips) = active
+                .bindings
+                .get(&palisade_model::bindings::normalize(name))
+            {
+                return Ok(ips.clone());
+            }
+        }
+        self.config.resolver.resolve(name).await
+    }
+
     /// Compile the network beside the running snapshot; swap only if valid (PAL-5.5); then
     /// re-judge established connections (FW-11).
     pub async fn reload(self: &Arc<Self>, trigger: &str) -> ReloadOutcome {
@@ -536,7 +552,8 @@ fn watch_files(gw: Arc<Gateway>) -> notify::Result<(notify::RecommendedWatcher, 
     let paths: Vec<PathBuf> = gw
         .config
         .source
-        .network
+        .source
+        .watched_paths()
         .iter()
         .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
         .collect();

@@ -1,30 +1,41 @@
-//! Loading the network into a compiled snapshot, and the snapshot the data plane uses.
+//! The policy a gateway runs: the network loaded through `palisade-load` (the same road as
+//! `palisade trace`), the firewall chosen, and the snapshot the data plane uses.
 
-use palisade_model::catalog::Catalogs;
-use palisade_model::{ImportOptions, Severity};
+use palisade_load::Source;
+use palisade_model::bindings::Bindings;
+use palisade_model::Severity;
 use palisade_policy::firewall::CompiledFirewall;
-use palisade_policy::{CompileOptions, Snapshot};
-use std::collections::HashMap;
-use std::net::IpAddr;
+use palisade_policy::Snapshot;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
 /// What to load and which firewall to run.
 #[derive(Debug, Clone)]
 pub struct PolicySource {
-    /// Files or folders describing one network (as `palisade validate` takes them).
-    pub network: Vec<PathBuf>,
+    /// The network, parameters, catalogs and name bindings, as `palisade trace` takes them.
+    /// `ignore_errors` is not honoured: a gateway never runs a network in error (PAL-5.5).
+    pub source: Source,
     /// The firewall (`azureFirewalls` name) this gateway is; `None`: the only one.
     pub firewall: Option<String>,
-    /// Name bindings for FQDN network rules, from `--resolve` / the hosts file.
-    pub resolve: HashMap<String, Vec<IpAddr>>,
-    pub strict: bool,
+}
+
+impl PolicySource {
+    /// The network in these files and folders, with every other setting at its default.
+    pub fn files(paths: impl IntoIterator<Item = impl Into<PathBuf>>) -> PolicySource {
+        PolicySource {
+            source: Source::files(paths),
+            firewall: None,
+        }
+    }
 }
 
 /// A compiled snapshot in force.
 pub struct Active {
     pub snapshot: Snapshot,
     pub firewall: usize,
+    /// The name bindings it was compiled with; the gateway's resolver answers from them first,
+    /// so FQDN network rules and the PAL-5.2 address check see the same addresses.
+    pub bindings: Bindings,
     pub loaded_at: SystemTime,
     /// Warnings printed when it was loaded.
     pub warnings: Vec<String>,
@@ -39,70 +50,61 @@ impl Active {
     }
 }
 
-/// Import, validate and compile. Every error is returned with its location (FMT-12); a
-/// network with errors is refused as a whole (PAL-5.5).
+/// Import, validate and compile. Every error is returned located exactly as `palisade validate`
+/// prints it (FMT-12); a network with errors is refused as a whole (PAL-5.5).
 pub fn load(source: &PolicySource) -> Result<Active, Vec<String>> {
-    let catalogs = Catalogs::embedded();
-    let options = ImportOptions {
-        strict: source.strict,
-        parameters: None,
+    let loaded = palisade_load::load(&Source {
+        ignore_errors: false,
+        ..source.source.clone()
+    });
+    let Some(snapshot) = loaded.snapshot else {
+        return Err(loaded.error_lines());
     };
-    let imported = palisade_model::load(&source.network, &options);
-    let mut diagnostics = imported.diagnostics.clone();
-    diagnostics.extend(palisade_model::validate(&imported.network, &catalogs, source.strict).0);
-    if diagnostics.has_errors() {
-        return Err(diagnostics.errors().map(|d| d.to_string()).collect());
-    }
-    if imported.network.azure_firewalls.is_empty() {
+    if snapshot.firewalls.is_empty() {
         return Err(vec![format!(
             "{}: the network has no firewall (azureFirewalls) for the gateway to run",
-            source
-                .network
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            source.source.describe()
         )]);
     }
-    let warnings: Vec<String> = diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Warning)
-        .map(|d| d.to_string())
-        .collect();
-    let snapshot = Snapshot::compile(
-        &imported.network,
-        &catalogs,
-        &CompileOptions {
-            resolve: source.resolve.clone(),
-        },
-    );
+    let names = || {
+        snapshot
+            .firewalls
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let firewall = match &source.firewall {
         Some(name) => snapshot
             .firewalls
             .iter()
             .position(|f| f.name.eq_ignore_ascii_case(name))
             .ok_or_else(|| {
-                let names: Vec<&str> = snapshot.firewalls.iter().map(|f| f.name.as_str()).collect();
                 vec![format!(
                     "--firewall {name}: no such firewall (the network has {})",
-                    names.join(", ")
+                    names()
                 )]
             })?,
         None if snapshot.firewalls.len() == 1 => 0,
         None => {
-            let names: Vec<&str> = snapshot.firewalls.iter().map(|f| f.name.as_str()).collect();
             return Err(vec![format!(
                 "the network has {} firewalls ({}); choose one with --firewall",
-                names.len(),
-                names.join(", ")
+                snapshot.firewalls.len(),
+                names()
             )]);
         }
     };
-    let mut warnings = warnings;
+    let mut warnings: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .map(|d| d.to_string())
+        .collect();
     warnings.extend(snapshot.firewalls[firewall].problems.iter().cloned());
     Ok(Active {
         snapshot,
         firewall,
+        bindings: loaded.bindings,
         loaded_at: SystemTime::now(),
         warnings,
     })

@@ -338,7 +338,7 @@ async fn resolve_for_dial(
     host: &str,
     port: u16,
 ) -> Option<SocketAddr> {
-    match gw.config.resolver.resolve(host).await {
+    match gw.resolve(host).await {
         Ok(ips) => {
             let dst = SocketAddr::new(ips[0], port);
             flow.dst = Some(dst);
@@ -726,7 +726,7 @@ async fn address_check(
     } else {
         "SniAddressMismatch"
     };
-    let deny = match gw.config.resolver.resolve(name).await {
+    let deny = match gw.resolve(name).await {
         Ok(ips) if ips.iter().any(|ip| ip.to_canonical() == dst.ip()) => return None,
         Ok(ips) => observed_deny(
             mismatch,

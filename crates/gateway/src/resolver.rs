@@ -1,55 +1,18 @@
-//! The gateway's own resolver (FW-9, PAL-5.2): static bindings (`--resolve NAME=IP`, a hosts
-//! file) first, then the system resolver. The same answers serve explicit-proxy dialing and the
-//! SNI/Host ↔ address check, so a client cannot make the gateway believe a name lives elsewhere.
+//! The gateway's own resolver (FW-9, PAL-5.2): static bindings first — the policy's
+//! (`--resolve NAME=IP`, a hosts file; see [`crate::Gateway::resolve`]) and these — then the
+//! system resolver. The same answers serve explicit-proxy dialing and the SNI/Host ↔ address
+//! check, so a client cannot make the gateway believe a name lives elsewhere.
 
-use std::collections::HashMap;
+use palisade_model::bindings::{normalize, Bindings};
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default)]
 pub struct Resolver {
-    pub fixed: HashMap<String, Vec<IpAddr>>,
+    /// Bindings beside the policy's own (for embedders that bind names outside the network).
+    pub fixed: Bindings,
     /// Ask the system resolver for names without a fixed binding.
     pub system: bool,
-}
-
-pub fn normalize(name: &str) -> String {
-    name.trim().trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// `NAME=IP` items.
-pub fn parse_bindings(items: &[String]) -> Result<HashMap<String, Vec<IpAddr>>, String> {
-    let mut out: HashMap<String, Vec<IpAddr>> = HashMap::new();
-    for item in items {
-        let (name, ip) = item
-            .split_once('=')
-            .ok_or_else(|| format!("--resolve `{item}`: expected NAME=IP"))?;
-        let ip: IpAddr = ip
-            .trim()
-            .parse()
-            .map_err(|_| format!("--resolve `{item}`: `{ip}` is not an IP address"))?;
-        out.entry(normalize(name)).or_default().push(ip);
-    }
-    Ok(out)
-}
-
-/// An `/etc/hosts`-format file: `IP name [name...]`, `#` comments.
-pub fn parse_hosts_file(path: &Path) -> Result<HashMap<String, Vec<IpAddr>>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out: HashMap<String, Vec<IpAddr>> = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("");
-        let mut words = line.split_whitespace();
-        let Some(ip) = words.next() else { continue };
-        let ip: IpAddr = ip
-            .parse()
-            .map_err(|_| format!("{}:{}: `{ip}` is not an IP address", path.display(), i + 1))?;
-        for name in words {
-            out.entry(normalize(name)).or_default().push(ip);
-        }
-    }
-    Ok(out)
 }
 
 #[derive(Debug)]

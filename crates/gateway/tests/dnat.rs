@@ -102,15 +102,7 @@ async fn setup() -> Setup {
     let policy_path = path.join("network.yaml");
     write(&policy_path, &policy(http, udp, local_port, true));
     let data = path.join("data");
-    let mut config = Config::new(
-        PolicySource {
-            network: vec![policy_path.clone()],
-            firewall: None,
-            resolve: Default::default(),
-            strict: false,
-        },
-        data.clone(),
-    );
+    let mut config = Config::new(PolicySource::files(vec![policy_path.clone()]), data.clone());
     config.listen = None;
     config.admin = Some("127.0.0.1:0".parse().unwrap());
     config.sighup = false;

@@ -5,8 +5,9 @@ mod common;
 
 use common::*;
 use palisade_gateway::policy::PolicySource;
-use palisade_gateway::resolver::{parse_bindings, Resolver};
+use palisade_gateway::resolver::Resolver;
 use palisade_gateway::{Config, Gateway, Running};
+use palisade_model::bindings::parse_items;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,24 +47,26 @@ async fn setup(valid_policy: bool, watch: bool) -> Setup {
     };
     write(&policy, &text);
     let data = path.join("data");
-    let bindings = parse_bindings(
-        &[
-            "www.allowed.test=127.0.0.1",
-            "api.allowed.test=127.0.0.1",
-            "blocked.test=127.0.0.1",
-            "other.test=127.0.0.1",
-            // Allowed by name, but it lives elsewhere: dialing it at 127.0.0.1 is a spoof.
-            "elsewhere.allowed.test=127.0.0.2",
-        ]
-        .map(String::from),
-    )
-    .unwrap();
+    let items: Vec<String> = [
+        "www.allowed.test=127.0.0.1",
+        "api.allowed.test=127.0.0.1",
+        "blocked.test=127.0.0.1",
+        "other.test=127.0.0.1",
+        // Allowed by name, but it lives elsewhere: dialing it at 127.0.0.1 is a spoof.
+        "elsewhere.allowed.test=127.0.0.2",
+    ]
+    .map(String::from)
+    .into_iter()
+    .collect();
+    let (bindings, problems) = parse_items("--resolve", &items);
+    assert!(problems.is_empty());
     let mut config = Config::new(
         PolicySource {
-            network: vec![policy.clone()],
+            source: palisade_load::Source {
+                resolve: items.clone(),
+                ..palisade_load::Source::files(vec![policy.clone()])
+            },
             firewall: None,
-            resolve: bindings.clone(),
-            strict: false,
         },
         data.clone(),
     );

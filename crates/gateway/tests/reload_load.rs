@@ -8,8 +8,9 @@ mod common;
 use common::*;
 use palisade_flowlog::{query, Query};
 use palisade_gateway::policy::PolicySource;
-use palisade_gateway::resolver::{parse_bindings, Resolver};
+use palisade_gateway::resolver::Resolver;
 use palisade_gateway::{Config, Gateway};
+use palisade_model::bindings::parse_items;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -47,13 +48,16 @@ async fn reload_under_load_loses_no_allowed_request() {
     let policy = path.join("network.yaml");
     write(&policy, &policy_yaml(http.port(), 1, 1, true));
     let data = path.join("data");
-    let bindings = parse_bindings(&["www.allowed.test=127.0.0.1".to_string()]).unwrap();
+    let items: Vec<String> = ["www.allowed.test=127.0.0.1".to_string()].to_vec();
+    let (bindings, problems) = parse_items("--resolve", &items);
+    assert!(problems.is_empty());
     let mut config = Config::new(
         PolicySource {
-            network: vec![policy.clone()],
+            source: palisade_load::Source {
+                resolve: items.clone(),
+                ..palisade_load::Source::files(vec![policy.clone()])
+            },
             firewall: None,
-            resolve: bindings.clone(),
-            strict: false,
         },
         data.clone(),
     );

@@ -13,9 +13,10 @@ mod common;
 use common::*;
 use palisade_flowlog::{query, FlowRecord, Query};
 use palisade_gateway::policy::PolicySource;
-use palisade_gateway::resolver::{parse_bindings, Resolver};
+use palisade_gateway::resolver::Resolver;
 use palisade_gateway::sni::build_client_hello;
 use palisade_gateway::{Config, Gateway};
+use palisade_model::bindings::parse_items;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -200,22 +201,24 @@ fn transparent_mode_in_namespaces() {
                 &["api.allowed.test", "elsewhere.allowed.test"],
             )
             .await;
-            let bindings = parse_bindings(
-                &[
-                    "www.allowed.test=10.78.0.10",
-                    "api.allowed.test=10.78.0.10",
-                    "blocked.test=10.78.0.10",
-                    "elsewhere.allowed.test=10.78.0.11",
-                ]
-                .map(String::from),
-            )
-            .unwrap();
+            let items: Vec<String> = [
+                "www.allowed.test=10.78.0.10",
+                "api.allowed.test=10.78.0.10",
+                "blocked.test=10.78.0.10",
+                "elsewhere.allowed.test=10.78.0.11",
+            ]
+            .map(String::from)
+            .into_iter()
+            .collect();
+            let (bindings, problems) = parse_items("--resolve", &items);
+            assert!(problems.is_empty());
             let mut config = Config::new(
                 PolicySource {
-                    network: vec![policy2],
+                    source: palisade_load::Source {
+                        resolve: items.clone(),
+                        ..palisade_load::Source::files(vec![policy2])
+                    },
                     firewall: None,
-                    resolve: bindings.clone(),
-                    strict: false,
                 },
                 data2,
             );

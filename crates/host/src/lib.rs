@@ -5,11 +5,13 @@
 //! counter per rule and NFLOG on denies; [`apply`] applies it in one transaction through the
 //! `nftables` crate (`nft -j -f -`), incrementally when only some sets or chains changed, and
 //! compares the kernel with the model (`host diff`); [`routes`] installs the subnet's user routes
-//! through netlink; [`state`] records what Palisade owns so that `remove` takes away exactly that.
-//! See `docs/host.md`.
+//! through netlink; [`state`] records what Palisade owns so that `remove` takes away exactly that;
+//! [`ops`] is plan / apply / diff / remove as whole operations, in the order that keeps the state
+//! true. See `docs/host.md`.
 
 pub mod apply;
 pub mod nft;
+pub mod ops;
 pub mod render;
 pub mod routes;
 pub mod state;

@@ -18,20 +18,13 @@ use palisade_host::apply;
 use palisade_host::nft::Nft;
 use palisade_host::render::{render, sanitize, HookMode, RenderOptions, Target};
 use palisade_host::routes;
-use palisade_model::catalog::Catalogs;
-use palisade_model::{ImportOptions, Protocol};
-use palisade_policy::{CompileOptions, Flow, Snapshot, TraceOptions, Verdict};
+use palisade_model::Protocol;
+use palisade_policy::{Flow, Snapshot, TraceOptions, Verdict};
 use std::path::Path;
 use std::time::Instant;
 
 fn lab_snapshot() -> Snapshot {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab.yaml");
-    let imported = palisade_model::load(&[file], &ImportOptions::default());
-    let catalogs = Catalogs::embedded();
-    let mut diags = imported.diagnostics.clone();
-    diags.extend(palisade_model::validate(&imported.network, &catalogs, false).0);
-    assert!(!diags.has_errors(), "{diags}");
-    Snapshot::compile(&imported.network, &catalogs, &CompileOptions::default())
+    common::snapshot_of(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab.yaml"))
 }
 
 /// A veth pair between two namespaces with one address (and more) on each end.

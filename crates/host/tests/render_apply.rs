@@ -304,15 +304,9 @@ fn commands_fit_the_nftables_crate_schema() {
 }
 
 fn big_tag_snapshot() -> palisade_policy::Snapshot {
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/big-tag.yaml");
-    let imported = palisade_model::load(&[file], &palisade_model::ImportOptions::default());
-    let catalogs = palisade_model::catalog::Catalogs::embedded();
-    assert!(
-        !imported.diagnostics.has_errors(),
-        "{}",
-        imported.diagnostics
-    );
-    palisade_policy::Snapshot::compile(&imported.network, &catalogs, &Default::default())
+    common::snapshot_of(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/big-tag.yaml"),
+    )
 }
 
 #[test]

@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod address;
+pub mod bindings;
 pub mod catalog;
 pub mod diag;
 pub mod import;

@@ -9,6 +9,7 @@
 //! built once per snapshot and never allocating on the lookup path.
 
 pub mod addresses;
+pub mod endpoints;
 pub mod firewall;
 pub mod matchers;
 pub mod nsg;

@@ -42,7 +42,7 @@ pub struct NicEntry {
 
 /// An immutable compiled network.
 pub struct Snapshot {
-    /// Content hash of the model and catalog versions (DIAG-1.2 `snapshot`).
+    /// Content hash of the model, the catalog versions and the name bindings (DIAG-1.2 `snapshot`).
     pub id: String,
     pub network: Network,
     pub catalogs: Catalogs,
@@ -238,7 +238,7 @@ impl Snapshot {
             .map(|f| CompiledFirewall::compile(f, network, catalogs, &options.resolve))
             .collect();
         Snapshot {
-            id: snapshot_id(network, catalogs),
+            id: snapshot_id(network, catalogs, &options.resolve),
             network: network.clone(),
             catalogs: catalogs.clone(),
             subnets,
@@ -288,7 +288,7 @@ impl Snapshot {
                             vn.name.eq_ignore_ascii_case(v) && sn.name.eq_ignore_ascii_case(s)
                         })
                         .and_then(|(_, sn)| sn.address_prefixes.first())
-                        .is_some_and(|p| first_usable(p) == Some(ip))
+                        .is_some_and(|p| crate::endpoints::first_usable(p) == Some(ip))
                 })
         })
     }
@@ -314,20 +314,6 @@ impl Snapshot {
     }
 }
 
-/// Azure reserves the first four addresses of a subnet; `.4` is the first a resource gets.
-fn first_usable(p: &IpNet) -> Option<IpAddr> {
-    match p {
-        IpNet::V4(n) => u32::from(n.network())
-            .checked_add(4)
-            .map(|a| IpAddr::V4(a.into())),
-        IpNet::V6(n) => u128::from(n.network())
-            .checked_add(4)
-            .map(|a| IpAddr::V6(a.into())),
-    }
-    // A prefix too small to hold a `.4` (a /30 or longer) has no usable address.
-    .filter(|a| p.contains(a))
-}
-
 #[allow(clippy::too_many_arguments)]
 fn compile_nsg(
     network: &Network,
@@ -349,11 +335,19 @@ fn compile_nsg(
     Some(nsgs.len() - 1)
 }
 
-fn snapshot_id(network: &Network, catalogs: &Catalogs) -> String {
+fn snapshot_id(
+    network: &Network,
+    catalogs: &Catalogs,
+    bindings: &HashMap<String, Vec<IpAddr>>,
+) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     serde_json::to_string(network)
         .unwrap_or_default()
         .hash(&mut h);
+    // Name bindings change what FQDN network rules match, so they are part of the version.
+    let mut names: Vec<_> = bindings.iter().collect();
+    names.sort();
+    names.hash(&mut h);
     catalogs.service_tags.version().content_hash.hash(&mut h);
     catalogs.fqdn_tags.version().content_hash.hash(&mut h);
     format!("{:016x}", h.finish())

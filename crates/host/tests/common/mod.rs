@@ -3,9 +3,7 @@
 #![allow(dead_code)]
 
 use palisade_host::routes::enter_netns;
-use palisade_model::catalog::Catalogs;
-use palisade_model::ImportOptions;
-use palisade_policy::{CompileOptions, Snapshot};
+use palisade_policy::Snapshot;
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -18,16 +16,16 @@ pub fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
 }
 
+/// A network loaded the way every front end loads it; it must have no errors.
+pub fn snapshot_of(file: PathBuf) -> Snapshot {
+    let loaded = palisade_load::load(&palisade_load::Source::files([file]));
+    assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
+    loaded.snapshot.expect("a network without errors compiles")
+}
+
 /// layered-nsg, which validates with no errors.
 pub fn layered_nsg() -> Snapshot {
-    let file = shared().join("scenarios/layered-nsg/network.json");
-    let imported = palisade_model::load(&[file], &ImportOptions::default());
-    let catalogs = Catalogs::embedded();
-    let mut diags = imported.diagnostics.clone();
-    diags.extend(palisade_model::validate(&imported.network, &catalogs, false).0);
-    let errors: Vec<String> = diags.errors().map(|d| d.to_string()).collect();
-    assert!(errors.is_empty(), "unexpected errors: {errors:?}");
-    Snapshot::compile(&imported.network, &catalogs, &CompileOptions::default())
+    snapshot_of(shared().join("scenarios/layered-nsg/network.json"))
 }
 
 /// Why kernel tests cannot run here, if they cannot.
