@@ -16,16 +16,13 @@
 //! Other block types (virtual machines, load balancers, gateways, connections) hold no network
 //! policy and are skipped with a note.
 
+use super::merge::Association;
 use super::node::Node;
-use super::resources::{Association, Reader};
+use super::reader::{Reader, NSG, RT, VNET};
 use crate::address::parse_ip;
 use crate::diag::Diagnostic;
 use crate::resources::Origin;
 use serde_json::{json, Map, Value};
-
-const VNET: &str = "Microsoft.Network/virtualNetworks";
-const NSG: &str = "Microsoft.Network/networkSecurityGroups";
-const RT: &str = "Microsoft.Network/routeTables";
 
 fn blocks(v: &Value) -> Option<&Vec<Value>> {
     v.get("parameters")?
@@ -55,11 +52,7 @@ pub fn read(reader: &mut Reader, doc: &Value, strict: bool) {
         let Some(settings) = block.key("settings") else {
             continue;
         };
-        let items = if settings.value.is_array() {
-            settings.items()
-        } else {
-            vec![settings.clone()]
-        };
+        let items = settings.one_or_many();
         match ty.to_ascii_lowercase().as_str() {
             "virtualnetwork" => items.iter().for_each(|s| vnet(reader, s)),
             "networksecuritygroup" => items.iter().for_each(|s| {

@@ -5,8 +5,13 @@
 //! then merged into one network.
 
 mod blocks;
+mod firewall;
+mod merge;
 mod node;
-mod resources;
+mod nsg;
+mod reader;
+mod routes;
+mod vnet;
 mod yaml;
 
 pub use node::UNRESOLVED_KEY;
@@ -14,6 +19,7 @@ pub use node::UNRESOLVED_KEY;
 use crate::diag::{Diagnostic, Diagnostics, Severity};
 use crate::json::{self, Document};
 use crate::resources::*;
+use merge::Merger;
 use node::Node;
 use serde::Serialize;
 use serde_json::Value;
@@ -288,7 +294,7 @@ fn import_document(
 ) -> Vec<Document> {
     let root = Node::root(&doc.value, "");
     let file = doc.file.as_str();
-    let mut reader = resources::Reader::new(file, options.strict);
+    let mut reader = reader::Reader::new(file, options.strict);
     let linked: Rc<RefCell<Vec<Document>>> = Rc::default();
     // A linked template's path as given (relative to the root template's folder) → its file name.
     let linked_name = |rel: &str| -> String {
@@ -396,7 +402,7 @@ fn import_document(
 /// inside the file (empty for a template file); `linked_name` turns a linked template's path into
 /// its file name.
 fn expand_into(
-    reader: &mut resources::Reader,
+    reader: &mut reader::Reader,
     template: &Value,
     arm: &palisade_arm::Options,
     prefix: &str,
@@ -480,276 +486,6 @@ fn rest_example_body<'a>(root: &Node<'a>) -> Option<Node<'a>> {
     }
     // Examples with only a 202/204 response and no body describe no configuration.
     Some(Node::root(&Value::Null, "/responses"))
-}
-
-/// Merges per-file networks into one; children held in synthetic parents join the real parent.
-#[derive(Default)]
-struct Merger {
-    network: Network,
-    synthetic: Vec<Synthetic>,
-}
-
-impl Merger {
-    fn add(&mut self, net: Network, synthetic: Vec<Synthetic>, diags: &mut Diagnostics) {
-        let incoming = |kind: &str, name: &str| {
-            synthetic
-                .iter()
-                .any(|s| s.kind == kind && s.name.eq_ignore_ascii_case(name))
-        };
-        let Merger {
-            network,
-            synthetic: known,
-        } = self;
-        // Synthetic parents of this file that joined a real resource already merged.
-        let mut resolved: Vec<(&'static str, String)> = vec![];
-        for n in net.network_security_groups {
-            let syn = incoming("nsg", &n.name);
-            let name = n.name.clone();
-            if merge(
-                &mut network.network_security_groups,
-                n,
-                syn,
-                known,
-                "nsg",
-                diags,
-                |e, n, real| {
-                    if real {
-                        e.origin = n.origin;
-                        e.location = n.location;
-                        e.flush_connection = n.flush_connection;
-                    }
-                    join(&mut e.security_rules, n.security_rules, !real)
-                },
-            ) {
-                resolved.push(("nsg", name));
-            }
-        }
-        for t in net.route_tables {
-            let syn = incoming("routeTable", &t.name);
-            let name = t.name.clone();
-            if merge(
-                &mut network.route_tables,
-                t,
-                syn,
-                known,
-                "routeTable",
-                diags,
-                |e, t, real| {
-                    if real {
-                        e.origin = t.origin;
-                        e.location = t.location;
-                        e.disable_bgp_route_propagation = t.disable_bgp_route_propagation;
-                    }
-                    join(&mut e.routes, t.routes, !real)
-                },
-            ) {
-                resolved.push(("routeTable", name));
-            }
-        }
-        for v in net.virtual_networks {
-            let syn = incoming("virtualNetwork", &v.name);
-            let name = v.name.clone();
-            if merge(
-                &mut network.virtual_networks,
-                v,
-                syn,
-                known,
-                "virtualNetwork",
-                diags,
-                |e, v, real| {
-                    if real {
-                        e.origin = v.origin;
-                        e.location = v.location;
-                        e.address_space = v.address_space;
-                    }
-                    let mut twice = join(&mut e.subnets, v.subnets, !real);
-                    twice.extend(join(
-                        &mut e.virtual_network_peerings,
-                        v.virtual_network_peerings,
-                        !real,
-                    ));
-                    twice
-                },
-            ) {
-                resolved.push(("virtualNetwork", name));
-            }
-        }
-        for p in net.firewall_policies {
-            let syn = incoming("firewallPolicy", &p.name);
-            let name = p.name.clone();
-            if merge(
-                &mut network.firewall_policies,
-                p,
-                syn,
-                known,
-                "firewallPolicy",
-                diags,
-                |e, mut p, real| {
-                    let mut groups = std::mem::take(&mut e.rule_collection_groups);
-                    let twice = join(
-                        &mut groups,
-                        std::mem::take(&mut p.rule_collection_groups),
-                        !real,
-                    );
-                    if real {
-                        *e = p;
-                    }
-                    e.rule_collection_groups = groups;
-                    twice
-                },
-            ) {
-                resolved.push(("firewallPolicy", name));
-            }
-        }
-        macro_rules! plain {
-            ($field:ident, $ty:literal) => {
-                for r in net.$field {
-                    if network
-                        .$field
-                        .iter()
-                        .any(|x| x.name.eq_ignore_ascii_case(&r.name))
-                    {
-                        diags.push(duplicate($ty, &r.name, &r.origin));
-                    } else {
-                        network.$field.push(r);
-                    }
-                }
-            };
-        }
-        plain!(network_interfaces, "networkInterfaces");
-        plain!(application_security_groups, "applicationSecurityGroups");
-        plain!(public_ip_addresses, "publicIPAddresses");
-        plain!(azure_firewalls, "azureFirewalls");
-        plain!(ip_groups, "ipGroups");
-        for s in synthetic {
-            let resolved = resolved
-                .iter()
-                .any(|(k, n)| *k == s.kind && n.eq_ignore_ascii_case(&s.name));
-            if !resolved
-                && !known
-                    .iter()
-                    .any(|x| x.kind == s.kind && x.name.eq_ignore_ascii_case(&s.name))
-            {
-                known.push(s);
-            }
-        }
-    }
-
-    fn finish(mut self, diags: &mut Diagnostics) -> Network {
-        // A child whose parent never appeared: an error for templates (FMT-6); REST bodies of a
-        // lone rule or route legitimately come without their parent.
-        for s in std::mem::take(&mut self.synthetic) {
-            if s.from_template {
-                let mut d = Diagnostic::error(format!(
-                    "child resource names parent '{}', which is not defined in the input",
-                    s.name
-                ))
-                .at(&s.origin.file, &s.origin.pointer)
-                .field("name")
-                .expected("the parent resource in the same template or input folder");
-                if let Some((line, column)) = s.position {
-                    d.line = Some(line);
-                    d.column = Some(column);
-                }
-                diags.push(d);
-            }
-        }
-        self.network
-    }
-}
-
-/// Merge one resource into a list: synthetic parents (made to hold a child) join the real
-/// resource of the same name; two real resources of one name keep the first, with a warning.
-fn merge<T: resources::Named>(
-    list: &mut Vec<T>,
-    item: T,
-    incoming_synthetic: bool,
-    known: &mut Vec<Synthetic>,
-    kind: &str,
-    diags: &mut Diagnostics,
-    combine: impl FnOnce(&mut T, T, bool) -> Vec<String>,
-) -> bool {
-    let name = item.name().to_string();
-    let origin = item.origin().clone();
-    let existing_synthetic = known
-        .iter()
-        .any(|s| s.kind == kind && s.name.eq_ignore_ascii_case(&name));
-    match list
-        .iter_mut()
-        .find(|x| x.name().eq_ignore_ascii_case(&name))
-    {
-        Some(e) if incoming_synthetic || existing_synthetic => {
-            let real = !incoming_synthetic;
-            for child in combine(e, item, real) {
-                diags.push(
-                    Diagnostic::warning(format!(
-                        "child '{child}' is defined both inline in its parent and as a separate resource; the separate resource is used (FMT-6)"
-                    ))
-                    .at(&origin.file, &origin.pointer)
-                    .resource(&resource_type(kind), &name),
-                );
-            }
-            if real {
-                known.retain(|s| !(s.kind == kind && s.name.eq_ignore_ascii_case(&name)));
-            }
-            incoming_synthetic && !existing_synthetic
-        }
-        Some(_) => {
-            let (ty, origin) = (kind.to_string(), item.origin().clone());
-            diags.push(duplicate(&ty, &name, &origin));
-            false
-        }
-        None => {
-            list.push(item);
-            false
-        }
-    }
-}
-
-/// FMT-6 across files: the children of a parent seen in two files join; where both define a
-/// child of one name, the separately declared one (held by a synthetic parent) wins. Returns the
-/// names defined twice.
-fn join<T: resources::ChildName>(
-    into: &mut Vec<T>,
-    from: Vec<T>,
-    from_separate: bool,
-) -> Vec<String> {
-    let mut twice = vec![];
-    for c in from {
-        match into
-            .iter()
-            .position(|x| x.child_name().eq_ignore_ascii_case(c.child_name()))
-        {
-            Some(i) => {
-                twice.push(c.child_name().to_string());
-                if from_separate {
-                    into[i] = c;
-                }
-            }
-            None => into.push(c),
-        }
-    }
-    twice
-}
-
-/// The resource type of a merge kind (`nsg`) or a plural type name (`ipGroups`).
-fn resource_type(kind: &str) -> String {
-    let plural = match kind {
-        "nsg" => "networkSecurityGroups",
-        "routeTable" => "routeTables",
-        "virtualNetwork" => "virtualNetworks",
-        "firewallPolicy" => "firewallPolicies",
-        other => other,
-    };
-    format!("Microsoft.Network/{plural}")
-}
-
-fn duplicate(ty: &str, name: &str, origin: &Origin) -> Diagnostic {
-    Diagnostic::warning(
-        "a resource of this type and name was already imported from another file; this one is ignored",
-    )
-    .at(&origin.file, &origin.pointer)
-    .resource(&resource_type(ty), name)
 }
 
 #[cfg(test)]

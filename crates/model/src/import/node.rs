@@ -77,6 +77,15 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// A list's items, or the value itself where one value stands for a list of one.
+    pub fn one_or_many(&self) -> Vec<Node<'a>> {
+        if self.value.is_array() {
+            self.items()
+        } else {
+            vec![self.clone()]
+        }
+    }
+
     pub fn as_str(&self) -> Option<&'a str> {
         self.value.as_str()
     }
