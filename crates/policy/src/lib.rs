@@ -10,6 +10,7 @@
 
 pub mod addresses;
 pub mod firewall;
+pub mod intervals;
 pub mod matchers;
 pub mod nsg;
 pub mod prefixes;
