@@ -11,6 +11,7 @@
 pub mod addresses;
 pub mod endpoints;
 pub mod firewall;
+pub mod intervals;
 pub mod matchers;
 pub mod nsg;
 pub mod prefixes;

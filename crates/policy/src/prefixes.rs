@@ -1,154 +1,37 @@
 //! Prefix-set arithmetic used at compile time: union, difference and conversion between CIDR
-//! lists and address intervals. `Internet` (NSG-8.3) is "global unicast minus the virtual
-//! network minus special-purpose ranges", which needs set difference; ranges `a-b` (FW-5) need
-//! interval-to-CIDR conversion.
+//! lists and address intervals, over the interval sets of [`crate::intervals`]. `Internet`
+//! (NSG-8.3) is "global unicast minus the virtual network minus special-purpose ranges", which
+//! needs set difference; ranges `a-b` (FW-5) need interval-to-CIDR conversion.
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use crate::intervals::{addr_value, prefix_set, to_prefixes, Family, IntervalSet};
+use ipnet::IpNet;
+use std::net::IpAddr;
 
-/// An inclusive interval of one family's address space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Interval {
-    v6: bool,
-    lo: u128,
-    hi: u128,
-}
-
-fn interval(n: &IpNet) -> Interval {
-    match n {
-        IpNet::V4(p) => Interval {
-            v6: false,
-            lo: u32::from(p.network()) as u128,
-            hi: u32::from(p.broadcast()) as u128,
-        },
-        IpNet::V6(p) => Interval {
-            v6: true,
-            lo: u128::from(p.network()),
-            hi: u128::from(p.broadcast()),
-        },
-    }
-}
-
-fn merged(mut v: Vec<Interval>) -> Vec<Interval> {
-    v.sort();
-    let mut out: Vec<Interval> = Vec::with_capacity(v.len());
-    for i in v {
-        if let Some(last) = out.last_mut() {
-            if last.v6 == i.v6 && i.lo <= last.hi.saturating_add(1) {
-                last.hi = last.hi.max(i.hi);
-                continue;
-            }
-        }
-        out.push(i);
-    }
-    out
-}
-
-/// The smallest CIDR list covering exactly `[lo, hi]` of one family.
-fn to_cidrs(i: Interval, out: &mut Vec<IpNet>) {
-    let bits: u32 = if i.v6 { 128 } else { 32 };
-    let mut lo = i.lo;
-    loop {
-        // Largest block aligned at `lo` that does not pass `hi`.
-        let align = if lo == 0 {
-            bits
-        } else {
-            lo.trailing_zeros().min(bits)
-        };
-        let mut size = align;
-        while size > 0 {
-            let span = if size >= 128 {
-                u128::MAX
-            } else {
-                (1u128 << size) - 1
-            };
-            if lo.checked_add(span).is_some_and(|end| end <= i.hi) {
-                break;
-            }
-            size -= 1;
-        }
-        let len = (bits - size) as u8;
-        out.push(if i.v6 {
-            IpNet::V6(Ipv6Net::new(Ipv6Addr::from(lo), len).expect("length within 0..=128"))
-        } else {
-            IpNet::V4(Ipv4Net::new(Ipv4Addr::from(lo as u32), len).expect("length within 0..=32"))
-        });
-        let span = if size >= 128 {
-            u128::MAX
-        } else {
-            (1u128 << size) - 1
-        };
-        match lo.checked_add(span) {
-            Some(end) if end < i.hi => lo = end + 1,
-            _ => break,
-        }
-    }
-}
+const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
 
 /// Normalise a prefix list: merge overlaps and adjacent blocks, both families.
 pub fn aggregate(prefixes: &[IpNet]) -> Vec<IpNet> {
-    let mut out = vec![];
-    for i in merged(prefixes.iter().map(interval).collect()) {
-        to_cidrs(i, &mut out);
-    }
-    out
+    FAMILIES
+        .iter()
+        .flat_map(|f| to_prefixes(&prefix_set(prefixes, *f), *f))
+        .collect()
 }
 
 /// `a \ b` as a CIDR list.
 pub fn difference(a: &[IpNet], b: &[IpNet]) -> Vec<IpNet> {
-    let a = merged(a.iter().map(interval).collect());
-    let b = merged(b.iter().map(interval).collect());
-    let mut out = vec![];
-    for mut cur in a {
-        let mut alive = true;
-        for s in b.iter().filter(|s| s.v6 == cur.v6) {
-            if s.hi < cur.lo || s.lo > cur.hi {
-                continue;
-            }
-            if s.lo > cur.lo {
-                to_cidrs(
-                    Interval {
-                        v6: cur.v6,
-                        lo: cur.lo,
-                        hi: s.lo - 1,
-                    },
-                    &mut out,
-                );
-            }
-            if s.hi >= cur.hi {
-                alive = false;
-                break;
-            }
-            cur.lo = s.hi + 1;
-        }
-        if alive {
-            to_cidrs(cur, &mut out);
-        }
-    }
-    out
+    FAMILIES
+        .iter()
+        .flat_map(|f| to_prefixes(&prefix_set(a, *f).subtract(&prefix_set(b, *f)), *f))
+        .collect()
 }
 
 /// The CIDRs of an inclusive address range (same family; caller checked).
 pub fn range_to_cidrs(a: IpAddr, b: IpAddr) -> Vec<IpNet> {
-    let i = match (a, b) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => Interval {
-            v6: false,
-            lo: u32::from(a) as u128,
-            hi: u32::from(b) as u128,
-        },
-        (IpAddr::V6(a), IpAddr::V6(b)) => Interval {
-            v6: true,
-            lo: u128::from(a),
-            hi: u128::from(b),
-        },
-        _ => return vec![],
-    };
-    if i.lo > i.hi {
+    let f = Family::of(a);
+    if Family::of(b) != f {
         return vec![];
     }
-    let mut out = vec![];
-    to_cidrs(i, &mut out);
-    out
+    to_prefixes(&IntervalSet::range(addr_value(a), addr_value(b)), f)
 }
 
 pub fn all_v4() -> IpNet {
@@ -170,7 +53,9 @@ pub fn contains_addr(set: &[IpNet], a: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipnet::Ipv4Net;
     use proptest::prelude::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn difference_splits_blocks() {

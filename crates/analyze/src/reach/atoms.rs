@@ -1,0 +1,383 @@
+//! The address grid (atoms: every boundary any layer uses, and where each atom sits), the L4
+//! atoms (protocol × ports cut at every rule boundary, held as bit sets) and the runs that give
+//! each address its class in one dimension of a layer.
+
+use crate::headerspace::{addr_value, prefix_range, Family, IntervalSet, L4Box, L4Set, NBox};
+use crate::headerspace::{PORT_MAX, PROTO_MAX};
+use ipnet::IpNet;
+use palisade_policy::trace::PLATFORM_ADDRESSES;
+use palisade_policy::Snapshot;
+use rustc_hash::FxHashMap as HashMap;
+use std::net::IpAddr;
+
+/// Classes of one dimension: `starts[i]..` has class `class[i]`.
+#[derive(Debug, Default)]
+pub(super) struct Runs {
+    pub(super) starts: Vec<u128>,
+    class: Vec<u32>,
+    pub(super) rows: Vec<Vec<u64>>,
+}
+
+impl Runs {
+    pub(super) fn build(n: usize, ranges: impl Iterator<Item = (usize, (u128, u128))>) -> Runs {
+        let words = n.div_ceil(64).max(1);
+        let mut ev: Vec<(u128, usize)> = vec![];
+        for (e, (a, b)) in ranges {
+            ev.push((a, e));
+            if let Some(end) = b.checked_add(1) {
+                ev.push((end, e));
+            }
+        }
+        ev.sort_unstable();
+        let mut cur = vec![0u64; words];
+        let mut interned: HashMap<Vec<u64>, u32> = HashMap::default();
+        let mut runs = Runs::default();
+        let mut intern = |row: &Vec<u64>, runs: &mut Runs| -> u32 {
+            if let Some(c) = interned.get(row) {
+                return *c;
+            }
+            let c = runs.rows.len() as u32;
+            runs.rows.push(row.clone());
+            interned.insert(row.clone(), c);
+            c
+        };
+        let c0 = intern(&cur, &mut runs);
+        runs.starts.push(0);
+        runs.class.push(c0);
+        let mut i = 0;
+        while i < ev.len() {
+            let pos = ev[i].0;
+            while i < ev.len() && ev[i].0 == pos {
+                cur[ev[i].1 / 64] ^= 1 << (ev[i].1 % 64);
+                i += 1;
+            }
+            let c = intern(&cur, &mut runs);
+            if pos == 0 {
+                runs.class[0] = c;
+            } else if *runs.class.last().expect("non-empty") != c {
+                runs.starts.push(pos);
+                runs.class.push(c);
+            }
+        }
+        runs
+    }
+    pub(super) fn class_at(&self, v: u128) -> u32 {
+        let i = self.starts.partition_point(|s| *s <= v) - 1;
+        self.class[i]
+    }
+}
+
+/// Bit set over L4 atoms.
+pub(super) type Bits = Vec<u64>;
+
+pub(super) fn and(a: &[u64], b: &[u64]) -> Bits {
+    a.iter().zip(b).map(|(x, y)| x & y).collect()
+}
+pub(super) fn andnot(a: &[u64], b: &[u64]) -> Bits {
+    a.iter().zip(b).map(|(x, y)| x & !y).collect()
+}
+pub(super) fn zero(a: &[u64]) -> bool {
+    a.iter().all(|x| *x == 0)
+}
+
+/// The (protocol, source port, destination port) space cut at every boundary a rule uses: each
+/// L4 set of the engine is a union of these atoms, held as a bit set, so set operations on
+/// protocols and ports are word operations (atomic predicates for the L4 fields).
+pub(super) struct L4Atoms {
+    protos: Vec<u128>,
+    sports: Vec<u128>,
+    dports: Vec<u128>,
+    /// (proto interval, source-port interval, destination-port interval); the port intervals
+    /// are `usize::MAX` for protocols without ports.
+    pub(super) atoms: Vec<(usize, usize, usize)>,
+    pub(super) index: HashMap<(usize, usize, usize), usize>,
+    words: usize,
+}
+
+fn cut_list(mut v: Vec<u128>, max: u128) -> Vec<u128> {
+    v.push(0);
+    v.retain(|x| *x <= max);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn interval(cuts: &[u128], v: u128) -> usize {
+    cuts.partition_point(|c| *c <= v) - 1
+}
+
+fn bounds(cuts: &[u128], i: usize, max: u128) -> (u128, u128) {
+    (cuts[i], cuts.get(i + 1).map(|c| c - 1).unwrap_or(max))
+}
+
+impl L4Atoms {
+    pub(super) fn build<'a>(sets: impl Iterator<Item = &'a L4Set>) -> L4Atoms {
+        let (mut p, mut sp, mut dp) = (vec![6, 7, 17, 18], vec![], vec![]);
+        for set in sets {
+            for b in &set.boxes {
+                for &(a, z) in b.0[0].ranges() {
+                    p.push(a);
+                    p.push(z + 1);
+                }
+                for &(a, z) in b.0[1].ranges() {
+                    sp.push(a);
+                    sp.push(z + 1);
+                }
+                for &(a, z) in b.0[2].ranges() {
+                    dp.push(a);
+                    dp.push(z + 1);
+                }
+            }
+        }
+        let protos = cut_list(p, PROTO_MAX);
+        let sports = cut_list(sp, PORT_MAX);
+        let dports = cut_list(dp, PORT_MAX);
+        let mut atoms = vec![];
+        for pi in 0..protos.len() {
+            let (lo, _) = bounds(&protos, pi, PROTO_MAX);
+            if lo == 6 || lo == 17 {
+                for si in 0..sports.len() {
+                    for di in 0..dports.len() {
+                        atoms.push((pi, si, di));
+                    }
+                }
+            } else {
+                atoms.push((pi, usize::MAX, usize::MAX));
+            }
+        }
+        let index = atoms.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+        let words = atoms.len().div_ceil(64);
+        L4Atoms {
+            protos,
+            sports,
+            dports,
+            atoms,
+            index,
+            words,
+        }
+    }
+    pub(super) fn atom_of(&self, p: u128, sp: u128, dp: u128) -> usize {
+        let pi = interval(&self.protos, p);
+        let lo = self.protos[pi];
+        let key = if lo == 6 || lo == 17 {
+            (pi, interval(&self.sports, sp), interval(&self.dports, dp))
+        } else {
+            (pi, usize::MAX, usize::MAX)
+        };
+        self.index[&key]
+    }
+    fn atom_box(&self, i: usize) -> L4Box {
+        let (pi, si, di) = self.atoms[i];
+        let (a, z) = bounds(&self.protos, pi, PROTO_MAX);
+        let port = |cuts: &[u128], k: usize| {
+            if k == usize::MAX {
+                IntervalSet::range(0, PORT_MAX)
+            } else {
+                let (x, y) = bounds(cuts, k, PORT_MAX);
+                IntervalSet::range(x, y)
+            }
+        };
+        NBox([
+            IntervalSet::range(a, z),
+            port(&self.sports, si),
+            port(&self.dports, di),
+        ])
+    }
+    /// Is every boundary of the set already a cut (so the set is a union of atoms)?
+    pub(super) fn aligned(&self, set: &L4Set) -> bool {
+        let ok = |cuts: &[u128], ranges: &[(u128, u128)], max: u128| {
+            ranges.iter().all(|&(a, z)| {
+                cuts.binary_search(&a).is_ok() && (z == max || cuts.binary_search(&(z + 1)).is_ok())
+            })
+        };
+        set.boxes.iter().all(|b| {
+            ok(&self.protos, b.0[0].ranges(), PROTO_MAX)
+                && ok(&self.sports, b.0[1].ranges(), PORT_MAX)
+                && ok(&self.dports, b.0[2].ranges(), PORT_MAX)
+        })
+    }
+    pub(super) fn bits(&self, set: &L4Set) -> Bits {
+        let mut out = vec![0u64; self.words];
+        for i in 0..self.atoms.len() {
+            let b = self.atom_box(i);
+            let v = [
+                b.0[0].ranges()[0].0,
+                b.0[1].ranges()[0].0,
+                b.0[2].ranges()[0].0,
+            ];
+            if set.contains(&v) {
+                out[i / 64] |= 1 << (i % 64);
+            }
+        }
+        out
+    }
+    pub(super) fn full(&self) -> Bits {
+        let mut out = vec![0u64; self.words];
+        for i in 0..self.atoms.len() {
+            out[i / 64] |= 1 << (i % 64);
+        }
+        out
+    }
+    pub(super) fn set(&self, bits: &[u64]) -> L4Set {
+        let mut boxes = vec![];
+        for i in 0..self.atoms.len() {
+            if bits[i / 64] >> (i % 64) & 1 == 1 {
+                boxes.push(self.atom_box(i));
+            }
+        }
+        let mut s = L4Set { boxes };
+        s.compact();
+        s
+    }
+    /// The flows whose destination port becomes `port` (DNAT): any destination port of an atom
+    /// whose own destination-port interval holds `port`.
+    pub(super) fn at_dport(&self, bits: &[u64], port: u16) -> Bits {
+        let di = interval(&self.dports, port as u128);
+        let mut out = vec![0u64; self.words];
+        for (i, &(pi, si, d)) in self.atoms.iter().enumerate() {
+            let src = if d == usize::MAX {
+                i
+            } else {
+                self.index[&(pi, si, di)]
+            };
+            if bits[src / 64] >> (src % 64) & 1 == 1 {
+                out[i / 64] |= 1 << (i % 64);
+            }
+        }
+        out
+    }
+}
+
+/// Where an atom sits.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct AtomLoc {
+    pub(super) subnet: Option<usize>,
+    pub(super) nic: Option<usize>,
+    pub(super) in_vnet: bool,
+    pub(super) platform: bool,
+    pub(super) frontend: Option<usize>,
+}
+
+pub(super) struct Grid {
+    pub(super) family: Family,
+    pub(super) starts: Vec<u128>,
+    pub(super) loc: Vec<AtomLoc>,
+}
+
+impl Grid {
+    /// The atoms of one family cut at `cuts`, and where each sits.
+    pub(super) fn new(snap: &Snapshot, f: Family, cuts: &[IpNet]) -> Grid {
+        let mut starts: Vec<u128> = vec![0];
+        for p in cuts.iter().filter(|p| Family::of(p.addr()) == f) {
+            let (a, b) = prefix_range(p);
+            starts.push(a);
+            if b < f.max() {
+                starts.push(b + 1);
+            }
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        let platform: Vec<u128> = PLATFORM_ADDRESSES
+            .iter()
+            .map(|a| addr_value(a.parse().expect("literal")))
+            .collect();
+        let mut g = Grid {
+            family: f,
+            loc: vec![],
+            starts,
+        };
+        g.loc = (0..g.len())
+            .map(|i| {
+                let a = g.starts[i];
+                let single = g.end(i) == a;
+                let ip = f.addr(a);
+                let l = snap.locate(ip);
+                AtomLoc {
+                    subnet: l.subnet,
+                    nic: if single { l.nic } else { None },
+                    in_vnet: snap.in_virtual_network(ip),
+                    platform: single && platform.contains(&a),
+                    frontend: if single {
+                        snap.firewall_frontend(ip)
+                    } else {
+                        None
+                    },
+                }
+            })
+            .collect();
+        g
+    }
+    pub(super) fn atom_of(&self, v: u128) -> usize {
+        self.starts.partition_point(|s| *s <= v) - 1
+    }
+    pub(super) fn end(&self, a: usize) -> u128 {
+        self.starts
+            .get(a + 1)
+            .map(|s| s - 1)
+            .unwrap_or(self.family.max())
+    }
+    pub(super) fn len(&self) -> usize {
+        self.starts.len()
+    }
+}
+
+/// The class of every atom (given by its first address) in one dimension of a layer.
+pub(super) fn classes_over(runs: &Runs, starts: &[u128]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(starts.len());
+    let mut j = 0;
+    for &a in starts {
+        while j + 1 < runs.starts.len() && runs.starts[j + 1] <= a {
+            j += 1;
+        }
+        out.push(runs.class[j]);
+    }
+    out
+}
+
+/// Every address boundary the snapshot's layers use.
+pub fn cuts(snap: &Snapshot) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = vec![];
+    for s in &snap.subnets {
+        out.extend(s.prefixes.iter().copied());
+        for r in &s.routes.routes {
+            out.extend(r.address_prefix.iter().copied());
+        }
+    }
+    for v in &snap.network.virtual_networks {
+        out.extend(v.address_space.iter().copied());
+    }
+    for n in &snap.nics {
+        out.extend(n.addresses.iter().map(|a| IpNet::from(*a)));
+    }
+    for a in PLATFORM_ADDRESSES {
+        out.push(IpNet::from(a.parse::<IpAddr>().expect("literal")));
+    }
+    for n in &snap.nsgs {
+        for d in [&n.inbound, &n.outbound] {
+            for r in &d.rules {
+                out.extend(r.source.iter().copied());
+                out.extend(r.destination.iter().copied());
+            }
+        }
+    }
+    for f in &snap.firewalls {
+        out.extend(f.private_ip_addresses.iter().map(|a| IpNet::from(*a)));
+        out.extend(f.public_ip_addresses.iter().map(|a| IpNet::from(*a)));
+        for p in [f.dnat_pass(), f.network_pass()] {
+            for e in p.entries {
+                out.extend(e.src.iter().copied());
+                out.extend(e.dst.iter().copied());
+            }
+        }
+        for r in 0..f.rule_counts().0 {
+            if let Some((a, _)) = f.dnat_translation(r) {
+                out.push(IpNet::from(a));
+            }
+        }
+        for a in f.application_rules() {
+            out.extend(a.sources.iter().copied());
+            out.extend(a.destinations.unwrap_or(&[]).iter().copied());
+        }
+    }
+    out
+}

@@ -1,0 +1,347 @@
+//! Layers: each NSG direction and each firewall as an ordered list of entries (rule boxes per
+//! family), the classes those entries cut the address line into, and the cells — the
+//! first-match walk over one (source class, destination class).
+
+use super::atoms::{and, andnot, zero, Bits, L4Atoms, Runs};
+use super::Engine;
+use crate::headerspace::{prefix_set, Family, IntervalSet, L4Set};
+use palisade_model::{Access, Direction, FirewallAction, PortRange};
+use palisade_policy::firewall::{CompiledFirewall, RuleRef};
+use palisade_policy::nsg::{CompiledRule, DirectionRules};
+use rustc_hash::FxHashMap as HashMap;
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Act {
+    Allow,
+    Deny,
+    /// DNAT rule: allowed and translated (FW-4).
+    Dnat,
+    /// Application allow rule (FW-6), by name only.
+    ByName,
+    /// No rule matched.
+    NoMatch,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Entry {
+    pub(super) src: IntervalSet,
+    pub(super) dst: IntervalSet,
+    pub(super) l4: L4Set,
+    pub(super) bits: Bits,
+    pub(super) act: Act,
+    /// Index into the layer's `rules`.
+    pub(super) rule: u32,
+}
+
+/// A piece of a cell: flows decided by one rule (or by none).
+#[derive(Debug, Clone)]
+pub(super) struct Piece {
+    pub(super) l4: Bits,
+    pub(super) act: Act,
+    pub(super) rule: u32,
+}
+
+#[derive(Default)]
+pub(super) struct FamLayer {
+    pub(super) entries: Vec<Entry>,
+    pub(super) src: Runs,
+    pub(super) dst: Runs,
+    pub(super) cells: HashMap<(u32, u32), u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    Nsg { nsg: usize, direction: Direction },
+    Firewall { firewall: usize },
+}
+
+/// What a rule of a layer is, for explanations.
+#[derive(Debug, Clone)]
+pub(super) struct RuleInfo {
+    pub(super) layer: &'static str,
+    pub(super) resource: String,
+    pub(super) rule: Option<String>,
+    pub(super) priority: Option<u32>,
+}
+
+pub(super) struct Layer {
+    pub(super) kind: LayerKind,
+    pub(super) rules: Vec<RuleInfo>,
+    /// DNAT rules: translation per rule index.
+    pub(super) dnat: HashMap<u32, (IpAddr, Option<u16>)>,
+    pub(super) fam: [FamLayer; 2],
+}
+
+pub(super) fn nsg_entries(rules: &DirectionRules, nsg: &str) -> (Vec<RuleInfo>, [Vec<Entry>; 2]) {
+    let infos = rules
+        .rules
+        .iter()
+        .map(|r| RuleInfo {
+            layer: if r.is_default { "default" } else { "nsg" },
+            resource: nsg.to_string(),
+            rule: Some(r.name.clone()),
+            priority: Some(r.priority),
+        })
+        .collect();
+    (infos, nsg_rule_entries(&rules.rules))
+}
+
+fn nsg_rule_entries(rules: &[CompiledRule]) -> [Vec<Entry>; 2] {
+    let mut out: [Vec<Entry>; 2] = [vec![], vec![]];
+    for (i, r) in rules.iter().enumerate() {
+        if r.audit {
+            continue; // PAL-5.3: passed over.
+        }
+        for f in [Family::V4, Family::V6] {
+            let proto = r.protocol.number(f == Family::V6);
+            let e = Entry {
+                src: prefix_set(&r.source, f),
+                dst: prefix_set(&r.destination, f),
+                l4: L4Set::rule(proto, &r.source_ports, &r.destination_ports),
+                bits: vec![],
+                act: if r.access == Access::Allow {
+                    Act::Allow
+                } else {
+                    Act::Deny
+                },
+                rule: i as u32,
+            };
+            if !e.src.is_empty() && !e.dst.is_empty() && !e.l4.is_empty() {
+                out[f.index()].push(e);
+            }
+        }
+    }
+    out
+}
+
+type FwParts = (
+    Vec<RuleInfo>,
+    [Vec<Entry>; 2],
+    HashMap<u32, (IpAddr, Option<u16>)>,
+);
+
+pub(super) fn fw_layer(fw: &CompiledFirewall) -> FwParts {
+    let mut infos = vec![];
+    let mut out: [Vec<Entry>; 2] = [vec![], vec![]];
+    let mut dnat = HashMap::default();
+    let info = |r: &RuleRef| RuleInfo {
+        layer: "firewall",
+        resource: r.resource.clone(),
+        rule: Some(r.path()),
+        priority: Some(r.rule_collection_priority),
+    };
+    for (pass, is_dnat) in [(fw.dnat_pass(), true), (fw.network_pass(), false)] {
+        let base = infos.len() as u32;
+        infos.extend(pass.rules.iter().map(info));
+        for (e, spec) in pass.entries.iter().enumerate() {
+            let ri = pass.entry_rule[e] as usize;
+            let rr = &pass.rules[ri];
+            if rr.audit {
+                continue;
+            }
+            let act = if is_dnat {
+                Act::Dnat
+            } else if rr.action == FirewallAction::Allow {
+                Act::Allow
+            } else {
+                Act::Deny
+            };
+            if is_dnat {
+                if let Some(t) = fw.dnat_translation(ri) {
+                    dnat.insert(base + ri as u32, t);
+                }
+            }
+            let to_ranges = |p: &[(u16, u16)]| -> Vec<PortRange> {
+                p.iter()
+                    .map(|(a, b)| PortRange {
+                        first: *a,
+                        last: *b,
+                    })
+                    .collect()
+            };
+            for f in [Family::V4, Family::V6] {
+                let en = Entry {
+                    src: prefix_set(&spec.src, f),
+                    dst: prefix_set(&spec.dst, f),
+                    l4: L4Set::rule(
+                        spec.protocol,
+                        &to_ranges(&spec.src_ports),
+                        &to_ranges(&spec.dst_ports),
+                    ),
+                    bits: vec![],
+                    act,
+                    rule: base + ri as u32,
+                };
+                if !en.src.is_empty() && !en.dst.is_empty() && !en.l4.is_empty() {
+                    out[f.index()].push(en);
+                }
+            }
+        }
+    }
+    // Application allow rules: by name, on TCP to their ports (FW-6.1).
+    for a in fw.application_rules() {
+        let i = infos.len() as u32;
+        infos.push(info(a.rule));
+        if a.rule.audit || a.rule.action != FirewallAction::Allow {
+            continue;
+        }
+        let ports: Vec<PortRange> = a
+            .protocols
+            .iter()
+            .map(|p| PortRange::single(p.port))
+            .collect();
+        for f in [Family::V4, Family::V6] {
+            let all = IntervalSet::range(0, f.max());
+            let en = Entry {
+                src: prefix_set(a.sources, f),
+                dst: a.destinations.map(|d| prefix_set(d, f)).unwrap_or(all),
+                l4: L4Set::rule(Some(6), &[PortRange::ANY], &ports),
+                bits: vec![],
+                act: Act::ByName,
+                rule: i,
+            };
+            if !en.src.is_empty() && !en.dst.is_empty() && !en.l4.is_empty() {
+                out[f.index()].push(en);
+            }
+        }
+    }
+    (infos, out, dnat)
+}
+
+pub(super) fn fam_layer(entries: Vec<Entry>) -> FamLayer {
+    let n = entries.len();
+    let src = Runs::build(
+        n,
+        entries
+            .iter()
+            .enumerate()
+            .flat_map(|(i, e)| e.src.ranges().iter().map(move |r| (i, *r))),
+    );
+    let dst = Runs::build(
+        n,
+        entries
+            .iter()
+            .enumerate()
+            .flat_map(|(i, e)| e.dst.ranges().iter().map(move |r| (i, *r))),
+    );
+    FamLayer {
+        entries,
+        src,
+        dst,
+        cells: HashMap::default(),
+    }
+}
+
+impl<'s> Engine<'s> {
+    /// Every NSG direction and every firewall as a layer; rule L4 sets as bits over the L4
+    /// atoms of all layers.
+    pub(super) fn add_layers(&mut self) {
+        let snap = self.snap;
+        for (i, n) in snap.nsgs.iter().enumerate() {
+            for (dir, rules) in [
+                (Direction::Inbound, &n.inbound),
+                (Direction::Outbound, &n.outbound),
+            ] {
+                let (infos, [v4, v6]) = nsg_entries(rules, &n.name);
+                self.nsg_layer
+                    .insert((i, dir == Direction::Outbound), self.layers.len() as u32);
+                self.layers.push(Layer {
+                    kind: LayerKind::Nsg {
+                        nsg: i,
+                        direction: dir,
+                    },
+                    rules: infos,
+                    dnat: HashMap::default(),
+                    fam: [fam_layer(v4), fam_layer(v6)],
+                });
+            }
+        }
+        for (i, f) in snap.firewalls.iter().enumerate() {
+            let (infos, [v4, v6], dnat) = fw_layer(f);
+            self.fw_layer.push(self.layers.len() as u32);
+            self.layers.push(Layer {
+                kind: LayerKind::Firewall { firewall: i },
+                rules: infos,
+                dnat,
+                fam: [fam_layer(v4), fam_layer(v6)],
+            });
+        }
+        let atoms = L4Atoms::build(
+            self.layers
+                .iter()
+                .flat_map(|l| l.fam.iter())
+                .flat_map(|f| f.entries.iter().map(|en| &en.l4)),
+        );
+        for l in &mut self.layers {
+            for fl in &mut l.fam {
+                for en in &mut fl.entries {
+                    en.bits = atoms.bits(&en.l4);
+                }
+            }
+        }
+        self.l4 = atoms;
+    }
+
+    pub(super) fn cell(&mut self, layer: u32, f: Family, src: u128, dst: u128) -> u32 {
+        let fl = &self.layers[layer as usize].fam[f.index()];
+        let key = (fl.src.class_at(src), fl.dst.class_at(dst));
+        if let Some(c) = fl.cells.get(&key) {
+            return *c;
+        }
+        let (srow, drow) = (&fl.src.rows[key.0 as usize], &fl.dst.rows[key.1 as usize]);
+        let mut remaining = self.l4.full();
+        let mut pieces: Vec<Piece> = vec![];
+        'walk: for (w, (a, b)) in srow.iter().zip(drow).enumerate() {
+            let mut bits = a & b;
+            while bits != 0 {
+                let e = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let en = &fl.entries[e];
+                let hit = and(&remaining, &en.bits);
+                if zero(&hit) {
+                    continue;
+                }
+                remaining = andnot(&remaining, &en.bits);
+                match pieces
+                    .iter_mut()
+                    .find(|p| p.rule == en.rule && p.act == en.act)
+                {
+                    Some(p) => p.l4.iter_mut().zip(&hit).for_each(|(x, y)| *x |= y),
+                    None => pieces.push(Piece {
+                        l4: hit,
+                        act: en.act,
+                        rule: en.rule,
+                    }),
+                }
+                if zero(&remaining) {
+                    break 'walk;
+                }
+            }
+        }
+        if !zero(&remaining) {
+            pieces.push(Piece {
+                l4: remaining,
+                act: Act::NoMatch,
+                rule: u32::MAX,
+            });
+        }
+        let canon: Vec<(Bits, Act, u32)> = pieces
+            .iter()
+            .map(|p| (p.l4.clone(), p.act, p.rule))
+            .collect();
+        let id = match self.cell_ids.get(&canon) {
+            Some(i) => *i,
+            None => {
+                let id = self.cells.len() as u32;
+                self.cells.push(pieces);
+                self.cell_ids.insert(canon, id);
+                id
+            }
+        };
+        self.layers[layer as usize].fam[f.index()]
+            .cells
+            .insert(key, id);
+        id
+    }
+}

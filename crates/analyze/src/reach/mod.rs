@@ -1,0 +1,255 @@
+//! Network-wide reachability over header spaces (issue 6, item 3): for every source and
+//! destination address and every (protocol, source port, destination port), the verdict the
+//! compiled snapshot gives and the controls that decided it — exactly what
+//! [`palisade_policy::Snapshot::trace`] answers for one flow (DIAG-7), for all flows at once.
+//!
+//! ## How
+//! - **Atoms.** Per family the address line is cut at every boundary any layer uses (subnets,
+//!   NICs, route prefixes, NSG and firewall rule prefixes, platform and frontend addresses). Inside
+//!   one atom every address is treated alike by every layer and has the same location.
+//! - **Layers** are ordered rule lists: each NSG direction (user rules then defaults, audit rules
+//!   passed over, PAL-5.3) and each firewall (DNAT then network rules, then its application rules
+//!   as "allowed by name", FW-3). A layer cuts the address line into its own classes: addresses
+//!   matched by the same set of its rules.
+//! - **Cells.** For a (source class, destination class) of a layer, the first-match walk over the
+//!   active rules splits (protocol, ports) into pieces, each decided by one rule:
+//!   `allowed = ∪ (rule ∩ remaining)` for allow rules, `remaining −= rule` for every rule.
+//! - **Paths.** For an (source atom, destination atom) pair the path (outbound NSGs → route →
+//!   firewall → inbound NSGs → reply route, or the inbound path from outside) is a *plan* of cell
+//!   ids and route decisions; equal plans give equal answers, so each distinct plan is evaluated
+//!   once (equivalence classes of flows, as in atomic-predicate verifiers).
+//! - **Re-check.** A changed layer rebuilds only its classes; the flows it can affect are the
+//!   boxes of the rules between the first and last position where old and new rule lists differ,
+//!   and only those (source atom, destination atom) pairs are re-planned.
+//!
+//! ## Where
+//! `atoms`: the address grid and the L4 atoms; `layers`: NSG and firewall layers, their classes
+//! and cells; `plans`: the path plan of an atom pair and its evaluation; `update`: the re-check;
+//! `report`: regions of the matrix grouped for people.
+//!
+//! The engine's maps hash with FxHash: their keys are small integer vectors it builds itself,
+//! so a fast non-keyed hash is enough (SipHash was a tenth of the matrix time).
+
+mod atoms;
+mod layers;
+mod plans;
+mod report;
+mod update;
+
+pub use atoms::cuts;
+pub use layers::LayerKind;
+pub use report::{
+    everything, example, parse_scope, prefixes_text, products, report, services, AppRuleSummary,
+    Area, ExampleFlow, FlowSet, ReachEntry, ReachReport, Region,
+};
+
+use crate::headerspace::{addr_value, Family, IntervalSet, L4Set};
+use atoms::{Bits, Grid, L4Atoms};
+use ipnet::IpNet;
+use layers::{Act, Layer, Piece};
+use palisade_model::Direction;
+use palisade_policy::Snapshot;
+use plans::{Index, Step};
+use rustc_hash::FxHashMap as HashMap;
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// The answer for a set of flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Reach {
+    Allow,
+    Deny,
+    Drop,
+    /// The path leaves what the input describes (an appliance that is not a modelled firewall).
+    Unknown,
+    /// Denied at the address level, allowed by an application rule for some HTTP/HTTPS names
+    /// (FW-6): names are not addresses, so the answer depends on the SNI / Host. `trace` without
+    /// a host denies these flows.
+    ByName,
+}
+
+/// One control that decided on the path (DIAG-1.2 vocabulary).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Control {
+    /// `NicNsgOut`, `SubnetNsgOut`, `Route`, `Firewall`, `SubnetNsgIn`, `NicNsgIn`, `ReplyRoute`.
+    pub step: &'static str,
+    /// As `trace`'s `decided_by.layer`: `nsg`, `route`, `firewall` or `default`.
+    pub layer: &'static str,
+    pub resource: String,
+    pub rule: Option<String>,
+    pub priority: Option<u32>,
+}
+
+impl Control {
+    pub fn text(&self) -> String {
+        let rule = self
+            .rule
+            .as_deref()
+            .map(|r| format!("/{r}"))
+            .unwrap_or_default();
+        format!("{} {}{rule}", self.step, self.resource)
+    }
+}
+
+/// A verdict and the controls that made it, in path order; the last one stopped the flow when
+/// the verdict is not `Allow`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Outcome {
+    pub verdict: Reach,
+    pub chain: Vec<Control>,
+}
+
+/// No decision: the pair is outside what reachability covers (neither end in the network).
+pub const NONE: u32 = u32::MAX;
+
+/// The reachability engine over one snapshot.
+pub struct Engine<'s> {
+    pub snap: &'s Snapshot,
+    grid: [Grid; 2],
+    layers: Vec<Layer>,
+    nsg_layer: HashMap<(usize, bool), u32>,
+    fw_layer: Vec<u32>,
+    cells: Vec<Vec<Piece>>,
+    /// Cells by content: equal pieces, one id (a rule index means the layer of the step).
+    cell_ids: HashMap<Vec<(Bits, Act, u32)>, u32>,
+    controls: Vec<Control>,
+    control_ids: HashMap<Control, u32>,
+    ctrl_cache: HashMap<(u8, u32, u32), u32>,
+    outcomes: Vec<Outcome>,
+    outcome_ids: HashMap<(Reach, Vec<u32>), u32>,
+    /// Decision = pieces (L4 set, outcome id), one per outcome.
+    decisions: Vec<Vec<(Bits, u32)>>,
+    l4: L4Atoms,
+    plans: HashMap<Vec<Step>, u32>,
+    /// Per family, per source atom: the decision per destination atom.
+    rows: [Vec<Vec<u32>>; 2],
+    index: [Index; 2],
+}
+
+impl<'s> Engine<'s> {
+    /// Build the engine and compute the full matrix.
+    pub fn new(snap: &'s Snapshot) -> Engine<'s> {
+        Engine::with_cuts(snap, &[])
+    }
+
+    /// Like [`Engine::new`], with extra address boundaries (to compare two snapshots on one grid).
+    pub fn with_cuts(snap: &'s Snapshot, extra: &[IpNet]) -> Engine<'s> {
+        let mut all = cuts(snap);
+        all.extend_from_slice(extra);
+        let grid = [Family::V4, Family::V6].map(|f| Grid::new(snap, f, &all));
+        let mut e = Engine {
+            snap,
+            grid,
+            layers: vec![],
+            nsg_layer: HashMap::default(),
+            fw_layer: vec![],
+            cells: vec![],
+            cell_ids: HashMap::default(),
+            controls: vec![],
+            control_ids: HashMap::default(),
+            ctrl_cache: HashMap::default(),
+            outcomes: vec![],
+            outcome_ids: HashMap::default(),
+            decisions: vec![],
+            l4: L4Atoms::build(std::iter::empty()),
+            plans: HashMap::default(),
+            rows: [vec![], vec![]],
+            index: Default::default(),
+        };
+        e.add_layers();
+        e.compute_all();
+        e
+    }
+
+    /// Number of atoms per family (IPv4, IPv6).
+    pub fn atoms(&self) -> (usize, usize) {
+        (self.grid[0].len(), self.grid[1].len())
+    }
+
+    /// Distinct plans, cells and outcomes evaluated so far.
+    pub fn stats(&self) -> (usize, usize, usize) {
+        (self.plans.len(), self.cells.len(), self.outcomes.len())
+    }
+
+    /// The answer for one flow, from the matrix (for tests and spot checks).
+    pub fn lookup(
+        &self,
+        proto: u8,
+        src: IpAddr,
+        dst: IpAddr,
+        sport: u16,
+        dport: u16,
+    ) -> Option<&Outcome> {
+        let f = Family::of(src);
+        if Family::of(dst) != f {
+            return None;
+        }
+        let g = &self.grid[f.index()];
+        let (sa, da) = (g.atom_of(addr_value(src)), g.atom_of(addr_value(dst)));
+        let d = self.rows[f.index()][sa][da];
+        if d == NONE {
+            return None;
+        }
+        let i = self.l4.atom_of(proto as u128, sport as u128, dport as u128);
+        self.decisions[d as usize]
+            .iter()
+            .find(|(l4, _)| l4[i / 64] >> (i % 64) & 1 == 1)
+            .map(|(_, o)| &self.outcomes[*o as usize])
+    }
+
+    pub fn outcome(&self, id: u32) -> &Outcome {
+        &self.outcomes[id as usize]
+    }
+
+    /// Subnet (as `vnet/subnet`) of an atom, or `None` outside every subnet.
+    pub fn atom_subnet(&self, f: Family, atom: usize) -> Option<usize> {
+        self.grid[f.index()].loc[atom].subnet
+    }
+
+    /// The layer ids: NSG direction, or firewall.
+    pub fn layer_id(&self, kind: LayerKind) -> Option<u32> {
+        match kind {
+            LayerKind::Nsg { nsg, direction } => self
+                .nsg_layer
+                .get(&(nsg, direction == Direction::Outbound))
+                .copied(),
+            LayerKind::Firewall { firewall } => self.fw_layer.get(firewall).copied(),
+        }
+    }
+
+    /// The whole matrix as decision ids (for comparing an updated engine with a fresh one).
+    pub fn answers(&self, f: Family, sa: usize, da: usize) -> Vec<(L4Set, &Outcome)> {
+        let d = self.rows[f.index()][sa][da];
+        if d == NONE {
+            return vec![];
+        }
+        self.decision_pieces(d)
+            .into_iter()
+            .map(|(l4, o)| (l4, &self.outcomes[o as usize]))
+            .collect()
+    }
+
+    /// The decision id of an atom pair ([`NONE`] outside the matrix).
+    pub fn decision(&self, f: Family, sa: usize, da: usize) -> u32 {
+        self.rows[f.index()][sa][da]
+    }
+
+    /// A decision's pieces: (protocol × ports, outcome id).
+    pub fn decision_pieces(&self, id: u32) -> Vec<(L4Set, u32)> {
+        self.decisions[id as usize]
+            .iter()
+            .map(|(b, o)| (self.l4.set(b), *o))
+            .collect()
+    }
+
+    /// The address range of an atom.
+    pub fn atom_range(&self, f: Family, atom: usize) -> IntervalSet {
+        let g = &self.grid[f.index()];
+        IntervalSet::range(g.starts[atom], g.end(atom))
+    }
+
+    /// First address of an atom.
+    pub fn atom_start(&self, f: Family, atom: usize) -> u128 {
+        self.grid[f.index()].starts[atom]
+    }
+}

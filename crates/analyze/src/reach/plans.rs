@@ -1,0 +1,748 @@
+//! Path plans: for an (source atom, destination atom) pair, the cells and route decisions its
+//! flows meet in order; atoms are grouped per (source place, destination place) so that each
+//! distinct plan is evaluated once, over the L4 atoms.
+
+use super::atoms::{and, classes_over, zero, AtomLoc, Bits};
+use super::layers::{Act, LayerKind};
+use super::{Control, Engine, Outcome, Reach, NONE};
+use crate::headerspace::{addr_value, Family};
+use palisade_model::NextHopType;
+use palisade_policy::routes::{EffectiveRoute, RouteSource, SubnetRoutes};
+use palisade_policy::trace::PLATFORM_ADDRESSES;
+use rustc_hash::FxHashMap as HashMap;
+use std::net::IpAddr;
+
+/// One step of a path plan.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Step {
+    /// Apply a layer's cell; `dport`: evaluate at this destination port (after DNAT).
+    Cell {
+        layer: u32,
+        fam: u8,
+        cell: u32,
+        step: u8,
+        dport: Option<u16>,
+        dnat: Vec<(u32, Vec<Step>)>,
+    },
+    /// Add a control to every flow still going.
+    Ctrl(u32),
+    /// End every flow still going with this verdict.
+    End(Reach),
+}
+
+const STEP_NAMES: [&str; 7] = [
+    "NicNsgOut",
+    "SubnetNsgOut",
+    "Route",
+    "Firewall",
+    "SubnetNsgIn",
+    "NicNsgIn",
+    "ReplyRoute",
+];
+const S_NIC_OUT: u8 = 0;
+const S_SUB_OUT: u8 = 1;
+const S_FW: u8 = 3;
+const S_SUB_IN: u8 = 4;
+const S_NIC_IN: u8 = 5;
+
+/// Per family: what the layers and routes see of every atom (see [`Engine::build_index`]).
+#[derive(Default)]
+pub(super) struct Index {
+    /// Per layer, per atom: its source class, its destination class.
+    pub(super) scls: Vec<Vec<u32>>,
+    pub(super) dcls: Vec<Vec<u32>>,
+    /// Per subnet, per atom: the index of the route the subnet uses for it (`u32::MAX`: none).
+    route: Vec<Vec<u32>>,
+    /// Per place (each subnet, then "outside"): its atoms.
+    places: Vec<Vec<u32>>,
+    /// Per place: the NSG layers (subnet and NICs) on the way out, on the way in.
+    out_layers: Vec<Vec<u32>>,
+    in_layers: Vec<Vec<u32>>,
+    /// Subnets holding a DNAT target, and their inbound NSG layers.
+    dnat_subnets: Vec<usize>,
+    dnat_layers: Vec<u32>,
+}
+
+fn route_index(routes: &SubnetRoutes, r: &EffectiveRoute) -> u32 {
+    let base = routes.routes.as_ptr() as usize;
+    ((r as *const EffectiveRoute as usize - base) / std::mem::size_of::<EffectiveRoute>()) as u32
+}
+
+/// Flows the matrix answers for: a source in a subnet, or a destination in a subnet or at a
+/// firewall frontend.
+fn in_universe(s: &AtomLoc, d: &AtomLoc) -> bool {
+    s.subnet.is_some() || d.subnet.is_some() || d.frontend.is_some()
+}
+
+impl<'s> Engine<'s> {
+    pub(super) fn compute_all(&mut self) {
+        for f in [Family::V4, Family::V6] {
+            let fi = f.index();
+            let n = self.grid[fi].len();
+            self.rows[fi] = vec![vec![NONE; n]; n];
+            self.build_index(f);
+            let places = self.index[fi].places.len();
+            for s in 0..places {
+                for d in 0..places {
+                    self.compute_block(f, s, d, None);
+                }
+            }
+        }
+    }
+
+    /// Per family: each layer's source and destination class of every atom, each subnet's route
+    /// for every atom, the atoms of every place (subnet, then "outside").
+    fn build_index(&mut self, f: Family) {
+        let fi = f.index();
+        let g = &self.grid[fi];
+        let snap = self.snap;
+        let mut ix = Index::default();
+        for l in &self.layers {
+            let fl = &l.fam[fi];
+            ix.scls.push(classes_over(&fl.src, &g.starts));
+            ix.dcls.push(classes_over(&fl.dst, &g.starts));
+        }
+        for s in &snap.subnets {
+            ix.route.push(
+                (0..g.len())
+                    .map(|a| {
+                        s.routes
+                            .lookup(f.addr(g.starts[a]))
+                            .map(|(_, r)| route_index(&s.routes, r))
+                            .unwrap_or(u32::MAX)
+                    })
+                    .collect(),
+            );
+        }
+        let outside = snap.subnets.len();
+        ix.places = vec![vec![]; outside + 1];
+        for a in 0..g.len() {
+            ix.places[g.loc[a].subnet.unwrap_or(outside)].push(a as u32);
+        }
+        // Layers met on the way out of a place, into a place, and DNAT targets.
+        let nsg_layers = |sub: usize, outbound: bool| -> Vec<u32> {
+            let mut v = vec![];
+            if let Some(n) = snap.subnets[sub].nsg {
+                v.push(self.nsg_layer[&(n, outbound)]);
+            }
+            for nic in snap.nics.iter().filter(|n| n.subnet == Some(sub)) {
+                if let Some(n) = nic.nsg {
+                    v.push(self.nsg_layer[&(n, outbound)]);
+                }
+            }
+            v
+        };
+        let per_place = |outbound: bool| -> Vec<Vec<u32>> {
+            (0..=outside)
+                .map(|s| {
+                    if s == outside {
+                        vec![]
+                    } else {
+                        nsg_layers(s, outbound)
+                    }
+                })
+                .collect()
+        };
+        ix.out_layers = per_place(true);
+        ix.in_layers = per_place(false);
+        let mut targets: Vec<usize> = vec![];
+        for l in &self.layers {
+            for (to, _) in l.dnat.values() {
+                if let Some(t) = snap.locate(*to).subnet {
+                    if !targets.contains(&t) {
+                        targets.push(t);
+                    }
+                }
+            }
+        }
+        targets.sort_unstable();
+        ix.dnat_layers = targets.iter().flat_map(|t| nsg_layers(*t, false)).collect();
+        ix.dnat_subnets = targets;
+        self.index[fi] = ix;
+    }
+
+    /// Evaluate the pairs (source in place `s`, destination in place `d`): atoms of each side
+    /// are grouped by what the layers on this path see of them (their classes in the layers of
+    /// the path, the routes that look them up), one pair per group pair is evaluated. `only`:
+    /// restrict to these source and destination atoms (re-check).
+    fn compute_block(&mut self, f: Family, s: usize, d: usize, only: Option<(&[u32], &[u32])>) {
+        let fi = f.index();
+        let ix = &self.index[fi];
+        let outside = ix.places.len() - 1;
+        let (srcs, dsts): (&[u32], &[u32]) = match only {
+            Some(x) => x,
+            None => (&ix.places[s], &ix.places[d]),
+        };
+        if srcs.is_empty() || dsts.is_empty() {
+            return;
+        }
+        let g = &self.grid[fi];
+        let mut layers: Vec<u32> = ix.out_layers[s].clone();
+        layers.extend_from_slice(&self.fw_layer);
+        layers.extend_from_slice(&ix.in_layers[d]);
+        layers.extend_from_slice(&ix.dnat_layers);
+        let mut reply: Vec<usize> = ix.dnat_subnets.clone();
+        if d != outside {
+            reply.push(d);
+        }
+        let special = |a: u32| {
+            let l = &g.loc[a as usize];
+            l.nic.is_some() || l.platform || l.frontend.is_some()
+        };
+        // Source keys.
+        let group = |atoms: &[u32], key: &dyn Fn(u32, &mut Vec<u32>)| -> (Vec<u32>, Vec<u32>) {
+            let k = layers.len() + reply.len() + 2;
+            let mut keys: Vec<u32> = Vec::with_capacity(atoms.len() * k);
+            for &a in atoms {
+                key(a, &mut keys);
+            }
+            let mut order: Vec<u32> = (0..atoms.len() as u32).collect();
+            let at = |i: u32| &keys[i as usize * k..(i as usize + 1) * k];
+            order.sort_unstable_by(|x, y| at(*x).cmp(at(*y)));
+            let mut gid = vec![0u32; atoms.len()];
+            let mut reps: Vec<u32> = vec![];
+            for (j, &i) in order.iter().enumerate() {
+                if j == 0 || at(order[j - 1]) != at(i) {
+                    reps.push(atoms[i as usize]);
+                }
+                gid[i as usize] = reps.len() as u32 - 1;
+            }
+            (gid, reps)
+        };
+        let skey = |a: u32, out: &mut Vec<u32>| {
+            let sp = special(a);
+            out.push(if sp { a } else { u32::MAX });
+            out.push(g.loc[a as usize].in_vnet as u32);
+            for l in &layers {
+                out.push(ix.scls[*l as usize][a as usize]);
+            }
+            for r in &reply {
+                out.push(ix.route[*r][a as usize]);
+            }
+        };
+        let dkey = |a: u32, out: &mut Vec<u32>| {
+            let sp = special(a);
+            out.push(if sp { a } else { u32::MAX });
+            out.push(if s == outside {
+                u32::MAX
+            } else {
+                ix.route[s][a as usize]
+            });
+            for l in &layers {
+                out.push(ix.dcls[*l as usize][a as usize]);
+            }
+            for _ in &reply {
+                out.push(0);
+            }
+        };
+        let (sg0, sreps0) = group(srcs, &skey);
+        let (dg0, dreps0) = group(dsts, &dkey);
+        let fixed_s: Vec<Vec<u32>> = sreps0
+            .iter()
+            .map(|a| {
+                let mut v = vec![];
+                skey(*a, &mut v);
+                v.truncate(2);
+                v.extend(reply.iter().map(|r| ix.route[*r][*a as usize]));
+                v
+            })
+            .collect();
+        let fixed_d: Vec<Vec<u32>> = dreps0
+            .iter()
+            .map(|a| {
+                let mut v = vec![];
+                dkey(*a, &mut v);
+                v.truncate(2);
+                v
+            })
+            .collect();
+        let srcs = srcs.to_vec();
+        let dsts = dsts.to_vec();
+        // Refine: two class groups differ only where a layer's cell (its decision, not its
+        // classes) differs against some group of the other side.
+        let (ns, nd) = (sreps0.len(), dreps0.len());
+        let mut cells = vec![0u32; layers.len() * ns * nd];
+        for (k, &l) in layers.iter().enumerate() {
+            for i in 0..ns {
+                for j in 0..nd {
+                    let (a, b) = (
+                        self.grid[fi].starts[sreps0[i] as usize],
+                        self.grid[fi].starts[dreps0[j] as usize],
+                    );
+                    cells[(k * ns + i) * nd + j] = self.cell(l, f, a, b);
+                }
+            }
+        }
+        let refine =
+            |n: usize, m: usize, fixed: &[Vec<u32>], at: &dyn Fn(usize, usize, usize) -> u32| {
+                let keys: Vec<Vec<u32>> = (0..n)
+                    .map(|i| {
+                        let mut v = fixed[i].clone();
+                        for k in 0..layers.len() {
+                            for j in 0..m {
+                                v.push(at(k, i, j));
+                            }
+                        }
+                        v
+                    })
+                    .collect();
+                let mut ids: HashMap<&Vec<u32>, u32> = HashMap::default();
+                let mut reps = vec![];
+                let map: Vec<u32> = (0..n)
+                    .map(|i| {
+                        let next = ids.len() as u32;
+                        *ids.entry(&keys[i]).or_insert_with(|| {
+                            reps.push(i);
+                            next
+                        })
+                    })
+                    .collect();
+                (map, reps)
+            };
+        let (smap, sr) = refine(ns, nd, &fixed_s, &|k, i, j| cells[(k * ns + i) * nd + j]);
+        let (dmap, dr) = refine(nd, ns, &fixed_d, &|k, i, j| cells[(k * ns + j) * nd + i]);
+        let sreps: Vec<u32> = sr.iter().map(|i| sreps0[*i]).collect();
+        let dreps: Vec<u32> = dr.iter().map(|i| dreps0[*i]).collect();
+        let sg: Vec<u32> = sg0.iter().map(|x| smap[*x as usize]).collect();
+        let dg: Vec<u32> = dg0.iter().map(|x| dmap[*x as usize]).collect();
+        let mut dec = vec![NONE; sreps.len() * dreps.len()];
+        for (i, &sa) in sreps.iter().enumerate() {
+            for (j, &da) in dreps.iter().enumerate() {
+                dec[i * dreps.len() + j] = self.evaluate(f, sa as usize, da as usize);
+            }
+        }
+        let rows = &mut self.rows[fi];
+        for (i, &sa) in srcs.iter().enumerate() {
+            let row = &mut rows[sa as usize];
+            let base = sg[i] as usize * dreps.len();
+            for (j, &da) in dsts.iter().enumerate() {
+                row[da as usize] = dec[base + dg[j] as usize];
+            }
+        }
+    }
+
+    fn control(&mut self, c: Control) -> u32 {
+        if let Some(i) = self.control_ids.get(&c) {
+            return *i;
+        }
+        let i = self.controls.len() as u32;
+        self.controls.push(c.clone());
+        self.control_ids.insert(c, i);
+        i
+    }
+
+    fn route_ctrl(&mut self, step: u8, subnet: usize, route: Option<&EffectiveRoute>) -> u32 {
+        let idx = route
+            .map(|r| route_index(&self.snap.subnets[subnet].routes, r))
+            .unwrap_or(u32::MAX);
+        if let Some(c) = self.ctrl_cache.get(&(step + 100, subnet as u32, idx)) {
+            return *c;
+        }
+        let c = match route {
+            Some(r) => Control {
+                step: STEP_NAMES[step as usize],
+                layer: if r.source == RouteSource::User {
+                    "route"
+                } else {
+                    "default"
+                },
+                resource: r.resource(),
+                rule: Some(r.label()),
+                priority: None,
+            },
+            None => Control {
+                step: STEP_NAMES[step as usize],
+                layer: "default",
+                resource: "System Route".into(),
+                rule: None,
+                priority: None,
+            },
+        };
+        let id = self.control(c);
+        self.ctrl_cache.insert((step + 100, subnet as u32, idx), id);
+        id
+    }
+
+    fn rule_ctrl(&mut self, step: u8, layer: u32, rule: u32) -> u32 {
+        if let Some(c) = self.ctrl_cache.get(&(step, layer, rule)) {
+            return *c;
+        }
+        let l = &self.layers[layer as usize];
+        let c = if rule == u32::MAX {
+            let resource = match l.kind {
+                LayerKind::Firewall { firewall } => self.snap.firewalls[firewall].name.clone(),
+                LayerKind::Nsg { nsg, .. } => self.snap.nsgs[nsg].name.clone(),
+            };
+            Control {
+                step: STEP_NAMES[step as usize],
+                layer: "default",
+                resource,
+                rule: None,
+                priority: None,
+            }
+        } else {
+            let r = &l.rules[rule as usize];
+            Control {
+                step: STEP_NAMES[step as usize],
+                layer: r.layer,
+                resource: r.resource.clone(),
+                rule: r.rule.clone(),
+                priority: r.priority,
+            }
+        };
+        let id = self.control(c);
+        self.ctrl_cache.insert((step, layer, rule), id);
+        id
+    }
+
+    /// The cell of one NSG direction at (src, dst), as a plan step.
+    fn nsg_step(
+        &mut self,
+        f: Family,
+        nsg: usize,
+        outbound: bool,
+        step: u8,
+        (src, dst): (u128, u128),
+        dport: Option<u16>,
+    ) -> Step {
+        let layer = self.nsg_layer[&(nsg, outbound)];
+        let cell = self.cell(layer, f, src, dst);
+        Step::Cell {
+            layer,
+            fam: f.index() as u8,
+            cell,
+            step,
+            dport,
+            dnat: vec![],
+        }
+    }
+
+    /// Inbound NSGs of a destination location, evaluated at (src, dst).
+    fn inbound_steps(
+        &mut self,
+        f: Family,
+        loc: &AtomLoc,
+        src: u128,
+        dst: u128,
+        dport: Option<u16>,
+        plan: &mut Vec<Step>,
+    ) {
+        let subnet_nsg = loc.subnet.and_then(|s| self.snap.subnets[s].nsg);
+        let nic_nsg = loc.nic.and_then(|n| self.snap.nics[n].nsg);
+        for (step, nsg) in [(S_SUB_IN, subnet_nsg), (S_NIC_IN, nic_nsg)] {
+            if let Some(n) = nsg {
+                plan.push(self.nsg_step(f, n, false, step, (src, dst), dport));
+            }
+        }
+    }
+
+    /// A request delivered into a subnet (no-op elsewhere): its inbound NSGs, then the reply
+    /// check; `request_fw`: the firewall the request went through.
+    fn arrive(
+        &mut self,
+        f: Family,
+        loc: &AtomLoc,
+        (src, dst): (u128, u128),
+        request_fw: Option<IpAddr>,
+        plan: &mut Vec<Step>,
+    ) {
+        if loc.subnet.is_some() {
+            self.inbound_steps(f, loc, src, dst, None, plan);
+            self.reply_steps(f, loc.subnet, src, request_fw, plan);
+        }
+    }
+
+    /// The firewall's cell at (src, dst) as a plan step — on the way out of a subnet and at a
+    /// frontend alike — with one sub-plan per DNAT rule of the cell. A DNAT'd flow goes on to
+    /// its target (the rule's translation, else `untranslated`); when the target is in a subnet
+    /// of this family, `at_target` adds the steps it meets there; then it is allowed.
+    fn firewall_step(
+        &mut self,
+        f: Family,
+        fw: usize,
+        (src, dst): (u128, u128),
+        untranslated: Option<IpAddr>,
+        at_target: impl Fn(&mut Self, &AtomLoc, IpAddr, Option<u16>, &mut Vec<Step>),
+    ) -> Step {
+        let layer = self.fw_layer[fw];
+        let cell = self.cell(layer, f, src, dst);
+        let rules: Vec<u32> = self.cells[cell as usize]
+            .iter()
+            .filter(|p| p.act == Act::Dnat)
+            .map(|p| p.rule)
+            .collect();
+        let mut dnat = vec![];
+        for r in rules {
+            let mut sub = vec![];
+            let translation = self.layers[layer as usize].dnat.get(&r).copied();
+            if let Some((to, port)) = translation.or(untranslated.map(|a| (a, None))) {
+                if Family::of(to) == f {
+                    let tl = self.snap.locate(to);
+                    let tloc = AtomLoc {
+                        subnet: tl.subnet,
+                        nic: tl.nic,
+                        ..Default::default()
+                    };
+                    if tloc.subnet.is_some() {
+                        at_target(self, &tloc, to, port, &mut sub);
+                    }
+                }
+            }
+            sub.push(Step::End(Reach::Allow));
+            dnat.push((r, sub));
+        }
+        Step::Cell {
+            layer,
+            fam: f.index() as u8,
+            cell,
+            step: S_FW,
+            dport: None,
+            dnat,
+        }
+    }
+
+    /// The plan of one (source atom, destination atom) pair: which cells and route decisions
+    /// its flows meet, in order (DIAG-7 request path and reply check).
+    fn plan(&mut self, f: Family, sa: usize, da: usize) -> Option<Vec<Step>> {
+        let g = &self.grid[f.index()];
+        let (sl, dl) = (g.loc[sa], g.loc[da]);
+        if !in_universe(&sl, &dl) {
+            return None;
+        }
+        let (src, dst) = (g.starts[sa], g.starts[da]);
+        let mut plan = vec![];
+        let snap = self.snap;
+        if let Some(s) = sl.subnet {
+            // From inside: NIC NSG out, subnet NSG out (NSG-6), platform exemption (NSG-8.4).
+            let nic_nsg = sl.nic.and_then(|n| snap.nics[n].nsg);
+            for (step, nsg) in [(S_NIC_OUT, nic_nsg), (S_SUB_OUT, snap.subnets[s].nsg)] {
+                if let Some(n) = nsg {
+                    if dl.platform && !snap.nsgs[n].names_platform_tags {
+                        continue;
+                    }
+                    plan.push(self.nsg_step(f, n, true, step, (src, dst), None));
+                }
+            }
+            let Some((_, route)) = snap.subnets[s].routes.lookup(f.addr(dst)) else {
+                plan.push(Step::Ctrl(self.route_ctrl(2, s, None)));
+                plan.push(Step::End(Reach::Drop));
+                return Some(plan);
+            };
+            plan.push(Step::Ctrl(self.route_ctrl(2, s, Some(route))));
+            if route.next_hop_type == NextHopType::None || route.drops {
+                plan.push(Step::End(Reach::Drop));
+                return Some(plan);
+            }
+            match route.next_hop_type {
+                NextHopType::VirtualAppliance => {
+                    let Some(ip) = route.next_hop_ip_address else {
+                        plan.push(Step::End(Reach::Drop));
+                        return Some(plan);
+                    };
+                    let Some(fw) = snap.firewall_at(ip) else {
+                        plan.push(Step::End(Reach::Unknown));
+                        return Some(plan);
+                    };
+                    // DNAT'd flows: on to the translated address, inbound NSGs see the
+                    // original packet, reply check against this firewall.
+                    let step = self.firewall_step(
+                        f,
+                        fw,
+                        (src, dst),
+                        Some(f.addr(dst)),
+                        |e, tloc, _, _, sub| e.arrive(f, tloc, (src, dst), Some(ip), sub),
+                    );
+                    plan.push(step);
+                    self.arrive(f, &dl, (src, dst), Some(ip), &mut plan);
+                    plan.push(Step::End(Reach::Allow));
+                }
+                NextHopType::VnetLocal | NextHopType::VNetPeering => {
+                    self.arrive(f, &dl, (src, dst), None, &mut plan);
+                    plan.push(Step::End(Reach::Allow));
+                }
+                _ => plan.push(Step::End(Reach::Allow)),
+            }
+            return Some(plan);
+        }
+        // From outside: a firewall frontend (DNAT, FW-4) or a subnet's address.
+        if let Some(fw) = dl.frontend {
+            // The target's NSGs see the translated packet, from the firewall's private address
+            // unless the target is public.
+            let step = self.firewall_step(f, fw, (src, dst), None, |e, tloc, to, port, sub| {
+                let firewall = &snap.firewalls[fw];
+                let s2 = match firewall.private_ip_addresses.first() {
+                    Some(p) if !firewall.is_public(to) => addr_value(*p),
+                    _ => src,
+                };
+                e.inbound_steps(f, tloc, s2, addr_value(to), port, sub);
+            });
+            plan.push(step);
+            if dl.subnet.is_some() {
+                self.inbound_steps(f, &dl, src, dst, None, &mut plan);
+            }
+            plan.push(Step::End(Reach::Allow));
+            return Some(plan);
+        }
+        self.inbound_steps(f, &dl, src, dst, None, &mut plan);
+        let platform =
+            sl.platform && f.addr(src) == PLATFORM_ADDRESSES[0].parse::<IpAddr>().expect("literal");
+        if platform || sl.in_vnet {
+            plan.push(Step::End(Reach::Allow));
+            return Some(plan);
+        }
+        // RT-9: the reply is routed on its own; only a direct Internet route keeps it symmetric.
+        let s = dl.subnet.expect("in universe");
+        match snap.subnets[s].routes.lookup(f.addr(src)) {
+            None => {
+                plan.push(Step::Ctrl(self.route_ctrl(6, s, None)));
+                plan.push(Step::End(Reach::Drop));
+            }
+            Some((_, r)) if r.next_hop_type == NextHopType::Internet => {
+                plan.push(Step::End(Reach::Allow))
+            }
+            Some((_, r)) => {
+                plan.push(Step::Ctrl(self.route_ctrl(6, s, Some(r))));
+                plan.push(Step::End(Reach::Drop));
+            }
+        }
+        Some(plan)
+    }
+
+    /// The reply of a flow between subnets (trace's `internal_reply`): routed from the
+    /// destination's subnet back to the source; through a firewall only if the request was.
+    fn reply_steps(
+        &mut self,
+        f: Family,
+        subnet: Option<usize>,
+        src: u128,
+        request_fw: Option<IpAddr>,
+        plan: &mut Vec<Step>,
+    ) {
+        let Some(s) = subnet else { return };
+        let snap = self.snap;
+        let Some((_, route)) = snap.subnets[s].routes.lookup(f.addr(src)) else {
+            return;
+        };
+        let reply_fw = (route.next_hop_type == NextHopType::VirtualAppliance)
+            .then_some(route.next_hop_ip_address)
+            .flatten();
+        let stateful = reply_fw.is_some_and(|ip| snap.firewall_at(ip).is_some());
+        let symmetric = match (request_fw, reply_fw) {
+            (Some(a), Some(b)) => a == b,
+            (None, Some(_)) => !stateful,
+            (Some(_), None) => false,
+            (None, None) => route.next_hop_type != NextHopType::None,
+        };
+        if !symmetric {
+            plan.push(Step::Ctrl(self.route_ctrl(6, s, Some(route))));
+            plan.push(Step::End(Reach::Drop));
+        }
+    }
+
+    pub(super) fn evaluate(&mut self, f: Family, sa: usize, da: usize) -> u32 {
+        let Some(plan) = self.plan(f, sa, da) else {
+            return NONE;
+        };
+        if let Some(d) = self.plans.get(&plan) {
+            return *d;
+        }
+        let mut done: Vec<(Bits, Reach, Vec<u32>)> = vec![];
+        self.run(&plan, vec![(self.l4.full(), vec![])], &mut done);
+        let mut by_outcome: Vec<(Bits, u32)> = vec![];
+        for (l4, verdict, chain) in done {
+            let key = (verdict, chain);
+            let id = match self.outcome_ids.get(&key) {
+                Some(i) => *i,
+                None => {
+                    let o = Outcome {
+                        verdict,
+                        chain: key
+                            .1
+                            .iter()
+                            .map(|c| self.controls[*c as usize].clone())
+                            .collect(),
+                    };
+                    let i = self.outcomes.len() as u32;
+                    self.outcomes.push(o);
+                    self.outcome_ids.insert(key, i);
+                    i
+                }
+            };
+            match by_outcome.iter_mut().find(|(_, i)| *i == id) {
+                Some(p) => p.0.iter_mut().zip(&l4).for_each(|(x, y)| *x |= y),
+                None => by_outcome.push((l4, id)),
+            }
+        }
+        let id = self.decisions.len() as u32;
+        self.decisions.push(by_outcome);
+        self.plans.insert(plan, id);
+        id
+    }
+
+    fn run(
+        &mut self,
+        plan: &[Step],
+        mut going: Vec<(Bits, Vec<u32>)>,
+        done: &mut Vec<(Bits, Reach, Vec<u32>)>,
+    ) {
+        for (i, step) in plan.iter().enumerate() {
+            if going.is_empty() {
+                return;
+            }
+            match step {
+                Step::Ctrl(c) => going.iter_mut().for_each(|g| g.1.push(*c)),
+                Step::End(v) => {
+                    for (l4, chain) in going.drain(..) {
+                        done.push((l4, *v, chain));
+                    }
+                }
+                Step::Cell {
+                    layer,
+                    cell,
+                    step,
+                    dport,
+                    dnat,
+                    ..
+                } => {
+                    let is_fw = *step == S_FW;
+                    let pieces = std::mem::take(&mut self.cells[*cell as usize]);
+                    let mut next = vec![];
+                    for (l4, chain) in going.drain(..) {
+                        for p in &pieces {
+                            let hit = match dport {
+                                Some(port) => and(&l4, &self.l4.at_dport(&p.l4, *port)),
+                                None => and(&l4, &p.l4),
+                            };
+                            if zero(&hit) {
+                                continue;
+                            }
+                            let mut c = chain.clone();
+                            if p.act != Act::NoMatch || is_fw {
+                                c.push(self.rule_ctrl(*step, *layer, p.rule));
+                            }
+                            match p.act {
+                                Act::Allow => next.push((hit, c)),
+                                Act::Deny | Act::NoMatch => done.push((hit, Reach::Deny, c)),
+                                Act::ByName => done.push((hit, Reach::ByName, c)),
+                                Act::Dnat => {
+                                    let sub = dnat
+                                        .iter()
+                                        .find(|(r, _)| *r == p.rule)
+                                        .map(|(_, s)| s.clone())
+                                        .unwrap_or_else(|| vec![Step::End(Reach::Allow)]);
+                                    self.run(&sub, vec![(hit, c)], done);
+                                }
+                            }
+                        }
+                    }
+                    self.cells[*cell as usize] = pieces;
+                    going = next;
+                    let _ = i;
+                }
+            }
+        }
+        for (l4, chain) in going {
+            done.push((l4, Reach::Allow, chain));
+        }
+    }
+}

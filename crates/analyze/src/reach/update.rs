@@ -1,0 +1,191 @@
+//! Re-check after one layer's rules changed: only the (source atom, destination atom) pairs
+//! inside the boxes of the rules between the first and the last difference are re-planned.
+
+use super::atoms::{classes_over, AtomLoc};
+use super::layers::{fam_layer, fw_layer, nsg_entries, Entry, LayerKind, RuleInfo};
+use super::Engine;
+use crate::headerspace::{addr_value, Family, IntervalSet};
+use palisade_model::Direction;
+use palisade_policy::firewall::CompiledFirewall;
+use palisade_policy::nsg::DirectionRules;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet};
+use std::net::IpAddr;
+
+impl<'s> Engine<'s> {
+    /// Re-check after the rules of one NSG direction changed (same subnets and routes).
+    /// Returns the number of (source atom, destination atom) pairs re-evaluated.
+    pub fn update_nsg(
+        &mut self,
+        nsg: usize,
+        direction: Direction,
+        rules: &DirectionRules,
+    ) -> Result<usize, String> {
+        let Some(layer) = self.layer_id(LayerKind::Nsg { nsg, direction }) else {
+            return Err(format!("no NSG layer {nsg}"));
+        };
+        let name = self.snap.nsgs[nsg].name.clone();
+        let (infos, entries) = nsg_entries(rules, &name);
+        self.replace_layer(layer, infos, entries, HashMap::default())
+    }
+
+    /// Re-check after a firewall's rules changed (same addresses).
+    pub fn update_firewall(
+        &mut self,
+        firewall: usize,
+        fw: &CompiledFirewall,
+    ) -> Result<usize, String> {
+        let Some(layer) = self.layer_id(LayerKind::Firewall { firewall }) else {
+            return Err(format!("no firewall {firewall}"));
+        };
+        for (t, _) in (0..fw.rule_counts().0).filter_map(|r| fw.dnat_translation(r)) {
+            let f = Family::of(t);
+            let g = &self.grid[f.index()];
+            let v = addr_value(t);
+            if g.starts.binary_search(&v).is_err()
+                || (v < f.max() && g.starts.binary_search(&(v + 1)).is_err())
+            {
+                return Err(format!(
+                    "DNAT target {t} is a new address boundary: build a new engine"
+                ));
+            }
+        }
+        let (infos, entries, dnat) = fw_layer(fw);
+        self.replace_layer(layer, infos, entries, dnat)
+    }
+
+    fn replace_layer(
+        &mut self,
+        layer: u32,
+        infos: Vec<RuleInfo>,
+        entries: [Vec<Entry>; 2],
+        dnat: HashMap<u32, (IpAddr, Option<u16>)>,
+    ) -> Result<usize, String> {
+        // The atoms must already separate every address the new rules name.
+        for (fi, list) in entries.iter().enumerate() {
+            let g = &self.grid[fi];
+            for e in list {
+                for &(a, b) in e.src.ranges().iter().chain(e.dst.ranges()) {
+                    let ok_a = g.starts.binary_search(&a).is_ok();
+                    let ok_b = b == g.family.max() || g.starts.binary_search(&(b + 1)).is_ok();
+                    if !ok_a || !ok_b {
+                        return Err(
+                            "the change names a new address boundary: build a new engine".into(),
+                        );
+                    }
+                }
+            }
+        }
+        let mut entries = entries;
+        for list in &mut entries {
+            for e in list.iter_mut() {
+                if !self.l4.aligned(&e.l4) {
+                    return Err(
+                        "the change names a new protocol or port boundary: build a new engine"
+                            .into(),
+                    );
+                }
+                e.bits = self.l4.bits(&e.l4);
+            }
+        }
+        let kind = self.layers[layer as usize].kind;
+        let old_rules = std::mem::replace(&mut self.layers[layer as usize].rules, infos);
+        // Rule indexes may have moved: this layer's controls are re-derived.
+        self.ctrl_cache.retain(|k, _| k.0 >= 100 || k.1 != layer);
+        self.layers[layer as usize].dnat = dnat;
+        let any_dnat = self.layers.iter().any(|l| !l.dnat.is_empty());
+        let mut count = 0;
+        let [v4, v6] = entries;
+        for (f, new) in [(Family::V4, v4), (Family::V6, v6)] {
+            let fi = f.index();
+            let new_rules = &self.layers[layer as usize].rules;
+            let old = &self.layers[layer as usize].fam[fi].entries;
+            let same = |a: &Entry, b: &Entry| {
+                a.src == b.src
+                    && a.dst == b.dst
+                    && a.l4 == b.l4
+                    && a.act == b.act
+                    && old_rules
+                        .get(a.rule as usize)
+                        .map(|r| (&r.rule, r.priority))
+                        == new_rules
+                            .get(b.rule as usize)
+                            .map(|r| (&r.rule, r.priority))
+            };
+            // A flow outside every rule between the first and the last difference meets the
+            // same first match before and after.
+            let mut lo = 0;
+            while lo < old.len() && lo < new.len() && same(&old[lo], &new[lo]) {
+                lo += 1;
+            }
+            let (mut ho, mut hn) = (old.len(), new.len());
+            while ho > lo && hn > lo && same(&old[ho - 1], &new[hn - 1]) {
+                ho -= 1;
+                hn -= 1;
+            }
+            let boxes: Vec<(IntervalSet, IntervalSet)> = old[lo..ho]
+                .iter()
+                .chain(&new[lo..hn])
+                .map(|e| (e.src.clone(), e.dst.clone()))
+                .collect();
+            self.layers[layer as usize].fam[fi] = fam_layer(new);
+            {
+                let fl = &self.layers[layer as usize].fam[fi];
+                let starts = &self.grid[fi].starts;
+                self.index[fi].scls[layer as usize] = classes_over(&fl.src, starts);
+                self.index[fi].dcls[layer as usize] = classes_over(&fl.dst, starts);
+            }
+            if boxes.is_empty() {
+                continue;
+            }
+            let snap = self.snap;
+            let uses = |a: &AtomLoc, nsg: usize| {
+                a.subnet.and_then(|s| snap.subnets[s].nsg) == Some(nsg)
+                    || a.nic.and_then(|x| snap.nics[x].nsg) == Some(nsg)
+            };
+            let applies_src = |a: &AtomLoc| match kind {
+                LayerKind::Nsg {
+                    nsg,
+                    direction: Direction::Outbound,
+                } => uses(a, nsg),
+                _ => true,
+            };
+            let applies_dst = |a: &AtomLoc| match kind {
+                LayerKind::Nsg {
+                    nsg,
+                    direction: Direction::Inbound,
+                } => uses(a, nsg) || a.frontend.is_some() || any_dnat,
+                _ => true,
+            };
+            let g = &self.grid[fi];
+            let atoms_in = |set: &IntervalSet| -> Vec<usize> {
+                let mut v = vec![];
+                for &(a, b) in set.ranges() {
+                    v.extend(g.atom_of(a)..=g.atom_of(b));
+                }
+                v
+            };
+            let mut pairs: FxHashSet<(usize, usize)> = FxHashSet::default();
+            for (s, d) in &boxes {
+                let ss: Vec<usize> = atoms_in(s)
+                    .into_iter()
+                    .filter(|a| applies_src(&g.loc[*a]))
+                    .collect();
+                let ds: Vec<usize> = atoms_in(d)
+                    .into_iter()
+                    .filter(|a| applies_dst(&g.loc[*a]))
+                    .collect();
+                for sa in &ss {
+                    for da in &ds {
+                        pairs.insert((*sa, *da));
+                    }
+                }
+            }
+            for (sa, da) in pairs {
+                let d = self.evaluate(f, sa, da);
+                self.rows[fi][sa][da] = d;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+}
