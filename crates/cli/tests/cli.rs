@@ -301,7 +301,10 @@ fn errors_stop_evaluation_unless_asked() {
     assert!(err.contains("network.json:"), "located: {err}");
     let (code, out, _) = flow(&["--ignore-errors"]);
     std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(code, 3, "the deny still decides when evaluated anyway: {out}");
+    assert_eq!(
+        code, 3,
+        "the deny still decides when evaluated anyway: {out}"
+    );
     assert!(out.contains("Deny-Blocked-Range"), "{out}");
 }
 
