@@ -143,6 +143,8 @@ pub struct FirewallOutcome {
 
 /// The human detail of a [`FirewallOutcome`], kept as parts and rendered by `Display`, so that
 /// deciding costs no text.
+// The matched name is held inline on purpose: boxing it would allocate per decision.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Detail {
     /// Fixed or caller-composed text.

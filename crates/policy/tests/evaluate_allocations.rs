@@ -180,11 +180,19 @@ fn key(src: &str, dst: &str, protocol: u8, port: u16) -> PacketKey {
     }
 }
 
+/// Flow, host, expected pass, expected allowed, expected rule path.
+type Case = (
+    PacketKey,
+    Option<&'static str>,
+    FirewallPass,
+    bool,
+    Option<&'static str>,
+);
+
 #[test]
 fn evaluate_allocates_nothing_for_any_outcome() {
     let fw = firewall();
-    // (flow, host, expected pass, expected allowed, rule path)
-    let cases: Vec<(PacketKey, Option<&str>, FirewallPass, bool, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             key("203.0.113.7", "198.51.100.10", 6, 8443),
             None,
