@@ -1,6 +1,7 @@
 //! `cargo run --release -p palisade-bench --example run -- KIND DATA [SECONDS] [--json]`
 //!
-//! KIND is `classifier`, `lpm` or `fqdn`; DATA a file (or, for `fqdn`, a directory of lists).
+//! KIND is `classifier`, `lpm`, `fqdn` or `firewall`; DATA a file (or, for `fqdn` and `firewall`, a
+//! directory of lists).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,9 @@ fn main() -> ExitCode {
     let json = args.iter().any(|a| a == "--json");
     let pos: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let (Some(kind), Some(data)) = (pos.first(), pos.get(1)) else {
-        eprintln!("usage: run KIND DATA [SECONDS] [--json]   (KIND: classifier | lpm | fqdn)");
+        eprintln!(
+            "usage: run KIND DATA [SECONDS] [--json]   (KIND: classifier | lpm | fqdn | firewall)"
+        );
         return ExitCode::from(2);
     };
     let kind = match kind.parse::<palisade_bench::Kind>() {

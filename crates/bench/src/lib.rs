@@ -10,6 +10,7 @@
 //! | [`Kind::Classifier`] | a ClassBench filter file | [`Classifier`] | linear scan of the same rules, compiled to integer intervals |
 //! | [`Kind::Lpm`] | a prefix list, one per line, optionally gzip | [`Lpm`] | `prefix-trie` 0.10 `PrefixMap` (one per family) |
 //! | [`Kind::Fqdn`] | a domain list or a directory of them | [`FqdnMatcher`] | hash maps of exact names and of `*.` bases, walked label by label |
+//! | [`Kind::Firewall`] | a domain list or a directory of them, as application rules | [`CompiledFirewall::evaluate`](palisade_policy::firewall::CompiledFirewall::evaluate), one decision per flow | [`FqdnMatcher::best`] alone on the same names (the floor) |
 //!
 //! Timing: the trace is replayed in batches of 1,024 lookups until the time budget is spent;
 //! `ns_per_lookup` is the median over batches of the batch's mean. Single thread. For LPM the
@@ -17,7 +18,7 @@
 //! batch of 1,024 (the baseline has no batched API; its figure is always single lookups), and the
 //! batched answers are checked against the baseline like the single ones.
 //!
-//! The CLI's `palisade bench classifier|lpm|fqdn --data FILE [--seconds N] [--output json]` calls
+//! The CLI's `palisade bench classifier|lpm|fqdn|firewall --data FILE [--seconds N] [--output json]` calls
 //! [`run`]; `cargo run --release -p palisade-bench --example run -- KIND FILE [SECONDS] [--json]`
 //! does the same without the CLI.
 
@@ -35,6 +36,7 @@ use palisade_policy::matchers::{
 };
 use serde::Serialize;
 
+pub mod firewall;
 pub mod load;
 
 /// Which matcher to benchmark.
@@ -47,6 +49,8 @@ pub enum Kind {
     Lpm,
     /// FQDN matcher on domain lists.
     Fqdn,
+    /// Firewall decisions ([`firewall`]) over application rules made from domain lists.
+    Firewall,
 }
 
 impl FromStr for Kind {
@@ -56,8 +60,9 @@ impl FromStr for Kind {
             "classifier" => Ok(Kind::Classifier),
             "lpm" => Ok(Kind::Lpm),
             "fqdn" => Ok(Kind::Fqdn),
+            "firewall" => Ok(Kind::Firewall),
             _ => Err(format!(
-                "unknown benchmark kind `{s}` (expected classifier, lpm or fqdn)"
+                "unknown benchmark kind `{s}` (expected classifier, lpm, fqdn or firewall)"
             )),
         }
     }
@@ -69,6 +74,7 @@ impl fmt::Display for Kind {
             Kind::Classifier => "classifier",
             Kind::Lpm => "lpm",
             Kind::Fqdn => "fqdn",
+            Kind::Firewall => "firewall",
         })
     }
 }
@@ -152,7 +158,7 @@ impl fmt::Display for Report {
         let unit = match self.kind {
             Kind::Classifier => "rules",
             Kind::Lpm => "prefixes",
-            Kind::Fqdn => "patterns",
+            Kind::Fqdn | Kind::Firewall => "patterns",
         };
         writeln!(f, "{:<18}{}", "kind", self.kind)?;
         writeln!(f, "{:<18}{}", "data", self.data)?;
@@ -246,6 +252,7 @@ pub fn run(kind: Kind, data: &Path, seconds: f64) -> Result<Report, String> {
         Kind::Classifier => run_classifier(name, data, seconds),
         Kind::Lpm => run_lpm(name, data, seconds),
         Kind::Fqdn => run_fqdn(name, data, seconds),
+        Kind::Firewall => firewall::run_firewall(name, data, seconds),
     }
 }
 
@@ -991,6 +998,18 @@ mod tests {
         let r = run(Kind::Fqdn, &p, 0.05).unwrap();
         assert_eq!(r.entries, 3);
         assert_eq!(r.mismatches, 0);
+    }
+
+    #[test]
+    fn bench_firewall_small_file() {
+        let p = tmp(
+            "fw-list.txt",
+            b"ads.example.com\n*.tracker.net\nplain.org\n",
+        );
+        let r = run(Kind::Firewall, &p, 0.05).unwrap();
+        assert_eq!(r.entries, 3);
+        assert!(r.ns_per_lookup > 0.0);
+        assert!(r.notes[2].contains("network"), "{:?}", r.notes);
     }
 
     #[test]

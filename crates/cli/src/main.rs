@@ -92,6 +92,7 @@ enum BenchKind {
     Classifier,
     Lpm,
     Fqdn,
+    Firewall,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -204,7 +205,8 @@ enum Command {
     Bench {
         #[arg(value_enum)]
         kind: BenchKind,
-        /// ClassBench filter file (classifier), prefix list (lpm, may be .gz), domain list (fqdn).
+        /// ClassBench filter file (classifier), prefix list (lpm, may be .gz), domain list or
+        /// directory of them (fqdn; firewall: the lists become application rules).
         #[arg(long)]
         data: PathBuf,
         /// Time budget for the lookup trace, per structure.
@@ -380,6 +382,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 BenchKind::Classifier => palisade_bench::Kind::Classifier,
                 BenchKind::Lpm => palisade_bench::Kind::Lpm,
                 BenchKind::Fqdn => palisade_bench::Kind::Fqdn,
+                BenchKind::Firewall => palisade_bench::Kind::Firewall,
             };
             let report = palisade_bench::run(kind, &data, seconds)?;
             if output == Output::Json {

@@ -235,7 +235,7 @@ fn dnat_only(o: FirewallOutcome) -> FirewallOutcome {
         translated: None,
         snat: false,
         audit: o.audit,
-        detail: Some(detail),
+        detail: Some(detail.into()),
     }
 }
 

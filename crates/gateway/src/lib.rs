@@ -536,7 +536,7 @@ pub fn outcome_record(
         rule: rule.map(|r| r.rule.clone()),
         priority: rule.map(|r| r.rule_collection_priority),
         reason: outcome.reason.to_string(),
-        detail: outcome.detail.clone(),
+        detail: outcome.detail.as_ref().map(ToString::to_string),
         audit: outcome.audit.iter().map(|a| a.path()).collect(),
         translated: outcome
             .translated

@@ -140,7 +140,7 @@ pub(crate) fn observed_deny(reason: &'static str, detail: String) -> FirewallOut
         translated: None,
         snat: false,
         audit: vec![],
-        detail: Some(detail),
+        detail: Some(detail.into()),
     }
 }
 
@@ -196,8 +196,8 @@ pub fn deny_text(o: &FirewallOutcome) -> String {
         None => {
             let reason = o
                 .detail
-                .clone()
-                .unwrap_or_else(|| o.reason.to_string())
+                .as_ref()
+                .map_or_else(|| o.reason.to_string(), ToString::to_string)
                 .trim_end_matches('.')
                 .to_string();
             format!("Action: Deny. Reason: {reason}.\n")
@@ -750,7 +750,10 @@ async fn address_check(
     if gw.config.address_check == AddressCheck::Audit {
         log(format!(
             "addressCheck Audit: would deny {name} → {dst}: {}",
-            deny.detail.as_deref().unwrap_or("")
+            deny.detail
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
         ));
         return None;
     }

@@ -8,8 +8,8 @@
 
 use crate::addresses::{resolve_all, TagContext};
 use crate::matchers::{
-    normalize_name, Classifier, ClassifierOptions, ClassifierRule, FqdnMatcher, FqdnPattern,
-    PacketKey,
+    normalize_host, normalize_name, Classifier, ClassifierOptions, ClassifierRule, FqdnMatcher,
+    FqdnPattern, HostName, PacketKey,
 };
 use crate::prefixes::{contains_addr, net, range_to_cidrs};
 use ipnet::IpNet;
@@ -20,8 +20,11 @@ use palisade_model::{
     RuleCollectionKind, RuleMode,
 };
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Which pass decided (DIAG-1.2 layer names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -85,7 +88,7 @@ impl AppProtocol {
 }
 
 struct L4Pass {
-    rules: Vec<RuleRef>,
+    rules: Vec<Arc<RuleRef>>,
     specs: Vec<ClassifierRule>,
     entry_rule: Vec<u32>,
     translated: Vec<Option<(AddressItem, Option<u16>)>>,
@@ -110,7 +113,7 @@ pub struct CompiledFirewall {
     pub public_ip_addresses: Vec<IpAddr>,
     dnat: L4Pass,
     network: L4Pass,
-    app_refs: Vec<RuleRef>,
+    app_refs: Vec<Arc<RuleRef>>,
     app_rules: Vec<AppRule>,
     app_matcher: FqdnMatcher,
     /// FW-8.1 ranges not SNATed for network rules.
@@ -119,21 +122,60 @@ pub struct CompiledFirewall {
     pub problems: Vec<String>,
 }
 
-/// The firewall's answer for one flow.
-#[derive(Debug, Clone, Serialize)]
+/// The firewall's answer for one flow. Building one allocates nothing: rules are shared with the
+/// compiled firewall ([`Arc`]) and the detail is rendered only when displayed. The one exception
+/// is the audit list, filled only when audit-mode rules match (PAL-5.3).
+#[derive(Debug, Clone)]
 pub struct FirewallOutcome {
     pub pass: FirewallPass,
     pub allowed: bool,
-    pub rule: Option<RuleRef>,
+    pub rule: Option<Arc<RuleRef>>,
     /// DIAG-1.2 reason.
     pub reason: &'static str,
     /// DNAT: the translated destination.
     pub translated: Option<(IpAddr, u16)>,
     /// Network-rule allows: whether the source is translated to the firewall (FW-8.1).
     pub snat: bool,
-    pub audit: Vec<RuleRef>,
+    pub audit: Vec<Arc<RuleRef>>,
     /// Human detail: which name matched, or why nothing did.
-    pub detail: Option<String>,
+    pub detail: Option<Detail>,
+}
+
+/// The human detail of a [`FirewallOutcome`], kept as parts and rendered by `Display`, so that
+/// deciding costs no text.
+// The matched name is held inline on purpose: boxing it would allocate per decision.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detail {
+    /// Fixed or caller-composed text.
+    Text(Cow<'static, str>),
+    /// An application rule matched: `Https name `www.example.com``.
+    Matched(AppProtocol, HostName),
+    /// The SNI/Host is not a host name; the offending text is kept as sent. The only detail
+    /// the firewall copies, and only for input that is not a name.
+    InvalidHost(Box<str>),
+}
+
+impl fmt::Display for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Detail::Text(t) => f.write_str(t),
+            Detail::Matched(proto, name) => write!(f, "{proto:?} name `{name}`"),
+            Detail::InvalidHost(host) => write!(f, "`{host}` is not a valid host name"),
+        }
+    }
+}
+
+impl From<&'static str> for Detail {
+    fn from(s: &'static str) -> Detail {
+        Detail::Text(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for Detail {
+    fn from(s: String) -> Detail {
+        Detail::Text(Cow::Owned(s))
+    }
 }
 
 /// The flow as the firewall sees it.
@@ -243,7 +285,7 @@ impl CompiledFirewall {
                                 .push(format!("rule {}: unknown FQDN tag '{t}'", rref.path())),
                         }
                     }
-                    app_refs.push(rref);
+                    app_refs.push(Arc::new(rref));
                     app_rules.push(AppRule {
                         protocols: rule.protocols.clone(),
                         sources,
@@ -303,11 +345,10 @@ impl CompiledFirewall {
     pub fn evaluate(&self, input: &FirewallInput) -> FirewallOutcome {
         let mut audit = vec![];
         let key = &input.key;
-        if let Some((i, t)) = self.dnat.first(key, &mut audit) {
-            let translated = t.and_then(|(a, port)| match a {
-                AddressItem::Prefix(p) => Some((p.addr(), port.unwrap_or(key.dst_port))),
-                _ => None,
-            });
+        if let Some(i) = self.dnat.first(key, &mut audit) {
+            let translated = self
+                .dnat_translation(i)
+                .map(|(a, port)| (a, port.unwrap_or(key.dst_port)));
             return FirewallOutcome {
                 pass: FirewallPass::FirewallDnat,
                 allowed: true,
@@ -319,7 +360,7 @@ impl CompiledFirewall {
                 detail: None,
             };
         }
-        if let Some((i, _)) = self.network.first(key, &mut audit) {
+        if let Some(i) = self.network.first(key, &mut audit) {
             let r = &self.network.rules[i];
             let allowed = r.action == FirewallAction::Allow;
             return FirewallOutcome {
@@ -334,7 +375,7 @@ impl CompiledFirewall {
             };
         }
         let deny =
-            |reason: &'static str, detail: Option<String>, audit: Vec<RuleRef>| FirewallOutcome {
+            |reason: &'static str, detail: Detail, audit: Vec<Arc<RuleRef>>| FirewallOutcome {
                 pass: FirewallPass::FirewallDefault,
                 allowed: false,
                 rule: None,
@@ -342,48 +383,39 @@ impl CompiledFirewall {
                 translated: None,
                 snat: false,
                 audit,
-                detail,
+                detail: Some(detail),
             };
         if key.protocol != 6 {
             return deny(
                 "DefaultAction",
-                Some("no network rule matched; application rules apply to TCP only".into()),
+                "no network rule matched; application rules apply to TCP only".into(),
                 audit,
             );
         }
         let proto = input
             .app_protocol
             .unwrap_or_else(|| AppProtocol::infer(key.dst_port));
-        let any_app_rule_on_port = self
-            .app_rules
-            .iter()
-            .any(|r| r.protocols.iter().any(|p| proto.matches(p, key.dst_port)));
         let Some(host) = input.host else {
+            // Scanned only here: the answer matters only for flows without a name.
+            let any_app_rule_on_port = self
+                .app_rules
+                .iter()
+                .any(|r| r.protocols.iter().any(|p| proto.matches(p, key.dst_port)));
             return if proto == AppProtocol::Https && any_app_rule_on_port {
-                deny(
-                    "SniMissing",
-                    Some("SNI TLS extension was missing".into()),
-                    audit,
-                )
+                deny("SniMissing", "SNI TLS extension was missing".into(), audit)
             } else {
-                deny(
-                    "DefaultAction",
-                    Some("No rule matched. Proceeding with default action".into()),
-                    audit,
-                )
+                deny("DefaultAction", NO_RULE.into(), audit)
             };
         };
-        let Some(name) = normalize_name(host) else {
-            return deny(
-                "DefaultAction",
-                Some(format!("`{host}` is not a valid host name")),
-                audit,
-            );
+        let Some(name) = normalize_host(host) else {
+            return deny("DefaultAction", Detail::InvalidHost(host.into()), audit);
         };
-        let mut candidates = vec![];
-        self.app_matcher.all(&name, &mut candidates);
-        candidates.dedup();
-        for c in candidates {
+        // Candidates in rule order, one matcher walk each; usually the first one decides.
+        let mut next = self.app_matcher.first_from(&name, 0);
+        while let Some(c) = next {
+            next = c
+                .checked_add(1)
+                .and_then(|from| self.app_matcher.first_from(&name, from));
             let i = c as usize;
             let r = &self.app_rules[i];
             if !r.protocols.iter().any(|p| proto.matches(p, key.dst_port)) {
@@ -410,18 +442,14 @@ impl CompiledFirewall {
                 translated: None,
                 snat: true,
                 audit,
-                detail: Some(format!("{proto:?} name `{name}`")),
+                detail: Some(Detail::Matched(proto, name)),
             };
         }
-        deny(
-            "DefaultAction",
-            Some("No rule matched. Proceeding with default action".into()),
-            audit,
-        )
+        deny("DefaultAction", NO_RULE.into(), audit)
     }
 
     /// For a default deny: the application or network rule that came closest, and why it missed.
-    pub fn near_miss(&self, input: &FirewallInput) -> Option<(RuleRef, Vec<String>)> {
+    pub fn near_miss<'a>(&'a self, input: &FirewallInput) -> Option<(&'a RuleRef, Vec<String>)> {
         let key = &input.key;
         let proto = input
             .app_protocol
@@ -429,14 +457,14 @@ impl CompiledFirewall {
         let name = input.host.and_then(normalize_name);
         // Fewest differing fields first; among equals, the rule whose name pattern shares the
         // longest suffix with the requested name (`*.partner.example` for `evilpartner.example`).
-        let mut best: Option<(NearMissScore, RuleRef, Vec<String>)> = None;
-        let mut consider = |rref: &RuleRef, miss: Vec<String>, closeness: usize| {
+        let mut best: Option<(NearMissScore, &'a RuleRef, Vec<String>)> = None;
+        let mut consider = |rref: &'a RuleRef, miss: Vec<String>, closeness: usize| {
             if rref.action != FirewallAction::Allow || miss.is_empty() {
                 return;
             }
             let score = (miss.len(), std::cmp::Reverse(closeness));
             if best.as_ref().is_none_or(|(b, _, _)| score < *b) {
-                best = Some((score, rref.clone(), miss));
+                best = Some((score, rref, miss));
             }
         };
         for (i, r) in self.app_rules.iter().enumerate() {
@@ -529,16 +557,16 @@ impl CompiledFirewall {
     }
 }
 
+/// Detail of a default deny.
+const NO_RULE: &str = "No rule matched. Proceeding with default action";
+
 /// Near-miss ranking: fewer differing fields, then closer names.
 type NearMissScore = (usize, std::cmp::Reverse<usize>);
-
-/// A DNAT rule's translation: address and optional port.
-type Translation = (AddressItem, Option<u16>);
 
 /// A pass's rules for header-space analysis: the classifier entries in evaluation order, the
 /// rule each entry belongs to (an `Icmp` rule has one entry per family), and the rules.
 pub struct PassView<'a> {
-    pub rules: &'a [RuleRef],
+    pub rules: &'a [Arc<RuleRef>],
     pub entries: &'a [ClassifierRule],
     pub entry_rule: &'a [u32],
 }
@@ -660,7 +688,7 @@ fn snat_ranges(configured: Option<&[String]>) -> Vec<IpNet> {
 
 #[derive(Default)]
 struct L4Builder {
-    rules: Vec<RuleRef>,
+    rules: Vec<Arc<RuleRef>>,
     specs: Vec<ClassifierRule>,
     entry_rule: Vec<u32>,
     translated: Vec<Option<(AddressItem, Option<u16>)>>,
@@ -676,7 +704,7 @@ impl L4Builder {
         translated: Option<(AddressItem, Option<u16>)>,
     ) {
         let idx = self.rules.len() as u32;
-        self.rules.push(rref);
+        self.rules.push(Arc::new(rref));
         self.translated.push(translated);
         let ports: Vec<(u16, u16)> = if rule.destination_ports.is_empty() {
             vec![(PortRange::ANY.first, PortRange::ANY.last)]
@@ -744,26 +772,15 @@ impl L4Pass {
     }
 
     /// First non-audit rule matching; audit matches before it are collected (PAL-5.3).
-    fn first(
-        &self,
-        key: &PacketKey,
-        audit: &mut Vec<RuleRef>,
-    ) -> Option<(usize, Option<Translation>)> {
-        if !self.has_audit {
-            let e = self.classifier.first_match(key)?;
+    fn first(&self, key: &PacketKey, audit: &mut Vec<Arc<RuleRef>>) -> Option<usize> {
+        let mut e = self.classifier.first_match(key)?;
+        loop {
             let r = self.entry_rule[e as usize] as usize;
-            return Some((r, self.translated[r].clone()));
-        }
-        let mut all = vec![];
-        self.classifier.all_matches(key, &mut all);
-        for e in all {
-            let r = self.entry_rule[e as usize] as usize;
-            if self.rules[r].audit {
-                audit.push(self.rules[r].clone());
-            } else {
-                return Some((r, self.translated[r].clone()));
+            if !self.has_audit || !self.rules[r].audit {
+                return Some(r);
             }
+            audit.push(self.rules[r].clone());
+            e = self.classifier.next_match_after(key, e)?;
         }
-        None
     }
 }

@@ -646,7 +646,7 @@ impl Tracer<'_> {
                 (_, false) => "Deny",
             },
             reason: outcome.reason,
-            detail: outcome.detail.clone(),
+            detail: outcome.detail.as_ref().map(ToString::to_string),
             next_hop: None,
             near_miss,
             audit: outcome.audit.iter().map(|r| r.path()).collect(),

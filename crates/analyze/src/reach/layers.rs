@@ -133,7 +133,7 @@ pub(super) fn fw_layer(fw: &CompiledFirewall) -> FwParts {
     };
     for (pass, is_dnat) in [(fw.dnat_pass(), true), (fw.network_pass(), false)] {
         let base = infos.len() as u32;
-        infos.extend(pass.rules.iter().map(info));
+        infos.extend(pass.rules.iter().map(|r| info(r)));
         for (e, spec) in pass.entries.iter().enumerate() {
             let ri = pass.entry_rule[e] as usize;
             let rr = &pass.rules[ri];

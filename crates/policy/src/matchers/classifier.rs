@@ -909,6 +909,17 @@ impl Classifier {
         }
     }
 
+    /// The first rule after `after` matching `k`, by a check of each later rule. Does not
+    /// allocate; for passes where the first match may have to be skipped (audit mode).
+    pub fn next_match_after(&self, k: &PacketKey, after: u32) -> Option<u32> {
+        let from = after as usize + 1;
+        self.rules
+            .get(from..)?
+            .iter()
+            .position(|r| r.matches(k, self.opts))
+            .map(|i| (from + i) as u32)
+    }
+
     /// Every rule matching `k`, ascending (priority order). `out` is cleared first. Costs one
     /// check per rule of the packet's family.
     pub fn all_matches(&self, k: &PacketKey, out: &mut Vec<u32>) {

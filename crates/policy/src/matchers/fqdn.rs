@@ -137,17 +137,114 @@ impl FqdnPattern {
 /// than 253 characters, an empty label or one longer than 63, or a character other than
 /// `a-z 0-9 - _`.
 pub fn normalize_name(name: &str) -> Option<String> {
-    let ascii = to_ascii(name)?;
-    let n = ascii.strip_suffix('.').unwrap_or(&ascii);
-    if n.is_empty() || n.len() > 253 {
+    normalize_host(name).map(|h| h.as_str().to_string())
+}
+
+/// Longest host name in normal form (RFC 1035, without the trailing dot).
+const MAX_NAME: usize = 253;
+
+/// A host name in normal form ([`normalize_name`]), held inline so that normalising one on the
+/// decision path does not allocate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HostName {
+    len: u8,
+    buf: [u8; MAX_NAME],
+}
+
+impl HostName {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII host bytes are ever stored (checked in `normalize_host`).
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for HostName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// A fixed buffer one byte longer than a name, for the trailing dot; a longer text fails.
+struct NameSink {
+    len: usize,
+    buf: [u8; MAX_NAME + 1],
+}
+
+impl fmt::Write for NameSink {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// [`normalize_name`] without allocating: the name is lowercased (or converted by UTS-46) into
+/// a stack buffer. A text that does not fit could not be a host name anyway.
+pub fn normalize_host(name: &str) -> Option<HostName> {
+    let mut sink = NameSink {
+        len: 0,
+        buf: [0; MAX_NAME + 1],
+    };
+    if name.is_ascii() {
+        let b = name.as_bytes();
+        if b.len() > sink.buf.len() {
+            return None;
+        }
+        for (d, c) in sink.buf.iter_mut().zip(b) {
+            *d = c.to_ascii_lowercase();
+        }
+        sink.len = b.len();
+    } else {
+        use idna::uts46::{ErrorPolicy, Hyphens, ProcessingSuccess, Uts46};
+        match Uts46::new().process(
+            name.as_bytes(),
+            idna::AsciiDenyList::EMPTY,
+            Hyphens::Allow,
+            ErrorPolicy::FailFast,
+            |_, _, _| false,
+            &mut sink,
+            None,
+        ) {
+            Ok(ProcessingSuccess::WroteToSink) => {}
+            // Passthrough means the input was already ASCII, which was handled above.
+            Ok(ProcessingSuccess::Passthrough) | Err(_) => return None,
+        }
+    }
+    let mut n = &sink.buf[..sink.len];
+    if let Some(rest) = n.strip_suffix(b".") {
+        n = rest;
+    }
+    if n.is_empty() || n.len() > MAX_NAME {
         return None;
     }
-    for label in n.split('.') {
-        if label.is_empty() || label.len() > 63 || !label.bytes().all(host_byte) {
+    for label in n.split(|&c| c == b'.') {
+        if label.is_empty() || label.len() > 63 || !label.iter().all(|&c| host_byte(c)) {
             return None;
         }
     }
-    Some(n.to_string())
+    let mut buf = [0; MAX_NAME];
+    buf[..n.len()].copy_from_slice(n);
+    Some(HostName {
+        len: n.len() as u8,
+        buf,
+    })
 }
 
 /// Normal form of the text after a leading `*` (raw suffix): like a host name, except that the
@@ -449,14 +546,41 @@ impl FqdnMatcher {
     /// The lowest rule id whose pattern matches `normalized_name` ([`normalize_name`]), if any.
     /// Does not allocate.
     pub fn best(&self, normalized_name: &str) -> Option<u32> {
-        let b = normalized_name.as_bytes();
-        let mut best = match (b.is_empty(), self.any.first()) {
-            (false, Some(&id)) => id,
-            _ => NONE,
+        self.first_from(normalized_name, 0)
+    }
+
+    /// The lowest rule id `>= from` whose pattern matches `normalized_name`. Calling it again
+    /// with the answer + 1 visits the ids [`FqdnMatcher::all`] returns, in order, without
+    /// allocating: each call is one walk of the name, and the common case needs one call.
+    pub fn first_from(&self, normalized_name: &str, from: u32) -> Option<u32> {
+        // Each source stores its lowest id inline; the full list is read only when that one
+        // is below `from`.
+        let above = |ids: &[u32]| {
+            ids.get(ids.partition_point(|&i| i < from))
+                .copied()
+                .unwrap_or(NONE)
         };
-        self.walk_raw(b, |n| best = best.min(self.raw_nodes[n as usize].best));
-        self.walk(b, |_, exact, sub, full| {
-            best = best.min(if full { exact } else { sub });
+        let b = normalized_name.as_bytes();
+        let mut best = if b.is_empty() { NONE } else { above(&self.any) };
+        self.walk_raw(b, |n| {
+            let id = self.raw_nodes[n as usize].best;
+            if id >= from {
+                best = best.min(id);
+            } else if let Some(ids) = self.raw_ids.get(&n) {
+                best = best.min(above(ids));
+            }
+        });
+        self.walk(b, |off, exact, sub, full| {
+            let (id, key) = if full {
+                (exact, off << 1)
+            } else {
+                (sub, (off << 1) | 1)
+            };
+            if id >= from {
+                best = best.min(id);
+            } else if let Some(ids) = self.multi.get(&key) {
+                best = best.min(above(ids));
+            }
         });
         (best != NONE).then_some(best)
     }

@@ -26,7 +26,7 @@ mod mem;
 mod proptests;
 
 pub use classifier::{Classifier, ClassifierOptions, ClassifierRule, ClassifierStats, PacketKey};
-pub use fqdn::{normalize_name, FqdnMatcher, FqdnPattern};
+pub use fqdn::{normalize_host, normalize_name, FqdnMatcher, FqdnPattern, HostName};
 pub use lpm::{Lpm, LpmFamilyStats};
 
 #[cfg(test)]
