@@ -14,7 +14,11 @@ pub type Bindings = HashMap<String, Vec<IpAddr>>;
 /// The form names are bound and looked up in: DNS names compare case-insensitively and a
 /// trailing dot (the root) changes nothing.
 pub fn normalize(name: &str) -> String {
-    name.trim().trim_end_matches('.').to_ascii_lowercase()
+    // Dots and spaces are trimmed together so that normalising twice changes nothing (a name
+    // ending in ". " would otherwise keep a space the second pass removes).
+    name.trim_start()
+        .trim_end_matches(|c: char| c == '.' || c.is_whitespace())
+        .to_ascii_lowercase()
 }
 
 /// One `NAME=IP` item. `origin` names where it came from (`--resolve`, an API field) so the
@@ -159,12 +163,23 @@ mod tests {
         assert!(p[0].to_string().starts_with("error: hosts:3:3"), "{}", p[0]);
     }
 
+    /// Found by the `bindings` fuzz target: normalising is idempotent.
+    #[test]
+    fn normalize_is_idempotent() {
+        for name in ["A.b. \u{b}", "x.\u{b}.", " .", "Example.COM."] {
+            let once = normalize(name);
+            assert_eq!(normalize(&once), once, "{name:?}");
+        }
+    }
+
     proptest! {
         /// Parsers never panic on input, and what they accept round-trips.
         #[test]
         fn never_panics(text in "\\PC{0,200}", item in "\\PC{0,60}") {
             let _ = parse_hosts("f", &text);
             let _ = parse_binding("--resolve", &item);
+            let n = normalize(&item);
+            prop_assert_eq!(normalize(&n), n);
         }
 
         #[test]
