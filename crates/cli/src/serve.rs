@@ -76,6 +76,10 @@ pub struct GatewayArgs {
     /// `IP:PORT` (repeatable; implies --dnat).
     #[arg(long, value_name = "FRONTEND=LOCAL")]
     dnat_bind: Vec<String>,
+    /// On SIGTERM / SIGINT: seconds established connections may go on before they are closed
+    /// (new connections are refused at once; 0 closes everything at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    grace_period: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -174,6 +178,7 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
     config.limits.udp_idle_timeout = Duration::from_secs(a.udp_idle_timeout);
     config.limits.handshake_timeout = Duration::from_secs(a.handshake_timeout);
     config.limits.header_timeout = Duration::from_secs(a.handshake_timeout);
+    config.grace_period = Duration::from_secs(a.grace_period);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -186,6 +191,9 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
         running.wait().await;
         Ok::<_, String>(())
     })?;
+    // Every record is on disk once `wait` returns; do not linger on a name lookup still
+    // running on a blocking thread.
+    rt.shutdown_timeout(Duration::from_secs(1));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,6 +1,7 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `POST /reload`, `GET /status`,
 //! `GET /healthz`. One request per connection; bind it to loopback (it has no authentication).
 
+use crate::shutdown::accept;
 use crate::{log, Gateway, ReloadOutcome};
 use serde_json::json;
 use std::sync::Arc;
@@ -9,11 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
-    loop {
-        let Ok((s, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
+    while let Some((s, _)) = accept(&gw, &listener, "admin listener").await {
         let gw = gw.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(&gw, s).await {

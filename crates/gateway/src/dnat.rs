@@ -10,7 +10,8 @@
 
 use crate::metrics::ListenerLabels;
 use crate::proxy::{self, Flow, Mode};
-use crate::{log, Established, Gateway};
+use crate::shutdown::{accept, connection, InFlight, Phase};
+use crate::{log, Closed, Established, Gateway};
 use palisade_policy::firewall::{CompiledFirewall, FirewallInput, FirewallOutcome, FirewallPass};
 use palisade_policy::matchers::PacketKey;
 use std::collections::{BTreeMap, HashMap};
@@ -259,26 +260,21 @@ fn count(gw: &Gateway) {
 }
 
 async fn tcp_loop(gw: Arc<Gateway>, listener: TcpListener, frontend: SocketAddr) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                log(format!("accept on DNAT frontend {frontend}: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let what = format!("DNAT frontend {frontend}");
+    while let Some((stream, peer)) = accept(&gw, &listener, &what).await {
         count(&gw);
         let Ok(permit) = gw.slots.clone().try_acquire_owned() else {
             gw.metrics.rejected_over_limit.inc();
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let counted = InFlight::new(&gw);
         let gw = gw.clone();
         tokio::spawn(async move {
-            gw.metrics.active.inc();
             let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-            if let Err(e) = tcp_flow(&gw, stream, peer, frontend).await {
+            let work = tcp_flow(&gw, stream, peer, frontend);
+            let r = connection(&gw, counted, Mode::Dnat, peer, Some(frontend), work).await;
+            if let Err(e) = r {
                 if !matches!(
                     e.kind(),
                     io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
@@ -286,7 +282,6 @@ async fn tcp_loop(gw: Arc<Gateway>, listener: TcpListener, frontend: SocketAddr)
                     log(format!("DNAT connection from {peer} to {frontend}: {e}"));
                 }
             }
-            gw.metrics.active.dec();
             drop(permit);
         });
     }
@@ -361,14 +356,33 @@ async fn udp_loop(gw: Arc<Gateway>, sock: Arc<UdpSocket>, frontend: SocketAddr) 
     let mut sessions: HashMap<SocketAddr, UdpSession> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
     let epoch = Instant::now();
+    let mut phase = gw.phase.subscribe();
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                log(format!("receive on DNAT frontend UDP {frontend}: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+        let draining = match *phase.borrow_and_update() {
+            Phase::Serving => false,
+            Phase::Draining => true,
+            Phase::Closing => return,
+        };
+        if draining {
+            // Only the allowed sessions still running are served; when none is left the
+            // frontend closes.
+            sessions.retain(|_, s| s.upstream.is_some() && !s.done.load(Ordering::Relaxed));
+            if sessions.is_empty() {
+                return;
             }
+        }
+        let (n, peer) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    log(format!("receive on DNAT frontend UDP {frontend}: {e}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = phase.changed() => continue,
+            // Sessions end without a datagram here: look again now and then.
+            _ = tokio::time::sleep(Duration::from_millis(100)), if draining => continue,
         };
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         sessions.retain(|_, s| !s.done.load(Ordering::Relaxed));
@@ -380,6 +394,10 @@ async fn udp_loop(gw: Arc<Gateway>, sock: Arc<UdpSocket>, frontend: SocketAddr) 
                         .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
                 }
             }
+            continue;
+        }
+        if draining {
+            // A new client while draining: no new session.
             continue;
         }
         count(&gw);
@@ -471,10 +489,12 @@ async fn udp_session(
         cancel: Notify::new(),
         closed_by: Mutex::new(None),
     });
+    let counted = InFlight::new(gw);
     let id = gw.register(entry.clone());
     let (gw2, sock, up2) = (gw.clone(), sock.clone(), up.clone());
     let (done2, sent2, last2) = (done.clone(), sent.clone(), last.clone());
     tokio::spawn(async move {
+        let _counted = counted;
         let mut received = 0u64;
         let mut buf = vec![0u8; 65_536];
         loop {
@@ -502,17 +522,20 @@ async fn udp_session(
         }
         done2.store(true, Ordering::Relaxed);
         gw2.unregister(id);
-        let mut r = flow.record(&gw2, &outcome, &snap);
-        r.bytes_sent = sent2.load(Ordering::Relaxed);
-        r.bytes_received = received;
-        r.duration_ms = flow.started.elapsed().as_millis() as u64;
-        gw2.record(r).await;
         let closed = entry
             .closed_by
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some((o, new_snap)) = closed {
+        let mut r = flow.record(&gw2, &outcome, &snap);
+        r.bytes_sent = sent2.load(Ordering::Relaxed);
+        r.bytes_received = received;
+        r.duration_ms = flow.started.elapsed().as_millis() as u64;
+        if let Some(Closed::Shutdown) = closed {
+            proxy::shutdown_record(&mut r);
+        }
+        gw2.record(r).await;
+        if let Some(Closed::Reload(o, new_snap)) = closed {
             let mut r = flow.record(&gw2, &o, &new_snap);
             r.mode = "reload".into();
             r.detail = Some("UDP session closed: the reloaded policy denies it (FW-11)".into());

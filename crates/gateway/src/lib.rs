@@ -15,6 +15,7 @@
 //! - [`sni`]: the ClientHello / HTTP head parser on peeked bytes.
 //! - [`resolver`]: the gateway's own name bindings.
 //! - [`admin`]: `/metrics`, `/reload`, `/status` on a separate (loopback) listener.
+//! - [`shutdown`]: stop accepting, drain for a grace period, close and record the rest.
 //! - Every decision becomes a [`palisade_flowlog::FlowRecord`], written durably.
 
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod resolver;
+pub mod shutdown;
 pub mod sni;
 
 use arc_swap::ArcSwapOption;
@@ -33,15 +35,17 @@ use palisade_policy::matchers::PacketKey;
 use palisade_policy::AppProtocol;
 use policy::{Active, PolicySource};
 use resolver::Resolver;
+use shutdown::Phase;
+pub use shutdown::ShutdownReport;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 /// PAL-5.2 setting (`addressCheck`); the model does not carry it yet, so it is a gateway option.
@@ -109,6 +113,9 @@ pub struct Config {
     pub dnat: bool,
     /// Where to listen for frontends that are not local addresses.
     pub dnat_bind: Vec<dnat::DnatBind>,
+    /// On SIGTERM / SIGINT ([`Running::wait`]): how long established connections may go on
+    /// before they are closed.
+    pub grace_period: Duration,
 }
 
 impl Config {
@@ -129,6 +136,7 @@ impl Config {
             flowlog: palisade_flowlog::Options::default(),
             dnat: false,
             dnat_bind: vec![],
+            grace_period: Duration::from_secs(30),
         }
     }
 }
@@ -156,8 +164,16 @@ pub(crate) struct Established {
     pub host: Option<String>,
     pub app: Option<AppProtocol>,
     pub cancel: Notify,
-    /// Set by the reload that closed it: the new snapshot's outcome and id.
-    pub closed_by: Mutex<Option<(FirewallOutcome, String)>>,
+    /// Set by whatever closed it.
+    pub closed_by: Mutex<Option<Closed>>,
+}
+
+/// Why the gateway closed an established connection.
+pub(crate) enum Closed {
+    /// A reload's snapshot denies it: the new outcome and snapshot id.
+    Reload(Box<FirewallOutcome>, String),
+    /// The grace period of a shutdown ended.
+    Shutdown,
 }
 
 /// The result of a reload.
@@ -177,6 +193,9 @@ pub struct Gateway {
     reload_lock: tokio::sync::Mutex<()>,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) dnat: Mutex<dnat::Listeners>,
+    phase: watch::Sender<Phase>,
+    in_flight: watch::Sender<usize>,
+    closed_at_shutdown: AtomicUsize,
 }
 
 /// A started gateway: its bound addresses; dropping it stops the listeners.
@@ -185,26 +204,37 @@ pub struct Running {
     pub listen: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub transparent: Option<SocketAddr>,
+    /// The accept loops of the explicit, transparent and admin listeners.
+    listeners: Vec<JoinHandle<()>>,
+    /// Reload triggers (SIGHUP, file watch).
     tasks: Vec<JoinHandle<()>>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Running {
-    /// Run until the process is stopped (SIGINT / SIGTERM).
-    pub async fn wait(self) {
+    /// Run until SIGTERM or SIGINT, then shut down gracefully within the configured grace
+    /// period ([`Running::shutdown`]); a second signal ends the grace period at once.
+    pub async fn wait(mut self) -> ShutdownReport {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        log("stopping");
+        let why = tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        let grace = self.gateway.config.grace_period;
+        let again = async {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        self.shutdown_by(why, grace, again).await
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.listeners.iter().chain(&self.tasks) {
             t.abort();
         }
         let mut dnat = self.gateway.dnat.lock().unwrap_or_else(|p| p.into_inner());
@@ -243,6 +273,9 @@ impl Gateway {
             reload_lock: tokio::sync::Mutex::new(()),
             slots: Arc::new(Semaphore::new(config.limits.max_connections)),
             dnat: Mutex::new(Default::default()),
+            phase: watch::Sender::new(Phase::Serving),
+            in_flight: watch::Sender::new(0),
+            closed_at_shutdown: AtomicUsize::new(0),
             config,
         });
         match gw.reload("start").await {
@@ -251,7 +284,7 @@ impl Gateway {
                 log("no valid policy: failing closed until a reload succeeds")
             }
         }
-        let mut tasks = vec![];
+        let (mut listeners, mut tasks) = (vec![], vec![]);
         let bind = |addr: Option<SocketAddr>| -> io::Result<Option<TcpListener>> {
             match addr {
                 None => Ok(None),
@@ -270,7 +303,7 @@ impl Gateway {
             (addr(&listen), addr(&admin), addr(&transparent));
         if let Some(l) = listen {
             log(format!("explicit proxy on {}", l.local_addr()?));
-            tasks.push(tokio::spawn(proxy::accept_loop(
+            listeners.push(tokio::spawn(proxy::accept_loop(
                 gw.clone(),
                 l,
                 proxy::Mode::Explicit,
@@ -278,7 +311,7 @@ impl Gateway {
         }
         if let Some(l) = transparent {
             log(format!("transparent listener on {}", l.local_addr()?));
-            tasks.push(tokio::spawn(proxy::accept_loop(
+            listeners.push(tokio::spawn(proxy::accept_loop(
                 gw.clone(),
                 l,
                 proxy::Mode::Transparent,
@@ -286,7 +319,7 @@ impl Gateway {
         }
         if let Some(l) = admin {
             log(format!("admin (metrics, reload) on {}", l.local_addr()?));
-            tasks.push(tokio::spawn(admin::serve(gw.clone(), l)));
+            listeners.push(tokio::spawn(admin::serve(gw.clone(), l)));
         }
         if gw.config.sighup {
             let g = gw.clone();
@@ -318,6 +351,7 @@ impl Gateway {
             listen: listen_addr,
             admin: admin_addr,
             transparent: transparent_addr,
+            listeners,
             tasks,
             _watcher: watcher,
         })
@@ -348,6 +382,11 @@ impl Gateway {
     /// re-judge established connections (FW-11).
     pub async fn reload(self: &Arc<Self>, trigger: &str) -> ReloadOutcome {
         let _serial = self.reload_lock.lock().await;
+        if self.phase() != Phase::Serving {
+            return ReloadOutcome::Refused {
+                errors: vec!["the gateway is shutting down".into()],
+            };
+        }
         let source = self.config.source.clone();
         let loaded = tokio::task::spawn_blocking(move || policy::load(&source))
             .await
@@ -414,15 +453,8 @@ impl Gateway {
     }
 
     fn rejudge(&self, active: &Arc<Active>) -> usize {
-        let list: Vec<Arc<Established>> = self
-            .established
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
         let mut closed = 0;
-        for e in list {
+        for e in self.established_list() {
             let input = FirewallInput {
                 key: e.key,
                 host: e.host.as_deref(),
@@ -431,7 +463,7 @@ impl Gateway {
             let outcome = active.firewall().evaluate(&input);
             if !outcome.allowed {
                 *e.closed_by.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((outcome, active.id().to_string()));
+                    Some(Closed::Reload(Box::new(outcome), active.id().to_string()));
                 e.cancel.notify_one();
                 self.metrics.closed_on_reload.inc();
                 closed += 1;
@@ -453,12 +485,25 @@ impl Gateway {
         (outcome, id)
     }
 
+    pub(crate) fn established_list(&self) -> Vec<Arc<Established>> {
+        self.established
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub(crate) fn register(&self, e: Arc<Established>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.established
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, e);
+            .insert(id, e.clone());
+        // Registered after the shutdown listed what to close: close it here.
+        if self.phase() == Phase::Closing {
+            self.close_for_shutdown(&e);
+        }
         id
     }
 

@@ -61,7 +61,7 @@ impl Metrics {
         let active = Gauge::default();
         registry.register(
             "connections_active",
-            "Client connections open now",
+            "Connections (from accept to their last flow record) and DNAT UDP sessions in flight",
             active.clone(),
         );
         let rejected_over_limit = Counter::default();

@@ -6,8 +6,9 @@
 
 use crate::metrics::{DirectionLabels, ListenerLabels};
 use crate::resolver::ResolveError;
+use crate::shutdown::{accept, connection, relaying, InFlight};
 use crate::sni::{self, Peeked};
-use crate::{log, outcome_record, AddressCheck, Established, Gateway};
+use crate::{log, outcome_record, AddressCheck, Closed, Established, Gateway};
 use palisade_flowlog::FlowRecord;
 use palisade_policy::firewall::{FirewallInput, FirewallOutcome, FirewallPass};
 use palisade_policy::matchers::PacketKey;
@@ -40,16 +41,8 @@ impl Mode {
 }
 
 pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                log(format!("accept on {:?}: {e}", listener.local_addr()));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let what = format!("{} listener", mode.name());
+    while let Some((stream, peer)) = accept(&gw, &listener, &what).await {
         gw.metrics
             .connections
             .get_or_create(&ListenerLabels {
@@ -62,15 +55,18 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let counted = InFlight::new(&gw);
         let gw = gw.clone();
         tokio::spawn(async move {
-            gw.metrics.active.inc();
             let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-            let r = match mode {
-                Mode::Explicit => explicit(&gw, stream, peer).await,
-                Mode::Transparent => transparent(&gw, stream, peer).await,
-                Mode::Dnat => unreachable!("DNAT listeners have their own accept loop"),
+            let work = async {
+                match mode {
+                    Mode::Explicit => explicit(&gw, stream, peer).await,
+                    Mode::Transparent => transparent(&gw, stream, peer).await,
+                    Mode::Dnat => unreachable!("DNAT listeners have their own accept loop"),
+                }
             };
+            let r = connection(&gw, counted, mode, peer, None, work).await;
             if let Err(e) = r {
                 if !matches!(
                     e.kind(),
@@ -79,7 +75,6 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
                     log(format!("{} connection from {peer}: {e}", mode.name()));
                 }
             }
-            gw.metrics.active.dec();
             drop(permit);
         });
     }
@@ -765,8 +760,9 @@ pub(crate) fn reset(s: &TcpStream) {
     let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
 }
 
-/// Relay an allowed connection, registered for re-judging on reload; write its record when it
-/// ends (with bytes and duration), and a second record if a reload closed it.
+/// Relay an allowed connection, registered for re-judging on reload and for closing at
+/// shutdown; write its record when it ends (with bytes and duration), and a second record if a
+/// reload closed it. One the shutdown closed has reason `Shutdown` in its record.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn relay(
     gw: &Arc<Gateway>,
@@ -787,6 +783,7 @@ pub(crate) async fn relay(
         cancel: Notify::new(),
         closed_by: Mutex::new(None),
     });
+    relaying();
     let id = gw.register(entry.clone());
     let result = splice(gw, client, server, first, &entry).await;
     gw.unregister(id);
@@ -806,17 +803,20 @@ pub(crate) async fn relay(
             direction: "received".into(),
         })
         .inc_by(received);
-    let mut r = flow.record(gw, outcome, snap);
-    r.bytes_sent = sent;
-    r.bytes_received = received;
-    r.duration_ms = flow.started.elapsed().as_millis() as u64;
-    gw.record(r).await;
     let closed = entry
         .closed_by
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take();
-    if let Some((o, new_snap)) = closed {
+    let mut r = flow.record(gw, outcome, snap);
+    r.bytes_sent = sent;
+    r.bytes_received = received;
+    r.duration_ms = flow.started.elapsed().as_millis() as u64;
+    if let Some(Closed::Shutdown) = closed {
+        shutdown_record(&mut r);
+    }
+    gw.record(r).await;
+    if let Some(Closed::Reload(o, new_snap)) = closed {
         let mut r = flow.record(gw, &o, &new_snap);
         r.mode = "reload".into();
         r.detail = Some(format!(
@@ -828,7 +828,22 @@ pub(crate) async fn relay(
     result.map(|_| ())
 }
 
-/// Copy both ways until both sides finish, an error, the idle timeout, or a reload cancels.
+/// The end record of a connection the shutdown closed: the deciding rule and the bytes stay,
+/// the reason says why it ended (the policy's reason goes into the detail).
+pub(crate) fn shutdown_record(r: &mut FlowRecord) {
+    r.detail = Some(format!(
+        "closed by the gateway's shutdown at the end of the grace period; decided {}{}",
+        r.reason,
+        r.detail
+            .take()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default()
+    ));
+    r.reason = "Shutdown".into();
+}
+
+/// Copy both ways until both sides finish, an error, the idle timeout, or a reload or the
+/// shutdown cancels.
 /// Memory: one 16 KiB buffer per direction.
 async fn splice(
     gw: &Gateway,

@@ -253,3 +253,62 @@ async fn fw_4_dnat_udp_sessions_and_listeners_follow_reloads() {
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(v["dnat"].as_array().unwrap().len(), 2, "{status}");
 }
+
+/// Shutdown: DNAT TCP frontends stop accepting at once; a UDP session keeps being relayed while
+/// it drains, a new UDP client gets no session, and the drain ends when the session idles out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_dnat_frontends_and_drains_udp_sessions() {
+    let s = setup().await;
+    let tcp = s.bound(Transport::Tcp, "203.0.113.10:8080").unwrap();
+    let front = s.bound(Transport::Udp, "203.0.113.10:5353").unwrap();
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    c.connect(front).await.unwrap();
+    let mut buf = [0u8; 256];
+    let mut echo = async |msg: &str| {
+        c.send(msg.as_bytes()).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), c.recv(&mut buf))
+            .await
+            .expect("echo through DNAT")
+            .unwrap();
+        assert_eq!(&buf[..n], format!("echo {msg}").as_bytes());
+    };
+    echo("before").await;
+
+    let shutdown = tokio::spawn(s.gw.shutdown(Duration::from_secs(20)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let mut taken = 0;
+    while tokio::net::TcpStream::connect(tcp).await.is_ok() {
+        taken += 1;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TCP frontend still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    echo("while draining").await;
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    other.send_to(b"new", front).await.unwrap();
+    let mut b = [0u8; 64];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), other.recv_from(&mut b))
+            .await
+            .is_err(),
+        "a new UDP client got a session while draining"
+    );
+
+    let report = tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("the drain ends when the session idles out")
+        .unwrap();
+    assert_eq!(report.closed, 0, "{report:?}");
+    assert!(
+        (1..=1 + taken).contains(&report.drained),
+        "{report:?}, {taken} TCP probe(s) taken"
+    );
+    let r = wait_record(&s.data, |r| r.protocol == "UDP", "udp session").await;
+    assert_eq!(r.reason, "RuleMatched");
+    assert_eq!(
+        r.bytes_sent,
+        ("before".len() + "while draining".len()) as u64
+    );
+}

@@ -4,10 +4,7 @@
 mod common;
 
 use common::*;
-use palisade_gateway::policy::PolicySource;
-use palisade_gateway::resolver::Resolver;
-use palisade_gateway::{Config, Gateway, Running};
-use palisade_model::bindings::parse_items;
+use palisade_gateway::{Gateway, Running};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -47,36 +44,18 @@ async fn setup(valid_policy: bool, watch: bool) -> Setup {
     };
     write(&policy, &text);
     let data = path.join("data");
-    let items: Vec<String> = [
-        "www.allowed.test=127.0.0.1",
-        "api.allowed.test=127.0.0.1",
-        "blocked.test=127.0.0.1",
-        "other.test=127.0.0.1",
-        // Allowed by name, but it lives elsewhere: dialing it at 127.0.0.1 is a spoof.
-        "elsewhere.allowed.test=127.0.0.2",
-    ]
-    .map(String::from)
-    .into_iter()
-    .collect();
-    let (bindings, problems) = parse_items("--resolve", &items);
-    assert!(problems.is_empty());
-    let mut config = Config::new(
-        PolicySource {
-            source: palisade_load::Source {
-                resolve: items.clone(),
-                ..palisade_load::Source::files(vec![policy.clone()])
-            },
-            firewall: None,
-        },
-        data.clone(),
+    let mut config = loopback_config(
+        &policy,
+        &data,
+        &[
+            "www.allowed.test=127.0.0.1",
+            "api.allowed.test=127.0.0.1",
+            "blocked.test=127.0.0.1",
+            "other.test=127.0.0.1",
+            // Allowed by name, but it lives elsewhere: dialing it at 127.0.0.1 is a spoof.
+            "elsewhere.allowed.test=127.0.0.2",
+        ],
     );
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.admin = Some("127.0.0.1:0".parse().unwrap());
-    config.resolver = Resolver {
-        fixed: bindings,
-        system: false,
-    };
-    config.sighup = false; // other tests share the process
     config.watch = watch;
     config.instance = "test-gw".into();
     let gw = Gateway::start(config).await.unwrap();

@@ -7,10 +7,7 @@ mod common;
 
 use common::*;
 use palisade_flowlog::{query, Query};
-use palisade_gateway::policy::PolicySource;
-use palisade_gateway::resolver::Resolver;
-use palisade_gateway::{Config, Gateway};
-use palisade_model::bindings::parse_items;
+use palisade_gateway::Gateway;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -48,26 +45,7 @@ async fn reload_under_load_loses_no_allowed_request() {
     let policy = path.join("network.yaml");
     write(&policy, &policy_yaml(http.port(), 1, 1, true));
     let data = path.join("data");
-    let items: Vec<String> = ["www.allowed.test=127.0.0.1".to_string()].to_vec();
-    let (bindings, problems) = parse_items("--resolve", &items);
-    assert!(problems.is_empty());
-    let mut config = Config::new(
-        PolicySource {
-            source: palisade_load::Source {
-                resolve: items.clone(),
-                ..palisade_load::Source::files(vec![policy.clone()])
-            },
-            firewall: None,
-        },
-        data.clone(),
-    );
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.admin = Some("127.0.0.1:0".parse().unwrap());
-    config.resolver = Resolver {
-        fixed: bindings,
-        system: false,
-    };
-    config.sighup = false;
+    let mut config = loopback_config(&policy, &data, &["www.allowed.test=127.0.0.1"]);
     config.watch = false; // the test counts the reloads it asks for
     config.instance = "load-gw".into();
     let gw = Gateway::start(config).await.unwrap();

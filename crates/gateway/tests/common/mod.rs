@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 use palisade_flowlog::{query, FlowRecord, Query};
+use palisade_gateway::policy::PolicySource;
+use palisade_gateway::resolver::Resolver;
+use palisade_gateway::Config;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -150,6 +153,34 @@ azureFirewalls:
           - {{name: web, sourceAddresses: ['*'], protocols: ['Http:{http_port}'], targetFqdns: [www.allowed.test]}}{tls_rule}
 "#
     )
+}
+
+/// A gateway on loopback (explicit proxy and admin on free ports) running the network in
+/// `policy`, its names bound by `resolve` (`NAME=IP`) alone; no SIGHUP handler (tests share
+/// the process) and no file watch.
+pub fn loopback_config(policy: &Path, data: &Path, resolve: &[&str]) -> Config {
+    let items: Vec<String> = resolve.iter().map(|s| s.to_string()).collect();
+    let (bindings, problems) = palisade_model::bindings::parse_items("--resolve", &items);
+    assert!(problems.is_empty(), "{problems:?}");
+    let mut config = Config::new(
+        PolicySource {
+            source: palisade_load::Source {
+                resolve: items,
+                ..palisade_load::Source::files(vec![policy.to_path_buf()])
+            },
+            firewall: None,
+        },
+        data.to_path_buf(),
+    );
+    config.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.admin = Some("127.0.0.1:0".parse().unwrap());
+    config.resolver = Resolver {
+        fixed: bindings,
+        system: false,
+    };
+    config.sighup = false;
+    config.watch = false;
+    config
 }
 
 pub fn write(path: &Path, text: &str) {

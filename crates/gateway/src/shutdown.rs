@@ -1,0 +1,260 @@
+//! Graceful shutdown, modelled on pingora's shutdown watch: one [`tokio::sync::watch`] channel carries the
+//! gateway's [`Phase`]. `Draining` stops every accept loop at once (their listeners are dropped,
+//! so new connections are refused) while established relays go on; `Closing`, at the end of the
+//! grace period, closes what is left. Every connection is counted in flight from accept to its
+//! last flow record, so the drain knows when nothing is left and the records are all on disk.
+
+use crate::proxy::{observed_deny, Flow, Mode};
+use crate::{log, Closed, Established, Gateway, Running};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Where the gateway is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Serving,
+    /// No new connection or UDP session is taken; established ones go on.
+    Draining,
+    /// The grace period is over: what is left is closed.
+    Closing,
+}
+
+/// What a shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections (and UDP sessions) that ended by themselves during the grace period.
+    pub drained: usize,
+    /// Connections closed when the grace period ended, each with a `Shutdown` record.
+    pub closed: usize,
+    pub elapsed: Duration,
+}
+
+/// How long the closed connections get to write their records once told to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+tokio::task_local! {
+    /// Set by [`crate::proxy::relay`] once the connection is registered: from then on the
+    /// shutdown closes it through its [`Established`] entry and it writes its own record.
+    static RELAYING: Arc<AtomicBool>;
+}
+
+/// Counts one connection or UDP session in flight (and in the `connections_active` gauge)
+/// for as long as it lives.
+pub(crate) struct InFlight(Arc<Gateway>);
+
+impl InFlight {
+    pub(crate) fn new(gw: &Arc<Gateway>) -> InFlight {
+        gw.in_flight.send_modify(|n| *n += 1);
+        gw.metrics.active.inc();
+        InFlight(gw.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.metrics.active.dec();
+        self.0.in_flight.send_modify(|n| *n -= 1);
+    }
+}
+
+/// Mark the current connection as relaying (no-op outside [`connection`], e.g. UDP sessions).
+pub(crate) fn relaying() {
+    let _ = RELAYING.try_with(|r| r.store(true, Ordering::Relaxed));
+}
+
+/// The next connection `listener` takes, or `None` once the gateway drains: the caller then
+/// returns and drops the listener, so new connections are refused.
+pub(crate) async fn accept(
+    gw: &Gateway,
+    listener: &TcpListener,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = reached(gw, Phase::Draining) => return None,
+            r = listener.accept() => match r {
+                Ok(x) => return Some(x),
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    log(format!("accept on {what}: {e}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Resolves once the gateway reaches `phase` (or a later one).
+pub(crate) async fn reached(gw: &Gateway, phase: Phase) {
+    let mut rx = gw.phase.subscribe();
+    let _ = rx.wait_for(|p| phase_rank(*p) >= phase_rank(phase)).await;
+}
+
+fn phase_rank(p: Phase) -> u8 {
+    match p {
+        Phase::Serving => 0,
+        Phase::Draining => 1,
+        Phase::Closing => 2,
+    }
+}
+
+/// Run one accepted TCP connection, counted in flight by `counted` (taken by the accept loop
+/// before spawning, so a drain never misses a connection that has not started yet). When the grace period ends before it
+/// reaches a relay (still reading its request head or ClientHello, or dialing), it is dropped
+/// and recorded as closed by the shutdown; a relay is closed through its entry instead.
+pub(crate) async fn connection(
+    gw: &Arc<Gateway>,
+    counted: InFlight,
+    mode: Mode,
+    peer: SocketAddr,
+    dst: Option<SocketAddr>,
+    work: impl Future<Output = io::Result<()>>,
+) -> io::Result<()> {
+    let _counted = counted;
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut work = Box::pin(RELAYING.scope(flag.clone(), work));
+    tokio::select! {
+        r = &mut work => return r,
+        _ = reached(gw, Phase::Closing) => {}
+    }
+    if flag.load(Ordering::Relaxed) {
+        return work.await;
+    }
+    drop(work);
+    gw.closed_at_shutdown.fetch_add(1, Ordering::Relaxed);
+    let flow = Flow {
+        mode,
+        protocol: "TCP",
+        client: peer,
+        dst,
+        name: None,
+        started: Instant::now(),
+        translated_source: None,
+    };
+    let o = observed_deny(
+        "Shutdown",
+        "closed by the gateway's shutdown before it was decided".into(),
+    );
+    let snap = gw.active().map(|a| a.id().to_string()).unwrap_or_default();
+    gw.record(flow.record(gw, &o, &snap)).await;
+    Ok(())
+}
+
+impl Gateway {
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    /// Connections and UDP sessions in flight (also the `connections_active` gauge).
+    pub fn in_flight(&self) -> usize {
+        *self.in_flight.borrow()
+    }
+
+    /// Close an established connection for the shutdown, unless a reload closed it already.
+    /// Returns whether this call closed it.
+    pub(crate) fn close_for_shutdown(&self, e: &Established) -> bool {
+        let mut closed = e.closed_by.lock().unwrap_or_else(|p| p.into_inner());
+        if closed.is_some() {
+            return false;
+        }
+        *closed = Some(Closed::Shutdown);
+        e.cancel.notify_one();
+        self.closed_at_shutdown.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+impl Running {
+    /// Stop taking connections, let established ones finish for up to `grace`, then close what
+    /// is left (each with a `Shutdown` flow record) and return once every record is written.
+    pub async fn shutdown(mut self, grace: Duration) -> ShutdownReport {
+        self.shutdown_by("requested", grace, std::future::pending())
+            .await
+    }
+
+    /// [`Running::shutdown`]; `cut_short` resolving (a second signal) ends the grace period.
+    pub(crate) async fn shutdown_by(
+        &mut self,
+        why: &str,
+        grace: Duration,
+        cut_short: impl Future<Output = ()>,
+    ) -> ShutdownReport {
+        let start = Instant::now();
+        let gw = self.gateway.clone();
+        {
+            // A reload under way finishes first; later ones are refused, so none rebinds a
+            // DNAT listener while draining.
+            let _serial = gw.reload_lock.lock().await;
+            gw.phase.send_replace(Phase::Draining);
+        }
+        for t in std::mem::take(&mut self.tasks) {
+            t.abort();
+        }
+        self._watcher = None;
+        let dnat = std::mem::take(&mut *gw.dnat.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut udp = vec![];
+        let mut accepting = std::mem::take(&mut self.listeners);
+        for ((transport, _), (_, task)) in dnat {
+            match transport {
+                crate::dnat::Transport::Tcp => accepting.push(task),
+                // A UDP frontend keeps relaying its sessions' datagrams while they drain.
+                crate::dnat::Transport::Udp => udp.push(task),
+            }
+        }
+        // Once the accept loops have returned their listeners are closed.
+        for t in accepting {
+            let _ = t.await;
+        }
+        let in_flight = gw.in_flight();
+        log(format!(
+            "shutting down ({why}): no longer accepting; draining {in_flight} connection(s) for up to {}s",
+            grace.as_secs_f64()
+        ));
+        let mut counter = gw.in_flight.subscribe();
+        let drained_in_time = tokio::select! {
+            r = tokio::time::timeout(grace, counter.wait_for(|n| *n == 0)) => r.is_ok(),
+            _ = cut_short => {
+                log("stop signal again: closing what is left now");
+                false
+            }
+        };
+        if !drained_in_time {
+            gw.phase.send_replace(Phase::Closing);
+            for e in gw.established_list() {
+                gw.close_for_shutdown(&e);
+            }
+            if tokio::time::timeout(CLOSE_WAIT, counter.wait_for(|n| *n == 0))
+                .await
+                .is_err()
+            {
+                log(format!(
+                    "{} connection(s) still writing their records after {}s; stopping anyway",
+                    gw.in_flight(),
+                    CLOSE_WAIT.as_secs()
+                ));
+            }
+        }
+        for t in udp {
+            t.abort();
+        }
+        let closed = gw.closed_at_shutdown.load(Ordering::Relaxed);
+        let report = ShutdownReport {
+            drained: in_flight.saturating_sub(closed),
+            closed,
+            elapsed: start.elapsed(),
+        };
+        log(format!(
+            "shutdown complete in {:.1}s: {} drained, {} closed; flow records written",
+            report.elapsed.as_secs_f64(),
+            report.drained,
+            report.closed
+        ));
+        report
+    }
+}
