@@ -10,7 +10,7 @@ fn ev(expr: &str) -> Value {
 
 fn fails(expr: &str) -> String {
     match evaluate_standalone(expr) {
-        Err(e) => e,
+        Err(e) => e.to_string(),
         Ok(v) => panic!("{expr} should fail, gave {v}"),
     }
 }

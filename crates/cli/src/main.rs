@@ -381,7 +381,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 BenchKind::Lpm => palisade_bench::Kind::Lpm,
                 BenchKind::Fqdn => palisade_bench::Kind::Fqdn,
             };
-            let report = palisade_bench::run(kind, &data, seconds)?;
+            let report = palisade_bench::run(kind, &data, seconds).map_err(|e| e.to_string())?;
             if output == Output::Json {
                 println!(
                     "{}",
