@@ -1059,4 +1059,34 @@ mod tests {
         assert!(run(Kind::Lpm, &p, -1.0).is_err());
         assert!("nope".parse::<Kind>().is_err());
     }
+
+    #[test]
+    fn bench_errors_tell_a_missing_file_from_a_bad_line() {
+        match run(Kind::Lpm, Path::new("/nonexistent/x"), 0.05) {
+            Err(BenchError::Load(e)) => assert!(e.is_missing(), "{e}"),
+            other => panic!("expected a missing file, got {other:?}"),
+        }
+        let p = tmp(
+            "bad-line",
+            b"10.0.0.0/8
+not-a-prefix
+",
+        );
+        match load::prefixes(&p) {
+            Err(LoadError::BadLine { line, problem, .. }) => {
+                assert_eq!(line, 2);
+                assert_eq!(
+                    problem,
+                    load::LineError::NotAPrefix {
+                        text: "not-a-prefix".into()
+                    }
+                );
+            }
+            other => panic!("expected a bad line, got {other:?}"),
+        }
+        assert!(matches!(
+            run(Kind::Lpm, &p, -1.0),
+            Err(BenchError::BadSeconds(_))
+        ));
+    }
 }

@@ -87,3 +87,24 @@ impl HostState {
         std::fs::rename(&tmp, &p).map_err(io(&p))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_state_is_empty_and_a_corrupt_one_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("palisade-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let empty = HostState::load(&dir, Some("x")).unwrap();
+        assert!(empty.tables.is_empty() && empty.netns.as_deref() == Some("x"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(HostState::path(&dir, None), "{not json").unwrap();
+        let e = HostState::load(&dir, None).unwrap_err();
+        assert!(matches!(e, StateError::Corrupt { .. }), "{e}");
+        assert!(e
+            .to_string()
+            .starts_with(&format!("{}: ", dir.join("host.json").display())));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
