@@ -55,24 +55,54 @@ fn mask(width: u32, prefix: u32) -> u128 {
     }
 }
 
-fn parse(text: &str) -> Result<Net, String> {
+/// Why `parseCidr()`, `cidrSubnet()` or `cidrHost()` has no value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CidrError {
+    #[error("'{0}' is not in CIDR notation (address/prefix)")]
+    NotCidr(String),
+    #[error("'{0}' is not an IP address")]
+    BadAddress(String),
+    #[error("'{0}' is not a prefix length")]
+    BadPrefix(String),
+    #[error("prefix /{prefix} is longer than {width} bits")]
+    PrefixTooLong { prefix: u32, width: u32 },
+    #[error("new prefix /{new_prefix} must be between /{min} and /{max}")]
+    NewPrefixOutOfRange { new_prefix: i64, min: u32, max: u32 },
+    #[error("subnet index must not be negative")]
+    NegativeSubnetIndex,
+    #[error(
+        "subnet index {index} is out of range: {network} holds {count} subnets of /{new_prefix}"
+    )]
+    SubnetIndexOutOfRange {
+        index: u128,
+        network: String,
+        count: u128,
+        new_prefix: u32,
+    },
+    #[error("host index must not be negative")]
+    NegativeHostIndex,
+    #[error("host index {index} is outside {network}")]
+    HostIndexOutOfRange { index: u128, network: String },
+}
+
+fn parse(text: &str) -> Result<Net, CidrError> {
     let (addr, prefix) = text
         .trim()
         .split_once('/')
-        .ok_or_else(|| format!("'{text}' is not in CIDR notation (address/prefix)"))?;
+        .ok_or_else(|| CidrError::NotCidr(text.to_string()))?;
     let ip: IpAddr = addr
         .parse()
-        .map_err(|_| format!("'{addr}' is not an IP address"))?;
+        .map_err(|_| CidrError::BadAddress(addr.to_string()))?;
     let prefix: u32 = prefix
         .parse()
-        .map_err(|_| format!("'{prefix}' is not a prefix length"))?;
+        .map_err(|_| CidrError::BadPrefix(prefix.to_string()))?;
     let (v6, bits) = match ip {
         IpAddr::V4(a) => (false, u128::from(u32::from(a))),
         IpAddr::V6(a) => (true, u128::from(a)),
     };
     let width = if v6 { 128 } else { 32 };
     if prefix > width {
-        return Err(format!("prefix /{prefix} is longer than {width} bits"));
+        return Err(CidrError::PrefixTooLong { prefix, width });
     }
     Ok(Net {
         v6,
@@ -82,7 +112,7 @@ fn parse(text: &str) -> Result<Net, String> {
 }
 
 /// `parseCidr(network)`: network, netmask, broadcast (IPv4), first and last usable address, cidr.
-pub(crate) fn parse_cidr(text: &str) -> Result<Value, String> {
+pub(crate) fn parse_cidr(text: &str) -> Result<Value, CidrError> {
     let net = parse(text)?;
     let last = net.last();
     if net.v6 {
@@ -110,25 +140,26 @@ pub(crate) fn parse_cidr(text: &str) -> Result<Value, String> {
 }
 
 /// `cidrSubnet(network, newCIDR, subnetIndex)`: the `subnetIndex`-th `/newCIDR` inside `network`.
-pub(crate) fn cidr_subnet(text: &str, new_prefix: i64, index: i64) -> Result<String, String> {
+pub(crate) fn cidr_subnet(text: &str, new_prefix: i64, index: i64) -> Result<String, CidrError> {
     let net = parse(text)?;
     let width = net.width();
     let new_prefix = u32::try_from(new_prefix)
         .ok()
         .filter(|p| *p >= net.prefix && *p <= width)
-        .ok_or_else(|| {
-            format!(
-                "new prefix /{new_prefix} must be between /{} and /{width}",
-                net.prefix
-            )
+        .ok_or(CidrError::NewPrefixOutOfRange {
+            new_prefix,
+            min: net.prefix,
+            max: width,
         })?;
     let count_bits = new_prefix - net.prefix;
-    let index = u128::try_from(index).map_err(|_| "subnet index must not be negative")?;
+    let index = u128::try_from(index).map_err(|_| CidrError::NegativeSubnetIndex)?;
     if count_bits < 128 && index >> count_bits != 0 {
-        return Err(format!(
-            "subnet index {index} is out of range: {text} holds {} subnets of /{new_prefix}",
-            1u128 << count_bits
-        ));
+        return Err(CidrError::SubnetIndexOutOfRange {
+            index,
+            network: text.to_string(),
+            count: 1u128 << count_bits,
+            new_prefix,
+        });
     }
     let shift = width - new_prefix;
     let offset = if shift >= 128 { 0 } else { index << shift };
@@ -137,9 +168,9 @@ pub(crate) fn cidr_subnet(text: &str, new_prefix: i64, index: i64) -> Result<Str
 
 /// `cidrHost(network, hostIndex)`: the usable host address with that index; index 0 is the first
 /// address after the network address.
-pub(crate) fn cidr_host(text: &str, index: i64) -> Result<String, String> {
+pub(crate) fn cidr_host(text: &str, index: i64) -> Result<String, CidrError> {
     let net = parse(text)?;
-    let index = u128::try_from(index).map_err(|_| "host index must not be negative")?;
+    let index = u128::try_from(index).map_err(|_| CidrError::NegativeHostIndex)?;
     let last_usable = if net.v6 || net.prefix >= 31 {
         net.last()
     } else {
@@ -150,7 +181,10 @@ pub(crate) fn cidr_host(text: &str, index: i64) -> Result<String, String> {
         .checked_add(index)
         .and_then(|a| a.checked_add(1))
         .filter(|a| *a <= last_usable)
-        .ok_or_else(|| format!("host index {index} is outside {text}"))?;
+        .ok_or_else(|| CidrError::HostIndexOutOfRange {
+            index,
+            network: text.to_string(),
+        })?;
     Ok(net.text(host))
 }
 

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Map, Value};
 
 use crate::functions;
-use crate::parser::{self, Expr};
+use crate::parser::{self, Expr, SyntaxError};
 use crate::scope::{Env, FuncDef, Param, Scope, Slot, VarDef};
 use crate::util::{
     clip, contains_marker, copy_entries, get_ci, is_marker, map_get_ci, marker, ptr_join, too_big,
@@ -852,8 +852,35 @@ impl Env {
     }
 }
 
+/// Why [`crate::evaluate_standalone`] gave no value. Values only known at deployment time are not
+/// errors: they come back as the unresolved marker.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvalError {
+    /// The text between the brackets is not an expression; `expression` is the (clipped) text.
+    #[error("{expression}: invalid expression: {error}")]
+    Syntax {
+        expression: String,
+        error: SyntaxError,
+    },
+    /// A well-formed expression that ARM would reject (types, arity, undeclared parameters, ..):
+    /// the first error reported, with the expression text in front.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// See [`crate::evaluate_standalone`].
-pub(crate) fn evaluate_standalone(text: &str) -> Result<Value, String> {
+pub(crate) fn evaluate_standalone(text: &str) -> Result<Value, EvalError> {
+    // Parsed here as well as in `Eval::string` so that a syntax error keeps its structure instead
+    // of arriving as a problem's text.
+    if text.len() >= 2 && text.starts_with('[') && text.ends_with(']') && !text.starts_with("[[") {
+        if let Err(error) = parser::parse(&text[1..text.len() - 1]) {
+            return Err(EvalError::Syntax {
+                expression: clip(text),
+                error,
+            });
+        }
+    }
     let options = Options::default();
     let ctx = Ctx::new(&options);
     let empty = Value::Object(Map::new());
@@ -867,7 +894,7 @@ pub(crate) fn evaluate_standalone(text: &str) -> Result<Value, String> {
         .into_iter()
         .find(|p| p.severity == Severity::Error)
     {
-        Some(p) => Err(p.message),
+        Some(p) => Err(EvalError::Invalid(p.message)),
         None => Ok(value),
     }
 }

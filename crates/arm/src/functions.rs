@@ -602,7 +602,7 @@ pub(crate) fn call(lname: &str, name: &str, vals: Vec<Value>, env: &Env) -> R<Va
                 "extensionresourceid" => ids::extension_resource_id(&parts),
                 _ => ids::management_group_resource_id(env, &parts),
             };
-            id.map(Value::String).or_else(err)
+            id.map(Value::String).or_else(|e| err(e.to_string()))
         }
         "resourcegroup" => {
             a.count(0, 0)?;

@@ -9,6 +9,41 @@ use crate::scope::Env;
 /// Tenant placeholder used by `subscription()` and `tenant()`.
 const TENANT_ID: &str = "00000000-0000-0000-0000-000000000000";
 
+/// Why `*ResourceId()` arguments do not make a resource id. `func` is the function as written in
+/// messages (`resourceId`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum IdError {
+    #[error("{func}() needs a resource type such as 'Microsoft.Network/virtualNetworks'")]
+    NoResourceType { func: &'static str },
+    #[error(
+        "{func}() takes at most {max} scope argument(s) before the resource type; found {found}"
+    )]
+    TooManyScopes {
+        func: &'static str,
+        max: usize,
+        found: usize,
+    },
+    #[error("{func}() needs at least one resource name after the type")]
+    NoName { func: &'static str },
+    #[error("{func}(): '{type_name}' is not a resource type")]
+    NotAType {
+        func: &'static str,
+        type_name: String,
+    },
+    #[error(
+        "{func}(): type '{type_name}' needs {wanted} name segment(s), {given} given ({names})"
+    )]
+    NameCount {
+        func: &'static str,
+        type_name: String,
+        wanted: usize,
+        given: usize,
+        names: String,
+    },
+    #[error("extensionResourceId() needs the id of the extended resource")]
+    NoExtendedId,
+}
+
 /// Where the resource-type argument of a `*ResourceId()` call may sit, after the optional
 /// scope arguments.
 struct IdArgs<'a> {
@@ -20,20 +55,25 @@ struct IdArgs<'a> {
 /// Splits `resourceId`-style arguments: the resource type is the first argument containing a
 /// `/`, at most `max_scope` arguments before it are scope values (subscription, group), the
 /// rest are names (a name holding `/` counts as several segments).
-fn split_args<'a>(func: &str, args: &'a [String], max_scope: usize) -> Result<IdArgs<'a>, String> {
-    let pos = args.iter().position(|a| a.contains('/')).ok_or_else(|| {
-        format!("{func}() needs a resource type such as 'Microsoft.Network/virtualNetworks'")
-    })?;
+fn split_args<'a>(
+    func: &'static str,
+    args: &'a [String],
+    max_scope: usize,
+) -> Result<IdArgs<'a>, IdError> {
+    let pos = args
+        .iter()
+        .position(|a| a.contains('/'))
+        .ok_or(IdError::NoResourceType { func })?;
     if pos > max_scope {
-        return Err(format!(
-            "{func}() takes at most {max_scope} scope argument(s) before the resource type; found {pos}"
-        ));
+        return Err(IdError::TooManyScopes {
+            func,
+            max: max_scope,
+            found: pos,
+        });
     }
     let names: Vec<&str> = args[pos + 1..].iter().flat_map(|n| n.split('/')).collect();
     if names.is_empty() {
-        return Err(format!(
-            "{func}() needs at least one resource name after the type"
-        ));
+        return Err(IdError::NoName { func });
     }
     Ok(IdArgs {
         scope: &args[..pos],
@@ -43,21 +83,25 @@ fn split_args<'a>(func: &str, args: &'a [String], max_scope: usize) -> Result<Id
 }
 
 /// `providers/{namespace}/{type1}/{name1}/{type2}/{name2}...`
-fn provider_path(func: &str, type_name: &str, names: &[&str]) -> Result<String, String> {
+fn provider_path(func: &'static str, type_name: &str, names: &[&str]) -> Result<String, IdError> {
     // ARM accepts a trailing slash ('Microsoft.Network/virtualNetworks/'), common in templates.
     let mut segments = type_name.trim_end_matches('/').split('/');
     let namespace = segments.next().unwrap_or_default();
     let types: Vec<&str> = segments.collect();
     if namespace.is_empty() || types.iter().any(|t| t.is_empty()) {
-        return Err(format!("{func}(): '{type_name}' is not a resource type"));
+        return Err(IdError::NotAType {
+            func,
+            type_name: type_name.to_string(),
+        });
     }
     if types.len() != names.len() {
-        return Err(format!(
-            "{func}(): type '{type_name}' needs {} name segment(s), {} given ({})",
-            types.len(),
-            names.len(),
-            names.join("/")
-        ));
+        return Err(IdError::NameCount {
+            func,
+            type_name: type_name.to_string(),
+            wanted: types.len(),
+            given: names.len(),
+            names: names.join("/"),
+        });
     }
     let mut path = format!("providers/{namespace}");
     for (t, n) in types.iter().zip(names) {
@@ -70,7 +114,7 @@ fn provider_path(func: &str, type_name: &str, names: &[&str]) -> Result<String, 
 }
 
 /// `resourceId([subscriptionId], [resourceGroupName], type, name1, [name2], ...)`.
-pub(crate) fn resource_id(env: &Env, args: &[String]) -> Result<String, String> {
+pub(crate) fn resource_id(env: &Env, args: &[String]) -> Result<String, IdError> {
     let a = split_args("resourceId", args, 2)?;
     let (sub, rg) = match a.scope {
         [] => (env.subscription_id.as_str(), env.resource_group.as_str()),
@@ -82,7 +126,7 @@ pub(crate) fn resource_id(env: &Env, args: &[String]) -> Result<String, String> 
 }
 
 /// `subscriptionResourceId([subscriptionId], type, name1, ...)`.
-pub(crate) fn subscription_resource_id(env: &Env, args: &[String]) -> Result<String, String> {
+pub(crate) fn subscription_resource_id(env: &Env, args: &[String]) -> Result<String, IdError> {
     let a = split_args("subscriptionResourceId", args, 1)?;
     let sub = a
         .scope
@@ -94,7 +138,7 @@ pub(crate) fn subscription_resource_id(env: &Env, args: &[String]) -> Result<Str
 }
 
 /// `tenantResourceId(type, name1, ...)`.
-pub(crate) fn tenant_resource_id(args: &[String]) -> Result<String, String> {
+pub(crate) fn tenant_resource_id(args: &[String]) -> Result<String, IdError> {
     let a = split_args("tenantResourceId", args, 0)?;
     Ok(format!(
         "/{}",
@@ -103,7 +147,7 @@ pub(crate) fn tenant_resource_id(args: &[String]) -> Result<String, String> {
 }
 
 /// `managementGroupResourceId([managementGroupId], type, name1, ...)`.
-pub(crate) fn management_group_resource_id(env: &Env, args: &[String]) -> Result<String, String> {
+pub(crate) fn management_group_resource_id(env: &Env, args: &[String]) -> Result<String, IdError> {
     let a = split_args("managementGroupResourceId", args, 1)?;
     let group = a
         .scope
@@ -117,9 +161,9 @@ pub(crate) fn management_group_resource_id(env: &Env, args: &[String]) -> Result
 }
 
 /// `extensionResourceId(resourceId, type, name1, ...)`.
-pub(crate) fn extension_resource_id(args: &[String]) -> Result<String, String> {
+pub(crate) fn extension_resource_id(args: &[String]) -> Result<String, IdError> {
     let Some((base, rest)) = args.split_first() else {
-        return Err("extensionResourceId() needs the id of the extended resource".into());
+        return Err(IdError::NoExtendedId);
     };
     let a = split_args("extensionResourceId", rest, 0)?;
     let path = provider_path("extensionResourceId", a.type_name, &a.names)?;

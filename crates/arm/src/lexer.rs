@@ -26,8 +26,10 @@ pub(crate) enum Tok {
     Int(i64),
 }
 
+use crate::parser::SyntaxError;
+
 /// Splits an expression body into tokens; the error names the offending offset.
-pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, String> {
+pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, SyntaxError> {
     let mut tokens = Vec::new();
     let mut chars = text.char_indices().peekable();
     while let Some(&(offset, c)) = chars.peek() {
@@ -68,7 +70,7 @@ pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                 }
             }
             if !closed {
-                return Err(format!("unterminated string starting at offset {offset}"));
+                return Err(SyntaxError::UnterminatedString { offset });
             }
             tokens.push(Token {
                 kind: Tok::Str(s),
@@ -93,21 +95,19 @@ pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                 }
             }
             if digits == "-" {
-                return Err(format!("'-' at offset {offset} is not followed by a digit"));
+                return Err(SyntaxError::LoneMinus { offset });
             }
             if let Some(&(_, d)) = chars.peek() {
                 if d == '.' {
-                    return Err(format!(
-                        "number at offset {offset}: only integer literals are allowed"
-                    ));
+                    return Err(SyntaxError::NotAnInteger { offset });
                 }
                 if is_ident_char(d) {
-                    return Err(format!("malformed number at offset {offset}"));
+                    return Err(SyntaxError::MalformedNumber { offset });
                 }
             }
             let value = digits
                 .parse::<i64>()
-                .map_err(|_| format!("integer at offset {offset} is out of range"))?;
+                .map_err(|_| SyntaxError::IntegerOutOfRange { offset })?;
             tokens.push(Token {
                 kind: Tok::Int(value),
                 offset,
@@ -130,7 +130,7 @@ pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, String> {
             });
             continue;
         }
-        return Err(format!("unexpected character '{c}' at offset {offset}"));
+        return Err(SyntaxError::UnexpectedChar { found: c, offset });
     }
     Ok(tokens)
 }

@@ -39,6 +39,9 @@ use std::fmt;
 
 use serde_json::Value;
 
+pub use eval::EvalError;
+pub use parser::SyntaxError;
+
 /// An unresolvable value is represented in the output JSON as the object
 /// `{"$unresolved": "<expression text>"}`.
 pub const UNRESOLVED_KEY: &str = "$unresolved";
@@ -170,7 +173,8 @@ pub fn expand(template: &Value, options: &Options) -> Expansion {
 /// Evaluates one expression string (`"[concat('a', 'b')]"`) in an empty scope: no parameters,
 /// no variables, default placeholders. A string that is not an expression is returned as is
 /// (with `[[` unescaped). Values only known at deployment time come back as the unresolved
-/// marker; errors (syntax, types, undeclared parameters) as `Err`.
-pub fn evaluate_standalone(expr: &str) -> Result<Value, String> {
+/// marker; errors as `Err`, a malformed expression ([`EvalError::Syntax`]) apart from one ARM
+/// would reject when evaluating it ([`EvalError::Invalid`]).
+pub fn evaluate_standalone(expr: &str) -> Result<Value, EvalError> {
     eval::evaluate_standalone(expr)
 }

@@ -13,6 +13,50 @@
 
 use crate::lexer::{tokenize, Tok, Token};
 
+/// Why an expression's text is malformed. Offsets are byte offsets into the text between the
+/// outer brackets; found tokens are described as the messages show them (`name 'x'`, `')'`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyntaxError {
+    #[error("expression is longer than {max} characters ({found} found)")]
+    TooLong { max: usize, found: usize },
+    #[error("expression is nested more than {max} levels deep")]
+    TooDeep { max: usize },
+    #[error("unterminated string starting at offset {offset}")]
+    UnterminatedString { offset: usize },
+    #[error("'-' at offset {offset} is not followed by a digit")]
+    LoneMinus { offset: usize },
+    #[error("number at offset {offset}: only integer literals are allowed")]
+    NotAnInteger { offset: usize },
+    #[error("malformed number at offset {offset}")]
+    MalformedNumber { offset: usize },
+    #[error("integer at offset {offset} is out of range")]
+    IntegerOutOfRange { offset: usize },
+    #[error("unexpected character '{found}' at offset {offset}")]
+    UnexpectedChar { found: char, offset: usize },
+    #[error("unexpected {found} at offset {offset} after a complete expression")]
+    TrailingInput { found: String, offset: usize },
+    /// `expected` is a token (`']'`, `',' or ')'`, `a property name after '.'`).
+    #[error("expected {expected} at offset {offset}, found {found}")]
+    Expected {
+        expected: String,
+        offset: usize,
+        found: String,
+    },
+    #[error("expected {expected} at the end of the expression")]
+    ExpectedAtEnd { expected: String },
+    #[error("expected a property name after '.'")]
+    MissingPropertyName,
+    #[error("missing ')' to close the call of '{name}'")]
+    UnclosedCall { name: String },
+    #[error("'{name}' at offset {offset} must be followed by '(' (function call)")]
+    NotACall { name: String, offset: usize },
+    #[error("expected a value or function call at offset {offset}, found {found}")]
+    ExpectedValue { offset: usize, found: String },
+    #[error("empty expression")]
+    Empty,
+}
+
 /// Deepest tree the parser accepts. Real templates stay below 20.
 pub(crate) const MAX_HEIGHT: usize = 64;
 
@@ -45,12 +89,12 @@ pub(crate) enum Expr {
 }
 
 /// Parses the text between the outer brackets of an expression string.
-pub(crate) fn parse(text: &str) -> Result<Expr, String> {
+pub(crate) fn parse(text: &str) -> Result<Expr, SyntaxError> {
     if text.len() > MAX_LEN {
-        return Err(format!(
-            "expression is longer than {MAX_LEN} characters ({} found)",
-            text.len()
-        ));
+        return Err(SyntaxError::TooLong {
+            max: MAX_LEN,
+            found: text.len(),
+        });
     }
     let tokens = tokenize(text)?;
     let mut parser = Parser {
@@ -60,11 +104,10 @@ pub(crate) fn parse(text: &str) -> Result<Expr, String> {
     let (expr, _) = parser.expr(0)?;
     match parser.tokens.get(parser.pos) {
         None => Ok(expr),
-        Some(t) => Err(format!(
-            "unexpected {} at offset {} after a complete expression",
-            describe(&t.kind),
-            t.offset
-        )),
+        Some(t) => Err(SyntaxError::TrailingInput {
+            found: describe(&t.kind),
+            offset: t.offset,
+        }),
     }
 }
 
@@ -98,25 +141,26 @@ impl Parser<'_> {
         t
     }
 
-    fn expect(&mut self, want: &Tok, what: &str) -> Result<(), String> {
+    fn expect(&mut self, want: &Tok, what: &str) -> Result<(), SyntaxError> {
         let offset = self.offset();
         match self.next() {
             Some(ref t) if t == want => Ok(()),
-            Some(t) => Err(format!(
-                "expected {what} at offset {offset}, found {}",
-                describe(&t)
-            )),
-            None => Err(format!("expected {what} at the end of the expression")),
+            Some(t) => Err(SyntaxError::Expected {
+                expected: what.to_string(),
+                offset,
+                found: describe(&t),
+            }),
+            None => Err(SyntaxError::ExpectedAtEnd {
+                expected: what.to_string(),
+            }),
         }
     }
 
     /// Parses one expression; returns it with its tree height. `depth` is the height budget used
     /// by the enclosing nodes.
-    fn expr(&mut self, depth: usize) -> Result<(Expr, usize), String> {
+    fn expr(&mut self, depth: usize) -> Result<(Expr, usize), SyntaxError> {
         if depth >= MAX_HEIGHT {
-            return Err(format!(
-                "expression is nested more than {MAX_HEIGHT} levels deep"
-            ));
+            return Err(SyntaxError::TooDeep { max: MAX_HEIGHT });
         }
         let (mut expr, mut height) = self.primary(depth)?;
         loop {
@@ -131,12 +175,13 @@ impl Parser<'_> {
                     let name = match self.next() {
                         Some(Tok::Ident(n)) => n,
                         Some(t) => {
-                            return Err(format!(
-                                "expected a property name after '.' at offset {offset}, found {}",
-                                describe(&t)
-                            ))
+                            return Err(SyntaxError::Expected {
+                                expected: "a property name after '.'".to_string(),
+                                offset,
+                                found: describe(&t),
+                            })
                         }
-                        None => return Err("expected a property name after '.'".into()),
+                        None => return Err(SyntaxError::MissingPropertyName),
                     };
                     height += 1;
                     expr = Expr::Member {
@@ -163,15 +208,13 @@ impl Parser<'_> {
                 _ => break,
             }
             if depth + height > MAX_HEIGHT {
-                return Err(format!(
-                    "expression is nested more than {MAX_HEIGHT} levels deep"
-                ));
+                return Err(SyntaxError::TooDeep { max: MAX_HEIGHT });
             }
         }
         Ok((expr, height))
     }
 
-    fn primary(&mut self, depth: usize) -> Result<(Expr, usize), String> {
+    fn primary(&mut self, depth: usize) -> Result<(Expr, usize), SyntaxError> {
         let offset = self.offset();
         match self.next() {
             Some(Tok::Str(s)) => Ok((Expr::Str(s), 1)),
@@ -192,9 +235,7 @@ impl Parser<'_> {
                         "true" => Ok((Expr::Bool(true), 1)),
                         "false" => Ok((Expr::Bool(false), 1)),
                         "null" => Ok((Expr::Null, 1)),
-                        _ => Err(format!(
-                            "'{full}' at offset {offset} must be followed by '(' (function call)"
-                        )),
+                        _ => Err(SyntaxError::NotACall { name: full, offset }),
                     };
                 }
                 self.pos += 1;
@@ -212,24 +253,23 @@ impl Parser<'_> {
                             Some(Tok::Comma) => continue,
                             Some(Tok::RParen) => break,
                             Some(t) => {
-                                return Err(format!(
-                                    "expected ',' or ')' at offset {at}, found {}",
-                                    describe(&t)
-                                ))
+                                return Err(SyntaxError::Expected {
+                                    expected: "',' or ')'".to_string(),
+                                    offset: at,
+                                    found: describe(&t),
+                                })
                             }
-                            None => {
-                                return Err(format!("missing ')' to close the call of '{full}'"))
-                            }
+                            None => return Err(SyntaxError::UnclosedCall { name: full }),
                         }
                     }
                 }
                 Ok((Expr::Call { name: full, args }, height + 1))
             }
-            Some(t) => Err(format!(
-                "expected a value or function call at offset {offset}, found {}",
-                describe(&t)
-            )),
-            None => Err("empty expression".into()),
+            Some(t) => Err(SyntaxError::ExpectedValue {
+                offset,
+                found: describe(&t),
+            }),
+            None => Err(SyntaxError::Empty),
         }
     }
 }

@@ -24,8 +24,38 @@ pub(crate) fn to_text(v: &Value) -> String {
     scalar_text(v).unwrap_or_else(|| v.to_string())
 }
 
+/// Why a `format()` string cannot be applied to its arguments.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FormatError {
+    #[error("format string has a '{{' without a matching '}}'")]
+    UnclosedBrace,
+    #[error("format string has a '}}' without a matching '{{'")]
+    UnopenedBrace,
+    #[error("format item '{{{item}}}' does not start with an index")]
+    NoIndex { item: String },
+    #[error("format item '{{{item}}}' refers to argument {index}, but only {given} were given")]
+    MissingArgument {
+        item: String,
+        index: usize,
+        given: usize,
+    },
+    #[error("format item '{{{item}}}' has an invalid alignment")]
+    BadAlignment { item: String },
+    #[error("format alignment {0} is too large")]
+    AlignmentTooLarge(i64),
+}
+
+/// Why text is not base64.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Base64Error {
+    #[error("base64 text continues after '=' padding")]
+    AfterPadding,
+    #[error("'{0}' is not a base64 character")]
+    BadChar(char),
+}
+
 /// .NET composite formatting: `{index[,alignment][:format]}`, `{{` and `}}` for literal braces.
-pub(crate) fn composite_format(fmt: &str, args: &[Value]) -> Result<String, String> {
+pub(crate) fn composite_format(fmt: &str, args: &[Value]) -> Result<String, FormatError> {
     let mut out = String::new();
     let mut chars = fmt.chars().peekable();
     while let Some(c) = chars.next() {
@@ -46,7 +76,7 @@ pub(crate) fn composite_format(fmt: &str, args: &[Value]) -> Result<String, Stri
                     item.push(d);
                 }
                 if !closed {
-                    return Err("format string has a '{' without a matching '}'".into());
+                    return Err(FormatError::UnclosedBrace);
                 }
                 out.push_str(&format_item(&item, args)?);
             }
@@ -55,7 +85,7 @@ pub(crate) fn composite_format(fmt: &str, args: &[Value]) -> Result<String, Stri
                     chars.next();
                     out.push('}');
                 } else {
-                    return Err("format string has a '}' without a matching '{'".into());
+                    return Err(FormatError::UnopenedBrace);
                 }
             }
             _ => out.push(c),
@@ -64,7 +94,7 @@ pub(crate) fn composite_format(fmt: &str, args: &[Value]) -> Result<String, Stri
     Ok(out)
 }
 
-fn format_item(item: &str, args: &[Value]) -> Result<String, String> {
+fn format_item(item: &str, args: &[Value]) -> Result<String, FormatError> {
     let (head, spec) = match item.split_once(':') {
         Some((h, s)) => (h, Some(s)),
         None => (item, None),
@@ -76,24 +106,26 @@ fn format_item(item: &str, args: &[Value]) -> Result<String, String> {
     let index: usize = index_text
         .trim()
         .parse()
-        .map_err(|_| format!("format item '{{{item}}}' does not start with an index"))?;
-    let value = args.get(index).ok_or_else(|| {
-        format!(
-            "format item '{{{item}}}' refers to argument {index}, but only {} were given",
-            args.len()
-        )
-    })?;
-    let text = format_value(value, spec.unwrap_or("").trim())?;
+        .map_err(|_| FormatError::NoIndex {
+            item: item.to_string(),
+        })?;
+    let value = args
+        .get(index)
+        .ok_or_else(|| FormatError::MissingArgument {
+            item: item.to_string(),
+            index,
+            given: args.len(),
+        })?;
+    let text = format_value(value, spec.unwrap_or("").trim());
     match align_text {
         None => Ok(text),
         Some(a) => {
-            let width: i64 = a
-                .trim()
-                .parse()
-                .map_err(|_| format!("format item '{{{item}}}' has an invalid alignment"))?;
+            let width: i64 = a.trim().parse().map_err(|_| FormatError::BadAlignment {
+                item: item.to_string(),
+            })?;
             let w = usize::try_from(width.unsigned_abs()).unwrap_or(usize::MAX);
             if w > MAX_PAD {
-                return Err(format!("format alignment {width} is too large"));
+                return Err(FormatError::AlignmentTooLarge(width));
             }
             let len = text.chars().count();
             if len >= w {
@@ -105,12 +137,12 @@ fn format_item(item: &str, args: &[Value]) -> Result<String, String> {
     }
 }
 
-fn format_value(v: &Value, spec: &str) -> Result<String, String> {
+fn format_value(v: &Value, spec: &str) -> String {
     let Value::Number(n) = v else {
-        return Ok(to_text(v));
+        return to_text(v);
     };
     if spec.is_empty() {
-        return Ok(n.to_string());
+        return n.to_string();
     }
     let mut spec_chars = spec.chars();
     let kind = spec_chars.next().unwrap_or('G');
@@ -120,7 +152,7 @@ fn format_value(v: &Value, spec: &str) -> Result<String, String> {
     } else {
         match digits_text.parse::<usize>() {
             Ok(p) if p <= 99 => Some(p),
-            _ => return Ok(custom_pattern(n, spec)),
+            _ => return custom_pattern(n, spec),
         }
     };
     if let Some(i) = n.as_i64() {
@@ -138,13 +170,13 @@ fn format_value(v: &Value, spec: &str) -> Result<String, String> {
             'G' | 'g' => i.to_string(),
             _ => custom_pattern(n, spec),
         };
-        return Ok(text);
+        return text;
     }
     let f = n.as_f64().unwrap_or(0.0);
-    Ok(match kind {
+    match kind {
         'F' | 'f' | 'N' | 'n' => format!("{:.*}", precision.unwrap_or(2), f),
         _ => n.to_string(),
-    })
+    }
 }
 
 /// `N` format: thousands separators and `decimals` zeros after the point.
@@ -211,7 +243,7 @@ pub(crate) fn base64_encode(data: &[u8]) -> String {
     out
 }
 
-pub(crate) fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn base64_decode(text: &str) -> Result<Vec<u8>, Base64Error> {
     let mut bits: u32 = 0;
     let mut nbits = 0;
     let mut out = Vec::new();
@@ -225,7 +257,7 @@ pub(crate) fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
             continue;
         }
         if padding {
-            return Err("base64 text continues after '=' padding".into());
+            return Err(Base64Error::AfterPadding);
         }
         let v = match c {
             'A'..='Z' => c as u32 - 'A' as u32,
@@ -233,7 +265,7 @@ pub(crate) fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
             '0'..='9' => c as u32 - '0' as u32 + 52,
             '+' | '-' => 62,
             '/' | '_' => 63,
-            _ => return Err(format!("'{c}' is not a base64 character")),
+            _ => return Err(Base64Error::BadChar(c)),
         };
         bits = (bits << 6) | v;
         nbits += 6;

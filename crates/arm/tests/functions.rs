@@ -1,7 +1,7 @@
 //! Expression functions, one family per test (FMT-4), through the public
 //! `evaluate_standalone`.
 
-use palisade_arm::{evaluate_standalone, is_unresolved};
+use palisade_arm::{evaluate_standalone, is_unresolved, EvalError, SyntaxError};
 use serde_json::{json, Value};
 
 fn ev(expr: &str) -> Value {
@@ -10,7 +10,7 @@ fn ev(expr: &str) -> Value {
 
 fn fails(expr: &str) -> String {
     match evaluate_standalone(expr) {
-        Err(e) => e,
+        Err(e) => e.to_string(),
         Ok(v) => panic!("{expr} should fail, gave {v}"),
     }
 }
@@ -308,6 +308,30 @@ fn fmt_4_deployment_time_functions_are_unresolved() {
     assert!(is_unresolved(&ev("[noSuchFunction(1)]")));
     assert!(is_unresolved(&ev("[contoso.helper('x')]")));
     assert!(is_unresolved(&ev("[length(createArray(reference('x')))]")));
+}
+
+#[test]
+fn fmt_4_malformed_expressions_are_told_apart_from_invalid_ones() {
+    match evaluate_standalone("[concat('a']") {
+        Err(EvalError::Syntax { expression, error }) => {
+            assert_eq!(expression, "[concat('a']");
+            assert_eq!(
+                error,
+                SyntaxError::UnclosedCall {
+                    name: "concat".into()
+                }
+            );
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+    assert_eq!(
+        fails("[concat('a']"),
+        "[concat('a']: invalid expression: missing ')' to close the call of 'concat'"
+    );
+    assert!(matches!(
+        evaluate_standalone("[parameters('p')]"),
+        Err(EvalError::Invalid(_))
+    ));
 }
 
 #[test]

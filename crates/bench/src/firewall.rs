@@ -16,6 +16,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Instant;
 
+use crate::BenchError;
+
 use ipnet::IpNet;
 use palisade_model::catalog::Catalogs;
 use palisade_model::{
@@ -262,10 +264,13 @@ pub fn trace(patterns: &[FqdnPattern], len: usize, rng: &mut Rng) -> Vec<Flow> {
     out
 }
 
-pub(crate) fn run_firewall(name: String, data: &Path, seconds: f64) -> Result<Report, String> {
+pub(crate) fn run_firewall(name: String, data: &Path, seconds: f64) -> Result<Report, BenchError> {
     let (patterns, files) = load::domains(data)?;
     if patterns.is_empty() {
-        return Err(format!("{}: no domain names", data.display()));
+        return Err(BenchError::Empty {
+            path: data.to_path_buf(),
+            what: "domain names",
+        });
     }
     let mut rng = Rng::new(SEED);
     let network = fixture(&patterns, &mut rng);
@@ -279,9 +284,9 @@ pub(crate) fn run_firewall(name: String, data: &Path, seconds: f64) -> Result<Re
     );
     let build_ms = ms_since(t);
     if let Some(p) = fw.problems.first() {
-        return Err(format!(
+        return Err(BenchError::Fixture(format!(
             "{name}: the benchmark firewall does not compile: {p}"
-        ));
+        )));
     }
     let flows = trace(&patterns, 1 << 16, &mut rng);
 

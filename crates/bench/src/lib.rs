@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
 
@@ -38,6 +38,8 @@ use serde::Serialize;
 
 pub mod firewall;
 pub mod load;
+
+pub use load::LoadError;
 
 /// Which matcher to benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -53,19 +55,48 @@ pub enum Kind {
     Firewall,
 }
 
+/// A benchmark kind name that is none of `classifier`, `lpm`, `fqdn`, `firewall`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown benchmark kind `{0}` (expected classifier, lpm, fqdn or firewall)")]
+pub struct UnknownKind(pub String);
+
 impl FromStr for Kind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownKind;
+    fn from_str(s: &str) -> Result<Self, UnknownKind> {
         match s {
             "classifier" => Ok(Kind::Classifier),
             "lpm" => Ok(Kind::Lpm),
             "fqdn" => Ok(Kind::Fqdn),
             "firewall" => Ok(Kind::Firewall),
-            _ => Err(format!(
-                "unknown benchmark kind `{s}` (expected classifier, lpm, fqdn or firewall)"
-            )),
+            _ => Err(UnknownKind(s.to_string())),
         }
     }
+}
+
+/// Why a benchmark gave no report. `data` is the data file's name as the report shows it.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("--seconds must be positive, got {0}")]
+    BadSeconds(f64),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The data file held nothing to build a matcher from; `what` names the entries.
+    #[error("{}: no {what}", path.display())]
+    Empty { path: PathBuf, what: &'static str },
+    /// The data has entries the baseline cannot represent, so there is nothing to compare with.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The benchmark's own generated fixture is invalid: a bug in the benchmark.
+    #[error("{0}")]
+    Fixture(String),
+    /// Our matcher and the baseline answered differently: a bug, not a slow result.
+    #[error("{data}: {matchers} disagree on {mismatches}{} trace lookups", lookups.map(|n| format!(" of {n}")).unwrap_or_default())]
+    Mismatch {
+        data: String,
+        matchers: &'static str,
+        mismatches: usize,
+        lookups: Option<usize>,
+    },
 }
 
 impl fmt::Display for Kind {
@@ -238,11 +269,11 @@ impl fmt::Display for Report {
 
 /// Loads `data`, builds our matcher and the baseline, checks them against each other on the whole
 /// trace and times both for about `seconds` in total.
-pub fn run(kind: Kind, data: &Path, seconds: f64) -> Result<Report, String> {
+pub fn run(kind: Kind, data: &Path, seconds: f64) -> Result<Report, BenchError> {
     let seconds = if seconds.is_finite() && seconds > 0.0 {
         seconds
     } else {
-        return Err(format!("--seconds must be positive, got {seconds}"));
+        return Err(BenchError::BadSeconds(seconds));
     };
     let name = data
         .file_name()
@@ -416,17 +447,21 @@ struct LinearRule {
     proto: Option<u8>,
 }
 
-fn v4_hull(set: &[IpNet]) -> Result<(u32, u32), String> {
+fn v4_hull(set: &[IpNet]) -> Result<(u32, u32), BenchError> {
     match set {
         [IpNet::V4(n)] => Ok((u32::from(n.network()), u32::from(n.broadcast()))),
-        _ => Err("linear baseline expects one IPv4 prefix per field".into()),
+        _ => Err(BenchError::Unsupported(
+            "linear baseline expects one IPv4 prefix per field".into(),
+        )),
     }
 }
 
-fn one_range(set: &[(u16, u16)]) -> Result<(u16, u16), String> {
+fn one_range(set: &[(u16, u16)]) -> Result<(u16, u16), BenchError> {
     match set {
         [r] => Ok(*r),
-        _ => Err("linear baseline expects one port range per field".into()),
+        _ => Err(BenchError::Unsupported(
+            "linear baseline expects one port range per field".into(),
+        )),
     }
 }
 
@@ -448,10 +483,13 @@ fn linear_first(rules: &[LinearRule], k: &(u32, u32, u16, u16, u8)) -> Option<u3
         .map(|i| i as u32)
 }
 
-fn run_classifier(name: String, data: &Path, seconds: f64) -> Result<Report, String> {
+fn run_classifier(name: String, data: &Path, seconds: f64) -> Result<Report, BenchError> {
     let (rules, skipped) = load::classbench(data)?;
     if rules.is_empty() {
-        return Err(format!("{}: no rules", data.display()));
+        return Err(BenchError::Empty {
+            path: data.to_path_buf(),
+            what: "rules",
+        });
     }
     let n = rules.len();
     // ClassBench semantics: port fields are compared for every protocol.
@@ -475,7 +513,7 @@ fn run_classifier(name: String, data: &Path, seconds: f64) -> Result<Report, Str
                 proto: r.protocol,
             })
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, BenchError>>()?;
     let baseline_build_ms = ms_since(t);
 
     // Trace: one header inside each rule, plus as many uniformly random headers.
@@ -533,10 +571,12 @@ fn run_classifier(name: String, data: &Path, seconds: f64) -> Result<Report, Str
         matched += usize::from(ours.is_some());
     }
     if mismatches > 0 {
-        return Err(format!(
-            "{name}: classifier and linear scan disagree on {mismatches} of {} trace lookups",
-            trace.len()
-        ));
+        return Err(BenchError::Mismatch {
+            data: name,
+            matchers: "classifier and linear scan",
+            mismatches,
+            lookups: Some(trace.len()),
+        });
     }
     let ours = time_lookups(trace.len(), seconds / 2.0, |i| {
         u64::from(c.first_match(&trace[i]).unwrap_or(u32::MAX))
@@ -584,10 +624,13 @@ fn run_classifier(name: String, data: &Path, seconds: f64) -> Result<Report, Str
 
 // ---------------------------------------------------------------- LPM
 
-fn run_lpm(name: String, data: &Path, seconds: f64) -> Result<Report, String> {
+fn run_lpm(name: String, data: &Path, seconds: f64) -> Result<Report, BenchError> {
     let nets = load::prefixes(data)?;
     if nets.is_empty() {
-        return Err(format!("{}: no prefixes", data.display()));
+        return Err(BenchError::Empty {
+            path: data.to_path_buf(),
+            what: "prefixes",
+        });
     }
     let entries: Vec<(IpNet, u32)> = nets
         .iter()
@@ -678,9 +721,12 @@ fn run_lpm(name: String, data: &Path, seconds: f64) -> Result<Report, String> {
         }
     }
     if mismatches > 0 {
-        return Err(format!(
-            "{name}: Poptrie and prefix-trie disagree on {mismatches} trace lookups"
-        ));
+        return Err(BenchError::Mismatch {
+            data: name,
+            matchers: "Poptrie and prefix-trie",
+            mismatches,
+            lookups: None,
+        });
     }
     let budget = seconds / 9.0;
     let ours_of = |t: &[IpAddr]| {
@@ -800,10 +846,13 @@ fn random_label(rng: &mut Rng, len: usize) -> String {
         .collect()
 }
 
-fn run_fqdn(name: String, data: &Path, seconds: f64) -> Result<Report, String> {
+fn run_fqdn(name: String, data: &Path, seconds: f64) -> Result<Report, BenchError> {
     let (patterns, files) = load::domains(data)?;
     if patterns.is_empty() {
-        return Err(format!("{}: no domain names", data.display()));
+        return Err(BenchError::Empty {
+            path: data.to_path_buf(),
+            what: "domain names",
+        });
     }
     let n = patterns.len();
     let with_ids: Vec<(FqdnPattern, u32)> = patterns
@@ -834,9 +883,9 @@ fn run_fqdn(name: String, data: &Path, seconds: f64) -> Result<Report, String> {
         }
     }
     if other > 0 {
-        return Err(format!(
+        return Err(BenchError::Unsupported(format!(
             "{name}: {other} patterns are `*suffix` or `*`, which the hash-set baseline does not model"
-        ));
+        )));
     }
     let baseline_build_ms = ms_since(t);
 
@@ -898,10 +947,12 @@ fn run_fqdn(name: String, data: &Path, seconds: f64) -> Result<Report, String> {
         matched += usize::from(ours.is_some());
     }
     if mismatches > 0 {
-        return Err(format!(
-            "{name}: FQDN matcher and hash-set walk disagree on {mismatches} of {} trace lookups",
-            trace.len()
-        ));
+        return Err(BenchError::Mismatch {
+            data: name,
+            matchers: "FQDN matcher and hash-set walk",
+            mismatches,
+            lookups: Some(trace.len()),
+        });
     }
     let ours = time_lookups(trace.len(), seconds / 2.0, |i| {
         u64::from(m.best(&trace[i]).unwrap_or(u32::MAX))
@@ -1018,16 +1069,46 @@ mod tests {
             "bad-cb",
             b"@10.0.0.0/8\t1.2.3.4/32\t0 : 65535\t80 : 80\t0x06/0xFF\t0/0\t\n@oops\n",
         );
-        let e = run(Kind::Classifier, &p, 0.05).unwrap_err();
+        let e = run(Kind::Classifier, &p, 0.05).unwrap_err().to_string();
         assert!(e.contains("bad-cb:2"), "{e}");
         let p = tmp("bad-prefixes", b"10.0.0.0/8\n10.0.0.0/33\n");
-        let e = run(Kind::Lpm, &p, 0.05).unwrap_err();
+        let e = run(Kind::Lpm, &p, 0.05).unwrap_err().to_string();
         assert!(e.contains("bad-prefixes:2"), "{e}");
         let p = tmp("bad-domains", b"ok.example\nwww.*.example\n");
-        let e = run(Kind::Fqdn, &p, 0.05).unwrap_err();
+        let e = run(Kind::Fqdn, &p, 0.05).unwrap_err().to_string();
         assert!(e.contains("bad-domains:2"), "{e}");
         assert!(run(Kind::Lpm, Path::new("/nonexistent/x"), 0.05).is_err());
         assert!(run(Kind::Lpm, &p, -1.0).is_err());
         assert!("nope".parse::<Kind>().is_err());
+    }
+
+    #[test]
+    fn bench_errors_tell_a_missing_file_from_a_bad_line() {
+        match run(Kind::Lpm, Path::new("/nonexistent/x"), 0.05) {
+            Err(BenchError::Load(e)) => assert!(e.is_missing(), "{e}"),
+            other => panic!("expected a missing file, got {other:?}"),
+        }
+        let p = tmp(
+            "bad-line",
+            b"10.0.0.0/8
+not-a-prefix
+",
+        );
+        match load::prefixes(&p) {
+            Err(LoadError::BadLine { line, problem, .. }) => {
+                assert_eq!(line, 2);
+                assert_eq!(
+                    problem,
+                    load::LineError::NotAPrefix {
+                        text: "not-a-prefix".into()
+                    }
+                );
+            }
+            other => panic!("expected a bad line, got {other:?}"),
+        }
+        assert!(matches!(
+            run(Kind::Lpm, &p, -1.0),
+            Err(BenchError::BadSeconds(_))
+        ));
     }
 }

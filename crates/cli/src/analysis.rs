@@ -340,7 +340,7 @@ pub fn reachability(
     let scope =
         |s: &Option<String>| -> Result<[palisade_analyze::headerspace::IntervalSet; 2], String> {
             match s {
-                Some(t) => reach::parse_scope(snap, t),
+                Some(t) => reach::parse_scope(snap, t).map_err(|e| e.to_string()),
                 None => Ok(reach::everything()),
             }
         };

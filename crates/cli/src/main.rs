@@ -384,7 +384,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 BenchKind::Fqdn => palisade_bench::Kind::Fqdn,
                 BenchKind::Firewall => palisade_bench::Kind::Firewall,
             };
-            let report = palisade_bench::run(kind, &data, seconds)?;
+            let report = palisade_bench::run(kind, &data, seconds).map_err(|e| e.to_string())?;
             if output == Output::Json {
                 println!(
                     "{}",

@@ -153,7 +153,7 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
     config.dnat_bind = a
         .dnat_bind
         .iter()
-        .map(|b| parse_dnat_bind(b))
+        .map(|b| parse_dnat_bind(b).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
     config.dnat = a.dnat || !config.dnat_bind.is_empty();
     if config.listen.is_none() && config.transparent.is_none() && !config.dnat {
@@ -205,7 +205,8 @@ pub fn logs(a: LogsArgs) -> Result<ExitCode, String> {
             .since
             .as_deref()
             .map(|s| parse_since(s, SystemTime::now()))
-            .transpose()?,
+            .transpose()
+            .map_err(|e| e.to_string())?,
         rule: a.rule,
         source: a.source,
         name: a.name,

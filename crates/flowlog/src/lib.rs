@@ -377,15 +377,26 @@ impl Query {
     }
 }
 
+/// Why a `--since` text gives no time. The messages name the option as the CLI spells it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinceError {
+    /// A valid duration that reaches back before the clock's epoch.
+    #[error("--since {text}: too far back")]
+    TooFarBack { text: String },
+    /// Neither a duration nor an RFC 3339 time.
+    #[error("--since `{text}`: expected a duration (30m, 1h, 2d) or an RFC 3339 time")]
+    Unrecognized { text: String },
+}
+
 /// Parse `--since`: a duration before now (`90s`, `15m`, `1h`, `2d`) or an RFC 3339 time.
-pub fn parse_since(text: &str, now: SystemTime) -> Result<SystemTime, String> {
+pub fn parse_since(text: &str, now: SystemTime) -> Result<SystemTime, SinceError> {
     if let Ok(d) = humantime::parse_duration(text) {
-        return now
-            .checked_sub(d)
-            .ok_or_else(|| format!("--since {text}: too far back"));
+        return now.checked_sub(d).ok_or_else(|| SinceError::TooFarBack {
+            text: text.to_string(),
+        });
     }
-    humantime::parse_rfc3339_weak(text).map_err(|_| {
-        format!("--since `{text}`: expected a duration (30m, 1h, 2d) or an RFC 3339 time")
+    humantime::parse_rfc3339_weak(text).map_err(|_| SinceError::Unrecognized {
+        text: text.to_string(),
     })
 }
 

@@ -61,11 +61,27 @@ fn ip_port(s: &str) -> Option<(IpAddr, Option<u16>)> {
     s.parse::<IpAddr>().ok().map(|ip| (ip, None))
 }
 
-pub fn parse_dnat_bind(s: &str) -> Result<DnatBind, String> {
-    let bad = || format!("--dnat-bind `{s}`: expected FRONTEND=LOCAL, each IP or IP:PORT");
-    let (f, l) = s.split_once('=').ok_or_else(bad)?;
-    let (frontend_ip, frontend_port) = ip_port(f.trim()).ok_or_else(bad)?;
-    let (local_ip, local_port) = ip_port(l.trim()).ok_or_else(bad)?;
+/// Why a `--dnat-bind` text is not `FRONTEND=LOCAL`; every variant carries the whole text and
+/// shows the same message, the variant tells which part was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnatBindError {
+    #[error("--dnat-bind `{text}`: expected FRONTEND=LOCAL, each IP or IP:PORT")]
+    NoEquals { text: String },
+    #[error("--dnat-bind `{text}`: expected FRONTEND=LOCAL, each IP or IP:PORT")]
+    BadFrontend { text: String },
+    #[error("--dnat-bind `{text}`: expected FRONTEND=LOCAL, each IP or IP:PORT")]
+    BadLocal { text: String },
+}
+
+pub fn parse_dnat_bind(s: &str) -> Result<DnatBind, DnatBindError> {
+    let text = || s.to_string();
+    let (f, l) = s
+        .split_once('=')
+        .ok_or_else(|| DnatBindError::NoEquals { text: text() })?;
+    let (frontend_ip, frontend_port) =
+        ip_port(f.trim()).ok_or_else(|| DnatBindError::BadFrontend { text: text() })?;
+    let (local_ip, local_port) =
+        ip_port(l.trim()).ok_or_else(|| DnatBindError::BadLocal { text: text() })?;
     Ok(DnatBind {
         frontend_ip,
         frontend_port,

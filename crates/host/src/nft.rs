@@ -28,6 +28,17 @@ pub enum NftError {
     Json(String),
 }
 
+/// Why `nft` is not usable here; see [`Nft::available`].
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// `nft` (or `ip netns exec`) could not be started: not installed, not on the path.
+    #[error(transparent)]
+    Exec(NftError),
+    /// `nft` ran and failed (not root, no netfilter, no such namespace); its stderr.
+    #[error("{stderr}")]
+    Failed { stderr: String },
+}
+
 impl Nft {
     pub fn new(netns: Option<String>) -> Nft {
         Nft { netns }
@@ -175,11 +186,13 @@ impl Nft {
     }
 
     /// Is `nft` usable here (installed, and we may talk to netfilter)?
-    pub fn available(&self) -> Result<(), String> {
+    pub fn available(&self) -> Result<(), Unavailable> {
         match self.output(&["list", "tables"]) {
             Ok(o) if o.status.success() => Ok(()),
-            Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
-            Err(e) => Err(e.to_string()),
+            Ok(o) => Err(Unavailable::Failed {
+                stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            }),
+            Err(e) => Err(Unavailable::Exec(e)),
         }
     }
 }

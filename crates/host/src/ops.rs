@@ -3,8 +3,10 @@
 //! deletes exactly what Palisade added even after a failure half-way.
 
 use crate::apply::{self, ApplyReport, TableDiff};
+use crate::nft::Unavailable;
 use crate::render::{render, RenderError, RenderOptions, TablePlan, Target};
 use crate::routes::{self, OwnedRoute, RouteAction, RouteError, RoutePlan};
+use crate::state::StateError;
 use crate::{HostState, Nft, NftError};
 use palisade_policy::Snapshot;
 use serde::Serialize;
@@ -19,10 +21,10 @@ pub enum HostError {
     #[error(transparent)]
     Route(#[from] RouteError),
     #[error("nft is not usable here (installed? root?): {0}")]
-    NftUnavailable(String),
+    NftUnavailable(Unavailable),
     /// The state file could not be read or written.
     #[error("state: {0}")]
-    State(String),
+    State(StateError),
     /// `apply` put the table in place but not the routes; the state records the table.
     #[error("the table was applied, the routes were not: {0}")]
     RoutesNotApplied(RouteError),

@@ -64,7 +64,7 @@ pub enum RouteError {
     #[error("route {0} → Internet: the host has no default gateway for that family")]
     NoDefaultGateway(IpNet),
     #[error("network namespace {0}: {1}")]
-    Netns(String, String),
+    Netns(String, #[source] std::io::Error),
 }
 
 /// The user routes of a subnet as kernel routes, and notes for those left out.
@@ -154,13 +154,13 @@ fn with_handle<T: Send + 'static>(
 }
 
 /// Move the calling thread into `/var/run/netns/NAME`.
-pub fn enter_netns(name: &str) -> Result<(), String> {
+pub fn enter_netns(name: &str) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(format!("/var/run/netns/{name}")).map_err(|e| e.to_string())?;
+    let f = std::fs::File::open(format!("/var/run/netns/{name}"))?;
     // SAFETY: setns on a valid namespace fd affects only the calling thread.
     let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error().to_string());
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

@@ -40,7 +40,7 @@ pub use atoms::cuts;
 pub use layers::LayerKind;
 pub use report::{
     everything, example, parse_scope, prefixes_text, products, report, services, AppRuleSummary,
-    Area, ExampleFlow, FlowSet, ReachEntry, ReachReport, Region,
+    Area, ExampleFlow, FlowSet, ReachEntry, ReachReport, Region, ScopeError,
 };
 
 use crate::headerspace::{addr_value, Family, IntervalSet, L4Set};

@@ -64,8 +64,17 @@ pub struct Region {
     pub outcome: u32,
 }
 
+/// Why a scope text names no set of addresses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScopeError {
+    /// An item that is no subnet or NIC of the snapshot and does not parse as an address.
+    #[error("`{item}` is neither a subnet, a NIC, an address nor a prefix")]
+    Unknown { item: String },
+}
+
 /// Sources and destinations: subnets by name, addresses, prefixes.
-pub fn parse_scope(snap: &Snapshot, text: &str) -> Result<[IntervalSet; 2], String> {
+pub fn parse_scope(snap: &Snapshot, text: &str) -> Result<[IntervalSet; 2], ScopeError> {
     let mut prefixes: Vec<IpNet> = vec![];
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if let Ok(p) = item.parse::<IpNet>() {
@@ -77,9 +86,9 @@ pub fn parse_scope(snap: &Snapshot, text: &str) -> Result<[IntervalSet; 2], Stri
         } else if let Some(n) = snap.nic_by_name(item) {
             prefixes.extend(snap.nics[n].addresses.iter().map(|a| IpNet::from(*a)));
         } else {
-            return Err(format!(
-                "`{item}` is neither a subnet, a NIC, an address nor a prefix"
-            ));
+            return Err(ScopeError::Unknown {
+                item: item.to_string(),
+            });
         }
     }
     Ok([

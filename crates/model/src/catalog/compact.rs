@@ -82,7 +82,23 @@ fn escape(s: &str) -> String {
     out
 }
 
-fn unescape(s: &str) -> Result<String, String> {
+/// What is wrong with one line of the compact copy; [`decode`] adds the line number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum LineError {
+    /// `None`: a backslash at the end of the field.
+    #[error("bad escape `\\{}`", .0.unwrap_or(' '))]
+    BadEscape(Option<char>),
+    #[error("a tag line has too few fields")]
+    TooFewFields,
+    #[error("expected a `tag` line")]
+    NotATag,
+    #[error("bad number `{value}` in tag `{tag}`")]
+    BadNumber { value: String, tag: String },
+    #[error("bad features of tag `{tag}`")]
+    BadFeatures { tag: String },
+}
+
+fn unescape(s: &str) -> Result<String, LineError> {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -95,7 +111,7 @@ fn unescape(s: &str) -> Result<String, String> {
             Some('t') => out.push('\t'),
             Some('n') => out.push('\n'),
             Some('r') => out.push('\r'),
-            other => return Err(format!("bad escape `\\{}`", other.unwrap_or(' '))),
+            other => return Err(LineError::BadEscape(other)),
         }
     }
     Ok(out)
@@ -168,7 +184,7 @@ pub(crate) fn decode(file: &str, text: &str) -> Result<Parts, Diagnostic> {
         let (k, v) = l
             .split_once('\t')
             .ok_or_else(|| fail(n, "a header line lacks a tab".to_string()))?;
-        let v = unescape(v).map_err(|e| fail(n, e))?;
+        let v = unescape(v).map_err(|e| fail(n, e.to_string()))?;
         if k == "tags" {
             count = Some(
                 v.parse::<usize>()
@@ -192,7 +208,7 @@ pub(crate) fn decode(file: &str, text: &str) -> Result<Parts, Diagnostic> {
     let mut tags = Vec::with_capacity(count.min(100_000));
     let mut seen = std::collections::HashSet::new();
     while let Some((n, l)) = lines.next() {
-        let tag = decode_tag(l).map_err(|e| fail(n, e))?;
+        let tag = decode_tag(l).map_err(|e| fail(n, e.to_string()))?;
         let (pn, pl) = lines
             .next()
             .ok_or_else(|| fail(n + 1, format!("the prefixes of `{}` are missing", tag.name)))?;
@@ -233,22 +249,24 @@ pub(crate) fn decode(file: &str, text: &str) -> Result<Parts, Diagnostic> {
     })
 }
 
-fn decode_tag(line: &str) -> Result<ServiceTag, String> {
+fn decode_tag(line: &str) -> Result<ServiceTag, LineError> {
     let fields: Vec<String> = line.split('\t').map(unescape).collect::<Result<_, _>>()?;
     let [kind, name, cn, region, rid, platform, service, features, rest @ ..] = &fields[..] else {
-        return Err("a tag line has too few fields".to_string());
+        return Err(LineError::TooFewFields);
     };
     if kind != "tag" || name.is_empty() {
-        return Err("expected a `tag` line".to_string());
+        return Err(LineError::NotATag);
     }
     let number = |s: &str| {
-        s.parse::<u64>()
-            .map_err(|_| format!("bad number `{s}` in tag `{name}`"))
+        s.parse::<u64>().map_err(|_| LineError::BadNumber {
+            value: s.to_string(),
+            tag: name.clone(),
+        })
     };
     let network_features = match (features.as_str(), rest) {
         ("null", []) => None,
         ("list", fs) => Some(fs.to_vec()),
-        _ => return Err(format!("bad features of tag `{name}`")),
+        _ => return Err(LineError::BadFeatures { tag: name.clone() }),
     };
     Ok(ServiceTag {
         name: name.clone(),

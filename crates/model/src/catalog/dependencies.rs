@@ -664,12 +664,50 @@ pub(crate) struct Target {
     pub note: Option<String>,
 }
 
+/// Why a `domainName` (or an FQDN tag's name) is not a name, pattern, address or `*` (CAT-8,
+/// FW-6.3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TargetError {
+    #[error("the name is empty")]
+    Empty,
+    #[error("a `[` without `]`")]
+    UnclosedBracket,
+    #[error("`{0}` is not an IPv6 address")]
+    NotIpv6(String),
+    #[error("unexpected `{0}` after the address")]
+    AfterAddress(String),
+    #[error("several `:`; an IPv6 address with a port is written `[address]:port`")]
+    SeveralColons,
+    #[error("`{0}` is not a port number (1-65535)")]
+    BadPort(String),
+    #[error("label `{0}` is not a valid internationalised name")]
+    BadIdn(String),
+    #[error("a single label, not a fully qualified name")]
+    SingleLabel,
+    #[error("an empty label (`..` or a leading dot)")]
+    EmptyLabel,
+    #[error("label `{0}` is longer than 63 characters")]
+    LongLabel(String),
+    #[error("character `{0}` is not allowed in a name")]
+    BadChar(char),
+    #[error("`*` in the top-level label")]
+    WildcardTopLevel,
+    #[error("`*` as a whole label is allowed only leftmost")]
+    WildcardNotLeftmost,
+    #[error("label `{0}` starts or ends with `-`")]
+    Hyphen(String),
+    #[error("the top-level label `{0}` is numeric (a truncated name?)")]
+    NumericTopLevel(String),
+    #[error("longer than 253 characters")]
+    TooLong,
+}
+
 /// Split and check a `domainName` (CAT-8): `host`, `host:port`, `host:443,5671`, `*:123`, IP
 /// literals (IPv6 with a port as `[addr]:port`).
-pub(crate) fn parse_target(raw: &str) -> Result<Target, String> {
+pub(crate) fn parse_target(raw: &str) -> Result<Target, TargetError> {
     let t = raw.trim();
     if t.is_empty() {
-        return Err("the name is empty".to_string());
+        return Err(TargetError::Empty);
     }
     if let Ok(ip) = t.parse::<IpAddr>() {
         return Ok(Target {
@@ -680,20 +718,18 @@ pub(crate) fn parse_target(raw: &str) -> Result<Target, String> {
         });
     }
     if let Some(rest) = t.strip_prefix('[') {
-        let (inner, after) = rest
-            .split_once(']')
-            .ok_or_else(|| "a `[` without `]`".to_string())?;
+        let (inner, after) = rest.split_once(']').ok_or(TargetError::UnclosedBracket)?;
         let ip = IpAddr::V6(
             inner
                 .parse::<Ipv6Addr>()
-                .map_err(|_| format!("`{inner}` is not an IPv6 address"))?,
+                .map_err(|_| TargetError::NotIpv6(inner.to_string()))?,
         );
         let ports = match after {
             "" => Vec::new(),
             _ => parse_ports(
                 after
                     .strip_prefix(':')
-                    .ok_or_else(|| format!("unexpected `{after}` after the address"))?,
+                    .ok_or_else(|| TargetError::AfterAddress(after.to_string()))?,
             )?,
         };
         return Ok(Target {
@@ -705,11 +741,7 @@ pub(crate) fn parse_target(raw: &str) -> Result<Target, String> {
     }
     let (host, ports) = match t.split_once(':') {
         Some((h, p)) if !p.contains(':') => (h.trim(), parse_ports(p)?),
-        Some(_) => {
-            return Err(
-                "several `:`; an IPv6 address with a port is written `[address]:port`".to_string(),
-            )
-        }
+        Some(_) => return Err(TargetError::SeveralColons),
         None => (t, Vec::new()),
     };
     let host = host.to_lowercase();
@@ -739,7 +771,7 @@ pub(crate) fn parse_target(raw: &str) -> Result<Target, String> {
 }
 
 /// `443,5671` → [443, 5671].
-fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
+fn parse_ports(text: &str) -> Result<Vec<u16>, TargetError> {
     let mut ports = Vec::new();
     for piece in text.split(',') {
         let p = piece.trim();
@@ -747,7 +779,7 @@ fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
             .then(|| p.parse::<u16>().ok())
             .flatten()
             .filter(|n| *n != 0)
-            .ok_or_else(|| format!("`{p}` is not a port number (1-65535)"))?;
+            .ok_or_else(|| TargetError::BadPort(p.to_string()))?;
         if !ports.contains(&port) {
             ports.push(port);
         }
@@ -757,57 +789,54 @@ fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
 
 /// Check a lowercased name or pattern (FW-6.3 with CAT-8's mid-label `*`); returns it in ASCII
 /// (IDNA for non-ASCII labels) and a warning for legal but suspicious forms.
-pub(crate) fn check_name(name: &str) -> Result<(String, Option<String>), String> {
+pub(crate) fn check_name(name: &str) -> Result<(String, Option<String>), TargetError> {
     let n = name.strip_suffix('.').unwrap_or(name);
     if n.is_empty() {
-        return Err("the name is empty".to_string());
+        return Err(TargetError::Empty);
     }
     let mut labels: Vec<String> = Vec::new();
     for label in n.split('.') {
         if label.is_ascii() || label.contains('*') {
             labels.push(label.to_string());
         } else {
-            let ascii = idna::domain_to_ascii(label)
-                .map_err(|_| format!("label `{label}` is not a valid internationalised name"))?;
+            let ascii =
+                idna::domain_to_ascii(label).map_err(|_| TargetError::BadIdn(label.to_string()))?;
             labels.push(ascii);
         }
     }
     let last = labels.len() - 1;
     if last == 0 {
-        return Err("a single label, not a fully qualified name".to_string());
+        return Err(TargetError::SingleLabel);
     }
     for (i, l) in labels.iter().enumerate() {
         if l.is_empty() {
-            return Err("an empty label (`..` or a leading dot)".to_string());
+            return Err(TargetError::EmptyLabel);
         }
         if l.len() > 63 {
-            return Err(format!("label `{l}` is longer than 63 characters"));
+            return Err(TargetError::LongLabel(l.clone()));
         }
         if let Some(c) = l.chars().find(|c| {
             !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '*'))
         }) {
-            return Err(format!("character `{c}` is not allowed in a name"));
+            return Err(TargetError::BadChar(c));
         }
         if l.contains('*') {
             if i == last {
-                return Err("`*` in the top-level label".to_string());
+                return Err(TargetError::WildcardTopLevel);
             }
             if l == "*" && i != 0 {
-                return Err("`*` as a whole label is allowed only leftmost".to_string());
+                return Err(TargetError::WildcardNotLeftmost);
             }
         } else if l.starts_with('-') || l.ends_with('-') {
-            return Err(format!("label `{l}` starts or ends with `-`"));
+            return Err(TargetError::Hyphen(l.clone()));
         }
     }
     if labels[last].bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "the top-level label `{}` is numeric (a truncated name?)",
-            labels[last]
-        ));
+        return Err(TargetError::NumericTopLevel(labels[last].clone()));
     }
     let ascii = labels.join(".");
     if ascii.len() > 253 {
-        return Err("longer than 253 characters".to_string());
+        return Err(TargetError::TooLong);
     }
     let first = &labels[0];
     let note =
