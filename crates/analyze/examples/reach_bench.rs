@@ -68,7 +68,7 @@ fn main() {
     let s = snap
         .subnet_by_name(&format!("spoke{j}/workload"))
         .expect("spoke");
-    let idx = snap.subnets[s].nsg.expect("nsg");
+    let idx = snap.subnet(s).nsg.expect("nsg");
     let mut changed = net.clone();
     let nsg = changed
         .network_security_groups
@@ -83,14 +83,14 @@ fn main() {
     };
     let nsg = nsg.clone();
     let t = Instant::now();
-    let compiled = CompiledNsg::compile(&nsg, &catalogs, &snap.subnets[s].tags, &HashMap::new());
+    let compiled = CompiledNsg::compile(&nsg, &catalogs, &snap.subnet(s).tags, &HashMap::new());
     let nsg_compile = ms(t);
     let mut nsg_times = vec![];
     for round in 0..5 {
         let rules = if round % 2 == 0 {
             &compiled.outbound
         } else {
-            &snap.nsgs[idx].outbound
+            &snap.nsg(idx).outbound
         };
         let t = Instant::now();
         let n = engine
@@ -104,6 +104,7 @@ fn main() {
 
     // One-rule firewall changes: a narrow one (spoke-to-spoke rule's ports), a broad one.
     let fw_model = &net.azure_firewalls[0];
+    let (fw0, fw0_compiled) = snap.firewalls().next().expect("a firewall");
     let mut fw_times = vec![];
     for (label, col, rule, broad) in [
         ("narrow", 20usize, 7usize, false),
@@ -123,12 +124,10 @@ fn main() {
         let cfw = CompiledFirewall::compile(&fw, &changed, &catalogs, &HashMap::new());
         let fw_compile = ms(t);
         let t = Instant::now();
-        let n = engine.update_firewall(0, &cfw).expect("update");
+        let n = engine.update_firewall(fw0, &cfw).expect("update");
         let there = ms(t);
         let t = Instant::now();
-        let m = engine
-            .update_firewall(0, &snap.firewalls[0])
-            .expect("update");
+        let m = engine.update_firewall(fw0, fw0_compiled).expect("update");
         let back = ms(t);
         fw_times.push((label, there, back, n, m, fw_compile));
         println!("firewall one-rule re-check ({label}): {there:.2} ms ({n} pairs), back {back:.2} ms ({m} pairs); recompiling the firewall {fw_compile:.1} ms");

@@ -9,9 +9,10 @@
 
 use ipnet::IpNet;
 use palisade_model::{Access, NextHopType};
-use palisade_policy::prefixes::{aggregate, difference, net};
+use palisade_policy::addresses::{host_net, AZURE_WIRE_SERVER};
+use palisade_policy::prefixes::{aggregate, difference};
 use palisade_policy::routes::EffectiveRoute;
-use palisade_policy::Snapshot;
+use palisade_policy::{Snapshot, SubnetId};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,7 +51,7 @@ struct InboundEntry {
 /// dependency list's `via: Route` entries.
 pub fn check(snap: &Snapshot, declared: &[(String, Vec<IpNet>)]) -> Report {
     let mut report = Report {
-        subnets: snap.subnets.len(),
+        subnets: snap.subnets().len(),
         ..Default::default()
     };
     // Addresses that are not "outside": the virtual networks and their peers, the platform.
@@ -65,13 +66,13 @@ pub fn check(snap: &Snapshot, declared: &[(String, Vec<IpNet>)]) -> Report {
             .iter()
             .flat_map(|p| p.remote_address_space.iter().copied())
     }));
-    inside.push(net("168.63.129.16/32"));
+    inside.push(host_net(AZURE_WIRE_SERVER));
     // Only public sources arrive on a public address: private and special ranges cannot.
     let public = palisade_policy::addresses::TagContext::new(&inside).internet;
-    for (si, subnet) in snap.subnets.iter().enumerate() {
+    for (si, subnet) in snap.subnets() {
         let mut entries: Vec<InboundEntry> = vec![];
         if let Some(n) = subnet.nsg {
-            let nsg = &snap.nsgs[n];
+            let nsg = snap.nsg(n);
             for r in nsg
                 .inbound
                 .rules
@@ -158,11 +159,11 @@ fn intersect(a: &[IpNet], b: &[IpNet]) -> Vec<IpNet> {
 /// specific route prefix, and each more specific prefix (minus deeper ones).
 fn split_by_routes(
     snap: &Snapshot,
-    subnet: usize,
+    subnet: SubnetId,
     p: IpNet,
     route_prefixes: &[IpNet],
 ) -> Vec<(Vec<IpNet>, EffectiveRoute)> {
-    let routes = &snap.subnets[subnet].routes;
+    let routes = &snap.subnet(subnet).routes;
     let inner: Vec<IpNet> = route_prefixes
         .iter()
         .copied()

@@ -26,7 +26,7 @@ pub fn probe_address(snap: &Snapshot, source: IpAddr) -> IpAddr {
         .iter()
         .map(|a| a.parse().expect("literal address"))
         .collect();
-    let routes = snap.locate(source).subnet.map(|s| &snap.subnets[s].routes);
+    let routes = snap.locate(source).subnet.map(|s| &snap.subnet(s).routes);
     let default_routed =
         |a: &IpAddr| routes.is_none_or(|r| r.lookup(*a).is_some_and(|(p, _)| p.prefix_len() == 0));
     candidates
@@ -123,12 +123,10 @@ pub fn check(snap: &Snapshot, catalog: &DependencyCatalog, source: IpAddr) -> Re
         };
         if e.category.via == Via::ServiceEndpoint {
             let service = e.category.service_endpoint.clone().unwrap_or_default();
-            let has = subnet.is_some_and(|s| {
+            let has = subnet.map(|s| snap.subnet(s)).is_some_and(|s| {
                 snap.network
                     .subnets()
-                    .find(|(v, sn)| {
-                        v.name == snap.subnets[s].vnet && sn.name == snap.subnets[s].name
-                    })
+                    .find(|(v, sn)| v.name == s.vnet && sn.name == s.name)
                     .is_some_and(|(_, sn)| {
                         sn.service_endpoints
                             .iter()

@@ -11,7 +11,8 @@ use palisade_model::{
 };
 use palisade_policy::nsg::CompiledRule;
 use palisade_policy::prefixes::difference;
-use palisade_policy::Snapshot;
+use palisade_policy::snapshot::NicEntry;
+use palisade_policy::{NsgId, Snapshot};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -151,15 +152,14 @@ pub fn lint(snap: &Snapshot) -> Vec<Finding> {
 fn nsg_rules(snap: &Snapshot, out: &mut Vec<Finding>) {
     // Each NSG once: the subnet-context compilation when it has one (tags expanded there).
     let mut seen = std::collections::HashSet::new();
-    let order: Vec<usize> = snap
-        .subnets
-        .iter()
-        .filter_map(|s| s.nsg)
-        .chain(snap.nics.iter().filter_map(|n| n.nsg))
-        .chain(snap.unattached_nsgs.values().copied())
+    let order: Vec<NsgId> = snap
+        .subnets()
+        .filter_map(|(_, s)| s.nsg)
+        .chain(snap.nics().filter_map(|(_, n)| n.nsg))
+        .chain(snap.unattached_nsgs().map(|(_, i)| i))
         .collect();
-    for idx in order {
-        let nsg = &snap.nsgs[idx];
+    for id in order {
+        let nsg = snap.nsg(id);
         if !seen.insert(nsg.name.to_ascii_lowercase()) {
             continue;
         }
@@ -226,9 +226,9 @@ fn nsg_rules(snap: &Snapshot, out: &mut Vec<Finding>) {
                         || covers_set(
                             &r.source,
                             &snap
-                                .subnets
-                                .first()
-                                .map(|s| s.tags.internet.clone())
+                                .subnets()
+                                .next()
+                                .map(|(_, s)| s.tags.internet.clone())
                                 .unwrap_or_default(),
                         );
                     if open {
@@ -290,20 +290,19 @@ fn layouts(snap: &Snapshot, out: &mut Vec<Finding>) {
         }
     }
     // A subnet NSG allow that every NIC NSG in the subnet denies first has no effect (NSG-6).
-    for (si, subnet) in snap.subnets.iter().enumerate() {
+    for (si, subnet) in snap.subnets() {
         let Some(sn) = subnet.nsg else { continue };
-        let nics: Vec<usize> = snap
-            .nics
-            .iter()
-            .enumerate()
+        let nics: Vec<&NicEntry> = snap
+            .nics()
             .filter(|(_, n)| n.subnet == Some(si))
-            .map(|(i, _)| i)
+            .map(|(_, n)| n)
             .collect();
         if nics.is_empty() {
             continue;
         }
         for dir in [Direction::Inbound, Direction::Outbound] {
-            for r in snap.nsgs[sn]
+            for r in snap
+                .nsg(sn)
                 .direction(dir)
                 .rules
                 .iter()
@@ -311,12 +310,12 @@ fn layouts(snap: &Snapshot, out: &mut Vec<Finding>) {
             {
                 let mut blockers = vec![];
                 for n in &nics {
-                    let Some(ni) = snap.nics[*n].nsg else {
+                    let Some(ni) = n.nsg else {
                         blockers.clear();
                         break;
                     };
                     // The first NIC rule overlapping the allowed traffic must cover it and deny.
-                    let nic_rules = &snap.nsgs[ni].direction(dir).rules;
+                    let nic_rules = &snap.nsg(ni).direction(dir).rules;
                     match nic_rules
                         .iter()
                         .find(|x| x.access == Access::Deny && rule_covers(x, r))
@@ -327,7 +326,7 @@ fn layouts(snap: &Snapshot, out: &mut Vec<Finding>) {
                                 .take_while(|x| x.name != d.name)
                                 .any(|x| x.access == Access::Allow && overlaps(x, r)) =>
                         {
-                            blockers.push(format!("{}/{}", snap.nsgs[ni].name, d.name))
+                            blockers.push(format!("{}/{}", snap.nsg(ni).name, d.name))
                         }
                         _ => {
                             blockers.clear();
@@ -336,8 +335,8 @@ fn layouts(snap: &Snapshot, out: &mut Vec<Finding>) {
                     }
                 }
                 if !blockers.is_empty() {
-                    let origin = origin_of(snap, &snap.nsgs[sn].name, r);
-                    out.push(finding(Severity::Warning, "overruled-by-nic-nsg", &origin, &snap.nsgs[sn].name, Some(&r.name), format!("`{}` allows traffic that every NIC in subnet `{}` denies ({}): it has no effect", r.name, subnet.name, blockers.join(", ")), "remove the subnet rule, or allow the traffic in the NIC NSG too".into()));
+                    let origin = origin_of(snap, &snap.nsg(sn).name, r);
+                    out.push(finding(Severity::Warning, "overruled-by-nic-nsg", &origin, &snap.nsg(sn).name, Some(&r.name), format!("`{}` allows traffic that every NIC in subnet `{}` denies ({}): it has no effect", r.name, subnet.name, blockers.join(", ")), "remove the subnet rule, or allow the traffic in the NIC NSG too".into()));
                 }
             }
         }
@@ -390,11 +389,11 @@ fn routes(snap: &Snapshot, out: &mut Vec<Finding>) {
             let Some(si) = snap.subnet_by_name(&format!("{}/{}", v.name, s.name)) else {
                 continue;
             };
-            let Some(ci) = snap.subnets[si].nsg else {
+            let Some(ci) = snap.subnet(si).nsg else {
                 continue;
             };
             let reaches_default = |dir: Direction| {
-                let rules = &snap.nsgs[ci].direction(dir).rules;
+                let rules = &snap.nsg(ci).direction(dir).rules;
                 !rules.iter().any(|r| {
                     !r.is_default
                         && r.access == Access::Deny
@@ -413,7 +412,8 @@ fn routes(snap: &Snapshot, out: &mut Vec<Finding>) {
         let Some(si) = snap.subnet_by_name(&format!("{}/{}", v.name, s.name)) else {
             continue;
         };
-        let through_fw = snap.subnets[si]
+        let through_fw = snap
+            .subnet(si)
             .routes
             .lookup("0.0.0.0".parse().expect("literal"))
             .is_some_and(|(_, r)| r.next_hop_type == NextHopType::VirtualAppliance);

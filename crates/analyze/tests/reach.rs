@@ -205,7 +205,7 @@ fn diag_7_reachability_equals_trace_on_the_scenarios() {
             dports.extend(f.destination_port);
             dports.extend(f.source_port.map(|_| 50000));
         }
-        for n in &snap.nics {
+        for (_, n) in snap.nics() {
             addrs.extend(n.addresses.iter().copied());
         }
         let addrs: Vec<IpAddr> = addrs.into_iter().collect();
@@ -333,11 +333,12 @@ fn reachability_recheck_equals_full_recomputation() {
     n.security_rules[2].destination.port_ranges = vec![palisade_model::PortRange::ANY];
     let snap2 = compile(&changed);
     let mut engine = Engine::new(&snap);
-    let idx = snap.subnets[snap.subnet_by_name("spoke0/workload").unwrap()]
+    let idx = snap
+        .subnet(snap.subnet_by_name("spoke0/workload").unwrap())
         .nsg
         .unwrap();
     for dir in [Direction::Inbound, Direction::Outbound] {
-        let rules = snap2.nsgs[idx].direction(dir);
+        let rules = snap2.nsg(idx).direction(dir);
         engine.update_nsg(idx, dir, rules).unwrap();
     }
     same_answers(&engine, &Engine::new(&snap2));
@@ -347,7 +348,8 @@ fn reachability_recheck_equals_full_recomputation() {
     fw.rule_collections[1].rules.remove(3);
     fw.rule_collections[1].action = palisade_model::FirewallAction::Deny;
     let snap3 = compile(&changed3);
-    engine.update_firewall(0, &snap3.firewalls[0]).unwrap();
+    let (fw0, compiled) = snap3.firewalls().next().unwrap();
+    engine.update_firewall(fw0, compiled).unwrap();
     same_answers(&engine, &Engine::new(&snap3));
 }
 

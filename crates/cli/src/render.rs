@@ -159,9 +159,9 @@ pub fn next_hop(
 ) -> Result<ExitCode, String> {
     let loc = snap.locate(from);
     let routes: &SubnetRoutes = match loc.subnet {
-        Some(s) => &snap.subnets[s].routes,
-        None => match snap.unattached_route_tables.values().next() {
-            Some(r) if snap.unattached_route_tables.len() == 1 => r,
+        Some(s) => &snap.subnet(s).routes,
+        None => match snap.unattached_route_tables().next() {
+            Some((_, r)) if snap.unattached_route_tables().len() == 1 => r,
             _ => return Err(format!("{from} is in no subnet of the input")),
         },
     };
@@ -261,28 +261,29 @@ pub fn effective_rules(
         let i = snap
             .nic_by_name(n)
             .ok_or_else(|| format!("no network interface named '{n}'"))?;
-        let e = &snap.nics[i];
-        if let Some(s) = e.subnet {
-            if let Some(g) = snap.subnets[s].nsg {
+        let e = snap.nic(i);
+        if let Some(s) = e.subnet.map(|s| snap.subnet(s)) {
+            if let Some(g) = s.nsg {
                 groups.push((
                     "subnet".into(),
-                    format!("{}/{}", snap.subnets[s].vnet, snap.subnets[s].name),
-                    &snap.nsgs[g],
+                    format!("{}/{}", s.vnet, s.name),
+                    snap.nsg(g),
                 ));
             }
         }
         if let Some(g) = e.nsg {
-            groups.push(("networkInterface".into(), e.name.clone(), &snap.nsgs[g]));
+            groups.push(("networkInterface".into(), e.name.clone(), snap.nsg(g)));
         }
     } else if let Some(s) = subnet {
         let i = snap
             .subnet_by_name(s)
             .ok_or_else(|| format!("no subnet named '{s}'"))?;
-        if let Some(g) = snap.subnets[i].nsg {
+        let e = snap.subnet(i);
+        if let Some(g) = e.nsg {
             groups.push((
                 "subnet".into(),
-                format!("{}/{}", snap.subnets[i].vnet, snap.subnets[i].name),
-                &snap.nsgs[g],
+                format!("{}/{}", e.vnet, e.name),
+                snap.nsg(g),
             ));
         }
     }
@@ -351,13 +352,14 @@ pub fn effective_routes(
             let i = snap
                 .nic_by_name(n)
                 .ok_or_else(|| format!("no network interface named '{n}'"))?;
-            snap.nics[i]
+            snap.nic(i)
                 .subnet
                 .ok_or_else(|| format!("network interface '{n}' is in no subnet of the input"))?
         }
         _ => return Err("give --subnet or --nic".into()),
     };
-    let routes = &snap.subnets[s].routes.routes;
+    let s = snap.subnet(s);
+    let routes = &s.routes.routes;
     if as_json {
         let value: Vec<Value> = routes
             .iter()
@@ -384,10 +386,7 @@ pub fn effective_routes(
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "effective routes of {}/{}",
-        snap.subnets[s].vnet, snap.subnets[s].name
-    );
+    println!("effective routes of {}/{}", s.vnet, s.name);
     for r in routes {
         let prefixes: Vec<String> = r
             .address_prefix

@@ -5,7 +5,7 @@ use palisade_load::Source;
 use palisade_model::bindings::Bindings;
 use palisade_model::Severity;
 use palisade_policy::firewall::CompiledFirewall;
-use palisade_policy::Snapshot;
+use palisade_policy::{FirewallId, Snapshot};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -32,7 +32,7 @@ impl PolicySource {
 /// A compiled snapshot in force.
 pub struct Active {
     pub snapshot: Snapshot,
-    pub firewall: usize,
+    pub firewall: FirewallId,
     /// The name bindings it was compiled with; the gateway's resolver answers from them first,
     /// so FQDN network rules and the PAL-5.2 address check see the same addresses.
     pub bindings: Bindings,
@@ -46,7 +46,7 @@ impl Active {
         &self.snapshot.id
     }
     pub fn firewall(&self) -> &CompiledFirewall {
-        &self.snapshot.firewalls[self.firewall]
+        self.snapshot.firewall(self.firewall)
     }
 }
 
@@ -60,7 +60,7 @@ pub fn load(source: &PolicySource) -> Result<Active, Vec<String>> {
     let Some(snapshot) = loaded.snapshot else {
         return Err(loaded.error_lines());
     };
-    if snapshot.firewalls.is_empty() {
+    if snapshot.firewalls().next().is_none() {
         return Err(vec![format!(
             "{}: the network has no firewall (azureFirewalls) for the gateway to run",
             source.source.describe()
@@ -68,31 +68,25 @@ pub fn load(source: &PolicySource) -> Result<Active, Vec<String>> {
     }
     let names = || {
         snapshot
-            .firewalls
-            .iter()
-            .map(|f| f.name.as_str())
+            .firewalls()
+            .map(|(_, f)| f.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     };
     let firewall = match &source.firewall {
-        Some(name) => snapshot
-            .firewalls
-            .iter()
-            .position(|f| f.name.eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                vec![format!(
-                    "--firewall {name}: no such firewall (the network has {})",
-                    names()
-                )]
-            })?,
-        None if snapshot.firewalls.len() == 1 => 0,
-        None => {
-            return Err(vec![format!(
-                "the network has {} firewalls ({}); choose one with --firewall",
-                snapshot.firewalls.len(),
+        Some(name) => snapshot.firewall_by_name(name).ok_or_else(|| {
+            vec![format!(
+                "--firewall {name}: no such firewall (the network has {})",
                 names()
-            )]);
-        }
+            )]
+        })?,
+        None => snapshot.sole_firewall().ok_or_else(|| {
+            vec![format!(
+                "the network has {} firewalls ({}); choose one with --firewall",
+                snapshot.firewalls().len(),
+                names()
+            )]
+        })?,
     };
     let mut warnings: Vec<String> = loaded
         .diagnostics
@@ -100,7 +94,7 @@ pub fn load(source: &PolicySource) -> Result<Active, Vec<String>> {
         .filter(|d| d.severity == Severity::Warning)
         .map(|d| d.to_string())
         .collect();
-    warnings.extend(snapshot.firewalls[firewall].problems.iter().cloned());
+    warnings.extend(snapshot.firewall(firewall).problems.iter().cloned());
     Ok(Active {
         snapshot,
         firewall,

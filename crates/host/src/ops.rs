@@ -77,7 +77,7 @@ pub fn plan(
     let (subnet, label) = match target {
         Target::Subnet(s) => (snap.subnet_by_name(s), format!("subnet {s}")),
         Target::Nic(n) => (
-            snap.nic_by_name(n).and_then(|i| snap.nics[i].subnet),
+            snap.nic_by_name(n).and_then(|i| snap.nic(i).subnet),
             format!("nic {n}"),
         ),
     };

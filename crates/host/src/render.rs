@@ -14,13 +14,13 @@
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use palisade_model::{Access, PortRange, Protocol};
+use palisade_policy::addresses::PLATFORM_ADDRESSES;
 use palisade_policy::nsg::{CompiledNsg, CompiledRule, DirectionRules};
 use palisade_policy::Snapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::net::IpAddr;
 
 /// What the table protects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -509,9 +509,9 @@ fn render_direction(
         b.sets.push(SetDef {
             name: "platform4".into(),
             kind: SetKind::Ipv4Addr,
-            elements: palisade_policy::trace::PLATFORM_ADDRESSES
+            elements: PLATFORM_ADDRESSES
                 .iter()
-                .map(|a| Elem::Net(IpNet::from(a.parse::<IpAddr>().expect("constant"))))
+                .map(|a| Elem::Net(IpNet::from(*a)))
                 .collect(),
         });
         b.used_names.insert("platform4".into());
@@ -696,19 +696,19 @@ pub fn render(
     target: &Target,
     opts: &RenderOptions,
 ) -> Result<TablePlan, RenderError> {
-    let (nsg_index, scope, label) = match target {
+    let (nsg_id, scope, label) = match target {
         Target::Subnet(name) => {
             let i = snap
                 .subnet_by_name(name)
                 .ok_or_else(|| RenderError::NoSubnet(name.clone()))?;
-            let s = &snap.subnets[i];
+            let s = snap.subnet(i);
             (s.nsg, s.prefixes.clone(), format!("subnet {}", s.name))
         }
         Target::Nic(name) => {
             let i = snap
                 .nic_by_name(name)
                 .ok_or_else(|| RenderError::NoNic(name.clone()))?;
-            let n = &snap.nics[i];
+            let n = snap.nic(i);
             (
                 n.nsg,
                 n.addresses.iter().map(|a| IpNet::from(*a)).collect(),
@@ -716,11 +716,11 @@ pub fn render(
             )
         }
     };
-    let nsg_index = nsg_index.ok_or_else(|| RenderError::NoNsg(label.clone()))?;
+    let nsg_id = nsg_id.ok_or_else(|| RenderError::NoNsg(label.clone()))?;
     if scope.is_empty() {
         return Err(RenderError::NoAddresses(label));
     }
-    let nsg = &snap.nsgs[nsg_index];
+    let nsg = snap.nsg(nsg_id);
     let bad: Vec<String> = nsg
         .inbound
         .rules

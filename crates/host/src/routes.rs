@@ -14,7 +14,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::AddressFamily;
 use palisade_model::NextHopType;
 use palisade_policy::routes::{RouteSource, RouteState};
-use palisade_policy::Snapshot;
+use palisade_policy::{Snapshot, SubnetId};
 use rtnetlink::RouteMessageBuilder;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -68,10 +68,10 @@ pub enum RouteError {
 }
 
 /// The user routes of a subnet as kernel routes, and notes for those left out.
-pub fn plan_routes(snap: &Snapshot, subnet: usize) -> (Vec<RoutePlan>, Vec<String>) {
+pub fn plan_routes(snap: &Snapshot, subnet: SubnetId) -> (Vec<RoutePlan>, Vec<String>) {
     let mut out = vec![];
     let mut notes = vec![];
-    for r in &snap.subnets[subnet].routes.routes {
+    for r in &snap.subnet(subnet).routes.routes {
         if r.source != RouteSource::User {
             continue;
         }

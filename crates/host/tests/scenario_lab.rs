@@ -88,7 +88,7 @@ fn layered_nsg_kernel_agrees_with_trace() {
         ])
         .unwrap();
     };
-    for (i, nic) in snap.nics.iter().enumerate() {
+    for (i, nic) in snap.nics() {
         let v4: Vec<IpAddr> = nic
             .addresses
             .iter()
@@ -98,14 +98,14 @@ fn layered_nsg_kernel_agrees_with_trace() {
         if v4.is_empty() {
             continue;
         }
-        let ns = Netns::new(&format!("nic{i}"));
+        let ns = Netns::new(&format!("nic{}", i.index()));
         attach(&ns, places.len(), &v4);
         let nft = Nft::new(Some(ns.name.clone()));
         let mut tables = BTreeMap::new();
         let mut targets = vec![];
         if let Some(s) = nic.subnet {
-            if snap.subnets[s].nsg.is_some() {
-                targets.push(("s", Target::Subnet(snap.subnets[s].name.clone())));
+            if snap.subnet(s).nsg.is_some() {
+                targets.push(("s", Target::Subnet(snap.subnet(s).name.clone())));
             }
         }
         if nic.nsg.is_some() {

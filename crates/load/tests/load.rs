@@ -54,8 +54,8 @@ fn fmt_5_parameters_file() {
     assert!(!with.diagnostics.has_errors(), "{}", with.diagnostics);
     let literal = load(&Source::files([ase().join("network.json")]));
     let (a, b) = (with.snapshot.unwrap(), literal.snapshot.unwrap());
-    assert_eq!(a.firewalls.len(), 1);
-    assert_eq!(a.subnets.len(), b.subnets.len());
+    assert_eq!(a.firewalls().len(), 1);
+    assert_eq!(a.subnets().len(), b.subnets().len());
 }
 
 #[test]

@@ -6,9 +6,25 @@ use crate::prefixes::{aggregate, all_v4, all_v6, difference, net, range_to_cidrs
 use ipnet::IpNet;
 use palisade_model::catalog::Catalogs;
 use palisade_model::AddressItem;
+use std::net::{IpAddr, Ipv4Addr};
 
-/// The built-in `AzureLoadBalancer` address (NSG-8.2), also part of `VirtualNetwork` (NSG-8.1).
-pub const AZURE_LOAD_BALANCER: &str = "168.63.129.16/32";
+/// The host's wire server, `168.63.129.16`: the built-in `AzureLoadBalancer` address
+/// (`../shared/spec/nsg.md` NSG-8.2), always part of `VirtualNetwork` (NSG-8.1), and the
+/// platform DNS and licensing address a NIC always reaches (NSG-8.4, tags `AzurePlatformDNS`
+/// and `AzurePlatformLKM`).
+pub const AZURE_WIRE_SERVER: Ipv4Addr = Ipv4Addr::new(168, 63, 129, 16);
+
+/// The instance metadata service, `169.254.169.254`: a platform address a NIC always reaches
+/// (`../shared/spec/nsg.md` NSG-8.4, tag `AzurePlatformIMDS`).
+pub const AZURE_IMDS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+
+/// The platform addresses outbound NSG rules do not apply to (NSG-8.4), the wire server first.
+pub const PLATFORM_ADDRESSES: [IpAddr; 2] = [IpAddr::V4(AZURE_WIRE_SERVER), IpAddr::V4(AZURE_IMDS)];
+
+/// One address as a host prefix (`/32`, `/128`).
+pub fn host_net(a: impl Into<IpAddr>) -> IpNet {
+    IpNet::from(a.into())
+}
 
 /// Special-purpose ranges excluded from `Internet` (NSG-8.3).
 const SPECIAL_V4: &[&str] = &[
@@ -38,7 +54,7 @@ impl TagContext {
     /// VirtualAppliance / VirtualNetworkGateway of the subnet's table.
     pub fn new(vnet_prefixes: &[IpNet]) -> TagContext {
         let mut vn: Vec<IpNet> = vnet_prefixes.to_vec();
-        vn.push(net(AZURE_LOAD_BALANCER));
+        vn.push(host_net(AZURE_WIRE_SERVER));
         let virtual_network = aggregate(&vn);
         let mut excluded: Vec<IpNet> = virtual_network.clone();
         excluded.extend(SPECIAL_V4.iter().map(|s| net(s)));
@@ -76,11 +92,11 @@ pub fn resolve(
         AddressItem::ServiceTag(t) => match t.to_ascii_lowercase().as_str() {
             "virtualnetwork" => out.extend(ctx.virtual_network.iter().copied()),
             "internet" => out.extend(ctx.internet.iter().copied()),
-            "azureloadbalancer" => out.push(net(AZURE_LOAD_BALANCER)),
+            "azureloadbalancer" => out.push(host_net(AZURE_WIRE_SERVER)),
             // NSG-8.4 platform tags, not in the service-tag file: the host's wire server (DNS,
             // and licensing through it — unverified) and the metadata service.
-            "azureplatformdns" | "azureplatformlkm" => out.push(net(AZURE_LOAD_BALANCER)),
-            "azureplatformimds" => out.push(net("169.254.169.254/32")),
+            "azureplatformdns" | "azureplatformlkm" => out.push(host_net(AZURE_WIRE_SERVER)),
+            "azureplatformimds" => out.push(host_net(AZURE_IMDS)),
             _ => match catalogs.service_tags.get(t) {
                 Some(tag) => out.extend(tag.address_prefixes.iter().copied()),
                 None => return Err(Unresolved::UnknownTag(t.clone())),
@@ -110,7 +126,6 @@ pub fn resolve_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::IpAddr;
 
     fn has(set: &[IpNet], a: &str) -> bool {
         let a: IpAddr = a.parse().unwrap();

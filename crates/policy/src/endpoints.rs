@@ -122,11 +122,13 @@ pub fn workload_address(snap: &Snapshot, from: Option<&str>) -> Result<IpAddr, E
         Some(name) => snap
             .subnet_by_name(name)
             .ok_or_else(|| EndpointError::NoSuchSubnet(name.to_string()))?,
-        None => (0..snap.subnets.len())
-            .find(|i| snap.subnets[*i].nsg.is_some() || snap.subnets[*i].route_table.is_some())
+        None => snap
+            .subnets()
+            .find(|(_, s)| s.nsg.is_some() || s.route_table.is_some())
+            .map(|(i, _)| i)
             .ok_or(EndpointError::NoSubnet)?,
     };
-    let s = &snap.subnets[subnet];
+    let s = snap.subnet(subnet);
     s.prefixes
         .iter()
         .find_map(first_usable)

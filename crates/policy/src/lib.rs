@@ -11,6 +11,7 @@
 pub mod addresses;
 pub mod endpoints;
 pub mod firewall;
+pub mod ids;
 pub mod intervals;
 pub mod matchers;
 pub mod nsg;
@@ -20,5 +21,6 @@ pub mod snapshot;
 pub mod trace;
 
 pub use firewall::AppProtocol;
+pub use ids::{FirewallId, NicId, NsgId, SubnetId};
 pub use snapshot::{CompileOptions, Snapshot};
 pub use trace::{DecidedBy, Established, Flow, Hop, NextHop, Trace, TraceOptions, Verdict};

@@ -4,6 +4,7 @@
 
 use crate::addresses::TagContext;
 use crate::firewall::CompiledFirewall;
+use crate::ids::{FirewallId, NicId, NsgId, SubnetId};
 use crate::matchers::Lpm;
 use crate::nsg::CompiledNsg;
 use crate::routes::SubnetRoutes;
@@ -26,49 +27,51 @@ pub struct SubnetEntry {
     pub vnet: String,
     pub name: String,
     pub prefixes: Vec<IpNet>,
-    /// Index into [`Snapshot::nsgs`].
-    pub nsg: Option<usize>,
+    /// The subnet's NSG, compiled in this subnet's tag context.
+    pub nsg: Option<NsgId>,
     pub route_table: Option<String>,
     pub routes: SubnetRoutes,
     pub tags: TagContext,
 }
 
+/// A network interface with everything evaluation needs.
 pub struct NicEntry {
     pub name: String,
     pub addresses: Vec<IpAddr>,
-    pub subnet: Option<usize>,
-    pub nsg: Option<usize>,
+    pub subnet: Option<SubnetId>,
+    pub nsg: Option<NsgId>,
 }
 
-/// An immutable compiled network.
+/// An immutable compiled network. Its entries are reached through typed ids ([`SubnetId`],
+/// [`NicId`], [`NsgId`], [`FirewallId`]) that only the snapshot hands out.
 pub struct Snapshot {
     /// Content hash of the model, the catalog versions and the name bindings (DIAG-1.2 `snapshot`).
     pub id: String,
     pub network: Network,
     pub catalogs: Catalogs,
-    pub subnets: Vec<SubnetEntry>,
-    pub nics: Vec<NicEntry>,
-    pub nsgs: Vec<CompiledNsg>,
-    pub firewalls: Vec<CompiledFirewall>,
+    subnets: Vec<SubnetEntry>,
+    nics: Vec<NicEntry>,
+    nsgs: Vec<CompiledNsg>,
+    firewalls: Vec<CompiledFirewall>,
     /// NSGs compiled without a subnet (lone NSG inputs, `--at`), by lower-case name.
-    pub unattached_nsgs: HashMap<String, usize>,
+    unattached_nsgs: HashMap<String, NsgId>,
     /// Route tables compiled without a virtual network (lone route-table inputs, `--at`).
-    pub unattached_route_tables: HashMap<String, SubnetRoutes>,
+    unattached_route_tables: HashMap<String, SubnetRoutes>,
     subnet_index: Lpm<u32>,
-    nic_index: HashMap<IpAddr, usize>,
+    nic_index: HashMap<IpAddr, NicId>,
 }
 
 /// Where an address sits in the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
-    pub subnet: Option<usize>,
-    pub nic: Option<usize>,
+    pub subnet: Option<SubnetId>,
+    pub nic: Option<NicId>,
 }
 
 impl Snapshot {
     pub fn compile(network: &Network, catalogs: &Catalogs, options: &CompileOptions) -> Snapshot {
         let mut nsgs: Vec<CompiledNsg> = vec![];
-        let mut nsg_cache: HashMap<(String, usize), usize> = HashMap::new();
+        let mut nsg_cache: HashMap<(String, usize), NsgId> = HashMap::new();
         // ASG membership (NSG-5.3).
         let mut asg_members: HashMap<String, Vec<IpNet>> = HashMap::new();
         for nic in &network.network_interfaces {
@@ -171,18 +174,23 @@ impl Snapshot {
                 .iter()
                 .find_map(|c| {
                     let (v, s) = c.subnet.as_ref()?;
-                    subnets.iter().position(|e| {
-                        e.vnet.eq_ignore_ascii_case(v) && e.name.eq_ignore_ascii_case(s)
-                    })
+                    subnets
+                        .iter()
+                        .position(|e| {
+                            e.vnet.eq_ignore_ascii_case(v) && e.name.eq_ignore_ascii_case(s)
+                        })
+                        .map(SubnetId::new)
                 })
                 .or_else(|| {
-                    addresses
-                        .first()
-                        .and_then(|a| subnet_index.lookup(*a).map(|(_, i)| *i as usize))
+                    addresses.first().and_then(|a| {
+                        subnet_index
+                            .lookup(*a)
+                            .map(|(_, i)| SubnetId::new(*i as usize))
+                    })
                 });
             let nsg = nic.network_security_group.as_deref().and_then(|n| {
                 let tags = subnet
-                    .map(|s| subnets[s].tags.clone())
+                    .map(|s| subnets[s.index()].tags.clone())
                     .unwrap_or_else(|| TagContext::new(&[]));
                 compile_nsg(
                     network,
@@ -190,13 +198,13 @@ impl Snapshot {
                     &tags,
                     &asg_members,
                     n,
-                    subnet.unwrap_or(usize::MAX),
+                    subnet.map_or(usize::MAX, SubnetId::index),
                     &mut nsgs,
                     &mut nsg_cache,
                 )
             });
             for a in &addresses {
-                nic_index.insert(*a, nics.len());
+                nic_index.insert(*a, NicId::new(nics.len()));
             }
             nics.push(NicEntry {
                 name: nic.name.clone(),
@@ -255,9 +263,11 @@ impl Snapshot {
     /// The subnet and NIC an address belongs to.
     pub fn locate(&self, addr: IpAddr) -> Location {
         let nic = self.nic_index.get(&addr).copied();
-        let subnet = nic
-            .and_then(|n| self.nics[n].subnet)
-            .or_else(|| self.subnet_index.lookup(addr).map(|(_, i)| *i as usize));
+        let subnet = nic.and_then(|n| self.nic(n).subnet).or_else(|| {
+            self.subnet_index
+                .lookup(addr)
+                .map(|(_, i)| SubnetId::new(*i as usize))
+        });
         Location { subnet, nic }
     }
 
@@ -271,15 +281,16 @@ impl Snapshot {
 
     /// The firewall a `VirtualAppliance` next hop leads to: by configured private address, else
     /// the first usable address (`.4`) of its `AzureFirewallSubnet` (scenarios README).
-    pub fn firewall_at(&self, ip: IpAddr) -> Option<usize> {
+    pub fn firewall_at(&self, ip: IpAddr) -> Option<FirewallId> {
         if let Some(i) = self
             .firewalls
             .iter()
             .position(|f| f.private_ip_addresses.contains(&ip))
         {
-            return Some(i);
+            return Some(FirewallId::new(i));
         }
-        self.network.azure_firewalls.iter().position(|f| {
+        // `firewalls` is compiled one to one from `azure_firewalls`, so positions agree.
+        let i = self.network.azure_firewalls.iter().position(|f| {
             f.private_ip_addresses.is_empty()
                 && f.subnets.iter().any(|(v, s)| {
                     self.network
@@ -290,28 +301,120 @@ impl Snapshot {
                         .and_then(|(_, sn)| sn.address_prefixes.first())
                         .is_some_and(|p| crate::endpoints::first_usable(p) == Some(ip))
                 })
-        })
+        })?;
+        Some(FirewallId::new(i))
     }
 
     /// The firewall that owns a public frontend address (DNAT, FW-4).
-    pub fn firewall_frontend(&self, ip: IpAddr) -> Option<usize> {
-        self.firewalls
-            .iter()
-            .position(|f| f.public_ip_addresses.contains(&ip))
+    pub fn firewall_frontend(&self, ip: IpAddr) -> Option<FirewallId> {
+        self.firewalls()
+            .find(|(_, f)| f.public_ip_addresses.contains(&ip))
+            .map(|(i, _)| i)
     }
 
-    pub fn subnet_by_name(&self, name: &str) -> Option<usize> {
-        self.subnets.iter().position(|s| {
-            s.name.eq_ignore_ascii_case(name)
-                || format!("{}/{}", s.vnet, s.name).eq_ignore_ascii_case(name)
-        })
+    /// A subnet by `name` or `vnet/name`, case-insensitively; the first when a bare name is
+    /// ambiguous.
+    pub fn subnet_by_name(&self, name: &str) -> Option<SubnetId> {
+        self.subnets()
+            .find(|(_, s)| {
+                s.name.eq_ignore_ascii_case(name)
+                    || format!("{}/{}", s.vnet, s.name).eq_ignore_ascii_case(name)
+            })
+            .map(|(i, _)| i)
     }
 
-    pub fn nic_by_name(&self, name: &str) -> Option<usize> {
-        self.nics
-            .iter()
-            .position(|n| n.name.eq_ignore_ascii_case(name))
+    /// A network interface by name, case-insensitively.
+    pub fn nic_by_name(&self, name: &str) -> Option<NicId> {
+        self.nics()
+            .find(|(_, n)| n.name.eq_ignore_ascii_case(name))
+            .map(|(i, _)| i)
     }
+
+    /// A firewall by its resource name, case-insensitively.
+    pub fn firewall_by_name(&self, name: &str) -> Option<FirewallId> {
+        self.firewalls()
+            .find(|(_, f)| f.name.eq_ignore_ascii_case(name))
+            .map(|(i, _)| i)
+    }
+
+    pub fn subnet(&self, id: SubnetId) -> &SubnetEntry {
+        &self.subnets[id.index()]
+    }
+
+    /// Every subnet, in id order.
+    pub fn subnets(&self) -> impl ExactSizeIterator<Item = (SubnetId, &SubnetEntry)> + Clone {
+        with_ids(&self.subnets, SubnetId::new)
+    }
+
+    pub fn nic(&self, id: NicId) -> &NicEntry {
+        &self.nics[id.index()]
+    }
+
+    /// Every network interface, in id order.
+    pub fn nics(&self) -> impl ExactSizeIterator<Item = (NicId, &NicEntry)> + Clone {
+        with_ids(&self.nics, NicId::new)
+    }
+
+    pub fn nsg(&self, id: NsgId) -> &CompiledNsg {
+        &self.nsgs[id.index()]
+    }
+
+    /// Every compiled NSG (one per NSG and tag context), in id order.
+    pub fn nsgs(&self) -> impl ExactSizeIterator<Item = (NsgId, &CompiledNsg)> + Clone {
+        with_ids(&self.nsgs, NsgId::new)
+    }
+
+    pub fn firewall(&self, id: FirewallId) -> &CompiledFirewall {
+        &self.firewalls[id.index()]
+    }
+
+    /// The firewall, when the network has exactly one (lone firewall inputs, `--at firewall`,
+    /// a gateway not told which to run).
+    pub fn sole_firewall(&self) -> Option<FirewallId> {
+        (self.firewalls.len() == 1).then(|| FirewallId::new(0))
+    }
+
+    /// Every firewall, in id order.
+    pub fn firewalls(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (FirewallId, &CompiledFirewall)> + Clone {
+        with_ids(&self.firewalls, FirewallId::new)
+    }
+
+    /// The NSG of that name compiled without a subnet (empty tag context), for lone NSG inputs
+    /// and `--at`.
+    pub fn unattached_nsg(&self, name: &str) -> Option<NsgId> {
+        self.unattached_nsgs
+            .get(&name.to_ascii_lowercase())
+            .copied()
+    }
+
+    /// Every NSG compiled without a subnet, by lower-case name, in no particular order.
+    pub fn unattached_nsgs(&self) -> impl Iterator<Item = (&str, NsgId)> {
+        self.unattached_nsgs.iter().map(|(n, i)| (n.as_str(), *i))
+    }
+
+    /// The route table of that name compiled without a virtual network (lone route-table
+    /// inputs, `--at`).
+    pub fn unattached_route_table(&self, name: &str) -> Option<&SubnetRoutes> {
+        self.unattached_route_tables.get(&name.to_ascii_lowercase())
+    }
+
+    /// Every route table compiled without a virtual network, by lower-case name, in no
+    /// particular order.
+    pub fn unattached_route_tables(&self) -> impl ExactSizeIterator<Item = (&str, &SubnetRoutes)> {
+        self.unattached_route_tables
+            .iter()
+            .map(|(n, r)| (n.as_str(), r))
+    }
+}
+
+/// Entries with the ids that name them (an id is the entry's position).
+fn with_ids<T, I>(
+    entries: &[T],
+    id: fn(usize) -> I,
+) -> impl ExactSizeIterator<Item = (I, &T)> + Clone {
+    entries.iter().enumerate().map(move |(i, e)| (id(i), e))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -323,16 +426,17 @@ fn compile_nsg(
     name: &str,
     context: usize,
     nsgs: &mut Vec<CompiledNsg>,
-    cache: &mut HashMap<(String, usize), usize>,
-) -> Option<usize> {
+    cache: &mut HashMap<(String, usize), NsgId>,
+) -> Option<NsgId> {
     let key = (name.to_ascii_lowercase(), context);
     if let Some(i) = cache.get(&key) {
         return Some(*i);
     }
     let nsg = network.nsg(name)?;
+    let id = NsgId::new(nsgs.len());
     nsgs.push(CompiledNsg::compile(nsg, catalogs, tags, asg_members));
-    cache.insert(key, nsgs.len() - 1);
-    Some(nsgs.len() - 1)
+    cache.insert(key, id);
+    Some(id)
 }
 
 fn snapshot_id(
@@ -351,4 +455,71 @@ fn snapshot_id(
     catalogs.service_tags.version().content_hash.hash(&mut h);
     catalogs.fqdn_tags.version().content_hash.hash(&mut h);
     format!("{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_model::import::import_text;
+    use palisade_model::ImportOptions;
+
+    const NET: &str = r#"
+apiVersion: palisade/v1
+virtualNetworks:
+  - name: vnet
+    addressSpace: [10.0.0.0/16]
+    subnets:
+      - {name: web, addressPrefix: 10.0.1.0/24, networkSecurityGroup: nsg}
+      - {name: db, addressPrefix: 10.0.2.0/24, networkSecurityGroup: nsg}
+networkSecurityGroups:
+  - name: nsg
+    securityRules: {}
+networkInterfaces:
+  - {name: db-nic, networkSecurityGroup: nsg, ipConfigurations: [{name: c, privateIPAddress: 10.0.2.4, subnet: vnet/db}]}
+azureFirewalls:
+  - {name: fw, ipConfigurations: [{name: c, privateIPAddress: 10.0.3.4}]}
+"#;
+
+    fn snapshot() -> Snapshot {
+        let file = import_text("ids.yaml", NET, &ImportOptions::default(), None);
+        Snapshot::compile(
+            &file.network,
+            &Catalogs::embedded(),
+            &CompileOptions::default(),
+        )
+    }
+
+    /// The lookups, the iterators and `locate` hand out ids that lead to the same entries.
+    #[test]
+    fn ids_lead_to_their_entries() {
+        let s = snapshot();
+        let db = s.subnet_by_name("VNET/db").expect("by vnet/name");
+        assert_eq!(s.subnet_by_name("db"), Some(db));
+        assert_eq!(s.subnet(db).name, "db");
+        let names: Vec<_> = s.subnets().map(|(i, e)| (i, e.name.as_str())).collect();
+        assert_eq!(
+            names,
+            [(s.subnet_by_name("web").unwrap(), "web"), (db, "db")]
+        );
+        let nic = s.nic_by_name("DB-NIC").expect("by name");
+        assert_eq!(s.nic(nic).subnet, Some(db));
+        let at = s.locate("10.0.2.4".parse().unwrap());
+        assert_eq!((at.subnet, at.nic), (Some(db), Some(nic)));
+        let at = s.locate("10.0.1.9".parse().unwrap());
+        assert_eq!(at.subnet, s.subnet_by_name("web"));
+        assert_eq!(at.nic, None);
+        // One NSG, compiled once per tag context: each subnet, and unattached (NSG-8).
+        let web_nsg = s.subnet(s.subnet_by_name("web").unwrap()).nsg.unwrap();
+        let db_nsg = s.subnet(db).nsg.unwrap();
+        assert_ne!(web_nsg, db_nsg);
+        assert_eq!(s.nic(nic).nsg, Some(db_nsg));
+        let lone = s.unattached_nsg("NSG").expect("unattached");
+        assert!(![web_nsg, db_nsg].contains(&lone));
+        assert_eq!(s.nsgs().len(), 3);
+        assert!(s.nsgs().all(|(_, n)| n.name == "nsg"));
+        let fw = s.firewall_by_name("FW").expect("by name");
+        assert_eq!(s.sole_firewall(), Some(fw));
+        assert_eq!(s.firewall_at("10.0.3.4".parse().unwrap()), Some(fw));
+        assert_eq!(s.firewall(fw).name, "fw");
+    }
 }

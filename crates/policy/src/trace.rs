@@ -2,7 +2,9 @@
 //! control that decided the flow, named as `../shared/scenarios/README.md` defines it: the last
 //! control on the path that made a decision.
 
+use crate::addresses::{AZURE_WIRE_SERVER, PLATFORM_ADDRESSES};
 use crate::firewall::{AppProtocol, FirewallInput, FirewallOutcome, FirewallPass};
+use crate::ids::{FirewallId, NsgId};
 use crate::matchers::PacketKey;
 use crate::nsg::CompiledNsg;
 use crate::routes::{EffectiveRoute, RouteSource};
@@ -10,9 +12,6 @@ use crate::snapshot::{Location, Snapshot};
 use palisade_model::{Access, Direction, NextHopType, Protocol};
 use serde::Serialize;
 use std::net::IpAddr;
-
-/// Platform addresses a NIC always reaches (NSG-8.4).
-pub const PLATFORM_ADDRESSES: &[&str] = &["168.63.129.16", "169.254.169.254"];
 
 /// A flow (DIAG-1.1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -248,8 +247,8 @@ impl Tracer<'_> {
     /// A flow leaving a workload: NIC NSG out, subnet NSG out, route, then what the route says.
     fn leaving_workload(&mut self, src: Location, dst: Location) -> Outcome {
         let s = src.subnet.expect("caller checked");
-        let nic_nsg = src.nic.and_then(|n| self.snap.nics[n].nsg);
-        let subnet_nsg = self.snap.subnets[s].nsg;
+        let nic_nsg = src.nic.and_then(|n| self.snap.nic(n).nsg);
+        let subnet_nsg = self.snap.subnet(s).nsg;
         for (layer, nsg) in [("NicNsg", nic_nsg), ("SubnetNsg", subnet_nsg)] {
             if let Some(n) = nsg {
                 if let Step::End(v, d) = self.nsg(layer, n, Direction::Outbound, true) {
@@ -257,8 +256,7 @@ impl Tracer<'_> {
                 }
             }
         }
-        let Some((prefix, route)) = self.snap.subnets[s].routes.lookup(self.flow.destination)
-        else {
+        let Some((prefix, route)) = self.snap.subnet(s).routes.lookup(self.flow.destination) else {
             let d = DecidedBy {
                 layer: "default",
                 resource: "System Route".into(),
@@ -402,8 +400,8 @@ impl Tracer<'_> {
                 dst = self.snap.locate(ip);
                 // FW-4: towards a private address the source becomes the firewall's, so the
                 // destination's NSGs see the firewall and the reply returns to it.
-                if let Some(fw_ip) = self.snap.firewalls[fw].private_ip_addresses.first() {
-                    if !self.snap.firewalls[fw].is_public(ip) {
+                if let Some(fw_ip) = self.snap.firewall(fw).private_ip_addresses.first() {
+                    if !self.snap.firewall(fw).is_public(ip) {
                         self.key.src = *fw_ip;
                     }
                 }
@@ -425,7 +423,7 @@ impl Tracer<'_> {
             return (Verdict::Allow, decided_fw, None, None);
         }
         let decided = self.last_allow.clone();
-        let platform = PLATFORM_ADDRESSES[0].parse::<IpAddr>().ok() == Some(self.flow.source);
+        let platform = self.flow.source == AZURE_WIRE_SERVER;
         if self.opts.established.is_some()
             || platform
             || self.snap.in_virtual_network(self.flow.source)
@@ -436,7 +434,7 @@ impl Tracer<'_> {
             return (Verdict::Allow, decided, None, None);
         };
         // RT-9: the reply is routed on its own, from the destination's subnet to the source.
-        let Some((prefix, route)) = self.snap.subnets[s].routes.lookup(self.flow.source) else {
+        let Some((prefix, route)) = self.snap.subnet(s).routes.lookup(self.flow.source) else {
             return (Verdict::Drop, None, None, None);
         };
         let route = route.clone();
@@ -487,7 +485,7 @@ impl Tracer<'_> {
         request_firewall: Option<IpAddr>,
     ) -> Option<ReplyPath> {
         let s = dst.subnet?;
-        let (_, route) = self.snap.subnets[s].routes.lookup(self.flow.source)?;
+        let (_, route) = self.snap.subnet(s).routes.lookup(self.flow.source)?;
         let hop = next_hop(route);
         let reply_fw = (route.next_hop_type == NextHopType::VirtualAppliance)
             .then_some(route.next_hop_ip_address)
@@ -508,8 +506,8 @@ impl Tracer<'_> {
     }
 
     fn inbound_nsgs(&mut self, dst: Location) -> Step {
-        let subnet_nsg = dst.subnet.and_then(|s| self.snap.subnets[s].nsg);
-        let nic_nsg = dst.nic.and_then(|n| self.snap.nics[n].nsg);
+        let subnet_nsg = dst.subnet.and_then(|s| self.snap.subnet(s).nsg);
+        let nic_nsg = dst.nic.and_then(|n| self.snap.nic(n).nsg);
         for (layer, nsg) in [("SubnetNsg", subnet_nsg), ("NicNsg", nic_nsg)] {
             if let Some(n) = nsg {
                 if let Step::End(v, d) = self.nsg(layer, n, Direction::Inbound, false) {
@@ -524,11 +522,11 @@ impl Tracer<'_> {
     fn nsg(
         &mut self,
         layer: &'static str,
-        n: usize,
+        n: NsgId,
         dir: Direction,
         outbound_from_nic: bool,
     ) -> Step {
-        let nsg: &CompiledNsg = &self.snap.nsgs[n];
+        let nsg: &CompiledNsg = self.snap.nsg(n);
         let mut hop = Hop {
             layer,
             direction: Some(dir),
@@ -555,9 +553,7 @@ impl Tracer<'_> {
         }
         if outbound_from_nic
             && !nsg.names_platform_tags
-            && PLATFORM_ADDRESSES
-                .iter()
-                .any(|a| a.parse::<IpAddr>().ok() == Some(self.flow.destination))
+            && PLATFORM_ADDRESSES.contains(&self.flow.destination)
         {
             hop.layer = "Platform";
             hop.reason = "PlatformExempt";
@@ -609,8 +605,8 @@ impl Tracer<'_> {
         Step::Continue
     }
 
-    fn firewall(&mut self, fw: usize, key: &PacketKey) -> FirewallOutcome {
-        let f = &self.snap.firewalls[fw];
+    fn firewall(&mut self, fw: FirewallId, key: &PacketKey) -> FirewallOutcome {
+        let f = self.snap.firewall(fw);
         let input = FirewallInput {
             key: *key,
             host: self.flow.host.as_deref(),
@@ -689,7 +685,9 @@ impl Tracer<'_> {
             let name = snap.network.network_security_groups[0]
                 .name
                 .to_ascii_lowercase();
-            let n = snap.unattached_nsgs[&name];
+            let n = snap
+                .unattached_nsg(&name)
+                .expect("every NSG is compiled unattached");
             let dir = self.opts.direction.unwrap_or(Direction::Inbound);
             if let Step::End(v, d) = self.nsg("SubnetNsg", n, dir, false) {
                 return (v, d, None, None);
@@ -702,8 +700,10 @@ impl Tracer<'_> {
         let mut hop_out = None;
         if snap.network.route_tables.len() == 1 {
             let name = snap.network.route_tables[0].name.to_ascii_lowercase();
-            if let Some((p, r)) = snap.unattached_route_tables[&name].lookup(self.flow.destination)
-            {
+            let table = snap
+                .unattached_route_table(&name)
+                .expect("every route table is compiled unattached");
+            if let Some((p, r)) = table.lookup(self.flow.destination) {
                 let r = r.clone();
                 let hop = next_hop(&r);
                 hop_out = Some(hop.clone());
@@ -720,9 +720,9 @@ impl Tracer<'_> {
                 }
             }
         }
-        if snap.firewalls.len() == 1 {
-            let outcome = self.firewall(0, &self.key.clone());
-            let d = firewall_decider(snap, 0, &outcome);
+        if let Some(only) = snap.sole_firewall() {
+            let outcome = self.firewall(only, &self.key.clone());
+            let d = firewall_decider(snap, only, &outcome);
             return (
                 if outcome.allowed {
                     Verdict::Allow
@@ -753,9 +753,7 @@ impl Tracer<'_> {
                     .to_ascii_lowercase(),
             )
         } else {
-            snap.unattached_nsgs
-                .contains_key(&lower)
-                .then(|| lower.clone())
+            snap.unattached_nsg(&lower).map(|_| lower.clone())
         };
         if let Some(n) = nsg {
             let dir = self.opts.direction.unwrap_or(Direction::Inbound);
@@ -767,23 +765,26 @@ impl Tracer<'_> {
             };
             let idx = loc
                 .subnet
-                .and_then(|s| snap.subnets[s].nsg)
-                .filter(|i| snap.nsgs[*i].name.eq_ignore_ascii_case(&n))
-                .unwrap_or(snap.unattached_nsgs[&n]);
+                .and_then(|s| snap.subnet(s).nsg)
+                .filter(|i| snap.nsg(*i).name.eq_ignore_ascii_case(&n))
+                .or_else(|| snap.unattached_nsg(&n))
+                .expect("every NSG is compiled unattached");
             return match self.nsg("SubnetNsg", idx, dir, dir == Direction::Outbound) {
                 Step::End(v, d) => (v, d, None, None),
                 Step::Continue => (Verdict::Allow, self.last_allow.clone(), None, None),
             };
         }
-        let fw = if lower == "firewall" && snap.firewalls.len() == 1 {
-            Some(0)
+        let fw = if lower == "firewall" && snap.sole_firewall().is_some() {
+            snap.sole_firewall()
         } else {
-            snap.firewalls.iter().position(|f| {
-                f.name.eq_ignore_ascii_case(at)
-                    || f.policy
-                        .as_deref()
-                        .is_some_and(|p| p.eq_ignore_ascii_case(at))
-            })
+            snap.firewalls()
+                .find(|(_, f)| {
+                    f.name.eq_ignore_ascii_case(at)
+                        || f.policy
+                            .as_deref()
+                            .is_some_and(|p| p.eq_ignore_ascii_case(at))
+                })
+                .map(|(i, _)| i)
         };
         if let Some(f) = fw {
             let outcome = self.firewall(f, &self.key.clone());
@@ -802,21 +803,21 @@ impl Tracer<'_> {
         let table = if lower == "route-table" && snap.network.route_tables.len() == 1 {
             Some(snap.network.route_tables[0].name.to_ascii_lowercase())
         } else {
-            snap.unattached_route_tables
-                .contains_key(&lower)
-                .then_some(lower)
+            snap.unattached_route_table(&lower).map(|_| lower)
         };
         if let Some(t) = table {
             // In a subnet that uses the table, system routes take part too.
             let s = snap.locate(self.flow.source).subnet.filter(|s| {
-                snap.subnets[*s]
+                snap.subnet(*s)
                     .route_table
                     .as_deref()
                     .is_some_and(|n| n.eq_ignore_ascii_case(&t))
             });
             let routes = match s {
-                Some(s) => &snap.subnets[s].routes,
-                None => &snap.unattached_route_tables[&t],
+                Some(s) => &snap.subnet(s).routes,
+                None => snap
+                    .unattached_route_table(&t)
+                    .expect("every route table is compiled unattached"),
             };
             return match routes.lookup(self.flow.destination) {
                 Some((p, r)) => {
@@ -908,7 +909,7 @@ fn route_hop(
     }
 }
 
-fn firewall_decider(snap: &Snapshot, fw: usize, outcome: &FirewallOutcome) -> DecidedBy {
+fn firewall_decider(snap: &Snapshot, fw: FirewallId, outcome: &FirewallOutcome) -> DecidedBy {
     match &outcome.rule {
         Some(r) => DecidedBy {
             layer: "firewall",
@@ -922,7 +923,7 @@ fn firewall_decider(snap: &Snapshot, fw: usize, outcome: &FirewallOutcome) -> De
         },
         None => DecidedBy {
             layer: "default",
-            resource: snap.firewalls[fw].name.clone(),
+            resource: snap.firewall(fw).name.clone(),
             collection: None,
             rule: None,
             priority: None,

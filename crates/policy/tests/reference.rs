@@ -357,7 +357,7 @@ proptest! {
         };
         let snap = Snapshot::compile(&net, catalogs(), &CompileOptions::default());
         for d in dsts {
-            let got = snap.subnets[0].routes.lookup(d).map(|(p, r)| (p.prefix_len(), r.next_hop_type));
+            let got = snap.subnets().next().unwrap().1.routes.lookup(d).map(|(p, r)| (p.prefix_len(), r.next_hop_type));
             prop_assert_eq!(got, reference_route(&user, &space, d), "dst {}", d);
         }
     }

@@ -246,7 +246,7 @@ routeTables:
 #[test]
 fn rt_5_selection_table_and_diag_3() {
     let s = network(RT_5);
-    let routes = &s.subnets[0].routes;
+    let routes = &s.subnets().next().unwrap().1.routes;
     let hop = |d: &str| {
         let (_, r) = routes.lookup(d.parse().unwrap()).unwrap();
         (r.next_hop_type.as_str().to_string(), r.label())
@@ -288,7 +288,10 @@ fn rt_3_1_system_routes() {
         "apiVersion: palisade/v1\nvirtualNetworks:\n  - {name: v, addressSpace: [10.1.0.0/16], subnets: [{name: s, addressPrefix: 10.1.0.0/24}]}\n",
     );
     let hop = |d: &str| {
-        s.subnets[0]
+        s.subnets()
+            .next()
+            .unwrap()
+            .1
             .routes
             .lookup(d.parse().unwrap())
             .unwrap()

@@ -5,10 +5,9 @@
 use crate::headerspace::{addr_value, prefix_range, Family, IntervalSet, L4Box, L4Set, NBox};
 use crate::headerspace::{PORT_MAX, PROTO_MAX};
 use ipnet::IpNet;
-use palisade_policy::trace::PLATFORM_ADDRESSES;
-use palisade_policy::Snapshot;
+use palisade_policy::addresses::PLATFORM_ADDRESSES;
+use palisade_policy::{FirewallId, NicId, Snapshot, SubnetId};
 use rustc_hash::FxHashMap as HashMap;
-use std::net::IpAddr;
 
 /// Classes of one dimension: `starts[i]..` has class `class[i]`.
 #[derive(Debug, Default)]
@@ -251,11 +250,11 @@ impl L4Atoms {
 /// Where an atom sits.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct AtomLoc {
-    pub(super) subnet: Option<usize>,
-    pub(super) nic: Option<usize>,
+    pub(super) subnet: Option<SubnetId>,
+    pub(super) nic: Option<NicId>,
     pub(super) in_vnet: bool,
     pub(super) platform: bool,
-    pub(super) frontend: Option<usize>,
+    pub(super) frontend: Option<FirewallId>,
 }
 
 pub(super) struct Grid {
@@ -277,10 +276,7 @@ impl Grid {
         }
         starts.sort_unstable();
         starts.dedup();
-        let platform: Vec<u128> = PLATFORM_ADDRESSES
-            .iter()
-            .map(|a| addr_value(a.parse().expect("literal")))
-            .collect();
+        let platform: Vec<u128> = PLATFORM_ADDRESSES.iter().map(|a| addr_value(*a)).collect();
         let mut g = Grid {
             family: f,
             loc: vec![],
@@ -337,7 +333,7 @@ pub(super) fn classes_over(runs: &Runs, starts: &[u128]) -> Vec<u32> {
 /// Every address boundary the snapshot's layers use.
 pub fn cuts(snap: &Snapshot) -> Vec<IpNet> {
     let mut out: Vec<IpNet> = vec![];
-    for s in &snap.subnets {
+    for (_, s) in snap.subnets() {
         out.extend(s.prefixes.iter().copied());
         for r in &s.routes.routes {
             out.extend(r.address_prefix.iter().copied());
@@ -346,13 +342,13 @@ pub fn cuts(snap: &Snapshot) -> Vec<IpNet> {
     for v in &snap.network.virtual_networks {
         out.extend(v.address_space.iter().copied());
     }
-    for n in &snap.nics {
+    for (_, n) in snap.nics() {
         out.extend(n.addresses.iter().map(|a| IpNet::from(*a)));
     }
     for a in PLATFORM_ADDRESSES {
-        out.push(IpNet::from(a.parse::<IpAddr>().expect("literal")));
+        out.push(IpNet::from(a));
     }
-    for n in &snap.nsgs {
+    for (_, n) in snap.nsgs() {
         for d in [&n.inbound, &n.outbound] {
             for r in &d.rules {
                 out.extend(r.source.iter().copied());
@@ -360,7 +356,7 @@ pub fn cuts(snap: &Snapshot) -> Vec<IpNet> {
             }
         }
     }
-    for f in &snap.firewalls {
+    for (_, f) in snap.firewalls() {
         out.extend(f.private_ip_addresses.iter().map(|a| IpNet::from(*a)));
         out.extend(f.public_ip_addresses.iter().map(|a| IpNet::from(*a)));
         for p in [f.dnat_pass(), f.network_pass()] {

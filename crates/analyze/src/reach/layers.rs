@@ -8,6 +8,7 @@ use crate::headerspace::{prefix_set, Family, IntervalSet, L4Set};
 use palisade_model::{Access, Direction, FirewallAction, PortRange};
 use palisade_policy::firewall::{CompiledFirewall, RuleRef};
 use palisade_policy::nsg::{CompiledRule, DirectionRules};
+use palisade_policy::{FirewallId, NsgId};
 use rustc_hash::FxHashMap as HashMap;
 use std::net::IpAddr;
 
@@ -52,8 +53,8 @@ pub(super) struct FamLayer {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerKind {
-    Nsg { nsg: usize, direction: Direction },
-    Firewall { firewall: usize },
+    Nsg { nsg: NsgId, direction: Direction },
+    Firewall { firewall: FirewallId },
 }
 
 /// What a rule of a layer is, for explanations.
@@ -238,7 +239,7 @@ impl<'s> Engine<'s> {
     /// atoms of all layers.
     pub(super) fn add_layers(&mut self) {
         let snap = self.snap;
-        for (i, n) in snap.nsgs.iter().enumerate() {
+        for (i, n) in snap.nsgs() {
             for (dir, rules) in [
                 (Direction::Inbound, &n.inbound),
                 (Direction::Outbound, &n.outbound),
@@ -257,7 +258,7 @@ impl<'s> Engine<'s> {
                 });
             }
         }
-        for (i, f) in snap.firewalls.iter().enumerate() {
+        for (i, f) in snap.firewalls() {
             let (infos, [v4, v6], dnat) = fw_layer(f);
             self.fw_layer.push(self.layers.len() as u32);
             self.layers.push(Layer {

@@ -48,7 +48,7 @@ use atoms::{Bits, Grid, L4Atoms};
 use ipnet::IpNet;
 use layers::{Act, Layer, Piece};
 use palisade_model::Direction;
-use palisade_policy::Snapshot;
+use palisade_policy::{NsgId, Snapshot, SubnetId};
 use plans::{Index, Step};
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
@@ -107,7 +107,8 @@ pub struct Engine<'s> {
     pub snap: &'s Snapshot,
     grid: [Grid; 2],
     layers: Vec<Layer>,
-    nsg_layer: HashMap<(usize, bool), u32>,
+    nsg_layer: HashMap<(NsgId, bool), u32>,
+    /// Per firewall, by [`palisade_policy::FirewallId::index`]: its layer.
     fw_layer: Vec<u32>,
     cells: Vec<Vec<Piece>>,
     /// Cells by content: equal pieces, one id (a rule index means the layer of the step).
@@ -201,8 +202,8 @@ impl<'s> Engine<'s> {
         &self.outcomes[id as usize]
     }
 
-    /// Subnet (as `vnet/subnet`) of an atom, or `None` outside every subnet.
-    pub fn atom_subnet(&self, f: Family, atom: usize) -> Option<usize> {
+    /// Subnet of an atom, or `None` outside every subnet.
+    pub fn atom_subnet(&self, f: Family, atom: usize) -> Option<SubnetId> {
         self.grid[f.index()].loc[atom].subnet
     }
 
@@ -213,7 +214,7 @@ impl<'s> Engine<'s> {
                 .nsg_layer
                 .get(&(nsg, direction == Direction::Outbound))
                 .copied(),
-            LayerKind::Firewall { firewall } => self.fw_layer.get(firewall).copied(),
+            LayerKind::Firewall { firewall } => self.fw_layer.get(firewall.index()).copied(),
         }
     }
 

@@ -7,8 +7,9 @@ use super::layers::{Act, LayerKind};
 use super::{Control, Engine, Outcome, Reach, NONE};
 use crate::headerspace::{addr_value, Family};
 use palisade_model::NextHopType;
+use palisade_policy::addresses::AZURE_WIRE_SERVER;
 use palisade_policy::routes::{EffectiveRoute, RouteSource, SubnetRoutes};
-use palisade_policy::trace::PLATFORM_ADDRESSES;
+use palisade_policy::{FirewallId, NsgId, SubnetId};
 use rustc_hash::FxHashMap as HashMap;
 use std::net::IpAddr;
 
@@ -51,14 +52,15 @@ pub(super) struct Index {
     /// Per layer, per atom: its source class, its destination class.
     pub(super) scls: Vec<Vec<u32>>,
     pub(super) dcls: Vec<Vec<u32>>,
-    /// Per subnet, per atom: the index of the route the subnet uses for it (`u32::MAX`: none).
+    /// Per subnet (by [`SubnetId::index`]), per atom: the index of the route the subnet uses
+    /// for it (`u32::MAX`: none).
     route: Vec<Vec<u32>>,
     /// Per place (each subnet, then "outside"): its atoms.
     places: Vec<Vec<u32>>,
     /// Per place: the NSG layers (subnet and NICs) on the way out, on the way in.
     out_layers: Vec<Vec<u32>>,
     in_layers: Vec<Vec<u32>>,
-    /// Subnets holding a DNAT target, and their inbound NSG layers.
+    /// Subnets holding a DNAT target (as places), and their inbound NSG layers.
     dnat_subnets: Vec<usize>,
     dnat_layers: Vec<u32>,
 }
@@ -102,7 +104,7 @@ impl<'s> Engine<'s> {
             ix.scls.push(classes_over(&fl.src, &g.starts));
             ix.dcls.push(classes_over(&fl.dst, &g.starts));
         }
-        for s in &snap.subnets {
+        for (_, s) in snap.subnets() {
             ix.route.push(
                 (0..g.len())
                     .map(|a| {
@@ -114,18 +116,18 @@ impl<'s> Engine<'s> {
                     .collect(),
             );
         }
-        let outside = snap.subnets.len();
+        let outside = snap.subnets().len();
         ix.places = vec![vec![]; outside + 1];
         for a in 0..g.len() {
-            ix.places[g.loc[a].subnet.unwrap_or(outside)].push(a as u32);
+            ix.places[g.loc[a].subnet.map_or(outside, SubnetId::index)].push(a as u32);
         }
         // Layers met on the way out of a place, into a place, and DNAT targets.
-        let nsg_layers = |sub: usize, outbound: bool| -> Vec<u32> {
+        let nsg_layers = |sub: SubnetId, outbound: bool| -> Vec<u32> {
             let mut v = vec![];
-            if let Some(n) = snap.subnets[sub].nsg {
+            if let Some(n) = snap.subnet(sub).nsg {
                 v.push(self.nsg_layer[&(n, outbound)]);
             }
-            for nic in snap.nics.iter().filter(|n| n.subnet == Some(sub)) {
+            for (_, nic) in snap.nics().filter(|(_, n)| n.subnet == Some(sub)) {
                 if let Some(n) = nic.nsg {
                     v.push(self.nsg_layer[&(n, outbound)]);
                 }
@@ -133,19 +135,14 @@ impl<'s> Engine<'s> {
             v
         };
         let per_place = |outbound: bool| -> Vec<Vec<u32>> {
-            (0..=outside)
-                .map(|s| {
-                    if s == outside {
-                        vec![]
-                    } else {
-                        nsg_layers(s, outbound)
-                    }
-                })
+            snap.subnets()
+                .map(|(s, _)| nsg_layers(s, outbound))
+                .chain([vec![]])
                 .collect()
         };
         ix.out_layers = per_place(true);
         ix.in_layers = per_place(false);
-        let mut targets: Vec<usize> = vec![];
+        let mut targets: Vec<SubnetId> = vec![];
         for l in &self.layers {
             for (to, _) in l.dnat.values() {
                 if let Some(t) = snap.locate(*to).subnet {
@@ -157,7 +154,7 @@ impl<'s> Engine<'s> {
         }
         targets.sort_unstable();
         ix.dnat_layers = targets.iter().flat_map(|t| nsg_layers(*t, false)).collect();
-        ix.dnat_subnets = targets;
+        ix.dnat_subnets = targets.iter().map(|t| t.index()).collect();
         self.index[fi] = ix;
     }
 
@@ -331,11 +328,12 @@ impl<'s> Engine<'s> {
         i
     }
 
-    fn route_ctrl(&mut self, step: u8, subnet: usize, route: Option<&EffectiveRoute>) -> u32 {
+    fn route_ctrl(&mut self, step: u8, subnet: SubnetId, route: Option<&EffectiveRoute>) -> u32 {
         let idx = route
-            .map(|r| route_index(&self.snap.subnets[subnet].routes, r))
+            .map(|r| route_index(&self.snap.subnet(subnet).routes, r))
             .unwrap_or(u32::MAX);
-        if let Some(c) = self.ctrl_cache.get(&(step + 100, subnet as u32, idx)) {
+        let key = (step + 100, subnet.index() as u32, idx);
+        if let Some(c) = self.ctrl_cache.get(&key) {
             return *c;
         }
         let c = match route {
@@ -359,7 +357,7 @@ impl<'s> Engine<'s> {
             },
         };
         let id = self.control(c);
-        self.ctrl_cache.insert((step + 100, subnet as u32, idx), id);
+        self.ctrl_cache.insert(key, id);
         id
     }
 
@@ -370,8 +368,8 @@ impl<'s> Engine<'s> {
         let l = &self.layers[layer as usize];
         let c = if rule == u32::MAX {
             let resource = match l.kind {
-                LayerKind::Firewall { firewall } => self.snap.firewalls[firewall].name.clone(),
-                LayerKind::Nsg { nsg, .. } => self.snap.nsgs[nsg].name.clone(),
+                LayerKind::Firewall { firewall } => self.snap.firewall(firewall).name.clone(),
+                LayerKind::Nsg { nsg, .. } => self.snap.nsg(nsg).name.clone(),
             };
             Control {
                 step: STEP_NAMES[step as usize],
@@ -399,7 +397,7 @@ impl<'s> Engine<'s> {
     fn nsg_step(
         &mut self,
         f: Family,
-        nsg: usize,
+        nsg: NsgId,
         outbound: bool,
         step: u8,
         (src, dst): (u128, u128),
@@ -427,8 +425,8 @@ impl<'s> Engine<'s> {
         dport: Option<u16>,
         plan: &mut Vec<Step>,
     ) {
-        let subnet_nsg = loc.subnet.and_then(|s| self.snap.subnets[s].nsg);
-        let nic_nsg = loc.nic.and_then(|n| self.snap.nics[n].nsg);
+        let subnet_nsg = loc.subnet.and_then(|s| self.snap.subnet(s).nsg);
+        let nic_nsg = loc.nic.and_then(|n| self.snap.nic(n).nsg);
         for (step, nsg) in [(S_SUB_IN, subnet_nsg), (S_NIC_IN, nic_nsg)] {
             if let Some(n) = nsg {
                 plan.push(self.nsg_step(f, n, false, step, (src, dst), dport));
@@ -459,12 +457,12 @@ impl<'s> Engine<'s> {
     fn firewall_step(
         &mut self,
         f: Family,
-        fw: usize,
+        fw: FirewallId,
         (src, dst): (u128, u128),
         untranslated: Option<IpAddr>,
         at_target: impl Fn(&mut Self, &AtomLoc, IpAddr, Option<u16>, &mut Vec<Step>),
     ) -> Step {
-        let layer = self.fw_layer[fw];
+        let layer = self.fw_layer[fw.index()];
         let cell = self.cell(layer, f, src, dst);
         let rules: Vec<u32> = self.cells[cell as usize]
             .iter()
@@ -514,16 +512,16 @@ impl<'s> Engine<'s> {
         let snap = self.snap;
         if let Some(s) = sl.subnet {
             // From inside: NIC NSG out, subnet NSG out (NSG-6), platform exemption (NSG-8.4).
-            let nic_nsg = sl.nic.and_then(|n| snap.nics[n].nsg);
-            for (step, nsg) in [(S_NIC_OUT, nic_nsg), (S_SUB_OUT, snap.subnets[s].nsg)] {
+            let nic_nsg = sl.nic.and_then(|n| snap.nic(n).nsg);
+            for (step, nsg) in [(S_NIC_OUT, nic_nsg), (S_SUB_OUT, snap.subnet(s).nsg)] {
                 if let Some(n) = nsg {
-                    if dl.platform && !snap.nsgs[n].names_platform_tags {
+                    if dl.platform && !snap.nsg(n).names_platform_tags {
                         continue;
                     }
                     plan.push(self.nsg_step(f, n, true, step, (src, dst), None));
                 }
             }
-            let Some((_, route)) = snap.subnets[s].routes.lookup(f.addr(dst)) else {
+            let Some((_, route)) = snap.subnet(s).routes.lookup(f.addr(dst)) else {
                 plan.push(Step::Ctrl(self.route_ctrl(2, s, None)));
                 plan.push(Step::End(Reach::Drop));
                 return Some(plan);
@@ -569,7 +567,7 @@ impl<'s> Engine<'s> {
             // The target's NSGs see the translated packet, from the firewall's private address
             // unless the target is public.
             let step = self.firewall_step(f, fw, (src, dst), None, |e, tloc, to, port, sub| {
-                let firewall = &snap.firewalls[fw];
+                let firewall = snap.firewall(fw);
                 let s2 = match firewall.private_ip_addresses.first() {
                     Some(p) if !firewall.is_public(to) => addr_value(*p),
                     _ => src,
@@ -584,15 +582,14 @@ impl<'s> Engine<'s> {
             return Some(plan);
         }
         self.inbound_steps(f, &dl, src, dst, None, &mut plan);
-        let platform =
-            sl.platform && f.addr(src) == PLATFORM_ADDRESSES[0].parse::<IpAddr>().expect("literal");
+        let platform = sl.platform && f.addr(src) == AZURE_WIRE_SERVER;
         if platform || sl.in_vnet {
             plan.push(Step::End(Reach::Allow));
             return Some(plan);
         }
         // RT-9: the reply is routed on its own; only a direct Internet route keeps it symmetric.
         let s = dl.subnet.expect("in universe");
-        match snap.subnets[s].routes.lookup(f.addr(src)) {
+        match snap.subnet(s).routes.lookup(f.addr(src)) {
             None => {
                 plan.push(Step::Ctrl(self.route_ctrl(6, s, None)));
                 plan.push(Step::End(Reach::Drop));
@@ -613,14 +610,14 @@ impl<'s> Engine<'s> {
     fn reply_steps(
         &mut self,
         f: Family,
-        subnet: Option<usize>,
+        subnet: Option<SubnetId>,
         src: u128,
         request_fw: Option<IpAddr>,
         plan: &mut Vec<Step>,
     ) {
         let Some(s) = subnet else { return };
         let snap = self.snap;
-        let Some((_, route)) = snap.subnets[s].routes.lookup(f.addr(src)) else {
+        let Some((_, route)) = snap.subnet(s).routes.lookup(f.addr(src)) else {
             return;
         };
         let reply_fw = (route.next_hop_type == NextHopType::VirtualAppliance)

@@ -5,7 +5,7 @@ use super::{Control, Engine, Reach, NONE};
 use crate::headerspace::{l4_box_text, prefix_set, to_prefixes, Family, IntervalSet, L4Set};
 use ipnet::IpNet;
 use palisade_model::{FirewallAction, Protocol};
-use palisade_policy::Snapshot;
+use palisade_policy::{Snapshot, SubnetId};
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 use std::net::IpAddr;
@@ -82,9 +82,9 @@ pub fn parse_scope(snap: &Snapshot, text: &str) -> Result<[IntervalSet; 2], Scop
         } else if let Ok(a) = item.parse::<IpAddr>() {
             prefixes.push(IpNet::from(a));
         } else if let Some(s) = snap.subnet_by_name(item) {
-            prefixes.extend(snap.subnets[s].prefixes.iter().copied());
+            prefixes.extend(snap.subnet(s).prefixes.iter().copied());
         } else if let Some(n) = snap.nic_by_name(item) {
-            prefixes.extend(snap.nics[n].addresses.iter().map(|a| IpNet::from(*a)));
+            prefixes.extend(snap.nic(n).addresses.iter().map(|a| IpNet::from(*a)));
         } else {
             return Err(ScopeError::Unknown {
                 item: item.to_string(),
@@ -242,9 +242,9 @@ pub struct AppRuleSummary {
     pub names: Vec<String>,
 }
 
-fn place(snap: &Snapshot, s: Option<usize>) -> String {
-    match s {
-        Some(i) => format!("{}/{}", snap.subnets[i].vnet, snap.subnets[i].name),
+fn place(snap: &Snapshot, s: Option<SubnetId>) -> String {
+    match s.map(|i| snap.subnet(i)) {
+        Some(s) => format!("{}/{}", s.vnet, s.name),
         None => "outside".into(),
     }
 }
@@ -320,7 +320,7 @@ pub fn report(
         (&a.source, &a.destination, a.verdict).cmp(&(&b.source, &b.destination, b.verdict))
     });
     let mut application_rules = vec![];
-    for fw in &engine.snap.firewalls {
+    for (_, fw) in engine.snap.firewalls() {
         for a in fw.application_rules() {
             if a.rule.action != FirewallAction::Allow {
                 continue;

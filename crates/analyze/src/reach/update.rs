@@ -8,6 +8,7 @@ use crate::headerspace::{addr_value, Family, IntervalSet};
 use palisade_model::Direction;
 use palisade_policy::firewall::CompiledFirewall;
 use palisade_policy::nsg::DirectionRules;
+use palisade_policy::{FirewallId, NsgId};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 use std::net::IpAddr;
 
@@ -16,14 +17,14 @@ impl<'s> Engine<'s> {
     /// Returns the number of (source atom, destination atom) pairs re-evaluated.
     pub fn update_nsg(
         &mut self,
-        nsg: usize,
+        nsg: NsgId,
         direction: Direction,
         rules: &DirectionRules,
     ) -> Result<usize, String> {
         let Some(layer) = self.layer_id(LayerKind::Nsg { nsg, direction }) else {
-            return Err(format!("no NSG layer {nsg}"));
+            return Err(format!("no NSG layer {}", nsg.index()));
         };
-        let name = self.snap.nsgs[nsg].name.clone();
+        let name = self.snap.nsg(nsg).name.clone();
         let (infos, entries) = nsg_entries(rules, &name);
         self.replace_layer(layer, infos, entries, HashMap::default())
     }
@@ -31,11 +32,11 @@ impl<'s> Engine<'s> {
     /// Re-check after a firewall's rules changed (same addresses).
     pub fn update_firewall(
         &mut self,
-        firewall: usize,
+        firewall: FirewallId,
         fw: &CompiledFirewall,
     ) -> Result<usize, String> {
         let Some(layer) = self.layer_id(LayerKind::Firewall { firewall }) else {
-            return Err(format!("no firewall {firewall}"));
+            return Err(format!("no firewall {}", firewall.index()));
         };
         for (t, _) in (0..fw.rule_counts().0).filter_map(|r| fw.dnat_translation(r)) {
             let f = Family::of(t);
@@ -138,9 +139,9 @@ impl<'s> Engine<'s> {
                 continue;
             }
             let snap = self.snap;
-            let uses = |a: &AtomLoc, nsg: usize| {
-                a.subnet.and_then(|s| snap.subnets[s].nsg) == Some(nsg)
-                    || a.nic.and_then(|x| snap.nics[x].nsg) == Some(nsg)
+            let uses = |a: &AtomLoc, nsg: NsgId| {
+                a.subnet.and_then(|s| snap.subnet(s).nsg) == Some(nsg)
+                    || a.nic.and_then(|x| snap.nic(x).nsg) == Some(nsg)
             };
             let applies_src = |a: &AtomLoc| match kind {
                 LayerKind::Nsg {
