@@ -4,9 +4,8 @@
 //! real ones (`tests/data/layered-nsg-lint.yaml`).
 
 use palisade_analyze::{asymmetric, deps, lint};
-use palisade_model::catalog::{Catalogs, DependencyCatalog};
-use palisade_model::ImportOptions;
-use palisade_policy::{CompileOptions, Snapshot};
+use palisade_model::catalog::DependencyCatalog;
+use palisade_policy::Snapshot;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -14,16 +13,13 @@ fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/scenarios")
 }
 
+/// A scenario loaded the way every front end loads it (`palisade-load`); the scenarios are valid.
 fn snapshot(dir: &str) -> Snapshot {
-    let imported = palisade_model::load(
-        &[shared().join(dir).join("network.json")],
-        &ImportOptions::default(),
-    );
-    Snapshot::compile(
-        &imported.network,
-        &Catalogs::embedded(),
-        &CompileOptions::default(),
-    )
+    let loaded = palisade_load::load(&palisade_load::Source::files([shared()
+        .join(dir)
+        .join("network.json")]));
+    assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
+    loaded.snapshot.expect("a valid scenario compiles")
 }
 
 #[derive(Deserialize)]
