@@ -325,7 +325,7 @@ impl HubSpoke {
         dnat.destination_ports = vec![PortRange::single(2222)];
         dnat.translated_address = Some(AddressItem::Prefix(v4(self.spoke_base(0) + 5, 32)));
         dnat.translated_port = Some(22);
-        collections.push(collection(
+        collections.push(RuleCollection::new(
             "dnat",
             100,
             RuleCollectionKind::Nat,
@@ -368,8 +368,8 @@ impl HubSpoke {
             } else {
                 FirewallAction::Allow
             };
-            collections.push(collection(
-                &format!("net-{c}"),
+            collections.push(RuleCollection::new(
+                format!("net-{c}"),
                 200 + c as u32,
                 RuleCollectionKind::Network,
                 action,
@@ -394,7 +394,7 @@ impl HubSpoke {
             r.target_fqdns = vec![format!("*.app{a}.example.com")];
             app.push(r);
         }
-        collections.push(collection(
+        collections.push(RuleCollection::new(
             "apps",
             60000,
             RuleCollectionKind::Application,
@@ -420,24 +420,6 @@ fn route(name: &str, prefix: &str, hop: NextHopType, ip: Option<IpAddr>) -> Rout
         next_hop_type: hop,
         next_hop_ip_address: ip,
         next_hop_unresolved: None,
-        origin: Default::default(),
-    }
-}
-
-fn collection(
-    name: &str,
-    priority: u32,
-    kind: RuleCollectionKind,
-    action: FirewallAction,
-    rules: Vec<FirewallRule>,
-) -> RuleCollection {
-    RuleCollection {
-        name: name.into(),
-        priority,
-        kind,
-        action,
-        rules,
-        palisade: PalisadeSettings::default(),
         origin: Default::default(),
     }
 }

@@ -22,8 +22,7 @@ use ipnet::IpNet;
 use palisade_model::catalog::Catalogs;
 use palisade_model::{
     AddressItem, ApplicationProtocol, ApplicationProtocolType, AzureFirewall, FirewallAction,
-    FirewallRule, Network, NetworkProtocol, PalisadeSettings, PortRange, RuleCollection,
-    RuleCollectionKind,
+    FirewallRule, Network, NetworkProtocol, PortRange, RuleCollection, RuleCollectionKind,
 };
 use palisade_policy::firewall::{CompiledFirewall, FirewallInput, FirewallPass};
 use palisade_policy::matchers::{normalize_name, FqdnMatcher, FqdnPattern, PacketKey};
@@ -45,24 +44,6 @@ const ALLOWED: [&str; 6] = [
 
 fn prefix(s: &str) -> AddressItem {
     AddressItem::Prefix(s.parse::<IpNet>().expect("fixture prefix"))
-}
-
-fn collection(
-    name: &str,
-    priority: u32,
-    kind: RuleCollectionKind,
-    action: FirewallAction,
-    rules: Vec<FirewallRule>,
-) -> RuleCollection {
-    RuleCollection {
-        name: name.into(),
-        priority,
-        kind,
-        action,
-        rules,
-        palisade: PalisadeSettings::default(),
-        origin: Default::default(),
-    }
 }
 
 fn web() -> Vec<ApplicationProtocol> {
@@ -131,21 +112,21 @@ pub fn fixture(patterns: &[FqdnPattern], rng: &mut Rng) -> Network {
         azure_firewalls: vec![AzureFirewall {
             name: "fw".into(),
             rule_collections: vec![
-                collection(
+                RuleCollection::new(
                     "network",
                     100,
                     RuleCollectionKind::Network,
                     FirewallAction::Allow,
                     net_rules,
                 ),
-                collection(
+                RuleCollection::new(
                     "allow-web",
                     200,
                     RuleCollectionKind::Application,
                     FirewallAction::Allow,
                     allow,
                 ),
-                collection(
+                RuleCollection::new(
                     "blocklists",
                     300,
                     RuleCollectionKind::Application,

@@ -448,6 +448,27 @@ pub struct FirewallRule {
     pub origin: Origin,
 }
 
+impl RuleCollection {
+    /// A collection with no Palisade settings and no origin (built in code, not imported).
+    pub fn new(
+        name: impl Into<String>,
+        priority: u32,
+        kind: RuleCollectionKind,
+        action: FirewallAction,
+        rules: Vec<FirewallRule>,
+    ) -> RuleCollection {
+        RuleCollection {
+            name: name.into(),
+            priority,
+            kind,
+            action,
+            rules,
+            palisade: PalisadeSettings::default(),
+            origin: Origin::default(),
+        }
+    }
+}
+
 impl FirewallRule {
     pub fn named(name: impl Into<String>) -> FirewallRule {
         FirewallRule {

@@ -8,8 +8,7 @@ use std::cell::Cell;
 use palisade_model::catalog::Catalogs;
 use palisade_model::{
     AddressItem, ApplicationProtocol, ApplicationProtocolType, AzureFirewall, FirewallAction,
-    FirewallRule, Network, NetworkProtocol, PalisadeSettings, PortRange, RuleCollection,
-    RuleCollectionKind,
+    FirewallRule, Network, NetworkProtocol, PortRange, RuleCollection, RuleCollectionKind,
 };
 use palisade_policy::firewall::{CompiledFirewall, FirewallInput, FirewallPass};
 use palisade_policy::matchers::PacketKey;
@@ -48,24 +47,6 @@ fn prefix(s: &str) -> AddressItem {
     AddressItem::Prefix(s.parse().unwrap())
 }
 
-fn collection(
-    name: &str,
-    priority: u32,
-    kind: RuleCollectionKind,
-    action: FirewallAction,
-    rules: Vec<FirewallRule>,
-) -> RuleCollection {
-    RuleCollection {
-        name: name.into(),
-        priority,
-        kind,
-        action,
-        rules,
-        palisade: PalisadeSettings::default(),
-        origin: Default::default(),
-    }
-}
-
 fn https() -> Vec<ApplicationProtocol> {
     vec![ApplicationProtocol {
         protocol_type: ApplicationProtocolType::Https,
@@ -78,7 +59,7 @@ fn firewall() -> CompiledFirewall {
         azure_firewalls: vec![AzureFirewall {
             name: "fw".into(),
             rule_collections: vec![
-                collection(
+                RuleCollection::new(
                     "dnat",
                     100,
                     RuleCollectionKind::Nat,
@@ -93,7 +74,7 @@ fn firewall() -> CompiledFirewall {
                         ..FirewallRule::named("web-in")
                     }],
                 ),
-                collection(
+                RuleCollection::new(
                     "net-deny",
                     150,
                     RuleCollectionKind::Network,
@@ -106,7 +87,7 @@ fn firewall() -> CompiledFirewall {
                         ..FirewallRule::named("blackhole")
                     }],
                 ),
-                collection(
+                RuleCollection::new(
                     "net-allow",
                     200,
                     RuleCollectionKind::Network,
@@ -119,7 +100,7 @@ fn firewall() -> CompiledFirewall {
                         ..FirewallRule::named("ssh")
                     }],
                 ),
-                collection(
+                RuleCollection::new(
                     "app-deny",
                     300,
                     RuleCollectionKind::Application,
@@ -131,7 +112,7 @@ fn firewall() -> CompiledFirewall {
                         ..FirewallRule::named("lab-only")
                     }],
                 ),
-                collection(
+                RuleCollection::new(
                     "app-allow",
                     400,
                     RuleCollectionKind::Application,
