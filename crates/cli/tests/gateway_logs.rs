@@ -204,7 +204,11 @@ azureFirewalls:
         lines[0].contains("Deny") && lines[0].contains("other.test"),
         "{out}"
     );
-    assert!(lines[0].contains("rule=-") && lines[0].contains("reason=DefaultAction"));
+    // No rule decided the default deny: the rule column says what did.
+    assert!(
+        lines[0].contains("rule=default") && lines[0].contains("reason=DefaultAction"),
+        "{out}"
+    );
     assert!(lines[1].contains("rule=deny-apps/blocked"), "{out}");
     assert!(lines[2].contains("Allow") && lines[2].contains("www.allowed.test"));
     assert!(lines[2].contains("rule=allow-apps/web") && lines[2].contains("received="));
@@ -220,6 +224,23 @@ azureFirewalls:
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(!out.contains("Allow"));
+    // `--rule default` finds the default deny; its JSON says `decided_by: default`.
+    let (code, out, err) = palisade(&[
+        "logs",
+        "--data",
+        data.to_str().unwrap(),
+        "--rule",
+        "default",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let recs = v.as_array().unwrap();
+    assert_eq!(recs.len(), 1, "{out}");
+    assert_eq!(recs[0]["decided_by"], "default");
+    assert_eq!(recs[0]["name"], "other.test");
+    assert!(recs[0]["rule"].is_null());
     // Nothing matches: a note on stderr, no lines.
     let (code, out, err) = palisade(&[
         "logs",

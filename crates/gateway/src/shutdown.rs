@@ -135,6 +135,7 @@ pub(crate) async fn connection(
         dst,
         name: None,
         started: Instant::now(),
+        tunnel_name: None,
         translated_source: None,
     };
     let o = observed_deny(
