@@ -255,3 +255,73 @@ azureFirewalls:
     drop(_gw);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A real `palisade gateway` with `--handshake-timeout 1`: 60 clients that never finish their
+/// request head get 60 `HandshakeTimeout` records, but its stderr gets a bounded number of
+/// lines about them. `--tunnel-sni` is accepted.
+#[test]
+fn handshake_timeouts_are_recorded_each_and_logged_at_a_bounded_rate() {
+    use std::io::{Read, Write};
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("palisade-timeouts-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let net = dir.join("network.yaml");
+    std::fs::write(
+        &net,
+        "apiVersion: palisade/v1\nazureFirewalls:\n  - name: fw\n    ipConfigurations: [{name: c, privateIPAddress: 10.0.1.4}]\n",
+    )
+    .unwrap();
+    let data = dir.join("data");
+    let stderr_path = dir.join("stderr");
+    let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gw = Command::new(bin())
+        .args(["gateway", "-n", net.to_str().unwrap()])
+        .args(["--listen", &proxy.to_string(), "--admin", "none"])
+        .args(["--data", data.to_str().unwrap()])
+        .args(["--no-watch", "--no-system-resolver"])
+        .args(["--handshake-timeout", "1", "--tunnel-sni", "match"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("start palisade gateway");
+    let gw = Killed(gw);
+    let start = Instant::now();
+    while TcpStream::connect(proxy).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "gateway did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    const N: usize = 60;
+    let clients: Vec<_> = (0..N)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(proxy).unwrap();
+                s.write_all(b"GET http://www.allowed.test/ HTTP/1.1\r\nX-Slow: ")
+                    .unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                out
+            })
+        })
+        .collect();
+    for c in clients {
+        let out = c.join().unwrap();
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    }
+    let records = json_records(&data, &["--rule", "handshake-check"]);
+    assert_eq!(records.len(), N);
+    assert!(records.iter().all(|r| r["reason"] == "HandshakeTimeout"));
+    drop(gw);
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    let lines = stderr
+        .lines()
+        .filter(|l| l.contains("HandshakeTimeout"))
+        .count();
+    assert!((1..=11).contains(&lines), "{lines} lines:\n{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -525,8 +525,8 @@ mod tests {
         let old = r#"{"time":"2026-01-01T00:00:00.000Z","action":"Deny","reason":"DefaultAction","rule":null}"#;
         let r: FlowRecord = serde_json::from_str(old).unwrap();
         assert_eq!(
-            (r.decided_by, r.tunnel_name, r.rule_label()),
-            (None, None, "-".into())
+            (r.rule_label(), r.decided_by, r.tunnel_name),
+            ("-".to_string(), None, None)
         );
         // ...and a record without them is written as before (no new keys).
         let json = serde_json::to_string(&rec(1, "Allow")).unwrap();

@@ -138,17 +138,23 @@ impl Flow {
 /// head or ClientHello, smuggling headers, a tunnel's name) and log it, rate-limited per
 /// reason: the flow record, not the log line, is the account of every refusal.
 async fn refuse(gw: &Gateway, flow: &Flow, reason: &'static str, detail: String) {
+    let deny = refusal(gw, flow, reason, detail);
+    let snap = gw.active().map(|a| a.id().to_string()).unwrap_or_default();
+    gw.record(flow.record(gw, &deny, &snap)).await;
+}
+
+/// The deny for a refusal, its line logged (rate-limited per reason); the caller records it.
+fn refusal(gw: &Gateway, flow: &Flow, reason: &'static str, detail: String) -> FirewallOutcome {
     gw.log_limited(
         reason,
         format!(
-            "{} connection from {} refused: {reason}: {detail}",
+            "{} connection from {}{} refused: {reason}: {detail}",
             flow.mode.name(),
-            flow.client
+            flow.client,
+            flow.dst.map(|d| format!(" to {d}")).unwrap_or_default()
         ),
     );
-    let snap = gw.active().map(|a| a.id().to_string()).unwrap_or_default();
-    gw.record(flow.record(gw, &observed_deny(reason, detail), &snap))
-        .await;
+    observed_deny(reason, detail)
 }
 
 pub(crate) fn key(client: SocketAddr, dst: SocketAddr) -> PacketKey {
@@ -566,14 +572,7 @@ async fn tunnel_verdict(
     }
     if let Some((reason, detail)) = seen.problem {
         let detail = format!("inside CONNECT {connect_name}: {detail}");
-        gw.log_limited(
-            reason,
-            format!(
-                "explicit connection from {} refused: {reason}: {detail}",
-                flow.client
-            ),
-        );
-        return (observed_deny(reason, detail), snap);
+        return (refusal(gw, flow, reason, detail), snap);
     }
     let same_name = seen.host.as_deref().map(|h| h.trim_end_matches('.'))
         == Some(connect_name.trim_end_matches('.'));
@@ -587,14 +586,7 @@ async fn tunnel_verdict(
             let detail = format!(
                 "CONNECT {connect_name} carries {what} {inner}; the tunnel's name must be the CONNECT name"
             );
-            gw.log_limited(
-                reason,
-                format!(
-                    "explicit connection from {} refused: {reason}: {detail}",
-                    flow.client
-                ),
-            );
-            return (observed_deny(reason, detail), snap);
+            return (refusal(gw, flow, reason, detail), snap);
         }
     }
     let input = FirewallInput {
@@ -725,9 +717,15 @@ async fn transparent(gw: &Arc<Gateway>, client: TcpStream, peer: SocketAddr) -> 
     let dst = match original_dst(&client) {
         Ok(d) => SocketAddr::new(d.ip().to_canonical(), d.port()),
         Err(e) => {
-            log(format!(
-                "transparent connection from {peer}: no original destination: {e}"
-            ));
+            // Without a NAT entry there is nothing to relay to: a connection not redirected.
+            let flow = Flow::new(Mode::Transparent, "TCP", peer);
+            refuse(
+                gw,
+                &flow,
+                "NotRedirected",
+                format!("no original destination: {e}"),
+            )
+            .await;
             return Ok(());
         }
     };
@@ -821,13 +819,6 @@ async fn by_first_bytes(
     let (mut outcome, snap) = gw.judge(&input);
     let refused = problem.as_ref().map(|p| p.0);
     if let Some((reason, detail)) = problem {
-        gw.log_limited(
-            reason,
-            format!(
-                "{} connection from {peer} to {dst} refused: {reason}: {detail}",
-                mode.name()
-            ),
-        );
         // FW-6.2: deny by default; the policy's own verdict for the flow is kept in the detail.
         let policy = if outcome.allowed {
             format!(
@@ -837,7 +828,7 @@ async fn by_first_bytes(
         } else {
             String::new()
         };
-        outcome = observed_deny(reason, format!("{detail}{policy}"));
+        outcome = refusal(gw, &flow, reason, format!("{detail}{policy}"));
     }
     if outcome.allowed && outcome.pass == FirewallPass::FirewallApplication {
         if let Some(name) = &host {
