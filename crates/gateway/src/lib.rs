@@ -612,16 +612,39 @@ impl Gateway {
             }
         }
         for l in lines {
-            match &self.config.log_sink {
-                Some(sink) => (sink.0)(&log_line(&l)),
-                None => log(l),
+            self.write_log(&l);
+        }
+    }
+
+    fn write_log(&self, msg: &str) {
+        match &self.config.log_sink {
+            Some(sink) => (sink.0)(&log_line(msg)),
+            None => log(msg),
+        }
+    }
+
+    /// Report what [`Gateway::log_limited`] suppressed and has not reported yet (at shutdown).
+    pub(crate) fn flush_suppressed(&self) {
+        let mut windows = self.log_windows.lock().unwrap_or_else(|p| p.into_inner());
+        for (reason, w) in windows.iter_mut() {
+            if w.suppressed > 0 {
+                self.write_log(&format!(
+                    "{reason}: suppressed {} line(s) in the last {:.1}s",
+                    w.suppressed,
+                    w.start.elapsed().as_secs_f64()
+                ));
+                w.suppressed = 0;
             }
         }
     }
 
     /// Count the decision and append its flow record durably; returns once it is on disk.
     pub async fn record(&self, r: FlowRecord) {
-        let rule = r.rule_path().unwrap_or_default();
+        // As `palisade logs` prints it: the rule's path, else what decided without one.
+        let rule = r
+            .rule_path()
+            .or_else(|| r.decided_by.clone())
+            .unwrap_or_default();
         self.metrics
             .decisions
             .get_or_create(&DecisionLabels {

@@ -244,6 +244,7 @@ impl Running {
         for t in udp {
             t.abort();
         }
+        gw.flush_suppressed();
         let closed = gw.closed_at_shutdown.load(Ordering::Relaxed);
         let report = ShutdownReport {
             drained: in_flight.saturating_sub(closed),

@@ -111,6 +111,21 @@ async fn raw(proxy: SocketAddr, bytes: &[u8]) -> (u16, String) {
     (port, String::from_utf8_lossy(&out).into())
 }
 
+/// The sum of K over the `suppressed K line(s)` summaries.
+fn suppressed_count(summaries: &[&String]) -> usize {
+    summaries
+        .iter()
+        .filter_map(|l| {
+            l.split("suppressed ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum()
+}
+
 async fn record_from(data: &Path, port: u16, what: &str) -> FlowRecord {
     wait_record(data, |r| r.source_port == port, what).await
 }
@@ -402,18 +417,28 @@ async fn handshake_timeouts_are_all_recorded_but_logged_at_a_bounded_rate() {
     let all = logged(&s.lines);
     let summaries: Vec<&String> = all.iter().filter(|l| l.contains("suppressed")).collect();
     assert!(!summaries.is_empty(), "{all:#?}");
-    let suppressed: usize = summaries
-        .iter()
-        .filter_map(|l| {
-            l.split("suppressed ")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse::<usize>()
-                .ok()
-        })
-        .sum();
+    let suppressed = suppressed_count(&summaries);
     let written = all.len() - summaries.len();
     assert_eq!(written + suppressed, N + 1, "{all:#?}");
     assert_eq!(timeouts(&s.data).len(), N + 1);
+
+    // Another burst, then a shutdown: what was suppressed since is reported at the end, so every
+    // timeout is either a line or counted in one.
+    let mut burst = vec![];
+    for _ in 0..20 {
+        let proxy = s.proxy();
+        burst.push(tokio::spawn(async move {
+            raw(proxy, b"GET http://www.allowed.test/ HTTP/1.1\r\n").await
+        }));
+    }
+    for b in burst {
+        b.await.unwrap();
+    }
+    let Setup { gw, lines, .. } = s;
+    gw.shutdown(Duration::ZERO).await;
+    let all = logged(&lines);
+    let (summaries, written): (Vec<&String>, Vec<&String>) =
+        all.iter().partition(|l| l.contains("suppressed"));
+    let suppressed = suppressed_count(&summaries);
+    assert_eq!(written.len() + suppressed, N + 21, "{all:#?}");
 }
