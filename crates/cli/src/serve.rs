@@ -7,7 +7,7 @@ use palisade_flowlog::{parse_since, query, FlowRecord, Query};
 use palisade_gateway::dnat::parse_dnat_bind;
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::resolver::Resolver;
-use palisade_gateway::{AddressCheck, Config, Gateway};
+use palisade_gateway::{AddressCheck, Config, Gateway, TunnelSni};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +18,12 @@ pub enum AddressCheckArg {
     Enforce,
     Audit,
     Off,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TunnelSniArg {
+    Match,
+    Allowed,
 }
 
 /// Run the firewall of a network on real traffic.
@@ -48,6 +54,11 @@ pub struct GatewayArgs {
     /// PAL-5.2: SNI/Host must resolve to the dialed address.
     #[arg(long, value_enum, default_value = "enforce")]
     address_check: AddressCheckArg,
+    /// The SNI (or Host) inside a `CONNECT name:port` tunnel: `match` = it must be the CONNECT
+    /// name (anything else is denied as domain fronting); `allowed` = another name must be
+    /// allowed by the policy itself and resolve to the dialed address.
+    #[arg(long, value_enum, default_value = "match")]
+    tunnel_sni: TunnelSniArg,
     /// Keep established connections a reloaded policy denies (default: close them, FW-11).
     #[arg(long)]
     keep_established: bool,
@@ -163,6 +174,10 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
         fixed: Default::default(),
         system: !a.no_system_resolver,
     };
+    config.tunnel_sni = match a.tunnel_sni {
+        TunnelSniArg::Match => TunnelSni::Match,
+        TunnelSniArg::Allowed => TunnelSni::Allowed,
+    };
     config.address_check = match a.address_check {
         AddressCheckArg::Enforce => AddressCheck::Enforce,
         AddressCheckArg::Audit => AddressCheck::Audit,
@@ -244,8 +259,11 @@ fn text_line(r: &FlowRecord) -> String {
         Some(ip) => format!("{}", SocketAddr::new(ip, r.destination_port)),
         None => format!("-:{}", r.destination_port),
     };
-    let name = r.name.as_deref().unwrap_or("-");
-    let rule = r.rule_path().unwrap_or_else(|| "-".into());
+    let name = match (&r.name, &r.tunnel_name) {
+        (Some(n), Some(t)) if n != t => format!("{n} (tunnel {t})"),
+        (n, _) => n.as_deref().unwrap_or("-").to_string(),
+    };
+    let rule = r.rule_label();
     let mut line = format!(
         "{} {:<5} {:<5} {src} → {name} ({dst}) {} rule={rule} reason={}",
         r.time, r.action, r.protocol, r.layer, r.reason

@@ -204,7 +204,11 @@ azureFirewalls:
         lines[0].contains("Deny") && lines[0].contains("other.test"),
         "{out}"
     );
-    assert!(lines[0].contains("rule=-") && lines[0].contains("reason=DefaultAction"));
+    // No rule decided the default deny: the rule column says what did.
+    assert!(
+        lines[0].contains("rule=default") && lines[0].contains("reason=DefaultAction"),
+        "{out}"
+    );
     assert!(lines[1].contains("rule=deny-apps/blocked"), "{out}");
     assert!(lines[2].contains("Allow") && lines[2].contains("www.allowed.test"));
     assert!(lines[2].contains("rule=allow-apps/web") && lines[2].contains("received="));
@@ -220,6 +224,23 @@ azureFirewalls:
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(!out.contains("Allow"));
+    // `--rule default` finds the default deny; its JSON says `decided_by: default`.
+    let (code, out, err) = palisade(&[
+        "logs",
+        "--data",
+        data.to_str().unwrap(),
+        "--rule",
+        "default",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let recs = v.as_array().unwrap();
+    assert_eq!(recs.len(), 1, "{out}");
+    assert_eq!(recs[0]["decided_by"], "default");
+    assert_eq!(recs[0]["name"], "other.test");
+    assert!(recs[0]["rule"].is_null());
     // Nothing matches: a note on stderr, no lines.
     let (code, out, err) = palisade(&[
         "logs",
@@ -232,5 +253,75 @@ azureFirewalls:
     assert!(out.is_empty());
     assert!(err.contains("no matching flow records"), "{err}");
     drop(_gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A real `palisade gateway` with `--handshake-timeout 1`: 60 clients that never finish their
+/// request head get 60 `HandshakeTimeout` records, but its stderr gets a bounded number of
+/// lines about them. `--tunnel-sni` is accepted.
+#[test]
+fn handshake_timeouts_are_recorded_each_and_logged_at_a_bounded_rate() {
+    use std::io::{Read, Write};
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("palisade-timeouts-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let net = dir.join("network.yaml");
+    std::fs::write(
+        &net,
+        "apiVersion: palisade/v1\nazureFirewalls:\n  - name: fw\n    ipConfigurations: [{name: c, privateIPAddress: 10.0.1.4}]\n",
+    )
+    .unwrap();
+    let data = dir.join("data");
+    let stderr_path = dir.join("stderr");
+    let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gw = Command::new(bin())
+        .args(["gateway", "-n", net.to_str().unwrap()])
+        .args(["--listen", &proxy.to_string(), "--admin", "none"])
+        .args(["--data", data.to_str().unwrap()])
+        .args(["--no-watch", "--no-system-resolver"])
+        .args(["--handshake-timeout", "1", "--tunnel-sni", "match"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("start palisade gateway");
+    let gw = Killed(gw);
+    let start = Instant::now();
+    while TcpStream::connect(proxy).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "gateway did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    const N: usize = 60;
+    let clients: Vec<_> = (0..N)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(proxy).unwrap();
+                s.write_all(b"GET http://www.allowed.test/ HTTP/1.1\r\nX-Slow: ")
+                    .unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                out
+            })
+        })
+        .collect();
+    for c in clients {
+        let out = c.join().unwrap();
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    }
+    let records = json_records(&data, &["--rule", "handshake-check"]);
+    assert_eq!(records.len(), N);
+    assert!(records.iter().all(|r| r["reason"] == "HandshakeTimeout"));
+    drop(gw);
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    let lines = stderr
+        .lines()
+        .filter(|l| l.contains("HandshakeTimeout"))
+        .count();
+    assert!((1..=11).contains(&lines), "{lines} lines:\n{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -47,6 +47,10 @@ pub struct FlowRecord {
     pub destination_port: u16,
     /// SNI, Host or CONNECT name, when there is one.
     pub name: Option<String>,
+    /// Inside a `CONNECT` tunnel: the TLS SNI (or HTTP `Host`) the client sent through it, when
+    /// it was read; `name` is then the CONNECT name. Absent otherwise (and in older records).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_name: Option<String>,
     /// `Allow` or `Deny` (`Dnat` for DNAT decisions).
     pub action: String,
     /// DIAG-1.2 layer: `FirewallApplication`, `FirewallNetwork`, `FirewallDnat`, `FirewallDefault`.
@@ -57,6 +61,11 @@ pub struct FlowRecord {
     pub rule: Option<String>,
     /// The deciding collection's priority.
     pub priority: Option<u32>,
+    /// When no rule decided (`rule` is null): what did — `default` (the policy's default
+    /// action), `address-check` (PAL-5.2), `tunnel-check`, `request-check`, `handshake-check`,
+    /// `no-policy` or `gateway`. Absent when a rule decided (and in older records).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
     /// `RuleMatched`, `DefaultAction`, `SniMissing`, `SniAddressMismatch`, …
     pub reason: String,
     pub detail: Option<String>,
@@ -90,6 +99,14 @@ impl FlowRecord {
             Some(g) => format!("{g}/{c}/{rule}"),
             None => format!("{c}/{rule}"),
         })
+    }
+
+    /// The deciding rule's path, else what decided without a rule (`default`, `address-check`,
+    /// …; never contains `/`, so it cannot be mistaken for a path), else `-`.
+    pub fn rule_label(&self) -> String {
+        self.rule_path()
+            .or_else(|| self.decided_by.clone())
+            .unwrap_or_else(|| "-".into())
     }
 }
 
@@ -324,10 +341,12 @@ pub struct Query {
     /// `Allow` / `Deny` (case-insensitive).
     pub action: Option<String>,
     pub since: Option<SystemTime>,
-    /// A rule name or a rule path (`collection/rule`, `rcg/collection/rule`), case-insensitive.
+    /// A rule name or a rule path (`collection/rule`, `rcg/collection/rule`), or what decided
+    /// without a rule (`default`, `address-check`, …), case-insensitive.
     pub rule: Option<String>,
     pub source: Option<IpAddr>,
-    /// The SNI/Host/CONNECT name, case-insensitive; `*.example.com` matches subdomains.
+    /// The SNI/Host/CONNECT name (or the name read inside a CONNECT tunnel), case-insensitive;
+    /// `*.example.com` matches subdomains.
     pub name: Option<String>,
     pub limit: Option<usize>,
 }
@@ -350,7 +369,11 @@ impl Query {
                 .as_deref()
                 .is_some_and(|n| n.eq_ignore_ascii_case(rule));
             let by_path = r.rule_path().is_some_and(|p| p.eq_ignore_ascii_case(rule));
-            if !by_name && !by_path {
+            let by_check = r.rule.is_none()
+                && r.decided_by
+                    .as_deref()
+                    .is_some_and(|d| d.eq_ignore_ascii_case(rule));
+            if !by_name && !by_path && !by_check {
                 return false;
             }
         }
@@ -361,14 +384,17 @@ impl Query {
         }
         if let Some(n) = &self.name {
             let want = n.trim_end_matches('.').to_ascii_lowercase();
-            let Some(have) = r.name.as_deref() else {
-                return false;
-            };
-            let have = have.trim_end_matches('.').to_ascii_lowercase();
-            let ok = match want.strip_prefix("*.") {
-                Some(suffix) => have.ends_with(&format!(".{suffix}")),
-                None => have == want,
-            };
+            // A fronting attempt is found by either name: the CONNECT name or the tunnel's.
+            let ok = [r.name.as_deref(), r.tunnel_name.as_deref()]
+                .into_iter()
+                .flatten()
+                .any(|have| {
+                    let have = have.trim_end_matches('.').to_ascii_lowercase();
+                    match want.strip_prefix("*.") {
+                        Some(suffix) => have.ends_with(&format!(".{suffix}")),
+                        None => have == want,
+                    }
+                });
             if !ok {
                 return false;
             }
@@ -491,6 +517,67 @@ mod tests {
             ..Default::default()
         };
         assert!(query(d.path(), &q).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn new_fields_are_optional_both_ways() {
+        // A record written before `decided_by` / `tunnel_name` existed still reads...
+        let old = r#"{"time":"2026-01-01T00:00:00.000Z","action":"Deny","reason":"DefaultAction","rule":null}"#;
+        let r: FlowRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (r.rule_label(), r.decided_by, r.tunnel_name),
+            ("-".to_string(), None, None)
+        );
+        // ...and a record without them is written as before (no new keys).
+        let json = serde_json::to_string(&rec(1, "Allow")).unwrap();
+        assert!(
+            !json.contains("decided_by") && !json.contains("tunnel_name"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn query_by_check_and_tunnel_name() {
+        let d = tempfile::tempdir().unwrap();
+        let log = FlowLog::open(d.path(), Options::default()).unwrap();
+        log.append(&rec(1, "Allow")).unwrap();
+        log.append(&FlowRecord {
+            action: "Deny".into(),
+            name: Some("www.allowed.test".into()),
+            tunnel_name: Some("evil.test".into()),
+            decided_by: Some("tunnel-check".into()),
+            ..rec(2, "Deny")
+        })
+        .unwrap();
+        log.append(&FlowRecord {
+            rule_collection: None,
+            rule: None,
+            decided_by: Some("default".into()),
+            ..rec(3, "Deny")
+        })
+        .unwrap();
+        let by = |q: Query| query(d.path(), &q).unwrap().0;
+        let found = by(Query {
+            name: Some("evil.test".into()),
+            ..Default::default()
+        });
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].name.as_deref(), Some("www.allowed.test"));
+        let found = by(Query {
+            rule: Some("default".into()),
+            ..Default::default()
+        });
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].rule_label(), "default");
+        // A rule decided the second record (`apps/r2`): the check name does not shadow it.
+        assert_eq!(
+            by(Query {
+                rule: Some("tunnel-check".into()),
+                ..Default::default()
+            })
+            .len(),
+            0
+        );
     }
 
     #[test]

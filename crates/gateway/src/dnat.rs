@@ -316,6 +316,7 @@ async fn tcp_flow(
         dst: Some(frontend),
         name: None,
         started: Instant::now(),
+        tunnel_name: None,
         translated_source: None,
     };
     let k = packet_key(peer, frontend, 6);
@@ -437,6 +438,7 @@ async fn udp_session(
         dst: Some(frontend),
         name: None,
         started: Instant::now(),
+        tunnel_name: None,
         translated_source: None,
     };
     let k = packet_key(peer, frontend, 17);

@@ -56,6 +56,33 @@ pub enum AddressCheck {
     Off,
 }
 
+/// Which TLS SNI (or HTTP `Host`) a `CONNECT name:port` tunnel may carry once the CONNECT name
+/// was allowed by an application rule (`--tunnel-sni`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TunnelSni {
+    /// Only the CONNECT name itself; any other is denied (`TunnelSniMismatch`), so an allowed
+    /// CONNECT cannot front for another name.
+    #[default]
+    Match,
+    /// Another name is judged by the policy on its own (and checked against the dialed
+    /// address, PAL-5.2).
+    Allowed,
+}
+
+/// Where the gateway's rate-limited lines go (stderr when none is set); tests capture them.
+#[derive(Clone)]
+pub struct LogSink(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogSink")
+    }
+}
+
+/// Lines per second and reason that [`Gateway::log_limited`] writes; the rest are counted and
+/// summarised, so a flood of refused connections cannot flood the log.
+pub const LOG_LINES_PER_SECOND: u32 = 5;
+
 /// Timeouts and caps against slow or greedy clients.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -99,6 +126,10 @@ pub struct Config {
     pub instance: String,
     pub resolver: Resolver,
     pub address_check: AddressCheck,
+    /// The SNI a CONNECT tunnel may carry.
+    pub tunnel_sni: TunnelSni,
+    /// Rate-limited lines (refused connections) go here instead of stderr.
+    pub log_sink: Option<LogSink>,
     /// FW-11 / PAL-5.5 `reevaluateEstablished`: close established connections a reloaded
     /// policy denies.
     pub reevaluate_established: bool,
@@ -129,6 +160,8 @@ impl Config {
             instance: default_instance(),
             resolver: Resolver::default(),
             address_check: AddressCheck::Enforce,
+            tunnel_sni: TunnelSni::Match,
+            log_sink: None,
             reevaluate_established: true,
             watch: true,
             sighup: true,
@@ -151,11 +184,18 @@ pub fn default_instance() -> String {
 
 /// Log a line to stderr with a timestamp.
 pub fn log(msg: impl AsRef<str>) {
-    eprintln!(
-        "{} palisade-gateway: {}",
-        format_time(SystemTime::now()),
-        msg.as_ref()
-    );
+    eprintln!("{}", log_line(msg.as_ref()));
+}
+
+fn log_line(msg: &str) -> String {
+    format!("{} palisade-gateway: {msg}", format_time(SystemTime::now()))
+}
+
+/// One reason's current second for [`Gateway::log_limited`].
+struct LogWindow {
+    start: Instant,
+    written: u32,
+    suppressed: u64,
 }
 
 /// An established connection the reload re-judges.
@@ -196,6 +236,7 @@ pub struct Gateway {
     phase: watch::Sender<Phase>,
     in_flight: watch::Sender<usize>,
     closed_at_shutdown: AtomicUsize,
+    log_windows: Mutex<HashMap<&'static str, LogWindow>>,
 }
 
 /// A started gateway: its bound addresses; dropping it stops the listeners.
@@ -276,6 +317,7 @@ impl Gateway {
             phase: watch::Sender::new(Phase::Serving),
             in_flight: watch::Sender::new(0),
             closed_at_shutdown: AtomicUsize::new(0),
+            log_windows: Mutex::new(HashMap::new()),
             config,
         });
         match gw.reload("start").await {
@@ -535,9 +577,74 @@ impl Gateway {
             .len()
     }
 
+    /// Log a line for `reason`, at most [`LOG_LINES_PER_SECOND`] per second and reason; the
+    /// lines dropped are counted and reported in one line when the reason is next logged. The
+    /// flow record, not this line, is the account of each connection.
+    pub fn log_limited(&self, reason: &'static str, msg: impl AsRef<str>) {
+        let now = Instant::now();
+        let mut lines = vec![];
+        {
+            let mut windows = self.log_windows.lock().unwrap_or_else(|p| p.into_inner());
+            let w = windows.entry(reason).or_insert(LogWindow {
+                start: now,
+                written: 0,
+                suppressed: 0,
+            });
+            if now.duration_since(w.start) >= Duration::from_secs(1) {
+                if w.suppressed > 0 {
+                    lines.push(format!(
+                        "{reason}: suppressed {} line(s) in {:.1}s (at most {LOG_LINES_PER_SECOND}/s; every connection has its flow record)",
+                        w.suppressed,
+                        now.duration_since(w.start).as_secs_f64()
+                    ));
+                }
+                *w = LogWindow {
+                    start: now,
+                    written: 0,
+                    suppressed: 0,
+                };
+            }
+            if w.written < LOG_LINES_PER_SECOND {
+                w.written += 1;
+                lines.push(msg.as_ref().to_string());
+            } else {
+                w.suppressed += 1;
+            }
+        }
+        for l in lines {
+            self.write_log(&l);
+        }
+    }
+
+    fn write_log(&self, msg: &str) {
+        match &self.config.log_sink {
+            Some(sink) => (sink.0)(&log_line(msg)),
+            None => log(msg),
+        }
+    }
+
+    /// Report what [`Gateway::log_limited`] suppressed and has not reported yet (at shutdown).
+    pub(crate) fn flush_suppressed(&self) {
+        let mut windows = self.log_windows.lock().unwrap_or_else(|p| p.into_inner());
+        for (reason, w) in windows.iter_mut() {
+            if w.suppressed > 0 {
+                self.write_log(&format!(
+                    "{reason}: suppressed {} line(s) in the last {:.1}s",
+                    w.suppressed,
+                    w.start.elapsed().as_secs_f64()
+                ));
+                w.suppressed = 0;
+            }
+        }
+    }
+
     /// Count the decision and append its flow record durably; returns once it is on disk.
     pub async fn record(&self, r: FlowRecord) {
-        let rule = r.rule_path().unwrap_or_default();
+        // As `palisade logs` prints it: the rule's path, else what decided without one.
+        let rule = r
+            .rule_path()
+            .or_else(|| r.decided_by.clone())
+            .unwrap_or_default();
         self.metrics
             .decisions
             .get_or_create(&DecisionLabels {
@@ -586,7 +693,25 @@ pub fn outcome_record(
         translated: outcome
             .translated
             .map(|(ip, p)| SocketAddr::new(ip, p).to_string()),
+        decided_by: match rule {
+            Some(_) => None,
+            None => Some(decided_by(outcome).into()),
+        },
         ..Default::default()
+    }
+}
+
+/// What decided an outcome no rule decided, for the record's `decided_by`.
+fn decided_by(outcome: &FirewallOutcome) -> &'static str {
+    match outcome.reason {
+        "SniAddressMismatch" | "HostAddressMismatch" | "NameResolutionFailed" => "address-check",
+        "TunnelSniMismatch" | "TunnelHostMismatch" => "tunnel-check",
+        "MalformedRequest" | "RequestHeadTooLarge" | "AmbiguousRequest" => "request-check",
+        "HandshakeTimeout" | "UnparseableClientHello" | "EncryptedClientHello" => "handshake-check",
+        "NoValidPolicy" => "no-policy",
+        // No rule matched (`SniMissing` is the default action for a flow without a name).
+        "DefaultAction" | "SniMissing" => "default",
+        _ => "gateway",
     }
 }
 

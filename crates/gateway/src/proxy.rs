@@ -8,7 +8,7 @@ use crate::metrics::{DirectionLabels, ListenerLabels};
 use crate::resolver::ResolveError;
 use crate::shutdown::{accept, connection, relaying, InFlight};
 use crate::sni::{self, Peeked};
-use crate::{log, outcome_record, AddressCheck, Closed, Established, Gateway};
+use crate::{log, outcome_record, AddressCheck, Closed, Established, Gateway, TunnelSni};
 use palisade_flowlog::FlowRecord;
 use palisade_policy::firewall::{FirewallInput, FirewallOutcome, FirewallPass};
 use palisade_policy::matchers::PacketKey;
@@ -72,7 +72,10 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
                     e.kind(),
                     io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
                 ) {
-                    log(format!("{} connection from {peer}: {e}", mode.name()));
+                    gw.log_limited(
+                        "ConnectionError",
+                        format!("{} connection from {peer}: {e}", mode.name()),
+                    );
                 }
             }
             drop(permit);
@@ -90,6 +93,8 @@ pub(crate) struct Flow {
     pub started: Instant,
     /// DNAT: the source the upstream connection used (the firewall's side of the translation).
     pub translated_source: Option<SocketAddr>,
+    /// CONNECT to a name: the SNI or Host read inside the tunnel.
+    pub tunnel_name: Option<String>,
 }
 
 impl Flow {
@@ -110,8 +115,46 @@ impl Flow {
         r.destination_port = self.dst.map(|d| d.port()).unwrap_or(0);
         r.name = self.name.clone();
         r.translated_source = self.translated_source.map(|a| a.to_string());
+        r.tunnel_name = self.tunnel_name.clone();
         r
     }
+
+    /// A flow of `mode` from `client`, nothing else known yet.
+    fn new(mode: Mode, protocol: &'static str, client: SocketAddr) -> Flow {
+        Flow {
+            mode,
+            protocol,
+            client,
+            dst: None,
+            name: None,
+            started: Instant::now(),
+            translated_source: None,
+            tunnel_name: None,
+        }
+    }
+}
+
+/// Record a connection refused on what the gateway observed (a bad, oversized or late request
+/// head or ClientHello, smuggling headers, a tunnel's name) and log it, rate-limited per
+/// reason: the flow record, not the log line, is the account of every refusal.
+async fn refuse(gw: &Gateway, flow: &Flow, reason: &'static str, detail: String) {
+    let deny = refusal(gw, flow, reason, detail);
+    let snap = gw.active().map(|a| a.id().to_string()).unwrap_or_default();
+    gw.record(flow.record(gw, &deny, &snap)).await;
+}
+
+/// The deny for a refusal, its line logged (rate-limited per reason); the caller records it.
+fn refusal(gw: &Gateway, flow: &Flow, reason: &'static str, detail: String) -> FirewallOutcome {
+    gw.log_limited(
+        reason,
+        format!(
+            "{} connection from {}{} refused: {reason}: {detail}",
+            flow.mode.name(),
+            flow.client,
+            flow.dst.map(|d| format!(" to {d}")).unwrap_or_default()
+        ),
+    );
+    observed_deny(reason, detail)
 }
 
 pub(crate) fn key(client: SocketAddr, dst: SocketAddr) -> PacketKey {
@@ -139,20 +182,48 @@ pub(crate) fn observed_deny(reason: &'static str, detail: String) -> FirewallOut
     }
 }
 
+/// Why no request head was read.
+#[derive(Debug, thiserror::Error)]
+enum HeadError {
+    #[error("no complete request head in time")]
+    Timeout,
+    #[error("request head larger than {} bytes", sni::MAX_HTTP_HEAD)]
+    TooLarge,
+    #[error("{0}")]
+    Malformed(String),
+    /// The client closed after sending this many bytes.
+    #[error("closed before the request head was complete")]
+    Closed(usize),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl HeadError {
+    /// The record's reason and the status answered (none when the client is gone).
+    fn refusal(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            HeadError::Timeout => ("HandshakeTimeout", Some("408 Request Timeout")),
+            HeadError::TooLarge => (
+                "RequestHeadTooLarge",
+                Some("431 Request Header Fields Too Large"),
+            ),
+            HeadError::Malformed(_) => ("MalformedRequest", Some("400 Bad Request")),
+            HeadError::Closed(_) | HeadError::Io(_) => ("MalformedRequest", None),
+        }
+    }
+}
+
 /// Read until a complete HTTP request head; returns the bytes read (head and anything after).
-async fn read_head(gw: &Gateway, s: &mut TcpStream) -> io::Result<(Vec<u8>, usize)> {
+async fn read_head(gw: &Gateway, s: &mut TcpStream) -> Result<(Vec<u8>, usize), HeadError> {
     let deadline = Instant::now() + gw.config.limits.header_timeout;
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 4096];
     loop {
         let n = tokio::time::timeout_at(deadline.into(), s.read(&mut chunk))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request head timeout"))??;
+            .map_err(|_| HeadError::Timeout)??;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed before a request head",
-            ));
+            return Err(HeadError::Closed(buf.len()));
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -160,13 +231,8 @@ async fn read_head(gw: &Gateway, s: &mut TcpStream) -> io::Result<(Vec<u8>, usiz
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => return Ok((buf, len)),
             Ok(httparse::Status::Partial) if buf.len() <= sni::MAX_HTTP_HEAD => {}
-            Ok(httparse::Status::Partial) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "request head too large",
-                ))
-            }
-            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            Ok(httparse::Status::Partial) => return Err(HeadError::TooLarge),
+            Err(e) => return Err(HeadError::Malformed(e.to_string())),
         }
     }
 }
@@ -222,20 +288,47 @@ fn split_authority(a: &str, default_port: Option<u16>) -> Option<(String, u16)> 
 }
 
 async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) -> io::Result<()> {
+    let flow = Flow::new(Mode::Explicit, "HTTP", peer);
     let (buf, head_len) = match read_head(gw, &mut client).await {
         Ok(x) => x,
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-            return respond(&mut client, "400 Bad Request", &format!("{e}\n")).await;
+        Err(HeadError::Io(e)) => return Err(e),
+        // Connected and closed without a byte: nothing was asked, nothing refused.
+        Err(HeadError::Closed(0)) => return Ok(()),
+        Err(e) => {
+            let (reason, status) = e.refusal();
+            refuse(gw, &flow, reason, e.to_string()).await;
+            if let Some(status) = status {
+                let _ = respond(&mut client, status, &format!("{e}\n")).await;
+            }
+            return Ok(());
         }
-        Err(e) => return Err(e),
     };
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     let _ = req.parse(&buf);
     let method = req.method.unwrap_or("").to_string();
     let target = req.path.unwrap_or("").to_string();
+    // The gateway judges one reading of the request; a server reading it another way would
+    // serve a request nobody judged (RFC 9112 §3.2, §6.3).
+    if let Some(why) = sni::framing_problem(req.headers) {
+        refuse(
+            gw,
+            &flow,
+            "AmbiguousRequest",
+            format!("{why} ({method} {target})"),
+        )
+        .await;
+        return respond(&mut client, "400 Bad Request", &format!("{why}\n")).await;
+    }
     if method.eq_ignore_ascii_case("CONNECT") {
         let Some((host, port)) = split_authority(&target, None) else {
+            refuse(
+                gw,
+                &flow,
+                "MalformedRequest",
+                "CONNECT needs host:port".into(),
+            )
+            .await;
             return respond(&mut client, "400 Bad Request", "CONNECT needs host:port\n").await;
         };
         let rest = buf[head_len..].to_vec();
@@ -246,6 +339,13 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
         .strip_prefix("http://")
         .or_else(|| target.strip_prefix("HTTP://"))
     else {
+        refuse(
+            gw,
+            &flow,
+            "MalformedRequest",
+            "not an absolute-form request or CONNECT".into(),
+        )
+        .await;
         return respond(
             &mut client,
             "400 Bad Request",
@@ -263,6 +363,7 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
         path.to_string()
     };
     let Some((host, port)) = split_authority(authority, Some(80)) else {
+        refuse(gw, &flow, "MalformedRequest", "bad request target".into()).await;
         return respond(&mut client, "400 Bad Request", "bad request target\n").await;
     };
     // Rebuild the head in origin-form: the URI's authority wins over any Host header
@@ -386,7 +487,7 @@ async fn connect(
     }
     let app = AppProtocol::infer(port);
     let Some(Allowed {
-        flow,
+        mut flow,
         server,
         outcome,
         snap,
@@ -408,6 +509,25 @@ async fn connect(
     client
         .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         .await?;
+    // An application rule allowed the name, so the tunnel must carry that name (network and
+    // DNAT rules judged the 5-tuple and need none). MSSQL's TDS starts with a prelogin packet,
+    // not a ClientHello: there is no name to read up front.
+    let (outcome, snap, name, app, first) =
+        if outcome.pass == FirewallPass::FirewallApplication && app != AppProtocol::Mssql {
+            let mut buf = rest;
+            let seen = inspect(gw, &mut client, &mut buf).await;
+            let (o, s) = tunnel_verdict(gw, &mut flow, &host, key, seen).await;
+            if !o.allowed {
+                gw.record(flow.record(gw, &o, &s)).await;
+                reset(&client);
+                return Ok(());
+            }
+            let judged_on = flow.tunnel_name.clone().unwrap_or(host);
+            let app = flow_app(flow.protocol).unwrap_or(app);
+            (o, s, judged_on, app, buf)
+        } else {
+            (outcome, snap, host, app, rest)
+        };
     relay(
         gw,
         flow,
@@ -416,11 +536,74 @@ async fn connect(
         &outcome,
         &snap,
         key,
-        Some(host),
-        rest,
+        Some(name),
+        first,
         Some(app),
     )
     .await
+}
+
+fn flow_app(protocol: &str) -> Option<AppProtocol> {
+    match protocol {
+        "HTTP" => Some(AppProtocol::Http),
+        "HTTPS" => Some(AppProtocol::Https),
+        "MSSQL" => Some(AppProtocol::Mssql),
+        _ => None,
+    }
+}
+
+/// Judge what a CONNECT tunnel to `connect_name` (allowed by an application rule) carries:
+/// another name than the CONNECT name is denied (`--tunnel-sni match`, the default) or judged
+/// by the policy on its own and checked against the dialed address (`allowed`); no name,
+/// another protocol or unreadable bytes are judged as the transparent listener judges them.
+/// The tunnel's flow is judged again by the snapshot in force now, so a reload while the client
+/// took its time is not missed. Fills the flow's tunnel name and protocol.
+async fn tunnel_verdict(
+    gw: &Gateway,
+    flow: &mut Flow,
+    connect_name: &str,
+    key: PacketKey,
+    seen: Seen,
+) -> (FirewallOutcome, String) {
+    let snap = gw.active().map(|a| a.id().to_string()).unwrap_or_default();
+    flow.tunnel_name = seen.host.clone();
+    if let Some(a) = seen.app {
+        flow.protocol = app_name(a);
+    }
+    if let Some((reason, detail)) = seen.problem {
+        let detail = format!("inside CONNECT {connect_name}: {detail}");
+        return (refusal(gw, flow, reason, detail), snap);
+    }
+    let same_name = seen.host.as_deref().map(|h| h.trim_end_matches('.'))
+        == Some(connect_name.trim_end_matches('.'));
+    if let (Some(inner), Some(inner_app)) = (&seen.host, seen.app) {
+        if !same_name && gw.config.tunnel_sni == TunnelSni::Match {
+            let (reason, what) = if inner_app == AppProtocol::Http {
+                ("TunnelHostMismatch", "Host")
+            } else {
+                ("TunnelSniMismatch", "SNI")
+            };
+            let detail = format!(
+                "CONNECT {connect_name} carries {what} {inner}; the tunnel's name must be the CONNECT name"
+            );
+            return (refusal(gw, flow, reason, detail), snap);
+        }
+    }
+    let input = FirewallInput {
+        key,
+        host: seen.host.as_deref(),
+        app_protocol: seen.app,
+    };
+    let (mut outcome, snap) = gw.judge(&input);
+    if outcome.allowed && outcome.pass == FirewallPass::FirewallApplication && !same_name {
+        if let Some(inner) = &seen.host {
+            let dst = SocketAddr::new(key.dst, key.dst_port);
+            if let Some(deny) = address_check(gw, inner, dst, seen.app).await {
+                outcome = deny;
+            }
+        }
+    }
+    (outcome, snap)
 }
 
 /// What the explicit proxy allowed for a named destination, with the upstream connection.
@@ -454,6 +637,7 @@ async fn judge_and_dial(
         dst: None,
         name: Some(host.to_string()),
         started: Instant::now(),
+        tunnel_name: None,
         translated_source: None,
     };
     let Some(dst) = resolve_for_dial(gw, &mut flow, host, port).await else {
@@ -533,9 +717,15 @@ async fn transparent(gw: &Arc<Gateway>, client: TcpStream, peer: SocketAddr) -> 
     let dst = match original_dst(&client) {
         Ok(d) => SocketAddr::new(d.ip().to_canonical(), d.port()),
         Err(e) => {
-            log(format!(
-                "transparent connection from {peer}: no original destination: {e}"
-            ));
+            // Without a NAT entry there is nothing to relay to: a connection not redirected.
+            let flow = Flow::new(Mode::Transparent, "TCP", peer);
+            refuse(
+                gw,
+                &flow,
+                "NotRedirected",
+                format!("no original destination: {e}"),
+            )
+            .await;
             return Ok(());
         }
     };
@@ -552,6 +742,7 @@ async fn transparent(gw: &Arc<Gateway>, client: TcpStream, peer: SocketAddr) -> 
             dst: Some(dst),
             name: None,
             started: Instant::now(),
+            tunnel_name: None,
             translated_source: None,
         };
         let snap = gw.active().map(|a| a.id().to_string()).unwrap_or_default();
@@ -580,6 +771,7 @@ async fn by_first_bytes(
         dst: Some(dst),
         name: None,
         started: Instant::now(),
+        tunnel_name: None,
         translated_source: None,
     };
     let k = key(peer, dst);
@@ -616,46 +808,7 @@ async fn by_first_bytes(
         .await;
     }
     // Application layer: read the first bytes (bounded in size and time).
-    let deadline = Instant::now() + gw.config.limits.handshake_timeout;
-    let mut chunk = vec![0u8; 4096];
-    let peeked = loop {
-        let p = sni::peek(&buf);
-        if p != Peeked::NeedMore {
-            break p;
-        }
-        match tokio::time::timeout_at(deadline.into(), client.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break Peeked::Malformed("closed before the first request"),
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => break Peeked::Malformed("no ClientHello or request head in time"),
-        }
-    };
-    drop(chunk);
-    let (host, app, problem): (
-        Option<String>,
-        Option<AppProtocol>,
-        Option<(&'static str, String)>,
-    ) = match peeked {
-        Peeked::Tls { sni, ech: true } => (
-            sni.clone(),
-            Some(AppProtocol::Https),
-            Some((
-                "EncryptedClientHello",
-                format!(
-                    "Encrypted Client Hello (outer SNI {}): the real name is hidden",
-                    sni.as_deref().unwrap_or("none")
-                ),
-            )),
-        ),
-        Peeked::Tls { sni, ech: false } => (sni, Some(AppProtocol::Https), None),
-        Peeked::Http { host } => (host, Some(AppProtocol::Http), None),
-        Peeked::Unknown => (None, None, None),
-        Peeked::Malformed(why) => (
-            None,
-            None,
-            Some(("UnparseableClientHello", why.to_string())),
-        ),
-        Peeked::NeedMore => unreachable!(),
-    };
+    let Seen { host, app, problem } = inspect(gw, &mut client, &mut buf).await;
     flow.name = host.clone();
     flow.protocol = app.map(app_name).unwrap_or("TCP");
     let input = FirewallInput {
@@ -664,6 +817,7 @@ async fn by_first_bytes(
         app_protocol: app,
     };
     let (mut outcome, snap) = gw.judge(&input);
+    let refused = problem.as_ref().map(|p| p.0);
     if let Some((reason, detail)) = problem {
         // FW-6.2: deny by default; the policy's own verdict for the flow is kept in the detail.
         let policy = if outcome.allowed {
@@ -674,7 +828,7 @@ async fn by_first_bytes(
         } else {
             String::new()
         };
-        outcome = observed_deny(reason, format!("{detail}{policy}"));
+        outcome = refusal(gw, &flow, reason, format!("{detail}{policy}"));
     }
     if outcome.allowed && outcome.pass == FirewallPass::FirewallApplication {
         if let Some(name) = &host {
@@ -686,7 +840,12 @@ async fn by_first_bytes(
     if !outcome.allowed {
         gw.record(flow.record(gw, &outcome, &snap)).await;
         if app == Some(AppProtocol::Http) && mode == Mode::Transparent {
-            let _ = respond(&mut client, "470 status code 470", &deny_text(&outcome)).await;
+            let status = if refused == Some("AmbiguousRequest") {
+                "400 Bad Request"
+            } else {
+                "470 status code 470"
+            };
+            let _ = respond(&mut client, status, &deny_text(&outcome)).await;
         } else {
             reset(&client);
         }
@@ -704,6 +863,76 @@ async fn by_first_bytes(
         }
     };
     relay(gw, flow, client, server, &outcome, &snap, k, host, buf, app).await
+}
+
+/// What the first bytes of a connection say it is for.
+struct Seen {
+    host: Option<String>,
+    app: Option<AppProtocol>,
+    /// An observation the gateway denies on by itself, with its reason and detail: ECH and
+    /// unreadable or late ClientHellos (FW-6.2), smuggling headers (RFC 9112).
+    problem: Option<(&'static str, String)>,
+}
+
+/// Read the ClientHello or HTTP request head at the start of a connection, appending to `buf`
+/// (bounded in size, and in time by the handshake timeout).
+async fn inspect(gw: &Gateway, client: &mut TcpStream, buf: &mut Vec<u8>) -> Seen {
+    let deadline = Instant::now() + gw.config.limits.handshake_timeout;
+    let mut chunk = vec![0u8; 4096];
+    let peeked = loop {
+        let p = sni::peek(buf);
+        if p != Peeked::NeedMore {
+            break Some(p);
+        }
+        match tokio::time::timeout_at(deadline.into(), client.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                break Some(Peeked::Malformed("closed before the first request"))
+            }
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break None,
+        }
+    };
+    let problem = |reason, detail: String| Seen {
+        host: None,
+        app: None,
+        problem: Some((reason, detail)),
+    };
+    let Some(peeked) = peeked else {
+        return problem(
+            "HandshakeTimeout",
+            "no ClientHello or request head in time".into(),
+        );
+    };
+    match peeked {
+        Peeked::Tls { sni, ech: true } => Seen {
+            problem: Some((
+                "EncryptedClientHello",
+                format!(
+                    "Encrypted Client Hello (outer SNI {}): the real name is hidden",
+                    sni.as_deref().unwrap_or("none")
+                ),
+            )),
+            host: sni,
+            app: Some(AppProtocol::Https),
+        },
+        Peeked::Tls { sni, ech: false } => Seen {
+            host: sni,
+            app: Some(AppProtocol::Https),
+            problem: None,
+        },
+        Peeked::Http { host } => Seen {
+            problem: sni::head_framing_problem(buf).map(|why| ("AmbiguousRequest", why.into())),
+            host,
+            app: Some(AppProtocol::Http),
+        },
+        Peeked::Unknown => Seen {
+            host: None,
+            app: None,
+            problem: None,
+        },
+        Peeked::Malformed(why) => problem("UnparseableClientHello", why.to_string()),
+        Peeked::NeedMore => unreachable!("the loop ends on anything else"),
+    }
 }
 
 /// PAL-5.2: the name must resolve, through the gateway's resolver, to the dialed address.

@@ -135,6 +135,7 @@ pub(crate) async fn connection(
         dst,
         name: None,
         started: Instant::now(),
+        tunnel_name: None,
         translated_source: None,
     };
     let o = observed_deny(
@@ -243,6 +244,7 @@ impl Running {
         for t in udp {
             t.abort();
         }
+        gw.flush_suppressed();
         let closed = gw.closed_at_shutdown.load(Ordering::Relaxed);
         let report = ShutdownReport {
             drained: in_flight.saturating_sub(closed),

@@ -263,6 +263,60 @@ pub fn http_head(buf: &[u8]) -> Peeked {
     }
 }
 
+/// Headers that make a request's target or body length ambiguous, so that the gateway and the
+/// server behind it could read different requests from the same bytes (request smuggling):
+/// more than one `Host` (RFC 9112 §3.2), `Transfer-Encoding` with `Content-Length`, conflicting
+/// or invalid `Content-Length`s, a `Transfer-Encoding` whose last coding is not `chunked`
+/// (§6.3). Such a request must be refused with 400, not relayed.
+pub fn framing_problem(headers: &[httparse::Header]) -> Option<&'static str> {
+    let named = |n: &'static str| {
+        headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(n))
+    };
+    if named("host").count() > 1 {
+        return Some("more than one Host header");
+    }
+    let lengths: Vec<&[u8]> = named("content-length")
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(|v| v.trim_ascii())
+        .collect();
+    if lengths
+        .iter()
+        .any(|v| v.is_empty() || !v.iter().all(u8::is_ascii_digit))
+        || lengths.windows(2).any(|w| w[0] != w[1])
+    {
+        return Some("invalid or conflicting Content-Length");
+    }
+    let codings: Vec<&[u8]> = named("transfer-encoding")
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(|v| v.trim_ascii())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let has_te = named("transfer-encoding").next().is_some();
+    if has_te && !lengths.is_empty() {
+        return Some("both Transfer-Encoding and Content-Length");
+    }
+    if has_te
+        && !codings
+            .last()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+    {
+        return Some("Transfer-Encoding does not end in chunked");
+    }
+    None
+}
+
+/// [`framing_problem`] of a complete request head at the start of `buf`.
+pub fn head_framing_problem(buf: &[u8]) -> Option<&'static str> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => framing_problem(req.headers),
+        _ => None,
+    }
+}
+
 /// `host:port` → `host`; `[v6]:port` → `v6`.
 pub fn strip_port(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
@@ -328,6 +382,45 @@ pub fn build_client_hello(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn smuggling_headers_are_framing_problems() {
+        let head = |extra: &str| format!("POST /x HTTP/1.1\r\nHost: a.test\r\n{extra}\r\n");
+        for (extra, want) in [
+            ("", None),
+            ("Content-Length: 5\r\n", None),
+            ("Transfer-Encoding: gzip, chunked\r\n", None),
+            ("Content-Length: 5\r\nContent-Length: 5\r\n", None),
+            ("Host: b.test\r\n", Some("more than one Host header")),
+            ("hOsT: a.test\r\n", Some("more than one Host header")),
+            (
+                "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                Some("both Transfer-Encoding and Content-Length"),
+            ),
+            (
+                "Content-Length: 5\r\nContent-Length: 6\r\n",
+                Some("invalid or conflicting Content-Length"),
+            ),
+            (
+                "Content-Length: 5, 6\r\n",
+                Some("invalid or conflicting Content-Length"),
+            ),
+            (
+                "Content-Length: -1\r\n",
+                Some("invalid or conflicting Content-Length"),
+            ),
+            (
+                "Transfer-Encoding: chunked, gzip\r\n",
+                Some("Transfer-Encoding does not end in chunked"),
+            ),
+        ] {
+            assert_eq!(
+                head_framing_problem(head(extra).as_bytes()),
+                want,
+                "{extra:?}"
+            );
+        }
+    }
 
     #[test]
     fn sni_of_a_simple_hello() {

@@ -16,6 +16,8 @@ struct Setup {
     data: PathBuf,
     http: SocketAddr,
     tls: SocketAddr,
+    /// The TLS server's certificate.
+    pem: String,
     gw: Running,
 }
 
@@ -31,7 +33,7 @@ impl Setup {
 async fn setup(valid_policy: bool, watch: bool) -> Setup {
     let (dir, path) = tempdir();
     let http = http_server("127.0.0.1:0").await;
-    let (tls, _pem) = tls_server(
+    let (tls, pem) = tls_server(
         "127.0.0.1:0",
         &["api.allowed.test", "elsewhere.allowed.test", "other.test"],
     )
@@ -65,6 +67,7 @@ async fn setup(valid_policy: bool, watch: bool) -> Setup {
         data,
         http,
         tls,
+        pem,
         gw,
     }
 }
@@ -288,6 +291,10 @@ async fn reload_refuses_bad_policy_and_rejudges_established() {
     let mut buf = [0u8; 256];
     let n = tunnel.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // The tunnel is relayed once its ClientHello names the CONNECT name.
+    let mut tunnel = tls_client(tunnel, &s.pem, "api.allowed.test")
+        .await
+        .unwrap();
 
     // Bad policy: refused, errors located, old snapshot stays, traffic flows.
     write(&s.policy, "apiVersion: palisade/v1\nazureFirewalls:\n  - name: fw\n    applicationRuleCollections: [{name: a, priority: 1, action: {type: Allow}, rules: [{name: r, protocols: ['Https:443'], targetFqdns: ['www.*.com']}]}]\n");

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use palisade_gateway::sni::build_client_hello;
 use palisade_gateway::{Gateway, Running};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -117,6 +118,9 @@ async fn tunnel_lives_through_the_grace_period_then_is_closed_with_a_record() {
     let mut head = vec![0u8; 39];
     tunnel.read_exact(&mut head).await.unwrap();
     assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    // A tunnel to an HTTPS port is relayed once its ClientHello names the CONNECT name.
+    let hello = build_client_hello(Some("api.allowed.test"), false, &[], 16384);
+    echo(&mut tunnel, &hello).await;
     echo(&mut tunnel, b"before").await;
     assert_eq!(gateway.in_flight(), 1);
 
@@ -165,7 +169,7 @@ async fn tunnel_lives_through_the_grace_period_then_is_closed_with_a_record() {
     assert_eq!(r.reason, "Shutdown", "{r:?}");
     assert_eq!(r.action, "Allow");
     assert_eq!(r.rule_path().as_deref(), Some("allow-apps/tls"));
-    let sent = ("before".len() + "during the grace period".len()) as u64;
+    let sent = (hello.len() + "before".len() + "during the grace period".len()) as u64;
     assert_eq!((r.bytes_sent, r.bytes_received), (sent, sent), "{r:?}");
     assert!(r.duration_ms >= grace.as_millis() as u64, "{r:?}");
 }

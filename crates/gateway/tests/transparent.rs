@@ -379,6 +379,22 @@ fn transparent_mode_in_namespaces() {
         assert_eq!(r.action, "Deny");
     }
 
+    // Smuggling headers (RFC 9112 §6.3): refused and recorded, whatever the name.
+    send_from(
+        &cli_ns,
+        "10.78.0.10:80",
+        b"POST / HTTP/1.1\r\nHost: www.allowed.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
+    );
+    let r = wait_for(&data, "smuggling", |r| r.reason == "AmbiguousRequest");
+    assert_eq!(
+        (
+            r.action.as_str(),
+            r.decided_by.as_deref(),
+            r.name.as_deref()
+        ),
+        ("Deny", Some("request-check"), Some("www.allowed.test"))
+    );
+
     // A port only a network rule allows: decided at L4, no name needed.
     let (code, out, err) = in_cli(
         &cli_ns,

@@ -121,6 +121,31 @@ pub async fn tls_server(bind: &str, names: &[&str]) -> (SocketAddr, String) {
     (addr, pem)
 }
 
+/// A TLS client over `stream` (e.g. a CONNECT tunnel) for `name`, trusting the certificate
+/// `pem` that [`tls_server`] returned.
+pub async fn tls_client(
+    stream: tokio::net::TcpStream,
+    pem: &str,
+    name: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+}
+
 /// The test policy: a firewall with an application Deny for `blocked.test`, Allows for
 /// `www.allowed.test` (HTTP) and `*.allowed.test` (HTTPS), and a network rule for `tcp_port`.
 pub fn policy_yaml(http_port: u16, tls_port: u16, tcp_port: u16, with_tls_rule: bool) -> String {
