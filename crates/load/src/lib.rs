@@ -18,7 +18,7 @@
 
 use palisade_model::bindings::{self, Bindings};
 use palisade_model::catalog::{Catalogs, FqdnTags, ServiceTags};
-use palisade_model::{Diagnostic, Diagnostics, ImportOptions, Imported};
+use palisade_model::{Diagnostic, Diagnostics, Dropped, ImportOptions, Imported};
 use palisade_policy::{CompileOptions, Snapshot};
 use std::path::PathBuf;
 
@@ -129,6 +129,9 @@ pub struct Loaded {
     pub diagnostics: Diagnostics,
     pub catalogs: Catalogs,
     pub bindings: Bindings,
+    /// Rules, routes, collections and subnets left out because they are in error; with
+    /// `ignore_errors` the snapshot is compiled without them.
+    pub dropped: Vec<Dropped>,
 }
 
 impl Loaded {
@@ -168,6 +171,7 @@ pub fn check(source: &Source) -> Checked {
                 network: f.network,
                 diagnostics: f.diagnostics,
                 files: vec![],
+                dropped: f.dropped,
             }
         }
     };
@@ -214,6 +218,7 @@ impl Checked {
         });
         Loaded {
             snapshot,
+            dropped: imported.dropped,
             diagnostics,
             catalogs,
             bindings,
