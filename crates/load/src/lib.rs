@@ -52,8 +52,9 @@ pub struct Source {
     pub hosts_file: Option<PathBuf>,
     /// Unresolvable values and unknown catalog entries are errors, not warnings.
     pub strict: bool,
-    /// Compile even when the input has errors (values that failed to parse are left out; rules
-    /// that failed validation are evaluated as written).
+    /// Compile even when the input has errors: rules, routes and collections whose values do not
+    /// parse are left out (listed in [`Loaded::dropped`]; a left-out Deny denies nothing); rules
+    /// that failed validation are evaluated as written.
     pub ignore_errors: bool,
 }
 

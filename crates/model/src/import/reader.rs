@@ -414,6 +414,7 @@ impl Reader {
                 "`properties` is not an object",
                 "a JSON object",
             );
+            self.drop_in_error(ty, name.to_string(), node);
         }
         false
     }
@@ -645,6 +646,7 @@ impl Reader {
             self.unresolved(ctx, v, field);
         } else {
             self.err(ctx, v, field, "not a list", "a JSON array");
+            self.drop_in_error(field, format!("{} (the whole list)", ctx.name), v);
         }
         vec![]
     }
