@@ -12,15 +12,7 @@ use std::io::{ErrorKind, Write};
 
 /// Write to stdout; a broken pipe exits with status 0, any other failure with status 2.
 pub fn stdout(args: Arguments, newline: bool) {
-    let mut out = std::io::stdout().lock();
-    let written = out.write_fmt(args).and_then(|()| {
-        if newline {
-            out.write_all(b"\n")
-        } else {
-            Ok(())
-        }
-    });
-    if let Err(e) = written {
+    if let Err(e) = write(&mut std::io::stdout().lock(), args, newline) {
         if e.kind() == ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
@@ -31,14 +23,15 @@ pub fn stdout(args: Arguments, newline: bool) {
 
 /// Write to stderr; if stderr itself is gone there is nowhere left to say so.
 pub fn stderr(args: Arguments, newline: bool) {
-    let mut err = std::io::stderr().lock();
-    let _ = err.write_fmt(args).and_then(|()| {
-        if newline {
-            err.write_all(b"\n")
-        } else {
-            Ok(())
-        }
-    });
+    let _ = write(&mut std::io::stderr().lock(), args, newline);
+}
+
+fn write(w: &mut impl Write, args: Arguments, newline: bool) -> std::io::Result<()> {
+    w.write_fmt(args)?;
+    if newline {
+        w.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 macro_rules! print {

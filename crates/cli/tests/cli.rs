@@ -267,6 +267,23 @@ fn deps_check_exit_code_follows_coverage() {
     }
 }
 
+/// `trace` of HTTPS from the layered-nsg scenario's blocked range to web-vm1, over `network`.
+fn trace_from_blocked_range(network: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "trace",
+        "--network",
+        network,
+        "--from",
+        "203.0.113.200",
+        "--to",
+        "10.2.1.4",
+        "--port",
+        "443",
+    ];
+    args.extend_from_slice(extra);
+    palisade(&args)
+}
+
 /// NSG-3: a rule priority outside 100-4096 is an error; `trace` refuses to evaluate a network in
 /// error (exit 2, the located error on stderr) unless `--ignore-errors` is given.
 #[test]
@@ -280,21 +297,7 @@ fn errors_stop_evaluation_unless_asked() {
     assert_ne!(bad_text, text);
     let bad = dir.join("network.json");
     std::fs::write(&bad, bad_text).unwrap();
-    let flow = |extra: &[&str]| {
-        let mut args = vec![
-            "trace",
-            "--network",
-            bad.to_str().unwrap(),
-            "--from",
-            "203.0.113.200",
-            "--to",
-            "10.2.1.4",
-            "--port",
-            "443",
-        ];
-        args.extend_from_slice(extra);
-        palisade(&args)
-    };
+    let flow = |extra: &[&str]| trace_from_blocked_range(bad.to_str().unwrap(), extra);
     let (code, _, err) = flow(&[]);
     assert_eq!(code, 2);
     assert!(err.contains("priority outside 100-4096"), "{err}");
@@ -434,21 +437,7 @@ fn malformed_input_is_a_located_error_and_never_fails_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("network.json");
     let file = path.to_str().unwrap();
-    let trace = |extra: &[&str]| {
-        let mut args = vec![
-            "trace",
-            "-n",
-            file,
-            "--from",
-            "203.0.113.200",
-            "--to",
-            "10.2.1.4",
-            "--port",
-            "443",
-        ];
-        args.extend_from_slice(extra);
-        palisade(&args)
-    };
+    let trace = |extra: &[&str]| trace_from_blocked_range(file, extra);
     for (case, bytes, line, dropped) in cases {
         std::fs::write(&path, bytes).unwrap();
         let (code, out, err) = palisade(&["validate", file]);

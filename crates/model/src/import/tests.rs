@@ -579,3 +579,16 @@ fn fmt_2_text_that_is_not_utf8_is_a_located_error() {
     assert!(e[0].message.contains("not valid UTF-8"), "{}", e[0]);
     assert_eq!(e[0].found.as_deref(), Some("{\"name\": \"bl\u{FFFD}"));
 }
+
+/// NSG-3 / FW-5, issue 17: a malformed address in an IP group or a firewall rule is an error in
+/// lenient mode too (an inverted range, a prefix longer than the family allows).
+#[test]
+fn fw_5_malformed_addresses_are_errors_even_lenient() {
+    let ipg = r#"{"name": "g", "type": "Microsoft.Network/ipGroups", "properties": {"ipAddresses": ["10.0.0.9-10.0.0.1"]}}"#;
+    let f = import("g.json", ipg);
+    let e: Vec<&Diagnostic> = f.diagnostics.errors().collect();
+    assert_eq!(e.len(), 1, "{}", f.diagnostics);
+    assert_eq!(e[0].pointer, "/properties/ipAddresses/0");
+    let placeholder = ipg.replace("10.0.0.9-10.0.0.1", "xx.xx.xx.xx/yy");
+    assert!(!import("g.json", &placeholder).diagnostics.has_errors());
+}
