@@ -570,7 +570,7 @@ fn fmt_2_text_that_is_not_utf8_is_a_located_error() {
     let at = bytes.iter().position(|b| *b == 1).unwrap();
     bytes[at] = 0xF6; // `ö` in Latin-1
     std::fs::write(&path, bytes).unwrap();
-    let imported = load(&[path.clone()], &ImportOptions::default());
+    let imported = load(std::slice::from_ref(&path), &ImportOptions::default());
     std::fs::remove_dir_all(&dir).unwrap();
     let e: Vec<&Diagnostic> = imported.diagnostics.errors().collect();
     assert_eq!(e.len(), 1, "{}", imported.diagnostics);
