@@ -54,7 +54,10 @@ fn evaluable(loaded: palisade_load::Loaded, ignore_errors: bool) -> Result<Evalu
     }
     let errors = loaded.diagnostics.errors().count();
     if errors > 0 && loaded.snapshot.is_some() {
-        eprintln!("{}", ignored_errors(errors, &loaded.dropped));
+        eprintln!(
+            "{}",
+            ignored_errors(errors, &loaded.dropped, &loaded.diagnostics)
+        );
     }
     match loaded.snapshot {
         Some(snapshot) => Ok(Evaluable {
@@ -75,7 +78,11 @@ fn evaluable(loaded: palisade_load::Loaded, ignore_errors: bool) -> Result<Evalu
 
 /// What `--ignore-errors` did, said plainly: which definitions were left out, and what that
 /// means for the answer (issue 17: a dropped Deny fails open).
-fn ignored_errors(errors: usize, dropped: &[palisade_model::Dropped]) -> String {
+fn ignored_errors(
+    errors: usize,
+    dropped: &[palisade_model::Dropped],
+    diagnostics: &palisade_model::Diagnostics,
+) -> String {
     let mut s = format!("warning: --ignore-errors: evaluating a network with {errors} error(s).");
     if dropped.is_empty() {
         s.push_str(" No rule or route was left out; the rules in error are evaluated as written.");
@@ -86,8 +93,15 @@ fn ignored_errors(errors: usize, dropped: &[palisade_model::Dropped]) -> String 
         dropped.len()
     ));
     for d in dropped {
+        // Its line is that of the first error inside it, which the diagnostics already located.
+        let line = diagnostics
+            .errors()
+            .filter(|e| e.file == d.origin.file && e.pointer.starts_with(&d.origin.pointer))
+            .find_map(|e| e.line)
+            .map(|l| format!(":{l}"))
+            .unwrap_or_default();
         s.push_str(&format!(
-            "\n  {} '{}' ({} {})",
+            "\n  {} '{}' ({}{line} {})",
             d.kind, d.name, d.origin.file, d.origin.pointer
         ));
     }

@@ -464,6 +464,8 @@ fn malformed_input_is_a_located_error_and_never_fails_open() {
         );
         if !dropped.is_empty() {
             assert!(err.contains(dropped), "{case}: {err}");
+            let at = format!("({file}{} ", line.trim_end_matches(':'));
+            assert!(err.contains(&at), "{case}: {err}");
             assert!(
                 err.contains("may allow more than the configuration intends"),
                 "{case}: {err}"
