@@ -78,7 +78,9 @@ pub struct DiffArgs {
     pub service_tags: Option<PathBuf>,
     #[arg(long)]
     pub fqdn_tags: Option<PathBuf>,
-    /// Evaluate even when the input has errors (the rules in error are left out).
+    /// Evaluate even when the input has errors: rules whose values do not parse are left out and
+    /// listed (the result may allow more than the configuration intends); rules that fail
+    /// validation are evaluated as written.
     #[arg(long)]
     pub ignore_errors: bool,
     #[arg(long, value_enum, default_value = "text")]

@@ -52,20 +52,63 @@ fn evaluable(loaded: palisade_load::Loaded, ignore_errors: bool) -> Result<Evalu
     {
         eprintln!("{d}");
     }
+    let errors = loaded.diagnostics.errors().count();
+    if errors > 0 && loaded.snapshot.is_some() {
+        eprintln!(
+            "{}",
+            ignored_errors(errors, &loaded.dropped, &loaded.diagnostics)
+        );
+    }
     match loaded.snapshot {
         Some(snapshot) => Ok(Evaluable {
             snapshot,
             bindings: loaded.bindings,
         }),
         None if ignore_errors => Err(format!(
-            "the input has {} error(s) and nothing could be evaluated",
-            loaded.diagnostics.errors().count()
+            "the input has {errors} error(s) and nothing could be evaluated"
         )),
         None => Err(format!(
-            "the input has {} error(s); fix them or pass --ignore-errors to evaluate without the rules in error",
-            loaded.diagnostics.errors().count()
+            "the input has {errors} error(s); fix them, or pass --ignore-errors to evaluate anyway: \
+             rules, routes and collections whose values do not parse are then left out (a left-out \
+             Deny denies nothing, so the result may allow more than the configuration intends) and \
+             rules that fail validation are evaluated as written"
         )),
     }
+}
+
+/// What `--ignore-errors` did, said plainly: which definitions were left out, and what that
+/// means for the answer (issue 17: a dropped Deny fails open).
+fn ignored_errors(
+    errors: usize,
+    dropped: &[palisade_model::Dropped],
+    diagnostics: &palisade_model::Diagnostics,
+) -> String {
+    let mut s = format!("warning: --ignore-errors: evaluating a network with {errors} error(s).");
+    if dropped.is_empty() {
+        s.push_str(" No rule or route was left out; the rules in error are evaluated as written.");
+        return s;
+    }
+    s.push_str(&format!(
+        " Left out because they are in error ({}):",
+        dropped.len()
+    ));
+    for d in dropped {
+        // Its line is that of the first error inside it, which the diagnostics already located.
+        let line = diagnostics
+            .errors()
+            .filter(|e| e.file == d.origin.file && e.pointer.starts_with(&d.origin.pointer))
+            .find_map(|e| e.line)
+            .map(|l| format!(":{l}"))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "\n  {} '{}' ({}{line} {})",
+            d.kind, d.name, d.origin.file, d.origin.pointer
+        ));
+    }
+    s.push_str(
+        "\nThe result may allow more than the configuration intends: a left-out Deny denies nothing.",
+    );
+    s
 }
 
 pub fn embedded_example() -> Result<Snapshot, String> {

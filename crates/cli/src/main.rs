@@ -1,6 +1,9 @@
 //! `palisade`: the command-line front end. It parses arguments, loads the network and catalogs,
 //! calls the model and policy crates, and presents their answers; it decides nothing itself.
 
+// First: its `print!`/`println!` replace std's in every module below.
+#[macro_use]
+mod out;
 mod analysis;
 mod host_cmd;
 mod load;
@@ -65,8 +68,10 @@ struct SourceArgs {
 struct NetworkArgs {
     #[command(flatten)]
     source: SourceArgs,
-    /// Evaluate even when the input has errors: values that failed to parse are left out, rules
-    /// that failed validation (e.g. a priority out of range) are evaluated as written.
+    /// Evaluate even when the input has errors. Rules, routes and collections whose values do
+    /// not parse are left out (a left-out Deny denies nothing: the result may allow more than
+    /// the configuration intends) and listed on stderr; rules that fail validation (e.g. a
+    /// priority out of range) are evaluated as written.
     #[arg(long)]
     ignore_errors: bool,
 }

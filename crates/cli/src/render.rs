@@ -107,12 +107,18 @@ pub fn trace(flow: &Flow, trace: &Trace, as_json: bool) {
         for a in &h.audit {
             println!("        audit rule matched and passed over: {a}");
         }
-        if let Some(m) = &h.near_miss {
-            println!(
+        match &h.near_miss {
+            Some(m) if m.differs.is_empty() => println!(
+                "        nearest allow: {} — matches this flow, but comes after the deciding {}",
+                m.rule,
+                m.shadowed_by.as_deref().unwrap_or("rule")
+            ),
+            Some(m) => println!(
                 "        nearest allow: {} — differs in {}",
                 m.rule,
                 m.differs.join(", ")
-            );
+            ),
+            None => {}
         }
     }
     if let Some(r) = &trace.reply {

@@ -267,6 +267,23 @@ fn deps_check_exit_code_follows_coverage() {
     }
 }
 
+/// `trace` of HTTPS from the layered-nsg scenario's blocked range to web-vm1, over `network`.
+fn trace_from_blocked_range(network: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "trace",
+        "--network",
+        network,
+        "--from",
+        "203.0.113.200",
+        "--to",
+        "10.2.1.4",
+        "--port",
+        "443",
+    ];
+    args.extend_from_slice(extra);
+    palisade(&args)
+}
+
 /// NSG-3: a rule priority outside 100-4096 is an error; `trace` refuses to evaluate a network in
 /// error (exit 2, the located error on stderr) unless `--ignore-errors` is given.
 #[test]
@@ -280,21 +297,7 @@ fn errors_stop_evaluation_unless_asked() {
     assert_ne!(bad_text, text);
     let bad = dir.join("network.json");
     std::fs::write(&bad, bad_text).unwrap();
-    let flow = |extra: &[&str]| {
-        let mut args = vec![
-            "trace",
-            "--network",
-            bad.to_str().unwrap(),
-            "--from",
-            "203.0.113.200",
-            "--to",
-            "10.2.1.4",
-            "--port",
-            "443",
-        ];
-        args.extend_from_slice(extra);
-        palisade(&args)
-    };
+    let flow = |extra: &[&str]| trace_from_blocked_range(bad.to_str().unwrap(), extra);
     let (code, _, err) = flow(&[]);
     assert_eq!(code, 2);
     assert!(err.contains("priority outside 100-4096"), "{err}");
@@ -370,4 +373,103 @@ fn fmt_1_a_yaml_list_at_the_top_is_a_located_error() {
         "{out}{err}"
     );
     assert!(!format!("{out}{err}").contains("panicked"));
+}
+
+/// Issue 17, NSG-3, FMT-2, FMT-12: malformed input never fails open. Each bad value, put into
+/// the layered-nsg network, is a located error: `validate` exits 1, `trace` refuses to evaluate
+/// (exit 2) and its hint says what `--ignore-errors` does; with `--ignore-errors` the rules left
+/// out are named, with the warning that the result may allow more than the config intends.
+#[test]
+fn malformed_input_is_a_located_error_and_never_fails_open() {
+    let text = std::fs::read(root().join("../shared/scenarios/layered-nsg/network.json")).unwrap();
+    let replace = |from: &[u8], to: &[u8]| -> Vec<u8> {
+        let at = text
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("in the scenario");
+        [&text[..at], to, &text[at + from.len()..]].concat()
+    };
+    let prefix = b"\"203.0.113.128/25\"".as_slice();
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        (
+            "prefix length 33",
+            replace(prefix, b"\"203.0.113.128/33\""),
+            ":22:",
+            "securityRules 'web-nsg/Deny-Blocked-Range'",
+        ),
+        (
+            "octet 300",
+            replace(prefix, b"\"300.0.113.128/25\""),
+            ":22:",
+            "securityRules 'web-nsg/Deny-Blocked-Range'",
+        ),
+        (
+            "IPv6 prefix length 129",
+            replace(prefix, b"\"2001:db8::/129\""),
+            ":22:",
+            "securityRules 'web-nsg/Deny-Blocked-Range'",
+        ),
+        (
+            "a list that is a string",
+            replace(
+                b"\"securityRules\": [",
+                b"\"securityRules\": \"notalist\", \"x\": [",
+            ),
+            ":14:",
+            "securityRules 'web-nsg (the whole list)'",
+        ),
+        (
+            "properties null",
+            replace(
+                b"\"location\": \"southcentralus\",\n      \"properties\": {",
+                b"\"location\": \"southcentralus\",\n      \"properties\": null, \"x\": {",
+            ),
+            ":13:",
+            "networkSecurityGroups 'web-nsg'",
+        ),
+        (
+            "a name that is not UTF-8",
+            replace(b"Deny-Blocked-Range", b"Deny-Bl\xF6cked-Range"),
+            ":16:",
+            "",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("network.json");
+    let file = path.to_str().unwrap();
+    let trace = |extra: &[&str]| trace_from_blocked_range(file, extra);
+    for (case, bytes, line, dropped) in cases {
+        std::fs::write(&path, bytes).unwrap();
+        let (code, out, err) = palisade(&["validate", file]);
+        assert_eq!(code, 1, "{case}: {out}{err}");
+        let located = format!("error: {file}{line}");
+        assert!(
+            out.contains(&located) || err.contains(&located),
+            "{case}: {out}{err}"
+        );
+
+        let (code, _, err) = trace(&[]);
+        assert_eq!(code, 2, "{case}: {err}");
+        assert!(err.contains(&located), "{case}: {err}");
+        assert!(
+            err.contains("pass --ignore-errors to evaluate anyway")
+                && err.contains("may allow more than the configuration intends"),
+            "{case}: {err}"
+        );
+
+        let (_, _, err) = trace(&["--ignore-errors"]);
+        assert!(
+            err.contains("warning: --ignore-errors: evaluating"),
+            "{case}: {err}"
+        );
+        if !dropped.is_empty() {
+            assert!(err.contains(dropped), "{case}: {err}");
+            let at = format!("({file}{} ", line.trim_end_matches(':'));
+            assert!(err.contains(&at), "{case}: {err}");
+            assert!(
+                err.contains("may allow more than the configuration intends"),
+                "{case}: {err}"
+            );
+        }
+    }
 }

@@ -18,7 +18,7 @@
 
 use palisade_model::bindings::{self, Bindings};
 use palisade_model::catalog::{Catalogs, FqdnTags, ServiceTags};
-use palisade_model::{Diagnostic, Diagnostics, ImportOptions, Imported};
+use palisade_model::{Diagnostic, Diagnostics, Dropped, ImportOptions, Imported};
 use palisade_policy::{CompileOptions, Snapshot};
 use std::path::PathBuf;
 
@@ -52,8 +52,9 @@ pub struct Source {
     pub hosts_file: Option<PathBuf>,
     /// Unresolvable values and unknown catalog entries are errors, not warnings.
     pub strict: bool,
-    /// Compile even when the input has errors (values that failed to parse are left out; rules
-    /// that failed validation are evaluated as written).
+    /// Compile even when the input has errors: rules, routes and collections whose values do not
+    /// parse are left out (listed in [`Loaded::dropped`]; a left-out Deny denies nothing); rules
+    /// that failed validation are evaluated as written.
     pub ignore_errors: bool,
 }
 
@@ -129,6 +130,9 @@ pub struct Loaded {
     pub diagnostics: Diagnostics,
     pub catalogs: Catalogs,
     pub bindings: Bindings,
+    /// Rules, routes, collections and subnets left out because they are in error; with
+    /// `ignore_errors` the snapshot is compiled without them.
+    pub dropped: Vec<Dropped>,
 }
 
 impl Loaded {
@@ -168,6 +172,7 @@ pub fn check(source: &Source) -> Checked {
                 network: f.network,
                 diagnostics: f.diagnostics,
                 files: vec![],
+                dropped: f.dropped,
             }
         }
     };
@@ -214,6 +219,7 @@ impl Checked {
         });
         Loaded {
             snapshot,
+            dropped: imported.dropped,
             diagnostics,
             catalogs,
             bindings,

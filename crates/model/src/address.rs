@@ -42,6 +42,15 @@ pub enum AddressError {
     NotAnAddress(String),
 }
 
+impl AddressError {
+    /// Address-shaped text that is not a valid address (`10.0.0.0/33`, `300.1.2.3/24`, an
+    /// inverted range): malformed input, never an unresolved value, so it is an error in every
+    /// mode (issue 17: keeping it as "matches nothing" lets a Deny rule fail open).
+    pub fn is_malformed(&self) -> bool {
+        matches!(self, AddressError::BadCidr(_) | AddressError::BadRange(_))
+    }
+}
+
 impl fmt::Display for AddressError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -22,6 +22,6 @@ pub mod validate;
 
 pub use address::{AddressItem, PortRange, Protocol};
 pub use diag::{Diagnostic, Diagnostics, Severity};
-pub use import::{load, ImportOptions, Imported, InputKind};
+pub use import::{load, Dropped, ImportOptions, Imported, InputKind};
 pub use resources::*;
 pub use validate::validate;

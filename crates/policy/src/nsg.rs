@@ -251,14 +251,16 @@ impl DirectionRules {
         None
     }
 
-    /// For a deny: the allow rule above the decider that missed by the fewest fields.
+    /// For a deny: the allow rule that missed by the fewest fields, the first such in evaluation
+    /// order. An allow that matches the flow outright (no field differs; it can only come after
+    /// the decider) is the best candidate: the flow is denied only because of the order.
     pub fn near_miss(&self, key: &PacketKey, decided: usize) -> Option<(usize, Vec<&'static str>)> {
         self.rules
             .iter()
             .enumerate()
             .filter(|(i, r)| *i != decided && r.access == Access::Allow && !r.is_default)
             .map(|(i, r)| (i, r.mismatches(key)))
-            .filter(|(_, m)| !m.is_empty())
+            .filter(|(i, m)| !m.is_empty() || *i > decided)
             .min_by_key(|(i, m)| (m.len(), *i))
     }
 }

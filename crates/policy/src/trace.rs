@@ -113,6 +113,9 @@ impl NextHop {
 pub struct NearMiss {
     pub rule: String,
     pub differs: Vec<String>,
+    /// When no field differs: the deciding rule that comes first (`securityRules/x (priority
+    /// 100)`); the flow is denied by rule order alone.
+    pub shadowed_by: Option<String>,
 }
 
 /// One layer crossed (DIAG-1.2 fields).
@@ -595,6 +598,9 @@ impl Tracer<'_> {
                 .near_miss(&self.key, outcome.rule)
                 .map(|(i, m)| NearMiss {
                     rule: rules.rules[i].qualified_name(),
+                    shadowed_by: m
+                        .is_empty()
+                        .then(|| format!("{} (priority {})", r.qualified_name(), r.priority)),
                     differs: m.into_iter().map(str::to_string).collect(),
                 });
             self.hops.push(hop);
@@ -619,6 +625,7 @@ impl Tracer<'_> {
             .map(|(r, m)| NearMiss {
                 rule: r.path(),
                 differs: m,
+                shadowed_by: None,
             });
         let layer = match outcome.pass {
             FirewallPass::FirewallDnat => "FirewallDnat",

@@ -161,6 +161,52 @@ fn nsg_5_4_worked_example() {
     assert_eq!(miss.differs, vec!["destinationPortRange".to_string()]);
 }
 
+/// DIAG-7, issue 17: for a flow denied by a rule that comes before an allow matching it exactly,
+/// the nearest allow is that allow (no field differs), named with the deny that shadows it — not
+/// an allow that differs in some field.
+#[test]
+fn diag_7_nearest_allow_prefers_an_exact_match_after_the_decider() {
+    let s = network(
+        r#"
+apiVersion: palisade/v1
+networkSecurityGroups:
+  - name: nsg
+    securityRules:
+      - {name: deny-range, priority: 100, direction: Inbound, access: Deny, protocol: "*",
+         sourceAddressPrefix: 203.0.113.128/25, sourcePortRange: "*", destinationAddressPrefix: "*", destinationPortRange: "*"}
+      - {name: allow-80, priority: 110, direction: Inbound, access: Allow, protocol: Tcp,
+         sourceAddressPrefix: "*", sourcePortRange: "*", destinationAddressPrefix: "*", destinationPortRange: "80"}
+      - {name: allow-443, priority: 120, direction: Inbound, access: Allow, protocol: Tcp,
+         sourceAddressPrefix: "*", sourcePortRange: "*", destinationAddressPrefix: "*", destinationPortRange: "443"}
+virtualNetworks:
+  - name: vnet
+    addressSpace: {addressPrefixes: [10.0.0.0/16]}
+    subnets:
+      - {name: web, addressPrefix: 10.0.1.0/24, networkSecurityGroup: {id: nsg}}
+"#,
+    );
+    let denied = |port| {
+        let t = s.trace(
+            &flow(Protocol::Tcp, "203.0.113.130", "10.0.1.4", port),
+            &TraceOptions::default(),
+        );
+        assert_eq!(decided(&t), (Verdict::Deny, "deny-range".into()));
+        t.hops.last().unwrap().near_miss.clone().unwrap()
+    };
+    let miss = denied(443);
+    assert_eq!(miss.rule, "securityRules/allow-443");
+    assert!(miss.differs.is_empty());
+    assert_eq!(
+        miss.shadowed_by.as_deref(),
+        Some("securityRules/deny-range (priority 100)")
+    );
+    // With no exact match, the fewest differing fields, first in order, as before.
+    let miss = denied(22);
+    assert_eq!(miss.rule, "securityRules/allow-80");
+    assert_eq!(miss.differs, vec!["destinationPortRange".to_string()]);
+    assert_eq!(miss.shadowed_by, None);
+}
+
 #[test]
 fn pal_5_3_audit_rule_is_reported_then_passed_over() {
     let s = network(

@@ -3,7 +3,7 @@
 
 use super::merge::{Child, ChildAt};
 use super::node::Node;
-use super::reader::{Ctx, Reader, FW, IPG, POLICY, RCG};
+use super::reader::{child_name, Ctx, Reader, FW, IPG, POLICY, RCG};
 use crate::address::{parse_address_item, parse_port_list, AddressItem};
 use crate::diag::Diagnostic;
 use crate::resources::*;
@@ -19,7 +19,7 @@ impl Reader {
             ..Default::default()
         };
         if let Some(cfgs) = node.prop("ipConfigurations") {
-            for c in cfgs.items() {
+            for c in self.items_of(&ctx, &cfgs, "ipConfigurations") {
                 let cfg = self.ip_configuration(&ctx, &c);
                 fw.private_ip_addresses.extend(cfg.private_ip_address);
                 fw.subnets.extend(cfg.subnet);
@@ -52,9 +52,10 @@ impl Reader {
             ),
         ] {
             if let Some(list) = node.prop(field) {
-                for c in list.items() {
-                    if let Some(col) = self.classic_collection(&ctx, &c, kind) {
-                        fw.rule_collections.push(col);
+                for c in self.items_of(&ctx, &list, field) {
+                    match self.classic_collection(&ctx, &c, kind) {
+                        Some(col) => fw.rule_collections.push(col),
+                        None => self.drop_in_error(field, child_name(name, &c), &c),
                     }
                 }
             }
@@ -89,9 +90,10 @@ impl Reader {
         let palisade = self.palisade_settings(&ctx, node);
         let mut rules = vec![];
         if let Some(list) = node.prop("rules") {
-            for r in list.items() {
-                if let Some(rule) = self.firewall_rule(&ctx, &r, kind) {
-                    rules.push(rule);
+            for r in self.items_of(&ctx, &list, "rules") {
+                match self.firewall_rule(&ctx, &r, kind) {
+                    Some(rule) => rules.push(rule),
+                    None => self.drop_in_error("rule", child_name(&full, &r), &r),
                 }
             }
         }
@@ -415,9 +417,10 @@ impl Reader {
             ..Default::default()
         };
         if let Some(cols) = node.prop("ruleCollections") {
-            for c in cols.items() {
-                if let Some(col) = self.policy_collection(&ctx, &c) {
-                    g.rule_collections.push(col);
+            for c in self.items_of(&ctx, &cols, "ruleCollections") {
+                match self.policy_collection(&ctx, &c) {
+                    Some(col) => g.rule_collections.push(col),
+                    None => self.drop_in_error("ruleCollection", child_name(&full, &c), &c),
                 }
             }
         }
@@ -447,7 +450,10 @@ impl Reader {
                 _ => None,
             }
         };
-        let rules: Vec<Node> = rules_node.map(|r| r.items()).unwrap_or_default();
+        let rules: Vec<Node> = match &rules_node {
+            Some(r) => self.items_of(&ctx, r, "rules"),
+            None => vec![],
+        };
         let kind = if ty.contains("nat") {
             RuleCollectionKind::Nat
         } else {
@@ -483,8 +489,9 @@ impl Reader {
                     continue;
                 }
             }
-            if let Some(rule) = self.firewall_rule(&ctx, r, kind) {
-                out.push(rule);
+            match self.firewall_rule(&ctx, r, kind) {
+                Some(rule) => out.push(rule),
+                None => self.drop_in_error("rule", child_name(&full, r), r),
             }
         }
         // A missing priority is reported above and fails the import; the collection is kept so
@@ -512,6 +519,7 @@ impl Reader {
         .resource(RCG, name);
         self.push(d);
         let Some(col) = self.policy_collection(&ctx, node) else {
+            self.drop_in_error("ruleCollection", name.to_string(), node);
             return;
         };
         let group = RuleCollectionGroup {

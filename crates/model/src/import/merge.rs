@@ -367,6 +367,8 @@ impl Reader {
             diagnostics: self.diagnostics,
             synthetic: self.synthetic,
             set_aside: self.set_aside,
+            skipped_types: self.skipped_types,
+            dropped: self.dropped,
         }
     }
 
@@ -586,8 +588,9 @@ impl Reader {
     ) {
         let full = at.full();
         let ctx = Ctx { ty, name: &full };
-        if let Some(c) = read(self, &ctx, &at.child) {
-            self.pend(node, at, child(c));
+        match read(self, &ctx, &at.child) {
+            Some(c) => self.pend(node, at, child(c)),
+            None => self.drop_in_error(ty, full, node),
         }
     }
 

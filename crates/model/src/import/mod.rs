@@ -86,12 +86,25 @@ pub struct SetAside {
     pub superseded: Counts,
 }
 
+/// A rule, route, collection or subnet in error and so left out of the network: evaluated with
+/// errors ignored, the network behaves as if it were not written (a left-out Deny denies nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dropped {
+    /// The last segment of its type (`securityRules`, `routes`, `rule`, `ruleCollection`, ...).
+    pub kind: String,
+    /// `parent/name`.
+    pub name: String,
+    pub origin: Origin,
+}
+
 /// The result of importing a set of files.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Imported {
     pub network: Network,
     pub diagnostics: Diagnostics,
     pub files: Vec<FileSummary>,
+    /// What was left out because it is in error, in input order.
+    pub dropped: Vec<Dropped>,
 }
 
 impl Imported {
@@ -148,7 +161,14 @@ pub fn load(paths: &[PathBuf], options: &ImportOptions) -> Imported {
     for f in &files {
         let name = f.display().to_string();
         let text = match std::fs::read(f) {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Ok(b) => match String::from_utf8(b) {
+                Ok(t) => t,
+                Err(e) => {
+                    let bytes = e.into_bytes();
+                    imported.diagnostics.push(invalid_utf8(&name, &bytes));
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
+            },
             Err(e) => {
                 imported.diagnostics.push(
                     Diagnostic::error(format!("cannot read: {e}"))
@@ -180,10 +200,52 @@ pub fn load(paths: &[PathBuf], options: &ImportOptions) -> Imported {
             errors: file.diagnostics.errors().count(),
         });
         imported.diagnostics.extend(file.diagnostics.0);
+        imported.dropped.extend(file.dropped);
         merger.add(file.network, file.synthetic, &mut imported.diagnostics);
     }
     imported.network = merger.finish(&mut imported.diagnostics);
     imported
+}
+
+/// FMT-2: the text must be UTF-8. A name in another encoding cannot be matched against the
+/// names that refer to it, so the file is in error, located at the first bad byte (line and
+/// column in characters, like every other diagnostic); the rest is still read to report more.
+fn invalid_utf8(file: &str, bytes: &[u8]) -> Diagnostic {
+    let (mut line, mut column, mut bad) = (1, 1, 0);
+    let mut first = None;
+    for chunk in bytes.utf8_chunks() {
+        if first.is_none() {
+            for c in chunk.valid().chars() {
+                if c == '\n' {
+                    line += 1;
+                    column = 1;
+                } else {
+                    column += 1;
+                }
+            }
+        }
+        if !chunk.invalid().is_empty() {
+            bad += 1;
+            if first.is_none() {
+                let start = chunk.valid().rfind('\n').map_or(0, |i| i + 1);
+                let text: String = chunk.valid()[start..].chars().rev().take(40).collect();
+                first = Some(text.chars().rev().collect::<String>());
+            }
+        }
+    }
+    let mut d = Diagnostic::error(format!(
+        "the text is not valid UTF-8 ({bad} invalid byte sequence(s)); a name in another encoding cannot be matched (FMT-2)"
+    ))
+    .at(file, "")
+    .found(format!(
+        "{}{}",
+        first.unwrap_or_default().trim_start(),
+        char::REPLACEMENT_CHARACTER
+    ))
+    .expected("UTF-8 text (re-save the file as UTF-8)");
+    d.line = Some(line);
+    d.column = Some(column);
+    d
 }
 
 /// `x.json` → `x.parameters.json` beside it, when present: its file name and JSON.
@@ -205,6 +267,7 @@ pub struct FileImport {
     pub network: Network,
     pub diagnostics: Diagnostics,
     pub set_aside: SetAside,
+    pub dropped: Vec<Dropped>,
     /// Parents created only to hold a child resource (name, kind, whether from a template).
     synthetic: Vec<Synthetic>,
 }
@@ -384,8 +447,16 @@ fn import_document(
         && matches!(out.kind, InputKind::RestResource | InputKind::CliOutput)
         && doc.value.as_object().is_some_and(|o| !o.is_empty())
     {
+        // Name what was found, so that a typo in a type is not a mystery (issue 17).
+        let message = match read.skipped_types.as_slice() {
+            [] => "no network resource recognised in this file (no `type`, `id` or resource fields Palisade reads); it is ignored".to_string(),
+            types => format!(
+                "no network resource recognised in this file: resource type {} is not modelled; it is ignored",
+                types.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+            ),
+        };
         out.diagnostics.push(
-            Diagnostic::warning("no network resource recognised in this file; it is ignored")
+            Diagnostic::warning(message)
                 .at(&doc.file, "")
                 .expected("an NSG, route table, virtual network, subnet, NIC, firewall, firewall policy, rule collection group or IP group (FMT-1)"),
         );
@@ -394,6 +465,7 @@ fn import_document(
     out.diagnostics.extend(read.diagnostics.0);
     out.synthetic = read.synthetic;
     out.set_aside = read.set_aside;
+    out.dropped = read.dropped;
     let docs = std::mem::take(&mut *linked.borrow_mut());
     docs
 }

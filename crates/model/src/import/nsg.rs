@@ -2,7 +2,7 @@
 
 use super::merge::{Child, ChildAt};
 use super::node::Node;
-use super::reader::{Ctx, Reader, NSG, RULE};
+use super::reader::{child_name, Ctx, Reader, NSG, RULE};
 use crate::address::{parse_address_item, parse_port_list, AddressItem, Protocol};
 use crate::diag::Diagnostic;
 use crate::resources::*;
@@ -21,9 +21,10 @@ impl Reader {
             ..Default::default()
         };
         if let Some(rules) = node.prop("securityRules") {
-            for r in rules.items() {
-                if let Some(rule) = self.security_rule(&ctx, &r, None) {
-                    nsg.security_rules.push(rule);
+            for r in self.items_of(&ctx, &rules, "securityRules") {
+                match self.security_rule(&ctx, &r, None) {
+                    Some(rule) => nsg.security_rules.push(rule),
+                    None => self.drop_in_error(RULE, child_name(name, &r), &r),
                 }
             }
         }
@@ -246,6 +247,7 @@ impl Reader {
                                 &field,
                                 "a service tag in a plural address field (NSG-2.4)",
                                 &format!("IP addresses or CIDR prefixes; put a tag in `{side}AddressPrefix`"),
+                                false,
                             ) {
                                 out.address_prefixes.push(AddressItem::Unresolvable(text));
                             } else {
@@ -262,6 +264,7 @@ impl Reader {
                             &field,
                             &e.to_string(),
                             "an IP address, a CIDR prefix, `*` or a service tag",
+                            e.is_malformed(),
                         ) {
                             out.address_prefixes.push(AddressItem::Unresolvable(text));
                         } else {

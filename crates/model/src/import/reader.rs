@@ -26,6 +26,10 @@ pub struct Reader {
     pub(super) separate: std::collections::HashSet<(&'static str, String, String)>,
     /// Subnet associations declared apart from the subnet (building blocks), applied last.
     pub(super) associations: Vec<Association>,
+    /// Resource types read but not modelled, in order of appearance, for messages.
+    pub(super) skipped_types: Vec<String>,
+    /// Rules, routes, collections and subnets left out because they are in error.
+    pub(super) dropped: Vec<super::Dropped>,
 }
 
 /// What a [`Reader`] produced.
@@ -34,6 +38,8 @@ pub struct Read {
     pub diagnostics: Diagnostics,
     pub synthetic: Vec<Synthetic>,
     pub set_aside: SetAside,
+    pub skipped_types: Vec<String>,
+    pub dropped: Vec<super::Dropped>,
 }
 
 /// The resource a field belongs to, for messages.
@@ -52,6 +58,12 @@ impl Ctx<'_> {
             format!("{}/{}", self.name, name)
         }
     }
+}
+
+/// `parent/<name of the item at node>`, for an inline child.
+pub(super) fn child_name(parent: &str, node: &Node) -> String {
+    let name = node.field("name").map(|n| n.text()).unwrap_or_default();
+    format!("{parent}/{name}")
 }
 
 pub(super) const NSG: &str = "Microsoft.Network/networkSecurityGroups";
@@ -84,6 +96,8 @@ impl Reader {
             pending: vec![],
             separate: Default::default(),
             associations: vec![],
+            skipped_types: vec![],
+            dropped: vec![],
         }
     }
 
@@ -104,6 +118,16 @@ impl Reader {
             .resource(ctx.ty, ctx.name)
             .field(field)
             .found(node.text())
+    }
+
+    /// `name`, a `ty` at `node`, is in error and left out of the model.
+    pub(super) fn drop_in_error(&mut self, ty: &str, name: String, node: &Node) {
+        let origin = self.origin(node);
+        self.dropped.push(super::Dropped {
+            kind: ty.rsplit('/').next().unwrap_or(ty).to_string(),
+            name,
+            origin,
+        });
     }
 
     pub(super) fn push(&mut self, d: Diagnostic) {
@@ -253,6 +277,9 @@ impl Reader {
             _ => name,
         };
         let lower = ty.to_ascii_lowercase();
+        if !self.properties_object(node, &ty, &name, &lower) {
+            return;
+        }
         let child_at = |r: &mut Reader| r.child_at(node, &ty, &name, from_template);
         match lower.as_str() {
             "microsoft.network/networksecuritygroups" => self.nsg(node, &name),
@@ -356,8 +383,40 @@ impl Reader {
                 self.push(d);
             }
             "microsoft.network/ipgroups" => self.ip_group(node, &name),
-            _ => {}
+            _ => {
+                if !self.skipped_types.contains(&ty) {
+                    self.skipped_types.push(ty);
+                }
+            }
         }
+    }
+
+    /// A network resource's `properties`, when present, must be an object: `"properties": null`
+    /// or a string would otherwise read as a resource with nothing in it (issue 17, FMT-12).
+    /// Returns whether the resource can be read.
+    fn properties_object(&mut self, node: &Node, ty: &str, name: &str, lower: &str) -> bool {
+        let modelled =
+            lower.starts_with("microsoft.network/") || lower == "palisade/rulecollection";
+        let Some(p) = node.key("properties").filter(|_| modelled) else {
+            return true;
+        };
+        if p.value.is_object() && p.unresolved().is_none() {
+            return true;
+        }
+        let ctx = Ctx { ty, name };
+        if p.unresolved().is_some() {
+            self.unresolved(&ctx, &p, "properties");
+        } else {
+            self.err(
+                &ctx,
+                &p,
+                "properties",
+                "`properties` is not an object",
+                "a JSON object",
+            );
+            self.drop_in_error(ty, name.to_string(), node);
+        }
+        false
     }
 
     pub(super) fn missing(&mut self, ctx: &Ctx, node: &Node, field: &str, expected: &str) {
@@ -577,6 +636,21 @@ impl Reader {
         out
     }
 
+    /// The items of a list property `v`. A value of another type is an error: read as an empty
+    /// list, `"securityRules": "notalist"` would drop every rule without a word (issue 17).
+    pub(super) fn items_of<'a>(&mut self, ctx: &Ctx, v: &Node<'a>, field: &str) -> Vec<Node<'a>> {
+        if v.value.is_array() {
+            return v.items();
+        }
+        if v.unresolved().is_some() {
+            self.unresolved(ctx, v, field);
+        } else {
+            self.err(ctx, v, field, "not a list", "a JSON array");
+            self.drop_in_error(field, format!("{} (the whole list)", ctx.name), v);
+        }
+        vec![]
+    }
+
     pub(super) fn ref_list(&mut self, ctx: &Ctx, node: &Node, field: &str) -> Vec<String> {
         let Some(v) = node.prop(field) else {
             return vec![];
@@ -623,6 +697,7 @@ impl Reader {
                         field,
                         &e.to_string(),
                         "an IP address, CIDR, range `a-b`, `*` or a service tag",
+                        e.is_malformed(),
                     ) {
                         out.push(AddressItem::Unresolvable(item.text()));
                     } else {
@@ -637,7 +712,8 @@ impl Reader {
     /// An address item that is not an address (NSG-3: `"789"`, a tag in a plural field;
     /// placeholders such as `xx.xx.xx.xx/yy` in samples). Strict: an error. Lenient: a warning,
     /// and the caller keeps the item as `unresolvable`, which matches nothing (NSG-3, CAT).
-    /// Returns whether the item is kept.
+    /// A malformed address (`10.0.0.0/33`) is an error in both modes: it is broken input, not
+    /// a value lenient analysis may set aside. Returns whether the item is kept.
     pub(super) fn bad_address(
         &mut self,
         ctx: &Ctx,
@@ -645,7 +721,15 @@ impl Reader {
         field: &str,
         msg: &str,
         expected: &str,
+        malformed: bool,
     ) -> bool {
+        if malformed {
+            let msg = format!(
+                "{msg}; a malformed address is an error, not an unresolvable value (NSG-3)"
+            );
+            self.err(ctx, node, field, &msg, expected);
+            return false;
+        }
         if self.strict {
             self.err(ctx, node, field, msg, expected);
             return false;

@@ -2,7 +2,7 @@
 
 use super::merge::{Child, ChildAt};
 use super::node::Node;
-use super::reader::{Ctx, Reader, ROUTE, RT};
+use super::reader::{child_name, Ctx, Reader, ROUTE, RT};
 use crate::address::{parse_address_item, parse_ip, AddressItem};
 use crate::resources::*;
 
@@ -17,9 +17,10 @@ impl Reader {
             ..Default::default()
         };
         if let Some(routes) = node.prop("routes") {
-            for r in routes.items() {
-                if let Some(route) = self.route(&ctx, &r, None) {
-                    t.routes.push(route);
+            for r in self.items_of(&ctx, &routes, "routes") {
+                match self.route(&ctx, &r, None) {
+                    Some(route) => t.routes.push(route),
+                    None => self.drop_in_error(ROUTE, child_name(name, &r), &r),
                 }
             }
         }

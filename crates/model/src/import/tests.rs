@@ -469,3 +469,126 @@ fn fmt_1_a_lone_child_body_takes_its_parent_from_the_id() {
     assert_eq!(f.network.route_tables[0].name, "rt");
     assert_eq!(f.network.route_tables[0].routes[0].name, "r1");
 }
+
+/// An NSG holding one Deny rule whose source is `prefix`.
+fn deny_from(prefix: &str) -> String {
+    format!(
+        r#"{{"name": "n", "type": "Microsoft.Network/networkSecurityGroups", "properties": {{"securityRules": [
+        {{"name": "block", "properties": {{"protocol": "*", "sourcePortRange": "*", "destinationPortRange": "*",
+         "sourceAddressPrefix": "{prefix}", "destinationAddressPrefix": "*", "access": "Deny", "priority": 100, "direction": "Inbound"}}}}]}}}}"#
+    )
+}
+
+/// NSG-3, issue 17: address-shaped text that is not a valid address is malformed input, an
+/// error at its location in lenient mode too; the rule is left out and listed as such, never
+/// kept as "matches nothing" (which would make a Deny deny nothing). Contrast
+/// `nsg_3_lenient_keeps_a_non_address_as_unresolvable`.
+#[test]
+fn nsg_3_malformed_prefix_is_an_error_even_lenient() {
+    for bad in ["10.0.0.0/33", "300.1.2.3/24", "2001:db8::/129"] {
+        let f = import("n.json", &deny_from(bad));
+        let errors: Vec<&Diagnostic> = f.diagnostics.errors().collect();
+        assert_eq!(errors.len(), 1, "{bad}: {}", f.diagnostics);
+        let e = errors[0];
+        assert_eq!(
+            e.pointer, "/properties/securityRules/0/properties/sourceAddressPrefix",
+            "{bad}"
+        );
+        assert_eq!((e.line, e.found.as_deref()), (Some(3), Some(bad)), "{bad}");
+        assert!(e.column.is_some(), "{bad}");
+        assert!(f.network.network_security_groups[0]
+            .security_rules
+            .is_empty());
+        assert_eq!(f.dropped.len(), 1, "{bad}");
+        assert_eq!(
+            (f.dropped[0].kind.as_str(), f.dropped[0].name.as_str()),
+            ("securityRules", "n/block")
+        );
+    }
+}
+
+/// FMT-12, issue 17: a list field that is not a list is an error at the field, not an empty
+/// list (which would drop every rule without a word).
+#[test]
+fn fmt_12_a_list_field_of_the_wrong_type_is_an_error() {
+    let text = r#"{"name": "n", "type": "Microsoft.Network/networkSecurityGroups",
+        "properties": {"securityRules": "notalist"}}"#;
+    let f = import("n.json", text);
+    let e: Vec<&Diagnostic> = f.diagnostics.errors().collect();
+    assert_eq!(e.len(), 1, "{}", f.diagnostics);
+    assert_eq!(e[0].pointer, "/properties/securityRules");
+    assert_eq!(e[0].line, Some(2));
+    assert_eq!(e[0].found.as_deref(), Some("notalist"));
+    let text = r#"{"name": "rt", "type": "Microsoft.Network/routeTables", "properties": {"routes": {"name": "r"}}}"#;
+    let f = import("rt.json", text);
+    assert_eq!(f.diagnostics.errors().count(), 1, "{}", f.diagnostics);
+}
+
+/// FMT-12, issue 17: a network resource whose `properties` is not an object is an error, not an
+/// empty resource; other types are not read, so their `properties` are not checked.
+#[test]
+fn fmt_12_properties_that_are_not_an_object_are_an_error() {
+    for props in ["null", "\"x\"", "[]", "3"] {
+        let text = format!(
+            r#"{{"name": "n", "type": "Microsoft.Network/networkSecurityGroups", "properties": {props}}}"#
+        );
+        let f = import("n.json", &text);
+        let e: Vec<&Diagnostic> = f.diagnostics.errors().collect();
+        assert_eq!(e.len(), 1, "{props}: {}", f.diagnostics);
+        assert_eq!(e[0].pointer, "/properties", "{props}");
+        assert_eq!(e[0].line, Some(1), "{props}");
+        assert!(f.network.network_security_groups.is_empty(), "{props}");
+    }
+    let vm = r#"{"name": "vm", "type": "Microsoft.Compute/virtualMachines", "properties": null}"#;
+    assert!(!import("vm.json", vm).diagnostics.has_errors());
+}
+
+/// Issue 17: the warning about a file with nothing Palisade reads names the type it found.
+#[test]
+fn an_unknown_resource_type_is_named() {
+    let text =
+        r#"{"name": "x", "type": "Microsoft.Network/networkSecurityGroup", "properties": {}}"#;
+    let f = import("x.json", text);
+    let w: Vec<String> = f.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(
+        w.iter().any(|w| w.starts_with("warning:")
+            && w.contains("`Microsoft.Network/networkSecurityGroup` is not modelled")),
+        "{w:?}"
+    );
+}
+
+/// FMT-2, issue 17: text that is not UTF-8 (here a Latin-1 rule name) is an error located at
+/// the first bad byte, not silently replaced.
+#[test]
+fn fmt_2_text_that_is_not_utf8_is_a_located_error() {
+    let dir = std::env::temp_dir().join(format!("palisade-utf8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("n.json");
+    let mut bytes = deny_from("10.0.0.0/8")
+        .replace("block", "bl\u{1}ck")
+        .into_bytes();
+    let at = bytes.iter().position(|b| *b == 1).unwrap();
+    bytes[at] = 0xF6; // `ö` in Latin-1
+    std::fs::write(&path, bytes).unwrap();
+    let imported = load(std::slice::from_ref(&path), &ImportOptions::default());
+    std::fs::remove_dir_all(&dir).unwrap();
+    let e: Vec<&Diagnostic> = imported.diagnostics.errors().collect();
+    assert_eq!(e.len(), 1, "{}", imported.diagnostics);
+    assert_eq!(e[0].file, path.display().to_string());
+    assert_eq!((e[0].line, e[0].column), (Some(2), Some(21)), "{}", e[0]);
+    assert!(e[0].message.contains("not valid UTF-8"), "{}", e[0]);
+    assert_eq!(e[0].found.as_deref(), Some("{\"name\": \"bl\u{FFFD}"));
+}
+
+/// NSG-3 / FW-5, issue 17: a malformed address in an IP group or a firewall rule is an error in
+/// lenient mode too (an inverted range, a prefix longer than the family allows).
+#[test]
+fn fw_5_malformed_addresses_are_errors_even_lenient() {
+    let ipg = r#"{"name": "g", "type": "Microsoft.Network/ipGroups", "properties": {"ipAddresses": ["10.0.0.9-10.0.0.1"]}}"#;
+    let f = import("g.json", ipg);
+    let e: Vec<&Diagnostic> = f.diagnostics.errors().collect();
+    assert_eq!(e.len(), 1, "{}", f.diagnostics);
+    assert_eq!(e[0].pointer, "/properties/ipAddresses/0");
+    let placeholder = ipg.replace("10.0.0.9-10.0.0.1", "xx.xx.xx.xx/yy");
+    assert!(!import("g.json", &placeholder).diagnostics.has_errors());
+}

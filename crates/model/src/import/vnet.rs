@@ -21,15 +21,16 @@ impl Reader {
             }
         }
         if let Some(subnets) = node.prop("subnets") {
-            for s in subnets.items() {
+            for s in self.items_of(&ctx, &subnets, "subnets") {
                 let sname = s.field("name").map(|n| n.text()).unwrap_or_default();
-                if let Some(sub) = self.subnet(name, &s, &sname) {
-                    v.subnets.push(sub);
+                match self.subnet(name, &s, &sname) {
+                    Some(sub) => v.subnets.push(sub),
+                    None => self.drop_in_error(SUBNET, format!("{name}/{sname}"), &s),
                 }
             }
         }
         if let Some(peerings) = node.prop("virtualNetworkPeerings") {
-            for p in peerings.items() {
+            for p in self.items_of(&ctx, &peerings, "virtualNetworkPeerings") {
                 let pname = p.field("name").map(|n| n.text()).unwrap_or_default();
                 v.virtual_network_peerings
                     .push(self.peering(name, &p, &pname));
@@ -164,7 +165,7 @@ impl Reader {
             nic.network_security_group = self.reference(&ctx, &n, "networkSecurityGroup");
         }
         if let Some(cfgs) = node.prop("ipConfigurations") {
-            for c in cfgs.items() {
+            for c in self.items_of(&ctx, &cfgs, "ipConfigurations") {
                 nic.ip_configurations.push(self.ip_configuration(&ctx, &c));
             }
         }
