@@ -208,10 +208,32 @@ pub(crate) struct Established {
     pub closed_by: Mutex<Option<Closed>>,
 }
 
+/// The policy version a decision came from — its snapshot id and firewall policy name — taken
+/// from the same snapshot as the verdict, so a flow record never names a version that was
+/// swapped in afterwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Version {
+    /// Empty when no valid policy was in force.
+    pub snapshot: String,
+    pub policy: Option<String>,
+}
+
+impl Version {
+    fn of(active: Option<&Active>) -> Version {
+        match active {
+            Some(a) => Version {
+                snapshot: a.id().to_string(),
+                policy: a.firewall().policy.clone(),
+            },
+            None => Version::default(),
+        }
+    }
+}
+
 /// Why the gateway closed an established connection.
 pub(crate) enum Closed {
-    /// A reload's snapshot denies it: the new outcome and snapshot id.
-    Reload(Box<FirewallOutcome>, String),
+    /// A reload's snapshot denies it: the new outcome and that snapshot's version.
+    Reload(Box<FirewallOutcome>, Version),
     /// The grace period of a shutdown ended.
     Shutdown,
 }
@@ -505,7 +527,7 @@ impl Gateway {
             let outcome = active.firewall().evaluate(&input);
             if !outcome.allowed {
                 *e.closed_by.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(Closed::Reload(Box::new(outcome), active.id().to_string()));
+                    Some(Closed::Reload(Box::new(outcome), Version::of(Some(active))));
                 e.cancel.notify_one();
                 self.metrics.closed_on_reload.inc();
                 closed += 1;
@@ -515,16 +537,23 @@ impl Gateway {
     }
 
     /// Ask the policy in force. Returns the outcome and the deciding snapshot's id.
-    pub fn judge(&self, input: &FirewallInput) -> (FirewallOutcome, String) {
+    pub fn judge(&self, input: &FirewallInput) -> (FirewallOutcome, Version) {
         let start = Instant::now();
-        let (outcome, id) = match self.active.load().as_ref() {
-            Some(a) => (a.firewall().evaluate(input), a.id().to_string()),
-            None => (no_policy_outcome(), String::new()),
+        let active = self.active.load();
+        let outcome = match active.as_ref() {
+            Some(a) => a.firewall().evaluate(input),
+            None => no_policy_outcome(),
         };
         self.metrics
             .decision_seconds
             .observe(start.elapsed().as_secs_f64());
-        (outcome, id)
+        (outcome, Version::of(active.as_deref()))
+    }
+
+    /// The version in force now, for the gateway's own observation denies (they are not
+    /// decided by the policy, but are recorded against the version that was running).
+    pub fn version(&self) -> Version {
+        Version::of(self.active.load().as_deref())
     }
 
     pub(crate) fn established_list(&self) -> Vec<Arc<Established>> {
@@ -663,11 +692,8 @@ impl Gateway {
 }
 
 /// Fill a flow record from a policy outcome.
-pub fn outcome_record(
-    outcome: &FirewallOutcome,
-    snapshot: &str,
-    policy_name: Option<&str>,
-) -> FlowRecord {
+pub fn outcome_record(outcome: &FirewallOutcome, version: &Version) -> FlowRecord {
+    let (snapshot, policy_name) = (&version.snapshot, version.policy.as_deref());
     let rule = outcome.rule.as_ref();
     FlowRecord {
         time: format_time(SystemTime::now()),

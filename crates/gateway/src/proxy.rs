@@ -8,7 +8,7 @@ use crate::metrics::{DirectionLabels, ListenerLabels};
 use crate::resolver::ResolveError;
 use crate::shutdown::{accept, connection, relaying, InFlight};
 use crate::sni::{self, Peeked};
-use crate::{log, outcome_record, AddressCheck, Closed, Established, Gateway, TunnelSni};
+use crate::{log, outcome_record, AddressCheck, Closed, Established, Gateway, TunnelSni, Version};
 use palisade_flowlog::FlowRecord;
 use palisade_policy::firewall::{FirewallInput, FirewallOutcome, FirewallPass};
 use palisade_policy::matchers::PacketKey;
@@ -102,10 +102,9 @@ impl Flow {
         &self,
         gw: &Gateway,
         outcome: &FirewallOutcome,
-        snapshot: &str,
+        version: &Version,
     ) -> FlowRecord {
-        let policy = gw.active().and_then(|a| a.firewall().policy.clone());
-        let mut r = outcome_record(outcome, snapshot, policy.as_deref());
+        let mut r = outcome_record(outcome, version);
         r.instance = gw.config.instance.clone();
         r.mode = self.mode.name().into();
         r.protocol = self.protocol.into();
@@ -139,7 +138,7 @@ impl Flow {
 /// reason: the flow record, not the log line, is the account of every refusal.
 async fn refuse(gw: &Gateway, flow: &Flow, reason: &'static str, detail: String) {
     let deny = refusal(gw, flow, reason, detail);
-    let snap = gw.active().map(|a| a.id().to_string()).unwrap_or_default();
+    let snap = gw.version();
     gw.record(flow.record(gw, &deny, &snap)).await;
 }
 
@@ -445,7 +444,7 @@ async fn resolve_for_dial(
                 ResolveError::NotFound => format!("`{host}` has no address"),
                 ResolveError::Failed(m) => format!("`{host}`: {m}"),
             };
-            let snap = gw.active().map(|a| a.id().to_string()).unwrap_or_default();
+            let snap = gw.version();
             let o = observed_deny("NameResolutionFailed", detail);
             gw.record(flow.record(gw, &o, &snap)).await;
             None
@@ -564,8 +563,8 @@ async fn tunnel_verdict(
     connect_name: &str,
     key: PacketKey,
     seen: Seen,
-) -> (FirewallOutcome, String) {
-    let snap = gw.active().map(|a| a.id().to_string()).unwrap_or_default();
+) -> (FirewallOutcome, Version) {
+    let snap = gw.version();
     flow.tunnel_name = seen.host.clone();
     if let Some(a) = seen.app {
         flow.protocol = app_name(a);
@@ -611,7 +610,7 @@ struct Allowed {
     flow: Flow,
     server: TcpStream,
     outcome: FirewallOutcome,
-    snap: String,
+    snap: Version,
     key: PacketKey,
 }
 
@@ -745,7 +744,7 @@ async fn transparent(gw: &Arc<Gateway>, client: TcpStream, peer: SocketAddr) -> 
             tunnel_name: None,
             translated_source: None,
         };
-        let snap = gw.active().map(|a| a.id().to_string()).unwrap_or_default();
+        let snap = gw.version();
         gw.record(flow.record(gw, &o, &snap)).await;
         return Ok(());
     }
@@ -999,7 +998,7 @@ pub(crate) async fn relay(
     client: TcpStream,
     server: TcpStream,
     outcome: &FirewallOutcome,
-    snap: &str,
+    snap: &Version,
     key: PacketKey,
     host: Option<String>,
     first: Vec<u8>,

@@ -142,7 +142,7 @@ pub(crate) async fn connection(
         "Shutdown",
         "closed by the gateway's shutdown before it was decided".into(),
     );
-    let snap = gw.active().map(|a| a.id().to_string()).unwrap_or_default();
+    let snap = gw.version();
     gw.record(flow.record(gw, &o, &snap)).await;
     Ok(())
 }
