@@ -455,11 +455,22 @@ fn import_document(
                 types.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
             ),
         };
-        out.diagnostics.push(
+        // A scenario's `flows.yaml` (expected outcomes, read by tests and `lab check`) sits
+        // beside its network on purpose: loading the folder should not warn about it.
+        let flows_file = read.skipped_types.is_empty()
+            && doc
+                .value
+                .as_object()
+                .is_some_and(|o| o.contains_key("flows"));
+        let d = if flows_file {
+            Diagnostic::note(
+                "a flows file (expected outcomes), not a network description; it is ignored",
+            )
+        } else {
             Diagnostic::warning(message)
-                .at(&doc.file, "")
-                .expected("an NSG, route table, virtual network, subnet, NIC, firewall, firewall policy, rule collection group or IP group (FMT-1)"),
-        );
+                .expected("an NSG, route table, virtual network, subnet, NIC, firewall, firewall policy, rule collection group or IP group (FMT-1)")
+        };
+        out.diagnostics.push(d.at(&doc.file, ""));
     }
     out.network = read.network;
     out.diagnostics.extend(read.diagnostics.0);

@@ -592,3 +592,29 @@ fn fw_5_malformed_addresses_are_errors_even_lenient() {
     let placeholder = ipg.replace("10.0.0.9-10.0.0.1", "xx.xx.xx.xx/yy");
     assert!(!import("g.json", &placeholder).diagnostics.has_errors());
 }
+
+/// FMT-1: a scenario's `flows.yaml` beside its network is not a network; loading the folder
+/// notes it without a warning, while another unrecognised body still warns.
+#[test]
+fn fmt_1_a_flows_file_is_noted_not_warned() {
+    let f = import(
+        "flows.yaml",
+        "flows:\n  - {source: 10.0.0.4, destination: 10.0.1.4, port: 443}\n",
+    );
+    assert!(f.network.is_empty());
+    assert!(
+        f.diagnostics.iter().all(|d| d.severity == Severity::Note),
+        "{}",
+        f.diagnostics
+    );
+    assert_eq!(f.diagnostics.len(), 1);
+    let other = import("other.yaml", "stuff:\n  - 1\n");
+    assert!(
+        other
+            .diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Warning),
+        "{}",
+        other.diagnostics
+    );
+}
