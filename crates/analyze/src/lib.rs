@@ -8,6 +8,7 @@
 //! - [`lint`]: shadowed, redundant and over-permissive rules and risky layouts.
 
 pub mod asymmetric;
+pub mod azure_check;
 pub mod deps;
 pub mod diff;
 pub mod fqdn;
