@@ -145,6 +145,15 @@ fn edited_exports_give_exactly_their_disagreements() {
     assert!(r.disagreements[2].only_azure.is_empty());
 }
 
+/// Kind, subject, field, Azure's side, the model's side.
+type Seen<'a> = (
+    Kind,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
 #[test]
 fn edited_model_gives_exactly_its_disagreements() {
     let mut net = network();
@@ -161,7 +170,7 @@ fn edited_model_gives_exactly_its_disagreements() {
         &data("web-vm1-nic-effective-routes.json"),
         &data("web-vm1-nic-effective-nsg.json"),
     );
-    let got: Vec<(Kind, &str, Option<&str>, Option<&str>, Option<&str>)> = r
+    let got: Vec<Seen> = r
         .disagreements
         .iter()
         .map(|d| {
