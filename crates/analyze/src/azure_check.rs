@@ -102,30 +102,27 @@ pub struct Report {
 /// Parse Azure's effective routes: the CLI output, the REST body (`{"value": [...]}`), a bare
 /// array, or a REST API example file (`responses.200.body`).
 pub fn parse_routes(file: &str, text: &str) -> Result<Vec<AzureRoute>, Vec<Diagnostic>> {
-    let doc = json::parse(file, text).map_err(|d| vec![d])?;
-    let mut p = Parser::new(&doc);
-    let mut out = vec![];
-    if let Some((ptr, items)) = p.items(&doc.value, "routes") {
-        for (i, item) in items.iter().enumerate() {
-            let ptr = format!("{ptr}/{i}");
-            if let Some(r) = p.route(item, &ptr) {
-                out.push(r);
-            }
-        }
-    }
-    p.finish(out)
+    parse_list(file, text, "routes", |p, v, ptr| p.route(v, ptr))
 }
 
 /// Parse Azure's effective NSGs, in the same shapes as [`parse_routes`].
 pub fn parse_nsgs(file: &str, text: &str) -> Result<Vec<AzureNsg>, Vec<Diagnostic>> {
+    parse_list(file, text, "effective NSGs", |p, v, ptr| p.nsg(v, ptr))
+}
+
+fn parse_list<T>(
+    file: &str,
+    text: &str,
+    what: &str,
+    entry: impl Fn(&mut Parser<'_>, &Value, &str) -> Option<T>,
+) -> Result<Vec<T>, Vec<Diagnostic>> {
     let doc = json::parse(file, text).map_err(|d| vec![d])?;
     let mut p = Parser::new(&doc);
     let mut out = vec![];
-    if let Some((ptr, items)) = p.items(&doc.value, "effective NSGs") {
+    if let Some((ptr, items)) = p.items(&doc.value, what) {
         for (i, item) in items.iter().enumerate() {
-            let ptr = format!("{ptr}/{i}");
-            if let Some(n) = p.nsg(item, &ptr) {
-                out.push(n);
+            if let Some(x) = entry(&mut p, item, &format!("{ptr}/{i}")) {
+                out.push(x);
             }
         }
     }
