@@ -6,8 +6,10 @@
 //! - [`asymmetric`]: which inbound paths get their replies sent through a firewall that never
 //!   saw the request (RT-9, DIAG-9)?
 //! - [`lint`]: shadowed, redundant and over-permissive rules and risky layouts.
+//! - [`azure_check`]: does Azure's own view of a NIC (effective routes and rules) agree with the model?
 
 pub mod asymmetric;
+pub mod azure_check;
 pub mod deps;
 pub mod diff;
 pub mod fqdn;

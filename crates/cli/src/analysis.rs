@@ -6,7 +6,7 @@ use crate::load;
 use crate::{NetworkArgs, Output, SourceArgs};
 use clap::Subcommand;
 use palisade_analyze::reach::{self, Engine, Reach};
-use palisade_analyze::{asymmetric, deps, diff as semdiff, lint};
+use palisade_analyze::{asymmetric, azure_check, deps, diff as semdiff, lint};
 use palisade_model::catalog::{DependencyCatalog, Via};
 use palisade_policy::Snapshot;
 use std::net::IpAddr;
@@ -445,6 +445,81 @@ pub fn diff(args: DiffArgs) -> Result<ExitCode, String> {
         );
     }
     Ok(if report.changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `palisade check-azure`: Azure's exports of a NIC's effective routes and rules against the model.
+#[derive(clap::Args)]
+pub struct CheckAzureArgs {
+    #[command(flatten)]
+    pub net: NetworkArgs,
+    /// The NIC the exports describe.
+    #[arg(long)]
+    pub nic: String,
+    /// Output of `az network nic show-effective-route-table` (or the REST `effectiveRouteTable` body).
+    #[arg(long, required_unless_present = "effective_nsg")]
+    pub effective_routes: Option<PathBuf>,
+    /// Output of `az network nic list-effective-nsg` (or the REST `effectiveNetworkSecurityGroups` body).
+    #[arg(long)]
+    pub effective_nsg: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+/// Read and parse one export; its located problems go to stderr like the network's.
+fn azure_export<T>(
+    path: &Option<PathBuf>,
+    parse: fn(&str, &str) -> Result<T, Vec<palisade_model::Diagnostic>>,
+) -> Result<Option<T>, String> {
+    let Some(path) = path else { return Ok(None) };
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+    parse(&name, &text).map(Some).map_err(|problems| {
+        for d in &problems {
+            eprintln!("{d}");
+        }
+        format!("{name}: {} problem(s)", problems.len())
+    })
+}
+
+pub fn check_azure(a: CheckAzureArgs) -> Result<ExitCode, String> {
+    let routes = azure_export(&a.effective_routes, azure_check::parse_routes)?;
+    let nsgs = azure_export(&a.effective_nsg, azure_check::parse_nsgs)?;
+    let loaded = load::load_for_evaluation(&a.net)?;
+    let report = azure_check::check(&loaded.snapshot, &a.nic, routes.as_deref(), nsgs.as_deref())?;
+    if a.output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        for d in &report.disagreements {
+            let field = d.field.map(|f| format!(" [{f}]")).unwrap_or_default();
+            println!("{:?}: {}{field}", d.kind, d.subject);
+            println!("    azure: {}", d.azure.as_deref().unwrap_or("(absent)"));
+            println!("    model: {}", d.model.as_deref().unwrap_or("(absent)"));
+            if !d.only_azure.is_empty() {
+                println!("    only in azure: {}", d.only_azure.join(", "));
+            }
+            if !d.only_model.is_empty() {
+                println!("    only in model: {}", d.only_model.join(", "));
+            }
+        }
+        for n in &report.notes {
+            println!("note: {n}");
+        }
+        println!(
+            "{}: {} route(s), {} rule(s) compared; {} disagreement(s)",
+            report.nic,
+            report.routes_compared,
+            report.rules_compared,
+            report.disagreements.len()
+        );
+    }
+    Ok(if report.disagreements.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -191,6 +191,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Compare Azure's effective routes and security rules of a NIC with the model's.
+    CheckAzure(analysis::CheckAzureArgs),
     /// Dependency coverage of a workload (DIAG-8).
     #[command(subcommand)]
     Deps(analysis::DepsCommand),
@@ -373,6 +375,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 output == Output::Json,
             )
         }
+        Command::CheckAzure(args) => analysis::check_azure(args),
         Command::Deps(cmd) => analysis::deps(cmd),
         Command::Analyze(cmd) => analysis::analyze(cmd),
         Command::Diff(args) => analysis::diff(args),

@@ -473,3 +473,69 @@ fn malformed_input_is_a_located_error_and_never_fails_open() {
         }
     }
 }
+
+#[test]
+fn check_azure_exit_codes_and_json() {
+    let net = "../shared/scenarios/layered-nsg/network.json";
+    let routes = "crates/analyze/tests/data/azure/web-vm1-nic-effective-routes.json";
+    let nsg = "crates/analyze/tests/data/azure/web-vm1-nic-effective-nsg.json";
+    let (code, v) = json(&[
+        "check-azure",
+        "--network",
+        net,
+        "--nic",
+        "web-vm1-nic",
+        "--effective-routes",
+        routes,
+        "--effective-nsg",
+        nsg,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["disagreements"], serde_json::json!([]));
+    assert_eq!(v["nic"], "web-vm1-nic");
+    assert_eq!(v["routes_compared"], 6);
+
+    // The REST API example of another network: every difference is shown, exit 1.
+    let example = "../shared/corpus/azure-configs/azure-rest-api-specs/specification/network/resource-manager/Microsoft.Network/stable/2020-11-01/examples/NetworkInterfaceEffectiveNSGList.json";
+    let (code, out, _) = palisade(&[
+        "check-azure",
+        "--network",
+        net,
+        "--nic",
+        "web-vm1-nic",
+        "--effective-nsg",
+        example,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("NsgDiffers: subnet NSG [networkSecurityGroup]\n    azure: test-nsg\n    model: web-nsg"), "{out}");
+    assert!(
+        out.contains("MissingRule: subnet NSG test-nsg: securityRules/rule1 (Inbound)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ExtraNsg: networkInterface NSG web-vm1-nic-nsg"),
+        "{out}"
+    );
+
+    // A malformed export is a located input error.
+    let dir = std::env::temp_dir().join(format!("palisade-cli-check-azure-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("routes.json");
+    std::fs::write(&bad, "{\"value\": [\n {\"nextHopType\": 3}\n]}").unwrap();
+    let (code, _, err) = palisade(&[
+        "check-azure",
+        "--network",
+        net,
+        "--nic",
+        "web-vm1-nic",
+        "--effective-routes",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(":2:") && err.contains("/value/0/nextHopType"),
+        "{err}"
+    );
+}

@@ -43,6 +43,15 @@ fn every_command_survives_a_closed_stdout() {
     let runs: Vec<Vec<&str>> = vec![
         vec!["validate", ase],
         vec![
+            "check-azure",
+            "-n",
+            layered,
+            "--nic",
+            "web-vm1-nic",
+            "--effective-nsg",
+            "crates/analyze/tests/data/azure/web-vm1-nic-effective-nsg.json",
+        ],
+        vec![
             "trace",
             "-n",
             ase,
