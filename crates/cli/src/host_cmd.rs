@@ -64,6 +64,13 @@ pub struct TargetArgs {
     /// NFLOG group of deny and audit records.
     #[arg(long, default_value_t = 100)]
     log_group: u16,
+    /// Drop packets whose source is not routed back out of their input interface (strict
+    /// reverse-path filter, `prerouting`). Default: on with --router, off otherwise.
+    #[arg(long, conflicts_with = "no_rpfilter")]
+    rpfilter: bool,
+    /// No reverse-path filter, also with --router.
+    #[arg(long)]
+    no_rpfilter: bool,
     /// Leave routes alone (NSG table only).
     #[arg(long)]
     no_routes: bool,
@@ -119,6 +126,8 @@ fn make_plan(a: &TargetArgs) -> Result<Plan, String> {
         },
         log_group: a.log_group,
         table: a.table.clone(),
+        // A router forwards for others, so it is where spoofed sources arrive.
+        rpfilter: a.rpfilter || (a.router && !a.no_rpfilter),
         ..Default::default()
     };
     ops::plan(&snap, &target, &opts, !a.no_routes).map_err(|e| e.to_string())

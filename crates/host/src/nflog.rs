@@ -4,7 +4,7 @@
 //! [`FlowRecord`] in the gateway's schema (`docs/gateway.md`) with the rule named by the prefix
 //! and the 5-tuple read from the packet's IP header.
 
-use crate::render::Target;
+use crate::render::{Target, RPFILTER_RULE};
 use crate::state::HostState;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::nflog::{
@@ -170,18 +170,22 @@ pub struct RecordContext {
     pub instance: String,
     /// (NSG name, rule name) → what the applied table says about it.
     pub rules: HashMap<(String, String), RuleInfo>,
+    /// NSG name → layer, for drops that are no rule (anti-spoofing).
+    pub layers: HashMap<String, String>,
 }
 
 impl RecordContext {
     /// Rules of every table recorded in `state` (what `host apply` applied).
     pub fn from_state(instance: String, state: &HostState) -> RecordContext {
         let mut rules = HashMap::new();
+        let mut layers = HashMap::new();
         for t in state.tables.values() {
             let plan = &t.plan;
             let layer = match plan.target {
                 Target::Subnet(_) => "SubnetNsg",
                 Target::Nic(_) => "NicNsg",
             };
+            layers.insert(plan.nsg.clone(), layer.to_string());
             for r in &plan.rules {
                 rules.insert(
                     (plan.nsg.clone(), r.name.clone()),
@@ -193,11 +197,18 @@ impl RecordContext {
                 );
             }
         }
-        RecordContext { instance, rules }
+        RecordContext {
+            instance,
+            rules,
+            layers,
+        }
     }
 
     /// The flow record for one logged packet.
     pub fn record(&self, prefix: &LogPrefix, t: &FiveTuple, at: SystemTime) -> FlowRecord {
+        // The anti-spoofing drop is no NSG rule: recorded as a check, like the gateway's
+        // `address-check`, so `--rule anti-spoofing` finds it.
+        let spoofed = prefix.rule == RPFILTER_RULE;
         let info = self.rules.get(&(prefix.nsg.clone(), prefix.rule.clone()));
         let mut detail = vec![];
         if let Some(i) = info {
@@ -221,14 +232,22 @@ impl RecordContext {
             }
             .into(),
             layer: info
-                .map(|i| i.layer.clone())
+                .map(|i| &i.layer)
+                .or_else(|| self.layers.get(&prefix.nsg))
+                .cloned()
                 .unwrap_or_else(|| LAYER_UNKNOWN_TARGET.into()),
             policy: Some(prefix.nsg.clone()),
             // The NSG plays the collection's part, so `--rule NSG/RULE` finds the rule's path.
-            rule_collection: Some(prefix.nsg.clone()),
-            rule: Some(prefix.rule.clone()),
+            rule_collection: (!spoofed).then(|| prefix.nsg.clone()),
+            rule: (!spoofed).then(|| prefix.rule.clone()),
+            decided_by: spoofed.then(|| "anti-spoofing".into()),
             priority: info.map(|i| i.priority),
-            reason: "RuleMatched".into(),
+            reason: if spoofed {
+                "ReversePathMismatch"
+            } else {
+                "RuleMatched"
+            }
+            .into(),
             detail: (!detail.is_empty()).then(|| detail.join("; ")),
             ..Default::default()
         }
