@@ -10,7 +10,6 @@ use palisade_host::nflog::{NflogReader, RecordContext};
 use palisade_host::nft::Nft;
 use palisade_host::render::{render, RenderOptions, Target};
 use palisade_host::HostState;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,25 +26,21 @@ impl Drop for Stop {
 #[test]
 fn kernel_denial_appears_in_the_flow_log_with_its_rule_within_a_second() {
     require_kernel!();
-    let snap =
-        common::snapshot_of(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab.yaml"));
+    let snap = common::lab_snapshot();
     let app = Netns::new("nfapp");
     let inet = Netns::new("nfnet");
-    common::sh(&[
-        "ip", "link", "add", "eth0", "netns", &app.name, "type", "veth", "peer", "eth0", "netns",
-        &inet.name,
-    ])
-    .unwrap();
-    for (ns, addr, peer) in [
-        (&app, "10.50.1.4/24", "203.0.113.0/24"),
-        (&inet, "203.0.113.20/24", "10.50.1.0/24"),
-    ] {
-        ns.exec(&["ip", "addr", "add", addr, "dev", "eth0"])
-            .unwrap();
-        ns.exec(&["ip", "link", "set", "eth0", "up"]).unwrap();
-        ns.exec(&["ip", "route", "add", peer, "dev", "eth0"])
-            .unwrap();
-    }
+    common::link(
+        &app,
+        "eth0",
+        &["10.50.1.4/24"],
+        &inet,
+        "eth0",
+        &["203.0.113.20/24"],
+    );
+    app.exec(&["ip", "route", "add", "203.0.113.0/24", "dev", "eth0"])
+        .unwrap();
+    inet.exec(&["ip", "route", "add", "10.50.1.0/24", "dev", "eth0"])
+        .unwrap();
 
     let plan = render(
         &snap,

@@ -16,20 +16,7 @@ use palisade_host::nft::Nft;
 use palisade_host::render::{render, HookMode, RenderOptions, Stmt, Target, RPFILTER_RULE};
 use palisade_host::routes::enter_netns;
 use std::net::UdpSocket;
-use std::path::Path;
 use std::time::Duration;
-
-fn link(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: &str) {
-    common::sh(&[
-        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", b_if, "netns", &b.name,
-    ])
-    .unwrap();
-    for (ns, ifname, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
-        ns.exec(&["ip", "addr", "add", addr, "dev", ifname])
-            .unwrap();
-        ns.exec(&["ip", "link", "set", ifname, "up"]).unwrap();
-    }
-}
 
 /// Send one datagram from `src` inside `ns`; true if the receiver got it within 500 ms.
 fn delivered(ns: &str, src: &str, dst: &str, rx: &UdpSocket) -> bool {
@@ -51,26 +38,25 @@ fn delivered(ns: &str, src: &str, dst: &str, rx: &UdpSocket) -> bool {
 #[test]
 fn spoofed_source_on_the_wrong_interface_is_dropped_proper_ones_pass() {
     require_kernel!();
-    let snap =
-        common::snapshot_of(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab.yaml"));
+    let snap = common::lab_snapshot();
     let client = Netns::new("rpcli");
     let inet = Netns::new("rpnet");
     let rtr = Netns::new("rprtr");
-    link(
+    common::link(
         &client,
         "eth0",
-        "10.50.2.4/24",
+        &["10.50.2.4/24"],
         &rtr,
         "cli0",
-        "10.50.2.1/24",
+        &["10.50.2.1/24"],
     );
-    link(
+    common::link(
         &inet,
         "eth0",
-        "203.0.113.20/24",
+        &["203.0.113.20/24"],
         &rtr,
         "net0",
-        "203.0.113.1/24",
+        &["203.0.113.1/24"],
     );
     inet.exec(&["ip", "addr", "add", "10.50.2.4/32", "dev", "eth0"])
         .unwrap();
