@@ -1,4 +1,4 @@
-//! `palisade host plan|apply|diff|remove`: a subnet's or NIC's NSG as one nftables table and its
+//! `palisade host plan|apply|diff|remove|log`: a subnet's or NIC's NSG as one nftables table and its
 //! user routes through netlink, on this host (or in a named network namespace). The work is in
 //! `palisade-host`; this file parses, calls and prints.
 
@@ -25,6 +25,24 @@ pub enum HostCommand {
     Diff(TargetArgs),
     /// Remove exactly what `apply` recorded: its tables and its routes.
     Remove(RemoveArgs),
+    /// Read the kernel's NFLOG denials (and audit matches) of the applied tables and write them
+    /// as flow records (`palisade logs`), until SIGINT or SIGTERM.
+    Log(LogArgs),
+}
+
+#[derive(Args)]
+pub struct LogArgs {
+    /// NFLOG group the tables log to (`apply --log-group`).
+    #[arg(long, default_value_t = 100)]
+    group: u16,
+    /// Flow log directory (as `palisade logs --data`).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Instance name written into flow records (default: hostname:pid).
+    #[arg(long)]
+    instance: Option<String>,
+    #[command(flatten)]
+    place: PlaceArgs,
 }
 
 #[derive(Args)]
@@ -46,6 +64,13 @@ pub struct TargetArgs {
     /// NFLOG group of deny and audit records.
     #[arg(long, default_value_t = 100)]
     log_group: u16,
+    /// Drop packets whose source is not routed back out of their input interface (strict
+    /// reverse-path filter, `prerouting`). Default: on with --router, off otherwise.
+    #[arg(long, conflicts_with = "no_rpfilter")]
+    rpfilter: bool,
+    /// No reverse-path filter, also with --router.
+    #[arg(long)]
+    no_rpfilter: bool,
     /// Leave routes alone (NSG table only).
     #[arg(long)]
     no_routes: bool,
@@ -82,6 +107,7 @@ pub fn run(cmd: HostCommand) -> Result<ExitCode, String> {
         HostCommand::Apply(a) => apply_cmd(a),
         HostCommand::Diff(a) => diff_cmd(a),
         HostCommand::Remove(a) => remove(a),
+        HostCommand::Log(a) => log_cmd(a),
     }
 }
 
@@ -100,6 +126,8 @@ fn make_plan(a: &TargetArgs) -> Result<Plan, String> {
         },
         log_group: a.log_group,
         table: a.table.clone(),
+        // A router forwards for others, so it is where spoofed sources arrive.
+        rpfilter: a.rpfilter || (a.router && !a.no_rpfilter),
         ..Default::default()
     };
     ops::plan(&snap, &target, &opts, !a.no_routes).map_err(|e| e.to_string())
@@ -339,5 +367,54 @@ fn remove(a: RemoveArgs) -> Result<ExitCode, String> {
             }
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn log_cmd(a: LogArgs) -> Result<ExitCode, String> {
+    use palisade_host::nflog::{NflogReader, RecordContext};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // The state names each table's target and rule priorities; a missing state still logs.
+    let state = palisade_host::HostState::load(&a.place.state, a.place.netns.as_deref())
+        .map_err(|e| e.to_string())?;
+    let instance = a
+        .instance
+        .unwrap_or_else(palisade_gateway::default_instance);
+    let ctx = RecordContext::from_state(instance, &state);
+    let log = palisade_flowlog::FlowLog::open(&a.data, palisade_flowlog::Options::default())
+        .map_err(|e| format!("{}: {e}", a.data.display()))?;
+    let mut reader = NflogReader::open(a.group, a.place.netns.as_deref())
+        .map_err(|e| format!("NFLOG group {}: {e}", a.group))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let worker = std::thread::spawn(move || reader.run(&ctx, &flag, |r| log.append(&r)));
+    eprintln!(
+        "reading NFLOG group {} into {} (SIGINT/SIGTERM stops)",
+        a.group,
+        a.data.display()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut watch = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                // The reader stops by itself only on an error: report it instead of waiting.
+                _ = watch.tick() => if worker.is_finished() { break },
+            }
+        }
+        Ok::<(), String>(())
+    })?;
+    stop.store(true, Ordering::Relaxed);
+    worker
+        .join()
+        .map_err(|_| "NFLOG reader panicked".to_string())?
+        .map_err(|e| format!("NFLOG reader: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -51,9 +51,10 @@ pub struct FlowRecord {
     /// it was read; `name` is then the CONNECT name. Absent otherwise (and in older records).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel_name: Option<String>,
-    /// `Allow` or `Deny` (`Dnat` for DNAT decisions).
+    /// `Allow` or `Deny` (`Dnat` for DNAT decisions, `Audit` for an NSG audit rule's kernel log).
     pub action: String,
-    /// DIAG-1.2 layer: `FirewallApplication`, `FirewallNetwork`, `FirewallDnat`, `FirewallDefault`.
+    /// DIAG-1.2 layer: `FirewallApplication`, `FirewallNetwork`, `FirewallDnat`, `FirewallDefault`;
+    /// `SubnetNsg` / `NicNsg` for the kernel denials `palisade host log` records.
     pub layer: String,
     pub policy: Option<String>,
     pub rule_collection_group: Option<String>,

@@ -7,9 +7,11 @@
 //! compares the kernel with the model (`host diff`); [`routes`] installs the subnet's user routes
 //! through netlink; [`state`] records what Palisade owns so that `remove` takes away exactly that;
 //! [`ops`] is plan / apply / diff / remove as whole operations, in the order that keeps the state
-//! true. See `docs/host.md`.
+//! true; [`nflog`] reads the tables' NFLOG group and turns denials into flow records. See
+//! `docs/host.md`.
 
 pub mod apply;
+pub mod nflog;
 pub mod nft;
 pub mod ops;
 pub mod render;

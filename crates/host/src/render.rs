@@ -50,6 +50,9 @@ pub struct RenderOptions {
     pub table: Option<String>,
     /// Base chain priority (`filter` = 0).
     pub priority: i32,
+    /// Strict reverse-path filtering in `prerouting` (anti-spoofing, `docs/host.md`): a packet
+    /// whose source is not routed back out of the interface it came in on is dropped.
+    pub rpfilter: bool,
 }
 
 impl Default for RenderOptions {
@@ -59,6 +62,7 @@ impl Default for RenderOptions {
             log_group: 100,
             table: None,
             priority: 0,
+            rpfilter: false,
         }
     }
 }
@@ -190,6 +194,8 @@ pub enum Stmt {
     TcpUdp(bool),
     /// `icmpv6 type { nd-* }`: neighbour discovery, needed for IPv6 to work at all.
     NeighbourDiscovery,
+    /// `fib saddr . iif oif missing`: no route back to the source through the input interface.
+    ReversePathMissing,
     Addr {
         v6: bool,
         side: Side,
@@ -244,6 +250,11 @@ impl Stmt {
                 "==",
                 json!({"set": ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert"]}),
             ),
+            Stmt::ReversePathMissing => m(
+                json!({"fib": {"result": "oif", "flags": ["saddr", "iif"]}}),
+                "==",
+                json!(false),
+            ),
             Stmt::Addr {
                 v6,
                 side,
@@ -281,6 +292,7 @@ impl Stmt {
             Stmt::TcpUdp(true) => "meta l4proto { tcp, udp }".into(),
             Stmt::TcpUdp(false) => "meta l4proto != { tcp, udp }".into(),
             Stmt::NeighbourDiscovery => "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert }".into(),
+            Stmt::ReversePathMissing => "fib saddr . iif oif missing".into(),
             Stmt::Addr { v6, side, operand: o } => {
                 format!("{} {} {}", if *v6 { "ip6" } else { "ip" }, side.field(), operand(o))
             }
@@ -423,6 +435,10 @@ pub fn merge_ports(ranges: &[PortRange]) -> Vec<(u16, u16)> {
 fn is_all_ports(p: &[(u16, u16)]) -> bool {
     p == [(0, 65535)]
 }
+
+/// The "rule" the anti-spoofing drop logs under: parentheses cannot occur in an NSG rule name,
+/// so it never collides with one.
+pub const RPFILTER_RULE: &str = "(anti-spoofing)";
 
 fn log_prefix(kind: &str, nsg: &str, rule: &str) -> String {
     // NF_LOG_PREFIXLEN is 128 including the NUL.
@@ -881,6 +897,38 @@ pub fn render_nsg(
                 ],
             });
         }
+    }
+    if opts.rpfilter {
+        // Before the NSG hooks, so a spoofed packet never reaches a rule that trusts its source.
+        chains.push(ChainDef {
+            name: "prerouting".into(),
+            base: Some(BaseHook {
+                hook: "prerouting".into(),
+                priority: opts.priority - 150,
+            }),
+            rules: vec![
+                RuleDef {
+                    comment: "loopback is local traffic".into(),
+                    stmts: vec![Stmt::Loopback(true), Stmt::Accept],
+                },
+                RuleDef {
+                    // Duplicate address detection comes from `::`, which has no route.
+                    comment: "IPv6 neighbour discovery (platform, not NSG)".into(),
+                    stmts: vec![Stmt::L4proto(58), Stmt::NeighbourDiscovery, Stmt::Accept],
+                },
+                RuleDef {
+                    comment: "anti-spoofing: strict reverse path".into(),
+                    stmts: vec![
+                        Stmt::ReversePathMissing,
+                        Stmt::Log {
+                            group: opts.log_group,
+                            prefix: log_prefix("deny", &nsg.name, RPFILTER_RULE),
+                        },
+                        Stmt::Drop,
+                    ],
+                },
+            ],
+        });
     }
     chains.push(nsg_in);
     chains.push(nsg_out);

@@ -19,27 +19,8 @@ use palisade_host::nft::Nft;
 use palisade_host::render::{render, sanitize, HookMode, RenderOptions, Target};
 use palisade_host::routes;
 use palisade_model::Protocol;
-use palisade_policy::{Flow, Snapshot, TraceOptions, Verdict};
-use std::path::Path;
+use palisade_policy::{Flow, TraceOptions, Verdict};
 use std::time::Instant;
-
-fn lab_snapshot() -> Snapshot {
-    common::snapshot_of(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab.yaml"))
-}
-
-/// A veth pair between two namespaces with one address (and more) on each end.
-fn link(a: &Netns, a_if: &str, a_addrs: &[&str], b: &Netns, b_if: &str, b_addrs: &[&str]) {
-    common::sh(&[
-        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", b_if, "netns", &b.name,
-    ])
-    .unwrap();
-    for (ns, ifname, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
-        for ad in addrs {
-            ns.exec(&["ip", "addr", "add", ad, "dev", ifname]).unwrap();
-        }
-        ns.exec(&["ip", "link", "set", ifname, "up"]).unwrap();
-    }
-}
 
 struct Case {
     from_ns: usize,
@@ -64,13 +45,13 @@ fn kernel_verdicts_agree_with_trace_router_mode() {
 
 fn run_lab(router: bool) {
     let started = Instant::now();
-    let snap = lab_snapshot();
+    let snap = common::lab_snapshot();
     // Namespaces: 0 client, 1 inet, 2 rtr, 3 app (dropped, so deleted, in reverse on exit).
     let client = Netns::new("client");
     let inet = Netns::new("inet");
     let rtr = Netns::new("rtr");
     let app = Netns::new("app");
-    link(
+    common::link(
         &app,
         "eth0",
         &["10.50.1.4/24"],
@@ -78,7 +59,7 @@ fn run_lab(router: bool) {
         "app0",
         &["10.50.1.1/24"],
     );
-    link(
+    common::link(
         &client,
         "eth0",
         &["10.50.2.4/24"],
@@ -86,7 +67,7 @@ fn run_lab(router: bool) {
         "cli0",
         &["10.50.2.1/24"],
     );
-    link(
+    common::link(
         &inet,
         "eth0",
         &["203.0.113.20/24", "198.51.100.7/24"],

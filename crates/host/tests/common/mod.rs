@@ -28,6 +28,11 @@ pub fn layered_nsg() -> Snapshot {
     snapshot_of(shared().join("scenarios/layered-nsg/network.json"))
 }
 
+/// The lab network of `tests/fixtures/lab.yaml`.
+pub fn lab_snapshot() -> Snapshot {
+    snapshot_of(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab.yaml"))
+}
+
 /// Why kernel tests cannot run here, if they cannot.
 pub fn kernel_skip_reason() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
@@ -103,6 +108,20 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = sh(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+/// A veth pair between two namespaces with one address (and more) on each end.
+pub fn link(a: &Netns, a_if: &str, a_addrs: &[&str], b: &Netns, b_if: &str, b_addrs: &[&str]) {
+    sh(&[
+        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", b_if, "netns", &b.name,
+    ])
+    .unwrap();
+    for (ns, ifname, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
+        for ad in addrs {
+            ns.exec(&["ip", "addr", "add", ad, "dev", ifname]).unwrap();
+        }
+        ns.exec(&["ip", "link", "set", ifname, "up"]).unwrap();
     }
 }
 
