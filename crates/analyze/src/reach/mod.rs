@@ -31,6 +31,7 @@
 //! so a fast non-keyed hash is enough (SipHash was a tenth of the matrix time).
 
 mod atoms;
+pub mod bench;
 mod layers;
 mod plans;
 mod report;
