@@ -50,7 +50,7 @@ use ipnet::IpNet;
 use layers::{Act, Layer, Piece};
 use palisade_model::Direction;
 use palisade_policy::{NsgId, Snapshot, SubnetId};
-use plans::{Index, Step};
+use plans::Index;
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 use std::net::IpAddr;
@@ -117,12 +117,17 @@ pub struct Engine<'s> {
     controls: Vec<Control>,
     control_ids: HashMap<Control, u32>,
     ctrl_cache: HashMap<(u8, u32, u32), u32>,
-    outcomes: Vec<Outcome>,
-    outcome_ids: HashMap<(Reach, Vec<u32>), u32>,
-    /// Decision = pieces (L4 set, outcome id), one per outcome.
+    /// Chains of controls, hash-consed as a trie: id → (shorter chain, last control); id 0 is
+    /// the empty chain. Extending a chain is one look-up, and equal chains are equal ids.
+    chains: Vec<(u32, u32)>,
+    chain_ids: HashMap<(u32, u32), u32>,
+    /// Outcomes as (verdict, chain id): compared as integers, spelled out on demand.
+    outcomes: Vec<(Reach, u32)>,
+    outcome_ids: HashMap<(Reach, u32), u32>,
+    /// Decision = pieces (L4 set, outcome id), one per outcome; equal decisions, one id.
     decisions: Vec<Vec<(Bits, u32)>>,
+    decision_ids: HashMap<Vec<(Bits, u32)>, u32>,
     l4: L4Atoms,
-    plans: HashMap<Vec<Step>, u32>,
     /// Per family, per source atom: the decision per destination atom.
     rows: [Vec<Vec<u32>>; 2],
     index: [Index; 2],
@@ -150,11 +155,13 @@ impl<'s> Engine<'s> {
             controls: vec![],
             control_ids: HashMap::default(),
             ctrl_cache: HashMap::default(),
+            chains: vec![(0, u32::MAX)],
+            chain_ids: HashMap::default(),
             outcomes: vec![],
             outcome_ids: HashMap::default(),
             decisions: vec![],
+            decision_ids: HashMap::default(),
             l4: L4Atoms::build(std::iter::empty()),
-            plans: HashMap::default(),
             rows: [vec![], vec![]],
             index: Default::default(),
         };
@@ -168,9 +175,9 @@ impl<'s> Engine<'s> {
         (self.grid[0].len(), self.grid[1].len())
     }
 
-    /// Distinct plans, cells and outcomes evaluated so far.
+    /// Distinct decisions, cells and outcomes evaluated so far.
     pub fn stats(&self) -> (usize, usize, usize) {
-        (self.plans.len(), self.cells.len(), self.outcomes.len())
+        (self.decisions.len(), self.cells.len(), self.outcomes.len())
     }
 
     /// The answer for one flow, from the matrix (for tests and spot checks).
@@ -181,7 +188,7 @@ impl<'s> Engine<'s> {
         dst: IpAddr,
         sport: u16,
         dport: u16,
-    ) -> Option<&Outcome> {
+    ) -> Option<Outcome> {
         let f = Family::of(src);
         if Family::of(dst) != f {
             return None;
@@ -196,11 +203,20 @@ impl<'s> Engine<'s> {
         self.decisions[d as usize]
             .iter()
             .find(|(l4, _)| l4[i / 64] >> (i % 64) & 1 == 1)
-            .map(|(_, o)| &self.outcomes[*o as usize])
+            .map(|(_, o)| self.outcome(*o))
     }
 
-    pub fn outcome(&self, id: u32) -> &Outcome {
-        &self.outcomes[id as usize]
+    /// An outcome spelled out: its verdict and its chain of controls in path order.
+    pub fn outcome(&self, id: u32) -> Outcome {
+        let (verdict, mut c) = self.outcomes[id as usize];
+        let mut chain = vec![];
+        while c != 0 {
+            let (shorter, ctrl) = self.chains[c as usize];
+            chain.push(self.controls[ctrl as usize].clone());
+            c = shorter;
+        }
+        chain.reverse();
+        Outcome { verdict, chain }
     }
 
     /// Subnet of an atom, or `None` outside every subnet.
@@ -220,14 +236,14 @@ impl<'s> Engine<'s> {
     }
 
     /// The whole matrix as decision ids (for comparing an updated engine with a fresh one).
-    pub fn answers(&self, f: Family, sa: usize, da: usize) -> Vec<(L4Set, &Outcome)> {
+    pub fn answers(&self, f: Family, sa: usize, da: usize) -> Vec<(L4Set, Outcome)> {
         let d = self.rows[f.index()][sa][da];
         if d == NONE {
             return vec![];
         }
         self.decision_pieces(d)
             .into_iter()
-            .map(|(l4, o)| (l4, &self.outcomes[o as usize]))
+            .map(|(l4, o)| (l4, self.outcome(o)))
             .collect()
     }
 

@@ -4,7 +4,7 @@
 
 use super::atoms::{and, classes_over, zero, AtomLoc, Bits};
 use super::layers::{Act, LayerKind};
-use super::{Control, Engine, Outcome, Reach, NONE};
+use super::{Control, Engine, Reach, NONE};
 use crate::headerspace::{addr_value, Family};
 use palisade_model::NextHopType;
 use palisade_policy::addresses::AZURE_WIRE_SERVER;
@@ -636,58 +636,60 @@ impl<'s> Engine<'s> {
         }
     }
 
+    /// Extend a chain by one control (hash-consed).
+    fn extend(&mut self, chain: u32, ctrl: u32) -> u32 {
+        let next = self.chains.len() as u32;
+        let chains = &mut self.chains;
+        *self.chain_ids.entry((chain, ctrl)).or_insert_with(|| {
+            chains.push((chain, ctrl));
+            next
+        })
+    }
+
     pub(super) fn evaluate(&mut self, f: Family, sa: usize, da: usize) -> u32 {
         let Some(plan) = self.plan(f, sa, da) else {
             return NONE;
         };
-        if let Some(d) = self.plans.get(&plan) {
-            return *d;
-        }
-        let mut done: Vec<(Bits, Reach, Vec<u32>)> = vec![];
-        self.run(&plan, vec![(self.l4.full(), vec![])], &mut done);
+        let mut done: Vec<(Bits, Reach, u32)> = vec![];
+        self.run(&plan, vec![(self.l4.full(), 0)], &mut done);
         let mut by_outcome: Vec<(Bits, u32)> = vec![];
         for (l4, verdict, chain) in done {
-            let key = (verdict, chain);
-            let id = match self.outcome_ids.get(&key) {
-                Some(i) => *i,
-                None => {
-                    let o = Outcome {
-                        verdict,
-                        chain: key
-                            .1
-                            .iter()
-                            .map(|c| self.controls[*c as usize].clone())
-                            .collect(),
-                    };
-                    let i = self.outcomes.len() as u32;
-                    self.outcomes.push(o);
-                    self.outcome_ids.insert(key, i);
-                    i
-                }
-            };
+            let next = self.outcomes.len() as u32;
+            let outcomes = &mut self.outcomes;
+            let id = *self.outcome_ids.entry((verdict, chain)).or_insert_with(|| {
+                outcomes.push((verdict, chain));
+                next
+            });
             match by_outcome.iter_mut().find(|(_, i)| *i == id) {
                 Some(p) => p.0.iter_mut().zip(&l4).for_each(|(x, y)| *x |= y),
                 None => by_outcome.push((l4, id)),
             }
         }
+        if let Some(d) = self.decision_ids.get(&by_outcome) {
+            return *d;
+        }
         let id = self.decisions.len() as u32;
-        self.decisions.push(by_outcome);
-        self.plans.insert(plan, id);
+        self.decisions.push(by_outcome.clone());
+        self.decision_ids.insert(by_outcome, id);
         id
     }
 
     fn run(
         &mut self,
         plan: &[Step],
-        mut going: Vec<(Bits, Vec<u32>)>,
-        done: &mut Vec<(Bits, Reach, Vec<u32>)>,
+        mut going: Vec<(Bits, u32)>,
+        done: &mut Vec<(Bits, Reach, u32)>,
     ) {
-        for (i, step) in plan.iter().enumerate() {
+        for step in plan {
             if going.is_empty() {
                 return;
             }
             match step {
-                Step::Ctrl(c) => going.iter_mut().for_each(|g| g.1.push(*c)),
+                Step::Ctrl(c) => {
+                    for g in going.iter_mut() {
+                        g.1 = self.extend(g.1, *c);
+                    }
+                }
                 Step::End(v) => {
                     for (l4, chain) in going.drain(..) {
                         done.push((l4, *v, chain));
@@ -713,10 +715,12 @@ impl<'s> Engine<'s> {
                             if zero(&hit) {
                                 continue;
                             }
-                            let mut c = chain.clone();
-                            if p.act != Act::NoMatch || is_fw {
-                                c.push(self.rule_ctrl(*step, *layer, p.rule));
-                            }
+                            let c = if p.act != Act::NoMatch || is_fw {
+                                let ctrl = self.rule_ctrl(*step, *layer, p.rule);
+                                self.extend(chain, ctrl)
+                            } else {
+                                chain
+                            };
                             match p.act {
                                 Act::Allow => next.push((hit, c)),
                                 Act::Deny | Act::NoMatch => done.push((hit, Reach::Deny, c)),
@@ -734,7 +738,6 @@ impl<'s> Engine<'s> {
                     }
                     self.cells[*cell as usize] = pieces;
                     going = next;
-                    let _ = i;
                 }
             }
         }
