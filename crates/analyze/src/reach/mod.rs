@@ -46,6 +46,7 @@ pub use report::{
 
 use crate::headerspace::{addr_value, Family, IntervalSet, L4Set};
 use atoms::{Bits, Grid, L4Atoms};
+use hashbrown::HashTable;
 use ipnet::IpNet;
 use layers::{Act, Layer, Piece};
 use palisade_model::Direction;
@@ -124,9 +125,12 @@ pub struct Engine<'s> {
     /// Outcomes as (verdict, chain id): compared as integers, spelled out on demand.
     outcomes: Vec<(Reach, u32)>,
     outcome_ids: HashMap<(Reach, u32), u32>,
-    /// Decision = pieces (L4 set, outcome id), one per outcome; equal decisions, one id.
-    decisions: Vec<Vec<(Bits, u32)>>,
-    decision_ids: HashMap<Vec<(Bits, u32)>, u32>,
+    /// Decisions = pieces (L4 set, outcome id), one per outcome, in one arena: a piece is the
+    /// L4 bits then the outcome id (`l4.words + 1` words); per decision, its first word and
+    /// piece count. Equal decisions share one id (`dec_index` holds ids by content hash).
+    dec_words: Vec<u64>,
+    dec_span: Vec<(usize, u32)>,
+    dec_index: HashTable<u32>,
     l4: L4Atoms,
     /// Per family, per source atom: the decision per destination atom.
     rows: [Vec<Vec<u32>>; 2],
@@ -159,8 +163,9 @@ impl<'s> Engine<'s> {
             chain_ids: HashMap::default(),
             outcomes: vec![],
             outcome_ids: HashMap::default(),
-            decisions: vec![],
-            decision_ids: HashMap::default(),
+            dec_words: vec![],
+            dec_span: vec![],
+            dec_index: HashTable::new(),
             l4: L4Atoms::build(std::iter::empty()),
             rows: [vec![], vec![]],
             index: Default::default(),
@@ -177,7 +182,7 @@ impl<'s> Engine<'s> {
 
     /// Distinct decisions, cells and outcomes evaluated so far.
     pub fn stats(&self) -> (usize, usize, usize) {
-        (self.decisions.len(), self.cells.len(), self.outcomes.len())
+        (self.dec_span.len(), self.cells.len(), self.outcomes.len())
     }
 
     /// The answer for one flow, from the matrix (for tests and spot checks).
@@ -200,10 +205,11 @@ impl<'s> Engine<'s> {
             return None;
         }
         let i = self.l4.atom_of(proto as u128, sport as u128, dport as u128);
-        self.decisions[d as usize]
-            .iter()
-            .find(|(l4, _)| l4[i / 64] >> (i % 64) & 1 == 1)
-            .map(|(_, o)| self.outcome(*o))
+        let w = self.l4.words;
+        self.decision_words(d)
+            .chunks(w + 1)
+            .find(|p| p[i / 64] >> (i % 64) & 1 == 1)
+            .map(|p| self.outcome(p[w] as u32))
     }
 
     /// An outcome spelled out: its verdict and its chain of controls in path order.
@@ -254,10 +260,17 @@ impl<'s> Engine<'s> {
 
     /// A decision's pieces: (protocol × ports, outcome id).
     pub fn decision_pieces(&self, id: u32) -> Vec<(L4Set, u32)> {
-        self.decisions[id as usize]
-            .iter()
-            .map(|(b, o)| (self.l4.set(b), *o))
+        let w = self.l4.words;
+        self.decision_words(id)
+            .chunks(w + 1)
+            .map(|p| (self.l4.set(&p[..w]), p[w] as u32))
             .collect()
+    }
+
+    /// A decision's pieces as stored: per piece, the L4 bits then the outcome id.
+    fn decision_words(&self, id: u32) -> &[u64] {
+        let (start, n) = self.dec_span[id as usize];
+        &self.dec_words[start..start + n as usize * (self.l4.words + 1)]
     }
 
     /// The address range of an atom.

@@ -10,8 +10,15 @@ use palisade_model::NextHopType;
 use palisade_policy::addresses::AZURE_WIRE_SERVER;
 use palisade_policy::routes::{EffectiveRoute, RouteSource, SubnetRoutes};
 use palisade_policy::{FirewallId, NsgId, SubnetId};
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHasher};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+
+fn hash_words(x: &[u64]) -> u64 {
+    let mut h = FxHasher::default();
+    x.hash(&mut h);
+    h.finish()
+}
 
 /// One step of a path plan.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -56,7 +63,7 @@ pub(super) struct Index {
     /// for it (`u32::MAX`: none).
     route: Vec<Vec<u32>>,
     /// Per place (each subnet, then "outside"): its atoms.
-    places: Vec<Vec<u32>>,
+    pub(super) places: Vec<Vec<u32>>,
     /// Per place: the NSG layers (subnet and NICs) on the way out, on the way in.
     out_layers: Vec<Vec<u32>>,
     in_layers: Vec<Vec<u32>>,
@@ -162,7 +169,13 @@ impl<'s> Engine<'s> {
     /// are grouped by what the layers on this path see of them (their classes in the layers of
     /// the path, the routes that look them up), one pair per group pair is evaluated. `only`:
     /// restrict to these source and destination atoms (re-check).
-    fn compute_block(&mut self, f: Family, s: usize, d: usize, only: Option<(&[u32], &[u32])>) {
+    pub(super) fn compute_block(
+        &mut self,
+        f: Family,
+        s: usize,
+        d: usize,
+        only: Option<(&[u32], &[u32])>,
+    ) {
         let fi = f.index();
         let ix = &self.index[fi];
         let outside = ix.places.len() - 1;
@@ -665,12 +678,30 @@ impl<'s> Engine<'s> {
                 None => by_outcome.push((l4, id)),
             }
         }
-        if let Some(d) = self.decision_ids.get(&by_outcome) {
-            return *d;
+        let w = self.l4.words;
+        let mut flat: Vec<u64> = Vec::with_capacity(by_outcome.len() * (w + 1));
+        for (b, o) in &by_outcome {
+            flat.extend_from_slice(b);
+            flat.push(*o as u64);
         }
-        let id = self.decisions.len() as u32;
-        self.decisions.push(by_outcome.clone());
-        self.decision_ids.insert(by_outcome, id);
+        let (words, spans) = (&self.dec_words, &self.dec_span);
+        let stored = |id: u32| {
+            let (start, n) = spans[id as usize];
+            &words[start..start + n as usize * (w + 1)]
+        };
+        let h = hash_words(&flat);
+        if let Some(id) = self.dec_index.find(h, |id| stored(*id) == flat.as_slice()) {
+            return *id;
+        }
+        let id = self.dec_span.len() as u32;
+        self.dec_span
+            .push((self.dec_words.len(), by_outcome.len() as u32));
+        self.dec_words.extend_from_slice(&flat);
+        let (words, spans) = (&self.dec_words, &self.dec_span);
+        self.dec_index.insert_unique(h, id, |id| {
+            let (start, n) = spans[*id as usize];
+            hash_words(&words[start..start + n as usize * (w + 1)])
+        });
         id
     }
 
