@@ -89,7 +89,7 @@ fn nsg_rechecks(
     catalogs: &Catalogs,
     engine: &mut Engine,
 ) -> f64 {
-    let mid = if g.spokes / 2 % g.nic_every.max(1) == 0 {
+    let mid = if (g.spokes / 2).is_multiple_of(g.nic_every.max(1)) {
         g.spokes / 2 + 1
     } else {
         g.spokes / 2
