@@ -118,6 +118,14 @@ impl<'s> Engine<'s> {
                 ho -= 1;
                 hn -= 1;
             }
+            // A family the change does not touch (same entries, same rule indexes) keeps its
+            // classes and its cell cache: a firewall change on IPv4 rebuilds nothing on IPv6.
+            if lo == old.len()
+                && lo == new.len()
+                && old.iter().zip(&new).all(|(a, b)| a.rule == b.rule)
+            {
+                continue;
+            }
             // L4 bits: the unchanged entries keep theirs, only the changed window is computed.
             for (i, e) in new.iter_mut().enumerate() {
                 e.bits = if i < lo {
