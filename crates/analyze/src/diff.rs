@@ -100,7 +100,7 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> DiffReport {
                         } else {
                             e.decision_pieces(d)
                                 .into_iter()
-                                .map(|(l4, o)| (l4, e.outcome(o).clone()))
+                                .map(|(l4, o)| (l4, e.outcome(o)))
                                 .collect()
                         }
                     };

@@ -98,6 +98,8 @@ enum BenchKind {
     Lpm,
     Fqdn,
     Firewall,
+    /// Reachability matrix and one-rule re-checks on a generated hub-and-spoke network.
+    Reach,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -213,12 +215,22 @@ enum Command {
         #[arg(value_enum)]
         kind: BenchKind,
         /// ClassBench filter file (classifier), prefix list (lpm, may be .gz), domain list or
-        /// directory of them (fqdn; firewall: the lists become application rules).
-        #[arg(long)]
-        data: PathBuf,
+        /// directory of them (fqdn; firewall: the lists become application rules). Not used
+        /// by `reach`, which generates its network.
+        #[arg(long, required_if_eq_any([("kind", "classifier"), ("kind", "lpm"), ("kind", "fqdn"), ("kind", "firewall")]))]
+        data: Option<PathBuf>,
         /// Time budget for the lookup trace, per structure.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+        /// reach: spokes of the generated hub.
+        #[arg(long, default_value_t = 500)]
+        spokes: usize,
+        /// reach: rules per NSG.
+        #[arg(long, default_value_t = 50)]
+        nsg_rules: usize,
+        /// reach: firewall network rules.
+        #[arg(long, default_value_t = 5000)]
+        firewall_rules: usize,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -384,6 +396,9 @@ fn run(command: Command) -> Result<ExitCode, String> {
             kind,
             data,
             seconds,
+            spokes,
+            nsg_rules,
+            firewall_rules,
             output,
         } => {
             let kind = match kind {
@@ -391,7 +406,27 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 BenchKind::Lpm => palisade_bench::Kind::Lpm,
                 BenchKind::Fqdn => palisade_bench::Kind::Fqdn,
                 BenchKind::Firewall => palisade_bench::Kind::Firewall,
+                BenchKind::Reach => {
+                    let r = palisade_analyze::reach::bench::run(spokes, nsg_rules, firewall_rules);
+                    if output == Output::Json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
+                        );
+                    } else {
+                        println!(
+                            "{} spokes, {} atoms: matrix {:.3} s, peak {:.0} MiB, re-check NSG {:.2} ms, firewall {:.2} ms; {} flows checked against trace, {} mismatches",
+                            r.spokes, r.atoms, r.matrix_s, r.peak_rss_mib, r.recheck_nsg_ms, r.recheck_firewall_ms, r.trace_checked_flows, r.mismatches
+                        );
+                    }
+                    return Ok(if r.mismatches == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    });
+                }
             };
+            let data = data.ok_or("--data is required for this benchmark")?;
             let report = palisade_bench::run(kind, &data, seconds).map_err(|e| e.to_string())?;
             if output == Output::Json {
                 println!(

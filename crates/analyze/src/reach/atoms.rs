@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use palisade_policy::addresses::PLATFORM_ADDRESSES;
 use palisade_policy::{FirewallId, NicId, Snapshot, SubnetId};
 use rustc_hash::FxHashMap as HashMap;
+use smallvec::{smallvec, SmallVec};
 
 /// Classes of one dimension: `starts[i]..` has class `class[i]`.
 #[derive(Debug, Default)]
@@ -66,14 +67,20 @@ impl Runs {
     }
 }
 
-/// Bit set over L4 atoms.
-pub(super) type Bits = Vec<u64>;
+/// Bit set over L4 atoms, inline up to 256 atoms: the engine makes millions of them and a heap
+/// allocation each was most of the matrix time.
+pub(super) type Bits = SmallVec<[u64; 4]>;
 
+// Copy then mask in place: collecting an iterator into a `SmallVec` was a tenth of the matrix.
 pub(super) fn and(a: &[u64], b: &[u64]) -> Bits {
-    a.iter().zip(b).map(|(x, y)| x & y).collect()
+    let mut out = Bits::from_slice(a);
+    out.iter_mut().zip(b).for_each(|(x, y)| *x &= y);
+    out
 }
 pub(super) fn andnot(a: &[u64], b: &[u64]) -> Bits {
-    a.iter().zip(b).map(|(x, y)| x & !y).collect()
+    let mut out = Bits::from_slice(a);
+    out.iter_mut().zip(b).for_each(|(x, y)| *x &= !y);
+    out
 }
 pub(super) fn zero(a: &[u64]) -> bool {
     a.iter().all(|x| *x == 0)
@@ -90,7 +97,8 @@ pub(super) struct L4Atoms {
     /// are `usize::MAX` for protocols without ports.
     pub(super) atoms: Vec<(usize, usize, usize)>,
     pub(super) index: HashMap<(usize, usize, usize), usize>,
-    words: usize,
+    pub(super) words: usize,
+    full: Bits,
 }
 
 fn cut_list(mut v: Vec<u128>, max: u128) -> Vec<u128> {
@@ -146,7 +154,12 @@ impl L4Atoms {
         }
         let index = atoms.iter().enumerate().map(|(i, a)| (*a, i)).collect();
         let words = atoms.len().div_ceil(64);
+        let mut full: Bits = smallvec![0u64; words];
+        for i in 0..atoms.len() {
+            full[i / 64] |= 1 << (i % 64);
+        }
         L4Atoms {
+            full,
             protos,
             sports,
             dports,
@@ -196,7 +209,7 @@ impl L4Atoms {
         })
     }
     pub(super) fn bits(&self, set: &L4Set) -> Bits {
-        let mut out = vec![0u64; self.words];
+        let mut out: Bits = smallvec![0u64; self.words];
         for i in 0..self.atoms.len() {
             let b = self.atom_box(i);
             let v = [
@@ -211,11 +224,7 @@ impl L4Atoms {
         out
     }
     pub(super) fn full(&self) -> Bits {
-        let mut out = vec![0u64; self.words];
-        for i in 0..self.atoms.len() {
-            out[i / 64] |= 1 << (i % 64);
-        }
-        out
+        self.full.clone()
     }
     pub(super) fn set(&self, bits: &[u64]) -> L4Set {
         let mut boxes = vec![];
@@ -232,7 +241,7 @@ impl L4Atoms {
     /// whose own destination-port interval holds `port`.
     pub(super) fn at_dport(&self, bits: &[u64], port: u16) -> Bits {
         let di = interval(&self.dports, port as u128);
-        let mut out = vec![0u64; self.words];
+        let mut out: Bits = smallvec![0u64; self.words];
         for (i, &(pi, si, d)) in self.atoms.iter().enumerate() {
             let src = if d == usize::MAX {
                 i

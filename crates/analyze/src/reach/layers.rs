@@ -100,7 +100,7 @@ fn nsg_rule_entries(rules: &[CompiledRule]) -> [Vec<Entry>; 2] {
                 src: prefix_set(&r.source, f),
                 dst: prefix_set(&r.destination, f),
                 l4: L4Set::rule(proto, &r.source_ports, &r.destination_ports),
-                bits: vec![],
+                bits: Bits::new(),
                 act: if r.access == Access::Allow {
                     Act::Allow
                 } else {
@@ -170,7 +170,7 @@ pub(super) fn fw_layer(fw: &CompiledFirewall) -> FwParts {
                         &to_ranges(&spec.src_ports),
                         &to_ranges(&spec.dst_ports),
                     ),
-                    bits: vec![],
+                    bits: Bits::new(),
                     act,
                     rule: base + ri as u32,
                 };
@@ -198,7 +198,7 @@ pub(super) fn fw_layer(fw: &CompiledFirewall) -> FwParts {
                 src: prefix_set(a.sources, f),
                 dst: a.destinations.map(|d| prefix_set(d, f)).unwrap_or(all),
                 l4: L4Set::rule(Some(6), &[PortRange::ANY], &ports),
-                bits: vec![],
+                bits: Bits::new(),
                 act: Act::ByName,
                 rule: i,
             };

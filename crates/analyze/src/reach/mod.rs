@@ -31,6 +31,7 @@
 //! so a fast non-keyed hash is enough (SipHash was a tenth of the matrix time).
 
 mod atoms;
+pub mod bench;
 mod layers;
 mod plans;
 mod report;
@@ -45,11 +46,12 @@ pub use report::{
 
 use crate::headerspace::{addr_value, Family, IntervalSet, L4Set};
 use atoms::{Bits, Grid, L4Atoms};
+use hashbrown::HashTable;
 use ipnet::IpNet;
 use layers::{Act, Layer, Piece};
 use palisade_model::Direction;
 use palisade_policy::{NsgId, Snapshot, SubnetId};
-use plans::{Index, Step};
+use plans::Index;
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 use std::net::IpAddr;
@@ -116,12 +118,20 @@ pub struct Engine<'s> {
     controls: Vec<Control>,
     control_ids: HashMap<Control, u32>,
     ctrl_cache: HashMap<(u8, u32, u32), u32>,
-    outcomes: Vec<Outcome>,
-    outcome_ids: HashMap<(Reach, Vec<u32>), u32>,
-    /// Decision = pieces (L4 set, outcome id), one per outcome.
-    decisions: Vec<Vec<(Bits, u32)>>,
+    /// Chains of controls, hash-consed as a trie: id → (shorter chain, last control); id 0 is
+    /// the empty chain. Extending a chain is one look-up, and equal chains are equal ids.
+    chains: Vec<(u32, u32)>,
+    chain_ids: HashMap<(u32, u32), u32>,
+    /// Outcomes as (verdict, chain id): compared as integers, spelled out on demand.
+    outcomes: Vec<(Reach, u32)>,
+    outcome_ids: HashMap<(Reach, u32), u32>,
+    /// Decisions = pieces (L4 set, outcome id), one per outcome, in one arena: a piece is the
+    /// L4 bits then the outcome id (`l4.words + 1` words); per decision, its first word and
+    /// piece count. Equal decisions share one id (`dec_index` holds ids by content hash).
+    dec_words: Vec<u64>,
+    dec_span: Vec<(usize, u32)>,
+    dec_index: HashTable<u32>,
     l4: L4Atoms,
-    plans: HashMap<Vec<Step>, u32>,
     /// Per family, per source atom: the decision per destination atom.
     rows: [Vec<Vec<u32>>; 2],
     index: [Index; 2],
@@ -149,11 +159,14 @@ impl<'s> Engine<'s> {
             controls: vec![],
             control_ids: HashMap::default(),
             ctrl_cache: HashMap::default(),
+            chains: vec![(0, u32::MAX)],
+            chain_ids: HashMap::default(),
             outcomes: vec![],
             outcome_ids: HashMap::default(),
-            decisions: vec![],
+            dec_words: vec![],
+            dec_span: vec![],
+            dec_index: HashTable::new(),
             l4: L4Atoms::build(std::iter::empty()),
-            plans: HashMap::default(),
             rows: [vec![], vec![]],
             index: Default::default(),
         };
@@ -167,9 +180,9 @@ impl<'s> Engine<'s> {
         (self.grid[0].len(), self.grid[1].len())
     }
 
-    /// Distinct plans, cells and outcomes evaluated so far.
+    /// Distinct decisions, cells and outcomes evaluated so far.
     pub fn stats(&self) -> (usize, usize, usize) {
-        (self.plans.len(), self.cells.len(), self.outcomes.len())
+        (self.dec_span.len(), self.cells.len(), self.outcomes.len())
     }
 
     /// The answer for one flow, from the matrix (for tests and spot checks).
@@ -180,7 +193,7 @@ impl<'s> Engine<'s> {
         dst: IpAddr,
         sport: u16,
         dport: u16,
-    ) -> Option<&Outcome> {
+    ) -> Option<Outcome> {
         let f = Family::of(src);
         if Family::of(dst) != f {
             return None;
@@ -192,14 +205,24 @@ impl<'s> Engine<'s> {
             return None;
         }
         let i = self.l4.atom_of(proto as u128, sport as u128, dport as u128);
-        self.decisions[d as usize]
-            .iter()
-            .find(|(l4, _)| l4[i / 64] >> (i % 64) & 1 == 1)
-            .map(|(_, o)| &self.outcomes[*o as usize])
+        let w = self.l4.words;
+        self.decision_words(d)
+            .chunks(w + 1)
+            .find(|p| p[i / 64] >> (i % 64) & 1 == 1)
+            .map(|p| self.outcome(p[w] as u32))
     }
 
-    pub fn outcome(&self, id: u32) -> &Outcome {
-        &self.outcomes[id as usize]
+    /// An outcome spelled out: its verdict and its chain of controls in path order.
+    pub fn outcome(&self, id: u32) -> Outcome {
+        let (verdict, mut c) = self.outcomes[id as usize];
+        let mut chain = vec![];
+        while c != 0 {
+            let (shorter, ctrl) = self.chains[c as usize];
+            chain.push(self.controls[ctrl as usize].clone());
+            c = shorter;
+        }
+        chain.reverse();
+        Outcome { verdict, chain }
     }
 
     /// Subnet of an atom, or `None` outside every subnet.
@@ -219,14 +242,14 @@ impl<'s> Engine<'s> {
     }
 
     /// The whole matrix as decision ids (for comparing an updated engine with a fresh one).
-    pub fn answers(&self, f: Family, sa: usize, da: usize) -> Vec<(L4Set, &Outcome)> {
+    pub fn answers(&self, f: Family, sa: usize, da: usize) -> Vec<(L4Set, Outcome)> {
         let d = self.rows[f.index()][sa][da];
         if d == NONE {
             return vec![];
         }
         self.decision_pieces(d)
             .into_iter()
-            .map(|(l4, o)| (l4, &self.outcomes[o as usize]))
+            .map(|(l4, o)| (l4, self.outcome(o)))
             .collect()
     }
 
@@ -237,10 +260,17 @@ impl<'s> Engine<'s> {
 
     /// A decision's pieces: (protocol × ports, outcome id).
     pub fn decision_pieces(&self, id: u32) -> Vec<(L4Set, u32)> {
-        self.decisions[id as usize]
-            .iter()
-            .map(|(b, o)| (self.l4.set(b), *o))
+        let w = self.l4.words;
+        self.decision_words(id)
+            .chunks(w + 1)
+            .map(|p| (self.l4.set(&p[..w]), p[w] as u32))
             .collect()
+    }
+
+    /// A decision's pieces as stored: per piece, the L4 bits then the outcome id.
+    fn decision_words(&self, id: u32) -> &[u64] {
+        let (start, n) = self.dec_span[id as usize];
+        &self.dec_words[start..start + n as usize * (self.l4.words + 1)]
     }
 
     /// The address range of an atom.

@@ -4,14 +4,21 @@
 
 use super::atoms::{and, classes_over, zero, AtomLoc, Bits};
 use super::layers::{Act, LayerKind};
-use super::{Control, Engine, Outcome, Reach, NONE};
+use super::{Control, Engine, Reach, NONE};
 use crate::headerspace::{addr_value, Family};
 use palisade_model::NextHopType;
 use palisade_policy::addresses::AZURE_WIRE_SERVER;
 use palisade_policy::routes::{EffectiveRoute, RouteSource, SubnetRoutes};
 use palisade_policy::{FirewallId, NsgId, SubnetId};
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHasher};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+
+fn hash_words(x: &[u64]) -> u64 {
+    let mut h = FxHasher::default();
+    x.hash(&mut h);
+    h.finish()
+}
 
 /// One step of a path plan.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -56,7 +63,7 @@ pub(super) struct Index {
     /// for it (`u32::MAX`: none).
     route: Vec<Vec<u32>>,
     /// Per place (each subnet, then "outside"): its atoms.
-    places: Vec<Vec<u32>>,
+    pub(super) places: Vec<Vec<u32>>,
     /// Per place: the NSG layers (subnet and NICs) on the way out, on the way in.
     out_layers: Vec<Vec<u32>>,
     in_layers: Vec<Vec<u32>>,
@@ -162,7 +169,13 @@ impl<'s> Engine<'s> {
     /// are grouped by what the layers on this path see of them (their classes in the layers of
     /// the path, the routes that look them up), one pair per group pair is evaluated. `only`:
     /// restrict to these source and destination atoms (re-check).
-    fn compute_block(&mut self, f: Family, s: usize, d: usize, only: Option<(&[u32], &[u32])>) {
+    pub(super) fn compute_block(
+        &mut self,
+        f: Family,
+        s: usize,
+        d: usize,
+        only: Option<(&[u32], &[u32])>,
+    ) {
         let fi = f.index();
         let ix = &self.index[fi];
         let outside = ix.places.len() - 1;
@@ -636,58 +649,78 @@ impl<'s> Engine<'s> {
         }
     }
 
+    /// Extend a chain by one control (hash-consed).
+    fn extend(&mut self, chain: u32, ctrl: u32) -> u32 {
+        let next = self.chains.len() as u32;
+        let chains = &mut self.chains;
+        *self.chain_ids.entry((chain, ctrl)).or_insert_with(|| {
+            chains.push((chain, ctrl));
+            next
+        })
+    }
+
     pub(super) fn evaluate(&mut self, f: Family, sa: usize, da: usize) -> u32 {
         let Some(plan) = self.plan(f, sa, da) else {
             return NONE;
         };
-        if let Some(d) = self.plans.get(&plan) {
-            return *d;
-        }
-        let mut done: Vec<(Bits, Reach, Vec<u32>)> = vec![];
-        self.run(&plan, vec![(self.l4.full(), vec![])], &mut done);
+        let mut done: Vec<(Bits, Reach, u32)> = vec![];
+        self.run(&plan, vec![(self.l4.full(), 0)], &mut done);
         let mut by_outcome: Vec<(Bits, u32)> = vec![];
         for (l4, verdict, chain) in done {
-            let key = (verdict, chain);
-            let id = match self.outcome_ids.get(&key) {
-                Some(i) => *i,
-                None => {
-                    let o = Outcome {
-                        verdict,
-                        chain: key
-                            .1
-                            .iter()
-                            .map(|c| self.controls[*c as usize].clone())
-                            .collect(),
-                    };
-                    let i = self.outcomes.len() as u32;
-                    self.outcomes.push(o);
-                    self.outcome_ids.insert(key, i);
-                    i
-                }
-            };
+            let next = self.outcomes.len() as u32;
+            let outcomes = &mut self.outcomes;
+            let id = *self.outcome_ids.entry((verdict, chain)).or_insert_with(|| {
+                outcomes.push((verdict, chain));
+                next
+            });
             match by_outcome.iter_mut().find(|(_, i)| *i == id) {
                 Some(p) => p.0.iter_mut().zip(&l4).for_each(|(x, y)| *x |= y),
                 None => by_outcome.push((l4, id)),
             }
         }
-        let id = self.decisions.len() as u32;
-        self.decisions.push(by_outcome);
-        self.plans.insert(plan, id);
+        let w = self.l4.words;
+        let mut flat: Vec<u64> = Vec::with_capacity(by_outcome.len() * (w + 1));
+        for (b, o) in &by_outcome {
+            flat.extend_from_slice(b);
+            flat.push(*o as u64);
+        }
+        let (words, spans) = (&self.dec_words, &self.dec_span);
+        let stored = |id: u32| {
+            let (start, n) = spans[id as usize];
+            &words[start..start + n as usize * (w + 1)]
+        };
+        let h = hash_words(&flat);
+        if let Some(id) = self.dec_index.find(h, |id| stored(*id) == flat.as_slice()) {
+            return *id;
+        }
+        let id = self.dec_span.len() as u32;
+        self.dec_span
+            .push((self.dec_words.len(), by_outcome.len() as u32));
+        self.dec_words.extend_from_slice(&flat);
+        let (words, spans) = (&self.dec_words, &self.dec_span);
+        self.dec_index.insert_unique(h, id, |id| {
+            let (start, n) = spans[*id as usize];
+            hash_words(&words[start..start + n as usize * (w + 1)])
+        });
         id
     }
 
     fn run(
         &mut self,
         plan: &[Step],
-        mut going: Vec<(Bits, Vec<u32>)>,
-        done: &mut Vec<(Bits, Reach, Vec<u32>)>,
+        mut going: Vec<(Bits, u32)>,
+        done: &mut Vec<(Bits, Reach, u32)>,
     ) {
-        for (i, step) in plan.iter().enumerate() {
+        for step in plan {
             if going.is_empty() {
                 return;
             }
             match step {
-                Step::Ctrl(c) => going.iter_mut().for_each(|g| g.1.push(*c)),
+                Step::Ctrl(c) => {
+                    for g in going.iter_mut() {
+                        g.1 = self.extend(g.1, *c);
+                    }
+                }
                 Step::End(v) => {
                     for (l4, chain) in going.drain(..) {
                         done.push((l4, *v, chain));
@@ -713,10 +746,12 @@ impl<'s> Engine<'s> {
                             if zero(&hit) {
                                 continue;
                             }
-                            let mut c = chain.clone();
-                            if p.act != Act::NoMatch || is_fw {
-                                c.push(self.rule_ctrl(*step, *layer, p.rule));
-                            }
+                            let c = if p.act != Act::NoMatch || is_fw {
+                                let ctrl = self.rule_ctrl(*step, *layer, p.rule);
+                                self.extend(chain, ctrl)
+                            } else {
+                                chain
+                            };
                             match p.act {
                                 Act::Allow => next.push((hit, c)),
                                 Act::Deny | Act::NoMatch => done.push((hit, Reach::Deny, c)),
@@ -734,7 +769,6 @@ impl<'s> Engine<'s> {
                     }
                     self.cells[*cell as usize] = pieces;
                     going = next;
-                    let _ = i;
                 }
             }
         }

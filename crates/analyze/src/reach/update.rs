@@ -8,8 +8,10 @@ use crate::headerspace::{addr_value, Family, IntervalSet};
 use palisade_model::Direction;
 use palisade_policy::firewall::CompiledFirewall;
 use palisade_policy::nsg::DirectionRules;
+use palisade_policy::SubnetId;
 use palisade_policy::{FirewallId, NsgId};
-use rustc_hash::{FxHashMap as HashMap, FxHashSet};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 impl<'s> Engine<'s> {
@@ -76,17 +78,10 @@ impl<'s> Engine<'s> {
                 }
             }
         }
-        let mut entries = entries;
-        for list in &mut entries {
-            for e in list.iter_mut() {
-                if !self.l4.aligned(&e.l4) {
-                    return Err(
-                        "the change names a new protocol or port boundary: build a new engine"
-                            .into(),
-                    );
-                }
-                e.bits = self.l4.bits(&e.l4);
-            }
+        if entries.iter().flatten().any(|e| !self.l4.aligned(&e.l4)) {
+            return Err(
+                "the change names a new protocol or port boundary: build a new engine".into(),
+            );
         }
         let kind = self.layers[layer as usize].kind;
         let old_rules = std::mem::replace(&mut self.layers[layer as usize].rules, infos);
@@ -96,7 +91,7 @@ impl<'s> Engine<'s> {
         let any_dnat = self.layers.iter().any(|l| !l.dnat.is_empty());
         let mut count = 0;
         let [v4, v6] = entries;
-        for (f, new) in [(Family::V4, v4), (Family::V6, v6)] {
+        for (f, mut new) in [(Family::V4, v4), (Family::V6, v6)] {
             let fi = f.index();
             let new_rules = &self.layers[layer as usize].rules;
             let old = &self.layers[layer as usize].fam[fi].entries;
@@ -122,6 +117,24 @@ impl<'s> Engine<'s> {
             while ho > lo && hn > lo && same(&old[ho - 1], &new[hn - 1]) {
                 ho -= 1;
                 hn -= 1;
+            }
+            // A family the change does not touch (same entries, same rule indexes) keeps its
+            // classes and its cell cache: a firewall change on IPv4 rebuilds nothing on IPv6.
+            if lo == old.len()
+                && lo == new.len()
+                && old.iter().zip(&new).all(|(a, b)| a.rule == b.rule)
+            {
+                continue;
+            }
+            // L4 bits: the unchanged entries keep theirs, only the changed window is computed.
+            for (i, e) in new.iter_mut().enumerate() {
+                e.bits = if i < lo {
+                    old[i].bits.clone()
+                } else if i >= hn {
+                    old[i - hn + ho].bits.clone()
+                } else {
+                    self.l4.bits(&e.l4)
+                };
             }
             let boxes: Vec<(IntervalSet, IntervalSet)> = old[lo..ho]
                 .iter()
@@ -165,26 +178,36 @@ impl<'s> Engine<'s> {
                 }
                 v
             };
-            let mut pairs: FxHashSet<(usize, usize)> = FxHashSet::default();
+            // Per (source place, destination place), the atoms to redo on each side; each block
+            // is re-evaluated grouped like the full matrix (one pair per group pair). The union
+            // of several boxes' products in one block may cover more pairs than needed: they
+            // are recomputed, not guessed.
+            let outside = self.index[fi].places.len() - 1;
+            let place = |a: usize| g.loc[a].subnet.map_or(outside, SubnetId::index);
+            type Sides = (BTreeSet<u32>, BTreeSet<u32>);
+            let mut blocks: BTreeMap<(usize, usize), Sides> = BTreeMap::new();
             for (s, d) in &boxes {
-                let ss: Vec<usize> = atoms_in(s)
-                    .into_iter()
-                    .filter(|a| applies_src(&g.loc[*a]))
-                    .collect();
-                let ds: Vec<usize> = atoms_in(d)
-                    .into_iter()
-                    .filter(|a| applies_dst(&g.loc[*a]))
-                    .collect();
-                for sa in &ss {
-                    for da in &ds {
-                        pairs.insert((*sa, *da));
+                let mut ss: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+                for a in atoms_in(s).into_iter().filter(|a| applies_src(&g.loc[*a])) {
+                    ss.entry(place(a)).or_default().push(a as u32);
+                }
+                let mut ds: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+                for a in atoms_in(d).into_iter().filter(|a| applies_dst(&g.loc[*a])) {
+                    ds.entry(place(a)).or_default().push(a as u32);
+                }
+                for (sp, sv) in &ss {
+                    for (dp, dv) in &ds {
+                        let b = blocks.entry((*sp, *dp)).or_default();
+                        b.0.extend(sv);
+                        b.1.extend(dv);
                     }
                 }
             }
-            for (sa, da) in pairs {
-                let d = self.evaluate(f, sa, da);
-                self.rows[fi][sa][da] = d;
-                count += 1;
+            for ((sp, dp), (ss, ds)) in blocks {
+                let (ss, ds): (Vec<u32>, Vec<u32>) =
+                    (ss.into_iter().collect(), ds.into_iter().collect());
+                count += ss.len() * ds.len();
+                self.compute_block(f, sp, dp, Some((&ss, &ds)));
             }
         }
         Ok(count)

@@ -1,0 +1,337 @@
+//! `palisade bench reach` (issue 15, item 3): the generated hub-and-spoke network of
+//! [`crate::gen::HubSpoke`], the full matrix timed, the worst of several one-rule re-checks
+//! (narrow and broad, NSG and firewall), peak memory, and sample flows checked against
+//! [`Snapshot::trace`] — the oracle — so a fast wrong answer cannot pass unnoticed.
+
+use super::{Engine, Reach};
+use crate::gen::{HubSpoke, Rng, FRONTEND_IP};
+use ipnet::IpNet;
+use palisade_model::catalog::Catalogs;
+use palisade_model::{Access, AddressItem, Network, PortRange, Protocol};
+use palisade_policy::firewall::CompiledFirewall;
+use palisade_policy::nsg::CompiledNsg;
+use palisade_policy::{CompileOptions, Flow, Snapshot, TraceOptions, Verdict};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+/// What `palisade bench reach` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReachBench {
+    pub spokes: usize,
+    /// Address atoms (IPv4 + IPv6).
+    pub atoms: usize,
+    /// Building the engine: every (source, destination) answer of the network.
+    pub matrix_s: f64,
+    /// Peak resident memory of the process (`VmHWM`), generation and compilation included.
+    pub peak_rss_mib: f64,
+    /// Worst re-check time over the NSG one-rule changes (each applied, then reverted).
+    pub recheck_nsg_ms: f64,
+    /// Worst re-check time over the firewall one-rule changes (each applied, then reverted).
+    pub recheck_firewall_ms: f64,
+    /// Sample flows whose matrix answer was compared with `trace`.
+    pub trace_checked_flows: usize,
+    /// Of those, how many disagreed (verdict, or the control that stopped the flow).
+    pub mismatches: usize,
+    /// The same three timings in CPU time of the measuring thread: on a shared machine the
+    /// wall-clock figures include waiting for a core, these do not.
+    pub matrix_cpu_s: f64,
+    pub recheck_nsg_cpu_ms: f64,
+    pub recheck_firewall_cpu_ms: f64,
+}
+
+/// Wall-clock and thread CPU time since a start.
+#[derive(Clone, Copy)]
+struct Clock(Instant, f64);
+
+impl Clock {
+    fn start() -> Clock {
+        Clock(Instant::now(), thread_cpu_s())
+    }
+    /// (wall ms, CPU ms).
+    fn ms(self) -> (f64, f64) {
+        (
+            self.0.elapsed().as_secs_f64() * 1e3,
+            (thread_cpu_s() - self.1) * 1e3,
+        )
+    }
+}
+
+/// CPU time of the calling thread in seconds.
+fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Peak resident set size of this process in MiB (0 where `/proc` is not available).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Run the benchmark on the generated network with these parameters.
+pub fn run(spokes: usize, nsg_rules: usize, firewall_rules: usize) -> ReachBench {
+    let mut g = HubSpoke::target();
+    (g.spokes, g.nsg_rules, g.firewall_rules) = (spokes.max(1), nsg_rules, firewall_rules);
+    let catalogs = Catalogs::embedded();
+    let net = g.build();
+    let snap = Snapshot::compile(&net, &catalogs, &CompileOptions::default());
+    let t = Clock::start();
+    let mut engine = Engine::new(&snap);
+    let (matrix_ms, matrix_cpu_ms) = t.ms();
+    let (a4, a6) = engine.atoms();
+    let bed = Bed {
+        g: &g,
+        net: &net,
+        snap: &snap,
+        catalogs: &catalogs,
+    };
+    let (recheck_nsg_ms, recheck_nsg_cpu_ms) = nsg_rechecks(bed, &mut engine);
+    let (recheck_firewall_ms, recheck_firewall_cpu_ms) = firewall_rechecks(bed, &mut engine);
+    // Every change was reverted: the engine must answer as the original snapshot does.
+    let (trace_checked_flows, mismatches) = check_sample(&g, &snap, &engine, 4000, 11);
+    ReachBench {
+        spokes: g.spokes,
+        atoms: a4 + a6,
+        matrix_s: matrix_ms / 1e3,
+        peak_rss_mib: peak_rss_mib(),
+        recheck_nsg_ms,
+        recheck_firewall_ms,
+        trace_checked_flows,
+        mismatches,
+        matrix_cpu_s: matrix_cpu_ms / 1e3,
+        recheck_nsg_cpu_ms,
+        recheck_firewall_cpu_ms,
+    }
+}
+
+/// What every series of re-checks starts from: the generated network and its snapshot.
+#[derive(Clone, Copy)]
+struct Bed<'a> {
+    g: &'a HubSpoke,
+    net: &'a Network,
+    snap: &'a Snapshot,
+    catalogs: &'a Catalogs,
+}
+
+/// NSG one-rule changes: a narrow one (flip an outbound rule's access in a spoke without a NIC)
+/// and a broad one (an inbound rule of a spoke with a NIC opened to any source, protocol, port).
+fn nsg_rechecks(bed: Bed, engine: &mut Engine) -> (f64, f64) {
+    let Bed {
+        g,
+        net,
+        snap,
+        catalogs,
+    } = bed;
+    let mid = if (g.spokes / 2).is_multiple_of(g.nic_every.max(1)) {
+        g.spokes / 2 + 1
+    } else {
+        g.spokes / 2
+    }
+    .min(g.spokes - 1);
+    let mut worst = (0.0f64, 0.0f64);
+    for (spoke, broad) in [(mid, false), (0, true)] {
+        let Some(model) = net
+            .network_security_groups
+            .iter()
+            .find(|n| n.name == format!("nsg-{spoke}"))
+        else {
+            continue;
+        };
+        let mut nsg = model.clone();
+        let k = if broad { 2 } else { 3 };
+        let Some(r) = nsg.security_rules.get_mut(k) else {
+            continue;
+        };
+        if broad {
+            r.access = Access::Allow;
+            r.protocol = Protocol::Any;
+            r.source.address_prefixes = vec![AddressItem::Any];
+            r.source.port_ranges = vec![PortRange::ANY];
+            r.destination.port_ranges = vec![PortRange::ANY];
+        } else {
+            r.access = match r.access {
+                Access::Allow => Access::Deny,
+                Access::Deny => Access::Allow,
+            };
+        }
+        let dir = r.direction;
+        let Some(s) = snap.subnet_by_name(&format!("spoke{spoke}/workload")) else {
+            continue;
+        };
+        let Some(idx) = snap.subnet(s).nsg else {
+            continue;
+        };
+        let compiled = CompiledNsg::compile(&nsg, catalogs, &snap.subnet(s).tags, &HashMap::new());
+        for rules in [compiled.direction(dir), snap.nsg(idx).direction(dir)] {
+            let t = Clock::start();
+            engine
+                .update_nsg(idx, dir, rules)
+                .expect("the change names no new boundary");
+            let (wall, cpu) = t.ms();
+            worst = (worst.0.max(wall), worst.1.max(cpu));
+        }
+    }
+    worst
+}
+
+/// Firewall one-rule changes: a narrow one (one spoke to another on one port) and a broad one
+/// (one spoke to any destination).
+fn firewall_rechecks(bed: Bed, engine: &mut Engine) -> (f64, f64) {
+    let Bed {
+        g,
+        net,
+        snap,
+        catalogs,
+    } = bed;
+    let (Some(model), Some((fw0, original))) =
+        (net.azure_firewalls.first(), snap.firewalls().next())
+    else {
+        return (0.0, 0.0);
+    };
+    let mut worst = (0.0f64, 0.0f64);
+    let last = model.rule_collections.len().saturating_sub(1);
+    for (col, rule, broad) in [(20usize, 7usize, false), (10, 11, true)] {
+        let mut fw = model.clone();
+        let Some(r) = fw
+            .rule_collections
+            .get_mut(col.min(last))
+            .and_then(|c| c.rules.get_mut(rule))
+        else {
+            continue;
+        };
+        r.destination_ports = vec![PortRange::single(3389)];
+        r.source_addresses = vec![AddressItem::Prefix(g.spoke(3 % g.spokes))];
+        r.destination_addresses = if broad {
+            vec![AddressItem::Any]
+        } else {
+            vec![AddressItem::Prefix(g.spoke(4 % g.spokes))]
+        };
+        let compiled = CompiledFirewall::compile(&fw, net, catalogs, &HashMap::new());
+        for cfw in [&compiled, original] {
+            let t = Clock::start();
+            engine
+                .update_firewall(fw0, cfw)
+                .expect("the change names no new boundary");
+            let (wall, cpu) = t.ms();
+            worst = (worst.0.max(wall), worst.1.max(cpu));
+        }
+    }
+    worst
+}
+
+/// Check `n` random flows (spoke hosts, NIC, hub, frontend, Internet) against `trace`:
+/// (flows compared, mismatches).
+pub fn check_sample(
+    g: &HubSpoke,
+    snap: &Snapshot,
+    engine: &Engine,
+    n: usize,
+    seed: u64,
+) -> (usize, usize) {
+    let mut rng = Rng::new(seed);
+    let host = |p: IpNet, r: &mut Rng| match p {
+        IpNet::V4(v) => {
+            let size = 1u32 << (32 - v.prefix_len());
+            IpAddr::V4(Ipv4Addr::from(
+                u32::from(v.network()) + r.below(size as usize) as u32,
+            ))
+        }
+        IpNet::V6(v) => IpAddr::V6(v.network()),
+    };
+    let outside: [IpAddr; 5] = [
+        FRONTEND_IP.parse().expect("literal"),
+        IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8)),
+        IpAddr::V4(Ipv4Addr::new(203, 0, 113, 3)),
+        IpAddr::V4(Ipv4Addr::new(13, 64, 38, 225)),
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
+    ];
+    let pick = |rng: &mut Rng| -> IpAddr {
+        match rng.below(10) {
+            0 => outside[rng.below(outside.len())],
+            1 => g.nic_address(rng.below(g.spokes.div_ceil(g.nic_every.max(1))) * g.nic_every),
+            2 => host(g.hub(), rng),
+            _ => host(g.spoke(rng.below(g.spokes)), rng),
+        }
+    };
+    let ports = [22u16, 80, 443, 1433, 1500, 2222, 3389, 8080, 53, 50000];
+    let (mut checked, mut bad) = (0, 0);
+    for _ in 0..n {
+        let (source, destination) = (pick(&mut rng), pick(&mut rng));
+        let protocol = [Protocol::Tcp, Protocol::Tcp, Protocol::Udp, Protocol::Icmp][rng.below(4)];
+        let flow = Flow {
+            source,
+            source_port: if rng.below(2) == 0 { 50000 } else { 1000 },
+            destination,
+            destination_port: ports[rng.below(ports.len())],
+            protocol,
+            host: None,
+            app_protocol: None,
+        };
+        match agrees(snap, engine, &flow) {
+            Some(true) => checked += 1,
+            Some(false) => {
+                checked += 1;
+                bad += 1;
+            }
+            None => {}
+        }
+    }
+    (checked, bad)
+}
+
+/// Does the matrix give `trace`'s verdict and, for a stopped flow, its deciding control?
+/// `None`: the flow is outside the matrix (neither end in the network) and `trace` agrees.
+pub fn agrees(snap: &Snapshot, engine: &Engine, flow: &Flow) -> Option<bool> {
+    let t = snap.trace(flow, &TraceOptions::default());
+    let k = flow.key();
+    let Some(o) = engine.lookup(
+        k.protocol,
+        flow.source,
+        flow.destination,
+        k.src_port,
+        k.dst_port,
+    ) else {
+        let outside = snap.locate(flow.source).subnet.is_none()
+            && snap.locate(flow.destination).subnet.is_none()
+            && snap.firewall_frontend(flow.destination).is_none();
+        return if outside { None } else { Some(false) };
+    };
+    let want = match o.verdict {
+        Reach::Allow => Verdict::Allow,
+        Reach::Deny | Reach::ByName => Verdict::Deny,
+        Reach::Drop => Verdict::Drop,
+        Reach::Unknown => Verdict::Unknown,
+    };
+    if t.verdict != want {
+        return Some(false);
+    }
+    if matches!(o.verdict, Reach::Deny | Reach::Drop) {
+        if let Some(db) = &t.decided_by {
+            let Some(last) = o.chain.last() else {
+                return Some(false);
+            };
+            return Some(
+                (last.layer, last.resource.as_str(), last.rule.as_deref())
+                    == (db.layer, db.resource.as_str(), db.rule.as_deref()),
+            );
+        }
+    }
+    Some(true)
+}
