@@ -6,7 +6,7 @@ use crate::diag::Diagnostic;
 use jsonc_parser::ast;
 use jsonc_parser::{CollectOptions, ParseOptions};
 use serde_json::{Map, Number, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A parsed document and where each value sits in its text.
 #[derive(Debug, Clone, Default)]
@@ -90,25 +90,50 @@ pub fn pointer_token(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 
+/// Offsets → 1-based line and column (in characters). Every value of a document is located, so a
+/// lookup must not rescan its line: on a one-line (minified) file that made parsing quadratic.
+/// Character counts are kept at every `CHUNK` bytes, so a lookup counts at most `CHUNK` bytes.
 struct LineIndex {
     starts: Vec<usize>,
+    /// Characters before byte `i * CHUNK`, and the total last.
+    chars_at: Vec<usize>,
 }
+
+const CHUNK: usize = 256;
 
 impl LineIndex {
     fn new(text: &str) -> LineIndex {
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex { starts }
+        let mut chars_at = Vec::with_capacity(text.len() / CHUNK + 1);
+        let mut total = 0;
+        for chunk in text.as_bytes().chunks(CHUNK) {
+            chars_at.push(total);
+            total += chars_in(chunk);
+        }
+        chars_at.push(total);
+        LineIndex { starts, chars_at }
+    }
+    /// Characters in `text` before byte `offset` (a character boundary, at most `text.len()`).
+    fn chars_before(&self, text: &str, offset: usize) -> usize {
+        let block = offset / CHUNK;
+        self.chars_at[block] + chars_in(&text.as_bytes()[block * CHUNK..offset])
     }
     fn position(&self, text: &str, offset: usize) -> (usize, usize) {
         let line = self.starts.partition_point(|s| *s <= offset).max(1) - 1;
         let start = self.starts[line];
-        let col = text
-            .get(start..offset.min(text.len()))
-            .map(|s| s.chars().count())
-            .unwrap_or(0);
+        let end = offset.min(text.len());
+        let col = match text.get(start..end) {
+            Some(_) => self.chars_before(text, end) - self.chars_before(text, start),
+            None => 0,
+        };
         (line + 1, col + 1)
     }
+}
+
+/// Characters in UTF-8 bytes: every byte that is not a continuation byte starts one.
+fn chars_in(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| (**b as i8) >= -0x40).count()
 }
 
 /// Deepest nesting accepted: real configurations stay far below it, and refusing deeper input
@@ -253,9 +278,12 @@ fn convert(
         ),
         ast::Value::Object(o) => {
             let mut m = Map::new();
+            // Lower-cased keys seen so far: comparing each key with every earlier one was
+            // quadratic in the keys of one object.
+            let mut seen = HashSet::with_capacity(o.properties.len());
             for p in &o.properties {
                 let key = p.name.as_str().to_string();
-                if m.keys().any(|k: &String| k.eq_ignore_ascii_case(&key)) {
+                if !seen.insert(key.to_ascii_lowercase()) {
                     duplicates.push((pointer.clone(), key.clone()));
                 }
                 let child = format!("{pointer}/{}", pointer_token(&key));
