@@ -323,6 +323,17 @@ mod tests {
     }
 
     #[test]
+    fn columns_deep_in_a_one_line_file_count_characters() {
+        // Far past the first checkpoints, with multi-byte characters before the value.
+        let item = r#"{"d":"é€😀","n":1},"#;
+        let text = format!("[{}{{\"last\": true}}]", item.repeat(500));
+        let doc = parse("one.json", &text).unwrap();
+        let before = 1 + item.chars().count() * 500;
+        assert_eq!(doc.position("/500/last"), Some((1, before + 10)));
+        assert_eq!(doc.position("/499/n"), Some((1, before - 2)));
+    }
+
+    #[test]
     fn fmt_2_deep_nesting_is_refused_not_a_stack_overflow() {
         let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let e = parse("deep.json", &text).unwrap_err();
@@ -344,5 +355,23 @@ mod tests {
         let e = parse("bad.json", "{\n  \"a\": tru\n}").unwrap_err();
         assert_eq!(e.file, "bad.json");
         assert_eq!(e.line, Some(2));
+    }
+
+    proptest::proptest! {
+        /// The checkpointed index gives the line and character column that scanning the text
+        /// from its start gives, at every character boundary.
+        #[test]
+        fn line_index_matches_a_scan(text in "(\\PC|\n){0,700}") {
+            let index = LineIndex::new(&text);
+            let (mut line, mut col) = (1, 1);
+            for (offset, c) in text.char_indices().chain([(text.len(), ' ')]) {
+                proptest::prop_assert_eq!(index.position(&text, offset), (line, col));
+                if c == '\n' {
+                    (line, col) = (line + 1, 1);
+                } else {
+                    col += 1;
+                }
+            }
+        }
     }
 }
