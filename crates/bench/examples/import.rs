@@ -19,8 +19,8 @@ fn rule(i: usize) -> Value {
     let k = i % PER_NSG;
     json!({"name": format!("rule-{i}"), "properties": {
         "priority": 100 + k / 2,
-        "direction": if k % 2 == 0 { "Inbound" } else { "Outbound" },
-        "access": if i % 3 == 0 { "Deny" } else { "Allow" },
+        "direction": if k.is_multiple_of(2) { "Inbound" } else { "Outbound" },
+        "access": if i.is_multiple_of(3) { "Deny" } else { "Allow" },
         "protocol": "Tcp",
         "sourceAddressPrefix": format!("10.{}.{}.0/24", (i >> 8) & 255, i & 255),
         "sourcePortRange": "*",
