@@ -6,7 +6,7 @@ use crate::diag::Diagnostic;
 use jsonc_parser::ast;
 use jsonc_parser::{CollectOptions, ParseOptions};
 use serde_json::{Map, Number, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A parsed document and where each value sits in its text.
 #[derive(Debug, Clone, Default)]
@@ -90,25 +90,50 @@ pub fn pointer_token(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 
+/// Offsets → 1-based line and column (in characters). Every value of a document is located, so a
+/// lookup must not rescan its line: on a one-line (minified) file that made parsing quadratic.
+/// Character counts are kept at every `CHUNK` bytes, so a lookup counts at most `CHUNK` bytes.
 struct LineIndex {
     starts: Vec<usize>,
+    /// Characters before byte `i * CHUNK`, and the total last.
+    chars_at: Vec<usize>,
 }
+
+const CHUNK: usize = 256;
 
 impl LineIndex {
     fn new(text: &str) -> LineIndex {
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex { starts }
+        let mut chars_at = Vec::with_capacity(text.len() / CHUNK + 1);
+        let mut total = 0;
+        for chunk in text.as_bytes().chunks(CHUNK) {
+            chars_at.push(total);
+            total += chars_in(chunk);
+        }
+        chars_at.push(total);
+        LineIndex { starts, chars_at }
+    }
+    /// Characters in `text` before byte `offset` (a character boundary, at most `text.len()`).
+    fn chars_before(&self, text: &str, offset: usize) -> usize {
+        let block = offset / CHUNK;
+        self.chars_at[block] + chars_in(&text.as_bytes()[block * CHUNK..offset])
     }
     fn position(&self, text: &str, offset: usize) -> (usize, usize) {
         let line = self.starts.partition_point(|s| *s <= offset).max(1) - 1;
         let start = self.starts[line];
-        let col = text
-            .get(start..offset.min(text.len()))
-            .map(|s| s.chars().count())
-            .unwrap_or(0);
+        let end = offset.min(text.len());
+        let col = match text.get(start..end) {
+            Some(_) => self.chars_before(text, end) - self.chars_before(text, start),
+            None => 0,
+        };
         (line + 1, col + 1)
     }
+}
+
+/// Characters in UTF-8 bytes: every byte that is not a continuation byte starts one.
+fn chars_in(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| (**b as i8) >= -0x40).count()
 }
 
 /// Deepest nesting accepted: real configurations stay far below it, and refusing deeper input
@@ -253,9 +278,12 @@ fn convert(
         ),
         ast::Value::Object(o) => {
             let mut m = Map::new();
+            // Lower-cased keys seen so far: comparing each key with every earlier one was
+            // quadratic in the keys of one object.
+            let mut seen = HashSet::with_capacity(o.properties.len());
             for p in &o.properties {
                 let key = p.name.as_str().to_string();
-                if m.keys().any(|k: &String| k.eq_ignore_ascii_case(&key)) {
+                if !seen.insert(key.to_ascii_lowercase()) {
                     duplicates.push((pointer.clone(), key.clone()));
                 }
                 let child = format!("{pointer}/{}", pointer_token(&key));
@@ -295,6 +323,17 @@ mod tests {
     }
 
     #[test]
+    fn columns_deep_in_a_one_line_file_count_characters() {
+        // Far past the first checkpoints, with multi-byte characters before the value.
+        let item = r#"{"d":"é€😀","n":1},"#;
+        let text = format!("[{}{{\"last\": true}}]", item.repeat(500));
+        let doc = parse("one.json", &text).unwrap();
+        let before = 1 + item.chars().count() * 500;
+        assert_eq!(doc.position("/500/last"), Some((1, before + 10)));
+        assert_eq!(doc.position("/499/n"), Some((1, before - 2)));
+    }
+
+    #[test]
     fn fmt_2_deep_nesting_is_refused_not_a_stack_overflow() {
         let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let e = parse("deep.json", &text).unwrap_err();
@@ -316,5 +355,23 @@ mod tests {
         let e = parse("bad.json", "{\n  \"a\": tru\n}").unwrap_err();
         assert_eq!(e.file, "bad.json");
         assert_eq!(e.line, Some(2));
+    }
+
+    proptest::proptest! {
+        /// The checkpointed index gives the line and character column that scanning the text
+        /// from its start gives, at every character boundary.
+        #[test]
+        fn line_index_matches_a_scan(text in "(\\PC|\n){0,700}") {
+            let index = LineIndex::new(&text);
+            let (mut line, mut col) = (1, 1);
+            for (offset, c) in text.char_indices().chain([(text.len(), ' ')]) {
+                proptest::prop_assert_eq!(index.position(&text, offset), (line, col));
+                if c == '\n' {
+                    (line, col) = (line + 1, 1);
+                } else {
+                    col += 1;
+                }
+            }
+        }
     }
 }

@@ -34,6 +34,9 @@
 //!   with its effective-route column; routes of virtual hub route tables (FMT-8) as routes; and
 //!   definitions superseded by a same-named one in the same file (a child both inline and
 //!   separate, a resource re-declared by a nested deployment, FMT-6) are added back.
+//! * **The pre-2020 `firewallPolicies/ruleGroups` shape** is read with each legacy rule as a rule
+//!   collection and each of its conditions as a rule; the manifest counts the legacy rules, so
+//!   such a collection counts once.
 //! * **Building blocks** (mspnp parameter files): their `RouteTable` blocks write `nextHop`
 //!   rather than `nextHopType`, so the manifest, which counts objects with `nextHopType` as
 //!   routes, does not count them; routes imported from those blocks are left out here too.
@@ -53,11 +56,6 @@ use std::path::{Path, PathBuf};
 /// `docs/import-support.md`: (id, a fragment of the error message, the field if it matters).
 const UNSUPPORTED: &[(&str, &str, Option<&str>)] = &[
     ("invalid-json", "invalid JSON", None),
-    (
-        "legacy-rule-groups",
-        "pre-2020 `firewallPolicies/ruleGroups`",
-        None,
-    ),
     (
         "parent-not-in-input",
         "which is not defined in the input",
@@ -170,14 +168,21 @@ fn written(net: &Network, keep: &dyn Fn(&Origin) -> bool, set_aside: &SetAside) 
         .flat_map(|c| &c.rules)
         .filter(|r| mine(&r.origin))
         .count();
+    // A collection read from the pre-2020 `ruleGroups` shape is one legacy rule, which the
+    // manifest counts once however many conditions (now rules) it holds; its origin is the
+    // legacy rule (`.../rules/<n>`), where a collection of today's shape is in `ruleCollections`.
+    let legacy =
+        |c: &palisade_model::RuleCollection| c.origin.pointer.rsplit('/').nth(1) == Some("rules");
     let policy = net
         .firewall_policies
         .iter()
         .flat_map(|p| &p.rule_collection_groups)
         .flat_map(|g| &g.rule_collections)
-        .flat_map(|c| &c.rules)
-        .filter(|r| mine(&r.origin))
-        .count();
+        .map(|c| match legacy(c) {
+            true => usize::from(mine(&c.origin)),
+            false => c.rules.iter().filter(|r| mine(&r.origin)).count(),
+        })
+        .sum::<usize>();
     let s = set_aside;
     Written {
         nsg_rules: nsg + s.superseded.security_rules + s.default_rule_resources + s.observed_rules,

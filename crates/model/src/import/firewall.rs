@@ -429,6 +429,154 @@ impl Reader {
         Some(g)
     }
 
+    pub(super) fn child_legacy_rule_group(&mut self, node: &Node, at: ChildAt) {
+        self.pend_child(
+            node,
+            at,
+            RCG,
+            |r, ctx, child| r.legacy_rule_group(ctx, node, child),
+            Child::Group,
+        );
+    }
+
+    /// The pre-2020 `firewallPolicies/ruleGroups` shape (API versions 2019-06-01 to 2020-04-01,
+    /// still in published templates): the group's `rules[]` are what a rule collection is today
+    /// (name, priority, action, `ruleType` `FirewallPolicyFilterRule` or `FirewallPolicyNatRule`)
+    /// and their `ruleConditions[]` (a NAT rule: one `ruleCondition`, with the translation on the
+    /// rule) are today's rules. Read as a rule collection group, with a warning.
+    fn legacy_rule_group(
+        &mut self,
+        parent: &Ctx,
+        node: &Node,
+        name: &str,
+    ) -> Option<RuleCollectionGroup> {
+        let full = parent.child_name(RCG, name);
+        let ctx = Ctx {
+            ty: RCG,
+            name: &full,
+        };
+        self.warn(
+            &ctx,
+            node,
+            "type",
+            "the pre-2020 `firewallPolicies/ruleGroups` shape is deprecated (FMT-9); read as a rule collection group, each rule as a rule collection and each rule condition as a rule",
+        );
+        let priority = self.integer(&ctx, node, "priority", true);
+        let mut g = RuleCollectionGroup {
+            name: name.to_string(),
+            priority: 0,
+            origin: self.origin(node),
+            ..Default::default()
+        };
+        if let Some(rules) = node.prop("rules") {
+            for r in self.items_of(&ctx, &rules, "rules") {
+                match self.legacy_collection(&ctx, &r) {
+                    Some(col) => g.rule_collections.push(col),
+                    None => self.drop_in_error("ruleCollection", child_name(&full, &r), &r),
+                }
+            }
+        }
+        g.priority = priority.unwrap_or(0);
+        Some(g)
+    }
+
+    /// One legacy rule as a rule collection.
+    fn legacy_collection(&mut self, group: &Ctx, node: &Node) -> Option<RuleCollection> {
+        let name = node.field("name").map(|n| n.text()).unwrap_or_default();
+        let full = format!("{}/{}", group.name, name);
+        let ctx = Ctx {
+            ty: RCG,
+            name: &full,
+        };
+        let nat = node
+            .field("ruleType")
+            .is_some_and(|t| t.text().eq_ignore_ascii_case("FirewallPolicyNatRule"));
+        let conditions = match (node.field("ruleConditions"), node.field("ruleCondition")) {
+            (Some(c), _) => self.items_of(&ctx, &c, "ruleConditions"),
+            (None, Some(c)) => vec![c],
+            (None, None) => vec![],
+        };
+        let condition_kind = |c: &Node| -> Option<RuleCollectionKind> {
+            match c
+                .field("ruleConditionType")?
+                .text()
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "networkrulecondition" => Some(RuleCollectionKind::Network),
+                "applicationrulecondition" => Some(RuleCollectionKind::Application),
+                _ => None,
+            }
+        };
+        let kind = if nat {
+            RuleCollectionKind::Nat
+        } else {
+            match conditions.iter().find_map(condition_kind) {
+                Some(k) => k,
+                None if conditions.is_empty() => RuleCollectionKind::Network,
+                None => {
+                    self.err(
+                        &ctx,
+                        node,
+                        "ruleConditions",
+                        "cannot tell the rule condition type",
+                        "rule conditions with `ruleConditionType` NetworkRuleCondition or ApplicationRuleCondition",
+                    );
+                    return None;
+                }
+            }
+        };
+        let priority = self.integer(&ctx, node, "priority", true);
+        let action = self.collection_action(&ctx, node, kind);
+        let palisade = self.palisade_settings(&ctx, node);
+        let mut out = vec![];
+        for c in &conditions {
+            if !nat && condition_kind(c).is_some_and(|k| k != kind) {
+                self.err(
+                    &ctx,
+                    c,
+                    "ruleConditionType",
+                    "rule condition type differs from the rule's other conditions (FW-1)",
+                    &format!("{kind:?}RuleCondition"),
+                );
+                continue;
+            }
+            // A NAT rule keeps its translation beside the condition; today it is in the rule.
+            let merged;
+            let c = if nat {
+                let mut v = c.value.clone();
+                if let (Some(o), Some(rule)) = (v.as_object_mut(), node.value.as_object()) {
+                    for (k, x) in rule
+                        .iter()
+                        .filter(|(k, _)| k.to_ascii_lowercase().starts_with("translated"))
+                    {
+                        o.insert(k.clone(), x.clone());
+                    }
+                }
+                merged = v;
+                Node {
+                    value: &merged,
+                    pointer: c.pointer.clone(),
+                }
+            } else {
+                c.clone()
+            };
+            match self.firewall_rule(&ctx, &c, kind) {
+                Some(rule) => out.push(rule),
+                None => self.drop_in_error("rule", child_name(&full, &c), &c),
+            }
+        }
+        Some(RuleCollection {
+            name,
+            priority: priority.unwrap_or(0),
+            kind,
+            action: action?,
+            rules: out,
+            palisade,
+            origin: self.origin(node),
+        })
+    }
+
     fn policy_collection(&mut self, group: &Ctx, node: &Node) -> Option<RuleCollection> {
         let name = node.field("name").map(|n| n.text()).unwrap_or_default();
         let full = format!("{}/{}", group.name, name);

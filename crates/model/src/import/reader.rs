@@ -372,15 +372,8 @@ impl Reader {
                 self.child_rcg(node, at)
             }
             "microsoft.network/firewallpolicies/rulegroups" => {
-                let d = Diagnostic::error(
-                    "the pre-2020 `firewallPolicies/ruleGroups` shape is not supported (FMT-9)",
-                )
-                .at(&self.file, &node.pointer)
-                .resource(&ty, &name)
-                .field("type")
-                .found(&ty)
-                .expected("`firewallPolicies/ruleCollectionGroups` with `ruleCollections`");
-                self.push(d);
+                let at = child_at(self);
+                self.child_legacy_rule_group(node, at)
             }
             "microsoft.network/ipgroups" => self.ip_group(node, &name),
             _ => {

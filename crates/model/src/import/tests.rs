@@ -330,13 +330,37 @@ fn fmt_9_rule_groups_by_shape() {
     assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
     assert_eq!(f.network.counts().firewall_rules, 1);
     assert_eq!(f.network.firewall_policies[0].name, "p");
-    // The pre-2020 shape (`rules` in the group) is rejected.
-    let legacy = r#"{"name": "g", "type": "Microsoft.Network/firewallPolicies/ruleGroups", "properties": {"priority": 100, "rules": []}}"#;
+    // The pre-2020 shape (`rules` in the group, conditions in the rules) is read, with a warning.
+    let legacy = r#"{"name": "g", "type": "Microsoft.Network/firewallPolicies/ruleGroups", "id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/firewallPolicies/p/ruleGroups/g",
+        "properties": {"priority": 100, "rules": [
+        {"name": "net", "priority": 200, "ruleType": "FirewallPolicyFilterRule", "action": {"type": "Deny"},
+         "ruleConditions": [{"name": "a", "ruleConditionType": "NetworkRuleCondition", "ipProtocols": ["TCP"],
+           "sourceAddresses": ["*"], "destinationAddresses": ["10.0.0.0/8"], "destinationPorts": ["22"]},
+          {"name": "b", "ruleConditionType": "NetworkRuleCondition", "ipProtocols": ["UDP"],
+           "sourceAddresses": ["*"], "destinationAddresses": ["*"], "destinationPorts": ["53"]}]},
+        {"name": "dnat", "priority": 100, "ruleType": "FirewallPolicyNatRule", "action": {"type": "Dnat"},
+         "ruleCondition": {"name": "web", "ruleConditionType": "NetworkRuleCondition", "ipProtocols": ["TCP"],
+           "sourceAddresses": ["*"], "destinationAddresses": ["20.1.2.3"], "destinationPorts": ["443"]},
+         "translatedAddress": "10.0.0.4", "translatedPort": "8443"}]}}"#;
     let f = import("l.json", legacy);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
     assert!(f
         .diagnostics
-        .errors()
-        .any(|d| d.message.contains("pre-2020")));
+        .0
+        .iter()
+        .any(|d| d.severity == Severity::Warning && d.message.contains("deprecated")));
+    let g = &f.network.firewall_policies[0].rule_collection_groups[0];
+    assert_eq!((g.name.as_str(), g.priority), ("g", 100));
+    assert_eq!(g.rule_collections.len(), 2);
+    let net = &g.rule_collections[0];
+    assert_eq!(
+        (net.kind, net.priority, net.action, net.rules.len()),
+        (RuleCollectionKind::Network, 200, FirewallAction::Deny, 2)
+    );
+    let nat = &g.rule_collections[1];
+    assert_eq!(nat.kind, RuleCollectionKind::Nat);
+    assert_eq!(nat.rules[0].translated_port, Some(8443));
+    assert!(nat.rules[0].translated_address.is_some());
 }
 
 #[test]
