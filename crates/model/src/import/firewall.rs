@@ -480,6 +480,31 @@ impl Reader {
         Some(g)
     }
 
+    /// A collection's kind: NAT when its type says so, else the kind of its first typed item
+    /// (a rule, or a legacy rule's condition); with no items, Network; items none of which has a
+    /// known type are an error at `field`.
+    fn collection_kind(
+        &mut self,
+        ctx: &Ctx,
+        node: &Node,
+        nat: bool,
+        items: &[Node],
+        kind_of: &dyn Fn(&Node) -> Option<RuleCollectionKind>,
+        (field, message, expected): (&str, &str, &str),
+    ) -> Option<RuleCollectionKind> {
+        if nat {
+            return Some(RuleCollectionKind::Nat);
+        }
+        match items.iter().find_map(kind_of) {
+            Some(k) => Some(k),
+            None if items.is_empty() => Some(RuleCollectionKind::Network),
+            None => {
+                self.err(ctx, node, field, message, expected);
+                None
+            }
+        }
+    }
+
     /// One legacy rule as a rule collection.
     fn legacy_collection(&mut self, group: &Ctx, node: &Node) -> Option<RuleCollection> {
         let name = node.field("name").map(|n| n.text()).unwrap_or_default();
@@ -508,24 +533,18 @@ impl Reader {
                 _ => None,
             }
         };
-        let kind = if nat {
-            RuleCollectionKind::Nat
-        } else {
-            match conditions.iter().find_map(condition_kind) {
-                Some(k) => k,
-                None if conditions.is_empty() => RuleCollectionKind::Network,
-                None => {
-                    self.err(
-                        &ctx,
-                        node,
-                        "ruleConditions",
-                        "cannot tell the rule condition type",
-                        "rule conditions with `ruleConditionType` NetworkRuleCondition or ApplicationRuleCondition",
-                    );
-                    return None;
-                }
-            }
-        };
+        let kind = self.collection_kind(
+            &ctx,
+            node,
+            nat,
+            &conditions,
+            &condition_kind,
+            (
+                "ruleConditions",
+                "cannot tell the rule condition type",
+                "rule conditions with `ruleConditionType` NetworkRuleCondition or ApplicationRuleCondition",
+            ),
+        )?;
         let priority = self.integer(&ctx, node, "priority", true);
         let action = self.collection_action(&ctx, node, kind);
         let palisade = self.palisade_settings(&ctx, node);
@@ -602,24 +621,18 @@ impl Reader {
             Some(r) => self.items_of(&ctx, r, "rules"),
             None => vec![],
         };
-        let kind = if ty.contains("nat") {
-            RuleCollectionKind::Nat
-        } else {
-            match rules.iter().find_map(rule_kind) {
-                Some(k) => k,
-                None if rules.is_empty() => RuleCollectionKind::Network,
-                None => {
-                    self.err(
-                        &ctx,
-                        node,
-                        "rules",
-                        "cannot tell the rule type",
-                        "rules with `ruleType` NetworkRule, ApplicationRule or NatRule",
-                    );
-                    return None;
-                }
-            }
-        };
+        let kind = self.collection_kind(
+            &ctx,
+            node,
+            ty.contains("nat"),
+            &rules,
+            &rule_kind,
+            (
+                "rules",
+                "cannot tell the rule type",
+                "rules with `ruleType` NetworkRule, ApplicationRule or NatRule",
+            ),
+        )?;
         let priority = self.integer(&ctx, node, "priority", true);
         let action = self.collection_action(&ctx, node, kind);
         let palisade = self.palisade_settings(&ctx, node);
