@@ -404,11 +404,35 @@ impl Reader {
     }
 
     fn rcg(&mut self, parent: &Ctx, node: &Node, name: &str) -> Option<RuleCollectionGroup> {
+        self.group(
+            parent,
+            node,
+            name,
+            "ruleCollections",
+            Self::policy_collection,
+            None,
+        )
+    }
+
+    /// A rule collection group whose collections are the items of `field`, each read by
+    /// `collection`; `deprecated` is the warning a legacy shape gets first.
+    fn group(
+        &mut self,
+        parent: &Ctx,
+        node: &Node,
+        name: &str,
+        field: &str,
+        collection: fn(&mut Self, &Ctx, &Node) -> Option<RuleCollection>,
+        deprecated: Option<&str>,
+    ) -> Option<RuleCollectionGroup> {
         let full = parent.child_name(RCG, name);
         let ctx = Ctx {
             ty: RCG,
             name: &full,
         };
+        if let Some(message) = deprecated {
+            self.warn(&ctx, node, "type", message);
+        }
         let priority = self.integer(&ctx, node, "priority", true);
         let mut g = RuleCollectionGroup {
             name: name.to_string(),
@@ -416,9 +440,9 @@ impl Reader {
             origin: self.origin(node),
             ..Default::default()
         };
-        if let Some(cols) = node.prop("ruleCollections") {
-            for c in self.items_of(&ctx, &cols, "ruleCollections") {
-                match self.policy_collection(&ctx, &c) {
+        if let Some(items) = node.prop(field) {
+            for c in self.items_of(&ctx, &items, field) {
+                match collection(self, &ctx, &c) {
                     Some(col) => g.rule_collections.push(col),
                     None => self.drop_in_error("ruleCollection", child_name(&full, &c), &c),
                 }
@@ -450,34 +474,14 @@ impl Reader {
         node: &Node,
         name: &str,
     ) -> Option<RuleCollectionGroup> {
-        let full = parent.child_name(RCG, name);
-        let ctx = Ctx {
-            ty: RCG,
-            name: &full,
-        };
-        self.warn(
-            &ctx,
+        self.group(
+            parent,
             node,
-            "type",
-            "the pre-2020 `firewallPolicies/ruleGroups` shape is deprecated (FMT-9); read as a rule collection group, each rule as a rule collection and each rule condition as a rule",
-        );
-        let priority = self.integer(&ctx, node, "priority", true);
-        let mut g = RuleCollectionGroup {
-            name: name.to_string(),
-            priority: 0,
-            origin: self.origin(node),
-            ..Default::default()
-        };
-        if let Some(rules) = node.prop("rules") {
-            for r in self.items_of(&ctx, &rules, "rules") {
-                match self.legacy_collection(&ctx, &r) {
-                    Some(col) => g.rule_collections.push(col),
-                    None => self.drop_in_error("ruleCollection", child_name(&full, &r), &r),
-                }
-            }
-        }
-        g.priority = priority.unwrap_or(0);
-        Some(g)
+            name,
+            "rules",
+            Self::legacy_collection,
+            Some("the pre-2020 `firewallPolicies/ruleGroups` shape is deprecated (FMT-9); read as a rule collection group, each rule as a rule collection and each rule condition as a rule"),
+        )
     }
 
     /// A collection's kind: NAT when its type says so, else the kind of its first typed item
