@@ -1,26 +1,10 @@
 //! The `palisade` binary as a user runs it: the README's commands, exit codes, and the
 //! documented JSON schema (`docs/cli-json.md`).
 
+mod common;
+use common::*;
+
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn palisade(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run palisade");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn json(args: &[&str]) -> (i32, Value) {
     let (code, out, err) = palisade(args);

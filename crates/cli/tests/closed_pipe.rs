@@ -2,12 +2,10 @@
 //! subcommand runs with `--output json` into a pipe whose read end is already closed, so its
 //! first write fails with EPIPE; it must end quietly (status 0, no "panicked" on stderr).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
+use common::*;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use std::process::{Command, Stdio};
 
 /// Run `palisade args` with stdout a pipe nobody reads; (exit code, stderr).
 fn into_closed_pipe(args: &[&str]) -> (Option<i32>, String) {

@@ -1,27 +1,13 @@
 //! `palisade gateway` loads its network by the same road as the offline commands: the same
 //! flags, the same located errors as `palisade validate`, the same snapshot as `palisade trace`.
 
+mod common;
+use common::*;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run palisade");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
 
 /// Kills the gateway when the test ends, passed or not.
 struct Running(Child);
@@ -86,7 +72,7 @@ fn gateway_refuses_with_the_same_located_errors_as_validate() {
     std::fs::write(&bad, broken).unwrap();
     let bad = bad.to_str().unwrap();
 
-    let (code, out) = run(&["validate", bad]);
+    let (code, out, _) = palisade(&["validate", bad]);
     assert_eq!(code, 1, "{out}");
     let expected: Vec<&str> = out.lines().filter(|l| l.starts_with("error:")).collect();
     assert!(!expected.is_empty(), "{out}");
@@ -130,7 +116,7 @@ fn gateway_accepts_parameters_and_runs_the_snapshot_trace_evaluates() {
         "--output",
         "json",
     ]);
-    let (_, out) = run(&args);
+    let (_, out, _) = palisade(&args);
     let trace: serde_json::Value = serde_json::from_str(&out).expect("trace JSON");
     let id = trace["snapshot"].as_str().expect("snapshot id").to_string();
 
