@@ -128,7 +128,6 @@ pub struct Loaded {
     /// network resources; the reasons are among the diagnostics.
     pub snapshot: Option<Snapshot>,
     pub diagnostics: Diagnostics,
-    pub catalogs: Catalogs,
     pub bindings: Bindings,
     /// Rules, routes, collections and subnets left out because they are in error; with
     /// `ignore_errors` the snapshot is compiled without them.
@@ -221,7 +220,6 @@ impl Checked {
             snapshot,
             dropped: imported.dropped,
             diagnostics,
-            catalogs,
             bindings,
         }
     }
