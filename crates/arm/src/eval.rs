@@ -16,7 +16,7 @@ use crate::parser::{self, Expr, SyntaxError};
 use crate::scope::{Env, FuncDef, Param, Scope, Slot, VarDef};
 use crate::util::{
     clip, contains_marker, copy_entries, get_ci, is_marker, map_get_ci, marker, ptr_join, too_big,
-    type_name, val_ci,
+    type_name, val_ci, why_of,
 };
 use crate::{Options, Problem, Severity};
 
@@ -128,8 +128,10 @@ impl<'a> Ctx<'a> {
 /// Why an expression has no value.
 #[derive(Debug)]
 pub(crate) enum Stop {
-    /// Known only at deployment time; the text (if any) is reported as a warning.
-    Unresolved(Option<String>),
+    /// Known only at deployment time, and why. `report`: not yet reported (it is reported as a
+    /// warning where the expression stands); false when the cause was reported where it arose
+    /// (a parameter without a value) or the value came from a marker.
+    Unresolved { why: String, report: bool },
     /// The template is wrong; reported as an error.
     Error(String),
 }
@@ -143,10 +145,23 @@ pub(crate) fn err<T>(msg: impl Into<String>) -> R<T> {
 /// A marker value stops evaluation (its cause was reported where it was made).
 pub(crate) fn resolved(v: Value) -> R<Value> {
     if is_marker(&v) {
-        Err(Stop::Unresolved(None))
+        Err(from_marker(&v))
     } else {
         Ok(v)
     }
+}
+
+/// The stop for a value that is or holds a marker: its cause, already reported.
+pub(crate) fn from_marker(v: &Value) -> Stop {
+    Stop::Unresolved {
+        why: why_of(v).unwrap_or("an unresolved value").to_string(),
+        report: false,
+    }
+}
+
+/// A value known only at deployment time, reported where the expression stands.
+pub(crate) fn unresolved(why: String) -> Stop {
+    Stop::Unresolved { why, report: true }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,7 +245,10 @@ impl<'a> Eval<'a> {
                 ptr,
                 "value is nested too deeply to expand".into(),
             );
-            return marker("<nested too deeply>");
+            return marker(
+                "<nested too deeply>",
+                "the value is nested too deeply to expand",
+            );
         };
         match v {
             Value::String(s) => self.string(s, ptr, loops),
@@ -306,9 +324,17 @@ impl<'a> Eval<'a> {
                         clip(&text)
                     ),
                 );
-                return marker(&text);
+                return marker(
+                    &text,
+                    &format!("the count of copy loop '{name}' is unknown"),
+                );
             }
-            Count::Invalid => return marker(&format!("copy loop '{name}'")),
+            Count::Invalid => {
+                return marker(
+                    &format!("copy loop '{name}'"),
+                    &format!("copy loop '{name}' is invalid"),
+                )
+            }
         };
         let Some((input_key, input)) = get_ci(entry, "input") else {
             return Value::Array(Vec::new());
@@ -412,15 +438,21 @@ impl<'a> Eval<'a> {
     #[inline(never)]
     fn failed(&self, s: &str, ptr: &str, stop: Stop) -> Value {
         match stop {
-            Stop::Unresolved(None) => {}
-            Stop::Unresolved(Some(reason)) => self.report(
-                Severity::Warning,
-                ptr,
-                format!("{} is unresolved: {reason}", clip(s)),
-            ),
-            Stop::Error(e) => self.report(Severity::Error, ptr, format!("{}: {e}", clip(s))),
+            Stop::Unresolved { why, report } => {
+                if report {
+                    self.report(
+                        Severity::Warning,
+                        ptr,
+                        format!("{} is unresolved: {why}", clip(s)),
+                    );
+                }
+                marker(s, &why)
+            }
+            Stop::Error(e) => {
+                self.report(Severity::Error, ptr, format!("{}: {e}", clip(s)));
+                marker(s, &format!("the expression is invalid: {e}"))
+            }
         }
-        marker(s)
     }
 
     // The functions on the recursive path (expr, call, call_builtin, member_expr, index_expr)
@@ -477,6 +509,12 @@ impl<'a> Eval<'a> {
             "if" => self.if_call(args, loops),
             "and" | "or" => self.logical(&lname, args, loops),
             "coalesce" => self.coalesce(args, loops),
+            // Before the arguments: a lambda's body refers to variables that only the lambda binds.
+            "map" | "filter" | "reduce" | "sort" | "toobject" | "lambda" | "lambdavariables" => {
+                Err(unresolved(format!(
+                    "{name}() takes a lambda, which is not evaluated offline"
+                )))
+            }
             _ => self.call_builtin(&lname, name, args, loops),
         }
     }
@@ -527,8 +565,10 @@ impl<'a> Eval<'a> {
     /// Runs a function on its evaluated arguments (not on the recursive path).
     #[inline(never)]
     fn apply(&self, lname: &str, name: &str, values: Vec<Value>) -> R<Value> {
-        if !functions::keeps_markers(lname) && values.iter().any(contains_marker) {
-            return Err(Stop::Unresolved(None));
+        if !functions::keeps_markers(lname) {
+            if let Some(v) = values.iter().find(|v| contains_marker(v)) {
+                return Err(from_marker(v));
+            }
         }
         let v = if lname.contains('.') {
             self.user_function(name, lname, values)?
@@ -556,16 +596,16 @@ impl<'a> Eval<'a> {
                 Ok(Value::Bool(b)) if b == deciding => return Ok(Value::Bool(b)),
                 Ok(Value::Bool(_)) => {}
                 Ok(other) => return Err(type_error("an argument of and()/or()", "a bool", &other)),
-                Err(Stop::Unresolved(reason)) => {
+                Err(stop @ Stop::Unresolved { .. }) => {
                     if pending.is_none() {
-                        pending = Some(reason);
+                        pending = Some(stop);
                     }
                 }
                 Err(e) => return Err(e),
             }
         }
         match pending {
-            Some(reason) => Err(Stop::Unresolved(reason)),
+            Some(stop) => Err(stop),
             None => Ok(Value::Bool(!deciding)),
         }
     }
@@ -614,7 +654,9 @@ impl<'a> Eval<'a> {
                     p.name
                 ))
             }
-            Some(Slot::Done(v)) => return v.clone().map_or(Err(Stop::Unresolved(None)), resolved),
+            Some(Slot::Done(v)) => {
+                return v.clone().map_or_else(|| Err(no_value(&p.name)), resolved)
+            }
             None => {}
         }
         let result = match get_ci(p.def, "defaultValue") {
@@ -645,7 +687,7 @@ impl<'a> Eval<'a> {
             .param_slots
             .borrow_mut()
             .insert(key, Slot::Done(result.clone()));
-        result.map_or(Err(Stop::Unresolved(None)), resolved)
+        result.map_or_else(|| Err(no_value(&p.name)), resolved)
     }
 
     /// `variables(name)`, evaluated on first use.
@@ -659,7 +701,11 @@ impl<'a> Eval<'a> {
         };
         match self.scope.var_slots.borrow().get(&key) {
             Some(Slot::Busy) => return err(format!("variable '{name}' refers to itself")),
-            Some(Slot::Done(v)) => return v.clone().map_or(Err(Stop::Unresolved(None)), resolved),
+            Some(Slot::Done(v)) => {
+                return v
+                    .clone()
+                    .map_or_else(|| Err(from_marker(&Value::Null)), resolved)
+            }
             None => {}
         }
         let Some(_guard) = self.ctx.enter() else {
@@ -685,9 +731,9 @@ impl<'a> Eval<'a> {
     /// Calls a template's user-defined function `namespace.member`.
     fn user_function(&self, name: &str, lname: &str, args: Vec<Value>) -> R<Value> {
         let Some(def) = self.scope.funcs.get(lname) else {
-            return Err(Stop::Unresolved(Some(format!(
+            return Err(unresolved(format!(
                 "function '{name}' is neither built in nor defined by the template"
-            ))));
+            )));
         };
         if self.scope.in_function {
             return err("a user-defined function cannot call another user-defined function");
@@ -783,9 +829,18 @@ fn type_error(what: &str, want: &str, found: &Value) -> Stop {
     Stop::Error(format!("{what} must be {want}, found {}", type_name(found)))
 }
 
+/// A parameter without a value: reported once where it is declared, so not again here.
+#[inline(never)]
+fn no_value(param: &str) -> Stop {
+    Stop::Unresolved {
+        why: format!("parameter '{param}' has no value (none given and no defaultValue)"),
+        report: false,
+    }
+}
+
 #[inline(never)]
 fn deployment_time_stop(name: &str, reason: &str) -> Stop {
-    Stop::Unresolved(Some(format!("{name}() {reason}")))
+    unresolved(format!("{name}() {reason}"))
 }
 
 fn int_of(n: &serde_json::Number) -> R<i64> {

@@ -8,7 +8,9 @@ use serde_json::{Map, Value};
 
 use crate::eval::{Count, Ctx, Eval, LoopFrame, LoopKind, Loops};
 use crate::scope::{given_parameters, Env, Given, Scope};
-use crate::util::{clip, get_ci, is_marker, map_get_ci, marker, ptr_join, type_name, val_ci};
+use crate::util::{
+    clip, get_ci, is_marker, map_get_ci, marker, ptr_join, type_name, val_ci, why_of,
+};
 use crate::{ExpandedResource, Expansion, Options, Severity, UNRESOLVED_KEY};
 
 /// Deepest chain of nested deployments followed (a linked template may link itself).
@@ -80,7 +82,10 @@ fn root_parameters(
                     &ptr_join("/parameters", &name),
                     format!("parameter '{name}' is a Key Vault reference; its value is unresolved"),
                 );
-                marker(&format!("Key Vault reference for parameter '{name}'"))
+                marker(
+                    &format!("Key Vault reference for parameter '{name}'"),
+                    &format!("parameter '{name}' is a Key Vault reference"),
+                )
             }
         };
         supplied.insert(name.to_lowercase(), (name, value));
@@ -701,7 +706,10 @@ impl<'a> Expander<'a> {
                     &spec_ptr,
                     format!("parameter '{name}' is a Key Vault reference; its value is unresolved"),
                 );
-                marker(&format!("Key Vault reference for parameter '{name}'"))
+                marker(
+                    &format!("Key Vault reference for parameter '{name}'"),
+                    &format!("parameter '{name}' is a Key Vault reference"),
+                )
             } else {
                 self.report(
                     origin,
@@ -759,7 +767,7 @@ fn qualify_child(value: &mut Map<String, Value>, parent: &Parent) {
     let (full_type, short) = match (&child_type, &parent.type_name) {
         (Some(Value::String(ct)), _) if ct.contains('/') => (Value::String(ct.clone()), false),
         (Some(Value::String(ct)), Value::String(pt)) => (Value::String(format!("{pt}/{ct}")), true),
-        (Some(ct), pt) => (marker(&format!("{}/{}", text_of(pt), text_of(ct))), true),
+        (Some(ct), pt) => (joined_marker(pt, ct), true),
         (None, _) => return,
     };
     let needs_prefix = short
@@ -778,10 +786,19 @@ fn qualify_child(value: &mut Map<String, Value>, parent: &Parent) {
     if let (Some(k), Some(child_name)) = (name_key, child_name) {
         let full_name = match (&parent.name, &child_name) {
             (Value::String(p), Value::String(c)) => Value::String(format!("{p}/{c}")),
-            (p, c) => marker(&format!("{}/{}", text_of(p), text_of(c))),
+            (p, c) => joined_marker(p, c),
         };
         value.insert(k, full_name);
     }
+}
+
+/// The marker for `<parent>/<child>` where either part is unresolved; the first one's cause.
+fn joined_marker(parent: &Value, child: &Value) -> Value {
+    let why = why_of(parent).or_else(|| why_of(child));
+    marker(
+        &format!("{}/{}", text_of(parent), text_of(child)),
+        why.unwrap_or("an unresolved value"),
+    )
 }
 
 /// Text of a name part for building a combined unresolved marker.

@@ -624,9 +624,9 @@ pub(crate) fn call(lname: &str, name: &str, vals: Vec<Value>, env: &Env) -> R<Va
             a.count(0, 0)?;
             Ok(ids::environment())
         }
-        _ => Err(Stop::Unresolved(Some(format!(
+        _ => Err(crate::eval::unresolved(format!(
             "function '{name}' is not supported offline"
-        )))),
+        ))),
     }
 }
 

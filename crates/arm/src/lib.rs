@@ -13,8 +13,9 @@
 //!
 //! What cannot be known offline — `reference()`, `list*()`, parameters without a value, unknown
 //! functions — does not stop expansion: the value becomes the marker object
-//! `{"$unresolved": "<expression text>"}` ([`UNRESOLVED_KEY`]) and a located [`Problem`] explains
-//! why. Decisions about such values are left to the caller (strict or lenient import).
+//! `{"$unresolved": "<expression text>", "$why": "<cause>"}` ([`UNRESOLVED_KEY`], [`WHY_KEY`])
+//! and a located [`Problem`] explains why. Decisions about such values are left to the caller
+//! (strict or lenient import).
 //!
 //! Nothing here panics on any input: recursion, loop counts (800 per loop, 10,000 per
 //! expansion) and value sizes are bounded and every violation becomes a [`Problem`].
@@ -43,8 +44,13 @@ pub use eval::EvalError;
 pub use parser::SyntaxError;
 
 /// An unresolvable value is represented in the output JSON as the object
-/// `{"$unresolved": "<expression text>"}`.
+/// `{"$unresolved": "<expression text>", "$why": "<cause>"}`.
 pub const UNRESOLVED_KEY: &str = "$unresolved";
+
+/// The marker's cause: what has no value offline, in words (`parameter 'x' has no value (none
+/// given and no defaultValue)`, `reference() is known only at deployment time`). A value built
+/// from another unknown value carries that value's cause, so the cause names the root.
+pub const WHY_KEY: &str = "$why";
 
 /// Reads a linked template given its path relative to the linking template's directory.
 pub type LinkedReader = Box<dyn Fn(&str) -> Result<Value, String>>;
@@ -162,6 +168,11 @@ pub fn is_template(v: &Value) -> bool {
 /// time.
 pub fn is_unresolved(v: &Value) -> bool {
     util::is_marker(v)
+}
+
+/// Why the first unresolved marker in `v` has no value ([`WHY_KEY`]).
+pub fn unresolved_why(v: &Value) -> Option<&str> {
+    util::why_of(v)
 }
 
 /// Expands a template into its resources (FMT-4, FMT-5, FMT-6). Never panics; everything that

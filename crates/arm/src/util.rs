@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::UNRESOLVED_KEY;
+use crate::{UNRESOLVED_KEY, WHY_KEY};
 
 /// Largest value (counted in JSON nodes, long strings counting per 64 bytes) an expression may
 /// build. It stops templates that double a string or array in a chain of variables from eating
@@ -63,18 +63,32 @@ pub(crate) fn ptr_join(base: &str, token: &str) -> String {
     out
 }
 
-/// The marker that stands for a value only known at deployment time.
-pub(crate) fn marker(text: &str) -> Value {
+/// The marker that stands for a value only known at deployment time: the expression text and
+/// why it has no value offline (the root cause: the parameter without a value, the function).
+pub(crate) fn marker(text: &str, why: &str) -> Value {
     let mut m = Map::new();
     m.insert(UNRESOLVED_KEY.to_string(), Value::String(text.to_string()));
+    m.insert(WHY_KEY.to_string(), Value::String(why.to_string()));
     Value::Object(m)
 }
 
 /// True for the unresolved marker object itself (not for values that merely contain one).
 pub(crate) fn is_marker(v: &Value) -> bool {
     match v {
-        Value::Object(m) => m.len() == 1 && m.contains_key(UNRESOLVED_KEY),
+        Value::Object(m) => {
+            m.contains_key(UNRESOLVED_KEY) && m.keys().all(|k| k == UNRESOLVED_KEY || k == WHY_KEY)
+        }
         _ => false,
+    }
+}
+
+/// Why the first marker in `v` (depth first) has no value.
+pub(crate) fn why_of(v: &Value) -> Option<&str> {
+    match v {
+        Value::Object(m) if is_marker(v) => m.get(WHY_KEY).and_then(Value::as_str),
+        Value::Object(m) => m.values().find_map(why_of),
+        Value::Array(a) => a.iter().find_map(why_of),
+        _ => None,
     }
 }
 
@@ -158,8 +172,15 @@ mod tests {
 
     #[test]
     fn fmt_4_markers_are_recognised() {
-        let m = marker("[reference('x')]");
+        let m = marker(
+            "[reference('x')]",
+            "reference() is known only at deployment",
+        );
         assert!(is_marker(&m));
+        assert_eq!(
+            why_of(&json!({"a": [m.clone()]})),
+            Some("reference() is known only at deployment")
+        );
         assert!(contains_marker(&json!({"a": [m]})));
         assert!(!is_marker(&json!({"$unresolved": "x", "b": 1})));
     }

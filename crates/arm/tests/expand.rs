@@ -124,11 +124,11 @@ fn fmt_4_parameter_without_value_is_unresolved_with_a_warning() {
     let route = &e.resources[0].value["properties"]["routes"][0]["properties"];
     assert_eq!(
         route["nextHopIpAddress"],
-        json!({"$unresolved": "[parameters('ip')]"})
+        json!({"$unresolved": "[parameters('ip')]", "$why": "parameter 'ip' has no value (none given and no defaultValue)"})
     );
     assert_eq!(
         route["addressPrefix"],
-        json!({"$unresolved": "[concat(parameters('ip'), '/32')]"})
+        json!({"$unresolved": "[concat(parameters('ip'), '/32')]", "$why": "parameter 'ip' has no value (none given and no defaultValue)"})
     );
     let p = problem(&e, Severity::Warning, "parameter 'ip' has no value");
     assert_eq!(p.pointer, "/parameters/ip");
@@ -684,7 +684,7 @@ fn fmt_6_child_of_an_unresolved_parent_name_is_unresolved() {
     );
     assert_eq!(
         e.resources[1].value["name"],
-        json!({"$unresolved": "[parameters('n')]/s"})
+        json!({"$unresolved": "[parameters('n')]/s", "$why": "parameter 'n' has no value (none given and no defaultValue)"})
     );
 }
 
@@ -728,4 +728,32 @@ fn fmt_4_literal_bracket_strings_and_markers_in_input() {
             "already": {"$unresolved": "[something]"}, "not": "[ x", "n": 5, "b": null
         }})
     );
+}
+
+#[test]
+fn fmt_4_an_unknown_value_carries_its_root_cause_through_variables() {
+    // The cause names what has no value, however many variables and functions lie between.
+    let t = json!({
+        "parameters": {"names": {"type": "object"}},
+        "variables": {
+            "policy": "[parameters('names').firewallPolicy]",
+            "full": "[concat(variables('policy'), '-fw')]",
+            "ip": "[reference('pip').ipAddress]",
+            "doubled": "[map(createArray(1, 2), lambda('x', mul(lambdaVariables('x'), 2)))]"
+        },
+        "resources": [{"type": "T/x", "name": "[variables('full')]", "properties": {
+            "ip": "[concat(variables('ip'), '/32')]",
+            "list": "[variables('doubled')]"
+        }}]
+    });
+    let e = run(t);
+    let r = &e.resources[0].value;
+    assert_eq!(
+        palisade_arm::unresolved_why(&r["name"]),
+        Some("parameter 'names' has no value (none given and no defaultValue)")
+    );
+    let ip = palisade_arm::unresolved_why(&r["properties"]["ip"]).unwrap();
+    assert!(ip.starts_with("reference()"), "{ip}");
+    let list = palisade_arm::unresolved_why(&r["properties"]["list"]).unwrap();
+    assert!(list.contains("map"), "{list}");
 }

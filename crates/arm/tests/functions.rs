@@ -297,8 +297,12 @@ fn fmt_4_cidr_functions() {
 fn fmt_4_deployment_time_functions_are_unresolved() {
     let v = ev("[reference(resourceId('Microsoft.Network/publicIPAddresses', 'pip')).ipAddress]");
     assert_eq!(
-        v,
-        json!({"$unresolved": "[reference(resourceId('Microsoft.Network/publicIPAddresses', 'pip')).ipAddress]"})
+        v["$unresolved"],
+        json!("[reference(resourceId('Microsoft.Network/publicIPAddresses', 'pip')).ipAddress]")
+    );
+    assert!(
+        palisade_arm::unresolved_why(&v).is_some_and(|w| w.starts_with("reference()")),
+        "{v}"
     );
     assert!(is_unresolved(&ev(
         "[listKeys('x', '2020-01-01').keys[0].value]"
