@@ -29,9 +29,69 @@ pub struct Network {
     pub azure_firewalls: Vec<AzureFirewall>,
     pub firewall_policies: Vec<FirewallPolicy>,
     pub ip_groups: Vec<IpGroup>,
+    /// Fields whose value is known only at deployment time (FMT-4): kept as unknown, each with
+    /// its location and why, so that validation and answers can say what they assumed.
+    pub unknowns: Vec<Unknown>,
+}
+
+/// A field whose value could not be resolved offline: a template expression that uses a
+/// parameter without a value, `reference()`, a lambda, ...
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Unknown {
+    /// Where the value stands (file, JSON pointer of the field or list item).
+    pub origin: Origin,
+    pub resource_type: String,
+    pub resource: String,
+    pub field: String,
+    /// The expression text.
+    pub expression: String,
+    /// Why it has no value (the root cause: `parameter 'x' has no value ...`).
+    pub why: String,
+}
+
+impl Unknown {
+    /// True when the unknown value is inside the resource or rule declared at `origin`.
+    pub fn within(&self, origin: &Origin) -> bool {
+        self.origin.file == origin.file
+            && self
+                .origin
+                .pointer
+                .strip_prefix(origin.pointer.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// "`field` of <resource> is unknown (why)": how answers name what they assumed.
+    pub fn describe(&self) -> String {
+        format!(
+            "`{}` of '{}' is unknown ({})",
+            self.field, self.resource, self.why
+        )
+    }
 }
 
 impl Network {
+    /// Unknown values inside the resource or rule declared at `origin`.
+    pub fn unknowns_in<'a>(&'a self, origin: &'a Origin) -> impl Iterator<Item = &'a Unknown> {
+        self.unknowns.iter().filter(move |u| u.within(origin))
+    }
+
+    /// True when `field` of the resource or rule declared at `origin` (or an item of it) is
+    /// unknown.
+    pub fn unknown_field(&self, origin: &Origin, field: &str) -> bool {
+        self.unknowns_in(origin).any(|u| u.field == field)
+    }
+
+    /// True when the name of the resource or rule declared at `origin` is unknown (its own name,
+    /// not one of its children's).
+    pub fn name_unknown(&self, origin: &Origin) -> bool {
+        self.unknowns.iter().any(|u| {
+            u.field == "name"
+                && u.origin.file == origin.file
+                && u.origin.pointer.rsplit_once('/').map(|(p, _)| p)
+                    == Some(origin.pointer.as_str())
+        })
+    }
+
     pub fn nsg(&self, name: &str) -> Option<&NetworkSecurityGroup> {
         self.network_security_groups
             .iter()

@@ -83,12 +83,13 @@ pub fn validate(net: &Network, catalogs: &Catalogs, strict: bool) -> Diagnostics
                 true,
             );
         }
-        if !p.name.is_empty() && !valid_firewall_name(&p.name) {
+        // An unknown name is reported where it stands (import); any name may come of it.
+        if !p.name.is_empty() && !valid_firewall_name(&p.name) && !net.name_unknown(&p.origin) {
             d.push(name_error(&p.origin, POLICY, &p.name, "firewall policy"));
         }
         let mut prios: HashMap<u32, &str> = HashMap::new();
         for g in &p.rule_collection_groups {
-            if !g.name.is_empty() && !valid_firewall_name(&g.name) {
+            if !g.name.is_empty() && !valid_firewall_name(&g.name) && !net.name_unknown(&g.origin) {
                 d.push(name_error(
                     &g.origin,
                     POLICY,
@@ -99,7 +100,7 @@ pub fn validate(net: &Network, catalogs: &Catalogs, strict: bool) -> Diagnostics
             for c in g
                 .rule_collections
                 .iter()
-                .filter(|c| !valid_firewall_name(&c.name))
+                .filter(|c| !valid_firewall_name(&c.name) && !net.name_unknown(&c.origin))
             {
                 d.push(name_error(
                     &c.origin,
@@ -258,7 +259,7 @@ fn nsg_rules(
                     .expected("a rule name unique in the NSG"),
             );
         }
-        if !valid_rule_name(&r.name) {
+        if !valid_rule_name(&r.name) && !net.name_unknown(&r.origin) {
             d.push(e("rule name breaks NSG-2.1".into()).field("name").found(&r.name).expected("≤ 80 word characters, `.`, `-`, `_`; starting with a word character, ending with a word character or `_`"));
         }
         if r.description
@@ -702,6 +703,9 @@ fn collections(
                         && r.fqdn_tags.is_empty()
                         && r.target_urls.is_empty()
                         && r.web_categories.is_empty()
+                        && !["targetFqdns", "fqdnTags", "targetUrls", "webCategories"]
+                            .iter()
+                            .any(|f| net.unknown_field(&r.origin, f))
                     {
                         d.push(e("application rule without targetFqdns, fqdnTags, targetUrls or webCategories (FW-6.1)".into()).field("targetFqdns").expected("at least one target"));
                     }

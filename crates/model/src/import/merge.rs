@@ -635,6 +635,7 @@ impl Merger {
         self.plain(net.public_ip_addresses, diags);
         self.plain(net.azure_firewalls, diags);
         self.plain(net.ip_groups, diags);
+        self.network.unknowns.extend(net.unknowns);
         let known = &mut self.synthetic;
         for s in synthetic {
             let resolved = resolved

@@ -8,6 +8,8 @@ use serde_json::Value;
 
 /// The marker the template expander leaves where an expression could not be resolved offline.
 pub const UNRESOLVED_KEY: &str = "$unresolved";
+/// The marker's cause (see `palisade_arm::WHY_KEY`).
+pub const WHY_KEY: &str = "$why";
 
 /// A value and its JSON pointer.
 #[derive(Clone)]
@@ -63,6 +65,12 @@ impl<'a> Node<'a> {
         unresolved_text(self.value)
     }
 
+    /// Why the unresolved value has no value offline.
+    pub fn unresolved_why(&self) -> &'a str {
+        unresolved_why(self.value)
+            .unwrap_or("a template expression that cannot be resolved offline")
+    }
+
     pub fn items(&self) -> Vec<Node<'a>> {
         match self.value {
             Value::Array(a) => a
@@ -106,11 +114,23 @@ impl<'a> Node<'a> {
     }
 }
 
+/// The expression text of an unresolved marker (`{"$unresolved": text, "$why": cause}`).
 pub fn unresolved_text(v: &Value) -> Option<&str> {
     let o = v.as_object()?;
-    if o.len() == 1 {
+    let only_marker_keys = o.keys().all(|k| k == UNRESOLVED_KEY || k == WHY_KEY);
+    if only_marker_keys {
         o.get(UNRESOLVED_KEY)?.as_str()
     } else {
         None
+    }
+}
+
+/// Why an unresolved marker has no value; the first marker's cause for a value holding several.
+pub fn unresolved_why(v: &Value) -> Option<&str> {
+    match v {
+        Value::Object(o) if unresolved_text(v).is_some() => o.get(WHY_KEY)?.as_str(),
+        Value::Object(o) => o.values().find_map(unresolved_why),
+        Value::Array(a) => a.iter().find_map(unresolved_why),
+        _ => None,
     }
 }

@@ -66,6 +66,16 @@ pub(super) fn child_name(parent: &str, node: &Node) -> String {
     format!("{parent}/{name}")
 }
 
+/// "`field` unknown: <why>; <what to do>".
+pub(super) fn unknown_message(field: &str, why: &str) -> String {
+    let hint = if why.starts_with("parameter '") {
+        "pass its value with --parameters"
+    } else {
+        "it is known only at deployment"
+    };
+    format!("`{field}` unknown: {why}; {hint}")
+}
+
 pub(super) const NSG: &str = "Microsoft.Network/networkSecurityGroups";
 pub(super) const RULE: &str = "Microsoft.Network/networkSecurityGroups/securityRules";
 pub(super) const RT: &str = "Microsoft.Network/routeTables";
@@ -173,14 +183,21 @@ impl Reader {
         }
     }
 
-    /// An unresolved value where one is needed: an error in strict mode, else a warning.
+    /// An unresolved value where one is needed: kept as [`Unknown`] and reported once, where it
+    /// stands; an error in strict mode, else a warning.
     pub(super) fn unresolved(&mut self, ctx: &Ctx, node: &Node, field: &str) {
-        let d = Diagnostic::new(
-            self.unresolved_severity(),
-            "the value is a template expression that cannot be resolved offline; it is treated as unresolvable",
-        );
+        let why = node.unresolved_why();
+        let d = Diagnostic::new(self.unresolved_severity(), unknown_message(field, why));
         let d = self.about(d, ctx, node, field);
         self.push(d);
+        self.network.unknowns.push(Unknown {
+            origin: self.origin(node),
+            resource_type: ctx.ty.to_string(),
+            resource: ctx.name.to_string(),
+            field: field.to_string(),
+            expression: node.unresolved().unwrap_or_default().to_string(),
+            why: why.to_string(),
+        });
     }
 
     pub(super) fn origin(&self, node: &Node) -> Origin {
@@ -279,6 +296,19 @@ impl Reader {
         let lower = ty.to_ascii_lowercase();
         if !self.properties_object(node, &ty, &name, &lower) {
             return;
+        }
+        // Only the names of resources Palisade models: others are skipped with a note.
+        let modelled =
+            lower.starts_with("microsoft.network/") || lower == "palisade/rulecollection";
+        if let Some(n) = node
+            .field("name")
+            .filter(|n| modelled && n.unresolved().is_some())
+        {
+            let ctx = Ctx {
+                ty: &ty,
+                name: &name,
+            };
+            self.unresolved(&ctx, &n, "name");
         }
         let child_at = |r: &mut Reader| r.child_at(node, &ty, &name, from_template);
         match lower.as_str() {
