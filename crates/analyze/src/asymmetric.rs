@@ -12,6 +12,7 @@ use palisade_model::{Access, NextHopType};
 use palisade_policy::addresses::{host_net, AZURE_WIRE_SERVER};
 use palisade_policy::prefixes::{aggregate, difference};
 use palisade_policy::routes::EffectiveRoute;
+use palisade_policy::trace::assumed;
 use palisade_policy::{Snapshot, SubnetId};
 use serde::Serialize;
 
@@ -29,6 +30,8 @@ pub struct Finding {
     pub route_table: String,
     pub route: String,
     pub suggestion: String,
+    /// Unknown values (FMT-4) of the entry's rule and the reply's route table (issue 17).
+    pub assumed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -135,6 +138,10 @@ pub fn check(snap: &Snapshot, declared: &[(String, Vec<IpNet>)]) -> Report {
                     source_prefixes: shown,
                     reply_next_hop: route.next_hop_type.as_str().to_string(),
                     reply_next_hop_address: route.next_hop_ip_address.map(|a| a.to_string()),
+                    assumed: assumed(
+                        &snap.network,
+                        [e.name.as_str(), route.resource().as_str()],
+                    ),
                     route_table: route.resource(),
                     route: route.label(),
                     suggestion: if e.open {

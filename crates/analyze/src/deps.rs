@@ -60,6 +60,8 @@ pub struct Entry {
     pub layer: Option<&'static str>,
     pub suggestion: Option<String>,
     pub detail: Option<String>,
+    /// Unknown values (FMT-4) the verdict assumed, as `trace` says them (issue 17).
+    pub assumed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -120,6 +122,7 @@ pub fn check(snap: &Snapshot, catalog: &DependencyCatalog, source: IpAddr) -> Re
             layer: None,
             suggestion: None,
             detail: None,
+            assumed: vec![],
         };
         if e.category.via == Via::ServiceEndpoint {
             let service = e.category.service_endpoint.clone().unwrap_or_default();
@@ -163,6 +166,7 @@ pub fn check(snap: &Snapshot, catalog: &DependencyCatalog, source: IpAddr) -> Re
         let (status, trace) = worst.expect("at least one protocol");
         entry.status = status;
         entry.decided_by = trace.decided_by.clone();
+        entry.assumed = trace.assumed.clone();
         entry.layer = trace.hops.last().map(|h| h.layer);
         entry.detail = trace
             .hops

@@ -8,6 +8,7 @@ use clap::Subcommand;
 use palisade_analyze::reach::{self, Engine, Reach};
 use palisade_analyze::{asymmetric, azure_check, deps, diff as semdiff, lint};
 use palisade_model::catalog::{DependencyCatalog, Via};
+use palisade_policy::trace::assumed;
 use palisade_policy::Snapshot;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -153,6 +154,9 @@ pub fn deps(cmd: DepsCommand) -> Result<ExitCode, String> {
             if let Some(s) = &e.suggestion {
                 println!("  {:<22} fix: {s}", "");
             }
+            for a in &e.assumed {
+                println!("  {:<22} assumed: {a}", "");
+            }
         }
         let s = &report.summary;
         println!(
@@ -231,6 +235,9 @@ pub fn analyze(cmd: AnalyzeCommand) -> Result<ExitCode, String> {
                     .unwrap_or_default()
             );
             println!("    fix      {}", f.suggestion);
+            for a in &f.assumed {
+                println!("    assumed  {a}");
+            }
         }
         println!(
             "{} finding(s) over {} subnet(s) and {} inbound entr(ies)",
@@ -361,16 +368,36 @@ pub fn reachability(
     };
     let both = from.is_some() || to.is_some();
     let report = reach::report(&engine, &f, &t, both, &verdicts);
+    // What each entry's verdict assumed: the unknown values of the controls that decided it.
+    let assumed: Vec<Vec<String>> = report
+        .entries
+        .iter()
+        .map(|e| {
+            assumed(
+                &snap.network,
+                e.decided_by.iter().map(|c| c.resource.as_str()),
+            )
+        })
+        .collect();
     if output == Output::Json {
+        let mut v = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+        if let Some(entries) = v.get_mut("entries").and_then(|e| e.as_array_mut()) {
+            for (e, a) in entries.iter_mut().zip(&assumed) {
+                e["assumed"] = serde_json::json!(a);
+            }
+        }
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
         );
         return Ok(ExitCode::SUCCESS);
     }
-    for e in &report.entries {
+    for (e, assumed) in report.entries.iter().zip(&assumed) {
         println!("{:?}  {} → {}", e.verdict, e.source, e.destination);
         println!("    decided by {}", chain_text(&e.decided_by));
+        for a in assumed {
+            println!("    assumed {a}");
+        }
         print_flowsets(&e.flows);
     }
     if !report.application_rules.is_empty() {

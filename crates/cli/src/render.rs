@@ -52,6 +52,7 @@ pub fn trace_json(flow: &Flow, trace: &Trace) -> Value {
         "reply": trace.reply,
         "stateful": trace.stateful,
         "notes": trace.notes,
+        "assumed": trace.assumed,
         "snapshot": trace.snapshot,
     })
 }
@@ -136,6 +137,9 @@ pub fn trace(flow: &Flow, trace: &Trace, as_json: bool) {
     }
     for n in &trace.notes {
         println!("note    {n}");
+    }
+    for a in &trace.assumed {
+        println!("assumed {a}");
     }
     let by = trace
         .decided_by

@@ -9,7 +9,7 @@ use crate::matchers::PacketKey;
 use crate::nsg::CompiledNsg;
 use crate::routes::{EffectiveRoute, RouteSource};
 use crate::snapshot::{Location, Snapshot};
-use palisade_model::{Access, Direction, NextHopType, Protocol};
+use palisade_model::{Access, Direction, Network, NextHopType, Protocol};
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -176,6 +176,9 @@ pub struct Trace {
     /// The firewall translated the destination (DNAT).
     pub translated: Option<(IpAddr, u16)>,
     pub notes: Vec<String>,
+    /// What the verdict assumed: unknown values (FMT-4) in the NSGs, route tables and
+    /// firewalls the flow met before or at the decision (issue 17).
+    pub assumed: Vec<String>,
     pub snapshot: String,
 }
 
@@ -210,7 +213,9 @@ impl Snapshot {
             crossed_firewall: false,
         };
         let (verdict, decided_by, next_hop, reply) = t.run();
+        let assumed = assumed(&self.network, t.hops.iter().map(|h| h.resource.as_str()));
         Trace {
+            assumed,
             verdict,
             decided_by,
             hops: t.hops,
@@ -222,6 +227,46 @@ impl Snapshot {
             snapshot: self.id.clone(),
         }
     }
+}
+
+/// The unknown values (FMT-4) of the resources a question met, each said once: "`field` of
+/// 'resource' is unknown (why); ...". A firewall brings its policy and the policy's base. Unknown
+/// names are left out: a name joins its references by its expression text either way.
+pub fn assumed<'a>(network: &Network, resources: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut owners: Vec<String> = vec![];
+    for r in resources {
+        owners.push(r.to_ascii_lowercase());
+        let policy = network
+            .azure_firewalls
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case(r))
+            .filter_map(|f| f.firewall_policy.as_deref());
+        for p in policy {
+            owners.push(p.to_ascii_lowercase());
+            let base = network
+                .firewall_policy(p)
+                .and_then(|p| p.base_policy.as_deref());
+            owners.extend(base.map(str::to_ascii_lowercase));
+        }
+    }
+    let mut out: Vec<String> = vec![];
+    for u in network.unknowns.iter().filter(|u| u.field != "name") {
+        let res = u.resource.to_ascii_lowercase();
+        let met = owners.iter().any(|o| {
+            res == *o
+                || res
+                    .strip_prefix(o.as_str())
+                    .is_some_and(|t| t.starts_with('/'))
+        });
+        let line = format!(
+            "{}; evaluated without it (an unknown value matches nothing)",
+            u.describe()
+        );
+        if met && !out.contains(&line) {
+            out.push(line);
+        }
+    }
+    out
 }
 
 type Outcome = (

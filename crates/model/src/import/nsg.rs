@@ -67,6 +67,11 @@ impl Reader {
         };
         let mut ok = true;
         let protocol = match node.prop("protocol") {
+            // Unknown: the rule cannot be placed, so it is left out (matches nothing), said once.
+            Some(p) if p.unresolved().is_some() => {
+                self.unresolved(&ctx, &p, "protocol");
+                None
+            }
             Some(p) => match p.as_str().and_then(Protocol::parse) {
                 Some(x) => Some(x),
                 None => {
