@@ -85,6 +85,7 @@ impl Reader {
             ty: FW,
             name: &full,
         };
+        self.inline_name(&ctx, node);
         let priority = self.integer(&ctx, node, "priority", true);
         let action = self.collection_action(&ctx, node, kind);
         let palisade = self.palisade_settings(&ctx, node);
@@ -166,6 +167,7 @@ impl Reader {
             ty: col.ty,
             name: &full,
         };
+        self.inline_name(&ctx, node);
         let mut r = FirewallRule::named(name);
         r.origin = self.origin(node);
         r.description = node.prop("description").map(|d| d.text());
@@ -517,6 +519,7 @@ impl Reader {
             ty: RCG,
             name: &full,
         };
+        self.inline_name(&ctx, node);
         let nat = node
             .field("ruleType")
             .is_some_and(|t| t.text().eq_ignore_ascii_case("FirewallPolicyNatRule"));
@@ -607,6 +610,7 @@ impl Reader {
             ty: RCG,
             name: &full,
         };
+        self.inline_name(&ctx, node);
         let ty = node
             .field("ruleCollectionType")
             .map(|t| t.text().to_ascii_lowercase())

@@ -56,6 +56,7 @@ impl Reader {
         node: &Node,
         name: Option<&str>,
     ) -> Option<SecurityRule> {
+        let inline = name.is_none();
         let name = name
             .map(str::to_string)
             .or_else(|| node.field("name").map(|n| n.text()))
@@ -65,6 +66,9 @@ impl Reader {
             ty: RULE,
             name: &full,
         };
+        if inline {
+            self.inline_name(&ctx, node);
+        }
         let mut ok = true;
         let protocol = match node.prop("protocol") {
             // Unknown: the rule cannot be placed, so it is left out (matches nothing), said once.

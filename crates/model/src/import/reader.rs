@@ -200,6 +200,13 @@ impl Reader {
         });
     }
 
+    /// An inline child's name that is unknown: kept as its expression text, said once.
+    pub(super) fn inline_name(&mut self, ctx: &Ctx, node: &Node) {
+        if let Some(n) = node.field("name").filter(|n| n.unresolved().is_some()) {
+            self.unresolved(ctx, &n, "name");
+        }
+    }
+
     pub(super) fn origin(&self, node: &Node) -> Origin {
         Origin {
             file: self.file.clone(),

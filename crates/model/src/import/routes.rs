@@ -38,6 +38,7 @@ impl Reader {
     }
 
     fn route(&mut self, parent: &Ctx, node: &Node, name: Option<&str>) -> Option<Route> {
+        let inline = name.is_none();
         let name = name
             .map(str::to_string)
             .or_else(|| node.field("name").map(|n| n.text()))
@@ -47,6 +48,9 @@ impl Reader {
             ty: ROUTE,
             name: &full,
         };
+        if inline {
+            self.inline_name(&ctx, node);
+        }
         let prefix = match node.prop("addressPrefix") {
             None => {
                 self.missing(
