@@ -3,15 +3,18 @@
 //! or the REST bodies of `effectiveRouteTable` / `effectiveNetworkSecurityGroups`) against the
 //! ones the compiled snapshot gives for the same NIC. Every disagreement is reported with both
 //! sides, so a model that drifted from the deployed network (or a Palisade bug) shows up by name.
+//! Network Watcher results (`ipFlowVerify`, `nextHop`) are replayed: the same question is asked
+//! of the model and the answers compared ([`replay`]).
 
 use ipnet::IpNet;
 use palisade_model::address::parse_port_range;
 use palisade_model::json::{self, Document};
 use palisade_model::Diagnostic;
+use palisade_model::{Direction, Protocol};
 use palisade_policy::intervals::{prefix_set, to_prefixes, Family, IntervalSet};
 use palisade_policy::nsg::{CompiledNsg, CompiledRule};
 use palisade_policy::routes::EffectiveRoute;
-use palisade_policy::Snapshot;
+use palisade_policy::{Flow, Snapshot, TraceOptions, Verdict};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -74,6 +77,12 @@ pub enum Kind {
     RuleDiffers,
     /// The expanded source or destination prefixes of a rule differ.
     RulePrefixesDiffer,
+    /// A replayed IP flow verify: Azure allowed and the model denies, or the reverse.
+    AccessDiffers,
+    /// A replayed IP flow verify: the same access, decided by another rule.
+    RuleNameDiffers,
+    /// A replayed next hop: the route table (or `System Route`) that decided differs.
+    RouteTableDiffers,
 }
 
 /// One disagreement, with Azure's side and the model's side.
@@ -95,6 +104,8 @@ pub struct Report {
     pub routes_compared: usize,
     pub rules_compared: usize,
     pub disagreements: Vec<Disagreement>,
+    /// Network Watcher questions (IP flow verify, next hop) asked again of the model.
+    pub questions_replayed: usize,
     /// What could not be compared, and why.
     pub notes: Vec<String>,
 }
@@ -932,4 +943,404 @@ pub fn check(
         }
     }
     Ok(report)
+}
+
+/// A Network Watcher question and Azure's answer, as the REST API example files of
+/// `ipFlowVerify` and `nextHop` hold them (`parameters.parameters` the question,
+/// `responses.200.body` the answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum WatcherResult {
+    IpFlowVerify {
+        direction: Direction,
+        protocol: Protocol,
+        local: (IpAddr, u16),
+        remote: (IpAddr, u16),
+        /// `Allow` or `Deny`.
+        access: String,
+        rule_name: Option<String>,
+    },
+    NextHop {
+        source: IpAddr,
+        destination: IpAddr,
+        next_hop_type: String,
+        next_hop_ip_address: Option<IpAddr>,
+        route_table_id: Option<String>,
+    },
+}
+
+/// Parse Network Watcher results: one REST API example file of `ipFlowVerify` or `nextHop`, or
+/// an array of them. Every problem is located.
+pub fn parse_watcher(file: &str, text: &str) -> Result<Vec<WatcherResult>, Vec<Diagnostic>> {
+    let doc = json::parse(file, text).map_err(|d| vec![d])?;
+    let mut p = Parser::new(&doc);
+    let mut out = vec![];
+    match &doc.value {
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                out.extend(p.watcher(item, &format!("/{i}")));
+            }
+        }
+        v => out.extend(p.watcher(v, "")),
+    }
+    p.finish(out)
+}
+
+impl Parser<'_> {
+    fn watcher(&mut self, v: &Value, ptr: &str) -> Option<WatcherResult> {
+        let o = self.object(v, ptr)?;
+        let (qk, question) = match get(o, "parameters") {
+            Some((k, Value::Object(params))) => match get(params, "parameters") {
+                Some((k2, Value::Object(q))) => (format!("{ptr}/{k}/{k2}"), q),
+                _ => {
+                    self.problem(
+                        &format!("{ptr}/{k}"),
+                        None,
+                        "the question in `parameters.parameters`",
+                    );
+                    return None;
+                }
+            },
+            _ => {
+                self.problem(
+                    ptr,
+                    None,
+                    "a REST API example: `parameters` and `responses`",
+                );
+                return None;
+            }
+        };
+        let answer = match get(o, "responses") {
+            Some((k, Value::Object(r))) => match get(r, "200") {
+                Some((k2, Value::Object(b))) => match get(b, "body") {
+                    Some((k3, Value::Object(body))) => Some((format!("{ptr}/{k}/{k2}/{k3}"), body)),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some((ak, answer)) = answer else {
+            self.problem(ptr, None, "Azure's answer in `responses.200.body`");
+            return None;
+        };
+        if get(question, "direction").is_some() {
+            let direction = match self
+                .string(question, &qk, "direction")?
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "inbound" => Direction::Inbound,
+                "outbound" => Direction::Outbound,
+                other => {
+                    self.problem(
+                        &qk,
+                        Some(&Value::String(other.into())),
+                        "Inbound or Outbound",
+                    );
+                    return None;
+                }
+            };
+            let proto = self.string(question, &qk, "protocol")?;
+            let Some(protocol) =
+                Protocol::parse(&proto).filter(|p| matches!(p, Protocol::Tcp | Protocol::Udp))
+            else {
+                self.problem(&qk, Some(&Value::String(proto)), "TCP or UDP");
+                return None;
+            };
+            let local = self.endpoint(question, &qk, "localIPAddress", "localPort");
+            let remote = self.endpoint(question, &qk, "remoteIPAddress", "remotePort");
+            let access = self.string(answer, &ak, "access");
+            let rule_name = match get(answer, "ruleName") {
+                Some((_, Value::String(s))) => Some(s.clone()),
+                _ => None,
+            };
+            return Some(WatcherResult::IpFlowVerify {
+                direction,
+                protocol,
+                local: local?,
+                remote: remote?,
+                access: access?,
+                rule_name,
+            });
+        }
+        let source = self.address(question, &qk, "sourceIPAddress");
+        let destination = self.address(question, &qk, "destinationIPAddress");
+        let next_hop_type = self.string(answer, &ak, "nextHopType");
+        let next_hop_ip_address = match get(answer, "nextHopIpAddress") {
+            Some((_, Value::String(s))) if !s.is_empty() => {
+                Some(self.address(answer, &ak, "nextHopIpAddress")?)
+            }
+            _ => None,
+        };
+        let route_table_id = match get(answer, "routeTableId") {
+            Some((_, Value::String(s))) => Some(s.clone()),
+            _ => None,
+        };
+        Some(WatcherResult::NextHop {
+            source: source?,
+            destination: destination?,
+            next_hop_type: next_hop_type?,
+            next_hop_ip_address,
+            route_table_id,
+        })
+    }
+
+    fn address(&mut self, o: &Map<String, Value>, ptr: &str, key: &str) -> Option<IpAddr> {
+        let s = self.string(o, ptr, key)?;
+        match s.trim().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                let k = get(o, key).map(|(k, _)| k).unwrap_or(key);
+                self.problem(
+                    &format!("{ptr}/{k}"),
+                    Some(&Value::String(s)),
+                    "an IP address",
+                );
+                None
+            }
+        }
+    }
+
+    /// An address and a port number (a string or a number, as the API writes them).
+    fn endpoint(
+        &mut self,
+        o: &Map<String, Value>,
+        ptr: &str,
+        ip: &str,
+        port: &str,
+    ) -> Option<(IpAddr, u16)> {
+        let address = self.address(o, ptr, ip);
+        let port = match get(o, port) {
+            Some((_, Value::String(s))) if s.trim().parse::<u16>().is_ok() => s.trim().parse().ok(),
+            Some((_, Value::Number(n))) if n.as_u64().is_some_and(|n| n <= 65535) => {
+                n.as_u64().map(|n| n as u16)
+            }
+            Some((k, other)) => {
+                self.problem(&format!("{ptr}/{k}"), Some(other), "a port number 0-65535");
+                None
+            }
+            None => {
+                self.problem(ptr, None, &format!("a `{port}` field"));
+                None
+            }
+        };
+        Some((address?, port?))
+    }
+}
+
+/// `securityRules/Allow-Web`, `UserRule_Allow-Web`, `Allow-Web`: the rule's own name.
+fn bare_rule_name(name: &str) -> &str {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    last.strip_prefix("UserRule_")
+        .or_else(|| last.strip_prefix("DefaultRule_"))
+        .unwrap_or(last)
+}
+
+/// Ask the model each Network Watcher question again and report where the answers differ.
+pub fn replay(snap: &Snapshot, results: &[WatcherResult], report: &mut Report) {
+    for r in results {
+        report.questions_replayed += 1;
+        match r {
+            WatcherResult::IpFlowVerify {
+                direction,
+                protocol,
+                local,
+                remote,
+                access,
+                rule_name,
+            } => replay_ip_flow(
+                snap,
+                *direction,
+                *protocol,
+                *local,
+                *remote,
+                access,
+                rule_name.as_deref(),
+                report,
+            ),
+            WatcherResult::NextHop {
+                source,
+                destination,
+                next_hop_type,
+                next_hop_ip_address,
+                route_table_id,
+            } => replay_next_hop(
+                snap,
+                *source,
+                *destination,
+                next_hop_type,
+                *next_hop_ip_address,
+                route_table_id.as_deref(),
+                report,
+            ),
+        }
+    }
+}
+
+/// IP flow verify evaluates the NSGs of the VM's NIC and subnet only (NSG-6): outbound the NIC's
+/// first, inbound the subnet's first; the first deny decides, else the last allow.
+#[allow(clippy::too_many_arguments)]
+fn replay_ip_flow(
+    snap: &Snapshot,
+    direction: Direction,
+    protocol: Protocol,
+    local: (IpAddr, u16),
+    remote: (IpAddr, u16),
+    access: &str,
+    rule_name: Option<&str>,
+    report: &mut Report,
+) {
+    let subject = format!(
+        "ipFlowVerify {direction:?} {} {}:{} ↔ {}:{}",
+        protocol.as_str(),
+        local.0,
+        local.1,
+        remote.0,
+        remote.1
+    );
+    let at = snap.locate(local.0);
+    let (Some(subnet), Some(nic)) = (at.subnet, at.nic) else {
+        report.notes.push(format!(
+            "{subject}: {} is no network interface of the input; not replayed",
+            local.0
+        ));
+        return;
+    };
+    let nic_nsg = snap.nic(nic).nsg;
+    let subnet_nsg = snap.subnet(subnet).nsg;
+    let order = match direction {
+        Direction::Outbound => [nic_nsg, subnet_nsg],
+        Direction::Inbound => [subnet_nsg, nic_nsg],
+    };
+    let flow = match direction {
+        Direction::Outbound => Flow {
+            source: local.0,
+            source_port: local.1,
+            destination: remote.0,
+            destination_port: remote.1,
+            protocol,
+            host: None,
+            app_protocol: None,
+        },
+        Direction::Inbound => Flow {
+            source: remote.0,
+            source_port: remote.1,
+            destination: local.0,
+            destination_port: local.1,
+            protocol,
+            host: None,
+            app_protocol: None,
+        },
+    };
+    // (access, rule) of the model: no NSG at all allows (NSG-6).
+    let mut model: (&str, Option<String>) = ("Allow", None);
+    for nsg in order.into_iter().flatten() {
+        let opts = TraceOptions {
+            at: Some(snap.nsg(nsg).name.clone()),
+            direction: Some(direction),
+            ..TraceOptions::default()
+        };
+        let t = snap.trace(&flow, &opts);
+        let rule = t.decided_by.and_then(|d| d.rule);
+        if t.verdict == Verdict::Allow {
+            model = ("Allow", rule);
+        } else {
+            model = ("Deny", rule);
+            break;
+        }
+    }
+    let side = |access: &str, rule: Option<&str>| {
+        format!(
+            "{access}{}",
+            rule.map(|r| format!(" by {r}")).unwrap_or_default()
+        )
+    };
+    let (azure_side, model_side) = (side(access, rule_name), side(model.0, model.1.as_deref()));
+    let kind = if !access.eq_ignore_ascii_case(model.0) {
+        Some(Kind::AccessDiffers)
+    } else {
+        match (rule_name, &model.1) {
+            (Some(a), Some(m)) if !bare_rule_name(a).eq_ignore_ascii_case(bare_rule_name(m)) => {
+                Some(Kind::RuleNameDiffers)
+            }
+            _ => None,
+        }
+    };
+    if let Some(kind) = kind {
+        report.disagreements.push(Disagreement {
+            kind,
+            subject,
+            field: Some(if kind == Kind::AccessDiffers {
+                "access"
+            } else {
+                "ruleName"
+            }),
+            azure: Some(azure_side),
+            model: Some(model_side),
+            only_azure: vec![],
+            only_model: vec![],
+        });
+    }
+}
+
+fn replay_next_hop(
+    snap: &Snapshot,
+    source: IpAddr,
+    destination: IpAddr,
+    next_hop_type: &str,
+    next_hop_ip_address: Option<IpAddr>,
+    route_table_id: Option<&str>,
+    report: &mut Report,
+) {
+    let subject = format!("nextHop {source} → {destination}");
+    let Some(subnet) = snap.locate(source).subnet else {
+        report.notes.push(format!(
+            "{subject}: {source} is in no subnet of the input; not replayed"
+        ));
+        return;
+    };
+    let route = snap
+        .subnet(subnet)
+        .routes
+        .lookup(destination)
+        .map(|(_, r)| r);
+    let model_type = route.map_or("None", |r| r.next_hop_type.as_str());
+    let model_address = route
+        .filter(|r| r.next_hop_type == palisade_model::NextHopType::VirtualAppliance)
+        .and_then(|r| r.next_hop_ip_address);
+    let model_table = route
+        .and_then(|r| r.table.clone())
+        .unwrap_or_else(|| "System Route".into());
+    let hop = |t: &str, a: Option<IpAddr>| {
+        format!("{t}{}", a.map(|a| format!(" {a}")).unwrap_or_default())
+    };
+    // Azure also reports an address for other hop types (the example's Internet hop has one);
+    // only an appliance's address is a routing decision.
+    let appliance = next_hop_type.eq_ignore_ascii_case("VirtualAppliance");
+    let azure_address = next_hop_ip_address.filter(|_| appliance);
+    if !next_hop_type.eq_ignore_ascii_case(model_type) || azure_address != model_address {
+        report.disagreements.push(Disagreement {
+            kind: Kind::NextHopDiffers,
+            subject: subject.clone(),
+            field: Some("nextHopType"),
+            azure: Some(hop(next_hop_type, azure_address)),
+            model: Some(hop(model_type, model_address)),
+            only_azure: vec![],
+            only_model: vec![],
+        });
+    }
+    if let Some(id) = route_table_id {
+        let azure_table = last_segment(id);
+        if !azure_table.eq_ignore_ascii_case(&model_table) {
+            report.disagreements.push(Disagreement {
+                kind: Kind::RouteTableDiffers,
+                subject,
+                field: Some("routeTableId"),
+                azure: Some(azure_table),
+                model: Some(model_table),
+                only_azure: vec![],
+                only_model: vec![],
+            });
+        }
+    }
 }

@@ -484,14 +484,19 @@ pub struct CheckAzureArgs {
     #[command(flatten)]
     pub net: NetworkArgs,
     /// The NIC the exports describe.
-    #[arg(long)]
-    pub nic: String,
+    #[arg(long, required_unless_present = "watcher")]
+    pub nic: Option<String>,
     /// Output of `az network nic show-effective-route-table` (or the REST `effectiveRouteTable` body).
-    #[arg(long, required_unless_present = "effective_nsg")]
+    #[arg(long, required_unless_present_any = ["effective_nsg", "watcher"], requires = "nic")]
     pub effective_routes: Option<PathBuf>,
     /// Output of `az network nic list-effective-nsg` (or the REST `effectiveNetworkSecurityGroups` body).
-    #[arg(long)]
+    #[arg(long, requires = "nic")]
     pub effective_nsg: Option<PathBuf>,
+    /// A Network Watcher `ipFlowVerify` or `nextHop` result (REST API example shape: the question
+    /// in `parameters`, Azure's answer in `responses.200.body`; or an array of them), replayed
+    /// against the model. Repeatable.
+    #[arg(long)]
+    pub watcher: Vec<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
 }
@@ -515,8 +520,18 @@ fn azure_export<T>(
 pub fn check_azure(a: CheckAzureArgs) -> Result<ExitCode, String> {
     let routes = azure_export(&a.effective_routes, azure_check::parse_routes)?;
     let nsgs = azure_export(&a.effective_nsg, azure_check::parse_nsgs)?;
+    let mut watcher = vec![];
+    for w in &a.watcher {
+        watcher.extend(
+            azure_export(&Some(w.clone()), azure_check::parse_watcher)?.unwrap_or_default(),
+        );
+    }
     let loaded = load::load_for_evaluation(&a.net)?;
-    let report = azure_check::check(&loaded.snapshot, &a.nic, routes.as_deref(), nsgs.as_deref())?;
+    let mut report = match &a.nic {
+        Some(nic) => azure_check::check(&loaded.snapshot, nic, routes.as_deref(), nsgs.as_deref())?,
+        None => azure_check::Report::default(),
+    };
+    azure_check::replay(&loaded.snapshot, &watcher, &mut report);
     if a.output == Output::Json {
         println!(
             "{}",
@@ -538,11 +553,16 @@ pub fn check_azure(a: CheckAzureArgs) -> Result<ExitCode, String> {
         for n in &report.notes {
             println!("note: {n}");
         }
+        let nic = if report.nic.is_empty() {
+            "network watcher".to_string()
+        } else {
+            report.nic.clone()
+        };
         println!(
-            "{}: {} route(s), {} rule(s) compared; {} disagreement(s)",
-            report.nic,
+            "{nic}: {} route(s), {} rule(s), {} Network Watcher question(s) compared; {} disagreement(s)",
             report.routes_compared,
             report.rules_compared,
+            report.questions_replayed,
             report.disagreements.len()
         );
     }
