@@ -281,7 +281,7 @@ impl<'a> Eval<'a> {
                         out.insert((*name).to_string(), built);
                     }
                 }
-                _ if copy_names.contains(&key.to_lowercase()) => self.report(
+                _ if !copy_names.is_empty() && copy_names.contains(&key.to_lowercase()) => self.report(
                     Severity::Error,
                     &key_ptr,
                     format!(

@@ -6,6 +6,7 @@ use crate::diag::Diagnostic;
 use jsonc_parser::ast;
 use jsonc_parser::{CollectOptions, ParseOptions};
 use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 /// A parsed document and where each value sits in its text.
@@ -13,25 +14,54 @@ use std::collections::{HashMap, HashSet};
 pub struct Document {
     pub file: String,
     pub value: Value,
-    positions: HashMap<String, (usize, usize)>,
+    /// One entry per value, the root first. A pointer string per value made the index the
+    /// largest part of an import's memory; a pointer is now followed through `value` instead.
+    positions: Vec<Position>,
     /// Objects holding two keys that differ only in case (or not at all): FMT-3 makes them an
     /// error, since property names match case-insensitively. (pointer of the object, key).
     pub duplicate_keys: Vec<(String, String)>,
 }
 
+/// Where one value starts (1-based line and character column), and the block of its children:
+/// `children` entries from `first`, in the order of the parsed value's items or keys.
+#[derive(Debug, Clone, Copy, Default)]
+struct Position {
+    line: u32,
+    column: u32,
+    first: u32,
+    children: u32,
+}
+
 impl Document {
     /// 1-based line and column of the value at `pointer`, or of its nearest located ancestor.
     pub fn position(&self, pointer: &str) -> Option<(usize, usize)> {
-        let mut p = pointer;
-        loop {
-            if let Some(pos) = self.positions.get(p) {
-                return Some(*pos);
-            }
-            match p.rfind('/') {
-                Some(i) => p = &p[..i],
-                None => return None,
+        let mut at = *self.positions.first()?;
+        let mut value = &self.value;
+        for token in pointer.split('/').skip(1) {
+            let step = match value {
+                Value::Object(m) => {
+                    let key = unescape(token);
+                    m.iter()
+                        .enumerate()
+                        .find(|(_, (k, _))| **k == *key)
+                        .map(|(i, (_, v))| (i, v))
+                }
+                Value::Array(a) => token
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| Some((i, a.get(i)?))),
+                _ => None,
+            };
+            // A value changed after parsing has no entry: its nearest located ancestor stands.
+            let Some((i, child)) = step.filter(|(i, _)| *i < at.children as usize) else {
+                break;
+            };
+            match self.positions.get(at.first as usize + i) {
+                Some(p) => (at, value) = (*p, child),
+                None => break,
             }
         }
+        Some((at.line as usize, at.column as usize))
     }
 
     /// Fill in line and column of a diagnostic that points into this document.
@@ -53,7 +83,7 @@ impl Document {
         Document {
             file: file.to_string(),
             value,
-            positions: HashMap::new(),
+            positions: vec![],
             duplicate_keys: vec![],
         }
     }
@@ -88,6 +118,15 @@ pub fn locate_in_files(diagnostics: &mut crate::diag::Diagnostics) {
 /// Escape one JSON pointer token (RFC 6901).
 pub fn pointer_token(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
+}
+
+/// Unescape one JSON pointer token (RFC 6901).
+fn unescape(token: &str) -> Cow<'_, str> {
+    if token.contains('~') {
+        Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
+    } else {
+        Cow::Borrowed(token)
+    }
 }
 
 /// Offsets → 1-based line and column (in characters). Every value of a document is located, so a
@@ -213,84 +252,118 @@ pub fn parse(file: &str, text: &str) -> Result<Document, Diagnostic> {
             d.column = Some(c);
             d
         })?;
-    let mut positions = HashMap::new();
-    let mut duplicate_keys = vec![];
-    let value = match parsed.value {
-        Some(v) => convert(
-            &v,
-            String::new(),
-            text,
-            &lines,
-            &mut positions,
-            &mut duplicate_keys,
-        ),
-        None => {
-            return Err(Diagnostic::error("the file holds no JSON value")
-                .at(file, "")
-                .expected("a JSON object"))
-        }
+    let Some(root) = parsed.value else {
+        return Err(Diagnostic::error("the file holds no JSON value")
+            .at(file, "")
+            .expected("a JSON object"));
     };
+    let mut b = Builder {
+        text,
+        lines: &lines,
+        positions: vec![Position::default()],
+        duplicate_keys: vec![],
+        path: vec![],
+    };
+    let value = b.value(&root, 0);
     Ok(Document {
         file: file.to_string(),
         value,
-        positions,
-        duplicate_keys,
+        positions: b.positions,
+        duplicate_keys: b.duplicate_keys,
     })
 }
 
-fn convert(
-    v: &ast::Value<'_>,
-    pointer: String,
-    text: &str,
-    lines: &LineIndex,
-    positions: &mut HashMap<String, (usize, usize)>,
-    duplicates: &mut Vec<(String, String)>,
-) -> Value {
-    let start = match v {
-        ast::Value::StringLit(s) => s.range.start,
-        ast::Value::NumberLit(n) => n.range.start,
-        ast::Value::BooleanLit(b) => b.range.start,
-        ast::Value::Object(o) => o.range.start,
-        ast::Value::Array(a) => a.range.start,
-        ast::Value::NullKeyword(n) => n.range.start,
-    };
-    positions.insert(pointer.clone(), lines.position(text, start));
-    match v {
-        ast::Value::StringLit(s) => Value::String(s.value.to_string()),
-        ast::Value::NumberLit(n) => number(n.value),
-        ast::Value::BooleanLit(b) => Value::Bool(b.value),
-        ast::Value::NullKeyword(_) => Value::Null,
-        ast::Value::Array(a) => Value::Array(
-            a.elements
-                .iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    convert(
-                        e,
-                        format!("{pointer}/{i}"),
-                        text,
-                        lines,
-                        positions,
-                        duplicates,
-                    )
-                })
-                .collect(),
-        ),
-        ast::Value::Object(o) => {
-            let mut m = Map::new();
-            // Lower-cased keys seen so far: comparing each key with every earlier one was
-            // quadratic in the keys of one object.
-            let mut seen = HashSet::with_capacity(o.properties.len());
-            for p in &o.properties {
-                let key = p.name.as_str().to_string();
-                if !seen.insert(key.to_ascii_lowercase()) {
-                    duplicates.push((pointer.clone(), key.clone()));
+/// One step of the path to the value being converted, for the pointer of a duplicate key.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Converts the syntax tree into a `Value`, recording each value's position in its slot.
+struct Builder<'t, 'a> {
+    text: &'t str,
+    lines: &'t LineIndex,
+    positions: Vec<Position>,
+    duplicate_keys: Vec<(String, String)>,
+    path: Vec<Step<'a>>,
+}
+
+impl<'a> Builder<'_, 'a> {
+    /// `n` consecutive slots for the children of one value; the index of the first.
+    fn reserve(&mut self, n: usize) -> u32 {
+        let first = self.positions.len();
+        self.positions.resize(first + n, Position::default());
+        u32::try_from(first).unwrap_or(u32::MAX)
+    }
+
+    fn pointer(&self) -> String {
+        let mut p = String::new();
+        for s in &self.path {
+            match s {
+                Step::Key(k) => {
+                    p.push('/');
+                    p.push_str(&pointer_token(k));
                 }
-                let child = format!("{pointer}/{}", pointer_token(&key));
-                let val = convert(&p.value, child, text, lines, positions, duplicates);
-                m.insert(key, val);
+                Step::Index(i) => p.push_str(&format!("/{i}")),
             }
-            Value::Object(m)
+        }
+        p
+    }
+
+    fn value(&mut self, v: &'a ast::Value<'a>, slot: usize) -> Value {
+        let start = match v {
+            ast::Value::StringLit(s) => s.range.start,
+            ast::Value::NumberLit(n) => n.range.start,
+            ast::Value::BooleanLit(b) => b.range.start,
+            ast::Value::Object(o) => o.range.start,
+            ast::Value::Array(a) => a.range.start,
+            ast::Value::NullKeyword(n) => n.range.start,
+        };
+        let (line, column) = self.lines.position(self.text, start);
+        let small = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.positions[slot].line = small(line);
+        self.positions[slot].column = small(column);
+        match v {
+            ast::Value::StringLit(s) => Value::String(s.value.to_string()),
+            ast::Value::NumberLit(n) => number(n.value),
+            ast::Value::BooleanLit(b) => Value::Bool(b.value),
+            ast::Value::NullKeyword(_) => Value::Null,
+            ast::Value::Array(a) => {
+                let first = self.reserve(a.elements.len());
+                let mut items = Vec::with_capacity(a.elements.len());
+                for (i, e) in a.elements.iter().enumerate() {
+                    self.path.push(Step::Index(i));
+                    items.push(self.value(e, first as usize + i));
+                    self.path.pop();
+                }
+                self.positions[slot].first = first;
+                self.positions[slot].children = small(items.len());
+                Value::Array(items)
+            }
+            ast::Value::Object(o) => {
+                let first = self.reserve(o.properties.len());
+                let mut m = Map::new();
+                // Lower-cased keys seen so far (comparing each key with every earlier one was
+                // quadratic in the keys of one object), and each exact key's place in `m`: a
+                // repeated key keeps its first place and takes the later value.
+                let mut seen = HashSet::with_capacity(o.properties.len());
+                let mut place: HashMap<&str, usize> = HashMap::with_capacity(o.properties.len());
+                for p in &o.properties {
+                    let key = p.name.as_str();
+                    if !seen.insert(key.to_ascii_lowercase()) {
+                        self.duplicate_keys.push((self.pointer(), key.to_string()));
+                    }
+                    let next = place.len();
+                    let index = *place.entry(key).or_insert(next);
+                    self.path.push(Step::Key(key));
+                    let val = self.value(&p.value, first as usize + index);
+                    self.path.pop();
+                    m.insert(key.to_string(), val);
+                }
+                self.positions[slot].first = first;
+                self.positions[slot].children = small(m.len());
+                Value::Object(m)
+            }
         }
     }
 }
@@ -355,6 +428,83 @@ mod tests {
         let e = parse("bad.json", "{\n  \"a\": tru\n}").unwrap_err();
         assert_eq!(e.file, "bad.json");
         assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn fmt_2_pointers_follow_escaped_keys_repeated_keys_and_stop_at_the_last_known_value() {
+        let text = "{\n \"a/b\": {\"~x\": 1},\n \"k\": 1,\n \"k\": [true,\n  null]\n}";
+        let doc = parse("p.json", text).unwrap();
+        assert_eq!(doc.position(""), Some((1, 1)));
+        assert_eq!(doc.position("/a~1b"), Some((2, 9)));
+        assert_eq!(doc.position("/a~1b/~0x"), Some((2, 16)));
+        // The later value of a repeated key is the one kept, and located.
+        assert_eq!(doc.position("/k"), Some((4, 7)));
+        assert_eq!(doc.position("/k/1"), Some((5, 3)));
+        // Missing keys and indexes: the nearest located ancestor.
+        assert_eq!(doc.position("/k/7"), Some((4, 7)));
+        assert_eq!(doc.position("/a~1b/zz/0"), Some((2, 9)));
+        assert_eq!(Document::from_value("v", Value::Null).position(""), None);
+    }
+
+    /// Every pointer into `v`, with the value there.
+    fn pointers<'v>(v: &'v Value, at: String, out: &mut Vec<(String, &'v Value)>) {
+        out.push((at.clone(), v));
+        match v {
+            Value::Object(m) => {
+                for (k, c) in m {
+                    pointers(c, format!("{at}/{}", pointer_token(k)), out);
+                }
+            }
+            Value::Array(a) => {
+                for (i, c) in a.iter().enumerate() {
+                    pointers(c, format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(Value::from),
+            "[a-zé/~ ]{0,6}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-zA-Zé/~]{1,4}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Every pointer of a document, pretty-printed or on one line, is located at the first
+        /// character of its value's text.
+        #[test]
+        fn every_pointer_is_located_at_its_value(v in arb_value(), pretty in proptest::bool::ANY) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&v).unwrap()
+            } else {
+                serde_json::to_string(&v).unwrap()
+            };
+            let doc = parse("v.json", &text).unwrap();
+            let mut all = vec![];
+            pointers(&doc.value, String::new(), &mut all);
+            for (p, value) in all {
+                let (line, column) = doc.position(&p).unwrap();
+                let at: String = text.lines().nth(line - 1).unwrap().chars().skip(column - 1).collect();
+                let expected = serde_json::to_string(value).unwrap();
+                let first = expected.chars().next().unwrap();
+                proptest::prop_assert!(at.starts_with(first), "{} at {}:{} is {:?}", p, line, column, at);
+                if !matches!(value, Value::Object(_) | Value::Array(_)) {
+                    proptest::prop_assert!(at.starts_with(&expected), "{} at {:?}", p, at);
+                }
+            }
+        }
     }
 
     proptest::proptest! {

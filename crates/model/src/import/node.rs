@@ -32,7 +32,7 @@ impl<'a> Node<'a> {
         let (k, v) = obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name))?;
         Some(Node {
             value: v,
-            pointer: format!("{}/{}", self.pointer, pointer_token(k)),
+            pointer: child_pointer(&self.pointer, k),
         })
     }
 
@@ -78,7 +78,7 @@ impl<'a> Node<'a> {
                 .enumerate()
                 .map(|(i, v)| Node {
                     value: v,
-                    pointer: format!("{}/{i}", self.pointer),
+                    pointer: child_pointer(&self.pointer, itoa(i).as_str()),
                 })
                 .collect(),
             _ => vec![],
@@ -114,6 +114,40 @@ impl<'a> Node<'a> {
     }
 }
 
+/// `parent/token`, escaped (RFC 6901). Built for every property read, so without `format!`.
+fn child_pointer(parent: &str, token: &str) -> String {
+    let mut p = String::with_capacity(parent.len() + 1 + token.len());
+    p.push_str(parent);
+    p.push('/');
+    if token.contains(['~', '/']) {
+        p.push_str(&pointer_token(token));
+    } else {
+        p.push_str(token);
+    }
+    p
+}
+
+/// Decimal digits of an index, on the stack.
+fn itoa(mut n: usize) -> Digits {
+    let mut d = Digits([0; 20], 20);
+    loop {
+        d.1 -= 1;
+        d.0[d.1] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return d;
+        }
+    }
+}
+
+struct Digits([u8; 20], usize);
+
+impl Digits {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0[self.1..]).unwrap_or("0")
+    }
+}
+
 /// The expression text of an unresolved marker (`{"$unresolved": text, "$why": cause}`).
 pub fn unresolved_text(v: &Value) -> Option<&str> {
     let o = v.as_object()?;
@@ -132,5 +166,23 @@ pub fn unresolved_why(v: &Value) -> Option<&str> {
         Value::Object(o) => o.values().find_map(unresolved_why),
         Value::Array(a) => a.iter().find_map(unresolved_why),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fmt_12_child_pointers_are_escaped_and_indexed() {
+        let v = json!({"a/b": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, {"~k": 1}]});
+        let root = Node::root(&v, "");
+        let list = root.key("A/B").unwrap();
+        assert_eq!(list.pointer, "/a~1b");
+        let items = list.items();
+        assert_eq!(items[0].pointer, "/a~1b/0");
+        assert_eq!(items[11].key("~K").unwrap().pointer, "/a~1b/11/~0k");
+        assert_eq!(itoa(usize::MAX).as_str(), usize::MAX.to_string());
     }
 }
