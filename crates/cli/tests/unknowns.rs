@@ -166,3 +166,66 @@ fn fmt_4_unknown_values_validate_and_answers_say_what_they_assumed() {
     assert_eq!(v["decided_by"]["rule"], "deny-blocked", "{v:#}");
     assert_eq!(v["assumed"], json!([]), "{v:#}");
 }
+
+/// `deps check` over the adx-dependencies scenario with one application rule's targets given by
+/// a parameter without a value: the entries that rule covered are no longer covered, and say what
+/// their answer assumed.
+#[test]
+fn fmt_4_deps_check_says_what_it_assumed() {
+    let root = common::root();
+    let scenario = root.join("../shared/scenarios/adx-dependencies");
+    let mut net: Value =
+        serde_json::from_str(&std::fs::read_to_string(scenario.join("network.json")).unwrap())
+            .unwrap();
+    net["parameters"] = json!({"monitorTargets": {"type": "array"}});
+    let rule = net["resources"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .flat_map(|r| {
+            r["properties"]["ruleCollections"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+        })
+        .flat_map(|c| c["rules"].as_array_mut().into_iter().flatten())
+        .find(|r| r["name"] == "azure-monitor")
+        .unwrap();
+    rule["targetFqdns"] = json!("[parameters('monitorTargets')]");
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "network.json", &net);
+    let catalog = scenario.join("dependencies.json");
+    let (code, out, err) = palisade(&[
+        "deps",
+        "check",
+        "--network",
+        &file,
+        "--catalog",
+        catalog.to_str().unwrap(),
+        "--from",
+        "10.1.0.10",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let entry = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["domainName"] == "prod.warmpath.msftcloudes.com")
+        .unwrap();
+    assert_ne!(entry["status"], "Covered", "{entry:#}");
+    let assumed: Vec<&str> = entry["assumed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        assumed.iter().any(|a| a.contains("`targetFqdns`")
+            && a.contains("azure-monitor")
+            && a.contains("parameter 'monitorTargets' has no value")),
+        "{assumed:#?}"
+    );
+}
