@@ -214,8 +214,8 @@ impl<'l> Loops<'l> {
 /// A copy loop's count.
 pub(crate) enum Count {
     N(usize),
-    /// Not known offline; the text is the count as written.
-    Unresolved(String),
+    /// Not known offline: the count as written, and why it is unknown.
+    Unresolved(String, String),
     /// Wrong (already reported).
     Invalid,
 }
@@ -315,7 +315,7 @@ impl<'a> Eval<'a> {
         };
         let n = match self.copy_count(entry, ptr, loops, name) {
             Count::N(n) => n,
-            Count::Unresolved(text) => {
+            Count::Unresolved(text, why) => {
                 self.report(
                     Severity::Warning,
                     ptr,
@@ -326,7 +326,7 @@ impl<'a> Eval<'a> {
                 );
                 return marker(
                     &text,
-                    &format!("the count of copy loop '{name}' is unknown"),
+                    &format!("the count of copy loop '{name}' is unknown: {why}"),
                 );
             }
             Count::Invalid => {
@@ -372,7 +372,8 @@ impl<'a> Eval<'a> {
                     .as_str()
                     .map(str::to_string)
                     .unwrap_or_else(|| raw.to_string());
-                return Count::Unresolved(text);
+                let why = why_of(v).unwrap_or("an unresolved value").to_string();
+                return Count::Unresolved(text, why);
             }
             Value::Number(n) => n.as_i64().or_else(|| {
                 n.as_f64()

@@ -273,7 +273,7 @@ impl<'a> Expander<'a> {
                     self.instance(raw, ptr, scope, Loops(Some(&frame)), parent, origin);
                 }
             }
-            Count::Unresolved(text) => self.report(
+            Count::Unresolved(text, _) => self.report(
                 origin,
                 Severity::Warning,
                 &copy_ptr,

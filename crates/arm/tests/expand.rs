@@ -743,7 +743,9 @@ fn fmt_4_an_unknown_value_carries_its_root_cause_through_variables() {
         },
         "resources": [{"type": "T/x", "name": "[variables('full')]", "properties": {
             "ip": "[concat(variables('ip'), '/32')]",
-            "list": "[variables('doubled')]"
+            "list": "[variables('doubled')]",
+            "copy": [{"name": "routes", "count": "[length(parameters('names').routes)]",
+                "input": {"n": "[copyIndex('routes')]"}}]
         }}]
     });
     let e = run(t);
@@ -756,4 +758,10 @@ fn fmt_4_an_unknown_value_carries_its_root_cause_through_variables() {
     assert!(ip.starts_with("reference()"), "{ip}");
     let list = palisade_arm::unresolved_why(&r["properties"]["list"]).unwrap();
     assert!(list.contains("map"), "{list}");
+    let routes = palisade_arm::unresolved_why(&r["properties"]["routes"]).unwrap();
+    assert!(routes.contains("copy loop 'routes'"), "{routes}");
+    assert!(
+        routes.contains("parameter 'names' has no value"),
+        "{routes}"
+    );
 }

@@ -68,7 +68,7 @@ pub(super) fn child_name(parent: &str, node: &Node) -> String {
 
 /// "`field` unknown: <why>; <what to do>".
 pub(super) fn unknown_message(field: &str, why: &str) -> String {
-    let hint = if why.starts_with("parameter '") {
+    let hint = if why.contains("parameter '") {
         "pass its value with --parameters"
     } else {
         "it is known only at deployment"
