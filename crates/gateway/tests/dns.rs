@@ -23,6 +23,7 @@ use palisade_gateway::dns::DnsConfig;
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::resolver::Resolver;
 use palisade_gateway::{Config, Gateway};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
@@ -103,6 +104,28 @@ fn curl_status(ns: &str, ip: &str) -> String {
     out
 }
 
+/// `curl` from ns cli to `ip` port 80 with `Host: web.example.test`: the HTTP status.
+fn curl_web(ns: &str, ip: &str) -> String {
+    let to = format!("web.example.test:80:{ip}");
+    let (_, out, _) = in_ns(
+        ns,
+        &[
+            "curl",
+            "-s",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--resolve",
+            &to,
+            "http://web.example.test/",
+        ],
+    );
+    out
+}
+
 /// `dig` through the gateway's DNS proxy: the addresses of the answer.
 fn dig(ns: &str, name: &str, tcp: bool) -> Vec<String> {
     let mut args = vec![
@@ -137,15 +160,20 @@ firewallPolicies:
           ruleCollections:
             - {ruleCollectionType: FirewallPolicyFilterRuleCollection, name: databases, priority: 100, action: {type: Allow},
                rules: [{ruleType: NetworkRule, name: db, ipProtocols: [TCP], sourceAddresses: [10.77.0.0/24], destinationFqdns: [db.example.test], destinationPorts: ["5432"]}]}
+            - {ruleCollectionType: FirewallPolicyFilterRuleCollection, name: web, priority: 200, action: {type: Allow},
+               rules: [{ruleType: ApplicationRule, name: site, sourceAddresses: [10.77.0.0/24], protocols: [{protocolType: Http, port: 80}], targetFqdns: [web.example.test]}]}
 "#;
 
 /// TTL of the authoritative answers, and the proxy's grace period after it.
 const TTL: u32 = 1;
-const GRACE: Duration = Duration::from_secs(2);
+const GRACE: Duration = Duration::from_secs(3);
 
-/// An authoritative server for `example.test` on UDP `bind`: `db.example.test` A is whatever
-/// `db` holds now, with TTL [`TTL`]; other names do not exist.
-async fn authoritative(bind: &str, db: Arc<Mutex<Ipv4Addr>>) {
+/// Names (lower case, trailing dot) and their A record now.
+type Zone = Arc<Mutex<HashMap<String, Ipv4Addr>>>;
+
+/// An authoritative server for `example.test` on UDP `bind`: a name's A record is whatever
+/// `zone` holds for it now, with TTL [`TTL`]; other names do not exist.
+async fn authoritative(bind: &str, zone: Zone) {
     let socket = tokio::net::UdpSocket::bind(bind).await.unwrap();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
@@ -162,19 +190,21 @@ async fn authoritative(bind: &str, db: Arc<Mutex<Ipv4Addr>>) {
             r.queries = q.queries.clone();
             r.edns = q.edns.clone();
             let asked = q.queries.first();
-            let name = asked.map(|q| q.name().to_ascii().to_ascii_lowercase());
-            match name.as_deref() {
-                Some("db.example.test.") => {
+            let name = asked
+                .map(|q| q.name().to_ascii().to_ascii_lowercase())
+                .unwrap_or_default();
+            let ip = zone.lock().unwrap().get(&name).copied();
+            match ip {
+                Some(ip) => {
                     if asked.map(|q| q.query_type()) == Some(RecordType::A) {
-                        let ip = *db.lock().unwrap();
                         r.add_answer(Record::from_rdata(
-                            Name::from_ascii("db.example.test.").unwrap(),
+                            Name::from_ascii(&name).unwrap(),
                             TTL,
                             RData::A(A(ip)),
                         ));
                     }
                 }
-                _ => r.metadata.response_code = ResponseCode::NXDomain,
+                None => r.metadata.response_code = ResponseCode::NXDomain,
             }
             let _ = socket.send_to(&r.to_vec().unwrap(), peer).await;
         }
@@ -263,12 +293,18 @@ fn fw_5_fqdn_network_rule_follows_the_dns_proxy() {
     let policy = dir.join("network.yaml");
     write(&policy, POLICY);
     let data = dir.join("data");
-    let db = Arc::new(Mutex::new(Ipv4Addr::new(10, 78, 0, 10)));
+    let zone: Zone = Arc::new(Mutex::new(HashMap::from([
+        ("db.example.test.".to_string(), Ipv4Addr::new(10, 78, 0, 10)),
+        (
+            "web.example.test.".to_string(),
+            Ipv4Addr::new(10, 78, 0, 10),
+        ),
+    ])));
 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let ns_path = format!("/var/run/netns/{gw_ns}");
-    let (data2, db2) = (data.clone(), db.clone());
+    let (data2, zone2) = (data.clone(), zone.clone());
     let thread = std::thread::spawn(move || {
         use std::os::fd::AsRawFd;
         let f = std::fs::File::open(&ns_path).unwrap();
@@ -284,7 +320,9 @@ fn fw_5_fqdn_network_rule_follows_the_dns_proxy() {
         rt.block_on(async move {
             http_server("10.78.0.10:5432").await;
             http_server("10.78.0.11:5432").await;
-            authoritative("10.78.0.53:53", db2).await;
+            http_server("10.78.0.10:80").await;
+            http_server("10.78.0.11:80").await;
+            authoritative("10.78.0.53:53", zone2).await;
             let mut config = Config::new(PolicySource::files([policy]), data2);
             config.transparent = Some("0.0.0.0:15001".parse().unwrap());
             config.resolver = Resolver::default();
@@ -346,7 +384,9 @@ fn fw_5_fqdn_network_rule_follows_the_dns_proxy() {
 
     // The authoritative server moves the name. The firewall's refresh learns the new address
     // without any client asking; the old one stays valid for TTL + grace, then stops matching.
-    *db.lock().unwrap() = Ipv4Addr::new(10, 78, 0, 11);
+    zone.lock()
+        .unwrap()
+        .insert("db.example.test.".into(), Ipv4Addr::new(10, 78, 0, 11));
     let moved = Instant::now();
     assert_eq!(
         curl_status(&cli_ns, "10.78.0.10"),
@@ -385,6 +425,41 @@ fn fw_5_fqdn_network_rule_follows_the_dns_proxy() {
     assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     assert_eq!(udp_from(&cli_ns, "10.77.0.1:53", b"junk"), None);
     assert_eq!(dig(&cli_ns, "db.example.test", false), ["10.78.0.11"]);
+
+    // spec PAL-5.2: the Host ↔ address check accepts what the proxy remembers for the name
+    // (TTL + grace) as well as a fresh lookup. The subnet resolves web.example.test, the name
+    // moves, and once the resolver's cache has the new answer the old address still passes
+    // until its grace period ends; the new one passes by the fresh lookup.
+    assert_eq!(dig(&cli_ns, "web.example.test", false), ["10.78.0.10"]);
+    zone.lock()
+        .unwrap()
+        .insert("web.example.test.".into(), Ipv4Addr::new(10, 78, 0, 11));
+    let moved = Instant::now();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(curl_web(&cli_ns, "10.78.0.11"), "200", "the fresh lookup");
+    assert_eq!(
+        curl_web(&cli_ns, "10.78.0.10"),
+        "200",
+        "remembered within TTL + grace"
+    );
+    assert_eq!(
+        eventually(Duration::from_secs(15), "470", || curl_web(
+            &cli_ns,
+            "10.78.0.10"
+        )),
+        "470",
+        "the old address never expired"
+    );
+    assert!(
+        moved.elapsed() >= GRACE,
+        "expired early: {:?}",
+        moved.elapsed()
+    );
+    let mismatch = records(&data)
+        .into_iter()
+        .find(|r| r.reason == "HostAddressMismatch")
+        .expect("a HostAddressMismatch record");
+    assert_eq!(mismatch.destination_ip, Some("10.78.0.10".parse().unwrap()));
 
     let _ = stop_tx.send(());
     thread.join().unwrap();
