@@ -59,13 +59,13 @@ fn firewall(specs: &[Spec], bindings: &HashMap<String, Vec<IpAddr>>) -> Compiled
                 destination_fqdns: s.fqdn.iter().cloned().collect(),
                 destination_ports: vec![PortRange::single(s.port)],
                 ip_protocols: vec![NetworkProtocol::Tcp],
-                ..FirewallRule::named(&format!("r{i}"))
+                ..FirewallRule::named(format!("r{i}"))
             };
             if s.audit {
                 rule.palisade.mode = RuleMode::Audit;
             }
             RuleCollection::new(
-                &format!("c{i}"),
+                format!("c{i}"),
                 100 + i as u32,
                 RuleCollectionKind::Network,
                 s.action,

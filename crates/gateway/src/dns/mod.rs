@@ -302,7 +302,7 @@ pub fn read_request(bytes: &[u8]) -> Request {
 }
 
 /// The response to `request` built from the upstream's `result` for its question.
-fn response(request: &Message, result: Result<Message, ResponseCode>) -> Message {
+pub fn response(request: &Message, result: Result<Message, ResponseCode>) -> Message {
     let q: &Query = &request.queries[0];
     let mut m = match result {
         Ok(upstream) => {
@@ -327,7 +327,7 @@ fn response(request: &Message, result: Result<Message, ResponseCode>) -> Message
 
 /// Encode `m` for a transport carrying at most `limit` bytes: too long for UDP, it is sent
 /// truncated (TC set, no records) so the client retries over TCP (RFC 1035 §4.2.1).
-fn encode(m: &Message, limit: usize) -> Option<Vec<u8>> {
+pub fn encode(m: &Message, limit: usize) -> Option<Vec<u8>> {
     let bytes = m.to_vec().ok()?;
     if bytes.len() <= limit {
         return Some(bytes);
