@@ -396,7 +396,8 @@ impl Gateway {
             Some(d) => {
                 let (addr, loops) = dns::start(gw.clone(), d.clone())?;
                 log(format!("DNS proxy on {addr} (UDP and TCP)"));
-                listeners.extend(loops);
+                // Stopped at once on shutdown: a query holds no connection to drain.
+                tasks.extend(loops);
                 Some(addr)
             }
             None => None,

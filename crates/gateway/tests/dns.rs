@@ -23,8 +23,10 @@ use palisade_gateway::dns::DnsConfig;
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::resolver::Resolver;
 use palisade_gateway::{Config, Gateway};
+use palisade_policy::firewall::{FirewallInput, FirewallPass};
+use palisade_policy::matchers::PacketKey;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -173,8 +175,9 @@ type Zone = Arc<Mutex<HashMap<String, Ipv4Addr>>>;
 
 /// An authoritative server for `example.test` on UDP `bind`: a name's A record is whatever
 /// `zone` holds for it now, with TTL [`TTL`]; other names do not exist.
-async fn authoritative(bind: &str, zone: Zone) {
+async fn authoritative(bind: &str, zone: Zone) -> SocketAddr {
     let socket = tokio::net::UdpSocket::bind(bind).await.unwrap();
+    let addr = socket.local_addr().unwrap();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         loop {
@@ -209,6 +212,7 @@ async fn authoritative(bind: &str, zone: Zone) {
             let _ = socket.send_to(&r.to_vec().unwrap(), peer).await;
         }
     });
+    addr
 }
 
 fn records(dir: &Path) -> Vec<FlowRecord> {
@@ -463,4 +467,131 @@ fn fw_5_fqdn_network_rule_follows_the_dns_proxy() {
 
     let _ = stop_tx.send(());
     thread.join().unwrap();
+}
+
+fn a_query(name: &str) -> Message {
+    let mut m = Message::query();
+    m.metadata.recursion_desired = true;
+    m.add_query(hickory_proto::op::Query::query(
+        Name::from_ascii(name).unwrap(),
+        RecordType::A,
+    ));
+    m
+}
+
+async fn ask_udp(to: SocketAddr, bytes: &[u8]) -> Option<Message> {
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    s.send_to(bytes, to).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(2), s.recv(&mut buf))
+        .await
+        .ok()?
+        .unwrap();
+    Some(Message::from_vec(&buf[..n]).unwrap())
+}
+
+async fn ask_tcp(to: SocketAddr, m: &Message) -> Message {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(to).await.unwrap();
+    let bytes = m.to_vec().unwrap();
+    s.write_all(&(bytes.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
+    s.write_all(&bytes).await.unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await.unwrap();
+    let mut buf = vec![0u8; u16::from_be_bytes(len).into()];
+    s.read_exact(&mut buf).await.unwrap();
+    Message::from_vec(&buf).unwrap()
+}
+
+fn answers(m: &Message) -> Vec<String> {
+    m.answers.iter().map(|r| r.data.to_string()).collect()
+}
+
+// spec FW-5, FW-9, without root: the proxy on loopback with `--dns-upstream` answers over UDP
+// and TCP with the query's id, remembers the addresses the FQDN network rule then matches,
+// answers garbage with FORMERR, and stops with the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fw_9_dns_proxy_on_loopback() {
+    let zone: Zone = Arc::new(Mutex::new(HashMap::from([(
+        "db.example.test.".to_string(),
+        Ipv4Addr::new(10, 78, 0, 10),
+    )])));
+    let upstream = authoritative("127.0.0.1:0", zone).await;
+    let (_dir, dir) = tempdir();
+    let policy = dir.join("network.yaml");
+    write(&policy, POLICY);
+    let mut config = Config::new(PolicySource::files([policy]), dir.join("data"));
+    config.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.sighup = false;
+    config.watch = false;
+    let mut dns = DnsConfig::new("127.0.0.1:0".parse().unwrap());
+    dns.upstream = vec![upstream];
+    dns.refresh = None;
+    config.dns = Some(dns);
+    let running = Gateway::start(config).await.unwrap();
+    let proxy = running.dns.expect("the DNS proxy's address");
+    let flow = FirewallInput {
+        key: PacketKey {
+            src: "10.77.0.2".parse().unwrap(),
+            dst: "10.78.0.10".parse().unwrap(),
+            protocol: 6,
+            src_port: 40000,
+            dst_port: 5432,
+        },
+        host: None,
+        app_protocol: None,
+    };
+    assert!(
+        !running.gateway.judge(&flow).0.allowed,
+        "nothing resolved yet"
+    );
+
+    let q = a_query("db.example.test.");
+    let r = ask_udp(proxy, &q.to_vec().unwrap())
+        .await
+        .expect("a UDP answer");
+    assert_eq!(r.metadata.id, q.metadata.id);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(answers(&r), ["10.78.0.10"]);
+    let r = ask_tcp(proxy, &a_query("nothing.example.test.")).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    assert!(r.answers.is_empty());
+
+    let dns = running.gateway.dns.as_ref().unwrap();
+    assert_eq!(
+        dns.addresses("db.example.test"),
+        [Ipv4Addr::new(10, 78, 0, 10)]
+    );
+    let (outcome, _) = running.gateway.judge(&flow);
+    assert!(outcome.allowed);
+    assert_eq!(outcome.pass, FirewallPass::FirewallNetwork);
+    assert!(outcome
+        .detail
+        .unwrap()
+        .to_string()
+        .contains("db.example.test"));
+
+    let mut garbage = vec![0xbe, 0xef, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+    garbage.extend_from_slice(b"\x3fnot a name");
+    let r = ask_udp(proxy, &garbage).await.expect("FORMERR");
+    assert_eq!(
+        (r.metadata.id, r.metadata.response_code),
+        (0xbeef, ResponseCode::FormErr)
+    );
+    assert!(ask_udp(proxy, b"hi").await.is_none());
+
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        running.shutdown(Duration::from_secs(1)),
+    )
+    .await
+    .expect("shutdown with the DNS proxy running");
+    assert!(
+        ask_udp(proxy, &a_query("db.example.test.").to_vec().unwrap())
+            .await
+            .is_none(),
+        "still answering after shutdown"
+    );
 }

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 /// The DNS proxy's settings (`palisade gateway --dns ...`).
@@ -67,6 +68,10 @@ const MAX_MESSAGE: usize = 65_535;
 const EDNS_PAYLOAD: u16 = 1232;
 /// TCP connections idle longer than this are closed (RFC 7766 suggests seconds).
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Queries (UDP) and connections (TCP) answered at once; past it UDP queries are dropped (the
+/// client retries) and TCP connections wait to be accepted. Separate from the proxy's
+/// connection limit, so a query flood does not take the slots of connections to be judged.
+const MAX_IN_FLIGHT: usize = 1024;
 
 /// The proxy's state: the remembered addresses and the upstream resolver.
 pub struct DnsProxy {
@@ -74,6 +79,7 @@ pub struct DnsProxy {
     table: Mutex<Remembered>,
     /// The resolver for the servers it was built for; rebuilt when a reload changes them.
     upstream: Mutex<Option<(Vec<SocketAddr>, TokioResolver)>>,
+    slots: Arc<Semaphore>,
 }
 
 /// The remembered addresses as of one instant, for [`palisade_policy`]'s evaluation.
@@ -94,6 +100,7 @@ impl DnsProxy {
         DnsProxy {
             table: Mutex::new(Remembered::new(config.grace, config.max_names)),
             upstream: Mutex::new(None),
+            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             config,
         }
     }
@@ -387,7 +394,7 @@ async fn serve_udp(gw: Arc<Gateway>, dns: Arc<DnsProxy>, socket: Arc<UdpSocket>)
             // ICMP errors from earlier replies surface here; they concern one client only.
             Err(_) => continue,
         };
-        let Some(permit) = gw.slots.clone().try_acquire_owned().ok() else {
+        let Ok(permit) = dns.slots.clone().try_acquire_owned() else {
             continue;
         };
         let query = buf[..n].to_vec();
@@ -403,10 +410,12 @@ async fn serve_udp(gw: Arc<Gateway>, dns: Arc<DnsProxy>, socket: Arc<UdpSocket>)
 
 async fn serve_tcp(gw: Arc<Gateway>, dns: Arc<DnsProxy>, listener: TcpListener) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(permit) = dns.slots.clone().acquire_owned().await else {
+            return;
         };
-        let Some(permit) = gw.slots.clone().try_acquire_owned().ok() else {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors, typically: let connections end before accepting again.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let (gw, dns) = (gw.clone(), dns.clone());
