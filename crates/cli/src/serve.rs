@@ -183,8 +183,27 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
         .map(|b| parse_dnat_bind(b).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
     config.dnat = a.dnat || !config.dnat_bind.is_empty();
-    if config.listen.is_none() && config.transparent.is_none() && !config.dnat {
-        return Err("nothing to serve: give --listen, --transparent and/or --dnat".into());
+    if let Some(listen) = a.dns {
+        let mut dns = DnsConfig::new(listen);
+        dns.upstream = a
+            .dns_upstream
+            .iter()
+            .map(|u| {
+                u.parse::<SocketAddr>()
+                    .or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| format!("--dns-upstream `{u}`: expected IP or IP:PORT"))
+            })
+            .collect::<Result<_, _>>()?;
+        dns.grace = Duration::from_secs(a.dns_grace);
+        dns.refresh = (a.dns_refresh > 0).then(|| Duration::from_secs(a.dns_refresh));
+        config.dns = Some(dns);
+    }
+    if config.listen.is_none()
+        && config.transparent.is_none()
+        && !config.dnat
+        && config.dns.is_none()
+    {
+        return Err("nothing to serve: give --listen, --transparent, --dnat and/or --dns".into());
     }
     config.resolver = Resolver {
         fixed: Default::default(),
@@ -210,21 +229,6 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
     config.limits.handshake_timeout = Duration::from_secs(a.handshake_timeout);
     config.limits.header_timeout = Duration::from_secs(a.handshake_timeout);
     config.grace_period = Duration::from_secs(a.grace_period);
-    if let Some(listen) = a.dns {
-        let mut dns = DnsConfig::new(listen);
-        dns.upstream = a
-            .dns_upstream
-            .iter()
-            .map(|u| {
-                u.parse::<SocketAddr>()
-                    .or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-                    .map_err(|_| format!("--dns-upstream `{u}`: expected IP or IP:PORT"))
-            })
-            .collect::<Result<_, _>>()?;
-        dns.grace = Duration::from_secs(a.dns_grace);
-        dns.refresh = (a.dns_refresh > 0).then(|| Duration::from_secs(a.dns_refresh));
-        config.dns = Some(dns);
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -526,6 +526,10 @@ impl Gateway {
                 for w in &active.warnings {
                     log(format!("warning: {w}"));
                 }
+                if self.dns.is_none() && active.firewall().network_fqdns().next().is_some() {
+                    log("warning: network rules name destination FQDNs but the DNS proxy is off \
+                         (--dns): they match only the addresses of --resolve / --hosts-file (FW-5, FW-9)");
+                }
                 let active = Arc::new(active);
                 let id = active.id().to_string();
                 let previous = self.active.swap(Some(active.clone()));

@@ -106,10 +106,15 @@ impl Remembered {
     }
 
     fn get(&self, name: &str) -> Option<&HashMap<IpAddr, Instant>> {
-        // Names from rules and from the wire are normalised already; normalise only when not.
-        match self.names.get(name) {
-            Some(a) => Some(a),
-            None => self.names.get(&normalize(name)),
+        // Rules' names come normalised: the firewall's evaluation looks them up without
+        // allocating.
+        let normal = !name.ends_with(['.', ' '])
+            && !name.starts_with(char::is_whitespace)
+            && !name.bytes().any(|b| b.is_ascii_uppercase());
+        if normal {
+            self.names.get(name)
+        } else {
+            self.names.get(&normalize(name))
         }
     }
 }
