@@ -94,39 +94,32 @@ struct L4Pass {
     translated: Vec<Option<(AddressItem, Option<u16>)>>,
     classifier: Classifier,
     has_audit: bool,
-    /// Network rules' `destinationFqdns`, matched by address at evaluation time (FW-5), in
-    /// rule order.
+    /// Network rules' `destinationFqdns`, matched by address at evaluation time (FW-5): one
+    /// entry per classifier entry of such a rule, in rule order.
     by_name: Vec<NameEntry>,
+    /// FQDN → positions in `by_name` naming it, ascending: a flow's destination is looked up
+    /// by the names it was resolved from, so the cost follows those names, not the rule count.
+    name_index: HashMap<Arc<str>, Vec<u32>>,
 }
 
-/// A network rule's destination FQDNs with the rest of one classifier entry: the flow matches
+/// The rest of a classifier entry of a network rule with destination FQDNs: the flow matches
 /// when the entry's protocol, source and ports match and the destination address is one the
-/// firewall's resolver returned for one of the names.
+/// firewall's resolver returned for one of the rule's names.
 struct NameEntry {
     spec: ClassifierRule,
     rule: u32,
-    names: Vec<Arc<str>>,
 }
 
 impl NameEntry {
-    /// The FQDN the flow's destination resolved from, if the rest of the entry matches.
-    fn matches<'a>(&'a self, key: &PacketKey, names: &dyn ResolvedNames) -> Option<&'a Arc<str>> {
+    fn matches(&self, key: &PacketKey) -> bool {
         let s = &self.spec;
-        if s.protocol.is_some_and(|p| p != key.protocol)
-            || !s.src.iter().any(|n| n.contains(&key.src))
-        {
-            return None;
-        }
         // NSG-2.2 as in the classifier: ports restrict TCP and UDP only.
-        if matches!(key.protocol, 6 | 17)
-            && !s
-                .dst_ports
-                .iter()
-                .any(|(a, b)| *a <= key.dst_port && key.dst_port <= *b)
-        {
-            return None;
-        }
-        self.names.iter().find(|n| names.resolves_to(n, key.dst))
+        s.protocol.is_none_or(|p| p == key.protocol)
+            && s.src.iter().any(|n| n.contains(&key.src))
+            && (!matches!(key.protocol, 6 | 17)
+                || s.dst_ports
+                    .iter()
+                    .any(|(a, b)| *a <= key.dst_port && key.dst_port <= *b))
     }
 }
 
@@ -134,18 +127,15 @@ impl NameEntry {
 /// (FW-5, FW-9): the gateway's DNS proxy passes its remembered addresses; offline there are
 /// none and only static name bindings (compiled into the rules) match.
 pub trait ResolvedNames {
-    /// Whether `address` is one of the addresses remembered for `name` (lower case, no
-    /// trailing dot).
-    fn resolves_to(&self, name: &str, address: IpAddr) -> bool;
+    /// Call `each` with every name (lower case, no trailing dot) `address` is remembered for.
+    fn names_of(&self, address: IpAddr, each: &mut dyn FnMut(&str));
 }
 
 /// No remembered addresses (offline evaluation).
 pub struct NoResolvedNames;
 
 impl ResolvedNames for NoResolvedNames {
-    fn resolves_to(&self, _: &str, _: IpAddr) -> bool {
-        false
-    }
+    fn names_of(&self, _: IpAddr, _: &mut dyn FnMut(&str)) {}
 }
 
 struct AppRule {
@@ -631,12 +621,9 @@ impl CompiledFirewall {
         best.map(|(_, r, m)| (r, m))
     }
 
-    /// The network rules' destination FQDNs (normalised; a name may repeat).
+    /// The network rules' destination FQDNs (normalised), each once.
     pub fn network_fqdns(&self) -> impl Iterator<Item = &str> {
-        self.network
-            .by_name
-            .iter()
-            .flat_map(|e| e.names.iter().map(|n| &**n))
+        self.network.name_index.keys().map(|n| &**n)
     }
 
     /// Is `ip` outside the firewall's SNAT private ranges (FW-8.1)?
@@ -790,6 +777,7 @@ struct L4Builder {
     entry_rule: Vec<u32>,
     translated: Vec<Option<(AddressItem, Option<u16>)>>,
     by_name: Vec<NameEntry>,
+    name_index: HashMap<Arc<str>, Vec<u32>>,
 }
 
 impl L4Builder {
@@ -840,14 +828,21 @@ impl L4Builder {
                 dst_ports: ports.clone(),
             };
             if !fqdns.is_empty() {
+                let at = self.by_name.len() as u32;
                 self.by_name.push(NameEntry {
                     spec: ClassifierRule {
                         dst: vec![],
                         ..spec.clone()
                     },
                     rule: idx,
-                    names: fqdns.to_vec(),
                 });
+                for f in fqdns {
+                    let at_name = self.name_index.entry(f.clone()).or_default();
+                    // A rule naming a name twice: one position is enough.
+                    if at_name.last() != Some(&at) {
+                        at_name.push(at);
+                    }
+                }
             }
             self.specs.push(spec);
             self.entry_rule.push(idx);
@@ -869,6 +864,7 @@ impl L4Builder {
             translated: self.translated,
             classifier,
             by_name: self.by_name,
+            name_index: self.name_index,
         }
     }
 }
@@ -894,11 +890,27 @@ impl L4Pass {
         if self.by_name.is_empty() {
             return self.first(key, audit).map(|r| (r, None));
         }
+        // The first entry at or after `from` whose rule names one of the names the destination
+        // was resolved from and whose protocol, source and ports match: (entry, rule, name).
         let by_name_from = |from: usize| {
-            self.by_name[from..].iter().enumerate().find_map(|(i, e)| {
-                e.matches(key, names)
-                    .map(|n| (from + i, e.rule as usize, n))
-            })
+            let mut best: Option<(usize, &Arc<str>)> = None;
+            names.names_of(key.dst, &mut |n| {
+                let Some((name, at)) = self.name_index.get_key_value(n) else {
+                    return;
+                };
+                let start = at.partition_point(|&p| (p as usize) < from);
+                for &p in &at[start..] {
+                    let p = p as usize;
+                    if best.is_some_and(|(b, _)| p >= b) {
+                        break;
+                    }
+                    if self.by_name[p].matches(key) {
+                        best = Some((p, name));
+                        break;
+                    }
+                }
+            });
+            best.map(|(p, name)| (p, self.by_name[p].rule as usize, name))
         };
         let mut by_address = self.classifier.first_match(key);
         let mut by_name = by_name_from(0);

@@ -175,8 +175,11 @@ fn key(src: &str, dst: &str, protocol: u8, port: u16) -> PacketKey {
 struct Resolved;
 
 impl ResolvedNames for Resolved {
-    fn resolves_to(&self, name: &str, address: std::net::IpAddr) -> bool {
-        name == "db.example.test" && address == std::net::IpAddr::from([198, 18, 0, 5])
+    fn names_of(&self, address: std::net::IpAddr, each: &mut dyn FnMut(&str)) {
+        if address == std::net::IpAddr::from([198, 18, 0, 5]) {
+            each("other.example.test");
+            each("db.example.test");
+        }
     }
 }
 

@@ -19,8 +19,12 @@ use std::net::IpAddr;
 struct Names(HashSet<(String, IpAddr)>);
 
 impl ResolvedNames for Names {
-    fn resolves_to(&self, name: &str, address: IpAddr) -> bool {
-        self.0.contains(&(name.to_string(), address))
+    fn names_of(&self, address: IpAddr, each: &mut dyn FnMut(&str)) {
+        for (n, a) in &self.0 {
+            if *a == address {
+                each(n);
+            }
+        }
     }
 }
 

@@ -89,9 +89,8 @@ pub struct RememberedAt<'a> {
 }
 
 impl ResolvedNames for RememberedAt<'_> {
-    fn resolves_to(&self, name: &str, address: IpAddr) -> bool {
-        self.table
-            .resolves_to(name, address.to_canonical(), self.now)
+    fn names_of(&self, address: IpAddr, each: &mut dyn FnMut(&str)) {
+        self.table.names_of(address.to_canonical(), self.now, each)
     }
 }
 

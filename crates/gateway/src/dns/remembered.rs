@@ -3,7 +3,7 @@
 //! returned stays valid 15 min"). Pure: the time is an argument, so tests move it by hand.
 
 use palisade_model::bindings::normalize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -14,12 +14,15 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(15 * 60);
 /// answered), so a client asking for endless names cannot grow the gateway without bound.
 pub const DEFAULT_MAX_NAMES: usize = 100_000;
 
-/// Name → address → until when it is valid.
+/// Name → address → until when it is valid, and address → names for the firewall's question
+/// (which names was this destination resolved from?).
 #[derive(Debug, Clone)]
 pub struct Remembered {
     grace: Duration,
     max_names: usize,
     names: HashMap<String, HashMap<IpAddr, Instant>>,
+    /// The names each address is held for (expired ones until purged).
+    by_address: HashMap<IpAddr, HashSet<String>>,
 }
 
 impl Remembered {
@@ -28,6 +31,7 @@ impl Remembered {
             grace,
             max_names,
             names: HashMap::new(),
+            by_address: HashMap::new(),
         }
     }
 
@@ -47,11 +51,15 @@ impl Remembered {
                 return false;
             }
         }
-        let addresses = self.names.entry(name).or_default();
+        let addresses = self.names.entry(name.clone()).or_default();
         for (ip, ttl) in answers {
             let until = now + ttl + self.grace;
             let e = addresses.entry(ip).or_insert(until);
             *e = (*e).max(until);
+            let names = self.by_address.entry(ip).or_default();
+            if !names.contains(&name) {
+                names.insert(name.clone());
+            }
         }
         true
     }
@@ -61,6 +69,15 @@ impl Remembered {
         self.get(name)
             .and_then(|a| a.get(&ip))
             .is_some_and(|until| now < *until)
+    }
+
+    /// Call `each` with every name `ip` is valid for at `now`.
+    pub fn names_of(&self, ip: IpAddr, now: Instant, each: &mut dyn FnMut(&str)) {
+        for name in self.by_address.get(&ip).into_iter().flatten() {
+            if self.resolves_to(name, ip, now) {
+                each(name);
+            }
+        }
     }
 
     /// The addresses valid for `name` at `now`, sorted.
@@ -90,8 +107,20 @@ impl Remembered {
 
     /// Forget what expired by `now`; answers are unchanged.
     pub fn purge(&mut self, now: Instant) {
-        self.names.retain(|_, a| {
-            a.retain(|_, until| now < *until);
+        let by_address = &mut self.by_address;
+        self.names.retain(|name, a| {
+            a.retain(|ip, until| {
+                let valid = now < *until;
+                if !valid {
+                    if let Some(names) = by_address.get_mut(ip) {
+                        names.remove(name);
+                        if names.is_empty() {
+                            by_address.remove(ip);
+                        }
+                    }
+                }
+                valid
+            });
             !a.is_empty()
         });
     }
@@ -214,6 +243,7 @@ mod tests {
             let mut history: Vec<(u8, u8, Instant)> = vec![];
             let mut now = t0;
             for op in ops {
+                let purged = matches!(op, Op::Purge);
                 match op {
                     Op::Remember(n, answers) => {
                         let name = format!("N{n}.test.");
@@ -236,6 +266,22 @@ mod tests {
                         let name = format!("n{n}.test");
                         prop_assert_eq!(r.resolves_to(&name, IpAddr::from([192, 0, 2, a]), now), expected);
                     }
+                }
+                // The reverse view agrees: the names an address is valid for.
+                for a in 0u8..4 {
+                    let mut got = vec![];
+                    r.names_of(IpAddr::from([192, 0, 2, a]), now, &mut |n| got.push(n.to_string()));
+                    got.sort();
+                    let mut expected: Vec<String> = (0u8..4)
+                        .filter(|n| history.iter().any(|(hn, ha, until)| hn == n && *ha == a && now < *until))
+                        .map(|n| format!("n{n}.test"))
+                        .collect();
+                    expected.sort();
+                    prop_assert_eq!(got, expected);
+                }
+                // Purging leaves no address entry without a name.
+                if purged {
+                    prop_assert!(r.by_address.values().all(|n| !n.is_empty()));
                 }
             }
         }
