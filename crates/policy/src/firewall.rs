@@ -162,7 +162,8 @@ pub struct CompiledFirewall {
     snat_private_ranges: Vec<IpNet>,
     /// FW-9 `dnsSettings.servers`: the firewall's resolver; empty = the host's.
     pub dns_servers: Vec<IpAddr>,
-    /// Static name → address bindings for FQDN network rules (offline: empty unless given).
+    /// What compiling found wrong or left out (a missing or looping policy chain, unknown FQDN
+    /// tags, invalid patterns, a DNS server that is not an address), reported as warnings.
     pub problems: Vec<String>,
 }
 
