@@ -228,12 +228,15 @@ impl DnsProxy {
         let Ok(n) = Name::from_ascii(name) else {
             return vec![];
         };
-        let mut out = vec![];
-        for rtype in [RecordType::A, RecordType::AAAA] {
-            if let Ok(m) = self.lookup(&n, rtype, policy_servers).await {
-                out.extend(m.answers.iter().filter_map(|r| address_of(&r.data)));
-            }
-        }
+        let (a, aaaa) = tokio::join!(
+            self.lookup(&n, RecordType::A, policy_servers),
+            self.lookup(&n, RecordType::AAAA, policy_servers)
+        );
+        let mut out: Vec<IpAddr> = [a, aaaa]
+            .iter()
+            .flatten()
+            .flat_map(|m| m.answers.iter().filter_map(|r| address_of(&r.data)))
+            .collect();
         for ip in self.addresses(name) {
             if !out.contains(&ip) {
                 out.push(ip);
