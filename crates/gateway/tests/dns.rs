@@ -595,3 +595,35 @@ async fn fw_9_dns_proxy_on_loopback() {
         "still answering after shutdown"
     );
 }
+
+// spec FW-9: a resolver that does not answer gives the client SERVFAIL, not silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fw_9_unreachable_upstream_gets_servfail() {
+    let (_dir, dir) = tempdir();
+    let policy = dir.join("network.yaml");
+    write(&policy, POLICY);
+    let mut config = Config::new(PolicySource::files([policy]), dir.join("data"));
+    config.sighup = false;
+    config.watch = false;
+    // Nothing listens on port 1.
+    let mut dns = DnsConfig::new("127.0.0.1:0".parse().unwrap());
+    dns.upstream = vec!["127.0.0.1:1".parse().unwrap()];
+    dns.timeout = Duration::from_millis(300);
+    config.dns = Some(dns);
+    let running = Gateway::start(config).await.unwrap();
+    let q = a_query("db.example.test.");
+    let r = ask_udp(running.dns.unwrap(), &q.to_vec().unwrap())
+        .await
+        .expect("an answer");
+    assert_eq!(
+        (r.metadata.id, r.metadata.response_code),
+        (q.metadata.id, ResponseCode::ServFail)
+    );
+    assert!(running
+        .gateway
+        .dns
+        .as_ref()
+        .unwrap()
+        .addresses("db.example.test")
+        .is_empty());
+}

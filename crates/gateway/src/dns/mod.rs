@@ -57,7 +57,7 @@ impl DnsConfig {
             grace: remembered::DEFAULT_GRACE,
             refresh: Some(Duration::from_secs(15)),
             max_names: remembered::DEFAULT_MAX_NAMES,
-            timeout: Duration::from_secs(3),
+            timeout: Duration::from_secs(2),
         }
     }
 }
@@ -160,6 +160,8 @@ impl DnsProxy {
         let opts: &mut ResolverOpts = builder.options_mut();
         opts.preserve_intermediates = true;
         opts.timeout = self.config.timeout;
+        // The client retries on its own; one attempt answers SERVFAIL before it gives up.
+        opts.attempts = 1;
         // Client queries are fully qualified: no search list, no hosts file.
         opts.ndots = 0;
         opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
