@@ -1,6 +1,6 @@
 //! The gateway's DNS proxy (FW-9): it answers the subnet's queries on UDP and TCP through the
-//! firewall's resolver — the policy's `dnsSettings.servers`, else the host's, or the servers
-//! given on the command line — and remembers the A/AAAA addresses of every answer for TTL + a
+//! firewall's resolver — the servers given on the command line, else the policy's
+//! `dnsSettings.servers`, else the host's — and remembers the A/AAAA addresses of every answer for TTL + a
 //! grace period ([`remembered`]). Network rules' `destinationFqdns` match on those addresses
 //! (FW-5), and the PAL-5.2 address check uses them too, so the clients and the firewall agree
 //! on what a name means.
