@@ -5,6 +5,7 @@ use crate::SourceArgs;
 use clap::ValueEnum;
 use palisade_flowlog::{parse_since, query, FlowRecord, Query};
 use palisade_gateway::dnat::parse_dnat_bind;
+use palisade_gateway::dns::DnsConfig;
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::resolver::Resolver;
 use palisade_gateway::{AddressCheck, Config, Gateway, TunnelSni};
@@ -91,6 +92,21 @@ pub struct GatewayArgs {
     /// (new connections are refused at once; 0 closes everything at once).
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     grace_period: u64,
+    /// DNS proxy (FW-9) on this `IP:PORT`, UDP and TCP: answers the subnet's queries through
+    /// the firewall's resolver and remembers the addresses FQDN network rules match (FW-5).
+    #[arg(long, value_name = "IP:PORT")]
+    dns: Option<SocketAddr>,
+    /// The DNS proxy's upstream servers (`IP` or `IP:PORT`, repeatable), instead of the
+    /// policy's `dnsSettings.servers` or the host's resolvers.
+    #[arg(long, value_name = "IP[:PORT]", requires = "dns")]
+    dns_upstream: Vec<String>,
+    /// Seconds an address stays valid after its answer's TTL ran out (FW-5: 900).
+    #[arg(long, value_name = "SECONDS", default_value_t = 900, requires = "dns")]
+    dns_grace: u64,
+    /// Seconds between the firewall's own re-resolutions of the remembered names its network
+    /// rules name (FW-5: 15; 0 = never).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15, requires = "dns")]
+    dns_refresh: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -167,8 +183,27 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
         .map(|b| parse_dnat_bind(b).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
     config.dnat = a.dnat || !config.dnat_bind.is_empty();
-    if config.listen.is_none() && config.transparent.is_none() && !config.dnat {
-        return Err("nothing to serve: give --listen, --transparent and/or --dnat".into());
+    if let Some(listen) = a.dns {
+        let mut dns = DnsConfig::new(listen);
+        dns.upstream = a
+            .dns_upstream
+            .iter()
+            .map(|u| {
+                u.parse::<SocketAddr>()
+                    .or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| format!("--dns-upstream `{u}`: expected IP or IP:PORT"))
+            })
+            .collect::<Result<_, _>>()?;
+        dns.grace = Duration::from_secs(a.dns_grace);
+        dns.refresh = (a.dns_refresh > 0).then(|| Duration::from_secs(a.dns_refresh));
+        config.dns = Some(dns);
+    }
+    if config.listen.is_none()
+        && config.transparent.is_none()
+        && !config.dnat
+        && config.dns.is_none()
+    {
+        return Err("nothing to serve: give --listen, --transparent, --dnat and/or --dns".into());
     }
     config.resolver = Resolver {
         fixed: Default::default(),

@@ -14,12 +14,15 @@
 //! - [`proxy`]: the listeners' connection handling and the splice.
 //! - [`sni`]: the ClientHello / HTTP head parser on peeked bytes.
 //! - [`resolver`]: the gateway's own name bindings.
+//! - [`dns`]: the DNS proxy (FW-9) and the addresses it remembers for FQDN network rules
+//!   (FW-5) and the address check (PAL-5.2).
 //! - [`admin`]: `/metrics`, `/reload`, `/status` on a separate (loopback) listener.
 //! - [`shutdown`]: stop accepting, drain for a grace period, close and record the rest.
 //! - Every decision becomes a [`palisade_flowlog::FlowRecord`], written durably.
 
 pub mod admin;
 pub mod dnat;
+pub mod dns;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
@@ -147,6 +150,8 @@ pub struct Config {
     /// On SIGTERM / SIGINT ([`Running::wait`]): how long established connections may go on
     /// before they are closed.
     pub grace_period: Duration,
+    /// The DNS proxy (FW-9): where it listens and whom it asks.
+    pub dns: Option<dns::DnsConfig>,
 }
 
 impl Config {
@@ -170,6 +175,7 @@ impl Config {
             dnat: false,
             dnat_bind: vec![],
             grace_period: Duration::from_secs(30),
+            dns: None,
         }
     }
 }
@@ -259,6 +265,8 @@ pub struct Gateway {
     in_flight: watch::Sender<usize>,
     closed_at_shutdown: AtomicUsize,
     log_windows: Mutex<HashMap<&'static str, LogWindow>>,
+    /// The DNS proxy, when configured; its remembered addresses feed every judgement.
+    pub dns: Option<Arc<dns::DnsProxy>>,
 }
 
 /// A started gateway: its bound addresses; dropping it stops the listeners.
@@ -267,6 +275,8 @@ pub struct Running {
     pub listen: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub transparent: Option<SocketAddr>,
+    /// The DNS proxy's address (UDP and TCP).
+    pub dns: Option<SocketAddr>,
     /// The accept loops of the explicit, transparent and admin listeners.
     listeners: Vec<JoinHandle<()>>,
     /// Reload triggers (SIGHUP, file watch).
@@ -340,6 +350,7 @@ impl Gateway {
             in_flight: watch::Sender::new(0),
             closed_at_shutdown: AtomicUsize::new(0),
             log_windows: Mutex::new(HashMap::new()),
+            dns: config.dns.clone().map(|c| Arc::new(dns::DnsProxy::new(c))),
             config,
         });
         match gw.reload("start").await {
@@ -381,6 +392,16 @@ impl Gateway {
                 proxy::Mode::Transparent,
             )));
         }
+        let dns_addr = match &gw.dns {
+            Some(d) => {
+                let (addr, loops) = dns::start(gw.clone(), d.clone())?;
+                log(format!("DNS proxy on {addr} (UDP and TCP)"));
+                // Stopped at once on shutdown: a query holds no connection to drain.
+                tasks.extend(loops);
+                Some(addr)
+            }
+            None => None,
+        };
         if let Some(l) = admin {
             log(format!("admin (metrics, reload) on {}", l.local_addr()?));
             listeners.push(tokio::spawn(admin::serve(gw.clone(), l)));
@@ -415,6 +436,7 @@ impl Gateway {
             listen: listen_addr,
             admin: admin_addr,
             transparent: transparent_addr,
+            dns: dns_addr,
             listeners,
             tasks,
             _watcher: watcher,
@@ -426,20 +448,44 @@ impl Gateway {
         self.active.load_full()
     }
 
-    /// Resolve a name: the bindings of the policy in force, then the configured resolver.
+    /// Resolve a name: the bindings of the policy in force; then, with the DNS proxy, the
+    /// firewall's resolver and what the proxy remembers (FW-9: one resolver for clients, FQDN
+    /// rules and PAL-5.2); else the configured resolver.
     pub async fn resolve(
         &self,
         name: &str,
     ) -> Result<Vec<std::net::IpAddr>, resolver::ResolveError> {
-        if let Some(active) = self.active.load().as_ref() {
-            if let Some(ips) = active
-                .bindings
-                .get(&palisade_model::bindings::normalize(name))
-            {
-                return Ok(ips.clone());
+        let servers = match self.active.load().as_ref() {
+            Some(active) => {
+                if let Some(ips) = active
+                    .bindings
+                    .get(&palisade_model::bindings::normalize(name))
+                {
+                    return Ok(ips.clone());
+                }
+                active.firewall().dns_servers.clone()
             }
+            None => vec![],
+        };
+        match &self.dns {
+            Some(dns) if name.parse::<std::net::IpAddr>().is_err() => {
+                let ips = dns.resolve(name, &servers).await;
+                if ips.is_empty() {
+                    Err(resolver::ResolveError::NotFound)
+                } else {
+                    Ok(ips)
+                }
+            }
+            _ => self.config.resolver.resolve(name).await,
         }
-        self.config.resolver.resolve(name).await
+    }
+
+    /// Evaluate `input` with the addresses the DNS proxy remembers (FW-5).
+    fn evaluate(&self, active: &Active, input: &FirewallInput) -> FirewallOutcome {
+        match &self.dns {
+            Some(dns) => active.firewall().evaluate_with(input, &dns.remembered()),
+            None => active.firewall().evaluate(input),
+        }
     }
 
     /// Compile the network beside the running snapshot; swap only if valid (PAL-5.5); then
@@ -479,6 +525,10 @@ impl Gateway {
             Ok(active) => {
                 for w in &active.warnings {
                     log(format!("warning: {w}"));
+                }
+                if self.dns.is_none() && active.firewall().network_fqdns().next().is_some() {
+                    log("warning: network rules name destination FQDNs but the DNS proxy is off \
+                         (--dns): they match only the addresses of --resolve / --hosts-file (FW-5, FW-9)");
                 }
                 let active = Arc::new(active);
                 let id = active.id().to_string();
@@ -524,7 +574,7 @@ impl Gateway {
                 host: e.host.as_deref(),
                 app_protocol: e.app,
             };
-            let outcome = active.firewall().evaluate(&input);
+            let outcome = self.evaluate(active, &input);
             if !outcome.allowed {
                 *e.closed_by.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(Closed::Reload(Box::new(outcome), Version::of(Some(active))));
@@ -541,7 +591,7 @@ impl Gateway {
         let start = Instant::now();
         let active = self.active.load();
         let outcome = match active.as_ref() {
-            Some(a) => a.firewall().evaluate(input),
+            Some(a) => self.evaluate(a, input),
             None => no_policy_outcome(),
         };
         self.metrics

@@ -94,6 +94,48 @@ struct L4Pass {
     translated: Vec<Option<(AddressItem, Option<u16>)>>,
     classifier: Classifier,
     has_audit: bool,
+    /// Network rules' `destinationFqdns`, matched by address at evaluation time (FW-5): one
+    /// entry per classifier entry of such a rule, in rule order.
+    by_name: Vec<NameEntry>,
+    /// FQDN → positions in `by_name` naming it, ascending: a flow's destination is looked up
+    /// by the names it was resolved from, so the cost follows those names, not the rule count.
+    name_index: HashMap<Arc<str>, Vec<u32>>,
+}
+
+/// The rest of a classifier entry of a network rule with destination FQDNs: the flow matches
+/// when the entry's protocol, source and ports match and the destination address is one the
+/// firewall's resolver returned for one of the rule's names.
+struct NameEntry {
+    spec: ClassifierRule,
+    rule: u32,
+}
+
+impl NameEntry {
+    fn matches(&self, key: &PacketKey) -> bool {
+        let s = &self.spec;
+        // NSG-2.2 as in the classifier: ports restrict TCP and UDP only.
+        s.protocol.is_none_or(|p| p == key.protocol)
+            && s.src.iter().any(|n| n.contains(&key.src))
+            && (!matches!(key.protocol, 6 | 17)
+                || s.dst_ports
+                    .iter()
+                    .any(|(a, b)| *a <= key.dst_port && key.dst_port <= *b))
+    }
+}
+
+/// What the firewall's DNS resolver has returned for names, as of the flow being judged
+/// (FW-5, FW-9): the gateway's DNS proxy passes its remembered addresses; offline there are
+/// none and only static name bindings (compiled into the rules) match.
+pub trait ResolvedNames {
+    /// Call `each` with every name (lower case, no trailing dot) `address` is remembered for.
+    fn names_of(&self, address: IpAddr, each: &mut dyn FnMut(&str));
+}
+
+/// No remembered addresses (offline evaluation).
+pub struct NoResolvedNames;
+
+impl ResolvedNames for NoResolvedNames {
+    fn names_of(&self, _: IpAddr, _: &mut dyn FnMut(&str)) {}
 }
 
 struct AppRule {
@@ -118,7 +160,10 @@ pub struct CompiledFirewall {
     app_matcher: FqdnMatcher,
     /// FW-8.1 ranges not SNATed for network rules.
     snat_private_ranges: Vec<IpNet>,
-    /// Static name → address bindings for FQDN network rules (offline: empty unless given).
+    /// FW-9 `dnsSettings.servers`: the firewall's resolver; empty = the host's.
+    pub dns_servers: Vec<IpAddr>,
+    /// What compiling found wrong or left out (a missing or looping policy chain, unknown FQDN
+    /// tags, invalid patterns, a DNS server that is not an address), reported as warnings.
     pub problems: Vec<String>,
 }
 
@@ -154,6 +199,9 @@ pub enum Detail {
     /// The SNI/Host is not a host name; the offending text is kept as sent. The only detail
     /// the firewall copies, and only for input that is not a name.
     InvalidHost(Box<str>),
+    /// A network rule matched by a destination FQDN the destination address was resolved
+    /// from (FW-5); the name is shared with the compiled rule.
+    ResolvedFqdn(Arc<str>),
 }
 
 impl fmt::Display for Detail {
@@ -162,6 +210,10 @@ impl fmt::Display for Detail {
             Detail::Text(t) => f.write_str(t),
             Detail::Matched(proto, name) => write!(f, "{proto:?} name `{name}`"),
             Detail::InvalidHost(host) => write!(f, "`{host}` is not a valid host name"),
+            Detail::ResolvedFqdn(name) => write!(
+                f,
+                "destination FQDN `{name}`: the address is one the firewall's resolver returned for it"
+            ),
         }
     }
 }
@@ -260,8 +312,15 @@ impl CompiledFirewall {
             sources.extend(group_addresses(&rule.source_ip_groups));
             let mut destinations = resolve_all(&rule.destination_addresses, catalogs, &ctx).0;
             destinations.extend(group_addresses(&rule.destination_ip_groups));
-            for f in &rule.destination_fqdns {
-                if let Some(ips) = fqdn_resolution.get(&f.to_ascii_lowercase()) {
+            // Static bindings compile into the rule's addresses; everything else the resolver
+            // returns is matched by name at evaluation time.
+            let fqdns: Vec<Arc<str>> = rule
+                .destination_fqdns
+                .iter()
+                .map(|f| Arc::from(palisade_model::bindings::normalize(f)))
+                .collect();
+            for f in &fqdns {
+                if let Some(ips) = fqdn_resolution.get(&**f) {
                     destinations.extend(ips.iter().map(|ip| IpNet::from(*ip)));
                 }
             }
@@ -271,10 +330,10 @@ impl CompiledFirewall {
                         .translated_address
                         .clone()
                         .map(|a| (a, rule.translated_port));
-                    dnat.push(rref, rule, sources, destinations, t);
+                    dnat.push(rref, rule, sources, destinations, t, &[]);
                 }
                 RuleCollectionKind::Network => {
-                    net_pass.push(rref, rule, sources, destinations, None)
+                    net_pass.push(rref, rule, sources, destinations, None, &fqdns)
                 }
                 RuleCollectionKind::Application => {
                     let mut patterns = rule.target_fqdns.clone();
@@ -325,6 +384,15 @@ impl CompiledFirewall {
             })
             .filter_map(|p| p.ip_address)
             .collect();
+        let mut dns_servers = vec![];
+        for s in &settings.dns_servers {
+            match s.trim().parse::<IpAddr>() {
+                Ok(ip) => dns_servers.push(ip),
+                Err(_) => problems.push(format!(
+                    "dnsSettings.servers: '{s}' is not an IP address; the server is left out"
+                )),
+            }
+        }
         CompiledFirewall {
             name: fw.name.clone(),
             policy: fw.firewall_policy.clone(),
@@ -336,13 +404,25 @@ impl CompiledFirewall {
             app_rules,
             app_matcher: FqdnMatcher::build(pats),
             snat_private_ranges: snat_ranges(settings.snat_private_ranges.as_deref()),
+            dns_servers,
             problems,
         }
     }
 
-    /// Run the pipeline (FW-3). Threat intelligence and the infrastructure collection are not
+    /// Run the pipeline (FW-3) without remembered DNS answers: network-rule FQDNs match only
+    /// through static bindings. Threat intelligence and the infrastructure collection are not
     /// modelled offline; the default is deny.
     pub fn evaluate(&self, input: &FirewallInput) -> FirewallOutcome {
+        self.evaluate_with(input, &NoResolvedNames)
+    }
+
+    /// Run the pipeline (FW-3) with the addresses the firewall's DNS resolver returned for
+    /// names, against which network rules' `destinationFqdns` match (FW-5).
+    pub fn evaluate_with(
+        &self,
+        input: &FirewallInput,
+        names: &dyn ResolvedNames,
+    ) -> FirewallOutcome {
         let mut audit = vec![];
         let key = &input.key;
         if let Some(i) = self.dnat.first(key, &mut audit) {
@@ -360,7 +440,7 @@ impl CompiledFirewall {
                 detail: None,
             };
         }
-        if let Some(i) = self.network.first(key, &mut audit) {
+        if let Some((i, fqdn)) = self.network.first_by_name(key, names, &mut audit) {
             let r = &self.network.rules[i];
             let allowed = r.action == FirewallAction::Allow;
             return FirewallOutcome {
@@ -371,7 +451,7 @@ impl CompiledFirewall {
                 translated: None,
                 snat: allowed && !contains_addr(&self.snat_private_ranges, key.dst),
                 audit,
-                detail: None,
+                detail: fqdn.map(|n| Detail::ResolvedFqdn(n.clone())),
             };
         }
         let deny =
@@ -542,6 +622,11 @@ impl CompiledFirewall {
         best.map(|(_, r, m)| (r, m))
     }
 
+    /// The network rules' destination FQDNs (normalised), each once.
+    pub fn network_fqdns(&self) -> impl Iterator<Item = &str> {
+        self.network.name_index.keys().map(|n| &**n)
+    }
+
     /// Is `ip` outside the firewall's SNAT private ranges (FW-8.1)?
     pub fn is_public(&self, ip: IpAddr) -> bool {
         !contains_addr(&self.snat_private_ranges, ip)
@@ -692,6 +777,8 @@ struct L4Builder {
     specs: Vec<ClassifierRule>,
     entry_rule: Vec<u32>,
     translated: Vec<Option<(AddressItem, Option<u16>)>>,
+    by_name: Vec<NameEntry>,
+    name_index: HashMap<Arc<str>, Vec<u32>>,
 }
 
 impl L4Builder {
@@ -702,6 +789,7 @@ impl L4Builder {
         sources: Vec<IpNet>,
         destinations: Vec<IpNet>,
         translated: Option<(AddressItem, Option<u16>)>,
+        fqdns: &[Arc<str>],
     ) {
         let idx = self.rules.len() as u32;
         self.rules.push(Arc::new(rref));
@@ -733,13 +821,31 @@ impl L4Builder {
                     .copied()
                     .collect()
             };
-            self.specs.push(ClassifierRule {
+            let spec = ClassifierRule {
                 protocol: proto,
                 src: keep(&sources),
                 dst: keep(&destinations),
                 src_ports: vec![(0, 65535)],
                 dst_ports: ports.clone(),
-            });
+            };
+            if !fqdns.is_empty() {
+                let at = self.by_name.len() as u32;
+                self.by_name.push(NameEntry {
+                    spec: ClassifierRule {
+                        dst: vec![],
+                        ..spec.clone()
+                    },
+                    rule: idx,
+                });
+                for f in fqdns {
+                    let at_name = self.name_index.entry(f.clone()).or_default();
+                    // A rule naming a name twice: one position is enough.
+                    if at_name.last() != Some(&at) {
+                        at_name.push(at);
+                    }
+                }
+            }
+            self.specs.push(spec);
             self.entry_rule.push(idx);
         }
     }
@@ -758,6 +864,8 @@ impl L4Builder {
             entry_rule: self.entry_rule,
             translated: self.translated,
             classifier,
+            by_name: self.by_name,
+            name_index: self.name_index,
         }
     }
 }
@@ -768,6 +876,66 @@ impl L4Pass {
             rules: &self.rules,
             entries: &self.specs,
             entry_rule: &self.entry_rule,
+        }
+    }
+
+    /// First non-audit rule matching by address or by a destination FQDN the address was
+    /// resolved from (with that FQDN), in rule order; audit matches before it are collected
+    /// (PAL-5.3). A rule matching both ways is reported as matched by address.
+    fn first_by_name(
+        &self,
+        key: &PacketKey,
+        names: &dyn ResolvedNames,
+        audit: &mut Vec<Arc<RuleRef>>,
+    ) -> Option<(usize, Option<&Arc<str>>)> {
+        if self.by_name.is_empty() {
+            return self.first(key, audit).map(|r| (r, None));
+        }
+        // The first entry at or after `from` whose rule names one of the names the destination
+        // was resolved from and whose protocol, source and ports match: (entry, rule, name).
+        let by_name_from = |from: usize| {
+            let mut best: Option<(usize, &Arc<str>)> = None;
+            names.names_of(key.dst, &mut |n| {
+                let Some((name, at)) = self.name_index.get_key_value(n) else {
+                    return;
+                };
+                let start = at.partition_point(|&p| (p as usize) < from);
+                for &p in &at[start..] {
+                    let p = p as usize;
+                    if best.is_some_and(|(b, _)| p >= b) {
+                        break;
+                    }
+                    if self.by_name[p].matches(key) {
+                        best = Some((p, name));
+                        break;
+                    }
+                }
+            });
+            best.map(|(p, name)| (p, self.by_name[p].rule as usize, name))
+        };
+        let mut by_address = self.classifier.first_match(key);
+        let mut by_name = by_name_from(0);
+        loop {
+            let a = by_address.map(|e| self.entry_rule[e as usize] as usize);
+            let n = by_name.map(|(_, r, _)| r);
+            let (rule, name) = match (a, n) {
+                (None, None) => return None,
+                (Some(a), Some(n)) if n < a => (n, by_name.map(|(_, _, name)| name)),
+                (Some(a), _) => (a, None),
+                (None, Some(n)) => (n, by_name.map(|(_, _, name)| name)),
+            };
+            if !self.rules[rule].audit {
+                return Some((rule, name));
+            }
+            audit.push(self.rules[rule].clone());
+            // Past this rule in both orders (its other entries included).
+            while let Some(e) = by_address.filter(|e| self.entry_rule[*e as usize] as usize <= rule)
+            {
+                by_address = self.classifier.next_match_after(key, e);
+            }
+            while let Some((i, _, _)) = by_name.filter(|(_, r, _)| *r <= rule) {
+                by_name = by_name_from(i + 1);
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! The firewall's decision path allocates nothing (ARCHITECTURE.md, `crates/policy`): a counting
 //! global allocator in this test binary counts the calling thread's allocations around each
-//! `CompiledFirewall::evaluate` and requires zero, for every kind of outcome.
+//! `CompiledFirewall::evaluate_with` (`evaluate` plus remembered DNS answers for FQDN network
+//! rules, FW-5) and requires zero, for every kind of outcome.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -10,7 +11,7 @@ use palisade_model::{
     AddressItem, ApplicationProtocol, ApplicationProtocolType, AzureFirewall, FirewallAction,
     FirewallRule, Network, NetworkProtocol, PortRange, RuleCollection, RuleCollectionKind,
 };
-use palisade_policy::firewall::{CompiledFirewall, FirewallInput, FirewallPass};
+use palisade_policy::firewall::{CompiledFirewall, FirewallInput, FirewallPass, ResolvedNames};
 use palisade_policy::matchers::PacketKey;
 
 struct Counting;
@@ -92,13 +93,22 @@ fn firewall() -> CompiledFirewall {
                     200,
                     RuleCollectionKind::Network,
                     FirewallAction::Allow,
-                    vec![FirewallRule {
-                        source_addresses: vec![prefix("10.0.0.0/8")],
-                        destination_addresses: vec![prefix("192.0.2.0/24")],
-                        destination_ports: vec![PortRange::single(22)],
-                        ip_protocols: vec![NetworkProtocol::Tcp],
-                        ..FirewallRule::named("ssh")
-                    }],
+                    vec![
+                        FirewallRule {
+                            source_addresses: vec![prefix("10.0.0.0/8")],
+                            destination_addresses: vec![prefix("192.0.2.0/24")],
+                            destination_ports: vec![PortRange::single(22)],
+                            ip_protocols: vec![NetworkProtocol::Tcp],
+                            ..FirewallRule::named("ssh")
+                        },
+                        FirewallRule {
+                            source_addresses: vec![prefix("10.0.0.0/8")],
+                            destination_fqdns: vec!["db.example.test".into()],
+                            destination_ports: vec![PortRange::single(5432)],
+                            ip_protocols: vec![NetworkProtocol::Tcp],
+                            ..FirewallRule::named("db")
+                        },
+                    ],
                 ),
                 RuleCollection::new(
                     "app-deny",
@@ -161,6 +171,18 @@ fn key(src: &str, dst: &str, protocol: u8, port: u16) -> PacketKey {
     }
 }
 
+/// The DNS proxy's answer for the FQDN network rule (FW-5): db.example.test is 198.18.0.5.
+struct Resolved;
+
+impl ResolvedNames for Resolved {
+    fn names_of(&self, address: std::net::IpAddr, each: &mut dyn FnMut(&str)) {
+        if address == std::net::IpAddr::from([198, 18, 0, 5]) {
+            each("other.example.test");
+            each("db.example.test");
+        }
+    }
+}
+
 /// Flow, host, expected pass, expected allowed, expected rule path.
 type Case = (
     PacketKey,
@@ -194,6 +216,20 @@ fn evaluate_allocates_nothing_for_any_outcome() {
             FirewallPass::FirewallNetwork,
             true,
             Some("net-allow/ssh"),
+        ),
+        (
+            key("10.0.0.4", "198.18.0.5", 6, 5432),
+            None,
+            FirewallPass::FirewallNetwork,
+            true,
+            Some("net-allow/db"),
+        ),
+        (
+            key("10.0.0.4", "198.18.0.6", 6, 5432),
+            None,
+            FirewallPass::FirewallDefault,
+            false,
+            None,
         ),
         (
             key("10.0.0.4", "203.0.113.9", 6, 443),
@@ -258,7 +294,7 @@ fn evaluate_allocates_nothing_for_any_outcome() {
             host,
             app_protocol: None,
         };
-        let (outcome, allocs) = allocations_during(|| fw.evaluate(&input));
+        let (outcome, allocs) = allocations_during(|| fw.evaluate_with(&input, &Resolved));
         assert_eq!(allocs, 0, "{host:?} {k:?}: {allocs} allocations");
         assert_eq!(outcome.pass, pass, "{host:?}");
         assert_eq!(outcome.allowed, allowed, "{host:?}");
