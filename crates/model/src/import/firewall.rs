@@ -379,12 +379,10 @@ impl Reader {
                 .unwrap_or_default();
         }
         if let Some(groups) = node.prop("ruleCollectionGroups") {
-            // REST responses list child ids here; groups with properties are inline definitions.
+            // REST responses list child ids here; groups with collections are inline definitions
+            // (under `properties` in ARM JSON, directly in the native YAML).
             for g in groups.items() {
-                if g.key("properties")
-                    .and_then(|pp| pp.key("ruleCollections"))
-                    .is_some()
-                {
+                if g.prop("ruleCollections").is_some() {
                     let gname = g.field("name").map(|n| n.text()).unwrap_or_default();
                     if let Some(rcg) = self.rcg(&ctx, &g, &gname) {
                         p.rule_collection_groups.push(rcg);

@@ -118,6 +118,25 @@ fn fmt_1_native_yaml() {
     );
 }
 
+/// The firewall policy example of docs/native-yaml.md: its inline group holds `ruleCollections`
+/// directly (no `properties` wrapper, FMT-11), and its rules must all be imported.
+#[test]
+fn fmt_11_native_yaml_inline_rule_collection_group() {
+    let doc = include_str!("../../../../docs/native-yaml.md");
+    let yaml = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/native-yaml.md has a yaml example");
+    let f = import("example.yaml", yaml);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    let policy = &f.network.firewall_policies[0];
+    assert_eq!(policy.name, "base-policy");
+    let group = &policy.rule_collection_groups[0];
+    assert_eq!((group.name.as_str(), group.priority), ("app", 300));
+    assert_eq!(group.rule_collections[0].rules.len(), 1);
+}
+
 #[test]
 fn fmt_2_invalid_json_is_one_located_error() {
     let f = import("broken.json", "{\"a\": [1, 2,, ]}");
