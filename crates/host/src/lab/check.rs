@@ -1,0 +1,395 @@
+//! `lab check`: real packets for each flow of a scenario, compared with `trace`.
+//!
+//! For each flow a listener is started at the destination (TCP accept, UDP echo, bound to the
+//! flow's destination address) and the source connects from its own address and port. What
+//! happened is [`Observed`]: connected, denied (timed out, and an NSG table logged the drop over
+//! NFLOG, naming its rule), timed out with nothing logged (a route or firewall dropped it),
+//! refused (nothing listened: a lab fault), or not sent. A reply flow (`reply_to`) is observed as
+//! its request's handshake. [`agrees`] is the comparison; nothing is left out of the report.
+
+use super::plan::LabPlan;
+use super::LabError;
+use crate::nflog::{parse_packet, parse_prefix, LogKind, NflogReader};
+use palisade_model::Protocol;
+use palisade_policy::{Established, Flow, Snapshot, Trace, TraceOptions, Verdict};
+use serde::{Deserialize, Serialize};
+use socket2::{Domain, SockAddr, Socket, Type};
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a connection attempt (or a datagram's echo) may take before it counts as dropped.
+const TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// One flow of a `flows.yaml` (`../shared/scenarios/README.md`); `expect` is `trace`'s business.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowCase {
+    pub name: String,
+    pub protocol: String,
+    pub source: IpAddr,
+    pub source_port: Option<u16>,
+    pub destination: IpAddr,
+    pub destination_port: Option<u16>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct FlowsFile {
+    flows: Vec<FlowCase>,
+}
+
+/// Read a `flows.yaml`; a bad file is an error naming the file and what was expected.
+pub fn load_flows(path: &Path) -> Result<Vec<FlowCase>, LabError> {
+    let err = |message: String| LabError::Flows {
+        file: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let f: FlowsFile = serde_saphyr::from_str(&text).map_err(|e| {
+        err(format!(
+            "expected `flows:` with name, protocol, source, destination: {e}"
+        ))
+    })?;
+    Ok(f.flows)
+}
+
+/// Every address the flows name (the lab must hold them all).
+pub fn addresses(flows: &[FlowCase]) -> Vec<IpAddr> {
+    let mut out = vec![];
+    for f in flows {
+        for a in [f.source, f.destination] {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+/// What the packets did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome", content = "detail")]
+pub enum Observed {
+    Connected,
+    /// Timed out, and an NSG table logged the drop (`nsg/rule`).
+    Denied(String),
+    /// Timed out with nothing logged: a route or a firewall dropped it.
+    TimedOut,
+    /// Nothing was listening (the lab's fault, never an NSG's: NSGs drop silently).
+    Refused,
+    NotSent(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Disagreement {
+    pub flow: String,
+    pub trace_verdict: Verdict,
+    pub observed: Observed,
+    pub trace_rule: Option<String>,
+    pub logged_rule: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub total: usize,
+    pub agree: usize,
+    pub disagree: Vec<Disagreement>,
+}
+
+/// The rule `trace` names: `resource/rule`.
+pub fn trace_rule(t: &Trace) -> Option<String> {
+    t.decided_by.as_ref().map(|d| match &d.rule {
+        Some(r) => format!("{}/{r}", d.resource),
+        None => d.resource.clone(),
+    })
+}
+
+/// The NSG rule whose drop the kernel must log, when `trace` says an NSG denied.
+pub fn expected_log(t: &Trace) -> Option<String> {
+    if t.verdict != Verdict::Deny {
+        return None;
+    }
+    t.hops
+        .iter()
+        .find(|h| (h.layer == "NicNsg" || h.layer == "SubnetNsg") && h.result == "Deny")
+        .map(|h| {
+            // Hops name rules by their JSON path (`securityRules/x`); the log prefix by name.
+            let rule = h.rule.as_deref().unwrap_or("");
+            let name = rule.rsplit_once('/').map_or(rule, |(_, n)| n);
+            format!("{}/{name}", h.resource)
+        })
+}
+
+/// Do the packets agree with `trace`? Allow ↔ connected; an NSG deny ↔ denied by that very rule
+/// (spec NSG-5.1: the first matching rule decides, and it is the one logged); a drop by a route
+/// or firewall ↔ timed out with no NSG record.
+pub fn agrees(t: &Trace, observed: &Observed) -> bool {
+    match (t.verdict, observed) {
+        (Verdict::Allow, Observed::Connected) => true,
+        (Verdict::Deny | Verdict::Drop, Observed::Denied(rule)) => {
+            expected_log(t).as_deref() == Some(rule.as_str())
+        }
+        (Verdict::Deny | Verdict::Drop, Observed::TimedOut) => expected_log(t).is_none(),
+        _ => false,
+    }
+}
+
+fn flow_of(f: &FlowCase) -> Result<Flow, String> {
+    let protocol = Protocol::parse(&f.protocol).ok_or_else(|| {
+        format!(
+            "{}: protocol `{}`: expected Tcp, Udp or Icmp",
+            f.name, f.protocol
+        )
+    })?;
+    Ok(Flow {
+        source: f.source,
+        source_port: f.source_port.unwrap_or(0),
+        destination: f.destination,
+        destination_port: f.destination_port.unwrap_or(0),
+        protocol,
+        host: f.host.clone(),
+        app_protocol: None,
+    })
+}
+
+/// Send every flow through the lab `plan` describes (it must be up) and compare with `trace`.
+pub fn check(snap: &Snapshot, plan: &LabPlan, flows: &[FlowCase]) -> Result<CheckReport, LabError> {
+    let mut readers = vec![];
+    for p in plan.places.iter().filter(|p| !p.tables.is_empty()) {
+        let r = NflogReader::open(100, Some(&p.netns)).map_err(|e| {
+            LabError::Command(format!("NFLOG group 100 in {}", p.netns), e.to_string())
+        })?;
+        readers.push(r);
+    }
+    let mut traces: BTreeMap<&str, Trace> = BTreeMap::new();
+    let mut seen: BTreeMap<&str, Observed> = BTreeMap::new();
+    let mut report = CheckReport {
+        total: 0,
+        agree: 0,
+        disagree: vec![],
+    };
+    for f in flows {
+        if super::net::interrupted() {
+            return Err(LabError::Interrupted);
+        }
+        let flow = match flow_of(f) {
+            Ok(flow) => flow,
+            Err(e) => {
+                report.total += 1;
+                report.disagree.push(Disagreement {
+                    flow: f.name.clone(),
+                    trace_verdict: Verdict::Unknown,
+                    observed: Observed::NotSent(e),
+                    trace_rule: None,
+                    logged_rule: None,
+                });
+                continue;
+            }
+        };
+        let established = f.reply_to.as_deref().map(|r| {
+            let via_firewall = traces
+                .get(r)
+                .is_some_and(|t| t.hops.iter().any(|h| h.layer.starts_with("Firewall")));
+            if via_firewall {
+                Established::ViaFirewall
+            } else {
+                Established::Direct
+            }
+        });
+        let trace = snap.trace(
+            &flow,
+            &TraceOptions {
+                established,
+                ..TraceOptions::default()
+            },
+        );
+        let observed = match &f.reply_to {
+            // A reply is a packet of its request's connection: the handshake carried it.
+            Some(r) => seen.get(r.as_str()).cloned().unwrap_or_else(|| {
+                Observed::NotSent(format!("its request `{r}` is not in the file"))
+            }),
+            None => send(plan, &flow, &mut readers),
+        };
+        report.total += 1;
+        if agrees(&trace, &observed) {
+            report.agree += 1;
+        } else {
+            report.disagree.push(Disagreement {
+                flow: f.name.clone(),
+                trace_verdict: trace.verdict,
+                logged_rule: match &observed {
+                    Observed::Denied(r) => Some(r.clone()),
+                    _ => None,
+                },
+                observed: observed.clone(),
+                trace_rule: trace_rule(&trace),
+            });
+        }
+        seen.insert(&f.name, observed);
+        traces.insert(&f.name, trace);
+    }
+    Ok(report)
+}
+
+/// One flow's packets, and the NSG drop logged for it, if any.
+fn send(plan: &LabPlan, flow: &Flow, readers: &mut [NflogReader]) -> Observed {
+    let (Some(src), Some(dst)) = (plan.place_of(flow.source), plan.place_of(flow.destination))
+    else {
+        return Observed::NotSent("an end is not in the lab (IPv6)".into());
+    };
+    if src.netns == dst.netns {
+        return Observed::NotSent("both ends are in one namespace".into());
+    }
+    let udp = match flow.protocol {
+        Protocol::Tcp => false,
+        Protocol::Udp => true,
+        p => return Observed::NotSent(format!("protocol {p:?} is not sent by the lab")),
+    };
+    for r in readers.iter_mut() {
+        while matches!(r.read(Duration::from_millis(1)), Ok(v) if !v.is_empty()) {}
+    }
+    let listener = match Listener::start(&dst.netns, flow.destination, flow.destination_port, udp) {
+        Ok(l) => l,
+        Err(e) => return Observed::NotSent(format!("listener: {e}")),
+    };
+    let result = connect(&src.netns, flow, udp);
+    drop(listener);
+    match result {
+        Ok(()) => Observed::Connected,
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Observed::Refused,
+        Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+            match logged(flow, readers) {
+                Some(rule) => Observed::Denied(rule),
+                None => Observed::TimedOut,
+            }
+        }
+        Err(e) => Observed::NotSent(e.to_string()),
+    }
+}
+
+/// The deny record of this flow's packets, if an NSG table logged one.
+fn logged(flow: &Flow, readers: &mut [NflogReader]) -> Option<String> {
+    for r in readers.iter_mut() {
+        while let Ok(entries) = r.read(Duration::from_millis(50)) {
+            if entries.is_empty() {
+                break;
+            }
+            for e in entries {
+                let (Some(prefix), Some(t)) = (parse_prefix(&e.prefix), parse_packet(&e.packet))
+                else {
+                    continue;
+                };
+                let forward = t.source == flow.source
+                    && t.destination == flow.destination
+                    && t.destination_port == flow.destination_port;
+                if prefix.kind == LogKind::Deny && forward {
+                    return Some(format!("{}/{}", prefix.nsg, prefix.rule));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A listener in a namespace for one flow, stopped on drop.
+struct Listener {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Listener {
+    fn start(netns: &str, addr: IpAddr, port: u16, udp: bool) -> std::io::Result<Listener> {
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = mpsc::channel::<std::io::Result<()>>();
+        let netns = netns.to_string();
+        let thread = std::thread::spawn(move || {
+            let sock = crate::routes::enter_netns(&netns).and_then(|_| {
+                let ty = if udp { Type::DGRAM } else { Type::STREAM };
+                let s = Socket::new(Domain::for_address(SocketAddr::new(addr, port)), ty, None)?;
+                s.set_reuse_address(true)?;
+                s.bind(&SockAddr::from(SocketAddr::new(addr, port)))?;
+                if !udp {
+                    s.listen(16)?;
+                }
+                s.set_read_timeout(Some(Duration::from_millis(20)))?;
+                Ok(s)
+            });
+            let sock = match sock {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            while matches!(stop_rx.try_recv(), Err(mpsc::TryRecvError::Empty)) {
+                if udp {
+                    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 512];
+                    if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                        // SAFETY: recv_from initialised the first n bytes.
+                        let data: Vec<u8> = buf[..n]
+                            .iter()
+                            .map(|b| unsafe { b.assume_init() })
+                            .collect();
+                        let _ = sock.send_to(&data, &from);
+                    }
+                } else {
+                    match sock.accept() {
+                        Ok((c, _)) => drop(c),
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            }
+        });
+        ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("listener thread ended")))?;
+        Ok(Listener {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connect (TCP) or send and wait for the echo (UDP) from the flow's source address and port.
+fn connect(netns: &str, flow: &Flow, udp: bool) -> std::io::Result<()> {
+    let netns = netns.to_string();
+    let flow = flow.clone();
+    std::thread::spawn(move || -> std::io::Result<()> {
+        crate::routes::enter_netns(&netns)?;
+        let src = SocketAddr::new(flow.source, flow.source_port);
+        let dst = SocketAddr::new(flow.destination, flow.destination_port);
+        let ty = if udp { Type::DGRAM } else { Type::STREAM };
+        let s = Socket::new(Domain::for_address(dst), ty, None)?;
+        s.set_reuse_address(true)?;
+        s.bind(&SockAddr::from(src))?;
+        if udp {
+            s.connect(&SockAddr::from(dst))?;
+            s.send(b"palisade lab")?;
+            s.set_read_timeout(Some(TIMEOUT))?;
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+            s.recv(&mut buf).map(|_| ())
+        } else {
+            s.connect_timeout(&SockAddr::from(dst), TIMEOUT)
+        }
+    })
+    .join()
+    .unwrap_or_else(|_| Err(std::io::Error::other("client thread panicked")))
+}
