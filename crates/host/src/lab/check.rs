@@ -100,6 +100,17 @@ pub struct CheckReport {
     pub total: usize,
     pub agree: usize,
     pub disagree: Vec<Disagreement>,
+    /// Every flow, agreeing or not, in file order.
+    pub flows: Vec<FlowResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowResult {
+    pub flow: String,
+    pub agree: bool,
+    pub trace_verdict: Verdict,
+    pub observed: Observed,
+    pub trace_rule: Option<String>,
 }
 
 /// The rule `trace` names: `resource/rule`.
@@ -173,6 +184,7 @@ pub fn check(snap: &Snapshot, plan: &LabPlan, flows: &[FlowCase]) -> Result<Chec
         total: 0,
         agree: 0,
         disagree: vec![],
+        flows: vec![],
     };
     for f in flows {
         if super::net::interrupted() {
@@ -181,14 +193,7 @@ pub fn check(snap: &Snapshot, plan: &LabPlan, flows: &[FlowCase]) -> Result<Chec
         let flow = match flow_of(f) {
             Ok(flow) => flow,
             Err(e) => {
-                report.total += 1;
-                report.disagree.push(Disagreement {
-                    flow: f.name.clone(),
-                    trace_verdict: Verdict::Unknown,
-                    observed: Observed::NotSent(e),
-                    trace_rule: None,
-                    logged_rule: None,
-                });
+                report.record(&f.name, Verdict::Unknown, None, Observed::NotSent(e), false);
                 continue;
             }
         };
@@ -216,25 +221,52 @@ pub fn check(snap: &Snapshot, plan: &LabPlan, flows: &[FlowCase]) -> Result<Chec
             }),
             None => send(plan, &flow, &mut readers),
         };
-        report.total += 1;
-        if agrees(&trace, &observed) {
-            report.agree += 1;
+        let agree = agrees(&trace, &observed);
+        report.record(
+            &f.name,
+            trace.verdict,
+            trace_rule(&trace),
+            observed.clone(),
+            agree,
+        );
+        seen.insert(&f.name, observed);
+        traces.insert(&f.name, trace);
+    }
+    Ok(report)
+}
+
+impl CheckReport {
+    fn record(
+        &mut self,
+        flow: &str,
+        trace_verdict: Verdict,
+        trace_rule: Option<String>,
+        observed: Observed,
+        agree: bool,
+    ) {
+        self.total += 1;
+        if agree {
+            self.agree += 1;
         } else {
-            report.disagree.push(Disagreement {
-                flow: f.name.clone(),
-                trace_verdict: trace.verdict,
+            self.disagree.push(Disagreement {
+                flow: flow.to_string(),
+                trace_verdict,
                 logged_rule: match &observed {
                     Observed::Denied(r) => Some(r.clone()),
                     _ => None,
                 },
                 observed: observed.clone(),
-                trace_rule: trace_rule(&trace),
+                trace_rule: trace_rule.clone(),
             });
         }
-        seen.insert(&f.name, observed);
-        traces.insert(&f.name, trace);
+        self.flows.push(FlowResult {
+            flow: flow.to_string(),
+            agree,
+            trace_verdict,
+            observed,
+            trace_rule,
+        });
     }
-    Ok(report)
 }
 
 /// One flow's packets, and the NSG drop logged for it, if any.
@@ -392,4 +424,93 @@ fn connect(netns: &str, flow: &Flow, udp: bool) -> std::io::Result<()> {
     })
     .join()
     .unwrap_or_else(|_| Err(std::io::Error::other("client thread panicked")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(name: &str) -> Snapshot {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/scenarios")
+            .join(name)
+            .join("network.json");
+        palisade_load::load(&palisade_load::Source::files([file]))
+            .snapshot
+            .unwrap()
+    }
+
+    fn trace(s: &Snapshot, src: &str, dst: &str, port: u16) -> Trace {
+        s.trace(
+            &Flow {
+                source: src.parse().unwrap(),
+                source_port: 50000,
+                destination: dst.parse().unwrap(),
+                destination_port: port,
+                protocol: Protocol::Tcp,
+                host: None,
+                app_protocol: None,
+            },
+            &TraceOptions::default(),
+        )
+    }
+
+    // spec NSG-5.1, NSG-6: the NIC NSG's Deny-All-Other decides HTTP to web-vm1; the kernel
+    // must log that very rule.
+    #[test]
+    fn nsg_deny_agrees_only_with_its_own_rule() {
+        let s = snap("layered-nsg");
+        let t = trace(&s, "203.0.113.20", "10.2.1.4", 80);
+        assert_eq!(
+            expected_log(&t).as_deref(),
+            Some("web-vm1-nic-nsg/Deny-All-Other")
+        );
+        assert!(agrees(
+            &t,
+            &Observed::Denied("web-vm1-nic-nsg/Deny-All-Other".into())
+        ));
+        assert!(!agrees(
+            &t,
+            &Observed::Denied("web-nsg/DenyAllInBound".into())
+        ));
+        assert!(!agrees(&t, &Observed::TimedOut));
+        assert!(!agrees(&t, &Observed::Connected));
+        assert!(!agrees(&t, &Observed::Refused));
+    }
+
+    #[test]
+    fn allow_agrees_only_with_a_connection() {
+        let s = snap("layered-nsg");
+        let t = trace(&s, "203.0.113.20", "10.2.1.4", 443);
+        assert_eq!(t.verdict, Verdict::Allow);
+        assert!(agrees(&t, &Observed::Connected));
+        assert!(!agrees(&t, &Observed::TimedOut));
+        assert!(!agrees(&t, &Observed::NotSent("x".into())));
+    }
+
+    // spec RT-9: the reply is routed to the firewall, which never saw the request: a drop no
+    // NSG logs.
+    #[test]
+    fn route_drop_agrees_with_a_silent_timeout() {
+        let s = snap("asymmetric-routing");
+        let t = trace(&s, "70.37.57.58", "10.3.0.10", 454);
+        assert_eq!(t.verdict, Verdict::Drop);
+        assert_eq!(trace_rule(&t).as_deref(), Some("rt-broken/to-firewall"));
+        assert!(agrees(&t, &Observed::TimedOut));
+        assert!(!agrees(&t, &Observed::Connected));
+        assert!(!agrees(&t, &Observed::Denied("asym-ase-nsg/x".into())));
+    }
+
+    #[test]
+    fn a_bad_flows_file_names_file_and_expectation() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("flows.yaml");
+        std::fs::write(
+            &f,
+            "flows:\n  - name: x\n    protocol: Tcp\n    source: 10.0.0.300\n",
+        )
+        .unwrap();
+        let e = load_flows(&f).unwrap_err().to_string();
+        assert!(e.contains("flows.yaml") && e.contains("expected"), "{e}");
+    }
 }

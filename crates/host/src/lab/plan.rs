@@ -441,3 +441,127 @@ fn subnet_tables(snap: &Snapshot, places: &[Place], notes: &mut Vec<String>) -> 
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn scenario(name: &str) -> Snapshot {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/scenarios")
+            .join(name)
+            .join("network.json");
+        let loaded = palisade_load::load(&palisade_load::Source::files([file]));
+        assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
+        loaded.snapshot.unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn run_names_fit_interface_names() {
+        let snap = scenario("layered-nsg");
+        for bad in ["", "Lab", "lab-1", "toolongrun", "ü"] {
+            assert_eq!(
+                plan(&snap, bad, &[]),
+                Err(PlanError::BadRun(bad.to_string())),
+                "{bad:?}"
+            );
+        }
+        let p = plan(&snap, "abcdefgh", &[]).unwrap();
+        for place in &p.places {
+            assert!(place.router_link.len() <= 15, "{}", place.router_link);
+            assert!(place.netns.starts_with("pal-abcdefgh-"));
+        }
+    }
+
+    // spec NSG-6: a NIC in a subnet meets both NSGs; the lab applies both tables in its place.
+    #[test]
+    fn layered_nsg_places_and_tables() {
+        let snap = scenario("layered-nsg");
+        let outside = [ip("203.0.113.20"), ip("10.2.1.4"), ip("10.2.3.99")];
+        let p = plan(&snap, "t", &outside).unwrap();
+        let web1 = p.place_named("web-vm1-nic").unwrap();
+        assert_eq!(web1.addresses, vec![Ipv4Addr::new(10, 2, 1, 4)]);
+        let targets: Vec<&Target> = web1.tables.iter().map(|t| &t.target).collect();
+        assert!(matches!(targets[0], Target::Subnet(s) if s.ends_with("/web-subnet")));
+        assert!(matches!(targets[1], Target::Nic(n) if n == "web-vm1-nic"));
+        // No NSG anywhere on the jumpbox: no table.
+        assert!(p.place_named("jumpbox-nic").unwrap().tables.is_empty());
+        // An address on no NIC joins its subnet's place, with the subnet NSG only.
+        let data = p.place_of(ip("10.2.3.99")).unwrap();
+        assert!(matches!(&data.kind, PlaceKind::Subnet(s) if s.ends_with("/data-subnet")));
+        assert_eq!(data.tables.len(), 1);
+        // Outside addresses, and the servers, live in the internet.
+        let inet = p.internet();
+        assert!(inet.addresses.contains(&Ipv4Addr::new(203, 0, 113, 20)));
+        assert!(inet.addresses.contains(&SERVER_ADDR));
+        // Every address is held exactly once; names are unique.
+        let mut all: Vec<Ipv4Addr> = p.places.iter().flat_map(|p| p.addresses.clone()).collect();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n);
+        let mut names = p.namespaces();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), p.places.len() + 1);
+    }
+
+    // spec RT-5, RT-8, RT-3.1: each subnet's table holds its own effective routes — the UDR to
+    // the appliance on the broken subnet, the more specific Internet routes on the fixed one,
+    // the VNet itself handed back to the main table.
+    #[test]
+    fn asymmetric_routing_tables() {
+        let snap = scenario("asymmetric-routing");
+        let p = plan(
+            &snap,
+            "t",
+            &[ip("10.3.0.10"), ip("10.3.2.10"), ip("70.37.57.58")],
+        )
+        .unwrap();
+        let fw = p
+            .places
+            .iter()
+            .find(|p| matches!(&p.kind, PlaceKind::Firewall(n) if n == "asym-firewall"))
+            .expect("the firewall a route leads to gets a place");
+        assert_eq!(fw.addresses, vec![Ipv4Addr::new(10, 3, 1, 4)]);
+        let table = |subnet: &str| {
+            p.tables
+                .iter()
+                .find(|t| t.subnet.ends_with(subnet))
+                .unwrap_or_else(|| panic!("no table for {subnet}"))
+        };
+        let default: Ipv4Net = "0.0.0.0/0".parse().unwrap();
+        for subnet in ["/ase-broken-subnet", "/ase-fixed-subnet"] {
+            let t = table(subnet);
+            assert!(
+                t.routes.contains(&KernelRoute::Via {
+                    prefix: default,
+                    gateway: Ipv4Addr::new(10, 3, 1, 4),
+                    link: fw.router_link.clone(),
+                }),
+                "{subnet}: {:?}",
+                t.routes
+            );
+            assert!(t.routes.iter().any(|r| matches!(r, KernelRoute::Throw { prefix } if prefix.contains(&Ipv4Addr::new(10, 3, 0, 10)))));
+        }
+        let mgmt: Ipv4Net = "70.37.57.58/32".parse().unwrap();
+        let internet = KernelRoute::Dev {
+            prefix: mgmt,
+            link: p.internet().router_link.clone(),
+        };
+        assert!(table("/ase-fixed-subnet").routes.contains(&internet));
+        assert!(!table("/ase-broken-subnet")
+            .routes
+            .iter()
+            .any(|r| r.prefix() == mgmt));
+        assert_eq!(
+            internet.to_string(),
+            format!("70.37.57.58/32 dev {}", p.internet().router_link)
+        );
+    }
+}
