@@ -51,6 +51,9 @@ pub struct UpArgs {
     /// No test servers and no DNS server in the internet.
     #[arg(long)]
     no_servers: bool,
+    /// Firewall namespaces forward without `palisade gateway` (stateful, judging nothing).
+    #[arg(long)]
+    no_gateway: bool,
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
 }
@@ -84,6 +87,9 @@ pub struct CheckArgs {
     /// The flows to send (default: `flows.yaml` beside the network).
     #[arg(long)]
     flows: Option<PathBuf>,
+    /// Firewall namespaces forward without `palisade gateway` (stateful, judging nothing).
+    #[arg(long)]
+    no_gateway: bool,
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
 }
@@ -136,10 +142,13 @@ fn up(a: UpArgs) -> Result<ExitCode, String> {
     let flows = read_flows(&a.net, &a.flows)?;
     let plan =
         lab::plan(&snap, &a.run.name, &check::addresses(&flows)).map_err(|e| e.to_string())?;
-    let servers = (!a.no_servers)
-        .then(|| std::env::current_exe().ok())
-        .flatten()
-        .map(|exe| lab::Servers { exe, dns: true });
+    let exe = std::env::current_exe().map_err(|e| format!("where is this program: {e}"))?;
+    let servers = lab::Servers {
+        exe,
+        internet: !a.no_servers,
+        dns: !a.no_servers,
+        gateway: (!a.no_gateway).then(|| gateway_args(&a.net)),
+    };
     net::catch_interrupts();
     let network = a
         .net
@@ -149,7 +158,7 @@ fn up(a: UpArgs) -> Result<ExitCode, String> {
         .map(|p| p.display().to_string())
         .collect();
     let state =
-        lab::up(&snap, plan, network, &a.run.state, servers.as_ref()).map_err(|e| e.to_string())?;
+        lab::up(&snap, plan, network, &a.run.state, Some(&servers)).map_err(|e| e.to_string())?;
     if a.output == Output::Json {
         println!(
             "{}",
@@ -193,6 +202,39 @@ fn up(a: UpArgs) -> Result<ExitCode, String> {
             .unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The network input flags again, for `palisade gateway` in a firewall namespace (absolute
+/// paths: the gateway may run from another directory).
+fn gateway_args(net: &NetworkArgs) -> Vec<String> {
+    let abs = |p: &PathBuf| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.clone())
+            .display()
+            .to_string()
+    };
+    let src = &net.source;
+    let mut out = vec![];
+    for n in &src.network {
+        out.extend(["--network".to_string(), abs(n)]);
+    }
+    for (flag, value) in [
+        ("--parameters", &src.parameters),
+        ("--service-tags", &src.service_tags),
+        ("--fqdn-tags", &src.fqdn_tags),
+        ("--hosts-file", &src.hosts_file),
+    ] {
+        if let Some(v) = value {
+            out.extend([flag.to_string(), abs(v)]);
+        }
+    }
+    for r in &src.resolve {
+        out.extend(["--resolve".to_string(), r.clone()]);
+    }
+    if src.strict {
+        out.push("--strict".into());
+    }
+    out
 }
 
 fn place_label(k: &lab::PlaceKind) -> String {
@@ -276,8 +318,16 @@ fn check_cmd(a: CheckArgs) -> Result<ExitCode, String> {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let state = lab::up(&snap, plan, network, &a.run.state, None).map_err(|e| e.to_string())?;
-    let result = check::check(&snap, &state.plan, &flows);
+    let exe = std::env::current_exe().map_err(|e| format!("where is this program: {e}"))?;
+    let servers = lab::Servers {
+        exe,
+        internet: false,
+        dns: false,
+        gateway: (!a.no_gateway).then(|| gateway_args(&a.net)),
+    };
+    let state =
+        lab::up(&snap, plan, network, &a.run.state, Some(&servers)).map_err(|e| e.to_string())?;
+    let result = check::check(&snap, &state, &flows);
     let removed = lab::down(&a.run.state, &a.run.name);
     let report = result.map_err(|e| e.to_string())?;
     removed.map_err(|e| e.to_string())?;

@@ -27,7 +27,7 @@ fn run_check(
     let run = format!("{tag}{}", std::process::id() % 100_000);
     let plan = lab::plan(built_from, &run, &check::addresses(flows)).unwrap();
     let state = lab::up(built_from, plan, vec![], state_dir.path(), None).unwrap();
-    let report = check::check(checked_against, &state.plan, flows);
+    let report = check::check(checked_against, &state, flows);
     lab::down(state_dir.path(), &run).unwrap();
     report.unwrap()
 }

@@ -7,6 +7,7 @@
 //! refused (nothing listened: a lab fault), or not sent. A reply flow (`reply_to`) is observed as
 //! its request's handshake. [`agrees`] is the comparison; nothing is left out of the report.
 
+use super::net::{GatewayRun, LabState};
 use super::plan::LabPlan;
 use super::LabError;
 use crate::nflog::{parse_packet, parse_prefix, LogKind, NflogReader};
@@ -121,10 +122,18 @@ pub fn trace_rule(t: &Trace) -> Option<String> {
     })
 }
 
-/// The NSG rule whose drop the kernel must log, when `trace` says an NSG denied.
+/// The rule whose deny must be recorded, when `trace` says an NSG or a firewall denied: the NSG
+/// rule the kernel logs, or the firewall rule (`firewall/collection/rule`, the firewall alone for
+/// its default action) in the gateway's flow record.
 pub fn expected_log(t: &Trace) -> Option<String> {
     if t.verdict != Verdict::Deny {
         return None;
+    }
+    if t.hops
+        .last()
+        .is_some_and(|h| h.layer.starts_with("Firewall") && h.result == "Deny")
+    {
+        return trace_rule(t);
     }
     t.hops
         .iter()
@@ -169,8 +178,13 @@ fn flow_of(f: &FlowCase) -> Result<Flow, String> {
     })
 }
 
-/// Send every flow through the lab `plan` describes (it must be up) and compare with `trace`.
-pub fn check(snap: &Snapshot, plan: &LabPlan, flows: &[FlowCase]) -> Result<CheckReport, LabError> {
+/// Send every flow through the lab of `state` (it must be up) and compare with `trace`.
+pub fn check(
+    snap: &Snapshot,
+    state: &LabState,
+    flows: &[FlowCase],
+) -> Result<CheckReport, LabError> {
+    let plan = &state.plan;
     let mut readers = vec![];
     for p in plan.places.iter().filter(|p| !p.tables.is_empty()) {
         let r = NflogReader::open(100, Some(&p.netns)).map_err(|e| {
@@ -219,7 +233,12 @@ pub fn check(snap: &Snapshot, plan: &LabPlan, flows: &[FlowCase]) -> Result<Chec
             Some(r) => seen.get(r.as_str()).cloned().unwrap_or_else(|| {
                 Observed::NotSent(format!("its request `{r}` is not in the file"))
             }),
-            None => send(plan, &flow, &mut readers),
+            None => {
+                let via = trace.hops.iter().find(|h| h.layer.starts_with("Firewall"));
+                let gateway =
+                    via.and_then(|h| state.gateways.iter().find(|g| g.firewall == h.resource));
+                send(plan, &flow, &mut readers, gateway)
+            }
         };
         let agree = agrees(&trace, &observed);
         report.record(
@@ -270,7 +289,12 @@ impl CheckReport {
 }
 
 /// One flow's packets, and the NSG drop logged for it, if any.
-fn send(plan: &LabPlan, flow: &Flow, readers: &mut [NflogReader]) -> Observed {
+fn send(
+    plan: &LabPlan,
+    flow: &Flow,
+    readers: &mut [NflogReader],
+    gateway: Option<&GatewayRun>,
+) -> Observed {
     let (Some(src), Some(dst)) = (plan.place_of(flow.source), plan.place_of(flow.destination))
     else {
         return Observed::NotSent("an end is not in the lab (IPv6)".into());
@@ -290,8 +314,19 @@ fn send(plan: &LabPlan, flow: &Flow, readers: &mut [NflogReader]) -> Observed {
         Ok(l) => l,
         Err(e) => return Observed::NotSent(format!("listener: {e}")),
     };
-    let result = connect(&src.netns, flow, udp);
+    // Through the gateway the handshake is with the gateway: what counts is the server's
+    // greeting coming back.
+    let through_gateway = gateway.filter(|_| !udp);
+    let result = connect(&src.netns, flow, udp, through_gateway.is_some());
     drop(listener);
+    if let (Some(g), Err(e)) = (through_gateway, &result) {
+        if e.kind() != ErrorKind::TimedOut {
+            return match gateway_record(g, flow) {
+                Some(rule) => Observed::Denied(rule),
+                None => Observed::Refused,
+            };
+        }
+    }
     match result {
         Ok(()) => Observed::Connected,
         Err(e) if e.kind() == ErrorKind::ConnectionRefused => Observed::Refused,
@@ -327,6 +362,68 @@ fn logged(flow: &Flow, readers: &mut [NflogReader]) -> Option<String> {
         }
     }
     None
+}
+
+/// The gateway's deny record of this flow (`firewall/collection/rule`, or the firewall alone
+/// when no rule decided). Deny records are durable before the client is told (docs/gateway.md).
+fn gateway_record(g: &GatewayRun, flow: &Flow) -> Option<String> {
+    let q = palisade_flowlog::Query {
+        source: Some(flow.source),
+        action: Some("Deny".into()),
+        ..Default::default()
+    };
+    let (records, _) = palisade_flowlog::query(&g.data, &q).ok()?;
+    let r = records.into_iter().find(|r| {
+        r.source_port == flow.source_port
+            && r.destination_ip == Some(flow.destination)
+            && r.destination_port == flow.destination_port
+    })?;
+    Some(match r.rule_path() {
+        Some(path) => format!("{}/{path}", g.firewall),
+        None => g.firewall.clone(),
+    })
+}
+
+/// What the test server says first on every TCP connection.
+const GREETING: &[u8] = b"palisade lab\n";
+
+/// The first bytes a client of `flow` sends, for the firewall to judge by name: an HTTP request
+/// with `Host` on port 80, a TLS ClientHello with the SNI elsewhere (scenarios README).
+fn first_bytes(flow: &Flow) -> Vec<u8> {
+    match &flow.host {
+        None => vec![],
+        Some(h) if flow.destination_port == 80 => {
+            format!("GET / HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n").into_bytes()
+        }
+        Some(h) => client_hello(h),
+    }
+}
+
+/// A minimal TLS 1.3 ClientHello carrying `sni` (enough for the gateway to read the name; no
+/// handshake follows).
+fn client_hello(sni: &str) -> Vec<u8> {
+    let name = sni.as_bytes();
+    let mut server_name = vec![0u8];
+    server_name.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    server_name.extend_from_slice(name);
+    let mut list = (server_name.len() as u16).to_be_bytes().to_vec();
+    list.extend_from_slice(&server_name);
+    let mut exts = vec![0, 0];
+    exts.extend_from_slice(&(list.len() as u16).to_be_bytes());
+    exts.extend_from_slice(&list);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7u8; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+    body.extend_from_slice(&exts);
+    let mut hs = vec![1];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut out = vec![0x16, 3, 1];
+    out.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    out.extend_from_slice(&hs);
+    out
 }
 
 /// A listener in a namespace for one flow, stopped on drop.
@@ -375,7 +472,11 @@ impl Listener {
                     }
                 } else {
                     match sock.accept() {
-                        Ok((c, _)) => drop(c),
+                        Ok((c, _)) => {
+                            let _ = c.send(GREETING);
+                            // Give the greeting time to leave before the close.
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
                     }
                 }
@@ -401,7 +502,7 @@ impl Drop for Listener {
 }
 
 /// Connect (TCP) or send and wait for the echo (UDP) from the flow's source address and port.
-fn connect(netns: &str, flow: &Flow, udp: bool) -> std::io::Result<()> {
+fn connect(netns: &str, flow: &Flow, udp: bool, want_greeting: bool) -> std::io::Result<()> {
     let netns = netns.to_string();
     let flow = flow.clone();
     std::thread::spawn(move || -> std::io::Result<()> {
@@ -419,7 +520,33 @@ fn connect(netns: &str, flow: &Flow, udp: bool) -> std::io::Result<()> {
             let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64];
             s.recv(&mut buf).map(|_| ())
         } else {
-            s.connect_timeout(&SockAddr::from(dst), TIMEOUT)
+            s.connect_timeout(&SockAddr::from(dst), TIMEOUT)?;
+            if !want_greeting {
+                return Ok(());
+            }
+            let hello = first_bytes(&flow);
+            if !hello.is_empty() {
+                s.send(&hello)?;
+            }
+            s.set_read_timeout(Some(TIMEOUT * 3))?;
+            let mut got = vec![];
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+            while got.len() < GREETING.len() {
+                let n = s.recv(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                // SAFETY: recv initialised the first n bytes.
+                got.extend(buf[..n].iter().map(|b| unsafe { b.assume_init() }));
+            }
+            if got.starts_with(GREETING) {
+                Ok(())
+            } else {
+                Err(std::io::Error::new(
+                    ErrorKind::ConnectionReset,
+                    "closed without the server's greeting",
+                ))
+            }
         }
     })
     .join()

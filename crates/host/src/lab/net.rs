@@ -33,7 +33,20 @@ pub struct LabState {
     /// The network's files, as given to `lab up`.
     pub network: Vec<String>,
     pub processes: Vec<Process>,
+    /// `palisade gateway` in firewall namespaces, with where each writes its flow records.
+    #[serde(default)]
+    pub gateways: Vec<GatewayRun>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRun {
+    pub firewall: String,
+    pub netns: String,
+    pub data: PathBuf,
+}
+
+/// The gateway's transparent listener in a firewall namespace.
+pub const GATEWAY_PORT: u16 = 15001;
 
 impl LabState {
     pub fn path(state_dir: &Path, run: &str) -> PathBuf {
@@ -156,13 +169,18 @@ pub fn live_namespaces() -> Vec<String> {
         .collect()
 }
 
-/// How `up` starts the internet's servers.
+/// The processes `up` starts.
 #[derive(Debug, Clone)]
 pub struct Servers {
-    /// The `palisade` binary (runs the hidden `lab serve`).
+    /// The `palisade` binary (runs the hidden `lab serve` and `gateway`).
     pub exe: PathBuf,
+    /// The internet's test servers.
+    pub internet: bool,
     /// Start dnsmasq as the DNS server (when it is installed).
     pub dns: bool,
+    /// Run `palisade gateway` (transparent, TCP) in each firewall namespace, with these network
+    /// input arguments (`-n FILE`, `--parameters FILE`, ...).
+    pub gateway: Option<Vec<String>>,
 }
 
 /// Build the lab. On any error — or SIGINT/SIGTERM — everything built so far is removed
@@ -185,6 +203,7 @@ pub fn up(
         plan,
         network,
         processes: vec![],
+        gateways: vec![],
     };
     state.save(state_dir)?;
     match build(snap, &mut state, state_dir, servers) {
@@ -277,23 +296,133 @@ fn build(
             apply::apply(&nft, &table, None)
                 .map_err(|e| LabError::Render(p.netns.clone(), e.to_string()))?;
         }
-        if let PlaceKind::Firewall(_) = p.kind {
-            firewall(&p.netns)?;
+        if let PlaceKind::Firewall(name) = &p.kind {
+            let gateway = servers.and_then(|s| s.gateway.as_ref().map(|args| (s, args)));
+            firewall(&p.netns, gateway.is_some())?;
+            if let Some((s, args)) = gateway {
+                let data = state_dir.join(format!("lab-{}-{}.flows", plan.run, p.netns));
+                state.gateways.push(GatewayRun {
+                    firewall: name.clone(),
+                    netns: p.netns.clone(),
+                    data: data.clone(),
+                });
+                let process = start_gateway(&s.exe, args, name, &p.netns, &data, state_dir)?;
+                state.processes.push(process);
+                state.save(state_dir)?;
+                wait_listening(&p.netns, GATEWAY_PORT, state_dir)?;
+            }
         }
     }
-    if let Some(servers) = servers {
+    if let Some(servers) = servers.filter(|s| s.internet) {
         start_servers(state, servers)?;
         state.save(state_dir)?;
     }
     Ok(())
 }
 
+fn start_gateway(
+    exe: &Path,
+    network_args: &[String],
+    firewall: &str,
+    netns: &str,
+    data: &Path,
+    state_dir: &Path,
+) -> Result<Process, LabError> {
+    let mut args: Vec<String> = vec![
+        "ip".into(),
+        "netns".into(),
+        "exec".into(),
+        netns.into(),
+        exe.to_string_lossy().into_owned(),
+        "gateway".into(),
+    ];
+    args.extend(network_args.iter().cloned());
+    args.extend(
+        [
+            "--firewall",
+            firewall,
+            "--listen",
+            "none",
+            "--admin",
+            "127.0.0.1:9180",
+            "--transparent",
+            &format!("0.0.0.0:{GATEWAY_PORT}"),
+            "--data",
+            &data.to_string_lossy(),
+            "--instance",
+            &format!("lab-{netns}"),
+            // Azure's firewall does not check names against addresses (PAL-5); the scenarios'
+            // flows are evaluated the same way.
+            "--address-check",
+            "off",
+            "--no-watch",
+            "--grace-period",
+            "0",
+        ]
+        .map(String::from),
+    );
+    let log = state_dir.join(format!("{netns}.gateway.log"));
+    let err =
+        std::fs::File::create(&log).map_err(|e| LabError::State(log.clone(), e.to_string()))?;
+    let child = Command::new(&args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .map_err(|e| LabError::Command(args.join(" "), e.to_string()))?;
+    Ok(Process {
+        netns: netns.to_string(),
+        pid: child.id(),
+        what: format!("gateway ({firewall})"),
+    })
+}
+
+/// Wait until something listens on `port` in `netns` (the gateway has loaded its network).
+fn wait_listening(netns: &str, port: u16, state_dir: &Path) -> Result<(), LabError> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let filter = format!("sport = :{port}");
+    while Instant::now() < deadline {
+        check_interrupt()?;
+        let out = in_ns(netns, &["ss", "-ltnH", &filter]).unwrap_or_default();
+        if !out.trim().is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = state_dir.join(format!("{netns}.gateway.log"));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    Err(LabError::Command(
+        format!("palisade gateway in {netns}"),
+        format!(
+            "not listening on :{port} after 20 s; its log: {}",
+            text.trim()
+        ),
+    ))
+}
+
 /// A firewall namespace forwards statefully: it passes what it has seen begin and drops what
 /// it has not (a reply whose request took another path, RT-9), and translates the source of
 /// what it sends to the internet to its own address, as Azure Firewall does (FW-8.1), so that
 /// replies come back through it.
-fn firewall(ns: &str) -> Result<(), LabError> {
+///
+/// With the gateway, new TCP connections are redirected to its transparent listener (only the
+/// first packet of a connection passes the nat hook, so the gateway's own outbound connections
+/// and their replies are not looped back); UDP is forwarded unjudged (the gateway does not relay
+/// UDP transparently).
+fn firewall(ns: &str, gateway: bool) -> Result<(), LabError> {
     in_ns(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    let redirect = if gateway {
+        format!(
+            "  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname \"eth0\" meta l4proto tcp redirect to :{GATEWAY_PORT}
+  }}
+"
+        )
+    } else {
+        String::new()
+    };
     let rules = "table inet palisade_lab_fw {
   chain forward {
     type filter hook forward priority 0; policy accept;
@@ -303,9 +432,9 @@ fn firewall(ns: &str) -> Result<(), LabError> {
     type nat hook postrouting priority 100; policy accept;
     ip daddr != { 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10 } masquerade
   }
-}
 ";
-    run_with_input(&["ip", "netns", "exec", ns, "nft", "-f", "-"], Some(rules))?;
+    let rules = format!("{rules}{redirect}}}\n");
+    run_with_input(&["ip", "netns", "exec", ns, "nft", "-f", "-"], Some(&rules))?;
     Ok(())
 }
 
@@ -418,6 +547,10 @@ pub fn down(state_dir: &Path, name: &str) -> Result<Removed, LabError> {
     }
     if !failed.is_empty() {
         return Err(LabError::Down(failed.join("; ")));
+    }
+    for g in &state.gateways {
+        let _ = std::fs::remove_dir_all(&g.data);
+        let _ = std::fs::remove_file(state_dir.join(format!("{}.gateway.log", g.netns)));
     }
     let path = LabState::path(state_dir, name);
     std::fs::remove_file(&path).map_err(|e| LabError::State(path, e.to_string()))?;

@@ -11,6 +11,7 @@
 
 use ipnet::{IpNet, Ipv4Net};
 use palisade_model::NextHopType;
+use palisade_policy::addresses::PLATFORM_ADDRESSES;
 use palisade_policy::routes::{RouteSource, RouteState};
 use palisade_policy::{Snapshot, SubnetId};
 use serde::{Deserialize, Serialize};
@@ -306,25 +307,28 @@ pub fn plan(snap: &Snapshot, run: &str, extra: &[IpAddr]) -> Result<LabPlan, Pla
     if extra.iter().any(IpAddr::is_ipv6) {
         notes.push("IPv6 flow addresses are not built".into());
     }
+    // One place per address, so that two of them talk across the router as two machines do.
     for (s, addrs) in by_subnet {
         let name = subnet_name(s);
-        let tables = snap
-            .subnet(s)
-            .nsg
-            .map(|nsg| NsgTable {
-                target: Target::Subnet(name.clone()),
-                table: format!("pal_s_{}", sanitize(&snap.nsg(nsg).name)),
-            })
-            .into_iter()
-            .collect();
-        new_place(
-            &mut places,
-            PlaceKind::Subnet(name.clone()),
-            "s",
-            addrs,
-            Some(name),
-            tables,
-        );
+        for a in addrs {
+            let tables = snap
+                .subnet(s)
+                .nsg
+                .map(|nsg| NsgTable {
+                    target: Target::Subnet(name.clone()),
+                    table: format!("pal_s_{}", sanitize(&snap.nsg(nsg).name)),
+                })
+                .into_iter()
+                .collect();
+            new_place(
+                &mut places,
+                PlaceKind::Subnet(name.clone()),
+                "s",
+                vec![a],
+                Some(name.clone()),
+                tables,
+            );
+        }
     }
     if places.is_empty() {
         return Err(PlanError::Empty);
@@ -379,6 +383,15 @@ fn subnet_tables(snap: &Snapshot, places: &[Place], notes: &mut Vec<String>) -> 
         }
         let mut routes = vec![];
         let mut seen = BTreeSet::new();
+        // The platform's addresses (NSG-8) are answered by the host, never through a route
+        // table: replies to them go back the way they came, whatever the UDRs say.
+        for a in PLATFORM_ADDRESSES {
+            if let IpAddr::V4(a) = a {
+                let prefix = Ipv4Net::from(a);
+                seen.insert(prefix);
+                routes.push(KernelRoute::Throw { prefix });
+            }
+        }
         for r in &s.routes.routes {
             if r.state == RouteState::Invalid && !r.drops {
                 continue;
@@ -399,10 +412,13 @@ fn subnet_tables(snap: &Snapshot, places: &[Place], notes: &mut Vec<String>) -> 
                         (NextHopType::VnetLocal | NextHopType::VNetPeering, _) => {
                             KernelRoute::Throw { prefix }
                         }
-                        (NextHopType::Internet, _) => KernelRoute::Dev {
-                            prefix,
-                            link: internet_link.clone(),
-                        },
+                        // A service endpoint reaches the service's public addresses directly.
+                        (NextHopType::Internet | NextHopType::VirtualNetworkServiceEndpoint, _) => {
+                            KernelRoute::Dev {
+                                prefix,
+                                link: internet_link.clone(),
+                            }
+                        }
                         (NextHopType::VirtualAppliance, Some(IpAddr::V4(gateway))) => {
                             match link_of(gateway) {
                                 Some(link) => KernelRoute::Via {
