@@ -85,8 +85,15 @@ pub struct CheckArgs {
     #[command(flatten)]
     run: RunArgs,
     /// The flows to send (default: `flows.yaml` beside the network).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "random")]
     flows: Option<PathBuf>,
+    /// Send N random TCP/UDP flows over the network instead (endpoints and ports drawn from its
+    /// NICs, subnets and NSG rules).
+    #[arg(long, value_name = "N")]
+    random: Option<usize>,
+    /// Seed of --random: the same network, N and seed give the same flows.
+    #[arg(long, default_value_t = 1, requires = "random")]
+    seed: u64,
     /// Firewall namespaces forward without `palisade gateway` (stateful, judging nothing).
     #[arg(long)]
     no_gateway: bool,
@@ -305,9 +312,15 @@ fn exec(a: ExecArgs) -> Result<ExitCode, String> {
 
 fn check_cmd(a: CheckArgs) -> Result<ExitCode, String> {
     let snap = load::load_for_evaluation(&a.net)?.snapshot;
-    let file = flows_file(&a.net, &a.flows)
-        .ok_or("no flows: give --flows FILE (no flows.yaml beside the network)")?;
-    let flows = check::load_flows(&file).map_err(|e| e.to_string())?;
+    let flows = match a.random {
+        Some(n) => lab::random::flows(&snap, n, a.seed),
+        None => {
+            let file = flows_file(&a.net, &a.flows).ok_or(
+                "no flows: give --flows FILE or --random N (no flows.yaml beside the network)",
+            )?;
+            check::load_flows(&file).map_err(|e| e.to_string())?
+        }
+    };
     let plan =
         lab::plan(&snap, &a.run.name, &check::addresses(&flows)).map_err(|e| e.to_string())?;
     net::catch_interrupts();

@@ -330,7 +330,13 @@ fn send(
     match result {
         Ok(()) => Observed::Connected,
         Err(e) if e.kind() == ErrorKind::ConnectionRefused => Observed::Refused,
-        Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+        // EPERM: the sender's own output hook dropped the datagram (an outbound NSG deny).
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::PermissionDenied
+            ) =>
+        {
             match logged(flow, readers) {
                 Some(rule) => Observed::Denied(rule),
                 None => Observed::TimedOut,
@@ -388,10 +394,12 @@ fn gateway_record(g: &GatewayRun, flow: &Flow) -> Option<String> {
 const GREETING: &[u8] = b"palisade lab\n";
 
 /// The first bytes a client of `flow` sends, for the firewall to judge by name: an HTTP request
-/// with `Host` on port 80, a TLS ClientHello with the SNI elsewhere (scenarios README).
+/// with `Host` on port 80, a TLS ClientHello with the SNI elsewhere (scenarios README). Without
+/// a name, a line that is neither, which the gateway judges with no name at once instead of
+/// waiting for a ClientHello (a network rule has decided before it is read).
 fn first_bytes(flow: &Flow) -> Vec<u8> {
     match &flow.host {
-        None => vec![],
+        None => GREETING.to_vec(),
         Some(h) if flow.destination_port == 80 => {
             format!("GET / HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n").into_bytes()
         }
@@ -524,10 +532,7 @@ fn connect(netns: &str, flow: &Flow, udp: bool, want_greeting: bool) -> std::io:
             if !want_greeting {
                 return Ok(());
             }
-            let hello = first_bytes(&flow);
-            if !hello.is_empty() {
-                s.send(&hello)?;
-            }
+            s.send(&first_bytes(&flow))?;
             s.set_read_timeout(Some(TIMEOUT * 3))?;
             let mut got = vec![];
             let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64];

@@ -9,6 +9,7 @@
 pub mod check;
 pub mod net;
 pub mod plan;
+pub mod random;
 pub mod serve;
 
 pub use check::{CheckReport, FlowCase, Observed};
