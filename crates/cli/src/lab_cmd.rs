@@ -147,8 +147,15 @@ fn read_flows(net: &NetworkArgs, given: &Option<PathBuf>) -> Result<Vec<FlowCase
 fn up(a: UpArgs) -> Result<ExitCode, String> {
     let snap = load::load_for_evaluation(&a.net)?.snapshot;
     let flows = read_flows(&a.net, &a.flows)?;
-    let plan =
+    let mut plan =
         lab::plan(&snap, &a.run.name, &check::addresses(&flows)).map_err(|e| e.to_string())?;
+    // The flows' names resolve to the addresses they were dialled at, so `curl http://NAME`
+    // from a workload goes where the flow went.
+    for f in &flows {
+        if let (Some(h), IpAddr::V4(d)) = (&f.host, f.destination) {
+            plan.names.entry(h.clone()).or_insert(d);
+        }
+    }
     let exe = std::env::current_exe().map_err(|e| format!("where is this program: {e}"))?;
     let servers = lab::Servers {
         exe,
@@ -204,8 +211,9 @@ fn up(a: UpArgs) -> Result<ExitCode, String> {
         state
             .plan
             .places
-            .first()
-            .map(|p| place_label(&p.kind))
+            .iter()
+            .find(|p| matches!(p.kind, lab::PlaceKind::Nic(_) | lab::PlaceKind::Subnet(_)))
+            .map(|p| p.addresses[0].to_string())
             .unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)

@@ -3,7 +3,7 @@
 //! away again. The state of a run is written before anything is created, so `down` (also from
 //! another process) removes a half-built lab as well as a whole one.
 
-use super::plan::{LabPlan, PlaceKind, DNS_ADDR, ROUTER_ADDR, SERVER_ADDR};
+use super::plan::{LabPlan, PlaceKind, DNS_ADDR, ROUTER_ADDR};
 use super::LabError;
 use crate::apply;
 use crate::nft::Nft;
@@ -450,8 +450,9 @@ fn start_servers(state: &mut LabState, servers: &Servers) -> Result<(), LabError
         exe,
         "lab".into(),
         "serve".into(),
+        // Every address of the internet answers, so that a flow's destination does too.
         "--address".into(),
-        SERVER_ADDR.to_string(),
+        "0.0.0.0".into(),
         "--ports".into(),
         ports.join(","),
     ];
