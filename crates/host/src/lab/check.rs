@@ -47,12 +47,20 @@ struct FlowsFile {
 
 /// Read a `flows.yaml`; a bad file is an error naming the file and what was expected.
 pub fn load_flows(path: &Path) -> Result<Vec<FlowCase>, LabError> {
+    let text = std::fs::read_to_string(path).map_err(|e| LabError::Flows {
+        file: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    parse_flows(path, &text)
+}
+
+/// Parse the text of a `flows.yaml` read from `path` (named in errors).
+pub fn parse_flows(path: &Path, text: &str) -> Result<Vec<FlowCase>, LabError> {
     let err = |message: String| LabError::Flows {
         file: path.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let f: FlowsFile = serde_saphyr::from_str(&text).map_err(|e| {
+    let f: FlowsFile = serde_saphyr::from_str(text).map_err(|e| {
         err(format!(
             "expected `flows:` with name, protocol, source, destination: {e}"
         ))
@@ -631,6 +639,54 @@ mod tests {
         assert!(agrees(&t, &Observed::TimedOut));
         assert!(!agrees(&t, &Observed::Connected));
         assert!(!agrees(&t, &Observed::Denied("asym-ase-nsg/x".into())));
+    }
+
+    proptest::proptest! {
+        // Any text: a list of flows or an error naming the file, never a panic.
+        #[test]
+        fn parse_flows_never_panics(text in "\\PC{0,200}") {
+            if let Err(e) = parse_flows(std::path::Path::new("f.yaml"), &text) {
+                proptest::prop_assert!(e.to_string().starts_with("f.yaml: "));
+            }
+        }
+
+        // Well-formed flows read back as written.
+        #[test]
+        fn parse_flows_reads_what_is_written(
+            flows in proptest::collection::vec(
+                (0u32..1000, proptest::bool::ANY, proptest::num::u32::ANY, proptest::num::u32::ANY,
+                 1u16.., proptest::option::of(1u16..), proptest::option::of("[a-z]{1,8}\\.test")),
+                1..6,
+            )
+        ) {
+            let mut text = String::from("flows:\n");
+            let mut want = vec![];
+            for (i, (n, udp, s, d, sport, dport, host)) in flows.into_iter().enumerate() {
+                let f = FlowCase {
+                    name: format!("f{i}-{n}"),
+                    protocol: if udp { "Udp" } else { "Tcp" }.into(),
+                    source: IpAddr::V4(s.into()),
+                    source_port: Some(sport),
+                    destination: IpAddr::V4(d.into()),
+                    destination_port: dport,
+                    host,
+                    reply_to: None,
+                };
+                text.push_str(&format!(
+                    "  - name: {}\n    protocol: {}\n    source: {}\n    source_port: {}\n    destination: {}\n    destination_port: {}\n    host: {}\n",
+                    f.name,
+                    f.protocol,
+                    f.source,
+                    sport,
+                    f.destination,
+                    dport.map_or("null".to_string(), |p| p.to_string()),
+                    f.host.clone().unwrap_or_else(|| "null".into()),
+                ));
+                want.push(f);
+            }
+            let got = parse_flows(std::path::Path::new("f.yaml"), &text).unwrap();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]

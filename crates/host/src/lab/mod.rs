@@ -26,6 +26,8 @@ pub enum LabError {
     Command(String, String),
     #[error("lab state {0}: {1}")]
     State(PathBuf, String),
+    #[error("no lab `{run}` is up (no state file {})", state.display())]
+    NotUp { run: String, state: PathBuf },
     #[error("lab `{0}` is already up (`palisade lab down --name {0}` first)")]
     AlreadyUp(String),
     #[error("network namespace {0} already exists and is not this lab's; not touching it")]

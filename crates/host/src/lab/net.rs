@@ -55,6 +55,12 @@ impl LabState {
 
     pub fn load(state_dir: &Path, run: &str) -> Result<LabState, LabError> {
         let path = Self::path(state_dir, run);
+        if !path.exists() {
+            return Err(LabError::NotUp {
+                run: run.to_string(),
+                state: path,
+            });
+        }
         let text = std::fs::read_to_string(&path)
             .map_err(|e| LabError::State(path.clone(), e.to_string()))?;
         serde_json::from_str(&text).map_err(|e| LabError::State(path, e.to_string()))
