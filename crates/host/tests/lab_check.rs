@@ -131,14 +131,14 @@ fn allow_rule(mut v: serde_json::Value, rule: &str) -> serde_json::Value {
     v
 }
 
-// Random flows (TCP and UDP, inside, out and in) over layered-nsg: the kernel agrees with trace
+// 150 random flows (TCP and UDP, inside, out and in) over layered-nsg: the kernel agrees with trace
 // on each, NSG denies named by the rule logged.
 #[test]
 fn random_flows_agree_on_layered_nsg() {
     require_kernel!();
     let started = Instant::now();
     let (snap, _) = scenario("layered-nsg");
-    let flows = lab::random::flows(&snap, 40, 11);
+    let flows = lab::random::flows(&snap, 150, 11);
     let r = run_check(&snap, &snap, &flows, "cr");
     eprintln!(
         "layered-nsg random: {} flows in {:?}",
@@ -146,7 +146,7 @@ fn random_flows_agree_on_layered_nsg() {
         started.elapsed()
     );
     assert!(r.disagree.is_empty(), "{:#?}", r.disagree);
-    assert_eq!(r.agree, 40);
+    assert_eq!(r.agree, 150);
     let connected = r
         .flows
         .iter()

@@ -186,6 +186,9 @@ fn flow_of(f: &FlowCase) -> Result<Flow, String> {
     })
 }
 
+/// Flows sent at once: each waits for its own timeout, so a batch takes about as long as one.
+const BATCH: usize = 32;
+
 /// Send every flow through the lab of `state` (it must be up) and compare with `trace`.
 pub fn check(
     snap: &Snapshot,
@@ -200,22 +203,14 @@ pub fn check(
         })?;
         readers.push(r);
     }
+    // Traces first (offline, in file order: a reply's trace depends on its request's).
     let mut traces: BTreeMap<&str, Trace> = BTreeMap::new();
-    let mut seen: BTreeMap<&str, Observed> = BTreeMap::new();
-    let mut report = CheckReport {
-        total: 0,
-        agree: 0,
-        disagree: vec![],
-        flows: vec![],
-    };
+    let mut cases: Vec<Result<(Flow, Trace), String>> = vec![];
     for f in flows {
-        if super::net::interrupted() {
-            return Err(LabError::Interrupted);
-        }
         let flow = match flow_of(f) {
             Ok(flow) => flow,
             Err(e) => {
-                report.record(&f.name, Verdict::Unknown, None, Observed::NotSent(e), false);
+                cases.push(Err(e));
                 continue;
             }
         };
@@ -236,30 +231,82 @@ pub fn check(
                 ..TraceOptions::default()
             },
         );
-        let observed = match &f.reply_to {
-            // A reply is a packet of its request's connection: the handshake carried it.
-            Some(r) => seen.get(r.as_str()).cloned().unwrap_or_else(|| {
-                Observed::NotSent(format!("its request `{r}` is not in the file"))
-            }),
-            None => {
-                let via = trace.hops.iter().find(|h| h.layer.starts_with("Firewall"));
-                let gateway =
-                    via.and_then(|h| state.gateways.iter().find(|g| g.firewall == h.resource));
-                send(plan, &flow, &mut readers, gateway)
+        traces.insert(&f.name, trace.clone());
+        cases.push(Ok((flow, trace)));
+    }
+    // Then the packets, in batches whose flows share no listener and no source socket.
+    let mut observed: BTreeMap<usize, Observed> = BTreeMap::new();
+    let mut batch: Vec<(usize, &Flow, Option<&GatewayRun>)> = vec![];
+    let mut keys = std::collections::BTreeSet::new();
+    let sendable = cases.iter().enumerate().filter_map(|(i, c)| match c {
+        Ok((flow, trace)) if flows[i].reply_to.is_none() => Some((i, flow, trace)),
+        _ => None,
+    });
+    for (i, flow, trace) in sendable {
+        let key = (
+            flow.destination,
+            flow.destination_port,
+            flow.protocol.has_ports(),
+        );
+        let from = (flow.source, flow.source_port);
+        if batch.len() == BATCH || keys.contains(&key) || keys.contains(&from_key(from)) {
+            if super::net::interrupted() {
+                return Err(LabError::Interrupted);
+            }
+            observed.extend(send_batch(plan, &batch, &mut readers));
+            batch.clear();
+            keys.clear();
+        }
+        keys.insert(key);
+        keys.insert(from_key(from));
+        let via = trace.hops.iter().find(|h| h.layer.starts_with("Firewall"));
+        let gateway = via.and_then(|h| state.gateways.iter().find(|g| g.firewall == h.resource));
+        batch.push((i, flow, gateway));
+    }
+    if super::net::interrupted() {
+        return Err(LabError::Interrupted);
+    }
+    observed.extend(send_batch(plan, &batch, &mut readers));
+
+    let mut report = CheckReport {
+        total: 0,
+        agree: 0,
+        disagree: vec![],
+        flows: vec![],
+    };
+    let index: BTreeMap<&str, usize> = flows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name.as_str(), i))
+        .collect();
+    for (i, (f, case)) in flows.iter().zip(cases).enumerate() {
+        let (_, trace) = match case {
+            Ok(c) => c,
+            Err(e) => {
+                report.record(&f.name, Verdict::Unknown, None, Observed::NotSent(e), false);
+                continue;
             }
         };
-        let agree = agrees(&trace, &observed);
-        report.record(
-            &f.name,
-            trace.verdict,
-            trace_rule(&trace),
-            observed.clone(),
-            agree,
-        );
-        seen.insert(&f.name, observed);
-        traces.insert(&f.name, trace);
+        let seen = match &f.reply_to {
+            // A reply is a packet of its request's connection: the handshake carried it.
+            Some(r) => index.get(r.as_str()).and_then(|j| observed.get(j)).cloned(),
+            None => observed.get(&i).cloned(),
+        }
+        .unwrap_or_else(|| {
+            Observed::NotSent(format!(
+                "its request `{}` is not in the file",
+                f.reply_to.as_deref().unwrap_or("")
+            ))
+        });
+        let agree = agrees(&trace, &seen);
+        report.record(&f.name, trace.verdict, trace_rule(&trace), seen, agree);
     }
     Ok(report)
+}
+
+/// A source socket as a key among the listeners' keys (its own kind: never equal to one).
+fn from_key((addr, port): (IpAddr, u16)) -> (IpAddr, u16, bool) {
+    (addr, port, true)
 }
 
 impl CheckReport {
@@ -296,66 +343,113 @@ impl CheckReport {
     }
 }
 
-/// One flow's packets, and the NSG drop logged for it, if any.
-fn send(
+/// One batch of flows' packets, all at once, and the NSG drops logged for them.
+fn send_batch(
     plan: &LabPlan,
-    flow: &Flow,
+    batch: &[(usize, &Flow, Option<&GatewayRun>)],
     readers: &mut [NflogReader],
-    gateway: Option<&GatewayRun>,
-) -> Observed {
-    let (Some(src), Some(dst)) = (plan.place_of(flow.source), plan.place_of(flow.destination))
-    else {
-        return Observed::NotSent("an end is not in the lab (IPv6)".into());
-    };
-    if src.netns == dst.netns {
-        return Observed::NotSent("both ends are in one namespace".into());
-    }
-    let udp = match flow.protocol {
-        Protocol::Tcp => false,
-        Protocol::Udp => true,
-        p => return Observed::NotSent(format!("protocol {p:?} is not sent by the lab")),
-    };
+) -> Vec<(usize, Observed)> {
     for r in readers.iter_mut() {
         while matches!(r.read(Duration::from_millis(1)), Ok(v) if !v.is_empty()) {}
     }
-    let listener = match Listener::start(&dst.netns, flow.destination, flow.destination_port, udp) {
-        Ok(l) => l,
-        Err(e) => return Observed::NotSent(format!("listener: {e}")),
-    };
-    // Through the gateway the handshake is with the gateway: what counts is the server's
-    // greeting coming back.
-    let through_gateway = gateway.filter(|_| !udp);
-    let result = connect(&src.netns, flow, udp, through_gateway.is_some());
-    drop(listener);
-    if let (Some(g), Err(e)) = (through_gateway, &result) {
-        if e.kind() != ErrorKind::TimedOut {
-            return match gateway_record(g, flow) {
-                Some(rule) => Observed::Denied(rule),
-                None => Observed::Refused,
-            };
+    let mut out = vec![];
+    let mut running = vec![];
+    for &(i, flow, gateway) in batch {
+        let (Some(src), Some(dst)) = (plan.place_of(flow.source), plan.place_of(flow.destination))
+        else {
+            out.push((
+                i,
+                Observed::NotSent("an end is not in the lab (IPv6)".into()),
+            ));
+            continue;
+        };
+        if src.netns == dst.netns {
+            out.push((
+                i,
+                Observed::NotSent("both ends are in one namespace".into()),
+            ));
+            continue;
         }
+        let udp = match flow.protocol {
+            Protocol::Tcp => false,
+            Protocol::Udp => true,
+            p => {
+                out.push((
+                    i,
+                    Observed::NotSent(format!("protocol {p:?} is not sent by the lab")),
+                ));
+                continue;
+            }
+        };
+        let listener =
+            match Listener::start(&dst.netns, flow.destination, flow.destination_port, udp) {
+                Ok(l) => l,
+                Err(e) => {
+                    out.push((i, Observed::NotSent(format!("listener: {e}"))));
+                    continue;
+                }
+            };
+        // Through the gateway the handshake is with the gateway: what counts is the server's
+        // greeting coming back.
+        let through_gateway = gateway.filter(|_| !udp);
+        let client = connect(&src.netns, flow, udp, through_gateway.is_some());
+        running.push((i, flow, through_gateway, listener, client));
     }
-    match result {
-        Ok(()) => Observed::Connected,
-        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Observed::Refused,
-        // EPERM: the sender's own output hook dropped the datagram (an outbound NSG deny).
-        Err(e)
-            if matches!(
-                e.kind(),
-                ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::PermissionDenied
-            ) =>
-        {
-            match logged(flow, readers) {
-                Some(rule) => Observed::Denied(rule),
-                None => Observed::TimedOut,
+    let mut silent = vec![];
+    for (i, flow, through_gateway, listener, client) in running {
+        let result = client
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("client thread panicked")));
+        drop(listener);
+        if let (Some(g), Err(e)) = (through_gateway, &result) {
+            if e.kind() != ErrorKind::TimedOut {
+                let seen = match gateway_record(g, flow) {
+                    Some(rule) => Observed::Denied(rule),
+                    None => Observed::Refused,
+                };
+                out.push((i, seen));
+                continue;
             }
         }
-        Err(e) => Observed::NotSent(e.to_string()),
+        match result {
+            Ok(()) => out.push((i, Observed::Connected)),
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => out.push((i, Observed::Refused)),
+            // EPERM: the sender's own output hook dropped the datagram (an outbound NSG deny).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::PermissionDenied
+                ) =>
+            {
+                silent.push((i, flow))
+            }
+            Err(e) => out.push((i, Observed::NotSent(e.to_string()))),
+        }
     }
+    if !silent.is_empty() {
+        let denies = logged(readers);
+        for (i, flow) in silent {
+            let rule = denies.iter().find(|(t, _)| {
+                t.source == flow.source
+                    && t.destination == flow.destination
+                    && t.destination_port == flow.destination_port
+            });
+            out.push((
+                i,
+                match rule {
+                    Some((_, r)) => Observed::Denied(r.clone()),
+                    None => Observed::TimedOut,
+                },
+            ));
+        }
+    }
+    out
 }
 
-/// The deny record of this flow's packets, if an NSG table logged one.
-fn logged(flow: &Flow, readers: &mut [NflogReader]) -> Option<String> {
+/// Every NSG deny the tables logged since the readers were last drained: the packet's 5-tuple
+/// and `nsg/rule`.
+fn logged(readers: &mut [NflogReader]) -> Vec<(crate::nflog::FiveTuple, String)> {
+    let mut out = vec![];
     for r in readers.iter_mut() {
         while let Ok(entries) = r.read(Duration::from_millis(50)) {
             if entries.is_empty() {
@@ -366,16 +460,13 @@ fn logged(flow: &Flow, readers: &mut [NflogReader]) -> Option<String> {
                 else {
                     continue;
                 };
-                let forward = t.source == flow.source
-                    && t.destination == flow.destination
-                    && t.destination_port == flow.destination_port;
-                if prefix.kind == LogKind::Deny && forward {
-                    return Some(format!("{}/{}", prefix.nsg, prefix.rule));
+                if prefix.kind == LogKind::Deny {
+                    out.push((t, format!("{}/{}", prefix.nsg, prefix.rule)));
                 }
             }
         }
     }
-    None
+    out
 }
 
 /// The gateway's deny record of this flow (`firewall/collection/rule`, or the firewall alone
@@ -517,8 +608,14 @@ impl Drop for Listener {
     }
 }
 
-/// Connect (TCP) or send and wait for the echo (UDP) from the flow's source address and port.
-fn connect(netns: &str, flow: &Flow, udp: bool, want_greeting: bool) -> std::io::Result<()> {
+/// Connect (TCP) or send and wait for the echo (UDP) from the flow's source address and port,
+/// on a thread of its own (in the source's namespace).
+fn connect(
+    netns: &str,
+    flow: &Flow,
+    udp: bool,
+    want_greeting: bool,
+) -> std::thread::JoinHandle<std::io::Result<()>> {
     let netns = netns.to_string();
     let flow = flow.clone();
     std::thread::spawn(move || -> std::io::Result<()> {
@@ -562,8 +659,6 @@ fn connect(netns: &str, flow: &Flow, udp: bool, want_greeting: bool) -> std::io:
             }
         }
     })
-    .join()
-    .unwrap_or_else(|_| Err(std::io::Error::other("client thread panicked")))
 }
 
 #[cfg(test)]

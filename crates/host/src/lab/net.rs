@@ -8,6 +8,7 @@ use super::LabError;
 use crate::apply;
 use crate::nft::Nft;
 use crate::render::{render, RenderOptions};
+use palisade_policy::addresses::PLATFORM_ADDRESSES;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -287,7 +288,14 @@ fn build(
             router_batch.push_str(&format!("route add {r} table {}\n", t.id));
         }
     }
+    router_batch.push_str(&format!(
+        "rule add fwmark {PLATFORM_MARK} lookup main pref 50\n"
+    ));
     run_with_input(&["ip", "-n", rtr, "-batch", "-"], Some(&router_batch))?;
+    run_with_input(
+        &["ip", "netns", "exec", rtr, "nft", "-f", "-"],
+        Some(&platform_rules()),
+    )?;
 
     for p in &plan.places {
         check_interrupt()?;
@@ -405,6 +413,32 @@ fn wait_listening(netns: &str, port: u16, state_dir: &Path) -> Result<(), LabErr
             text.trim()
         ),
     ))
+}
+
+/// Router mark of connections the platform began.
+const PLATFORM_MARK: u32 = 1;
+
+/// Connections the platform's addresses begin (the load balancer's probes, NSG-8) are answered
+/// straight back, whatever the subnet's UDRs say (RT-9: their replies are never asymmetric);
+/// connections *to* them follow the routes like any other. The router marks the first and
+/// looks them up in the main table.
+fn platform_rules() -> String {
+    let addrs: Vec<String> = PLATFORM_ADDRESSES
+        .iter()
+        .filter(|a| a.is_ipv4())
+        .map(|a| a.to_string())
+        .collect();
+    format!(
+        "table inet palisade_lab_router {{
+  chain prerouting {{
+    type filter hook prerouting priority mangle; policy accept;
+    ip saddr {{ {} }} ct state new ct mark set {PLATFORM_MARK}
+    ct mark {PLATFORM_MARK} meta mark set {PLATFORM_MARK}
+  }}
+}}
+",
+        addrs.join(", ")
+    )
 }
 
 /// A firewall namespace forwards statefully: it passes what it has seen begin and drops what

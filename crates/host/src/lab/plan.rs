@@ -11,7 +11,6 @@
 
 use ipnet::{IpNet, Ipv4Net};
 use palisade_model::NextHopType;
-use palisade_policy::addresses::PLATFORM_ADDRESSES;
 use palisade_policy::routes::{RouteSource, RouteState};
 use palisade_policy::{Snapshot, SubnetId};
 use serde::{Deserialize, Serialize};
@@ -383,15 +382,6 @@ fn subnet_tables(snap: &Snapshot, places: &[Place], notes: &mut Vec<String>) -> 
         }
         let mut routes = vec![];
         let mut seen = BTreeSet::new();
-        // The platform's addresses (NSG-8) are answered by the host, never through a route
-        // table: replies to them go back the way they came, whatever the UDRs say.
-        for a in PLATFORM_ADDRESSES {
-            if let IpAddr::V4(a) = a {
-                let prefix = Ipv4Net::from(a);
-                seen.insert(prefix);
-                routes.push(KernelRoute::Throw { prefix });
-            }
-        }
         for r in &s.routes.routes {
             if r.state == RouteState::Invalid && !r.drops {
                 continue;
