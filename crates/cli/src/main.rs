@@ -6,6 +6,7 @@
 mod out;
 mod analysis;
 mod host_cmd;
+mod lab_cmd;
 mod load;
 mod render;
 mod serve;
@@ -246,6 +247,9 @@ enum Command {
     /// Enforce a subnet's or NIC's NSG and routes in this host's kernel (nftables, netlink).
     #[command(subcommand)]
     Host(host_cmd::HostCommand),
+    /// Build a network in network namespaces and check real packets against `trace`.
+    #[command(subcommand)]
+    Lab(lab_cmd::LabCommand),
 }
 
 fn main() -> ExitCode {
@@ -275,6 +279,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Gateway(a) => serve::gateway(a),
         Command::Logs(a) => serve::logs(a),
         Command::Host(c) => host_cmd::run(c),
+        Command::Lab(c) => lab_cmd::run(c),
         Command::Validate {
             paths,
             parameters,

@@ -108,6 +108,7 @@ fn every_command_survives_a_closed_stdout() {
             "--subnet",
             "app",
         ],
+        vec!["lab", "status", "--state", logs.to_str().unwrap()],
     ];
     for run in &runs {
         let mut args = run.clone();

@@ -1,0 +1,382 @@
+//! `palisade lab up|down|status|exec|check`: a network built in network namespaces, and real
+//! packets compared with `trace`. The work is in `palisade_host::lab`; this file parses, calls
+//! and prints.
+
+use crate::{load, NetworkArgs, Output};
+use clap::{Args, Subcommand};
+use palisade_host::lab::{self, check, net, FlowCase, LabState};
+use serde_json::json;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum LabCommand {
+    /// Build the network in namespaces: a namespace per NIC, a router with each subnet's
+    /// routes, the firewalls, an internet with test servers and DNS; NSGs enforced.
+    Up(UpArgs),
+    /// Remove everything a run built (processes, namespaces with their links, routes and tables).
+    Down(RunArgs),
+    /// List the runs that are up and what each consists of.
+    Status(StatusArgs),
+    /// Run a command as a workload: `lab exec NIC -- CMD...` (NIC, subnet, firewall or address).
+    Exec(ExecArgs),
+    /// Build the lab, send real packets for every flow of a flows.yaml, compare with `trace`,
+    /// take the lab down. Exit 1 when any flow disagrees.
+    Check(CheckArgs),
+    /// The internet's test server (started by `lab up`).
+    #[command(hide = true)]
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run name: prefixes every namespace (`pal-<run>-…`) and link; 1–8 lowercase letters/digits.
+    #[arg(long, default_value = "lab")]
+    name: String,
+    /// Where runs are recorded.
+    #[arg(long = "state", value_name = "DIR", default_value = palisade_host::state::DEFAULT_DIR)]
+    state: PathBuf,
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    net: NetworkArgs,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Flows whose addresses the lab should hold (default: `flows.yaml` beside the network).
+    #[arg(long)]
+    flows: Option<PathBuf>,
+    /// No test servers and no DNS server in the internet.
+    #[arg(long)]
+    no_servers: bool,
+    /// Firewall namespaces forward without `palisade gateway` (stateful, judging nothing).
+    #[arg(long)]
+    no_gateway: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[arg(long = "state", value_name = "DIR", default_value = palisade_host::state::DEFAULT_DIR)]
+    state: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// The workload: a NIC name, a subnet (`vnet/subnet` or its name), a firewall, `internet`,
+    /// or an address.
+    workload: String,
+    #[command(flatten)]
+    run: RunArgs,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    net: NetworkArgs,
+    #[command(flatten)]
+    run: RunArgs,
+    /// The flows to send (default: `flows.yaml` beside the network).
+    #[arg(long, conflicts_with = "random")]
+    flows: Option<PathBuf>,
+    /// Send N random TCP/UDP flows over the network instead (endpoints and ports drawn from its
+    /// NICs, subnets and NSG rules).
+    #[arg(long, value_name = "N")]
+    random: Option<usize>,
+    /// Seed of --random: the same network, N and seed give the same flows.
+    #[arg(long, default_value_t = 1, requires = "random")]
+    seed: u64,
+    /// Firewall namespaces forward without `palisade gateway` (stateful, judging nothing).
+    #[arg(long)]
+    no_gateway: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[arg(long)]
+    address: IpAddr,
+    #[arg(long, value_delimiter = ',')]
+    ports: Vec<u16>,
+}
+
+pub fn run(cmd: LabCommand) -> Result<ExitCode, String> {
+    match cmd {
+        LabCommand::Up(a) => up(a),
+        LabCommand::Down(a) => down(a),
+        LabCommand::Status(a) => status(a),
+        LabCommand::Exec(a) => exec(a),
+        LabCommand::Check(a) => check_cmd(a),
+        LabCommand::Serve(a) => lab::serve::serve(a.address, &a.ports)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(|e| format!("lab serve: {e}")),
+    }
+}
+
+/// The flows file: the one given, else `flows.yaml` beside the (first) network path.
+fn flows_file(net: &NetworkArgs, given: &Option<PathBuf>) -> Option<PathBuf> {
+    if let Some(f) = given {
+        return Some(f.clone());
+    }
+    let first = net.source.network.first()?;
+    let dir = if first.is_dir() {
+        first.as_path()
+    } else {
+        first.parent().unwrap_or(Path::new("."))
+    };
+    let f = dir.join("flows.yaml");
+    f.exists().then_some(f)
+}
+
+fn read_flows(net: &NetworkArgs, given: &Option<PathBuf>) -> Result<Vec<FlowCase>, String> {
+    match flows_file(net, given) {
+        Some(f) => check::load_flows(&f).map_err(|e| e.to_string()),
+        None => Ok(vec![]),
+    }
+}
+
+fn up(a: UpArgs) -> Result<ExitCode, String> {
+    let snap = load::load_for_evaluation(&a.net)?.snapshot;
+    let flows = read_flows(&a.net, &a.flows)?;
+    let mut plan =
+        lab::plan(&snap, &a.run.name, &check::addresses(&flows)).map_err(|e| e.to_string())?;
+    // The flows' names resolve to the addresses they were dialled at, so `curl http://NAME`
+    // from a workload goes where the flow went.
+    for f in &flows {
+        if let (Some(h), IpAddr::V4(d)) = (&f.host, f.destination) {
+            plan.names.entry(h.clone()).or_insert(d);
+        }
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("where is this program: {e}"))?;
+    let servers = lab::Servers {
+        exe,
+        internet: !a.no_servers,
+        dns: !a.no_servers,
+        gateway: (!a.no_gateway).then(|| gateway_args(&a.net)),
+    };
+    net::catch_interrupts();
+    let network = a
+        .net
+        .source
+        .network
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let state =
+        lab::up(&snap, plan, network, &a.run.state, Some(&servers)).map_err(|e| e.to_string())?;
+    if a.output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&state).expect("state serialises")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "lab `{}` is up (router {})",
+        state.plan.run, state.plan.router
+    );
+    for p in &state.plan.places {
+        let addrs: Vec<String> = p.addresses.iter().map(|a| a.to_string()).collect();
+        let tables: Vec<&str> = p.tables.iter().map(|t| t.table.as_str()).collect();
+        println!(
+            "  {:<28} {:<18} {}{}",
+            place_label(&p.kind),
+            p.netns,
+            addrs.join(" "),
+            if tables.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", tables.join(", "))
+            }
+        );
+    }
+    for n in &state.plan.notes {
+        println!("  note: {n}");
+    }
+    for p in &state.processes {
+        println!("  {} (pid {}) in {}", p.what, p.pid, p.netns);
+    }
+    println!(
+        "try: palisade lab exec --name {} {} -- curl -s http://lab.test/",
+        state.plan.run,
+        state
+            .plan
+            .places
+            .iter()
+            .find(|p| matches!(p.kind, lab::PlaceKind::Nic(_) | lab::PlaceKind::Subnet(_)))
+            .map(|p| p.addresses[0].to_string())
+            .unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The network input flags again, for `palisade gateway` in a firewall namespace (absolute
+/// paths: the gateway may run from another directory).
+fn gateway_args(net: &NetworkArgs) -> Vec<String> {
+    let abs = |p: &PathBuf| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.clone())
+            .display()
+            .to_string()
+    };
+    let src = &net.source;
+    let mut out = vec![];
+    for n in &src.network {
+        out.extend(["--network".to_string(), abs(n)]);
+    }
+    for (flag, value) in [
+        ("--parameters", &src.parameters),
+        ("--service-tags", &src.service_tags),
+        ("--fqdn-tags", &src.fqdn_tags),
+        ("--hosts-file", &src.hosts_file),
+    ] {
+        if let Some(v) = value {
+            out.extend([flag.to_string(), abs(v)]);
+        }
+    }
+    for r in &src.resolve {
+        out.extend(["--resolve".to_string(), r.clone()]);
+    }
+    if src.strict {
+        out.push("--strict".into());
+    }
+    out
+}
+
+fn place_label(k: &lab::PlaceKind) -> String {
+    match k {
+        lab::PlaceKind::Nic(n) | lab::PlaceKind::Subnet(n) | lab::PlaceKind::Firewall(n) => {
+            n.clone()
+        }
+        lab::PlaceKind::Internet => "internet".into(),
+    }
+}
+
+fn down(a: RunArgs) -> Result<ExitCode, String> {
+    let removed = lab::down(&a.state, &a.name).map_err(|e| e.to_string())?;
+    println!(
+        "lab `{}` is down: {} namespace(s), {} process(es) removed",
+        a.name,
+        removed.namespaces.len(),
+        removed.processes.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(a: StatusArgs) -> Result<ExitCode, String> {
+    let runs = lab::status(&a.state);
+    if a.output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&runs).expect("status serialises")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        println!("no lab is up");
+    }
+    for r in runs {
+        println!(
+            "{}: {} ({} namespace(s) up, {} missing, {} process(es))",
+            r.run,
+            r.network.join(" "),
+            r.namespaces_up.len(),
+            r.namespaces_missing.len(),
+            r.processes_up.len()
+        );
+        for n in &r.namespaces_missing {
+            println!("  missing: {n}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn exec(a: ExecArgs) -> Result<ExitCode, String> {
+    let state = LabState::load(&a.run.state, &a.run.name).map_err(|e| e.to_string())?;
+    let place = state.plan.place_named(&a.workload).ok_or_else(|| {
+        format!(
+            "lab `{}` has no workload `{}`; expected a NIC, subnet, firewall, `internet` or an address of the lab",
+            a.run.name, a.workload
+        )
+    })?;
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", &place.netns])
+        .args(&a.command)
+        .status()
+        .map_err(|e| format!("ip netns exec {}: {e}", place.netns))?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
+}
+
+fn check_cmd(a: CheckArgs) -> Result<ExitCode, String> {
+    let snap = load::load_for_evaluation(&a.net)?.snapshot;
+    let flows = match a.random {
+        Some(n) => lab::random::flows(&snap, n, a.seed),
+        None => {
+            let file = flows_file(&a.net, &a.flows).ok_or(
+                "no flows: give --flows FILE or --random N (no flows.yaml beside the network)",
+            )?;
+            check::load_flows(&file).map_err(|e| e.to_string())?
+        }
+    };
+    let plan =
+        lab::plan(&snap, &a.run.name, &check::addresses(&flows)).map_err(|e| e.to_string())?;
+    net::catch_interrupts();
+    let network = a
+        .net
+        .source
+        .network
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let exe = std::env::current_exe().map_err(|e| format!("where is this program: {e}"))?;
+    let servers = lab::Servers {
+        exe,
+        internet: false,
+        dns: false,
+        gateway: (!a.no_gateway).then(|| gateway_args(&a.net)),
+    };
+    let state =
+        lab::up(&snap, plan, network, &a.run.state, Some(&servers)).map_err(|e| e.to_string())?;
+    let result = check::check(&snap, &state, &flows);
+    let removed = lab::down(&a.run.state, &a.run.name);
+    let report = result.map_err(|e| e.to_string())?;
+    removed.map_err(|e| e.to_string())?;
+    if a.output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
+    } else {
+        println!(
+            "{} flow(s): {} agree, {} disagree",
+            report.total,
+            report.agree,
+            report.disagree.len()
+        );
+        for d in &report.disagree {
+            println!(
+                "  {}: trace {:?} ({}), observed {}",
+                d.flow,
+                d.trace_verdict,
+                d.trace_rule.as_deref().unwrap_or("-"),
+                json!(d.observed)
+            );
+        }
+    }
+    Ok(if report.disagree.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
