@@ -275,10 +275,7 @@ impl<'s> Engine<'s> {
         for (k, &l) in layers.iter().enumerate() {
             for i in 0..ns {
                 for j in 0..nd {
-                    let (a, b) = (
-                        self.grid[fi].starts[sreps0[i] as usize],
-                        self.grid[fi].starts[dreps0[j] as usize],
-                    );
+                    let (a, b) = (sreps0[i] as usize, dreps0[j] as usize);
                     cells[(k * ns + i) * nd + j] = self.cell(l, f, a, b);
                 }
             }
@@ -417,7 +414,8 @@ impl<'s> Engine<'s> {
         dport: Option<u16>,
     ) -> Step {
         let layer = self.nsg_layer[&(nsg, outbound)];
-        let cell = self.cell(layer, f, src, dst);
+        let g = &self.grid[f.index()];
+        let cell = self.cell(layer, f, g.atom_of(src), g.atom_of(dst));
         Step::Cell {
             layer,
             fam: f.index() as u8,
@@ -476,7 +474,8 @@ impl<'s> Engine<'s> {
         at_target: impl Fn(&mut Self, &AtomLoc, IpAddr, Option<u16>, &mut Vec<Step>),
     ) -> Step {
         let layer = self.fw_layer[fw.index()];
-        let cell = self.cell(layer, f, src, dst);
+        let g = &self.grid[f.index()];
+        let cell = self.cell(layer, f, g.atom_of(src), g.atom_of(dst));
         let rules: Vec<u32> = self.cells[cell as usize]
             .iter()
             .filter(|p| p.act == Act::Dnat)
