@@ -4,7 +4,7 @@
 
 use super::atoms::{and, classes_over, zero, AtomLoc, Bits};
 use super::layers::{Act, LayerKind};
-use super::{Control, Engine, Reach, NONE};
+use super::{outcome_id, Control, Engine, Reach, NONE};
 use crate::headerspace::{addr_value, Family};
 use palisade_model::NextHopType;
 use palisade_policy::addresses::AZURE_WIRE_SERVER;
@@ -13,6 +13,12 @@ use palisade_policy::{FirewallId, NsgId, SubnetId};
 use rustc_hash::{FxHashMap as HashMap, FxHasher};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+
+fn hash_pair(x: (u32, u32)) -> u64 {
+    let mut h = FxHasher::default();
+    x.hash(&mut h);
+    h.finish()
+}
 
 fn hash_words(x: &[u64]) -> u64 {
     let mut h = FxHasher::default();
@@ -648,14 +654,21 @@ impl<'s> Engine<'s> {
         }
     }
 
-    /// Extend a chain by one control (hash-consed).
+    /// Extend a chain by one control (hash-consed). The table holds only node ids (4 bytes a
+    /// slot): there are millions of nodes, and their (chain, control) pairs are in `chains`.
     fn extend(&mut self, chain: u32, ctrl: u32) -> u32 {
-        let next = self.chains.len() as u32;
-        let chains = &mut self.chains;
-        *self.chain_ids.entry((chain, ctrl)).or_insert_with(|| {
-            chains.push((chain, ctrl));
-            next
-        })
+        let key = (chain, ctrl);
+        let h = hash_pair(key);
+        let chains = &self.chains;
+        if let Some(id) = self.chain_ids.find(h, |id| chains[*id as usize] == key) {
+            return *id;
+        }
+        let id = self.chains.len() as u32;
+        self.chains.push(key);
+        let chains = &self.chains;
+        self.chain_ids
+            .insert_unique(h, id, |id| hash_pair(chains[*id as usize]));
+        id
     }
 
     pub(super) fn evaluate(&mut self, f: Family, sa: usize, da: usize) -> u32 {
@@ -666,12 +679,7 @@ impl<'s> Engine<'s> {
         self.run(&plan, vec![(self.l4.full(), 0)], &mut done);
         let mut by_outcome: Vec<(Bits, u32)> = vec![];
         for (l4, verdict, chain) in done {
-            let next = self.outcomes.len() as u32;
-            let outcomes = &mut self.outcomes;
-            let id = *self.outcome_ids.entry((verdict, chain)).or_insert_with(|| {
-                outcomes.push((verdict, chain));
-                next
-            });
+            let id = outcome_id(verdict, chain);
             match by_outcome.iter_mut().find(|(_, i)| *i == id) {
                 Some(p) => p.0.iter_mut().zip(&l4).for_each(|(x, y)| *x |= y),
                 None => by_outcome.push((l4, id)),
