@@ -148,6 +148,10 @@ pub struct Engine<'s> {
     dec_span: Vec<(usize, u32)>,
     dec_index: HashTable<u32>,
     l4: L4Atoms,
+    /// Request paths already run for the current (family, source place): see
+    /// `plans::request_key`. Cleared when the place changes and when a layer changes.
+    prefix_memo: HashMap<Vec<(u8, u32, u32)>, plans::Prefix>,
+    memo_place: (usize, usize),
     /// Per family, per source atom: the decision per destination atom.
     rows: [Vec<Vec<u32>>; 2],
     index: [Index; 2],
@@ -181,6 +185,8 @@ impl<'s> Engine<'s> {
             dec_span: vec![],
             dec_index: HashTable::new(),
             l4: L4Atoms::build(std::iter::empty()),
+            prefix_memo: HashMap::default(),
+            memo_place: (usize::MAX, usize::MAX),
             rows: [vec![], vec![]],
             index: Default::default(),
         };

@@ -59,6 +59,35 @@ const S_FW: u8 = 3;
 const S_SUB_IN: u8 = 4;
 const S_NIC_IN: u8 = 5;
 
+/// Flows still going after a request path, and those it ended.
+pub(super) type Prefix = (Vec<(Bits, u32)>, Vec<(Bits, Reach, u32)>);
+
+/// The request path of a plan up to and including its firewall step, as a memo key, and where
+/// it ends: the flows still going there, and those it ended, are the same for every plan with
+/// this path (one source group towards many destinations). `None`: no firewall on the path, or
+/// DNAT on it (its sub-plans depend on the destination).
+fn request_key(plan: &[Step]) -> Option<(usize, Vec<(u8, u32, u32)>)> {
+    let k = plan
+        .iter()
+        .position(|s| matches!(s, Step::Cell { step: S_FW, .. }))?;
+    let key = plan[..=k]
+        .iter()
+        .map(|s| match s {
+            Step::Cell {
+                layer,
+                cell,
+                step,
+                dport: None,
+                dnat,
+                ..
+            } if dnat.is_empty() => Some((*step, *layer, *cell)),
+            Step::Ctrl(c) => Some((u8::MAX, *c, 0)),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    Some((k + 1, key))
+}
+
 /// Per family: what the layers and routes see of every atom (see [`Engine::build_index`]).
 #[derive(Default)]
 pub(super) struct Index {
@@ -183,6 +212,10 @@ impl<'s> Engine<'s> {
         only: Option<(&[u32], &[u32])>,
     ) {
         let fi = f.index();
+        if self.memo_place != (fi, s) {
+            self.prefix_memo.clear();
+            self.memo_place = (fi, s);
+        }
         let ix = &self.index[fi];
         let outside = ix.places.len() - 1;
         let (srcs, dsts): (&[u32], &[u32]) = match only {
@@ -676,7 +709,24 @@ impl<'s> Engine<'s> {
             return NONE;
         };
         let mut done: Vec<(Bits, Reach, u32)> = vec![];
-        self.run(&plan, vec![(self.l4.full(), 0)], &mut done);
+        match request_key(&plan) {
+            Some((k, key)) => {
+                let (going, before) = match self.prefix_memo.get(&key) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let mut before = vec![];
+                        let going =
+                            self.run_steps(&plan[..k], vec![(self.l4.full(), 0)], &mut before);
+                        self.prefix_memo
+                            .insert(key, (going.clone(), before.clone()));
+                        (going, before)
+                    }
+                };
+                done = before;
+                self.run(&plan[k..], going, &mut done);
+            }
+            None => self.run(&plan, vec![(self.l4.full(), 0)], &mut done),
+        }
         let mut by_outcome: Vec<(Bits, u32)> = vec![];
         for (l4, verdict, chain) in done {
             let id = outcome_id(verdict, chain);
@@ -712,15 +762,22 @@ impl<'s> Engine<'s> {
         id
     }
 
-    fn run(
+    fn run(&mut self, plan: &[Step], going: Vec<(Bits, u32)>, done: &mut Vec<(Bits, Reach, u32)>) {
+        for (l4, chain) in self.run_steps(plan, going, done) {
+            done.push((l4, Reach::Allow, chain));
+        }
+    }
+
+    /// Run the steps of a plan; the flows still going at its end are returned.
+    fn run_steps(
         &mut self,
         plan: &[Step],
         mut going: Vec<(Bits, u32)>,
         done: &mut Vec<(Bits, Reach, u32)>,
-    ) {
+    ) -> Vec<(Bits, u32)> {
         for step in plan {
             if going.is_empty() {
-                return;
+                break;
             }
             match step {
                 Step::Ctrl(c) => {
@@ -779,8 +836,6 @@ impl<'s> Engine<'s> {
                 }
             }
         }
-        for (l4, chain) in going {
-            done.push((l4, Reach::Allow, chain));
-        }
+        going
     }
 }

@@ -87,6 +87,7 @@ impl<'s> Engine<'s> {
         let old_rules = std::mem::replace(&mut self.layers[layer as usize].rules, infos);
         // Rule indexes may have moved: this layer's controls are re-derived.
         self.ctrl_cache.retain(|k, _| k.0 >= 100 || k.1 != layer);
+        self.prefix_memo.clear();
         self.layers[layer as usize].dnat = dnat;
         let any_dnat = self.layers.iter().any(|l| !l.dnat.is_empty());
         let mut count = 0;
