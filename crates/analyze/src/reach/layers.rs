@@ -74,6 +74,8 @@ pub(super) struct Layer {
     /// DNAT rules: translation per rule index.
     pub(super) dnat: HashMap<u32, (IpAddr, Option<u16>)>,
     pub(super) fam: [FamLayer; 2],
+    /// Control ids by (rule, step), filled on first use (see `Engine::rule_ctrl`).
+    pub(super) ctrls: Vec<u32>,
 }
 
 pub(super) fn nsg_entries(rules: &DirectionRules, nsg: &str) -> (Vec<RuleInfo>, [Vec<Entry>; 2]) {
@@ -258,6 +260,7 @@ impl<'s> Engine<'s> {
                     rules: infos,
                     dnat: HashMap::default(),
                     fam: [fam_layer(v4), fam_layer(v6)],
+                    ctrls: vec![],
                 });
             }
         }
@@ -269,6 +272,7 @@ impl<'s> Engine<'s> {
                 rules: infos,
                 dnat,
                 fam: [fam_layer(v4), fam_layer(v6)],
+                ctrls: vec![],
             });
         }
         let atoms = L4Atoms::build(

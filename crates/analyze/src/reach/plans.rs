@@ -104,7 +104,7 @@ pub(super) struct Index {
     in_layers: Vec<Vec<u32>>,
     /// Subnets holding a DNAT target (as places), and their inbound NSG layers.
     dnat_subnets: Vec<usize>,
-    dnat_layers: Vec<u32>,
+    pub(super) dnat_layers: Vec<u32>,
 }
 
 fn route_index(routes: &SubnetRoutes, r: &EffectiveRoute) -> u32 {
@@ -411,8 +411,12 @@ impl<'s> Engine<'s> {
     }
 
     fn rule_ctrl(&mut self, step: u8, layer: u32, rule: u32) -> u32 {
-        if let Some(c) = self.ctrl_cache.get(&(step, layer, rule)) {
-            return *c;
+        // Per layer, by (rule, step); "no rule" (`u32::MAX`) is slot 0.
+        let slot = rule.wrapping_add(1) as usize * STEP_NAMES.len() + step as usize;
+        if let Some(&c) = self.layers[layer as usize].ctrls.get(slot) {
+            if c != NONE {
+                return c;
+            }
         }
         let l = &self.layers[layer as usize];
         let c = if rule == u32::MAX {
@@ -438,7 +442,11 @@ impl<'s> Engine<'s> {
             }
         };
         let id = self.control(c);
-        self.ctrl_cache.insert((step, layer, rule), id);
+        let l = &mut self.layers[layer as usize];
+        if l.ctrls.is_empty() {
+            l.ctrls = vec![NONE; (l.rules.len() + 1) * STEP_NAMES.len()];
+        }
+        l.ctrls[slot] = id;
         id
     }
 
