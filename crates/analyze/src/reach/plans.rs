@@ -332,7 +332,8 @@ impl<'s> Engine<'s> {
                         v
                     })
                     .collect();
-                let mut ids: HashMap<&Vec<u32>, u32> = HashMap::default();
+                let mut ids: HashMap<&Vec<u32>, u32> =
+                    HashMap::with_capacity_and_hasher(n, Default::default());
                 let mut reps = vec![];
                 let map: Vec<u32> = (0..n)
                     .map(|i| {
@@ -580,7 +581,7 @@ impl<'s> Engine<'s> {
                     plan.push(self.nsg_step(f, n, true, step, (src, dst), None));
                 }
             }
-            let Some((_, route)) = snap.subnet(s).routes.lookup(f.addr(dst)) else {
+            let Some(route) = self.route_of(f, s, da) else {
                 plan.push(Step::Ctrl(self.route_ctrl(2, s, None)));
                 plan.push(Step::End(Reach::Drop));
                 return Some(plan);
@@ -648,15 +649,15 @@ impl<'s> Engine<'s> {
         }
         // RT-9: the reply is routed on its own; only a direct Internet route keeps it symmetric.
         let s = dl.subnet.expect("in universe");
-        match snap.subnet(s).routes.lookup(f.addr(src)) {
+        match self.route_of(f, s, sa) {
             None => {
                 plan.push(Step::Ctrl(self.route_ctrl(6, s, None)));
                 plan.push(Step::End(Reach::Drop));
             }
-            Some((_, r)) if r.next_hop_type == NextHopType::Internet => {
+            Some(r) if r.next_hop_type == NextHopType::Internet => {
                 plan.push(Step::End(Reach::Allow))
             }
-            Some((_, r)) => {
+            Some(r) => {
                 plan.push(Step::Ctrl(self.route_ctrl(6, s, Some(r))));
                 plan.push(Step::End(Reach::Drop));
             }
@@ -676,7 +677,7 @@ impl<'s> Engine<'s> {
     ) {
         let Some(s) = subnet else { return };
         let snap = self.snap;
-        let Some((_, route)) = snap.subnet(s).routes.lookup(f.addr(src)) else {
+        let Some(route) = self.route_of(f, s, self.grid[f.index()].atom_of(src)) else {
             return;
         };
         let reply_fw = (route.next_hop_type == NextHopType::VirtualAppliance)
@@ -693,6 +694,12 @@ impl<'s> Engine<'s> {
             plan.push(Step::Ctrl(self.route_ctrl(6, s, Some(route))));
             plan.push(Step::End(Reach::Drop));
         }
+    }
+
+    /// The route a subnet uses for an atom (from the index: no prefix match per plan).
+    fn route_of(&self, f: Family, s: SubnetId, atom: usize) -> Option<&'s EffectiveRoute> {
+        let i = self.index[f.index()].route[s.index()][atom];
+        (i != u32::MAX).then(|| &self.snap.subnet(s).routes.routes[i as usize])
     }
 
     /// Extend a chain by one control (hash-consed). The table holds only node ids (4 bytes a
