@@ -150,7 +150,7 @@ pub struct Engine<'s> {
     l4: L4Atoms,
     /// Request paths already run for the current (family, source place): see
     /// `plans::request_key`. Cleared when the place changes and when a layer changes.
-    prefix_memo: HashMap<Vec<(u8, u32, u32)>, plans::Prefix>,
+    prefix_memo: HashMap<plans::RequestKey, plans::Prefix>,
     memo_place: (usize, usize),
     /// Per family, per source atom: the decision per destination atom.
     rows: [Vec<Vec<u32>>; 2],

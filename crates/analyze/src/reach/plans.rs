@@ -59,6 +59,9 @@ const S_FW: u8 = 3;
 const S_SUB_IN: u8 = 4;
 const S_NIC_IN: u8 = 5;
 
+/// A request path as a memo key: per step (step, layer, cell), or (`u8::MAX`, control, 0).
+pub(super) type RequestKey = Vec<(u8, u32, u32)>;
+
 /// Flows still going after a request path, and those it ended.
 pub(super) type Prefix = (Vec<(Bits, u32)>, Vec<(Bits, Reach, u32)>);
 
@@ -66,7 +69,7 @@ pub(super) type Prefix = (Vec<(Bits, u32)>, Vec<(Bits, Reach, u32)>);
 /// it ends: the flows still going there, and those it ended, are the same for every plan with
 /// this path (one source group towards many destinations). `None`: no firewall on the path, or
 /// DNAT on it (its sub-plans depend on the destination).
-fn request_key(plan: &[Step]) -> Option<(usize, Vec<(u8, u32, u32)>)> {
+fn request_key(plan: &[Step]) -> Option<(usize, RequestKey)> {
     let k = plan
         .iter()
         .position(|s| matches!(s, Step::Cell { step: S_FW, .. }))?;
