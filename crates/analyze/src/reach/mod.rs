@@ -114,7 +114,9 @@ const VERDICTS: [Reach; 5] = [
 ];
 
 fn outcome_id(verdict: Reach, chain: u32) -> u32 {
-    debug_assert!(chain < 1 << CHAIN_BITS);
+    // A capacity limit, not an input error: 2^29 chains would take over 4 GiB. Stop rather
+    // than let two outcomes share an id.
+    assert!(chain < 1 << CHAIN_BITS, "more than 2^29 chains of controls");
     (verdict as u32) << CHAIN_BITS | chain
 }
 
