@@ -59,9 +59,9 @@ fn main() {
     }
     let mut engine = engine.expect("one round");
     let (a4, a6) = engine.atoms();
-    let (plans, cells, outcomes) = engine.stats();
+    let (plans, cells, chains) = engine.stats();
     let pairs = a4 * a4 + a6 * a6;
-    println!("full matrix: {full:.0} ms; atoms v4 {a4} v6 {a6} ({pairs} atom pairs), {plans} distinct plans, {cells} cells, {outcomes} outcomes");
+    println!("full matrix: {full:.0} ms; atoms v4 {a4} v6 {a6} ({pairs} atom pairs), {plans} distinct plans, {cells} cells, {chains} chains of controls");
 
     // One-rule NSG change: flip an outbound rule of the middle spoke's NSG.
     let j = g.spokes / 2;

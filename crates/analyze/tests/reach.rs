@@ -353,6 +353,38 @@ fn reachability_recheck_equals_full_recomputation() {
     same_answers(&engine, &Engine::new(&snap3));
 }
 
+/// Issue 15: a DNAT'd flow meets the target subnet's inbound NSG at the translated address
+/// (FW-4), so deleting any inbound rule of that NSG must re-check the flows to the firewall's
+/// frontend too, though the frontend lies outside every rule's box.
+#[test]
+fn fw_4_recheck_of_a_dnat_targets_inbound_nsg_covers_the_dnat_flows() {
+    let g = HubSpoke::small(1);
+    let net = g.build();
+    let snap = compile(&net);
+    let grid = reach::cuts(&snap);
+    // Spoke 0 holds the DNAT target.
+    let at = net
+        .network_security_groups
+        .iter()
+        .position(|n| n.name == "nsg-0")
+        .unwrap();
+    let nsg = &net.network_security_groups[at];
+    let inbound: Vec<usize> = (0..nsg.security_rules.len())
+        .filter(|k| nsg.security_rules[*k].direction == Direction::Inbound)
+        .collect();
+    assert!(!inbound.is_empty());
+    for k in inbound {
+        let mut changed = net.clone();
+        changed.network_security_groups[at].security_rules.remove(k);
+        let snap2 = compile(&changed);
+        let (idx, _) = snap.nsgs().find(|(_, n)| n.name == "nsg-0").unwrap();
+        let mut engine = Engine::new(&snap);
+        let rules = snap2.nsg(idx).direction(Direction::Inbound);
+        engine.update_nsg(idx, Direction::Inbound, rules).unwrap();
+        same_answers(&engine, &Engine::with_cuts(&snap2, &grid));
+    }
+}
+
 /// DIAG-7 / issue 6 item 5: the diff lists exactly the flows whose verdict changes.
 #[test]
 fn diff_lists_exactly_the_changed_flows() {

@@ -61,10 +61,6 @@ impl Runs {
         }
         runs
     }
-    pub(super) fn class_at(&self, v: u128) -> u32 {
-        let i = self.starts.partition_point(|s| *s <= v) - 1;
-        self.class[i]
-    }
 }
 
 /// Bit set over L4 atoms, inline up to 256 atoms: the engine makes millions of them and a heap

@@ -48,7 +48,9 @@ pub(super) struct FamLayer {
     pub(super) entries: Vec<Entry>,
     pub(super) src: Runs,
     pub(super) dst: Runs,
-    pub(super) cells: HashMap<(u32, u32), u32>,
+    /// Cell ids by (source class, destination class), dense (`source * destination classes +
+    /// destination`), plus one; 0: not computed yet. Zeroed pages cost nothing until written.
+    pub(super) cells: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +74,8 @@ pub(super) struct Layer {
     /// DNAT rules: translation per rule index.
     pub(super) dnat: HashMap<u32, (IpAddr, Option<u16>)>,
     pub(super) fam: [FamLayer; 2],
+    /// Control ids by (rule, step), filled on first use (see `Engine::rule_ctrl`).
+    pub(super) ctrls: Vec<u32>,
 }
 
 pub(super) fn nsg_entries(rules: &DirectionRules, nsg: &str) -> (Vec<RuleInfo>, [Vec<Entry>; 2]) {
@@ -226,11 +230,12 @@ pub(super) fn fam_layer(entries: Vec<Entry>) -> FamLayer {
             .enumerate()
             .flat_map(|(i, e)| e.dst.ranges().iter().map(move |r| (i, *r))),
     );
+    let cells = vec![0; src.rows.len() * dst.rows.len()];
     FamLayer {
         entries,
         src,
         dst,
-        cells: HashMap::default(),
+        cells,
     }
 }
 
@@ -255,6 +260,7 @@ impl<'s> Engine<'s> {
                     rules: infos,
                     dnat: HashMap::default(),
                     fam: [fam_layer(v4), fam_layer(v6)],
+                    ctrls: vec![],
                 });
             }
         }
@@ -266,6 +272,7 @@ impl<'s> Engine<'s> {
                 rules: infos,
                 dnat,
                 fam: [fam_layer(v4), fam_layer(v6)],
+                ctrls: vec![],
             });
         }
         let atoms = L4Atoms::build(
@@ -284,13 +291,19 @@ impl<'s> Engine<'s> {
         self.l4 = atoms;
     }
 
-    pub(super) fn cell(&mut self, layer: u32, f: Family, src: u128, dst: u128) -> u32 {
+    /// The cell of a layer for (source atom, destination atom).
+    pub(super) fn cell(&mut self, layer: u32, f: Family, sa: usize, da: usize) -> u32 {
+        let ix = &self.index[f.index()];
+        let (sc, dc) = (
+            ix.scls[layer as usize][sa] as usize,
+            ix.dcls[layer as usize][da] as usize,
+        );
         let fl = &self.layers[layer as usize].fam[f.index()];
-        let key = (fl.src.class_at(src), fl.dst.class_at(dst));
-        if let Some(c) = fl.cells.get(&key) {
-            return *c;
+        let slot = sc * fl.dst.rows.len() + dc;
+        if let Some(c) = fl.cells[slot].checked_sub(1) {
+            return c;
         }
-        let (srow, drow) = (&fl.src.rows[key.0 as usize], &fl.dst.rows[key.1 as usize]);
+        let (srow, drow) = (&fl.src.rows[sc], &fl.dst.rows[dc]);
         let mut remaining = self.l4.full();
         let mut pieces: Vec<Piece> = vec![];
         'walk: for (w, (a, b)) in srow.iter().zip(drow).enumerate() {
@@ -340,9 +353,7 @@ impl<'s> Engine<'s> {
                 id
             }
         };
-        self.layers[layer as usize].fam[f.index()]
-            .cells
-            .insert(key, id);
+        self.layers[layer as usize].fam[f.index()].cells[slot] = id + 1;
         id
     }
 }

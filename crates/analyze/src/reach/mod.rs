@@ -58,6 +58,7 @@ use std::net::IpAddr;
 
 /// The answer for a set of flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[repr(u8)]
 pub enum Reach {
     Allow,
     Deny,
@@ -101,6 +102,24 @@ pub struct Outcome {
     pub chain: Vec<Control>,
 }
 
+/// An outcome id is its chain id with the verdict in the top bits: equal ids are equal
+/// outcomes (chains are hash-consed) without a table of outcomes, which had millions of rows.
+const CHAIN_BITS: u32 = 29;
+const VERDICTS: [Reach; 5] = [
+    Reach::Allow,
+    Reach::Deny,
+    Reach::Drop,
+    Reach::Unknown,
+    Reach::ByName,
+];
+
+fn outcome_id(verdict: Reach, chain: u32) -> u32 {
+    // A capacity limit, not an input error: 2^29 chains would take over 4 GiB. Stop rather
+    // than let two outcomes share an id.
+    assert!(chain < 1 << CHAIN_BITS, "more than 2^29 chains of controls");
+    (verdict as u32) << CHAIN_BITS | chain
+}
+
 /// No decision: the pair is outside what reachability covers (neither end in the network).
 pub const NONE: u32 = u32::MAX;
 
@@ -120,11 +139,10 @@ pub struct Engine<'s> {
     ctrl_cache: HashMap<(u8, u32, u32), u32>,
     /// Chains of controls, hash-consed as a trie: id → (shorter chain, last control); id 0 is
     /// the empty chain. Extending a chain is one look-up, and equal chains are equal ids.
+    /// An outcome is a chain id and a verdict in one integer ([`outcome_id`]): compared as an
+    /// integer, spelled out on demand.
     chains: Vec<(u32, u32)>,
-    chain_ids: HashMap<(u32, u32), u32>,
-    /// Outcomes as (verdict, chain id): compared as integers, spelled out on demand.
-    outcomes: Vec<(Reach, u32)>,
-    outcome_ids: HashMap<(Reach, u32), u32>,
+    chain_ids: HashTable<u32>,
     /// Decisions = pieces (L4 set, outcome id), one per outcome, in one arena: a piece is the
     /// L4 bits then the outcome id (`l4.words + 1` words); per decision, its first word and
     /// piece count. Equal decisions share one id (`dec_index` holds ids by content hash).
@@ -132,6 +150,10 @@ pub struct Engine<'s> {
     dec_span: Vec<(usize, u32)>,
     dec_index: HashTable<u32>,
     l4: L4Atoms,
+    /// Request paths already run for the current (family, source place): see
+    /// `plans::request_key`. Cleared when the place changes and when a layer changes.
+    prefix_memo: HashMap<plans::RequestKey, plans::Prefix>,
+    memo_place: (usize, usize),
     /// Per family, per source atom: the decision per destination atom.
     rows: [Vec<Vec<u32>>; 2],
     index: [Index; 2],
@@ -160,13 +182,13 @@ impl<'s> Engine<'s> {
             control_ids: HashMap::default(),
             ctrl_cache: HashMap::default(),
             chains: vec![(0, u32::MAX)],
-            chain_ids: HashMap::default(),
-            outcomes: vec![],
-            outcome_ids: HashMap::default(),
+            chain_ids: HashTable::new(),
             dec_words: vec![],
             dec_span: vec![],
             dec_index: HashTable::new(),
             l4: L4Atoms::build(std::iter::empty()),
+            prefix_memo: HashMap::default(),
+            memo_place: (usize::MAX, usize::MAX),
             rows: [vec![], vec![]],
             index: Default::default(),
         };
@@ -180,9 +202,9 @@ impl<'s> Engine<'s> {
         (self.grid[0].len(), self.grid[1].len())
     }
 
-    /// Distinct decisions, cells and outcomes evaluated so far.
+    /// Distinct decisions, cells and chains of controls evaluated so far.
     pub fn stats(&self) -> (usize, usize, usize) {
-        (self.dec_span.len(), self.cells.len(), self.outcomes.len())
+        (self.dec_span.len(), self.cells.len(), self.chains.len())
     }
 
     /// The answer for one flow, from the matrix (for tests and spot checks).
@@ -214,7 +236,8 @@ impl<'s> Engine<'s> {
 
     /// An outcome spelled out: its verdict and its chain of controls in path order.
     pub fn outcome(&self, id: u32) -> Outcome {
-        let (verdict, mut c) = self.outcomes[id as usize];
+        let verdict = VERDICTS[(id >> CHAIN_BITS) as usize];
+        let mut c = id & ((1 << CHAIN_BITS) - 1);
         let mut chain = vec![];
         while c != 0 {
             let (shorter, ctrl) = self.chains[c as usize];

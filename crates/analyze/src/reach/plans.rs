@@ -4,7 +4,7 @@
 
 use super::atoms::{and, classes_over, zero, AtomLoc, Bits};
 use super::layers::{Act, LayerKind};
-use super::{Control, Engine, Reach, NONE};
+use super::{outcome_id, Control, Engine, Reach, NONE};
 use crate::headerspace::{addr_value, Family};
 use palisade_model::NextHopType;
 use palisade_policy::addresses::AZURE_WIRE_SERVER;
@@ -13,6 +13,12 @@ use palisade_policy::{FirewallId, NsgId, SubnetId};
 use rustc_hash::{FxHashMap as HashMap, FxHasher};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+
+fn hash_pair(x: (u32, u32)) -> u64 {
+    let mut h = FxHasher::default();
+    x.hash(&mut h);
+    h.finish()
+}
 
 fn hash_words(x: &[u64]) -> u64 {
     let mut h = FxHasher::default();
@@ -53,6 +59,38 @@ const S_FW: u8 = 3;
 const S_SUB_IN: u8 = 4;
 const S_NIC_IN: u8 = 5;
 
+/// A request path as a memo key: per step (step, layer, cell), or (`u8::MAX`, control, 0).
+pub(super) type RequestKey = Vec<(u8, u32, u32)>;
+
+/// Flows still going after a request path, and those it ended.
+pub(super) type Prefix = (Vec<(Bits, u32)>, Vec<(Bits, Reach, u32)>);
+
+/// The request path of a plan up to and including its firewall step, as a memo key, and where
+/// it ends: the flows still going there, and those it ended, are the same for every plan with
+/// this path (one source group towards many destinations). `None`: no firewall on the path, or
+/// DNAT on it (its sub-plans depend on the destination).
+fn request_key(plan: &[Step]) -> Option<(usize, RequestKey)> {
+    let k = plan
+        .iter()
+        .position(|s| matches!(s, Step::Cell { step: S_FW, .. }))?;
+    let key = plan[..=k]
+        .iter()
+        .map(|s| match s {
+            Step::Cell {
+                layer,
+                cell,
+                step,
+                dport: None,
+                dnat,
+                ..
+            } if dnat.is_empty() => Some((*step, *layer, *cell)),
+            Step::Ctrl(c) => Some((u8::MAX, *c, 0)),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    Some((k + 1, key))
+}
+
 /// Per family: what the layers and routes see of every atom (see [`Engine::build_index`]).
 #[derive(Default)]
 pub(super) struct Index {
@@ -69,7 +107,7 @@ pub(super) struct Index {
     in_layers: Vec<Vec<u32>>,
     /// Subnets holding a DNAT target (as places), and their inbound NSG layers.
     dnat_subnets: Vec<usize>,
-    dnat_layers: Vec<u32>,
+    pub(super) dnat_layers: Vec<u32>,
 }
 
 fn route_index(routes: &SubnetRoutes, r: &EffectiveRoute) -> u32 {
@@ -177,6 +215,10 @@ impl<'s> Engine<'s> {
         only: Option<(&[u32], &[u32])>,
     ) {
         let fi = f.index();
+        if self.memo_place != (fi, s) {
+            self.prefix_memo.clear();
+            self.memo_place = (fi, s);
+        }
         let ix = &self.index[fi];
         let outside = ix.places.len() - 1;
         let (srcs, dsts): (&[u32], &[u32]) = match only {
@@ -275,10 +317,7 @@ impl<'s> Engine<'s> {
         for (k, &l) in layers.iter().enumerate() {
             for i in 0..ns {
                 for j in 0..nd {
-                    let (a, b) = (
-                        self.grid[fi].starts[sreps0[i] as usize],
-                        self.grid[fi].starts[dreps0[j] as usize],
-                    );
+                    let (a, b) = (sreps0[i] as usize, dreps0[j] as usize);
                     cells[(k * ns + i) * nd + j] = self.cell(l, f, a, b);
                 }
             }
@@ -296,7 +335,8 @@ impl<'s> Engine<'s> {
                         v
                     })
                     .collect();
-                let mut ids: HashMap<&Vec<u32>, u32> = HashMap::default();
+                let mut ids: HashMap<&Vec<u32>, u32> =
+                    HashMap::with_capacity_and_hasher(n, Default::default());
                 let mut reps = vec![];
                 let map: Vec<u32> = (0..n)
                     .map(|i| {
@@ -375,8 +415,12 @@ impl<'s> Engine<'s> {
     }
 
     fn rule_ctrl(&mut self, step: u8, layer: u32, rule: u32) -> u32 {
-        if let Some(c) = self.ctrl_cache.get(&(step, layer, rule)) {
-            return *c;
+        // Per layer, by (rule, step); "no rule" (`u32::MAX`) is slot 0.
+        let slot = rule.wrapping_add(1) as usize * STEP_NAMES.len() + step as usize;
+        if let Some(&c) = self.layers[layer as usize].ctrls.get(slot) {
+            if c != NONE {
+                return c;
+            }
         }
         let l = &self.layers[layer as usize];
         let c = if rule == u32::MAX {
@@ -402,7 +446,11 @@ impl<'s> Engine<'s> {
             }
         };
         let id = self.control(c);
-        self.ctrl_cache.insert((step, layer, rule), id);
+        let l = &mut self.layers[layer as usize];
+        if l.ctrls.is_empty() {
+            l.ctrls = vec![NONE; (l.rules.len() + 1) * STEP_NAMES.len()];
+        }
+        l.ctrls[slot] = id;
         id
     }
 
@@ -417,7 +465,8 @@ impl<'s> Engine<'s> {
         dport: Option<u16>,
     ) -> Step {
         let layer = self.nsg_layer[&(nsg, outbound)];
-        let cell = self.cell(layer, f, src, dst);
+        let g = &self.grid[f.index()];
+        let cell = self.cell(layer, f, g.atom_of(src), g.atom_of(dst));
         Step::Cell {
             layer,
             fam: f.index() as u8,
@@ -476,7 +525,8 @@ impl<'s> Engine<'s> {
         at_target: impl Fn(&mut Self, &AtomLoc, IpAddr, Option<u16>, &mut Vec<Step>),
     ) -> Step {
         let layer = self.fw_layer[fw.index()];
-        let cell = self.cell(layer, f, src, dst);
+        let g = &self.grid[f.index()];
+        let cell = self.cell(layer, f, g.atom_of(src), g.atom_of(dst));
         let rules: Vec<u32> = self.cells[cell as usize]
             .iter()
             .filter(|p| p.act == Act::Dnat)
@@ -534,7 +584,7 @@ impl<'s> Engine<'s> {
                     plan.push(self.nsg_step(f, n, true, step, (src, dst), None));
                 }
             }
-            let Some((_, route)) = snap.subnet(s).routes.lookup(f.addr(dst)) else {
+            let Some(route) = self.route_of(f, s, da) else {
                 plan.push(Step::Ctrl(self.route_ctrl(2, s, None)));
                 plan.push(Step::End(Reach::Drop));
                 return Some(plan);
@@ -602,15 +652,15 @@ impl<'s> Engine<'s> {
         }
         // RT-9: the reply is routed on its own; only a direct Internet route keeps it symmetric.
         let s = dl.subnet.expect("in universe");
-        match snap.subnet(s).routes.lookup(f.addr(src)) {
+        match self.route_of(f, s, sa) {
             None => {
                 plan.push(Step::Ctrl(self.route_ctrl(6, s, None)));
                 plan.push(Step::End(Reach::Drop));
             }
-            Some((_, r)) if r.next_hop_type == NextHopType::Internet => {
+            Some(r) if r.next_hop_type == NextHopType::Internet => {
                 plan.push(Step::End(Reach::Allow))
             }
-            Some((_, r)) => {
+            Some(r) => {
                 plan.push(Step::Ctrl(self.route_ctrl(6, s, Some(r))));
                 plan.push(Step::End(Reach::Drop));
             }
@@ -630,7 +680,7 @@ impl<'s> Engine<'s> {
     ) {
         let Some(s) = subnet else { return };
         let snap = self.snap;
-        let Some((_, route)) = snap.subnet(s).routes.lookup(f.addr(src)) else {
+        let Some(route) = self.route_of(f, s, self.grid[f.index()].atom_of(src)) else {
             return;
         };
         let reply_fw = (route.next_hop_type == NextHopType::VirtualAppliance)
@@ -649,14 +699,27 @@ impl<'s> Engine<'s> {
         }
     }
 
-    /// Extend a chain by one control (hash-consed).
+    /// The route a subnet uses for an atom (from the index: no prefix match per plan).
+    fn route_of(&self, f: Family, s: SubnetId, atom: usize) -> Option<&'s EffectiveRoute> {
+        let i = self.index[f.index()].route[s.index()][atom];
+        (i != u32::MAX).then(|| &self.snap.subnet(s).routes.routes[i as usize])
+    }
+
+    /// Extend a chain by one control (hash-consed). The table holds only node ids (4 bytes a
+    /// slot): there are millions of nodes, and their (chain, control) pairs are in `chains`.
     fn extend(&mut self, chain: u32, ctrl: u32) -> u32 {
-        let next = self.chains.len() as u32;
-        let chains = &mut self.chains;
-        *self.chain_ids.entry((chain, ctrl)).or_insert_with(|| {
-            chains.push((chain, ctrl));
-            next
-        })
+        let key = (chain, ctrl);
+        let h = hash_pair(key);
+        let chains = &self.chains;
+        if let Some(id) = self.chain_ids.find(h, |id| chains[*id as usize] == key) {
+            return *id;
+        }
+        let id = self.chains.len() as u32;
+        self.chains.push(key);
+        let chains = &self.chains;
+        self.chain_ids
+            .insert_unique(h, id, |id| hash_pair(chains[*id as usize]));
+        id
     }
 
     pub(super) fn evaluate(&mut self, f: Family, sa: usize, da: usize) -> u32 {
@@ -664,15 +727,27 @@ impl<'s> Engine<'s> {
             return NONE;
         };
         let mut done: Vec<(Bits, Reach, u32)> = vec![];
-        self.run(&plan, vec![(self.l4.full(), 0)], &mut done);
+        match request_key(&plan) {
+            Some((k, key)) => {
+                let (going, before) = match self.prefix_memo.get(&key) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let mut before = vec![];
+                        let going =
+                            self.run_steps(&plan[..k], vec![(self.l4.full(), 0)], &mut before);
+                        self.prefix_memo
+                            .insert(key, (going.clone(), before.clone()));
+                        (going, before)
+                    }
+                };
+                done = before;
+                self.run(&plan[k..], going, &mut done);
+            }
+            None => self.run(&plan, vec![(self.l4.full(), 0)], &mut done),
+        }
         let mut by_outcome: Vec<(Bits, u32)> = vec![];
         for (l4, verdict, chain) in done {
-            let next = self.outcomes.len() as u32;
-            let outcomes = &mut self.outcomes;
-            let id = *self.outcome_ids.entry((verdict, chain)).or_insert_with(|| {
-                outcomes.push((verdict, chain));
-                next
-            });
+            let id = outcome_id(verdict, chain);
             match by_outcome.iter_mut().find(|(_, i)| *i == id) {
                 Some(p) => p.0.iter_mut().zip(&l4).for_each(|(x, y)| *x |= y),
                 None => by_outcome.push((l4, id)),
@@ -705,15 +780,22 @@ impl<'s> Engine<'s> {
         id
     }
 
-    fn run(
+    fn run(&mut self, plan: &[Step], going: Vec<(Bits, u32)>, done: &mut Vec<(Bits, Reach, u32)>) {
+        for (l4, chain) in self.run_steps(plan, going, done) {
+            done.push((l4, Reach::Allow, chain));
+        }
+    }
+
+    /// Run the steps of a plan; the flows still going at its end are returned.
+    fn run_steps(
         &mut self,
         plan: &[Step],
         mut going: Vec<(Bits, u32)>,
         done: &mut Vec<(Bits, Reach, u32)>,
-    ) {
+    ) -> Vec<(Bits, u32)> {
         for step in plan {
             if going.is_empty() {
-                return;
+                break;
             }
             match step {
                 Step::Ctrl(c) => {
@@ -772,8 +854,6 @@ impl<'s> Engine<'s> {
                 }
             }
         }
-        for (l4, chain) in going {
-            done.push((l4, Reach::Allow, chain));
-        }
+        going
     }
 }

@@ -2,7 +2,7 @@
 //! inside the boxes of the rules between the first and the last difference are re-planned.
 
 use super::atoms::{classes_over, AtomLoc};
-use super::layers::{fam_layer, fw_layer, nsg_entries, Entry, LayerKind, RuleInfo};
+use super::layers::{fam_layer, fw_layer, nsg_entries, Act, Entry, LayerKind, RuleInfo};
 use super::Engine;
 use crate::headerspace::{addr_value, Family, IntervalSet};
 use palisade_model::Direction;
@@ -86,7 +86,8 @@ impl<'s> Engine<'s> {
         let kind = self.layers[layer as usize].kind;
         let old_rules = std::mem::replace(&mut self.layers[layer as usize].rules, infos);
         // Rule indexes may have moved: this layer's controls are re-derived.
-        self.ctrl_cache.retain(|k, _| k.0 >= 100 || k.1 != layer);
+        self.layers[layer as usize].ctrls.clear();
+        self.prefix_memo.clear();
         self.layers[layer as usize].dnat = dnat;
         let any_dnat = self.layers.iter().any(|l| !l.dnat.is_empty());
         let mut count = 0;
@@ -199,6 +200,37 @@ impl<'s> Engine<'s> {
                     for (dp, dv) in &ds {
                         let b = blocks.entry((*sp, *dp)).or_default();
                         b.0.extend(sv);
+                        b.1.extend(dv);
+                    }
+                }
+            }
+            // A DNAT'd flow meets the target's inbound NSG at the translated address (and from
+            // outside, from the firewall's address): its matrix pair — any source, a DNAT
+            // destination — lies outside the changed rules' boxes.
+            let dnat_target = matches!(
+                kind,
+                LayerKind::Nsg {
+                    direction: Direction::Inbound,
+                    ..
+                }
+            ) && self.index[fi].dnat_layers.contains(&layer);
+            if dnat_target {
+                let mut dn: Vec<usize> = (0..g.len())
+                    .filter(|a| g.loc[*a].frontend.is_some())
+                    .collect();
+                for l in &self.layers {
+                    for e in l.fam[fi].entries.iter().filter(|e| e.act == Act::Dnat) {
+                        dn.extend(atoms_in(&e.dst));
+                    }
+                }
+                let mut by_place: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+                for a in dn {
+                    by_place.entry(place(a)).or_default().push(a as u32);
+                }
+                for (sp, atoms) in self.index[fi].places.iter().enumerate() {
+                    for (dp, dv) in &by_place {
+                        let b = blocks.entry((sp, *dp)).or_default();
+                        b.0.extend(atoms);
                         b.1.extend(dv);
                     }
                 }
