@@ -9,6 +9,7 @@ mod host_cmd;
 mod load;
 mod render;
 mod serve;
+mod server_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use palisade_model::Direction;
@@ -246,6 +247,8 @@ enum Command {
     /// Enforce a subnet's or NIC's NSG and routes in this host's kernel (nftables, netlink).
     #[command(subcommand)]
     Host(host_cmd::HostCommand),
+    /// Serve diagnostics and the policy's resources over HTTP (REST, OpenAPI), versions kept.
+    Server(server_cmd::ServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -275,6 +278,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Gateway(a) => serve::gateway(a),
         Command::Logs(a) => serve::logs(a),
         Command::Host(c) => host_cmd::run(c),
+        Command::Server(a) => server_cmd::server(a),
         Command::Validate {
             paths,
             parameters,
