@@ -366,3 +366,336 @@ async fn diagnostics_equal_the_cli_on_every_scenario_flow() {
         "only {compared_nsg_layers} NSG layers compared"
     );
 }
+
+const RULE: &str = "/api/resources/networkSecurityGroups/web-vm1-nic-nsg/securityRules/Allow-HTTP";
+
+/// layered-nsg's `internet-http-to-web-vm1`: (verdict, deciding rule).
+async fn http_to_web_vm1(server: &Server) -> (String, String) {
+    let (status, t) = server
+        .post(
+            "/api/diagnostics/trace",
+            json!({"source": "203.0.113.20", "destination": "10.2.1.4", "destinationPort": 80, "sourcePort": 51001}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    (s(&t["verdict"]), s(&t["decided_by"]["rule"]))
+}
+
+fn http_rule(source: &str) -> Value {
+    json!({"name": "Allow-HTTP", "properties": {"protocol": "Tcp", "sourcePortRange": "*", "destinationPortRange": "80",
+        "sourceAddressPrefix": source, "destinationAddressPrefix": "*", "access": "Allow", "priority": 200, "direction": "Inbound"}})
+}
+
+fn etag(h: &reqwest::header::HeaderMap) -> String {
+    h.get("etag").expect("ETag").to_str().unwrap().to_string()
+}
+
+/// PAL-5.5 and the resource API: a refused change leaves the running policy as it was; ETags
+/// guard every change; readers cannot change; every version and attempt is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn resource_changes_are_checked_versioned_and_audited() {
+    let net = "../shared/scenarios/layered-nsg/network.json";
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(net, data.path());
+    let denied = ("Deny".to_string(), "Deny-All-Other".to_string());
+    assert_eq!(http_to_web_vm1(&server).await, denied);
+
+    // Access: no token, a bad token, a reader.
+    let (st, h, _) = server
+        .call(Method::PUT, RULE, None, None, Some(http_rule("*")))
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(h["www-authenticate"], "Bearer realm=\"palisade\"");
+    let (st, h, _) = server
+        .call(Method::PUT, RULE, Some("guess"), None, Some(http_rule("*")))
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert!(h["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+    let (st, _, p) = server
+        .call(Method::PUT, RULE, Some(READER), None, Some(http_rule("*")))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{p}");
+
+    // A bad rule: 422 with the located messages of `palisade validate`, nothing applied.
+    let (st, h, p) = server
+        .call(
+            Method::PUT,
+            RULE,
+            Some(ADMIN),
+            None,
+            Some(http_rule("10.0.0.0/33")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(h["content-type"], "application/problem+json");
+    let errors = p["errors"].as_array().unwrap();
+    let bad = errors
+        .iter()
+        .find(|e| e["found"] == "10.0.0.0/33")
+        .unwrap_or_else(|| panic!("no error names the value: {p}"));
+    assert_eq!(bad["location"], "body");
+    assert_eq!(bad["pointer"], "/properties/sourceAddressPrefix");
+    assert!(s(&bad["resource"]).contains("Allow-HTTP"), "{bad}");
+    assert!(!s(&bad["expected"]).is_empty(), "{bad}");
+    let mut resources = server.get("/api/network").await["resources"].clone();
+    let nsg = resources
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|r| r["name"] == "web-vm1-nic-nsg")
+        .unwrap();
+    nsg["properties"]["securityRules"]
+        .as_array_mut()
+        .unwrap()
+        .push(http_rule("10.0.0.0/33"));
+    let file = data.path().join("network.json");
+    std::fs::write(&file, resources.to_string()).unwrap();
+    let validate = cli_json(&["validate", file.to_str().unwrap(), "--output", "json"]).unwrap();
+    let key = |e: &Value| {
+        ["message", "resource", "field", "found", "expected"]
+            .map(|k| s(&e[k]))
+            .join(" | ")
+    };
+    let mut from_cli: Vec<String> = validate["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["severity"] == "Error")
+        .map(key)
+        .collect();
+    let mut from_api: Vec<String> = errors.iter().map(key).collect();
+    from_cli.sort();
+    from_api.sort();
+    assert_eq!(from_api, from_cli);
+    assert_eq!(http_to_web_vm1(&server).await, denied);
+    assert_eq!(
+        server.get("/api/versions").await.as_array().unwrap().len(),
+        1
+    );
+
+    // A good rule is created, compiled and enforced.
+    let (st, h, v) = server
+        .call(Method::PUT, RULE, Some(ADMIN), None, Some(http_rule("*")))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(h["palisade-version"], "2");
+    let created = etag(&h);
+    assert_eq!(
+        http_to_web_vm1(&server).await,
+        ("Allow".into(), "Allow-HTTP".into())
+    );
+    let (_, h, got) = server
+        .call(Method::GET, RULE, Some(READER), None, None)
+        .await;
+    assert_eq!((etag(&h), got), (created.clone(), v));
+
+    // Optimistic concurrency: 428 without If-Match, 412 with a stale ETag.
+    let (st, _, p) = server
+        .call(Method::PUT, RULE, Some(ADMIN), None, Some(http_rule("*")))
+        .await;
+    assert_eq!(st, StatusCode::PRECONDITION_REQUIRED, "{p}");
+    let (st, _, p) = server
+        .call(
+            Method::PUT,
+            RULE,
+            Some(ADMIN),
+            Some("\"stale\""),
+            Some(http_rule("*")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::PRECONDITION_FAILED, "{p}");
+    let patch = json!({"properties": {"access": "Deny"}});
+    let (st, h, v) = server
+        .call(
+            Method::PATCH,
+            RULE,
+            Some(ADMIN),
+            Some(&created),
+            Some(patch),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["properties"]["access"], "Deny");
+    assert_eq!(v["properties"]["priority"], 200);
+    let patched = etag(&h);
+    assert_ne!(patched, created);
+    assert_eq!(
+        http_to_web_vm1(&server).await,
+        ("Deny".into(), "Allow-HTTP".into())
+    );
+    let (st, _, _) = server
+        .call(Method::DELETE, RULE, Some(ADMIN), Some(&created), None)
+        .await;
+    assert_eq!(st, StatusCode::PRECONDITION_FAILED);
+    let (st, _, v) = server
+        .call(Method::DELETE, RULE, Some(ADMIN), Some(&patched), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(http_to_web_vm1(&server).await, denied);
+    let (st, _, _) = server
+        .call(Method::GET, RULE, Some(READER), None, None)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    // The URL names the resource; a body naming another is refused.
+    let (st, _, p) = server
+        .call(
+            Method::PUT,
+            "/api/resources/ipGroups/web-clients",
+            Some(ADMIN),
+            None,
+            Some(json!({"name": "other", "properties": {"ipAddresses": ["198.51.100.0/24"]}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{p}");
+
+    // Versions with author and change; rollback is a new version.
+    let versions = server.get("/api/versions").await;
+    let list: Vec<(u64, String, String)> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                s(&v["author"]),
+                s(&v["change"]),
+            )
+        })
+        .collect();
+    let rule = "networkSecurityGroups/web-vm1-nic-nsg/securityRules/Allow-HTTP";
+    assert_eq!(
+        list,
+        vec![
+            (4, "ci".into(), format!("DELETE {rule}")),
+            (3, "ci".into(), format!("PATCH {rule}")),
+            (2, "ci".into(), format!("PUT {rule}")),
+            (1, "seed".into(), format!("seed from {net}")),
+        ]
+    );
+    let (st, _, _) = server
+        .call(
+            Method::POST,
+            "/api/versions/2/rollback",
+            Some(READER),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, v) = server
+        .call(
+            Method::POST,
+            "/api/versions/2/rollback",
+            Some(ADMIN),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, v["version"].as_u64()),
+        (StatusCode::OK, Some(5)),
+        "{v}"
+    );
+    assert_eq!(
+        http_to_web_vm1(&server).await,
+        ("Allow".into(), "Allow-HTTP".into())
+    );
+    let v2 = server.get("/api/versions/2").await;
+    assert_eq!(
+        v2["resources"],
+        server.get("/api/network").await["resources"]
+    );
+
+    // The audit log names every attempt's token, refusals included; readers cannot read it.
+    let (st, _, _) = server
+        .call(Method::GET, "/api/audit", Some(READER), None, None)
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (_, _, audit) = server
+        .call(Method::GET, "/api/audit", Some(ADMIN), None, None)
+        .await;
+    let seen: Vec<(String, u64)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (s(&a["actor"]), a["status"].as_u64().unwrap()))
+        .collect();
+    for want in [
+        ("viewer", 403),
+        ("ci", 422),
+        ("ci", 428),
+        ("ci", 412),
+        ("ci", 200),
+    ] {
+        assert!(
+            seen.contains(&(want.0.into(), want.1)),
+            "{want:?} not in {seen:?}"
+        );
+    }
+
+    // The store outlives the process: a restart serves the latest version.
+    drop(server);
+    let server = Server::start(net, data.path());
+    assert_eq!(server.get("/healthz").await["version"], 5);
+    assert_eq!(
+        http_to_web_vm1(&server).await,
+        ("Allow".into(), "Allow-HTTP".into())
+    );
+}
+
+/// The OpenAPI document parses, lists every route, and the Swagger UI is served offline.
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_lists_every_route_and_swagger_ui_is_served() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start("examples/ase-egress-lockdown", data.path());
+    let (st, _, doc) = server
+        .call(Method::GET, "/openapi.json", None, None, None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let want = [
+        ("/api/diagnostics/ipFlowVerify", "post"),
+        ("/api/diagnostics/nextHop", "post"),
+        ("/api/diagnostics/trace", "post"),
+        ("/api/diagnostics/effectiveSecurityRules", "get"),
+        ("/api/diagnostics/effectiveRoutes", "get"),
+        ("/api/network", "get"),
+        ("/api/resources/{kind}", "get"),
+        ("/api/versions", "get"),
+        ("/api/versions/{version}", "get"),
+        ("/api/versions/{version}/rollback", "post"),
+        ("/api/audit", "get"),
+    ];
+    for (p, m) in want {
+        assert!(paths[p][m].is_object(), "{m} {p} missing");
+    }
+    for p in [
+        "/api/resources/{kind}/{name}",
+        "/api/resources/{kind}/{name}/{child}/{child_name}",
+    ] {
+        for m in ["get", "put", "patch", "delete"] {
+            assert!(paths[p][m].is_object(), "{m} {p} missing");
+        }
+    }
+    assert_eq!(paths.len(), want.len() + 2, "{:?}", paths.keys());
+    let r = server
+        .client
+        .get(format!("{}/docs/", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("swagger-ui"));
+    let r = server
+        .client
+        .get(format!("{}/docs/swagger-ui-bundle.js", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
