@@ -33,6 +33,10 @@ pub struct ServerArgs {
     /// Seconds a request may take.
     #[arg(long, default_value_t = 30)]
     request_timeout: u64,
+    /// The gateway's data directory, whose flow records `GET /api/flowLogs` queries (default:
+    /// as `palisade gateway`).
+    #[arg(long)]
+    flow_log: Option<PathBuf>,
 }
 
 pub fn server(a: ServerArgs) -> Result<ExitCode, String> {
@@ -50,6 +54,7 @@ pub fn server(a: ServerArgs) -> Result<ExitCode, String> {
         tokens,
         body_limit: a.max_body,
         timeout: Duration::from_secs(a.request_timeout),
+        flow_log: Some(a.flow_log.unwrap_or_else(crate::serve::default_data_dir)),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -24,6 +24,10 @@ struct Server {
 
 impl Server {
     fn start(network: &str, data: &Path) -> Server {
+        Server::start_with(network, data, &[])
+    }
+
+    fn start_with(network: &str, data: &Path, extra: &[&str]) -> Server {
         let tokens = data.join("tokens.txt");
         std::fs::write(
             &tokens,
@@ -40,6 +44,7 @@ impl Server {
             .arg(data)
             .arg("--token-file")
             .arg(&tokens)
+            .args(extra)
             .current_dir(root())
             .stderr(Stdio::piped())
             .spawn()
@@ -670,6 +675,7 @@ async fn openapi_lists_every_route_and_swagger_ui_is_served() {
         ("/api/versions/{version}", "get"),
         ("/api/versions/{version}/rollback", "post"),
         ("/api/audit", "get"),
+        ("/api/flowLogs", "get"),
     ];
     for (p, m) in want {
         assert!(paths[p][m].is_object(), "{m} {p} missing");
@@ -698,4 +704,89 @@ async fn openapi_lists_every_route_and_swagger_ui_is_served() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// DIAG-11: the flow-log query answers as `palisade logs --output json` does, page by page.
+#[tokio::test(flavor = "multi_thread")]
+async fn flow_log_query_pages_what_palisade_logs_finds() {
+    use palisade_flowlog::{format_time, FlowLog, FlowRecord, Options};
+    use std::time::{Duration, SystemTime};
+    let flows = tempfile::tempdir().unwrap();
+    let log = FlowLog::open(flows.path(), Options::default()).unwrap();
+    let start = SystemTime::now() - Duration::from_secs(3600);
+    let records: Vec<FlowRecord> = (0..25u64)
+        .map(|i| FlowRecord {
+            time: format_time(start + Duration::from_secs(i * 120)),
+            action: if i % 3 == 0 { "Deny" } else { "Allow" }.into(),
+            layer: "FirewallApplication".into(),
+            source_ip: Some(format!("10.0.0.{}", 10 + i % 2).parse().unwrap()),
+            destination_port: 443,
+            name: Some(if i % 2 == 0 {
+                format!("h{i}.partner.example")
+            } else {
+                "evil.example".into()
+            }),
+            rule_collection: Some("app".into()),
+            rule: (i % 3 != 0).then(|| "partner-apis".to_string()),
+            decided_by: (i % 3 == 0).then(|| "default".to_string()),
+            reason: "RuleMatched".into(),
+            ..Default::default()
+        })
+        .collect();
+    log.append_all(&records).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let dir = flows.path().to_str().unwrap();
+    let server = Server::start_with(
+        "examples/ase-egress-lockdown",
+        data.path(),
+        &["--flow-log", dir],
+    );
+    let since = format_time(start + Duration::from_secs(20 * 60));
+    let filters: [(&str, &str); 6] = [
+        ("action", "deny"),
+        ("rule", "app/partner-apis"),
+        ("rule", "default"),
+        ("source", "10.0.0.11"),
+        ("name", "*.partner.example"),
+        ("since", &since),
+    ];
+    for (k, v) in filters {
+        let cli = cli_json(&[
+            "logs",
+            "--data",
+            dir,
+            &format!("--{k}"),
+            v,
+            "--limit",
+            "1000",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        assert!(!cli.as_array().unwrap().is_empty(), "{k}={v} finds nothing");
+        let mut pages = vec![];
+        let mut offset = Some(0);
+        while let Some(o) = offset {
+            let page = server
+                .get(&format!(
+                    "/api/flowLogs?{k}={}&limit=4&offset={o}",
+                    v.replace('+', "%2B")
+                ))
+                .await;
+            pages.extend(page["value"].as_array().unwrap().iter().cloned());
+            offset = page["nextOffset"].as_u64();
+            assert!(pages.len() <= records.len(), "paging does not end");
+        }
+        assert_eq!(Value::Array(pages), cli, "{k}={v}");
+    }
+    let (st, _, p) = server
+        .call(
+            Method::GET,
+            "/api/flowLogs?since=yesterday-ish",
+            Some(READER),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{p}");
 }

@@ -73,6 +73,7 @@ pub fn openapi_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(version))
         .routes(routes!(rollback))
         .routes(routes!(audit))
+        .routes(routes!(flow_logs))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -662,6 +663,65 @@ async fn audit(State(app): App, Extension(c): Extension<Caller>) -> Answer {
     admin(&c)?;
     let store = app.store.clone();
     Ok(Json(blocking(move || store.audit_log()).await?).into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct FlowLogQuery {
+    /// `Allow` or `Deny`.
+    action: Option<String>,
+    /// A rule name or path (`collection/rule`, `group/collection/rule`), or `default`.
+    rule: Option<String>,
+    /// A duration before now (`15m`, `1h`, `2d`) or an RFC 3339 time.
+    since: Option<String>,
+    /// Source address.
+    source: Option<String>,
+    /// SNI / Host / CONNECT name (`*.example.com` for subdomains).
+    name: Option<String>,
+    /// Records per page (default 100, at most 1000).
+    limit: Option<usize>,
+    /// Records to skip (from `nextOffset` of the previous page).
+    offset: Option<usize>,
+}
+
+/// The gateway's flow records, newest first, filtered and paged (DIAG-11); as `palisade logs --output json`.
+#[utoipa::path(get, path = "/api/flowLogs", tag = "diagnostics", params(FlowLogQuery),
+    responses((status = 200, description = "`{value: [record], nextOffset}`", body = Object),
+              (status = 400, body = Problem), (status = 404, body = Problem)))]
+async fn flow_logs(State(app): App, Query(q): Query<FlowLogQuery>) -> Answer {
+    let dir = app
+        .flow_log
+        .clone()
+        .ok_or_else(|| Problem::not_found("no flow log: start the server with --flow-log DIR"))?;
+    let since = q
+        .since
+        .as_deref()
+        .map(|s| palisade_flowlog::parse_since(s, std::time::SystemTime::now()))
+        .transpose()
+        .map_err(|e| Problem::bad_request(e.to_string().replace("--since", "since")))?;
+    let source = q
+        .source
+        .as_deref()
+        .map(|s| address("source", s))
+        .transpose()?;
+    let (limit, offset) = (q.limit.unwrap_or(100).clamp(1, 1000), q.offset.unwrap_or(0));
+    let query = palisade_flowlog::Query {
+        action: q.action,
+        since,
+        rule: q.rule,
+        source,
+        name: q.name,
+        // One more than the page, to know whether another page follows.
+        limit: Some(offset.saturating_add(limit).saturating_add(1)),
+    };
+    let (records, _torn) =
+        tokio::task::spawn_blocking(move || palisade_flowlog::query(&dir, &query))
+            .await
+            .map_err(Problem::internal)?
+            .map_err(Problem::internal)?;
+    let more = records.len() > offset.saturating_add(limit);
+    let page: Vec<_> = records.into_iter().skip(offset).take(limit).collect();
+    let next = more.then_some(offset + limit);
+    Ok(Json(json!({"value": page, "nextOffset": next})).into_response())
 }
 
 async fn blocking<T: Send + 'static>(

@@ -44,6 +44,8 @@ pub struct Config {
     pub body_limit: usize,
     /// Longest a request may take.
     pub timeout: Duration,
+    /// A gateway's flow-log directory, queried by `GET /api/flowLogs`.
+    pub flow_log: Option<PathBuf>,
 }
 
 /// Shared by every handler.
@@ -55,6 +57,7 @@ pub struct AppState {
     pub tokens: Tokens,
     /// Changes are applied one at a time; readers never wait for it.
     pub writer: tokio::sync::Mutex<()>,
+    pub flow_log: Option<PathBuf>,
 }
 
 pub fn now() -> String {
@@ -133,6 +136,7 @@ pub fn prepare(config: &Config) -> Result<(Arc<AppState>, String), String> {
             store: Arc::new(store),
             tokens: config.tokens.clone(),
             writer: tokio::sync::Mutex::new(()),
+            flow_log: config.flow_log.clone(),
         }),
         note,
     ))
