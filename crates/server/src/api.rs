@@ -262,15 +262,14 @@ async fn ip_flow_verify(
     Ok(Json(v).into_response())
 }
 
+/// Azure's `NextHopParameters`. `targetResourceId` is accepted and not needed: the source
+/// address decides the subnet whose routes apply.
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
 pub struct NextHopRequest {
     #[serde(rename = "sourceIPAddress")]
     source_ip_address: String,
     #[serde(rename = "destinationIPAddress")]
     destination_ip_address: String,
-    #[serde(default)]
-    target_resource_id: Option<String>,
 }
 
 /// The next hop of a packet from a source in the network (Network Watcher's next hop, DIAG-3).
@@ -283,7 +282,6 @@ async fn next_hop(State(app): App, b: Result<Json<NextHopRequest>, JsonRejection
     let from = address("sourceIPAddress", &r.source_ip_address)?;
     let to = address("destinationIPAddress", &r.destination_ip_address)?;
     endpoints::same_family(from, to).map_err(|e| Problem::bad_request(e.to_string()))?;
-    let _ = r.target_resource_id;
     let running = app.running.load();
     let v = present::next_hop(&running.snapshot, from, to).map_err(not_answerable)?;
     Ok(Json(v).into_response())

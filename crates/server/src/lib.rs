@@ -108,6 +108,17 @@ pub fn prepare(config: &Config) -> Result<(Arc<AppState>, String), String> {
             }
             let resources = policy::seed(&config.source)?;
             let running = policy::compile(&base, 1, resources).map_err(errors)?;
+            let (files, seeded) = (
+                loaded.snapshot.as_ref().map(|s| shape(&s.network)),
+                Some(shape(&running.snapshot.network)),
+            );
+            if files != seeded {
+                // Fail closed: serving other resources than the files hold would mislead.
+                return Err(format!(
+                    "{}: the ARM resources read from the files describe another network than the files do ({files:?} ≠ {seeded:?})",
+                    config.source.describe()
+                ));
+            }
             let version = Version {
                 meta: VersionMeta {
                     version: 1,
@@ -140,6 +151,25 @@ pub fn prepare(config: &Config) -> Result<(Arc<AppState>, String), String> {
         }),
         note,
     ))
+}
+
+/// How many resources of each kind, and rules and routes: what seeding must preserve.
+fn shape(n: &palisade_model::Network) -> [usize; 12] {
+    let c = n.counts();
+    [
+        n.virtual_networks.len(),
+        n.network_security_groups.len(),
+        n.route_tables.len(),
+        n.network_interfaces.len(),
+        n.application_security_groups.len(),
+        n.public_ip_addresses.len(),
+        n.azure_firewalls.len(),
+        n.firewall_policies.len(),
+        n.ip_groups.len(),
+        c.security_rules,
+        c.routes,
+        c.firewall_rules,
+    ]
 }
 
 /// Bind and serve until the process ends. `on_ready` gets the bound address (port 0 picks

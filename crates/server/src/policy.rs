@@ -455,10 +455,23 @@ pub fn seed(source: &Source) -> Result<Vec<Value>, String> {
             let doc = palisade_model::json::parse(&name, &text).map_err(|d| d.to_string())?;
             let v = doc.value;
             if palisade_arm::is_template(&v) {
+                let dir = f
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default();
+                let read_linked: palisade_arm::LinkedReader = Box::new(move |rel: &str| {
+                    let p = dir.join(rel);
+                    let text = std::fs::read_to_string(&p)
+                        .map_err(|e| format!("cannot read linked template {}: {e}", p.display()))?;
+                    palisade_model::json::parse(&p.display().to_string(), &text)
+                        .map(|d| d.value)
+                        .map_err(|d| d.to_string())
+                });
                 let options = palisade_arm::Options {
                     parameters: parameters
                         .clone()
                         .or_else(|| palisade_model::import::sibling_parameters(&f).map(|(_, p)| p)),
+                    read_linked: Some(read_linked),
                     ..Default::default()
                 };
                 out.extend(
