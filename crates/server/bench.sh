@@ -15,11 +15,14 @@ command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteract
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-# The network: one subnet NSG with 4000 inbound and 4000 outbound rules, one NIC NSG with 1000
-# of each; none matches the measured flow, so both NSGs are searched to their default rules.
+# The network: 10,000 rules — nine subnets, each with an NSG of 500 inbound and 500 outbound
+# rules (NSG-10 allows 1,000 per NSG), and a NIC NSG of the same size in the first subnet. No
+# rule but the last inbound one (`Allow-HTTPS`, priority 4000) matches the measured flow, so both
+# NSGs on its path are searched to their end.
 python3 - "$work/network.json" <<'PY'
 import json, random, sys
 random.seed(7)
+ID = "/subscriptions/0/resourceGroups/rg/providers/Microsoft.Network"
 def rules(n, direction):
     out = []
     for i in range(n):
@@ -31,19 +34,22 @@ def rules(n, direction):
             "sourceAddressPrefix": f"100.{a}.{b}.0/24", "destinationAddressPrefix": "*",
             "access": random.choice(["Allow", "Deny"]), "priority": 100 + i, "direction": direction}})
     return out
-def nsg(name, n):
+def nsg(name):
+    # The last inbound rule admits HTTPS, so the flow passes the subnet NSG into the NIC's.
+    https = {"name": "Allow-HTTPS", "properties": {"protocol": "Tcp", "sourcePortRange": "*",
+             "destinationPortRange": "443", "sourceAddressPrefix": "*", "destinationAddressPrefix": "*",
+             "access": "Allow", "priority": 4000, "direction": "Inbound"}}
     return {"type": "Microsoft.Network/networkSecurityGroups", "name": name,
-            "properties": {"securityRules": rules(n, "Inbound") + rules(n, "Outbound")}}
-net = [
-    nsg("subnet-nsg", 4000), nsg("nic-nsg", 1000),
+            "properties": {"securityRules": rules(499, "Inbound") + [https] + rules(500, "Outbound")}}
+subnets = [{"name": f"s{i}", "properties": {"addressPrefix": f"10.0.{i}.0/24",
+            "networkSecurityGroup": {"id": f"{ID}/networkSecurityGroups/nsg-{i}"}}} for i in range(9)]
+net = [nsg(f"nsg-{i}") for i in range(9)] + [nsg("nic-nsg"),
     {"type": "Microsoft.Network/virtualNetworks", "name": "vnet", "properties": {
-        "addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},
-        "subnets": [{"name": "app", "properties": {"addressPrefix": "10.0.1.0/24",
-            "networkSecurityGroup": {"id": "/subscriptions/0/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/subnet-nsg"}}}]}},
+        "addressSpace": {"addressPrefixes": ["10.0.0.0/16"]}, "subnets": subnets}},
     {"type": "Microsoft.Network/networkInterfaces", "name": "app-nic", "properties": {
-        "networkSecurityGroup": {"id": "/subscriptions/0/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/nic-nsg"},
-        "ipConfigurations": [{"name": "ip", "properties": {"privateIPAddress": "10.0.1.4",
-            "subnet": {"id": "/subscriptions/0/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vnet/subnets/app"}}}]}},
+        "networkSecurityGroup": {"id": f"{ID}/networkSecurityGroups/nic-nsg"},
+        "ipConfigurations": [{"name": "ip", "properties": {"privateIPAddress": "10.0.0.4",
+            "subnet": {"id": f"{ID}/virtualNetworks/vnet/subnets/s0"}}}]}},
 ]
 json.dump(net, open(sys.argv[1], "w"))
 PY
@@ -59,12 +65,12 @@ base=$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$work/log")
 
 cat > "$work/verify.lua" <<LUA
 wrk.method = "POST"
-wrk.body = '{"direction":"Inbound","protocol":"TCP","localIPAddress":"10.0.1.4","localPort":"443","remoteIPAddress":"203.0.113.7","remotePort":"50000"}'
+wrk.body = '{"direction":"Inbound","protocol":"TCP","localIPAddress":"10.0.0.4","localPort":"443","remoteIPAddress":"203.0.113.7","remotePort":"50000"}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $token"
 LUA
 answer=$(curl -s -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-    -d '{"direction":"Inbound","protocol":"TCP","localIPAddress":"10.0.1.4","localPort":"443","remoteIPAddress":"203.0.113.7","remotePort":"50000"}' \
+    -d '{"direction":"Inbound","protocol":"TCP","localIPAddress":"10.0.0.4","localPort":"443","remoteIPAddress":"203.0.113.7","remotePort":"50000"}' \
     "$base/api/diagnostics/ipFlowVerify")
 echo "answer: $answer" >&2
 
