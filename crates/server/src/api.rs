@@ -455,11 +455,7 @@ async fn list_resources(State(app): App, Path(k): Path<String>) -> Answer {
     let value: Vec<&Value> = r
         .resources
         .iter()
-        .filter(|v| {
-            v.get("type")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t.eq_ignore_ascii_case(kind.arm_type))
-        })
+        .filter(|v| policy::of_type(v, kind.arm_type))
         .collect();
     Ok(Json(json!({ "value": value })).into_response())
 }

@@ -128,6 +128,11 @@ fn text<'a>(v: &'a Value, name: &str) -> &'a str {
     field(v, name).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// Whether `v` is a resource of type `arm_type` (type names are case-insensitive, FMT-3).
+pub fn of_type(v: &Value, arm_type: &str) -> bool {
+    text(v, "type").eq_ignore_ascii_case(arm_type)
+}
+
 fn is(v: &Value, arm_type: &str, name: &str) -> bool {
     text(v, "type").eq_ignore_ascii_case(arm_type) && text(v, "name").eq_ignore_ascii_case(name)
 }
