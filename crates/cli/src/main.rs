@@ -10,6 +10,7 @@ mod lab_cmd;
 mod load;
 mod render;
 mod serve;
+mod server_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use palisade_model::Direction;
@@ -250,6 +251,8 @@ enum Command {
     /// Build a network in network namespaces and check real packets against `trace`.
     #[command(subcommand)]
     Lab(lab_cmd::LabCommand),
+    /// Serve diagnostics and the policy's resources over HTTP (REST, OpenAPI), versions kept.
+    Server(server_cmd::ServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -280,6 +283,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Logs(a) => serve::logs(a),
         Command::Host(c) => host_cmd::run(c),
         Command::Lab(c) => lab_cmd::run(c),
+        Command::Server(a) => server_cmd::server(a),
         Command::Validate {
             paths,
             parameters,

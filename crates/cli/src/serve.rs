@@ -143,7 +143,7 @@ pub struct LogsArgs {
     output: LogsOutput,
 }
 
-fn default_data_dir() -> PathBuf {
+pub(crate) fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("PALISADE_DATA") {
         return d.into();
     }

@@ -26,8 +26,9 @@ fn into_closed_pipe(args: &[&str]) -> (Option<i32>, String) {
 }
 
 /// Commands that take no `--output` or need more than a file: `gateway` serves traffic (its
-/// shutdown is tested in `gateway_shutdown.rs`); `help` is clap's.
-const NOT_RUN: &[&str] = &["gateway", "help"];
+/// shutdown is tested in `gateway_shutdown.rs`), `server` serves HTTP (`server_api.rs`);
+/// `help` is clap's.
+const NOT_RUN: &[&str] = &["gateway", "server", "help"];
 
 #[test]
 fn every_command_survives_a_closed_stdout() {

@@ -1,0 +1,792 @@
+//! `palisade server` driven over real HTTP on loopback: its diagnostics against the CLI's
+//! `--output json` answers on every flow of every `../shared/scenarios/*/flows.yaml`, and the
+//! resource API (ETags, refused changes, roles, versions, audit) against its own diagnostics.
+
+mod common;
+
+use common::{palisade, root};
+use palisade_server::auth::sha256_hex;
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const ADMIN: &str = "admin-token-for-tests";
+const READER: &str = "reader-token-for-tests";
+
+/// A `palisade server` child process on an ephemeral loopback port; killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+    client: Client,
+}
+
+impl Server {
+    fn start(network: &str, data: &Path) -> Server {
+        Server::start_with(network, data, &[])
+    }
+
+    fn start_with(network: &str, data: &Path, extra: &[&str]) -> Server {
+        let tokens = data.join("tokens.txt");
+        std::fs::write(
+            &tokens,
+            format!(
+                "ci admin {}\nviewer reader {}\n",
+                sha256_hex(ADMIN),
+                sha256_hex(READER)
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(["server", "--network", network, "--listen", "127.0.0.1:0"])
+            .arg("--data")
+            .arg(data)
+            .arg("--token-file")
+            .arg(&tokens)
+            .args(extra)
+            .current_dir(root())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start palisade server");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("the server ended before listening")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("listening on ") {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Server {
+            child,
+            base,
+            client: Client::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        if_match: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut r = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(m) = if_match {
+            r = r.header("If-Match", m);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (s, _, v) = self.call(Method::GET, path, Some(READER), None, None).await;
+        assert_eq!(s, StatusCode::OK, "GET {path}: {v}");
+        v
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let (s, _, v) = self
+            .call(Method::POST, path, Some(READER), None, Some(body))
+            .await;
+        (s, v)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli_json(args: &[&str]) -> Option<Value> {
+    let (code, out, err) = palisade(args);
+    assert_ne!(code, -1, "{err}");
+    serde_json::from_str(&out).ok()
+}
+
+/// The trace as compared: the snapshot id hashes where the model was read from (file and
+/// pointer of every resource), which differs between the files and the stored network.
+fn without_snapshot(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("snapshot");
+    }
+    v
+}
+
+fn scenarios() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(root().join("../shared/scenarios"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("flows.yaml").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// DIAG-2/3/4/5/7: the server's answers equal the CLI's on every scenario flow, NIC and subnet.
+#[tokio::test(flavor = "multi_thread")]
+async fn diagnostics_equal_the_cli_on_every_scenario_flow() {
+    let mut compared_nsg_layers = 0;
+    let mut flows_checked = 0;
+    for scenario in scenarios() {
+        let net = format!("../shared/scenarios/{scenario}/network.json");
+        let data = tempfile::tempdir().unwrap();
+        let server = Server::start(&net, data.path());
+        let text = std::fs::read_to_string(
+            root().join(format!("../shared/scenarios/{scenario}/flows.yaml")),
+        )
+        .unwrap();
+        let flows: Value = serde_saphyr::from_str(&text).unwrap();
+        for f in flows["flows"].as_array().unwrap() {
+            let name = format!("{scenario}/{}", s(&f["name"]));
+            let (src, dst) = (s(&f["source"]), s(&f["destination"]));
+            let proto = s(&f["protocol"]);
+            let sport = f["source_port"].as_u64().unwrap_or(0).to_string();
+            let dport = f["destination_port"].as_u64().unwrap_or(0).to_string();
+            let reply = !f["reply_to"].is_null();
+            // trace (DIAG-7)
+            let mut args = vec![
+                "trace",
+                "--network",
+                &net,
+                "--from",
+                &src,
+                "--to",
+                &dst,
+                "--port",
+                &dport,
+                "--source-port",
+                &sport,
+                "--output",
+                "json",
+            ];
+            let lower = proto.to_ascii_lowercase();
+            args.extend(["--protocol", &lower]);
+            let host = f["host"].as_str().map(str::to_string);
+            if let Some(h) = &host {
+                args.extend(["--host", h]);
+            }
+            if reply {
+                args.push("--reply");
+            }
+            let cli = cli_json(&args).unwrap_or_else(|| panic!("{name}: CLI trace gave no JSON"));
+            let (status, api) = server
+                .post(
+                    "/api/diagnostics/trace",
+                    json!({"source": src, "destination": dst, "protocol": proto,
+                           "sourcePort": sport.parse::<u16>().unwrap(), "destinationPort": dport.parse::<u16>().unwrap(),
+                           "host": host, "reply": reply}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{name}: {api}");
+            assert_eq!(
+                without_snapshot(api),
+                without_snapshot(cli.clone()),
+                "{name}: trace"
+            );
+            // next hop (DIAG-3): the same answer, or both refuse.
+            let cli_nh = cli_json(&[
+                "next-hop",
+                "--network",
+                &net,
+                "--from",
+                &src,
+                "--to",
+                &dst,
+                "--output",
+                "json",
+            ]);
+            let (status, api_nh) = server
+                .post(
+                    "/api/diagnostics/nextHop",
+                    json!({"sourceIPAddress": src, "destinationIPAddress": dst}),
+                )
+                .await;
+            match cli_nh {
+                Some(c) => assert_eq!((status, api_nh), (StatusCode::OK, c), "{name}: next hop"),
+                None => assert_eq!(
+                    status,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "{name}: next hop {api_nh}"
+                ),
+            }
+            // IP flow verify (DIAG-2): the workload's NSG layers the trace crossed decide alike.
+            if reply {
+                continue;
+            }
+            flows_checked += 1;
+            let direction = if s(&f["direction"]) == "inbound" {
+                "Inbound"
+            } else {
+                "Outbound"
+            };
+            let (local, lport, remote, rport) = if direction == "Inbound" {
+                (&dst, &dport, &src, &sport)
+            } else {
+                (&src, &sport, &dst, &dport)
+            };
+            let (status, v) = server
+                .post(
+                    "/api/diagnostics/ipFlowVerify",
+                    json!({"direction": direction, "protocol": proto, "localIPAddress": local,
+                           "localPort": lport, "remoteIPAddress": remote, "remotePort": rport}),
+                )
+                .await;
+            if status != StatusCode::OK {
+                // Only an address outside every subnet and NIC has no NSGs to verify.
+                assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {v}");
+                continue;
+            }
+            let crossed: Vec<(String, String, String, String)> = cli["hops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|h| {
+                    s(&h["layer"]).ends_with("Nsg")
+                        && s(&h["direction"]) == direction
+                        && h["reason"] == "RuleMatched"
+                })
+                .map(|h| {
+                    (
+                        s(&h["layer"]),
+                        s(&h["resource"]),
+                        s(&h["rule"]),
+                        s(&h["result"]),
+                    )
+                })
+                .collect();
+            let layers: Vec<(String, String, String, String)> = v["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    (
+                        s(&l["layer"]),
+                        s(&l["networkSecurityGroup"]),
+                        s(&l["ruleName"]),
+                        s(&l["access"]),
+                    )
+                })
+                .collect();
+            assert!(
+                layers.starts_with(&crossed),
+                "{name}: ipFlowVerify layers {layers:?}, trace crossed {crossed:?}"
+            );
+            compared_nsg_layers += crossed.len();
+            let denied = layers.iter().find(|l| l.3 == "Deny");
+            assert_eq!(
+                v["access"],
+                if denied.is_some() { "Deny" } else { "Allow" },
+                "{name}: {v}"
+            );
+            if let Some(d) = denied {
+                assert_eq!(v["ruleName"], d.2.as_str(), "{name}");
+            }
+        }
+        // Effective rules (DIAG-4) and routes (DIAG-5) of every NIC and subnet.
+        let nics = server.get("/api/resources/networkInterfaces").await;
+        for nic in nics["value"].as_array().unwrap() {
+            let n = s(&nic["name"]);
+            for (cmd, route) in [
+                ("effective-rules", "effectiveSecurityRules"),
+                ("effective-routes", "effectiveRoutes"),
+            ] {
+                let cli = cli_json(&[cmd, "--network", &net, "--nic", &n, "--output", "json"]);
+                let (status, _, api) = server
+                    .call(
+                        Method::GET,
+                        &format!("/api/diagnostics/{route}?networkInterface={n}"),
+                        Some(READER),
+                        None,
+                        None,
+                    )
+                    .await;
+                match cli {
+                    Some(c) => assert_eq!(
+                        (status, api),
+                        (StatusCode::OK, c),
+                        "{scenario} {cmd} --nic {n}"
+                    ),
+                    None => assert_eq!(
+                        status,
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "{scenario} {cmd} --nic {n}"
+                    ),
+                }
+            }
+        }
+        let vnets = server.get("/api/resources/virtualNetworks").await;
+        for vnet in vnets["value"].as_array().unwrap() {
+            for sub in vnet["properties"]["subnets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let n = s(&sub["name"]);
+                for (cmd, route) in [
+                    ("effective-rules", "effectiveSecurityRules"),
+                    ("effective-routes", "effectiveRoutes"),
+                ] {
+                    let c = cli_json(&[cmd, "--network", &net, "--subnet", &n, "--output", "json"])
+                        .unwrap_or_else(|| panic!("{scenario} {cmd} --subnet {n}"));
+                    let api = server
+                        .get(&format!("/api/diagnostics/{route}?subnet={n}"))
+                        .await;
+                    assert_eq!(api, c, "{scenario} {cmd} --subnet {n}");
+                }
+            }
+        }
+    }
+    assert!(flows_checked > 50, "{flows_checked} flows verified");
+    assert!(
+        compared_nsg_layers > 30,
+        "only {compared_nsg_layers} NSG layers compared"
+    );
+}
+
+const RULE: &str = "/api/resources/networkSecurityGroups/web-vm1-nic-nsg/securityRules/Allow-HTTP";
+
+/// layered-nsg's `internet-http-to-web-vm1`: (verdict, deciding rule).
+async fn http_to_web_vm1(server: &Server) -> (String, String) {
+    let (status, t) = server
+        .post(
+            "/api/diagnostics/trace",
+            json!({"source": "203.0.113.20", "destination": "10.2.1.4", "destinationPort": 80, "sourcePort": 51001}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    (s(&t["verdict"]), s(&t["decided_by"]["rule"]))
+}
+
+fn http_rule(source: &str) -> Value {
+    json!({"name": "Allow-HTTP", "properties": {"protocol": "Tcp", "sourcePortRange": "*", "destinationPortRange": "80",
+        "sourceAddressPrefix": source, "destinationAddressPrefix": "*", "access": "Allow", "priority": 200, "direction": "Inbound"}})
+}
+
+fn etag(h: &reqwest::header::HeaderMap) -> String {
+    h.get("etag").expect("ETag").to_str().unwrap().to_string()
+}
+
+/// PAL-5.5 and the resource API: a refused change leaves the running policy as it was; ETags
+/// guard every change; readers cannot change; every version and attempt is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn resource_changes_are_checked_versioned_and_audited() {
+    let net = "../shared/scenarios/layered-nsg/network.json";
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(net, data.path());
+    let denied = ("Deny".to_string(), "Deny-All-Other".to_string());
+    assert_eq!(http_to_web_vm1(&server).await, denied);
+
+    // Access: no token, a bad token, a reader.
+    let (st, h, _) = server
+        .call(Method::PUT, RULE, None, None, Some(http_rule("*")))
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(h["www-authenticate"], "Bearer realm=\"palisade\"");
+    let (st, h, _) = server
+        .call(Method::PUT, RULE, Some("guess"), None, Some(http_rule("*")))
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert!(h["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+    let (st, _, p) = server
+        .call(Method::PUT, RULE, Some(READER), None, Some(http_rule("*")))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{p}");
+
+    // A bad rule: 422 with the located messages of `palisade validate`, nothing applied.
+    let (st, h, p) = server
+        .call(
+            Method::PUT,
+            RULE,
+            Some(ADMIN),
+            None,
+            Some(http_rule("10.0.0.0/33")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(h["content-type"], "application/problem+json");
+    let errors = p["errors"].as_array().unwrap();
+    let bad = errors
+        .iter()
+        .find(|e| e["found"] == "10.0.0.0/33")
+        .unwrap_or_else(|| panic!("no error names the value: {p}"));
+    assert_eq!(bad["location"], "body");
+    assert_eq!(bad["pointer"], "/properties/sourceAddressPrefix");
+    assert!(s(&bad["resource"]).contains("Allow-HTTP"), "{bad}");
+    assert!(!s(&bad["expected"]).is_empty(), "{bad}");
+    let mut resources = server.get("/api/network").await["resources"].clone();
+    let nsg = resources
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|r| r["name"] == "web-vm1-nic-nsg")
+        .unwrap();
+    nsg["properties"]["securityRules"]
+        .as_array_mut()
+        .unwrap()
+        .push(http_rule("10.0.0.0/33"));
+    let file = data.path().join("network.json");
+    std::fs::write(&file, resources.to_string()).unwrap();
+    let validate = cli_json(&["validate", file.to_str().unwrap(), "--output", "json"]).unwrap();
+    let key = |e: &Value| {
+        ["message", "resource", "field", "found", "expected"]
+            .map(|k| s(&e[k]))
+            .join(" | ")
+    };
+    let mut from_cli: Vec<String> = validate["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["severity"] == "Error")
+        .map(key)
+        .collect();
+    let mut from_api: Vec<String> = errors.iter().map(key).collect();
+    from_cli.sort();
+    from_api.sort();
+    assert_eq!(from_api, from_cli);
+    assert_eq!(http_to_web_vm1(&server).await, denied);
+    assert_eq!(
+        server.get("/api/versions").await.as_array().unwrap().len(),
+        1
+    );
+
+    // A good rule is created, compiled and enforced.
+    let (st, h, v) = server
+        .call(Method::PUT, RULE, Some(ADMIN), None, Some(http_rule("*")))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(h["palisade-version"], "2");
+    let created = etag(&h);
+    assert_eq!(
+        http_to_web_vm1(&server).await,
+        ("Allow".into(), "Allow-HTTP".into())
+    );
+    let (_, h, got) = server
+        .call(Method::GET, RULE, Some(READER), None, None)
+        .await;
+    assert_eq!((etag(&h), got), (created.clone(), v));
+
+    // Optimistic concurrency: 428 without If-Match, 412 with a stale ETag.
+    let (st, _, p) = server
+        .call(Method::PUT, RULE, Some(ADMIN), None, Some(http_rule("*")))
+        .await;
+    assert_eq!(st, StatusCode::PRECONDITION_REQUIRED, "{p}");
+    let (st, _, p) = server
+        .call(
+            Method::PUT,
+            RULE,
+            Some(ADMIN),
+            Some("\"stale\""),
+            Some(http_rule("*")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::PRECONDITION_FAILED, "{p}");
+    let patch = json!({"properties": {"access": "Deny"}});
+    let (st, h, v) = server
+        .call(
+            Method::PATCH,
+            RULE,
+            Some(ADMIN),
+            Some(&created),
+            Some(patch),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["properties"]["access"], "Deny");
+    assert_eq!(v["properties"]["priority"], 200);
+    let patched = etag(&h);
+    assert_ne!(patched, created);
+    assert_eq!(
+        http_to_web_vm1(&server).await,
+        ("Deny".into(), "Allow-HTTP".into())
+    );
+    let (st, _, _) = server
+        .call(Method::DELETE, RULE, Some(ADMIN), Some(&created), None)
+        .await;
+    assert_eq!(st, StatusCode::PRECONDITION_FAILED);
+    let (st, _, v) = server
+        .call(Method::DELETE, RULE, Some(ADMIN), Some(&patched), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(http_to_web_vm1(&server).await, denied);
+    let (st, _, _) = server
+        .call(Method::GET, RULE, Some(READER), None, None)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    // The URL names the resource; a body naming another is refused.
+    let (st, _, p) = server
+        .call(
+            Method::PUT,
+            "/api/resources/ipGroups/web-clients",
+            Some(ADMIN),
+            None,
+            Some(json!({"name": "other", "properties": {"ipAddresses": ["198.51.100.0/24"]}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{p}");
+
+    // Versions with author and change; rollback is a new version.
+    let versions = server.get("/api/versions").await;
+    let list: Vec<(u64, String, String)> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                s(&v["author"]),
+                s(&v["change"]),
+            )
+        })
+        .collect();
+    let rule = "networkSecurityGroups/web-vm1-nic-nsg/securityRules/Allow-HTTP";
+    assert_eq!(
+        list,
+        vec![
+            (4, "ci".into(), format!("DELETE {rule}")),
+            (3, "ci".into(), format!("PATCH {rule}")),
+            (2, "ci".into(), format!("PUT {rule}")),
+            (1, "seed".into(), format!("seed from {net}")),
+        ]
+    );
+    let (st, _, _) = server
+        .call(
+            Method::POST,
+            "/api/versions/2/rollback",
+            Some(READER),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, v) = server
+        .call(
+            Method::POST,
+            "/api/versions/2/rollback",
+            Some(ADMIN),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, v["version"].as_u64()),
+        (StatusCode::OK, Some(5)),
+        "{v}"
+    );
+    assert_eq!(
+        http_to_web_vm1(&server).await,
+        ("Allow".into(), "Allow-HTTP".into())
+    );
+    let v2 = server.get("/api/versions/2").await;
+    assert_eq!(
+        v2["resources"],
+        server.get("/api/network").await["resources"]
+    );
+
+    // The audit log names every attempt's token, refusals included; readers cannot read it.
+    let (st, _, _) = server
+        .call(Method::GET, "/api/audit", Some(READER), None, None)
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (_, _, audit) = server
+        .call(Method::GET, "/api/audit", Some(ADMIN), None, None)
+        .await;
+    let seen: Vec<(String, u64)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (s(&a["actor"]), a["status"].as_u64().unwrap()))
+        .collect();
+    for want in [
+        ("viewer", 403),
+        ("ci", 422),
+        ("ci", 428),
+        ("ci", 412),
+        ("ci", 200),
+    ] {
+        assert!(
+            seen.contains(&(want.0.into(), want.1)),
+            "{want:?} not in {seen:?}"
+        );
+    }
+
+    // The store outlives the process: a restart serves the latest version.
+    drop(server);
+    let server = Server::start(net, data.path());
+    assert_eq!(server.get("/healthz").await["version"], 5);
+    assert_eq!(
+        http_to_web_vm1(&server).await,
+        ("Allow".into(), "Allow-HTTP".into())
+    );
+}
+
+/// The OpenAPI document parses, lists every route, and the Swagger UI is served offline.
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_lists_every_route_and_swagger_ui_is_served() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start("examples/ase-egress-lockdown", data.path());
+    let (st, _, doc) = server
+        .call(Method::GET, "/openapi.json", None, None, None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let want = [
+        ("/api/diagnostics/ipFlowVerify", "post"),
+        ("/api/diagnostics/nextHop", "post"),
+        ("/api/diagnostics/trace", "post"),
+        ("/api/diagnostics/effectiveSecurityRules", "get"),
+        ("/api/diagnostics/effectiveRoutes", "get"),
+        ("/api/network", "get"),
+        ("/api/resources/{kind}", "get"),
+        ("/api/versions", "get"),
+        ("/api/versions/{version}", "get"),
+        ("/api/versions/{version}/rollback", "post"),
+        ("/api/audit", "get"),
+        ("/api/flowLogs", "get"),
+    ];
+    for (p, m) in want {
+        assert!(paths[p][m].is_object(), "{m} {p} missing");
+    }
+    for p in [
+        "/api/resources/{kind}/{name}",
+        "/api/resources/{kind}/{name}/{child}/{child_name}",
+    ] {
+        for m in ["get", "put", "patch", "delete"] {
+            assert!(paths[p][m].is_object(), "{m} {p} missing");
+        }
+    }
+    assert_eq!(paths.len(), want.len() + 2, "{:?}", paths.keys());
+    let r = server
+        .client
+        .get(format!("{}/docs/", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("swagger-ui"));
+    let r = server
+        .client
+        .get(format!("{}/docs/swagger-ui-bundle.js", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// DIAG-11: the flow-log query answers as `palisade logs --output json` does, page by page.
+#[tokio::test(flavor = "multi_thread")]
+async fn flow_log_query_pages_what_palisade_logs_finds() {
+    use palisade_flowlog::{format_time, FlowLog, FlowRecord, Options};
+    use std::time::{Duration, SystemTime};
+    let flows = tempfile::tempdir().unwrap();
+    let log = FlowLog::open(flows.path(), Options::default()).unwrap();
+    let start = SystemTime::now() - Duration::from_secs(3600);
+    let records: Vec<FlowRecord> = (0..25u64)
+        .map(|i| FlowRecord {
+            time: format_time(start + Duration::from_secs(i * 120)),
+            action: if i % 3 == 0 { "Deny" } else { "Allow" }.into(),
+            layer: "FirewallApplication".into(),
+            source_ip: Some(format!("10.0.0.{}", 10 + i % 2).parse().unwrap()),
+            destination_port: 443,
+            name: Some(if i % 2 == 0 {
+                format!("h{i}.partner.example")
+            } else {
+                "evil.example".into()
+            }),
+            rule_collection: Some("app".into()),
+            rule: (i % 3 != 0).then(|| "partner-apis".to_string()),
+            decided_by: (i % 3 == 0).then(|| "default".to_string()),
+            reason: "RuleMatched".into(),
+            ..Default::default()
+        })
+        .collect();
+    log.append_all(&records).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let dir = flows.path().to_str().unwrap();
+    let server = Server::start_with(
+        "examples/ase-egress-lockdown",
+        data.path(),
+        &["--flow-log", dir],
+    );
+    let since = format_time(start + Duration::from_secs(20 * 60));
+    let filters: [(&str, &str); 6] = [
+        ("action", "deny"),
+        ("rule", "app/partner-apis"),
+        ("rule", "default"),
+        ("source", "10.0.0.11"),
+        ("name", "*.partner.example"),
+        ("since", &since),
+    ];
+    for (k, v) in filters {
+        let cli = cli_json(&[
+            "logs",
+            "--data",
+            dir,
+            &format!("--{k}"),
+            v,
+            "--limit",
+            "1000",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        assert!(!cli.as_array().unwrap().is_empty(), "{k}={v} finds nothing");
+        let mut pages = vec![];
+        let mut offset = Some(0);
+        while let Some(o) = offset {
+            let page = server
+                .get(&format!(
+                    "/api/flowLogs?{k}={}&limit=4&offset={o}",
+                    v.replace('+', "%2B")
+                ))
+                .await;
+            pages.extend(page["value"].as_array().unwrap().iter().cloned());
+            offset = page["nextOffset"].as_u64();
+            assert!(pages.len() <= records.len(), "paging does not end");
+        }
+        assert_eq!(Value::Array(pages), cli, "{k}={v}");
+    }
+    let (st, _, p) = server
+        .call(
+            Method::GET,
+            "/api/flowLogs?since=yesterday-ish",
+            Some(READER),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{p}");
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# `ipFlowVerify` throughput and latency of `palisade server` on a 10k-rule network, against a
+# baseline measured in the same run on the same server: `GET /healthz` (the HTTP stack, routing
+# and JSON with no policy work). Load: wrk (Debian package), $CONN connections, $SECS s each.
+# Not for CI: numbers depend on the machine.
+#
+#   crates/server/bench.sh        # prints a Markdown table
+set -euo pipefail
+SECS=${SECS:-10}
+CONN=${CONN:-32}
+THREADS=${THREADS:-2}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+(cd "$ROOT" && cargo build -q --release -p palisade-cli)
+work=$(mktemp -d)
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+# The network: 10,000 rules — nine subnets, each with an NSG of 500 inbound and 500 outbound
+# rules (NSG-10 allows 1,000 per NSG), and a NIC NSG of the same size in the first subnet. No
+# rule but the last inbound one (`Allow-HTTPS`, priority 4000) matches the measured flow, so both
+# NSGs on its path are searched to their end.
+python3 - "$work/network.json" <<'PY'
+import json, random, sys
+random.seed(7)
+ID = "/subscriptions/0/resourceGroups/rg/providers/Microsoft.Network"
+def rules(n, direction):
+    out = []
+    for i in range(n):
+        a, b = random.randrange(64, 128), random.randrange(256)
+        lo = random.randrange(1, 60000)
+        out.append({"name": f"{direction[:2]}-{i}", "properties": {
+            "protocol": random.choice(["Tcp", "Udp", "*"]), "sourcePortRange": "*",
+            "destinationPortRange": f"{lo}-{lo + random.randrange(0, 500)}",
+            "sourceAddressPrefix": f"100.{a}.{b}.0/24", "destinationAddressPrefix": "*",
+            "access": random.choice(["Allow", "Deny"]), "priority": 100 + i, "direction": direction}})
+    return out
+def nsg(name):
+    # The last inbound rule admits HTTPS, so the flow passes the subnet NSG into the NIC's.
+    https = {"name": "Allow-HTTPS", "properties": {"protocol": "Tcp", "sourcePortRange": "*",
+             "destinationPortRange": "443", "sourceAddressPrefix": "*", "destinationAddressPrefix": "*",
+             "access": "Allow", "priority": 4000, "direction": "Inbound"}}
+    return {"type": "Microsoft.Network/networkSecurityGroups", "name": name,
+            "properties": {"securityRules": rules(499, "Inbound") + [https] + rules(500, "Outbound")}}
+subnets = [{"name": f"s{i}", "properties": {"addressPrefix": f"10.0.{i}.0/24",
+            "networkSecurityGroup": {"id": f"{ID}/networkSecurityGroups/nsg-{i}"}}} for i in range(9)]
+net = [nsg(f"nsg-{i}") for i in range(9)] + [nsg("nic-nsg"),
+    {"type": "Microsoft.Network/virtualNetworks", "name": "vnet", "properties": {
+        "addressSpace": {"addressPrefixes": ["10.0.0.0/16"]}, "subnets": subnets}},
+    {"type": "Microsoft.Network/networkInterfaces", "name": "app-nic", "properties": {
+        "networkSecurityGroup": {"id": f"{ID}/networkSecurityGroups/nic-nsg"},
+        "ipConfigurations": [{"name": "ip", "properties": {"privateIPAddress": "10.0.0.4",
+            "subnet": {"id": f"{ID}/virtualNetworks/vnet/subnets/s0"}}}]}},
+]
+json.dump(net, open(sys.argv[1], "w"))
+PY
+
+token=bench-token
+printf 'bench reader %s\n' "$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)" > "$work/tokens"
+"$ROOT/target/release/palisade" server --network "$work/network.json" --listen 127.0.0.1:0 \
+    --data "$work/data" --token-file "$work/tokens" 2> "$work/log" &
+server=$!
+for _ in $(seq 100); do grep -q '^listening on' "$work/log" && break; sleep 0.2; done
+base=$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$work/log")
+[ -n "$base" ] || { cat "$work/log"; exit 1; }
+
+cat > "$work/verify.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"direction":"Inbound","protocol":"TCP","localIPAddress":"10.0.0.4","localPort":"443","remoteIPAddress":"203.0.113.7","remotePort":"50000"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $token"
+LUA
+answer=$(curl -s -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d '{"direction":"Inbound","protocol":"TCP","localIPAddress":"10.0.0.4","localPort":"443","remoteIPAddress":"203.0.113.7","remotePort":"50000"}' \
+    "$base/api/diagnostics/ipFlowVerify")
+echo "answer: $answer" >&2
+
+run() { wrk -t"$THREADS" -c"$CONN" -d"${SECS}s" --latency "$@"; }
+rps() { sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p'; }
+p99() { sed -n 's/^ *99% *\([0-9.]*[a-z]*\).*/\1/p'; }
+healthz=$(run "$base/healthz")
+verify=$(run -s "$work/verify.lua" "$base/api/diagnostics/ipFlowVerify")
+h_rps=$(echo "$healthz" | rps); v_rps=$(echo "$verify" | rps)
+echo "| request | requests/s | p99 | ratio to baseline |"
+echo "|---|---|---|---|"
+echo "| GET /healthz (baseline) | $h_rps | $(echo "$healthz" | p99) | 1.00 |"
+echo "| POST ipFlowVerify, 10k rules | $v_rps | $(echo "$verify" | p99) | $(python3 -c "print(f'{$v_rps / $h_rps:.2f}')") |"

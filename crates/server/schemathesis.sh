@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Schema-driven fuzzing of `palisade server` with schemathesis (from PyPI, in a venv inside the
+# target directory): every operation of /openapi.json with generated requests, for a bounded
+# number of examples; fails on any 5xx answer or a crashed server.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+venv=target/schemathesis
+if [ ! -x "$venv/bin/schemathesis" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet schemathesis
+fi
+cargo build --quiet -p palisade-cli
+data=$(mktemp -d)
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
+token=schemathesis-admin
+printf 'fuzz admin %s\n' "$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)" > "$data/tokens"
+target/debug/palisade server --network examples/ase-egress-lockdown --listen 127.0.0.1:0 \
+    --data "$data" --token-file "$data/tokens" 2> "$data/log" &
+server=$!
+for _ in $(seq 50); do
+    grep -q '^listening on' "$data/log" && break
+    sleep 0.2
+done
+base=$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$data/log")
+[ -n "$base" ] || { cat "$data/log"; exit 1; }
+timeout 300 "$venv/bin/schemathesis" run "$base/openapi.json" -H "Authorization: Bearer $token" \
+    --checks not_a_server_error --max-examples "${EXAMPLES:-40}" --seed 1
+kill -0 "$server" || { echo "the server died"; cat "$data/log"; exit 1; }

@@ -1,0 +1,282 @@
+//! Answers as JSON, in Network Watcher's shapes where Azure has the operation (DIAG-2..5) and
+//! otherwise in the shapes of the CLI's `--output json` (`docs/cli-json.md`), which the tests
+//! hold them to. Pure functions of the snapshot: no I/O.
+
+use palisade_model::{Access, Direction, PortRange, Protocol};
+use palisade_policy::nsg::{CompiledNsg, CompiledRule};
+use palisade_policy::routes::{RouteSource, SubnetRoutes};
+use palisade_policy::{Flow, NsgId, Snapshot, Trace};
+use serde_json::{json, Value};
+use std::net::IpAddr;
+
+/// A question the network cannot answer as asked (unknown NIC, address in no subnet).
+#[derive(Debug)]
+pub struct NotAnswerable(pub String);
+
+pub fn trace(flow: &Flow, trace: &Trace) -> Value {
+    json!({
+        "flow": flow,
+        "verdict": trace.verdict,
+        "decided_by": trace.decided_by,
+        "hops": trace.hops,
+        "next_hop": trace.next_hop,
+        "reply": trace.reply,
+        "stateful": trace.stateful,
+        "notes": trace.notes,
+        "snapshot": trace.snapshot,
+    })
+}
+
+/// DIAG-3, with Palisade's additions (`next_hop`, `route`).
+pub fn next_hop(snap: &Snapshot, from: IpAddr, to: IpAddr) -> Result<Value, NotAnswerable> {
+    let loc = snap.locate(from);
+    let routes: &SubnetRoutes = match loc.subnet {
+        Some(s) => &snap.subnet(s).routes,
+        None => match snap.unattached_route_tables().next() {
+            Some((_, r)) if snap.unattached_route_tables().len() == 1 => r,
+            _ => {
+                return Err(NotAnswerable(format!(
+                    "{from} is in no subnet of the network"
+                )))
+            }
+        },
+    };
+    let Some((prefix, route)) = routes.lookup(to) else {
+        return Ok(
+            json!({"next_hop": {"type": "None", "address": null}, "route": null, "nextHopType": "None", "routeTableId": "System Route"}),
+        );
+    };
+    let address = (route.next_hop_type == palisade_model::NextHopType::VirtualAppliance)
+        .then_some(route.next_hop_ip_address)
+        .flatten();
+    let source = match route.source {
+        RouteSource::User => "User",
+        RouteSource::VirtualNetworkGateway => "VirtualNetworkGateway",
+        RouteSource::Default if route.service.is_some() => "ServiceEndpoint",
+        RouteSource::Default => "Default",
+    };
+    Ok(json!({
+        "next_hop": {"type": route.next_hop_type.as_str(), "address": address},
+        "route": {"table": route.table, "name": route.name.clone().or(route.service.clone()), "prefix": prefix.to_string(), "source": source, "state": route.state},
+        "nextHopType": route.next_hop_type.as_str(),
+        "nextHopIpAddress": address,
+        "routeTableId": route.table.clone().unwrap_or_else(|| "System Route".into()),
+    }))
+}
+
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Any => "All",
+        other => other.as_str(),
+    }
+}
+
+fn ranges(p: &[PortRange]) -> Vec<String> {
+    p.iter()
+        .map(|r| format!("{}-{}", r.first, r.last))
+        .collect()
+}
+
+fn access(a: Access) -> &'static str {
+    match a {
+        Access::Allow => "Allow",
+        Access::Deny => "Deny",
+    }
+}
+
+/// DIAG-4 rendering of one rule.
+fn effective_rule(r: &CompiledRule, direction: Direction) -> Value {
+    json!({
+        "name": r.qualified_name(),
+        "protocol": protocol_name(r.protocol),
+        "sourcePortRanges": ranges(&r.source_ports),
+        "destinationPortRanges": ranges(&r.destination_ports),
+        "expandedSourceAddressPrefix": r.source.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "expandedDestinationAddressPrefix": r.destination.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "access": access(r.access),
+        "priority": r.priority,
+        "direction": format!("{direction:?}"),
+        "unresolvable": r.unresolvable,
+    })
+}
+
+/// The NSGs in force for a NIC (its subnet's, then its own) or a subnet: (association kind,
+/// associated name, NSG), in NSG-6 inbound order.
+fn nsgs_of(
+    snap: &Snapshot,
+    nic: Option<&str>,
+    subnet: Option<&str>,
+) -> Result<Vec<(&'static str, String, NsgId)>, NotAnswerable> {
+    let mut groups = vec![];
+    match (nic, subnet) {
+        (Some(n), _) => {
+            let i = snap
+                .nic_by_name(n)
+                .ok_or_else(|| NotAnswerable(format!("no network interface named '{n}'")))?;
+            let e = snap.nic(i);
+            if let Some(s) = e.subnet.map(|s| snap.subnet(s)) {
+                if let Some(g) = s.nsg {
+                    groups.push(("subnet", format!("{}/{}", s.vnet, s.name), g));
+                }
+            }
+            if let Some(g) = e.nsg {
+                groups.push(("networkInterface", e.name.clone(), g));
+            }
+        }
+        (None, Some(s)) => {
+            let i = snap
+                .subnet_by_name(s)
+                .ok_or_else(|| NotAnswerable(format!("no subnet named '{s}'")))?;
+            let e = snap.subnet(i);
+            if let Some(g) = e.nsg {
+                groups.push(("subnet", format!("{}/{}", e.vnet, e.name), g));
+            }
+        }
+        (None, None) => return Err(NotAnswerable("give a NIC or a subnet".into())),
+    }
+    Ok(groups)
+}
+
+/// DIAG-4: `{"value": [{networkSecurityGroup, association, effectiveSecurityRules}]}`.
+pub fn effective_rules(
+    snap: &Snapshot,
+    nic: Option<&str>,
+    subnet: Option<&str>,
+) -> Result<Value, NotAnswerable> {
+    let value: Vec<Value> = nsgs_of(snap, nic, subnet)?
+        .into_iter()
+        .map(|(kind, name, g)| {
+            let nsg: &CompiledNsg = snap.nsg(g);
+            let rules: Vec<Value> = [Direction::Inbound, Direction::Outbound]
+                .into_iter()
+                .flat_map(|d| {
+                    nsg.direction(d)
+                        .rules
+                        .iter()
+                        .map(move |r| effective_rule(r, d))
+                })
+                .collect();
+            json!({
+                "networkSecurityGroup": {"id": nsg.name},
+                "association": {kind: {"id": name}},
+                "effectiveSecurityRules": rules,
+            })
+        })
+        .collect();
+    Ok(json!({ "value": value }))
+}
+
+/// DIAG-5: the routes in force for a subnet (a NIC's: its subnet's).
+pub fn effective_routes(
+    snap: &Snapshot,
+    nic: Option<&str>,
+    subnet: Option<&str>,
+) -> Result<Value, NotAnswerable> {
+    let s = match (subnet, nic) {
+        (Some(s), _) => snap
+            .subnet_by_name(s)
+            .ok_or_else(|| NotAnswerable(format!("no subnet named '{s}'")))?,
+        (None, Some(n)) => {
+            let i = snap
+                .nic_by_name(n)
+                .ok_or_else(|| NotAnswerable(format!("no network interface named '{n}'")))?;
+            snap.nic(i).subnet.ok_or_else(|| {
+                NotAnswerable(format!(
+                    "network interface '{n}' is in no subnet of the network"
+                ))
+            })?
+        }
+        (None, None) => return Err(NotAnswerable("give a NIC or a subnet".into())),
+    };
+    let value: Vec<Value> = snap
+        .subnet(s)
+        .routes
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "disableBgpRoutePropagation": r.disable_bgp_route_propagation,
+                "source": r.source,
+                "state": r.state,
+                "addressPrefix": r.address_prefix.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                "nextHopIpAddress": r.next_hop_ip_address.map(|a| vec![a.to_string()]).unwrap_or_default(),
+                "nextHopType": r.next_hop_type.as_str(),
+                "destinationServiceTags": r.destination_service_tags,
+                "hasBgpOverride": false,
+                "invalidReason": r.invalid_reason,
+                "routeTable": r.table,
+                "service": r.service,
+            })
+        })
+        .collect();
+    Ok(json!({ "value": value }))
+}
+
+/// DIAG-2: the NSGs of the workload at `local` (a NIC, or an address in a subnet without a
+/// NIC resource), evaluated in NSG-6 order for `flow`. `access` is the first Deny, else the
+/// last layer's Allow; `ruleName` is absent when no NSG applies (all traffic allowed).
+pub fn ip_flow_verify(
+    snap: &Snapshot,
+    flow: &Flow,
+    direction: Direction,
+    local: IpAddr,
+    nic: Option<&str>,
+) -> Result<Value, NotAnswerable> {
+    let loc = snap.locate(local);
+    let nic = match nic {
+        Some(n) => {
+            let i = snap
+                .nic_by_name(n)
+                .ok_or_else(|| NotAnswerable(format!("no network interface named '{n}'")))?;
+            if !snap.nic(i).addresses.contains(&local) {
+                return Err(NotAnswerable(format!(
+                    "localIPAddress {local} is not an address of network interface '{n}'"
+                )));
+            }
+            Some(i)
+        }
+        None => loc.nic,
+    };
+    let subnet = nic.and_then(|n| snap.nic(n).subnet).or(loc.subnet);
+    if nic.is_none() && subnet.is_none() {
+        return Err(NotAnswerable(format!(
+            "{local} is the address of no network interface and in no subnet of the network"
+        )));
+    }
+    let subnet_layer = subnet
+        .and_then(|s| snap.subnet(s).nsg)
+        .map(|g| ("SubnetNsg", g));
+    let nic_layer = nic.and_then(|n| snap.nic(n).nsg).map(|g| ("NicNsg", g));
+    let order = match direction {
+        Direction::Inbound => [subnet_layer, nic_layer],
+        Direction::Outbound => [nic_layer, subnet_layer],
+    };
+    let key = flow.key();
+    let mut layers = vec![];
+    let mut verdict: Option<(&str, String)> = None;
+    for (layer, g) in order.into_iter().flatten() {
+        let nsg = snap.nsg(g);
+        let rules = nsg.direction(direction);
+        // The default rules end every direction, so some rule always matches.
+        let Some(outcome) = rules.evaluate(&key) else {
+            continue;
+        };
+        let rule = &rules.rules[outcome.rule];
+        layers.push(json!({
+            "layer": layer,
+            "networkSecurityGroup": nsg.name,
+            "ruleName": rule.qualified_name(),
+            "priority": rule.priority,
+            "access": access(rule.access),
+        }));
+        verdict = Some((access(rule.access), rule.qualified_name()));
+        if rule.access == Access::Deny {
+            break;
+        }
+    }
+    Ok(match verdict {
+        Some((a, rule)) => json!({"access": a, "ruleName": rule, "layers": layers}),
+        None => json!({"access": "Allow", "layers": layers}),
+    })
+}

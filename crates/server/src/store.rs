@@ -1,0 +1,162 @@
+//! Where applied policy versions and the audit log live. The server talks to a [`Store`] only,
+//! so a shared database (several gateways on one policy) can slot in beside the embedded
+//! [`RedbStore`] without touching the handlers.
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::Path;
+use utoipa::ToSchema;
+
+/// One applied version of the policy: every resource, who applied it, when, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Version {
+    #[serde(flatten)]
+    pub meta: VersionMeta,
+    /// The ARM resources of the network, child resources inline in their parents.
+    #[schema(value_type = Vec<Object>)]
+    pub resources: Vec<Value>,
+}
+
+/// A version without its resources (the version list).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VersionMeta {
+    pub version: u64,
+    /// The name of the token that applied it (`seed` for the network the server started from).
+    pub author: String,
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// What the change was: `PUT networkSecurityGroups/web-nsg`, `rollback to 3`, ...
+    pub change: String,
+    /// Id of the compiled snapshot (DIAG-1.2 `snapshot`).
+    pub snapshot: String,
+}
+
+/// One line of the audit log: every change attempt by an admin, applied or refused.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    pub time: String,
+    /// The token's name.
+    pub actor: String,
+    pub change: String,
+    /// HTTP status of the answer.
+    pub status: u16,
+    /// The version it created, when applied.
+    pub version: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(String);
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// Policy versions and the audit log. `commit` is atomic: after a crash the store holds the
+/// version or not, never part of it.
+pub trait Store: Send + Sync {
+    fn latest(&self) -> Result<Option<Version>, StoreError>;
+    fn version(&self, n: u64) -> Result<Option<Version>, StoreError>;
+    /// Newest first.
+    fn versions(&self) -> Result<Vec<VersionMeta>, StoreError>;
+    /// Store a new version (numbered one after the latest) and its audit entry together;
+    /// returns the version number.
+    fn commit(&self, version: Version, audit: AuditEntry) -> Result<u64, StoreError>;
+    fn audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
+    /// Newest first.
+    fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+const VERSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("versions");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// The embedded default: one redb file (ACID, crash-safe, no server to run).
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        let db = Database::create(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let tx = db.begin_write().map_err(err)?;
+        tx.open_table(VERSIONS).map_err(err)?;
+        tx.open_table(AUDIT).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(RedbStore { db })
+    }
+
+    fn read_version(&self, n: Option<u64>) -> Result<Option<Version>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(VERSIONS).map_err(err)?;
+        let row = match n {
+            Some(n) => t.get(n).map_err(err)?,
+            None => t.last().map_err(err)?.map(|(_, v)| v),
+        };
+        row.map(|v| serde_json::from_slice(v.value()).map_err(err))
+            .transpose()
+    }
+}
+
+fn append(t: &mut redb::Table<u64, &[u8]>, bytes: &[u8]) -> Result<u64, StoreError> {
+    let next = t.last().map_err(err)?.map_or(1, |(k, _)| k.value() + 1);
+    t.insert(next, bytes).map_err(err)?;
+    Ok(next)
+}
+
+impl Store for RedbStore {
+    fn latest(&self) -> Result<Option<Version>, StoreError> {
+        self.read_version(None)
+    }
+
+    fn version(&self, n: u64) -> Result<Option<Version>, StoreError> {
+        self.read_version(Some(n))
+    }
+
+    fn versions(&self) -> Result<Vec<VersionMeta>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(VERSIONS).map_err(err)?;
+        let mut out = vec![];
+        for row in t.iter().map_err(err)?.rev() {
+            let (_, v) = row.map_err(err)?;
+            let v: Version = serde_json::from_slice(v.value()).map_err(err)?;
+            out.push(v.meta);
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, mut version: Version, mut audit: AuditEntry) -> Result<u64, StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        let n = {
+            let mut t = tx.open_table(VERSIONS).map_err(err)?;
+            let n = t.last().map_err(err)?.map_or(1, |(k, _)| k.value() + 1);
+            version.meta.version = n;
+            let bytes = serde_json::to_vec(&version).map_err(err)?;
+            t.insert(n, bytes.as_slice()).map_err(err)?;
+            n
+        };
+        audit.version = Some(n);
+        let bytes = serde_json::to_vec(&audit).map_err(err)?;
+        append(&mut tx.open_table(AUDIT).map_err(err)?, &bytes)?;
+        tx.commit().map_err(err)?;
+        Ok(n)
+    }
+
+    fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        let bytes = serde_json::to_vec(&entry).map_err(err)?;
+        append(&mut tx.open_table(AUDIT).map_err(err)?, &bytes)?;
+        tx.commit().map_err(err)
+    }
+
+    fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(AUDIT).map_err(err)?;
+        let mut out = vec![];
+        for row in t.iter().map_err(err)?.rev() {
+            let (_, v) = row.map_err(err)?;
+            out.push(serde_json::from_slice(v.value()).map_err(err)?);
+        }
+        Ok(out)
+    }
+}
