@@ -461,3 +461,30 @@ async fn garbage_instead_of_a_client_hello_is_denied_and_recorded() {
         eprintln!("{hello:?}: {} ({:?})", r.reason, r.decided_by);
     }
 }
+
+/// Past `max_connections` the cap, not the timeout, bounds an idle crowd: the connection over
+/// the cap is closed at once, unanswered, and counted (not recorded: a record per refused
+/// accept would let a flood write the log). Allowed requests are served again once the header
+/// timeout frees the slots. A crowd at the cap does refuse allowed connections until then —
+/// which is why the default cap (10,000) sits far above what one client needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed_and_counted() {
+    const CAP: usize = 20;
+    let timeout = Duration::from_secs(2);
+    let s = setup(timeout, CAP).await;
+    let mut idle = vec![];
+    for _ in 0..CAP {
+        idle.push(TcpStream::connect(s.proxy()).await.unwrap());
+    }
+    // Let the accept loop take all of them before the one over the cap.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut over = TcpStream::connect(s.proxy()).await.unwrap();
+    let out = read_until_closed(&mut over, timeout / 2).await;
+    assert_eq!(out, "", "closed unanswered");
+    assert_eq!(s.gw.gateway.metrics.rejected_over_limit.get(), 1);
+    for mut c in idle {
+        let out = read_until_closed(&mut c, timeout + Duration::from_secs(5)).await;
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    }
+    s.allowed_http().await;
+}
