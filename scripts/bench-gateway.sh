@@ -3,7 +3,7 @@
 # loopback only, with the same allowlist (CONNECT to localhost:$TARGET_PORT; anything else
 # denied). Bounded: each measurement runs $SECS seconds, the idle test holds $IDLE tunnels.
 #
-# Measures per proxy: new CONNECT tunnels per second (open, 1-byte echo, close; $CONC
+# Measures per proxy: new CONNECT tunnels per second (open, a ClientHello echoed, close; $CONC
 # concurrent clients), latency p50/p99 of that at moderate load ($LAT_CONC clients) against a
 # direct connection, throughput of one established tunnel, RSS growth per idle tunnel.
 #
