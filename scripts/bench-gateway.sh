@@ -3,7 +3,7 @@
 # loopback only, with the same allowlist (CONNECT to localhost:$TARGET_PORT; anything else
 # denied). Bounded: each measurement runs $SECS seconds, the idle test holds $IDLE tunnels.
 #
-# Measures per proxy: new CONNECT tunnels per second (open, 1-byte echo, close; $CONC
+# Measures per proxy: new CONNECT tunnels per second (open, a ClientHello echoed, close; $CONC
 # concurrent clients), latency p50/p99 of that at moderate load ($LAT_CONC clients) against a
 # direct connection, throughput of one established tunnel, RSS growth per idle tunnel.
 #
@@ -12,6 +12,8 @@
 # and h2load cannot open CONNECT tunnels). Not for CI: numbers depend on the machine.
 #
 #   scripts/bench-gateway.sh            # prints a Markdown table, raw JSON in $OUT
+#   SECS=3 IDLE=500 scripts/bench-gateway.sh   # bounded; $OUT/summary.json has per proxy
+#                                       # tunnels_per_s, p99_ms, added_p99_ms, idle_kib
 set -euo pipefail
 
 SECS=${SECS:-3}
@@ -176,5 +178,21 @@ for n in ["direct", "palisade", "squid", "haproxy", "tinyproxy"]:
     if n == "direct":
         added = f"(direct: {d.get('p50_us')} / {d.get('p99_us')})"
     print(f"| {n} | {r.get('per_second','?')} | {r.get('errors','?')} | {r.get('per_second',0)/pal:.2f} | {added} | {t.get('mb_per_second','?')} | {i.get('kib_per_tunnel','—')} |")
+# One run's figures per proxy, for a script to check (null where a measurement failed).
+ms = lambda us: None if us is None else us / 1000
+summary = {
+    n: {
+        "tunnels_per_s": j(n, "rate").get("per_second"),
+        "errors": j(n, "rate").get("errors"),
+        "p99_ms": ms(j(n, "lat").get("p99_us")),
+        "added_p99_ms": ms(j(n, "lat")["p99_us"] - d["p99_us"]) if "p99_us" in j(n, "lat") and "p99_us" in d else None,
+        "idle_kib": j(n, "idle").get("kib_per_tunnel"),
+    }
+    for n in ["palisade", "squid", "haproxy", "tinyproxy"]
+}
+summary_path = os.path.join(out, "summary.json")
+with open(summary_path, "w") as f:
+    json.dump(summary, f, indent=2)
+    f.write("\n")
 EOF
 echo "raw results in $OUT" >&2

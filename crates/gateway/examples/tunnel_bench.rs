@@ -2,13 +2,15 @@
 //! No dependency beyond tokio; the same client drives every proxy and the direct baseline.
 //!
 //! ```text
-//! tunnel_bench serve ADDR...                  target: echo; a first byte `s` streams zeros;
+//! tunnel_bench serve ADDR...                  target: echo; a chunk starting `s` streams zeros;
 //!                                             answers a forwarded `CONNECT` with 200 itself
 //! tunnel_bench rate PROXY|direct TARGET CONC SECS     new tunnels/s and per-tunnel latency
 //! tunnel_bench throughput PROXY|direct TARGET SECS    one established tunnel, MB/s
 //! tunnel_bench idle PROXY TARGET COUNT PID            RSS growth of PID's tree per idle tunnel
 //! ```
-//! Every measurement prints one JSON object on stdout.
+//! Every measurement prints one JSON object on stdout. Each tunnel first carries a ClientHello
+//! naming the CONNECT host, as an HTTPS client's would: a gateway that reads the SNI inside a
+//! tunnel (Palisade) then allows it, and every proxy relays the same bytes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,13 +38,13 @@ async fn serve_conn(mut s: TcpStream) -> Res<()> {
             .await?;
         n = s.read(&mut buf).await?;
     }
-    if n > 0 && buf[0] == b's' {
-        let zeros = vec![0u8; 64 * 1024];
-        loop {
-            s.write_all(&zeros).await?;
-        }
-    }
     while n > 0 {
+        if buf[0] == b's' {
+            let zeros = vec![0u8; 64 * 1024];
+            loop {
+                s.write_all(&zeros).await?;
+            }
+        }
         s.write_all(&buf[..n]).await?;
         n = s.read(&mut buf).await?;
     }
@@ -94,15 +96,20 @@ async fn open(proxy: Option<SocketAddr>, target: &str, direct: SocketAddr) -> Re
     Ok(s)
 }
 
-/// One tunnel: open, one byte there and back, close.
+/// Send a ClientHello for `target`'s host and read its echo: the tunnel then carries data.
+async fn hello(s: &mut TcpStream, target: &str) -> Res<()> {
+    let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
+    let hello = palisade_gateway::sni::build_client_hello(Some(host), false, &[], 16 * 1024);
+    s.write_all(&hello).await?;
+    let mut echo = vec![0u8; hello.len()];
+    s.read_exact(&mut echo).await?;
+    Ok(())
+}
+
+/// One tunnel: open, a ClientHello there and back, close.
 async fn one(proxy: Option<SocketAddr>, target: &str, direct: SocketAddr) -> Res<()> {
     let mut s = open(proxy, target, direct).await?;
-    s.write_all(b"e").await?;
-    let mut b = [0u8; 1];
-    if s.read(&mut b).await? != 1 {
-        return Err("no echo".into());
-    }
-    Ok(())
+    hello(&mut s, target).await
 }
 
 fn pct(sorted: &[u64], p: f64) -> u64 {
@@ -168,6 +175,7 @@ async fn throughput(
     secs: f64,
 ) -> Res<()> {
     let mut s = open(proxy, target, direct).await?;
+    hello(&mut s, target).await?;
     s.write_all(b"s").await?;
     let mut buf = vec![0u8; 256 * 1024];
     let start = Instant::now();
@@ -239,9 +247,7 @@ async fn idle(
     let mut held = Vec::with_capacity(count);
     for _ in 0..count {
         let mut s = open(Some(proxy), target, direct).await?;
-        s.write_all(b"e").await?;
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).await?;
+        hello(&mut s, target).await?;
         held.push(s);
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
