@@ -2,10 +2,9 @@
 //! (`docs/cli-json.md`) on `--output json`.
 
 use palisade_load::Checked;
-use palisade_model::{Access, Direction, PortRange, Protocol};
-use palisade_policy::nsg::{CompiledNsg, CompiledRule};
-use palisade_policy::routes::SubnetRoutes;
+use palisade_model::Direction;
 use palisade_policy::{Flow, Snapshot, Trace};
+use palisade_server::present;
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -43,18 +42,7 @@ pub fn validation(loaded: &Checked, as_json: bool) {
 }
 
 pub fn trace_json(flow: &Flow, trace: &Trace) -> Value {
-    json!({
-        "flow": flow,
-        "verdict": trace.verdict,
-        "decided_by": trace.decided_by,
-        "hops": trace.hops,
-        "next_hop": trace.next_hop,
-        "reply": trace.reply,
-        "stateful": trace.stateful,
-        "notes": trace.notes,
-        "assumed": trace.assumed,
-        "snapshot": trace.snapshot,
-    })
+    present::trace(flow, trace)
 }
 
 pub fn trace(flow: &Flow, trace: &Trace, as_json: bool) {
@@ -167,97 +155,26 @@ pub fn next_hop(
     to: IpAddr,
     as_json: bool,
 ) -> Result<ExitCode, String> {
-    let loc = snap.locate(from);
-    let routes: &SubnetRoutes = match loc.subnet {
-        Some(s) => &snap.subnet(s).routes,
-        None => match snap.unattached_route_tables().next() {
-            Some((_, r)) if snap.unattached_route_tables().len() == 1 => r,
-            _ => return Err(format!("{from} is in no subnet of the input")),
-        },
-    };
-    let Some((prefix, route)) = routes.lookup(to) else {
-        if as_json {
-            println!(
-                "{}",
-                json!({"next_hop": {"type": "None", "address": null}, "route": null, "nextHopType": "None", "routeTableId": "System Route"})
-            );
-        } else {
-            println!("next hop None (no route to {to})");
-        }
-        return Ok(ExitCode::SUCCESS);
-    };
-    let address = (route.next_hop_type == palisade_model::NextHopType::VirtualAppliance)
-        .then_some(route.next_hop_ip_address)
-        .flatten();
-    let source = match route.source {
-        palisade_policy::routes::RouteSource::User => "User",
-        palisade_policy::routes::RouteSource::VirtualNetworkGateway => "VirtualNetworkGateway",
-        palisade_policy::routes::RouteSource::Default => {
-            if route.service.is_some() {
-                "ServiceEndpoint"
-            } else {
-                "Default"
-            }
-        }
-    };
     if as_json {
-        let v = json!({
-            "next_hop": {"type": route.next_hop_type.as_str(), "address": address},
-            "route": {"table": route.table, "name": route.name.clone().or(route.service.clone()), "prefix": prefix.to_string(), "source": source, "state": route.state},
-            "nextHopType": route.next_hop_type.as_str(),
-            "nextHopIpAddress": address,
-            "routeTableId": route.table.clone().unwrap_or_else(|| "System Route".into()),
-        });
+        let v = present::next_hop(snap, from, to).map_err(|e| e.to_string())?;
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-    } else {
-        let addr = address.map(|a| format!(" {a}")).unwrap_or_default();
-        println!(
-            "next hop {}{addr}  via {} / {} ({prefix}, {source})",
-            route.next_hop_type.as_str(),
-            route.resource(),
-            route.label()
-        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match present::route_to(snap, from, to).map_err(|e| e.to_string())? {
+        None => println!("next hop None (no route to {to})"),
+        Some(r) => {
+            let addr = r.address.map(|a| format!(" {a}")).unwrap_or_default();
+            println!(
+                "next hop {}{addr}  via {} / {} ({}, {})",
+                r.route.next_hop_type.as_str(),
+                r.route.resource(),
+                r.route.label(),
+                r.prefix,
+                r.source
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Any => "All",
-        other => other.as_str(),
-    }
-}
-
-fn ranges(p: &[PortRange]) -> Vec<String> {
-    p.iter()
-        .map(|r| format!("{}-{}", r.first, r.last))
-        .collect()
-}
-
-/// DIAG-4 rendering of one rule.
-fn effective_rule(r: &CompiledRule, direction: Direction) -> Value {
-    json!({
-        "name": r.qualified_name(),
-        "protocol": protocol_name(r.protocol),
-        "sourcePortRanges": ranges(&r.source_ports),
-        "destinationPortRanges": ranges(&r.destination_ports),
-        "expandedSourceAddressPrefix": r.source.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-        "expandedDestinationAddressPrefix": r.destination.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-        "access": match r.access { Access::Allow => "Allow", Access::Deny => "Deny" },
-        "priority": r.priority,
-        "direction": format!("{direction:?}"),
-        "unresolvable": r.unresolvable,
-    })
-}
-
-fn nsg_rules(nsg: &CompiledNsg) -> Vec<Value> {
-    let mut v = vec![];
-    for dir in [Direction::Inbound, Direction::Outbound] {
-        for r in &nsg.direction(dir).rules {
-            v.push(effective_rule(r, dir));
-        }
-    }
-    v
 }
 
 pub fn effective_rules(
@@ -266,58 +183,17 @@ pub fn effective_rules(
     subnet: Option<&str>,
     as_json: bool,
 ) -> Result<ExitCode, String> {
-    let mut groups: Vec<(String, String, &CompiledNsg)> = vec![];
-    if let Some(n) = nic {
-        let i = snap
-            .nic_by_name(n)
-            .ok_or_else(|| format!("no network interface named '{n}'"))?;
-        let e = snap.nic(i);
-        if let Some(s) = e.subnet.map(|s| snap.subnet(s)) {
-            if let Some(g) = s.nsg {
-                groups.push((
-                    "subnet".into(),
-                    format!("{}/{}", s.vnet, s.name),
-                    snap.nsg(g),
-                ));
-            }
-        }
-        if let Some(g) = e.nsg {
-            groups.push(("networkInterface".into(), e.name.clone(), snap.nsg(g)));
-        }
-    } else if let Some(s) = subnet {
-        let i = snap
-            .subnet_by_name(s)
-            .ok_or_else(|| format!("no subnet named '{s}'"))?;
-        let e = snap.subnet(i);
-        if let Some(g) = e.nsg {
-            groups.push((
-                "subnet".into(),
-                format!("{}/{}", e.vnet, e.name),
-                snap.nsg(g),
-            ));
-        }
-    }
     if as_json {
-        let value: Vec<Value> = groups
-            .iter()
-            .map(|(kind, name, nsg)| {
-                json!({
-                    "networkSecurityGroup": {"id": nsg.name},
-                    "association": {kind: {"id": name}},
-                    "effectiveSecurityRules": nsg_rules(nsg),
-                })
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"value": value})).unwrap_or_default()
-        );
+        let v = present::effective_rules(snap, nic, subnet).map_err(|e| e.to_string())?;
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
+    let groups = present::applied_nsgs(snap, nic, subnet).map_err(|e| e.to_string())?;
     if groups.is_empty() {
         println!("no NSG applies: all traffic is allowed (NSG-6)");
     }
     for (kind, name, nsg) in groups {
+        let nsg = snap.nsg(nsg);
         println!("{} (on {kind} {name})", nsg.name);
         for dir in [Direction::Inbound, Direction::Outbound] {
             for r in &nsg.direction(dir).rules {
@@ -334,11 +210,11 @@ pub fn effective_rules(
                     format!("{dir:?}"),
                     r.priority,
                     format!("{:?}", r.access),
-                    protocol_name(r.protocol),
+                    present::protocol_name(r.protocol),
                     show(&r.source),
-                    ranges(&r.source_ports).join(","),
+                    present::ranges(&r.source_ports).join(","),
                     show(&r.destination),
-                    ranges(&r.destination_ports).join(","),
+                    present::ranges(&r.destination_ports).join(","),
                     r.qualified_name(),
                     if r.audit { " (audit)" } else { "" }
                 );
@@ -354,48 +230,13 @@ pub fn effective_routes(
     nic: Option<&str>,
     as_json: bool,
 ) -> Result<ExitCode, String> {
-    let s = match (subnet, nic) {
-        (Some(s), _) => snap
-            .subnet_by_name(s)
-            .ok_or_else(|| format!("no subnet named '{s}'"))?,
-        (None, Some(n)) => {
-            let i = snap
-                .nic_by_name(n)
-                .ok_or_else(|| format!("no network interface named '{n}'"))?;
-            snap.nic(i)
-                .subnet
-                .ok_or_else(|| format!("network interface '{n}' is in no subnet of the input"))?
-        }
-        _ => return Err("give --subnet or --nic".into()),
-    };
-    let s = snap.subnet(s);
-    let routes = &s.routes.routes;
     if as_json {
-        let value: Vec<Value> = routes
-            .iter()
-            .map(|r| {
-                json!({
-                    "name": r.name,
-                    "disableBgpRoutePropagation": r.disable_bgp_route_propagation,
-                    "source": r.source,
-                    "state": r.state,
-                    "addressPrefix": r.address_prefix.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-                    "nextHopIpAddress": r.next_hop_ip_address.map(|a| vec![a.to_string()]).unwrap_or_default(),
-                    "nextHopType": r.next_hop_type.as_str(),
-                    "destinationServiceTags": r.destination_service_tags,
-                    "hasBgpOverride": false,
-                    "invalidReason": r.invalid_reason,
-                    "routeTable": r.table,
-                    "service": r.service,
-                })
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"value": value})).unwrap_or_default()
-        );
+        let v = present::effective_routes(snap, nic, subnet).map_err(|e| e.to_string())?;
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
+    let s = snap.subnet(present::subnet_of(snap, nic, subnet).map_err(|e| e.to_string())?);
+    let routes = &s.routes.routes;
     println!("effective routes of {}/{}", s.vnet, s.name);
     for r in routes {
         let prefixes: Vec<String> = r

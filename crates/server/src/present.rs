@@ -1,17 +1,24 @@
 //! Answers as JSON, in Network Watcher's shapes where Azure has the operation (DIAG-2..5) and
 //! otherwise in the shapes of the CLI's `--output json` (`docs/cli-json.md`), which the tests
-//! hold them to. Pure functions of the snapshot: no I/O.
+//! hold them to. Pure functions of the snapshot: no I/O. The CLI prints these same values for
+//! `--output json`, and builds its text from the lookups here, so the two cannot drift apart.
 
 use palisade_model::{Access, Direction, PortRange, Protocol};
 use palisade_policy::nsg::{CompiledNsg, CompiledRule};
-use palisade_policy::routes::{RouteSource, SubnetRoutes};
-use palisade_policy::{Flow, NsgId, Snapshot, Trace};
+use palisade_policy::routes::{EffectiveRoute, RouteSource, SubnetRoutes};
+use palisade_policy::{Flow, NsgId, Snapshot, SubnetId, Trace};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 
 /// A question the network cannot answer as asked (unknown NIC, address in no subnet).
 #[derive(Debug)]
 pub struct NotAnswerable(pub String);
+
+impl std::fmt::Display for NotAnswerable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 pub fn trace(flow: &Flow, trace: &Trace) -> Value {
     json!({
@@ -23,12 +30,27 @@ pub fn trace(flow: &Flow, trace: &Trace) -> Value {
         "reply": trace.reply,
         "stateful": trace.stateful,
         "notes": trace.notes,
+        "assumed": trace.assumed,
         "snapshot": trace.snapshot,
     })
 }
 
-/// DIAG-3, with Palisade's additions (`next_hop`, `route`).
-pub fn next_hop(snap: &Snapshot, from: IpAddr, to: IpAddr) -> Result<Value, NotAnswerable> {
+/// The route a packet from `from` to `to` takes (RT-5), as DIAG-3 reports it.
+pub struct RouteTo<'a> {
+    pub prefix: ipnet::IpNet,
+    pub route: &'a EffectiveRoute,
+    /// The next hop's address: only a virtual appliance has one.
+    pub address: Option<IpAddr>,
+    /// Where the route comes from, in the effective-routes words (`User`, `Default`, ...).
+    pub source: &'static str,
+}
+
+/// The route for `to` in the routes of `from`'s subnet; `None` when no route matches.
+pub fn route_to(
+    snap: &Snapshot,
+    from: IpAddr,
+    to: IpAddr,
+) -> Result<Option<RouteTo<'_>>, NotAnswerable> {
     let loc = snap.locate(from);
     let routes: &SubnetRoutes = match loc.subnet {
         Some(s) => &snap.subnet(s).routes,
@@ -41,19 +63,33 @@ pub fn next_hop(snap: &Snapshot, from: IpAddr, to: IpAddr) -> Result<Value, NotA
             }
         },
     };
-    let Some((prefix, route)) = routes.lookup(to) else {
+    Ok(routes.lookup(to).map(|(prefix, route)| RouteTo {
+        prefix,
+        route,
+        address: (route.next_hop_type == palisade_model::NextHopType::VirtualAppliance)
+            .then_some(route.next_hop_ip_address)
+            .flatten(),
+        source: match route.source {
+            RouteSource::User => "User",
+            RouteSource::VirtualNetworkGateway => "VirtualNetworkGateway",
+            RouteSource::Default if route.service.is_some() => "ServiceEndpoint",
+            RouteSource::Default => "Default",
+        },
+    }))
+}
+
+/// DIAG-3, with Palisade's additions (`next_hop`, `route`).
+pub fn next_hop(snap: &Snapshot, from: IpAddr, to: IpAddr) -> Result<Value, NotAnswerable> {
+    let Some(RouteTo {
+        prefix,
+        route,
+        address,
+        source,
+    }) = route_to(snap, from, to)?
+    else {
         return Ok(
             json!({"next_hop": {"type": "None", "address": null}, "route": null, "nextHopType": "None", "routeTableId": "System Route"}),
         );
-    };
-    let address = (route.next_hop_type == palisade_model::NextHopType::VirtualAppliance)
-        .then_some(route.next_hop_ip_address)
-        .flatten();
-    let source = match route.source {
-        RouteSource::User => "User",
-        RouteSource::VirtualNetworkGateway => "VirtualNetworkGateway",
-        RouteSource::Default if route.service.is_some() => "ServiceEndpoint",
-        RouteSource::Default => "Default",
     };
     Ok(json!({
         "next_hop": {"type": route.next_hop_type.as_str(), "address": address},
@@ -64,14 +100,16 @@ pub fn next_hop(snap: &Snapshot, from: IpAddr, to: IpAddr) -> Result<Value, NotA
     }))
 }
 
-fn protocol_name(p: Protocol) -> &'static str {
+/// A rule's protocol in the effective-rules words (`All` for any).
+pub fn protocol_name(p: Protocol) -> &'static str {
     match p {
         Protocol::Any => "All",
         other => other.as_str(),
     }
 }
 
-fn ranges(p: &[PortRange]) -> Vec<String> {
+/// Port ranges as effective rules show them (`first-last`).
+pub fn ranges(p: &[PortRange]) -> Vec<String> {
     p.iter()
         .map(|r| format!("{}-{}", r.first, r.last))
         .collect()
@@ -102,7 +140,7 @@ fn effective_rule(r: &CompiledRule, direction: Direction) -> Value {
 
 /// The NSGs in force for a NIC (its subnet's, then its own) or a subnet: (association kind,
 /// associated name, NSG), in NSG-6 inbound order.
-fn nsgs_of(
+pub fn applied_nsgs(
     snap: &Snapshot,
     nic: Option<&str>,
     subnet: Option<&str>,
@@ -143,7 +181,7 @@ pub fn effective_rules(
     nic: Option<&str>,
     subnet: Option<&str>,
 ) -> Result<Value, NotAnswerable> {
-    let value: Vec<Value> = nsgs_of(snap, nic, subnet)?
+    let value: Vec<Value> = applied_nsgs(snap, nic, subnet)?
         .into_iter()
         .map(|(kind, name, g)| {
             let nsg: &CompiledNsg = snap.nsg(g);
@@ -166,16 +204,16 @@ pub fn effective_rules(
     Ok(json!({ "value": value }))
 }
 
-/// DIAG-5: the routes in force for a subnet (a NIC's: its subnet's).
-pub fn effective_routes(
+/// The subnet named, or the subnet of the NIC named (a subnet wins when both are given).
+pub fn subnet_of(
     snap: &Snapshot,
     nic: Option<&str>,
     subnet: Option<&str>,
-) -> Result<Value, NotAnswerable> {
-    let s = match (subnet, nic) {
+) -> Result<SubnetId, NotAnswerable> {
+    match (subnet, nic) {
         (Some(s), _) => snap
             .subnet_by_name(s)
-            .ok_or_else(|| NotAnswerable(format!("no subnet named '{s}'")))?,
+            .ok_or_else(|| NotAnswerable(format!("no subnet named '{s}'"))),
         (None, Some(n)) => {
             let i = snap
                 .nic_by_name(n)
@@ -184,10 +222,19 @@ pub fn effective_routes(
                 NotAnswerable(format!(
                     "network interface '{n}' is in no subnet of the network"
                 ))
-            })?
+            })
         }
-        (None, None) => return Err(NotAnswerable("give a NIC or a subnet".into())),
-    };
+        (None, None) => Err(NotAnswerable("give a NIC or a subnet".into())),
+    }
+}
+
+/// DIAG-5: the routes in force for a subnet (a NIC's: its subnet's).
+pub fn effective_routes(
+    snap: &Snapshot,
+    nic: Option<&str>,
+    subnet: Option<&str>,
+) -> Result<Value, NotAnswerable> {
+    let s = subnet_of(snap, nic, subnet)?;
     let value: Vec<Value> = snap
         .subnet(s)
         .routes
