@@ -108,6 +108,9 @@ pub fn trace(flow: &Flow, trace: &Trace, as_json: bool) {
         for a in &h.audit {
             println!("        audit rule matched and passed over: {a}");
         }
+        if let Some(c) = h.address_check {
+            println!("        addressCheck {c:?}: a transparent connection's name must resolve to the dialed address (PAL-5.2)");
+        }
         match &h.near_miss {
             Some(m) if m.differs.is_empty() => println!(
                 "        nearest allow: {} — matches this flow, but comes after the deciding {}",
