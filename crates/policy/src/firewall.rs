@@ -16,9 +16,8 @@ use ipnet::IpNet;
 use palisade_model::catalog::Catalogs;
 use palisade_model::{
     AddressCheck, AddressItem, ApplicationProtocol, ApplicationProtocolType, AzureFirewall,
-    FirewallAction,
-    FirewallPolicy, FirewallRule, Network, NetworkProtocol, PortRange, RuleCollection,
-    RuleCollectionKind, RuleMode,
+    FirewallAction, FirewallPolicy, FirewallRule, Network, NetworkProtocol, PortRange,
+    RuleCollection, RuleCollectionKind, RuleMode,
 };
 use serde::Serialize;
 use std::borrow::Cow;

@@ -9,7 +9,7 @@ use crate::matchers::PacketKey;
 use crate::nsg::CompiledNsg;
 use crate::routes::{EffectiveRoute, RouteSource};
 use crate::snapshot::{Location, Snapshot};
-use palisade_model::{AddressCheck, Access, Direction, Network, NextHopType, Protocol};
+use palisade_model::{Access, AddressCheck, Direction, Network, NextHopType, Protocol};
 use serde::Serialize;
 use std::net::IpAddr;
 

@@ -8,8 +8,9 @@ use std::cell::Cell;
 
 use palisade_model::catalog::Catalogs;
 use palisade_model::{
-    AddressCheck, AddressItem, ApplicationProtocol, ApplicationProtocolType, AzureFirewall, FirewallAction,
-    FirewallRule, Network, NetworkProtocol, PortRange, RuleCollection, RuleCollectionKind,
+    AddressCheck, AddressItem, ApplicationProtocol, ApplicationProtocolType, AzureFirewall,
+    FirewallAction, FirewallRule, Network, NetworkProtocol, PortRange, RuleCollection,
+    RuleCollectionKind,
 };
 use palisade_policy::firewall::{CompiledFirewall, FirewallInput, FirewallPass, ResolvedNames};
 use palisade_policy::matchers::PacketKey;

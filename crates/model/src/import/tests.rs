@@ -720,7 +720,11 @@ fn pal_5_2_a_bad_address_check_names_the_allowed_values() {
         let f = import("fw.yaml", &address_check_yaml(fw, "", rule));
         let text = f.diagnostics.to_string();
         assert_eq!(f.diagnostics.errors().count(), 1, "{text}");
-        for part in ["fw.yaml", "palisade.addressCheck", "`Enforce`, `Audit` or `Off`"] {
+        for part in [
+            "fw.yaml",
+            "palisade.addressCheck",
+            "`Enforce`, `Audit` or `Off`",
+        ] {
             assert!(text.contains(part), "{part} missing from: {text}");
         }
     }
@@ -740,4 +744,22 @@ proptest::proptest! {
         proptest::prop_assert_eq!(f.diagnostics.has_errors(), expected.is_none() && !value.is_empty());
         proptest::prop_assert_eq!(f.network.azure_firewalls[0].settings.address_check, expected);
     }
+}
+
+#[test]
+fn pal_5_2_the_documented_address_check_example() {
+    let doc = include_str!("../../../../docs/native-yaml.md");
+    let yaml = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/native-yaml.md has a yaml example");
+    let f = import("example.yaml", yaml);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    let fw = &f.network.azure_firewalls[0];
+    assert_eq!(fw.settings.address_check, Some(AddressCheck::Enforce));
+    let web = fw.rule_collections.iter().find(|c| c.name == "allow-web");
+    let rules = &web.expect("the allow-web collection").rules;
+    assert_eq!(rules[0].palisade.address_check, None);
+    assert_eq!(rules[1].palisade.address_check, Some(AddressCheck::Off));
 }
