@@ -138,3 +138,66 @@ fn a_policy_firewall_falls_back_to_the_firewall_resource() {
         AddressCheck::Audit
     );
 }
+
+/// `trace` shows, on the firewall's application hop, the setting the gateway would apply: the
+/// same lookup as the gateway's, with the gateway's default `Enforce`.
+#[test]
+fn trace_reports_the_deciding_rules_address_check() {
+    use palisade_model::Protocol;
+    use palisade_policy::{CompileOptions, Flow, Snapshot, TraceOptions};
+    let mut fw = AzureFirewall {
+        name: "fw".into(),
+        rule_collections: vec![
+            collection("c", Some(AddressCheck::Audit), rule("a.test", None)),
+            collection("d", None, rule("b.test", Some(AddressCheck::Off))),
+            collection("e", None, rule("c.test", None)),
+        ],
+        ..Default::default()
+    };
+    fw.rule_collections[1].priority = 200;
+    fw.rule_collections[2].priority = 300;
+    let net = Network {
+        azure_firewalls: vec![fw],
+        ..Default::default()
+    };
+    let snap = Snapshot::compile(&net, &Catalogs::embedded(), &CompileOptions::default());
+    let trace = |host: &str| {
+        let f = Flow {
+            source: "10.0.0.4".parse().unwrap(),
+            source_port: 50000,
+            destination: "203.0.113.9".parse().unwrap(),
+            destination_port: 443,
+            protocol: Protocol::Tcp,
+            host: Some(host.into()),
+            app_protocol: None,
+        };
+        let t = snap.trace(
+            &f,
+            &TraceOptions {
+                at: Some("fw".into()),
+                ..Default::default()
+            },
+        );
+        let hop = t
+            .hops
+            .iter()
+            .find(|h| h.layer.starts_with("Firewall"))
+            .expect("a firewall hop")
+            .clone();
+        (hop.address_check, serde_json::to_value(&hop).unwrap())
+    };
+    // spec PAL-5.2: collection-level Audit, rule-level Off, and the default when none says.
+    for (host, want) in [
+        ("a.test", "Audit"),
+        ("b.test", "Off"),
+        ("c.test", "Enforce"),
+    ] {
+        let (check, json) = trace(host);
+        assert_eq!(check.map(|c| format!("{c:?}")).as_deref(), Some(want));
+        assert_eq!(json["address_check"], want, "{json}");
+    }
+    // A deny has no address check to report.
+    let (check, json) = trace("unlisted.test");
+    assert_eq!(check, None);
+    assert!(json.get("address_check").is_none(), "{json}");
+}
