@@ -2,7 +2,7 @@
 //! (`docs/cli-json.md`) on `--output json`.
 
 use palisade_load::Checked;
-use palisade_model::{Access, Direction, PortRange, Protocol};
+use palisade_model::{Access, AddressCheck, Direction, PortRange, Protocol};
 use palisade_policy::nsg::{CompiledNsg, CompiledRule};
 use palisade_policy::routes::SubnetRoutes;
 use palisade_policy::{Flow, Snapshot, Trace};
@@ -109,7 +109,12 @@ pub fn trace(flow: &Flow, trace: &Trace, as_json: bool) {
             println!("        audit rule matched and passed over: {a}");
         }
         if let Some(c) = h.address_check {
-            println!("        addressCheck {c:?}: a transparent connection's name must resolve to the dialed address (PAL-5.2)");
+            let what = match c {
+                AddressCheck::Enforce => "a transparent connection whose name does not resolve to the dialed address is denied",
+                AddressCheck::Audit => "a name that does not resolve to the dialed address is logged and allowed",
+                AddressCheck::Off => "the dialed address is not checked against the name",
+            };
+            println!("        addressCheck {c:?}: {what} (PAL-5.2)");
         }
         match &h.near_miss {
             Some(m) if m.differs.is_empty() => println!(
