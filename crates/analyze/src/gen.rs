@@ -213,6 +213,7 @@ impl HubSpoke {
                     } else {
                         RuleMode::Enforce
                     },
+                    ..Default::default()
                 },
                 origin: Default::default(),
             });

@@ -253,6 +253,7 @@ fn pal_5_3_audit_rules_are_passed_over_and_nsg_5_1_first_match_decides() {
                 } else {
                     palisade_model::RuleMode::Enforce
                 },
+                ..Default::default()
             },
             origin: Default::default(),
         }

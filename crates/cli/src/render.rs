@@ -2,7 +2,7 @@
 //! (`docs/cli-json.md`) on `--output json`.
 
 use palisade_load::Checked;
-use palisade_model::Direction;
+use palisade_model::{AddressCheck, Direction};
 use palisade_policy::{Flow, Snapshot, Trace};
 use palisade_server::present;
 use serde_json::{json, Value};
@@ -95,6 +95,14 @@ pub fn trace(flow: &Flow, trace: &Trace, as_json: bool) {
         }
         for a in &h.audit {
             println!("        audit rule matched and passed over: {a}");
+        }
+        if let Some(c) = h.address_check {
+            let what = match c {
+                AddressCheck::Enforce => "a transparent connection whose name does not resolve to the dialed address is denied",
+                AddressCheck::Audit => "a name that does not resolve to the dialed address is logged and allowed",
+                AddressCheck::Off => "the dialed address is not checked against the name",
+            };
+            println!("        addressCheck {c:?}: {what} (PAL-5.2)");
         }
         match &h.near_miss {
             Some(m) if m.differs.is_empty() => println!(

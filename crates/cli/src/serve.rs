@@ -52,7 +52,8 @@ pub struct GatewayArgs {
     /// Resolve only through --resolve / --hosts-file, never the system resolver.
     #[arg(long)]
     no_system_resolver: bool,
-    /// PAL-5.2: SNI/Host must resolve to the dialed address.
+    /// PAL-5.2: SNI/Host must resolve to the dialed address; the default for rules whose
+    /// policy sets no `addressCheck`.
     #[arg(long, value_enum, default_value = "enforce")]
     address_check: AddressCheckArg,
     /// The SNI (or Host) inside a `CONNECT name:port` tunnel: `match` = it must be the CONNECT

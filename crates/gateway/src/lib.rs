@@ -51,13 +51,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
-/// PAL-5.2 setting (`addressCheck`); the model does not carry it yet, so it is a gateway option.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddressCheck {
-    Enforce,
-    Audit,
-    Off,
-}
+/// PAL-5.2 setting (`addressCheck`): the policy's for the deciding rule, else
+/// [`Config::address_check`].
+pub use palisade_model::AddressCheck;
 
 /// Which TLS SNI (or HTTP `Host`) a `CONNECT name:port` tunnel may carry once the CONNECT name
 /// was allowed by an application rule (`--tunnel-sni`).
@@ -128,6 +124,7 @@ pub struct Config {
     /// Written into every flow record.
     pub instance: String,
     pub resolver: Resolver,
+    /// PAL-5.2 default, for rules whose policy sets no `addressCheck`.
     pub address_check: AddressCheck,
     /// The SNI a CONNECT tunnel may carry.
     pub tunnel_sni: TunnelSni,

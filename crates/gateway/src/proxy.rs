@@ -597,9 +597,7 @@ async fn tunnel_verdict(
     if outcome.allowed && outcome.pass == FirewallPass::FirewallApplication && !same_name {
         if let Some(inner) = &seen.host {
             let dst = SocketAddr::new(key.dst, key.dst_port);
-            if let Some(deny) = address_check(gw, inner, dst, seen.app).await {
-                outcome = deny;
-            }
+            address_check(gw, &mut outcome, inner, dst, seen.app).await;
         }
     }
     (outcome, snap)
@@ -831,9 +829,7 @@ async fn by_first_bytes(
     }
     if outcome.allowed && outcome.pass == FirewallPass::FirewallApplication {
         if let Some(name) = &host {
-            if let Some(deny) = address_check(gw, name, dst, app).await {
-                outcome = deny;
-            }
+            address_check(gw, &mut outcome, name, dst, app).await;
         }
     }
     if !outcome.allowed {
@@ -934,24 +930,28 @@ async fn inspect(gw: &Gateway, client: &mut TcpStream, buf: &mut Vec<u8>) -> See
     }
 }
 
-/// PAL-5.2: the name must resolve, through the gateway's resolver, to the dialed address.
+/// PAL-5.2: the name must resolve, through the gateway's resolver, to the dialed address, as
+/// the allowing rule's `addressCheck` (else the gateway's default) asks: `Enforce` turns
+/// `allowed` into a deny, `Audit` keeps the allow and says in its detail what it would deny.
 async fn address_check(
     gw: &Gateway,
+    allowed: &mut FirewallOutcome,
     name: &str,
     dst: SocketAddr,
     app: Option<AppProtocol>,
-) -> Option<FirewallOutcome> {
-    if gw.config.address_check == AddressCheck::Off {
-        return None;
+) {
+    let check = allowed.address_check(gw.config.address_check);
+    if check == AddressCheck::Off {
+        return;
     }
     let mismatch = if app == Some(AppProtocol::Http) {
         "HostAddressMismatch"
     } else {
         "SniAddressMismatch"
     };
-    let deny = match gw.resolve(name).await {
-        Ok(ips) if ips.iter().any(|ip| ip.to_canonical() == dst.ip()) => return None,
-        Ok(ips) => observed_deny(
+    let (reason, detail) = match gw.resolve(name).await {
+        Ok(ips) if ips.iter().any(|ip| ip.to_canonical() == dst.ip()) => return,
+        Ok(ips) => (
             mismatch,
             format!(
                 "`{name}` resolves to {}, not to the dialed {}",
@@ -962,7 +962,7 @@ async fn address_check(
                 dst.ip()
             ),
         ),
-        Err(_) => observed_deny(
+        Err(_) => (
             "NameResolutionFailed",
             format!(
                 "`{name}` could not be resolved to check the dialed {}",
@@ -970,17 +970,18 @@ async fn address_check(
             ),
         ),
     };
-    if gw.config.address_check == AddressCheck::Audit {
-        log(format!(
-            "addressCheck Audit: would deny {name} → {dst}: {}",
-            deny.detail
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default()
-        ));
-        return None;
+    if check == AddressCheck::Audit {
+        let audit = format!("addressCheck Audit: would deny ({reason}): {detail}");
+        log(format!("{audit} → {dst}"));
+        let matched = allowed
+            .detail
+            .as_ref()
+            .map(|d| format!("{d}; "))
+            .unwrap_or_default();
+        allowed.detail = Some(format!("{matched}{audit}").into());
+        return;
     }
-    Some(deny)
+    *allowed = observed_deny(reason, detail);
 }
 
 /// Close with a TCP reset (a denied TLS connection is reset, FW-6.2).

@@ -239,6 +239,18 @@ pub struct PublicIpAddress {
 pub struct PalisadeSettings {
     /// PAL-5.3: `Audit` rules are logged and then passed over.
     pub mode: RuleMode,
+    /// PAL-5.2 `addressCheck` of an application rule or its collection; `None` = inherit.
+    pub address_check: Option<AddressCheck>,
+}
+
+/// PAL-5.2: whether the SNI/Host name must resolve to the dialed address of a transparent
+/// connection. `Audit` logs a mismatch and allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+pub enum AddressCheck {
+    #[default]
+    Enforce,
+    Audit,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -411,6 +423,8 @@ pub struct FirewallSettings {
     pub snat_private_ranges: Option<Vec<String>>,
     pub dns_enable_proxy: Option<bool>,
     pub dns_servers: Vec<String>,
+    /// PAL-5.2 `palisade.addressCheck` for the whole firewall; `None` = the gateway's default.
+    pub address_check: Option<AddressCheck>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -15,9 +15,9 @@ use crate::prefixes::{contains_addr, net, range_to_cidrs};
 use ipnet::IpNet;
 use palisade_model::catalog::Catalogs;
 use palisade_model::{
-    AddressItem, ApplicationProtocol, ApplicationProtocolType, AzureFirewall, FirewallAction,
-    FirewallPolicy, FirewallRule, Network, NetworkProtocol, PortRange, RuleCollection,
-    RuleCollectionKind, RuleMode,
+    AddressCheck, AddressItem, ApplicationProtocol, ApplicationProtocolType, AzureFirewall,
+    FirewallAction, FirewallPolicy, FirewallRule, Network, NetworkProtocol, PortRange,
+    RuleCollection, RuleCollectionKind, RuleMode,
 };
 use serde::Serialize;
 use std::borrow::Cow;
@@ -47,6 +47,9 @@ pub struct RuleRef {
     pub rule: String,
     pub action: FirewallAction,
     pub audit: bool,
+    /// PAL-5.2 `addressCheck` in force for this rule: its own, else its collection's, else the
+    /// firewall's (policy's); `None` leaves it to the gateway's default.
+    pub address_check: Option<AddressCheck>,
 }
 
 impl RuleRef {
@@ -186,6 +189,17 @@ pub struct FirewallOutcome {
     pub detail: Option<Detail>,
 }
 
+impl FirewallOutcome {
+    /// PAL-5.2: the address check the deciding rule asks for (rule wins over collection, which
+    /// wins over the firewall), else `default` (the gateway's command-line setting).
+    pub fn address_check(&self, default: AddressCheck) -> AddressCheck {
+        self.rule
+            .as_ref()
+            .and_then(|r| r.address_check)
+            .unwrap_or(default)
+    }
+}
+
 /// The human detail of a [`FirewallOutcome`], kept as parts and rendered by `Display`, so that
 /// deciding costs no text.
 // The matched name is held inline on purpose: boxing it would allocate per decision.
@@ -247,6 +261,13 @@ impl CompiledFirewall {
         fqdn_resolution: &HashMap<String, Vec<IpAddr>>,
     ) -> CompiledFirewall {
         let mut ordered: Vec<(RuleRef, &RuleCollection, &FirewallRule)> = vec![];
+        // PAL-5.2: the firewall-wide setting is the policy's, else the firewall resource's.
+        let fw_check = fw
+            .firewall_policy
+            .as_deref()
+            .and_then(|p| network.firewall_policy(p))
+            .and_then(|p| p.settings.address_check)
+            .or(fw.settings.address_check);
         let mut problems = vec![];
         match &fw.firewall_policy {
             Some(p) => {
@@ -279,7 +300,7 @@ impl CompiledFirewall {
                     for g in groups {
                         for (c, r) in sorted_rules(&g.rule_collections) {
                             ordered.push((
-                                rule_ref(&pol.name, Some((&g.name, g.priority)), c, r),
+                                rule_ref(&pol.name, Some((&g.name, g.priority)), c, r, fw_check),
                                 c,
                                 r,
                             ));
@@ -289,7 +310,7 @@ impl CompiledFirewall {
             }
             None => {
                 for (c, r) in sorted_rules(&fw.rule_collections) {
-                    ordered.push((rule_ref(&fw.name, None, c, r), c, r));
+                    ordered.push((rule_ref(&fw.name, None, c, r, fw_check), c, r));
                 }
             }
         }
@@ -714,6 +735,7 @@ fn rule_ref(
     group: Option<(&str, u32)>,
     c: &RuleCollection,
     r: &FirewallRule,
+    fw_check: Option<AddressCheck>,
 ) -> RuleRef {
     RuleRef {
         resource: resource.to_string(),
@@ -724,6 +746,11 @@ fn rule_ref(
         rule: r.name.clone(),
         action: c.action,
         audit: c.palisade.mode == RuleMode::Audit || r.palisade.mode == RuleMode::Audit,
+        address_check: r
+            .palisade
+            .address_check
+            .or(c.palisade.address_check)
+            .or(fw_check),
     }
 }
 

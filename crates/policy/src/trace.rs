@@ -9,7 +9,7 @@ use crate::matchers::PacketKey;
 use crate::nsg::CompiledNsg;
 use crate::routes::{EffectiveRoute, RouteSource};
 use crate::snapshot::{Location, Snapshot};
-use palisade_model::{Access, Direction, Network, NextHopType, Protocol};
+use palisade_model::{Access, AddressCheck, Direction, Network, NextHopType, Protocol};
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -136,6 +136,11 @@ pub struct Hop {
     pub near_miss: Option<NearMiss>,
     /// Audit rules that matched and were passed over (PAL-5.3).
     pub audit: Vec<String>,
+    /// PAL-5.2: an application rule's allow: the `addressCheck` the gateway applies to a
+    /// transparent connection (the rule's, its collection's or the firewall's; `Enforce`
+    /// when none says, the gateway's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address_check: Option<AddressCheck>,
 }
 
 /// How the reply of an inbound connection is routed (RT-9).
@@ -587,6 +592,7 @@ impl Tracer<'_> {
             next_hop: None,
             near_miss: None,
             audit: vec![],
+            address_check: None,
         };
         if self.opts.established.is_some() {
             self.hops.push(hop);
@@ -698,6 +704,8 @@ impl Tracer<'_> {
             next_hop: None,
             near_miss,
             audit: outcome.audit.iter().map(|r| r.path()).collect(),
+            address_check: (outcome.allowed && outcome.pass == FirewallPass::FirewallApplication)
+                .then(|| outcome.address_check(AddressCheck::Enforce)),
         });
         outcome
     }
@@ -723,6 +731,7 @@ impl Tracer<'_> {
                 next_hop: hop,
                 near_miss: None,
                 audit: vec![],
+                address_check: None,
             },
         };
         self.hops.push(h);
@@ -958,6 +967,7 @@ fn route_hop(
         next_hop: hop,
         near_miss: None,
         audit: vec![],
+        address_check: None,
     }
 }
 

@@ -111,6 +111,7 @@ fn rules() -> impl Strategy<Value = Vec<SecurityRule>> {
                         } else {
                             RuleMode::Enforce
                         },
+                        ..Default::default()
                     },
                     origin: Origin::default(),
                 },

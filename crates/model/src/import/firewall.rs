@@ -29,6 +29,7 @@ impl Reader {
         if let Some(p) = node.prop("firewallPolicy") {
             fw.firewall_policy = self.reference(&ctx, &p, "firewallPolicy");
         }
+        fw.settings.address_check = self.address_check(&ctx, node);
         if let Some(ap) = node.prop("additionalProperties") {
             if let Some(v) = ap.key("Network.SNAT.PrivateRanges") {
                 fw.settings.snat_private_ranges = Some(
@@ -363,6 +364,7 @@ impl Reader {
             origin: self.origin(node),
             ..Default::default()
         };
+        p.settings.address_check = self.address_check(&ctx, node);
         if let Some(b) = node.prop("basePolicy") {
             p.base_policy = self.reference(&ctx, &b, "basePolicy");
         }

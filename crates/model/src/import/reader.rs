@@ -628,7 +628,32 @@ impl Reader {
                 }
             }
         }
+        s.address_check = self.address_check(ctx, node);
         s
+    }
+
+    /// PAL-5.2 `palisade.addressCheck` (rules, collections, firewalls and policies).
+    pub(super) fn address_check(&mut self, ctx: &Ctx, node: &Node) -> Option<AddressCheck> {
+        let v = node.prop("palisade")?.field("addressCheck")?;
+        // YAML 1.1 reads an unquoted `Off` as false.
+        if v.value == &serde_json::Value::Bool(false) {
+            return Some(AddressCheck::Off);
+        }
+        match v.as_str().map(|x| x.to_ascii_lowercase()).as_deref() {
+            Some("enforce") => Some(AddressCheck::Enforce),
+            Some("audit") => Some(AddressCheck::Audit),
+            Some("off") => Some(AddressCheck::Off),
+            _ => {
+                self.err(
+                    ctx,
+                    &v,
+                    "palisade.addressCheck",
+                    "unknown address check",
+                    "`Enforce`, `Audit` or `Off`",
+                );
+                None
+            }
+        }
     }
 
     pub(super) fn boolean(&mut self, ctx: &Ctx, node: &Node, field: &str) -> bool {

@@ -661,3 +661,105 @@ fn fmt_1_a_flows_file_is_noted_not_warned() {
         other.diagnostics
     );
 }
+
+fn address_check_yaml(firewall: &str, collection: &str, rule: &str) -> String {
+    format!(
+        "apiVersion: palisade/v1\nazureFirewalls:\n  - name: fw\n    {firewall}\n    applicationRuleCollections:\n      - name: web\n        priority: 200\n        action: {{type: Allow}}\n        {collection}\n        rules:\n          - {{name: a, sourceAddresses: ['*'], protocols: ['Https:443'], targetFqdns: [a.test], {rule}}}\n"
+    )
+}
+
+#[test]
+fn pal_5_2_address_check_per_firewall_collection_and_rule() {
+    // spec PAL-5.2: `addressCheck` per firewall and per rule, in the native YAML.
+    let f = import(
+        "fw.yaml",
+        &address_check_yaml(
+            "palisade: {addressCheck: audit}",
+            "palisade: {addressCheck: Enforce}",
+            "palisade: {addressCheck: Off}",
+        ),
+    );
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    let fw = &f.network.azure_firewalls[0];
+    assert_eq!(fw.settings.address_check, Some(AddressCheck::Audit));
+    let c = &fw.rule_collections[0];
+    assert_eq!(c.palisade.address_check, Some(AddressCheck::Enforce));
+    assert_eq!(c.rules[0].palisade.address_check, Some(AddressCheck::Off));
+
+    let f = import("fw.yaml", &address_check_yaml("location: x", "", ""));
+    let fw = &f.network.azure_firewalls[0];
+    assert_eq!(fw.settings.address_check, None);
+    assert_eq!(fw.rule_collections[0].rules[0].palisade.address_check, None);
+}
+
+#[test]
+fn pal_5_2_address_check_as_an_arm_extension_property() {
+    // spec PAL-5.2 / FMT-11: the same setting under `properties.palisade` of a policy and rule.
+    let text = r#"{"name": "pol", "type": "Microsoft.Network/firewallPolicies", "properties": {
+        "palisade": {"addressCheck": "Off"},
+        "ruleCollectionGroups": [{"name": "g", "properties": {"priority": 100, "ruleCollections": [
+          {"name": "web", "priority": 200, "ruleCollectionType": "FirewallPolicyFilterRuleCollection",
+           "action": {"type": "Allow"}, "rules": [
+             {"name": "a", "ruleType": "ApplicationRule", "sourceAddresses": ["*"],
+              "protocols": [{"protocolType": "Https", "port": 443}], "targetFqdns": ["a.test"],
+              "palisade": {"addressCheck": "Audit"}}]}]}}]}}"#;
+    let f = import("pol.json", text);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    let p = &f.network.firewall_policies[0];
+    assert_eq!(p.settings.address_check, Some(AddressCheck::Off));
+    let rule = &p.rule_collection_groups[0].rule_collections[0].rules[0];
+    assert_eq!(rule.palisade.address_check, Some(AddressCheck::Audit));
+}
+
+#[test]
+fn pal_5_2_a_bad_address_check_names_the_allowed_values() {
+    for (fw, rule) in [
+        ("palisade: {addressCheck: sometimes}", ""),
+        ("location: x", "palisade: {addressCheck: 3}"),
+    ] {
+        let f = import("fw.yaml", &address_check_yaml(fw, "", rule));
+        let text = f.diagnostics.to_string();
+        assert_eq!(f.diagnostics.errors().count(), 1, "{text}");
+        for part in [
+            "fw.yaml",
+            "palisade.addressCheck",
+            "`Enforce`, `Audit` or `Off`",
+        ] {
+            assert!(text.contains(part), "{part} missing from: {text}");
+        }
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn pal_5_2_address_check_reads_exactly_the_three_values(value in "[A-Za-z]{0,8}") {
+        let f = import("fw.yaml", &address_check_yaml(&format!("palisade: {{addressCheck: '{value}'}}"), "", ""));
+        let expected = match value.to_ascii_lowercase().as_str() {
+            "enforce" => Some(AddressCheck::Enforce),
+            "audit" => Some(AddressCheck::Audit),
+            "off" => Some(AddressCheck::Off),
+            _ => None,
+        };
+        // An empty value is absent (FMT-7), anything else unknown is an error.
+        proptest::prop_assert_eq!(f.diagnostics.has_errors(), expected.is_none() && !value.is_empty());
+        proptest::prop_assert_eq!(f.network.azure_firewalls[0].settings.address_check, expected);
+    }
+}
+
+#[test]
+fn pal_5_2_the_documented_address_check_example() {
+    let doc = include_str!("../../../../docs/native-yaml.md");
+    let yaml = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/native-yaml.md has a yaml example");
+    let f = import("example.yaml", yaml);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    let fw = &f.network.azure_firewalls[0];
+    assert_eq!(fw.settings.address_check, Some(AddressCheck::Enforce));
+    let web = fw.rule_collections.iter().find(|c| c.name == "allow-web");
+    let rules = &web.expect("the allow-web collection").rules;
+    assert_eq!(rules[0].palisade.address_check, None);
+    assert_eq!(rules[1].palisade.address_check, Some(AddressCheck::Off));
+}
