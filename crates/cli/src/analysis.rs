@@ -354,7 +354,7 @@ pub fn reachability(
             }
         };
     let (f, t) = (scope(&from)?, scope(&to)?);
-    let engine = Engine::new(snap);
+    let engine = crate::progress::spin("building the reachability classes", || Engine::new(snap));
     let verdicts: Vec<Reach> = if all {
         vec![
             Reach::Allow,
@@ -367,7 +367,9 @@ pub fn reachability(
         vec![Reach::Allow, Reach::ByName]
     };
     let both = from.is_some() || to.is_some();
-    let report = reach::report(&engine, &f, &t, both, &verdicts);
+    let report = crate::progress::spin("computing reachability", || {
+        reach::report(&engine, &f, &t, both, &verdicts)
+    });
     // What each entry's verdict assumed: the unknown values of the controls that decided it.
     let assumed: Vec<Vec<String>> = report
         .entries
@@ -452,7 +454,9 @@ pub fn diff(args: DiffArgs) -> Result<ExitCode, String> {
         &args.new,
         args.new_parameters.clone().or(args.parameters.clone()),
     ))?;
-    let report = semdiff::diff(&old.snapshot, &new.snapshot);
+    let report = crate::progress::spin("comparing the two versions", || {
+        semdiff::diff(&old.snapshot, &new.snapshot)
+    });
     if args.output == Output::Json {
         println!(
             "{}",

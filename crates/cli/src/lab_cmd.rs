@@ -171,8 +171,10 @@ fn up(a: UpArgs) -> Result<ExitCode, String> {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let state =
-        lab::up(&snap, plan, network, &a.run.state, Some(&servers)).map_err(|e| e.to_string())?;
+    let state = crate::progress::spin(format!("bringing up lab {}", a.run.name), || {
+        lab::up(&snap, plan, network, &a.run.state, Some(&servers))
+    })
+    .map_err(|e| e.to_string())?;
     if a.output == Output::Json {
         println!(
             "{}",
@@ -346,9 +348,13 @@ fn check_cmd(a: CheckArgs) -> Result<ExitCode, String> {
         dns: false,
         gateway: (!a.no_gateway).then(|| gateway_args(&a.net)),
     };
-    let state =
-        lab::up(&snap, plan, network, &a.run.state, Some(&servers)).map_err(|e| e.to_string())?;
-    let result = check::check(&snap, &state, &flows);
+    let state = crate::progress::spin(format!("bringing up lab {}", a.run.name), || {
+        lab::up(&snap, plan, network, &a.run.state, Some(&servers))
+    })
+    .map_err(|e| e.to_string())?;
+    let steps = crate::progress::Steps::new(flows.len(), "sending flows");
+    let result = check::check_with_progress(&snap, &state, &flows, &mut |n| steps.set(n));
+    drop(steps);
     let removed = lab::down(&a.run.state, &a.run.name);
     let report = result.map_err(|e| e.to_string())?;
     removed.map_err(|e| e.to_string())?;

@@ -41,7 +41,10 @@ pub fn load_for_evaluation(args: &NetworkArgs) -> Result<Evaluable, String> {
         ignore_errors: args.ignore_errors,
         ..args.source.source()
     };
-    evaluable(palisade_load::load(&source), args.ignore_errors)
+    let loaded = crate::progress::spin(format!("loading {}", source.describe()), || {
+        palisade_load::load(&source)
+    });
+    evaluable(loaded, args.ignore_errors)
 }
 
 fn evaluable(loaded: palisade_load::Loaded, ignore_errors: bool) -> Result<Evaluable, String> {

@@ -8,6 +8,7 @@ mod analysis;
 mod host_cmd;
 mod lab_cmd;
 mod load;
+mod progress;
 mod render;
 mod serve;
 mod server_cmd;

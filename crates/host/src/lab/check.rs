@@ -195,6 +195,16 @@ pub fn check(
     state: &LabState,
     flows: &[FlowCase],
 ) -> Result<CheckReport, LabError> {
+    check_with_progress(snap, state, flows, &mut |_| {})
+}
+
+/// [`check`], calling `sent` with the number of flows sent so far after every batch.
+pub fn check_with_progress(
+    snap: &Snapshot,
+    state: &LabState,
+    flows: &[FlowCase],
+    sent: &mut dyn FnMut(usize),
+) -> Result<CheckReport, LabError> {
     let plan = &state.plan;
     let mut readers = vec![];
     for p in plan.places.iter().filter(|p| !p.tables.is_empty()) {
@@ -254,6 +264,7 @@ pub fn check(
                 return Err(LabError::Interrupted);
             }
             observed.extend(send_batch(plan, &batch, &mut readers));
+            sent(observed.len());
             batch.clear();
             keys.clear();
         }
