@@ -15,6 +15,7 @@
 
 mod common;
 
+use common::netns::{in_ns, Pair};
 use common::*;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{rdata::A, Name, RData, Record, RecordType};
@@ -31,60 +32,6 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Removes the namespaces (and with them the veth pair and the nft table) even on panic.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-fn sh(cmd: &str) {
-    let args: Vec<&str> = cmd.split_whitespace().collect();
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn nft(ns: &str, rules: &str) {
-    use std::io::Write;
-    let mut c = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nft: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Run a command in `ns`, bounded in time: (exit code, stdout, stderr).
-fn in_ns(ns: &str, cmd: &[&str]) -> (i32, String, String) {
-    let mut args = vec!["netns", "exec", ns, "timeout", "15"];
-    args.extend_from_slice(cmd);
-    let out = Command::new("ip")
-        .args(&args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 /// `curl` from ns cli to a server's address (no name): the HTTP status, 470 when denied.
 fn curl_status(ns: &str, ip: &str) -> String {
@@ -266,32 +213,11 @@ fn fw_5_fqdn_network_rule_follows_the_dns_proxy() {
             "{tool} is missing: apt-get install -y nftables bind9-dnsutils curl"
         );
     }
-    let id = std::process::id();
-    let (gw_ns, cli_ns) = (format!("paldg{id}"), format!("paldc{id}"));
-    let _guard = Namespaces(vec![gw_ns.clone(), cli_ns.clone()]);
-    sh(&format!("ip netns add {gw_ns}"));
-    sh(&format!("ip netns add {cli_ns}"));
-    for cmd in [
-        format!("ip -n {gw_ns} link add vg type veth peer name vc netns {cli_ns}"),
-        format!("ip -n {gw_ns} addr add 10.77.0.1/24 dev vg"),
-        format!("ip -n {gw_ns} link set vg up"),
-        format!("ip -n {gw_ns} link set lo up"),
-        format!("ip -n {gw_ns} addr add 10.78.0.10/32 dev lo"),
-        format!("ip -n {gw_ns} addr add 10.78.0.11/32 dev lo"),
-        format!("ip -n {gw_ns} addr add 10.78.0.53/32 dev lo"),
-        format!("ip -n {cli_ns} addr add 10.77.0.2/24 dev vc"),
-        format!("ip -n {cli_ns} link set vc up"),
-        format!("ip -n {cli_ns} link set lo up"),
-        format!("ip -n {cli_ns} route add default via 10.77.0.1"),
-    ] {
-        sh(&cmd);
-    }
+    let ns = Pair::new("d", &["10.78.0.10/32", "10.78.0.11/32", "10.78.0.53/32"]);
+    let (gw_ns, cli_ns) = (ns.gw.clone(), ns.cli.clone());
     // Only traffic to the servers goes through the transparent listener; DNS to the gateway's
     // own address reaches the proxy directly.
-    nft(
-        &gw_ns,
-        "table ip palisade {\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  iifname \"vg\" ip daddr 10.78.0.0/16 meta l4proto tcp redirect to :15001\n }\n}\n",
-    );
+    ns.nft("table ip palisade {\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  iifname \"vg\" ip daddr 10.78.0.0/16 meta l4proto tcp redirect to :15001\n }\n}\n");
 
     let (_dir, dir) = tempdir();
     let policy = dir.join("network.yaml");

@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::netns::{in_ns, Pair};
 use common::*;
 use palisade_flowlog::{query, FlowRecord, Query};
 use palisade_gateway::policy::PolicySource;
@@ -20,59 +21,6 @@ use palisade_model::bindings::parse_items;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Removes the namespaces (and with them the veth pair and the nft table) even on panic.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn sh_stdin(args: &[&str], stdin: &str) {
-    use std::io::Write;
-    let mut c = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Run a command in ns cli, bounded in time.
-fn in_cli(ns: &str, cmd: &[&str]) -> (i32, String, String) {
-    let mut args = vec!["netns", "exec", ns, "timeout", "15"];
-    args.extend_from_slice(cmd);
-    let out = Command::new("ip")
-        .args(&args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 const POLICY: &str = r#"apiVersion: palisade/v1
 azureFirewalls:
@@ -146,29 +94,9 @@ fn transparent_mode_in_namespaces() {
         Command::new("nft").arg("--version").output().is_ok(),
         "nft is missing: apt-get install -y nftables"
     );
-    let id = std::process::id();
-    let (gw_ns, cli_ns) = (format!("palgw{id}"), format!("palcl{id}"));
-    let _guard = Namespaces(vec![gw_ns.clone(), cli_ns.clone()]);
-    sh(&["ip", "netns", "add", &gw_ns]);
-    sh(&["ip", "netns", "add", &cli_ns]);
-    for cmd in [
-        format!("ip -n {gw_ns} link add vg type veth peer name vc netns {cli_ns}"),
-        format!("ip -n {gw_ns} addr add 10.77.0.1/24 dev vg"),
-        format!("ip -n {gw_ns} link set vg up"),
-        format!("ip -n {gw_ns} link set lo up"),
-        format!("ip -n {gw_ns} addr add 10.78.0.10/32 dev lo"),
-        format!("ip -n {gw_ns} addr add 10.78.0.11/32 dev lo"),
-        format!("ip -n {cli_ns} addr add 10.77.0.2/24 dev vc"),
-        format!("ip -n {cli_ns} link set vc up"),
-        format!("ip -n {cli_ns} link set lo up"),
-        format!("ip -n {cli_ns} route add default via 10.77.0.1"),
-    ] {
-        sh(&cmd.split_whitespace().collect::<Vec<_>>());
-    }
-    sh_stdin(
-        &["ip", "netns", "exec", &gw_ns, "nft", "-f", "-"],
-        "table ip palisade {\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  iifname \"vg\" meta l4proto tcp redirect to :15001\n }\n}\n",
-    );
+    let ns = Pair::new("t", &["10.78.0.10/32", "10.78.0.11/32"]);
+    let (gw_ns, cli_ns) = (ns.gw.clone(), ns.cli.clone());
+    ns.nft("table ip palisade {\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  iifname \"vg\" meta l4proto tcp redirect to :15001\n }\n}\n");
 
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("network.yaml");
@@ -248,7 +176,7 @@ fn transparent_mode_in_namespaces() {
         .expect("gateway started in the namespace");
 
     // HTTP by Host, allowed.
-    let (code, out, err) = in_cli(
+    let (code, out, err) = in_ns(
         &cli_ns,
         &[
             "curl",
@@ -275,7 +203,7 @@ fn transparent_mode_in_namespaces() {
     assert_eq!(r.destination_port, 80);
 
     // HTTPS by SNI, allowed; TLS is not terminated (the client sees the server's certificate).
-    let (code, out, err) = in_cli(
+    let (code, out, err) = in_ns(
         &cli_ns,
         &[
             "curl",
@@ -296,7 +224,7 @@ fn transparent_mode_in_namespaces() {
     assert_eq!(r.protocol, "HTTPS");
 
     // Explicitly denied name: HTTP gets 470 naming the rule.
-    let (_, out, _) = in_cli(
+    let (_, out, _) = in_ns(
         &cli_ns,
         &[
             "curl",
@@ -324,7 +252,7 @@ fn transparent_mode_in_namespaces() {
     );
 
     // SNI of an allowed name on the wrong address: denied (PAL-5.2).
-    let (_, out, err) = in_cli(
+    let (_, out, err) = in_ns(
         &cli_ns,
         &[
             "openssl",
@@ -349,7 +277,7 @@ fn transparent_mode_in_namespaces() {
     );
 
     // No SNI: denied with the policy's reason.
-    let (_, out, err) = in_cli(
+    let (_, out, err) = in_ns(
         &cli_ns,
         &[
             "openssl",
@@ -396,7 +324,7 @@ fn transparent_mode_in_namespaces() {
     );
 
     // A port only a network rule allows: decided at L4, no name needed.
-    let (code, out, err) = in_cli(
+    let (code, out, err) = in_ns(
         &cli_ns,
         &["curl", "-sS", "--max-time", "10", "http://10.78.0.10:2222/"],
     );

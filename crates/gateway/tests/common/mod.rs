@@ -2,6 +2,8 @@
 //! a policy written to a temporary folder, and helpers to run `curl` / `openssl s_client`.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use palisade_flowlog::{query, FlowRecord, Query};
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::resolver::Resolver;
