@@ -523,3 +523,34 @@ fn check_azure_exit_codes_and_json() {
         "{err}"
     );
 }
+
+/// FMT-1 (parameters from a parameter file): a `x.parameters.json` beside a template is its parameters file only when the template
+/// declares one of its parameters. The ASE scenario folder holds `network.json` (no parameters)
+/// beside `network.parameters.json` (for `network-params.json`): the first must not take it.
+#[test]
+fn a_sibling_parameters_file_applies_only_to_a_template_declaring_its_parameters() {
+    let dir = "../shared/scenarios/ase-egress-lockdown";
+    let (code, out, err) = palisade(&["validate", &format!("{dir}/network.json")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !format!("{out}{err}").contains("does not declare"),
+        "{out}{err}"
+    );
+    // The parameterised template declares them: beside them as `net.json`, it takes them
+    // without being told.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = root();
+    for (from, to) in [
+        ("network-params.json", "net.json"),
+        ("network.parameters.json", "net.parameters.json"),
+    ] {
+        std::fs::copy(root.join(dir).join(from), tmp.path().join(to)).unwrap();
+    }
+    let net = tmp.path().join("net.json");
+    let (code, out, err) = palisade(&["validate", net.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !format!("{out}{err}").contains("has no value"),
+        "{out}{err}"
+    );
+}

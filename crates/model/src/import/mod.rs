@@ -182,13 +182,7 @@ pub fn load(paths: &[PathBuf], options: &ImportOptions) -> Imported {
         if opts.parameters.is_none() {
             // Only when the template declares one of the file's parameters: a folder may hold
             // a parameters file for another template whose name merely looks like a pair.
-            opts.parameters = sibling_parameters(f).filter(|(_, p)| {
-                let values = p
-                    .get("parameters")
-                    .and_then(Value::as_object)
-                    .or(p.as_object());
-                values.is_some_and(|m| m.keys().any(|k| text.contains(&format!("\"{k}\""))))
-            });
+            opts.parameters = sibling_parameters(f).filter(|(_, p)| declares_any(&name, &text, p));
         }
         let base = f.parent().map(Path::to_path_buf);
         let file = import_text(&name, &text, &opts, base.as_deref());
@@ -258,6 +252,28 @@ pub fn sibling_parameters(template: &Path) -> Option<(String, Value)> {
     let text = std::fs::read_to_string(&p).ok()?;
     let doc = json::parse(&p.display().to_string(), &text).ok()?;
     Some((p.display().to_string(), doc.value))
+}
+
+/// Whether the template in `text` declares any parameter that `parameters` (a parameters file,
+/// or its bare `parameters` object) gives a value for. Parses the template's text: this runs
+/// only when a `x.parameters.json` stands beside it.
+fn declares_any(file: &str, text: &str, parameters: &Value) -> bool {
+    let values = parameters
+        .get("parameters")
+        .and_then(Value::as_object)
+        .or(parameters.as_object());
+    let declared = json::parse(file, text).ok().and_then(|d| {
+        d.value
+            .get("parameters")
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+    });
+    match (values, declared) {
+        (Some(v), Some(d)) => d
+            .iter()
+            .any(|k| v.keys().any(|g| g.eq_ignore_ascii_case(k))),
+        _ => false,
+    }
 }
 
 /// One file's import.
