@@ -425,6 +425,16 @@ fn kind(segment: &str) -> Result<&'static policy::Kind, Problem> {
     })
 }
 
+/// The path of a top-level resource (`/api/resources/{kind}/{name}`).
+fn top_path(kind_s: &str, name: String) -> Result<ResourcePath, Problem> {
+    Ok(ResourcePath {
+        kind: kind(kind_s)?,
+        name,
+        child: None,
+    })
+}
+
+/// The path of a child resource (`/api/resources/{kind}/{name}/{child}/{childName}`).
 fn child_path(
     kind_s: &str,
     name: String,
@@ -481,14 +491,7 @@ fn with_etag(mut resp: Response, v: &Value, version: u64) -> Response {
     params(("kind" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = Object), (status = 404, body = Problem)))]
 async fn get_resource(State(app): App, Path((k, name)): Path<(String, String)>) -> Answer {
-    show(
-        &app,
-        &ResourcePath {
-            kind: kind(&k)?,
-            name,
-            child: None,
-        },
-    )
+    show(&app, &top_path(&k, name)?)
 }
 
 /// Create or replace a resource. Replacing needs `If-Match` with its ETag (428 without, 412 on a mismatch); the whole network is compiled and swapped in only when valid, else 422 with located errors and nothing changed.
@@ -504,11 +507,7 @@ async fn put_resource(
     headers: HeaderMap,
     b: Result<Json<Value>, JsonRejection>,
 ) -> Answer {
-    let path = ResourcePath {
-        kind: kind(&k)?,
-        name,
-        child: None,
-    };
+    let path = top_path(&k, name)?;
     change(&app, &c, &headers, path, Op::Put(body(b)?)).await
 }
 
@@ -524,11 +523,7 @@ async fn patch_resource(
     headers: HeaderMap,
     b: Result<Json<Value>, JsonRejection>,
 ) -> Answer {
-    let path = ResourcePath {
-        kind: kind(&k)?,
-        name,
-        child: None,
-    };
+    let path = top_path(&k, name)?;
     change(&app, &c, &headers, path, Op::Patch(body(b)?)).await
 }
 
@@ -542,11 +537,7 @@ async fn delete_resource(
     Path((k, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    let path = ResourcePath {
-        kind: kind(&k)?,
-        name,
-        child: None,
-    };
+    let path = top_path(&k, name)?;
     change(&app, &c, &headers, path, Op::Delete).await
 }
 
