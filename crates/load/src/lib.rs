@@ -150,6 +150,7 @@ pub fn check(source: &Source) -> Checked {
     let mut options = ImportOptions {
         strict: source.strict,
         parameters: None,
+        parameters_from_sibling: false,
     };
     if let Some(p) = &source.parameters {
         let file = p.display().to_string();

@@ -232,6 +232,7 @@ fn fmt_4_parameterised_template_equals_literal() {
         &ImportOptions {
             strict: false,
             parameters: Some(("p".into(), params)),
+            parameters_from_sibling: false,
         },
     );
     let strip = |n: &palisade_model::Network| {

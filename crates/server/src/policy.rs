@@ -473,9 +473,11 @@ pub fn seed(source: &Source) -> Result<Vec<Value>, String> {
                         .map_err(|d| d.to_string())
                 });
                 let options = palisade_arm::Options {
-                    parameters: parameters
-                        .clone()
-                        .or_else(|| palisade_model::import::sibling_parameters(&f).map(|(_, p)| p)),
+                    parameters: parameters.clone().or_else(|| {
+                        palisade_model::import::sibling_parameters(&f)
+                            .map(|(_, p)| p)
+                            .filter(|p| palisade_model::import::declares_any(&v, p))
+                    }),
                     read_linked: Some(read_linked),
                     ..Default::default()
                 };

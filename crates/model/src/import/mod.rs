@@ -34,6 +34,10 @@ pub struct ImportOptions {
     pub strict: bool,
     /// Parameter values for templates (`--parameters FILE`): the file name and its JSON.
     pub parameters: Option<(String, Value)>,
+    /// `parameters` is the `x.parameters.json` found beside the template, not one the user
+    /// named: it applies only when the template declares one of its parameters (a folder may
+    /// hold a parameters file for another template whose name merely looks like a pair).
+    pub parameters_from_sibling: bool,
 }
 
 /// What a file turned out to be (FMT-1).
@@ -180,9 +184,8 @@ pub fn load(paths: &[PathBuf], options: &ImportOptions) -> Imported {
         };
         let mut opts = options.clone();
         if opts.parameters.is_none() {
-            // Only when the template declares one of the file's parameters: a folder may hold
-            // a parameters file for another template whose name merely looks like a pair.
-            opts.parameters = sibling_parameters(f).filter(|(_, p)| declares_any(&name, &text, p));
+            opts.parameters = sibling_parameters(f);
+            opts.parameters_from_sibling = true;
         }
         let base = f.parent().map(Path::to_path_buf);
         let file = import_text(&name, &text, &opts, base.as_deref());
@@ -254,23 +257,18 @@ pub fn sibling_parameters(template: &Path) -> Option<(String, Value)> {
     Some((p.display().to_string(), doc.value))
 }
 
-/// Whether the template in `text` declares any parameter that `parameters` (a parameters file,
-/// or its bare `parameters` object) gives a value for. Parses the template's text: this runs
-/// only when a `x.parameters.json` stands beside it.
-fn declares_any(file: &str, text: &str, parameters: &Value) -> bool {
+/// Whether `template` declares any parameter that `parameters` (a parameters file, or its bare
+/// `parameters` object) gives a value for; names compare case-insensitively, as in ARM. A
+/// sibling parameters file ([`sibling_parameters`]) applies only when this holds.
+pub fn declares_any(template: &Value, parameters: &Value) -> bool {
     let values = parameters
         .get("parameters")
         .and_then(Value::as_object)
         .or(parameters.as_object());
-    let declared = json::parse(file, text).ok().and_then(|d| {
-        d.value
-            .get("parameters")
-            .and_then(Value::as_object)
-            .map(|m| m.keys().cloned().collect::<Vec<_>>())
-    });
+    let declared = template.get("parameters").and_then(Value::as_object);
     match (values, declared) {
         (Some(v), Some(d)) => d
-            .iter()
+            .keys()
             .any(|k| v.keys().any(|g| g.eq_ignore_ascii_case(k))),
         _ => false,
     }
@@ -391,7 +389,9 @@ fn import_document(
         out.kind = InputKind::Template;
         let mut arm = palisade_arm::Options::default();
         if let Some((_, p)) = &options.parameters {
-            arm.parameters = Some(p.clone());
+            if !options.parameters_from_sibling || declares_any(&doc.value, p) {
+                arm.parameters = Some(p.clone());
+            }
         }
         if let Some(dir) = base_dir {
             let dir = dir.to_path_buf();
