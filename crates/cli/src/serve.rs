@@ -46,6 +46,10 @@ pub struct GatewayArgs {
     /// Transparent listener: the target of an nftables `redirect` (see docs/gateway.md).
     #[arg(long)]
     transparent: Option<SocketAddr>,
+    /// Transparent UDP listener: the target of an nftables `tproxy` (repeatable, one per
+    /// address family; needs CAP_NET_ADMIN; see docs/gateway.md).
+    #[arg(long, value_name = "IP:PORT")]
+    transparent_udp: Vec<SocketAddr>,
     /// Where flow records are written (default: $PALISADE_DATA, else ~/.local/state/palisade).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -78,9 +82,13 @@ pub struct GatewayArgs {
     /// Seconds to receive a request head / ClientHello.
     #[arg(long, default_value_t = 10)]
     handshake_timeout: u64,
-    /// Seconds without a datagram after which a UDP session (DNAT) ends.
+    /// Seconds without a datagram after which a UDP session (DNAT, transparent) ends;
+    /// transparent sessions to port 53 end after at most 10.
     #[arg(long, default_value_t = 30)]
     udp_idle_timeout: u64,
+    /// Transparent UDP sessions held at once; when full, the least recently active is evicted.
+    #[arg(long, default_value_t = 10_000)]
+    max_udp_sessions: usize,
     /// Listen on the frontends of the firewall's DNAT rules (their destination address and
     /// port) and forward to the translated address (FW-4); follows reloads.
     #[arg(long)]
@@ -178,6 +186,7 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
     config.listen = addr("listen", &a.listen)?;
     config.admin = addr("admin", &a.admin)?;
     config.transparent = a.transparent;
+    config.transparent_udp = a.transparent_udp;
     config.dnat_bind = a
         .dnat_bind
         .iter()
@@ -201,10 +210,11 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
     }
     if config.listen.is_none()
         && config.transparent.is_none()
+        && config.transparent_udp.is_empty()
         && !config.dnat
         && config.dns.is_none()
     {
-        return Err("nothing to serve: give --listen, --transparent, --dnat and/or --dns".into());
+        return Err("nothing to serve: give --listen, --transparent, --transparent-udp, --dnat and/or --dns".into());
     }
     config.resolver = Resolver {
         fixed: Default::default(),
@@ -227,6 +237,7 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
     config.limits.max_connections = a.max_connections;
     config.limits.idle_timeout = Duration::from_secs(a.idle_timeout);
     config.limits.udp_idle_timeout = Duration::from_secs(a.udp_idle_timeout);
+    config.limits.max_udp_sessions = a.max_udp_sessions;
     config.limits.handshake_timeout = Duration::from_secs(a.handshake_timeout);
     config.limits.header_timeout = Duration::from_secs(a.handshake_timeout);
     config.grace_period = Duration::from_secs(a.grace_period);

@@ -29,6 +29,7 @@ pub mod proxy;
 pub mod resolver;
 pub mod shutdown;
 pub mod sni;
+pub mod udp;
 
 use arc_swap::ArcSwapOption;
 use metrics::{DecisionLabels, Metrics, OutcomeLabels};
@@ -93,8 +94,11 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// A relayed connection with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
-    /// A UDP session (DNAT) with no datagram either way for this long ends.
+    /// A UDP session (DNAT, transparent) with no datagram either way for this long ends
+    /// (transparent sessions to port 53: at most [`udp::DNS_IDLE_TIMEOUT`]).
     pub udp_idle_timeout: Duration,
+    /// Transparent UDP sessions held at once; when full, the least recently active is evicted.
+    pub max_udp_sessions: usize,
 }
 
 impl Default for Limits {
@@ -106,6 +110,7 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             udp_idle_timeout: Duration::from_secs(30),
+            max_udp_sessions: 10_000,
         }
     }
 }
@@ -119,6 +124,8 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// Transparent listener (the nftables `redirect` target).
     pub transparent: Option<SocketAddr>,
+    /// Transparent UDP listeners (the nftables `tproxy` targets; one per address family).
+    pub transparent_udp: Vec<SocketAddr>,
     /// Where flow records go.
     pub data_dir: PathBuf,
     /// Written into every flow record.
@@ -158,6 +165,7 @@ impl Config {
             listen: None,
             admin: None,
             transparent: None,
+            transparent_udp: vec![],
             data_dir,
             instance: default_instance(),
             resolver: Resolver::default(),
@@ -272,6 +280,8 @@ pub struct Running {
     pub listen: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub transparent: Option<SocketAddr>,
+    /// The transparent UDP listeners' addresses.
+    pub transparent_udp: Vec<SocketAddr>,
     /// The DNS proxy's address (UDP and TCP).
     pub dns: Option<SocketAddr>,
     /// The accept loops of the explicit, transparent and admin listeners.
@@ -389,6 +399,11 @@ impl Gateway {
                 proxy::Mode::Transparent,
             )));
         }
+        let mut transparent_udp = vec![];
+        for (bound, sock) in udp::start(&gw)? {
+            transparent_udp.push(bound);
+            listeners.push(tokio::spawn(udp::tproxy_loop(gw.clone(), sock)));
+        }
         let dns_addr = match &gw.dns {
             Some(d) => {
                 let (addr, loops) = dns::start(gw.clone(), d.clone())?;
@@ -433,6 +448,7 @@ impl Gateway {
             listen: listen_addr,
             admin: admin_addr,
             transparent: transparent_addr,
+            transparent_udp,
             dns: dns_addr,
             listeners,
             tasks,

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub bytes: Family<DirectionLabels, Counter>,
     pub policy_loaded: Gauge,
     pub flowlog_errors: Counter,
+    pub udp_sessions: Gauge,
+    pub udp_sessions_evicted: Counter,
+    pub udp_datagrams_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -112,6 +115,24 @@ impl Metrics {
             "Flow records that could not be written",
             flowlog_errors.clone(),
         );
+        let udp_sessions = Gauge::default();
+        registry.register(
+            "udp_sessions",
+            "Transparent UDP sessions in the session table (allowed and denied)",
+            udp_sessions.clone(),
+        );
+        let udp_sessions_evicted = Counter::default();
+        registry.register(
+            "udp_sessions_evicted",
+            "Transparent UDP sessions evicted because the session table was full",
+            udp_sessions_evicted.clone(),
+        );
+        let udp_datagrams_dropped = Counter::default();
+        registry.register(
+            "udp_datagrams_dropped",
+            "Transparent UDP datagrams dropped because their session is denied",
+            udp_datagrams_dropped.clone(),
+        );
         Metrics {
             registry,
             connections,
@@ -124,6 +145,9 @@ impl Metrics {
             bytes,
             policy_loaded,
             flowlog_errors,
+            udp_sessions,
+            udp_sessions_evicted,
+            udp_datagrams_dropped,
         }
     }
 
