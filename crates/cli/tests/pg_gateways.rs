@@ -210,7 +210,13 @@ fn server(url: &str, network: &Path, data: &Path) -> Server {
 
 impl Server {
     /// Replace the firewall through the API (GET for its ETag, PUT with If-Match).
+    /// Returns when the PUT was sent: the commit happens between then and its answer.
     fn put_firewall(&self, body: &serde_json::Value) -> Instant {
+        self.put_firewall_timed(body).0
+    }
+
+    /// When the PUT was sent and when its answer (after the commit) arrived.
+    fn put_firewall_timed(&self, body: &serde_json::Value) -> (Instant, Instant) {
         let url = format!("{}/api/resources/azureFirewalls/fw", self.base);
         let out = Command::new("curl")
             .args(["-sS", "-D", "-", "-o", "/dev/null", "-H"])
@@ -239,7 +245,7 @@ impl Server {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(text.ends_with("\n200"), "PUT refused: {text}");
-        sent
+        (sent, Instant::now())
     }
 }
 
@@ -600,6 +606,8 @@ fn bench_commit_to_enforcement() {
         });
     }
     let mut store: Vec<Vec<Duration>> = vec![vec![], vec![]];
+    let mut answered: Vec<Vec<Duration>> = vec![vec![], vec![]];
+    let mut puts = vec![];
     let mut baseline = vec![];
     for i in 0..changes {
         let names: &[&str] = if i % 2 == 0 {
@@ -608,9 +616,12 @@ fn bench_commit_to_enforcement() {
             &["a.test"]
         };
         let want = if i % 2 == 0 { 200 } else { 470 };
-        let sent = s.server.put_firewall(&firewall(port, names));
-        for (g, t) in s.gateways.iter().zip(&mut store) {
-            t.push(g.until("b.test", port, want, sent));
+        let (sent, done) = s.server.put_firewall_timed(&firewall(port, names));
+        puts.push(done - sent);
+        for ((g, t), a) in s.gateways.iter().zip(&mut store).zip(&mut answered) {
+            let took = g.until("b.test", port, want, sent);
+            t.push(took);
+            a.push(took.saturating_sub(done - sent));
         }
         let written = Instant::now();
         write(names);
@@ -628,8 +639,12 @@ fn bench_commit_to_enforcement() {
         m
     };
     let base = report("file reload (baseline)", &mut baseline);
+    report("PUT round trip (compile + commit)", &mut puts);
+    for (name, t) in ["store gw-a", "store gw-b"].iter().zip(&mut answered) {
+        report(&format!("{name}, from the PUT's answer"), t);
+    }
     for (name, t) in ["store gw-a", "store gw-b"].iter().zip(&mut store) {
-        let m = report(name, t);
+        let m = report(&format!("{name}, from the PUT sent"), t);
         println!(
             "  {name}: median {:.2}x the file-reload median",
             ms(m) / ms(base)
