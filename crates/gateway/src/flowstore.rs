@@ -25,9 +25,13 @@ pub struct FlowStore {
 }
 
 impl FlowStore {
-    /// The queue, and the writer to spawn.
+    /// The queue ([`QUEUE`] records), and the writer to spawn.
     pub fn new(config: Config) -> (FlowStore, Writer) {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        FlowStore::with_queue(config, QUEUE)
+    }
+
+    pub fn with_queue(config: Config, records: usize) -> (FlowStore, Writer) {
+        let (tx, rx) = mpsc::channel(records);
         (FlowStore { queue: tx }, Writer { config, rx })
     }
 
@@ -116,5 +120,29 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full queue drops and counts instead of waiting: the decision path never blocks on the
+    /// database.
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let config = palisade_pgstore::config("test", "postgres://x@127.0.0.1:1/x").unwrap();
+        let (store, _writer) = FlowStore::with_queue(config, 2);
+        let m = Metrics::new();
+        let r = FlowRecord {
+            instance: "gw".into(),
+            time: "t".into(),
+            ..Default::default()
+        };
+        for _ in 0..5 {
+            store.offer(&r, &m);
+        }
+        assert_eq!(m.flow_store_queued.get(), 2);
+        assert_eq!(m.flow_store_dropped.get(), 3);
     }
 }
