@@ -29,6 +29,7 @@ pub enum TunnelSniArg {
 
 /// Run the firewall of a network on real traffic.
 #[derive(clap::Args)]
+#[command(mut_arg("network", |a| a.required(false).required_unless_present("policy_store")))]
 pub struct GatewayArgs {
     /// The network, as `palisade trace` takes it (reloaded on change of any of its files,
     /// SIGHUP, or POST /reload). Its name bindings also serve the gateway's resolver.
@@ -116,6 +117,17 @@ pub struct GatewayArgs {
     /// rules name (FW-5: 15; 0 = never).
     #[arg(long, value_name = "SECONDS", default_value_t = 15, requires = "dns")]
     dns_refresh: u64,
+    /// Follow the policy versions a `palisade server --store` commits to this PostgreSQL
+    /// database (`postgres://USER@HOST:PORT/DB`) instead of --network files: the newest at
+    /// start, each new one within a second (LISTEN/NOTIFY). When the database is away the last
+    /// good snapshot keeps deciding. --resolve, --hosts-file and catalog flags still apply.
+    #[arg(long, value_name = "postgres://...", conflicts_with = "network")]
+    policy_store: Option<String>,
+    /// Also write flow records, with --instance, to this PostgreSQL database (batched; never
+    /// delays a decision; records that do not fit the queue while it is away are counted in
+    /// /metrics and kept in the local flow log).
+    #[arg(long, value_name = "postgres://...")]
+    flow_log_store: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -230,7 +242,18 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
         AddressCheckArg::Off => AddressCheck::Off,
     };
     config.reevaluate_established = !a.keep_established;
-    config.watch = !a.no_watch;
+    config.policy_store = a
+        .policy_store
+        .as_deref()
+        .map(|u| palisade_pgstore::config("--policy-store", u))
+        .transpose()?;
+    config.flow_store = a
+        .flow_log_store
+        .as_deref()
+        .map(|u| palisade_pgstore::config("--flow-log-store", u))
+        .transpose()?;
+    // A store-fed gateway has no network files to watch.
+    config.watch = !a.no_watch && config.policy_store.is_none();
     if let Some(i) = a.instance {
         config.instance = i;
     }

@@ -17,12 +17,15 @@
 //! - [`dns`]: the DNS proxy (FW-9) and the addresses it remembers for FQDN network rules
 //!   (FW-5) and the address check (PAL-5.2).
 //! - [`admin`]: `/metrics`, `/reload`, `/status` on a separate (loopback) listener.
+//! - [`store`]: the policy from a shared PostgreSQL store, followed by LISTEN/NOTIFY;
+//!   [`flowstore`]: flow records copied there, batched off the hot path.
 //! - [`shutdown`]: stop accepting, drain for a grace period, close and record the rest.
 //! - Every decision becomes a [`palisade_flowlog::FlowRecord`], written durably.
 
 pub mod admin;
 pub mod dnat;
 pub mod dns;
+pub mod flowstore;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
@@ -30,6 +33,7 @@ pub mod resolver;
 pub mod shutdown;
 pub mod sni;
 pub mod udp;
+pub mod store;
 
 use arc_swap::ArcSwapOption;
 use metrics::{DecisionLabels, Metrics, OutcomeLabels};
@@ -156,6 +160,11 @@ pub struct Config {
     pub grace_period: Duration,
     /// The DNS proxy (FW-9): where it listens and whom it asks.
     pub dns: Option<dns::DnsConfig>,
+    /// Follow the policy versions of this PostgreSQL store instead of `source`'s files, which
+    /// then give only the catalogs and name bindings.
+    pub policy_store: Option<palisade_pgstore::Config>,
+    /// Also write flow records to this PostgreSQL store.
+    pub flow_store: Option<palisade_pgstore::Config>,
 }
 
 impl Config {
@@ -181,6 +190,8 @@ impl Config {
             dnat_bind: vec![],
             grace_period: Duration::from_secs(30),
             dns: None,
+            policy_store: None,
+            flow_store: None,
         }
     }
 }
@@ -272,6 +283,9 @@ pub struct Gateway {
     log_windows: Mutex<HashMap<&'static str, LogWindow>>,
     /// The DNS proxy, when configured; its remembered addresses feed every judgement.
     pub dns: Option<Arc<dns::DnsProxy>>,
+    /// The policy store followed, when configured.
+    pub store: Option<Arc<store::Subscription>>,
+    flow_store: Option<flowstore::FlowStore>,
 }
 
 /// A started gateway: its bound addresses; dropping it stops the listeners.
@@ -324,6 +338,9 @@ impl Drop for Running {
     }
 }
 
+/// How long a start waits for the store's first version before opening the listeners.
+const STORE_START_WAIT: Duration = Duration::from_secs(10);
+
 /// The outcome used when no valid policy is loaded: fail closed.
 pub fn no_policy_outcome() -> FirewallOutcome {
     FirewallOutcome {
@@ -344,9 +361,21 @@ impl Gateway {
     /// succeeds.
     pub async fn start(config: Config) -> io::Result<Running> {
         let flowlog = Arc::new(FlowLog::open(&config.data_dir, config.flowlog.clone())?);
+        let mut metrics = Metrics::new();
+        if config.policy_store.is_some() {
+            metrics.register_policy_store();
+        }
+        let (flow_store, flow_writer) = match config.flow_store.clone() {
+            Some(c) => {
+                metrics.register_flow_store();
+                let (s, w) = flowstore::FlowStore::new(c);
+                (Some(s), Some(w))
+            }
+            None => (None, None),
+        };
         let gw = Arc::new(Gateway {
             active: ArcSwapOption::empty(),
-            metrics: Metrics::new(),
+            metrics,
             flowlog,
             established: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -358,15 +387,46 @@ impl Gateway {
             closed_at_shutdown: AtomicUsize::new(0),
             log_windows: Mutex::new(HashMap::new()),
             dns: config.dns.clone().map(|c| Arc::new(dns::DnsProxy::new(c))),
+            store: config
+                .policy_store
+                .clone()
+                .map(|c| Arc::new(store::Subscription::new(c))),
+            flow_store,
             config,
         });
-        match gw.reload("start").await {
-            ReloadOutcome::Applied { snapshot, .. } => log(format!("policy {snapshot} in force")),
-            ReloadOutcome::Refused { .. } => {
-                log("no valid policy: failing closed until a reload succeeds")
-            }
-        }
         let (mut listeners, mut tasks) = (vec![], vec![]);
+        if let Some(w) = flow_writer {
+            tasks.push(tokio::spawn(w.run(gw.clone())));
+        }
+        match gw.store.clone() {
+            Some(sub) => {
+                // The first version is fetched before the listeners open (a bounded wait: with
+                // the store down the gateway starts failing closed and follows it when it is up).
+                tasks.push(tokio::spawn(store::follow(gw.clone(), sub.clone())));
+                let waited = Instant::now();
+                while sub.enforced() == 0 && waited.elapsed() < STORE_START_WAIT {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                match gw.active() {
+                    Some(a) => log(format!(
+                        "policy {} (store version {}) in force",
+                        a.id(),
+                        sub.enforced()
+                    )),
+                    None => log(
+                        "no valid policy from the store yet: failing closed until one is applied",
+                    ),
+                }
+            }
+            None => match gw.reload("start").await {
+                ReloadOutcome::Applied { snapshot, .. } => {
+                    log(format!("policy {snapshot} in force"))
+                }
+                ReloadOutcome::Refused { .. } => {
+                    log("no valid policy: failing closed until a reload succeeds")
+                }
+            },
+        }
         let bind = |addr: Option<SocketAddr>| -> io::Result<Option<TcpListener>> {
             match addr {
                 None => Ok(None),
@@ -510,7 +570,20 @@ impl Gateway {
                 errors: vec!["the gateway is shutting down".into()],
             };
         }
-        let source = self.config.source.clone();
+        let (source, from_store) = match &self.store {
+            None => (self.config.source.clone(), None),
+            Some(sub) => match sub.document() {
+                Some(doc) => (
+                    policy::from_store(&self.config.source, &doc),
+                    Some(doc.version),
+                ),
+                None => {
+                    return ReloadOutcome::Refused {
+                        errors: vec!["no policy version fetched from the store yet".into()],
+                    }
+                }
+            },
+        };
         let loaded = tokio::task::spawn_blocking(move || policy::load(&source))
             .await
             .unwrap_or_else(|e| Err(vec![format!("policy compilation panicked: {e}")]));
@@ -547,6 +620,10 @@ impl Gateway {
                 let id = active.id().to_string();
                 let previous = self.active.swap(Some(active.clone()));
                 self.metrics.policy_loaded.set(1);
+                if let (Some(sub), Some(v)) = (&self.store, from_store) {
+                    sub.set_enforced(v);
+                    self.metrics.policy_store_version.set(v);
+                }
                 self.metrics
                     .reloads
                     .get_or_create(&OutcomeLabels {
@@ -745,6 +822,9 @@ impl Gateway {
                 rule,
             })
             .inc();
+        if let Some(s) = &self.flow_store {
+            s.offer(&r, &self.metrics);
+        }
         let flowlog = self.flowlog.clone();
         let res = tokio::task::spawn_blocking(move || flowlog.append(&r)).await;
         if !matches!(res, Ok(Ok(()))) {
