@@ -48,6 +48,9 @@ pub fn flows(snap: &Snapshot, n: usize, seed: u64) -> Vec<FlowCase> {
                 .filter_map(|a| v4(&a)),
         );
     }
+    // A firewall forwards; it is a hop of flows, not an end (its subnet's first address often
+    // is the firewall's).
+    workloads.retain(|a| snap.firewall_at(IpAddr::V4(*a)).is_none());
     let mut others: BTreeSet<Ipv4Addr> = INTERNET.into_iter().collect();
     let mut ports: BTreeSet<u16> = COMMON_PORTS.into_iter().collect();
     for (_, nsg) in snap.nsgs() {
