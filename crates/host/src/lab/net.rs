@@ -818,6 +818,13 @@ fn stop(p: &Process) -> bool {
     if Path::new(&format!("/proc/{pid}")).exists() {
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGKILL) };
+        // A namespace is deleted next: let the process leave it first.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline && ours(p) {
+            // SAFETY: as above.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     true
 }
