@@ -65,3 +65,25 @@ fn dual_stack_tcp_and_icmp_agree_with_trace() {
     );
     assert_eq!(observed("v6-http-web-to-internet"), Observed::Connected);
 }
+
+// spec NSG-5.1, PAL-5.1: random TCP/UDP flows of both families over the dual-stack network.
+#[test]
+fn dual_stack_random_flows_agree_with_trace() {
+    require_kernel!();
+    let snap = common::snapshot_of(fixture("dual-stack.yaml"));
+    let flows = lab::random::flows(&snap, 80, 11);
+    assert!(flows.iter().any(|f| f.source.is_ipv6()));
+    let state_dir = tempfile::tempdir().unwrap();
+    let run = format!("r{}", std::process::id() % 100_000);
+    let plan = lab::plan(&snap, &run, &check::addresses(&flows)).unwrap();
+    let state = lab::up(&snap, plan, vec![], state_dir.path(), None).unwrap();
+    let report = check::check(&snap, &state, &flows);
+    lab::down(state_dir.path(), &run).unwrap();
+    let r = report.unwrap();
+    assert!(r.disagree.is_empty(), "{:#?}", r.disagree);
+    assert_eq!(r.agree, 80);
+    // Both answers occur among the IPv6 flows.
+    let v6: Vec<&check::FlowResult> = r.flows.iter().filter(|f| f.flow.contains('[')).collect();
+    assert!(v6.iter().any(|f| f.observed == Observed::Connected));
+    assert!(v6.iter().any(|f| f.observed != Observed::Connected));
+}
