@@ -102,3 +102,30 @@ fn the_generated_target_network_is_written_whole() {
         .sum();
     assert_eq!(rules, g.firewall_rules);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    // Any generated shape is written so that the importer reads it back without a diagnostic
+    // and with every rule.
+    #[test]
+    fn every_generated_shape_reads_back_whole(
+        seed in 0u64..1000,
+        spokes in 1usize..6,
+        nsg_rules in 0usize..16,
+        firewall_rules in 0usize..120,
+        nic_every in 0usize..3,
+        prefix_len in 20u8..=29,
+    ) {
+        let g = HubSpoke { spokes, nsg_rules, firewall_rules, app_rules: 2, prefix_len, nic_every, seed };
+        let net = g.build();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("generated.json");
+        std::fs::write(&file, native(&net).unwrap().to_string()).unwrap();
+        let checked = palisade_load::check(&palisade_load::Source::files([file]));
+        proptest::prop_assert!(checked.diagnostics.is_empty(), "{}", checked.diagnostics);
+        let back = checked.imported.network;
+        proptest::prop_assert_eq!(back.counts(), net.counts());
+        proptest::prop_assert_eq!(back.network_interfaces.len(), net.network_interfaces.len());
+    }
+}
