@@ -14,9 +14,10 @@ use palisade_model::{
     Access, AddressItem, ApplicationProtocol, ApplicationProtocolType, AzureFirewall, Direction,
     FirewallAction, FirewallRule, IpConfiguration, Network, NetworkInterface, NetworkProtocol,
     NetworkSecurityGroup, NextHopType, PalisadeSettings, PortRange, Protocol, PublicIpAddress,
-    Route, RouteTable, RuleCollection, RuleCollectionKind, RuleMode, RuleSide, SecurityRule,
-    Subnet, VirtualNetwork, VirtualNetworkPeering,
+    Route, RoutePrefix, RouteTable, RuleCollection, RuleCollectionKind, RuleMode, RuleSide,
+    SecurityRule, Subnet, VirtualNetwork, VirtualNetworkPeering,
 };
+use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr};
 
 #[derive(Debug, Clone)]
@@ -423,4 +424,260 @@ fn route(name: &str, prefix: &str, hop: NextHopType, ip: Option<IpAddr>) -> Rout
         next_hop_unresolved: None,
         origin: Default::default(),
     }
+}
+
+/// `network` in the native format (`docs/native-yaml.md`), as JSON — which is YAML too — so that
+/// a generated network can be written to a file that the importer reads back (the lab's
+/// gateway loads its network from a file). Writes every resource kind the generator makes;
+/// firewall policies, IP groups and unresolved values it does not, and says so.
+pub fn native(network: &Network) -> Result<Value, String> {
+    if !network.firewall_policies.is_empty() || !network.ip_groups.is_empty() {
+        return Err("firewall policies and IP groups are not written in the native format".into());
+    }
+    if let Some(u) = network.unknowns.first() {
+        return Err(format!(
+            "{} `{}`: field `{}` is unknown ({}); a generated network has none",
+            u.resource_type, u.resource, u.field, u.expression
+        ));
+    }
+    let strings = |items: &mut dyn Iterator<Item = String>| -> Value { items.collect() };
+    let vnets: Vec<Value> = network
+        .virtual_networks
+        .iter()
+        .map(|v| {
+            json!({
+                "name": v.name,
+                "addressSpace": strings(&mut v.address_space.iter().map(IpNet::to_string)),
+                "subnets": v.subnets.iter().map(|s| {
+                    let mut o = json!({
+                        "name": s.name,
+                        "addressPrefixes": strings(&mut s.address_prefixes.iter().map(IpNet::to_string)),
+                        "serviceEndpoints": s.service_endpoints.iter()
+                            .map(|e| json!({"service": e.service, "locations": e.locations}))
+                            .collect::<Vec<_>>(),
+                    });
+                    if let Some(n) = &s.network_security_group {
+                        o["networkSecurityGroup"] = json!(n);
+                    }
+                    if let Some(r) = &s.route_table {
+                        o["routeTable"] = json!(r);
+                    }
+                    o
+                }).collect::<Vec<_>>(),
+                "virtualNetworkPeerings": v.virtual_network_peerings.iter().map(|p| json!({
+                    "name": p.name,
+                    "remoteVirtualNetwork": {"id": p.remote_virtual_network},
+                    "remoteAddressSpace": {
+                        "addressPrefixes": strings(&mut p.remote_address_space.iter().map(IpNet::to_string)),
+                    },
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let side = |s: &RuleSide| {
+        (
+            strings(&mut s.address_prefixes.iter().map(AddressItem::to_string)),
+            strings(&mut s.port_ranges.iter().map(PortRange::to_string)),
+        )
+    };
+    let nsgs: Vec<Value> = network
+        .network_security_groups
+        .iter()
+        .map(|n| {
+            let rules: Vec<Value> = n
+                .security_rules
+                .iter()
+                .map(|r| {
+                    let mut o = json!({
+                        "name": r.name,
+                        "priority": r.priority,
+                        "direction": format!("{:?}", r.direction),
+                        "access": format!("{:?}", r.access),
+                        "protocol": r.protocol.as_str(),
+                        "sourceApplicationSecurityGroups": r.source.application_security_groups,
+                        "destinationApplicationSecurityGroups": r.destination.application_security_groups,
+                        "palisade": {"mode": format!("{:?}", r.palisade.mode)},
+                    });
+                    for (name, s) in [("source", &r.source), ("destination", &r.destination)] {
+                        let (addresses, ports) = side(s);
+                        one_or_many(&mut o, &format!("{name}AddressPrefix"), addresses);
+                        one_or_many(&mut o, &format!("{name}PortRange"), ports);
+                    }
+                    o
+                })
+                .collect();
+            json!({"name": n.name, "securityRules": rules})
+        })
+        .collect();
+    let route_tables: Vec<Value> = network
+        .route_tables
+        .iter()
+        .map(|t| {
+            let routes: Vec<Value> = t
+                .routes
+                .iter()
+                .map(|r| {
+                    let prefix = match &r.address_prefix {
+                        RoutePrefix::Cidr(p) => p.to_string(),
+                        RoutePrefix::ServiceTag(t) | RoutePrefix::Unresolved(t) => t.clone(),
+                    };
+                    let mut o = json!({
+                        "name": r.name,
+                        "addressPrefix": prefix,
+                        "nextHopType": r.next_hop_type.as_str(),
+                    });
+                    if let Some(ip) = r.next_hop_ip_address {
+                        o["nextHopIpAddress"] = json!(ip.to_string());
+                    }
+                    o
+                })
+                .collect();
+            json!({
+                "name": t.name,
+                "disableBgpRoutePropagation": t.disable_bgp_route_propagation,
+                "routes": routes,
+            })
+        })
+        .collect();
+    let nics: Vec<Value> = network
+        .network_interfaces
+        .iter()
+        .map(|n| {
+            let mut o = json!({
+                "name": n.name,
+                "enableIPForwarding": n.enable_ip_forwarding,
+                "ipConfigurations": n.ip_configurations.iter().map(|c| {
+                    let mut o = json!({
+                        "name": c.name,
+                        "applicationSecurityGroups": c.application_security_groups,
+                    });
+                    if let Some(ip) = c.private_ip_address {
+                        o["privateIPAddress"] = json!(ip.to_string());
+                    }
+                    if let Some((vnet, subnet)) = &c.subnet {
+                        o["subnet"] = json!(format!("{vnet}/{subnet}"));
+                    }
+                    if let Some(p) = &c.public_ip_address {
+                        o["publicIPAddress"] = json!(p);
+                    }
+                    o
+                }).collect::<Vec<_>>(),
+            });
+            if let Some(nsg) = &n.network_security_group {
+                o["networkSecurityGroup"] = json!(nsg);
+            }
+            o
+        })
+        .collect();
+    let firewalls: Vec<Value> = network.azure_firewalls.iter().map(firewall).collect();
+    Ok(json!({
+        "apiVersion": "palisade/v1",
+        "virtualNetworks": vnets,
+        "networkSecurityGroups": nsgs,
+        "routeTables": route_tables,
+        "networkInterfaces": nics,
+        "applicationSecurityGroups": network.application_security_groups.iter()
+            .map(|a| json!({"name": a.name})).collect::<Vec<_>>(),
+        "publicIPAddresses": network.public_ip_addresses.iter()
+            .map(|p| json!({"name": p.name, "ipAddress": p.ip_address.map(|a| a.to_string())}))
+            .collect::<Vec<_>>(),
+        "azureFirewalls": firewalls,
+    }))
+}
+
+/// A security rule's address or port list: one item in the singular field (the only one that
+/// takes a service tag, NSG-2.4), several in the plural.
+fn one_or_many(rule: &mut Value, field: &str, items: Value) {
+    match items.as_array().map(Vec::as_slice) {
+        Some([one]) => rule[field] = one.clone(),
+        Some([]) => {}
+        _ => rule[format!("{field}s")] = items,
+    }
+}
+
+/// A classic firewall: one IP configuration per private address, its collections by kind.
+fn firewall(fw: &AzureFirewall) -> Value {
+    let configs: Vec<Value> = fw
+        .private_ip_addresses
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            let mut o = json!({"name": format!("ipconfig{i}"), "privateIPAddress": ip.to_string()});
+            if let Some((vnet, subnet)) = fw.subnets.get(i) {
+                o["subnet"] = json!(format!("{vnet}/{subnet}"));
+            }
+            if let Some(p) = fw.public_ip_addresses.get(i) {
+                o["publicIPAddress"] = json!(p);
+            }
+            o
+        })
+        .collect();
+    let addresses =
+        |a: &[AddressItem]| -> Vec<String> { a.iter().map(|a| a.to_string()).collect() };
+    let collections =
+        |kind: RuleCollectionKind| -> Vec<Value> {
+            fw.rule_collections
+                .iter()
+                .filter(|c| c.kind == kind)
+                .map(|c| {
+                    let rules: Vec<Value> =
+                        c.rules
+                            .iter()
+                            .map(|r| {
+                                let mut o = json!({
+                                    "name": r.name,
+                                    "sourceAddresses": addresses(&r.source_addresses),
+                                    "palisade": {"mode": format!("{:?}", r.palisade.mode)},
+                                });
+                                match kind {
+                                    RuleCollectionKind::Application => {
+                                        o["protocols"] = r.protocols.iter().map(|p| json!({
+                                    "protocolType": format!("{:?}", p.protocol_type),
+                                    "port": p.port,
+                                })).collect();
+                                        o["targetFqdns"] = json!(r.target_fqdns);
+                                        o["fqdnTags"] = json!(r.fqdn_tags);
+                                    }
+                                    RuleCollectionKind::Network | RuleCollectionKind::Nat => {
+                                        o["protocols"] = r
+                                            .ip_protocols
+                                            .iter()
+                                            .map(|p| json!(format!("{p:?}")))
+                                            .collect();
+                                        o["destinationAddresses"] =
+                                            json!(addresses(&r.destination_addresses));
+                                        o["destinationFqdns"] = json!(r.destination_fqdns);
+                                        o["destinationPorts"] = r
+                                            .destination_ports
+                                            .iter()
+                                            .map(|p| json!(p.to_string()))
+                                            .collect();
+                                        if let Some(a) = &r.translated_address {
+                                            o["translatedAddress"] = json!(a.to_string());
+                                        }
+                                        if let Some(p) = r.translated_port {
+                                            o["translatedPort"] = json!(p.to_string());
+                                        }
+                                    }
+                                }
+                                o
+                            })
+                            .collect();
+                    json!({
+                        "name": c.name,
+                        "priority": c.priority,
+                        "action": {"type": format!("{:?}", c.action)},
+                        "palisade": {"mode": format!("{:?}", c.palisade.mode)},
+                        "rules": rules,
+                    })
+                })
+                .collect()
+        };
+    json!({
+        "name": fw.name,
+        "ipConfigurations": configs,
+        "natRuleCollections": collections(RuleCollectionKind::Nat),
+        "networkRuleCollections": collections(RuleCollectionKind::Network),
+        "applicationRuleCollections": collections(RuleCollectionKind::Application),
+    })
 }

@@ -24,9 +24,16 @@ pub enum LabCommand {
     /// Build the lab, send real packets for every flow of a flows.yaml, compare with `trace`,
     /// take the lab down. Exit 1 when any flow disagrees.
     Check(CheckArgs),
+    /// Print a generated hub-and-spoke network (the benchmark's) in the native format, for
+    /// `lab up|check --network FILE`: spokes peered with a hub whose firewall every spoke
+    /// routes through, an NSG per spoke, NICs with their own NSGs.
+    Generate(GenerateArgs),
     /// The internet's test server (started by `lab up`).
     #[command(hide = true)]
     Serve(ServeArgs),
+    /// Write the NSG tables' denials as flow records (started by `lab up`).
+    #[command(hide = true)]
+    Log(RunArgs),
 }
 
 #[derive(Args)]
@@ -102,6 +109,24 @@ pub struct CheckArgs {
 }
 
 #[derive(Args)]
+pub struct GenerateArgs {
+    /// The same seed and sizes give the same network.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 3)]
+    spokes: usize,
+    /// Rules of each NSG.
+    #[arg(long, default_value_t = 8)]
+    nsg_rules: usize,
+    /// Network rules of the hub's firewall.
+    #[arg(long, default_value_t = 24)]
+    firewall_rules: usize,
+    /// Prefix length of the hub and of each spoke (16 to 29).
+    #[arg(long, default_value_t = 29, value_parser = clap::value_parser!(u8).range(16..=29))]
+    prefix_len: u8,
+}
+
+#[derive(Args)]
 pub struct ServeArgs {
     #[arg(long)]
     address: IpAddr,
@@ -116,6 +141,8 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode, String> {
         LabCommand::Status(a) => status(a),
         LabCommand::Exec(a) => exec(a),
         LabCommand::Check(a) => check_cmd(a),
+        LabCommand::Generate(a) => generate(a),
+        LabCommand::Log(a) => nsg_log(a),
         LabCommand::Serve(a) => lab::serve::serve(a.address, &a.ports)
             .map(|_| ExitCode::SUCCESS)
             .map_err(|e| format!("lab serve: {e}")),
@@ -162,6 +189,7 @@ fn up(a: UpArgs) -> Result<ExitCode, String> {
         internet: !a.no_servers,
         dns: !a.no_servers,
         gateway: (!a.no_gateway).then(|| gateway_args(&a.net)),
+        nsg_log: true,
     };
     net::catch_interrupts();
     let network = a
@@ -206,6 +234,14 @@ fn up(a: UpArgs) -> Result<ExitCode, String> {
     }
     for p in &state.processes {
         println!("  {} (pid {}) in {}", p.what, p.pid, p.netns);
+    }
+    if let Some(data) = &state.nsg_log {
+        println!(
+            "NSG denials: palisade logs --data {}",
+            std::path::absolute(data)
+                .unwrap_or_else(|_| data.clone())
+                .display()
+        );
     }
     println!(
         "try: palisade lab exec --name {} {} -- curl -s http://lab.test/",
@@ -347,6 +383,8 @@ fn check_cmd(a: CheckArgs) -> Result<ExitCode, String> {
         internet: false,
         dns: false,
         gateway: (!a.no_gateway).then(|| gateway_args(&a.net)),
+        // `check` reads the NFLOG groups itself.
+        nsg_log: false,
     };
     let state = crate::progress::spin(format!("bringing up lab {}", a.run.name), || {
         lab::up(&snap, plan, network, &a.run.state, Some(&servers))
@@ -385,4 +423,36 @@ fn check_cmd(a: CheckArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn generate(a: GenerateArgs) -> Result<ExitCode, String> {
+    let g = palisade_analyze::gen::HubSpoke {
+        spokes: a.spokes,
+        nsg_rules: a.nsg_rules,
+        firewall_rules: a.firewall_rules,
+        prefix_len: a.prefix_len,
+        seed: a.seed,
+        ..palisade_analyze::gen::HubSpoke::small(a.seed)
+    };
+    let network = palisade_analyze::gen::native(&g.build())?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&network).expect("a JSON value serialises")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn nsg_log(a: RunArgs) -> Result<ExitCode, String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    net::catch_interrupts();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        while !net::interrupted() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        flag.store(true, Ordering::Relaxed);
+    });
+    net::record_nsg_denials(&a.state, &a.name, &stop).map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
 }

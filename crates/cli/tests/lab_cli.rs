@@ -56,9 +56,34 @@ fn up_exec_curl_status_down() {
         palisade(&["lab", "up", "--network", net, "--name", &run, "--state", st]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("web-vm2-nic"), "{out}");
+    let nsg_log = out
+        .lines()
+        .find_map(|l| l.strip_prefix("NSG denials: palisade logs --data "))
+        .unwrap_or_else(|| panic!("`lab up` names no NSG flow log: {out}"))
+        .to_string();
 
-    // web-nsg allows the Internet outbound; the test server answers (by address and, with
-    // dnsmasq installed, by name).
+    // The README's second command, by name: web-nsg allows the Internet outbound and DNS, the
+    // lab's DNS server answers `lab.test`, the test server answers.
+    let (code, out, err) = palisade(&[
+        "lab",
+        "exec",
+        "--name",
+        &run,
+        "--state",
+        st,
+        "web-vm2-nic",
+        "--",
+        "curl",
+        "-s",
+        "-m",
+        "5",
+        "http://lab.test/",
+    ]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "palisade lab: port 80\n"),
+        "{err}"
+    );
     let (code, out, err) = palisade(&[
         "lab",
         "exec",
@@ -79,23 +104,78 @@ fn up_exec_curl_status_down() {
         (0, "palisade lab: port 80\n"),
         "{err}"
     );
-    // data-nsg denies the Internet outbound (spec NSG-5.1): curl times out.
-    let (code, _, _) = palisade(&[
-        "lab",
-        "exec",
-        "--name",
-        &run,
-        "--state",
-        st,
-        "sql-vm1-nic",
-        "--",
-        "curl",
-        "-s",
-        "-m",
-        "2",
-        "http://198.18.0.80/",
-    ]);
-    assert_eq!(code, 28, "curl's exit code for a timeout");
+    // data-nsg denies the Internet outbound (spec NSG-5.1): curl times out, and the kernel's
+    // denial is in `palisade logs` with its NSG rule within a second of the first SYN.
+    let sent = Instant::now();
+    let curl = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args([
+            "lab",
+            "exec",
+            "--name",
+            &run,
+            "--state",
+            st,
+            "sql-vm1-nic",
+            "--",
+        ])
+        .args([
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "--local-port",
+            "47001",
+            "http://198.18.0.80/",
+        ])
+        .spawn()
+        .unwrap();
+    let record = loop {
+        let (code, out, err) = palisade(&[
+            "logs", "--data", &nsg_log, "--action", "deny", "--output", "json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let records: Value = serde_json::from_str(&out).unwrap();
+        if let Some(r) = records
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["source_port"] == 47001)
+        {
+            break Some((r.clone(), sent.elapsed()));
+        }
+        if sent.elapsed() > Duration::from_secs(1) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let status = curl.wait_with_output().unwrap().status;
+    assert_eq!(status.code(), Some(28), "curl's exit code for a timeout");
+    let (r, after) = record.expect("no NSG flow record for the denied SYN within 1 s");
+    assert!(after <= Duration::from_secs(1), "{after:?}");
+    assert_eq!(
+        (
+            r["policy"].as_str(),
+            r["rule"].as_str(),
+            r["layer"].as_str(),
+            r["action"].as_str()
+        ),
+        (
+            Some("data-nsg"),
+            Some("Deny-Internet-Outbound"),
+            Some("SubnetNsg"),
+            Some("Deny")
+        ),
+        "{r:#}"
+    );
+    assert_eq!(
+        (
+            r["source_ip"].as_str(),
+            r["destination_ip"].as_str(),
+            &r["destination_port"]
+        ),
+        (Some("10.2.3.4"), Some("198.18.0.80"), &Value::from(80)),
+        "{r:#}"
+    );
 
     let (code, out, _) = palisade(&["lab", "status", "--state", st, "--output", "json"]);
     assert_eq!(code, 0);
@@ -104,9 +184,54 @@ fn up_exec_curl_status_down() {
     assert_eq!(v[0]["namespaces_missing"], serde_json::json!([]));
     assert_eq!(namespaces_of(&run).len(), 7);
 
+    let state_json: Value = serde_json::from_str(
+        &std::fs::read_to_string(state.path().join(format!("lab-{run}.json"))).unwrap(),
+    )
+    .unwrap();
+    let pids: Vec<(u64, String)> = state_json["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["pid"].as_u64().unwrap(), p["what"].to_string()))
+        .collect();
+    assert_eq!(pids.len(), 3, "test server, dnsmasq, NSG flow records");
+
     let (code, out, err) = palisade(&["lab", "down", "--name", &run, "--state", st]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(namespaces_of(&run).is_empty());
+    for (pid, what) in pids {
+        // Gone, or a zombie until init reaps it (`lab up` that started it has exited).
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let running = state
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|s| s != "Z");
+        assert!(!running, "{what} (pid {pid}) left running: {state}");
+    }
+    // Nothing in the host's own namespace either: the router's links, routes and rules and the
+    // places' tables lived in the run's namespaces.
+    let host = |args: &[&str]| {
+        String::from_utf8_lossy(
+            &Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned()
+    };
+    let link = format!("{run}v");
+    assert!(!host(&["ip", "-o", "link"]).contains(&link));
+    assert!(!host(&["ip", "route", "show", "table", "all"]).contains(&link));
+    assert!(!host(&["ip", "rule"]).contains(&link));
+    assert!(!host(&["nft", "list", "tables"]).contains("palisade_lab"));
+    let prefix = format!("pal-{run}-");
+    assert!(std::fs::read_dir("/etc/netns")
+        .map(|d| d
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with(&prefix)))
+        .unwrap_or(true));
     assert_eq!(
         std::fs::read_dir(state.path()).unwrap().count(),
         0,

@@ -1,7 +1,8 @@
 //! `lab check`: real packets for each flow of a scenario, compared with `trace`.
 //!
 //! For each flow a listener is started at the destination (TCP accept, UDP echo, bound to the
-//! flow's destination address) and the source connects from its own address and port. What
+//! flow's destination address) and the source connects from its own address and port; an ICMP
+//! flow is an echo request, which the destination's kernel answers. What
 //! happened is [`Observed`]: connected, denied (timed out, and an NSG table logged the drop over
 //! NFLOG, naming its rule), timed out with nothing logged (a route or firewall dropped it),
 //! refused (nothing listened: a lab fault), or not sent. A reply flow (`reply_to`) is observed as
@@ -368,10 +369,7 @@ fn send_batch(
     for &(i, flow, gateway) in batch {
         let (Some(src), Some(dst)) = (plan.place_of(flow.source), plan.place_of(flow.destination))
         else {
-            out.push((
-                i,
-                Observed::NotSent("an end is not in the lab (IPv6)".into()),
-            ));
+            out.push((i, Observed::NotSent("an end is not in the lab".into())));
             continue;
         };
         if src.netns == dst.netns {
@@ -384,6 +382,11 @@ fn send_batch(
         let udp = match flow.protocol {
             Protocol::Tcp => false,
             Protocol::Udp => true,
+            // No listener: the destination's kernel answers the echo request itself.
+            Protocol::Icmp => {
+                running.push((i, flow, None, false, None, ping(&src.netns, flow)));
+                continue;
+            }
             p => {
                 out.push((
                     i,
@@ -404,7 +407,7 @@ fn send_batch(
         // greeting coming back.
         let through_gateway = gateway.filter(|_| !udp);
         let client = connect(&src.netns, flow, udp, through_gateway.is_some());
-        running.push((i, flow, gateway, udp, listener, client));
+        running.push((i, flow, gateway, udp, Some(listener), client));
     }
     let mut silent = vec![];
     for (i, flow, gateway, udp, listener, client) in running {
@@ -415,11 +418,12 @@ fn send_batch(
         drop(listener);
         if let (Some(g), Err(e)) = (through_gateway, &result) {
             if e.kind() != ErrorKind::TimedOut {
-                let seen = match gateway_record(g, flow) {
-                    Some(rule) => Observed::Denied(rule),
-                    None => Observed::Refused,
-                };
-                out.push((i, seen));
+                match gateway_record(g, flow) {
+                    Some(rule) => out.push((i, Observed::Denied(rule))),
+                    // The gateway allowed it and its own connection onwards failed: an NSG
+                    // behind the firewall may have dropped that.
+                    None => silent.push((i, flow, true, Observed::Refused)),
+                }
                 continue;
             }
         }
@@ -439,7 +443,7 @@ fn send_batch(
                     .and_then(|g| gateway_record(g, flow))
                 {
                     Some(rule) => out.push((i, Observed::Denied(rule))),
-                    None => silent.push((i, flow)),
+                    None => silent.push((i, flow, gateway.is_some(), Observed::TimedOut)),
                 }
             }
             Err(e) => out.push((i, Observed::NotSent(e.to_string()))),
@@ -447,17 +451,21 @@ fn send_batch(
     }
     if !silent.is_empty() {
         let denies = logged(readers);
-        for (i, flow) in silent {
+        for (i, flow, via_gateway, unlogged) in silent {
+            let protocol = flow.protocol.number(flow.source.is_ipv6());
             let rule = denies.iter().find(|(t, _)| {
-                t.source == flow.source
+                // Behind the gateway the packet is the gateway's own connection, from its
+                // address (it does not keep the client's).
+                (via_gateway || t.source == flow.source)
                     && t.destination == flow.destination
-                    && t.destination_port == flow.destination_port
+                    && Some(t.protocol) == protocol
+                    && (!flow.protocol.has_ports() || t.destination_port == flow.destination_port)
             });
             out.push((
                 i,
                 match rule {
                     Some((_, r)) => Observed::Denied(r.clone()),
-                    None => Observed::TimedOut,
+                    None => unlogged,
                 },
             ));
         }
@@ -625,6 +633,79 @@ impl Drop for Listener {
             let _ = t.join();
         }
     }
+}
+
+/// An ICMP echo request from the flow's source address and its reply, on a thread of its own
+/// (in the source's namespace); a raw socket, so no `ping` binary or ping-group setting is
+/// needed. The identifier is the flow's source port, so concurrent pings keep their replies apart.
+fn ping(netns: &str, flow: &Flow) -> std::thread::JoinHandle<std::io::Result<()>> {
+    let netns = netns.to_string();
+    let flow = flow.clone();
+    std::thread::spawn(move || -> std::io::Result<()> {
+        crate::routes::enter_netns(&netns)?;
+        let v6 = flow.destination.is_ipv6();
+        let (domain, protocol, request, reply) = if v6 {
+            (Domain::IPV6, socket2::Protocol::ICMPV6, 128, 129)
+        } else {
+            (Domain::IPV4, socket2::Protocol::ICMPV4, 8, 0)
+        };
+        let s = Socket::new(domain, Type::RAW, Some(protocol))?;
+        s.bind(&SockAddr::from(SocketAddr::new(flow.source, 0)))?;
+        let id = flow.source_port.to_be_bytes();
+        let mut packet = vec![request, 0, 0, 0, id[0], id[1], 0, 1];
+        packet.extend_from_slice(b"palisade lab");
+        if !v6 {
+            // ICMPv6's checksum covers a pseudo-header; the kernel fills it in on raw sockets.
+            let sum = checksum(&packet).to_be_bytes();
+            packet[2..4].copy_from_slice(&sum);
+        }
+        s.send_to(
+            &packet,
+            &SockAddr::from(SocketAddr::new(flow.destination, 0)),
+        )?;
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(ErrorKind::TimedOut.into());
+            }
+            s.set_read_timeout(Some(left))?;
+            let (n, from) = s.recv_from(&mut buf)?;
+            // SAFETY: recv_from initialised the first n bytes.
+            let got: Vec<u8> = buf[..n]
+                .iter()
+                .map(|b| unsafe { b.assume_init() })
+                .collect();
+            // IPv4 raw sockets deliver the IP header, IPv6 ones do not.
+            let icmp = if v6 {
+                &got[..]
+            } else {
+                got.get(((got.first().unwrap_or(&0) & 0x0f) as usize) * 4..)
+                    .unwrap_or(&[])
+            };
+            let from = from.as_socket().map(|a| a.ip());
+            if icmp.len() >= 8
+                && icmp[0] == reply
+                && icmp[4..6] == id
+                && from == Some(flow.destination)
+            {
+                return Ok(());
+            }
+        }
+    })
+}
+
+/// The internet checksum (RFC 1071).
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 /// Connect (TCP) or send and wait for the echo (UDP) from the flow's source address and port,
@@ -801,6 +882,20 @@ mod tests {
             let got = parse_flows(std::path::Path::new("f.yaml"), &text).unwrap();
             proptest::prop_assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn checksum_is_rfc_1071() {
+        // RFC 1071, section 3: the one's complement sum of these words is 0xddf2.
+        assert_eq!(
+            checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            !0xddf2
+        );
+        // A packet carrying its checksum sums to zero.
+        let mut p = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1, b'x'];
+        let c = checksum(&p).to_be_bytes();
+        p[2..4].copy_from_slice(&c);
+        assert_eq!(checksum(&p), 0);
     }
 
     #[test]

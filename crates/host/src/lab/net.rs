@@ -3,11 +3,13 @@
 //! away again. The state of a run is written before anything is created, so `down` (also from
 //! another process) removes a half-built lab as well as a whole one.
 
-use super::plan::{LabPlan, PlaceKind, DNS_ADDR, ROUTER_ADDR};
+use super::plan::{LabPlan, PlaceKind, DNS_ADDR, ROUTER_ADDR, ROUTER_ADDR6};
 use super::LabError;
 use crate::apply;
+use crate::nflog::{NflogReader, RecordContext};
 use crate::nft::Nft;
 use crate::render::{render, RenderOptions};
+use crate::HostState;
 use palisade_policy::addresses::PLATFORM_ADDRESSES;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -37,6 +39,9 @@ pub struct LabState {
     /// `palisade gateway` in firewall namespaces, with where each writes its flow records.
     #[serde(default)]
     pub gateways: Vec<GatewayRun>,
+    /// Where the NSG tables' denials are written as flow records (`palisade logs --data`).
+    #[serde(default)]
+    pub nsg_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +62,12 @@ const TPROXY_TABLE: u32 = 102;
 impl LabState {
     pub fn path(state_dir: &Path, run: &str) -> PathBuf {
         state_dir.join(format!("lab-{run}.json"))
+    }
+
+    /// The `host` state of each place's applied NSG tables (what names a logged rule's layer and
+    /// priority).
+    fn host_dir(state_dir: &Path, run: &str) -> PathBuf {
+        state_dir.join(format!("lab-{run}.host"))
     }
 
     pub fn load(state_dir: &Path, run: &str) -> Result<LabState, LabError> {
@@ -193,6 +204,9 @@ pub struct Servers {
     /// Run `palisade gateway` (transparent, TCP and UDP) in each firewall namespace, with these network
     /// input arguments (`-n FILE`, `--parameters FILE`, ...).
     pub gateway: Option<Vec<String>>,
+    /// Record the NSG tables' denials as flow records (`palisade lab log` in the router
+    /// namespace; `LabState::nsg_log` says where).
+    pub nsg_log: bool,
 }
 
 /// Build the lab. On any error — or SIGINT/SIGTERM — everything built so far is removed
@@ -216,6 +230,7 @@ pub fn up(
         network,
         processes: vec![],
         gateways: vec![],
+        nsg_log: None,
     };
     state.save(state_dir)?;
     match build(snap, &mut state, state_dir, servers) {
@@ -234,10 +249,24 @@ fn build(
     servers: Option<&Servers>,
 ) -> Result<(), LabError> {
     let plan = state.plan.clone();
+    let v6 = plan.has_ipv6();
     for ns in plan.namespaces() {
         check_interrupt()?;
         run(&["ip", "netns", "add", &ns])?;
         in_ns(&ns, &["ip", "link", "set", "lo", "up"])?;
+        if v6 {
+            // Set before the links exist: their addresses are usable at once, not after
+            // duplicate address detection.
+            in_ns(
+                &ns,
+                &[
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                ],
+            )?;
+        }
     }
     let rtr = plan.router.as_str();
     // rp_filter off: the router forwards asymmetric paths on purpose (a reply captured by a
@@ -249,9 +278,16 @@ fn build(
     ] {
         in_ns(rtr, &["sysctl", "-qw", kv])?;
     }
+    if v6 {
+        in_ns(rtr, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+    }
     let router_addr = format!("{ROUTER_ADDR}/32");
     let router_ip = ROUTER_ADDR.to_string();
+    let router_addr6 = format!("{ROUTER_ADDR6}/64");
+    let router_ip6 = ROUTER_ADDR6.to_string();
     let mut router_batch = String::new();
+    // IPv6 policy rules: a batch line takes no `-6`, so they go in a batch of their own.
+    let mut rules6 = String::new();
     for p in &plan.places {
         check_interrupt()?;
         let ns = p.netns.as_str();
@@ -262,11 +298,12 @@ fn build(
         ])?;
         in_ns(ns, &["ip", "link", "set", "eth0", "up"])?;
         for a in &p.addresses {
+            let host = if a.is_ipv6() { 128 } else { 32 };
             in_ns(
                 ns,
-                &["ip", "addr", "add", &format!("{a}/32"), "dev", "eth0"],
+                &["ip", "addr", "add", &format!("{a}/{host}"), "dev", "eth0"],
             )?;
-            router_batch.push_str(&format!("route add {a}/32 dev {link}\n"));
+            router_batch.push_str(&format!("route add {a}/{host} dev {link}\n"));
         }
         in_ns(ns, &["ip", "route", "add", &router_ip, "dev", "eth0"])?;
         in_ns(
@@ -275,10 +312,32 @@ fn build(
                 "ip", "route", "add", "default", "via", &router_ip, "dev", "eth0",
             ],
         )?;
+        if v6 {
+            in_ns(
+                ns,
+                &[
+                    "ip",
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &router_ip6,
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+        }
         in_ns(rtr, &["ip", "link", "set", link, "up"])?;
         in_ns(rtr, &["ip", "addr", "add", &router_addr, "dev", link])?;
+        if v6 {
+            in_ns(rtr, &["ip", "addr", "add", &router_addr6, "dev", link])?;
+        }
         if p.kind == PlaceKind::Internet {
             router_batch.push_str(&format!("route add default dev {link}\n"));
+            if v6 {
+                router_batch.push_str(&format!("route add ::/0 dev {link}\n"));
+            }
         }
         if let Some(t) = p
             .subnet
@@ -286,6 +345,9 @@ fn build(
             .and_then(|s| plan.tables.iter().find(|t| &t.subnet == s))
         {
             router_batch.push_str(&format!("rule add iif {link} lookup {} pref 100\n", t.id));
+            if v6 {
+                rules6.push_str(&format!("rule add iif {link} lookup {} pref 100\n", t.id));
+            }
         }
     }
     for t in &plan.tables {
@@ -297,6 +359,9 @@ fn build(
         "rule add fwmark {PLATFORM_MARK} lookup main pref 50\n"
     ));
     run_with_input(&["ip", "-n", rtr, "-batch", "-"], Some(&router_batch))?;
+    if !rules6.is_empty() {
+        run_with_input(&["ip", "-6", "-n", rtr, "-batch", "-"], Some(&rules6))?;
+    }
     run_with_input(
         &["ip", "netns", "exec", rtr, "nft", "-f", "-"],
         Some(&platform_rules()),
@@ -305,6 +370,11 @@ fn build(
     for p in &plan.places {
         check_interrupt()?;
         let nft = Nft::new(Some(p.netns.clone()));
+        let mut host = HostState {
+            version: 1,
+            netns: Some(p.netns.clone()),
+            ..HostState::default()
+        };
         for t in &p.tables {
             let opts = RenderOptions {
                 table: Some(t.table.clone()),
@@ -312,8 +382,14 @@ fn build(
             };
             let table = render(snap, &t.target, &opts)
                 .map_err(|e| LabError::Render(p.netns.clone(), e.to_string()))?;
-            apply::apply(&nft, &table, None)
+            let (applied, _) = apply::apply(&nft, &table, None)
                 .map_err(|e| LabError::Render(p.netns.clone(), e.to_string()))?;
+            host.tables.insert(t.table.clone(), applied);
+        }
+        if !p.tables.is_empty() {
+            let dir = LabState::host_dir(state_dir, &plan.run);
+            host.save(&dir)
+                .map_err(|e| LabError::State(dir.clone(), e.to_string()))?;
         }
         if let PlaceKind::Firewall(name) = &p.kind {
             let gateway = servers.and_then(|s| s.gateway.as_ref().map(|args| (s, args)));
@@ -332,11 +408,121 @@ fn build(
             }
         }
     }
+    if let Some(servers) = servers.filter(|s| s.nsg_log) {
+        start_nsg_log(state, &servers.exe, state_dir)?;
+        state.save(state_dir)?;
+    }
     if let Some(servers) = servers.filter(|s| s.internet) {
         start_servers(state, servers)?;
         state.save(state_dir)?;
     }
     Ok(())
+}
+
+/// Start `palisade lab log` in the router namespace and wait until it reads the NFLOG group of
+/// every place with NSG tables, so that no denial after `up` returns is missed.
+fn start_nsg_log(state: &mut LabState, exe: &Path, state_dir: &Path) -> Result<(), LabError> {
+    let run = state.plan.run.clone();
+    let data = state_dir.join(format!("lab-{run}.nsg"));
+    state.nsg_log = Some(data);
+    state.save(state_dir)?;
+    let rtr = state.plan.router.clone();
+    let mut args: Vec<String> = ["ip", "netns", "exec", &rtr]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    args.extend([
+        exe.to_string_lossy().into_owned(),
+        "lab".into(),
+        "log".into(),
+        "--name".into(),
+        run,
+        "--state".into(),
+        std::path::absolute(state_dir)
+            .unwrap_or_else(|_| state_dir.to_path_buf())
+            .to_string_lossy()
+            .into_owned(),
+    ]);
+    state
+        .processes
+        .push(spawn(&rtr, "NSG flow records", &mut args)?);
+    state.save(state_dir)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for p in state.plan.places.iter().filter(|p| !p.tables.is_empty()) {
+        // The kernel lists the NFLOG groups a socket is bound to, per namespace.
+        while !in_ns(&p.netns, &["cat", "/proc/net/netfilter/nfnetlink_log"])
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(&NSG_LOG_GROUP.to_string()))
+        {
+            check_interrupt()?;
+            if Instant::now() > deadline {
+                return Err(LabError::Command(
+                    format!("palisade lab log in {rtr}"),
+                    format!(
+                        "not reading NFLOG group {NSG_LOG_GROUP} in {} after 10 s",
+                        p.netns
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// The NFLOG group the rendered NSG tables log their denials to.
+pub const NSG_LOG_GROUP: u16 = 100;
+
+/// Read the NSG denials of every place of a running lab and write them as flow records to
+/// `LabState::nsg_log` until `stop` is set (`palisade lab log`, started by `up`).
+pub fn record_nsg_denials(
+    state_dir: &Path,
+    run: &str,
+    stop: &std::sync::Arc<AtomicBool>,
+) -> Result<(), LabError> {
+    let state = LabState::load(state_dir, run)?;
+    let Some(data) = &state.nsg_log else {
+        return Err(LabError::State(
+            LabState::path(state_dir, run),
+            "this lab records no NSG denials (no `nsg_log`)".into(),
+        ));
+    };
+    let log = std::sync::Arc::new(
+        palisade_flowlog::FlowLog::open(data, palisade_flowlog::Options::default())
+            .map_err(|e| LabError::State(data.clone(), e.to_string()))?,
+    );
+    let host_dir = LabState::host_dir(state_dir, run);
+    let mut workers = vec![];
+    for p in state.plan.places.iter().filter(|p| !p.tables.is_empty()) {
+        let host = HostState::load(&host_dir, Some(&p.netns))
+            .map_err(|e| LabError::State(host_dir.clone(), e.to_string()))?;
+        let ctx = RecordContext::from_state(format!("lab-{run}"), &host);
+        let mut reader = NflogReader::open(NSG_LOG_GROUP, Some(&p.netns)).map_err(|e| {
+            LabError::Command(
+                format!("NFLOG group {NSG_LOG_GROUP} in {}", p.netns),
+                e.to_string(),
+            )
+        })?;
+        let (log, stop) = (log.clone(), stop.clone());
+        workers.push((
+            p.netns.clone(),
+            std::thread::spawn(move || reader.run(&ctx, &stop, |r| log.append(&r))),
+        ));
+    }
+    let mut failed = vec![];
+    for (netns, w) in workers {
+        match w.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed.push(format!("{netns}: {e}")),
+            Err(_) => failed.push(format!("{netns}: the reader panicked")),
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(LabError::Command("NFLOG".into(), failed.join("; ")))
+    }
 }
 
 fn start_gateway(
@@ -625,6 +811,10 @@ pub fn down(state_dir: &Path, name: &str) -> Result<Removed, LabError> {
         let _ = std::fs::remove_dir_all(&g.data);
         let _ = std::fs::remove_file(state_dir.join(format!("{}.gateway.log", g.netns)));
     }
+    if let Some(data) = &state.nsg_log {
+        let _ = std::fs::remove_dir_all(data);
+    }
+    let _ = std::fs::remove_dir_all(LabState::host_dir(state_dir, name));
     let path = LabState::path(state_dir, name);
     std::fs::remove_file(&path).map_err(|e| LabError::State(path, e.to_string()))?;
     Ok(removed)
@@ -660,6 +850,13 @@ fn stop(p: &Process) -> bool {
     if Path::new(&format!("/proc/{pid}")).exists() {
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGKILL) };
+        // A namespace is deleted next: let the process leave it first.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline && ours(p) {
+            // SAFETY: as above.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     true
 }

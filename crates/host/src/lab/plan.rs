@@ -4,24 +4,28 @@
 //!
 //! Shape: every *place* (a NIC, the other addresses of a subnet, a firewall, the internet) is one
 //! namespace with one veth `eth0` to the router namespace. Each end is point-to-point: the place
-//! holds its addresses as /32s and a default route via `169.254.0.1`, the router holds
-//! `169.254.0.1/32` on every link and a /32 route back to each address. The router looks up a
+//! holds its addresses as /32s (/128s) and a default route via `169.254.0.1` (`fe80::1`), the
+//! router holds `169.254.0.1/32` (`fe80::1/64`) on every link and a host route back to each
+//! address. IPv6 is built like IPv4, except through a firewall (the gateway's transparent
+//! listener is IPv4): an IPv6 route to an appliance drops, and the plan says so. The router looks up a
 //! packet in the table of the subnet it came from (`ip rule iif LINK`), filled with that subnet's
 //! effective routes (RT-3 … RT-5); traffic from the internet and the firewalls uses the main table.
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use palisade_model::NextHopType;
 use palisade_policy::routes::{RouteSource, RouteState};
 use palisade_policy::{Snapshot, SubnetId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::render::{sanitize, Target};
 
 /// The router end of every link (link-local, so it collides with no network's addresses).
 pub const ROUTER_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
+/// The router end of every link for IPv6 (link-local: the same on every link).
+pub const ROUTER_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 /// The address of the internet's test servers and DNS server, in the benchmarking range
 /// (RFC 2544), which no virtual network uses.
 pub const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 80);
@@ -51,7 +55,7 @@ pub struct Place {
     pub netns: String,
     /// The link's name in the router namespace (`eth0` inside the place).
     pub router_link: String,
-    pub addresses: Vec<Ipv4Addr>,
+    pub addresses: Vec<IpAddr>,
     /// `vnet/subnet` whose routes the router applies to traffic from here.
     pub subnet: Option<String>,
     /// NSG tables applied in the place (host mode).
@@ -70,26 +74,26 @@ pub struct NsgTable {
 pub enum KernelRoute {
     /// Out of a link to whoever holds the destination.
     Dev {
-        prefix: Ipv4Net,
+        prefix: IpNet,
         link: String,
     },
     /// To a next hop on a link (a virtual appliance).
     Via {
-        prefix: Ipv4Net,
-        gateway: Ipv4Addr,
+        prefix: IpNet,
+        gateway: IpAddr,
         link: String,
     },
     Blackhole {
-        prefix: Ipv4Net,
+        prefix: IpNet,
     },
     /// Go on to the main table (VnetLocal, peering: the router's /32 routes find the place).
     Throw {
-        prefix: Ipv4Net,
+        prefix: IpNet,
     },
 }
 
 impl KernelRoute {
-    pub fn prefix(&self) -> Ipv4Net {
+    pub fn prefix(&self) -> IpNet {
         match self {
             KernelRoute::Dev { prefix, .. }
             | KernelRoute::Via { prefix, .. }
@@ -145,8 +149,14 @@ impl LabPlan {
 
     /// The place holding `addr`.
     pub fn place_of(&self, addr: IpAddr) -> Option<&Place> {
-        let IpAddr::V4(a) = addr else { return None };
-        self.places.iter().find(|p| p.addresses.contains(&a))
+        self.places.iter().find(|p| p.addresses.contains(&addr))
+    }
+
+    /// Does any place hold an IPv6 address (the router then forwards IPv6 too)?
+    pub fn has_ipv6(&self) -> bool {
+        self.places
+            .iter()
+            .any(|p| p.addresses.iter().any(IpAddr::is_ipv6))
     }
 
     /// A place by NIC, subnet or firewall name, or by one of its addresses.
@@ -178,7 +188,7 @@ impl LabPlan {
 pub enum PlanError {
     #[error("lab name `{0}`: expected 1 to {MAX_RUN_LEN} lowercase letters or digits (it prefixes interface names, which the kernel limits to 15 bytes)")]
     BadRun(String),
-    #[error("the network has no IPv4 workload address to build: no NIC with an IPv4 address and no flow address inside a subnet")]
+    #[error("the network has no workload address to build: no NIC with an address and no flow address inside a subnet")]
     Empty,
 }
 
@@ -201,7 +211,7 @@ pub fn plan(snap: &Snapshot, run: &str, extra: &[IpAddr]) -> Result<LabPlan, Pla
     let prefix = netns_prefix(run);
     let mut notes = vec![];
     let mut places: Vec<Place> = vec![];
-    let mut taken: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    let mut taken: BTreeSet<IpAddr> = BTreeSet::new();
     let subnet_name = |id: SubnetId| {
         let s = snap.subnet(id);
         format!("{}/{}", s.vnet, s.name)
@@ -209,7 +219,7 @@ pub fn plan(snap: &Snapshot, run: &str, extra: &[IpAddr]) -> Result<LabPlan, Pla
     let new_place = |places: &mut Vec<Place>,
                      kind: PlaceKind,
                      tag: &str,
-                     addresses: Vec<Ipv4Addr>,
+                     addresses: Vec<IpAddr>,
                      subnet: Option<String>,
                      tables: Vec<NsgTable>| {
         let i = places.len();
@@ -224,12 +234,13 @@ pub fn plan(snap: &Snapshot, run: &str, extra: &[IpAddr]) -> Result<LabPlan, Pla
     };
 
     for (_, nic) in snap.nics() {
-        let v4: Vec<Ipv4Addr> = nic.addresses.iter().filter_map(v4).collect();
-        if nic.addresses.iter().any(IpAddr::is_ipv6) {
-            notes.push(format!("NIC {}: IPv6 addresses are not built", nic.name));
-        }
-        let v4: Vec<Ipv4Addr> = v4.into_iter().filter(|a| taken.insert(*a)).collect();
-        if v4.is_empty() {
+        let addresses: Vec<IpAddr> = nic
+            .addresses
+            .iter()
+            .copied()
+            .filter(|a| taken.insert(*a))
+            .collect();
+        if addresses.is_empty() {
             continue;
         }
         let mut tables = vec![];
@@ -251,17 +262,17 @@ pub fn plan(snap: &Snapshot, run: &str, extra: &[IpAddr]) -> Result<LabPlan, Pla
             &mut places,
             PlaceKind::Nic(nic.name.clone()),
             "n",
-            v4,
+            addresses,
             nic.subnet.map(subnet_name),
             tables,
         );
     }
 
     // Firewalls a route leads to.
-    let mut firewalls: BTreeMap<String, (Vec<Ipv4Addr>, Option<SubnetId>)> = BTreeMap::new();
+    let mut firewalls: BTreeMap<String, (Vec<IpAddr>, Option<SubnetId>)> = BTreeMap::new();
     for (_, s) in snap.subnets() {
         for r in &s.routes.routes {
-            let (NextHopType::VirtualAppliance, Some(IpAddr::V4(ip))) =
+            let (NextHopType::VirtualAppliance, Some(ip @ IpAddr::V4(_))) =
                 (r.next_hop_type, r.next_hop_ip_address)
             else {
                 continue;
@@ -269,10 +280,10 @@ pub fn plan(snap: &Snapshot, run: &str, extra: &[IpAddr]) -> Result<LabPlan, Pla
             if taken.contains(&ip) {
                 continue;
             }
-            if let Some(fw) = snap.firewall_at(IpAddr::V4(ip)) {
+            if let Some(fw) = snap.firewall_at(ip) {
                 let e = firewalls
                     .entry(snap.firewall(fw).name.clone())
-                    .or_insert_with(|| (vec![], snap.locate(IpAddr::V4(ip)).subnet));
+                    .or_insert_with(|| (vec![], snap.locate(ip).subnet));
                 if !e.0.contains(&ip) {
                     e.0.push(ip);
                 }
@@ -292,19 +303,16 @@ pub fn plan(snap: &Snapshot, run: &str, extra: &[IpAddr]) -> Result<LabPlan, Pla
     }
 
     // Flow endpoints: inside a subnet → that subnet's place; elsewhere → the internet.
-    let mut by_subnet: BTreeMap<SubnetId, Vec<Ipv4Addr>> = BTreeMap::new();
-    let mut outside: Vec<Ipv4Addr> = vec![];
-    for a in extra.iter().filter_map(v4) {
+    let mut by_subnet: BTreeMap<SubnetId, Vec<IpAddr>> = BTreeMap::new();
+    let mut outside: Vec<IpAddr> = vec![];
+    for &a in extra {
         if !taken.insert(a) {
             continue;
         }
-        match snap.locate(IpAddr::V4(a)).subnet {
+        match snap.locate(a).subnet {
             Some(s) => by_subnet.entry(s).or_default().push(a),
             None => outside.push(a),
         }
-    }
-    if extra.iter().any(IpAddr::is_ipv6) {
-        notes.push("IPv6 flow addresses are not built".into());
     }
     // One place per address, so that two of them talk across the router as two machines do.
     for (s, addrs) in by_subnet {
@@ -332,7 +340,7 @@ pub fn plan(snap: &Snapshot, run: &str, extra: &[IpAddr]) -> Result<LabPlan, Pla
     if places.is_empty() {
         return Err(PlanError::Empty);
     }
-    for a in [SERVER_ADDR, DNS_ADDR] {
+    for a in [IpAddr::V4(SERVER_ADDR), IpAddr::V4(DNS_ADDR)] {
         if taken.insert(a) {
             outside.push(a);
         }
@@ -352,13 +360,6 @@ pub fn plan(snap: &Snapshot, run: &str, extra: &[IpAddr]) -> Result<LabPlan, Pla
     })
 }
 
-fn v4(a: &IpAddr) -> Option<Ipv4Addr> {
-    match a {
-        IpAddr::V4(a) => Some(*a),
-        IpAddr::V6(_) => None,
-    }
-}
-
 /// One routing table per subnet that has a place: its active effective routes (and those that
 /// drop), as the router carries them out.
 fn subnet_tables(snap: &Snapshot, places: &[Place], notes: &mut Vec<String>) -> Vec<SubnetTable> {
@@ -367,7 +368,7 @@ fn subnet_tables(snap: &Snapshot, places: &[Place], notes: &mut Vec<String>) -> 
         .find(|p| p.kind == PlaceKind::Internet)
         .map(|p| p.router_link.clone())
         .unwrap_or_default();
-    let link_of = |ip: Ipv4Addr| {
+    let link_of = |ip: IpAddr| {
         places
             .iter()
             .find(|p| p.addresses.contains(&ip))
@@ -387,9 +388,7 @@ fn subnet_tables(snap: &Snapshot, places: &[Place], notes: &mut Vec<String>) -> 
                 continue;
             }
             for p in &r.address_prefix {
-                let IpNet::V4(prefix) = p.trunc() else {
-                    continue;
-                };
+                let prefix = p.trunc();
                 // The effective list holds the winner first for a prefix (RT-5 is resolved at
                 // compile time); a later duplicate would only be refused by the kernel.
                 if !seen.insert(prefix) {
@@ -409,8 +408,10 @@ fn subnet_tables(snap: &Snapshot, places: &[Place], notes: &mut Vec<String>) -> 
                                 link: internet_link.clone(),
                             }
                         }
-                        (NextHopType::VirtualAppliance, Some(IpAddr::V4(gateway))) => {
-                            match link_of(gateway) {
+                        (NextHopType::VirtualAppliance, Some(gateway)) => {
+                            match link_of(gateway)
+                                .filter(|_| gateway.is_ipv4() == prefix.addr().is_ipv4())
+                            {
                                 Some(link) => KernelRoute::Via {
                                     prefix,
                                     gateway,
@@ -491,7 +492,7 @@ mod tests {
         let outside = [ip("203.0.113.20"), ip("10.2.1.4"), ip("10.2.3.99")];
         let p = plan(&snap, "t", &outside).unwrap();
         let web1 = p.place_named("web-vm1-nic").unwrap();
-        assert_eq!(web1.addresses, vec![Ipv4Addr::new(10, 2, 1, 4)]);
+        assert_eq!(web1.addresses, vec![ip("10.2.1.4")]);
         let targets: Vec<&Target> = web1.tables.iter().map(|t| &t.target).collect();
         assert!(matches!(targets[0], Target::Subnet(s) if s.ends_with("/web-subnet")));
         assert!(matches!(targets[1], Target::Nic(n) if n == "web-vm1-nic"));
@@ -503,10 +504,10 @@ mod tests {
         assert_eq!(data.tables.len(), 1);
         // Outside addresses, and the servers, live in the internet.
         let inet = p.internet();
-        assert!(inet.addresses.contains(&Ipv4Addr::new(203, 0, 113, 20)));
-        assert!(inet.addresses.contains(&SERVER_ADDR));
+        assert!(inet.addresses.contains(&ip("203.0.113.20")));
+        assert!(inet.addresses.contains(&IpAddr::V4(SERVER_ADDR)));
         // Every address is held exactly once; names are unique.
-        let mut all: Vec<Ipv4Addr> = p.places.iter().flat_map(|p| p.addresses.clone()).collect();
+        let mut all: Vec<IpAddr> = p.places.iter().flat_map(|p| p.addresses.clone()).collect();
         let n = all.len();
         all.sort();
         all.dedup();
@@ -534,28 +535,30 @@ mod tests {
             .iter()
             .find(|p| matches!(&p.kind, PlaceKind::Firewall(n) if n == "asym-firewall"))
             .expect("the firewall a route leads to gets a place");
-        assert_eq!(fw.addresses, vec![Ipv4Addr::new(10, 3, 1, 4)]);
+        assert_eq!(fw.addresses, vec![ip("10.3.1.4")]);
         let table = |subnet: &str| {
             p.tables
                 .iter()
                 .find(|t| t.subnet.ends_with(subnet))
                 .unwrap_or_else(|| panic!("no table for {subnet}"))
         };
-        let default: Ipv4Net = "0.0.0.0/0".parse().unwrap();
+        let default: IpNet = "0.0.0.0/0".parse().unwrap();
         for subnet in ["/ase-broken-subnet", "/ase-fixed-subnet"] {
             let t = table(subnet);
             assert!(
                 t.routes.contains(&KernelRoute::Via {
                     prefix: default,
-                    gateway: Ipv4Addr::new(10, 3, 1, 4),
+                    gateway: ip("10.3.1.4"),
                     link: fw.router_link.clone(),
                 }),
                 "{subnet}: {:?}",
                 t.routes
             );
-            assert!(t.routes.iter().any(|r| matches!(r, KernelRoute::Throw { prefix } if prefix.contains(&Ipv4Addr::new(10, 3, 0, 10)))));
+            assert!(t.routes.iter().any(
+                |r| matches!(r, KernelRoute::Throw { prefix } if prefix.contains(&ip("10.3.0.10")))
+            ));
         }
-        let mgmt: Ipv4Net = "70.37.57.58/32".parse().unwrap();
+        let mgmt: IpNet = "70.37.57.58/32".parse().unwrap();
         let internet = KernelRoute::Dev {
             prefix: mgmt,
             link: p.internet().router_link.clone(),

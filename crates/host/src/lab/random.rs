@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use palisade_policy::endpoints::first_usable;
 use palisade_policy::Snapshot;
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// splitmix64: small, fast, and good enough to pick test cases.
 struct Rng(u64);
@@ -33,22 +33,27 @@ const INTERNET: [Ipv4Addr; 2] = [
 ];
 const COMMON_PORTS: [u16; 8] = [22, 53, 80, 123, 443, 1433, 3389, 8080];
 
-/// `n` random TCP/UDP flows over `snap` (IPv4), named `random-<i> <protocol> <src> → <dst>`.
+/// An Internet host for IPv6 flows (documentation range).
+const INTERNET6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
+
+/// `n` random TCP/UDP flows over `snap`, each within one family (PAL-5.1), named
+/// `random-<i> <protocol> <src> → <dst>`.
 pub fn flows(snap: &Snapshot, n: usize, seed: u64) -> Vec<FlowCase> {
     let mut rng = Rng(seed);
-    let mut workloads: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    let mut workloads: BTreeSet<IpAddr> = BTreeSet::new();
     for (_, nic) in snap.nics() {
-        workloads.extend(nic.addresses.iter().filter_map(v4));
+        workloads.extend(nic.addresses.iter().copied());
     }
     for (_, s) in snap.subnets() {
-        workloads.extend(
-            s.prefixes
-                .iter()
-                .filter_map(first_usable)
-                .filter_map(|a| v4(&a)),
-        );
+        workloads.extend(s.prefixes.iter().filter_map(first_usable));
     }
-    let mut others: BTreeSet<Ipv4Addr> = INTERNET.into_iter().collect();
+    // A firewall forwards; it is a hop of flows, not an end (its subnet's first address often
+    // is the firewall's).
+    workloads.retain(|a| snap.firewall_at(*a).is_none());
+    let mut others: BTreeSet<IpAddr> = INTERNET.into_iter().map(IpAddr::V4).collect();
+    if workloads.iter().any(IpAddr::is_ipv6) {
+        others.insert(IpAddr::V6(INTERNET6));
+    }
     let mut ports: BTreeSet<u16> = COMMON_PORTS.into_iter().collect();
     for (_, nsg) in snap.nsgs() {
         for r in nsg.inbound.rules.iter().chain(&nsg.outbound.rules) {
@@ -58,8 +63,8 @@ pub fn flows(snap: &Snapshot, n: usize, seed: u64) -> Vec<FlowCase> {
                     if p.prefix_len() >= 8 {
                         let size = 1u64 << (32 - p.prefix_len());
                         let host = u32::from(p.network()) as u64 + rng.next() % size;
-                        let a = Ipv4Addr::from(host as u32);
-                        if !workloads.contains(&a) && !snap.in_virtual_network(IpAddr::V4(a)) {
+                        let a = IpAddr::V4(Ipv4Addr::from(host as u32));
+                        if !workloads.contains(&a) && !snap.in_virtual_network(a) {
                             others.insert(a);
                         }
                     }
@@ -71,8 +76,7 @@ pub fn flows(snap: &Snapshot, n: usize, seed: u64) -> Vec<FlowCase> {
             }
         }
     }
-    let workloads: Vec<Ipv4Addr> = workloads.into_iter().collect();
-    let others: Vec<Ipv4Addr> = others.into_iter().collect();
+    let workloads: Vec<IpAddr> = workloads.into_iter().collect();
     let ports: Vec<u16> = ports.into_iter().filter(|p| *p != 0).collect();
     let mut out = vec![];
     if workloads.is_empty() {
@@ -80,6 +84,9 @@ pub fn flows(snap: &Snapshot, n: usize, seed: u64) -> Vec<FlowCase> {
     }
     for i in 0..n {
         let w = workloads[rng.below(workloads.len())];
+        let same_family = |a: &&IpAddr| a.is_ipv4() == w.is_ipv4();
+        let workloads: Vec<IpAddr> = workloads.iter().filter(same_family).copied().collect();
+        let others: Vec<IpAddr> = others.iter().filter(same_family).copied().collect();
         // Half the flows stay inside the networks, a quarter leave, a quarter come in.
         let (src, dst) = match rng.below(4) {
             0 | 1 => {
@@ -99,24 +106,21 @@ pub fn flows(snap: &Snapshot, n: usize, seed: u64) -> Vec<FlowCase> {
         let dport = ports[rng.below(ports.len())];
         out.push(FlowCase {
             // The name says what was sent: a report line needs no lookup.
-            name: format!("random-{i} {protocol} {src}:{sport} → {dst}:{dport}"),
+            name: format!(
+                "random-{i} {protocol} {} → {}",
+                SocketAddr::new(src, sport),
+                SocketAddr::new(dst, dport)
+            ),
             protocol: protocol.into(),
-            source: IpAddr::V4(src),
+            source: src,
             source_port: Some(sport),
-            destination: IpAddr::V4(dst),
+            destination: dst,
             destination_port: Some(dport),
             host: None,
             reply_to: None,
         });
     }
     out
-}
-
-fn v4(a: &IpAddr) -> Option<Ipv4Addr> {
-    match a {
-        IpAddr::V4(a) => Some(*a),
-        IpAddr::V6(_) => None,
-    }
 }
 
 #[cfg(test)]
@@ -129,6 +133,23 @@ mod tests {
         palisade_load::load(&palisade_load::Source::files([file]))
             .snapshot
             .unwrap()
+    }
+
+    // spec PAL-5.1: one family per flow; a dual-stack network gets flows of both.
+    #[test]
+    fn dual_stack_flows_keep_to_one_family() {
+        let file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dual-stack.yaml");
+        let s = palisade_load::load(&palisade_load::Source::files([file]))
+            .snapshot
+            .unwrap();
+        let a = flows(&s, 200, 3);
+        assert!(a
+            .iter()
+            .all(|f| f.source.is_ipv4() == f.destination.is_ipv4()));
+        assert!(a.iter().any(|f| f.source.is_ipv6()));
+        assert!(a.iter().any(|f| f.source.is_ipv4()));
+        assert!(a.iter().any(|f| f.destination == IpAddr::V6(INTERNET6)));
     }
 
     #[test]
