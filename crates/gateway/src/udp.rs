@@ -74,6 +74,23 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// The TCP TPROXY target: accepted connections keep their original destination as their local
+/// address.
+pub fn bind_tproxy_tcp(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv4() {
+        s.set_ip_transparent_v4(true)?;
+    } else {
+        s.set_only_v6(true)?;
+        s.set_ip_transparent_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    tokio::net::TcpListener::from_std(s.into())
+}
+
 /// Bound to the original destination, connected to the client: replies leave from the
 /// address the client sent to.
 fn reply_socket(original: SocketAddr, client: SocketAddr) -> io::Result<UdpSocket> {

@@ -1,8 +1,9 @@
-//! Transparent UDP through TPROXY, in network namespaces the test creates and removes:
+//! Transparent UDP (and TCP) through TPROXY, in network namespaces the tests create and remove:
 //!
 //! ```text
 //!  ns cli: 10.77.0.2 ──veth── 10.77.0.1 ns gw 10.78.0.1 ──veth── 10.78.0.10, .11 ns srv
-//!           default via .1      nft: iifname "vg" udp → tproxy :15002     (UDP echo servers)
+//!           default via .1      nft: iifname "vg" udp → tproxy :15002     (echo servers)
+//!                                    (tcp → tproxy :15001)
 //!                               ip rule fwmark 1 → table 100: local 0.0.0.0/0 dev lo
 //! ```
 //! The gateway runs in this process on a thread moved into ns gw (`setns(2)`); the echo
@@ -15,7 +16,7 @@ use common::netns::{sh, Pair};
 use common::write;
 use palisade_flowlog::{query, FlowRecord, Query};
 use palisade_gateway::policy::PolicySource;
-use palisade_gateway::{Config, Gateway};
+use palisade_gateway::{Config, Gateway, TransparentMode};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -46,9 +47,10 @@ struct Lab {
 }
 
 impl Lab {
-    fn new() -> Lab {
-        let pair = Pair::new("u", &[]);
-        let srv = format!("palus{}", std::process::id());
+    /// `tag` tells the tests of this file apart (they run at once in one process).
+    fn new(tag: &str) -> Lab {
+        let pair = Pair::new(tag, &[]);
+        let srv = format!("pal{tag}s{}", std::process::id());
         let lab = Lab { pair, srv };
         let (gw, srv) = (&lab.pair.gw, &lab.srv);
         for cmd in [
@@ -68,9 +70,6 @@ impl Lab {
         ] {
             sh(&cmd);
         }
-        lab.pair.nft(
-            "table ip palisade_udp {\n chain prerouting {\n  type filter hook prerouting priority mangle; policy accept;\n  iifname \"vg\" meta l4proto udp tproxy to :15002 meta mark set 1 accept\n }\n}\n",
-        );
         lab
     }
 }
@@ -179,7 +178,10 @@ fn transparent_udp_sessions_in_namespaces() {
         Command::new("nft").arg("--version").output().is_ok(),
         "nft is missing: apt-get install -y nftables"
     );
-    let lab = Lab::new();
+    let lab = Lab::new("u");
+    lab.pair.nft(
+        "table ip palisade_udp {\n chain prerouting {\n  type filter hook prerouting priority mangle; policy accept;\n  iifname \"vg\" meta l4proto udp tproxy to :15002 meta mark set 1 accept\n }\n}\n",
+    );
     let stop = Arc::new(AtomicBool::new(false));
     echo_servers(
         &lab.srv,
@@ -312,6 +314,154 @@ fn transparent_udp_sessions_in_namespaces() {
     assert_eq!((evicted.bytes_sent, evicted.bytes_received), (1, 1));
 
     stop.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(());
+    gateway.join().unwrap();
+}
+
+/// TCP echo servers in `ns` (each connection: its bytes back, line by line, until EOF).
+fn tcp_echo_servers(ns: &str, addrs: &[&str]) {
+    for a in addrs {
+        let a = a.parse::<SocketAddr>().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        in_netns(ns, move || {
+            let l = std::net::TcpListener::bind(a).unwrap();
+            tx.send(()).unwrap();
+            for mut c in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c.try_clone().unwrap(), &mut c);
+                });
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    }
+}
+
+/// From ns `ns`, connect to `to`, send `line` and read the echo: `Ok(echo)`, or the error.
+fn tcp_exchange(ns: &str, to: &str, line: &str) -> std::io::Result<String> {
+    let (to, line) = (to.parse::<SocketAddr>().unwrap(), line.to_string());
+    in_netns(ns, move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.write_all(line.as_bytes())?;
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .join()
+    .unwrap()
+}
+
+const TCP_POLICY: &str = r#"apiVersion: palisade/v1
+azureFirewalls:
+  - name: fw
+    ipConfigurations: [{name: c, privateIPAddress: 10.77.0.1}]
+    networkRuleCollections:
+      - name: l4
+        priority: 100
+        action: {type: Allow}
+        rules: [{name: raw-tcp, protocols: [TCP], sourceAddresses: ['10.77.0.0/24'], destinationAddresses: ['10.78.0.10'], destinationPorts: ['2222']}]
+      - name: block
+        priority: 200
+        action: {type: Deny}
+        rules: [{name: no-11, protocols: [TCP], sourceAddresses: ['*'], destinationAddresses: ['10.78.0.11'], destinationPorts: ['2222']}]
+"#;
+
+// spec FW-2, FW-3: with `--transparent-mode tproxy` TCP reaches the gateway untranslated and is
+// judged on its original destination exactly as with `redirect`.
+#[test]
+fn transparent_tcp_tproxy_in_namespaces() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED transparent_tcp_tproxy_in_namespaces: needs root (network namespaces, nft, IP_TRANSPARENT)");
+        return;
+    }
+    let lab = Lab::new("p");
+    // Packets of connections the gateway already holds (`socket transparent`) and new ones
+    // (`tproxy`) are marked, so the policy route delivers them locally.
+    lab.pair.nft(
+        "table ip palisade_tcp {\n chain prerouting {\n  type filter hook prerouting priority mangle; policy accept;\n  iifname \"vg\" meta l4proto tcp socket transparent 1 meta mark set 1 accept\n  iifname \"vg\" meta l4proto tcp tproxy to :15001 meta mark set 1 accept\n }\n}\n",
+    );
+    tcp_echo_servers(
+        &lab.srv,
+        &["10.78.0.10:2222", "10.78.0.11:2222", "10.78.0.10:3333"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("network.yaml");
+    write(&policy, TCP_POLICY);
+    let data: PathBuf = dir.path().join("data");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let data2 = data.clone();
+    let gateway = in_netns(&lab.pair.gw, move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut config = Config::new(
+                PolicySource {
+                    source: palisade_load::Source::files(vec![policy]),
+                    firewall: None,
+                },
+                data2,
+            );
+            config.transparent = Some("0.0.0.0:15001".parse().unwrap());
+            config.transparent_mode = TransparentMode::Tproxy;
+            config.sighup = false;
+            config.watch = false;
+            match Gateway::start(config).await {
+                Ok(running) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = stop_rx.await;
+                    drop(running);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                }
+            }
+        });
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("gateway thread started")
+        .expect("gateway started in the namespace");
+    let cli = lab.pair.cli.clone();
+
+    // Allowed by a network rule: relayed to the original destination.
+    let echo = tcp_exchange(&cli, "10.78.0.10:2222", "hello\n").expect("relayed");
+    assert_eq!(echo, "hello\n");
+    let r = wait_for(&data, "of the allowed connection", |r| {
+        r.protocol == "TCP" && r.destination_port == 2222 && r.bytes_sent > 0
+    });
+    assert_eq!(
+        (r.action.as_str(), r.mode.as_str()),
+        ("Allow", "transparent")
+    );
+    assert_eq!(r.rule_path().as_deref(), Some("l4/raw-tcp"));
+    assert_eq!(r.destination_ip, Some("10.78.0.10".parse().unwrap()));
+    assert_eq!((r.bytes_sent, r.bytes_received), (6, 6));
+
+    // Denied by a rule and by default: the client gets nothing back, the record names why.
+    assert_ne!(
+        tcp_exchange(&cli, "10.78.0.11:2222", "x\n").ok().as_deref(),
+        Some("x\n")
+    );
+    let r = wait_for(&data, "of the rule's deny", |r| {
+        r.destination_ip == Some("10.78.0.11".parse().unwrap())
+    });
+    assert_eq!(
+        (r.action.as_str(), r.rule_path().as_deref()),
+        ("Deny", Some("block/no-11"))
+    );
+    assert_ne!(
+        tcp_exchange(&cli, "10.78.0.10:3333", "y\n").ok().as_deref(),
+        Some("y\n")
+    );
+    let r = wait_for(&data, "of the default deny", |r| r.destination_port == 3333);
+    assert_eq!(r.action, "Deny");
+
     let _ = stop_tx.send(());
     gateway.join().unwrap();
 }
