@@ -465,3 +465,136 @@ fn transparent_tcp_tproxy_in_namespaces() {
     let _ = stop_tx.send(());
     gateway.join().unwrap();
 }
+
+const V6_POLICY: &str = r#"apiVersion: palisade/v1
+azureFirewalls:
+  - name: fw
+    ipConfigurations: [{name: c, privateIPAddress: 10.77.0.1}]
+    networkRuleCollections:
+      - name: v6
+        priority: 100
+        action: {type: Allow}
+        rules:
+          - {name: echo-udp, protocols: [UDP], sourceAddresses: ['fd77::/64'], destinationAddresses: ['fd78::10'], destinationPorts: ['7000']}
+          - {name: echo-tcp, protocols: [TCP], sourceAddresses: ['fd77::/64'], destinationAddresses: ['fd78::10'], destinationPorts: ['2222']}
+      - name: block
+        priority: 200
+        action: {type: Deny}
+        rules: [{name: no-11, protocols: [UDP, TCP], sourceAddresses: ['*'], destinationAddresses: ['fd78::11'], destinationPorts: ['7000', '2222']}]
+"#;
+
+// spec FW-2, FW-3, PAL-5.1: IPv6 UDP and TCP through TPROXY are judged by the same rules, on
+// addresses of their own family.
+#[test]
+fn transparent_ipv6_tproxy_in_namespaces() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED transparent_ipv6_tproxy_in_namespaces: needs root (network namespaces, nft, IP_TRANSPARENT)");
+        return;
+    }
+    let lab = Lab::new("6");
+    let (gw, cli, srv) = (&lab.pair.gw, &lab.pair.cli, &lab.srv);
+    for cmd in [
+        format!("ip -n {cli} addr add fd77::2/64 dev vc nodad"),
+        format!("ip -n {cli} -6 route add default via fd77::1"),
+        format!("ip -n {gw} addr add fd77::1/64 dev vg nodad"),
+        format!("ip -n {gw} addr add fd78::1/64 dev vs nodad"),
+        format!("ip -n {srv} addr add fd78::10/64 dev vx nodad"),
+        format!("ip -n {srv} addr add fd78::11/64 dev vx nodad"),
+        format!("ip -n {srv} -6 route add default via fd78::1"),
+        format!("ip netns exec {gw} sysctl -qw net.ipv6.conf.all.forwarding=1"),
+        format!("ip -n {gw} -6 rule add fwmark 1 lookup 100"),
+        format!("ip -n {gw} -6 route add local ::/0 dev lo table 100"),
+    ] {
+        sh(&cmd);
+    }
+    lab.pair.nft(
+        "table ip6 palisade_v6 {\n chain prerouting {\n  type filter hook prerouting priority mangle; policy accept;\n  iifname \"vg\" meta l4proto udp tproxy to :15002 meta mark set 1 accept\n  iifname \"vg\" meta l4proto tcp socket transparent 1 meta mark set 1 accept\n  iifname \"vg\" meta l4proto tcp tproxy to :15001 meta mark set 1 accept\n }\n}\n",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    echo_servers(srv, &["[fd78::10]:7000", "[fd78::11]:7000"], stop.clone());
+    tcp_echo_servers(srv, &["[fd78::10]:2222", "[fd78::11]:2222"]);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("network.yaml");
+    write(&policy, V6_POLICY);
+    let data: PathBuf = dir.path().join("data");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let data2 = data.clone();
+    let gateway = in_netns(gw, move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut config = Config::new(
+                PolicySource {
+                    source: palisade_load::Source::files(vec![policy]),
+                    firewall: None,
+                },
+                data2,
+            );
+            config.transparent = Some("[::]:15001".parse().unwrap());
+            config.transparent_mode = TransparentMode::Tproxy;
+            config.transparent_udp = vec!["[::]:15002".parse().unwrap()];
+            config.sighup = false;
+            config.watch = false;
+            match Gateway::start(config).await {
+                Ok(running) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = stop_rx.await;
+                    drop(running);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                }
+            }
+        });
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("gateway thread started")
+        .expect("gateway started in the namespace");
+
+    // UDP: the echo comes back from the original IPv6 destination; the denied one is dropped.
+    let to: SocketAddr = "[fd78::10]:7000".parse().unwrap();
+    let replies = exchange(cli, "[fd77::2]:40001", "[fd78::10]:7000", &["v6"]);
+    assert_eq!(replies, vec![("v6".to_string(), to)]);
+    let r = wait_for(&data, "of the IPv6 UDP session", udp_from(40001));
+    assert_eq!(
+        (r.action.as_str(), r.rule_path().as_deref()),
+        ("Allow", Some("v6/echo-udp"))
+    );
+    assert!(exchange(cli, "[fd77::2]:40002", "[fd78::11]:7000", &["no"]).is_empty());
+    let r = wait_for(&data, "of the IPv6 UDP deny", udp_from(40002));
+    assert_eq!(
+        (r.action.as_str(), r.rule_path().as_deref()),
+        ("Deny", Some("block/no-11"))
+    );
+
+    // TCP.
+    assert_eq!(
+        tcp_exchange(cli, "[fd78::10]:2222", "tcp6\n").expect("relayed"),
+        "tcp6\n"
+    );
+    let r = wait_for(&data, "of the IPv6 TCP connection", |r| {
+        r.protocol == "TCP" && r.bytes_sent > 0
+    });
+    assert_eq!(r.rule_path().as_deref(), Some("v6/echo-tcp"));
+    assert_eq!(r.destination_ip, Some("fd78::10".parse().unwrap()));
+    assert_ne!(
+        tcp_exchange(cli, "[fd78::11]:2222", "x\n").ok().as_deref(),
+        Some("x\n")
+    );
+    let r = wait_for(&data, "of the IPv6 TCP deny", |r| {
+        r.protocol == "TCP" && r.destination_ip == Some("fd78::11".parse().unwrap())
+    });
+    assert_eq!(
+        (r.action.as_str(), r.rule_path().as_deref()),
+        ("Deny", Some("block/no-11"))
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(());
+    gateway.join().unwrap();
+}
