@@ -74,6 +74,28 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// IPv6 beside IPv4: fd77::/64 between cli and gw, fd78::/64 between gw and srv (.10, .11),
+    /// and the policy route that delivers marked IPv6 locally.
+    fn add_ipv6(&self) {
+        let (gw, cli, srv) = (&self.pair.gw, &self.pair.cli, &self.srv);
+        for cmd in [
+            format!("ip -n {cli} addr add fd77::2/64 dev vc nodad"),
+            format!("ip -n {cli} -6 route add default via fd77::1"),
+            format!("ip -n {gw} addr add fd77::1/64 dev vg nodad"),
+            format!("ip -n {gw} addr add fd78::1/64 dev vs nodad"),
+            format!("ip -n {srv} addr add fd78::10/64 dev vx nodad"),
+            format!("ip -n {srv} addr add fd78::11/64 dev vx nodad"),
+            format!("ip -n {srv} -6 route add default via fd78::1"),
+            format!("ip netns exec {gw} sysctl -qw net.ipv6.conf.all.forwarding=1"),
+            format!("ip -n {gw} -6 rule add fwmark 1 lookup 100"),
+            format!("ip -n {gw} -6 route add local ::/0 dev lo table 100"),
+        ] {
+            sh(&cmd);
+        }
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = Command::new("ip")
@@ -492,25 +514,12 @@ fn transparent_ipv6_tproxy_in_namespaces() {
         return;
     }
     let lab = Lab::new("6");
-    let (gw, cli, srv) = (&lab.pair.gw, &lab.pair.cli, &lab.srv);
-    for cmd in [
-        format!("ip -n {cli} addr add fd77::2/64 dev vc nodad"),
-        format!("ip -n {cli} -6 route add default via fd77::1"),
-        format!("ip -n {gw} addr add fd77::1/64 dev vg nodad"),
-        format!("ip -n {gw} addr add fd78::1/64 dev vs nodad"),
-        format!("ip -n {srv} addr add fd78::10/64 dev vx nodad"),
-        format!("ip -n {srv} addr add fd78::11/64 dev vx nodad"),
-        format!("ip -n {srv} -6 route add default via fd78::1"),
-        format!("ip netns exec {gw} sysctl -qw net.ipv6.conf.all.forwarding=1"),
-        format!("ip -n {gw} -6 rule add fwmark 1 lookup 100"),
-        format!("ip -n {gw} -6 route add local ::/0 dev lo table 100"),
-    ] {
-        sh(&cmd);
-    }
+    lab.add_ipv6();
     lab.pair.nft(
         "table ip6 palisade_v6 {\n chain prerouting {\n  type filter hook prerouting priority mangle; policy accept;\n  iifname \"vg\" meta l4proto udp tproxy to :15002 meta mark set 1 accept\n  iifname \"vg\" meta l4proto tcp socket transparent 1 meta mark set 1 accept\n  iifname \"vg\" meta l4proto tcp tproxy to :15001 meta mark set 1 accept\n }\n}\n",
     );
     let stop = Arc::new(AtomicBool::new(false));
+    let (cli, srv) = (&lab.pair.cli, &lab.srv);
     echo_servers(srv, &["[fd78::10]:7000", "[fd78::11]:7000"], stop.clone());
     tcp_echo_servers(srv, &["[fd78::10]:2222", "[fd78::11]:2222"]);
     let dir = tempfile::tempdir().unwrap();
@@ -520,7 +529,7 @@ fn transparent_ipv6_tproxy_in_namespaces() {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let data2 = data.clone();
-    let gateway = in_netns(gw, move || {
+    let gateway = in_netns(&lab.pair.gw, move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -597,4 +606,121 @@ fn transparent_ipv6_tproxy_in_namespaces() {
     stop.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(());
     gateway.join().unwrap();
+}
+
+/// A gateway running on a thread inside a namespace; stopped on drop.
+struct InNs {
+    gateway: Arc<Gateway>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InNs {
+    /// Start the gateway for `policy` in `ns`, its records in `data`, configured by `configure`.
+    fn start(
+        ns: &str,
+        policy: PathBuf,
+        data: PathBuf,
+        configure: impl FnOnce(&mut Config) + Send + 'static,
+    ) -> InNs {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = in_netns(ns, move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut config = Config::new(
+                    PolicySource {
+                        source: palisade_load::Source::files(vec![policy]),
+                        firewall: None,
+                    },
+                    data,
+                );
+                config.sighup = false;
+                config.watch = false;
+                configure(&mut config);
+                match Gateway::start(config).await {
+                    Ok(running) => {
+                        let _ = ready_tx.send(Ok(running.gateway.clone()));
+                        let _ = stop_rx.await;
+                        drop(running);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                    }
+                }
+            });
+        });
+        let gateway = ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("gateway thread started")
+            .expect("gateway started in the namespace");
+        InNs {
+            gateway,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for InNs {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// spec FW-2, PAL-5.1: IPv6 TCP redirected by nftables (NAT) keeps its original destination
+// (`SO_ORIGINAL_DST` for IPv6) and is judged on it.
+#[test]
+fn transparent_ipv6_redirect_in_namespaces() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "SKIPPED transparent_ipv6_redirect_in_namespaces: needs root (network namespaces, nft)"
+        );
+        return;
+    }
+    let lab = Lab::new("r");
+    lab.add_ipv6();
+    lab.pair.nft(
+        "table ip6 palisade_v6nat {\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  iifname \"vg\" meta l4proto tcp redirect to :15001\n }\n}\n",
+    );
+    let (cli, srv) = (&lab.pair.cli, &lab.srv);
+    tcp_echo_servers(srv, &["[fd78::10]:2222", "[fd78::11]:2222"]);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("network.yaml");
+    write(&policy, V6_POLICY);
+    let data: PathBuf = dir.path().join("data");
+    let _gateway = InNs::start(&lab.pair.gw, policy, data.clone(), |c| {
+        c.transparent = Some("[::]:15001".parse().unwrap());
+    });
+    assert_eq!(
+        tcp_exchange(cli, "[fd78::10]:2222", "nat6\n").expect("relayed"),
+        "nat6\n"
+    );
+    let r = wait_for(&data, "of the redirected IPv6 connection", |r| {
+        r.protocol == "TCP" && r.bytes_sent > 0
+    });
+    assert_eq!(
+        (r.rule_path().as_deref(), r.destination_ip),
+        (Some("v6/echo-tcp"), Some("fd78::10".parse().unwrap()))
+    );
+    assert_ne!(
+        tcp_exchange(cli, "[fd78::11]:2222", "x\n").ok().as_deref(),
+        Some("x\n")
+    );
+    let r = wait_for(&data, "of the redirected IPv6 deny", |r| {
+        r.destination_ip == Some("fd78::11".parse().unwrap())
+    });
+    assert_eq!(
+        (r.action.as_str(), r.rule_path().as_deref()),
+        ("Deny", Some("block/no-11"))
+    );
 }
