@@ -215,45 +215,12 @@ fn transparent_udp_sessions_in_namespaces() {
     let policy = dir.path().join("network.yaml");
     write(&policy, POLICY);
     let data: PathBuf = dir.path().join("data");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let data2 = data.clone();
-    let gateway = in_netns(&lab.pair.gw, move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let mut config = Config::new(
-                PolicySource {
-                    source: palisade_load::Source::files(vec![policy]),
-                    firewall: None,
-                },
-                data2,
-            );
-            config.transparent_udp = vec!["0.0.0.0:15002".parse().unwrap()];
-            config.sighup = false;
-            config.watch = false;
-            // Longer than the client's 1 s wait between datagrams.
-            config.limits.udp_idle_timeout = Duration::from_secs(2);
-            config.limits.max_udp_sessions = 3;
-            match Gateway::start(config).await {
-                Ok(running) => {
-                    let _ = ready_tx.send(Ok(running.gateway.clone()));
-                    let _ = stop_rx.await;
-                    drop(running);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                }
-            }
-        });
+    let running = InNs::start(&lab.pair.gw, policy, data.clone(), |c| {
+        c.transparent_udp = vec!["0.0.0.0:15002".parse().unwrap()];
+        // Longer than the client's 1 s wait between datagrams.
+        c.limits.udp_idle_timeout = Duration::from_secs(2);
+        c.limits.max_udp_sessions = 3;
     });
-    let gw = ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("gateway thread started")
-        .expect("gateway started in the namespace");
 
     // Allowed: the echo comes back from the address the client sent to, both datagrams in one
     // session.
@@ -279,14 +246,17 @@ fn transparent_udp_sessions_in_namespaces() {
 
     // Denied by a rule: nothing comes back, though a server answers there; one record for
     // three datagrams.
-    let dropped_before = gw.metrics.udp_datagrams_dropped.get();
+    let dropped_before = running.gateway.metrics.udp_datagrams_dropped.get();
     let replies = exchange(&cli, "10.77.0.2:40002", "10.78.0.11:123", &["a", "b", "c"]);
     assert!(replies.is_empty(), "{replies:?}");
     let denied = wait_for(&data, "of the denied session", udp_from(40002));
     assert_eq!(denied.action, "Deny");
     assert_eq!(denied.rule_path().as_deref(), Some("block/no-ntp"));
     assert_eq!(records(&data, udp_from(40002)).len(), 1);
-    assert_eq!(gw.metrics.udp_datagrams_dropped.get() - dropped_before, 3);
+    assert_eq!(
+        running.gateway.metrics.udp_datagrams_dropped.get() - dropped_before,
+        3
+    );
 
     // No rule matches: denied by default (FW-3).
     let replies = exchange(&cli, "10.77.0.2:40003", "10.78.0.10:9999", &["x"]);
@@ -329,15 +299,13 @@ fn transparent_udp_sessions_in_namespaces() {
         );
         assert_eq!(replies.len(), 1, "from port {port}");
     }
-    assert!(gw.metrics.udp_sessions_evicted.get() >= 1);
+    assert!(running.gateway.metrics.udp_sessions_evicted.get() >= 1);
     let evicted = wait_for(&data, "of the evicted session", |r| {
         udp_from(41001)(r) && r.detail.as_deref().unwrap_or("").contains("evicted")
     });
     assert_eq!((evicted.bytes_sent, evicted.bytes_received), (1, 1));
 
     stop.store(true, Ordering::Relaxed);
-    let _ = stop_tx.send(());
-    gateway.join().unwrap();
 }
 
 /// TCP echo servers in `ns` (each connection: its bytes back, line by line, until EOF).
@@ -412,43 +380,10 @@ fn transparent_tcp_tproxy_in_namespaces() {
     let policy = dir.path().join("network.yaml");
     write(&policy, TCP_POLICY);
     let data: PathBuf = dir.path().join("data");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let data2 = data.clone();
-    let gateway = in_netns(&lab.pair.gw, move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let mut config = Config::new(
-                PolicySource {
-                    source: palisade_load::Source::files(vec![policy]),
-                    firewall: None,
-                },
-                data2,
-            );
-            config.transparent = Some("0.0.0.0:15001".parse().unwrap());
-            config.transparent_mode = TransparentMode::Tproxy;
-            config.sighup = false;
-            config.watch = false;
-            match Gateway::start(config).await {
-                Ok(running) => {
-                    let _ = ready_tx.send(Ok(()));
-                    let _ = stop_rx.await;
-                    drop(running);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                }
-            }
-        });
+    let _gateway = InNs::start(&lab.pair.gw, policy, data.clone(), |c| {
+        c.transparent = Some("0.0.0.0:15001".parse().unwrap());
+        c.transparent_mode = TransparentMode::Tproxy;
     });
-    ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("gateway thread started")
-        .expect("gateway started in the namespace");
     let cli = lab.pair.cli.clone();
 
     // Allowed by a network rule: relayed to the original destination.
@@ -483,9 +418,6 @@ fn transparent_tcp_tproxy_in_namespaces() {
     );
     let r = wait_for(&data, "of the default deny", |r| r.destination_port == 3333);
     assert_eq!(r.action, "Deny");
-
-    let _ = stop_tx.send(());
-    gateway.join().unwrap();
 }
 
 const V6_POLICY: &str = r#"apiVersion: palisade/v1
@@ -526,44 +458,11 @@ fn transparent_ipv6_tproxy_in_namespaces() {
     let policy = dir.path().join("network.yaml");
     write(&policy, V6_POLICY);
     let data: PathBuf = dir.path().join("data");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let data2 = data.clone();
-    let gateway = in_netns(&lab.pair.gw, move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let mut config = Config::new(
-                PolicySource {
-                    source: palisade_load::Source::files(vec![policy]),
-                    firewall: None,
-                },
-                data2,
-            );
-            config.transparent = Some("[::]:15001".parse().unwrap());
-            config.transparent_mode = TransparentMode::Tproxy;
-            config.transparent_udp = vec!["[::]:15002".parse().unwrap()];
-            config.sighup = false;
-            config.watch = false;
-            match Gateway::start(config).await {
-                Ok(running) => {
-                    let _ = ready_tx.send(Ok(()));
-                    let _ = stop_rx.await;
-                    drop(running);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                }
-            }
-        });
+    let _gateway = InNs::start(&lab.pair.gw, policy, data.clone(), |c| {
+        c.transparent = Some("[::]:15001".parse().unwrap());
+        c.transparent_mode = TransparentMode::Tproxy;
+        c.transparent_udp = vec!["[::]:15002".parse().unwrap()];
     });
-    ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("gateway thread started")
-        .expect("gateway started in the namespace");
 
     // UDP: the echo comes back from the original IPv6 destination; the denied one is dropped.
     let to: SocketAddr = "[fd78::10]:7000".parse().unwrap();
@@ -604,8 +503,6 @@ fn transparent_ipv6_tproxy_in_namespaces() {
     );
 
     stop.store(true, Ordering::Relaxed);
-    let _ = stop_tx.send(());
-    gateway.join().unwrap();
 }
 
 /// A gateway running on a thread inside a namespace; stopped on drop.
