@@ -1,4 +1,5 @@
-//! The explicit proxy over IPv6 on loopback: the proxy on `[::1]`, requests and CONNECTs to
+//! The explicit proxy over IPv6 on loopback: the proxy on `[::1]`, requests and CONNECTs (TLS inside,
+//! judged by SNI) to
 //! IPv6 literals and to names bound to IPv6 addresses, judged by the same rules as IPv4
 //! (PAL-5.1: one family per flow).
 
@@ -14,10 +15,18 @@ async fn explicit_proxy_over_ipv6() {
     let (_d, dir) = tempdir();
     let web = http_server("[::1]:0").await;
     let raw = http_server("[::1]:0").await;
+    let (tls, pem) = tls_server("[::1]:0", &["api.allowed.test"]).await;
     let policy = dir.join("network.yaml");
-    write(&policy, &policy_yaml(web.port(), 1, raw.port(), false));
+    write(
+        &policy,
+        &policy_yaml(web.port(), tls.port(), raw.port(), true),
+    );
     let data = dir.join("data");
-    let mut config = loopback_config(&policy, &data, &["www.allowed.test=::1"]);
+    let mut config = loopback_config(
+        &policy,
+        &data,
+        &["www.allowed.test=::1", "api.allowed.test=::1"],
+    );
     config.listen = Some("[::1]:0".parse().unwrap());
     let running = Gateway::start(config).await.unwrap();
     let proxy = running.listen.unwrap();
@@ -39,6 +48,28 @@ async fn explicit_proxy_over_ipv6() {
     )
     .await;
     assert_eq!(r.destination_ip, Some("::1".parse().unwrap()));
+
+    // CONNECT to a name bound to an IPv6 address, TLS inside: judged by its SNI.
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &pem).unwrap();
+    let url = format!("https://api.allowed.test:{}/", tls.port());
+    let out = curl_proxy(proxy, &url, &["--cacert", ca.to_str().unwrap()]).await;
+    assert!(
+        out.stdout.contains("tls hello"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let r = wait_record(
+        &data,
+        |r| r.rule_path().as_deref() == Some("allow-apps/tls"),
+        "tls",
+    )
+    .await;
+    assert_eq!(
+        (r.name.as_deref(), r.destination_ip),
+        (Some("api.allowed.test"), Some("::1".parse().unwrap()))
+    );
 
     // CONNECT to an IPv6 literal: the network rule for its port.
     let literal = format!("http://[::1]:{}/", raw.port());
