@@ -1,7 +1,6 @@
-//! The explicit proxy over IPv6 on loopback: the proxy on `[::1]`, requests and CONNECTs (TLS inside,
-//! judged by SNI) to
-//! IPv6 literals and to names bound to IPv6 addresses, judged by the same rules as IPv4
-//! (PAL-5.1: one family per flow).
+//! The explicit proxy over IPv6 on loopback: the proxy on `[::1]`, requests and CONNECTs to IPv6
+//! literals and to names bound to IPv6 addresses (TLS inside, judged by SNI), judged by the same
+//! rules as IPv4 (PAL-5.1: one family per flow).
 
 mod common;
 

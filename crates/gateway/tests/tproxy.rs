@@ -17,6 +17,8 @@ use common::write;
 use palisade_flowlog::{query, FlowRecord, Query};
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::{Config, Gateway, TransparentMode};
+use palisade_model::Protocol;
+use palisade_policy::{Flow as TraceFlow, TraceOptions, Verdict};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -420,6 +422,32 @@ fn transparent_tcp_tproxy_in_namespaces() {
     assert_eq!(r.action, "Deny");
 }
 
+/// What `trace` says of a flow: allowed or not, and the deciding firewall rule's path.
+fn traced(policy: &Path, protocol: Protocol, from: &str, to: &str) -> (bool, Option<String>) {
+    let (from, to): (SocketAddr, SocketAddr) = (from.parse().unwrap(), to.parse().unwrap());
+    let loaded = palisade_load::load(&palisade_load::Source::files(vec![policy.to_path_buf()]));
+    let snap = loaded.snapshot.expect("the policy compiles");
+    let flow = TraceFlow {
+        source: from.ip(),
+        source_port: from.port(),
+        destination: to.ip(),
+        destination_port: to.port(),
+        protocol,
+        host: None,
+        app_protocol: None,
+    };
+    let t = snap.trace(&flow, &TraceOptions::default());
+    (
+        t.verdict == Verdict::Allow,
+        t.decided_by.and_then(|d| d.rule),
+    )
+}
+
+/// A record's verdict and rule, in the shape of [`traced`].
+fn seen(r: &FlowRecord) -> (bool, Option<String>) {
+    (r.action == "Allow", r.rule_path())
+}
+
 const V6_POLICY: &str = r#"apiVersion: palisade/v1
 azureFirewalls:
   - name: fw
@@ -437,8 +465,8 @@ azureFirewalls:
         rules: [{name: no-11, protocols: [UDP, TCP], sourceAddresses: ['*'], destinationAddresses: ['fd78::11'], destinationPorts: ['7000', '2222']}]
 "#;
 
-// spec FW-2, FW-3, PAL-5.1: IPv6 UDP and TCP through TPROXY are judged by the same rules, on
-// addresses of their own family.
+// spec FW-2, FW-3, PAL-5.1: IPv6 UDP and TCP through TPROXY get the verdicts and rules `trace`
+// gives for the same flows.
 #[test]
 fn transparent_ipv6_tproxy_in_namespaces() {
     if unsafe { libc::geteuid() } != 0 {
@@ -458,7 +486,7 @@ fn transparent_ipv6_tproxy_in_namespaces() {
     let policy = dir.path().join("network.yaml");
     write(&policy, V6_POLICY);
     let data: PathBuf = dir.path().join("data");
-    let _gateway = InNs::start(&lab.pair.gw, policy, data.clone(), |c| {
+    let _gateway = InNs::start(&lab.pair.gw, policy.clone(), data.clone(), |c| {
         c.transparent = Some("[::]:15001".parse().unwrap());
         c.transparent_mode = TransparentMode::Tproxy;
         c.transparent_udp = vec!["[::]:15002".parse().unwrap()];
@@ -469,12 +497,21 @@ fn transparent_ipv6_tproxy_in_namespaces() {
     let replies = exchange(cli, "[fd77::2]:40001", "[fd78::10]:7000", &["v6"]);
     assert_eq!(replies, vec![("v6".to_string(), to)]);
     let r = wait_for(&data, "of the IPv6 UDP session", udp_from(40001));
+    let udp = Protocol::Udp;
+    assert_eq!(
+        traced(&policy, udp, "[fd77::2]:40001", "[fd78::10]:7000"),
+        seen(&r)
+    );
     assert_eq!(
         (r.action.as_str(), r.rule_path().as_deref()),
         ("Allow", Some("v6/echo-udp"))
     );
     assert!(exchange(cli, "[fd77::2]:40002", "[fd78::11]:7000", &["no"]).is_empty());
     let r = wait_for(&data, "of the IPv6 UDP deny", udp_from(40002));
+    assert_eq!(
+        traced(&policy, udp, "[fd77::2]:40002", "[fd78::11]:7000"),
+        seen(&r)
+    );
     assert_eq!(
         (r.action.as_str(), r.rule_path().as_deref()),
         ("Deny", Some("block/no-11"))
@@ -488,6 +525,9 @@ fn transparent_ipv6_tproxy_in_namespaces() {
     let r = wait_for(&data, "of the IPv6 TCP connection", |r| {
         r.protocol == "TCP" && r.bytes_sent > 0
     });
+    let to = "[fd78::10]:2222";
+    let from = SocketAddr::new(r.source_ip.unwrap(), r.source_port).to_string();
+    assert_eq!(traced(&policy, Protocol::Tcp, &from, to), seen(&r));
     assert_eq!(r.rule_path().as_deref(), Some("v6/echo-tcp"));
     assert_eq!(r.destination_ip, Some("fd78::10".parse().unwrap()));
     assert_ne!(
@@ -497,6 +537,11 @@ fn transparent_ipv6_tproxy_in_namespaces() {
     let r = wait_for(&data, "of the IPv6 TCP deny", |r| {
         r.protocol == "TCP" && r.destination_ip == Some("fd78::11".parse().unwrap())
     });
+    let from = SocketAddr::new(r.source_ip.unwrap(), r.source_port).to_string();
+    assert_eq!(
+        traced(&policy, Protocol::Tcp, &from, "[fd78::11]:2222"),
+        seen(&r)
+    );
     assert_eq!(
         (r.action.as_str(), r.rule_path().as_deref()),
         ("Deny", Some("block/no-11"))
