@@ -8,7 +8,7 @@ use palisade_gateway::dnat::parse_dnat_bind;
 use palisade_gateway::dns::DnsConfig;
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::resolver::Resolver;
-use palisade_gateway::{AddressCheck, Config, Gateway, TunnelSni};
+use palisade_gateway::{AddressCheck, Config, Gateway, TransparentMode, TunnelSni};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +47,10 @@ pub struct GatewayArgs {
     /// Transparent listener: the target of an nftables `redirect` (see docs/gateway.md).
     #[arg(long)]
     transparent: Option<SocketAddr>,
+    /// How TCP reaches the transparent listener: `redirect` (nftables NAT, original destination
+    /// from conntrack) or `tproxy` (nftables `tproxy`, no NAT; needs CAP_NET_ADMIN).
+    #[arg(long, value_enum, default_value = "redirect")]
+    transparent_mode: TransparentModeArg,
     /// Transparent UDP listener: the target of an nftables `tproxy` (repeatable, one per
     /// address family; needs CAP_NET_ADMIN; see docs/gateway.md).
     #[arg(long, value_name = "IP:PORT")]
@@ -131,6 +135,12 @@ pub struct GatewayArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum TransparentModeArg {
+    Redirect,
+    Tproxy,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum LogsOutput {
     Text,
     Json,
@@ -199,6 +209,10 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
     config.admin = addr("admin", &a.admin)?;
     config.transparent = a.transparent;
     config.transparent_udp = a.transparent_udp;
+    config.transparent_mode = match a.transparent_mode {
+        TransparentModeArg::Redirect => TransparentMode::Redirect,
+        TransparentModeArg::Tproxy => TransparentMode::Tproxy,
+    };
     config.dnat_bind = a
         .dnat_bind
         .iter()

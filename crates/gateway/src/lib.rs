@@ -73,6 +73,18 @@ pub enum TunnelSni {
     Allowed,
 }
 
+/// How TCP reaches the transparent listener (`--transparent-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransparentMode {
+    /// nftables `redirect`: the connection is NATed to the listener; its original destination
+    /// is read back from conntrack (`SO_ORIGINAL_DST`).
+    #[default]
+    Redirect,
+    /// nftables `tproxy`: the connection reaches an `IP_TRANSPARENT` listener untranslated; its
+    /// local address is the original destination (no NAT, no conntrack lookup).
+    Tproxy,
+}
+
 /// Where the gateway's rate-limited lines go (stderr when none is set); tests capture them.
 #[derive(Clone)]
 pub struct LogSink(pub Arc<dyn Fn(&str) + Send + Sync>);
@@ -128,6 +140,8 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// Transparent listener (the nftables `redirect` target).
     pub transparent: Option<SocketAddr>,
+    /// How TCP reaches the transparent listener.
+    pub transparent_mode: TransparentMode,
     /// Transparent UDP listeners (the nftables `tproxy` targets; one per address family).
     pub transparent_udp: Vec<SocketAddr>,
     /// Where flow records go.
@@ -175,6 +189,7 @@ impl Config {
             admin: None,
             transparent: None,
             transparent_udp: vec![],
+            transparent_mode: TransparentMode::Redirect,
             data_dir,
             instance: default_instance(),
             resolver: Resolver::default(),
@@ -439,7 +454,10 @@ impl Gateway {
         };
         let listen = bind(gw.config.listen)?;
         let admin = bind(gw.config.admin)?;
-        let transparent = bind(gw.config.transparent)?;
+        let transparent = match (gw.config.transparent, gw.config.transparent_mode) {
+            (Some(a), TransparentMode::Tproxy) => Some(udp::bind_tproxy_tcp(a)?),
+            (a, _) => bind(a)?,
+        };
         let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
         let (listen_addr, admin_addr, transparent_addr) =
             (addr(&listen), addr(&admin), addr(&transparent));

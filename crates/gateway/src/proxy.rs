@@ -710,8 +710,28 @@ fn original_dst(s: &TcpStream) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::other("original destination is not an IP socket address"))
 }
 
+/// Was this connection made to the transparent listener itself rather than handed to it?
+fn addressed_to_listener(gw: &Gateway, client: &TcpStream, dst: SocketAddr) -> bool {
+    match gw.config.transparent_mode {
+        crate::TransparentMode::Redirect => client.local_addr().ok() == Some(dst),
+        // Every TPROXY'd connection has its original destination as local address: only one to
+        // the listener's port on an address of this host is the listener's own.
+        crate::TransparentMode::Tproxy => gw.config.transparent.is_some_and(|l| {
+            l.port() == dst.port()
+                && (l.ip() == dst.ip()
+                    || (l.ip().is_unspecified()
+                        && std::net::UdpSocket::bind((dst.ip(), 0)).is_ok()))
+        }),
+    }
+}
+
 async fn transparent(gw: &Arc<Gateway>, client: TcpStream, peer: SocketAddr) -> io::Result<()> {
-    let dst = match original_dst(&client) {
+    let original = match gw.config.transparent_mode {
+        crate::TransparentMode::Redirect => original_dst(&client),
+        // TPROXY leaves the connection untranslated: it is addressed to the original destination.
+        crate::TransparentMode::Tproxy => client.local_addr(),
+    };
+    let dst = match original {
         Ok(d) => SocketAddr::new(d.ip().to_canonical(), d.port()),
         Err(e) => {
             // Without a NAT entry there is nothing to relay to: a connection not redirected.
@@ -726,7 +746,7 @@ async fn transparent(gw: &Arc<Gateway>, client: TcpStream, peer: SocketAddr) -> 
             return Ok(());
         }
     };
-    if client.local_addr().ok() == Some(dst) {
+    if addressed_to_listener(gw, &client, dst) {
         // Not redirected: someone dialed the listener itself. Relaying would loop.
         let o = observed_deny(
             "NotRedirected",

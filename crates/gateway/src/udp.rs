@@ -74,6 +74,23 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// The TCP TPROXY target: accepted connections keep their original destination as their local
+/// address.
+pub fn bind_tproxy_tcp(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv4() {
+        s.set_ip_transparent_v4(true)?;
+    } else {
+        s.set_only_v6(true)?;
+        s.set_ip_transparent_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    tokio::net::TcpListener::from_std(s.into())
+}
+
 /// Bound to the original destination, connected to the client: replies leave from the
 /// address the client sent to.
 fn reply_socket(original: SocketAddr, client: SocketAddr) -> io::Result<UdpSocket> {
@@ -298,7 +315,7 @@ pub(crate) async fn tproxy_loop(gw: Arc<Gateway>, sock: UdpSocket) {
                 listener: "transparent-udp".into(),
             })
             .inc();
-        let session = open(&gw, client, original, &buf[..n], Activity::at(now)).await;
+        let session = open(&gw, client, original, &buf[..n], epoch, Activity::at(now)).await;
         for old in table.insert(key, session) {
             gw.metrics.udp_sessions_evicted.inc();
             old.evict.notify_one();
@@ -313,6 +330,7 @@ async fn open(
     client: SocketAddr,
     original: Option<SocketAddr>,
     first: &[u8],
+    epoch: Instant,
     activity: Arc<Activity>,
 ) -> Session {
     let dst = original.unwrap_or(client);
@@ -431,6 +449,7 @@ async fn open(
         activity: session.activity.clone(),
         sent: session.sent.clone(),
         evict: session.evict.clone(),
+        epoch,
         entry,
         idle,
         counted: InFlight::new(gw),
@@ -457,6 +476,8 @@ struct Relay {
     activity: Arc<Activity>,
     sent: Arc<AtomicU64>,
     evict: Arc<Notify>,
+    /// What [`Activity`] times count from (the listener's start).
+    epoch: Instant,
     entry: Arc<Established>,
     idle: Duration,
     counted: InFlight,
@@ -471,9 +492,7 @@ enum End {
 
 impl Relay {
     async fn run(self) {
-        let epoch = self.flow.started;
-        let started_ms = self.activity.last();
-        let now_ms = || started_ms + epoch.elapsed().as_millis() as u64;
+        let now_ms = || self.epoch.elapsed().as_millis() as u64;
         let id = self.gw.register(self.entry.clone());
         let (mut to_server, mut to_client) = (vec![0u8; 65_536], vec![0u8; 65_536]);
         let mut received = 0u64;
