@@ -17,7 +17,9 @@
 //! - **Paths.** For an (source atom, destination atom) pair the path (outbound NSGs → route →
 //!   firewall → inbound NSGs → reply route, or the inbound path from outside) is a *plan* of cell
 //!   ids and route decisions; equal plans give equal answers, so each distinct plan is evaluated
-//!   once (equivalence classes of flows, as in atomic-predicate verifiers).
+//!   once (equivalence classes of flows, as in atomic-predicate verifiers). A plan through a
+//!   firewall is stored factorised: the ids of its request path and of its arrival, each run
+//!   once, joined into pieces only when a decision is read.
 //! - **Re-check.** A changed layer rebuilds only its classes; the flows it can affect are the
 //!   boxes of the rules between the first and last position where old and new rule lists differ,
 //!   and only those (source atom, destination atom) pairs are re-planned.

@@ -3,7 +3,7 @@
 //! distinct plan is evaluated once, over the L4 atoms.
 
 use super::atoms::{and, classes_over, zero, AtomLoc, Bits};
-use super::layers::{Act, LayerKind};
+use super::layers::{Act, Layer, LayerKind};
 use super::{outcome_id, Control, Decision, Engine, Reach, NONE};
 use crate::headerspace::{addr_value, Family};
 use palisade_model::NextHopType;
@@ -59,9 +59,9 @@ const S_FW: u8 = 3;
 const S_SUB_IN: u8 = 4;
 const S_NIC_IN: u8 = 5;
 
-/// A run of plan steps as a memo key: per step (step, layer, cell), (`u8::MAX`, control, 0) or
-/// (`u8::MAX - 1`, verdict, 0).
-pub(super) type PathKey = Vec<(u8, u32, u32)>;
+/// A run of plan steps as a memo key: per step (step + layer version × 256, layer, cell),
+/// (`u8::MAX`, control, 0) or (`u8::MAX - 1`, verdict, 0).
+pub(super) type PathKey = Vec<(u32, u32, u32)>;
 
 /// Flows still going after a request path (L4 bits, chain), and those it ended.
 pub(super) type Prefix = (Vec<(Bits, u32)>, Vec<(Bits, Reach, u32)>);
@@ -71,7 +71,7 @@ pub(super) type Ended = (u32, Bits, Reach, u32);
 
 /// Steps as a memo key; `None` when a step depends on more than its cell (a DNAT sub-plan, a
 /// port rewritten by DNAT).
-fn path_key(steps: &[Step]) -> Option<PathKey> {
+fn path_key(layers: &[Layer], steps: &[Step]) -> Option<PathKey> {
     steps
         .iter()
         .map(|s| match s {
@@ -82,10 +82,13 @@ fn path_key(steps: &[Step]) -> Option<PathKey> {
                 dport: None,
                 dnat,
                 ..
-            } if dnat.is_empty() => Some((*step, *layer, *cell)),
+            } if dnat.is_empty() => {
+                let version = layers[*layer as usize].version;
+                Some((*step as u32 | version << 8, *layer, *cell))
+            }
             Step::Cell { .. } => None,
-            Step::Ctrl(c) => Some((u8::MAX, *c, 0)),
-            Step::End(v) => Some((u8::MAX - 1, *v as u32, 0)),
+            Step::Ctrl(c) => Some((u8::MAX as u32, *c, 0)),
+            Step::End(v) => Some((u8::MAX as u32 - 1, *v as u32, 0)),
         })
         .collect()
 }
@@ -93,11 +96,15 @@ fn path_key(steps: &[Step]) -> Option<PathKey> {
 /// A plan cut after its firewall step: the request path (the same for one source group towards
 /// many destinations) and the arrival (the same for many sources towards one destination
 /// group), as memo keys. `None`: no firewall on the path, or DNAT on it.
-fn split(plan: &[Step]) -> Option<(usize, PathKey, PathKey)> {
+fn split(layers: &[Layer], plan: &[Step]) -> Option<(usize, PathKey, PathKey)> {
     let k = 1 + plan
         .iter()
         .position(|s| matches!(s, Step::Cell { step: S_FW, .. }))?;
-    Some((k, path_key(&plan[..k])?, path_key(&plan[k..])?))
+    Some((
+        k,
+        path_key(layers, &plan[..k])?,
+        path_key(layers, &plan[k..])?,
+    ))
 }
 
 /// Per family: what the layers and routes see of every atom (see [`Engine::build_index`]).
@@ -741,7 +748,7 @@ impl<'s> Engine<'s> {
         let Some(plan) = self.plan(f, sa, da) else {
             return NONE;
         };
-        if let Some((k, req, arr)) = split(&plan) {
+        if let Some((k, req, arr)) = split(&self.layers, &plan) {
             let request = match self.request_ids.get(&req) {
                 Some(i) => *i,
                 None => {
