@@ -168,22 +168,33 @@ pub(super) fn fw_layer(fw: &CompiledFirewall) -> FwParts {
                     })
                     .collect()
             };
+            // Built once per rule and only for a family both sides name: a re-check converts
+            // every rule of the firewall again.
+            let l4 = L4Set::rule(
+                spec.protocol,
+                &to_ranges(&spec.src_ports),
+                &to_ranges(&spec.dst_ports),
+            );
+            if l4.is_empty() {
+                continue;
+            }
             for f in [Family::V4, Family::V6] {
-                let en = Entry {
-                    src: prefix_set(&spec.src, f),
-                    dst: prefix_set(&spec.dst, f),
-                    l4: L4Set::rule(
-                        spec.protocol,
-                        &to_ranges(&spec.src_ports),
-                        &to_ranges(&spec.dst_ports),
-                    ),
+                let src = prefix_set(&spec.src, f);
+                if src.is_empty() {
+                    continue;
+                }
+                let dst = prefix_set(&spec.dst, f);
+                if dst.is_empty() {
+                    continue;
+                }
+                out[f.index()].push(Entry {
+                    src,
+                    dst,
+                    l4: l4.clone(),
                     bits: Bits::new(),
                     act,
                     rule: base + ri as u32,
-                };
-                if !en.src.is_empty() && !en.dst.is_empty() && !en.l4.is_empty() {
-                    out[f.index()].push(en);
-                }
+                });
             }
         }
     }
