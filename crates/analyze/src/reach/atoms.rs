@@ -73,11 +73,6 @@ pub(super) fn and(a: &[u64], b: &[u64]) -> Bits {
     out.iter_mut().zip(b).for_each(|(x, y)| *x &= y);
     out
 }
-pub(super) fn andnot(a: &[u64], b: &[u64]) -> Bits {
-    let mut out = Bits::from_slice(a);
-    out.iter_mut().zip(b).for_each(|(x, y)| *x &= !y);
-    out
-}
 pub(super) fn zero(a: &[u64]) -> bool {
     a.iter().all(|x| *x == 0)
 }
@@ -174,6 +169,17 @@ impl L4Atoms {
         };
         self.index[&key]
     }
+    /// The lowest (protocol, source port, destination port) of an atom: what `atom_box` holds,
+    /// without building its interval sets (this ran once per atom and rule).
+    fn first_point(&self, i: usize) -> [u128; 3] {
+        let (pi, si, di) = self.atoms[i];
+        let low = |cuts: &[u128], k: usize| if k == usize::MAX { 0 } else { cuts[k] };
+        [
+            self.protos[pi],
+            low(&self.sports, si),
+            low(&self.dports, di),
+        ]
+    }
     fn atom_box(&self, i: usize) -> L4Box {
         let (pi, si, di) = self.atoms[i];
         let (a, z) = bounds(&self.protos, pi, PROTO_MAX);
@@ -207,13 +213,7 @@ impl L4Atoms {
     pub(super) fn bits(&self, set: &L4Set) -> Bits {
         let mut out: Bits = smallvec![0u64; self.words];
         for i in 0..self.atoms.len() {
-            let b = self.atom_box(i);
-            let v = [
-                b.0[0].ranges()[0].0,
-                b.0[1].ranges()[0].0,
-                b.0[2].ranges()[0].0,
-            ];
-            if set.contains(&v) {
+            if set.contains(&self.first_point(i)) {
                 out[i / 64] |= 1 << (i % 64);
             }
         }

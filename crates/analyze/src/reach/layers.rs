@@ -2,7 +2,7 @@
 //! family), the classes those entries cut the address line into, and the cells — the
 //! first-match walk over one (source class, destination class).
 
-use super::atoms::{and, andnot, zero, Bits, L4Atoms, Runs};
+use super::atoms::{and, zero, Bits, L4Atoms, Runs};
 use super::Engine;
 use crate::headerspace::{prefix_set, Family, IntervalSet, L4Set};
 use palisade_model::{Access, Direction, FirewallAction, PortRange};
@@ -76,6 +76,9 @@ pub(super) struct Layer {
     pub(super) fam: [FamLayer; 2],
     /// Control ids by (rule, step), filled on first use (see `Engine::rule_ctrl`).
     pub(super) ctrls: Vec<u32>,
+    /// Bumped by every re-check of this layer: memo keys name it with their cells, since a
+    /// cell names rules by index and the indexes may now mean other rules.
+    pub(super) version: u32,
 }
 
 pub(super) fn nsg_entries(rules: &DirectionRules, nsg: &str) -> (Vec<RuleInfo>, [Vec<Entry>; 2]) {
@@ -165,22 +168,33 @@ pub(super) fn fw_layer(fw: &CompiledFirewall) -> FwParts {
                     })
                     .collect()
             };
+            // Built once per rule and only for a family both sides name: a re-check converts
+            // every rule of the firewall again.
+            let l4 = L4Set::rule(
+                spec.protocol,
+                &to_ranges(&spec.src_ports),
+                &to_ranges(&spec.dst_ports),
+            );
+            if l4.is_empty() {
+                continue;
+            }
             for f in [Family::V4, Family::V6] {
-                let en = Entry {
-                    src: prefix_set(&spec.src, f),
-                    dst: prefix_set(&spec.dst, f),
-                    l4: L4Set::rule(
-                        spec.protocol,
-                        &to_ranges(&spec.src_ports),
-                        &to_ranges(&spec.dst_ports),
-                    ),
+                let src = prefix_set(&spec.src, f);
+                if src.is_empty() {
+                    continue;
+                }
+                let dst = prefix_set(&spec.dst, f);
+                if dst.is_empty() {
+                    continue;
+                }
+                out[f.index()].push(Entry {
+                    src,
+                    dst,
+                    l4: l4.clone(),
                     bits: Bits::new(),
                     act,
                     rule: base + ri as u32,
-                };
-                if !en.src.is_empty() && !en.dst.is_empty() && !en.l4.is_empty() {
-                    out[f.index()].push(en);
-                }
+                });
             }
         }
     }
@@ -261,6 +275,7 @@ impl<'s> Engine<'s> {
                     dnat: HashMap::default(),
                     fam: [fam_layer(v4), fam_layer(v6)],
                     ctrls: vec![],
+                    version: 0,
                 });
             }
         }
@@ -273,6 +288,7 @@ impl<'s> Engine<'s> {
                 dnat,
                 fam: [fam_layer(v4), fam_layer(v6)],
                 ctrls: vec![],
+                version: 0,
             });
         }
         let atoms = L4Atoms::build(
@@ -312,11 +328,15 @@ impl<'s> Engine<'s> {
                 let e = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let en = &fl.entries[e];
-                let hit = and(&remaining, &en.bits);
-                if zero(&hit) {
+                // Most rules of a class pair meet nothing still remaining: test before copying.
+                if remaining.iter().zip(&en.bits).all(|(r, b)| r & b == 0) {
                     continue;
                 }
-                remaining = andnot(&remaining, &en.bits);
+                let hit = and(&remaining, &en.bits);
+                remaining
+                    .iter_mut()
+                    .zip(&en.bits)
+                    .for_each(|(r, b)| *r &= !b);
                 match pieces
                     .iter_mut()
                     .find(|p| p.rule == en.rule && p.act == en.act)

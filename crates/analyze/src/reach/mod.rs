@@ -17,7 +17,9 @@
 //! - **Paths.** For an (source atom, destination atom) pair the path (outbound NSGs → route →
 //!   firewall → inbound NSGs → reply route, or the inbound path from outside) is a *plan* of cell
 //!   ids and route decisions; equal plans give equal answers, so each distinct plan is evaluated
-//!   once (equivalence classes of flows, as in atomic-predicate verifiers).
+//!   once (equivalence classes of flows, as in atomic-predicate verifiers). A plan through a
+//!   firewall is stored factorised: the ids of its request path and of its arrival, each run
+//!   once, joined into pieces only when a decision is read.
 //! - **Re-check.** A changed layer rebuilds only its classes; the flows it can affect are the
 //!   boxes of the rules between the first and last position where old and new rule lists differ,
 //!   and only those (source atom, destination atom) pairs are re-planned.
@@ -102,8 +104,10 @@ pub struct Outcome {
     pub chain: Vec<Control>,
 }
 
-/// An outcome id is its chain id with the verdict in the top bits: equal ids are equal
-/// outcomes (chains are hash-consed) without a table of outcomes, which had millions of rows.
+/// An outcome id is the verdict (top 3 bits), the chain of the request path up to the firewall
+/// (29 bits) and the chain after it (low 32 bits): equal ids are equal outcomes (chains are
+/// hash-consed, and an arrival's chain never names a firewall, so the split is unique) without a
+/// table of outcomes, and without joining the two chains — that is done only when spelled out.
 const CHAIN_BITS: u32 = 29;
 const VERDICTS: [Reach; 5] = [
     Reach::Allow,
@@ -113,11 +117,21 @@ const VERDICTS: [Reach; 5] = [
     Reach::ByName,
 ];
 
-fn outcome_id(verdict: Reach, chain: u32) -> u32 {
+fn outcome_id(verdict: Reach, head: u32, tail: u32) -> u64 {
     // A capacity limit, not an input error: 2^29 chains would take over 4 GiB. Stop rather
     // than let two outcomes share an id.
-    assert!(chain < 1 << CHAIN_BITS, "more than 2^29 chains of controls");
-    (verdict as u32) << CHAIN_BITS | chain
+    assert!(head < 1 << CHAIN_BITS, "more than 2^29 chains of controls");
+    (verdict as u64) << 61 | (head as u64) << 32 | tail as u64
+}
+
+/// A decision: its pieces as stored, or a request path's result and an arrival's pieces joined
+/// only when asked (the factorised matrix: both are shared by many atom pairs).
+#[derive(Debug, Clone, Copy)]
+enum Decision {
+    /// First word in `dec_words` and piece count.
+    Pieces(usize, u32),
+    /// Ids in `requests` and `arrivals`.
+    Composed(u32, u32),
 }
 
 /// No decision: the pair is outside what reachability covers (neither end in the network).
@@ -143,17 +157,23 @@ pub struct Engine<'s> {
     /// integer, spelled out on demand.
     chains: Vec<(u32, u32)>,
     chain_ids: HashTable<u32>,
-    /// Decisions = pieces (L4 set, outcome id), one per outcome, in one arena: a piece is the
-    /// L4 bits then the outcome id (`l4.words + 1` words); per decision, its first word and
-    /// piece count. Equal decisions share one id (`dec_index` holds ids by content hash).
+    /// Decisions by id. Stored pieces (paths with DNAT or without a firewall) live in one
+    /// arena: a piece is the L4 bits then the outcome id (`l4.words + 1` words); equal stored
+    /// decisions share one id (`dec_index` holds ids by content hash), as do equal
+    /// (request, arrival) pairs (`composed_ids`).
+    decisions: Vec<Decision>,
     dec_words: Vec<u64>,
-    dec_span: Vec<(usize, u32)>,
     dec_index: HashTable<u32>,
+    composed_ids: HashMap<(u32, u32), u32>,
     l4: L4Atoms,
-    /// Request paths already run for the current (family, source place): see
-    /// `plans::request_key`. Cleared when the place changes and when a layer changes.
-    prefix_memo: HashMap<plans::RequestKey, plans::Prefix>,
-    memo_place: (usize, usize),
+    /// Request paths up to and including the firewall, each run once: the flows still going
+    /// and those it ended, by the path's steps (`plans::path_key`).
+    requests: Vec<plans::Prefix>,
+    request_ids: HashMap<plans::PathKey, u32>,
+    /// The rest of a path after the firewall, run once from the full L4 set and the empty
+    /// chain: its pieces with the index of the step that ended each.
+    arrivals: Vec<Vec<plans::Ended>>,
+    arrival_ids: HashMap<plans::PathKey, u32>,
     /// Per family, per source atom: the decision per destination atom.
     rows: [Vec<Vec<u32>>; 2],
     index: [Index; 2],
@@ -183,12 +203,15 @@ impl<'s> Engine<'s> {
             ctrl_cache: HashMap::default(),
             chains: vec![(0, u32::MAX)],
             chain_ids: HashTable::new(),
+            decisions: vec![],
             dec_words: vec![],
-            dec_span: vec![],
             dec_index: HashTable::new(),
+            composed_ids: HashMap::default(),
             l4: L4Atoms::build(std::iter::empty()),
-            prefix_memo: HashMap::default(),
-            memo_place: (usize::MAX, usize::MAX),
+            requests: vec![],
+            request_ids: HashMap::default(),
+            arrivals: vec![],
+            arrival_ids: HashMap::default(),
             rows: [vec![], vec![]],
             index: Default::default(),
         };
@@ -204,7 +227,7 @@ impl<'s> Engine<'s> {
 
     /// Distinct decisions, cells and chains of controls evaluated so far.
     pub fn stats(&self) -> (usize, usize, usize) {
-        (self.dec_span.len(), self.cells.len(), self.chains.len())
+        (self.decisions.len(), self.cells.len(), self.chains.len())
     }
 
     /// The answer for one flow, from the matrix (for tests and spot checks).
@@ -227,17 +250,23 @@ impl<'s> Engine<'s> {
             return None;
         }
         let i = self.l4.atom_of(proto as u128, sport as u128, dport as u128);
-        let w = self.l4.words;
-        self.decision_words(d)
-            .chunks(w + 1)
-            .find(|p| p[i / 64] >> (i % 64) & 1 == 1)
-            .map(|p| self.outcome(p[w] as u32))
+        self.decision_bits(d)
+            .into_iter()
+            .find(|(b, _)| b[i / 64] >> (i % 64) & 1 == 1)
+            .map(|(_, o)| self.outcome(o))
     }
 
     /// An outcome spelled out: its verdict and its chain of controls in path order.
-    pub fn outcome(&self, id: u32) -> Outcome {
-        let verdict = VERDICTS[(id >> CHAIN_BITS) as usize];
-        let mut c = id & ((1 << CHAIN_BITS) - 1);
+    pub fn outcome(&self, id: u64) -> Outcome {
+        let verdict = VERDICTS[(id >> 61) as usize];
+        let head = (id >> 32) as u32 & ((1 << CHAIN_BITS) - 1);
+        let mut chain = self.chain(head);
+        chain.extend(self.chain(id as u32));
+        Outcome { verdict, chain }
+    }
+
+    /// The controls of a chain id, in path order.
+    fn chain(&self, mut c: u32) -> Vec<Control> {
         let mut chain = vec![];
         while c != 0 {
             let (shorter, ctrl) = self.chains[c as usize];
@@ -245,7 +274,7 @@ impl<'s> Engine<'s> {
             c = shorter;
         }
         chain.reverse();
-        Outcome { verdict, chain }
+        chain
     }
 
     /// Subnet of an atom, or `None` outside every subnet.
@@ -282,18 +311,23 @@ impl<'s> Engine<'s> {
     }
 
     /// A decision's pieces: (protocol × ports, outcome id).
-    pub fn decision_pieces(&self, id: u32) -> Vec<(L4Set, u32)> {
-        let w = self.l4.words;
-        self.decision_words(id)
-            .chunks(w + 1)
-            .map(|p| (self.l4.set(&p[..w]), p[w] as u32))
+    pub fn decision_pieces(&self, id: u32) -> Vec<(L4Set, u64)> {
+        self.decision_bits(id)
+            .into_iter()
+            .map(|(b, o)| (self.l4.set(&b), o))
             .collect()
     }
 
-    /// A decision's pieces as stored: per piece, the L4 bits then the outcome id.
-    fn decision_words(&self, id: u32) -> &[u64] {
-        let (start, n) = self.dec_span[id as usize];
-        &self.dec_words[start..start + n as usize * (self.l4.words + 1)]
+    /// A decision's pieces as L4 bits and outcome ids; a composed decision is joined here.
+    fn decision_bits(&self, id: u32) -> Vec<(Bits, u64)> {
+        let w = self.l4.words;
+        match self.decisions[id as usize] {
+            Decision::Pieces(start, n) => self.dec_words[start..start + n as usize * (w + 1)]
+                .chunks(w + 1)
+                .map(|p| (Bits::from_slice(&p[..w]), p[w]))
+                .collect(),
+            Decision::Composed(request, arrival) => self.compose(request, arrival),
+        }
     }
 
     /// The address range of an atom.

@@ -3,8 +3,8 @@
 //! distinct plan is evaluated once, over the L4 atoms.
 
 use super::atoms::{and, classes_over, zero, AtomLoc, Bits};
-use super::layers::{Act, LayerKind};
-use super::{outcome_id, Control, Engine, Reach, NONE};
+use super::layers::{Act, Layer, LayerKind};
+use super::{outcome_id, Control, Decision, Engine, Reach, NONE};
 use crate::headerspace::{addr_value, Family};
 use palisade_model::NextHopType;
 use palisade_policy::addresses::AZURE_WIRE_SERVER;
@@ -59,21 +59,20 @@ const S_FW: u8 = 3;
 const S_SUB_IN: u8 = 4;
 const S_NIC_IN: u8 = 5;
 
-/// A request path as a memo key: per step (step, layer, cell), or (`u8::MAX`, control, 0).
-pub(super) type RequestKey = Vec<(u8, u32, u32)>;
+/// A run of plan steps as a memo key: per step (step + layer version × 256, layer, cell),
+/// (`u8::MAX`, control, 0) or (`u8::MAX - 1`, verdict, 0).
+pub(super) type PathKey = Vec<(u32, u32, u32)>;
 
-/// Flows still going after a request path, and those it ended.
+/// Flows still going after a request path (L4 bits, chain), and those it ended.
 pub(super) type Prefix = (Vec<(Bits, u32)>, Vec<(Bits, Reach, u32)>);
 
-/// The request path of a plan up to and including its firewall step, as a memo key, and where
-/// it ends: the flows still going there, and those it ended, are the same for every plan with
-/// this path (one source group towards many destinations). `None`: no firewall on the path, or
-/// DNAT on it (its sub-plans depend on the destination).
-fn request_key(plan: &[Step]) -> Option<(usize, RequestKey)> {
-    let k = plan
-        .iter()
-        .position(|s| matches!(s, Step::Cell { step: S_FW, .. }))?;
-    let key = plan[..=k]
+/// A piece an arrival ended: the index of the step that ended it, L4 bits, verdict, chain.
+pub(super) type Ended = (u32, Bits, Reach, u32);
+
+/// Steps as a memo key; `None` when a step depends on more than its cell (a DNAT sub-plan, a
+/// port rewritten by DNAT).
+fn path_key(layers: &[Layer], steps: &[Step]) -> Option<PathKey> {
+    steps
         .iter()
         .map(|s| match s {
             Step::Cell {
@@ -83,12 +82,29 @@ fn request_key(plan: &[Step]) -> Option<(usize, RequestKey)> {
                 dport: None,
                 dnat,
                 ..
-            } if dnat.is_empty() => Some((*step, *layer, *cell)),
-            Step::Ctrl(c) => Some((u8::MAX, *c, 0)),
-            _ => None,
+            } if dnat.is_empty() => {
+                let version = layers[*layer as usize].version;
+                Some((*step as u32 | version << 8, *layer, *cell))
+            }
+            Step::Cell { .. } => None,
+            Step::Ctrl(c) => Some((u8::MAX as u32, *c, 0)),
+            Step::End(v) => Some((u8::MAX as u32 - 1, *v as u32, 0)),
         })
-        .collect::<Option<_>>()?;
-    Some((k + 1, key))
+        .collect()
+}
+
+/// A plan cut after its firewall step: the request path (the same for one source group towards
+/// many destinations) and the arrival (the same for many sources towards one destination
+/// group), as memo keys. `None`: no firewall on the path, or DNAT on it.
+fn split(layers: &[Layer], plan: &[Step]) -> Option<(usize, PathKey, PathKey)> {
+    let k = 1 + plan
+        .iter()
+        .position(|s| matches!(s, Step::Cell { step: S_FW, .. }))?;
+    Some((
+        k,
+        path_key(layers, &plan[..k])?,
+        path_key(layers, &plan[k..])?,
+    ))
 }
 
 /// Per family: what the layers and routes see of every atom (see [`Engine::build_index`]).
@@ -119,6 +135,14 @@ fn route_index(routes: &SubnetRoutes, r: &EffectiveRoute) -> u32 {
 /// firewall frontend.
 fn in_universe(s: &AtomLoc, d: &AtomLoc) -> bool {
     s.subnet.is_some() || d.subnet.is_some() || d.frontend.is_some()
+}
+
+/// Add a piece to a decision: OR-ed into the piece of the same outcome, else appended.
+fn merge_piece(pieces: &mut Vec<(Bits, u64)>, l4: Bits, id: u64) {
+    match pieces.iter_mut().find(|(_, i)| *i == id) {
+        Some(p) => p.0.iter_mut().zip(&l4).for_each(|(x, y)| *x |= y),
+        None => pieces.push((l4, id)),
+    }
 }
 
 impl<'s> Engine<'s> {
@@ -215,10 +239,6 @@ impl<'s> Engine<'s> {
         only: Option<(&[u32], &[u32])>,
     ) {
         let fi = f.index();
-        if self.memo_place != (fi, s) {
-            self.prefix_memo.clear();
-            self.memo_place = (fi, s);
-        }
         let ix = &self.index[fi];
         let outside = ix.places.len() - 1;
         let (srcs, dsts): (&[u32], &[u32]) = match only {
@@ -324,27 +344,27 @@ impl<'s> Engine<'s> {
         }
         let refine =
             |n: usize, m: usize, fixed: &[Vec<u32>], at: &dyn Fn(usize, usize, usize) -> u32| {
-                let keys: Vec<Vec<u32>> = (0..n)
-                    .map(|i| {
-                        let mut v = fixed[i].clone();
-                        for k in 0..layers.len() {
-                            for j in 0..m {
-                                v.push(at(k, i, j));
-                            }
-                        }
-                        v
-                    })
-                    .collect();
-                let mut ids: HashMap<&Vec<u32>, u32> =
+                // One flat buffer of keys (one row per group): growing a vector per row was a
+                // tenth of the matrix time.
+                let width = fixed.first().map_or(0, Vec::len) + layers.len() * m;
+                let mut keys: Vec<u32> = Vec::with_capacity(n * width);
+                for (i, f) in fixed.iter().enumerate() {
+                    keys.extend_from_slice(f);
+                    for k in 0..layers.len() {
+                        keys.extend((0..m).map(|j| at(k, i, j)));
+                    }
+                }
+                let mut ids: HashMap<&[u32], u32> =
                     HashMap::with_capacity_and_hasher(n, Default::default());
                 let mut reps = vec![];
                 let map: Vec<u32> = (0..n)
                     .map(|i| {
                         let next = ids.len() as u32;
-                        *ids.entry(&keys[i]).or_insert_with(|| {
-                            reps.push(i);
-                            next
-                        })
+                        *ids.entry(&keys[i * width..(i + 1) * width])
+                            .or_insert_with(|| {
+                                reps.push(i);
+                                next
+                            })
                     })
                     .collect();
                 (map, reps)
@@ -571,7 +591,7 @@ impl<'s> Engine<'s> {
             return None;
         }
         let (src, dst) = (g.starts[sa], g.starts[da]);
-        let mut plan = vec![];
+        let mut plan = Vec::with_capacity(8);
         let snap = self.snap;
         if let Some(s) = sl.subnet {
             // From inside: NIC NSG out, subnet NSG out (NSG-6), platform exemption (NSG-8.4).
@@ -722,62 +742,115 @@ impl<'s> Engine<'s> {
         id
     }
 
+    /// The decision of one atom pair. A path through a firewall is stored factorised, as the
+    /// ids of its request path and of its arrival, each run once; other paths are run whole.
     pub(super) fn evaluate(&mut self, f: Family, sa: usize, da: usize) -> u32 {
         let Some(plan) = self.plan(f, sa, da) else {
             return NONE;
         };
-        let mut done: Vec<(Bits, Reach, u32)> = vec![];
-        match request_key(&plan) {
-            Some((k, key)) => {
-                let (going, before) = match self.prefix_memo.get(&key) {
-                    Some(p) => p.clone(),
-                    None => {
-                        let mut before = vec![];
-                        let going =
-                            self.run_steps(&plan[..k], vec![(self.l4.full(), 0)], &mut before);
-                        self.prefix_memo
-                            .insert(key, (going.clone(), before.clone()));
-                        (going, before)
-                    }
-                };
-                done = before;
-                self.run(&plan[k..], going, &mut done);
+        if let Some((k, req, arr)) = split(&self.layers, &plan) {
+            let request = match self.request_ids.get(&req) {
+                Some(i) => *i,
+                None => {
+                    let mut before = vec![];
+                    let going = self.run_steps(&plan[..k], vec![(self.l4.full(), 0)], &mut before);
+                    self.requests.push((going, before));
+                    let i = self.requests.len() as u32 - 1;
+                    self.request_ids.insert(req, i);
+                    i
+                }
+            };
+            let arrival = match self.arrival_ids.get(&arr) {
+                Some(i) => *i,
+                None => {
+                    let ended = self.run_arrival(&plan[k..]);
+                    self.arrivals.push(ended);
+                    let i = self.arrivals.len() as u32 - 1;
+                    self.arrival_ids.insert(arr, i);
+                    i
+                }
+            };
+            let next = self.decisions.len() as u32;
+            let id = *self.composed_ids.entry((request, arrival)).or_insert(next);
+            if id == next {
+                self.decisions.push(Decision::Composed(request, arrival));
             }
-            None => self.run(&plan, vec![(self.l4.full(), 0)], &mut done),
+            return id;
         }
-        let mut by_outcome: Vec<(Bits, u32)> = vec![];
+        let mut done: Vec<(Bits, Reach, u32)> = vec![];
+        self.run(&plan, vec![(self.l4.full(), 0)], &mut done);
+        let mut by_outcome: Vec<(Bits, u64)> = vec![];
         for (l4, verdict, chain) in done {
-            let id = outcome_id(verdict, chain);
-            match by_outcome.iter_mut().find(|(_, i)| *i == id) {
-                Some(p) => p.0.iter_mut().zip(&l4).for_each(|(x, y)| *x |= y),
-                None => by_outcome.push((l4, id)),
-            }
+            merge_piece(&mut by_outcome, l4, outcome_id(verdict, chain, 0));
         }
         let w = self.l4.words;
         let mut flat: Vec<u64> = Vec::with_capacity(by_outcome.len() * (w + 1));
         for (b, o) in &by_outcome {
             flat.extend_from_slice(b);
-            flat.push(*o as u64);
+            flat.push(*o);
         }
-        let (words, spans) = (&self.dec_words, &self.dec_span);
-        let stored = |id: u32| {
-            let (start, n) = spans[id as usize];
-            &words[start..start + n as usize * (w + 1)]
+        let (words, decisions) = (&self.dec_words, &self.decisions);
+        let stored = |id: u32| match decisions[id as usize] {
+            Decision::Pieces(start, n) => &words[start..start + n as usize * (w + 1)],
+            Decision::Composed(..) => &[],
         };
         let h = hash_words(&flat);
         if let Some(id) = self.dec_index.find(h, |id| stored(*id) == flat.as_slice()) {
             return *id;
         }
-        let id = self.dec_span.len() as u32;
-        self.dec_span
-            .push((self.dec_words.len(), by_outcome.len() as u32));
+        let id = self.decisions.len() as u32;
+        self.decisions.push(Decision::Pieces(
+            self.dec_words.len(),
+            by_outcome.len() as u32,
+        ));
         self.dec_words.extend_from_slice(&flat);
-        let (words, spans) = (&self.dec_words, &self.dec_span);
-        self.dec_index.insert_unique(h, id, |id| {
-            let (start, n) = spans[*id as usize];
-            hash_words(&words[start..start + n as usize * (w + 1)])
-        });
+        let (words, decisions) = (&self.dec_words, &self.decisions);
+        self.dec_index
+            .insert_unique(h, id, |id| match decisions[*id as usize] {
+                Decision::Pieces(start, n) => {
+                    hash_words(&words[start..start + n as usize * (w + 1)])
+                }
+                Decision::Composed(..) => 0,
+            });
         id
+    }
+
+    /// An arrival run once from every L4 atom and the empty chain, each piece tagged with the
+    /// step that ended it (so that joining it to a request gives `run`'s order, see `compose`).
+    fn run_arrival(&mut self, steps: &[Step]) -> Vec<Ended> {
+        let mut going = vec![(self.l4.full(), 0)];
+        let mut out = vec![];
+        let mut done = vec![];
+        for (t, step) in steps.iter().enumerate() {
+            going = self.run_steps(std::slice::from_ref(step), going, &mut done);
+            out.extend(done.drain(..).map(|(b, v, c)| (t as u32, b, v, c)));
+        }
+        let t = steps.len() as u32;
+        out.extend(going.into_iter().map(|(b, c)| (t, b, Reach::Allow, c)));
+        out
+    }
+
+    /// A request's result joined to an arrival: the pieces, in the order and with the merging
+    /// that running the whole plan gives — the request's ended flows first, then per arrival
+    /// step, per flow still going, the arrival's pieces of that step within the flow's L4 set.
+    pub(super) fn compose(&self, request: u32, arrival: u32) -> Vec<(Bits, u64)> {
+        let (going, before) = &self.requests[request as usize];
+        let ended = &self.arrivals[arrival as usize];
+        let mut out: Vec<(Bits, u64)> = vec![];
+        for (b, v, head) in before {
+            merge_piece(&mut out, b.clone(), outcome_id(*v, *head, 0));
+        }
+        for step in ended.chunk_by(|x, y| x.0 == y.0) {
+            for (gb, head) in going {
+                for (_, b, v, tail) in step {
+                    let hit = and(gb, b);
+                    if !zero(&hit) {
+                        merge_piece(&mut out, hit, outcome_id(*v, *head, *tail));
+                    }
+                }
+            }
+        }
+        out
     }
 
     fn run(&mut self, plan: &[Step], going: Vec<(Bits, u32)>, done: &mut Vec<(Bits, Reach, u32)>) {

@@ -1,7 +1,7 @@
 //! The matrix for people: regions clipped to a scope, grouped by (source place, destination
 //! place, outcome, services) into prefix × prefix products with an example flow each.
 
-use super::{Control, Engine, Reach, NONE};
+use super::{Control, Engine, Outcome, Reach, NONE};
 use crate::headerspace::{l4_box_text, prefix_set, to_prefixes, Family, IntervalSet, L4Set};
 use ipnet::IpNet;
 use palisade_model::{FirewallAction, Protocol};
@@ -61,7 +61,7 @@ pub struct Region {
     pub src: IntervalSet,
     pub dst: IntervalSet,
     pub l4: L4Set,
-    pub outcome: u32,
+    pub outcome: u64,
 }
 
 /// Why a scope text names no set of addresses.
@@ -262,18 +262,22 @@ pub fn report(
     if both && (from != to) {
         regions.extend(engine.regions(to, from));
     }
-    type Key = (String, String, u32, Vec<String>);
+    type Key = (String, String, u64, Vec<String>);
     let mut groups: HashMap<Key, (Vec<Area>, L4Set)> = HashMap::default();
     let mut order: Vec<Key> = vec![];
+    // Outcomes of paths stored whole and of factorised paths can be equal under two ids: group
+    // by the first id of each outcome.
+    let mut first_id: HashMap<Outcome, u64> = HashMap::default();
     for r in regions {
         let o = engine.outcome(r.outcome);
         if !verdicts.contains(&o.verdict) {
             continue;
         }
+        let id = *first_id.entry(o).or_insert(r.outcome);
         let k: Key = (
             place(engine.snap, engine.atom_subnet(r.family, r.src_atom)),
             place(engine.snap, engine.atom_subnet(r.family, r.dst_atom)),
-            r.outcome,
+            id,
             services(r.family, &r.l4),
         );
         match groups.get_mut(&k) {

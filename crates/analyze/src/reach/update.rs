@@ -87,7 +87,8 @@ impl<'s> Engine<'s> {
         let old_rules = std::mem::replace(&mut self.layers[layer as usize].rules, infos);
         // Rule indexes may have moved: this layer's controls are re-derived.
         self.layers[layer as usize].ctrls.clear();
-        self.prefix_memo.clear();
+        // Memo keys naming this layer's cells go stale; paths that do not meet it keep theirs.
+        self.layers[layer as usize].version += 1;
         self.layers[layer as usize].dnat = dnat;
         let any_dnat = self.layers.iter().any(|l| !l.dnat.is_empty());
         let mut count = 0;

@@ -11,7 +11,8 @@
 //!   the leaf is at `base0 + popcnt(leafvec & upto(j)) - 1`. Runs of equal leaves — the common
 //!   case, since a short prefix covers many slots — are stored once ("leaf compression").
 //! * The first `s` bits are resolved by one "direct pointing" array of `2^s` words (`s = 18` for
-//!   IPv4, `16` for IPv6), each either a leaf or the index of a node.
+//!   IPv4, `16` for IPv6; 12 and 8 for tables of fewer than 1,024 prefixes of the family), each
+//!   either a leaf or the index of a node.
 //!
 //! A lookup is therefore one direct-array read plus one 24-byte node read per further 6 bits, each
 //! with one `popcnt`, and no branches that depend on the data beyond "internal or leaf". A typical
@@ -96,6 +97,10 @@ struct PopBuild<K: Key> {
 
 /// Lanes of a batched lookup in flight at once.
 const BATCH: usize = 16;
+
+/// Below this many prefixes of a family, the direct array resolves 12 (IPv4) or 8 (IPv6) bits
+/// instead of 18 or 16: one or two more node reads per lookup, 64–256× less memory.
+const SMALL_TABLE: usize = 1024;
 
 /// Hints the CPU to start loading the cache line of `r` (no effect on results).
 #[inline(always)]
@@ -397,9 +402,12 @@ impl<V: Clone> Lpm<V> {
         }
         let mut values: Vec<V> = values.into_iter().flatten().collect();
         values.shrink_to_fit();
+        // A small table (a subnet's effective routes: a few hundred prefixes) gets a small direct
+        // array: 2^18 words each would be 1.25 MiB per subnet, most of a landing zone's snapshot.
+        let small = |n: usize| n < SMALL_TABLE;
         Lpm {
-            v4: Poptrie::build(&items4, 18),
-            v6: Poptrie::build(&items6, 16),
+            v4: Poptrie::build(&items4, if small(items4.len()) { 12 } else { 18 }),
+            v6: Poptrie::build(&items6, if small(items6.len()) { 8 } else { 16 }),
             lens,
             values,
             n_v4: v4.len(),

@@ -349,6 +349,45 @@ proptest! {
             prop_assert_eq!(got, ref_lpm(&entries, a), "address {}", a);
         }
     }
+}
+
+proptest! {
+    // Each case builds a table of ~2,300 prefixes and scans it per probe: fewer cases.
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Tables of 1,024 prefixes or more of a family keep the large direct array (the small
+    /// tables above get the small one): both layouts against the reference.
+    #[test]
+    fn matchers_lpm_large_table_equals_reference(
+        v4 in prop::collection::vec((any::<u32>(), 16u8..=32, any::<u32>()), 1100..1200),
+        v6 in prop::collection::vec((any::<u128>(), 16u8..=128, any::<u32>()), 1100..1200),
+        addrs in prop::collection::vec(addr(), 1..50),
+    ) {
+        let entries: Vec<(IpNet, u32)> = v4
+            .iter()
+            .map(|&(a, l, v)| (IpNet::V4(ipnet::Ipv4Net::new(a.into(), l).unwrap()), v))
+            .chain(v6.iter().map(|&(a, l, v)| {
+                (IpNet::V6(ipnet::Ipv6Net::new(a.into(), l).unwrap()), v)
+            }))
+            .collect();
+        let t = Lpm::build(entries.clone());
+        // The large layout: at least the 2^18-word IPv4 direct array.
+        prop_assume!(t.family_stats()[0].prefixes >= 1024);
+        prop_assert!(t.family_stats()[0].index_bytes >= 4 << 18);
+        let mut probes = addrs;
+        for (n, _) in entries.iter().step_by(16) {
+            probes.push(n.network());
+            probes.push(n.broadcast());
+        }
+        for a in probes {
+            let got = t.lookup(a).map(|(n, v)| (n, *v));
+            prop_assert_eq!(got, ref_lpm(&entries, a), "address {}", a);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn matchers_fqdn_equals_reference(
