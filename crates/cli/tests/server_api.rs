@@ -676,6 +676,12 @@ async fn openapi_lists_every_route_and_swagger_ui_is_served() {
         ("/api/versions/{version}/rollback", "post"),
         ("/api/audit", "get"),
         ("/api/flowLogs", "get"),
+        ("/api/diagnostics/securityGroupView", "post"),
+        ("/api/analyze/deps", "post"),
+        ("/api/analyze/asymmetric", "post"),
+        ("/api/analyze/reachability", "post"),
+        ("/api/analyze/lint", "get"),
+        ("/api/versions/{version}/diff/{other}", "get"),
     ];
     for (p, m) in want {
         assert!(paths[p][m].is_object(), "{m} {p} missing");
@@ -789,4 +795,232 @@ async fn flow_log_query_pages_what_palisade_logs_finds() {
         )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{p}");
+}
+
+/// The running network written out as the resource list the server compiles, so the CLI reads
+/// exactly what the server holds.
+async fn network_file(server: &Server, dir: &Path, name: &str) -> String {
+    let resources = server.get("/api/network").await["resources"].clone();
+    let file = dir.join(name);
+    std::fs::write(&file, resources.to_string()).unwrap();
+    file.to_str().unwrap().to_string()
+}
+
+/// Lint findings name the file they were read from: the server's is `network`, the CLI's the path.
+fn findings_without_file(mut v: Value) -> Value {
+    for f in v["findings"].as_array_mut().into_iter().flatten() {
+        f.as_object_mut().unwrap().remove("file");
+    }
+    v
+}
+
+/// DIAG-6/8/9, reachability and lint: the server's answers equal the CLI's `--output json` on
+/// every scenario (same network, same library calls); security group view's effective rules
+/// equal `effective-rules`, its written rules the NSG resources'.
+#[tokio::test(flavor = "multi_thread")]
+async fn analyses_equal_the_cli_on_every_scenario() {
+    let (mut nics_viewed, mut findings, mut entries, mut deps_checked) = (0, 0, 0, 0);
+    for scenario in scenarios() {
+        let dir = root().join(format!("../shared/scenarios/{scenario}"));
+        let data = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.join("network.json").to_str().unwrap(), data.path());
+        let net = network_file(&server, data.path(), "network.json").await;
+
+        let cli = cli_json(&["lint", "--network", &net, "--output", "json"]).unwrap();
+        let api = server.get("/api/analyze/lint").await;
+        findings += api["findings"].as_array().unwrap().len();
+        assert_eq!(
+            findings_without_file(api),
+            findings_without_file(cli),
+            "{scenario}: lint"
+        );
+
+        for all in [false, true] {
+            let mut args = vec!["analyze", "reachability", "--network", &net];
+            if all {
+                args.push("--all");
+            }
+            args.extend(["--output", "json"]);
+            let cli = cli_json(&args).unwrap();
+            let (st, api) = server
+                .post("/api/analyze/reachability", json!({"all": all}))
+                .await;
+            assert_eq!(st, StatusCode::OK, "{scenario}: {api}");
+            entries += api["entries"].as_array().unwrap().len();
+            assert_eq!(api, cli, "{scenario}: reachability all={all}");
+        }
+
+        let catalog = dir.join("dependencies.json");
+        let mut args = vec!["analyze", "asymmetric", "--network", &net];
+        let body = if catalog.exists() {
+            args.extend(["--catalog", catalog.to_str().unwrap()]);
+            let c: Value =
+                serde_json::from_str(&std::fs::read_to_string(&catalog).unwrap()).unwrap();
+            json!({ "catalog": c })
+        } else {
+            json!({})
+        };
+        args.extend(["--output", "json"]);
+        let cli = cli_json(&args).unwrap();
+        let (st, api) = server.post("/api/analyze/asymmetric", body.clone()).await;
+        assert_eq!((st, api), (StatusCode::OK, cli), "{scenario}: asymmetric");
+
+        if catalog.exists() {
+            let subnets = server.get("/api/resources/virtualNetworks").await["value"].clone();
+            for sub in subnets.as_array().unwrap().iter().flat_map(|v| {
+                v["properties"]["subnets"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            }) {
+                let from = s(&sub["name"]);
+                let cli = cli_json(&[
+                    "deps",
+                    "check",
+                    "--network",
+                    &net,
+                    "--catalog",
+                    catalog.to_str().unwrap(),
+                    "--from",
+                    &from,
+                    "--output",
+                    "json",
+                ])
+                .unwrap();
+                let (st, api) = server
+                    .post(
+                        "/api/analyze/deps",
+                        json!({"catalog": body["catalog"], "from": from}),
+                    )
+                    .await;
+                assert_eq!(
+                    (st, api),
+                    (StatusCode::OK, cli),
+                    "{scenario}: deps --from {from}"
+                );
+                deps_checked += 1;
+            }
+        }
+
+        // DIAG-6 per NIC.
+        let nics = server.get("/api/resources/networkInterfaces").await["value"].clone();
+        for nic in nics.as_array().unwrap() {
+            let n = s(&nic["name"]);
+            let (st, view) = server
+                .post(
+                    "/api/diagnostics/securityGroupView",
+                    json!({"targetResourceId": format!("/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/networkInterfaces/{n}")}),
+                )
+                .await;
+            let Some(cli) = cli_json(&[
+                "effective-rules",
+                "--network",
+                &net,
+                "--nic",
+                &n,
+                "--output",
+                "json",
+            ]) else {
+                assert_eq!(
+                    st,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "{scenario} {n}: {view}"
+                );
+                continue;
+            };
+            assert_eq!(st, StatusCode::OK, "{scenario} {n}: {view}");
+            nics_viewed += 1;
+            let a = &view["networkInterfaces"][0]["securityRuleAssociations"];
+            let effective: Vec<Value> = cli["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|g| g["effectiveSecurityRules"].as_array().cloned().unwrap())
+                .collect();
+            assert_eq!(
+                a["effectiveSecurityRules"],
+                Value::Array(effective),
+                "{scenario} {n}"
+            );
+            let defaults: Vec<String> = a["defaultSecurityRules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| s(&r["name"]))
+                .collect();
+            assert_eq!(defaults.len(), 6, "NSG-4: {defaults:?}");
+            for (key, g) in cli["value"].as_array().unwrap().iter().map(|g| {
+                let key = if g["association"]["subnet"].is_object() {
+                    "subnetAssociation"
+                } else {
+                    "networkInterfaceAssociation"
+                };
+                (key, s(&g["networkSecurityGroup"]["id"]))
+            }) {
+                let resource = server
+                    .get(&format!("/api/resources/networkSecurityGroups/{g}"))
+                    .await;
+                let names = |v: &Value| -> Vec<String> {
+                    v.as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|r| s(&r["name"]))
+                        .collect()
+                };
+                assert_eq!(a[key]["networkSecurityGroup"]["id"], g.as_str());
+                assert_eq!(
+                    names(&a[key]["securityRules"]),
+                    names(&resource["properties"]["securityRules"]),
+                    "{scenario} {n} {key}"
+                );
+            }
+        }
+        let (st, p) = server
+            .post(
+                "/api/diagnostics/securityGroupView",
+                json!({"targetResourceId": "no-such-nic"}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    }
+    assert!(nics_viewed >= 3, "{nics_viewed} NICs viewed");
+    assert!(
+        findings > 0 && entries > 10 && deps_checked > 0,
+        "{findings} findings, {entries} entries, {deps_checked} deps"
+    );
+}
+
+/// The semantic diff of two stored versions equals `palisade diff` of the two resource lists.
+#[tokio::test(flavor = "multi_thread")]
+async fn diff_of_two_versions_equals_the_cli_diff() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start("../shared/scenarios/layered-nsg/network.json", data.path());
+    let v1 = network_file(&server, data.path(), "v1.json").await;
+    let (st, _, p) = server
+        .call(Method::PUT, RULE, Some(ADMIN), None, Some(http_rule("*")))
+        .await;
+    assert!(st.is_success(), "{p}");
+    let v2 = network_file(&server, data.path(), "v2.json").await;
+    let cli = cli_json(&["diff", &v1, &v2, "--output", "json"]).unwrap();
+    assert!(!cli["changes"].as_array().unwrap().is_empty(), "{cli}");
+    assert_eq!(server.get("/api/versions/1/diff/2").await, cli);
+    let back = server.get("/api/versions/2/diff/1").await;
+    assert_eq!(
+        back["changes"].as_array().unwrap().len(),
+        cli["changes"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        server.get("/api/versions/1/diff/1").await["changes"],
+        json!([])
+    );
+    let (st, _, _) = server
+        .call(
+            Method::GET,
+            "/api/versions/1/diff/9",
+            Some(READER),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
 }

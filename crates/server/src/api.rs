@@ -5,6 +5,7 @@ use crate::auth::{Caller, Role};
 use crate::policy::{self, ChangeError, Path as ResourcePath};
 use crate::present::{self, NotAnswerable};
 use crate::problem::{json_rejection, Problem};
+use crate::questions;
 use crate::store::{AuditEntry, Version, VersionMeta};
 use crate::{now, AppState};
 use axum::extract::rejection::JsonRejection;
@@ -29,8 +30,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-type App = State<Arc<AppState>>;
-type Answer = Result<Response, Problem>;
+pub(crate) type App = State<Arc<AppState>>;
+pub(crate) type Answer = Result<Response, Problem>;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -74,6 +75,12 @@ pub fn openapi_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(rollback))
         .routes(routes!(audit))
         .routes(routes!(flow_logs))
+        .routes(routes!(questions::security_group_view))
+        .routes(routes!(questions::deps_check))
+        .routes(routes!(questions::asymmetric))
+        .routes(routes!(questions::reachability))
+        .routes(routes!(questions::lint))
+        .routes(routes!(questions::diff))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -130,11 +137,11 @@ async fn authenticate(State(app): App, mut req: Request, next: Next) -> Response
     }
 }
 
-fn not_answerable(e: NotAnswerable) -> Problem {
+pub(crate) fn not_answerable(e: NotAnswerable) -> Problem {
     Problem::unprocessable(e.0)
 }
 
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
+pub(crate) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
     b.map(|Json(t)| t).map_err(json_rejection)
 }
 
@@ -187,7 +194,7 @@ impl Port {
 }
 
 /// A NIC named by a resource id (`.../networkInterfaces/NAME`) or by name; a VM's id names no NIC.
-fn nic_name(id: &str) -> Option<&str> {
+pub(crate) fn nic_name(id: &str) -> Option<&str> {
     let parts: Vec<&str> = id.trim_matches('/').split('/').collect();
     match parts
         .iter()
@@ -709,7 +716,7 @@ async fn flow_logs(State(app): App, Query(q): Query<FlowLogQuery>) -> Answer {
     Ok(Json(json!({"value": page, "nextOffset": next})).into_response())
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, Problem> {
     tokio::task::spawn_blocking(f)

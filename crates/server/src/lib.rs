@@ -19,6 +19,7 @@ pub mod auth;
 pub mod policy;
 pub mod present;
 pub mod problem;
+pub mod questions;
 pub mod store;
 
 use arc_swap::ArcSwap;

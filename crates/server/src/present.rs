@@ -3,6 +3,8 @@
 //! hold them to. Pure functions of the snapshot: no I/O. The CLI prints these same values for
 //! `--output json`, and builds its text from the lookups here, so the two cannot drift apart.
 
+use palisade_analyze::reach::{Reach, ReachReport};
+use palisade_model::catalog::{DependencyCatalog, Via};
 use palisade_model::{Access, Direction, PortRange, Protocol};
 use palisade_policy::nsg::{CompiledNsg, CompiledRule};
 use palisade_policy::routes::{EffectiveRoute, RouteSource, SubnetRoutes};
@@ -326,4 +328,136 @@ pub fn ip_flow_verify(
         Some((a, rule)) => json!({"access": a, "ruleName": rule, "layers": layers}),
         None => json!({"access": "Allow", "layers": layers}),
     })
+}
+
+/// A rule as written (DIAG-6 `securityRules[]`, `defaultSecurityRules[]`): Azure's resource
+/// shape, tags and ranges as the rule names them.
+fn written_rule(r: &palisade_model::SecurityRule) -> Value {
+    let text = |v: &[palisade_model::address::AddressItem]| {
+        v.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let ports = |v: &[PortRange]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    let prefix = if r.is_default {
+        "defaultSecurityRules"
+    } else {
+        "securityRules"
+    };
+    json!({
+        "name": r.name,
+        "id": format!("{prefix}/{}", r.name),
+        "properties": {
+            "description": r.description,
+            "protocol": if r.protocol == Protocol::Any { "*" } else { r.protocol.as_str() },
+            "sourcePortRanges": ports(&r.source.port_ranges),
+            "destinationPortRanges": ports(&r.destination.port_ranges),
+            "sourceAddressPrefixes": text(&r.source.address_prefixes),
+            "destinationAddressPrefixes": text(&r.destination.address_prefixes),
+            "sourceApplicationSecurityGroups": r.source.application_security_groups.iter().map(|a| json!({"id": a})).collect::<Vec<_>>(),
+            "destinationApplicationSecurityGroups": r.destination.application_security_groups.iter().map(|a| json!({"id": a})).collect::<Vec<_>>(),
+            "access": access(r.access),
+            "priority": r.priority,
+            "direction": format!("{:?}", r.direction),
+        }
+    })
+}
+
+/// DIAG-6 for one NIC: the rules of its own NSG and of its subnet's as written, the default
+/// rules, and the DIAG-4 effective rules (exactly `effective_rules` for the NIC).
+pub fn security_group_view(snap: &Snapshot, nic: &str) -> Result<Value, NotAnswerable> {
+    let written = |compiled: &str| -> Vec<Value> {
+        snap.network
+            .network_security_groups
+            .iter()
+            .find(|g| g.name.eq_ignore_ascii_case(compiled))
+            .map(|g| g.security_rules.iter().map(written_rule).collect())
+            .unwrap_or_default()
+    };
+    let mut associations = serde_json::Map::new();
+    for (kind, name, g) in applied_nsgs(snap, Some(nic), None)? {
+        let nsg = &snap.nsg(g).name;
+        let key = match kind {
+            "subnet" => "subnetAssociation",
+            _ => "networkInterfaceAssociation",
+        };
+        associations.insert(
+            key.into(),
+            json!({"id": name, "networkSecurityGroup": {"id": nsg}, "securityRules": written(nsg)}),
+        );
+    }
+    let defaults: Vec<Value> = palisade_policy::nsg::default_rules()
+        .iter()
+        .map(written_rule)
+        .collect();
+    associations.insert("defaultSecurityRules".into(), json!(defaults));
+    let effective: Vec<Value> = effective_rules(snap, Some(nic), None)?["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| {
+            g["effectiveSecurityRules"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    associations.insert("effectiveSecurityRules".into(), json!(effective));
+    let name = &snap
+        .nic(snap.nic_by_name(nic).expect("applied_nsgs found it"))
+        .name;
+    Ok(json!({"networkInterfaces": [{"id": name, "securityRuleAssociations": associations}]}))
+}
+
+/// DIAG-9's declared inbound sources: a dependency list's `via: Route` entries with an address.
+pub fn declared_sources(catalog: &DependencyCatalog) -> Vec<(String, Vec<ipnet::IpNet>)> {
+    catalog
+        .entries()
+        .filter(|e| e.category.via == Via::Route)
+        .filter_map(|e| {
+            let ip = e.endpoint.ip_address()?;
+            Some((
+                format!("{}: {}", e.category.category, ip),
+                vec![ipnet::IpNet::from(ip)],
+            ))
+        })
+        .collect()
+}
+
+/// The verdicts a reachability report lists: reachable ones, or all with `all`.
+pub fn reach_verdicts(all: bool) -> Vec<Reach> {
+    if all {
+        vec![
+            Reach::Allow,
+            Reach::ByName,
+            Reach::Deny,
+            Reach::Drop,
+            Reach::Unknown,
+        ]
+    } else {
+        vec![Reach::Allow, Reach::ByName]
+    }
+}
+
+/// What each entry's verdict assumed: the unknown values of the controls that decided it.
+pub fn reach_assumed(snap: &Snapshot, report: &ReachReport) -> Vec<Vec<String>> {
+    report
+        .entries
+        .iter()
+        .map(|e| {
+            palisade_policy::trace::assumed(
+                &snap.network,
+                e.decided_by.iter().map(|c| c.resource.as_str()),
+            )
+        })
+        .collect()
+}
+
+/// The reachability report as `palisade analyze reachability --output json` prints it.
+pub fn reachability(report: &ReachReport, assumed: &[Vec<String>]) -> Value {
+    let mut v = serde_json::to_value(report).unwrap_or(Value::Null);
+    if let Some(entries) = v.get_mut("entries").and_then(|e| e.as_array_mut()) {
+        for (e, a) in entries.iter_mut().zip(assumed) {
+            e["assumed"] = json!(a);
+        }
+    }
+    v
 }
