@@ -5,7 +5,7 @@
 mod common;
 
 use common::{palisade, root};
-use palisade_server::auth::sha256_hex;
+use palisade_server::auth::{is_admin_operation, sha256_hex};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -19,6 +19,8 @@ const READER: &str = "reader-token-for-tests";
 struct Server {
     child: Child,
     base: String,
+    /// The admin listener: changes and the audit log go there.
+    admin: String,
     client: Client,
 }
 
@@ -40,6 +42,7 @@ impl Server {
         .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
             .args(["server", "--network", network, "--listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .arg("--data")
             .arg(data)
             .arg("--token-file")
@@ -50,11 +53,15 @@ impl Server {
             .spawn()
             .expect("start palisade server");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut admin = String::new();
         let base = loop {
             let line = lines
                 .next()
                 .expect("the server ended before listening")
                 .unwrap();
+            if let Some(rest) = line.strip_prefix("admin API on ") {
+                admin = rest.trim().to_string();
+            }
             if let Some(rest) = line.strip_prefix("listening on ") {
                 break rest.split_whitespace().next().unwrap().to_string();
             }
@@ -64,6 +71,7 @@ impl Server {
         Server {
             child,
             base,
+            admin,
             client: Client::new(),
         }
     }
@@ -76,7 +84,12 @@ impl Server {
         if_match: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let mut r = self.client.request(method, format!("{}{path}", self.base));
+        let base = if is_admin_operation(&method, path) {
+            &self.admin
+        } else {
+            &self.base
+        };
+        let mut r = self.client.request(method, format!("{base}{path}"));
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -1023,4 +1036,226 @@ async fn diff_of_two_versions_equals_the_cli_diff() {
         )
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+/// `curl` against a server: (exit code, HTTP status, body). `extra` goes before the URL.
+fn curl(extra: &[&str], url: &str) -> (i32, u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        out.status.code().unwrap_or(-1),
+        code.trim().parse().unwrap_or(0),
+        body.to_string(),
+    )
+}
+
+/// Access: HTTPS with a given certificate on both listeners (real curl trusting only that
+/// certificate), changes and the audit log on the admin listener only.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_and_the_admin_listener_apart_from_the_data_listener() {
+    let data = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (data.path().join("cert.pem"), data.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let net = "../shared/scenarios/layered-nsg/network.json";
+    let server = Server::start_with(
+        net,
+        data.path(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    assert!(server.admin.starts_with("https://"), "{}", server.admin);
+    let ca = cert.to_str().unwrap();
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+    let (reader, admin) = (bearer(READER), bearer(ADMIN));
+
+    // A diagnostic over TLS equals the CLI's answer.
+    let question = json!({"source": "203.0.113.20", "destination": "10.2.1.4", "destinationPort": 80, "sourcePort": 51001});
+    let (code, status, body) = curl(
+        &[
+            "--cacert",
+            ca,
+            "-H",
+            &reader,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &question.to_string(),
+        ],
+        &format!("{}/api/diagnostics/trace", server.base),
+    );
+    assert_eq!((code, status), (0, 200), "{body}");
+    let cli = cli_json(&[
+        "trace",
+        "--network",
+        net,
+        "--from",
+        "203.0.113.20",
+        "--to",
+        "10.2.1.4",
+        "--port",
+        "80",
+        "--source-port",
+        "51001",
+        "--protocol",
+        "tcp",
+        "--output",
+        "json",
+    ])
+    .unwrap();
+    assert_eq!(
+        without_snapshot(serde_json::from_str(&body).unwrap()),
+        without_snapshot(cli)
+    );
+    // Not trusted without the certificate; no plain HTTP on the TLS port.
+    let (code, _, err) = curl(&[], &format!("{}/healthz", server.base));
+    assert_eq!(
+        code, 60,
+        "curl should refuse the unknown certificate: {err}"
+    );
+    let plain = server.base.replace("https://", "http://");
+    let (code, status, _) = curl(&[], &format!("{plain}/healthz"));
+    assert!(
+        code != 0 || status != 200,
+        "plain HTTP answered on the TLS port"
+    );
+
+    // Changes: refused on the data listener (even with an admin token), served on the admin one.
+    let rule = http_rule("*").to_string();
+    let put = [
+        "--cacert",
+        ca,
+        "-X",
+        "PUT",
+        "-H",
+        &admin,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &rule,
+    ];
+    let (code, status, body) = curl(&put, &format!("{}{RULE}", server.base));
+    assert_eq!((code, status), (0, 404), "{body}");
+    assert!(body.contains("admin listener"), "{body}");
+    let (_, status, body) = curl(
+        &["--cacert", ca, "-H", &admin],
+        &format!("{}/api/audit", server.base),
+    );
+    assert_eq!(status, 404, "{body}");
+    let (code, status, body) = curl(&put, &format!("{}{RULE}", server.admin));
+    assert_eq!((code, status), (0, 201), "{body}");
+    let (_, status, body) = curl(
+        &["--cacert", ca, "-H", &admin],
+        &format!("{}/api/audit", server.admin),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("PUT"), "{body}");
+    // The change is in force on the data listener.
+    let (_, status, body) = curl(
+        &[
+            "--cacert",
+            ca,
+            "-H",
+            &reader,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &question.to_string(),
+        ],
+        &format!("{}/api/diagnostics/trace", server.base),
+    );
+    assert_eq!(status, 200, "{body}");
+    let t: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (s(&t["verdict"]), s(&t["decided_by"]["rule"])),
+        ("Allow".into(), "Allow-HTTP".into())
+    );
+    drop(server);
+
+    // A key file that is no PEM key: the server refuses to start and names the file.
+    let bad = data.path().join("bad-key.pem");
+    std::fs::write(&bad, "not a key").unwrap();
+    let (code, _, err) = palisade(&[
+        "server",
+        "--network",
+        net,
+        "--data",
+        data.path().to_str().unwrap(),
+        "--token-file",
+        data.path().join("tokens.txt").to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        bad.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("bad-key.pem") && err.contains("private key"),
+        "{err}"
+    );
+}
+
+/// Limits: a body over `--max-body` gets 413 on both listeners; a client that stops sending
+/// its body mid-way gets 408 after `--request-timeout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn body_limit_and_request_timeout_hold() {
+    use std::io::{Read, Write};
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        "../shared/scenarios/layered-nsg/network.json",
+        data.path(),
+        &["--max-body", "2000", "--request-timeout", "1"],
+    );
+    let big = json!({"source": "10.2.1.4", "destination": "10.2.2.4", "host": "x".repeat(3000)});
+    let (st, _) = server.post("/api/diagnostics/trace", big).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    let mut rule = http_rule("*");
+    rule["properties"]["description"] = json!("y".repeat(3000));
+    let (st, _, _) = server
+        .call(Method::PUT, RULE, Some(ADMIN), None, Some(rule))
+        .await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    let (st, v) = server
+        .post(
+            "/api/diagnostics/trace",
+            json!({"source": "10.2.1.4", "destination": "10.2.2.4"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        write!(
+            c,
+            "POST /api/diagnostics/trace HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"source\""
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let mut out = vec![0; 512];
+        let n = c.read(&mut out).unwrap_or(0);
+        (String::from_utf8_lossy(&out[..n]).into_owned(), started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(answer.0.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.1 < std::time::Duration::from_secs(5), "{answer:?}");
 }

@@ -87,20 +87,45 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     openapi_router().split_for_parts().1
 }
 
-pub fn router(state: Arc<AppState>, body_limit: usize, timeout: Duration) -> Router {
+/// Which listener a router serves: the data listener answers reads and diagnostics; the admin
+/// listener (its own address, loopback by default) answers those and the admin operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Data,
+    Admin,
+}
+
+pub fn router(state: Arc<AppState>, body_limit: usize, timeout: Duration, side: Side) -> Router {
     let (api, doc) = openapi_router().split_for_parts();
     let api = api.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
+    let app = Router::new()
         .merge(api)
         .route("/healthz", axum::routing::get(healthz))
         .with_state(state)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc));
+    let app = match side {
+        Side::Admin => app,
+        Side::Data => app.layer(middleware::from_fn(data_side)),
+    };
+    app.layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+}
+
+/// The data listener refuses admin operations before authentication: they are not served here.
+async fn data_side(req: Request, next: Next) -> Response {
+    if crate::auth::is_admin_operation(req.method(), req.uri().path()) {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "admin-listener",
+            "changes and the audit log are served on the admin listener (--admin-listen) only",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn healthz(State(app): App) -> Json<Value> {
