@@ -689,6 +689,7 @@ async fn openapi_lists_every_route_and_swagger_ui_is_served() {
         ("/api/versions/{version}/rollback", "post"),
         ("/api/audit", "get"),
         ("/api/flowLogs", "get"),
+        ("/api/flowLogs/stream", "get"),
         ("/api/diagnostics/securityGroupView", "post"),
         ("/api/analyze/deps", "post"),
         ("/api/analyze/asymmetric", "post"),
@@ -1258,4 +1259,168 @@ async fn body_limit_and_request_timeout_hold() {
     .unwrap();
     assert!(answer.0.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert!(answer.1 < std::time::Duration::from_secs(5), "{answer:?}");
+}
+
+/// DIAG-11 live: `curl -N` on `/api/flowLogs/stream?action=deny` receives the record a real
+/// `palisade gateway` writes when it refuses a real request, and not the allowed one before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn flow_stream_sends_a_real_gateway_decision() {
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    // The upstream: answers every request with 200.
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for s in upstream.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+            );
+        }
+    });
+    let net = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &net,
+        format!(
+            r#"apiVersion: palisade/v1
+azureFirewalls:
+  - name: fw
+    ipConfigurations: [{{name: c, privateIPAddress: 10.0.1.4}}]
+    applicationRuleCollections:
+      - name: allow-apps
+        priority: 200
+        action: {{type: Allow}}
+        rules: [{{name: web, sourceAddresses: ['*'], protocols: ['Http:{port}'], targetFqdns: [www.allowed.test]}}]
+"#
+        ),
+    )
+    .unwrap();
+    let flows = dir.path().join("gateway-data");
+    let proxy: SocketAddr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let gateway = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["gateway", "-n", net.to_str().unwrap()])
+        .args(["--listen", &proxy.to_string(), "--admin", "none"])
+        .args([
+            "--data",
+            flows.to_str().unwrap(),
+            "--instance",
+            "stream-test",
+        ])
+        .args(["--no-watch", "--no-system-resolver"])
+        .args([
+            "--resolve",
+            "www.allowed.test=127.0.0.1",
+            "--resolve",
+            "blocked.test=127.0.0.1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start palisade gateway");
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _gateway = Killed(gateway);
+    let start = Instant::now();
+    while TcpStream::connect(proxy).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "gateway did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        "../shared/scenarios/layered-nsg/network.json",
+        data.path(),
+        &["--flow-log", flows.to_str().unwrap()],
+    );
+    let stream = Command::new("curl")
+        .args(["-sS", "-N", "-i", "--max-time", "30", "-H"])
+        .arg(format!("Authorization: Bearer {READER}"))
+        .arg(format!("{}/api/flowLogs/stream?action=deny", server.base))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run curl -N");
+    let mut stream = Killed(stream);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = stream.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let status = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("stream answered");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let through = |host: &str| {
+        let o = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args([
+                "-x",
+                &format!("http://{proxy}"),
+                &format!("http://{host}:{port}/"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(through("www.allowed.test"), "200");
+    assert_eq!(through("blocked.test"), "470");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let record: Value = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("no flow event arrived");
+        if let Some(data) = line.strip_prefix("data: ") {
+            break serde_json::from_str(data).unwrap();
+        }
+    };
+    assert_eq!(record["action"], "Deny", "{record}");
+    assert_eq!(record["name"], "blocked.test", "{record}");
+    let logged = cli_json(&[
+        "logs",
+        "--data",
+        flows.to_str().unwrap(),
+        "--action",
+        "deny",
+        "--output",
+        "json",
+    ])
+    .unwrap();
+    assert_eq!(logged[0], record);
+    // Filters are checked like the query's.
+    let (st, _, _) = server
+        .call(
+            Method::GET,
+            "/api/flowLogs/stream?source=nowhere",
+            Some(READER),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
 }

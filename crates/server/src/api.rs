@@ -75,6 +75,7 @@ pub fn openapi_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(rollback))
         .routes(routes!(audit))
         .routes(routes!(flow_logs))
+        .routes(routes!(flow_stream))
         .routes(routes!(questions::security_group_view))
         .routes(routes!(questions::deps_check))
         .routes(routes!(questions::asymmetric))
@@ -705,30 +706,12 @@ pub struct FlowLogQuery {
     responses((status = 200, description = "`{value: [record], nextOffset}`", body = Object),
               (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn flow_logs(State(app): App, Query(q): Query<FlowLogQuery>) -> Answer {
-    let dir = app
-        .flow_log
-        .clone()
-        .ok_or_else(|| Problem::not_found("no flow log: start the server with --flow-log DIR"))?;
-    let since = q
-        .since
-        .as_deref()
-        .map(|s| palisade_flowlog::parse_since(s, std::time::SystemTime::now()))
-        .transpose()
-        .map_err(|e| Problem::bad_request(e.to_string().replace("--since", "since")))?;
-    let source = q
-        .source
-        .as_deref()
-        .map(|s| address("source", s))
-        .transpose()?;
+    let dir = flow_log_dir(&app)?;
     let (limit, offset) = (q.limit.unwrap_or(100).clamp(1, 1000), q.offset.unwrap_or(0));
     let query = palisade_flowlog::Query {
-        action: q.action,
-        since,
-        rule: q.rule,
-        source,
-        name: q.name,
         // One more than the page, to know whether another page follows.
         limit: Some(offset.saturating_add(limit).saturating_add(1)),
+        ..filters(q.action, q.rule, q.since, q.source, q.name)?
     };
     let (records, _torn) =
         tokio::task::spawn_blocking(move || palisade_flowlog::query(&dir, &query))
@@ -740,6 +723,103 @@ async fn flow_logs(State(app): App, Query(q): Query<FlowLogQuery>) -> Answer {
     let next = more.then_some(offset + limit);
     Ok(Json(json!({"value": page, "nextOffset": next})).into_response())
 }
+
+fn flow_log_dir(app: &AppState) -> Result<std::path::PathBuf, Problem> {
+    app.flow_log
+        .clone()
+        .ok_or_else(|| Problem::not_found("no flow log: start the server with --flow-log DIR"))
+}
+
+/// The flow-log filters of the query and the stream, as `palisade logs` takes them.
+fn filters(
+    action: Option<String>,
+    rule: Option<String>,
+    since: Option<String>,
+    source: Option<String>,
+    name: Option<String>,
+) -> Result<palisade_flowlog::Query, Problem> {
+    let since = since
+        .as_deref()
+        .map(|s| palisade_flowlog::parse_since(s, std::time::SystemTime::now()))
+        .transpose()
+        .map_err(|e| Problem::bad_request(e.to_string().replace("--since", "since")))?;
+    let source = source
+        .as_deref()
+        .map(|s| address("source", s))
+        .transpose()?;
+    Ok(palisade_flowlog::Query {
+        action,
+        since,
+        rule,
+        source,
+        name,
+        limit: None,
+    })
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct FlowStreamQuery {
+    /// `Allow` or `Deny`.
+    action: Option<String>,
+    /// A rule name or path (`collection/rule`, `group/collection/rule`), or `default`.
+    rule: Option<String>,
+    /// Source address.
+    source: Option<String>,
+    /// SNI / Host / CONNECT name (`*.example.com` for subdomains).
+    name: Option<String>,
+}
+
+/// Live decisions: each flow record the gateway appends from now on, as a Server-Sent Event `flow` whose data is the record (as in `GET /api/flowLogs`); filters as the query's.
+#[utoipa::path(get, path = "/api/flowLogs/stream", tag = "diagnostics", params(FlowStreamQuery),
+    responses((status = 200, description = "`text/event-stream` of `event: flow` records", content_type = "text/event-stream", body = String),
+              (status = 400, body = Problem), (status = 404, body = Problem)))]
+async fn flow_stream(State(app): App, Query(q): Query<FlowStreamQuery>) -> Answer {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let dir = flow_log_dir(&app)?;
+    let query = filters(q.action, q.rule, None, q.source, q.name)?;
+    let tail = tokio::task::spawn_blocking(move || crate::live::Tail::from_end(&dir))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    let stopping = app.stopping.subscribe();
+    let records = futures_util::stream::unfold(
+        (tail, stopping, std::collections::VecDeque::new()),
+        move |(mut tail, mut stopping, mut ready)| {
+            let query = query.clone();
+            async move {
+                loop {
+                    if let Some(r) = ready.pop_front() {
+                        let event = Event::default().event("flow").json_data(&r);
+                        return Some((event, (tail, stopping, ready)));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(POLL) => {}
+                        _ = stopping.wait_for(|s| *s) => return None,
+                    }
+                    let (t, polled) = tokio::task::spawn_blocking(move || {
+                        let r = tail.poll();
+                        (tail, r)
+                    })
+                    .await
+                    .ok()?;
+                    tail = t;
+                    // An unreadable log ends the stream; the client reconnects or asks the query.
+                    ready.extend(polled.ok()?.into_iter().filter(|r| query.matches(r)));
+                }
+            }
+        },
+    );
+    // A first comment sends the headers at once: the client knows the tail has started.
+    let started = futures_util::stream::once(async {
+        Ok::<_, axum::Error>(Event::default().comment("following the flow log"))
+    });
+    Ok(Sse::new(futures_util::StreamExt::chain(started, records))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// How often a live stream looks for new records.
+const POLL: Duration = Duration::from_millis(200);
 
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,

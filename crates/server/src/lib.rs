@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod live;
 pub mod policy;
 pub mod present;
 pub mod problem;
@@ -65,6 +66,8 @@ pub struct AppState {
     /// Changes are applied one at a time; readers never wait for it.
     pub writer: tokio::sync::Mutex<()>,
     pub flow_log: Option<PathBuf>,
+    /// Set when the server is stopping: live streams end so the listeners can close.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 pub fn now() -> String {
@@ -155,6 +158,7 @@ pub fn prepare(config: &Config) -> Result<(Arc<AppState>, String), String> {
             tokens: config.tokens.clone(),
             writer: tokio::sync::Mutex::new(()),
             flow_log: config.flow_log.clone(),
+            stopping: tokio::sync::watch::Sender::new(false),
         }),
         note,
     ))
@@ -210,21 +214,28 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Bound, &str)) -> Result<
     let app = |side| api::router(state.clone(), config.body_limit, config.timeout, side);
     let (data_app, admin_app) = (app(api::Side::Data), app(api::Side::Admin));
     on_ready(&bound, &note);
+    let stopping = state.stopping.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stopping.send_replace(true);
+    });
     tokio::try_join!(
-        serve(data, data_app, tls.clone()),
-        serve(admin, admin_app, tls)
+        serve(data, data_app, tls.clone(), &state),
+        serve(admin, admin_app, tls, &state)
     )?;
     Ok(())
 }
 
-/// Serve one listener, over TLS when configured, until Ctrl-C.
+/// Serve one listener, over TLS when configured, until the server stops (Ctrl-C).
 async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    state: &AppState,
 ) -> Result<(), String> {
-    let stop = async {
-        let _ = tokio::signal::ctrl_c().await;
+    let mut stopping = state.stopping.subscribe();
+    let stop = async move {
+        let _ = stopping.wait_for(|s| *s).await;
     };
     match tls {
         Some(c) => {
