@@ -1424,3 +1424,145 @@ azureFirewalls:
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }
+
+/// FMT-1 native YAML (the shape of `docs/native-yaml.md`'s example): served as ARM resources
+/// whose answers equal the CLI's on the YAML file; its rules change like any other.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_native_yaml_network_is_served_as_arm_resources() {
+    let yaml = r#"apiVersion: palisade/v1
+virtualNetworks:
+  - name: prod-vnet
+    addressSpace: [10.0.0.0/16]
+    subnets:
+      - {name: web, addressPrefix: 10.0.1.0/24, networkSecurityGroup: web-nsg, routeTable: egress}
+      - {name: AzureFirewallSubnet, addressPrefix: 10.0.2.0/24}
+networkSecurityGroups:
+  - name: web-nsg
+    securityRules:
+      - {name: allow-https-in, priority: 100, direction: Inbound, access: Allow, protocol: Tcp,
+         sourceAddressPrefix: Internet, destinationAddressPrefix: "*", destinationPortRange: "443"}
+      - {name: audit-ssh, priority: 200, direction: Inbound, access: Deny, protocol: Tcp,
+         sourceAddressPrefix: "*", destinationAddressPrefix: "*", destinationPortRange: "22", palisade: {mode: Audit}}
+  - name: web-nic-nsg
+    securityRules:
+      - {name: allow-https, priority: 100, direction: Inbound, access: Allow, protocol: Tcp,
+         sourceAddressPrefix: "*", destinationAddressPrefix: "*", destinationPortRange: "443"}
+routeTables:
+  - name: egress
+    routes:
+      - {name: to-firewall, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.2.4}
+networkInterfaces:
+  - name: web-vm1-nic
+    networkSecurityGroup: web-nic-nsg
+    ipConfigurations:
+      - {name: ipconfig1, privateIPAddress: 10.0.1.4, subnet: prod-vnet/web}
+azureFirewalls:
+  - name: egress-fw
+    ipConfigurations: [{name: cfg, privateIPAddress: 10.0.2.4, subnet: prod-vnet/AzureFirewallSubnet}]
+    firewallPolicy: base-policy
+firewallPolicies:
+  - name: base-policy
+    ruleCollectionGroups:
+      - name: app
+        priority: 300
+        ruleCollections:
+          - {ruleCollectionType: FirewallPolicyFilterRuleCollection, name: web, priority: 100, action: {type: Allow},
+             rules: [{ruleType: NetworkRule, name: https-out, sourceAddresses: ["10.0.1.0/24"], ipProtocols: [TCP], destinationAddresses: ["140.82.112.0/20"], destinationPorts: ["443"]}]}
+"#;
+    let data = tempfile::tempdir().unwrap();
+    let net = data.path().join("network.yaml");
+    std::fs::write(&net, yaml).unwrap();
+    let net = net.to_str().unwrap().to_string();
+    let server = Server::start(&net, data.path());
+
+    let nsg = server
+        .get("/api/resources/networkSecurityGroups/web-nsg")
+        .await;
+    assert_eq!(nsg["type"], "Microsoft.Network/networkSecurityGroups");
+    let rule = &nsg["properties"]["securityRules"][0];
+    assert_eq!(rule["name"], "allow-https-in");
+    assert_eq!(rule["properties"]["priority"], 100, "{nsg}");
+    let groups = server
+        .get("/api/resources/firewallPolicies/base-policy/ruleCollectionGroups/app")
+        .await;
+    assert_eq!(groups["properties"]["priority"], 300, "{groups}");
+
+    let nics = server.get("/api/resources/networkInterfaces").await["value"].clone();
+    let mut compared = 0;
+    for nic in nics.as_array().unwrap() {
+        let n = s(&nic["name"]);
+        for (cmd, route) in [
+            ("effective-rules", "effectiveSecurityRules"),
+            ("effective-routes", "effectiveRoutes"),
+        ] {
+            let cli = cli_json(&[cmd, "--network", &net, "--nic", &n, "--output", "json"]).unwrap();
+            let api = server
+                .get(&format!("/api/diagnostics/{route}?networkInterface={n}"))
+                .await;
+            assert_eq!(api, cli, "{cmd} --nic {n}");
+            compared += 1;
+        }
+        for ip in nic["properties"]["ipConfigurations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| s(&c["privateIPAddress"]))
+        {
+            for (src, dst, port) in [
+                (ip.as_str(), "140.82.112.3", "443"),
+                (ip.as_str(), "8.8.8.8", "80"),
+                ("203.0.113.9", ip.as_str(), "443"),
+                ("203.0.113.9", ip.as_str(), "22"),
+            ] {
+                let cli = cli_json(&[
+                    "trace",
+                    "--network",
+                    &net,
+                    "--from",
+                    src,
+                    "--to",
+                    dst,
+                    "--port",
+                    port,
+                    "--protocol",
+                    "tcp",
+                    "--output",
+                    "json",
+                ])
+                .unwrap();
+                let (st, api) = server
+                    .post(
+                        "/api/diagnostics/trace",
+                        json!({"source": src, "destination": dst, "destinationPort": port.parse::<u16>().unwrap(), "protocol": "TCP"}),
+                    )
+                    .await;
+                assert_eq!(st, StatusCode::OK, "{api}");
+                assert_eq!(
+                    without_snapshot(api),
+                    without_snapshot(cli),
+                    "{src} → {dst}:{port}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 6, "{compared} answers compared");
+
+    // A rule of the YAML network changes through the API like an ARM one.
+    let path = "/api/resources/networkSecurityGroups/web-nsg/securityRules/allow-https-in";
+    let (st, h, _) = server
+        .call(Method::GET, path, Some(READER), None, None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _, v) = server
+        .call(
+            Method::PATCH,
+            path,
+            Some(ADMIN),
+            Some(&etag(&h)),
+            Some(json!({"properties": {"priority": 150}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["properties"]["priority"], 150);
+}
