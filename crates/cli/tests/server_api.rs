@@ -1566,3 +1566,62 @@ firewallPolicies:
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["properties"]["priority"], 150);
 }
+
+/// DIAG-2 `remotePort: "*"`: Allow only when every remote port is; else the lowest denied
+/// port's answer, which single-port questions confirm.
+#[tokio::test(flavor = "multi_thread")]
+async fn ip_flow_verify_with_every_remote_port() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start("../shared/scenarios/layered-nsg/network.json", data.path());
+    let (st, _, p) = server
+        .call(Method::PUT, RULE, Some(ADMIN), None, Some(http_rule("*")))
+        .await;
+    assert!(st.is_success(), "{p}");
+    let ask = |port: &str| {
+        json!({"direction": "Inbound", "protocol": "TCP", "localIPAddress": "10.2.1.4", "localPort": "80",
+               "remoteIPAddress": "203.0.113.20", "remotePort": port})
+    };
+    let verify = |port: &'static str| {
+        let server = &server;
+        let body = ask(port);
+        async move {
+            let (st, v) = server.post("/api/diagnostics/ipFlowVerify", body).await;
+            assert_eq!(st, StatusCode::OK, "{port}: {v}");
+            v
+        }
+    };
+    let all = verify("*").await;
+    assert_eq!(all["access"], "Allow", "{all}");
+    assert_eq!(all["remotePort"], "*");
+    assert_eq!(all["ruleName"], verify("50000").await["ruleName"]);
+
+    let deny = json!({"name": "Deny-Low-Ports", "properties": {"protocol": "Tcp", "sourcePortRange": "1000-2000",
+        "destinationPortRange": "80", "sourceAddressPrefix": "*", "destinationAddressPrefix": "*",
+        "access": "Deny", "priority": 150, "direction": "Inbound"}});
+    let (st, _, p) = server
+        .call(
+            Method::PUT,
+            "/api/resources/networkSecurityGroups/web-vm1-nic-nsg/securityRules/Deny-Low-Ports",
+            Some(ADMIN),
+            None,
+            Some(deny),
+        )
+        .await;
+    assert!(st.is_success(), "{p}");
+    let all = verify("*").await;
+    assert_eq!(all["access"], "Deny", "{all}");
+    assert_eq!(all["ruleName"], "securityRules/Deny-Low-Ports");
+    assert_eq!(all["remotePort"], "1000");
+    for (port, access) in [
+        ("999", "Allow"),
+        ("1000", "Deny"),
+        ("2000", "Deny"),
+        ("2001", "Allow"),
+    ] {
+        assert_eq!(verify(port).await["access"], access, "remote port {port}");
+    }
+    let (st, p) = server
+        .post("/api/diagnostics/ipFlowVerify", ask("1-2"))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{p}");
+}

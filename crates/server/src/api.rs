@@ -208,6 +208,10 @@ pub enum Port {
 }
 
 impl Port {
+    fn is_any(&self) -> bool {
+        matches!(self, Port::Text(s) if s.trim() == "*")
+    }
+
     fn value(&self, field: &str) -> Result<u16, Problem> {
         let n = match self {
             Port::Number(n) => Some(*n),
@@ -245,6 +249,7 @@ pub struct IpFlowVerifyRequest {
     local_port: Port,
     #[serde(rename = "remoteIPAddress")]
     remote_ip_address: String,
+    /// A port, or `*` for every remote port (Allow only when all are allowed).
     remote_port: Port,
     /// A VM or NIC id, or a NIC name; a VM id leaves the NIC to `localIPAddress`.
     #[serde(default)]
@@ -267,9 +272,15 @@ async fn ip_flow_verify(
     let local = address("localIPAddress", &r.local_ip_address)?;
     let remote = address("remoteIPAddress", &r.remote_ip_address)?;
     endpoints::same_family(local, remote).map_err(|e| Problem::bad_request(e.to_string()))?;
+    // `*` (DIAG-2): every remote port; answered with a placeholder port replaced per range.
+    let any_remote = r.remote_port.is_any();
     let (lp, rp) = (
         r.local_port.value("localPort")?,
-        r.remote_port.value("remotePort")?,
+        if any_remote {
+            0
+        } else {
+            r.remote_port.value("remotePort")?
+        },
     );
     let ((source, source_port), (destination, destination_port)) = match dir {
         Direction::Outbound => ((local, lp), (remote, rp)),
@@ -290,8 +301,12 @@ async fn ip_flow_verify(
         .and_then(nic_name)
         .or(r.target_resource_id.as_deref().and_then(nic_name));
     let running = app.running.load();
-    let v = present::ip_flow_verify(&running.snapshot, &flow, dir, local, nic)
-        .map_err(not_answerable)?;
+    let verify = if any_remote {
+        present::ip_flow_verify_any_remote_port
+    } else {
+        present::ip_flow_verify
+    };
+    let v = verify(&running.snapshot, &flow, dir, local, nic).map_err(not_answerable)?;
     Ok(Json(v).into_response())
 }
 

@@ -272,6 +272,63 @@ pub fn ip_flow_verify(
     local: IpAddr,
     nic: Option<&str>,
 ) -> Result<Value, NotAnswerable> {
+    let layers = verify_layers(snap, direction, local, nic)?;
+    Ok(verify(snap, flow, direction, &layers))
+}
+
+/// DIAG-2 with `remotePort: "*"`: every remote port. `Allow` only when every remote port is
+/// allowed; otherwise the answer for the lowest denied port, which `remotePort` names. Ports
+/// are tried once per range the rules' remote-port boundaries cut, so the answer is exact.
+pub fn ip_flow_verify_any_remote_port(
+    snap: &Snapshot,
+    flow: &Flow,
+    direction: Direction,
+    local: IpAddr,
+    nic: Option<&str>,
+) -> Result<Value, NotAnswerable> {
+    let layers = verify_layers(snap, direction, local, nic)?;
+    let mut starts = std::collections::BTreeSet::from([0u32]);
+    for (_, g) in &layers {
+        for r in &snap.nsg(*g).direction(direction).rules {
+            let remote = match direction {
+                Direction::Inbound => &r.source_ports,
+                Direction::Outbound => &r.destination_ports,
+            };
+            for p in remote {
+                starts.insert(u32::from(p.first));
+                starts.insert(u32::from(p.last) + 1);
+            }
+        }
+    }
+    let with_port = |p: u16| {
+        let mut f = flow.clone();
+        match direction {
+            Direction::Inbound => f.source_port = p,
+            Direction::Outbound => f.destination_port = p,
+        }
+        f
+    };
+    let mut first = None;
+    for p in starts.into_iter().filter_map(|p| u16::try_from(p).ok()) {
+        let mut v = verify(snap, &with_port(p), direction, &layers);
+        if v["access"] == "Deny" {
+            v["remotePort"] = json!(p.to_string());
+            return Ok(v);
+        }
+        first.get_or_insert(v);
+    }
+    let mut v = first.unwrap_or_else(|| verify(snap, &with_port(0), direction, &layers));
+    v["remotePort"] = json!("*");
+    Ok(v)
+}
+
+/// The NSG layers of the workload at `local`, in NSG-6 order for `direction`.
+fn verify_layers(
+    snap: &Snapshot,
+    direction: Direction,
+    local: IpAddr,
+    nic: Option<&str>,
+) -> Result<Vec<(&'static str, NsgId)>, NotAnswerable> {
     let loc = snap.locate(local);
     let nic = match nic {
         Some(n) => {
@@ -301,10 +358,19 @@ pub fn ip_flow_verify(
         Direction::Inbound => [subnet_layer, nic_layer],
         Direction::Outbound => [nic_layer, subnet_layer],
     };
+    Ok(order.into_iter().flatten().collect())
+}
+
+fn verify(
+    snap: &Snapshot,
+    flow: &Flow,
+    direction: Direction,
+    order: &[(&'static str, NsgId)],
+) -> Value {
     let key = flow.key();
     let mut layers = vec![];
     let mut verdict: Option<(&str, String)> = None;
-    for (layer, g) in order.into_iter().flatten() {
+    for &(layer, g) in order {
         let nsg = snap.nsg(g);
         let rules = nsg.direction(direction);
         // The default rules end every direction, so some rule always matches.
@@ -324,10 +390,10 @@ pub fn ip_flow_verify(
             break;
         }
     }
-    Ok(match verdict {
+    match verdict {
         Some((a, rule)) => json!({"access": a, "ruleName": rule, "layers": layers}),
         None => json!({"access": "Allow", "layers": layers}),
-    })
+    }
 }
 
 /// A rule as written (DIAG-6 `securityRules[]`, `defaultSecurityRules[]`): Azure's resource
