@@ -124,6 +124,36 @@ mod tests {
         assert_eq!(got, [99]);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// However the gateway's writes split the lines, and whenever the tail looks, it yields
+        /// every record once, in order.
+        #[test]
+        fn every_record_once_in_order_whatever_the_write_boundaries(
+            ports in proptest::collection::vec(0u16..65535, 0..12),
+            cuts in proptest::collection::vec(0usize..4000, 0..10),
+        ) {
+            use std::io::Write;
+            let dir = tempfile::tempdir().unwrap();
+            let mut tail = Tail::from_end(dir.path()).unwrap();
+            let text: String = ports
+                .iter()
+                .map(|p| serde_json::to_string(&record(*p)).unwrap() + "\n")
+                .collect();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (text.len() + 1)).collect();
+            cuts.push(text.len());
+            cuts.sort();
+            let mut file = std::fs::File::create(dir.path().join("flows-00000001.jsonl")).unwrap();
+            let (mut at, mut got) = (0, vec![]);
+            for c in cuts {
+                file.write_all(&text.as_bytes()[at..c]).unwrap();
+                at = c;
+                got.extend(tail.poll().unwrap().iter().map(|r| r.destination_port));
+            }
+            proptest::prop_assert_eq!(got, ports);
+        }
+    }
+
     #[test]
     fn a_half_written_line_waits_for_its_end() {
         let dir = tempfile::tempdir().unwrap();
