@@ -297,13 +297,16 @@ struct Synthetic {
     position: Option<(usize, usize)>,
 }
 
-/// The resources of a native YAML file as (JSON pointer, ARM type, item with its fields at the
-/// top level, the format's conveniences applied): what a store of ARM resources keeps of it.
-/// `None` when the text is not a native network.
+/// One resource of a native YAML file: (JSON pointer, ARM type, item with its fields at the top
+/// level, the format's conveniences applied).
+pub type NativeResource = (String, String, Value);
+
+/// The resources of a native YAML file: what a store of ARM resources keeps of it. `None` when
+/// the text is not a native network.
 pub fn native_resources(
     file: &str,
     text: &str,
-) -> Option<Result<Vec<(String, String, Value)>, Diagnostics>> {
+) -> Option<Result<Vec<NativeResource>, Diagnostics>> {
     let doc = match yaml::parse(file, text) {
         Ok(d) => d,
         Err(d) => return Some(Err(Diagnostics(vec![d]))),
