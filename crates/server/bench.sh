@@ -56,7 +56,7 @@ PY
 
 token=bench-token
 printf 'bench reader %s\n' "$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)" > "$work/tokens"
-"$ROOT/target/release/palisade" server --network "$work/network.json" --listen 127.0.0.1:0 \
+"$ROOT/target/release/palisade" server --network "$work/network.json" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --data "$work/data" --token-file "$work/tokens" 2> "$work/log" &
 server=$!
 for _ in $(seq 100); do grep -q '^listening on' "$work/log" && break; sleep 0.2; done

@@ -14,14 +14,15 @@ data=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
 token=schemathesis-admin
 printf 'fuzz admin %s\n' "$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)" > "$data/tokens"
-target/debug/palisade server --network examples/ase-egress-lockdown --listen 127.0.0.1:0 \
+target/debug/palisade server --network examples/ase-egress-lockdown --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --data "$data" --token-file "$data/tokens" 2> "$data/log" &
 server=$!
 for _ in $(seq 50); do
     grep -q '^listening on' "$data/log" && break
     sleep 0.2
 done
-base=$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$data/log")
+# The admin listener serves every operation (the data listener refuses changes).
+base=$(sed -n 's/^admin API on \(http:[^ ]*\).*/\1/p' "$data/log")
 [ -n "$base" ] || { cat "$data/log"; exit 1; }
 timeout 300 "$venv/bin/schemathesis" run "$base/openapi.json" -H "Authorization: Bearer $token" \
     --checks not_a_server_error --max-examples "${EXAMPLES:-40}" --seed 1

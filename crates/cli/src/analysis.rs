@@ -5,11 +5,11 @@
 use crate::load;
 use crate::{NetworkArgs, Output, SourceArgs};
 use clap::Subcommand;
-use palisade_analyze::reach::{self, Engine, Reach};
+use palisade_analyze::reach::{self, Engine};
 use palisade_analyze::{asymmetric, azure_check, deps, diff as semdiff, lint};
-use palisade_model::catalog::{DependencyCatalog, Via};
-use palisade_policy::trace::assumed;
+use palisade_model::catalog::DependencyCatalog;
 use palisade_policy::Snapshot;
+use palisade_server::present;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -187,18 +187,10 @@ pub fn analyze(cmd: AnalyzeCommand) -> Result<ExitCode, String> {
         } => return reachability(net, from, to, all, output),
     };
     let loaded = load::load_for_evaluation(&net)?;
-    let mut declared = vec![];
-    if let Some(p) = &path {
-        let c = catalog(p)?;
-        for e in c.entries().filter(|e| e.category.via == Via::Route) {
-            if let Some(ip) = e.endpoint.ip_address() {
-                declared.push((
-                    format!("{}: {}", e.category.category, ip),
-                    vec![ipnet::IpNet::from(ip)],
-                ));
-            }
-        }
-    }
+    let declared = match &path {
+        Some(p) => present::declared_sources(&catalog(p)?),
+        None => vec![],
+    };
     let report = asymmetric::check(&loaded.snapshot, &declared);
     if output == Output::Json {
         println!(
@@ -355,39 +347,14 @@ pub fn reachability(
         };
     let (f, t) = (scope(&from)?, scope(&to)?);
     let engine = crate::progress::spin("building the reachability classes", || Engine::new(snap));
-    let verdicts: Vec<Reach> = if all {
-        vec![
-            Reach::Allow,
-            Reach::ByName,
-            Reach::Deny,
-            Reach::Drop,
-            Reach::Unknown,
-        ]
-    } else {
-        vec![Reach::Allow, Reach::ByName]
-    };
+    let verdicts = present::reach_verdicts(all);
     let both = from.is_some() || to.is_some();
     let report = crate::progress::spin("computing reachability", || {
         reach::report(&engine, &f, &t, both, &verdicts)
     });
-    // What each entry's verdict assumed: the unknown values of the controls that decided it.
-    let assumed: Vec<Vec<String>> = report
-        .entries
-        .iter()
-        .map(|e| {
-            assumed(
-                &snap.network,
-                e.decided_by.iter().map(|c| c.resource.as_str()),
-            )
-        })
-        .collect();
+    let assumed = present::reach_assumed(snap, &report);
     if output == Output::Json {
-        let mut v = serde_json::to_value(&report).map_err(|e| e.to_string())?;
-        if let Some(entries) = v.get_mut("entries").and_then(|e| e.as_array_mut()) {
-            for (e, a) in entries.iter_mut().zip(&assumed) {
-                e["assumed"] = serde_json::json!(a);
-            }
-        }
+        let v = present::reachability(&report, &assumed);
         println!(
             "{}",
             serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?

@@ -19,6 +19,15 @@ pub struct ServerArgs {
     source: SourceArgs,
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// The admin listener: changes and the audit log are served here only (reads too).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    admin_listen: SocketAddr,
+    /// Serve HTTPS on both listeners with this certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Where versions and the audit log are kept (default: $PALISADE_DATA/server, else
     /// ~/.local/state/palisade/server).
     #[arg(long)]
@@ -55,6 +64,8 @@ pub fn server(a: ServerArgs) -> Result<ExitCode, String> {
     let config = Config {
         source: a.source.source(),
         listen: a.listen,
+        admin_listen: a.admin_listen,
+        tls: a.tls_cert.zip(a.tls_key),
         data,
         tokens,
         body_limit: a.max_body,
@@ -66,10 +77,14 @@ pub fn server(a: ServerArgs) -> Result<ExitCode, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    rt.block_on(palisade_server::run(config, |addr, note| {
+    rt.block_on(palisade_server::run(config, |b, note| {
         eprintln!("{note}");
-        // Tests and scripts read the bound address (with `--listen 127.0.0.1:0`) from here.
-        eprintln!("listening on http://{addr} (API under /api, OpenAPI at /openapi.json, Swagger UI at /docs)");
+        // Tests and scripts read the bound addresses (with port 0) from these two lines.
+        eprintln!("admin API on {}://{}", b.scheme, b.admin);
+        eprintln!(
+            "listening on {}://{} (API under /api, OpenAPI at /openapi.json, Swagger UI at /docs)",
+            b.scheme, b.data
+        );
     }))?;
     Ok(ExitCode::SUCCESS)
 }

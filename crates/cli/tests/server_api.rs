@@ -5,7 +5,7 @@
 mod common;
 
 use common::{palisade, root};
-use palisade_server::auth::sha256_hex;
+use palisade_server::auth::{is_admin_operation, sha256_hex};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -19,6 +19,8 @@ const READER: &str = "reader-token-for-tests";
 struct Server {
     child: Child,
     base: String,
+    /// The admin listener: changes and the audit log go there.
+    admin: String,
     client: Client,
 }
 
@@ -40,6 +42,7 @@ impl Server {
         .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
             .args(["server", "--network", network, "--listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .arg("--data")
             .arg(data)
             .arg("--token-file")
@@ -50,11 +53,15 @@ impl Server {
             .spawn()
             .expect("start palisade server");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut admin = String::new();
         let base = loop {
             let line = lines
                 .next()
                 .expect("the server ended before listening")
                 .unwrap();
+            if let Some(rest) = line.strip_prefix("admin API on ") {
+                admin = rest.trim().to_string();
+            }
             if let Some(rest) = line.strip_prefix("listening on ") {
                 break rest.split_whitespace().next().unwrap().to_string();
             }
@@ -64,6 +71,7 @@ impl Server {
         Server {
             child,
             base,
+            admin,
             client: Client::new(),
         }
     }
@@ -76,7 +84,12 @@ impl Server {
         if_match: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let mut r = self.client.request(method, format!("{}{path}", self.base));
+        let base = if is_admin_operation(&method, path) {
+            &self.admin
+        } else {
+            &self.base
+        };
+        let mut r = self.client.request(method, format!("{base}{path}"));
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -676,6 +689,13 @@ async fn openapi_lists_every_route_and_swagger_ui_is_served() {
         ("/api/versions/{version}/rollback", "post"),
         ("/api/audit", "get"),
         ("/api/flowLogs", "get"),
+        ("/api/flowLogs/stream", "get"),
+        ("/api/diagnostics/securityGroupView", "post"),
+        ("/api/analyze/deps", "post"),
+        ("/api/analyze/asymmetric", "post"),
+        ("/api/analyze/reachability", "post"),
+        ("/api/analyze/lint", "get"),
+        ("/api/versions/{version}/diff/{other}", "get"),
     ];
     for (p, m) in want {
         assert!(paths[p][m].is_object(), "{m} {p} missing");
@@ -787,6 +807,821 @@ async fn flow_log_query_pages_what_palisade_logs_finds() {
             None,
             None,
         )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{p}");
+}
+
+/// The running network written out as the resource list the server compiles, so the CLI reads
+/// exactly what the server holds.
+async fn network_file(server: &Server, dir: &Path, name: &str) -> String {
+    let resources = server.get("/api/network").await["resources"].clone();
+    let file = dir.join(name);
+    std::fs::write(&file, resources.to_string()).unwrap();
+    file.to_str().unwrap().to_string()
+}
+
+/// Lint findings name the file they were read from: the server's is `network`, the CLI's the path.
+fn findings_without_file(mut v: Value) -> Value {
+    for f in v["findings"].as_array_mut().into_iter().flatten() {
+        f.as_object_mut().unwrap().remove("file");
+    }
+    v
+}
+
+/// DIAG-6/8/9, reachability and lint: the server's answers equal the CLI's `--output json` on
+/// every scenario (same network, same library calls); security group view's effective rules
+/// equal `effective-rules`, its written rules the NSG resources'.
+#[tokio::test(flavor = "multi_thread")]
+async fn analyses_equal_the_cli_on_every_scenario() {
+    let (mut nics_viewed, mut findings, mut entries, mut deps_checked) = (0, 0, 0, 0);
+    for scenario in scenarios() {
+        let dir = root().join(format!("../shared/scenarios/{scenario}"));
+        let data = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.join("network.json").to_str().unwrap(), data.path());
+        let net = network_file(&server, data.path(), "network.json").await;
+
+        let cli = cli_json(&["lint", "--network", &net, "--output", "json"]).unwrap();
+        let api = server.get("/api/analyze/lint").await;
+        findings += api["findings"].as_array().unwrap().len();
+        assert_eq!(
+            findings_without_file(api),
+            findings_without_file(cli),
+            "{scenario}: lint"
+        );
+
+        for all in [false, true] {
+            let mut args = vec!["analyze", "reachability", "--network", &net];
+            if all {
+                args.push("--all");
+            }
+            args.extend(["--output", "json"]);
+            let cli = cli_json(&args).unwrap();
+            let (st, api) = server
+                .post("/api/analyze/reachability", json!({"all": all}))
+                .await;
+            assert_eq!(st, StatusCode::OK, "{scenario}: {api}");
+            entries += api["entries"].as_array().unwrap().len();
+            assert_eq!(api, cli, "{scenario}: reachability all={all}");
+        }
+
+        let catalog = dir.join("dependencies.json");
+        let mut args = vec!["analyze", "asymmetric", "--network", &net];
+        let body = if catalog.exists() {
+            args.extend(["--catalog", catalog.to_str().unwrap()]);
+            let c: Value =
+                serde_json::from_str(&std::fs::read_to_string(&catalog).unwrap()).unwrap();
+            json!({ "catalog": c })
+        } else {
+            json!({})
+        };
+        args.extend(["--output", "json"]);
+        let cli = cli_json(&args).unwrap();
+        let (st, api) = server.post("/api/analyze/asymmetric", body.clone()).await;
+        assert_eq!((st, api), (StatusCode::OK, cli), "{scenario}: asymmetric");
+
+        if catalog.exists() {
+            let subnets = server.get("/api/resources/virtualNetworks").await["value"].clone();
+            for sub in subnets.as_array().unwrap().iter().flat_map(|v| {
+                v["properties"]["subnets"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            }) {
+                let from = s(&sub["name"]);
+                let cli = cli_json(&[
+                    "deps",
+                    "check",
+                    "--network",
+                    &net,
+                    "--catalog",
+                    catalog.to_str().unwrap(),
+                    "--from",
+                    &from,
+                    "--output",
+                    "json",
+                ])
+                .unwrap();
+                let (st, api) = server
+                    .post(
+                        "/api/analyze/deps",
+                        json!({"catalog": body["catalog"], "from": from}),
+                    )
+                    .await;
+                assert_eq!(
+                    (st, api),
+                    (StatusCode::OK, cli),
+                    "{scenario}: deps --from {from}"
+                );
+                deps_checked += 1;
+            }
+        }
+
+        // DIAG-6 per NIC.
+        let nics = server.get("/api/resources/networkInterfaces").await["value"].clone();
+        for nic in nics.as_array().unwrap() {
+            let n = s(&nic["name"]);
+            let (st, view) = server
+                .post(
+                    "/api/diagnostics/securityGroupView",
+                    json!({"targetResourceId": format!("/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/networkInterfaces/{n}")}),
+                )
+                .await;
+            let Some(cli) = cli_json(&[
+                "effective-rules",
+                "--network",
+                &net,
+                "--nic",
+                &n,
+                "--output",
+                "json",
+            ]) else {
+                assert_eq!(
+                    st,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "{scenario} {n}: {view}"
+                );
+                continue;
+            };
+            assert_eq!(st, StatusCode::OK, "{scenario} {n}: {view}");
+            nics_viewed += 1;
+            let a = &view["networkInterfaces"][0]["securityRuleAssociations"];
+            let effective: Vec<Value> = cli["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|g| g["effectiveSecurityRules"].as_array().cloned().unwrap())
+                .collect();
+            assert_eq!(
+                a["effectiveSecurityRules"],
+                Value::Array(effective),
+                "{scenario} {n}"
+            );
+            let defaults: Vec<String> = a["defaultSecurityRules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| s(&r["name"]))
+                .collect();
+            assert_eq!(defaults.len(), 6, "NSG-4: {defaults:?}");
+            for (key, g) in cli["value"].as_array().unwrap().iter().map(|g| {
+                let key = if g["association"]["subnet"].is_object() {
+                    "subnetAssociation"
+                } else {
+                    "networkInterfaceAssociation"
+                };
+                (key, s(&g["networkSecurityGroup"]["id"]))
+            }) {
+                let resource = server
+                    .get(&format!("/api/resources/networkSecurityGroups/{g}"))
+                    .await;
+                let names = |v: &Value| -> Vec<String> {
+                    v.as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|r| s(&r["name"]))
+                        .collect()
+                };
+                assert_eq!(a[key]["networkSecurityGroup"]["id"], g.as_str());
+                assert_eq!(
+                    names(&a[key]["securityRules"]),
+                    names(&resource["properties"]["securityRules"]),
+                    "{scenario} {n} {key}"
+                );
+            }
+        }
+        let (st, p) = server
+            .post(
+                "/api/diagnostics/securityGroupView",
+                json!({"targetResourceId": "no-such-nic"}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    }
+    assert!(nics_viewed >= 3, "{nics_viewed} NICs viewed");
+    assert!(
+        findings > 0 && entries > 10 && deps_checked > 0,
+        "{findings} findings, {entries} entries, {deps_checked} deps"
+    );
+}
+
+/// The semantic diff of two stored versions equals `palisade diff` of the two resource lists.
+#[tokio::test(flavor = "multi_thread")]
+async fn diff_of_two_versions_equals_the_cli_diff() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start("../shared/scenarios/layered-nsg/network.json", data.path());
+    let v1 = network_file(&server, data.path(), "v1.json").await;
+    let (st, _, p) = server
+        .call(Method::PUT, RULE, Some(ADMIN), None, Some(http_rule("*")))
+        .await;
+    assert!(st.is_success(), "{p}");
+    let v2 = network_file(&server, data.path(), "v2.json").await;
+    let cli = cli_json(&["diff", &v1, &v2, "--output", "json"]).unwrap();
+    assert!(!cli["changes"].as_array().unwrap().is_empty(), "{cli}");
+    assert_eq!(server.get("/api/versions/1/diff/2").await, cli);
+    let back = server.get("/api/versions/2/diff/1").await;
+    assert_eq!(
+        back["changes"].as_array().unwrap().len(),
+        cli["changes"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        server.get("/api/versions/1/diff/1").await["changes"],
+        json!([])
+    );
+    let (st, _, _) = server
+        .call(
+            Method::GET,
+            "/api/versions/1/diff/9",
+            Some(READER),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+/// `curl` against a server: (exit code, HTTP status, body). `extra` goes before the URL.
+fn curl(extra: &[&str], url: &str) -> (i32, u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        out.status.code().unwrap_or(-1),
+        code.trim().parse().unwrap_or(0),
+        body.to_string(),
+    )
+}
+
+/// Access: HTTPS with a given certificate on both listeners (real curl trusting only that
+/// certificate), changes and the audit log on the admin listener only.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_and_the_admin_listener_apart_from_the_data_listener() {
+    let data = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (data.path().join("cert.pem"), data.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let net = "../shared/scenarios/layered-nsg/network.json";
+    let server = Server::start_with(
+        net,
+        data.path(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    assert!(server.admin.starts_with("https://"), "{}", server.admin);
+    let ca = cert.to_str().unwrap();
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+    let (reader, admin) = (bearer(READER), bearer(ADMIN));
+
+    // A diagnostic over TLS equals the CLI's answer.
+    let question = json!({"source": "203.0.113.20", "destination": "10.2.1.4", "destinationPort": 80, "sourcePort": 51001});
+    let (code, status, body) = curl(
+        &[
+            "--cacert",
+            ca,
+            "-H",
+            &reader,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &question.to_string(),
+        ],
+        &format!("{}/api/diagnostics/trace", server.base),
+    );
+    assert_eq!((code, status), (0, 200), "{body}");
+    let cli = cli_json(&[
+        "trace",
+        "--network",
+        net,
+        "--from",
+        "203.0.113.20",
+        "--to",
+        "10.2.1.4",
+        "--port",
+        "80",
+        "--source-port",
+        "51001",
+        "--protocol",
+        "tcp",
+        "--output",
+        "json",
+    ])
+    .unwrap();
+    assert_eq!(
+        without_snapshot(serde_json::from_str(&body).unwrap()),
+        without_snapshot(cli)
+    );
+    // Not trusted without the certificate; no plain HTTP on the TLS port.
+    let (code, _, err) = curl(&[], &format!("{}/healthz", server.base));
+    assert_eq!(
+        code, 60,
+        "curl should refuse the unknown certificate: {err}"
+    );
+    let plain = server.base.replace("https://", "http://");
+    let (code, status, _) = curl(&[], &format!("{plain}/healthz"));
+    assert!(
+        code != 0 || status != 200,
+        "plain HTTP answered on the TLS port"
+    );
+
+    // Changes: refused on the data listener (even with an admin token), served on the admin one.
+    let rule = http_rule("*").to_string();
+    let put = [
+        "--cacert",
+        ca,
+        "-X",
+        "PUT",
+        "-H",
+        &admin,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &rule,
+    ];
+    let (code, status, body) = curl(&put, &format!("{}{RULE}", server.base));
+    assert_eq!((code, status), (0, 404), "{body}");
+    assert!(body.contains("admin listener"), "{body}");
+    let (_, status, body) = curl(
+        &["--cacert", ca, "-H", &admin],
+        &format!("{}/api/audit", server.base),
+    );
+    assert_eq!(status, 404, "{body}");
+    let (code, status, body) = curl(&put, &format!("{}{RULE}", server.admin));
+    assert_eq!((code, status), (0, 201), "{body}");
+    let (_, status, body) = curl(
+        &["--cacert", ca, "-H", &admin],
+        &format!("{}/api/audit", server.admin),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("PUT"), "{body}");
+    // The change is in force on the data listener.
+    let (_, status, body) = curl(
+        &[
+            "--cacert",
+            ca,
+            "-H",
+            &reader,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &question.to_string(),
+        ],
+        &format!("{}/api/diagnostics/trace", server.base),
+    );
+    assert_eq!(status, 200, "{body}");
+    let t: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (s(&t["verdict"]), s(&t["decided_by"]["rule"])),
+        ("Allow".into(), "Allow-HTTP".into())
+    );
+    drop(server);
+
+    // A key file that is no PEM key: the server refuses to start and names the file.
+    let bad = data.path().join("bad-key.pem");
+    std::fs::write(&bad, "not a key").unwrap();
+    let (code, _, err) = palisade(&[
+        "server",
+        "--network",
+        net,
+        "--data",
+        data.path().to_str().unwrap(),
+        "--token-file",
+        data.path().join("tokens.txt").to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        bad.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("bad-key.pem") && err.contains("private key"),
+        "{err}"
+    );
+}
+
+/// Limits: a body over `--max-body` gets 413 on both listeners; a client that stops sending
+/// its body mid-way gets 408 after `--request-timeout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn body_limit_and_request_timeout_hold() {
+    use std::io::{Read, Write};
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        "../shared/scenarios/layered-nsg/network.json",
+        data.path(),
+        &["--max-body", "2000", "--request-timeout", "1"],
+    );
+    let big = json!({"source": "10.2.1.4", "destination": "10.2.2.4", "host": "x".repeat(3000)});
+    let (st, _) = server.post("/api/diagnostics/trace", big).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    let mut rule = http_rule("*");
+    rule["properties"]["description"] = json!("y".repeat(3000));
+    let (st, _, _) = server
+        .call(Method::PUT, RULE, Some(ADMIN), None, Some(rule))
+        .await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    let (st, v) = server
+        .post(
+            "/api/diagnostics/trace",
+            json!({"source": "10.2.1.4", "destination": "10.2.2.4"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        write!(
+            c,
+            "POST /api/diagnostics/trace HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"source\""
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let mut out = vec![0; 512];
+        let n = c.read(&mut out).unwrap_or(0);
+        (String::from_utf8_lossy(&out[..n]).into_owned(), started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(answer.0.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.1 < std::time::Duration::from_secs(5), "{answer:?}");
+}
+
+/// DIAG-11 live: `curl -N` on `/api/flowLogs/stream?action=deny` receives the record a real
+/// `palisade gateway` writes when it refuses a real request, and not the allowed one before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn flow_stream_sends_a_real_gateway_decision() {
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    // The upstream: answers every request with 200.
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for s in upstream.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+            );
+        }
+    });
+    let net = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &net,
+        format!(
+            r#"apiVersion: palisade/v1
+azureFirewalls:
+  - name: fw
+    ipConfigurations: [{{name: c, privateIPAddress: 10.0.1.4}}]
+    applicationRuleCollections:
+      - name: allow-apps
+        priority: 200
+        action: {{type: Allow}}
+        rules: [{{name: web, sourceAddresses: ['*'], protocols: ['Http:{port}'], targetFqdns: [www.allowed.test]}}]
+"#
+        ),
+    )
+    .unwrap();
+    let flows = dir.path().join("gateway-data");
+    let proxy: SocketAddr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let gateway = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["gateway", "-n", net.to_str().unwrap()])
+        .args(["--listen", &proxy.to_string(), "--admin", "none"])
+        .args([
+            "--data",
+            flows.to_str().unwrap(),
+            "--instance",
+            "stream-test",
+        ])
+        .args(["--no-watch", "--no-system-resolver"])
+        .args([
+            "--resolve",
+            "www.allowed.test=127.0.0.1",
+            "--resolve",
+            "blocked.test=127.0.0.1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start palisade gateway");
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _gateway = Killed(gateway);
+    let start = Instant::now();
+    while TcpStream::connect(proxy).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "gateway did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        "../shared/scenarios/layered-nsg/network.json",
+        data.path(),
+        &["--flow-log", flows.to_str().unwrap()],
+    );
+    let stream = Command::new("curl")
+        .args(["-sS", "-N", "-i", "--max-time", "30", "-H"])
+        .arg(format!("Authorization: Bearer {READER}"))
+        .arg(format!("{}/api/flowLogs/stream?action=deny", server.base))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run curl -N");
+    let mut stream = Killed(stream);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = stream.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let status = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("stream answered");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let through = |host: &str| {
+        let o = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args([
+                "-x",
+                &format!("http://{proxy}"),
+                &format!("http://{host}:{port}/"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(through("www.allowed.test"), "200");
+    assert_eq!(through("blocked.test"), "470");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let record: Value = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("no flow event arrived");
+        if let Some(data) = line.strip_prefix("data: ") {
+            break serde_json::from_str(data).unwrap();
+        }
+    };
+    assert_eq!(record["action"], "Deny", "{record}");
+    assert_eq!(record["name"], "blocked.test", "{record}");
+    let logged = cli_json(&[
+        "logs",
+        "--data",
+        flows.to_str().unwrap(),
+        "--action",
+        "deny",
+        "--output",
+        "json",
+    ])
+    .unwrap();
+    assert_eq!(logged[0], record);
+    // Filters are checked like the query's.
+    let (st, _, _) = server
+        .call(
+            Method::GET,
+            "/api/flowLogs/stream?source=nowhere",
+            Some(READER),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}
+
+/// FMT-1 native YAML (the shape of `docs/native-yaml.md`'s example): served as ARM resources
+/// whose answers equal the CLI's on the YAML file; its rules change like any other.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_native_yaml_network_is_served_as_arm_resources() {
+    let yaml = r#"apiVersion: palisade/v1
+virtualNetworks:
+  - name: prod-vnet
+    addressSpace: [10.0.0.0/16]
+    subnets:
+      - {name: web, addressPrefix: 10.0.1.0/24, networkSecurityGroup: web-nsg, routeTable: egress}
+      - {name: AzureFirewallSubnet, addressPrefix: 10.0.2.0/24}
+networkSecurityGroups:
+  - name: web-nsg
+    securityRules:
+      - {name: allow-https-in, priority: 100, direction: Inbound, access: Allow, protocol: Tcp,
+         sourceAddressPrefix: Internet, destinationAddressPrefix: "*", destinationPortRange: "443"}
+      - {name: audit-ssh, priority: 200, direction: Inbound, access: Deny, protocol: Tcp,
+         sourceAddressPrefix: "*", destinationAddressPrefix: "*", destinationPortRange: "22", palisade: {mode: Audit}}
+  - name: web-nic-nsg
+    securityRules:
+      - {name: allow-https, priority: 100, direction: Inbound, access: Allow, protocol: Tcp,
+         sourceAddressPrefix: "*", destinationAddressPrefix: "*", destinationPortRange: "443"}
+routeTables:
+  - name: egress
+    routes:
+      - {name: to-firewall, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.2.4}
+networkInterfaces:
+  - name: web-vm1-nic
+    networkSecurityGroup: web-nic-nsg
+    ipConfigurations:
+      - {name: ipconfig1, privateIPAddress: 10.0.1.4, subnet: prod-vnet/web}
+azureFirewalls:
+  - name: egress-fw
+    ipConfigurations: [{name: cfg, privateIPAddress: 10.0.2.4, subnet: prod-vnet/AzureFirewallSubnet}]
+    firewallPolicy: base-policy
+firewallPolicies:
+  - name: base-policy
+    ruleCollectionGroups:
+      - name: app
+        priority: 300
+        ruleCollections:
+          - {ruleCollectionType: FirewallPolicyFilterRuleCollection, name: web, priority: 100, action: {type: Allow},
+             rules: [{ruleType: NetworkRule, name: https-out, sourceAddresses: ["10.0.1.0/24"], ipProtocols: [TCP], destinationAddresses: ["140.82.112.0/20"], destinationPorts: ["443"]}]}
+"#;
+    let data = tempfile::tempdir().unwrap();
+    let net = data.path().join("network.yaml");
+    std::fs::write(&net, yaml).unwrap();
+    let net = net.to_str().unwrap().to_string();
+    let server = Server::start(&net, data.path());
+
+    let nsg = server
+        .get("/api/resources/networkSecurityGroups/web-nsg")
+        .await;
+    assert_eq!(nsg["type"], "Microsoft.Network/networkSecurityGroups");
+    let rule = &nsg["properties"]["securityRules"][0];
+    assert_eq!(rule["name"], "allow-https-in");
+    assert_eq!(rule["properties"]["priority"], 100, "{nsg}");
+    let groups = server
+        .get("/api/resources/firewallPolicies/base-policy/ruleCollectionGroups/app")
+        .await;
+    assert_eq!(groups["properties"]["priority"], 300, "{groups}");
+
+    let nics = server.get("/api/resources/networkInterfaces").await["value"].clone();
+    let mut compared = 0;
+    for nic in nics.as_array().unwrap() {
+        let n = s(&nic["name"]);
+        for (cmd, route) in [
+            ("effective-rules", "effectiveSecurityRules"),
+            ("effective-routes", "effectiveRoutes"),
+        ] {
+            let cli = cli_json(&[cmd, "--network", &net, "--nic", &n, "--output", "json"]).unwrap();
+            let api = server
+                .get(&format!("/api/diagnostics/{route}?networkInterface={n}"))
+                .await;
+            assert_eq!(api, cli, "{cmd} --nic {n}");
+            compared += 1;
+        }
+        for ip in nic["properties"]["ipConfigurations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| s(&c["privateIPAddress"]))
+        {
+            for (src, dst, port) in [
+                (ip.as_str(), "140.82.112.3", "443"),
+                (ip.as_str(), "8.8.8.8", "80"),
+                ("203.0.113.9", ip.as_str(), "443"),
+                ("203.0.113.9", ip.as_str(), "22"),
+            ] {
+                let cli = cli_json(&[
+                    "trace",
+                    "--network",
+                    &net,
+                    "--from",
+                    src,
+                    "--to",
+                    dst,
+                    "--port",
+                    port,
+                    "--protocol",
+                    "tcp",
+                    "--output",
+                    "json",
+                ])
+                .unwrap();
+                let (st, api) = server
+                    .post(
+                        "/api/diagnostics/trace",
+                        json!({"source": src, "destination": dst, "destinationPort": port.parse::<u16>().unwrap(), "protocol": "TCP"}),
+                    )
+                    .await;
+                assert_eq!(st, StatusCode::OK, "{api}");
+                assert_eq!(
+                    without_snapshot(api),
+                    without_snapshot(cli),
+                    "{src} → {dst}:{port}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 6, "{compared} answers compared");
+
+    // A rule of the YAML network changes through the API like an ARM one.
+    let path = "/api/resources/networkSecurityGroups/web-nsg/securityRules/allow-https-in";
+    let (st, h, _) = server
+        .call(Method::GET, path, Some(READER), None, None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _, v) = server
+        .call(
+            Method::PATCH,
+            path,
+            Some(ADMIN),
+            Some(&etag(&h)),
+            Some(json!({"properties": {"priority": 150}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["properties"]["priority"], 150);
+}
+
+/// DIAG-2 `remotePort: "*"`: Allow only when every remote port is; else the lowest denied
+/// port's answer, which single-port questions confirm.
+#[tokio::test(flavor = "multi_thread")]
+async fn ip_flow_verify_with_every_remote_port() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start("../shared/scenarios/layered-nsg/network.json", data.path());
+    let (st, _, p) = server
+        .call(Method::PUT, RULE, Some(ADMIN), None, Some(http_rule("*")))
+        .await;
+    assert!(st.is_success(), "{p}");
+    let ask = |port: &str| {
+        json!({"direction": "Inbound", "protocol": "TCP", "localIPAddress": "10.2.1.4", "localPort": "80",
+               "remoteIPAddress": "203.0.113.20", "remotePort": port})
+    };
+    let verify = |port: &'static str| {
+        let server = &server;
+        let body = ask(port);
+        async move {
+            let (st, v) = server.post("/api/diagnostics/ipFlowVerify", body).await;
+            assert_eq!(st, StatusCode::OK, "{port}: {v}");
+            v
+        }
+    };
+    let all = verify("*").await;
+    assert_eq!(all["access"], "Allow", "{all}");
+    assert_eq!(all["remotePort"], "*");
+    assert_eq!(all["ruleName"], verify("50000").await["ruleName"]);
+
+    let deny = json!({"name": "Deny-Low-Ports", "properties": {"protocol": "Tcp", "sourcePortRange": "1000-2000",
+        "destinationPortRange": "80", "sourceAddressPrefix": "*", "destinationAddressPrefix": "*",
+        "access": "Deny", "priority": 150, "direction": "Inbound"}});
+    let (st, _, p) = server
+        .call(
+            Method::PUT,
+            "/api/resources/networkSecurityGroups/web-vm1-nic-nsg/securityRules/Deny-Low-Ports",
+            Some(ADMIN),
+            None,
+            Some(deny),
+        )
+        .await;
+    assert!(st.is_success(), "{p}");
+    let all = verify("*").await;
+    assert_eq!(all["access"], "Deny", "{all}");
+    assert_eq!(all["ruleName"], "securityRules/Deny-Low-Ports");
+    assert_eq!(all["remotePort"], "1000");
+    for (port, access) in [
+        ("999", "Allow"),
+        ("1000", "Deny"),
+        ("2000", "Deny"),
+        ("2001", "Allow"),
+    ] {
+        assert_eq!(verify(port).await["access"], access, "remote port {port}");
+    }
+    let (st, p) = server
+        .post("/api/diagnostics/ipFlowVerify", ask("1-2"))
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{p}");
 }

@@ -5,6 +5,7 @@ use crate::auth::{Caller, Role};
 use crate::policy::{self, ChangeError, Path as ResourcePath};
 use crate::present::{self, NotAnswerable};
 use crate::problem::{json_rejection, Problem};
+use crate::questions;
 use crate::store::{AuditEntry, Version, VersionMeta};
 use crate::{now, AppState};
 use axum::extract::rejection::JsonRejection;
@@ -29,8 +30,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-type App = State<Arc<AppState>>;
-type Answer = Result<Response, Problem>;
+pub(crate) type App = State<Arc<AppState>>;
+pub(crate) type Answer = Result<Response, Problem>;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -74,26 +75,58 @@ pub fn openapi_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(rollback))
         .routes(routes!(audit))
         .routes(routes!(flow_logs))
+        .routes(routes!(flow_stream))
+        .routes(routes!(questions::security_group_view))
+        .routes(routes!(questions::deps_check))
+        .routes(routes!(questions::asymmetric))
+        .routes(routes!(questions::reachability))
+        .routes(routes!(questions::lint))
+        .routes(routes!(questions::diff))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
     openapi_router().split_for_parts().1
 }
 
-pub fn router(state: Arc<AppState>, body_limit: usize, timeout: Duration) -> Router {
+/// Which listener a router serves: the data listener answers reads and diagnostics; the admin
+/// listener (its own address, loopback by default) answers those and the admin operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Data,
+    Admin,
+}
+
+pub fn router(state: Arc<AppState>, body_limit: usize, timeout: Duration, side: Side) -> Router {
     let (api, doc) = openapi_router().split_for_parts();
     let api = api.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
+    let app = Router::new()
         .merge(api)
         .route("/healthz", axum::routing::get(healthz))
         .with_state(state)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc));
+    let app = match side {
+        Side::Admin => app,
+        Side::Data => app.layer(middleware::from_fn(data_side)),
+    };
+    app.layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+}
+
+/// The data listener refuses admin operations before authentication: they are not served here.
+async fn data_side(req: Request, next: Next) -> Response {
+    if crate::auth::is_admin_operation(req.method(), req.uri().path()) {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "admin-listener",
+            "changes and the audit log are served on the admin listener (--admin-listen) only",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn healthz(State(app): App) -> Json<Value> {
@@ -130,11 +163,11 @@ async fn authenticate(State(app): App, mut req: Request, next: Next) -> Response
     }
 }
 
-fn not_answerable(e: NotAnswerable) -> Problem {
+pub(crate) fn not_answerable(e: NotAnswerable) -> Problem {
     Problem::unprocessable(e.0)
 }
 
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
+pub(crate) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
     b.map(|Json(t)| t).map_err(json_rejection)
 }
 
@@ -175,6 +208,10 @@ pub enum Port {
 }
 
 impl Port {
+    fn is_any(&self) -> bool {
+        matches!(self, Port::Text(s) if s.trim() == "*")
+    }
+
     fn value(&self, field: &str) -> Result<u16, Problem> {
         let n = match self {
             Port::Number(n) => Some(*n),
@@ -187,7 +224,7 @@ impl Port {
 }
 
 /// A NIC named by a resource id (`.../networkInterfaces/NAME`) or by name; a VM's id names no NIC.
-fn nic_name(id: &str) -> Option<&str> {
+pub(crate) fn nic_name(id: &str) -> Option<&str> {
     let parts: Vec<&str> = id.trim_matches('/').split('/').collect();
     match parts
         .iter()
@@ -212,6 +249,7 @@ pub struct IpFlowVerifyRequest {
     local_port: Port,
     #[serde(rename = "remoteIPAddress")]
     remote_ip_address: String,
+    /// A port, or `*` for every remote port (Allow only when all are allowed).
     remote_port: Port,
     /// A VM or NIC id, or a NIC name; a VM id leaves the NIC to `localIPAddress`.
     #[serde(default)]
@@ -234,9 +272,15 @@ async fn ip_flow_verify(
     let local = address("localIPAddress", &r.local_ip_address)?;
     let remote = address("remoteIPAddress", &r.remote_ip_address)?;
     endpoints::same_family(local, remote).map_err(|e| Problem::bad_request(e.to_string()))?;
+    // `*` (DIAG-2): every remote port; answered with a placeholder port replaced per range.
+    let any_remote = r.remote_port.is_any();
     let (lp, rp) = (
         r.local_port.value("localPort")?,
-        r.remote_port.value("remotePort")?,
+        if any_remote {
+            0
+        } else {
+            r.remote_port.value("remotePort")?
+        },
     );
     let ((source, source_port), (destination, destination_port)) = match dir {
         Direction::Outbound => ((local, lp), (remote, rp)),
@@ -257,8 +301,12 @@ async fn ip_flow_verify(
         .and_then(nic_name)
         .or(r.target_resource_id.as_deref().and_then(nic_name));
     let running = app.running.load();
-    let v = present::ip_flow_verify(&running.snapshot, &flow, dir, local, nic)
-        .map_err(not_answerable)?;
+    let verify = if any_remote {
+        present::ip_flow_verify_any_remote_port
+    } else {
+        present::ip_flow_verify
+    };
+    let v = verify(&running.snapshot, &flow, dir, local, nic).map_err(not_answerable)?;
     Ok(Json(v).into_response())
 }
 
@@ -673,30 +721,12 @@ pub struct FlowLogQuery {
     responses((status = 200, description = "`{value: [record], nextOffset}`", body = Object),
               (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn flow_logs(State(app): App, Query(q): Query<FlowLogQuery>) -> Answer {
-    let dir = app
-        .flow_log
-        .clone()
-        .ok_or_else(|| Problem::not_found("no flow log: start the server with --flow-log DIR"))?;
-    let since = q
-        .since
-        .as_deref()
-        .map(|s| palisade_flowlog::parse_since(s, std::time::SystemTime::now()))
-        .transpose()
-        .map_err(|e| Problem::bad_request(e.to_string().replace("--since", "since")))?;
-    let source = q
-        .source
-        .as_deref()
-        .map(|s| address("source", s))
-        .transpose()?;
+    let dir = flow_log_dir(&app)?;
     let (limit, offset) = (q.limit.unwrap_or(100).clamp(1, 1000), q.offset.unwrap_or(0));
     let query = palisade_flowlog::Query {
-        action: q.action,
-        since,
-        rule: q.rule,
-        source,
-        name: q.name,
         // One more than the page, to know whether another page follows.
         limit: Some(offset.saturating_add(limit).saturating_add(1)),
+        ..filters(q.action, q.rule, q.since, q.source, q.name)?
     };
     let (records, _torn) =
         tokio::task::spawn_blocking(move || palisade_flowlog::query(&dir, &query))
@@ -709,7 +739,104 @@ async fn flow_logs(State(app): App, Query(q): Query<FlowLogQuery>) -> Answer {
     Ok(Json(json!({"value": page, "nextOffset": next})).into_response())
 }
 
-async fn blocking<T: Send + 'static>(
+fn flow_log_dir(app: &AppState) -> Result<std::path::PathBuf, Problem> {
+    app.flow_log
+        .clone()
+        .ok_or_else(|| Problem::not_found("no flow log: start the server with --flow-log DIR"))
+}
+
+/// The flow-log filters of the query and the stream, as `palisade logs` takes them.
+fn filters(
+    action: Option<String>,
+    rule: Option<String>,
+    since: Option<String>,
+    source: Option<String>,
+    name: Option<String>,
+) -> Result<palisade_flowlog::Query, Problem> {
+    let since = since
+        .as_deref()
+        .map(|s| palisade_flowlog::parse_since(s, std::time::SystemTime::now()))
+        .transpose()
+        .map_err(|e| Problem::bad_request(e.to_string().replace("--since", "since")))?;
+    let source = source
+        .as_deref()
+        .map(|s| address("source", s))
+        .transpose()?;
+    Ok(palisade_flowlog::Query {
+        action,
+        since,
+        rule,
+        source,
+        name,
+        limit: None,
+    })
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct FlowStreamQuery {
+    /// `Allow` or `Deny`.
+    action: Option<String>,
+    /// A rule name or path (`collection/rule`, `group/collection/rule`), or `default`.
+    rule: Option<String>,
+    /// Source address.
+    source: Option<String>,
+    /// SNI / Host / CONNECT name (`*.example.com` for subdomains).
+    name: Option<String>,
+}
+
+/// Live decisions: each flow record the gateway appends from now on, as a Server-Sent Event `flow` whose data is the record (as in `GET /api/flowLogs`); filters as the query's.
+#[utoipa::path(get, path = "/api/flowLogs/stream", tag = "diagnostics", params(FlowStreamQuery),
+    responses((status = 200, description = "`text/event-stream` of `event: flow` records", content_type = "text/event-stream", body = String),
+              (status = 400, body = Problem), (status = 404, body = Problem)))]
+async fn flow_stream(State(app): App, Query(q): Query<FlowStreamQuery>) -> Answer {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let dir = flow_log_dir(&app)?;
+    let query = filters(q.action, q.rule, None, q.source, q.name)?;
+    let tail = tokio::task::spawn_blocking(move || crate::live::Tail::from_end(&dir))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    let stopping = app.stopping.subscribe();
+    let records = futures_util::stream::unfold(
+        (tail, stopping, std::collections::VecDeque::new()),
+        move |(mut tail, mut stopping, mut ready)| {
+            let query = query.clone();
+            async move {
+                loop {
+                    if let Some(r) = ready.pop_front() {
+                        let event = Event::default().event("flow").json_data(&r);
+                        return Some((event, (tail, stopping, ready)));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(POLL) => {}
+                        _ = stopping.wait_for(|s| *s) => return None,
+                    }
+                    let (t, polled) = tokio::task::spawn_blocking(move || {
+                        let r = tail.poll();
+                        (tail, r)
+                    })
+                    .await
+                    .ok()?;
+                    tail = t;
+                    // An unreadable log ends the stream; the client reconnects or asks the query.
+                    ready.extend(polled.ok()?.into_iter().filter(|r| query.matches(r)));
+                }
+            }
+        },
+    );
+    // A first comment sends the headers at once: the client knows the tail has started.
+    let started = futures_util::stream::once(async {
+        Ok::<_, axum::Error>(Event::default().comment("following the flow log"))
+    });
+    Ok(Sse::new(futures_util::StreamExt::chain(started, records))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// How often a live stream looks for new records.
+const POLL: Duration = Duration::from_millis(200);
+
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, Problem> {
     tokio::task::spawn_blocking(f)

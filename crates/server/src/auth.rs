@@ -31,6 +31,20 @@ pub struct Caller {
 #[derive(Debug, Clone, Default)]
 pub struct Tokens(Vec<Token>);
 
+/// Whether a request is an admin operation, served on the admin listener only: a change
+/// (`PUT`, `PATCH`, `DELETE`, a rollback) or the audit log. Everything else is a read —
+/// diagnostics are `POST`s that change nothing.
+pub fn is_admin_operation(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    let path = path.trim_end_matches('/');
+    match *method {
+        Method::GET | Method::HEAD => path == "/api/audit",
+        Method::POST => path.starts_with("/api/versions/") && path.ends_with("/rollback"),
+        Method::OPTIONS => false,
+        _ => true,
+    }
+}
+
 pub fn sha256_hex(token: &str) -> String {
     Sha256::digest(token.as_bytes())
         .iter()
@@ -117,6 +131,30 @@ pub fn generate() -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn changes_and_the_audit_log_are_admin_operations() {
+        use axum::http::Method;
+        for (m, p, admin) in [
+            (Method::PUT, "/api/resources/routeTables/rt", true),
+            (Method::PATCH, "/api/resources/routeTables/rt", true),
+            (
+                Method::DELETE,
+                "/api/resources/routeTables/rt/routes/r",
+                true,
+            ),
+            (Method::POST, "/api/versions/3/rollback", true),
+            (Method::POST, "/api/versions/3/rollback/", true),
+            (Method::GET, "/api/audit", true),
+            (Method::GET, "/api/resources/routeTables/rt", false),
+            (Method::POST, "/api/diagnostics/ipFlowVerify", false),
+            (Method::POST, "/api/analyze/reachability", false),
+            (Method::GET, "/api/versions/3", false),
+            (Method::GET, "/openapi.json", false),
+        ] {
+            assert_eq!(super::is_admin_operation(&m, p), admin, "{m} {p}");
+        }
+    }
+
     use super::*;
 
     #[test]

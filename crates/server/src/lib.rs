@@ -16,10 +16,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod live;
 pub mod policy;
 pub mod present;
 pub mod problem;
+pub mod questions;
 pub mod store;
+pub mod tls;
 
 use arc_swap::ArcSwap;
 use auth::Tokens;
@@ -38,6 +41,11 @@ pub struct Config {
     /// version is compiled with.
     pub source: Source,
     pub listen: SocketAddr,
+    /// The admin listener: changes and the audit log (and every read), apart from the data
+    /// listener so it can stay on loopback or a management network.
+    pub admin_listen: SocketAddr,
+    /// Certificate chain and private key (PEM files): both listeners speak HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Holds `policy.redb` (versions and the audit log).
     pub data: PathBuf,
     pub tokens: Tokens,
@@ -62,6 +70,8 @@ pub struct AppState {
     /// Changes are applied one at a time; readers never wait for it.
     pub writer: tokio::sync::Mutex<()>,
     pub flow_log: Option<PathBuf>,
+    /// Set when the server is stopping: live streams end so the listeners can close.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 pub fn now() -> String {
@@ -157,6 +167,7 @@ pub fn prepare(config: &Config) -> Result<(Arc<AppState>, String), String> {
             tokens: config.tokens.clone(),
             writer: tokio::sync::Mutex::new(()),
             flow_log: config.flow_log.clone(),
+            stopping: tokio::sync::watch::Sender::new(false),
         }),
         note,
     ))
@@ -181,20 +192,72 @@ fn shape(n: &palisade_model::Network) -> [usize; 12] {
     ]
 }
 
-/// Bind and serve until the process ends. `on_ready` gets the bound address (port 0 picks
-/// one) before the first request is accepted.
-pub async fn run(config: Config, on_ready: impl FnOnce(SocketAddr, &str)) -> Result<(), String> {
+/// Where the server listens, once bound.
+pub struct Bound {
+    pub data: SocketAddr,
+    pub admin: SocketAddr,
+    /// `https` with `--tls-cert`, else `http`.
+    pub scheme: &'static str,
+}
+
+/// Bind both listeners and serve until the process ends. `on_ready` gets the bound addresses
+/// (port 0 picks one) before the first request is accepted.
+pub async fn run(config: Config, on_ready: impl FnOnce(&Bound, &str)) -> Result<(), String> {
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls::config(cert, key)?),
+        None => None,
+    };
     let (state, note) = tokio::task::block_in_place(|| prepare(&config))?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    on_ready(addr, &note);
-    let app = api::router(state, config.body_limit, config.timeout);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| e.to_string())
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    let (data, admin) = (bind(config.listen).await?, bind(config.admin_listen).await?);
+    let local = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
+    let bound = Bound {
+        data: local(&data)?,
+        admin: local(&admin)?,
+        scheme: if tls.is_some() { "https" } else { "http" },
+    };
+    let app = |side| api::router(state.clone(), config.body_limit, config.timeout, side);
+    let (data_app, admin_app) = (app(api::Side::Data), app(api::Side::Admin));
+    on_ready(&bound, &note);
+    let stopping = state.stopping.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stopping.send_replace(true);
+    });
+    tokio::try_join!(
+        serve(data, data_app, tls.clone(), &state),
+        serve(admin, admin_app, tls, &state)
+    )?;
+    Ok(())
+}
+
+/// Serve one listener, over TLS when configured, until the server stops (Ctrl-C).
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    state: &AppState,
+) -> Result<(), String> {
+    let mut stopping = state.stopping.subscribe();
+    let stop = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    match tls {
+        Some(c) => {
+            let listener = tls::TlsListener::new(listener, c).map_err(|e| e.to_string())?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    }
+    .map_err(|e| e.to_string())
 }

@@ -446,14 +446,14 @@ pub fn seed(source: &Source) -> Result<Vec<Value>, String> {
             let text =
                 std::fs::read_to_string(&f).map_err(|e| format!("{name}: cannot read: {e}"))?;
             if name.ends_with(".yaml") || name.ends_with(".yml") {
-                // A YAML file beside the network (flows, notes) describes nothing; a native
-                // YAML network has no ARM shape to serve.
-                let file =
-                    palisade_model::import::import_text(&name, &text, &Default::default(), None);
-                if file.kind == palisade_model::InputKind::NativeYaml && !file.network.is_empty() {
-                    return Err(format!(
-                        "{name}: the server keeps its policy as ARM resources; native YAML networks are not served yet"
-                    ));
+                // A YAML file beside the network (flows, notes) describes nothing.
+                if let Some(items) = palisade_model::import::native_resources(&name, &text) {
+                    let items = items.map_err(|d| d.to_string())?;
+                    out.extend(
+                        items
+                            .into_iter()
+                            .flat_map(|(_, ty, item)| arm_shape(&ty, item)),
+                    );
                 }
                 continue;
             }
@@ -497,6 +497,78 @@ pub fn seed(source: &Source) -> Result<Vec<Value>, String> {
         }
     }
     Ok(fold(out))
+}
+
+/// Fields that stay beside `properties` in an ARM resource.
+const ENVELOPE: &[&str] = &[
+    "name", "type", "id", "location", "tags", "etag", "zones", "sku",
+];
+
+/// `{name, properties: {the rest}}`: a native YAML item (fields at the top level) in ARM shape.
+fn wrap(item: Value, envelope: &[&str]) -> Value {
+    let Value::Object(fields) = item else {
+        return item;
+    };
+    let (outer, inner): (
+        serde_json::Map<String, Value>,
+        serde_json::Map<String, Value>,
+    ) = fields
+        .into_iter()
+        .partition(|(k, _)| envelope.iter().any(|e| e.eq_ignore_ascii_case(k)));
+    let mut outer = outer;
+    outer.insert("properties".into(), Value::Object(inner));
+    Value::Object(outer)
+}
+
+/// A native YAML resource as the ARM resources a template would declare: its own fields under
+/// `properties`, inline children (security rules, routes, subnets) likewise, and a firewall
+/// policy's rule collection groups as resources of their own (`policy/group`), as in ARM.
+fn arm_shape(ty: &str, item: Value) -> Vec<Value> {
+    let mut top = wrap(item, ENVELOPE);
+    if let Some(o) = top.as_object_mut() {
+        o.insert("type".into(), Value::String(ty.to_string()));
+    }
+    let name = text(&top, "name").to_string();
+    let mut out = vec![];
+    let child = KINDS
+        .iter()
+        .find(|k| k.arm_type.eq_ignore_ascii_case(ty))
+        .and_then(|k| k.child.as_ref());
+    if let (Some(c), Some(props)) = (child, properties_mut(&mut top)) {
+        let key = props
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(c.segment))
+            .cloned();
+        if let Some(items) = key.and_then(|k| props.remove(&k)) {
+            let items: Vec<Value> = match items {
+                Value::Array(a) => a,
+                other => vec![other],
+            };
+            match c.storage {
+                Storage::Inline(prop) => {
+                    let wrapped = items.into_iter().map(|i| wrap(i, &["name"])).collect();
+                    props.insert(prop.to_string(), Value::Array(wrapped));
+                }
+                Storage::Separate(child_ty) => {
+                    for i in items {
+                        let mut g = wrap(i, &["name"]);
+                        if let Some(o) = g.as_object_mut() {
+                            let own = o
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string();
+                            o.insert("name".into(), Value::String(format!("{name}/{own}")));
+                            o.insert("type".into(), Value::String(child_ty.to_string()));
+                        }
+                        out.push(g);
+                    }
+                }
+            }
+        }
+    }
+    out.insert(0, top);
+    out
 }
 
 /// Child resources declared apart (`nsg/securityRules`, name `nsg/rule`) moved into their

@@ -3,6 +3,8 @@
 //! hold them to. Pure functions of the snapshot: no I/O. The CLI prints these same values for
 //! `--output json`, and builds its text from the lookups here, so the two cannot drift apart.
 
+use palisade_analyze::reach::{Reach, ReachReport};
+use palisade_model::catalog::{DependencyCatalog, Via};
 use palisade_model::{Access, Direction, PortRange, Protocol};
 use palisade_policy::nsg::{CompiledNsg, CompiledRule};
 use palisade_policy::routes::{EffectiveRoute, RouteSource, SubnetRoutes};
@@ -270,6 +272,63 @@ pub fn ip_flow_verify(
     local: IpAddr,
     nic: Option<&str>,
 ) -> Result<Value, NotAnswerable> {
+    let layers = verify_layers(snap, direction, local, nic)?;
+    Ok(verify(snap, flow, direction, &layers))
+}
+
+/// DIAG-2 with `remotePort: "*"`: every remote port. `Allow` only when every remote port is
+/// allowed; otherwise the answer for the lowest denied port, which `remotePort` names. Ports
+/// are tried once per range the rules' remote-port boundaries cut, so the answer is exact.
+pub fn ip_flow_verify_any_remote_port(
+    snap: &Snapshot,
+    flow: &Flow,
+    direction: Direction,
+    local: IpAddr,
+    nic: Option<&str>,
+) -> Result<Value, NotAnswerable> {
+    let layers = verify_layers(snap, direction, local, nic)?;
+    let mut starts = std::collections::BTreeSet::from([0u32]);
+    for (_, g) in &layers {
+        for r in &snap.nsg(*g).direction(direction).rules {
+            let remote = match direction {
+                Direction::Inbound => &r.source_ports,
+                Direction::Outbound => &r.destination_ports,
+            };
+            for p in remote {
+                starts.insert(u32::from(p.first));
+                starts.insert(u32::from(p.last) + 1);
+            }
+        }
+    }
+    let with_port = |p: u16| {
+        let mut f = flow.clone();
+        match direction {
+            Direction::Inbound => f.source_port = p,
+            Direction::Outbound => f.destination_port = p,
+        }
+        f
+    };
+    let mut first = None;
+    for p in starts.into_iter().filter_map(|p| u16::try_from(p).ok()) {
+        let mut v = verify(snap, &with_port(p), direction, &layers);
+        if v["access"] == "Deny" {
+            v["remotePort"] = json!(p.to_string());
+            return Ok(v);
+        }
+        first.get_or_insert(v);
+    }
+    let mut v = first.unwrap_or_else(|| verify(snap, &with_port(0), direction, &layers));
+    v["remotePort"] = json!("*");
+    Ok(v)
+}
+
+/// The NSG layers of the workload at `local`, in NSG-6 order for `direction`.
+fn verify_layers(
+    snap: &Snapshot,
+    direction: Direction,
+    local: IpAddr,
+    nic: Option<&str>,
+) -> Result<Vec<(&'static str, NsgId)>, NotAnswerable> {
     let loc = snap.locate(local);
     let nic = match nic {
         Some(n) => {
@@ -299,10 +358,19 @@ pub fn ip_flow_verify(
         Direction::Inbound => [subnet_layer, nic_layer],
         Direction::Outbound => [nic_layer, subnet_layer],
     };
+    Ok(order.into_iter().flatten().collect())
+}
+
+fn verify(
+    snap: &Snapshot,
+    flow: &Flow,
+    direction: Direction,
+    order: &[(&'static str, NsgId)],
+) -> Value {
     let key = flow.key();
     let mut layers = vec![];
     let mut verdict: Option<(&str, String)> = None;
-    for (layer, g) in order.into_iter().flatten() {
+    for &(layer, g) in order {
         let nsg = snap.nsg(g);
         let rules = nsg.direction(direction);
         // The default rules end every direction, so some rule always matches.
@@ -322,8 +390,140 @@ pub fn ip_flow_verify(
             break;
         }
     }
-    Ok(match verdict {
+    match verdict {
         Some((a, rule)) => json!({"access": a, "ruleName": rule, "layers": layers}),
         None => json!({"access": "Allow", "layers": layers}),
+    }
+}
+
+/// A rule as written (DIAG-6 `securityRules[]`, `defaultSecurityRules[]`): Azure's resource
+/// shape, tags and ranges as the rule names them.
+fn written_rule(r: &palisade_model::SecurityRule) -> Value {
+    let text = |v: &[palisade_model::address::AddressItem]| {
+        v.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let ports = |v: &[PortRange]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    let prefix = if r.is_default {
+        "defaultSecurityRules"
+    } else {
+        "securityRules"
+    };
+    json!({
+        "name": r.name,
+        "id": format!("{prefix}/{}", r.name),
+        "properties": {
+            "description": r.description,
+            "protocol": if r.protocol == Protocol::Any { "*" } else { r.protocol.as_str() },
+            "sourcePortRanges": ports(&r.source.port_ranges),
+            "destinationPortRanges": ports(&r.destination.port_ranges),
+            "sourceAddressPrefixes": text(&r.source.address_prefixes),
+            "destinationAddressPrefixes": text(&r.destination.address_prefixes),
+            "sourceApplicationSecurityGroups": r.source.application_security_groups.iter().map(|a| json!({"id": a})).collect::<Vec<_>>(),
+            "destinationApplicationSecurityGroups": r.destination.application_security_groups.iter().map(|a| json!({"id": a})).collect::<Vec<_>>(),
+            "access": access(r.access),
+            "priority": r.priority,
+            "direction": format!("{:?}", r.direction),
+        }
     })
+}
+
+/// DIAG-6 for one NIC: the rules of its own NSG and of its subnet's as written, the default
+/// rules, and the DIAG-4 effective rules (exactly `effective_rules` for the NIC).
+pub fn security_group_view(snap: &Snapshot, nic: &str) -> Result<Value, NotAnswerable> {
+    let written = |compiled: &str| -> Vec<Value> {
+        snap.network
+            .network_security_groups
+            .iter()
+            .find(|g| g.name.eq_ignore_ascii_case(compiled))
+            .map(|g| g.security_rules.iter().map(written_rule).collect())
+            .unwrap_or_default()
+    };
+    let mut associations = serde_json::Map::new();
+    for (kind, name, g) in applied_nsgs(snap, Some(nic), None)? {
+        let nsg = &snap.nsg(g).name;
+        let key = match kind {
+            "subnet" => "subnetAssociation",
+            _ => "networkInterfaceAssociation",
+        };
+        associations.insert(
+            key.into(),
+            json!({"id": name, "networkSecurityGroup": {"id": nsg}, "securityRules": written(nsg)}),
+        );
+    }
+    let defaults: Vec<Value> = palisade_policy::nsg::default_rules()
+        .iter()
+        .map(written_rule)
+        .collect();
+    associations.insert("defaultSecurityRules".into(), json!(defaults));
+    let effective: Vec<Value> = effective_rules(snap, Some(nic), None)?["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| {
+            g["effectiveSecurityRules"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    associations.insert("effectiveSecurityRules".into(), json!(effective));
+    let name = &snap
+        .nic(snap.nic_by_name(nic).expect("applied_nsgs found it"))
+        .name;
+    Ok(json!({"networkInterfaces": [{"id": name, "securityRuleAssociations": associations}]}))
+}
+
+/// DIAG-9's declared inbound sources: a dependency list's `via: Route` entries with an address.
+pub fn declared_sources(catalog: &DependencyCatalog) -> Vec<(String, Vec<ipnet::IpNet>)> {
+    catalog
+        .entries()
+        .filter(|e| e.category.via == Via::Route)
+        .filter_map(|e| {
+            let ip = e.endpoint.ip_address()?;
+            Some((
+                format!("{}: {}", e.category.category, ip),
+                vec![ipnet::IpNet::from(ip)],
+            ))
+        })
+        .collect()
+}
+
+/// The verdicts a reachability report lists: reachable ones, or all with `all`.
+pub fn reach_verdicts(all: bool) -> Vec<Reach> {
+    if all {
+        vec![
+            Reach::Allow,
+            Reach::ByName,
+            Reach::Deny,
+            Reach::Drop,
+            Reach::Unknown,
+        ]
+    } else {
+        vec![Reach::Allow, Reach::ByName]
+    }
+}
+
+/// What each entry's verdict assumed: the unknown values of the controls that decided it.
+pub fn reach_assumed(snap: &Snapshot, report: &ReachReport) -> Vec<Vec<String>> {
+    report
+        .entries
+        .iter()
+        .map(|e| {
+            palisade_policy::trace::assumed(
+                &snap.network,
+                e.decided_by.iter().map(|c| c.resource.as_str()),
+            )
+        })
+        .collect()
+}
+
+/// The reachability report as `palisade analyze reachability --output json` prints it.
+pub fn reachability(report: &ReachReport, assumed: &[Vec<String>]) -> Value {
+    let mut v = serde_json::to_value(report).unwrap_or(Value::Null);
+    if let Some(entries) = v.get_mut("entries").and_then(|e| e.as_array_mut()) {
+        for (e, a) in entries.iter_mut().zip(assumed) {
+            e["assumed"] = json!(a);
+        }
+    }
+    v
 }

@@ -297,6 +297,32 @@ struct Synthetic {
     position: Option<(usize, usize)>,
 }
 
+/// One resource of a native YAML file: (JSON pointer, ARM type, item with its fields at the top
+/// level, the format's conveniences applied).
+pub type NativeResource = (String, String, Value);
+
+/// The resources of a native YAML file: what a store of ARM resources keeps of it. `None` when
+/// the text is not a native network.
+pub fn native_resources(
+    file: &str,
+    text: &str,
+) -> Option<Result<Vec<NativeResource>, Diagnostics>> {
+    let doc = match yaml::parse(file, text) {
+        Ok(d) => d,
+        Err(d) => return Some(Err(Diagnostics(vec![d]))),
+    };
+    if !yaml::is_native(&doc.value) {
+        return None;
+    }
+    let mut diags = Diagnostics::default();
+    let out = yaml::resources(&doc.value, &mut diags);
+    Some(if diags.has_errors() {
+        Err(diags)
+    } else {
+        Ok(out)
+    })
+}
+
 /// Import one file's text. `base_dir` resolves linked templates.
 pub fn import_text(
     file: &str,
