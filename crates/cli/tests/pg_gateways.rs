@@ -188,16 +188,18 @@ fn server(url: &str, network: &Path, data: &Path) -> Server {
     let (child, line) = spawn(
         Command::new(env!("CARGO_BIN_EXE_palisade"))
             .args(["server", "--store", url, "--listen", "127.0.0.1:0"])
+            // Changes are admin operations: they go to the admin listener, which serves all.
+            .args(["--admin-listen", "127.0.0.1:0"])
             .arg("--network")
             .arg(network)
             .arg("--data")
             .arg(data)
             .arg("--token-file")
             .arg(&tokens),
-        "listening on ",
+        "admin API on ",
     );
     let base = line
-        .split("listening on ")
+        .split("admin API on ")
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .unwrap()
