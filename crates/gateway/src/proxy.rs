@@ -61,13 +61,15 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
         let gw = gw.clone();
         tokio::spawn(async move {
             let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-            let work = async {
+            // Boxed here so the task holds one pointer, not a second copy of the
+            // connection's state (an argument of an async fn keeps its room for good).
+            let work = Box::pin(async {
                 match mode {
                     Mode::Explicit => explicit(&gw, stream, peer).await,
                     Mode::Transparent => transparent(&gw, stream, peer).await,
                     Mode::Dnat => unreachable!("DNAT listeners have their own accept loop"),
                 }
-            };
+            });
             let r = connection(&gw, counted, mode, peer, None, work).await;
             if let Err(e) = r {
                 if !matches!(
@@ -431,7 +433,7 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
         outcome,
         snap,
         key,
-    }) = judge_and_dial(
+    }) = Box::pin(judge_and_dial(
         gw,
         &mut client,
         peer,
@@ -440,7 +442,7 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
         AppProtocol::Http,
         "470 status code 470",
         false,
-    )
+    ))
     .await?
     else {
         return Ok(());
@@ -521,13 +523,16 @@ async fn connect(
         .await;
     }
     let app = AppProtocol::infer(port);
+    // Boxed, as the tunnel's inspection below: a future is as large as its largest stage, and
+    // these stages (resolving, dialing, reading the ClientHello) are over before the relay, so
+    // an established tunnel keeps only the relay's state.
     let Some(Allowed {
         mut flow,
         server,
         outcome,
         snap,
         key,
-    }) = judge_and_dial(
+    }) = Box::pin(judge_and_dial(
         gw,
         &mut client,
         peer,
@@ -536,7 +541,7 @@ async fn connect(
         app,
         "403 Forbidden",
         true,
-    )
+    ))
     .await?
     else {
         return Ok(());
@@ -550,8 +555,8 @@ async fn connect(
     let (outcome, snap, name, app, first) =
         if outcome.pass == FirewallPass::FirewallApplication && app != AppProtocol::Mssql {
             let mut buf = rest;
-            let seen = inspect(gw, &mut client, &mut buf).await;
-            let (o, s) = tunnel_verdict(gw, &mut flow, &host, key, seen).await;
+            let seen = Box::pin(inspect(gw, &mut client, &mut buf)).await;
+            let (o, s) = Box::pin(tunnel_verdict(gw, &mut flow, &host, key, seen)).await;
             if !o.allowed {
                 gw.record(flow.record(gw, &o, &s)).await;
                 reset(&client);
