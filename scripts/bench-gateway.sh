@@ -4,8 +4,15 @@
 # denied). Bounded: each measurement runs $SECS seconds, the idle test holds $IDLE tunnels.
 #
 # Measures per proxy: new CONNECT tunnels per second (open, a ClientHello echoed, close; $CONC
-# concurrent clients), latency p50/p99 of that at moderate load ($LAT_CONC clients) against a
-# direct connection, throughput of one established tunnel, RSS growth per idle tunnel.
+# concurrent clients) and the proxy's own CPU time per tunnel, latency p50/p99 of that at
+# moderate load ($LAT_CONC clients) against a direct connection, throughput of one established
+# tunnel, RSS growth per idle tunnel. The rate is measured $ROUNDS times, the proxies taking
+# turns in each round (so a noisy minute hurts them alike); the median round counts.
+#
+# BASELINE_BIN=path/to/palisade adds "palisade-base", another Palisade build (e.g. before a
+# change) run the same way, so a change is judged against its baseline within one run.
+# PROFILE=1 samples Palisade under the rate load with `perf record` (software clock, call
+# graphs) and writes $OUT/palisade.profile.txt (and palisade-base.profile.txt).
 #
 # Installs squid, haproxy and tinyproxy from the distribution (apt-get) when missing; never
 # downloads anything else. The load client is crates/gateway/examples/tunnel_bench.rs (wrk, hey
@@ -13,13 +20,17 @@
 #
 #   scripts/bench-gateway.sh            # prints a Markdown table, raw JSON in $OUT
 #   SECS=3 IDLE=500 scripts/bench-gateway.sh   # bounded; $OUT/summary.json has per proxy
-#                                       # tunnels_per_s, p99_ms, added_p99_ms, idle_kib
+#                                       # tunnels_per_s, cpu_us_per_tunnel, p99_ms,
+#                                       # added_p99_ms, idle_kib
 set -euo pipefail
 
 SECS=${SECS:-3}
 CONC=${CONC:-64}
 LAT_CONC=${LAT_CONC:-4}
 IDLE=${IDLE:-1000} # keep 3 x IDLE under the open-file limit
+ROUNDS=${ROUNDS:-3}
+BASELINE_BIN=${BASELINE_BIN:-}
+PROFILE=${PROFILE:-0}
 TARGET_PORT=${TARGET_PORT:-18443}
 OUT=${OUT:-/tmp/bench-gateway}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -69,6 +80,13 @@ EOF
   --data "$OUT/palisade-data" --resolve localhost=127.0.0.1 --no-system-resolver --no-watch \
   --max-connections 100000 >"$OUT/palisade.log" 2>&1 &
 pids+=($!); PID_PAL=$!
+P_BASE=13132 PID_BASE=0
+if [ -n "$BASELINE_BIN" ]; then
+  "$BASELINE_BIN" gateway -n "$OUT/network.yaml" --listen "127.0.0.1:$P_BASE" --admin none \
+    --data "$OUT/palisade-base-data" --resolve localhost=127.0.0.1 --no-system-resolver --no-watch \
+    --max-connections 100000 >"$OUT/palisade-base.log" 2>&1 &
+  pids+=($!); PID_BASE=$!
+fi
 
 # --- Squid: CONNECT only to localhost on the target port, no cache, no access log.
 mkdir -p "$OUT/squid"
@@ -131,12 +149,14 @@ if [ "$(id -u)" = 0 ]; then printf 'User nobody\nGroup nogroup\n' >>"$OUT/tinypr
 tinyproxy -d -c "$OUT/tinyproxy.conf" >"$OUT/tinyproxy.log" 2>&1 &
 pids+=($!); PID_TINY=$!
 
-for p in $TARGET_PORT $P_PAL $P_SQUID $P_HAP $P_TINY; do
+PROXY_PORTS="$P_PAL $P_SQUID $P_HAP $P_TINY"
+[ -n "$BASELINE_BIN" ] && PROXY_PORTS="$PROXY_PORTS $P_BASE"
+for p in $TARGET_PORT $PROXY_PORTS; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
 done
 
 # The allowlist holds for each: a tunnel elsewhere is refused.
-for p in $P_PAL $P_SQUID $P_HAP $P_TINY; do
+for p in $PROXY_PORTS; do
   if "$TB" rate "127.0.0.1:$p" "example.test:$TARGET_PORT=127.0.0.1:$TARGET_PORT" 1 0.2 | grep -q '"ok":0,'; then
     :
   else
@@ -144,51 +164,101 @@ for p in $P_PAL $P_SQUID $P_HAP $P_TINY; do
   fi
 done
 
-run() { # name proxy|direct pid
-  local name=$1 proxy=$2 pid=$3
-  echo "== $name" >&2
-  "$TB" rate "$proxy" "$TARGET" "$CONC" "$SECS" >"$OUT/$name.rate.json"
+# name → proxy address (or direct) and pid, for every proxy measured.
+NAMES=(direct palisade)
+[ -n "$BASELINE_BIN" ] && NAMES+=(palisade-base)
+NAMES+=(squid haproxy tinyproxy)
+declare -A PROXY=([direct]=direct [palisade]="127.0.0.1:$P_PAL" [palisade-base]="127.0.0.1:$P_BASE"
+  [squid]="127.0.0.1:$P_SQUID" [haproxy]="127.0.0.1:$P_HAP" [tinyproxy]="127.0.0.1:$P_TINY")
+declare -A PID=([direct]=0 [palisade]=$PID_PAL [palisade-base]=$PID_BASE
+  [squid]=$PID_SQUID [haproxy]=$PID_HAP [tinyproxy]=$PID_TINY)
+
+# Idle memory first, on processes that have served only the warm-up: after the rate load an
+# allocator holds freed memory that idle tunnels would reuse unseen.
+for name in "${NAMES[@]}"; do
+  [ "$name" = direct ] && continue
+  echo "== idle: $name" >&2
+  "$TB" idle "${PROXY[$name]}" "$TARGET" "$IDLE" "${PID[$name]}" >"$OUT/$name.idle.json"
   sleep 1
+done
+
+# Tunnel rate: the proxies take turns, $ROUNDS times.
+for round in $(seq "$ROUNDS"); do
+  for name in "${NAMES[@]}"; do
+    echo "== rate round $round: $name" >&2
+    pid=${PID[$name]}
+    if [ "$pid" = 0 ]; then pid_arg=(); else pid_arg=("$pid"); fi
+    "$TB" rate "${PROXY[$name]}" "$TARGET" "$CONC" "$SECS" "${pid_arg[@]}" >"$OUT/$name.rate.$round.json"
+    sleep 1
+  done
+done
+
+# Where Palisade's time goes under the same load (perf's software clock: no hardware counters
+# needed; DWARF call graphs, so inlined async frames keep their names).
+if [ "$PROFILE" = 1 ]; then
+  for name in palisade palisade-base; do
+    pid=${PID[$name]}
+    [ "$pid" = 0 ] && continue
+    echo "== profile: $name" >&2
+    perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$pid" -o "$OUT/$name.perf.data" -- sleep "$SECS" 2>/dev/null &
+    perf_pid=$!
+    "$TB" rate "${PROXY[$name]}" "$TARGET" "$CONC" "$SECS" >/dev/null
+    wait "$perf_pid" || true
+    perf report -q -i "$OUT/$name.perf.data" --children --sort symbol --stdio -g none --percent-limit 0.5 \
+      >"$OUT/$name.profile.txt" 2>/dev/null || true
+  done
+fi
+
+run() { # name proxy|direct
+  local name=$1 proxy=$2
+  echo "== $name" >&2
   "$TB" rate "$proxy" "$TARGET" "$LAT_CONC" "$SECS" >"$OUT/$name.lat.json"
   "$TB" throughput "$proxy" "$TARGET" "$SECS" >"$OUT/$name.tput.json"
-  if [ "$proxy" != direct ]; then
-    "$TB" idle "$proxy" "$TARGET" "$IDLE" "$pid" >"$OUT/$name.idle.json"
-  fi
   sleep 1
 }
-run direct direct 0
-run palisade "127.0.0.1:$P_PAL" "$PID_PAL"
-run squid "127.0.0.1:$P_SQUID" "$PID_SQUID"
-run haproxy "127.0.0.1:$P_HAP" "$PID_HAP"
-run tinyproxy "127.0.0.1:$P_TINY" "$PID_TINY"
+for name in "${NAMES[@]}"; do
+  run "$name" "${PROXY[$name]}"
+done
 
-python3 - "$OUT" "$CONC" "$LAT_CONC" "$IDLE" <<'EOF'
+python3 - "$OUT" "$CONC" "$LAT_CONC" "$IDLE" "$ROUNDS" "${NAMES[@]}" <<'EOF'
 import json, sys, os
-out, conc, lat_conc, idle = sys.argv[1:]
+out, conc, lat_conc, idle, rounds, *names = sys.argv[1:]
 def j(n, k):
     p = os.path.join(out, f"{n}.{k}.json")
     return json.load(open(p)) if os.path.exists(p) and os.path.getsize(p) else {}
+def rate(n):
+    """The median round by tunnels/s, with every round's tunnels/s."""
+    rs = [r for r in (j(n, f"rate.{i}") for i in range(1, int(rounds) + 1)) if "per_second" in r]
+    if not rs:
+        return {}
+    rs.sort(key=lambda r: r["per_second"])
+    m = dict(rs[(len(rs) - 1) // 2])
+    m["rounds"] = [r["per_second"] for r in rs]
+    return m
 d = j("direct", "lat")
-pal = j("palisade", "rate").get("per_second", 0) or 1
-print(f"| | tunnels/s ({conc} clients) | errors | vs Palisade | added p50 / p99 µs ({lat_conc} clients) | one tunnel MB/s | KiB per idle tunnel ({idle}) |")
-print("|---|---|---|---|---|---|---|")
-for n in ["direct", "palisade", "squid", "haproxy", "tinyproxy"]:
-    r, l, t, i = j(n, "rate"), j(n, "lat"), j(n, "tput"), j(n, "idle")
+pal = rate("palisade").get("per_second", 0) or 1
+print(f"| | tunnels/s ({conc} clients, median of {rounds}) | rounds | errors | vs Palisade | proxy CPU µs per tunnel | added p50 / p99 µs ({lat_conc} clients) | one tunnel MB/s | KiB per idle tunnel ({idle}) |")
+print("|---|---|---|---|---|---|---|---|---|")
+for n in names:
+    r, l, t, i = rate(n), j(n, "lat"), j(n, "tput"), j(n, "idle")
     added = "—" if n == "direct" else f"{l.get('p50_us',0)-d.get('p50_us',0)} / {l.get('p99_us',0)-d.get('p99_us',0)}"
     if n == "direct":
         added = f"(direct: {d.get('p50_us')} / {d.get('p99_us')})"
-    print(f"| {n} | {r.get('per_second','?')} | {r.get('errors','?')} | {r.get('per_second',0)/pal:.2f} | {added} | {t.get('mb_per_second','?')} | {i.get('kib_per_tunnel','—')} |")
+    rounds_text = ", ".join(str(x) for x in r.get("rounds", []))
+    print(f"| {n} | {r.get('per_second','?')} | {rounds_text} | {r.get('errors','?')} | {r.get('per_second',0)/pal:.2f} | {r.get('cpu_us_per_tunnel','—')} | {added} | {t.get('mb_per_second','?')} | {i.get('kib_per_tunnel','—')} |")
 # One run's figures per proxy, for a script to check (null where a measurement failed).
 ms = lambda us: None if us is None else us / 1000
 summary = {
     n: {
-        "tunnels_per_s": j(n, "rate").get("per_second"),
-        "errors": j(n, "rate").get("errors"),
+        "tunnels_per_s": rate(n).get("per_second"),
+        "rounds": rate(n).get("rounds"),
+        "cpu_us_per_tunnel": rate(n).get("cpu_us_per_tunnel"),
+        "errors": rate(n).get("errors"),
         "p99_ms": ms(j(n, "lat").get("p99_us")),
         "added_p99_ms": ms(j(n, "lat")["p99_us"] - d["p99_us"]) if "p99_us" in j(n, "lat") and "p99_us" in d else None,
         "idle_kib": j(n, "idle").get("kib_per_tunnel"),
     }
-    for n in ["palisade", "squid", "haproxy", "tinyproxy"]
+    for n in names if n != "direct"
 }
 summary_path = os.path.join(out, "summary.json")
 with open(summary_path, "w") as f:

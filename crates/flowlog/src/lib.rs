@@ -18,13 +18,15 @@
 //! (and, for a new segment, the directory entry too). Concurrent appenders share one `fsync`
 //! (group commit): the first waiting caller flushes everything queued, the others wait for it.
 //! So a record whose `append` returned survives `kill -9` and power loss of the writer.
+//! [`Writer`] gives callers that must not block the same promise from a dedicated thread:
+//! a record is acknowledged (its `Done` called) only after its batch's `fsync`.
 
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// One decision of the gateway (FW-12 fields with Palisade's names).
@@ -241,14 +243,19 @@ impl FlowLog {
     pub fn append_all(&self, records: &[FlowRecord]) -> io::Result<()> {
         let mut bytes = vec![];
         for r in records {
-            serde_json::to_writer(&mut bytes, r).map_err(io::Error::other)?;
-            bytes.push(b'\n');
+            encode(r, &mut bytes)?;
         }
+        self.commit(&bytes)
+    }
+
+    /// Write whole lines and return once they are on stable storage, sharing the `fsync` with
+    /// concurrent callers.
+    fn commit(&self, bytes: &[u8]) -> io::Result<()> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = &st.failed {
             return Err(io::Error::other(format!("flow log failed earlier: {e}")));
         }
-        st.queue.extend_from_slice(&bytes);
+        st.queue.extend_from_slice(bytes);
         st.issued += 1;
         let ticket = st.issued;
         loop {
@@ -304,6 +311,71 @@ impl FlowLog {
             sync_dir(&self.dir)?;
         }
         Ok(())
+    }
+}
+
+/// One record as a JSON line.
+fn encode(r: &FlowRecord, out: &mut Vec<u8>) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, r).map_err(io::Error::other)?;
+    out.push(b'\n');
+    Ok(())
+}
+
+/// Called once a submitted record is durable, or with the error that stopped it.
+pub type Done = Box<dyn FnOnce(io::Result<()>) + Send>;
+
+/// At most this many records share one write and `fsync`, so acknowledgements keep flowing
+/// under a steady flood.
+const MAX_BATCH: usize = 4096;
+
+/// A dedicated writer thread in front of a [`FlowLog`], for callers that must not block (the
+/// gateway's connection tasks): [`Writer::submit`] queues a record and returns at once; the
+/// thread takes everything queued, encodes it into one buffer, writes it with one `fsync`
+/// (through the same group commit as [`FlowLog::append`]) and only then calls each record's
+/// [`Done`]. So the kill -9 promise holds for every acknowledged record, and a busy gateway
+/// pays one thread wake-up and one `fsync` per batch instead of per record.
+pub struct Writer {
+    queue: mpsc::Sender<(FlowRecord, Done)>,
+}
+
+impl Writer {
+    /// Start the writer thread; it ends when the `Writer` is dropped and the queue is drained.
+    pub fn spawn(log: Arc<FlowLog>) -> io::Result<Writer> {
+        let (queue, jobs) = mpsc::channel::<(FlowRecord, Done)>();
+        std::thread::Builder::new()
+            .name("flowlog-writer".into())
+            .spawn(move || {
+                let mut bytes = Vec::new();
+                let mut batch = Vec::new();
+                while let Ok(job) = jobs.recv() {
+                    batch.push(job);
+                    while batch.len() < MAX_BATCH {
+                        match jobs.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    bytes.clear();
+                    let encoded = batch.iter().try_for_each(|(r, _)| encode(r, &mut bytes));
+                    let result = encoded.and_then(|()| log.commit(&bytes));
+                    for (_, done) in batch.drain(..) {
+                        done(match &result {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                        });
+                    }
+                    // A burst's buffer is not kept for the quiet that follows.
+                    bytes.shrink_to(64 << 10);
+                }
+            })?;
+        Ok(Writer { queue })
+    }
+
+    /// Queue `record`; `done` is called (on the writer thread) once it is durable or failed.
+    pub fn submit(&self, record: FlowRecord, done: Done) {
+        if let Err(mpsc::SendError((_, done))) = self.queue.send((record, done)) {
+            done(Err(io::Error::other("the flow log writer has stopped")));
+        }
     }
 }
 
@@ -484,6 +556,69 @@ mod tests {
             rule: Some(format!("r{}", i % 3)),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn writer_acknowledges_only_records_on_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let log = Arc::new(FlowLog::open(d.path(), Options::default()).unwrap());
+        let writer = Writer::spawn(log).unwrap();
+        let (acks, acked) = mpsc::channel();
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (writer, acks) = (&writer, acks.clone());
+                s.spawn(move || {
+                    for i in 0..250 {
+                        let acks = acks.clone();
+                        let n = t * 1000 + i;
+                        writer.submit(
+                            rec(n, "Allow"),
+                            Box::new(move |r| acks.send((n, r.is_ok())).unwrap()),
+                        );
+                    }
+                });
+            }
+        });
+        drop(acks);
+        let acked: Vec<(u64, bool)> = acked.iter().collect();
+        assert_eq!(acked.len(), 1000);
+        assert!(acked.iter().all(|(_, ok)| *ok));
+        let (all, torn) = query(d.path(), &Query::default()).unwrap();
+        assert_eq!((all.len(), torn), (1000, 0));
+        // Each thread's records are in the order it submitted them.
+        let mut last = [None::<u64>; 4];
+        for r in all.iter().rev() {
+            let n: u64 = r
+                .name
+                .as_deref()
+                .unwrap()
+                .strip_prefix('n')
+                .unwrap()
+                .split('.')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let t = (n / 1000) as usize;
+            assert!(
+                last[t].is_none_or(|l| l < n),
+                "record {n} after {:?}",
+                last[t]
+            );
+            last[t] = Some(n);
+        }
+    }
+
+    #[test]
+    fn writer_reports_a_failed_log() {
+        let d = tempfile::tempdir().unwrap();
+        let log = Arc::new(FlowLog::open(d.path(), Options::default()).unwrap());
+        log.state.lock().unwrap().failed = Some("disk gone".into());
+        let writer = Writer::spawn(log).unwrap();
+        let (tx, rx) = mpsc::channel();
+        writer.submit(rec(1, "Deny"), Box::new(move |r| tx.send(r).unwrap()));
+        let err = rx.recv().unwrap().unwrap_err();
+        assert!(err.to_string().contains("disk gone"), "{err}");
     }
 
     #[test]

@@ -3,15 +3,18 @@
 //! The test re-runs this test binary as a child (`writer_child`, ignored unless the environment
 //! names a directory). The child appends from several threads and prints `ack N` after each
 //! `append` returned; the parent kills it mid-stream and checks every acknowledged record is
-//! in the log, then that the log can be reopened and appended to.
+//! in the log, then that the log can be reopened and appended to. The same again with the
+//! records going through a [`Writer`] thread, acknowledged when its `Done` is called.
 
-use palisade_flowlog::{format_time, query, FlowLog, FlowRecord, Options, Query};
+use palisade_flowlog::{format_time, query, FlowLog, FlowRecord, Options, Query, Writer};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 const ENV: &str = "PALISADE_FLOWLOG_CHILD_DIR";
+/// Set for the child that appends through a [`Writer`].
+const ENV_WRITER: &str = "PALISADE_FLOWLOG_CHILD_WRITER";
 
 fn record(n: u64) -> FlowRecord {
     FlowRecord {
@@ -36,15 +39,23 @@ fn writer_child() {
         },
     )
     .unwrap();
+    let through_writer = std::env::var_os(ENV_WRITER).is_some();
+    let log = std::sync::Arc::new(log);
+    let writer = Writer::spawn(log.clone()).unwrap();
     let out = std::sync::Mutex::new(std::io::stdout());
     std::thread::scope(|s| {
         for t in 0..4u64 {
-            let log = &log;
-            let out = &out;
+            let (log, writer, out) = (&log, &writer, &out);
             s.spawn(move || {
                 for i in 0.. {
                     let n = t * 10_000_000 + i;
-                    log.append(&record(n)).unwrap();
+                    if through_writer {
+                        let (done, durable) = std::sync::mpsc::channel();
+                        writer.submit(record(n), Box::new(move |r| done.send(r).unwrap()));
+                        durable.recv().unwrap().unwrap();
+                    } else {
+                        log.append(&record(n)).unwrap();
+                    }
                     let mut o = out.lock().unwrap();
                     writeln!(o, "ack {n}").unwrap();
                     o.flush().unwrap();
@@ -56,8 +67,21 @@ fn writer_child() {
 
 #[test]
 fn sigkill_loses_no_acknowledged_record() {
+    killed_child_loses_nothing(false);
+}
+
+#[test]
+fn sigkill_loses_no_record_the_writer_thread_acknowledged() {
+    killed_child_loses_nothing(true);
+}
+
+fn killed_child_loses_nothing(through_writer: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    if through_writer {
+        cmd.env(ENV_WRITER, "1");
+    }
+    let mut child = cmd
         .args(["--exact", "writer_child", "--ignored", "--nocapture"])
         .env(ENV, dir.path())
         .stdout(Stdio::piped())

@@ -4,7 +4,8 @@
 //! ```text
 //! tunnel_bench serve ADDR...                  target: echo; a chunk starting `s` streams zeros;
 //!                                             answers a forwarded `CONNECT` with 200 itself
-//! tunnel_bench rate PROXY|direct TARGET CONC SECS     new tunnels/s and per-tunnel latency
+//! tunnel_bench rate PROXY|direct TARGET CONC SECS [PID]  new tunnels/s and per-tunnel latency;
+//!                                             with PID, CPU µs its tree spent per tunnel
 //! tunnel_bench throughput PROXY|direct TARGET SECS    one established tunnel, MB/s
 //! tunnel_bench idle PROXY TARGET COUNT PID            RSS growth of PID's tree per idle tunnel
 //! ```
@@ -125,7 +126,9 @@ async fn rate(
     direct: SocketAddr,
     conc: usize,
     secs: f64,
+    pid: Option<u32>,
 ) {
+    let cpu_before = pid.map(tree_cpu_us);
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let lat = Arc::new(Mutex::new(Vec::<u64>::new()));
@@ -158,8 +161,16 @@ async fn rate(
     let elapsed = start.elapsed().as_secs_f64();
     let mut l = lat.lock().unwrap().clone();
     l.sort_unstable();
+    // The proxy's own CPU time per tunnel: what it costs, whatever else loads the machine.
+    let cpu = match (pid, cpu_before) {
+        (Some(p), Some(before)) if !l.is_empty() => format!(
+            ",\"cpu_us_per_tunnel\":{:.1}",
+            tree_cpu_us(p).saturating_sub(before) as f64 / l.len() as f64
+        ),
+        _ => String::new(),
+    };
     println!(
-        "{{\"ok\":{},\"errors\":{},\"per_second\":{:.0},\"p50_us\":{},\"p99_us\":{}}}",
+        "{{\"ok\":{},\"errors\":{},\"per_second\":{:.0},\"p50_us\":{},\"p99_us\":{}{cpu}}}",
         l.len(),
         errors.load(Ordering::Relaxed),
         l.len() as f64 / elapsed,
@@ -194,6 +205,40 @@ async fn throughput(
 
 /// RSS in KiB of `pid` and all its descendants.
 fn tree_rss_kib(pid: u32) -> u64 {
+    tree(pid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// CPU time (user + system, with reaped children's) in µs of `pid` and its descendants.
+fn tree_cpu_us(pid: u32) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    let ticks: u64 = tree(pid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|stat| {
+            let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+            // Fields 14–17 of proc(5): utime stime cutime cstime (11–14 after the name).
+            after
+                .split_whitespace()
+                .skip(11)
+                .take(4)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum();
+    ticks * 1_000_000 / per_second.max(1)
+}
+
+/// `pid` and all its descendants.
+fn tree(pid: u32) -> Vec<u32> {
     let mut pids = vec![pid];
     let mut all: Vec<(u32, u32)> = vec![];
     if let Ok(rd) = std::fs::read_dir("/proc") {
@@ -221,14 +266,7 @@ fn tree_rss_kib(pid: u32) -> u64 {
             break;
         }
     }
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .sum()
+    pids
 }
 
 async fn idle(
@@ -261,7 +299,7 @@ async fn idle(
 }
 
 fn usage() -> ! {
-    eprintln!("usage: tunnel_bench serve ADDR... | rate PROXY|direct TARGET CONC SECS | throughput PROXY|direct TARGET SECS | idle PROXY TARGET COUNT PID\n  TARGET is NAME:PORT=IP:PORT (the name for CONNECT, the address for direct)");
+    eprintln!("usage: tunnel_bench serve ADDR... | rate PROXY|direct TARGET CONC SECS [PID] | throughput PROXY|direct TARGET SECS | idle PROXY TARGET COUNT PID\n  TARGET is NAME:PORT=IP:PORT (the name for CONNECT, the address for direct)");
     std::process::exit(2)
 }
 
@@ -292,9 +330,17 @@ fn main() -> Res<()> {
     };
     match args.first().map(String::as_str) {
         Some("serve") => rt.block_on(serve(&args[1..])),
-        Some("rate") if args.len() == 5 => {
+        Some("rate") if args.len() == 5 || args.len() == 6 => {
             let (name, addr) = target(&args[2]);
-            rt.block_on(rate(proxy(&args[1]), name, addr, num(3) as usize, num(4)));
+            let pid = (args.len() == 6).then(|| num(5) as u32);
+            rt.block_on(rate(
+                proxy(&args[1]),
+                name,
+                addr,
+                num(3) as usize,
+                num(4),
+                pid,
+            ));
             Ok(())
         }
         Some("throughput") if args.len() == 4 => {

@@ -37,7 +37,7 @@ pub mod store;
 
 use arc_swap::ArcSwapOption;
 use metrics::{DecisionLabels, Metrics, OutcomeLabels};
-use palisade_flowlog::{format_time, FlowLog, FlowRecord};
+use palisade_flowlog::{format_time, FlowLog, FlowRecord, Writer};
 use palisade_policy::firewall::{FirewallInput, FirewallOutcome, FirewallPass};
 use palisade_policy::matchers::PacketKey;
 use palisade_policy::AppProtocol;
@@ -286,7 +286,8 @@ pub struct Gateway {
     pub config: Config,
     active: ArcSwapOption<Active>,
     pub metrics: Metrics,
-    flowlog: Arc<FlowLog>,
+    /// Flow records go through the log's writer thread (batched, one `fsync` per batch).
+    flowlog: Writer,
     established: Mutex<HashMap<u64, Arc<Established>>>,
     next_id: AtomicU64,
     reload_lock: tokio::sync::Mutex<()>,
@@ -375,7 +376,10 @@ impl Gateway {
     /// initial policy does not stop the start: the gateway then fails closed until a reload
     /// succeeds.
     pub async fn start(config: Config) -> io::Result<Running> {
-        let flowlog = Arc::new(FlowLog::open(&config.data_dir, config.flowlog.clone())?);
+        let flowlog = Writer::spawn(Arc::new(FlowLog::open(
+            &config.data_dir,
+            config.flowlog.clone(),
+        )?))?;
         let mut metrics = Metrics::new();
         if config.policy_store.is_some() {
             metrics.register_policy_store();
@@ -843,8 +847,14 @@ impl Gateway {
         if let Some(s) = &self.flow_store {
             s.offer(&r, &self.metrics);
         }
-        let flowlog = self.flowlog.clone();
-        let res = tokio::task::spawn_blocking(move || flowlog.append(&r)).await;
+        let (done, durable) = tokio::sync::oneshot::channel();
+        self.flowlog.submit(
+            r,
+            Box::new(move |res| {
+                let _ = done.send(res);
+            }),
+        );
+        let res = durable.await;
         if !matches!(res, Ok(Ok(()))) {
             self.metrics.flowlog_errors.inc();
             log(format!("flow record not written: {res:?}"));

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub reloads: Family<OutcomeLabels, Counter>,
     pub closed_on_reload: Counter,
     pub bytes: Family<DirectionLabels, Counter>,
+    /// `bytes{direction="sent"}` and `"received"`, looked up once rather than per connection.
+    pub bytes_sent: Counter,
+    pub bytes_received: Counter,
     pub policy_loaded: Gauge,
     pub flowlog_errors: Counter,
     pub udp_sessions: Gauge,
@@ -112,6 +115,14 @@ impl Metrics {
             "Payload bytes relayed (sent: client to server, received: server to client)",
             bytes.clone(),
         );
+        let direction = |d: &str| {
+            bytes
+                .get_or_create(&DirectionLabels {
+                    direction: d.into(),
+                })
+                .clone()
+        };
+        let (bytes_sent, bytes_received) = (direction("sent"), direction("received"));
         let policy_loaded = Gauge::default();
         registry.register(
             "policy_loaded",
@@ -152,6 +163,8 @@ impl Metrics {
             reloads,
             closed_on_reload,
             bytes,
+            bytes_sent,
+            bytes_received,
             policy_loaded,
             flowlog_errors,
             udp_sessions,

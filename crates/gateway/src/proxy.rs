@@ -4,7 +4,7 @@
 //! Every path ends in one decision of the compiled policy and one flow record. Denied
 //! connections get their record written (durably) before the client hears the answer.
 
-use crate::metrics::{DirectionLabels, ListenerLabels};
+use crate::metrics::ListenerLabels;
 use crate::resolver::ResolveError;
 use crate::shutdown::{accept, connection, relaying, InFlight};
 use crate::sni::{self, Peeked};
@@ -42,13 +42,15 @@ impl Mode {
 
 pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
     let what = format!("{} listener", mode.name());
+    let accepted = gw
+        .metrics
+        .connections
+        .get_or_create(&ListenerLabels {
+            listener: mode.name().into(),
+        })
+        .clone();
     while let Some((stream, peer)) = accept(&gw, &listener, &what).await {
-        gw.metrics
-            .connections
-            .get_or_create(&ListenerLabels {
-                listener: mode.name().into(),
-            })
-            .inc();
+        accepted.inc();
         let Ok(permit) = gw.slots.clone().try_acquire_owned() else {
             gw.metrics.rejected_over_limit.inc();
             drop(stream);
@@ -59,13 +61,15 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
         let gw = gw.clone();
         tokio::spawn(async move {
             let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-            let work = async {
+            // Boxed here so the task holds one pointer, not a second copy of the
+            // connection's state (an argument of an async fn keeps its room for good).
+            let work = Box::pin(async {
                 match mode {
                     Mode::Explicit => explicit(&gw, stream, peer).await,
                     Mode::Transparent => transparent(&gw, stream, peer).await,
                     Mode::Dnat => unreachable!("DNAT listeners have their own accept loop"),
                 }
-            };
+            });
             let r = connection(&gw, counted, mode, peer, None, work).await;
             if let Err(e) = r {
                 if !matches!(
@@ -215,16 +219,16 @@ impl HeadError {
 /// Read until a complete HTTP request head; returns the bytes read (head and anything after).
 async fn read_head(gw: &Gateway, s: &mut TcpStream) -> Result<(Vec<u8>, usize), HeadError> {
     let deadline = Instant::now() + gw.config.limits.header_timeout;
-    let mut buf = Vec::with_capacity(2048);
-    let mut chunk = [0u8; 4096];
+    // Read straight into the head's buffer: no chunk on the connection's stack.
+    let mut buf = Vec::with_capacity(4096);
     loop {
-        let n = tokio::time::timeout_at(deadline.into(), s.read(&mut chunk))
+        buf.reserve(4096);
+        let n = tokio::time::timeout_at(deadline.into(), s.read_buf(&mut buf))
             .await
             .map_err(|_| HeadError::Timeout)??;
         if n == 0 {
             return Err(HeadError::Closed(buf.len()));
         }
-        buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
@@ -286,71 +290,71 @@ fn split_authority(a: &str, default_port: Option<u16>) -> Option<(String, u16)> 
     Some((host.to_ascii_lowercase(), port))
 }
 
-async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) -> io::Result<()> {
-    let flow = Flow::new(Mode::Explicit, "HTTP", peer);
-    let (buf, head_len) = match read_head(gw, &mut client).await {
-        Ok(x) => x,
-        Err(HeadError::Io(e)) => return Err(e),
-        // Connected and closed without a byte: nothing was asked, nothing refused.
-        Err(HeadError::Closed(0)) => return Ok(()),
-        Err(e) => {
-            let (reason, status) = e.refusal();
-            refuse(gw, &flow, reason, e.to_string()).await;
-            if let Some(status) = status {
-                let _ = respond(&mut client, status, &format!("{e}\n")).await;
-            }
-            return Ok(());
-        }
-    };
+/// What an explicit proxy request head asks for, read without holding the head: a
+/// connection's state then keeps neither the request bytes nor the parser's header table
+/// while it waits on the network.
+enum Request {
+    Connect {
+        host: String,
+        port: u16,
+        /// Bytes the client sent after the head (the start of the tunnel).
+        rest: Vec<u8>,
+    },
+    /// Absolute-form HTTP, rebuilt in origin-form.
+    Forward {
+        host: String,
+        port: u16,
+        first: Vec<u8>,
+    },
+    Refused {
+        reason: &'static str,
+        detail: String,
+        status: &'static str,
+        body: String,
+    },
+}
+
+fn request(buf: &[u8], head_len: usize) -> Request {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
-    let _ = req.parse(&buf);
-    let method = req.method.unwrap_or("").to_string();
-    let target = req.path.unwrap_or("").to_string();
+    let _ = req.parse(buf);
+    let method = req.method.unwrap_or("");
+    let target = req.path.unwrap_or("");
+    let malformed = |detail: &str, body: &str| Request::Refused {
+        reason: "MalformedRequest",
+        detail: detail.into(),
+        status: "400 Bad Request",
+        body: body.into(),
+    };
     // The gateway judges one reading of the request; a server reading it another way would
     // serve a request nobody judged (RFC 9112 §3.2, §6.3).
     if let Some(why) = sni::framing_problem(req.headers) {
-        refuse(
-            gw,
-            &flow,
-            "AmbiguousRequest",
-            format!("{why} ({method} {target})"),
-        )
-        .await;
-        return respond(&mut client, "400 Bad Request", &format!("{why}\n")).await;
+        return Request::Refused {
+            reason: "AmbiguousRequest",
+            detail: format!("{why} ({method} {target})"),
+            status: "400 Bad Request",
+            body: format!("{why}\n"),
+        };
     }
     if method.eq_ignore_ascii_case("CONNECT") {
-        let Some((host, port)) = split_authority(&target, None) else {
-            refuse(
-                gw,
-                &flow,
-                "MalformedRequest",
-                "CONNECT needs host:port".into(),
-            )
-            .await;
-            return respond(&mut client, "400 Bad Request", "CONNECT needs host:port\n").await;
+        return match split_authority(target, None) {
+            Some((host, port)) => Request::Connect {
+                host,
+                port,
+                rest: buf[head_len..].to_vec(),
+            },
+            None => malformed("CONNECT needs host:port", "CONNECT needs host:port\n"),
         };
-        let rest = buf[head_len..].to_vec();
-        return connect(gw, client, peer, host, port, rest).await;
     }
     // Absolute-form forwarding of plain HTTP.
     let Some(after) = target
         .strip_prefix("http://")
         .or_else(|| target.strip_prefix("HTTP://"))
     else {
-        refuse(
-            gw,
-            &flow,
-            "MalformedRequest",
-            "not an absolute-form request or CONNECT".into(),
-        )
-        .await;
-        return respond(
-            &mut client,
-            "400 Bad Request",
+        return malformed(
+            "not an absolute-form request or CONNECT",
             "this is a proxy: send absolute-form requests (http://host/path) or CONNECT\n",
-        )
-        .await;
+        );
     };
     let (authority, path) = match after.find(['/', '?']) {
         Some(i) => (&after[..i], &after[i..]),
@@ -362,8 +366,7 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
         path.to_string()
     };
     let Some((host, port)) = split_authority(authority, Some(80)) else {
-        refuse(gw, &flow, "MalformedRequest", "bad request target".into()).await;
-        return respond(&mut client, "400 Bad Request", "bad request target\n").await;
+        return malformed("bad request target", "bad request target\n");
     };
     // Rebuild the head in origin-form: the URI's authority wins over any Host header
     // (RFC 9112 §3.2.2), hop-by-hop headers go, and the server closes after one response so
@@ -388,14 +391,49 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
     head.push_str("Connection: close\r\n\r\n");
     let mut first = head.into_bytes();
     first.extend_from_slice(&buf[head_len..]);
+    Request::Forward { host, port, first }
+}
 
+async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) -> io::Result<()> {
+    let flow = Flow::new(Mode::Explicit, "HTTP", peer);
+    let (buf, head_len) = match read_head(gw, &mut client).await {
+        Ok(x) => x,
+        Err(HeadError::Io(e)) => return Err(e),
+        // Connected and closed without a byte: nothing was asked, nothing refused.
+        Err(HeadError::Closed(0)) => return Ok(()),
+        Err(e) => {
+            let (reason, status) = e.refusal();
+            refuse(gw, &flow, reason, e.to_string()).await;
+            if let Some(status) = status {
+                let _ = respond(&mut client, status, &format!("{e}\n")).await;
+            }
+            return Ok(());
+        }
+    };
+    let asked = request(&buf, head_len);
+    drop(buf);
+    let (host, port, first) = match asked {
+        Request::Connect { host, port, rest } => {
+            return connect(gw, client, peer, host, port, rest).await
+        }
+        Request::Refused {
+            reason,
+            detail,
+            status,
+            body,
+        } => {
+            refuse(gw, &flow, reason, detail).await;
+            return respond(&mut client, status, &body).await;
+        }
+        Request::Forward { host, port, first } => (host, port, first),
+    };
     let Some(Allowed {
         flow,
         server,
         outcome,
         snap,
         key,
-    }) = judge_and_dial(
+    }) = Box::pin(judge_and_dial(
         gw,
         &mut client,
         peer,
@@ -404,7 +442,7 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
         AppProtocol::Http,
         "470 status code 470",
         false,
-    )
+    ))
     .await?
     else {
         return Ok(());
@@ -485,13 +523,16 @@ async fn connect(
         .await;
     }
     let app = AppProtocol::infer(port);
+    // Boxed, as the tunnel's inspection below: a future is as large as its largest stage, and
+    // these stages (resolving, dialing, reading the ClientHello) are over before the relay, so
+    // an established tunnel keeps only the relay's state.
     let Some(Allowed {
         mut flow,
         server,
         outcome,
         snap,
         key,
-    }) = judge_and_dial(
+    }) = Box::pin(judge_and_dial(
         gw,
         &mut client,
         peer,
@@ -500,7 +541,7 @@ async fn connect(
         app,
         "403 Forbidden",
         true,
-    )
+    ))
     .await?
     else {
         return Ok(());
@@ -514,8 +555,8 @@ async fn connect(
     let (outcome, snap, name, app, first) =
         if outcome.pass == FirewallPass::FirewallApplication && app != AppProtocol::Mssql {
             let mut buf = rest;
-            let seen = inspect(gw, &mut client, &mut buf).await;
-            let (o, s) = tunnel_verdict(gw, &mut flow, &host, key, seen).await;
+            let seen = Box::pin(inspect(gw, &mut client, &mut buf)).await;
+            let (o, s) = Box::pin(tunnel_verdict(gw, &mut flow, &host, key, seen)).await;
             if !o.allowed {
                 gw.record(flow.record(gw, &o, &s)).await;
                 reset(&client);
@@ -1040,18 +1081,8 @@ pub(crate) async fn relay(
         Ok(x) => *x,
         Err(_) => (0, 0),
     };
-    gw.metrics
-        .bytes
-        .get_or_create(&DirectionLabels {
-            direction: "sent".into(),
-        })
-        .inc_by(sent);
-    gw.metrics
-        .bytes
-        .get_or_create(&DirectionLabels {
-            direction: "received".into(),
-        })
-        .inc_by(received);
+    gw.metrics.bytes_sent.inc_by(sent);
+    gw.metrics.bytes_received.inc_by(received);
     let closed = entry
         .closed_by
         .lock()
@@ -1093,7 +1124,8 @@ pub(crate) fn shutdown_record(r: &mut FlowRecord) {
 
 /// Copy both ways until both sides finish, an error, the idle timeout, or a reload or the
 /// shutdown cancels.
-/// Memory: one 16 KiB buffer per direction.
+/// Memory: a buffer of [`RELAY_CHUNK`] per direction only while that direction has bytes to
+/// move; an idle tunnel holds none.
 async fn splice(
     gw: &Gateway,
     client: TcpStream,
@@ -1145,6 +1177,9 @@ async fn splice(
     Ok((sent.into_inner(), received.into_inner()))
 }
 
+/// Bytes a relay direction reads at a time.
+const RELAY_CHUNK: usize = 16 * 1024;
+
 async fn pump(
     r: &mut tokio::net::tcp::OwnedReadHalf,
     w: &mut tokio::net::tcp::OwnedWriteHalf,
@@ -1152,15 +1187,25 @@ async fn pump(
     last: &AtomicU64,
     start: Instant,
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let n = r.read(&mut buf).await?;
-        if n == 0 {
-            let _ = w.shutdown().await;
-            return Ok(());
+        r.readable().await?;
+        // Allocated when there is something to read, freed once the socket has nothing more.
+        let mut buf = Vec::with_capacity(RELAY_CHUNK);
+        loop {
+            buf.clear();
+            match r.try_read_buf(&mut buf) {
+                Ok(0) => {
+                    let _ = w.shutdown().await;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    w.write_all(&buf).await?;
+                    count.fetch_add(n as u64, Ordering::Relaxed);
+                    last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
         }
-        w.write_all(&buf[..n]).await?;
-        count.fetch_add(n as u64, Ordering::Relaxed);
-        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
