@@ -26,6 +26,7 @@ pub mod dns;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod quic;
 pub mod resolver;
 pub mod shutdown;
 pub mod sni;
