@@ -181,8 +181,11 @@ impl ClientInitials {
                 Ok(None)
             };
         };
-        let dcid = r.cid().ok_or(QuicError::Malformed("bad destination connection ID"))?;
-        r.cid().ok_or(QuicError::Malformed("bad source connection ID"))?;
+        let dcid = r
+            .cid()
+            .ok_or(QuicError::Malformed("bad destination connection ID"))?;
+        r.cid()
+            .ok_or(QuicError::Malformed("bad source connection ID"))?;
         let ty = (flags >> 4) & 0x03;
         if ty != version.initial_type() {
             if first {
@@ -196,7 +199,8 @@ impl ClientInitials {
             return skip(&r, len).map(Some);
         }
         let token = r.varint().ok_or(QuicError::Malformed("bad token length"))?;
-        r.take_u64(token).ok_or(QuicError::Malformed("truncated token"))?;
+        r.take_u64(token)
+            .ok_or(QuicError::Malformed("truncated token"))?;
         let len = r.varint().ok_or(QuicError::Malformed("bad length"))?;
         let pn_offset = r.pos;
         let end = skip(&r, len)?;
@@ -343,7 +347,9 @@ impl Keys {
         // The sample starts 4 bytes after the packet number's start (RFC 9001 §5.4.2).
         let sample = packet
             .get(pn_offset + 4..pn_offset + 20)
-            .ok_or(QuicError::Malformed("too short for its header-protection sample"))?;
+            .ok_or(QuicError::Malformed(
+                "too short for its header-protection sample",
+            ))?;
         let mask = self
             .header
             .new_mask(sample)
