@@ -244,6 +244,9 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
         config.instance = i;
     }
     config.limits.max_connections = a.max_connections;
+    if a.max_connections_per_source == 0 {
+        return Err("--max-connections-per-source 0: expected at least 1".into());
+    }
     config.limits.max_connections_per_source = a.max_connections_per_source;
     config.limits.idle_timeout = Duration::from_secs(a.idle_timeout);
     config.limits.udp_idle_timeout = Duration::from_secs(a.udp_idle_timeout);

@@ -139,9 +139,10 @@ impl ClientInitials {
             return Err(QuicError::TooManyDatagrams);
         }
         let mut rest = datagram;
-        let mut first = true;
-        // Packets may be coalesced (RFC 9000 §12.2); the client's first flight may follow its
-        // Initials with 0-RTT, which we skip.
+        // Only the flow's first packet must be an Initial. Packets may be coalesced (RFC 9000
+        // §12.2), and the client's first flight may carry 0-RTT packets, also in datagrams of
+        // their own between its Initials: those are skipped, they cannot add CRYPTO bytes.
+        let mut first = self.datagrams == 1;
         while !rest.is_empty() {
             match self.packet(rest, first)? {
                 Some(len) => rest = &rest[len..],
@@ -617,6 +618,25 @@ mod tests {
         let hello = read_all(&[datagram]).unwrap().unwrap();
         assert_eq!(hello.sni.as_deref(), Some("two.test"));
         assert!(hello.ech);
+    }
+
+    #[test]
+    fn a_zero_rtt_datagram_between_initials_is_skipped() {
+        let msg = hello_message(Some("late.test"), false, 1500);
+        let (a, b) = msg.split_at(900);
+        let first = seal_initial(Version::V1, &DCID, 0, &crypto_frame(0, a), 1200).unwrap();
+        let second = seal_initial(Version::V1, &DCID, 1, &crypto_frame(900, b), 1200).unwrap();
+        // A 0-RTT packet (type 1): a long header, then only its length is read.
+        let mut zero_rtt = vec![0xd0, 0, 0, 0, 1, 8];
+        zero_rtt.extend_from_slice(&DCID);
+        zero_rtt.extend_from_slice(&[0, 0x40, 40]);
+        zero_rtt.extend_from_slice(&[0xaa; 40]);
+        let hello = read_all(&[first, zero_rtt.clone(), second])
+            .unwrap()
+            .unwrap();
+        assert_eq!(hello.sni.as_deref(), Some("late.test"));
+        // As the flow's first datagram it is no Initial.
+        assert_eq!(read_all(&[zero_rtt]), Err(QuicError::NotInitial));
     }
 
     #[test]
