@@ -51,6 +51,11 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
                 listener: mode.name().into(),
             })
             .inc();
+        let Ok(permit) = gw.slots.clone().try_acquire_owned() else {
+            gw.metrics.rejected_over_limit.inc();
+            drop(stream);
+            continue;
+        };
         let Some(source_slot) = gw.source_slots.try_acquire(peer.ip().to_canonical()) else {
             gw.metrics.rejected_over_source_limit.inc();
             gw.log_limited(
@@ -60,11 +65,6 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
                     gw.config.limits.max_connections_per_source
                 ),
             );
-            drop(stream);
-            continue;
-        };
-        let Ok(permit) = gw.slots.clone().try_acquire_owned() else {
-            gw.metrics.rejected_over_limit.inc();
             drop(stream);
             continue;
         };
