@@ -35,6 +35,7 @@ pub enum TunnelSniArg {
 
 /// Run the firewall of a network on real traffic.
 #[derive(clap::Args)]
+#[command(mut_arg("network", |a| a.required(false).required_unless_present("policy_store")))]
 pub struct GatewayArgs {
     /// The network, as `palisade trace` takes it (reloaded on change of any of its files,
     /// SIGHUP, or POST /reload). Its name bindings also serve the gateway's resolver.
@@ -52,6 +53,10 @@ pub struct GatewayArgs {
     /// Transparent listener: the target of an nftables `redirect` (see docs/gateway.md).
     #[arg(long)]
     transparent: Option<SocketAddr>,
+    /// Transparent UDP listener: the target of an nftables `tproxy` (repeatable, one per
+    /// address family; needs CAP_NET_ADMIN; see docs/gateway.md).
+    #[arg(long, value_name = "IP:PORT")]
+    transparent_udp: Vec<SocketAddr>,
     /// Where flow records are written (default: $PALISADE_DATA, else ~/.local/state/palisade).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -93,9 +98,13 @@ pub struct GatewayArgs {
     /// Seconds to receive a request head / ClientHello.
     #[arg(long, default_value_t = 10)]
     handshake_timeout: u64,
-    /// Seconds without a datagram after which a UDP session (DNAT) ends.
+    /// Seconds without a datagram after which a UDP session (DNAT, transparent) ends;
+    /// transparent sessions to port 53 end after at most 10.
     #[arg(long, default_value_t = 30)]
     udp_idle_timeout: u64,
+    /// Transparent UDP sessions held at once; when full, the least recently active is evicted.
+    #[arg(long, default_value_t = 10_000)]
+    max_udp_sessions: usize,
     /// Listen on the frontends of the firewall's DNAT rules (their destination address and
     /// port) and forward to the translated address (FW-4); follows reloads.
     #[arg(long)]
@@ -123,6 +132,17 @@ pub struct GatewayArgs {
     /// rules name (FW-5: 15; 0 = never).
     #[arg(long, value_name = "SECONDS", default_value_t = 15, requires = "dns")]
     dns_refresh: u64,
+    /// Follow the policy versions a `palisade server --store` commits to this PostgreSQL
+    /// database (`postgres://USER@HOST:PORT/DB`) instead of --network files: the newest at
+    /// start, each new one within a second (LISTEN/NOTIFY). When the database is away the last
+    /// good snapshot keeps deciding. --resolve, --hosts-file and catalog flags still apply.
+    #[arg(long, value_name = "postgres://...", conflicts_with = "network")]
+    policy_store: Option<String>,
+    /// Also write flow records, with --instance, to this PostgreSQL database (batched; never
+    /// delays a decision; records that do not fit the queue while it is away are counted in
+    /// /metrics and kept in the local flow log).
+    #[arg(long, value_name = "postgres://...")]
+    flow_log_store: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -193,6 +213,7 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
     config.listen = addr("listen", &a.listen)?;
     config.admin = addr("admin", &a.admin)?;
     config.transparent = a.transparent;
+    config.transparent_udp = a.transparent_udp;
     config.dnat_bind = a
         .dnat_bind
         .iter()
@@ -216,10 +237,11 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
     }
     if config.listen.is_none()
         && config.transparent.is_none()
+        && config.transparent_udp.is_empty()
         && !config.dnat
         && config.dns.is_none()
     {
-        return Err("nothing to serve: give --listen, --transparent, --dnat and/or --dns".into());
+        return Err("nothing to serve: give --listen, --transparent, --transparent-udp, --dnat and/or --dns".into());
     }
     config.resolver = Resolver {
         fixed: Default::default(),
@@ -239,7 +261,18 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
         AddressCheckArg::Off => AddressCheck::Off,
     };
     config.reevaluate_established = !a.keep_established;
-    config.watch = !a.no_watch;
+    config.policy_store = a
+        .policy_store
+        .as_deref()
+        .map(|u| palisade_pgstore::config("--policy-store", u))
+        .transpose()?;
+    config.flow_store = a
+        .flow_log_store
+        .as_deref()
+        .map(|u| palisade_pgstore::config("--flow-log-store", u))
+        .transpose()?;
+    // A store-fed gateway has no network files to watch.
+    config.watch = !a.no_watch && config.policy_store.is_none();
     if let Some(i) = a.instance {
         config.instance = i;
     }
@@ -250,6 +283,7 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
     config.limits.max_connections_per_source = a.max_connections_per_source;
     config.limits.idle_timeout = Duration::from_secs(a.idle_timeout);
     config.limits.udp_idle_timeout = Duration::from_secs(a.udp_idle_timeout);
+    config.limits.max_udp_sessions = a.max_udp_sessions;
     config.limits.handshake_timeout = Duration::from_secs(a.handshake_timeout);
     config.limits.header_timeout = Duration::from_secs(a.handshake_timeout);
     config.grace_period = Duration::from_secs(a.grace_period);

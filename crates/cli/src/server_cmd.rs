@@ -37,6 +37,11 @@ pub struct ServerArgs {
     /// as `palisade gateway`).
     #[arg(long)]
     flow_log: Option<PathBuf>,
+    /// Keep versions and the audit log in PostgreSQL (`postgres://USER@HOST:PORT/DB`) instead
+    /// of DATA/policy.redb; gateways started with `--policy-store` on the same database follow
+    /// every committed version.
+    #[arg(long, value_name = "postgres://...")]
+    store: Option<String>,
 }
 
 pub fn server(a: ServerArgs) -> Result<ExitCode, String> {
@@ -55,6 +60,7 @@ pub fn server(a: ServerArgs) -> Result<ExitCode, String> {
         body_limit: a.max_body,
         timeout: Duration::from_secs(a.request_timeout),
         flow_log: Some(a.flow_log.unwrap_or_else(crate::serve::default_data_dir)),
+        store: a.store,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,5 +1,5 @@
 //! `palisade lab` as a user runs it: `up`, `exec … curl`, `status`, `down` leaving nothing; `check`
-//! on the ASE lockdown with `palisade gateway` as the firewall; Ctrl-C during `check` takes the lab
+//! on the ASE lockdown and the ADX dependencies with `palisade gateway` as the firewall; Ctrl-C during `check` takes the lab
 //! down. Root only (namespaces, nft); skipped with a message otherwise.
 
 mod common;
@@ -161,6 +161,49 @@ fn check_ase_lockdown_through_the_gateway() {
     assert_eq!(
         flow("partner-api-wildcard")["observed"]["outcome"],
         "connected"
+    );
+    assert!(namespaces_of(&run).is_empty());
+}
+
+// spec FW-2, FW-3, FW-5: the ADX dependencies with `palisade gateway` as its firewall, UDP
+// included — the NTP datagram no rule allows is dropped by the gateway's transparent UDP
+// (TPROXY) path and its default deny recorded, as trace says.
+#[test]
+fn check_adx_dependencies_through_the_gateway() {
+    require_root!();
+    let started = Instant::now();
+    let state = tempfile::tempdir().unwrap();
+    let run = run_name("x");
+    let (code, out, err) = palisade(&[
+        "lab",
+        "check",
+        "--network",
+        "../shared/scenarios/adx-dependencies/network.json",
+        "--name",
+        &run,
+        "--state",
+        state.path().to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    eprintln!("adx-dependencies lab check: {:?}", started.elapsed());
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    assert_eq!(v["disagree"], serde_json::json!([]), "{err}");
+    assert_eq!(code, 0);
+    assert_eq!(
+        (v["total"].as_u64(), v["agree"].as_u64()),
+        (Some(18), Some(18))
+    );
+    let ntp = v["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["flow"] == "ntp-not-allowed")
+        .expect("the UDP flow")
+        .clone();
+    assert_eq!(
+        ntp["observed"],
+        serde_json::json!({"outcome": "denied", "detail": "adx-firewall"})
     );
     assert!(namespaces_of(&run).is_empty());
 }

@@ -49,6 +49,9 @@ async fn handle(gw: &Arc<Gateway>, mut s: TcpStream) -> std::io::Result<()> {
     };
     match (method.as_str(), path.as_str()) {
         ("GET", "/metrics") => {
+            if let Some(since) = gw.store.as_ref().and_then(|s| s.since_contact()) {
+                gw.metrics.policy_store_seconds_since_contact.set(since);
+            }
             let body = gw.metrics.encode();
             reply(
                 &mut s,
@@ -86,6 +89,11 @@ async fn handle(gw: &Arc<Gateway>, mut s: TcpStream) -> std::io::Result<()> {
                 "loaded_at": a.as_ref().map(|a| palisade_flowlog::format_time(a.loaded_at)),
                 "established": gw.established_count(),
                 "instance": gw.config.instance,
+                "policy_store": gw.store.as_ref().map(|s| json!({
+                    "up": s.is_up(),
+                    "version": s.enforced(),
+                    "seconds_since_contact": s.since_contact(),
+                })),
                 "dnat": gw.dnat_listeners().iter().map(|l| json!({
                     "protocol": l.transport.name(),
                     "frontend": l.frontend.to_string(),
@@ -95,7 +103,19 @@ async fn handle(gw: &Arc<Gateway>, mut s: TcpStream) -> std::io::Result<()> {
             reply(&mut s, "200 OK", "application/json", &format!("{body}\n")).await
         }
         ("GET", "/healthz") => {
-            if gw.active().is_some() {
+            let store_down = gw.store.as_ref().filter(|s| !s.is_up());
+            if let (Some(a), Some(st)) = (gw.active(), store_down) {
+                // Still serving: the last good snapshot decides until the store is back.
+                let since = st.since_contact().map_or("never reached".into(), |s| {
+                    format!("last answered {s:.0}s ago")
+                });
+                let body = format!(
+                    "degraded: policy store unreachable ({since}); enforcing version {} (policy {})\n",
+                    st.enforced(),
+                    a.id()
+                );
+                reply(&mut s, "200 OK", "text/plain", &body).await
+            } else if gw.active().is_some() {
                 reply(&mut s, "200 OK", "text/plain", "ok\n").await
             } else {
                 reply(

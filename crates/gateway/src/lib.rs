@@ -17,12 +17,15 @@
 //! - [`dns`]: the DNS proxy (FW-9) and the addresses it remembers for FQDN network rules
 //!   (FW-5) and the address check (PAL-5.2).
 //! - [`admin`]: `/metrics`, `/reload`, `/status` on a separate (loopback) listener.
+//! - [`store`]: the policy from a shared PostgreSQL store, followed by LISTEN/NOTIFY;
+//!   [`flowstore`]: flow records copied there, batched off the hot path.
 //! - [`shutdown`]: stop accepting, drain for a grace period, close and record the rest.
 //! - Every decision becomes a [`palisade_flowlog::FlowRecord`], written durably.
 
 pub mod admin;
 pub mod dnat;
 pub mod dns;
+pub mod flowstore;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
@@ -32,6 +35,8 @@ pub mod resolver;
 pub mod shutdown;
 pub mod sni;
 pub mod source_cap;
+pub mod store;
+pub mod udp;
 
 use arc_swap::ArcSwapOption;
 use metrics::{DecisionLabels, Metrics, OutcomeLabels};
@@ -122,8 +127,11 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// A relayed connection with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
-    /// A UDP session (DNAT) with no datagram either way for this long ends.
+    /// A UDP session (DNAT, transparent) with no datagram either way for this long ends
+    /// (transparent sessions to port 53: at most [`udp::DNS_IDLE_TIMEOUT`]).
     pub udp_idle_timeout: Duration,
+    /// Transparent UDP sessions held at once; when full, the least recently active is evicted.
+    pub max_udp_sessions: usize,
 }
 
 impl Default for Limits {
@@ -136,6 +144,7 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             udp_idle_timeout: Duration::from_secs(30),
+            max_udp_sessions: 10_000,
         }
     }
 }
@@ -149,6 +158,8 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// Transparent listener (the nftables `redirect` target).
     pub transparent: Option<SocketAddr>,
+    /// Transparent UDP listeners (the nftables `tproxy` targets; one per address family).
+    pub transparent_udp: Vec<SocketAddr>,
     /// Where flow records go.
     pub data_dir: PathBuf,
     /// Written into every flow record.
@@ -181,6 +192,11 @@ pub struct Config {
     pub grace_period: Duration,
     /// The DNS proxy (FW-9): where it listens and whom it asks.
     pub dns: Option<dns::DnsConfig>,
+    /// Follow the policy versions of this PostgreSQL store instead of `source`'s files, which
+    /// then give only the catalogs and name bindings.
+    pub policy_store: Option<palisade_pgstore::Config>,
+    /// Also write flow records to this PostgreSQL store.
+    pub flow_store: Option<palisade_pgstore::Config>,
 }
 
 impl Config {
@@ -190,6 +206,7 @@ impl Config {
             listen: None,
             admin: None,
             transparent: None,
+            transparent_udp: vec![],
             data_dir,
             instance: default_instance(),
             resolver: Resolver::default(),
@@ -206,6 +223,8 @@ impl Config {
             dnat_bind: vec![],
             grace_period: Duration::from_secs(30),
             dns: None,
+            policy_store: None,
+            flow_store: None,
         }
     }
 }
@@ -298,6 +317,9 @@ pub struct Gateway {
     log_windows: Mutex<HashMap<&'static str, LogWindow>>,
     /// The DNS proxy, when configured; its remembered addresses feed every judgement.
     pub dns: Option<Arc<dns::DnsProxy>>,
+    /// The policy store followed, when configured.
+    pub store: Option<Arc<store::Subscription>>,
+    flow_store: Option<flowstore::FlowStore>,
 }
 
 /// A started gateway: its bound addresses; dropping it stops the listeners.
@@ -306,6 +328,8 @@ pub struct Running {
     pub listen: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub transparent: Option<SocketAddr>,
+    /// The transparent UDP listeners' addresses.
+    pub transparent_udp: Vec<SocketAddr>,
     /// The DNS proxy's address (UDP and TCP).
     pub dns: Option<SocketAddr>,
     /// The accept loops of the explicit, transparent and admin listeners.
@@ -348,6 +372,9 @@ impl Drop for Running {
     }
 }
 
+/// How long a start waits for the store's first version before opening the listeners.
+const STORE_START_WAIT: Duration = Duration::from_secs(10);
+
 /// The outcome used when no valid policy is loaded: fail closed.
 pub fn no_policy_outcome() -> FirewallOutcome {
     FirewallOutcome {
@@ -368,9 +395,21 @@ impl Gateway {
     /// succeeds.
     pub async fn start(config: Config) -> io::Result<Running> {
         let flowlog = Arc::new(FlowLog::open(&config.data_dir, config.flowlog.clone())?);
+        let mut metrics = Metrics::new();
+        if config.policy_store.is_some() {
+            metrics.register_policy_store();
+        }
+        let (flow_store, flow_writer) = match config.flow_store.clone() {
+            Some(c) => {
+                metrics.register_flow_store();
+                let (s, w) = flowstore::FlowStore::new(c);
+                (Some(s), Some(w))
+            }
+            None => (None, None),
+        };
         let gw = Arc::new(Gateway {
             active: ArcSwapOption::empty(),
-            metrics: Metrics::new(),
+            metrics,
             flowlog,
             established: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -383,15 +422,46 @@ impl Gateway {
             closed_at_shutdown: AtomicUsize::new(0),
             log_windows: Mutex::new(HashMap::new()),
             dns: config.dns.clone().map(|c| Arc::new(dns::DnsProxy::new(c))),
+            store: config
+                .policy_store
+                .clone()
+                .map(|c| Arc::new(store::Subscription::new(c))),
+            flow_store,
             config,
         });
-        match gw.reload("start").await {
-            ReloadOutcome::Applied { snapshot, .. } => log(format!("policy {snapshot} in force")),
-            ReloadOutcome::Refused { .. } => {
-                log("no valid policy: failing closed until a reload succeeds")
-            }
-        }
         let (mut listeners, mut tasks) = (vec![], vec![]);
+        if let Some(w) = flow_writer {
+            tasks.push(tokio::spawn(w.run(gw.clone())));
+        }
+        match gw.store.clone() {
+            Some(sub) => {
+                // The first version is fetched before the listeners open (a bounded wait: with
+                // the store down the gateway starts failing closed and follows it when it is up).
+                tasks.push(tokio::spawn(store::follow(gw.clone(), sub.clone())));
+                let waited = Instant::now();
+                while sub.enforced() == 0 && waited.elapsed() < STORE_START_WAIT {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                match gw.active() {
+                    Some(a) => log(format!(
+                        "policy {} (store version {}) in force",
+                        a.id(),
+                        sub.enforced()
+                    )),
+                    None => log(
+                        "no valid policy from the store yet: failing closed until one is applied",
+                    ),
+                }
+            }
+            None => match gw.reload("start").await {
+                ReloadOutcome::Applied { snapshot, .. } => {
+                    log(format!("policy {snapshot} in force"))
+                }
+                ReloadOutcome::Refused { .. } => {
+                    log("no valid policy: failing closed until a reload succeeds")
+                }
+            },
+        }
         let bind = |addr: Option<SocketAddr>| -> io::Result<Option<TcpListener>> {
             match addr {
                 None => Ok(None),
@@ -423,6 +493,11 @@ impl Gateway {
                 l,
                 proxy::Mode::Transparent,
             )));
+        }
+        let mut transparent_udp = vec![];
+        for (bound, sock) in udp::start(&gw)? {
+            transparent_udp.push(bound);
+            listeners.push(tokio::spawn(udp::tproxy_loop(gw.clone(), sock)));
         }
         let dns_addr = match &gw.dns {
             Some(d) => {
@@ -468,6 +543,7 @@ impl Gateway {
             listen: listen_addr,
             admin: admin_addr,
             transparent: transparent_addr,
+            transparent_udp,
             dns: dns_addr,
             listeners,
             tasks,
@@ -529,7 +605,20 @@ impl Gateway {
                 errors: vec!["the gateway is shutting down".into()],
             };
         }
-        let source = self.config.source.clone();
+        let (source, from_store) = match &self.store {
+            None => (self.config.source.clone(), None),
+            Some(sub) => match sub.document() {
+                Some(doc) => (
+                    policy::from_store(&self.config.source, &doc),
+                    Some(doc.version),
+                ),
+                None => {
+                    return ReloadOutcome::Refused {
+                        errors: vec!["no policy version fetched from the store yet".into()],
+                    }
+                }
+            },
+        };
         let loaded = tokio::task::spawn_blocking(move || policy::load(&source))
             .await
             .unwrap_or_else(|e| Err(vec![format!("policy compilation panicked: {e}")]));
@@ -566,6 +655,10 @@ impl Gateway {
                 let id = active.id().to_string();
                 let previous = self.active.swap(Some(active.clone()));
                 self.metrics.policy_loaded.set(1);
+                if let (Some(sub), Some(v)) = (&self.store, from_store) {
+                    sub.set_enforced(v);
+                    self.metrics.policy_store_version.set(v);
+                }
                 self.metrics
                     .reloads
                     .get_or_create(&OutcomeLabels {
@@ -769,6 +862,9 @@ impl Gateway {
                 rule,
             })
             .inc();
+        if let Some(s) = &self.flow_store {
+            s.offer(&r, &self.metrics);
+        }
         let flowlog = self.flowlog.clone();
         let res = tokio::task::spawn_blocking(move || flowlog.append(&r)).await;
         if !matches!(res, Ok(Ok(()))) {

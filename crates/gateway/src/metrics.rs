@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -42,6 +43,17 @@ pub struct Metrics {
     pub bytes: Family<DirectionLabels, Counter>,
     pub policy_loaded: Gauge,
     pub flowlog_errors: Counter,
+    pub udp_sessions: Gauge,
+    pub udp_sessions_evicted: Counter,
+    pub udp_datagrams_dropped: Counter,
+    pub policy_store_up: Gauge,
+    pub policy_store_version: Gauge,
+    pub policy_store_seconds_since_contact: Gauge<f64, AtomicU64>,
+    pub policy_store_reconnects: Counter,
+    pub flow_store_up: Gauge,
+    pub flow_store_written: Counter,
+    pub flow_store_dropped: Counter,
+    pub flow_store_queued: Gauge,
 }
 
 impl Default for Metrics {
@@ -119,6 +131,24 @@ impl Metrics {
             "Flow records that could not be written",
             flowlog_errors.clone(),
         );
+        let udp_sessions = Gauge::default();
+        registry.register(
+            "udp_sessions",
+            "Transparent UDP sessions in the session table (allowed and denied)",
+            udp_sessions.clone(),
+        );
+        let udp_sessions_evicted = Counter::default();
+        registry.register(
+            "udp_sessions_evicted",
+            "Transparent UDP sessions evicted because the session table was full",
+            udp_sessions_evicted.clone(),
+        );
+        let udp_datagrams_dropped = Counter::default();
+        registry.register(
+            "udp_datagrams_dropped",
+            "Transparent UDP datagrams dropped because their session is denied",
+            udp_datagrams_dropped.clone(),
+        );
         Metrics {
             registry,
             connections,
@@ -132,7 +162,68 @@ impl Metrics {
             bytes,
             policy_loaded,
             flowlog_errors,
+            udp_sessions,
+            udp_sessions_evicted,
+            udp_datagrams_dropped,
+            policy_store_up: Gauge::default(),
+            policy_store_version: Gauge::default(),
+            policy_store_seconds_since_contact: Gauge::default(),
+            policy_store_reconnects: Counter::default(),
+            flow_store_up: Gauge::default(),
+            flow_store_written: Counter::default(),
+            flow_store_dropped: Counter::default(),
+            flow_store_queued: Gauge::default(),
         }
+    }
+
+    /// The policy store's metrics, for a gateway that follows one (`--policy-store`).
+    pub fn register_policy_store(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "policy_store_up",
+            "1 while the policy store answers; 0 while it is unreachable (the last good snapshot keeps deciding)",
+            self.policy_store_up.clone(),
+        );
+        r.register(
+            "policy_store_version",
+            "The store's policy version in force (0: none)",
+            self.policy_store_version.clone(),
+        );
+        r.register(
+            "policy_store_seconds_since_contact",
+            "Seconds since the policy store last answered",
+            self.policy_store_seconds_since_contact.clone(),
+        );
+        r.register(
+            "policy_store_reconnects",
+            "Attempts to reconnect to the policy store",
+            self.policy_store_reconnects.clone(),
+        );
+    }
+
+    /// The flow store's metrics (`--flow-log-store`).
+    pub fn register_flow_store(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "flow_store_up",
+            "1 while flow records reach the flow store, 0 after a failed insert",
+            self.flow_store_up.clone(),
+        );
+        r.register(
+            "flow_store_written",
+            "Flow records inserted into the flow store",
+            self.flow_store_written.clone(),
+        );
+        r.register(
+            "flow_store_dropped",
+            "Flow records not sent to the flow store because its queue was full (the local flow log has them)",
+            self.flow_store_dropped.clone(),
+        );
+        r.register(
+            "flow_store_queued",
+            "Flow records waiting for the flow store",
+            self.flow_store_queued.clone(),
+        );
     }
 
     pub fn encode(&self) -> String {

@@ -1,7 +1,7 @@
 //! The policy a gateway runs: the network loaded through `palisade-load` (the same road as
 //! `palisade trace`), the firewall chosen, and the snapshot the data plane uses.
 
-use palisade_load::Source;
+use palisade_load::{Input, Source};
 use palisade_model::bindings::Bindings;
 use palisade_model::Severity;
 use palisade_policy::firewall::CompiledFirewall;
@@ -26,6 +26,22 @@ impl PolicySource {
             source: Source::files(paths),
             firewall: None,
         }
+    }
+}
+
+/// A version fetched from the policy store, compiled with the catalogs and name bindings of
+/// `base` (its files, if any, are not read).
+pub fn from_store(base: &PolicySource, doc: &crate::store::Document) -> PolicySource {
+    PolicySource {
+        source: Source {
+            input: Input::Text {
+                file: format!("policy version {}", doc.version),
+                text: doc.text.to_string(),
+            },
+            parameters: None,
+            ..base.source.clone()
+        },
+        firewall: base.firewall.clone(),
     }
 }
 

@@ -105,8 +105,22 @@ pub enum QuicError {
     TooLarge,
     #[error("no complete ClientHello in the first {MAX_DATAGRAMS} datagrams")]
     TooManyDatagrams,
+    #[error("the ClientHello was not complete within the handshake timeout")]
+    Incomplete,
     #[error("malformed ClientHello: {0}")]
     ClientHello(&'static str),
+}
+
+/// Whether a datagram starts with a long-header packet of a version we read: worth reading as
+/// a client's first flight.
+pub fn starts_like_initial(datagram: &[u8]) -> bool {
+    match datagram {
+        [flags, v @ ..] if flags & 0x80 != 0 && v.len() >= 4 => {
+            Version::from_wire(u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+                .is_some_and(|version| (flags >> 4) & 0x03 == version.initial_type())
+        }
+        _ => false,
+    }
 }
 
 /// What a complete ClientHello says.

@@ -4,21 +4,75 @@
 //! address check, the same ECH policy; an unreadable Initial counts as a ClientHello without
 //! SNI.
 //!
-//! Where it plugs in: a UDP relay judges a new flow at L4 first (network and DNAT rules,
-//! protocol 17). When those leave it to the application rules, it reads the flow's first
-//! datagrams into a [`crate::quic::ClientInitials`] (bounded by datagrams and by the handshake
-//! timeout), then calls [`judge_quic`] and relays or drops by its outcome, completing the
-//! returned flow record with bytes and duration.
+//! The transparent UDP relay (`udp.rs`) asks [`wants_initial`] of a new flow's first datagram
+//! (it starts like a QUIC Initial and the network and DNAT rules left the flow to the default),
+//! holds the flow's datagrams in a [`Pending`] until the ClientHello is whole (bounded by
+//! datagrams and by the handshake timeout), then calls [`judge_quic`] and relays or drops.
 
 use crate::proxy::{address_check, key, note_ech, refusal, Flow, Mode};
-use crate::quic::{Hello, QuicError};
+use crate::quic::{self, ClientInitials, Hello, QuicError};
 use crate::{EchPolicy, Gateway, Version};
 use palisade_flowlog::FlowRecord;
 use palisade_policy::firewall::{FirewallInput, FirewallOutcome, FirewallPass};
 use palisade_policy::matchers::PacketKey;
 use palisade_policy::AppProtocol;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Whether a UDP flow's first datagram is to be judged by its QUIC Initial: it starts like one
+/// and the network and DNAT rules leave the flow to the default (no rule of theirs matched).
+pub fn wants_initial(gw: &Gateway, client: SocketAddr, dst: SocketAddr, first: &[u8]) -> bool {
+    if !quic::starts_like_initial(first) {
+        return false;
+    }
+    let (l4, _) = gw.judge(&FirewallInput {
+        key: PacketKey {
+            protocol: 17,
+            ..key(client, dst)
+        },
+        host: None,
+        app_protocol: None,
+    });
+    !l4.allowed && l4.pass == FirewallPass::FirewallDefault && l4.reason != "NoValidPolicy"
+}
+
+/// A UDP flow whose ClientHello is still incomplete: its datagrams so far, held to be relayed
+/// if it is allowed.
+#[derive(Default)]
+pub struct Pending {
+    initials: ClientInitials,
+    pub datagrams: Vec<Vec<u8>>,
+    since: Option<Instant>,
+}
+
+impl Pending {
+    /// Add the flow's next datagram; the answer once there is one.
+    pub fn push(&mut self, datagram: &[u8]) -> Option<Result<Hello, QuicError>> {
+        self.since.get_or_insert_with(Instant::now);
+        self.datagrams.push(datagram.to_vec());
+        match self.initials.push(datagram) {
+            Ok(None) => None,
+            Ok(Some(hello)) => Some(Ok(hello)),
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// Remove and return the pending flows older than `timeout` (judged as incomplete).
+pub fn expired<K: Copy + Eq + std::hash::Hash>(
+    pending: &mut HashMap<K, Pending>,
+    timeout: Duration,
+) -> Vec<(K, Pending)> {
+    let old: Vec<K> = pending
+        .iter()
+        .filter(|(_, p)| p.since.is_some_and(|t| t.elapsed() >= timeout))
+        .map(|(k, _)| *k)
+        .collect();
+    old.into_iter()
+        .filter_map(|k| pending.remove(&k).map(|p| (k, p)))
+        .collect()
+}
 
 /// The gateway's decision for a QUIC flow and the flow record that reports it.
 pub struct QuicDecision {

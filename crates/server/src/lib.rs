@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use store::postgres::PgStore;
 use store::{AuditEntry, RedbStore, Store, Version, VersionMeta};
 
 /// How to run the server.
@@ -46,6 +47,9 @@ pub struct Config {
     pub timeout: Duration,
     /// A gateway's flow-log directory, queried by `GET /api/flowLogs`.
     pub flow_log: Option<PathBuf>,
+    /// A PostgreSQL connection string (`postgres://...`): versions and the audit log live
+    /// there, shared with the gateways that subscribe to it, instead of `data/policy.redb`.
+    pub store: Option<String>,
 }
 
 /// Shared by every handler.
@@ -73,7 +77,12 @@ pub fn prepare(config: &Config) -> Result<(Arc<AppState>, String), String> {
             config.data.display()
         )
     })?;
-    let store = RedbStore::open(&config.data.join("policy.redb")).map_err(|e| e.to_string())?;
+    let store: Arc<dyn Store> = match &config.store {
+        Some(url) => Arc::new(PgStore::open(url).map_err(|e| e.to_string())?),
+        None => {
+            Arc::new(RedbStore::open(&config.data.join("policy.redb")).map_err(|e| e.to_string())?)
+        }
+    };
     let base = Source {
         input: palisade_load::Input::Files(vec![]),
         parameters: None,
@@ -144,7 +153,7 @@ pub fn prepare(config: &Config) -> Result<(Arc<AppState>, String), String> {
         Arc::new(AppState {
             running: ArcSwap::from_pointee(running),
             base,
-            store: Arc::new(store),
+            store,
             tokens: config.tokens.clone(),
             writer: tokio::sync::Mutex::new(()),
             flow_log: config.flow_log.clone(),

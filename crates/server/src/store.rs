@@ -1,6 +1,6 @@
 //! Where applied policy versions and the audit log live. The server talks to a [`Store`] only,
 //! so a shared database (several gateways on one policy) can slot in beside the embedded
-//! [`RedbStore`] without touching the handlers.
+//! [`RedbStore`] without touching the handlers: [`postgres::PgStore`].
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,8 @@ pub struct AuditEntry {
     /// The version it created, when applied.
     pub version: Option<u64>,
 }
+
+pub mod postgres;
 
 #[derive(Debug, thiserror::Error)]
 #[error("store: {0}")]

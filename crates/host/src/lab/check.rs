@@ -404,10 +404,11 @@ fn send_batch(
         // greeting coming back.
         let through_gateway = gateway.filter(|_| !udp);
         let client = connect(&src.netns, flow, udp, through_gateway.is_some());
-        running.push((i, flow, through_gateway, listener, client));
+        running.push((i, flow, gateway, udp, listener, client));
     }
     let mut silent = vec![];
-    for (i, flow, through_gateway, listener, client) in running {
+    for (i, flow, gateway, udp, listener, client) in running {
+        let through_gateway = gateway.filter(|_| !udp);
         let result = client
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("client thread panicked")));
@@ -432,7 +433,14 @@ fn send_batch(
                     ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::PermissionDenied
                 ) =>
             {
-                silent.push((i, flow))
+                // A datagram the gateway dropped: its deny record names the rule.
+                match gateway
+                    .filter(|_| udp)
+                    .and_then(|g| gateway_record(g, flow))
+                {
+                    Some(rule) => out.push((i, Observed::Denied(rule))),
+                    None => silent.push((i, flow)),
+                }
             }
             Err(e) => out.push((i, Observed::NotSent(e.to_string()))),
         }

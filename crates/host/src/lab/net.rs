@@ -48,6 +48,11 @@ pub struct GatewayRun {
 
 /// The gateway's transparent listener in a firewall namespace.
 pub const GATEWAY_PORT: u16 = 15001;
+/// The gateway's transparent UDP (TPROXY) listener in a firewall namespace.
+pub const GATEWAY_UDP_PORT: u16 = 15002;
+/// The mark TPROXY sets and the routing table that delivers marked datagrams locally.
+const TPROXY_MARK: u32 = 2;
+const TPROXY_TABLE: u32 = 102;
 
 impl LabState {
     pub fn path(state_dir: &Path, run: &str) -> PathBuf {
@@ -185,7 +190,7 @@ pub struct Servers {
     pub internet: bool,
     /// Start dnsmasq as the DNS server (when it is installed).
     pub dns: bool,
-    /// Run `palisade gateway` (transparent, TCP) in each firewall namespace, with these network
+    /// Run `palisade gateway` (transparent, TCP and UDP) in each firewall namespace, with these network
     /// input arguments (`-n FILE`, `--parameters FILE`, ...).
     pub gateway: Option<Vec<String>>,
 }
@@ -361,6 +366,8 @@ fn start_gateway(
             "127.0.0.1:9180",
             "--transparent",
             &format!("0.0.0.0:{GATEWAY_PORT}"),
+            "--transparent-udp",
+            &format!("0.0.0.0:{GATEWAY_UDP_PORT}"),
             "--data",
             &data.to_string_lossy(),
             "--instance",
@@ -448,15 +455,40 @@ fn platform_rules() -> String {
 ///
 /// With the gateway, new TCP connections are redirected to its transparent listener (only the
 /// first packet of a connection passes the nat hook, so the gateway's own outbound connections
-/// and their replies are not looped back); UDP is forwarded unjudged (the gateway does not relay
-/// UDP transparently).
+/// and their replies are not looped back), and UDP datagrams passing through are handed to its
+/// TPROXY listener (marked, and delivered locally by a policy route); datagrams addressed to
+/// the firewall itself — replies to the gateway's own sockets — are not.
 fn firewall(ns: &str, gateway: bool) -> Result<(), LabError> {
     in_ns(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     let redirect = if gateway {
+        let (mark, table) = (TPROXY_MARK.to_string(), TPROXY_TABLE.to_string());
+        in_ns(
+            ns,
+            &["ip", "rule", "add", "fwmark", &mark, "lookup", &table],
+        )?;
+        in_ns(
+            ns,
+            &[
+                "ip",
+                "route",
+                "add",
+                "local",
+                "0.0.0.0/0",
+                "dev",
+                "lo",
+                "table",
+                &table,
+            ],
+        )?;
         format!(
             "  chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
     iifname \"eth0\" meta l4proto tcp redirect to :{GATEWAY_PORT}
+  }}
+  chain udp_to_gateway {{
+    type filter hook prerouting priority mangle; policy accept;
+    fib daddr type local return
+    iifname \"eth0\" meta nfproto ipv4 meta l4proto udp tproxy ip to :{GATEWAY_UDP_PORT} meta mark set {TPROXY_MARK} accept
   }}
 "
         )

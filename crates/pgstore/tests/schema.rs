@@ -1,0 +1,141 @@
+//! The schema and queries against a real PostgreSQL cluster started for the test.
+
+use palisade_pgstore::cluster::Cluster;
+use palisade_pgstore::{AuditRow, FlowRow, VersionRow};
+use std::time::Duration;
+
+fn cluster(name: &str) -> Option<Cluster> {
+    match Cluster::start(name) {
+        Ok(Some(c)) => Some(c),
+        Ok(None) => {
+            eprintln!("SKIPPED: PostgreSQL binaries not installed (apt-get install postgresql)");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn row(doc: &str) -> VersionRow {
+    VersionRow {
+        version: 0,
+        author: "ci".into(),
+        time: "2026-01-01T00:00:00Z".into(),
+        change: "PUT x".into(),
+        snapshot: "s".into(),
+        document: doc.into(),
+    }
+}
+
+fn audit() -> AuditRow {
+    AuditRow {
+        time: "2026-01-01T00:00:00Z".into(),
+        actor: "ci".into(),
+        change: "PUT x".into(),
+        status: 200,
+        version: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_are_numbered_notified_and_kept_verbatim() {
+    let Some(pg) = cluster("schema") else { return };
+    let config = palisade_pgstore::config("--store", &pg.url()).unwrap();
+    let (mut writer, _) = palisade_pgstore::connect(&config).await.unwrap();
+    // Idempotent: a second run (another starter) changes nothing.
+    palisade_pgstore::migrate(&mut writer).await.unwrap();
+    palisade_pgstore::migrate(&mut writer).await.unwrap();
+    let (listener, mut notes) = palisade_pgstore::connect(&config).await.unwrap();
+    palisade_pgstore::listen(&listener).await.unwrap();
+
+    assert_eq!(
+        palisade_pgstore::version(&writer, None).await.unwrap(),
+        None
+    );
+    // Key order and spacing survive (ETags hash the text).
+    let doc = r#"[{"z": 1, "a": {"y": [1, 2], "b": null}}]"#;
+    let n1 = palisade_pgstore::commit(&mut writer, &row(doc), &audit())
+        .await
+        .unwrap();
+    let n2 = palisade_pgstore::commit(&mut writer, &row("[]"), &audit())
+        .await
+        .unwrap();
+    assert_eq!((n1, n2), (1, 2));
+    let got = |s: Option<String>| s.expect("a notification");
+    let wait = Duration::from_secs(5);
+    assert_eq!(
+        got(tokio::time::timeout(wait, notes.recv()).await.unwrap()),
+        "1"
+    );
+    assert_eq!(
+        got(tokio::time::timeout(wait, notes.recv()).await.unwrap()),
+        "2"
+    );
+
+    let v1 = palisade_pgstore::version(&writer, Some(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v1.document, doc);
+    assert_eq!(v1.version, 1);
+    let latest = palisade_pgstore::version(&writer, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.version, 2);
+    let all = palisade_pgstore::versions(&writer).await.unwrap();
+    assert_eq!(all.iter().map(|v| v.version).collect::<Vec<_>>(), [2, 1]);
+    let log = palisade_pgstore::audit_log(&writer).await.unwrap();
+    assert_eq!(
+        log.iter().map(|a| a.version).collect::<Vec<_>>(),
+        [Some(2), Some(1)]
+    );
+
+    // A document that is not JSON is refused by the database and leaves no version, no audit
+    // line and no notification: one transaction.
+    assert!(
+        palisade_pgstore::commit(&mut writer, &row("{not json"), &audit())
+            .await
+            .is_err()
+    );
+    assert_eq!(palisade_pgstore::versions(&writer).await.unwrap().len(), 2);
+    assert_eq!(palisade_pgstore::audit_log(&writer).await.unwrap().len(), 2);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), notes.recv())
+            .await
+            .is_err()
+    );
+
+    let flows: Vec<FlowRow> = (0..3)
+        .map(|i| FlowRow {
+            instance: if i == 0 { "a" } else { "b" }.into(),
+            time: format!("t{i}"),
+            record: format!(r#"{{"n": {i}}}"#),
+        })
+        .collect();
+    assert_eq!(
+        palisade_pgstore::insert_flows(&writer, &flows)
+            .await
+            .unwrap(),
+        3
+    );
+    let b = palisade_pgstore::flows(&writer, Some("b"), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.iter().map(|f| f.time.as_str()).collect::<Vec<_>>(),
+        ["t2", "t1"]
+    );
+    assert_eq!(
+        palisade_pgstore::flows(&writer, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn a_bad_url_names_the_flag() {
+    let e = palisade_pgstore::config("--store", "postgres://[::1").unwrap_err();
+    assert!(e.starts_with("--store: "), "{e}");
+}
