@@ -243,7 +243,7 @@ enum Command {
         output: Output,
     },
     /// Run the network's firewall on real traffic: explicit proxy and transparent mode.
-    Gateway(serve::GatewayArgs),
+    Gateway(Box<serve::GatewayArgs>),
     /// Read the gateway's flow records, newest first.
     Logs(serve::LogsArgs),
     /// Enforce a subnet's or NIC's NSG and routes in this host's kernel (nftables, netlink).
@@ -280,7 +280,7 @@ fn protocol(p: ProtocolArg) -> palisade_model::Protocol {
 
 fn run(command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Gateway(a) => serve::gateway(a),
+        Command::Gateway(a) => serve::gateway(*a),
         Command::Logs(a) => serve::logs(a),
         Command::Host(c) => host_cmd::run(c),
         Command::Lab(c) => lab_cmd::run(c),

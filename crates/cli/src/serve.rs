@@ -8,7 +8,7 @@ use palisade_gateway::dnat::parse_dnat_bind;
 use palisade_gateway::dns::DnsConfig;
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::resolver::Resolver;
-use palisade_gateway::{AddressCheck, Config, Gateway, TransparentMode, TunnelSni};
+use palisade_gateway::{AddressCheck, Config, EchPolicy, Gateway, TransparentMode, TunnelSni};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +19,12 @@ pub enum AddressCheckArg {
     Enforce,
     Audit,
     Off,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum EchArg {
+    Deny,
+    OuterSni,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,6 +76,11 @@ pub struct GatewayArgs {
     /// allowed by the policy itself and resolve to the dialed address.
     #[arg(long, value_enum, default_value = "match")]
     tunnel_sni: TunnelSniArg,
+    /// A ClientHello with Encrypted Client Hello (TLS, CONNECT tunnels, QUIC): `deny` = the
+    /// real name is hidden, fail closed; `outer-sni` = judge the public outer name (the flow
+    /// record's detail says `ech`).
+    #[arg(long, value_enum, default_value = "deny")]
+    ech: EchArg,
     /// Keep established connections a reloaded policy denies (default: close them, FW-11).
     #[arg(long)]
     keep_established: bool,
@@ -81,6 +92,10 @@ pub struct GatewayArgs {
     instance: Option<String>,
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Connections one client address may hold at once, so one client cannot take every
+    /// slot of --max-connections.
+    #[arg(long, default_value_t = 1_000)]
+    max_connections_per_source: usize,
     /// Seconds without traffic after which a relayed connection is closed.
     #[arg(long, default_value_t = 300)]
     idle_timeout: u64,
@@ -250,6 +265,10 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
         TunnelSniArg::Match => TunnelSni::Match,
         TunnelSniArg::Allowed => TunnelSni::Allowed,
     };
+    config.ech = match a.ech {
+        EchArg::Deny => EchPolicy::Deny,
+        EchArg::OuterSni => EchPolicy::OuterSni,
+    };
     config.address_check = match a.address_check {
         AddressCheckArg::Enforce => AddressCheck::Enforce,
         AddressCheckArg::Audit => AddressCheck::Audit,
@@ -272,6 +291,10 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
         config.instance = i;
     }
     config.limits.max_connections = a.max_connections;
+    if a.max_connections_per_source == 0 {
+        return Err("--max-connections-per-source 0: expected at least 1".into());
+    }
+    config.limits.max_connections_per_source = a.max_connections_per_source;
     config.limits.idle_timeout = Duration::from_secs(a.idle_timeout);
     config.limits.udp_idle_timeout = Duration::from_secs(a.udp_idle_timeout);
     config.limits.max_udp_sessions = a.max_udp_sessions;

@@ -144,3 +144,48 @@ fn every_command_survives_a_closed_stdout() {
         );
     }
 }
+
+/// `palisade logs | head -n 1` over more records than a pipe holds: `head` exits after its
+/// line, `logs` meets the closed pipe mid-output and ends quietly with status 0.
+#[test]
+fn logs_into_head_ends_quietly() {
+    use palisade_flowlog::{FlowLog, FlowRecord, Options};
+    let data = tempfile::tempdir().unwrap();
+    let log = FlowLog::open(data.path(), Options::default()).unwrap();
+    let records: Vec<FlowRecord> = (0..5000)
+        .map(|i| FlowRecord {
+            time: "2026-12-04T23:00:00.000Z".into(),
+            mode: "explicit".into(),
+            protocol: "HTTPS".into(),
+            source_ip: Some("10.0.0.5".parse().unwrap()),
+            source_port: 40000 + (i % 20000) as u16,
+            destination_port: 443,
+            name: Some(format!("host-{i}.allowed.test")),
+            action: "Allow".into(),
+            reason: "RuleMatched".into(),
+            ..Default::default()
+        })
+        .collect();
+    log.append_all(&records).unwrap();
+    drop(log);
+    let mut logs = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["logs", "--data", data.path().to_str().unwrap()])
+        .args(["--limit", "5000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let head = Command::new("head")
+        .args(["-n", "1"])
+        .stdin(Stdio::from(logs.stdout.take().unwrap()))
+        .output()
+        .unwrap();
+    let first = String::from_utf8_lossy(&head.stdout).into_owned();
+    assert!(first.contains("allowed.test"), "{first}");
+    assert_eq!(first.lines().count(), 1);
+    let out = logs.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}

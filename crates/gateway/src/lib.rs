@@ -29,11 +29,14 @@ pub mod flowstore;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod quic;
+pub mod quic_judge;
 pub mod resolver;
 pub mod shutdown;
 pub mod sni;
-pub mod udp;
+pub mod source_cap;
 pub mod store;
+pub mod udp;
 
 use arc_swap::ArcSwapOption;
 use metrics::{DecisionLabels, Metrics, OutcomeLabels};
@@ -47,7 +50,7 @@ use shutdown::Phase;
 pub use shutdown::ShutdownReport;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,6 +88,29 @@ pub enum TransparentMode {
     Tproxy,
 }
 
+/// What the gateway does with a ClientHello carrying `encrypted_client_hello` (ECH, RFC 9849),
+/// over TCP, inside CONNECT tunnels and in QUIC Initials (`--ech`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EchPolicy {
+    /// Deny (`EncryptedClientHello`): the real name is encrypted and cannot be judged, so the
+    /// gateway fails closed.
+    #[default]
+    Deny,
+    /// Judge the outer ClientHello's public name (the client-facing server) as the SNI; the
+    /// flow record's detail says `ech`.
+    OuterSni,
+}
+
+impl EchPolicy {
+    /// The detail an allowed or denied ECH flow judged by its outer name carries.
+    pub(crate) fn outer_sni_note(outer: Option<&str>) -> String {
+        format!(
+            "ech: judged by the outer SNI {} (--ech outer-sni)",
+            outer.unwrap_or("(none)")
+        )
+    }
+}
+
 /// Where the gateway's rate-limited lines go (stderr when none is set); tests capture them.
 #[derive(Clone)]
 pub struct LogSink(pub Arc<dyn Fn(&str) + Send + Sync>);
@@ -103,6 +129,9 @@ pub const LOG_LINES_PER_SECOND: u32 = 5;
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Connections one client address may hold at once (the rest of `max_connections` stays
+    /// available to the other clients).
+    pub max_connections_per_source: usize,
     /// To receive a complete proxy request head.
     pub header_timeout: Duration,
     /// To receive the ClientHello / HTTP head in transparent mode and inside IP CONNECTs.
@@ -121,6 +150,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 10_000,
+            max_connections_per_source: 1_000,
             header_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
@@ -153,6 +183,8 @@ pub struct Config {
     pub address_check: AddressCheck,
     /// The SNI a CONNECT tunnel may carry.
     pub tunnel_sni: TunnelSni,
+    /// What to do with an Encrypted Client Hello.
+    pub ech: EchPolicy,
     /// Rate-limited lines (refused connections) go here instead of stderr.
     pub log_sink: Option<LogSink>,
     /// FW-11 / PAL-5.5 `reevaluateEstablished`: close established connections a reloaded
@@ -195,6 +227,7 @@ impl Config {
             resolver: Resolver::default(),
             address_check: AddressCheck::Enforce,
             tunnel_sni: TunnelSni::Match,
+            ech: EchPolicy::Deny,
             log_sink: None,
             reevaluate_established: true,
             watch: true,
@@ -292,6 +325,7 @@ pub struct Gateway {
     next_id: AtomicU64,
     reload_lock: tokio::sync::Mutex<()>,
     pub(crate) slots: Arc<Semaphore>,
+    pub(crate) source_slots: Arc<source_cap::SourceSlots>,
     pub(crate) dnat: Mutex<dnat::Listeners>,
     phase: watch::Sender<Phase>,
     in_flight: watch::Sender<usize>,
@@ -400,6 +434,7 @@ impl Gateway {
             next_id: AtomicU64::new(1),
             reload_lock: tokio::sync::Mutex::new(()),
             slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+            source_slots: source_cap::SourceSlots::new(config.limits.max_connections_per_source),
             dnat: Mutex::new(Default::default()),
             phase: watch::Sender::new(Phase::Serving),
             in_flight: watch::Sender::new(0),
@@ -759,6 +794,11 @@ impl Gateway {
                 bound: *bound,
             })
             .collect()
+    }
+
+    /// Connections a client address holds now (its per-source count).
+    pub fn source_connections(&self, source: IpAddr) -> usize {
+        self.source_slots.held(source)
     }
 
     pub fn established_count(&self) -> usize {

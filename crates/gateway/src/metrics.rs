@@ -35,6 +35,7 @@ pub struct Metrics {
     pub connections: Family<ListenerLabels, Counter>,
     pub active: Gauge,
     pub rejected_over_limit: Counter,
+    pub rejected_over_source_limit: Counter,
     pub decisions: Family<DecisionLabels, Counter>,
     pub decision_seconds: Histogram,
     pub reloads: Family<OutcomeLabels, Counter>,
@@ -84,6 +85,12 @@ impl Metrics {
             "connections_rejected_over_limit",
             "Connections closed at accept because the connection cap was reached",
             rejected_over_limit.clone(),
+        );
+        let rejected_over_source_limit = Counter::default();
+        registry.register(
+            "connections_rejected_over_source_limit",
+            "Connections closed at accept because their source held its per-source cap",
+            rejected_over_source_limit.clone(),
         );
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
@@ -158,6 +165,7 @@ impl Metrics {
             connections,
             active,
             rejected_over_limit,
+            rejected_over_source_limit,
             decisions,
             decision_seconds,
             reloads,

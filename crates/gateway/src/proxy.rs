@@ -8,7 +8,9 @@ use crate::metrics::ListenerLabels;
 use crate::resolver::ResolveError;
 use crate::shutdown::{accept, connection, relaying, InFlight};
 use crate::sni::{self, Peeked};
-use crate::{log, outcome_record, AddressCheck, Closed, Established, Gateway, TunnelSni, Version};
+use crate::{
+    log, outcome_record, AddressCheck, Closed, EchPolicy, Established, Gateway, TunnelSni, Version,
+};
 use palisade_flowlog::FlowRecord;
 use palisade_policy::firewall::{FirewallInput, FirewallOutcome, FirewallPass};
 use palisade_policy::matchers::PacketKey;
@@ -56,6 +58,18 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
             drop(stream);
             continue;
         };
+        let Some(source_slot) = gw.source_slots.try_acquire(peer.ip().to_canonical()) else {
+            gw.metrics.rejected_over_source_limit.inc();
+            gw.log_limited(
+                "OverSourceLimit",
+                format!(
+                    "{what}: connection from {peer} closed: it holds --max-connections-per-source {}",
+                    gw.config.limits.max_connections_per_source
+                ),
+            );
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let counted = InFlight::new(&gw);
         let gw = gw.clone();
@@ -83,6 +97,7 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
                 }
             }
             drop(permit);
+            drop(source_slot);
         });
     }
 }
@@ -147,7 +162,12 @@ async fn refuse(gw: &Gateway, flow: &Flow, reason: &'static str, detail: String)
 }
 
 /// The deny for a refusal, its line logged (rate-limited per reason); the caller records it.
-fn refusal(gw: &Gateway, flow: &Flow, reason: &'static str, detail: String) -> FirewallOutcome {
+pub(crate) fn refusal(
+    gw: &Gateway,
+    flow: &Flow,
+    reason: &'static str,
+    detail: String,
+) -> FirewallOutcome {
     gw.log_limited(
         reason,
         format!(
@@ -635,6 +655,9 @@ async fn tunnel_verdict(
         app_protocol: seen.app,
     };
     let (mut outcome, snap) = gw.judge(&input);
+    if seen.ech {
+        note_ech(&mut outcome, seen.host.as_deref());
+    }
     if outcome.allowed && outcome.pass == FirewallPass::FirewallApplication && !same_name {
         if let Some(inner) = &seen.host {
             let dst = SocketAddr::new(key.dst, key.dst_port);
@@ -866,7 +889,12 @@ async fn by_first_bytes(
         .await;
     }
     // Application layer: read the first bytes (bounded in size and time).
-    let Seen { host, app, problem } = inspect(gw, &mut client, &mut buf).await;
+    let Seen {
+        host,
+        app,
+        problem,
+        ech,
+    } = inspect(gw, &mut client, &mut buf).await;
     flow.name = host.clone();
     flow.protocol = app.map(app_name).unwrap_or("TCP");
     let input = FirewallInput {
@@ -875,6 +903,9 @@ async fn by_first_bytes(
         app_protocol: app,
     };
     let (mut outcome, snap) = gw.judge(&input);
+    if ech {
+        note_ech(&mut outcome, host.as_deref());
+    }
     let refused = problem.as_ref().map(|p| p.0);
     if let Some((reason, detail)) = problem {
         // FW-6.2: deny by default; the policy's own verdict for the flow is kept in the detail.
@@ -928,6 +959,17 @@ struct Seen {
     /// An observation the gateway denies on by itself, with its reason and detail: ECH and
     /// unreadable or late ClientHellos (FW-6.2), smuggling headers (RFC 9112).
     problem: Option<(&'static str, String)>,
+    /// An Encrypted Client Hello judged by its outer name (`--ech outer-sni`).
+    ech: bool,
+}
+
+/// Say in the outcome's detail that the name judged was an ECH outer name.
+pub(crate) fn note_ech(outcome: &mut FirewallOutcome, outer: Option<&str>) {
+    let note = EchPolicy::outer_sni_note(outer);
+    outcome.detail = Some(match &outcome.detail {
+        Some(d) => format!("{note}; {d}").into(),
+        None => note.into(),
+    });
 }
 
 /// Read the ClientHello or HTTP request head at the start of a connection, appending to `buf`
@@ -952,6 +994,7 @@ async fn inspect(gw: &Gateway, client: &mut TcpStream, buf: &mut Vec<u8>) -> See
         host: None,
         app: None,
         problem: Some((reason, detail)),
+        ech: false,
     };
     let Some(peeked) = peeked else {
         return problem(
@@ -960,7 +1003,7 @@ async fn inspect(gw: &Gateway, client: &mut TcpStream, buf: &mut Vec<u8>) -> See
         );
     };
     match peeked {
-        Peeked::Tls { sni, ech: true } => Seen {
+        Peeked::Tls { sni, ech: true } if gw.config.ech == EchPolicy::Deny => Seen {
             problem: Some((
                 "EncryptedClientHello",
                 format!(
@@ -970,21 +1013,25 @@ async fn inspect(gw: &Gateway, client: &mut TcpStream, buf: &mut Vec<u8>) -> See
             )),
             host: sni,
             app: Some(AppProtocol::Https),
+            ech: true,
         },
-        Peeked::Tls { sni, ech: false } => Seen {
+        Peeked::Tls { sni, ech } => Seen {
             host: sni,
             app: Some(AppProtocol::Https),
             problem: None,
+            ech,
         },
         Peeked::Http { host } => Seen {
             problem: sni::head_framing_problem(buf).map(|why| ("AmbiguousRequest", why.into())),
             host,
             app: Some(AppProtocol::Http),
+            ech: false,
         },
         Peeked::Unknown => Seen {
             host: None,
             app: None,
             problem: None,
+            ech: false,
         },
         Peeked::Malformed(why) => problem("UnparseableClientHello", why.to_string()),
         Peeked::NeedMore => unreachable!("the loop ends on anything else"),
@@ -994,7 +1041,7 @@ async fn inspect(gw: &Gateway, client: &mut TcpStream, buf: &mut Vec<u8>) -> See
 /// PAL-5.2: the name must resolve, through the gateway's resolver, to the dialed address, as
 /// the allowing rule's `addressCheck` (else the gateway's default) asks: `Enforce` turns
 /// `allowed` into a deny, `Audit` keeps the allow and says in its detail what it would deny.
-async fn address_check(
+pub(crate) async fn address_check(
     gw: &Gateway,
     allowed: &mut FirewallOutcome,
     name: &str,

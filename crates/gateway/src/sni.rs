@@ -85,17 +85,9 @@ pub fn client_hello(buf: &[u8]) -> Peeked {
     let mut pos = 0;
     loop {
         // Do we already hold the whole handshake message?
-        if hs.len() >= 4 {
-            if hs[0] != 1 {
-                return Peeked::Malformed("first handshake message is not a ClientHello");
-            }
-            let len = ((hs[1] as usize) << 16) | ((hs[2] as usize) << 8) | hs[3] as usize;
-            if len > MAX_CLIENT_HELLO {
-                return Peeked::Malformed("ClientHello too large");
-            }
-            if hs.len() >= 4 + len {
-                return parse_client_hello_body(&hs[4..4 + len]);
-            }
+        match client_hello_message(&hs) {
+            Peeked::NeedMore => {}
+            done => return done,
         }
         let Some(header) = buf.get(pos..pos + 5) else {
             // Check what we have of the header for early rejection.
@@ -136,6 +128,25 @@ pub fn client_hello(buf: &[u8]) -> Peeked {
             return Peeked::Malformed("ClientHello too large");
         }
         pos += 5 + len;
+    }
+}
+
+/// Parse a ClientHello handshake message as QUIC carries it (CRYPTO frames, no TLS records);
+/// `NeedMore` until `hs` holds the whole message.
+pub fn client_hello_message(hs: &[u8]) -> Peeked {
+    let [ty, a, b, c, ..] = *hs else {
+        return Peeked::NeedMore;
+    };
+    if ty != 1 {
+        return Peeked::Malformed("first handshake message is not a ClientHello");
+    }
+    let len = ((a as usize) << 16) | ((b as usize) << 8) | c as usize;
+    if len > MAX_CLIENT_HELLO {
+        return Peeked::Malformed("ClientHello too large");
+    }
+    match hs.get(4..4 + len) {
+        Some(body) => parse_client_hello_body(body),
+        None => Peeked::NeedMore,
     }
 }
 

@@ -16,8 +16,9 @@
 
 use crate::metrics::ListenerLabels;
 use crate::proxy::{self, observed_deny, Flow, Mode};
+use crate::quic::{Hello, QuicError};
 use crate::shutdown::{InFlight, Phase};
-use crate::{log, Closed, Established, Gateway};
+use crate::{log, quic_judge, Closed, Established, Gateway};
 use nix::sys::socket::{
     recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
 };
@@ -267,6 +268,8 @@ pub(crate) async fn tproxy_loop(gw: Arc<Gateway>, sock: UdpSocket) {
     let mut buf = vec![0u8; 65_536];
     let mut phase = gw.phase.subscribe();
     let mut swept = 0;
+    // Flows whose QUIC ClientHello is still incomplete (issue 14): judged once it is.
+    let mut quic_pending: HashMap<Key, quic_judge::Pending> = HashMap::new();
     loop {
         if *phase.borrow_and_update() != Phase::Serving {
             return;
@@ -288,12 +291,38 @@ pub(crate) async fn tproxy_loop(gw: Arc<Gateway>, sock: UdpSocket) {
             table.expire(now);
             gw.metrics.udp_sessions.set(table.len() as i64);
             swept = now;
+            for (key, p) in
+                quic_judge::expired(&mut quic_pending, gw.config.limits.handshake_timeout)
+            {
+                let session = open_quic(
+                    &gw,
+                    key,
+                    Err(QuicError::Incomplete),
+                    p.datagrams,
+                    epoch,
+                    Activity::at(now),
+                )
+                .await;
+                table.insert(key, session);
+            }
         }
         // No original destination, or the listener itself: nothing was redirected.
         let original = original
             .map(canonical)
             .filter(|o| Some(*o) != listener && o.port() != 0);
         let key = (client, original.unwrap_or(client));
+        if let Some(p) = quic_pending.get_mut(&key) {
+            if let Some(initial) = p.push(&buf[..n]) {
+                let p = quic_pending.remove(&key).unwrap_or_default();
+                let session =
+                    open_quic(&gw, key, initial, p.datagrams, epoch, Activity::at(now)).await;
+                for old in table.insert(key, session) {
+                    gw.metrics.udp_sessions_evicted.inc();
+                    old.evict.notify_one();
+                }
+            }
+            continue;
+        }
         if let Some(s) = table.get(&key) {
             s.activity.touch(now);
             match &s.upstream {
@@ -315,6 +344,28 @@ pub(crate) async fn tproxy_loop(gw: Arc<Gateway>, sock: UdpSocket) {
                 listener: "transparent-udp".into(),
             })
             .inc();
+        // UDP the network and DNAT rules leave to the application rules: a QUIC Initial is
+        // judged by the name in its ClientHello, as HTTPS (issue 14).
+        if let Some(dst) =
+            original.filter(|&d| quic_judge::wants_initial(&gw, client, d, &buf[..n]))
+        {
+            let mut p = quic_judge::Pending::default();
+            let initial = match p.push(&buf[..n]) {
+                // As many flows may wait for their ClientHello as the table holds sessions.
+                None if quic_pending.len() < gw.config.limits.max_udp_sessions => {
+                    quic_pending.insert((client, dst), p);
+                    continue;
+                }
+                None => Err(QuicError::Incomplete),
+                Some(initial) => initial,
+            };
+            let session = open_quic(&gw, key, initial, p.datagrams, epoch, Activity::at(now)).await;
+            for old in table.insert(key, session) {
+                gw.metrics.udp_sessions_evicted.inc();
+                old.evict.notify_one();
+            }
+            continue;
+        }
         let session = open(&gw, client, original, &buf[..n], epoch, Activity::at(now)).await;
         for old in table.insert(key, session) {
             gw.metrics.udp_sessions_evicted.inc();
@@ -335,7 +386,7 @@ async fn open(
 ) -> Session {
     let dst = original.unwrap_or(client);
     let idle = idle_timeout(gw.config.limits.udp_idle_timeout, dst.port());
-    let mut flow = Flow {
+    let flow = Flow {
         mode: Mode::Transparent,
         protocol: "UDP",
         client,
@@ -393,6 +444,98 @@ async fn open(
             return denied(gw);
         }
     };
+    relay_session(
+        gw,
+        flow,
+        key,
+        (outcome, version),
+        to,
+        &[first.to_vec()],
+        (epoch, activity),
+        idle,
+    )
+    .await
+}
+
+/// A QUIC flow judged by its Initial's name ([`quic_judge::judge_quic`]): relayed with the
+/// datagrams read so far, or denied.
+async fn open_quic(
+    gw: &Arc<Gateway>,
+    (client, original): Key,
+    initial: Result<Hello, QuicError>,
+    datagrams: Vec<Vec<u8>>,
+    epoch: Instant,
+    activity: Arc<Activity>,
+) -> Session {
+    let idle = idle_timeout(gw.config.limits.udp_idle_timeout, original.port());
+    let decision = quic_judge::judge_quic(gw, client, original, &initial).await;
+    if !decision.outcome.allowed {
+        gw.metrics.udp_datagrams_dropped.inc();
+        gw.record(decision.record).await;
+        return Session {
+            activity,
+            idle,
+            upstream: None,
+            sent: Arc::default(),
+            evict: Arc::default(),
+        };
+    }
+    let flow = Flow {
+        mode: Mode::Transparent,
+        protocol: "QUIC",
+        client,
+        dst: Some(original),
+        name: decision.record.name.clone(),
+        started: Instant::now(),
+        tunnel_name: None,
+        translated_source: None,
+    };
+    // Re-judged on reload as it was judged: HTTPS to that name (application rules are TCP's).
+    let key = PacketKey {
+        src: client.ip(),
+        dst: original.ip(),
+        protocol: 6,
+        src_port: client.port(),
+        dst_port: original.port(),
+    };
+    let decided = (decision.outcome, decision.version);
+    relay_session(
+        gw,
+        flow,
+        key,
+        decided,
+        original,
+        &datagrams,
+        (epoch, activity),
+        idle,
+    )
+    .await
+}
+
+/// Open the sockets of an allowed session to `to`, send what the client sent so far, record
+/// the opening and start relaying.
+#[allow(clippy::too_many_arguments)]
+async fn relay_session(
+    gw: &Arc<Gateway>,
+    mut flow: Flow,
+    key: PacketKey,
+    (outcome, version): (FirewallOutcome, crate::Version),
+    to: SocketAddr,
+    first: &[Vec<u8>],
+    (epoch, activity): (Instant, Arc<Activity>),
+    idle: Duration,
+) -> Session {
+    let (client, original) = (flow.client, flow.dst.unwrap_or(to));
+    let denied = |gw: &Arc<Gateway>| {
+        gw.metrics.udp_datagrams_dropped.inc();
+        Session {
+            activity: activity.clone(),
+            idle,
+            upstream: None,
+            sent: Arc::default(),
+            evict: Arc::default(),
+        }
+    };
     let sockets = async {
         let local: SocketAddr = if to.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
@@ -422,8 +565,10 @@ async fn open(
     opened.detail = Some(with_detail(&outcome, "UDP session opened"));
     gw.record(opened).await;
     let sent = Arc::new(AtomicU64::new(0));
-    if up.send(first).await.is_ok() {
-        sent.fetch_add(first.len() as u64, Ordering::Relaxed);
+    for d in first {
+        if up.send(d).await.is_ok() {
+            sent.fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
     }
     let session = Session {
         activity,
@@ -434,8 +579,8 @@ async fn open(
     };
     let entry = Arc::new(Established {
         key,
-        host: None,
-        app: None,
+        host: flow.name.clone(),
+        app: (key.protocol == 6).then_some(palisade_policy::AppProtocol::Https),
         cancel: Notify::new(),
         closed_by: Mutex::new(None),
     });

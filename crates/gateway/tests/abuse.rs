@@ -75,6 +75,8 @@ async fn setup(timeout: Duration, max_connections: usize) -> Setup {
     config.limits.header_timeout = timeout;
     config.limits.handshake_timeout = timeout;
     config.limits.max_connections = max_connections;
+    // The idle crowd comes from one address; the per-source cap has its own test.
+    config.limits.max_connections_per_source = max_connections;
     config.log_sink = Some(LogSink(Arc::new(|_: &str| {})));
     let gw = Gateway::start(config).await.unwrap();
     Setup {
@@ -487,4 +489,71 @@ async fn connections_over_the_cap_are_closed_and_counted() {
         assert!(out.starts_with("HTTP/1.1 408"), "{out}");
     }
     s.allowed_http().await;
+}
+
+/// One source opens idle connections up to its per-source cap (which is below the total cap):
+/// more from it are closed at once, while `curl` from another loopback address gets its
+/// allowed request served at once, not after the header timeout frees the idle ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_at_its_cap_does_not_starve_another_source() {
+    let (dir, path) = tempdir();
+    let http = http_server("127.0.0.1:0").await;
+    let policy = path.join("network.yaml");
+    write(&policy, &policy_yaml(http.port(), 1, 1, false));
+    let data = path.join("data");
+    let mut config = loopback_config(&policy, &data, &["www.allowed.test=127.0.0.1"]);
+    // Long enough that the idle connections are still held when the other source asks.
+    config.limits.header_timeout = Duration::from_secs(30);
+    config.limits.handshake_timeout = Duration::from_secs(30);
+    config.limits.max_connections = 60;
+    config.limits.max_connections_per_source = 50;
+    config.log_sink = Some(LogSink(Arc::new(|_: &str| {})));
+    let gw = Gateway::start(config).await.unwrap();
+    let proxy = gw.listen.unwrap();
+    // The abusive source tries to take every slot of the total cap.
+    let mut idle = vec![];
+    for _ in 0..60 {
+        idle.push(TcpStream::connect(proxy).await.unwrap());
+    }
+    let gateway = gw.gateway.clone();
+    let start = Instant::now();
+    while gateway.source_connections("127.0.0.1".parse().unwrap()) < 50 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "idle connections not held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Ten of them were over its cap: closed unanswered, at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut closed = 0;
+    for c in idle.iter_mut() {
+        let mut b = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(10), c.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            Ok(Ok(_)) => panic!("an idle connection got an answer"),
+            Err(_) => {}
+        }
+    }
+    assert_eq!(closed, 10, "connections closed over the source's cap");
+    assert_eq!(gateway.source_connections("127.0.0.1".parse().unwrap()), 50);
+    let url = format!("http://www.allowed.test:{}/", http.port());
+    let started = Instant::now();
+    let out = curl_proxy(proxy, &url, &["--interface", "127.0.0.2"]).await;
+    assert!(
+        out.stdout.ends_with("\n200") && out.stdout.contains("hello from www.allowed.test"),
+        "another source's allowed request failed: {} {}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let r = wait_record(
+        &data,
+        |r| r.source_ip == Some("127.0.0.2".parse().unwrap()),
+        "from the other source",
+    )
+    .await;
+    assert_eq!(r.action, "Allow");
+    drop(idle);
+    drop(dir);
 }
