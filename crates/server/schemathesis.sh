@@ -24,6 +24,9 @@ done
 # The admin listener serves every operation (the data listener refuses changes).
 base=$(sed -n 's/^admin API on \(http:[^ ]*\).*/\1/p' "$data/log")
 [ -n "$base" ] || { cat "$data/log"; exit 1; }
+# The live stream (Server-Sent Events) never ends by design, so a generated request to it would
+# wait for ever; its filters are the flow-log query's, which is fuzzed, and a test drives it.
 timeout 300 "$venv/bin/schemathesis" run "$base/openapi.json" -H "Authorization: Bearer $token" \
+    --exclude-path /api/flowLogs/stream --request-timeout 20 \
     --checks not_a_server_error --max-examples "${EXAMPLES:-40}" --seed 1
 kill -0 "$server" || { echo "the server died"; cat "$data/log"; exit 1; }
