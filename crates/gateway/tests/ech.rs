@@ -162,11 +162,9 @@ fn transparent_ech_outer_sni_in_namespaces() {
 
     let hello = build_client_hello(Some("api.allowed.test"), true, &[], 16384);
     send_from(&ns.cli, "10.78.0.10:443", &hello);
-    let r = block_on(wait_record(
-        &data,
-        |r| r.name.as_deref() == Some("api.allowed.test"),
-        "allowed ech",
-    ));
+    let r = wait_for(&data, "allowed ech", |r| {
+        r.name.as_deref() == Some("api.allowed.test")
+    });
     assert_eq!(
         (r.action.as_str(), r.mode.as_str(), r.rule_path().as_deref()),
         ("Allow", "transparent", Some("allow-apps/tls"))
@@ -176,11 +174,9 @@ fn transparent_ech_outer_sni_in_namespaces() {
     let hello = build_client_hello(Some("blocked.test"), true, &[], 16384);
     let answer = send_from(&ns.cli, "10.78.0.10:443", &hello);
     assert!(answer.is_empty(), "a denied ClientHello gets no answer");
-    let r = block_on(wait_record(
-        &data,
-        |r| r.name.as_deref() == Some("blocked.test"),
-        "blocked ech",
-    ));
+    let r = wait_for(&data, "blocked ech", |r| {
+        r.name.as_deref() == Some("blocked.test")
+    });
     assert_eq!(
         (r.action.as_str(), r.rule_path().as_deref()),
         ("Deny", Some("deny-apps/blocked"))
@@ -190,14 +186,4 @@ fn transparent_ech_outer_sni_in_namespaces() {
     let _ = stop_tx.send(());
     thread.join().unwrap();
     drop(dir);
-}
-
-/// Run one future to completion on a current-thread runtime (this test is synchronous: its
-/// gateway runs on its own thread inside the namespace).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }

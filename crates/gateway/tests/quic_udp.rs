@@ -13,15 +13,14 @@
 mod common;
 
 use common::netns::{can_run, in_netns_async, Lab};
-use common::write;
-use palisade_flowlog::{query, FlowRecord, Query};
+use common::{wait_for, write};
+use palisade_flowlog::FlowRecord;
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::resolver::Resolver;
 use palisade_gateway::{Config, Gateway};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const POLICY: &str = r#"apiVersion: palisade/v1
 azureFirewalls:
@@ -122,22 +121,6 @@ fn quic_get(ns: &str, cert: &[u8], name: &str, alpn: Vec<Vec<u8>>) -> Result<Str
     })
     .join()
     .unwrap()
-}
-
-fn wait_for(dir: &Path, what: &str, pred: impl Fn(&FlowRecord) -> bool) -> FlowRecord {
-    let start = Instant::now();
-    loop {
-        let (recs, _) = query(dir, &Query::default()).unwrap();
-        if let Some(r) = recs.into_iter().find(|r| pred(r)) {
-            return r;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no record {what}; have:\n{:#?}",
-            query(dir, &Query::default()).unwrap().0
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn quic_to(name: &'static str) -> impl Fn(&FlowRecord) -> bool {

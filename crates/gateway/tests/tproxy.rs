@@ -13,7 +13,7 @@
 mod common;
 
 use common::netns::{can_run, in_netns, in_netns_async, sh, Lab};
-use common::write;
+use common::{wait_for, write};
 use palisade_flowlog::{query, FlowRecord, Query};
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::{Config, Gateway, TransparentMode};
@@ -111,21 +111,6 @@ fn exchange(ns: &str, from: &str, to: &str, payloads: &[&str]) -> Vec<(String, S
 fn records(dir: &Path, pred: impl Fn(&FlowRecord) -> bool) -> Vec<FlowRecord> {
     let (recs, _) = query(dir, &Query::default()).unwrap();
     recs.into_iter().filter(|r| pred(r)).collect()
-}
-
-fn wait_for(dir: &Path, what: &str, pred: impl Fn(&FlowRecord) -> bool) -> FlowRecord {
-    let start = Instant::now();
-    loop {
-        if let Some(r) = records(dir, &pred).into_iter().next() {
-            return r;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no record {what}; have:\n{:#?}",
-            records(dir, |_| true)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn udp_from(port: u16) -> impl Fn(&FlowRecord) -> bool {

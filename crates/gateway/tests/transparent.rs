@@ -12,14 +12,13 @@ mod common;
 
 use common::netns::{can_run, in_netns, in_netns_async, in_ns, Pair};
 use common::*;
-use palisade_flowlog::{query, FlowRecord, Query};
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::resolver::Resolver;
 use palisade_gateway::sni::build_client_hello;
 use palisade_gateway::{Config, Gateway};
 use palisade_model::bindings::parse_items;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 const POLICY: &str = r#"apiVersion: palisade/v1
 azureFirewalls:
@@ -42,26 +41,6 @@ azureFirewalls:
           - {name: web, sourceAddresses: ['10.77.0.0/24'], protocols: ['Http:80'], targetFqdns: [www.allowed.test]}
           - {name: tls, sourceAddresses: ['10.77.0.0/24'], protocols: ['Https:443'], targetFqdns: ['*.allowed.test']}
 "#;
-
-fn wait_for(dir: &Path, what: &str, pred: impl Fn(&FlowRecord) -> bool) -> FlowRecord {
-    let start = Instant::now();
-    loop {
-        let (recs, _) = query(dir, &Query::default()).unwrap();
-        if let Some(r) = recs.iter().find(|r| pred(r)) {
-            return r.clone();
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            panic!(
-                "no record {what}; have:\n{}",
-                recs.iter()
-                    .map(|r| serde_json::to_string(r).unwrap())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Send raw bytes from inside a namespace (a thread moved there with setns) and wait for the
 /// gateway to close.
