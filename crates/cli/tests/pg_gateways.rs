@@ -15,13 +15,13 @@
 
 mod common;
 
-use common::root;
+use common::{free_port, http_server, root, Killed};
 use palisade_pgstore::cluster::Cluster;
 use palisade_server::auth::sha256_hex;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,39 +40,6 @@ fn cluster(name: &str) -> Option<Cluster> {
         }
         Err(e) => panic!("cannot start PostgreSQL: {e}"),
     }
-}
-
-/// A plain HTTP server on loopback answering every request with 200.
-fn http_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let mut got = vec![];
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-                );
-            });
-        }
-    });
-    port
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One HTTP request through the explicit proxy on a fresh TCP connection: the status code.
@@ -142,14 +109,6 @@ fn firewall(port: u16, allowed: &[&str]) -> serde_json::Value {
             }],
         },
     })
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Start a child and wait for a stderr line containing `until`; returns the line. The rest of
@@ -397,7 +356,7 @@ struct Setup {
 fn setup(name: &str) -> Option<Setup> {
     let pg = cluster(name)?;
     let dir = tempfile::tempdir().unwrap();
-    let upstream = http_server();
+    let upstream = http_server().port();
     let network = dir.path().join("network.json");
     std::fs::write(
         &network,

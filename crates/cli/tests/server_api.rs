@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{palisade, root};
+use common::{palisade, root, Killed};
 use palisade_server::auth::{is_admin_operation, sha256_hex};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
@@ -1325,13 +1325,6 @@ azureFirewalls:
         .stderr(Stdio::null())
         .spawn()
         .expect("start palisade gateway");
-    struct Killed(Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let _gateway = Killed(gateway);
     let start = Instant::now();
     while TcpStream::connect(proxy).is_err() {

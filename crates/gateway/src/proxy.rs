@@ -180,6 +180,26 @@ pub(crate) fn refusal(
     observed_deny(reason, detail)
 }
 
+/// A refusal overriding the policy's verdict `outcome` (FW-6.2: deny by default); an allow the
+/// policy alone would have given is kept in the detail.
+pub(crate) fn refusal_over(
+    gw: &Gateway,
+    flow: &Flow,
+    outcome: &FirewallOutcome,
+    reason: &'static str,
+    detail: String,
+) -> FirewallOutcome {
+    let policy = if outcome.allowed {
+        format!(
+            "; the policy alone would allow it ({})",
+            outcome.rule.as_ref().map(|r| r.path()).unwrap_or_default()
+        )
+    } else {
+        String::new()
+    };
+    refusal(gw, flow, reason, format!("{detail}{policy}"))
+}
+
 pub(crate) fn key(client: SocketAddr, dst: SocketAddr) -> PacketKey {
     PacketKey {
         src: client.ip(),
@@ -908,16 +928,7 @@ async fn by_first_bytes(
     }
     let refused = problem.as_ref().map(|p| p.0);
     if let Some((reason, detail)) = problem {
-        // FW-6.2: deny by default; the policy's own verdict for the flow is kept in the detail.
-        let policy = if outcome.allowed {
-            format!(
-                "; the policy alone would allow it ({})",
-                outcome.rule.as_ref().map(|r| r.path()).unwrap_or_default()
-            )
-        } else {
-            String::new()
-        };
-        outcome = refusal(gw, &flow, reason, format!("{detail}{policy}"));
+        outcome = refusal_over(gw, &flow, &outcome, reason, detail);
     }
     if outcome.allowed && outcome.pass == FirewallPass::FirewallApplication {
         if let Some(name) = &host {

@@ -10,7 +10,7 @@
 //! once the ClientHello is whole. Datagrams ([`MAX_DATAGRAMS`]) and CRYPTO bytes
 //! ([`MAX_CLIENT_HELLO`]) are bounded, so a flow costs a fixed amount of memory.
 
-use crate::sni::{self, Peeked, MAX_CLIENT_HELLO};
+use crate::sni::{self, Peeked, Reader, MAX_CLIENT_HELLO};
 use ring::aead::quic::{HeaderProtectionKey, AES_128};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
 use ring::hkdf;
@@ -484,29 +484,10 @@ fn put_varint(out: &mut Vec<u8>, v: u64) {
     }
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
+/// QUIC's reads beside the TLS ones: lengths as varints, connection IDs.
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
-    }
-    fn done(&self) -> bool {
-        self.pos >= self.buf.len()
-    }
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let s = self.buf.get(self.pos..end)?;
-        self.pos = end;
-        Some(s)
-    }
     fn take_u64(&mut self, n: u64) -> Option<&'a [u8]> {
         self.take(usize::try_from(n).ok()?)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
     }
     fn u32(&mut self) -> Option<u32> {
         Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))

@@ -9,7 +9,7 @@
 //! holds the flow's datagrams in a [`Pending`] until the ClientHello is whole (bounded by
 //! datagrams and by the handshake timeout), then calls [`judge_quic`] and relays or drops.
 
-use crate::proxy::{address_check, key, note_ech, refusal, Flow, Mode};
+use crate::proxy::{address_check, key, note_ech, refusal_over, Flow, Mode};
 use crate::quic::{self, ClientInitials, Hello, QuicError};
 use crate::{EchPolicy, Gateway, Version};
 use palisade_flowlog::FlowRecord;
@@ -120,19 +120,11 @@ pub async fn judge_quic(
     } else if ech {
         match gw.config.ech {
             EchPolicy::Deny => {
-                let policy = if outcome.allowed {
-                    format!(
-                        "; the policy alone would allow it ({})",
-                        outcome.rule.as_ref().map(|r| r.path()).unwrap_or_default()
-                    )
-                } else {
-                    String::new()
-                };
                 let detail = format!(
-                    "Encrypted Client Hello in a QUIC Initial (outer SNI {}): the real name is hidden{policy}",
+                    "Encrypted Client Hello in a QUIC Initial (outer SNI {}): the real name is hidden",
                     host.as_deref().unwrap_or("none")
                 );
-                outcome = refusal(gw, &flow, "EncryptedClientHello", detail);
+                outcome = refusal_over(gw, &flow, &outcome, "EncryptedClientHello", detail);
             }
             EchPolicy::OuterSni => note_ech(&mut outcome, host.as_deref()),
         }

@@ -24,7 +24,7 @@ use nix::sys::socket::{
 };
 use palisade_policy::firewall::{FirewallInput, FirewallOutcome, FirewallPass};
 use palisade_policy::matchers::PacketKey;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Socket, Type};
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -48,16 +48,18 @@ pub fn idle_timeout(configured: Duration, destination_port: u16) -> Duration {
     }
 }
 
-/// A socket that may receive datagrams addressed to others and send from their addresses.
-fn transparent_socket(addr: SocketAddr) -> io::Result<Socket> {
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+/// A socket of `kind` that may receive packets addressed to others and send from their
+/// addresses (IP_TRANSPARENT).
+fn transparent_socket(addr: SocketAddr, kind: Type) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), kind, None)?;
     if addr.is_ipv4() {
         s.set_ip_transparent_v4(true)?;
     } else {
         s.set_only_v6(true)?;
         s.set_ip_transparent_v6(true)?;
     }
-    // The reply sockets of several clients share their destination's address and port.
+    // UDP: the reply sockets of several clients share their destination's address and port;
+    // TCP: the listener rebinds at once after a restart.
     s.set_reuse_address(true)?;
     s.set_nonblocking(true)?;
     Ok(s)
@@ -65,7 +67,7 @@ fn transparent_socket(addr: SocketAddr) -> io::Result<Socket> {
 
 /// The TPROXY target: a transparent socket that reports each datagram's original destination.
 pub fn bind_listener(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let s = transparent_socket(addr)?;
+    let s = transparent_socket(addr, Type::DGRAM)?;
     if addr.is_ipv4() {
         setsockopt(&s, sockopt::Ipv4OrigDstAddr, &true)?;
     } else {
@@ -78,15 +80,7 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// The TCP TPROXY target: accepted connections keep their original destination as their local
 /// address.
 pub fn bind_tproxy_tcp(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv4() {
-        s.set_ip_transparent_v4(true)?;
-    } else {
-        s.set_only_v6(true)?;
-        s.set_ip_transparent_v6(true)?;
-    }
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
+    let s = transparent_socket(addr, Type::STREAM)?;
     s.bind(&addr.into())?;
     s.listen(1024)?;
     tokio::net::TcpListener::from_std(s.into())
@@ -95,7 +89,7 @@ pub fn bind_tproxy_tcp(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> 
 /// Bound to the original destination, connected to the client: replies leave from the
 /// address the client sent to.
 fn reply_socket(original: SocketAddr, client: SocketAddr) -> io::Result<UdpSocket> {
-    let s = transparent_socket(original)?;
+    let s = transparent_socket(original, Type::DGRAM)?;
     s.bind(&original.into())?;
     s.connect(&client.into())?;
     UdpSocket::from_std(s.into())

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::netns::{in_ns, Pair};
+use common::netns::{can_run, in_netns, in_netns_async, in_ns, Pair};
 use common::*;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{rdata::A, Name, RData, Record, RecordType};
@@ -29,7 +29,6 @@ use palisade_policy::matchers::PacketKey;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -180,11 +179,8 @@ fn eventually(limit: Duration, want: &str, mut f: impl FnMut() -> String) -> Str
 
 /// Send `bytes` over UDP from inside `ns` to `to`; the reply, if one comes within a second.
 fn udp_from(ns: &str, to: &str, bytes: &[u8]) -> Option<Vec<u8>> {
-    let (ns, to, bytes) = (ns.to_string(), to.to_string(), bytes.to_vec());
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
-        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+    let (to, bytes) = (to.to_string(), bytes.to_vec());
+    in_netns(ns, move || {
         let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         s.send_to(&bytes, &to).unwrap();
@@ -200,18 +196,16 @@ fn udp_from(ns: &str, to: &str, bytes: &[u8]) -> Option<Vec<u8>> {
 // stops returning it, and matches what the firewall's own refresh learns.
 #[test]
 fn fw_5_fqdn_network_rule_follows_the_dns_proxy() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED fw_5_fqdn_network_rule_follows_the_dns_proxy: needs root (network namespaces, nft)");
+    if !can_run(
+        "fw_5_fqdn_network_rule_follows_the_dns_proxy",
+        "network namespaces, nft",
+        &[
+            ("nft", "nftables"),
+            ("dig", "bind9-dnsutils"),
+            ("curl", "curl"),
+        ],
+    ) {
         return;
-    }
-    for tool in ["nft", "dig", "curl"] {
-        assert!(
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success()),
-            "{tool} is missing: apt-get install -y nftables bind9-dnsutils curl"
-        );
     }
     let ns = Pair::new("d", &["10.78.0.10/32", "10.78.0.11/32", "10.78.0.53/32"]);
     let (gw_ns, cli_ns) = (ns.gw.clone(), ns.cli.clone());
@@ -233,47 +227,33 @@ fn fw_5_fqdn_network_rule_follows_the_dns_proxy() {
 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let ns_path = format!("/var/run/netns/{gw_ns}");
     let (data2, zone2) = (data.clone(), zone.clone());
-    let thread = std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(&ns_path).unwrap();
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            let _ = ready_tx.send(Err(format!("setns: {}", std::io::Error::last_os_error())));
-            return;
-        }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            http_server("10.78.0.10:5432").await;
-            http_server("10.78.0.11:5432").await;
-            http_server("10.78.0.10:80").await;
-            http_server("10.78.0.11:80").await;
-            authoritative("10.78.0.53:53", zone2).await;
-            let mut config = Config::new(PolicySource::files([policy]), data2);
-            config.transparent = Some("0.0.0.0:15001".parse().unwrap());
-            config.resolver = Resolver::default();
-            config.sighup = false;
-            config.watch = false;
-            config.limits.handshake_timeout = Duration::from_secs(3);
-            let mut dns = DnsConfig::new("10.77.0.1:53".parse().unwrap());
-            dns.grace = GRACE;
-            dns.refresh = Some(Duration::from_millis(500));
-            config.dns = Some(dns);
-            let running = match Gateway::start(config).await {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
-            let _ = stop_rx.await;
-            drop(running);
-        });
+    let thread = in_netns_async(&gw_ns, move || async move {
+        http_server("10.78.0.10:5432").await;
+        http_server("10.78.0.11:5432").await;
+        http_server("10.78.0.10:80").await;
+        http_server("10.78.0.11:80").await;
+        authoritative("10.78.0.53:53", zone2).await;
+        let mut config = Config::new(PolicySource::files([policy]), data2);
+        config.transparent = Some("0.0.0.0:15001".parse().unwrap());
+        config.resolver = Resolver::default();
+        config.sighup = false;
+        config.watch = false;
+        config.limits.handshake_timeout = Duration::from_secs(3);
+        let mut dns = DnsConfig::new("10.77.0.1:53".parse().unwrap());
+        dns.grace = GRACE;
+        dns.refresh = Some(Duration::from_millis(500));
+        config.dns = Some(dns);
+        let running = match Gateway::start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let _ = ready_tx.send(Ok(()));
+        let _ = stop_rx.await;
+        drop(running);
     });
     ready_rx
         .recv_timeout(Duration::from_secs(30))

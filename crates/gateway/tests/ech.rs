@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::netns::Pair;
+use common::netns::{can_run, in_netns, in_netns_async, Pair};
 use common::*;
 use palisade_flowlog::FlowRecord;
 use palisade_gateway::sni::build_client_hello;
@@ -103,13 +103,9 @@ async fn ech_outer_sni_judges_the_public_name() {
 /// Send `bytes` to `to` from inside namespace `ns` (a thread moved there with setns) and wait
 /// for the gateway to close; what came back.
 fn send_from(ns: &str, to: &str, bytes: &[u8]) -> Vec<u8> {
-    let (ns, to, bytes) = (ns.to_string(), to.to_string(), bytes.to_vec());
-    std::thread::spawn(move || {
+    let (to, bytes) = (to.to_string(), bytes.to_vec());
+    in_netns(ns, move || {
         use std::io::{Read, Write};
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
-        // SAFETY: moves only this fresh thread into the namespace.
-        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
         let mut s =
             std::net::TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(5))
                 .unwrap();
@@ -128,9 +124,11 @@ fn send_from(ns: &str, to: &str, bytes: &[u8]) -> Vec<u8> {
 /// and both records say `ech`.
 #[test]
 fn transparent_ech_outer_sni_in_namespaces() {
-    // SAFETY: a plain syscall.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED transparent_ech_outer_sni_in_namespaces: needs root (namespaces, nft)");
+    if !can_run(
+        "transparent_ech_outer_sni_in_namespaces",
+        "namespaces, nft",
+        &[("nft", "nftables")],
+    ) {
         return;
     }
     let ns = Pair::new("e", &["10.78.0.10/32"]);
@@ -141,34 +139,22 @@ fn transparent_ech_outer_sni_in_namespaces() {
     let data = path.join("data");
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let ns_path = format!("/var/run/netns/{}", ns.gw);
     let data2 = data.clone();
-    let thread = std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(&ns_path).unwrap();
-        // SAFETY: moves only this thread (and the runtime it starts) into the namespace.
-        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            tls_server("10.78.0.10:443", &["api.allowed.test"]).await;
-            let mut config = loopback_config(
-                &policy,
-                &data2,
-                &["api.allowed.test=10.78.0.10", "blocked.test=10.78.0.10"],
-            );
-            config.listen = None;
-            config.admin = None;
-            config.transparent = Some("0.0.0.0:15001".parse().unwrap());
-            config.ech = EchPolicy::OuterSni;
-            let running = Gateway::start(config).await.unwrap();
-            ready_tx.send(()).unwrap();
-            let _ = stop_rx.await;
-            drop(running);
-        });
+    let thread = in_netns_async(&ns.gw, move || async move {
+        tls_server("10.78.0.10:443", &["api.allowed.test"]).await;
+        let mut config = loopback_config(
+            &policy,
+            &data2,
+            &["api.allowed.test=10.78.0.10", "blocked.test=10.78.0.10"],
+        );
+        config.listen = None;
+        config.admin = None;
+        config.transparent = Some("0.0.0.0:15001".parse().unwrap());
+        config.ech = EchPolicy::OuterSni;
+        let running = Gateway::start(config).await.unwrap();
+        ready_tx.send(()).unwrap();
+        let _ = stop_rx.await;
+        drop(running);
     });
     ready_rx
         .recv_timeout(Duration::from_secs(30))
@@ -176,11 +162,9 @@ fn transparent_ech_outer_sni_in_namespaces() {
 
     let hello = build_client_hello(Some("api.allowed.test"), true, &[], 16384);
     send_from(&ns.cli, "10.78.0.10:443", &hello);
-    let r = block_on(wait_record(
-        &data,
-        |r| r.name.as_deref() == Some("api.allowed.test"),
-        "allowed ech",
-    ));
+    let r = wait_for(&data, "allowed ech", |r| {
+        r.name.as_deref() == Some("api.allowed.test")
+    });
     assert_eq!(
         (r.action.as_str(), r.mode.as_str(), r.rule_path().as_deref()),
         ("Allow", "transparent", Some("allow-apps/tls"))
@@ -190,11 +174,9 @@ fn transparent_ech_outer_sni_in_namespaces() {
     let hello = build_client_hello(Some("blocked.test"), true, &[], 16384);
     let answer = send_from(&ns.cli, "10.78.0.10:443", &hello);
     assert!(answer.is_empty(), "a denied ClientHello gets no answer");
-    let r = block_on(wait_record(
-        &data,
-        |r| r.name.as_deref() == Some("blocked.test"),
-        "blocked ech",
-    ));
+    let r = wait_for(&data, "blocked ech", |r| {
+        r.name.as_deref() == Some("blocked.test")
+    });
     assert_eq!(
         (r.action.as_str(), r.rule_path().as_deref()),
         ("Deny", Some("deny-apps/blocked"))
@@ -204,14 +186,4 @@ fn transparent_ech_outer_sni_in_namespaces() {
     let _ = stop_tx.send(());
     thread.join().unwrap();
     drop(dir);
-}
-
-/// Run one future to completion on a current-thread runtime (this test is synchronous: its
-/// gateway runs on its own thread inside the namespace).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }

@@ -12,18 +12,15 @@
 
 mod common;
 
-use common::netns::{sh, Pair};
-use common::write;
-use palisade_flowlog::{query, FlowRecord, Query};
+use common::netns::{can_run, in_netns_async, Lab};
+use common::{wait_for, write};
+use palisade_flowlog::FlowRecord;
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::resolver::Resolver;
 use palisade_gateway::{Config, Gateway};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const POLICY: &str = r#"apiVersion: palisade/v1
 azureFirewalls:
@@ -41,69 +38,6 @@ azureFirewalls:
 "#;
 
 const NAMES: [&str; 3] = ["api.allowed.test", "blocked.test", "evil.test"];
-
-struct Lab {
-    pair: Pair,
-    srv: String,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let pair = Pair::new("q", &[]);
-        let srv = format!("palqs{}", std::process::id());
-        let lab = Lab { pair, srv };
-        let (gw, srv) = (&lab.pair.gw, &lab.srv);
-        for cmd in [
-            format!("ip netns add {srv}"),
-            format!("ip -n {gw} link add vs type veth peer name vx netns {srv}"),
-            format!("ip -n {gw} addr add 10.78.0.1/24 dev vs"),
-            format!("ip -n {gw} link set vs up"),
-            format!("ip -n {srv} addr add 10.78.0.10/24 dev vx"),
-            format!("ip -n {srv} link set vx up"),
-            format!("ip -n {srv} link set lo up"),
-            format!("ip -n {srv} route add default via 10.78.0.1"),
-            format!("ip netns exec {gw} sysctl -qw net.ipv4.ip_forward=1"),
-            format!("ip -n {gw} rule add fwmark 1 lookup 100"),
-            format!("ip -n {gw} route add local 0.0.0.0/0 dev lo table 100"),
-        ] {
-            sh(&cmd);
-        }
-        lab.pair.nft(
-            "table ip palisade_quic {\n chain prerouting {\n  type filter hook prerouting priority mangle; policy accept;\n  iifname \"vg\" meta l4proto udp tproxy to :15003 meta mark set 1 accept\n }\n}\n",
-        );
-        lab
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.srv])
-            .status();
-    }
-}
-
-/// Run `f` on a thread inside network namespace `ns`, with a tokio runtime.
-fn in_netns<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> F + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        // SAFETY: moves only this fresh thread (and the runtime it starts) into the namespace.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f())
-    })
-}
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -126,7 +60,7 @@ fn quic_server(ns: &str) -> Vec<u8> {
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
     let config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     let (tx, rx) = std::sync::mpsc::channel();
-    in_netns(ns, move || async move {
+    in_netns_async(ns, move || async move {
         let endpoint = quinn::Endpoint::server(config, "10.78.0.10:443".parse().unwrap()).unwrap();
         tx.send(()).unwrap();
         while let Some(incoming) = endpoint.accept().await {
@@ -150,7 +84,7 @@ fn quic_server(ns: &str) -> Vec<u8> {
 /// one stream, or why there was none.
 fn quic_get(ns: &str, cert: &[u8], name: &str, alpn: Vec<Vec<u8>>) -> Result<String, String> {
     let (cert, name) = (cert.to_vec(), name.to_string());
-    in_netns(ns, move || async move {
+    in_netns_async(ns, move || async move {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(rustls::pki_types::CertificateDer::from(cert))
@@ -189,22 +123,6 @@ fn quic_get(ns: &str, cert: &[u8], name: &str, alpn: Vec<Vec<u8>>) -> Result<Str
     .unwrap()
 }
 
-fn wait_for(dir: &Path, what: &str, pred: impl Fn(&FlowRecord) -> bool) -> FlowRecord {
-    let start = Instant::now();
-    loop {
-        let (recs, _) = query(dir, &Query::default()).unwrap();
-        if let Some(r) = recs.into_iter().find(|r| pred(r)) {
-            return r;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no record {what}; have:\n{:#?}",
-            query(dir, &Query::default()).unwrap().0
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn quic_to(name: &'static str) -> impl Fn(&FlowRecord) -> bool {
     move |r| r.protocol == "QUIC" && r.name.as_deref() == Some(name)
 }
@@ -212,12 +130,17 @@ fn quic_to(name: &'static str) -> impl Fn(&FlowRecord) -> bool {
 // spec FW-6.2: HTTP/3 to a name is judged as HTTPS by the name in its ClientHello.
 #[test]
 fn quic_through_transparent_udp_is_judged_by_name() {
-    // SAFETY: a plain syscall.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED quic_through_transparent_udp_is_judged_by_name: needs root (namespaces, nft, IP_TRANSPARENT)");
+    if !can_run(
+        "quic_through_transparent_udp_is_judged_by_name",
+        "namespaces, nft, IP_TRANSPARENT",
+        &[("nft", "nftables")],
+    ) {
         return;
     }
-    let lab = Lab::new();
+    let lab = Lab::new("q", &["10.78.0.10/24"]);
+    lab.pair.nft(
+        "table ip palisade_quic {\n chain prerouting {\n  type filter hook prerouting priority mangle; policy accept;\n  iifname \"vg\" meta l4proto udp tproxy to :15003 meta mark set 1 accept\n }\n}\n",
+    );
     let cert = quic_server(&lab.srv);
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("network.yaml");
@@ -226,7 +149,7 @@ fn quic_through_transparent_udp_is_judged_by_name() {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let data2 = data.clone();
-    let gateway = in_netns(&lab.pair.gw, move || async move {
+    let gateway = in_netns_async(&lab.pair.gw, move || async move {
         let items: Vec<String> = NAMES.iter().map(|n| format!("{n}=10.78.0.10")).collect();
         let (bindings, problems) = palisade_model::bindings::parse_items("--resolve", &items);
         assert!(problems.is_empty(), "{problems:?}");

@@ -12,20 +12,21 @@
 
 mod common;
 
-use common::netns::{sh, Pair};
-use common::write;
+use common::netns::{can_run, in_netns, in_netns_async, sh, Lab};
+use common::{wait_for, write};
 use palisade_flowlog::{query, FlowRecord, Query};
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::{Config, Gateway, TransparentMode};
 use palisade_model::Protocol;
 use palisade_policy::{Flow as TraceFlow, TraceOptions, Verdict};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// ns srv's addresses: .10 runs the servers, .11 is the one the policy blocks.
+const SRV_ADDRS: &[&str] = &["10.78.0.10/24", "10.78.0.11/24"];
 
 const POLICY: &str = r#"apiVersion: palisade/v1
 azureFirewalls:
@@ -41,40 +42,6 @@ azureFirewalls:
         action: {type: Deny}
         rules: [{name: no-ntp, protocols: [UDP], sourceAddresses: ['*'], destinationAddresses: ['10.78.0.11'], destinationPorts: ['123']}]
 "#;
-
-/// [`Pair`] plus ns srv behind ns gw, which routes between them; srv is removed on drop.
-struct Lab {
-    pair: Pair,
-    srv: String,
-}
-
-impl Lab {
-    /// `tag` tells the tests of this file apart (they run at once in one process).
-    fn new(tag: &str) -> Lab {
-        let pair = Pair::new(tag, &[]);
-        let srv = format!("pal{tag}s{}", std::process::id());
-        let lab = Lab { pair, srv };
-        let (gw, srv) = (&lab.pair.gw, &lab.srv);
-        for cmd in [
-            format!("ip netns add {srv}"),
-            format!("ip -n {gw} link add vs type veth peer name vx netns {srv}"),
-            format!("ip -n {gw} addr add 10.78.0.1/24 dev vs"),
-            format!("ip -n {gw} link set vs up"),
-            format!("ip -n {srv} addr add 10.78.0.10/24 dev vx"),
-            format!("ip -n {srv} addr add 10.78.0.11/24 dev vx"),
-            format!("ip -n {srv} link set vx up"),
-            format!("ip -n {srv} link set lo up"),
-            format!("ip -n {srv} route add default via 10.78.0.1"),
-            format!("ip netns exec {gw} sysctl -qw net.ipv4.ip_forward=1"),
-            // TPROXY: marked datagrams are delivered locally, whatever their destination.
-            format!("ip -n {gw} rule add fwmark 1 lookup 100"),
-            format!("ip -n {gw} route add local 0.0.0.0/0 dev lo table 100"),
-        ] {
-            sh(&cmd);
-        }
-        lab
-    }
-}
 
 impl Lab {
     /// IPv6 beside IPv4: fd77::/64 between cli and gw, fd78::/64 between gw and srv (.10, .11),
@@ -96,31 +63,6 @@ impl Lab {
             sh(&cmd);
         }
     }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.srv])
-            .status();
-    }
-}
-
-/// Run `f` on a thread inside network namespace `ns`.
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns {path}"
-        );
-        f()
-    })
 }
 
 /// UDP echo servers in `ns` until `stop` is set.
@@ -171,21 +113,6 @@ fn records(dir: &Path, pred: impl Fn(&FlowRecord) -> bool) -> Vec<FlowRecord> {
     recs.into_iter().filter(|r| pred(r)).collect()
 }
 
-fn wait_for(dir: &Path, what: &str, pred: impl Fn(&FlowRecord) -> bool) -> FlowRecord {
-    let start = Instant::now();
-    loop {
-        if let Some(r) = records(dir, &pred).into_iter().next() {
-            return r;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no record {what}; have:\n{:#?}",
-            records(dir, |_| true)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn udp_from(port: u16) -> impl Fn(&FlowRecord) -> bool {
     move |r| r.protocol == "UDP" && r.source_port == port
 }
@@ -194,15 +121,14 @@ fn udp_from(port: u16) -> impl Fn(&FlowRecord) -> bool {
 // one session per 5-tuple with one record per decision, not per datagram.
 #[test]
 fn transparent_udp_sessions_in_namespaces() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED transparent_udp_sessions_in_namespaces: needs root (network namespaces, nft, IP_TRANSPARENT)");
+    if !can_run(
+        "transparent_udp_sessions_in_namespaces",
+        "network namespaces, nft, IP_TRANSPARENT",
+        &[("nft", "nftables")],
+    ) {
         return;
     }
-    assert!(
-        Command::new("nft").arg("--version").output().is_ok(),
-        "nft is missing: apt-get install -y nftables"
-    );
-    let lab = Lab::new("u");
+    let lab = Lab::new("u", SRV_ADDRS);
     lab.pair.nft(
         "table ip palisade_udp {\n chain prerouting {\n  type filter hook prerouting priority mangle; policy accept;\n  iifname \"vg\" meta l4proto udp tproxy to :15002 meta mark set 1 accept\n }\n}\n",
     );
@@ -364,11 +290,14 @@ azureFirewalls:
 // judged on its original destination exactly as with `redirect`.
 #[test]
 fn transparent_tcp_tproxy_in_namespaces() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED transparent_tcp_tproxy_in_namespaces: needs root (network namespaces, nft, IP_TRANSPARENT)");
+    if !can_run(
+        "transparent_tcp_tproxy_in_namespaces",
+        "network namespaces, nft, IP_TRANSPARENT",
+        &[("nft", "nftables")],
+    ) {
         return;
     }
-    let lab = Lab::new("p");
+    let lab = Lab::new("p", SRV_ADDRS);
     // Packets of connections the gateway already holds (`socket transparent`) and new ones
     // (`tproxy`) are marked, so the policy route delivers them locally.
     lab.pair.nft(
@@ -469,11 +398,14 @@ azureFirewalls:
 // gives for the same flows.
 #[test]
 fn transparent_ipv6_tproxy_in_namespaces() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED transparent_ipv6_tproxy_in_namespaces: needs root (network namespaces, nft, IP_TRANSPARENT)");
+    if !can_run(
+        "transparent_ipv6_tproxy_in_namespaces",
+        "network namespaces, nft, IP_TRANSPARENT",
+        &[("nft", "nftables")],
+    ) {
         return;
     }
-    let lab = Lab::new("6");
+    let lab = Lab::new("6", SRV_ADDRS);
     lab.add_ipv6();
     lab.pair.nft(
         "table ip6 palisade_v6 {\n chain prerouting {\n  type filter hook prerouting priority mangle; policy accept;\n  iifname \"vg\" meta l4proto udp tproxy to :15002 meta mark set 1 accept\n  iifname \"vg\" meta l4proto tcp socket transparent 1 meta mark set 1 accept\n  iifname \"vg\" meta l4proto tcp tproxy to :15001 meta mark set 1 accept\n }\n}\n",
@@ -567,34 +499,27 @@ impl InNs {
     ) -> InNs {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = in_netns(ns, move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let mut config = Config::new(
-                    PolicySource {
-                        source: palisade_load::Source::files(vec![policy]),
-                        firewall: None,
-                    },
-                    data,
-                );
-                config.sighup = false;
-                config.watch = false;
-                configure(&mut config);
-                match Gateway::start(config).await {
-                    Ok(running) => {
-                        let _ = ready_tx.send(Ok(running.gateway.clone()));
-                        let _ = stop_rx.await;
-                        drop(running);
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                    }
+        let thread = in_netns_async(ns, move || async move {
+            let mut config = Config::new(
+                PolicySource {
+                    source: palisade_load::Source::files(vec![policy]),
+                    firewall: None,
+                },
+                data,
+            );
+            config.sighup = false;
+            config.watch = false;
+            configure(&mut config);
+            match Gateway::start(config).await {
+                Ok(running) => {
+                    let _ = ready_tx.send(Ok(running.gateway.clone()));
+                    let _ = stop_rx.await;
+                    drop(running);
                 }
-            });
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                }
+            }
         });
         let gateway = ready_rx
             .recv_timeout(Duration::from_secs(30))
@@ -623,13 +548,14 @@ impl Drop for InNs {
 // (`SO_ORIGINAL_DST` for IPv6) and is judged on it.
 #[test]
 fn transparent_ipv6_redirect_in_namespaces() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "SKIPPED transparent_ipv6_redirect_in_namespaces: needs root (network namespaces, nft)"
-        );
+    if !can_run(
+        "transparent_ipv6_redirect_in_namespaces",
+        "network namespaces, nft",
+        &[("nft", "nftables")],
+    ) {
         return;
     }
-    let lab = Lab::new("r");
+    let lab = Lab::new("r", SRV_ADDRS);
     lab.add_ipv6();
     lab.pair.nft(
         "table ip6 palisade_v6nat {\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  iifname \"vg\" meta l4proto tcp redirect to :15001\n }\n}\n",

@@ -10,17 +10,15 @@
 
 mod common;
 
-use common::netns::{in_ns, Pair};
+use common::netns::{can_run, in_netns, in_netns_async, in_ns, Pair};
 use common::*;
-use palisade_flowlog::{query, FlowRecord, Query};
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::resolver::Resolver;
 use palisade_gateway::sni::build_client_hello;
 use palisade_gateway::{Config, Gateway};
 use palisade_model::bindings::parse_items;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 const POLICY: &str = r#"apiVersion: palisade/v1
 azureFirewalls:
@@ -44,35 +42,12 @@ azureFirewalls:
           - {name: tls, sourceAddresses: ['10.77.0.0/24'], protocols: ['Https:443'], targetFqdns: ['*.allowed.test']}
 "#;
 
-fn wait_for(dir: &Path, what: &str, pred: impl Fn(&FlowRecord) -> bool) -> FlowRecord {
-    let start = Instant::now();
-    loop {
-        let (recs, _) = query(dir, &Query::default()).unwrap();
-        if let Some(r) = recs.iter().find(|r| pred(r)) {
-            return r.clone();
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            panic!(
-                "no record {what}; have:\n{}",
-                recs.iter()
-                    .map(|r| serde_json::to_string(r).unwrap())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Send raw bytes from inside a namespace (a thread moved there with setns) and wait for the
 /// gateway to close.
 fn send_from(ns: &str, to: &str, bytes: &[u8]) {
-    let (ns, to, bytes) = (ns.to_string(), to.to_string(), bytes.to_vec());
-    std::thread::spawn(move || {
+    let (to, bytes) = (to.to_string(), bytes.to_vec());
+    in_netns(ns, move || {
         use std::io::{Read, Write};
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
-        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
         let mut s =
             std::net::TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(5))
                 .unwrap();
@@ -86,14 +61,13 @@ fn send_from(ns: &str, to: &str, bytes: &[u8]) {
 
 #[test]
 fn transparent_mode_in_namespaces() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED transparent_mode_in_namespaces: needs root (network namespaces, nft)");
+    if !can_run(
+        "transparent_mode_in_namespaces",
+        "network namespaces, nft",
+        &[("nft", "nftables")],
+    ) {
         return;
     }
-    assert!(
-        Command::new("nft").arg("--version").output().is_ok(),
-        "nft is missing: apt-get install -y nftables"
-    );
     let ns = Pair::new("t", &["10.78.0.10/32", "10.78.0.11/32"]);
     let (gw_ns, cli_ns) = (ns.gw.clone(), ns.cli.clone());
     ns.nft("table ip palisade {\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  iifname \"vg\" meta l4proto tcp redirect to :15001\n }\n}\n");
@@ -106,69 +80,55 @@ fn transparent_mode_in_namespaces() {
     // The gateway and servers, inside ns gw.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let ns_path = format!("/var/run/netns/{gw_ns}");
     let data2 = data.clone();
     let policy2 = policy.clone();
-    let thread = std::thread::spawn(move || {
-        let f = std::fs::File::open(&ns_path).unwrap();
-        use std::os::fd::AsRawFd;
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            let _ = ready_tx.send(Err(format!("setns: {}", std::io::Error::last_os_error())));
-            return;
-        }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            http_server("10.78.0.10:80").await;
-            http_server("10.78.0.10:2222").await;
-            tls_server(
-                "10.78.0.10:443",
-                &["api.allowed.test", "elsewhere.allowed.test"],
-            )
-            .await;
-            let items: Vec<String> = [
-                "www.allowed.test=10.78.0.10",
-                "api.allowed.test=10.78.0.10",
-                "blocked.test=10.78.0.10",
-                "elsewhere.allowed.test=10.78.0.11",
-            ]
-            .map(String::from)
-            .into_iter()
-            .collect();
-            let (bindings, problems) = parse_items("--resolve", &items);
-            assert!(problems.is_empty());
-            let mut config = Config::new(
-                PolicySource {
-                    source: palisade_load::Source {
-                        resolve: items.clone(),
-                        ..palisade_load::Source::files(vec![policy2])
-                    },
-                    firewall: None,
+    let thread = in_netns_async(&gw_ns, move || async move {
+        http_server("10.78.0.10:80").await;
+        http_server("10.78.0.10:2222").await;
+        tls_server(
+            "10.78.0.10:443",
+            &["api.allowed.test", "elsewhere.allowed.test"],
+        )
+        .await;
+        let items: Vec<String> = [
+            "www.allowed.test=10.78.0.10",
+            "api.allowed.test=10.78.0.10",
+            "blocked.test=10.78.0.10",
+            "elsewhere.allowed.test=10.78.0.11",
+        ]
+        .map(String::from)
+        .into_iter()
+        .collect();
+        let (bindings, problems) = parse_items("--resolve", &items);
+        assert!(problems.is_empty());
+        let mut config = Config::new(
+            PolicySource {
+                source: palisade_load::Source {
+                    resolve: items.clone(),
+                    ..palisade_load::Source::files(vec![policy2])
                 },
-                data2,
-            );
-            config.transparent = Some("0.0.0.0:15001".parse().unwrap());
-            config.resolver = Resolver {
-                fixed: bindings,
-                system: false,
-            };
-            config.sighup = false;
-            config.watch = false;
-            config.limits.handshake_timeout = Duration::from_secs(3);
-            let running = match Gateway::start(config).await {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
-            let _ = stop_rx.await;
-            drop(running);
-        });
+                firewall: None,
+            },
+            data2,
+        );
+        config.transparent = Some("0.0.0.0:15001".parse().unwrap());
+        config.resolver = Resolver {
+            fixed: bindings,
+            system: false,
+        };
+        config.sighup = false;
+        config.watch = false;
+        config.limits.handshake_timeout = Duration::from_secs(3);
+        let running = match Gateway::start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let _ = ready_tx.send(Ok(()));
+        let _ = stop_rx.await;
+        drop(running);
     });
     ready_rx
         .recv_timeout(Duration::from_secs(30))

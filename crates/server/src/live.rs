@@ -86,6 +86,15 @@ mod tests {
         }
     }
 
+    /// The records a poll of `tail` yields, by their destination port (the records' number).
+    fn polled(tail: &mut Tail) -> Vec<u16> {
+        tail.poll()
+            .unwrap()
+            .iter()
+            .map(|r| r.destination_port)
+            .collect()
+    }
+
     #[test]
     fn a_tail_sees_only_what_is_appended_after_it_started_across_rotation() {
         let dir = tempfile::tempdir().unwrap();
@@ -100,12 +109,7 @@ mod tests {
         for i in 2..30 {
             log.append(&record(i)).unwrap();
             if i % 7 == 0 {
-                let got: Vec<u16> = tail
-                    .poll()
-                    .unwrap()
-                    .iter()
-                    .map(|r| r.destination_port)
-                    .collect();
+                let got = polled(&mut tail);
                 assert_eq!(got.last(), Some(&i));
             }
         }
@@ -115,12 +119,7 @@ mod tests {
         );
         let mut fresh = Tail::from_end(dir.path()).unwrap();
         log.append(&record(99)).unwrap();
-        let got: Vec<u16> = fresh
-            .poll()
-            .unwrap()
-            .iter()
-            .map(|r| r.destination_port)
-            .collect();
+        let got = polled(&mut fresh);
         assert_eq!(got, [99]);
     }
 
@@ -148,7 +147,7 @@ mod tests {
             for c in cuts {
                 file.write_all(&text.as_bytes()[at..c]).unwrap();
                 at = c;
-                got.extend(tail.poll().unwrap().iter().map(|r| r.destination_port));
+                got.extend(polled(&mut tail));
             }
             proptest::prop_assert_eq!(got, ports);
         }
@@ -163,12 +162,7 @@ mod tests {
         std::fs::write(&path, &line[..10]).unwrap();
         assert!(tail.poll().unwrap().is_empty());
         std::fs::write(&path, format!("{line}\n")).unwrap();
-        let got: Vec<u16> = tail
-            .poll()
-            .unwrap()
-            .iter()
-            .map(|r| r.destination_port)
-            .collect();
+        let got = polled(&mut tail);
         assert_eq!(got, [7]);
     }
 }

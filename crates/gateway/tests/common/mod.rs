@@ -279,6 +279,26 @@ pub async fn wait_record(dir: &Path, pred: impl Fn(&FlowRecord) -> bool, what: &
     }
 }
 
+/// [`wait_record`] for a test thread without a runtime (its gateway runs on a thread of its own).
+pub fn wait_for(dir: &Path, what: &str, pred: impl Fn(&FlowRecord) -> bool) -> FlowRecord {
+    let start = Instant::now();
+    loop {
+        let (recs, _) = query(dir, &Query::default()).unwrap();
+        if let Some(r) = recs.iter().find(|r| pred(r)) {
+            return r.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no flow record {what}; have:\n{}",
+            recs.iter()
+                .map(|r| serde_json::to_string(r).unwrap())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().to_path_buf();

@@ -5,9 +5,65 @@
 //!           default via .1
 //! ```
 //! Both are removed on drop (and with them the veth pair and any nft table), even on panic.
+//! [`Lab`] adds a third, ns srv, routed behind ns gw; [`in_netns`] runs code inside one of them.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
+
+/// Whether `test` can run here: false (saying SKIPPED, and `needs` what) unless root. A missing
+/// tool from `tools` (command, package) fails the test instead, so a CI image without it is seen.
+pub fn can_run(test: &str, needs: &str, tools: &[(&str, &str)]) -> bool {
+    // SAFETY: a plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED {test}: needs root ({needs})");
+        return false;
+    }
+    for (tool, package) in tools {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "{tool} is missing: apt-get install -y {package}"
+        );
+    }
+    true
+}
+
+/// Runs `f` on a fresh thread moved into network namespace `ns` (threads it spawns inherit it).
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: moves only this fresh thread into the namespace.
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns {path}: {}",
+            std::io::Error::last_os_error()
+        );
+        f()
+    })
+}
+
+/// [`in_netns`] with a two-worker tokio runtime (started inside the namespace) driving `f`.
+pub fn in_netns_async<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> F + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    in_netns(ns, move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+}
 
 pub struct Pair {
     pub gw: String,
@@ -69,6 +125,59 @@ impl Drop for Pair {
         for n in [&self.gw, &self.cli] {
             let _ = Command::new("ip").args(["netns", "del", n]).status();
         }
+    }
+}
+
+/// [`Pair`] plus ns srv (10.78.0.1/24 on gw's side, `srv_addrs` on its own) behind ns gw, which
+/// routes between them and delivers packets marked 1 locally (for TPROXY); srv is removed on drop.
+///
+/// ```text
+///  ns cli: 10.77.0.2 ──── 10.77.0.1 ns gw 10.78.0.1 ──vs/vx── ns srv: 10.78.0.10, …
+/// ```
+pub struct Lab {
+    pub pair: Pair,
+    pub srv: String,
+}
+
+impl Lab {
+    /// `tag` tells tests apart (the tests of one file run at once in one process).
+    pub fn new(tag: &str, srv_addrs: &[&str]) -> Lab {
+        let pair = Pair::new(tag, &[]);
+        let srv = format!("pal{tag}s{}", std::process::id());
+        let lab = Lab { pair, srv };
+        let (gw, srv) = (&lab.pair.gw, &lab.srv);
+        let mut cmds = vec![
+            format!("ip netns add {srv}"),
+            format!("ip -n {gw} link add vs type veth peer name vx netns {srv}"),
+            format!("ip -n {gw} addr add 10.78.0.1/24 dev vs"),
+            format!("ip -n {gw} link set vs up"),
+        ];
+        cmds.extend(
+            srv_addrs
+                .iter()
+                .map(|a| format!("ip -n {srv} addr add {a} dev vx")),
+        );
+        cmds.extend([
+            format!("ip -n {srv} link set vx up"),
+            format!("ip -n {srv} link set lo up"),
+            format!("ip -n {srv} route add default via 10.78.0.1"),
+            format!("ip netns exec {gw} sysctl -qw net.ipv4.ip_forward=1"),
+            // TPROXY: marked packets are delivered locally, whatever their destination.
+            format!("ip -n {gw} rule add fwmark 1 lookup 100"),
+            format!("ip -n {gw} route add local 0.0.0.0/0 dev lo table 100"),
+        ]);
+        for cmd in cmds {
+            sh(&cmd);
+        }
+        lab
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.srv])
+            .status();
     }
 }
 
