@@ -75,18 +75,11 @@ fn random_flows_over_a_generated_network_agree_with_trace() {
     );
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
     assert_eq!(v["total"], 100, "{err}");
-    // The firewall namespace forwards UDP unjudged until the gateway relays UDP transparently:
-    // a UDP flow the firewall denies is seen to pass, and reported. Every other flow agrees.
+    // Every flow agrees, UDP through the firewall included (the gateway's TPROXY listener).
     let disagree = v["disagree"].as_array().unwrap();
-    for d in disagree {
-        let udp = d["flow"].as_str().unwrap().contains(" Udp ");
-        assert!(
-            udp && d["trace_rule"].as_str().unwrap().starts_with("hub-fw"),
-            "{d:#}"
-        );
-    }
-    assert_eq!(v["agree"], 100 - disagree.len());
-    assert_eq!(code, if disagree.is_empty() { 0 } else { 1 });
+    assert!(disagree.is_empty(), "{disagree:#?}");
+    assert_eq!(v["agree"], 100);
+    assert_eq!(code, 0);
     let outcomes: Vec<&str> = v["flows"]
         .as_array()
         .unwrap()
