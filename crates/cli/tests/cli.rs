@@ -554,3 +554,29 @@ fn a_sibling_parameters_file_applies_only_to_a_template_declaring_its_parameters
         "{out}{err}"
     );
 }
+
+/// FMT-1: every complete native-YAML example in the docs (a ```yaml block that starts with
+/// `apiVersion: palisade/v1`) validates without errors, so the docs stay true as the format grows.
+#[test]
+fn native_yaml_examples_in_the_docs_validate() {
+    let dir = std::env::temp_dir().join(format!("palisade-cli-docs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut checked = 0;
+    for doc in ["docs/native-yaml.md"] {
+        let text = std::fs::read_to_string(root().join(doc)).unwrap();
+        for (i, block) in text.split("```yaml\n").skip(1).enumerate() {
+            let body = block.split("```").next().unwrap();
+            if !body.starts_with("apiVersion: palisade/v1") {
+                continue;
+            }
+            let file = dir.join(format!("{}-{i}.yaml", doc.replace('/', "-")));
+            std::fs::write(&file, body).unwrap();
+            let (code, out, err) = palisade(&["validate", file.to_str().unwrap()]);
+            assert_eq!(code, 0, "{doc} example {i}: {out}{err}");
+            assert!(out.contains(" 0 error(s)"), "{doc} example {i}: {out}");
+            checked += 1;
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(checked >= 1, "found {checked} examples");
+}
