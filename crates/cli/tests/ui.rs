@@ -368,14 +368,28 @@ async fn checks(c: &Client, base: &str, admin: &str, proxy: SocketAddr, upstream
     assert_eq!(hops, cli["hops"].as_array().unwrap().len());
     screenshot(c, "trace").await;
 
-    // The deny log: a live record from real traffic through the gateway, then the stored one.
-    c.goto(&format!("{base}/ui/logs")).await.unwrap();
+    // The deny log: a denial made by real traffic through the gateway, stored; then another,
+    // live.
+    let p = upstream.port();
+    assert_eq!(through(proxy, &format!("http://exfil.example:{p}/")), "470");
+    let start = Instant::now();
+    let row = loop {
+        c.goto(&format!("{base}/ui/logs")).await.unwrap();
+        if let Ok(row) = c
+            .find(Locator::Css("tr.record[data-name='exfil.example']"))
+            .await
+        {
+            break row;
+        }
+        assert!(start.elapsed() < WAIT, "the denial was not stored");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(row.text().await.unwrap().contains("Deny"));
     let start = Instant::now();
     while text(c, "#live-status").await != "following" {
         assert!(start.elapsed() < WAIT, "the live stream did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let p = upstream.port();
     assert_eq!(through(proxy, &format!("http://live.example:{p}/")), "470");
     let start = Instant::now();
     loop {
@@ -388,22 +402,23 @@ async fn checks(c: &Client, base: &str, admin: &str, proxy: SocketAddr, upstream
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     screenshot(c, "logs").await;
-    assert_eq!(through(proxy, &format!("http://exfil.example:{p}/")), "470");
-    let start = Instant::now();
-    let row = loop {
-        c.goto(&format!("{base}/ui/logs?name=exfil.example"))
-            .await
-            .unwrap();
-        if let Ok(row) = c
-            .find(Locator::Css("tr.record[data-name='exfil.example']"))
-            .await
-        {
-            break row;
-        }
-        assert!(start.elapsed() < WAIT, "the denial was not stored");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(row.text().await.unwrap().contains("Deny"));
+    // The stored filters are the API's: by name, only that denial.
+    c.goto(&format!("{base}/ui/logs?name=live.example"))
+        .await
+        .unwrap();
+    let rows = c.find_all(Locator::Css("tr.record")).await.unwrap();
+    assert!(!rows.is_empty());
+    for r in rows {
+        assert_eq!(
+            r.attr("data-name").await.unwrap().as_deref(),
+            Some("live.example")
+        );
+    }
+    c.goto(&format!("{base}/ui/logs")).await.unwrap();
+    let row = c
+        .find(Locator::Css("tr.record[data-name='exfil.example']"))
+        .await
+        .unwrap();
     // "Propose a rule" asks learning mode for the denial's scope.
     row.find(Locator::Css("a.propose"))
         .await

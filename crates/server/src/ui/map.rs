@@ -310,14 +310,14 @@ impl Map {
     fn arrow(&self, a: &Arrow) -> Markup {
         let from = &self.subnets[a.from];
         let (x1, y1) = (LEFT + VNET_WIDTH - 15, from.y + from.height / 2);
-        let (d, lx, ly) = match &a.to {
+        let (d, (lx, ly, anchor)) = match &a.to {
             Target::Outside(name) => {
                 let y2 = self.outside_y(name) + 18;
                 let mid = (x1 + TARGETS_X) / 2;
+                // The label ends just before the target, above the arrow's head.
                 (
                     format!("M {x1} {y1} C {mid} {y1}, {mid} {y2}, {TARGETS_X} {y2}"),
-                    mid - 40,
-                    (y1 + y2) / 2 - 4,
+                    (TARGETS_X - 6, y2 - 6, "end"),
                 )
             }
             Target::Subnet(j) => {
@@ -325,10 +325,11 @@ impl Map {
                 let y2 = to.y + to.height / 2;
                 // Loops out to the right and back, wider for longer jumps so arrows stay apart.
                 let bulge = x1 + 60 + (y2 - y1).abs() / 8;
+                // The label sits inside the target row, under the arrow's head, clear of the
+                // arrows leaving for targets outside.
                 (
                     format!("M {x1} {y1} C {bulge} {y1}, {bulge} {y2}, {x1} {y2}"),
-                    bulge - 30,
-                    (y1 + y2) / 2,
+                    (x1 - 8, y2 + 16, "end"),
                 )
             }
         };
@@ -336,6 +337,10 @@ impl Map {
         let label = match a.routes.len() {
             1 => first,
             n => format!("{first} +{} more", n - 1),
+        };
+        let label = match &a.to {
+            Target::Subnet(_) => format!("from {}: {label}", from.name),
+            Target::Outside(_) => label,
         };
         let to = match &a.to {
             Target::Outside(n) => n.clone(),
@@ -345,7 +350,7 @@ impl Map {
             g class=(format!("next-hop {}", a.kind)) data-from=(format!("{}/{}", from.vnet, from.name)) data-to=(to) {
                 title { (a.kind) " → " (to) ": " (a.routes.join("; ")) }
                 path d=(d) marker-end="url(#arrow)" {}
-                text x=(lx) y=(ly) class="route-label" { (label) }
+                text x=(lx) y=(ly) text-anchor=(anchor) class="route-label" { (label) }
             }
         }
     }

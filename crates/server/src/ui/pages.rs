@@ -132,7 +132,7 @@ pub(super) async fn trace(
                 }
             }
         }
-        p { "Next hop: " (text(&t["next_hop"]["type"])) " " (text(&t["next_hop"]["address"])) }
+        @if !t["next_hop"].is_null() { p #next-hop { "Next hop: " (text(&t["next_hop"]["type"])) " " (text(&t["next_hop"]["address"])) } }
         h2 { "Reply path" }
         @if t["reply"].is_null() {
             p #reply { "The reply returns through the connection state of the layers above (outbound flow to outside the network)." }
@@ -399,6 +399,16 @@ pub(super) struct DiffForm {
     new: Option<u64>,
 }
 
+/// The first items of a list, and how many more there are (a diff's prefix lists run long).
+fn some(v: &Value) -> String {
+    const SHOWN: usize = 6;
+    let items: Vec<String> = v.as_array().into_iter().flatten().map(text).collect();
+    match items.len() {
+        n if n > SHOWN => format!("{} and {} more", items[..SHOWN].join(", "), n - SHOWN),
+        _ => items.join(", "),
+    }
+}
+
 fn controls(v: &Value) -> Markup {
     html! { @for c in v.as_array().into_iter().flatten() { div { (decided(c)) } } }
 }
@@ -444,9 +454,7 @@ pub(super) async fn versions(
                             td class=(text(&c["before"])) { (text(&c["before"])) } td class=(text(&c["after"])) { (text(&c["after"])) }
                             td { (controls(&c["before_decided_by"])) } td { (controls(&c["after_decided_by"])) }
                             td { @for fl in c["flows"].as_array().into_iter().flatten() {
-                                div { (fl["source_prefixes"].as_array().map(|a| a.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_default())
-                                    " → " (fl["destination_prefixes"].as_array().map(|a| a.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_default())
-                                    " " (fl["services"].as_array().map(|a| a.iter().map(text).collect::<Vec<_>>().join(" ")).unwrap_or_default()) }
+                                div { (some(&fl["source_prefixes"])) " → " (some(&fl["destination_prefixes"])) " " (some(&fl["services"])) }
                             } }
                             td { @for fl in c["flows"].as_array().into_iter().flatten().take(1) {
                                 @let e = &fl["example"];
