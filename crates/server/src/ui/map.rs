@@ -396,6 +396,46 @@ mod tests {
             .expect("the example compiles")
     }
 
+    /// On every scenario network, every subnet is drawn once and every arrow leaves a drawn
+    /// subnet for a drawn subnet or a drawn outside node.
+    #[test]
+    fn every_scenario_network_is_drawn_whole() {
+        let dir = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/scenarios"
+        ));
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let network = entry.unwrap().path().join("network.json");
+            if !network.exists() {
+                continue;
+            }
+            let loaded = palisade_load::load(&palisade_load::Source::files(vec![network.clone()]));
+            let snapshot = loaded
+                .snapshot
+                .unwrap_or_else(|| panic!("{}", network.display()));
+            let map = Map::of(&snapshot);
+            let subnets: usize = snapshot
+                .network
+                .virtual_networks
+                .iter()
+                .map(|v| v.subnets.len())
+                .sum();
+            assert_eq!(map.subnets.len(), subnets, "{}", network.display());
+            let svg = map.svg().into_string();
+            assert_eq!(svg.matches("data-subnet=").count(), subnets);
+            for a in &map.arrows {
+                assert!(a.from < map.subnets.len());
+                match &a.to {
+                    Target::Subnet(j) => assert!(*j < map.subnets.len()),
+                    Target::Outside(n) => assert!(map.outside.contains(n)),
+                }
+            }
+            seen += 1;
+        }
+        assert!(seen >= 4, "scenarios found: {seen}");
+    }
+
     /// Every subnet of every virtual network is drawn, with its NSG and route table (DIAG-5:
     /// the arrows are the subnet's active user routes).
     #[test]
