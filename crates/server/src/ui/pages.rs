@@ -294,17 +294,17 @@ pub(super) async fn learn(
     Extension(s): Extension<Session>,
     Query(f): Query<LearnForm>,
 ) -> Page {
-    let asked = format!(
-        "GET /api/learn?{}",
+    let uri = format!(
+        "/api/learn?{}",
         query(&[
             ("scope", given(&f.scope)),
             ("since", Some(given(&f.since).unwrap_or("7d")))
         ])
     );
-    let uri = asked.trim_start_matches("GET ").to_string();
+    let asked = format!("GET {uri}");
     let body = match ui.json(&s, Method::GET, &uri, None).await {
         Ok(v) => html! {
-            p { "Proposed rules for " strong { (given(&f.scope).unwrap_or("")) } " — review them, then apply with an admin token (" code { "palisade apply" } " or the resources API). Nothing is applied from here." }
+            p { "Proposed rules for " strong { (given(&f.scope).unwrap_or("")) } " — review them, then apply them with an admin token through the resources API, or in the network's files. Nothing is applied from here." }
             pre #proposals { (serde_json::to_string_pretty(&v).unwrap_or_default()) }
             p.hint { "the API's answer to " code #asked { (asked) } }
         },
