@@ -102,12 +102,13 @@ pub fn router(state: Arc<AppState>, body_limit: usize, timeout: Duration, side: 
     let app = Router::new()
         .merge(api)
         .route("/healthz", axum::routing::get(healthz))
-        .with_state(state)
+        .with_state(state.clone())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc));
     let app = match side {
         Side::Admin => app,
         Side::Data => app.layer(middleware::from_fn(data_side)),
     };
+    let app = app.clone().merge(crate::ui::router(state, app));
     app.layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(TimeoutLayer::with_status_code(

@@ -23,6 +23,7 @@ pub mod problem;
 pub mod questions;
 pub mod store;
 pub mod tls;
+pub mod ui;
 
 use arc_swap::ArcSwap;
 use auth::Tokens;
