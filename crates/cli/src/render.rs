@@ -94,7 +94,10 @@ pub fn trace(flow: &Flow, trace: &Trace, as_json: bool) {
             println!("        {d}");
         }
         for a in &h.audit {
-            println!("        audit rule matched and passed over: {a}");
+            println!(
+                "        audit rule matched and passed over: {} (would {})",
+                a.rule, a.access
+            );
         }
         if let Some(c) = h.address_check {
             let what = match c {

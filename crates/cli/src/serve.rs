@@ -3,9 +3,10 @@
 
 use crate::SourceArgs;
 use clap::ValueEnum;
-use palisade_flowlog::{parse_since, query, FlowRecord, Query};
+use palisade_flowlog::{is_audit, is_shadow_diff, parse_since, query_where, FlowRecord, Query};
 use palisade_gateway::dnat::parse_dnat_bind;
 use palisade_gateway::dns::DnsConfig;
+use palisade_gateway::observe::Observe;
 use palisade_gateway::policy::PolicySource;
 use palisade_gateway::resolver::Resolver;
 use palisade_gateway::{AddressCheck, Config, EchPolicy, Gateway, TransparentMode, TunnelSni};
@@ -147,6 +148,20 @@ pub struct GatewayArgs {
     /// /metrics and kept in the local flow log).
     #[arg(long, value_name = "postgres://...")]
     flow_log_store: Option<String>,
+    /// PAL-5.3 shadow policy: a candidate network (file or folder, loaded like --network, with
+    /// the same catalogs, bindings and --firewall) judged beside the live one and reloaded with
+    /// it. It never changes a live verdict; flows it decides differently get a `ShadowDiff`
+    /// record too (`palisade logs --shadow-diff`). A shadow with errors is refused and logged.
+    #[arg(long, value_name = "PATH")]
+    shadow_network: Option<PathBuf>,
+    /// PAL-5.4 observe: for flows from these scopes (address prefixes, subnet, ASG or IP group
+    /// names, comma-separated) the firewall's default deny only audits — the flow is let through
+    /// and recorded with `audit: true` and `observe: SCOPE`. Rule denies still apply.
+    #[arg(long, value_name = "SCOPE[,SCOPE]", value_delimiter = ',')]
+    observe: Vec<String>,
+    /// End of the observe window (RFC 3339); default: while the gateway runs.
+    #[arg(long, value_name = "RFC3339", requires = "observe")]
+    observe_until: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -182,6 +197,12 @@ pub struct LogsArgs {
     /// SNI / Host / CONNECT name (`*.example.com` for subdomains).
     #[arg(long)]
     name: Option<String>,
+    /// Only records of audit matches (PAL-5.3 audit-mode rules, PAL-5.4 observed denies).
+    #[arg(long)]
+    audit: bool,
+    /// Only `ShadowDiff` records: flows the shadow policy decides differently (PAL-5.3).
+    #[arg(long, conflicts_with = "action")]
+    shadow_diff: bool,
     /// At most this many records.
     #[arg(long, default_value_t = 100)]
     limit: usize,
@@ -301,6 +322,28 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
     config.limits.handshake_timeout = Duration::from_secs(a.handshake_timeout);
     config.limits.header_timeout = Duration::from_secs(a.handshake_timeout);
     config.grace_period = Duration::from_secs(a.grace_period);
+    config.shadow = a.shadow_network.map(|p| PolicySource {
+        source: palisade_load::Source {
+            input: palisade_load::Input::Files(vec![p]),
+            parameters: None,
+            ..config.source.source.clone()
+        },
+        firewall: config.source.firewall.clone(),
+    });
+    if !a.observe.is_empty() {
+        let until = a
+            .observe_until
+            .as_deref()
+            .map(|t| {
+                humantime::parse_rfc3339_weak(t)
+                    .map_err(|_| format!("--observe-until `{t}`: expected an RFC 3339 time"))
+            })
+            .transpose()?;
+        config.observe = Some(Observe {
+            scopes: a.observe,
+            until,
+        });
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -334,7 +377,9 @@ pub fn logs(a: LogsArgs) -> Result<ExitCode, String> {
         name: a.name,
         limit: Some(a.limit),
     };
-    let (records, torn) = query(&data, &q).map_err(|e| format!("{}: {e}", data.display()))?;
+    let keep = |r: &FlowRecord| (!a.audit || is_audit(r)) && (!a.shadow_diff || is_shadow_diff(r));
+    let (records, torn) =
+        query_where(&data, &q, &keep).map_err(|e| format!("{}: {e}", data.display()))?;
     if torn > 0 {
         eprintln!("note: {torn} unreadable line(s) skipped (a write cut short by a crash)");
     }
@@ -380,6 +425,21 @@ fn text_line(r: &FlowRecord) -> String {
             " sent={} received={} {}ms",
             r.bytes_sent, r.bytes_received, r.duration_ms
         ));
+    }
+    if let Some(s) = &r.shadow {
+        line.push_str(&format!(
+            " live={} ({}) shadow={} ({})",
+            s.live_action, s.live_rule, s.shadow_action, s.shadow_rule
+        ));
+    }
+    if r.audit {
+        line.push_str(" audit");
+        for a in &r.audit_rules {
+            line.push_str(&format!(" [{} would {}]", a.rule, a.access));
+        }
+        if let Some(scope) = &r.observe {
+            line.push_str(&format!(" [observe {scope}: default deny audited]"));
+        }
     }
     if let Some(d) = &r.detail {
         line.push_str(&format!(" — {d}"));

@@ -72,9 +72,25 @@ pub struct FlowRecord {
     /// `RuleMatched`, `DefaultAction`, `SniMissing`, `SniAddressMismatch`, …
     pub reason: String,
     pub detail: Option<String>,
-    /// Audit-mode rules that matched before the decision (PAL-5.3), as paths.
+    /// PAL-5.3: audit-mode rules matched this flow (listed in `audit_rules`), or the default
+    /// deny was observed only (`observe`). Older records wrote the rule paths here; they read
+    /// as `true`.
+    #[serde(
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "audit_flag"
+    )]
+    pub audit: bool,
+    /// PAL-5.3: each audit-mode rule that matched and was passed over, with the access it
+    /// would have decided.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub audit: Vec<String>,
+    pub audit_rules: Vec<AuditEntry>,
+    /// PAL-5.4 observe: the observed scope whose default deny let this flow through (the
+    /// record's `action` is then `Allow`, `audit` true, `reason` `DefaultAction`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observe: Option<String>,
+    /// Action `ShadowDiff`: the live and the shadow policy's verdicts for this flow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowDiff>,
     /// DNAT: the translated destination `ip:port`.
     pub translated: Option<String>,
     /// DNAT: the source address the gateway used towards the translated destination, `ip:port`
@@ -86,6 +102,46 @@ pub struct FlowRecord {
     /// Server → client payload bytes.
     pub bytes_received: u64,
     pub duration_ms: u64,
+}
+
+/// PAL-5.3: an audit-mode rule that matched a flow and was passed over.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditEntry {
+    /// DIAG-1.2 layer of the rule (`FirewallApplication`, `SubnetNsg`, …).
+    pub layer: String,
+    /// The rule's path, as `palisade trace` prints it.
+    pub rule: String,
+    /// What the rule would have decided: `Allow`, `Deny` or `Dnat`.
+    pub access: String,
+}
+
+/// PAL-5.3 shadow policy: one flow that the live and the shadow policy decide differently.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShadowDiff {
+    /// `Allow` or `Deny`, and the deciding rule's path (else what decided, as in `rule_label`).
+    pub live_action: String,
+    pub live_rule: String,
+    pub shadow_action: String,
+    pub shadow_rule: String,
+    /// The shadow snapshot's id.
+    pub shadow_snapshot: String,
+}
+
+/// `audit` as written now (a flag) or by older versions (the list of audit rule paths).
+fn audit_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Flag(bool),
+        Paths(Vec<String>),
+    }
+    Ok(match Option::<Either>::deserialize(d)? {
+        Some(Either::Flag(b)) => b,
+        Some(Either::Paths(p)) => !p.is_empty(),
+        None => false,
+    })
 }
 
 impl FlowRecord {
@@ -499,9 +555,28 @@ pub fn parse_since(text: &str, now: SystemTime) -> Result<SystemTime, SinceError
     })
 }
 
+/// PAL-5.3: records with audit matches or observed default denies (`palisade logs --audit`).
+pub fn is_audit(r: &FlowRecord) -> bool {
+    r.audit
+}
+
+/// PAL-5.3: the shadow policy's differing verdicts (`palisade logs --shadow-diff`).
+pub fn is_shadow_diff(r: &FlowRecord) -> bool {
+    r.action == "ShadowDiff"
+}
+
 /// Records of `dir` matching `q`, newest first. Lines that do not parse (a torn tail) are
 /// skipped and counted in the second value.
 pub fn query(dir: &Path, q: &Query) -> io::Result<(Vec<FlowRecord>, usize)> {
+    query_where(dir, q, &|_| true)
+}
+
+/// Records of `dir` matching `q` and `keep` (such as [`is_audit`]), newest first.
+pub fn query_where(
+    dir: &Path,
+    q: &Query,
+    keep: &dyn Fn(&FlowRecord) -> bool,
+) -> io::Result<(Vec<FlowRecord>, usize)> {
     let mut out = vec![];
     let mut bad = 0;
     let limit = q.limit.unwrap_or(usize::MAX);
@@ -531,7 +606,7 @@ pub fn query(dir: &Path, q: &Query) -> io::Result<(Vec<FlowRecord>, usize)> {
             }
         }
         for r in records.into_iter().rev() {
-            if q.matches(&r) {
+            if q.matches(&r) && keep(&r) {
                 out.push(r);
                 if out.len() >= limit {
                     return Ok((out, bad));
@@ -607,6 +682,71 @@ mod tests {
             );
             last[t] = Some(n);
         }
+    }
+
+    #[test]
+    fn pal_5_3_audit_fields_round_trip_and_older_records_still_read() {
+        // spec PAL-5.3: the audit flag with the would-be access, and the old list form.
+        let old = r#"{"time":"2026-01-01T00:00:00Z","action":"Deny","audit":["apps/candidate"]}"#;
+        let r: FlowRecord = serde_json::from_str(old).unwrap();
+        assert!(r.audit && r.audit_rules.is_empty());
+        let plain: FlowRecord = serde_json::from_str(r#"{"action":"Allow"}"#).unwrap();
+        assert!(!plain.audit && plain.shadow.is_none());
+        let new = FlowRecord {
+            audit: true,
+            audit_rules: vec![AuditEntry {
+                layer: "FirewallApplication".into(),
+                rule: "apps/candidate".into(),
+                access: "Allow".into(),
+            }],
+            ..rec(1, "Deny")
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""audit":true"#), "{text}");
+        assert_eq!(serde_json::from_str::<FlowRecord>(&text).unwrap(), new);
+        // A record without audit matches writes none of the new fields.
+        let text = serde_json::to_string(&rec(2, "Allow")).unwrap();
+        assert!(
+            !text.contains("audit") && !text.contains("shadow"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn pal_5_3_query_where_keeps_audit_and_shadow_diff_records() {
+        // spec PAL-5.3
+        let d = tempfile::tempdir().unwrap();
+        let log = FlowLog::open(d.path(), Options::default()).unwrap();
+        let audited = FlowRecord {
+            audit: true,
+            ..rec(1, "Deny")
+        };
+        let diff = FlowRecord {
+            shadow: Some(ShadowDiff {
+                live_action: "Allow".into(),
+                shadow_action: "Deny".into(),
+                ..Default::default()
+            }),
+            ..rec(2, "ShadowDiff")
+        };
+        for r in [
+            rec(0, "Allow"),
+            audited.clone(),
+            diff.clone(),
+            rec(3, "Deny"),
+        ] {
+            log.append(&r).unwrap();
+        }
+        let q = Query::default();
+        assert_eq!(
+            query_where(d.path(), &q, &is_audit).unwrap().0,
+            vec![audited]
+        );
+        assert_eq!(
+            query_where(d.path(), &q, &is_shadow_diff).unwrap().0,
+            vec![diff]
+        );
+        assert_eq!(query(d.path(), &q).unwrap().0.len(), 4);
     }
 
     #[test]

@@ -20,6 +20,9 @@
 //! - [`store`]: the policy from a shared PostgreSQL store, followed by LISTEN/NOTIFY;
 //!   [`flowstore`]: flow records copied there, batched off the hot path.
 //! - [`shutdown`]: stop accepting, drain for a grace period, close and record the rest.
+//! - Shadow policy (PAL-5.3, `--shadow-network`): a candidate network judged beside the live one;
+//!   a final decision whose verdicts differ gets a `ShadowDiff` record too. [`observe`]: the
+//!   PAL-5.4 observe window.
 //! - Every decision becomes a [`palisade_flowlog::FlowRecord`], written durably.
 
 pub mod admin;
@@ -27,6 +30,7 @@ pub mod dnat;
 pub mod dns;
 pub mod flowstore;
 pub mod metrics;
+pub mod observe;
 pub mod policy;
 pub mod proxy;
 pub mod quic;
@@ -40,7 +44,7 @@ pub mod udp;
 
 use arc_swap::ArcSwapOption;
 use metrics::{DecisionLabels, Metrics, OutcomeLabels};
-use palisade_flowlog::{format_time, FlowLog, FlowRecord, Writer};
+use palisade_flowlog::{format_time, AuditEntry, FlowLog, FlowRecord, ShadowDiff, Writer};
 use palisade_policy::firewall::{FirewallInput, FirewallOutcome, FirewallPass};
 use palisade_policy::matchers::PacketKey;
 use palisade_policy::AppProtocol;
@@ -52,7 +56,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
@@ -211,6 +215,11 @@ pub struct Config {
     pub policy_store: Option<palisade_pgstore::Config>,
     /// Also write flow records to this PostgreSQL store.
     pub flow_store: Option<palisade_pgstore::Config>,
+    /// PAL-5.3 shadow policy: a candidate network (same catalogs, bindings and `--firewall` as
+    /// the live one) judged beside it; it never changes a live verdict.
+    pub shadow: Option<PolicySource>,
+    /// PAL-5.4 observe: the default deny of these scopes is audited only, for a window.
+    pub observe: Option<observe::Observe>,
 }
 
 impl Config {
@@ -240,6 +249,8 @@ impl Config {
             dns: None,
             policy_store: None,
             flow_store: None,
+            shadow: None,
+            observe: None,
         }
     }
 }
@@ -281,11 +292,35 @@ pub(crate) struct Established {
 /// The policy version a decision came from — its snapshot id and firewall policy name — taken
 /// from the same snapshot as the verdict, so a flow record never names a version that was
 /// swapped in afterwards.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Version {
     /// Empty when no valid policy was in force.
     pub snapshot: String,
     pub policy: Option<String>,
+    /// PAL-5.3: the shadow policy's outcome for the same observations, when one runs.
+    pub shadow: Option<Arc<Shadowed>>,
+    /// PAL-5.4: the observed scope whose default deny this decision audited instead.
+    pub observe: Option<Arc<str>>,
+}
+
+/// Versions are equal when they name the same snapshot and policy; the shadow answer and the
+/// observe note belong to one judgement, not to the version.
+impl PartialEq for Version {
+    fn eq(&self, other: &Version) -> bool {
+        (&self.snapshot, &self.policy) == (&other.snapshot, &other.policy)
+    }
+}
+
+impl Eq for Version {}
+
+/// The shadow policy's answer to one judgement.
+#[derive(Debug)]
+pub struct Shadowed {
+    pub snapshot: String,
+    pub outcome: FirewallOutcome,
+    /// Set by the first record built from it: a UDP session's opening and closing records
+    /// share one judgement, and get one `ShadowDiff`.
+    reported: AtomicBool,
 }
 
 impl Version {
@@ -294,6 +329,7 @@ impl Version {
             Some(a) => Version {
                 snapshot: a.id().to_string(),
                 policy: a.firewall().policy.clone(),
+                ..Version::default()
             },
             None => Version::default(),
         }
@@ -318,6 +354,11 @@ pub enum ReloadOutcome {
 pub struct Gateway {
     pub config: Config,
     active: ArcSwapOption<Active>,
+    /// PAL-5.3: the shadow policy in force, if any.
+    shadow: ArcSwapOption<Active>,
+    /// PAL-5.4: the observed scopes resolved in the live snapshot.
+    observed: arc_swap::ArcSwap<Vec<observe::Scope>>,
+    observe_active: Option<prometheus_client::metrics::gauge::Gauge>,
     pub metrics: Metrics,
     /// Flow records go through the log's writer thread (batched, one `fsync` per batch).
     flowlog: Writer,
@@ -418,6 +459,7 @@ impl Gateway {
         if config.policy_store.is_some() {
             metrics.register_policy_store();
         }
+        let observe_active = config.observe.as_ref().map(|_| metrics.register_observe());
         let (flow_store, flow_writer) = match config.flow_store.clone() {
             Some(c) => {
                 metrics.register_flow_store();
@@ -428,6 +470,9 @@ impl Gateway {
         };
         let gw = Arc::new(Gateway {
             active: ArcSwapOption::empty(),
+            shadow: ArcSwapOption::empty(),
+            observed: Default::default(),
+            observe_active,
             metrics,
             flowlog,
             established: Mutex::new(HashMap::new()),
@@ -480,6 +525,9 @@ impl Gateway {
                     log("no valid policy: failing closed until a reload succeeds")
                 }
             },
+        }
+        if let Some(o) = &gw.config.observe {
+            tasks.push(tokio::spawn(observe_window(gw.clone(), o.clone())));
         }
         let bind = |addr: Option<SocketAddr>| -> io::Result<Option<TcpListener>> {
             match addr {
@@ -644,6 +692,7 @@ impl Gateway {
         let loaded = tokio::task::spawn_blocking(move || policy::load(&source))
             .await
             .unwrap_or_else(|e| Err(vec![format!("policy compilation panicked: {e}")]));
+        self.reload_shadow(trigger).await;
         match loaded {
             Err(errors) => {
                 self.metrics
@@ -672,6 +721,15 @@ impl Gateway {
                 if self.dns.is_none() && active.firewall().network_fqdns().next().is_some() {
                     log("warning: network rules name destination FQDNs but the DNS proxy is off \
                          (--dns): they match only the addresses of --resolve / --hosts-file (FW-5, FW-9)");
+                }
+                if let Some(o) = &self.config.observe {
+                    let (scopes, unknown) = o.resolve(&active.snapshot);
+                    for u in unknown {
+                        log(format!(
+                            "warning: --observe {u}: no prefix, subnet, ASG or IP group of that name"
+                        ));
+                    }
+                    self.observed.store(Arc::new(scopes));
                 }
                 let active = Arc::new(active);
                 let id = active.id().to_string();
@@ -737,14 +795,71 @@ impl Gateway {
     pub fn judge(&self, input: &FirewallInput) -> (FirewallOutcome, Version) {
         let start = Instant::now();
         let active = self.active.load();
-        let outcome = match active.as_ref() {
+        let mut outcome = match active.as_ref() {
             Some(a) => self.evaluate(a, input),
             None => no_policy_outcome(),
         };
         self.metrics
             .decision_seconds
             .observe(start.elapsed().as_secs_f64());
-        (outcome, Version::of(active.as_deref()))
+        let mut version = Version::of(active.as_deref());
+        if self.config.observe.is_some() && observe::is_default_deny(&outcome) {
+            version.observe = self.observed_scope(input.key.src);
+            if let Some(scope) = &version.observe {
+                observe::audit_deny(&mut outcome, scope);
+            }
+        }
+        // Off the decision's clock: the shadow only watches.
+        if let Some(shadow) = self.shadow.load().as_ref() {
+            version.shadow = Some(Arc::new(Shadowed {
+                snapshot: shadow.id().to_string(),
+                outcome: self.evaluate(shadow, input),
+                reported: AtomicBool::new(false),
+            }));
+        }
+        (outcome, version)
+    }
+
+    /// PAL-5.4: the observed scope of `source`, while the window is open.
+    fn observed_scope(&self, source: IpAddr) -> Option<Arc<str>> {
+        let o = self.config.observe.as_ref()?;
+        if !o.open_at(SystemTime::now()) {
+            return None;
+        }
+        observe::scope_of(&self.observed.load(), source).map(Arc::from)
+    }
+
+    /// Load the shadow network beside the live one (PAL-5.3); a bad one is refused and the
+    /// previous shadow, if any, stays. Live verdicts are never touched here.
+    async fn reload_shadow(&self, trigger: &str) {
+        let Some(source) = self.config.shadow.clone() else {
+            return;
+        };
+        let loaded = tokio::task::spawn_blocking(move || policy::load(&source))
+            .await
+            .unwrap_or_else(|e| Err(vec![format!("policy compilation panicked: {e}")]));
+        match loaded {
+            Ok(shadow) => {
+                let id = shadow.id().to_string();
+                self.shadow.store(Some(Arc::new(shadow)));
+                log(format!(
+                    "shadow policy {id} loaded ({trigger}): decisions are also judged against it; differences are logged as ShadowDiff"
+                ));
+            }
+            Err(errors) => {
+                let keeping = match self.shadow.load().as_ref() {
+                    Some(s) => format!("keeping shadow {}", s.id()),
+                    None => "no shadow policy".to_string(),
+                };
+                log(format!(
+                    "shadow policy refused ({trigger}), {} error(s); live policy unchanged, {keeping}:",
+                    errors.len()
+                ));
+                for e in &errors {
+                    log(format!("  {e}"));
+                }
+            }
+        }
     }
 
     /// The version in force now, for the gateway's own observation denies (they are not
@@ -869,8 +984,24 @@ impl Gateway {
         }
     }
 
-    /// Count the decision and append its flow record durably; returns once it is on disk.
-    pub async fn record(&self, r: FlowRecord) {
+    /// Count the decision and append its flow record durably; returns once it is on disk. A
+    /// record carrying a shadow difference is written as it would be without a shadow, then
+    /// again as the `ShadowDiff` record (PAL-5.3).
+    pub async fn record(&self, mut r: FlowRecord) {
+        if let Some(diff) = r.shadow.take() {
+            let shadow = FlowRecord {
+                action: "ShadowDiff".into(),
+                shadow: Some(diff),
+                ..r.clone()
+            };
+            self.append(r).await;
+            self.append(shadow).await;
+        } else {
+            self.append(r).await;
+        }
+    }
+
+    async fn append(&self, r: FlowRecord) {
         // As `palisade logs` prints it: the rule's path, else what decided without one.
         let rule = r
             .rule_path()
@@ -926,7 +1057,21 @@ pub fn outcome_record(outcome: &FirewallOutcome, version: &Version) -> FlowRecor
         priority: rule.map(|r| r.rule_collection_priority),
         reason: outcome.reason.to_string(),
         detail: outcome.detail.as_ref().map(ToString::to_string),
-        audit: outcome.audit.iter().map(|a| a.path()).collect(),
+        audit: !outcome.audit.is_empty() || version.observe.is_some(),
+        audit_rules: outcome
+            .audit_matches()
+            .into_iter()
+            .map(|a| AuditEntry {
+                layer: a.layer.into(),
+                rule: a.rule,
+                access: a.access.into(),
+            })
+            .collect(),
+        observe: version.observe.as_deref().map(String::from),
+        shadow: version
+            .shadow
+            .as_deref()
+            .and_then(|s| shadow_diff(outcome, version.observe.is_some(), s)),
         translated: outcome
             .translated
             .map(|(ip, p)| SocketAddr::new(ip, p).to_string()),
@@ -935,6 +1080,74 @@ pub fn outcome_record(outcome: &FirewallOutcome, version: &Version) -> FlowRecor
             None => Some(decided_by(outcome).into()),
         },
         ..Default::default()
+    }
+}
+
+/// PAL-5.3: the live and shadow verdicts when they differ, once per judgement. Only the policy's
+/// own verdicts are compared: a gateway check (PAL-5.2, a malformed request) that refused the
+/// flow is no difference between policies; an observed default deny counts as the deny it is.
+fn shadow_diff(live: &FirewallOutcome, observed: bool, shadow: &Shadowed) -> Option<ShadowDiff> {
+    if live.rule.is_none() && decided_by(live) != "default" {
+        return None;
+    }
+    let verdict = |o: &FirewallOutcome, allowed: bool| {
+        let action = match (o.pass, allowed) {
+            (FirewallPass::FirewallDnat, _) => "Dnat",
+            (_, true) => "Allow",
+            (_, false) => "Deny",
+        };
+        let rule = o
+            .rule
+            .as_ref()
+            .map_or_else(|| "default".into(), |r| r.path());
+        (action, rule)
+    };
+    let (live_action, live_rule) = verdict(live, live.allowed && !observed);
+    let (shadow_action, shadow_rule) = verdict(&shadow.outcome, shadow.outcome.allowed);
+    if live_action == shadow_action || shadow.reported.swap(true, Ordering::Relaxed) {
+        return None;
+    }
+    Some(ShadowDiff {
+        live_action: live_action.into(),
+        live_rule,
+        shadow_action: shadow_action.into(),
+        shadow_rule,
+        shadow_snapshot: shadow.snapshot.clone(),
+    })
+}
+
+/// PAL-5.4: say when the observe window opens and ends (the startup line, the gauge).
+async fn observe_window(gw: Arc<Gateway>, o: observe::Observe) {
+    let until = o
+        .until
+        .map(|u| format!("until {}", format_time(u)))
+        .unwrap_or_else(|| "until the gateway stops".into());
+    let set = |v: i64| {
+        if let Some(g) = &gw.observe_active {
+            g.set(v);
+        }
+    };
+    if !o.open_at(SystemTime::now()) {
+        log(format!(
+            "observe {}: the window ended already ({until}); default denies are enforced",
+            o.scopes.join(",")
+        ));
+        set(0);
+        return;
+    }
+    log(format!(
+        "OBSERVE ON for {} {until}: their default denies are audited only and the flows allowed (PAL-5.4); every affected record says `observe`",
+        o.scopes.join(",")
+    ));
+    set(1);
+    if let Some(u) = o.until {
+        let left = u.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::time::sleep(left).await;
+        set(0);
+        log(format!(
+            "observe {}: the window ended; default denies are enforced",
+            o.scopes.join(",")
+        ));
     }
 }
 
@@ -956,12 +1169,14 @@ fn decided_by(outcome: &FirewallOutcome) -> &'static str {
 fn watch_files(gw: Arc<Gateway>) -> notify::Result<(notify::RecommendedWatcher, JoinHandle<()>)> {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let shadow = gw.config.shadow.as_ref().map(|s| s.source.watched_paths());
     let paths: Vec<PathBuf> = gw
         .config
         .source
         .source
         .watched_paths()
         .iter()
+        .chain(shadow.iter().flatten())
         .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
         .collect();
     let watched = paths.clone();

@@ -239,6 +239,17 @@ impl Metrics {
         );
     }
 
+    /// PAL-5.4 `--observe`: 1 while default denies of the observed scopes are audited only.
+    pub fn register_observe(&mut self) -> Gauge {
+        let g = Gauge::default();
+        self.registry.register(
+            "observe_active",
+            "1 while --observe turns the default deny of its scopes into an audit deny (PAL-5.4)",
+            g.clone(),
+        );
+        g
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

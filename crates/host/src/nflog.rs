@@ -12,7 +12,7 @@ use netlink_packet_netfilter::nflog::{
 };
 use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
-use palisade_flowlog::{format_time, FlowRecord};
+use palisade_flowlog::{format_time, AuditEntry, FlowRecord};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -157,6 +157,8 @@ pub struct RuleInfo {
     pub layer: String,
     pub direction: String,
     pub priority: u32,
+    /// `Allow` or `Deny`: for an audit rule, the access it would have decided (PAL-5.3).
+    pub access: String,
 }
 
 /// Layer of a record whose NSG the host state does not know (applied elsewhere, or the state
@@ -193,6 +195,7 @@ impl RecordContext {
                         layer: layer.into(),
                         direction: r.direction.clone(),
                         priority: r.priority,
+                        access: r.access.clone(),
                     },
                 );
             }
@@ -242,6 +245,15 @@ impl RecordContext {
             rule: (!spoofed).then(|| prefix.rule.clone()),
             decided_by: spoofed.then(|| "anti-spoofing".into()),
             priority: info.map(|i| i.priority),
+            audit: prefix.kind == LogKind::Audit,
+            audit_rules: match (prefix.kind, info) {
+                (LogKind::Audit, Some(i)) => vec![AuditEntry {
+                    layer: i.layer.clone(),
+                    rule: format!("securityRules/{}", prefix.rule),
+                    access: i.access.clone(),
+                }],
+                _ => vec![],
+            },
             reason: if spoofed {
                 "ReversePathMismatch"
             } else {
@@ -493,6 +505,7 @@ mod tests {
                 layer: "SubnetNsg".into(),
                 direction: "Inbound".into(),
                 priority: 200,
+                access: "Deny".into(),
             },
         );
         let t = FiveTuple {
@@ -525,6 +538,41 @@ mod tests {
         assert_eq!(
             ctx.record(&p, &t, SystemTime::now()).layer,
             LAYER_UNKNOWN_TARGET
+        );
+        assert!(!r.audit);
+    }
+
+    #[test]
+    fn pal_5_3_an_audit_log_is_an_audit_record_with_the_would_be_access() {
+        // spec PAL-5.3
+        let mut ctx = RecordContext::default();
+        ctx.rules.insert(
+            ("web-nsg".into(), "CandidateDeny".into()),
+            RuleInfo {
+                layer: "NicNsg".into(),
+                direction: "Inbound".into(),
+                priority: 150,
+                access: "Deny".into(),
+            },
+        );
+        let t = FiveTuple {
+            source: "10.0.0.1".parse().unwrap(),
+            destination: "10.0.0.2".parse().unwrap(),
+            protocol: 6,
+            source_port: 40000,
+            destination_port: 9000,
+        };
+        let p = parse_prefix("palisade audit web-nsg/CandidateDeny: ").unwrap();
+        let r = ctx.record(&p, &t, SystemTime::now());
+        assert_eq!(r.action, "Audit");
+        assert!(palisade_flowlog::is_audit(&r));
+        assert_eq!(
+            r.audit_rules,
+            vec![AuditEntry {
+                layer: "NicNsg".into(),
+                rule: "securityRules/CandidateDeny".into(),
+                access: "Deny".into(),
+            }]
         );
     }
 }

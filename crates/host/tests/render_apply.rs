@@ -362,3 +362,52 @@ fn service_tag_is_one_set_of_thousands_of_prefixes_applied_in_one_transaction() 
     assert_eq!(d.set_elements.len(), 1);
     assert_eq!(d.set_elements[0].missing.len(), 1);
 }
+
+#[test]
+fn pal_5_3_audit_rule_renders_a_log_without_a_verdict() {
+    // spec PAL-5.3: the packet goes on to the next rule after the audit rule's log.
+    let snap = common::lab_snapshot();
+    let plan = render(
+        &snap,
+        &Target::Subnet("app".into()),
+        &RenderOptions::default(),
+    )
+    .unwrap();
+    let audit = plan.rules.iter().find(|r| r.name == "audit-9000").unwrap();
+    assert!(audit.audit && audit.nft_rules > 0);
+    let text = plan.to_text();
+    // The statements of the rules counted by `counter`, their comments cut off.
+    let statements = |counter: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains(&format!("counter name \"{counter}\"")))
+            .map(|l| l.split(" comment ").next().unwrap().trim().to_string())
+            .collect()
+    };
+    let lines = statements(&audit.counter);
+    assert!(!lines.is_empty(), "{text}");
+    for l in &lines {
+        assert!(
+            l.contains("log prefix \"palisade audit app-nsg/audit-9000: \""),
+            "{l}"
+        );
+        let verdicts = [" accept", " drop", " return", " reject", " jump", " goto"];
+        assert!(
+            !verdicts
+                .iter()
+                .any(|v| l.ends_with(v) || l.contains(&format!("{v} "))),
+            "{l}"
+        );
+    }
+    // A deny rule of the same table does carry its verdict.
+    let deny = plan
+        .rules
+        .iter()
+        .find(|r| r.name == "deny-ssh-from-net")
+        .unwrap();
+    let deny_lines = statements(&deny.counter);
+    assert!(!deny_lines.is_empty());
+    assert!(
+        deny_lines.iter().all(|l| l.ends_with(" drop")),
+        "{deny_lines:?}"
+    );
+}

@@ -12,6 +12,7 @@ use crate::matchers::{
     FqdnPattern, HostName, PacketKey,
 };
 use crate::prefixes::{contains_addr, net, range_to_cidrs};
+use crate::trace::AuditMatch;
 use ipnet::IpNet;
 use palisade_model::catalog::Catalogs;
 use palisade_model::{
@@ -35,6 +36,18 @@ pub enum FirewallPass {
     FirewallDefault,
 }
 
+impl FirewallPass {
+    /// The DIAG-1.2 layer name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FirewallPass::FirewallDnat => "FirewallDnat",
+            FirewallPass::FirewallNetwork => "FirewallNetwork",
+            FirewallPass::FirewallApplication => "FirewallApplication",
+            FirewallPass::FirewallDefault => "FirewallDefault",
+        }
+    }
+}
+
 /// Where a rule sits, for explanations and decision records.
 #[derive(Debug, Clone, Serialize)]
 pub struct RuleRef {
@@ -46,6 +59,8 @@ pub struct RuleRef {
     pub rule_collection_priority: u32,
     pub rule: String,
     pub action: FirewallAction,
+    /// The kind of the rule's collection: which pass evaluates it.
+    pub kind: RuleCollectionKind,
     pub audit: bool,
     /// PAL-5.2 `addressCheck` in force for this rule: its own, else its collection's, else the
     /// firewall's (policy's); `None` leaves it to the gateway's default.
@@ -53,6 +68,32 @@ pub struct RuleRef {
 }
 
 impl RuleRef {
+    /// The pass that evaluates this rule.
+    pub fn pass(&self) -> FirewallPass {
+        match self.kind {
+            RuleCollectionKind::Nat => FirewallPass::FirewallDnat,
+            RuleCollectionKind::Network => FirewallPass::FirewallNetwork,
+            RuleCollectionKind::Application => FirewallPass::FirewallApplication,
+        }
+    }
+
+    /// What the rule decides on a match: `Allow`, `Deny` or `Dnat`.
+    pub fn access(&self) -> &'static str {
+        match self.action {
+            FirewallAction::Allow => "Allow",
+            FirewallAction::Deny => "Deny",
+            FirewallAction::Dnat => "Dnat",
+        }
+    }
+
+    /// PAL-5.3: this rule as an audit entry.
+    pub fn audit_match(&self) -> AuditMatch {
+        AuditMatch {
+            layer: self.pass().name(),
+            rule: self.path(),
+            access: self.access(),
+        }
+    }
     /// Classic `<collection>/<rule>`, policy `<rcg>/<collection>/<rule>` (DIAG-1.2).
     pub fn path(&self) -> String {
         match &self.rule_collection_group {
@@ -197,6 +238,11 @@ impl FirewallOutcome {
             .as_ref()
             .and_then(|r| r.address_check)
             .unwrap_or(default)
+    }
+
+    /// PAL-5.3: the audit-mode rules that matched and were passed over, in evaluation order.
+    pub fn audit_matches(&self) -> Vec<AuditMatch> {
+        self.audit.iter().map(|r| r.audit_match()).collect()
     }
 }
 
@@ -745,6 +791,7 @@ fn rule_ref(
         rule_collection_priority: c.priority,
         rule: r.name.clone(),
         action: c.action,
+        kind: c.kind,
         audit: c.palisade.mode == RuleMode::Audit || r.palisade.mode == RuleMode::Audit,
         address_check: r
             .palisade

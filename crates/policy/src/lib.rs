@@ -23,4 +23,6 @@ pub mod trace;
 pub use firewall::AppProtocol;
 pub use ids::{FirewallId, NicId, NsgId, SubnetId};
 pub use snapshot::{CompileOptions, Snapshot};
-pub use trace::{DecidedBy, Established, Flow, Hop, NextHop, Trace, TraceOptions, Verdict};
+pub use trace::{
+    AuditMatch, DecidedBy, Established, Flow, Hop, NextHop, Trace, TraceOptions, Verdict,
+};

@@ -118,6 +118,18 @@ pub struct NearMiss {
     pub shadowed_by: Option<String>,
 }
 
+/// PAL-5.3: an audit-mode rule that matched and was passed over, and what it would have
+/// decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditMatch {
+    /// The DIAG-1.2 layer the rule sits in (`SubnetNsg`, `FirewallApplication`, …).
+    pub layer: &'static str,
+    /// `securityRules/<name>`, or the firewall rule's path.
+    pub rule: String,
+    /// The would-be access: `Allow`, `Deny` or `Dnat`.
+    pub access: &'static str,
+}
+
 /// One layer crossed (DIAG-1.2 fields).
 #[derive(Debug, Clone, Serialize)]
 pub struct Hop {
@@ -135,7 +147,7 @@ pub struct Hop {
     pub next_hop: Option<NextHop>,
     pub near_miss: Option<NearMiss>,
     /// Audit rules that matched and were passed over (PAL-5.3).
-    pub audit: Vec<String>,
+    pub audit: Vec<AuditMatch>,
     /// PAL-5.2: an application rule's allow: the `addressCheck` the gateway applies to a
     /// transparent connection (the rule's, its collection's or the firewall's; `Enforce`
     /// when none says, the gateway's default).
@@ -628,7 +640,14 @@ impl Tracer<'_> {
         hop.audit = outcome
             .audit
             .iter()
-            .map(|a| rules.rules[*a].qualified_name())
+            .map(|a| AuditMatch {
+                layer: hop.layer,
+                rule: rules.rules[*a].qualified_name(),
+                access: match rules.rules[*a].access {
+                    Access::Allow => "Allow",
+                    Access::Deny => "Deny",
+                },
+            })
             .collect();
         if !r.unresolvable.is_empty() {
             hop.detail = Some(format!(
@@ -703,7 +722,7 @@ impl Tracer<'_> {
             detail: outcome.detail.as_ref().map(ToString::to_string),
             next_hop: None,
             near_miss,
-            audit: outcome.audit.iter().map(|r| r.path()).collect(),
+            audit: outcome.audit_matches(),
             address_check: (outcome.allowed && outcome.pass == FirewallPass::FirewallApplication)
                 .then(|| outcome.address_check(AddressCheck::Enforce)),
         });

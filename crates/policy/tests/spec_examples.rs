@@ -226,7 +226,11 @@ networkSecurityGroups:
     assert_eq!(decided(&t), (Verdict::Allow, "allow-ssh".into()));
     assert_eq!(
         t.hops[0].audit,
-        vec!["securityRules/candidate-deny".to_string()]
+        vec![palisade_policy::AuditMatch {
+            layer: "SubnetNsg",
+            rule: "securityRules/candidate-deny".into(),
+            access: "Deny",
+        }]
     );
 }
 

@@ -763,3 +763,109 @@ fn pal_5_2_the_documented_address_check_example() {
     assert_eq!(rules[0].palisade.address_check, None);
     assert_eq!(rules[1].palisade.address_check, Some(AddressCheck::Off));
 }
+
+fn mode_yaml(nsg_rule: &str, net_rule: &str, nat_collection: &str) -> String {
+    format!(
+        r#"apiVersion: palisade/v1
+networkSecurityGroups:
+  - name: nsg
+    securityRules:
+      - {{name: r, priority: 100, direction: Inbound, access: Deny, protocol: Tcp, sourceAddressPrefix: '*', destinationAddressPrefix: '*', destinationPortRange: '22', {nsg_rule}}}
+azureFirewalls:
+  - name: fw
+    ipConfigurations: [{{name: c, privateIPAddress: 10.0.1.4}}]
+    networkRuleCollections:
+      - name: net
+        priority: 100
+        action: {{type: Allow}}
+        rules: [{{name: n, protocols: [UDP], sourceAddresses: ['*'], destinationAddresses: ['*'], destinationPorts: ['53'], {net_rule}}}]
+    natRuleCollections:
+      - name: nat
+        priority: 100
+        action: {{type: Dnat}}
+        {nat_collection}
+        rules: [{{name: d, protocols: [TCP], sourceAddresses: ['*'], destinationAddresses: [52.0.0.10], destinationPorts: ['2222'], translatedAddress: 10.0.2.4, translatedPort: '22'}}]
+"#
+    )
+}
+
+#[test]
+fn pal_5_3_mode_on_nsg_rules_firewall_rules_and_collections() {
+    // spec PAL-5.3 / FMT-11: `palisade: {mode: Audit}` in the native YAML.
+    let f = import(
+        "modes.yaml",
+        &mode_yaml(
+            "palisade: {mode: Audit}",
+            "palisade: {mode: audit}",
+            "palisade: {mode: AUDIT}",
+        ),
+    );
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    let nsg = &f.network.network_security_groups[0];
+    assert_eq!(nsg.security_rules[0].palisade.mode, RuleMode::Audit);
+    let fw = &f.network.azure_firewalls[0];
+    let by_name = |n: &str| fw.rule_collections.iter().find(|c| c.name == n).unwrap();
+    assert_eq!(by_name("net").rules[0].palisade.mode, RuleMode::Audit);
+    assert_eq!(by_name("nat").palisade.mode, RuleMode::Audit);
+    assert_eq!(by_name("nat").rules[0].palisade.mode, RuleMode::Enforce);
+    // Absent: Enforce.
+    let f = import("modes.yaml", &mode_yaml("", "", ""));
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    assert_eq!(
+        f.network.network_security_groups[0].security_rules[0]
+            .palisade
+            .mode,
+        RuleMode::Enforce
+    );
+}
+
+#[test]
+fn pal_5_3_mode_as_an_arm_extension_property() {
+    // spec FMT-11: JSON `properties.palisade.mode` on a security rule.
+    let text = r#"{"name": "nsg", "type": "Microsoft.Network/networkSecurityGroups", "properties": {
+        "securityRules": [{"name": "candidate", "properties": {"priority": 100, "direction": "Inbound",
+          "access": "Deny", "protocol": "Tcp", "sourceAddressPrefix": "*", "sourcePortRange": "*",
+          "destinationAddressPrefix": "*", "destinationPortRange": "22",
+          "palisade": {"mode": "Audit"}}}]}}"#;
+    let f = import("nsg.json", text);
+    assert!(!f.diagnostics.has_errors(), "{}", f.diagnostics);
+    let r = &f.network.network_security_groups[0].security_rules[0];
+    assert_eq!(r.palisade.mode, RuleMode::Audit);
+}
+
+#[test]
+fn pal_5_3_a_bad_mode_is_a_located_error_naming_the_values() {
+    for (nsg_rule, net_rule, nat, resource) in [
+        ("palisade: {mode: Dry}", "", "", "nsg"),
+        ("", "palisade: {mode: 1}", "", "fw"),
+        ("", "", "palisade: {mode: Shadow}", "fw"),
+    ] {
+        let f = import("modes.yaml", &mode_yaml(nsg_rule, net_rule, nat));
+        let text = f.diagnostics.to_string();
+        assert_eq!(f.diagnostics.errors().count(), 1, "{text}");
+        for part in [
+            "modes.yaml",
+            "palisade.mode",
+            "`Enforce` or `Audit`",
+            resource,
+        ] {
+            assert!(text.contains(part), "{part} missing from: {text}");
+        }
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn pal_5_3_mode_reads_exactly_the_two_values(value in "[A-Za-z]{1,8}") {
+        let f = import("modes.yaml", &mode_yaml(&format!("palisade: {{mode: '{value}'}}"), "", ""));
+        let expected = match value.to_ascii_lowercase().as_str() {
+            "enforce" => Some(RuleMode::Enforce),
+            "audit" => Some(RuleMode::Audit),
+            _ => None,
+        };
+        proptest::prop_assert_eq!(f.diagnostics.has_errors(), expected.is_none());
+        if let Some(m) = expected {
+            proptest::prop_assert_eq!(f.network.network_security_groups[0].security_rules[0].palisade.mode, m);
+        }
+    }
+}
