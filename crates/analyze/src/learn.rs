@@ -1254,6 +1254,61 @@ fn find_key(doc: &Value, key: &str) -> Option<String> {
         .cloned()
 }
 
+/// The proposals as ARM resources that join their parents when loaded beside the network
+/// (FMT-6 child resources): NSG rules as `networkSecurityGroups/securityRules`, a policy's new
+/// group as `firewallPolicies/ruleCollectionGroups`. A classic firewall's collections have no
+/// child resource type; for them use the native diff.
+pub fn arm_diff(learned: &Learned) -> Result<Value, String> {
+    if matches!(learned.firewall, Some(FirewallTarget::Classic { .. })) {
+        return Err(
+            "a classic firewall's rule collections cannot be written as separate ARM \
+                    resources; use --format yaml (or a firewall policy)"
+                .into(),
+        );
+    }
+    let diff = native_diff(learned);
+    let mut resources = vec![];
+    let props = |v: &Value| -> Value {
+        let mut o = v.as_object().cloned().unwrap_or_default();
+        o.remove("name");
+        Value::Object(o)
+    };
+    for nsg in diff["networkSecurityGroups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        for rule in nsg["securityRules"].as_array().into_iter().flatten() {
+            resources.push(json!({
+                "type": "Microsoft.Network/networkSecurityGroups/securityRules",
+                "apiVersion": "2024-05-01",
+                "name": format!("{}/{}", nsg["name"].as_str().unwrap_or_default(), rule["name"].as_str().unwrap_or_default()),
+                "properties": props(rule),
+            }));
+        }
+    }
+    for policy in diff["firewallPolicies"].as_array().into_iter().flatten() {
+        for group in policy["ruleCollectionGroups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            resources.push(json!({
+                "type": "Microsoft.Network/firewallPolicies/ruleCollectionGroups",
+                "apiVersion": "2024-05-01",
+                "name": format!("{}/{}", policy["name"].as_str().unwrap_or_default(), group["name"].as_str().unwrap_or_default()),
+                "properties": props(group),
+            }));
+        }
+    }
+    Ok(json!({
+        "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+        "contentVersion": "1.0.0.0",
+        "metadata": {"description": diff["description"]},
+        "resources": resources,
+    }))
+}
+
 /// The proposals as native YAML: a comment per proposal with its evidence, then the document.
 pub fn yaml_text(learned: &Learned) -> Result<String, String> {
     let mut out = String::new();

@@ -444,3 +444,36 @@ proptest! {
         prop_assert_eq!(first, serde_json::to_string(&learn(&snap, &recs, &HashMap::new())).unwrap());
     }
 }
+
+#[test]
+fn pal_5_4_arm_diff_joins_the_network_as_child_resources() {
+    let (dir, snap) = load(NET);
+    let l = learn(&snap, &[nsg_deny(1, "10.9.0.5", 5432)], &HashMap::new());
+    let diff = dir.path().join("learned.json");
+    std::fs::write(
+        &diff,
+        serde_json::to_string(&arm_diff(&l).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let loaded = palisade_load::load(&palisade_load::Source::files([
+        dir.path().join("net.yaml"),
+        diff,
+    ]));
+    let errors = loaded.error_lines();
+    let merged = loaded.snapshot.unwrap_or_else(|| panic!("{errors:?}"));
+    let nsg = merged
+        .network
+        .network_security_groups
+        .iter()
+        .find(|n| n.name == "app-nsg")
+        .unwrap();
+    let rule = nsg
+        .security_rules
+        .iter()
+        .find(|r| r.name == "learn-out-tcp-5432")
+        .expect("joined");
+    assert_eq!((rule.priority, rule.access), (198, Access::Allow));
+    // A classic firewall's collections have no child resource: said, not guessed.
+    let l = learn(&snap, &https(&names("example.net", 1)), &HashMap::new());
+    assert!(arm_diff(&l).unwrap_err().contains("classic firewall"));
+}
