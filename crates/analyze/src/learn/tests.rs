@@ -477,3 +477,80 @@ fn pal_5_4_arm_diff_joins_the_network_as_child_resources() {
     let l = learn(&snap, &https(&names("example.net", 1)), &HashMap::new());
     assert!(arm_diff(&l).unwrap_err().contains("classic firewall"));
 }
+
+fn any_record() -> impl Strategy<Value = FlowRecord> {
+    (
+        prop::sample::select(vec!["HTTP", "HTTPS", "TCP", "UDP", "ICMP", "", "weird"]),
+        prop::sample::select(vec![
+            "FirewallDefault",
+            "FirewallApplication",
+            "SubnetNsg",
+            "NicNsg",
+            "",
+            "Other",
+        ]),
+        prop::option::of("[a-z0-9.*-]{0,20}"),
+        prop::option::of(prop::sample::select(vec![
+            "deny-db",
+            "DenyAllOutBound",
+            "nope",
+            "",
+        ])),
+        prop::option::of(prop::sample::select(vec![
+            "default",
+            "address-check",
+            "tunnel-check",
+        ])),
+        any::<u16>(),
+        any::<[u8; 4]>(),
+        prop::sample::select(vec!["Deny", "Allow", "deny", "Audit"]),
+        "[0-9T:.Z-]{0,24}",
+    )
+        .prop_map(
+            |(protocol, layer, name, rule, decided_by, port, dst, action, time)| FlowRecord {
+                time,
+                protocol: protocol.into(),
+                layer: layer.into(),
+                name,
+                policy: rule.map(|_| "app-nsg".to_string()),
+                rule: rule.map(String::from),
+                decided_by: decided_by.map(String::from),
+                source_ip: Some("10.0.1.9".parse().unwrap()),
+                destination_ip: Some(IpAddr::from(dst)),
+                destination_port: port,
+                action: action.into(),
+                ..Default::default()
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    // spec PAL-5.4: any records — malformed names, unknown layers, missing times — give an
+    // answer without panicking; every proposal has evidence and no target is a public suffix
+    // wildcard; NSG priorities stay in the NSG-3 range and below the denying rule.
+    #[test]
+    fn pal_5_4_any_records_any_scope(records in prop::collection::vec(any_record(), 0..40), scope in "[a-z0-9:./]{0,16}") {
+        let (_d, snap) = load(NET);
+        let _ = Scope::resolve(&snap, &scope);
+        let l = learn(&snap, &records, &HashMap::new());
+        for p in &l.proposals {
+            prop_assert!(p.evidence.count > 0);
+            match &p.rule {
+                ProposedRule::ApplicationRule { target_fqdns, .. } => {
+                    for t in target_fqdns {
+                        if let Some(parent) = t.strip_prefix("*.") {
+                            prop_assert!(!is_public_suffix(parent), "{t}");
+                        }
+                    }
+                }
+                ProposedRule::NsgRule { priority, before_priority, .. } => {
+                    prop_assert!((100..=4096).contains(priority) && priority < before_priority);
+                }
+                ProposedRule::NetworkRule { .. } => {}
+            }
+        }
+        let _ = yaml_text(&l).unwrap();
+    }
+}
