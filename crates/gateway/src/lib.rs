@@ -886,10 +886,12 @@ impl Gateway {
             })
             .unwrap_or_else(|| "outside".into());
         match self.metrics.denied_name(&scope, name) {
-            metrics::Novelty::New => self.write_log(&format!(
-                "new denied name from {scope}: {name} ({})",
-                r.rule_label()
-            )),
+            // Rate-limited like refusals: a client trying random names must not flood the log;
+            // the counter still counts every one.
+            metrics::Novelty::New => self.log_limited(
+                "NewDeniedName",
+                format!("new denied name from {scope}: {name} ({})", r.rule_label()),
+            ),
             metrics::Novelty::Full { first: true } => self.write_log(&format!(
                 "new denied names: {} remembered, later names are not reported",
                 metrics::DeniedNames::CAP
