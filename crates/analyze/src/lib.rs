@@ -15,5 +15,6 @@ pub mod diff;
 pub mod fqdn;
 pub mod gen;
 pub mod headerspace;
+pub mod learn;
 pub mod lint;
 pub mod reach;

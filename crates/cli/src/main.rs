@@ -7,6 +7,7 @@ mod out;
 mod analysis;
 mod host_cmd;
 mod lab_cmd;
+mod learn_cmd;
 mod load;
 mod progress;
 mod render;
@@ -246,6 +247,8 @@ enum Command {
     Gateway(Box<serve::GatewayArgs>),
     /// Read the gateway's flow records, newest first.
     Logs(serve::LogsArgs),
+    /// Propose allow rules from a scope's recorded denials (PAL-5.4); applies nothing.
+    Learn(Box<learn_cmd::LearnArgs>),
     /// Enforce a subnet's or NIC's NSG and routes in this host's kernel (nftables, netlink).
     #[command(subcommand)]
     Host(host_cmd::HostCommand),
@@ -282,6 +285,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
     match command {
         Command::Gateway(a) => serve::gateway(*a),
         Command::Logs(a) => serve::logs(a),
+        Command::Learn(a) => learn_cmd::learn(*a),
         Command::Host(c) => host_cmd::run(c),
         Command::Lab(c) => lab_cmd::run(c),
         Command::Server(a) => server_cmd::server(a),

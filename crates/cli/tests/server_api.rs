@@ -696,6 +696,7 @@ async fn openapi_lists_every_route_and_swagger_ui_is_served() {
         ("/api/analyze/reachability", "post"),
         ("/api/analyze/lint", "get"),
         ("/api/versions/{version}/diff/{other}", "get"),
+        ("/api/learn", "get"),
     ];
     for (p, m) in want {
         assert!(paths[p][m].is_object(), "{m} {p} missing");
@@ -1617,4 +1618,82 @@ async fn ip_flow_verify_with_every_remote_port() {
         .post("/api/diagnostics/ipFlowVerify", ask("1-2"))
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{p}");
+}
+
+/// `GET /api/learn` answers what `palisade learn --format json` prints for the same flow log
+/// (spec PAL-5.4): proposals, evidence and the diff; a scope the network lacks is a 422.
+#[tokio::test(flavor = "multi_thread")]
+async fn learn_answers_as_the_cli_does() {
+    use palisade_flowlog::{format_time, FlowLog, FlowRecord, Options};
+    use std::time::{Duration, SystemTime};
+    let flows = tempfile::tempdir().unwrap();
+    let log = FlowLog::open(flows.path(), Options::default()).unwrap();
+    let start = SystemTime::now() - Duration::from_secs(600);
+    let records: Vec<FlowRecord> = (0..8u64)
+        .map(|i| FlowRecord {
+            time: format_time(start + Duration::from_secs(i * 10)),
+            action: "Deny".into(),
+            layer: "FirewallDefault".into(),
+            protocol: "HTTPS".into(),
+            source_ip: Some("10.0.0.20".parse().unwrap()),
+            destination_ip: Some("203.0.113.9".parse().unwrap()),
+            destination_port: 443,
+            name: Some(format!("h{}.partner.example", i % 6)),
+            decided_by: Some("default".into()),
+            reason: "DefaultAction".into(),
+            ..Default::default()
+        })
+        .collect();
+    log.append_all(&records).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let dir = flows.path().to_str().unwrap();
+    let server = Server::start_with(
+        "examples/ase-egress-lockdown",
+        data.path(),
+        &["--flow-log", dir],
+    );
+    let api = server.get("/api/learn?scope=ase-subnet&since=1h").await;
+    let cli = cli_json(&[
+        "learn",
+        "-n",
+        "examples/ase-egress-lockdown",
+        "--scope",
+        "ase-subnet",
+        "--since",
+        "1h",
+        "--flow-log",
+        dir,
+        "--format",
+        "json",
+    ])
+    .unwrap();
+    let strip = |mut v: Value| {
+        let l = v["learned"].as_object_mut().unwrap();
+        l.remove("since");
+        v["diff"].as_object_mut().unwrap().remove("description");
+        v
+    };
+    let proposals = api["learned"]["proposals"].as_array().unwrap();
+    // Six siblings under partner.example widen to one rule.
+    assert_eq!(proposals.len(), 1, "{api}");
+    assert_eq!(proposals[0]["rule"]["target_fqdns"][0], "*.partner.example");
+    assert_eq!(proposals[0]["evidence"]["count"], 8);
+    assert!(api["yaml"].as_str().unwrap().contains("*.partner.example"));
+    let mut api_only = api.clone();
+    api_only.as_object_mut().unwrap().remove("yaml");
+    assert_eq!(strip(api_only), strip(cli));
+    let (st, _, p) = server
+        .call(
+            Method::GET,
+            "/api/learn?scope=no-such-subnet",
+            Some(READER),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    let (st, _, _) = server
+        .call(Method::GET, "/api/learn?scope=ase-subnet", None, None, None)
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
 }

@@ -984,6 +984,37 @@ impl Gateway {
         }
     }
 
+    /// The first denial of a name from a scope (the source's subnet): counted and logged once.
+    fn alert_new_denied_name(&self, r: &FlowRecord) {
+        let Some(name) = r.tunnel_name.as_deref().or(r.name.as_deref()) else {
+            return;
+        };
+        if r.action != "Deny" {
+            return;
+        }
+        let scope = self
+            .active()
+            .zip(r.source_ip)
+            .and_then(|(a, ip)| {
+                let s = a.snapshot.locate(ip).subnet?;
+                Some(a.snapshot.subnet(s).name.clone())
+            })
+            .unwrap_or_else(|| "outside".into());
+        match self.metrics.denied_name(&scope, name) {
+            // Rate-limited like refusals: a client trying random names must not flood the log;
+            // the counter still counts every one.
+            metrics::Novelty::New => self.log_limited(
+                "NewDeniedName",
+                format!("new denied name from {scope}: {name} ({})", r.rule_label()),
+            ),
+            metrics::Novelty::Full { first: true } => self.write_log(&format!(
+                "new denied names: {} remembered, later names are not reported",
+                metrics::DeniedNames::CAP
+            )),
+            _ => {}
+        }
+    }
+
     /// Count the decision and append its flow record durably; returns once it is on disk. A
     /// record carrying a shadow difference is written as it would be without a shadow, then
     /// again as the `ShadowDiff` record (PAL-5.3).
@@ -1015,6 +1046,7 @@ impl Gateway {
                 rule,
             })
             .inc();
+        self.alert_new_denied_name(&r);
         if let Some(s) = &self.flow_store {
             s.offer(&r, &self.metrics);
         }

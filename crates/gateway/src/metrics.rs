@@ -6,7 +6,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -28,6 +30,53 @@ pub struct OutcomeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabels {
     pub direction: String,
+}
+
+/// The source scope of a denied name: the source's subnet, or `outside`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    pub scope: String,
+}
+
+/// (scope, name) pairs already denied, for the new-denied-name alert. Bounded: at
+/// [`DeniedNames::CAP`] pairs it stops remembering, so later names are no longer reported as
+/// new (said once in the log) instead of memory growing with every name a client tries.
+#[derive(Default)]
+pub struct DeniedNames {
+    seen: Mutex<HashSet<(String, String)>>,
+}
+
+/// Whether a denied name is news for its scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Novelty {
+    New,
+    Known,
+    /// Not remembered: the set is full. `first` is true only the first time.
+    Full {
+        first: bool,
+    },
+}
+
+impl DeniedNames {
+    pub const CAP: usize = 65_536;
+
+    pub fn observe(&self, scope: &str, name: &str) -> Novelty {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (
+            scope.to_string(),
+            name.trim_end_matches('.').to_ascii_lowercase(),
+        );
+        if seen.contains(&key) {
+            Novelty::Known
+        } else if seen.len() >= Self::CAP {
+            // One sentinel beyond the cap marks that the "full" line was written.
+            let first = seen.insert((String::new(), String::new()));
+            Novelty::Full { first }
+        } else {
+            seen.insert(key);
+            Novelty::New
+        }
+    }
 }
 
 pub struct Metrics {
@@ -57,6 +106,9 @@ pub struct Metrics {
     pub flow_store_written: Counter,
     pub flow_store_dropped: Counter,
     pub flow_store_queued: Gauge,
+    /// Names denied for the first time in a scope (the alert of a lockdown's first weeks).
+    pub new_denied_names: Family<ScopeLabels, Counter>,
+    pub denied_names: DeniedNames,
 }
 
 impl Default for Metrics {
@@ -160,8 +212,16 @@ impl Metrics {
             "Transparent UDP datagrams dropped because their session is denied",
             udp_datagrams_dropped.clone(),
         );
+        let new_denied_names = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "new_denied_names",
+            "Names denied for the first time from a scope (the source's subnet, or outside); at most 65536 remembered",
+            new_denied_names.clone(),
+        );
         Metrics {
             registry,
+            new_denied_names,
+            denied_names: DeniedNames::default(),
             connections,
             active,
             rejected_over_limit,
@@ -250,9 +310,56 @@ impl Metrics {
         g
     }
 
+    /// Count a denied name the first time its scope sees it; whether it was news.
+    pub fn denied_name(&self, scope: &str, name: &str) -> Novelty {
+        let n = self.denied_names.observe(scope, name);
+        if n == Novelty::New {
+            self.new_denied_names
+                .get_or_create(&ScopeLabels {
+                    scope: scope.to_string(),
+                })
+                .inc();
+        }
+        n
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_new_once_per_scope() {
+        let m = Metrics::new();
+        assert_eq!(m.denied_name("app", "x.example.com"), Novelty::New);
+        assert_eq!(m.denied_name("app", "X.example.com."), Novelty::Known);
+        assert_eq!(m.denied_name("db", "x.example.com"), Novelty::New);
+        let text = m.encode();
+        assert!(
+            text.contains("palisade_gateway_new_denied_names_total{scope=\"app\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("palisade_gateway_new_denied_names_total{scope=\"db\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_set_is_bounded() {
+        let d = DeniedNames::default();
+        for i in 0..DeniedNames::CAP {
+            assert_eq!(d.observe("s", &format!("n{i}")), Novelty::New);
+        }
+        assert_eq!(d.observe("s", "n0"), Novelty::Known);
+        assert_eq!(d.observe("s", "late-1"), Novelty::Full { first: true });
+        assert_eq!(d.observe("s", "late-2"), Novelty::Full { first: false });
+        assert_eq!(d.seen.lock().unwrap().len(), DeniedNames::CAP + 1);
     }
 }

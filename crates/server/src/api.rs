@@ -82,6 +82,7 @@ pub fn openapi_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(questions::reachability))
         .routes(routes!(questions::lint))
         .routes(routes!(questions::diff))
+        .routes(routes!(crate::learn::learn))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {

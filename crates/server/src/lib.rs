@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod learn;
 pub mod live;
 pub mod policy;
 pub mod present;
