@@ -26,6 +26,7 @@
 //! - Every decision becomes a [`palisade_flowlog::FlowRecord`], written durably.
 
 pub mod admin;
+mod buffers;
 pub mod dnat;
 pub mod dns;
 pub mod flowstore;

@@ -4,6 +4,7 @@
 //! Every path ends in one decision of the compiled policy and one flow record. Denied
 //! connections get their record written (durably) before the client hears the answer.
 
+use crate::buffers;
 use crate::metrics::ListenerLabels;
 use crate::resolver::ResolveError;
 use crate::shutdown::{accept, connection, relaying, InFlight};
@@ -15,12 +16,15 @@ use palisade_flowlog::FlowRecord;
 use palisade_policy::firewall::{FirewallInput, FirewallOutcome, FirewallPass};
 use palisade_policy::matchers::PacketKey;
 use palisade_policy::AppProtocol;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
@@ -260,7 +264,7 @@ impl HeadError {
 async fn read_head(gw: &Gateway, s: &mut TcpStream) -> Result<(Vec<u8>, usize), HeadError> {
     let deadline = Instant::now() + gw.config.limits.header_timeout;
     // Read straight into the head's buffer: no chunk on the connection's stack.
-    let mut buf = Vec::with_capacity(4096);
+    let mut buf = buffers::take();
     loop {
         buf.reserve(4096);
         let n = tokio::time::timeout_at(deadline.into(), s.read_buf(&mut buf))
@@ -354,10 +358,11 @@ enum Request {
     },
 }
 
-fn request(buf: &[u8], head_len: usize) -> Request {
+/// `buf` (the head and what followed) becomes the tunnel's first bytes, or goes back.
+fn request(mut buf: Vec<u8>, head_len: usize) -> Request {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
-    let _ = req.parse(buf);
+    let _ = req.parse(&buf);
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("");
     let malformed = |detail: &str, body: &str| Request::Refused {
@@ -369,20 +374,25 @@ fn request(buf: &[u8], head_len: usize) -> Request {
     // The gateway judges one reading of the request; a server reading it another way would
     // serve a request nobody judged (RFC 9112 §3.2, §6.3).
     if let Some(why) = sni::framing_problem(req.headers) {
-        return Request::Refused {
+        let refused = Request::Refused {
             reason: "AmbiguousRequest",
             detail: format!("{why} ({method} {target})"),
             status: "400 Bad Request",
             body: format!("{why}\n"),
         };
+        buffers::give(buf);
+        return refused;
     }
     if method.eq_ignore_ascii_case("CONNECT") {
         return match split_authority(target, None) {
-            Some((host, port)) => Request::Connect {
-                host,
-                port,
-                rest: buf[head_len..].to_vec(),
-            },
+            Some((host, port)) => {
+                buf.drain(..head_len);
+                Request::Connect {
+                    host,
+                    port,
+                    rest: buf,
+                }
+            }
             None => malformed("CONNECT needs host:port", "CONNECT needs host:port\n"),
         };
     }
@@ -431,6 +441,7 @@ fn request(buf: &[u8], head_len: usize) -> Request {
     head.push_str("Connection: close\r\n\r\n");
     let mut first = head.into_bytes();
     first.extend_from_slice(&buf[head_len..]);
+    buffers::give(buf);
     Request::Forward { host, port, first }
 }
 
@@ -450,8 +461,7 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
             return Ok(());
         }
     };
-    let asked = request(&buf, head_len);
-    drop(buf);
+    let asked = request(buf, head_len);
     let (host, port, first) = match asked {
         Request::Connect { host, port, rest } => {
             return connect(gw, client, peer, host, port, rest).await
@@ -850,7 +860,7 @@ async fn transparent(gw: &Arc<Gateway>, client: TcpStream, peer: SocketAddr) -> 
         gw.record(flow.record(gw, &o, &snap)).await;
         return Ok(());
     }
-    by_first_bytes(gw, client, peer, dst, Mode::Transparent, vec![]).await
+    by_first_bytes(gw, client, peer, dst, Mode::Transparent, buffers::take()).await
 }
 
 /// Decide a connection to `dst`: first at L4 (DNAT and network rules need no name); if those
@@ -987,17 +997,19 @@ pub(crate) fn note_ech(outcome: &mut FirewallOutcome, outer: Option<&str>) {
 /// (bounded in size, and in time by the handshake timeout).
 async fn inspect(gw: &Gateway, client: &mut TcpStream, buf: &mut Vec<u8>) -> Seen {
     let deadline = Instant::now() + gw.config.limits.handshake_timeout;
-    let mut chunk = vec![0u8; 4096];
     let peeked = loop {
         let p = sni::peek(buf);
         if p != Peeked::NeedMore {
             break Some(p);
         }
-        match tokio::time::timeout_at(deadline.into(), client.read(&mut chunk)).await {
+        // Straight into `buf` (the parser bounds its length): no chunk to copy from, and no
+        // second buffer held while the client takes its time.
+        buf.reserve(4096);
+        match tokio::time::timeout_at(deadline.into(), client.read_buf(buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => {
                 break Some(Peeked::Malformed("closed before the first request"))
             }
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Ok(_)) => {}
             Err(_) => break None,
         }
     };
@@ -1182,45 +1194,50 @@ pub(crate) fn shutdown_record(r: &mut FlowRecord) {
 
 /// Copy both ways until both sides finish, an error, the idle timeout, or a reload or the
 /// shutdown cancels.
-/// Memory: a buffer of [`RELAY_CHUNK`] per direction only while that direction has bytes to
+/// Memory: a buffer (from [`buffers`]) per direction only while that direction has bytes to
 /// move; an idle tunnel holds none.
+/// Syscalls: the sockets are borrowed, not split into owned halves (whose drop shuts the
+/// write side down again), and a direction that ends after the other one does not half-close
+/// its peer: closing both sockets sends the FINs anyway.
 async fn splice(
     gw: &Gateway,
-    client: TcpStream,
-    server: TcpStream,
+    mut client: TcpStream,
+    mut server: TcpStream,
     first: Vec<u8>,
     entry: &Established,
 ) -> io::Result<(u64, u64)> {
-    let (mut cr, mut cw) = client.into_split();
-    let (mut sr, mut sw) = server.into_split();
     let sent = AtomicU64::new(0);
     let received = AtomicU64::new(0);
     let start = Instant::now();
     let last = AtomicU64::new(0);
     if !first.is_empty() {
-        sw.write_all(&first).await?;
+        server.write_all(&first).await?;
         sent.fetch_add(first.len() as u64, Ordering::Relaxed);
     }
-    drop(first);
+    buffers::give(first);
     let idle = gw.config.limits.idle_timeout;
     let mut cancelled = false;
     {
-        let up = pump(&mut cr, &mut sw, &sent, &last, start);
-        let down = pump(&mut sr, &mut cw, &received, &last, start);
-        tokio::pin!(up, down);
+        let (mut cr, mut cw) = client.split();
+        let (mut sr, mut sw) = server.split();
+        let one_done = AtomicBool::new(false);
+        let up = pump(&mut cr, &mut sw, &sent, &last, start, &one_done);
+        let down = pump(&mut sr, &mut cw, &received, &last, start, &one_done);
+        // One timer for the tunnel's life, pushed back while bytes move.
+        let quiet = tokio::time::sleep(idle);
+        let cancel = entry.cancel.notified();
+        tokio::pin!(up, down, quiet, cancel);
         let (mut up_done, mut down_done) = (false, false);
         loop {
-            let quiet = start
-                .elapsed()
-                .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-            let wait = idle.saturating_sub(quiet);
             tokio::select! {
                 r = &mut up, if !up_done => { up_done = true; if r.is_err() { break } }
                 r = &mut down, if !down_done => { down_done = true; if r.is_err() { break } }
-                _ = entry.cancel.notified() => { cancelled = true; break }
-                _ = tokio::time::sleep(wait) => {
-                    let quiet = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-                    if quiet >= idle { break }
+                _ = &mut cancel => { cancelled = true; break }
+                _ = &mut quiet => {
+                    let moved = Duration::from_millis(last.load(Ordering::Relaxed));
+                    let silent = start.elapsed().saturating_sub(moved);
+                    if silent >= idle { break }
+                    quiet.as_mut().reset(tokio::time::Instant::from_std(start + moved + idle));
                 }
             }
             if up_done && down_done {
@@ -1229,41 +1246,58 @@ async fn splice(
         }
     }
     if cancelled {
-        let _ = socket2::SockRef::from(cr.as_ref()).set_linger(Some(Duration::ZERO));
-        let _ = socket2::SockRef::from(sr.as_ref()).set_linger(Some(Duration::ZERO));
+        let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+        let _ = socket2::SockRef::from(&server).set_linger(Some(Duration::ZERO));
     }
     Ok((sent.into_inner(), received.into_inner()))
 }
 
-/// Bytes a relay direction reads at a time.
-const RELAY_CHUNK: usize = 16 * 1024;
-
+/// Move bytes one way until the end of stream; then half-close the other side, unless the
+/// other direction has ended already (`one_done`).
 async fn pump(
-    r: &mut tokio::net::tcp::OwnedReadHalf,
-    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    r: &mut ReadHalf<'_>,
+    w: &mut WriteHalf<'_>,
     count: &AtomicU64,
     last: &AtomicU64,
     start: Instant,
+    one_done: &AtomicBool,
 ) -> io::Result<()> {
     loop {
-        r.readable().await?;
-        // Allocated when there is something to read, freed once the socket has nothing more.
-        let mut buf = Vec::with_capacity(RELAY_CHUNK);
-        loop {
-            buf.clear();
-            match r.try_read_buf(&mut buf) {
-                Ok(0) => {
-                    let _ = w.shutdown().await;
-                    return Ok(());
-                }
-                Ok(n) => {
-                    w.write_all(&buf).await?;
-                    count.fetch_add(n as u64, Ordering::Relaxed);
-                    last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+        let buf = read_chunk(r).await?;
+        if buf.is_empty() {
+            if !one_done.swap(true, Ordering::Relaxed) {
+                w.shutdown().await?;
+            }
+            return Ok(());
+        }
+        w.write_all(&buf).await?;
+        count.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        buffers::give(buf);
+    }
+}
+
+/// What the socket holds now (empty at end of stream), in a buffer taken once it is readable
+/// and given back by the caller: a direction waiting for bytes holds none. A short read
+/// clears the socket's readiness (tokio's own read does), so a drained socket is not read
+/// once more only to hear `EAGAIN`.
+async fn read_chunk(r: &mut ReadHalf<'_>) -> io::Result<Vec<u8>> {
+    std::future::poll_fn(|cx| {
+        ready!(r.as_ref().poll_read_ready(cx))?;
+        let mut buf = buffers::take();
+        let polled = {
+            let read = r.read_buf(&mut buf);
+            tokio::pin!(read);
+            read.poll(cx)
+        };
+        match polled {
+            Poll::Ready(r) => Poll::Ready(r.map(|_| buf)),
+            // The readiness was stale: the buffer goes back, the waker is registered.
+            Poll::Pending => {
+                buffers::give(buf);
+                Poll::Pending
             }
         }
-    }
+    })
+    .await
 }
