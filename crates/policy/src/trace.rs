@@ -1064,7 +1064,9 @@ virtualNetworks:
       - {name: app, addressPrefix: 10.0.2.0/24, routeTable: rt-app}
 routeTables:
   - name: rt-app
-    routes: [{name: to-fw, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.1.4}]
+    routes:
+      - {name: to-fw, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.1.4}
+      - {name: private-to-fw, addressPrefix: 10.0.0.0/8, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.1.4}
   - name: rt-fw
     routes: [{name: blackhole, addressPrefix: 192.0.2.0/24, nextHopType: None}]
 azureFirewalls:
@@ -1137,8 +1139,13 @@ publicIPAddresses:
     #[test]
     fn diag_7_firewall_subnet_system_route_drops_after_the_firewall() {
         let t = snapshot().trace(&tcp("10.0.2.4", "10.57.121.238", 2000), &Default::default());
-        let (verdict, layer, resource, _) = decider(&t);
-        assert_eq!((verdict, layer, resource), (Verdict::Drop, "default", "System Route"));
+        let (verdict, layer, resource, rule) = decider(&t);
+        assert_eq!(
+            (verdict, layer, resource, rule),
+            (Verdict::Drop, "default", "System Route", Some("10.0.0.0/8"))
+        );
+        let layers: Vec<&str> = t.hops.iter().map(|h| h.layer).collect();
+        assert_eq!(layers, ["Route", "FirewallNetwork", "Route"]);
     }
 
     // spec DIAG-7: where the firewall subnet's route carries the flow on, the firewall's rule
@@ -1147,7 +1154,10 @@ publicIPAddresses:
     fn diag_7_firewall_subnet_route_carries_the_allowed_flow() {
         let t = snapshot().trace(&tcp("10.0.2.4", "203.0.113.9", 2000), &Default::default());
         let (verdict, layer, _, rule) = decider(&t);
-        assert_eq!((verdict, layer, rule), (Verdict::Allow, "firewall", Some("all/any")));
+        assert_eq!(
+            (verdict, layer, rule),
+            (Verdict::Allow, "firewall", Some("all/any"))
+        );
         let last = t.hops.last().unwrap();
         assert_eq!((last.layer, last.result), ("Route", "Route"));
         assert_eq!(last.next_hop.as_ref().unwrap().next_hop_type, "Internet");
@@ -1168,6 +1178,9 @@ publicIPAddresses:
     fn the_firewall_subnet_holds_its_private_address() {
         let s = snapshot();
         let fw = s.firewall_by_name("fw").unwrap();
-        assert_eq!(s.firewall_subnet(fw), s.subnet_by_name("AzureFirewallSubnet"));
+        assert_eq!(
+            s.firewall_subnet(fw),
+            s.subnet_by_name("AzureFirewallSubnet")
+        );
     }
 }
