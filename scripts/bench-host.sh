@@ -154,7 +154,8 @@ for r in $(seq "$ROUNDS"); do
 done
 echo "== one rule: the incremental transaction alone" >&2
 ip netns exec "$NS_T" nft -j -f "$OUT/tx.json"
-H=$(ip netns exec "$NS_T" nft -a list chain inet "$TABLE" nsg_in | grep -m1 'comment' | sed -n 's/.*# handle \([0-9]*\)$/\1/p')
+# The handle of the chain's first NSG rule (read to the end: no SIGPIPE under pipefail).
+H=$(ip netns exec "$NS_T" nft -a list chain inet "$TABLE" nsg_in | awk '/comment/ && !h { h = $NF } END { print h }')
 one_tx=()
 for _ in $(seq "$ROUNDS"); do
     t0=$(now)
