@@ -215,6 +215,109 @@ fn diag_7_reachability_equals_trace_on_the_scenarios() {
     }
 }
 
+/// An app subnet routed to a firewall whose own subnet drops a range and a second subnet by
+/// user routes; a DNAT rule translates to the dropped range.
+const FIREWALL_SUBNET_ROUTES: &str = r#"
+apiVersion: palisade/v1
+virtualNetworks:
+  - name: hub
+    addressSpace: [10.0.0.0/16]
+    subnets:
+      - {name: AzureFirewallSubnet, addressPrefix: 10.0.1.0/26, routeTable: rt-fw}
+      - {name: app, addressPrefix: 10.0.2.0/24, routeTable: rt-app}
+      - {name: db, addressPrefix: 10.0.3.0/24, routeTable: rt-app}
+routeTables:
+  - name: rt-app
+    routes:
+      - {name: to-fw, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.1.4}
+      - {name: vnet-to-fw, addressPrefix: 10.0.0.0/16, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.1.4}
+      - {name: private-to-fw, addressPrefix: 10.0.0.0/8, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.1.4}
+  - name: rt-fw
+    routes:
+      - {name: blackhole, addressPrefix: 192.0.2.0/24, nextHopType: None}
+      - {name: no-db, addressPrefix: 10.0.3.0/25, nextHopType: None}
+azureFirewalls:
+  - name: fw
+    ipConfigurations: [{name: c, privateIPAddress: 10.0.1.4, publicIPAddress: fw-pip}]
+    networkRuleCollections:
+      - name: all
+        priority: 200
+        action: {type: Allow}
+        rules: [{name: any, protocols: [TCP, UDP], sourceAddresses: ['*'], destinationAddresses: ['*'], destinationPorts: ['1-9000']}]
+    natRuleCollections:
+      - name: in
+        priority: 100
+        action: {type: Dnat}
+        rules:
+          - {name: to-blackhole, protocols: [TCP], sourceAddresses: ['*'], destinationAddresses: [52.0.0.10], destinationPorts: ['2222'], translatedAddress: 192.0.2.7, translatedPort: '22'}
+          - {name: to-db, protocols: [TCP], sourceAddresses: ['*'], destinationAddresses: [52.0.0.10], destinationPorts: ['8080'], translatedAddress: 10.0.3.200, translatedPort: '80'}
+publicIPAddresses:
+  - {name: fw-pip, ipAddress: 52.0.0.10}
+"#;
+
+// spec DIAG-7: the firewall subnet's routes carry what the firewall lets through; the engine
+// drops what a route to None there drops, named by that route, exactly as trace does.
+#[test]
+fn diag_7_firewall_subnet_routes_after_the_firewall_equal_trace() {
+    let file = palisade_model::import::import_text(
+        "fixture.yaml",
+        FIREWALL_SUBNET_ROUTES,
+        &ImportOptions::default(),
+        None,
+    );
+    assert!(!file.diagnostics.has_errors(), "{}", file.diagnostics);
+    let snap = compile(&file.network);
+    let engine = Engine::new(&snap);
+    let addrs: Vec<IpAddr> = [
+        "10.0.1.4",
+        "10.0.2.4",
+        "10.0.3.4",
+        "10.0.3.200",
+        "192.0.2.7",
+        "10.57.121.238",
+        "203.0.113.9",
+        "52.0.0.10",
+        "198.51.100.1",
+    ]
+    .iter()
+    .map(|a| ip(a))
+    .collect();
+    let n = compare(
+        &snap,
+        &engine,
+        &addrs,
+        &[50000],
+        &[22, 80, 2000, 2222, 8080, 9999],
+    );
+    assert!(n > 0);
+    let verdict = |s: &str, d: &str, port: u16| {
+        let o = engine.lookup(6, ip(s), ip(d), 50000, port).unwrap();
+        let last = o.chain.last().map(|c| c.resource.clone());
+        (o.verdict, last)
+    };
+    let rt_fw = Some("rt-fw".to_string());
+    assert_eq!(
+        verdict("10.0.2.4", "192.0.2.7", 2000),
+        (Reach::Drop, rt_fw.clone())
+    );
+    assert_eq!(
+        verdict("10.0.2.4", "10.0.3.4", 2000),
+        (Reach::Drop, rt_fw.clone())
+    );
+    assert_eq!(
+        verdict("198.51.100.1", "52.0.0.10", 2222),
+        (Reach::Drop, rt_fw)
+    );
+    // RT-3: the firewall subnet's system route 10.0.0.0/8 → None.
+    let system = Some("System Route".to_string());
+    assert_eq!(
+        verdict("10.0.2.4", "10.57.121.238", 2000),
+        (Reach::Drop, system)
+    );
+    assert_eq!(verdict("10.0.2.4", "203.0.113.9", 2000).0, Reach::Allow);
+    assert_eq!(verdict("198.51.100.1", "52.0.0.10", 8080).0, Reach::Allow);
+}
+
 /// PAL-5.3: an audit rule is passed over; NSG-5.1: the first match decides.
 #[test]
 fn pal_5_3_audit_rules_are_passed_over_and_nsg_5_1_first_match_decides() {

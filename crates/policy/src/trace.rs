@@ -4,7 +4,7 @@
 
 use crate::addresses::{AZURE_WIRE_SERVER, PLATFORM_ADDRESSES};
 use crate::firewall::{AppProtocol, FirewallInput, FirewallOutcome, FirewallPass};
-use crate::ids::{FirewallId, NsgId};
+use crate::ids::{FirewallId, NsgId, SubnetId};
 use crate::matchers::PacketKey;
 use crate::nsg::CompiledNsg;
 use crate::routes::{EffectiveRoute, RouteSource};
@@ -246,6 +246,18 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The subnet a firewall sits in (that of its first private address in a subnet): its
+    /// routes carry what the firewall lets through (DIAG-7). Trace and the reachability engine
+    /// ask the same question here.
+    pub fn firewall_subnet(&self, fw: FirewallId) -> Option<SubnetId> {
+        self.firewall(fw)
+            .private_ip_addresses
+            .iter()
+            .find_map(|ip| self.locate(*ip).subnet)
+    }
+}
+
 /// The unknown values (FMT-4) of the resources a question met, each said once: "`field` of
 /// 'resource' is unknown (why); ...". A firewall brings its policy and the policy's base. Unknown
 /// names are left out: a name joins its references by its expression text either way.
@@ -322,15 +334,8 @@ impl Tracer<'_> {
             }
         }
         let Some((prefix, route)) = self.snap.subnet(s).routes.lookup(self.flow.destination) else {
-            let d = DecidedBy {
-                layer: "default",
-                resource: "System Route".into(),
-                collection: None,
-                rule: None,
-                priority: None,
-            };
             self.hop_route(None, "Drop", "NoRoute", None);
-            return (Verdict::Drop, Some(d), None, None);
+            return (Verdict::Drop, Some(no_route_decider()), None, None);
         };
         let route = route.clone();
         let hop = next_hop(&route);
@@ -389,6 +394,9 @@ impl Tracer<'_> {
                 let mut destination = self.flow.destination;
                 if let Some((ip, _)) = outcome.translated {
                     destination = ip;
+                }
+                if let Step::End(v, d) = self.leaving_firewall(fw, destination) {
+                    return (v, d, Some(hop), None);
                 }
                 let dloc = self.snap.locate(destination);
                 if dloc.subnet.is_some() {
@@ -460,6 +468,9 @@ impl Tracer<'_> {
                 return (Verdict::Deny, Some(decided), None, None);
             }
             if let Some((ip, port)) = outcome.translated {
+                if let Step::End(v, d) = self.leaving_firewall(fw, ip) {
+                    return (v, d, None, None);
+                }
                 self.key.dst = ip;
                 self.key.dst_port = port;
                 dst = self.snap.locate(ip);
@@ -541,6 +552,35 @@ impl Tracer<'_> {
                 Some(reply),
             )
         }
+    }
+
+    /// DIAG-7: what a firewall lets through leaves by its subnet's routes — a route to `None`
+    /// there (or no route) drops it after the firewall allowed it.
+    fn leaving_firewall(&mut self, fw: FirewallId, destination: IpAddr) -> Step {
+        let Some(s) = self.snap.firewall_subnet(fw) else {
+            return Step::Continue;
+        };
+        let Some((prefix, route)) = self.snap.subnet(s).routes.lookup(destination) else {
+            self.hop_route(None, "Drop", "NoRoute", None);
+            return Step::End(Verdict::Drop, Some(no_route_decider()));
+        };
+        let route = route.clone();
+        let hop = Some(next_hop(&route));
+        if route.next_hop_type == NextHopType::None || route.drops {
+            let reason = if route.next_hop_type == NextHopType::None {
+                "RouteNone"
+            } else {
+                route.invalid_reason.unwrap_or("NextHopUnreachable")
+            };
+            self.hop_route(Some((&route, prefix)), "Drop", reason, hop);
+            self.notes.push(format!(
+                "the firewall's subnet routes {destination} by {} and drops it",
+                route.label()
+            ));
+            return Step::End(Verdict::Drop, Some(route_decider(&route)));
+        }
+        self.hop_route(Some((&route, prefix)), "Route", "RuleMatched", hop);
+        Step::Continue
     }
 
     /// The reply of a flow between two subnets: routed from the destination back to the source.
@@ -945,6 +985,17 @@ fn next_hop(route: &EffectiveRoute) -> NextHop {
     }
 }
 
+/// The deciding control when a subnet has no route for a destination.
+fn no_route_decider() -> DecidedBy {
+    DecidedBy {
+        layer: "default",
+        resource: "System Route".into(),
+        collection: None,
+        rule: None,
+        priority: None,
+    }
+}
+
 fn route_decider(route: &EffectiveRoute) -> DecidedBy {
     DecidedBy {
         layer: if route.source == RouteSource::User {
@@ -1009,5 +1060,146 @@ fn firewall_decider(snap: &Snapshot, fw: FirewallId, outcome: &FirewallOutcome) 
             rule: None,
             priority: None,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CompileOptions;
+    use palisade_model::catalog::Catalogs;
+    use palisade_model::import::import_text;
+    use palisade_model::ImportOptions;
+
+    /// An app subnet routed to a firewall whose own subnet drops one range by a user route;
+    /// a DNAT rule on the firewall's frontend translates to that range.
+    const FIREWALL_SUBNET_ROUTES: &str = r#"
+apiVersion: palisade/v1
+virtualNetworks:
+  - name: hub
+    addressSpace: [10.0.0.0/16]
+    subnets:
+      - {name: AzureFirewallSubnet, addressPrefix: 10.0.1.0/26, routeTable: rt-fw}
+      - {name: app, addressPrefix: 10.0.2.0/24, routeTable: rt-app}
+routeTables:
+  - name: rt-app
+    routes:
+      - {name: to-fw, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.1.4}
+      - {name: private-to-fw, addressPrefix: 10.0.0.0/8, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.1.4}
+  - name: rt-fw
+    routes: [{name: blackhole, addressPrefix: 192.0.2.0/24, nextHopType: None}]
+azureFirewalls:
+  - name: fw
+    ipConfigurations: [{name: c, privateIPAddress: 10.0.1.4, publicIPAddress: fw-pip}]
+    networkRuleCollections:
+      - name: all
+        priority: 200
+        action: {type: Allow}
+        rules: [{name: any, protocols: [TCP], sourceAddresses: ['*'], destinationAddresses: ['*'], destinationPorts: ['*']}]
+    natRuleCollections:
+      - name: in
+        priority: 100
+        action: {type: Dnat}
+        rules: [{name: to-blackhole, protocols: [TCP], sourceAddresses: ['*'], destinationAddresses: [52.0.0.10], destinationPorts: ['2222'], translatedAddress: 192.0.2.7, translatedPort: '22'}]
+publicIPAddresses:
+  - {name: fw-pip, ipAddress: 52.0.0.10}
+"#;
+
+    fn snapshot() -> Snapshot {
+        let file = import_text(
+            "fixture.yaml",
+            FIREWALL_SUBNET_ROUTES,
+            &ImportOptions::default(),
+            None,
+        );
+        assert!(!file.diagnostics.has_errors(), "{}", file.diagnostics);
+        Snapshot::compile(
+            &file.network,
+            &Catalogs::embedded(),
+            &CompileOptions::default(),
+        )
+    }
+
+    fn tcp(src: &str, dst: &str, port: u16) -> Flow {
+        Flow {
+            source: src.parse().unwrap(),
+            source_port: 50000,
+            destination: dst.parse().unwrap(),
+            destination_port: port,
+            protocol: Protocol::Tcp,
+            host: None,
+            app_protocol: None,
+        }
+    }
+
+    fn decider(t: &Trace) -> (Verdict, &str, &str, Option<&str>) {
+        let d = t.decided_by.as_ref().expect("a deciding control");
+        (t.verdict, d.layer, d.resource.as_str(), d.rule.as_deref())
+    }
+
+    // spec DIAG-7: after the firewall, the firewall subnet's route carries the request; a user
+    // route to None there drops what the firewall allowed.
+    #[test]
+    fn diag_7_firewall_subnet_user_route_drops_after_the_firewall() {
+        let t = snapshot().trace(&tcp("10.0.2.4", "192.0.2.7", 2000), &Default::default());
+        assert_eq!(
+            decider(&t),
+            (Verdict::Drop, "route", "rt-fw", Some("blackhole"))
+        );
+        let layers: Vec<&str> = t.hops.iter().map(|h| h.layer).collect();
+        let fw = layers.iter().position(|l| l.starts_with("Firewall"));
+        let last = t.hops.last().unwrap();
+        assert!(fw.is_some_and(|i| i < t.hops.len() - 1), "{layers:?}");
+        assert_eq!((last.layer, last.result), ("Route", "Drop"));
+    }
+
+    // spec DIAG-7, RT-3: the firewall subnet's system route 10.0.0.0/8 → None drops a private
+    // address in no virtual network, as the generated lab networks showed.
+    #[test]
+    fn diag_7_firewall_subnet_system_route_drops_after_the_firewall() {
+        let t = snapshot().trace(&tcp("10.0.2.4", "10.57.121.238", 2000), &Default::default());
+        let (verdict, layer, resource, rule) = decider(&t);
+        assert_eq!(
+            (verdict, layer, resource, rule),
+            (Verdict::Drop, "default", "System Route", Some("10.0.0.0/8"))
+        );
+        let layers: Vec<&str> = t.hops.iter().map(|h| h.layer).collect();
+        assert_eq!(layers, ["Route", "FirewallNetwork", "Route"]);
+    }
+
+    // spec DIAG-7: where the firewall subnet's route carries the flow on, the firewall's rule
+    // still decides, and the route is a hop after the firewall.
+    #[test]
+    fn diag_7_firewall_subnet_route_carries_the_allowed_flow() {
+        let t = snapshot().trace(&tcp("10.0.2.4", "203.0.113.9", 2000), &Default::default());
+        let (verdict, layer, _, rule) = decider(&t);
+        assert_eq!(
+            (verdict, layer, rule),
+            (Verdict::Allow, "firewall", Some("all/any"))
+        );
+        let last = t.hops.last().unwrap();
+        assert_eq!((last.layer, last.result), ("Route", "Route"));
+        assert_eq!(last.next_hop.as_ref().unwrap().next_hop_type, "Internet");
+    }
+
+    // spec DIAG-7, FW-4: a DNAT'd request from the Internet leaves by the firewall subnet's
+    // route to the translated address.
+    #[test]
+    fn diag_7_dnat_target_behind_a_dropping_firewall_subnet_route() {
+        let t = snapshot().trace(&tcp("198.51.100.1", "52.0.0.10", 2222), &Default::default());
+        assert_eq!(
+            decider(&t),
+            (Verdict::Drop, "route", "rt-fw", Some("blackhole"))
+        );
+    }
+
+    #[test]
+    fn the_firewall_subnet_holds_its_private_address() {
+        let s = snapshot();
+        let fw = s.firewall_by_name("fw").unwrap();
+        assert_eq!(
+            s.firewall_subnet(fw),
+            s.subnet_by_name("AzureFirewallSubnet")
+        );
     }
 }

@@ -44,7 +44,7 @@ pub(super) enum Step {
     End(Reach),
 }
 
-const STEP_NAMES: [&str; 7] = [
+const STEP_NAMES: [&str; 8] = [
     "NicNsgOut",
     "SubnetNsgOut",
     "Route",
@@ -52,12 +52,14 @@ const STEP_NAMES: [&str; 7] = [
     "SubnetNsgIn",
     "NicNsgIn",
     "ReplyRoute",
+    "FirewallRoute",
 ];
 const S_NIC_OUT: u8 = 0;
 const S_SUB_OUT: u8 = 1;
 const S_FW: u8 = 3;
 const S_SUB_IN: u8 = 4;
 const S_NIC_IN: u8 = 5;
+const S_FW_ROUTE: u8 = 7;
 
 /// A run of plan steps as a memo key: per step (step + layer version × 256, layer, cell),
 /// (`u8::MAX`, control, 0) or (`u8::MAX - 1`, verdict, 0).
@@ -124,6 +126,8 @@ pub(super) struct Index {
     /// Subnets holding a DNAT target (as places), and their inbound NSG layers.
     dnat_subnets: Vec<usize>,
     pub(super) dnat_layers: Vec<u32>,
+    /// Subnets holding a firewall: their routes carry what it lets through (DIAG-7).
+    fw_subnets: Vec<usize>,
 }
 
 fn route_index(routes: &SubnetRoutes, r: &EffectiveRoute) -> u32 {
@@ -224,6 +228,11 @@ impl<'s> Engine<'s> {
         targets.sort_unstable();
         ix.dnat_layers = targets.iter().flat_map(|t| nsg_layers(*t, false)).collect();
         ix.dnat_subnets = targets.iter().map(|t| t.index()).collect();
+        ix.fw_subnets = snap
+            .firewalls()
+            .filter_map(|(fw, _)| snap.firewall_subnet(fw))
+            .map(SubnetId::index)
+            .collect();
         self.index[fi] = ix;
     }
 
@@ -263,7 +272,7 @@ impl<'s> Engine<'s> {
         };
         // Source keys.
         let group = |atoms: &[u32], key: &dyn Fn(u32, &mut Vec<u32>)| -> (Vec<u32>, Vec<u32>) {
-            let k = layers.len() + reply.len() + 2;
+            let k = layers.len() + reply.len() + ix.fw_subnets.len() + 2;
             let mut keys: Vec<u32> = Vec::with_capacity(atoms.len() * k);
             for &a in atoms {
                 key(a, &mut keys);
@@ -291,6 +300,7 @@ impl<'s> Engine<'s> {
             for r in &reply {
                 out.push(ix.route[*r][a as usize]);
             }
+            out.extend(ix.fw_subnets.iter().map(|_| 0));
         };
         let dkey = |a: u32, out: &mut Vec<u32>| {
             let sp = special(a);
@@ -306,6 +316,7 @@ impl<'s> Engine<'s> {
             for _ in &reply {
                 out.push(0);
             }
+            out.extend(ix.fw_subnets.iter().map(|r| ix.route[*r][a as usize]));
         };
         let (sg0, sreps0) = group(srcs, &skey);
         let (dg0, dreps0) = group(dsts, &dkey);
@@ -325,6 +336,7 @@ impl<'s> Engine<'s> {
                 let mut v = vec![];
                 dkey(*a, &mut v);
                 v.truncate(2);
+                v.extend(ix.fw_subnets.iter().map(|r| ix.route[*r][*a as usize]));
                 v
             })
             .collect();
@@ -557,6 +569,14 @@ impl<'s> Engine<'s> {
             let mut sub = vec![];
             let translation = self.layers[layer as usize].dnat.get(&r).copied();
             if let Some((to, port)) = translation.or(untranslated.map(|a| (a, None))) {
+                let fs = self.snap.firewall_subnet(fw);
+                let route = fs.map(|s| self.snap.subnet(s).routes.lookup(to).map(|(_, r)| r));
+                if let (Some(s), Some(route)) = (fs, route) {
+                    if self.firewall_route_drops(s, route, &mut sub) {
+                        dnat.push((r, sub));
+                        continue;
+                    }
+                }
                 if Family::of(to) == f {
                     let tl = self.snap.locate(to);
                     let tloc = AtomLoc {
@@ -580,6 +600,22 @@ impl<'s> Engine<'s> {
             dport: None,
             dnat,
         }
+    }
+
+    /// DIAG-7 (trace's `leaving_firewall`): the route of the firewall's subnet `s` for what the
+    /// firewall let through; when it drops the flow, the steps that say so are pushed.
+    fn firewall_route_drops(
+        &mut self,
+        s: SubnetId,
+        route: Option<&EffectiveRoute>,
+        plan: &mut Vec<Step>,
+    ) -> bool {
+        let drops = route.is_none_or(|r| r.next_hop_type == NextHopType::None || r.drops);
+        if drops {
+            plan.push(Step::Ctrl(self.route_ctrl(S_FW_ROUTE, s, route)));
+            plan.push(Step::End(Reach::Drop));
+        }
+        drops
     }
 
     /// The plan of one (source atom, destination atom) pair: which cells and route decisions
@@ -634,6 +670,12 @@ impl<'s> Engine<'s> {
                         |e, tloc, _, _, sub| e.arrive(f, tloc, (src, dst), Some(ip), sub),
                     );
                     plan.push(step);
+                    if let Some(s) = snap.firewall_subnet(fw) {
+                        let route = self.route_of(f, s, da);
+                        if self.firewall_route_drops(s, route, &mut plan) {
+                            return Some(plan);
+                        }
+                    }
                     self.arrive(f, &dl, (src, dst), Some(ip), &mut plan);
                     plan.push(Step::End(Reach::Allow));
                 }

@@ -93,6 +93,11 @@ pub enum Observed {
     TimedOut,
     /// Nothing was listening (the lab's fault, never an NSG's: NSGs drop silently).
     Refused,
+    /// The gateway allowed the connection and its own connection onwards failed with nothing
+    /// logged: something after the firewall dropped it (DIAG-7: the firewall subnet's route).
+    /// A proxying gateway closes the client's connection where a firewall forwarding packets
+    /// leaves it to time out.
+    DroppedAfterFirewall,
     NotSent(String),
 }
 
@@ -157,9 +162,14 @@ pub fn expected_log(t: &Trace) -> Option<String> {
 
 /// Do the packets agree with `trace`? Allow ↔ connected; an NSG deny ↔ denied by that very rule
 /// (spec NSG-5.1: the first matching rule decides, and it is the one logged); a drop by a route
-/// or firewall ↔ timed out with no NSG record.
+/// or firewall ↔ timed out with no NSG record; a drop after the firewall allowed the flow ↔
+/// the gateway's onward connection failed with no NSG record.
 pub fn agrees(t: &Trace, observed: &Observed) -> bool {
     match (t.verdict, observed) {
+        (Verdict::Drop, Observed::DroppedAfterFirewall) => t
+            .hops
+            .iter()
+            .any(|h| h.layer.starts_with("Firewall") && h.result != "Deny"),
         (Verdict::Allow, Observed::Connected) => true,
         (Verdict::Deny | Verdict::Drop, Observed::Denied(rule)) => {
             expected_log(t).as_deref() == Some(rule.as_str())
@@ -421,8 +431,8 @@ fn send_batch(
                 match gateway_record(g, flow) {
                     Some(rule) => out.push((i, Observed::Denied(rule))),
                     // The gateway allowed it and its own connection onwards failed: an NSG
-                    // behind the firewall may have dropped that.
-                    None => silent.push((i, flow, true, Observed::Refused)),
+                    // behind the firewall may have dropped that, else a route did.
+                    None => silent.push((i, flow, true, Observed::DroppedAfterFirewall)),
                 }
                 continue;
             }
@@ -834,6 +844,61 @@ mod tests {
         assert!(agrees(&t, &Observed::TimedOut));
         assert!(!agrees(&t, &Observed::Connected));
         assert!(!agrees(&t, &Observed::Denied("asym-ase-nsg/x".into())));
+    }
+
+    // spec DIAG-7: a flow the firewall allows and its subnet's route drops; through the
+    // gateway that shows as the onward connection failing, never as a plain timeout.
+    #[test]
+    fn drop_after_the_firewall_agrees_with_the_gateways_failed_onward_connection() {
+        let yaml = r#"
+apiVersion: palisade/v1
+virtualNetworks:
+  - name: hub
+    addressSpace: [10.0.0.0/16]
+    subnets:
+      - {name: AzureFirewallSubnet, addressPrefix: 10.0.1.0/26}
+      - {name: app, addressPrefix: 10.0.2.0/24, routeTable: rt-app}
+routeTables:
+  - name: rt-app
+    routes:
+      - {name: to-fw, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.1.4}
+      - {name: private-to-fw, addressPrefix: 10.0.0.0/8, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.1.4}
+azureFirewalls:
+  - name: fw
+    ipConfigurations: [{name: c, privateIPAddress: 10.0.1.4}]
+    networkRuleCollections:
+      - name: all
+        priority: 200
+        action: {type: Allow}
+        rules: [{name: any, protocols: [TCP], sourceAddresses: ['*'], destinationAddresses: ['*'], destinationPorts: ['2000']}]
+"#;
+        let file = palisade_model::import::import_text("f.yaml", yaml, &Default::default(), None);
+        let s = Snapshot::compile(
+            &file.network,
+            &palisade_model::catalog::Catalogs::embedded(),
+            &Default::default(),
+        );
+        // RT-3: the firewall subnet's system route 10.0.0.0/8 → None.
+        let dropped = trace(&s, "10.0.2.4", "10.57.121.238", 2000);
+        assert_eq!(dropped.verdict, Verdict::Drop);
+        assert!(
+            agrees(&dropped, &Observed::DroppedAfterFirewall),
+            "{:?}",
+            dropped
+                .hops
+                .iter()
+                .map(|h| (h.layer, h.result))
+                .collect::<Vec<_>>()
+        );
+        assert!(!agrees(&dropped, &Observed::Refused));
+        // Denied by the firewall itself: the gateway's record names the rule instead.
+        let denied = trace(&s, "10.0.2.4", "10.57.121.238", 2001);
+        assert_eq!(denied.verdict, Verdict::Deny);
+        assert!(!agrees(&denied, &Observed::DroppedAfterFirewall));
+        // Dropped before any firewall (asymmetric reply): no gateway took part.
+        let asym = snap("asymmetric-routing");
+        let t = trace(&asym, "70.37.57.58", "10.3.0.10", 454);
+        assert!(!agrees(&t, &Observed::DroppedAfterFirewall));
     }
 
     proptest::proptest! {
