@@ -11,6 +11,7 @@ use palisade_policy::{Snapshot, SubnetId};
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 impl<'s> Engine<'s> {
     /// Every (family, source atom range, destination atom range, L4 set, outcome) of the matrix
@@ -385,7 +386,7 @@ pub struct SubnetLink {
     pub family: Family,
     /// The allowed flows' protocol × ports, exact.
     #[serde(skip)]
-    pub l4: L4Set,
+    pub l4: Arc<L4Set>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -443,20 +444,29 @@ impl<'s> Engine<'s> {
             }
             let mut pairs: Vec<_> = acc.into_iter().collect();
             pairs.sort_unstable_by_key(|(k, _)| *k);
+            // Bits to sets once per distinct bit set: most subnet pairs share a few.
+            let mut sets: HashMap<Bits, (Arc<L4Set>, Vec<String>)> = HashMap::default();
+            let mut set_of = |b: &Bits| {
+                sets.entry(b.clone())
+                    .or_insert_with(|| {
+                        let l4 = self.l4.set(b);
+                        let text = services(f, &l4);
+                        (Arc::new(l4), text)
+                    })
+                    .clone()
+            };
             for ((sp, dp), (bits, sa, da, first)) in pairs {
-                let l4 = self.l4.set(&bits);
-                let Some((example, _)) = example(
-                    f,
-                    &self.atom_range(f, sa),
-                    &self.atom_range(f, da),
-                    &self.l4.set(&first),
-                ) else {
+                let (l4, services) = set_of(&bits);
+                let first = set_of(&first).0;
+                let Some((example, _)) =
+                    example(f, &self.atom_range(f, sa), &self.atom_range(f, da), &first)
+                else {
                     continue;
                 };
                 links.push(SubnetLink {
                     source: names[sp].clone(),
                     destination: names[dp].clone(),
-                    services: services(f, &l4),
+                    services,
                     example,
                     family: f,
                     l4,
