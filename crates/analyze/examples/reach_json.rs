@@ -1,5 +1,6 @@
 //! `palisade bench reach` without the CLI (for profiling the engine alone):
 //! `cargo run --release -p palisade-analyze --example reach_json [spokes nsg_rules fw_rules]`
+//! (`REACH_PARALLEL=1`: the matrix built by `Engine::parallel`).
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -10,7 +11,8 @@ fn main() {
         [s, n, f] => (s, n, f),
         _ => (500, 50, 5000),
     };
-    let r = palisade_analyze::reach::bench::run(spokes, nsg, fw);
+    let parallel = std::env::var_os("REACH_PARALLEL").is_some();
+    let r = palisade_analyze::reach::bench::run_with(spokes, nsg, fw, parallel);
     println!("{}", serde_json::to_string_pretty(&r).expect("plain data"));
     if r.mismatches > 0 {
         std::process::exit(1);

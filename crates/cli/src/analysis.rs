@@ -48,7 +48,8 @@ pub enum AnalyzeCommand {
     Reachability {
         #[command(flatten)]
         net: NetworkArgs,
-        /// Sources: subnet names (`vnet/subnet` or `subnet`), NIC names, addresses or prefixes, comma-separated.
+        /// Sources: subnet names (`vnet/subnet` or `subnet`), NIC names, addresses or prefixes,
+        /// `Internet` (public addresses outside every virtual network), comma-separated.
         #[arg(long)]
         from: Option<String>,
         /// Destinations, same forms.
@@ -57,6 +58,10 @@ pub enum AnalyzeCommand {
         /// Also list denied and dropped flows.
         #[arg(long)]
         all: bool,
+        /// Only which subnets reach which (one line per subnet pair with some flow allowed,
+        /// and the services allowed between them).
+        #[arg(long, conflicts_with_all = ["from", "to", "all"])]
+        summary: bool,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -180,9 +185,16 @@ pub fn analyze(cmd: AnalyzeCommand) -> Result<ExitCode, String> {
         } => (net, catalog, output),
         AnalyzeCommand::Reachability {
             net,
+            summary: true,
+            output,
+            ..
+        } => return subnet_matrix(net, output),
+        AnalyzeCommand::Reachability {
+            net,
             from,
             to,
             all,
+            summary: false,
             output,
         } => return reachability(net, from, to, all, output),
     };
@@ -399,6 +411,41 @@ pub fn reachability(
         report.atoms.0,
         report.atoms.1,
         report.plans
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `analyze reachability --summary`: which subnets reach which, from the same matrix.
+fn subnet_matrix(net: NetworkArgs, output: Output) -> Result<ExitCode, String> {
+    let loaded = load::load_for_evaluation(&net)?;
+    let snap = &loaded.snapshot;
+    let engine = crate::progress::spin("building the reachability classes", || Engine::new(snap));
+    let m = crate::progress::spin("summarising", || engine.subnet_matrix());
+    if output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&m).map_err(|e| e.to_string())?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for l in &m.links {
+        let e = &l.example;
+        println!(
+            "{} → {}  {}  (e.g. {} {}:{} → {}:{})",
+            l.source,
+            l.destination,
+            l.services.join("; "),
+            e.protocol,
+            e.source,
+            e.source_port,
+            e.destination,
+            e.destination_port
+        );
+    }
+    println!(
+        "{} subnet pair(s) with some flow allowed, of {} subnets",
+        m.links.len(),
+        m.subnets
     );
     Ok(ExitCode::SUCCESS)
 }

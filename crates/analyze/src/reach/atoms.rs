@@ -320,6 +320,15 @@ impl Grid {
     pub(super) fn len(&self) -> usize {
         self.starts.len()
     }
+    /// The atoms meeting a set, in order.
+    pub(super) fn atoms_within(&self, set: &IntervalSet) -> Vec<usize> {
+        let mut v: Vec<usize> = vec![];
+        for &(a, b) in set.ranges() {
+            let first = self.atom_of(a).max(v.last().map_or(0, |l| l + 1));
+            v.extend(first..=self.atom_of(b));
+        }
+        v
+    }
 }
 
 /// The class of every atom (given by its first address) in one dimension of a layer.

@@ -24,7 +24,8 @@ pub struct ReachBench {
     pub atoms: usize,
     /// Building the engine: every (source, destination) answer of the network.
     pub matrix_s: f64,
-    /// Peak resident memory of the process (`VmHWM`), generation and compilation included.
+    /// Peak resident memory of the process (`VmHWM`) through the matrix and the re-checks,
+    /// generation and compilation included.
     pub peak_rss_mib: f64,
     /// Worst re-check time over the NSG one-rule changes (each applied, then reverted).
     pub recheck_nsg_ms: f64,
@@ -39,6 +40,13 @@ pub struct ReachBench {
     pub matrix_cpu_s: f64,
     pub recheck_nsg_cpu_ms: f64,
     pub recheck_firewall_cpu_ms: f64,
+    /// Issue 15, item 4, read from the built matrix: which subnets reach which (every subnet
+    /// pair), and what reaches one spoke from the Internet (`--from Internet --to SUBNET`).
+    pub subnet_matrix_s: f64,
+    /// Peak resident memory once the questions below were answered too.
+    pub peak_rss_after_questions_mib: f64,
+    pub subnet_links: usize,
+    pub internet_to_spoke_s: f64,
 }
 
 /// Wall-clock and thread CPU time since a start.
@@ -87,13 +95,27 @@ pub fn peak_rss_mib() -> f64 {
 
 /// Run the benchmark on the generated network with these parameters.
 pub fn run(spokes: usize, nsg_rules: usize, firewall_rules: usize) -> ReachBench {
+    run_with(spokes, nsg_rules, firewall_rules, false)
+}
+
+/// [`run`], with the matrix built by [`Engine::parallel`] when `parallel`.
+pub fn run_with(
+    spokes: usize,
+    nsg_rules: usize,
+    firewall_rules: usize,
+    parallel: bool,
+) -> ReachBench {
     let mut g = HubSpoke::target();
     (g.spokes, g.nsg_rules, g.firewall_rules) = (spokes.max(1), nsg_rules, firewall_rules);
     let catalogs = Catalogs::embedded();
     let net = g.build();
     let snap = Snapshot::compile(&net, &catalogs, &CompileOptions::default());
     let t = Clock::start();
-    let mut engine = Engine::new(&snap);
+    let mut engine = if parallel {
+        Engine::parallel(&snap)
+    } else {
+        Engine::new(&snap)
+    };
     let (matrix_ms, matrix_cpu_ms) = t.ms();
     let (a4, a6) = engine.atoms();
     let bed = Bed {
@@ -106,11 +128,27 @@ pub fn run(spokes: usize, nsg_rules: usize, firewall_rules: usize) -> ReachBench
     let (recheck_firewall_ms, recheck_firewall_cpu_ms) = firewall_rechecks(bed, &mut engine);
     // Every change was reverted: the engine must answer as the original snapshot does.
     let (trace_checked_flows, mismatches) = check_sample(&g, &snap, &engine, 4000, 11);
+    // The matrix's peak, before the item-4 questions add their own results.
+    let peak_rss_mib = peak_rss_mib();
+    let t = Clock::start();
+    let subnet_links = engine.subnet_matrix().links.len();
+    let subnet_matrix_s = t.ms().0 / 1e3;
+    let t = Clock::start();
+    let spoke = format!("spoke{}/workload", g.spokes / 2);
+    let scopes = (
+        super::parse_scope(&snap, "Internet"),
+        super::parse_scope(&snap, &spoke),
+    );
+    if let (Ok(internet), Ok(to)) = scopes {
+        super::report(&engine, &internet, &to, false, &[Reach::Allow]);
+    }
+    let internet_to_spoke_s = t.ms().0 / 1e3;
     ReachBench {
         spokes: g.spokes,
         atoms: a4 + a6,
         matrix_s: matrix_ms / 1e3,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib,
+        peak_rss_after_questions_mib: self::peak_rss_mib(),
         recheck_nsg_ms,
         recheck_firewall_ms,
         trace_checked_flows,
@@ -118,6 +156,9 @@ pub fn run(spokes: usize, nsg_rules: usize, firewall_rules: usize) -> ReachBench
         matrix_cpu_s: matrix_cpu_ms / 1e3,
         recheck_nsg_cpu_ms,
         recheck_firewall_cpu_ms,
+        subnet_matrix_s,
+        subnet_links,
+        internet_to_spoke_s,
     }
 }
 

@@ -309,6 +309,18 @@ impl<'s> Engine<'s> {
 
     /// The cell of a layer for (source atom, destination atom).
     pub(super) fn cell(&mut self, layer: u32, f: Family, sa: usize, da: usize) -> u32 {
+        self.cell_with(layer, f, sa, da, &mut Fresh::default())
+    }
+
+    /// The (source class, destination class) slot of a layer's cell table for an atom pair,
+    /// and the cell id stored there (`None`: not computed yet).
+    pub(super) fn cell_slot(
+        &self,
+        layer: u32,
+        f: Family,
+        sa: usize,
+        da: usize,
+    ) -> (usize, Option<u32>) {
         let ix = &self.index[f.index()];
         let (sc, dc) = (
             ix.scls[layer as usize][sa] as usize,
@@ -316,9 +328,48 @@ impl<'s> Engine<'s> {
         );
         let fl = &self.layers[layer as usize].fam[f.index()];
         let slot = sc * fl.dst.rows.len() + dc;
-        if let Some(c) = fl.cells[slot].checked_sub(1) {
+        (slot, fl.cells[slot].checked_sub(1))
+    }
+
+    /// Like [`Engine::cell`], taking the pieces of a cell not yet stored from `fresh` when
+    /// they were walked there already (in parallel, see `compute_all`).
+    pub(super) fn cell_with(
+        &mut self,
+        layer: u32,
+        f: Family,
+        sa: usize,
+        da: usize,
+        fresh: &mut Fresh,
+    ) -> u32 {
+        let (slot, stored) = self.cell_slot(layer, f, sa, da);
+        if let Some(c) = stored {
             return c;
         }
+        let pieces = fresh
+            .remove(&(layer, slot))
+            .unwrap_or_else(|| self.walk(layer, f, slot));
+        let canon: Vec<(Bits, Act, u32)> = pieces
+            .iter()
+            .map(|p| (p.l4.clone(), p.act, p.rule))
+            .collect();
+        let id = match self.cell_ids.get(&canon) {
+            Some(i) => *i,
+            None => {
+                let id = self.cells.len() as u32;
+                self.cells.push(pieces);
+                self.cell_ids.insert(canon, id);
+                id
+            }
+        };
+        self.layers[layer as usize].fam[f.index()].cells[slot] = id + 1;
+        id
+    }
+
+    /// The first-match walk of one cell (a slot of the layer's cell table) over the L4 atoms.
+    /// Reads only the layer: safe to run on many threads at once.
+    pub(super) fn walk(&self, layer: u32, f: Family, slot: usize) -> Vec<Piece> {
+        let fl = &self.layers[layer as usize].fam[f.index()];
+        let (sc, dc) = (slot / fl.dst.rows.len(), slot % fl.dst.rows.len());
         let (srow, drow) = (&fl.src.rows[sc], &fl.dst.rows[dc]);
         let mut remaining = self.l4.full();
         let mut pieces: Vec<Piece> = vec![];
@@ -360,20 +411,9 @@ impl<'s> Engine<'s> {
                 rule: u32::MAX,
             });
         }
-        let canon: Vec<(Bits, Act, u32)> = pieces
-            .iter()
-            .map(|p| (p.l4.clone(), p.act, p.rule))
-            .collect();
-        let id = match self.cell_ids.get(&canon) {
-            Some(i) => *i,
-            None => {
-                let id = self.cells.len() as u32;
-                self.cells.push(pieces);
-                self.cell_ids.insert(canon, id);
-                id
-            }
-        };
-        self.layers[layer as usize].fam[f.index()].cells[slot] = id + 1;
-        id
+        pieces
     }
 }
+
+/// Cells walked ahead of being stored, by (layer, slot).
+pub(super) type Fresh = HashMap<(u32, usize), Vec<Piece>>;

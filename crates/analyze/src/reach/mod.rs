@@ -43,7 +43,8 @@ pub use atoms::cuts;
 pub use layers::LayerKind;
 pub use report::{
     everything, example, parse_scope, prefixes_text, products, report, services, AppRuleSummary,
-    Area, ExampleFlow, FlowSet, ReachEntry, ReachReport, Region, ScopeError,
+    Area, ExampleFlow, FlowSet, ReachEntry, ReachReport, Region, ScopeError, SubnetLink,
+    SubnetMatrix,
 };
 
 use crate::headerspace::{addr_value, Family, IntervalSet, L4Set};
@@ -177,6 +178,8 @@ pub struct Engine<'s> {
     /// Per family, per source atom: the decision per destination atom.
     rows: [Vec<Vec<u32>>; 2],
     index: [Index; 2],
+    /// Group blocks and walk cells on every thread of the rayon pool ([`Engine::parallel`]).
+    parallel: bool,
 }
 
 impl<'s> Engine<'s> {
@@ -185,8 +188,19 @@ impl<'s> Engine<'s> {
         Engine::with_cuts(snap, &[])
     }
 
+    /// Like [`Engine::new`], grouping the blocks and walking new cells on every thread of the
+    /// rayon pool; the rest runs in the serial order, so answers and ids equal [`Engine::new`]'s.
+    /// Not the default: on the shared 2-core machine it measured slower (docs/benchmarks.md).
+    pub fn parallel(snap: &'s Snapshot) -> Engine<'s> {
+        Engine::build(snap, &[], true)
+    }
+
     /// Like [`Engine::new`], with extra address boundaries (to compare two snapshots on one grid).
     pub fn with_cuts(snap: &'s Snapshot, extra: &[IpNet]) -> Engine<'s> {
+        Engine::build(snap, extra, false)
+    }
+
+    fn build(snap: &'s Snapshot, extra: &[IpNet], parallel: bool) -> Engine<'s> {
         let mut all = cuts(snap);
         all.extend_from_slice(extra);
         let grid = [Family::V4, Family::V6].map(|f| Grid::new(snap, f, &all));
@@ -214,6 +228,7 @@ impl<'s> Engine<'s> {
             arrival_ids: HashMap::default(),
             rows: [vec![], vec![]],
             index: Default::default(),
+            parallel,
         };
         e.add_layers();
         e.compute_all();

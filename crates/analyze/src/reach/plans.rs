@@ -3,13 +3,14 @@
 //! distinct plan is evaluated once, over the L4 atoms.
 
 use super::atoms::{and, classes_over, zero, AtomLoc, Bits};
-use super::layers::{Act, Layer, LayerKind};
+use super::layers::{Act, Fresh, Layer, LayerKind};
 use super::{outcome_id, Control, Decision, Engine, Reach, NONE};
 use crate::headerspace::{addr_value, Family};
 use palisade_model::NextHopType;
 use palisade_policy::addresses::AZURE_WIRE_SERVER;
 use palisade_policy::routes::{EffectiveRoute, RouteSource, SubnetRoutes};
 use palisade_policy::{FirewallId, NsgId, SubnetId};
+use rayon::prelude::*;
 use rustc_hash::{FxHashMap as HashMap, FxHasher};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -70,6 +71,22 @@ pub(super) type Prefix = (Vec<(Bits, u32)>, Vec<(Bits, Reach, u32)>);
 
 /// A piece an arrival ended: the index of the step that ended it, L4 bits, verdict, chain.
 pub(super) type Ended = (u32, Bits, Reach, u32);
+
+/// A (source place, destination place) block grouped, its new cells walked: what
+/// [`Engine::group_block`] hands to [`Engine::finish_block`].
+pub(super) struct Block {
+    layers: Vec<u32>,
+    srcs: Vec<u32>,
+    dsts: Vec<u32>,
+    /// Per atom of each side its class group, and a representative atom per group.
+    sg0: Vec<u32>,
+    dg0: Vec<u32>,
+    sreps0: Vec<u32>,
+    dreps0: Vec<u32>,
+    /// Per group: the part of its key that is not a cell (special atom, routes).
+    fixed_s: Vec<Vec<u32>>,
+    fixed_d: Vec<Vec<u32>>,
+}
 
 /// Steps as a memo key; `None` when a step depends on more than its cell (a DNAT sub-plan, a
 /// port rewritten by DNAT).
@@ -158,8 +175,33 @@ impl<'s> Engine<'s> {
             self.build_index(f);
             let places = self.index[fi].places.len();
             for s in 0..places {
-                for d in 0..places {
-                    self.compute_block(f, s, d, None);
+                // Grouping and cell walks read the engine only: all destination places of a
+                // source place at once, on every thread, each new cell walked once; then, in
+                // place order, what writes (so ids are those of the serial run).
+                if !self.parallel {
+                    for d in 0..places {
+                        self.compute_block(f, s, d, None);
+                    }
+                    continue;
+                }
+                let e = &*self;
+                let blocks: Vec<Option<Block>> = (0..places)
+                    .into_par_iter()
+                    .map(|d| e.group_block(f, s, d, None))
+                    .collect();
+                let mut missing = vec![];
+                for b in blocks.iter().flatten() {
+                    e.missing_cells(f, b, &mut missing);
+                }
+                missing.sort_unstable();
+                missing.dedup();
+                let walked: Vec<_> = missing
+                    .par_iter()
+                    .map(|&(l, slot)| e.walk(l, f, slot))
+                    .collect();
+                let mut fresh: Fresh = missing.into_iter().zip(walked).collect();
+                for b in blocks.into_iter().flatten() {
+                    self.finish_block(f, b, &mut fresh);
                 }
             }
         }
@@ -247,6 +289,21 @@ impl<'s> Engine<'s> {
         d: usize,
         only: Option<(&[u32], &[u32])>,
     ) {
+        if let Some(b) = self.group_block(f, s, d, only) {
+            self.finish_block(f, b, &mut Fresh::default());
+        }
+    }
+
+    /// The part of a block that only reads the engine (and so runs on many threads): the atoms
+    /// of each side grouped by their classes and routes, and the cells those groups meet that
+    /// are not stored yet, walked.
+    pub(super) fn group_block(
+        &self,
+        f: Family,
+        s: usize,
+        d: usize,
+        only: Option<(&[u32], &[u32])>,
+    ) -> Option<Block> {
         let fi = f.index();
         let ix = &self.index[fi];
         let outside = ix.places.len() - 1;
@@ -255,7 +312,7 @@ impl<'s> Engine<'s> {
             None => (&ix.places[s], &ix.places[d]),
         };
         if srcs.is_empty() || dsts.is_empty() {
-            return;
+            return None;
         }
         let g = &self.grid[fi];
         let mut layers: Vec<u32> = ix.out_layers[s].clone();
@@ -340,8 +397,48 @@ impl<'s> Engine<'s> {
                 v
             })
             .collect();
-        let srcs = srcs.to_vec();
-        let dsts = dsts.to_vec();
+        Some(Block {
+            layers,
+            srcs: srcs.to_vec(),
+            dsts: dsts.to_vec(),
+            sg0,
+            dg0,
+            sreps0,
+            dreps0,
+            fixed_s,
+            fixed_d,
+        })
+    }
+
+    /// The cells a block meets that are not stored yet, as (layer, slot).
+    fn missing_cells(&self, f: Family, b: &Block, out: &mut Vec<(u32, usize)>) {
+        for &l in &b.layers {
+            for &x in &b.sreps0 {
+                for &y in &b.dreps0 {
+                    if let (slot, None) = self.cell_slot(l, f, x as usize, y as usize) {
+                        out.push((l, slot));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The rest of a block, in the engine's order (its interners are shared): the cells stored,
+    /// groups that every layer decides alike merged, one pair per group pair evaluated, rows
+    /// written.
+    pub(super) fn finish_block(&mut self, f: Family, b: Block, fresh: &mut Fresh) {
+        let Block {
+            layers,
+            srcs,
+            dsts,
+            sg0,
+            dg0,
+            sreps0,
+            dreps0,
+            fixed_s,
+            fixed_d,
+        } = b;
+        let fi = f.index();
         // Refine: two class groups differ only where a layer's cell (its decision, not its
         // classes) differs against some group of the other side.
         let (ns, nd) = (sreps0.len(), dreps0.len());
@@ -350,7 +447,7 @@ impl<'s> Engine<'s> {
             for i in 0..ns {
                 for j in 0..nd {
                     let (a, b) = (sreps0[i] as usize, dreps0[j] as usize);
-                    cells[(k * ns + i) * nd + j] = self.cell(l, f, a, b);
+                    cells[(k * ns + i) * nd + j] = self.cell_with(l, f, a, b, fresh);
                 }
             }
         }

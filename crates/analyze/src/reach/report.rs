@@ -1,14 +1,17 @@
 //! The matrix for people: regions clipped to a scope, grouped by (source place, destination
 //! place, outcome, services) into prefix × prefix products with an example flow each.
 
+use super::atoms::{zero, Bits};
 use super::{Control, Engine, Outcome, Reach, NONE};
 use crate::headerspace::{l4_box_text, prefix_set, to_prefixes, Family, IntervalSet, L4Set};
 use ipnet::IpNet;
 use palisade_model::{FirewallAction, Protocol};
+use palisade_policy::addresses::TagContext;
 use palisade_policy::{Snapshot, SubnetId};
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 impl<'s> Engine<'s> {
     /// Every (family, source atom range, destination atom range, L4 set, outcome) of the matrix
@@ -18,12 +21,14 @@ impl<'s> Engine<'s> {
         for f in [Family::V4, Family::V6] {
             let fi = f.index();
             let g = &self.grid[fi];
-            for sa in 0..g.len() {
+            // Only the atoms the scopes touch: `--to SUBNET` reads that subnet's columns.
+            let dsts = g.atoms_within(&to[fi]);
+            for sa in g.atoms_within(&from[fi]) {
                 let s_set = IntervalSet::range(g.starts[sa], g.end(sa)).intersect(&from[fi]);
                 if s_set.is_empty() {
                     continue;
                 }
-                for da in 0..g.len() {
+                for &da in &dsts {
                     let d = self.rows[fi][sa][da];
                     if d == NONE {
                         continue;
@@ -68,8 +73,9 @@ pub struct Region {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ScopeError {
-    /// An item that is no subnet or NIC of the snapshot and does not parse as an address.
-    #[error("`{item}` is neither a subnet, a NIC, an address nor a prefix")]
+    /// An item that is no subnet or NIC of the snapshot, not `Internet`, and does not parse as
+    /// an address.
+    #[error("`{item}` is neither a subnet, a NIC, `Internet`, an address nor a prefix")]
     Unknown { item: String },
 }
 
@@ -81,6 +87,8 @@ pub fn parse_scope(snap: &Snapshot, text: &str) -> Result<[IntervalSet; 2], Scop
             prefixes.push(p.trunc());
         } else if let Ok(a) = item.parse::<IpAddr>() {
             prefixes.push(IpNet::from(a));
+        } else if item.eq_ignore_ascii_case("internet") {
+            prefixes.extend(internet(snap));
         } else if let Some(s) = snap.subnet_by_name(item) {
             prefixes.extend(snap.subnet(s).prefixes.iter().copied());
         } else if let Some(n) = snap.nic_by_name(item) {
@@ -95,6 +103,19 @@ pub fn parse_scope(snap: &Snapshot, text: &str) -> Result<[IntervalSet; 2], Scop
         prefix_set(&prefixes, Family::V4),
         prefix_set(&prefixes, Family::V6),
     ])
+}
+
+/// `Internet` as a scope (NSG-8.3): public addresses outside the address spaces of every
+/// virtual network, so that `--from Internet` asks what the outside world can reach. Not a
+/// subnet's `Internet` tag: a route of `0.0.0.0/0` to an appliance makes that tag empty.
+fn internet(snap: &Snapshot) -> Vec<IpNet> {
+    let spaces: Vec<IpNet> = snap
+        .network
+        .virtual_networks
+        .iter()
+        .flat_map(|v| v.address_space.iter().copied())
+        .collect();
+    TagContext::new(&spaces).internet
 }
 
 pub fn everything() -> [IntervalSet; 2] {
@@ -347,5 +368,114 @@ pub fn report(
         application_rules,
         atoms: engine.atoms(),
         plans: engine.stats().0,
+    }
+}
+
+/// Which subnets reach which (issue 15, item 4): one link per (source subnet, destination
+/// subnet) with some flow allowed between them.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubnetLink {
+    pub source: String,
+    pub destination: String,
+    /// The allowed protocols and ports between some address of each (union over the subnets'
+    /// addresses; a service may be allowed from part of a subnet only).
+    pub services: Vec<String>,
+    /// One allowed flow, in `trace` terms.
+    pub example: ExampleFlow,
+    #[serde(skip)]
+    pub family: Family,
+    /// The allowed flows' protocol × ports, exact.
+    #[serde(skip)]
+    pub l4: Arc<L4Set>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubnetMatrix {
+    pub subnets: usize,
+    pub links: Vec<SubnetLink>,
+}
+
+impl<'s> Engine<'s> {
+    /// The subnet-to-subnet summary of the matrix: per (source subnet, destination subnet), the
+    /// union of the allowed L4 sets of their atom pairs. Read from the stored decisions, each
+    /// decision's allowed bits computed once.
+    pub fn subnet_matrix(&self) -> SubnetMatrix {
+        let names: Vec<String> = self
+            .snap
+            .subnets()
+            .map(|(_, s)| format!("{}/{}", s.vnet, s.name))
+            .collect();
+        let mut links = vec![];
+        let mut allowed: Vec<Option<Bits>> = vec![None; self.decisions.len()];
+        for f in [Family::V4, Family::V6] {
+            let fi = f.index();
+            let g = &self.grid[fi];
+            // Per place pair: the allowed bits and the first atom pair allowing something.
+            let mut acc: HashMap<(usize, usize), (Bits, usize, usize, Bits)> = HashMap::default();
+            let inside: Vec<(usize, usize)> = (0..g.len())
+                .filter_map(|a| g.loc[a].subnet.map(|s| (a, s.index())))
+                .collect();
+            for &(sa, sp) in &inside {
+                let row = &self.rows[fi][sa];
+                for &(da, dp) in &inside {
+                    let d = row[da];
+                    if d == NONE {
+                        continue;
+                    }
+                    let bits = allowed[d as usize].get_or_insert_with(|| {
+                        let mut b = Bits::from_elem(0, self.l4.words);
+                        for (l4, o) in self.decision_bits(d) {
+                            if (o >> 61) as usize == Reach::Allow as usize {
+                                b.iter_mut().zip(&l4).for_each(|(x, y)| *x |= y);
+                            }
+                        }
+                        b
+                    });
+                    if zero(bits) {
+                        continue;
+                    }
+                    match acc.get_mut(&(sp, dp)) {
+                        Some(e) => e.0.iter_mut().zip(bits.iter()).for_each(|(x, y)| *x |= y),
+                        None => {
+                            acc.insert((sp, dp), (bits.clone(), sa, da, bits.clone()));
+                        }
+                    }
+                }
+            }
+            let mut pairs: Vec<_> = acc.into_iter().collect();
+            pairs.sort_unstable_by_key(|(k, _)| *k);
+            // Bits to sets once per distinct bit set: most subnet pairs share a few.
+            let mut sets: HashMap<Bits, (Arc<L4Set>, Vec<String>)> = HashMap::default();
+            let mut set_of = |b: &Bits| {
+                sets.entry(b.clone())
+                    .or_insert_with(|| {
+                        let l4 = self.l4.set(b);
+                        let text = services(f, &l4);
+                        (Arc::new(l4), text)
+                    })
+                    .clone()
+            };
+            for ((sp, dp), (bits, sa, da, first)) in pairs {
+                let (l4, services) = set_of(&bits);
+                let first = set_of(&first).0;
+                let Some((example, _)) =
+                    example(f, &self.atom_range(f, sa), &self.atom_range(f, da), &first)
+                else {
+                    continue;
+                };
+                links.push(SubnetLink {
+                    source: names[sp].clone(),
+                    destination: names[dp].clone(),
+                    services,
+                    example,
+                    family: f,
+                    l4,
+                });
+            }
+        }
+        SubnetMatrix {
+            subnets: names.len(),
+            links,
+        }
     }
 }
