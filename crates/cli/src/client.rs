@@ -493,6 +493,29 @@ mod tests {
         assert!(m.contains("at body /properties/priority"));
     }
 
+    proptest::proptest! {
+        /// Whatever a server (or something posing as one) answers, the refusal is a message
+        /// naming the request and status, never a panic.
+        #[test]
+        fn any_problem_body_is_shown(text in ".{0,200}", status in 400u16..600) {
+            let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            let m = problem("http://x", "GET /api/x", status, &body);
+            let head = format!("http://x: GET /api/x: {} ", status);
+            proptest::prop_assert!(m.starts_with(&head), "{}", m);
+        }
+
+        /// An `apply` file of any bytes gives resources or an error naming the file.
+        #[test]
+        fn any_apply_file_is_read_or_named(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("r.json");
+            std::fs::write(&f, &bytes).unwrap();
+            if let Err(e) = resources_of(&f) {
+                proptest::prop_assert!(e.starts_with(&f.display().to_string()), "{}", e);
+            }
+        }
+    }
+
     #[test]
     fn names_are_one_path_segment() {
         assert_eq!(encode("web-nsg"), "web-nsg");
