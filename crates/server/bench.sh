@@ -2,13 +2,16 @@
 # `ipFlowVerify` throughput and latency of `palisade server` on a 10k-rule network, against a
 # baseline measured in the same run on the same server: `GET /healthz` (the HTTP stack, routing
 # and JSON with no policy work). Load: wrk (Debian package), $CONN connections, $SECS s each.
-# Not for CI: numbers depend on the machine.
+# The server runs on core $SERVER_CPU and wrk on core $LOAD_CPU (taskset), so the load generator
+# does not compete with the handler for a core. Not for CI: numbers depend on the machine.
 #
 #   crates/server/bench.sh        # prints a Markdown table
 set -euo pipefail
 SECS=${SECS:-10}
-CONN=${CONN:-32}
-THREADS=${THREADS:-2}
+CONN=${CONN:-8}
+THREADS=${THREADS:-1}
+SERVER_CPU=${SERVER_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 (cd "$ROOT" && cargo build -q --release -p palisade-cli)
@@ -56,7 +59,7 @@ PY
 
 token=bench-token
 printf 'bench reader %s\n' "$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)" > "$work/tokens"
-"$ROOT/target/release/palisade" server --network "$work/network.json" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+taskset -c "$SERVER_CPU" "$ROOT/target/release/palisade" server --network "$work/network.json" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --data "$work/data" --token-file "$work/tokens" 2> "$work/log" &
 server=$!
 for _ in $(seq 100); do grep -q '^listening on' "$work/log" && break; sleep 0.2; done
@@ -74,13 +77,15 @@ answer=$(curl -s -X POST -H "Authorization: Bearer $token" -H 'Content-Type: app
     "$base/api/diagnostics/ipFlowVerify")
 echo "answer: $answer" >&2
 
-run() { wrk -t"$THREADS" -c"$CONN" -d"${SECS}s" --latency "$@"; }
+run() { taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONN" -d"${SECS}s" --latency "$@"; }
 rps() { sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p'; }
 p99() { sed -n 's/^ *99% *\([0-9.]*[a-z]*\).*/\1/p'; }
+p50() { sed -n 's/^ *50% *\([0-9.]*[a-z]*\).*/\1/p'; }
 healthz=$(run "$base/healthz")
 verify=$(run -s "$work/verify.lua" "$base/api/diagnostics/ipFlowVerify")
 h_rps=$(echo "$healthz" | rps); v_rps=$(echo "$verify" | rps)
-echo "| request | requests/s | p99 | ratio to baseline |"
-echo "|---|---|---|---|"
-echo "| GET /healthz (baseline) | $h_rps | $(echo "$healthz" | p99) | 1.00 |"
-echo "| POST ipFlowVerify, 10k rules | $v_rps | $(echo "$verify" | p99) | $(python3 -c "print(f'{$v_rps / $h_rps:.2f}')") |"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $CONN connections, $THREADS wrk thread(s), server on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU" >&2
+echo "| request | requests/s | p50 | p99 | ratio to baseline |"
+echo "|---|---|---|---|---|"
+echo "| GET /healthz (baseline) | $h_rps | $(echo "$healthz" | p50) | $(echo "$healthz" | p99) | 1.00 |"
+echo "| POST ipFlowVerify, 10k rules | $v_rps | $(echo "$verify" | p50) | $(echo "$verify" | p99) | $(python3 -c "print(f'{$v_rps / $h_rps:.2f}')") |"

@@ -5,6 +5,7 @@
 #[macro_use]
 mod out;
 mod analysis;
+mod client;
 mod host_cmd;
 mod lab_cmd;
 mod learn_cmd;
@@ -29,6 +30,8 @@ use std::process::ExitCode;
     about = "Layered network security for virtual networks: NSGs, routes and an egress firewall, checked offline and explained."
 )]
 struct Cli {
+    #[command(flatten)]
+    remote: client::RemoteArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -257,17 +260,52 @@ enum Command {
     Lab(lab_cmd::LabCommand),
     /// Serve diagnostics and the policy's resources over HTTP (REST, OpenAPI), versions kept.
     Server(server_cmd::ServerArgs),
+    #[command(flatten)]
+    Remote(client::ServerCommand),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli.command) {
+    let cli = parse();
+    let result = match &cli.remote.server {
+        Some(url) => client::run(&cli.remote, url, cli.command),
+        None => run(cli.command),
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }
     }
+}
+
+/// The arguments; with `--server` the server holds the network, so `--network` is optional.
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    fn relax(cmd: clap::Command) -> clap::Command {
+        let has_network = cmd.get_arguments().any(|a| a.get_id() == "network");
+        let cmd = match has_network {
+            true => cmd.mut_arg("network", |a| a.required(false)),
+            false => cmd,
+        };
+        let names: Vec<String> = cmd
+            .get_subcommands()
+            .map(|s| s.get_name().to_string())
+            .collect();
+        names
+            .iter()
+            .fold(cmd, |c, n| c.mut_subcommand(n.as_str(), relax))
+    }
+    let remote = std::env::args_os()
+        .take_while(|a| a != "--")
+        .any(|a| a == "--server" || a.to_string_lossy().starts_with("--server="));
+    let cmd = if remote {
+        relax(Cli::command())
+    } else {
+        Cli::command()
+    };
+    let matches = cmd.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 fn protocol(p: ProtocolArg) -> palisade_model::Protocol {
@@ -289,6 +327,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Host(c) => host_cmd::run(c),
         Command::Lab(c) => lab_cmd::run(c),
         Command::Server(a) => server_cmd::server(a),
+        Command::Remote(_) => Err("this command asks a server: give --server URL first".into()),
         Command::Validate {
             paths,
             parameters,

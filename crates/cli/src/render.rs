@@ -2,7 +2,7 @@
 //! (`docs/cli-json.md`) on `--output json`.
 
 use palisade_load::Checked;
-use palisade_model::{AddressCheck, Direction};
+use palisade_model::Direction;
 use palisade_policy::{Flow, Snapshot, Trace};
 use palisade_server::present;
 use serde_json::{json, Value};
@@ -46,118 +46,143 @@ pub fn trace_json(flow: &Flow, trace: &Trace) -> Value {
 }
 
 pub fn trace(flow: &Flow, trace: &Trace, as_json: bool) {
+    trace_value(&trace_json(flow, trace), as_json);
+}
+
+/// A trace as `present::trace` shapes it, whether made here or answered by a server: the text is
+/// made from the JSON so both print alike.
+pub fn trace_value(v: &Value, as_json: bool) {
     if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&trace_json(flow, trace)).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
         return;
     }
-    let host = flow
-        .host
-        .as_deref()
+    let f = &v["flow"];
+    let host = f["host"]
+        .as_str()
         .map(|h| format!("  host {h}"))
         .unwrap_or_default();
     println!(
         "flow    {} {}:{} → {}:{}{host}",
-        flow.protocol.as_str(),
-        flow.source,
-        flow.source_port,
-        flow.destination,
-        flow.destination_port
+        s(&f["protocol"]),
+        s(&f["source"]),
+        f["source_port"],
+        s(&f["destination"]),
+        f["destination_port"]
     );
-    for (i, h) in trace.hops.iter().enumerate() {
-        let dir = h.direction.map(|d| format!(" {d:?}")).unwrap_or_default();
-        let rule = h
-            .rule
-            .as_deref()
+    for (i, h) in list(&v["hops"]).iter().enumerate() {
+        let dir = h["direction"]
+            .as_str()
+            .map(|d| format!(" {d}"))
+            .unwrap_or_default();
+        let rule = h["rule"]
+            .as_str()
             .map(|r| format!("  {r}"))
             .unwrap_or_default();
-        let prio = h
-            .priority
+        let prio = h["priority"]
+            .as_u64()
             .map(|p| format!(" (priority {p})"))
             .unwrap_or_default();
-        let nh = h
-            .next_hop
-            .as_ref()
-            .map(|n| format!("  → {}", n.display()))
+        let nh = next_hop_text(&h["next_hop"])
+            .map(|n| format!("  → {n}"))
             .unwrap_or_default();
         println!(
             "{:>4}. {:<20} {:<8} {}{rule}{prio}{nh}  [{}]",
             i + 1,
-            format!("{}{dir}", h.layer),
-            h.result,
-            h.resource,
-            h.reason
+            format!("{}{dir}", s(&h["layer"])),
+            s(&h["result"]),
+            s(&h["resource"]),
+            s(&h["reason"])
         );
-        if let Some(d) = &h.detail {
+        if let Some(d) = h["detail"].as_str() {
             println!("        {d}");
         }
-        for a in &h.audit {
+        for a in list(&h["audit"]) {
             println!(
                 "        audit rule matched and passed over: {} (would {})",
-                a.rule, a.access
+                s(&a["rule"]),
+                s(&a["access"])
             );
         }
-        if let Some(c) = h.address_check {
+        if let Some(c) = h["address_check"].as_str() {
             let what = match c {
-                AddressCheck::Enforce => "a transparent connection whose name does not resolve to the dialed address is denied",
-                AddressCheck::Audit => "a name that does not resolve to the dialed address is logged and allowed",
-                AddressCheck::Off => "the dialed address is not checked against the name",
+                "Enforce" => "a transparent connection whose name does not resolve to the dialed address is denied",
+                "Audit" => "a name that does not resolve to the dialed address is logged and allowed",
+                _ => "the dialed address is not checked against the name",
             };
-            println!("        addressCheck {c:?}: {what} (PAL-5.2)");
+            println!("        addressCheck {c}: {what} (PAL-5.2)");
         }
-        match &h.near_miss {
-            Some(m) if m.differs.is_empty() => println!(
-                "        nearest allow: {} — matches this flow, but comes after the deciding {}",
-                m.rule,
-                m.shadowed_by.as_deref().unwrap_or("rule")
-            ),
-            Some(m) => println!(
-                "        nearest allow: {} — differs in {}",
-                m.rule,
-                m.differs.join(", ")
-            ),
-            None => {}
+        let m = &h["near_miss"];
+        if m.is_object() {
+            let differs: Vec<&str> = list(&m["differs"]).iter().map(s).collect();
+            if differs.is_empty() {
+                println!(
+                    "        nearest allow: {} — matches this flow, but comes after the deciding {}",
+                    s(&m["rule"]),
+                    m["shadowed_by"].as_str().unwrap_or("rule")
+                );
+            } else {
+                println!(
+                    "        nearest allow: {} — differs in {}",
+                    s(&m["rule"]),
+                    differs.join(", ")
+                );
+            }
         }
     }
-    if let Some(r) = &trace.reply {
+    let r = &v["reply"];
+    if r.is_object() {
         println!(
             "reply   routed by {} / {} → {}  ({})",
-            r.resource,
-            r.route,
-            r.next_hop.display(),
-            if r.symmetric {
+            s(&r["resource"]),
+            s(&r["route"]),
+            next_hop_text(&r["next_hop"]).unwrap_or_default(),
+            if r["symmetric"].as_bool() == Some(true) {
                 "symmetric"
             } else {
                 "asymmetric: the reply leaves by another path"
             }
         );
     }
-    for n in &trace.notes {
-        println!("note    {n}");
+    for n in list(&v["notes"]) {
+        println!("note    {}", s(n));
     }
-    for a in &trace.assumed {
-        println!("assumed {a}");
+    for a in list(&v["assumed"]) {
+        println!("assumed {}", s(a));
     }
-    let by = trace
-        .decided_by
-        .as_ref()
-        .map(|d| {
-            let rule = d.rule.as_deref().unwrap_or(if d.layer == "default" {
-                "default action"
-            } else {
-                "connection state"
-            });
-            format!(" — {} {} / {}", d.layer, d.resource, rule)
-        })
+    let d = &v["decided_by"];
+    let by = if d.is_object() {
+        let layer = s(&d["layer"]);
+        let rule = d["rule"].as_str().unwrap_or(if layer == "default" {
+            "default action"
+        } else {
+            "connection state"
+        });
+        format!(" — {layer} {} / {rule}", s(&d["resource"]))
+    } else {
+        String::new()
+    };
+    let nh = next_hop_text(&v["next_hop"])
+        .map(|n| format!("; next hop {n}"))
         .unwrap_or_default();
-    let nh = trace
-        .next_hop
-        .as_ref()
-        .map(|n| format!("; next hop {}", n.display()))
-        .unwrap_or_default();
-    println!("verdict {:?}{by}{nh}", trace.verdict);
+    println!("verdict {}{by}{nh}", s(&v["verdict"]));
+}
+
+/// A string field, empty when absent.
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+fn list(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// `{"type", "address"}` as `NextHop::display` writes it.
+fn next_hop_text(v: &Value) -> Option<String> {
+    let t = v["type"].as_str()?;
+    Some(match v["address"].as_str() {
+        Some(a) => format!("{t} {a}"),
+        None => t.to_string(),
+    })
 }
 
 pub fn next_hop(
@@ -166,26 +191,34 @@ pub fn next_hop(
     to: IpAddr,
     as_json: bool,
 ) -> Result<ExitCode, String> {
-    if as_json {
-        let v = present::next_hop(snap, from, to).map_err(|e| e.to_string())?;
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(ExitCode::SUCCESS);
-    }
-    match present::route_to(snap, from, to).map_err(|e| e.to_string())? {
-        None => println!("next hop None (no route to {to})"),
-        Some(r) => {
-            let addr = r.address.map(|a| format!(" {a}")).unwrap_or_default();
-            println!(
-                "next hop {}{addr}  via {} / {} ({}, {})",
-                r.route.next_hop_type.as_str(),
-                r.route.resource(),
-                r.route.label(),
-                r.prefix,
-                r.source
-            );
-        }
-    }
+    let v = present::next_hop(snap, from, to).map_err(|e| e.to_string())?;
+    next_hop_value(&v, to, as_json);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A next hop as `present::next_hop` shapes it, made here or answered by a server.
+pub fn next_hop_value(v: &Value, to: IpAddr, as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        return;
+    }
+    let r = &v["route"];
+    if !r.is_object() {
+        println!("next hop None (no route to {to})");
+        return;
+    }
+    let addr = v["next_hop"]["address"]
+        .as_str()
+        .map(|a| format!(" {a}"))
+        .unwrap_or_default();
+    println!(
+        "next hop {}{addr}  via {} / {} ({}, {})",
+        s(&v["nextHopType"]),
+        s(&r["resource"]),
+        s(&r["label"]),
+        s(&r["prefix"]),
+        s(&r["source"])
+    );
 }
 
 pub fn effective_rules(

@@ -181,33 +181,33 @@ pub enum LogsOutput {
 pub struct LogsArgs {
     /// The gateway's data directory (default: as `palisade gateway`).
     #[arg(long)]
-    data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     /// `allow` or `deny`.
     #[arg(long)]
-    action: Option<String>,
+    pub(crate) action: Option<String>,
     /// Only records newer than this: a duration (15m, 1h, 2d) or an RFC 3339 time.
     #[arg(long)]
-    since: Option<String>,
+    pub(crate) since: Option<String>,
     /// A rule name or path (`collection/rule`, `group/collection/rule`).
     #[arg(long)]
-    rule: Option<String>,
+    pub(crate) rule: Option<String>,
     /// Source address.
     #[arg(long)]
-    source: Option<IpAddr>,
+    pub(crate) source: Option<IpAddr>,
     /// SNI / Host / CONNECT name (`*.example.com` for subdomains).
     #[arg(long)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Only records of audit matches (PAL-5.3 audit-mode rules, PAL-5.4 observed denies).
     #[arg(long)]
-    audit: bool,
+    pub(crate) audit: bool,
     /// Only `ShadowDiff` records: flows the shadow policy decides differently (PAL-5.3).
     #[arg(long, conflicts_with = "action")]
-    shadow_diff: bool,
+    pub(crate) shadow_diff: bool,
     /// At most this many records.
     #[arg(long, default_value_t = 100)]
-    limit: usize,
+    pub(crate) limit: usize,
     #[arg(long, value_enum, default_value = "text")]
-    output: LogsOutput,
+    pub(crate) output: LogsOutput,
 }
 
 pub(crate) fn default_data_dir() -> PathBuf {
@@ -402,7 +402,7 @@ pub fn logs(a: LogsArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn text_line(r: &FlowRecord) -> String {
+pub(crate) fn text_line(r: &FlowRecord) -> String {
     let src = match r.source_ip {
         Some(ip) => format!("{}", SocketAddr::new(ip, r.source_port)),
         None => "-".into(),

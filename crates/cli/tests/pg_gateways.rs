@@ -532,6 +532,177 @@ fn two_gateways_follow_one_policy_and_survive_the_store_going_away() {
     }
 }
 
+/// `curl` with the admin token: the JSON answer.
+fn api(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> serde_json::Value {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "-X", method, "-H"])
+        .arg(format!("Authorization: Bearer {ADMIN}"));
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(b.to_string());
+    }
+    let out = cmd.arg(format!("{base}{path}")).output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"))
+}
+
+/// DIAG-7 at the firewall: the verdict for HTTP to `host` as this server answers it.
+fn verdict(base: &str, host: &str, port: u16) -> String {
+    let t = api(
+        base,
+        "POST",
+        "/api/diagnostics/trace",
+        Some(
+            &serde_json::json!({"source": "10.0.0.5", "destination": host, "destinationPort": port,
+                                 "at": "fw", "appProtocol": "Http"}),
+        ),
+    );
+    t["verdict"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{t}"))
+        .to_string()
+}
+
+/// Issue 18: two servers on one store — a change made through either is answered by the other
+/// within 1 s (LISTEN/NOTIFY) — and the gateways' flow records are served from PostgreSQL
+/// with their instance, by query and by the live stream.
+#[test]
+fn two_servers_follow_each_other_and_serve_the_gateways_flow_records() {
+    let Some(s) = setup("two-servers") else {
+        return;
+    };
+    let port = s.upstream;
+    let dir = tempfile::tempdir().unwrap();
+    // The store holds version 1 already: the second server resumes from it, not from its file.
+    let other_network = dir.path().join("network.json");
+    std::fs::write(
+        &other_network,
+        serde_json::to_string(&[firewall(port, &["c.test"])]).unwrap(),
+    )
+    .unwrap();
+    let other = server(&s.pg.url(), &other_network, &dir.path().join("other"));
+    assert_eq!(verdict(&other.base, "a.test", port), "Allow");
+    assert_eq!(verdict(&other.base, "c.test", port), "Deny");
+    for g in &s.gateways {
+        wait_for("version 1 in force", || {
+            g.metric("policy_store_version") == Some(1.0)
+        });
+    }
+
+    // Decisions of both gateways, read back from PostgreSQL through the API.
+    for _ in 0..3 {
+        assert_eq!(via(s.gateways[0].proxy, "a.test", port).unwrap(), 200);
+        assert_eq!(via(s.gateways[1].proxy, "b.test", port).unwrap(), 470);
+    }
+    let base = &s.server.base;
+    wait_for("six records in the store", || {
+        api(base, "GET", "/api/flowLogs?limit=1000", None)["value"]
+            .as_array()
+            .is_some_and(|v| v.len() >= 6)
+    });
+    let all = api(base, "GET", "/api/flowLogs?limit=1000", None)["value"].clone();
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 6, "{all:?}");
+    let of_b = api(base, "GET", "/api/flowLogs?instance=gw-b", None)["value"].clone();
+    let of_b = of_b.as_array().unwrap();
+    assert_eq!(of_b.len(), 3, "{of_b:?}");
+    assert!(of_b
+        .iter()
+        .all(|r| r["instance"] == "gw-b" && r["action"] == "Deny" && r["name"] == "b.test"));
+    let allowed = api(&other.base, "GET", "/api/flowLogs?action=allow", None)["value"].clone();
+    assert!(allowed
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["instance"] == "gw-a" && r["name"] == "a.test"));
+    assert_eq!(allowed.as_array().unwrap().len(), 3);
+    // Pages of two, newest first, are the whole list in order.
+    let mut paged = vec![];
+    let mut offset = Some(0);
+    while let Some(o) = offset {
+        let page = api(
+            base,
+            "GET",
+            &format!("/api/flowLogs?limit=2&offset={o}"),
+            None,
+        );
+        paged.extend(page["value"].as_array().unwrap().iter().cloned());
+        offset = page["nextOffset"].as_u64();
+        assert!(paged.len() <= 6, "paging does not end");
+    }
+    assert_eq!(&paged, all);
+
+    // The live stream of the other server, gw-a only: what gw-a decides from now on.
+    let mut stream = Killed(
+        Command::new("curl")
+            .args(["-sN", "--max-time", "4", "-H"])
+            .arg(format!("Authorization: Bearer {ADMIN}"))
+            .arg(format!("{}/api/flowLogs/stream?instance=gw-a", other.base))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let out = stream.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(via(s.gateways[1].proxy, "a.test", port).unwrap(), 200);
+    assert_eq!(via(s.gateways[0].proxy, "b.test", port).unwrap(), 470);
+    let lines = reader.join().unwrap();
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert_eq!(events.len(), 1, "{lines:?}");
+    assert_eq!(events[0]["instance"], "gw-a");
+    assert_eq!(events[0]["name"], "b.test");
+    assert_eq!(events[0]["action"], "Deny");
+
+    // A change through one server is answered by the other within 1 s, both ways.
+    let (_, committed) = s
+        .server
+        .put_firewall_timed(&firewall(port, &["a.test", "b.test"]));
+    let mut seen = vec![];
+    while verdict(&other.base, "b.test", port) != "Allow" {
+        assert!(
+            committed.elapsed() < Duration::from_secs(5),
+            "never followed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    seen.push(committed.elapsed());
+    assert_eq!(api(&other.base, "GET", "/healthz", None)["version"], 2);
+    let (_, committed) = other.put_firewall_timed(&firewall(port, &["c.test"]));
+    while verdict(base, "c.test", port) != "Allow" {
+        assert!(
+            committed.elapsed() < Duration::from_secs(5),
+            "never followed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    seen.push(committed.elapsed());
+    assert_eq!(verdict(base, "a.test", port), "Deny");
+    assert_eq!(api(base, "GET", "/healthz", None)["version"], 3);
+    assert!(
+        seen.iter().all(|d| *d < Duration::from_secs(1)),
+        "a server took more than 1 s to follow the other: {seen:?}"
+    );
+    eprintln!("commit on one server → answered by the other: {seen:?}");
+    for g in &s.gateways {
+        g.until("c.test", port, 200, Instant::now());
+    }
+}
+
 /// Commit → enforcement on both gateways over `PALISADE_PG_CHANGES` changes, against the
 /// file-reload path (a gateway watching its network file) in the same run.
 #[test]

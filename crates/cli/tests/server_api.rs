@@ -1620,6 +1620,346 @@ async fn ip_flow_verify_with_every_remote_port() {
     assert_eq!(st, StatusCode::BAD_REQUEST, "{p}");
 }
 
+/// `palisade --server BASE [--token-file FILE] args...` with no token from the environment or a
+/// config file unless `env` gives one: (exit code, stdout, stderr).
+fn remote(
+    base: &str,
+    token_file: Option<&Path>,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (i32, String, String) {
+    let config = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
+    cmd.args(["--server", base])
+        .current_dir(root())
+        .env_remove("PALISADE_TOKEN")
+        .env("XDG_CONFIG_HOME", config.path());
+    if let Some(f) = token_file {
+        cmd.arg("--token-file").arg(f);
+    }
+    cmd.args(args).envs(env.iter().copied());
+    let out = cmd.output().expect("run palisade --server");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn token_file(dir: &Path, token: &str) -> std::path::PathBuf {
+    let f = dir.join(format!("{token}.token"));
+    std::fs::write(&f, format!("{token}\n")).unwrap();
+    f
+}
+
+/// Issue 18, CLI as a client: `trace` and `next-hop` asked of the server print what they print
+/// on the files — text and JSON, exit codes, refusals — on every scenario flow (DIAG-3, DIAG-7).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_via_server_prints_what_it_prints_locally() {
+    let mut compared = 0;
+    for scenario in scenarios() {
+        let net = format!("../shared/scenarios/{scenario}/network.json");
+        let data = tempfile::tempdir().unwrap();
+        let server = Server::start(&net, data.path());
+        let token = token_file(data.path(), READER);
+        let text = std::fs::read_to_string(
+            root().join(format!("../shared/scenarios/{scenario}/flows.yaml")),
+        )
+        .unwrap();
+        let flows: Value = serde_saphyr::from_str(&text).unwrap();
+        for f in flows["flows"].as_array().unwrap() {
+            let name = format!("{scenario}/{}", s(&f["name"]));
+            let (src, dst) = (s(&f["source"]), s(&f["destination"]));
+            let proto = s(&f["protocol"]).to_ascii_lowercase();
+            let sport = f["source_port"].as_u64().unwrap_or(0).to_string();
+            let dport = f["destination_port"].as_u64().unwrap_or(0).to_string();
+            let mut question = vec![
+                "--from",
+                &src,
+                "--to",
+                &dst,
+                "--port",
+                &dport,
+                "--source-port",
+                &sport,
+                "--protocol",
+                &proto,
+            ];
+            let host = f["host"].as_str().map(str::to_string);
+            if let Some(h) = &host {
+                question.extend(["--host", h]);
+            }
+            if !f["reply_to"].is_null() {
+                question.push("--reply");
+            }
+            let nh = ["--from", src.as_str(), "--to", dst.as_str()];
+            for (cmd, q) in [("trace", &question[..]), ("next-hop", &nh[..])] {
+                for output in ["text", "json"] {
+                    let local: Vec<&str> = [cmd, "--network", &net]
+                        .into_iter()
+                        .chain(q.iter().copied())
+                        .chain(["--output", output])
+                        .collect();
+                    let (lc, lout, lerr) = palisade(&local);
+                    let asked: Vec<&str> = [cmd]
+                        .into_iter()
+                        .chain(q.iter().copied())
+                        .chain(["--output", output])
+                        .collect();
+                    let (rc, rout, rerr) = remote(&server.base, Some(&token), &[], &asked);
+                    assert_eq!(rc, lc, "{name} {cmd} {output}: exit code; {rerr}");
+                    if lc == 2 {
+                        // Refused alike: the server's problem detail carries the CLI's message.
+                        let why = lerr.trim().trim_start_matches("error: ");
+                        assert!(rerr.contains(why), "{name} {cmd}: {rerr} lacks {why}");
+                    } else if output == "json" {
+                        let (l, r): (Value, Value) = (
+                            serde_json::from_str(&lout).unwrap(),
+                            serde_json::from_str(&rout).unwrap(),
+                        );
+                        assert_eq!(without_snapshot(r), without_snapshot(l), "{name} {cmd}");
+                    } else {
+                        assert_eq!(rout, lout, "{name} {cmd} text");
+                    }
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(compared > 250, "only {compared} answers compared");
+}
+
+/// `palisade --server URL logs` pages through the server (more than one page of 1000) and
+/// prints what `palisade logs --data DIR` prints, with the same filters.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_via_server_print_what_logs_print_locally() {
+    use palisade_flowlog::{format_time, FlowLog, FlowRecord, Options};
+    use std::time::{Duration, SystemTime};
+    let flows = tempfile::tempdir().unwrap();
+    let log = FlowLog::open(flows.path(), Options::default()).unwrap();
+    let start = SystemTime::now() - Duration::from_secs(7200);
+    let records: Vec<FlowRecord> = (0..1500u64)
+        .map(|i| FlowRecord {
+            time: format_time(start + Duration::from_secs(i * 4)),
+            action: if i % 3 == 0 { "Deny" } else { "Allow" }.into(),
+            layer: "FirewallApplication".into(),
+            protocol: "Tcp".into(),
+            source_ip: Some(format!("10.0.0.{}", 10 + i % 2).parse().unwrap()),
+            destination_port: 443,
+            name: Some(format!("h{}.partner.example", i % 7)),
+            rule_collection: Some("app".into()),
+            rule: (i % 3 != 0).then(|| "partner-apis".to_string()),
+            decided_by: (i % 3 == 0).then(|| "default".to_string()),
+            reason: "RuleMatched".into(),
+            ..Default::default()
+        })
+        .collect();
+    log.append_all(&records).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let dir = flows.path().to_str().unwrap();
+    let server = Server::start_with(
+        "examples/ase-egress-lockdown",
+        data.path(),
+        &["--flow-log", dir],
+    );
+    let token = token_file(data.path(), READER);
+    let since = format_time(start + Duration::from_secs(3600));
+    for filter in [
+        vec!["--limit", "1200"],
+        vec!["--action", "deny", "--limit", "1000"],
+        vec![
+            "--rule",
+            "app/partner-apis",
+            "--source",
+            "10.0.0.11",
+            "--limit",
+            "2000",
+        ],
+        vec!["--since", &since, "--name", "h3.partner.example"],
+    ] {
+        for output in ["text", "json"] {
+            let args: Vec<&str> = filter.iter().copied().chain(["--output", output]).collect();
+            let local: Vec<&str> = ["logs", "--data", dir]
+                .into_iter()
+                .chain(args.iter().copied())
+                .collect();
+            let (lc, lout, lerr) = palisade(&local);
+            assert_eq!(lc, 0, "{lerr}");
+            let asked: Vec<&str> = ["logs"].into_iter().chain(args.iter().copied()).collect();
+            let (rc, rout, rerr) = remote(&server.base, Some(&token), &[], &asked);
+            assert_eq!(rc, 0, "{filter:?}: {rerr}");
+            assert!(lout.lines().count() > 10, "{filter:?} finds little: {lout}");
+            assert_eq!(rout, lout, "{filter:?} {output}");
+        }
+    }
+}
+
+/// `apply`, `versions` and `rollback` against a server: a PUT through the CLI changes the
+/// server's answers; refusals show the problem's located messages; tokens come from
+/// `--token-file`, `PALISADE_TOKEN` or the config file, and a reader cannot change (PAL-5.5).
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_versions_and_rollback_through_the_cli() {
+    let net = "../shared/scenarios/layered-nsg/network.json";
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(net, data.path());
+    let reader = token_file(data.path(), READER);
+    let http = [
+        "trace",
+        "--from",
+        "203.0.113.20",
+        "--to",
+        "10.2.1.4",
+        "--port",
+        "80",
+        "--source-port",
+        "51001",
+    ];
+    let (code, out, err) = remote(&server.base, Some(&reader), &[], &http);
+    assert_eq!(code, 3, "denied before the change: {out}{err}");
+
+    let mut nsg = server
+        .get("/api/resources/networkSecurityGroups/web-vm1-nic-nsg")
+        .await;
+    let rules = nsg["properties"]["securityRules"].as_array_mut().unwrap();
+    rules.retain(|r| r["name"] != "Allow-HTTP");
+    rules.push(http_rule("203.0.113.0/24"));
+    let file = data.path().join("nsg.json");
+    std::fs::write(&file, json!({"resources": [nsg.clone()]}).to_string()).unwrap();
+    let file_s = file.to_str().unwrap();
+
+    // A reader is refused, and without any token the server says what is missing.
+    let (code, _, err) = remote(&server.admin, Some(&reader), &[], &["apply", file_s]);
+    assert_eq!(code, 2);
+    assert!(err.contains("403"), "{err}");
+    let (code, _, err) = remote(&server.admin, None, &[], &["apply", file_s]);
+    assert_eq!(code, 2);
+    assert!(err.contains("401") && err.contains("bearer token"), "{err}");
+
+    // An admin token from the environment applies it: the server's trace now allows.
+    let admin_env = [("PALISADE_TOKEN", ADMIN)];
+    let (code, out, err) = remote(&server.admin, None, &admin_env, &["apply", file_s]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        "replaced networkSecurityGroups/web-vm1-nic-nsg: version 2"
+    );
+    let (code, out, _) = remote(&server.base, Some(&reader), &[], &http);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verdict Allow"), "{out}");
+
+    // A bad rule: refused with the located message; nothing changes.
+    let bad = nsg["properties"]["securityRules"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|r| r["name"] == "Allow-HTTP")
+        .unwrap();
+    bad["properties"]["sourceAddressPrefix"] = json!("10.0.0.0/33");
+    std::fs::write(&file, nsg.to_string()).unwrap();
+    let (code, _, err) = remote(&server.admin, None, &admin_env, &["apply", file_s]);
+    assert_eq!(code, 2);
+    assert!(err.contains("422"), "{err}");
+    assert!(err.contains("found 10.0.0.0/33"), "{err}");
+    assert!(err.contains("Allow-HTTP"), "{err}");
+    assert!(err.contains("at body /properties/securityRules/"), "{err}");
+    let (_, out, _) = remote(&server.base, Some(&reader), &[], &http);
+    assert!(out.contains("verdict Allow"), "{out}");
+
+    // A file that is not an ARM resource names the field.
+    std::fs::write(&file, r#"{"name": "x"}"#).unwrap();
+    let (code, _, err) = remote(&server.admin, None, &admin_env, &["apply", file_s]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/resources/0: type: expected"), "{err}");
+
+    // Versions and rollback; the token from the config file.
+    let config = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(config.path().join("palisade")).unwrap();
+    std::fs::write(
+        config.path().join("palisade/config.toml"),
+        format!("token = \"{ADMIN}\"\n"),
+    )
+    .unwrap();
+    let cfg = [("XDG_CONFIG_HOME", config.path().to_str().unwrap())];
+    let (code, out, err) = remote(&server.admin, None, &cfg, &["versions"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].trim_start().starts_with("2 ")
+            && lines[0].contains("ci")
+            && lines[0].contains("PUT networkSecurityGroups/web-vm1-nic-nsg"),
+        "{out}"
+    );
+    assert!(
+        lines[1].trim_start().starts_with("1 ") && lines[1].contains("seed"),
+        "{out}"
+    );
+    let (code, out, err) = remote(&server.admin, None, &cfg, &["rollback", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "rolled back to version 1: now version 3");
+    let (code, out, _) = remote(&server.base, Some(&reader), &[], &http);
+    assert_eq!(code, 3, "denied again after the rollback: {out}");
+    let (code, out, _) = remote(
+        &server.base,
+        Some(&reader),
+        &[],
+        &["versions", "--output", "json"],
+    );
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["version"], 3);
+    assert_eq!(v[0]["change"], "rollback to 1");
+
+    // Commands without a server form say so; server commands without --server too.
+    let (code, _, err) = remote(&server.base, Some(&reader), &[], &["lab", "status"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no --server form"), "{err}");
+    let (code, _, err) = palisade(&["versions"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--server"), "{err}");
+}
+
+/// `--ca-cert` trusts a self-signed server; without it the client refuses the certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_trusts_a_self_signed_server_with_ca_cert() {
+    let data = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (data.path().join("cert.pem"), data.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let net = "../shared/scenarios/layered-nsg/network.json";
+    let server = Server::start_with(
+        net,
+        data.path(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    let reader = token_file(data.path(), READER);
+    let q = ["--from", "203.0.113.20", "--to", "10.2.1.4", "--port", "80"];
+    let local: Vec<&str> = ["trace", "--network", net].into_iter().chain(q).collect();
+    let (_, lout, _) = palisade(&local);
+    let asked: Vec<&str> = ["--ca-cert", cert.to_str().unwrap(), "trace"]
+        .into_iter()
+        .chain(q)
+        .collect();
+    let (code, out, err) = remote(&server.base, Some(&reader), &[], &asked);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(out, lout);
+    let asked: Vec<&str> = ["trace"].into_iter().chain(q).collect();
+    let (code, out, err) = remote(&server.base, Some(&reader), &[], &asked);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        err.contains(&server.base) && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}
+
 /// `GET /api/learn` answers what `palisade learn --format json` prints for the same flow log
 /// (spec PAL-5.4): proposals, evidence and the diff; a scope the network lacks is a 422.
 #[tokio::test(flavor = "multi_thread")]

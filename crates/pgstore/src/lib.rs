@@ -322,5 +322,65 @@ pub async fn flows(
         .collect())
 }
 
+/// A flow record with its row id: the id orders records across instances (newest is
+/// highest) and is the cursor of paging and of a live tail.
+#[derive(Debug, Clone)]
+pub struct StoredFlow {
+    pub id: i64,
+    pub row: FlowRow,
+}
+
+/// Which flow records to read: `Before(None)` the newest, `Before(Some(id))` older than `id`
+/// (newest first), `After(id)` newer than `id` (oldest first: a tail).
+#[derive(Debug, Clone, Copy)]
+pub enum FlowPage {
+    Before(Option<i64>),
+    After(i64),
+}
+
+/// Up to `limit` flow records of one instance (or all), from a cursor.
+pub async fn flow_page(
+    client: &Client,
+    instance: Option<&str>,
+    page: FlowPage,
+    limit: i64,
+) -> Result<Vec<StoredFlow>, Error> {
+    let (sql, cursor) = match page {
+        FlowPage::Before(id) => (
+            "SELECT id, instance, time, record::text FROM palisade_flow_records
+             WHERE ($1::text IS NULL OR instance = $1) AND id < $2 ORDER BY id DESC LIMIT $3",
+            id.unwrap_or(i64::MAX),
+        ),
+        FlowPage::After(id) => (
+            "SELECT id, instance, time, record::text FROM palisade_flow_records
+             WHERE ($1::text IS NULL OR instance = $1) AND id > $2 ORDER BY id ASC LIMIT $3",
+            id,
+        ),
+    };
+    let rows = client.query(sql, &[&instance, &cursor, &limit]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| StoredFlow {
+            id: r.get(0),
+            row: FlowRow {
+                instance: r.get(1),
+                time: r.get(2),
+                record: r.get(3),
+            },
+        })
+        .collect())
+}
+
+/// The id of the newest flow record (0 when there is none): where a live tail starts.
+pub async fn last_flow_id(client: &Client) -> Result<i64, Error> {
+    let row = client
+        .query_one(
+            "SELECT COALESCE(max(id), 0)::bigint FROM palisade_flow_records",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 #[cfg(feature = "cluster")]
 pub mod cluster;

@@ -132,6 +132,30 @@ async fn versions_are_numbered_notified_and_kept_verbatim() {
             .len(),
         3
     );
+
+    // Cursors: pages newest first below an id, a tail oldest first above one, per instance.
+    use palisade_pgstore::{flow_page, last_flow_id, FlowPage};
+    let times = |v: Vec<palisade_pgstore::StoredFlow>| {
+        v.into_iter().map(|f| f.row.time).collect::<Vec<_>>()
+    };
+    let newest = flow_page(&writer, None, FlowPage::Before(None), 2)
+        .await
+        .unwrap();
+    assert_eq!(newest[0].id, last_flow_id(&writer).await.unwrap());
+    let cursor = newest[1].id;
+    assert_eq!(times(newest), ["t2", "t1"]);
+    let older = flow_page(&writer, None, FlowPage::Before(Some(cursor)), 2)
+        .await
+        .unwrap();
+    assert_eq!(times(older), ["t0"]);
+    let after = flow_page(&writer, None, FlowPage::After(cursor - 1), 10)
+        .await
+        .unwrap();
+    assert_eq!(times(after), ["t1", "t2"]);
+    let of_a = flow_page(&writer, Some("a"), FlowPage::After(0), 10)
+        .await
+        .unwrap();
+    assert_eq!(times(of_a), ["t0"]);
 }
 
 #[test]

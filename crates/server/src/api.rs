@@ -683,6 +683,7 @@ async fn rollback(State(app): App, Extension(c): Extension<Caller>, Path(n): Pat
             .await?
             .ok_or_else(|| Problem::not_found(format!("no version {n}")))?;
         let _writer = app.writer.lock().await;
+        crate::follow::catch_up(&app).await;
         let meta = apply(&app, &c, &what, old.resources, |_| None).await?;
         Ok(Json(meta).into_response())
     }
@@ -712,26 +713,27 @@ pub struct FlowLogQuery {
     source: Option<String>,
     /// SNI / Host / CONNECT name (`*.example.com` for subdomains).
     name: Option<String>,
+    /// The gateway instance that wrote the record (PostgreSQL store only).
+    instance: Option<String>,
     /// Records per page (default 100, at most 1000).
     limit: Option<usize>,
     /// Records to skip (from `nextOffset` of the previous page).
     offset: Option<usize>,
 }
 
-/// The gateway's flow records, newest first, filtered and paged (DIAG-11); as `palisade logs --output json`.
+/// The gateways' flow records, newest first, filtered and paged (DIAG-11); as `palisade logs --output json`. With a PostgreSQL store, the records the gateways wrote there, each with its `instance`.
 #[utoipa::path(get, path = "/api/flowLogs", tag = "diagnostics", params(FlowLogQuery),
     responses((status = 200, description = "`{value: [record], nextOffset}`", body = Object),
               (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn flow_logs(State(app): App, Query(q): Query<FlowLogQuery>) -> Answer {
-    let dir = flow_log_dir(&app)?;
+    let source = flow_source(&app, q.instance.as_deref())?;
     let (limit, offset) = (q.limit.unwrap_or(100).clamp(1, 1000), q.offset.unwrap_or(0));
-    let query = palisade_flowlog::Query {
-        // One more than the page, to know whether another page follows.
-        limit: Some(offset.saturating_add(limit).saturating_add(1)),
-        ..filters(q.action, q.rule, q.since, q.source, q.name)?
-    };
-    let (records, _torn) =
-        tokio::task::spawn_blocking(move || palisade_flowlog::query(&dir, &query))
+    let query = filters(q.action, q.rule, q.since, q.source, q.name)?;
+    let instance = q.instance;
+    // One more than the page, to know whether another page follows.
+    let wanted = offset.saturating_add(limit).saturating_add(1);
+    let records =
+        tokio::task::spawn_blocking(move || source.query(&query, instance.as_deref(), wanted))
             .await
             .map_err(Problem::internal)?
             .map_err(Problem::internal)?;
@@ -741,9 +743,20 @@ async fn flow_logs(State(app): App, Query(q): Query<FlowLogQuery>) -> Answer {
     Ok(Json(json!({"value": page, "nextOffset": next})).into_response())
 }
 
-fn flow_log_dir(app: &AppState) -> Result<std::path::PathBuf, Problem> {
+/// The PostgreSQL store when the server runs on one (the gateways write there), else the
+/// flow-log directory.
+fn flow_source(app: &AppState, instance: Option<&str>) -> Result<crate::live::Source, Problem> {
+    if app.store.postgres().is_some() {
+        return Ok(crate::live::Source::Store(app.store.clone()));
+    }
+    if instance.is_some() {
+        return Err(Problem::bad_request(
+            "instance: records carry their gateway instance in a PostgreSQL store only (--store postgres://...)",
+        ));
+    }
     app.flow_log
         .clone()
+        .map(crate::live::Source::Dir)
         .ok_or_else(|| Problem::not_found("no flow log: start the server with --flow-log DIR"))
 }
 
@@ -784,44 +797,53 @@ pub struct FlowStreamQuery {
     source: Option<String>,
     /// SNI / Host / CONNECT name (`*.example.com` for subdomains).
     name: Option<String>,
+    /// The gateway instance that wrote the record (PostgreSQL store only).
+    instance: Option<String>,
 }
 
-/// Live decisions: each flow record the gateway appends from now on, as a Server-Sent Event `flow` whose data is the record (as in `GET /api/flowLogs`); filters as the query's.
+/// Live decisions: each flow record the gateways write from now on, as a Server-Sent Event `flow` whose data is the record (as in `GET /api/flowLogs`); filters as the query's.
 #[utoipa::path(get, path = "/api/flowLogs/stream", tag = "diagnostics", params(FlowStreamQuery),
     responses((status = 200, description = "`text/event-stream` of `event: flow` records", content_type = "text/event-stream", body = String),
               (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn flow_stream(State(app): App, Query(q): Query<FlowStreamQuery>) -> Answer {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let dir = flow_log_dir(&app)?;
+    let source = flow_source(&app, q.instance.as_deref())?;
     let query = filters(q.action, q.rule, None, q.source, q.name)?;
-    let tail = tokio::task::spawn_blocking(move || crate::live::Tail::from_end(&dir))
+    let instance = q.instance;
+    let follower = tokio::task::spawn_blocking(move || source.follow(instance))
         .await
         .map_err(Problem::internal)?
         .map_err(Problem::internal)?;
     let stopping = app.stopping.subscribe();
     let records = futures_util::stream::unfold(
-        (tail, stopping, std::collections::VecDeque::new()),
-        move |(mut tail, mut stopping, mut ready)| {
+        (follower, stopping, std::collections::VecDeque::new()),
+        move |(mut follower, mut stopping, mut ready)| {
             let query = query.clone();
             async move {
                 loop {
                     if let Some(r) = ready.pop_front() {
                         let event = Event::default().event("flow").json_data(&r);
-                        return Some((event, (tail, stopping, ready)));
+                        return Some((event, (follower, stopping, ready)));
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(POLL) => {}
                         _ = stopping.wait_for(|s| *s) => return None,
                     }
-                    let (t, polled) = tokio::task::spawn_blocking(move || {
-                        let r = tail.poll();
-                        (tail, r)
+                    let (f, polled) = tokio::task::spawn_blocking(move || {
+                        let r = follower.poll();
+                        (follower, r)
                     })
                     .await
                     .ok()?;
-                    tail = t;
+                    follower = f;
                     // An unreadable log ends the stream; the client reconnects or asks the query.
-                    ready.extend(polled.ok()?.into_iter().filter(|r| query.matches(r)));
+                    ready.extend(
+                        polled
+                            .ok()?
+                            .into_iter()
+                            .filter(|(r, _)| query.matches(r))
+                            .map(|(_, v)| v),
+                    );
                 }
             }
         },
@@ -897,6 +919,7 @@ async fn change(
     let result = async {
         admin(c)?;
         let _writer = app.writer.lock().await;
+        crate::follow::catch_up(app).await;
         let current = app.running.load_full();
         let existing = policy::locate(&current.resources, &path)
             .ok()

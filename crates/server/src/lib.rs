@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod follow;
 pub mod learn;
 pub mod live;
 pub mod policy;
@@ -224,6 +225,9 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Bound, &str)) -> Result<
     };
     let app = |side| api::router(state.clone(), config.body_limit, config.timeout, side);
     let (data_app, admin_app) = (app(api::Side::Data), app(api::Side::Admin));
+    if let Some(pg) = state.store.postgres() {
+        tokio::spawn(follow::follow(state.clone(), pg.clone()));
+    }
     on_ready(&bound, &note);
     let stopping = state.stopping.clone();
     tokio::spawn(async move {

@@ -1,11 +1,17 @@
 //! Live decisions: the flow records a gateway appends to its flow-log directory, read as they
 //! arrive (a tail that follows segment rotation) and sent as Server-Sent Events. The records are
-//! the gateway's own (`palisade-flowlog`): the server observes them, it decides nothing.
+//! the gateway's own (`palisade-flowlog`): the server observes them, it decides nothing. With a
+//! PostgreSQL store, the records the gateways write there instead (each with its instance).
 
-use palisade_flowlog::FlowRecord;
+use crate::store::Store;
+use palisade_flowlog::{FlowRecord, Query};
+use palisade_pgstore::FlowPage;
+use serde_json::Value;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Where a tail is: a segment number and the byte offset of the first unread byte.
 pub struct Tail {
@@ -69,6 +75,148 @@ impl Tail {
             }
         }
         Ok(out)
+    }
+}
+
+/// Where flow records come from: a gateway's flow-log directory, or the PostgreSQL store the
+/// gateways write to (`--flow-log-store`), where each record carries its gateway `instance`.
+#[derive(Clone)]
+pub enum Source {
+    Dir(PathBuf),
+    Store(Arc<dyn Store>),
+}
+
+/// A record as the API shows it: the gateway's record, and its instance when the store says.
+fn shown(r: &FlowRecord, instance: Option<&str>) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let (Some(i), Some(o)) = (instance, v.as_object_mut()) {
+        o.insert("instance".into(), Value::String(i.to_string()));
+    }
+    v
+}
+
+/// Records written at most this long before an older one: gateways' clocks and batches.
+const SKEW: Duration = Duration::from_secs(60);
+
+impl Source {
+    /// The newest `wanted` records matching `query` (and `instance`), newest first. Blocking.
+    pub fn query(
+        &self,
+        query: &Query,
+        instance: Option<&str>,
+        wanted: usize,
+    ) -> Result<Vec<Value>, String> {
+        match self {
+            Source::Dir(dir) => {
+                let q = Query {
+                    limit: Some(wanted),
+                    ..query.clone()
+                };
+                let (records, _torn) = palisade_flowlog::query(dir, &q)
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+                Ok(records.iter().map(|r| shown(r, None)).collect())
+            }
+            Source::Store(store) => {
+                let mut out = vec![];
+                let mut cursor = None;
+                loop {
+                    let batch = store
+                        .flows(instance, FlowPage::Before(cursor), 1000)
+                        .ok_or("the store holds no flow records")?
+                        .map_err(|e| e.to_string())?;
+                    let Some(last) = batch.last() else {
+                        return Ok(out);
+                    };
+                    cursor = Some(last.id);
+                    let mut newest_in_batch = None;
+                    for f in &batch {
+                        // A row that is not a record (written by something else) is passed over.
+                        let Ok(r) = serde_json::from_str::<FlowRecord>(&f.row.record) else {
+                            continue;
+                        };
+                        newest_in_batch = newest_in_batch.max(r.timestamp());
+                        if query.matches(&r) {
+                            out.push(shown(&r, Some(&f.row.instance)));
+                            if out.len() >= wanted {
+                                return Ok(out);
+                            }
+                        }
+                    }
+                    // Rows go in newest last: once a whole batch is older than `since`
+                    // (with room for skew), older batches are too.
+                    if let (Some(since), Some(newest)) = (query.since, newest_in_batch) {
+                        if newest + SKEW < since {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A follower from the current end: only records written from now on.
+    pub fn follow(&self, instance: Option<String>) -> Result<Follower, String> {
+        Ok(match self {
+            Source::Dir(dir) => {
+                Follower::Dir(Tail::from_end(dir).map_err(|e| format!("{}: {e}", dir.display()))?)
+            }
+            Source::Store(store) => Follower::Store {
+                after: store
+                    .last_flow()
+                    .ok_or("the store holds no flow records")?
+                    .map_err(|e| e.to_string())?,
+                store: store.clone(),
+                instance,
+            },
+        })
+    }
+}
+
+/// Follows a [`Source`]: each poll gives the records written since the last, oldest first.
+pub enum Follower {
+    Dir(Tail),
+    Store {
+        store: Arc<dyn Store>,
+        instance: Option<String>,
+        after: i64,
+    },
+}
+
+impl Follower {
+    /// Blocking.
+    pub fn poll(&mut self) -> Result<Vec<(FlowRecord, Value)>, String> {
+        match self {
+            Follower::Dir(t) => Ok(t
+                .poll()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|r| {
+                    let v = shown(&r, None);
+                    (r, v)
+                })
+                .collect()),
+            Follower::Store {
+                store,
+                instance,
+                after,
+            } => {
+                let rows = store
+                    .flows(instance.as_deref(), FlowPage::After(*after), 1000)
+                    .ok_or("the store holds no flow records")?
+                    .map_err(|e| e.to_string())?;
+                if let Some(last) = rows.last() {
+                    *after = last.id;
+                }
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|f| {
+                        let r = serde_json::from_str::<FlowRecord>(&f.row.record).ok()?;
+                        let v = shown(&r, Some(&f.row.instance));
+                        Some((r, v))
+                    })
+                    .collect())
+            }
+        }
     }
 }
 

@@ -95,7 +95,9 @@ pub fn next_hop(snap: &Snapshot, from: IpAddr, to: IpAddr) -> Result<Value, NotA
     };
     Ok(json!({
         "next_hop": {"type": route.next_hop_type.as_str(), "address": address},
-        "route": {"table": route.table, "name": route.name.clone().or(route.service.clone()), "prefix": prefix.to_string(), "source": source, "state": route.state},
+        // `resource` and `label` are the words of the CLI's text, which is made from this value.
+        "route": {"table": route.table, "name": route.name.clone().or(route.service.clone()), "prefix": prefix.to_string(), "source": source, "state": route.state,
+                  "resource": route.resource(), "label": route.label()},
         "nextHopType": route.next_hop_type.as_str(),
         "nextHopIpAddress": address,
         "routeTableId": route.table.clone().unwrap_or_else(|| "System Route".into()),

@@ -68,6 +68,28 @@ pub trait Store: Send + Sync {
     fn audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
     /// Newest first.
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Whether other servers may commit to it too (then a server follows their versions).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// A PostgreSQL store's connection settings: where notifications are.
+    fn postgres(&self) -> Option<&palisade_pgstore::Config> {
+        None
+    }
+    /// The flow records gateways wrote to this store (`--flow-log-store`), from a cursor;
+    /// `None` when the store holds none (the embedded one).
+    fn flows(
+        &self,
+        _instance: Option<&str>,
+        _page: palisade_pgstore::FlowPage,
+        _limit: i64,
+    ) -> Option<Result<Vec<palisade_pgstore::StoredFlow>, StoreError>> {
+        None
+    }
+    /// The newest flow record's id: where a live tail starts.
+    fn last_flow(&self) -> Option<Result<i64, StoreError>> {
+        None
+    }
 }
 
 const VERSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("versions");

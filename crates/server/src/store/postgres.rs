@@ -3,7 +3,7 @@
 //! (LISTEN/NOTIFY) within a second.
 
 use super::{err, AuditEntry, Store, StoreError, Version, VersionMeta};
-use palisade_pgstore::{AuditRow, Client, Config, VersionRow};
+use palisade_pgstore::{AuditRow, Client, Config, FlowPage, StoredFlow, VersionRow};
 use std::sync::Mutex;
 
 /// One connection, reopened when the database went away. The `Store` trait is synchronous
@@ -89,6 +89,27 @@ fn audit_row(a: &AuditEntry) -> AuditRow {
 }
 
 impl Store for PgStore {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn postgres(&self) -> Option<&Config> {
+        Some(&self.config)
+    }
+
+    fn flows(
+        &self,
+        instance: Option<&str>,
+        page: FlowPage,
+        limit: i64,
+    ) -> Option<Result<Vec<StoredFlow>, StoreError>> {
+        Some(self.run(async |c| palisade_pgstore::flow_page(c, instance, page, limit).await))
+    }
+
+    fn last_flow(&self) -> Option<Result<i64, StoreError>> {
+        Some(self.run(async |c| palisade_pgstore::last_flow_id(c).await))
+    }
+
     fn latest(&self) -> Result<Option<Version>, StoreError> {
         self.run(async |c| palisade_pgstore::version(c, None).await)?
             .map(to_version)
