@@ -38,11 +38,12 @@ pub struct LearnArgs {
     /// Samples kept per proposal.
     #[arg(long, default_value_t = learn::DEFAULT_SAMPLES)]
     samples: usize,
+    /// `yaml`: the commented native diff; `arm`: child resources; `json`: proposals and evidence.
     #[arg(long, value_enum, default_value = "yaml")]
-    format: Format,
-    /// Write the proposals here instead of standard output.
-    #[arg(long)]
-    output: Option<PathBuf>,
+    output: Format,
+    /// Write the proposals to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    write: Option<PathBuf>,
     /// Also write the whole network with the proposals merged (the network must be one native
     /// YAML file); it is loaded back and must validate.
     #[arg(long, value_name = "OUT")]
@@ -110,7 +111,7 @@ pub fn learn(a: LearnArgs) -> Result<ExitCode, String> {
         firewall: a.firewall.as_deref(),
         samples: a.samples,
     })?;
-    let text = match a.format {
+    let text = match a.output {
         Format::Yaml => learn::yaml_text(&learned)?,
         Format::Arm => pretty(&learn::arm_diff(&learned)?)?,
         Format::Json => pretty(&serde_json::json!({
@@ -118,7 +119,7 @@ pub fn learn(a: LearnArgs) -> Result<ExitCode, String> {
             "diff": learn::native_diff(&learned),
         }))?,
     };
-    match &a.output {
+    match &a.write {
         Some(p) => std::fs::write(p, &text).map_err(|e| format!("{}: {e}", p.display()))?,
         None => print!("{text}"),
     }

@@ -58,7 +58,11 @@ fn trace_json_schema_and_exit_codes() {
         .iter()
         .map(|h| h["layer"].as_str().unwrap())
         .collect();
-    assert_eq!(layers, vec!["SubnetNsg", "Route", "FirewallApplication"]);
+    // DIAG-7: after the firewall allows it, the firewall subnet's route carries the flow on.
+    assert_eq!(
+        layers,
+        vec!["SubnetNsg", "Route", "FirewallApplication", "Route"]
+    );
 
     let (code, v) = json(&[
         "trace",

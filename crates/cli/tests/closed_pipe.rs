@@ -27,8 +27,8 @@ fn into_closed_pipe(args: &[&str]) -> (Option<i32>, String) {
 
 /// Commands that take no `--output` or need more than a file: `gateway` serves traffic (its
 /// shutdown is tested in `gateway_shutdown.rs`), `server` serves HTTP (`server_api.rs`);
-/// `help` is clap's.
-const NOT_RUN: &[&str] = &["gateway", "server", "help"];
+/// `help` is clap's; `versions`, `rollback` and `apply` ask a server (`server_api.rs`).
+const NOT_RUN: &[&str] = &["gateway", "server", "help", "versions", "rollback", "apply"];
 
 #[test]
 fn every_command_survives_a_closed_stdout() {
@@ -101,6 +101,15 @@ fn every_command_survives_a_closed_stdout() {
         ],
         vec!["demo"],
         vec!["logs", "--data", logs.to_str().unwrap()],
+        vec![
+            "learn",
+            "-n",
+            ase,
+            "--scope",
+            "ase-subnet",
+            "--flow-log",
+            logs.to_str().unwrap(),
+        ],
         vec![
             "host",
             "plan",

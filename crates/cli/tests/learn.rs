@@ -327,7 +327,7 @@ azureFirewalls:
         "--catalog".into(),
         "../shared/catalogs/dependencies/app-service-environment.json".into(),
     ]);
-    args.extend(["--output".into(), diff.to_str().unwrap().into()]);
+    args.extend(["--write".into(), diff.to_str().unwrap().into()]);
     args.extend(["--write-network".into(), merged.to_str().unwrap().into()]);
     args.extend(resolve_args());
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -1960,7 +1960,7 @@ async fn the_cli_trusts_a_self_signed_server_with_ca_cert() {
     );
 }
 
-/// `GET /api/learn` answers what `palisade learn --format json` prints for the same flow log
+/// `GET /api/learn` answers what `palisade learn --output json` prints for the same flow log
 /// (spec PAL-5.4): proposals, evidence and the diff; a scope the network lacks is a 422.
 #[tokio::test(flavor = "multi_thread")]
 async fn learn_answers_as_the_cli_does() {
@@ -2003,7 +2003,7 @@ async fn learn_answers_as_the_cli_does() {
         "1h",
         "--flow-log",
         dir,
-        "--format",
+        "--output",
         "json",
     ])
     .unwrap();
