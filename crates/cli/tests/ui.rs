@@ -431,6 +431,12 @@ async fn checks(c: &Client, base: &str, admin: &str, proxy: SocketAddr, upstream
         asked.starts_with("GET /api/learn?scope=127.0.0.1%2F32&since=7d"),
         "{asked}"
     );
+    // PAL-5.4: the denied name comes back as a proposed application rule, in the table and in
+    // the YAML diff.
+    let proposals = text(c, "#proposals").await;
+    assert!(proposals.contains("exfil.example"), "{proposals}");
+    let diff = text(c, "#diff").await;
+    assert!(diff.contains("exfil.example"), "{diff}");
     screenshot(c, "learn").await;
 
     // The dependency coverage board: the `deps check` answer, entry by entry.

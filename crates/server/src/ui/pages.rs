@@ -302,17 +302,36 @@ pub(super) async fn learn(
         ])
     );
     let asked = format!("GET {uri}");
-    let body = match ui.json(&s, Method::GET, &uri, None).await {
-        Ok(v) => html! {
-            p { "Proposed rules for " strong { (given(&f.scope).unwrap_or("")) } " — review them, then apply them with an admin token through the resources API, or in the network's files. Nothing is applied from here." }
-            pre #proposals { (serde_json::to_string_pretty(&v).unwrap_or_default()) }
-            p.hint { "the API's answer to " code #asked { (asked) } }
-        },
-        Err(r) if r.status == StatusCode::NOT_FOUND && r.detail == "Not Found" => html! {
-            p.error #refused data-status="404" { "This server has no learning endpoint." }
-            p { "The button asked " code #asked { (asked) } "; learning mode (" code { "palisade learn" } ") answers it where it is built in." }
-        },
+    let v = match ui.json(&s, Method::GET, &uri, None).await {
+        Ok(v) => v,
         Err(r) => return refused(&s, "/ui/logs", "Proposed rules", &asked, r),
+    };
+    let learned = &v["learned"];
+    let proposals = learned["proposals"].as_array().cloned().unwrap_or_default();
+    let body = html! {
+        p { "Learning mode (PAL-5.4) for " strong { (given(&f.scope).unwrap_or("")) } ": "
+            (learned["denials"].as_u64().unwrap_or(0)) " denial(s) read, "
+            (proposals.len()) " rule(s) proposed. Review them, then apply them with an admin token through the resources API, or in the network's files — nothing is applied from here." }
+        table #proposals {
+            tr { th { "rule" } th { "why" } th { "count" } th { "first seen" } th { "last seen" } th { "dependency catalog" } }
+            @for p in &proposals {
+                tr.proposal data-rule=(p["name"].as_str().unwrap_or("")) {
+                    td { code { (p["name"].as_str().unwrap_or("")) } }
+                    td { (p["why"].as_str().unwrap_or("")) }
+                    td { (p["evidence"]["count"].as_u64().unwrap_or(0)) }
+                    td { (p["evidence"]["first_seen"].as_str().unwrap_or("")) }
+                    td { (p["evidence"]["last_seen"].as_str().unwrap_or("")) }
+                    td {
+                        @for c in p["evidence"]["catalog"].as_array().into_iter().flatten() {
+                            (c["catalog"].as_str().unwrap_or("")) ": " (c["endpoint"].as_str().unwrap_or("")) " "
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "As a native YAML diff" }
+        pre #diff { (v["yaml"].as_str().unwrap_or("")) }
+        p.hint { "the API's answer to " code #asked { (asked) } }
     };
     page(&s, "/ui/logs", "Proposed rules", body).into_response()
 }
