@@ -281,7 +281,7 @@ struct Opening {
 }
 
 impl Opening {
-    /// Start deciding the session of `key` on `datagrams`: its table entry, and what the
+    /// Start deciding a session on its first `datagrams`: its table entry, and what the
     /// deciding task takes.
     fn new(
         gw: &Arc<Gateway>,
