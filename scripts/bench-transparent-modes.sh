@@ -5,6 +5,8 @@
 # `connection: close` answer, so every request is a new connection judged by the gateway.
 # Root, nft and wrk needed; everything it creates is removed on exit.
 #   PAL=target/debug/palisade DUR=5 scripts/bench-transparent-modes.sh   # prints one JSON line
+# PERF=DIR also records each gateway's CPU profile while it is measured (perf record -e cpu-clock
+# -g), as DIR/redirect.data and DIR/tproxy.data.
 set -euo pipefail
 PAL=$(realpath "${PAL:-target/debug/palisade}")
 DUR=${DUR:-5}
@@ -47,6 +49,19 @@ rate() {
   ip netns exec $C wrk -t1 -c8 -d"${DUR}s" http://10.78.0.10/ | awk '/Requests\/sec/ {print $2}'
 }
 
+# The rate through the gateway last started, profiled when PERF is set.
+gateway_rate() {
+  if [ -n "${PERF:-}" ]; then
+    mkdir -p "$PERF"
+    perf record -q -e cpu-clock -g -p "${PIDS[-1]}" -o "$PERF/$1.data" -- sleep "$DUR" 2>/dev/null &
+    local perf_pid=$!
+    rate
+    wait $perf_pid || true
+  else
+    rate
+  fi
+}
+
 gateway() {
   ip netns exec $G "$PAL" gateway --network "$WORK/network.yaml" --listen none --admin none \
     --transparent 0.0.0.0:15001 --transparent-mode "$1" --data "$WORK/flows-$1" --no-watch \
@@ -65,14 +80,14 @@ forwarded=$(rate)
 
 printf 'table ip bench {\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  iifname "vg" meta l4proto tcp redirect to :15001\n }\n}\n' | ip netns exec $G nft -f -
 gateway redirect
-redirect=$(rate)
+redirect=$(gateway_rate redirect)
 kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 ip netns exec $G nft delete table ip bench
 
-printf 'table ip bench {\n chain prerouting {\n  type filter hook prerouting priority mangle; policy accept;\n  iifname "vg" meta l4proto tcp socket transparent 1 meta mark set 1 accept\n  iifname "vg" meta l4proto tcp tproxy to :15001 meta mark set 1 accept\n }\n}\n' | ip netns exec $G nft -f -
+printf 'table ip bench {\n chain prerouting {\n  type filter hook prerouting priority mangle; policy accept;\n  iifname "vg" tcp flags & (syn | ack) != syn socket transparent 1 meta mark set 1 accept\n  iifname "vg" meta l4proto tcp tproxy to :15001 meta mark set 1 accept\n }\n}\n' | ip netns exec $G nft -f -
 sleep 1
 gateway tproxy
-tproxy=$(rate)
+tproxy=$(gateway_rate tproxy)
 
 python3 -c "
 import json

@@ -673,9 +673,13 @@ async fn tunnel_verdict(
             } else {
                 ("TunnelSniMismatch", "SNI")
             };
-            let detail = format!(
+            let mut detail = format!(
                 "CONNECT {connect_name} carries {what} {inner}; the tunnel's name must be the CONNECT name"
             );
+            // The name compared was an ECH outer name: the record says so, as an allow would.
+            if seen.ech {
+                detail = format!("{}; {detail}", EchPolicy::outer_sni_note(Some(inner)));
+            }
             return (refusal(gw, flow, reason, detail), snap);
         }
     }

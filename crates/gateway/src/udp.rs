@@ -13,6 +13,11 @@
 //!
 //! Sessions end after the idle timeout (shorter for DNS). The table is bounded: when full, the
 //! least recently active session is evicted (counted in `/metrics`).
+//!
+//! New sessions are decided concurrently (at most [`OPENING`] at once) so that one session's
+//! durable record does not hold up the next: a session enters the table as *opening*, its
+//! datagrams held (bounded) until its opening record is acknowledged, then forwarded in order,
+//! or dropped if it is denied or its sockets cannot be opened (fail closed).
 
 use crate::metrics::ListenerLabels;
 use crate::proxy::{self, observed_deny, Flow, Mode};
@@ -34,7 +39,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// Sessions decided at once: each waits for its opening record to be durable.
+pub const OPENING: usize = 64;
+
+/// Datagrams an opening session holds; more are dropped, as a full queue would drop them.
+const HELD: usize = 16;
 
 /// Sessions to port 53 end sooner: a DNS exchange is one query and its answer.
 pub const DNS_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -237,11 +248,91 @@ impl<S: Tracked> SessionTable<S> {
 struct Session {
     activity: Arc<Activity>,
     idle: Duration,
-    /// Allowed: where its datagrams go. Denied: none, they are dropped.
-    upstream: Option<Arc<UdpSocket>>,
-    sent: Arc<AtomicU64>,
+    route: Arc<Mutex<Route>>,
     /// Told when the table evicts it.
     evict: Arc<Notify>,
+}
+
+/// Where a session's datagrams go.
+enum Route {
+    /// Being decided: the client's datagrams so far, held until the opening record is
+    /// acknowledged.
+    Opening(Vec<Vec<u8>>),
+    /// Allowed and recorded: to the upstream socket, counting the bytes sent.
+    Relay(Arc<UdpSocket>, Arc<AtomicU64>),
+    /// Denied, or its sockets could not be opened: dropped.
+    Dropped,
+}
+
+fn lock(route: &Mutex<Route>) -> std::sync::MutexGuard<'_, Route> {
+    route.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the task deciding a new session holds: the session's shared parts and its place in
+/// the gateway's in-flight count, which the relay inherits.
+struct Opening {
+    route: Arc<Mutex<Route>>,
+    activity: Arc<Activity>,
+    evict: Arc<Notify>,
+    epoch: Instant,
+    idle: Duration,
+    counted: InFlight,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Opening {
+    /// Start deciding a session on its first `datagrams`: its table entry, and what the
+    /// deciding task takes.
+    fn new(
+        gw: &Arc<Gateway>,
+        permit: OwnedSemaphorePermit,
+        datagrams: Vec<Vec<u8>>,
+        (epoch, now): (Instant, u64),
+        idle: Duration,
+    ) -> (Session, Opening) {
+        let opening = Opening {
+            route: Arc::new(Mutex::new(Route::Opening(datagrams))),
+            activity: Activity::at(now),
+            evict: Arc::default(),
+            epoch,
+            idle,
+            counted: InFlight::new(gw),
+            _permit: permit,
+        };
+        let session = Session {
+            activity: opening.activity.clone(),
+            idle,
+            route: opening.route.clone(),
+            evict: opening.evict.clone(),
+        };
+        (session, opening)
+    }
+
+    /// Denied: what it held and what comes later is dropped.
+    fn deny(self, gw: &Gateway) {
+        let held = std::mem::replace(&mut *lock(&self.route), Route::Dropped);
+        if let Route::Opening(held) = held {
+            gw.metrics.udp_datagrams_dropped.inc_by(held.len() as u64);
+        }
+    }
+
+    /// Recorded: the held datagrams go to `up`, then those that come later. Sent without
+    /// waiting while the route is locked, so a later datagram cannot overtake them (a fresh
+    /// socket's buffer takes them; one it would not is dropped, as UDP may). The plain
+    /// syscall: tokio's `try_send` refuses until the reactor has seen the socket writable.
+    fn relay(&self, gw: &Gateway, up: &Arc<UdpSocket>, sent: &Arc<AtomicU64>) {
+        let mut route = lock(&self.route);
+        if let Route::Opening(held) = &*route {
+            let sock = socket2::SockRef::from(up.as_ref());
+            for d in held {
+                match sock.send(d) {
+                    Ok(_) => sent.fetch_add(d.len() as u64, Ordering::Relaxed),
+                    Err(_) => gw.metrics.udp_datagrams_dropped.inc(),
+                };
+            }
+        }
+        *route = Route::Relay(up.clone(), sent.clone());
+    }
 }
 
 impl Tracked for Session {
@@ -259,11 +350,20 @@ pub(crate) async fn tproxy_loop(gw: Arc<Gateway>, sock: UdpSocket) {
     let epoch = Instant::now();
     let now_ms = || epoch.elapsed().as_millis() as u64;
     let mut table: SessionTable<Session> = SessionTable::new(gw.config.limits.max_udp_sessions);
+    let opening = Arc::new(Semaphore::new(OPENING));
     let mut buf = vec![0u8; 65_536];
     let mut phase = gw.phase.subscribe();
     let mut swept = 0;
     // Flows whose QUIC ClientHello is still incomplete (issue 14): judged once it is.
     let mut quic_pending: HashMap<Key, quic_judge::Pending> = HashMap::new();
+    // Add a session being decided to the table; the evicted ones are told.
+    let insert = |table: &mut SessionTable<Session>, key: Key, session: Session| {
+        for old in table.insert(key, session) {
+            gw.metrics.udp_sessions_evicted.inc();
+            old.evict.notify_one();
+        }
+        gw.metrics.udp_sessions.set(table.len() as i64);
+    };
     loop {
         if *phase.borrow_and_update() != Phase::Serving {
             return;
@@ -285,19 +385,17 @@ pub(crate) async fn tproxy_loop(gw: Arc<Gateway>, sock: UdpSocket) {
             table.expire(now);
             gw.metrics.udp_sessions.set(table.len() as i64);
             swept = now;
-            for (key, p) in
+            for (waited, p) in
                 quic_judge::expired(&mut quic_pending, gw.config.limits.handshake_timeout)
             {
-                let session = open_quic(
-                    &gw,
-                    key,
-                    Err(QuicError::Incomplete),
-                    p.datagrams,
-                    epoch,
-                    Activity::at(now),
-                )
-                .await;
-                table.insert(key, session);
+                let Ok(permit) = opening.clone().acquire_owned().await else {
+                    return;
+                };
+                let idle = idle_timeout(gw.config.limits.udp_idle_timeout, waited.1.port());
+                let (session, o) = Opening::new(&gw, permit, p.datagrams, (epoch, now), idle);
+                insert(&mut table, waited, session);
+                let incomplete = Err(QuicError::Incomplete);
+                tokio::spawn(open_quic(gw.clone(), waited, incomplete, o));
             }
         }
         // No original destination, or the listener itself: nothing was redirected.
@@ -308,26 +406,33 @@ pub(crate) async fn tproxy_loop(gw: Arc<Gateway>, sock: UdpSocket) {
         if let Some(p) = quic_pending.get_mut(&key) {
             if let Some(initial) = p.push(&buf[..n]) {
                 let p = quic_pending.remove(&key).unwrap_or_default();
-                let session =
-                    open_quic(&gw, key, initial, p.datagrams, epoch, Activity::at(now)).await;
-                for old in table.insert(key, session) {
-                    gw.metrics.udp_sessions_evicted.inc();
-                    old.evict.notify_one();
-                }
+                let Ok(permit) = opening.clone().acquire_owned().await else {
+                    return;
+                };
+                let idle = idle_timeout(gw.config.limits.udp_idle_timeout, key.1.port());
+                let (session, o) = Opening::new(&gw, permit, p.datagrams, (epoch, now), idle);
+                insert(&mut table, key, session);
+                tokio::spawn(open_quic(gw.clone(), key, initial, o));
             }
             continue;
         }
         if let Some(s) = table.get(&key) {
             s.activity.touch(now);
-            match &s.upstream {
-                // A datagram that came before the reply socket was connected.
-                Some(up) => {
-                    if up.send(&buf[..n]).await.is_ok() {
-                        s.sent.fetch_add(n as u64, Ordering::Relaxed);
-                    }
+            let relay = match &mut *lock(&s.route) {
+                Route::Opening(held) if held.len() < HELD => {
+                    held.push(buf[..n].to_vec());
+                    None
                 }
-                None => {
+                Route::Relay(up, sent) => Some((up.clone(), sent.clone())),
+                Route::Opening(_) | Route::Dropped => {
                     gw.metrics.udp_datagrams_dropped.inc();
+                    None
+                }
+            };
+            // A datagram that came before the reply socket was connected.
+            if let Some((up, sent)) = relay {
+                if up.send(&buf[..n]).await.is_ok() {
+                    sent.fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
             continue;
@@ -340,46 +445,43 @@ pub(crate) async fn tproxy_loop(gw: Arc<Gateway>, sock: UdpSocket) {
             .inc();
         // UDP the network and DNAT rules leave to the application rules: a QUIC Initial is
         // judged by the name in its ClientHello, as HTTPS (issue 14).
-        if let Some(dst) =
-            original.filter(|&d| quic_judge::wants_initial(&gw, client, d, &buf[..n]))
-        {
-            let mut p = quic_judge::Pending::default();
-            let initial = match p.push(&buf[..n]) {
-                // As many flows may wait for their ClientHello as the table holds sessions.
-                None if quic_pending.len() < gw.config.limits.max_udp_sessions => {
-                    quic_pending.insert((client, dst), p);
-                    continue;
-                }
-                None => Err(QuicError::Incomplete),
-                Some(initial) => initial,
-            };
-            let session = open_quic(&gw, key, initial, p.datagrams, epoch, Activity::at(now)).await;
-            for old in table.insert(key, session) {
-                gw.metrics.udp_sessions_evicted.inc();
-                old.evict.notify_one();
+        let quic = original.filter(|&d| quic_judge::wants_initial(&gw, client, d, &buf[..n]));
+        let mut p = quic_judge::Pending::default();
+        let initial = match quic.map(|_| p.push(&buf[..n])) {
+            // As many flows may wait for their ClientHello as the table holds sessions.
+            Some(None) if quic_pending.len() < gw.config.limits.max_udp_sessions => {
+                quic_pending.insert(key, p);
+                continue;
             }
-            continue;
-        }
-        let session = open(&gw, client, original, &buf[..n], epoch, Activity::at(now)).await;
-        for old in table.insert(key, session) {
-            gw.metrics.udp_sessions_evicted.inc();
-            old.evict.notify_one();
-        }
-        gw.metrics.udp_sessions.set(table.len() as i64);
+            Some(None) => Some(Err(QuicError::Incomplete)),
+            Some(Some(initial)) => Some(initial),
+            None => None,
+        };
+        // Full: wait for a decision to finish, as the kernel queues what comes meanwhile.
+        let Ok(permit) = opening.clone().acquire_owned().await else {
+            return;
+        };
+        let idle = idle_timeout(gw.config.limits.udp_idle_timeout, key.1.port());
+        let datagrams = match initial {
+            Some(_) => p.datagrams,
+            None => vec![buf[..n].to_vec()],
+        };
+        let (session, o) = Opening::new(&gw, permit, datagrams, (epoch, now), idle);
+        insert(&mut table, key, session);
+        match initial {
+            Some(initial) => tokio::spawn(open_quic(gw.clone(), key, initial, o)),
+            None => tokio::spawn(open(gw.clone(), client, original, o)),
+        };
     }
 }
 
 /// Decide a new session on its first datagram and start relaying if it is allowed.
 async fn open(
-    gw: &Arc<Gateway>,
+    gw: Arc<Gateway>,
     client: SocketAddr,
     original: Option<SocketAddr>,
-    first: &[u8],
-    epoch: Instant,
-    activity: Arc<Activity>,
-) -> Session {
-    let dst = original.unwrap_or(client);
-    let idle = idle_timeout(gw.config.limits.udp_idle_timeout, dst.port());
+    opening: Opening,
+) {
     let flow = Flow {
         mode: Mode::Transparent,
         protocol: "UDP",
@@ -390,23 +492,13 @@ async fn open(
         tunnel_name: None,
         translated_source: None,
     };
-    let denied = |gw: &Arc<Gateway>| {
-        gw.metrics.udp_datagrams_dropped.inc();
-        Session {
-            activity: activity.clone(),
-            idle,
-            upstream: None,
-            sent: Arc::default(),
-            evict: Arc::default(),
-        }
-    };
     let Some(original) = original else {
         let o = observed_deny(
             "NotRedirected",
             "datagram addressed to the transparent UDP listener itself, or without an original destination".into(),
         );
-        gw.record(flow.record(gw, &o, &gw.version())).await;
-        return denied(gw);
+        gw.record(flow.record(&gw, &o, &gw.version())).await;
+        return opening.deny(&gw);
     };
     let key = PacketKey {
         src: client.ip(),
@@ -431,48 +523,27 @@ async fn open(
         }),
         (true, ..) => Ok((original, outcome)),
     };
-    let (to, outcome) = match target {
-        Ok(x) => x,
+    match target {
+        Ok((to, outcome)) => relay_session(&gw, flow, key, (outcome, version), to, opening).await,
         Err(o) => {
-            gw.record(flow.record(gw, &o, &version)).await;
-            return denied(gw);
+            gw.record(flow.record(&gw, &o, &version)).await;
+            opening.deny(&gw);
         }
-    };
-    relay_session(
-        gw,
-        flow,
-        key,
-        (outcome, version),
-        to,
-        &[first.to_vec()],
-        (epoch, activity),
-        idle,
-    )
-    .await
+    }
 }
 
 /// A QUIC flow judged by its Initial's name ([`quic_judge::judge_quic`]): relayed with the
 /// datagrams read so far, or denied.
 async fn open_quic(
-    gw: &Arc<Gateway>,
+    gw: Arc<Gateway>,
     (client, original): Key,
     initial: Result<Hello, QuicError>,
-    datagrams: Vec<Vec<u8>>,
-    epoch: Instant,
-    activity: Arc<Activity>,
-) -> Session {
-    let idle = idle_timeout(gw.config.limits.udp_idle_timeout, original.port());
-    let decision = quic_judge::judge_quic(gw, client, original, &initial).await;
+    opening: Opening,
+) {
+    let decision = quic_judge::judge_quic(&gw, client, original, &initial).await;
     if !decision.outcome.allowed {
-        gw.metrics.udp_datagrams_dropped.inc();
         gw.record(decision.record).await;
-        return Session {
-            activity,
-            idle,
-            upstream: None,
-            sent: Arc::default(),
-            evict: Arc::default(),
-        };
+        return opening.deny(&gw);
     }
     let flow = Flow {
         mode: Mode::Transparent,
@@ -493,43 +564,20 @@ async fn open_quic(
         dst_port: original.port(),
     };
     let decided = (decision.outcome, decision.version);
-    relay_session(
-        gw,
-        flow,
-        key,
-        decided,
-        original,
-        &datagrams,
-        (epoch, activity),
-        idle,
-    )
-    .await
+    relay_session(&gw, flow, key, decided, original, opening).await
 }
 
-/// Open the sockets of an allowed session to `to`, send what the client sent so far, record
-/// the opening and start relaying.
-#[allow(clippy::too_many_arguments)]
+/// Open the sockets of an allowed session to `to`, record the opening, then send what the
+/// client sent so far and start relaying.
 async fn relay_session(
     gw: &Arc<Gateway>,
     mut flow: Flow,
     key: PacketKey,
     (outcome, version): (FirewallOutcome, crate::Version),
     to: SocketAddr,
-    first: &[Vec<u8>],
-    (epoch, activity): (Instant, Arc<Activity>),
-    idle: Duration,
-) -> Session {
+    opening: Opening,
+) {
     let (client, original) = (flow.client, flow.dst.unwrap_or(to));
-    let denied = |gw: &Arc<Gateway>| {
-        gw.metrics.udp_datagrams_dropped.inc();
-        Session {
-            activity: activity.clone(),
-            idle,
-            upstream: None,
-            sent: Arc::default(),
-            evict: Arc::default(),
-        }
-    };
     let sockets = async {
         let local: SocketAddr = if to.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
@@ -548,7 +596,7 @@ async fn relay_session(
             let o = observed_deny("UpstreamUnavailable", format!("UDP to {to}: {e}"));
             gw.log_limited("UpstreamUnavailable", format!("UDP {client} → {to}: {e}"));
             gw.record(flow.record(gw, &o, &version)).await;
-            return denied(gw);
+            return opening.deny(gw);
         }
     };
     let up = Arc::new(up);
@@ -557,20 +605,21 @@ async fn relay_session(
     }
     let mut opened = flow.record(gw, &outcome, &version);
     opened.detail = Some(with_detail(&outcome, "UDP session opened"));
+    // Nothing is forwarded before the opening record is durable.
     gw.record(opened).await;
     let sent = Arc::new(AtomicU64::new(0));
-    for d in first {
-        if up.send(d).await.is_ok() {
-            sent.fetch_add(d.len() as u64, Ordering::Relaxed);
-        }
-    }
-    let session = Session {
+    opening.relay(gw, &up, &sent);
+    // The next session may be decided while this one relays.
+    let Opening {
         activity,
+        evict,
+        epoch,
         idle,
-        upstream: Some(up.clone()),
-        sent,
-        evict: Arc::default(),
-    };
+        counted,
+        _permit,
+        ..
+    } = opening;
+    drop(_permit);
     let entry = Arc::new(Established {
         key,
         host: flow.name.clone(),
@@ -585,16 +634,15 @@ async fn relay_session(
         version,
         reply,
         up,
-        activity: session.activity.clone(),
-        sent: session.sent.clone(),
-        evict: session.evict.clone(),
+        activity,
+        sent,
+        evict,
         epoch,
         entry,
         idle,
-        counted: InFlight::new(gw),
+        counted,
     };
-    tokio::spawn(relay.run());
-    session
+    relay.run().await
 }
 
 fn with_detail(o: &FirewallOutcome, what: &str) -> String {

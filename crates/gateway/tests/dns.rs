@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::netns::{can_run, in_netns, in_netns_async, in_ns, Pair};
+use common::netns::{can_run, curl_status, in_netns, in_ns, InNs, Pair};
 use common::*;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{rdata::A, Name, RData, Record, RecordType};
@@ -33,45 +33,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// `curl` from ns cli to a server's address (no name): the HTTP status, 470 when denied.
-fn curl_status(ns: &str, ip: &str) -> String {
-    let url = format!("http://{ip}:5432/");
-    let (_, out, _) = in_ns(
-        ns,
-        &[
-            "curl",
-            "-s",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &url,
-        ],
-    );
-    out
+fn curl_db(ns: &str, ip: &str) -> String {
+    curl_status(ns, &[&format!("http://{ip}:5432/")])
 }
 
 /// `curl` from ns cli to `ip` port 80 with `Host: web.example.test`: the HTTP status.
 fn curl_web(ns: &str, ip: &str) -> String {
     let to = format!("web.example.test:80:{ip}");
-    let (_, out, _) = in_ns(
-        ns,
-        &[
-            "curl",
-            "-s",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--resolve",
-            &to,
-            "http://web.example.test/",
-        ],
-    );
-    out
+    curl_status(ns, &["--resolve", &to, "http://web.example.test/"])
 }
 
 /// `dig` through the gateway's DNS proxy: the addresses of the answer.
@@ -225,10 +194,8 @@ fn fw_5_fqdn_network_rule_follows_the_dns_proxy() {
         ),
     ])));
 
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (data2, zone2) = (data.clone(), zone.clone());
-    let thread = in_netns_async(&gw_ns, move || async move {
+    let _gateway = InNs::start(&gw_ns, move || async move {
         http_server("10.78.0.10:5432").await;
         http_server("10.78.0.11:5432").await;
         http_server("10.78.0.10:80").await;
@@ -244,24 +211,11 @@ fn fw_5_fqdn_network_rule_follows_the_dns_proxy() {
         dns.grace = GRACE;
         dns.refresh = Some(Duration::from_millis(500));
         config.dns = Some(dns);
-        let running = match Gateway::start(config).await {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = ready_tx.send(Err(e.to_string()));
-                return;
-            }
-        };
-        let _ = ready_tx.send(Ok(()));
-        let _ = stop_rx.await;
-        drop(running);
+        config
     });
-    ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("gateway thread started")
-        .expect("gateway started in the namespace");
 
     // Before the subnet asked for the name, its address matches no rule.
-    assert_eq!(curl_status(&cli_ns, "10.78.0.10"), "470");
+    assert_eq!(curl_db(&cli_ns, "10.78.0.10"), "470");
     let denied = records(&data);
     assert!(
         denied.iter().any(|r| r.action == "Deny"
@@ -275,7 +229,7 @@ fn fw_5_fqdn_network_rule_follows_the_dns_proxy() {
     assert_eq!(dig(&cli_ns, "db.example.test", false), ["10.78.0.10"]);
     assert_eq!(dig(&cli_ns, "DB.Example.Test.", true), ["10.78.0.10"]);
     assert!(dig(&cli_ns, "nothing.example.test", false).is_empty());
-    assert_eq!(curl_status(&cli_ns, "10.78.0.10"), "200");
+    assert_eq!(curl_db(&cli_ns, "10.78.0.10"), "200");
     let start = Instant::now();
     let allowed = loop {
         let found = records(&data).into_iter().find(|r| r.action == "Allow");
@@ -299,12 +253,12 @@ fn fw_5_fqdn_network_rule_follows_the_dns_proxy() {
         .insert("db.example.test.".into(), Ipv4Addr::new(10, 78, 0, 11));
     let moved = Instant::now();
     assert_eq!(
-        curl_status(&cli_ns, "10.78.0.10"),
+        curl_db(&cli_ns, "10.78.0.10"),
         "200",
         "within the grace period"
     );
     assert_eq!(
-        eventually(Duration::from_secs(10), "200", || curl_status(
+        eventually(Duration::from_secs(10), "200", || curl_db(
             &cli_ns,
             "10.78.0.11"
         )),
@@ -312,7 +266,7 @@ fn fw_5_fqdn_network_rule_follows_the_dns_proxy() {
         "the refresh did not learn the new address"
     );
     assert_eq!(
-        eventually(Duration::from_secs(15), "470", || curl_status(
+        eventually(Duration::from_secs(15), "470", || curl_db(
             &cli_ns,
             "10.78.0.10"
         )),
@@ -370,9 +324,6 @@ fn fw_5_fqdn_network_rule_follows_the_dns_proxy() {
         .find(|r| r.reason == "HostAddressMismatch")
         .expect("a HostAddressMismatch record");
     assert_eq!(mismatch.destination_ip, Some("10.78.0.10".parse().unwrap()));
-
-    let _ = stop_tx.send(());
-    thread.join().unwrap();
 }
 
 fn a_query(name: &str) -> Message {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::netns::{can_run, in_netns, in_netns_async, Pair};
+use common::netns::{can_run, tcp_send_from, InNs, Pair};
 use common::*;
 use palisade_flowlog::FlowRecord;
 use palisade_gateway::sni::build_client_hello;
@@ -92,31 +92,19 @@ async fn ech_outer_sni_judges_the_public_name() {
         detail.starts_with("ech: judged by the outer SNI api.allowed.test"),
         "{detail}"
     );
-    // Another outer name is still domain fronting (`--tunnel-sni match`).
+    // Another outer name is still domain fronting (`--tunnel-sni match`); the record says
+    // the name compared was the ECH outer name.
     let (_, r) = ech_through_connect(&s, "evil.test").await;
     assert_eq!(
         (r.action.as_str(), r.reason.as_str()),
         ("Deny", "TunnelSniMismatch")
     );
-}
-
-/// Send `bytes` to `to` from inside namespace `ns` (a thread moved there with setns) and wait
-/// for the gateway to close; what came back.
-fn send_from(ns: &str, to: &str, bytes: &[u8]) -> Vec<u8> {
-    let (to, bytes) = (to.to_string(), bytes.to_vec());
-    in_netns(ns, move || {
-        use std::io::{Read, Write};
-        let mut s =
-            std::net::TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(5))
-                .unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&bytes).unwrap();
-        let mut out = vec![];
-        let _ = s.read_to_end(&mut out);
-        out
-    })
-    .join()
-    .unwrap()
+    let detail = r.detail.unwrap_or_default();
+    assert!(
+        detail.starts_with("ech: judged by the outer SNI evil.test")
+            && detail.contains("CONNECT api.allowed.test"),
+        "{detail}"
+    );
 }
 
 /// Transparent TLS with `--ech outer-sni`: the outer name is judged by the policy — allowed
@@ -137,10 +125,8 @@ fn transparent_ech_outer_sni_in_namespaces() {
     let policy = path.join("network.yaml");
     write(&policy, &policy_yaml(80, 443, 1, true));
     let data = path.join("data");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let data2 = data.clone();
-    let thread = in_netns_async(&ns.gw, move || async move {
+    let gateway = InNs::start(&ns.gw, move || async move {
         tls_server("10.78.0.10:443", &["api.allowed.test"]).await;
         let mut config = loopback_config(
             &policy,
@@ -151,17 +137,11 @@ fn transparent_ech_outer_sni_in_namespaces() {
         config.admin = None;
         config.transparent = Some("0.0.0.0:15001".parse().unwrap());
         config.ech = EchPolicy::OuterSni;
-        let running = Gateway::start(config).await.unwrap();
-        ready_tx.send(()).unwrap();
-        let _ = stop_rx.await;
-        drop(running);
+        config
     });
-    ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("gateway started in the namespace");
 
     let hello = build_client_hello(Some("api.allowed.test"), true, &[], 16384);
-    send_from(&ns.cli, "10.78.0.10:443", &hello);
+    tcp_send_from(&ns.cli, "10.78.0.10:443", &hello);
     let r = wait_for(&data, "allowed ech", |r| {
         r.name.as_deref() == Some("api.allowed.test")
     });
@@ -172,7 +152,7 @@ fn transparent_ech_outer_sni_in_namespaces() {
     assert!(r.detail.unwrap_or_default().starts_with("ech: "));
 
     let hello = build_client_hello(Some("blocked.test"), true, &[], 16384);
-    let answer = send_from(&ns.cli, "10.78.0.10:443", &hello);
+    let answer = tcp_send_from(&ns.cli, "10.78.0.10:443", &hello);
     assert!(answer.is_empty(), "a denied ClientHello gets no answer");
     let r = wait_for(&data, "blocked ech", |r| {
         r.name.as_deref() == Some("blocked.test")
@@ -183,7 +163,6 @@ fn transparent_ech_outer_sni_in_namespaces() {
     );
     assert!(r.detail.unwrap_or_default().starts_with("ech: "));
 
-    let _ = stop_tx.send(());
-    thread.join().unwrap();
+    drop(gateway);
     drop(dir);
 }

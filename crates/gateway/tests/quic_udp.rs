@@ -12,12 +12,9 @@
 
 mod common;
 
-use common::netns::{can_run, in_netns_async, Lab};
-use common::{wait_for, write};
+use common::netns::{can_run, in_netns_async, InNs, Lab};
+use common::{loopback_config, wait_for, write};
 use palisade_flowlog::FlowRecord;
-use palisade_gateway::policy::PolicySource;
-use palisade_gateway::resolver::Resolver;
-use palisade_gateway::{Config, Gateway};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -146,38 +143,16 @@ fn quic_through_transparent_udp_is_judged_by_name() {
     let policy = dir.path().join("network.yaml");
     write(&policy, POLICY);
     let data = dir.path().join("data");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let data2 = data.clone();
-    let gateway = in_netns_async(&lab.pair.gw, move || async move {
-        let items: Vec<String> = NAMES.iter().map(|n| format!("{n}=10.78.0.10")).collect();
-        let (bindings, problems) = palisade_model::bindings::parse_items("--resolve", &items);
-        assert!(problems.is_empty(), "{problems:?}");
-        let mut config = Config::new(
-            PolicySource {
-                source: palisade_load::Source {
-                    resolve: items,
-                    ..palisade_load::Source::files(vec![policy])
-                },
-                firewall: None,
-            },
-            data2,
-        );
+    let gateway = InNs::start(&lab.pair.gw, move || async move {
+        let items = NAMES.map(|n| format!("{n}=10.78.0.10"));
+        let items: Vec<&str> = items.iter().map(String::as_str).collect();
+        let mut config = loopback_config(&policy, &data2, &items);
+        config.listen = None;
+        config.admin = None;
         config.transparent_udp = vec!["0.0.0.0:15003".parse().unwrap()];
-        config.resolver = Resolver {
-            fixed: bindings,
-            system: false,
-        };
-        config.sighup = false;
-        config.watch = false;
-        let running = Gateway::start(config).await.unwrap();
-        ready_tx.send(()).unwrap();
-        let _ = stop_rx.await;
-        drop(running);
+        config
     });
-    ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("gateway started in the namespace");
     let cli = lab.pair.cli.clone();
     let h3 = || vec![b"h3".to_vec()];
 
@@ -220,7 +195,6 @@ fn quic_through_transparent_udp_is_judged_by_name() {
         ("Deny", "DefaultAction", Some("default"))
     );
 
-    let _ = stop_tx.send(());
-    gateway.join().unwrap();
+    drop(gateway);
     drop(lab);
 }

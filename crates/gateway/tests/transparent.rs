@@ -10,13 +10,9 @@
 
 mod common;
 
-use common::netns::{can_run, in_netns, in_netns_async, in_ns, Pair};
+use common::netns::{can_run, in_ns, tcp_send_from, InNs, Pair};
 use common::*;
-use palisade_gateway::policy::PolicySource;
-use palisade_gateway::resolver::Resolver;
 use palisade_gateway::sni::build_client_hello;
-use palisade_gateway::{Config, Gateway};
-use palisade_model::bindings::parse_items;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -42,23 +38,6 @@ azureFirewalls:
           - {name: tls, sourceAddresses: ['10.77.0.0/24'], protocols: ['Https:443'], targetFqdns: ['*.allowed.test']}
 "#;
 
-/// Send raw bytes from inside a namespace (a thread moved there with setns) and wait for the
-/// gateway to close.
-fn send_from(ns: &str, to: &str, bytes: &[u8]) {
-    let (to, bytes) = (to.to_string(), bytes.to_vec());
-    in_netns(ns, move || {
-        use std::io::{Read, Write};
-        let mut s =
-            std::net::TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(5))
-                .unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&bytes).unwrap();
-        let _ = s.read(&mut [0u8; 100]);
-    })
-    .join()
-    .unwrap();
-}
-
 #[test]
 fn transparent_mode_in_namespaces() {
     if !can_run(
@@ -78,11 +57,8 @@ fn transparent_mode_in_namespaces() {
     let data: PathBuf = dir.path().join("data");
 
     // The gateway and servers, inside ns gw.
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let data2 = data.clone();
-    let policy2 = policy.clone();
-    let thread = in_netns_async(&gw_ns, move || async move {
+    let _gateway = InNs::start(&gw_ns, move || async move {
         http_server("10.78.0.10:80").await;
         http_server("10.78.0.10:2222").await;
         tls_server(
@@ -90,50 +66,22 @@ fn transparent_mode_in_namespaces() {
             &["api.allowed.test", "elsewhere.allowed.test"],
         )
         .await;
-        let items: Vec<String> = [
-            "www.allowed.test=10.78.0.10",
-            "api.allowed.test=10.78.0.10",
-            "blocked.test=10.78.0.10",
-            "elsewhere.allowed.test=10.78.0.11",
-        ]
-        .map(String::from)
-        .into_iter()
-        .collect();
-        let (bindings, problems) = parse_items("--resolve", &items);
-        assert!(problems.is_empty());
-        let mut config = Config::new(
-            PolicySource {
-                source: palisade_load::Source {
-                    resolve: items.clone(),
-                    ..palisade_load::Source::files(vec![policy2])
-                },
-                firewall: None,
-            },
-            data2,
+        let mut config = loopback_config(
+            &policy,
+            &data2,
+            &[
+                "www.allowed.test=10.78.0.10",
+                "api.allowed.test=10.78.0.10",
+                "blocked.test=10.78.0.10",
+                "elsewhere.allowed.test=10.78.0.11",
+            ],
         );
+        config.listen = None;
+        config.admin = None;
         config.transparent = Some("0.0.0.0:15001".parse().unwrap());
-        config.resolver = Resolver {
-            fixed: bindings,
-            system: false,
-        };
-        config.sighup = false;
-        config.watch = false;
         config.limits.handshake_timeout = Duration::from_secs(3);
-        let running = match Gateway::start(config).await {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = ready_tx.send(Err(e.to_string()));
-                return;
-            }
-        };
-        let _ = ready_tx.send(Ok(()));
-        let _ = stop_rx.await;
-        drop(running);
+        config
     });
-    ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("gateway thread started")
-        .expect("gateway started in the namespace");
 
     // HTTP by Host, allowed.
     let (code, out, err) = in_ns(
@@ -262,13 +210,13 @@ fn transparent_mode_in_namespaces() {
         (ech, "EncryptedClientHello"),
         (garbage, "UnparseableClientHello"),
     ] {
-        send_from(&cli_ns, "10.78.0.10:443", &bytes);
+        tcp_send_from(&cli_ns, "10.78.0.10:443", &bytes);
         let r = wait_for(&data, reason, |r| r.reason == reason);
         assert_eq!(r.action, "Deny");
     }
 
     // Smuggling headers (RFC 9112 §6.3): refused and recorded, whatever the name.
-    send_from(
+    tcp_send_from(
         &cli_ns,
         "10.78.0.10:80",
         b"POST / HTTP/1.1\r\nHost: www.allowed.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
@@ -294,7 +242,4 @@ fn transparent_mode_in_namespaces() {
         (r.layer.as_str(), r.rule_path().as_deref()),
         ("FirewallNetwork", Some("l4/raw-tcp"))
     );
-
-    let _ = stop_tx.send(());
-    thread.join().unwrap();
 }

@@ -373,10 +373,8 @@ pub(crate) fn start(
     gw: Arc<Gateway>,
     dns: Arc<DnsProxy>,
 ) -> io::Result<(SocketAddr, Vec<JoinHandle<()>>)> {
-    let udp = std::net::UdpSocket::bind(dns.config.listen)?;
+    let (udp, tcp) = bind_pair(dns.config.listen)?;
     let addr = udp.local_addr()?;
-    // The same port on TCP, also when the configured port was 0.
-    let tcp = std::net::TcpListener::bind(addr)?;
     udp.set_nonblocking(true)?;
     tcp.set_nonblocking(true)?;
     let (udp, tcp) = (UdpSocket::from_std(udp)?, TcpListener::from_std(tcp)?);
@@ -388,6 +386,20 @@ pub(crate) fn start(
         tasks.push(tokio::spawn(refresh(gw, dns, every)));
     }
     Ok((addr, tasks))
+}
+
+/// A UDP socket and a TCP listener on the same address. With port 0 the UDP port is chosen
+/// first; another process may hold that port on TCP, so a few other ports are tried.
+fn bind_pair(listen: SocketAddr) -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let mut tries = if listen.port() == 0 { 16 } else { 1 };
+    loop {
+        let udp = std::net::UdpSocket::bind(listen)?;
+        match std::net::TcpListener::bind(udp.local_addr()?) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries > 1 => tries -= 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn serve_udp(gw: Arc<Gateway>, dns: Arc<DnsProxy>, socket: Arc<UdpSocket>) {
@@ -490,6 +502,16 @@ mod tests {
         m.metadata.recursion_desired = true;
         m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
         m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn udp_and_tcp_share_the_port() {
+        let (udp, tcp) = bind_pair("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+        // A port given and taken on TCP is an error, not another port.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = bind_pair(taken.local_addr().unwrap()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
 
     #[test]

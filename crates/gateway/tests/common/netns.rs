@@ -5,11 +5,18 @@
 //!           default via .1
 //! ```
 //! Both are removed on drop (and with them the veth pair and any nft table), even on panic.
-//! [`Lab`] adds a third, ns srv, routed behind ns gw; [`in_netns`] runs code inside one of them.
+//! [`Lab`] adds a third, ns srv, routed behind ns gw; [`in_netns`] runs code inside one of them
+//! and [`InNs`] a gateway (with the servers its test needs) inside ns gw.
 
+use palisade_gateway::policy::PolicySource;
+use palisade_gateway::{Config, Gateway};
+use std::future::Future;
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Whether `test` can run here: false (saying SKIPPED, and `needs` what) unless root. A missing
 /// tool from `tools` (command, package) fails the test instead, so a CI image without it is seen.
@@ -206,4 +213,116 @@ pub fn in_ns(ns: &str, cmd: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     )
+}
+
+/// A gateway running on a thread inside a namespace, with the servers its test started there;
+/// stopped, and its thread joined, on drop.
+pub struct InNs {
+    pub gateway: Arc<Gateway>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InNs {
+    /// On a thread in `ns`, run `setup` — it starts the test's servers and returns the
+    /// gateway's configuration — then the gateway; returns once the gateway serves.
+    pub fn start<F>(ns: &str, setup: impl FnOnce() -> F + Send + 'static) -> InNs
+    where
+        F: Future<Output = Config> + 'static,
+    {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = in_netns_async(ns, move || async move {
+            let config = setup().await;
+            match Gateway::start(config).await {
+                Ok(running) => {
+                    let _ = ready_tx.send(Ok(running.gateway.clone()));
+                    let _ = stop_rx.await;
+                    drop(running);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                }
+            }
+        });
+        let gateway = ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("gateway thread started")
+            .expect("gateway started in the namespace");
+        InNs {
+            gateway,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// [`InNs::start`] with no servers: the network in `policy`, records in `data`, no SIGHUP
+    /// handler or file watch, then `configure`.
+    pub fn with_policy(
+        ns: &str,
+        policy: PathBuf,
+        data: PathBuf,
+        configure: impl FnOnce(&mut Config) + Send + 'static,
+    ) -> InNs {
+        InNs::start(ns, move || async move {
+            let mut config = Config::new(
+                PolicySource {
+                    source: palisade_load::Source::files(vec![policy]),
+                    firewall: None,
+                },
+                data,
+            );
+            config.sighup = false;
+            config.watch = false;
+            configure(&mut config);
+            config
+        })
+    }
+}
+
+impl Drop for InNs {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `curl -s` from `ns` with `args` (options, then the URL), bounded in time: the HTTP status
+/// (`000` when there was no answer).
+pub fn curl_status(ns: &str, args: &[&str]) -> String {
+    let mut all = vec![
+        "curl",
+        "-s",
+        "--max-time",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ];
+    all.extend_from_slice(args);
+    in_ns(ns, &all).1
+}
+
+/// Send `bytes` over TCP from inside `ns` to `to` and read until the other side closes (at most
+/// 10 s): what came back.
+pub fn tcp_send_from(ns: &str, to: &str, bytes: &[u8]) -> Vec<u8> {
+    let (to, bytes) = (to.to_string(), bytes.to_vec());
+    in_netns(ns, move || {
+        use std::io::Read;
+        let mut s =
+            std::net::TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(5))
+                .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&bytes).unwrap();
+        let mut out = vec![];
+        let _ = s.read_to_end(&mut out);
+        out
+    })
+    .join()
+    .unwrap()
 }
