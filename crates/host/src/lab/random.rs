@@ -173,7 +173,7 @@ mod tests {
         assert!(a.iter().any(|f| !s.in_virtual_network(f.source)));
         assert!(a.iter().any(|f| !s.in_virtual_network(f.destination)));
         assert!(a.iter().any(|f| f.protocol == "Udp"));
-        // spec NSG-2: ICMP has no ports; an echo is a flow of its own.
+        // spec NSG-2.2: ICMP has no ports; an echo is a flow of its own.
         let icmp: Vec<&FlowCase> = a.iter().filter(|f| f.protocol == "Icmp").collect();
         assert!(!icmp.is_empty());
         assert!(icmp.iter().all(|f| f.destination_port.is_none()));
