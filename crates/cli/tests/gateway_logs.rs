@@ -4,44 +4,12 @@
 
 mod common;
 
-use common::{free_port, http_server, Killed};
+use common::{free_port, http_server, palisade, start_gateway, through};
 use serde_json::Value;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_palisade")
-}
-
-fn palisade(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .output()
-        .expect("run palisade");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn curl(proxy: SocketAddr, url: &str) -> Output {
-    Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .args(["-x", &format!("http://{proxy}"), url])
-        .output()
-        .expect("run curl")
-}
 
 fn json_records(data: &Path, extra: &[&str]) -> Vec<Value> {
     let mut args = vec!["logs", "--data", data.to_str().unwrap(), "--output", "json"];
@@ -86,32 +54,28 @@ azureFirewalls:
     .unwrap();
     let data = dir.join("data");
     let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let gw = Command::new(bin())
-        .args(["gateway", "-n", net.to_str().unwrap()])
-        .args(["--listen", &proxy.to_string(), "--admin", "none"])
-        .args(["--data", data.to_str().unwrap(), "--instance", "cli-logs"])
-        .args(["--no-watch", "--no-system-resolver"])
-        .args(["--resolve", "www.allowed.test=127.0.0.1"])
-        .args(["--resolve", "blocked.test=127.0.0.1"])
-        .args(["--resolve", "other.test=127.0.0.1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start palisade gateway");
-    let _gw = Killed(gw);
-    let start = Instant::now();
-    while TcpStream::connect(proxy).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "gateway did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _gw = start_gateway(
+        net.to_str().unwrap(),
+        proxy,
+        &data,
+        &[
+            "--instance",
+            "cli-logs",
+            "--resolve",
+            "www.allowed.test=127.0.0.1",
+            "--resolve",
+            "blocked.test=127.0.0.1",
+            "--resolve",
+            "other.test=127.0.0.1",
+        ],
+        Stdio::null(),
+    );
 
     let p = http.port();
-    let o = curl(proxy, &format!("http://www.allowed.test:{p}/"));
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "200");
+    assert_eq!(
+        through(proxy, &format!("http://www.allowed.test:{p}/")),
+        "200"
+    );
     // Wait for the allow record (written when its connection ends), then mark the time.
     let start = Instant::now();
     while json_records(&data, &[]).is_empty() {
@@ -121,10 +85,8 @@ azureFirewalls:
     std::thread::sleep(Duration::from_millis(1100));
     let mid = palisade_flowlog::format_time(SystemTime::now());
     std::thread::sleep(Duration::from_millis(50));
-    let o = curl(proxy, &format!("http://blocked.test:{p}/"));
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "470");
-    let o = curl(proxy, &format!("http://other.test:{p}/"));
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "470");
+    assert_eq!(through(proxy, &format!("http://blocked.test:{p}/")), "470");
+    assert_eq!(through(proxy, &format!("http://other.test:{p}/")), "470");
 
     // JSON: all three, newest first, with the deciding rules.
     let all = json_records(&data, &[]);
@@ -236,26 +198,13 @@ fn handshake_timeouts_are_recorded_each_and_logged_at_a_bounded_rate() {
     let data = dir.join("data");
     let stderr_path = dir.join("stderr");
     let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let gw = Command::new(bin())
-        .args(["gateway", "-n", net.to_str().unwrap()])
-        .args(["--listen", &proxy.to_string(), "--admin", "none"])
-        .args(["--data", data.to_str().unwrap()])
-        .args(["--no-watch", "--no-system-resolver"])
-        .args(["--handshake-timeout", "1", "--tunnel-sni", "match"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .expect("start palisade gateway");
-    let gw = Killed(gw);
-    let start = Instant::now();
-    while TcpStream::connect(proxy).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "gateway did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let gw = start_gateway(
+        net.to_str().unwrap(),
+        proxy,
+        &data,
+        &["--handshake-timeout", "1", "--tunnel-sni", "match"],
+        Stdio::from(std::fs::File::create(&stderr_path).unwrap()),
+    );
     const N: usize = 60;
     let clients: Vec<_> = (0..N)
         .map(|_| {

@@ -239,20 +239,18 @@ fn up_exec_curl_status_down() {
     );
 }
 
-// spec FW-3, FW-6, RT-5: the ASE lockdown with `palisade gateway` as its firewall — application
-// rules by SNI/Host, network rules, the default deny, service endpoints and /32 routes around
-// the firewall — every flow agrees with trace, the firewall's denials named by its flow records.
-#[test]
-fn check_ase_lockdown_through_the_gateway() {
-    require_root!();
+/// `lab check --output json` on a scenario of `../shared/scenarios/` as run `tag`: every flow
+/// agrees (exit 0) and the lab is gone afterwards. The report.
+fn check_scenario(name: &str, tag: &str) -> Value {
     let started = Instant::now();
     let state = tempfile::tempdir().unwrap();
-    let run = run_name("a");
+    let run = run_name(tag);
+    let network = format!("../shared/scenarios/{name}/network.json");
     let (code, out, err) = palisade(&[
         "lab",
         "check",
         "--network",
-        "../shared/scenarios/ase-egress-lockdown/network.json",
+        &network,
         "--name",
         &run,
         "--state",
@@ -260,34 +258,45 @@ fn check_ase_lockdown_through_the_gateway() {
         "--output",
         "json",
     ]);
-    eprintln!("ase-egress-lockdown lab check: {:?}", started.elapsed());
+    eprintln!("{name} lab check: {:?}", started.elapsed());
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
     assert_eq!(v["disagree"], serde_json::json!([]), "{err}");
     assert_eq!(code, 0);
-    assert_eq!(v["total"], 25);
-    assert_eq!(v["agree"], 25);
-    let flow = |name: &str| {
-        v["flows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["flow"] == name)
-            .unwrap_or_else(|| panic!("no flow {name}"))
-            .clone()
-    };
+    assert!(namespaces_of(&run).is_empty());
+    v
+}
+
+/// The observed outcome of one flow of a report.
+fn observed(report: &Value, flow: &str) -> Value {
+    report["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["flow"] == flow)
+        .unwrap_or_else(|| panic!("no flow {flow}"))["observed"]
+        .clone()
+}
+
+// spec FW-3, FW-6, RT-5: the ASE lockdown with `palisade gateway` as its firewall — application
+// rules by SNI/Host, network rules, the default deny, service endpoints and /32 routes around
+// the firewall — every flow agrees with trace, the firewall's denials named by its flow records.
+#[test]
+fn check_ase_lockdown_through_the_gateway() {
+    require_root!();
+    let v = check_scenario("ase-egress-lockdown", "a");
     assert_eq!(
-        flow("partner-uploads-denied")["observed"],
+        (v["total"].as_u64(), v["agree"].as_u64()),
+        (Some(25), Some(25))
+    );
+    assert_eq!(
+        observed(&v, "partner-uploads-denied"),
         serde_json::json!({"outcome": "denied", "detail": "ase-firewall/block-untrusted/deny-uploads"})
     );
     assert_eq!(
-        flow("lookalike-domain")["observed"],
+        observed(&v, "lookalike-domain"),
         serde_json::json!({"outcome": "denied", "detail": "ase-firewall"})
     );
-    assert_eq!(
-        flow("partner-api-wildcard")["observed"]["outcome"],
-        "connected"
-    );
-    assert!(namespaces_of(&run).is_empty());
+    assert_eq!(observed(&v, "partner-api-wildcard")["outcome"], "connected");
 }
 
 // spec FW-2, FW-3, FW-5: the ADX dependencies with `palisade gateway` as its firewall, UDP
@@ -296,41 +305,15 @@ fn check_ase_lockdown_through_the_gateway() {
 #[test]
 fn check_adx_dependencies_through_the_gateway() {
     require_root!();
-    let started = Instant::now();
-    let state = tempfile::tempdir().unwrap();
-    let run = run_name("x");
-    let (code, out, err) = palisade(&[
-        "lab",
-        "check",
-        "--network",
-        "../shared/scenarios/adx-dependencies/network.json",
-        "--name",
-        &run,
-        "--state",
-        state.path().to_str().unwrap(),
-        "--output",
-        "json",
-    ]);
-    eprintln!("adx-dependencies lab check: {:?}", started.elapsed());
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
-    assert_eq!(v["disagree"], serde_json::json!([]), "{err}");
-    assert_eq!(code, 0);
+    let v = check_scenario("adx-dependencies", "x");
     assert_eq!(
         (v["total"].as_u64(), v["agree"].as_u64()),
         (Some(18), Some(18))
     );
-    let ntp = v["flows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["flow"] == "ntp-not-allowed")
-        .expect("the UDP flow")
-        .clone();
     assert_eq!(
-        ntp["observed"],
+        observed(&v, "ntp-not-allowed"),
         serde_json::json!({"outcome": "denied", "detail": "adx-firewall"})
     );
-    assert!(namespaces_of(&run).is_empty());
 }
 
 #[test]

@@ -5,19 +5,19 @@
 mod common;
 
 use common::{palisade, root, Killed};
-use palisade_server::auth::{is_admin_operation, sha256_hex};
+use palisade_server::auth::is_admin_operation;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 const ADMIN: &str = "admin-token-for-tests";
 const READER: &str = "reader-token-for-tests";
 
 /// A `palisade server` child process on an ephemeral loopback port; killed on drop.
 struct Server {
-    child: Child,
+    _process: Killed,
     base: String,
     /// The admin listener: changes and the audit log go there.
     admin: String,
@@ -30,48 +30,12 @@ impl Server {
     }
 
     fn start_with(network: &str, data: &Path, extra: &[&str]) -> Server {
-        let tokens = data.join("tokens.txt");
-        std::fs::write(
-            &tokens,
-            format!(
-                "ci admin {}\nviewer reader {}\n",
-                sha256_hex(ADMIN),
-                sha256_hex(READER)
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
-            .args(["server", "--network", network, "--listen", "127.0.0.1:0"])
-            .args(["--admin-listen", "127.0.0.1:0"])
-            .arg("--data")
-            .arg(data)
-            .arg("--token-file")
-            .arg(&tokens)
-            .args(extra)
-            .current_dir(root())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start palisade server");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut admin = String::new();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("the server ended before listening")
-                .unwrap();
-            if let Some(rest) = line.strip_prefix("admin API on ") {
-                admin = rest.trim().to_string();
-            }
-            if let Some(rest) = line.strip_prefix("listening on ") {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        let tokens = common::tokens_file(data, ADMIN, READER);
+        let s = common::start_server(network, data, &tokens, extra);
         Server {
-            child,
-            base,
-            admin,
+            _process: s.process,
+            base: s.base,
+            admin: s.admin,
             client: Client::new(),
         }
     }
@@ -121,13 +85,6 @@ impl Server {
             .call(Method::POST, path, Some(READER), None, Some(body))
             .await;
         (s, v)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -1266,7 +1223,7 @@ async fn body_limit_and_request_timeout_hold() {
 /// `palisade gateway` writes when it refuses a real request, and not the allowed one before it.
 #[tokio::test(flavor = "multi_thread")]
 async fn flow_stream_sends_a_real_gateway_decision() {
-    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::net::{SocketAddr, TcpListener};
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     // The upstream: answers every request with 200.
@@ -1305,36 +1262,20 @@ azureFirewalls:
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let gateway = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(["gateway", "-n", net.to_str().unwrap()])
-        .args(["--listen", &proxy.to_string(), "--admin", "none"])
-        .args([
-            "--data",
-            flows.to_str().unwrap(),
+    let _gateway = common::start_gateway(
+        net.to_str().unwrap(),
+        proxy,
+        &flows,
+        &[
             "--instance",
             "stream-test",
-        ])
-        .args(["--no-watch", "--no-system-resolver"])
-        .args([
             "--resolve",
             "www.allowed.test=127.0.0.1",
             "--resolve",
             "blocked.test=127.0.0.1",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start palisade gateway");
-    let _gateway = Killed(gateway);
-    let start = Instant::now();
-    while TcpStream::connect(proxy).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "gateway did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        ],
+        Stdio::null(),
+    );
     let data = tempfile::tempdir().unwrap();
     let server = Server::start_with(
         "../shared/scenarios/layered-nsg/network.json",

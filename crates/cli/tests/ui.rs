@@ -5,13 +5,14 @@
 
 mod common;
 
-use common::{free_port, http_server, palisade, root, Killed};
+use common::{
+    free_port, http_server, palisade, root, start_gateway, start_server, through, tokens_file,
+    wait_for_port, Killed,
+};
 use fantoccini::{Client, ClientBuilder, Locator};
-use palisade_server::auth::sha256_hex;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,70 +44,13 @@ fn can_run() -> bool {
     false
 }
 
-fn wait_for_port(addr: SocketAddr, what: &str) {
-    let start = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < WAIT, "{what} did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// `palisade server` on ephemeral ports: (child, data listener URL, admin listener URL).
+/// `palisade server` on the scenario, its flow log the gateway's: (child, data URL, admin URL).
 fn server(dir: &Path, flows: &Path) -> (Killed, String, String) {
-    let tokens = dir.join("tokens.txt");
-    std::fs::write(
-        &tokens,
-        format!(
-            "ci admin {}\nviewer reader {}\n",
-            sha256_hex(ADMIN),
-            sha256_hex(READER)
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(["server", "--network", NETWORK])
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .arg("--data")
-        .arg(dir.join("server"))
-        .arg("--token-file")
-        .arg(&tokens)
-        .arg("--flow-log")
-        .arg(flows)
-        .current_dir(root())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start palisade server");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut admin = String::new();
-    let data = loop {
-        let line = lines.next().expect("server ended").unwrap();
-        if let Some(rest) = line.strip_prefix("admin API on ") {
-            admin = rest.trim().to_string();
-        }
-        if let Some(rest) = line.strip_prefix("listening on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    (Killed(child), data, admin)
-}
-
-/// `curl -x proxy url`: the HTTP status.
-fn through(proxy: SocketAddr, url: &str) -> String {
-    let o = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .args(["-x", &format!("http://{proxy}"), url])
-        .output()
-        .expect("run curl");
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    let tokens = tokens_file(dir, ADMIN, READER);
+    let data = dir.join("server");
+    let flows = flows.to_str().unwrap();
+    let s = start_server(NETWORK, &data, &tokens, &["--flow-log", flows]);
+    (s.process, s.base, s.admin)
 }
 
 fn api(
@@ -196,38 +140,20 @@ async fn the_ui_in_headless_chromium() {
     let flows = dir.path().join("flows");
     let upstream = http_server();
     let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let gateway = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args([
-            "gateway",
-            "-n",
-            NETWORK,
-            "--listen",
-            &proxy.to_string(),
-            "--admin",
-            "none",
-        ])
-        .arg("--data")
-        .arg(&flows)
-        .args([
+    let _gateway = start_gateway(
+        NETWORK,
+        proxy,
+        &flows,
+        &[
             "--instance",
             "ui-test",
-            "--no-watch",
-            "--no-system-resolver",
-        ])
-        .args([
             "--resolve",
             "exfil.example=127.0.0.1",
             "--resolve",
             "live.example=127.0.0.1",
-        ])
-        .current_dir(root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start palisade gateway");
-    let _gateway = Killed(gateway);
-    wait_for_port(proxy, "gateway");
+        ],
+        Stdio::null(),
+    );
     let (_server, base, admin) = server(dir.path(), &flows);
 
     let driver_port = free_port();

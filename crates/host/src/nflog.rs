@@ -448,6 +448,29 @@ fn split(mut bytes: &[u8]) -> Vec<NetlinkMessage<NetfilterMessage>> {
 mod tests {
     use super::*;
 
+    /// A state knowing one inbound deny rule of `web-nsg`, and a TCP packet
+    /// 10.0.0.1:40000 → 10.0.0.2:`port` for it to log.
+    fn one_rule(rule: &str, layer: &str, priority: u32, port: u16) -> (RecordContext, FiveTuple) {
+        let mut ctx = RecordContext::default();
+        ctx.rules.insert(
+            ("web-nsg".into(), rule.into()),
+            RuleInfo {
+                layer: layer.into(),
+                direction: "Inbound".into(),
+                priority,
+                access: "Deny".into(),
+            },
+        );
+        let t = FiveTuple {
+            source: "10.0.0.1".parse().unwrap(),
+            destination: "10.0.0.2".parse().unwrap(),
+            protocol: 6,
+            source_port: 40000,
+            destination_port: port,
+        };
+        (ctx, t)
+    }
+
     #[test]
     fn prefixes_round_trip_with_the_renderer() {
         let p = parse_prefix("palisade deny web-nsg/DenySsh: ").unwrap();
@@ -495,26 +518,8 @@ mod tests {
 
     #[test]
     fn record_names_the_rule_and_is_found_by_rule_path() {
-        let mut ctx = RecordContext {
-            instance: "host1".into(),
-            ..Default::default()
-        };
-        ctx.rules.insert(
-            ("web-nsg".into(), "DenySsh".into()),
-            RuleInfo {
-                layer: "SubnetNsg".into(),
-                direction: "Inbound".into(),
-                priority: 200,
-                access: "Deny".into(),
-            },
-        );
-        let t = FiveTuple {
-            source: "10.0.0.1".parse().unwrap(),
-            destination: "10.0.0.2".parse().unwrap(),
-            protocol: 6,
-            source_port: 40000,
-            destination_port: 22,
-        };
+        let (mut ctx, t) = one_rule("DenySsh", "SubnetNsg", 200, 22);
+        ctx.instance = "host1".into();
         let p = parse_prefix("palisade deny web-nsg/DenySsh: ").unwrap();
         let r = ctx.record(&p, &t, SystemTime::now());
         assert_eq!(
@@ -545,23 +550,7 @@ mod tests {
     #[test]
     fn pal_5_3_an_audit_log_is_an_audit_record_with_the_would_be_access() {
         // spec PAL-5.3
-        let mut ctx = RecordContext::default();
-        ctx.rules.insert(
-            ("web-nsg".into(), "CandidateDeny".into()),
-            RuleInfo {
-                layer: "NicNsg".into(),
-                direction: "Inbound".into(),
-                priority: 150,
-                access: "Deny".into(),
-            },
-        );
-        let t = FiveTuple {
-            source: "10.0.0.1".parse().unwrap(),
-            destination: "10.0.0.2".parse().unwrap(),
-            protocol: 6,
-            source_port: 40000,
-            destination_port: 9000,
-        };
+        let (ctx, t) = one_rule("CandidateDeny", "NicNsg", 150, 9000);
         let p = parse_prefix("palisade audit web-nsg/CandidateDeny: ").unwrap();
         let r = ctx.record(&p, &t, SystemTime::now());
         assert_eq!(r.action, "Audit");

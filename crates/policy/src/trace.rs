@@ -199,6 +199,10 @@ pub struct Trace {
     pub snapshot: String,
 }
 
+/// The most firewalls one flow passes in a row before `trace` calls the chain a routing loop (a
+/// packet's hop limit would run out in a real one).
+pub const APPLIANCE_LIMIT: usize = 8;
+
 struct Tracer<'s> {
     snap: &'s Snapshot,
     flow: &'s Flow,
@@ -386,19 +390,20 @@ impl Tracer<'_> {
                     return (Verdict::Allow, Some(by_route), Some(hop), None);
                 }
                 let outcome = self.firewall(fw, &self.key.clone());
-                let decided = firewall_decider(self.snap, fw, &outcome);
+                let mut decided = firewall_decider(self.snap, fw, &outcome);
                 if !outcome.allowed {
                     return (Verdict::Deny, Some(decided), Some(hop), None);
                 }
                 self.crossed_firewall = true;
-                let mut destination = self.flow.destination;
-                if let Some((ip, _)) = outcome.translated {
-                    destination = ip;
+                let mut leaving = self.key;
+                if let Some((ip, port)) = outcome.translated {
+                    leaving.dst = ip;
+                    leaving.dst_port = port;
                 }
-                if let Step::End(v, d) = self.leaving_firewall(fw, destination) {
+                if let Step::End(v, d) = self.leaving_firewall(fw, leaving, &mut decided) {
                     return (v, d, Some(hop), None);
                 }
-                let dloc = self.snap.locate(destination);
+                let dloc = self.snap.locate(leaving.dst);
                 if dloc.subnet.is_some() {
                     if let Step::End(v, d) = self.inbound_nsgs(dloc) {
                         return (v, d, Some(hop), None);
@@ -463,14 +468,11 @@ impl Tracer<'_> {
         let mut decided_fw = None;
         if let Some(fw) = self.snap.firewall_frontend(self.flow.destination) {
             let outcome = self.firewall(fw, &self.key.clone());
-            let decided = firewall_decider(self.snap, fw, &outcome);
+            let mut decided = firewall_decider(self.snap, fw, &outcome);
             if !outcome.allowed {
                 return (Verdict::Deny, Some(decided), None, None);
             }
             if let Some((ip, port)) = outcome.translated {
-                if let Step::End(v, d) = self.leaving_firewall(fw, ip) {
-                    return (v, d, None, None);
-                }
                 self.key.dst = ip;
                 self.key.dst_port = port;
                 dst = self.snap.locate(ip);
@@ -480,6 +482,9 @@ impl Tracer<'_> {
                     if !self.snap.firewall(fw).is_public(ip) {
                         self.key.src = *fw_ip;
                     }
+                }
+                if let Step::End(v, d) = self.leaving_firewall(fw, self.key, &mut decided) {
+                    return (v, d, None, None);
                 }
             }
             self.crossed_firewall = true;
@@ -555,32 +560,90 @@ impl Tracer<'_> {
     }
 
     /// DIAG-7: what a firewall lets through leaves by its subnet's routes — a route to `None`
-    /// there (or no route) drops it after the firewall allowed it.
-    fn leaving_firewall(&mut self, fw: FirewallId, destination: IpAddr) -> Step {
-        let Some(s) = self.snap.firewall_subnet(fw) else {
-            return Step::Continue;
-        };
-        let Some((prefix, route)) = self.snap.subnet(s).routes.lookup(destination) else {
-            self.hop_route(None, "Drop", "NoRoute", None);
-            return Step::End(Verdict::Drop, Some(no_route_decider()));
-        };
-        let route = route.clone();
-        let hop = Some(next_hop(&route));
-        if route.next_hop_type == NextHopType::None || route.drops {
-            let reason = if route.next_hop_type == NextHopType::None {
-                "RouteNone"
-            } else {
-                route.invalid_reason.unwrap_or("NextHopUnreachable")
+    /// there (or no route) drops it after the firewall allowed it. A route to another
+    /// appliance (RT-2 `VirtualAppliance`) takes it there: a firewall judges it in turn and its
+    /// own subnet's routes carry it on (`decided` becomes that firewall's rule, the last control
+    /// that decided); anything else there is unknown. A chain that comes back to a firewall it
+    /// passed, or passes more than [`APPLIANCE_LIMIT`], is a routing loop and drops the flow.
+    /// `key` is the packet as it leaves `fw` (translated destination, SNAT source).
+    fn leaving_firewall(
+        &mut self,
+        fw: FirewallId,
+        mut key: PacketKey,
+        decided: &mut DecidedBy,
+    ) -> Step {
+        let mut passed = vec![fw];
+        loop {
+            let fw = *passed.last().expect("starts with one");
+            let Some(s) = self.snap.firewall_subnet(fw) else {
+                return Step::Continue;
             };
-            self.hop_route(Some((&route, prefix)), "Drop", reason, hop);
-            self.notes.push(format!(
-                "the firewall's subnet routes {destination} by {} and drops it",
-                route.label()
-            ));
-            return Step::End(Verdict::Drop, Some(route_decider(&route)));
+            let destination = key.dst;
+            let Some((prefix, route)) = self.snap.subnet(s).routes.lookup(destination) else {
+                self.hop_route(None, "Drop", "NoRoute", None);
+                return Step::End(Verdict::Drop, Some(no_route_decider()));
+            };
+            let route = route.clone();
+            let hop = Some(next_hop(&route));
+            if route.next_hop_type == NextHopType::None || route.drops {
+                let reason = if route.next_hop_type == NextHopType::None {
+                    "RouteNone"
+                } else {
+                    route.invalid_reason.unwrap_or("NextHopUnreachable")
+                };
+                self.hop_route(Some((&route, prefix)), "Drop", reason, hop);
+                self.notes.push(format!(
+                    "the firewall's subnet routes {destination} by {} and drops it",
+                    route.label()
+                ));
+                return Step::End(Verdict::Drop, Some(route_decider(&route)));
+            }
+            let appliance = (route.next_hop_type == NextHopType::VirtualAppliance)
+                .then_some(route.next_hop_ip_address)
+                .flatten();
+            let Some(ip) = appliance else {
+                self.hop_route(Some((&route, prefix)), "Route", "RuleMatched", hop);
+                return Step::Continue;
+            };
+            let Some(next) = self.snap.firewall_at(ip) else {
+                self.hop_route(Some((&route, prefix)), "Route", "RuleMatched", hop);
+                self.notes.push(format!(
+                    "next hop {ip} is not a firewall in the input; its decision is unknown"
+                ));
+                return Step::End(Verdict::Unknown, Some(route_decider(&route)));
+            };
+            if passed.contains(&next) || passed.len() >= APPLIANCE_LIMIT {
+                self.hop_route(Some((&route, prefix)), "Drop", "RoutingLoop", hop);
+                let names: Vec<&str> = passed
+                    .iter()
+                    .chain([&next])
+                    .map(|f| self.snap.firewall(*f).name.as_str())
+                    .collect();
+                self.notes.push(format!(
+                    "routing loop: {} (the packet's hop limit runs out)",
+                    names.join(" → ")
+                ));
+                return Step::End(Verdict::Drop, Some(route_decider(&route)));
+            }
+            self.hop_route(Some((&route, prefix)), "Route", "RuleMatched", hop);
+            let outcome = self.firewall(next, &key);
+            let by_next = firewall_decider(self.snap, next, &outcome);
+            if !outcome.allowed {
+                return Step::End(Verdict::Deny, Some(by_next));
+            }
+            *decided = by_next;
+            if let Some((ip, port)) = outcome.translated {
+                key.dst = ip;
+                key.dst_port = port;
+            }
+            // FW-8: the next appliance sees the address the firewall sends from.
+            if outcome.snat || outcome.pass == FirewallPass::FirewallApplication {
+                if let Some(own) = self.snap.firewall(next).private_ip_addresses.first() {
+                    key.src = *own;
+                }
+            }
+            passed.push(next);
         }
-        self.hop_route(Some((&route, prefix)), "Route", "RuleMatched", hop);
-        Step::Continue
     }
 
     /// The reply of a flow between two subnets: routed from the destination back to the source.
@@ -1190,6 +1253,126 @@ publicIPAddresses:
         assert_eq!(
             decider(&t),
             (Verdict::Drop, "route", "rt-fw", Some("blackhole"))
+        );
+    }
+
+    /// Two firewalls in a row: `fw1` lets any TCP through and its subnet routes everything to
+    /// `fw2`, which allows only HTTPS; `fw2`'s subnet routes by `{EGRESS}`.
+    const CHAINED_FIREWALLS: &str = r#"
+apiVersion: palisade/v1
+virtualNetworks:
+  - name: hub
+    addressSpace: [10.0.0.0/16]
+    subnets:
+      - {name: AzureFirewallSubnet, addressPrefix: 10.0.1.0/26, routeTable: rt-fw1}
+      - {name: egress, addressPrefix: 10.0.3.0/26, routeTable: rt-fw2}
+      - {name: app, addressPrefix: 10.0.2.0/24, routeTable: rt-app}
+routeTables:
+  - name: rt-app
+    routes: [{name: to-fw1, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.1.4}]
+  - name: rt-fw1
+    routes: [{name: to-fw2, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.3.4}]
+  - name: rt-fw2
+    routes: [{EGRESS}]
+azureFirewalls:
+  - name: fw1
+    ipConfigurations: [{name: c, privateIPAddress: 10.0.1.4}]
+    networkRuleCollections:
+      - {name: all, priority: 200, action: {type: Allow}, rules: [{name: any, protocols: [TCP], sourceAddresses: ['*'], destinationAddresses: ['*'], destinationPorts: ['*']}]}
+  - name: fw2
+    ipConfigurations: [{name: c, privateIPAddress: 10.0.3.4}]
+    networkRuleCollections:
+      - {name: web, priority: 200, action: {type: Allow}, rules: [{name: https, protocols: [TCP], sourceAddresses: ['*'], destinationAddresses: ['*'], destinationPorts: ['443']}]}
+"#;
+
+    fn chained(egress: &str) -> Snapshot {
+        let yaml = CHAINED_FIREWALLS.replace("{EGRESS}", egress);
+        let file = import_text("chained.yaml", &yaml, &ImportOptions::default(), None);
+        assert!(!file.diagnostics.has_errors(), "{}", file.diagnostics);
+        Snapshot::compile(
+            &file.network,
+            &Catalogs::embedded(),
+            &CompileOptions::default(),
+        )
+    }
+
+    const TO_INTERNET: &str = "{name: out, addressPrefix: 0.0.0.0/0, nextHopType: Internet}";
+
+    // spec DIAG-7, RT-2: the firewall subnet's route to another appliance takes the flow there;
+    // that firewall judges it and names the verdict (the last control that decided), and its
+    // own subnet's route carries it on.
+    #[test]
+    fn diag_7_firewall_subnet_route_to_a_second_firewall_is_followed() {
+        let s = chained(TO_INTERNET);
+        let t = s.trace(&tcp("10.0.2.4", "203.0.113.9", 443), &Default::default());
+        assert_eq!(
+            decider(&t),
+            (Verdict::Allow, "firewall", "fw2", Some("web/https"))
+        );
+        let path: Vec<(&str, &str)> = t
+            .hops
+            .iter()
+            .map(|h| (h.layer, h.resource.as_str()))
+            .collect();
+        assert_eq!(
+            path,
+            [
+                ("Route", "rt-app"),
+                ("FirewallNetwork", "fw1"),
+                ("Route", "rt-fw1"),
+                ("FirewallNetwork", "fw2"),
+                ("Route", "rt-fw2"),
+            ]
+        );
+        // fw1 lets port 80 through; fw2 refuses it by its default action.
+        let t = s.trace(&tcp("10.0.2.4", "203.0.113.9", 80), &Default::default());
+        assert_eq!(decider(&t), (Verdict::Deny, "default", "fw2", None));
+    }
+
+    // spec DIAG-7, RT-2: a chain that comes back to a firewall it passed is a routing loop: a
+    // clear Drop by the route that closes it, said in a note, not an endless trace.
+    #[test]
+    fn diag_7_a_chain_of_appliances_that_loops_is_a_drop() {
+        let back = "{name: back, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.1.4}";
+        let t = chained(back).trace(&tcp("10.0.2.4", "203.0.113.9", 443), &Default::default());
+        assert_eq!(
+            decider(&t),
+            (Verdict::Drop, "route", "rt-fw2", Some("back"))
+        );
+        let last = t.hops.last().unwrap();
+        assert_eq!(
+            (last.layer, last.result, last.reason),
+            ("Route", "Drop", "RoutingLoop")
+        );
+        assert!(
+            t.notes
+                .iter()
+                .any(|n| n.contains("routing loop: fw1 → fw2 → fw1")),
+            "{:?}",
+            t.notes
+        );
+        // A firewall whose own subnet routes back to itself loops at once.
+        let own = "{name: self, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.3.4}";
+        let t = chained(own).trace(&tcp("10.0.2.4", "203.0.113.9", 443), &Default::default());
+        assert_eq!(
+            decider(&t),
+            (Verdict::Drop, "route", "rt-fw2", Some("self"))
+        );
+    }
+
+    // spec DIAG-7: an appliance that is no firewall of the input decides what nobody knows.
+    #[test]
+    fn diag_7_a_chain_into_an_unknown_appliance_is_unknown() {
+        let nva = "{name: nva, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.2.200}";
+        let t = chained(nva).trace(&tcp("10.0.2.4", "203.0.113.9", 443), &Default::default());
+        assert_eq!(
+            decider(&t),
+            (Verdict::Unknown, "route", "rt-fw2", Some("nva"))
+        );
+        assert!(
+            t.notes.iter().any(|n| n.contains("10.0.2.200")),
+            "{:?}",
+            t.notes
         );
     }
 

@@ -1,31 +1,11 @@
 //! PAL-5.3 audit mode through `trace`: an audit rule is evaluated in its place, listed with its
 //! would-be access, and the verdict is the one of the same network without it.
 
-use palisade_model::catalog::Catalogs;
-use palisade_model::import::import_text;
-use palisade_model::{ImportOptions, Protocol};
-use palisade_policy::{AuditMatch, CompileOptions, Flow, Snapshot, Trace, TraceOptions, Verdict};
+mod common;
 
-fn network(yaml: &str) -> Snapshot {
-    let file = import_text("fixture.yaml", yaml, &ImportOptions::default(), None);
-    let catalogs = Catalogs::embedded();
-    let mut d = file.diagnostics.clone();
-    d.extend(palisade_model::validate(&file.network, &catalogs, false).0);
-    assert!(!d.has_errors(), "{d}");
-    Snapshot::compile(&file.network, &catalogs, &CompileOptions::default())
-}
-
-fn flow(proto: Protocol, src: &str, dst: &str, port: u16, host: Option<&str>) -> Flow {
-    Flow {
-        source: src.parse().unwrap(),
-        source_port: 50000,
-        destination: dst.parse().unwrap(),
-        destination_port: port,
-        protocol: proto,
-        host: host.map(str::to_string),
-        app_protocol: None,
-    }
-}
+use common::{flow, named, network};
+use palisade_model::Protocol;
+use palisade_policy::{AuditMatch, Flow, Trace, TraceOptions, Verdict};
 
 fn decided(t: &Trace) -> (Verdict, Option<String>) {
     (
@@ -99,7 +79,7 @@ fn pal_5_3_nsg_audit_rules_change_no_verdict_in_either_direction() {
         ),
     ];
     for ((src, dst, port), verdict, rule, access) in cases {
-        let f = flow(Protocol::Tcp, src, dst, port, None);
+        let f = flow(Protocol::Tcp, src, dst, port);
         let t = same_as_without(NSG, NSG_AUDITS, &f, &TraceOptions::default());
         assert_eq!(t.verdict, verdict, "{f:?}");
         assert_eq!(
@@ -164,34 +144,28 @@ fn pal_5_3_firewall_audit_rules_and_collections_change_no_verdict() {
     };
     let cases = [
         (
-            flow(
-                Protocol::Tcp,
-                "10.0.2.5",
-                "203.0.113.5",
-                443,
-                Some("api.example.com"),
+            named(
+                flow(Protocol::Tcp, "10.0.2.5", "203.0.113.5", 443),
+                "api.example.com",
             ),
             Verdict::Allow,
             vec![("FirewallApplication", "candidate-deny/no-api", "Deny")],
         ),
         (
-            flow(
-                Protocol::Tcp,
-                "10.0.2.5",
-                "203.0.113.5",
-                443,
-                Some("new.example.com"),
+            named(
+                flow(Protocol::Tcp, "10.0.2.5", "203.0.113.5", 443),
+                "new.example.com",
             ),
             Verdict::Deny,
             vec![("FirewallApplication", "candidate-allow/new-site", "Allow")],
         ),
         (
-            flow(Protocol::Udp, "10.0.2.5", "203.0.113.5", 53, None),
+            flow(Protocol::Udp, "10.0.2.5", "203.0.113.5", 53),
             Verdict::Allow,
             vec![("FirewallNetwork", "candidate-net/no-dns", "Deny")],
         ),
         (
-            flow(Protocol::Udp, "10.0.2.5", "203.0.113.5", 123, None),
+            flow(Protocol::Udp, "10.0.2.5", "203.0.113.5", 123),
             Verdict::Deny,
             vec![("FirewallNetwork", "candidate-net-allow/ntp", "Allow")],
         ),
@@ -222,7 +196,7 @@ fn pal_5_3_trace_json_lists_audit_matches() {
     // spec PAL-5.3: the JSON of a hop carries each audit match with its would-be access.
     let s = network(&NSG.replace("{AUDIT}", NSG_AUDITS));
     let t = s.trace(
-        &flow(Protocol::Tcp, "198.51.100.1", "10.0.1.4", 22, None),
+        &flow(Protocol::Tcp, "198.51.100.1", "10.0.1.4", 22),
         &TraceOptions::default(),
     );
     let json = serde_json::to_value(&t.hops).unwrap();

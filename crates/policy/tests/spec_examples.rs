@@ -1,31 +1,13 @@
 //! The spec's worked examples, each as a small network in the native YAML format (fixtures as
 //! data) and the flows of its table.
 
+mod common;
+
+use common::{flow, named, network};
 use palisade_model::catalog::Catalogs;
 use palisade_model::import::import_text;
 use palisade_model::{Direction, ImportOptions, Protocol};
-use palisade_policy::{CompileOptions, Flow, Snapshot, Trace, TraceOptions, Verdict};
-
-fn network(yaml: &str) -> Snapshot {
-    let file = import_text("fixture.yaml", yaml, &ImportOptions::default(), None);
-    let catalogs = Catalogs::embedded();
-    let mut d = file.diagnostics.clone();
-    d.extend(palisade_model::validate(&file.network, &catalogs, false).0);
-    assert!(!d.has_errors(), "{d}");
-    Snapshot::compile(&file.network, &catalogs, &CompileOptions::default())
-}
-
-fn flow(proto: Protocol, src: &str, dst: &str, port: u16) -> Flow {
-    Flow {
-        source: src.parse().unwrap(),
-        source_port: 50000,
-        destination: dst.parse().unwrap(),
-        destination_port: port,
-        protocol: proto,
-        host: None,
-        app_protocol: None,
-    }
-}
+use palisade_policy::{Trace, TraceOptions, Verdict};
 
 fn decided(t: &Trace) -> (Verdict, String) {
     (
@@ -393,13 +375,9 @@ fn fw_3_pipeline_examples() {
         at: Some("firewall".into()),
         ..Default::default()
     };
-    let host = |mut f: Flow, h: &str| {
-        f.host = Some(h.to_string());
-        f
-    };
     // A network rule allows before the application Deny is reached.
     let t = s.trace(
-        &host(
+        &named(
             flow(Protocol::Tcp, "10.0.0.5", "203.0.113.5", 80),
             "www.example.com",
         ),
@@ -408,7 +386,7 @@ fn fw_3_pipeline_examples() {
     assert_eq!(decided(&t), (Verdict::Allow, "web/web-ports".into()));
     // Outside the network rule's sources, the application Deny applies.
     let t = s.trace(
-        &host(
+        &named(
             flow(Protocol::Tcp, "10.0.9.5", "203.0.113.5", 80),
             "www.example.com",
         ),
@@ -417,7 +395,7 @@ fn fw_3_pipeline_examples() {
     assert_eq!(decided(&t), (Verdict::Deny, "deny-www/www".into()));
     // FW-6.3: the subdomain wildcard matches any depth, never the apex.
     let t = s.trace(
-        &host(
+        &named(
             flow(Protocol::Tcp, "10.0.9.5", "203.0.113.5", 443),
             "api.example.com",
         ),
@@ -425,7 +403,7 @@ fn fw_3_pipeline_examples() {
     );
     assert_eq!(decided(&t), (Verdict::Allow, "allow-example/sub".into()));
     let t = s.trace(
-        &host(
+        &named(
             flow(Protocol::Tcp, "10.0.9.5", "203.0.113.5", 443),
             "example.com",
         ),

@@ -1,6 +1,11 @@
 //! The `palisade` binary as the tests run it: from the repository root, so the README's relative
-//! paths (`examples/...`, `../shared/...`) work as written.
-#![allow(dead_code)]
+//! paths (`examples/...`, `../shared/...`) work as written; the server and gateway processes
+//! several tests start (`processes.rs`).
+#![allow(dead_code, unused_imports)]
+
+mod processes;
+
+pub use processes::{start_gateway, start_server, through, tokens_file, wait_for_port};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};

@@ -99,6 +99,10 @@ pub enum Observed {
     /// leaves it to time out.
     DroppedAfterFirewall,
     NotSent(String),
+    /// Sent through a firewall the lab cannot judge it with, and dropped there unjudged (fail
+    /// closed): ICMP (the gateway judges TCP and UDP) and IPv6 (its transparent listeners are
+    /// IPv4). Never agrees: `trace` judges it, the lab does not.
+    NotJudged(String),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -394,7 +398,7 @@ fn send_batch(
             Protocol::Udp => true,
             // No listener: the destination's kernel answers the echo request itself.
             Protocol::Icmp => {
-                running.push((i, flow, None, false, None, ping(&src.netns, flow)));
+                running.push((i, flow, gateway, false, None, ping(&src.netns, flow)));
                 continue;
             }
             p => {
@@ -421,11 +425,16 @@ fn send_batch(
     }
     let mut silent = vec![];
     for (i, flow, gateway, udp, listener, client) in running {
-        let through_gateway = gateway.filter(|_| !udp);
         let result = client
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("client thread panicked")));
         drop(listener);
+        let unjudged = gateway.and_then(|g| unjudged(g, flow));
+        if let (Some(why), Err(_)) = (unjudged.as_ref(), &result) {
+            out.push((i, Observed::NotJudged(why.clone())));
+            continue;
+        }
+        let through_gateway = gateway.filter(|_| !udp && unjudged.is_none());
         if let (Some(g), Err(e)) = (through_gateway, &result) {
             if e.kind() != ErrorKind::TimedOut {
                 match gateway_record(g, flow) {
@@ -481,6 +490,20 @@ fn send_batch(
         }
     }
     out
+}
+
+/// Why the lab's firewall namespace cannot judge `flow` as `trace` does, if it cannot: the
+/// gateway there judges TCP and UDP over IPv4; anything else a route sends to it is dropped
+/// unjudged.
+fn unjudged(g: &GatewayRun, flow: &Flow) -> Option<String> {
+    let what = if flow.destination.is_ipv6() {
+        "IPv6 through a firewall is not built in the lab (the gateway's transparent listeners are IPv4)"
+    } else if flow.protocol == Protocol::Icmp {
+        "the gateway judges TCP and UDP, not ICMP: the firewall namespace drops it unjudged"
+    } else {
+        return None;
+    };
+    Some(format!("{}: {what}", g.firewall))
 }
 
 /// Every NSG deny the tables logged since the readers were last drained: the packet's 5-tuple
@@ -831,6 +854,33 @@ mod tests {
         assert!(agrees(&t, &Observed::Connected));
         assert!(!agrees(&t, &Observed::TimedOut));
         assert!(!agrees(&t, &Observed::NotSent("x".into())));
+        assert!(!agrees(&t, &Observed::NotJudged("x".into())));
+    }
+
+    // spec FW-5, FW-8.4: ICMP and IPv6 through a firewall are judged by `trace`; the lab's
+    // gateway judges neither, and says so instead of passing a guess off as agreement.
+    #[test]
+    fn icmp_and_ipv6_through_the_gateway_are_named_unjudged() {
+        let g = GatewayRun {
+            firewall: "fw".into(),
+            netns: "ns".into(),
+            data: "data".into(),
+        };
+        let flow = |protocol, destination: &str| Flow {
+            source: "10.0.2.4".parse().unwrap(),
+            source_port: 20000,
+            destination: destination.parse().unwrap(),
+            destination_port: 443,
+            protocol,
+            host: None,
+            app_protocol: None,
+        };
+        let icmp = unjudged(&g, &flow(Protocol::Icmp, "203.0.113.7")).unwrap();
+        assert!(icmp.starts_with("fw: ") && icmp.contains("ICMP"), "{icmp}");
+        let v6 = unjudged(&g, &flow(Protocol::Tcp, "2001:db8::7")).unwrap();
+        assert!(v6.contains("IPv6"), "{v6}");
+        assert_eq!(unjudged(&g, &flow(Protocol::Tcp, "203.0.113.7")), None);
+        assert_eq!(unjudged(&g, &flow(Protocol::Udp, "203.0.113.7")), None);
     }
 
     // spec RT-9: the reply is routed to the firewall, which never saw the request: a drop no

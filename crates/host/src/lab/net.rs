@@ -643,7 +643,8 @@ fn platform_rules() -> String {
 /// first packet of a connection passes the nat hook, so the gateway's own outbound connections
 /// and their replies are not looped back), and UDP datagrams passing through are handed to its
 /// TPROXY listener (marked, and delivered locally by a policy route); datagrams addressed to
-/// the firewall itself — replies to the gateway's own sockets — are not.
+/// the firewall itself — replies to the gateway's own sockets — are not. New ICMP is dropped:
+/// the gateway does not judge it, and a firewall fails closed.
 fn firewall(ns: &str, gateway: bool) -> Result<(), LabError> {
     in_ns(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     let redirect = if gateway {
@@ -675,6 +676,10 @@ fn firewall(ns: &str, gateway: bool) -> Result<(), LabError> {
     type filter hook prerouting priority mangle; policy accept;
     fib daddr type local return
     iifname \"eth0\" meta nfproto ipv4 meta l4proto udp tproxy ip to :{GATEWAY_UDP_PORT} meta mark set {TPROXY_MARK} accept
+  }}
+  chain unjudged {{
+    type filter hook forward priority 0; policy accept;
+    meta l4proto {{ icmp, ipv6-icmp }} ct state new counter drop comment \"the gateway does not judge ICMP: fail closed\"
   }}
 "
         )

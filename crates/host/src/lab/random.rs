@@ -36,8 +36,8 @@ const COMMON_PORTS: [u16; 8] = [22, 53, 80, 123, 443, 1433, 3389, 8080];
 /// An Internet host for IPv6 flows (documentation range).
 const INTERNET6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
 
-/// `n` random TCP/UDP flows over `snap`, each within one family (PAL-5.1), named
-/// `random-<i> <protocol> <src> → <dst>`.
+/// `n` random TCP, UDP and ICMP echo flows over `snap`, each within one family (PAL-5.1),
+/// named `random-<i> <protocol> <src> → <dst>`.
 pub fn flows(snap: &Snapshot, n: usize, seed: u64) -> Vec<FlowCase> {
     let mut rng = Rng(seed);
     let mut workloads: BTreeSet<IpAddr> = BTreeSet::new();
@@ -100,22 +100,30 @@ pub fn flows(snap: &Snapshot, n: usize, seed: u64) -> Vec<FlowCase> {
             2 => (w, others[rng.below(others.len())]),
             _ => (others[rng.below(others.len())], w),
         };
-        let protocol = if rng.below(5) == 0 { "Udp" } else { "Tcp" };
-        // Distinct source ports: no two flows share a connection's 4-tuple.
+        // A tenth ICMP echo, a fifth UDP, the rest TCP.
+        let protocol = match rng.below(10) {
+            0 => "Icmp",
+            1 | 2 => "Udp",
+            _ => "Tcp",
+        };
+        // Distinct source ports (an echo's identifier): no two flows share a connection's
+        // 4-tuple.
         let sport = 20000 + i as u16 % 40000;
         let dport = ports[rng.below(ports.len())];
+        // The name says what was sent: a report line needs no lookup.
+        let (name, dport) = if protocol == "Icmp" {
+            (format!("random-{i} Icmp {src} → {dst}"), None)
+        } else {
+            let (from, to) = (SocketAddr::new(src, sport), SocketAddr::new(dst, dport));
+            (format!("random-{i} {protocol} {from} → {to}"), Some(dport))
+        };
         out.push(FlowCase {
-            // The name says what was sent: a report line needs no lookup.
-            name: format!(
-                "random-{i} {protocol} {} → {}",
-                SocketAddr::new(src, sport),
-                SocketAddr::new(dst, dport)
-            ),
+            name,
             protocol: protocol.into(),
             source: src,
             source_port: Some(sport),
             destination: dst,
-            destination_port: Some(dport),
+            destination_port: dport,
             host: None,
             reply_to: None,
         });
@@ -165,6 +173,10 @@ mod tests {
         assert!(a.iter().any(|f| !s.in_virtual_network(f.source)));
         assert!(a.iter().any(|f| !s.in_virtual_network(f.destination)));
         assert!(a.iter().any(|f| f.protocol == "Udp"));
+        // spec NSG-2.2: ICMP has no ports; an echo is a flow of its own.
+        let icmp: Vec<&FlowCase> = a.iter().filter(|f| f.protocol == "Icmp").collect();
+        assert!(!icmp.is_empty());
+        assert!(icmp.iter().all(|f| f.destination_port.is_none()));
         assert!(a.iter().all(|f| f.source != f.destination));
         let ports: BTreeSet<u16> = a.iter().filter_map(|f| f.destination_port).collect();
         assert!(ports.len() > 5, "{ports:?}");
