@@ -158,7 +158,7 @@ pub fn prepare(config: &Config) -> Result<(Arc<AppState>, String), String> {
                 status: 201,
                 version: None,
             };
-            store.commit(version, audit).map_err(|e| e.to_string())?;
+            store.commit(0, version, audit).map_err(|e| e.to_string())?;
             (running, "seeded version 1".to_string())
         }
     };
