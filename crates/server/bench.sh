@@ -16,11 +16,14 @@ CONN=${CONN:-8}
 THREADS=${THREADS:-1}
 SERVER_CPU=${SERVER_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
+# PROFILE=dev checks the script quickly on a debug build (numbers meaningless).
+PROFILE=${PROFILE:-release}
 RATE=${RATE:-5000}
 PROBE_CONN=${PROBE_CONN:-32}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
-(cd "$ROOT" && cargo build -q --release -p palisade-cli && cargo build -q --release -p palisade-server --example rate_probe)
+(cd "$ROOT" && cargo build -q --profile "$PROFILE" -p palisade-cli && cargo build -q --profile "$PROFILE" -p palisade-server --example rate_probe)
+bin="$ROOT/target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -65,7 +68,7 @@ PY
 
 token=bench-token
 printf 'bench reader %s\n' "$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)" > "$work/tokens"
-taskset -c "$SERVER_CPU" "$ROOT/target/release/palisade" server --network "$work/network.json" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+taskset -c "$SERVER_CPU" "$bin/palisade" server --network "$work/network.json" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --data "$work/data" --token-file "$work/tokens" 2> "$work/log" &
 server=$!
 for _ in $(seq 100); do grep -q '^listening on' "$work/log" && break; sleep 0.2; done
@@ -99,7 +102,7 @@ echo "| GET /healthz (baseline) | $h_rps | $(echo "$healthz" | p50) | $(echo "$h
 echo "| POST ipFlowVerify, 10k rules | $v_rps | $(echo "$verify" | p50) | $(echo "$verify" | p99) | $(python3 -c "print(f'{$v_rps / $h_rps:.2f}')") |"
 
 # Open loop at $RATE req/s: latency at a stated load, baseline first.
-probe() { taskset -c "$LOAD_CPU" "$ROOT/target/release/examples/rate_probe" "$@"; }
+probe() { taskset -c "$LOAD_CPU" "$bin/examples/rate_probe" "$@"; }
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p"; }
 h_open=$(probe "$base/healthz" "$RATE" "$SECS" "$PROBE_CONN")
 v_open=$(probe "$base/api/diagnostics/ipFlowVerify" "$RATE" "$SECS" "$PROBE_CONN" "$work/verify.json" "$token")
