@@ -1,5 +1,5 @@
 //! `palisade --server URL ...`: the same commands asked of a `palisade server` instead of files.
-//! Requests are the API's (`docs/server.md`), answers go through the presenters the local
+//! Requests are the API's (`crates/server/README.md`), answers go through the presenters the local
 //! commands use, so both print alike; refusals are shown with their located messages.
 
 use crate::analysis::{self, AnalyzeCommand, DepsCommand};
