@@ -714,12 +714,11 @@ pub struct FlowLogQuery {
     /// SNI / Host / CONNECT name (`*.example.com` for subdomains).
     name: Option<String>,
     /// Only records of audit matches: audit-mode rules that matched, observed default denies (PAL-5.3, PAL-5.4); as `palisade logs --audit`.
-    #[serde(default)]
-    audit: bool,
+    audit: Option<bool>,
     /// Only `ShadowDiff` records: flows the shadow policy decides differently (PAL-5.3); as `palisade logs --shadow-diff`.
-    #[serde(default, rename = "shadowDiff")]
+    #[serde(rename = "shadowDiff")]
     #[param(rename = "shadowDiff")]
-    shadow_diff: bool,
+    shadow_diff: Option<bool>,
     /// The gateway instance that wrote the record (PostgreSQL store only).
     instance: Option<String>,
     /// Records per page (default 100, at most 1000).
@@ -736,8 +735,8 @@ async fn flow_logs(State(app): App, Query(q): Query<FlowLogQuery>) -> Answer {
     let source = flow_source(&app, q.instance.as_deref())?;
     let (limit, offset) = (q.limit.unwrap_or(100).clamp(1, 1000), q.offset.unwrap_or(0));
     let query = palisade_flowlog::Query {
-        audit: q.audit,
-        shadow_diff: q.shadow_diff,
+        audit: q.audit.unwrap_or(false),
+        shadow_diff: q.shadow_diff.unwrap_or(false),
         ..filters(q.action, q.rule, q.since, q.source, q.name)?
     };
     let instance = q.instance;
