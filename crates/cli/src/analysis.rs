@@ -230,7 +230,7 @@ fn deps_text(v: &Value) {
             "  {:<22} {:<45} {:>5}/{:<3} {by}{optional}",
             st(e, "status"),
             st(e, "domainName"),
-            e["port"],
+            e["port"].as_u64().unwrap_or_default(),
             st(e, "protocol")
         );
         if let Some(s) = e["suggestion"].as_str() {

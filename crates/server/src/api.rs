@@ -20,6 +20,7 @@ use palisade_policy::{AppProtocol, Established, Flow, TraceOptions};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -1022,7 +1023,10 @@ async fn apply(
     in_body: impl Fn(&str) -> Option<String>,
 ) -> Result<VersionMeta, Problem> {
     let base = app.base.clone();
-    let next = app.running.load().version + 1;
+    // After the newest version read, even one passed over (it does not compile here): the
+    // change replaces it, as any change replaces what came before.
+    let parent = app.head.load(Ordering::SeqCst);
+    let next = parent + 1;
     let compiled = tokio::task::spawn_blocking(move || policy::compile(&base, next, resources))
         .await
         .map_err(Problem::internal)?;
@@ -1047,7 +1051,6 @@ async fn apply(
         version: None,
     };
     let store = app.store.clone();
-    let parent = next - 1;
     let committed = tokio::task::spawn_blocking(move || store.commit(parent, version, audit))
         .await
         .map_err(Problem::internal)?;
@@ -1065,6 +1068,7 @@ async fn apply(
         }
         Err(e) => return Err(Problem::internal(e)),
     };
+    app.head.store(n, Ordering::SeqCst);
     running.version = n;
     app.running.store(Arc::new(running));
     Ok(VersionMeta { version: n, ..meta })
