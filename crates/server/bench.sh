@@ -5,6 +5,10 @@
 # The server runs on core $SERVER_CPU and wrk on core $LOAD_CPU (taskset), so the load generator
 # does not compete with the handler for a core. Not for CI: numbers depend on the machine.
 #
+# wrk is closed-loop: at saturation its p99 is queueing. The open-loop rows send at a fixed
+# $RATE req/s (`examples/rate_probe.rs`, on $LOAD_CPU, $PROBE_CONN connections) and time each
+# request from when it was due, so the p99 is the latency at that stated load.
+#
 #   crates/server/bench.sh        # prints a Markdown table
 set -euo pipefail
 SECS=${SECS:-10}
@@ -12,9 +16,14 @@ CONN=${CONN:-8}
 THREADS=${THREADS:-1}
 SERVER_CPU=${SERVER_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
+# PROFILE=dev checks the script quickly on a debug build (numbers meaningless).
+PROFILE=${PROFILE:-release}
+RATE=${RATE:-5000}
+PROBE_CONN=${PROBE_CONN:-32}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
-(cd "$ROOT" && cargo build -q --release -p palisade-cli)
+(cd "$ROOT" && cargo build -q --profile "$PROFILE" -p palisade-cli && cargo build -q --profile "$PROFILE" -p palisade-server --example rate_probe)
+bin="$ROOT/target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -59,21 +68,23 @@ PY
 
 token=bench-token
 printf 'bench reader %s\n' "$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)" > "$work/tokens"
-taskset -c "$SERVER_CPU" "$ROOT/target/release/palisade" server --network "$work/network.json" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+taskset -c "$SERVER_CPU" "$bin/palisade" server --network "$work/network.json" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --data "$work/data" --token-file "$work/tokens" 2> "$work/log" &
 server=$!
 for _ in $(seq 100); do grep -q '^listening on' "$work/log" && break; sleep 0.2; done
 base=$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$work/log")
 [ -n "$base" ] || { cat "$work/log"; exit 1; }
 
+question='{"direction":"Inbound","protocol":"TCP","localIPAddress":"10.0.0.4","localPort":"443","remoteIPAddress":"203.0.113.7","remotePort":"50000"}'
+printf '%s' "$question" > "$work/verify.json"
 cat > "$work/verify.lua" <<LUA
 wrk.method = "POST"
-wrk.body = '{"direction":"Inbound","protocol":"TCP","localIPAddress":"10.0.0.4","localPort":"443","remoteIPAddress":"203.0.113.7","remotePort":"50000"}'
+wrk.body = '$question'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $token"
 LUA
 answer=$(curl -s -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-    -d '{"direction":"Inbound","protocol":"TCP","localIPAddress":"10.0.0.4","localPort":"443","remoteIPAddress":"203.0.113.7","remotePort":"50000"}' \
+    -d "$question" \
     "$base/api/diagnostics/ipFlowVerify")
 echo "answer: $answer" >&2
 
@@ -89,3 +100,16 @@ echo "| request | requests/s | p50 | p99 | ratio to baseline |"
 echo "|---|---|---|---|---|"
 echo "| GET /healthz (baseline) | $h_rps | $(echo "$healthz" | p50) | $(echo "$healthz" | p99) | 1.00 |"
 echo "| POST ipFlowVerify, 10k rules | $v_rps | $(echo "$verify" | p50) | $(echo "$verify" | p99) | $(python3 -c "print(f'{$v_rps / $h_rps:.2f}')") |"
+
+# Open loop at $RATE req/s: latency at a stated load, baseline first.
+probe() { taskset -c "$LOAD_CPU" "$bin/examples/rate_probe" "$@"; }
+field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p"; }
+h_open=$(probe "$base/healthz" "$RATE" "$SECS" "$PROBE_CONN")
+v_open=$(probe "$base/api/diagnostics/ipFlowVerify" "$RATE" "$SECS" "$PROBE_CONN" "$work/verify.json" "$token")
+echo "open loop, healthz: $h_open" >&2
+echo "open loop, ipFlowVerify: $v_open" >&2
+echo
+echo "| open loop at $RATE req/s ($PROBE_CONN connections) | sent/s | p50 | p99 | p99.9 | errors | p99 ratio to baseline |"
+echo "|---|---|---|---|---|---|---|"
+echo "| GET /healthz (baseline) | $(echo "$h_open" | field rate) | $(echo "$h_open" | field p50) ms | $(echo "$h_open" | field p99) ms | $(echo "$h_open" | field p999) ms | $(echo "$h_open" | field errors) | 1.00 |"
+echo "| POST ipFlowVerify, 10k rules | $(echo "$v_open" | field rate) | $(echo "$v_open" | field p50) ms | $(echo "$v_open" | field p99) ms | $(echo "$v_open" | field p999) ms | $(echo "$v_open" | field errors) | $(python3 -c "print(f'{$(echo "$v_open" | field p99) / max($(echo "$h_open" | field p99), 0.001):.2f}')") |"

@@ -10,6 +10,7 @@ use palisade_analyze::{asymmetric, azure_check, deps, diff as semdiff, lint};
 use palisade_model::catalog::DependencyCatalog;
 use palisade_policy::Snapshot;
 use palisade_server::present;
+use serde_json::Value;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -120,60 +121,130 @@ pub fn deps(cmd: DepsCommand) -> Result<ExitCode, String> {
     let catalog = catalog(&path)?;
     let src = source(&loaded.snapshot, from.as_deref())?;
     let report = deps::check(&loaded.snapshot, &catalog, src);
+    show_report(&report, output, &DEPS)
+}
+
+/// How an analysis answer is shown, both from its JSON — so a server's answer
+/// (`palisade --server URL ...`) prints exactly what the local command prints.
+pub struct Presenter {
+    text: fn(&Value),
+    /// Exit code 1.
+    failed: fn(&Value) -> bool,
+}
+
+pub const DEPS: Presenter = Presenter {
+    text: deps_text,
+    failed: |v| v["summary"]["required_not_covered"].as_u64() != Some(0),
+};
+pub const ASYMMETRIC: Presenter = Presenter {
+    text: asymmetric_text,
+    failed: |v| !items(&v["findings"]).is_empty(),
+};
+pub const LINT: Presenter = Presenter {
+    text: lint_text,
+    failed: |v| {
+        items(&v["findings"])
+            .iter()
+            .any(|f| f["severity"] == "Error")
+    },
+};
+pub const REACHABILITY: Presenter = Presenter {
+    text: reachability_text,
+    failed: |_| false,
+};
+pub const SUBNET_MATRIX: Presenter = Presenter {
+    text: subnet_matrix_text,
+    failed: |_| false,
+};
+pub const DIFF: Presenter = Presenter {
+    text: diff_text,
+    failed: |v| !items(&v["changes"]).is_empty(),
+};
+
+fn show_report(
+    report: &impl serde::Serialize,
+    output: Output,
+    p: &Presenter,
+) -> Result<ExitCode, String> {
+    show(
+        &serde_json::to_value(report).map_err(|e| e.to_string())?,
+        output,
+        p,
+    )
+}
+
+/// An analysis answer (local or a server's) as `--output` asks, with its exit code.
+pub fn show(v: &Value, output: Output, p: &Presenter) -> Result<ExitCode, String> {
     if output == Output::Json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+            serde_json::to_string_pretty(v).map_err(|e| e.to_string())?
         );
     } else {
-        println!(
-            "dependency coverage from {src} ({} entries)",
-            report.summary.entries
-        );
-        let mut category = String::new();
-        for e in &report.entries {
-            if e.category != category {
-                category = e.category.clone();
-                println!("{category}");
-            }
-            let by = e
-                .decided_by
-                .as_ref()
-                .map(|d| {
-                    format!(
-                        "{} {} {}",
-                        d.layer,
-                        d.resource,
-                        d.rule.clone().unwrap_or_default()
-                    )
-                })
-                .unwrap_or_default();
-            let optional = if e.required { "" } else { " (optional)" };
-            println!(
-                "  {:<22} {:<45} {:>5}/{:<3} {by}{optional}",
-                format!("{:?}", e.status),
-                e.domain_name,
-                e.port,
-                e.protocol
-            );
-            if let Some(s) = &e.suggestion {
-                println!("  {:<22} fix: {s}", "");
-            }
-            for a in &e.assumed {
-                println!("  {:<22} assumed: {a}", "");
-            }
-        }
-        let s = &report.summary;
-        println!(
-            "covered {}, bypassed {}, denied {}, partial {}, not coverable {}, missing service endpoint {}; {} required entr{} not covered",
-            s.covered, s.bypassed, s.denied, s.partial, s.not_coverable, s.missing_service_endpoint, s.required_not_covered, if s.required_not_covered == 1 { "y" } else { "ies" }
-        );
+        (p.text)(v);
     }
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
+    Ok(if (p.failed)(v) {
         ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
+}
+
+fn items(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// A string field, `""` when absent.
+fn st<'a>(v: &'a Value, k: &str) -> &'a str {
+    v[k].as_str().unwrap_or_default()
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    items(v).iter().filter_map(Value::as_str).collect()
+}
+
+fn deps_text(v: &Value) {
+    let sum = &v["summary"];
+    let n = |k: &str| sum[k].as_u64().unwrap_or(0);
+    println!(
+        "dependency coverage from {} ({} entries)",
+        st(v, "source"),
+        n("entries")
+    );
+    let mut category = "";
+    for e in items(&v["entries"]) {
+        if st(e, "category") != category {
+            category = st(e, "category");
+            println!("{category}");
+        }
+        let by = match &e["decided_by"] {
+            Value::Null => String::new(),
+            d => format!("{} {} {}", st(d, "layer"), st(d, "resource"), st(d, "rule")),
+        };
+        let optional = if e["required"] == true {
+            ""
+        } else {
+            " (optional)"
+        };
+        println!(
+            "  {:<22} {:<45} {:>5}/{:<3} {by}{optional}",
+            st(e, "status"),
+            st(e, "domainName"),
+            e["port"].as_u64().unwrap_or_default(),
+            st(e, "protocol")
+        );
+        if let Some(s) = e["suggestion"].as_str() {
+            println!("  {:<22} fix: {s}", "");
+        }
+        for a in strings(&e["assumed"]) {
+            println!("  {:<22} assumed: {a}", "");
+        }
+    }
+    let r = n("required_not_covered");
+    println!(
+        "covered {}, bypassed {}, denied {}, partial {}, not coverable {}, missing service endpoint {}; {r} required entr{} not covered",
+        n("covered"), n("bypassed"), n("denied"), n("partial"), n("not_coverable"), n("missing_service_endpoint"), if r == 1 { "y" } else { "ies" }
+    );
 }
 
 pub fn analyze(cmd: AnalyzeCommand) -> Result<ExitCode, String> {
@@ -204,107 +275,91 @@ pub fn analyze(cmd: AnalyzeCommand) -> Result<ExitCode, String> {
         None => vec![],
     };
     let report = asymmetric::check(&loaded.snapshot, &declared);
-    if output == Output::Json {
+    show_report(&report, output, &ASYMMETRIC)
+}
+
+fn asymmetric_text(v: &Value) {
+    let findings = items(&v["findings"]);
+    for f in findings {
+        let sources = strings(&f["source_prefixes"]);
+        let n = sources.len();
         println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+            "Asymmetric  subnet {}  entry {}",
+            st(f, "subnet"),
+            st(f, "entry")
         );
-    } else {
-        for f in &report.findings {
-            let n = f.source_prefixes.len();
-            let shown: Vec<&str> = f
-                .source_prefixes
-                .iter()
-                .take(4)
-                .map(String::as_str)
-                .collect();
-            println!("Asymmetric  subnet {}  entry {}", f.subnet, f.entry);
-            println!(
-                "    sources  {}{}",
-                shown.join(", "),
-                if n > 4 {
-                    format!(" (+{} more)", n - 4)
-                } else {
-                    String::new()
-                }
-            );
-            println!(
-                "    reply    {} / {} → {}{}",
-                f.route_table,
-                f.route,
-                f.reply_next_hop,
-                f.reply_next_hop_address
-                    .as_ref()
-                    .map(|a| format!(" {a}"))
-                    .unwrap_or_default()
-            );
-            println!("    fix      {}", f.suggestion);
-            for a in &f.assumed {
-                println!("    assumed  {a}");
+        println!(
+            "    sources  {}{}",
+            sources[..n.min(4)].join(", "),
+            if n > 4 {
+                format!(" (+{} more)", n - 4)
+            } else {
+                String::new()
             }
-        }
-        println!(
-            "{} finding(s) over {} subnet(s) and {} inbound entr(ies)",
-            report.findings.len(),
-            report.subnets,
-            report.entries
         );
+        println!(
+            "    reply    {} / {} → {}{}",
+            st(f, "route_table"),
+            st(f, "route"),
+            st(f, "reply_next_hop"),
+            f["reply_next_hop_address"]
+                .as_str()
+                .map(|a| format!(" {a}"))
+                .unwrap_or_default()
+        );
+        println!("    fix      {}", st(f, "suggestion"));
+        for a in strings(&f["assumed"]) {
+            println!("    assumed  {a}");
+        }
     }
-    Ok(if report.findings.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    println!(
+        "{} finding(s) over {} subnet(s) and {} inbound entr(ies)",
+        findings.len(),
+        v["subnets"],
+        v["entries"]
+    );
 }
 
 pub fn lint(net: NetworkArgs, output: Output) -> Result<ExitCode, String> {
     let loaded = load::load_for_evaluation(&net)?;
     let findings = lint::lint(&loaded.snapshot);
-    if output == Output::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "findings": findings }))
-                .map_err(|e| e.to_string())?
-        );
-    } else {
-        for f in &findings {
-            let rule = f
-                .rule
-                .as_deref()
-                .map(|r| format!(" rule {r}"))
-                .unwrap_or_default();
-            println!(
-                "{:?}[{}] {} ({}){rule}: {}",
-                f.severity,
-                f.code,
-                f.resource,
-                if f.pointer.is_empty() {
-                    f.file.clone()
-                } else {
-                    format!("{} {}", f.file, f.pointer)
-                },
-                f.message
-            );
-            println!("    fix: {}", f.suggestion);
-        }
-        println!("{} finding(s)", findings.len());
-    }
-    let worst = findings.iter().map(|f| f.severity).max();
-    Ok(match worst {
-        Some(lint::Severity::Error) => ExitCode::from(1),
-        _ => ExitCode::SUCCESS,
-    })
+    show_report(&serde_json::json!({ "findings": findings }), output, &LINT)
 }
 
-fn print_flowsets(flows: &[reach::FlowSet]) {
+fn lint_text(v: &Value) {
+    let findings = items(&v["findings"]);
+    for f in findings {
+        let rule = f["rule"]
+            .as_str()
+            .map(|r| format!(" rule {r}"))
+            .unwrap_or_default();
+        let at = if st(f, "pointer").is_empty() {
+            st(f, "file").to_string()
+        } else {
+            format!("{} {}", st(f, "file"), st(f, "pointer"))
+        };
+        println!(
+            "{}[{}] {} ({at}){rule}: {}",
+            st(f, "severity"),
+            st(f, "code"),
+            st(f, "resource"),
+            st(f, "message")
+        );
+        println!("    fix: {}", st(f, "suggestion"));
+    }
+    println!("{} finding(s)", findings.len());
+}
+
+fn print_flowsets(flows: &Value) {
+    let flows = items(flows);
     for f in flows.iter().take(12) {
-        let short = |v: &[String]| {
-            let shown: Vec<&str> = v.iter().take(4).map(String::as_str).collect();
+        let short = |v: &Value| {
+            let all = strings(v);
             format!(
                 "{}{}",
-                shown.join(","),
-                if v.len() > 4 {
-                    format!(" (+{} more)", v.len() - 4)
+                all[..all.len().min(4)].join(","),
+                if all.len() > 4 {
+                    format!(" (+{} more)", all.len() - 4)
                 } else {
                     String::new()
                 }
@@ -312,14 +367,18 @@ fn print_flowsets(flows: &[reach::FlowSet]) {
         };
         println!(
             "      {} → {}  {}",
-            short(&f.source_prefixes),
-            short(&f.destination_prefixes),
-            f.services.join("; ")
+            short(&f["source_prefixes"]),
+            short(&f["destination_prefixes"]),
+            strings(&f["services"]).join("; ")
         );
-        let e = &f.example;
+        let e = &f["example"];
         println!(
             "        e.g. {} {}:{} → {}:{}",
-            e.protocol, e.source, e.source_port, e.destination, e.destination_port
+            st(e, "protocol"),
+            st(e, "source"),
+            e["source_port"],
+            st(e, "destination"),
+            e["destination_port"]
         );
     }
     if flows.len() > 12 {
@@ -330,13 +389,21 @@ fn print_flowsets(flows: &[reach::FlowSet]) {
     }
 }
 
-fn chain_text(chain: &[reach::Control]) -> String {
+/// A chain of controls (`reach::Control` as JSON) as `Control::text` writes each.
+fn chain_text(chain: &Value) -> String {
+    let chain = items(chain);
     if chain.is_empty() {
         return "(no rule)".into();
     }
     chain
         .iter()
-        .map(|c| c.text())
+        .map(|c| {
+            let rule = c["rule"]
+                .as_str()
+                .map(|r| format!("/{r}"))
+                .unwrap_or_default();
+            format!("{} {}{rule}", st(c, "step"), st(c, "resource"))
+        })
         .collect::<Vec<_>>()
         .join(" → ")
 }
@@ -365,54 +432,56 @@ pub fn reachability(
         reach::report(&engine, &f, &t, both, &verdicts)
     });
     let assumed = present::reach_assumed(snap, &report);
-    if output == Output::Json {
-        let v = present::reachability(&report, &assumed);
+    show(
+        &present::reachability(&report, &assumed),
+        output,
+        &REACHABILITY,
+    )
+}
+
+fn reachability_text(v: &Value) {
+    let entries = items(&v["entries"]);
+    for e in entries {
         println!(
-            "{}",
-            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+            "{}  {} → {}",
+            st(e, "verdict"),
+            st(e, "source"),
+            st(e, "destination")
         );
-        return Ok(ExitCode::SUCCESS);
-    }
-    for (e, assumed) in report.entries.iter().zip(&assumed) {
-        println!("{:?}  {} → {}", e.verdict, e.source, e.destination);
-        println!("    decided by {}", chain_text(&e.decided_by));
-        for a in assumed {
+        println!("    decided by {}", chain_text(&e["decided_by"]));
+        for a in strings(&e["assumed"]) {
             println!("    assumed {a}");
         }
-        print_flowsets(&e.flows);
+        print_flowsets(&e["flows"]);
     }
-    if !report.application_rules.is_empty() {
+    let rules = items(&v["application_rules"]);
+    if !rules.is_empty() {
         println!("application rules (allowed by HTTP Host / TLS SNI name, not by address; `ByName` above):");
-        for a in &report.application_rules {
-            let names: Vec<&str> = a.names.iter().take(5).map(String::as_str).collect();
-            let more = if a.names.len() > 5 {
-                format!(" (+{} more)", a.names.len() - 5)
+        for a in rules {
+            let names = strings(&a["names"]);
+            let more = if names.len() > 5 {
+                format!(" (+{} more)", names.len() - 5)
             } else {
                 String::new()
             };
             println!(
                 "    {} {}  {} from {} to {}{more}",
-                a.firewall,
-                a.rule,
-                a.protocols.join(","),
-                a.sources.join(","),
-                names.join(",")
+                st(a, "firewall"),
+                st(a, "rule"),
+                strings(&a["protocols"]).join(","),
+                strings(&a["sources"]).join(","),
+                names[..names.len().min(5)].join(",")
             );
         }
     }
     println!(
         "{} entr{} ({} IPv4 and {} IPv6 address atoms, {} distinct paths)",
-        report.entries.len(),
-        if report.entries.len() == 1 {
-            "y"
-        } else {
-            "ies"
-        },
-        report.atoms.0,
-        report.atoms.1,
-        report.plans
+        entries.len(),
+        if entries.len() == 1 { "y" } else { "ies" },
+        v["atoms"][0],
+        v["atoms"][1],
+        v["plans"]
     );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `analyze reachability --summary`: which subnets reach which, from the same matrix.
@@ -421,33 +490,30 @@ fn subnet_matrix(net: NetworkArgs, output: Output) -> Result<ExitCode, String> {
     let snap = &loaded.snapshot;
     let engine = crate::progress::spin("building the reachability classes", || Engine::new(snap));
     let m = crate::progress::spin("summarising", || engine.subnet_matrix());
-    if output == Output::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&m).map_err(|e| e.to_string())?
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    for l in &m.links {
-        let e = &l.example;
+    show_report(&m, output, &SUBNET_MATRIX)
+}
+
+fn subnet_matrix_text(v: &Value) {
+    let links = items(&v["links"]);
+    for l in links {
+        let e = &l["example"];
         println!(
             "{} → {}  {}  (e.g. {} {}:{} → {}:{})",
-            l.source,
-            l.destination,
-            l.services.join("; "),
-            e.protocol,
-            e.source,
-            e.source_port,
-            e.destination,
-            e.destination_port
+            st(l, "source"),
+            st(l, "destination"),
+            strings(&l["services"]).join("; "),
+            st(e, "protocol"),
+            st(e, "source"),
+            e["source_port"],
+            st(e, "destination"),
+            e["destination_port"]
         );
     }
     println!(
         "{} subnet pair(s) with some flow allowed, of {} subnets",
-        m.links.len(),
-        m.subnets
+        links.len(),
+        v["subnets"]
     );
-    Ok(ExitCode::SUCCESS)
 }
 
 pub fn diff(args: DiffArgs) -> Result<ExitCode, String> {
@@ -471,29 +537,22 @@ pub fn diff(args: DiffArgs) -> Result<ExitCode, String> {
     let report = crate::progress::spin("comparing the two versions", || {
         semdiff::diff(&old.snapshot, &new.snapshot)
     });
-    if args.output == Output::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-        );
-    } else {
-        for c in &report.changes {
-            println!("{:?} → {:?}", c.before, c.after);
-            println!("    before: {}", chain_text(&c.before_decided_by));
-            println!("    after:  {}", chain_text(&c.after_decided_by));
-            print_flowsets(&c.flows);
-        }
-        println!(
-            "{} change(s) over {} compared address-atom pairs",
-            report.changes.len(),
-            report.compared
-        );
+    show_report(&report, args.output, &DIFF)
+}
+
+fn diff_text(v: &Value) {
+    let changes = items(&v["changes"]);
+    for c in changes {
+        println!("{} → {}", st(c, "before"), st(c, "after"));
+        println!("    before: {}", chain_text(&c["before_decided_by"]));
+        println!("    after:  {}", chain_text(&c["after_decided_by"]));
+        print_flowsets(&c["flows"]);
     }
-    Ok(if report.changes.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    println!(
+        "{} change(s) over {} compared address-atom pairs",
+        changes.len(),
+        v["compared"]
+    );
 }
 
 /// `palisade check-azure`: Azure's exports of a NIC's effective routes and rules against the model.

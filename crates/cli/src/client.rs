@@ -1,7 +1,8 @@
 //! `palisade --server URL ...`: the same commands asked of a `palisade server` instead of files.
-//! Requests are the API's (`docs/server.md`), answers go through the presenters the local
+//! Requests are the API's (`crates/server/README.md`), answers go through the presenters the local
 //! commands use, so both print alike; refusals are shown with their located messages.
 
+use crate::analysis::{self, AnalyzeCommand, DepsCommand};
 use crate::serve::{LogsArgs, LogsOutput};
 use crate::{render, Command, Output};
 use palisade_flowlog::FlowRecord;
@@ -301,6 +302,95 @@ pub fn run(a: &RemoteArgs, url: &str, command: Command) -> Result<ExitCode, Stri
             Ok(ExitCode::SUCCESS)
         }
         Command::Logs(l) => logs(&client, l),
+        Command::Deps(DepsCommand::Check {
+            net,
+            catalog,
+            from,
+            output,
+        }) => {
+            no_files(&net)?;
+            let body = json!({"catalog": json_file(&catalog)?, "from": from});
+            let v = client.post("/api/analyze/deps", &body)?.body;
+            analysis::show(&v, output, &analysis::DEPS)
+        }
+        Command::Analyze(AnalyzeCommand::Asymmetric {
+            net,
+            catalog,
+            output,
+        }) => {
+            no_files(&net)?;
+            let body = match catalog {
+                Some(c) => json!({"catalog": json_file(&c)?}),
+                None => json!({}),
+            };
+            let v = client.post("/api/analyze/asymmetric", &body)?.body;
+            analysis::show(&v, output, &analysis::ASYMMETRIC)
+        }
+        Command::Analyze(AnalyzeCommand::Reachability { summary: true, .. }) => {
+            Err("analyze reachability --summary has no --server form yet; ask for the entries (without --summary)".into())
+        }
+        Command::Analyze(AnalyzeCommand::Reachability {
+            net,
+            from,
+            to,
+            all,
+            summary: false,
+            output,
+        }) => {
+            no_files(&net)?;
+            let body = json!({"from": from, "to": to, "all": all});
+            let v = client.post("/api/analyze/reachability", &body)?.body;
+            analysis::show(&v, output, &analysis::REACHABILITY)
+        }
+        Command::Lint { net, output } => {
+            no_files(&net)?;
+            let v = client.get("/api/analyze/lint", &[])?.body;
+            analysis::show(&v, output, &analysis::LINT)
+        }
+        Command::Diff(d) => {
+            // On a server the two sides are stored versions, not files.
+            let version = |p: &Path| {
+                p.to_str()
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "diff `{}`: with --server, OLD and NEW are version numbers (see `palisade --server URL versions`)",
+                            p.display()
+                        )
+                    })
+            };
+            let (old, new) = (version(&d.old)?, version(&d.new)?);
+            let v = client
+                .get(&format!("/api/versions/{old}/diff/{new}"), &[])?
+                .body;
+            analysis::show(&v, d.output, &analysis::DIFF)
+        }
+        Command::EffectiveRules {
+            net,
+            nic,
+            subnet,
+            output,
+        } => {
+            no_files(&net)?;
+            json_only("effective-rules", output)?;
+            let v = client
+                .get("/api/diagnostics/effectiveSecurityRules", &target(nic, subnet))?
+                .body;
+            print_json(&v)
+        }
+        Command::EffectiveRoutes {
+            net,
+            subnet,
+            nic,
+            output,
+        } => {
+            no_files(&net)?;
+            json_only("effective-routes", output)?;
+            let v = client
+                .get("/api/diagnostics/effectiveRoutes", &target(nic, subnet))?
+                .body;
+            print_json(&v)
+        }
         Command::Remote(ServerCommand::Versions { output }) => {
             let v = client.get("/api/versions", &[])?.body;
             if output == Output::Json {
@@ -331,7 +421,9 @@ pub fn run(a: &RemoteArgs, url: &str, command: Command) -> Result<ExitCode, Stri
         Command::Remote(ServerCommand::Apply { file }) => apply(&client, &file),
         _ => Err(
             "this command has no --server form; it runs on local files only \
-                  (with --server: trace, next-hop, logs, versions, rollback, apply)"
+                  (with --server: trace, next-hop, effective-rules, effective-routes, deps check, \
+                  analyze asymmetric|reachability, lint, diff VERSION VERSION, logs, versions, \
+                  rollback, apply)"
                 .into(),
         ),
     }
@@ -346,20 +438,49 @@ fn no_files(net: &crate::NetworkArgs) -> Result<(), String> {
     }
 }
 
-fn logs(client: &Client, l: LogsArgs) -> Result<ExitCode, String> {
-    // The flow-log API has no audit or shadow filter yet; answering unfiltered would mislead.
-    if l.audit || l.shadow_diff {
-        return Err(
-            "--audit and --shadow-diff read a local flow log; the server's flow-log API does not filter by them yet"
-                .into(),
-        );
+/// The text of effective rules and routes is drawn from the compiled snapshot, which a client
+/// does not have; their JSON is the API's answer itself.
+fn json_only(command: &str, output: Output) -> Result<(), String> {
+    match output {
+        Output::Json => Ok(()),
+        Output::Text => Err(format!(
+            "{command} with --server prints --output json only (the text form reads the local snapshot)"
+        )),
     }
+}
+
+fn print_json(v: &Value) -> Result<ExitCode, String> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).map_err(|e| e.to_string())?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The NIC or subnet a question is about, as the API's query.
+fn target(nic: Option<String>, subnet: Option<String>) -> Vec<(&'static str, String)> {
+    [("networkInterface", nic), ("subnet", subnet)]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect()
+}
+
+/// A JSON file sent with a question (a dependency list), named when it cannot be read.
+fn json_file(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(text.trim_start_matches('\u{feff}'))
+        .map_err(|e| format!("{}: not JSON: {e}", path.display()))
+}
+
+fn logs(client: &Client, l: LogsArgs) -> Result<ExitCode, String> {
     let query: Vec<(&str, String)> = [
         ("action", l.action),
         ("since", l.since),
         ("rule", l.rule),
         ("source", l.source.map(|s| s.to_string())),
         ("name", l.name),
+        ("audit", l.audit.then(|| "true".into())),
+        ("shadowDiff", l.shadow_diff.then(|| "true".into())),
     ]
     .into_iter()
     .filter_map(|(k, v)| Some((k, v?)))

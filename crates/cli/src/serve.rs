@@ -3,7 +3,7 @@
 
 use crate::SourceArgs;
 use clap::ValueEnum;
-use palisade_flowlog::{is_audit, is_shadow_diff, parse_since, query_where, FlowRecord, Query};
+use palisade_flowlog::{parse_since, query, FlowRecord, Query};
 use palisade_gateway::dnat::parse_dnat_bind;
 use palisade_gateway::dns::DnsConfig;
 use palisade_gateway::observe::Observe;
@@ -375,11 +375,11 @@ pub fn logs(a: LogsArgs) -> Result<ExitCode, String> {
         rule: a.rule,
         source: a.source,
         name: a.name,
+        audit: a.audit,
+        shadow_diff: a.shadow_diff,
         limit: Some(a.limit),
     };
-    let keep = |r: &FlowRecord| (!a.audit || is_audit(r)) && (!a.shadow_diff || is_shadow_diff(r));
-    let (records, torn) =
-        query_where(&data, &q, &keep).map_err(|e| format!("{}: {e}", data.display()))?;
+    let (records, torn) = query(&data, &q).map_err(|e| format!("{}: {e}", data.display()))?;
     if torn > 0 {
         eprintln!("note: {torn} unreadable line(s) skipped (a write cut short by a crash)");
     }

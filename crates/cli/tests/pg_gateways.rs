@@ -178,6 +178,15 @@ impl Server {
 
     /// When the PUT was sent and when its answer (after the commit) arrived.
     fn put_firewall_timed(&self, body: &serde_json::Value) -> (Instant, Instant) {
+        let etag = self.firewall_etag();
+        let sent = Instant::now();
+        let (status, text) = self.put_firewall_if_match(body, &etag);
+        assert_eq!(status, 200, "PUT refused: {text}");
+        (sent, Instant::now())
+    }
+
+    /// The firewall resource's ETag, as this server holds it.
+    fn firewall_etag(&self) -> String {
         let url = format!("{}/api/resources/azureFirewalls/fw", self.base);
         let out = Command::new("curl")
             .args(["-sS", "-D", "-", "-o", "/dev/null", "-H"])
@@ -186,15 +195,18 @@ impl Server {
             .output()
             .unwrap();
         let head = String::from_utf8_lossy(&out.stdout).into_owned();
-        let etag = head
-            .lines()
+        head.lines()
             .find_map(|l| {
                 l.split_once(':')
                     .filter(|(k, _)| k.eq_ignore_ascii_case("etag"))
                     .map(|(_, v)| v.trim().to_string())
             })
-            .unwrap_or_else(|| panic!("no ETag: {head}"));
-        let sent = Instant::now();
+            .unwrap_or_else(|| panic!("no ETag: {head}"))
+    }
+
+    /// PUT the firewall with `If-Match: etag`: the status and the answer's body.
+    fn put_firewall_if_match(&self, body: &serde_json::Value, etag: &str) -> (u16, String) {
+        let url = format!("{}/api/resources/azureFirewalls/fw", self.base);
         let out = Command::new("curl")
             .args(["-sS", "-X", "PUT", "-w", "\n%{http_code}", "-H"])
             .arg(format!("Authorization: Bearer {ADMIN}"))
@@ -205,8 +217,8 @@ impl Server {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(text.ends_with("\n200"), "PUT refused: {text}");
-        (sent, Instant::now())
+        let (body, status) = text.rsplit_once('\n').unwrap_or((&text, ""));
+        (status.parse().unwrap_or(0), body.to_string())
     }
 }
 
@@ -457,10 +469,10 @@ fn two_gateways_follow_one_policy_and_survive_the_store_going_away() {
             version: None,
         };
         assert_eq!(
-            palisade_pgstore::commit(&mut client, &row, &audit)
+            palisade_pgstore::commit(&mut client, 5, &row, &audit)
                 .await
                 .unwrap(),
-            6
+            palisade_pgstore::Commit::Committed(6)
         );
     });
     for g in &s.gateways {
@@ -637,6 +649,68 @@ fn two_servers_follow_each_other_and_serve_the_gateways_flow_records() {
     }
     assert_eq!(&paged, all);
 
+    // PAL-5.3 filters on the PostgreSQL store: `audit=true` and `shadowDiff=true` answer
+    // what `palisade logs --audit` / `--shadow-diff` find in a local log of the same records,
+    // asked with curl and with `palisade --server`.
+    let marked = marked_records("gw-c");
+    let local = tempfile::tempdir().unwrap();
+    palisade_flowlog::FlowLog::open(local.path(), palisade_flowlog::Options::default())
+        .unwrap()
+        .append_all(&marked)
+        .unwrap();
+    let rows: Vec<palisade_pgstore::FlowRow> = marked
+        .iter()
+        .map(|r| palisade_pgstore::FlowRow {
+            instance: r.instance.clone(),
+            time: r.time.clone(),
+            record: serde_json::to_string(r).unwrap(),
+        })
+        .collect();
+    let config = palisade_pgstore::config("test", &s.pg.url()).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (c, _) = palisade_pgstore::connect(&config).await.unwrap();
+        palisade_pgstore::insert_flows(&c, &rows).await.unwrap();
+    });
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, ADMIN).unwrap();
+    for (query, flag) in [
+        ("audit=true", "--audit"),
+        ("shadowDiff=true", "--shadow-diff"),
+    ] {
+        let (code, out, err) = common::palisade(&[
+            "logs",
+            "--data",
+            local.path().to_str().unwrap(),
+            flag,
+            "--output",
+            "json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let want: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let n = want.as_array().unwrap().len();
+        assert!(n > 0 && n < marked.len(), "{flag}: {n} of {}", marked.len());
+        let got = api(
+            base,
+            "GET",
+            &format!("/api/flowLogs?{query}&limit=1000"),
+            None,
+        );
+        assert_eq!(got["value"], want, "{query}");
+        let client = Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(["--server", &other.base, "--token-file"])
+            .arg(&token)
+            .args(["logs", flag, "--output", "json"])
+            .output()
+            .unwrap();
+        let printed = String::from_utf8_lossy(&client.stdout);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&printed).unwrap_or_default(),
+            want,
+            "--server logs {flag}: {}",
+            String::from_utf8_lossy(&client.stderr)
+        );
+    }
+
     // The live stream of the other server, gw-a only: what gw-a decides from now on.
     let mut stream = Killed(
         Command::new("curl")
@@ -701,6 +775,66 @@ fn two_servers_follow_each_other_and_serve_the_gateways_flow_records() {
     for g in &s.gateways {
         g.until("c.test", port, 200, Instant::now());
     }
+
+    // Compare-and-set across servers: both change the firewall from the same version at
+    // once; exactly one commit wins, the other is refused as an ETag conflict (412), and
+    // both servers end on the winner's version.
+    for round in 0..3 {
+        let etags = [s.server.firewall_etag(), other.firewall_etag()];
+        assert_eq!(etags[0], etags[1], "round {round}: not on one version");
+        // Names new in every round: a PUT that rewrites the same content keeps the ETag.
+        let names = [format!("d{round}.test"), format!("e{round}.test")];
+        let start = std::sync::Barrier::new(2);
+        let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+            let racers: Vec<_> = [&s.server, &other]
+                .into_iter()
+                .zip(names.iter().zip(&etags))
+                .map(|(srv, (name, etag))| {
+                    let start = &start;
+                    scope.spawn(move || {
+                        start.wait();
+                        srv.put_firewall_if_match(&firewall(port, &[name]), etag)
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let codes: Vec<u16> = answers.iter().map(|(c, _)| *c).collect();
+        assert!(
+            codes == [200, 412] || codes == [412, 200],
+            "round {round}: {answers:?}"
+        );
+        let lost = &answers.iter().find(|(c, _)| *c == 412).unwrap().1;
+        assert!(lost.contains("precondition-failed"), "{lost}");
+        eprintln!("round {round}: the loser was told {lost}");
+        let winner = &names[if codes[0] == 200 { 0 } else { 1 }];
+        let head = 4 + round;
+        for srv in [&s.server, &other] {
+            assert_eq!(api(&srv.base, "GET", "/healthz", None)["version"], head);
+            assert_eq!(verdict(&srv.base, winner, port), "Allow");
+        }
+    }
+}
+
+/// Flow records of one instance, some with PAL-5.3 audit matches, some shadow differences.
+fn marked_records(instance: &str) -> Vec<palisade_flowlog::FlowRecord> {
+    (0..12u16)
+        .map(|i| palisade_flowlog::FlowRecord {
+            time: palisade_flowlog::format_time(std::time::SystemTime::now()),
+            instance: instance.into(),
+            action: if i % 4 == 1 { "ShadowDiff" } else { "Allow" }.into(),
+            destination_port: 8000 + i,
+            audit: i % 3 == 0,
+            shadow: (i % 4 == 1).then(|| palisade_flowlog::ShadowDiff {
+                live_action: "Allow".into(),
+                live_rule: "allow-web/web".into(),
+                shadow_action: "Deny".into(),
+                shadow_rule: "default".into(),
+                shadow_snapshot: "candidate".into(),
+            }),
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// Commit → enforcement on both gateways over `PALISADE_PG_CHANGES` changes, against the

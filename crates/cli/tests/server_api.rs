@@ -710,6 +710,8 @@ async fn flow_log_query_pages_what_palisade_logs_finds() {
             reason: "RuleMatched".into(),
             ..Default::default()
         })
+        .enumerate()
+        .map(|(i, r)| audited(i as u64, r))
         .collect();
     log.append_all(&records).unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -719,6 +721,24 @@ async fn flow_log_query_pages_what_palisade_logs_finds() {
         data.path(),
         &["--flow-log", dir],
     );
+    // PAL-5.3: `audit=true` and `shadowDiff=true` keep what `logs --audit` / `--shadow-diff` keep.
+    for (query, flag, least) in [
+        ("audit=true", "--audit", 5),
+        ("shadowDiff=true", "--shadow-diff", 2),
+        ("audit=true&shadowDiff=true", "--audit", 1),
+    ] {
+        let mut args = vec!["logs", "--data", dir, flag, "--limit", "1000"];
+        if query.contains("shadowDiff") && flag == "--audit" {
+            args.push("--shadow-diff");
+        }
+        let cli = cli_json(&[&args[..], &["--output", "json"]].concat()).unwrap();
+        let api = server
+            .get(&format!("/api/flowLogs?{query}&limit=1000"))
+            .await;
+        let n = cli.as_array().unwrap().len();
+        assert!(n >= least && n < records.len(), "{query}: {n} records");
+        assert_eq!(api["value"], cli, "{query}");
+    }
     let since = format_time(start + Duration::from_secs(20 * 60));
     let filters: [(&str, &str); 6] = [
         ("action", "deny"),
@@ -769,6 +789,30 @@ async fn flow_log_query_pages_what_palisade_logs_finds() {
     assert_eq!(st, StatusCode::BAD_REQUEST, "{p}");
 }
 
+/// Every fifth record audited (PAL-5.3 audit rule matched, or PAL-5.4 observe), every seventh
+/// a shadow policy's differing verdict: what `audit=true` / `shadowDiff=true` pick out.
+fn audited(i: u64, mut r: palisade_flowlog::FlowRecord) -> palisade_flowlog::FlowRecord {
+    if i % 5 == 1 {
+        r.audit = true;
+        r.audit_rules = vec![palisade_flowlog::AuditEntry {
+            layer: "FirewallApplication".into(),
+            rule: "app/audit-partners".into(),
+            access: "Deny".into(),
+        }];
+    }
+    if i % 7 == 2 {
+        r.action = "ShadowDiff".into();
+        r.shadow = Some(palisade_flowlog::ShadowDiff {
+            live_action: "Allow".into(),
+            live_rule: "app/partner-apis".into(),
+            shadow_action: "Deny".into(),
+            shadow_rule: "default".into(),
+            shadow_snapshot: "shadow".into(),
+        });
+    }
+    r
+}
+
 /// The running network written out as the resource list the server compiles, so the CLI reads
 /// exactly what the server holds.
 async fn network_file(server: &Server, dir: &Path, name: &str) -> String {
@@ -797,6 +841,9 @@ async fn analyses_equal_the_cli_on_every_scenario() {
         let data = tempfile::tempdir().unwrap();
         let server = Server::start(dir.join("network.json").to_str().unwrap(), data.path());
         let net = network_file(&server, data.path(), "network.json").await;
+        let catalog = dir.join("dependencies.json");
+        let catalog = catalog.to_str().unwrap();
+        remote_forms_print_what_local_commands_print(&server, &net, catalog);
 
         let cli = cli_json(&["lint", "--network", &net, "--output", "json"]).unwrap();
         let api = server.get("/api/analyze/lint").await;
@@ -962,6 +1009,107 @@ async fn analyses_equal_the_cli_on_every_scenario() {
     );
 }
 
+/// Issue 18, CLI as a client: `lint`, `analyze asymmetric|reachability`, `deps check` and
+/// `effective-rules|routes` asked with `--server` print what they print on the same network's
+/// file — text and JSON, same exit code (DIAG-4/5/8/9). Lint names the file it read: the
+/// server's is `network`.
+fn remote_forms_print_what_local_commands_print(server: &Server, net: &str, catalog: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), READER);
+    let has_catalog = Path::new(catalog).exists();
+    let mut questions: Vec<Vec<&str>> = vec![
+        vec!["lint"],
+        vec!["analyze", "reachability", "--all"],
+        vec!["analyze", "asymmetric"],
+    ];
+    if has_catalog {
+        questions.push(vec!["analyze", "asymmetric", "--catalog", catalog]);
+        questions.push(vec!["deps", "check", "--catalog", catalog]);
+    }
+    let (mut compared, mut texts) = (0, 0);
+    for q in &questions {
+        // The client prints the API's JSON as it came (checked against the CLI's JSON above);
+        // one JSON form here, the text of every question.
+        let outputs: &[&str] = if q[0] == "lint" {
+            &["text", "json"]
+        } else {
+            &["text"]
+        };
+        for &output in outputs {
+            let local: Vec<&str> = q
+                .iter()
+                .copied()
+                .chain(["--network", net, "--output", output])
+                .collect();
+            let (lc, lout, lerr) = palisade(&local);
+            let asked: Vec<&str> = q.iter().copied().chain(["--output", output]).collect();
+            let (rc, rout, rerr) = remote(&server.base, Some(&token), &[], &asked);
+            assert_eq!(rc, lc, "{q:?} {output}: exit code; {lerr} / {rerr}");
+            assert!(lc == 0 || lc == 1, "{q:?}: {lerr}");
+            let local_out = lout.replace(net, palisade_server::policy::NETWORK_FILE);
+            if output == "json" {
+                let (l, r): (Value, Value) = (
+                    serde_json::from_str(&local_out).unwrap(),
+                    serde_json::from_str(&rout).unwrap(),
+                );
+                assert_eq!(r, l, "{q:?}");
+            } else {
+                assert!(!rout.is_empty(), "{q:?}: no text");
+                assert_eq!(rout, local_out, "{q:?} text");
+                texts += 1;
+            }
+            compared += 1;
+        }
+    }
+    // The effective rules and routes of the first subnet (JSON; their text reads the snapshot).
+    let nets: Value = serde_json::from_str(&std::fs::read_to_string(net).unwrap()).unwrap();
+    for sub in items_of(&nets, "Microsoft.Network/virtualNetworks")
+        .iter()
+        .flat_map(|v| {
+            v["properties"]["subnets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .take(1)
+    {
+        let name = s(&sub["name"]);
+        for cmd in ["effective-rules", "effective-routes"] {
+            let q = [cmd, "--subnet", &name, "--output", "json"];
+            let local: Vec<&str> = q.iter().copied().chain(["--network", net]).collect();
+            let (lc, lout, _) = palisade(&local);
+            let (rc, rout, rerr) = remote(&server.base, Some(&token), &[], &q);
+            assert_eq!(rc, lc, "{cmd} {name}: {rerr}");
+            if lc == 0 {
+                let (l, r): (Value, Value) = (
+                    serde_json::from_str(&lout).unwrap(),
+                    serde_json::from_str(&rout).unwrap(),
+                );
+                assert_eq!(r, l, "{cmd} {name}");
+                compared += 1;
+            }
+        }
+    }
+    assert!(
+        compared >= 5 && texts >= 3,
+        "{compared} compared, {texts} texts"
+    );
+}
+
+/// The resources of one ARM type in a resource list.
+fn items_of(list: &Value, arm_type: &str) -> Vec<Value> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            r["type"]
+                .as_str()
+                .is_some_and(|t| t.eq_ignore_ascii_case(arm_type))
+        })
+        .cloned()
+        .collect()
+}
+
 /// The semantic diff of two stored versions equals `palisade diff` of the two resource lists.
 #[tokio::test(flavor = "multi_thread")]
 async fn diff_of_two_versions_equals_the_cli_diff() {
@@ -976,6 +1124,22 @@ async fn diff_of_two_versions_equals_the_cli_diff() {
     let cli = cli_json(&["diff", &v1, &v2, "--output", "json"]).unwrap();
     assert!(!cli["changes"].as_array().unwrap().is_empty(), "{cli}");
     assert_eq!(server.get("/api/versions/1/diff/2").await, cli);
+    // `palisade --server URL diff 1 2` prints what `palisade diff v1.json v2.json` prints.
+    let token = token_file(data.path(), READER);
+    for output in ["text", "json"] {
+        let (lc, lout, lerr) = palisade(&["diff", &v1, &v2, "--output", output]);
+        let (rc, rout, rerr) = remote(
+            &server.base,
+            Some(&token),
+            &[],
+            &["diff", "1", "2", "--output", output],
+        );
+        assert_eq!((rc, lc), (1, 1), "changes found: {lerr} {rerr}");
+        assert_eq!(rout, lout, "diff {output}");
+    }
+    let (rc, _, rerr) = remote(&server.base, Some(&token), &[], &["diff", "v1.json", "2"]);
+    assert_eq!(rc, 2);
+    assert!(rerr.contains("version numbers"), "{rerr}");
     let back = server.get("/api/versions/2/diff/1").await;
     assert_eq!(
         back["changes"].as_array().unwrap().len(),
@@ -1694,6 +1858,8 @@ async fn logs_via_server_print_what_logs_print_locally() {
             reason: "RuleMatched".into(),
             ..Default::default()
         })
+        .enumerate()
+        .map(|(i, r)| audited(i as u64, r))
         .collect();
     log.append_all(&records).unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -1717,6 +1883,8 @@ async fn logs_via_server_print_what_logs_print_locally() {
             "2000",
         ],
         vec!["--since", &since, "--name", "h3.partner.example"],
+        vec!["--audit", "--limit", "2000"],
+        vec!["--shadow-diff", "--source", "10.0.0.10"],
     ] {
         for output in ["text", "json"] {
             let args: Vec<&str> = filter.iter().copied().chain(["--output", output]).collect();

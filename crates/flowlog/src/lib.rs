@@ -477,11 +477,18 @@ pub struct Query {
     /// The SNI/Host/CONNECT name (or the name read inside a CONNECT tunnel), case-insensitive;
     /// `*.example.com` matches subdomains.
     pub name: Option<String>,
+    /// Only records of audit matches ([`is_audit`], PAL-5.3/5.4).
+    pub audit: bool,
+    /// Only the shadow policy's differing verdicts ([`is_shadow_diff`], PAL-5.3).
+    pub shadow_diff: bool,
     pub limit: Option<usize>,
 }
 
 impl Query {
     pub fn matches(&self, r: &FlowRecord) -> bool {
+        if (self.audit && !is_audit(r)) || (self.shadow_diff && !is_shadow_diff(r)) {
+            return false;
+        }
         if let Some(a) = &self.action {
             if !r.action.eq_ignore_ascii_case(a) {
                 return false;
@@ -740,13 +747,30 @@ mod tests {
         let q = Query::default();
         assert_eq!(
             query_where(d.path(), &q, &is_audit).unwrap().0,
-            vec![audited]
+            vec![audited.clone()]
         );
         assert_eq!(
             query_where(d.path(), &q, &is_shadow_diff).unwrap().0,
-            vec![diff]
+            vec![diff.clone()]
         );
         assert_eq!(query(d.path(), &q).unwrap().0.len(), 4);
+        // The same filters as query fields (the server's `audit=true`, `shadowDiff=true`).
+        let by = |q: Query| query(d.path(), &q).unwrap().0;
+        let audit = Query {
+            audit: true,
+            ..Query::default()
+        };
+        assert_eq!(by(audit.clone()), vec![audited]);
+        let shadow = Query {
+            shadow_diff: true,
+            ..Query::default()
+        };
+        assert_eq!(by(shadow), vec![diff]);
+        let both = Query {
+            shadow_diff: true,
+            ..audit
+        };
+        assert!(by(both).is_empty());
     }
 
     #[test]

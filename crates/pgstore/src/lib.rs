@@ -199,30 +199,57 @@ pub async fn versions(client: &Client) -> Result<Vec<VersionRow>, Error> {
     Ok(rows.iter().map(version_row).collect())
 }
 
-/// Store `v` as the version after the newest (its `version` field is ignored) with its audit
-/// line, and notify subscribers — one transaction. Returns the version number.
-pub async fn commit(client: &mut Client, v: &VersionRow, audit: &AuditRow) -> Result<i64, Error> {
+/// What a [`commit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Stored as this version.
+    Committed(i64),
+    /// Nothing stored: the change was made on `parent`, but the store's newest is `head`
+    /// (another writer committed first). The caller catches up and asks again.
+    Stale { head: i64 },
+}
+
+/// Store `v` as the version after `parent` (its `version` field is ignored) with its audit
+/// line, and notify subscribers — one transaction, and only if `parent` is still the store's
+/// newest version (0: the store holds none). Two servers committing changes made on the same
+/// version cannot both succeed: compare-and-set, the loser gets [`Commit::Stale`].
+pub async fn commit(
+    client: &mut Client,
+    parent: i64,
+    v: &VersionRow,
+    audit: &AuditRow,
+) -> Result<Commit, Error> {
     let tx = client.transaction().await?;
-    // Numbering is max + 1: concurrent writers (two servers) take turns.
+    // Writers take turns: the head read below cannot move before this transaction ends.
     tx.execute(
         "LOCK TABLE palisade_policy_versions IN SHARE ROW EXCLUSIVE MODE",
         &[],
     )
     .await?;
-    let n: i64 = tx
+    let head: i64 = tx
         .query_one(
-            "INSERT INTO palisade_policy_versions (version, author, time, change, snapshot, document)
-             SELECT coalesce(max(version), 0) + 1, $1, $2, $3, $4, $5::text::json
-             FROM palisade_policy_versions RETURNING version",
-            &[&v.author, &v.time, &v.change, &v.snapshot, &v.document],
+            "SELECT coalesce(max(version), 0)::bigint FROM palisade_policy_versions",
+            &[],
         )
         .await?
         .get(0);
+    if head != parent {
+        tx.rollback().await?;
+        return Ok(Commit::Stale { head });
+    }
+    let n = parent + 1;
+    // The primary key guards the number too, should anything write without the lock.
+    tx.execute(
+        "INSERT INTO palisade_policy_versions (version, author, time, change, snapshot, document)
+         VALUES ($1, $2, $3, $4, $5, $6::text::json)",
+        &[&n, &v.author, &v.time, &v.change, &v.snapshot, &v.document],
+    )
+    .await?;
     insert_audit(&tx, audit, Some(n)).await?;
     tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &n.to_string()])
         .await?;
     tx.commit().await?;
-    Ok(n)
+    Ok(Commit::Committed(n))
 }
 
 async fn insert_audit(

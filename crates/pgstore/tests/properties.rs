@@ -74,9 +74,17 @@ fn documents_come_back_byte_for_byte() {
             };
             let mut client = client.lock().unwrap();
             let back = rt.block_on(async {
-                let n = palisade_pgstore::commit(&mut client, &row, &audit)
+                let head = palisade_pgstore::version(&client, None)
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .map_or(0, |v| v.version);
+                let palisade_pgstore::Commit::Committed(n) =
+                    palisade_pgstore::commit(&mut client, head, &row, &audit)
+                        .await
+                        .unwrap()
+                else {
+                    panic!("one writer: its parent is the head");
+                };
                 palisade_pgstore::version(&client, Some(n))
                     .await
                     .unwrap()

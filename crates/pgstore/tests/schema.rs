@@ -1,7 +1,7 @@
 //! The schema and queries against a real PostgreSQL cluster started for the test.
 
 use palisade_pgstore::cluster::Cluster;
-use palisade_pgstore::{AuditRow, FlowRow, VersionRow};
+use palisade_pgstore::{AuditRow, Commit, FlowRow, VersionRow};
 use std::time::Duration;
 
 fn cluster(name: &str) -> Option<Cluster> {
@@ -53,13 +53,13 @@ async fn versions_are_numbered_notified_and_kept_verbatim() {
     );
     // Key order and spacing survive (ETags hash the text).
     let doc = r#"[{"z": 1, "a": {"y": [1, 2], "b": null}}]"#;
-    let n1 = palisade_pgstore::commit(&mut writer, &row(doc), &audit())
+    let n1 = palisade_pgstore::commit(&mut writer, 0, &row(doc), &audit())
         .await
         .unwrap();
-    let n2 = palisade_pgstore::commit(&mut writer, &row("[]"), &audit())
+    let n2 = palisade_pgstore::commit(&mut writer, 1, &row("[]"), &audit())
         .await
         .unwrap();
-    assert_eq!((n1, n2), (1, 2));
+    assert_eq!((n1, n2), (Commit::Committed(1), Commit::Committed(2)));
     let got = |s: Option<String>| s.expect("a notification");
     let wait = Duration::from_secs(5);
     assert_eq!(
@@ -93,7 +93,7 @@ async fn versions_are_numbered_notified_and_kept_verbatim() {
     // A document that is not JSON is refused by the database and leaves no version, no audit
     // line and no notification: one transaction.
     assert!(
-        palisade_pgstore::commit(&mut writer, &row("{not json"), &audit())
+        palisade_pgstore::commit(&mut writer, 2, &row("{not json"), &audit())
             .await
             .is_err()
     );
@@ -104,6 +104,29 @@ async fn versions_are_numbered_notified_and_kept_verbatim() {
             .await
             .is_err()
     );
+
+    // Compare-and-set: a change made on version 1 (a second server that had not seen 2 yet)
+    // is refused, with the head to catch up to; nothing is written or notified.
+    let (mut other, _) = palisade_pgstore::connect(&config).await.unwrap();
+    for parent in [1, 0, 3] {
+        assert_eq!(
+            palisade_pgstore::commit(&mut other, parent, &row("[1]"), &audit())
+                .await
+                .unwrap(),
+            Commit::Stale { head: 2 },
+            "parent {parent}"
+        );
+    }
+    // Racing writers on the same parent: exactly one wins.
+    let (mut third, _) = palisade_pgstore::connect(&config).await.unwrap();
+    let (r2, r3, line) = (row("[2]"), row("[3]"), audit());
+    let (a, b) = tokio::join!(
+        palisade_pgstore::commit(&mut other, 2, &r2, &line),
+        palisade_pgstore::commit(&mut third, 2, &r3, &line),
+    );
+    let mut outcomes = [a.unwrap(), b.unwrap()];
+    outcomes.sort_by_key(|c| matches!(c, Commit::Stale { .. }));
+    assert_eq!(outcomes, [Commit::Committed(3), Commit::Stale { head: 3 }]);
 
     let flows: Vec<FlowRow> = (0..3)
         .map(|i| FlowRow {

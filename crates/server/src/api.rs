@@ -6,7 +6,7 @@ use crate::policy::{self, ChangeError, Path as ResourcePath};
 use crate::present::{self, NotAnswerable};
 use crate::problem::{json_rejection, Problem};
 use crate::questions;
-use crate::store::{AuditEntry, Version, VersionMeta};
+use crate::store::{AuditEntry, StoreError, Version, VersionMeta};
 use crate::{now, AppState};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -20,6 +20,7 @@ use palisade_policy::{AppProtocol, Established, Flow, TraceOptions};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -713,6 +714,12 @@ pub struct FlowLogQuery {
     source: Option<String>,
     /// SNI / Host / CONNECT name (`*.example.com` for subdomains).
     name: Option<String>,
+    /// Only records of audit matches: audit-mode rules that matched, observed default denies (PAL-5.3, PAL-5.4); as `palisade logs --audit`.
+    audit: Option<bool>,
+    /// Only `ShadowDiff` records: flows the shadow policy decides differently (PAL-5.3); as `palisade logs --shadow-diff`.
+    #[serde(rename = "shadowDiff")]
+    #[param(rename = "shadowDiff")]
+    shadow_diff: Option<bool>,
     /// The gateway instance that wrote the record (PostgreSQL store only).
     instance: Option<String>,
     /// Records per page (default 100, at most 1000).
@@ -728,7 +735,11 @@ pub struct FlowLogQuery {
 async fn flow_logs(State(app): App, Query(q): Query<FlowLogQuery>) -> Answer {
     let source = flow_source(&app, q.instance.as_deref())?;
     let (limit, offset) = (q.limit.unwrap_or(100).clamp(1, 1000), q.offset.unwrap_or(0));
-    let query = filters(q.action, q.rule, q.since, q.source, q.name)?;
+    let query = palisade_flowlog::Query {
+        audit: q.audit.unwrap_or(false),
+        shadow_diff: q.shadow_diff.unwrap_or(false),
+        ..filters(q.action, q.rule, q.since, q.source, q.name)?
+    };
     let instance = q.instance;
     // One more than the page, to know whether another page follows.
     let wanted = offset.saturating_add(limit).saturating_add(1);
@@ -783,7 +794,7 @@ fn filters(
         rule,
         source,
         name,
-        limit: None,
+        ..Default::default()
     })
 }
 
@@ -1012,7 +1023,10 @@ async fn apply(
     in_body: impl Fn(&str) -> Option<String>,
 ) -> Result<VersionMeta, Problem> {
     let base = app.base.clone();
-    let next = app.running.load().version + 1;
+    // After the newest version read, even one passed over (it does not compile here): the
+    // change replaces it, as any change replaces what came before.
+    let parent = app.head.load(Ordering::SeqCst);
+    let next = parent + 1;
     let compiled = tokio::task::spawn_blocking(move || policy::compile(&base, next, resources))
         .await
         .map_err(Problem::internal)?;
@@ -1037,7 +1051,24 @@ async fn apply(
         version: None,
     };
     let store = app.store.clone();
-    let n = blocking(move || store.commit(version, audit)).await?;
+    let committed = tokio::task::spawn_blocking(move || store.commit(parent, version, audit))
+        .await
+        .map_err(Problem::internal)?;
+    let n = match committed {
+        Ok(n) => n,
+        // Another server committed since this change was read: refused like an ETag
+        // mismatch, and this server follows the winner at once.
+        Err(e @ StoreError::Stale { .. }) => {
+            crate::follow::catch_up(app).await;
+            return Err(Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition-failed",
+                format!("{e}; read the resource again and retry"),
+            ));
+        }
+        Err(e) => return Err(Problem::internal(e)),
+    };
+    app.head.store(n, Ordering::SeqCst);
     running.version = n;
     app.running.store(Arc::new(running));
     Ok(VersionMeta { version: n, ..meta })

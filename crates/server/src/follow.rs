@@ -5,6 +5,7 @@
 
 use crate::policy;
 use crate::AppState;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +92,7 @@ pub async fn catch_up(app: &Arc<AppState>) {
     };
     let running = app.running.load().version;
     let n = latest.meta.version;
+    app.head.fetch_max(n, Ordering::SeqCst);
     if n <= running {
         return;
     }

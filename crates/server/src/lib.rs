@@ -33,6 +33,7 @@ use palisade_load::Source;
 use policy::Running;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use store::postgres::PgStore;
@@ -66,6 +67,10 @@ pub struct Config {
 /// Shared by every handler.
 pub struct AppState {
     pub running: ArcSwap<Running>,
+    /// The store's newest version as this server last read it: the running one, or a newer
+    /// one passed over because it does not compile here. Changes are committed on it
+    /// (compare-and-set), so another server's commit in between is refused, not overwritten.
+    pub head: AtomicU64,
     /// `Config::source` with the files taken out: what each version is compiled with.
     pub base: Source,
     pub store: Arc<dyn Store>,
@@ -158,12 +163,13 @@ pub fn prepare(config: &Config) -> Result<(Arc<AppState>, String), String> {
                 status: 201,
                 version: None,
             };
-            store.commit(version, audit).map_err(|e| e.to_string())?;
+            store.commit(0, version, audit).map_err(|e| e.to_string())?;
             (running, "seeded version 1".to_string())
         }
     };
     Ok((
         Arc::new(AppState {
+            head: AtomicU64::new(running.version),
             running: ArcSwap::from_pointee(running),
             base,
             store,

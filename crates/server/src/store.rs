@@ -48,11 +48,17 @@ pub struct AuditEntry {
 pub mod postgres;
 
 #[derive(Debug, thiserror::Error)]
-#[error("store: {0}")]
-pub struct StoreError(String);
+pub enum StoreError {
+    #[error("store: {0}")]
+    Failed(String),
+    /// A commit of a change made on `parent` while the store's newest is `head`: another
+    /// server committed first, nothing was stored.
+    #[error("the change was made on version {parent}, but version {head} was committed meanwhile (by another server)")]
+    Stale { parent: u64, head: u64 },
+}
 
 fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::Failed(e.to_string())
 }
 
 /// Policy versions and the audit log. `commit` is atomic: after a crash the store holds the
@@ -62,9 +68,10 @@ pub trait Store: Send + Sync {
     fn version(&self, n: u64) -> Result<Option<Version>, StoreError>;
     /// Newest first.
     fn versions(&self) -> Result<Vec<VersionMeta>, StoreError>;
-    /// Store a new version (numbered one after the latest) and its audit entry together;
-    /// returns the version number.
-    fn commit(&self, version: Version, audit: AuditEntry) -> Result<u64, StoreError>;
+    /// Store a new version, numbered `parent + 1`, and its audit entry together — only if
+    /// `parent` is still the newest version (0: none), else [`StoreError::Stale`] and nothing
+    /// stored (compare-and-set across servers); returns the version number.
+    fn commit(&self, parent: u64, version: Version, audit: AuditEntry) -> Result<u64, StoreError>;
     fn audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
     /// Newest first.
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
@@ -149,11 +156,21 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    fn commit(&self, mut version: Version, mut audit: AuditEntry) -> Result<u64, StoreError> {
+    fn commit(
+        &self,
+        parent: u64,
+        mut version: Version,
+        mut audit: AuditEntry,
+    ) -> Result<u64, StoreError> {
+        // One write transaction at a time: the head read here is the head at commit.
         let tx = self.db.begin_write().map_err(err)?;
         let n = {
             let mut t = tx.open_table(VERSIONS).map_err(err)?;
-            let n = t.last().map_err(err)?.map_or(1, |(k, _)| k.value() + 1);
+            let head = t.last().map_err(err)?.map_or(0, |(k, _)| k.value());
+            if head != parent {
+                return Err(StoreError::Stale { parent, head });
+            }
+            let n = head + 1;
             version.meta.version = n;
             let bytes = serde_json::to_vec(&version).map_err(err)?;
             t.insert(n, bytes.as_slice()).map_err(err)?;

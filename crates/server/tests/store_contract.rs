@@ -3,7 +3,7 @@
 
 use palisade_pgstore::cluster::Cluster;
 use palisade_server::store::postgres::PgStore;
-use palisade_server::store::{AuditEntry, RedbStore, Store, Version, VersionMeta};
+use palisade_server::store::{AuditEntry, RedbStore, Store, StoreError, Version, VersionMeta};
 use serde_json::json;
 
 fn version(change: &str, resources: Vec<serde_json::Value>) -> Version {
@@ -36,18 +36,26 @@ fn contract(store: &dyn Store) {
     let r1 = json!({"type": "Microsoft.Network/ipGroups", "name": "g", "zeta": 1, "alpha": [2, {"b": 1, "a": 2}]});
     assert_eq!(
         store
-            .commit(version("one", vec![r1.clone()]), audit("one", 201))
+            .commit(0, version("one", vec![r1.clone()]), audit("one", 201))
             .unwrap(),
         1
     );
     store.audit(audit("refused", 422)).unwrap();
     assert_eq!(
         store
-            .commit(version("two", vec![]), audit("two", 200))
+            .commit(1, version("two", vec![]), audit("two", 200))
             .unwrap(),
         2
     );
 
+    // Compare-and-set: a change made on an older version (or a newer one) stores nothing and
+    // says what the head is, so the server can follow it.
+    for parent in [0, 1, 3] {
+        match store.commit(parent, version("stale", vec![]), audit("stale", 200)) {
+            Err(StoreError::Stale { parent: p, head }) => assert_eq!((p, head), (parent, 2)),
+            other => panic!("parent {parent}: {other:?}"),
+        }
+    }
     let latest = store.latest().unwrap().unwrap();
     assert_eq!(latest.meta.version, 2);
     assert_eq!(latest.meta.change, "two");
@@ -115,13 +123,13 @@ fn postgres_keeps_the_contract_and_survives_a_restart_of_the_database() {
     let e = store.latest().unwrap_err().to_string();
     assert!(e.contains(&format!("127.0.0.1:{}", pg.port)), "{e}");
     assert!(store
-        .commit(version("lost", vec![]), audit("lost", 200))
+        .commit(2, version("lost", vec![]), audit("lost", 200))
         .is_err());
     pg.up().unwrap();
     assert_eq!(store.latest().unwrap().unwrap().meta.version, 2);
     assert_eq!(
         store
-            .commit(version("three", vec![]), audit("three", 200))
+            .commit(2, version("three", vec![]), audit("three", 200))
             .unwrap(),
         3
     );

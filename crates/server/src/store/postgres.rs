@@ -3,7 +3,7 @@
 //! (LISTEN/NOTIFY) within a second.
 
 use super::{err, AuditEntry, Store, StoreError, Version, VersionMeta};
-use palisade_pgstore::{AuditRow, Client, Config, FlowPage, StoredFlow, VersionRow};
+use palisade_pgstore::{AuditRow, Client, Commit, Config, FlowPage, StoredFlow, VersionRow};
 use std::sync::Mutex;
 
 /// One connection, reopened when the database went away. The `Store` trait is synchronous
@@ -19,7 +19,7 @@ impl PgStore {
     /// Connect and bring the schema up to date. Call it inside a tokio runtime, off its
     /// workers (a blocking thread or `block_in_place`).
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
-        let config = palisade_pgstore::config("--store", url).map_err(StoreError)?;
+        let config = palisade_pgstore::config("--store", url).map_err(StoreError::Failed)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(err)?;
         let store = PgStore {
             config,
@@ -40,13 +40,13 @@ impl PgStore {
             if slot.as_ref().is_none_or(Client::is_closed) {
                 let (c, _) = palisade_pgstore::connect(&self.config)
                     .await
-                    .map_err(|e| StoreError(format!("{}: {e}", at())))?;
+                    .map_err(|e| StoreError::Failed(format!("{}: {e}", at())))?;
                 *slot = Some(c);
             }
             let client = slot.as_mut().expect("connected above");
             f(client)
                 .await
-                .map_err(|e| StoreError(format!("{}: {e}", at())))
+                .map_err(|e| StoreError::Failed(format!("{}: {e}", at())))
         })
     }
 }
@@ -56,7 +56,7 @@ fn to_version(r: VersionRow) -> Result<Version, StoreError> {
         vec![]
     } else {
         serde_json::from_str(&r.document).map_err(|e| {
-            StoreError(format!(
+            StoreError::Failed(format!(
                 "version {}: the stored document is not a resource list: {e}",
                 r.version
             ))
@@ -131,7 +131,7 @@ impl Store for PgStore {
             .collect())
     }
 
-    fn commit(&self, version: Version, audit: AuditEntry) -> Result<u64, StoreError> {
+    fn commit(&self, parent: u64, version: Version, audit: AuditEntry) -> Result<u64, StoreError> {
         let row = VersionRow {
             version: 0,
             author: version.meta.author,
@@ -141,8 +141,14 @@ impl Store for PgStore {
             document: serde_json::to_string(&version.resources).map_err(err)?,
         };
         let audit = audit_row(&audit);
-        let n = self.run(async |c| palisade_pgstore::commit(c, &row, &audit).await)?;
-        Ok(n as u64)
+        let p = i64::try_from(parent).map_err(err)?;
+        match self.run(async |c| palisade_pgstore::commit(c, p, &row, &audit).await)? {
+            Commit::Committed(n) => Ok(n as u64),
+            Commit::Stale { head } => Err(StoreError::Stale {
+                parent,
+                head: head as u64,
+            }),
+        }
     }
 
     fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
