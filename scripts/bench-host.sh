@@ -285,7 +285,7 @@ print(f"| full apply, text `nft -f` (what apply sends) | {txt:.2f} s | {txt_cpu:
 print(f"| full apply, text vs JSON | | | JSON {tx:.2f} s / {tx_cpu:.2f} s | {txt / tx:.2f}x / {txt_cpu / tx_cpu:.2f}x |")
 print(f"| full apply, text | {txt:.2f} s | | one nft call per rule, {per_call * 1000:.1f} ms x {nft_rules + 1} = {per_rule:.0f} s (extrapolated) | {txt / per_rule:.4f}x |")
 print(f"| palisade host apply, whole command (load, compile, render, apply, read back) | {full:.1f} s | | | |")
-print(f"| one rule changed: palisade host apply, whole command ({change['mode']}, {change['commands']} commands) | {one:.1f} s | | full apply {full:.1f} s | {one / full:.2f}x |")
+print(f"| one rule changed: palisade host apply, whole command ({change['table']['mode']}, {change['table']['commands']} commands) | {one:.1f} s | | full apply {full:.1f} s | {one / full:.2f}x |")
 print(f"| one rule changed: the transaction apply sends (delete by handle, insert by position) | {one_tx * 1000:.0f} ms | {one_cpu * 1000:.0f} ms | full text transaction {txt * 1000:.0f} ms / {txt_cpu * 1000:.0f} ms | {one_tx / txt:.4f}x / {one_cpu / txt_cpu:.4f}x |")
 print(f"| one `delete rule … handle` alone (lower bound through nft) | {dl * 1000:.0f} ms | {dl_cpu * 1000:.0f} ms | | |")
 print(f"| TCP connections/s through the table | {ruled:.0f} | | empty ruleset {empty:.0f} | {ruled / empty:.2f}x |")
