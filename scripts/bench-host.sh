@@ -10,11 +10,13 @@
 # priorities at 4096, so the network is loaded with --ignore-errors (rules evaluated as written).
 #
 # Measures (median of $ROUNDS):
-#   full apply   the rendered transaction (`host plan --output json`: what `host apply` sends)
-#                through one `nft -j -f`; and `palisade host apply` as a whole command
+#   full apply   the rendered transaction through one `nft -f` (text: what `host apply` sends)
+#                and through one `nft -j -f` (the same as JSON); `palisade host apply` as a
+#                whole command. Wall and CPU time (the machine is shared)
 #   baselines    `ipset restore` + `iptables-restore` of the equivalent rules; one `nft add
 #                rule` per rule, timed for $PER_RULE calls and extrapolated
-#   one rule     `palisade host apply` after one rule's port changed (its incremental path)
+#   one rule     `palisade host apply` after one rule's port changed (its incremental path),
+#                and that path's transaction alone: delete by handle, insert by position
 #   conn/s       TCP connects (new connection, close) for $SECS s from a client namespace to a
 #                server namespace enforcing the table, against the same with no table
 #
@@ -42,6 +44,19 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 now() { date +%s.%N; }
+# "WALL CPU" seconds of a command (CPU: user + system of it and its children). The machine is
+# shared, so wall time carries other builds' load; CPU time is what the command itself cost.
+timed() {
+    python3 -c '
+import os, resource, subprocess, sys, time
+r0 = resource.getrusage(resource.RUSAGE_CHILDREN); t0 = time.monotonic()
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+t1 = time.monotonic(); r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"{t1 - t0:.4f} {(r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime):.4f}")
+' "$@"
+}
+wall() { echo "${1% *}"; }
+cpu() { echo "${1#* }"; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.4f}')" "$1" "$2"; }
 median() { python3 -c "import sys, statistics; print(statistics.median(map(float, sys.argv[1:])))" "$@"; }
 
@@ -116,6 +131,7 @@ import json, sys
 out = sys.argv[1]
 plan = json.load(open(f"{out}/plan.json"))
 json.dump(plan["nft"], open(f"{out}/tx.json", "w"))
+open(f"{out}/tx.nft", "w").write("\n".join(plan["nft_text"]) + "\n")
 cmds = plan["nft"]["nftables"]
 rules = [c["add"]["rule"] for c in cmds if "add" in c and "rule" in c["add"]]
 elements = sum(len(c["add"]["set"].get("elem", [])) for c in cmds if "add" in c and "set" in c["add"])
@@ -129,14 +145,17 @@ TABLE=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['table']
 NFT_RULES=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['nft_rules'])" "$OUT/counts.json")
 
 ip netns add "$NS_T"
-echo "== full apply: one nft transaction" >&2
-tx=()
+echo "== full apply: one nft transaction, JSON (first run) and text (what apply sends now)" >&2
+tx=() tx_cpu=() txt=() txt_cpu=()
 for _ in $(seq "$ROUNDS"); do
     ip netns exec "$NS_T" nft delete table inet "$TABLE" 2>/dev/null || true
-    t0=$(now); ip netns exec "$NS_T" nft -j -f "$OUT/tx.json"; t1=$(now)
-    tx+=("$(elapsed "$t0" "$t1")")
+    r=$(timed ip netns exec "$NS_T" nft -j -f "$OUT/tx.json")
+    tx+=("$(wall "$r")") tx_cpu+=("$(cpu "$r")")
+    ip netns exec "$NS_T" nft delete table inet "$TABLE"
+    r=$(timed ip netns exec "$NS_T" nft -f "$OUT/tx.nft")
+    txt+=("$(wall "$r")") txt_cpu+=("$(cpu "$r")")
+    ip netns exec "$NS_T" nft delete table inet "$TABLE"
 done
-ip netns exec "$NS_T" nft delete table inet "$TABLE"
 
 echo "== full apply: palisade host apply, then one rule changed" >&2
 full=() one=()
@@ -152,29 +171,41 @@ for r in $(seq "$ROUNDS"); do
     full+=("$(elapsed "$t0" "$t1")") one+=("$(elapsed "$t1" "$t2")")
     "$PALISADE" host remove --netns "$NS_T" --state "$st" >/dev/null
 done
-echo "== one rule: the incremental transaction alone" >&2
-ip netns exec "$NS_T" nft -j -f "$OUT/tx.json"
-# The handle of the chain's first NSG rule (read to the end: no SIGPIPE under pipefail).
-H=$(ip netns exec "$NS_T" nft -a list chain inet "$TABLE" nsg_in | awk '/comment/ && !h { h = $NF } END { print h }')
-one_tx=()
-for _ in $(seq "$ROUNDS"); do
-    t0=$(now)
-    ip netns exec "$NS_T" nft replace rule inet "$TABLE" nsg_in handle "$H" ip saddr 192.0.2.0/24 tcp dport 4444 drop
-    t1=$(now)
-    one_tx+=("$(elapsed "$t0" "$t1")")
+echo "== one rule: the incremental transaction alone (what host apply sends)" >&2
+ip netns exec "$NS_T" nft -f "$OUT/tx.nft"
+ip netns exec "$NS_T" nft -a list chain inet "$TABLE" nsg_in >"$OUT/handles.txt"
+one_tx=() one_cpu=() del=() del_cpu=()
+for r in $(seq "$ROUNDS"); do
+    # A middle NSG rule's nft rule: deleted by handle, inserted again (port 4444) before the
+    # next one, in one transaction, as incremental_commands writes it.
+    python3 - "$OUT" "$TABLE" "$r" <<'PY'
+import re, sys
+out, table, r = sys.argv[1], sys.argv[2], int(sys.argv[3])
+lines = [l for l in open(f"{out}/handles.txt") if "comment" in l and "securityRules/r" in l]
+i = len(lines) // 2 + 3 * r
+h = lines[i].rsplit("# handle ", 1)[1].strip()
+nxt = lines[i + 1].rsplit("# handle ", 1)[1].strip()
+body = lines[i].rsplit(" # handle ", 1)[0].strip()
+body = re.sub(r"th dport \S+", "th dport 4444", body)
+open(f"{out}/one.nft", "w").write(
+    f"delete rule inet {table} nsg_in handle {h}\n"
+    f"insert rule inet {table} nsg_in position {nxt} {body}\n")
+open(f"{out}/del.nft", "w").write(f"delete rule inet {table} nsg_in handle {nxt}\n")
+PY
+    x=$(timed ip netns exec "$NS_T" nft -f "$OUT/one.nft")
+    one_tx+=("$(wall "$x")") one_cpu+=("$(cpu "$x")")
+    x=$(timed ip netns exec "$NS_T" nft -f "$OUT/del.nft")
+    del+=("$(wall "$x")") del_cpu+=("$(cpu "$x")")
 done
 ip netns exec "$NS_T" nft delete table inet "$TABLE"
 
 echo "== baseline: ipset restore + iptables-restore" >&2
-ipt=()
+ipt=() ipt_cpu=()
 for _ in $(seq "$ROUNDS"); do
     ip netns exec "$NS_T" iptables -F INPUT 2>/dev/null || true
     ip netns exec "$NS_T" ipset destroy bgp 2>/dev/null || true
-    t0=$(now)
-    ip netns exec "$NS_T" ipset restore <"$OUT/ipset.txt"
-    ip netns exec "$NS_T" iptables-restore <"$OUT/iptables.txt"
-    t1=$(now)
-    ipt+=("$(elapsed "$t0" "$t1")")
+    x=$(timed sh -c "ip netns exec $NS_T ipset restore <$OUT/ipset.txt && ip netns exec $NS_T iptables-restore <$OUT/iptables.txt")
+    ipt+=("$(wall "$x")") ipt_cpu+=("$(cpu "$x")")
 done
 ip netns exec "$NS_T" iptables -F INPUT
 ip netns exec "$NS_T" ipset destroy bgp
@@ -219,11 +250,11 @@ print(n / float(sys.argv[1]))
 ' "$SECS"
 }
 empty=() ruled=()
-ip netns exec "$NS_B" nft -j -f "$OUT/tx.json"
+ip netns exec "$NS_B" nft -f "$OUT/tx.nft"
 ip netns exec "$NS_B" nft delete table inet "$TABLE"
 for _ in $(seq "$ROUNDS"); do
     empty+=("$(rate)")
-    ip netns exec "$NS_B" nft -j -f "$OUT/tx.json"
+    ip netns exec "$NS_B" nft -f "$OUT/tx.nft"
     ruled+=("$(rate)")
     ip netns exec "$NS_B" nft delete table inet "$TABLE"
 done
@@ -231,23 +262,31 @@ kill "$SERVER" 2>/dev/null || true
 wait "$SERVER" 2>/dev/null || true
 
 python3 - "$OUT" "$RENDER_S" "$PER_CALL" "$NFT_RULES" \
-    "${tx[*]}" "${full[*]}" "${one[*]}" "${one_tx[*]}" "${ipt[*]}" "${empty[*]}" "${ruled[*]}" <<'EOF'
+    "${tx[*]}" "${full[*]}" "${one[*]}" "${one_tx[*]}" "${ipt[*]}" "${empty[*]}" "${ruled[*]}" \
+    "${tx_cpu[*]}" "${txt[*]}" "${txt_cpu[*]}" "${one_cpu[*]}" "${del[*]}" "${del_cpu[*]}" "${ipt_cpu[*]}" <<'EOF'
 import json, statistics, sys
 out, render, per_call, nft_rules = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 m = lambda s: statistics.median(float(x) for x in s.split())
-tx, full, one, one_tx, ipt, empty, ruled = (m(s) for s in sys.argv[5:12])
+(tx, full, one, one_tx, ipt, empty, ruled, tx_cpu, txt, txt_cpu, one_cpu, dl, dl_cpu,
+ ipt_cpu) = (m(s) for s in sys.argv[5:19])
 counts = json.load(open(f"{out}/counts.json"))
 per_rule = per_call * (nft_rules + 1)
-s = dict(counts, render_s=render, tx_s=tx, host_apply_s=full, one_rule_host_apply_s=one,
-         one_rule_nft_replace_s=one_tx, iptables_ipset_s=ipt, nft_per_call_s=per_call,
-         nft_per_rule_extrapolated_s=per_rule, conn_per_s_empty=empty, conn_per_s_ruleset=ruled,
-         one_rule_report=json.load(open(f"{out}/change1.json")))
+change = json.load(open(f"{out}/change1.json"))
+s = dict(counts, render_s=render, tx_json_s=tx, tx_json_cpu_s=tx_cpu, tx_text_s=txt,
+         tx_text_cpu_s=txt_cpu, host_apply_s=full, one_rule_host_apply_s=one,
+         one_rule_tx_s=one_tx, one_rule_tx_cpu_s=one_cpu, delete_rule_s=dl,
+         delete_rule_cpu_s=dl_cpu, iptables_ipset_s=ipt, iptables_ipset_cpu_s=ipt_cpu,
+         nft_per_call_s=per_call, nft_per_rule_extrapolated_s=per_rule,
+         conn_per_s_empty=empty, conn_per_s_ruleset=ruled, one_rule_report=change)
 json.dump(s, open(f"{out}/summary.json", "w"), indent=1)
-print(f"| measure | result | baseline | ratio |\n|---|---|---|---|")
-print(f"| full apply, one nft transaction ({nft_rules} nft rules, {counts['set_elements']} set elements) | {tx:.3f} s | iptables-restore + ipset restore {ipt:.3f} s | {tx / ipt:.2f}x |")
-print(f"| full apply, one nft transaction | {tx:.3f} s | one nft call per rule, {per_call * 1000:.1f} ms x {nft_rules + 1} = {per_rule:.0f} s (extrapolated) | {tx / per_rule:.4f}x |")
-print(f"| palisade host apply, whole command (load, compile, render, apply, read back) | {full:.2f} s | — | — |")
-print(f"| one rule changed: palisade host apply, whole command | {one:.2f} s | full apply {full:.2f} s | {one / full:.2f}x |")
-print(f"| one rule changed: one nft replace-by-handle call | {one_tx * 1000:.1f} ms | full transaction {tx * 1000:.0f} ms | {one_tx / tx:.4f}x |")
-print(f"| TCP connections/s through the table | {ruled:.0f} | empty ruleset {empty:.0f} | {ruled / empty:.2f}x |")
+print(f"| measure | wall | CPU | baseline (same run) | ratio (wall / CPU) |\n|---|---|---|---|---|")
+print(f"| full apply, JSON `nft -j -f` ({nft_rules} nft rules, {counts['set_elements']} set elements) | {tx:.2f} s | {tx_cpu:.2f} s | ipset + iptables-restore {ipt:.2f} s / {ipt_cpu:.2f} s CPU | {tx / ipt:.2f}x / {tx_cpu / ipt_cpu:.2f}x |")
+print(f"| full apply, text `nft -f` (what apply sends) | {txt:.2f} s | {txt_cpu:.2f} s | same | {txt / ipt:.2f}x / {txt_cpu / ipt_cpu:.2f}x |")
+print(f"| full apply, text vs JSON | | | JSON {tx:.2f} s / {tx_cpu:.2f} s | {txt / tx:.2f}x / {txt_cpu / tx_cpu:.2f}x |")
+print(f"| full apply, text | {txt:.2f} s | | one nft call per rule, {per_call * 1000:.1f} ms x {nft_rules + 1} = {per_rule:.0f} s (extrapolated) | {txt / per_rule:.4f}x |")
+print(f"| palisade host apply, whole command (load, compile, render, apply, read back) | {full:.1f} s | | | |")
+print(f"| one rule changed: palisade host apply, whole command ({change['table']['mode']}, {change['table']['commands']} commands) | {one:.1f} s | | full apply {full:.1f} s | {one / full:.2f}x |")
+print(f"| one rule changed: the transaction apply sends (delete by handle, insert by position) | {one_tx * 1000:.0f} ms | {one_cpu * 1000:.0f} ms | full text transaction {txt * 1000:.0f} ms / {txt_cpu * 1000:.0f} ms | {one_tx / txt:.4f}x / {one_cpu / txt_cpu:.4f}x |")
+print(f"| one `delete rule … handle` alone (lower bound through nft) | {dl * 1000:.0f} ms | {dl_cpu * 1000:.0f} ms | | |")
+print(f"| TCP connections/s through the table | {ruled:.0f} | | empty ruleset {empty:.0f} | {ruled / empty:.2f}x |")
 EOF

@@ -157,6 +157,7 @@ fn plan(a: TargetArgs) -> Result<ExitCode, String> {
             "target": p.label,
             "table": p.table,
             "nft": {"nftables": p.table.replace_commands()},
+            "nft_text": p.table.replace_text(),
             "routes": p.routes,
             "notes": p.table.notes.iter().chain(&p.route_notes).collect::<Vec<_>>(),
         });
@@ -211,7 +212,12 @@ fn print_report(r: &ApplyReport, routes: &[OwnedRoute], output: Output) -> Resul
         r.commands
     );
     if !r.chains_rewritten.is_empty() {
-        println!("  chains written: {}", r.chains_rewritten.join(", "));
+        println!(
+            "  chains changed: {} (-{} / +{} rules)",
+            r.chains_rewritten.join(", "),
+            r.rules_removed,
+            r.rules_added
+        );
     }
     if !r.sets_changed.is_empty() {
         println!(

@@ -21,6 +21,10 @@ pub struct TableState {
     pub plan: TablePlan,
     /// Chain → its rules as the kernel listed them after the apply (`expr` and `comment`).
     pub applied: BTreeMap<String, Vec<Value>>,
+    /// Chain → the kernel's handle of each of those rules, in order: what lets a later change
+    /// delete and insert single rules instead of rewriting the chain. Absent in older states.
+    #[serde(default)]
+    pub handles: BTreeMap<String, Vec<u64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,7 +45,12 @@ pub struct ApplyReport {
     /// Why a full replace was needed, when it was.
     pub reason: Option<String>,
     pub commands: usize,
+    /// Chains whose rules changed (only the changed rules are sent when their handles are
+    /// known; the chain is flushed and written again otherwise).
     pub chains_rewritten: Vec<String>,
+    /// nft rules deleted and added (in an incremental apply: the changed ones only).
+    pub rules_removed: usize,
+    pub rules_added: usize,
     pub sets_changed: Vec<String>,
     pub elements_added: usize,
     pub elements_removed: usize,
@@ -105,6 +114,8 @@ pub struct LiveTable {
     pub sets: BTreeMap<String, (String, Vec<(u128, u128)>)>,
     pub chains: BTreeMap<String, Value>,
     pub rules: BTreeMap<String, Vec<Value>>,
+    /// Chain → the handles of its rules, in order.
+    pub handles: BTreeMap<String, Vec<u64>>,
     pub counters: BTreeMap<String, (u64, u64)>,
 }
 
@@ -227,7 +238,14 @@ impl LiveTable {
                 live.chains.insert(name, c);
             } else if let Some(r) = o.get("rule") {
                 let chain = r["chain"].as_str().unwrap_or_default().to_string();
-                live.rules.entry(chain).or_default().push(normalise_rule(r));
+                live.rules
+                    .entry(chain.clone())
+                    .or_default()
+                    .push(normalise_rule(r));
+                live.handles
+                    .entry(chain)
+                    .or_default()
+                    .push(r["handle"].as_u64().unwrap_or(0));
             } else if let Some(c) = o.get("counter") {
                 let name = c["name"].as_str().unwrap_or_default().to_string();
                 live.counters.insert(
@@ -378,6 +396,13 @@ fn live_matches_state(live: &LiveTable, st: &TableState) -> bool {
         if live.rules.get(&c.name) != st.applied.get(&c.name) {
             return false;
         }
+        // Same rules under other handles (deleted and added again by hand): the recorded
+        // handles would name nothing.
+        if let Some(h) = st.handles.get(&c.name) {
+            if live.handles.get(&c.name).unwrap_or(&vec![]) != h {
+                return false;
+            }
+        }
     }
     let sets: BTreeSet<&String> = live.sets.keys().collect();
     let want: BTreeSet<&String> = plan.sets.iter().map(|s| &s.name).collect();
@@ -394,12 +419,18 @@ fn live_matches_state(live: &LiveTable, st: &TableState) -> bool {
     counters == want
 }
 
-/// The transaction that turns `old` (in the kernel) into `new`, or why it cannot be done
-/// piecewise.
+/// The transaction (nft text commands) that turns `old` (in the kernel, its rules under
+/// `handles`) into `new`, or why it cannot be done piecewise.
+///
+/// A chain whose rules changed keeps its unchanged head and tail: only the rules between them
+/// are deleted (by handle) and the new ones inserted before the tail's first rule, so a
+/// one-rule change is two commands whatever the chain's length. Without handles for a chain
+/// (a state written by an older version) the chain is flushed and written again.
 pub fn incremental_commands(
     old: &TablePlan,
+    handles: &BTreeMap<String, Vec<u64>>,
     new: &TablePlan,
-) -> Result<(Vec<Value>, ApplyReport), String> {
+) -> Result<(Vec<String>, ApplyReport), String> {
     if old.table != new.table {
         return Err("table renamed".into());
     }
@@ -422,6 +453,8 @@ pub fn incremental_commands(
         reason: None,
         commands: 0,
         chains_rewritten: vec![],
+        rules_removed: 0,
+        rules_added: 0,
         sets_changed: vec![],
         elements_added: 0,
         elements_removed: 0,
@@ -431,7 +464,7 @@ pub fn incremental_commands(
     for s in &new.sets {
         match old.set(&s.name) {
             None => {
-                head.push(json!({"add": {"set": new.set_obj(s, true)}}));
+                head.push(new.set_text(s));
                 report.sets_changed.push(s.name.clone());
                 report.elements_added += s.elements.len();
             }
@@ -442,10 +475,10 @@ pub fn incremental_commands(
                 let removed: Vec<Elem> = before.difference(&after).map(|e| **e).collect();
                 let added: Vec<Elem> = after.difference(&before).map(|e| **e).collect();
                 if !removed.is_empty() {
-                    head.push(json!({"delete": {"element": new.elements_obj(&s.name, &removed)}}));
+                    head.push(new.elements_text("delete", &s.name, &removed));
                 }
                 if !added.is_empty() {
-                    head.push(json!({"add": {"element": new.elements_obj(&s.name, &added)}}));
+                    head.push(new.elements_text("add", &s.name, &added));
                 }
                 report.sets_changed.push(s.name.clone());
                 report.elements_added += added.len();
@@ -456,34 +489,60 @@ pub fn incremental_commands(
     }
     for c in &new.counters {
         if !old.counters.contains(c) {
-            head.push(json!({"add": {"counter": new.counter_obj(c)}}));
+            head.push(new.counter_text("add", c));
         }
     }
     let mut body = vec![];
     for c in &new.chains {
-        if old.chain(&c.name).map(|o| &o.rules) != Some(&c.rules) {
-            body.push(
-                json!({"flush": {"chain": new.chain_obj(&crate::render::ChainDef {
-                name: c.name.clone(), base: None, rules: vec![] })}}),
-            );
-            for r in &c.rules {
-                body.push(json!({"add": {"rule": new.rule_obj(&c.name, r)}}));
+        let Some(o) = old.chain(&c.name) else {
+            continue;
+        };
+        if o.rules == c.rules {
+            continue;
+        }
+        report.chains_rewritten.push(c.name.clone());
+        match handles.get(&c.name).filter(|h| h.len() == o.rules.len()) {
+            Some(h) => {
+                let (a, b) = (&o.rules, &c.rules);
+                let same_head = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+                let same_tail = a[same_head..]
+                    .iter()
+                    .rev()
+                    .zip(b[same_head..].iter().rev())
+                    .take_while(|(x, y)| x == y)
+                    .count();
+                let gone = same_head..a.len() - same_tail;
+                let came = same_head..b.len() - same_tail;
+                let before = h.get(a.len() - same_tail).copied();
+                for handle in &h[gone.clone()] {
+                    body.push(new.delete_rule_text(&c.name, *handle));
+                }
+                for r in &b[came.clone()] {
+                    body.push(new.rule_text(&c.name, r, before));
+                }
+                report.rules_removed += gone.len();
+                report.rules_added += came.len();
             }
-            report.chains_rewritten.push(c.name.clone());
+            None => {
+                body.push(new.flush_chain_text(&c.name));
+                for r in &c.rules {
+                    body.push(new.rule_text(&c.name, r, None));
+                }
+                report.rules_removed += o.rules.len();
+                report.rules_added += c.rules.len();
+            }
         }
     }
     for s in &old.sets {
         if new.set(&s.name).is_none() {
-            tail.push(
-                json!({"delete": {"set": {"family": FAMILY, "table": new.table, "name": s.name}}}),
-            );
+            tail.push(new.delete_set_text(&s.name));
             report.sets_changed.push(s.name.clone());
             report.elements_removed += s.elements.len();
         }
     }
     for c in &old.counters {
         if !new.counters.contains(c) {
-            tail.push(json!({"delete": {"counter": new.counter_obj(c)}}));
+            tail.push(new.counter_text("delete", c));
         }
     }
     let mut cmds = head;
@@ -523,7 +582,7 @@ pub fn apply(
             full_reason = Some("the kernel's table differs from what was applied (drift)".into());
             None
         }
-        (Some(st), Some(_)) => match incremental_commands(&st.plan, plan) {
+        (Some(st), Some(_)) => match incremental_commands(&st.plan, &st.handles, plan) {
             Ok(x) => Some(x),
             Err(why) => {
                 full_reason = Some(why);
@@ -539,7 +598,7 @@ pub fn apply(
             report
         }
         None => {
-            let cmds = plan.replace_commands();
+            let cmds = plan.replace_text();
             nft.apply(&cmds)?;
             ApplyReport {
                 table: plan.table.clone(),
@@ -547,6 +606,8 @@ pub fn apply(
                 reason: full_reason,
                 commands: cmds.len(),
                 chains_rewritten: plan.chains.iter().map(|c| c.name.clone()).collect(),
+                rules_removed: 0,
+                rules_added: plan.chains.iter().map(|c| c.rules.len()).sum(),
                 sets_changed: plan.sets.iter().map(|s| s.name.clone()).collect(),
                 elements_added: plan.element_count(),
                 elements_removed: 0,
@@ -566,11 +627,22 @@ pub fn apply(
             )
         })
         .collect();
+    let handles = plan
+        .chains
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                live.handles.get(&c.name).cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
     Ok((
         TableState {
             netns: nft.netns.clone(),
             plan: plan.clone(),
             applied,
+            handles,
         },
         report,
     ))
@@ -581,8 +653,7 @@ pub fn remove_table(nft: &Nft, table: &str) -> Result<bool, NftError> {
     if nft.list_table(table)?.is_none() {
         return Ok(false);
     }
-    let t = json!({"family": FAMILY, "name": table});
-    nft.apply(&[json!({"delete": {"table": t}})])?;
+    nft.apply(&[format!("delete table {FAMILY} {table}")])?;
     Ok(true)
 }
 
@@ -649,23 +720,76 @@ mod tests {
             comment: c.into(),
             stmts: vec![Stmt::Accept],
         };
+        let none = BTreeMap::new();
         let old = plan(vec![Elem::Ports(1, 1), Elem::Ports(5, 6)], vec![r("x")]);
-        let same = incremental_commands(&old, &old).unwrap();
+        let same = incremental_commands(&old, &none, &old).unwrap();
         assert_eq!(same.1.mode, ApplyMode::Unchanged);
         let new = plan(vec![Elem::Ports(1, 1), Elem::Ports(8, 8)], vec![r("x")]);
-        let (cmds, rep) = incremental_commands(&old, &new).unwrap();
-        assert_eq!(cmds.len(), 2, "{cmds:?}");
-        assert!(cmds[0].get("delete").is_some() && cmds[1].get("add").is_some());
+        let (cmds, rep) = incremental_commands(&old, &none, &new).unwrap();
+        assert_eq!(
+            cmds,
+            [
+                "delete element inet t a { 5-6 }",
+                "add element inet t a { 8 }"
+            ]
+        );
         assert_eq!((rep.elements_added, rep.elements_removed), (1, 1));
+        // Without handles the chain is written again.
         let new = plan(vec![Elem::Ports(1, 1), Elem::Ports(5, 6)], vec![r("y")]);
-        let (cmds, rep) = incremental_commands(&old, &new).unwrap();
+        let (cmds, rep) = incremental_commands(&old, &none, &new).unwrap();
         assert_eq!(rep.chains_rewritten, ["nsg_in"]);
-        assert!(cmds[0].get("flush").is_some());
+        assert_eq!(cmds[0], "flush chain inet t nsg_in");
         let mut renamed = old.clone();
         renamed.chains[0].base = Some(crate::render::BaseHook {
             hook: "input".into(),
             priority: 0,
         });
-        assert!(incremental_commands(&old, &renamed).is_err());
+        assert!(incremental_commands(&old, &none, &renamed).is_err());
+    }
+
+    #[test]
+    fn a_changed_rule_is_deleted_and_inserted_by_handle() {
+        let r = |c: &str| RuleDef {
+            comment: c.into(),
+            stmts: vec![Stmt::Accept],
+        };
+        let rules = |names: &[&str]| names.iter().map(|n| r(n)).collect::<Vec<_>>();
+        let old = plan(vec![], rules(&["a", "b", "c", "d"]));
+        let handles = BTreeMap::from([("nsg_in".to_string(), vec![10, 11, 12, 13])]);
+        let one = |names: &[&str]| {
+            incremental_commands(&old, &handles, &plan(vec![], rules(names))).unwrap()
+        };
+        let (cmds, rep) = one(&["a", "B", "c", "d"]);
+        assert_eq!(
+            cmds,
+            [
+                "delete rule inet t nsg_in handle 11",
+                "insert rule inet t nsg_in position 12 accept comment \"B\""
+            ]
+        );
+        assert_eq!((rep.rules_removed, rep.rules_added), (1, 1));
+        // A change at the end appends; a removal only deletes; an insertion only inserts.
+        let (cmds, _) = one(&["a", "b", "c", "D"]);
+        assert_eq!(
+            cmds,
+            [
+                "delete rule inet t nsg_in handle 13",
+                "add rule inet t nsg_in accept comment \"D\""
+            ]
+        );
+        assert_eq!(
+            one(&["a", "c", "d"]).0,
+            ["delete rule inet t nsg_in handle 11"]
+        );
+        assert_eq!(
+            one(&["a", "b", "x", "c", "d"]).0,
+            ["insert rule inet t nsg_in position 12 accept comment \"x\""]
+        );
+        // Handles that do not fit the recorded rules are not trusted.
+        let short = BTreeMap::from([("nsg_in".to_string(), vec![10])]);
+        let (cmds, _) =
+            incremental_commands(&old, &short, &plan(vec![], rules(&["a", "B", "c", "d"])))
+                .unwrap();
+        assert_eq!(cmds[0], "flush chain inet t nsg_in");
     }
 }

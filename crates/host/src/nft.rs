@@ -1,7 +1,7 @@
-//! Talking to nftables: one JSON transaction through the `nftables` crate (`nft -j -f -`),
-//! optionally inside a network namespace (`ip netns exec NS nft …`), and reading a table back.
+//! Talking to nftables: one transaction of text commands (`nft -f -`), optionally inside a
+//! network namespace (`ip netns exec NS nft …`), and reading a table back (`nft -j list`).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::process::Command;
 
 /// Where nft runs.
@@ -54,23 +54,16 @@ impl Nft {
         }
     }
 
-    /// One `nft -j -f -` transaction (`--check`: evaluated by the kernel, then aborted).
-    ///
-    /// The payload is first read into the `nftables` crate's typed schema, so only commands the
-    /// crate models are ever sent. It is then piped to `nft -j -f -` here rather than through
-    /// `nftables::helper::apply_ruleset_raw`, because that helper (0.6.3) does not capture nft's
-    /// stderr: the kernel's error would go to our terminal instead of into the report.
-    fn run_transaction(&self, cmds: &[Value], check: bool) -> Result<(), (String, bool)> {
+    /// One `nft -f -` transaction of text commands, one a line (`--check`: evaluated by the
+    /// kernel, then aborted). Text rather than JSON: nft's JSON parser costs more than the
+    /// kernel's work for a large set (`docs/benchmarks.md`, host renderer, second run).
+    fn run_transaction(&self, cmds: &[String], check: bool) -> Result<(), (String, bool)> {
         use std::io::Write;
-        let payload = json!({"nftables": cmds});
-        if let Err(e) = serde_json::from_value::<nftables::schema::Nftables>(payload.clone()) {
-            return Err((format!("not a valid nftables JSON transaction: {e}"), true));
-        }
         let (program, mut args) = self.program_and_prefix();
         if check {
             args.push("--check".into());
         }
-        args.extend(["-j", "-f", "-"].map(String::from));
+        args.extend(["-f", "-"].map(String::from));
         let mut child = Command::new(program)
             .args(&args)
             .stdin(std::process::Stdio::piped())
@@ -78,8 +71,9 @@ impl Nft {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| (format!("{program}: {e}"), false))?;
-        let text = payload.to_string();
         if let Some(mut stdin) = child.stdin.take() {
+            let mut text = cmds.join("\n");
+            text.push('\n');
             stdin
                 .write_all(text.as_bytes())
                 .map_err(|e| (format!("{program}: {e}"), false))?;
@@ -96,17 +90,23 @@ impl Nft {
         } else {
             stderr.into_owned()
         };
+        // nft echoes the offending line and underlines it; keep only its messages.
         let msg: Vec<&str> = msg
             .lines()
-            .map(|l| l.trim_start_matches("internal:0:0-0: ").trim())
+            .filter_map(|l| {
+                l.split_once(": Error: ")
+                    .map(|(_, m)| m)
+                    .or(l.strip_prefix("Error: "))
+            })
+            .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect();
         Err((msg.join("; "), true))
     }
 
-    /// Apply `cmds` as one atomic transaction. On refusal, find the first command that makes
-    /// the transaction fail and report it with nft's message.
-    pub fn apply(&self, cmds: &[Value]) -> Result<(), NftError> {
+    /// Apply `cmds` (nft text commands) as one atomic transaction. On refusal, find the first
+    /// command that makes the transaction fail and report it with nft's message.
+    pub fn apply(&self, cmds: &[String]) -> Result<(), NftError> {
         match self.run_transaction(cmds, false) {
             Ok(()) => Ok(()),
             Err((msg, false)) => Err(NftError::Exec(msg)),
@@ -122,7 +122,7 @@ impl Nft {
     }
 
     /// The smallest prefix of `cmds` that `nft --check` refuses ends with the culprit.
-    fn find_culprit(&self, cmds: &[Value]) -> Option<usize> {
+    fn find_culprit(&self, cmds: &[String]) -> Option<usize> {
         let (mut lo, mut hi) = (1usize, cmds.len());
         if self.run_transaction(cmds, true).is_ok() {
             return None;
@@ -197,25 +197,16 @@ impl Nft {
     }
 }
 
-/// A one-line description of a transaction command, naming the NSG rule for a rule.
-pub fn describe(cmd: &Value) -> String {
-    let Some((verb, body)) = cmd.as_object().and_then(|o| o.iter().next()) else {
+/// A transaction command, cut short when it is long (a set's elements): a rule's command ends
+/// with its comment, which names the NSG rule, so a rule is kept whole.
+pub fn describe(cmd: &str) -> String {
+    const MAX: usize = 400;
+    if cmd.len() <= MAX || cmd.contains(" rule ") {
         return cmd.to_string();
-    };
-    let Some((kind, obj)) = body.as_object().and_then(|o| o.iter().next()) else {
-        return format!("{verb} {body}");
-    };
-    let name = obj
-        .get("name")
-        .or_else(|| obj.get("chain"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    match kind.as_str() {
-        "rule" => format!(
-            "{verb} rule in chain {name}: {} ({})",
-            obj.get("comment").and_then(Value::as_str).unwrap_or(""),
-            obj.get("expr").map(Value::to_string).unwrap_or_default()
-        ),
-        _ => format!("{verb} {kind} {name}"),
     }
+    let mut cut = MAX;
+    while !cmd.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{} …", &cmd[..cut])
 }

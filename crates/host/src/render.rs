@@ -1,9 +1,11 @@
 //! A subnet's or NIC's NSG rendered to one nftables table (family `inet`).
 //!
 //! The table is first built as a small typed model ([`TablePlan`]): sets, named counters and
-//! chains of rules made of [`Stmt`]s. The same model renders to nft's JSON (what is applied,
-//! [`TablePlan::to_json_commands`]) and to nft's text syntax (what `plan` prints,
-//! [`TablePlan::to_text`]), and is what incremental reapplies compare (`apply.rs`).
+//! chains of rules made of [`Stmt`]s. The same model renders to nft's JSON (what `plan
+//! --output json` shows, [`TablePlan::replace_commands`]), to nft's text commands (what is
+//! applied, [`TablePlan::replace_text`]: nft parses text faster) and to a text listing (what
+//! `plan` prints, [`TablePlan::to_text`]), and is what incremental reapplies compare
+//! (`apply.rs`).
 //!
 //! Direction mapping (see `docs/host.md`): *inbound* is traffic whose destination is one of the
 //! target's addresses (the subnet's prefixes, or the NIC's addresses); *outbound* is traffic
@@ -326,6 +328,35 @@ pub struct RuleDef {
     pub stmts: Vec<Stmt>,
 }
 
+impl RuleDef {
+    /// The comment as the kernel stores it: at most 127 bytes, and no character that would end
+    /// an nft string (the same in the JSON and the text form).
+    pub fn kernel_comment(&self) -> String {
+        let mut comment: String = self
+            .comment
+            .chars()
+            .map(|c| if c == '"' || c.is_control() { '\'' } else { c })
+            .collect();
+        if comment.len() > 127 {
+            let mut cut = 127;
+            while !comment.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            comment.truncate(cut);
+        }
+        comment
+    }
+}
+
+fn push_elements(t: &mut String, elements: &[Elem]) {
+    for (i, e) in elements.iter().enumerate() {
+        if i > 0 {
+            t.push_str(", ");
+        }
+        let _ = write!(t, "{}", e.to_text());
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BaseHook {
     pub hook: String,
@@ -442,7 +473,8 @@ pub const RPFILTER_RULE: &str = "(anti-spoofing)";
 
 fn log_prefix(kind: &str, nsg: &str, rule: &str) -> String {
     // NF_LOG_PREFIXLEN is 128 including the NUL.
-    let mut p = format!("palisade {kind} {nsg}/{rule}: ");
+    // A quote would end the prefix in nft's text syntax; the JSON form says the same.
+    let mut p = format!("palisade {kind} {nsg}/{rule}: ").replace('"', "'");
     if p.len() > 120 {
         let mut cut = 116;
         while !p.is_char_boundary(cut) {
@@ -984,17 +1016,109 @@ impl TablePlan {
     }
 
     pub fn rule_obj(&self, chain: &str, r: &RuleDef) -> Value {
-        let mut comment = r.comment.clone();
-        if comment.len() > 127 {
-            let mut cut = 127;
-            while !comment.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            comment.truncate(cut);
-        }
         json!({"family": FAMILY, "table": self.table, "chain": chain,
                "expr": r.stmts.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
-               "comment": comment})
+               "comment": r.kernel_comment()})
+    }
+
+    /// `inet TABLE`, the object every text command names.
+    fn text_table(&self) -> String {
+        format!("{FAMILY} {}", self.table)
+    }
+
+    /// `add set …` with its elements, in nft's text syntax.
+    pub fn set_text(&self, s: &SetDef) -> String {
+        let mut t = format!(
+            "add set {} {} {{ type {}; flags interval; ",
+            self.text_table(),
+            s.name,
+            s.kind.nft_type()
+        );
+        if !s.elements.is_empty() {
+            t.push_str("elements = { ");
+            push_elements(&mut t, &s.elements);
+            t.push_str(" }; ");
+        }
+        t.push('}');
+        t
+    }
+
+    /// `add element …` (`add`) or `delete element …`.
+    pub fn elements_text(&self, verb: &str, set: &str, elements: &[Elem]) -> String {
+        let mut t = format!("{verb} element {} {set} {{ ", self.text_table());
+        push_elements(&mut t, elements);
+        t.push_str(" }");
+        t
+    }
+
+    pub fn counter_text(&self, verb: &str, name: &str) -> String {
+        format!("{verb} counter {} {name}", self.text_table())
+    }
+
+    pub fn chain_text(&self, c: &ChainDef) -> String {
+        match &c.base {
+            Some(b) => format!(
+                "add chain {} {} {{ type filter hook {} priority {}; policy accept; }}",
+                self.text_table(),
+                c.name,
+                b.hook,
+                b.priority
+            ),
+            None => format!("add chain {} {}", self.text_table(), c.name),
+        }
+    }
+
+    /// `add rule` at the end of `chain`, or `insert rule … position H` (before the rule whose
+    /// handle is H).
+    pub fn rule_text(&self, chain: &str, r: &RuleDef, before: Option<u64>) -> String {
+        let stmts: Vec<String> = r.stmts.iter().map(Stmt::to_text).collect();
+        let (verb, position) = match before {
+            Some(h) => ("insert", format!(" position {h}")),
+            None => ("add", String::new()),
+        };
+        format!(
+            "{verb} rule {} {chain}{position} {} comment \"{}\"",
+            self.text_table(),
+            stmts.join(" "),
+            r.kernel_comment()
+        )
+    }
+
+    pub fn delete_rule_text(&self, chain: &str, handle: u64) -> String {
+        format!("delete rule {} {chain} handle {handle}", self.text_table())
+    }
+
+    pub fn flush_chain_text(&self, chain: &str) -> String {
+        format!("flush chain {} {chain}", self.text_table())
+    }
+
+    pub fn delete_set_text(&self, set: &str) -> String {
+        format!("delete set {} {set}", self.text_table())
+    }
+
+    /// [`create_commands`](Self::create_commands) as nft text, one command a line: what
+    /// `apply` sends (nft reads text several times faster than JSON; see `docs/benchmarks.md`).
+    pub fn create_text(&self) -> Vec<String> {
+        let mut cmds = vec![format!("add table {}", self.text_table())];
+        cmds.extend(self.sets.iter().map(|s| self.set_text(s)));
+        cmds.extend(self.counters.iter().map(|c| self.counter_text("add", c)));
+        let mut order: Vec<&ChainDef> = self.chains.iter().filter(|c| c.base.is_none()).collect();
+        order.extend(self.chains.iter().filter(|c| c.base.is_some()));
+        cmds.extend(order.iter().map(|c| self.chain_text(c)));
+        for c in &order {
+            cmds.extend(c.rules.iter().map(|r| self.rule_text(&c.name, r, None)));
+        }
+        cmds
+    }
+
+    /// [`replace_commands`](Self::replace_commands) as nft text.
+    pub fn replace_text(&self) -> Vec<String> {
+        let mut cmds = vec![
+            format!("add table {}", self.text_table()),
+            format!("delete table {}", self.text_table()),
+        ];
+        cmds.extend(self.create_text());
+        cmds
     }
 
     /// The statements that create the whole table (sets before the rules that use them).

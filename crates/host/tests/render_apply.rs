@@ -248,7 +248,7 @@ fn refused_transaction_keeps_old_ruleset_and_names_the_rule() {
             *n = "no_such_counter".into();
         }
     }
-    let err = nft.apply(&bad.replace_commands()).unwrap_err();
+    let err = nft.apply(&bad.replace_text()).unwrap_err();
     match &err {
         NftError::Refused {
             culprit, message, ..
