@@ -6,7 +6,7 @@
 # Dataset: one NSG of 10,000 inbound rules — ClassBench acl1_10k (source prefix, destination
 # port range, protocol; rules whose source covers the client are left out so that the measured
 # connections cross every rule) filled up with rules of fw1_10k — plus, at priority 100, a deny
-# whose source is the 1,062,046-prefix BGP table; the last rule allows the client. NSG-3 caps
+# whose source is the 901,899-prefix BGP table; the last rule allows the client. NSG-3 caps
 # priorities at 4096, so the network is loaded with --ignore-errors (rules evaluated as written).
 #
 # Measures (median of $ROUNDS):
