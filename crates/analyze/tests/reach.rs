@@ -597,7 +597,7 @@ fn diff_lists_exactly_the_changed_flows() {
 }
 
 /// Issue 15: after random rule edits (NSG and firewall: flip the access, open the ports, widen
-/// the source to any, delete a rule), the incrementally re-checked engine answers as one built
+/// the source to any, rename, delete a rule; firewall: narrow to one port), the incrementally re-checked engine answers as one built
 /// from scratch over the edited snapshot (on the same address grid), edit after edit.
 mod recheck_property {
     use super::*;
@@ -609,7 +609,7 @@ mod recheck_property {
         #[test]
         fn incremental_recheck_equals_from_scratch(
             seed in 1u64..8,
-            edits in proptest::collection::vec((any::<bool>(), 0usize..64, 0usize..64, 0u8..4), 1..5),
+            edits in proptest::collection::vec((any::<bool>(), 0usize..64, 0usize..64, 0u8..6), 1..5),
         ) {
             let g = HubSpoke::small(seed);
             let mut net = g.build();
@@ -639,6 +639,8 @@ mod recheck_property {
                         }
                         1 => r.destination.port_ranges = vec![PortRange::ANY],
                         2 => r.source.address_prefixes = vec![AddressItem::Any],
+                        // The same rule under another name: the answers must name it.
+                        4 => r.name.push_str("-renamed"),
                         _ => {
                             n.security_rules.remove(k);
                         }
@@ -670,6 +672,9 @@ mod recheck_property {
                         }
                         1 => c.rules[k].destination_ports = vec![PortRange::ANY],
                         2 => c.rules[k].source_addresses = vec![AddressItem::Any],
+                        // Narrowed to one destination port: the classes are cut, not rebuilt.
+                        3 => c.rules[k].destination_ports = vec![PortRange::single(3389)],
+                        4 => c.rules[k].name.push_str("-renamed"),
                         _ => {
                             c.rules.remove(k);
                         }

@@ -16,6 +16,8 @@ pub(super) struct Runs {
     pub(super) starts: Vec<u128>,
     class: Vec<u32>,
     pub(super) rows: Vec<Vec<u64>>,
+    /// Classes by row: a re-check that changes some entries reuses a class whose row exists.
+    ids: HashMap<Vec<u64>, u32>,
 }
 
 impl Runs {
@@ -30,17 +32,8 @@ impl Runs {
         }
         ev.sort_unstable();
         let mut cur = vec![0u64; words];
-        let mut interned: HashMap<Vec<u64>, u32> = HashMap::default();
         let mut runs = Runs::default();
-        let mut intern = |row: &Vec<u64>, runs: &mut Runs| -> u32 {
-            if let Some(c) = interned.get(row) {
-                return *c;
-            }
-            let c = runs.rows.len() as u32;
-            runs.rows.push(row.clone());
-            interned.insert(row.clone(), c);
-            c
-        };
+        let intern = |row: &Vec<u64>, runs: &mut Runs| runs.intern(row);
         let c0 = intern(&cur, &mut runs);
         runs.starts.push(0);
         runs.class.push(c0);
@@ -60,6 +53,77 @@ impl Runs {
             }
         }
         runs
+    }
+
+    fn intern(&mut self, row: &Vec<u64>) -> u32 {
+        if let Some(c) = self.ids.get(row) {
+            return *c;
+        }
+        let c = self.rows.len() as u32;
+        self.rows.push(row.clone());
+        self.ids.insert(row.clone(), c);
+        c
+    }
+
+    /// The classes after the entries `lo..lo + new.len()` changed from the ranges `old` to
+    /// `new` (as many entries before as after), APKeep-style: only the runs those ranges meet
+    /// are cut and get a row with the window's bits recomputed; every other run keeps its
+    /// class, and a row seen before keeps its class id. Classes are never renumbered, so a
+    /// layer's cells of untouched class pairs stay valid.
+    pub(super) fn update(&mut self, lo: usize, old: &[&IntervalSet], new: &[&IntervalSet]) {
+        let mut cuts: Vec<u128> = vec![];
+        for set in old.iter().chain(new) {
+            for &(a, b) in set.ranges() {
+                cuts.push(a);
+                cuts.extend(b.checked_add(1));
+            }
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+        let (mut starts, mut class) = (vec![], vec![]);
+        let (mut i, mut j) = (0, 0);
+        let mut row: Vec<u64> = vec![];
+        while i < self.starts.len() || j < cuts.len() {
+            let x = match (self.starts.get(i), cuts.get(j)) {
+                (Some(a), Some(b)) => *a.min(b),
+                (Some(a), None) => *a,
+                (None, Some(b)) => *b,
+                (None, None) => break,
+            };
+            while i < self.starts.len() && self.starts[i] <= x {
+                i += 1;
+            }
+            while j < cuts.len() && cuts[j] <= x {
+                j += 1;
+            }
+            let base = self.class[i - 1];
+            let b = &self.rows[base as usize];
+            let bit = |r: &[u64], p: usize| r[p / 64] >> (p % 64) & 1 == 1;
+            let same = new
+                .iter()
+                .enumerate()
+                .all(|(k, set)| set.contains(x) == bit(b, lo + k));
+            let c = if same {
+                base
+            } else {
+                row.clone_from(b);
+                for (k, set) in new.iter().enumerate() {
+                    let p = lo + k;
+                    if set.contains(x) {
+                        row[p / 64] |= 1 << (p % 64);
+                    } else {
+                        row[p / 64] &= !(1 << (p % 64));
+                    }
+                }
+                self.intern(&row)
+            };
+            if class.last() != Some(&c) {
+                starts.push(x);
+                class.push(c);
+            }
+        }
+        self.starts = starts;
+        self.class = class;
     }
 }
 

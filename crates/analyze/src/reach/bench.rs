@@ -162,6 +162,37 @@ pub fn run_with(
     }
 }
 
+/// Only the re-checks, `rounds` times over one engine: per round the worst CPU time of the NSG
+/// changes and of the firewall changes (ms). For profiling the re-check and for figures steadier
+/// than one round on a shared machine (the matrix is built once, outside the timings).
+pub fn recheck_rounds(
+    spokes: usize,
+    nsg_rules: usize,
+    firewall_rules: usize,
+    rounds: usize,
+) -> Vec<(f64, f64)> {
+    let mut g = HubSpoke::target();
+    (g.spokes, g.nsg_rules, g.firewall_rules) = (spokes.max(1), nsg_rules, firewall_rules);
+    let catalogs = Catalogs::embedded();
+    let net = g.build();
+    let snap = Snapshot::compile(&net, &catalogs, &CompileOptions::default());
+    let mut engine = Engine::new(&snap);
+    let bed = Bed {
+        g: &g,
+        net: &net,
+        snap: &snap,
+        catalogs: &catalogs,
+    };
+    (0..rounds)
+        .map(|_| {
+            (
+                nsg_rechecks(bed, &mut engine).1,
+                firewall_rechecks(bed, &mut engine).1,
+            )
+        })
+        .collect()
+}
+
 /// What every series of re-checks starts from: the generated network and its snapshot.
 #[derive(Clone, Copy)]
 struct Bed<'a> {

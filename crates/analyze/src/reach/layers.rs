@@ -9,7 +9,8 @@ use palisade_model::{Access, Direction, FirewallAction, PortRange};
 use palisade_policy::firewall::{CompiledFirewall, RuleRef};
 use palisade_policy::nsg::{CompiledRule, DirectionRules};
 use palisade_policy::{FirewallId, NsgId};
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHasher};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,9 +49,75 @@ pub(super) struct FamLayer {
     pub(super) entries: Vec<Entry>,
     pub(super) src: Runs,
     pub(super) dst: Runs,
-    /// Cell ids by (source class, destination class), dense (`source * destination classes +
-    /// destination`), plus one; 0: not computed yet. Zeroed pages cost nothing until written.
+    /// Cell ids by (source class, destination class), dense (`source * stride + destination`),
+    /// plus one; 0: not computed yet. Zeroed pages cost nothing until written.
     pub(super) cells: Vec<u32>,
+    /// Destination classes a row of `cells` has room for: a re-check adding a few classes
+    /// extends the table instead of laying it out again.
+    pub(super) stride: usize,
+}
+
+impl FamLayer {
+    /// The entries `lo..lo + new.len()` replaced by as many `new` ones (same rule indexes
+    /// elsewhere): the classes are cut only where the old or new entries' ranges fall, and
+    /// only the cells of class pairs both of whose rows hold a replaced entry are dropped.
+    pub(super) fn replace(&mut self, lo: usize, new: Vec<Entry>) {
+        let (ns, nd) = (self.src.rows.len(), self.dst.rows.len());
+        let holding = |rows: &[Vec<u64>], p: usize| -> Vec<usize> {
+            (0..rows.len())
+                .filter(|c| rows[*c][p / 64] >> (p % 64) & 1 == 1)
+                .collect()
+        };
+        // Cells walk the entries both rows hold: a changed entry there changes the cell.
+        for p in lo..lo + new.len() {
+            let ds = holding(&self.dst.rows, p);
+            for sc in holding(&self.src.rows, p) {
+                for &dc in &ds {
+                    self.cells[sc * self.stride + dc] = 0;
+                }
+            }
+        }
+        let old: Vec<Entry> = self.entries.splice(lo..lo + new.len(), new).collect();
+        let window = &self.entries[lo..lo + old.len()];
+        let sets = |es: &[Entry], src: bool| -> Vec<IntervalSet> {
+            es.iter()
+                .map(|e| if src { e.src.clone() } else { e.dst.clone() })
+                .collect()
+        };
+        let (os, od, ns_, nd_) = (
+            sets(&old, true),
+            sets(&old, false),
+            sets(window, true),
+            sets(window, false),
+        );
+        self.src.update(
+            lo,
+            &os.iter().collect::<Vec<_>>(),
+            &ns_.iter().collect::<Vec<_>>(),
+        );
+        self.dst.update(
+            lo,
+            &od.iter().collect::<Vec<_>>(),
+            &nd_.iter().collect::<Vec<_>>(),
+        );
+        let (ns2, nd2) = (self.src.rows.len(), self.dst.rows.len());
+        if nd2 > self.stride {
+            let stride = room(nd2);
+            let mut cells = vec![0; ns2 * stride];
+            for sc in 0..ns {
+                cells[sc * stride..sc * stride + nd]
+                    .copy_from_slice(&self.cells[sc * self.stride..sc * self.stride + nd]);
+            }
+            (self.cells, self.stride) = (cells, stride);
+        } else {
+            self.cells.resize(ns2 * self.stride, 0);
+        }
+    }
+}
+
+/// Room for a few more destination classes than there are.
+fn room(classes: usize) -> usize {
+    classes + classes / 8 + 4
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +146,8 @@ pub(super) struct Layer {
     /// Bumped by every re-check of this layer: memo keys name it with their cells, since a
     /// cell names rules by index and the indexes may now mean other rules.
     pub(super) version: u32,
+    /// A firewall layer's items (empty for an NSG direction).
+    pub(super) items: FwItems,
 }
 
 pub(super) fn nsg_entries(rules: &DirectionRules, nsg: &str) -> (Vec<RuleInfo>, [Vec<Entry>; 2]) {
@@ -123,109 +192,280 @@ fn nsg_rule_entries(rules: &[CompiledRule]) -> [Vec<Entry>; 2] {
     out
 }
 
-type FwParts = (
+/// A firewall layer's parts: rule infos, entries per family, DNAT translations by rule index,
+/// and what each entry was made from ([`FwItems`]).
+pub(super) type FwParts = (
     Vec<RuleInfo>,
     [Vec<Entry>; 2],
     HashMap<u32, (IpAddr, Option<u16>)>,
+    FwItems,
 );
 
-pub(super) fn fw_layer(fw: &CompiledFirewall) -> FwParts {
-    let mut infos = vec![];
-    let mut out: [Vec<Entry>; 2] = [vec![], vec![]];
-    let mut dnat = HashMap::default();
-    let info = |r: &RuleRef| RuleInfo {
+/// What a firewall layer's entries were made from, item by item (a DNAT or network pass entry,
+/// an application rule, in evaluation order): a fingerprint of everything the conversion reads,
+/// and the first entry per family. A re-check converts only the items whose fingerprint
+/// changed and splices their entries in, instead of converting every rule again.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct FwItems {
+    /// (DNAT rules, network rules, application rules): item fingerprints name rule indexes,
+    /// which stay put only while these counts do.
+    pub(super) rules: (usize, usize, usize),
+    pub(super) hash: Vec<u64>,
+    /// Per family, the first entry of each item, plus the entry count (`hash.len() + 1` each).
+    pub(super) first: [Vec<u32>; 2],
+}
+
+/// One item of a firewall as [`fw_items`] numbers them.
+enum FwItem<'a> {
+    Pass {
+        dnat: bool,
+        base: u32,
+        rule: &'a RuleRef,
+        ri: usize,
+        spec: &'a palisade_policy::matchers::classifier::ClassifierRule,
+    },
+    App {
+        index: u32,
+        view: palisade_policy::firewall::AppRuleView<'a>,
+    },
+}
+
+fn fw_item_list(fw: &CompiledFirewall) -> Vec<FwItem<'_>> {
+    let mut out = vec![];
+    let mut base = 0u32;
+    for (pass, dnat) in [(fw.dnat_pass(), true), (fw.network_pass(), false)] {
+        for (e, spec) in pass.entries.iter().enumerate() {
+            let ri = pass.entry_rule[e] as usize;
+            out.push(FwItem::Pass {
+                dnat,
+                base,
+                rule: &pass.rules[ri],
+                ri,
+                spec,
+            });
+        }
+        base += pass.rules.len() as u32;
+    }
+    for (k, view) in fw.application_rules().enumerate() {
+        out.push(FwItem::App {
+            index: base + k as u32,
+            view,
+        });
+    }
+    out
+}
+
+fn hash_rule(r: &RuleRef, h: &mut impl Hasher) {
+    (
+        &r.resource,
+        &r.rule_collection_group,
+        r.rule_collection_group_priority,
+        &r.rule_collection,
+        r.rule_collection_priority,
+        &r.rule,
+        r.action,
+        r.audit,
+    )
+        .hash(h);
+}
+
+/// The fingerprint of every item of a firewall (see [`FwItems`]).
+pub(super) fn fw_hashes(fw: &CompiledFirewall) -> Vec<u64> {
+    fw_item_list(fw)
+        .iter()
+        .map(|item| {
+            let mut h = FxHasher::default();
+            match item {
+                FwItem::Pass {
+                    dnat,
+                    base,
+                    rule,
+                    ri,
+                    spec,
+                } => {
+                    (dnat, base, ri).hash(&mut h);
+                    hash_rule(rule, &mut h);
+                    (
+                        spec.protocol,
+                        &spec.src,
+                        &spec.dst,
+                        &spec.src_ports,
+                        &spec.dst_ports,
+                    )
+                        .hash(&mut h);
+                    if *dnat {
+                        fw.dnat_translation(*ri).hash(&mut h);
+                    }
+                }
+                FwItem::App { index, view } => {
+                    index.hash(&mut h);
+                    hash_rule(view.rule, &mut h);
+                    (view.protocols, view.sources, view.destinations).hash(&mut h);
+                }
+            }
+            h.finish()
+        })
+        .collect()
+}
+
+pub(super) fn fw_rule_counts(fw: &CompiledFirewall) -> (usize, usize, usize) {
+    (
+        fw.dnat_pass().rules.len(),
+        fw.network_pass().rules.len(),
+        fw.application_rules().count(),
+    )
+}
+
+fn fw_info(r: &RuleRef) -> RuleInfo {
+    RuleInfo {
         layer: "firewall",
         resource: r.resource.clone(),
         rule: Some(r.path()),
         priority: Some(r.rule_collection_priority),
+    }
+}
+
+/// The rule infos of a firewall, by rule index (DNAT, network, application rules).
+pub(super) fn fw_infos(fw: &CompiledFirewall) -> Vec<RuleInfo> {
+    let mut infos: Vec<RuleInfo> = vec![];
+    for pass in [fw.dnat_pass(), fw.network_pass()] {
+        infos.extend(pass.rules.iter().map(|r| fw_info(r)));
+    }
+    infos.extend(fw.application_rules().map(|a| fw_info(a.rule)));
+    infos
+}
+
+/// The DNAT translations of a firewall by rule index.
+pub(super) fn fw_dnat(fw: &CompiledFirewall) -> HashMap<u32, (IpAddr, Option<u16>)> {
+    let pass = fw.dnat_pass();
+    (0..pass.rules.len())
+        .filter(|r| !pass.rules[*r].audit && pass.entry_rule.contains(&(*r as u32)))
+        .filter_map(|r| Some((r as u32, fw.dnat_translation(r)?)))
+        .collect()
+}
+
+/// Items of a firewall converted: entries per family, the first entry of each item (relative
+/// to the first item converted, plus the count) and the infos of the items' rules.
+pub(super) struct FwConverted {
+    pub(super) entries: [Vec<Entry>; 2],
+    pub(super) first: [Vec<u32>; 2],
+    pub(super) infos: Vec<(u32, RuleInfo)>,
+}
+
+/// The entries of items `range` of a firewall.
+pub(super) fn fw_entries(fw: &CompiledFirewall, range: std::ops::Range<usize>) -> FwConverted {
+    let mut out: [Vec<Entry>; 2] = [vec![], vec![]];
+    let mut first: [Vec<u32>; 2] = [vec![], vec![]];
+    let mut infos = vec![];
+    let items = fw_item_list(fw);
+    for item in &items[range] {
+        for f in 0..2 {
+            first[f].push(out[f].len() as u32);
+        }
+        infos.push(match item {
+            FwItem::Pass { base, rule, ri, .. } => (base + *ri as u32, fw_info(rule)),
+            FwItem::App { index, view } => (*index, fw_info(view.rule)),
+        });
+        match item {
+            FwItem::Pass {
+                dnat,
+                base,
+                rule,
+                ri,
+                spec,
+            } => {
+                if rule.audit {
+                    continue;
+                }
+                let act = if *dnat {
+                    Act::Dnat
+                } else if rule.action == FirewallAction::Allow {
+                    Act::Allow
+                } else {
+                    Act::Deny
+                };
+                let to_ranges = |p: &[(u16, u16)]| -> Vec<PortRange> {
+                    p.iter()
+                        .map(|(a, b)| PortRange {
+                            first: *a,
+                            last: *b,
+                        })
+                        .collect()
+                };
+                // Built once per rule and only for a family both sides name.
+                let l4 = L4Set::rule(
+                    spec.protocol,
+                    &to_ranges(&spec.src_ports),
+                    &to_ranges(&spec.dst_ports),
+                );
+                if l4.is_empty() {
+                    continue;
+                }
+                for f in [Family::V4, Family::V6] {
+                    let src = prefix_set(&spec.src, f);
+                    if src.is_empty() {
+                        continue;
+                    }
+                    let dst = prefix_set(&spec.dst, f);
+                    if dst.is_empty() {
+                        continue;
+                    }
+                    out[f.index()].push(Entry {
+                        src,
+                        dst,
+                        l4: l4.clone(),
+                        bits: Bits::new(),
+                        act,
+                        rule: base + *ri as u32,
+                    });
+                }
+            }
+            // Application allow rules: by name, on TCP to their ports (FW-6.1).
+            FwItem::App { index, view } => {
+                if view.rule.audit || view.rule.action != FirewallAction::Allow {
+                    continue;
+                }
+                let ports: Vec<PortRange> = view
+                    .protocols
+                    .iter()
+                    .map(|p| PortRange::single(p.port))
+                    .collect();
+                for f in [Family::V4, Family::V6] {
+                    let all = IntervalSet::range(0, f.max());
+                    let en = Entry {
+                        src: prefix_set(view.sources, f),
+                        dst: view.destinations.map(|d| prefix_set(d, f)).unwrap_or(all),
+                        l4: L4Set::rule(Some(6), &[PortRange::ANY], &ports),
+                        bits: Bits::new(),
+                        act: Act::ByName,
+                        rule: *index,
+                    };
+                    if !en.src.is_empty() && !en.dst.is_empty() && !en.l4.is_empty() {
+                        out[f.index()].push(en);
+                    }
+                }
+            }
+        }
+    }
+    for f in 0..2 {
+        first[f].push(out[f].len() as u32);
+    }
+    FwConverted {
+        entries: out,
+        first,
+        infos,
+    }
+}
+
+pub(super) fn fw_layer(fw: &CompiledFirewall) -> FwParts {
+    let hash = fw_hashes(fw);
+    let c = fw_entries(fw, 0..hash.len());
+    let items = FwItems {
+        rules: fw_rule_counts(fw),
+        hash,
+        first: c.first,
     };
-    for (pass, is_dnat) in [(fw.dnat_pass(), true), (fw.network_pass(), false)] {
-        let base = infos.len() as u32;
-        infos.extend(pass.rules.iter().map(|r| info(r)));
-        for (e, spec) in pass.entries.iter().enumerate() {
-            let ri = pass.entry_rule[e] as usize;
-            let rr = &pass.rules[ri];
-            if rr.audit {
-                continue;
-            }
-            let act = if is_dnat {
-                Act::Dnat
-            } else if rr.action == FirewallAction::Allow {
-                Act::Allow
-            } else {
-                Act::Deny
-            };
-            if is_dnat {
-                if let Some(t) = fw.dnat_translation(ri) {
-                    dnat.insert(base + ri as u32, t);
-                }
-            }
-            let to_ranges = |p: &[(u16, u16)]| -> Vec<PortRange> {
-                p.iter()
-                    .map(|(a, b)| PortRange {
-                        first: *a,
-                        last: *b,
-                    })
-                    .collect()
-            };
-            // Built once per rule and only for a family both sides name: a re-check converts
-            // every rule of the firewall again.
-            let l4 = L4Set::rule(
-                spec.protocol,
-                &to_ranges(&spec.src_ports),
-                &to_ranges(&spec.dst_ports),
-            );
-            if l4.is_empty() {
-                continue;
-            }
-            for f in [Family::V4, Family::V6] {
-                let src = prefix_set(&spec.src, f);
-                if src.is_empty() {
-                    continue;
-                }
-                let dst = prefix_set(&spec.dst, f);
-                if dst.is_empty() {
-                    continue;
-                }
-                out[f.index()].push(Entry {
-                    src,
-                    dst,
-                    l4: l4.clone(),
-                    bits: Bits::new(),
-                    act,
-                    rule: base + ri as u32,
-                });
-            }
-        }
-    }
-    // Application allow rules: by name, on TCP to their ports (FW-6.1).
-    for a in fw.application_rules() {
-        let i = infos.len() as u32;
-        infos.push(info(a.rule));
-        if a.rule.audit || a.rule.action != FirewallAction::Allow {
-            continue;
-        }
-        let ports: Vec<PortRange> = a
-            .protocols
-            .iter()
-            .map(|p| PortRange::single(p.port))
-            .collect();
-        for f in [Family::V4, Family::V6] {
-            let all = IntervalSet::range(0, f.max());
-            let en = Entry {
-                src: prefix_set(a.sources, f),
-                dst: a.destinations.map(|d| prefix_set(d, f)).unwrap_or(all),
-                l4: L4Set::rule(Some(6), &[PortRange::ANY], &ports),
-                bits: Bits::new(),
-                act: Act::ByName,
-                rule: i,
-            };
-            if !en.src.is_empty() && !en.dst.is_empty() && !en.l4.is_empty() {
-                out[f.index()].push(en);
-            }
-        }
-    }
-    (infos, out, dnat)
+    (fw_infos(fw), c.entries, fw_dnat(fw), items)
 }
 
 pub(super) fn fam_layer(entries: Vec<Entry>) -> FamLayer {
@@ -244,12 +484,14 @@ pub(super) fn fam_layer(entries: Vec<Entry>) -> FamLayer {
             .enumerate()
             .flat_map(|(i, e)| e.dst.ranges().iter().map(move |r| (i, *r))),
     );
-    let cells = vec![0; src.rows.len() * dst.rows.len()];
+    let stride = room(dst.rows.len());
+    let cells = vec![0; src.rows.len() * stride];
     FamLayer {
         entries,
         src,
         dst,
         cells,
+        stride,
     }
 }
 
@@ -276,11 +518,12 @@ impl<'s> Engine<'s> {
                     fam: [fam_layer(v4), fam_layer(v6)],
                     ctrls: vec![],
                     version: 0,
+                    items: FwItems::default(),
                 });
             }
         }
         for (i, f) in snap.firewalls() {
-            let (infos, [v4, v6], dnat) = fw_layer(f);
+            let (infos, [v4, v6], dnat, items) = fw_layer(f);
             self.fw_layer.push(self.layers.len() as u32);
             self.layers.push(Layer {
                 kind: LayerKind::Firewall { firewall: i },
@@ -289,6 +532,7 @@ impl<'s> Engine<'s> {
                 fam: [fam_layer(v4), fam_layer(v6)],
                 ctrls: vec![],
                 version: 0,
+                items,
             });
         }
         let atoms = L4Atoms::build(
@@ -327,7 +571,7 @@ impl<'s> Engine<'s> {
             ix.dcls[layer as usize][da] as usize,
         );
         let fl = &self.layers[layer as usize].fam[f.index()];
-        let slot = sc * fl.dst.rows.len() + dc;
+        let slot = sc * fl.stride + dc;
         (slot, fl.cells[slot].checked_sub(1))
     }
 
@@ -369,7 +613,7 @@ impl<'s> Engine<'s> {
     /// Reads only the layer: safe to run on many threads at once.
     pub(super) fn walk(&self, layer: u32, f: Family, slot: usize) -> Vec<Piece> {
         let fl = &self.layers[layer as usize].fam[f.index()];
-        let (sc, dc) = (slot / fl.dst.rows.len(), slot % fl.dst.rows.len());
+        let (sc, dc) = (slot / fl.stride, slot % fl.stride);
         let (srow, drow) = (&fl.src.rows[sc], &fl.dst.rows[dc]);
         let mut remaining = self.l4.full();
         let mut pieces: Vec<Piece> = vec![];

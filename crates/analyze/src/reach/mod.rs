@@ -20,9 +20,10 @@
 //!   once (equivalence classes of flows, as in atomic-predicate verifiers). A plan through a
 //!   firewall is stored factorised: the ids of its request path and of its arrival, each run
 //!   once, joined into pieces only when a decision is read.
-//! - **Re-check.** A changed layer rebuilds only its classes; the flows it can affect are the
-//!   boxes of the rules between the first and last position where old and new rule lists differ,
-//!   and only those (source atom, destination atom) pairs are re-planned.
+//! - **Re-check.** A changed layer updates its classes (cut only where the changed entries'
+//!   ranges fall when as many entries replace them, rebuilt otherwise); the flows it can affect
+//!   are the boxes of the rules between the first and last position where old and new rule
+//!   lists differ, and only those (source atom, destination atom) pairs are re-planned.
 //!
 //! ## Where
 //! `atoms`: the address grid and the L4 atoms; `layers`: NSG and firewall layers, their classes

@@ -45,7 +45,7 @@ pub(super) enum Step {
     End(Reach),
 }
 
-const STEP_NAMES: [&str; 8] = [
+pub(super) const STEP_NAMES: [&str; 8] = [
     "NicNsgOut",
     "SubnetNsgOut",
     "Route",

@@ -2,8 +2,13 @@
 //! inside the boxes of the rules between the first and the last difference are re-planned.
 
 use super::atoms::{classes_over, AtomLoc};
-use super::layers::{fam_layer, fw_layer, nsg_entries, Act, Entry, LayerKind, RuleInfo};
+use super::layers::{
+    fam_layer, fw_dnat, fw_entries, fw_hashes, fw_layer, fw_rule_counts, nsg_entries, Act, Entry,
+    FwConverted, LayerKind, RuleInfo,
+};
+use super::plans::STEP_NAMES;
 use super::Engine;
+use super::NONE;
 use crate::headerspace::{addr_value, Family, IntervalSet};
 use palisade_model::Direction;
 use palisade_policy::firewall::CompiledFirewall;
@@ -11,8 +16,19 @@ use palisade_policy::nsg::DirectionRules;
 use palisade_policy::SubnetId;
 use palisade_policy::{FirewallId, NsgId};
 use rustc_hash::FxHashMap as HashMap;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+
+/// A layer's change in one family: its entries `lo..hi` replaced by `new`. A flow outside
+/// every rule of the window meets the same first match before and after.
+pub(super) struct Window {
+    lo: usize,
+    hi: usize,
+    new: Vec<Entry>,
+    /// The whole new list when entries outside the window now name other rule indexes
+    /// (a rule deleted before them): their cells name rules by index.
+    whole: Option<Vec<Entry>>,
+}
 
 impl<'s> Engine<'s> {
     /// Re-check after the rules of one NSG direction changed (same subnets and routes).
@@ -28,10 +44,12 @@ impl<'s> Engine<'s> {
         };
         let name = self.snap.nsg(nsg).name.clone();
         let (infos, entries) = nsg_entries(rules, &name);
-        self.replace_layer(layer, infos, entries, HashMap::default())
+        self.replace_rules(layer, infos, entries, HashMap::default())
     }
 
-    /// Re-check after a firewall's rules changed (same addresses).
+    /// Re-check after a firewall's rules changed (same addresses). When the number of rules of
+    /// each kind is unchanged, only the items whose fingerprint changed are converted and
+    /// spliced in (a one-rule change converts one rule, not the firewall).
     pub fn update_firewall(
         &mut self,
         firewall: FirewallId,
@@ -52,21 +70,116 @@ impl<'s> Engine<'s> {
                 ));
             }
         }
-        let (infos, entries, dnat) = fw_layer(fw);
-        self.replace_layer(layer, infos, entries, dnat)
+        let hash = fw_hashes(fw);
+        let old = &self.layers[layer as usize].items;
+        if fw_rule_counts(fw) != old.rules || hash.len() != old.hash.len() {
+            let (infos, entries, dnat, items) = fw_layer(fw);
+            let n = self.replace_rules(layer, infos, entries, dnat)?;
+            self.layers[layer as usize].items = items;
+            return Ok(n);
+        }
+        let differs = |i: &usize| hash[*i] != old.hash[*i];
+        let Some(lo) = (0..hash.len()).find(differs) else {
+            return Ok(0);
+        };
+        let hi = (0..hash.len()).rev().find(differs).map_or(lo, |i| i) + 1;
+        let FwConverted {
+            entries: [v4, v6],
+            first: conv_first,
+            infos,
+        } = fw_entries(fw, lo..hi);
+        let window = |f: usize, new| Window {
+            lo: old.first[f][lo] as usize,
+            hi: old.first[f][hi] as usize,
+            new,
+            whole: None,
+        };
+        let windows = [window(0, v4), window(1, v6)];
+        let n = self.replace_layer(layer, windows, fw_dnat(fw), Ok(infos))?;
+        let l = &mut self.layers[layer as usize];
+        // The items after the window move by the change in its entry count.
+        for (first, conv) in l.items.first.iter_mut().zip(&conv_first) {
+            let (at, old_end) = (first[lo], first[hi]);
+            let new_end = at + *conv.last().expect("count");
+            let mut next: Vec<u32> = first[..lo].to_vec();
+            next.extend(conv[..hi - lo].iter().map(|x| x + at));
+            next.extend(first[hi..].iter().map(|x| x - old_end + new_end));
+            *first = next;
+        }
+        l.items.hash = hash;
+        Ok(n)
     }
 
-    fn replace_layer(
+    /// A layer's rules replaced whole: the window of each family is found by comparing the
+    /// old and new entries from both ends.
+    fn replace_rules(
         &mut self,
         layer: u32,
         infos: Vec<RuleInfo>,
         entries: [Vec<Entry>; 2],
         dnat: HashMap<u32, (IpAddr, Option<u16>)>,
     ) -> Result<usize, String> {
+        let old_rules = &self.layers[layer as usize].rules;
+        let window = |fi: usize, new: Vec<Entry>| {
+            let old = &self.layers[layer as usize].fam[fi].entries;
+            let same = |a: &Entry, b: &Entry| {
+                a.src == b.src
+                    && a.dst == b.dst
+                    && a.l4 == b.l4
+                    && a.act == b.act
+                    && old_rules
+                        .get(a.rule as usize)
+                        .map(|r| (&r.rule, r.priority))
+                        == infos.get(b.rule as usize).map(|r| (&r.rule, r.priority))
+            };
+            let mut lo = 0;
+            while lo < old.len() && lo < new.len() && same(&old[lo], &new[lo]) {
+                lo += 1;
+            }
+            let (mut ho, mut hn) = (old.len(), new.len());
+            while ho > lo && hn > lo && same(&old[ho - 1], &new[hn - 1]) {
+                ho -= 1;
+                hn -= 1;
+            }
+            let kept = old[..lo]
+                .iter()
+                .zip(&new[..lo])
+                .all(|(a, b)| a.rule == b.rule)
+                && old[ho..]
+                    .iter()
+                    .zip(&new[hn..])
+                    .all(|(a, b)| a.rule == b.rule);
+            if lo == ho && lo == hn && !kept {
+                // Same entries under other rule indexes: every cell names rules by index.
+                (lo, ho, hn) = (0, old.len(), new.len());
+            }
+            let window = new[lo..hn].to_vec();
+            Window {
+                lo,
+                hi: ho,
+                new: window,
+                whole: (!kept).then_some(new),
+            }
+        };
+        let [v4, v6] = entries;
+        let windows = [window(0, v4), window(1, v6)];
+        self.replace_layer(layer, windows, dnat, Err(infos))
+    }
+
+    /// Apply one window per family and re-check the flows the windows' rules cover. `infos`:
+    /// `Ok` the changed rules' infos (every other index means the same rule as before), `Err`
+    /// all of them (any index may now mean another rule). Nothing changes on an error.
+    fn replace_layer(
+        &mut self,
+        layer: u32,
+        windows: [Window; 2],
+        dnat: HashMap<u32, (IpAddr, Option<u16>)>,
+        infos: Result<Vec<(u32, RuleInfo)>, Vec<RuleInfo>>,
+    ) -> Result<usize, String> {
         // The atoms must already separate every address the new rules name.
-        for (fi, list) in entries.iter().enumerate() {
+        for (fi, w) in windows.iter().enumerate() {
             let g = &self.grid[fi];
-            for e in list {
+            for e in &w.new {
                 for &(a, b) in e.src.ranges().iter().chain(e.dst.ranges()) {
                     let ok_a = g.starts.binary_search(&a).is_ok();
                     let ok_b = b == g.family.max() || g.starts.binary_search(&(b + 1)).is_ok();
@@ -78,72 +191,87 @@ impl<'s> Engine<'s> {
                 }
             }
         }
-        if entries.iter().flatten().any(|e| !self.l4.aligned(&e.l4)) {
+        if windows
+            .iter()
+            .flat_map(|w| &w.new)
+            .any(|e| !self.l4.aligned(&e.l4))
+        {
             return Err(
                 "the change names a new protocol or port boundary: build a new engine".into(),
             );
         }
         let kind = self.layers[layer as usize].kind;
-        let old_rules = std::mem::replace(&mut self.layers[layer as usize].rules, infos);
-        // Rule indexes may have moved: this layer's controls are re-derived.
-        self.layers[layer as usize].ctrls.clear();
-        // Memo keys naming this layer's cells go stale; paths that do not meet it keep theirs.
-        self.layers[layer as usize].version += 1;
-        self.layers[layer as usize].dnat = dnat;
+        {
+            let l = &mut self.layers[layer as usize];
+            match infos {
+                // A control names its rule: only the changed rules' controls are re-derived.
+                Ok(changed) => {
+                    let steps = STEP_NAMES.len();
+                    for (r, info) in changed {
+                        if !l.ctrls.is_empty() {
+                            let at = (r as usize + 1) * steps;
+                            l.ctrls[at..at + steps].fill(NONE);
+                        }
+                        l.rules[r as usize] = info;
+                    }
+                }
+                Err(all) => {
+                    l.rules = all;
+                    l.ctrls.clear();
+                }
+            }
+            // Memo keys naming this layer's cells go stale; paths that do not meet it keep
+            // theirs.
+            l.version += 1;
+            l.dnat = dnat;
+        }
         let any_dnat = self.layers.iter().any(|l| !l.dnat.is_empty());
         let mut count = 0;
-        let [v4, v6] = entries;
-        for (f, mut new) in [(Family::V4, v4), (Family::V6, v6)] {
+        for (f, w) in [Family::V4, Family::V6].into_iter().zip(windows) {
             let fi = f.index();
-            let new_rules = &self.layers[layer as usize].rules;
-            let old = &self.layers[layer as usize].fam[fi].entries;
-            let same = |a: &Entry, b: &Entry| {
-                a.src == b.src
-                    && a.dst == b.dst
-                    && a.l4 == b.l4
-                    && a.act == b.act
-                    && old_rules
-                        .get(a.rule as usize)
-                        .map(|r| (&r.rule, r.priority))
-                        == new_rules
-                            .get(b.rule as usize)
-                            .map(|r| (&r.rule, r.priority))
-            };
-            // A flow outside every rule between the first and the last difference meets the
-            // same first match before and after.
-            let mut lo = 0;
-            while lo < old.len() && lo < new.len() && same(&old[lo], &new[lo]) {
-                lo += 1;
-            }
-            let (mut ho, mut hn) = (old.len(), new.len());
-            while ho > lo && hn > lo && same(&old[ho - 1], &new[hn - 1]) {
-                ho -= 1;
-                hn -= 1;
-            }
-            // A family the change does not touch (same entries, same rule indexes) keeps its
-            // classes and its cell cache: a firewall change on IPv4 rebuilds nothing on IPv6.
-            if lo == old.len()
-                && lo == new.len()
-                && old.iter().zip(&new).all(|(a, b)| a.rule == b.rule)
-            {
+            let Window {
+                lo,
+                hi,
+                mut new,
+                whole,
+            } = w;
+            // A family the change does not touch keeps its classes and its cell cache: a
+            // firewall change on IPv4 rebuilds nothing on IPv6.
+            if lo == hi && new.is_empty() {
                 continue;
             }
-            // L4 bits: the unchanged entries keep theirs, only the changed window is computed.
-            for (i, e) in new.iter_mut().enumerate() {
-                e.bits = if i < lo {
-                    old[i].bits.clone()
-                } else if i >= hn {
-                    old[i - hn + ho].bits.clone()
-                } else {
-                    self.l4.bits(&e.l4)
-                };
+            // L4 bits: the entries outside the window keep theirs.
+            for e in new.iter_mut() {
+                e.bits = self.l4.bits(&e.l4);
             }
-            let boxes: Vec<(IntervalSet, IntervalSet)> = old[lo..ho]
+            let old = &self.layers[layer as usize].fam[fi].entries;
+            let boxes: Vec<(IntervalSet, IntervalSet)> = old[lo..hi]
                 .iter()
-                .chain(&new[lo..hn])
+                .chain(&new)
                 .map(|e| (e.src.clone(), e.dst.clone()))
                 .collect();
-            self.layers[layer as usize].fam[fi] = fam_layer(new);
+            let fl = &mut self.layers[layer as usize].fam[fi];
+            match whole {
+                None if new.len() == hi - lo => fl.replace(lo, new),
+                None => {
+                    let mut entries = std::mem::take(&mut fl.entries);
+                    entries.splice(lo..hi, new);
+                    *fl = fam_layer(entries);
+                }
+                Some(mut all) => {
+                    let end = lo + new.len();
+                    for (i, e) in all.iter_mut().enumerate() {
+                        e.bits = if i < lo {
+                            fl.entries[i].bits.clone()
+                        } else if i >= end {
+                            fl.entries[i - end + hi].bits.clone()
+                        } else {
+                            new[i - lo].bits.clone()
+                        };
+                    }
+                    *fl = fam_layer(all);
+                }
+            }
             {
                 let fl = &self.layers[layer as usize].fam[fi];
                 let starts = &self.grid[fi].starts;
@@ -186,8 +314,8 @@ impl<'s> Engine<'s> {
             // are recomputed, not guessed.
             let outside = self.index[fi].places.len() - 1;
             let place = |a: usize| g.loc[a].subnet.map_or(outside, SubnetId::index);
-            type Sides = (BTreeSet<u32>, BTreeSet<u32>);
-            let mut blocks: BTreeMap<(usize, usize), Sides> = BTreeMap::new();
+            type Sides = (Vec<u32>, Vec<u32>);
+            let mut blocks: HashMap<(usize, usize), Sides> = HashMap::default();
             for (s, d) in &boxes {
                 let mut ss: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
                 for a in atoms_in(s).into_iter().filter(|a| applies_src(&g.loc[*a])) {
@@ -236,9 +364,15 @@ impl<'s> Engine<'s> {
                     }
                 }
             }
-            for ((sp, dp), (ss, ds)) in blocks {
-                let (ss, ds): (Vec<u32>, Vec<u32>) =
-                    (ss.into_iter().collect(), ds.into_iter().collect());
+            // In place order, each side's atoms sorted once (a set per block was a tenth of
+            // the broad re-checks).
+            let mut blocks: Vec<_> = blocks.into_iter().collect();
+            blocks.sort_unstable_by_key(|(k, _)| *k);
+            for ((sp, dp), (mut ss, mut ds)) in blocks {
+                for side in [&mut ss, &mut ds] {
+                    side.sort_unstable();
+                    side.dedup();
+                }
                 count += ss.len() * ds.len();
                 self.compute_block(f, sp, dp, Some((&ss, &ds)));
             }
