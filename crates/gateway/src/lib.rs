@@ -648,7 +648,8 @@ impl Gateway {
         };
         match &self.dns {
             Some(dns) if name.parse::<std::net::IpAddr>().is_err() => {
-                let ips = dns.resolve(name, &servers).await;
+                // Boxed: the lookups' state would otherwise be room in every connection's.
+                let ips = Box::pin(dns.resolve(name, &servers)).await;
                 if ips.is_empty() {
                     Err(resolver::ResolveError::NotFound)
                 } else {
