@@ -1169,8 +1169,7 @@ pub(crate) async fn relay(
     if let Some(Closed::Shutdown) = closed {
         shutdown_record(&mut r);
     }
-    // Boxed: a record and its hand-off are large, and would sit in every relaying tunnel.
-    Box::pin(gw.record(r)).await;
+    gw.record(r).await;
     if let Some(Closed::Reload(o, new_snap)) = closed {
         let mut r = flow.record(gw, &o, &new_snap);
         r.mode = "reload".into();
@@ -1178,7 +1177,7 @@ pub(crate) async fn relay(
             "established connection closed: the reloaded policy denies it (FW-11){}",
             o.detail.map(|d| format!("; {d}")).unwrap_or_default()
         ));
-        Box::pin(gw.record(r)).await;
+        gw.record(r).await;
     }
     result.map(|_| ())
 }
