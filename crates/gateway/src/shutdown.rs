@@ -120,7 +120,9 @@ pub(crate) async fn connection(
 ) -> io::Result<()> {
     let _counted = counted;
     let flag = Arc::new(AtomicBool::new(false));
-    let mut work = std::pin::pin!(RELAYING.scope(flag.clone(), work));
+    // Boxed rather than pinned in place: `drop(work)` below must close the connection's
+    // sockets before its record is written.
+    let mut work = Box::pin(RELAYING.scope(flag.clone(), work));
     tokio::select! {
         r = &mut work => return r,
         _ = reached(gw, Phase::Closing) => {}
