@@ -54,9 +54,11 @@ use resolver::Resolver;
 use shutdown::Phase;
 pub use shutdown::ShutdownReport;
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -648,7 +650,8 @@ impl Gateway {
         };
         match &self.dns {
             Some(dns) if name.parse::<std::net::IpAddr>().is_err() => {
-                let ips = dns.resolve(name, &servers).await;
+                // Boxed: the lookups' state would otherwise be room in every connection's.
+                let ips = Box::pin(dns.resolve(name, &servers)).await;
                 if ips.is_empty() {
                     Err(resolver::ResolveError::NotFound)
                 } else {
@@ -1019,18 +1022,22 @@ impl Gateway {
     /// Count the decision and append its flow record durably; returns once it is on disk. A
     /// record carrying a shadow difference is written as it would be without a shadow, then
     /// again as the `ShadowDiff` record (PAL-5.3).
-    pub async fn record(&self, mut r: FlowRecord) {
-        if let Some(diff) = r.shadow.take() {
-            let shadow = FlowRecord {
-                action: "ShadowDiff".into(),
-                shadow: Some(diff),
-                ..r.clone()
-            };
-            self.append(r).await;
-            self.append(shadow).await;
-        } else {
-            self.append(r).await;
-        }
+    /// Boxed: the records being written are large, and every connection's state would
+    /// otherwise keep room for them from accept to close.
+    pub fn record(&self, mut r: FlowRecord) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            if let Some(diff) = r.shadow.take() {
+                let shadow = FlowRecord {
+                    action: "ShadowDiff".into(),
+                    shadow: Some(diff),
+                    ..r.clone()
+                };
+                self.append(r).await;
+                self.append(shadow).await;
+            } else {
+                self.append(r).await;
+            }
+        })
     }
 
     async fn append(&self, r: FlowRecord) {

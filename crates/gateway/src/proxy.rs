@@ -84,7 +84,8 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
             let work = Box::pin(async {
                 match mode {
                     Mode::Explicit => explicit(&gw, stream, peer).await,
-                    Mode::Transparent => transparent(&gw, stream, peer).await,
+                    // Boxed: an explicit tunnel's task is then not as large as this path.
+                    Mode::Transparent => Box::pin(transparent(&gw, stream, peer)).await,
                     Mode::Dnat => unreachable!("DNAT listeners have their own accept loop"),
                 }
             });
@@ -446,7 +447,8 @@ fn request(mut buf: Vec<u8>, head_len: usize) -> Request {
 }
 
 async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) -> io::Result<()> {
-    let flow = Flow::new(Mode::Explicit, "HTTP", peer);
+    // Made where a refusal needs it, so it takes no room in a tunnel's state.
+    let flow = || Flow::new(Mode::Explicit, "HTTP", peer);
     let (buf, head_len) = match read_head(gw, &mut client).await {
         Ok(x) => x,
         Err(HeadError::Io(e)) => return Err(e),
@@ -454,7 +456,7 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
         Err(HeadError::Closed(0)) => return Ok(()),
         Err(e) => {
             let (reason, status) = e.refusal();
-            refuse(gw, &flow, reason, e.to_string()).await;
+            refuse(gw, &flow(), reason, e.to_string()).await;
             if let Some(status) = status {
                 let _ = respond(&mut client, status, &format!("{e}\n")).await;
             }
@@ -472,7 +474,7 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
             status,
             body,
         } => {
-            refuse(gw, &flow, reason, detail).await;
+            refuse(gw, &flow(), reason, detail).await;
             return respond(&mut client, status, &body).await;
         }
         Request::Forward { host, port, first } => (host, port, first),
@@ -562,14 +564,16 @@ async fn connect(
         client
             .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
             .await?;
-        return by_first_bytes(
+        // Boxed: its stages (the ClientHello, the PAL-5.2 resolve) would otherwise make every
+        // named CONNECT tunnel's state as large as this rarer path's.
+        return Box::pin(by_first_bytes(
             gw,
             client,
             peer,
             SocketAddr::new(ip.to_canonical(), port),
             Mode::Explicit,
             rest,
-        )
+        ))
         .await;
     }
     let app = AppProtocol::infer(port);

@@ -108,16 +108,20 @@ fn phase_rank(p: Phase) -> u8 {
 /// before spawning, so a drain never misses a connection that has not started yet). When the grace period ends before it
 /// reaches a relay (still reading its request head or ClientHello, or dialing), it is dropped
 /// and recorded as closed by the shutdown; a relay is closed through its entry instead.
+/// `work` comes boxed: the task then holds a pointer, not the connection's state twice (an
+/// argument of an async fn keeps its room for good).
 pub(crate) async fn connection(
     gw: &Arc<Gateway>,
     counted: InFlight,
     mode: Mode,
     peer: SocketAddr,
     dst: Option<SocketAddr>,
-    work: impl Future<Output = io::Result<()>>,
+    work: std::pin::Pin<Box<impl Future<Output = io::Result<()>>>>,
 ) -> io::Result<()> {
     let _counted = counted;
     let flag = Arc::new(AtomicBool::new(false));
+    // Boxed rather than pinned in place: `drop(work)` below must close the connection's
+    // sockets before its record is written.
     let mut work = Box::pin(RELAYING.scope(flag.clone(), work));
     tokio::select! {
         r = &mut work => return r,
