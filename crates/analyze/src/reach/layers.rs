@@ -9,9 +9,12 @@ use palisade_model::{Access, Direction, FirewallAction, PortRange};
 use palisade_policy::firewall::{CompiledFirewall, RuleRef};
 use palisade_policy::nsg::{CompiledRule, DirectionRules};
 use palisade_policy::{FirewallId, NsgId};
-use rustc_hash::{FxHashMap as HashMap, FxHasher};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Act {
@@ -269,12 +272,20 @@ fn hash_rule(r: &RuleRef, h: &mut impl Hasher) {
         .hash(h);
 }
 
+/// The keys of the item fingerprints: random per process (SipHash), so that a rule set cannot be
+/// written to collide with another and hide a change from the re-check, as it could with an
+/// unkeyed hash.
+fn fingerprint_keys() -> &'static RandomState {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new)
+}
+
 /// The fingerprint of every item of a firewall (see [`FwItems`]).
 pub(super) fn fw_hashes(fw: &CompiledFirewall) -> Vec<u64> {
     fw_item_list(fw)
         .iter()
         .map(|item| {
-            let mut h = FxHasher::default();
+            let mut h = fingerprint_keys().build_hasher();
             match item {
                 FwItem::Pass {
                     dnat,
