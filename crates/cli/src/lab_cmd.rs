@@ -94,8 +94,8 @@ pub struct CheckArgs {
     /// The flows to send (default: `flows.yaml` beside the network).
     #[arg(long, conflicts_with = "random")]
     flows: Option<PathBuf>,
-    /// Send N random TCP/UDP flows over the network instead (endpoints and ports drawn from its
-    /// NICs, subnets and NSG rules).
+    /// Send N random flows over the network instead: TCP, UDP and ICMP echo, endpoints and
+    /// ports drawn from its NICs, subnets and NSG rules.
     #[arg(long, value_name = "N")]
     random: Option<usize>,
     /// Seed of --random: the same network, N and seed give the same flows.

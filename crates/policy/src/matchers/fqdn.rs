@@ -202,7 +202,7 @@ pub fn normalize_host(name: &str) -> Option<HostName> {
         len: 0,
         buf: [0; MAX_NAME + 1],
     };
-    if name.is_ascii() {
+    if name.is_ascii() && !has_a_label(name) {
         let b = name.as_bytes();
         if b.len() > sink.buf.len() {
             return None;
@@ -223,8 +223,16 @@ pub fn normalize_host(name: &str) -> Option<HostName> {
             None,
         ) {
             Ok(ProcessingSuccess::WroteToSink) => {}
-            // Passthrough means the input was already ASCII, which was handled above.
-            Ok(ProcessingSuccess::Passthrough) | Err(_) => return None,
+            // Already in normal form (an ASCII name whose A-labels decode): taken as it is.
+            Ok(ProcessingSuccess::Passthrough) => {
+                let b = name.as_bytes();
+                if b.len() > sink.buf.len() {
+                    return None;
+                }
+                sink.buf[..b.len()].copy_from_slice(b);
+                sink.len = b.len();
+            }
+            Err(_) => return None,
         }
     }
     let mut n = &sink.buf[..sink.len];
@@ -245,6 +253,14 @@ pub fn normalize_host(name: &str) -> Option<HostName> {
         len: n.len() as u8,
         buf,
     })
+}
+
+/// Whether an ASCII name has a label starting `xn--` (an A-label): such a name goes through
+/// UTS-46 too, so that an A-label that does not decode (`xn--`) is refused whether the name came
+/// in as ASCII or as Unicode, not accepted in one form only.
+fn has_a_label(name: &str) -> bool {
+    name.split('.')
+        .any(|l| l.len() >= 4 && l.as_bytes()[..4].eq_ignore_ascii_case(b"xn--"))
 }
 
 /// Normal form of the text after a leading `*` (raw suffix): like a host name, except that the
@@ -645,6 +661,25 @@ mod tests {
 
     fn norm(s: &str) -> String {
         normalize_name(s).unwrap()
+    }
+
+    #[test]
+    fn an_a_label_is_judged_alike_in_ascii_and_unicode() {
+        // An A-label that does not decode is no host name, however the name is written.
+        assert_eq!(normalize_name("xn--.xn--bcher-kva"), None);
+        assert_eq!(normalize_name("xn--.bücher"), None);
+        assert_eq!(
+            normalize_name("XN--BCHER-KVA.example."),
+            Some("xn--bcher-kva.example".into())
+        );
+        assert_eq!(
+            normalize_name("bücher.example"),
+            Some("xn--bcher-kva.example".into())
+        );
+        assert_eq!(
+            normalize_name("WWW.Example.COM"),
+            Some("www.example.com".into())
+        );
     }
 
     #[test]
