@@ -3,6 +3,7 @@
 //! away again. The state of a run is written before anything is created, so `down` (also from
 //! another process) removes a half-built lab as well as a whole one.
 
+use super::firewall_nft::{network_rules_chain, FIREWALL_LOG_GROUP};
 use super::plan::{LabPlan, PlaceKind, DNS_ADDR, ROUTER_ADDR, ROUTER_ADDR6};
 use super::LabError;
 use crate::apply;
@@ -11,6 +12,7 @@ use crate::nft::Nft;
 use crate::render::{render, RenderOptions};
 use crate::HostState;
 use palisade_policy::addresses::PLATFORM_ADDRESSES;
+use palisade_policy::firewall::CompiledFirewall;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -393,7 +395,17 @@ fn build(
         }
         if let PlaceKind::Firewall(name) = &p.kind {
             let gateway = servers.and_then(|s| s.gateway.as_ref().map(|args| (s, args)));
-            firewall(&p.netns, gateway.is_some())?;
+            let judge = match gateway {
+                Some(_) => Some(
+                    snap.firewall_by_name(name)
+                        .map(|id| snap.firewall(id))
+                        .ok_or_else(|| {
+                            LabError::Render(p.netns.clone(), format!("no firewall `{name}`"))
+                        })?,
+                ),
+                None => None,
+            };
+            firewall(&p.netns, judge)?;
             if let Some((s, args)) = gateway {
                 let data = state_dir.join(format!("lab-{}-{}.flows", plan.run, p.netns));
                 state.gateways.push(GatewayRun {
@@ -448,21 +460,18 @@ fn start_nsg_log(state: &mut LabState, exe: &Path, state_dir: &Path) -> Result<(
         .push(spawn(&rtr, "NSG flow records", &mut args)?);
     state.save(state_dir)?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    for p in state.plan.places.iter().filter(|p| !p.tables.is_empty()) {
+    for (netns, group) in log_groups(state) {
         // The kernel lists the NFLOG groups a socket is bound to, per namespace.
-        while !in_ns(&p.netns, &["cat", "/proc/net/netfilter/nfnetlink_log"])
+        while !in_ns(&netns, &["cat", "/proc/net/netfilter/nfnetlink_log"])
             .unwrap_or_default()
             .lines()
-            .any(|l| l.split_whitespace().next() == Some(&NSG_LOG_GROUP.to_string()))
+            .any(|l| l.split_whitespace().next() == Some(&group.to_string()))
         {
             check_interrupt()?;
             if Instant::now() > deadline {
                 return Err(LabError::Command(
                     format!("palisade lab log in {rtr}"),
-                    format!(
-                        "not reading NFLOG group {NSG_LOG_GROUP} in {} after 10 s",
-                        p.netns
-                    ),
+                    format!("not reading NFLOG group {group} in {netns} after 10 s"),
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -473,6 +482,22 @@ fn start_nsg_log(state: &mut LabState, exe: &Path, state_dir: &Path) -> Result<(
 
 /// The NFLOG group the rendered NSG tables log their denials to.
 pub const NSG_LOG_GROUP: u16 = 100;
+
+/// Every (namespace, NFLOG group) of a run the kernel logs decisions to: the places with NSG
+/// tables, and the firewalls judging what their gateway does not relay.
+pub fn log_groups(state: &LabState) -> Vec<(String, u16)> {
+    let nsgs = state
+        .plan
+        .places
+        .iter()
+        .filter(|p| !p.tables.is_empty())
+        .map(|p| (p.netns.clone(), NSG_LOG_GROUP));
+    let firewalls = state
+        .gateways
+        .iter()
+        .map(|g| (g.netns.clone(), FIREWALL_LOG_GROUP));
+    nsgs.chain(firewalls).collect()
+}
 
 /// Read the NSG denials of every place of a running lab and write them as flow records to
 /// `LabState::nsg_log` until `stop` is set (`palisade lab log`, started by `up`).
@@ -494,19 +519,24 @@ pub fn record_nsg_denials(
     );
     let host_dir = LabState::host_dir(state_dir, run);
     let mut workers = vec![];
-    for p in state.plan.places.iter().filter(|p| !p.tables.is_empty()) {
-        let host = HostState::load(&host_dir, Some(&p.netns))
-            .map_err(|e| LabError::State(host_dir.clone(), e.to_string()))?;
-        let ctx = RecordContext::from_state(format!("lab-{run}"), &host);
-        let mut reader = NflogReader::open(NSG_LOG_GROUP, Some(&p.netns)).map_err(|e| {
-            LabError::Command(
-                format!("NFLOG group {NSG_LOG_GROUP} in {}", p.netns),
-                e.to_string(),
-            )
+    for (netns, group) in log_groups(&state) {
+        let ctx = if group == NSG_LOG_GROUP {
+            let host = HostState::load(&host_dir, Some(&netns))
+                .map_err(|e| LabError::State(host_dir.clone(), e.to_string()))?;
+            RecordContext::from_state(format!("lab-{run}"), &host)
+        } else {
+            // Firewall records name their rule and layer in the prefix itself.
+            RecordContext {
+                instance: format!("lab-{netns}"),
+                ..RecordContext::default()
+            }
+        };
+        let mut reader = NflogReader::open(group, Some(&netns)).map_err(|e| {
+            LabError::Command(format!("NFLOG group {group} in {netns}"), e.to_string())
         })?;
         let (log, stop) = (log.clone(), stop.clone());
         workers.push((
-            p.netns.clone(),
+            netns,
             std::thread::spawn(move || reader.run(&ctx, &stop, |r| log.append(&r))),
         ));
     }
@@ -643,11 +673,13 @@ fn platform_rules() -> String {
 /// first packet of a connection passes the nat hook, so the gateway's own outbound connections
 /// and their replies are not looped back), and UDP datagrams passing through are handed to its
 /// TPROXY listener (marked, and delivered locally by a policy route); datagrams addressed to
-/// the firewall itself — replies to the gateway's own sockets — are not. New ICMP is dropped:
-/// the gateway does not judge it, and a firewall fails closed.
-fn firewall(ns: &str, gateway: bool) -> Result<(), LabError> {
+/// the firewall itself — replies to the gateway's own sockets — are not. Every other protocol
+/// (ICMP, ...) is forwarded by the kernel and judged there by the firewall's network rules
+/// (`firewall_nft.rs`), each decision logged on NFLOG group
+/// [`FIREWALL_LOG_GROUP`](super::firewall_nft::FIREWALL_LOG_GROUP).
+fn firewall(ns: &str, gateway: Option<&CompiledFirewall>) -> Result<(), LabError> {
     in_ns(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-    let redirect = if gateway {
+    let redirect = if let Some(fw) = gateway {
         let (mark, table) = (TPROXY_MARK.to_string(), TPROXY_TABLE.to_string());
         in_ns(
             ns,
@@ -677,11 +709,8 @@ fn firewall(ns: &str, gateway: bool) -> Result<(), LabError> {
     fib daddr type local return
     iifname \"eth0\" meta nfproto ipv4 meta l4proto udp tproxy ip to :{GATEWAY_UDP_PORT} meta mark set {TPROXY_MARK} accept
   }}
-  chain unjudged {{
-    type filter hook forward priority 0; policy accept;
-    meta l4proto {{ icmp, ipv6-icmp }} ct state new counter drop comment \"the gateway does not judge ICMP: fail closed\"
-  }}
-"
+{}",
+            network_rules_chain(fw)
         )
     } else {
         String::new()
