@@ -397,7 +397,8 @@ flows:
 
 // spec FW-3, FW-5: ICMP through the firewall is judged by its network rules in the firewall's
 // namespace — first match by collection priority, else the default deny — and each decision is
-// a flow record naming the rule (or the firewall's default), as `trace` names it. Real `ping`.
+// a flow record naming the rule (or the firewall's default), as `trace` names it. Real `ping`;
+// then `lab check` through a chain of two firewalls.
 #[test]
 fn icmp_through_the_firewall_is_judged_by_its_network_rules() {
     require_root!();
@@ -510,13 +511,31 @@ fn icmp_through_the_firewall_is_judged_by_its_network_rules() {
     );
     assert_eq!(record("203.0.113.7")["source_ip"], "10.0.2.4");
 
-    // `lab check` on the flows beside the network: each echo agrees with trace, rule and all.
+    // `lab check` on the same echoes through a chain of two firewalls (spec DIAG-7: the first
+    // firewall's subnet routes everything to the second, which judges as the first did
+    // alone): each echo agrees with trace, rule and all, the second firewall's rules named.
+    let chain = ICMP_NETWORK
+        .replace(
+            "AzureFirewallSubnet, addressPrefix: 10.0.1.0/26}",
+            "AzureFirewallSubnet, addressPrefix: 10.0.1.0/26, routeTable: rt-fw1}\n      - {name: egress, addressPrefix: 10.0.3.0/26}",
+        )
+        .replace(
+            "routeTables:\n",
+            "routeTables:\n  - name: rt-fw1\n    routes:\n      - {name: to-fw2, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.3.4}\n",
+        )
+        .replace("name: fw\n", "name: fw2\n")
+        .replace("10.0.1.4, subnet: hub/AzureFirewallSubnet", "10.0.3.4, subnet: hub/egress")
+        + "  - name: fw1\n    ipConfigurations: [{name: c, privateIPAddress: 10.0.1.4, subnet: hub/AzureFirewallSubnet}]\n    networkRuleCollections:\n      - {name: all, priority: 100, action: {type: Allow}, rules: [{name: icmp, protocols: [ICMP], sourceAddresses: ['*'], destinationAddresses: ['*']}]}\n";
+    let chain_dir = tempfile::tempdir().unwrap();
+    let chain_network = chain_dir.path().join("network.yaml");
+    std::fs::write(&chain_network, chain).unwrap();
+    std::fs::write(chain_dir.path().join("flows.yaml"), ICMP_FLOWS).unwrap();
     let run = run_name("q");
     let (code, out, err) = palisade(&[
         "lab",
         "check",
         "--network",
-        network,
+        chain_network.to_str().unwrap(),
         "--name",
         &run,
         "--state",
@@ -527,17 +546,19 @@ fn icmp_through_the_firewall_is_judged_by_its_network_rules() {
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
     assert_eq!(v["disagree"], serde_json::json!([]), "{err}");
     assert_eq!((code, v["agree"].as_u64()), (0, Some(3)));
-    assert_eq!(
-        observed(&v, "ping-allowed"),
-        serde_json::json!({"outcome": "allowed", "detail": "fw/pings/ping"})
+    let allowed = observed(&v, "ping-allowed");
+    assert_eq!(allowed["outcome"], "allowed");
+    assert!(
+        ["fw1/all/icmp", "fw2/pings/ping"].contains(&allowed["detail"].as_str().unwrap_or("")),
+        "{allowed}"
     );
     assert_eq!(
         observed(&v, "ping-denied-by-rule"),
-        serde_json::json!({"outcome": "denied", "detail": "fw/blocked/no-ping"})
+        serde_json::json!({"outcome": "denied", "detail": "fw2/blocked/no-ping"})
     );
     assert_eq!(
         observed(&v, "ping-denied-by-default"),
-        serde_json::json!({"outcome": "denied", "detail": "fw"})
+        serde_json::json!({"outcome": "denied", "detail": "fw2"})
     );
     assert!(namespaces_of(&run).is_empty());
 }

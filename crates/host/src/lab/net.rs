@@ -405,7 +405,14 @@ fn build(
                 ),
                 None => None,
             };
-            firewall(&p.netns, judge)?;
+            // Towards a second firewall of a chain the client's address is kept, as `trace`
+            // keeps it: the last firewall translates.
+            let onward = p
+                .subnet
+                .as_deref()
+                .map(|s| plan.appliance_prefixes(s))
+                .unwrap_or_default();
+            firewall(&p.netns, judge, &onward)?;
             if let Some((s, args)) = gateway {
                 let data = state_dir.join(format!("lab-{}-{}.flows", plan.run, p.netns));
                 state.gateways.push(GatewayRun {
@@ -666,8 +673,9 @@ fn platform_rules() -> String {
 
 /// A firewall namespace forwards statefully: it passes what it has seen begin and drops what
 /// it has not (a reply whose request took another path, RT-9), and translates the source of
-/// what it sends to the internet to its own address, as Azure Firewall does (FW-8.1), so that
-/// replies come back through it.
+/// what it sends to public addresses to its own address, as Azure Firewall does (FW-8.1), so
+/// that replies come back through it — except what its subnet routes to another appliance
+/// (`onward`): the last firewall of a chain translates.
 ///
 /// With the gateway, new TCP connections are redirected to its transparent listener (only the
 /// first packet of a connection passes the nat hook, so the gateway's own outbound connections
@@ -677,7 +685,11 @@ fn platform_rules() -> String {
 /// (ICMP, ...) is forwarded by the kernel and judged there by the firewall's network rules
 /// (`firewall_nft.rs`), each decision logged on NFLOG group
 /// [`FIREWALL_LOG_GROUP`](super::firewall_nft::FIREWALL_LOG_GROUP).
-fn firewall(ns: &str, gateway: Option<&CompiledFirewall>) -> Result<(), LabError> {
+fn firewall(
+    ns: &str,
+    gateway: Option<&CompiledFirewall>,
+    onward: &[ipnet::IpNet],
+) -> Result<(), LabError> {
     in_ns(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     let redirect = if let Some(fw) = gateway {
         let (mark, table) = (TPROXY_MARK.to_string(), TPROXY_TABLE.to_string());
@@ -715,16 +727,24 @@ fn firewall(ns: &str, gateway: Option<&CompiledFirewall>) -> Result<(), LabError
     } else {
         String::new()
     };
-    let rules = "table inet palisade_lab_fw {
-  chain forward {
+    let onward = if onward.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = onward.iter().map(ToString::to_string).collect();
+        format!(" ip daddr != {{ {} }}", list.join(", "))
+    };
+    let rules = format!(
+        "table inet palisade_lab_fw {{
+  chain forward {{
     type filter hook forward priority 0; policy accept;
     ct state invalid counter drop comment \"no session: the firewall never saw this connection begin\"
-  }
-  chain postrouting {
+  }}
+  chain postrouting {{
     type nat hook postrouting priority 100; policy accept;
-    ip daddr != { 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10 } masquerade
-  }
-";
+    ip daddr != {{ 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10 }}{onward} masquerade
+  }}
+"
+    );
     let rules = format!("{rules}{redirect}}}\n");
     run_with_input(&["ip", "netns", "exec", ns, "nft", "-f", "-"], Some(&rules))?;
     Ok(())
