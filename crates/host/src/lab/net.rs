@@ -506,8 +506,9 @@ pub fn log_groups(state: &LabState) -> Vec<(String, u16)> {
     nsgs.chain(firewalls).collect()
 }
 
-/// Read the NSG denials of every place of a running lab and write them as flow records to
-/// `LabState::nsg_log` until `stop` is set (`palisade lab log`, started by `up`).
+/// Read the NSG denials of every place of a running lab, and the decisions its firewalls make
+/// in the kernel (ICMP, ...), and write them as flow records to `LabState::nsg_log` until
+/// `stop` is set (`palisade lab log`, started by `up`).
 pub fn record_nsg_denials(
     state_dir: &Path,
     run: &str,
