@@ -24,18 +24,25 @@ use std::time::{Duration, SystemTime};
 /// and the ports, never the payload.
 const COPY_RANGE: u32 = 256;
 
-/// `deny` drops the packet; `audit` logs it and lets the NSG's evaluation go on.
+/// `deny` drops the packet; `audit` logs it and lets the NSG's evaluation go on. A lab
+/// firewall's kernel-judged flows (`lab/firewall_nft.rs`) log `fw-allow` and `fw-deny`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogKind {
     Deny,
     Audit,
+    FirewallAllow,
+    FirewallDeny,
 }
 
 /// What a rendered log prefix names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogPrefix {
     pub kind: LogKind,
+    /// The NSG; for the firewall kinds, the resource holding the rule (the policy, or the
+    /// firewall for classic rules), or the firewall itself for its default deny.
     pub nsg: String,
+    /// The NSG rule; for the firewall kinds, the rule's path (`[group/]collection/rule`),
+    /// empty for the default deny.
     pub rule: String,
     /// The prefix was cut to fit the kernel's 128 bytes (`..` at the end): `rule` is a prefix of
     /// the name.
@@ -49,6 +56,8 @@ pub fn parse_prefix(p: &str) -> Option<LogPrefix> {
     let kind = match kind {
         "deny" => LogKind::Deny,
         "audit" => LogKind::Audit,
+        "fw-allow" => LogKind::FirewallAllow,
+        "fw-deny" => LogKind::FirewallDeny,
         _ => return None,
     };
     let body = rest.strip_suffix(": ")?;
@@ -56,8 +65,16 @@ pub fn parse_prefix(p: &str) -> Option<LogPrefix> {
         Some(b) => (b, true),
         None => (body, false),
     };
-    // Azure NSG names cannot contain `/`, so the first one separates NSG from rule.
-    let (nsg, rule) = body.split_once('/')?;
+    // Azure resource names cannot contain `/`, so the first one separates resource from rule.
+    let (nsg, rule) = match (body.split_once('/'), kind) {
+        (Some(parts), _) => parts,
+        // A firewall's default deny names the firewall alone.
+        (None, LogKind::FirewallDeny) if !truncated => (body, ""),
+        (None, _) => return None,
+    };
+    if nsg.is_empty() {
+        return None;
+    }
     Some(LogPrefix {
         kind,
         nsg: nsg.to_string(),
@@ -209,6 +226,9 @@ impl RecordContext {
 
     /// The flow record for one logged packet.
     pub fn record(&self, prefix: &LogPrefix, t: &FiveTuple, at: SystemTime) -> FlowRecord {
+        if matches!(prefix.kind, LogKind::FirewallAllow | LogKind::FirewallDeny) {
+            return self.firewall_record(prefix, t, at);
+        }
         // The anti-spoofing drop is no NSG rule: recorded as a check, like the gateway's
         // `address-check`, so `--rule anti-spoofing` finds it.
         let spoofed = prefix.rule == RPFILTER_RULE;
@@ -230,8 +250,8 @@ impl RecordContext {
             destination_ip: Some(t.destination),
             destination_port: t.destination_port,
             action: match prefix.kind {
-                LogKind::Deny => "Deny",
                 LogKind::Audit => "Audit",
+                _ => "Deny",
             }
             .into(),
             layer: info
@@ -261,6 +281,55 @@ impl RecordContext {
             }
             .into(),
             detail: (!detail.is_empty()).then(|| detail.join("; ")),
+            ..Default::default()
+        }
+    }
+}
+
+impl RecordContext {
+    /// A firewall decision the kernel made (a protocol the gateway does not relay), recorded as
+    /// the gateway records its own: the DIAG-1.2 layer, the rule's resource and path, the
+    /// firewall alone (`decided_by: default`) for the default deny.
+    fn firewall_record(&self, prefix: &LogPrefix, t: &FiveTuple, at: SystemTime) -> FlowRecord {
+        let default = prefix.rule.is_empty();
+        let mut path: Vec<&str> = prefix.rule.split('/').collect();
+        let rule = path.pop().filter(|r| !r.is_empty()).map(String::from);
+        let collection = path.pop().map(String::from);
+        let group = path.pop().map(String::from);
+        FlowRecord {
+            time: format_time(at),
+            instance: self.instance.clone(),
+            mode: "host".into(),
+            protocol: protocol_name(t.protocol),
+            source_ip: Some(t.source),
+            source_port: t.source_port,
+            destination_ip: Some(t.destination),
+            destination_port: t.destination_port,
+            action: match prefix.kind {
+                LogKind::FirewallAllow => "Allow",
+                _ => "Deny",
+            }
+            .into(),
+            layer: if default {
+                "FirewallDefault"
+            } else {
+                "FirewallNetwork"
+            }
+            .into(),
+            policy: Some(prefix.nsg.clone()),
+            rule_collection_group: group,
+            rule_collection: collection,
+            rule,
+            decided_by: default.then(|| "default".into()),
+            reason: if default {
+                "DefaultAction"
+            } else {
+                "RuleMatched"
+            }
+            .into(),
+            detail: prefix
+                .truncated
+                .then(|| "rule name truncated by the kernel's prefix limit".into()),
             ..Default::default()
         }
     }
@@ -482,6 +551,85 @@ mod tests {
         assert_eq!((p.kind, p.truncated), (LogKind::Audit, true));
         assert!(parse_prefix("other: ").is_none());
         assert!(parse_prefix("palisade allow n/r: ").is_none());
+    }
+
+    // spec FW-3, FW-5: a lab firewall's kernel decision is recorded like the gateway's: the
+    // rule's resource and path, the layer; the default deny by the firewall alone.
+    #[test]
+    fn firewall_prefixes_become_firewall_records() {
+        let t = FiveTuple {
+            source: "10.0.2.4".parse().unwrap(),
+            destination: "203.0.113.7".parse().unwrap(),
+            protocol: 1,
+            source_port: 0,
+            destination_port: 0,
+        };
+        let ctx = RecordContext::default();
+        let p = parse_prefix("palisade fw-allow hub-policy/rcg/net/ping: ").unwrap();
+        assert_eq!(p.kind, LogKind::FirewallAllow);
+        let r = ctx.record(&p, &t, SystemTime::now());
+        assert_eq!(
+            (r.action.as_str(), r.layer.as_str(), r.protocol.as_str()),
+            ("Allow", "FirewallNetwork", "ICMP")
+        );
+        assert_eq!(r.policy.as_deref(), Some("hub-policy"));
+        assert_eq!(r.rule_path().as_deref(), Some("rcg/net/ping"));
+        let classic = parse_prefix("palisade fw-deny fw/net/no-ping: ").unwrap();
+        let r = ctx.record(&classic, &t, SystemTime::now());
+        assert_eq!(
+            (r.action.as_str(), r.reason.as_str()),
+            ("Deny", "RuleMatched")
+        );
+        assert_eq!(r.rule_path().as_deref(), Some("net/no-ping"));
+        let default = parse_prefix("palisade fw-deny hub-fw: ").unwrap();
+        assert_eq!(
+            (default.nsg.as_str(), default.rule.as_str()),
+            ("hub-fw", "")
+        );
+        let r = ctx.record(&default, &t, SystemTime::now());
+        assert_eq!(
+            (r.layer.as_str(), r.reason.as_str(), r.decided_by.as_deref()),
+            ("FirewallDefault", "DefaultAction", Some("default"))
+        );
+        assert_eq!(r.rule_path(), None);
+        // Only a firewall's default deny names no rule.
+        assert!(parse_prefix("palisade fw-allow hub-fw: ").is_none());
+        assert!(parse_prefix("palisade deny web-nsg: ").is_none());
+        assert!(parse_prefix("palisade fw-deny : ").is_none());
+    }
+
+    proptest::proptest! {
+        // Whatever arrives on the group: a prefix or `None`, never a panic.
+        #[test]
+        fn parse_prefix_never_panics(p in "\\PC{0,140}") {
+            let _ = parse_prefix(&p);
+        }
+
+        // What the lab firewall renders reads back as the resource and rule it named.
+        #[test]
+        fn firewall_prefixes_round_trip(
+            allow in proptest::bool::ANY,
+            // Azure names end in a letter, digit or underscore (so never in the `..` of a
+            // truncated prefix).
+            resource in "[A-Za-z0-9_.-]{0,19}[A-Za-z0-9_]",
+            path in proptest::option::of("([A-Za-z0-9_.-]{0,11}[A-Za-z0-9_]/){1,2}[A-Za-z0-9_. -]{0,11}[A-Za-z0-9_]"),
+        ) {
+            let kind = if allow { "fw-allow" } else { "fw-deny" };
+            let what = match &path {
+                Some(p) => format!("{resource}/{p}"),
+                None => resource.clone(),
+            };
+            let rendered = crate::lab::firewall_nft::log_prefix(kind, &what);
+            let got = parse_prefix(&rendered);
+            if allow && path.is_none() {
+                proptest::prop_assert!(got.is_none());
+            } else {
+                let got = got.unwrap();
+                proptest::prop_assert_eq!(got.nsg, resource);
+                proptest::prop_assert_eq!(got.rule, path.unwrap_or_default());
+                proptest::prop_assert!(!got.truncated);
+            }
+        }
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub fn addresses(flows: &[FlowCase]) -> Vec<IpAddr> {
 #[serde(rename_all = "snake_case", tag = "outcome", content = "detail")]
 pub enum Observed {
     Connected,
+    /// Connected, and the firewall's kernel rules logged the rule that let it through
+    /// (`firewall/collection/rule`): a protocol the gateway does not relay (ICMP), judged by the
+    /// firewall's network rules in the firewall's namespace (`firewall_nft.rs`).
+    Allowed(String),
     /// Timed out, and an NSG table logged the drop (`nsg/rule`).
     Denied(String),
     /// Timed out with nothing logged: a route or a firewall dropped it.
@@ -100,8 +104,8 @@ pub enum Observed {
     DroppedAfterFirewall,
     NotSent(String),
     /// Sent through a firewall the lab cannot judge it with, and dropped there unjudged (fail
-    /// closed): ICMP (the gateway judges TCP and UDP) and IPv6 (its transparent listeners are
-    /// IPv4). Never agrees: `trace` judges it, the lab does not.
+    /// closed): IPv6 (the gateway's transparent listeners are IPv4, and IPv6 routes to an
+    /// appliance are not built). Never agrees: `trace` judges it, the lab does not.
     NotJudged(String),
 }
 
@@ -175,6 +179,14 @@ pub fn agrees(t: &Trace, observed: &Observed) -> bool {
             .iter()
             .any(|h| h.layer.starts_with("Firewall") && h.result != "Deny"),
         (Verdict::Allow, Observed::Connected) => true,
+        // Through a chain of firewalls each logs its own allow; any of them may be read.
+        (Verdict::Allow, Observed::Allowed(rule)) => t.hops.iter().any(|h| {
+            h.layer == "FirewallNetwork"
+                && h.result == "Allow"
+                && h.rule
+                    .as_ref()
+                    .is_some_and(|r| *rule == format!("{}/{r}", h.resource))
+        }),
         (Verdict::Deny | Verdict::Drop, Observed::Denied(rule)) => {
             expected_log(t).as_deref() == Some(rule.as_str())
         }
@@ -222,9 +234,9 @@ pub fn check_with_progress(
 ) -> Result<CheckReport, LabError> {
     let plan = &state.plan;
     let mut readers = vec![];
-    for p in plan.places.iter().filter(|p| !p.tables.is_empty()) {
-        let r = NflogReader::open(100, Some(&p.netns)).map_err(|e| {
-            LabError::Command(format!("NFLOG group 100 in {}", p.netns), e.to_string())
+    for (netns, group) in super::net::log_groups(state) {
+        let r = NflogReader::open(group, Some(&netns)).map_err(|e| {
+            LabError::Command(format!("NFLOG group {group} in {netns}"), e.to_string())
         })?;
         readers.push(r);
     }
@@ -352,7 +364,7 @@ impl CheckReport {
                 flow: flow.to_string(),
                 trace_verdict,
                 logged_rule: match &observed {
-                    Observed::Denied(r) => Some(r.clone()),
+                    Observed::Denied(r) | Observed::Allowed(r) => Some(r.clone()),
                     _ => None,
                 },
                 observed: observed.clone(),
@@ -424,6 +436,8 @@ fn send_batch(
         running.push((i, flow, gateway, udp, Some(listener), client));
     }
     let mut silent = vec![];
+    // Flows the firewall's kernel rules let through: their allow record names the rule.
+    let mut allowed = vec![];
     for (i, flow, gateway, udp, listener, client) in running {
         let result = client
             .join()
@@ -447,6 +461,7 @@ fn send_batch(
             }
         }
         match result {
+            Ok(()) if gateway.is_some() && !flow.protocol.has_ports() => allowed.push((i, flow)),
             Ok(()) => out.push((i, Observed::Connected)),
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => out.push((i, Observed::Refused)),
             // EPERM: the sender's own output hook dropped the datagram (an outbound NSG deny).
@@ -468,47 +483,58 @@ fn send_batch(
             Err(e) => out.push((i, Observed::NotSent(e.to_string()))),
         }
     }
-    if !silent.is_empty() {
-        let denies = logged(readers);
-        for (i, flow, via_gateway, unlogged) in silent {
-            let protocol = flow.protocol.number(flow.source.is_ipv6());
-            let rule = denies.iter().find(|(t, _)| {
+    if silent.is_empty() && allowed.is_empty() {
+        return out;
+    }
+    let entries = logged(readers);
+    // The kernel's record of `flow` of one of `kinds`, naming its rule.
+    let record = |flow: &Flow, via_gateway: bool, kinds: &[LogKind]| {
+        let protocol = flow.protocol.number(flow.source.is_ipv6());
+        entries
+            .iter()
+            .find(|(t, kind, _)| {
+                kinds.contains(kind)
                 // Behind the gateway the packet is the gateway's own connection, from its
                 // address (it does not keep the client's).
-                (via_gateway || t.source == flow.source)
+                    && (via_gateway || t.source == flow.source)
                     && t.destination == flow.destination
                     && Some(t.protocol) == protocol
                     && (!flow.protocol.has_ports() || t.destination_port == flow.destination_port)
-            });
-            out.push((
-                i,
-                match rule {
-                    Some((_, r)) => Observed::Denied(r.clone()),
-                    None => unlogged,
-                },
-            ));
-        }
+            })
+            .map(|(_, _, rule)| rule.clone())
+    };
+    for (i, flow, via_gateway, unlogged) in silent {
+        let kinds = [LogKind::Deny, LogKind::FirewallDeny];
+        out.push((
+            i,
+            record(flow, via_gateway, &kinds).map_or(unlogged, Observed::Denied),
+        ));
+    }
+    for (i, flow) in allowed {
+        // An allow the firewall did not log is still a connection; the report shows which.
+        let rule = record(flow, false, &[LogKind::FirewallAllow]);
+        out.push((i, rule.map_or(Observed::Connected, Observed::Allowed)));
     }
     out
 }
 
-/// Why the lab's firewall namespace cannot judge `flow` as `trace` does, if it cannot: the
-/// gateway there judges TCP and UDP over IPv4; anything else a route sends to it is dropped
-/// unjudged.
+/// Why the lab's firewall namespace cannot judge `flow` as `trace` does, if it cannot: IPv6
+/// (the gateway's transparent listeners are IPv4, so an IPv6 route to the appliance is a
+/// blackhole). ICMP and other protocols over IPv4 are judged by the firewall's network rules
+/// in the kernel (`firewall_nft.rs`).
 fn unjudged(g: &GatewayRun, flow: &Flow) -> Option<String> {
-    let what = if flow.destination.is_ipv6() {
-        "IPv6 through a firewall is not built in the lab (the gateway's transparent listeners are IPv4)"
-    } else if flow.protocol == Protocol::Icmp {
-        "the gateway judges TCP and UDP, not ICMP: the firewall namespace drops it unjudged"
-    } else {
-        return None;
-    };
-    Some(format!("{}: {what}", g.firewall))
+    flow.destination.is_ipv6().then(|| {
+        format!(
+            "{}: IPv6 through a firewall is not built in the lab (the gateway's transparent listeners are IPv4)",
+            g.firewall
+        )
+    })
 }
 
-/// Every NSG deny the tables logged since the readers were last drained: the packet's 5-tuple
-/// and `nsg/rule`.
-fn logged(readers: &mut [NflogReader]) -> Vec<(crate::nflog::FiveTuple, String)> {
+/// Every decision the kernel logged since the readers were last drained: the packet's
+/// 5-tuple, the kind, and the rule (`nsg/rule`, `resource/[group/]collection/rule`, or the
+/// firewall alone for its default deny).
+fn logged(readers: &mut [NflogReader]) -> Vec<(crate::nflog::FiveTuple, LogKind, String)> {
     let mut out = vec![];
     for r in readers.iter_mut() {
         while let Ok(entries) = r.read(Duration::from_millis(50)) {
@@ -520,9 +546,12 @@ fn logged(readers: &mut [NflogReader]) -> Vec<(crate::nflog::FiveTuple, String)>
                 else {
                     continue;
                 };
-                if prefix.kind == LogKind::Deny {
-                    out.push((t, format!("{}/{}", prefix.nsg, prefix.rule)));
-                }
+                let rule = match prefix.kind {
+                    LogKind::Audit => continue,
+                    LogKind::FirewallDeny if prefix.rule.is_empty() => prefix.nsg,
+                    _ => format!("{}/{}", prefix.nsg, prefix.rule),
+                };
+                out.push((t, prefix.kind, rule));
             }
         }
     }
@@ -857,10 +886,11 @@ mod tests {
         assert!(!agrees(&t, &Observed::NotJudged("x".into())));
     }
 
-    // spec FW-5, FW-8.4: ICMP and IPv6 through a firewall are judged by `trace`; the lab's
-    // gateway judges neither, and says so instead of passing a guess off as agreement.
+    // spec FW-8.4: IPv6 through a firewall is judged by `trace`; the lab builds no IPv6 path
+    // through the gateway and says so instead of passing a guess off as agreement. ICMP over
+    // IPv4 is judged there (by the firewall's network rules in the kernel).
     #[test]
-    fn icmp_and_ipv6_through_the_gateway_are_named_unjudged() {
+    fn ipv6_through_the_gateway_is_named_unjudged() {
         let g = GatewayRun {
             firewall: "fw".into(),
             netns: "ns".into(),
@@ -875,12 +905,92 @@ mod tests {
             host: None,
             app_protocol: None,
         };
-        let icmp = unjudged(&g, &flow(Protocol::Icmp, "203.0.113.7")).unwrap();
-        assert!(icmp.starts_with("fw: ") && icmp.contains("ICMP"), "{icmp}");
         let v6 = unjudged(&g, &flow(Protocol::Tcp, "2001:db8::7")).unwrap();
-        assert!(v6.contains("IPv6"), "{v6}");
+        assert!(v6.starts_with("fw: ") && v6.contains("IPv6"), "{v6}");
+        assert!(unjudged(&g, &flow(Protocol::Icmp, "2001:db8::7")).is_some());
+        assert_eq!(unjudged(&g, &flow(Protocol::Icmp, "203.0.113.7")), None);
         assert_eq!(unjudged(&g, &flow(Protocol::Tcp, "203.0.113.7")), None);
         assert_eq!(unjudged(&g, &flow(Protocol::Udp, "203.0.113.7")), None);
+    }
+
+    // spec FW-3, FW-5: an echo through the firewall agrees only when the kernel logged the
+    // network rule `trace` names (allow or deny), or the firewall alone for the default deny.
+    #[test]
+    fn icmp_through_the_firewall_agrees_only_with_the_rule_trace_names() {
+        let yaml = r#"
+apiVersion: palisade/v1
+virtualNetworks:
+  - name: hub
+    addressSpace: [10.0.0.0/16]
+    subnets:
+      - {name: AzureFirewallSubnet, addressPrefix: 10.0.1.0/26}
+      - {name: app, addressPrefix: 10.0.2.0/24, routeTable: rt-app}
+routeTables:
+  - name: rt-app
+    routes:
+      - {name: to-fw, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.1.4}
+azureFirewalls:
+  - name: fw
+    ipConfigurations: [{name: c, privateIPAddress: 10.0.1.4}]
+    networkRuleCollections:
+      - name: blocked
+        priority: 100
+        action: {type: Deny}
+        rules: [{name: no-ping, protocols: [ICMP], sourceAddresses: ['*'], destinationAddresses: [203.0.113.9]}]
+      - name: pings
+        priority: 200
+        action: {type: Allow}
+        rules: [{name: ping, protocols: [ICMP], sourceAddresses: ['*'], destinationAddresses: [203.0.113.0/28]}]
+"#;
+        let file = palisade_model::import::import_text("f.yaml", yaml, &Default::default(), None);
+        let s = Snapshot::compile(
+            &file.network,
+            &palisade_model::catalog::Catalogs::embedded(),
+            &Default::default(),
+        );
+        let echo = |dst: &str| {
+            s.trace(
+                &Flow {
+                    source: "10.0.2.4".parse().unwrap(),
+                    source_port: 7,
+                    destination: dst.parse().unwrap(),
+                    destination_port: 0,
+                    protocol: Protocol::Icmp,
+                    host: None,
+                    app_protocol: None,
+                },
+                &TraceOptions::default(),
+            )
+        };
+        let allowed = echo("203.0.113.7");
+        assert_eq!(allowed.verdict, Verdict::Allow);
+        assert!(
+            agrees(&allowed, &Observed::Allowed("fw/pings/ping".into())),
+            "{:?}",
+            allowed
+                .hops
+                .iter()
+                .map(|h| (h.layer, &h.resource, &h.rule, h.result))
+                .collect::<Vec<_>>()
+        );
+        assert!(!agrees(
+            &allowed,
+            &Observed::Allowed("fw/blocked/no-ping".into())
+        ));
+        let denied = echo("203.0.113.9");
+        assert!(agrees(
+            &denied,
+            &Observed::Denied("fw/blocked/no-ping".into())
+        ));
+        assert!(!agrees(&denied, &Observed::Denied("fw".into())));
+        assert!(!agrees(&denied, &Observed::TimedOut));
+        let default = echo("198.51.100.1");
+        assert_eq!(default.verdict, Verdict::Deny);
+        assert!(agrees(&default, &Observed::Denied("fw".into())));
+        assert!(!agrees(
+            &default,
+            &Observed::Allowed("fw/pings/ping".into())
+        ));
     }
 
     // spec RT-9: the reply is routed to the firewall, which never saw the request: a drop no

@@ -7,6 +7,7 @@
 //! `docs/host.md`, "The lab".
 
 pub mod check;
+pub mod firewall_nft;
 pub mod net;
 pub mod plan;
 pub mod random;

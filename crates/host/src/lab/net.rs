@@ -3,6 +3,7 @@
 //! away again. The state of a run is written before anything is created, so `down` (also from
 //! another process) removes a half-built lab as well as a whole one.
 
+use super::firewall_nft::{network_rules_chain, FIREWALL_LOG_GROUP};
 use super::plan::{LabPlan, PlaceKind, DNS_ADDR, ROUTER_ADDR, ROUTER_ADDR6};
 use super::LabError;
 use crate::apply;
@@ -11,6 +12,7 @@ use crate::nft::Nft;
 use crate::render::{render, RenderOptions};
 use crate::HostState;
 use palisade_policy::addresses::PLATFORM_ADDRESSES;
+use palisade_policy::firewall::CompiledFirewall;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -393,7 +395,24 @@ fn build(
         }
         if let PlaceKind::Firewall(name) = &p.kind {
             let gateway = servers.and_then(|s| s.gateway.as_ref().map(|args| (s, args)));
-            firewall(&p.netns, gateway.is_some())?;
+            let judge = match gateway {
+                Some(_) => Some(
+                    snap.firewall_by_name(name)
+                        .map(|id| snap.firewall(id))
+                        .ok_or_else(|| {
+                            LabError::Render(p.netns.clone(), format!("no firewall `{name}`"))
+                        })?,
+                ),
+                None => None,
+            };
+            // Towards a second firewall of a chain the client's address is kept, as `trace`
+            // keeps it: the last firewall translates.
+            let onward = p
+                .subnet
+                .as_deref()
+                .map(|s| plan.appliance_prefixes(s))
+                .unwrap_or_default();
+            firewall(&p.netns, judge, &onward)?;
             if let Some((s, args)) = gateway {
                 let data = state_dir.join(format!("lab-{}-{}.flows", plan.run, p.netns));
                 state.gateways.push(GatewayRun {
@@ -448,21 +467,18 @@ fn start_nsg_log(state: &mut LabState, exe: &Path, state_dir: &Path) -> Result<(
         .push(spawn(&rtr, "NSG flow records", &mut args)?);
     state.save(state_dir)?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    for p in state.plan.places.iter().filter(|p| !p.tables.is_empty()) {
+    for (netns, group) in log_groups(state) {
         // The kernel lists the NFLOG groups a socket is bound to, per namespace.
-        while !in_ns(&p.netns, &["cat", "/proc/net/netfilter/nfnetlink_log"])
+        while !in_ns(&netns, &["cat", "/proc/net/netfilter/nfnetlink_log"])
             .unwrap_or_default()
             .lines()
-            .any(|l| l.split_whitespace().next() == Some(&NSG_LOG_GROUP.to_string()))
+            .any(|l| l.split_whitespace().next() == Some(&group.to_string()))
         {
             check_interrupt()?;
             if Instant::now() > deadline {
                 return Err(LabError::Command(
                     format!("palisade lab log in {rtr}"),
-                    format!(
-                        "not reading NFLOG group {NSG_LOG_GROUP} in {} after 10 s",
-                        p.netns
-                    ),
+                    format!("not reading NFLOG group {group} in {netns} after 10 s"),
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -474,8 +490,25 @@ fn start_nsg_log(state: &mut LabState, exe: &Path, state_dir: &Path) -> Result<(
 /// The NFLOG group the rendered NSG tables log their denials to.
 pub const NSG_LOG_GROUP: u16 = 100;
 
-/// Read the NSG denials of every place of a running lab and write them as flow records to
-/// `LabState::nsg_log` until `stop` is set (`palisade lab log`, started by `up`).
+/// Every (namespace, NFLOG group) of a run the kernel logs decisions to: the places with NSG
+/// tables, and the firewalls judging what their gateway does not relay.
+pub fn log_groups(state: &LabState) -> Vec<(String, u16)> {
+    let nsgs = state
+        .plan
+        .places
+        .iter()
+        .filter(|p| !p.tables.is_empty())
+        .map(|p| (p.netns.clone(), NSG_LOG_GROUP));
+    let firewalls = state
+        .gateways
+        .iter()
+        .map(|g| (g.netns.clone(), FIREWALL_LOG_GROUP));
+    nsgs.chain(firewalls).collect()
+}
+
+/// Read the NSG denials of every place of a running lab, and the decisions its firewalls make
+/// in the kernel (ICMP, ...), and write them as flow records to `LabState::nsg_log` until
+/// `stop` is set (`palisade lab log`, started by `up`).
 pub fn record_nsg_denials(
     state_dir: &Path,
     run: &str,
@@ -494,19 +527,24 @@ pub fn record_nsg_denials(
     );
     let host_dir = LabState::host_dir(state_dir, run);
     let mut workers = vec![];
-    for p in state.plan.places.iter().filter(|p| !p.tables.is_empty()) {
-        let host = HostState::load(&host_dir, Some(&p.netns))
-            .map_err(|e| LabError::State(host_dir.clone(), e.to_string()))?;
-        let ctx = RecordContext::from_state(format!("lab-{run}"), &host);
-        let mut reader = NflogReader::open(NSG_LOG_GROUP, Some(&p.netns)).map_err(|e| {
-            LabError::Command(
-                format!("NFLOG group {NSG_LOG_GROUP} in {}", p.netns),
-                e.to_string(),
-            )
+    for (netns, group) in log_groups(&state) {
+        let ctx = if group == NSG_LOG_GROUP {
+            let host = HostState::load(&host_dir, Some(&netns))
+                .map_err(|e| LabError::State(host_dir.clone(), e.to_string()))?;
+            RecordContext::from_state(format!("lab-{run}"), &host)
+        } else {
+            // Firewall records name their rule and layer in the prefix itself.
+            RecordContext {
+                instance: format!("lab-{netns}"),
+                ..RecordContext::default()
+            }
+        };
+        let mut reader = NflogReader::open(group, Some(&netns)).map_err(|e| {
+            LabError::Command(format!("NFLOG group {group} in {netns}"), e.to_string())
         })?;
         let (log, stop) = (log.clone(), stop.clone());
         workers.push((
-            p.netns.clone(),
+            netns,
             std::thread::spawn(move || reader.run(&ctx, &stop, |r| log.append(&r))),
         ));
     }
@@ -636,18 +674,25 @@ fn platform_rules() -> String {
 
 /// A firewall namespace forwards statefully: it passes what it has seen begin and drops what
 /// it has not (a reply whose request took another path, RT-9), and translates the source of
-/// what it sends to the internet to its own address, as Azure Firewall does (FW-8.1), so that
-/// replies come back through it.
+/// what it sends to public addresses to its own address, as Azure Firewall does (FW-8.1), so
+/// that replies come back through it — except what its subnet routes to another appliance
+/// (`onward`): the last firewall of a chain translates.
 ///
 /// With the gateway, new TCP connections are redirected to its transparent listener (only the
 /// first packet of a connection passes the nat hook, so the gateway's own outbound connections
 /// and their replies are not looped back), and UDP datagrams passing through are handed to its
 /// TPROXY listener (marked, and delivered locally by a policy route); datagrams addressed to
-/// the firewall itself — replies to the gateway's own sockets — are not. New ICMP is dropped:
-/// the gateway does not judge it, and a firewall fails closed.
-fn firewall(ns: &str, gateway: bool) -> Result<(), LabError> {
+/// the firewall itself — replies to the gateway's own sockets — are not. Every other protocol
+/// (ICMP, ...) is forwarded by the kernel and judged there by the firewall's network rules
+/// (`firewall_nft.rs`), each decision logged on NFLOG group
+/// [`FIREWALL_LOG_GROUP`](super::firewall_nft::FIREWALL_LOG_GROUP).
+fn firewall(
+    ns: &str,
+    gateway: Option<&CompiledFirewall>,
+    onward: &[ipnet::IpNet],
+) -> Result<(), LabError> {
     in_ns(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-    let redirect = if gateway {
+    let redirect = if let Some(fw) = gateway {
         let (mark, table) = (TPROXY_MARK.to_string(), TPROXY_TABLE.to_string());
         in_ns(
             ns,
@@ -677,25 +722,30 @@ fn firewall(ns: &str, gateway: bool) -> Result<(), LabError> {
     fib daddr type local return
     iifname \"eth0\" meta nfproto ipv4 meta l4proto udp tproxy ip to :{GATEWAY_UDP_PORT} meta mark set {TPROXY_MARK} accept
   }}
-  chain unjudged {{
-    type filter hook forward priority 0; policy accept;
-    meta l4proto {{ icmp, ipv6-icmp }} ct state new counter drop comment \"the gateway does not judge ICMP: fail closed\"
-  }}
-"
+{}",
+            network_rules_chain(fw)
         )
     } else {
         String::new()
     };
-    let rules = "table inet palisade_lab_fw {
-  chain forward {
+    let onward = if onward.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = onward.iter().map(ToString::to_string).collect();
+        format!(" ip daddr != {{ {} }}", list.join(", "))
+    };
+    let rules = format!(
+        "table inet palisade_lab_fw {{
+  chain forward {{
     type filter hook forward priority 0; policy accept;
     ct state invalid counter drop comment \"no session: the firewall never saw this connection begin\"
-  }
-  chain postrouting {
+  }}
+  chain postrouting {{
     type nat hook postrouting priority 100; policy accept;
-    ip daddr != { 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10 } masquerade
-  }
-";
+    ip daddr != {{ 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10 }}{onward} masquerade
+  }}
+"
+    );
     let rules = format!("{rules}{redirect}}}\n");
     run_with_input(&["ip", "netns", "exec", ns, "nft", "-f", "-"], Some(&rules))?;
     Ok(())

@@ -13,6 +13,7 @@
 
 use ipnet::IpNet;
 use palisade_model::NextHopType;
+use palisade_policy::intervals::{prefix_range, to_prefixes, Family, IntervalSet};
 use palisade_policy::routes::{RouteSource, RouteState};
 use palisade_policy::{Snapshot, SubnetId};
 use serde::{Deserialize, Serialize};
@@ -174,6 +175,31 @@ impl LabPlan {
             }
             PlaceKind::Internet => name.eq_ignore_ascii_case("internet"),
         })
+    }
+
+    /// The IPv4 prefixes `subnet`'s routing table sends to a virtual appliance, resolved by
+    /// longest prefix (a more specific route elsewhere cuts its range out). Empty without a
+    /// table.
+    pub fn appliance_prefixes(&self, subnet: &str) -> Vec<IpNet> {
+        let Some(table) = self.tables.iter().find(|t| t.subnet == subnet) else {
+            return vec![];
+        };
+        let mut routes: Vec<&KernelRoute> = table
+            .routes
+            .iter()
+            .filter(|r| r.prefix().addr().is_ipv4())
+            .collect();
+        routes.sort_by_key(|r| r.prefix().prefix_len());
+        let mut out = IntervalSet::empty();
+        for r in routes {
+            let (lo, hi) = prefix_range(&r.prefix());
+            let range = IntervalSet::range(lo, hi);
+            out = match r {
+                KernelRoute::Via { .. } => out.union(&range),
+                _ => out.subtract(&range),
+            };
+        }
+        to_prefixes(&out, Family::V4)
     }
 
     /// Every namespace of the run, router first.
@@ -572,5 +598,23 @@ mod tests {
             internet.to_string(),
             format!("70.37.57.58/32 dev {}", p.internet().router_link)
         );
+        // Both subnets send everything to the firewall but what a more specific route takes
+        // elsewhere: the fixed one's /32 to the internet, the VNet itself.
+        let to_firewall = p.appliance_prefixes(&table("/ase-fixed-subnet").subnet);
+        let covers = |a: &str| to_firewall.iter().any(|n| n.contains(&ip(a)));
+        assert!(
+            covers("203.0.113.7") && covers("70.37.57.57"),
+            "{to_firewall:?}"
+        );
+        assert!(
+            !covers("70.37.57.58") && !covers("10.3.0.10"),
+            "{to_firewall:?}"
+        );
+        let broken = p.appliance_prefixes(&table("/ase-broken-subnet").subnet);
+        assert!(broken.iter().any(|n| n.contains(&ip("70.37.57.58"))));
+        // The firewall's own subnet sends nothing to an appliance.
+        assert!(p
+            .appliance_prefixes(fw.subnet.as_deref().unwrap())
+            .is_empty());
     }
 }
