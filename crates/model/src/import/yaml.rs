@@ -28,7 +28,10 @@ const KINDS: &[(&str, &str)] = &[
 ];
 
 pub fn parse(file: &str, text: &str) -> Result<Document, Diagnostic> {
-    match serde_saphyr::from_str::<Value>(text) {
+    // YAML 1.2 Core booleans only: a rule or collection named `no`, `yes`, `on` or `off` is a
+    // name, not `false`/`true` as YAML 1.1 would read it.
+    let options = serde_saphyr::options! { strict_booleans: true };
+    match serde_saphyr::from_str_with_options::<Value>(text, options) {
         Ok(v) => Ok(Document::from_value(file, v)),
         Err(e) => {
             let mut d = Diagnostic::error(format!("invalid YAML: {e}"))
@@ -131,5 +134,22 @@ fn default_port(rule: &mut Map<String, Value>, field: &str) {
     };
     if !has(field) && !has(&plural) {
         rule.insert(field.to_string(), Value::String("*".into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// FMT-1: the native format has the ARM field names and JSON's types; YAML 1.1's `yes`/`no`
+    /// spellings stay strings, so a collection named `no` keeps its name.
+    #[test]
+    fn yaml_1_1_boolean_spellings_stay_strings() {
+        let text = "name: no\nother: yes\nflag: true\noff: On\n";
+        let doc = parse("net.yaml", text).unwrap();
+        assert_eq!(doc.value["name"], Value::from("no"));
+        assert_eq!(doc.value["other"], Value::from("yes"));
+        assert_eq!(doc.value["off"], Value::from("On"));
+        assert_eq!(doc.value["flag"], Value::Bool(true));
     }
 }
