@@ -327,4 +327,23 @@ fn classified_table_in_the_kernel_agrees_with_the_listed_rules() {
         .map(|(n, _)| n)
         .collect();
     assert_eq!(moved, want_counters);
+
+    // One rule's port changed: the chains stay, so the change goes in piecewise (the rule in
+    // each interval chain that holds it) and the kernel then equals the new model.
+    let changed = snapshot_of_yaml(&many_rules(80).replace(
+        "sourceAddressPrefix: 198.18.40.0/24, destinationAddressPrefix: \"*\", destinationPortRange: \"5000\"",
+        "sourceAddressPrefix: 198.18.40.0/24, destinationAddressPrefix: \"*\", destinationPortRange: \"5002\"",
+    ));
+    let new_plan = render(
+        &changed,
+        &Target::Subnet("srv".into()),
+        &RenderOptions::default(),
+    )
+    .unwrap();
+    assert_ne!(new_plan, plan);
+    let (state, report) = apply::apply(&nft, &new_plan, Some(&state)).unwrap();
+    assert_eq!(report.mode, ApplyMode::Incremental, "{report:?}");
+    assert!(apply::diff(&nft, &new_plan, Some(&state))
+        .unwrap()
+        .is_clean());
 }
