@@ -213,7 +213,8 @@ for r in $(seq "$ROUNDS"); do
     "$PALISADE" host remove --netns "$NS_T" --state "$st" >/dev/null
 done
 echo "== one rule: the incremental transaction alone (what host apply sends)" >&2
-ip netns exec "$NS_T" nft -f "$OUT/tx.nft"
+# On the listed table: its one chain holds every rule, as in the earlier runs.
+ip netns exec "$NS_T" nft -f "$OUT/tx-listed.nft"
 ip netns exec "$NS_T" nft -a list chain inet "$TABLE" nsg_in >"$OUT/handles.txt"
 one_tx=() one_cpu=() del=() del_cpu=()
 for r in $(seq "$ROUNDS"); do
