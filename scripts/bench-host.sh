@@ -18,9 +18,13 @@
 #   one rule     `palisade host apply` after one rule's port changed (its incremental path),
 #                and that path's transaction alone: delete by handle, insert by position
 #   conn/s       TCP connects (new connection, close) for $SECS s from a client namespace to a
-#                server namespace enforcing the table, against the same with no table
+#                server namespace enforcing the table, in both layouts (`--layout listed`, one
+#                chain; `classified`, split by address behind a verdict map, what apply sends by
+#                default), against the same with no table, alternating; and the rules the
+#                client's first packet walks in each layout (counted in the plan)
 #
 #   scripts/bench-host.sh            # prints a Markdown table; raw numbers in $OUT/summary.json
+#   CONN_ONLY=1 scripts/bench-host.sh   # render and connections/s only
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -144,6 +148,43 @@ EOF
 TABLE=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['table'])" "$OUT/counts.json")
 NFT_RULES=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['nft_rules'])" "$OUT/counts.json")
 
+echo "== render, listed layout" >&2
+"$PALISADE" host plan --network "$OUT/net.json" --ignore-errors --subnet bench --layout listed \
+    --output json >"$OUT/plan-listed.json" 2>>"$OUT/plan.err"
+# Rules the client's first packet (198.18.0.1 → :5000, allowed by the last user rule) walks in
+# nsg_in, verdict map included; and the nft rules of each layout.
+python3 - "$OUT" <<'EOF'
+import ipaddress, json, sys
+out = sys.argv[1]
+client = ipaddress.ip_address("198.18.0.1")
+def walk(table):
+    chains = {c["name"]: c["rules"] for c in table["chains"]}
+    name, n = "nsg_in", 0
+    while True:
+        for r in chains[name]:
+            n += 1
+            st = [s for s in r["stmts"] if isinstance(s, dict)]
+            vm = [s["vmap"] for s in st if "vmap" in s and not s["vmap"]["v6"]]
+            if vm:
+                name = next(e["chain"] for e in vm[0]["entries"]
+                            if ipaddress.ip_address(e["first"]) <= client <= ipaddress.ip_address(e["last"]))
+                break
+            if any(s.get("counter") == "in_allow_client" for s in st):
+                return n
+        else:
+            return n
+counts = json.load(open(f"{out}/counts.json"))
+for layout, f in [("classified", "plan.json"), ("listed", "plan-listed.json")]:
+    plan = json.load(open(f"{out}/{f}"))
+    counts[f"rules_per_packet_{layout}"] = walk(plan["table"])
+    counts[f"nft_rules_{layout}"] = sum(len(c["rules"]) for c in plan["table"]["chains"])
+    counts[f"chains_{layout}"] = len(plan["table"]["chains"])
+    if layout == "listed":
+        open(f"{out}/tx-listed.nft", "w").write("\n".join(plan["nft_text"]) + "\n")
+json.dump(counts, open(f"{out}/counts.json", "w"))
+EOF
+
+if [ -z "${CONN_ONLY:-}" ]; then
 ip netns add "$NS_T"
 echo "== full apply: one nft transaction, JSON (first run) and text (what apply sends now)" >&2
 tx=() tx_cpu=() txt=() txt_cpu=()
@@ -172,7 +213,8 @@ for r in $(seq "$ROUNDS"); do
     "$PALISADE" host remove --netns "$NS_T" --state "$st" >/dev/null
 done
 echo "== one rule: the incremental transaction alone (what host apply sends)" >&2
-ip netns exec "$NS_T" nft -f "$OUT/tx.nft"
+# On the listed table: its one chain holds every rule, as in the earlier runs.
+ip netns exec "$NS_T" nft -f "$OUT/tx-listed.nft"
 ip netns exec "$NS_T" nft -a list chain inet "$TABLE" nsg_in >"$OUT/handles.txt"
 one_tx=() one_cpu=() del=() del_cpu=()
 for r in $(seq "$ROUNDS"); do
@@ -220,6 +262,7 @@ done
 t1=$(now)
 PER_CALL=$(python3 -c "import sys; print(float(sys.argv[1]) / int(sys.argv[2]))" "$(elapsed "$t0" "$t1")" "$PER_RULE")
 ip netns del "$NS_T"
+fi
 
 echo "== connections/s: empty vs rendered ruleset" >&2
 ip netns add "$NS_A"; ip netns add "$NS_B"
@@ -249,7 +292,7 @@ while time.monotonic() < end:
 print(n / float(sys.argv[1]))
 ' "$SECS"
 }
-empty=() ruled=()
+empty=() ruled=() listed=()
 ip netns exec "$NS_B" nft -f "$OUT/tx.nft"
 ip netns exec "$NS_B" nft delete table inet "$TABLE"
 for _ in $(seq "$ROUNDS"); do
@@ -257,9 +300,29 @@ for _ in $(seq "$ROUNDS"); do
     ip netns exec "$NS_B" nft -f "$OUT/tx.nft"
     ruled+=("$(rate)")
     ip netns exec "$NS_B" nft delete table inet "$TABLE"
+    ip netns exec "$NS_B" nft -f "$OUT/tx-listed.nft"
+    listed+=("$(rate)")
+    ip netns exec "$NS_B" nft delete table inet "$TABLE"
 done
 kill "$SERVER" 2>/dev/null || true
 wait "$SERVER" 2>/dev/null || true
+
+python3 - "$OUT" "${empty[*]}" "${ruled[*]}" "${listed[*]}" <<'EOF'
+import json, statistics, sys
+out = sys.argv[1]
+m = lambda s: statistics.median(float(x) for x in s.split())
+empty, classified, listed = (m(s) for s in sys.argv[2:5])
+c = json.load(open(f"{out}/counts.json"))
+json.dump(dict(c, conn_per_s_empty=empty, conn_per_s_classified=classified,
+               conn_per_s_listed=listed, conn_rounds={"empty": sys.argv[2], "classified": sys.argv[3],
+                                                     "listed": sys.argv[4]}),
+          open(f"{out}/conn.json", "w"), indent=1)
+print("| layout | nft rules (chains) | rules the client's first packet walks | connections/s | vs empty ruleset (same run) |\n|---|---|---|---|---|")
+print(f"| no table | — | — | {empty:.0f} | 1.00x |")
+for name, rate in [("listed", listed), ("classified", classified)]:
+    print(f"| {name} | {c['nft_rules_' + name]} ({c['chains_' + name]}) | {c['rules_per_packet_' + name]} | {rate:.0f} | {rate / empty:.2f}x |")
+EOF
+[ -n "${CONN_ONLY:-}" ] && exit 0
 
 python3 - "$OUT" "$RENDER_S" "$PER_CALL" "$NFT_RULES" \
     "${tx[*]}" "${full[*]}" "${one[*]}" "${one_tx[*]}" "${ipt[*]}" "${empty[*]}" "${ruled[*]}" \
@@ -288,5 +351,5 @@ print(f"| palisade host apply, whole command (load, compile, render, apply, read
 print(f"| one rule changed: palisade host apply, whole command ({change['table']['mode']}, {change['table']['commands']} commands) | {one:.1f} s | | full apply {full:.1f} s | {one / full:.2f}x |")
 print(f"| one rule changed: the transaction apply sends (delete by handle, insert by position) | {one_tx * 1000:.0f} ms | {one_cpu * 1000:.0f} ms | full text transaction {txt * 1000:.0f} ms / {txt_cpu * 1000:.0f} ms | {one_tx / txt:.4f}x / {one_cpu / txt_cpu:.4f}x |")
 print(f"| one `delete rule … handle` alone (lower bound through nft) | {dl * 1000:.0f} ms | {dl_cpu * 1000:.0f} ms | | |")
-print(f"| TCP connections/s through the table | {ruled:.0f} | | empty ruleset {empty:.0f} | {ruled / empty:.2f}x |")
+print(f"| TCP connections/s through the table (classified layout; both layouts above) | {ruled:.0f} | | empty ruleset {empty:.0f} | {ruled / empty:.2f}x |")
 EOF

@@ -6,7 +6,7 @@ use crate::{load, NetworkArgs, Output};
 use clap::{Args, Subcommand};
 use palisade_host::apply::{ApplyReport, TableDiff};
 use palisade_host::ops::{self, Place, Plan};
-use palisade_host::render::{HookMode, RenderOptions, Target};
+use palisade_host::render::{HookMode, Layout, RenderOptions, Target};
 use palisade_host::routes::{self, OwnedRoute, RoutePlan};
 use palisade_policy::Snapshot;
 use serde_json::json;
@@ -74,6 +74,10 @@ pub struct TargetArgs {
     /// Leave routes alone (NSG table only).
     #[arg(long)]
     no_routes: bool,
+    /// `classified`: large NSG chains split by address behind a verdict map, so a new
+    /// connection walks only the rules that can match it; `listed`: one chain, every rule.
+    #[arg(long, default_value = "classified", value_name = "listed|classified")]
+    layout: Layout,
     #[command(flatten)]
     place: PlaceArgs,
     #[arg(long, value_enum, default_value = "text")]
@@ -128,6 +132,7 @@ fn make_plan(a: &TargetArgs) -> Result<Plan, String> {
         table: a.table.clone(),
         // A router forwards for others, so it is where spoofed sources arrive.
         rpfilter: a.rpfilter || (a.router && !a.no_rpfilter),
+        layout: a.layout,
         ..Default::default()
     };
     ops::plan(&snap, &target, &opts, !a.no_routes).map_err(|e| e.to_string())

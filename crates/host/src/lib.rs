@@ -11,6 +11,7 @@
 //! `docs/host.md`.
 
 pub mod apply;
+pub mod classify;
 pub mod lab;
 pub mod nflog;
 pub mod nft;

@@ -23,6 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::net::IpAddr;
+
+pub use crate::classify::Layout;
 
 /// What the table protects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +58,9 @@ pub struct RenderOptions {
     /// Strict reverse-path filtering in `prerouting` (anti-spoofing, `docs/host.md`): a packet
     /// whose source is not routed back out of the interface it came in on is dropped.
     pub rpfilter: bool,
+    /// How each NSG chain's rules are laid out: one list, or classified by address behind a
+    /// verdict map (`classify.rs`, `docs/host.md` "Layout").
+    pub layout: Layout,
 }
 
 impl Default for RenderOptions {
@@ -65,6 +71,7 @@ impl Default for RenderOptions {
             table: None,
             priority: 0,
             rpfilter: false,
+            layout: Layout::default(),
         }
     }
 }
@@ -216,6 +223,32 @@ pub enum Stmt {
     Drop,
     Return,
     Jump(String),
+    /// `ip saddr vmap { a-b : goto c, … }`: a verdict map over disjoint address intervals that
+    /// covers the family (the classified layout, `classify.rs`). `goto`, so that an allow's
+    /// `return` in the target chain leaves the NSG chain as it does in the listed layout.
+    Vmap {
+        v6: bool,
+        side: Side,
+        entries: Vec<VmapEntry>,
+    },
+}
+
+/// One interval of a [`Stmt::Vmap`] and the chain packets in it go to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmapEntry {
+    pub first: IpAddr,
+    pub last: IpAddr,
+    pub chain: String,
+}
+
+impl VmapEntry {
+    fn key_text(&self) -> String {
+        if self.first == self.last {
+            self.first.to_string()
+        } else {
+            format!("{}-{}", self.first, self.last)
+        }
+    }
 }
 
 impl Stmt {
@@ -277,6 +310,17 @@ impl Stmt {
             Stmt::Drop => json!({"drop": null}),
             Stmt::Return => json!({"return": null}),
             Stmt::Jump(c) => json!({"jump": {"target": c}}),
+            Stmt::Vmap { v6, side, entries } => json!({"vmap": {
+                "key": {"payload": {"protocol": if *v6 { "ip6" } else { "ip" }, "field": side.field()}},
+                "data": {"set": entries.iter().map(|e| {
+                    let key = if e.first == e.last {
+                        json!(e.first.to_string())
+                    } else {
+                        json!({"range": [e.first.to_string(), e.last.to_string()]})
+                    };
+                    json!([key, {"goto": {"target": e.chain}}])
+                }).collect::<Vec<_>>()},
+            }}),
         }
     }
 
@@ -305,6 +349,18 @@ impl Stmt {
             Stmt::Drop => "drop".into(),
             Stmt::Return => "return".into(),
             Stmt::Jump(c) => format!("jump {c}"),
+            Stmt::Vmap { v6, side, entries } => {
+                let items: Vec<String> = entries
+                    .iter()
+                    .map(|e| format!("{} : goto {}", e.key_text(), e.chain))
+                    .collect();
+                format!(
+                    "{} {} vmap {{ {} }}",
+                    if *v6 { "ip6" } else { "ip" },
+                    side.field(),
+                    items.join(", ")
+                )
+            }
         }
     }
 }
@@ -964,7 +1020,7 @@ pub fn render_nsg(
     }
     chains.push(nsg_in);
     chains.push(nsg_out);
-    TablePlan {
+    let mut plan = TablePlan {
         table: opts.table.clone().unwrap_or_else(|| table_name(&nsg.name)),
         nsg: nsg.name.clone(),
         target,
@@ -976,7 +1032,11 @@ pub fn render_nsg(
         chains,
         rules: rendered,
         notes,
+    };
+    if opts.layout == Layout::Classified {
+        crate::classify::classify(&mut plan, &crate::classify::ClassifyOptions::default());
     }
+    plan
 }
 
 impl TablePlan {
