@@ -53,10 +53,11 @@ pub(super) struct FamLayer {
     pub(super) src: Runs,
     pub(super) dst: Runs,
     /// Cell ids by (source class, destination class), dense (`source * stride + destination`),
-    /// plus one; 0: not computed yet. Zeroed pages cost nothing until written.
+    /// plus one; 0: not computed yet. Zeroed pages cost nothing until written. Rows for
+    /// source classes to come follow (`room`).
     pub(super) cells: Vec<u32>,
-    /// Destination classes a row of `cells` has room for: a re-check adding a few classes
-    /// extends the table instead of laying it out again.
+    /// Destination classes a row of `cells` has room for: a re-check adding classes fills the
+    /// room instead of laying the table out again.
     pub(super) stride: usize,
 }
 
@@ -106,21 +107,24 @@ impl FamLayer {
         let (ns2, nd2) = (self.src.rows.len(), self.dst.rows.len());
         if nd2 > self.stride {
             let stride = room(nd2);
-            let mut cells = vec![0; ns2 * stride];
+            let mut cells = vec![0; room(ns2) * stride];
             for sc in 0..ns {
                 cells[sc * stride..sc * stride + nd]
                     .copy_from_slice(&self.cells[sc * self.stride..sc * self.stride + nd]);
             }
             (self.cells, self.stride) = (cells, stride);
-        } else {
-            self.cells.resize(ns2 * self.stride, 0);
+        } else if ns2 * self.stride > self.cells.len() {
+            self.cells.resize(room(ns2) * self.stride, 0);
         }
     }
 }
 
-/// Room for a few more destination classes than there are.
+/// Room for as many classes again: a rule over every address gives every class it meets a
+/// new row (a known row keeps its id, a changed one gets a new id), and laying the table out
+/// again was over half of the first broad firewall re-check (copying into fresh pages). Room
+/// never written stays zero pages the kernel has not handed out.
 fn room(classes: usize) -> usize {
-    classes + classes / 8 + 4
+    2 * classes + 4
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +134,7 @@ pub enum LayerKind {
 }
 
 /// What a rule of a layer is, for explanations.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct RuleInfo {
     pub(super) layer: &'static str,
     pub(super) resource: String,
@@ -146,8 +150,8 @@ pub(super) struct Layer {
     pub(super) fam: [FamLayer; 2],
     /// Control ids by (rule, step), filled on first use (see `Engine::rule_ctrl`).
     pub(super) ctrls: Vec<u32>,
-    /// Bumped by every re-check of this layer: memo keys name it with their cells, since a
-    /// cell names rules by index and the indexes may now mean other rules.
+    /// Bumped by a re-check that makes a rule index name another rule: memo keys name it with
+    /// their cells, since a cell names rules by index.
     pub(super) version: u32,
     /// A firewall layer's items (empty for an NSG direction).
     pub(super) items: FwItems,
@@ -496,7 +500,7 @@ pub(super) fn fam_layer(entries: Vec<Entry>) -> FamLayer {
             .flat_map(|(i, e)| e.dst.ranges().iter().map(move |r| (i, *r))),
     );
     let stride = room(dst.rows.len());
-    let cells = vec![0; src.rows.len() * stride];
+    let cells = vec![0; room(src.rows.len()) * stride];
     FamLayer {
         entries,
         src,

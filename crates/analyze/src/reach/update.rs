@@ -203,26 +203,39 @@ impl<'s> Engine<'s> {
         let kind = self.layers[layer as usize].kind;
         {
             let l = &mut self.layers[layer as usize];
-            match infos {
+            // Whether a rule index now names another rule (another control): a memo key names
+            // cells, whose pieces name rules by index, so only then do this layer's keys go
+            // stale. A change of a rule's addresses, ports or access alone changes the cells
+            // it meets (new cell ids, new keys) and keeps every other key valid.
+            let renamed = match infos {
                 // A control names its rule: only the changed rules' controls are re-derived.
                 Ok(changed) => {
                     let steps = STEP_NAMES.len();
+                    let mut renamed = false;
                     for (r, info) in changed {
+                        if l.rules[r as usize] == info {
+                            continue;
+                        }
+                        renamed = true;
                         if !l.ctrls.is_empty() {
                             let at = (r as usize + 1) * steps;
                             l.ctrls[at..at + steps].fill(NONE);
                         }
                         l.rules[r as usize] = info;
                     }
+                    renamed
                 }
+                Err(all) if all == l.rules => false,
                 Err(all) => {
                     l.rules = all;
                     l.ctrls.clear();
+                    true
                 }
+            };
+            // Paths that do not meet the layer keep their memo keys in any case.
+            if renamed {
+                l.version += 1;
             }
-            // Memo keys naming this layer's cells go stale; paths that do not meet it keep
-            // theirs.
-            l.version += 1;
             l.dnat = dnat;
         }
         let any_dnat = self.layers.iter().any(|l| !l.dnat.is_empty());
@@ -342,7 +355,8 @@ impl<'s> Engine<'s> {
                     direction: Direction::Inbound,
                     ..
                 }
-            ) && self.index[fi].dnat_layers.contains(&layer);
+            ) && self.index[fi].dnat_layers.contains(&layer)
+                && self.meets_dnat_flows(f, &boxes);
             if dnat_target {
                 let mut dn: Vec<usize> = (0..g.len())
                     .filter(|a| g.loc[*a].frontend.is_some())
@@ -378,5 +392,31 @@ impl<'s> Engine<'s> {
             }
         }
         Ok(count)
+    }
+
+    /// Whether a changed rule's destination holds an address where a DNAT'd flow meets its
+    /// target's inbound NSG: the translated address (a flow from outside) or the DNAT rule's
+    /// own destination, the frontend (a flow from inside, judged on the original packet). A
+    /// cell whose destination class holds no changed rule is kept, so elsewhere the DNAT'd
+    /// flows keep their answers.
+    fn meets_dnat_flows(&self, f: Family, boxes: &[(IntervalSet, IntervalSet)]) -> bool {
+        let mut at: Vec<IntervalSet> = vec![];
+        for l in &self.layers {
+            for e in l.fam[f.index()]
+                .entries
+                .iter()
+                .filter(|e| e.act == Act::Dnat)
+            {
+                at.push(e.dst.clone());
+                if let Some((to, _)) = l.dnat.get(&e.rule) {
+                    if Family::of(*to) == f {
+                        at.push(IntervalSet::point(addr_value(*to)));
+                    }
+                }
+            }
+        }
+        boxes
+            .iter()
+            .any(|(_, d)| at.iter().any(|a| d.intersects(a)))
     }
 }
