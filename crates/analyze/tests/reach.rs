@@ -645,9 +645,16 @@ mod recheck_property {
     use super::*;
     use palisade_model::{AddressItem, FirewallAction, PortRange, RuleCollectionKind};
     use proptest::prelude::*;
+    use proptest::test_runner::FileFailurePersistence;
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+        // Failures are kept beside this file (`reach.proptest-regressions`) and replayed first;
+        // the default looks for a `lib.rs` above `tests/` and so would keep nothing.
+        #![proptest_config(ProptestConfig {
+            cases: 16,
+            failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn incremental_recheck_equals_from_scratch(
             seed in 1u64..8,
