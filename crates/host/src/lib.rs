@@ -13,6 +13,7 @@
 pub mod apply;
 pub mod lab;
 pub mod nflog;
+pub mod nfnl;
 pub mod nft;
 pub mod ops;
 pub mod render;
