@@ -67,6 +67,9 @@ pub struct ApplyReport {
     pub via: Via,
     /// Wall time of the whole apply: drift check, transaction, reading handles back.
     pub seconds: f64,
+    /// CPU time of the same (this process and the `nft` it ran): on a loaded machine, what the
+    /// apply itself cost.
+    pub cpu_seconds: f64,
     /// The ruleset generation this apply started from, when the apply was the only change
     /// since: other tables recorded at it are still exact (`ops::apply` moves them on).
     #[serde(skip)]
@@ -515,6 +518,7 @@ pub fn incremental_commands(
         elements_removed: 0,
         via: Via::Nft,
         seconds: 0.0,
+        cpu_seconds: 0.0,
         generation_before: None,
     };
     let mut head = vec![];
@@ -618,7 +622,7 @@ pub fn apply(
     plan: &TablePlan,
     prev: Option<&TableState>,
 ) -> Result<(TableState, ApplyReport), NftError> {
-    let started = Instant::now();
+    let started = (Instant::now(), cpu_time());
     let mut link = Nfnl::open(nft.netns.as_deref()).ok();
     let before = link.as_mut().and_then(|l| l.generation().ok());
     let fast = match (prev, before, link.as_mut()) {
@@ -628,7 +632,8 @@ pub fn apply(
     let (state, mut report) = match fast {
         Some(done) => done,
         None => {
-            let (mut state, mut report) = apply_by_nft(nft, plan, prev)?;
+            let trusted = prev.is_some_and(|st| st.generation.is_some() && st.generation == before);
+            let (mut state, mut report) = apply_by_nft(nft, plan, prev, trusted)?;
             let sent = u32::from(report.mode != ApplyMode::Unchanged);
             let after = link.as_mut().and_then(|l| l.generation().ok());
             // Only our own transaction (or none) happened between the two readings: the
@@ -642,8 +647,23 @@ pub fn apply(
             (state, report)
         }
     };
-    report.seconds = started.elapsed().as_secs_f64();
+    report.seconds = started.0.elapsed().as_secs_f64();
+    report.cpu_seconds = cpu_time() - started.1;
     Ok((state, report))
+}
+
+/// User + system CPU seconds of this process and its waited-for children.
+fn cpu_time() -> f64 {
+    let of = |who| {
+        // SAFETY: getrusage fills the zeroed struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(who, &mut u) } != 0 {
+            return 0.0;
+        }
+        let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+        t(u.ru_utime) + t(u.ru_stime)
+    };
+    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
 }
 
 /// The generation after `n` committed transactions (the kernel skips 0 when it wraps).
@@ -719,6 +739,7 @@ fn rules_by_netlink(
         elements_removed: 0,
         via: Via::Netlink,
         seconds: 0.0,
+        cpu_seconds: 0.0,
         generation_before: Some(genid),
     };
     let mut state = st.clone();
@@ -769,10 +790,23 @@ fn apply_by_nft(
     nft: &Nft,
     plan: &TablePlan,
     prev: Option<&TableState>,
+    trusted: bool,
 ) -> Result<(TableState, ApplyReport), NftError> {
-    let live = LiveTable::read(nft, &plan.table)?;
+    // A trusted state (the kernel still at its generation) is what the kernel holds: no
+    // listing needed to know it did not drift.
+    let live = match prev {
+        Some(_) if trusted => None,
+        _ => LiveTable::read(nft, &plan.table)?,
+    };
     let mut full_reason = None;
     let incremental = match (prev, &live) {
+        (Some(st), None) if trusted => match incremental_commands(&st.plan, &st.handles, plan) {
+            Ok(x) => Some(x),
+            Err(why) => {
+                full_reason = Some(why);
+                None
+            }
+        },
         (None, None) => {
             full_reason = Some("new table".to_string());
             None
@@ -820,6 +854,7 @@ fn apply_by_nft(
                 elements_removed: 0,
                 via: Via::Nft,
                 seconds: 0.0,
+                cpu_seconds: 0.0,
                 generation_before: None,
             }
         }

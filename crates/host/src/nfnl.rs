@@ -447,7 +447,7 @@ impl Nfnl {
                     continue;
                 }
                 if kind == nft_type(NFT_MSG_NEWGEN) {
-                    return attr(&payload[4..], NFTA_GEN_ID)
+                    return attr(payload.get(4..).unwrap_or_default(), NFTA_GEN_ID)
                         .and_then(|v| Some(u32::from_be_bytes(v.try_into().ok()?)))
                         .ok_or_else(|| NfnlError::Malformed("generation without an id".into()));
                 }
@@ -491,7 +491,7 @@ impl Nfnl {
                         acked[i] = true;
                     }
                 } else if kind == nft_type(NFT_MSG_NEWRULE) && i < edits.len() {
-                    handles[i] = attr(&payload[4..], NFTA_RULE_HANDLE)
+                    handles[i] = attr(payload.get(4..).unwrap_or_default(), NFTA_RULE_HANDLE)
                         .and_then(|v| Some(u64::from_be_bytes(v.try_into().ok()?)));
                 }
             }
@@ -516,25 +516,37 @@ impl Nfnl {
         Ok(Some(handles))
     }
 
-    /// The messages of one datagram: (type, sequence number, payload after the header).
-    fn receive(&self) -> Result<Vec<(u16, u32, Vec<u8>)>, NfnlError> {
+    fn receive(&self) -> Result<Vec<Message>, NfnlError> {
         let (buf, _) = self.socket.recv_from_full()?;
-        let mut out = vec![];
-        let mut rest = &buf[..];
-        while rest.len() >= 16 {
-            let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap_or_default()) as usize;
-            if len < 16 || len > rest.len() {
-                return Err(NfnlError::Malformed(format!("message length {len}")));
-            }
-            let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-            let seq = u32::from_ne_bytes(rest[8..12].try_into().unwrap_or_default());
-            if kind != NLMSG_DONE {
-                out.push((kind, seq, rest[16..len].to_vec()));
-            }
-            rest = &rest[(len + 3) & !3..];
-        }
-        Ok(out)
+        messages(&buf)
     }
+}
+
+/// A received message: type, sequence number, payload after the netlink header.
+pub type Message = (u16, u32, Vec<u8>);
+
+/// The messages of one datagram, as the kernel frames them; an error for any framing that does
+/// not add up (never a panic: the bytes come from outside).
+pub fn messages(buf: &[u8]) -> Result<Vec<Message>, NfnlError> {
+    let mut out = vec![];
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let header: [u8; 16] = rest
+            .get(..16)
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| NfnlError::Malformed(format!("{} trailing bytes", rest.len())))?;
+        let len = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if len < 16 || len > rest.len() {
+            return Err(NfnlError::Malformed(format!("message length {len}")));
+        }
+        let kind = u16::from_ne_bytes([header[4], header[5]]);
+        let seq = u32::from_ne_bytes([header[8], header[9], header[10], header[11]]);
+        if kind != NLMSG_DONE {
+            out.push((kind, seq, rest[16..len].to_vec()));
+        }
+        rest = rest.get((len + 3) & !3..).unwrap_or_default();
+    }
+    Ok(out)
 }
 
 fn error_code(payload: &[u8]) -> Result<i32, NfnlError> {
@@ -546,7 +558,7 @@ fn error_code(payload: &[u8]) -> Result<i32, NfnlError> {
 }
 
 /// The value of the first top-level attribute of type `kind`.
-fn attr(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
+pub fn attr(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
     while attrs.len() >= 4 {
         let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
         let k = u16::from_ne_bytes([attrs[2], attrs[3]]) & !NLA_F_NESTED;
@@ -564,6 +576,29 @@ fn attr(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes frame into messages or an error; framed messages read back as written.
+        #[test]
+        fn replies_never_panic_and_frames_read_back(
+            junk in proptest::collection::vec(any::<u8>(), 0..200),
+            msgs in proptest::collection::vec((16u16..0x1000, any::<u32>(), proptest::collection::vec(any::<u8>(), 0..40)), 0..5),
+        ) {
+            let _ = messages(&junk);
+            let _ = attr(&junk, 1);
+            let mut buf = vec![];
+            for (kind, seq, attrs) in &msgs {
+                buf.extend(message(*kind, 0, *seq, 0, 0, &Attrs::default().put(1, attrs).0));
+            }
+            let back = messages(&buf).unwrap();
+            prop_assert_eq!(back.len(), msgs.len());
+            for ((kind, seq, payload), (k, s, attrs)) in back.iter().zip(&msgs) {
+                prop_assert_eq!((kind, seq), (k, s));
+                prop_assert_eq!(attr(&payload[4..], 1), Some(&attrs[..]));
+            }
+        }
+    }
 
     fn rule(stmts: Vec<Stmt>) -> RuleDef {
         RuleDef {
