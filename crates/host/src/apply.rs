@@ -622,18 +622,30 @@ pub fn apply(
     plan: &TablePlan,
     prev: Option<&TableState>,
 ) -> Result<(TableState, ApplyReport), NftError> {
+    apply_owned(nft, plan.clone(), prev.cloned())
+}
+
+/// [`apply`], taking the plan and the previous state: a rule change then moves them into the
+/// new state instead of copying a table of 155k set elements and 10k listed rules.
+pub fn apply_owned(
+    nft: &Nft,
+    plan: TablePlan,
+    prev: Option<TableState>,
+) -> Result<(TableState, ApplyReport), NftError> {
     let started = (Instant::now(), cpu_time());
     let mut link = Nfnl::open(nft.netns.as_deref()).ok();
     let before = link.as_mut().and_then(|l| l.generation().ok());
-    let fast = match (prev, before, link.as_mut()) {
-        (Some(st), Some(g), Some(l)) if st.generation == Some(g) => rules_by_netlink(l, st, plan)?,
+    let fast = match (&prev, before, link.as_mut()) {
+        (Some(st), Some(g), Some(l)) if st.generation == Some(g) => rules_by_netlink(l, st, &plan)?,
         _ => None,
     };
-    let (state, mut report) = match fast {
-        Some(done) => done,
-        None => {
-            let trusted = prev.is_some_and(|st| st.generation.is_some() && st.generation == before);
-            let (mut state, mut report) = apply_by_nft(nft, plan, prev, trusted)?;
+    let (state, mut report) = match (fast, prev) {
+        (Some(sent), Some(st)) => sent.record(st, plan),
+        (_, prev) => {
+            let trusted = prev
+                .as_ref()
+                .is_some_and(|st| st.generation.is_some() && st.generation == before);
+            let (mut state, mut report) = apply_by_nft(nft, &plan, prev.as_ref(), trusted)?;
             let sent = u32::from(report.mode != ApplyMode::Unchanged);
             let after = link.as_mut().and_then(|l| l.generation().ok());
             // Only our own transaction (or none) happened between the two readings: the
@@ -682,7 +694,7 @@ fn rules_by_netlink(
     link: &mut Nfnl,
     st: &TableState,
     plan: &TablePlan,
-) -> Result<Option<(TableState, ApplyReport)>, NftError> {
+) -> Result<Option<SentEdits>, NftError> {
     let old = &st.plan;
     let same_shape = old.table == plan.table
         && old.sets == plan.sets
@@ -742,10 +754,12 @@ fn rules_by_netlink(
         cpu_seconds: 0.0,
         generation_before: Some(genid),
     };
-    let mut state = st.clone();
-    state.plan = plan.clone();
     if edits.is_empty() {
-        return Ok(Some((state, report)));
+        return Ok(Some(SentEdits {
+            spans: vec![],
+            handles: vec![],
+            report,
+        }));
     }
     let handles = match link.change(&plan.table, &edits, genid) {
         Ok(Some(h)) => h,
@@ -767,21 +781,50 @@ fn rules_by_netlink(
         }
         Err(e) => return Err(NftError::Exec(e.to_string())),
     };
-    for (chain, gone, came, first) in spans {
-        let new: Vec<u64> = handles[first + gone.len()..first + gone.len() + came.len()]
-            .iter()
-            .map(|h| h.unwrap_or_default())
-            .collect();
-        let recorded = state.handles.entry(chain.to_string()).or_default();
-        recorded.splice(gone.clone(), new);
-        let listed = state.applied.entry(chain.to_string()).or_default();
-        if listed.len() >= gone.end {
-            listed.splice(gone, came.map(|_| Value::Null));
-        }
-    }
-    state.generation = Some(next_generation(genid, 1));
     report.mode = ApplyMode::Incremental;
-    Ok(Some((state, report)))
+    Ok(Some(SentEdits {
+        spans: spans
+            .into_iter()
+            .map(|(c, gone, came, first)| (c.to_string(), gone, came, first))
+            .collect(),
+        handles,
+        report,
+    }))
+}
+
+/// Rule edits the kernel committed: per changed chain its name, the recorded rules replaced,
+/// the plan's rules that replaced them and the index of its first edit; the handle echoed for
+/// each edit.
+struct SentEdits {
+    spans: Vec<(String, Range<usize>, Range<usize>, usize)>,
+    handles: Vec<Option<u64>>,
+    report: ApplyReport,
+}
+
+impl SentEdits {
+    /// The state after the edits: the new plan, the new rules' handles in place of the old.
+    fn record(self, mut state: TableState, plan: TablePlan) -> (TableState, ApplyReport) {
+        for (chain, gone, came, first) in self.spans {
+            let new: Vec<u64> = self.handles[first + gone.len()..first + gone.len() + came.len()]
+                .iter()
+                .map(|h| h.unwrap_or_default())
+                .collect();
+            state
+                .handles
+                .entry(chain.clone())
+                .or_default()
+                .splice(gone.clone(), new);
+            let listed = state.applied.entry(chain).or_default();
+            if listed.len() >= gone.end {
+                listed.splice(gone, came.map(|_| Value::Null));
+            }
+        }
+        if self.report.mode == ApplyMode::Incremental {
+            state.generation = self.report.generation_before.map(|g| next_generation(g, 1));
+        }
+        state.plan = plan;
+        (state, self.report)
+    }
 }
 
 /// [`apply`] through `nft`: the table listed for the drift check, the transaction as text

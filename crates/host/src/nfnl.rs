@@ -249,7 +249,7 @@ fn encode_exprs(rule: &RuleDef) -> Option<Vec<u8>> {
                         };
                         let len = net.prefix_len() as usize;
                         // A whole-byte prefix is a shorter load; any other is masked.
-                        if len % 8 == 0 {
+                        if len.is_multiple_of(8) {
                             x.payload(BASE_NETWORK, offset, (len / 8) as u32);
                             x.cmp(CMP_EQ, &bytes[..len / 8]);
                         } else {
