@@ -16,7 +16,13 @@
 #   baselines    `ipset restore` + `iptables-restore` of the equivalent rules; one `nft add
 #                rule` per rule, timed for $PER_RULE calls and extrapolated
 #   one rule     `palisade host apply` after one rule's port changed (its incremental path),
-#                and that path's transaction alone: delete by handle, insert by position
+#                and that path's transaction alone through nft: delete by handle, insert by
+#                position; the apply step inside `host apply` (its report's `seconds` and
+#                `cpu_seconds`: drift check, transaction, handles; a rule change goes as one
+#                netlink batch), against that nft transaction
+#   changes      $CHANGES one-rule changes in a row through `apply` (the rule_change_bench
+#                example on the rendered plan, without the command's load and compile): each
+#                one netlink batch; median `seconds` / `cpu_seconds` of its apply step
 #   conn/s       TCP connects (new connection, close) for $SECS s from a client namespace to a
 #                server namespace enforcing the table, in both layouts (`--layout listed`, one
 #                chain; `classified`, split by address behind a verdict map, what apply sends by
@@ -32,6 +38,8 @@ SECS=${SECS:-5}
 PER_RULE=${PER_RULE:-500}
 RULES=${RULES:-10000}
 PALISADE=${PALISADE:-target/debug/palisade}
+RULE_BENCH=${RULE_BENCH:-target/debug/examples/rule_change_bench}
+CHANGES=${CHANGES:-10}
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-$(mktemp -d)}
 cd "$(dirname "$0")/.."
@@ -240,6 +248,8 @@ PY
     del+=("$(wall "$x")") del_cpu+=("$(cpu "$x")")
 done
 ip netns exec "$NS_T" nft delete table inet "$TABLE"
+echo "== one rule: $CHANGES changes in a row through apply ($RULE_BENCH)" >&2
+"$RULE_BENCH" "$OUT/plan.json" "$CHANGES" >"$OUT/changes.jsonl"
 
 echo "== baseline: ipset restore + iptables-restore" >&2
 ipt=() ipt_cpu=()
@@ -335,12 +345,23 @@ m = lambda s: statistics.median(float(x) for x in s.split())
 counts = json.load(open(f"{out}/counts.json"))
 per_rule = per_call * (nft_rules + 1)
 change = json.load(open(f"{out}/change1.json"))
+import glob
+step = lambda kind, key: statistics.median(json.load(open(f))["table"][key] for f in glob.glob(f"{out}/{kind}[0-9]*.json"))
+full_step, full_step_cpu = step("apply", "seconds"), step("apply", "cpu_seconds")
+one_step, one_step_cpu = step("change", "seconds"), step("change", "cpu_seconds")
+runs = [json.loads(l)["change"] for l in open(f"{out}/changes.jsonl") if '"change"' in l]
+row_s = statistics.median(r["seconds"] for r in runs)
+row_cpu = statistics.median(r["cpu_seconds"] for r in runs)
+row_via = sorted({r["via"] for r in runs})
 s = dict(counts, render_s=render, tx_json_s=tx, tx_json_cpu_s=tx_cpu, tx_text_s=txt,
          tx_text_cpu_s=txt_cpu, host_apply_s=full, one_rule_host_apply_s=one,
          one_rule_tx_s=one_tx, one_rule_tx_cpu_s=one_cpu, delete_rule_s=dl,
          delete_rule_cpu_s=dl_cpu, iptables_ipset_s=ipt, iptables_ipset_cpu_s=ipt_cpu,
          nft_per_call_s=per_call, nft_per_rule_extrapolated_s=per_rule,
-         conn_per_s_empty=empty, conn_per_s_ruleset=ruled, one_rule_report=change)
+         conn_per_s_empty=empty, conn_per_s_ruleset=ruled, one_rule_report=change,
+         host_apply_step_s=full_step, host_apply_step_cpu_s=full_step_cpu,
+         one_rule_step_s=one_step, one_rule_step_cpu_s=one_step_cpu,
+         changes_in_a_row=len(runs), change_step_s=row_s, change_step_cpu_s=row_cpu)
 json.dump(s, open(f"{out}/summary.json", "w"), indent=1)
 print(f"| measure | wall | CPU | baseline (same run) | ratio (wall / CPU) |\n|---|---|---|---|---|")
 print(f"| full apply, JSON `nft -j -f` ({nft_rules} nft rules, {counts['set_elements']} set elements) | {tx:.2f} s | {tx_cpu:.2f} s | ipset + iptables-restore {ipt:.2f} s / {ipt_cpu:.2f} s CPU | {tx / ipt:.2f}x / {tx_cpu / ipt_cpu:.2f}x |")
@@ -350,6 +371,9 @@ print(f"| full apply, text | {txt:.2f} s | | one nft call per rule, {per_call * 
 print(f"| palisade host apply, whole command (load, compile, render, apply, read back) | {full:.1f} s | | | |")
 print(f"| one rule changed: palisade host apply, whole command ({change['table']['mode']}, {change['table']['commands']} commands) | {one:.1f} s | | full apply {full:.1f} s | {one / full:.2f}x |")
 print(f"| one rule changed: the transaction apply sends (delete by handle, insert by position) | {one_tx * 1000:.0f} ms | {one_cpu * 1000:.0f} ms | full text transaction {txt * 1000:.0f} ms / {txt_cpu * 1000:.0f} ms | {one_tx / txt:.4f}x / {one_cpu / txt_cpu:.4f}x |")
+print(f"| full apply: the apply step of `host apply` (drift check, transaction, handles; report `seconds`) | {full_step:.2f} s | {full_step_cpu:.2f} s | full text transaction {txt:.2f} s / {txt_cpu:.2f} s | {full_step / txt:.2f}x / {full_step_cpu / txt_cpu:.2f}x |")
+print(f"| one rule changed: the apply step of `host apply` (via {change['table'].get('via')}, {change['table']['commands']} edits) | {one_step * 1000:.1f} ms | {one_step_cpu * 1000:.1f} ms | the same change through nft {one_tx * 1000:.0f} ms / {one_cpu * 1000:.0f} ms | {one_step / one_tx:.4f}x / {one_step_cpu / one_cpu:.4f}x |")
+print(f"| one rule changed: {len(runs)} changes in a row through `apply` (via {', '.join(row_via)}), median | {row_s * 1000:.1f} ms | {row_cpu * 1000:.1f} ms | the same change through nft {one_tx * 1000:.0f} ms / {one_cpu * 1000:.0f} ms | {row_s / one_tx:.4f}x / {row_cpu / one_cpu:.4f}x |")
 print(f"| one `delete rule … handle` alone (lower bound through nft) | {dl * 1000:.0f} ms | {dl_cpu * 1000:.0f} ms | | |")
 print(f"| TCP connections/s through the table (classified layout; both layouts above) | {ruled:.0f} | | empty ruleset {empty:.0f} | {ruled / empty:.2f}x |")
 EOF

@@ -7,12 +7,15 @@
 //! model changed" by comparing the new plan with the plan that was applied. Set elements are
 //! compared with the model directly, as numeric intervals.
 
+use crate::nfnl::{self, Edit, Nfnl, NfnlError};
 use crate::nft::{Nft, NftError};
-use crate::render::{Elem, SetDef, SetKind, TablePlan, FAMILY};
+use crate::render::{Elem, RuleDef, SetDef, SetKind, TablePlan, FAMILY};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::ops::Range;
+use std::time::Instant;
 
 /// What Palisade applied for one table: the plan and the kernel's listing of it afterwards.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +28,11 @@ pub struct TableState {
     /// delete and insert single rules instead of rewriting the chain. Absent in older states.
     #[serde(default)]
     pub handles: BTreeMap<String, Vec<u64>>,
+    /// The namespace's ruleset generation right after this apply, when nothing else changed
+    /// the ruleset around it: while the kernel still reports it, the table is exactly what is
+    /// recorded here and need not be listed (`nfnl.rs`).
+    #[serde(default)]
+    pub generation: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,6 +62,25 @@ pub struct ApplyReport {
     pub sets_changed: Vec<String>,
     pub elements_added: usize,
     pub elements_removed: usize,
+    /// How the transaction reached the kernel: `nft` (text commands) or `netlink` (rule edits
+    /// encoded by Palisade, no `nft` cache).
+    pub via: Via,
+    /// Wall time of the whole apply: drift check, transaction, reading handles back.
+    pub seconds: f64,
+    /// CPU time of the same (this process and the `nft` it ran): on a loaded machine, what the
+    /// apply itself cost.
+    pub cpu_seconds: f64,
+    /// The ruleset generation this apply started from, when the apply was the only change
+    /// since: other tables recorded at it are still exact (`ops::apply` moves them on).
+    #[serde(skip)]
+    pub generation_before: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    Nft,
+    Netlink,
 }
 
 /// Everything `host diff` reports for one table.
@@ -326,7 +353,13 @@ pub fn diff(
                 let Some(rules) = live.rules.get(&c.name) else {
                     continue;
                 };
-                if st.applied.get(&c.name) != Some(rules) {
+                let recorded = st.applied.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
+                let handles_moved = recorded.iter().any(Value::is_null)
+                    && st
+                        .handles
+                        .get(&c.name)
+                        .is_some_and(|h| live.handles.get(&c.name) != Some(h));
+                if !same_rules(recorded, rules) || handles_moved {
                     d.rules_drifted.push(c.name.clone());
                 }
                 if st.plan.chain(&c.name) != Some(c) {
@@ -393,7 +426,9 @@ fn live_matches_state(live: &LiveTable, st: &TableState) -> bool {
         return false;
     }
     for c in &plan.chains {
-        if live.rules.get(&c.name) != st.applied.get(&c.name) {
+        let live_rules = live.rules.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
+        let recorded = st.applied.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
+        if !same_rules(recorded, live_rules) {
             return false;
         }
         // Same rules under other handles (deleted and added again by hand): the recorded
@@ -417,6 +452,29 @@ fn live_matches_state(live: &LiveTable, st: &TableState) -> bool {
     let counters: BTreeSet<&String> = live.counters.keys().collect();
     let want: BTreeSet<&String> = plan.counters.iter().collect();
     counters == want
+}
+
+/// The rules of `old` to delete and of `new` to insert in their place: what lies between the
+/// unchanged head and the unchanged tail.
+fn changed_span(old: &[RuleDef], new: &[RuleDef]) -> (Range<usize>, Range<usize>) {
+    let head = old.iter().zip(new).take_while(|(x, y)| x == y).count();
+    let tail = old[head..]
+        .iter()
+        .rev()
+        .zip(new[head..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    (head..old.len() - tail, head..new.len() - tail)
+}
+
+/// Rules as listed match rules as recorded; a recorded `null` is a rule sent over netlink whose
+/// listing was never read (its handle, compared separately, identifies it).
+fn same_rules(recorded: &[Value], live: &[Value]) -> bool {
+    recorded.len() == live.len()
+        && recorded
+            .iter()
+            .zip(live)
+            .all(|(r, l)| r.is_null() || r == l)
 }
 
 /// The transaction (nft text commands) that turns `old` (in the kernel, its rules under
@@ -458,6 +516,10 @@ pub fn incremental_commands(
         sets_changed: vec![],
         elements_added: 0,
         elements_removed: 0,
+        via: Via::Nft,
+        seconds: 0.0,
+        cpu_seconds: 0.0,
+        generation_before: None,
     };
     let mut head = vec![];
     let mut tail = vec![];
@@ -503,17 +565,9 @@ pub fn incremental_commands(
         report.chains_rewritten.push(c.name.clone());
         match handles.get(&c.name).filter(|h| h.len() == o.rules.len()) {
             Some(h) => {
-                let (a, b) = (&o.rules, &c.rules);
-                let same_head = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-                let same_tail = a[same_head..]
-                    .iter()
-                    .rev()
-                    .zip(b[same_head..].iter().rev())
-                    .take_while(|(x, y)| x == y)
-                    .count();
-                let gone = same_head..a.len() - same_tail;
-                let came = same_head..b.len() - same_tail;
-                let before = h.get(a.len() - same_tail).copied();
+                let (gone, came) = changed_span(&o.rules, &c.rules);
+                let before = h.get(gone.end).copied();
+                let b = &c.rules;
                 for handle in &h[gone.clone()] {
                     body.push(new.delete_rule_text(&c.name, *handle));
                 }
@@ -558,14 +612,244 @@ pub fn incremental_commands(
 /// Apply `plan`: nothing if the kernel already matches, an incremental transaction if the
 /// kernel holds exactly what was applied before, else the whole table replaced in one
 /// transaction. Returns the new state to record.
+///
+/// When the ruleset's generation is still the one recorded after the last apply, the kernel is
+/// known to hold that state without listing it: an unchanged plan costs one netlink round trip,
+/// and a change of rules only is sent as netlink rule edits ([`nfnl`]). Anything else goes
+/// through `nft`, with the drift check against the listed table.
 pub fn apply(
     nft: &Nft,
     plan: &TablePlan,
     prev: Option<&TableState>,
 ) -> Result<(TableState, ApplyReport), NftError> {
-    let live = LiveTable::read(nft, &plan.table)?;
+    apply_owned(nft, plan.clone(), prev.cloned())
+}
+
+/// [`apply`], taking the plan and the previous state: a rule change then moves them into the
+/// new state instead of copying a table of 155k set elements and 10k listed rules.
+pub fn apply_owned(
+    nft: &Nft,
+    plan: TablePlan,
+    prev: Option<TableState>,
+) -> Result<(TableState, ApplyReport), NftError> {
+    let started = (Instant::now(), cpu_time());
+    let mut link = Nfnl::open(nft.netns.as_deref()).ok();
+    let before = link.as_mut().and_then(|l| l.generation().ok());
+    let fast = match (&prev, before, link.as_mut()) {
+        (Some(st), Some(g), Some(l)) if st.generation == Some(g) => rules_by_netlink(l, st, &plan)?,
+        _ => None,
+    };
+    let (state, mut report) = match (fast, prev) {
+        (Some(sent), Some(st)) => sent.record(st, plan),
+        (_, prev) => {
+            let trusted = prev
+                .as_ref()
+                .is_some_and(|st| st.generation.is_some() && st.generation == before);
+            let (mut state, mut report) = apply_by_nft(nft, &plan, prev.as_ref(), trusted)?;
+            let sent = u32::from(report.mode != ApplyMode::Unchanged);
+            let after = link.as_mut().and_then(|l| l.generation().ok());
+            // Only our own transaction (or none) happened between the two readings: the
+            // listing taken in between is what the kernel holds at `after`.
+            if let (Some(b), Some(a)) = (before, after) {
+                if next_generation(b, sent) == a {
+                    state.generation = Some(a);
+                    report.generation_before = Some(b);
+                }
+            }
+            (state, report)
+        }
+    };
+    report.seconds = started.0.elapsed().as_secs_f64();
+    report.cpu_seconds = cpu_time() - started.1;
+    Ok((state, report))
+}
+
+/// User + system CPU seconds of this process and its waited-for children.
+fn cpu_time() -> f64 {
+    let of = |who| {
+        // SAFETY: getrusage fills the zeroed struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(who, &mut u) } != 0 {
+            return 0.0;
+        }
+        let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+        t(u.ru_utime) + t(u.ru_stime)
+    };
+    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
+}
+
+/// The generation after `n` committed transactions (the kernel skips 0 when it wraps).
+fn next_generation(g: u32, n: u32) -> u32 {
+    (0..n).fold(g, |g, _| match g.wrapping_add(1) {
+        0 => 1,
+        x => x,
+    })
+}
+
+/// The change from the recorded state to `plan` as netlink rule edits, when it is a change of
+/// rules only (sets, counters and chains as recorded, handles known) in forms [`nfnl`]
+/// encodes; `Ok(None)` sends nothing and leaves the change to `nft`. The caller has checked that
+/// the kernel is at the recorded generation; the batch is refused if it moved on since.
+fn rules_by_netlink(
+    link: &mut Nfnl,
+    st: &TableState,
+    plan: &TablePlan,
+) -> Result<Option<SentEdits>, NftError> {
+    let old = &st.plan;
+    let same_shape = old.table == plan.table
+        && old.sets == plan.sets
+        && old.counters == plan.counters
+        && old.chains.len() == plan.chains.len()
+        && old
+            .chains
+            .iter()
+            .zip(&plan.chains)
+            .all(|(o, c)| o.name == c.name && o.base == c.base);
+    if !same_shape {
+        return Ok(None);
+    }
+    let mut edits = vec![];
+    // Per changed chain: the span of recorded rules replaced, and where its edits start.
+    let mut spans = vec![];
+    for (o, c) in old.chains.iter().zip(&plan.chains) {
+        if o.rules == c.rules {
+            continue;
+        }
+        let Some(h) = st.handles.get(&c.name).filter(|h| h.len() == o.rules.len()) else {
+            return Ok(None);
+        };
+        let (gone, came) = changed_span(&o.rules, &c.rules);
+        if !c.rules[came.clone()].iter().all(nfnl::encodable) {
+            return Ok(None);
+        }
+        spans.push((c.name.as_str(), gone.clone(), came.clone(), edits.len()));
+        for &handle in &h[gone.clone()] {
+            edits.push(Edit::Delete {
+                chain: &c.name,
+                handle,
+            });
+        }
+        for rule in &c.rules[came] {
+            edits.push(Edit::Insert {
+                chain: &c.name,
+                rule,
+                before: h.get(gone.end).copied(),
+            });
+        }
+    }
+    let genid = st.generation.unwrap_or_default();
+    let mut report = ApplyReport {
+        table: plan.table.clone(),
+        mode: ApplyMode::Unchanged,
+        reason: None,
+        commands: edits.len(),
+        chains_rewritten: spans.iter().map(|s| s.0.to_string()).collect(),
+        rules_removed: spans.iter().map(|s| s.1.len()).sum(),
+        rules_added: spans.iter().map(|s| s.2.len()).sum(),
+        sets_changed: vec![],
+        elements_added: 0,
+        elements_removed: 0,
+        via: Via::Netlink,
+        seconds: 0.0,
+        cpu_seconds: 0.0,
+        generation_before: Some(genid),
+    };
+    if edits.is_empty() {
+        return Ok(Some(SentEdits {
+            spans: vec![],
+            handles: vec![],
+            report,
+        }));
+    }
+    let handles = match link.change(&plan.table, &edits, genid) {
+        Ok(Some(h)) => h,
+        Ok(None) | Err(NfnlError::Stale { .. }) => return Ok(None),
+        Err(NfnlError::Refused { message, index }) => {
+            let culprit = index.map(|i| match &edits[i] {
+                Edit::Delete { chain, handle } => plan.delete_rule_text(chain, *handle),
+                Edit::Insert {
+                    chain,
+                    rule,
+                    before,
+                } => plan.rule_text(chain, rule, *before),
+            });
+            return Err(NftError::Refused {
+                message,
+                culprit,
+                culprit_index: index,
+            });
+        }
+        Err(e) => return Err(NftError::Exec(e.to_string())),
+    };
+    report.mode = ApplyMode::Incremental;
+    Ok(Some(SentEdits {
+        spans: spans
+            .into_iter()
+            .map(|(c, gone, came, first)| (c.to_string(), gone, came, first))
+            .collect(),
+        handles,
+        report,
+    }))
+}
+
+/// Rule edits the kernel committed: per changed chain its name, the recorded rules replaced,
+/// the plan's rules that replaced them and the index of its first edit; the handle echoed for
+/// each edit.
+struct SentEdits {
+    spans: Vec<(String, Range<usize>, Range<usize>, usize)>,
+    handles: Vec<Option<u64>>,
+    report: ApplyReport,
+}
+
+impl SentEdits {
+    /// The state after the edits: the new plan, the new rules' handles in place of the old.
+    fn record(self, mut state: TableState, plan: TablePlan) -> (TableState, ApplyReport) {
+        for (chain, gone, came, first) in self.spans {
+            let new: Vec<u64> = self.handles[first + gone.len()..first + gone.len() + came.len()]
+                .iter()
+                .map(|h| h.unwrap_or_default())
+                .collect();
+            state
+                .handles
+                .entry(chain.clone())
+                .or_default()
+                .splice(gone.clone(), new);
+            let listed = state.applied.entry(chain).or_default();
+            if listed.len() >= gone.end {
+                listed.splice(gone, came.map(|_| Value::Null));
+            }
+        }
+        if self.report.mode == ApplyMode::Incremental {
+            state.generation = self.report.generation_before.map(|g| next_generation(g, 1));
+        }
+        state.plan = plan;
+        (state, self.report)
+    }
+}
+
+/// [`apply`] through `nft`: the table listed for the drift check, the transaction as text
+/// commands, the table listed again for the handles.
+fn apply_by_nft(
+    nft: &Nft,
+    plan: &TablePlan,
+    prev: Option<&TableState>,
+    trusted: bool,
+) -> Result<(TableState, ApplyReport), NftError> {
+    // A trusted state (the kernel still at its generation) is what the kernel holds: no
+    // listing needed to know it did not drift.
+    let live = match prev {
+        Some(_) if trusted => None,
+        _ => LiveTable::read(nft, &plan.table)?,
+    };
     let mut full_reason = None;
     let incremental = match (prev, &live) {
+        (Some(st), None) if trusted => match incremental_commands(&st.plan, &st.handles, plan) {
+            Ok(x) => Some(x),
+            Err(why) => {
+                full_reason = Some(why);
+                None
+            }
+        },
         (None, None) => {
             full_reason = Some("new table".to_string());
             None
@@ -611,6 +895,10 @@ pub fn apply(
                 sets_changed: plan.sets.iter().map(|s| s.name.clone()).collect(),
                 elements_added: plan.element_count(),
                 elements_removed: 0,
+                via: Via::Nft,
+                seconds: 0.0,
+                cpu_seconds: 0.0,
+                generation_before: None,
             }
         }
     };
@@ -643,6 +931,7 @@ pub fn apply(
             plan: plan.clone(),
             applied,
             handles,
+            generation: None,
         },
         report,
     ))

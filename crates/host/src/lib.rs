@@ -14,6 +14,7 @@ pub mod apply;
 pub mod classify;
 pub mod lab;
 pub mod nflog;
+pub mod nfnl;
 pub mod nft;
 pub mod ops;
 pub mod render;

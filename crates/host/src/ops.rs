@@ -106,8 +106,19 @@ pub struct Applied {
 pub fn apply(plan: &Plan, place: &Place) -> Result<Applied, HostError> {
     let nft = place.nft()?;
     let mut state = place.state()?;
-    let prev = state.tables.get(&plan.table.table).cloned();
-    let (applied, report) = apply::apply(&nft, &plan.table, prev.as_ref())?;
+    // Moved out, not copied (a large table's state is large); on an error the state is not
+    // saved, so the file keeps it.
+    let prev = state.tables.remove(&plan.table.table);
+    let (applied, report) = apply::apply_owned(&nft, plan.table.clone(), prev)?;
+    // This apply was the only change since `generation_before`: the namespace's other tables
+    // recorded at that generation are still exactly as recorded.
+    if let (Some(before), Some(after)) = (report.generation_before, applied.generation) {
+        for t in state.tables.values_mut() {
+            if t.generation == Some(before) {
+                t.generation = Some(after);
+            }
+        }
+    }
     state.tables.insert(plan.table.table.clone(), applied);
     place.save(&state)?;
     let mut owned = vec![];
