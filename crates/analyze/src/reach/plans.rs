@@ -130,6 +130,9 @@ fn split(layers: &[Layer], plan: &[Step], keys: &mut (PathKey, PathKey)) -> Opti
         .then_some(k)
 }
 
+/// Source places grouped per round of the parallel build.
+const PLACE_BATCH: usize = 16;
+
 /// Up to this many groups on a side, a block's groups are refined by comparing keys directly.
 const SMALL_GROUPS: usize = 16;
 
@@ -181,25 +184,42 @@ impl<'s> Engine<'s> {
             self.rows[fi] = vec![vec![NONE; n]; n];
             self.build_index(f);
             let places = self.index[fi].places.len();
-            for s in 0..places {
-                // Grouping and cell walks read the engine only: all destination places of a
-                // source place at once, on every thread, each new cell walked once; then, in
-                // place order, what writes (so ids are those of the serial run).
-                if !self.parallel {
+            if !self.parallel {
+                for s in 0..places {
                     for d in 0..places {
                         self.compute_block(f, s, d, None);
                     }
-                    continue;
                 }
+                continue;
+            }
+            // Grouping and cell walks read the engine only: the blocks of a batch of source
+            // places at once, on every thread, each new cell walked once; then, in place order,
+            // what writes (so ids are those of the serial run). A pool round per source place
+            // left the workers spinning between 500 small rounds.
+            for batch in (0..places).step_by(PLACE_BATCH) {
                 let e = &*self;
-                let blocks: Vec<Option<Block>> = (0..places)
+                let pairs: Vec<(usize, usize)> = (batch..places.min(batch + PLACE_BATCH))
+                    .flat_map(|s| (0..places).map(move |d| (s, d)))
+                    .collect();
+                let grouped: Vec<_> = pairs
                     .into_par_iter()
-                    .map(|d| e.group_block(f, s, d, None))
+                    .map(|(s, d)| {
+                        let b = e.group_block(f, s, d, None);
+                        let mut missing = vec![];
+                        if let Some(b) = &b {
+                            e.missing_cells(f, b, &mut missing);
+                        }
+                        (b, missing)
+                    })
                     .collect();
                 let mut missing = vec![];
-                for b in blocks.iter().flatten() {
-                    e.missing_cells(f, b, &mut missing);
-                }
+                let blocks: Vec<Block> = grouped
+                    .into_iter()
+                    .filter_map(|(b, m)| {
+                        missing.extend(m);
+                        b
+                    })
+                    .collect();
                 missing.sort_unstable();
                 missing.dedup();
                 let walked: Vec<_> = missing
@@ -207,7 +227,7 @@ impl<'s> Engine<'s> {
                     .map(|&(l, slot)| e.walk(l, f, slot))
                     .collect();
                 let mut fresh: Fresh = missing.into_iter().zip(walked).collect();
-                for b in blocks.into_iter().flatten() {
+                for b in blocks {
                     self.finish_block(f, b, &mut fresh);
                 }
             }
@@ -674,13 +694,12 @@ impl<'s> Engine<'s> {
         &mut self,
         f: Family,
         fw: FirewallId,
-        (src, dst): (u128, u128),
+        (sa, da): (usize, usize),
         untranslated: Option<IpAddr>,
         at_target: impl Fn(&mut Self, &AtomLoc, IpAddr, Option<u16>, &mut Vec<Step>),
     ) -> Step {
         let layer = self.fw_layer[fw.index()];
-        let g = &self.grid[f.index()];
-        let cell = self.cell(layer, f, g.atom_of(src), g.atom_of(dst));
+        let cell = self.cell(layer, f, sa, da);
         let rules: Vec<u32> = self.cells[cell as usize]
             .iter()
             .filter(|p| p.act == Act::Dnat)
@@ -787,7 +806,7 @@ impl<'s> Engine<'s> {
                     let step = self.firewall_step(
                         f,
                         fw,
-                        (src, dst),
+                        (sa, da),
                         Some(f.addr(dst)),
                         |e, tloc, _, _, sub| e.arrive(f, tloc, (sa, da), Some(ip), sub),
                     );
@@ -813,7 +832,7 @@ impl<'s> Engine<'s> {
         if let Some(fw) = dl.frontend {
             // The target's NSGs see the translated packet, from the firewall's private address
             // unless the target is public.
-            let step = self.firewall_step(f, fw, (src, dst), None, |e, tloc, to, port, sub| {
+            let step = self.firewall_step(f, fw, (sa, da), None, |e, tloc, to, port, sub| {
                 let firewall = snap.firewall(fw);
                 let s2 = match firewall.private_ip_addresses.first() {
                     Some(p) if !firewall.is_public(to) => addr_value(*p),
