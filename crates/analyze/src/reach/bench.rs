@@ -68,12 +68,21 @@ impl Clock {
 
 /// CPU time of the calling thread in seconds.
 fn thread_cpu_s() -> f64 {
+    cpu_s(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// CPU time of the whole process (every thread) in seconds: what a parallel build costs.
+fn process_cpu_s() -> f64 {
+    cpu_s(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+fn cpu_s(clock: libc::clockid_t) -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes one timespec through a valid pointer.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc != 0 {
         return 0.0;
     }
@@ -189,6 +198,37 @@ pub fn recheck_rounds(
                 nsg_rechecks(bed, &mut engine).1,
                 firewall_rechecks(bed, &mut engine).1,
             )
+        })
+        .collect()
+}
+
+/// Only the matrix, built `rounds` times from one snapshot (serial, or with
+/// [`Engine::parallel`]): per round (wall s, CPU s of the calling thread, CPU s of the whole
+/// process). For profiling the build and for figures steadier than one run on a shared machine.
+pub fn matrix_rounds(
+    spokes: usize,
+    nsg_rules: usize,
+    firewall_rules: usize,
+    rounds: usize,
+    parallel: bool,
+) -> Vec<(f64, f64, f64)> {
+    let mut g = HubSpoke::target();
+    (g.spokes, g.nsg_rules, g.firewall_rules) = (spokes.max(1), nsg_rules, firewall_rules);
+    let catalogs = Catalogs::embedded();
+    let net = g.build();
+    let snap = Snapshot::compile(&net, &catalogs, &CompileOptions::default());
+    (0..rounds)
+        .map(|_| {
+            let (t, p) = (Clock::start(), process_cpu_s());
+            let engine = if parallel {
+                Engine::parallel(&snap)
+            } else {
+                Engine::new(&snap)
+            };
+            let (wall, cpu) = t.ms();
+            let process = process_cpu_s() - p;
+            drop(engine);
+            (wall / 1e3, cpu / 1e3, process)
         })
         .collect()
 }

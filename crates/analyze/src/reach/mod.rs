@@ -176,6 +176,8 @@ pub struct Engine<'s> {
     /// chain: its pieces with the index of the step that ended each.
     arrivals: Vec<Vec<plans::Ended>>,
     arrival_ids: HashMap<plans::PathKey, u32>,
+    /// The request and arrival keys of the plan being evaluated (buffers reused).
+    keys: (plans::PathKey, plans::PathKey),
     /// Per family, per source atom: the decision per destination atom.
     rows: [Vec<Vec<u32>>; 2],
     index: [Index; 2],
@@ -227,6 +229,7 @@ impl<'s> Engine<'s> {
             request_ids: HashMap::default(),
             arrivals: vec![],
             arrival_ids: HashMap::default(),
+            keys: Default::default(),
             rows: [vec![], vec![]],
             index: Default::default(),
             parallel,

@@ -83,17 +83,21 @@ pub(super) struct Block {
     dg0: Vec<u32>,
     sreps0: Vec<u32>,
     dreps0: Vec<u32>,
-    /// Per group: the part of its key that is not a cell (special atom, routes).
-    fixed_s: Vec<Vec<u32>>,
-    fixed_d: Vec<Vec<u32>>,
+    /// Per group, `width` words each: the part of its key that is not a cell (special atom,
+    /// routes). One flat buffer per side: a vector per group was an allocation per group.
+    fixed_s: Vec<u32>,
+    fixed_d: Vec<u32>,
+    width_s: usize,
+    width_d: usize,
 }
 
-/// Steps as a memo key; `None` when a step depends on more than its cell (a DNAT sub-plan, a
-/// port rewritten by DNAT).
-fn path_key(layers: &[Layer], steps: &[Step]) -> Option<PathKey> {
-    steps
-        .iter()
-        .map(|s| match s {
+/// Steps as a memo key, written into `out` (a buffer reused across evaluations: the keys are
+/// looked up far more often than stored); `false` when a step depends on more than its cell (a
+/// DNAT sub-plan, a port rewritten by DNAT).
+fn path_key(layers: &[Layer], steps: &[Step], out: &mut PathKey) -> bool {
+    out.clear();
+    steps.iter().all(|s| {
+        let k = match s {
             Step::Cell {
                 layer,
                 cell,
@@ -108,23 +112,29 @@ fn path_key(layers: &[Layer], steps: &[Step]) -> Option<PathKey> {
             Step::Cell { .. } => None,
             Step::Ctrl(c) => Some((u8::MAX as u32, *c, 0)),
             Step::End(v) => Some((u8::MAX as u32 - 1, *v as u32, 0)),
-        })
-        .collect()
+        };
+        out.extend(k);
+        k.is_some()
+    })
 }
 
 /// A plan cut after its firewall step: the request path (the same for one source group towards
 /// many destinations) and the arrival (the same for many sources towards one destination
-/// group), as memo keys. `None`: no firewall on the path, or DNAT on it.
-fn split(layers: &[Layer], plan: &[Step]) -> Option<(usize, PathKey, PathKey)> {
+/// group), as memo keys written into `keys`; the length of the request path. `None`: no
+/// firewall on the path, or DNAT on it.
+fn split(layers: &[Layer], plan: &[Step], keys: &mut (PathKey, PathKey)) -> Option<usize> {
     let k = 1 + plan
         .iter()
         .position(|s| matches!(s, Step::Cell { step: S_FW, .. }))?;
-    Some((
-        k,
-        path_key(layers, &plan[..k])?,
-        path_key(layers, &plan[k..])?,
-    ))
+    (path_key(layers, &plan[..k], &mut keys.0) && path_key(layers, &plan[k..], &mut keys.1))
+        .then_some(k)
 }
+
+/// Source places grouped per round of the parallel build.
+const PLACE_BATCH: usize = 16;
+
+/// Up to this many groups on a side, a block's groups are refined by comparing keys directly.
+const SMALL_GROUPS: usize = 16;
 
 /// Per family: what the layers and routes see of every atom (see [`Engine::build_index`]).
 #[derive(Default)]
@@ -174,25 +184,42 @@ impl<'s> Engine<'s> {
             self.rows[fi] = vec![vec![NONE; n]; n];
             self.build_index(f);
             let places = self.index[fi].places.len();
-            for s in 0..places {
-                // Grouping and cell walks read the engine only: all destination places of a
-                // source place at once, on every thread, each new cell walked once; then, in
-                // place order, what writes (so ids are those of the serial run).
-                if !self.parallel {
+            if !self.parallel {
+                for s in 0..places {
                     for d in 0..places {
                         self.compute_block(f, s, d, None);
                     }
-                    continue;
                 }
+                continue;
+            }
+            // Grouping and cell walks read the engine only: the blocks of a batch of source
+            // places at once, on every thread, each new cell walked once; then, in place order,
+            // what writes (so ids are those of the serial run). A pool round per source place
+            // left the workers spinning between 500 small rounds.
+            for batch in (0..places).step_by(PLACE_BATCH) {
                 let e = &*self;
-                let blocks: Vec<Option<Block>> = (0..places)
+                let pairs: Vec<(usize, usize)> = (batch..places.min(batch + PLACE_BATCH))
+                    .flat_map(|s| (0..places).map(move |d| (s, d)))
+                    .collect();
+                let grouped: Vec<_> = pairs
                     .into_par_iter()
-                    .map(|d| e.group_block(f, s, d, None))
+                    .map(|(s, d)| {
+                        let b = e.group_block(f, s, d, None);
+                        let mut missing = vec![];
+                        if let Some(b) = &b {
+                            e.missing_cells(f, b, &mut missing);
+                        }
+                        (b, missing)
+                    })
                     .collect();
                 let mut missing = vec![];
-                for b in blocks.iter().flatten() {
-                    e.missing_cells(f, b, &mut missing);
-                }
+                let blocks: Vec<Block> = grouped
+                    .into_iter()
+                    .filter_map(|(b, m)| {
+                        missing.extend(m);
+                        b
+                    })
+                    .collect();
                 missing.sort_unstable();
                 missing.dedup();
                 let walked: Vec<_> = missing
@@ -200,7 +227,7 @@ impl<'s> Engine<'s> {
                     .map(|&(l, slot)| e.walk(l, f, slot))
                     .collect();
                 let mut fresh: Fresh = missing.into_iter().zip(walked).collect();
-                for b in blocks.into_iter().flatten() {
+                for b in blocks {
                     self.finish_block(f, b, &mut fresh);
                 }
             }
@@ -377,26 +404,23 @@ impl<'s> Engine<'s> {
         };
         let (sg0, sreps0) = group(srcs, &skey);
         let (dg0, dreps0) = group(dsts, &dkey);
-        let fixed_s: Vec<Vec<u32>> = sreps0
-            .iter()
-            .map(|a| {
-                let mut v = vec![];
-                skey(*a, &mut v);
-                v.truncate(2);
-                v.extend(reply.iter().map(|r| ix.route[*r][*a as usize]));
-                v
-            })
-            .collect();
-        let fixed_d: Vec<Vec<u32>> = dreps0
-            .iter()
-            .map(|a| {
-                let mut v = vec![];
-                dkey(*a, &mut v);
-                v.truncate(2);
-                v.extend(ix.fw_subnets.iter().map(|r| ix.route[*r][*a as usize]));
-                v
-            })
-            .collect();
+        // The first two words of a key (special atom, VNet or route), then the routes.
+        let (width_s, width_d) = (2 + reply.len(), 2 + ix.fw_subnets.len());
+        let mut fixed_s: Vec<u32> = Vec::with_capacity(sreps0.len() * width_s);
+        let mut key: Vec<u32> = vec![];
+        for &a in &sreps0 {
+            key.clear();
+            skey(a, &mut key);
+            fixed_s.extend_from_slice(&key[..2]);
+            fixed_s.extend(reply.iter().map(|r| ix.route[*r][a as usize]));
+        }
+        let mut fixed_d: Vec<u32> = Vec::with_capacity(dreps0.len() * width_d);
+        for &a in &dreps0 {
+            key.clear();
+            dkey(a, &mut key);
+            fixed_d.extend_from_slice(&key[..2]);
+            fixed_d.extend(ix.fw_subnets.iter().map(|r| ix.route[*r][a as usize]));
+        }
         Some(Block {
             layers,
             srcs: srcs.to_vec(),
@@ -407,6 +431,8 @@ impl<'s> Engine<'s> {
             dreps0,
             fixed_s,
             fixed_d,
+            width_s,
+            width_d,
         })
     }
 
@@ -437,6 +463,8 @@ impl<'s> Engine<'s> {
             dreps0,
             fixed_s,
             fixed_d,
+            width_s,
+            width_d,
         } = b;
         let fi = f.index();
         // Refine: two class groups differ only where a layer's cell (its decision, not its
@@ -451,35 +479,53 @@ impl<'s> Engine<'s> {
                 }
             }
         }
-        let refine =
-            |n: usize, m: usize, fixed: &[Vec<u32>], at: &dyn Fn(usize, usize, usize) -> u32| {
-                // One flat buffer of keys (one row per group): growing a vector per row was a
-                // tenth of the matrix time.
-                let width = fixed.first().map_or(0, Vec::len) + layers.len() * m;
-                let mut keys: Vec<u32> = Vec::with_capacity(n * width);
-                for (i, f) in fixed.iter().enumerate() {
-                    keys.extend_from_slice(f);
-                    for k in 0..layers.len() {
-                        keys.extend((0..m).map(|j| at(k, i, j)));
-                    }
+        let refine = |n: usize,
+                      m: usize,
+                      fixed: &[u32],
+                      fw: usize,
+                      at: &dyn Fn(usize, usize, usize) -> u32| {
+            // One flat buffer of keys (one row per group): growing a vector per row was a
+            // tenth of the matrix time.
+            let width = fw + layers.len() * m;
+            let mut keys: Vec<u32> = Vec::with_capacity(n * width);
+            for i in 0..n {
+                keys.extend_from_slice(&fixed[i * fw..(i + 1) * fw]);
+                for k in 0..layers.len() {
+                    keys.extend((0..m).map(|j| at(k, i, j)));
                 }
+            }
+            let key = |i: usize| &keys[i * width..(i + 1) * width];
+            let mut reps: Vec<usize> = vec![];
+            let map: Vec<u32> = if n <= SMALL_GROUPS {
+                // Few groups (most blocks): compare with the groups kept so far, no table.
+                (0..n)
+                    .map(|i| match reps.iter().position(|r| key(*r) == key(i)) {
+                        Some(g) => g as u32,
+                        None => {
+                            reps.push(i);
+                            reps.len() as u32 - 1
+                        }
+                    })
+                    .collect()
+            } else {
                 let mut ids: HashMap<&[u32], u32> =
                     HashMap::with_capacity_and_hasher(n, Default::default());
-                let mut reps = vec![];
-                let map: Vec<u32> = (0..n)
+                (0..n)
                     .map(|i| {
                         let next = ids.len() as u32;
-                        *ids.entry(&keys[i * width..(i + 1) * width])
-                            .or_insert_with(|| {
-                                reps.push(i);
-                                next
-                            })
+                        *ids.entry(key(i)).or_insert_with(|| {
+                            reps.push(i);
+                            next
+                        })
                     })
-                    .collect();
-                (map, reps)
+                    .collect()
             };
-        let (smap, sr) = refine(ns, nd, &fixed_s, &|k, i, j| cells[(k * ns + i) * nd + j]);
-        let (dmap, dr) = refine(nd, ns, &fixed_d, &|k, i, j| cells[(k * ns + j) * nd + i]);
+            (map, reps)
+        };
+        let at_s = |k: usize, i: usize, j: usize| cells[(k * ns + i) * nd + j];
+        let at_d = |k: usize, i: usize, j: usize| cells[(k * ns + j) * nd + i];
+        let (smap, sr) = refine(ns, nd, &fixed_s, width_s, &at_s);
+        let (dmap, dr) = refine(nd, ns, &fixed_d, width_d, &at_d);
         let sreps: Vec<u32> = sr.iter().map(|i| sreps0[*i]).collect();
         let dreps: Vec<u32> = dr.iter().map(|i| dreps0[*i]).collect();
         let sg: Vec<u32> = sg0.iter().map(|x| smap[*x as usize]).collect();
@@ -590,12 +636,11 @@ impl<'s> Engine<'s> {
         nsg: NsgId,
         outbound: bool,
         step: u8,
-        (src, dst): (u128, u128),
+        (sa, da): (usize, usize),
         dport: Option<u16>,
     ) -> Step {
         let layer = self.nsg_layer[&(nsg, outbound)];
-        let g = &self.grid[f.index()];
-        let cell = self.cell(layer, f, g.atom_of(src), g.atom_of(dst));
+        let cell = self.cell(layer, f, sa, da);
         Step::Cell {
             layer,
             fam: f.index() as u8,
@@ -606,13 +651,13 @@ impl<'s> Engine<'s> {
         }
     }
 
-    /// Inbound NSGs of a destination location, evaluated at (src, dst).
+    /// Inbound NSGs of a destination location, evaluated at the atoms (source, destination).
     fn inbound_steps(
         &mut self,
         f: Family,
         loc: &AtomLoc,
-        src: u128,
-        dst: u128,
+        sa: usize,
+        da: usize,
         dport: Option<u16>,
         plan: &mut Vec<Step>,
     ) {
@@ -620,7 +665,7 @@ impl<'s> Engine<'s> {
         let nic_nsg = loc.nic.and_then(|n| self.snap.nic(n).nsg);
         for (step, nsg) in [(S_SUB_IN, subnet_nsg), (S_NIC_IN, nic_nsg)] {
             if let Some(n) = nsg {
-                plan.push(self.nsg_step(f, n, false, step, (src, dst), dport));
+                plan.push(self.nsg_step(f, n, false, step, (sa, da), dport));
             }
         }
     }
@@ -631,13 +676,13 @@ impl<'s> Engine<'s> {
         &mut self,
         f: Family,
         loc: &AtomLoc,
-        (src, dst): (u128, u128),
+        (sa, da): (usize, usize),
         request_fw: Option<IpAddr>,
         plan: &mut Vec<Step>,
     ) {
         if loc.subnet.is_some() {
-            self.inbound_steps(f, loc, src, dst, None, plan);
-            self.reply_steps(f, loc.subnet, src, request_fw, plan);
+            self.inbound_steps(f, loc, sa, da, None, plan);
+            self.reply_steps(f, loc.subnet, sa, request_fw, plan);
         }
     }
 
@@ -649,13 +694,12 @@ impl<'s> Engine<'s> {
         &mut self,
         f: Family,
         fw: FirewallId,
-        (src, dst): (u128, u128),
+        (sa, da): (usize, usize),
         untranslated: Option<IpAddr>,
         at_target: impl Fn(&mut Self, &AtomLoc, IpAddr, Option<u16>, &mut Vec<Step>),
     ) -> Step {
         let layer = self.fw_layer[fw.index()];
-        let g = &self.grid[f.index()];
-        let cell = self.cell(layer, f, g.atom_of(src), g.atom_of(dst));
+        let cell = self.cell(layer, f, sa, da);
         let rules: Vec<u32> = self.cells[cell as usize]
             .iter()
             .filter(|p| p.act == Act::Dnat)
@@ -734,7 +778,7 @@ impl<'s> Engine<'s> {
                     if dl.platform && !snap.nsg(n).names_platform_tags {
                         continue;
                     }
-                    plan.push(self.nsg_step(f, n, true, step, (src, dst), None));
+                    plan.push(self.nsg_step(f, n, true, step, (sa, da), None));
                 }
             }
             let Some(route) = self.route_of(f, s, da) else {
@@ -762,9 +806,9 @@ impl<'s> Engine<'s> {
                     let step = self.firewall_step(
                         f,
                         fw,
-                        (src, dst),
+                        (sa, da),
                         Some(f.addr(dst)),
-                        |e, tloc, _, _, sub| e.arrive(f, tloc, (src, dst), Some(ip), sub),
+                        |e, tloc, _, _, sub| e.arrive(f, tloc, (sa, da), Some(ip), sub),
                     );
                     plan.push(step);
                     if let Some(s) = snap.firewall_subnet(fw) {
@@ -773,11 +817,11 @@ impl<'s> Engine<'s> {
                             return Some(plan);
                         }
                     }
-                    self.arrive(f, &dl, (src, dst), Some(ip), &mut plan);
+                    self.arrive(f, &dl, (sa, da), Some(ip), &mut plan);
                     plan.push(Step::End(Reach::Allow));
                 }
                 NextHopType::VnetLocal | NextHopType::VNetPeering => {
-                    self.arrive(f, &dl, (src, dst), None, &mut plan);
+                    self.arrive(f, &dl, (sa, da), None, &mut plan);
                     plan.push(Step::End(Reach::Allow));
                 }
                 _ => plan.push(Step::End(Reach::Allow)),
@@ -788,22 +832,24 @@ impl<'s> Engine<'s> {
         if let Some(fw) = dl.frontend {
             // The target's NSGs see the translated packet, from the firewall's private address
             // unless the target is public.
-            let step = self.firewall_step(f, fw, (src, dst), None, |e, tloc, to, port, sub| {
+            let step = self.firewall_step(f, fw, (sa, da), None, |e, tloc, to, port, sub| {
                 let firewall = snap.firewall(fw);
                 let s2 = match firewall.private_ip_addresses.first() {
                     Some(p) if !firewall.is_public(to) => addr_value(*p),
                     _ => src,
                 };
-                e.inbound_steps(f, tloc, s2, addr_value(to), port, sub);
+                let g = &e.grid[f.index()];
+                let atoms = (g.atom_of(s2), g.atom_of(addr_value(to)));
+                e.inbound_steps(f, tloc, atoms.0, atoms.1, port, sub);
             });
             plan.push(step);
             if dl.subnet.is_some() {
-                self.inbound_steps(f, &dl, src, dst, None, &mut plan);
+                self.inbound_steps(f, &dl, sa, da, None, &mut plan);
             }
             plan.push(Step::End(Reach::Allow));
             return Some(plan);
         }
-        self.inbound_steps(f, &dl, src, dst, None, &mut plan);
+        self.inbound_steps(f, &dl, sa, da, None, &mut plan);
         let platform = sl.platform && f.addr(src) == AZURE_WIRE_SERVER;
         if platform || sl.in_vnet {
             plan.push(Step::End(Reach::Allow));
@@ -833,13 +879,13 @@ impl<'s> Engine<'s> {
         &mut self,
         f: Family,
         subnet: Option<SubnetId>,
-        src: u128,
+        sa: usize,
         request_fw: Option<IpAddr>,
         plan: &mut Vec<Step>,
     ) {
         let Some(s) = subnet else { return };
         let snap = self.snap;
-        let Some(route) = self.route_of(f, s, self.grid[f.index()].atom_of(src)) else {
+        let Some(route) = self.route_of(f, s, sa) else {
             return;
         };
         let reply_fw = (route.next_hop_type == NextHopType::VirtualAppliance)
@@ -887,37 +933,51 @@ impl<'s> Engine<'s> {
         let Some(plan) = self.plan(f, sa, da) else {
             return NONE;
         };
-        if let Some((k, req, arr)) = split(&self.layers, &plan) {
-            let request = match self.request_ids.get(&req) {
-                Some(i) => *i,
-                None => {
-                    let mut before = vec![];
-                    let going = self.run_steps(&plan[..k], vec![(self.l4.full(), 0)], &mut before);
-                    self.requests.push((going, before));
-                    let i = self.requests.len() as u32 - 1;
-                    self.request_ids.insert(req, i);
-                    i
-                }
-            };
-            let arrival = match self.arrival_ids.get(&arr) {
-                Some(i) => *i,
-                None => {
-                    let ended = self.run_arrival(&plan[k..]);
-                    self.arrivals.push(ended);
-                    let i = self.arrivals.len() as u32 - 1;
-                    self.arrival_ids.insert(arr, i);
-                    i
-                }
-            };
-            let next = self.decisions.len() as u32;
-            let id = *self.composed_ids.entry((request, arrival)).or_insert(next);
-            if id == next {
-                self.decisions.push(Decision::Composed(request, arrival));
+        let mut keys = std::mem::take(&mut self.keys);
+        let split = split(&self.layers, &plan, &mut keys);
+        let id = match split {
+            Some(k) => self.evaluate_split(&plan, k, &keys),
+            None => self.evaluate_whole(&plan),
+        };
+        self.keys = keys;
+        id
+    }
+
+    /// A plan through a firewall, as (request, arrival): each run only when its key is new.
+    fn evaluate_split(&mut self, plan: &[Step], k: usize, (req, arr): &(PathKey, PathKey)) -> u32 {
+        let request = match self.request_ids.get(req.as_slice()) {
+            Some(i) => *i,
+            None => {
+                let mut before = vec![];
+                let going = self.run_steps(&plan[..k], vec![(self.l4.full(), 0)], &mut before);
+                self.requests.push((going, before));
+                let i = self.requests.len() as u32 - 1;
+                self.request_ids.insert(req.clone(), i);
+                i
             }
-            return id;
+        };
+        let arrival = match self.arrival_ids.get(arr.as_slice()) {
+            Some(i) => *i,
+            None => {
+                let ended = self.run_arrival(&plan[k..]);
+                self.arrivals.push(ended);
+                let i = self.arrivals.len() as u32 - 1;
+                self.arrival_ids.insert(arr.clone(), i);
+                i
+            }
+        };
+        let next = self.decisions.len() as u32;
+        let id = *self.composed_ids.entry((request, arrival)).or_insert(next);
+        if id == next {
+            self.decisions.push(Decision::Composed(request, arrival));
         }
+        id
+    }
+
+    /// A plan run whole (DNAT on it, or no firewall): its pieces stored, interned by content.
+    fn evaluate_whole(&mut self, plan: &[Step]) -> u32 {
         let mut done: Vec<(Bits, Reach, u32)> = vec![];
-        self.run(&plan, vec![(self.l4.full(), 0)], &mut done);
+        self.run(plan, vec![(self.l4.full(), 0)], &mut done);
         let mut by_outcome: Vec<(Bits, u64)> = vec![];
         for (l4, verdict, chain) in done {
             merge_piece(&mut by_outcome, l4, outcome_id(verdict, chain, 0));
