@@ -289,7 +289,7 @@ async fn tcp_loop(gw: Arc<Gateway>, listener: TcpListener, frontend: SocketAddr)
         tokio::spawn(async move {
             let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
             let work = Box::pin(tcp_flow(&gw, stream, peer, frontend));
-            let r = connection(&gw, counted, Mode::Dnat, peer, Some(frontend), work).await;
+            let r = connection(&gw, counted, None, Mode::Dnat, peer, Some(frontend), work).await;
             if let Err(e) = r {
                 if !matches!(
                     e.kind(),

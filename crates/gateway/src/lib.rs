@@ -51,8 +51,8 @@ use palisade_policy::matchers::PacketKey;
 use palisade_policy::AppProtocol;
 use policy::{Active, PolicySource};
 use resolver::Resolver;
-use shutdown::Phase;
 pub use shutdown::ShutdownReport;
+use shutdown::{InFlight, Phase};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -1040,7 +1040,54 @@ impl Gateway {
         })
     }
 
+    /// [`Gateway::record`] for a record nobody is answered after (an allowed connection's end
+    /// record): returns at once, and `until_durable`, the connection's place in flight, is
+    /// given up only once the record is on disk, so a drain still waits for it. The
+    /// connection's task then ends with its sockets instead of being woken again by the writer.
+    pub(crate) fn record_detached(&self, mut r: FlowRecord, until_durable: InFlight) {
+        if let Some(diff) = r.shadow.take() {
+            let shadow = FlowRecord {
+                action: "ShadowDiff".into(),
+                shadow: Some(diff),
+                ..r.clone()
+            };
+            let gw = until_durable.gateway().clone();
+            self.submit(r, Box::new(move |res| gw.written(res)));
+            // Batches are committed in order: the second durable means both are.
+            self.submit(
+                shadow,
+                Box::new(move |res| until_durable.gateway().written(res)),
+            );
+        } else {
+            self.submit(r, Box::new(move |res| until_durable.gateway().written(res)));
+        }
+    }
+
     async fn append(&self, r: FlowRecord) {
+        let (done, durable) = tokio::sync::oneshot::channel();
+        self.submit(
+            r,
+            Box::new(move |res| {
+                let _ = done.send(res);
+            }),
+        );
+        let res = durable
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("the flow log writer has stopped")));
+        self.written(res);
+    }
+
+    /// Count and log a record that could not be written.
+    fn written(&self, res: io::Result<()>) {
+        if let Err(e) = res {
+            self.metrics.flowlog_errors.inc();
+            log(format!("flow record not written: {e}"));
+        }
+    }
+
+    /// Count the decision, offer the record to the store, and queue it for the flow log;
+    /// `done` runs on the writer thread once it is durable (or failed).
+    fn submit(&self, r: FlowRecord, done: palisade_flowlog::Done) {
         // As `palisade logs` prints it: the rule's path, else what decided without one.
         let rule = r
             .rule_path()
@@ -1058,18 +1105,7 @@ impl Gateway {
         if let Some(s) = &self.flow_store {
             s.offer(&r, &self.metrics);
         }
-        let (done, durable) = tokio::sync::oneshot::channel();
-        self.flowlog.submit(
-            r,
-            Box::new(move |res| {
-                let _ = done.send(res);
-            }),
-        );
-        let res = durable.await;
-        if !matches!(res, Ok(Ok(()))) {
-            self.metrics.flowlog_errors.inc();
-            log(format!("flow record not written: {res:?}"));
-        }
+        self.flowlog.submit(r, done);
     }
 }
 

@@ -7,7 +7,7 @@
 use crate::buffers;
 use crate::metrics::ListenerLabels;
 use crate::resolver::ResolveError;
-use crate::shutdown::{accept, connection, relaying, InFlight};
+use crate::shutdown::{accept, connection, relaying, sockets_closed, take_in_flight, InFlight};
 use crate::sni::{self, Peeked};
 use crate::{
     log, outcome_record, AddressCheck, Closed, EchPolicy, Established, Gateway, TunnelSni, Version,
@@ -55,6 +55,11 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
             listener: mode.name().into(),
         })
         .clone();
+    // Accepted sockets inherit TCP_NODELAY from their listener on Linux: set once here, it
+    // saves a `setsockopt(2)` per connection.
+    let inherits_nodelay = socket2::SockRef::from(&listener)
+        .set_tcp_nodelay(true)
+        .is_ok();
     while let Some((stream, peer)) = accept(&gw, &listener, &what).await {
         accepted.inc();
         let Ok(permit) = gw.slots.clone().try_acquire_owned() else {
@@ -74,7 +79,9 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
             drop(stream);
             continue;
         };
-        let _ = stream.set_nodelay(true);
+        if !inherits_nodelay {
+            let _ = stream.set_nodelay(true);
+        }
         let counted = InFlight::new(&gw);
         let gw = gw.clone();
         tokio::spawn(async move {
@@ -89,7 +96,7 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
                     Mode::Dnat => unreachable!("DNAT listeners have their own accept loop"),
                 }
             });
-            let r = connection(&gw, counted, mode, peer, None, work).await;
+            let r = connection(&gw, counted, Some(source_slot), mode, peer, None, work).await;
             if let Err(e) = r {
                 if !matches!(
                     e.kind(),
@@ -102,7 +109,6 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
                 }
             }
             drop(permit);
-            drop(source_slot);
         });
     }
 }
@@ -1154,6 +1160,7 @@ pub(crate) async fn relay(
     relaying();
     let id = gw.register(entry.clone());
     let result = splice(gw, client, server, first, &entry).await;
+    sockets_closed();
     gw.unregister(id);
     let (sent, received) = match &result {
         Ok(x) => *x,
@@ -1172,6 +1179,15 @@ pub(crate) async fn relay(
     r.duration_ms = flow.started.elapsed().as_millis() as u64;
     if let Some(Closed::Shutdown) = closed {
         shutdown_record(&mut r);
+    }
+    if !matches!(closed, Some(Closed::Reload(..))) {
+        // Nothing waits for this record but a drain: the task ends here, its place in
+        // flight once the record is durable.
+        match take_in_flight() {
+            Some(counted) => gw.record_detached(r, counted),
+            None => gw.record(r).await,
+        }
+        return result.map(|_| ());
     }
     gw.record(r).await;
     if let Some(Closed::Reload(o, new_snap)) = closed {

@@ -5,12 +5,13 @@
 //! last flow record, so the drain knows when nothing is left and the records are all on disk.
 
 use crate::proxy::{observed_deny, Flow, Mode};
+use crate::source_cap::SourceSlot;
 use crate::{log, Closed, Established, Gateway, Running};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -37,10 +38,22 @@ pub struct ShutdownReport {
 /// How long the closed connections get to write their records once told to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
-tokio::task_local! {
+/// What a connection's task shares with the code it runs.
+struct Tracked {
     /// Set by [`crate::proxy::relay`] once the connection is registered: from then on the
     /// shutdown closes it through its [`Established`] entry and it writes its own record.
-    static RELAYING: Arc<AtomicBool>;
+    relaying: AtomicBool,
+    /// The client's place under `--max-connections-per-source`, given back as soon as the
+    /// sockets close ([`sockets_closed`]): waiting for the end record's `fsync` too would refuse
+    /// the source's next connections whenever the disk is slow.
+    source_slot: Mutex<Option<SourceSlot>>,
+    /// The connection's place in flight, until [`crate::proxy::relay`] hands it to its end
+    /// record ([`take_in_flight`]).
+    in_flight: Mutex<Option<InFlight>>,
+}
+
+tokio::task_local! {
+    static TRACKED: Arc<Tracked>;
 }
 
 /// Counts one connection or UDP session in flight (and in the `connections_active` gauge)
@@ -55,6 +68,12 @@ impl InFlight {
     }
 }
 
+impl InFlight {
+    pub(crate) fn gateway(&self) -> &Arc<Gateway> {
+        &self.0
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.metrics.active.dec();
@@ -64,7 +83,31 @@ impl Drop for InFlight {
 
 /// Mark the current connection as relaying (no-op outside [`connection`], e.g. UDP sessions).
 pub(crate) fn relaying() {
-    let _ = RELAYING.try_with(|r| r.store(true, Ordering::Relaxed));
+    let _ = TRACKED.try_with(|t| t.relaying.store(true, Ordering::Relaxed));
+}
+
+/// The current connection's place in flight, for a record that is to give it up once durable
+/// (`None` outside [`connection`]).
+pub(crate) fn take_in_flight() -> Option<InFlight> {
+    TRACKED
+        .try_with(|t| t.in_flight.lock().unwrap_or_else(|p| p.into_inner()).take())
+        .ok()
+        .flatten()
+}
+
+/// The current connection's sockets are closed: its source's slot goes back now, before its
+/// record is durable (no-op outside [`connection`], or when it held none).
+pub(crate) fn sockets_closed() {
+    let slot = TRACKED
+        .try_with(|t| {
+            t.source_slot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+        })
+        .ok()
+        .flatten();
+    drop(slot);
 }
 
 /// The next connection `listener` takes, or `None` once the gateway drains: the caller then
@@ -109,28 +152,40 @@ fn phase_rank(p: Phase) -> u8 {
 /// reaches a relay (still reading its request head or ClientHello, or dialing), it is dropped
 /// and recorded as closed by the shutdown; a relay is closed through its entry instead.
 /// `work` comes boxed: the task then holds a pointer, not the connection's state twice (an
-/// argument of an async fn keeps its room for good).
+/// argument of an async fn keeps its room for good). `source_slot` is held until the
+/// connection's sockets close (at the latest, until it returns).
 pub(crate) async fn connection(
     gw: &Arc<Gateway>,
     counted: InFlight,
+    source_slot: Option<SourceSlot>,
     mode: Mode,
     peer: SocketAddr,
     dst: Option<SocketAddr>,
     work: std::pin::Pin<Box<impl Future<Output = io::Result<()>>>>,
 ) -> io::Result<()> {
-    let _counted = counted;
-    let flag = Arc::new(AtomicBool::new(false));
-    // Boxed rather than pinned in place: `drop(work)` below must close the connection's
-    // sockets before its record is written.
-    let mut work = Box::pin(RELAYING.scope(flag.clone(), work));
+    let tracked = Arc::new(Tracked {
+        relaying: AtomicBool::new(false),
+        source_slot: Mutex::new(source_slot),
+        in_flight: Mutex::new(Some(counted)),
+    });
+    // In an `Option` pinned in place (no second box): setting it to `None` below must close
+    // the connection's sockets before its record is written.
+    let mut work = std::pin::pin!(Some(TRACKED.scope(tracked.clone(), work)));
     tokio::select! {
-        r = &mut work => return r,
+        r = work.as_mut().as_pin_mut().expect("set until dropped below") => return r,
         _ = reached(gw, Phase::Closing) => {}
     }
-    if flag.load(Ordering::Relaxed) {
-        return work.await;
+    if tracked.relaying.load(Ordering::Relaxed) {
+        return work.as_mut().as_pin_mut().expect("still set").await;
     }
-    drop(work);
+    work.set(None);
+    drop(
+        tracked
+            .source_slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(),
+    );
     gw.closed_at_shutdown.fetch_add(1, Ordering::Relaxed);
     let flow = Flow {
         mode,
