@@ -9,12 +9,18 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet schemathesis
 fi
-cargo build --quiet -p palisade-cli
+# CI passes the binary its test stage just built from the same tree (PALISADE=...): a plain
+# `cargo build` would compile much of the workspace again, without the dev-dependencies' features.
+palisade=${PALISADE:-}
+if [ -z "$palisade" ]; then
+    cargo build --quiet -p palisade-cli
+    palisade=target/debug/palisade
+fi
 data=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
 token=schemathesis-admin
 printf 'fuzz admin %s\n' "$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)" > "$data/tokens"
-target/debug/palisade server --network examples/ase-egress-lockdown --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+"$palisade" server --network examples/ase-egress-lockdown --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --data "$data" --token-file "$data/tokens" 2> "$data/log" &
 server=$!
 for _ in $(seq 50); do

@@ -241,14 +241,6 @@ impl RecordContext {
             detail.push("rule name truncated by the kernel's prefix limit".to_string());
         }
         FlowRecord {
-            time: format_time(at),
-            instance: self.instance.clone(),
-            mode: "host".into(),
-            protocol: protocol_name(t.protocol),
-            source_ip: Some(t.source),
-            source_port: t.source_port,
-            destination_ip: Some(t.destination),
-            destination_port: t.destination_port,
             action: match prefix.kind {
                 LogKind::Audit => "Audit",
                 _ => "Deny",
@@ -281,7 +273,7 @@ impl RecordContext {
             }
             .into(),
             detail: (!detail.is_empty()).then(|| detail.join("; ")),
-            ..Default::default()
+            ..self.packet(t, at)
         }
     }
 }
@@ -297,14 +289,6 @@ impl RecordContext {
         let collection = path.pop().map(String::from);
         let group = path.pop().map(String::from);
         FlowRecord {
-            time: format_time(at),
-            instance: self.instance.clone(),
-            mode: "host".into(),
-            protocol: protocol_name(t.protocol),
-            source_ip: Some(t.source),
-            source_port: t.source_port,
-            destination_ip: Some(t.destination),
-            destination_port: t.destination_port,
             action: match prefix.kind {
                 LogKind::FirewallAllow => "Allow",
                 _ => "Deny",
@@ -330,6 +314,21 @@ impl RecordContext {
             detail: prefix
                 .truncated
                 .then(|| "rule name truncated by the kernel's prefix limit".into()),
+            ..self.packet(t, at)
+        }
+    }
+
+    /// What every record of a logged packet says: when, where, and its 5-tuple.
+    fn packet(&self, t: &FiveTuple, at: SystemTime) -> FlowRecord {
+        FlowRecord {
+            time: format_time(at),
+            instance: self.instance.clone(),
+            mode: "host".into(),
+            protocol: protocol_name(t.protocol),
+            source_ip: Some(t.source),
+            source_port: t.source_port,
+            destination_ip: Some(t.destination),
+            destination_port: t.destination_port,
             ..Default::default()
         }
     }
@@ -619,7 +618,7 @@ mod tests {
                 Some(p) => format!("{resource}/{p}"),
                 None => resource.clone(),
             };
-            let rendered = crate::lab::firewall_nft::log_prefix(kind, &what);
+            let rendered = crate::render::nflog_prefix(kind, &what);
             let got = parse_prefix(&rendered);
             if allow && path.is_none() {
                 proptest::prop_assert!(got.is_none());

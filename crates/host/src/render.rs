@@ -528,9 +528,15 @@ fn is_all_ports(p: &[(u16, u16)]) -> bool {
 pub const RPFILTER_RULE: &str = "(anti-spoofing)";
 
 fn log_prefix(kind: &str, nsg: &str, rule: &str) -> String {
-    // NF_LOG_PREFIXLEN is 128 including the NUL.
-    // A quote would end the prefix in nft's text syntax; the JSON form says the same.
-    let mut p = format!("palisade {kind} {nsg}/{rule}: ").replace('"', "'");
+    nflog_prefix(kind, &format!("{nsg}/{rule}"))
+}
+
+/// `palisade <kind> <what>: ` as `nflog::parse_prefix` reads it, within the kernel's 128 bytes
+/// (NF_LOG_PREFIXLEN, with the NUL): a longer one is cut and marked `..`. A quote or backslash
+/// would end or escape the string in nft's text syntax, so each becomes `'` (the JSON form says
+/// the same).
+pub fn nflog_prefix(kind: &str, what: &str) -> String {
+    let mut p = format!("palisade {kind} {}: ", what.replace(['"', '\\'], "'"));
     if p.len() > 120 {
         let mut cut = 116;
         while !p.is_char_boundary(cut) {

@@ -11,6 +11,7 @@
 //! ([`FIREWALL_LOG_GROUP`]) with a prefix naming the rule, which `nflog.rs` reads into a flow
 //! record. Pure: text out, no I/O.
 
+use crate::render::nflog_prefix as log_prefix;
 use ipnet::IpNet;
 use palisade_policy::firewall::{CompiledFirewall, PassView};
 use palisade_policy::intervals::{prefix_set, to_prefixes, Family};
@@ -123,22 +124,7 @@ fn matches(e: &ClassifierRule) -> Vec<String> {
     out
 }
 
-/// `palisade <kind> <what>: ` as `nflog::parse_prefix` reads it, within the kernel's 128 bytes
-/// (NF_LOG_PREFIXLEN, with the NUL): a longer one is cut and marked `..`.
-pub fn log_prefix(kind: &str, what: &str) -> String {
-    let mut p = format!("palisade {kind} {}: ", quote_safe(what));
-    if p.len() > 120 {
-        let mut cut = 116;
-        while !p.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        p.truncate(cut);
-        p.push_str("..: ");
-    }
-    p
-}
-
-/// A quote would end the string in nft's text syntax.
+/// A quote or backslash would end or escape an nft string.
 fn quote_safe(s: &str) -> String {
     s.replace(['"', '\\'], "'")
 }
