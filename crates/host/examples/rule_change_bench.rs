@@ -33,11 +33,10 @@ fn run(ns: &str, plan: TablePlan, rounds: u16) -> Result<(), Box<dyn std::error:
     let nft = Nft::new(Some(ns.to_string()));
     let (mut state, report) = apply::apply(&nft, &plan, None)?;
     println!("{}", serde_json::json!({"full": report}));
-    let chain = plan
-        .chains
-        .iter()
-        .position(|c| c.name == "nsg_in")
-        .ok_or("no nsg_in")?;
+    // The longest chain: `nsg_in` when listed, the fullest interval chain when classified.
+    let chain = (0..plan.chains.len())
+        .max_by_key(|&c| plan.chains[c].rules.len())
+        .ok_or("no chain")?;
     let rules = &plan.chains[chain].rules;
     // A middle rule with one destination port that netlink can carry.
     let index = (rules.len() / 2..rules.len())
