@@ -20,14 +20,13 @@ fn ms(t: Instant) -> f64 {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args = palisade_analyze::reach::bench::example_args(std::env::args().skip(1), 1);
+    let (spokes, nsg_rules, firewall_rules, _) = args.unwrap_or_else(|e| {
+        eprintln!("reach_bench: {e}");
+        std::process::exit(2)
+    });
     let mut g = HubSpoke::target();
-    if args.len() == 3 {
-        (g.spokes, g.nsg_rules, g.firewall_rules) = (args[0], args[1], args[2]);
-    }
+    (g.spokes, g.nsg_rules, g.firewall_rules) = (spokes, nsg_rules, firewall_rules);
     let catalogs = Catalogs::embedded();
     let t = Instant::now();
     let net = g.build();

@@ -2,17 +2,15 @@
 //! `cargo run --release -p palisade-analyze --example reach_json [spokes nsg_rules fw_rules]`
 //! (`REACH_PARALLEL=1`: the matrix built by `Engine::parallel`).
 
+use palisade_analyze::reach::bench::{example_args, run_with};
+
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let (spokes, nsg, fw) = match args[..] {
-        [s, n, f] => (s, n, f),
-        _ => (500, 50, 5000),
-    };
+    let (spokes, nsg, fw, _) = example_args(std::env::args().skip(1), 1).unwrap_or_else(|e| {
+        eprintln!("reach_json: {e}");
+        std::process::exit(2)
+    });
     let parallel = std::env::var_os("REACH_PARALLEL").is_some();
-    let r = palisade_analyze::reach::bench::run_with(spokes, nsg, fw, parallel);
+    let r = run_with(spokes, nsg, fw, parallel);
     println!("{}", serde_json::to_string_pretty(&r).expect("plain data"));
     if r.mismatches > 0 {
         std::process::exit(1);

@@ -5,15 +5,11 @@
 //! of the whole process (`REACH_PARALLEL=1`: built by `Engine::parallel`).
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let (spokes, nsg, fw, rounds) = match args[..] {
-        [s, n, f, r] => (s, n, f, r.max(1)),
-        [s, n, f] => (s, n, f, 3),
-        _ => (500, 50, 5000, 3),
-    };
+    let args = palisade_analyze::reach::bench::example_args(std::env::args().skip(1), 3);
+    let (spokes, nsg, fw, rounds) = args.unwrap_or_else(|e| {
+        eprintln!("reach_json_matrix: {e}");
+        std::process::exit(2)
+    });
     let parallel = std::env::var_os("REACH_PARALLEL").is_some();
     let runs = palisade_analyze::reach::bench::matrix_rounds(spokes, nsg, fw, rounds, parallel);
     let median = |mut v: Vec<f64>| {

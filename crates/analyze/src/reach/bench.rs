@@ -7,12 +7,12 @@ use super::{Engine, Reach};
 use crate::gen::{HubSpoke, Rng, FRONTEND_IP};
 use ipnet::IpNet;
 use palisade_model::catalog::Catalogs;
-use palisade_model::{Access, AddressItem, Network, PortRange, Protocol};
+use palisade_model::{Access, AddressItem, Direction, Network, PortRange, Protocol, SecurityRule};
 use palisade_policy::firewall::CompiledFirewall;
 use palisade_policy::nsg::CompiledNsg;
 use palisade_policy::{CompileOptions, Flow, Snapshot, TraceOptions, Verdict};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
@@ -47,6 +47,37 @@ pub struct ReachBench {
     pub peak_rss_after_questions_mib: f64,
     pub subnet_links: usize,
     pub internet_to_spoke_s: f64,
+    /// CPU ms of each one-rule change (the slower of applying and reverting it), by
+    /// [`CHANGES`] name: which kind of change is the worst.
+    pub recheck_cpu_ms_by_change: BTreeMap<&'static str, f64>,
+}
+
+/// The arguments of the reach examples, `SPOKES NSG_RULES FIREWALL_RULES [N]`: the generated
+/// network's size (500 / 50 / 5,000 when none is given) and `N` (`default_n` when absent; at
+/// least 1). An error names the argument and what was expected.
+pub fn example_args(
+    args: impl IntoIterator<Item = String>,
+    default_n: usize,
+) -> Result<(usize, usize, usize, usize), String> {
+    const NAMES: [&str; 4] = ["SPOKES", "NSG_RULES", "FIREWALL_RULES", "N"];
+    let args: Vec<String> = args.into_iter().collect();
+    if args.len() > NAMES.len() || (1..3).contains(&args.len()) {
+        return Err(format!(
+            "expected no arguments or SPOKES NSG_RULES FIREWALL_RULES [N], got {} arguments",
+            args.len()
+        ));
+    }
+    let mut v = [500, 50, 5000, default_n];
+    for (i, a) in args.iter().enumerate() {
+        v[i] = a.parse().map_err(|_| {
+            format!(
+                "argument {} ({}): expected a whole number, got {a:?}",
+                i + 1,
+                NAMES[i]
+            )
+        })?;
+    }
+    Ok((v[0], v[1], v[2], v[3].max(1)))
 }
 
 /// Wall-clock and thread CPU time since a start.
@@ -133,8 +164,9 @@ pub fn run_with(
         snap: &snap,
         catalogs: &catalogs,
     };
-    let (recheck_nsg_ms, recheck_nsg_cpu_ms) = nsg_rechecks(bed, &mut engine);
-    let (recheck_firewall_ms, recheck_firewall_cpu_ms) = firewall_rechecks(bed, &mut engine);
+    let rc = rechecks(bed, &mut engine);
+    let ((recheck_nsg_ms, recheck_nsg_cpu_ms), (recheck_firewall_ms, recheck_firewall_cpu_ms)) =
+        (rc.nsg, rc.firewall);
     // Every change was reverted: the engine must answer as the original snapshot does.
     let (trace_checked_flows, mismatches) = check_sample(&g, &snap, &engine, 4000, 11);
     // The matrix's peak, before the item-4 questions add their own results.
@@ -168,18 +200,19 @@ pub fn run_with(
         subnet_matrix_s,
         subnet_links,
         internet_to_spoke_s,
+        recheck_cpu_ms_by_change: CHANGES.into_iter().zip(rc.cpu_ms).collect(),
     }
 }
 
-/// Only the re-checks, `rounds` times over one engine: per round the worst CPU time of the NSG
-/// changes and of the firewall changes (ms). For profiling the re-check and for figures steadier
-/// than one round on a shared machine (the matrix is built once, outside the timings).
+/// Only the re-checks, `rounds` times over one engine: per round the CPU time of each change and
+/// the worst of the NSG and of the firewall changes. For profiling the re-check and for figures
+/// steadier than one round on a shared machine (the matrix is built once, outside the timings).
 pub fn recheck_rounds(
     spokes: usize,
     nsg_rules: usize,
     firewall_rules: usize,
     rounds: usize,
-) -> Vec<(f64, f64)> {
+) -> Vec<Rechecks> {
     let mut g = HubSpoke::target();
     (g.spokes, g.nsg_rules, g.firewall_rules) = (spokes.max(1), nsg_rules, firewall_rules);
     let catalogs = Catalogs::embedded();
@@ -192,14 +225,7 @@ pub fn recheck_rounds(
         snap: &snap,
         catalogs: &catalogs,
     };
-    (0..rounds)
-        .map(|_| {
-            (
-                nsg_rechecks(bed, &mut engine).1,
-                firewall_rechecks(bed, &mut engine).1,
-            )
-        })
-        .collect()
+    (0..rounds).map(|_| rechecks(bed, &mut engine)).collect()
 }
 
 /// Only the matrix, built `rounds` times from one snapshot (serial, or with
@@ -242,9 +268,58 @@ struct Bed<'a> {
     catalogs: &'a Catalogs,
 }
 
-/// NSG one-rule changes: a narrow one (flip an outbound rule's access in a spoke without a NIC)
-/// and a broad one (an inbound rule of a spoke with a NIC opened to any source, protocol, port).
-fn nsg_rechecks(bed: Bed, engine: &mut Engine) -> (f64, f64) {
+/// The bench's one-rule changes, each applied and then reverted, by name, in the order they
+/// run: NSG changes first, then firewall changes.
+pub const CHANGES: [&str; 10] = [
+    "nsg-narrow",
+    "nsg-broad",
+    "nsg-dnat-target",
+    "nsg-priority",
+    "nsg-delete",
+    "fw-narrow",
+    "fw-broad",
+    "fw-delete",
+    "fw-rule-order",
+    "fw-collection-priority",
+];
+
+/// CPU ms of each change in [`CHANGES`] (the slower of applying and reverting it; 0 for a
+/// change this network cannot make), and the worst wall and CPU ms of the NSG and the firewall
+/// changes.
+#[derive(Debug, Clone, Default)]
+pub struct Rechecks {
+    pub cpu_ms: Vec<f64>,
+    pub nsg: (f64, f64),
+    pub firewall: (f64, f64),
+}
+
+fn rechecks(bed: Bed, engine: &mut Engine) -> Rechecks {
+    let mut out = Rechecks::default();
+    for (name, ms) in nsg_rechecks(bed, engine)
+        .into_iter()
+        .chain(firewall_rechecks(bed, engine))
+    {
+        let worst = if name.starts_with("nsg") {
+            &mut out.nsg
+        } else {
+            &mut out.firewall
+        };
+        *worst = (worst.0.max(ms.0), worst.1.max(ms.1));
+        let at = CHANGES.iter().position(|c| *c == name).expect("listed");
+        out.cpu_ms.resize(CHANGES.len(), 0.0);
+        out.cpu_ms[at] = out.cpu_ms[at].max(ms.1);
+    }
+    out.cpu_ms.resize(CHANGES.len(), 0.0);
+    out
+}
+
+/// NSG one-rule changes (an experienced user's edits): the access of an outbound rule flipped
+/// in a spoke without a NIC (narrow); an inbound rule of spoke 0 — it holds the DNAT target —
+/// opened to any source, protocol and port (broad); an inbound rule there made to allow SSH from
+/// anywhere to anything, so that its destination holds both the DNAT's translated address and
+/// the frontend (every DNAT'd flow meets it, FW-4); a rule of spoke 0 moved to the front (its
+/// priority changed); a rule deleted. Each applied, then reverted: (name, (wall ms, CPU ms)).
+fn nsg_rechecks(bed: Bed, engine: &mut Engine) -> Vec<(&'static str, (f64, f64))> {
     let Bed {
         g,
         net,
@@ -257,8 +332,14 @@ fn nsg_rechecks(bed: Bed, engine: &mut Engine) -> (f64, f64) {
         g.spokes / 2
     }
     .min(g.spokes - 1);
-    let mut worst = (0.0f64, 0.0f64);
-    for (spoke, broad) in [(mid, false), (0, true)] {
+    let mut out = vec![];
+    for (name, spoke) in [
+        ("nsg-narrow", mid),
+        ("nsg-broad", 0),
+        ("nsg-dnat-target", 0),
+        ("nsg-priority", 0),
+        ("nsg-delete", mid),
+    ] {
         let Some(model) = net
             .network_security_groups
             .iter()
@@ -267,23 +348,51 @@ fn nsg_rechecks(bed: Bed, engine: &mut Engine) -> (f64, f64) {
             continue;
         };
         let mut nsg = model.clone();
-        let k = if broad { 2 } else { 3 };
-        let Some(r) = nsg.security_rules.get_mut(k) else {
+        let rules = &mut nsg.security_rules;
+        let inbound = |rules: &[SecurityRule], skip: usize| {
+            (0..rules.len())
+                .filter(|k| rules[*k].direction == Direction::Inbound)
+                .nth(skip)
+        };
+        let k = match name {
+            "nsg-narrow" | "nsg-delete" => Some(3),
+            "nsg-broad" => Some(2),
+            "nsg-dnat-target" => inbound(rules, 1),
+            _ => rules.len().checked_sub(1),
+        };
+        let Some(k) = k.filter(|k| *k < rules.len()) else {
             continue;
         };
-        if broad {
-            r.access = Access::Allow;
-            r.protocol = Protocol::Any;
-            r.source.address_prefixes = vec![AddressItem::Any];
-            r.source.port_ranges = vec![PortRange::ANY];
-            r.destination.port_ranges = vec![PortRange::ANY];
-        } else {
-            r.access = match r.access {
-                Access::Allow => Access::Deny,
-                Access::Deny => Access::Allow,
-            };
+        let dir = rules[k].direction;
+        let r = &mut rules[k];
+        match name {
+            "nsg-narrow" => {
+                r.access = match r.access {
+                    Access::Allow => Access::Deny,
+                    Access::Deny => Access::Allow,
+                }
+            }
+            "nsg-broad" => {
+                r.access = Access::Allow;
+                r.protocol = Protocol::Any;
+                r.source.address_prefixes = vec![AddressItem::Any];
+                r.source.port_ranges = vec![PortRange::ANY];
+                r.destination.port_ranges = vec![PortRange::ANY];
+            }
+            "nsg-dnat-target" => {
+                r.access = Access::Allow;
+                r.protocol = Protocol::Tcp;
+                r.source.address_prefixes = vec![AddressItem::Any];
+                r.source.port_ranges = vec![PortRange::ANY];
+                r.destination.address_prefixes = vec![AddressItem::Any];
+                r.destination.port_ranges = vec![PortRange::single(22)];
+            }
+            // The last rule moved to second place (NSG-4: priorities 100-4096, first is 100).
+            "nsg-priority" => r.priority = 105,
+            _ => {
+                rules.remove(k);
+            }
         }
-        let dir = r.direction;
         let Some(s) = snap.subnet_by_name(&format!("spoke{spoke}/workload")) else {
             continue;
         };
@@ -291,6 +400,7 @@ fn nsg_rechecks(bed: Bed, engine: &mut Engine) -> (f64, f64) {
             continue;
         };
         let compiled = CompiledNsg::compile(&nsg, catalogs, &snap.subnet(s).tags, &HashMap::new());
+        let mut worst = (0.0f64, 0.0f64);
         for rules in [compiled.direction(dir), snap.nsg(idx).direction(dir)] {
             let t = Clock::start();
             engine
@@ -299,13 +409,16 @@ fn nsg_rechecks(bed: Bed, engine: &mut Engine) -> (f64, f64) {
             let (wall, cpu) = t.ms();
             worst = (worst.0.max(wall), worst.1.max(cpu));
         }
+        out.push((name, worst));
     }
-    worst
+    out
 }
 
-/// Firewall one-rule changes: a narrow one (one spoke to another on one port) and a broad one
-/// (one spoke to any destination).
-fn firewall_rechecks(bed: Bed, engine: &mut Engine) -> (f64, f64) {
+/// Firewall one-rule changes: a narrow one (one spoke to another on one port), a broad one (one
+/// spoke to any destination), a rule deleted, a rule moved to the front of its collection, and
+/// a rule collection moved ahead of the one before it (its priority changed). Each applied,
+/// then reverted: (name, (wall ms, CPU ms)).
+fn firewall_rechecks(bed: Bed, engine: &mut Engine) -> Vec<(&'static str, (f64, f64))> {
     let Bed {
         g,
         net,
@@ -315,27 +428,63 @@ fn firewall_rechecks(bed: Bed, engine: &mut Engine) -> (f64, f64) {
     let (Some(model), Some((fw0, original))) =
         (net.azure_firewalls.first(), snap.firewalls().next())
     else {
-        return (0.0, 0.0);
+        return vec![];
     };
-    let mut worst = (0.0f64, 0.0f64);
+    let mut out = vec![];
     let last = model.rule_collections.len().saturating_sub(1);
-    for (col, rule, broad) in [(20usize, 7usize, false), (10, 11, true)] {
+    for (name, col, rule) in [
+        ("fw-narrow", 20usize, 7usize),
+        ("fw-broad", 10, 11),
+        ("fw-delete", 20, 7),
+        ("fw-rule-order", 20, 7),
+        ("fw-collection-priority", 20, 0),
+    ] {
         let mut fw = model.clone();
-        let Some(r) = fw
-            .rule_collections
-            .get_mut(col.min(last))
-            .and_then(|c| c.rules.get_mut(rule))
-        else {
+        let col = col.min(last);
+        let before = col.checked_sub(1).map(|c| {
+            (
+                fw.rule_collections[c].priority,
+                fw.rule_collections[c].name.clone(),
+            )
+        });
+        let Some(c) = fw.rule_collections.get_mut(col) else {
             continue;
         };
-        r.destination_ports = vec![PortRange::single(3389)];
-        r.source_addresses = vec![AddressItem::Prefix(g.spoke(3 % g.spokes))];
-        r.destination_addresses = if broad {
-            vec![AddressItem::Any]
-        } else {
-            vec![AddressItem::Prefix(g.spoke(4 % g.spokes))]
-        };
+        if rule >= c.rules.len() {
+            continue;
+        }
+        match name {
+            "fw-delete" => {
+                c.rules.remove(rule);
+            }
+            "fw-rule-order" => {
+                let r = c.rules.remove(rule);
+                c.rules.insert(0, r);
+            }
+            "fw-collection-priority" => {
+                // Ahead of the collection before it (FW-1: ties go by name).
+                let Some((p, other)) = before else {
+                    continue;
+                };
+                c.priority = if c.name.to_ascii_lowercase() < other.to_ascii_lowercase() {
+                    p
+                } else {
+                    p.saturating_sub(1)
+                };
+            }
+            _ => {
+                let r = &mut c.rules[rule];
+                r.destination_ports = vec![PortRange::single(3389)];
+                r.source_addresses = vec![AddressItem::Prefix(g.spoke(3 % g.spokes))];
+                r.destination_addresses = if name == "fw-broad" {
+                    vec![AddressItem::Any]
+                } else {
+                    vec![AddressItem::Prefix(g.spoke(4 % g.spokes))]
+                };
+            }
+        }
         let compiled = CompiledFirewall::compile(&fw, net, catalogs, &HashMap::new());
+        let mut worst = (0.0f64, 0.0f64);
         for cfw in [&compiled, original] {
             let t = Clock::start();
             engine
@@ -344,8 +493,9 @@ fn firewall_rechecks(bed: Bed, engine: &mut Engine) -> (f64, f64) {
             let (wall, cpu) = t.ms();
             worst = (worst.0.max(wall), worst.1.max(cpu));
         }
+        out.push((name, worst));
     }
-    worst
+    out
 }
 
 /// Check `n` random flows (spoke hosts, NIC, hub, frontend, Internet) against `trace`:
