@@ -499,9 +499,13 @@ fn reachability_recheck_equals_full_recomputation() {
 
 /// Issue 15: a DNAT'd flow meets the target subnet's inbound NSG at the translated address
 /// (FW-4), so deleting any inbound rule of that NSG must re-check the flows to the firewall's
-/// frontend too, though the frontend lies outside every rule's box.
+/// frontend too, though the frontend lies outside every rule's box. Each inbound rule is also
+/// made to allow SSH from anywhere to anything, its destination set to the translated address
+/// and to the frontend, and its ports set to the frontend's DNAT port (the original packet,
+/// met from inside) — each checked against an engine built from scratch.
 #[test]
 fn fw_4_recheck_of_a_dnat_targets_inbound_nsg_covers_the_dnat_flows() {
+    use palisade_model::{AddressItem, PortRange};
     let g = HubSpoke::small(1);
     let net = g.build();
     let snap = compile(&net);
@@ -517,15 +521,51 @@ fn fw_4_recheck_of_a_dnat_targets_inbound_nsg_covers_the_dnat_flows() {
         .filter(|k| nsg.security_rules[*k].direction == Direction::Inbound)
         .collect();
     assert!(!inbound.is_empty());
+    let translated = net.azure_firewalls[0]
+        .rule_collections
+        .iter()
+        .flat_map(|c| &c.rules)
+        .find_map(|r| r.translated_address.clone())
+        .unwrap();
+    let frontend = AddressItem::Prefix(ip(palisade_analyze::gen::FRONTEND_IP).into());
     for k in inbound {
-        let mut changed = net.clone();
-        changed.network_security_groups[at].security_rules.remove(k);
-        let snap2 = compile(&changed);
-        let (idx, _) = snap.nsgs().find(|(_, n)| n.name == "nsg-0").unwrap();
-        let mut engine = Engine::new(&snap);
-        let rules = snap2.nsg(idx).direction(Direction::Inbound);
-        engine.update_nsg(idx, Direction::Inbound, rules).unwrap();
-        same_answers(&engine, &Engine::with_cuts(&snap2, &grid));
+        for edit in 0..5 {
+            let mut changed = net.clone();
+            let rules = &mut changed.network_security_groups[at].security_rules;
+            let r = &mut rules[k];
+            match edit {
+                0 => {
+                    rules.remove(k);
+                }
+                1 => {
+                    r.protocol = Protocol::Tcp;
+                    r.access = Access::Allow;
+                    r.source.address_prefixes = vec![AddressItem::Any];
+                    r.destination.address_prefixes = vec![AddressItem::Any];
+                    r.destination.port_ranges = vec![PortRange::single(22)];
+                }
+                2 => r.destination.address_prefixes = vec![translated.clone()],
+                3 => {
+                    r.destination.address_prefixes = vec![frontend.clone()];
+                    r.access = Access::Allow;
+                }
+                _ => {
+                    r.protocol = Protocol::Tcp;
+                    r.destination.address_prefixes = vec![AddressItem::Any];
+                    r.destination.port_ranges = vec![PortRange::single(2222)];
+                    r.access = match r.access {
+                        Access::Allow => Access::Deny,
+                        Access::Deny => Access::Allow,
+                    };
+                }
+            }
+            let snap2 = compile(&changed);
+            let (idx, _) = snap.nsgs().find(|(_, n)| n.name == "nsg-0").unwrap();
+            let mut engine = Engine::new(&snap);
+            let rules = snap2.nsg(idx).direction(Direction::Inbound);
+            engine.update_nsg(idx, Direction::Inbound, rules).unwrap();
+            same_answers(&engine, &Engine::with_cuts(&snap2, &grid));
+        }
     }
 }
 
@@ -636,7 +676,9 @@ fn diff_lists_exactly_the_changed_flows() {
 }
 
 /// Issue 15: after random rule edits (NSG and firewall: flip the access, open the ports, widen
-/// the source to any, rename, delete a rule; firewall: narrow to one port), the incrementally re-checked engine answers as one built
+/// the source to any, rename, delete or add a rule; NSG: move a rule's priority, SSH from
+/// anywhere to anything or any port to the DNAT's translated address; firewall: narrow to one
+/// port, move a rule to the front of its collection, change a collection's priority), the incrementally re-checked engine answers as one built
 /// from scratch over the edited snapshot (on the same address grid), edit after edit. The paths
 /// this covers: edits that keep every rule's name keep the layer's memo keys, renames and
 /// deletions renew them; an edit of the DNAT target's inbound NSG re-checks the DNAT'd flows only
@@ -658,10 +700,18 @@ mod recheck_property {
         #[test]
         fn incremental_recheck_equals_from_scratch(
             seed in 1u64..8,
-            edits in proptest::collection::vec((any::<bool>(), 0usize..64, 0usize..64, 0u8..6), 1..5),
+            edits in proptest::collection::vec((any::<bool>(), 0usize..64, 0usize..64, 0u8..10), 1..5),
         ) {
             let g = HubSpoke::small(seed);
             let mut net = g.build();
+            // The DNAT rule's translated address: an NSG rule whose destination holds it (or
+            // the frontend) is met by every DNAT'd flow (FW-4).
+            let translated = net.azure_firewalls[0]
+                .rule_collections
+                .iter()
+                .flat_map(|c| &c.rules)
+                .find_map(|r| r.translated_address.clone())
+                .expect("the generated network has a DNAT rule");
             let snap0 = compile(&net);
             let grid = reach::cuts(&snap0);
             let mut engine = Engine::new(&snap0);
@@ -678,6 +728,7 @@ mod recheck_property {
                     let k = b % n.security_rules.len();
                     let name = n.name.clone();
                     let dir = n.security_rules[k].direction;
+                    let len = n.security_rules.len();
                     let r = &mut n.security_rules[k];
                     match op {
                         0 => {
@@ -690,6 +741,33 @@ mod recheck_property {
                         2 => r.source.address_prefixes = vec![AddressItem::Any],
                         // The same rule under another name: the answers must name it.
                         4 => r.name.push_str("-renamed"),
+                        // NSG-4: its priority moved (before or after others, ties by order).
+                        6 => r.priority = 95 + 10 * (a % (len + 1)) as u32,
+                        // SSH from anywhere to anything: on the DNAT target's NSG, every
+                        // DNAT'd flow meets it, from outside translated (FW-4).
+                        7 => {
+                            r.protocol = Protocol::Tcp;
+                            r.access = Access::Allow;
+                            r.source.address_prefixes = vec![AddressItem::Any];
+                            r.destination.address_prefixes = vec![AddressItem::Any];
+                            r.destination.port_ranges = vec![PortRange::single(22)];
+                        }
+                        // Only the translated address, any port.
+                        8 => {
+                            r.destination.address_prefixes = vec![translated.clone()];
+                            r.destination.port_ranges = vec![PortRange::ANY];
+                        }
+                        // A rule added: a copy under a new name, just after this one.
+                        9 => {
+                            let mut copy = r.clone();
+                            copy.name.push_str("-added");
+                            copy.priority += 5;
+                            copy.access = match copy.access {
+                                Access::Allow => Access::Deny,
+                                Access::Deny => Access::Allow,
+                            };
+                            n.security_rules.push(copy);
+                        }
                         _ => {
                             n.security_rules.remove(k);
                         }
@@ -706,12 +784,34 @@ mod recheck_property {
                     let network: Vec<usize> = (0..fw.rule_collections.len())
                         .filter(|i| fw.rule_collections[*i].kind == RuleCollectionKind::Network)
                         .collect();
-                    let c = &mut fw.rule_collections[network[a % network.len()]];
+                    let at = network[a % network.len()];
+                    let ahead = network
+                        .iter()
+                        .map(|i| fw.rule_collections[*i].priority)
+                        .min()
+                        .unwrap_or(200);
+                    let c = &mut fw.rule_collections[at];
                     if c.rules.is_empty() {
                         continue;
                     }
                     let k = b % c.rules.len();
                     match op {
+                        // FW-2.4: a rule moved to the front of its collection.
+                        6 => {
+                            let r = c.rules.remove(k);
+                            c.rules.insert(0, r);
+                        }
+                        // FW-1: the collection's priority changed (ahead of every other
+                        // network collection, or after some).
+                        7 => c.priority = ahead - 1 + (b % 4) as u32,
+                        // A rule added after this one: a copy under a new name, its ports
+                        // opened.
+                        8 => {
+                            let mut copy = c.rules[k].clone();
+                            copy.name.push_str("-added");
+                            copy.destination_ports = vec![PortRange::ANY];
+                            c.rules.insert(k + 1, copy);
+                        }
                         0 => {
                             c.action = if c.action == FirewallAction::Allow {
                                 FirewallAction::Deny

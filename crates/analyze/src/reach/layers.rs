@@ -218,6 +218,9 @@ pub(super) struct FwItems {
     /// which stay put only while these counts do.
     pub(super) rules: (usize, usize, usize),
     pub(super) hash: Vec<u64>,
+    /// The rule index of each item: kept apart from the fingerprint, so that the items after
+    /// a rule added or deleted are recognised under their shifted indexes.
+    pub(super) rule: Vec<u32>,
     /// Per family, the first entry of each item, plus the entry count (`hash.len() + 1` each).
     pub(super) first: [Vec<u32>; 2],
 }
@@ -284,21 +287,25 @@ fn fingerprint_keys() -> &'static RandomState {
     KEYS.get_or_init(RandomState::new)
 }
 
-/// The fingerprint of every item of a firewall (see [`FwItems`]).
-pub(super) fn fw_hashes(fw: &CompiledFirewall) -> Vec<u64> {
+/// The fingerprint of every item of a firewall and its rule index (see [`FwItems`]).
+pub(super) fn fw_hashes(fw: &CompiledFirewall) -> (Vec<u64>, Vec<u32>) {
     fw_item_list(fw)
         .iter()
         .map(|item| {
             let mut h = fingerprint_keys().build_hasher();
+            let index = match item {
+                FwItem::Pass { base, ri, .. } => base + *ri as u32,
+                FwItem::App { index, .. } => *index,
+            };
             match item {
                 FwItem::Pass {
                     dnat,
-                    base,
                     rule,
                     ri,
                     spec,
+                    ..
                 } => {
-                    (dnat, base, ri).hash(&mut h);
+                    dnat.hash(&mut h);
                     hash_rule(rule, &mut h);
                     (
                         spec.protocol,
@@ -312,15 +319,14 @@ pub(super) fn fw_hashes(fw: &CompiledFirewall) -> Vec<u64> {
                         fw.dnat_translation(*ri).hash(&mut h);
                     }
                 }
-                FwItem::App { index, view } => {
-                    index.hash(&mut h);
+                FwItem::App { view, .. } => {
                     hash_rule(view.rule, &mut h);
                     (view.protocols, view.sources, view.destinations).hash(&mut h);
                 }
             }
-            h.finish()
+            (h.finish(), index)
         })
-        .collect()
+        .unzip()
 }
 
 pub(super) fn fw_rule_counts(fw: &CompiledFirewall) -> (usize, usize, usize) {
@@ -473,11 +479,12 @@ pub(super) fn fw_entries(fw: &CompiledFirewall, range: std::ops::Range<usize>) -
 }
 
 pub(super) fn fw_layer(fw: &CompiledFirewall) -> FwParts {
-    let hash = fw_hashes(fw);
+    let (hash, rule) = fw_hashes(fw);
     let c = fw_entries(fw, 0..hash.len());
     let items = FwItems {
         rules: fw_rule_counts(fw),
         hash,
+        rule,
         first: c.first,
     };
     (fw_infos(fw), c.entries, fw_dnat(fw), items)

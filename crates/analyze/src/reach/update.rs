@@ -1,9 +1,9 @@
 //! Re-check after one layer's rules changed: only the (source atom, destination atom) pairs
 //! inside the boxes of the rules between the first and the last difference are re-planned.
 
-use super::atoms::{classes_over, AtomLoc};
+use super::atoms::{classes_over, AtomLoc, Bits};
 use super::layers::{
-    fam_layer, fw_dnat, fw_entries, fw_hashes, fw_layer, fw_rule_counts, nsg_entries, Act, Entry,
+    fam_layer, fw_dnat, fw_entries, fw_hashes, fw_infos, fw_rule_counts, nsg_entries, Act, Entry,
     FwConverted, LayerKind, RuleInfo,
 };
 use super::plans::STEP_NAMES;
@@ -47,9 +47,10 @@ impl<'s> Engine<'s> {
         self.replace_rules(layer, infos, entries, HashMap::default())
     }
 
-    /// Re-check after a firewall's rules changed (same addresses). When the number of rules of
-    /// each kind is unchanged, only the items whose fingerprint changed are converted and
-    /// spliced in (a one-rule change converts one rule, not the firewall).
+    /// Re-check after a firewall's rules changed (same addresses). Only the items between the
+    /// first and the last changed fingerprint are converted and spliced in (a one-rule change
+    /// converts one rule, not the firewall); when a rule was added or deleted, the entries
+    /// after them are kept under shifted rule indexes.
     pub fn update_firewall(
         &mut self,
         firewall: FirewallId,
@@ -70,43 +71,83 @@ impl<'s> Engine<'s> {
                 ));
             }
         }
-        let hash = fw_hashes(fw);
+        let (hash, rule) = fw_hashes(fw);
+        let counts = fw_rule_counts(fw);
         let old = &self.layers[layer as usize].items;
-        if fw_rule_counts(fw) != old.rules || hash.len() != old.hash.len() {
-            let (infos, entries, dnat, items) = fw_layer(fw);
-            let n = self.replace_rules(layer, infos, entries, dnat)?;
-            self.layers[layer as usize].items = items;
-            return Ok(n);
-        }
-        let differs = |i: &usize| hash[*i] != old.hash[*i];
-        let Some(lo) = (0..hash.len()).find(differs) else {
-            return Ok(0);
+        let total = |c: (usize, usize, usize)| (c.0 + c.1 + c.2) as i64;
+        let delta = total(counts) - total(old.rules);
+        // The items kept before and after the window: the same fingerprint under the same
+        // rule index before it, under the index shifted by the rules added or deleted after it
+        // (rule indexes follow the items' order: DNAT, network, application rules).
+        let kept = |i: usize, j: usize, d: i64| {
+            hash[j] == old.hash[i] && i64::from(rule[j]) == i64::from(old.rule[i]) + d
         };
-        let hi = (0..hash.len()).rev().find(differs).map_or(lo, |i| i) + 1;
+        let (n_old, n_new) = (old.hash.len(), hash.len());
+        let mut lo = 0;
+        while lo < n_old && lo < n_new && kept(lo, lo, 0) {
+            lo += 1;
+        }
+        let (mut ho, mut hn) = (n_old, n_new);
+        while ho > lo && hn > lo && kept(ho - 1, hn - 1, delta) {
+            ho -= 1;
+            hn -= 1;
+        }
+        let same_rules = counts == old.rules && n_old == n_new;
+        if same_rules && lo == ho {
+            return Ok(0);
+        }
         let FwConverted {
             entries: [v4, v6],
             first: conv_first,
             infos,
-        } = fw_entries(fw, lo..hi);
-        let window = |f: usize, new| Window {
-            lo: old.first[f][lo] as usize,
-            hi: old.first[f][hi] as usize,
-            new,
-            whole: None,
+        } = fw_entries(fw, lo..hn);
+        let n = if same_rules {
+            // Every rule index keeps its rule outside the window: only the window's infos.
+            let window = |f: usize, new| Window {
+                lo: old.first[f][lo] as usize,
+                hi: old.first[f][ho] as usize,
+                new,
+                whole: None,
+            };
+            let windows = [window(0, v4), window(1, v6)];
+            self.replace_layer(layer, windows, fw_dnat(fw), Ok(infos))?
+        } else {
+            // A rule added or deleted: the entries after the window name rules by indexes
+            // shifted by `delta`; the other entries are kept, not converted again.
+            let l = &self.layers[layer as usize];
+            let window = |f: usize, new: Vec<Entry>| {
+                let (a, b) = (old.first[f][lo] as usize, old.first[f][ho] as usize);
+                let es = &l.fam[f].entries;
+                let mut all: Vec<Entry> = Vec::with_capacity(es.len() - (b - a) + new.len());
+                all.extend_from_slice(&es[..a]);
+                all.extend_from_slice(&new);
+                all.extend(es[b..].iter().map(|e| Entry {
+                    rule: (i64::from(e.rule) + delta) as u32,
+                    ..e.clone()
+                }));
+                Window {
+                    lo: a,
+                    hi: b,
+                    new,
+                    whole: Some(all),
+                }
+            };
+            let windows = [window(0, v4), window(1, v6)];
+            self.replace_layer(layer, windows, fw_dnat(fw), Err(fw_infos(fw)))?
         };
-        let windows = [window(0, v4), window(1, v6)];
-        let n = self.replace_layer(layer, windows, fw_dnat(fw), Ok(infos))?;
         let l = &mut self.layers[layer as usize];
         // The items after the window move by the change in its entry count.
         for (first, conv) in l.items.first.iter_mut().zip(&conv_first) {
-            let (at, old_end) = (first[lo], first[hi]);
+            let (at, old_end) = (first[lo], first[ho]);
             let new_end = at + *conv.last().expect("count");
             let mut next: Vec<u32> = first[..lo].to_vec();
-            next.extend(conv[..hi - lo].iter().map(|x| x + at));
-            next.extend(first[hi..].iter().map(|x| x - old_end + new_end));
+            next.extend(conv[..hn - lo].iter().map(|x| x + at));
+            next.extend(first[ho..].iter().map(|x| x - old_end + new_end));
             *first = next;
         }
         l.items.hash = hash;
+        l.items.rule = rule;
+        l.items.rules = counts;
         Ok(n)
     }
 
@@ -201,6 +242,42 @@ impl<'s> Engine<'s> {
             );
         }
         let kind = self.layers[layer as usize].kind;
+        // L4 bits: the entries outside the windows keep theirs.
+        let mut windows = windows;
+        for w in &mut windows {
+            for e in w.new.iter_mut() {
+                e.bits = self.l4.bits(&e.l4);
+            }
+        }
+        // The boxes whose flows can change, per family, read before the rule infos change.
+        let boxes: [Vec<Box3>; 2] = {
+            let l = &self.layers[layer as usize];
+            let new_info: HashMap<u32, &RuleInfo> = match &infos {
+                Ok(changed) => changed.iter().map(|(r, i)| (*r, i)).collect(),
+                Err(_) => HashMap::default(),
+            };
+            let info_new = |r: u32| match &infos {
+                Ok(_) => new_info
+                    .get(&r)
+                    .copied()
+                    .or_else(|| l.rules.get(r as usize)),
+                Err(all) => all.get(r as usize),
+            };
+            let same = |o: &Entry, n: &Entry| {
+                o.act == n.act
+                    && o.src == n.src
+                    && o.dst == n.dst
+                    && o.l4 == n.l4
+                    && l.rules.get(o.rule as usize) == info_new(n.rule)
+                    && (o.act != Act::Dnat || l.dnat.get(&o.rule) == dnat.get(&n.rule))
+            };
+            let mut out: [Vec<Box3>; 2] = [vec![], vec![]];
+            for (fi, w) in windows.iter().enumerate() {
+                let old = &l.fam[fi].entries[w.lo..w.hi];
+                out[fi] = changed_boxes(old, &w.new, same);
+            }
+            out
+        };
         {
             let l = &mut self.layers[layer as usize];
             // Whether a rule index now names another rule (another control): a memo key names
@@ -238,31 +315,15 @@ impl<'s> Engine<'s> {
             }
             l.dnat = dnat;
         }
-        let any_dnat = self.layers.iter().any(|l| !l.dnat.is_empty());
         let mut count = 0;
-        for (f, w) in [Family::V4, Family::V6].into_iter().zip(windows) {
+        for ((f, w), boxes) in [Family::V4, Family::V6].into_iter().zip(windows).zip(boxes) {
             let fi = f.index();
-            let Window {
-                lo,
-                hi,
-                mut new,
-                whole,
-            } = w;
+            let Window { lo, hi, new, whole } = w;
             // A family the change does not touch keeps its classes and its cell cache: a
             // firewall change on IPv4 rebuilds nothing on IPv6.
             if lo == hi && new.is_empty() {
                 continue;
             }
-            // L4 bits: the entries outside the window keep theirs.
-            for e in new.iter_mut() {
-                e.bits = self.l4.bits(&e.l4);
-            }
-            let old = &self.layers[layer as usize].fam[fi].entries;
-            let boxes: Vec<(IntervalSet, IntervalSet)> = old[lo..hi]
-                .iter()
-                .chain(&new)
-                .map(|e| (e.src.clone(), e.dst.clone()))
-                .collect();
             let fl = &mut self.layers[layer as usize].fam[fi];
             match whole {
                 None if new.len() == hi - lo => fl.replace(lo, new),
@@ -306,12 +367,21 @@ impl<'s> Engine<'s> {
                 } => uses(a, nsg),
                 _ => true,
             };
+            // An inbound NSG is met at its own subnet's and NICs' addresses, and — when it
+            // guards a DNAT target — by DNAT'd flows (FW-4), below.
             let applies_dst = |a: &AtomLoc| match kind {
                 LayerKind::Nsg {
                     nsg,
                     direction: Direction::Inbound,
-                } => uses(a, nsg) || a.frontend.is_some() || any_dnat,
+                } => uses(a, nsg),
                 _ => true,
+            };
+            let dnats = match kind {
+                LayerKind::Nsg {
+                    direction: Direction::Inbound,
+                    ..
+                } if self.index[fi].dnat_layers.contains(&layer) => self.dnat_entries(f),
+                _ => vec![],
             };
             let g = &self.grid[fi];
             let atoms_in = |set: &IntervalSet| -> Vec<usize> {
@@ -321,6 +391,7 @@ impl<'s> Engine<'s> {
                 }
                 v
             };
+            let meets = |x: &[u64], y: &[u64]| x.iter().zip(y).any(|(a, b)| a & b != 0);
             // Per (source place, destination place), the atoms to redo on each side; each block
             // is re-evaluated grouped like the full matrix (one pair per group pair). The union
             // of several boxes' products in one block may cover more pairs than needed: they
@@ -329,13 +400,23 @@ impl<'s> Engine<'s> {
             let place = |a: usize| g.loc[a].subnet.map_or(outside, SubnetId::index);
             type Sides = (Vec<u32>, Vec<u32>);
             let mut blocks: HashMap<(usize, usize), Sides> = HashMap::default();
-            for (s, d) in &boxes {
+            for (s, d, bits) in &boxes {
+                // From inside, a DNAT'd flow meets the target's inbound NSG as the original
+                // packet, at its own (source, destination) pair: a DNAT destination is
+                // re-checked when the rule's L4 meets the DNAT rule's.
+                let dn: Vec<&IntervalSet> = dnats
+                    .iter()
+                    .filter(|x| meets(bits, &x.bits))
+                    .map(|x| &x.dst)
+                    .collect();
                 let mut ss: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
                 for a in atoms_in(s).into_iter().filter(|a| applies_src(&g.loc[*a])) {
                     ss.entry(place(a)).or_default().push(a as u32);
                 }
                 let mut ds: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
-                for a in atoms_in(d).into_iter().filter(|a| applies_dst(&g.loc[*a])) {
+                for a in atoms_in(d).into_iter().filter(|a| {
+                    applies_dst(&g.loc[*a]) || dn.iter().any(|x| x.contains(g.starts[*a]))
+                }) {
                     ds.entry(place(a)).or_default().push(a as u32);
                 }
                 for (sp, sv) in &ss {
@@ -346,36 +427,32 @@ impl<'s> Engine<'s> {
                     }
                 }
             }
-            // A DNAT'd flow meets the target's inbound NSG at the translated address (and from
-            // outside, from the firewall's address): its matrix pair — any source, a DNAT
-            // destination — lies outside the changed rules' boxes.
-            let dnat_target = matches!(
-                kind,
-                LayerKind::Nsg {
-                    direction: Direction::Inbound,
-                    ..
-                }
-            ) && self.index[fi].dnat_layers.contains(&layer)
-                && self.meets_dnat_flows(f, &boxes);
-            if dnat_target {
-                let mut dn: Vec<usize> = (0..g.len())
-                    .filter(|a| g.loc[*a].frontend.is_some())
-                    .collect();
-                for l in &self.layers {
-                    for e in l.fam[fi].entries.iter().filter(|e| e.act == Act::Dnat) {
-                        dn.extend(atoms_in(&e.dst));
-                    }
+            // From outside, a DNAT'd flow meets the target's inbound NSG translated: at the
+            // translated address and port, from the firewall's address. Its matrix pair (a
+            // source outside, the DNAT rule's destination) lies outside the rules' boxes; it is
+            // re-checked when a rule's destination holds the translated address and its L4
+            // meets the translated flows.
+            for x in &dnats {
+                let Some((to, port)) = x.to else { continue };
+                let at = addr_value(to);
+                let hit = boxes.iter().any(|(_, d, bits)| {
+                    d.contains(at)
+                        && match port {
+                            Some(p) => meets(&self.l4.at_dport(bits, p), &x.bits),
+                            None => meets(bits, &x.bits),
+                        }
+                });
+                if !hit {
+                    continue;
                 }
                 let mut by_place: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
-                for a in dn {
+                for a in atoms_in(&x.dst) {
                     by_place.entry(place(a)).or_default().push(a as u32);
                 }
-                for (sp, atoms) in self.index[fi].places.iter().enumerate() {
-                    for (dp, dv) in &by_place {
-                        let b = blocks.entry((sp, *dp)).or_default();
-                        b.0.extend(atoms);
-                        b.1.extend(dv);
-                    }
+                for (dp, dv) in by_place {
+                    let b = blocks.entry((outside, dp)).or_default();
+                    b.0.extend(&self.index[fi].places[outside]);
+                    b.1.extend(dv);
                 }
             }
             // In place order, each side's atoms sorted once (a set per block was a tenth of
@@ -394,29 +471,81 @@ impl<'s> Engine<'s> {
         Ok(count)
     }
 
-    /// Whether a changed rule's destination holds an address where a DNAT'd flow meets its
-    /// target's inbound NSG: the translated address (a flow from outside) or the DNAT rule's
-    /// own destination, the frontend (a flow from inside, judged on the original packet). A
-    /// cell whose destination class holds no changed rule is kept, so elsewhere the DNAT'd
-    /// flows keep their answers.
-    fn meets_dnat_flows(&self, f: Family, boxes: &[(IntervalSet, IntervalSet)]) -> bool {
-        let mut at: Vec<IntervalSet> = vec![];
+    /// The DNAT entries of every firewall in one family: where a DNAT'd flow can meet its
+    /// target's inbound NSG (see `replace_layer`).
+    fn dnat_entries(&self, f: Family) -> Vec<DnatEntry> {
+        let mut out = vec![];
         for l in &self.layers {
             for e in l.fam[f.index()]
                 .entries
                 .iter()
                 .filter(|e| e.act == Act::Dnat)
             {
-                at.push(e.dst.clone());
-                if let Some((to, _)) = l.dnat.get(&e.rule) {
-                    if Family::of(*to) == f {
-                        at.push(IntervalSet::point(addr_value(*to)));
-                    }
-                }
+                let to = l.dnat.get(&e.rule).copied();
+                out.push(DnatEntry {
+                    dst: e.dst.clone(),
+                    bits: e.bits.clone(),
+                    to: to.filter(|(a, _)| Family::of(*a) == f),
+                });
             }
         }
-        boxes
-            .iter()
-            .any(|(_, d)| at.iter().any(|a| d.intersects(a)))
+        out
     }
+}
+
+/// A rule's box: source, destination, L4 bits.
+type Box3 = (IntervalSet, IntervalSet, Bits);
+
+/// The boxes of the entries of a window that are not kept: a flow that meets none of them meets
+/// the same first kept entry — the same rule, access and explanation — before and after. The
+/// kept entries are a longest common subsequence of the old and new window (`same`), so a rule
+/// moved by its priority gives its own box, not those of every rule it moved past. Windows too
+/// long for the table give every box.
+fn changed_boxes(old: &[Entry], new: &[Entry], same: impl Fn(&Entry, &Entry) -> bool) -> Vec<Box3> {
+    let (n, m) = (old.len(), new.len());
+    let mut keep_old = vec![false; n];
+    let mut keep_new = vec![false; m];
+    if n > 0 && m > 0 && n * m <= 1 << 22 {
+        // lcs[i][j]: the longest common subsequence of old[i..] and new[j..].
+        let w = m + 1;
+        let mut lcs = vec![0u32; (n + 1) * w];
+        for i in (0..n).rev() {
+            for j in (0..m).rev() {
+                lcs[i * w + j] = if same(&old[i], &new[j]) {
+                    lcs[(i + 1) * w + j + 1] + 1
+                } else {
+                    lcs[(i + 1) * w + j].max(lcs[i * w + j + 1])
+                };
+            }
+        }
+        let (mut i, mut j) = (0, 0);
+        while i < n && j < m {
+            if lcs[i * w + j] == lcs[(i + 1) * w + j + 1] + 1 && same(&old[i], &new[j]) {
+                (keep_old[i], keep_new[j]) = (true, true);
+                (i, j) = (i + 1, j + 1);
+            } else if lcs[(i + 1) * w + j] >= lcs[i * w + j + 1] {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+    }
+    let pick = |es: &[Entry], keep: &[bool]| -> Vec<Box3> {
+        es.iter()
+            .zip(keep)
+            .filter(|(_, k)| !**k)
+            .map(|(e, _)| (e.src.clone(), e.dst.clone(), e.bits.clone()))
+            .collect()
+    };
+    let mut out = pick(old, &keep_old);
+    out.extend(pick(new, &keep_new));
+    out
+}
+
+/// A DNAT rule's entry: its destination (the frontend), its L4 (the original packet) and its
+/// translation in the same family.
+struct DnatEntry {
+    dst: IntervalSet,
+    bits: Bits,
+    to: Option<(IpAddr, Option<u16>)>,
 }
