@@ -840,3 +840,33 @@ mod recheck_property {
         }
     }
 }
+
+/// The reach examples' arguments: any words give numbers or an error naming the argument,
+/// never a panic; three or four whole numbers are taken as given (N at least 1).
+mod example_args {
+    use palisade_analyze::reach::bench::example_args;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_words_give_sizes_or_an_error(words in proptest::collection::vec(".{0,8}", 0..6)) {
+            match example_args(words.clone(), 7) {
+                Ok((s, n, f, r)) => {
+                    prop_assert!(words.is_empty() || words.len() >= 3);
+                    prop_assert!(r >= 1);
+                    if words.is_empty() {
+                        prop_assert_eq!((s, n, f, r), (500, 50, 5000, 7));
+                    }
+                }
+                Err(e) => prop_assert!(e.contains("argument") || e.contains("expected")),
+            }
+        }
+
+        #[test]
+        fn numbers_are_taken_as_given(s in 0usize..1000, n in 0usize..100, f in 0usize..10000, r in 0usize..50) {
+            let words = [s, n, f, r].map(|x| x.to_string());
+            prop_assert_eq!(example_args(words.clone(), 3), Ok((s, n, f, r.max(1))));
+            prop_assert_eq!(example_args(words[..3].to_vec(), 3), Ok((s, n, f, 3)));
+        }
+    }
+}
