@@ -125,7 +125,9 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 29, value_parser = clap::value_parser!(u8).range(16..=29))]
     prefix_len: u8,
     /// A second firewall after the hub's: the hub's firewall subnet routes `0.0.0.0/0` to an
-    /// egress firewall whose network rules name the spokes (two firewalls in a row, DIAG-7).
+    /// egress firewall whose network rules name the spokes (two firewalls in a row, DIAG-7),
+    /// and the hub's firewall lets the spokes reach the documentation ranges (a last network
+    /// rule collection), so that traffic gets there.
     #[arg(long)]
     chained_firewall: bool,
 }
@@ -455,8 +457,10 @@ const EGRESS_FIREWALL: &str = "10.254.0.4";
 
 /// Add an egress firewall behind the hub's: a subnet of the hub (its address space grows by
 /// [`EGRESS_SPACE`]), the hub firewall subnet's `0.0.0.0/0` route to it, and network rules by
-/// spoke — the odd spokes' HTTPS denied, everything of the even spokes allowed, the rest left
-/// to its default deny — so its verdicts depend on seeing the client's address.
+/// spoke — the odd spokes' HTTPS denied, everything else of the spokes allowed, the rest (the
+/// hub's addresses: the first firewall's, were it to translate) left to its default deny — so
+/// its verdicts depend on seeing the client's address. The hub's firewall gets a last network
+/// rule collection letting the spokes reach the documentation ranges the random flows use.
 fn chain_egress_firewall(network: &mut serde_json::Value, g: &palisade_analyze::gen::HubSpoke) {
     use serde_json::json;
     let hub_space = g.hub().to_string();
@@ -511,9 +515,9 @@ fn chain_egress_firewall(network: &mut serde_json::Value, g: &palisade_analyze::
             }],
         }));
     }
-    let spokes = |odd: bool| -> Vec<String> {
+    let spokes = |only_odd: bool| -> Vec<String> {
         (0..g.spokes)
-            .filter(|i| (i % 2 == 1) == odd)
+            .filter(|i| !only_odd || i % 2 == 1)
             .map(|i| g.spoke(i).to_string())
             .collect()
     };
@@ -532,11 +536,24 @@ fn chain_egress_firewall(network: &mut serde_json::Value, g: &palisade_analyze::
         "name": "egress-allow",
         "priority": 200,
         "action": {"type": "Allow"},
-        "rules": [{"name": "even-spokes", "protocols": ["Any"],
+        "rules": [{"name": "spokes", "protocols": ["Any"],
                    "sourceAddresses": spokes(false), "destinationAddresses": ["*"],
                    "destinationPorts": ["*"]}],
     }));
     if let Some(firewalls) = network["azureFirewalls"].as_array_mut() {
+        for fw in firewalls.iter_mut() {
+            if let Some(c) = fw["networkRuleCollections"].as_array_mut() {
+                c.push(json!({
+                    "name": "spokes-to-egress",
+                    "priority": 65000,
+                    "action": {"type": "Allow"},
+                    "rules": [{"name": "documentation-ranges", "protocols": ["Any"],
+                               "sourceAddresses": spokes(false),
+                               "destinationAddresses": ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"],
+                               "destinationPorts": ["*"]}],
+                }));
+            }
+        }
         firewalls.push(json!({
             "name": "egress-fw",
             "ipConfigurations": [{"name": "ipconfig0", "privateIPAddress": EGRESS_FIREWALL,

@@ -679,6 +679,8 @@ const PLATFORM_MARK: u32 = 1;
 /// First router mark (and routing table) of the return paths to firewalls that hand traffic on
 /// to another firewall; one per such firewall.
 const RETURN_MARK_BASE: u32 = 3000;
+/// Connection mark of a connection the router saw begin elsewhere than at such a firewall.
+const RETURN_SEEN_MARK: u32 = 2999;
 
 /// The way back to a firewall whose gateway keeps the client's address towards the next
 /// firewall (`--keep-source-to`): that next firewall answers the client's address, and the
@@ -728,11 +730,26 @@ fn platform_rules(returns: &[ReturnPath]) -> String {
         .filter(|a| a.is_ipv4())
         .map(|a| a.to_string())
         .collect();
+    // A connection is the firewall's when the router first sees it from the firewall's link
+    // (its gateway's upstream connection); one the firewall forwards was seen first elsewhere,
+    // and its replies keep their routes (RT-9 asymmetry stays observable). A reply coming from
+    // the firewall itself goes on by the routes, or it would loop back to the firewall.
     let mut chain = String::new();
     for r in returns {
         chain.push_str(&format!(
-            "    iifname \"{}\" ct state new ct mark set {}\n    ct direction reply ct mark {} meta mark set {}\n",
-            r.link, r.mark, r.mark, r.mark
+            "    ct state new ct mark 0 iifname \"{}\" ct mark set {}\n",
+            r.link, r.mark
+        ));
+    }
+    if !returns.is_empty() {
+        chain.push_str(&format!(
+            "    ct state new ct mark 0 ct mark set {RETURN_SEEN_MARK}\n"
+        ));
+    }
+    for r in returns {
+        chain.push_str(&format!(
+            "    ct direction reply ct mark {} iifname != \"{}\" meta mark set {}\n",
+            r.mark, r.link, r.mark
         ));
     }
     format!(
