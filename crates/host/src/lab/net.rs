@@ -1050,3 +1050,50 @@ pub fn status(state_dir: &Path) -> Vec<RunStatus> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_policy::Snapshot;
+
+    fn snapshot(yaml: &str) -> Snapshot {
+        let file = palisade_model::import::import_text("f.yaml", yaml, &Default::default(), None);
+        Snapshot::compile(
+            &file.network,
+            &palisade_model::catalog::Catalogs::embedded(),
+            &Default::default(),
+        )
+    }
+
+    // spec DIAG-7: only a firewall whose subnet routes traffic on to another appliance gets a
+    // return path: the router marks the connections it first sees from that firewall and
+    // sends their replies back to it, unless they come from the firewall itself.
+    #[test]
+    fn only_a_firewall_followed_by_another_gets_a_return_path() {
+        let chain = snapshot(include_str!("../../tests/fixtures/firewall-chain.yaml"));
+        let plan = super::super::plan(&chain, "t", &[]).unwrap();
+        let fw1 = plan.place_named("fw1").unwrap();
+        let returns = return_paths(&plan);
+        assert_eq!(
+            returns,
+            vec![ReturnPath {
+                mark: RETURN_MARK_BASE,
+                link: fw1.router_link.clone(),
+                firewall: "10.0.1.4".parse().unwrap(),
+            }]
+        );
+        let rules = platform_rules(&returns);
+        let link = &fw1.router_link;
+        for line in [
+            format!("ct state new ct mark 0 iifname \"{link}\" ct mark set 3000"),
+            format!("ct state new ct mark 0 ct mark set {RETURN_SEEN_MARK}"),
+            format!("ct direction reply ct mark 3000 iifname != \"{link}\" meta mark set 3000"),
+        ] {
+            assert!(rules.contains(&line), "no `{line}` in\n{rules}");
+        }
+        let single = snapshot(include_str!("../../tests/fixtures/firewall-icmp.yaml"));
+        let plan = super::super::plan(&single, "t", &[]).unwrap();
+        assert!(return_paths(&plan).is_empty());
+        assert!(!platform_rules(&[]).contains("ct direction reply"));
+    }
+}
