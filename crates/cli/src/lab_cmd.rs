@@ -124,6 +124,12 @@ pub struct GenerateArgs {
     /// Prefix length of the hub and of each spoke (16 to 29).
     #[arg(long, default_value_t = 29, value_parser = clap::value_parser!(u8).range(16..=29))]
     prefix_len: u8,
+    /// A second firewall after the hub's: the hub's firewall subnet routes `0.0.0.0/0` to an
+    /// egress firewall whose network rules name the spokes (two firewalls in a row, DIAG-7),
+    /// and the hub's firewall lets the spokes reach the documentation ranges (a last network
+    /// rule collection), so that traffic gets there.
+    #[arg(long)]
+    chained_firewall: bool,
 }
 
 #[derive(Args)]
@@ -434,12 +440,129 @@ fn generate(a: GenerateArgs) -> Result<ExitCode, String> {
         seed: a.seed,
         ..palisade_analyze::gen::HubSpoke::small(a.seed)
     };
-    let network = palisade_analyze::gen::native(&g.build())?;
+    let mut network = palisade_analyze::gen::native(&g.build())?;
+    if a.chained_firewall {
+        chain_egress_firewall(&mut network, &g);
+    }
     println!(
         "{}",
         serde_json::to_string_pretty(&network).expect("a JSON value serialises")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The egress firewall's address space, subnet and address (`lab generate --chained-firewall`).
+const EGRESS_SPACE: &str = "10.254.0.0/29";
+const EGRESS_FIREWALL: &str = "10.254.0.4";
+
+/// Add an egress firewall behind the hub's: a subnet of the hub (its address space grows by
+/// [`EGRESS_SPACE`]), the hub firewall subnet's `0.0.0.0/0` route to it, and network rules by
+/// spoke — the odd spokes' HTTPS denied, everything else of the spokes allowed, the rest (the
+/// hub's addresses: the first firewall's, were it to translate) left to its default deny — so
+/// its verdicts depend on seeing the client's address. The hub's firewall gets a last network
+/// rule collection letting the spokes reach the documentation ranges the random flows use.
+fn chain_egress_firewall(network: &mut serde_json::Value, g: &palisade_analyze::gen::HubSpoke) {
+    use serde_json::json;
+    let hub_space = g.hub().to_string();
+    for vnet in network["virtualNetworks"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        if vnet["name"] == "hub" {
+            if let Some(space) = vnet["addressSpace"].as_array_mut() {
+                space.push(json!(EGRESS_SPACE));
+            }
+            for s in vnet["subnets"].as_array_mut().into_iter().flatten() {
+                if s["name"] == "AzureFirewallSubnet" {
+                    s["routeTable"] = json!("rt-hub-firewall");
+                }
+            }
+            if let Some(subnets) = vnet["subnets"].as_array_mut() {
+                subnets.push(json!({
+                    "name": "egress-firewall",
+                    "addressPrefixes": [EGRESS_SPACE],
+                    "serviceEndpoints": [],
+                }));
+            }
+        }
+        // The spokes' peerings with the hub see its whole address space.
+        for p in vnet["virtualNetworkPeerings"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            let prefixes = &mut p["remoteAddressSpace"]["addressPrefixes"];
+            if prefixes
+                .as_array()
+                .is_some_and(|a| a.contains(&json!(hub_space)))
+            {
+                if let Some(a) = prefixes.as_array_mut() {
+                    a.push(json!(EGRESS_SPACE));
+                }
+            }
+        }
+    }
+    if let Some(tables) = network["routeTables"].as_array_mut() {
+        tables.push(json!({
+            "name": "rt-hub-firewall",
+            "disableBgpRoutePropagation": false,
+            "routes": [{
+                "name": "default-to-egress-firewall",
+                "addressPrefix": "0.0.0.0/0",
+                "nextHopType": "VirtualAppliance",
+                "nextHopIpAddress": EGRESS_FIREWALL,
+            }],
+        }));
+    }
+    let spokes = |only_odd: bool| -> Vec<String> {
+        (0..g.spokes)
+            .filter(|i| !only_odd || i % 2 == 1)
+            .map(|i| g.spoke(i).to_string())
+            .collect()
+    };
+    let mut collections = vec![];
+    if !spokes(true).is_empty() {
+        collections.push(json!({
+            "name": "egress-deny",
+            "priority": 100,
+            "action": {"type": "Deny"},
+            "rules": [{"name": "no-https-odd-spokes", "protocols": ["TCP"],
+                       "sourceAddresses": spokes(true), "destinationAddresses": ["*"],
+                       "destinationPorts": ["443"]}],
+        }));
+    }
+    collections.push(json!({
+        "name": "egress-allow",
+        "priority": 200,
+        "action": {"type": "Allow"},
+        "rules": [{"name": "spokes", "protocols": ["Any"],
+                   "sourceAddresses": spokes(false), "destinationAddresses": ["*"],
+                   "destinationPorts": ["*"]}],
+    }));
+    if let Some(firewalls) = network["azureFirewalls"].as_array_mut() {
+        for fw in firewalls.iter_mut() {
+            if let Some(c) = fw["networkRuleCollections"].as_array_mut() {
+                c.push(json!({
+                    "name": "spokes-to-egress",
+                    "priority": 65000,
+                    "action": {"type": "Allow"},
+                    "rules": [{"name": "documentation-ranges", "protocols": ["Any"],
+                               "sourceAddresses": spokes(false),
+                               "destinationAddresses": ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"],
+                               "destinationPorts": ["*"]}],
+                }));
+            }
+        }
+        firewalls.push(json!({
+            "name": "egress-fw",
+            "ipConfigurations": [{"name": "ipconfig0", "privateIPAddress": EGRESS_FIREWALL,
+                                  "subnet": "hub/egress-firewall"}],
+            "natRuleCollections": [],
+            "networkRuleCollections": collections,
+            "applicationRuleCollections": [],
+        }));
+    }
 }
 
 fn nsg_log(a: RunArgs) -> Result<ExitCode, String> {

@@ -62,6 +62,12 @@ pub struct GatewayArgs {
     /// address family; needs CAP_NET_ADMIN; see docs/gateway.md).
     #[arg(long, value_name = "IP:PORT")]
     transparent_udp: Vec<SocketAddr>,
+    /// Transparent connections and UDP sessions to destinations in this prefix leave from the
+    /// client's address, not this host's (repeatable; needs CAP_NET_ADMIN and a `socket
+    /// transparent` rule for the replies, see docs/gateway.md): for a firewall that hands
+    /// traffic to another firewall, which judges the client's address.
+    #[arg(long, value_name = "PREFIX")]
+    keep_source_to: Vec<ipnet::IpNet>,
     /// Where flow records are written (default: $PALISADE_DATA, else ~/.local/state/palisade).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -245,6 +251,7 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
     config.admin = addr("admin", &a.admin)?;
     config.transparent = a.transparent;
     config.transparent_udp = a.transparent_udp;
+    config.keep_source_to = a.keep_source_to;
     config.transparent_mode = match a.transparent_mode {
         TransparentModeArg::Redirect => TransparentMode::Redirect,
         TransparentModeArg::Tproxy => TransparentMode::Tproxy,

@@ -45,6 +45,15 @@ fn run_name(tag: &str) -> String {
     format!("{tag}{}", std::process::id() % 1_000_000)
 }
 
+/// A file of the lab's shared test fixtures.
+fn fixture(name: &str) -> String {
+    common::root()
+        .join("crates/host/tests/fixtures")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
 #[test]
 fn up_exec_curl_status_down() {
     require_root!();
@@ -356,45 +365,6 @@ fn interrupt_during_check_takes_the_lab_down() {
     );
 }
 
-/// A firewall with ICMP network rules: a deny by rule, an allow, and the default deny for the
-/// rest. The flows beside it are three echoes from the app NIC, one for each.
-const ICMP_NETWORK: &str = r#"
-apiVersion: palisade/v1
-virtualNetworks:
-  - name: hub
-    addressSpace: [10.0.0.0/16]
-    subnets:
-      - {name: AzureFirewallSubnet, addressPrefix: 10.0.1.0/26}
-      - {name: app, addressPrefix: 10.0.2.0/24, routeTable: rt-app}
-routeTables:
-  - name: rt-app
-    routes:
-      - {name: to-fw, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.1.4}
-networkInterfaces:
-  - name: app-nic
-    ipConfigurations:
-      - {name: c, privateIPAddress: 10.0.2.4, subnet: hub/app}
-azureFirewalls:
-  - name: fw
-    ipConfigurations: [{name: c, privateIPAddress: 10.0.1.4, subnet: hub/AzureFirewallSubnet}]
-    networkRuleCollections:
-      - name: blocked
-        priority: 100
-        action: {type: Deny}
-        rules: [{name: no-ping, protocols: [ICMP], sourceAddresses: ['*'], destinationAddresses: [203.0.113.9]}]
-      - name: pings
-        priority: 200
-        action: {type: Allow}
-        rules: [{name: ping, protocols: [ICMP], sourceAddresses: [10.0.2.0/24], destinationAddresses: [203.0.113.0/28]}]
-"#;
-
-const ICMP_FLOWS: &str = r#"
-flows:
-  - {name: ping-allowed, protocol: Icmp, source: 10.0.2.4, source_port: 7001, destination: 203.0.113.7}
-  - {name: ping-denied-by-rule, protocol: Icmp, source: 10.0.2.4, source_port: 7002, destination: 203.0.113.9}
-  - {name: ping-denied-by-default, protocol: Icmp, source: 10.0.2.4, source_port: 7003, destination: 198.51.100.1}
-"#;
-
 // spec FW-3, FW-5: ICMP through the firewall is judged by its network rules in the firewall's
 // namespace — first match by collection priority, else the default deny — and each decision is
 // a flow record naming the rule (or the firewall's default), as `trace` names it. Real `ping`;
@@ -406,11 +376,8 @@ fn icmp_through_the_firewall_is_judged_by_its_network_rules() {
         eprintln!("SKIPPED: ping is missing");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let network = dir.path().join("network.yaml");
-    std::fs::write(&network, ICMP_NETWORK).unwrap();
-    std::fs::write(dir.path().join("flows.yaml"), ICMP_FLOWS).unwrap();
-    let network = network.to_str().unwrap();
+    let network = fixture("firewall-icmp.yaml");
+    let network = network.as_str();
     let state = tempfile::tempdir().unwrap();
     let st = state.path().to_str().unwrap();
     let run = run_name("p");
@@ -419,6 +386,8 @@ fn icmp_through_the_firewall_is_judged_by_its_network_rules() {
         "up",
         "--network",
         network,
+        "--flows",
+        &fixture("firewall-icmp-flows.yaml"),
         "--name",
         &run,
         "--state",
@@ -514,28 +483,14 @@ fn icmp_through_the_firewall_is_judged_by_its_network_rules() {
     // `lab check` on the same echoes through a chain of two firewalls (spec DIAG-7: the first
     // firewall's subnet routes everything to the second, which judges as the first did
     // alone): each echo agrees with trace, rule and all, the second firewall's rules named.
-    let chain = ICMP_NETWORK
-        .replace(
-            "AzureFirewallSubnet, addressPrefix: 10.0.1.0/26}",
-            "AzureFirewallSubnet, addressPrefix: 10.0.1.0/26, routeTable: rt-fw1}\n      - {name: egress, addressPrefix: 10.0.3.0/26}",
-        )
-        .replace(
-            "routeTables:\n",
-            "routeTables:\n  - name: rt-fw1\n    routes:\n      - {name: to-fw2, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.3.4}\n",
-        )
-        .replace("name: fw\n", "name: fw2\n")
-        .replace("10.0.1.4, subnet: hub/AzureFirewallSubnet", "10.0.3.4, subnet: hub/egress")
-        + "  - name: fw1\n    ipConfigurations: [{name: c, privateIPAddress: 10.0.1.4, subnet: hub/AzureFirewallSubnet}]\n    networkRuleCollections:\n      - {name: all, priority: 100, action: {type: Allow}, rules: [{name: icmp, protocols: [ICMP], sourceAddresses: ['*'], destinationAddresses: ['*']}]}\n";
-    let chain_dir = tempfile::tempdir().unwrap();
-    let chain_network = chain_dir.path().join("network.yaml");
-    std::fs::write(&chain_network, chain).unwrap();
-    std::fs::write(chain_dir.path().join("flows.yaml"), ICMP_FLOWS).unwrap();
     let run = run_name("q");
     let (code, out, err) = palisade(&[
         "lab",
         "check",
         "--network",
-        chain_network.to_str().unwrap(),
+        &fixture("firewall-icmp-chain.yaml"),
+        "--flows",
+        &fixture("firewall-icmp-flows.yaml"),
         "--name",
         &run,
         "--state",
@@ -561,4 +516,213 @@ fn icmp_through_the_firewall_is_judged_by_its_network_rules() {
         serde_json::json!({"outcome": "denied", "detail": "fw2"})
     );
     assert!(namespaces_of(&run).is_empty());
+}
+
+// spec FW-3, FW-5, FW-8.1, DIAG-7: TCP and UDP through two firewalls in a row — the first
+// gateway keeps the client's address towards the second (`--keep-source-to`), so the second
+// judges the client's address as `trace` says it does: allowed for app-nic, its default deny
+// for other-nic; `lab check` agrees, and each firewall's flow record names the client.
+#[test]
+fn tcp_and_udp_through_two_chained_firewalls_keep_the_clients_address() {
+    require_root!();
+    let network = fixture("firewall-chain.yaml");
+    let network = network.as_str();
+    let flows = fixture("firewall-chain-flows.yaml");
+    let state = tempfile::tempdir().unwrap();
+    let st = state.path().to_str().unwrap();
+
+    let run = run_name("c");
+    let (code, out, err) = palisade(&[
+        "lab",
+        "check",
+        "--network",
+        network,
+        "--flows",
+        &flows,
+        "--name",
+        &run,
+        "--state",
+        st,
+        "--output",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    assert_eq!(v["disagree"], serde_json::json!([]), "{err}");
+    assert_eq!((code, v["agree"].as_u64()), (0, Some(4)));
+    for (flow, want) in [
+        ("tcp-app", serde_json::json!({"outcome": "connected"})),
+        ("udp-app", serde_json::json!({"outcome": "connected"})),
+        (
+            "tcp-other",
+            serde_json::json!({"outcome": "denied", "detail": "fw2"}),
+        ),
+        (
+            "udp-other",
+            serde_json::json!({"outcome": "denied", "detail": "fw2"}),
+        ),
+    ] {
+        assert_eq!(observed(&v, flow), want, "{flow}");
+    }
+    assert!(namespaces_of(&run).is_empty());
+
+    // The same by hand: curl and a datagram from each NIC, then the firewalls' flow records.
+    let run = run_name("k");
+    let (code, out, err) = palisade(&[
+        "lab",
+        "up",
+        "--network",
+        network,
+        "--flows",
+        &flows,
+        "--name",
+        &run,
+        "--state",
+        st,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let up: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    let data = |fw: &str| {
+        up["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["firewall"] == fw)
+            .unwrap_or_else(|| panic!("no gateway {fw}: {up:#}"))["data"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let exec = |nic: &str, command: &[&str]| {
+        let mut args = vec!["lab", "exec", "--name", &run, "--state", st, nic, "--"];
+        args.extend_from_slice(command);
+        palisade(&args)
+    };
+    let curl = |nic: &str, dst: &str| {
+        exec(
+            nic,
+            &["curl", "-s", "-m", "5", &format!("http://{dst}:8080/")],
+        )
+    };
+    let datagram = |nic: &str, dst: &str| {
+        let script = format!("exec 3<>/dev/udp/{dst}/8080; printf lab >&3; sleep 0.3");
+        exec(nic, &["bash", "-c", &script])
+    };
+    let app_tcp = curl("app-nic", "203.0.113.7");
+    let other_tcp = curl("other-nic", "203.0.113.8");
+    let app_udp = datagram("app-nic", "203.0.113.9");
+    let other_udp = datagram("other-nic", "203.0.113.10");
+    let records = |fw: &str| {
+        let (code, out, err) = palisade(&["logs", "--data", &data(fw), "--output", "json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    // A relayed connection's record is written when it closes, just after curl returns.
+    std::thread::sleep(Duration::from_millis(500));
+    let (fw1, fw2) = (records("fw1"), records("fw2"));
+    let (code, out, err) = palisade(&["lab", "down", "--name", &run, "--state", st]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(namespaces_of(&run).is_empty());
+
+    assert_eq!(app_tcp.1, "palisade lab: port 8080\n", "{}", app_tcp.2);
+    // fw2 reads the HTTP request, denies it by default and says so (status 470).
+    assert!(
+        other_tcp
+            .1
+            .starts_with("Action: Deny. Reason: No rule matched"),
+        "{other_tcp:?}"
+    );
+    assert_eq!(app_udp.0, 0, "{app_udp:?}");
+    assert_eq!(other_udp.0, 0, "{other_udp:?}");
+    let record = |records: &Value, protocol: &str, dst: &str| {
+        records
+            .as_array()
+            .unwrap()
+            .iter()
+            // A TCP connection whose HTTP request was read is recorded as HTTP.
+            .find(|r| {
+                r["destination_ip"] == dst
+                    && (r["protocol"] == protocol || (protocol == "TCP" && r["protocol"] == "HTTP"))
+            })
+            .unwrap_or_else(|| panic!("no {protocol} record for {dst}: {records:#}"))
+            .clone()
+    };
+    let fields = |r: &Value| {
+        (
+            r["source_ip"].as_str().map(String::from),
+            r["action"].as_str().map(String::from),
+            r["rule"].as_str().map(String::from),
+        )
+    };
+    let some = |s: &str| Some(s.to_string());
+    for (protocol, app, other) in [
+        ("TCP", "203.0.113.7", "203.0.113.8"),
+        ("UDP", "203.0.113.9", "203.0.113.10"),
+    ] {
+        // fw1 allows both, from the client's address.
+        assert_eq!(
+            fields(&record(&fw1, protocol, app)),
+            (some("10.0.2.4"), some("Allow"), some("tcp-udp"))
+        );
+        assert_eq!(
+            fields(&record(&fw1, protocol, other)),
+            (some("10.0.2.5"), some("Allow"), some("tcp-udp"))
+        );
+        // fw2 sees the client's address too, not fw1's (10.0.1.4).
+        assert_eq!(
+            fields(&record(&fw2, protocol, app)),
+            (some("10.0.2.4"), some("Allow"), some("app-nic"))
+        );
+        assert_eq!(
+            fields(&record(&fw2, protocol, other)),
+            (some("10.0.2.5"), some("Deny"), None)
+        );
+    }
+}
+
+// spec FW-3, FW-5, FW-8.4, PAL-5.1: IPv6 through a firewall is judged like IPv4 — TCP and UDP
+// by the gateway's transparent listeners (one dual-stack TCP listener, a TPROXY one per
+// family), ICMPv6 by the firewall's network rules in the kernel — and every flow of both
+// families agrees with `trace`, the deciding rule named.
+#[test]
+fn ipv6_through_the_firewall_is_judged_like_ipv4() {
+    require_root!();
+    let state = tempfile::tempdir().unwrap();
+    let run = run_name("6");
+    let (code, out, err) = palisade(&[
+        "lab",
+        "check",
+        "--network",
+        &fixture("dual-stack-firewall.yaml"),
+        "--flows",
+        &fixture("dual-stack-firewall-flows.yaml"),
+        "--name",
+        &run,
+        "--state",
+        state.path().to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    assert_eq!(v["disagree"], serde_json::json!([]), "{err}");
+    assert_eq!((code, v["agree"].as_u64()), (0, Some(8)));
+    assert!(namespaces_of(&run).is_empty());
+    let denied = |detail: &str| serde_json::json!({"outcome": "denied", "detail": detail});
+    let connected = serde_json::json!({"outcome": "connected"});
+    for (flow, want) in [
+        ("v6-https-allowed", connected.clone()),
+        ("v6-http-default-deny", denied("ds-fw")),
+        ("v6-udp-allowed", connected.clone()),
+        ("v6-udp-denied-by-rule", denied("ds-fw/blocked/no-udp-a")),
+        (
+            "v6-ping-allowed",
+            serde_json::json!({"outcome": "allowed", "detail": "ds-fw/web/ping6"}),
+        ),
+        ("v6-ping-default-deny", denied("ds-fw")),
+        ("v4-https-allowed", connected.clone()),
+        ("v4-http-default-deny", denied("ds-fw")),
+    ] {
+        assert_eq!(observed(&v, flow), want, "{flow}");
+    }
 }

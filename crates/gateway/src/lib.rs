@@ -181,6 +181,10 @@ pub struct Config {
     pub transparent_mode: TransparentMode,
     /// Transparent UDP listeners (the nftables `tproxy` targets; one per address family).
     pub transparent_udp: Vec<SocketAddr>,
+    /// Transparent connections and UDP sessions to these destinations leave from the client's
+    /// address instead of this host's (`IP_TRANSPARENT`, a non-local bind): a firewall that
+    /// hands traffic to another one keeps the source that one judges (docs/gateway.md).
+    pub keep_source_to: Vec<ipnet::IpNet>,
     /// Where flow records go.
     pub data_dir: PathBuf,
     /// Written into every flow record.
@@ -233,6 +237,7 @@ impl Config {
             admin: None,
             transparent: None,
             transparent_udp: vec![],
+            keep_source_to: vec![],
             transparent_mode: TransparentMode::Redirect,
             data_dir,
             instance: default_instance(),

@@ -548,6 +548,48 @@ async fn resolve_for_dial(
     }
 }
 
+/// The client's address when the connection or session to `dst` must leave from it
+/// (`--keep-source-to`), else `None` (it leaves from this host's address).
+pub(crate) fn kept_source(gw: &Gateway, client: SocketAddr, dst: SocketAddr) -> Option<IpAddr> {
+    let ip = client.ip().to_canonical();
+    let keep = ip.is_ipv4() == dst.is_ipv4()
+        && gw
+            .config
+            .keep_source_to
+            .iter()
+            .any(|n| n.contains(&dst.ip().to_canonical()));
+    keep.then_some(ip)
+}
+
+/// [`dial`] from `source` when it is given: a transparent (`IP_TRANSPARENT`) socket bound to
+/// that non-local address, any port, so the next hop sees the client's address.
+pub(crate) async fn dial_from(
+    gw: &Gateway,
+    source: Option<IpAddr>,
+    dst: SocketAddr,
+) -> io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return dial(gw, dst).await;
+    };
+    let sock = if dst.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    let r = socket2::SockRef::from(&sock);
+    if dst.is_ipv4() {
+        r.set_ip_transparent_v4(true)?;
+    } else {
+        r.set_ip_transparent_v6(true)?;
+    }
+    sock.bind(SocketAddr::new(ip, 0))?;
+    let s = tokio::time::timeout(gw.config.limits.connect_timeout, sock.connect(dst))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
 pub(crate) async fn dial(gw: &Gateway, dst: SocketAddr) -> io::Result<TcpStream> {
     let s = tokio::time::timeout(gw.config.limits.connect_timeout, TcpStream::connect(dst))
         .await
@@ -809,7 +851,9 @@ pub(crate) fn translated(o: &FirewallOutcome) -> Option<SocketAddr> {
 fn original_dst(s: &TcpStream) -> io::Result<SocketAddr> {
     let sock = socket2::SockRef::from(s);
     let local = s.local_addr()?;
-    let addr = if local.is_ipv4() {
+    // An IPv4 connection to a dual-stack listener has a mapped local address; its NAT entry is
+    // IPv4's.
+    let addr = if local.ip().to_canonical().is_ipv4() {
         sock.original_dst_v4()?
     } else {
         sock.original_dst_v6()?
@@ -821,7 +865,13 @@ fn original_dst(s: &TcpStream) -> io::Result<SocketAddr> {
 /// Was this connection made to the transparent listener itself rather than handed to it?
 fn addressed_to_listener(gw: &Gateway, client: &TcpStream, dst: SocketAddr) -> bool {
     match gw.config.transparent_mode {
-        crate::TransparentMode::Redirect => client.local_addr().ok() == Some(dst),
+        crate::TransparentMode::Redirect => {
+            client
+                .local_addr()
+                .ok()
+                .map(|l| SocketAddr::new(l.ip().to_canonical(), l.port()))
+                == Some(dst)
+        }
         // Every TPROXY'd connection has its original destination as local address: only one to
         // the listener's port on an address of this host is the listener's own.
         crate::TransparentMode::Tproxy => gw.config.transparent.is_some_and(|l| {
@@ -917,7 +967,7 @@ async fn by_first_bytes(
             return Ok(());
         }
         let to = translated(&outcome).unwrap_or(dst);
-        let server = match dial(gw, to).await {
+        let server = match dial_from(gw, keep_source(gw, mode, peer, to), to).await {
             Ok(s) => s,
             Err(e) => {
                 let mut r = flow.record(gw, &outcome, &snap);
@@ -974,7 +1024,7 @@ async fn by_first_bytes(
         return Ok(());
     }
     let to = translated(&outcome).unwrap_or(dst);
-    let server = match dial(gw, to).await {
+    let server = match dial_from(gw, keep_source(gw, mode, peer, to), to).await {
         Ok(s) => s,
         Err(e) => {
             let mut r = flow.record(gw, &outcome, &snap);
@@ -985,6 +1035,14 @@ async fn by_first_bytes(
         }
     };
     relay(gw, flow, client, server, &outcome, &snap, k, host, buf, app).await
+}
+
+/// The source a transparent connection keeps upstream (the explicit proxy's clients chose to
+/// talk to the proxy: it dials from its own address).
+fn keep_source(gw: &Gateway, mode: Mode, client: SocketAddr, to: SocketAddr) -> Option<IpAddr> {
+    (mode == Mode::Transparent)
+        .then(|| kept_source(gw, client, to))
+        .flatten()
 }
 
 /// What the first bytes of a connection say it is for.

@@ -106,6 +106,14 @@ fn reply_socket(original: SocketAddr, client: SocketAddr) -> io::Result<UdpSocke
     UdpSocket::from_std(s.into())
 }
 
+/// An upstream socket leaving from the client's address (`--keep-source-to`): its replies
+/// are delivered to it by the firewall's `socket transparent` rule (docs/gateway.md).
+fn upstream_from(source: SocketAddr) -> io::Result<UdpSocket> {
+    let s = transparent_socket(source, Type::DGRAM)?;
+    s.bind(&source.into())?;
+    UdpSocket::from_std(s.into())
+}
+
 /// One datagram: its length, sender and original destination (none when the kernel gave no
 /// `IP_ORIGDSTADDR`).
 fn recv_original(
@@ -584,7 +592,10 @@ async fn relay_session(
         } else {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let up = UdpSocket::bind(local).await?;
+        let up = match proxy::kept_source(gw, client, to) {
+            Some(ip) => upstream_from(SocketAddr::new(ip, 0))?,
+            None => UdpSocket::bind(local).await?,
+        };
         up.connect(to).await?;
         let reply = reply_socket(original, client)
             .map_err(|e| io::Error::new(e.kind(), format!("reply socket on {original}: {e}")))?;

@@ -104,8 +104,8 @@ pub enum Observed {
     DroppedAfterFirewall,
     NotSent(String),
     /// Sent through a firewall the lab cannot judge it with, and dropped there unjudged (fail
-    /// closed): IPv6 (the gateway's transparent listeners are IPv4, and IPv6 routes to an
-    /// appliance are not built). Never agrees: `trace` judges it, the lab does not.
+    /// closed): IPv6 through a firewall no IPv6 route leads to (the lab builds no IPv6 path
+    /// through it). Never agrees: `trace` judges it, the lab does not.
     NotJudged(String),
 }
 
@@ -273,7 +273,7 @@ pub fn check_with_progress(
     }
     // Then the packets, in batches whose flows share no listener and no source socket.
     let mut observed: BTreeMap<usize, Observed> = BTreeMap::new();
-    let mut batch: Vec<(usize, &Flow, Option<&GatewayRun>)> = vec![];
+    let mut batch: Vec<(usize, &Flow, Vec<&GatewayRun>)> = vec![];
     let mut keys = std::collections::BTreeSet::new();
     let sendable = cases.iter().enumerate().filter_map(|(i, c)| match c {
         Ok((flow, trace)) if flows[i].reply_to.is_none() => Some((i, flow, trace)),
@@ -297,9 +297,20 @@ pub fn check_with_progress(
         }
         keys.insert(key);
         keys.insert(from_key(from));
-        let via = trace.hops.iter().find(|h| h.layer.starts_with("Firewall"));
-        let gateway = via.and_then(|h| state.gateways.iter().find(|g| g.firewall == h.resource));
-        batch.push((i, flow, gateway));
+        // Every firewall of the path, in order (a chain has several).
+        let mut gateways: Vec<&GatewayRun> = vec![];
+        for h in trace
+            .hops
+            .iter()
+            .filter(|h| h.layer.starts_with("Firewall"))
+        {
+            if let Some(g) = state.gateways.iter().find(|g| g.firewall == h.resource) {
+                if !gateways.iter().any(|x| std::ptr::eq(*x, g)) {
+                    gateways.push(g);
+                }
+            }
+        }
+        batch.push((i, flow, gateways));
     }
     if super::net::interrupted() {
         return Err(LabError::Interrupted);
@@ -384,15 +395,19 @@ impl CheckReport {
 /// One batch of flows' packets, all at once, and the NSG drops logged for them.
 fn send_batch(
     plan: &LabPlan,
-    batch: &[(usize, &Flow, Option<&GatewayRun>)],
+    batch: &[(usize, &Flow, Vec<&GatewayRun>)],
     readers: &mut [NflogReader],
 ) -> Vec<(usize, Observed)> {
+    // Flow records older than the batch are of other flows (their times are in milliseconds).
+    let since = std::time::SystemTime::now() - Duration::from_millis(10);
     for r in readers.iter_mut() {
         while matches!(r.read(Duration::from_millis(1)), Ok(v) if !v.is_empty()) {}
     }
     let mut out = vec![];
     let mut running = vec![];
-    for &(i, flow, gateway) in batch {
+    for (i, flow, gateways) in batch {
+        let (i, flow) = (*i, *flow);
+        let gateway = gateways.first().copied();
         let (Some(src), Some(dst)) = (plan.place_of(flow.source), plan.place_of(flow.destination))
         else {
             out.push((i, Observed::NotSent("an end is not in the lab".into())));
@@ -410,7 +425,7 @@ fn send_batch(
             Protocol::Udp => true,
             // No listener: the destination's kernel answers the echo request itself.
             Protocol::Icmp => {
-                running.push((i, flow, gateway, false, None, ping(&src.netns, flow)));
+                running.push((i, flow, gateways, false, None, ping(&src.netns, flow)));
                 continue;
             }
             p => {
@@ -433,25 +448,26 @@ fn send_batch(
         // greeting coming back.
         let through_gateway = gateway.filter(|_| !udp);
         let client = connect(&src.netns, flow, udp, through_gateway.is_some());
-        running.push((i, flow, gateway, udp, Some(listener), client));
+        running.push((i, flow, gateways, udp, Some(listener), client));
     }
     let mut silent = vec![];
     // Flows the firewall's kernel rules let through: their allow record names the rule.
     let mut allowed = vec![];
-    for (i, flow, gateway, udp, listener, client) in running {
+    for (i, flow, gateways, udp, listener, client) in running {
+        let gateway = gateways.first().copied();
         let result = client
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("client thread panicked")));
         drop(listener);
-        let unjudged = gateway.and_then(|g| unjudged(g, flow));
+        let unjudged = gateway.and_then(|g| unjudged(plan, g, flow));
         if let (Some(why), Err(_)) = (unjudged.as_ref(), &result) {
             out.push((i, Observed::NotJudged(why.clone())));
             continue;
         }
         let through_gateway = gateway.filter(|_| !udp && unjudged.is_none());
-        if let (Some(g), Err(e)) = (through_gateway, &result) {
+        if let (Some(_), Err(e)) = (through_gateway, &result) {
             if e.kind() != ErrorKind::TimedOut {
-                match gateway_record(g, flow) {
+                match gateway_record(gateways, flow, since) {
                     Some(rule) => out.push((i, Observed::Denied(rule))),
                     // The gateway allowed it and its own connection onwards failed: an NSG
                     // behind the firewall may have dropped that, else a route did.
@@ -474,7 +490,7 @@ fn send_batch(
                 // A datagram the gateway dropped: its deny record names the rule.
                 match gateway
                     .filter(|_| udp)
-                    .and_then(|g| gateway_record(g, flow))
+                    .and_then(|_| gateway_record(gateways, flow, since))
                 {
                     Some(rule) => out.push((i, Observed::Denied(rule))),
                     None => silent.push((i, flow, gateway.is_some(), Observed::TimedOut)),
@@ -519,13 +535,19 @@ fn send_batch(
 }
 
 /// Why the lab's firewall namespace cannot judge `flow` as `trace` does, if it cannot: IPv6
-/// (the gateway's transparent listeners are IPv4, so an IPv6 route to the appliance is a
-/// blackhole). ICMP and other protocols over IPv4 are judged by the firewall's network rules
-/// in the kernel (`firewall_nft.rs`).
-fn unjudged(g: &GatewayRun, flow: &Flow) -> Option<String> {
-    flow.destination.is_ipv6().then(|| {
+/// through a firewall no IPv6 route leads to (its place holds no IPv6 address, so the lab
+/// built no IPv6 path through it). Otherwise both families are judged: TCP and UDP by the
+/// gateway's dual-stack transparent listeners, ICMP and other protocols by the firewall's
+/// network rules in the kernel (`firewall_nft.rs`).
+fn unjudged(plan: &LabPlan, g: &GatewayRun, flow: &Flow) -> Option<String> {
+    let v6_place = plan
+        .places
+        .iter()
+        .find(|p| p.netns == g.netns)
+        .is_some_and(|p| p.addresses.iter().any(IpAddr::is_ipv6));
+    (flow.destination.is_ipv6() && !v6_place).then(|| {
         format!(
-            "{}: IPv6 through a firewall is not built in the lab (the gateway's transparent listeners are IPv4)",
+            "{}: IPv6 through a firewall no IPv6 route leads to is not built in the lab",
             g.firewall
         )
     })
@@ -558,23 +580,37 @@ fn logged(readers: &mut [NflogReader]) -> Vec<(crate::nflog::FiveTuple, LogKind,
     out
 }
 
-/// The gateway's deny record of this flow (`firewall/collection/rule`, or the firewall alone
-/// when no rule decided). Deny records are durable before the client is told (docs/gateway.md).
-fn gateway_record(g: &GatewayRun, flow: &Flow) -> Option<String> {
+/// The deny record of this flow by one of the gateways of its path, in path order
+/// (`firewall/collection/rule`, or the firewall alone when no rule decided). Deny records are
+/// durable before the client is told (docs/gateway.md). The first gateway sees the client's
+/// port; a later one sees the port the gateway before it chose (it keeps the client's address
+/// only), so there the record is the batch's one of this source and destination (no two flows
+/// of a batch share a destination and port).
+fn gateway_record(
+    gateways: &[&GatewayRun],
+    flow: &Flow,
+    since: std::time::SystemTime,
+) -> Option<String> {
     let q = palisade_flowlog::Query {
         source: Some(flow.source),
         action: Some("Deny".into()),
         ..Default::default()
     };
-    let (records, _) = palisade_flowlog::query(&g.data, &q).ok()?;
-    let r = records.into_iter().find(|r| {
-        r.source_port == flow.source_port
-            && r.destination_ip == Some(flow.destination)
-            && r.destination_port == flow.destination_port
-    })?;
-    Some(match r.rule_path() {
-        Some(path) => format!("{}/{path}", g.firewall),
-        None => g.firewall.clone(),
+    gateways.iter().enumerate().find_map(|(n, g)| {
+        let q = palisade_flowlog::Query {
+            since: (n > 0).then_some(since),
+            ..q.clone()
+        };
+        let (records, _) = palisade_flowlog::query(&g.data, &q).ok()?;
+        let r = records.into_iter().find(|r| {
+            (n > 0 || r.source_port == flow.source_port)
+                && r.destination_ip == Some(flow.destination)
+                && r.destination_port == flow.destination_port
+        })?;
+        Some(match r.rule_path() {
+            Some(path) => format!("{}/{path}", g.firewall),
+            None => g.firewall.clone(),
+        })
     })
 }
 
@@ -886,15 +922,30 @@ mod tests {
         assert!(!agrees(&t, &Observed::NotJudged("x".into())));
     }
 
-    // spec FW-8.4: IPv6 through a firewall is judged by `trace`; the lab builds no IPv6 path
-    // through the gateway and says so instead of passing a guess off as agreement. ICMP over
-    // IPv4 is judged there (by the firewall's network rules in the kernel).
+    // spec FW-8.4: IPv6 through a firewall is judged by `trace`; the lab judges it when an
+    // IPv6 route leads to the firewall (its place holds an IPv6 address), and otherwise says so
+    // instead of passing a guess off as agreement. IPv4 is always judged there.
     #[test]
-    fn ipv6_through_the_gateway_is_named_unjudged() {
+    fn ipv6_through_a_firewall_without_an_ipv6_address_is_named_unjudged() {
         let g = GatewayRun {
             firewall: "fw".into(),
             netns: "ns".into(),
             data: "data".into(),
+        };
+        let plan = |addresses: &[&str]| LabPlan {
+            run: "t".into(),
+            router: "rtr".into(),
+            places: vec![super::super::plan::Place {
+                kind: super::super::PlaceKind::Firewall("fw".into()),
+                netns: "ns".into(),
+                router_link: "tv0".into(),
+                addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+                subnet: None,
+                tables: vec![],
+            }],
+            tables: vec![],
+            names: Default::default(),
+            notes: vec![],
         };
         let flow = |protocol, destination: &str| Flow {
             source: "10.0.2.4".parse().unwrap(),
@@ -905,43 +956,25 @@ mod tests {
             host: None,
             app_protocol: None,
         };
-        let v6 = unjudged(&g, &flow(Protocol::Tcp, "2001:db8::7")).unwrap();
+        let v4_only = plan(&["10.0.1.4"]);
+        let v6 = unjudged(&v4_only, &g, &flow(Protocol::Tcp, "2001:db8::7")).unwrap();
         assert!(v6.starts_with("fw: ") && v6.contains("IPv6"), "{v6}");
-        assert!(unjudged(&g, &flow(Protocol::Icmp, "2001:db8::7")).is_some());
-        assert_eq!(unjudged(&g, &flow(Protocol::Icmp, "203.0.113.7")), None);
-        assert_eq!(unjudged(&g, &flow(Protocol::Tcp, "203.0.113.7")), None);
-        assert_eq!(unjudged(&g, &flow(Protocol::Udp, "203.0.113.7")), None);
+        assert!(unjudged(&v4_only, &g, &flow(Protocol::Icmp, "2001:db8::7")).is_some());
+        for p in [Protocol::Icmp, Protocol::Tcp, Protocol::Udp] {
+            assert_eq!(unjudged(&v4_only, &g, &flow(p, "203.0.113.7")), None);
+        }
+        let dual = plan(&["10.0.1.4", "fd00::4"]);
+        for p in [Protocol::Icmp, Protocol::Tcp, Protocol::Udp] {
+            assert_eq!(unjudged(&dual, &g, &flow(p, "2001:db8::7")), None);
+            assert_eq!(unjudged(&dual, &g, &flow(p, "203.0.113.7")), None);
+        }
     }
 
     // spec FW-3, FW-5: an echo through the firewall agrees only when the kernel logged the
     // network rule `trace` names (allow or deny), or the firewall alone for the default deny.
     #[test]
     fn icmp_through_the_firewall_agrees_only_with_the_rule_trace_names() {
-        let yaml = r#"
-apiVersion: palisade/v1
-virtualNetworks:
-  - name: hub
-    addressSpace: [10.0.0.0/16]
-    subnets:
-      - {name: AzureFirewallSubnet, addressPrefix: 10.0.1.0/26}
-      - {name: app, addressPrefix: 10.0.2.0/24, routeTable: rt-app}
-routeTables:
-  - name: rt-app
-    routes:
-      - {name: to-fw, addressPrefix: 0.0.0.0/0, nextHopType: VirtualAppliance, nextHopIpAddress: 10.0.1.4}
-azureFirewalls:
-  - name: fw
-    ipConfigurations: [{name: c, privateIPAddress: 10.0.1.4}]
-    networkRuleCollections:
-      - name: blocked
-        priority: 100
-        action: {type: Deny}
-        rules: [{name: no-ping, protocols: [ICMP], sourceAddresses: ['*'], destinationAddresses: [203.0.113.9]}]
-      - name: pings
-        priority: 200
-        action: {type: Allow}
-        rules: [{name: ping, protocols: [ICMP], sourceAddresses: ['*'], destinationAddresses: [203.0.113.0/28]}]
-"#;
+        let yaml = include_str!("../../tests/fixtures/firewall-icmp.yaml");
         let file = palisade_model::import::import_text("f.yaml", yaml, &Default::default(), None);
         let s = Snapshot::compile(
             &file.network,

@@ -15,6 +15,7 @@ use palisade_policy::addresses::PLATFORM_ADDRESSES;
 use palisade_policy::firewall::CompiledFirewall;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -360,13 +361,20 @@ fn build(
     router_batch.push_str(&format!(
         "rule add fwmark {PLATFORM_MARK} lookup main pref 50\n"
     ));
+    let returns = return_paths(&plan);
+    for r in &returns {
+        router_batch.push_str(&format!(
+            "rule add fwmark {} lookup {} pref 60\nroute add default via {} dev {} onlink table {}\n",
+            r.mark, r.mark, r.firewall, r.link, r.mark
+        ));
+    }
     run_with_input(&["ip", "-n", rtr, "-batch", "-"], Some(&router_batch))?;
     if !rules6.is_empty() {
         run_with_input(&["ip", "-6", "-n", rtr, "-batch", "-"], Some(&rules6))?;
     }
     run_with_input(
         &["ip", "netns", "exec", rtr, "nft", "-f", "-"],
-        Some(&platform_rules()),
+        Some(&platform_rules(&returns)),
     )?;
 
     for p in &plan.places {
@@ -412,7 +420,8 @@ fn build(
                 .as_deref()
                 .map(|s| plan.appliance_prefixes(s))
                 .unwrap_or_default();
-            firewall(&p.netns, judge, &onward)?;
+            let v6 = p.addresses.iter().any(IpAddr::is_ipv6);
+            firewall(&p.netns, judge, &onward, v6)?;
             if let Some((s, args)) = gateway {
                 let data = state_dir.join(format!("lab-{}-{}.flows", plan.run, p.netns));
                 state.gateways.push(GatewayRun {
@@ -420,7 +429,7 @@ fn build(
                     netns: p.netns.clone(),
                     data: data.clone(),
                 });
-                let process = start_gateway(&s.exe, args, name, &p.netns, &data, state_dir)?;
+                let process = start_gateway(&s.exe, args, name, p, &data, &onward, state_dir)?;
                 state.processes.push(process);
                 state.save(state_dir)?;
                 wait_listening(&p.netns, GATEWAY_PORT, state_dir)?;
@@ -563,14 +572,19 @@ pub fn record_nsg_denials(
     }
 }
 
+/// `onward`: what the firewall's subnet routes to another firewall; the gateway keeps the
+/// client's address towards it, as `trace` does (the last firewall of a chain translates).
 fn start_gateway(
     exe: &Path,
     network_args: &[String],
     firewall: &str,
-    netns: &str,
+    place: &super::plan::Place,
     data: &Path,
+    onward: &[ipnet::IpNet],
     state_dir: &Path,
 ) -> Result<Process, LabError> {
+    let netns = place.netns.as_str();
+    let v6 = place.addresses.iter().any(IpAddr::is_ipv6);
     let mut args: Vec<String> = vec![
         "ip".into(),
         "netns".into(),
@@ -589,7 +603,12 @@ fn start_gateway(
             "--admin",
             "127.0.0.1:9180",
             "--transparent",
-            &format!("0.0.0.0:{GATEWAY_PORT}"),
+            // With IPv6 one dual-stack listener takes both families (IPv4 as mapped addresses).
+            &if v6 {
+                format!("[::]:{GATEWAY_PORT}")
+            } else {
+                format!("0.0.0.0:{GATEWAY_PORT}")
+            },
             "--transparent-udp",
             &format!("0.0.0.0:{GATEWAY_UDP_PORT}"),
             "--data",
@@ -606,6 +625,14 @@ fn start_gateway(
         ]
         .map(String::from),
     );
+    if v6 {
+        args.push("--transparent-udp".into());
+        args.push(format!("[::]:{GATEWAY_UDP_PORT}"));
+    }
+    for prefix in onward {
+        args.push("--keep-source-to".into());
+        args.push(prefix.to_string());
+    }
     let log = state_dir.join(format!("{netns}.gateway.log"));
     let err =
         std::fs::File::create(&log).map_err(|e| LabError::State(log.clone(), e.to_string()))?;
@@ -649,23 +676,89 @@ fn wait_listening(netns: &str, port: u16, state_dir: &Path) -> Result<(), LabErr
 /// Router mark of connections the platform began.
 const PLATFORM_MARK: u32 = 1;
 
+/// First router mark (and routing table) of the return paths to firewalls that hand traffic on
+/// to another firewall; one per such firewall.
+const RETURN_MARK_BASE: u32 = 3000;
+/// Connection mark of a connection the router saw begin elsewhere than at such a firewall.
+const RETURN_SEEN_MARK: u32 = 2999;
+
+/// The way back to a firewall whose gateway keeps the client's address towards the next
+/// firewall (`--keep-source-to`): that next firewall answers the client's address, and the
+/// router would deliver the answer to the client directly, past the socket in the first
+/// firewall that waits for it. The router marks the connections the firewall begins and sends
+/// their replies back to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ReturnPath {
+    /// Router mark and routing table.
+    mark: u32,
+    link: String,
+    firewall: IpAddr,
+}
+
+/// A return path for every firewall whose subnet routes some destinations to another
+/// appliance (it is not the last of its chain).
+fn return_paths(plan: &LabPlan) -> Vec<ReturnPath> {
+    plan.places
+        .iter()
+        .filter(|p| matches!(p.kind, PlaceKind::Firewall(_)))
+        .filter(|p| {
+            p.subnet
+                .as_deref()
+                .is_some_and(|s| !plan.appliance_prefixes(s).is_empty())
+        })
+        .filter_map(|p| {
+            let firewall = p.addresses.iter().copied().find(|a| a.is_ipv4())?;
+            Some((p, firewall))
+        })
+        .enumerate()
+        .map(|(i, (p, firewall))| ReturnPath {
+            mark: RETURN_MARK_BASE + i as u32,
+            link: p.router_link.clone(),
+            firewall,
+        })
+        .collect()
+}
+
 /// Connections the platform's addresses begin (the load balancer's probes, NSG-8) are answered
 /// straight back, whatever the subnet's UDRs say (RT-9: their replies are never asymmetric);
 /// connections *to* them follow the routes like any other. The router marks the first and
-/// looks them up in the main table.
-fn platform_rules() -> String {
+/// looks them up in the main table. Replies to connections a firewall of a chain began go
+/// back to it ([`ReturnPath`]).
+fn platform_rules(returns: &[ReturnPath]) -> String {
     let addrs: Vec<String> = PLATFORM_ADDRESSES
         .iter()
         .filter(|a| a.is_ipv4())
         .map(|a| a.to_string())
         .collect();
+    // A connection is the firewall's when the router first sees it from the firewall's link
+    // (its gateway's upstream connection); one the firewall forwards was seen first elsewhere,
+    // and its replies keep their routes (RT-9 asymmetry stays observable). A reply coming from
+    // the firewall itself goes on by the routes, or it would loop back to the firewall.
+    let mut chain = String::new();
+    for r in returns {
+        chain.push_str(&format!(
+            "    ct state new ct mark 0 iifname \"{}\" ct mark set {}\n",
+            r.link, r.mark
+        ));
+    }
+    if !returns.is_empty() {
+        chain.push_str(&format!(
+            "    ct state new ct mark 0 ct mark set {RETURN_SEEN_MARK}\n"
+        ));
+    }
+    for r in returns {
+        chain.push_str(&format!(
+            "    ct direction reply ct mark {} iifname != \"{}\" meta mark set {}\n",
+            r.mark, r.link, r.mark
+        ));
+    }
     format!(
         "table inet palisade_lab_router {{
   chain prerouting {{
     type filter hook prerouting priority mangle; policy accept;
     ip saddr {{ {} }} ct state new ct mark set {PLATFORM_MARK}
     ct mark {PLATFORM_MARK} meta mark set {PLATFORM_MARK}
-  }}
+{chain}  }}
 }}
 ",
         addrs.join(", ")
@@ -690,28 +783,38 @@ fn firewall(
     ns: &str,
     gateway: Option<&CompiledFirewall>,
     onward: &[ipnet::IpNet],
+    v6: bool,
 ) -> Result<(), LabError> {
     in_ns(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    if v6 {
+        in_ns(ns, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+    }
     let redirect = if let Some(fw) = gateway {
         let (mark, table) = (TPROXY_MARK.to_string(), TPROXY_TABLE.to_string());
-        in_ns(
-            ns,
-            &["ip", "rule", "add", "fwmark", &mark, "lookup", &table],
-        )?;
-        in_ns(
-            ns,
-            &[
-                "ip",
-                "route",
-                "add",
-                "local",
-                "0.0.0.0/0",
-                "dev",
-                "lo",
-                "table",
-                &table,
-            ],
-        )?;
+        let families: &[(&str, &str)] = if v6 {
+            &[("-4", "0.0.0.0/0"), ("-6", "::/0")]
+        } else {
+            &[("-4", "0.0.0.0/0")]
+        };
+        for (family, all) in families {
+            in_ns(
+                ns,
+                &[
+                    "ip", family, "rule", "add", "fwmark", &mark, "lookup", &table,
+                ],
+            )?;
+            in_ns(
+                ns,
+                &[
+                    "ip", family, "route", "add", "local", all, "dev", "lo", "table", &table,
+                ],
+            )?;
+        }
+        let tproxy6 = if v6 {
+            format!("    iifname \"eth0\" meta nfproto ipv6 meta l4proto udp tproxy ip6 to :{GATEWAY_UDP_PORT} meta mark set {TPROXY_MARK} accept\n")
+        } else {
+            String::new()
+        };
         format!(
             "  chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
@@ -720,8 +823,9 @@ fn firewall(
   chain udp_to_gateway {{
     type filter hook prerouting priority mangle; policy accept;
     fib daddr type local return
+    meta l4proto {{ tcp, udp }} socket transparent 1 meta mark set {TPROXY_MARK} accept comment \"a reply to the client's address the gateway kept\"
     iifname \"eth0\" meta nfproto ipv4 meta l4proto udp tproxy ip to :{GATEWAY_UDP_PORT} meta mark set {TPROXY_MARK} accept
-  }}
+{tproxy6}  }}
 {}",
             network_rules_chain(fw)
         )
@@ -945,4 +1049,51 @@ pub fn status(state_dir: &Path) -> Vec<RunStatus> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_policy::Snapshot;
+
+    fn snapshot(yaml: &str) -> Snapshot {
+        let file = palisade_model::import::import_text("f.yaml", yaml, &Default::default(), None);
+        Snapshot::compile(
+            &file.network,
+            &palisade_model::catalog::Catalogs::embedded(),
+            &Default::default(),
+        )
+    }
+
+    // spec DIAG-7: only a firewall whose subnet routes traffic on to another appliance gets a
+    // return path: the router marks the connections it first sees from that firewall and
+    // sends their replies back to it, unless they come from the firewall itself.
+    #[test]
+    fn only_a_firewall_followed_by_another_gets_a_return_path() {
+        let chain = snapshot(include_str!("../../tests/fixtures/firewall-chain.yaml"));
+        let plan = super::super::plan(&chain, "t", &[]).unwrap();
+        let fw1 = plan.place_named("fw1").unwrap();
+        let returns = return_paths(&plan);
+        assert_eq!(
+            returns,
+            vec![ReturnPath {
+                mark: RETURN_MARK_BASE,
+                link: fw1.router_link.clone(),
+                firewall: "10.0.1.4".parse().unwrap(),
+            }]
+        );
+        let rules = platform_rules(&returns);
+        let link = &fw1.router_link;
+        for line in [
+            format!("ct state new ct mark 0 iifname \"{link}\" ct mark set 3000"),
+            format!("ct state new ct mark 0 ct mark set {RETURN_SEEN_MARK}"),
+            format!("ct direction reply ct mark 3000 iifname != \"{link}\" meta mark set 3000"),
+        ] {
+            assert!(rules.contains(&line), "no `{line}` in\n{rules}");
+        }
+        let single = snapshot(include_str!("../../tests/fixtures/firewall-icmp.yaml"));
+        let plan = super::super::plan(&single, "t", &[]).unwrap();
+        assert!(return_paths(&plan).is_empty());
+        assert!(!platform_rules(&[]).contains("ct direction reply"));
+    }
 }

@@ -6,8 +6,8 @@
 //! namespace with one veth `eth0` to the router namespace. Each end is point-to-point: the place
 //! holds its addresses as /32s (/128s) and a default route via `169.254.0.1` (`fe80::1`), the
 //! router holds `169.254.0.1/32` (`fe80::1/64`) on every link and a host route back to each
-//! address. IPv6 is built like IPv4, except through a firewall (the gateway's transparent
-//! listener is IPv4): an IPv6 route to an appliance drops, and the plan says so. The router looks up a
+//! address. IPv6 is built like IPv4, through a firewall too when an IPv6 route names one of the
+//! firewall's IPv6 addresses (the firewall's place then holds it). The router looks up a
 //! packet in the table of the subnet it came from (`ip rule iif LINK`), filled with that subnet's
 //! effective routes (RT-3 … RT-5); traffic from the internet and the firewalls uses the main table.
 
@@ -298,7 +298,7 @@ pub fn plan(snap: &Snapshot, run: &str, extra: &[IpAddr]) -> Result<LabPlan, Pla
     let mut firewalls: BTreeMap<String, (Vec<IpAddr>, Option<SubnetId>)> = BTreeMap::new();
     for (_, s) in snap.subnets() {
         for r in &s.routes.routes {
-            let (NextHopType::VirtualAppliance, Some(ip @ IpAddr::V4(_))) =
+            let (NextHopType::VirtualAppliance, Some(ip)) =
                 (r.next_hop_type, r.next_hop_ip_address)
             else {
                 continue;
