@@ -5,8 +5,9 @@
 #
 # Measures per proxy: new CONNECT tunnels per second (open, a ClientHello echoed, close; $CONC
 # concurrent clients) and the proxy's own CPU time per tunnel, latency p50/p99 of that at
-# moderate load ($LAT_CONC clients) against a direct connection, throughput of one established
-# tunnel, RSS growth per idle tunnel. The rate is measured $ROUNDS times, the proxies taking
+# moderate load ($LAT_CONC clients, interleaved with the direct connection, $LAT_ROUNDS rounds of
+# $LAT_SECS s) minus the direct connection's, throughput of one established tunnel, RSS growth
+# per idle tunnel. The rate is measured $ROUNDS times, the proxies taking
 # turns in each round (so a noisy minute hurts them alike); the median round counts.
 #
 # BASELINE_BIN=path/to/palisade adds "palisade-base", another Palisade build (e.g. before a
@@ -20,13 +21,16 @@
 #
 #   scripts/bench-gateway.sh            # prints a Markdown table, raw JSON in $OUT
 #   SECS=3 IDLE=500 scripts/bench-gateway.sh   # bounded; $OUT/summary.json has per proxy
-#                                       # tunnels_per_s, cpu_us_per_tunnel, p99_ms,
-#                                       # added_p99_ms, idle_kib
+#                                       # tunnels_per_s, cpu_us_per_tunnel, added_p50_us,
+#                                       # added_p99_us (and per round), idle_kib; the script
+#                                       # prints whether each target of issue 14 item 5 holds
 set -euo pipefail
 
 SECS=${SECS:-3}
 CONC=${CONC:-64}
 LAT_CONC=${LAT_CONC:-4}
+LAT_SECS=${LAT_SECS:-4}
+LAT_ROUNDS=${LAT_ROUNDS:-5}
 IDLE=${IDLE:-1000} # keep 3 x IDLE under the open-file limit
 ROUNDS=${ROUNDS:-3}
 BASELINE_BIN=${BASELINE_BIN:-}
@@ -209,15 +213,18 @@ if [ "$PROFILE" = 1 ]; then
   done
 fi
 
-run() { # name proxy|direct
-  local name=$1 proxy=$2
-  echo "== $name" >&2
-  "$TB" rate "$proxy" "$TARGET" "$LAT_CONC" "$SECS" >"$OUT/$name.lat.json"
-  "$TB" throughput "$proxy" "$TARGET" "$SECS" >"$OUT/$name.tput.json"
-  sleep 1
-}
+# Added latency at moderate load ($LAT_CONC clients): direct and every proxy interleaved (each
+# client opens one tunnel through each in turn), $LAT_ROUNDS rounds of $LAT_SECS seconds, so
+# all see the same noise; per proxy p50/p99 minus direct's, pooled and per round.
+echo "== latency (interleaved)" >&2
+via=()
+for name in "${NAMES[@]}"; do via+=("$name=${PROXY[$name]}"); done
+"$TB" latency "$TARGET" "$LAT_CONC" "$LAT_SECS" "$LAT_ROUNDS" "${via[@]}" >"$OUT/latency.json"
+
 for name in "${NAMES[@]}"; do
-  run "$name" "${PROXY[$name]}"
+  echo "== throughput: $name" >&2
+  "$TB" throughput "${PROXY[$name]}" "$TARGET" "$SECS" >"$OUT/$name.tput.json"
+  sleep 1
 done
 
 python3 - "$OUT" "$CONC" "$LAT_CONC" "$IDLE" "$ROUNDS" "${NAMES[@]}" <<'EOF'
@@ -235,27 +242,32 @@ def rate(n):
     m = dict(rs[(len(rs) - 1) // 2])
     m["rounds"] = [r["per_second"] for r in rs]
     return m
-d = j("direct", "lat")
+lat = json.load(open(os.path.join(out, "latency.json"))) if os.path.exists(os.path.join(out, "latency.json")) else {}
+spread = lambda xs: f"{min(xs)}…{max(xs)}" if xs else "—"
 pal = rate("palisade").get("per_second", 0) or 1
-print(f"| | tunnels/s ({conc} clients, median of {rounds}) | rounds | errors | vs Palisade | proxy CPU µs per tunnel | added p50 / p99 µs ({lat_conc} clients) | one tunnel MB/s | KiB per idle tunnel ({idle}) |")
-print("|---|---|---|---|---|---|---|---|---|")
+print(f"| | tunnels/s ({conc} clients, median of {rounds}) | rounds | errors | vs Palisade | proxy CPU µs per tunnel | latency p50 / p99 µs ({lat_conc} clients, samples) | added p50 / p99 µs (rounds' range) | one tunnel MB/s | KiB per idle tunnel ({idle}) |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for n in names:
-    r, l, t, i = rate(n), j(n, "lat"), j(n, "tput"), j(n, "idle")
-    added = "—" if n == "direct" else f"{l.get('p50_us',0)-d.get('p50_us',0)} / {l.get('p99_us',0)-d.get('p99_us',0)}"
-    if n == "direct":
-        added = f"(direct: {d.get('p50_us')} / {d.get('p99_us')})"
+    r, l, t, i = rate(n), lat.get(n, {}), j(n, "tput"), j(n, "idle")
+    added = "—" if n == "direct" else (
+        f"{l.get('added_p50_us','?')} / {l.get('added_p99_us','?')} "
+        f"({spread(l.get('added_p50_rounds', []))} / {spread(l.get('added_p99_rounds', []))})")
     rounds_text = ", ".join(str(x) for x in r.get("rounds", []))
-    print(f"| {n} | {r.get('per_second','?')} | {rounds_text} | {r.get('errors','?')} | {r.get('per_second',0)/pal:.2f} | {r.get('cpu_us_per_tunnel','—')} | {added} | {t.get('mb_per_second','?')} | {i.get('kib_per_tunnel','—')} |")
+    print(f"| {n} | {r.get('per_second','?')} | {rounds_text} | {r.get('errors','?')} | {r.get('per_second',0)/pal:.2f} | {r.get('cpu_us_per_tunnel','—')} | {l.get('p50_us','?')} / {l.get('p99_us','?')} ({l.get('samples','?')}) | {added} | {t.get('mb_per_second','?')} | {i.get('kib_per_tunnel','—')} |")
 # One run's figures per proxy, for a script to check (null where a measurement failed).
-ms = lambda us: None if us is None else us / 1000
 summary = {
     n: {
         "tunnels_per_s": rate(n).get("per_second"),
         "rounds": rate(n).get("rounds"),
         "cpu_us_per_tunnel": rate(n).get("cpu_us_per_tunnel"),
         "errors": rate(n).get("errors"),
-        "p99_ms": ms(j(n, "lat").get("p99_us")),
-        "added_p99_ms": ms(j(n, "lat")["p99_us"] - d["p99_us"]) if "p99_us" in j(n, "lat") and "p99_us" in d else None,
+        "latency_samples": lat.get(n, {}).get("samples"),
+        "p50_us": lat.get(n, {}).get("p50_us"),
+        "p99_us": lat.get(n, {}).get("p99_us"),
+        "added_p50_us": lat.get(n, {}).get("added_p50_us"),
+        "added_p99_us": lat.get(n, {}).get("added_p99_us"),
+        "added_p50_rounds": lat.get(n, {}).get("added_p50_rounds"),
+        "added_p99_rounds": lat.get(n, {}).get("added_p99_rounds"),
         "idle_kib": j(n, "idle").get("kib_per_tunnel"),
     }
     for n in names if n != "direct"
@@ -264,5 +276,19 @@ summary_path = os.path.join(out, "summary.json")
 with open(summary_path, "w") as f:
     json.dump(summary, f, indent=2)
     f.write("\n")
+# Issue 14, item 5: does each target hold in this run?
+p, sq, hp = summary.get("palisade", {}), summary.get("squid", {}), summary.get("haproxy", {})
+def check(what, ok, text):
+    print(f"target {what}: {'met' if ok else 'MISSED'} ({text})")
+try:
+    check("tunnels/s >= 2x Squid", p["tunnels_per_s"] >= 2 * sq["tunnels_per_s"],
+          f"{p['tunnels_per_s'] / sq['tunnels_per_s']:.2f}x: {p['tunnels_per_s']:.0f} vs {sq['tunnels_per_s']:.0f}")
+    check("tunnels/s >= 1.0x HAProxy", p["tunnels_per_s"] >= hp["tunnels_per_s"],
+          f"{p['tunnels_per_s'] / hp['tunnels_per_s']:.2f}x: {p['tunnels_per_s']:.0f} vs {hp['tunnels_per_s']:.0f}")
+    check("added p99 <= HAProxy's", p["added_p99_us"] <= hp["added_p99_us"],
+          f"{p['added_p99_us']} vs {hp['added_p99_us']} us")
+    check("idle tunnel <= 8 KiB", p["idle_kib"] <= 8, f"{p['idle_kib']} KiB")
+except (KeyError, TypeError, ZeroDivisionError) as e:
+    print(f"targets not judged: a measurement is missing ({e})")
 EOF
 echo "raw results in $OUT" >&2

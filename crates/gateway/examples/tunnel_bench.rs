@@ -6,6 +6,10 @@
 //!                                             answers a forwarded `CONNECT` with 200 itself
 //! tunnel_bench rate PROXY|direct TARGET CONC SECS [PID]  new tunnels/s and per-tunnel latency;
 //!                                             with PID, CPU µs its tree spent per tunnel
+//! tunnel_bench latency TARGET CONC SECS ROUNDS NAME=PROXY|direct...
+//!                                             added latency: every client opens one tunnel
+//!                                             through each NAME in turn, so all see the same
+//!                                             noise; per NAME p50/p99 minus direct's
 //! tunnel_bench throughput PROXY|direct TARGET SECS    one established tunnel, MB/s
 //! tunnel_bench idle PROXY TARGET COUNT PID            RSS growth of PID's tree per idle tunnel
 //! ```
@@ -179,6 +183,105 @@ async fn rate(
     );
 }
 
+/// Added latency of each proxy over the direct connection, measured interleaved: each of `conc`
+/// clients opens one tunnel through every entry of `via` in turn (starting at a different
+/// entry per client), for `rounds` rounds of `secs` each. Prints, per name, the pooled p50/p99
+/// and, for proxies, those minus direct's pooled p50/p99, with each round's added p50/p99.
+async fn latency(
+    target: String,
+    direct: SocketAddr,
+    conc: usize,
+    secs: f64,
+    rounds: usize,
+    via: Vec<(String, Option<SocketAddr>)>,
+) {
+    let via = Arc::new(via);
+    let n = via.len();
+    // samples[round][entry]
+    let mut samples: Vec<Vec<Vec<u64>>> = vec![];
+    let mut errors = vec![0u64; n];
+    for _ in 0..rounds {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = vec![];
+        for c in 0..conc {
+            let (stop, via, target) = (stop.clone(), via.clone(), target.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut mine = vec![vec![]; via.len()];
+                let mut errs = vec![0u64; via.len()];
+                let mut i = c % via.len();
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let proxy = via[i].1;
+                    match tokio::time::timeout(Duration::from_secs(5), one(proxy, &target, direct))
+                        .await
+                    {
+                        Ok(Ok(())) => mine[i].push(t.elapsed().as_micros() as u64),
+                        _ => errs[i] += 1,
+                    }
+                    i = (i + 1) % via.len();
+                }
+                (mine, errs)
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut round = vec![vec![]; n];
+        for t in tasks {
+            if let Ok((mine, errs)) = t.await {
+                for (k, v) in mine.into_iter().enumerate() {
+                    round[k].extend(v);
+                }
+                for (k, e) in errs.into_iter().enumerate() {
+                    errors[k] += e;
+                }
+            }
+        }
+        for r in &mut round {
+            r.sort_unstable();
+        }
+        samples.push(round);
+    }
+    let pooled: Vec<Vec<u64>> = (0..n)
+        .map(|k| {
+            let mut all: Vec<u64> = samples.iter().flat_map(|r| r[k].clone()).collect();
+            all.sort_unstable();
+            all
+        })
+        .collect();
+    let d = via
+        .iter()
+        .position(|(name, p)| name == "direct" || p.is_none());
+    let diff = |a: &[u64], b: &[u64], p: f64| pct(a, p) as i64 - pct(b, p) as i64;
+    let mut out = vec![];
+    for (k, (name, _)) in via.iter().enumerate() {
+        let mut o = format!(
+            "\"{name}\":{{\"samples\":{},\"errors\":{},\"p50_us\":{},\"p99_us\":{}",
+            pooled[k].len(),
+            errors[k],
+            pct(&pooled[k], 0.50),
+            pct(&pooled[k], 0.99)
+        );
+        if let Some(d) = d.filter(|&d| d != k) {
+            let per_round = |p: f64| {
+                samples
+                    .iter()
+                    .map(|r| diff(&r[k], &r[d], p).to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            o += &format!(
+                ",\"added_p50_us\":{},\"added_p99_us\":{},\"added_p50_rounds\":[{}],\"added_p99_rounds\":[{}]",
+                diff(&pooled[k], &pooled[d], 0.50),
+                diff(&pooled[k], &pooled[d], 0.99),
+                per_round(0.50),
+                per_round(0.99)
+            );
+        }
+        out.push(o + "}");
+    }
+    println!("{{{}}}", out.join(","));
+}
+
 async fn throughput(
     proxy: Option<SocketAddr>,
     target: &str,
@@ -299,7 +402,7 @@ async fn idle(
 }
 
 fn usage() -> ! {
-    eprintln!("usage: tunnel_bench serve ADDR... | rate PROXY|direct TARGET CONC SECS [PID] | throughput PROXY|direct TARGET SECS | idle PROXY TARGET COUNT PID\n  TARGET is NAME:PORT=IP:PORT (the name for CONNECT, the address for direct)");
+    eprintln!("usage: tunnel_bench serve ADDR... | rate PROXY|direct TARGET CONC SECS [PID] | latency TARGET CONC SECS ROUNDS NAME=PROXY|direct... | throughput PROXY|direct TARGET SECS | idle PROXY TARGET COUNT PID\n  TARGET is NAME:PORT=IP:PORT (the name for CONNECT, the address for direct)");
     std::process::exit(2)
 }
 
@@ -340,6 +443,25 @@ fn main() -> Res<()> {
                 num(3) as usize,
                 num(4),
                 pid,
+            ));
+            Ok(())
+        }
+        Some("latency") if args.len() >= 7 => {
+            let (name, addr) = target(&args[1]);
+            let via = args[5..]
+                .iter()
+                .map(|a| {
+                    let (n, p) = a.split_once('=').unwrap_or_else(|| usage());
+                    (n.to_string(), proxy(p))
+                })
+                .collect();
+            rt.block_on(latency(
+                name,
+                addr,
+                num(2) as usize,
+                num(3),
+                num(4) as usize,
+                via,
             ));
             Ok(())
         }

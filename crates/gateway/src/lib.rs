@@ -44,7 +44,7 @@ pub mod store;
 pub mod udp;
 
 use arc_swap::ArcSwapOption;
-use metrics::{DecisionLabels, Metrics, OutcomeLabels};
+use metrics::{Metrics, OutcomeLabels};
 use palisade_flowlog::{format_time, AuditEntry, FlowLog, FlowRecord, ShadowDiff, Writer};
 use palisade_policy::firewall::{FirewallInput, FirewallOutcome, FirewallPass};
 use palisade_policy::matchers::PacketKey;
@@ -1093,19 +1093,14 @@ impl Gateway {
     /// Count the decision, offer the record to the store, and queue it for the flow log;
     /// `done` runs on the writer thread once it is durable (or failed).
     fn submit(&self, r: FlowRecord, done: palisade_flowlog::Done) {
-        // As `palisade logs` prints it: the rule's path, else what decided without one.
-        let rule = r
-            .rule_path()
-            .or_else(|| r.decided_by.clone())
-            .unwrap_or_default();
-        self.metrics
-            .decisions
-            .get_or_create(&DecisionLabels {
-                action: r.action.clone(),
-                layer: r.layer.clone(),
-                rule,
-            })
-            .inc();
+        self.metrics.count_decision(&metrics::Decision {
+            action: &r.action,
+            layer: &r.layer,
+            group: r.rule_collection_group.as_deref(),
+            collection: r.rule_collection.as_deref().unwrap_or(""),
+            rule: r.rule.as_deref(),
+            decided_by: r.decided_by.as_deref(),
+        });
         self.alert_new_denied_name(&r);
         if let Some(s) = &self.flow_store {
             s.offer(&r, &self.metrics);
@@ -1128,7 +1123,7 @@ pub fn outcome_record(outcome: &FirewallOutcome, version: &Version) -> FlowRecor
         } else {
             "Deny".into()
         },
-        layer: format!("{:?}", outcome.pass),
+        layer: outcome.pass.name().into(),
         policy: rule
             .map(|r| r.resource.clone())
             .or(policy_name.map(String::from)),

@@ -79,6 +79,49 @@ impl DeniedNames {
     }
 }
 
+/// A decision's labels as borrowed from its flow record: the rule's path in its parts (the
+/// collection group, the collection, the rule), else what decided without a rule.
+pub struct Decision<'a> {
+    pub action: &'a str,
+    pub layer: &'a str,
+    pub group: Option<&'a str>,
+    pub collection: &'a str,
+    pub rule: Option<&'a str>,
+    pub decided_by: Option<&'a str>,
+}
+
+impl Decision<'_> {
+    /// The `rule` label: as `palisade logs` prints it.
+    fn rule_label(&self) -> String {
+        match (self.rule, self.group) {
+            (Some(r), Some(g)) => format!("{g}/{}/{r}", self.collection),
+            (Some(r), None) => format!("{}/{r}", self.collection),
+            (None, _) => self.decided_by.unwrap_or_default().to_string(),
+        }
+    }
+
+    /// Whether `label` is this decision's `rule` label, compared without building it.
+    fn rule_is(&self, label: &str) -> bool {
+        let Some(r) = self.rule else {
+            return label == self.decided_by.unwrap_or_default();
+        };
+        let rest = match self.group {
+            Some(g) => match label.strip_prefix(g).and_then(|l| l.strip_prefix('/')) {
+                Some(rest) => rest,
+                None => return false,
+            },
+            None => label,
+        };
+        rest.strip_prefix(self.collection)
+            .and_then(|l| l.strip_prefix('/'))
+            == Some(r)
+    }
+}
+
+/// How many decision handles are kept: the rules a gateway's traffic hits most are few; a
+/// policy with more only pays the family lookup for the rest.
+const DECISION_HANDLES: usize = 64;
+
 pub struct Metrics {
     pub registry: Registry,
     pub connections: Family<ListenerLabels, Counter>,
@@ -86,6 +129,9 @@ pub struct Metrics {
     pub rejected_over_limit: Counter,
     pub rejected_over_source_limit: Counter,
     pub decisions: Family<DecisionLabels, Counter>,
+    /// Handles of `decisions` already looked up, so a record of a known decision costs no
+    /// label strings nor a family lookup.
+    decision_handles: Mutex<Vec<(DecisionLabels, Counter)>>,
     pub decision_seconds: Histogram,
     pub reloads: Family<OutcomeLabels, Counter>,
     pub closed_on_reload: Counter,
@@ -118,6 +164,31 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Count one decision.
+    pub fn count_decision(&self, d: &Decision<'_>) {
+        let mut handles = self
+            .decision_handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let hit = handles
+            .iter()
+            .find(|(l, _)| l.action == d.action && l.layer == d.layer && d.rule_is(&l.rule));
+        if let Some((_, c)) = hit {
+            c.inc();
+            return;
+        }
+        let labels = DecisionLabels {
+            action: d.action.to_string(),
+            layer: d.layer.to_string(),
+            rule: d.rule_label(),
+        };
+        let c = self.decisions.get_or_create(&labels).clone();
+        c.inc();
+        if handles.len() < DECISION_HANDLES {
+            handles.push((labels, c));
+        }
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("palisade_gateway");
         let connections = Family::<ListenerLabels, Counter>::default();
@@ -227,6 +298,7 @@ impl Metrics {
             rejected_over_limit,
             rejected_over_source_limit,
             decisions,
+            decision_handles: Mutex::default(),
             decision_seconds,
             reloads,
             closed_on_reload,
@@ -333,6 +405,58 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decision<'a>(
+        action: &'a str,
+        group: Option<&'a str>,
+        collection: &'a str,
+        rule: Option<&'a str>,
+        decided_by: Option<&'a str>,
+    ) -> Decision<'a> {
+        Decision {
+            action,
+            layer: "FirewallApplication",
+            group,
+            collection,
+            rule,
+            decided_by,
+        }
+    }
+
+    #[test]
+    fn a_kept_decision_handle_counts_only_its_own_labels() {
+        let m = Metrics::new();
+        // Paths that share a prefix must not share a handle; parts that join to the same path
+        // are the same `rule` label, as `palisade logs` prints it.
+        let ds = [
+            decision("Allow", Some("g"), "c", Some("r"), None),
+            decision("Allow", Some("g"), "c", Some("r"), None),
+            decision("Allow", Some("g/c"), "r", Some("x"), None),
+            decision("Allow", Some("g"), "c/r", Some("x"), None),
+            decision("Allow", None, "c", Some("r"), None),
+            decision("Deny", None, "c", Some("r"), None),
+            decision("Deny", None, "", None, Some("default")),
+            decision("Deny", None, "", None, Some("default")),
+            decision("Deny", None, "", None, None),
+        ];
+        for d in &ds {
+            m.count_decision(d);
+        }
+        let text = m.encode();
+        for (rule, action, n) in [
+            ("g/c/r", "Allow", 2),
+            ("g/c/r/x", "Allow", 2),
+            ("c/r", "Allow", 1),
+            ("c/r", "Deny", 1),
+            ("default", "Deny", 2),
+            ("", "Deny", 1),
+        ] {
+            let line = format!(
+                "palisade_gateway_decisions_total{{action=\"{action}\",layer=\"FirewallApplication\",rule=\"{rule}\"}} {n}"
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+    }
 
     #[test]
     fn a_name_is_new_once_per_scope() {
