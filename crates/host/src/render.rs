@@ -249,6 +249,14 @@ impl VmapEntry {
             format!("{}-{}", self.first, self.last)
         }
     }
+
+    fn key_json(&self) -> Value {
+        if self.first == self.last {
+            json!(self.first.to_string())
+        } else {
+            json!({"range": [self.first.to_string(), self.last.to_string()]})
+        }
+    }
 }
 
 impl Stmt {
@@ -312,14 +320,9 @@ impl Stmt {
             Stmt::Jump(c) => json!({"jump": {"target": c}}),
             Stmt::Vmap { v6, side, entries } => json!({"vmap": {
                 "key": {"payload": {"protocol": if *v6 { "ip6" } else { "ip" }, "field": side.field()}},
-                "data": {"set": entries.iter().map(|e| {
-                    let key = if e.first == e.last {
-                        json!(e.first.to_string())
-                    } else {
-                        json!({"range": [e.first.to_string(), e.last.to_string()]})
-                    };
-                    json!([key, {"goto": {"target": e.chain}}])
-                }).collect::<Vec<_>>()},
+                "data": {"set": entries.iter()
+                    .map(|e| json!([e.key_json(), {"goto": {"target": e.chain}}]))
+                    .collect::<Vec<_>>()},
             }}),
         }
     }

@@ -11,7 +11,7 @@ use palisade_host::classify::{classify, evaluate, ClassifyOptions, Packet, Verdi
 use palisade_host::nft::Nft;
 use palisade_host::render::{render, Layout, RenderOptions, Stmt, TablePlan, Target};
 use proptest::prelude::*;
-use proptest::test_runner::TestRunner;
+use proptest::test_runner::{FileFailurePersistence, TestRunner};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -135,9 +135,14 @@ fn packet() -> impl Strategy<Value = Packet> {
 #[test]
 fn classified_decides_every_packet_as_listed() {
     let split_cases = AtomicUsize::new(0);
+    // Failures are kept beside this file (`classify.proptest-regressions`) and replayed first;
+    // a runner built by hand names its source file itself, as `proptest!` does.
     let mut runner = TestRunner::new(ProptestConfig {
         cases: 48,
-        failure_persistence: None,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        source_file: Some(file!()),
         ..ProptestConfig::default()
     });
     let input = (
@@ -346,4 +351,36 @@ fn classified_table_in_the_kernel_agrees_with_the_listed_rules() {
     assert!(apply::diff(&nft, &new_plan, Some(&state))
         .unwrap()
         .is_clean());
+}
+
+// The JSON transaction `host plan --output json` shows, applied with `nft -j -f`, gives the same
+// table as the text one `apply` sends: the verdict map and its interval chains included.
+#[test]
+fn classified_json_transaction_lists_as_the_text_one() {
+    require_kernel!();
+    let snap = snapshot_of_yaml(&many_rules(80));
+    let plan = render(
+        &snap,
+        &Target::Subnet("srv".into()),
+        &RenderOptions::default(),
+    )
+    .unwrap();
+    assert!(has_vmap(&plan, "nsg_in"));
+    let (text, json) = (Netns::new("cltxt"), Netns::new("cljson"));
+    Nft::new(Some(text.name.clone()))
+        .apply(&plan.replace_text())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tx.json");
+    let payload = serde_json::json!({"nftables": plan.replace_commands()});
+    std::fs::write(&file, payload.to_string()).unwrap();
+    json.exec(&["nft", "-j", "-f", file.to_str().unwrap()])
+        .unwrap();
+    let list = |ns: &Netns| {
+        ns.exec(&["nft", "list", "table", "inet", &plan.table])
+            .unwrap()
+    };
+    let (a, b) = (list(&text), list(&json));
+    assert!(a.contains("vmap {") && a.contains("goto nsg_in_4_"), "{a}");
+    assert_eq!(a, b);
 }
