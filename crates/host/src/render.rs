@@ -916,6 +916,15 @@ pub fn render_nsg(
         comment: "IPv6 neighbour discovery (platform, not NSG)".into(),
         stmts: vec![Stmt::L4proto(58), Stmt::NeighbourDiscovery, Stmt::Accept],
     };
+    // NSG-7.1: replies and related pass without evaluation. Every path through a host base
+    // chain accepts such a packet anyway (the NSG chain's own first rule, the policy), so
+    // accepting it before the jumps changes no verdict and spares most packets of a
+    // connection the scope lookup and the jump. After the loopback and neighbour-discovery
+    // rules (two compares), so that those fixed rules stay the chain's head.
+    let stateful = RuleDef {
+        comment: "stateful: replies and related (NSG-7.1)".into(),
+        stmts: vec![Stmt::CtEstablished, Stmt::Accept],
+    };
     // NSG-6 order when a subnet's and a NIC's table share a host: inbound the subnet NSG
     // first, outbound the NIC NSG first. So a subnet table hooks input 10 earlier and output 10
     // later than a NIC table; a drop by the first is final, and its counter and log name the
@@ -944,6 +953,7 @@ pub fn render_nsg(
                         stmts: vec![Stmt::Loopback(true), Stmt::Accept],
                     },
                     nd.clone(),
+                    stateful.clone(),
                     jump(
                         false,
                         Side::Dst,
@@ -967,6 +977,7 @@ pub fn render_nsg(
                         stmts: vec![Stmt::Loopback(false), Stmt::Accept],
                     },
                     nd,
+                    stateful,
                     jump(
                         false,
                         Side::Src,
