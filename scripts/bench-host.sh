@@ -27,7 +27,9 @@
 #                server namespace enforcing the table, in both layouts (`--layout listed`, one
 #                chain; `classified`, split by address behind a verdict map, what apply sends by
 #                default), against the same with no table, alternating; and the rules the
-#                client's first packet walks in each layout (counted in the plan)
+#                client's first packet walks in each layout (counted in the plan); also a table
+#                of one `ct state` rule (the conntrack every stateful table costs: the floor), and
+#                with BASE_PALISADE=path the classified table that binary renders (a branch point)
 #
 #   scripts/bench-host.sh            # prints a Markdown table; raw numbers in $OUT/summary.json
 #   CONN_ONLY=1 scripts/bench-host.sh   # render and connections/s only
@@ -40,6 +42,7 @@ RULES=${RULES:-10000}
 PALISADE=${PALISADE:-target/debug/palisade}
 RULE_BENCH=${RULE_BENCH:-target/debug/examples/rule_change_bench}
 CHANGES=${CHANGES:-10}
+BASE_PALISADE=${BASE_PALISADE:-}
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-$(mktemp -d)}
 cd "$(dirname "$0")/.."
@@ -192,6 +195,18 @@ for layout, f in [("classified", "plan.json"), ("listed", "plan-listed.json")]:
 json.dump(counts, open(f"{out}/counts.json", "w"))
 EOF
 
+# The floor: conntrack on, no NSG rule (NSG-7.1 makes every rendered table stateful).
+printf '%s\n' 'table inet palisade_floor {' \
+    '  chain input { type filter hook input priority 0; policy accept; ct state established,related accept; }' \
+    '}' >"$OUT/tx-floor.nft"
+if [ -n "$BASE_PALISADE" ]; then
+    echo "== render, $BASE_PALISADE" >&2
+    "$BASE_PALISADE" host plan --network "$OUT/net.json" --ignore-errors --subnet bench \
+        --output json >"$OUT/plan-base.json" 2>>"$OUT/plan.err"
+    python3 -c 'import json, sys; open(sys.argv[2], "w").write("\n".join(json.load(open(sys.argv[1]))["nft_text"]) + "\n")' \
+        "$OUT/plan-base.json" "$OUT/tx-base.nft"
+fi
+
 if [ -z "${CONN_ONLY:-}" ]; then
 ip netns add "$NS_T"
 echo "== full apply: one nft transaction, JSON (first run) and text (what apply sends now)" >&2
@@ -302,7 +317,7 @@ while time.monotonic() < end:
 print(n / float(sys.argv[1]))
 ' "$SECS"
 }
-empty=() ruled=() listed=()
+empty=() ruled=() listed=() floor=() base=()
 ip netns exec "$NS_B" nft -f "$OUT/tx.nft"
 ip netns exec "$NS_B" nft delete table inet "$TABLE"
 for _ in $(seq "$ROUNDS"); do
@@ -310,6 +325,14 @@ for _ in $(seq "$ROUNDS"); do
     ip netns exec "$NS_B" nft -f "$OUT/tx.nft"
     ruled+=("$(rate)")
     ip netns exec "$NS_B" nft delete table inet "$TABLE"
+    ip netns exec "$NS_B" nft -f "$OUT/tx-floor.nft"
+    floor+=("$(rate)")
+    ip netns exec "$NS_B" nft delete table inet palisade_floor
+    if [ -n "$BASE_PALISADE" ]; then
+        ip netns exec "$NS_B" nft -f "$OUT/tx-base.nft"
+        base+=("$(rate)")
+        ip netns exec "$NS_B" nft delete table inet "$TABLE"
+    fi
     ip netns exec "$NS_B" nft -f "$OUT/tx-listed.nft"
     listed+=("$(rate)")
     ip netns exec "$NS_B" nft delete table inet "$TABLE"
@@ -317,18 +340,22 @@ done
 kill "$SERVER" 2>/dev/null || true
 wait "$SERVER" 2>/dev/null || true
 
-python3 - "$OUT" "${empty[*]}" "${ruled[*]}" "${listed[*]}" <<'EOF'
+python3 - "$OUT" "${empty[*]}" "${ruled[*]}" "${listed[*]}" "${floor[*]}" "${base[*]}" <<'EOF'
 import json, statistics, sys
 out = sys.argv[1]
-m = lambda s: statistics.median(float(x) for x in s.split())
-empty, classified, listed = (m(s) for s in sys.argv[2:5])
+m = lambda s: statistics.median(float(x) for x in s.split()) if s.split() else None
+empty, classified, listed, floor, base = (m(s) for s in sys.argv[2:7])
 c = json.load(open(f"{out}/counts.json"))
 json.dump(dict(c, conn_per_s_empty=empty, conn_per_s_classified=classified,
-               conn_per_s_listed=listed, conn_rounds={"empty": sys.argv[2], "classified": sys.argv[3],
-                                                     "listed": sys.argv[4]}),
+               conn_per_s_listed=listed, conn_per_s_floor=floor, conn_per_s_base=base,
+               conn_rounds={"empty": sys.argv[2], "classified": sys.argv[3], "listed": sys.argv[4],
+                            "floor": sys.argv[5], "base": sys.argv[6]}),
           open(f"{out}/conn.json", "w"), indent=1)
 print("| layout | nft rules (chains) | rules the client's first packet walks | connections/s | vs empty ruleset (same run) |\n|---|---|---|---|---|")
 print(f"| no table | — | — | {empty:.0f} | 1.00x |")
+print(f"| conntrack only (one `ct state` rule) | 1 (1) | 1 | {floor:.0f} | {floor / empty:.2f}x |")
+if base is not None:
+    print(f"| classified, BASE_PALISADE | — | — | {base:.0f} | {base / empty:.2f}x |")
 for name, rate in [("listed", listed), ("classified", classified)]:
     print(f"| {name} | {c['nft_rules_' + name]} ({c['chains_' + name]}) | {c['rules_per_packet_' + name]} | {rate:.0f} | {rate / empty:.2f}x |")
 EOF

@@ -20,9 +20,10 @@
 use crate::render::{ChainDef, Elem, Operand, RuleDef, Side, Stmt, TablePlan, VmapEntry};
 use crate::render::{CHAIN_IN, CHAIN_OUT};
 use ipnet::IpNet;
+use palisade_policy::intervals::{addr_value, Family};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// How an NSG chain's rules are laid out in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -115,11 +116,11 @@ pub fn classify(plan: &mut TablePlan, opts: &ClassifyOptions) -> Vec<ClassifySta
     stats
 }
 
-fn family_max(v6: bool) -> u128 {
+fn family(v6: bool) -> Family {
     if v6 {
-        u128::MAX
+        Family::V6
     } else {
-        u32::MAX as u128
+        Family::V4
     }
 }
 
@@ -151,51 +152,60 @@ fn field_range(r: &RuleDef, v6: bool, side: Side) -> (u128, u128) {
             }
         }
     }
-    (0, family_max(v6))
+    (0, family(v6).max())
 }
 
-/// Rules overlapping `[a, b]`, counted from the sorted starts and ends of the ranges.
-fn overlapping(starts: &[u128], ends: &[u128], a: u128, b: u128) -> usize {
-    starts.partition_point(|&s| s <= b) - ends.partition_point(|&e| e < a)
+/// The rules' ranges on one field, sorted once for every cut tried on them.
+pub struct Ranges {
+    max: u128,
+    starts: Vec<u128>,
+    ends: Vec<u128>,
+    /// Where an elementary interval begins: 0, every start, every end + 1.
+    points: Vec<u128>,
 }
 
-/// Cut the family's space into intervals, left to right, each as wide as it can be while at
-/// most `limit` ranges overlap it (an elementary interval over the limit stands alone).
-pub fn intervals(ranges: &[(u128, u128)], max: u128, limit: usize) -> Vec<(u128, u128)> {
-    let mut starts: Vec<u128> = ranges.iter().map(|r| r.0).collect();
-    let mut ends: Vec<u128> = ranges.iter().map(|r| r.1).collect();
-    starts.sort_unstable();
-    ends.sort_unstable();
-    let mut points: Vec<u128> = vec![0];
-    for &(lo, hi) in ranges {
-        points.push(lo);
-        if hi < max {
-            points.push(hi + 1);
+impl Ranges {
+    pub fn new(ranges: &[(u128, u128)], max: u128) -> Ranges {
+        let mut starts: Vec<u128> = ranges.iter().map(|r| r.0).collect();
+        let mut ends: Vec<u128> = ranges.iter().map(|r| r.1).collect();
+        starts.sort_unstable();
+        ends.sort_unstable();
+        let mut points: Vec<u128> = vec![0];
+        points.extend(starts.iter().copied());
+        points.extend(ends.iter().filter(|&&e| e < max).map(|e| e + 1));
+        points.sort_unstable();
+        points.dedup();
+        Ranges {
+            max,
+            starts,
+            ends,
+            points,
         }
     }
-    points.sort_unstable();
-    points.dedup();
-    let end = |j: usize| points.get(j + 1).map_or(max, |p| p - 1);
-    let mut out = vec![];
-    let mut j = 0;
-    while j < points.len() {
-        let a = points[j];
-        let mut b = end(j);
-        j += 1;
-        while j < points.len() && overlapping(&starts, &ends, a, end(j)) <= limit {
-            b = end(j);
+
+    /// Ranges overlapping `[a, b]`.
+    pub fn overlapping(&self, a: u128, b: u128) -> usize {
+        self.starts.partition_point(|&s| s <= b) - self.ends.partition_point(|&e| e < a)
+    }
+
+    /// Cut the family's space into intervals, left to right, each as wide as it can be while
+    /// at most `limit` ranges overlap it (an elementary interval over the limit stands alone).
+    pub fn intervals(&self, limit: usize) -> Vec<(u128, u128)> {
+        let points = &self.points;
+        let end = |j: usize| points.get(j + 1).map_or(self.max, |p| p - 1);
+        let mut out = vec![];
+        let mut j = 0;
+        while j < points.len() {
+            let a = points[j];
+            let mut b = end(j);
             j += 1;
+            while j < points.len() && self.overlapping(a, end(j)) <= limit {
+                b = end(j);
+                j += 1;
+            }
+            out.push((a, b));
         }
-        out.push((a, b));
-    }
-    out
-}
-
-fn addr(v6: bool, x: u128) -> IpAddr {
-    if v6 {
-        IpAddr::V6(Ipv6Addr::from(x))
-    } else {
-        IpAddr::V4(Ipv4Addr::from(x as u32))
+        out
     }
 }
 
@@ -207,22 +217,16 @@ struct Split {
 }
 
 fn split(body: &[&RuleDef], v6: bool, opts: &ClassifyOptions) -> Option<Split> {
-    let max = family_max(v6);
+    let max = family(v6).max();
     let mut best: Option<Split> = None;
     for side in [Side::Src, Side::Dst] {
         let ranges: Vec<(u128, u128)> = body.iter().map(|r| field_range(r, v6, side)).collect();
         let everywhere = ranges.iter().filter(|r| **r == (0, max)).count();
-        let mut starts: Vec<u128> = ranges.iter().map(|r| r.0).collect();
-        let mut ends: Vec<u128> = ranges.iter().map(|r| r.1).collect();
-        starts.sort_unstable();
-        ends.sort_unstable();
+        let sorted = Ranges::new(&ranges, max);
         let mut limit = everywhere + opts.bucket_rules.max(1);
         loop {
-            let cut = intervals(&ranges, max, limit);
-            let cost: usize = cut
-                .iter()
-                .map(|&(a, b)| overlapping(&starts, &ends, a, b))
-                .sum();
+            let cut = sorted.intervals(limit);
+            let cost: usize = cut.iter().map(|&(a, b)| sorted.overlapping(a, b)).sum();
             // Bounded duplication: wider buckets until the copies fit (one bucket always does).
             if cost <= opts.max_copies * body.len() || cut.len() <= 1 {
                 if cut.len() > 1 && best.as_ref().is_none_or(|b| cost < b.cost) {
@@ -300,10 +304,10 @@ fn classify_chain(
                 };
                 match entries.last_mut() {
                     // Neighbouring intervals with the same rules are one map element.
-                    Some(last) if last.chain == target => last.last = addr(v6, b),
+                    Some(last) if last.chain == target => last.last = family(v6).addr(b),
                     _ => entries.push(VmapEntry {
-                        first: addr(v6, a),
-                        last: addr(v6, b),
+                        first: family(v6).addr(a),
+                        last: family(v6).addr(b),
                         chain: target,
                     }),
                 }
@@ -431,13 +435,6 @@ fn run(plan: &TablePlan, chain: &str, p: &Packet, walk: &mut Walk, depth: usize)
     Verdict::Continue
 }
 
-fn num(a: IpAddr) -> u128 {
-    match a {
-        IpAddr::V4(a) => u32::from(a) as u128,
-        IpAddr::V6(a) => u128::from(a),
-    }
-}
-
 fn operand_has(plan: &TablePlan, o: &Operand, x: u128, v6: Option<bool>) -> bool {
     let hit = |e: &Elem| {
         let fam_ok = match (e, v6) {
@@ -469,7 +466,7 @@ fn matches(plan: &TablePlan, s: &Stmt, p: &Packet) -> bool {
             operand,
         } => {
             let a = if *side == Side::Src { p.src } else { p.dst };
-            *f == v6 && operand_has(plan, operand, num(a), Some(v6))
+            *f == v6 && operand_has(plan, operand, addr_value(a), Some(v6))
         }
         Stmt::Port { side, operand } => {
             let port = if *side == Side::Src {
@@ -491,18 +488,15 @@ mod tests {
     fn intervals_cover_the_family_and_respect_the_limit() {
         let max = u32::MAX as u128;
         let ranges = [(10, 19), (15, 30), (100, 200), (0, max), (150, 150)];
-        let cut = intervals(&ranges, max, 2);
+        let sorted = Ranges::new(&ranges, max);
+        let cut = sorted.intervals(2);
         assert_eq!(cut.first().unwrap().0, 0);
         assert_eq!(cut.last().unwrap().1, max);
         for w in cut.windows(2) {
             assert_eq!(w[0].1 + 1, w[1].0, "{cut:?}");
         }
-        let mut starts: Vec<u128> = ranges.iter().map(|r| r.0).collect();
-        let mut ends: Vec<u128> = ranges.iter().map(|r| r.1).collect();
-        starts.sort_unstable();
-        ends.sort_unstable();
         for &(a, b) in &cut {
-            let n = overlapping(&starts, &ends, a, b);
+            let n = sorted.overlapping(a, b);
             let brute = ranges.iter().filter(|r| r.0 <= b && r.1 >= a).count();
             assert_eq!(n, brute);
             // Over the limit only when no range begins or ends inside: it cannot be cut finer.

@@ -249,6 +249,14 @@ impl VmapEntry {
             format!("{}-{}", self.first, self.last)
         }
     }
+
+    fn key_json(&self) -> Value {
+        if self.first == self.last {
+            json!(self.first.to_string())
+        } else {
+            json!({"range": [self.first.to_string(), self.last.to_string()]})
+        }
+    }
 }
 
 impl Stmt {
@@ -312,14 +320,9 @@ impl Stmt {
             Stmt::Jump(c) => json!({"jump": {"target": c}}),
             Stmt::Vmap { v6, side, entries } => json!({"vmap": {
                 "key": {"payload": {"protocol": if *v6 { "ip6" } else { "ip" }, "field": side.field()}},
-                "data": {"set": entries.iter().map(|e| {
-                    let key = if e.first == e.last {
-                        json!(e.first.to_string())
-                    } else {
-                        json!({"range": [e.first.to_string(), e.last.to_string()]})
-                    };
-                    json!([key, {"goto": {"target": e.chain}}])
-                }).collect::<Vec<_>>()},
+                "data": {"set": entries.iter()
+                    .map(|e| json!([e.key_json(), {"goto": {"target": e.chain}}]))
+                    .collect::<Vec<_>>()},
             }}),
         }
     }
@@ -913,6 +916,15 @@ pub fn render_nsg(
         comment: "IPv6 neighbour discovery (platform, not NSG)".into(),
         stmts: vec![Stmt::L4proto(58), Stmt::NeighbourDiscovery, Stmt::Accept],
     };
+    // NSG-7.1: replies and related pass without evaluation. Every path through a host base
+    // chain accepts such a packet anyway (the NSG chain's own first rule, the policy), so
+    // accepting it before the jumps changes no verdict and spares most packets of a
+    // connection the scope lookup and the jump. After the loopback and neighbour-discovery
+    // rules (two compares), so that those fixed rules stay the chain's head.
+    let stateful = RuleDef {
+        comment: "stateful: replies and related (NSG-7.1)".into(),
+        stmts: vec![Stmt::CtEstablished, Stmt::Accept],
+    };
     // NSG-6 order when a subnet's and a NIC's table share a host: inbound the subnet NSG
     // first, outbound the NIC NSG first. So a subnet table hooks input 10 earlier and output 10
     // later than a NIC table; a drop by the first is final, and its counter and log name the
@@ -941,6 +953,7 @@ pub fn render_nsg(
                         stmts: vec![Stmt::Loopback(true), Stmt::Accept],
                     },
                     nd.clone(),
+                    stateful.clone(),
                     jump(
                         false,
                         Side::Dst,
@@ -964,6 +977,7 @@ pub fn render_nsg(
                         stmts: vec![Stmt::Loopback(false), Stmt::Accept],
                     },
                     nd,
+                    stateful,
                     jump(
                         false,
                         Side::Src,
