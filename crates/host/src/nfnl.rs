@@ -819,7 +819,10 @@ impl Nfnl {
     }
 
     fn receive(&self) -> Result<Vec<Message>, NfnlError> {
-        let (buf, _) = self.socket.recv_from_full()?;
+        // A large buffer: the kernel sizes each dump datagram by the reader's buffer (up to
+        // 32 KiB), and a set's element dump walks the set from its start for every datagram.
+        let mut buf = Vec::with_capacity(1 << 16);
+        self.socket.recv_from(&mut buf, 0)?;
         messages(&buf)
     }
 }
