@@ -7,7 +7,7 @@
 //! model changed" by comparing the new plan with the plan that was applied. Set elements are
 //! compared with the model directly, as numeric intervals.
 
-use crate::nfnl::{self, Edit, Nfnl, NfnlError};
+use crate::nfnl::{self, Edit, KernelTable, Nfnl, NfnlError};
 use crate::nft::{Nft, NftError};
 use crate::render::{Elem, RuleDef, SetDef, SetKind, TablePlan, FAMILY};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,12 @@ pub struct TableState {
     /// recorded here and need not be listed (`nfnl.rs`).
     #[serde(default)]
     pub generation: Option<u32>,
+    /// The table in the kernel's bytes right after the apply (`nfnl::KernelTable`): the drift
+    /// check compares a netlink dump with it instead of `nft` listing every set element. When
+    /// it is present, `applied` holds `null` for each rule (the rule is known by its handle and
+    /// digest). Absent in older states and when netlink was not usable.
+    #[serde(default)]
+    pub kernel: Option<KernelTable>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -645,7 +651,8 @@ pub fn apply_owned(
             let trusted = prev
                 .as_ref()
                 .is_some_and(|st| st.generation.is_some() && st.generation == before);
-            let (mut state, mut report) = apply_by_nft(nft, &plan, prev.as_ref(), trusted)?;
+            let (mut state, mut report) =
+                apply_by_nft(nft, &plan, prev.as_ref(), trusted, link.as_mut())?;
             let sent = u32::from(report.mode != ApplyMode::Unchanged);
             let after = link.as_mut().and_then(|l| l.generation().ok());
             // Only our own transaction (or none) happened between the two readings: the
@@ -797,7 +804,7 @@ fn rules_by_netlink(
 /// each edit.
 struct SentEdits {
     spans: Vec<(String, Range<usize>, Range<usize>, usize)>,
-    handles: Vec<Option<u64>>,
+    handles: Vec<Option<(u64, u64)>>,
     report: ApplyReport,
 }
 
@@ -807,13 +814,28 @@ impl SentEdits {
         for (chain, gone, came, first) in self.spans {
             let new: Vec<u64> = self.handles[first + gone.len()..first + gone.len() + came.len()]
                 .iter()
-                .map(|h| h.unwrap_or_default())
+                .map(|h| h.unwrap_or_default().0)
                 .collect();
             state
                 .handles
                 .entry(chain.clone())
                 .or_default()
                 .splice(gone.clone(), new);
+            // The echoed digests are what a dump will show: the recorded table stays exact.
+            let fits = state.kernel.as_mut().is_some_and(|k| {
+                let rules = k.rules.entry(chain.clone()).or_default();
+                let fits = rules.len() >= gone.end;
+                if fits {
+                    let echoed = self.handles[first + gone.len()..first + gone.len() + came.len()]
+                        .iter()
+                        .map(|h| h.unwrap_or_default());
+                    rules.splice(gone.clone(), echoed);
+                }
+                fits
+            });
+            if !fits {
+                state.kernel = None;
+            }
             let listed = state.applied.entry(chain).or_default();
             if listed.len() >= gone.end {
                 listed.splice(gone, came.map(|_| Value::Null));
@@ -827,29 +849,31 @@ impl SentEdits {
     }
 }
 
-/// [`apply`] through `nft`: the table listed for the drift check, the transaction as text
-/// commands, the table listed again for the handles.
+/// [`apply`] through `nft`: the drift check (a netlink dump compared with the recorded
+/// [`KernelTable`], or the table listed by `nft` for a state without one), the transaction as
+/// text commands, then the handles read back (a netlink dump of the table, `nft` without one).
 fn apply_by_nft(
     nft: &Nft,
     plan: &TablePlan,
     prev: Option<&TableState>,
     trusted: bool,
+    mut link: Option<&mut Nfnl>,
 ) -> Result<(TableState, ApplyReport), NftError> {
-    // A trusted state (the kernel still at its generation) is what the kernel holds: no
-    // listing needed to know it did not drift.
-    let live = match prev {
-        Some(_) if trusted => None,
-        _ => LiveTable::read(nft, &plan.table)?,
+    let nl = |e: NfnlError| NftError::Exec(e.to_string());
+    // Whether the kernel's table is what `prev` recorded; `None`: there is no such table. A
+    // trusted state (the kernel still at its generation) is what the kernel holds.
+    let live: Option<bool> = match (prev, link.as_deref_mut()) {
+        (Some(_), _) if trusted => Some(true),
+        (Some(st), Some(l)) if st.kernel.is_some() => l
+            .table(&plan.table)
+            .map_err(nl)?
+            .map(|k| st.kernel.as_ref().is_some_and(|r| r.same(&k))),
+        (Some(st), _) => LiveTable::read(nft, &plan.table)?.map(|l| live_matches_state(&l, st)),
+        (None, Some(l)) => l.has_table(&plan.table).map_err(nl)?.then_some(false),
+        (None, None) => nft.list_table(&plan.table)?.map(|_| false),
     };
     let mut full_reason = None;
-    let incremental = match (prev, &live) {
-        (Some(st), None) if trusted => match incremental_commands(&st.plan, &st.handles, plan) {
-            Ok(x) => Some(x),
-            Err(why) => {
-                full_reason = Some(why);
-                None
-            }
-        },
+    let incremental = match (prev, live) {
         (None, None) => {
             full_reason = Some("new table".to_string());
             None
@@ -862,11 +886,11 @@ fn apply_by_nft(
             full_reason = Some("table missing from the kernel".into());
             None
         }
-        (Some(st), Some(l)) if !live_matches_state(l, st) => {
+        (Some(_), Some(false)) => {
             full_reason = Some("the kernel's table differs from what was applied (drift)".into());
             None
         }
-        (Some(st), Some(_)) => match incremental_commands(&st.plan, &st.handles, plan) {
+        (Some(st), Some(true)) => match incremental_commands(&st.plan, &st.handles, plan) {
             Ok(x) => Some(x),
             Err(why) => {
                 full_reason = Some(why);
@@ -902,29 +926,41 @@ fn apply_by_nft(
             }
         }
     };
-    let live = LiveTable::read(nft, &plan.table)?.ok_or_else(|| {
-        NftError::Exec(format!("table {} vanished right after apply", plan.table))
-    })?;
-    let applied = plan
-        .chains
-        .iter()
-        .map(|c| {
-            (
-                c.name.clone(),
-                live.rules.get(&c.name).cloned().unwrap_or_default(),
-            )
-        })
-        .collect();
-    let handles = plan
-        .chains
-        .iter()
-        .map(|c| {
-            (
-                c.name.clone(),
-                live.handles.get(&c.name).cloned().unwrap_or_default(),
-            )
-        })
-        .collect();
+    let vanished = || NftError::Exec(format!("table {} vanished right after apply", plan.table));
+    // The handles from a netlink dump (rules only, set elements as digests): `nft` would print
+    // every set element to tell them. `nft` when netlink cannot be used here.
+    let kernel = link.and_then(|l| l.table(&plan.table).ok().flatten());
+    let (applied, handles) = match &kernel {
+        Some(k) => plan
+            .chains
+            .iter()
+            .map(|c| {
+                let rules = k.rules.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
+                (
+                    (c.name.clone(), vec![Value::Null; rules.len()]),
+                    (c.name.clone(), rules.iter().map(|r| r.0).collect()),
+                )
+            })
+            .unzip(),
+        None => {
+            let live = LiveTable::read(nft, &plan.table)?.ok_or_else(vanished)?;
+            plan.chains
+                .iter()
+                .map(|c| {
+                    (
+                        (
+                            c.name.clone(),
+                            live.rules.get(&c.name).cloned().unwrap_or_default(),
+                        ),
+                        (
+                            c.name.clone(),
+                            live.handles.get(&c.name).cloned().unwrap_or_default(),
+                        ),
+                    )
+                })
+                .unzip()
+        }
+    };
     Ok((
         TableState {
             netns: nft.netns.clone(),
@@ -932,6 +968,7 @@ fn apply_by_nft(
             applied,
             handles,
             generation: None,
+            kernel,
         },
         report,
     ))

@@ -14,21 +14,34 @@
 use crate::render::{Elem, Operand, RuleDef, Side, Stmt};
 use ipnet::IpNet;
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+use std::collections::{BTreeMap, BTreeSet};
 
 // linux/netfilter/nfnetlink.h and nf_tables.h: the constants the kernel's ABI fixes.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNL_BATCH_GENID: u16 = 1;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_GETSET: u16 = 10;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_NEWGEN: u16 = 15;
 const NFT_MSG_GETGEN: u16 = 16;
+const NFT_MSG_NEWOBJ: u16 = 18;
+const NFT_MSG_GETOBJ: u16 = 19;
 const NFPROTO_INET: u8 = 1;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_ECHO: u16 = 0x8;
+const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_APPEND: u16 = 0x800;
 const NLM_F_CREATE: u16 = 0x400;
 const NLMSG_ERROR: u16 = 2;
@@ -47,6 +60,27 @@ const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_GEN_ID: u16 = 1;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_POLICY: u16 = 5;
+const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_CHAIN_FLAGS: u16 = 10;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_FLAGS: u16 = 3;
+const NFTA_SET_KEY_TYPE: u16 = 4;
+const NFTA_SET_KEY_LEN: u16 = 5;
+const NFTA_SET_USERDATA: u16 = 13;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_OBJ_TABLE: u16 = 1;
+const NFTA_OBJ_NAME: u16 = 2;
+const NFTA_OBJ_TYPE: u16 = 3;
+/// Flag of an nf_tables set: anonymous (`{ tcp, udp }`, a rule's verdict map), owned by its rule.
+const NFT_SET_ANONYMOUS: u32 = 0x1;
 /// Register 1 (16 bytes wide), where `nft` loads every value it compares.
 const REG_1: u32 = 1;
 const REG_VERDICT: u32 = 0;
@@ -401,6 +435,154 @@ pub fn batch(table: &str, edits: &[Edit], genid: u32, base: u32) -> Option<Vec<u
     Some(out)
 }
 
+/// A table as the kernel holds it, in the kernel's own bytes: enough to tell whether anything
+/// in it changed since it was recorded, without `nft` listing every set element. Chains, sets
+/// and rules are kept as digests of their attributes (a rule: its expressions and comment, the
+/// bytes the kernel echoes when it is inserted and dumps afterwards), rules with their handles.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelTable {
+    /// Chain → digest of its hook, priority, type, policy and flags.
+    pub chains: BTreeMap<String, u64>,
+    /// Chain → (handle, digest) of each of its rules, in order.
+    pub rules: BTreeMap<String, Vec<(u64, u64)>>,
+    /// Named set → digest of its type and flags and of all its elements.
+    pub sets: BTreeMap<String, u64>,
+    /// Stateful objects (named counters): type and name.
+    pub objects: BTreeSet<(u32, String)>,
+}
+
+impl KernelTable {
+    /// The same table (a chain without rules may be absent from either).
+    pub fn same(&self, other: &KernelTable) -> bool {
+        let rules = |k: &KernelTable| {
+            k.rules
+                .iter()
+                .filter(|(_, r)| !r.is_empty())
+                .map(|(c, r)| (c.clone(), r.clone()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        self.chains == other.chains
+            && self.sets == other.sets
+            && self.objects == other.objects
+            && rules(self) == rules(other)
+    }
+}
+
+/// FNV-1a over the given byte strings: a digest that stays the same across versions (it is
+/// recorded in the state file), each part's length mixed in so that parts cannot run together.
+fn digest<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    for p in parts {
+        for b in (p.len() as u32).to_le_bytes() {
+            eat(b);
+        }
+        for &b in p {
+            eat(b);
+        }
+    }
+    h
+}
+
+/// A rule in the kernel: its handle and the digest of its expressions and comment.
+pub type RuleId = (u64, u64);
+
+/// A rule's handle and digest from a NEWRULE message's attributes (a dump entry or an echo).
+pub fn rule_digest(attrs: &[u8]) -> Option<RuleId> {
+    let handle = u64::from_be_bytes(attr(attrs, NFTA_RULE_HANDLE)?.try_into().ok()?);
+    let d = digest([
+        attr(attrs, NFTA_RULE_EXPRESSIONS).unwrap_or_default(),
+        attr(attrs, NFTA_RULE_USERDATA).unwrap_or_default(),
+    ]);
+    Some((handle, d))
+}
+
+/// A NUL-terminated string attribute.
+fn str_attr(attrs: &[u8], kind: u16) -> Option<&str> {
+    let v = attr(attrs, kind)?;
+    std::str::from_utf8(v.strip_suffix(&[0]).unwrap_or(v)).ok()
+}
+
+/// Read a table from dump replies (`chains`, `rules`, `sets`, `objects`: the payloads of each
+/// dump, nfgenmsg included; `elements`: set name → its element dump payloads). Entries of other
+/// tables are skipped, anonymous sets are part of their rule. `None` on any entry that lacks
+/// the attributes the kernel always sends.
+pub fn read_table(
+    table: &str,
+    chains: &[Vec<u8>],
+    rules: &[Vec<u8>],
+    sets: &[Vec<u8>],
+    elements: &BTreeMap<String, Vec<Vec<u8>>>,
+    objects: &[Vec<u8>],
+) -> Option<KernelTable> {
+    let mut k = KernelTable::default();
+    let body = |p: &Vec<u8>| p.get(4..).map(<[u8]>::to_vec);
+    for p in chains {
+        let a = body(p)?;
+        if str_attr(&a, NFTA_CHAIN_TABLE)? != table {
+            continue;
+        }
+        let d = digest([
+            attr(&a, NFTA_CHAIN_HOOK).unwrap_or_default(),
+            attr(&a, NFTA_CHAIN_POLICY).unwrap_or_default(),
+            attr(&a, NFTA_CHAIN_TYPE).unwrap_or_default(),
+            attr(&a, NFTA_CHAIN_FLAGS).unwrap_or_default(),
+        ]);
+        k.chains
+            .insert(str_attr(&a, NFTA_CHAIN_NAME)?.to_string(), d);
+    }
+    for p in rules {
+        let a = body(p)?;
+        if str_attr(&a, NFTA_RULE_TABLE)? != table {
+            continue;
+        }
+        let chain = str_attr(&a, NFTA_RULE_CHAIN)?.to_string();
+        k.rules.entry(chain).or_default().push(rule_digest(&a)?);
+    }
+    for p in sets {
+        let a = body(p)?;
+        if str_attr(&a, NFTA_SET_TABLE)? != table {
+            continue;
+        }
+        let flags = attr(&a, NFTA_SET_FLAGS).unwrap_or_default();
+        let anonymous = flags
+            .try_into()
+            .map(|f: [u8; 4]| u32::from_be_bytes(f) & NFT_SET_ANONYMOUS != 0)
+            .unwrap_or(false);
+        if anonymous {
+            continue;
+        }
+        let name = str_attr(&a, NFTA_SET_NAME)?.to_string();
+        let elems: Vec<&[u8]> = elements
+            .get(&name)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| attr(e.get(4..)?, NFTA_SET_ELEM_LIST_ELEMENTS))
+            .collect();
+        let mut parts = vec![
+            flags,
+            attr(&a, NFTA_SET_KEY_TYPE).unwrap_or_default(),
+            attr(&a, NFTA_SET_KEY_LEN).unwrap_or_default(),
+            attr(&a, NFTA_SET_USERDATA).unwrap_or_default(),
+        ];
+        parts.extend(elems);
+        k.sets.insert(name, digest(parts));
+    }
+    for p in objects {
+        let a = body(p)?;
+        if str_attr(&a, NFTA_OBJ_TABLE)? != table {
+            continue;
+        }
+        let kind = u32::from_be_bytes(attr(&a, NFTA_OBJ_TYPE)?.try_into().ok()?);
+        k.objects
+            .insert((kind, str_attr(&a, NFTA_OBJ_NAME)?.to_string()));
+    }
+    Some(k)
+}
+
 /// A netfilter netlink socket in the caller's namespace or a named one.
 pub struct Nfnl {
     socket: Socket,
@@ -462,21 +644,22 @@ impl Nfnl {
     }
 
     /// Apply `edits` to `table` as one transaction, refused by the kernel unless the ruleset is
-    /// still at `genid`. Returns, per edit, the handle of the rule it inserted (`None` for a
-    /// delete). `None` overall when a rule cannot be encoded (nothing was sent).
+    /// still at `genid`. Returns, per edit, the handle and digest ([`KernelTable`]) of the rule
+    /// it inserted, as the kernel echoed it (`None` for a delete). `None` overall when a rule
+    /// cannot be encoded (nothing was sent).
     pub fn change(
         &mut self,
         table: &str,
         edits: &[Edit],
         genid: u32,
-    ) -> Result<Option<Vec<Option<u64>>>, NfnlError> {
+    ) -> Result<Option<Vec<Option<RuleId>>>, NfnlError> {
         let base = self.seq.wrapping_add(1);
         self.seq = base.wrapping_add(edits.len() as u32 + 1);
         let Some(msg) = batch(table, edits, genid, base) else {
             return Ok(None);
         };
         self.socket.send(&msg, 0)?;
-        let mut handles: Vec<Option<u64>> = vec![None; edits.len()];
+        let mut handles: Vec<Option<RuleId>> = vec![None; edits.len()];
         let mut acked = vec![false; edits.len()];
         let mut refused: Option<(i32, Option<usize>)> = None;
         while acked.iter().any(|a| !a) && refused.is_none() {
@@ -493,8 +676,7 @@ impl Nfnl {
                         acked[i] = true;
                     }
                 } else if kind == nft_type(NFT_MSG_NEWRULE) && i < edits.len() {
-                    handles[i] = attr(payload.get(4..).unwrap_or_default(), NFTA_RULE_HANDLE)
-                        .and_then(|v| Some(u64::from_be_bytes(v.try_into().ok()?)));
+                    handles[i] = rule_digest(payload.get(4..).unwrap_or_default());
                 }
             }
         }
@@ -518,8 +700,129 @@ impl Nfnl {
         Ok(Some(handles))
     }
 
+    /// The payloads of one dump request (`kind`, family inet, with `attrs` as its filter),
+    /// read up to the kernel's DONE; `Ok(None)` when the kernel answers ENOENT (no such
+    /// table or set).
+    fn dump(
+        &mut self,
+        kind: u16,
+        reply: u16,
+        attrs: &[u8],
+    ) -> Result<Option<Vec<Vec<u8>>>, NfnlError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let req = message(
+            nft_type(kind),
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            NFPROTO_INET,
+            0,
+            attrs,
+        );
+        self.socket.send(&req, 0)?;
+        let mut out = vec![];
+        loop {
+            for (k, mseq, payload) in self.receive()? {
+                if mseq != seq {
+                    continue;
+                }
+                if k == NLMSG_DONE {
+                    return Ok(Some(out));
+                }
+                if k == NLMSG_ERROR {
+                    let code = error_code(&payload)?;
+                    if code == 0 {
+                        continue;
+                    }
+                    if -code == libc::ENOENT {
+                        return Ok(None);
+                    }
+                    return Err(NfnlError::Io(std::io::Error::from_raw_os_error(-code)));
+                }
+                if k == nft_type(reply) {
+                    out.push(payload);
+                }
+            }
+        }
+    }
+
+    /// Does `table` (family inet) exist?
+    pub fn has_table(&mut self, table: &str) -> Result<bool, NfnlError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let attrs = Attrs::default().str(NFTA_TABLE_NAME, table).0.clone();
+        let req = message(
+            nft_type(NFT_MSG_GETTABLE),
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            NFPROTO_INET,
+            0,
+            &attrs,
+        );
+        self.socket.send(&req, 0)?;
+        loop {
+            for (k, mseq, payload) in self.receive()? {
+                if mseq != seq {
+                    continue;
+                }
+                if k == nft_type(NFT_MSG_NEWTABLE) {
+                    return Ok(true);
+                }
+                if k == NLMSG_ERROR {
+                    return match error_code(&payload)? {
+                        0 => Ok(true),
+                        c if -c == libc::ENOENT => Ok(false),
+                        c => Err(NfnlError::Io(std::io::Error::from_raw_os_error(-c))),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The table as the kernel holds it (dumps of its chains, rules, sets with their elements
+    /// and objects); `None` when it does not exist. The dumps are several reads: a caller
+    /// that needs them consistent checks the generation did not move around them.
+    pub fn table(&mut self, table: &str) -> Result<Option<KernelTable>, NfnlError> {
+        if !self.has_table(table)? {
+            return Ok(None);
+        }
+        let named = |kind: u16| Attrs::default().str(kind, table).0.clone();
+        let gone = || NfnlError::Malformed(format!("table {table} vanished while it was read"));
+        let chains = self
+            .dump(NFT_MSG_GETCHAIN, NFT_MSG_NEWCHAIN, &[])?
+            .ok_or_else(gone)?;
+        let rules = self
+            .dump(NFT_MSG_GETRULE, NFT_MSG_NEWRULE, &named(NFTA_RULE_TABLE))?
+            .ok_or_else(gone)?;
+        let sets = self
+            .dump(NFT_MSG_GETSET, NFT_MSG_NEWSET, &named(NFTA_SET_TABLE))?
+            .ok_or_else(gone)?;
+        let mut elements = BTreeMap::new();
+        for p in &sets {
+            let Some(name) = p.get(4..).and_then(|a| str_attr(a, NFTA_SET_NAME)) else {
+                continue;
+            };
+            let mut a = Attrs::default();
+            a.str(NFTA_SET_ELEM_LIST_TABLE, table)
+                .str(NFTA_SET_ELEM_LIST_SET, name);
+            let elems = self
+                .dump(NFT_MSG_GETSETELEM, NFT_MSG_NEWSETELEM, &a.0)?
+                .ok_or_else(gone)?;
+            elements.insert(name.to_string(), elems);
+        }
+        let objects = self
+            .dump(NFT_MSG_GETOBJ, NFT_MSG_NEWOBJ, &named(NFTA_OBJ_TABLE))?
+            .ok_or_else(gone)?;
+        read_table(table, &chains, &rules, &sets, &elements, &objects)
+            .map(Some)
+            .ok_or_else(|| NfnlError::Malformed(format!("a dump of table {table}")))
+    }
+
     fn receive(&self) -> Result<Vec<Message>, NfnlError> {
-        let (buf, _) = self.socket.recv_from_full()?;
+        // A large buffer: the kernel sizes each dump datagram by the reader's buffer (up to
+        // 32 KiB), and a set's element dump walks the set from its start for every datagram.
+        let mut buf = Vec::with_capacity(1 << 16);
+        self.socket.recv_from(&mut buf, 0)?;
         messages(&buf)
     }
 }
@@ -527,7 +830,8 @@ impl Nfnl {
 /// A received message: type, sequence number, payload after the netlink header.
 pub type Message = (u16, u32, Vec<u8>);
 
-/// The messages of one datagram, as the kernel frames them; an error for any framing that does
+/// The messages of one datagram, as the kernel frames them (a dump's `NLMSG_DONE` included:
+/// it ends the dump); an error for any framing that does
 /// not add up (never a panic: the bytes come from outside).
 pub fn messages(buf: &[u8]) -> Result<Vec<Message>, NfnlError> {
     let mut out = vec![];
@@ -543,9 +847,7 @@ pub fn messages(buf: &[u8]) -> Result<Vec<Message>, NfnlError> {
         }
         let kind = u16::from_ne_bytes([header[4], header[5]]);
         let seq = u32::from_ne_bytes([header[8], header[9], header[10], header[11]]);
-        if kind != NLMSG_DONE {
-            out.push((kind, seq, rest[16..len].to_vec()));
-        }
+        out.push((kind, seq, rest[16..len].to_vec()));
         rest = rest.get((len + 3) & !3..).unwrap_or_default();
     }
     Ok(out)
@@ -599,6 +901,35 @@ mod tests {
                 prop_assert_eq!((kind, seq), (k, s));
                 prop_assert_eq!(attr(&payload[4..], 1), Some(&attrs[..]));
             }
+        }
+    }
+
+    proptest! {
+        /// Dump entries of any bytes are read or refused, never a panic; entries that carry
+        /// the attributes the kernel sends are read back into the table they name.
+        #[test]
+        fn dump_entries_never_panic_and_read_back(
+            junk in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 0..6),
+            handles in proptest::collection::vec(any::<u64>(), 0..6),
+            comment in "[a-z/ 0-9]{0,20}",
+        ) {
+            let elements = BTreeMap::from([("s".to_string(), junk.clone())]);
+            let _ = read_table("t", &junk, &junk, &junk, &elements, &junk);
+            let entry = |table: &str, h: u64| {
+                let mut a = Attrs::default();
+                a.str(NFTA_RULE_TABLE, table)
+                    .str(NFTA_RULE_CHAIN, "c")
+                    .put(NFTA_RULE_HANDLE, &h.to_be_bytes())
+                    .put(NFTA_RULE_USERDATA, comment.as_bytes());
+                let mut p = vec![NFPROTO_INET, 0, 0, 0];
+                p.extend(a.0);
+                p
+            };
+            let mut rules: Vec<Vec<u8>> = handles.iter().map(|&h| entry("t", h)).collect();
+            rules.push(entry("other", 7));
+            let k = read_table("t", &[], &rules, &[], &BTreeMap::new(), &[]).unwrap();
+            let got: Vec<u64> = k.rules.get("c").into_iter().flatten().map(|r| r.0).collect();
+            prop_assert_eq!(got, handles);
         }
     }
 

@@ -5,45 +5,17 @@
 
 mod common;
 
-use palisade_host::apply::{self, ApplyMode, LiveTable, TableState, Via};
+use palisade_host::apply::{self, ApplyMode, Via};
 use palisade_host::nfnl::{self, Edit, Nfnl};
 use palisade_host::nft::{Nft, NftError};
-use palisade_host::render::{render, Elem, Operand, RenderOptions, Stmt, TablePlan, Target};
-use palisade_policy::Snapshot;
-
-/// What the kernel holds, without handles and counter values.
-fn contents(nft: &Nft, table: &str) -> String {
-    let live = LiveTable::read(nft, table).unwrap().expect("table present");
-    let counters: Vec<&String> = live.counters.keys().collect();
-    format!(
-        "{:#?}\n{:?}\n{:?}\n{:?}",
-        live.rules, live.sets, live.chains, counters
-    )
-}
-
-fn plan_of(snap: &Snapshot, target: Target) -> TablePlan {
-    render(snap, &target, &RenderOptions::default()).unwrap()
-}
-
-/// The state's handles are the kernel's, chain by chain.
-fn assert_handles_true(nft: &Nft, st: &TableState) {
-    let live = LiveTable::read(nft, &st.plan.table).unwrap().unwrap();
-    for c in &st.plan.chains {
-        assert_eq!(
-            st.handles.get(&c.name),
-            live.handles.get(&c.name),
-            "handles of {}",
-            c.name
-        );
-    }
-}
+use palisade_host::render::{Elem, Operand, Stmt, TablePlan, Target};
 
 /// The same model applied from scratch with `nft` in a fresh namespace.
 fn fresh(plan: &TablePlan) -> String {
     let ns = common::Netns::new("nl-fresh");
     let nft = Nft::new(Some(ns.name.clone()));
     apply::apply(&nft, plan, None).unwrap();
-    contents(&nft, &plan.table)
+    common::contents(&nft, &plan.table)
 }
 
 /// Every rule form the renderer emits for these networks, encoded by Palisade: the table with
@@ -52,18 +24,7 @@ fn fresh(plan: &TablePlan) -> String {
 #[test]
 fn every_encoded_rule_reads_back_as_nft_wrote_it() {
     require_kernel!();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let dual = common::snapshot_of(dir.join("dual-stack.yaml"));
-    let layered = common::layered_nsg();
-    let lab = common::lab_snapshot();
-    let plans = [
-        plan_of(&layered, Target::Subnet("web-subnet".into())),
-        plan_of(&layered, Target::Nic("web-vm1-nic".into())),
-        plan_of(&lab, Target::Subnet("app".into())),
-        plan_of(&lab, Target::Nic("app-vm-nic".into())),
-        plan_of(&dual, Target::Subnet("web".into())),
-        plan_of(&dual, Target::Subnet("app".into())),
-    ];
+    let plans = common::fixture_plans();
     let mut inserted = 0;
     for plan in &plans {
         let ns = common::Netns::new("nl-forms");
@@ -77,15 +38,16 @@ fn every_encoded_rule_reads_back_as_nft_wrote_it() {
         assert_eq!(report.via, Via::Netlink, "{report:?}");
         assert_eq!(report.mode, ApplyMode::Incremental, "{report:?}");
         inserted += report.rules_added;
-        assert_eq!(contents(&nft, &plan.table), fresh(plan), "{}", plan.table);
-        assert_handles_true(&nft, &state);
+        assert_eq!(
+            common::contents(&nft, &plan.table),
+            fresh(plan),
+            "{}",
+            plan.table
+        );
+        common::assert_handles_true(&nft, &state);
         assert!(apply::diff(&nft, plan, Some(&state)).unwrap().is_clean());
     }
     assert!(inserted > 40, "only {inserted} rules exercised");
-}
-
-fn web_plan() -> TablePlan {
-    plan_of(&common::layered_nsg(), Target::Subnet("web-subnet".into()))
 }
 
 /// `plan` with the port of the `n`th rule of `nsg_in` that has a single port set to `port`.
@@ -116,7 +78,7 @@ fn several_changes_keep_the_state_true_and_equal_a_fresh_apply() {
     require_kernel!();
     let ns = common::Netns::new("nl-chg");
     let nft = Nft::new(Some(ns.name.clone()));
-    let base = web_plan();
+    let base = common::web_plan();
     let (mut state, _) = apply::apply(&nft, &base, None).unwrap();
     // Changed, changed again elsewhere, a rule dropped, then back to the start.
     let one = with_port(&base, 0, 8443);
@@ -141,8 +103,12 @@ fn several_changes_keep_the_state_true_and_equal_a_fresh_apply() {
             "step {step}: {report:?}"
         );
         assert_eq!(report.commands, commands[step], "step {step}: {report:?}");
-        assert_handles_true(&nft, &st);
-        assert_eq!(contents(&nft, &plan.table), fresh(plan), "step {step}");
+        common::assert_handles_true(&nft, &st);
+        assert_eq!(
+            common::contents(&nft, &plan.table),
+            fresh(plan),
+            "step {step}"
+        );
         assert!(apply::diff(&nft, plan, Some(&st)).unwrap().is_clean());
         state = st;
     }
@@ -166,7 +132,7 @@ fn several_changes_keep_the_state_true_and_equal_a_fresh_apply() {
     .unwrap();
     let (_, report) = apply::apply(&nft, &one, Some(&st)).unwrap();
     assert_eq!((report.mode, report.via), (ApplyMode::Full, Via::Nft));
-    assert_eq!(contents(&nft, &one.table), fresh(&one));
+    assert_eq!(common::contents(&nft, &one.table), fresh(&one));
 }
 
 #[test]
@@ -174,7 +140,7 @@ fn a_refused_netlink_change_leaves_the_ruleset_byte_identical() {
     require_kernel!();
     let ns = common::Netns::new("nl-bad");
     let nft = Nft::new(Some(ns.name.clone()));
-    let base = web_plan();
+    let base = common::web_plan();
     let (state, _) = apply::apply(&nft, &base, None).unwrap();
     let before = ns.exec(&["nft", "-a", "list", "ruleset"]).unwrap();
 
@@ -215,4 +181,67 @@ fn a_refused_netlink_change_leaves_the_ruleset_byte_identical() {
     assert!(matches!(err, nfnl::NfnlError::Stale { .. }), "{err}");
     assert_eq!(before, ns.exec(&["nft", "-a", "list", "ruleset"]).unwrap());
     assert_eq!(link.generation().unwrap(), g);
+}
+
+/// A full apply records the table as the kernel dumps it (rule handles and digests, sets as
+/// digests of their elements) instead of listing it with `nft`; the handles are those `nft -a`
+/// lists. When another transaction moved the generation on, the drift check dumps the table
+/// again: unchanged is no drift, a set flushed or a rule added by hand is.
+#[test]
+fn a_full_apply_is_recorded_by_dump_and_drift_is_found_by_dump() {
+    require_kernel!();
+    let mut plans = common::fixture_plans();
+    plans.push(common::plan_of(
+        &common::big_tag_snapshot(),
+        Target::Subnet("s".into()),
+    ));
+    for plan in &plans {
+        let ns = common::Netns::new("nl-dump");
+        let nft = Nft::new(Some(ns.name.clone()));
+        let (state, report) = apply::apply(&nft, plan, None).unwrap();
+        assert_eq!(report.mode, ApplyMode::Full, "{report:?}");
+        let k = state.kernel.clone().expect("recorded by a netlink dump");
+        assert_eq!(k.sets.len(), plan.sets.len(), "{}", plan.table);
+        assert_eq!(k.chains.len(), plan.chains.len(), "{}", plan.table);
+        common::assert_handles_true(&nft, &state);
+        assert!(apply::diff(&nft, plan, Some(&state)).unwrap().is_clean());
+
+        // Another table added: the generation moved, the dump shows ours unchanged.
+        ns.exec(&["nft", "add", "table", "inet", "elsewhere"])
+            .unwrap();
+        let (state, report) = apply::apply(&nft, plan, Some(&state)).unwrap();
+        assert_eq!(
+            report.mode,
+            ApplyMode::Unchanged,
+            "{}: {report:?}",
+            plan.table
+        );
+
+        // A rule added by hand to a regular chain.
+        let chain = plan.chains.iter().find(|c| c.base.is_none()).unwrap();
+        ns.exec(&[
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            &plan.table,
+            &chain.name,
+            "accept",
+        ])
+        .unwrap();
+        let (state, report) = apply::apply(&nft, plan, Some(&state)).unwrap();
+        assert_eq!(report.mode, ApplyMode::Full, "{report:?}");
+        assert!(report.reason.unwrap_or_default().contains("drift"));
+        assert_eq!(common::contents(&nft, &plan.table), fresh(plan));
+
+        // A set emptied by hand.
+        if let Some(set) = plan.sets.iter().find(|s| !s.elements.is_empty()) {
+            ns.exec(&["nft", "flush", "set", "inet", &plan.table, &set.name])
+                .unwrap();
+            let (_, report) = apply::apply(&nft, plan, Some(&state)).unwrap();
+            assert_eq!(report.mode, ApplyMode::Full, "{report:?}");
+            assert!(report.reason.unwrap_or_default().contains("drift"));
+            assert_eq!(common::contents(&nft, &plan.table), fresh(plan));
+        }
+    }
 }

@@ -303,15 +303,9 @@ fn commands_fit_the_nftables_crate_schema() {
     }
 }
 
-fn big_tag_snapshot() -> palisade_policy::Snapshot {
-    common::snapshot_of(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/big-tag.yaml"),
-    )
-}
-
 #[test]
 fn service_tag_is_one_set_of_thousands_of_prefixes_applied_in_one_transaction() {
-    let snap = big_tag_snapshot();
+    let snap = common::big_tag_snapshot();
     let plan = render(
         &snap,
         &Target::Subnet("s".into()),

@@ -5,29 +5,9 @@
 
 mod common;
 
-use palisade_host::apply::{self, ApplyMode, LiveTable};
+use palisade_host::apply::{self, ApplyMode};
 use palisade_host::nft::{Nft, NftError};
-use palisade_host::render::{render, Elem, Operand, RenderOptions, Stmt, TablePlan, Target};
-
-fn web_plan() -> TablePlan {
-    render(
-        &common::layered_nsg(),
-        &Target::Subnet("web-subnet".into()),
-        &RenderOptions::default(),
-    )
-    .unwrap()
-}
-
-/// What the kernel holds, without handles and counter values: rules per chain, set intervals,
-/// chain definitions and counter names.
-fn contents(nft: &Nft, table: &str) -> String {
-    let live = LiveTable::read(nft, table).unwrap().expect("table present");
-    let counters: Vec<&String> = live.counters.keys().collect();
-    format!(
-        "{:?}\n{:?}\n{:?}\n{:?}",
-        live.rules, live.sets, live.chains, counters
-    )
-}
+use palisade_host::render::{Elem, Operand, Stmt, TablePlan};
 
 /// The plan with one rule's port changed and another rule dropped from `nsg_out`.
 fn changed(plan: &TablePlan) -> TablePlan {
@@ -64,7 +44,7 @@ fn one_rule_change_is_that_rule_alone_and_equals_a_fresh_apply() {
         Nft::new(Some(a.name.clone())),
         Nft::new(Some(b.name.clone())),
     );
-    let plan = web_plan();
+    let plan = common::web_plan();
     let new = changed(&plan);
     assert_ne!(plan, new);
 
@@ -81,7 +61,10 @@ fn one_rule_change_is_that_rule_alone_and_equals_a_fresh_apply() {
     assert_eq!(report.chains_rewritten, ["nsg_in", "nsg_out"]);
 
     apply::apply(&nft_b, &new, None).unwrap();
-    assert_eq!(contents(&nft_a, &new.table), contents(&nft_b, &new.table));
+    assert_eq!(
+        common::contents(&nft_a, &new.table),
+        common::contents(&nft_b, &new.table)
+    );
     assert!(apply::diff(&nft_a, &new, Some(&state)).unwrap().is_clean());
 
     // And back: the old model again, again by handle, equals the old model applied anew.
@@ -93,7 +76,10 @@ fn one_rule_change_is_that_rule_alone_and_equals_a_fresh_apply() {
     );
     apply::remove_table(&nft_b, &plan.table).unwrap();
     apply::apply(&nft_b, &plan, None).unwrap();
-    assert_eq!(contents(&nft_a, &plan.table), contents(&nft_b, &plan.table));
+    assert_eq!(
+        common::contents(&nft_a, &plan.table),
+        common::contents(&nft_b, &plan.table)
+    );
 }
 
 #[test]
@@ -101,7 +87,7 @@ fn a_refused_rule_change_leaves_the_old_ruleset() {
     require_kernel!();
     let ns = common::Netns::new("chg-bad");
     let nft = Nft::new(Some(ns.name.clone()));
-    let plan = web_plan();
+    let plan = common::web_plan();
     let (state, _) = apply::apply(&nft, &plan, None).unwrap();
     let before = ns.exec(&["nft", "list", "ruleset"]).unwrap();
 
@@ -135,7 +121,7 @@ fn a_refused_rule_change_leaves_the_old_ruleset() {
 fn text_and_json_transactions_give_the_same_table() {
     require_kernel!();
     let (a, b) = (common::Netns::new("txt"), common::Netns::new("json"));
-    let plan = web_plan();
+    let plan = common::web_plan();
     let nft_a = Nft::new(Some(a.name.clone()));
     nft_a.apply(&plan.replace_text()).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -145,5 +131,8 @@ fn text_and_json_transactions_give_the_same_table() {
     b.exec(&["nft", "-j", "-f", file.to_str().unwrap()])
         .unwrap();
     let nft_b = Nft::new(Some(b.name.clone()));
-    assert_eq!(contents(&nft_a, &plan.table), contents(&nft_b, &plan.table));
+    assert_eq!(
+        common::contents(&nft_a, &plan.table),
+        common::contents(&nft_b, &plan.table)
+    );
 }

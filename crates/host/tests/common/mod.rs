@@ -1,7 +1,11 @@
-//! Shared test helpers: the layered-nsg snapshot, root/nft checks, and network namespaces that
-//! are removed on drop (also when a test fails).
+//! Shared test helpers: the layered-nsg snapshot and the plans rendered from the fixtures,
+//! what the kernel holds of a table, root/nft checks, and network namespaces that are removed
+//! on drop (also when a test fails).
 #![allow(dead_code)]
 
+use palisade_host::apply::{LiveTable, TableState};
+use palisade_host::nft::Nft;
+use palisade_host::render::{render, RenderOptions, TablePlan, Target};
 use palisade_host::routes::enter_netns;
 use palisade_policy::Snapshot;
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -31,6 +35,69 @@ pub fn layered_nsg() -> Snapshot {
 /// The lab network of `tests/fixtures/lab.yaml`.
 pub fn lab_snapshot() -> Snapshot {
     snapshot_of(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab.yaml"))
+}
+
+/// A fixture of `tests/fixtures`, loaded.
+pub fn fixture(name: &str) -> Snapshot {
+    snapshot_of(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+}
+
+/// A service tag of thousands of prefixes (`big-tag.yaml`): the large set.
+pub fn big_tag_snapshot() -> Snapshot {
+    fixture("big-tag.yaml")
+}
+
+pub fn plan_of(snap: &Snapshot, target: Target) -> TablePlan {
+    render(snap, &target, &RenderOptions::default()).unwrap()
+}
+
+/// layered-nsg's web subnet, the plan most apply tests change.
+pub fn web_plan() -> TablePlan {
+    plan_of(&layered_nsg(), Target::Subnet("web-subnet".into()))
+}
+
+/// The six rendered tables every rule form of the renderer appears in: layered-nsg's web
+/// subnet and NIC, the lab's app subnet and NIC, the dual-stack fixture's two subnets.
+pub fn fixture_plans() -> Vec<TablePlan> {
+    let layered = layered_nsg();
+    let lab = lab_snapshot();
+    let dual = fixture("dual-stack.yaml");
+    vec![
+        plan_of(&layered, Target::Subnet("web-subnet".into())),
+        plan_of(&layered, Target::Nic("web-vm1-nic".into())),
+        plan_of(&lab, Target::Subnet("app".into())),
+        plan_of(&lab, Target::Nic("app-vm-nic".into())),
+        plan_of(&dual, Target::Subnet("web".into())),
+        plan_of(&dual, Target::Subnet("app".into())),
+    ]
+}
+
+/// What the kernel holds of `table` as `nft` lists it, without handles and counter values:
+/// rules per chain, set intervals, chain definitions and counter names.
+pub fn contents(nft: &Nft, table: &str) -> String {
+    let live = LiveTable::read(nft, table).unwrap().expect("table present");
+    let counters: Vec<&String> = live.counters.keys().collect();
+    format!(
+        "{:#?}\n{:?}\n{:?}\n{:?}",
+        live.rules, live.sets, live.chains, counters
+    )
+}
+
+/// The state's handles are the kernel's (as `nft -a` lists them), chain by chain.
+pub fn assert_handles_true(nft: &Nft, st: &TableState) {
+    let live = LiveTable::read(nft, &st.plan.table).unwrap().unwrap();
+    for c in &st.plan.chains {
+        assert_eq!(
+            st.handles.get(&c.name).filter(|h| !h.is_empty()),
+            live.handles.get(&c.name),
+            "handles of {}",
+            c.name
+        );
+    }
 }
 
 /// Why kernel tests cannot run here, if they cannot.
