@@ -254,7 +254,7 @@ impl<'s> Engine<'s> {
             Err(_) => HashMap::default(),
         };
         // The boxes whose flows can change, per family, read before the rule infos change.
-        let boxes: [Vec<Box3>; 2] = {
+        let (boxes, perms): ([Vec<Box3>; 2], [Option<Vec<usize>>; 2]) = {
             let l = &self.layers[layer as usize];
             let new_info: HashMap<u32, &RuleInfo> = match &infos {
                 Ok(changed) => changed.iter().map(|(r, i)| (*r, i)).collect(),
@@ -282,11 +282,12 @@ impl<'s> Engine<'s> {
                     && (o.act != Act::Dnat || l.dnat.get(&o.rule) == dnat.get(&n.rule))
             };
             let mut out: [Vec<Box3>; 2] = [vec![], vec![]];
+            let mut perms: [Option<Vec<usize>>; 2] = [None, None];
             for (fi, w) in windows.iter().enumerate() {
                 let old = &l.fam[fi].entries[w.lo..w.hi];
-                out[fi] = changed_boxes(old, &w.new, same);
+                (out[fi], perms[fi]) = changed_boxes(old, &w.new, same);
             }
-            out
+            (out, perms)
         };
         {
             let l = &mut self.layers[layer as usize];
@@ -345,7 +346,12 @@ impl<'s> Engine<'s> {
             l.dnat = dnat;
         }
         let mut count = 0;
-        for ((f, w), boxes) in [Family::V4, Family::V6].into_iter().zip(windows).zip(boxes) {
+        for (((f, w), boxes), perm) in [Family::V4, Family::V6]
+            .into_iter()
+            .zip(windows)
+            .zip(boxes)
+            .zip(perms)
+        {
             let fi = f.index();
             let Window { lo, hi, new, whole } = w;
             // A family the change does not touch keeps its classes and its cell cache: a
@@ -358,7 +364,7 @@ impl<'s> Engine<'s> {
             // order kept): the same classes and cells, which name rules by index.
             if whole.is_some() || fl.entries[lo..hi] != new[..] {
                 match whole {
-                    None if new.len() == hi - lo => fl.replace(lo, new),
+                    None if new.len() == hi - lo => fl.replace(lo, new, perm.as_deref()),
                     None => {
                         let mut entries = std::mem::take(&mut fl.entries);
                         entries.splice(lo..hi, new);
@@ -617,9 +623,14 @@ type Box3 = (IntervalSet, IntervalSet, Bits);
 /// kept entries are a longest common subsequence of the old and new window (`same`), so a rule
 /// moved by its priority gives its own box, not those of every rule it moved past. Windows too
 /// long for the table give every box.
-fn changed_boxes(old: &[Entry], new: &[Entry], same: impl Fn(&Entry, &Entry) -> bool) -> Vec<Box3> {
-    if let Some(boxes) = crossed_boxes(old, new, &same) {
-        return boxes;
+/// For a reordering, also the old place of each new entry.
+fn changed_boxes(
+    old: &[Entry],
+    new: &[Entry],
+    same: impl Fn(&Entry, &Entry) -> bool,
+) -> (Vec<Box3>, Option<Vec<usize>>) {
+    if let Some((boxes, at)) = crossed_boxes(old, new, &same) {
+        return (boxes, Some(at));
     }
     let (n, m) = (old.len(), new.len());
     let mut keep_old = vec![false; n];
@@ -658,7 +669,7 @@ fn changed_boxes(old: &[Entry], new: &[Entry], same: impl Fn(&Entry, &Entry) -> 
     };
     let mut out = pick(old, &keep_old);
     out.extend(pick(new, &keep_new));
-    out
+    (out, None)
 }
 
 /// When the new window is the old one reordered (every entry kept under `same`), a flow's first
@@ -669,7 +680,7 @@ fn crossed_boxes(
     old: &[Entry],
     new: &[Entry],
     same: &impl Fn(&Entry, &Entry) -> bool,
-) -> Option<Vec<Box3>> {
+) -> Option<(Vec<Box3>, Vec<usize>)> {
     let n = old.len();
     if n != new.len() || n == 0 || n * n > 1 << 20 {
         return None;
@@ -696,7 +707,7 @@ fn crossed_boxes(
             out.push((a.src.intersect(&b.src), a.dst.intersect(&b.dst), bits));
         }
     }
-    Some(out)
+    Some((out, at))
 }
 
 /// A DNAT rule's entry: its destination (the frontend), its L4 (the original packet) and its
