@@ -511,8 +511,9 @@ impl<'s> Engine<'s> {
     }
 
     /// The changed rules that are old rules of the layer under a new index or priority (same
-    /// layer, resource and name, one of each among the changed rules): new index → [`Kept`]. Their controls are kept and relabelled with the new priority
-    /// instead of the flows they decide being re-checked. Left out: a rule whose relabelled
+    /// layer, resource and name, one of each among the changed rules): new index → [`Kept`].
+    /// Their controls are kept and relabelled with the new priority instead of the flows they
+    /// decide being re-checked. Left out: a rule whose relabelled
     /// control would equal a control already known, and every rule when another firewall
     /// names the same resource (its controls could be shared).
     fn kept_rules(&self, layer: u32, changed: &[(u32, RuleInfo)]) -> HashMap<u32, Kept> {
