@@ -678,7 +678,8 @@ fn diff_lists_exactly_the_changed_flows() {
 /// Issue 15: after random rule edits (NSG and firewall: flip the access, open the ports, widen
 /// the source to any, rename, delete or add a rule; NSG: move a rule's priority, SSH from
 /// anywhere to anything or any port to the DNAT's translated address; firewall: narrow to one
-/// port, move a rule to the front of its collection, change a collection's priority), the incrementally re-checked engine answers as one built
+/// port, move a rule to the front of its collection, change a collection's priority with and
+/// without a change of order), the incrementally re-checked engine answers as one built
 /// from scratch over the edited snapshot (on the same address grid), edit after edit. The paths
 /// this covers: edits that keep every rule's name keep the layer's memo keys, renames and
 /// deletions renew them; an edit of the DNAT target's inbound NSG re-checks the DNAT'd flows only
@@ -804,6 +805,9 @@ mod recheck_property {
                         // FW-1: the collection's priority changed (ahead of every other
                         // network collection, or after some).
                         7 => c.priority = ahead - 1 + (b % 4) as u32,
+                        // FW-1: the priority moved without a change of order (collections are
+                        // ten apart): the answers are relabelled, not re-checked.
+                        9 => c.priority += 1,
                         // A rule added after this one: a copy under a new name, its ports
                         // opened.
                         8 => {

@@ -65,6 +65,39 @@ impl Runs {
         c
     }
 
+    /// The classes after the entries `lo..lo + at.len()` were reordered (the new entry `j` is
+    /// the old entry `at[j]`, same ranges): a run's new row is its old row with the window's
+    /// bits moved, so each distinct class is mapped once instead of every run being tested
+    /// against every entry.
+    pub(super) fn permute(&mut self, lo: usize, at: &[usize]) {
+        let mut image: HashMap<u32, u32> = HashMap::default();
+        let (mut starts, mut class) = (vec![], vec![]);
+        for k in 0..self.class.len() {
+            let c = self.class[k];
+            let n = match image.get(&c) {
+                Some(n) => *n,
+                None => {
+                    let old = &self.rows[c as usize];
+                    let mut row = old.clone();
+                    for (j, &i) in at.iter().enumerate() {
+                        let (p, q) = (lo + j, lo + i);
+                        let bit = old[q / 64] >> (q % 64) & 1;
+                        row[p / 64] = row[p / 64] & !(1 << (p % 64)) | bit << (p % 64);
+                    }
+                    let n = self.intern(&row);
+                    image.insert(c, n);
+                    n
+                }
+            };
+            if class.last() != Some(&n) {
+                starts.push(self.starts[k]);
+                class.push(n);
+            }
+        }
+        self.starts = starts;
+        self.class = class;
+    }
+
     /// The classes after the entries `lo..lo + new.len()` changed from the ranges `old` to
     /// `new` (as many entries before as after), APKeep-style: only the runs those ranges meet
     /// are cut and get a row with the window's bits recomputed; every other run keeps its

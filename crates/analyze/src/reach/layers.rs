@@ -65,7 +65,8 @@ impl FamLayer {
     /// The entries `lo..lo + new.len()` replaced by as many `new` ones (same rule indexes
     /// elsewhere): the classes are cut only where the old or new entries' ranges fall, and
     /// only the cells of class pairs both of whose rows hold a replaced entry are dropped.
-    pub(super) fn replace(&mut self, lo: usize, new: Vec<Entry>) {
+    /// `perm`: the new entries are the old ones reordered (see `Runs::permute`).
+    pub(super) fn replace(&mut self, lo: usize, new: Vec<Entry>, perm: Option<&[usize]>) {
         let (ns, nd) = (self.src.rows.len(), self.dst.rows.len());
         let holding = |rows: &[Vec<u64>], p: usize| -> Vec<usize> {
             (0..rows.len())
@@ -82,28 +83,33 @@ impl FamLayer {
             }
         }
         let old: Vec<Entry> = self.entries.splice(lo..lo + new.len(), new).collect();
-        let window = &self.entries[lo..lo + old.len()];
-        let sets = |es: &[Entry], src: bool| -> Vec<IntervalSet> {
-            es.iter()
-                .map(|e| if src { e.src.clone() } else { e.dst.clone() })
-                .collect()
-        };
-        let (os, od, ns_, nd_) = (
-            sets(&old, true),
-            sets(&old, false),
-            sets(window, true),
-            sets(window, false),
-        );
-        self.src.update(
-            lo,
-            &os.iter().collect::<Vec<_>>(),
-            &ns_.iter().collect::<Vec<_>>(),
-        );
-        self.dst.update(
-            lo,
-            &od.iter().collect::<Vec<_>>(),
-            &nd_.iter().collect::<Vec<_>>(),
-        );
+        if let Some(at) = perm {
+            self.src.permute(lo, at);
+            self.dst.permute(lo, at);
+        } else {
+            let window = &self.entries[lo..lo + old.len()];
+            let sets = |es: &[Entry], src: bool| -> Vec<IntervalSet> {
+                es.iter()
+                    .map(|e| if src { e.src.clone() } else { e.dst.clone() })
+                    .collect()
+            };
+            let (os, od, ns_, nd_) = (
+                sets(&old, true),
+                sets(&old, false),
+                sets(window, true),
+                sets(window, false),
+            );
+            self.src.update(
+                lo,
+                &os.iter().collect::<Vec<_>>(),
+                &ns_.iter().collect::<Vec<_>>(),
+            );
+            self.dst.update(
+                lo,
+                &od.iter().collect::<Vec<_>>(),
+                &nd_.iter().collect::<Vec<_>>(),
+            );
+        }
         let (ns2, nd2) = (self.src.rows.len(), self.dst.rows.len());
         if nd2 > self.stride {
             let stride = room(nd2);

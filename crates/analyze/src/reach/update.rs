@@ -1,14 +1,14 @@
 //! Re-check after one layer's rules changed: only the (source atom, destination atom) pairs
 //! inside the boxes of the rules between the first and the last difference are re-planned.
 
-use super::atoms::{classes_over, AtomLoc, Bits};
+use super::atoms::{and, classes_over, zero, AtomLoc, Bits};
 use super::layers::{
     fam_layer, fw_dnat, fw_entries, fw_hashes, fw_infos, fw_rule_counts, nsg_entries, Act, Entry,
     FwConverted, LayerKind, RuleInfo,
 };
 use super::plans::STEP_NAMES;
-use super::Engine;
 use super::NONE;
+use super::{Control, Engine};
 use crate::headerspace::{addr_value, Family, IntervalSet};
 use palisade_model::Direction;
 use palisade_policy::firewall::CompiledFirewall;
@@ -249,8 +249,12 @@ impl<'s> Engine<'s> {
                 e.bits = self.l4.bits(&e.l4);
             }
         }
+        let kept = match &infos {
+            Ok(changed) => self.kept_rules(layer, changed),
+            Err(_) => HashMap::default(),
+        };
         // The boxes whose flows can change, per family, read before the rule infos change.
-        let boxes: [Vec<Box3>; 2] = {
+        let (boxes, perms): ([Vec<Box3>; 2], [Option<Vec<usize>>; 2]) = {
             let l = &self.layers[layer as usize];
             let new_info: HashMap<u32, &RuleInfo> = match &infos {
                 Ok(changed) => changed.iter().map(|(r, i)| (*r, i)).collect(),
@@ -263,20 +267,27 @@ impl<'s> Engine<'s> {
                     .or_else(|| l.rules.get(r as usize)),
                 Err(all) => all.get(r as usize),
             };
+            // A rule kept under a new index or priority is the same rule: its controls are
+            // kept and relabelled, so only a change of which rule decides re-checks a flow.
+            let same_rule = |o: u32, n: u32| match kept.get(&n) {
+                Some(&(old, _, _)) => old == o,
+                None => l.rules.get(o as usize) == info_new(n),
+            };
             let same = |o: &Entry, n: &Entry| {
                 o.act == n.act
                     && o.src == n.src
                     && o.dst == n.dst
                     && o.l4 == n.l4
-                    && l.rules.get(o.rule as usize) == info_new(n.rule)
+                    && same_rule(o.rule, n.rule)
                     && (o.act != Act::Dnat || l.dnat.get(&o.rule) == dnat.get(&n.rule))
             };
             let mut out: [Vec<Box3>; 2] = [vec![], vec![]];
+            let mut perms: [Option<Vec<usize>>; 2] = [None, None];
             for (fi, w) in windows.iter().enumerate() {
                 let old = &l.fam[fi].entries[w.lo..w.hi];
-                out[fi] = changed_boxes(old, &w.new, same);
+                (out[fi], perms[fi]) = changed_boxes(old, &w.new, same);
             }
-            out
+            (out, perms)
         };
         {
             let l = &mut self.layers[layer as usize];
@@ -290,6 +301,25 @@ impl<'s> Engine<'s> {
                     let steps = STEP_NAMES.len();
                     let mut renamed = false;
                     for (r, info) in changed {
+                        if let Some((old, ctrls, live)) = kept.get(&r) {
+                            renamed |= *old != r;
+                            if !l.ctrls.is_empty() {
+                                let at = (r as usize + 1) * steps;
+                                l.ctrls[at..at + steps].copy_from_slice(ctrls);
+                            }
+                            // The answers name the rule's controls: they now say its new
+                            // priority (`kept_rules` checked no other control says that).
+                            for &c in live {
+                                let ctl = &mut self.controls[c as usize];
+                                if ctl.priority != info.priority {
+                                    self.control_ids.remove(ctl);
+                                    ctl.priority = info.priority;
+                                    self.control_ids.insert(ctl.clone(), c);
+                                }
+                            }
+                            l.rules[r as usize] = info;
+                            continue;
+                        }
                         if l.rules[r as usize] == info {
                             continue;
                         }
@@ -316,7 +346,12 @@ impl<'s> Engine<'s> {
             l.dnat = dnat;
         }
         let mut count = 0;
-        for ((f, w), boxes) in [Family::V4, Family::V6].into_iter().zip(windows).zip(boxes) {
+        for (((f, w), boxes), perm) in [Family::V4, Family::V6]
+            .into_iter()
+            .zip(windows)
+            .zip(boxes)
+            .zip(perms)
+        {
             let fi = f.index();
             let Window { lo, hi, new, whole } = w;
             // A family the change does not touch keeps its classes and its cell cache: a
@@ -325,32 +360,36 @@ impl<'s> Engine<'s> {
                 continue;
             }
             let fl = &mut self.layers[layer as usize].fam[fi];
-            match whole {
-                None if new.len() == hi - lo => fl.replace(lo, new),
-                None => {
-                    let mut entries = std::mem::take(&mut fl.entries);
-                    entries.splice(lo..hi, new);
-                    *fl = fam_layer(entries);
-                }
-                Some(mut all) => {
-                    let end = lo + new.len();
-                    for (i, e) in all.iter_mut().enumerate() {
-                        e.bits = if i < lo {
-                            fl.entries[i].bits.clone()
-                        } else if i >= end {
-                            fl.entries[i - end + hi].bits.clone()
-                        } else {
-                            new[i - lo].bits.clone()
-                        };
+            // The same entries (a rule renamed, or a collection's priority moved with its
+            // order kept): the same classes and cells, which name rules by index.
+            if whole.is_some() || fl.entries[lo..hi] != new[..] {
+                match whole {
+                    None if new.len() == hi - lo => fl.replace(lo, new, perm.as_deref()),
+                    None => {
+                        let mut entries = std::mem::take(&mut fl.entries);
+                        entries.splice(lo..hi, new);
+                        *fl = fam_layer(entries);
                     }
-                    *fl = fam_layer(all);
+                    Some(mut all) => {
+                        let end = lo + new.len();
+                        for (i, e) in all.iter_mut().enumerate() {
+                            e.bits = if i < lo {
+                                fl.entries[i].bits.clone()
+                            } else if i >= end {
+                                fl.entries[i - end + hi].bits.clone()
+                            } else {
+                                new[i - lo].bits.clone()
+                            };
+                        }
+                        *fl = fam_layer(all);
+                    }
                 }
-            }
-            {
-                let fl = &self.layers[layer as usize].fam[fi];
-                let starts = &self.grid[fi].starts;
-                self.index[fi].scls[layer as usize] = classes_over(&fl.src, starts);
-                self.index[fi].dcls[layer as usize] = classes_over(&fl.dst, starts);
+                {
+                    let fl = &self.layers[layer as usize].fam[fi];
+                    let starts = &self.grid[fi].starts;
+                    self.index[fi].scls[layer as usize] = classes_over(&fl.src, starts);
+                    self.index[fi].dcls[layer as usize] = classes_over(&fl.dst, starts);
+                }
             }
             if boxes.is_empty() {
                 continue;
@@ -471,6 +510,86 @@ impl<'s> Engine<'s> {
         Ok(count)
     }
 
+    /// The changed rules that are old rules of the layer under a new index or priority (same
+    /// layer, resource and name, one of each among the changed rules): new index → [`Kept`].
+    /// Their controls are kept and relabelled with the new priority instead of the flows they
+    /// decide being re-checked. Left out: a rule whose relabelled
+    /// control would equal a control already known, and every rule when another firewall
+    /// names the same resource (its controls could be shared).
+    fn kept_rules(&self, layer: u32, changed: &[(u32, RuleInfo)]) -> HashMap<u32, Kept> {
+        let l = &self.layers[layer as usize];
+        let steps = STEP_NAMES.len();
+        let mut out = HashMap::default();
+        // One (index, info) per changed rule (a rule has an item per protocol).
+        let mut rules: Vec<&(u32, RuleInfo)> = changed.iter().collect();
+        rules.sort_by_key(|(r, _)| *r);
+        rules.dedup_by_key(|(r, _)| *r);
+        let mut resources: Vec<&str> = rules.iter().map(|(_, i)| i.resource.as_str()).collect();
+        resources.sort_unstable();
+        resources.dedup();
+        let shared = self.layers.iter().enumerate().any(|(k, o)| {
+            k != layer as usize
+                && matches!(o.kind, LayerKind::Firewall { .. })
+                && o.rules
+                    .iter()
+                    .any(|r| resources.contains(&r.resource.as_str()))
+        });
+        if shared {
+            return out;
+        }
+        let name = |i: &'_ RuleInfo| Some((i.layer, i.resource.clone(), i.rule.clone()?));
+        // By name: the old index, and how many changed rules had it before and have it now.
+        let mut by_name: HashMap<_, (u32, u32, u32)> = HashMap::default();
+        for (r, _) in &rules {
+            if let Some(n) = l.rules.get(*r as usize).and_then(name) {
+                let e = by_name.entry(n).or_insert((*r, 0, 0));
+                e.1 += 1;
+            }
+        }
+        for (_, info) in &rules {
+            if let Some(e) = name(info).and_then(|n| by_name.get_mut(&n)) {
+                e.2 += 1;
+            }
+        }
+        for (r, info) in rules {
+            let Some(&(o, 1, 1)) = name(info).and_then(|n| by_name.get(&n)) else {
+                continue;
+            };
+            let ctrls: Vec<u32> = if l.ctrls.is_empty() {
+                vec![NONE; steps]
+            } else {
+                let at = (o as usize + 1) * steps;
+                l.ctrls[at..at + steps].to_vec()
+            };
+            // Every control of the old rule, found by content: answers may hold one whose
+            // slot in `ctrls` was cleared by an earlier re-check.
+            let was = &l.rules[o as usize];
+            let live: Vec<u32> = STEP_NAMES
+                .iter()
+                .filter_map(|step| {
+                    let ctl = Control {
+                        step,
+                        layer: was.layer,
+                        resource: was.resource.clone(),
+                        rule: was.rule.clone(),
+                        priority: was.priority,
+                    };
+                    self.control_ids.get(&ctl).copied()
+                })
+                .collect();
+            let clash = was.priority != info.priority
+                && live.iter().any(|&c| {
+                    let mut ctl = self.controls[c as usize].clone();
+                    ctl.priority = info.priority;
+                    self.control_ids.contains_key(&ctl)
+                });
+            if !clash {
+                out.insert(*r, (o, ctrls, live));
+            }
+        }
+        out
+    }
+
     /// The DNAT entries of every firewall in one family: where a DNAT'd flow can meet its
     /// target's inbound NSG (see `replace_layer`).
     fn dnat_entries(&self, f: Family) -> Vec<DnatEntry> {
@@ -493,6 +612,10 @@ impl<'s> Engine<'s> {
     }
 }
 
+/// A changed rule kept (see `Engine::kept_rules`): its old index, its control slots there and
+/// the ids of its controls.
+type Kept = (u32, Vec<u32>, Vec<u32>);
+
 /// A rule's box: source, destination, L4 bits.
 type Box3 = (IntervalSet, IntervalSet, Bits);
 
@@ -501,7 +624,15 @@ type Box3 = (IntervalSet, IntervalSet, Bits);
 /// kept entries are a longest common subsequence of the old and new window (`same`), so a rule
 /// moved by its priority gives its own box, not those of every rule it moved past. Windows too
 /// long for the table give every box.
-fn changed_boxes(old: &[Entry], new: &[Entry], same: impl Fn(&Entry, &Entry) -> bool) -> Vec<Box3> {
+/// For a reordering, also the old place of each new entry.
+fn changed_boxes(
+    old: &[Entry],
+    new: &[Entry],
+    same: impl Fn(&Entry, &Entry) -> bool,
+) -> (Vec<Box3>, Option<Vec<usize>>) {
+    if let Some((boxes, at)) = crossed_boxes(old, new, &same) {
+        return (boxes, Some(at));
+    }
     let (n, m) = (old.len(), new.len());
     let mut keep_old = vec![false; n];
     let mut keep_new = vec![false; m];
@@ -539,7 +670,45 @@ fn changed_boxes(old: &[Entry], new: &[Entry], same: impl Fn(&Entry, &Entry) -> 
     };
     let mut out = pick(old, &keep_old);
     out.extend(pick(new, &keep_new));
-    out
+    (out, None)
+}
+
+/// When the new window is the old one reordered (every entry kept under `same`), a flow's first
+/// match changes only if two entries that swapped places both match it: the boxes are the
+/// overlaps of the swapped pairs, so a collection moved ahead of another re-checks the flows
+/// both match, not all of its own. `None` when the window is not a reordering, or too long.
+fn crossed_boxes(
+    old: &[Entry],
+    new: &[Entry],
+    same: &impl Fn(&Entry, &Entry) -> bool,
+) -> Option<(Vec<Box3>, Vec<usize>)> {
+    let n = old.len();
+    if n != new.len() || n == 0 || n * n > 1 << 20 {
+        return None;
+    }
+    let mut used = vec![false; n];
+    // The old place of each new entry; equal entries are taken in order.
+    let mut at = Vec::with_capacity(n);
+    for e in new {
+        let i = (0..n).find(|i| !used[*i] && same(&old[*i], e))?;
+        used[i] = true;
+        at.push(i);
+    }
+    let mut out = vec![];
+    for j in 0..n {
+        for k in j + 1..n {
+            if at[j] < at[k] {
+                continue;
+            }
+            let (a, b) = (&new[j], &new[k]);
+            let bits = and(&a.bits, &b.bits);
+            if zero(&bits) || !a.src.intersects(&b.src) || !a.dst.intersects(&b.dst) {
+                continue;
+            }
+            out.push((a.src.intersect(&b.src), a.dst.intersect(&b.dst), bits));
+        }
+    }
+    Some((out, at))
 }
 
 /// A DNAT rule's entry: its destination (the frontend), its L4 (the original packet) and its
