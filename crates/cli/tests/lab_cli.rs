@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::palisade;
+use common::{lab_json, palisade};
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -255,8 +255,7 @@ fn check_scenario(name: &str, tag: &str) -> Value {
     let state = tempfile::tempdir().unwrap();
     let run = run_name(tag);
     let network = format!("../shared/scenarios/{name}/network.json");
-    let (code, out, err) = palisade(&[
-        "lab",
+    let (code, v, err) = lab_json(&[
         "check",
         "--network",
         &network,
@@ -264,11 +263,8 @@ fn check_scenario(name: &str, tag: &str) -> Value {
         &run,
         "--state",
         state.path().to_str().unwrap(),
-        "--output",
-        "json",
     ]);
     eprintln!("{name} lab check: {:?}", started.elapsed());
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
     assert_eq!(v["disagree"], serde_json::json!([]), "{err}");
     assert_eq!(code, 0);
     assert!(namespaces_of(&run).is_empty());
@@ -484,8 +480,7 @@ fn icmp_through_the_firewall_is_judged_by_its_network_rules() {
     // firewall's subnet routes everything to the second, which judges as the first did
     // alone): each echo agrees with trace, rule and all, the second firewall's rules named.
     let run = run_name("q");
-    let (code, out, err) = palisade(&[
-        "lab",
+    let (code, v, err) = lab_json(&[
         "check",
         "--network",
         &fixture("firewall-icmp-chain.yaml"),
@@ -495,10 +490,7 @@ fn icmp_through_the_firewall_is_judged_by_its_network_rules() {
         &run,
         "--state",
         st,
-        "--output",
-        "json",
     ]);
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
     assert_eq!(v["disagree"], serde_json::json!([]), "{err}");
     assert_eq!((code, v["agree"].as_u64()), (0, Some(3)));
     let allowed = observed(&v, "ping-allowed");
@@ -532,8 +524,7 @@ fn tcp_and_udp_through_two_chained_firewalls_keep_the_clients_address() {
     let st = state.path().to_str().unwrap();
 
     let run = run_name("c");
-    let (code, out, err) = palisade(&[
-        "lab",
+    let (code, v, err) = lab_json(&[
         "check",
         "--network",
         network,
@@ -543,10 +534,7 @@ fn tcp_and_udp_through_two_chained_firewalls_keep_the_clients_address() {
         &run,
         "--state",
         st,
-        "--output",
-        "json",
     ]);
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
     assert_eq!(v["disagree"], serde_json::json!([]), "{err}");
     assert_eq!((code, v["agree"].as_u64()), (0, Some(4)));
     for (flow, want) in [
@@ -690,8 +678,7 @@ fn ipv6_through_the_firewall_is_judged_like_ipv4() {
     require_root!();
     let state = tempfile::tempdir().unwrap();
     let run = run_name("6");
-    let (code, out, err) = palisade(&[
-        "lab",
+    let (code, v, err) = lab_json(&[
         "check",
         "--network",
         &fixture("dual-stack-firewall.yaml"),
@@ -701,10 +688,7 @@ fn ipv6_through_the_firewall_is_judged_like_ipv4() {
         &run,
         "--state",
         state.path().to_str().unwrap(),
-        "--output",
-        "json",
     ]);
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
     assert_eq!(v["disagree"], serde_json::json!([]), "{err}");
     assert_eq!((code, v["agree"].as_u64()), (0, Some(8)));
     assert!(namespaces_of(&run).is_empty());

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::palisade;
+use common::{lab_json, palisade};
 use serde_json::Value;
 use std::time::Instant;
 
@@ -53,8 +53,7 @@ fn random_flows_over_a_generated_network_agree_with_trace() {
     let state = tempfile::tempdir().unwrap();
     let run = format!("g{}", std::process::id() % 1_000_000);
     let started = Instant::now();
-    let (code, out, err) = palisade(&[
-        "lab",
+    let (code, v, err) = lab_json(&[
         "check",
         "--network",
         file.to_str().unwrap(),
@@ -66,20 +65,17 @@ fn random_flows_over_a_generated_network_agree_with_trace() {
         &run,
         "--state",
         state.path().to_str().unwrap(),
-        "--output",
-        "json",
     ]);
     eprintln!(
         "100 random flows over a generated network: {:?}",
         started.elapsed()
     );
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
     assert_eq!(v["total"], 100, "{err}");
     // Every flow agrees, UDP through the firewall included (the gateway's TPROXY listener), and
     // ICMP through the firewall: judged by its network rules in the firewall's namespace, each
     // echo's record naming the rule or the default deny trace names (spec FW-3, FW-5).
     let disagree = v["disagree"].as_array().unwrap();
-    assert!(disagree.is_empty(), "{disagree:#?}");
+    assert!(disagree.is_empty(), "{disagree:#?}\n{err}");
     assert_eq!(v["agree"].as_u64(), Some(100));
     assert_eq!(code, 0);
     // The draw sends echoes.
@@ -145,8 +141,7 @@ fn random_flows_through_two_chained_firewalls_agree_with_trace() {
     let state = tempfile::tempdir().unwrap();
     let run = format!("h{}", std::process::id() % 1_000_000);
     let started = Instant::now();
-    let (code, out, err) = palisade(&[
-        "lab",
+    let (code, v, err) = lab_json(&[
         "check",
         "--network",
         file.to_str().unwrap(),
@@ -158,16 +153,13 @@ fn random_flows_through_two_chained_firewalls_agree_with_trace() {
         &run,
         "--state",
         state.path().to_str().unwrap(),
-        "--output",
-        "json",
     ]);
     eprintln!(
         "150 random flows through two chained firewalls: {:?}",
         started.elapsed()
     );
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
     let disagree = v["disagree"].as_array().unwrap();
-    assert!(disagree.is_empty(), "{disagree:#?}");
+    assert!(disagree.is_empty(), "{disagree:#?}\n{err}");
     assert_eq!((code, v["agree"].as_u64()), (0, Some(150)));
     // The egress firewall allows some TCP or UDP flows by its rule for the spokes' addresses:
     // it saw the client's address (the hub firewall's would meet its default deny). Its

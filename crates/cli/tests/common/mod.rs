@@ -30,6 +30,17 @@ pub fn palisade(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Run `palisade lab ARGS… --output json`: (exit code, the report it printed, stderr). Output
+/// that is not JSON fails the test, showing both streams.
+pub fn lab_json(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut all = vec!["lab"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--output", "json"]);
+    let (code, out, err) = palisade(&all);
+    let report = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    (code, report, err)
+}
+
 /// A plain HTTP server on loopback answering every request with 200 (an upstream for the
 /// gateway's tests).
 pub fn http_server() -> SocketAddr {
