@@ -601,6 +601,65 @@ fn recheck_after_successive_broad_firewall_edits_equals_from_scratch() {
     }
 }
 
+/// Issue 15: two firewall rules alike but for their destination swap places when one's
+/// collection moves ahead (FW-1), so each rule's index now names the other. The cells of
+/// one now equal the other's old cells; the NSG edits that follow re-plan paths through the
+/// firewall, and their answers must name the rule that now decides (FW-2, DIAG-7), as an
+/// engine built from scratch does, not the rule a saved path result named under that index.
+#[test]
+fn recheck_after_a_collection_swap_names_the_rules_by_their_new_order() {
+    use palisade_model::{AddressItem, FirewallAction, NetworkProtocol, PortRange};
+    use palisade_model::{FirewallRule, RuleCollectionKind};
+    let g = HubSpoke::small(3);
+    let mut net = g.build();
+    let fw = &mut net.azure_firewalls[0];
+    let first = (0..fw.rule_collections.len())
+        .find(|i| fw.rule_collections[*i].kind == RuleCollectionKind::Network)
+        .expect("the generated network has a network rule collection");
+    // A second network collection just after the first.
+    let mut copy = fw.rule_collections[first].clone();
+    copy.name.push_str("-second");
+    copy.priority += 5;
+    fw.rule_collections.push(copy);
+    let second = fw.rule_collections.len() - 1;
+    for (at, spoke) in [(first, 1), (second, 2)] {
+        let mut r = FirewallRule::named(format!("to-spoke-{spoke}"));
+        r.ip_protocols = vec![NetworkProtocol::Tcp];
+        r.source_addresses = vec![AddressItem::Any];
+        r.destination_addresses = vec![AddressItem::Prefix(g.spoke(spoke))];
+        r.destination_ports = vec![PortRange::ANY];
+        let c = &mut net.azure_firewalls[0].rule_collections[at];
+        c.action = FirewallAction::Allow;
+        c.rules = vec![r];
+    }
+    let snap0 = compile(&net);
+    let grid = reach::cuts(&snap0);
+    let mut engine = Engine::new(&snap0);
+    let fw = &mut net.azure_firewalls[0];
+    fw.rule_collections[second].priority = fw.rule_collections[first].priority - 1;
+    let snap = compile(&net);
+    let (fw0, compiled) = snap.firewalls().next().unwrap();
+    engine
+        .update_firewall(fw0, compiled)
+        .expect("no new boundary");
+    same_answers(&engine, &Engine::with_cuts(&snap, &grid));
+    // NSG-4: each NSG's first rule opened to every source, one after another.
+    for n in 0..net.network_security_groups.len().min(6) {
+        let nsg = &mut net.network_security_groups[n];
+        let Some(r) = nsg.security_rules.first_mut() else {
+            continue;
+        };
+        r.source.address_prefixes = vec![AddressItem::Any];
+        let (name, dir) = (nsg.name.clone(), r.direction);
+        let snap = compile(&net);
+        let (idx, _) = snap.nsgs().find(|(_, x)| x.name == name).unwrap();
+        engine
+            .update_nsg(idx, dir, snap.nsg(idx).direction(dir))
+            .expect("any is a boundary already");
+        same_answers(&engine, &Engine::with_cuts(&snap, &grid));
+    }
+}
+
 /// DIAG-7 / issue 6 item 5: the diff lists exactly the flows whose verdict changes.
 #[test]
 fn diff_lists_exactly_the_changed_flows() {
