@@ -4,9 +4,9 @@
 use super::atoms::{and, classes_over, zero, AtomLoc, Bits};
 use super::layers::{
     fam_layer, fw_dnat, fw_entries, fw_hashes, fw_infos, fw_rule_counts, nsg_entries, Act, Entry,
-    FwConverted, LayerKind, Piece, RuleInfo,
+    FwConverted, LayerKind, RuleInfo,
 };
-use super::plans::{PathKey, STEP_NAMES};
+use super::plans::STEP_NAMES;
 use super::NONE;
 use super::{Control, Engine};
 use crate::headerspace::{addr_value, Family, IntervalSet};
@@ -289,7 +289,6 @@ impl<'s> Engine<'s> {
             }
             (out, perms)
         };
-        let mut moved: Vec<(u32, u32)> = vec![];
         {
             let l = &mut self.layers[layer as usize];
             // Whether a rule index now names another rule (another control): a memo key names
@@ -303,9 +302,7 @@ impl<'s> Engine<'s> {
                     let mut renamed = false;
                     for (r, info) in changed {
                         if let Some((old, ctrls, live)) = kept.get(&r) {
-                            if *old != r {
-                                moved.push((*old, r));
-                            }
+                            renamed |= *old != r;
                             if !l.ctrls.is_empty() {
                                 let at = (r as usize + 1) * steps;
                                 l.ctrls[at..at + steps].copy_from_slice(ctrls);
@@ -343,17 +340,10 @@ impl<'s> Engine<'s> {
                 }
             };
             // Paths that do not meet the layer keep their memo keys in any case.
-            if renamed || !moved_is_permutation(&mut moved) {
+            if renamed {
                 l.version += 1;
-                moved.clear();
             }
             l.dnat = dnat;
-        }
-        // Kept rules that only moved (a reordered window) keep their controls: a memo key
-        // naming a cell with the old indexes means what the same key with the new indexes
-        // means now, so the keys are renamed instead of the whole layer's being dropped.
-        if !moved.is_empty() {
-            self.rename_memo_keys(layer, &moved);
         }
         let mut count = 0;
         for (((f, w), boxes), perm) in [Family::V4, Family::V6]
@@ -526,87 +516,6 @@ impl<'s> Engine<'s> {
     /// decide being re-checked. Left out: a rule whose relabelled
     /// control would equal a control already known, and every rule when another firewall
     /// names the same resource (its controls could be shared).
-    /// The memo keys naming cells of `layer` that name moved rules, renamed: each such cell
-    /// replaced by the cell with the new indexes (interned, as a walk would). `moved` sends a
-    /// set of indexes onto itself, so no two keys become one.
-    fn rename_memo_keys(&mut self, layer: u32, moved: &[(u32, u32)]) {
-        let to = |r: u32| {
-            moved
-                .binary_search_by_key(&r, |(o, _)| *o)
-                .ok()
-                .map(|i| moved[i].1)
-        };
-        // Per cell id its renamed id (itself when it names no moved rule).
-        let mut renamed: HashMap<u32, u32> = HashMap::default();
-        let mut rename_cell = |e: &mut Self, c: u32| -> u32 {
-            if let Some(&n) = renamed.get(&c) {
-                return n;
-            }
-            let pieces = &e.cells[c as usize];
-            let n = if pieces.iter().any(|p| to(p.rule).is_some()) {
-                let pieces: Vec<Piece> = pieces
-                    .iter()
-                    .map(|p| Piece {
-                        rule: to(p.rule).unwrap_or(p.rule),
-                        ..p.clone()
-                    })
-                    .collect();
-                let canon: Vec<(Bits, Act, u32)> = pieces
-                    .iter()
-                    .map(|p| (p.l4.clone(), p.act, p.rule))
-                    .collect();
-                match e.cell_ids.get(&canon) {
-                    Some(&i) => i,
-                    None => {
-                        let i = e.cells.len() as u32;
-                        e.cells.push(pieces);
-                        e.cell_ids.insert(canon, i);
-                        i
-                    }
-                }
-            } else {
-                c
-            };
-            renamed.insert(c, n);
-            n
-        };
-        let is_cell = |k: &(u32, u32, u32)| k.0 & 0xff < u32::from(u8::MAX - 1) && k.1 == layer;
-        for arrivals in [false, true] {
-            let map = if arrivals {
-                &self.arrival_ids
-            } else {
-                &self.request_ids
-            };
-            let hit: Vec<PathKey> = map
-                .keys()
-                .filter(|k| k.iter().any(is_cell))
-                .cloned()
-                .collect();
-            let mut out: Vec<(PathKey, PathKey)> = Vec::with_capacity(hit.len());
-            for k in hit {
-                let mut n = k.clone();
-                for t in n.iter_mut().filter(|t| is_cell(t)) {
-                    t.2 = rename_cell(self, t.2);
-                }
-                if n != k {
-                    out.push((k, n));
-                }
-            }
-            let map = if arrivals {
-                &mut self.arrival_ids
-            } else {
-                &mut self.request_ids
-            };
-            let vals: Vec<u32> = out
-                .iter()
-                .map(|(k, _)| map.remove(k).expect("key listed above"))
-                .collect();
-            for ((_, n), v) in out.into_iter().zip(vals) {
-                map.insert(n, v);
-            }
-        }
-    }
-
     fn kept_rules(&self, layer: u32, changed: &[(u32, RuleInfo)]) -> HashMap<u32, Kept> {
         let l = &self.layers[layer as usize];
         let steps = STEP_NAMES.len();
@@ -706,16 +615,6 @@ impl<'s> Engine<'s> {
 /// A changed rule kept (see `Engine::kept_rules`): its old index, its control slots there and
 /// the ids of its controls.
 type Kept = (u32, Vec<u32>, Vec<u32>);
-
-/// Whether the (old index, new index) pairs of moved rules send a set of indexes onto
-/// itself: only then does every old index of a memo key still name one rule after renaming.
-/// Sorts `moved` by old index.
-fn moved_is_permutation(moved: &mut [(u32, u32)]) -> bool {
-    moved.sort_unstable();
-    let mut news: Vec<u32> = moved.iter().map(|(_, n)| *n).collect();
-    news.sort_unstable();
-    moved.windows(2).all(|w| w[0].0 != w[1].0) && moved.iter().map(|(o, _)| *o).eq(news)
-}
 
 /// A rule's box: source, destination, L4 bits.
 type Box3 = (IntervalSet, IntervalSet, Bits);
