@@ -192,7 +192,7 @@ fn plan(a: TargetArgs) -> Result<ExitCode, String> {
 
 fn apply_cmd(a: TargetArgs) -> Result<ExitCode, String> {
     let p = make_plan(&a)?;
-    let applied = ops::apply(&p, &place(&a.place)).map_err(|e| e.to_string())?;
+    let applied = ops::apply_owned(p, &place(&a.place)).map_err(|e| e.to_string())?;
     print_report(&applied.table, &applied.routes, a.output)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -104,12 +104,26 @@ pub struct Applied {
 /// Apply the table, record it, then the routes, and record them. Each step is saved before the
 /// next starts: a failure leaves the state naming exactly what is in the kernel.
 pub fn apply(plan: &Plan, place: &Place) -> Result<Applied, HostError> {
+    apply_owned(plan.clone(), place)
+}
+
+/// [`apply`], taking the plan: its table moves into the recorded state instead of being copied
+/// (for a large table, a copy as costly as the rule change itself).
+pub fn apply_owned(plan: Plan, place: &Place) -> Result<Applied, HostError> {
+    let Plan {
+        table,
+        routes,
+        label,
+        with_routes,
+        ..
+    } = plan;
+    let name = table.table.clone();
     let nft = place.nft()?;
     let mut state = place.state()?;
     // Moved out, not copied (a large table's state is large); on an error the state is not
     // saved, so the file keeps it.
-    let prev = state.tables.remove(&plan.table.table);
-    let (applied, report) = apply::apply_owned(&nft, plan.table.clone(), prev)?;
+    let prev = state.tables.remove(&name);
+    let (applied, report) = apply::apply_owned(&nft, table, prev)?;
     // This apply was the only change since `generation_before`: the namespace's other tables
     // recorded at that generation are still exactly as recorded.
     if let (Some(before), Some(after)) = (report.generation_before, applied.generation) {
@@ -119,15 +133,15 @@ pub fn apply(plan: &Plan, place: &Place) -> Result<Applied, HostError> {
             }
         }
     }
-    state.tables.insert(plan.table.table.clone(), applied);
+    state.tables.insert(name, applied);
     place.save(&state)?;
     let mut owned = vec![];
-    if plan.with_routes {
-        let before = state.routes.get(&plan.label).cloned().unwrap_or_default();
-        let now = routes::apply_routes(place.netns.as_deref(), &plan.routes, &before)
+    if with_routes {
+        let before = state.routes.get(&label).cloned().unwrap_or_default();
+        let now = routes::apply_routes(place.netns.as_deref(), &routes, &before)
             .map_err(HostError::RoutesNotApplied)?;
         owned = now.clone();
-        state.routes.insert(plan.label.clone(), now);
+        state.routes.insert(label, now);
         place.save(&state)?;
     }
     Ok(Applied {
