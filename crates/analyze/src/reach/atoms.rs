@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap as HashMap;
 use smallvec::{smallvec, SmallVec};
 
 /// Classes of one dimension: `starts[i]..` has class `class[i]`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Runs {
     pub(super) starts: Vec<u128>,
     class: Vec<u32>,
@@ -21,6 +21,14 @@ pub(super) struct Runs {
 }
 
 impl Runs {
+    /// The class rows alone: what a cell walk reads (a parallel build's worker, see `merge`).
+    pub(super) fn rows_only(&self) -> Runs {
+        Runs {
+            rows: self.rows.clone(),
+            ..Default::default()
+        }
+    }
+
     pub(super) fn build(n: usize, ranges: impl Iterator<Item = (usize, (u128, u128))>) -> Runs {
         let words = n.div_ceil(64).max(1);
         let mut ev: Vec<(u128, usize)> = vec![];
@@ -177,6 +185,7 @@ pub(super) fn zero(a: &[u64]) -> bool {
 /// The (protocol, source port, destination port) space cut at every boundary a rule uses: each
 /// L4 set of the engine is a union of these atoms, held as a bit set, so set operations on
 /// protocols and ports are word operations (atomic predicates for the L4 fields).
+#[derive(Clone)]
 pub(super) struct L4Atoms {
     protos: Vec<u128>,
     sports: Vec<u128>,
@@ -359,6 +368,7 @@ pub(super) struct AtomLoc {
     pub(super) frontend: Option<FirewallId>,
 }
 
+#[derive(Clone)]
 pub(super) struct Grid {
     pub(super) family: Family,
     pub(super) starts: Vec<u128>,

@@ -28,7 +28,7 @@
 //! ## Where
 //! `atoms`: the address grid and the L4 atoms; `layers`: NSG and firewall layers, their classes
 //! and cells; `plans`: the path plan of an atom pair and its evaluation; `update`: the re-check;
-//! `report`: regions of the matrix grouped for people.
+//! `merge`: the parallel build; `report`: regions of the matrix grouped for people.
 //!
 //! The engine's maps hash with FxHash: their keys are small integer vectors it builds itself,
 //! so a fast non-keyed hash is enough (SipHash was a tenth of the matrix time).
@@ -36,6 +36,7 @@
 mod atoms;
 pub mod bench;
 mod layers;
+mod merge;
 mod plans;
 mod report;
 mod update;
@@ -181,7 +182,7 @@ pub struct Engine<'s> {
     /// Per family, per source atom: the decision per destination atom.
     rows: [Vec<Vec<u32>>; 2],
     index: [Index; 2],
-    /// Group blocks and walk cells on every thread of the rayon pool ([`Engine::parallel`]).
+    /// Build the matrix on every thread of the rayon pool ([`Engine::parallel`]).
     parallel: bool,
 }
 
@@ -191,9 +192,9 @@ impl<'s> Engine<'s> {
         Engine::with_cuts(snap, &[])
     }
 
-    /// Like [`Engine::new`], grouping the blocks and walking new cells on every thread of the
-    /// rayon pool; the rest runs in the serial order, so answers and ids equal [`Engine::new`]'s.
-    /// Not the default: on the shared 2-core machine it measured slower (docs/benchmarks.md).
+    /// Like [`Engine::new`], on every thread of the rayon pool: the source places cut into one
+    /// range per thread, each built by its own engine, the workers' tables merged in range order
+    /// (`merge`), so answers and ids equal [`Engine::new`]'s.
     pub fn parallel(snap: &'s Snapshot) -> Engine<'s> {
         Engine::build(snap, &[], true)
     }

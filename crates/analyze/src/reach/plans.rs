@@ -10,7 +10,6 @@ use palisade_model::NextHopType;
 use palisade_policy::addresses::AZURE_WIRE_SERVER;
 use palisade_policy::routes::{EffectiveRoute, RouteSource, SubnetRoutes};
 use palisade_policy::{FirewallId, NsgId, SubnetId};
-use rayon::prelude::*;
 use rustc_hash::{FxHashMap as HashMap, FxHasher};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -130,14 +129,14 @@ fn split(layers: &[Layer], plan: &[Step], keys: &mut (PathKey, PathKey)) -> Opti
         .then_some(k)
 }
 
-/// Source places grouped per round of the parallel build.
-const PLACE_BATCH: usize = 16;
+/// Families with fewer atoms are built serially by [`Engine::parallel`].
+const PARALLEL_ATOMS: usize = 64;
 
 /// Up to this many groups on a side, a block's groups are refined by comparing keys directly.
 const SMALL_GROUPS: usize = 16;
 
 /// Per family: what the layers and routes see of every atom (see [`Engine::build_index`]).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct Index {
     /// Per layer, per atom: its source class, its destination class.
     pub(super) scls: Vec<Vec<u32>>,
@@ -220,51 +219,14 @@ impl<'s> Engine<'s> {
             self.rows[fi] = vec![vec![NONE; n]; n];
             self.build_index(f);
             let places = self.index[fi].places.len();
-            if !self.parallel {
-                for s in 0..places {
-                    for d in 0..places {
-                        self.compute_block(f, s, d, None);
-                    }
-                }
+            // A family of few atoms (IPv6 here) costs less than a worker's set-up.
+            if self.parallel && n >= PARALLEL_ATOMS {
+                self.compute_family_parallel(f, rayon::current_num_threads());
                 continue;
             }
-            // Grouping and cell walks read the engine only: the blocks of a batch of source
-            // places at once, on every thread, each new cell walked once; then, in place order,
-            // what writes (so ids are those of the serial run). A pool round per source place
-            // left the workers spinning between 500 small rounds.
-            for batch in (0..places).step_by(PLACE_BATCH) {
-                let e = &*self;
-                let pairs: Vec<(usize, usize)> = (batch..places.min(batch + PLACE_BATCH))
-                    .flat_map(|s| (0..places).map(move |d| (s, d)))
-                    .collect();
-                let grouped: Vec<_> = pairs
-                    .into_par_iter()
-                    .map(|(s, d)| {
-                        let b = e.group_block(f, s, d, None);
-                        let mut missing = vec![];
-                        if let Some(b) = &b {
-                            e.missing_cells(f, b, &mut missing);
-                        }
-                        (b, missing)
-                    })
-                    .collect();
-                let mut missing = vec![];
-                let blocks: Vec<Block> = grouped
-                    .into_iter()
-                    .filter_map(|(b, m)| {
-                        missing.extend(m);
-                        b
-                    })
-                    .collect();
-                missing.sort_unstable();
-                missing.dedup();
-                let walked: Vec<_> = missing
-                    .par_iter()
-                    .map(|&(l, slot)| e.walk(l, f, slot))
-                    .collect();
-                let mut fresh: Fresh = missing.into_iter().zip(walked).collect();
-                for b in blocks {
-                    self.finish_block(f, b, &mut fresh);
+            for s in 0..places {
+                for d in 0..places {
+                    self.compute_block(f, s, d, None);
                 }
             }
         }
@@ -472,19 +434,6 @@ impl<'s> Engine<'s> {
         })
     }
 
-    /// The cells a block meets that are not stored yet, as (layer, slot).
-    fn missing_cells(&self, f: Family, b: &Block, out: &mut Vec<(u32, usize)>) {
-        for &l in &b.layers {
-            for &x in &b.sreps0 {
-                for &y in &b.dreps0 {
-                    if let (slot, None) = self.cell_slot(l, f, x as usize, y as usize) {
-                        out.push((l, slot));
-                    }
-                }
-            }
-        }
-    }
-
     /// The rest of a block, in the engine's order (its interners are shared): the cells stored,
     /// groups that every layer decides alike merged, one pair per group pair evaluated, rows
     /// written.
@@ -581,7 +530,7 @@ impl<'s> Engine<'s> {
         }
     }
 
-    fn control(&mut self, c: Control) -> u32 {
+    pub(super) fn control(&mut self, c: Control) -> u32 {
         if let Some(i) = self.control_ids.get(&c) {
             return *i;
         }
@@ -947,7 +896,7 @@ impl<'s> Engine<'s> {
 
     /// Extend a chain by one control (hash-consed). The table holds only node ids (4 bytes a
     /// slot): there are millions of nodes, and their (chain, control) pairs are in `chains`.
-    fn extend(&mut self, chain: u32, ctrl: u32) -> u32 {
+    pub(super) fn extend(&mut self, chain: u32, ctrl: u32) -> u32 {
         let key = (chain, ctrl);
         let h = hash_pair(key);
         let chains = &self.chains;
@@ -1023,21 +972,27 @@ impl<'s> Engine<'s> {
             flat.extend_from_slice(b);
             flat.push(*o);
         }
+        self.intern_pieces(&flat)
+    }
+
+    /// A stored decision's pieces (`l4.words + 1` words each), interned by content.
+    pub(super) fn intern_pieces(&mut self, flat: &[u64]) -> u32 {
+        let w = self.l4.words;
         let (words, decisions) = (&self.dec_words, &self.decisions);
         let stored = |id: u32| match decisions[id as usize] {
             Decision::Pieces(start, n) => &words[start..start + n as usize * (w + 1)],
             Decision::Composed(..) => &[],
         };
-        let h = hash_words(&flat);
-        if let Some(id) = self.dec_index.find(h, |id| stored(*id) == flat.as_slice()) {
+        let h = hash_words(flat);
+        if let Some(id) = self.dec_index.find(h, |id| stored(*id) == flat) {
             return *id;
         }
         let id = self.decisions.len() as u32;
         self.decisions.push(Decision::Pieces(
             self.dec_words.len(),
-            by_outcome.len() as u32,
+            (flat.len() / (w + 1)) as u32,
         ));
-        self.dec_words.extend_from_slice(&flat);
+        self.dec_words.extend_from_slice(flat);
         let (words, decisions) = (&self.dec_words, &self.decisions);
         self.dec_index
             .insert_unique(h, id, |id| match decisions[*id as usize] {

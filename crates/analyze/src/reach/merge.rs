@@ -1,0 +1,319 @@
+//! The parallel build: source places cut into consecutive ranges, each range built by its own
+//! engine (same grid and layers, empty tables) on its own thread, then each worker's tables
+//! merged into the first engine in range order.
+//!
+//! Why the ids equal the serial run's: a worker meets every entry (cell, control, chain,
+//! request, arrival, decision) the serial run meets for its places, in the same order, plus
+//! entries it builds again because an earlier range had them — and those are already in the
+//! merged engine. Merging a worker's entries in its creation order, each looked up first and
+//! numbered only when new, therefore numbers the new ones as the serial run did. Shared tables
+//! (the earlier parallel version) cost more in waiting than they saved.
+
+use super::atoms::Bits;
+use super::layers::{Act, Entry, FamLayer, Layer};
+use super::plans::PathKey;
+use super::{Decision, Engine, CHAIN_BITS, NONE};
+use crate::headerspace::Family;
+use hashbrown::HashTable;
+use rustc_hash::FxHashMap as HashMap;
+use std::ops::Range;
+
+/// Source places of the first range per place of a later one: a worker also builds again
+/// what the ranges before it shared with it (cells, arrivals), so the first range is longer.
+const FIRST_SHARE: f64 = 1.0;
+
+impl<'s> Engine<'s> {
+    /// The matrix of one family built on `threads` threads (see the module comment).
+    pub(super) fn compute_family_parallel(&mut self, f: Family, threads: usize) {
+        let fi = f.index();
+        let places = self.index[fi].places.len();
+        let ranges = place_ranges(places, threads);
+        let mut workers: Vec<(Engine<'s>, Range<usize>)> = ranges[1..]
+            .iter()
+            .map(|r| (self.worker(f, r.clone()), r.clone()))
+            .collect();
+        let first = ranges[0].clone();
+        rayon::join(
+            || self.compute_places(f, first),
+            || {
+                use rayon::prelude::*;
+                workers
+                    .par_iter_mut()
+                    .for_each(|(w, r)| w.compute_places(f, r.clone()));
+            },
+        );
+        for (w, r) in workers {
+            self.absorb(f, w, r);
+        }
+    }
+
+    fn compute_places(&mut self, f: Family, sources: Range<usize>) {
+        let places = self.index[f.index()].places.len();
+        for s in sources {
+            for d in 0..places {
+                self.compute_block(f, s, d, None);
+            }
+        }
+    }
+
+    /// An engine over the same grid and layers with empty tables, with rows for the atoms of
+    /// `sources` only.
+    fn worker(&self, f: Family, sources: Range<usize>) -> Engine<'s> {
+        let fi = f.index();
+        // Only what a build reads: this family's classes and rule bits (not the rules' address
+        // and port sets, nor what a re-check keeps), and empty cell tables.
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                let fl = &l.fam[fi];
+                let mut fam: [FamLayer; 2] = Default::default();
+                fam[fi] = FamLayer {
+                    entries: fl
+                        .entries
+                        .iter()
+                        .map(|e| Entry {
+                            src: Default::default(),
+                            dst: Default::default(),
+                            l4: Default::default(),
+                            bits: e.bits.clone(),
+                            act: e.act,
+                            rule: e.rule,
+                        })
+                        .collect(),
+                    src: fl.src.rows_only(),
+                    dst: fl.dst.rows_only(),
+                    cells: vec![0; fl.cells.len()],
+                    stride: fl.stride,
+                };
+                Layer {
+                    kind: l.kind,
+                    rules: l.rules.clone(),
+                    dnat: l.dnat.clone(),
+                    fam,
+                    ctrls: vec![],
+                    version: l.version,
+                    items: Default::default(),
+                }
+            })
+            .collect();
+        let n = self.grid[fi].len();
+        let mut rows: Vec<Vec<u32>> = vec![vec![]; n];
+        for s in sources {
+            for &a in &self.index[fi].places[s] {
+                rows[a as usize] = vec![NONE; n];
+            }
+        }
+        let mut index: [super::plans::Index; 2] = Default::default();
+        index[fi] = self.index[fi].clone();
+        let mut all_rows = [vec![], vec![]];
+        all_rows[fi] = rows;
+        Engine {
+            snap: self.snap,
+            grid: self.grid.clone(),
+            layers,
+            nsg_layer: self.nsg_layer.clone(),
+            fw_layer: self.fw_layer.clone(),
+            cells: vec![],
+            cell_ids: HashMap::default(),
+            controls: vec![],
+            control_ids: HashMap::default(),
+            ctrl_cache: HashMap::default(),
+            chains: vec![(0, u32::MAX)],
+            chain_ids: HashTable::new(),
+            decisions: vec![],
+            dec_words: vec![],
+            dec_index: HashTable::new(),
+            composed_ids: HashMap::default(),
+            l4: self.l4.clone(),
+            requests: vec![],
+            request_ids: HashMap::default(),
+            arrivals: vec![],
+            arrival_ids: HashMap::default(),
+            keys: Default::default(),
+            rows: all_rows,
+            index,
+            parallel: false,
+        }
+    }
+
+    /// A worker's tables merged in, each in its creation order (so new entries get the serial
+    /// run's ids), and its rows written with the merged decision ids.
+    fn absorb(&mut self, f: Family, mut w: Engine<'s>, sources: Range<usize>) {
+        let fi = f.index();
+        let ctl: Vec<u32> = w
+            .controls
+            .drain(..)
+            .map(|c| match self.control_ids.get(&c) {
+                Some(i) => *i,
+                None => self.control(c),
+            })
+            .collect();
+        // The worker's cell contents by id, taken from its table of them (no key built again).
+        let mut canons: Vec<Option<Vec<(Bits, Act, u32)>>> = vec![None; w.cells.len()];
+        for (k, i) in w.cell_ids.drain() {
+            canons[i as usize] = Some(k);
+        }
+        let cell: Vec<u32> = w
+            .cells
+            .drain(..)
+            .zip(canons)
+            .map(|(pieces, canon)| {
+                let canon = canon.expect("every cell is keyed");
+                match self.cell_ids.get(&canon) {
+                    Some(i) => *i,
+                    None => {
+                        let id = self.cells.len() as u32;
+                        self.cells.push(pieces);
+                        self.cell_ids.insert(canon, id);
+                        id
+                    }
+                }
+            })
+            .collect();
+        // The worker's cell tables: slots it filled that the engine has not.
+        for (l, wl) in self.layers.iter_mut().zip(&w.layers) {
+            let (mine, theirs) = (&mut l.fam[fi].cells, &wl.fam[fi].cells);
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                if *m == 0 && *t != 0 {
+                    *m = cell[*t as usize - 1] + 1;
+                }
+            }
+        }
+        // Freed on another thread: a worker's tables are many allocations.
+        let layers = std::mem::take(&mut w.layers);
+        std::thread::spawn(move || drop(layers));
+        self.composed_ids.reserve(w.composed_ids.len());
+        let mut chain = vec![0u32; w.chains.len()];
+        for (i, &(shorter, c)) in w.chains.iter().enumerate().skip(1) {
+            chain[i] = self.extend(chain[shorter as usize], ctl[c as usize]);
+        }
+        let key = |k: &PathKey| -> PathKey {
+            k.iter()
+                .map(|&(step, a, b)| match step {
+                    s if s == u8::MAX as u32 => (s, ctl[a as usize], b),
+                    s if s == u8::MAX as u32 - 1 => (s, a, b),
+                    s => (s, a, cell[b as usize]),
+                })
+                .collect()
+        };
+        let request = {
+            let mut keys: Vec<Option<&PathKey>> = vec![None; w.requests.len()];
+            for (k, &i) in &w.request_ids {
+                keys[i as usize] = Some(k);
+            }
+            let mut map = Vec::with_capacity(keys.len());
+            for (i, (going, before)) in w.requests.drain(..).enumerate() {
+                let k = key(keys[i].expect("every request is keyed"));
+                let id = match self.request_ids.get(&k) {
+                    Some(id) => *id,
+                    None => {
+                        let going = going
+                            .into_iter()
+                            .map(|(b, c)| (b, chain[c as usize]))
+                            .collect();
+                        let before = before
+                            .into_iter()
+                            .map(|(b, v, c)| (b, v, chain[c as usize]))
+                            .collect();
+                        self.requests.push((going, before));
+                        let id = self.requests.len() as u32 - 1;
+                        self.request_ids.insert(k, id);
+                        id
+                    }
+                };
+                map.push(id);
+            }
+            map
+        };
+        let arrival = {
+            let mut keys: Vec<Option<&PathKey>> = vec![None; w.arrivals.len()];
+            for (k, &i) in &w.arrival_ids {
+                keys[i as usize] = Some(k);
+            }
+            let mut map = Vec::with_capacity(keys.len());
+            for (i, ended) in w.arrivals.drain(..).enumerate() {
+                let k = key(keys[i].expect("every arrival is keyed"));
+                let id = match self.arrival_ids.get(&k) {
+                    Some(id) => *id,
+                    None => {
+                        let ended = ended
+                            .into_iter()
+                            .map(|(t, b, v, c)| (t, b, v, chain[c as usize]))
+                            .collect();
+                        self.arrivals.push(ended);
+                        let id = self.arrivals.len() as u32 - 1;
+                        self.arrival_ids.insert(k, id);
+                        id
+                    }
+                };
+                map.push(id);
+            }
+            map
+        };
+        let words = self.l4.words;
+        let outcome = |o: u64| -> u64 {
+            let head = (o >> 32) as u32 & ((1 << CHAIN_BITS) - 1);
+            let tail = o as u32;
+            (o >> 61) << 61 | (chain[head as usize] as u64) << 32 | chain[tail as usize] as u64
+        };
+        let mut flat: Vec<u64> = vec![];
+        let decision: Vec<u32> = w
+            .decisions
+            .iter()
+            .map(|d| match *d {
+                Decision::Pieces(start, n) => {
+                    flat.clear();
+                    for p in w.dec_words[start..start + n as usize * (words + 1)].chunks(words + 1)
+                    {
+                        flat.extend_from_slice(&p[..words]);
+                        flat.push(outcome(p[words]));
+                    }
+                    self.intern_pieces(&flat)
+                }
+                Decision::Composed(r, a) => {
+                    let pair = (request[r as usize], arrival[a as usize]);
+                    let next = self.decisions.len() as u32;
+                    let id = *self.composed_ids.entry(pair).or_insert(next);
+                    if id == next {
+                        self.decisions.push(Decision::Composed(pair.0, pair.1));
+                    }
+                    id
+                }
+            })
+            .collect();
+        let ix = &self.index[fi];
+        for s in sources {
+            for &a in &ix.places[s] {
+                let mut row = std::mem::take(&mut w.rows[fi][a as usize]);
+                for d in row.iter_mut().filter(|d| **d != NONE) {
+                    *d = decision[*d as usize];
+                }
+                self.rows[fi][a as usize] = row;
+            }
+        }
+        let tables = (
+            std::mem::take(&mut w.chains),
+            std::mem::take(&mut w.decisions),
+            std::mem::take(&mut w.dec_words),
+            std::mem::take(&mut w.composed_ids),
+            std::mem::take(&mut w.request_ids),
+            std::mem::take(&mut w.arrival_ids),
+            std::mem::take(&mut w.rows),
+        );
+        std::thread::spawn(move || drop(tables));
+    }
+}
+
+/// `places` cut into `threads` consecutive ranges, the first `FIRST_SHARE` times as long.
+fn place_ranges(places: usize, threads: usize) -> Vec<Range<usize>> {
+    let threads = threads.clamp(1, places.max(1));
+    let unit = places as f64 / (FIRST_SHARE + (threads - 1) as f64);
+    let mut cuts = vec![0];
+    for t in 0..threads - 1 {
+        let end = ((FIRST_SHARE + t as f64) * unit).round() as usize;
+        cuts.push(end.clamp(*cuts.last().expect("not empty"), places));
+    }
+    cuts.push(places);
+    cuts.windows(2).map(|c| c[0]..c[1]).collect()
+}
