@@ -18,10 +18,6 @@ use hashbrown::HashTable;
 use rustc_hash::FxHashMap as HashMap;
 use std::ops::Range;
 
-/// Source places of the first range per place of a later one: a worker also builds again
-/// what the ranges before it shared with it (cells, arrivals), so the first range is longer.
-const FIRST_SHARE: f64 = 1.0;
-
 impl<'s> Engine<'s> {
     /// The matrix of one family built on `threads` threads (see the module comment).
     pub(super) fn compute_family_parallel(&mut self, f: Family, threads: usize) {
@@ -305,15 +301,11 @@ impl<'s> Engine<'s> {
     }
 }
 
-/// `places` cut into `threads` consecutive ranges, the first `FIRST_SHARE` times as long.
+/// `places` cut into `threads` consecutive ranges of equal length (measured: a worker's
+/// building again what an earlier range shared with it is a few percent of its time).
 fn place_ranges(places: usize, threads: usize) -> Vec<Range<usize>> {
     let threads = threads.clamp(1, places.max(1));
-    let unit = places as f64 / (FIRST_SHARE + (threads - 1) as f64);
-    let mut cuts = vec![0];
-    for t in 0..threads - 1 {
-        let end = ((FIRST_SHARE + t as f64) * unit).round() as usize;
-        cuts.push(end.clamp(*cuts.last().expect("not empty"), places));
-    }
-    cuts.push(places);
-    cuts.windows(2).map(|c| c[0]..c[1]).collect()
+    (0..threads)
+        .map(|t| t * places / threads..(t + 1) * places / threads)
+        .collect()
 }

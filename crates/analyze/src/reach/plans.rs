@@ -10,6 +10,7 @@ use palisade_model::NextHopType;
 use palisade_policy::addresses::AZURE_WIRE_SERVER;
 use palisade_policy::routes::{EffectiveRoute, RouteSource, SubnetRoutes};
 use palisade_policy::{FirewallId, NsgId, SubnetId};
+use rayon::prelude::*;
 use rustc_hash::{FxHashMap as HashMap, FxHasher};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -239,23 +240,39 @@ impl<'s> Engine<'s> {
         let g = &self.grid[fi];
         let snap = self.snap;
         let mut ix = Index::default();
-        for l in &self.layers {
+        let classes = |l: &Layer| {
             let fl = &l.fam[fi];
-            ix.scls.push(classes_over(&fl.src, &g.starts));
-            ix.dcls.push(classes_over(&fl.dst, &g.starts));
-        }
-        for (_, s) in snap.subnets() {
-            ix.route.push(
-                (0..g.len())
-                    .map(|a| {
-                        s.routes
-                            .lookup(f.addr(g.starts[a]))
-                            .map(|(_, r)| route_index(&s.routes, r))
-                            .unwrap_or(u32::MAX)
-                    })
-                    .collect(),
-            );
-        }
+            (
+                classes_over(&fl.src, &g.starts),
+                classes_over(&fl.dst, &g.starts),
+            )
+        };
+        let routes = |s: &palisade_policy::snapshot::SubnetEntry| -> Vec<u32> {
+            (0..g.len())
+                .map(|a| {
+                    s.routes
+                        .lookup(f.addr(g.starts[a]))
+                        .map(|(_, r)| route_index(&s.routes, r))
+                        .unwrap_or(u32::MAX)
+                })
+                .collect()
+        };
+        // Pure functions of the layers and routes: on every thread for a parallel build (a
+        // route look-up per subnet and atom is 1.6 M look-ups at 500 spokes).
+        let subnets: Vec<_> = snap.subnets().map(|(_, s)| s).collect();
+        let (cls, route): (Vec<_>, Vec<_>) = if self.parallel {
+            (
+                self.layers.par_iter().map(classes).collect(),
+                subnets.par_iter().map(|s| routes(s)).collect(),
+            )
+        } else {
+            (
+                self.layers.iter().map(classes).collect(),
+                subnets.iter().map(|s| routes(s)).collect(),
+            )
+        };
+        (ix.scls, ix.dcls) = cls.into_iter().unzip();
+        ix.route = route;
         let outside = snap.subnets().len();
         ix.places = vec![vec![]; outside + 1];
         for a in 0..g.len() {
