@@ -913,6 +913,9 @@ impl<'s> Engine<'s> {
 
     /// Extend a chain by one control (hash-consed). The table holds only node ids (4 bytes a
     /// slot): there are millions of nodes, and their (chain, control) pairs are in `chains`.
+    // Inlined into `run_steps` as when it had one caller: the merge calls it too, and the
+    // serial build measured ≈ 3 % slower without the hint.
+    #[inline]
     pub(super) fn extend(&mut self, chain: u32, ctrl: u32) -> u32 {
         let key = (chain, ctrl);
         let h = hash_pair(key);
