@@ -620,19 +620,7 @@ impl<'s> Engine<'s> {
         let pieces = fresh
             .remove(&(layer, slot))
             .unwrap_or_else(|| self.walk(layer, f, slot));
-        let canon: Vec<(Bits, Act, u32)> = pieces
-            .iter()
-            .map(|p| (p.l4.clone(), p.act, p.rule))
-            .collect();
-        let id = match self.cell_ids.get(&canon) {
-            Some(i) => *i,
-            None => {
-                let id = self.cells.len() as u32;
-                self.cells.push(pieces);
-                self.cell_ids.insert(canon, id);
-                id
-            }
-        };
+        let id = self.intern_cell(pieces);
         self.layers[layer as usize].fam[f.index()].cells[slot] = id + 1;
         id
     }

@@ -9,8 +9,7 @@
 //! numbered only when new, therefore numbers the new ones as the serial run did. Shared tables
 //! (the earlier parallel version) cost more in waiting than they saved.
 
-use super::atoms::Bits;
-use super::layers::{Act, Entry, FamLayer, Layer};
+use super::layers::{Entry, FamLayer, Layer};
 use super::plans::PathKey;
 use super::{Decision, Engine, CHAIN_BITS, NONE};
 use crate::headerspace::Family;
@@ -111,7 +110,7 @@ impl<'s> Engine<'s> {
             nsg_layer: self.nsg_layer.clone(),
             fw_layer: self.fw_layer.clone(),
             cells: vec![],
-            cell_ids: HashMap::default(),
+            cell_ids: HashTable::new(),
             controls: vec![],
             control_ids: HashMap::default(),
             ctrl_cache: HashMap::default(),
@@ -145,27 +144,10 @@ impl<'s> Engine<'s> {
                 None => self.control(c),
             })
             .collect();
-        // The worker's cell contents by id, taken from its table of them (no key built again).
-        let mut canons: Vec<Option<Vec<(Bits, Act, u32)>>> = vec![None; w.cells.len()];
-        for (k, i) in w.cell_ids.drain() {
-            canons[i as usize] = Some(k);
-        }
         let cell: Vec<u32> = w
             .cells
             .drain(..)
-            .zip(canons)
-            .map(|(pieces, canon)| {
-                let canon = canon.expect("every cell is keyed");
-                match self.cell_ids.get(&canon) {
-                    Some(i) => *i,
-                    None => {
-                        let id = self.cells.len() as u32;
-                        self.cells.push(pieces);
-                        self.cell_ids.insert(canon, id);
-                        id
-                    }
-                }
-            })
+            .map(|pieces| self.intern_cell(pieces))
             .collect();
         // The worker's cell tables: slots it filled that the engine has not.
         for (l, wl) in self.layers.iter_mut().zip(&w.layers) {

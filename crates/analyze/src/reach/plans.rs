@@ -3,7 +3,7 @@
 //! distinct plan is evaluated once, over the L4 atoms.
 
 use super::atoms::{and, classes_over, zero, AtomLoc, Bits};
-use super::layers::{Act, Fresh, Layer, LayerKind};
+use super::layers::{Act, Fresh, Layer, LayerKind, Piece};
 use super::{outcome_id, Control, Decision, Engine, Reach, NONE};
 use crate::headerspace::{addr_value, Family};
 use palisade_model::NextHopType;
@@ -25,6 +25,23 @@ fn hash_words(x: &[u64]) -> u64 {
     let mut h = FxHasher::default();
     x.hash(&mut h);
     h.finish()
+}
+
+fn hash_cell(pieces: &[Piece]) -> u64 {
+    let mut h = FxHasher::default();
+    for p in pieces {
+        p.l4.hash(&mut h);
+        p.act.hash(&mut h);
+        p.rule.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn same_cell(a: &[Piece], b: &[Piece]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.l4 == y.l4 && x.act == y.act && x.rule == y.rule)
 }
 
 /// One step of a path plan.
@@ -993,6 +1010,24 @@ impl<'s> Engine<'s> {
             flat.push(*o);
         }
         self.intern_pieces(&flat)
+    }
+
+    /// A cell's pieces interned by content: equal pieces, one id.
+    pub(super) fn intern_cell(&mut self, pieces: Vec<Piece>) -> u32 {
+        let h = hash_cell(&pieces);
+        let cells = &self.cells;
+        if let Some(id) = self
+            .cell_ids
+            .find(h, |id| same_cell(&cells[*id as usize], &pieces))
+        {
+            return *id;
+        }
+        let id = self.cells.len() as u32;
+        self.cells.push(pieces);
+        let cells = &self.cells;
+        self.cell_ids
+            .insert_unique(h, id, |id| hash_cell(&cells[*id as usize]));
+        id
     }
 
     /// A stored decision's pieces (`l4.words + 1` words each), interned by content.
