@@ -65,9 +65,17 @@ impl FamLayer {
     /// The entries `lo..lo + new.len()` replaced by as many `new` ones (same rule indexes
     /// elsewhere): the classes are cut only where the old or new entries' ranges fall, and
     /// only the cells of class pairs both of whose rows hold a replaced entry are dropped.
-    /// `perm`: the new entries are the old ones reordered (see `Runs::permute`).
-    pub(super) fn replace(&mut self, lo: usize, new: Vec<Entry>, perm: Option<&[usize]>) {
+    /// `perm`: the new entries are the old ones reordered (see `Runs::permute`). Returns the
+    /// cell ids the dropped slots held: the only cells of this layer that walked a replaced
+    /// entry.
+    pub(super) fn replace(
+        &mut self,
+        lo: usize,
+        new: Vec<Entry>,
+        perm: Option<&[usize]>,
+    ) -> Vec<u32> {
         let (ns, nd) = (self.src.rows.len(), self.dst.rows.len());
+        let mut dropped = vec![];
         let holding = |rows: &[Vec<u64>], p: usize| -> Vec<usize> {
             (0..rows.len())
                 .filter(|c| rows[*c][p / 64] >> (p % 64) & 1 == 1)
@@ -78,7 +86,11 @@ impl FamLayer {
             let ds = holding(&self.dst.rows, p);
             for sc in holding(&self.src.rows, p) {
                 for &dc in &ds {
-                    self.cells[sc * self.stride + dc] = 0;
+                    let slot = &mut self.cells[sc * self.stride + dc];
+                    if *slot != 0 {
+                        dropped.push(*slot - 1);
+                        *slot = 0;
+                    }
                 }
             }
         }
@@ -122,6 +134,9 @@ impl FamLayer {
         } else if ns2 * self.stride > self.cells.len() {
             self.cells.resize(room(ns2) * self.stride, 0);
         }
+        dropped.sort_unstable();
+        dropped.dedup();
+        dropped
     }
 }
 

@@ -289,20 +289,24 @@ impl<'s> Engine<'s> {
             }
             (out, perms)
         };
+        let retire: Option<Vec<u32>>;
         {
             let l = &mut self.layers[layer as usize];
             // Whether a rule index now names another rule (another control): a memo key names
             // cells, whose pieces name rules by index, so only then do this layer's keys go
             // stale. A change of a rule's addresses, ports or access alone changes the cells
             // it meets (new cell ids, new keys) and keeps every other key valid.
-            let renamed = match infos {
+            // `Some`: the indexes that now name another rule; `None`: any index may.
+            let renamed: Option<Vec<u32>> = match infos {
                 // A control names its rule: only the changed rules' controls are re-derived.
                 Ok(changed) => {
                     let steps = STEP_NAMES.len();
-                    let mut renamed = false;
+                    let mut renamed = vec![];
                     for (r, info) in changed {
                         if let Some((old, ctrls, live)) = kept.get(&r) {
-                            renamed |= *old != r;
+                            if *old != r {
+                                renamed.push(r);
+                            }
                             if !l.ctrls.is_empty() {
                                 let at = (r as usize + 1) * steps;
                                 l.ctrls[at..at + steps].copy_from_slice(ctrls);
@@ -323,29 +327,55 @@ impl<'s> Engine<'s> {
                         if l.rules[r as usize] == info {
                             continue;
                         }
-                        renamed = true;
+                        renamed.push(r);
                         if !l.ctrls.is_empty() {
                             let at = (r as usize + 1) * steps;
                             l.ctrls[at..at + steps].fill(NONE);
                         }
                         l.rules[r as usize] = info;
                     }
-                    renamed
+                    renamed.sort_unstable();
+                    renamed.dedup();
+                    Some(renamed)
                 }
-                Err(all) if all == l.rules => false,
+                Err(all) if all == l.rules => Some(vec![]),
                 Err(all) => {
                     l.rules = all;
                     l.ctrls.clear();
-                    true
+                    None
                 }
             };
-            // Paths that do not meet the layer keep their memo keys in any case.
-            if renamed {
+            // A renamed index makes stale the keys whose cells name it. When every entry
+            // naming one lies in a window replaced in place, the slots `FamLayer::replace`
+            // drops are all the slots holding such a cell: those cells are retired (the next
+            // walk of the same pieces gets a new id, so their keys are never met again) and
+            // every other key of the layer stays valid — the saved paths through a firewall
+            // survive a collection move. Otherwise the layer's version is bumped. Paths that
+            // do not meet the layer keep their memo keys in any case.
+            let renamed_any = renamed.as_ref().is_none_or(|r| !r.is_empty());
+            retire = renamed.filter(|r| !r.is_empty()).and_then(|r| {
+                let in_place = windows.iter().enumerate().all(|(fi, w)| {
+                    let es = &l.fam[fi].entries;
+                    let outside = es.iter().enumerate().any(|(i, e)| {
+                        !(w.lo..w.hi).contains(&i) && r.binary_search(&e.rule).is_ok()
+                    });
+                    let touched = !(w.lo == w.hi && w.new.is_empty());
+                    !outside
+                        && (!touched
+                            || (w.whole.is_none()
+                                && w.new.len() == w.hi - w.lo
+                                && es[w.lo..w.hi] != w.new[..]))
+                });
+                in_place.then_some(r)
+            });
+            if renamed_any && retire.is_none() {
                 l.version += 1;
             }
             l.dnat = dnat;
         }
-        let mut count = 0;
+        // Both families' tables first: a cell retired in one family may be held by the other's
+        // table too, and must be gone before any block is re-checked.
+        let mut todo = vec![];
         for (((f, w), boxes), perm) in [Family::V4, Family::V6]
             .into_iter()
             .zip(windows)
@@ -364,7 +394,12 @@ impl<'s> Engine<'s> {
             // order kept): the same classes and cells, which name rules by index.
             if whole.is_some() || fl.entries[lo..hi] != new[..] {
                 match whole {
-                    None if new.len() == hi - lo => fl.replace(lo, new, perm.as_deref()),
+                    None if new.len() == hi - lo => {
+                        let dropped = fl.replace(lo, new, perm.as_deref());
+                        if let Some(renamed) = &retire {
+                            self.retire_cells(&dropped, renamed);
+                        }
+                    }
                     None => {
                         let mut entries = std::mem::take(&mut fl.entries);
                         entries.splice(lo..hi, new);
@@ -391,6 +426,11 @@ impl<'s> Engine<'s> {
                     self.index[fi].dcls[layer as usize] = classes_over(&fl.dst, starts);
                 }
             }
+            todo.push((f, boxes));
+        }
+        let mut count = 0;
+        for (f, boxes) in todo {
+            let fi = f.index();
             if boxes.is_empty() {
                 continue;
             }
@@ -508,6 +548,29 @@ impl<'s> Engine<'s> {
             }
         }
         Ok(count)
+    }
+
+    /// Retire the cells among `dropped` whose pieces name a rule index in `renamed` (sorted):
+    /// their content is forgotten, so a walk giving the same pieces gets a new id and no memo
+    /// key naming the old one is met again (the old id may still serve another layer, where
+    /// its indexes mean that layer's rules).
+    fn retire_cells(&mut self, dropped: &[u32], renamed: &[u32]) {
+        for &c in dropped {
+            let pieces = &self.cells[c as usize];
+            if !pieces
+                .iter()
+                .any(|p| renamed.binary_search(&p.rule).is_ok())
+            {
+                continue;
+            }
+            let canon: Vec<(Bits, Act, u32)> = pieces
+                .iter()
+                .map(|p| (p.l4.clone(), p.act, p.rule))
+                .collect();
+            if self.cell_ids.get(&canon) == Some(&c) {
+                self.cell_ids.remove(&canon);
+            }
+        }
     }
 
     /// The changed rules that are old rules of the layer under a new index or priority (same
