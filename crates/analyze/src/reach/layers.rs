@@ -163,9 +163,25 @@ pub(super) struct RuleInfo {
     pub(super) priority: Option<u32>,
 }
 
+impl RuleInfo {
+    /// A slot no rule holds yet.
+    pub(super) fn unused() -> RuleInfo {
+        RuleInfo {
+            layer: "firewall",
+            resource: String::new(),
+            rule: None,
+            priority: None,
+        }
+    }
+}
+
 pub(super) struct Layer {
     pub(super) kind: LayerKind,
+    /// By rule slot: entries, cells and controls name a rule by its slot.
     pub(super) rules: Vec<RuleInfo>,
+    /// A firewall's rule index → its slot in `rules` (empty for an NSG direction, where the
+    /// two are one): a rule keeps its slot when rules before it are added or deleted.
+    pub(super) slots: Vec<u32>,
     /// DNAT rules: translation per rule index.
     pub(super) dnat: HashMap<u32, (IpAddr, Option<u16>)>,
     pub(super) fam: [FamLayer; 2],
@@ -557,6 +573,7 @@ impl<'s> Engine<'s> {
                         direction: dir,
                     },
                     rules: infos,
+                    slots: vec![],
                     dnat: HashMap::default(),
                     fam: [fam_layer(v4), fam_layer(v6)],
                     ctrls: vec![],
@@ -570,6 +587,7 @@ impl<'s> Engine<'s> {
             self.fw_layer.push(self.layers.len() as u32);
             self.layers.push(Layer {
                 kind: LayerKind::Firewall { firewall: i },
+                slots: (0..infos.len() as u32).collect(),
                 rules: infos,
                 dnat,
                 fam: [fam_layer(v4), fam_layer(v6)],
