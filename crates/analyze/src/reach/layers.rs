@@ -76,16 +76,33 @@ impl FamLayer {
     ) -> Vec<u32> {
         let (ns, nd) = (self.src.rows.len(), self.dst.rows.len());
         let mut dropped = vec![];
-        let holding = |rows: &[Vec<u64>], p: usize| -> Vec<usize> {
-            (0..rows.len())
-                .filter(|c| rows[*c][p / 64] >> (p % 64) & 1 == 1)
-                .collect()
+        let n = new.len();
+        // Per replaced entry, the rows holding it, in one pass over the rows' window words (a
+        // pass over every row per entry was most of a collection move's re-check).
+        let holding = |rows: &[Vec<u64>]| -> Vec<Vec<usize>> {
+            let mut out = vec![vec![]; n];
+            if n == 0 {
+                return out;
+            }
+            for (c, row) in rows.iter().enumerate() {
+                for w in lo / 64..=(lo + n - 1) / 64 {
+                    let mut bits = row[w];
+                    while bits != 0 {
+                        let p = w * 64 + bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        if (lo..lo + n).contains(&p) {
+                            out[p - lo].push(c);
+                        }
+                    }
+                }
+            }
+            out
         };
         // Cells walk the entries both rows hold: a changed entry there changes the cell.
-        for p in lo..lo + new.len() {
-            let ds = holding(&self.dst.rows, p);
-            for sc in holding(&self.src.rows, p) {
-                for &dc in &ds {
+        let (hs, hd) = (holding(&self.src.rows), holding(&self.dst.rows));
+        for (ss, ds) in hs.iter().zip(&hd) {
+            for &sc in ss {
+                for &dc in ds {
                     let slot = &mut self.cells[sc * self.stride + dc];
                     if *slot != 0 {
                         dropped.push(*slot - 1);
