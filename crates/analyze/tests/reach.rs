@@ -685,7 +685,8 @@ fn recheck_after_firewall_rules_deleted_and_added_back_equals_from_scratch() {
         .expect("the generated network has a DNAT rule");
     let deleted = net.azure_firewalls[0].rule_collections[network].rules[1].clone();
     let dnat = net.azure_firewalls[0].rule_collections[nat].rules[0].clone();
-    let steps: Vec<Box<dyn Fn(&mut Network)>> = vec![
+    type Edit = Box<dyn Fn(&mut Network)>;
+    let steps: Vec<Edit> = vec![
         Box::new(move |n: &mut Network| {
             n.azure_firewalls[0].rule_collections[network]
                 .rules

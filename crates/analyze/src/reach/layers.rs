@@ -85,8 +85,9 @@ impl FamLayer {
                 return out;
             }
             for (c, row) in rows.iter().enumerate() {
-                for w in lo / 64..=(lo + n - 1) / 64 {
-                    let mut bits = row[w];
+                let words = row.iter().enumerate().take((lo + n - 1) / 64 + 1);
+                for (w, &word) in words.skip(lo / 64) {
+                    let mut bits = word;
                     while bits != 0 {
                         let p = w * 64 + bits.trailing_zeros() as usize;
                         bits &= bits - 1;
