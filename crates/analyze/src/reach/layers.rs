@@ -59,6 +59,9 @@ pub(super) struct FamLayer {
     /// Destination classes a row of `cells` has room for: a re-check adding classes fills the
     /// room instead of laying the table out again.
     pub(super) stride: usize,
+    /// Per source class, the destination classes whose slot holds a cell: a re-check drops
+    /// cells by reading these instead of every slot of the rows a changed entry meets.
+    pub(super) filled: Vec<Vec<u32>>,
 }
 
 impl FamLayer {
@@ -74,40 +77,70 @@ impl FamLayer {
         new: Vec<Entry>,
         perm: Option<&[usize]>,
     ) -> Vec<u32> {
-        let (ns, nd) = (self.src.rows.len(), self.dst.rows.len());
         let mut dropped = vec![];
         let n = new.len();
-        // Per replaced entry, the rows holding it, in one pass over the rows' window words (a
-        // pass over every row per entry was most of a collection move's re-check).
-        let holding = |rows: &[Vec<u64>]| -> Vec<Vec<usize>> {
-            let mut out = vec![vec![]; n];
-            if n == 0 {
-                return out;
-            }
-            for (c, row) in rows.iter().enumerate() {
-                let words = row.iter().enumerate().take((lo + n - 1) / 64 + 1);
-                for (w, &word) in words.skip(lo / 64) {
-                    let mut bits = word;
-                    while bits != 0 {
-                        let p = w * 64 + bits.trailing_zeros() as usize;
-                        bits &= bits - 1;
-                        if (lo..lo + n).contains(&p) {
-                            out[p - lo].push(c);
-                        }
-                    }
+        // Cells walk the entries both rows hold: a changed entry there changes the cell. Only
+        // the slots that hold a cell are tested, source row by source row, against the window
+        // words both rows hold (a pass over every class pair holding each replaced entry read
+        // mostly empty slots, and was most of a collection move's re-check).
+        if n >= WIDE_WINDOW {
+            let (w0, w1) = (lo / 64, (lo + n - 1) / 64);
+            let mask = |w: usize| -> u64 {
+                let from = if w == w0 { lo % 64 } else { 0 };
+                let to = if w == w1 { (lo + n - 1) % 64 } else { 63 };
+                (u64::MAX >> (63 - to)) & (u64::MAX << from)
+            };
+            let masks: Vec<u64> = (w0..=w1).map(mask).collect();
+            for (sc, filled) in self.filled.iter_mut().enumerate() {
+                if filled.is_empty() {
+                    continue;
                 }
-            }
-            out
-        };
-        // Cells walk the entries both rows hold: a changed entry there changes the cell.
-        let (hs, hd) = (holding(&self.src.rows), holding(&self.dst.rows));
-        for (ss, ds) in hs.iter().zip(&hd) {
-            for &sc in ss {
-                for &dc in ds {
-                    let slot = &mut self.cells[sc * self.stride + dc];
+                let srow = &self.src.rows[sc][w0..=w1];
+                let held: Vec<u64> = srow.iter().zip(&masks).map(|(a, m)| a & m).collect();
+                if held.iter().all(|x| *x == 0) {
+                    continue;
+                }
+                filled.retain(|&dc| {
+                    let drow = &self.dst.rows[dc as usize][w0..=w1];
+                    if drow.iter().zip(&held).all(|(a, b)| a & b == 0) {
+                        return true;
+                    }
+                    let slot = &mut self.cells[sc * self.stride + dc as usize];
                     if *slot != 0 {
                         dropped.push(*slot - 1);
                         *slot = 0;
+                    }
+                    false
+                });
+            }
+        } else if n > 0 {
+            // A few entries: the class pairs holding each, rows found in one pass.
+            let holding = |rows: &[Vec<u64>]| -> Vec<Vec<usize>> {
+                let mut out = vec![vec![]; n];
+                for (c, row) in rows.iter().enumerate() {
+                    let words = row.iter().enumerate().take((lo + n - 1) / 64 + 1);
+                    for (w, &word) in words.skip(lo / 64) {
+                        let mut bits = word;
+                        while bits != 0 {
+                            let p = w * 64 + bits.trailing_zeros() as usize;
+                            bits &= bits - 1;
+                            if (lo..lo + n).contains(&p) {
+                                out[p - lo].push(c);
+                            }
+                        }
+                    }
+                }
+                out
+            };
+            let (hs, hd) = (holding(&self.src.rows), holding(&self.dst.rows));
+            for (ss, ds) in hs.iter().zip(&hd) {
+                for &sc in ss {
+                    for &dc in ds {
+                        let slot = &mut self.cells[sc * self.stride + dc];
+                        if *slot != 0 {
+                            dropped.push(*slot - 1);
+                            *slot = 0;
+                        }
                     }
                 }
             }
@@ -143,10 +176,18 @@ impl FamLayer {
         let (ns2, nd2) = (self.src.rows.len(), self.dst.rows.len());
         if nd2 > self.stride {
             let stride = room(nd2);
-            let mut cells = vec![0; room(ns2) * stride];
-            for sc in 0..ns {
-                cells[sc * stride..sc * stride + nd]
-                    .copy_from_slice(&self.cells[sc * self.stride..sc * self.stride + nd]);
+            // Every cell dropped rather than copied: copying wrote every page holding a cell
+            // into the new table (the kernel zeroes each: 20-30 ms at the bench's size, most of
+            // a first move after the classes had grown); a cell needed again is walked again,
+            // and gets its old id (cells are interned by content).
+            let cells = vec![0; room(ns2) * stride];
+            for (sc, filled) in self.filled.iter_mut().enumerate() {
+                let old = &self.cells[sc * self.stride..];
+                dropped.extend(
+                    filled
+                        .drain(..)
+                        .filter_map(|dc| old[dc as usize].checked_sub(1)),
+                );
             }
             (self.cells, self.stride) = (cells, stride);
         } else if ns2 * self.stride > self.cells.len() {
@@ -157,6 +198,11 @@ impl FamLayer {
         dropped
     }
 }
+
+/// From this many replaced entries on, a re-check drops cells by reading the filled slots of the
+/// source rows the window meets; below it, the class pairs holding each entry (cheaper for a
+/// rule or two, dearer for a moved collection: 141 entries in the bench).
+const WIDE_WINDOW: usize = 32;
 
 /// Room for as many classes again: a rule over every address gives every class it meets a
 /// new row (a known row keeps its id, a changed one gets a new id), and laying the table out
@@ -569,6 +615,7 @@ pub(super) fn fam_layer(entries: Vec<Entry>) -> FamLayer {
         dst,
         cells,
         stride,
+        filled: vec![],
     }
 }
 
@@ -684,7 +731,13 @@ impl<'s> Engine<'s> {
                 id
             }
         };
-        self.layers[layer as usize].fam[f.index()].cells[slot] = id + 1;
+        let fl = &mut self.layers[layer as usize].fam[f.index()];
+        fl.cells[slot] = id + 1;
+        let (sc, dc) = (slot / fl.stride, slot % fl.stride);
+        if fl.filled.len() <= sc {
+            fl.filled.resize(sc + 1, vec![]);
+        }
+        fl.filled[sc].push(dc as u32);
         id
     }
 
