@@ -70,13 +70,13 @@ impl FamLayer {
     /// only the cells of class pairs both of whose rows hold a replaced entry are dropped.
     /// `perm`: the new entries are the old ones reordered (see `Runs::permute`). Returns the
     /// cell ids the dropped slots held: the only cells of this layer that walked a replaced
-    /// entry.
+    /// entry; `None` when the table was laid out again and every cell of it dropped.
     pub(super) fn replace(
         &mut self,
         lo: usize,
         new: Vec<Entry>,
         perm: Option<&[usize]>,
-    ) -> Vec<u32> {
+    ) -> Option<Vec<u32>> {
         let mut dropped = vec![];
         let n = new.len();
         // Cells walk the entries both rows hold: a changed entry there changes the cell. Only
@@ -181,21 +181,15 @@ impl FamLayer {
             // a first move after the classes had grown); a cell needed again is walked again,
             // and gets its old id (cells are interned by content).
             let cells = vec![0; room(ns2) * stride];
-            for (sc, filled) in self.filled.iter_mut().enumerate() {
-                let old = &self.cells[sc * self.stride..];
-                dropped.extend(
-                    filled
-                        .drain(..)
-                        .filter_map(|dc| old[dc as usize].checked_sub(1)),
-                );
-            }
+            self.filled.clear();
             (self.cells, self.stride) = (cells, stride);
+            return None;
         } else if ns2 * self.stride > self.cells.len() {
             self.cells.resize(room(ns2) * self.stride, 0);
         }
         dropped.sort_unstable();
         dropped.dedup();
-        dropped
+        Some(dropped)
     }
 }
 

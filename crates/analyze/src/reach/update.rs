@@ -422,6 +422,7 @@ impl<'s> Engine<'s> {
         // Both families' tables first: a cell retired in one family may be held by the other's
         // table too, and must be gone before any block is re-checked.
         let mut todo = vec![];
+        let mut bump = false;
         for (((f, w), boxes), perm) in [Family::V4, Family::V6]
             .into_iter()
             .zip(windows)
@@ -442,8 +443,12 @@ impl<'s> Engine<'s> {
                 match whole {
                     None if new.len() == hi - lo => {
                         let dropped = fl.replace(lo, new, perm.as_deref());
-                        if let Some(renamed) = &retire {
-                            self.retire_cells(&dropped, renamed);
+                        match (&retire, dropped) {
+                            (Some(renamed), Some(dropped)) => self.retire_cells(&dropped, renamed),
+                            // Every cell of the table dropped: listing them all to retire the
+                            // few naming renamed rules cost more than the saved paths.
+                            (Some(_), None) => bump = true,
+                            (None, _) => {}
                         }
                     }
                     None => {
@@ -473,6 +478,9 @@ impl<'s> Engine<'s> {
                 }
             }
             todo.push((f, boxes));
+        }
+        if bump {
+            self.layers[layer as usize].version += 1;
         }
         let mut count = 0;
         for (f, boxes) in todo {
