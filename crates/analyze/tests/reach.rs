@@ -497,6 +497,34 @@ fn parallel_matrix_on_three_threads_equals_serial_and_rechecks() {
             .unwrap();
     }
     same_answers(&parallel, &Engine::new(&snap2));
+    // FW-3: the last network rule collection moved first. The move re-checks through the
+    // cells the merge copied from the workers, which must be dropped like the engine's own.
+    let grid = reach::cuts(&snap2);
+    let fw = &mut changed.azure_firewalls[0];
+    let network = |c: &&mut palisade_model::RuleCollection| {
+        c.kind == palisade_model::RuleCollectionKind::Network
+    };
+    let first = fw
+        .rule_collections
+        .iter_mut()
+        .filter(network)
+        .map(|c| c.priority)
+        .min();
+    let last = fw
+        .rule_collections
+        .iter_mut()
+        .filter(network)
+        .max_by_key(|c| c.priority);
+    let (Some(first), Some(last)) = (first, last) else {
+        panic!("the generated network has network rule collections");
+    };
+    last.priority = first - 1;
+    let snap3 = compile(&changed);
+    let (fw0, compiled) = snap3.firewalls().next().unwrap();
+    parallel
+        .update_firewall(fw0, compiled)
+        .expect("no new boundary");
+    same_answers(&parallel, &Engine::with_cuts(&snap3, &grid));
 }
 
 /// The incremental re-check after a one-rule change gives the answers of a fresh computation.
@@ -688,6 +716,145 @@ fn recheck_after_a_collection_swap_names_the_rules_by_their_new_order() {
     // NSG-4: each NSG's first rule opened to every source, one after another.
     for n in 0..net.network_security_groups.len().min(6) {
         let nsg = &mut net.network_security_groups[n];
+        let Some(r) = nsg.security_rules.first_mut() else {
+            continue;
+        };
+        r.source.address_prefixes = vec![AddressItem::Any];
+        let (name, dir) = (nsg.name.clone(), r.direction);
+        let snap = compile(&net);
+        let (idx, _) = snap.nsgs().find(|(_, x)| x.name == name).unwrap();
+        engine
+            .update_nsg(idx, dir, snap.nsg(idx).direction(dir))
+            .expect("any is a boundary already");
+        same_answers(&engine, &Engine::with_cuts(&snap, &grid));
+    }
+}
+
+/// Issue 15: a firewall rule deleted (every later rule index shifts, FW-2), the rule after it
+/// edited, the rule added back, a DNAT rule deleted and added back (FW-4), with an NSG edit
+/// after each step that re-plans paths through the firewall (NSG-4). The engine keeps the
+/// later rules under their slots and cuts the classes in place; each step's answers must
+/// equal an engine built from scratch (DIAG-7), naming the rules that decide now.
+#[test]
+fn recheck_after_firewall_rules_deleted_and_added_back_equals_from_scratch() {
+    use palisade_model::{AddressItem, PortRange, RuleCollectionKind};
+    let g = HubSpoke::small(4);
+    let mut net = g.build();
+    let snap0 = compile(&net);
+    let grid = reach::cuts(&snap0);
+    let mut engine = Engine::new(&snap0);
+    let network = net.azure_firewalls[0]
+        .rule_collections
+        .iter()
+        .position(|c| c.kind == RuleCollectionKind::Network && c.rules.len() >= 3)
+        .expect("the generated network has a network collection of three rules");
+    let nat = net.azure_firewalls[0]
+        .rule_collections
+        .iter()
+        .position(|c| c.kind == RuleCollectionKind::Nat && !c.rules.is_empty())
+        .expect("the generated network has a DNAT rule");
+    let deleted = net.azure_firewalls[0].rule_collections[network].rules[1].clone();
+    let dnat = net.azure_firewalls[0].rule_collections[nat].rules[0].clone();
+    type Edit = Box<dyn Fn(&mut Network)>;
+    let steps: Vec<Edit> = vec![
+        Box::new(move |n: &mut Network| {
+            n.azure_firewalls[0].rule_collections[network]
+                .rules
+                .remove(1);
+        }),
+        Box::new(move |n: &mut Network| {
+            let r = &mut n.azure_firewalls[0].rule_collections[network].rules[1];
+            r.destination_ports = vec![PortRange::ANY];
+        }),
+        Box::new(move |n: &mut Network| {
+            let rules = &mut n.azure_firewalls[0].rule_collections[network].rules;
+            rules.insert(1, deleted.clone());
+        }),
+        Box::new(move |n: &mut Network| {
+            n.azure_firewalls[0].rule_collections[nat].rules.remove(0);
+        }),
+        Box::new(move |n: &mut Network| {
+            let rules = &mut n.azure_firewalls[0].rule_collections[nat].rules;
+            rules.insert(0, dnat.clone());
+        }),
+        Box::new(move |n: &mut Network| {
+            n.azure_firewalls[0].rule_collections[network]
+                .rules
+                .remove(0);
+        }),
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        step(&mut net);
+        let snap = compile(&net);
+        let (fw0, compiled) = snap.firewalls().next().unwrap();
+        engine
+            .update_firewall(fw0, compiled)
+            .expect("a deletion or a rule put back names no new boundary");
+        same_answers(&engine, &Engine::with_cuts(&snap, &grid));
+        let count = net.network_security_groups.len();
+        let nsg = &mut net.network_security_groups[i % count];
+        let Some(r) = nsg.security_rules.first_mut() else {
+            continue;
+        };
+        r.source.address_prefixes = vec![AddressItem::Any];
+        r.access = match r.access {
+            Access::Allow => Access::Deny,
+            Access::Deny => Access::Allow,
+        };
+        let (name, dir) = (nsg.name.clone(), r.direction);
+        let snap = compile(&net);
+        let (idx, _) = snap.nsgs().find(|(_, x)| x.name == name).unwrap();
+        engine
+            .update_nsg(idx, dir, snap.nsg(idx).direction(dir))
+            .expect("any is a boundary already");
+        same_answers(&engine, &Engine::with_cuts(&snap, &grid));
+    }
+}
+
+/// Issue 15: a collection moved ahead of another and back again (FW-1), with NSG edits in
+/// between (NSG-4): the cells that named the moved rules are retired, not the firewall's saved
+/// paths, and the cells walked again after the move back must name the rules as they are now
+/// (DIAG-7), as an engine built from scratch does.
+#[test]
+fn recheck_after_a_collection_moved_and_back_equals_from_scratch() {
+    use palisade_model::{AddressItem, FirewallAction, RuleCollectionKind};
+    let g = HubSpoke::small(5);
+    let mut net = g.build();
+    let fw = &mut net.azure_firewalls[0];
+    let first = (0..fw.rule_collections.len())
+        .find(|i| fw.rule_collections[*i].kind == RuleCollectionKind::Network)
+        .expect("the generated network has a network rule collection");
+    // A second network collection after the first, of the same rules with the other action.
+    let mut copy = fw.rule_collections[first].clone();
+    copy.name.push_str("-second");
+    copy.priority += 5;
+    copy.action = if copy.action == FirewallAction::Allow {
+        FirewallAction::Deny
+    } else {
+        FirewallAction::Allow
+    };
+    fw.rule_collections.push(copy);
+    let last = fw.rule_collections.len() - 1;
+    let snap0 = compile(&net);
+    let grid = reach::cuts(&snap0);
+    let mut engine = Engine::new(&snap0);
+    let fw = &net.azure_firewalls[0];
+    let (p_first, p_last) = (
+        fw.rule_collections[first].priority,
+        fw.rule_collections[last].priority,
+    );
+    for (round, priority) in [p_first - 1, p_last, p_first - 1, p_last]
+        .into_iter()
+        .enumerate()
+    {
+        net.azure_firewalls[0].rule_collections[last].priority = priority;
+        let snap = compile(&net);
+        let (fw0, compiled) = snap.firewalls().next().unwrap();
+        engine
+            .update_firewall(fw0, compiled)
+            .expect("no new boundary");
+        same_answers(&engine, &Engine::with_cuts(&snap, &grid));
+        let nsg = &mut net.network_security_groups[round % 2];
         let Some(r) = nsg.security_rules.first_mut() else {
             continue;
         };

@@ -59,26 +59,99 @@ pub(super) struct FamLayer {
     /// Destination classes a row of `cells` has room for: a re-check adding classes fills the
     /// room instead of laying the table out again.
     pub(super) stride: usize,
+    /// Per source class, the destination classes whose slot holds a cell: a re-check drops
+    /// cells by reading these instead of every slot of the rows a changed entry meets.
+    pub(super) filled: Vec<Vec<u32>>,
 }
 
 impl FamLayer {
+    /// Slot `slot` holds cell `id` from now on, listed in `filled` for the re-check.
+    pub(super) fn set_cell(&mut self, slot: usize, id: u32) {
+        self.cells[slot] = id + 1;
+        let (sc, dc) = (slot / self.stride, slot % self.stride);
+        if self.filled.len() <= sc {
+            self.filled.resize(sc + 1, vec![]);
+        }
+        self.filled[sc].push(dc as u32);
+    }
+
     /// The entries `lo..lo + new.len()` replaced by as many `new` ones (same rule indexes
     /// elsewhere): the classes are cut only where the old or new entries' ranges fall, and
     /// only the cells of class pairs both of whose rows hold a replaced entry are dropped.
-    /// `perm`: the new entries are the old ones reordered (see `Runs::permute`).
-    pub(super) fn replace(&mut self, lo: usize, new: Vec<Entry>, perm: Option<&[usize]>) {
-        let (ns, nd) = (self.src.rows.len(), self.dst.rows.len());
-        let holding = |rows: &[Vec<u64>], p: usize| -> Vec<usize> {
-            (0..rows.len())
-                .filter(|c| rows[*c][p / 64] >> (p % 64) & 1 == 1)
-                .collect()
-        };
-        // Cells walk the entries both rows hold: a changed entry there changes the cell.
-        for p in lo..lo + new.len() {
-            let ds = holding(&self.dst.rows, p);
-            for sc in holding(&self.src.rows, p) {
-                for &dc in &ds {
-                    self.cells[sc * self.stride + dc] = 0;
+    /// `perm`: the new entries are the old ones reordered (see `Runs::permute`). Returns the
+    /// cell ids the dropped slots held: the only cells of this layer that walked a replaced
+    /// entry; `None` when the table was laid out again and every cell of it dropped.
+    pub(super) fn replace(
+        &mut self,
+        lo: usize,
+        new: Vec<Entry>,
+        perm: Option<&[usize]>,
+    ) -> Option<Vec<u32>> {
+        let mut dropped = vec![];
+        let n = new.len();
+        // Cells walk the entries both rows hold: a changed entry there changes the cell. Only
+        // the slots that hold a cell are tested, source row by source row, against the window
+        // words both rows hold (a pass over every class pair holding each replaced entry read
+        // mostly empty slots, and was most of a collection move's re-check).
+        if n >= WIDE_WINDOW {
+            let (w0, w1) = (lo / 64, (lo + n - 1) / 64);
+            let mask = |w: usize| -> u64 {
+                let from = if w == w0 { lo % 64 } else { 0 };
+                let to = if w == w1 { (lo + n - 1) % 64 } else { 63 };
+                (u64::MAX >> (63 - to)) & (u64::MAX << from)
+            };
+            let masks: Vec<u64> = (w0..=w1).map(mask).collect();
+            for (sc, filled) in self.filled.iter_mut().enumerate() {
+                if filled.is_empty() {
+                    continue;
+                }
+                let srow = &self.src.rows[sc][w0..=w1];
+                let held: Vec<u64> = srow.iter().zip(&masks).map(|(a, m)| a & m).collect();
+                if held.iter().all(|x| *x == 0) {
+                    continue;
+                }
+                filled.retain(|&dc| {
+                    let drow = &self.dst.rows[dc as usize][w0..=w1];
+                    if drow.iter().zip(&held).all(|(a, b)| a & b == 0) {
+                        return true;
+                    }
+                    let slot = &mut self.cells[sc * self.stride + dc as usize];
+                    if *slot != 0 {
+                        dropped.push(*slot - 1);
+                        *slot = 0;
+                    }
+                    false
+                });
+            }
+        } else if n > 0 {
+            // A few entries: the class pairs holding each, rows found in one pass.
+            let holding = |rows: &[Vec<u64>]| -> Vec<Vec<usize>> {
+                let mut out = vec![vec![]; n];
+                for (c, row) in rows.iter().enumerate() {
+                    let words = row.iter().enumerate().take((lo + n - 1) / 64 + 1);
+                    for (w, &word) in words.skip(lo / 64) {
+                        let mut bits = word;
+                        while bits != 0 {
+                            let p = w * 64 + bits.trailing_zeros() as usize;
+                            bits &= bits - 1;
+                            if (lo..lo + n).contains(&p) {
+                                out[p - lo].push(c);
+                            }
+                        }
+                    }
+                }
+                out
+            };
+            let (hs, hd) = (holding(&self.src.rows), holding(&self.dst.rows));
+            for (ss, ds) in hs.iter().zip(&hd) {
+                for &sc in ss {
+                    for &dc in ds {
+                        let slot = &mut self.cells[sc * self.stride + dc];
+                        if *slot != 0 {
+                            dropped.push(*slot - 1);
+                            *slot = 0;
+                        }
+                    }
                 }
             }
         }
@@ -113,17 +186,27 @@ impl FamLayer {
         let (ns2, nd2) = (self.src.rows.len(), self.dst.rows.len());
         if nd2 > self.stride {
             let stride = room(nd2);
-            let mut cells = vec![0; room(ns2) * stride];
-            for sc in 0..ns {
-                cells[sc * stride..sc * stride + nd]
-                    .copy_from_slice(&self.cells[sc * self.stride..sc * self.stride + nd]);
-            }
+            // Every cell dropped rather than copied: copying wrote every page holding a cell
+            // into the new table (the kernel zeroes each: 20-30 ms at the bench's size, most of
+            // a first move after the classes had grown); a cell needed again is walked again,
+            // and gets its old id (cells are interned by content).
+            let cells = vec![0; room(ns2) * stride];
+            self.filled.clear();
             (self.cells, self.stride) = (cells, stride);
+            return None;
         } else if ns2 * self.stride > self.cells.len() {
             self.cells.resize(room(ns2) * self.stride, 0);
         }
+        dropped.sort_unstable();
+        dropped.dedup();
+        Some(dropped)
     }
 }
+
+/// From this many replaced entries on, a re-check drops cells by reading the filled slots of the
+/// source rows the window meets; below it, the class pairs holding each entry (cheaper for a
+/// rule or two, dearer for a moved collection: 141 entries in the bench).
+const WIDE_WINDOW: usize = 32;
 
 /// Room for as many classes again: a rule over every address gives every class it meets a
 /// new row (a known row keeps its id, a changed one gets a new id), and laying the table out
@@ -148,9 +231,25 @@ pub(super) struct RuleInfo {
     pub(super) priority: Option<u32>,
 }
 
+impl RuleInfo {
+    /// A slot no rule holds yet.
+    pub(super) fn unused() -> RuleInfo {
+        RuleInfo {
+            layer: "firewall",
+            resource: String::new(),
+            rule: None,
+            priority: None,
+        }
+    }
+}
+
 pub(super) struct Layer {
     pub(super) kind: LayerKind,
+    /// By rule slot: entries, cells and controls name a rule by its slot.
     pub(super) rules: Vec<RuleInfo>,
+    /// A firewall's rule index → its slot in `rules` (empty for an NSG direction, where the
+    /// two are one): a rule keeps its slot when rules before it are added or deleted.
+    pub(super) slots: Vec<u32>,
     /// DNAT rules: translation per rule index.
     pub(super) dnat: HashMap<u32, (IpAddr, Option<u16>)>,
     pub(super) fam: [FamLayer; 2],
@@ -520,6 +619,7 @@ pub(super) fn fam_layer(entries: Vec<Entry>) -> FamLayer {
         dst,
         cells,
         stride,
+        filled: vec![],
     }
 }
 
@@ -542,6 +642,7 @@ impl<'s> Engine<'s> {
                         direction: dir,
                     },
                     rules: infos,
+                    slots: vec![],
                     dnat: HashMap::default(),
                     fam: [fam_layer(v4), fam_layer(v6)],
                     ctrls: vec![],
@@ -555,6 +656,7 @@ impl<'s> Engine<'s> {
             self.fw_layer.push(self.layers.len() as u32);
             self.layers.push(Layer {
                 kind: LayerKind::Firewall { firewall: i },
+                slots: (0..infos.len() as u32).collect(),
                 rules: infos,
                 dnat,
                 fam: [fam_layer(v4), fam_layer(v6)],
@@ -621,7 +723,7 @@ impl<'s> Engine<'s> {
             .remove(&(layer, slot))
             .unwrap_or_else(|| self.walk(layer, f, slot));
         let id = self.intern_cell(pieces);
-        self.layers[layer as usize].fam[f.index()].cells[slot] = id + 1;
+        self.layers[layer as usize].fam[f.index()].set_cell(slot, id);
         id
     }
 

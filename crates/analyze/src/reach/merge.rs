@@ -80,10 +80,12 @@ impl<'s> Engine<'s> {
                     dst: fl.dst.rows_only(),
                     cells: vec![0; fl.cells.len()],
                     stride: fl.stride,
+                    filled: vec![],
                 };
                 Layer {
                     kind: l.kind,
                     rules: l.rules.clone(),
+                    slots: l.slots.clone(),
                     dnat: l.dnat.clone(),
                     fam,
                     ctrls: vec![],
@@ -151,10 +153,11 @@ impl<'s> Engine<'s> {
             .collect();
         // The worker's cell tables: slots it filled that the engine has not.
         for (l, wl) in self.layers.iter_mut().zip(&w.layers) {
-            let (mine, theirs) = (&mut l.fam[fi].cells, &wl.fam[fi].cells);
-            for (m, t) in mine.iter_mut().zip(theirs) {
-                if *m == 0 && *t != 0 {
-                    *m = cell[*t as usize - 1] + 1;
+            let (mine, theirs) = (&mut l.fam[fi], &wl.fam[fi].cells);
+            for (slot, &t) in theirs.iter().enumerate().take(mine.cells.len()) {
+                if mine.cells[slot] == 0 && t != 0 {
+                    // Through `set_cell`, so a re-check that drops cells by `filled` sees it.
+                    mine.set_cell(slot, cell[t as usize - 1]);
                 }
             }
         }

@@ -1030,6 +1030,15 @@ impl<'s> Engine<'s> {
         id
     }
 
+    /// Forget cell `id`'s content: a walk giving the same pieces gets a new id (the old one
+    /// stays valid for whatever names it).
+    pub(super) fn forget_cell(&mut self, id: u32) {
+        let h = hash_cell(&self.cells[id as usize]);
+        if let Ok(entry) = self.cell_ids.find_entry(h, |x| *x == id) {
+            entry.remove();
+        }
+    }
+
     /// A stored decision's pieces (`l4.words + 1` words each), interned by content.
     pub(super) fn intern_pieces(&mut self, flat: &[u64]) -> u32 {
         let w = self.l4.words;

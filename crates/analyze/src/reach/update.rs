@@ -3,7 +3,7 @@
 
 use super::atoms::{and, classes_over, zero, AtomLoc, Bits};
 use super::layers::{
-    fam_layer, fw_dnat, fw_entries, fw_hashes, fw_infos, fw_rule_counts, nsg_entries, Act, Entry,
+    fam_layer, fw_dnat, fw_entries, fw_hashes, fw_rule_counts, nsg_entries, Act, Entry,
     FwConverted, LayerKind, RuleInfo,
 };
 use super::plans::STEP_NAMES;
@@ -49,8 +49,11 @@ impl<'s> Engine<'s> {
 
     /// Re-check after a firewall's rules changed (same addresses). Only the items between the
     /// first and the last changed fingerprint are converted and spliced in (a one-rule change
-    /// converts one rule, not the firewall); when a rule was added or deleted, the entries
-    /// after them are kept under shifted rule indexes.
+    /// converts one rule, not the firewall). Entries name rules by slot, not by the firewall's
+    /// rule index: when a rule is added or deleted, the later rules keep their slots (and so
+    /// every cell and memo key naming them), an added rule takes a new slot, and a deleted
+    /// rule's entries become empty entries held by no class, so the classes are cut only where
+    /// its ranges fell (APKeep-style) instead of being rebuilt.
     pub fn update_firewall(
         &mut self,
         firewall: FirewallId,
@@ -73,7 +76,8 @@ impl<'s> Engine<'s> {
         }
         let (hash, rule) = fw_hashes(fw);
         let counts = fw_rule_counts(fw);
-        let old = &self.layers[layer as usize].items;
+        let l = &self.layers[layer as usize];
+        let old = &l.items;
         let total = |c: (usize, usize, usize)| (c.0 + c.1 + c.2) as i64;
         let delta = total(counts) - total(old.rules);
         // The items kept before and after the window: the same fingerprint under the same
@@ -92,54 +96,83 @@ impl<'s> Engine<'s> {
             ho -= 1;
             hn -= 1;
         }
-        let same_rules = counts == old.rules && n_old == n_new;
-        if same_rules && lo == ho {
+        if counts == old.rules && n_old == n_new && lo == ho {
             return Ok(0);
         }
+        // The slot of each rule index. With as many rules as before, the slot the index had (a
+        // rule moved by its priority is renamed in place, see `replace_layer`); otherwise a kept
+        // item's rule keeps its slot and a rule met only in the window takes a new one.
+        let mut slots = if delta == 0 && counts == old.rules {
+            l.slots.clone()
+        } else {
+            vec![NONE; total(counts) as usize]
+        };
+        let mut next = l.rules.len() as u32;
+        let mut clash = false;
+        let kept_items = (0..lo)
+            .map(|j| (j, j))
+            .chain((hn..n_new).map(|j| (j, j - hn + ho)));
+        for (j, i) in kept_items {
+            let s = l.slots[old.rule[i] as usize];
+            let at = &mut slots[rule[j] as usize];
+            clash |= *at != NONE && *at != s;
+            *at = s;
+        }
+        if clash {
+            return Err("a rule's items moved apart: build a new engine".into());
+        }
         let FwConverted {
-            entries: [v4, v6],
+            entries,
             first: conv_first,
             infos,
         } = fw_entries(fw, lo..hn);
-        let n = if same_rules {
-            // Every rule index keeps its rule outside the window: only the window's infos.
-            let window = |f: usize, new| Window {
-                lo: old.first[f][lo] as usize,
-                hi: old.first[f][ho] as usize,
+        let mut slot_of = |r: u32| {
+            let at = &mut slots[r as usize];
+            if *at == NONE {
+                *at = next;
+                next += 1;
+            }
+            *at
+        };
+        let infos: Vec<(u32, RuleInfo)> = infos.into_iter().map(|(r, i)| (slot_of(r), i)).collect();
+        let dnat: HashMap<u32, (IpAddr, Option<u16>)> = fw_dnat(fw)
+            .into_iter()
+            .map(|(r, t)| (slot_of(r), t))
+            .collect();
+        // Per family: the window's entries, taken back over the empty entries a deleted rule
+        // left just before it, and the new ones padded with empty entries to as many when
+        // fewer (the classes are then cut in place, `FamLayer::replace`).
+        let mut starts = [0usize; 2];
+        let mut ws = vec![];
+        for (fi, mut new) in entries.into_iter().enumerate() {
+            for e in &mut new {
+                e.rule = slot_of(e.rule);
+            }
+            let es = &l.fam[fi].entries;
+            let (mut a, b) = (old.first[fi][lo] as usize, old.first[fi][ho] as usize);
+            while a > 0 && es[a - 1].src.is_empty() {
+                a -= 1;
+            }
+            if new.len() < b - a {
+                new.resize(b - a, empty_entry());
+            }
+            starts[fi] = a;
+            ws.push(Window {
+                lo: a,
+                hi: b,
                 new,
                 whole: None,
-            };
-            let windows = [window(0, v4), window(1, v6)];
-            self.replace_layer(layer, windows, fw_dnat(fw), Ok(infos))?
-        } else {
-            // A rule added or deleted: the entries after the window name rules by indexes
-            // shifted by `delta`; the other entries are kept, not converted again.
-            let l = &self.layers[layer as usize];
-            let window = |f: usize, new: Vec<Entry>| {
-                let (a, b) = (old.first[f][lo] as usize, old.first[f][ho] as usize);
-                let es = &l.fam[f].entries;
-                let mut all: Vec<Entry> = Vec::with_capacity(es.len() - (b - a) + new.len());
-                all.extend_from_slice(&es[..a]);
-                all.extend_from_slice(&new);
-                all.extend(es[b..].iter().map(|e| Entry {
-                    rule: (i64::from(e.rule) + delta) as u32,
-                    ..e.clone()
-                }));
-                Window {
-                    lo: a,
-                    hi: b,
-                    new,
-                    whole: Some(all),
-                }
-            };
-            let windows = [window(0, v4), window(1, v6)];
-            self.replace_layer(layer, windows, fw_dnat(fw), Err(fw_infos(fw)))?
-        };
+            });
+        }
+        let news: [usize; 2] = [ws[0].new.len(), ws[1].new.len()];
+        let windows: [Window; 2] = ws.try_into().map_err(|_| "two families")?;
+        let old_first = old.first.clone();
+        let n = self.replace_layer(layer, windows, dnat, Ok(infos))?;
         let l = &mut self.layers[layer as usize];
         // The items after the window move by the change in its entry count.
-        for (first, conv) in l.items.first.iter_mut().zip(&conv_first) {
-            let (at, old_end) = (first[lo], first[ho]);
-            let new_end = at + *conv.last().expect("count");
+        for (fi, (first, conv)) in l.items.first.iter_mut().zip(&conv_first).enumerate() {
+            let (at, old_end) = (starts[fi] as u32, old_first[fi][ho]);
+            let new_end = at + news[fi] as u32;
             let mut next: Vec<u32> = first[..lo].to_vec();
             next.extend(conv[..hn - lo].iter().map(|x| x + at));
             next.extend(first[ho..].iter().map(|x| x - old_end + new_end));
@@ -148,6 +181,7 @@ impl<'s> Engine<'s> {
         l.items.hash = hash;
         l.items.rule = rule;
         l.items.rules = counts;
+        l.slots = slots;
         Ok(n)
     }
 
@@ -289,20 +323,34 @@ impl<'s> Engine<'s> {
             }
             (out, perms)
         };
+        let retire: Option<Vec<u32>>;
         {
             let l = &mut self.layers[layer as usize];
             // Whether a rule index now names another rule (another control): a memo key names
             // cells, whose pieces name rules by index, so only then do this layer's keys go
             // stale. A change of a rule's addresses, ports or access alone changes the cells
             // it meets (new cell ids, new keys) and keeps every other key valid.
-            let renamed = match infos {
+            // `Some`: the indexes that now name another rule; `None`: any index may.
+            let renamed: Option<Vec<u32>> = match infos {
                 // A control names its rule: only the changed rules' controls are re-derived.
                 Ok(changed) => {
                     let steps = STEP_NAMES.len();
-                    let mut renamed = false;
+                    let mut renamed = vec![];
+                    // New slots (a rule added): no cell names them yet.
+                    let known = l.rules.len();
+                    if let Some(top) = changed.iter().map(|(r, _)| *r as usize + 1).max() {
+                        if top > known {
+                            l.rules.resize(top, RuleInfo::unused());
+                            if !l.ctrls.is_empty() {
+                                l.ctrls.resize((top + 1) * steps, NONE);
+                            }
+                        }
+                    }
                     for (r, info) in changed {
                         if let Some((old, ctrls, live)) = kept.get(&r) {
-                            renamed |= *old != r;
+                            if *old != r {
+                                renamed.push(r);
+                            }
                             if !l.ctrls.is_empty() {
                                 let at = (r as usize + 1) * steps;
                                 l.ctrls[at..at + steps].copy_from_slice(ctrls);
@@ -323,29 +371,58 @@ impl<'s> Engine<'s> {
                         if l.rules[r as usize] == info {
                             continue;
                         }
-                        renamed = true;
+                        if (r as usize) < known {
+                            renamed.push(r);
+                        }
                         if !l.ctrls.is_empty() {
                             let at = (r as usize + 1) * steps;
                             l.ctrls[at..at + steps].fill(NONE);
                         }
                         l.rules[r as usize] = info;
                     }
-                    renamed
+                    renamed.sort_unstable();
+                    renamed.dedup();
+                    Some(renamed)
                 }
-                Err(all) if all == l.rules => false,
+                Err(all) if all == l.rules => Some(vec![]),
                 Err(all) => {
                     l.rules = all;
                     l.ctrls.clear();
-                    true
+                    None
                 }
             };
-            // Paths that do not meet the layer keep their memo keys in any case.
-            if renamed {
+            // A renamed index makes stale the keys whose cells name it. When every entry
+            // naming one lies in a window replaced in place, the slots `FamLayer::replace`
+            // drops are all the slots holding such a cell: those cells are retired (the next
+            // walk of the same pieces gets a new id, so their keys are never met again) and
+            // every other key of the layer stays valid — the saved paths through a firewall
+            // survive a collection move. Otherwise the layer's version is bumped. Paths that
+            // do not meet the layer keep their memo keys in any case.
+            let renamed_any = renamed.as_ref().is_none_or(|r| !r.is_empty());
+            retire = renamed.filter(|r| !r.is_empty()).and_then(|r| {
+                let in_place = windows.iter().enumerate().all(|(fi, w)| {
+                    let es = &l.fam[fi].entries;
+                    let outside = es.iter().enumerate().any(|(i, e)| {
+                        !(w.lo..w.hi).contains(&i) && r.binary_search(&e.rule).is_ok()
+                    });
+                    let touched = !(w.lo == w.hi && w.new.is_empty());
+                    !outside
+                        && (!touched
+                            || (w.whole.is_none()
+                                && w.new.len() == w.hi - w.lo
+                                && es[w.lo..w.hi] != w.new[..]))
+                });
+                in_place.then_some(r)
+            });
+            if renamed_any && retire.is_none() {
                 l.version += 1;
             }
             l.dnat = dnat;
         }
-        let mut count = 0;
+        // Both families' tables first: a cell retired in one family may be held by the other's
+        // table too, and must be gone before any block is re-checked.
+        let mut todo = vec![];
+        let mut bump = false;
         for (((f, w), boxes), perm) in [Family::V4, Family::V6]
             .into_iter()
             .zip(windows)
@@ -364,7 +441,16 @@ impl<'s> Engine<'s> {
             // order kept): the same classes and cells, which name rules by index.
             if whole.is_some() || fl.entries[lo..hi] != new[..] {
                 match whole {
-                    None if new.len() == hi - lo => fl.replace(lo, new, perm.as_deref()),
+                    None if new.len() == hi - lo => {
+                        let dropped = fl.replace(lo, new, perm.as_deref());
+                        match (&retire, dropped) {
+                            (Some(renamed), Some(dropped)) => self.retire_cells(&dropped, renamed),
+                            // Every cell of the table dropped: listing them all to retire the
+                            // few naming renamed rules cost more than the saved paths.
+                            (Some(_), None) => bump = true,
+                            (None, _) => {}
+                        }
+                    }
                     None => {
                         let mut entries = std::mem::take(&mut fl.entries);
                         entries.splice(lo..hi, new);
@@ -391,6 +477,14 @@ impl<'s> Engine<'s> {
                     self.index[fi].dcls[layer as usize] = classes_over(&fl.dst, starts);
                 }
             }
+            todo.push((f, boxes));
+        }
+        if bump {
+            self.layers[layer as usize].version += 1;
+        }
+        let mut count = 0;
+        for (f, boxes) in todo {
+            let fi = f.index();
             if boxes.is_empty() {
                 continue;
             }
@@ -510,6 +604,22 @@ impl<'s> Engine<'s> {
         Ok(count)
     }
 
+    /// Retire the cells among `dropped` whose pieces name a rule index in `renamed` (sorted):
+    /// their content is forgotten, so a walk giving the same pieces gets a new id and no memo
+    /// key naming the old one is met again (the old id may still serve another layer, where
+    /// its indexes mean that layer's rules).
+    fn retire_cells(&mut self, dropped: &[u32], renamed: &[u32]) {
+        for &c in dropped {
+            let pieces = &self.cells[c as usize];
+            if pieces
+                .iter()
+                .any(|p| renamed.binary_search(&p.rule).is_ok())
+            {
+                self.forget_cell(c);
+            }
+        }
+    }
+
     /// The changed rules that are old rules of the layer under a new index or priority (same
     /// layer, resource and name, one of each among the changed rules): new index → [`Kept`].
     /// Their controls are kept and relabelled with the new priority instead of the flows they
@@ -609,6 +719,19 @@ impl<'s> Engine<'s> {
             }
         }
         out
+    }
+}
+
+/// An entry that matches nothing, held by no class: what a deleted rule's entries become, so
+/// that the entries after them keep their places.
+fn empty_entry() -> Entry {
+    Entry {
+        src: IntervalSet::default(),
+        dst: IntervalSet::default(),
+        l4: Default::default(),
+        bits: Bits::new(),
+        act: Act::NoMatch,
+        rule: NONE,
     }
 }
 
