@@ -18,8 +18,8 @@
 #   one rule     `palisade host apply` after one rule's port changed (its incremental path),
 #                and that path's transaction alone through nft: delete by handle, insert by
 #                position; the apply step inside `host apply` (its report's `seconds` and
-#                `cpu_seconds`: drift check, transaction, handles; a rule change goes as one
-#                netlink batch), against that nft transaction
+#                `cpu_seconds`: drift check, transaction, read-back; a rule change and a full
+#                replace each go as one netlink batch), against that nft transaction
 #   changes      $CHANGES one-rule changes in a row through `apply` (the rule_change_bench
 #                example on the rendered plan, without the command's load and compile): each
 #                one netlink batch; median `seconds` / `cpu_seconds` of its apply step
@@ -398,7 +398,8 @@ print(f"| full apply, text | {txt:.2f} s | | one nft call per rule, {per_call * 
 print(f"| palisade host apply, whole command (load, compile, render, apply, read back) | {full:.1f} s | | | |")
 print(f"| one rule changed: palisade host apply, whole command ({change['table']['mode']}, {change['table']['commands']} commands) | {one:.1f} s | | full apply {full:.1f} s | {one / full:.2f}x |")
 print(f"| one rule changed: the transaction apply sends (delete by handle, insert by position) | {one_tx * 1000:.0f} ms | {one_cpu * 1000:.0f} ms | full text transaction {txt * 1000:.0f} ms / {txt_cpu * 1000:.0f} ms | {one_tx / txt:.4f}x / {one_cpu / txt_cpu:.4f}x |")
-print(f"| full apply: the apply step of `host apply` (drift check, transaction, handles; report `seconds`) | {full_step:.2f} s | {full_step_cpu:.2f} s | full text transaction {txt:.2f} s / {txt_cpu:.2f} s | {full_step / txt:.2f}x / {full_step_cpu / txt_cpu:.2f}x |")
+full_via = json.load(open(f"{out}/apply1.json"))["table"].get("via")
+print(f"| full apply: the apply step of `host apply` (via {full_via}: drift check, transaction, read-back; report `seconds`) | {full_step:.2f} s | {full_step_cpu:.2f} s | full text transaction {txt:.2f} s / {txt_cpu:.2f} s | {full_step / txt:.2f}x / {full_step_cpu / txt_cpu:.2f}x |")
 print(f"| one rule changed: the apply step of `host apply` (via {change['table'].get('via')}, {change['table']['commands']} edits) | {one_step * 1000:.1f} ms | {one_step_cpu * 1000:.1f} ms | the same change through nft {one_tx * 1000:.0f} ms / {one_cpu * 1000:.0f} ms | {one_step / one_tx:.4f}x / {one_step_cpu / one_cpu:.4f}x |")
 print(f"| one rule changed: {len(runs)} changes in a row through `apply` (via {', '.join(row_via)}), median | {row_s * 1000:.1f} ms | {row_cpu * 1000:.1f} ms | the same change through nft {one_tx * 1000:.0f} ms / {one_cpu * 1000:.0f} ms | {row_s / one_tx:.4f}x / {row_cpu / one_cpu:.4f}x |")
 print(f"| one `delete rule … handle` alone (lower bound through nft) | {dl * 1000:.0f} ms | {dl_cpu * 1000:.0f} ms | | |")

@@ -18,7 +18,9 @@ fuzz_target!(|data: &[u8]| {
         }
         let elements = BTreeMap::from([("s".to_string(), payloads.clone())]);
         for table in ["t", ""] {
-            let _ = read_table(table, &payloads, &payloads, &payloads, &elements, &payloads);
+            let _ = read_table(
+                table, &payloads, &payloads, &payloads, &elements, &payloads, None,
+            );
         }
     }
 });

@@ -652,7 +652,7 @@ pub fn apply_owned(
                 .as_ref()
                 .is_some_and(|st| st.generation.is_some() && st.generation == before);
             let (mut state, mut report) =
-                apply_by_nft(nft, &plan, prev.as_ref(), trusted, link.as_mut())?;
+                apply_by_nft(nft, &plan, prev.as_ref(), trusted, before, link.as_mut())?;
             let sent = u32::from(report.mode != ApplyMode::Unchanged);
             let after = link.as_mut().and_then(|l| l.generation().ok());
             // Only our own transaction (or none) happened between the two readings: the
@@ -861,11 +861,15 @@ fn drop_later<T: Send + 'static>(value: T) {
 /// [`apply`] through `nft`: the drift check (a netlink dump compared with the recorded
 /// [`KernelTable`], or the table listed by `nft` for a state without one), the transaction as
 /// text commands, then the handles read back (a netlink dump of the table, `nft` without one).
+/// A full replace goes as one netlink batch encoded here when it can ([`Nfnl::replace`]: `nft`
+/// would parse every set element), valid only at generation `genid`; through `nft` when that
+/// batch cannot be built or is refused (nothing changed then), so `nft` reports any error.
 fn apply_by_nft(
     nft: &Nft,
     plan: &TablePlan,
     prev: Option<&TableState>,
     trusted: bool,
+    genid: Option<u32>,
     mut link: Option<&mut Nfnl>,
 ) -> Result<(TableState, ApplyReport), NftError> {
     let nl = |e: NfnlError| NftError::Exec(e.to_string());
@@ -915,20 +919,31 @@ fn apply_by_nft(
             report
         }
         None => {
-            let cmds = plan.replace_text();
-            nft.apply(&cmds)?;
+            let by_netlink = link
+                .as_deref_mut()
+                .is_some_and(|l| matches!(l.replace(plan, genid), Ok(Some(_))));
+            let commands = if by_netlink {
+                3 + plan.sets.len()
+                    + plan.counters.len()
+                    + plan.chains.len()
+                    + plan.chains.iter().map(|c| c.rules.len()).sum::<usize>()
+            } else {
+                let cmds = plan.replace_text();
+                nft.apply(&cmds)?;
+                cmds.len()
+            };
             ApplyReport {
                 table: plan.table.clone(),
                 mode: ApplyMode::Full,
                 reason: full_reason,
-                commands: cmds.len(),
+                commands,
                 chains_rewritten: plan.chains.iter().map(|c| c.name.clone()).collect(),
                 rules_removed: 0,
                 rules_added: plan.chains.iter().map(|c| c.rules.len()).sum(),
                 sets_changed: plan.sets.iter().map(|s| s.name.clone()).collect(),
                 elements_added: plan.element_count(),
                 elements_removed: 0,
-                via: Via::Nft,
+                via: if by_netlink { Via::Netlink } else { Via::Nft },
                 seconds: 0.0,
                 cpu_seconds: 0.0,
                 generation_before: None,
@@ -938,7 +953,7 @@ fn apply_by_nft(
     let vanished = || NftError::Exec(format!("table {} vanished right after apply", plan.table));
     // The handles from a netlink dump (rules only, set elements as digests): `nft` would print
     // every set element to tell them. `nft` when netlink cannot be used here.
-    let kernel = link.and_then(|l| l.table(&plan.table).ok().flatten());
+    let kernel = link.and_then(|l| l.table_as(&plan.table, Some(plan)).ok().flatten());
     let (applied, handles) = match &kernel {
         Some(k) => plan
             .chains

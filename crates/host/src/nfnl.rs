@@ -11,7 +11,7 @@
 //! The batch carries the generation the caller's state was read at: the kernel refuses it when
 //! anything changed the ruleset since, so a change can never land on a table that drifted.
 
-use crate::render::{Elem, Operand, RuleDef, Side, Stmt};
+use crate::render::{Elem, Operand, RuleDef, SetKind, Side, Stmt, TablePlan};
 use ipnet::IpNet;
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +23,7 @@ const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNL_BATCH_GENID: u16 = 1;
 const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_NEWRULE: u16 = 6;
@@ -73,14 +74,43 @@ const NFTA_SET_FLAGS: u16 = 3;
 const NFTA_SET_KEY_TYPE: u16 = 4;
 const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_USERDATA: u16 = 13;
+const NFTA_SET_DATA_TYPE: u16 = 6;
+const NFTA_SET_DATA_LEN: u16 = 7;
+const NFTA_SET_DESC: u16 = 9;
+const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_FLAGS: u16 = 3;
+const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
 const NFTA_OBJ_TABLE: u16 = 1;
 const NFTA_OBJ_NAME: u16 = 2;
 const NFTA_OBJ_TYPE: u16 = 3;
-/// Flag of an nf_tables set: anonymous (`{ tcp, udp }`, a rule's verdict map), owned by its rule.
+const NFTA_OBJ_DATA: u16 = 4;
+const NFT_OBJECT_COUNTER: u32 = 1;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+/// Flags of an nf_tables set: anonymous (`{ tcp, udp }`, a rule's verdict map), owned by its
+/// rule; constant; interval; map.
 const NFT_SET_ANONYMOUS: u32 = 0x1;
+const NFT_SET_CONSTANT: u32 = 0x2;
+const NFT_SET_INTERVAL: u32 = 0x4;
+const NFT_SET_MAP: u32 = 0x8;
+/// nft's data types of set keys (its `datatype.h`): the kernel stores them for `nft list`.
+const TYPE_IPADDR: u32 = 7;
+const TYPE_IP6ADDR: u32 = 8;
+const TYPE_INET_PROTOCOL: u32 = 12;
+const TYPE_INET_SERVICE: u32 = 13;
+const TYPE_ICMP6_TYPE: u32 = 29;
+const TYPE_VERDICT: u32 = 0xffff_ff00;
+/// libnftnl's set user data: the key's byte order (big endian), as `nft` records it.
+const UDATA_KEY_BIG_ENDIAN: [u8; 6] = [0, 4, 2, 0, 0, 0];
+/// Element lists are split once they pass this many bytes, well under a netlink attribute's
+/// 64 KiB (an element, a verdict map's with its chain name, is under 300 bytes).
+const ELEMENT_LIST_BYTES: usize = 60_000;
 /// Register 1 (16 bytes wide), where `nft` loads every value it compares.
 const REG_1: u32 = 1;
 const REG_VERDICT: u32 = 0;
@@ -157,22 +187,270 @@ impl Attrs {
         b.push(0);
         self.put(kind, &b)
     }
+    /// A nested attribute written in place (its header patched once the inner attributes,
+    /// each padded, are written): a table's batch has hundreds of thousands of them.
     fn nest(&mut self, kind: u16, f: impl FnOnce(&mut Attrs)) -> &mut Self {
-        let mut inner = Attrs::default();
-        f(&mut inner);
-        self.put(kind | NLA_F_NESTED, &inner.0)
+        let start = self.0.len();
+        self.0.extend_from_slice(&[0; 4]);
+        f(self);
+        let len = (self.0.len() - start) as u16;
+        self.0[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        self.0[start + 2..start + 4].copy_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self
     }
 }
 
 /// The expressions of one rule, in `nft`'s encoding.
-struct Exprs {
+struct Exprs<'a, 't> {
     list: Attrs,
     /// `meta nfproto` already matched: `nft` adds it before the first address as the inet
     /// family's dependency, once.
     family_known: bool,
+    /// Where the anonymous sets a rule needs go, when the rule is part of a whole table's
+    /// batch; a lone rule edit has none and leaves such rules to `nft`.
+    anon: Option<&'a mut Anon<'t>>,
 }
 
-impl Exprs {
+/// One message of a batch before it is numbered: type, flags, attributes.
+struct Msg {
+    kind: u16,
+    flags: u16,
+    attrs: Vec<u8>,
+}
+
+/// The anonymous sets of a whole table's rules (`{ tcp, udp }`, the neighbour discovery
+/// types, a verdict map): created in the same batch right before their rule and referred to by
+/// their batch id, as `nft` does; the kernel names them.
+struct Anon<'t> {
+    table: &'t str,
+    next_id: u32,
+    msgs: Vec<Msg>,
+}
+
+/// One element of a set as sent: its key, whether it ends an interval, and for a verdict map
+/// the chain a start element goes to.
+struct SetElem<'c> {
+    key: Vec<u8>,
+    end: bool,
+    goto: Option<&'c str>,
+}
+
+/// The elements of an interval set as `nft` sends them: each interval's first key, and the key
+/// after its last one flagged as an interval end (none after the family's last address); an
+/// end at zero before an interval that does not start there. A map's end that the next
+/// interval's start replaces is left out (`nft` leaves it out too).
+fn interval_elements<'c>(
+    width: usize,
+    intervals: &[((u128, u128), Option<&'c str>)],
+    map: bool,
+) -> Vec<SetElem<'c>> {
+    let max = if width >= 16 {
+        u128::MAX
+    } else {
+        (1u128 << (8 * width)) - 1
+    };
+    let key = |v: u128| v.to_be_bytes()[16 - width.min(16)..].to_vec();
+    let mut out = vec![];
+    if intervals.first().is_some_and(|((a, _), _)| *a != 0) {
+        out.push(SetElem {
+            key: key(0),
+            end: true,
+            goto: None,
+        });
+    }
+    for (i, ((a, b), goto)) in intervals.iter().enumerate() {
+        out.push(SetElem {
+            key: key(*a),
+            end: false,
+            goto: *goto,
+        });
+        let next = intervals.get(i + 1).map(|((n, _), _)| *n);
+        if *b < max && !(map && next == Some(b + 1)) {
+            out.push(SetElem {
+                key: key(b + 1),
+                end: true,
+                goto: None,
+            });
+        }
+    }
+    out
+}
+
+/// `NEWSETELEM` messages for `elems` of the set `name` (batch id `id`), split so that no
+/// element list outgrows a netlink attribute's 16-bit length.
+fn element_msgs(table: &str, name: &str, id: u32, elems: &[SetElem]) -> Vec<Msg> {
+    let mut lists: Vec<Attrs> = vec![];
+    let mut n = 0u16;
+    for e in elems {
+        if lists.last().is_none_or(|l| l.0.len() > ELEMENT_LIST_BYTES) {
+            lists.push(Attrs::default());
+            n = 0;
+        }
+        n += 1;
+        let Some(l) = lists.last_mut() else { break };
+        l.nest(n, |x| {
+            if e.end {
+                x.u32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+            }
+            x.nest(NFTA_SET_ELEM_KEY, |k| {
+                k.put(NFTA_DATA_VALUE, &e.key);
+            });
+            if let Some(chain) = e.goto {
+                x.nest(NFTA_SET_ELEM_DATA, |d| {
+                    d.nest(NFTA_DATA_VERDICT, |v| {
+                        v.u32(1, NFT_GOTO as u32).str(2, chain);
+                    });
+                });
+            }
+        });
+    }
+    lists
+        .into_iter()
+        .map(|list| {
+            let mut a = Attrs::default();
+            a.str(NFTA_SET_ELEM_LIST_TABLE, table)
+                .str(NFTA_SET_ELEM_LIST_SET, name)
+                .u32(NFTA_SET_ELEM_LIST_SET_ID, id)
+                .put(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, &list.0);
+            Msg {
+                kind: NFT_MSG_NEWSETELEM,
+                flags: NLM_F_REQUEST | NLM_F_CREATE,
+                attrs: a.0,
+            }
+        })
+        .collect()
+}
+
+/// A set's `NEWSET` message.
+struct SetHead<'s> {
+    name: &'s str,
+    flags: u32,
+    key_type: u32,
+    key_len: u32,
+    /// A verdict map: its data type.
+    map: bool,
+    id: u32,
+    /// The element count, for an anonymous set (the kernel sizes it by this).
+    size: Option<u32>,
+    userdata: bool,
+}
+
+fn set_msg(table: &str, h: &SetHead) -> Msg {
+    let mut a = Attrs::default();
+    a.str(NFTA_SET_TABLE, table)
+        .str(NFTA_SET_NAME, h.name)
+        .u32(NFTA_SET_FLAGS, h.flags)
+        .u32(NFTA_SET_KEY_TYPE, h.key_type)
+        .u32(NFTA_SET_KEY_LEN, h.key_len);
+    if h.map {
+        a.u32(NFTA_SET_DATA_TYPE, TYPE_VERDICT)
+            .u32(NFTA_SET_DATA_LEN, 0);
+    }
+    a.u32(NFTA_SET_ID, h.id);
+    if let Some(n) = h.size {
+        a.nest(NFTA_SET_DESC, |d| {
+            d.u32(1, n);
+        });
+    }
+    if h.userdata {
+        let mut u = UDATA_KEY_BIG_ENDIAN.to_vec();
+        u[2..].copy_from_slice(&2u32.to_ne_bytes());
+        a.put(NFTA_SET_USERDATA, &u);
+    }
+    Msg {
+        kind: NFT_MSG_NEWSET,
+        flags: NLM_F_REQUEST | NLM_F_CREATE,
+        attrs: a.0,
+    }
+}
+
+impl Anon<'_> {
+    /// An anonymous constant set of one-byte keys; returns its batch id.
+    fn bytes(&mut self, key_type: u32, keys: &[u8]) -> u32 {
+        self.next_id += 1;
+        let id = self.next_id;
+        let elems: Vec<SetElem> = keys
+            .iter()
+            .map(|k| SetElem {
+                key: vec![*k],
+                end: false,
+                goto: None,
+            })
+            .collect();
+        self.msgs.push(set_msg(
+            self.table,
+            &SetHead {
+                name: ANON_SET,
+                flags: NFT_SET_ANONYMOUS | NFT_SET_CONSTANT,
+                key_type,
+                key_len: 1,
+                map: false,
+                id,
+                size: Some(keys.len() as u32),
+                userdata: false,
+            },
+        ));
+        self.msgs
+            .extend(element_msgs(self.table, ANON_SET, id, &elems));
+        id
+    }
+
+    /// A verdict map over disjoint address intervals (`goto` each interval's chain).
+    fn vmap(&mut self, v6: bool, entries: &[crate::render::VmapEntry]) -> u32 {
+        self.next_id += 1;
+        let id = self.next_id;
+        let num = |a: std::net::IpAddr| match a {
+            std::net::IpAddr::V4(x) => u128::from(u32::from(x)),
+            std::net::IpAddr::V6(x) => u128::from(x),
+        };
+        let mut intervals: Vec<((u128, u128), Option<&str>)> = entries
+            .iter()
+            .map(|e| ((num(e.first), num(e.last)), Some(e.chain.as_str())))
+            .collect();
+        intervals.sort();
+        let width = if v6 { 16 } else { 4 };
+        let elems = interval_elements(width, &intervals, true);
+        self.msgs.push(set_msg(
+            self.table,
+            &SetHead {
+                name: ANON_MAP,
+                flags: NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_INTERVAL | NFT_SET_MAP,
+                key_type: if v6 { TYPE_IP6ADDR } else { TYPE_IPADDR },
+                key_len: width as u32,
+                map: true,
+                id,
+                size: Some(2 * entries.len() as u32),
+                userdata: false,
+            },
+        ));
+        self.msgs
+            .extend(element_msgs(self.table, ANON_MAP, id, &elems));
+        id
+    }
+}
+
+/// Names of anonymous sets; the kernel puts a number in place of `%d`.
+const ANON_SET: &str = "__set%d";
+const ANON_MAP: &str = "__map%d";
+const NFT_GOTO: i32 = -4;
+const META_IIFNAME: u32 = 6;
+const META_OIFNAME: u32 = 7;
+const NFTA_LOOKUP_SET: u16 = 1;
+const NFTA_LOOKUP_SREG: u16 = 2;
+const NFTA_LOOKUP_DREG: u16 = 3;
+const NFTA_LOOKUP_SET_ID: u16 = 4;
+const NFTA_LOOKUP_FLAGS: u16 = 5;
+const NFT_LOOKUP_F_INV: u32 = 1;
+/// `fib saddr . iif oif missing`: flags saddr | iif | present, result oif.
+const NFTA_FIB_DREG: u16 = 1;
+const NFTA_FIB_RESULT: u16 = 2;
+const NFTA_FIB_FLAGS: u16 = 3;
+const NFTA_FIB_F_SADDR: u32 = 1;
+const NFTA_FIB_F_IIF: u32 = 8;
+const NFTA_FIB_F_PRESENT: u32 = 0x20;
+const NFT_FIB_RESULT_OIF: u32 = 1;
+
+impl Exprs<'_, '_> {
     fn expr(&mut self, name: &str, f: impl FnOnce(&mut Attrs)) {
         self.list.nest(NFTA_LIST_ELEM, |e| {
             e.str(NFTA_EXPR_NAME, name).nest(NFTA_EXPR_DATA, f);
@@ -210,7 +488,20 @@ impl Exprs {
     }
     fn lookup(&mut self, set: &str) {
         self.expr("lookup", |a| {
-            a.str(1, set).u32(2, REG_1);
+            a.str(NFTA_LOOKUP_SET, set).u32(NFTA_LOOKUP_SREG, REG_1);
+        });
+    }
+    /// A lookup in an anonymous set of this batch: `invert` for `!=`, `verdict` for a map.
+    fn lookup_anon(&mut self, set: &str, id: u32, invert: bool, verdict: bool) {
+        self.expr("lookup", |a| {
+            a.u32(NFTA_LOOKUP_SREG, REG_1).str(NFTA_LOOKUP_SET, set);
+            if verdict {
+                a.u32(NFTA_LOOKUP_DREG, REG_VERDICT);
+            }
+            a.u32(NFTA_LOOKUP_SET_ID, id);
+            if invert {
+                a.u32(NFTA_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+            }
         });
     }
     fn family(&mut self, v6: bool) {
@@ -243,9 +534,17 @@ const BASE_TRANSPORT: u32 = 2;
 
 /// The `expressions` attribute of `rule`; `None` when it is not [`encodable`].
 fn encode_exprs(rule: &RuleDef) -> Option<Vec<u8>> {
+    encode_rule(rule, None)
+}
+
+/// [`encode_exprs`]; with `anon`, also the forms that need an anonymous set or that only a
+/// whole table's batch carries (loopback, reverse path), their sets added to `anon`.
+fn encode_rule(rule: &RuleDef, anon: Option<&mut Anon>) -> Option<Vec<u8>> {
+    let whole = anon.is_some();
     let mut x = Exprs {
         list: Attrs::default(),
         family_known: false,
+        anon,
     };
     for s in &rule.stmts {
         match s {
@@ -330,14 +629,233 @@ fn encode_exprs(rule: &RuleDef) -> Option<Vec<u8>> {
             Stmt::Drop => x.verdict(0, None),
             Stmt::Return => x.verdict(-5, None),
             Stmt::Jump(chain) => x.verdict(-3, Some(chain)),
-            Stmt::TcpUdp(_)
-            | Stmt::NeighbourDiscovery
-            | Stmt::ReversePathMissing
-            | Stmt::Loopback(_)
-            | Stmt::Vmap { .. } => return None,
+            Stmt::Loopback(input) if whole => {
+                x.meta(if *input { META_IIFNAME } else { META_OIFNAME });
+                // An interface name compares as the kernel's 16-byte name, NUL-padded.
+                let mut name = [0u8; 16];
+                name[..2].copy_from_slice(b"lo");
+                x.cmp(CMP_EQ, &name);
+            }
+            Stmt::ReversePathMissing if whole => {
+                x.expr("fib", |a| {
+                    a.u32(
+                        NFTA_FIB_FLAGS,
+                        NFTA_FIB_F_SADDR | NFTA_FIB_F_IIF | NFTA_FIB_F_PRESENT,
+                    )
+                    .u32(NFTA_FIB_RESULT, NFT_FIB_RESULT_OIF)
+                    .u32(NFTA_FIB_DREG, REG_1);
+                });
+                x.cmp(CMP_EQ, &[0; 4]);
+            }
+            Stmt::TcpUdp(yes) => {
+                let id = x.anon.as_mut()?.bytes(TYPE_INET_PROTOCOL, &[6, 17]);
+                x.meta(META_L4PROTO);
+                x.lookup_anon(ANON_SET, id, !yes, false);
+            }
+            Stmt::NeighbourDiscovery => {
+                let id = x
+                    .anon
+                    .as_mut()?
+                    .bytes(TYPE_ICMP6_TYPE, &[133, 134, 135, 136]);
+                x.payload(BASE_TRANSPORT, 0, 1);
+                x.lookup_anon(ANON_SET, id, false, false);
+            }
+            Stmt::Vmap { v6, side, entries } => {
+                let id = x.anon.as_mut()?.vmap(*v6, entries);
+                if !x.family_known {
+                    x.family(*v6);
+                }
+                let (width, offset) = match (v6, side) {
+                    (false, Side::Src) => (4, 12),
+                    (false, Side::Dst) => (4, 16),
+                    (true, Side::Src) => (16, 8),
+                    (true, Side::Dst) => (16, 24),
+                };
+                x.payload(BASE_NETWORK, offset, width);
+                x.lookup_anon(ANON_MAP, id, false, true);
+            }
+            Stmt::ReversePathMissing | Stmt::Loopback(_) => return None,
         }
     }
     Some(x.list.0)
+}
+
+/// A rule's comment as `nft` sends it: libnftnl's user data TLV, NUL included
+/// (`kernel_comment` keeps it under 128 bytes); `None` without a comment.
+fn comment_udata(rule: &RuleDef) -> Option<Vec<u8>> {
+    let comment = rule.kernel_comment();
+    if comment.is_empty() {
+        return None;
+    }
+    let mut u = vec![UDATA_RULE_COMMENT, (comment.len() + 1) as u8];
+    u.extend_from_slice(comment.as_bytes());
+    u.push(0);
+    Some(u)
+}
+
+/// The kernel's number of a base chain's hook (`linux/netfilter.h`).
+fn hook_number(hook: &str) -> Option<u32> {
+    Some(match hook {
+        "prerouting" => 0,
+        "input" => 1,
+        "forward" => 2,
+        "output" => 3,
+        "postrouting" => 4,
+        _ => return None,
+    })
+}
+
+/// The whole table of `plan` as one batch: `add table; delete table; add table`, then its
+/// sets with their elements, counters, chains and rules — what [`TablePlan::replace_text`]
+/// sends through `nft`, encoded without it, so that the kernel commits the old table or the
+/// new one, never half. With `genid` the kernel refuses it unless the ruleset is still at that
+/// generation. Message `i` has sequence number `base + i`; returns the bytes and the number of
+/// messages. `None` when something in the plan has no encoding here (nothing to send).
+pub fn replace_batch(plan: &TablePlan, genid: Option<u32>, base: u32) -> Option<(Vec<u8>, u32)> {
+    let table = plan.table.as_str();
+    let mut msgs = vec![];
+    let named = |kind: u16| {
+        let mut a = Attrs::default();
+        a.str(NFTA_TABLE_NAME, table);
+        if kind == NFT_MSG_NEWTABLE {
+            a.u32(2, 0);
+        }
+        Msg {
+            kind,
+            flags: NLM_F_REQUEST
+                | if kind == NFT_MSG_NEWTABLE {
+                    NLM_F_CREATE
+                } else {
+                    0
+                },
+            attrs: a.0,
+        }
+    };
+    msgs.push(named(NFT_MSG_NEWTABLE));
+    msgs.push(named(NFT_MSG_DELTABLE));
+    msgs.push(named(NFT_MSG_NEWTABLE));
+    let mut anon = Anon {
+        table,
+        next_id: 0,
+        msgs: vec![],
+    };
+    for set in &plan.sets {
+        anon.next_id += 1;
+        let id = anon.next_id;
+        let (key_type, width) = match set.kind {
+            SetKind::Ipv4Addr => (TYPE_IPADDR, 4),
+            SetKind::Ipv6Addr => (TYPE_IP6ADDR, 16),
+            SetKind::InetService => (TYPE_INET_SERVICE, 2),
+        };
+        msgs.push(set_msg(
+            table,
+            &SetHead {
+                name: &set.name,
+                flags: NFT_SET_INTERVAL,
+                key_type,
+                key_len: width as u32,
+                map: false,
+                id,
+                size: None,
+                userdata: true,
+            },
+        ));
+        let mut intervals: Vec<((u128, u128), Option<&str>)> =
+            set.elements.iter().map(|e| (e.interval(), None)).collect();
+        intervals.sort();
+        msgs.extend(element_msgs(
+            table,
+            &set.name,
+            id,
+            &interval_elements(width, &intervals, false),
+        ));
+    }
+    for c in &plan.counters {
+        let mut a = Attrs::default();
+        a.str(NFTA_OBJ_TABLE, table)
+            .str(NFTA_OBJ_NAME, c)
+            .u32(NFTA_OBJ_TYPE, NFT_OBJECT_COUNTER)
+            .nest(NFTA_OBJ_DATA, |d| {
+                d.put(1, &0u64.to_be_bytes()).put(2, &0u64.to_be_bytes());
+            });
+        msgs.push(Msg {
+            kind: NFT_MSG_NEWOBJ,
+            flags: NLM_F_REQUEST | NLM_F_CREATE,
+            attrs: a.0,
+        });
+    }
+    // Regular chains first so that jumps resolve; base chains last, as `create_text` orders them.
+    let mut order: Vec<&crate::render::ChainDef> =
+        plan.chains.iter().filter(|c| c.base.is_none()).collect();
+    order.extend(plan.chains.iter().filter(|c| c.base.is_some()));
+    for c in &order {
+        let mut a = Attrs::default();
+        a.str(NFTA_CHAIN_TABLE, table).str(NFTA_CHAIN_NAME, &c.name);
+        if let Some(b) = &c.base {
+            let hook = hook_number(&b.hook)?;
+            a.str(NFTA_CHAIN_TYPE, "filter")
+                .u32(NFTA_CHAIN_POLICY, 1)
+                .nest(NFTA_CHAIN_HOOK, |h| {
+                    h.u32(NFTA_HOOK_HOOKNUM, hook)
+                        .u32(NFTA_HOOK_PRIORITY, b.priority as u32);
+                });
+        }
+        msgs.push(Msg {
+            kind: NFT_MSG_NEWCHAIN,
+            flags: NLM_F_REQUEST | NLM_F_CREATE,
+            attrs: a.0,
+        });
+    }
+    for c in &order {
+        for rule in &c.rules {
+            let exprs = encode_rule(rule, Some(&mut anon))?;
+            msgs.append(&mut anon.msgs);
+            let mut a = Attrs::default();
+            a.str(NFTA_RULE_TABLE, table)
+                .str(NFTA_RULE_CHAIN, &c.name)
+                .put(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED, &exprs);
+            if let Some(u) = comment_udata(rule) {
+                a.put(NFTA_RULE_USERDATA, &u);
+            }
+            msgs.push(Msg {
+                kind: NFT_MSG_NEWRULE,
+                flags: NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND,
+                attrs: a.0,
+            });
+        }
+    }
+    let mut begin = Attrs::default();
+    if let Some(g) = genid {
+        begin.u32(NFNL_BATCH_GENID, g);
+    }
+    let mut out = message(
+        NFNL_MSG_BATCH_BEGIN,
+        NLM_F_REQUEST,
+        base,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+        &begin.0,
+    );
+    for (i, m) in msgs.iter().enumerate() {
+        out.extend(message(
+            nft_type(m.kind),
+            m.flags,
+            base + 1 + i as u32,
+            NFPROTO_INET,
+            0,
+            &m.attrs,
+        ));
+    }
+    let n = msgs.len() as u32 + 2;
+    out.extend(message(
+        NFNL_MSG_BATCH_END,
+        NLM_F_REQUEST,
+        base + n - 1,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+        &[],
+    ));
+    Some((out, n))
 }
 
 /// A message: netlink header, nfgenmsg, attributes.
@@ -406,11 +924,7 @@ pub fn batch(table: &str, edits: &[Edit], genid: u32, base: u32) -> Option<Vec<u
                 }
                 // The comment as `nft` sends it: libnftnl's user data TLV, NUL included
                 // (`kernel_comment` keeps it under 128 bytes).
-                let comment = rule.kernel_comment();
-                if !comment.is_empty() {
-                    let mut u = vec![UDATA_RULE_COMMENT, (comment.len() + 1) as u8];
-                    u.extend_from_slice(comment.as_bytes());
-                    u.push(0);
+                if let Some(u) = comment_udata(rule) {
                     a.put(NFTA_RULE_USERDATA, &u);
                 }
                 out.extend(message(
@@ -506,10 +1020,85 @@ fn str_attr(attrs: &[u8], kind: u16) -> Option<&str> {
     std::str::from_utf8(v.strip_suffix(&[0]).unwrap_or(v)).ok()
 }
 
+/// A named set's digest: its type and flags as the kernel dumps them, and its elements as
+/// merged numeric intervals — the same whether they come from a dump of the kernel's interval
+/// elements or from the plan just committed (so recording a table needs no element dump).
+fn set_digest(head: [&[u8]; 4], intervals: &[(u128, u128)]) -> u64 {
+    let mut v = intervals.to_vec();
+    v.sort_unstable();
+    let mut merged: Vec<(u128, u128)> = vec![];
+    for (a, b) in v {
+        match merged.last_mut() {
+            Some(l) if a <= l.1.saturating_add(1) => l.1 = l.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    let bytes: Vec<[u8; 32]> = merged
+        .iter()
+        .map(|(a, b)| {
+            let mut x = [0u8; 32];
+            x[..16].copy_from_slice(&a.to_be_bytes());
+            x[16..].copy_from_slice(&b.to_be_bytes());
+            x
+        })
+        .collect();
+    digest(head.into_iter().chain(bytes.iter().map(|x| &x[..])))
+}
+
+/// The intervals of an interval set's dumped element lists: each start key opens one, an end
+/// key (flagged) closes it just before; one still open at the end runs to the top of the key
+/// space. Elements that cannot be read are left out (the digest then differs: drift).
+fn dumped_intervals<'a>(lists: impl Iterator<Item = &'a [u8]>) -> Vec<(u128, u128)> {
+    let mut keys: Vec<(u128, bool, usize)> = vec![];
+    for mut list in lists {
+        while list.len() >= 4 {
+            let len = u16::from_ne_bytes([list[0], list[1]]) as usize;
+            if len < 4 || len > list.len() {
+                break;
+            }
+            let e = &list[4..len];
+            let key = attr(e, NFTA_SET_ELEM_KEY).and_then(|k| attr(k, NFTA_DATA_VALUE));
+            let end = attr(e, NFTA_SET_ELEM_FLAGS)
+                .and_then(|f| f.try_into().ok())
+                .is_some_and(|f: [u8; 4]| u32::from_be_bytes(f) & NFT_SET_ELEM_INTERVAL_END != 0);
+            if let Some(k) = key.filter(|k| !k.is_empty() && k.len() <= 16) {
+                let v = k.iter().fold(0u128, |v, b| (v << 8) | u128::from(*b));
+                keys.push((v, !end, k.len()));
+            }
+            list = &list[((len + 3) & !3).min(list.len())..];
+        }
+    }
+    // Ends before starts at the same key: an interval may start where the last one ended.
+    keys.sort_unstable();
+    let mut out = vec![];
+    let mut open: Option<(u128, usize)> = None;
+    for (k, start, width) in keys {
+        if let Some((a, _)) = open {
+            if k > a {
+                out.push((a, k - 1));
+            }
+            open = None;
+        }
+        if start {
+            open = Some((k, width));
+        }
+    }
+    if let Some((a, width)) = open {
+        let top = if width >= 16 {
+            u128::MAX
+        } else {
+            (1u128 << (8 * width)) - 1
+        };
+        out.push((a, top));
+    }
+    out
+}
+
 /// Read a table from dump replies (`chains`, `rules`, `sets`, `objects`: the payloads of each
 /// dump, nfgenmsg included; `elements`: set name → its element dump payloads). Entries of other
-/// tables are skipped, anonymous sets are part of their rule. `None` on any entry that lacks
-/// the attributes the kernel always sends.
+/// tables are skipped, anonymous sets are part of their rule. With `known`, the plan the kernel
+/// just committed, its sets' elements are taken from it instead of `elements`. `None` on any
+/// entry that lacks the attributes the kernel always sends.
 pub fn read_table(
     table: &str,
     chains: &[Vec<u8>],
@@ -517,6 +1106,7 @@ pub fn read_table(
     sets: &[Vec<u8>],
     elements: &BTreeMap<String, Vec<Vec<u8>>>,
     objects: &[Vec<u8>],
+    known: Option<&TablePlan>,
 ) -> Option<KernelTable> {
     let mut k = KernelTable::default();
     let body = |p: &Vec<u8>| p.get(4..).map(<[u8]>::to_vec);
@@ -556,20 +1146,23 @@ pub fn read_table(
             continue;
         }
         let name = str_attr(&a, NFTA_SET_NAME)?.to_string();
-        let elems: Vec<&[u8]> = elements
-            .get(&name)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| attr(e.get(4..)?, NFTA_SET_ELEM_LIST_ELEMENTS))
-            .collect();
-        let mut parts = vec![
+        let intervals = match known.and_then(|p| p.set(&name)) {
+            Some(set) => set.elements.iter().map(Elem::interval).collect(),
+            None => dumped_intervals(
+                elements
+                    .get(&name)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| attr(e.get(4..)?, NFTA_SET_ELEM_LIST_ELEMENTS)),
+            ),
+        };
+        let head = [
             flags,
             attr(&a, NFTA_SET_KEY_TYPE).unwrap_or_default(),
             attr(&a, NFTA_SET_KEY_LEN).unwrap_or_default(),
             attr(&a, NFTA_SET_USERDATA).unwrap_or_default(),
         ];
-        parts.extend(elems);
-        k.sets.insert(name, digest(parts));
+        k.sets.insert(name, set_digest(head, &intervals));
     }
     for p in objects {
         let a = body(p)?;
@@ -700,6 +1293,81 @@ impl Nfnl {
         Ok(Some(handles))
     }
 
+    /// Replace `table` whole with `plan` in one transaction ([`replace_batch`]), refused by
+    /// the kernel unless the ruleset is at `genid` (when given). Returns the generation the
+    /// commit made; `Ok(None)` when the plan has a form not encoded here (nothing was sent).
+    pub fn replace(
+        &mut self,
+        plan: &TablePlan,
+        genid: Option<u32>,
+    ) -> Result<Option<u32>, NfnlError> {
+        let base = self.seq.wrapping_add(1);
+        let Some((msg, n)) = replace_batch(plan, genid, base) else {
+            return Ok(None);
+        };
+        self.seq = base.wrapping_add(n);
+        // The batch goes in one write (the kernel takes a batch from one datagram), larger
+        // than the default send buffer for a big set: raise it for this socket (root only).
+        let size = libc::c_int::try_from(msg.len() + 4096).unwrap_or(libc::c_int::MAX);
+        // SAFETY: setsockopt reads `size` for the given length; the descriptor is ours.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&self.socket),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        self.socket.send(&msg, 0)?;
+        // Only errors are answered (no message asks for an ACK); the kernel has handled the
+        // batch before `send` returns, so its errors come before the generation's reply.
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let req = message(nft_type(NFT_MSG_GETGEN), NLM_F_REQUEST, seq, 0, 0, &[]);
+        self.socket.send(&req, 0)?;
+        let mut refused: Option<(i32, u32)> = None;
+        loop {
+            for (kind, mseq, payload) in self.receive()? {
+                if kind == NLMSG_ERROR && mseq.wrapping_sub(base) < n {
+                    let code = error_code(&payload)?;
+                    if code != 0 {
+                        refused = refused.or(Some((code, mseq.wrapping_sub(base))));
+                    }
+                    continue;
+                }
+                if mseq != seq {
+                    continue;
+                }
+                if kind == NLMSG_ERROR {
+                    let code = error_code(&payload)?;
+                    return Err(NfnlError::Io(std::io::Error::from_raw_os_error(-code)));
+                }
+                if kind != nft_type(NFT_MSG_NEWGEN) {
+                    continue;
+                }
+                if let Some((code, at)) = refused {
+                    if -code == 85 {
+                        return Err(NfnlError::Stale {
+                            expected: genid.unwrap_or_default(),
+                        });
+                    }
+                    return Err(NfnlError::Refused {
+                        message: format!(
+                            "{} (message {at} of the table's batch)",
+                            std::io::Error::from_raw_os_error(-code)
+                        ),
+                        index: None,
+                    });
+                }
+                return attr(payload.get(4..).unwrap_or_default(), NFTA_GEN_ID)
+                    .and_then(|v| Some(u32::from_be_bytes(v.try_into().ok()?)))
+                    .map(Some)
+                    .ok_or_else(|| NfnlError::Malformed("generation without an id".into()));
+            }
+        }
+    }
+
     /// The payloads of one dump request (`kind`, family inet, with `attrs` as its filter),
     /// read up to the kernel's DONE; `Ok(None)` when the kernel answers ENOENT (no such
     /// table or set).
@@ -783,6 +1451,16 @@ impl Nfnl {
     /// and objects); `None` when it does not exist. The dumps are several reads: a caller
     /// that needs them consistent checks the generation did not move around them.
     pub fn table(&mut self, table: &str) -> Result<Option<KernelTable>, NfnlError> {
+        self.table_as(table, None)
+    }
+
+    /// [`Nfnl::table`] right after `plan` was committed: the elements of its sets are taken
+    /// from the plan instead of dumped (a 155k-element set's dump is a large part of an apply).
+    pub fn table_as(
+        &mut self,
+        table: &str,
+        known: Option<&TablePlan>,
+    ) -> Result<Option<KernelTable>, NfnlError> {
         if !self.has_table(table)? {
             return Ok(None);
         }
@@ -802,6 +1480,9 @@ impl Nfnl {
             let Some(name) = p.get(4..).and_then(|a| str_attr(a, NFTA_SET_NAME)) else {
                 continue;
             };
+            if known.is_some_and(|k| k.set(name).is_some()) {
+                continue;
+            }
             let mut a = Attrs::default();
             a.str(NFTA_SET_ELEM_LIST_TABLE, table)
                 .str(NFTA_SET_ELEM_LIST_SET, name);
@@ -813,7 +1494,7 @@ impl Nfnl {
         let objects = self
             .dump(NFT_MSG_GETOBJ, NFT_MSG_NEWOBJ, &named(NFTA_OBJ_TABLE))?
             .ok_or_else(gone)?;
-        read_table(table, &chains, &rules, &sets, &elements, &objects)
+        read_table(table, &chains, &rules, &sets, &elements, &objects, known)
             .map(Some)
             .ok_or_else(|| NfnlError::Malformed(format!("a dump of table {table}")))
     }
@@ -914,7 +1595,7 @@ mod tests {
             comment in "[a-z/ 0-9]{0,20}",
         ) {
             let elements = BTreeMap::from([("s".to_string(), junk.clone())]);
-            let _ = read_table("t", &junk, &junk, &junk, &elements, &junk);
+            let _ = read_table("t", &junk, &junk, &junk, &elements, &junk, None);
             let entry = |table: &str, h: u64| {
                 let mut a = Attrs::default();
                 a.str(NFTA_RULE_TABLE, table)
@@ -927,10 +1608,117 @@ mod tests {
             };
             let mut rules: Vec<Vec<u8>> = handles.iter().map(|&h| entry("t", h)).collect();
             rules.push(entry("other", 7));
-            let k = read_table("t", &[], &rules, &[], &BTreeMap::new(), &[]).unwrap();
+            let k = read_table("t", &[], &rules, &[], &BTreeMap::new(), &[], None).unwrap();
             let got: Vec<u64> = k.rules.get("c").into_iter().flatten().map(|r| r.0).collect();
             prop_assert_eq!(got, handles);
         }
+    }
+
+    proptest! {
+        /// A whole table's batch of any interval set frames into exactly the messages it
+        /// counts, each element list within a netlink attribute's length, and its elements
+        /// alternate start and end as the kernel's interval sets need.
+        #[test]
+        fn a_table_batch_frames_and_its_intervals_alternate(
+            starts in proptest::collection::btree_set(any::<u32>(), 0..3000),
+        ) {
+            let starts: Vec<u32> = starts.into_iter().collect();
+            // Disjoint intervals: each from one start to just before the next.
+            let elements: Vec<Elem> = starts
+                .windows(2)
+                .map(|w| Elem::Net(IpNet::V4(ipnet::Ipv4Net::new(w[0].into(), 32).unwrap())))
+                .collect();
+            let plan = TablePlan {
+                table: "t".into(),
+                nsg: "n".into(),
+                target: crate::render::Target::Subnet("s".into()),
+                hook: crate::render::HookMode::Host,
+                log_group: 100,
+                scope: vec![],
+                sets: vec![crate::render::SetDef {
+                    name: "s4".into(),
+                    kind: SetKind::Ipv4Addr,
+                    elements: elements.clone(),
+                }],
+                counters: vec!["c".into()],
+                chains: vec![crate::render::ChainDef {
+                    name: "nsg_in".into(),
+                    base: None,
+                    rules: vec![rule(vec![Stmt::TcpUdp(false), Stmt::Counter("c".into()), Stmt::Drop])],
+                }],
+                rules: vec![],
+                notes: vec![],
+            };
+            let (bytes, n) = replace_batch(&plan, Some(7), 100).unwrap();
+            let msgs = messages(&bytes).unwrap();
+            prop_assert_eq!(msgs.len() as u32, n);
+            let mut ends = vec![];
+            let mut lists = vec![];
+            for (kind, _, payload) in &msgs {
+                if *kind == nft_type(NFT_MSG_NEWSETELEM) {
+                    let list = attr(&payload[4..], NFTA_SET_ELEM_LIST_ELEMENTS).unwrap();
+                    if str_attr(&payload[4..], NFTA_SET_ELEM_LIST_SET) == Some("s4") {
+                        lists.push(list);
+                    }
+                    let mut rest = list;
+                    while rest.len() >= 4 {
+                        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
+                        prop_assert!(len >= 4 && len <= rest.len());
+                        ends.push(attr(&rest[4..len], NFTA_SET_ELEM_FLAGS).is_some());
+                        rest = &rest[(len + 3) & !3..];
+                    }
+                }
+            }
+            // The tcp/udp set's two elements, then the named set's (sent first).
+            let named = &ends[..ends.len() - 2];
+            prop_assert!(named.windows(2).all(|w| w[0] != w[1]) || named.is_empty());
+            // Read back as a dump is read, the elements are the plan's intervals: the digest
+            // recorded from the plan is the one a later dump gives.
+            let model: Vec<(u128, u128)> = elements.iter().map(Elem::interval).collect();
+            let head: [&[u8]; 4] = [b"f", b"t", b"l", b"u"];
+            prop_assert_eq!(
+                set_digest(head, &dumped_intervals(lists.into_iter())),
+                set_digest(head, &model)
+            );
+        }
+    }
+
+    #[test]
+    fn intervals_are_sent_as_nft_sends_them() {
+        // What `nft --debug=netlink` shows for { 10.0.0.0/8, 11.0.0.0/8, 192.168.1.1 }: an end
+        // at zero, then each interval's start and the key after it flagged as an end.
+        let iv = [
+            ((0x0a00_0000, 0x0aff_ffff), None),
+            ((0x0b00_0000, 0x0bff_ffff), None),
+            ((0xc0a8_0101, 0xc0a8_0101), None),
+        ];
+        let keys = |e: Vec<SetElem>| -> Vec<(u32, bool)> {
+            e.iter()
+                .map(|e| (u32::from_be_bytes(e.key.clone().try_into().unwrap()), e.end))
+                .collect()
+        };
+        assert_eq!(
+            keys(interval_elements(4, &iv, false)),
+            [
+                (0, true),
+                (0x0a00_0000, false),
+                (0x0b00_0000, true),
+                (0x0b00_0000, false),
+                (0x0c00_0000, true),
+                (0xc0a8_0101, false),
+                (0xc0a8_0102, true)
+            ]
+        );
+        // A verdict map over the whole family: no end at zero, at the top, or where the next
+        // interval starts.
+        let map = [
+            ((0, 0x09ff_ffff), Some("a")),
+            ((0x0a00_0000, 0xffff_ffff), Some("b")),
+        ];
+        assert_eq!(
+            keys(interval_elements(4, &map, true)),
+            [(0, false), (0x0a00_0000, false)]
+        );
     }
 
     fn rule(stmts: Vec<Stmt>) -> RuleDef {

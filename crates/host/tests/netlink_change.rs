@@ -8,14 +8,131 @@ mod common;
 use palisade_host::apply::{self, ApplyMode, Via};
 use palisade_host::nfnl::{self, Edit, Nfnl};
 use palisade_host::nft::{Nft, NftError};
-use palisade_host::render::{Elem, Operand, Stmt, TablePlan, Target};
+use palisade_host::render::{
+    render, Elem, HookMode, Operand, RenderOptions, Stmt, TablePlan, Target,
+};
 
-/// The same model applied from scratch with `nft` in a fresh namespace.
+/// The same model applied from scratch by `nft` (its text transaction) in a fresh namespace.
 fn fresh(plan: &TablePlan) -> String {
     let ns = common::Netns::new("nl-fresh");
     let nft = Nft::new(Some(ns.name.clone()));
-    apply::apply(&nft, plan, None).unwrap();
+    nft.apply(&plan.replace_text()).unwrap();
     common::contents(&nft, &plan.table)
+}
+
+/// `nft list table` of `plan`'s table in `ns`, as text (sets, maps and rules as nft prints them).
+fn listing(ns: &common::Netns, plan: &TablePlan) -> String {
+    ns.exec(&["nft", "list", "table", "inet", &plan.table])
+        .unwrap()
+}
+
+/// The plans whose full apply goes as one netlink batch: every rule form of the fixtures, a
+/// large set (thousands of prefixes), the router mode with its reverse-path filter, and a
+/// classified table (verdict map, interval chains).
+fn full_plans() -> Vec<TablePlan> {
+    let mut plans = common::fixture_plans();
+    plans.push(common::plan_of(
+        &common::big_tag_snapshot(),
+        Target::Subnet("s".into()),
+    ));
+    let lab = common::lab_snapshot();
+    let router = RenderOptions {
+        hook: HookMode::Router,
+        rpfilter: true,
+        ..Default::default()
+    };
+    plans.push(render(&lab, &Target::Subnet("app".into()), &router).unwrap());
+    plans.push(common::classified_plan(80));
+    plans
+}
+
+/// A full apply is one netlink batch encoded by Palisade (no `nft`), and the kernel then holds
+/// exactly what `nft` makes of the same text transaction: `nft list` prints the same table
+/// (sets and their intervals, verdict maps, anonymous sets, every rule form), the state's
+/// handles are the kernel's, and the next apply of the same plan finds nothing to do.
+#[test]
+fn a_full_apply_is_one_netlink_batch_and_lists_as_nft_writes_it() {
+    require_kernel!();
+    for plan in &full_plans() {
+        let (ours, theirs) = (
+            common::Netns::new("nl-full"),
+            common::Netns::new("nl-full-nft"),
+        );
+        let nft = Nft::new(Some(ours.name.clone()));
+        let (state, report) = apply::apply(&nft, plan, None).unwrap();
+        assert_eq!(
+            (report.mode, report.via),
+            (ApplyMode::Full, Via::Netlink),
+            "{}: {report:?}",
+            plan.table
+        );
+        Nft::new(Some(theirs.name.clone()))
+            .apply(&plan.replace_text())
+            .unwrap();
+        assert_eq!(
+            listing(&ours, plan),
+            listing(&theirs, plan),
+            "{}",
+            plan.table
+        );
+        common::assert_handles_true(&nft, &state);
+        assert!(apply::diff(&nft, plan, Some(&state)).unwrap().is_clean());
+        let (_, again) = apply::apply(&nft, plan, Some(&state)).unwrap();
+        assert_eq!(again.mode, ApplyMode::Unchanged, "{}", plan.table);
+        // Replacing a table that is there: the old one goes in the same transaction.
+        let (_, report) = apply::apply(&nft, plan, None).unwrap();
+        assert_eq!((report.mode, report.via), (ApplyMode::Full, Via::Netlink));
+        assert_eq!(
+            listing(&ours, plan),
+            listing(&theirs, plan),
+            "{}",
+            plan.table
+        );
+    }
+}
+
+/// The whole table's batch carries the generation: at a stale one the kernel refuses it and
+/// the ruleset stays byte-identical (the old table whole, never part of the new one); a batch
+/// the kernel refuses for its content changes nothing either.
+#[test]
+fn a_refused_full_batch_leaves_the_old_table_whole() {
+    require_kernel!();
+    let ns = common::Netns::new("nl-full-bad");
+    let nft = Nft::new(Some(ns.name.clone()));
+    let old = common::web_plan();
+    apply::apply(&nft, &old, None).unwrap();
+    let before = ns.exec(&["nft", "-a", "list", "ruleset"]).unwrap();
+    let new = common::plan_of(&common::big_tag_snapshot(), Target::Subnet("s".into()));
+    let mut new = TablePlan {
+        table: old.table.clone(),
+        ..new
+    };
+    let mut link = Nfnl::open(Some(&ns.name)).unwrap();
+    let g = link.generation().unwrap();
+    let err = link.replace(&new, Some(g.wrapping_sub(1))).unwrap_err();
+    assert!(matches!(err, nfnl::NfnlError::Stale { .. }), "{err}");
+    assert_eq!(before, ns.exec(&["nft", "-a", "list", "ruleset"]).unwrap());
+    assert_eq!(link.generation().unwrap(), g);
+
+    // The last rule names a counter that does not exist: the kernel refuses the batch.
+    let chain = new.chains.iter_mut().find(|c| c.name == "nsg_in").unwrap();
+    let last = chain.rules.len() - 1;
+    for s in chain.rules[last].stmts.iter_mut() {
+        if let Stmt::Counter(n) = s {
+            *n = "no_such_counter".into();
+        }
+    }
+    let err = link.replace(&new, Some(g)).unwrap_err();
+    assert!(matches!(err, nfnl::NfnlError::Refused { .. }), "{err}");
+    assert_eq!(before, ns.exec(&["nft", "-a", "list", "ruleset"]).unwrap());
+    // Through `apply` the refusal falls back to `nft`, which names the rule.
+    match apply::apply(&nft, &new, None).unwrap_err() {
+        NftError::Refused { culprit, .. } => {
+            assert!(culprit.unwrap_or_default().contains("no_such_counter"));
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(before, ns.exec(&["nft", "-a", "list", "ruleset"]).unwrap());
 }
 
 /// Every rule form the renderer emits for these networks, encoded by Palisade: the table with
@@ -131,7 +248,7 @@ fn several_changes_keep_the_state_true_and_equal_a_fresh_apply() {
     ])
     .unwrap();
     let (_, report) = apply::apply(&nft, &one, Some(&st)).unwrap();
-    assert_eq!((report.mode, report.via), (ApplyMode::Full, Via::Nft));
+    assert_eq!((report.mode, report.via), (ApplyMode::Full, Via::Netlink));
     assert_eq!(common::contents(&nft, &one.table), fresh(&one));
 }
 

@@ -255,3 +255,24 @@ pub fn connect(ns: String, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> 
     .join()
     .unwrap()
 }
+
+/// The classified table (default layout) of an NSG of `n` inbound rules on 198.18.<i>.0/24,
+/// allow and deny mixed: with 64 or more rules its `nsg_in` is a verdict map over interval
+/// chains.
+pub fn classified_plan(n: usize) -> TablePlan {
+    let mut y = String::from(
+        "apiVersion: palisade/v1\nvirtualNetworks:\n  - name: v\n    addressSpace: [10.60.0.0/16]\n    subnets:\n      - {name: srv, addressPrefix: 10.60.1.0/24, networkSecurityGroup: g}\nnetworkSecurityGroups:\n  - name: g\n    securityRules:\n",
+    );
+    for i in 0..n {
+        y.push_str(&format!(
+            "      - {{name: r{i}, priority: {}, direction: Inbound, access: {}, protocol: Tcp, sourceAddressPrefix: 198.18.{i}.0/24, destinationAddressPrefix: \"*\", destinationPortRange: \"{}\"}}\n",
+            101 + i,
+            if i % 3 == 0 { "Deny" } else { "Allow" },
+            5000 + i % 2,
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("net.yaml");
+    std::fs::write(&file, y).unwrap();
+    plan_of(&snapshot_of(file), Target::Subnet("srv".into()))
+}
