@@ -277,6 +277,11 @@ fn arb_json() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
+    // Failures are kept beside this file (`azure_check.proptest-regressions`) and replayed first.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
     #[test]
     fn parsers_never_panic(v in arb_json(), text in "\\PC{0,64}") {
         let s = v.to_string();

@@ -104,7 +104,12 @@ fn the_generated_target_network_is_written_whole() {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    // Failures are kept beside this file (`gen_native.proptest-regressions`) and replayed first.
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 24,
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..proptest::prelude::ProptestConfig::default()
+    })]
 
     // Any generated shape is written so that the importer reads it back without a diagnostic
     // and with every rule.

@@ -1118,8 +1118,14 @@ mod recheck_property {
 mod example_args {
     use palisade_analyze::reach::bench::example_args;
     use proptest::prelude::*;
+    use proptest::test_runner::FileFailurePersistence;
 
     proptest! {
+        // Failures are kept beside this file (`reach.proptest-regressions`) and replayed first.
+        #![proptest_config(ProptestConfig {
+            failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn any_words_give_sizes_or_an_error(words in proptest::collection::vec(".{0,8}", 0..6)) {
             match example_args(words.clone(), 7) {

@@ -183,6 +183,11 @@ mod properties {
     }
 
     proptest! {
+        // Failures are kept beside this file (`watcher.proptest-regressions`) and replayed first.
+        #![proptest_config(ProptestConfig {
+            failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+            ..ProptestConfig::default()
+        })]
         /// Any values in the question and answer fields: never a panic; a result or located
         /// problems, one file named.
         #[test]

@@ -139,7 +139,12 @@ fn expression() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    // Failures are kept beside this file (`fuzz.proptest-regressions`) and replayed first.
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn fmt_4_evaluate_standalone_never_panics_on_any_text(s in any::<String>()) {

@@ -66,7 +66,7 @@ pub struct GatewayArgs {
     /// client's address, not this host's (repeatable; needs CAP_NET_ADMIN and a `socket
     /// transparent` rule for the replies, see docs/gateway.md): for a firewall that hands
     /// traffic to another firewall, which judges the client's address.
-    #[arg(long, value_name = "PREFIX")]
+    #[arg(long, value_name = "PREFIX", value_parser = keep_source_prefix)]
     keep_source_to: Vec<ipnet::IpNet>,
     /// Where flow records are written (default: $PALISADE_DATA, else ~/.local/state/palisade).
     #[arg(long)]
@@ -227,6 +227,26 @@ pub(crate) fn default_data_dir() -> PathBuf {
         return PathBuf::from(h).join(".local/state/palisade");
     }
     PathBuf::from("palisade-data")
+}
+
+/// A `--keep-source-to` value: a prefix of either family, written as its network (clap names the
+/// flag and the value in front of the message).
+fn keep_source_prefix(v: &str) -> Result<ipnet::IpNet, String> {
+    const EXPECTED: &str = "expected a prefix ADDRESS/LENGTH such as 10.0.2.0/24 or fd00::/64";
+    if let Ok(ip) = v.parse::<IpAddr>() {
+        let len = if ip.is_ipv4() { 32 } else { 128 };
+        return Err(format!(
+            "an address, not a prefix; {EXPECTED} (`{ip}/{len}` for this address alone)"
+        ));
+    }
+    let net: ipnet::IpNet = v.parse().map_err(|_| EXPECTED.to_string())?;
+    if net.trunc() != net {
+        return Err(format!(
+            "host bits are set; expected the prefix's network address, `{}`",
+            net.trunc()
+        ));
+    }
+    Ok(net)
 }
 
 fn addr(flag: &str, v: &str) -> Result<Option<SocketAddr>, String> {

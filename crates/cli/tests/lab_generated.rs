@@ -21,6 +21,42 @@ fn root_with_nft() -> bool {
     root && nft
 }
 
+/// `lab generate --seed 3 --spokes 3 EXTRA…` written to a file, which validates; then `lab check
+/// --random N --seed 1` over it as run `tag`: (exit code, report, stderr).
+fn check_generated(extra: &[&str], n: usize, tag: &str) -> (i32, Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("generated.json");
+    let mut generate = vec!["lab", "generate", "--seed", "3", "--spokes", "3"];
+    generate.extend_from_slice(extra);
+    let (code, text, err) = palisade(&generate);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(&file, text).unwrap();
+    let (code, out, err) = palisade(&["validate", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let state = tempfile::tempdir().unwrap();
+    let run = format!("{tag}{}", std::process::id() % 1_000_000);
+    let started = Instant::now();
+    let n = n.to_string();
+    let report = lab_json(&[
+        "check",
+        "--network",
+        file.to_str().unwrap(),
+        "--random",
+        &n,
+        "--seed",
+        "1",
+        "--name",
+        &run,
+        "--state",
+        state.path().to_str().unwrap(),
+    ]);
+    eprintln!(
+        "{n} random flows over a generated network {extra:?}: {:?}",
+        started.elapsed()
+    );
+    report
+}
+
 #[test]
 fn generate_is_deterministic_and_valid() {
     let (code, a, err) = palisade(&["lab", "generate", "--seed", "5", "--spokes", "4"]);
@@ -45,31 +81,7 @@ fn random_flows_over_a_generated_network_agree_with_trace() {
     if !root_with_nft() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("generated.json");
-    let (code, text, err) = palisade(&["lab", "generate", "--seed", "3", "--spokes", "3"]);
-    assert_eq!(code, 0, "{err}");
-    std::fs::write(&file, text).unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let run = format!("g{}", std::process::id() % 1_000_000);
-    let started = Instant::now();
-    let (code, v, err) = lab_json(&[
-        "check",
-        "--network",
-        file.to_str().unwrap(),
-        "--random",
-        "100",
-        "--seed",
-        "1",
-        "--name",
-        &run,
-        "--state",
-        state.path().to_str().unwrap(),
-    ]);
-    eprintln!(
-        "100 random flows over a generated network: {:?}",
-        started.elapsed()
-    );
+    let (code, v, err) = check_generated(&[], 100, "g");
     assert_eq!(v["total"], 100, "{err}");
     // Every flow agrees, UDP through the firewall included (the gateway's TPROXY listener), and
     // ICMP through the firewall: judged by its network rules in the firewall's namespace, each
@@ -123,41 +135,7 @@ fn random_flows_through_two_chained_firewalls_agree_with_trace() {
     if !root_with_nft() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("chained.json");
-    let (code, text, err) = palisade(&[
-        "lab",
-        "generate",
-        "--seed",
-        "3",
-        "--spokes",
-        "3",
-        "--chained-firewall",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    std::fs::write(&file, text).unwrap();
-    let (code, out, err) = palisade(&["validate", file.to_str().unwrap()]);
-    assert_eq!(code, 0, "{out}{err}");
-    let state = tempfile::tempdir().unwrap();
-    let run = format!("h{}", std::process::id() % 1_000_000);
-    let started = Instant::now();
-    let (code, v, err) = lab_json(&[
-        "check",
-        "--network",
-        file.to_str().unwrap(),
-        "--random",
-        "150",
-        "--seed",
-        "1",
-        "--name",
-        &run,
-        "--state",
-        state.path().to_str().unwrap(),
-    ]);
-    eprintln!(
-        "150 random flows through two chained firewalls: {:?}",
-        started.elapsed()
-    );
+    let (code, v, err) = check_generated(&["--chained-firewall"], 150, "h");
     let disagree = v["disagree"].as_array().unwrap();
     assert!(disagree.is_empty(), "{disagree:#?}\n{err}");
     assert_eq!((code, v["agree"].as_u64()), (0, Some(150)));

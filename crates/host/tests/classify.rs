@@ -221,14 +221,7 @@ fn small_chains_stay_listed_and_large_ones_are_classified() {
         "below min_rules the classified layout is the listed one"
     );
 
-    let snap = snapshot_of_yaml(&many_rules(80));
-    let plan = render(
-        &snap,
-        &Target::Subnet("srv".into()),
-        &RenderOptions::default(),
-    )
-    .unwrap();
-    assert!(has_vmap(&plan, "nsg_in"));
+    let (_, plan) = classified_80();
     assert!(
         !has_vmap(&plan, "nsg_out"),
         "outbound has only the defaults"
@@ -257,13 +250,10 @@ fn many_rules(n: usize) -> String {
     y
 }
 
-// spec NSG-5.1, NSG-7.1: the kernel, given the classified table, connects exactly the flows the
-// listed rules allow, and the deciding rules' counters are the ones that move.
-#[test]
-fn classified_table_in_the_kernel_agrees_with_the_listed_rules() {
-    require_kernel!();
+/// The 80-rule NSG of [`many_rules`] and its default rendering for subnet `srv`: inbound is
+/// long enough to be classified (a verdict map on the source address).
+fn classified_80() -> (palisade_policy::Snapshot, TablePlan) {
     let snap = snapshot_of_yaml(&many_rules(80));
-    let listed = listed(&snap, "srv");
     let plan = render(
         &snap,
         &Target::Subnet("srv".into()),
@@ -271,6 +261,16 @@ fn classified_table_in_the_kernel_agrees_with_the_listed_rules() {
     )
     .unwrap();
     assert!(has_vmap(&plan, "nsg_in"));
+    (snap, plan)
+}
+
+// spec NSG-5.1, NSG-7.1: the kernel, given the classified table, connects exactly the flows the
+// listed rules allow, and the deciding rules' counters are the ones that move.
+#[test]
+fn classified_table_in_the_kernel_agrees_with_the_listed_rules() {
+    require_kernel!();
+    let (snap, plan) = classified_80();
+    let listed = listed(&snap, "srv");
 
     let srv = Netns::new("clsrv");
     let cli = Netns::new("clcli");
@@ -386,14 +386,7 @@ fn classified_table_in_the_kernel_agrees_with_the_listed_rules() {
 #[test]
 fn classified_json_transaction_lists_as_the_text_one() {
     require_kernel!();
-    let snap = snapshot_of_yaml(&many_rules(80));
-    let plan = render(
-        &snap,
-        &Target::Subnet("srv".into()),
-        &RenderOptions::default(),
-    )
-    .unwrap();
-    assert!(has_vmap(&plan, "nsg_in"));
+    let (_, plan) = classified_80();
     let (text, json) = (Netns::new("cltxt"), Netns::new("cljson"));
     Nft::new(Some(text.name.clone()))
         .apply(&plan.replace_text())

@@ -7,6 +7,11 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 proptest! {
+    // Failures are kept beside this file (`properties.proptest-regressions`) and replayed first.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
     #[test]
     fn config_never_panics_and_names_the_flag(url in ".{0,80}") {
         if let Err(e) = palisade_pgstore::config("--policy-store", &url) {
@@ -53,7 +58,15 @@ fn documents_come_back_byte_for_byte() {
         palisade_pgstore::migrate(&mut c).await.unwrap();
         c
     }));
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(64));
+    // A runner built by hand names its source file itself, as `proptest!` does.
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 64,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        source_file: Some(file!()),
+        ..ProptestConfig::default()
+    });
     runner
         .run(&prop::collection::vec(json(), 0..4), |resources| {
             let document = serde_json::to_string(&resources).unwrap();

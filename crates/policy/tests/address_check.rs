@@ -75,6 +75,12 @@ fn compile(net: &Network) -> CompiledFirewall {
 }
 
 proptest! {
+    // Failures are kept beside this file (`address_check.proptest-regressions`) and replayed first.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
     // spec PAL-5.2: "per firewall and per rule (rule wins)"; the command line is the default.
     #[test]
     fn the_rule_wins_then_collection_then_firewall_then_default(

@@ -206,6 +206,12 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
 }
 
 proptest! {
+    // Failures are kept beside this file (`fqdn_network_rules.proptest-regressions`) and replayed first.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
     // spec FW-5, FW-2, PAL-5.3: the compiled pass equals a linear scan of the rules — a rule
     // matches when the port matches and the destination is in its addresses or remembered for
     // its FQDN; audit rules are collected and passed over.

@@ -239,7 +239,12 @@ fn reference_nsg(rules: &[SecurityRule], dir: Direction, f: &Flow) -> (String, A
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    // Failures are kept beside this file (`reference.proptest-regressions`) and replayed first.
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     /// NSG-5.1, NSG-4, NSG-2.2, PAL-5.3: compiled NSG evaluation equals the plain reference.
     #[test]
@@ -332,7 +337,12 @@ fn reference_route(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    // Failures are kept beside this file (`reference.proptest-regressions`) and replayed first.
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     /// RT-3.1, RT-5: the compiled subnet routes pick what the plain reference picks.
     #[test]
@@ -419,7 +429,12 @@ fn name() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    // Failures are kept beside this file (`reference.proptest-regressions`) and replayed first.
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     /// FW-2, FW-3, FW-6.3: the firewall's application pass picks the first rule in collection
     /// order whose protocol, source and name match — as a plain scan does.

@@ -51,6 +51,11 @@ fn paths() -> impl Strategy<Value = Path> {
 }
 
 proptest! {
+    // Failures are kept beside this file (`properties.proptest-regressions`) and replayed first.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
     #[test]
     fn token_files_never_panic(text in "\\PC{0,200}") {
         let _ = Tokens::parse("tokens", &text);
