@@ -186,6 +186,10 @@ pub fn load(paths: &[PathBuf], options: &ImportOptions) -> Imported {
         if opts.parameters.is_none() {
             opts.parameters = sibling_parameters(f);
             opts.parameters_from_sibling = true;
+            if let Some((p, note)) = folder_parameters(f, &name, &text, &opts, &files) {
+                imported.diagnostics.push(note);
+                opts.parameters = Some(p);
+            }
         }
         let base = f.parent().map(Path::to_path_buf);
         let file = import_text(&name, &text, &opts, base.as_deref());
@@ -255,6 +259,60 @@ pub fn sibling_parameters(template: &Path) -> Option<(String, Value)> {
     let text = std::fs::read_to_string(&p).ok()?;
     let doc = json::parse(&p.display().to_string(), &text).ok()?;
     Some((p.display().to_string(), doc.value))
+}
+
+/// When `x.parameters.json` is missing beside `template` or gives none of its parameters: the
+/// one parameters file of the same folder that does (a template and its values named apart,
+/// e.g. `network-params.json` with `network.parameters.json`), and a note saying so. `None`
+/// when no file or more than one could apply: the template's parameters stay unresolved.
+fn folder_parameters(
+    template: &Path,
+    name: &str,
+    text: &str,
+    opts: &ImportOptions,
+    files: &[PathBuf],
+) -> Option<((String, Value), Diagnostic)> {
+    let is_parameters = |p: &Path| {
+        p.file_stem()
+            .and_then(|s| s.to_str())
+            .is_some_and(|s| s.ends_with(".parameters"))
+    };
+    if is_parameters(template) || template.extension().and_then(|e| e.to_str()) != Some("json") {
+        return None;
+    }
+    let doc = json::parse(name, text).ok()?;
+    if doc
+        .value
+        .get("parameters")
+        .and_then(Value::as_object)
+        .is_none()
+        || opts
+            .parameters
+            .as_ref()
+            .is_some_and(|(_, p)| declares_any(&doc.value, p))
+    {
+        return None;
+    }
+    let mut found = files
+        .iter()
+        .filter(|p| p.parent() == template.parent() && is_parameters(p))
+        .filter_map(|p| {
+            let file = p.display().to_string();
+            let value = json::parse(&file, &std::fs::read_to_string(p).ok()?)
+                .ok()?
+                .value;
+            declares_any(&doc.value, &value).then_some((file, value))
+        });
+    let (first, second) = (found.next()?, found.next());
+    if second.is_some() {
+        return None;
+    }
+    let note = Diagnostic::note(format!(
+        "parameter values taken from {}, the one parameters file beside it that names its parameters",
+        first.0
+    ))
+    .at(name, "/parameters");
+    Some((first, note))
 }
 
 /// Whether `template` declares any parameter that `parameters` (a parameters file, or its bare
