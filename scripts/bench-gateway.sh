@@ -12,6 +12,9 @@
 #
 # BASELINE_BIN=path/to/palisade adds "palisade-base", another Palisade build (e.g. before a
 # change) run the same way, so a change is judged against its baseline within one run.
+# NO_BUILD=1 runs the release binaries already in the target directory (no cargo build).
+# PALISADE_ARGS="..." adds gateway flags to this build's instances (not the baseline's), e.g.
+# `--listen-workers 2`.
 # SYNC_INTERVAL_MS=N adds "palisade-interval", this build with `--flow-log-sync interval
 # --flow-log-sync-ms N` (records acknowledged after their write, fdatasync at most every N ms),
 # beside "palisade" (the default, `always`: acknowledged after fdatasync).
@@ -41,6 +44,7 @@ IDLE=${IDLE:-1000} # keep 3 x IDLE under the open-file limit
 ROUNDS=${ROUNDS:-3}
 BASELINE_BIN=${BASELINE_BIN:-}
 SYNC_INTERVAL_MS=${SYNC_INTERVAL_MS:-}
+read -r -a PAL_ARGS <<<"${PALISADE_ARGS:-}"
 PROFILE=${PROFILE:-0}
 TARGET_PORT=${TARGET_PORT:-18443}
 OUT=${OUT:-/tmp/bench-gateway}
@@ -58,7 +62,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 export PATH=$PATH:/usr/sbin
 
-(cd "$ROOT" && cargo build -q --release -p palisade-cli && cargo build -q --release -p palisade-gateway --example tunnel_bench)
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  (cd "$ROOT" && cargo build -q --release -p palisade-cli && cargo build -q --release -p palisade-gateway --example tunnel_bench)
+fi
 BIN=$CARGO_TARGET_DIR/release
 TB=$BIN/examples/tunnel_bench
 
@@ -89,13 +95,13 @@ azureFirewalls:
 EOF
 "$BIN/palisade" gateway -n "$OUT/network.yaml" --listen "127.0.0.1:$P_PAL" --admin none \
   --data "$OUT/palisade-data" --resolve localhost=127.0.0.1 --no-system-resolver --no-watch \
-  --max-connections 100000 >"$OUT/palisade.log" 2>&1 &
+  --max-connections 100000 "${PAL_ARGS[@]}" >"$OUT/palisade.log" 2>&1 &
 pids+=($!); PID_PAL=$!
 P_BASE=13132 PID_BASE=0 P_INT=13133 PID_INT=0
 if [ -n "$SYNC_INTERVAL_MS" ]; then
   "$BIN/palisade" gateway -n "$OUT/network.yaml" --listen "127.0.0.1:$P_INT" --admin none \
     --data "$OUT/palisade-interval-data" --resolve localhost=127.0.0.1 --no-system-resolver --no-watch \
-    --max-connections 100000 --flow-log-sync interval --flow-log-sync-ms "$SYNC_INTERVAL_MS" \
+    --max-connections 100000 --flow-log-sync interval --flow-log-sync-ms "$SYNC_INTERVAL_MS" "${PAL_ARGS[@]}" \
     >"$OUT/palisade-interval.log" 2>&1 &
   pids+=($!); PID_INT=$!
 fi
