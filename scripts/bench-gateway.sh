@@ -14,7 +14,7 @@
 # change) run the same way, so a change is judged against its baseline within one run.
 # NO_BUILD=1 runs the release binaries already in the target directory (no cargo build).
 # PALISADE_ARGS="..." adds gateway flags to this build's instances (not the baseline's), e.g.
-# `--listen-workers 2`.
+# `--flow-log-sync interval`.
 # SYNC_INTERVAL_MS=N adds "palisade-interval", this build with `--flow-log-sync interval
 # --flow-log-sync-ms N` (records acknowledged after their write, fdatasync at most every N ms),
 # beside "palisade" (the default, `always`: acknowledged after fdatasync).
