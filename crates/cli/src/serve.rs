@@ -103,6 +103,14 @@ pub struct GatewayArgs {
     /// slot of --max-connections.
     #[arg(long, default_value_t = 1_000)]
     max_connections_per_source: usize,
+    /// When a flow record counts as written: `always` = after its batch's fdatasync (survives
+    /// power loss); `interval` = after its write (survives a crash or kill -9 of the gateway),
+    /// fdatasync at most every --flow-log-sync-ms (power loss can lose that interval's records).
+    #[arg(long, value_enum, default_value = "always")]
+    flow_log_sync: FlowLogSyncArg,
+    /// With --flow-log-sync interval: the most milliseconds between two fdatasyncs.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    flow_log_sync_ms: u64,
     /// Seconds without traffic after which a relayed connection is closed.
     #[arg(long, default_value_t = 300)]
     idle_timeout: u64,
@@ -168,6 +176,12 @@ pub struct GatewayArgs {
     /// End of the observe window (RFC 3339); default: while the gateway runs.
     #[arg(long, value_name = "RFC3339", requires = "observe")]
     observe_until: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum FlowLogSyncArg {
+    Always,
+    Interval,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -343,6 +357,17 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
         return Err("--max-connections-per-source 0: expected at least 1".into());
     }
     config.limits.max_connections_per_source = a.max_connections_per_source;
+    config.flowlog.sync = match a.flow_log_sync {
+        FlowLogSyncArg::Always => palisade_flowlog::SyncMode::Always,
+        FlowLogSyncArg::Interval if a.flow_log_sync_ms == 0 => {
+            return Err(
+                "--flow-log-sync-ms 0: expected at least 1 (or --flow-log-sync always)".into(),
+            )
+        }
+        FlowLogSyncArg::Interval => {
+            palisade_flowlog::SyncMode::Interval(Duration::from_millis(a.flow_log_sync_ms))
+        }
+    };
     config.limits.idle_timeout = Duration::from_secs(a.idle_timeout);
     config.limits.udp_idle_timeout = Duration::from_secs(a.udp_idle_timeout);
     config.limits.max_udp_sessions = a.max_udp_sessions;

@@ -14,12 +14,24 @@
 //! can come later.
 //!
 //! ## Durability
-//! [`FlowLog::append`] returns only after the record's bytes were written **and** `fsync`ed
-//! (and, for a new segment, the directory entry too). Concurrent appenders share one `fsync`
-//! (group commit): the first waiting caller flushes everything queued, the others wait for it.
-//! So a record whose `append` returned survives `kill -9` and power loss of the writer.
-//! [`Writer`] gives callers that must not block the same promise from a dedicated thread:
-//! a record is acknowledged (its `Done` called) only after its batch's `fsync`.
+//! What an acknowledged record survives depends on [`Options::sync`]:
+//!
+//! - [`SyncMode::Always`] (the default): [`FlowLog::append`] returns only after the record's
+//!   bytes were written **and** `fdatasync`ed (and, for a new segment, the directory entry
+//!   too). A record whose `append` returned survives `kill -9` of the writer **and** power
+//!   loss or a kernel crash.
+//! - [`SyncMode::Interval`]: `append` returns once the bytes were `write`n to the segment (the
+//!   kernel's page cache), and the log `fdatasync`s at most once per interval: when a batch is
+//!   written after the interval ran out, when a [`Writer`] has been idle that long, when a
+//!   segment is closed, and on [`FlowLog::sync`] / a [`Writer`]'s end. An acknowledged record
+//!   survives `kill -9` (or any crash) of the writer process, since the kernel still holds
+//!   its bytes; power loss or a kernel crash can lose the records of the last interval. A
+//!   torn last line is cut off on the next open either way.
+//!
+//! Concurrent appenders share one write (group commit): the first waiting caller flushes
+//! everything queued, the others wait for it. [`Writer`] gives callers that must not block the
+//! same promise from a dedicated thread: a record is acknowledged (its `Done` called) only
+//! after its batch's write (and, in `Always` mode, its `fdatasync`).
 
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
@@ -27,7 +39,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// One decision of the gateway (FW-12 fields with Palisade's names).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -178,6 +190,8 @@ pub fn format_time(t: SystemTime) -> String {
 pub struct Options {
     pub max_segment_bytes: u64,
     pub max_segments: usize,
+    /// When written records reach stable storage (see the crate's Durability section).
+    pub sync: SyncMode,
 }
 
 impl Default for Options {
@@ -185,14 +199,39 @@ impl Default for Options {
         Options {
             max_segment_bytes: 64 << 20,
             max_segments: 64,
+            sync: SyncMode::Always,
         }
     }
+}
+
+/// When the log `fdatasync`s, and so what an acknowledged record survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Acknowledge after `fdatasync`: survives power loss.
+    Always,
+    /// Acknowledge after `write`; `fdatasync` at most once per this interval: survives the
+    /// writer's `kill -9`, not power loss of the last interval's records.
+    Interval(Duration),
 }
 
 struct Segment {
     file: File,
     number: u64,
     len: u64,
+    /// Bytes written since the last `fdatasync`, and when that was.
+    unsynced: bool,
+    synced_at: Instant,
+}
+
+impl Segment {
+    fn sync(&mut self) -> io::Result<()> {
+        if self.unsynced {
+            self.file.sync_data()?;
+            self.unsynced = false;
+            self.synced_at = Instant::now();
+        }
+        Ok(())
+    }
 }
 
 struct State {
@@ -267,6 +306,8 @@ impl FlowLog {
                     file,
                     number: *n,
                     len: keep,
+                    unsynced: false,
+                    synced_at: Instant::now(),
                 }
             }
             None => new_segment(&dir, 1)?,
@@ -290,12 +331,12 @@ impl FlowLog {
         &self.dir
     }
 
-    /// Append one record; returns once it is on stable storage.
+    /// Append one record; returns once it is durable as [`Options::sync`] promises.
     pub fn append(&self, record: &FlowRecord) -> io::Result<()> {
         self.append_all(std::slice::from_ref(record))
     }
 
-    /// Append records; returns once all are on stable storage.
+    /// Append records; returns once all are durable as [`Options::sync`] promises.
     pub fn append_all(&self, records: &[FlowRecord]) -> io::Result<()> {
         let mut bytes = vec![];
         for r in records {
@@ -304,8 +345,8 @@ impl FlowLog {
         self.commit(&bytes)
     }
 
-    /// Write whole lines and return once they are on stable storage, sharing the `fsync` with
-    /// concurrent callers.
+    /// Write whole lines and return once they are durable as [`Options::sync`] promises,
+    /// sharing the write and `fsync` with concurrent callers.
     fn commit(&self, bytes: &[u8]) -> io::Result<()> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = &st.failed {
@@ -348,14 +389,66 @@ impl FlowLog {
 
     fn write_batch(&self, seg: &mut Segment, batch: &[u8]) -> io::Result<()> {
         if seg.len > 0 && seg.len + batch.len() as u64 > self.options.max_segment_bytes {
+            // A closed segment is synced, whatever the mode.
+            seg.sync()?;
             let next = new_segment(&self.dir, seg.number + 1)?;
             *seg = next;
             self.retain()?;
         }
         seg.file.write_all(batch)?;
-        seg.file.sync_data()?;
         seg.len += batch.len() as u64;
-        Ok(())
+        seg.unsynced = true;
+        match self.options.sync {
+            SyncMode::Always => seg.sync(),
+            SyncMode::Interval(every) if seg.synced_at.elapsed() >= every => seg.sync(),
+            SyncMode::Interval(_) => Ok(()),
+        }
+    }
+
+    /// How long until written bytes are due for their `fdatasync` (zero: overdue), or `None`
+    /// when nothing waits for one.
+    pub fn sync_due(&self) -> Option<Duration> {
+        let SyncMode::Interval(every) = self.options.sync else {
+            return None;
+        };
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &st.segment {
+            Some(seg) if seg.unsynced => Some(every.saturating_sub(seg.synced_at.elapsed())),
+            Some(_) => None,
+            // A flush is under way; it may leave bytes behind.
+            None => Some(every),
+        }
+    }
+
+    /// `fdatasync` whatever was written and not yet synced (in [`SyncMode::Interval`]); after
+    /// it, every acknowledged record survives power loss too.
+    pub fn sync(&self) -> io::Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while st.flushing {
+            st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(e) = &st.failed {
+            return Err(io::Error::other(format!("flow log failed earlier: {e}")));
+        }
+        let mut seg = st
+            .segment
+            .take()
+            .expect("segment present while not flushing");
+        if !seg.unsynced {
+            st.segment = Some(seg);
+            return Ok(());
+        }
+        st.flushing = true;
+        drop(st);
+        let result = seg.sync();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.segment = Some(seg);
+        st.flushing = false;
+        if let Err(e) = &result {
+            st.failed = Some(e.to_string());
+        }
+        self.done.notify_all();
+        result
     }
 
     fn retain(&self) -> io::Result<()> {
@@ -367,6 +460,16 @@ impl FlowLog {
             sync_dir(&self.dir)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for FlowLog {
+    fn drop(&mut self) {
+        // The last interval's records reach stable storage on a clean end too.
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(seg) = &mut st.segment {
+            let _ = seg.sync();
+        }
     }
 }
 
@@ -389,21 +492,41 @@ const MAX_BATCH: usize = 4096;
 /// thread takes everything queued, encodes it into one buffer, writes it with one `fsync`
 /// (through the same group commit as [`FlowLog::append`]) and only then calls each record's
 /// [`Done`]. So the kill -9 promise holds for every acknowledged record, and a busy gateway
-/// pays one thread wake-up and one `fsync` per batch instead of per record.
+/// pays one thread wake-up and one write (and in [`SyncMode::Always`] one `fsync`) per batch
+/// instead of per record. In [`SyncMode::Interval`] the thread also syncs once the interval
+/// has run out with nothing more to write, and when it ends.
 pub struct Writer {
     queue: mpsc::Sender<(FlowRecord, Done)>,
+    log: Arc<FlowLog>,
 }
 
 impl Writer {
     /// Start the writer thread; it ends when the `Writer` is dropped and the queue is drained.
     pub fn spawn(log: Arc<FlowLog>) -> io::Result<Writer> {
         let (queue, jobs) = mpsc::channel::<(FlowRecord, Done)>();
+        let thread_log = log.clone();
         std::thread::Builder::new()
             .name("flowlog-writer".into())
             .spawn(move || {
+                let log = thread_log;
                 let mut bytes = Vec::new();
                 let mut batch = Vec::new();
-                while let Ok(job) = jobs.recv() {
+                loop {
+                    let job = match log.sync_due() {
+                        None => match jobs.recv() {
+                            Ok(job) => job,
+                            Err(_) => break,
+                        },
+                        Some(wait) => match jobs.recv_timeout(wait) {
+                            Ok(job) => job,
+                            Err(mpsc::RecvTimeoutError::Timeout) => {
+                                // A failure poisons the log; the next batch reports it.
+                                let _ = log.sync();
+                                continue;
+                            }
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        },
+                    };
                     batch.push(job);
                     while batch.len() < MAX_BATCH {
                         match jobs.try_recv() {
@@ -423,8 +546,15 @@ impl Writer {
                     // A burst's buffer is not kept for the quiet that follows.
                     bytes.shrink_to(64 << 10);
                 }
+                let _ = log.sync();
             })?;
-        Ok(Writer { queue })
+        Ok(Writer { queue, log })
+    }
+
+    /// `fdatasync` what was acknowledged and not yet synced ([`FlowLog::sync`]); for a
+    /// shutdown in [`SyncMode::Interval`].
+    pub fn sync(&self) -> io::Result<()> {
+        self.log.sync()
     }
 
     /// Queue `record`; `done` is called (on the writer thread) once it is durable or failed.
@@ -445,7 +575,13 @@ fn new_segment(dir: &Path, number: u64) -> io::Result<Segment> {
     file.sync_all()?;
     sync_dir(dir)?;
     let len = file.metadata()?.len();
-    Ok(Segment { file, number, len })
+    Ok(Segment {
+        file,
+        number,
+        len,
+        unsynced: false,
+        synced_at: Instant::now(),
+    })
 }
 
 /// Length of the file up to and including its last newline.
@@ -888,6 +1024,7 @@ mod tests {
             Options {
                 max_segment_bytes: 1000,
                 max_segments: 3,
+                ..Options::default()
             },
         )
         .unwrap();

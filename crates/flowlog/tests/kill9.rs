@@ -4,9 +4,11 @@
 //! names a directory). The child appends from several threads and prints `ack N` after each
 //! `append` returned; the parent kills it mid-stream and checks every acknowledged record is
 //! in the log, then that the log can be reopened and appended to. The same again with the
-//! records going through a [`Writer`] thread, acknowledged when its `Done` is called.
+//! records going through a [`Writer`] thread, acknowledged when its `Done` is called, and with
+//! both in [`SyncMode::Interval`], where an acknowledgement follows the `write` and no
+//! `fdatasync`: the kernel keeps a killed process's written bytes.
 
-use palisade_flowlog::{format_time, query, FlowLog, FlowRecord, Options, Query, Writer};
+use palisade_flowlog::{format_time, query, FlowLog, FlowRecord, Options, Query, SyncMode, Writer};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -15,6 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 const ENV: &str = "PALISADE_FLOWLOG_CHILD_DIR";
 /// Set for the child that appends through a [`Writer`].
 const ENV_WRITER: &str = "PALISADE_FLOWLOG_CHILD_WRITER";
+/// Set for a child in [`SyncMode::Interval`].
+const ENV_INTERVAL: &str = "PALISADE_FLOWLOG_CHILD_INTERVAL";
 
 fn record(n: u64) -> FlowRecord {
     FlowRecord {
@@ -31,11 +35,17 @@ fn record(n: u64) -> FlowRecord {
 #[ignore = "child process of sigkill_loses_no_acknowledged_record"]
 fn writer_child() {
     let Ok(dir) = std::env::var(ENV) else { return };
+    let sync = match std::env::var_os(ENV_INTERVAL) {
+        // Longer than the test: only a segment's close syncs.
+        Some(_) => SyncMode::Interval(Duration::from_secs(3600)),
+        None => SyncMode::Always,
+    };
     let log = FlowLog::open(
         &dir,
         Options {
             max_segment_bytes: 64 << 10, // rotate often: rotation must be durable too
             max_segments: 1_000_000,
+            sync,
         },
     )
     .unwrap();
@@ -67,19 +77,32 @@ fn writer_child() {
 
 #[test]
 fn sigkill_loses_no_acknowledged_record() {
-    killed_child_loses_nothing(false);
+    killed_child_loses_nothing(false, false);
 }
 
 #[test]
 fn sigkill_loses_no_record_the_writer_thread_acknowledged() {
-    killed_child_loses_nothing(true);
+    killed_child_loses_nothing(true, false);
 }
 
-fn killed_child_loses_nothing(through_writer: bool) {
+#[test]
+fn sigkill_loses_no_acknowledged_record_in_interval_mode() {
+    killed_child_loses_nothing(false, true);
+}
+
+#[test]
+fn sigkill_loses_no_record_the_writer_thread_acknowledged_in_interval_mode() {
+    killed_child_loses_nothing(true, true);
+}
+
+fn killed_child_loses_nothing(through_writer: bool, interval: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     if through_writer {
         cmd.env(ENV_WRITER, "1");
+    }
+    if interval {
+        cmd.env(ENV_INTERVAL, "1");
     }
     let mut child = cmd
         .args(["--exact", "writer_child", "--ignored", "--nocapture"])

@@ -287,7 +287,7 @@ async fn tcp_loop(gw: Arc<Gateway>, listener: TcpListener, frontend: SocketAddr)
         let counted = InFlight::new(&gw);
         let gw = gw.clone();
         tokio::spawn(async move {
-            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+            let peer = crate::canonical(peer);
             let work = Box::pin(tcp_flow(&gw, stream, peer, frontend));
             let r = connection(&gw, counted, None, Mode::Dnat, peer, Some(frontend), work).await;
             if let Err(e) = r {
@@ -401,7 +401,7 @@ async fn udp_loop(gw: Arc<Gateway>, sock: Arc<UdpSocket>, frontend: SocketAddr) 
             // Sessions end without a datagram here: look again now and then.
             _ = tokio::time::sleep(Duration::from_millis(100)), if draining => continue,
         };
-        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let peer = crate::canonical(peer);
         sessions.retain(|_, s| !s.done.load(Ordering::Relaxed));
         if let Some(s) = sessions.get(&peer) {
             if let Some(up) = &s.upstream {

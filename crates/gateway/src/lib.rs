@@ -437,6 +437,12 @@ impl Drop for Running {
     }
 }
 
+/// An IPv4-mapped IPv6 address as the IPv4 address it is (a dual-stack listener's peers), so
+/// rules and records see one form.
+pub(crate) fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
 /// How long a start waits for the store's first version before opening the listeners.
 const STORE_START_WAIT: Duration = Duration::from_secs(10);
 
@@ -875,6 +881,14 @@ impl Gateway {
     /// decided by the policy, but are recorded against the version that was running).
     pub fn version(&self) -> Version {
         Version::of(self.active.load().as_deref())
+    }
+
+    /// Whether `v` names the policy in force now (compared without building a [`Version`]).
+    pub(crate) fn in_force(&self, v: &Version) -> bool {
+        match self.active.load().as_deref() {
+            Some(a) => a.id() == v.snapshot && a.firewall().policy == v.policy,
+            None => v.snapshot.is_empty(),
+        }
     }
 
     pub(crate) fn established_list(&self) -> Vec<Arc<Established>> {

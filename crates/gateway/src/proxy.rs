@@ -85,7 +85,7 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
         let counted = InFlight::new(&gw);
         let gw = gw.clone();
         tokio::spawn(async move {
-            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+            let peer = crate::canonical(peer);
             // Boxed here so the task holds one pointer, not a second copy of the
             // connection's state (an argument of an async fn keeps its room for good).
             let work = Box::pin(async {
@@ -658,7 +658,8 @@ async fn connect(
         if outcome.pass == FirewallPass::FirewallApplication && app != AppProtocol::Mssql {
             let mut buf = rest;
             let seen = Box::pin(inspect(gw, &mut client, &mut buf)).await;
-            let (o, s) = Box::pin(tunnel_verdict(gw, &mut flow, &host, key, seen)).await;
+            let first = (&outcome, &snap, app);
+            let (o, s) = Box::pin(tunnel_verdict(gw, &mut flow, &host, key, seen, first)).await;
             if !o.allowed {
                 gw.record(flow.record(gw, &o, &s)).await;
                 reset(&client);
@@ -699,25 +700,32 @@ fn flow_app(protocol: &str) -> Option<AppProtocol> {
 /// by the policy on its own and checked against the dialed address (`allowed`); no name,
 /// another protocol or unreadable bytes are judged as the transparent listener judges them.
 /// The tunnel's flow is judged again by the snapshot in force now, so a reload while the client
-/// took its time is not missed. Fills the flow's tunnel name and protocol.
+/// took its time is not missed; when the tunnel names the CONNECT name with the protocol first
+/// judged and that snapshot is still in force, the second judgement would repeat the `first`
+/// (outcome, version, protocol), which is returned instead. Fills the flow's tunnel name and
+/// protocol.
 async fn tunnel_verdict(
     gw: &Gateway,
     flow: &mut Flow,
     connect_name: &str,
     key: PacketKey,
     seen: Seen,
+    first: (&FirewallOutcome, &Version, AppProtocol),
 ) -> (FirewallOutcome, Version) {
-    let snap = gw.version();
     flow.tunnel_name = seen.host.clone();
     if let Some(a) = seen.app {
         flow.protocol = app_name(a);
     }
     if let Some((reason, detail)) = seen.problem {
         let detail = format!("inside CONNECT {connect_name}: {detail}");
-        return (refusal(gw, flow, reason, detail), snap);
+        return (refusal(gw, flow, reason, detail), gw.version());
     }
     let same_name = seen.host.as_deref().map(|h| h.trim_end_matches('.'))
         == Some(connect_name.trim_end_matches('.'));
+    let (first_outcome, first_snap, first_app) = first;
+    if same_name && !seen.ech && seen.app == Some(first_app) && gw.in_force(first_snap) {
+        return (first_outcome.clone(), first_snap.clone());
+    }
     if let (Some(inner), Some(inner_app)) = (&seen.host, seen.app) {
         if !same_name && gw.config.tunnel_sni == TunnelSni::Match {
             let (reason, what) = if inner_app == AppProtocol::Http {
@@ -732,7 +740,7 @@ async fn tunnel_verdict(
             if seen.ech {
                 detail = format!("{}; {detail}", EchPolicy::outer_sni_note(Some(inner)));
             }
-            return (refusal(gw, flow, reason, detail), snap);
+            return (refusal(gw, flow, reason, detail), gw.version());
         }
     }
     let input = FirewallInput {
@@ -866,11 +874,7 @@ fn original_dst(s: &TcpStream) -> io::Result<SocketAddr> {
 fn addressed_to_listener(gw: &Gateway, client: &TcpStream, dst: SocketAddr) -> bool {
     match gw.config.transparent_mode {
         crate::TransparentMode::Redirect => {
-            client
-                .local_addr()
-                .ok()
-                .map(|l| SocketAddr::new(l.ip().to_canonical(), l.port()))
-                == Some(dst)
+            client.local_addr().ok().map(crate::canonical) == Some(dst)
         }
         // Every TPROXY'd connection has its original destination as local address: only one to
         // the listener's port on an address of this host is the listener's own.
@@ -890,7 +894,7 @@ async fn transparent(gw: &Arc<Gateway>, client: TcpStream, peer: SocketAddr) -> 
         crate::TransparentMode::Tproxy => client.local_addr(),
     };
     let dst = match original {
-        Ok(d) => SocketAddr::new(d.ip().to_canonical(), d.port()),
+        Ok(d) => crate::canonical(d),
         Err(e) => {
             // Without a NAT entry there is nothing to relay to: a connection not redirected.
             let flow = Flow::new(Mode::Transparent, "TCP", peer);

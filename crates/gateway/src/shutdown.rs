@@ -304,6 +304,10 @@ impl Running {
             t.abort();
         }
         gw.flush_suppressed();
+        // With an interval sync the acknowledged records may still be only written.
+        if let Err(e) = gw.flowlog.sync() {
+            log(format!("flow log: the final fdatasync failed: {e}"));
+        }
         let closed = gw.closed_at_shutdown.load(Ordering::Relaxed);
         let report = ShutdownReport {
             drained: in_flight.saturating_sub(closed),
