@@ -292,7 +292,8 @@ fn check_scenario(name: &str, tag: &str) -> Value {
     let started = Instant::now();
     let state = tempfile::tempdir().unwrap();
     let run = run_name(tag);
-    let network = format!("../shared/scenarios/{name}/network.json");
+    // The folder, as a user names it: its `flows.yaml` and any parameters file come along.
+    let network = format!("../shared/scenarios/{name}");
     let (code, v, err) = lab_json(&[
         "check",
         "--network",
