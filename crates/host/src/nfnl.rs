@@ -565,12 +565,7 @@ fn encode_rule(rule: &RuleDef, anon: Option<&mut Anon>) -> Option<Vec<u8>> {
                 if !x.family_known {
                     x.family(*v6);
                 }
-                let (width, offset) = match (v6, side) {
-                    (false, Side::Src) => (4, 12),
-                    (false, Side::Dst) => (4, 16),
-                    (true, Side::Src) => (16, 8),
-                    (true, Side::Dst) => (16, 24),
-                };
+                let (width, offset) = addr_field(*v6, *side);
                 match operand {
                     Operand::Set(name) => {
                         x.payload(BASE_NETWORK, offset, width);
@@ -665,12 +660,7 @@ fn encode_rule(rule: &RuleDef, anon: Option<&mut Anon>) -> Option<Vec<u8>> {
                 if !x.family_known {
                     x.family(*v6);
                 }
-                let (width, offset) = match (v6, side) {
-                    (false, Side::Src) => (4, 12),
-                    (false, Side::Dst) => (4, 16),
-                    (true, Side::Src) => (16, 8),
-                    (true, Side::Dst) => (16, 24),
-                };
+                let (width, offset) = addr_field(*v6, *side);
                 x.payload(BASE_NETWORK, offset, width);
                 x.lookup_anon(ANON_MAP, id, false, true);
             }
@@ -1556,6 +1546,16 @@ pub fn attr(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
         attrs = &attrs[((len + 3) & !3).min(attrs.len())..];
     }
     None
+}
+
+/// An address's width and offset in the network header (IPv4 or IPv6), by side.
+fn addr_field(v6: bool, side: Side) -> (u32, u32) {
+    match (v6, side) {
+        (false, Side::Src) => (4, 12),
+        (false, Side::Dst) => (4, 16),
+        (true, Side::Src) => (16, 8),
+        (true, Side::Dst) => (16, 24),
+    }
 }
 
 #[cfg(test)]

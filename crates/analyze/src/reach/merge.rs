@@ -13,8 +13,6 @@ use super::layers::{Entry, FamLayer, Layer};
 use super::plans::PathKey;
 use super::{Decision, Engine, CHAIN_BITS, NONE};
 use crate::headerspace::Family;
-use hashbrown::HashTable;
-use rustc_hash::FxHashMap as HashMap;
 use std::ops::Range;
 
 impl<'s> Engine<'s> {
@@ -105,33 +103,13 @@ impl<'s> Engine<'s> {
         index[fi] = self.index[fi].clone();
         let mut all_rows = [vec![], vec![]];
         all_rows[fi] = rows;
-        Engine {
-            snap: self.snap,
-            grid: self.grid.clone(),
-            layers,
-            nsg_layer: self.nsg_layer.clone(),
-            fw_layer: self.fw_layer.clone(),
-            cells: vec![],
-            cell_ids: HashTable::new(),
-            controls: vec![],
-            control_ids: HashMap::default(),
-            ctrl_cache: HashMap::default(),
-            chains: vec![(0, u32::MAX)],
-            chain_ids: HashTable::new(),
-            decisions: vec![],
-            dec_words: vec![],
-            dec_index: HashTable::new(),
-            composed_ids: HashMap::default(),
-            l4: self.l4.clone(),
-            requests: vec![],
-            request_ids: HashMap::default(),
-            arrivals: vec![],
-            arrival_ids: HashMap::default(),
-            keys: Default::default(),
-            rows: all_rows,
-            index,
-            parallel: false,
-        }
+        let mut e = Engine::empty(self.snap, self.grid.clone(), self.l4.clone(), false);
+        e.layers = layers;
+        e.nsg_layer = self.nsg_layer.clone();
+        e.fw_layer = self.fw_layer.clone();
+        e.rows = all_rows;
+        e.index = index;
+        e
     }
 
     /// A worker's tables merged in, each in its creation order (so new entries get the serial

@@ -211,7 +211,17 @@ impl<'s> Engine<'s> {
         let mut all = cuts(snap);
         all.extend_from_slice(extra);
         let grid = [Family::V4, Family::V6].map(|f| Grid::new(snap, f, &all));
-        let mut e = Engine {
+        let l4 = L4Atoms::build(std::iter::empty());
+        let mut e = Engine::empty(snap, grid, l4, parallel);
+        e.add_layers();
+        e.compute_all();
+        e
+    }
+
+    /// An engine over `grid` with no layers and empty tables: `build` and the parallel build's
+    /// workers fill it.
+    fn empty(snap: &'s Snapshot, grid: [Grid; 2], l4: L4Atoms, parallel: bool) -> Engine<'s> {
+        Engine {
             snap,
             grid,
             layers: vec![],
@@ -228,7 +238,7 @@ impl<'s> Engine<'s> {
             dec_words: vec![],
             dec_index: HashTable::new(),
             composed_ids: HashMap::default(),
-            l4: L4Atoms::build(std::iter::empty()),
+            l4,
             requests: vec![],
             request_ids: HashMap::default(),
             arrivals: vec![],
@@ -237,10 +247,7 @@ impl<'s> Engine<'s> {
             rows: [vec![], vec![]],
             index: Default::default(),
             parallel,
-        };
-        e.add_layers();
-        e.compute_all();
-        e
+        }
     }
 
     /// Number of atoms per family (IPv4, IPv6).
