@@ -216,6 +216,9 @@ fn print_report(r: &ApplyReport, routes: &[OwnedRoute], output: Output) -> Resul
             .unwrap_or_default(),
         r.commands
     );
+    if let Some(why) = &r.netlink_fallback {
+        println!("  through nft, not netlink: {why}");
+    }
     if !r.chains_rewritten.is_empty() {
         println!(
             "  chains changed: {} (-{} / +{} rules)",

@@ -412,6 +412,10 @@ impl FlowLog {
             return None;
         };
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.failed.is_some() {
+            // A failed log never syncs again: waiting on it would spin.
+            return None;
+        }
         match &st.segment {
             Some(seg) if seg.unsynced => Some(every.saturating_sub(seg.synced_at.elapsed())),
             Some(_) => None,
@@ -919,6 +923,23 @@ mod tests {
         writer.submit(rec(1, "Deny"), Box::new(move |r| tx.send(r).unwrap()));
         let err = rx.recv().unwrap().unwrap_err();
         assert!(err.to_string().contains("disk gone"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_log_in_interval_mode_is_never_due_for_a_sync() {
+        let d = tempfile::tempdir().unwrap();
+        let options = Options {
+            sync: SyncMode::Interval(Duration::from_secs(3600)),
+            ..Options::default()
+        };
+        let log = FlowLog::open(d.path(), options).unwrap();
+        log.append(&rec(1, "Deny")).unwrap();
+        assert!(log.sync_due().is_some(), "written, not yet synced");
+        // The writer thread waits `sync_due` between batches: a failed log answering "now"
+        // for ever would make it spin on a core.
+        log.state.lock().unwrap().failed = Some("disk gone".into());
+        assert_eq!(log.sync_due(), None);
+        assert!(log.sync().is_err());
     }
 
     #[test]

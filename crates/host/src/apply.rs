@@ -71,6 +71,11 @@ pub struct ApplyReport {
     /// How the transaction reached the kernel: `nft` (text commands) or `netlink` (rule edits
     /// encoded by Palisade, no `nft` cache).
     pub via: Via,
+    /// Why a full replace went through `nft` although netlink was available: a form the
+    /// encoder does not write, or the kernel's refusal of the batch (e.g. a socket buffer the
+    /// process may not raise). Said so the slow path is never taken silently.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netlink_fallback: Option<String>,
     /// Wall time of the whole apply: drift check, transaction, reading handles back.
     pub seconds: f64,
     /// CPU time of the same (this process and the `nft` it ran): on a loaded machine, what the
@@ -523,6 +528,7 @@ pub fn incremental_commands(
         elements_added: 0,
         elements_removed: 0,
         via: Via::Nft,
+        netlink_fallback: None,
         seconds: 0.0,
         cpu_seconds: 0.0,
         generation_before: None,
@@ -757,6 +763,7 @@ fn rules_by_netlink(
         elements_added: 0,
         elements_removed: 0,
         via: Via::Netlink,
+        netlink_fallback: None,
         seconds: 0.0,
         cpu_seconds: 0.0,
         generation_before: Some(genid),
@@ -919,9 +926,20 @@ fn apply_by_nft(
             report
         }
         None => {
-            let by_netlink = link
-                .as_deref_mut()
-                .is_some_and(|l| matches!(l.replace(plan, genid), Ok(Some(_))));
+            let mut netlink_fallback = None;
+            let by_netlink = match link.as_deref_mut().map(|l| l.replace(plan, genid)) {
+                None => false,
+                Some(Ok(Some(_))) => true,
+                Some(Ok(None)) => {
+                    netlink_fallback =
+                        Some("the table holds a form the netlink encoder does not write".into());
+                    false
+                }
+                Some(Err(e)) => {
+                    netlink_fallback = Some(format!("the netlink batch was refused: {e}"));
+                    false
+                }
+            };
             let commands = if by_netlink {
                 3 + plan.sets.len()
                     + plan.counters.len()
@@ -944,6 +962,7 @@ fn apply_by_nft(
                 elements_added: plan.element_count(),
                 elements_removed: 0,
                 via: if by_netlink { Via::Netlink } else { Via::Nft },
+                netlink_fallback,
                 seconds: 0.0,
                 cpu_seconds: 0.0,
                 generation_before: None,

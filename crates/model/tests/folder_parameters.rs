@@ -104,9 +104,45 @@ fn the_matching_stem_wins_and_two_candidates_apply_to_neither() {
             ("b.parameters.json", &parameters("10.2.0.0/16")),
         ],
     );
-    let (space, warnings, _) = address_space(&folder);
+    let (space, warnings, notes) = address_space(&folder);
     assert!(space.is_empty(), "{space:?}");
     assert!(warnings > 0, "the unresolved parameter is reported");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("a.parameters.json") && n.contains("b.parameters.json")),
+        "the candidates are named: {notes:?}"
+    );
+}
+
+#[test]
+fn a_portal_export_pairs_template_json_with_parameters_json() {
+    let folder = Folder::new(
+        "portal",
+        &[
+            ("template.json", TEMPLATE),
+            ("parameters.json", &parameters("10.9.0.0/16")),
+        ],
+    );
+    assert_eq!(address_space(&folder).0, ["10.9.0.0/16"]);
+}
+
+#[test]
+fn another_templates_parameters_file_is_left_to_it() {
+    // `hub.parameters.json` is hub's: `spoke.json`, which declares the same name, does not
+    // take hub's value, and says nothing about it.
+    let spoke = TEMPLATE.replace("\"vnet\"", "\"spoke\"");
+    let folder = Folder::new(
+        "owned",
+        &[
+            ("hub.json", TEMPLATE),
+            ("hub.parameters.json", &parameters("10.1.0.0/16")),
+            ("spoke.json", &spoke),
+        ],
+    );
+    let (space, _, notes) = address_space(&folder);
+    assert_eq!(space, ["10.1.0.0/16"], "only the hub resolves");
+    assert!(notes.iter().all(|n| !n.contains("taken from")), "{notes:?}");
 }
 
 #[test]

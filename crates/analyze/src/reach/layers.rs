@@ -72,7 +72,17 @@ impl FamLayer {
         if self.filled.len() <= sc {
             self.filled.resize(sc + 1, vec![]);
         }
-        self.filled[sc].push(dc as u32);
+        let row = &mut self.filled[sc];
+        row.push(dc as u32);
+        // A slot dropped by a narrow re-check and filled again is listed twice: past twice the
+        // row's width the list holds stale or repeated entries, so it is compacted (at most
+        // once per `stride` pushes, so a long series of edits does not grow it).
+        if row.len() > 2 * self.stride {
+            let cells = &self.cells[sc * self.stride..(sc + 1) * self.stride];
+            row.retain(|&d| cells[d as usize] != 0);
+            row.sort_unstable();
+            row.dedup();
+        }
     }
 
     /// The entries `lo..lo + new.len()` replaced by as many `new` ones (same rule indexes
@@ -111,6 +121,9 @@ impl FamLayer {
                     continue;
                 }
                 filled.retain(|&dc| {
+                    if self.cells[sc * self.stride + dc as usize] == 0 {
+                        return false;
+                    }
                     let drow = &self.dst.rows[dc as usize][w0..=w1];
                     if drow.iter().zip(&held).all(|(a, b)| a & b == 0) {
                         return true;

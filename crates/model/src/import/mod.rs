@@ -186,9 +186,10 @@ pub fn load(paths: &[PathBuf], options: &ImportOptions) -> Imported {
         if opts.parameters.is_none() {
             opts.parameters = sibling_parameters(f);
             opts.parameters_from_sibling = true;
-            if let Some((p, note)) = folder_parameters(f, &name, &text, &opts, &files) {
-                imported.diagnostics.push(note);
-                opts.parameters = Some(p);
+            let (found, note) = folder_parameters(f, &name, &text, &opts, &files);
+            imported.diagnostics.extend(note);
+            if found.is_some() {
+                opts.parameters = found;
             }
         }
         let base = f.parent().map(Path::to_path_buf);
@@ -262,25 +263,44 @@ pub fn sibling_parameters(template: &Path) -> Option<(String, Value)> {
 }
 
 /// When `x.parameters.json` is missing beside `template` or gives none of its parameters: the
-/// one parameters file of the same folder that does (a template and its values named apart,
-/// e.g. `network-params.json` with `network.parameters.json`), and a note saying so. `None`
-/// when no file or more than one could apply: the template's parameters stay unresolved.
+/// one parameters file of the same folder that names them (a template and its values named
+/// apart, e.g. `network-params.json` with `network.parameters.json`, or a portal export's
+/// `template.json` with `parameters.json`), and a note saying so. A `y.parameters.json` whose
+/// own template `y.json` is in the input and uses it is left to that one. With several
+/// candidates none is taken (the note lists them); with none, nothing is said.
 fn folder_parameters(
     template: &Path,
     name: &str,
     text: &str,
     opts: &ImportOptions,
     files: &[PathBuf],
-) -> Option<((String, Value), Diagnostic)> {
+) -> (Option<(String, Value)>, Option<Diagnostic>) {
+    let stem = |p: &Path| p.file_stem().and_then(|s| s.to_str()).map(str::to_owned);
     let is_parameters = |p: &Path| {
-        p.file_stem()
-            .and_then(|s| s.to_str())
-            .is_some_and(|s| s.ends_with(".parameters"))
+        stem(p).is_some_and(|s| {
+            let s = s.to_ascii_lowercase();
+            s.ends_with(".parameters") || s == "parameters"
+        })
     };
-    if is_parameters(template) || template.extension().and_then(|e| e.to_str()) != Some("json") {
-        return None;
+    let is_json = |p: &Path| {
+        p.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("json") || e.eq_ignore_ascii_case("jsonc"))
+    };
+    let parse = |p: &Path| -> Option<Value> {
+        let file = p.display().to_string();
+        Some(
+            json::parse(&file, &std::fs::read_to_string(p).ok()?)
+                .ok()?
+                .value,
+        )
+    };
+    if is_parameters(template) || !is_json(template) {
+        return (None, None);
     }
-    let doc = json::parse(name, text).ok()?;
+    let Ok(doc) = json::parse(name, text) else {
+        return (None, None);
+    };
     if doc
         .value
         .get("parameters")
@@ -291,28 +311,53 @@ fn folder_parameters(
             .as_ref()
             .is_some_and(|(_, p)| declares_any(&doc.value, p))
     {
-        return None;
+        return (None, None);
     }
-    let mut found = files
+    // `y.parameters.json` belongs to `y.json` when that is in the input and declares its names.
+    let owned = |p: &Path, value: &Value| {
+        let Some(owner) = stem(p).and_then(|s| s.strip_suffix(".parameters").map(str::to_owned))
+        else {
+            return false;
+        };
+        files.iter().any(|f| {
+            f.as_path() != template
+                && f.parent() == p.parent()
+                && is_json(f)
+                && stem(f).as_deref() == Some(owner.as_str())
+                && parse(f).is_some_and(|t| declares_any(&t, value))
+        })
+    };
+    let found: Vec<(String, Value)> = files
         .iter()
-        .filter(|p| p.parent() == template.parent() && is_parameters(p))
-        .filter_map(|p| {
-            let file = p.display().to_string();
-            let value = json::parse(&file, &std::fs::read_to_string(p).ok()?)
-                .ok()?
-                .value;
-            declares_any(&doc.value, &value).then_some((file, value))
-        });
-    let (first, second) = (found.next()?, found.next());
-    if second.is_some() {
-        return None;
+        .filter(|p| p.parent() == template.parent() && is_json(p) && is_parameters(p))
+        .filter_map(|p| Some((p, parse(p)?)))
+        .filter(|(p, value)| declares_any(&doc.value, value) && !owned(p, value))
+        .map(|(p, value)| (p.display().to_string(), value))
+        .collect();
+    match <[_; 1]>::try_from(found) {
+        Ok([one]) => {
+            let note = Diagnostic::note(format!(
+                "parameter values taken from {}, the one parameters file beside it that names its parameters",
+                one.0
+            ))
+            .at(name, "/parameters");
+            (Some(one), Some(note))
+        }
+        Err(found) if found.is_empty() => (None, None),
+        Err(found) => {
+            let names: Vec<&str> = found.iter().map(|(f, _)| f.as_str()).collect();
+            let note = Diagnostic::note(format!(
+                "{} parameters files beside it name its parameters ({}); none is taken",
+                names.len(),
+                names.join(", ")
+            ))
+            .at(name, "/parameters")
+            .expected(
+                "one of them named with --parameters, or a <template>.parameters.json beside it",
+            );
+            (None, Some(note))
+        }
     }
-    let note = Diagnostic::note(format!(
-        "parameter values taken from {}, the one parameters file beside it that names its parameters",
-        first.0
-    ))
-    .at(name, "/parameters");
-    Some((first, note))
 }
 
 /// Whether `template` declares any parameter that `parameters` (a parameters file, or its bare
