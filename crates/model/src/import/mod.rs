@@ -161,6 +161,7 @@ pub fn load(paths: &[PathBuf], options: &ImportOptions) -> Imported {
         }
     }
     // Parameter files of a folder apply to the template beside them with the matching stem.
+    let unclaimed = unclaimed_parameters(&files);
     let mut merger = Merger::default();
     for f in &files {
         let name = f.display().to_string();
@@ -186,7 +187,7 @@ pub fn load(paths: &[PathBuf], options: &ImportOptions) -> Imported {
         if opts.parameters.is_none() {
             opts.parameters = sibling_parameters(f);
             opts.parameters_from_sibling = true;
-            let (found, note) = folder_parameters(f, &name, &text, &opts, &files);
+            let (found, note) = folder_parameters(f, &name, &text, &opts, &unclaimed);
             imported.diagnostics.extend(note);
             if found.is_some() {
                 opts.parameters = found;
@@ -257,45 +258,70 @@ pub fn sibling_parameters(template: &Path) -> Option<(String, Value)> {
         return None;
     }
     let p = template.with_file_name(format!("{stem}.parameters.json"));
-    let text = std::fs::read_to_string(&p).ok()?;
-    let doc = json::parse(&p.display().to_string(), &text).ok()?;
-    Some((p.display().to_string(), doc.value))
+    let value = read_json(&p)?;
+    Some((p.display().to_string(), value))
+}
+
+fn parameters_stem(p: &Path) -> bool {
+    p.file_stem().and_then(|s| s.to_str()).is_some_and(|s| {
+        let s = s.to_ascii_lowercase();
+        s.ends_with(".parameters") || s == "parameters"
+    })
+}
+
+fn is_json(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("json") || e.eq_ignore_ascii_case("jsonc"))
+}
+
+fn read_json(p: &Path) -> Option<Value> {
+    let file = p.display().to_string();
+    Some(
+        json::parse(&file, &std::fs::read_to_string(p).ok()?)
+            .ok()?
+            .value,
+    )
+}
+
+/// The parameters files among `files` (read once per load) that no template of the input
+/// claims: `y.parameters.json` is `y.json`'s when that is in the input and declares one of its
+/// names. What is left may serve a template named apart ([`folder_parameters`]).
+fn unclaimed_parameters(files: &[PathBuf]) -> Vec<(PathBuf, Value)> {
+    let claimed = |p: &Path, value: &Value| {
+        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let Some(owner) = stem.strip_suffix(".parameters") else {
+            return false;
+        };
+        files.iter().any(|f| {
+            f.parent() == p.parent()
+                && is_json(f)
+                && f.file_stem().and_then(|s| s.to_str()) == Some(owner)
+                && read_json(f).is_some_and(|t| declares_any(&t, value))
+        })
+    };
+    files
+        .iter()
+        .filter(|p| is_json(p) && parameters_stem(p))
+        .filter_map(|p| Some((p.clone(), read_json(p)?)))
+        .filter(|(p, value)| !claimed(p, value))
+        .collect()
 }
 
 /// When `x.parameters.json` is missing beside `template` or gives none of its parameters: the
 /// one parameters file of the same folder that names them (a template and its values named
 /// apart, e.g. `network-params.json` with `network.parameters.json`, or a portal export's
-/// `template.json` with `parameters.json`), and a note saying so. A `y.parameters.json` whose
-/// own template `y.json` is in the input and uses it is left to that one. With several
-/// candidates none is taken (the note lists them); with none, nothing is said.
+/// `template.json` with `parameters.json`), and a note saying so. Only files no other template
+/// claims are candidates ([`unclaimed_parameters`]). With several candidates none is taken
+/// (the note lists them); with none, nothing is said.
 fn folder_parameters(
     template: &Path,
     name: &str,
     text: &str,
     opts: &ImportOptions,
-    files: &[PathBuf],
+    unclaimed: &[(PathBuf, Value)],
 ) -> (Option<(String, Value)>, Option<Diagnostic>) {
-    let stem = |p: &Path| p.file_stem().and_then(|s| s.to_str()).map(str::to_owned);
-    let is_parameters = |p: &Path| {
-        stem(p).is_some_and(|s| {
-            let s = s.to_ascii_lowercase();
-            s.ends_with(".parameters") || s == "parameters"
-        })
-    };
-    let is_json = |p: &Path| {
-        p.extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("json") || e.eq_ignore_ascii_case("jsonc"))
-    };
-    let parse = |p: &Path| -> Option<Value> {
-        let file = p.display().to_string();
-        Some(
-            json::parse(&file, &std::fs::read_to_string(p).ok()?)
-                .ok()?
-                .value,
-        )
-    };
-    if is_parameters(template) || !is_json(template) {
+    if parameters_stem(template) || !is_json(template) {
         return (None, None);
     }
     let Ok(doc) = json::parse(name, text) else {
@@ -313,26 +339,10 @@ fn folder_parameters(
     {
         return (None, None);
     }
-    // `y.parameters.json` belongs to `y.json` when that is in the input and declares its names.
-    let owned = |p: &Path, value: &Value| {
-        let Some(owner) = stem(p).and_then(|s| s.strip_suffix(".parameters").map(str::to_owned))
-        else {
-            return false;
-        };
-        files.iter().any(|f| {
-            f.as_path() != template
-                && f.parent() == p.parent()
-                && is_json(f)
-                && stem(f).as_deref() == Some(owner.as_str())
-                && parse(f).is_some_and(|t| declares_any(&t, value))
-        })
-    };
-    let found: Vec<(String, Value)> = files
+    let found: Vec<(String, Value)> = unclaimed
         .iter()
-        .filter(|p| p.parent() == template.parent() && is_json(p) && is_parameters(p))
-        .filter_map(|p| Some((p, parse(p)?)))
-        .filter(|(p, value)| declares_any(&doc.value, value) && !owned(p, value))
-        .map(|(p, value)| (p.display().to_string(), value))
+        .filter(|(p, value)| p.parent() == template.parent() && declares_any(&doc.value, value))
+        .map(|(p, value)| (p.display().to_string(), value.clone()))
         .collect();
     match <[_; 1]>::try_from(found) {
         Ok([one]) => {
