@@ -1256,6 +1256,41 @@ async fn tls_and_the_admin_listener_apart_from_the_data_listener() {
         "plain HTTP answered on the TLS port"
     );
 
+    // The UI's session cookie is `Secure` over TLS (and still HttpOnly, SameSite=Strict), on
+    // login and on logout.
+    let session = format!("Cookie: palisade_token={READER}");
+    for (path, form) in [
+        ("login", format!("token={READER}")),
+        ("logout", String::new()),
+    ] {
+        let (code, status, head) = curl(
+            &[
+                "--cacert",
+                ca,
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                "-d",
+                &form,
+                "-H",
+                &session,
+            ],
+            &format!("{}/ui/{path}", server.base),
+        );
+        assert_eq!((code, status), (0, 303), "{path}: {head}");
+        let cookie = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+            .unwrap_or_else(|| panic!("{path}: no Set-Cookie in {head}"));
+        for attr in ["; Secure", "HttpOnly", "SameSite=Strict"] {
+            assert!(
+                cookie.contains(attr),
+                "{path}: {attr} missing from {cookie}"
+            );
+        }
+    }
+
     // Changes: refused on the data listener (even with an admin token), served on the admin one.
     let rule = http_rule("*").to_string();
     let put = [
@@ -1333,6 +1368,35 @@ async fn tls_and_the_admin_listener_apart_from_the_data_listener() {
         err.contains("bad-key.pem") && err.contains("private key"),
         "{err}"
     );
+}
+
+/// Over plain HTTP the UI's session cookie cannot be `Secure` (the browser would never send it
+/// back); it is still HttpOnly and SameSite=Strict.
+#[tokio::test(flavor = "multi_thread")]
+async fn ui_cookie_over_plain_http_is_not_secure() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start("../shared/scenarios/layered-nsg/network.json", data.path());
+    let (code, status, head) = curl(
+        &[
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-d",
+            &format!("token={READER}"),
+        ],
+        &format!("{}/ui/login", server.base),
+    );
+    assert_eq!((code, status), (0, 303), "{head}");
+    let cookie = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no Set-Cookie in {head}"));
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Secure"), "{cookie}");
 }
 
 /// Limits: a body over `--max-body` gets 413 on both listeners; a client that stops sending

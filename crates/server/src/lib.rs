@@ -80,6 +80,9 @@ pub struct AppState {
     pub flow_log: Option<PathBuf>,
     /// Set when the server is stopping: live streams end so the listeners can close.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// The listeners speak TLS: the UI's session cookie is then `Secure`, so a browser never
+    /// sends the token over plain HTTP.
+    pub tls: bool,
 }
 
 pub fn now() -> String {
@@ -177,6 +180,7 @@ pub fn prepare(config: &Config) -> Result<(Arc<AppState>, String), String> {
             writer: tokio::sync::Mutex::new(()),
             flow_log: config.flow_log.clone(),
             stopping: tokio::sync::watch::Sender::new(false),
+            tls: config.tls.is_some(),
         }),
         note,
     ))

@@ -9,7 +9,8 @@
 //!
 //! The token travels in a cookie set by `/ui/login` (`HttpOnly`, so page scripts cannot read
 //! it; `SameSite=Strict`, so another site cannot make the browser use it; `Path=/ui`, so the
-//! API proper still wants the `Authorization` header). The UI routes also take that header.
+//! API proper still wants the `Authorization` header; `Secure` when the server speaks TLS, so
+//! the browser never sends it over plain HTTP). The UI routes also take that header.
 
 mod map;
 mod pages;
@@ -153,7 +154,10 @@ async fn login(State(ui): State<Ui>, Form(f): Form<Login>) -> Response {
         )
             .into_response();
     }
-    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/ui");
+    let cookie = format!(
+        "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/ui{}",
+        secure(&ui)
+    );
     let mut resp = Redirect::to("/ui/map").into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -161,13 +165,26 @@ async fn login(State(ui): State<Ui>, Form(f): Form<Login>) -> Response {
     resp
 }
 
-async fn logout() -> Response {
+async fn logout(State(ui): State<Ui>) -> Response {
     let mut resp = Redirect::to("/ui/login").into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("palisade_token=; HttpOnly; SameSite=Strict; Path=/ui; Max-Age=0"),
+    let cookie = format!(
+        "{COOKIE}=; HttpOnly; SameSite=Strict; Path=/ui; Max-Age=0{}",
+        secure(&ui)
     );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
     resp
+}
+
+/// The cookie's `Secure` attribute when the listeners speak TLS. Without TLS it cannot be set:
+/// a browser would then never send the cookie back over the plain HTTP the server speaks.
+fn secure(ui: &Ui) -> &'static str {
+    if ui.app.tls {
+        "; Secure"
+    } else {
+        ""
+    }
 }
 
 /// An API answer that is not a success: its status and the problem's detail.
