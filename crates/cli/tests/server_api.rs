@@ -789,6 +789,106 @@ async fn flow_log_query_pages_what_palisade_logs_finds() {
     assert_eq!(st, StatusCode::BAD_REQUEST, "{p}");
 }
 
+/// PAL-5.3 live: the stream takes `audit=true` and `shadowDiff=true` as the query does, and
+/// sends exactly the records written after it started that the query would keep, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn flow_stream_filters_audit_and_shadow_diff() {
+    use palisade_flowlog::{format_time, FlowLog, FlowRecord, Options};
+    use std::time::{Duration, Instant, SystemTime};
+    let flows = tempfile::tempdir().unwrap();
+    let log = FlowLog::open(flows.path(), Options::default()).unwrap();
+    let old = FlowRecord {
+        time: format_time(SystemTime::now()),
+        action: "Allow".into(),
+        layer: "FirewallApplication".into(),
+        reason: "RuleMatched".into(),
+        ..Default::default()
+    };
+    // Written before the streams start: never sent, even though it is audited.
+    log.append(&audited(1, old)).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let dir = flows.path().to_str().unwrap();
+    let server = Server::start_with(
+        "examples/ase-egress-lockdown",
+        data.path(),
+        &["--flow-log", dir],
+    );
+    let follow = |query: &str| {
+        let mut child = Command::new("curl")
+            .args(["-sS", "-N", "--max-time", "30", "-H"])
+            .arg(format!("Authorization: Bearer {READER}"))
+            .arg(format!("{}/api/flowLogs/stream?{query}", server.base))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run curl -N");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        // The first comment says the tail has started.
+        let first = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("stream answered");
+        assert!(first.starts_with(':'), "{query}: {first}");
+        (Killed(child), rx)
+    };
+    let queries = [
+        "audit=true",
+        "shadowDiff=true",
+        "audit=true&shadowDiff=true",
+    ];
+    let streams: Vec<_> = queries.iter().map(|q| follow(q)).collect();
+    let records: Vec<FlowRecord> = (0..40u64)
+        .map(|i| FlowRecord {
+            time: format_time(SystemTime::now()),
+            action: "Allow".into(),
+            layer: "FirewallApplication".into(),
+            destination_port: 443,
+            name: Some(format!("h{i}.partner.example")),
+            reason: "RuleMatched".into(),
+            ..Default::default()
+        })
+        .enumerate()
+        .map(|(i, r)| audited(i as u64, r))
+        .collect();
+    log.append_all(&records).unwrap();
+    for (query, (_child, rx)) in queries.iter().zip(&streams) {
+        let keep = |r: &FlowRecord| {
+            (!query.contains("audit") || r.audit)
+                && (!query.contains("shadowDiff") || r.action == "ShadowDiff")
+        };
+        let want: Vec<String> = records
+            .iter()
+            .filter(|r| keep(r))
+            .map(|r| r.name.clone().unwrap())
+            .collect();
+        assert!(!want.is_empty(), "{query}");
+        let mut got = vec![];
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while got.len() < want.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("{query}: {got:?} of {want:?}"));
+            if let Some(data) = line.strip_prefix("data: ") {
+                let v: Value = serde_json::from_str(data).unwrap();
+                got.push(v["name"].as_str().unwrap_or("-").to_string());
+            }
+        }
+        assert_eq!(got, want, "{query}");
+        // Nothing else follows within a few polls.
+        let extra = std::iter::from_fn(|| rx.recv_timeout(Duration::from_millis(1500)).ok())
+            .find(|l| l.starts_with("data: "));
+        assert_eq!(extra, None, "{query}");
+    }
+}
+
 /// Every fifth record audited (PAL-5.3 audit rule matched, or PAL-5.4 observe), every seventh
 /// a shadow policy's differing verdict: what `audit=true` / `shadowDiff=true` pick out.
 fn audited(i: u64, mut r: palisade_flowlog::FlowRecord) -> palisade_flowlog::FlowRecord {

@@ -808,6 +808,12 @@ pub struct FlowStreamQuery {
     source: Option<String>,
     /// SNI / Host / CONNECT name (`*.example.com` for subdomains).
     name: Option<String>,
+    /// Only records of audit matches (PAL-5.3, PAL-5.4), as the query's `audit`.
+    audit: Option<bool>,
+    /// Only `ShadowDiff` records (PAL-5.3), as the query's `shadowDiff`.
+    #[serde(rename = "shadowDiff")]
+    #[param(rename = "shadowDiff")]
+    shadow_diff: Option<bool>,
     /// The gateway instance that wrote the record (PostgreSQL store only).
     instance: Option<String>,
 }
@@ -819,7 +825,11 @@ pub struct FlowStreamQuery {
 async fn flow_stream(State(app): App, Query(q): Query<FlowStreamQuery>) -> Answer {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let source = flow_source(&app, q.instance.as_deref())?;
-    let query = filters(q.action, q.rule, None, q.source, q.name)?;
+    let query = palisade_flowlog::Query {
+        audit: q.audit.unwrap_or(false),
+        shadow_diff: q.shadow_diff.unwrap_or(false),
+        ..filters(q.action, q.rule, None, q.source, q.name)?
+    };
     let instance = q.instance;
     let follower = tokio::task::spawn_blocking(move || source.follow(instance))
         .await
