@@ -51,8 +51,8 @@ fn run(ns: &str, plan: &TablePlan, rounds: u16) -> Result<(), Box<dyn std::error
         let nft_times = (t.elapsed().as_secs_f64(), cpu() - c);
         let (t, c) = (Instant::now(), cpu());
         let mut link = Nfnl::open(Some(ns))?;
-        let dumped = apply::diff_by_netlink(&mut link, plan, Some(&state))?
-            .ok_or("the state needs nft")?;
+        let dumped =
+            apply::diff_by_netlink(&mut link, plan, Some(&state))?.ok_or("the state needs nft")?;
         let netlink_times = (t.elapsed().as_secs_f64(), cpu() - c);
         if serde_json::to_value(&listed)? != serde_json::to_value(&dumped)? {
             return Err("the two readings differ".into());

@@ -411,7 +411,7 @@ fn comments_differ<'a>(live: impl Iterator<Item = &'a str>, c: &ChainDef) -> boo
     live.len() != c.rules.len()
         || live
             .iter()
-            .zip(&c.rules)
+            .zip(c.rules.iter())
             .any(|(l, w)| !w.comment.starts_with(l))
 }
 
@@ -678,7 +678,7 @@ pub fn incremental_commands(
             }
             None => {
                 body.push(new.flush_chain_text(&c.name));
-                for r in &c.rules {
+                for r in c.rules.iter() {
                     body.push(new.rule_text(&c.name, r, None));
                 }
                 report.rules_removed += o.rules.len();
@@ -1134,13 +1134,13 @@ mod tests {
             sets: vec![SetDef {
                 name: "a".into(),
                 kind: SetKind::InetService,
-                elements,
+                elements: elements.into(),
             }],
             counters: vec!["c".into()],
             chains: vec![ChainDef {
                 name: "nsg_in".into(),
                 base: None,
-                rules,
+                rules: rules.into(),
             }],
             rules: vec![],
             notes: vec![],

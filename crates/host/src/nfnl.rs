@@ -797,7 +797,7 @@ pub fn replace_batch(plan: &TablePlan, genid: Option<u32>, base: u32) -> Option<
         });
     }
     for c in &order {
-        for rule in &c.rules {
+        for rule in c.rules.iter() {
             let exprs = encode_rule(rule, Some(&mut anon))?;
             msgs.append(&mut anon.msgs);
             let mut a = Attrs::default();
@@ -1758,6 +1758,48 @@ mod tests {
         /// Dump entries of any bytes are read or refused, never a panic; entries that carry
         /// the attributes the kernel sends are read back into the table they name.
         #[test]
+        fn listing_entries_never_panic_and_read_back(
+            junk in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 0..6),
+            comments in proptest::collection::vec("[a-z/ 0-9]{0,20}", 0..6),
+            packets in any::<u64>(),
+            bytes in any::<u64>(),
+        ) {
+            let elements = BTreeMap::from([("s".to_string(), junk.clone())]);
+            let _ = read_listing("t", &junk, &junk, &junk, &elements, &junk);
+            let _ = udata_comment(junk.first().map(Vec::as_slice).unwrap_or_default());
+            let entry = |h: u64, comment: &str| {
+                let mut u = vec![UDATA_RULE_COMMENT, (comment.len() + 1) as u8];
+                u.extend_from_slice(comment.as_bytes());
+                u.push(0);
+                let mut a = Attrs::default();
+                a.str(NFTA_RULE_TABLE, "t")
+                    .str(NFTA_RULE_CHAIN, "c")
+                    .put(NFTA_RULE_HANDLE, &h.to_be_bytes())
+                    .put(NFTA_RULE_USERDATA, &u);
+                let mut p = vec![NFPROTO_INET, 0, 0, 0];
+                p.extend(a.0);
+                p
+            };
+            let rules: Vec<Vec<u8>> = comments
+                .iter()
+                .enumerate()
+                .map(|(i, c)| entry(i as u64 + 1, c))
+                .collect();
+            let mut a = Attrs::default();
+            a.str(NFTA_OBJ_TABLE, "t")
+                .str(NFTA_OBJ_NAME, "n")
+                .u32(NFTA_OBJ_TYPE, NFT_OBJECT_COUNTER)
+                .nest(NFTA_OBJ_DATA, |d| {
+                    d.put(1, &bytes.to_be_bytes()).put(2, &packets.to_be_bytes());
+                });
+            let mut object = vec![NFPROTO_INET, 0, 0, 0];
+            object.extend(a.0);
+            let l = read_listing("t", &[], &rules, &[], &BTreeMap::new(), &[object]).unwrap();
+            let got: Vec<String> = l.comments.get("c").cloned().unwrap_or_default();
+            prop_assert_eq!(got, comments);
+            prop_assert_eq!(l.counters.get("n"), Some(&(packets, bytes)));
+        }
+
         fn dump_entries_never_panic_and_read_back(
             junk in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 0..6),
             handles in proptest::collection::vec(any::<u64>(), 0..6),
@@ -1807,13 +1849,13 @@ mod tests {
                 sets: vec![crate::render::SetDef {
                     name: "s4".into(),
                     kind: SetKind::Ipv4Addr,
-                    elements: elements.clone(),
+                    elements: elements.clone().into(),
                 }],
                 counters: vec!["c".into()],
                 chains: vec![crate::render::ChainDef {
                     name: "nsg_in".into(),
                     base: None,
-                    rules: vec![rule(vec![Stmt::TcpUdp(false), Stmt::Counter("c".into()), Stmt::Drop])],
+                    rules: vec![rule(vec![Stmt::TcpUdp(false), Stmt::Counter("c".into()), Stmt::Drop])].into(),
                 }],
                 rules: vec![],
                 notes: vec![],

@@ -53,7 +53,7 @@ fn netlink_diff_equals_the_nft_listing_on_every_fixture() {
         // The model changed since the apply: a rule fewer in the first chain with rules.
         let mut edited = plan.clone();
         if let Some(c) = edited.chains.iter_mut().find(|c| !c.rules.is_empty()) {
-            c.rules.pop();
+            std::sync::Arc::make_mut(&mut c.rules).pop();
             let name = c.name.clone();
             let d = same_report(&ns, &nft, &edited, Some(&state));
             assert_eq!(d.rules_model_changed, vec![name]);
