@@ -1,10 +1,10 @@
 //! The nf_tables netlink reply reader on arbitrary bytes: never panics; what it frames is
 //! within the input. The framed payloads are also read as dump entries of a table (chains,
-//! rules, sets, set elements, objects) and as an echoed rule.
+//! rules, sets, set elements, objects), as `host diff`'s listing of one, and as an echoed rule.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use palisade_host::nfnl::{attr, messages, read_table, rule_digest};
+use palisade_host::nfnl::{attr, messages, read_listing, read_table, rule_digest};
 use std::collections::BTreeMap;
 
 fuzz_target!(|data: &[u8]| {
@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = read_table(
                 table, &payloads, &payloads, &payloads, &elements, &payloads, None,
             );
+            let _ = read_listing(table, &payloads, &payloads, &payloads, &elements, &payloads);
         }
     }
 });

@@ -67,6 +67,22 @@ extern "C" {
     fn libc_geteuid() -> u32;
 }
 
+/// [`palisade`] with a search path that holds no `nft` (nor anything else).
+fn palisade_without_nft(args: &[&str]) -> (i32, String, String) {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(args)
+        .env("PATH", empty.path())
+        .current_dir(root())
+        .output()
+        .expect("run palisade");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 struct Netns(String);
 impl Drop for Netns {
     fn drop(&mut self) {
@@ -124,6 +140,11 @@ fn host_apply_diff_remove_in_a_namespace() {
     let (code, out, err) = run("diff", &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("no differences"), "{out}");
+    let mut a = vec!["host", "diff"];
+    a.extend_from_slice(&common);
+    let (code, out, err) = palisade_without_nft(&a);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("no differences"), "{out}");
     // Idempotent.
     let (code, out, _) = run("apply", &[]);
     assert_eq!(code, 0);
@@ -149,6 +170,13 @@ fn host_apply_diff_remove_in_a_namespace() {
     assert_eq!(code, 1, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["table"]["rules_drifted"][0], "nsg_out");
+    // `host diff` reads the table by netlink: the same report where no `nft` can be run.
+    let mut a = vec!["host", "diff"];
+    a.extend_from_slice(&common);
+    a.extend_from_slice(&["--output", "json"]);
+    let (code, without, err) = palisade_without_nft(&a);
+    assert_eq!(code, 1, "{without}{err}");
+    assert_eq!(serde_json::from_str::<Value>(&without).unwrap(), v);
     let (code, out, _) = run("apply", &[]);
     assert_eq!(code, 0);
     assert!(out.contains("drift"), "{out}");

@@ -55,7 +55,9 @@ fn run(ns: &str, plan: TablePlan, rounds: u16) -> Result<(), Box<dyn std::error:
         .ok_or("no rule with a port")?;
     for round in 0..rounds {
         let mut next = state.plan.clone();
-        for s in next.chains[chain].rules[index].stmts.iter_mut() {
+        // The edited chain becomes the plan's own; the others stay shared with the state's.
+        let rules = std::sync::Arc::make_mut(&mut next.chains[chain].rules);
+        for s in rules[index].stmts.iter_mut() {
             if let Stmt::Port { operand, .. } = s {
                 *operand = Operand::Elem(Elem::Ports(4000 + round, 4000 + round));
             }

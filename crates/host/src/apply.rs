@@ -9,7 +9,7 @@
 
 use crate::nfnl::{self, Edit, KernelTable, Nfnl, NfnlError};
 use crate::nft::{Nft, NftError};
-use crate::render::{Elem, RuleDef, SetDef, SetKind, TablePlan, FAMILY};
+use crate::render::{ChainDef, Elem, RuleDef, SetDef, SetKind, TablePlan, FAMILY};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -149,7 +149,7 @@ impl TableDiff {
 /// A table as the kernel lists it.
 #[derive(Debug, Default)]
 pub struct LiveTable {
-    pub sets: BTreeMap<String, (String, Vec<(u128, u128)>)>,
+    pub sets: nfnl::SetIntervals,
     pub chains: BTreeMap<String, Value>,
     pub rules: BTreeMap<String, Vec<Value>>,
     /// Chain → the handles of its rules, in order.
@@ -299,20 +299,135 @@ impl LiveTable {
     }
 }
 
-/// Compare the kernel with the model (and with what was applied, when `state` is given).
+/// Compare the kernel with the model (and with what was applied, when `state` is given),
+/// reading the table with `nft` ([`diff_by_netlink`] reads it without).
 pub fn diff(
     nft: &Nft,
     plan: &TablePlan,
     state: Option<&TableState>,
 ) -> Result<TableDiff, NftError> {
-    let mut d = TableDiff {
+    let Some(live) = LiveTable::read(nft, &plan.table)? else {
+        return Ok(absent(plan));
+    };
+    let seen = Seen {
+        sets: &live.sets,
+        chains: live.chains.keys().map(String::as_str).collect(),
+        counters: &live.counters,
+    };
+    Ok(compare(plan, state, &seen, |c| {
+        let rules = live.rules.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
+        match state {
+            Some(st) => {
+                let recorded = st.applied.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
+                let handles_moved = recorded.iter().any(Value::is_null)
+                    && st
+                        .handles
+                        .get(&c.name)
+                        .is_some_and(|h| live.handles.get(&c.name) != Some(h));
+                !same_rules(recorded, rules) || handles_moved
+            }
+            None => comments_differ(rules.iter().map(|r| r["comment"].as_str().unwrap_or("")), c),
+        }
+    }))
+}
+
+/// [`diff`] from netlink dumps of the table, so `host diff` needs no `nft` binary. Rules are
+/// compared with the state's record of the kernel ([`KernelTable`]: handle and digest of each
+/// rule) or, for a state without one, by count and handle. `Ok(None)` for a state that
+/// recorded rules only as `nft` listed them: comparing those needs `nft`.
+pub fn diff_by_netlink(
+    link: &mut Nfnl,
+    plan: &TablePlan,
+    state: Option<&TableState>,
+) -> Result<Option<TableDiff>, NfnlError> {
+    let listed_by_nft = state.is_some_and(|st| {
+        st.kernel.is_none() && st.applied.values().flatten().any(|r| !r.is_null())
+    });
+    if listed_by_nft {
+        return Ok(None);
+    }
+    let Some(mut live) = link.listing(&plan.table)? else {
+        return Ok(Some(absent(plan)));
+    };
+    for (_, elems) in live.sets.values_mut() {
+        *elems = normalise(std::mem::take(elems));
+    }
+    let seen = Seen {
+        sets: &live.sets,
+        chains: live.kernel.chains.keys().map(String::as_str).collect(),
+        counters: &live.counters,
+    };
+    let no_rules: &[nfnl::RuleId] = &[];
+    Ok(Some(compare(plan, state, &seen, |c| {
+        let rules = live
+            .kernel
+            .rules
+            .get(&c.name)
+            .map_or(no_rules, Vec::as_slice);
+        match state {
+            Some(st) => match &st.kernel {
+                Some(k) => k.rules.get(&c.name).map_or(no_rules, Vec::as_slice) != rules,
+                None => {
+                    let recorded = st.applied.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
+                    let handles_moved = recorded.iter().any(Value::is_null)
+                        && st.handles.get(&c.name).is_some_and(|h| {
+                            !(h.len() == rules.len() && h.iter().zip(rules).all(|(a, b)| *a == b.0))
+                        });
+                    recorded.len() != rules.len() || handles_moved
+                }
+            },
+            None => comments_differ(
+                live.comments
+                    .get(&c.name)
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str),
+                c,
+            ),
+        }
+    })))
+}
+
+/// The report for a table the kernel does not have.
+fn absent(plan: &TablePlan) -> TableDiff {
+    TableDiff {
         table: plan.table.clone(),
         ..Default::default()
+    }
+}
+
+/// What [`compare`] needs of a live table besides its rules: sets (key type, normalised
+/// intervals), chain names and counters.
+struct Seen<'a> {
+    sets: &'a nfnl::SetIntervals,
+    chains: BTreeSet<&'a str>,
+    counters: &'a BTreeMap<String, (u64, u64)>,
+}
+
+/// Without a state, rules are known only by their comments: a chain drifted when the live
+/// rules are not, one by one, the model's (a live comment may be the model's cut short).
+fn comments_differ<'a>(live: impl Iterator<Item = &'a str>, c: &ChainDef) -> bool {
+    let live: Vec<&str> = live.collect();
+    live.len() != c.rules.len()
+        || live
+            .iter()
+            .zip(c.rules.iter())
+            .any(|(l, w)| !w.comment.starts_with(l))
+}
+
+/// The drift report of a present table; `rules_drifted` says whether a chain present in the
+/// kernel has rules other than those applied.
+fn compare(
+    plan: &TablePlan,
+    state: Option<&TableState>,
+    live: &Seen,
+    rules_drifted: impl Fn(&ChainDef) -> bool,
+) -> TableDiff {
+    let mut d = TableDiff {
+        table: plan.table.clone(),
+        present: true,
+        ..Default::default()
     };
-    let Some(live) = LiveTable::read(nft, &plan.table)? else {
-        return Ok(d);
-    };
-    d.present = true;
     for s in &plan.sets {
         match live.sets.get(&s.name) {
             None => d.missing_sets.push(s.name.clone()),
@@ -348,57 +463,29 @@ pub fn diff(
         .collect();
     let model_chains: BTreeSet<&str> = plan.chains.iter().map(|c| c.name.as_str()).collect();
     for c in &plan.chains {
-        if !live.chains.contains_key(&c.name) {
+        if !live.chains.contains(c.name.as_str()) {
             d.missing_chains.push(c.name.clone());
         }
     }
     d.extra_chains = live
         .chains
-        .keys()
-        .filter(|k| !model_chains.contains(k.as_str()))
-        .cloned()
+        .iter()
+        .filter(|k| !model_chains.contains(*k))
+        .map(|k| k.to_string())
         .collect();
-    match state {
-        Some(st) => {
-            for c in &plan.chains {
-                let Some(rules) = live.rules.get(&c.name) else {
-                    continue;
-                };
-                let recorded = st.applied.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
-                let handles_moved = recorded.iter().any(Value::is_null)
-                    && st
-                        .handles
-                        .get(&c.name)
-                        .is_some_and(|h| live.handles.get(&c.name) != Some(h));
-                if !same_rules(recorded, rules) || handles_moved {
-                    d.rules_drifted.push(c.name.clone());
-                }
-                if st.plan.chain(&c.name) != Some(c) {
-                    d.rules_model_changed.push(c.name.clone());
-                }
-            }
+    if state.is_none() {
+        d.notes
+            .push("no state for this table: rules compared by count and comment only".into());
+    }
+    for c in &plan.chains {
+        if !live.chains.contains(c.name.as_str()) {
+            continue;
         }
-        None => {
-            d.notes
-                .push("no state for this table: rules compared by count and comment only".into());
-            for c in &plan.chains {
-                let Some(rules) = live.rules.get(&c.name) else {
-                    continue;
-                };
-                let live_comments: Vec<&str> = rules
-                    .iter()
-                    .map(|r| r["comment"].as_str().unwrap_or(""))
-                    .collect();
-                let want: Vec<&str> = c.rules.iter().map(|r| r.comment.as_str()).collect();
-                if live_comments.len() != want.len()
-                    || live_comments
-                        .iter()
-                        .zip(&want)
-                        .any(|(l, w)| !w.starts_with(l))
-                {
-                    d.rules_drifted.push(c.name.clone());
-                }
-            }
+        if rules_drifted(c) {
+            d.rules_drifted.push(c.name.clone());
+        }
+        if state.is_some_and(|st| st.plan.chain(&c.name) != Some(c)) {
+            d.rules_model_changed.push(c.name.clone());
         }
     }
     let model_counters: BTreeSet<&str> = plan.counters.iter().map(String::as_str).collect();
@@ -418,7 +505,7 @@ pub fn diff(
         .filter(|k| !model_counters.contains(k.as_str()))
         .cloned()
         .collect();
-    Ok(d)
+    d
 }
 
 /// Counter values of a live table (name → packets, bytes).
@@ -591,7 +678,7 @@ pub fn incremental_commands(
             }
             None => {
                 body.push(new.flush_chain_text(&c.name));
-                for r in &c.rules {
+                for r in c.rules.iter() {
                     body.push(new.rule_text(&c.name, r, None));
                 }
                 report.rules_removed += o.rules.len();
@@ -1047,13 +1134,13 @@ mod tests {
             sets: vec![SetDef {
                 name: "a".into(),
                 kind: SetKind::InetService,
-                elements,
+                elements: elements.into(),
             }],
             counters: vec!["c".into()],
             chains: vec![ChainDef {
                 name: "nsg_in".into(),
                 base: None,
-                rules,
+                rules: rules.into(),
             }],
             rules: vec![],
             notes: vec![],

@@ -24,6 +24,7 @@ use palisade_policy::intervals::{addr_value, Family};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// How an NSG chain's rules are laid out in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -260,7 +261,7 @@ fn classify_chain(
     let mut out = ChainDef {
         name: chain.name.clone(),
         base: chain.base.clone(),
-        rules: head.to_vec(),
+        rules: head.to_vec().into(),
     };
     let mut extra: Vec<ChainDef> = vec![];
     let mut stats = vec![];
@@ -296,7 +297,11 @@ fn classify_chain(
                         extra.push(ChainDef {
                             name: name.clone(),
                             base: None,
-                            rules: members.iter().map(|&i| fam[i].clone()).collect(),
+                            rules: members
+                                .iter()
+                                .map(|&i| fam[i].clone())
+                                .collect::<Vec<_>>()
+                                .into(),
                         });
                         by_rules.insert(members, name.clone());
                         name
@@ -322,7 +327,7 @@ fn classify_chain(
                 rules_classified,
                 max_chain_rules,
             });
-            out.rules.push(RuleDef {
+            Arc::make_mut(&mut out.rules).push(RuleDef {
                 comment: format!(
                     "classified IPv{} rules by {} address",
                     if v6 { 6 } else { 4 },
@@ -343,7 +348,7 @@ fn classify_chain(
     }
     // Packets of a classified family never come back from the map (it covers the family and
     // every entry is a goto): the rest serve the other family, listed.
-    out.rules.extend(
+    Arc::make_mut(&mut out.rules).extend(
         body.iter()
             .filter(|r| {
                 let f = families(r);
@@ -401,7 +406,7 @@ fn run(plan: &TablePlan, chain: &str, p: &Packet, walk: &mut Walk, depth: usize)
     let Some(c) = plan.chain(chain).filter(|_| depth < 16) else {
         return Verdict::Drop;
     };
-    'rules: for r in &c.rules {
+    'rules: for r in c.rules.iter() {
         walk.rules += 1;
         for s in &r.stmts {
             match s {

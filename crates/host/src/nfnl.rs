@@ -797,7 +797,7 @@ pub fn replace_batch(plan: &TablePlan, genid: Option<u32>, base: u32) -> Option<
         });
     }
     for c in &order {
-        for rule in &c.rules {
+        for rule in c.rules.iter() {
             let exprs = encode_rule(rule, Some(&mut anon))?;
             msgs.append(&mut anon.msgs);
             let mut a = Attrs::default();
@@ -1166,6 +1166,137 @@ pub fn read_table(
     Some(k)
 }
 
+/// The payloads of the dumps that make up one table.
+struct Dumps {
+    chains: Vec<Vec<u8>>,
+    rules: Vec<Vec<u8>>,
+    sets: Vec<Vec<u8>>,
+    elements: BTreeMap<String, Vec<Vec<u8>>>,
+    objects: Vec<Vec<u8>>,
+}
+
+/// A table as `host diff` reports it, read by netlink dumps instead of `nft -j list table`
+/// (which needs the `nft` binary and prints every set element as JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The same dumps as [`Nfnl::table`] reads them: chains, rules by handle and digest.
+    pub kernel: KernelTable,
+    /// Chain → its rules' comments, in order, as `nft list` shows them (empty without one).
+    pub comments: BTreeMap<String, Vec<String>>,
+    /// Named set → its key type as `nft` names it (empty when unknown) and its elements as
+    /// inclusive numeric intervals.
+    pub sets: SetIntervals,
+    /// Named counter → packets, bytes.
+    pub counters: BTreeMap<String, (u64, u64)>,
+}
+
+/// Named set → its key type as `nft` names it and its elements as inclusive intervals.
+pub type SetIntervals = BTreeMap<String, (String, Vec<(u128, u128)>)>;
+
+/// nft's name of a set key type, for messages that print elements.
+fn key_type_name(t: u32) -> &'static str {
+    match t {
+        TYPE_IPADDR => "ipv4_addr",
+        TYPE_IP6ADDR => "ipv6_addr",
+        TYPE_INET_PROTOCOL => "inet_proto",
+        TYPE_INET_SERVICE => "inet_service",
+        _ => "",
+    }
+}
+
+/// A rule's comment from its user data (libnftnl's TLVs); empty without one.
+fn udata_comment(udata: &[u8]) -> String {
+    let mut rest = udata;
+    while let [kind, len, tail @ ..] = rest {
+        let Some(value) = tail.get(..usize::from(*len)) else {
+            break;
+        };
+        if *kind == UDATA_RULE_COMMENT {
+            let value = value.strip_suffix(&[0]).unwrap_or(value);
+            return String::from_utf8_lossy(value).into_owned();
+        }
+        rest = &tail[usize::from(*len)..];
+    }
+    String::new()
+}
+
+/// A u64 attribute in network byte order.
+fn be_u64(attrs: &[u8], kind: u16) -> Option<u64> {
+    Some(u64::from_be_bytes(attr(attrs, kind)?.try_into().ok()?))
+}
+
+/// Read a [`Listing`] from dump replies (the same payloads as [`read_table`], all set
+/// elements dumped). `None` on any entry that lacks the attributes the kernel always sends.
+pub fn read_listing(
+    table: &str,
+    chains: &[Vec<u8>],
+    rules: &[Vec<u8>],
+    sets: &[Vec<u8>],
+    elements: &BTreeMap<String, Vec<Vec<u8>>>,
+    objects: &[Vec<u8>],
+) -> Option<Listing> {
+    const NFTA_COUNTER_BYTES: u16 = 1;
+    const NFTA_COUNTER_PACKETS: u16 = 2;
+    let mut l = Listing {
+        kernel: read_table(table, chains, rules, sets, elements, objects, None)?,
+        ..Listing::default()
+    };
+    for p in rules {
+        let a = p.get(4..)?;
+        if str_attr(a, NFTA_RULE_TABLE)? != table {
+            continue;
+        }
+        l.comments
+            .entry(str_attr(a, NFTA_RULE_CHAIN)?.to_string())
+            .or_default()
+            .push(udata_comment(
+                attr(a, NFTA_RULE_USERDATA).unwrap_or_default(),
+            ));
+    }
+    for p in sets {
+        let a = p.get(4..)?;
+        if str_attr(a, NFTA_SET_TABLE)? != table {
+            continue;
+        }
+        let name = str_attr(a, NFTA_SET_NAME)?;
+        if !l.kernel.sets.contains_key(name) {
+            continue;
+        }
+        let key_type = attr(a, NFTA_SET_KEY_TYPE)
+            .and_then(|t| Some(u32::from_be_bytes(t.try_into().ok()?)))
+            .unwrap_or_default();
+        let intervals = dumped_intervals(
+            elements
+                .get(name)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| attr(e.get(4..)?, NFTA_SET_ELEM_LIST_ELEMENTS)),
+        );
+        l.sets.insert(
+            name.to_string(),
+            (key_type_name(key_type).to_string(), intervals),
+        );
+    }
+    for p in objects {
+        let a = p.get(4..)?;
+        if str_attr(a, NFTA_OBJ_TABLE)? != table {
+            continue;
+        }
+        if u32::from_be_bytes(attr(a, NFTA_OBJ_TYPE)?.try_into().ok()?) != NFT_OBJECT_COUNTER {
+            continue;
+        }
+        let data = attr(a, NFTA_OBJ_DATA).unwrap_or_default();
+        l.counters.insert(
+            str_attr(a, NFTA_OBJ_NAME)?.to_string(),
+            (
+                be_u64(data, NFTA_COUNTER_PACKETS).unwrap_or(0),
+                be_u64(data, NFTA_COUNTER_BYTES).unwrap_or(0),
+            ),
+        );
+    }
+    Some(l)
+}
+
 /// A netfilter netlink socket in the caller's namespace or a named one.
 pub struct Nfnl {
     socket: Socket,
@@ -1451,6 +1582,40 @@ impl Nfnl {
         table: &str,
         known: Option<&TablePlan>,
     ) -> Result<Option<KernelTable>, NfnlError> {
+        let Some(d) = self.dumps(table, known)? else {
+            return Ok(None);
+        };
+        read_table(
+            table,
+            &d.chains,
+            &d.rules,
+            &d.sets,
+            &d.elements,
+            &d.objects,
+            known,
+        )
+        .map(Some)
+        .ok_or_else(|| NfnlError::Malformed(format!("a dump of table {table}")))
+    }
+
+    /// The table as `host diff` reports it ([`Listing`]), from the same dumps as
+    /// [`Nfnl::table`]; `None` when it does not exist.
+    pub fn listing(&mut self, table: &str) -> Result<Option<Listing>, NfnlError> {
+        let Some(d) = self.dumps(table, None)? else {
+            return Ok(None);
+        };
+        read_listing(table, &d.chains, &d.rules, &d.sets, &d.elements, &d.objects)
+            .map(Some)
+            .ok_or_else(|| NfnlError::Malformed(format!("a dump of table {table}")))
+    }
+
+    /// The dumps of a table's chains, rules, sets, set elements (but those of `known`'s sets)
+    /// and objects; `None` when the table does not exist.
+    fn dumps(
+        &mut self,
+        table: &str,
+        known: Option<&TablePlan>,
+    ) -> Result<Option<Dumps>, NfnlError> {
         if !self.has_table(table)? {
             return Ok(None);
         }
@@ -1484,9 +1649,13 @@ impl Nfnl {
         let objects = self
             .dump(NFT_MSG_GETOBJ, NFT_MSG_NEWOBJ, &named(NFTA_OBJ_TABLE))?
             .ok_or_else(gone)?;
-        read_table(table, &chains, &rules, &sets, &elements, &objects, known)
-            .map(Some)
-            .ok_or_else(|| NfnlError::Malformed(format!("a dump of table {table}")))
+        Ok(Some(Dumps {
+            chains,
+            rules,
+            sets,
+            elements,
+            objects,
+        }))
     }
 
     fn receive(&self) -> Result<Vec<Message>, NfnlError> {
@@ -1589,6 +1758,48 @@ mod tests {
         /// Dump entries of any bytes are read or refused, never a panic; entries that carry
         /// the attributes the kernel sends are read back into the table they name.
         #[test]
+        fn listing_entries_never_panic_and_read_back(
+            junk in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 0..6),
+            comments in proptest::collection::vec("[a-z/ 0-9]{0,20}", 0..6),
+            packets in any::<u64>(),
+            bytes in any::<u64>(),
+        ) {
+            let elements = BTreeMap::from([("s".to_string(), junk.clone())]);
+            let _ = read_listing("t", &junk, &junk, &junk, &elements, &junk);
+            let _ = udata_comment(junk.first().map(Vec::as_slice).unwrap_or_default());
+            let entry = |h: u64, comment: &str| {
+                let mut u = vec![UDATA_RULE_COMMENT, (comment.len() + 1) as u8];
+                u.extend_from_slice(comment.as_bytes());
+                u.push(0);
+                let mut a = Attrs::default();
+                a.str(NFTA_RULE_TABLE, "t")
+                    .str(NFTA_RULE_CHAIN, "c")
+                    .put(NFTA_RULE_HANDLE, &h.to_be_bytes())
+                    .put(NFTA_RULE_USERDATA, &u);
+                let mut p = vec![NFPROTO_INET, 0, 0, 0];
+                p.extend(a.0);
+                p
+            };
+            let rules: Vec<Vec<u8>> = comments
+                .iter()
+                .enumerate()
+                .map(|(i, c)| entry(i as u64 + 1, c))
+                .collect();
+            let mut a = Attrs::default();
+            a.str(NFTA_OBJ_TABLE, "t")
+                .str(NFTA_OBJ_NAME, "n")
+                .u32(NFTA_OBJ_TYPE, NFT_OBJECT_COUNTER)
+                .nest(NFTA_OBJ_DATA, |d| {
+                    d.put(1, &bytes.to_be_bytes()).put(2, &packets.to_be_bytes());
+                });
+            let mut object = vec![NFPROTO_INET, 0, 0, 0];
+            object.extend(a.0);
+            let l = read_listing("t", &[], &rules, &[], &BTreeMap::new(), &[object]).unwrap();
+            let got: Vec<String> = l.comments.get("c").cloned().unwrap_or_default();
+            prop_assert_eq!(got, comments);
+            prop_assert_eq!(l.counters.get("n"), Some(&(packets, bytes)));
+        }
+
         fn dump_entries_never_panic_and_read_back(
             junk in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 0..6),
             handles in proptest::collection::vec(any::<u64>(), 0..6),
@@ -1638,13 +1849,13 @@ mod tests {
                 sets: vec![crate::render::SetDef {
                     name: "s4".into(),
                     kind: SetKind::Ipv4Addr,
-                    elements: elements.clone(),
+                    elements: elements.clone().into(),
                 }],
                 counters: vec!["c".into()],
                 chains: vec![crate::render::ChainDef {
                     name: "nsg_in".into(),
                     base: None,
-                    rules: vec![rule(vec![Stmt::TcpUdp(false), Stmt::Counter("c".into()), Stmt::Drop])],
+                    rules: vec![rule(vec![Stmt::TcpUdp(false), Stmt::Counter("c".into()), Stmt::Drop])].into(),
                 }],
                 rules: vec![],
                 notes: vec![],

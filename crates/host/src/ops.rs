@@ -3,6 +3,7 @@
 //! deletes exactly what Palisade added even after a failure half-way.
 
 use crate::apply::{self, ApplyReport, TableDiff};
+use crate::nfnl::Nfnl;
 use crate::nft::Unavailable;
 use crate::render::{render, RenderError, RenderOptions, TablePlan, Target};
 use crate::routes::{self, OwnedRoute, RouteAction, RouteError, RoutePlan};
@@ -184,11 +185,24 @@ impl Drift {
     }
 }
 
-/// Compare the kernel with the plan: the table (rules, sets, counters) and the routes.
+/// Compare the kernel with the plan: the table (rules, sets, counters) and the routes. The
+/// table is read by netlink dumps; `nft` only where netlink cannot be used, or for a state
+/// written by a version that recorded rules as `nft` listed them.
 pub fn diff(plan: &Plan, place: &Place) -> Result<Drift, HostError> {
-    let nft = place.nft()?;
     let state = place.state()?;
-    let table = apply::diff(&nft, &plan.table, state.tables.get(&plan.table.table))?;
+    let recorded = state.tables.get(&plan.table.table);
+    let link = Nfnl::open(place.netns.as_deref())
+        .ok()
+        .and_then(|mut l| l.generation().is_ok().then_some(l));
+    let by_netlink = match link {
+        Some(mut l) => apply::diff_by_netlink(&mut l, &plan.table, recorded)
+            .map_err(|e| NftError::Exec(e.to_string()))?,
+        None => None,
+    };
+    let table = match by_netlink {
+        Some(t) => t,
+        None => apply::diff(&place.nft()?, &plan.table, recorded)?,
+    };
     let routes = if plan.with_routes {
         let live = routes::live_routes(place.netns.as_deref())?;
         let owned = state.routes.get(&plan.label).cloned().unwrap_or_default();

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub use crate::classify::Layout;
 
@@ -155,7 +156,8 @@ impl Elem {
 pub struct SetDef {
     pub name: String,
     pub kind: SetKind,
-    pub elements: Vec<Elem>,
+    /// Shared like [`ChainDef::rules`]: an unchanged set of 155k elements compares at once.
+    pub elements: Arc<Vec<Elem>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -427,7 +429,11 @@ pub struct ChainDef {
     pub name: String,
     /// Set for base chains (`type filter hook … policy accept`).
     pub base: Option<BaseHook>,
-    pub rules: Vec<RuleDef>,
+    /// Shared, not copied, between a plan and its clones: an unchanged chain of a plan cloned
+    /// from the applied one compares equal by identity (`Arc`'s `==` checks that first), while
+    /// an edit (`Arc::make_mut`) gives the plan its own copy, compared by content. An identity
+    /// cannot go stale the way a digest recorded at render time could.
+    pub rules: Arc<Vec<RuleDef>>,
 }
 
 /// One NSG rule as rendered: which counter counts it, which nft rules implement it.
@@ -577,7 +583,7 @@ impl Builder {
         self.sets.push(SetDef {
             name: name.to_string(),
             kind,
-            elements,
+            elements: elements.into(),
         });
         Operand::Set(name.to_string())
     }
@@ -604,11 +610,12 @@ fn render_direction(
         rules: vec![RuleDef {
             comment: "stateful: replies and related (NSG-7.1)".into(),
             stmts: vec![Stmt::CtEstablished, Stmt::Accept],
-        }],
+        }]
+        .into(),
     };
     if !inbound && !nsg.names_platform_tags {
         // NSG-8.4: flows a NIC starts to the platform addresses bypass the NSG.
-        chain.rules.push(RuleDef {
+        Arc::make_mut(&mut chain.rules).push(RuleDef {
             comment: "platform exemption (NSG-8.4)".into(),
             stmts: vec![
                 Stmt::Addr {
@@ -625,15 +632,16 @@ fn render_direction(
             elements: PLATFORM_ADDRESSES
                 .iter()
                 .map(|a| Elem::Net(IpNet::from(*a)))
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
         });
         b.used_names.insert("platform4".into());
     }
-    for r in &rules.rules {
+    for r in rules.rules.iter() {
         let base = format!("{dir}_{}", sanitize(&r.name));
         let counter = b.unique(base.clone());
         b.counters.push(counter.clone());
-        let n = render_rule(b, nsg, r, &counter, opts, &mut chain.rules);
+        let n = render_rule(b, nsg, r, &counter, opts, Arc::make_mut(&mut chain.rules));
         if n == 0 {
             notes.push(format!(
                 "{dir}bound rule {} ({}) matches nothing: its source and destination share no address family",
@@ -892,12 +900,20 @@ pub fn render_nsg(
         SetDef {
             name: "scope4".into(),
             kind: SetKind::Ipv4Addr,
-            elements: scope4.iter().map(|n| Elem::Net(*n)).collect(),
+            elements: scope4
+                .iter()
+                .map(|n| Elem::Net(*n))
+                .collect::<Vec<_>>()
+                .into(),
         },
         SetDef {
             name: "scope6".into(),
             kind: SetKind::Ipv6Addr,
-            elements: scope6.iter().map(|n| Elem::Net(*n)).collect(),
+            elements: scope6
+                .iter()
+                .map(|n| Elem::Net(*n))
+                .collect::<Vec<_>>()
+                .into(),
         },
     ];
     sets.extend(b.sets);
@@ -966,7 +982,8 @@ pub fn render_nsg(
                         CHAIN_IN,
                         "inbound: to the target's addresses",
                     ),
-                ],
+                ]
+                .into(),
             });
             chains.push(ChainDef {
                 name: "output".into(),
@@ -990,7 +1007,8 @@ pub fn render_nsg(
                         CHAIN_OUT,
                         "outbound: from the target's addresses",
                     ),
-                ],
+                ]
+                .into(),
             });
         }
         HookMode::Router => {
@@ -1002,7 +1020,8 @@ pub fn render_nsg(
                     jump(true, Side::Src, CHAIN_OUT, "outbound first (NSG-6)"),
                     jump(false, Side::Dst, CHAIN_IN, "then inbound"),
                     jump(true, Side::Dst, CHAIN_IN, "then inbound"),
-                ],
+                ]
+                .into(),
             });
         }
     }
@@ -1035,7 +1054,8 @@ pub fn render_nsg(
                         Stmt::Drop,
                     ],
                 },
-            ],
+            ]
+            .into(),
         });
     }
     chains.push(nsg_in);
@@ -1218,7 +1238,7 @@ impl TablePlan {
             cmds.push(json!({"add": {"chain": self.chain_obj(c)}}));
         }
         for c in &order {
-            for r in &c.rules {
+            for r in c.rules.iter() {
                 cmds.push(json!({"add": {"rule": self.rule_obj(&c.name, r)}}));
             }
         }
@@ -1262,7 +1282,7 @@ impl TablePlan {
                     b.hook, b.priority
                 );
             }
-            for r in &c.rules {
+            for r in c.rules.iter() {
                 let stmts: Vec<String> = r.stmts.iter().map(|x| x.to_text()).collect();
                 let _ = writeln!(s, "\t\t{} comment \"{}\"", stmts.join(" "), r.comment);
             }

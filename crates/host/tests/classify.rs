@@ -182,7 +182,7 @@ fn classified_decides_every_packet_as_listed() {
             }
             let mut unshortcut = listed.clone();
             for c in unshortcut.chains.iter_mut().filter(|c| c.base.is_some()) {
-                c.rules
+                std::sync::Arc::make_mut(&mut c.rules)
                     .retain(|r| r.stmts != [Stmt::CtEstablished, Stmt::Accept]);
             }
             for chain in ["input", "output"] {

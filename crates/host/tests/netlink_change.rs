@@ -117,7 +117,10 @@ fn a_refused_full_batch_leaves_the_old_table_whole() {
     // The last rule names a counter that does not exist: the kernel refuses the batch.
     let chain = new.chains.iter_mut().find(|c| c.name == "nsg_in").unwrap();
     let last = chain.rules.len() - 1;
-    for s in chain.rules[last].stmts.iter_mut() {
+    for s in std::sync::Arc::make_mut(&mut chain.rules)[last]
+        .stmts
+        .iter_mut()
+    {
         if let Stmt::Counter(n) = s {
             *n = "no_such_counter".into();
         }
@@ -148,7 +151,7 @@ fn every_encoded_rule_reads_back_as_nft_wrote_it() {
         let nft = Nft::new(Some(ns.name.clone()));
         let mut without = plan.clone();
         for c in &mut without.chains {
-            c.rules.retain(|r| !nfnl::encodable(r));
+            std::sync::Arc::make_mut(&mut c.rules).retain(|r| !nfnl::encodable(r));
         }
         let (state, _) = apply::apply(&nft, &without, None).unwrap();
         let (state, report) = apply::apply(&nft, plan, Some(&state)).unwrap();
@@ -171,8 +174,7 @@ fn every_encoded_rule_reads_back_as_nft_wrote_it() {
 fn with_port(plan: &TablePlan, n: usize, port: u16) -> TablePlan {
     let mut p = plan.clone();
     let nsg_in = p.chains.iter_mut().find(|c| c.name == "nsg_in").unwrap();
-    let r = nsg_in
-        .rules
+    let r = std::sync::Arc::make_mut(&mut nsg_in.rules)
         .iter_mut()
         .filter(|r| {
             nfnl::encodable(r)
@@ -207,7 +209,7 @@ fn several_changes_keep_the_state_true_and_equal_a_fresh_apply() {
         .find(|c| c.name == "nsg_out")
         .unwrap();
     let i = out.rules.iter().position(nfnl::encodable).unwrap();
-    out.rules.remove(i);
+    std::sync::Arc::make_mut(&mut out.rules).remove(i);
     // Commands: delete + insert, again, one delete, then the two neighbouring rules of nsg_in
     // put back (2 + 2) and the nsg_out rule inserted.
     let commands = [2, 2, 1, 5];
@@ -265,7 +267,10 @@ fn a_refused_netlink_change_leaves_the_ruleset_byte_identical() {
     let mut bad = with_port(&base, 0, 8443);
     let nsg_in = bad.chains.iter_mut().find(|c| c.name == "nsg_in").unwrap();
     let last = nsg_in.rules.len() - 1;
-    for s in nsg_in.rules[last].stmts.iter_mut() {
+    for s in std::sync::Arc::make_mut(&mut nsg_in.rules)[last]
+        .stmts
+        .iter_mut()
+    {
         if let Stmt::Counter(n) = s {
             *n = "no_such_counter".into();
         }

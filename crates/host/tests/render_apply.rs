@@ -141,7 +141,7 @@ fn apply_is_atomic_idempotent_incremental_and_diff_sees_drift() {
         .iter_mut()
         .find(|s| s.name == "out_AllowInternetOutBound_dst4")
         .unwrap();
-    set.elements.pop();
+    std::sync::Arc::make_mut(&mut set.elements).pop();
     let (state2, report) = apply::apply(&nft, &changed, Some(&state)).unwrap();
     assert_eq!(report.mode, ApplyMode::Incremental, "{report:?}");
     assert_eq!(report.sets_changed, ["out_AllowInternetOutBound_dst4"]);
@@ -158,8 +158,7 @@ fn apply_is_atomic_idempotent_incremental_and_diff_sees_drift() {
         .iter_mut()
         .find(|c| c.name == "nsg_in")
         .unwrap();
-    let r = chain
-        .rules
+    let r = std::sync::Arc::make_mut(&mut chain.rules)
         .iter_mut()
         .find(|r| r.comment.contains("Allow-HTTPS-Internet"))
         .unwrap();
@@ -238,8 +237,7 @@ fn refused_transaction_keeps_old_ruleset_and_names_the_rule() {
     // Break one rule: its counter refers to an object that does not exist.
     let mut bad = plan.clone();
     let chain = bad.chains.iter_mut().find(|c| c.name == "nsg_in").unwrap();
-    let rule = chain
-        .rules
+    let rule = std::sync::Arc::make_mut(&mut chain.rules)
         .iter_mut()
         .find(|r| r.comment.contains("DenyAllInBound"))
         .unwrap();
@@ -342,7 +340,7 @@ fn service_tag_is_one_set_of_thousands_of_prefixes_applied_in_one_transaction() 
         .iter_mut()
         .find(|s| s.name == "in_azurecloud_src6")
         .unwrap();
-    set.elements.remove(7);
+    std::sync::Arc::make_mut(&mut set.elements).remove(7);
     let t = std::time::Instant::now();
     let (state, report) = apply::apply(&nft, &smaller, Some(&state)).unwrap();
     eprintln!("one-element change in {:?}", t.elapsed());

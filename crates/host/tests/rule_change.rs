@@ -13,8 +13,7 @@ use palisade_host::render::{Elem, Operand, Stmt, TablePlan};
 fn changed(plan: &TablePlan) -> TablePlan {
     let mut p = plan.clone();
     let nsg_in = p.chains.iter_mut().find(|c| c.name == "nsg_in").unwrap();
-    let r = nsg_in
-        .rules
+    let r = std::sync::Arc::make_mut(&mut nsg_in.rules)
         .iter_mut()
         .find(|r| r.comment.contains("Allow-HTTPS-Internet"))
         .unwrap();
@@ -32,7 +31,7 @@ fn changed(plan: &TablePlan) -> TablePlan {
                 .starts_with("defaultSecurityRules/AllowInternetOutBound")
         })
         .unwrap();
-    nsg_out.rules.remove(i);
+    std::sync::Arc::make_mut(&mut nsg_out.rules).remove(i);
     p
 }
 
@@ -94,8 +93,7 @@ fn a_refused_rule_change_leaves_the_old_ruleset() {
     // A good change and a bad one in one apply: the bad rule's counter does not exist.
     let mut bad = changed(&plan);
     let nsg_in = bad.chains.iter_mut().find(|c| c.name == "nsg_in").unwrap();
-    let r = nsg_in
-        .rules
+    let r = std::sync::Arc::make_mut(&mut nsg_in.rules)
         .iter_mut()
         .find(|r| r.comment.contains("DenyAllInBound"))
         .unwrap();
@@ -135,4 +133,65 @@ fn text_and_json_transactions_give_the_same_table() {
         common::contents(&nft_a, &plan.table),
         common::contents(&nft_b, &plan.table)
     );
+}
+
+/// A plan cloned from the applied one shares its chains and sets; editing it after rendering
+/// (rules and set elements, in place) must still be seen and applied, and must not reach the
+/// recorded state's plan: the shared chains are what lets an unchanged chain compare at once.
+#[test]
+fn a_plan_edited_after_rendering_applies_its_edits() {
+    require_kernel!();
+    let (a, b) = (common::Netns::new("edt-a"), common::Netns::new("edt-b"));
+    let (nft_a, nft_b) = (
+        Nft::new(Some(a.name.clone())),
+        Nft::new(Some(b.name.clone())),
+    );
+    let plan = common::plan_of(
+        &common::big_tag_snapshot(),
+        palisade_host::Target::Subnet("s".into()),
+    );
+    let (state, _) = apply::apply(&nft_a, &plan, None).unwrap();
+    let recorded = state.plan.clone();
+    // The caller's copy of the state's plan, edited in place after rendering.
+    let mut edited = state.plan.clone();
+    let chain = edited
+        .chains
+        .iter()
+        .position(|c| c.rules.iter().any(|r| r.stmts.iter().any(is_port)))
+        .unwrap();
+    assert!(std::sync::Arc::ptr_eq(
+        &edited.chains[chain].rules,
+        &state.plan.chains[chain].rules
+    ));
+    for r in std::sync::Arc::make_mut(&mut edited.chains[chain].rules).iter_mut() {
+        for s in r.stmts.iter_mut() {
+            if let Stmt::Port { operand, .. } = s {
+                *operand = Operand::Elem(Elem::Ports(9443, 9443));
+            }
+        }
+    }
+    let set = edited
+        .sets
+        .iter_mut()
+        .max_by_key(|s| s.elements.len())
+        .unwrap();
+    std::sync::Arc::make_mut(&mut set.elements).pop();
+    assert_ne!(edited, recorded);
+    assert_eq!(state.plan, recorded, "the edit reached the recorded plan");
+
+    let (state, report) = apply::apply_owned(&nft_a, edited.clone(), Some(state)).unwrap();
+    assert_ne!(report.mode, ApplyMode::Unchanged, "{report:?}");
+    assert_eq!(state.plan, edited);
+    apply::apply(&nft_b, &edited, None).unwrap();
+    assert_eq!(
+        common::contents(&nft_a, &edited.table),
+        common::contents(&nft_b, &edited.table)
+    );
+    assert!(apply::diff(&nft_a, &edited, Some(&state))
+        .unwrap()
+        .is_clean());
+}
+
+fn is_port(s: &Stmt) -> bool {
+    matches!(s, Stmt::Port { .. })
 }
