@@ -50,6 +50,8 @@ pub struct ReachBench {
     /// CPU ms of each one-rule change (the slower of applying and reverting it), by
     /// [`CHANGES`] name: which kind of change is the worst.
     pub recheck_cpu_ms_by_change: BTreeMap<&'static str, f64>,
+    /// Wall seconds of each phase of the matrix build ([`Engine::build_phases`]).
+    pub matrix_phases_s: BTreeMap<&'static str, f64>,
 }
 
 /// The arguments of the reach examples, `SPOKES NSG_RULES FIREWALL_RULES [N]`: the generated
@@ -159,6 +161,7 @@ pub fn run_with(
         Engine::new(&snap)
     };
     let (matrix_ms, matrix_cpu_ms) = t.ms();
+    let matrix_phases_s = engine.build_phases().iter().copied().collect();
     let (a4, a6) = engine.atoms();
     let bed = Bed {
         g: &g,
@@ -203,6 +206,7 @@ pub fn run_with(
         subnet_links,
         internet_to_spoke_s,
         recheck_cpu_ms_by_change: CHANGES.into_iter().zip(rc.cpu_ms).collect(),
+        matrix_phases_s,
     }
 }
 
