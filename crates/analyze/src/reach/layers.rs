@@ -609,6 +609,48 @@ pub(super) fn fw_layer(fw: &CompiledFirewall) -> FwParts {
     (fw_infos(fw), c.entries, fw_dnat(fw), items)
 }
 
+/// [`fw_layer`] on the pool: the rules converted in consecutive chunks, beside the
+/// fingerprints, explanations and translations (a 5,000-rule firewall was the longest layer).
+fn fw_layer_parallel(fw: &CompiledFirewall) -> FwParts {
+    const CHUNKS: usize = 8;
+    let n = fw_item_list(fw).len();
+    let ((hash, rule), (chunks, (infos, dnat))) = rayon::join(
+        || fw_hashes(fw),
+        || {
+            rayon::join(
+                || {
+                    (0..CHUNKS)
+                        .into_par_iter()
+                        .map(|k| fw_entries(fw, k * n / CHUNKS..(k + 1) * n / CHUNKS))
+                        .collect::<Vec<_>>()
+                },
+                || (fw_infos(fw), fw_dnat(fw)),
+            )
+        },
+    );
+    let mut entries: [Vec<Entry>; 2] = [vec![], vec![]];
+    let mut first: [Vec<u32>; 2] = [vec![], vec![]];
+    for mut c in chunks {
+        for f in 0..2 {
+            // A chunk's offsets count from its own first entry and end with its length.
+            let base = entries[f].len() as u32;
+            let k = c.first[f].len() - 1;
+            first[f].extend(c.first[f][..k].iter().map(|x| x + base));
+            entries[f].append(&mut c.entries[f]);
+        }
+    }
+    for f in 0..2 {
+        first[f].push(entries[f].len() as u32);
+    }
+    let items = FwItems {
+        rules: fw_rule_counts(fw),
+        hash,
+        rule,
+        first,
+    };
+    (infos, entries, dnat, items)
+}
+
 pub(super) fn fam_layer(entries: Vec<Entry>) -> FamLayer {
     fam_layer_with(entries, false)
 }
@@ -682,7 +724,12 @@ fn build_layer(snap: &Snapshot, w: LayerWork, parallel: bool) -> Layer {
             }
         }
         LayerWork::Firewall(firewall) => {
-            let (infos, entries, dnat, items) = fw_layer(snap.firewall(firewall));
+            let fw = snap.firewall(firewall);
+            let (infos, entries, dnat, items) = if parallel {
+                fw_layer_parallel(fw)
+            } else {
+                fw_layer(fw)
+            };
             Layer {
                 kind: LayerKind::Firewall { firewall },
                 slots: (0..infos.len() as u32).collect(),
