@@ -869,6 +869,53 @@ fn recheck_after_a_collection_moved_and_back_equals_from_scratch() {
     }
 }
 
+/// Issue 15: a parallel build converts the firewall's rules in chunks on the pool; its layer
+/// (entries, their positions per item, fingerprints) must serve a re-check as the serial one
+/// does: a collection moved ahead of another and back (FW-1), and one of its rules deleted
+/// (FW-3 first match), each answered as an engine built from scratch (DIAG-7).
+#[test]
+fn recheck_on_a_parallel_build_equals_from_scratch() {
+    use palisade_model::RuleCollectionKind;
+    let mut g = HubSpoke::target();
+    (g.spokes, g.nsg_rules, g.firewall_rules, g.seed) = (12, 6, 120, 3);
+    let mut net = g.build();
+    let snap0 = compile(&net);
+    let grid = reach::cuts(&snap0);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let mut engine = pool.install(|| Engine::parallel(&snap0));
+    same_answers(&engine, &Engine::with_cuts(&snap0, &grid));
+    let fw = &net.azure_firewalls[0];
+    let network: Vec<usize> = (0..fw.rule_collections.len())
+        .filter(|i| fw.rule_collections[*i].kind == RuleCollectionKind::Network)
+        .collect();
+    let (a, b) = (network[0], *network.last().unwrap());
+    let (pa, pb) = (
+        fw.rule_collections[a].priority,
+        fw.rule_collections[b].priority,
+    );
+    for priority in [pa.saturating_sub(1), pb] {
+        net.azure_firewalls[0].rule_collections[b].priority = priority;
+        let snap = compile(&net);
+        let (id, compiled) = snap.firewalls().next().unwrap();
+        engine
+            .update_firewall(id, compiled)
+            .expect("no new boundary");
+        same_answers(&engine, &Engine::with_cuts(&snap, &grid));
+    }
+    let rules = &mut net.azure_firewalls[0].rule_collections[a].rules;
+    assert!(!rules.is_empty(), "the generated collection has rules");
+    rules.remove(0);
+    let snap = compile(&net);
+    let (id, compiled) = snap.firewalls().next().unwrap();
+    engine
+        .update_firewall(id, compiled)
+        .expect("no new boundary");
+    same_answers(&engine, &Engine::with_cuts(&snap, &grid));
+}
+
 /// DIAG-7 / issue 6 item 5: the diff lists exactly the flows whose verdict changes.
 #[test]
 fn diff_lists_exactly_the_changed_flows() {

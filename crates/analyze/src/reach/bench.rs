@@ -50,6 +50,11 @@ pub struct ReachBench {
     /// CPU ms of each one-rule change (the slower of applying and reverting it), by
     /// [`CHANGES`] name: which kind of change is the worst.
     pub recheck_cpu_ms_by_change: BTreeMap<&'static str, f64>,
+    /// Wall seconds of each phase of the matrix build ([`Engine::build_phases`]).
+    pub matrix_phases_s: BTreeMap<&'static str, f64>,
+    /// CPU seconds of the whole process (every thread) while the matrix was built: what a
+    /// parallel build costs in all, where `matrix_cpu_s` is the calling thread alone.
+    pub matrix_process_cpu_s: f64,
 }
 
 /// The arguments of the reach examples, `SPOKES NSG_RULES FIREWALL_RULES [N]`: the generated
@@ -152,13 +157,15 @@ pub fn run_with(
     let catalogs = Catalogs::embedded();
     let net = g.build();
     let snap = Snapshot::compile(&net, &catalogs, &CompileOptions::default());
-    let t = Clock::start();
+    let (t, p) = (Clock::start(), process_cpu_s());
     let mut engine = if parallel {
         Engine::parallel(&snap)
     } else {
         Engine::new(&snap)
     };
     let (matrix_ms, matrix_cpu_ms) = t.ms();
+    let matrix_process_cpu_s = process_cpu_s() - p;
+    let matrix_phases_s = engine.build_phases().iter().copied().collect();
     let (a4, a6) = engine.atoms();
     let bed = Bed {
         g: &g,
@@ -203,6 +210,8 @@ pub fn run_with(
         subnet_links,
         internet_to_spoke_s,
         recheck_cpu_ms_by_change: CHANGES.into_iter().zip(rc.cpu_ms).collect(),
+        matrix_phases_s,
+        matrix_process_cpu_s,
     }
 }
 

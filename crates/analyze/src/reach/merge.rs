@@ -13,11 +13,13 @@ use super::layers::{Entry, FamLayer, Layer};
 use super::plans::PathKey;
 use super::{Decision, Engine, CHAIN_BITS, NONE};
 use crate::headerspace::Family;
+use rayon::prelude::*;
 use std::ops::Range;
+use std::time::Instant;
 
 impl<'s> Engine<'s> {
     /// The matrix of one family built on `threads` threads (see the module comment).
-    pub(super) fn compute_family_parallel(&mut self, f: Family, threads: usize) {
+    pub(super) fn compute_family_parallel(&mut self, f: Family, threads: usize, t: &mut Instant) {
         let fi = f.index();
         let places = self.index[fi].places.len();
         let ranges = place_ranges(places, threads);
@@ -26,18 +28,28 @@ impl<'s> Engine<'s> {
             .map(|r| (self.worker(f, r.clone()), r.clone()))
             .collect();
         let first = ranges[0].clone();
+        // The rows of the first range (`compute_all` left every row empty: a worker brings its
+        // own rows, so allocating them here too was tens of MiB written for nothing).
+        let n = self.grid[fi].len();
+        for s in first.clone() {
+            for &a in &self.index[fi].places[s] {
+                self.rows[fi][a as usize] = vec![NONE; n];
+            }
+        }
+        self.lap("setup", t);
         rayon::join(
             || self.compute_places(f, first),
             || {
-                use rayon::prelude::*;
                 workers
                     .par_iter_mut()
                     .for_each(|(w, r)| w.compute_places(f, r.clone()));
             },
         );
+        self.lap("blocks", t);
         for (w, r) in workers {
             self.absorb(f, w, r);
         }
+        self.lap("merge", t);
     }
 
     fn compute_places(&mut self, f: Family, sources: Range<usize>) {
@@ -54,53 +66,57 @@ impl<'s> Engine<'s> {
     fn worker(&self, f: Family, sources: Range<usize>) -> Engine<'s> {
         let fi = f.index();
         // Only what a build reads: this family's classes and rule bits (not the rules' address
-        // and port sets, nor what a re-check keeps), and empty cell tables.
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| {
-                let fl = &l.fam[fi];
-                let mut fam: [FamLayer; 2] = Default::default();
-                fam[fi] = FamLayer {
-                    entries: fl
-                        .entries
-                        .iter()
-                        .map(|e| Entry {
-                            src: Default::default(),
-                            dst: Default::default(),
-                            l4: Default::default(),
-                            bits: e.bits.clone(),
-                            act: e.act,
-                            rule: e.rule,
-                        })
-                        .collect(),
-                    src: fl.src.rows_only(),
-                    dst: fl.dst.rows_only(),
-                    cells: vec![0; fl.cells.len()],
-                    stride: fl.stride,
-                    filled: vec![],
-                };
-                Layer {
-                    kind: l.kind,
-                    rules: l.rules.clone(),
-                    slots: l.slots.clone(),
-                    dnat: l.dnat.clone(),
-                    fam,
-                    ctrls: vec![],
-                    version: l.version,
-                    items: Default::default(),
-                }
-            })
-            .collect();
-        let n = self.grid[fi].len();
-        let mut rows: Vec<Vec<u32>> = vec![vec![]; n];
-        for s in sources {
-            for &a in &self.index[fi].places[s] {
-                rows[a as usize] = vec![NONE; n];
+        // and port sets, nor what a re-check keeps), and empty cell tables. Copied on the pool:
+        // the set-up is on the critical path of the build.
+        let layer = |l: &Layer| {
+            let fl = &l.fam[fi];
+            let mut fam: [FamLayer; 2] = Default::default();
+            fam[fi] = FamLayer {
+                entries: fl
+                    .entries
+                    .iter()
+                    .map(|e| Entry {
+                        src: Default::default(),
+                        dst: Default::default(),
+                        l4: Default::default(),
+                        bits: e.bits.clone(),
+                        act: e.act,
+                        rule: e.rule,
+                    })
+                    .collect(),
+                src: fl.src.rows_only(),
+                dst: fl.dst.rows_only(),
+                cells: vec![0; fl.cells.len()],
+                stride: fl.stride,
+                filled: vec![],
+            };
+            Layer {
+                kind: l.kind,
+                rules: l.rules.clone(),
+                slots: l.slots.clone(),
+                dnat: l.dnat.clone(),
+                fam,
+                ctrls: vec![],
+                version: l.version,
+                items: Default::default(),
             }
-        }
+        };
+        let n = self.grid[fi].len();
+        let rows = || {
+            let mut rows: Vec<Vec<u32>> = vec![vec![]; n];
+            for s in sources {
+                for &a in &self.index[fi].places[s] {
+                    rows[a as usize] = vec![NONE; n];
+                }
+            }
+            rows
+        };
+        let (layers, (ix, rows)) = rayon::join(
+            || self.layers.par_iter().map(layer).collect::<Vec<Layer>>(),
+            || rayon::join(|| self.index[fi].clone(), rows),
+        );
         let mut index: [super::plans::Index; 2] = Default::default();
-        index[fi] = self.index[fi].clone();
+        index[fi] = ix;
         let mut all_rows = [vec![], vec![]];
         all_rows[fi] = rows;
         let mut e = Engine::empty(self.snap, self.grid.clone(), self.l4.clone(), false);
@@ -129,13 +145,18 @@ impl<'s> Engine<'s> {
             .drain(..)
             .map(|pieces| self.intern_cell(pieces))
             .collect();
-        // The worker's cell tables: slots it filled that the engine has not.
+        // The worker's cell tables: slots it filled that the engine has not, read from its
+        // `filled` lists (every slot of the tables, room included, was tens of MiB to read).
         for (l, wl) in self.layers.iter_mut().zip(&w.layers) {
-            let (mine, theirs) = (&mut l.fam[fi], &wl.fam[fi].cells);
-            for (slot, &t) in theirs.iter().enumerate().take(mine.cells.len()) {
-                if mine.cells[slot] == 0 && t != 0 {
-                    // Through `set_cell`, so a re-check that drops cells by `filled` sees it.
-                    mine.set_cell(slot, cell[t as usize - 1]);
+            let (mine, theirs) = (&mut l.fam[fi], &wl.fam[fi]);
+            for (sc, dcs) in theirs.filled.iter().enumerate() {
+                for &dc in dcs {
+                    let slot = sc * theirs.stride + dc as usize;
+                    let t = theirs.cells[slot];
+                    if t != 0 && mine.cells.get(slot) == Some(&0) {
+                        // Through `set_cell`, so a re-check that drops cells by `filled` sees it.
+                        mine.set_cell(slot, cell[t as usize - 1]);
+                    }
                 }
             }
         }
@@ -161,9 +182,12 @@ impl<'s> Engine<'s> {
             for (k, &i) in &w.request_ids {
                 keys[i as usize] = Some(k);
             }
+            let keys: Vec<PathKey> = keys
+                .par_iter()
+                .map(|k| key(k.expect("every request is keyed")))
+                .collect();
             let mut map = Vec::with_capacity(keys.len());
-            for (i, (going, before)) in w.requests.drain(..).enumerate() {
-                let k = key(keys[i].expect("every request is keyed"));
+            for ((going, before), k) in w.requests.drain(..).zip(keys) {
                 let id = match self.request_ids.get(&k) {
                     Some(id) => *id,
                     None => {
@@ -190,9 +214,12 @@ impl<'s> Engine<'s> {
             for (k, &i) in &w.arrival_ids {
                 keys[i as usize] = Some(k);
             }
+            let keys: Vec<PathKey> = keys
+                .par_iter()
+                .map(|k| key(k.expect("every arrival is keyed")))
+                .collect();
             let mut map = Vec::with_capacity(keys.len());
-            for (i, ended) in w.arrivals.drain(..).enumerate() {
-                let k = key(keys[i].expect("every arrival is keyed"));
+            for (ended, k) in w.arrivals.drain(..).zip(keys) {
                 let id = match self.arrival_ids.get(&k) {
                     Some(id) => *id,
                     None => {
@@ -241,15 +268,19 @@ impl<'s> Engine<'s> {
                 }
             })
             .collect();
+        // The worker's rows renumbered on the pool: millions of entries, each independent.
         let ix = &self.index[fi];
-        for s in sources {
-            for &a in &ix.places[s] {
-                let mut row = std::mem::take(&mut w.rows[fi][a as usize]);
-                for d in row.iter_mut().filter(|d| **d != NONE) {
-                    *d = decision[*d as usize];
-                }
-                self.rows[fi][a as usize] = row;
+        let mut rows: Vec<(u32, Vec<u32>)> = sources
+            .flat_map(|s| ix.places[s].iter())
+            .map(|&a| (a, std::mem::take(&mut w.rows[fi][a as usize])))
+            .collect();
+        rows.par_iter_mut().for_each(|(_, row)| {
+            for d in row.iter_mut().filter(|d| **d != NONE) {
+                *d = decision[*d as usize];
             }
+        });
+        for (a, row) in rows {
+            self.rows[fi][a as usize] = row;
         }
         let tables = (
             std::mem::take(&mut w.chains),

@@ -60,6 +60,7 @@ use plans::Index;
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 use std::net::IpAddr;
+use std::time::Instant;
 
 /// The answer for a set of flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -186,6 +187,12 @@ pub struct Engine<'s> {
     index: [Index; 2],
     /// Build the matrix on every thread of the rayon pool ([`Engine::parallel`]).
     parallel: bool,
+    /// Wall seconds per phase of the build ([`Engine::build_phases`]).
+    phases: Vec<(&'static str, f64)>,
+    /// The buffers of a (source place, destination place) block, reused block after block.
+    block: plans::Block,
+    /// The plan being evaluated (a buffer reused).
+    plan_buf: Vec<plans::Step>,
 }
 
 impl<'s> Engine<'s> {
@@ -208,14 +215,41 @@ impl<'s> Engine<'s> {
     }
 
     fn build(snap: &'s Snapshot, extra: &[IpNet], parallel: bool) -> Engine<'s> {
+        let mut t = Instant::now();
         let mut all = cuts(snap);
         all.extend_from_slice(extra);
-        let grid = [Family::V4, Family::V6].map(|f| Grid::new(snap, f, &all));
+        let grid = if parallel {
+            let (v4, v6) = rayon::join(
+                || Grid::new(snap, Family::V4, &all),
+                || Grid::new(snap, Family::V6, &all),
+            );
+            [v4, v6]
+        } else {
+            [Family::V4, Family::V6].map(|f| Grid::new(snap, f, &all))
+        };
         let l4 = L4Atoms::build(std::iter::empty());
         let mut e = Engine::empty(snap, grid, l4, parallel);
+        e.lap("grid", &mut t);
         e.add_layers();
+        e.lap("layers", &mut t);
         e.compute_all();
         e
+    }
+
+    /// Adds the wall time since `t` to phase `name` of the build, and restarts `t`.
+    pub(super) fn lap(&mut self, name: &'static str, t: &mut Instant) {
+        let s = t.elapsed().as_secs_f64();
+        *t = Instant::now();
+        match self.phases.iter_mut().find(|(n, _)| *n == name) {
+            Some(p) => p.1 += s,
+            None => self.phases.push((name, s)),
+        }
+    }
+
+    /// Wall seconds of each phase of the build, in order (`grid`, `layers`, then per family
+    /// `index`, `blocks` and, in a parallel build, `merge`): where the matrix time goes.
+    pub fn build_phases(&self) -> &[(&'static str, f64)] {
+        &self.phases
     }
 
     /// An engine over `grid` with no layers and empty tables: `build` and the parallel build's
@@ -247,6 +281,9 @@ impl<'s> Engine<'s> {
             rows: [vec![], vec![]],
             index: Default::default(),
             parallel,
+            phases: vec![],
+            block: Default::default(),
+            plan_buf: vec![],
         }
     }
 
