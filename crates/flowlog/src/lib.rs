@@ -38,7 +38,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// One decision of the gateway (FW-12 fields with Palisade's names).
@@ -192,6 +192,8 @@ pub struct Options {
     pub max_segments: usize,
     /// When written records reach stable storage (see the crate's Durability section).
     pub sync: SyncMode,
+    /// How long a [`Writer`]'s thread, woken for a record, waits for more before writing.
+    pub batch_window: Duration,
 }
 
 impl Default for Options {
@@ -200,6 +202,7 @@ impl Default for Options {
             max_segment_bytes: 64 << 20,
             max_segments: 64,
             sync: SyncMode::Always,
+            batch_window: Duration::from_millis(1),
         }
     }
 }
@@ -491,82 +494,217 @@ pub type Done = Box<dyn FnOnce(io::Result<()>) + Send>;
 /// under a steady flood.
 const MAX_BATCH: usize = 4096;
 
+/// Within a batch window the writer is woken early once this many records wait.
+const WINDOW_RECORDS: usize = 64;
+
+/// What the connection tasks hand the writer thread: whole encoded lines and their
+/// acknowledgements, in submission order.
+struct Queue {
+    lines: Vec<u8>,
+    dones: Vec<Done>,
+    /// The writer sleeps until this many records wait (`None`: it is busy and will look again
+    /// before it sleeps, so a submitter need not wake it).
+    wake_at: Option<usize>,
+    /// No more records are taken; the writer drains what is queued and ends.
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+thread_local! {
+    /// A submitter's encoding buffer, reused so a record costs no allocation of its own.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A dedicated writer thread in front of a [`FlowLog`], for callers that must not block (the
-/// gateway's connection tasks): [`Writer::submit`] queues a record and returns at once; the
-/// thread takes everything queued, encodes it into one buffer, writes it with one `fsync`
-/// (through the same group commit as [`FlowLog::append`]) and only then calls each record's
-/// [`Done`]. So the kill -9 promise holds for every acknowledged record, and a busy gateway
-/// pays one thread wake-up and one write (and in [`SyncMode::Always`] one `fsync`) per batch
-/// instead of per record. In [`SyncMode::Interval`] the thread also syncs once the interval
-/// has run out with nothing more to write, and when it ends.
+/// gateway's connection tasks): [`Writer::submit`] encodes a record on the caller's thread,
+/// appends the line to a shared queue and returns at once; the thread takes everything queued,
+/// writes it with one `fsync` (through the same group commit as [`FlowLog::append`]) and only
+/// then calls each record's [`Done`]. So the kill -9 promise holds for every acknowledged
+/// record. A submitter wakes the thread only when it sleeps; once woken it waits up to
+/// [`Options::batch_window`] (or until enough records wait) before writing, so a busy gateway
+/// pays one wake-up, one write (and in [`SyncMode::Always`] one `fsync`) per batch instead of
+/// per record. In [`SyncMode::Interval`] the thread also syncs once the interval has run out
+/// with nothing more to write, and when it ends.
 pub struct Writer {
-    queue: mpsc::Sender<(FlowRecord, Done)>,
+    shared: Arc<Shared>,
     log: Arc<FlowLog>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Writer {
-    /// Start the writer thread; it ends when the `Writer` is dropped and the queue is drained.
+    /// Start the writer thread; it ends when the `Writer` is closed or dropped and the queue
+    /// is drained.
     pub fn spawn(log: Arc<FlowLog>) -> io::Result<Writer> {
-        let (queue, jobs) = mpsc::channel::<(FlowRecord, Done)>();
-        let thread_log = log.clone();
-        std::thread::Builder::new()
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                lines: Vec::new(),
+                dones: Vec::new(),
+                wake_at: None,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+        });
+        let (thread_log, thread_shared) = (log.clone(), shared.clone());
+        let thread = std::thread::Builder::new()
             .name("flowlog-writer".into())
-            .spawn(move || {
-                let log = thread_log;
-                let mut bytes = Vec::new();
-                let mut batch = Vec::new();
-                loop {
-                    let job = match log.sync_due() {
-                        None => match jobs.recv() {
-                            Ok(job) => job,
-                            Err(_) => break,
-                        },
-                        Some(wait) => match jobs.recv_timeout(wait) {
-                            Ok(job) => job,
-                            Err(mpsc::RecvTimeoutError::Timeout) => {
-                                // A failure poisons the log; the next batch reports it.
-                                let _ = log.sync();
-                                continue;
-                            }
-                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                        },
-                    };
-                    batch.push(job);
-                    while batch.len() < MAX_BATCH {
-                        match jobs.try_recv() {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
-                        }
-                    }
-                    bytes.clear();
-                    let encoded = batch.iter().try_for_each(|(r, _)| encode(r, &mut bytes));
-                    let result = encoded.and_then(|()| log.commit(&bytes));
-                    for (_, done) in batch.drain(..) {
-                        done(match &result {
-                            Ok(()) => Ok(()),
-                            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                        });
-                    }
-                    // A burst's buffer is not kept for the quiet that follows.
-                    bytes.shrink_to(64 << 10);
-                }
-                let _ = log.sync();
-            })?;
-        Ok(Writer { queue, log })
+            .spawn(move || write_loop(&thread_log, &thread_shared))?;
+        Ok(Writer {
+            shared,
+            log,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
-    /// `fdatasync` what was acknowledged and not yet synced ([`FlowLog::sync`]); for a
-    /// shutdown in [`SyncMode::Interval`].
+    /// `fdatasync` what was acknowledged and not yet synced ([`FlowLog::sync`]).
     pub fn sync(&self) -> io::Result<()> {
         self.log.sync()
     }
 
+    /// Take no more records, wait until the thread has written (and acknowledged) every record
+    /// queued before, then `fdatasync`: for a shutdown, so the final sync covers the last
+    /// batch in [`SyncMode::Interval`] too. Records submitted afterwards fail at once.
+    pub fn close(&self) -> io::Result<()> {
+        self.shut();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+        self.log.sync()
+    }
+
+    fn shut(&self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+    }
+
     /// Queue `record`; `done` is called (on the writer thread) once it is durable or failed.
-    pub fn submit(&self, record: FlowRecord, done: Done) {
-        if let Err(mpsc::SendError((_, done))) = self.queue.send((record, done)) {
-            done(Err(io::Error::other("the flow log writer has stopped")));
+    pub fn submit(&self, record: &FlowRecord, done: Done) {
+        let refused = LINE.with_borrow_mut(|line| {
+            line.clear();
+            if let Err(e) = encode(record, line) {
+                return Some((done, e));
+            }
+            let mut q = self.shared.lock();
+            if q.closed {
+                return Some((done, io::Error::other("the flow log writer has stopped")));
+            }
+            q.lines.extend_from_slice(line);
+            q.dones.push(done);
+            let wake = q.wake_at.is_some_and(|n| q.dones.len() >= n);
+            if wake {
+                q.wake_at = None;
+            }
+            drop(q);
+            if wake {
+                self.shared.wake.notify_one();
+            }
+            // A record's line is small; a burst's buffer is not kept by every thread.
+            line.shrink_to(4 << 10);
+            None
+        });
+        // Called outside the encoding buffer's borrow: a `Done` may submit again.
+        if let Some((done, e)) = refused {
+            done(Err(e));
         }
     }
+}
+
+impl Drop for Writer {
+    /// The thread still drains what is queued; nothing waits for it.
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
+fn write_loop(log: &FlowLog, shared: &Shared) {
+    let window = log.options.batch_window;
+    let mut lines = Vec::new();
+    let mut dones: Vec<Done> = Vec::new();
+    // The first records find the thread as if just woken: they get the window too.
+    let mut woken = true;
+    let mut q = shared.lock();
+    loop {
+        if q.dones.is_empty() {
+            if q.closed {
+                break;
+            }
+            q.wake_at = Some(1);
+            match log.sync_due() {
+                None => q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner()),
+                Some(wait) => {
+                    let (g, timeout) = shared
+                        .wake
+                        .wait_timeout(q, wait)
+                        .unwrap_or_else(|e| e.into_inner());
+                    q = g;
+                    if timeout.timed_out() && q.dones.is_empty() {
+                        q.wake_at = None;
+                        drop(q);
+                        // A failure poisons the log; the next batch reports it.
+                        let _ = log.sync();
+                        q = shared.lock();
+                    }
+                }
+            }
+            q.wake_at = None;
+            woken = true;
+            continue;
+        }
+        // Records that queued while the last batch was written have waited already.
+        if woken && !window.is_zero() && q.dones.len() < WINDOW_RECORDS && !q.closed {
+            // The batch window: more records share this write (and fsync) for a wake-up each.
+            q.wake_at = Some(WINDOW_RECORDS);
+            q = shared
+                .wake
+                .wait_timeout(q, window)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            q.wake_at = None;
+        }
+        if q.dones.len() <= MAX_BATCH {
+            std::mem::swap(&mut lines, &mut q.lines);
+            std::mem::swap(&mut dones, &mut q.dones);
+        } else {
+            let cut = nth_line_end(&q.lines, MAX_BATCH);
+            lines.extend(q.lines.drain(..cut));
+            dones.extend(q.dones.drain(..MAX_BATCH));
+        }
+        drop(q);
+        woken = false;
+        let result = log.commit(&lines);
+        for done in dones.drain(..) {
+            done(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            });
+        }
+        lines.clear();
+        // A burst's buffer is not kept for the quiet that follows.
+        lines.shrink_to(64 << 10);
+        q = shared.lock();
+    }
+    drop(q);
+    let _ = log.sync();
+}
+
+/// The length of the first `n` lines of `bytes`.
+fn nth_line_end(bytes: &[u8], n: usize) -> usize {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\n')
+        .nth(n - 1)
+        .map_or(bytes.len(), |(i, _)| i + 1)
 }
 
 fn new_segment(dir: &Path, number: u64) -> io::Result<Segment> {
@@ -767,6 +905,7 @@ pub fn query_where(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
 
     fn rec(i: u64, action: &str) -> FlowRecord {
         FlowRecord {
@@ -794,7 +933,7 @@ mod tests {
                         let acks = acks.clone();
                         let n = t * 1000 + i;
                         writer.submit(
-                            rec(n, "Allow"),
+                            &rec(n, "Allow"),
                             Box::new(move |r| acks.send((n, r.is_ok())).unwrap()),
                         );
                     }
@@ -914,13 +1053,69 @@ mod tests {
     }
 
     #[test]
+    fn writer_close_writes_and_syncs_the_last_batch_in_interval_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let options = Options {
+            sync: SyncMode::Interval(Duration::from_secs(3600)),
+            // A long window: without the close the last batch would still be waiting.
+            batch_window: Duration::from_secs(3600),
+            ..Options::default()
+        };
+        let log = Arc::new(FlowLog::open(d.path(), options).unwrap());
+        let writer = Writer::spawn(log.clone()).unwrap();
+        let (acks, acked) = mpsc::channel();
+        for n in 0..10 {
+            let acks = acks.clone();
+            writer.submit(
+                &rec(n, "Allow"),
+                Box::new(move |r| acks.send(r.is_ok()).unwrap()),
+            );
+        }
+        writer.close().unwrap();
+        // Every record queued before the close is acknowledged by the time it returns, and
+        // nothing written waits for its fdatasync any more.
+        assert_eq!(acked.try_iter().filter(|ok| *ok).count(), 10);
+        assert_eq!(log.sync_due(), None);
+        assert_eq!(query(d.path(), &Query::default()).unwrap().0.len(), 10);
+        writer.submit(
+            &rec(11, "Allow"),
+            Box::new(move |r| acks.send(r.is_ok()).unwrap()),
+        );
+        assert_eq!(acked.try_iter().collect::<Vec<_>>(), [false]);
+    }
+
+    #[test]
+    fn a_writer_batch_shares_one_write() {
+        let d = tempfile::tempdir().unwrap();
+        let options = Options {
+            batch_window: Duration::from_millis(200),
+            ..Options::default()
+        };
+        let log = Arc::new(FlowLog::open(d.path(), options).unwrap());
+        let writer = Writer::spawn(log.clone()).unwrap();
+        let (acks, acked) = mpsc::channel();
+        for n in 0..5 {
+            let acks = acks.clone();
+            writer.submit(
+                &rec(n, "Allow"),
+                Box::new(move |r| acks.send(r.is_ok()).unwrap()),
+            );
+        }
+        for _ in 0..5 {
+            assert!(acked.recv().unwrap());
+        }
+        // One group commit for the five: each ticket is one batch.
+        assert_eq!(log.state.lock().unwrap().durable, 1);
+    }
+
+    #[test]
     fn writer_reports_a_failed_log() {
         let d = tempfile::tempdir().unwrap();
         let log = Arc::new(FlowLog::open(d.path(), Options::default()).unwrap());
         log.state.lock().unwrap().failed = Some("disk gone".into());
         let writer = Writer::spawn(log).unwrap();
         let (tx, rx) = mpsc::channel();
-        writer.submit(rec(1, "Deny"), Box::new(move |r| tx.send(r).unwrap()));
+        writer.submit(&rec(1, "Deny"), Box::new(move |r| tx.send(r).unwrap()));
         let err = rx.recv().unwrap().unwrap_err();
         assert!(err.to_string().contains("disk gone"), "{err}");
     }

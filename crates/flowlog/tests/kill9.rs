@@ -46,6 +46,7 @@ fn writer_child() {
             max_segment_bytes: 64 << 10, // rotate often: rotation must be durable too
             max_segments: 1_000_000,
             sync,
+            ..Options::default()
         },
     )
     .unwrap();
@@ -61,7 +62,7 @@ fn writer_child() {
                     let n = t * 10_000_000 + i;
                     if through_writer {
                         let (done, durable) = std::sync::mpsc::channel();
-                        writer.submit(record(n), Box::new(move |r| done.send(r).unwrap()));
+                        writer.submit(&record(n), Box::new(move |r| done.send(r).unwrap()));
                         durable.recv().unwrap().unwrap();
                     } else {
                         log.append(&record(n)).unwrap();

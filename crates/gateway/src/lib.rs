@@ -309,6 +309,8 @@ pub struct Version {
     pub shadow: Option<Arc<Shadowed>>,
     /// PAL-5.4: the observed scope whose default deny this decision audited instead.
     pub observe: Option<Arc<str>>,
+    /// FW-5: the DNS proxy's remembered addresses the decision saw, when it has one.
+    pub dns: Option<dns::remembered::Epoch>,
 }
 
 /// Versions are equal when they name the same snapshot and policy; the shadow answer and the
@@ -675,9 +677,22 @@ impl Gateway {
 
     /// Evaluate `input` with the addresses the DNS proxy remembers (FW-5).
     fn evaluate(&self, active: &Active, input: &FirewallInput) -> FirewallOutcome {
+        self.evaluate_at(active, input).0
+    }
+
+    /// [`Gateway::evaluate`], and the remembered addresses' epoch it saw (FW-5).
+    fn evaluate_at(
+        &self,
+        active: &Active,
+        input: &FirewallInput,
+    ) -> (FirewallOutcome, Option<dns::remembered::Epoch>) {
         match &self.dns {
-            Some(dns) => active.firewall().evaluate_with(input, &dns.remembered()),
-            None => active.firewall().evaluate(input),
+            Some(dns) => {
+                let remembered = dns.remembered();
+                let outcome = active.firewall().evaluate_with(input, &remembered);
+                (outcome, Some(remembered.epoch()))
+            }
+            None => (active.firewall().evaluate(input), None),
         }
     }
 
@@ -810,14 +825,15 @@ impl Gateway {
     pub fn judge(&self, input: &FirewallInput) -> (FirewallOutcome, Version) {
         let start = Instant::now();
         let active = self.active.load();
-        let mut outcome = match active.as_ref() {
-            Some(a) => self.evaluate(a, input),
-            None => no_policy_outcome(),
+        let (mut outcome, dns) = match active.as_ref() {
+            Some(a) => self.evaluate_at(a, input),
+            None => (no_policy_outcome(), None),
         };
         self.metrics
             .decision_seconds
             .observe(start.elapsed().as_secs_f64());
         let mut version = Version::of(active.as_deref());
+        version.dns = dns;
         if self.config.observe.is_some() && observe::is_default_deny(&outcome) {
             version.observe = self.observed_scope(input.key.src);
             if let Some(scope) = &version.observe {
@@ -889,6 +905,23 @@ impl Gateway {
             Some(a) => a.id() == v.snapshot && a.firewall().policy == v.policy,
             None => v.snapshot.is_empty(),
         }
+    }
+
+    /// Whether judging again now would repeat a judgement made under `v` for the same flow:
+    /// the policy in force is the same, no shadow policy was or is in force (its answer belongs
+    /// to one judgement), the default deny was not observed (PAL-5.4's window closes by the
+    /// clock) and the DNS proxy's remembered addresses (FW-5) neither grew nor expired since.
+    pub(crate) fn judgement_holds(&self, v: &Version) -> bool {
+        self.in_force(v)
+            && v.shadow.is_none()
+            && self.shadow.load().is_none()
+            && v.observe.is_none()
+            && match (&self.dns, &v.dns) {
+                (None, None) => true,
+                (Some(dns), Some(epoch)) => dns.still_at(epoch),
+                // Judged without a policy (no evaluation), or the proxy came since.
+                _ => false,
+            }
     }
 
     pub(crate) fn established_list(&self) -> Vec<Arc<Established>> {
@@ -1119,7 +1152,7 @@ impl Gateway {
         if let Some(s) = &self.flow_store {
             s.offer(&r, &self.metrics);
         }
-        self.flowlog.submit(r, done);
+        self.flowlog.submit(&r, done);
     }
 }
 

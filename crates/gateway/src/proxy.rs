@@ -701,8 +701,9 @@ fn flow_app(protocol: &str) -> Option<AppProtocol> {
 /// another protocol or unreadable bytes are judged as the transparent listener judges them.
 /// The tunnel's flow is judged again by the snapshot in force now, so a reload while the client
 /// took its time is not missed; when the tunnel names the CONNECT name with the protocol first
-/// judged and that snapshot is still in force, the second judgement would repeat the `first`
-/// (outcome, version, protocol), which is returned instead. Fills the flow's tunnel name and
+/// judged and all the first judgement depended on is unchanged ([`Gateway::judgement_holds`]),
+/// the second judgement would repeat the `first` (outcome, version, protocol), which is
+/// returned instead. Fills the flow's tunnel name and
 /// protocol.
 async fn tunnel_verdict(
     gw: &Gateway,
@@ -723,7 +724,7 @@ async fn tunnel_verdict(
     let same_name = seen.host.as_deref().map(|h| h.trim_end_matches('.'))
         == Some(connect_name.trim_end_matches('.'));
     let (first_outcome, first_snap, first_app) = first;
-    if same_name && !seen.ech && seen.app == Some(first_app) && gw.in_force(first_snap) {
+    if same_name && !seen.ech && seen.app == Some(first_app) && gw.judgement_holds(first_snap) {
         return (first_outcome.clone(), first_snap.clone());
     }
     if let (Some(inner), Some(inner_app)) = (&seen.host, seen.app) {

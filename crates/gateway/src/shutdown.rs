@@ -304,8 +304,11 @@ impl Running {
             t.abort();
         }
         gw.flush_suppressed();
-        // With an interval sync the acknowledged records may still be only written.
-        if let Err(e) = gw.flowlog.sync() {
+        // The writer drains and ends before the final fdatasync, so with an interval sync the
+        // last batch is covered too.
+        let closing = gw.clone();
+        let closed = tokio::task::spawn_blocking(move || closing.flowlog.close()).await;
+        if let Err(e) = closed.unwrap_or_else(|e| Err(io::Error::other(e))) {
             log(format!("flow log: the final fdatasync failed: {e}"));
         }
         let closed = gw.closed_at_shutdown.load(Ordering::Relaxed);

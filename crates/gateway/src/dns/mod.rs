@@ -88,6 +88,13 @@ pub struct RememberedAt<'a> {
     now: Instant,
 }
 
+impl RememberedAt<'_> {
+    /// What a judgement under this view depended on.
+    pub fn epoch(&self) -> remembered::Epoch {
+        self.table.epoch()
+    }
+}
+
 impl ResolvedNames for RememberedAt<'_> {
     fn names_of(&self, address: IpAddr, each: &mut dyn FnMut(&str)) {
         self.table.names_of(address.to_canonical(), self.now, each)
@@ -110,6 +117,13 @@ impl DnsProxy {
             table: self.table.lock().unwrap_or_else(|p| p.into_inner()),
             now: Instant::now(),
         }
+    }
+
+    /// Whether the remembered addresses are still as they were at `epoch` (nothing learnt,
+    /// nothing expired since).
+    pub fn still_at(&self, epoch: &remembered::Epoch) -> bool {
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        epoch.holds(table.epoch(), Instant::now())
     }
 
     /// The addresses valid for `name` now.

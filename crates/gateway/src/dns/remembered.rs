@@ -3,6 +3,7 @@
 //! returned stays valid 15 min"). Pure: the time is an argument, so tests move it by hand.
 
 use palisade_model::bindings::normalize;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -23,6 +24,26 @@ pub struct Remembered {
     names: HashMap<String, HashMap<IpAddr, Instant>>,
     /// The names each address is held for (expired ones until purged).
     by_address: HashMap<IpAddr, HashSet<String>>,
+    /// Counts the changes an answer or a purge made: a judgement made under one generation
+    /// saw the same addresses as another under it, until `first_expiry`.
+    generation: u64,
+    /// No remembered address expires before this (`None`: nothing remembered).
+    first_expiry: Option<Instant>,
+}
+
+/// What a judgement's view of the remembered addresses depended on: it still holds while the
+/// table is at this generation and no address has expired since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epoch {
+    generation: u64,
+    until: Option<Instant>,
+}
+
+impl Epoch {
+    /// Whether `now` the table at `current` shows what it showed at this epoch.
+    pub fn holds(&self, current: Epoch, now: Instant) -> bool {
+        self.generation == current.generation && self.until.is_none_or(|u| now < u)
+    }
 }
 
 impl Remembered {
@@ -32,6 +53,16 @@ impl Remembered {
             max_names,
             names: HashMap::new(),
             by_address: HashMap::new(),
+            generation: 0,
+            first_expiry: None,
+        }
+    }
+
+    /// The table's epoch (see [`Epoch`]).
+    pub fn epoch(&self) -> Epoch {
+        Epoch {
+            generation: self.generation,
+            until: self.first_expiry,
         }
     }
 
@@ -54,8 +85,19 @@ impl Remembered {
         let addresses = self.names.entry(name.clone()).or_default();
         for (ip, ttl) in answers {
             let until = now + ttl + self.grace;
-            let e = addresses.entry(ip).or_insert(until);
-            *e = (*e).max(until);
+            // A new address, or one valid longer: names_of may answer differently now.
+            match addresses.entry(ip) {
+                Entry::Vacant(v) => {
+                    v.insert(until);
+                    self.first_expiry = Some(self.first_expiry.map_or(until, |f| f.min(until)));
+                    self.generation += 1;
+                }
+                Entry::Occupied(mut o) if until > *o.get() => {
+                    o.insert(until);
+                    self.generation += 1;
+                }
+                Entry::Occupied(_) => {}
+            }
             let names = self.by_address.entry(ip).or_default();
             if !names.contains(&name) {
                 names.insert(name.clone());
@@ -107,6 +149,10 @@ impl Remembered {
 
     /// Forget what expired by `now`; answers are unchanged.
     pub fn purge(&mut self, now: Instant) {
+        if self.first_expiry.is_none_or(|f| now < f) {
+            return;
+        }
+        self.generation += 1;
         let by_address = &mut self.by_address;
         self.names.retain(|name, a| {
             a.retain(|ip, until| {
@@ -123,6 +169,7 @@ impl Remembered {
             });
             !a.is_empty()
         });
+        self.first_expiry = self.names.values().flat_map(|a| a.values()).min().copied();
     }
 
     /// Names held, expired ones not yet purged included.
@@ -198,6 +245,35 @@ mod tests {
         let t = t0 + Duration::from_secs(16);
         assert_eq!(r.addresses("a.test", t), vec![ip("192.0.2.2")]);
         r.purge(t0 + Duration::from_secs(18));
+        assert!(r.is_empty());
+    }
+
+    // spec FW-5: a judgement's view of the remembered addresses holds until an answer adds or
+    // extends one, or one of them expires.
+    #[test]
+    fn fw_5_an_epoch_holds_until_an_address_is_learnt_or_expires() {
+        let t0 = Instant::now();
+        let mut r = Remembered::new(Duration::from_secs(10), 10);
+        let empty = r.epoch();
+        r.remember("a.test", [(ip("192.0.2.1"), Duration::from_secs(5))], t0);
+        assert!(!empty.holds(r.epoch(), t0));
+        let e = r.epoch();
+        assert!(e.holds(r.epoch(), t0 + Duration::from_secs(14)));
+        // The same answer again, earlier than what is held: nothing changes.
+        r.remember("a.test", [(ip("192.0.2.1"), Duration::from_secs(1))], t0);
+        assert!(e.holds(r.epoch(), t0));
+        // An answer that keeps the address longer changes what later judgements see.
+        r.remember(
+            "a.test",
+            [(ip("192.0.2.1"), Duration::from_secs(5))],
+            t0 + Duration::from_secs(1),
+        );
+        assert!(!e.holds(r.epoch(), t0 + Duration::from_secs(1)));
+        let e = r.epoch();
+        // 192.0.2.1 expires at 16 s: by then the view no longer holds, purged or not.
+        assert!(!e.holds(r.epoch(), t0 + Duration::from_secs(16)));
+        r.purge(t0 + Duration::from_secs(16));
+        assert!(!e.holds(r.epoch(), t0 + Duration::from_secs(16)));
         assert!(r.is_empty());
     }
 
