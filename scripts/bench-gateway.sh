@@ -14,10 +14,12 @@
 # change) run the same way, so a change is judged against its baseline within one run.
 # NO_BUILD=1 runs the release binaries already in the target directory (no cargo build).
 # PALISADE_ARGS="..." adds gateway flags to this build's instances (not the baseline's), e.g.
-# `--flow-log-sync interval`.
+# `--flow-log-sync always`.
+# "palisade" runs this build's defaults (flow log `--flow-log-sync interval`, 100 ms, since the
+# seventh step: records acknowledged after their write, fdatasync at most every 100 ms).
 # SYNC_INTERVAL_MS=N adds "palisade-interval", this build with `--flow-log-sync interval
-# --flow-log-sync-ms N` (records acknowledged after their write, fdatasync at most every N ms),
-# beside "palisade" (the default, `always`: acknowledged after fdatasync).
+# --flow-log-sync-ms N`; SYNC_ALWAYS=1 adds "palisade-always", this build with
+# `--flow-log-sync always` (records acknowledged after their batch's fdatasync).
 # PROFILE=1 samples Palisade under the rate load with `perf record` (software clock, call
 # graphs) and writes $OUT/palisade.profile.txt (and palisade-base.profile.txt).
 #
@@ -44,6 +46,7 @@ IDLE=${IDLE:-1000} # keep 3 x IDLE under the open-file limit
 ROUNDS=${ROUNDS:-3}
 BASELINE_BIN=${BASELINE_BIN:-}
 SYNC_INTERVAL_MS=${SYNC_INTERVAL_MS:-}
+SYNC_ALWAYS=${SYNC_ALWAYS:-}
 read -r -a PAL_ARGS <<<"${PALISADE_ARGS:-}"
 PROFILE=${PROFILE:-0}
 TARGET_PORT=${TARGET_PORT:-18443}
@@ -97,7 +100,14 @@ EOF
   --data "$OUT/palisade-data" --resolve localhost=127.0.0.1 --no-system-resolver --no-watch \
   --max-connections 100000 "${PAL_ARGS[@]}" >"$OUT/palisade.log" 2>&1 &
 pids+=($!); PID_PAL=$!
-P_BASE=13132 PID_BASE=0 P_INT=13133 PID_INT=0
+P_BASE=13132 PID_BASE=0 P_INT=13133 PID_INT=0 P_ALW=13134 PID_ALW=0
+if [ -n "$SYNC_ALWAYS" ]; then
+  "$BIN/palisade" gateway -n "$OUT/network.yaml" --listen "127.0.0.1:$P_ALW" --admin none \
+    --data "$OUT/palisade-always-data" --resolve localhost=127.0.0.1 --no-system-resolver --no-watch \
+    --max-connections 100000 --flow-log-sync always "${PAL_ARGS[@]}" \
+    >"$OUT/palisade-always.log" 2>&1 &
+  pids+=($!); PID_ALW=$!
+fi
 if [ -n "$SYNC_INTERVAL_MS" ]; then
   "$BIN/palisade" gateway -n "$OUT/network.yaml" --listen "127.0.0.1:$P_INT" --admin none \
     --data "$OUT/palisade-interval-data" --resolve localhost=127.0.0.1 --no-system-resolver --no-watch \
@@ -176,6 +186,7 @@ pids+=($!); PID_TINY=$!
 PROXY_PORTS="$P_PAL $P_SQUID $P_HAP $P_TINY"
 [ -n "$BASELINE_BIN" ] && PROXY_PORTS="$PROXY_PORTS $P_BASE"
 [ -n "$SYNC_INTERVAL_MS" ] && PROXY_PORTS="$PROXY_PORTS $P_INT"
+[ -n "$SYNC_ALWAYS" ] && PROXY_PORTS="$PROXY_PORTS $P_ALW"
 for p in $TARGET_PORT $PROXY_PORTS; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
 done
@@ -192,12 +203,13 @@ done
 # name → proxy address (or direct) and pid, for every proxy measured.
 NAMES=(direct palisade)
 [ -n "$SYNC_INTERVAL_MS" ] && NAMES+=(palisade-interval)
+[ -n "$SYNC_ALWAYS" ] && NAMES+=(palisade-always)
 [ -n "$BASELINE_BIN" ] && NAMES+=(palisade-base)
 NAMES+=(squid haproxy tinyproxy)
 declare -A PROXY=([direct]=direct [palisade]="127.0.0.1:$P_PAL" [palisade-base]="127.0.0.1:$P_BASE"
-  [palisade-interval]="127.0.0.1:$P_INT"
+  [palisade-interval]="127.0.0.1:$P_INT" [palisade-always]="127.0.0.1:$P_ALW"
   [squid]="127.0.0.1:$P_SQUID" [haproxy]="127.0.0.1:$P_HAP" [tinyproxy]="127.0.0.1:$P_TINY")
-declare -A PID=([direct]=0 [palisade]=$PID_PAL [palisade-base]=$PID_BASE [palisade-interval]=$PID_INT
+declare -A PID=([direct]=0 [palisade]=$PID_PAL [palisade-base]=$PID_BASE [palisade-interval]=$PID_INT [palisade-always]=$PID_ALW
   [squid]=$PID_SQUID [haproxy]=$PID_HAP [tinyproxy]=$PID_TINY)
 
 # Idle memory first, on processes that have served only the warm-up: after the rate load an
@@ -223,7 +235,7 @@ done
 # Where Palisade's time goes under the same load (perf's software clock: no hardware counters
 # needed; DWARF call graphs, so inlined async frames keep their names).
 if [ "$PROFILE" = 1 ]; then
-  for name in palisade palisade-interval palisade-base; do
+  for name in palisade palisade-interval palisade-always palisade-base; do
     pid=${PID[$name]}
     [ "$pid" = 0 ] && continue
     echo "== profile: $name" >&2
@@ -335,11 +347,13 @@ try:
     check("idle tunnel <= 8 KiB", p["idle_kib"] <= 8, f"{p['idle_kib']} KiB")
 except (KeyError, TypeError, ZeroDivisionError) as e:
     print(f"targets not judged: a measurement is missing ({e})")
-pi = summary.get("palisade-interval", {})
-if pi.get("tunnels_per_s") and sq.get("tunnels_per_s") and hp.get("tunnels_per_s"):
-    print(f"palisade-interval (flow log synced every interval): "
-          f"{pi['tunnels_per_s'] / sq['tunnels_per_s']:.2f}x Squid, "
-          f"{pi['tunnels_per_s'] / hp['tunnels_per_s']:.2f}x HAProxy tunnels/s, "
-          f"capacity vs squid {pi['capacity_vs_squid']}x")
+for other, what in [("palisade-interval", "synced every interval"),
+                    ("palisade-always", "synced before each acknowledgement")]:
+    pi = summary.get(other, {})
+    if pi.get("tunnels_per_s") and sq.get("tunnels_per_s") and hp.get("tunnels_per_s"):
+        print(f"{other} (flow log {what}): "
+              f"{pi['tunnels_per_s'] / sq['tunnels_per_s']:.2f}x Squid, "
+              f"{pi['tunnels_per_s'] / hp['tunnels_per_s']:.2f}x HAProxy tunnels/s, "
+              f"capacity vs squid {pi['capacity_vs_squid']}x")
 EOF
 echo "raw results in $OUT" >&2

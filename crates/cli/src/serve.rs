@@ -103,10 +103,11 @@ pub struct GatewayArgs {
     /// slot of --max-connections.
     #[arg(long, default_value_t = 1_000)]
     max_connections_per_source: usize,
-    /// When a flow record counts as written: `always` = after its batch's fdatasync (survives
-    /// power loss); `interval` = after its write (survives a crash or kill -9 of the gateway),
-    /// fdatasync at most every --flow-log-sync-ms (power loss can lose that interval's records).
-    #[arg(long, value_enum, default_value = "always")]
+    /// When a flow record counts as written: `interval` (default) = after its write (survives
+    /// a crash or kill -9 of the gateway), fdatasync at most every --flow-log-sync-ms (power
+    /// loss can lose that interval's records); `always` = after its batch's fdatasync (survives
+    /// power loss too, at the cost of an fdatasync on every busy batch).
+    #[arg(long, value_enum, default_value = "interval")]
     flow_log_sync: FlowLogSyncArg,
     /// With --flow-log-sync interval: the most milliseconds between two fdatasyncs.
     #[arg(long, value_name = "MS", default_value_t = 100)]
