@@ -5,6 +5,7 @@
 
 use palisade_analyze::diff::Build;
 use palisade_analyze::reach::bench::{diff_rounds, example_args};
+use std::io::Write;
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,10 +25,15 @@ fn main() {
         eprintln!("reach_diff: {e}");
         std::process::exit(2)
     });
+    let mut out = std::io::stdout().lock();
     for d in diff_rounds(spokes, nsg, fw, rounds, build) {
-        println!(
+        let line = format!(
             "{{\"change\": \"{}\", \"build\": \"{build:?}\", \"diff_s\": {:.3}, \"cpu_s\": {:.3}, \"changes\": {}, \"compared\": {}}}",
             d.change, d.wall_s, d.cpu_s, d.changes, d.compared
         );
+        // A closed pipe (`| head`) ends the run quietly.
+        if writeln!(out, "{line}").is_err() {
+            return;
+        }
     }
 }
