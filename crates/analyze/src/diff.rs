@@ -4,13 +4,14 @@
 //!
 //! Both versions are evaluated by [`crate::reach::Engine`] on one grid of address atoms (the
 //! boundaries of both), so every atom pair is compared piece by piece; equal decision pairs are
-//! compared once.
+//! compared once, by verdict first: the chains of controls are spelled out only for the pieces
+//! whose verdict changes. The two engines are built at once (`rayon::join`).
 
 use crate::headerspace::{Family, IntervalSet, L4Set};
 use crate::reach::{self, Control, Engine, FlowSet, Reach, NONE};
 use palisade_policy::Snapshot;
+use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// One kind of change: every flow in `flows` went from `before` to `after`.
@@ -65,20 +66,59 @@ fn unknown() -> reach::Outcome {
     }
 }
 
+/// How [`diff_with`] builds the two engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// One after the other, each on the calling thread.
+    Serial,
+    /// Both at once with `rayon::join`, each serial.
+    Join,
+    /// One after the other, each on every thread of the pool ([`Engine::parallel_with_cuts`]).
+    Parallel,
+}
+
 /// The flows whose verdict differs between `old` and `new`.
 pub fn diff(old: &Snapshot, new: &Snapshot) -> DiffReport {
+    diff_with(old, new, Build::Join)
+}
+
+/// [`diff`], with the two engines built as `build` says (the report is the same).
+pub fn diff_with(old: &Snapshot, new: &Snapshot, build: Build) -> DiffReport {
     let (co, cn) = (reach::cuts(old), reach::cuts(new));
-    let a = Engine::with_cuts(old, &cn);
-    let b = Engine::with_cuts(new, &co);
+    let (a, b) = match build {
+        Build::Serial => (Engine::with_cuts(old, &cn), Engine::with_cuts(new, &co)),
+        Build::Join => rayon::join(
+            || Engine::with_cuts(old, &cn),
+            || Engine::with_cuts(new, &co),
+        ),
+        Build::Parallel => (
+            Engine::parallel_with_cuts(old, &cn),
+            Engine::parallel_with_cuts(new, &co),
+        ),
+    };
+    compare(&a, &b)
+}
+
+/// Every atom pair of two engines over one grid, compared.
+fn compare(a: &Engine, b: &Engine) -> DiffReport {
     debug_assert_eq!(a.atoms(), b.atoms());
     let full = L4Set::full();
     let none = unknown();
-    // (decision old, decision new) → [(l4, outcome old, outcome new)] that differ.
-    type Changed = Vec<(L4Set, reach::Outcome, reach::Outcome)>;
-    let mut memo: HashMap<(u32, u32), Changed> = HashMap::new();
     type Key = (reach::Outcome, reach::Outcome, Vec<String>);
-    let mut groups: HashMap<Key, (Vec<reach::Area>, L4Set)> = HashMap::new();
-    let mut order: Vec<Key> = vec![];
+    // Groups by key, numbered in the order their keys are first met.
+    let mut group_ids: HashMap<Key, u32> = HashMap::default();
+    let mut groups: Vec<(Key, Vec<reach::Area>, L4Set)> = vec![];
+    // (family, decision old, decision new) → the groups its changed pieces fall in, as an index
+    // into `lists` (most pairs change nothing: one shared empty list).
+    let mut memo: HashMap<(u8, u32, u32), u32> = HashMap::default();
+    let mut lists: Vec<Vec<u32>> = vec![vec![]];
+    // Decisions by verdict class: a pair in one class changes no verdict (most pairs), and is
+    // skipped without its pieces. Only when both engines share their L4 atoms.
+    let classes = a.same_l4(b).then(|| {
+        let mut table = HashMap::default();
+        let ca = a.verdict_classes(&mut table);
+        (ca, b.verdict_classes(&mut table))
+    });
     let mut compared = 0;
     for f in [Family::V4, Family::V6] {
         let n = if f == Family::V4 {
@@ -87,60 +127,88 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> DiffReport {
             a.atoms().1
         };
         for sa in 0..n {
+            // Neighbouring pairs often share their decisions: the last look-up is kept.
+            let mut last = (NONE, NONE, 0u32);
             for da in 0..n {
                 let (x, y) = (a.decision(f, sa, da), b.decision(f, sa, da));
                 if x == NONE && y == NONE {
                     continue;
                 }
                 compared += 1;
-                let diffs = memo.entry((x, y)).or_insert_with(|| {
-                    let side = |e: &Engine, d: u32| -> Vec<(L4Set, reach::Outcome)> {
-                        if d == NONE {
-                            vec![(full.clone(), none.clone())]
-                        } else {
-                            e.decision_pieces(d)
-                                .into_iter()
-                                .map(|(l4, o)| (l4, e.outcome(o)))
-                                .collect()
-                        }
-                    };
-                    let mut out = vec![];
-                    for (l1, o1) in side(&a, x) {
-                        for (l2, o2) in side(&b, y) {
-                            if o1.verdict == o2.verdict {
-                                continue;
+                if let Some((ca, cb)) = &classes {
+                    if x != NONE && y != NONE && ca[x as usize] == cb[y as usize] {
+                        continue;
+                    }
+                }
+                let at = if (x, y) == (last.0, last.1) {
+                    last.2
+                } else {
+                    let at = *memo.entry((f.index() as u8, x, y)).or_insert_with(|| {
+                        let side = |e: &Engine, d: u32| -> Vec<(L4Set, Option<u64>)> {
+                            if d == NONE {
+                                vec![(full.clone(), None)]
+                            } else {
+                                e.decision_pieces(d)
+                                    .into_iter()
+                                    .map(|(l4, o)| (l4, Some(o)))
+                                    .collect()
                             }
-                            let mut l = l1.intersect(&l2);
-                            if !l.is_empty() {
+                        };
+                        let verdict = |o: Option<u64>| o.map_or(Reach::Unknown, Engine::verdict);
+                        let spell = |e: &Engine, o: Option<u64>| match o {
+                            Some(o) => e.outcome(o),
+                            None => none.clone(),
+                        };
+                        let mut ids = vec![];
+                        let right = side(b, y);
+                        for (l1, o1) in side(a, x) {
+                            for (l2, o2) in &right {
+                                if verdict(o1) == verdict(*o2) {
+                                    continue;
+                                }
+                                let mut l = l1.intersect(l2);
+                                if l.is_empty() {
+                                    continue;
+                                }
                                 l.compact();
-                                out.push((l, o1.clone(), o2));
+                                let key: Key =
+                                    (spell(a, o1), spell(b, *o2), reach::services(f, &l));
+                                let id = match group_ids.get(&key) {
+                                    Some(id) => *id,
+                                    None => {
+                                        let id = groups.len() as u32;
+                                        group_ids.insert(key.clone(), id);
+                                        groups.push((key, vec![], l));
+                                        id
+                                    }
+                                };
+                                ids.push(id);
                             }
                         }
-                    }
-                    out
-                });
-                for (l4, o1, o2) in diffs.iter() {
-                    let key: Key = (o1.clone(), o2.clone(), reach::services(f, l4));
-                    let region = (f, a.atom_range(f, sa), a.atom_range(f, da));
-                    match groups.get_mut(&key) {
-                        Some(g) => g.0.push(region),
-                        None => {
-                            order.push(key.clone());
-                            groups.insert(key, (vec![region], l4.clone()));
+                        if ids.is_empty() {
+                            0
+                        } else {
+                            lists.push(ids);
+                            lists.len() as u32 - 1
                         }
-                    }
+                    });
+                    last = (x, y, at);
+                    at
+                };
+                for &g in &lists[at as usize] {
+                    let region = (f, a.atom_range(f, sa), a.atom_range(f, da));
+                    groups[g as usize].1.push(region);
                 }
             }
         }
     }
     let mut changes: Vec<Change> = vec![];
-    for key in order {
-        let (regions, l4) = &groups[&key];
-        let prods = reach::products(regions);
+    for (key, regions, l4) in groups {
+        let prods = reach::products(&regions);
         let mut flows = vec![];
         let mut sets = vec![];
         for (f, s, d) in prods {
-            if let Some((ex, _)) = reach::example(f, &s, &d, l4) {
+            if let Some((ex, _)) = reach::example(f, &s, &d, &l4) {
                 flows.push(FlowSet {
                     source_prefixes: reach::prefixes_text(f, &s),
                     destination_prefixes: reach::prefixes_text(f, &d),

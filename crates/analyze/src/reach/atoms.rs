@@ -187,9 +187,9 @@ pub(super) fn zero(a: &[u64]) -> bool {
 /// protocols and ports are word operations (atomic predicates for the L4 fields).
 #[derive(Clone)]
 pub(super) struct L4Atoms {
-    protos: Vec<u128>,
-    sports: Vec<u128>,
-    dports: Vec<u128>,
+    pub(super) protos: Vec<u128>,
+    pub(super) sports: Vec<u128>,
+    pub(super) dports: Vec<u128>,
     /// (proto interval, source-port interval, destination-port interval); the port intervals
     /// are `usize::MAX` for protocols without ports.
     pub(super) atoms: Vec<(usize, usize, usize)>,

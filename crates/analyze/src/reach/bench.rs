@@ -4,6 +4,7 @@
 //! [`Snapshot::trace`] — the oracle — so a fast wrong answer cannot pass unnoticed.
 
 use super::{Engine, Reach};
+use crate::diff::{diff_with, Build};
 use crate::gen::{HubSpoke, Rng, FRONTEND_IP};
 use ipnet::IpNet;
 use palisade_model::catalog::Catalogs;
@@ -55,6 +56,13 @@ pub struct ReachBench {
     /// CPU seconds of the whole process (every thread) while the matrix was built: what a
     /// parallel build costs in all, where `matrix_cpu_s` is the calling thread alone.
     pub matrix_process_cpu_s: f64,
+    /// Issue 15, item 4: `diff` between the generated network and a copy with one change,
+    /// the worst of [`DIFF_CHANGES`] (wall time, both engines built and every pair compared;
+    /// the matrix's engine dropped first), and the number of changes it reported then.
+    pub diff_s: f64,
+    pub diff_changes: usize,
+    /// Peak resident memory once the diffs ran too (two engines at once).
+    pub peak_rss_after_diff_mib: f64,
 }
 
 /// The arguments of the reach examples, `SPOKES NSG_RULES FIREWALL_RULES [N]`: the generated
@@ -193,12 +201,21 @@ pub fn run_with(
         super::report(&engine, &internet, &to, false, &[Reach::Allow]);
     }
     let internet_to_spoke_s = t.ms().0 / 1e3;
+    let peak_rss_after_questions_mib = self::peak_rss_mib();
+    drop(engine);
+    let (diff_s, diff_changes) = diffs(bed, Build::Join)
+        .into_iter()
+        .map(|d| (d.wall_s, d.changes))
+        .fold((0.0, 0), |w, d| if d.0 > w.0 { d } else { w });
     ReachBench {
         spokes: g.spokes,
         atoms: a4 + a6,
         matrix_s: matrix_ms / 1e3,
         peak_rss_mib,
-        peak_rss_after_questions_mib: self::peak_rss_mib(),
+        peak_rss_after_questions_mib,
+        diff_s,
+        diff_changes,
+        peak_rss_after_diff_mib: self::peak_rss_mib(),
         recheck_nsg_ms,
         recheck_firewall_ms,
         trace_checked_flows,
@@ -268,6 +285,109 @@ pub fn matrix_rounds(
             (wall / 1e3, cpu / 1e3, process)
         })
         .collect()
+}
+
+/// The changes `diff` is timed on, each alone against the generated network: an NSG rule's
+/// access flipped (in a spoke without a NIC), and a firewall rule collection moved ahead of
+/// the one before it (its priority changed).
+pub const DIFF_CHANGES: [&str; 2] = ["nsg-access", "fw-collection-priority"];
+
+/// One timed `diff` (see [`DIFF_CHANGES`]).
+#[derive(Debug, Clone)]
+pub struct DiffRun {
+    pub change: &'static str,
+    pub wall_s: f64,
+    /// CPU time of the whole process (both engines' threads).
+    pub cpu_s: f64,
+    pub changes: usize,
+    pub compared: usize,
+}
+
+/// The generated network with one of [`DIFF_CHANGES`] made (`None` when it has nothing to
+/// change).
+pub fn changed_network(g: &HubSpoke, net: &Network, change: &str) -> Option<Network> {
+    let mut new = net.clone();
+    match change {
+        "nsg-access" => {
+            let mid = if (g.spokes / 2).is_multiple_of(g.nic_every.max(1)) {
+                g.spokes / 2 + 1
+            } else {
+                g.spokes / 2
+            }
+            .min(g.spokes - 1);
+            let nsg = new
+                .network_security_groups
+                .iter_mut()
+                .find(|n| n.name == format!("nsg-{mid}"))?;
+            let r = nsg.security_rules.get_mut(3)?;
+            r.access = match r.access {
+                Access::Allow => Access::Deny,
+                Access::Deny => Access::Allow,
+            };
+        }
+        "fw-collection-priority" => {
+            let cols = &mut new.azure_firewalls.first_mut()?.rule_collections;
+            let col = 20.min(cols.len().checked_sub(1)?);
+            let (p, other) = (
+                cols.get(col.checked_sub(1)?)?.priority,
+                cols[col - 1].name.clone(),
+            );
+            let c = &mut cols[col];
+            // Ahead of the collection before it (FW-1: ties go by name).
+            c.priority = if c.name.to_ascii_lowercase() < other.to_ascii_lowercase() {
+                p
+            } else {
+                p.saturating_sub(1)
+            };
+        }
+        _ => return None,
+    }
+    Some(new)
+}
+
+/// Each of [`DIFF_CHANGES`] made, compiled, and `diff`'d against the original snapshot with
+/// the engines built as `build` says.
+fn diffs(bed: Bed, build: Build) -> Vec<DiffRun> {
+    let mut out = vec![];
+    for change in DIFF_CHANGES {
+        let Some(net) = changed_network(bed.g, bed.net, change) else {
+            continue;
+        };
+        let new = Snapshot::compile(&net, bed.catalogs, &CompileOptions::default());
+        let (t, p) = (Instant::now(), process_cpu_s());
+        let d = diff_with(bed.snap, &new, build);
+        out.push(DiffRun {
+            change,
+            wall_s: t.elapsed().as_secs_f64(),
+            cpu_s: process_cpu_s() - p,
+            changes: d.changes.len(),
+            compared: d.compared,
+        });
+    }
+    out
+}
+
+/// Only the diffs, `rounds` times (for the `reach_diff` example): every round runs each of
+/// [`DIFF_CHANGES`].
+pub fn diff_rounds(
+    spokes: usize,
+    nsg_rules: usize,
+    firewall_rules: usize,
+    rounds: usize,
+    build: Build,
+) -> Vec<DiffRun> {
+    let mut g = HubSpoke::target();
+    (g.spokes, g.nsg_rules, g.firewall_rules) = (spokes.max(1), nsg_rules, firewall_rules);
+    let catalogs = Catalogs::embedded();
+    let net = g.build();
+    let snap = Snapshot::compile(&net, &catalogs, &CompileOptions::default());
+    let bed = Bed {
+        g: &g,
+        net: &net,
+        snap: &snap,
+        catalogs: &catalogs,
+    };
+    (0..rounds).flat_map(|_| diffs(bed, build)).collect()
 }
 
 /// What every series of re-checks starts from: the generated network and its snapshot.

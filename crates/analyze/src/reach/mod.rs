@@ -48,6 +48,7 @@ pub use report::{
     Area, ExampleFlow, FlowSet, ReachEntry, ReachReport, Region, ScopeError, SubnetLink,
     SubnetMatrix,
 };
+pub use update::Growth;
 
 use crate::headerspace::{addr_value, Family, IntervalSet, L4Set};
 use atoms::{Bits, Grid, L4Atoms};
@@ -193,6 +194,9 @@ pub struct Engine<'s> {
     block: plans::Block,
     /// The plan being evaluated (a buffer reused).
     plan_buf: Vec<plans::Step>,
+    /// The tables' size after the last full build (`update::table_size`): re-checks only add
+    /// to them, so past a multiple of this the engine is rebuilt from its layers.
+    baseline: usize,
 }
 
 impl<'s> Engine<'s> {
@@ -214,6 +218,11 @@ impl<'s> Engine<'s> {
         Engine::build(snap, extra, false)
     }
 
+    /// [`Engine::with_cuts`] on every thread of the rayon pool, as [`Engine::parallel`].
+    pub fn parallel_with_cuts(snap: &'s Snapshot, extra: &[IpNet]) -> Engine<'s> {
+        Engine::build(snap, extra, true)
+    }
+
     fn build(snap: &'s Snapshot, extra: &[IpNet], parallel: bool) -> Engine<'s> {
         let mut t = Instant::now();
         let mut all = cuts(snap);
@@ -233,6 +242,7 @@ impl<'s> Engine<'s> {
         e.add_layers();
         e.lap("layers", &mut t);
         e.compute_all();
+        e.baseline = e.table_size();
         e
     }
 
@@ -284,6 +294,7 @@ impl<'s> Engine<'s> {
             phases: vec![],
             block: Default::default(),
             plan_buf: vec![],
+            baseline: 0,
         }
     }
 
@@ -330,6 +341,11 @@ impl<'s> Engine<'s> {
         let mut chain = self.chain(head);
         chain.extend(self.chain(id as u32));
         Outcome { verdict, chain }
+    }
+
+    /// The verdict of an outcome id, without spelling out its chain.
+    pub fn verdict(id: u64) -> Reach {
+        VERDICTS[(id >> 61) as usize]
     }
 
     /// The controls of a chain id, in path order.
@@ -395,6 +411,33 @@ impl<'s> Engine<'s> {
                 .collect(),
             Decision::Composed(request, arrival) => self.compose(request, arrival),
         }
+    }
+
+    /// Whether two engines cut protocols and ports into the same L4 atoms (their
+    /// [`Engine::verdict_classes`] are then comparable).
+    pub fn same_l4(&self, other: &Engine) -> bool {
+        let (a, b) = (&self.l4, &other.l4);
+        (&a.protos, &a.sports, &a.dports, &a.atoms) == (&b.protos, &b.sports, &b.dports, &b.atoms)
+    }
+
+    /// Per decision id, a class: decisions in one class (of this engine or of another with
+    /// [`Engine::same_l4`] sharing `table`) give every flow the same verdict. For `diff`: a
+    /// pair of decisions in one class changes no verdict, without spelling out its pieces.
+    pub fn verdict_classes(&self, table: &mut HashMap<Vec<u64>, u32>) -> Vec<u32> {
+        let w = self.l4.words;
+        (0..self.decisions.len() as u32)
+            .map(|d| {
+                let mut sig = vec![0u64; w * VERDICTS.len()];
+                for (bits, o) in self.decision_bits(d) {
+                    let v = (o >> 61) as usize * w;
+                    for (x, b) in sig[v..v + w].iter_mut().zip(&bits) {
+                        *x |= b;
+                    }
+                }
+                let next = table.len() as u32;
+                *table.entry(sig).or_insert(next)
+            })
+            .collect()
     }
 
     /// The address range of an atom.

@@ -4,7 +4,7 @@
 use super::atoms::{and, classes_over, zero, AtomLoc, Bits};
 use super::layers::{
     fam_layer, fw_dnat, fw_entries, fw_hashes, fw_rule_counts, nsg_entries, Act, Entry,
-    FwConverted, LayerKind, RuleInfo,
+    FwConverted, Layer, LayerKind, RuleInfo,
 };
 use super::plans::STEP_NAMES;
 use super::NONE;
@@ -44,7 +44,9 @@ impl<'s> Engine<'s> {
         };
         let name = self.snap.nsg(nsg).name.clone();
         let (infos, entries) = nsg_entries(rules, &name);
-        self.replace_rules(layer, infos, entries, HashMap::default())
+        let n = self.replace_rules(layer, infos, entries, HashMap::default())?;
+        self.compact_if_grown();
+        Ok(n)
     }
 
     /// Re-check after a firewall's rules changed (same addresses). Only the items between the
@@ -182,7 +184,71 @@ impl<'s> Engine<'s> {
         l.items.rule = rule;
         l.items.rules = counts;
         l.slots = slots;
+        self.compact_if_grown();
         Ok(n)
+    }
+
+    /// What the re-checks have left behind (see [`Growth`]).
+    pub fn growth(&self) -> Growth {
+        let (mut dead_slots, mut live_slots, mut empty_entries) = (0, 0, 0);
+        for l in self.layers.iter().filter(|l| !l.slots.is_empty()) {
+            live_slots += l.slots.len();
+            dead_slots += l.rules.len().saturating_sub(l.slots.len());
+            empty_entries += l
+                .fam
+                .iter()
+                .flat_map(|f| &f.entries)
+                .filter(|e| e.rule == NONE)
+                .count();
+        }
+        Growth {
+            tables: self.table_size(),
+            baseline: self.baseline,
+            dead_slots,
+            live_slots,
+            empty_entries,
+        }
+    }
+
+    /// Entries in the tables re-checks only add to: cells (a retired one stays, unnamed),
+    /// controls, chains, decisions, request paths and arrivals.
+    pub(super) fn table_size(&self) -> usize {
+        self.cells.len()
+            + self.controls.len()
+            + self.chains.len()
+            + self.decisions.len()
+            + self.requests.len()
+            + self.arrivals.len()
+    }
+
+    /// Rebuild from the current layers once the re-checks have at least doubled the tables
+    /// (past a floor, so that a small network is not rebuilt every few edits), or once a
+    /// firewall holds more deleted rule slots than half its live ones: an engine taking
+    /// thousands of edits (an editor, the API) then stays within a constant factor of a fresh
+    /// one, and the rebuild — one matrix — is paid once per as many edits as it took to grow.
+    fn compact_if_grown(&mut self) {
+        let g = self.growth();
+        if g.tables > 2 * g.baseline + COMPACT_FLOOR || 2 * g.dead_slots > g.live_slots.max(1) {
+            self.rebuild();
+        }
+    }
+
+    /// Every table rebuilt from the layers as they now are, as a fresh build over the edited
+    /// snapshot would (same grid and L4 atoms): firewall slots renumbered to the rule indexes,
+    /// deleted rules' empty entries dropped, then the matrix computed again. Ids change;
+    /// answers do not.
+    pub fn rebuild(&mut self) {
+        let mut layers = std::mem::take(&mut self.layers);
+        for l in &mut layers {
+            compact_layer(l);
+        }
+        let mut e = Engine::empty(self.snap, self.grid.clone(), self.l4.clone(), self.parallel);
+        e.layers = layers;
+        e.nsg_layer = std::mem::take(&mut self.nsg_layer);
+        e.fw_layer = std::mem::take(&mut self.fw_layer);
+        e.compute_all();
+        e.baseline = e.table_size();
+        *self = e;
     }
 
     /// A layer's rules replaced whole: the window of each family is found by comparing the
@@ -720,6 +786,70 @@ impl<'s> Engine<'s> {
         }
         out
     }
+}
+
+/// The tables over [`Engine::growth`]'s baseline, as an absolute floor.
+const COMPACT_FLOOR: usize = 1024;
+
+/// What the re-checks have left behind since the last full build ([`Engine::growth`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Growth {
+    /// Entries of the tables re-checks add to, now and after the last full build.
+    pub tables: usize,
+    pub baseline: usize,
+    /// Firewall rule slots whose rule was deleted, and slots naming a rule.
+    pub dead_slots: usize,
+    pub live_slots: usize,
+    /// The empty entries deleted firewall rules left in place.
+    pub empty_entries: usize,
+}
+
+/// A layer as a fresh build would lay it out: a firewall's slots are its rule indexes again
+/// (deleted rules' slots and empty entries gone, the item index following), every class and
+/// cell table rebuilt, no control cached.
+fn compact_layer(l: &mut Layer) {
+    if !l.slots.is_empty() {
+        let mut index_of = vec![NONE; l.rules.len()];
+        for (r, &s) in l.slots.iter().enumerate() {
+            index_of[s as usize] = r as u32;
+        }
+        l.rules = l
+            .slots
+            .iter()
+            .map(|&s| l.rules[s as usize].clone())
+            .collect();
+        l.dnat = l
+            .dnat
+            .iter()
+            .filter(|(s, _)| index_of.get(**s as usize).is_some_and(|r| *r != NONE))
+            .map(|(s, t)| (index_of[*s as usize], *t))
+            .collect();
+        for fi in 0..2 {
+            let old = std::mem::take(&mut l.fam[fi].entries);
+            // Old entry position → new one, one past the end included.
+            let mut at = Vec::with_capacity(old.len() + 1);
+            let mut kept = Vec::with_capacity(old.len());
+            for mut e in old {
+                at.push(kept.len() as u32);
+                if e.rule == NONE {
+                    continue;
+                }
+                e.rule = index_of[e.rule as usize];
+                kept.push(e);
+            }
+            at.push(kept.len() as u32);
+            for x in &mut l.items.first[fi] {
+                *x = at[*x as usize];
+            }
+            l.fam[fi].entries = kept;
+        }
+        l.slots = (0..l.rules.len() as u32).collect();
+    }
+    for fl in &mut l.fam {
+        *fl = fam_layer(std::mem::take(&mut fl.entries));
+    }
+    l.ctrls.clear();
+    l.version = 0;
 }
 
 /// An entry that matches nothing, held by no class: what a deleted rule's entries become, so
