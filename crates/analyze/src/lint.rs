@@ -466,7 +466,70 @@ fn firewall_mentions(snap: &Snapshot, tag: &str) -> Option<String> {
     found
 }
 
+/// FW-4: a DNAT rule matches TCP and UDP only; the ICMP it names is never translated.
+fn dnat_icmp(
+    owner: &str,
+    policy: bool,
+    c: &palisade_model::RuleCollection,
+    out: &mut Vec<Finding>,
+) {
+    use palisade_model::NetworkProtocol;
+    // The field's name in the input's schema: policies say `ipProtocols`, classic rules `protocols`.
+    let field = if policy { "ipProtocols" } else { "protocols" };
+    for r in &c.rules {
+        if !r.ip_protocols.contains(&NetworkProtocol::Icmp) {
+            continue;
+        }
+        let only = r.ip_protocols.iter().all(|p| *p == NetworkProtocol::Icmp);
+        let (effect, suggestion) = if only {
+            (
+                "the rule never matches",
+                format!("name TCP or UDP in `{field}`, or delete the rule; allow ICMP with a network rule if it is meant"),
+            )
+        } else {
+            (
+                "ICMP to the frontend is not translated and goes on to the network rules",
+                format!(
+                    "remove ICMP from `{field}`; allow ICMP with a network rule if it is meant"
+                ),
+            )
+        };
+        out.push(finding(
+            Severity::Warning,
+            "dnat-icmp",
+            &r.origin,
+            owner,
+            Some(&format!("{}/{}", c.name, r.name)),
+            format!(
+                "DNAT rule `{}`: field `{field}` names ICMP, but DNAT matches TCP and UDP only (FW-4): {effect}",
+                r.name
+            ),
+            suggestion,
+        ));
+    }
+}
+
 fn firewall(snap: &Snapshot, out: &mut Vec<Finding>) {
+    for f in &snap.network.azure_firewalls {
+        for c in f
+            .rule_collections
+            .iter()
+            .filter(|c| c.kind == RuleCollectionKind::Nat)
+        {
+            dnat_icmp(&f.name, false, c, out);
+        }
+    }
+    for p in &snap.network.firewall_policies {
+        for g in &p.rule_collection_groups {
+            for c in g
+                .rule_collections
+                .iter()
+                .filter(|c| c.kind == RuleCollectionKind::Nat)
+            {
+                dnat_icmp(&p.name, true, c, out);
+            }
+        }
+    }
     let mut check = |owner: &str, c: &palisade_model::RuleCollection| {
         if c.kind != RuleCollectionKind::Application {
             return;

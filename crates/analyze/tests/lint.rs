@@ -95,3 +95,47 @@ fn fw_6_3_raw_suffix_and_protocol_port_mismatch() {
     assert_eq!(codes(&f, "c/raw"), vec!["raw-suffix-wildcard"]);
     assert_eq!(codes(&f, "c/wrong-port"), vec!["fqdn-rule-on-unused-port"]);
 }
+
+/// FW-4: DNAT matches TCP and UDP only. A DNAT rule naming ICMP is warned about, in the field
+/// its schema names (`protocols` classic, `ipProtocols` policy), saying what the ICMP does;
+/// `Any` and TCP/UDP rules are not.
+#[test]
+fn fw_4_dnat_rule_naming_icmp() {
+    let y = "apiVersion: palisade/v1\nazureFirewalls:\n  - name: fw\n    natRuleCollections:\n      - name: in\n        priority: 100\n        action: {type: Dnat}\n        rules:\n          - {name: mixed, protocols: [TCP, ICMP], sourceAddresses: ['*'], destinationAddresses: [52.0.0.10], destinationPorts: ['2222'], translatedAddress: 10.0.2.4, translatedPort: '22'}\n          - {name: ping, protocols: [ICMP], sourceAddresses: ['*'], destinationAddresses: [52.0.0.10], translatedAddress: 10.0.2.5}\n          - {name: any, protocols: [Any], sourceAddresses: ['*'], destinationAddresses: [52.0.0.10], destinationPorts: ['8080'], translatedAddress: 10.0.2.6, translatedPort: '80'}\n          - {name: tcp-udp, protocols: [TCP, UDP], sourceAddresses: ['*'], destinationAddresses: [52.0.0.10], destinationPorts: ['53'], translatedAddress: 10.0.2.7}\n";
+    let f = findings(y);
+    assert_eq!(codes(&f, "in/mixed"), vec!["dnat-icmp"]);
+    assert_eq!(codes(&f, "in/ping"), vec!["dnat-icmp"]);
+    assert!(codes(&f, "in/any").is_empty());
+    assert!(codes(&f, "in/tcp-udp").is_empty());
+    let at = |rule: &str| f.iter().find(|x| x.rule.as_deref() == Some(rule)).unwrap();
+    let mixed = at("in/mixed");
+    assert_eq!(
+        (mixed.file.as_str(), mixed.resource.as_str()),
+        ("fixture.yaml", "fw")
+    );
+    assert!(!mixed.pointer.is_empty());
+    for needle in [
+        "`mixed`",
+        "`protocols`",
+        "TCP and UDP only (FW-4)",
+        "not translated",
+    ] {
+        assert!(
+            mixed.message.contains(needle),
+            "{needle}: {}",
+            mixed.message
+        );
+    }
+    assert!(
+        at("in/ping").message.contains("never matches"),
+        "{}",
+        at("in/ping").message
+    );
+
+    let y = "apiVersion: palisade/v1\nfirewallPolicies:\n  - name: pol\n    ruleCollectionGroups:\n      - name: g\n        properties:\n          priority: 100\n          ruleCollections:\n            - {ruleCollectionType: FirewallPolicyNatRuleCollection, name: in, priority: 100, action: {type: Dnat}, rules: [{ruleType: NatRule, name: ping, ipProtocols: [ICMP], sourceAddresses: ['*'], destinationAddresses: [52.0.0.10], translatedAddress: 10.0.2.5}]}\n";
+    let f = findings(y);
+    assert_eq!(codes(&f, "in/ping"), vec!["dnat-icmp"]);
+    let ping = &f[f.iter().position(|x| x.code == "dnat-icmp").unwrap()];
+    assert_eq!(ping.resource, "pol");
+    assert!(ping.message.contains("`ipProtocols`"), "{}", ping.message);
+}

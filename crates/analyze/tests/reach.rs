@@ -318,6 +318,91 @@ fn diag_7_firewall_subnet_routes_after_the_firewall_equal_trace() {
     assert_eq!(verdict("198.51.100.1", "52.0.0.10", 8080).0, Reach::Allow);
 }
 
+/// FW-4: a DNAT rule matches TCP and UDP only. The generated networks' DNAT rule is made `Any`
+/// (TCP and UDP, not ICMP), a `[UDP, Any]` rule and an ICMP-only rule (it matches nothing) are
+/// added on the frontend, and a network rule allows ICMP to the frontend from one range: ICMP
+/// to the frontend is then decided by the network rules (allowed from that range, denied by
+/// default elsewhere), never translated, and the engine answers as `trace` flow by flow.
+#[test]
+fn fw_4_dnat_with_any_matches_tcp_and_udp_only_reachability_equals_trace() {
+    use palisade_analyze::gen::FRONTEND_IP;
+    use palisade_model::{
+        AddressItem, FirewallAction, FirewallRule, NetworkProtocol, PortRange, RuleCollection,
+        RuleCollectionKind,
+    };
+    let frontend = || AddressItem::Prefix(ip(FRONTEND_IP).into());
+    let mut total = 0;
+    for seed in 1..=2 {
+        let g = HubSpoke::small(seed);
+        let mut net = g.build();
+        let fw = &mut net.azure_firewalls[0];
+        let nat = fw
+            .rule_collections
+            .iter()
+            .position(|c| c.kind == RuleCollectionKind::Nat && !c.rules.is_empty())
+            .expect("the generated network has a DNAT rule");
+        let first = fw.rule_collections[nat].rules[0].clone();
+        fw.rule_collections[nat].rules[0].ip_protocols = vec![NetworkProtocol::Any];
+        let mut both = first.clone();
+        both.name = "udp-and-any".into();
+        both.ip_protocols = vec![NetworkProtocol::Udp, NetworkProtocol::Any];
+        both.destination_ports = vec![PortRange::single(8080)];
+        both.translated_port = Some(80);
+        let mut icmp = first.clone();
+        icmp.name = "icmp-only".into();
+        icmp.ip_protocols = vec![NetworkProtocol::Icmp];
+        icmp.destination_ports = vec![];
+        icmp.translated_port = None;
+        fw.rule_collections[nat].rules.extend([both, icmp]);
+        let mut ping = FirewallRule::named("ping-frontend");
+        ping.ip_protocols = vec![NetworkProtocol::Icmp];
+        ping.source_addresses = vec![AddressItem::Prefix("203.0.113.0/24".parse().unwrap())];
+        ping.destination_addresses = vec![frontend()];
+        fw.rule_collections.push(RuleCollection::new(
+            "pings",
+            90,
+            RuleCollectionKind::Network,
+            FirewallAction::Allow,
+            vec![ping],
+        ));
+        let snap = compile(&net);
+        let engine = Engine::new(&snap);
+        total += compare(&snap, &engine, &small_addresses(&g), &SPORTS, &DPORTS);
+        let trace = |p: Protocol, s: &str, port: u16| {
+            snap.trace(
+                &Flow {
+                    source: ip(s),
+                    source_port: 50000,
+                    destination: ip(FRONTEND_IP),
+                    destination_port: port,
+                    protocol: p,
+                    host: None,
+                    app_protocol: None,
+                },
+                &TraceOptions::default(),
+            )
+        };
+        for (p, port) in [
+            (Protocol::Tcp, 2222),
+            (Protocol::Udp, 2222),
+            (Protocol::Udp, 8080),
+        ] {
+            let t = trace(p, "198.51.100.1", port);
+            assert_eq!(t.hops[0].layer, "FirewallDnat", "{p:?}:{port} {t:?}");
+        }
+        let t = trace(Protocol::Icmp, "203.0.113.9", 0);
+        assert_eq!(t.verdict, Verdict::Allow, "{t:?}");
+        assert_eq!(t.hops[0].layer, "FirewallNetwork", "{t:?}");
+        let t = trace(Protocol::Icmp, "198.51.100.1", 0);
+        assert_eq!(t.hops[0].layer, "FirewallDefault", "{t:?}");
+        let o = engine
+            .lookup(1, ip("198.51.100.1"), ip(FRONTEND_IP), 0, 0)
+            .expect("the frontend is in the matrix");
+        assert_eq!(as_trace(o.verdict), Verdict::Deny, "{o:?}");
+    }
+    assert!(total > 10_000, "{total} flows compared");
+}
+
 /// PAL-5.3: an audit rule is passed over; NSG-5.1: the first match decides.
 #[test]
 fn pal_5_3_audit_rules_are_passed_over_and_nsg_5_1_first_match_decides() {

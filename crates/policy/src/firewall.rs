@@ -716,7 +716,8 @@ const NO_RULE: &str = "No rule matched. Proceeding with default action";
 type NearMissScore = (usize, std::cmp::Reverse<usize>);
 
 /// A pass's rules for header-space analysis: the classifier entries in evaluation order, the
-/// rule each entry belongs to (an `Icmp` rule has one entry per family), and the rules.
+/// rule each entry belongs to (an `Icmp` rule has one entry per family, a DNAT rule's `Any` one
+/// for TCP and one for UDP: FW-4), and the rules.
 pub struct PassView<'a> {
     pub rules: &'a [Arc<RuleRef>],
     pub entries: &'a [ClassifierRule],
@@ -738,7 +739,7 @@ impl CompiledFirewall {
         self.network.view()
     }
 
-    /// The DNAT pass (FW-4) for header-space analysis.
+    /// The DNAT pass (FW-4) for header-space analysis: TCP and UDP entries only.
     pub fn dnat_pass(&self) -> PassView<'_> {
         self.dnat.view()
     }
@@ -865,6 +866,7 @@ impl L4Builder {
         translated: Option<(AddressItem, Option<u16>)>,
         fqdns: &[Arc<str>],
     ) {
+        let dnat = rref.kind == RuleCollectionKind::Nat;
         let idx = self.rules.len() as u32;
         self.rules.push(Arc::new(rref));
         self.translated.push(translated);
@@ -878,13 +880,20 @@ impl L4Builder {
         };
         let mut protos: Vec<(Option<u8>, Option<bool>)> = vec![];
         for p in &rule.ip_protocols {
-            match p {
-                NetworkProtocol::Any => protos.push((None, None)),
-                NetworkProtocol::Tcp => protos.push((Some(6), None)),
-                NetworkProtocol::Udp => protos.push((Some(17), None)),
-                NetworkProtocol::Icmp => {
-                    protos.push((Some(1), Some(false)));
-                    protos.push((Some(58), Some(true)));
+            let entries: &[(Option<u8>, Option<bool>)] = match (p, dnat) {
+                // FW-4: DNAT matches TCP and UDP only; `Any` is those two, and ICMP matches
+                // nothing, so such a flow goes on to the network rules.
+                (NetworkProtocol::Any, true) => &[(Some(6), None), (Some(17), None)],
+                (NetworkProtocol::Icmp, true) => &[],
+                (NetworkProtocol::Any, false) => &[(None, None)],
+                (NetworkProtocol::Tcp, _) => &[(Some(6), None)],
+                (NetworkProtocol::Udp, _) => &[(Some(17), None)],
+                (NetworkProtocol::Icmp, false) => &[(Some(1), Some(false)), (Some(58), Some(true))],
+            };
+            for e in entries {
+                // `[TCP, Any]` on a DNAT rule would list TCP twice: one entry decides the same.
+                if !protos.contains(e) {
+                    protos.push(*e);
                 }
             }
         }

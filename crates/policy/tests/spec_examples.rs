@@ -7,7 +7,8 @@ use common::{flow, named, network};
 use palisade_model::catalog::Catalogs;
 use palisade_model::import::import_text;
 use palisade_model::{Direction, ImportOptions, Protocol};
-use palisade_policy::{Trace, TraceOptions, Verdict};
+use palisade_policy::firewall::FirewallInput;
+use palisade_policy::{Flow, Trace, TraceOptions, Verdict};
 
 fn decided(t: &Trace) -> (Verdict, String) {
     (
@@ -432,6 +433,114 @@ fn fw_4_dnat_translates_and_allows() {
     assert_eq!(decided(&t), (Verdict::Allow, "ssh-in/ssh".into()));
     assert_eq!(t.hops[0].layer, "FirewallDnat");
     assert_eq!(t.hops[0].result, "Dnat");
+}
+
+/// FW-4 with `Any`: a firewall with an IPv4 and an IPv6 frontend, each behind a DNAT rule with
+/// protocols `Any` on one port, and network rules that allow ICMP from one source range.
+const FW_4_ANY: &str = r#"
+apiVersion: palisade/v1
+azureFirewalls:
+  - name: fw
+    ipConfigurations:
+      - {name: c, privateIPAddress: 10.0.1.4, publicIPAddress: fw-pip}
+      - {name: c6, publicIPAddress: fw-pip6}
+    natRuleCollections:
+      - name: inbound
+        priority: 100
+        action: {type: Dnat}
+        rules:
+          - {name: web, protocols: [Any], sourceAddresses: ['*'], destinationAddresses: [52.0.0.10], destinationPorts: ['8080'], translatedAddress: 10.0.2.4, translatedPort: '80'}
+          - {name: web6, protocols: [Any], sourceAddresses: ['*'], destinationAddresses: ['2001:db8:52::10'], destinationPorts: ['8080'], translatedAddress: 'fd00::4', translatedPort: '80'}
+          - {name: ping-only, protocols: [ICMP], sourceAddresses: ['*'], destinationAddresses: ['*'], translatedAddress: 10.0.2.5}
+    networkRuleCollections:
+      - name: pings
+        priority: 200
+        action: {type: Allow}
+        rules: [{name: ping, protocols: [ICMP], sourceAddresses: [198.51.100.0/24, '2001:db8:1::/48'], destinationAddresses: ['*']}]
+publicIPAddresses:
+  - {name: fw-pip, ipAddress: 52.0.0.10}
+  - {name: fw-pip6, ipAddress: '2001:db8:52::10'}
+"#;
+
+// FW-4: DNAT matches TCP and UDP only. `Any` on a DNAT rule is TCP and UDP; an ICMP (ICMPv6)
+// flow to the frontend is not translated, whatever the rule's ports, and goes on to the network
+// rules, then the default deny (FW-3). A rule naming only ICMP translates nothing.
+#[test]
+fn fw_4_dnat_with_any_translates_tcp_and_udp_only() {
+    let s = network(FW_4_ANY);
+    let all = TraceOptions::default();
+    let fw = s.firewall(s.firewall_by_name("fw").unwrap());
+    // `trace` reports the DNAT hop; the compiled firewall it asks gives the translation.
+    let translated = |f: &Flow| {
+        fw.evaluate(&FirewallInput {
+            key: f.key(),
+            host: None,
+            app_protocol: None,
+        })
+        .translated
+    };
+    for (proto, frontend, rule, to) in [
+        (Protocol::Tcp, "52.0.0.10", "inbound/web", "10.0.2.4"),
+        (Protocol::Udp, "52.0.0.10", "inbound/web", "10.0.2.4"),
+        (Protocol::Tcp, "2001:db8:52::10", "inbound/web6", "fd00::4"),
+        (Protocol::Udp, "2001:db8:52::10", "inbound/web6", "fd00::4"),
+    ] {
+        let f = flow(proto, "198.51.100.7", frontend, 8080);
+        let t = s.trace(&f, &all);
+        let what = format!("{proto:?} to {frontend}: {t:?}");
+        assert_eq!(decided(&t), (Verdict::Allow, rule.into()), "{what}");
+        assert_eq!(t.hops[0].layer, "FirewallDnat", "{what}");
+        assert_eq!(t.hops[0].result, "Dnat", "{what}");
+        assert_eq!(translated(&f), Some((to.parse().unwrap(), 80)), "{what}");
+    }
+    // ICMP from the allowed range: decided by the network rule, untranslated; the port a flow
+    // record gives ICMP (0 or the DNAT port) makes no difference.
+    for (src, frontend) in [
+        ("198.51.100.7", "52.0.0.10"),
+        ("2001:db8:1::7", "2001:db8:52::10"),
+    ] {
+        for port in [0, 8080] {
+            let f = flow(Protocol::Icmp, src, frontend, port);
+            let t = s.trace(&f, &all);
+            let what = format!("ICMP {src} → {frontend} port {port}: {t:?}");
+            assert_eq!(decided(&t), (Verdict::Allow, "pings/ping".into()), "{what}");
+            assert_eq!(t.hops.len(), 1, "{what}");
+            assert_eq!(t.hops[0].layer, "FirewallNetwork", "{what}");
+            assert_eq!(t.hops[0].result, "Allow", "{what}");
+            assert_eq!(translated(&f), None, "{what}");
+        }
+    }
+    // ICMP from elsewhere: no network rule matches, the default deny.
+    for (src, frontend) in [
+        ("203.0.113.7", "52.0.0.10"),
+        ("2001:db8:9::7", "2001:db8:52::10"),
+    ] {
+        let f = flow(Protocol::Icmp, src, frontend, 8080);
+        let t = s.trace(&f, &all);
+        let what = format!("ICMP {src} → {frontend}: {t:?}");
+        assert_eq!(t.verdict, Verdict::Deny, "{what}");
+        assert_eq!(t.hops[0].layer, "FirewallDefault", "{what}");
+        assert_eq!(t.hops[0].reason, "DefaultAction", "{what}");
+        assert_eq!(translated(&f), None, "{what}");
+    }
+    // The ICMP-only rule is in the DNAT pass but has no entry: it matches no flow.
+    let pass = fw.dnat_pass();
+    assert_eq!(pass.rules.len(), 3);
+    let protocols: Vec<(Option<u8>, &str)> = pass
+        .entries
+        .iter()
+        .zip(pass.entry_rule)
+        .map(|(e, &r)| (e.protocol, pass.rules[r as usize].rule.as_str()))
+        .collect();
+    assert_eq!(
+        protocols,
+        [
+            (Some(6), "web"),
+            (Some(17), "web"),
+            (Some(6), "web6"),
+            (Some(17), "web6")
+        ]
+    );
 }
 
 #[test]

@@ -3,11 +3,12 @@
 //!
 //! The gateway relays TCP and UDP and decides them with the compiled firewall; any other
 //! protocol is forwarded by the kernel, so the kernel must decide it the same way. For such a
-//! packet only two passes of FW-3 can match — DNAT (FW-4) and the network rules (FW-5): the
-//! application rules see TCP only — and then the default deny. This renders those passes, in
-//! the compiled firewall's own evaluation order (base policies, rule collection groups and
-//! collections by priority, rules in order), from the same classifier entries `trace`
-//! evaluates, so the kernel's first match is `trace`'s. Each decision is logged to NFLOG
+//! packet only the network rules (FW-5) can match — DNAT matches TCP and UDP only (FW-4; the
+//! compiled DNAT pass holds TCP and UDP entries alone), the application rules TCP only — and
+//! then the default deny. This renders the network pass, in the compiled firewall's own
+//! evaluation order (base policies, rule collection groups and collections by priority, rules
+//! in order), from the same classifier entries `trace` evaluates, so the kernel's first match
+//! is `trace`'s. Each decision is logged to NFLOG
 //! ([`FIREWALL_LOG_GROUP`]) with a prefix naming the rule, which `nflog.rs` reads into a flow
 //! record. Pure: text out, no I/O.
 
@@ -33,17 +34,7 @@ pub fn network_rules_chain(fw: &CompiledFirewall) -> String {
     );
     out.push_str("    meta l4proto { tcp, udp } accept comment \"judged by the gateway\"\n");
     out.push_str("    ct state != new accept\n");
-    // FW-3 step 1: a DNAT rule matching such a flow ends its evaluation with a translation the
-    // lab does not build; the flow is dropped rather than passed untranslated (fail closed).
-    let dnat = fw.dnat_pass();
-    for (entry, rule) in entries(&dnat) {
-        for m in matches(entry) {
-            out.push_str(&format!(
-                "    {m} counter drop comment \"DNAT of this protocol is not built in the lab: {}\"\n",
-                quote_safe(&rule.path())
-            ));
-        }
-    }
+    // FW-3 step 1 (DNAT) has nothing here: its entries are TCP and UDP (FW-4), the gateway's.
     // FW-3 step 2 (FW-5): network rules, the first match decides.
     let network = fw.network_pass();
     for (entry, rule) in entries(&network) {
@@ -122,11 +113,6 @@ fn matches(e: &ClassifierRule) -> Vec<String> {
         out.push(m);
     }
     out
-}
-
-/// A quote or backslash would end or escape an nft string.
-fn quote_safe(s: &str) -> String {
-    s.replace(['"', '\\'], "'")
 }
 
 #[cfg(test)]
@@ -212,6 +198,41 @@ azureFirewalls:
             lines[any]
         );
         assert!(!text.contains("ipv6 ip6 saddr { 10.0.2.0/24 }"));
+    }
+
+    // spec FW-4: DNAT matches TCP and UDP only, so a DNAT rule with `Any` (or naming ICMP)
+    // adds nothing to the chain: ICMP to its frontend meets the network rules, then the default
+    // deny, as `trace` decides it.
+    #[test]
+    fn dnat_rules_leave_icmp_to_the_network_rules() {
+        let yaml = NET.replace(
+            "    networkRuleCollections:",
+            "    natRuleCollections:
+      - name: inbound
+        priority: 100
+        action: {type: Dnat}
+        rules:
+          - {name: all, protocols: [Any], sourceAddresses: ['*'], destinationAddresses: [10.0.1.4], destinationPorts: ['8080'], translatedAddress: 10.0.2.4, translatedPort: '80'}
+          - {name: ping, protocols: [ICMP], sourceAddresses: ['*'], destinationAddresses: ['*'], translatedAddress: 10.0.2.5}
+    networkRuleCollections:",
+        );
+        let snap = firewall(&yaml);
+        let fw = snap.firewall(snap.firewall_by_name("fw").unwrap());
+        let dnat = fw.dnat_pass();
+        assert_eq!(dnat.rules.len(), 2);
+        assert!(
+            dnat.entries
+                .iter()
+                .all(|e| matches!(e.protocol, Some(TCP | UDP))),
+            "{:?}",
+            dnat.entries
+        );
+        let text = network_rules_chain(fw);
+        assert!(!text.contains("inbound"), "{text}");
+        // The chain is the one without DNAT rules: the network rules and the default deny.
+        let plain = firewall(NET);
+        let without = network_rules_chain(plain.firewall(plain.firewall_by_name("fw").unwrap()));
+        assert_eq!(text, without);
     }
 
     #[test]
