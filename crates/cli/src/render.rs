@@ -143,6 +143,14 @@ pub fn trace_value(v: &Value, as_json: bool) {
             }
         );
     }
+    let t = &v["translated"];
+    if t.is_object() {
+        println!(
+            "dnat    destination translated to {}:{} (FW-4)",
+            s(&t["destination"]),
+            t["destination_port"]
+        );
+    }
     for n in list(&v["notes"]) {
         println!("note    {}", s(n));
     }

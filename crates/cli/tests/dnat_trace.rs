@@ -88,6 +88,12 @@ fn fw_4_trace_translates_tcp_and_udp_and_leaves_icmp_to_the_network_rules() {
                 ("FirewallDnat", "Dnat", Some("inbound/web")),
                 "{proto} {to}: {v}"
             );
+            // The trace says where the flow was translated to.
+            assert_eq!(
+                v["translated"],
+                serde_json::json!({"destination": "10.0.2.4", "destination_port": 80}),
+                "{proto} {to}: {v}"
+            );
         }
     }
     // ICMP and ICMPv6 from the allowed ranges: the network rule, not the DNAT rules.
@@ -104,6 +110,7 @@ fn fw_4_trace_translates_tcp_and_udp_and_leaves_icmp_to_the_network_rules() {
             "{to}: {v}"
         );
         assert_eq!(v["decided_by"]["rule"], "pings/ping", "{to}: {v}");
+        assert_eq!(v["translated"], Value::Null, "{to}: {v}");
     }
     // From elsewhere: the default deny.
     for (from, to) in [

@@ -212,6 +212,8 @@ struct Tracer<'s> {
     last_allow: Option<DecidedBy>,
     notes: Vec<String>,
     crossed_firewall: bool,
+    /// The destination a firewall's DNAT rule translated the flow to (FW-4).
+    translated: Option<(IpAddr, u16)>,
 }
 
 /// Outcome of a step that may end the trace.
@@ -232,6 +234,7 @@ impl Snapshot {
             last_allow: None,
             notes: vec![],
             crossed_firewall: false,
+            translated: None,
         };
         let (verdict, decided_by, next_hop, reply) = t.run();
         let assumed = assumed(&self.network, t.hops.iter().map(|h| h.resource.as_str()));
@@ -243,7 +246,7 @@ impl Snapshot {
             next_hop,
             reply,
             stateful: opts.established.is_some(),
-            translated: None,
+            translated: t.translated,
             notes: t.notes,
             snapshot: self.id.clone(),
         }
@@ -399,6 +402,7 @@ impl Tracer<'_> {
                 if let Some((ip, port)) = outcome.translated {
                     leaving.dst = ip;
                     leaving.dst_port = port;
+                    self.translated = Some((ip, port));
                 }
                 if let Step::End(v, d) = self.leaving_firewall(fw, leaving, &mut decided) {
                     return (v, d, Some(hop), None);
@@ -475,6 +479,7 @@ impl Tracer<'_> {
             if let Some((ip, port)) = outcome.translated {
                 self.key.dst = ip;
                 self.key.dst_port = port;
+                self.translated = Some((ip, port));
                 dst = self.snap.locate(ip);
                 // FW-4: towards a private address the source becomes the firewall's, so the
                 // destination's NSGs see the firewall and the reply returns to it.
@@ -635,6 +640,7 @@ impl Tracer<'_> {
             if let Some((ip, port)) = outcome.translated {
                 key.dst = ip;
                 key.dst_port = port;
+                self.translated = Some((ip, port));
             }
             // FW-8: the next appliance sees the address the firewall sends from.
             if outcome.snat || outcome.pass == FirewallPass::FirewallApplication {

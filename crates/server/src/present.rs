@@ -31,6 +31,7 @@ pub fn trace(flow: &Flow, trace: &Trace) -> Value {
         "next_hop": trace.next_hop,
         "reply": trace.reply,
         "stateful": trace.stateful,
+        "translated": trace.translated.map(|(ip, port)| json!({"destination": ip, "destination_port": port})),
         "notes": trace.notes,
         "assumed": trace.assumed,
         "snapshot": trace.snapshot,
