@@ -193,6 +193,8 @@ pub struct Engine<'s> {
     block: plans::Block,
     /// The plan being evaluated (a buffer reused).
     plan_buf: Vec<plans::Step>,
+    /// The pieces of the cell being walked (a buffer reused).
+    walk_buf: Vec<layers::Piece>,
 }
 
 impl<'s> Engine<'s> {
@@ -284,6 +286,7 @@ impl<'s> Engine<'s> {
             phases: vec![],
             block: Default::default(),
             plan_buf: vec![],
+            walk_buf: vec![],
         }
     }
 
