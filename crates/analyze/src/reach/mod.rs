@@ -195,6 +195,8 @@ pub struct Engine<'s> {
     plan_buf: Vec<plans::Step>,
     /// The pieces of the cell being walked (a buffer reused).
     walk_buf: Vec<layers::Piece>,
+    /// The flows still going between two steps of `run_steps` (a buffer reused).
+    step_buf: Vec<(Bits, u32)>,
 }
 
 impl<'s> Engine<'s> {
@@ -287,6 +289,7 @@ impl<'s> Engine<'s> {
             block: Default::default(),
             plan_buf: vec![],
             walk_buf: vec![],
+            step_buf: vec![],
         }
     }
 

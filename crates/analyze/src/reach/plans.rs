@@ -1231,7 +1231,10 @@ impl<'s> Engine<'s> {
                 } => {
                     let is_fw = *step == S_FW;
                     let pieces = std::mem::take(&mut self.cells[*cell as usize]);
-                    let mut next = vec![];
+                    // The flows still going after this step go into the vector the previous
+                    // step emptied (kept by the engine): a fresh one per step was grown again.
+                    let mut next = std::mem::take(&mut self.step_buf);
+                    next.clear();
                     for (l4, chain) in going.drain(..) {
                         for p in &pieces {
                             let hit = match dport {
@@ -1263,7 +1266,7 @@ impl<'s> Engine<'s> {
                         }
                     }
                     self.cells[*cell as usize] = pieces;
-                    going = next;
+                    self.step_buf = std::mem::replace(&mut going, next);
                 }
             }
         }
