@@ -795,8 +795,12 @@ impl<'s> Engine<'s> {
         if let Some(c) = stored {
             return c;
         }
-        let pieces = self.walk(layer, f, slot);
-        let id = self.intern_cell(pieces);
+        // Into a buffer the engine keeps: most walks give pieces already interned, and a fresh
+        // vector per walk was grown only to be dropped.
+        let mut pieces = std::mem::take(&mut self.walk_buf);
+        self.walk(layer, f, slot, &mut pieces);
+        let id = self.intern_cell_from(&pieces);
+        self.walk_buf = pieces;
         self.layers[layer as usize].fam[f.index()].set_cell(slot, id);
         id
     }
@@ -822,12 +826,12 @@ impl<'s> Engine<'s> {
 
     /// The first-match walk of one cell (a slot of the layer's cell table) over the L4 atoms.
     /// Reads only the layer: safe to run on many threads at once.
-    pub(super) fn walk(&self, layer: u32, f: Family, slot: usize) -> Vec<Piece> {
+    pub(super) fn walk(&self, layer: u32, f: Family, slot: usize, pieces: &mut Vec<Piece>) {
         let fl = &self.layers[layer as usize].fam[f.index()];
         let (sc, dc) = (slot / fl.stride, slot % fl.stride);
         let (srow, drow) = (&fl.src.rows[sc], &fl.dst.rows[dc]);
         let mut remaining = self.l4.full();
-        let mut pieces: Vec<Piece> = vec![];
+        pieces.clear();
         'walk: for (w, (a, b)) in srow.iter().zip(drow).enumerate() {
             let mut bits = a & b;
             while bits != 0 {
@@ -866,6 +870,5 @@ impl<'s> Engine<'s> {
                 rule: u32::MAX,
             });
         }
-        pieces
     }
 }

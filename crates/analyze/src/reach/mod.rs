@@ -197,6 +197,10 @@ pub struct Engine<'s> {
     /// The tables' size after the last full build (`update::table_size`): re-checks only add
     /// to them, so past a multiple of this the engine is rebuilt from its layers.
     baseline: usize,
+    /// The pieces of the cell being walked (a buffer reused).
+    walk_buf: Vec<layers::Piece>,
+    /// The flows still going between two steps of `run_steps` (a buffer reused).
+    step_buf: Vec<(Bits, u32)>,
 }
 
 impl<'s> Engine<'s> {
@@ -295,6 +299,8 @@ impl<'s> Engine<'s> {
             block: Default::default(),
             plan_buf: vec![],
             baseline: 0,
+            walk_buf: vec![],
+            step_buf: vec![],
         }
     }
 

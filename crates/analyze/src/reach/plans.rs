@@ -1086,13 +1086,29 @@ impl<'s> Engine<'s> {
     /// A cell's pieces interned by content: equal pieces, one id.
     pub(super) fn intern_cell(&mut self, pieces: Vec<Piece>) -> u32 {
         let h = hash_cell(&pieces);
-        let cells = &self.cells;
-        if let Some(id) = self
-            .cell_ids
-            .find(h, |id| same_cell(&cells[*id as usize], &pieces))
-        {
-            return *id;
+        match self.find_cell(h, &pieces) {
+            Some(id) => id,
+            None => self.insert_cell(h, pieces),
         }
+    }
+
+    /// [`Engine::intern_cell`] of borrowed pieces: copied only when new.
+    pub(super) fn intern_cell_from(&mut self, pieces: &[Piece]) -> u32 {
+        let h = hash_cell(pieces);
+        match self.find_cell(h, pieces) {
+            Some(id) => id,
+            None => self.insert_cell(h, pieces.to_vec()),
+        }
+    }
+
+    fn find_cell(&self, h: u64, pieces: &[Piece]) -> Option<u32> {
+        let cells = &self.cells;
+        self.cell_ids
+            .find(h, |id| same_cell(&cells[*id as usize], pieces))
+            .copied()
+    }
+
+    fn insert_cell(&mut self, h: u64, pieces: Vec<Piece>) -> u32 {
         let id = self.cells.len() as u32;
         self.cells.push(pieces);
         let cells = &self.cells;
@@ -1215,7 +1231,10 @@ impl<'s> Engine<'s> {
                 } => {
                     let is_fw = *step == S_FW;
                     let pieces = std::mem::take(&mut self.cells[*cell as usize]);
-                    let mut next = vec![];
+                    // The flows still going after this step go into the vector the previous
+                    // step emptied (kept by the engine): a fresh one per step was grown again.
+                    let mut next = std::mem::take(&mut self.step_buf);
+                    next.clear();
                     for (l4, chain) in going.drain(..) {
                         for p in &pieces {
                             let hit = match dport {
@@ -1247,7 +1266,7 @@ impl<'s> Engine<'s> {
                         }
                     }
                     self.cells[*cell as usize] = pieces;
-                    going = next;
+                    self.step_buf = std::mem::replace(&mut going, next);
                 }
             }
         }
