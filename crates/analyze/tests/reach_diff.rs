@@ -285,8 +285,29 @@ mod fast_diff {
 /// slots at most half the live ones — and a rebuild did happen.
 #[test]
 fn many_edits_keep_the_tables_bounded() {
-    let g = HubSpoke::small(3);
-    let mut net = g.build();
+    many_edits(HubSpoke::small(3).build());
+}
+
+/// The same with a DNAT rule that names only ICMP (FW-4: it matches nothing, so it has no
+/// entries and no item): a firewall edit gives it no slot, and the rebuild past the growth
+/// limit must still lay the layer out.
+#[test]
+fn many_edits_with_an_icmp_only_dnat_rule() {
+    let mut net = HubSpoke::small(3).build();
+    let fw = &mut net.azure_firewalls[0];
+    let nat = fw
+        .rule_collections
+        .iter_mut()
+        .find(|c| c.kind == RuleCollectionKind::Nat)
+        .expect("the generator makes a DNAT collection");
+    let mut icmp = nat.rules[0].clone();
+    icmp.name = "icmp-only".into();
+    icmp.ip_protocols = vec![palisade_model::NetworkProtocol::Icmp];
+    nat.rules.insert(0, icmp);
+    many_edits(net);
+}
+
+fn many_edits(mut net: Network) {
     let snap0 = compile(&net);
     let grid = reach::cuts(&snap0);
     let mut engine = Engine::new(&snap0);

@@ -626,7 +626,26 @@ impl Drop for Writer {
     }
 }
 
+/// Ends the writer thread however it ends: later records are refused at once and any still
+/// queued fail, so nobody waits forever on a thread that is gone (a `Done` that panics unwinds
+/// through the loop).
+struct Stopped<'a>(&'a Shared);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        let mut q = self.0.lock();
+        q.closed = true;
+        q.lines.clear();
+        let dones = std::mem::take(&mut q.dones);
+        drop(q);
+        for done in dones {
+            done(Err(io::Error::other("the flow log writer has stopped")));
+        }
+    }
+}
+
 fn write_loop(log: &FlowLog, shared: &Shared) {
+    let _stopped = Stopped(shared);
     let window = log.options.batch_window;
     let mut lines = Vec::new();
     let mut dones: Vec<Done> = Vec::new();
@@ -1106,6 +1125,37 @@ mod tests {
         }
         // One group commit for the five: each ticket is one batch.
         assert_eq!(log.state.lock().unwrap().durable, 1);
+    }
+
+    /// A caller's `Done` that panics ends the writer thread: every record after it is refused
+    /// or failed at once, none waits forever.
+    #[test]
+    fn a_panicking_done_stops_the_writer_and_later_records_fail() {
+        let d = tempfile::tempdir().unwrap();
+        let log = Arc::new(FlowLog::open(d.path(), Options::default()).unwrap());
+        let writer = Writer::spawn(log).unwrap();
+        writer.submit(
+            &rec(1, "Allow"),
+            Box::new(|_| panic!("an acknowledgement that panics")),
+        );
+        let mut answers = vec![];
+        loop {
+            let (tx, rx) = mpsc::channel();
+            writer.submit(
+                &rec(2, "Deny"),
+                Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+            );
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                // In the batch that panicked: dropped with it.
+                Err(mpsc::RecvTimeoutError::Disconnected) => answers.push("dropped"),
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("a record waits forever"),
+                Ok(ok) => {
+                    assert!(!ok, "written by a writer that stopped");
+                    break;
+                }
+            }
+            assert!(answers.len() < 100, "{answers:?}");
+        }
     }
 
     #[test]

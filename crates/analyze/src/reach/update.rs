@@ -809,14 +809,23 @@ pub struct Growth {
 /// cell table rebuilt, no control cached.
 fn compact_layer(l: &mut Layer) {
     if !l.slots.is_empty() {
+        // A rule without entries (a DNAT rule naming only ICMP, FW-4) may have no slot: no
+        // entry names it, so its info is a placeholder.
         let mut index_of = vec![NONE; l.rules.len()];
         for (r, &s) in l.slots.iter().enumerate() {
-            index_of[s as usize] = r as u32;
+            if let Some(at) = index_of.get_mut(s as usize) {
+                *at = r as u32;
+            }
         }
         l.rules = l
             .slots
             .iter()
-            .map(|&s| l.rules[s as usize].clone())
+            .map(|&s| {
+                l.rules
+                    .get(s as usize)
+                    .cloned()
+                    .unwrap_or_else(RuleInfo::unused)
+            })
             .collect();
         l.dnat = l
             .dnat
