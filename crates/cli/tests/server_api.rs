@@ -814,29 +814,14 @@ async fn flow_stream_filters_audit_and_shadow_diff() {
         &["--flow-log", dir],
     );
     let follow = |query: &str| {
-        let mut child = Command::new("curl")
-            .args(["-sS", "-N", "--max-time", "30", "-H"])
-            .arg(format!("Authorization: Bearer {READER}"))
-            .arg(format!("{}/api/flowLogs/stream?{query}", server.base))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run curl -N");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let (child, rx) =
+            follow_stream(&format!("{}/api/flowLogs/stream?{query}", server.base), &[]);
         // The first comment says the tail has started.
         let first = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("stream answered");
         assert!(first.starts_with(':'), "{query}: {first}");
-        (Killed(child), rx)
+        (child, rx)
     };
     let queries = [
         "audit=true",
@@ -887,6 +872,31 @@ async fn flow_stream_filters_audit_and_shadow_diff() {
             .find(|l| l.starts_with("data: "));
         assert_eq!(extra, None, "{query}");
     }
+}
+
+/// `curl -N` on a Server-Sent Events URL with the reader's token: the process (killed when
+/// dropped) and its output line by line.
+fn follow_stream(url: &str, extra: &[&str]) -> (Killed, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new("curl")
+        .args(["-sS", "-N", "--max-time", "30"])
+        .args(extra)
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {READER}"))
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run curl -N");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (Killed(child), rx)
 }
 
 /// Every fifth record audited (PAL-5.3 audit rule matched, or PAL-5.4 observe), every seventh
@@ -1610,24 +1620,10 @@ azureFirewalls:
         data.path(),
         &["--flow-log", flows.to_str().unwrap()],
     );
-    let stream = Command::new("curl")
-        .args(["-sS", "-N", "-i", "--max-time", "30", "-H"])
-        .arg(format!("Authorization: Bearer {READER}"))
-        .arg(format!("{}/api/flowLogs/stream?action=deny", server.base))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run curl -N");
-    let mut stream = Killed(stream);
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let out = stream.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let (_stream, rx) = follow_stream(
+        &format!("{}/api/flowLogs/stream?action=deny", server.base),
+        &["-i"],
+    );
     let status = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("stream answered");
