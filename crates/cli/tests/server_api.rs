@@ -687,32 +687,18 @@ async fn openapi_lists_every_route_and_swagger_ui_is_served() {
 /// DIAG-11: the flow-log query answers as `palisade logs --output json` does, page by page.
 #[tokio::test(flavor = "multi_thread")]
 async fn flow_log_query_pages_what_palisade_logs_finds() {
-    use palisade_flowlog::{format_time, FlowLog, FlowRecord, Options};
+    use palisade_flowlog::{format_time, FlowLog, Options};
     use std::time::{Duration, SystemTime};
     let flows = tempfile::tempdir().unwrap();
     let log = FlowLog::open(flows.path(), Options::default()).unwrap();
     let start = SystemTime::now() - Duration::from_secs(3600);
-    let records: Vec<FlowRecord> = (0..25u64)
-        .map(|i| FlowRecord {
-            time: format_time(start + Duration::from_secs(i * 120)),
-            action: if i % 3 == 0 { "Deny" } else { "Allow" }.into(),
-            layer: "FirewallApplication".into(),
-            source_ip: Some(format!("10.0.0.{}", 10 + i % 2).parse().unwrap()),
-            destination_port: 443,
-            name: Some(if i % 2 == 0 {
-                format!("h{i}.partner.example")
-            } else {
-                "evil.example".into()
-            }),
-            rule_collection: Some("app".into()),
-            rule: (i % 3 != 0).then(|| "partner-apis".to_string()),
-            decided_by: (i % 3 == 0).then(|| "default".to_string()),
-            reason: "RuleMatched".into(),
-            ..Default::default()
-        })
-        .enumerate()
-        .map(|(i, r)| audited(i as u64, r))
-        .collect();
+    let records = records(25, start, Duration::from_secs(120), |i| {
+        if i % 2 == 0 {
+            format!("h{i}.partner.example")
+        } else {
+            "evil.example".into()
+        }
+    });
     log.append_all(&records).unwrap();
     let data = tempfile::tempdir().unwrap();
     let dir = flows.path().to_str().unwrap();
@@ -829,19 +815,9 @@ async fn flow_stream_filters_audit_and_shadow_diff() {
         "audit=true&shadowDiff=true",
     ];
     let streams: Vec<_> = queries.iter().map(|q| follow(q)).collect();
-    let records: Vec<FlowRecord> = (0..40u64)
-        .map(|i| FlowRecord {
-            time: format_time(SystemTime::now()),
-            action: "Allow".into(),
-            layer: "FirewallApplication".into(),
-            destination_port: 443,
-            name: Some(format!("h{i}.partner.example")),
-            reason: "RuleMatched".into(),
-            ..Default::default()
-        })
-        .enumerate()
-        .map(|(i, r)| audited(i as u64, r))
-        .collect();
+    let records = records(40, SystemTime::now(), Duration::ZERO, |i| {
+        format!("h{i}.partner.example")
+    });
     log.append_all(&records).unwrap();
     for (query, (_child, rx)) in queries.iter().zip(&streams) {
         let keep = |r: &FlowRecord| {
@@ -897,6 +873,36 @@ fn follow_stream(url: &str, extra: &[&str]) -> (Killed, std::sync::mpsc::Receive
         }
     });
     (Killed(child), rx)
+}
+
+/// `n` application-rule records on port 443, the `i`th at `start + i * step` and named
+/// `name(i)`: every third denied by default, the others allowed by `app/partner-apis`, from two
+/// sources, and marked as [`audited`] says.
+fn records(
+    n: u32,
+    start: std::time::SystemTime,
+    step: std::time::Duration,
+    name: impl Fn(u32) -> String,
+) -> Vec<palisade_flowlog::FlowRecord> {
+    (0..n)
+        .map(|i| {
+            let r = palisade_flowlog::FlowRecord {
+                time: palisade_flowlog::format_time(start + step * i),
+                action: if i % 3 == 0 { "Deny" } else { "Allow" }.into(),
+                layer: "FirewallApplication".into(),
+                protocol: "Tcp".into(),
+                source_ip: Some(format!("10.0.0.{}", 10 + i % 2).parse().unwrap()),
+                destination_port: 443,
+                name: Some(name(i)),
+                rule_collection: Some("app".into()),
+                rule: (i % 3 != 0).then(|| "partner-apis".to_string()),
+                decided_by: (i % 3 == 0).then(|| "default".to_string()),
+                reason: "RuleMatched".into(),
+                ..Default::default()
+            };
+            audited(i.into(), r)
+        })
+        .collect()
 }
 
 /// Every fifth record audited (PAL-5.3 audit rule matched, or PAL-5.4 observe), every seventh
@@ -1998,29 +2004,14 @@ async fn the_cli_via_server_prints_what_it_prints_locally() {
 /// prints what `palisade logs --data DIR` prints, with the same filters.
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_via_server_print_what_logs_print_locally() {
-    use palisade_flowlog::{format_time, FlowLog, FlowRecord, Options};
+    use palisade_flowlog::{format_time, FlowLog, Options};
     use std::time::{Duration, SystemTime};
     let flows = tempfile::tempdir().unwrap();
     let log = FlowLog::open(flows.path(), Options::default()).unwrap();
     let start = SystemTime::now() - Duration::from_secs(7200);
-    let records: Vec<FlowRecord> = (0..1500u64)
-        .map(|i| FlowRecord {
-            time: format_time(start + Duration::from_secs(i * 4)),
-            action: if i % 3 == 0 { "Deny" } else { "Allow" }.into(),
-            layer: "FirewallApplication".into(),
-            protocol: "Tcp".into(),
-            source_ip: Some(format!("10.0.0.{}", 10 + i % 2).parse().unwrap()),
-            destination_port: 443,
-            name: Some(format!("h{}.partner.example", i % 7)),
-            rule_collection: Some("app".into()),
-            rule: (i % 3 != 0).then(|| "partner-apis".to_string()),
-            decided_by: (i % 3 == 0).then(|| "default".to_string()),
-            reason: "RuleMatched".into(),
-            ..Default::default()
-        })
-        .enumerate()
-        .map(|(i, r)| audited(i as u64, r))
-        .collect();
+    let records = records(1500, start, Duration::from_secs(4), |i| {
+        format!("h{}.partner.example", i % 7)
+    });
     log.append_all(&records).unwrap();
     let data = tempfile::tempdir().unwrap();
     let dir = flows.path().to_str().unwrap();
