@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{free_port, palisade, Killed};
+use common::{free_port, http_server_on, palisade, Killed};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,31 +20,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const UPSTREAM: &str = "127.0.9.1";
-
-/// An HTTP server on the upstream address answering 200.
-fn http_upstream() -> u16 {
-    let l = TcpListener::bind((UPSTREAM, 0)).unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut got = vec![];
-                let mut buf = [0u8; 4096];
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-                );
-            });
-        }
-    });
-    port
-}
 
 /// `openssl s_server -www` on the upstream address with a throwaway certificate.
 fn https_upstream(dir: &Path) -> (Killed, u16) {
@@ -236,7 +211,7 @@ fn trace(net: &Path, to: &str, port: u16, app: &str) -> (String, String) {
 #[test]
 fn pal_5_4_learned_rules_let_exactly_the_observed_traffic_through() {
     let dir = tempfile::tempdir().unwrap();
-    let http = http_upstream();
+    let http = http_server_on(UPSTREAM).port();
     let (_tls, https) = https_upstream(dir.path());
     let net = dir.path().join("network.yaml");
     std::fs::write(

@@ -1570,20 +1570,7 @@ async fn flow_stream_sends_a_real_gateway_decision() {
     use std::net::{SocketAddr, TcpListener};
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
-    // The upstream: answers every request with 200.
-    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = upstream.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for s in upstream.incoming() {
-            let Ok(mut s) = s else { return };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-            );
-        }
-    });
+    let port = common::http_server().port();
     let net = dir.path().join("gateway.yaml");
     std::fs::write(
         &net,

@@ -44,7 +44,13 @@ pub fn lab_json(args: &[&str]) -> (i32, serde_json::Value, String) {
 /// A plain HTTP server on loopback answering every request with 200 (an upstream for the
 /// gateway's tests).
 pub fn http_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    http_server_on("127.0.0.1")
+}
+
+/// [`http_server`] on the loopback address `ip`, for a test whose upstream must stand outside
+/// its virtual network's prefixes.
+pub fn http_server_on(ip: &str) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
         for s in l.incoming() {

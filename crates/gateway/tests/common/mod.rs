@@ -62,6 +62,21 @@ pub async fn http_server(bind: &str) -> SocketAddr {
     addr
 }
 
+/// A TCP server echoing what each connection sends (an upstream for tunnels).
+pub async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
 /// A TLS server with a self-signed certificate for `names`; answers one HTTP request with
 /// `tls hello`. Returns its address and the certificate's PEM.
 pub async fn tls_server(bind: &str, names: &[&str]) -> (SocketAddr, String) {
