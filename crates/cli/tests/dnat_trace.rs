@@ -7,37 +7,9 @@ use common::*;
 
 use serde_json::Value;
 
-const NETWORK: &str = r#"
-apiVersion: palisade/v1
-azureFirewalls:
-  - name: fw
-    ipConfigurations:
-      - {name: c, privateIPAddress: 10.0.1.4, publicIPAddress: fw-pip}
-      - {name: c6, publicIPAddress: fw-pip6}
-    natRuleCollections:
-      - name: inbound
-        priority: 100
-        action: {type: Dnat}
-        rules:
-          - {name: web, protocols: [Any], sourceAddresses: ['*'], destinationAddresses: [52.0.0.10, '2001:db8:52::10'], destinationPorts: ['8080'], translatedAddress: 10.0.2.4, translatedPort: '80'}
-          - {name: ping, protocols: [ICMP], sourceAddresses: ['*'], destinationAddresses: ['*'], translatedAddress: 10.0.2.5}
-    networkRuleCollections:
-      - name: pings
-        priority: 200
-        action: {type: Allow}
-        rules: [{name: ping, protocols: [ICMP], sourceAddresses: [198.51.100.0/24, '2001:db8:1::/48'], destinationAddresses: ['*']}]
-publicIPAddresses:
-  - {name: fw-pip, ipAddress: 52.0.0.10}
-  - {name: fw-pip6, ipAddress: '2001:db8:52::10'}
-"#;
-
-fn network_file() -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("dnat.yaml");
-    std::fs::write(&path, NETWORK).unwrap();
-    let path = path.to_str().unwrap().to_string();
-    (dir, path)
-}
+/// The FW-4 fixture the policy's spec examples read, by its path from the repository root (where
+/// [`palisade`] runs).
+const NETWORK: &str = "crates/policy/tests/data/fw-4-dnat.yaml";
 
 fn trace(net: &str, proto: &str, from: &str, to: &str) -> (i32, Value) {
     let args = [
@@ -72,26 +44,28 @@ fn first_hop(v: &Value) -> (&str, &str, Option<&str>) {
 // FW-4: DNAT matches TCP and UDP only; `Any` on a DNAT rule does not cover ICMP.
 #[test]
 fn fw_4_trace_translates_tcp_and_udp_and_leaves_icmp_to_the_network_rules() {
-    let (_dir, net) = network_file();
     for proto in ["tcp", "udp"] {
-        for to in ["52.0.0.10", "2001:db8:52::10"] {
-            let from = if to.contains(':') {
-                "2001:db8:1::7"
-            } else {
-                "198.51.100.7"
-            };
-            let (code, v) = trace(&net, proto, from, to);
+        for (from, to, rule, translated) in [
+            ("198.51.100.7", "52.0.0.10", "inbound/web", "10.0.2.4"),
+            (
+                "2001:db8:1::7",
+                "2001:db8:52::10",
+                "inbound/web6",
+                "fd00::4",
+            ),
+        ] {
+            let (code, v) = trace(NETWORK, proto, from, to);
             assert_eq!(code, 0, "{proto} {to}: {v}");
             assert_eq!(v["verdict"], "Allow", "{proto} {to}: {v}");
             assert_eq!(
                 first_hop(&v),
-                ("FirewallDnat", "Dnat", Some("inbound/web")),
+                ("FirewallDnat", "Dnat", Some(rule)),
                 "{proto} {to}: {v}"
             );
             // The trace says where the flow was translated to.
             assert_eq!(
                 v["translated"],
-                serde_json::json!({"destination": "10.0.2.4", "destination_port": 80}),
+                serde_json::json!({"destination": translated, "destination_port": 80}),
                 "{proto} {to}: {v}"
             );
         }
@@ -101,7 +75,7 @@ fn fw_4_trace_translates_tcp_and_udp_and_leaves_icmp_to_the_network_rules() {
         ("198.51.100.7", "52.0.0.10"),
         ("2001:db8:1::7", "2001:db8:52::10"),
     ] {
-        let (code, v) = trace(&net, "icmp", from, to);
+        let (code, v) = trace(NETWORK, "icmp", from, to);
         assert_eq!(code, 0, "{to}: {v}");
         assert_eq!(v["verdict"], "Allow", "{to}: {v}");
         assert_eq!(
@@ -117,7 +91,7 @@ fn fw_4_trace_translates_tcp_and_udp_and_leaves_icmp_to_the_network_rules() {
         ("203.0.113.7", "52.0.0.10"),
         ("2001:db8:9::7", "2001:db8:52::10"),
     ] {
-        let (code, v) = trace(&net, "icmp", from, to);
+        let (code, v) = trace(NETWORK, "icmp", from, to);
         assert_eq!(code, 3, "{to}: {v}");
         assert_eq!(v["verdict"], "Deny", "{to}: {v}");
         assert_eq!(first_hop(&v).0, "FirewallDefault", "{to}: {v}");
@@ -127,8 +101,7 @@ fn fw_4_trace_translates_tcp_and_udp_and_leaves_icmp_to_the_network_rules() {
 // FW-4: lint names the file, the rule and the field of a DNAT rule that names ICMP.
 #[test]
 fn fw_4_lint_warns_about_a_dnat_rule_naming_icmp() {
-    let (_dir, net) = network_file();
-    let (_, out, err) = palisade(&["lint", "--network", &net, "--output", "json"]);
+    let (_, out, err) = palisade(&["lint", "--network", NETWORK, "--output", "json"]);
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}\n{out}\n{err}"));
     let found: Vec<&Value> = v["findings"]
         .as_array()
@@ -139,8 +112,11 @@ fn fw_4_lint_warns_about_a_dnat_rule_naming_icmp() {
     assert_eq!(found.len(), 1, "{v}");
     let f = found[0];
     assert_eq!(f["severity"], "Warning");
-    assert_eq!(f["rule"], "inbound/ping");
-    assert!(f["file"].as_str().unwrap().ends_with("dnat.yaml"), "{f}");
+    assert_eq!(f["rule"], "inbound/ping-only");
+    assert!(
+        f["file"].as_str().unwrap().ends_with("fw-4-dnat.yaml"),
+        "{f}"
+    );
     let message = f["message"].as_str().unwrap();
     assert!(
         message.contains("`protocols`") && message.contains("TCP and UDP only (FW-4)"),

@@ -436,31 +436,9 @@ fn fw_4_dnat_translates_and_allows() {
 }
 
 /// FW-4 with `Any`: a firewall with an IPv4 and an IPv6 frontend, each behind a DNAT rule with
-/// protocols `Any` on one port, and network rules that allow ICMP from one source range.
-const FW_4_ANY: &str = r#"
-apiVersion: palisade/v1
-azureFirewalls:
-  - name: fw
-    ipConfigurations:
-      - {name: c, privateIPAddress: 10.0.1.4, publicIPAddress: fw-pip}
-      - {name: c6, publicIPAddress: fw-pip6}
-    natRuleCollections:
-      - name: inbound
-        priority: 100
-        action: {type: Dnat}
-        rules:
-          - {name: web, protocols: [Any], sourceAddresses: ['*'], destinationAddresses: [52.0.0.10], destinationPorts: ['8080'], translatedAddress: 10.0.2.4, translatedPort: '80'}
-          - {name: web6, protocols: [Any], sourceAddresses: ['*'], destinationAddresses: ['2001:db8:52::10'], destinationPorts: ['8080'], translatedAddress: 'fd00::4', translatedPort: '80'}
-          - {name: ping-only, protocols: [ICMP], sourceAddresses: ['*'], destinationAddresses: ['*'], translatedAddress: 10.0.2.5}
-    networkRuleCollections:
-      - name: pings
-        priority: 200
-        action: {type: Allow}
-        rules: [{name: ping, protocols: [ICMP], sourceAddresses: [198.51.100.0/24, '2001:db8:1::/48'], destinationAddresses: ['*']}]
-publicIPAddresses:
-  - {name: fw-pip, ipAddress: 52.0.0.10}
-  - {name: fw-pip6, ipAddress: '2001:db8:52::10'}
-"#;
+/// protocols `Any` on one port, and network rules that allow ICMP from one source range. The
+/// CLI's `trace` and `lint` tests read the same file.
+const FW_4_ANY: &str = include_str!("data/fw-4-dnat.yaml");
 
 // FW-4: DNAT matches TCP and UDP only. `Any` on a DNAT rule is TCP and UDP; an ICMP (ICMPv6)
 // flow to the frontend is not translated, whatever the rule's ports, and goes on to the network
