@@ -399,10 +399,8 @@ impl Tracer<'_> {
                 }
                 self.crossed_firewall = true;
                 let mut leaving = self.key;
-                if let Some((ip, port)) = outcome.translated {
-                    leaving.dst = ip;
-                    leaving.dst_port = port;
-                    self.translated = Some((ip, port));
+                if let Some(to) = outcome.translated {
+                    leaving = self.translate(leaving, to);
                 }
                 if let Step::End(v, d) = self.leaving_firewall(fw, leaving, &mut decided) {
                     return (v, d, Some(hop), None);
@@ -476,10 +474,8 @@ impl Tracer<'_> {
             if !outcome.allowed {
                 return (Verdict::Deny, Some(decided), None, None);
             }
-            if let Some((ip, port)) = outcome.translated {
-                self.key.dst = ip;
-                self.key.dst_port = port;
-                self.translated = Some((ip, port));
+            if let Some(to @ (ip, _)) = outcome.translated {
+                self.key = self.translate(self.key, to);
                 dst = self.snap.locate(ip);
                 // FW-4: towards a private address the source becomes the firewall's, so the
                 // destination's NSGs see the firewall and the reply returns to it.
@@ -637,10 +633,8 @@ impl Tracer<'_> {
                 return Step::End(Verdict::Deny, Some(by_next));
             }
             *decided = by_next;
-            if let Some((ip, port)) = outcome.translated {
-                key.dst = ip;
-                key.dst_port = port;
-                self.translated = Some((ip, port));
+            if let Some(to) = outcome.translated {
+                key = self.translate(key, to);
             }
             // FW-8: the next appliance sees the address the firewall sends from.
             if outcome.snat || outcome.pass == FirewallPass::FirewallApplication {
@@ -788,6 +782,14 @@ impl Tracer<'_> {
         self.hops.push(hop);
         self.last_allow = Some(decided);
         Step::Continue
+    }
+
+    /// `key` with its destination translated to `to` by a firewall's DNAT rule (FW-4), recorded
+    /// as the trace's translation: the packet followed and the translation reported stay in step.
+    fn translate(&mut self, mut key: PacketKey, to: (IpAddr, u16)) -> PacketKey {
+        (key.dst, key.dst_port) = to;
+        self.translated = Some(to);
+        key
     }
 
     fn firewall(&mut self, fw: FirewallId, key: &PacketKey) -> FirewallOutcome {
