@@ -28,32 +28,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     result
 }
 
-/// User + system CPU seconds of this process and its waited-for children.
-fn cpu() -> f64 {
-    let of = |who| {
-        // SAFETY: getrusage fills the zeroed struct it is given.
-        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-        if unsafe { libc::getrusage(who, &mut u) } != 0 {
-            return 0.0;
-        }
-        let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
-        t(u.ru_utime) + t(u.ru_stime)
-    };
-    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
-}
-
 fn run(ns: &str, plan: &TablePlan, rounds: u16) -> Result<(), Box<dyn std::error::Error>> {
     let nft = Nft::new(Some(ns.to_string()));
     let (state, _) = apply::apply(&nft, plan, None)?;
     for _ in 0..rounds {
-        let (t, c) = (Instant::now(), cpu());
+        let (t, c) = (Instant::now(), apply::cpu_time());
         let listed = apply::diff(&nft, plan, Some(&state))?;
-        let nft_times = (t.elapsed().as_secs_f64(), cpu() - c);
-        let (t, c) = (Instant::now(), cpu());
+        let nft_times = (t.elapsed().as_secs_f64(), apply::cpu_time() - c);
+        let (t, c) = (Instant::now(), apply::cpu_time());
         let mut link = Nfnl::open(Some(ns))?;
         let dumped =
             apply::diff_by_netlink(&mut link, plan, Some(&state))?.ok_or("the state needs nft")?;
-        let netlink_times = (t.elapsed().as_secs_f64(), cpu() - c);
+        let netlink_times = (t.elapsed().as_secs_f64(), apply::cpu_time() - c);
         if serde_json::to_value(&listed)? != serde_json::to_value(&dumped)? {
             return Err("the two readings differ".into());
         }

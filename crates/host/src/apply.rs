@@ -764,8 +764,9 @@ pub fn apply_owned(
     Ok((state, report))
 }
 
-/// User + system CPU seconds of this process and its waited-for children.
-fn cpu_time() -> f64 {
+/// User + system CPU seconds of this process and its waited-for children (`nft`): what
+/// [`ApplyReport::cpu_seconds`] counts, public so benchmarks measure the same way.
+pub fn cpu_time() -> f64 {
     let of = |who| {
         // SAFETY: getrusage fills the zeroed struct it is given.
         let mut u: libc::rusage = unsafe { std::mem::zeroed() };
