@@ -82,7 +82,7 @@ trap cleanup EXIT
 pids+=($!)
 TARGET="localhost:$TARGET_PORT=127.0.0.1:$TARGET_PORT"
 
-P_PAL=13128 P_SQUID=13129 P_HAP=13130 P_TINY=13131
+P_SQUID=13129 P_HAP=13130 P_TINY=13131
 
 # --- Palisade: an application rule for localhost on the target port.
 cat >"$OUT/network.yaml" <<EOF
@@ -96,31 +96,32 @@ azureFirewalls:
         action: {type: Allow}
         rules: [{name: target, sourceAddresses: ['*'], protocols: ['Https:$TARGET_PORT'], targetFqdns: [localhost]}]
 EOF
-"$BIN/palisade" gateway -n "$OUT/network.yaml" --listen "127.0.0.1:$P_PAL" --admin none \
-  --data "$OUT/palisade-data" --resolve localhost=127.0.0.1 --no-system-resolver --no-watch \
-  --max-connections 100000 "${PAL_ARGS[@]}" >"$OUT/palisade.log" 2>&1 &
-pids+=($!); PID_PAL=$!
-P_BASE=13132 PID_BASE=0 P_INT=13133 PID_INT=0 P_ALW=13134 PID_ALW=0
-if [ -n "$SYNC_ALWAYS" ]; then
-  "$BIN/palisade" gateway -n "$OUT/network.yaml" --listen "127.0.0.1:$P_ALW" --admin none \
-    --data "$OUT/palisade-always-data" --resolve localhost=127.0.0.1 --no-system-resolver --no-watch \
-    --max-connections 100000 --flow-log-sync always "${PAL_ARGS[@]}" \
-    >"$OUT/palisade-always.log" 2>&1 &
-  pids+=($!); PID_ALW=$!
-fi
+# start_palisade NAME PORT BINARY [GATEWAY FLAGS…]: one Palisade instance with its own data
+# directory and log; its pid goes into PID[NAME], its address into PROXY[NAME], and NAME
+# into PALISADES (the instances measured and profiled, in start order).
+declare -A PID=([direct]=0) PROXY=([direct]=direct)
+PALISADES=()
+start_palisade() {
+  local name=$1 port=$2 bin=$3
+  shift 3
+  "$bin" gateway -n "$OUT/network.yaml" --listen "127.0.0.1:$port" --admin none \
+    --data "$OUT/$name-data" --resolve localhost=127.0.0.1 --no-system-resolver --no-watch \
+    --max-connections 100000 "$@" >"$OUT/$name.log" 2>&1 &
+  pids+=($!)
+  PID[$name]=$!
+  PROXY[$name]=127.0.0.1:$port
+  PALISADES+=("$name")
+}
+start_palisade palisade 13128 "$BIN/palisade" "${PAL_ARGS[@]}"
 if [ -n "$SYNC_INTERVAL_MS" ]; then
-  "$BIN/palisade" gateway -n "$OUT/network.yaml" --listen "127.0.0.1:$P_INT" --admin none \
-    --data "$OUT/palisade-interval-data" --resolve localhost=127.0.0.1 --no-system-resolver --no-watch \
-    --max-connections 100000 --flow-log-sync interval --flow-log-sync-ms "$SYNC_INTERVAL_MS" "${PAL_ARGS[@]}" \
-    >"$OUT/palisade-interval.log" 2>&1 &
-  pids+=($!); PID_INT=$!
+  start_palisade palisade-interval 13133 "$BIN/palisade" \
+    --flow-log-sync interval --flow-log-sync-ms "$SYNC_INTERVAL_MS" "${PAL_ARGS[@]}"
 fi
-if [ -n "$BASELINE_BIN" ]; then
-  "$BASELINE_BIN" gateway -n "$OUT/network.yaml" --listen "127.0.0.1:$P_BASE" --admin none \
-    --data "$OUT/palisade-base-data" --resolve localhost=127.0.0.1 --no-system-resolver --no-watch \
-    --max-connections 100000 >"$OUT/palisade-base.log" 2>&1 &
-  pids+=($!); PID_BASE=$!
+if [ -n "$SYNC_ALWAYS" ]; then
+  start_palisade palisade-always 13134 "$BIN/palisade" --flow-log-sync always "${PAL_ARGS[@]}"
 fi
+# The baseline runs its own defaults: PALISADE_ARGS may name flags it does not know.
+[ -n "$BASELINE_BIN" ] && start_palisade palisade-base 13132 "$BASELINE_BIN"
 
 # --- Squid: CONNECT only to localhost on the target port, no cache, no access log.
 mkdir -p "$OUT/squid"
@@ -143,7 +144,7 @@ shutdown_lifetime 0 seconds
 EOF
 [ "$(id -u)" = 0 ] && echo "cache_effective_user proxy" >>"$OUT/squid.conf" && chown -R proxy "$OUT/squid" 2>/dev/null || true
 squid -N -f "$OUT/squid.conf" >"$OUT/squid.log" 2>&1 &
-pids+=($!); PID_SQUID=$!
+pids+=($!); PID[squid]=$!; PROXY[squid]=127.0.0.1:$P_SQUID
 
 # --- HAProxy: HTTP mode, only CONNECT with authority localhost:port passes. HAProxy forwards a
 # CONNECT to its server rather than answering it; the target answers the 200 itself.
@@ -164,7 +165,7 @@ backend target
   server t 127.0.0.1:$TARGET_PORT
 EOF
 haproxy -db -f "$OUT/haproxy.cfg" >"$OUT/haproxy.log" 2>&1 &
-pids+=($!); PID_HAP=$!
+pids+=($!); PID[haproxy]=$!; PROXY[haproxy]=127.0.0.1:$P_HAP
 
 # --- Tinyproxy: default deny, a filter for localhost, CONNECT to the target port only.
 echo '^localhost$' >"$OUT/tinyproxy.filter"
@@ -181,36 +182,24 @@ ConnectPort $TARGET_PORT
 EOF
 if [ "$(id -u)" = 0 ]; then printf 'User nobody\nGroup nogroup\n' >>"$OUT/tinyproxy.conf"; fi
 tinyproxy -d -c "$OUT/tinyproxy.conf" >"$OUT/tinyproxy.log" 2>&1 &
-pids+=($!); PID_TINY=$!
+pids+=($!); PID[tinyproxy]=$!; PROXY[tinyproxy]=127.0.0.1:$P_TINY
 
-PROXY_PORTS="$P_PAL $P_SQUID $P_HAP $P_TINY"
-[ -n "$BASELINE_BIN" ] && PROXY_PORTS="$PROXY_PORTS $P_BASE"
-[ -n "$SYNC_INTERVAL_MS" ] && PROXY_PORTS="$PROXY_PORTS $P_INT"
-[ -n "$SYNC_ALWAYS" ] && PROXY_PORTS="$PROXY_PORTS $P_ALW"
-for p in $TARGET_PORT $PROXY_PORTS; do
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
+# Every proxy measured, Palisade's instances first.
+NAMES=(direct "${PALISADES[@]}" squid haproxy tinyproxy)
+for name in "${NAMES[@]}"; do
+  [ "$name" = direct ] && addr=127.0.0.1:$TARGET_PORT || addr=${PROXY[$name]}
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null && break; sleep 0.1; done
 done
 
 # The allowlist holds for each: a tunnel elsewhere is refused.
-for p in $PROXY_PORTS; do
-  if "$TB" rate "127.0.0.1:$p" "example.test:$TARGET_PORT=127.0.0.1:$TARGET_PORT" 1 0.2 | grep -q '"ok":0,'; then
+for name in "${NAMES[@]}"; do
+  [ "$name" = direct ] && continue
+  if "$TB" rate "${PROXY[$name]}" "example.test:$TARGET_PORT=127.0.0.1:$TARGET_PORT" 1 0.2 | grep -q '"ok":0,'; then
     :
   else
-    echo "warning: proxy on $p let a tunnel to example.test through" >&2
+    echo "warning: $name let a tunnel to example.test through" >&2
   fi
 done
-
-# name → proxy address (or direct) and pid, for every proxy measured.
-NAMES=(direct palisade)
-[ -n "$SYNC_INTERVAL_MS" ] && NAMES+=(palisade-interval)
-[ -n "$SYNC_ALWAYS" ] && NAMES+=(palisade-always)
-[ -n "$BASELINE_BIN" ] && NAMES+=(palisade-base)
-NAMES+=(squid haproxy tinyproxy)
-declare -A PROXY=([direct]=direct [palisade]="127.0.0.1:$P_PAL" [palisade-base]="127.0.0.1:$P_BASE"
-  [palisade-interval]="127.0.0.1:$P_INT" [palisade-always]="127.0.0.1:$P_ALW"
-  [squid]="127.0.0.1:$P_SQUID" [haproxy]="127.0.0.1:$P_HAP" [tinyproxy]="127.0.0.1:$P_TINY")
-declare -A PID=([direct]=0 [palisade]=$PID_PAL [palisade-base]=$PID_BASE [palisade-interval]=$PID_INT [palisade-always]=$PID_ALW
-  [squid]=$PID_SQUID [haproxy]=$PID_HAP [tinyproxy]=$PID_TINY)
 
 # Idle memory first, on processes that have served only the warm-up: after the rate load an
 # allocator holds freed memory that idle tunnels would reuse unseen.
@@ -235,9 +224,8 @@ done
 # Where Palisade's time goes under the same load (perf's software clock: no hardware counters
 # needed; DWARF call graphs, so inlined async frames keep their names).
 if [ "$PROFILE" = 1 ]; then
-  for name in palisade palisade-interval palisade-always palisade-base; do
+  for name in "${PALISADES[@]}"; do
     pid=${PID[$name]}
-    [ "$pid" = 0 ] && continue
     echo "== profile: $name" >&2
     perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$pid" -o "$OUT/$name.perf.data" -- sleep "$SECS" 2>/dev/null &
     perf_pid=$!
@@ -347,11 +335,14 @@ try:
     check("idle tunnel <= 8 KiB", p["idle_kib"] <= 8, f"{p['idle_kib']} KiB")
 except (KeyError, TypeError, ZeroDivisionError) as e:
     print(f"targets not judged: a measurement is missing ({e})")
-for other, what in [("palisade-interval", "synced every interval"),
-                    ("palisade-always", "synced before each acknowledgement")]:
+# Every other Palisade instance of the run, against the same targets.
+what = {"palisade-interval": " (flow log synced every interval)",
+        "palisade-always": " (flow log synced before each acknowledgement)",
+        "palisade-base": " (baseline build)"}
+for other in (n for n in names if n.startswith("palisade-")):
     pi = summary.get(other, {})
     if pi.get("tunnels_per_s") and sq.get("tunnels_per_s") and hp.get("tunnels_per_s"):
-        print(f"{other} (flow log {what}): "
+        print(f"{other}{what.get(other, '')}: "
               f"{pi['tunnels_per_s'] / sq['tunnels_per_s']:.2f}x Squid, "
               f"{pi['tunnels_per_s'] / hp['tunnels_per_s']:.2f}x HAProxy tunnels/s, "
               f"capacity vs squid {pi['capacity_vs_squid']}x")

@@ -116,6 +116,170 @@ pub struct FlowRecord {
     pub duration_ms: u64,
 }
 
+/// A [`FlowRecord`] borrowed from whatever holds its parts, for writers that must not copy
+/// them (the gateway writes one per connection). Same fields, serde names and order: its JSON
+/// line is byte for byte the owned record's. Text that is displayed rather than held (the
+/// time, a detail, an address) is written straight into the line ([`Shown`]).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FlowRecordRef<'a> {
+    pub time: Shown<'a>,
+    pub instance: &'a str,
+    pub snapshot: &'a str,
+    pub mode: &'a str,
+    pub protocol: &'a str,
+    pub source_ip: Option<IpAddr>,
+    pub source_port: u16,
+    pub destination_ip: Option<IpAddr>,
+    pub destination_port: u16,
+    pub name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_name: Option<&'a str>,
+    pub action: &'a str,
+    pub layer: &'a str,
+    pub policy: Option<&'a str>,
+    pub rule_collection_group: Option<&'a str>,
+    pub rule_collection: Option<&'a str>,
+    pub rule: Option<&'a str>,
+    pub priority: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<&'a str>,
+    pub reason: &'a str,
+    pub detail: Option<Shown<'a>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub audit: bool,
+    #[serde(skip_serializing_if = "no_entries")]
+    pub audit_rules: &'a [AuditEntry],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observe: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<&'a ShadowDiff>,
+    pub translated: Option<Shown<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub translated_source: Option<Shown<'a>>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub duration_ms: u64,
+}
+
+fn no_entries(e: &&[AuditEntry]) -> bool {
+    e.is_empty()
+}
+
+/// A JSON string written as its value displays, without building the text first.
+#[derive(Clone, Copy)]
+pub struct Shown<'a>(pub &'a dyn std::fmt::Display);
+
+impl Serialize for Shown<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
+    }
+}
+
+impl std::fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0.to_string())
+    }
+}
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FlowRecord {
+    /// This record as a [`FlowRecordRef`] (nothing copied).
+    pub fn borrowed(&self) -> FlowRecordRef<'_> {
+        FlowRecordRef {
+            time: Shown(&self.time),
+            instance: &self.instance,
+            snapshot: &self.snapshot,
+            mode: &self.mode,
+            protocol: &self.protocol,
+            source_ip: self.source_ip,
+            source_port: self.source_port,
+            destination_ip: self.destination_ip,
+            destination_port: self.destination_port,
+            name: self.name.as_deref(),
+            tunnel_name: self.tunnel_name.as_deref(),
+            action: &self.action,
+            layer: &self.layer,
+            policy: self.policy.as_deref(),
+            rule_collection_group: self.rule_collection_group.as_deref(),
+            rule_collection: self.rule_collection.as_deref(),
+            rule: self.rule.as_deref(),
+            priority: self.priority,
+            decided_by: self.decided_by.as_deref(),
+            reason: &self.reason,
+            detail: self.detail.as_ref().map(|d| Shown(d)),
+            audit: self.audit,
+            audit_rules: &self.audit_rules,
+            observe: self.observe.as_deref(),
+            shadow: self.shadow.as_ref(),
+            translated: self.translated.as_ref().map(|t| Shown(t)),
+            translated_source: self.translated_source.as_ref().map(|t| Shown(t)),
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received,
+            duration_ms: self.duration_ms,
+        }
+    }
+}
+
+impl FlowRecordRef<'_> {
+    /// The owned record (every part copied, displayed text rendered).
+    pub fn to_record(&self) -> FlowRecord {
+        let text = |s: &str| s.to_string();
+        FlowRecord {
+            time: self.time.to_string(),
+            instance: text(self.instance),
+            snapshot: text(self.snapshot),
+            mode: text(self.mode),
+            protocol: text(self.protocol),
+            source_ip: self.source_ip,
+            source_port: self.source_port,
+            destination_ip: self.destination_ip,
+            destination_port: self.destination_port,
+            name: self.name.map(text),
+            tunnel_name: self.tunnel_name.map(text),
+            action: text(self.action),
+            layer: text(self.layer),
+            policy: self.policy.map(text),
+            rule_collection_group: self.rule_collection_group.map(text),
+            rule_collection: self.rule_collection.map(text),
+            rule: self.rule.map(text),
+            priority: self.priority,
+            decided_by: self.decided_by.map(text),
+            reason: text(self.reason),
+            detail: self.detail.map(|d| d.to_string()),
+            audit: self.audit,
+            audit_rules: self.audit_rules.to_vec(),
+            observe: self.observe.map(text),
+            shadow: self.shadow.cloned(),
+            translated: self.translated.map(|t| t.to_string()),
+            translated_source: self.translated_source.map(|t| t.to_string()),
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received,
+            duration_ms: self.duration_ms,
+        }
+    }
+
+    /// The deciding rule's path, else what decided without a rule, else `-`
+    /// ([`FlowRecord::rule_label`]).
+    pub fn rule_label(&self) -> String {
+        match (self.rule, self.decided_by) {
+            (Some(rule), _) => {
+                let c = self.rule_collection.unwrap_or("");
+                match self.rule_collection_group {
+                    Some(g) => format!("{g}/{c}/{rule}"),
+                    None => format!("{c}/{rule}"),
+                }
+            }
+            (None, Some(d)) => d.to_string(),
+            (None, None) => "-".into(),
+        }
+    }
+}
+
 /// PAL-5.3: an audit-mode rule that matched a flow and was passed over.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -183,7 +347,18 @@ impl FlowRecord {
 
 /// RFC 3339 with milliseconds, UTC.
 pub fn format_time(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    Timestamp(t).to_string()
+}
+
+/// A time displayed as [`format_time`] writes it, for a [`FlowRecordRef::time`] written
+/// straight into the line.
+#[derive(Debug, Clone, Copy)]
+pub struct Timestamp(pub SystemTime);
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        humantime::format_rfc3339_millis(self.0).fmt(f)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -343,7 +518,7 @@ impl FlowLog {
     pub fn append_all(&self, records: &[FlowRecord]) -> io::Result<()> {
         let mut bytes = vec![];
         for r in records {
-            encode(r, &mut bytes)?;
+            encode(&r.borrowed(), &mut bytes)?;
         }
         self.commit(&bytes)
     }
@@ -481,7 +656,7 @@ impl Drop for FlowLog {
 }
 
 /// One record as a JSON line.
-fn encode(r: &FlowRecord, out: &mut Vec<u8>) -> io::Result<()> {
+fn encode(r: &FlowRecordRef<'_>, out: &mut Vec<u8>) -> io::Result<()> {
     serde_json::to_writer(&mut *out, r).map_err(io::Error::other)?;
     out.push(b'\n');
     Ok(())
@@ -589,6 +764,12 @@ impl Writer {
 
     /// Queue `record`; `done` is called (on the writer thread) once it is durable or failed.
     pub fn submit(&self, record: &FlowRecord, done: Done) {
+        self.submit_ref(&record.borrowed(), done)
+    }
+
+    /// [`Writer::submit`] for a borrowed record: it is encoded here, on the caller's thread,
+    /// so nothing of it needs to be owned.
+    pub fn submit_ref(&self, record: &FlowRecordRef<'_>, done: Done) {
         let refused = LINE.with_borrow_mut(|line| {
             line.clear();
             if let Err(e) = encode(record, line) {

@@ -6,7 +6,7 @@
 
 use crate::metrics::Metrics;
 use crate::{log, Gateway};
-use palisade_flowlog::FlowRecord;
+use palisade_flowlog::FlowRecordRef;
 use palisade_pgstore::{Config, FlowRow};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,11 +36,11 @@ impl FlowStore {
     }
 
     /// Queue a record; never waits. A record that does not fit is counted and dropped.
-    pub fn offer(&self, r: &FlowRecord, metrics: &Metrics) {
+    pub fn offer(&self, r: &FlowRecordRef<'_>, metrics: &Metrics) {
         let row = match serde_json::to_string(r) {
             Ok(record) => FlowRow {
-                instance: r.instance.clone(),
-                time: r.time.clone(),
+                instance: r.instance.to_string(),
+                time: r.time.to_string(),
                 record,
             },
             Err(_) => {
@@ -126,6 +126,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_flowlog::FlowRecord;
 
     /// A full queue drops and counts instead of waiting: the decision path never blocks on the
     /// database.
@@ -140,7 +141,7 @@ mod tests {
             ..Default::default()
         };
         for _ in 0..5 {
-            store.offer(&r, &m);
+            store.offer(&r.borrowed(), &m);
         }
         assert_eq!(m.flow_store_queued.get(), 2);
         assert_eq!(m.flow_store_dropped.get(), 3);

@@ -45,7 +45,10 @@ pub mod udp;
 
 use arc_swap::ArcSwapOption;
 use metrics::{Metrics, OutcomeLabels};
-use palisade_flowlog::{format_time, AuditEntry, FlowLog, FlowRecord, ShadowDiff, Writer};
+use palisade_flowlog::{
+    format_time, AuditEntry, FlowLog, FlowRecord, FlowRecordRef, ShadowDiff, Shown, Timestamp,
+    Writer,
+};
 use palisade_policy::firewall::{FirewallInput, FirewallOutcome, FirewallPass};
 use palisade_policy::matchers::PacketKey;
 use palisade_policy::AppProtocol;
@@ -1041,13 +1044,13 @@ impl Gateway {
     }
 
     /// The first denial of a name from a scope (the source's subnet): counted and logged once.
-    fn alert_new_denied_name(&self, r: &FlowRecord) {
-        let Some(name) = r.tunnel_name.as_deref().or(r.name.as_deref()) else {
-            return;
-        };
+    fn alert_new_denied_name(&self, r: &FlowRecordRef<'_>) {
         if r.action != "Deny" {
             return;
         }
+        let Some(name) = r.tunnel_name.or(r.name) else {
+            return;
+        };
         let scope = self
             .active()
             .zip(r.source_ip)
@@ -1104,21 +1107,27 @@ impl Gateway {
                 ..r.clone()
             };
             let gw = until_durable.gateway().clone();
-            self.submit(r, Box::new(move |res| gw.written(res)));
+            self.submit(&r.borrowed(), Box::new(move |res| gw.written(res)));
             // Batches are committed in order: the second durable means both are.
             self.submit(
-                shadow,
+                &shadow.borrowed(),
                 Box::new(move |res| until_durable.gateway().written(res)),
             );
         } else {
-            self.submit(r, Box::new(move |res| until_durable.gateway().written(res)));
+            self.record_ref_detached(&r.borrowed(), until_durable);
         }
+    }
+
+    /// [`Gateway::record_detached`] for a record borrowed from the connection's state (it
+    /// carries no shadow difference): encoded here, nothing of it copied.
+    pub(crate) fn record_ref_detached(&self, r: &FlowRecordRef<'_>, until_durable: InFlight) {
+        self.submit(r, Box::new(move |res| until_durable.gateway().written(res)));
     }
 
     async fn append(&self, r: FlowRecord) {
         let (done, durable) = tokio::sync::oneshot::channel();
         self.submit(
-            r,
+            &r.borrowed(),
             Box::new(move |res| {
                 let _ = done.send(res);
             }),
@@ -1139,70 +1148,111 @@ impl Gateway {
 
     /// Count the decision, offer the record to the store, and queue it for the flow log;
     /// `done` runs on the writer thread once it is durable (or failed).
-    fn submit(&self, r: FlowRecord, done: palisade_flowlog::Done) {
+    fn submit(&self, r: &FlowRecordRef<'_>, done: palisade_flowlog::Done) {
         self.metrics.count_decision(&metrics::Decision {
-            action: &r.action,
-            layer: &r.layer,
-            group: r.rule_collection_group.as_deref(),
-            collection: r.rule_collection.as_deref().unwrap_or(""),
-            rule: r.rule.as_deref(),
-            decided_by: r.decided_by.as_deref(),
+            action: r.action,
+            layer: r.layer,
+            group: r.rule_collection_group,
+            collection: r.rule_collection.unwrap_or(""),
+            rule: r.rule,
+            decided_by: r.decided_by,
         });
-        self.alert_new_denied_name(&r);
+        self.alert_new_denied_name(r);
         if let Some(s) = &self.flow_store {
-            s.offer(&r, &self.metrics);
+            s.offer(r, &self.metrics);
         }
-        self.flowlog.submit(&r, done);
+        self.flowlog.submit_ref(r, done);
     }
 }
 
 /// Fill a flow record from a policy outcome.
 pub fn outcome_record(outcome: &FirewallOutcome, version: &Version) -> FlowRecord {
-    let (snapshot, policy_name) = (&version.snapshot, version.policy.as_deref());
-    let rule = outcome.rule.as_ref();
-    FlowRecord {
-        time: format_time(SystemTime::now()),
-        snapshot: snapshot.to_string(),
+    let parts = RecordParts::of(outcome);
+    let mut r = outcome_view(outcome, version, &parts).to_record();
+    r.shadow = version
+        .shadow
+        .as_deref()
+        .and_then(|s| shadow_diff(outcome, version.observe.is_some(), s));
+    r
+}
+
+/// What a flow record of an outcome shows that the outcome does not hold as is: the time of
+/// the record, the audit entries, the translated address.
+pub(crate) struct RecordParts {
+    time: Timestamp,
+    audit_rules: Vec<AuditEntry>,
+    translated: Option<SocketAddr>,
+}
+
+impl RecordParts {
+    pub(crate) fn of(outcome: &FirewallOutcome) -> RecordParts {
+        RecordParts {
+            time: Timestamp(SystemTime::now()),
+            // Empty, and so not allocated, unless audit-mode rules matched.
+            audit_rules: outcome
+                .audit_matches()
+                .into_iter()
+                .map(|a| AuditEntry {
+                    layer: a.layer.into(),
+                    rule: a.rule,
+                    access: a.access.into(),
+                })
+                .collect(),
+            translated: outcome.translated.map(|(ip, p)| SocketAddr::new(ip, p)),
+        }
+    }
+}
+
+/// [`outcome_record`] borrowed from the outcome, its version and `parts` (no shadow
+/// difference: that one is reported once per judgement, by the owned record).
+pub(crate) fn outcome_view<'a>(
+    outcome: &'a FirewallOutcome,
+    version: &'a Version,
+    parts: &'a RecordParts,
+) -> FlowRecordRef<'a> {
+    let rule = outcome.rule.as_deref();
+    FlowRecordRef {
+        time: Shown(&parts.time),
+        instance: "",
+        snapshot: &version.snapshot,
+        mode: "",
+        protocol: "",
+        source_ip: None,
+        source_port: 0,
+        destination_ip: None,
+        destination_port: 0,
+        name: None,
+        tunnel_name: None,
         action: if outcome.pass == FirewallPass::FirewallDnat {
-            "Dnat".into()
+            "Dnat"
         } else if outcome.allowed {
-            "Allow".into()
+            "Allow"
         } else {
-            "Deny".into()
+            "Deny"
         },
-        layer: outcome.pass.name().into(),
+        layer: outcome.pass.name(),
         policy: rule
-            .map(|r| r.resource.clone())
-            .or(policy_name.map(String::from)),
-        rule_collection_group: rule.and_then(|r| r.rule_collection_group.clone()),
-        rule_collection: rule.map(|r| r.rule_collection.clone()),
-        rule: rule.map(|r| r.rule.clone()),
+            .map(|r| r.resource.as_str())
+            .or(version.policy.as_deref()),
+        rule_collection_group: rule.and_then(|r| r.rule_collection_group.as_deref()),
+        rule_collection: rule.map(|r| r.rule_collection.as_str()),
+        rule: rule.map(|r| r.rule.as_str()),
         priority: rule.map(|r| r.rule_collection_priority),
-        reason: outcome.reason.to_string(),
-        detail: outcome.detail.as_ref().map(ToString::to_string),
-        audit: !outcome.audit.is_empty() || version.observe.is_some(),
-        audit_rules: outcome
-            .audit_matches()
-            .into_iter()
-            .map(|a| AuditEntry {
-                layer: a.layer.into(),
-                rule: a.rule,
-                access: a.access.into(),
-            })
-            .collect(),
-        observe: version.observe.as_deref().map(String::from),
-        shadow: version
-            .shadow
-            .as_deref()
-            .and_then(|s| shadow_diff(outcome, version.observe.is_some(), s)),
-        translated: outcome
-            .translated
-            .map(|(ip, p)| SocketAddr::new(ip, p).to_string()),
         decided_by: match rule {
             Some(_) => None,
-            None => Some(decided_by(outcome).into()),
+            None => Some(decided_by(outcome)),
         },
-        ..Default::default()
+        reason: outcome.reason,
+        detail: outcome.detail.as_ref().map(|d| Shown(d)),
+        audit: !outcome.audit.is_empty() || version.observe.is_some(),
+        audit_rules: &parts.audit_rules,
+        observe: version.observe.as_deref(),
+        shadow: None,
+        translated: parts.translated.as_ref().map(|t| Shown(t)),
+        translated_source: None,
+        bytes_sent: 0,
+        bytes_received: 0,
+        duration_ms: 0,
     }
 }
 

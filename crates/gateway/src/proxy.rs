@@ -10,9 +10,10 @@ use crate::resolver::ResolveError;
 use crate::shutdown::{accept, connection, relaying, sockets_closed, take_in_flight, InFlight};
 use crate::sni::{self, Peeked};
 use crate::{
-    log, outcome_record, AddressCheck, Closed, EchPolicy, Established, Gateway, TunnelSni, Version,
+    log, outcome_record, outcome_view, AddressCheck, Closed, EchPolicy, Established, Gateway,
+    RecordParts, TunnelSni, Version,
 };
-use palisade_flowlog::FlowRecord;
+use palisade_flowlog::{FlowRecord, FlowRecordRef, Shown};
 use palisade_policy::firewall::{FirewallInput, FirewallOutcome, FirewallPass};
 use palisade_policy::matchers::PacketKey;
 use palisade_policy::AppProtocol;
@@ -146,6 +147,50 @@ impl Flow {
         r.translated_source = self.translated_source.map(|a| a.to_string());
         r.tunnel_name = self.tunnel_name.clone();
         r
+    }
+
+    /// The end record of an allowed connection that nobody is answered after, borrowed from
+    /// the flow, its judgement and the gateway (nothing copied), handed to the flow log; the
+    /// connection's place in flight is given up once it is durable. Only for a judgement
+    /// without a shadow policy's answer (whose difference the owned record reports once).
+    fn record_end_detached(
+        &self,
+        gw: &Gateway,
+        outcome: &FirewallOutcome,
+        version: &Version,
+        moved: (u64, u64),
+        until_durable: InFlight,
+    ) {
+        let parts = RecordParts::of(outcome);
+        let r = self.end_view(&gw.config.instance, outcome, version, &parts, moved);
+        gw.record_ref_detached(&r, until_durable);
+    }
+
+    /// [`Flow::record`] with the bytes moved and the duration, borrowed.
+    fn end_view<'a>(
+        &'a self,
+        instance: &'a str,
+        outcome: &'a FirewallOutcome,
+        version: &'a Version,
+        parts: &'a RecordParts,
+        (sent, received): (u64, u64),
+    ) -> FlowRecordRef<'a> {
+        FlowRecordRef {
+            instance,
+            mode: self.mode.name(),
+            protocol: self.protocol,
+            source_ip: Some(self.client.ip()),
+            source_port: self.client.port(),
+            destination_ip: self.dst.map(|d| d.ip()),
+            destination_port: self.dst.map(|d| d.port()).unwrap_or(0),
+            name: self.name.as_deref(),
+            tunnel_name: self.tunnel_name.as_deref(),
+            translated_source: self.translated_source.as_ref().map(|a| Shown(a)),
+            bytes_sent: sent,
+            bytes_received: received,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            ..outcome_view(outcome, version, parts)
+        }
     }
 
     /// A flow of `mode` from `client`, nothing else known yet.
@@ -665,7 +710,11 @@ async fn connect(
                 reset(&client);
                 return Ok(());
             }
-            let judged_on = flow.tunnel_name.clone().unwrap_or(host);
+            // The CONNECT name is the tunnel's name in the common case: no copy of it.
+            let judged_on = match flow.tunnel_name.as_deref() {
+                Some(inner) if inner != host => inner.to_string(),
+                _ => host,
+            };
             let app = flow_app(flow.protocol).unwrap_or(app);
             (o, s, judged_on, app, buf)
         } else {
@@ -1236,6 +1285,14 @@ pub(crate) async fn relay(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take();
+    if closed.is_none() && snap.shadow.is_none() {
+        // The common end: nothing waits for this record but a drain, and it is written
+        // from the connection's own state without copying it into an owned record.
+        if let Some(counted) = take_in_flight() {
+            flow.record_end_detached(gw, outcome, snap, (sent, received), counted);
+            return result.map(|_| ());
+        }
+    }
     let mut r = flow.record(gw, outcome, snap);
     r.bytes_sent = sent;
     r.bytes_received = received;
@@ -1387,4 +1444,60 @@ async fn read_chunk(r: &mut ReadHalf<'_>) -> io::Result<Vec<u8>> {
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_policy::firewall::Detail;
+
+    /// The end record written borrowed is the owned record the other paths build, field for
+    /// field (the time aside: each takes its own).
+    #[test]
+    fn the_borrowed_end_record_is_the_owned_one() {
+        let client: SocketAddr = "[2001:db8::7]:40000".parse().unwrap();
+        let flow = Flow {
+            dst: Some("192.0.2.1:443".parse().unwrap()),
+            name: Some("www.example.test".into()),
+            tunnel_name: Some("www.example.test".into()),
+            translated_source: Some("10.0.1.4:5000".parse().unwrap()),
+            ..Flow::new(Mode::Explicit, "HTTPS", client)
+        };
+        let outcome = FirewallOutcome {
+            translated: Some(("10.0.2.5".parse().unwrap(), 8443)),
+            detail: Some(Detail::from("a \"quoted\" detail")),
+            ..observed_deny("SniAddressMismatch", "unused".into())
+        };
+        let version = Version {
+            snapshot: "snap-1".into(),
+            policy: Some("fw-policy".into()),
+            observe: Some(Arc::from("spoke")),
+            ..Version::default()
+        };
+        let parts = RecordParts::of(&outcome);
+        let view = flow.end_view("gw-1", &outcome, &version, &parts, (10, 20));
+        let mut owned = outcome_record(&outcome, &version);
+        owned.instance = "gw-1".into();
+        owned.mode = "explicit".into();
+        owned.protocol = "HTTPS".into();
+        owned.source_ip = Some(client.ip());
+        owned.source_port = client.port();
+        owned.destination_ip = flow.dst.map(|d| d.ip());
+        owned.destination_port = 443;
+        owned.name = flow.name.clone();
+        owned.tunnel_name = flow.tunnel_name.clone();
+        owned.translated_source = Some("10.0.1.4:5000".into());
+        owned.bytes_sent = 10;
+        owned.bytes_received = 20;
+        let borrowed = view.to_record();
+        owned.duration_ms = borrowed.duration_ms;
+        owned.time = borrowed.time.clone();
+        assert_eq!(borrowed, owned);
+        assert_eq!(
+            serde_json::to_string(&view).unwrap(),
+            serde_json::to_string(&owned).unwrap()
+        );
+        assert_eq!(borrowed.translated.as_deref(), Some("10.0.2.5:8443"));
+        assert_eq!(borrowed.detail.as_deref(), Some("a \"quoted\" detail"));
+    }
 }
