@@ -13,7 +13,7 @@
 //! is the same.
 
 use crate::headerspace::{Family, IntervalSet, L4Set};
-use crate::reach::{self, Control, Engine, FlowSet, LayerKind, Reach, NONE};
+use crate::reach::{self, Control, Engine, FlowSet, LayerKind, Reach, SavedDecisions, NONE};
 use palisade_model::{Direction, Network, RuleCollection, RuleCollectionKind};
 use palisade_policy::{FirewallId, NsgId, Snapshot};
 use rustc_hash::FxHashMap as HashMap;
@@ -295,6 +295,7 @@ fn diff_by_recheck(
     // Both sides are read from the one engine: an id saved before the re-check still spells
     // out the old version's answers.
     let mut cmp = Compare::new(&e, &e, None);
+    cmp.saved = Some(&saved);
     for (f, sa, da, x, y) in pairs {
         cmp.pair(f, sa as usize, da as usize, x, y);
     }
@@ -320,6 +321,8 @@ struct Compare<'a, 'e> {
     lists: Vec<Vec<u32>>,
     /// Neighbouring pairs often share their decisions: the last look-up is kept.
     last: (u8, u32, u32, u32),
+    /// When `a` is `b` after a re-check: the old side's outcomes are spelled out as saved.
+    saved: Option<&'a SavedDecisions>,
 }
 
 impl<'a, 'e> Compare<'a, 'e> {
@@ -334,6 +337,7 @@ impl<'a, 'e> Compare<'a, 'e> {
             memo: HashMap::default(),
             lists: vec![vec![]],
             last: (u8::MAX, NONE, NONE, 0),
+            saved: None,
         }
     }
 
@@ -381,9 +385,14 @@ impl<'a, 'e> Compare<'a, 'e> {
             }
         };
         let verdict = |o: Option<u64>| o.map_or(Reach::Unknown, Engine::verdict);
+        let saved = self.saved;
         let spell = |e: &Engine, o: Option<u64>| match o {
             Some(o) => e.outcome(o),
             None => unknown(),
+        };
+        let spell_old = |o: Option<u64>| match (o, saved) {
+            (Some(o), Some(saved)) => a.saved_outcome(saved, o),
+            _ => spell(a, o),
         };
         let mut ids = vec![];
         let right = side(b, y);
@@ -397,7 +406,7 @@ impl<'a, 'e> Compare<'a, 'e> {
                     continue;
                 }
                 l.compact();
-                let key: Key = (spell(a, o1), spell(b, *o2), reach::services(f, &l));
+                let key: Key = (spell_old(o1), spell(b, *o2), reach::services(f, &l));
                 let id = match self.group_ids.get(&key) {
                     Some(id) => *id,
                     None => {

@@ -8,7 +8,7 @@ use super::layers::{
 };
 use super::plans::STEP_NAMES;
 use super::NONE;
-use super::{Control, Engine};
+use super::{Control, Engine, Outcome, CHAIN_BITS, VERDICTS};
 use crate::headerspace::{addr_value, Family, IntervalSet};
 use palisade_model::Direction;
 use palisade_policy::firewall::CompiledFirewall;
@@ -88,15 +88,14 @@ impl<'s> Engine<'s> {
     }
 
     /// [`Engine::update_firewall`] keeping every decision id meaningful: the engine is never
-    /// rebuilt, and a rule moved by its priority is re-checked instead of its controls being
-    /// relabelled, so no control changes and a decision id read before the change still
-    /// spells out the same answers after it.
+    /// rebuilt. A rule moved by its priority keeps its controls, relabelled: a decision saved
+    /// before is spelled out as it was with [`Engine::saved_outcome`].
     pub fn update_firewall_keeping_ids(
         &mut self,
         firewall: FirewallId,
         fw: &CompiledFirewall,
     ) -> Result<usize, String> {
-        self.recheck_firewall(firewall, fw, false)
+        self.recheck_firewall(firewall, fw, true)
     }
 
     /// `relabel`: a rule kept under a new priority keeps its controls, relabelled.
@@ -235,7 +234,31 @@ impl<'s> Engine<'s> {
     /// Every atom pair's decision as it is now, for [`Engine::changed_pairs`] after re-checks
     /// that keep ids ([`Engine::update_nsg_keeping_ids`]).
     pub fn save_decisions(&self) -> SavedDecisions {
-        SavedDecisions(self.rows.clone())
+        SavedDecisions {
+            rows: self.rows.clone(),
+            controls: self.controls.clone(),
+        }
+    }
+
+    /// An outcome id met when `saved` was taken, spelled out as it was then: a re-check may
+    /// since have relabelled a moved rule's controls with its new priority.
+    pub fn saved_outcome(&self, saved: &SavedDecisions, id: u64) -> Outcome {
+        let verdict = VERDICTS[(id >> 61) as usize];
+        let head = (id >> 32) as u32 & ((1 << CHAIN_BITS) - 1);
+        let mut chain = self.saved_chain(saved, head);
+        chain.extend(self.saved_chain(saved, id as u32));
+        Outcome { verdict, chain }
+    }
+
+    fn saved_chain(&self, saved: &SavedDecisions, mut c: u32) -> Vec<Control> {
+        let mut chain = vec![];
+        while c != 0 {
+            let (shorter, ctrl) = self.chains[c as usize];
+            chain.push(saved.controls[ctrl as usize].clone());
+            c = shorter;
+        }
+        chain.reverse();
+        chain
     }
 
     /// The atom pairs whose decision differs from `saved`, in (family, source atom,
@@ -248,7 +271,7 @@ impl<'s> Engine<'s> {
         let mut with_decision = 0;
         for f in [Family::V4, Family::V6] {
             let fi = f.index();
-            for (sa, (then, now)) in saved.0[fi].iter().zip(&self.rows[fi]).enumerate() {
+            for (sa, (then, now)) in saved.rows[fi].iter().zip(&self.rows[fi]).enumerate() {
                 with_decision += now.iter().filter(|d| **d != NONE).count();
                 if then == now {
                     continue;
@@ -868,8 +891,12 @@ impl<'s> Engine<'s> {
     }
 }
 
-/// Every atom pair's decision at one time ([`Engine::save_decisions`]).
-pub struct SavedDecisions([Vec<Vec<u32>>; 2]);
+/// Every atom pair's decision at one time, and the controls as they were then
+/// ([`Engine::save_decisions`]).
+pub struct SavedDecisions {
+    rows: [Vec<Vec<u32>>; 2],
+    controls: Vec<Control>,
+}
 
 /// An atom pair whose decision changed: family, source atom, destination atom, the decision
 /// saved and the decision now ([`Engine::changed_pairs`]).
