@@ -1,21 +1,28 @@
-//! Issue 15, item 4: `diff` built fast (both engines at once, verdicts compared before chains
-//! are spelled out) gives exactly the report of the plain two-engine comparison, on random
-//! edits of small generated networks (DIAG-7: the diff lists the flows whose verdict changes).
+//! Issue 15, item 4: `diff` built fast (one engine derived through the re-check when only rules
+//! changed; otherwise both engines at once, verdicts compared before chains are spelled out)
+//! gives exactly the report of the plain two-engine comparison, on random edits of small
+//! generated networks (DIAG-7: the diff lists the flows whose verdict changes).
 //! And the re-check's memory: an engine taking many random edits answers as one built from
 //! scratch and its tables stay within a constant factor of a fresh engine's.
 
-use palisade_analyze::diff::{self, Build, DiffReport};
+use palisade_analyze::diff::{self, Build, DiffPath, DiffReport};
 use palisade_analyze::gen::{HubSpoke, Rng};
 use palisade_analyze::headerspace::{Family, L4Set};
 use palisade_analyze::reach::{self, Engine, FlowSet, NONE};
 use palisade_model::catalog::Catalogs;
-use palisade_model::{Access, AddressItem, FirewallAction, Network, PortRange, RuleCollectionKind};
+use palisade_model::{
+    Access, AddressItem, FirewallAction, Network, PortRange, RoutePrefix, RuleCollectionKind,
+};
 use palisade_policy::{CompileOptions, Snapshot};
 use std::collections::HashMap;
 
 fn compile(net: &Network) -> Snapshot {
     Snapshot::compile(net, &Catalogs::embedded(), &CompileOptions::default())
 }
+
+// The oracle. This is deliberately a copy of the diff as it was first written, kept apart from
+// `palisade_analyze::diff`: do not deduplicate it into the code it checks, or the property
+// tests below would compare that code with itself.
 
 /// The diff as it was first written: two serial engines, every atom pair's pieces compared and
 /// every outcome spelled out. The reference the fast path must equal, report for report.
@@ -113,7 +120,53 @@ fn reference_diff(old: &Snapshot, new: &Snapshot) -> DiffReport {
         }
     }
     changes.sort_by_key(|c| (c.before, c.after));
-    DiffReport { changes, compared }
+    DiffReport {
+        changes,
+        compared,
+        path: DiffPath::TwoEngines("reference"),
+    }
+}
+
+/// A report as compared: its changes (flow sets, exact sets, controls) and its count, not the
+/// way it was computed.
+fn text(r: &DiffReport) -> String {
+    format!("{:?} compared {}", r.changes, r.compared)
+}
+
+/// An edit outside the rules the re-check takes (a route added, an NSG's connection flushing
+/// turned on, a DNAT rule's translated port changed): `diff` must take the two-engine path.
+fn edit_outside_rules(net: &mut Network, rng: &mut Rng) {
+    match rng.below(3) {
+        0 => {
+            let Some(t) = net.route_tables.first_mut() else {
+                return;
+            };
+            let mut r = t
+                .routes
+                .first()
+                .cloned()
+                .expect("the generator makes routes");
+            r.name.push_str("-extra");
+            r.address_prefix = RoutePrefix::Cidr("198.51.100.0/24".parse().expect("a prefix"));
+            t.routes.push(r);
+        }
+        1 => {
+            let n = &mut net.network_security_groups[0];
+            n.flush_connection = !n.flush_connection;
+        }
+        _ => {
+            let fw = &mut net.azure_firewalls[0];
+            if let Some(c) = fw
+                .rule_collections
+                .iter_mut()
+                .find(|c| c.kind == RuleCollectionKind::Nat)
+            {
+                if let Some(r) = c.rules.first_mut() {
+                    r.translated_port = Some(r.translated_port.unwrap_or(80).wrapping_add(1));
+                }
+            }
+        }
+    }
 }
 
 /// One random edit of the generated network's rules (as the re-check property test of
@@ -246,6 +299,54 @@ fn same_answers(a: &Engine, b: &Engine) {
     }
 }
 
+/// One random case: a small generated network, `edits` random rule edits (NSG and firewall,
+/// rules added and deleted), and with `outside` one edit outside the rules. Every build of
+/// [`diff::diff_with`] and the two-engine diff give the reference's report; returns which way
+/// the default diff ran.
+fn check_case(seed: u64, edits: usize, pick: u64, outside: bool) -> Result<DiffPath, String> {
+    let g = HubSpoke::small(seed);
+    let old = g.build();
+    let mut net = old.clone();
+    let mut rng = Rng::new(pick);
+    for _ in 0..edits {
+        edit(&mut net, &mut rng);
+    }
+    if outside {
+        edit_outside_rules(&mut net, &mut rng);
+    }
+    let (a, b) = (compile(&old), compile(&net));
+    let want = text(&reference_diff(&a, &b));
+    let mut path = None;
+    for build in [Build::Serial, Build::Join, Build::Parallel] {
+        let got = diff::diff_with(&a, &b, build);
+        if text(&got) != want {
+            return Err(format!(
+                "{build:?} ({:?}) differs from the reference",
+                got.path
+            ));
+        }
+        // The way it ran does not depend on the build.
+        if path.is_some_and(|p| p != got.path) {
+            return Err(format!(
+                "{build:?} took {:?}, another build {path:?}",
+                got.path
+            ));
+        }
+        path = Some(got.path);
+    }
+    if text(&diff::diff_two_engines(&a, &b, Build::Join)) != want {
+        return Err("the two-engine diff differs from the reference".into());
+    }
+    let got = diff::diff(&a, &b);
+    if text(&got) != want {
+        return Err("diff differs from the reference".into());
+    }
+    if outside && got.path == DiffPath::Recheck {
+        return Err("an edit outside the rules went through the re-check".into());
+    }
+    Ok(got.path)
+}
+
 mod fast_diff {
     use super::*;
     use proptest::prelude::*;
@@ -257,26 +358,42 @@ mod fast_diff {
             failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
             ..ProptestConfig::default()
         })]
-        /// DIAG-7: every way of building the two engines gives the reference report, change
-        /// for change, flow set for flow set, after one to four random edits.
+        /// DIAG-7: every way of building the engines — through the re-check or two engines —
+        /// gives the reference report, change for change, flow set for flow set, after one to
+        /// four random NSG and firewall edits, and with an edit outside the rules (the
+        /// two-engine path).
         #[test]
-        fn fast_diff_equals_the_two_engine_diff(seed in 1u64..8, edits in 1usize..5, pick in any::<u64>()) {
-            let g = HubSpoke::small(seed);
-            let old = g.build();
-            let mut net = old.clone();
-            let mut rng = palisade_analyze::gen::Rng::new(pick);
-            for _ in 0..edits {
-                edit(&mut net, &mut rng);
-            }
-            let (a, b) = (compile(&old), compile(&net));
-            let want = format!("{:?}", reference_diff(&a, &b));
-            for build in [Build::Serial, Build::Join, Build::Parallel] {
-                let got = format!("{:?}", diff::diff_with(&a, &b, build));
-                prop_assert_eq!(&got, &want, "{:?}", build);
-            }
-            prop_assert_eq!(format!("{:?}", diff::diff(&a, &b)), want);
+        fn fast_diff_equals_the_two_engine_diff(
+            seed in 1u64..8,
+            edits in 1usize..5,
+            pick in any::<u64>(),
+            outside in proptest::bool::weighted(0.25),
+        ) {
+            let r = check_case(seed, edits, pick, outside);
+            prop_assert!(r.is_ok(), "{:?}", r);
         }
     }
+}
+
+/// DIAG-7: both ways `diff` runs are met — the re-check for rule edits (one and several, NSG
+/// and firewall), the two engines for other edits and for changes the re-check refuses — each
+/// giving the reference report.
+#[test]
+fn both_diff_paths_run_and_agree() {
+    let (mut recheck, mut refused, mut outside) = (0, 0, 0);
+    for i in 0..18u64 {
+        let is_outside = i % 6 == 5;
+        let path = check_case(1 + i % 7, 1 + (i as usize % 4), 1000 + i, is_outside)
+            .unwrap_or_else(|e| panic!("case {i}: {e}"));
+        match path {
+            DiffPath::Recheck => recheck += 1,
+            DiffPath::TwoEngines(_) if is_outside => outside += 1,
+            DiffPath::TwoEngines(_) => refused += 1,
+        }
+    }
+    assert!(recheck >= 8, "only {recheck} diffs through the re-check");
+    assert_eq!(outside, 3, "edits outside the rules must take two engines");
+    assert!(recheck + refused + outside == 18);
 }
 
 /// Issue 15 review: an engine taking hundreds of random edits (rules added and deleted, so that

@@ -244,6 +244,10 @@ enum Command {
         /// reach: firewall network rules.
         #[arg(long, default_value_t = 5000)]
         firewall_rules: usize,
+        /// reach: skip the `diff` measurement; the JSON output then has no `diff_s`,
+        /// `diff_changes`, `peak_rss_after_diff_mib` or `diff_paths`.
+        #[arg(long)]
+        no_diff: bool,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -470,6 +474,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             spokes,
             nsg_rules,
             firewall_rules,
+            no_diff,
             output,
         } => {
             let kind = match kind {
@@ -478,7 +483,13 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 BenchKind::Fqdn => palisade_bench::Kind::Fqdn,
                 BenchKind::Firewall => palisade_bench::Kind::Firewall,
                 BenchKind::Reach => {
-                    let r = palisade_analyze::reach::bench::run(spokes, nsg_rules, firewall_rules);
+                    let r = palisade_analyze::reach::bench::run_measuring(
+                        spokes,
+                        nsg_rules,
+                        firewall_rules,
+                        true,
+                        !no_diff,
+                    );
                     if output == Output::Json {
                         println!(
                             "{}",

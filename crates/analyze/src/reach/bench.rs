@@ -4,7 +4,7 @@
 //! [`Snapshot::trace`] — the oracle — so a fast wrong answer cannot pass unnoticed.
 
 use super::{Engine, Reach};
-use crate::diff::{diff_with, Build};
+use crate::diff::{diff_with, Build, DiffPath};
 use crate::gen::{HubSpoke, Rng, FRONTEND_IP};
 use ipnet::IpNet;
 use palisade_model::catalog::Catalogs;
@@ -57,12 +57,20 @@ pub struct ReachBench {
     /// parallel build costs in all, where `matrix_cpu_s` is the calling thread alone.
     pub matrix_process_cpu_s: f64,
     /// Issue 15, item 4: `diff` between the generated network and a copy with one change,
-    /// the worst of [`DIFF_CHANGES`] (wall time, both engines built and every pair compared;
-    /// the matrix's engine dropped first), and the number of changes it reported then.
-    pub diff_s: f64,
-    pub diff_changes: usize,
-    /// Peak resident memory once the diffs ran too (two engines at once).
-    pub peak_rss_after_diff_mib: f64,
+    /// the worst of [`DIFF_CHANGES`] (wall time of [`crate::diff::diff`], the matrix's engine
+    /// dropped first), and the number of changes it reported then. Absent when the diff was
+    /// not measured (`--no-diff`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff_changes: Option<usize>,
+    /// Peak resident memory once the diffs ran too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_after_diff_mib: Option<f64>,
+    /// Which way each diff ran, by [`DIFF_CHANGES`] name (`Recheck`: one engine, the new
+    /// version derived through the re-check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff_paths: Option<BTreeMap<&'static str, String>>,
 }
 
 /// The arguments of the reach examples, `SPOKES NSG_RULES FIREWALL_RULES [N]`: the generated
@@ -160,6 +168,17 @@ pub fn run_with(
     firewall_rules: usize,
     parallel: bool,
 ) -> ReachBench {
+    run_measuring(spokes, nsg_rules, firewall_rules, parallel, true)
+}
+
+/// [`run_with`]; the diffs measured only when `diff` (their fields are `None` otherwise).
+pub fn run_measuring(
+    spokes: usize,
+    nsg_rules: usize,
+    firewall_rules: usize,
+    parallel: bool,
+    diff: bool,
+) -> ReachBench {
     let mut g = HubSpoke::target();
     (g.spokes, g.nsg_rules, g.firewall_rules) = (spokes.max(1), nsg_rules, firewall_rules);
     let catalogs = Catalogs::embedded();
@@ -203,19 +222,30 @@ pub fn run_with(
     let internet_to_spoke_s = t.ms().0 / 1e3;
     let peak_rss_after_questions_mib = self::peak_rss_mib();
     drop(engine);
-    let (diff_s, diff_changes) = diffs(bed, Build::Join)
-        .into_iter()
+    let runs = if diff {
+        diffs(bed, Build::Join)
+    } else {
+        vec![]
+    };
+    let worst = runs
+        .iter()
         .map(|d| (d.wall_s, d.changes))
         .fold((0.0, 0), |w, d| if d.0 > w.0 { d } else { w });
+    let measured = |v| diff.then_some(v);
     ReachBench {
         spokes: g.spokes,
         atoms: a4 + a6,
         matrix_s: matrix_ms / 1e3,
         peak_rss_mib,
         peak_rss_after_questions_mib,
-        diff_s,
-        diff_changes,
-        peak_rss_after_diff_mib: self::peak_rss_mib(),
+        diff_s: measured(worst.0),
+        diff_changes: diff.then_some(worst.1),
+        peak_rss_after_diff_mib: measured(self::peak_rss_mib()),
+        diff_paths: diff.then(|| {
+            runs.iter()
+                .map(|d| (d.change, format!("{:?}", d.path)))
+                .collect()
+        }),
         recheck_nsg_ms,
         recheck_firewall_ms,
         trace_checked_flows,
@@ -301,6 +331,8 @@ pub struct DiffRun {
     pub cpu_s: f64,
     pub changes: usize,
     pub compared: usize,
+    /// Which way the diff ran.
+    pub path: DiffPath,
 }
 
 /// The generated network with one of [`DIFF_CHANGES`] made (`None` when it has nothing to
@@ -362,6 +394,7 @@ fn diffs(bed: Bed, build: Build) -> Vec<DiffRun> {
             cpu_s: process_cpu_s() - p,
             changes: d.changes.len(),
             compared: d.compared,
+            path: d.path,
         });
     }
     out

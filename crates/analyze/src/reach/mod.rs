@@ -48,7 +48,7 @@ pub use report::{
     Area, ExampleFlow, FlowSet, ReachEntry, ReachReport, Region, ScopeError, SubnetLink,
     SubnetMatrix,
 };
-pub use update::Growth;
+pub use update::{ChangedPair, Growth, SavedDecisions};
 
 use crate::headerspace::{addr_value, Family, IntervalSet, L4Set};
 use atoms::{Bits, Grid, L4Atoms};

@@ -8,7 +8,7 @@ use super::layers::{
 };
 use super::plans::STEP_NAMES;
 use super::NONE;
-use super::{Control, Engine};
+use super::{Control, Engine, Outcome, CHAIN_BITS, VERDICTS};
 use crate::headerspace::{addr_value, Family, IntervalSet};
 use palisade_model::Direction;
 use palisade_policy::firewall::CompiledFirewall;
@@ -39,14 +39,35 @@ impl<'s> Engine<'s> {
         direction: Direction,
         rules: &DirectionRules,
     ) -> Result<usize, String> {
+        let n = self.recheck_nsg(nsg, direction, rules)?;
+        self.compact_if_grown();
+        Ok(n)
+    }
+
+    /// [`Engine::update_nsg`] keeping every decision id meaningful: the engine is never
+    /// rebuilt, however its tables grew. With [`Engine::update_firewall_keeping_ids`] and
+    /// [`Engine::save_decisions`], what `diff` derives a new version through.
+    pub fn update_nsg_keeping_ids(
+        &mut self,
+        nsg: NsgId,
+        direction: Direction,
+        rules: &DirectionRules,
+    ) -> Result<usize, String> {
+        self.recheck_nsg(nsg, direction, rules)
+    }
+
+    fn recheck_nsg(
+        &mut self,
+        nsg: NsgId,
+        direction: Direction,
+        rules: &DirectionRules,
+    ) -> Result<usize, String> {
         let Some(layer) = self.layer_id(LayerKind::Nsg { nsg, direction }) else {
             return Err(format!("no NSG layer {}", nsg.index()));
         };
         let name = self.snap.nsg(nsg).name.clone();
         let (infos, entries) = nsg_entries(rules, &name);
-        let n = self.replace_rules(layer, infos, entries, HashMap::default())?;
-        self.compact_if_grown();
-        Ok(n)
+        self.replace_rules(layer, infos, entries, HashMap::default())
     }
 
     /// Re-check after a firewall's rules changed (same addresses). Only the items between the
@@ -60,6 +81,29 @@ impl<'s> Engine<'s> {
         &mut self,
         firewall: FirewallId,
         fw: &CompiledFirewall,
+    ) -> Result<usize, String> {
+        let n = self.recheck_firewall(firewall, fw, true)?;
+        self.compact_if_grown();
+        Ok(n)
+    }
+
+    /// [`Engine::update_firewall`] keeping every decision id meaningful: the engine is never
+    /// rebuilt. A rule moved by its priority keeps its controls, relabelled: a decision saved
+    /// before is spelled out as it was with [`Engine::saved_outcome`].
+    pub fn update_firewall_keeping_ids(
+        &mut self,
+        firewall: FirewallId,
+        fw: &CompiledFirewall,
+    ) -> Result<usize, String> {
+        self.recheck_firewall(firewall, fw, true)
+    }
+
+    /// `relabel`: a rule kept under a new priority keeps its controls, relabelled.
+    fn recheck_firewall(
+        &mut self,
+        firewall: FirewallId,
+        fw: &CompiledFirewall,
+        relabel: bool,
     ) -> Result<usize, String> {
         let Some(layer) = self.layer_id(LayerKind::Firewall { firewall }) else {
             return Err(format!("no firewall {}", firewall.index()));
@@ -169,7 +213,7 @@ impl<'s> Engine<'s> {
         let news: [usize; 2] = [ws[0].new.len(), ws[1].new.len()];
         let windows: [Window; 2] = ws.try_into().map_err(|_| "two families")?;
         let old_first = old.first.clone();
-        let n = self.replace_layer(layer, windows, dnat, Ok(infos))?;
+        let n = self.replace_layer(layer, windows, dnat, Ok(infos), relabel)?;
         let l = &mut self.layers[layer as usize];
         // The items after the window move by the change in its entry count.
         for (fi, (first, conv)) in l.items.first.iter_mut().zip(&conv_first).enumerate() {
@@ -184,8 +228,64 @@ impl<'s> Engine<'s> {
         l.items.rule = rule;
         l.items.rules = counts;
         l.slots = slots;
-        self.compact_if_grown();
         Ok(n)
+    }
+
+    /// Every atom pair's decision as it is now, for [`Engine::changed_pairs`] after re-checks
+    /// that keep ids ([`Engine::update_nsg_keeping_ids`]).
+    pub fn save_decisions(&self) -> SavedDecisions {
+        SavedDecisions {
+            rows: self.rows.clone(),
+            controls: self.controls.clone(),
+        }
+    }
+
+    /// An outcome id met when `saved` was taken, spelled out as it was then: a re-check may
+    /// since have relabelled a moved rule's controls with its new priority.
+    pub fn saved_outcome(&self, saved: &SavedDecisions, id: u64) -> Outcome {
+        let verdict = VERDICTS[(id >> 61) as usize];
+        let head = (id >> 32) as u32 & ((1 << CHAIN_BITS) - 1);
+        let mut chain = self.saved_chain(saved, head);
+        chain.extend(self.saved_chain(saved, id as u32));
+        Outcome { verdict, chain }
+    }
+
+    fn saved_chain(&self, saved: &SavedDecisions, mut c: u32) -> Vec<Control> {
+        let mut chain = vec![];
+        while c != 0 {
+            let (shorter, ctrl) = self.chains[c as usize];
+            chain.push(saved.controls[ctrl as usize].clone());
+            c = shorter;
+        }
+        chain.reverse();
+        chain
+    }
+
+    /// The atom pairs whose decision differs from `saved`, in (family, source atom,
+    /// destination atom) order, as (family, source, destination, decision then, decision now),
+    /// and the number of pairs with a decision on either side. Only re-planned pairs can
+    /// differ, and a pair whose id is unchanged answers the same: ids name stored content
+    /// that re-checks keeping ids never change.
+    pub fn changed_pairs(&self, saved: &SavedDecisions) -> (Vec<ChangedPair>, usize) {
+        let mut out = vec![];
+        let mut with_decision = 0;
+        for f in [Family::V4, Family::V6] {
+            let fi = f.index();
+            for (sa, (then, now)) in saved.rows[fi].iter().zip(&self.rows[fi]).enumerate() {
+                with_decision += now.iter().filter(|d| **d != NONE).count();
+                if then == now {
+                    continue;
+                }
+                for (da, (x, y)) in then.iter().zip(now).enumerate() {
+                    if x != y {
+                        // A pair without a decision stays without one (same subnets).
+                        with_decision += usize::from(*y == NONE);
+                        out.push((f, sa as u32, da as u32, *x, *y));
+                    }
+                }
+            }
+        }
+        (out, with_decision)
     }
 
     /// What the re-checks have left behind (see [`Growth`]).
@@ -304,18 +404,21 @@ impl<'s> Engine<'s> {
         };
         let [v4, v6] = entries;
         let windows = [window(0, v4), window(1, v6)];
-        self.replace_layer(layer, windows, dnat, Err(infos))
+        self.replace_layer(layer, windows, dnat, Err(infos), false)
     }
 
     /// Apply one window per family and re-check the flows the windows' rules cover. `infos`:
     /// `Ok` the changed rules' infos (every other index means the same rule as before), `Err`
-    /// all of them (any index may now mean another rule). Nothing changes on an error.
+    /// all of them (any index may now mean another rule). `relabel`: a changed rule that is an
+    /// old one under a new index or priority keeps its controls, relabelled (`kept_rules`);
+    /// otherwise the flows it decides are re-checked. Nothing changes on an error.
     fn replace_layer(
         &mut self,
         layer: u32,
         windows: [Window; 2],
         dnat: HashMap<u32, (IpAddr, Option<u16>)>,
         infos: Result<Vec<(u32, RuleInfo)>, Vec<RuleInfo>>,
+        relabel: bool,
     ) -> Result<usize, String> {
         // The atoms must already separate every address the new rules name.
         for (fi, w) in windows.iter().enumerate() {
@@ -350,8 +453,8 @@ impl<'s> Engine<'s> {
             }
         }
         let kept = match &infos {
-            Ok(changed) => self.kept_rules(layer, changed),
-            Err(_) => HashMap::default(),
+            Ok(changed) if relabel => self.kept_rules(layer, changed),
+            _ => HashMap::default(),
         };
         // The boxes whose flows can change, per family, read before the rule infos change.
         let (boxes, perms): ([Vec<Box3>; 2], [Option<Vec<usize>>; 2]) = {
@@ -787,6 +890,17 @@ impl<'s> Engine<'s> {
         out
     }
 }
+
+/// Every atom pair's decision at one time, and the controls as they were then
+/// ([`Engine::save_decisions`]).
+pub struct SavedDecisions {
+    rows: [Vec<Vec<u32>>; 2],
+    controls: Vec<Control>,
+}
+
+/// An atom pair whose decision changed: family, source atom, destination atom, the decision
+/// saved and the decision now ([`Engine::changed_pairs`]).
+pub type ChangedPair = (Family, u32, u32, u32, u32);
 
 /// The tables over [`Engine::growth`]'s baseline, as an absolute floor.
 const COMPACT_FLOOR: usize = 1024;
