@@ -2,7 +2,7 @@
 //! family), the classes those entries cut the address line into, and the cells — the
 //! first-match walk over one (source class, destination class).
 
-use super::atoms::{and, zero, Bits, L4Atoms, Runs};
+use super::atoms::{and, push_l4_cuts, zero, Bits, L4Atoms, Runs};
 use super::Engine;
 use crate::headerspace::{prefix_set, Family, IntervalSet, L4Set};
 use palisade_model::{Access, Direction, FirewallAction, PortRange};
@@ -744,6 +744,11 @@ fn build_layer(snap: &Snapshot, w: LayerWork, parallel: bool) -> Layer {
     }
 }
 
+/// Both families' entries of a layer.
+fn layer_entries(l: &Layer) -> impl Iterator<Item = &Entry> {
+    l.fam.iter().flat_map(|f| f.entries.iter())
+}
+
 impl<'s> Engine<'s> {
     /// Every NSG direction and every firewall as a layer; rule L4 sets as bits over the L4
     /// atoms of all layers. Each layer is built alone, so a parallel engine builds them on the
@@ -768,23 +773,54 @@ impl<'s> Engine<'s> {
         } else {
             work.iter().map(build).collect()
         };
-        let atoms = L4Atoms::build(
-            self.layers
-                .iter()
-                .flat_map(|l| l.fam.iter())
-                .flat_map(|f| f.entries.iter().map(|en| &en.l4)),
-        );
-        let bits = |l: &mut Layer| {
-            for fl in &mut l.fam {
-                for en in &mut fl.entries {
-                    en.bits = atoms.bits(&en.l4);
-                }
-            }
-        };
-        if self.parallel {
-            self.layers.par_iter_mut().for_each(bits);
+        let atoms = if self.parallel {
+            // Entry by entry on the pool, not layer by layer: the 5,000-rule firewall is one
+            // layer, and its entries' cuts and bits were one thread's work while the other
+            // core idled.
+            let cuts = self
+                .layers
+                .par_iter()
+                .flat_map_iter(layer_entries)
+                .fold(
+                    || [vec![], vec![], vec![]],
+                    |mut cuts, en| {
+                        push_l4_cuts(&mut cuts, &en.l4);
+                        cuts
+                    },
+                )
+                .map(|mut cuts| {
+                    for c in &mut cuts {
+                        c.sort_unstable();
+                        c.dedup();
+                    }
+                    cuts
+                })
+                .reduce(
+                    || [vec![], vec![], vec![]],
+                    |mut a, b| {
+                        for (x, y) in a.iter_mut().zip(b) {
+                            x.extend(y);
+                        }
+                        a
+                    },
+                );
+            L4Atoms::from_cuts(cuts)
         } else {
-            self.layers.iter_mut().for_each(bits);
+            L4Atoms::build(self.layers.iter().flat_map(layer_entries).map(|en| &en.l4))
+        };
+        let bits = |en: &mut Entry| en.bits = atoms.bits(&en.l4);
+        if self.parallel {
+            self.layers
+                .par_iter_mut()
+                .flat_map(|l| l.fam.par_iter_mut())
+                .flat_map(|f| f.entries.par_iter_mut())
+                .for_each(bits);
+        } else {
+            self.layers
+                .iter_mut()
+                .flat_map(|l| l.fam.iter_mut())
+                .flat_map(|f| f.entries.iter_mut())
+                .for_each(bits);
         }
         self.l4 = atoms;
     }

@@ -14,6 +14,7 @@ use super::plans::PathKey;
 use super::{Decision, Engine, CHAIN_BITS, NONE};
 use crate::headerspace::Family;
 use rayon::prelude::*;
+use rustc_hash::FxHashMap as HashMap;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -23,19 +24,29 @@ impl<'s> Engine<'s> {
         let fi = f.index();
         let places = self.index[fi].places.len();
         let ranges = place_ranges(places, threads);
-        let mut workers: Vec<(Engine<'s>, Range<usize>)> = ranges[1..]
-            .iter()
-            .map(|r| (self.worker(f, r.clone()), r.clone()))
-            .collect();
         let first = ranges[0].clone();
         // The rows of the first range (`compute_all` left every row empty: a worker brings its
-        // own rows, so allocating them here too was tens of MiB written for nothing).
+        // own rows, so allocating them here too was tens of MiB written for nothing), written
+        // beside the workers' set-up rather than after it.
         let n = self.grid[fi].len();
-        for s in first.clone() {
-            for &a in &self.index[fi].places[s] {
-                self.rows[fi][a as usize] = vec![NONE; n];
-            }
-        }
+        let mut rows = std::mem::take(&mut self.rows[fi]);
+        let this = &*self;
+        let (mut workers, ()): (Vec<(Engine<'s>, Range<usize>)>, ()) = rayon::join(
+            || {
+                ranges[1..]
+                    .iter()
+                    .map(|r| (this.worker(f, r.clone()), r.clone()))
+                    .collect()
+            },
+            || {
+                for s in first.clone() {
+                    for &a in &this.index[fi].places[s] {
+                        rows[a as usize] = vec![NONE; n];
+                    }
+                }
+            },
+        );
+        self.rows[fi] = rows;
         self.lap("setup", t);
         rayon::join(
             || self.compute_places(f, first),
@@ -145,29 +156,33 @@ impl<'s> Engine<'s> {
             .drain(..)
             .map(|pieces| self.intern_cell(pieces))
             .collect();
-        // The worker's cell tables: slots it filled that the engine has not, read from its
-        // `filled` lists (every slot of the tables, room included, was tens of MiB to read).
-        for (l, wl) in self.layers.iter_mut().zip(&w.layers) {
-            let (mine, theirs) = (&mut l.fam[fi], &wl.fam[fi]);
-            for (sc, dcs) in theirs.filled.iter().enumerate() {
-                for &dc in dcs {
-                    let slot = sc * theirs.stride + dc as usize;
-                    let t = theirs.cells[slot];
-                    if t != 0 && mine.cells.get(slot) == Some(&0) {
-                        // Through `set_cell`, so a re-check that drops cells by `filled` sees it.
-                        mine.set_cell(slot, cell[t as usize - 1]);
-                    }
-                }
-            }
-        }
+        // The worker's cell tables are written into the engine's layers on one side of the pool
+        // while the other side merges the chains, requests, arrivals and decisions (which read
+        // no layer): the slot writes were a third of the merge, on one thread.
+        let mut layers = std::mem::take(&mut self.layers);
+        let theirs = std::mem::take(&mut w.layers);
+        rayon::join(
+            || copy_cells(&mut layers, &theirs, &cell, fi),
+            || self.absorb_tables(f, &mut w, sources, &ctl, &cell),
+        );
+        self.layers = layers;
         // Freed on another thread: a worker's tables are many allocations.
-        let layers = std::mem::take(&mut w.layers);
-        std::thread::spawn(move || drop(layers));
+        std::thread::spawn(move || drop(theirs));
+    }
+
+    /// The worker's chains, requests, arrivals and decisions merged in their creation order,
+    /// and its rows written with the merged decision ids (`ctl`, `cell`: the merged ids of its
+    /// controls and cells).
+    fn absorb_tables(
+        &mut self,
+        f: Family,
+        w: &mut Engine<'s>,
+        sources: Range<usize>,
+        ctl: &[u32],
+        cell: &[u32],
+    ) {
+        let fi = f.index();
         self.composed_ids.reserve(w.composed_ids.len());
-        let mut chain = vec![0u32; w.chains.len()];
-        for (i, &(shorter, c)) in w.chains.iter().enumerate().skip(1) {
-            chain[i] = self.extend(chain[shorter as usize], ctl[c as usize]);
-        }
         let key = |k: &PathKey| -> PathKey {
             k.iter()
                 .map(|&(step, a, b)| match step {
@@ -177,15 +192,30 @@ impl<'s> Engine<'s> {
                 })
                 .collect()
         };
-        let request = {
-            let mut keys: Vec<Option<&PathKey>> = vec![None; w.requests.len()];
-            for (k, &i) in &w.request_ids {
+        // The memo keys in id order, with the merged control and cell ids.
+        let keyed = |ids: &HashMap<PathKey, u32>, n: usize| -> Vec<PathKey> {
+            let mut keys: Vec<Option<&PathKey>> = vec![None; n];
+            for (k, &i) in ids {
                 keys[i as usize] = Some(k);
             }
-            let keys: Vec<PathKey> = keys
-                .par_iter()
-                .map(|k| key(k.expect("every request is keyed")))
-                .collect();
+            keys.par_iter()
+                .map(|k| key(k.expect("every request and arrival is keyed")))
+                .collect()
+        };
+        // The keys read no chain: rewritten on the pool while this thread merges the chains.
+        let mut chain = vec![0u32; w.chains.len()];
+        let (chains, request_ids, arrival_ids) = (&w.chains, &w.request_ids, &w.arrival_ids);
+        let (nr, na) = (w.requests.len(), w.arrivals.len());
+        let ((), (request_keys, arrival_keys)) = rayon::join(
+            || {
+                for (i, &(shorter, c)) in chains.iter().enumerate().skip(1) {
+                    chain[i] = self.extend(chain[shorter as usize], ctl[c as usize]);
+                }
+            },
+            || rayon::join(|| keyed(request_ids, nr), || keyed(arrival_ids, na)),
+        );
+        let request = {
+            let keys = request_keys;
             let mut map = Vec::with_capacity(keys.len());
             for ((going, before), k) in w.requests.drain(..).zip(keys) {
                 let id = match self.request_ids.get(&k) {
@@ -210,14 +240,7 @@ impl<'s> Engine<'s> {
             map
         };
         let arrival = {
-            let mut keys: Vec<Option<&PathKey>> = vec![None; w.arrivals.len()];
-            for (k, &i) in &w.arrival_ids {
-                keys[i as usize] = Some(k);
-            }
-            let keys: Vec<PathKey> = keys
-                .par_iter()
-                .map(|k| key(k.expect("every arrival is keyed")))
-                .collect();
+            let keys = arrival_keys;
             let mut map = Vec::with_capacity(keys.len());
             for (ended, k) in w.arrivals.drain(..).zip(keys) {
                 let id = match self.arrival_ids.get(&k) {
@@ -293,6 +316,25 @@ impl<'s> Engine<'s> {
         );
         std::thread::spawn(move || drop(tables));
     }
+}
+
+/// A worker's cell tables written into the engine's layers (`cell`: the merged id of each of
+/// its cells): the slots it filled that the engine has not, read from its `filled` lists (every
+/// slot of the tables, room included, was tens of MiB to read). Layer by layer on the pool.
+fn copy_cells(layers: &mut [Layer], theirs: &[Layer], cell: &[u32], fi: usize) {
+    layers.par_iter_mut().zip(theirs).for_each(|(l, wl)| {
+        let (mine, theirs) = (&mut l.fam[fi], &wl.fam[fi]);
+        for (sc, dcs) in theirs.filled.iter().enumerate() {
+            for &dc in dcs {
+                let slot = sc * theirs.stride + dc as usize;
+                let t = theirs.cells[slot];
+                if t != 0 && mine.cells.get(slot) == Some(&0) {
+                    // Through `set_cell`, so a re-check that drops cells by `filled` sees it.
+                    mine.set_cell(slot, cell[t as usize - 1]);
+                }
+            }
+        }
+    });
 }
 
 /// `places` cut into `threads` consecutive ranges of equal length (measured: a worker's

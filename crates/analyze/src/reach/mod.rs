@@ -233,12 +233,12 @@ impl<'s> Engine<'s> {
         all.extend_from_slice(extra);
         let grid = if parallel {
             let (v4, v6) = rayon::join(
-                || Grid::new(snap, Family::V4, &all),
-                || Grid::new(snap, Family::V6, &all),
+                || Grid::new(snap, Family::V4, &all, true),
+                || Grid::new(snap, Family::V6, &all, true),
             );
             [v4, v6]
         } else {
-            [Family::V4, Family::V6].map(|f| Grid::new(snap, f, &all))
+            [Family::V4, Family::V6].map(|f| Grid::new(snap, f, &all, false))
         };
         let l4 = L4Atoms::build(std::iter::empty());
         let mut e = Engine::empty(snap, grid, l4, parallel);

@@ -5,7 +5,7 @@
 use super::atoms::{and, classes_over, zero, AtomLoc, Bits};
 use super::layers::{Act, Layer, LayerKind, Piece};
 use super::{outcome_id, Control, Decision, Engine, Reach, NONE};
-use crate::headerspace::{addr_value, Family};
+use crate::headerspace::{addr_value, prefix_range, Family};
 use palisade_model::NextHopType;
 use palisade_policy::addresses::AZURE_WIRE_SERVER;
 use palisade_policy::routes::{EffectiveRoute, RouteSource, SubnetRoutes};
@@ -345,13 +345,35 @@ impl<'s> Engine<'s> {
                 classes_over(&fl.dst, &g.starts),
             )
         };
+        // A subnet's route for an address changes only where one of its routes' prefixes
+        // starts or ends: one look-up per run of atoms between those boundaries (a look-up per
+        // atom was 1.6 M look-ups at 500 spokes, most of the index).
         let routes = |s: &palisade_policy::snapshot::SubnetEntry| -> Vec<u32> {
+            let mut bounds: Vec<u128> = vec![];
+            for p in s.routes.routes.iter().flat_map(|r| &r.address_prefix) {
+                if Family::of(p.addr()) == f {
+                    let (a, b) = prefix_range(p);
+                    bounds.push(a);
+                    bounds.extend(b.checked_add(1));
+                }
+            }
+            bounds.sort_unstable();
+            let (mut next, mut cur) = (0, u32::MAX);
             (0..g.len())
                 .map(|a| {
-                    s.routes
-                        .lookup(f.addr(g.starts[a]))
-                        .map(|(_, r)| route_index(&s.routes, r))
-                        .unwrap_or(u32::MAX)
+                    let x = g.starts[a];
+                    let crossed = next < bounds.len() && bounds[next] <= x;
+                    while next < bounds.len() && bounds[next] <= x {
+                        next += 1;
+                    }
+                    if a == 0 || crossed {
+                        cur = s
+                            .routes
+                            .lookup(f.addr(x))
+                            .map(|(_, r)| route_index(&s.routes, r))
+                            .unwrap_or(u32::MAX);
+                    }
+                    cur
                 })
                 .collect()
         };
