@@ -172,6 +172,8 @@ pub struct Engine<'s> {
     dec_words: Vec<u64>,
     dec_index: HashTable<u32>,
     composed_ids: HashMap<(u32, u32), u32>,
+    /// Composed pairs not yet in `composed_ids` (`plans::Recent`).
+    recent: plans::Recent,
     l4: L4Atoms,
     /// Request paths up to and including the firewall, each run once: the flows still going
     /// and those it ended, by the path's steps (`plans::Plan`).
@@ -284,6 +286,7 @@ impl<'s> Engine<'s> {
             dec_words: vec![],
             dec_index: HashTable::new(),
             composed_ids: HashMap::default(),
+            recent: Default::default(),
             l4,
             requests: vec![],
             request_ids: HashMap::default(),

@@ -289,6 +289,25 @@ fn to_steps(
     }
 }
 
+/// The (request, arrival) → decision pairs made since they were last moved into the large
+/// `composed_ids` table. Most evaluations name a request or an arrival made in the same source
+/// place's row of blocks, whose pairs are all here: a small table, hot in cache, instead of a
+/// probe of `composed_ids` (over a million pairs at 500 spokes) per evaluated pair, which was
+/// the largest part of `finish_block`'s own time. The pairs are moved in at the end of each row,
+/// where many inserts in a row overlap their cache misses.
+#[derive(Default)]
+pub(super) struct Recent {
+    pairs: HashMap<(u32, u32), u32>,
+    /// Requests and arrivals from these ids on were made since the last move.
+    requests: u32,
+    arrivals: u32,
+    /// `composed_ids.len()` after the last move.
+    flushed: usize,
+}
+
+/// At most this many recent pairs are kept before they are moved into `composed_ids`.
+const RECENT_PAIRS: usize = 1 << 14;
+
 /// Families with fewer atoms are built serially by [`Engine::parallel`].
 const PARALLEL_ATOMS: usize = 64;
 
@@ -504,6 +523,12 @@ impl<'s> Engine<'s> {
             self.finish_block(f, &mut b);
         }
         self.block = b;
+        // After a re-check's block, at the end of a source place's row of blocks (so before
+        // the merge reads `composed_ids`), and before the recent pairs outgrow the caches.
+        let last = d + 1 == self.index[f.index()].places.len();
+        if only.is_some() || last || self.recent.pairs.len() >= RECENT_PAIRS {
+            self.flush_recent();
+        }
     }
 
     /// The part of a block that only reads the engine: the atoms of each side grouped by their
@@ -1121,12 +1146,36 @@ impl<'s> Engine<'s> {
                 i
             }
         };
-        let next = self.decisions.len() as u32;
-        let id = *self.composed_ids.entry((request, arrival)).or_insert(next);
-        if id == next {
-            self.decisions.push(Decision::Composed(request, arrival));
+        let key = (request, arrival);
+        if self.composed_ids.len() != self.recent.flushed {
+            // Pairs added elsewhere (the parallel build's merge): the marks no longer hold.
+            self.flush_recent();
         }
+        let r = &self.recent;
+        let known = match r.pairs.get(&key) {
+            Some(id) => Some(*id),
+            // A request or arrival made since the flush has all its pairs in `recent`.
+            None if request >= r.requests || arrival >= r.arrivals => None,
+            None => self.composed_ids.get(&key).copied(),
+        };
+        if let Some(id) = known {
+            return id;
+        }
+        let id = self.decisions.len() as u32;
+        self.decisions.push(Decision::Composed(request, arrival));
+        self.recent.pairs.insert(key, id);
         id
+    }
+
+    /// The pairs made since the last flush moved into `composed_ids` (what the merge and later
+    /// look-ups read), the marks moved to the current tables.
+    pub(super) fn flush_recent(&mut self) {
+        let pairs = &mut self.recent.pairs;
+        self.composed_ids.reserve(pairs.len());
+        self.composed_ids.extend(pairs.drain());
+        self.recent.requests = self.requests.len() as u32;
+        self.recent.arrivals = self.arrivals.len() as u32;
+        self.recent.flushed = self.composed_ids.len();
     }
 
     /// A plan run whole (DNAT on it, or no firewall): its pieces stored, interned by content.
