@@ -172,17 +172,17 @@ pub struct Engine<'s> {
     dec_words: Vec<u64>,
     dec_index: HashTable<u32>,
     composed_ids: HashMap<(u32, u32), u32>,
+    /// Composed pairs not yet in `composed_ids` (`plans::Recent`).
+    recent: plans::Recent,
     l4: L4Atoms,
     /// Request paths up to and including the firewall, each run once: the flows still going
-    /// and those it ended, by the path's steps (`plans::path_key`).
+    /// and those it ended, by the path's steps (`plans::Plan`).
     requests: Vec<plans::Prefix>,
     request_ids: HashMap<plans::PathKey, u32>,
     /// The rest of a path after the firewall, run once from the full L4 set and the empty
     /// chain: its pieces with the index of the step that ended each.
     arrivals: Vec<Vec<plans::Ended>>,
     arrival_ids: HashMap<plans::PathKey, u32>,
-    /// The request and arrival keys of the plan being evaluated (buffers reused).
-    keys: (plans::PathKey, plans::PathKey),
     /// Per family, per source atom: the decision per destination atom.
     rows: [Vec<Vec<u32>>; 2],
     index: [Index; 2],
@@ -193,7 +193,7 @@ pub struct Engine<'s> {
     /// The buffers of a (source place, destination place) block, reused block after block.
     block: plans::Block,
     /// The plan being evaluated (a buffer reused).
-    plan_buf: Vec<plans::Step>,
+    plan_buf: plans::Plan,
     /// The tables' size after the last full build (`update::table_size`): re-checks only add
     /// to them, so past a multiple of this the engine is rebuilt from its layers.
     baseline: usize,
@@ -286,18 +286,18 @@ impl<'s> Engine<'s> {
             dec_words: vec![],
             dec_index: HashTable::new(),
             composed_ids: HashMap::default(),
+            recent: Default::default(),
             l4,
             requests: vec![],
             request_ids: HashMap::default(),
             arrivals: vec![],
             arrival_ids: HashMap::default(),
-            keys: Default::default(),
             rows: [vec![], vec![]],
             index: Default::default(),
             parallel,
             phases: vec![],
             block: Default::default(),
-            plan_buf: vec![],
+            plan_buf: Default::default(),
             baseline: 0,
             walk_buf: vec![],
             step_buf: vec![],

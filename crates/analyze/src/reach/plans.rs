@@ -4,7 +4,7 @@
 
 use super::atoms::{and, classes_over, zero, AtomLoc, Bits};
 use super::layers::{Act, Layer, LayerKind, Piece};
-use super::{outcome_id, Control, Decision, Engine, Reach, NONE};
+use super::{outcome_id, Control, Decision, Engine, Reach, NONE, VERDICTS};
 use crate::headerspace::{addr_value, prefix_range, Family};
 use palisade_model::NextHopType;
 use palisade_policy::addresses::AZURE_WIRE_SERVER;
@@ -44,13 +44,12 @@ fn same_cell(a: &[Piece], b: &[Piece]) -> bool {
             .all(|(x, y)| x.l4 == y.l4 && x.act == y.act && x.rule == y.rule)
 }
 
-/// One step of a path plan.
+/// One step of a path plan, as run (a plan is built as its memo key, [`Plan`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum Step {
     /// Apply a layer's cell; `dport`: evaluate at this destination port (after DNAT).
     Cell {
         layer: u32,
-        fam: u8,
         cell: u32,
         step: u8,
         dport: Option<u16>,
@@ -180,44 +179,134 @@ fn refine(
     first_seen(n, |i| &keys[i * width..(i + 1) * width], map, reps);
 }
 
-/// Steps as a memo key, written into `out` (a buffer reused across evaluations: the keys are
-/// looked up far more often than stored); `false` when a step depends on more than its cell (a
-/// DNAT sub-plan, a port rewritten by DNAT).
-fn path_key(layers: &[Layer], steps: &[Step], out: &mut PathKey) -> bool {
-    out.clear();
-    steps.iter().all(|s| {
-        let k = match s {
-            Step::Cell {
-                layer,
-                cell,
-                step,
-                dport: None,
-                dnat,
-                ..
-            } if dnat.is_empty() => {
-                let version = layers[*layer as usize].version;
-                Some((*step as u32 | version << 8, *layer, *cell))
-            }
-            Step::Cell { .. } => None,
-            Step::Ctrl(c) => Some((u8::MAX as u32, *c, 0)),
-            Step::End(v) => Some((u8::MAX as u32 - 1, *v as u32, 0)),
-        };
-        out.extend(k);
-        k.is_some()
-    })
+const K_CTRL: u32 = u8::MAX as u32;
+const K_END: u32 = u8::MAX as u32 - 1;
+
+/// A plan as it is built: its steps written straight in their memo-key form ([`PathKey`]), so
+/// that a plan through a firewall is its request and arrival keys with no [`Step`] built —
+/// assembling a 40-byte `Step` per step was most of building a plan (1.36 M plans at 500
+/// spokes). `Step`s are built only to run a key that is new, or a plan run whole.
+#[derive(Default)]
+pub(super) struct Plan {
+    steps: PathKey,
+    /// The firewall step's DNAT sub-plans, by rule; when there are any the plan is run whole.
+    dnat: Vec<(u32, Vec<Step>)>,
+    /// Steps evaluated at a destination port (index, port); such a plan is run whole too.
+    ports: Vec<(usize, u16)>,
 }
 
-/// A plan cut after its firewall step: the request path (the same for one source group towards
-/// many destinations) and the arrival (the same for many sources towards one destination
-/// group), as memo keys written into `keys`; the length of the request path. `None`: no
-/// firewall on the path, or DNAT on it.
-fn split(layers: &[Layer], plan: &[Step], keys: &mut (PathKey, PathKey)) -> Option<usize> {
-    let k = 1 + plan
-        .iter()
-        .position(|s| matches!(s, Step::Cell { step: S_FW, .. }))?;
-    (path_key(layers, &plan[..k], &mut keys.0) && path_key(layers, &plan[k..], &mut keys.1))
-        .then_some(k)
+impl Plan {
+    fn clear(&mut self) {
+        self.steps.clear();
+        self.dnat.clear();
+        self.ports.clear();
+    }
+
+    /// The length of the request path (up to and including the firewall step: the same for one
+    /// source group towards many destinations; the rest, the arrival, is the same for many
+    /// sources towards one destination group). `None`: no firewall on the path, or DNAT on it.
+    fn split(&self) -> Option<usize> {
+        if !self.dnat.is_empty() || !self.ports.is_empty() {
+            return None;
+        }
+        let fw = self
+            .steps
+            .iter()
+            .position(|s| s.0 < K_END && s.0 & 0xff == S_FW as u32)?;
+        Some(fw + 1)
+    }
 }
+
+/// Where the plan builders write steps: a top-level [`Plan`], or a DNAT sub-plan as `Step`s.
+trait Sink {
+    /// A layer's cell; `version` is the layer's, part of the memo key.
+    fn cell(&mut self, layer: (u32, u32), cell: u32, step: u8, dport: Option<u16>);
+    fn ctrl(&mut self, c: u32);
+    fn end(&mut self, v: Reach);
+}
+
+impl Sink for Vec<Step> {
+    fn cell(&mut self, (layer, _): (u32, u32), cell: u32, step: u8, dport: Option<u16>) {
+        self.push(Step::Cell {
+            layer,
+            cell,
+            step,
+            dport,
+            dnat: vec![],
+        });
+    }
+    fn ctrl(&mut self, c: u32) {
+        self.push(Step::Ctrl(c));
+    }
+    fn end(&mut self, v: Reach) {
+        self.push(Step::End(v));
+    }
+}
+
+impl Sink for Plan {
+    fn cell(&mut self, (layer, version): (u32, u32), cell: u32, step: u8, dport: Option<u16>) {
+        if let Some(port) = dport {
+            self.ports.push((self.steps.len(), port));
+        }
+        self.steps.push((step as u32 | version << 8, layer, cell));
+    }
+    fn ctrl(&mut self, c: u32) {
+        self.steps.push((K_CTRL, c, 0));
+    }
+    fn end(&mut self, v: Reach) {
+        self.steps.push((K_END, v as u32, 0));
+    }
+}
+
+/// Key steps as `Step`s, to be run: the firewall step gets the DNAT sub-plans `dnat`, a step in
+/// `ports` its destination port.
+fn to_steps(
+    keys: &[(u32, u32, u32)],
+    dnat: &mut Vec<(u32, Vec<Step>)>,
+    ports: &[(usize, u16)],
+    out: &mut Vec<Step>,
+) {
+    out.clear();
+    for (i, &(s, a, b)) in keys.iter().enumerate() {
+        out.push(match s {
+            K_CTRL => Step::Ctrl(a),
+            K_END => Step::End(VERDICTS[a as usize]),
+            _ => {
+                let step = (s & 0xff) as u8;
+                Step::Cell {
+                    layer: a,
+                    cell: b,
+                    step,
+                    dport: ports.iter().find(|p| p.0 == i).map(|p| p.1),
+                    dnat: if step == S_FW {
+                        std::mem::take(dnat)
+                    } else {
+                        vec![]
+                    },
+                }
+            }
+        });
+    }
+}
+
+/// The (request, arrival) → decision pairs made since they were last moved into the large
+/// `composed_ids` table. Most evaluations name a request or an arrival made in the same source
+/// place's row of blocks, whose pairs are all here: a small table, hot in cache, instead of a
+/// probe of `composed_ids` (over a million pairs at 500 spokes) per evaluated pair, which was
+/// the largest part of `finish_block`'s own time. The pairs are moved in at the end of each row,
+/// where many inserts in a row overlap their cache misses.
+#[derive(Default)]
+pub(super) struct Recent {
+    pairs: HashMap<(u32, u32), u32>,
+    /// Requests and arrivals from these ids on were made since the last move.
+    requests: u32,
+    arrivals: u32,
+    /// `composed_ids.len()` after the last move.
+    flushed: usize,
+}
+
+/// At most this many recent pairs are kept before they are moved into `composed_ids`.
+const RECENT_PAIRS: usize = 1 << 14;
 
 /// Families with fewer atoms are built serially by [`Engine::parallel`].
 const PARALLEL_ATOMS: usize = 64;
@@ -456,6 +545,12 @@ impl<'s> Engine<'s> {
             self.finish_block(f, &mut b);
         }
         self.block = b;
+        // After a re-check's block, at the end of a source place's row of blocks (so before
+        // the merge reads `composed_ids`), and before the recent pairs outgrow the caches.
+        let last = d + 1 == self.index[f.index()].places.len();
+        if only.is_some() || last || self.recent.pairs.len() >= RECENT_PAIRS {
+            self.flush_recent();
+        }
     }
 
     /// The part of a block that only reads the engine: the atoms of each side grouped by their
@@ -737,7 +832,8 @@ impl<'s> Engine<'s> {
     }
 
     /// The cell of one NSG direction at (src, dst), as a plan step.
-    fn nsg_step(
+    #[allow(clippy::too_many_arguments)]
+    fn nsg_step<P: Sink>(
         &mut self,
         f: Family,
         nsg: NsgId,
@@ -745,47 +841,42 @@ impl<'s> Engine<'s> {
         step: u8,
         (sa, da): (usize, usize),
         dport: Option<u16>,
-    ) -> Step {
+        plan: &mut P,
+    ) {
         let layer = self.nsg_layer[&(nsg, outbound)];
         let cell = self.cell(layer, f, sa, da);
-        Step::Cell {
-            layer,
-            fam: f.index() as u8,
-            cell,
-            step,
-            dport,
-            dnat: vec![],
-        }
+        let version = self.layers[layer as usize].version;
+        plan.cell((layer, version), cell, step, dport);
     }
 
     /// Inbound NSGs of a destination location, evaluated at the atoms (source, destination).
-    fn inbound_steps(
+    fn inbound_steps<P: Sink>(
         &mut self,
         f: Family,
         loc: &AtomLoc,
         sa: usize,
         da: usize,
         dport: Option<u16>,
-        plan: &mut Vec<Step>,
+        plan: &mut P,
     ) {
         let subnet_nsg = loc.subnet.and_then(|s| self.snap.subnet(s).nsg);
         let nic_nsg = loc.nic.and_then(|n| self.snap.nic(n).nsg);
         for (step, nsg) in [(S_SUB_IN, subnet_nsg), (S_NIC_IN, nic_nsg)] {
             if let Some(n) = nsg {
-                plan.push(self.nsg_step(f, n, false, step, (sa, da), dport));
+                self.nsg_step(f, n, false, step, (sa, da), dport, plan);
             }
         }
     }
 
     /// A request delivered into a subnet (no-op elsewhere): its inbound NSGs, then the reply
     /// check; `request_fw`: the firewall the request went through.
-    fn arrive(
+    fn arrive<P: Sink>(
         &mut self,
         f: Family,
         loc: &AtomLoc,
         (sa, da): (usize, usize),
         request_fw: Option<IpAddr>,
-        plan: &mut Vec<Step>,
+        plan: &mut P,
     ) {
         if loc.subnet.is_some() {
             self.inbound_steps(f, loc, sa, da, None, plan);
@@ -804,7 +895,8 @@ impl<'s> Engine<'s> {
         (sa, da): (usize, usize),
         untranslated: Option<IpAddr>,
         at_target: impl Fn(&mut Self, &AtomLoc, IpAddr, Option<u16>, &mut Vec<Step>),
-    ) -> Step {
+        plan: &mut Plan,
+    ) {
         let layer = self.fw_layer[fw.index()];
         let cell = self.cell(layer, f, sa, da);
         let rules: Vec<u32> = self.cells[cell as usize]
@@ -840,35 +932,30 @@ impl<'s> Engine<'s> {
             sub.push(Step::End(Reach::Allow));
             dnat.push((r, sub));
         }
-        Step::Cell {
-            layer,
-            fam: f.index() as u8,
-            cell,
-            step: S_FW,
-            dport: None,
-            dnat,
-        }
+        let version = self.layers[layer as usize].version;
+        plan.cell((layer, version), cell, S_FW, None);
+        plan.dnat = dnat;
     }
 
     /// DIAG-7 (trace's `leaving_firewall`): the route of the firewall's subnet `s` for what the
     /// firewall let through; when it drops the flow, the steps that say so are pushed.
-    fn firewall_route_drops(
+    fn firewall_route_drops<P: Sink>(
         &mut self,
         s: SubnetId,
         route: Option<&EffectiveRoute>,
-        plan: &mut Vec<Step>,
+        plan: &mut P,
     ) -> bool {
         let drops = route.is_none_or(|r| r.next_hop_type == NextHopType::None || r.drops);
         if drops {
-            plan.push(Step::Ctrl(self.route_ctrl(S_FW_ROUTE, s, route)));
-            plan.push(Step::End(Reach::Drop));
+            plan.ctrl(self.route_ctrl(S_FW_ROUTE, s, route));
+            plan.end(Reach::Drop);
         }
         drops
     }
 
     /// The plan of one (source atom, destination atom) pair: which cells and route decisions
     /// its flows meet, in order (DIAG-7 request path and reply check).
-    fn plan(&mut self, f: Family, (sa, da): (usize, usize), plan: &mut Vec<Step>) -> bool {
+    fn plan(&mut self, f: Family, (sa, da): (usize, usize), plan: &mut Plan) -> bool {
         let g = &self.grid[f.index()];
         let (sl, dl) = (g.loc[sa], g.loc[da]);
         if !in_universe(&sl, &dl) {
@@ -884,39 +971,39 @@ impl<'s> Engine<'s> {
                     if dl.platform && !snap.nsg(n).names_platform_tags {
                         continue;
                     }
-                    plan.push(self.nsg_step(f, n, true, step, (sa, da), None));
+                    self.nsg_step(f, n, true, step, (sa, da), None, plan);
                 }
             }
             let Some(route) = self.route_of(f, s, da) else {
-                plan.push(Step::Ctrl(self.route_ctrl(2, s, None)));
-                plan.push(Step::End(Reach::Drop));
+                plan.ctrl(self.route_ctrl(2, s, None));
+                plan.end(Reach::Drop);
                 return true;
             };
-            plan.push(Step::Ctrl(self.route_ctrl(2, s, Some(route))));
+            plan.ctrl(self.route_ctrl(2, s, Some(route)));
             if route.next_hop_type == NextHopType::None || route.drops {
-                plan.push(Step::End(Reach::Drop));
+                plan.end(Reach::Drop);
                 return true;
             }
             match route.next_hop_type {
                 NextHopType::VirtualAppliance => {
                     let Some(ip) = route.next_hop_ip_address else {
-                        plan.push(Step::End(Reach::Drop));
+                        plan.end(Reach::Drop);
                         return true;
                     };
                     let Some(fw) = snap.firewall_at(ip) else {
-                        plan.push(Step::End(Reach::Unknown));
+                        plan.end(Reach::Unknown);
                         return true;
                     };
                     // DNAT'd flows: on to the translated address, inbound NSGs see the
                     // original packet, reply check against this firewall.
-                    let step = self.firewall_step(
+                    self.firewall_step(
                         f,
                         fw,
                         (sa, da),
                         Some(f.addr(dst)),
                         |e, tloc, _, _, sub| e.arrive(f, tloc, (sa, da), Some(ip), sub),
+                        plan,
                     );
-                    plan.push(step);
                     if let Some(s) = snap.firewall_subnet(fw) {
                         let route = self.route_of(f, s, da);
                         if self.firewall_route_drops(s, route, plan) {
@@ -924,13 +1011,13 @@ impl<'s> Engine<'s> {
                         }
                     }
                     self.arrive(f, &dl, (sa, da), Some(ip), plan);
-                    plan.push(Step::End(Reach::Allow));
+                    plan.end(Reach::Allow);
                 }
                 NextHopType::VnetLocal | NextHopType::VNetPeering => {
                     self.arrive(f, &dl, (sa, da), None, plan);
-                    plan.push(Step::End(Reach::Allow));
+                    plan.end(Reach::Allow);
                 }
-                _ => plan.push(Step::End(Reach::Allow)),
+                _ => plan.end(Reach::Allow),
             }
             return true;
         }
@@ -938,42 +1025,41 @@ impl<'s> Engine<'s> {
         if let Some(fw) = dl.frontend {
             // The target's NSGs see the translated packet, from the firewall's private address
             // unless the target is public.
-            let step = self.firewall_step(f, fw, (sa, da), None, |e, tloc, to, port, sub| {
-                let firewall = snap.firewall(fw);
-                let s2 = match firewall.private_ip_addresses.first() {
-                    Some(p) if !firewall.is_public(to) => addr_value(*p),
-                    _ => src,
+            let at_target =
+                |e: &mut Self, tloc: &AtomLoc, to: IpAddr, port, sub: &mut Vec<Step>| {
+                    let firewall = snap.firewall(fw);
+                    let s2 = match firewall.private_ip_addresses.first() {
+                        Some(p) if !firewall.is_public(to) => addr_value(*p),
+                        _ => src,
+                    };
+                    let g = &e.grid[f.index()];
+                    let atoms = (g.atom_of(s2), g.atom_of(addr_value(to)));
+                    e.inbound_steps(f, tloc, atoms.0, atoms.1, port, sub);
                 };
-                let g = &e.grid[f.index()];
-                let atoms = (g.atom_of(s2), g.atom_of(addr_value(to)));
-                e.inbound_steps(f, tloc, atoms.0, atoms.1, port, sub);
-            });
-            plan.push(step);
+            self.firewall_step(f, fw, (sa, da), None, at_target, plan);
             if dl.subnet.is_some() {
                 self.inbound_steps(f, &dl, sa, da, None, plan);
             }
-            plan.push(Step::End(Reach::Allow));
+            plan.end(Reach::Allow);
             return true;
         }
         self.inbound_steps(f, &dl, sa, da, None, plan);
         let platform = sl.platform && f.addr(src) == AZURE_WIRE_SERVER;
         if platform || sl.in_vnet {
-            plan.push(Step::End(Reach::Allow));
+            plan.end(Reach::Allow);
             return true;
         }
         // RT-9: the reply is routed on its own; only a direct Internet route keeps it symmetric.
         let s = dl.subnet.expect("in universe");
         match self.route_of(f, s, sa) {
             None => {
-                plan.push(Step::Ctrl(self.route_ctrl(6, s, None)));
-                plan.push(Step::End(Reach::Drop));
+                plan.ctrl(self.route_ctrl(6, s, None));
+                plan.end(Reach::Drop);
             }
-            Some(r) if r.next_hop_type == NextHopType::Internet => {
-                plan.push(Step::End(Reach::Allow))
-            }
+            Some(r) if r.next_hop_type == NextHopType::Internet => plan.end(Reach::Allow),
             Some(r) => {
-                plan.push(Step::Ctrl(self.route_ctrl(6, s, Some(r))));
-                plan.push(Step::End(Reach::Drop));
+                plan.ctrl(self.route_ctrl(6, s, Some(r)));
+                plan.end(Reach::Drop);
             }
         }
         true
@@ -981,13 +1067,13 @@ impl<'s> Engine<'s> {
 
     /// The reply of a flow between subnets (trace's `internal_reply`): routed from the
     /// destination's subnet back to the source; through a firewall only if the request was.
-    fn reply_steps(
+    fn reply_steps<P: Sink>(
         &mut self,
         f: Family,
         subnet: Option<SubnetId>,
         sa: usize,
         request_fw: Option<IpAddr>,
-        plan: &mut Vec<Step>,
+        plan: &mut P,
     ) {
         let Some(s) = subnet else { return };
         let snap = self.snap;
@@ -1005,8 +1091,8 @@ impl<'s> Engine<'s> {
             (None, None) => route.next_hop_type != NextHopType::None,
         };
         if !symmetric {
-            plan.push(Step::Ctrl(self.route_ctrl(6, s, Some(route))));
-            plan.push(Step::End(Reach::Drop));
+            plan.ctrl(self.route_ctrl(6, s, Some(route)));
+            plan.end(Reach::Drop);
         }
     }
 
@@ -1043,13 +1129,10 @@ impl<'s> Engine<'s> {
         let mut plan = std::mem::take(&mut self.plan_buf);
         plan.clear();
         let id = if self.plan(f, (sa, da), &mut plan) {
-            let mut keys = std::mem::take(&mut self.keys);
-            let id = match split(&self.layers, &plan, &mut keys) {
-                Some(k) => self.evaluate_split(&plan, k, &keys),
-                None => self.evaluate_whole(&plan),
-            };
-            self.keys = keys;
-            id
+            match plan.split() {
+                Some(k) => self.evaluate_split(&plan.steps, k),
+                None => self.evaluate_whole(&mut plan),
+            }
         } else {
             NONE
         };
@@ -1058,40 +1141,71 @@ impl<'s> Engine<'s> {
     }
 
     /// A plan through a firewall, as (request, arrival): each run only when its key is new.
-    fn evaluate_split(&mut self, plan: &[Step], k: usize, (req, arr): &(PathKey, PathKey)) -> u32 {
-        let request = match self.request_ids.get(req.as_slice()) {
+    fn evaluate_split(&mut self, plan: &[(u32, u32, u32)], k: usize) -> u32 {
+        let (req, arr) = plan.split_at(k);
+        let request = match self.request_ids.get(req) {
             Some(i) => *i,
             None => {
+                let mut steps = vec![];
+                to_steps(req, &mut vec![], &[], &mut steps);
                 let mut before = vec![];
-                let going = self.run_steps(&plan[..k], vec![(self.l4.full(), 0)], &mut before);
+                let going = self.run_steps(&steps, vec![(self.l4.full(), 0)], &mut before);
                 self.requests.push((going, before));
                 let i = self.requests.len() as u32 - 1;
-                self.request_ids.insert(req.clone(), i);
+                self.request_ids.insert(req.to_vec(), i);
                 i
             }
         };
-        let arrival = match self.arrival_ids.get(arr.as_slice()) {
+        let arrival = match self.arrival_ids.get(arr) {
             Some(i) => *i,
             None => {
-                let ended = self.run_arrival(&plan[k..]);
+                let mut steps = vec![];
+                to_steps(arr, &mut vec![], &[], &mut steps);
+                let ended = self.run_arrival(&steps);
                 self.arrivals.push(ended);
                 let i = self.arrivals.len() as u32 - 1;
-                self.arrival_ids.insert(arr.clone(), i);
+                self.arrival_ids.insert(arr.to_vec(), i);
                 i
             }
         };
-        let next = self.decisions.len() as u32;
-        let id = *self.composed_ids.entry((request, arrival)).or_insert(next);
-        if id == next {
-            self.decisions.push(Decision::Composed(request, arrival));
+        let key = (request, arrival);
+        if self.composed_ids.len() != self.recent.flushed {
+            // Pairs added elsewhere (the parallel build's merge): the marks no longer hold.
+            self.flush_recent();
         }
+        let r = &self.recent;
+        let known = match r.pairs.get(&key) {
+            Some(id) => Some(*id),
+            // A request or arrival made since the flush has all its pairs in `recent`.
+            None if request >= r.requests || arrival >= r.arrivals => None,
+            None => self.composed_ids.get(&key).copied(),
+        };
+        if let Some(id) = known {
+            return id;
+        }
+        let id = self.decisions.len() as u32;
+        self.decisions.push(Decision::Composed(request, arrival));
+        self.recent.pairs.insert(key, id);
         id
     }
 
+    /// The pairs made since the last flush moved into `composed_ids` (what the merge and later
+    /// look-ups read), the marks moved to the current tables.
+    pub(super) fn flush_recent(&mut self) {
+        let pairs = &mut self.recent.pairs;
+        self.composed_ids.reserve(pairs.len());
+        self.composed_ids.extend(pairs.drain());
+        self.recent.requests = self.requests.len() as u32;
+        self.recent.arrivals = self.arrivals.len() as u32;
+        self.recent.flushed = self.composed_ids.len();
+    }
+
     /// A plan run whole (DNAT on it, or no firewall): its pieces stored, interned by content.
-    fn evaluate_whole(&mut self, plan: &[Step]) -> u32 {
+    fn evaluate_whole(&mut self, plan: &mut Plan) -> u32 {
+        let mut steps = vec![];
+        to_steps(&plan.steps, &mut plan.dnat, &plan.ports, &mut steps);
         let mut done: Vec<(Bits, Reach, u32)> = vec![];
-        self.run(plan, vec![(self.l4.full(), 0)], &mut done);
+        self.run(&steps, vec![(self.l4.full(), 0)], &mut done);
         let mut by_outcome: Vec<(Bits, u64)> = vec![];
         for (l4, verdict, chain) in done {
             merge_piece(&mut by_outcome, l4, outcome_id(verdict, chain, 0));
