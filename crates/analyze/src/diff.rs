@@ -174,6 +174,9 @@ fn rule_edits(old: &Snapshot, new: &Snapshot) -> Result<Edits, &'static str> {
     if old.catalogs.versions() != new.catalogs.versions() {
         return Err("other catalogs");
     }
+    if old.bindings_id != new.bindings_id {
+        return Err("other name bindings");
+    }
     let (o, n) = (without_rules(&old.network), without_rules(&new.network));
     if o.0 != n.0 {
         return Err("more than NSG and firewall rules differ");
@@ -224,20 +227,21 @@ fn unattached(s: &Snapshot) -> Vec<(String, NsgId)> {
 
 /// A network as JSON without what the re-check takes (NSG rules; firewalls' network and
 /// application rule collections) and without origins (file and place in it), then those
-/// rules alone.
+/// rules alone, one list per owner (firewall, rule collection group): a collection moved from
+/// one owner to the next is a change even where the flat order stays the same.
 fn without_rules(net: &Network) -> (serde_json::Value, serde_json::Value) {
     let mut net = net.clone();
-    let mut rules = vec![];
+    let mut rules: Vec<Vec<RuleCollection>> = vec![];
     for n in &mut net.network_security_groups {
         n.security_rules.clear();
     }
     let not_nat = |c: &RuleCollection| c.kind != RuleCollectionKind::Nat;
     for fw in &mut net.azure_firewalls {
-        rules.extend(fw.rule_collections.extract_if(.., |c| not_nat(c)));
+        rules.push(fw.rule_collections.extract_if(.., |c| not_nat(c)).collect());
     }
     for p in &mut net.firewall_policies {
         for g in &mut p.rule_collection_groups {
-            rules.extend(g.rule_collections.extract_if(.., |c| not_nat(c)));
+            rules.push(g.rule_collections.extract_if(.., |c| not_nat(c)).collect());
         }
     }
     let mut a = serde_json::to_value(&net).unwrap_or_default();
@@ -472,5 +476,50 @@ impl<'a, 'e> Compare<'a, 'e> {
             compared,
             path: DiffPath::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_policy::CompileOptions;
+    use std::path::Path;
+
+    fn adx() -> Snapshot {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/scenarios/adx-dependencies/network.json");
+        palisade_load::load(&palisade_load::Source::files([file]))
+            .snapshot
+            .expect("the scenario compiles")
+    }
+
+    /// A rule collection moved from one rule collection group to the front of the next keeps
+    /// the flat order of all collections; it is still a firewall rule change (the group's
+    /// priority and name decide it afterwards), so the re-check must take the firewalls.
+    #[test]
+    fn a_collection_moved_to_the_next_group_is_a_rule_change() {
+        let old = adx().network;
+        let mut new = old.clone();
+        let groups = &mut new.firewall_policies[0].rule_collection_groups;
+        let moved = groups[0].rule_collections.pop().expect("a collection");
+        assert_ne!(moved.kind, RuleCollectionKind::Nat);
+        groups[1].rule_collections.insert(0, moved);
+        let (o, n) = (without_rules(&old), without_rules(&new));
+        assert_eq!(o.0, n.0, "only rules moved");
+        assert_ne!(o.1, n.1, "the move must be seen");
+    }
+
+    /// FW-5: the same network compiled with other name bindings resolves its FQDN network rules
+    /// to other addresses; the re-check cannot take that, so the diff uses two engines.
+    #[test]
+    fn other_name_bindings_take_two_engines() {
+        let old = adx();
+        let mut options = CompileOptions::default();
+        options
+            .resolve
+            .insert("example.test".into(), vec!["192.0.2.7".parse().unwrap()]);
+        let new = Snapshot::compile(&old.network, &old.catalogs, &options);
+        assert_eq!(rule_edits(&old, &new).err(), Some("other name bindings"));
+        assert!(rule_edits(&old, &old).is_ok());
     }
 }

@@ -47,6 +47,9 @@ pub struct NicEntry {
 pub struct Snapshot {
     /// Content hash of the model, the catalog versions and the name bindings (DIAG-1.2 `snapshot`).
     pub id: String,
+    /// Content hash of the name bindings alone: two snapshots of one network whose FQDN
+    /// network rules resolve differently differ here.
+    pub bindings_id: u64,
     pub network: Network,
     pub catalogs: Catalogs,
     subnets: Vec<SubnetEntry>,
@@ -247,6 +250,7 @@ impl Snapshot {
             .collect();
         Snapshot {
             id: snapshot_id(network, catalogs, &options.resolve),
+            bindings_id: bindings_id(&options.resolve),
             network: network.clone(),
             catalogs: catalogs.clone(),
             subnets,
@@ -455,6 +459,14 @@ fn snapshot_id(
     catalogs.service_tags.version().content_hash.hash(&mut h);
     catalogs.fqdn_tags.version().content_hash.hash(&mut h);
     format!("{:016x}", h.finish())
+}
+
+fn bindings_id(bindings: &HashMap<String, Vec<IpAddr>>) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut names: Vec<_> = bindings.iter().collect();
+    names.sort();
+    names.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]

@@ -209,10 +209,7 @@ impl Plan {
         if !self.dnat.is_empty() || !self.ports.is_empty() {
             return None;
         }
-        let fw = self
-            .steps
-            .iter()
-            .position(|s| s.0 < K_END && s.0 & 0xff == S_FW as u32)?;
+        let fw = self.steps.iter().position(|s| s.0 & 0xff == S_FW as u32)?;
         Some(fw + 1)
     }
 }
