@@ -179,32 +179,23 @@ pub fn run_measuring(
     parallel: bool,
     diff: bool,
 ) -> ReachBench {
-    let mut g = HubSpoke::target();
-    (g.spokes, g.nsg_rules, g.firewall_rules) = (spokes.max(1), nsg_rules, firewall_rules);
-    let catalogs = Catalogs::embedded();
-    let net = g.build();
-    let snap = Snapshot::compile(&net, &catalogs, &CompileOptions::default());
+    let gen = Generated::new(spokes, nsg_rules, firewall_rules);
+    let (bed, snap, g) = (gen.bed(), &gen.snap, &gen.g);
     let (t, p) = (Clock::start(), process_cpu_s());
     let mut engine = if parallel {
-        Engine::parallel(&snap)
+        Engine::parallel(snap)
     } else {
-        Engine::new(&snap)
+        Engine::new(snap)
     };
     let (matrix_ms, matrix_cpu_ms) = t.ms();
     let matrix_process_cpu_s = process_cpu_s() - p;
     let matrix_phases_s = engine.build_phases().iter().copied().collect();
     let (a4, a6) = engine.atoms();
-    let bed = Bed {
-        g: &g,
-        net: &net,
-        snap: &snap,
-        catalogs: &catalogs,
-    };
     let rc = rechecks(bed, &mut engine);
     let ((recheck_nsg_ms, recheck_nsg_cpu_ms), (recheck_firewall_ms, recheck_firewall_cpu_ms)) =
         (rc.nsg, rc.firewall);
     // Every change was reverted: the engine must answer as the original snapshot does.
-    let (trace_checked_flows, mismatches) = check_sample(&g, &snap, &engine, 4000, 11);
+    let (trace_checked_flows, mismatches) = check_sample(g, snap, &engine, 4000, 11);
     // The matrix's peak, before the item-4 questions add their own results.
     let peak_rss_mib = peak_rss_mib();
     let t = Clock::start();
@@ -213,8 +204,8 @@ pub fn run_measuring(
     let t = Clock::start();
     let spoke = format!("spoke{}/workload", g.spokes / 2);
     let scopes = (
-        super::parse_scope(&snap, "Internet"),
-        super::parse_scope(&snap, &spoke),
+        super::parse_scope(snap, "Internet"),
+        super::parse_scope(snap, &spoke),
     );
     if let (Ok(internet), Ok(to)) = scopes {
         super::report(&engine, &internet, &to, false, &[Reach::Allow]);
@@ -271,18 +262,9 @@ pub fn recheck_rounds(
     firewall_rules: usize,
     rounds: usize,
 ) -> Vec<Rechecks> {
-    let mut g = HubSpoke::target();
-    (g.spokes, g.nsg_rules, g.firewall_rules) = (spokes.max(1), nsg_rules, firewall_rules);
-    let catalogs = Catalogs::embedded();
-    let net = g.build();
-    let snap = Snapshot::compile(&net, &catalogs, &CompileOptions::default());
-    let mut engine = Engine::new(&snap);
-    let bed = Bed {
-        g: &g,
-        net: &net,
-        snap: &snap,
-        catalogs: &catalogs,
-    };
+    let gen = Generated::new(spokes, nsg_rules, firewall_rules);
+    let (bed, snap) = (gen.bed(), &gen.snap);
+    let mut engine = Engine::new(snap);
     (0..rounds).map(|_| rechecks(bed, &mut engine)).collect()
 }
 
@@ -297,23 +279,14 @@ pub fn recheck_first_rounds(
     rounds: usize,
     parallel: bool,
 ) -> Vec<Rechecks> {
-    let mut g = HubSpoke::target();
-    (g.spokes, g.nsg_rules, g.firewall_rules) = (spokes.max(1), nsg_rules, firewall_rules);
-    let catalogs = Catalogs::embedded();
-    let net = g.build();
-    let snap = Snapshot::compile(&net, &catalogs, &CompileOptions::default());
-    let bed = Bed {
-        g: &g,
-        net: &net,
-        snap: &snap,
-        catalogs: &catalogs,
-    };
+    let gen = Generated::new(spokes, nsg_rules, firewall_rules);
+    let (bed, snap) = (gen.bed(), &gen.snap);
     (0..rounds)
         .map(|_| {
             let mut engine = if parallel {
-                Engine::parallel(&snap)
+                Engine::parallel(snap)
             } else {
-                Engine::new(&snap)
+                Engine::new(snap)
             };
             rechecks(bed, &mut engine)
         })
@@ -330,18 +303,15 @@ pub fn matrix_rounds(
     rounds: usize,
     parallel: bool,
 ) -> Vec<(f64, f64, f64)> {
-    let mut g = HubSpoke::target();
-    (g.spokes, g.nsg_rules, g.firewall_rules) = (spokes.max(1), nsg_rules, firewall_rules);
-    let catalogs = Catalogs::embedded();
-    let net = g.build();
-    let snap = Snapshot::compile(&net, &catalogs, &CompileOptions::default());
+    let gen = Generated::new(spokes, nsg_rules, firewall_rules);
+    let snap = &gen.snap;
     (0..rounds)
         .map(|_| {
             let (t, p) = (Clock::start(), process_cpu_s());
             let engine = if parallel {
-                Engine::parallel(&snap)
+                Engine::parallel(snap)
             } else {
-                Engine::new(&snap)
+                Engine::new(snap)
             };
             let (wall, cpu) = t.ms();
             let process = process_cpu_s() - p;
@@ -443,18 +413,43 @@ pub fn diff_rounds(
     rounds: usize,
     build: Build,
 ) -> Vec<DiffRun> {
-    let mut g = HubSpoke::target();
-    (g.spokes, g.nsg_rules, g.firewall_rules) = (spokes.max(1), nsg_rules, firewall_rules);
-    let catalogs = Catalogs::embedded();
-    let net = g.build();
-    let snap = Snapshot::compile(&net, &catalogs, &CompileOptions::default());
-    let bed = Bed {
-        g: &g,
-        net: &net,
-        snap: &snap,
-        catalogs: &catalogs,
-    };
+    let gen = Generated::new(spokes, nsg_rules, firewall_rules);
+    let bed = gen.bed();
     (0..rounds).flat_map(|_| diffs(bed, build)).collect()
+}
+
+/// The generated hub-and-spoke network of one size, compiled: what every entry point starts
+/// from.
+struct Generated {
+    g: HubSpoke,
+    catalogs: Catalogs,
+    net: Network,
+    snap: Snapshot,
+}
+
+impl Generated {
+    fn new(spokes: usize, nsg_rules: usize, firewall_rules: usize) -> Generated {
+        let mut g = HubSpoke::target();
+        (g.spokes, g.nsg_rules, g.firewall_rules) = (spokes.max(1), nsg_rules, firewall_rules);
+        let catalogs = Catalogs::embedded();
+        let net = g.build();
+        let snap = Snapshot::compile(&net, &catalogs, &CompileOptions::default());
+        Generated {
+            g,
+            catalogs,
+            net,
+            snap,
+        }
+    }
+
+    fn bed(&self) -> Bed<'_> {
+        Bed {
+            g: &self.g,
+            net: &self.net,
+            snap: &self.snap,
+            catalogs: &self.catalogs,
+        }
+    }
 }
 
 /// What every series of re-checks starts from: the generated network and its snapshot.
