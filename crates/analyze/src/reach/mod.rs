@@ -355,11 +355,17 @@ impl<'s> Engine<'s> {
     }
 
     /// The controls of a chain id, in path order.
-    fn chain(&self, mut c: u32) -> Vec<Control> {
+    fn chain(&self, c: u32) -> Vec<Control> {
+        self.chain_of(&self.controls, c)
+    }
+
+    /// A chain id spelled out with `controls` (the engine's, or a copy saved before a re-check
+    /// relabelled some of them).
+    pub(super) fn chain_of(&self, controls: &[Control], mut c: u32) -> Vec<Control> {
         let mut chain = vec![];
         while c != 0 {
             let (shorter, ctrl) = self.chains[c as usize];
-            chain.push(self.controls[ctrl as usize].clone());
+            chain.push(controls[ctrl as usize].clone());
             c = shorter;
         }
         chain.reverse();

@@ -82,7 +82,7 @@ impl<'s> Engine<'s> {
         firewall: FirewallId,
         fw: &CompiledFirewall,
     ) -> Result<usize, String> {
-        let n = self.recheck_firewall(firewall, fw, true)?;
+        let n = self.recheck_firewall(firewall, fw)?;
         self.compact_if_grown();
         Ok(n)
     }
@@ -95,15 +95,14 @@ impl<'s> Engine<'s> {
         firewall: FirewallId,
         fw: &CompiledFirewall,
     ) -> Result<usize, String> {
-        self.recheck_firewall(firewall, fw, true)
+        self.recheck_firewall(firewall, fw)
     }
 
-    /// `relabel`: a rule kept under a new priority keeps its controls, relabelled.
+    /// A rule kept under a new priority keeps its controls, relabelled.
     fn recheck_firewall(
         &mut self,
         firewall: FirewallId,
         fw: &CompiledFirewall,
-        relabel: bool,
     ) -> Result<usize, String> {
         let Some(layer) = self.layer_id(LayerKind::Firewall { firewall }) else {
             return Err(format!("no firewall {}", firewall.index()));
@@ -213,7 +212,7 @@ impl<'s> Engine<'s> {
         let news: [usize; 2] = [ws[0].new.len(), ws[1].new.len()];
         let windows: [Window; 2] = ws.try_into().map_err(|_| "two families")?;
         let old_first = old.first.clone();
-        let n = self.replace_layer(layer, windows, dnat, Ok(infos), relabel)?;
+        let n = self.replace_layer(layer, windows, dnat, Ok(infos))?;
         let l = &mut self.layers[layer as usize];
         // The items after the window move by the change in its entry count.
         for (fi, (first, conv)) in l.items.first.iter_mut().zip(&conv_first).enumerate() {
@@ -250,15 +249,8 @@ impl<'s> Engine<'s> {
         Outcome { verdict, chain }
     }
 
-    fn saved_chain(&self, saved: &SavedDecisions, mut c: u32) -> Vec<Control> {
-        let mut chain = vec![];
-        while c != 0 {
-            let (shorter, ctrl) = self.chains[c as usize];
-            chain.push(saved.controls[ctrl as usize].clone());
-            c = shorter;
-        }
-        chain.reverse();
-        chain
+    fn saved_chain(&self, saved: &SavedDecisions, c: u32) -> Vec<Control> {
+        self.chain_of(&saved.controls, c)
     }
 
     /// The atom pairs whose decision differs from `saved`, in (family, source atom,
@@ -404,12 +396,12 @@ impl<'s> Engine<'s> {
         };
         let [v4, v6] = entries;
         let windows = [window(0, v4), window(1, v6)];
-        self.replace_layer(layer, windows, dnat, Err(infos), false)
+        self.replace_layer(layer, windows, dnat, Err(infos))
     }
 
     /// Apply one window per family and re-check the flows the windows' rules cover. `infos`:
     /// `Ok` the changed rules' infos (every other index means the same rule as before), `Err`
-    /// all of them (any index may now mean another rule). `relabel`: a changed rule that is an
+    /// all of them (any index may now mean another rule). With `Ok`, a changed rule that is an
     /// old one under a new index or priority keeps its controls, relabelled (`kept_rules`);
     /// otherwise the flows it decides are re-checked. Nothing changes on an error.
     fn replace_layer(
@@ -418,7 +410,6 @@ impl<'s> Engine<'s> {
         windows: [Window; 2],
         dnat: HashMap<u32, (IpAddr, Option<u16>)>,
         infos: Result<Vec<(u32, RuleInfo)>, Vec<RuleInfo>>,
-        relabel: bool,
     ) -> Result<usize, String> {
         // The atoms must already separate every address the new rules name.
         for (fi, w) in windows.iter().enumerate() {
@@ -453,8 +444,8 @@ impl<'s> Engine<'s> {
             }
         }
         let kept = match &infos {
-            Ok(changed) if relabel => self.kept_rules(layer, changed),
-            _ => HashMap::default(),
+            Ok(changed) => self.kept_rules(layer, changed),
+            Err(_) => HashMap::default(),
         };
         // The boxes whose flows can change, per family, read before the rule infos change.
         let (boxes, perms): ([Vec<Box3>; 2], [Option<Vec<usize>>; 2]) = {
