@@ -1057,3 +1057,39 @@ impl<'s> Engine<'s> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::CellTable;
+
+    // Past the mapping threshold: the table is mapped, reads zero, keeps what is written when
+    // grown (moved by its page tables) and has zero slots past the old end.
+    #[test]
+    fn a_mapped_cell_table_grows_keeping_its_slots() {
+        let mut t = CellTable::zeroed(300_000);
+        assert!(matches!(t, CellTable::Mapped { .. }));
+        assert!(t.iter().all(|x| *x == 0));
+        t[0] = 7;
+        t[299_999] = 9;
+        t.grow(1_000_000);
+        assert_eq!(t.len(), 1_000_000);
+        assert_eq!((t[0], t[299_999]), (7, 9));
+        assert!(t[300_000..].iter().all(|x| *x == 0));
+        t[999_999] = 3;
+        assert_eq!(t.iter().filter(|x| **x != 0).count(), 3);
+    }
+
+    // Below it, a heap table: grown past the threshold it becomes a mapped one, slots kept.
+    #[test]
+    fn a_small_cell_table_grows_into_a_mapped_one() {
+        let mut t = CellTable::zeroed(100);
+        assert!(matches!(t, CellTable::Heap(_)));
+        t[99] = 5;
+        t.grow(200);
+        assert!(matches!(t, CellTable::Heap(_)));
+        assert_eq!((t[99], t[199]), (5, 0));
+        t.grow(1 << 20);
+        assert!(matches!(t, CellTable::Mapped { .. }));
+        assert_eq!((t[99], t[(1 << 20) - 1]), (5, 0));
+    }
+}
