@@ -15,6 +15,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::ptr::NonNull;
 use std::sync::OnceLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,7 +57,7 @@ pub(super) struct FamLayer {
     /// Cell ids by (source class, destination class), dense (`source * stride + destination`),
     /// plus one; 0: not computed yet. Zeroed pages cost nothing until written. Rows for
     /// source classes to come follow (`room`).
-    pub(super) cells: Vec<u32>,
+    pub(super) cells: CellTable,
     /// Destination classes a row of `cells` has room for: a re-check adding classes fills the
     /// room instead of laying the table out again.
     pub(super) stride: usize,
@@ -157,13 +158,37 @@ impl FamLayer {
                 out
             };
             let (hs, hd) = (holding(&self.src.rows), holding(&self.dst.rows));
-            for (ss, ds) in hs.iter().zip(&hd) {
+            let (cells, stride, drows) = (&mut self.cells, self.stride, &self.dst.rows);
+            for (k, (ss, ds)) in hs.iter().zip(&hd).enumerate() {
+                let p = lo + k;
                 for &sc in ss {
-                    for &dc in ds {
-                        let slot = &mut self.cells[sc * self.stride + dc];
-                        if *slot != 0 {
+                    // A row holding no cell is not read: every slot of a broad entry's class
+                    // pairs read a table just laid out again page by page (3,900 zero-page
+                    // faults, most of the move reverting a reorder at the bench's size).
+                    let Some(filled) = self.filled.get_mut(sc).filter(|f| !f.is_empty()) else {
+                        continue;
+                    };
+                    let row = &mut cells[sc * stride..(sc + 1) * stride];
+                    if filled.len() < ds.len() {
+                        filled.retain(|&dc| {
+                            let slot = &mut row[dc as usize];
+                            if *slot == 0 {
+                                return false;
+                            }
+                            if drows[dc as usize][p / 64] >> (p % 64) & 1 == 0 {
+                                return true;
+                            }
                             dropped.push(*slot - 1);
                             *slot = 0;
+                            false
+                        });
+                    } else {
+                        for &dc in ds {
+                            let slot = &mut row[dc];
+                            if *slot != 0 {
+                                dropped.push(*slot - 1);
+                                *slot = 0;
+                            }
                         }
                     }
                 }
@@ -204,16 +229,140 @@ impl FamLayer {
             // into the new table (the kernel zeroes each: 20-30 ms at the bench's size, most of
             // a first move after the classes had grown); a cell needed again is walked again,
             // and gets its old id (cells are interned by content).
-            let cells = vec![0; room(ns2) * stride];
+            let cells = CellTable::zeroed(room(ns2) * stride);
             self.filled.clear();
-            (self.cells, self.stride) = (cells, stride);
+            let old = std::mem::replace(&mut self.cells, cells);
+            self.stride = stride;
+            // Unmapping the pages the old table wrote is work for no answer: off the re-check.
+            if matches!(old, CellTable::Mapped { .. }) {
+                std::thread::spawn(move || drop(old));
+            }
             return None;
         } else if ns2 * self.stride > self.cells.len() {
-            self.cells.resize(room(ns2) * self.stride, 0);
+            self.cells.grow(room(ns2) * self.stride);
         }
         dropped.sort_unstable();
         dropped.dedup();
         Some(dropped)
+    }
+}
+
+/// A layer's cell table: `u32` slots, 0 while not computed. A large table is mapped straight
+/// from the kernel, so its pages are zero pages handed out on first write and a table laid out
+/// again costs nothing up front: through the global allocator the memory could be a table freed
+/// before (a build worker's), which the allocator must clear first (5-8 ms for the bench's
+/// 45 MB firewall table under mimalloc).
+pub(super) enum CellTable {
+    Heap(Vec<u32>),
+    Mapped { ptr: NonNull<u32>, len: usize },
+}
+
+// SAFETY: a mapped table is owned by its value alone, as a `Box<[u32]>` would be.
+unsafe impl Send for CellTable {}
+// SAFETY: shared access reads only, through `Deref`.
+unsafe impl Sync for CellTable {}
+
+/// From this size on a cell table is mapped (a page each for the small NSG tables would be
+/// more system calls than the tables' whole cost).
+const MAPPED_BYTES: usize = 1 << 20;
+
+fn mapped_bytes(len: usize) -> usize {
+    (len * std::mem::size_of::<u32>()).next_multiple_of(4096)
+}
+
+impl Default for CellTable {
+    fn default() -> CellTable {
+        CellTable::Heap(vec![])
+    }
+}
+
+impl CellTable {
+    /// `len` slots, every one 0.
+    pub(super) fn zeroed(len: usize) -> CellTable {
+        if len * std::mem::size_of::<u32>() >= MAPPED_BYTES {
+            // SAFETY: an anonymous private mapping of a fresh range; checked below.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    mapped_bytes(len),
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                if let Some(ptr) = NonNull::new(p.cast::<u32>()) {
+                    return CellTable::Mapped { ptr, len };
+                }
+            }
+        }
+        CellTable::Heap(vec![0; len])
+    }
+
+    /// Grown to `len` slots, the new ones 0: a mapped table is moved by its page tables
+    /// (`mremap`), and its new pages are zero pages too, so the slots kept are not copied nor
+    /// the new ones written.
+    pub(super) fn grow(&mut self, len: usize) {
+        if len <= self.len() {
+            return;
+        }
+        if let CellTable::Mapped { ptr, len: old } = self {
+            // SAFETY: the range is this table's mapping, of the size it was mapped with.
+            let p = unsafe {
+                libc::mremap(
+                    ptr.as_ptr().cast(),
+                    mapped_bytes(*old),
+                    mapped_bytes(len),
+                    libc::MREMAP_MAYMOVE,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                if let Some(p) = NonNull::new(p.cast::<u32>()) {
+                    (*ptr, *old) = (p, len);
+                    return;
+                }
+            }
+        }
+        let mut t = CellTable::zeroed(len);
+        t[..self.len()].copy_from_slice(self);
+        *self = t;
+    }
+}
+
+impl std::ops::Deref for CellTable {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        match self {
+            CellTable::Heap(v) => v,
+            // SAFETY: `len` slots mapped readable and writable, zero or written since.
+            CellTable::Mapped { ptr, len } => unsafe {
+                std::slice::from_raw_parts(ptr.as_ptr(), *len)
+            },
+        }
+    }
+}
+
+impl std::ops::DerefMut for CellTable {
+    fn deref_mut(&mut self) -> &mut [u32] {
+        match self {
+            CellTable::Heap(v) => v,
+            // SAFETY: as in `deref`, and `&mut self` makes this the only access.
+            CellTable::Mapped { ptr, len } => unsafe {
+                std::slice::from_raw_parts_mut(ptr.as_ptr(), *len)
+            },
+        }
+    }
+}
+
+impl Drop for CellTable {
+    fn drop(&mut self) {
+        if let CellTable::Mapped { ptr, len } = self {
+            // SAFETY: this table's mapping, unmapped once; nothing borrows it any more.
+            unsafe {
+                libc::munmap(ptr.as_ptr().cast(), mapped_bytes(*len));
+            }
+        }
     }
 }
 
@@ -674,7 +823,7 @@ fn fam_layer_with(entries: Vec<Entry>, parallel: bool) -> FamLayer {
         (runs(false), runs(true))
     };
     let stride = room(dst.rows.len());
-    let cells = vec![0; room(src.rows.len()) * stride];
+    let cells = CellTable::zeroed(room(src.rows.len()) * stride);
     FamLayer {
         entries,
         src,
@@ -906,5 +1055,41 @@ impl<'s> Engine<'s> {
                 rule: u32::MAX,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CellTable;
+
+    // Past the mapping threshold: the table is mapped, reads zero, keeps what is written when
+    // grown (moved by its page tables) and has zero slots past the old end.
+    #[test]
+    fn a_mapped_cell_table_grows_keeping_its_slots() {
+        let mut t = CellTable::zeroed(300_000);
+        assert!(matches!(t, CellTable::Mapped { .. }));
+        assert!(t.iter().all(|x| *x == 0));
+        t[0] = 7;
+        t[299_999] = 9;
+        t.grow(1_000_000);
+        assert_eq!(t.len(), 1_000_000);
+        assert_eq!((t[0], t[299_999]), (7, 9));
+        assert!(t[300_000..].iter().all(|x| *x == 0));
+        t[999_999] = 3;
+        assert_eq!(t.iter().filter(|x| **x != 0).count(), 3);
+    }
+
+    // Below it, a heap table: grown past the threshold it becomes a mapped one, slots kept.
+    #[test]
+    fn a_small_cell_table_grows_into_a_mapped_one() {
+        let mut t = CellTable::zeroed(100);
+        assert!(matches!(t, CellTable::Heap(_)));
+        t[99] = 5;
+        t.grow(200);
+        assert!(matches!(t, CellTable::Heap(_)));
+        assert_eq!((t[99], t[199]), (5, 0));
+        t.grow(1 << 20);
+        assert!(matches!(t, CellTable::Mapped { .. }));
+        assert_eq!((t[99], t[(1 << 20) - 1]), (5, 0));
     }
 }

@@ -9,7 +9,7 @@
 //! numbered only when new, therefore numbers the new ones as the serial run did. Shared tables
 //! (the earlier parallel version) cost more in waiting than they saved.
 
-use super::layers::{Entry, FamLayer, Layer};
+use super::layers::{CellTable, Entry, FamLayer, Layer};
 use super::plans::PathKey;
 use super::{Decision, Engine, CHAIN_BITS, NONE};
 use crate::headerspace::Family;
@@ -97,7 +97,7 @@ impl<'s> Engine<'s> {
                     .collect(),
                 src: fl.src.rows_only(),
                 dst: fl.dst.rows_only(),
-                cells: vec![0; fl.cells.len()],
+                cells: CellTable::zeroed(fl.cells.len()),
                 stride: fl.stride,
                 filled: vec![],
             };
