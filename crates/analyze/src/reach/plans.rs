@@ -129,15 +129,6 @@ pub(super) struct Block {
     dmap1: Vec<u32>,
     dr: Vec<usize>,
     dec: Vec<u32>,
-    /// Per layer of the block, its groups' class maps and first groups (flat, `spans` says
-    /// where each layer's part starts) and the stored cell of each distinct class pair (0: not
-    /// computed yet), all read before any is used.
-    lsmap: Vec<u32>,
-    ldmap: Vec<u32>,
-    lsfirst: Vec<usize>,
-    ldfirst: Vec<usize>,
-    spans: Vec<(usize, usize, usize)>,
-    stored: Vec<u32>,
 }
 
 /// Atoms grouped by their keys (`k` words each, written by `key`): per atom its group in
@@ -692,12 +683,6 @@ impl<'s> Engine<'s> {
             dmap1,
             dr,
             dec,
-            lsmap,
-            ldmap,
-            lsfirst,
-            ldfirst,
-            spans,
-            stored,
             ..
         } = b;
         let fi = f.index();
@@ -715,49 +700,16 @@ impl<'s> Engine<'s> {
         srow.resize(ns * nl, 0);
         dcol.clear();
         dcol.resize(nd * nl, 0);
-        // First every layer's distinct class pairs and the slots they read, in one pass with no
-        // use of what is read: the slots are cache misses (the layers of a block are last read
-        // a row of blocks earlier), and loads that nothing waits on overlap, where one per
-        // `cell` call, each followed by its own branch, did not.
-        lsmap.clear();
-        ldmap.clear();
-        lsfirst.clear();
-        ldfirst.clear();
-        spans.clear();
-        stored.clear();
-        let ix = &self.index[fi];
-        for &l in layers.iter() {
+        for (k, &l) in layers.iter().enumerate() {
+            let ix = &self.index[fi];
             let (sclass, dclass) = (&ix.scls[l as usize], &ix.dcls[l as usize]);
-            spans.push((lsfirst.len(), ldfirst.len(), stored.len()));
             first_seen(ns, |i| sclass[sreps0[i] as usize], smap, sfirst);
             first_seen(nd, |j| dclass[dreps0[j] as usize], dmap, dfirst);
-            lsmap.extend_from_slice(smap);
-            ldmap.extend_from_slice(dmap);
-            lsfirst.extend_from_slice(sfirst);
-            ldfirst.extend_from_slice(dfirst);
-            let fl = &self.layers[l as usize].fam[fi];
-            for &x in sfirst.iter() {
-                let row = sclass[sreps0[x] as usize] as usize * fl.stride;
-                for &y in dfirst.iter() {
-                    stored.push(fl.cells[row + dclass[dreps0[y] as usize] as usize]);
-                }
-            }
-        }
-        spans.push((lsfirst.len(), ldfirst.len(), stored.len()));
-        for (k, &l) in layers.iter().enumerate() {
-            let ((s0, d0, c0), (s1, d1, _)) = (spans[k], spans[k + 1]);
-            let (sfirst, dfirst) = (&lsfirst[s0..s1], &ldfirst[d0..d1]);
             small.clear();
-            let mut c = c0;
-            for &x in sfirst {
-                for &y in dfirst {
-                    // A slot read as empty may have been filled since by the same layer met
-                    // again in this block: `cell` reads it again.
-                    small.push(match stored[c].checked_sub(1) {
-                        Some(id) => id,
-                        None => self.cell(l, f, sreps0[x] as usize, dreps0[y] as usize),
-                    });
-                    c += 1;
+            for &x in sfirst.iter() {
+                for &y in dfirst.iter() {
+                    let (a, b) = (sreps0[x] as usize, dreps0[y] as usize);
+                    small.push(self.cell(l, f, a, b));
                 }
             }
             let (n, m) = (sfirst.len(), dfirst.len());
@@ -765,7 +717,6 @@ impl<'s> Engine<'s> {
             trans.extend((0..m * n).map(|t| small[(t % n) * m + t / n]));
             first_seen(n, |x| &small[x * m..(x + 1) * m], rows, firsts);
             first_seen(m, |y| &trans[y * n..(y + 1) * n], cols, firsts);
-            let (smap, dmap) = (&lsmap[k * ns..(k + 1) * ns], &ldmap[k * nd..(k + 1) * nd]);
             for i in 0..ns {
                 srow[i * nl + k] = rows[smap[i] as usize];
             }
