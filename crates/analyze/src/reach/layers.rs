@@ -231,12 +231,8 @@ impl FamLayer {
             // and gets its old id (cells are interned by content).
             let cells = CellTable::zeroed(room(ns2) * stride);
             self.filled.clear();
-            let old = std::mem::replace(&mut self.cells, cells);
+            std::mem::replace(&mut self.cells, cells).drop_elsewhere();
             self.stride = stride;
-            // Unmapping the pages the old table wrote is work for no answer: off the re-check.
-            if matches!(old, CellTable::Mapped { .. }) {
-                std::thread::spawn(move || drop(old));
-            }
             return None;
         } else if ns2 * self.stride > self.cells.len() {
             self.cells.grow(room(ns2) * self.stride);
@@ -254,20 +250,29 @@ impl FamLayer {
 /// 45 MB firewall table under mimalloc).
 pub(super) enum CellTable {
     Heap(Vec<u32>),
-    Mapped { ptr: NonNull<u32>, len: usize },
+    Mapped(Mapping),
 }
 
-// SAFETY: a mapped table is owned by its value alone, as a `Box<[u32]>` would be.
-unsafe impl Send for CellTable {}
+/// An anonymous mapping of `len` slots. The fields are private to this module, so no safe code
+/// elsewhere can make one that `Deref` or `Drop` would trust.
+pub(super) struct Mapping {
+    ptr: NonNull<u32>,
+    len: usize,
+}
+
+// SAFETY: a mapping is owned by its value alone, as a `Box<[u32]>` would be.
+unsafe impl Send for Mapping {}
 // SAFETY: shared access reads only, through `Deref`.
-unsafe impl Sync for CellTable {}
+unsafe impl Sync for Mapping {}
 
 /// From this size on a cell table is mapped (a page each for the small NSG tables would be
 /// more system calls than the tables' whole cost).
 const MAPPED_BYTES: usize = 1 << 20;
 
-fn mapped_bytes(len: usize) -> usize {
-    (len * std::mem::size_of::<u32>()).next_multiple_of(4096)
+/// Bytes mapped for `len` slots; `None` past the address space.
+fn mapped_bytes(len: usize) -> Option<usize> {
+    len.checked_mul(std::mem::size_of::<u32>())?
+        .checked_next_multiple_of(4096)
 }
 
 impl Default for CellTable {
@@ -279,25 +284,13 @@ impl Default for CellTable {
 impl CellTable {
     /// `len` slots, every one 0.
     pub(super) fn zeroed(len: usize) -> CellTable {
-        if len * std::mem::size_of::<u32>() >= MAPPED_BYTES {
-            // SAFETY: an anonymous private mapping of a fresh range; checked below.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    mapped_bytes(len),
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            if p != libc::MAP_FAILED {
-                if let Some(ptr) = NonNull::new(p.cast::<u32>()) {
-                    return CellTable::Mapped { ptr, len };
-                }
-            }
+        match mapped_bytes(len) {
+            Some(bytes) if bytes >= MAPPED_BYTES => match Mapping::new(len, bytes) {
+                Some(m) => CellTable::Mapped(m),
+                None => CellTable::Heap(vec![0; len]),
+            },
+            _ => CellTable::Heap(vec![0; len]),
         }
-        CellTable::Heap(vec![0; len])
     }
 
     /// Grown to `len` slots, the new ones 0: a mapped table is moved by its page tables
@@ -307,26 +300,79 @@ impl CellTable {
         if len <= self.len() {
             return;
         }
-        if let CellTable::Mapped { ptr, len: old } = self {
-            // SAFETY: the range is this table's mapping, of the size it was mapped with.
-            let p = unsafe {
-                libc::mremap(
-                    ptr.as_ptr().cast(),
-                    mapped_bytes(*old),
-                    mapped_bytes(len),
-                    libc::MREMAP_MAYMOVE,
-                )
-            };
-            if p != libc::MAP_FAILED {
-                if let Some(p) = NonNull::new(p.cast::<u32>()) {
-                    (*ptr, *old) = (p, len);
-                    return;
-                }
+        if let CellTable::Mapped(m) = self {
+            if m.grow(len) {
+                return;
             }
         }
         let mut t = CellTable::zeroed(len);
         t[..self.len()].copy_from_slice(self);
         *self = t;
+    }
+
+    /// Dropped off the calling thread when it is a mapping: unmapping the pages a table wrote
+    /// is work for no answer. Inline when no thread can be had.
+    pub(super) fn drop_elsewhere(self) {
+        if let CellTable::Mapped(m) = self {
+            // A refused thread drops its closure, and the mapping with it, here.
+            let _ = std::thread::Builder::new().spawn(move || drop(m));
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Mapping {
+    fn new(len: usize, bytes: usize) -> Option<Mapping> {
+        // SAFETY: an anonymous private mapping of a fresh range; checked against MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        let ptr = NonNull::new(p.cast::<u32>())?;
+        Some(Mapping { ptr, len })
+    }
+
+    /// Moved to `len` slots (more than now); false, and unchanged, when the kernel refuses.
+    fn grow(&mut self, len: usize) -> bool {
+        let (Some(old), Some(new)) = (mapped_bytes(self.len), mapped_bytes(len)) else {
+            return false;
+        };
+        // SAFETY: the range is this mapping, of the size it was mapped with.
+        let p = unsafe { libc::mremap(self.ptr.as_ptr().cast(), old, new, libc::MREMAP_MAYMOVE) };
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        match NonNull::new(p.cast::<u32>()) {
+            Some(ptr) => {
+                (self.ptr, self.len) = (ptr, len);
+                true
+            }
+            // The kernel has moved the table to address 0, which it never picks (its search
+            // runs top-down from the mapping base); neither the old nor the new range can be
+            // used safely any more.
+            None => std::process::abort(),
+        }
+    }
+}
+
+/// Elsewhere tables stay on the heap: the mapping is a Linux detail of the re-check's cost.
+#[cfg(not(target_os = "linux"))]
+impl Mapping {
+    fn new(_len: usize, _bytes: usize) -> Option<Mapping> {
+        None
+    }
+
+    fn grow(&mut self, _len: usize) -> bool {
+        false
     }
 }
 
@@ -336,9 +382,7 @@ impl std::ops::Deref for CellTable {
         match self {
             CellTable::Heap(v) => v,
             // SAFETY: `len` slots mapped readable and writable, zero or written since.
-            CellTable::Mapped { ptr, len } => unsafe {
-                std::slice::from_raw_parts(ptr.as_ptr(), *len)
-            },
+            CellTable::Mapped(m) => unsafe { std::slice::from_raw_parts(m.ptr.as_ptr(), m.len) },
         }
     }
 }
@@ -348,19 +392,20 @@ impl std::ops::DerefMut for CellTable {
         match self {
             CellTable::Heap(v) => v,
             // SAFETY: as in `deref`, and `&mut self` makes this the only access.
-            CellTable::Mapped { ptr, len } => unsafe {
-                std::slice::from_raw_parts_mut(ptr.as_ptr(), *len)
+            CellTable::Mapped(m) => unsafe {
+                std::slice::from_raw_parts_mut(m.ptr.as_ptr(), m.len)
             },
         }
     }
 }
 
-impl Drop for CellTable {
+impl Drop for Mapping {
     fn drop(&mut self) {
-        if let CellTable::Mapped { ptr, len } = self {
-            // SAFETY: this table's mapping, unmapped once; nothing borrows it any more.
+        #[cfg(target_os = "linux")]
+        if let Some(bytes) = mapped_bytes(self.len) {
+            // SAFETY: this mapping, unmapped once; nothing borrows it any more.
             unsafe {
-                libc::munmap(ptr.as_ptr().cast(), mapped_bytes(*len));
+                libc::munmap(self.ptr.as_ptr().cast(), bytes);
             }
         }
     }
@@ -1067,7 +1112,7 @@ mod tests {
     #[test]
     fn a_mapped_cell_table_grows_keeping_its_slots() {
         let mut t = CellTable::zeroed(300_000);
-        assert!(matches!(t, CellTable::Mapped { .. }));
+        assert!(matches!(t, CellTable::Mapped(_)));
         assert!(t.iter().all(|x| *x == 0));
         t[0] = 7;
         t[299_999] = 9;
@@ -1089,7 +1134,7 @@ mod tests {
         assert!(matches!(t, CellTable::Heap(_)));
         assert_eq!((t[99], t[199]), (5, 0));
         t.grow(1 << 20);
-        assert!(matches!(t, CellTable::Mapped { .. }));
+        assert!(matches!(t, CellTable::Mapped(_)));
         assert_eq!((t[99], t[(1 << 20) - 1]), (5, 0));
     }
 }
