@@ -863,10 +863,12 @@ fn write_loop(log: &FlowLog, shared: &Shared) {
                 break;
             }
             if std::mem::take(&mut linger) && !window.is_zero() {
+                // Not past a due `fdatasync` (`interval`): that is the idle wait's to make.
+                let wait = log.sync_due().map_or(window, |due| due.min(window));
                 q.wake_at = Some(WINDOW_RECORDS);
                 q = shared
                     .wake
-                    .wait_timeout(q, window)
+                    .wait_timeout(q, wait)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
                 q.wake_at = None;
@@ -1318,6 +1320,39 @@ mod tests {
             Box::new(move |r| acks.send(r.is_ok()).unwrap()),
         );
         assert_eq!(acked.try_iter().collect::<Vec<_>>(), [false]);
+    }
+
+    /// A record that comes while the thread waits for more after a batch, and one that comes
+    /// after it went to sleep, are each written and acknowledged.
+    #[test]
+    fn writer_takes_records_after_a_batch_and_after_it_slept() {
+        let d = tempfile::tempdir().unwrap();
+        let options = Options {
+            batch_window: Duration::from_millis(50),
+            ..Options::default()
+        };
+        let log = Arc::new(FlowLog::open(d.path(), options).unwrap());
+        let writer = Writer::spawn(log.clone()).unwrap();
+        let (acks, acked) = mpsc::channel();
+        let submit = |n| {
+            let acks = acks.clone();
+            writer.submit(
+                &rec(n, "Allow"),
+                Box::new(move |r| acks.send(r.is_ok()).unwrap()),
+            );
+        };
+        let ack = || acked.recv_timeout(Duration::from_secs(30)).unwrap();
+        submit(0);
+        assert!(ack());
+        // Right after its batch: the thread is still waiting for more.
+        submit(1);
+        assert!(ack());
+        // Long after: it sleeps until a record wakes it.
+        std::thread::sleep(Duration::from_millis(300));
+        submit(2);
+        assert!(ack());
+        assert_eq!(query(d.path(), &Query::default()).unwrap().0.len(), 3);
+        writer.close().unwrap();
     }
 
     #[test]
