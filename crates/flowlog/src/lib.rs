@@ -367,7 +367,8 @@ pub struct Options {
     pub max_segments: usize,
     /// When written records reach stable storage (see the crate's Durability section).
     pub sync: SyncMode,
-    /// How long a [`Writer`]'s thread, woken for a record, waits for more before writing.
+    /// How long a [`Writer`]'s thread, woken for a record, waits for more before writing; and
+    /// how long it waits for the next records after a batch before it sleeps until woken.
     pub batch_window: Duration,
 }
 
@@ -418,6 +419,9 @@ struct State {
     issued: u64,
     durable: u64,
     flushing: bool,
+    /// Threads waiting on `done`: a flush with nobody waiting (the writer thread's, always)
+    /// makes no wake-up call.
+    waiting: usize,
     /// A failed write or fsync poisons the log: nothing after it is acknowledged.
     failed: Option<String>,
     segment: Option<Segment>,
@@ -498,6 +502,7 @@ impl FlowLog {
                 issued: 0,
                 durable: 0,
                 flushing: false,
+                waiting: 0,
                 failed: None,
                 segment: Some(segment),
             }),
@@ -558,11 +563,24 @@ impl FlowLog {
                     Ok(()) => st.durable = upto,
                     Err(e) => st.failed = Some(e.to_string()),
                 }
-                self.done.notify_all();
+                if st.waiting > 0 {
+                    self.done.notify_all();
+                }
             } else {
-                st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+                st = self.wait_done(st);
             }
         }
+    }
+
+    /// Wait for the flush under way to end, counted so that the flusher knows to wake us.
+    fn wait_done<'a>(
+        &self,
+        mut st: std::sync::MutexGuard<'a, State>,
+    ) -> std::sync::MutexGuard<'a, State> {
+        st.waiting += 1;
+        let mut st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        st.waiting -= 1;
+        st
     }
 
     fn write_batch(&self, seg: &mut Segment, batch: &[u8]) -> io::Result<()> {
@@ -607,7 +625,7 @@ impl FlowLog {
     pub fn sync(&self) -> io::Result<()> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         while st.flushing {
-            st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.wait_done(st);
         }
         if let Some(e) = &st.failed {
             return Err(io::Error::other(format!("flow log failed earlier: {e}")));
@@ -629,7 +647,9 @@ impl FlowLog {
         if let Err(e) = &result {
             st.failed = Some(e.to_string());
         }
-        self.done.notify_all();
+        if st.waiting > 0 {
+            self.done.notify_all();
+        }
         result
     }
 
@@ -706,8 +726,9 @@ thread_local! {
 /// writes it with one `fsync` (through the same group commit as [`FlowLog::append`]) and only
 /// then calls each record's [`Done`]. So the kill -9 promise holds for every acknowledged
 /// record. A submitter wakes the thread only when it sleeps; once woken it waits up to
-/// [`Options::batch_window`] (or until enough records wait) before writing, so a busy gateway
-/// pays one wake-up, one write (and in [`SyncMode::Always`] one `fsync`) per batch instead of
+/// [`Options::batch_window`] (or until enough records wait) before writing, and after writing
+/// it waits one window for the next records before it sleeps, so a busy gateway pays one
+/// (timed) wake-up, one write (and in [`SyncMode::Always`] one `fsync`) per batch instead of
 /// per record. In [`SyncMode::Interval`] the thread also syncs once the interval has run out
 /// with nothing more to write, and when it ends.
 pub struct Writer {
@@ -832,11 +853,27 @@ fn write_loop(log: &FlowLog, shared: &Shared) {
     let mut dones: Vec<Done> = Vec::new();
     // The first records find the thread as if just woken: they get the window too.
     let mut woken = true;
+    // After a batch the thread waits one window for more before it sleeps until woken: under
+    // a steady flow each batch then costs one timed wake-up, and no submitter wakes it.
+    let mut linger = false;
     let mut q = shared.lock();
     loop {
         if q.dones.is_empty() {
             if q.closed {
                 break;
+            }
+            if std::mem::take(&mut linger) && !window.is_zero() {
+                // Not past a due `fdatasync` (`interval`): that is the idle wait's to make.
+                let wait = log.sync_due().map_or(window, |due| due.min(window));
+                q.wake_at = Some(WINDOW_RECORDS);
+                q = shared
+                    .wake
+                    .wait_timeout(q, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                q.wake_at = None;
+                // What queued meanwhile has had its window: it is written at once.
+                continue;
             }
             q.wake_at = Some(1);
             match log.sync_due() {
@@ -881,6 +918,7 @@ fn write_loop(log: &FlowLog, shared: &Shared) {
         }
         drop(q);
         woken = false;
+        linger = true;
         let result = log.commit(&lines);
         for done in dones.drain(..) {
             done(match &result {
@@ -1282,6 +1320,39 @@ mod tests {
             Box::new(move |r| acks.send(r.is_ok()).unwrap()),
         );
         assert_eq!(acked.try_iter().collect::<Vec<_>>(), [false]);
+    }
+
+    /// A record that comes while the thread waits for more after a batch, and one that comes
+    /// after it went to sleep, are each written and acknowledged.
+    #[test]
+    fn writer_takes_records_after_a_batch_and_after_it_slept() {
+        let d = tempfile::tempdir().unwrap();
+        let options = Options {
+            batch_window: Duration::from_millis(50),
+            ..Options::default()
+        };
+        let log = Arc::new(FlowLog::open(d.path(), options).unwrap());
+        let writer = Writer::spawn(log.clone()).unwrap();
+        let (acks, acked) = mpsc::channel();
+        let submit = |n| {
+            let acks = acks.clone();
+            writer.submit(
+                &rec(n, "Allow"),
+                Box::new(move |r| acks.send(r.is_ok()).unwrap()),
+            );
+        };
+        let ack = || acked.recv_timeout(Duration::from_secs(30)).unwrap();
+        submit(0);
+        assert!(ack());
+        // Right after its batch: the thread is still waiting for more.
+        submit(1);
+        assert!(ack());
+        // Long after: it sleeps until a record wakes it.
+        std::thread::sleep(Duration::from_millis(300));
+        submit(2);
+        assert!(ack());
+        assert_eq!(query(d.path(), &Query::default()).unwrap().0.len(), 3);
+        writer.close().unwrap();
     }
 
     #[test]

@@ -305,9 +305,10 @@ pub(crate) struct Established {
 /// swapped in afterwards.
 #[derive(Debug, Clone, Default)]
 pub struct Version {
-    /// Empty when no valid policy was in force.
-    pub snapshot: String,
-    pub policy: Option<String>,
+    /// Empty when no valid policy was in force. Shared with the snapshot in force (and the
+    /// policy name too): a judgement copies no text.
+    pub snapshot: Arc<str>,
+    pub policy: Option<Arc<str>>,
     /// PAL-5.3: the shadow policy's outcome for the same observations, when one runs.
     pub shadow: Option<Arc<Shadowed>>,
     /// PAL-5.4: the observed scope whose default deny this decision audited instead.
@@ -340,8 +341,8 @@ impl Version {
     fn of(active: Option<&Active>) -> Version {
         match active {
             Some(a) => Version {
-                snapshot: a.id().to_string(),
-                policy: a.firewall().policy.clone(),
+                snapshot: a.shared_id.clone(),
+                policy: a.policy.clone(),
                 ..Version::default()
             },
             None => Version::default(),
@@ -905,7 +906,7 @@ impl Gateway {
     /// Whether `v` names the policy in force now (compared without building a [`Version`]).
     pub(crate) fn in_force(&self, v: &Version) -> bool {
         match self.active.load().as_deref() {
-            Some(a) => a.id() == v.snapshot && a.firewall().policy == v.policy,
+            Some(a) => a.shared_id == v.snapshot && a.policy == v.policy,
             None => v.snapshot.is_empty(),
         }
     }

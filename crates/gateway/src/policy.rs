@@ -7,6 +7,7 @@ use palisade_model::Severity;
 use palisade_policy::firewall::CompiledFirewall;
 use palisade_policy::{FirewallId, Snapshot};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// What to load and which firewall to run.
@@ -55,6 +56,10 @@ pub struct Active {
     pub loaded_at: SystemTime,
     /// Warnings printed when it was loaded.
     pub warnings: Vec<String>,
+    /// The snapshot id and the firewall's policy name, shared by every judgement's
+    /// [`crate::Version`] instead of copied into each.
+    pub(crate) shared_id: Arc<str>,
+    pub(crate) policy: Option<Arc<str>>,
 }
 
 impl Active {
@@ -112,6 +117,8 @@ pub fn load(source: &PolicySource) -> Result<Active, Vec<String>> {
         .collect();
     warnings.extend(snapshot.firewall(firewall).problems.iter().cloned());
     Ok(Active {
+        shared_id: Arc::from(snapshot.id.as_str()),
+        policy: snapshot.firewall(firewall).policy.as_deref().map(Arc::from),
         snapshot,
         firewall,
         bindings: loaded.bindings,

@@ -762,21 +762,23 @@ async fn tunnel_verdict(
     seen: Seen,
     first: (&FirewallOutcome, &Version, AppProtocol),
 ) -> (FirewallOutcome, Version) {
-    flow.tunnel_name = seen.host.clone();
+    // The flow keeps the tunnel's name (for its record); it is judged from there.
+    flow.tunnel_name = seen.host;
     if let Some(a) = seen.app {
         flow.protocol = app_name(a);
     }
+    let host = flow.tunnel_name.as_deref();
     if let Some((reason, detail)) = seen.problem {
         let detail = format!("inside CONNECT {connect_name}: {detail}");
         return (refusal(gw, flow, reason, detail), gw.version());
     }
-    let same_name = seen.host.as_deref().map(|h| h.trim_end_matches('.'))
-        == Some(connect_name.trim_end_matches('.'));
+    let same_name =
+        host.map(|h| h.trim_end_matches('.')) == Some(connect_name.trim_end_matches('.'));
     let (first_outcome, first_snap, first_app) = first;
     if same_name && !seen.ech && seen.app == Some(first_app) && gw.judgement_holds(first_snap) {
         return (first_outcome.clone(), first_snap.clone());
     }
-    if let (Some(inner), Some(inner_app)) = (&seen.host, seen.app) {
+    if let (Some(inner), Some(inner_app)) = (host, seen.app) {
         if !same_name && gw.config.tunnel_sni == TunnelSni::Match {
             let (reason, what) = if inner_app == AppProtocol::Http {
                 ("TunnelHostMismatch", "Host")
@@ -795,15 +797,15 @@ async fn tunnel_verdict(
     }
     let input = FirewallInput {
         key,
-        host: seen.host.as_deref(),
+        host,
         app_protocol: seen.app,
     };
     let (mut outcome, snap) = gw.judge(&input);
     if seen.ech {
-        note_ech(&mut outcome, seen.host.as_deref());
+        note_ech(&mut outcome, host);
     }
     if outcome.allowed && outcome.pass == FirewallPass::FirewallApplication && !same_name {
-        if let Some(inner) = &seen.host {
+        if let Some(inner) = host {
             let dst = SocketAddr::new(key.dst, key.dst_port);
             address_check(gw, &mut outcome, inner, dst, seen.app).await;
         }

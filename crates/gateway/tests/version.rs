@@ -32,7 +32,7 @@ async fn pal_5_5_records_name_the_version_that_decided() {
     let (outcome, before) = gw.judge(&input);
     assert!(outcome.allowed, "raw-tcp allows port 9000");
     assert_eq!(before, gw.version());
-    assert_eq!(before.snapshot, gw.active().unwrap().id());
+    assert_eq!(&*before.snapshot, gw.active().unwrap().id());
 
     // Another policy is swapped in before the first decision is recorded.
     write(&policy, &policy_yaml(8080, 8443, 9001, true));
@@ -42,15 +42,15 @@ async fn pal_5_5_records_name_the_version_that_decided() {
     else {
         panic!("the new policy is valid");
     };
-    assert_ne!(after, before.snapshot);
-    assert_eq!(gw.version().snapshot, after);
+    assert_ne!(after, &*before.snapshot);
+    assert_eq!(&*gw.version().snapshot, after);
     let record = outcome_record(&outcome, &before);
     assert_eq!(
-        record.snapshot, before.snapshot,
+        record.snapshot, &*before.snapshot,
         "the record names the deciding version"
     );
     let (denied, now) = gw.judge(&input);
     assert!(!denied.allowed, "port 9000 is no longer allowed");
-    assert_eq!(now.snapshot, after);
+    assert_eq!(&*now.snapshot, after);
     drop(running);
 }
