@@ -360,7 +360,9 @@ mod fast_diff {
 
     proptest! {
         #![proptest_config(ProptestConfig {
-            cases: 12,
+            // Each case spells out every pair's outcome in the oracle (most of this test's
+            // time); the deterministic cases below cover both paths on every run.
+            cases: 6,
             failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
             ..ProptestConfig::default()
         })]
@@ -387,7 +389,7 @@ mod fast_diff {
 #[test]
 fn both_diff_paths_run_and_agree() {
     let (mut recheck, mut refused, mut outside) = (0, 0, 0);
-    for i in 0..18u64 {
+    for i in 0..12u64 {
         let is_outside = i % 6 == 5;
         let path = check_case(1 + i % 7, 1 + (i as usize % 4), 1000 + i, is_outside)
             .unwrap_or_else(|e| panic!("case {i}: {e}"));
@@ -397,9 +399,9 @@ fn both_diff_paths_run_and_agree() {
             DiffPath::TwoEngines(_) => refused += 1,
         }
     }
-    assert!(recheck >= 8, "only {recheck} diffs through the re-check");
-    assert_eq!(outside, 3, "edits outside the rules must take two engines");
-    assert!(recheck + refused + outside == 18);
+    assert!(recheck >= 5, "only {recheck} diffs through the re-check");
+    assert_eq!(outside, 2, "edits outside the rules must take two engines");
+    assert!(recheck + refused + outside == 12);
 }
 
 /// Issue 15 review: an engine taking hundreds of random edits (rules added and deleted, so that
