@@ -107,31 +107,49 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> DiffReport {
 
 /// [`diff`], with the engines built as `build` says (the report is the same).
 pub fn diff_with(old: &Snapshot, new: &Snapshot, build: Build) -> DiffReport {
-    let why = match rule_edits(old, new) {
+    let (why, built) = match rule_edits(old, new) {
         Ok(edits) => match diff_by_recheck(old, new, &edits, build) {
             Ok(report) => return report,
-            Err(why) => why,
+            Err(refused) => refused,
         },
-        Err(why) => why,
+        Err(why) => (why, None),
     };
-    let mut report = diff_two_engines(old, new, build);
+    let mut report = two_engines(old, new, build, built.map(|e| *e));
     report.path = DiffPath::TwoEngines(why);
     report
 }
 
 /// The two-engine diff alone (what [`diff_with`] falls back to).
 pub fn diff_two_engines(old: &Snapshot, new: &Snapshot, build: Build) -> DiffReport {
-    let (co, cn) = (reach::cuts(old), reach::cuts(new));
-    let (a, b) = match build {
-        Build::Serial => (Engine::with_cuts(old, &cn), Engine::with_cuts(new, &co)),
-        Build::Join => rayon::join(
-            || Engine::with_cuts(old, &cn),
-            || Engine::with_cuts(new, &co),
-        ),
-        Build::Parallel => (
-            Engine::parallel_with_cuts(old, &cn),
-            Engine::parallel_with_cuts(new, &co),
-        ),
+    two_engines(old, new, build, None)
+}
+
+/// [`diff_two_engines`], with the old version's engine already built on both versions' cuts
+/// when `built` (a re-check refused before changing it): only the new one is built then.
+fn two_engines<'s>(
+    old: &'s Snapshot,
+    new: &'s Snapshot,
+    build: Build,
+    built: Option<Engine<'s>>,
+) -> DiffReport {
+    let co = reach::cuts(old);
+    let (a, b) = match (built, build) {
+        (Some(a), Build::Serial) => (a, Engine::with_cuts(new, &co)),
+        (Some(a), Build::Join | Build::Parallel) => (a, Engine::parallel_with_cuts(new, &co)),
+        (None, build) => {
+            let cn = reach::cuts(new);
+            match build {
+                Build::Serial => (Engine::with_cuts(old, &cn), Engine::with_cuts(new, &co)),
+                Build::Join => rayon::join(
+                    || Engine::with_cuts(old, &cn),
+                    || Engine::with_cuts(new, &co),
+                ),
+                Build::Parallel => (
+                    Engine::parallel_with_cuts(old, &cn),
+                    Engine::parallel_with_cuts(new, &co),
+                ),
+            }
+        }
     };
     // Decisions by verdict class: a pair in one class changes no verdict (most pairs), and is
     // skipped without its pieces. Only when both engines share their L4 atoms.
@@ -177,8 +195,7 @@ fn rule_edits(old: &Snapshot, new: &Snapshot) -> Result<Edits, &'static str> {
     if old.bindings_id != new.bindings_id {
         return Err("other name bindings");
     }
-    let (o, n) = (without_rules(&old.network), without_rules(&new.network));
-    if o.0 != n.0 {
+    if !same_but_rules(&old.network, &new.network) {
         return Err("more than NSG and firewall rules differ");
     }
     let same_shape = old.nsgs().len() == new.nsgs().len()
@@ -200,15 +217,12 @@ fn rule_edits(old: &Snapshot, new: &Snapshot) -> Result<Edits, &'static str> {
             return Err("other NSGs");
         }
         for dir in [Direction::Inbound, Direction::Outbound] {
-            let text = |n: &palisade_policy::nsg::CompiledNsg| {
-                serde_json::to_string(&n.direction(dir).rules).unwrap_or_default()
-            };
-            if text(a) != text(b) {
+            if !all_same(&a.direction(dir).rules, &b.direction(dir).rules) {
                 nsgs.push((id, dir));
             }
         }
     }
-    let firewalls = if o.1 == n.1 {
+    let firewalls = if same_rules(&old.network, &new.network) {
         vec![]
     } else {
         old.firewalls().map(|(id, _)| id).collect()
@@ -225,59 +239,468 @@ fn unattached(s: &Snapshot) -> Vec<(String, NsgId)> {
     v
 }
 
-/// A network as JSON without what the re-check takes (NSG rules; firewalls' network and
-/// application rule collections) and without origins (file and place in it), then those
-/// rules alone, one list per owner (firewall, rule collection group): a collection moved from
-/// one owner to the next is a change even where the flat order stays the same.
-fn without_rules(net: &Network) -> (serde_json::Value, serde_json::Value) {
-    let mut net = net.clone();
-    let mut rules: Vec<Vec<RuleCollection>> = vec![];
-    for n in &mut net.network_security_groups {
-        n.security_rules.clear();
-    }
-    let not_nat = |c: &RuleCollection| c.kind != RuleCollectionKind::Nat;
-    for fw in &mut net.azure_firewalls {
-        rules.push(fw.rule_collections.extract_if(.., |c| not_nat(c)).collect());
-    }
-    for p in &mut net.firewall_policies {
-        for g in &mut p.rule_collection_groups {
-            rules.push(g.rule_collections.extract_if(.., |c| not_nat(c)).collect());
-        }
-    }
-    let mut a = serde_json::to_value(&net).unwrap_or_default();
-    let mut b = serde_json::to_value(&rules).unwrap_or_default();
-    drop_origins(&mut a);
-    drop_origins(&mut b);
-    (a, b)
+/// Equality of two model values with origins (file and place in it) left out: the typed
+/// model compared field by field, every field named so that a new one cannot be forgotten
+/// (serialising both networks to compare them was a tenth of the diff).
+trait Same {
+    fn same(&self, other: &Self) -> bool;
 }
 
-fn drop_origins(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(m) => {
-            m.remove("origin");
-            m.values_mut().for_each(drop_origins);
+fn all_same<T: Same>(a: &[T], b: &[T]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same(y))
+}
+
+fn iter_same<'a, T: Same + 'a>(
+    a: impl Iterator<Item = &'a T>,
+    b: impl Iterator<Item = &'a T>,
+) -> bool {
+    let (mut a, mut b) = (a, b);
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x.same(y) => {}
+            _ => return false,
         }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(drop_origins),
-        _ => {}
+    }
+}
+
+/// What the re-check cannot take: a NAT collection (its DNAT targets are address boundaries).
+fn nat(cs: &[RuleCollection]) -> impl Iterator<Item = &RuleCollection> {
+    cs.iter().filter(|c| c.kind == RuleCollectionKind::Nat)
+}
+
+fn not_nat(cs: &[RuleCollection]) -> impl Iterator<Item = &RuleCollection> {
+    cs.iter().filter(|c| c.kind != RuleCollectionKind::Nat)
+}
+
+/// The two networks alike but for what the re-check takes: NSG rules, and firewalls' network
+/// and application rule collections.
+fn same_but_rules(a: &Network, b: &Network) -> bool {
+    let Network {
+        virtual_networks,
+        network_security_groups,
+        route_tables,
+        network_interfaces,
+        application_security_groups,
+        public_ip_addresses,
+        azure_firewalls,
+        firewall_policies,
+        ip_groups,
+        unknowns,
+    } = a;
+    all_same(virtual_networks, &b.virtual_networks)
+        && all_same(network_security_groups, &b.network_security_groups)
+        && all_same(route_tables, &b.route_tables)
+        && all_same(network_interfaces, &b.network_interfaces)
+        && all_same(application_security_groups, &b.application_security_groups)
+        && all_same(public_ip_addresses, &b.public_ip_addresses)
+        && all_same(azure_firewalls, &b.azure_firewalls)
+        && all_same(firewall_policies, &b.firewall_policies)
+        && all_same(ip_groups, &b.ip_groups)
+        && all_same(unknowns, &b.unknowns)
+}
+
+/// The firewalls' network and application rule collections alike, one list per owner
+/// (firewall, rule collection group): a collection moved from one owner to the next is a
+/// change even where the flat order stays the same.
+fn same_rules(a: &Network, b: &Network) -> bool {
+    let (oa, ob) = (owners(a), owners(b));
+    oa.len() == ob.len()
+        && oa
+            .iter()
+            .zip(&ob)
+            .all(|(x, y)| iter_same(not_nat(x), not_nat(y)))
+}
+
+fn owners(n: &Network) -> Vec<&[RuleCollection]> {
+    let fws = n.azure_firewalls.iter().map(|f| &f.rule_collections[..]);
+    let groups = n
+        .firewall_policies
+        .iter()
+        .flat_map(|p| &p.rule_collection_groups)
+        .map(|g| &g.rule_collections[..]);
+    fws.chain(groups).collect()
+}
+
+impl Same for palisade_model::VirtualNetwork {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            location,
+            address_space,
+            subnets,
+            virtual_network_peerings,
+            origin: _,
+        } = self;
+        *name == o.name
+            && *location == o.location
+            && *address_space == o.address_space
+            && all_same(subnets, &o.subnets)
+            && all_same(virtual_network_peerings, &o.virtual_network_peerings)
+    }
+}
+
+impl Same for palisade_model::VirtualNetworkPeering {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            remote_virtual_network,
+            remote_address_space,
+            origin: _,
+        } = self;
+        *name == o.name
+            && *remote_virtual_network == o.remote_virtual_network
+            && *remote_address_space == o.remote_address_space
+    }
+}
+
+impl Same for palisade_model::Subnet {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            address_prefixes,
+            network_security_group,
+            route_table,
+            service_endpoints,
+            origin: _,
+        } = self;
+        *name == o.name
+            && *address_prefixes == o.address_prefixes
+            && *network_security_group == o.network_security_group
+            && *route_table == o.route_table
+            && all_same(service_endpoints, &o.service_endpoints)
+    }
+}
+
+impl Same for palisade_model::ServiceEndpoint {
+    fn same(&self, o: &Self) -> bool {
+        let Self { service, locations } = self;
+        *service == o.service && *locations == o.locations
+    }
+}
+
+impl Same for palisade_model::NetworkInterface {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            network_security_group,
+            enable_ip_forwarding,
+            ip_configurations,
+            origin: _,
+        } = self;
+        *name == o.name
+            && *network_security_group == o.network_security_group
+            && *enable_ip_forwarding == o.enable_ip_forwarding
+            && all_same(ip_configurations, &o.ip_configurations)
+    }
+}
+
+impl Same for palisade_model::IpConfiguration {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            private_ip_address,
+            subnet,
+            public_ip_address,
+            application_security_groups,
+        } = self;
+        *name == o.name
+            && *private_ip_address == o.private_ip_address
+            && *subnet == o.subnet
+            && *public_ip_address == o.public_ip_address
+            && *application_security_groups == o.application_security_groups
+    }
+}
+
+impl Same for palisade_model::ApplicationSecurityGroup {
+    fn same(&self, o: &Self) -> bool {
+        let Self { name, origin: _ } = self;
+        *name == o.name
+    }
+}
+
+impl Same for palisade_model::PublicIpAddress {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            ip_address,
+            origin: _,
+        } = self;
+        *name == o.name && *ip_address == o.ip_address
+    }
+}
+
+/// The NSG without its security rules (the re-check takes those).
+impl Same for palisade_model::NetworkSecurityGroup {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            location,
+            security_rules: _,
+            flush_connection,
+            origin: _,
+        } = self;
+        *name == o.name && *location == o.location && *flush_connection == o.flush_connection
+    }
+}
+
+impl Same for palisade_model::RouteTable {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            location,
+            disable_bgp_route_propagation,
+            routes,
+            origin: _,
+        } = self;
+        *name == o.name
+            && *location == o.location
+            && *disable_bgp_route_propagation == o.disable_bgp_route_propagation
+            && all_same(routes, &o.routes)
+    }
+}
+
+impl Same for palisade_model::Route {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            address_prefix,
+            next_hop_type,
+            next_hop_ip_address,
+            next_hop_unresolved,
+            origin: _,
+        } = self;
+        *name == o.name
+            && *address_prefix == o.address_prefix
+            && *next_hop_type == o.next_hop_type
+            && *next_hop_ip_address == o.next_hop_ip_address
+            && *next_hop_unresolved == o.next_hop_unresolved
+    }
+}
+
+/// The firewall with only its NAT collections (the re-check takes the others).
+impl Same for palisade_model::AzureFirewall {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            location,
+            private_ip_addresses,
+            subnets,
+            public_ip_addresses,
+            firewall_policy,
+            rule_collections,
+            threat_intel_mode,
+            settings,
+            origin: _,
+        } = self;
+        *name == o.name
+            && *location == o.location
+            && *private_ip_addresses == o.private_ip_addresses
+            && *subnets == o.subnets
+            && *public_ip_addresses == o.public_ip_addresses
+            && *firewall_policy == o.firewall_policy
+            && iter_same(nat(rule_collections), nat(&o.rule_collections))
+            && *threat_intel_mode == o.threat_intel_mode
+            && settings.same(&o.settings)
+    }
+}
+
+impl Same for palisade_model::FirewallSettings {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            snat_private_ranges,
+            dns_enable_proxy,
+            dns_servers,
+            address_check,
+        } = self;
+        *snat_private_ranges == o.snat_private_ranges
+            && *dns_enable_proxy == o.dns_enable_proxy
+            && *dns_servers == o.dns_servers
+            && *address_check == o.address_check
+    }
+}
+
+impl Same for palisade_model::FirewallPolicy {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            location,
+            base_policy,
+            rule_collection_groups,
+            threat_intel_mode,
+            settings,
+            origin: _,
+        } = self;
+        *name == o.name
+            && *location == o.location
+            && *base_policy == o.base_policy
+            && all_same(rule_collection_groups, &o.rule_collection_groups)
+            && *threat_intel_mode == o.threat_intel_mode
+            && settings.same(&o.settings)
+    }
+}
+
+/// The group with only its NAT collections (the re-check takes the others).
+impl Same for palisade_model::RuleCollectionGroup {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            priority,
+            rule_collections,
+            origin: _,
+        } = self;
+        *name == o.name
+            && *priority == o.priority
+            && iter_same(nat(rule_collections), nat(&o.rule_collections))
+    }
+}
+
+impl Same for RuleCollection {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            priority,
+            kind,
+            action,
+            rules,
+            palisade,
+            origin: _,
+        } = self;
+        *name == o.name
+            && *priority == o.priority
+            && *kind == o.kind
+            && *action == o.action
+            && all_same(rules, &o.rules)
+            && *palisade == o.palisade
+    }
+}
+
+impl Same for palisade_model::FirewallRule {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            description,
+            source_addresses,
+            source_ip_groups,
+            destination_addresses,
+            destination_ip_groups,
+            destination_fqdns,
+            destination_ports,
+            ip_protocols,
+            protocols,
+            target_fqdns,
+            fqdn_tags,
+            target_urls,
+            web_categories,
+            terminate_tls,
+            translated_address,
+            translated_fqdn,
+            translated_port,
+            palisade,
+            origin: _,
+        } = self;
+        *name == o.name
+            && *description == o.description
+            && *source_addresses == o.source_addresses
+            && *source_ip_groups == o.source_ip_groups
+            && *destination_addresses == o.destination_addresses
+            && *destination_ip_groups == o.destination_ip_groups
+            && *destination_fqdns == o.destination_fqdns
+            && *destination_ports == o.destination_ports
+            && *ip_protocols == o.ip_protocols
+            && *protocols == o.protocols
+            && *target_fqdns == o.target_fqdns
+            && *fqdn_tags == o.fqdn_tags
+            && *target_urls == o.target_urls
+            && *web_categories == o.web_categories
+            && *terminate_tls == o.terminate_tls
+            && *translated_address == o.translated_address
+            && *translated_fqdn == o.translated_fqdn
+            && *translated_port == o.translated_port
+            && *palisade == o.palisade
+    }
+}
+
+impl Same for palisade_model::IpGroup {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            ip_addresses,
+            origin: _,
+        } = self;
+        *name == o.name && *ip_addresses == o.ip_addresses
+    }
+}
+
+impl Same for palisade_model::Unknown {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            origin: _,
+            resource_type,
+            resource,
+            field,
+            expression,
+            why,
+        } = self;
+        *resource_type == o.resource_type
+            && *resource == o.resource
+            && *field == o.field
+            && *expression == o.expression
+            && *why == o.why
+    }
+}
+
+/// A compiled NSG rule (the explanations name all of it).
+impl Same for palisade_policy::nsg::CompiledRule {
+    fn same(&self, o: &Self) -> bool {
+        let Self {
+            name,
+            priority,
+            access,
+            is_default,
+            audit,
+            protocol,
+            source,
+            destination,
+            source_ports,
+            destination_ports,
+            unresolvable,
+            model_index,
+        } = self;
+        *name == o.name
+            && *priority == o.priority
+            && *access == o.access
+            && *is_default == o.is_default
+            && *audit == o.audit
+            && *protocol == o.protocol
+            && *source == o.source
+            && *destination == o.destination
+            && *source_ports == o.source_ports
+            && *destination_ports == o.destination_ports
+            && *unresolvable == o.unresolvable
+            && *model_index == o.model_index
     }
 }
 
 /// One engine over the grid of both versions, built for the old one; the changed NSG
 /// directions and firewalls applied through the re-check, keeping decision ids; the pairs
 /// whose decision changed compared, old decision against new. `Err` when the re-check refuses a
-/// change (a new protocol or port boundary).
-fn diff_by_recheck(
-    old: &Snapshot,
-    new: &Snapshot,
+/// change (a new protocol or port boundary): why, and the engine when no change had been
+/// applied to it yet (it is then the old version's, for the two-engine diff).
+fn diff_by_recheck<'s>(
+    old: &'s Snapshot,
+    new: &'s Snapshot,
     edits: &Edits,
     build: Build,
-) -> Result<DiffReport, &'static str> {
+) -> Result<DiffReport, Refused<'s>> {
     let cn = reach::cuts(new);
     let mut e = match build {
         Build::Serial => Engine::with_cuts(old, &cn),
         Build::Join | Build::Parallel => Engine::parallel_with_cuts(old, &cn),
     };
-    let saved = e.save_decisions();
+    let mut saved = e.save_decisions();
+    // Whether a re-check has changed the engine (one that refuses changes nothing).
+    let mut applied = false;
     for &(nsg, dir) in &edits.nsgs {
         // An NSG no flow meets (attached nowhere) has no layer and changes nothing.
         if e.layer_id(LayerKind::Nsg {
@@ -288,14 +711,24 @@ fn diff_by_recheck(
         {
             continue;
         }
-        e.update_nsg_keeping_ids(nsg, dir, new.nsg(nsg).direction(dir))
-            .map_err(|_| "the re-check refused an NSG change")?;
+        if e.update_nsg_keeping_ids(nsg, dir, new.nsg(nsg).direction(dir), &mut saved)
+            .is_err()
+        {
+            let why = "the re-check refused an NSG change";
+            return Err((why, (!applied).then(|| Box::new(e))));
+        }
+        applied = true;
     }
     for &fw in &edits.firewalls {
-        e.update_firewall_keeping_ids(fw, new.firewall(fw))
-            .map_err(|_| "the re-check refused a firewall change")?;
+        if e.update_firewall_keeping_ids(fw, new.firewall(fw), &mut saved)
+            .is_err()
+        {
+            let why = "the re-check refused a firewall change";
+            return Err((why, (!applied).then(|| Box::new(e))));
+        }
+        applied = true;
     }
-    let (pairs, compared) = e.changed_pairs(&saved);
+    let (pairs, compared) = e.changed_pairs(&mut saved);
     // Both sides are read from the one engine: an id saved before the re-check still spells
     // out the old version's answers.
     let mut cmp = Compare::new(&e, &e, None);
@@ -307,6 +740,9 @@ fn diff_by_recheck(
     report.path = DiffPath::Recheck;
     Ok(report)
 }
+
+/// Why the re-check path was left, and the old version's engine when still untouched.
+type Refused<'s> = (&'static str, Option<Box<Engine<'s>>>);
 
 type Key = (reach::Outcome, reach::Outcome, Vec<String>);
 
@@ -504,9 +940,56 @@ mod tests {
         let moved = groups[0].rule_collections.pop().expect("a collection");
         assert_ne!(moved.kind, RuleCollectionKind::Nat);
         groups[1].rule_collections.insert(0, moved);
-        let (o, n) = (without_rules(&old), without_rules(&new));
-        assert_eq!(o.0, n.0, "only rules moved");
-        assert_ne!(o.1, n.1, "the move must be seen");
+        assert!(same_but_rules(&old, &new), "only rules moved");
+        assert!(!same_rules(&old, &new), "the move must be seen");
+    }
+
+    /// Origins (file and place in it) are not part of a version: the same network read from
+    /// another file differs in nothing the re-check or the two engines would see.
+    #[test]
+    fn origins_are_not_compared() {
+        let old = adx().network;
+        let mut new = old.clone();
+        let moved = |o: &mut palisade_model::Origin| {
+            o.file = "elsewhere.json".into();
+            o.pointer.push_str("/0");
+        };
+        for v in &mut new.virtual_networks {
+            moved(&mut v.origin);
+            v.subnets.iter_mut().for_each(|s| moved(&mut s.origin));
+        }
+        for n in &mut new.network_security_groups {
+            moved(&mut n.origin);
+            n.security_rules
+                .iter_mut()
+                .for_each(|r| moved(&mut r.origin));
+        }
+        for p in &mut new.firewall_policies {
+            moved(&mut p.origin);
+            for g in &mut p.rule_collection_groups {
+                moved(&mut g.origin);
+                for c in &mut g.rule_collections {
+                    moved(&mut c.origin);
+                    c.rules.iter_mut().for_each(|r| moved(&mut r.origin));
+                }
+            }
+        }
+        assert!(same_but_rules(&old, &new));
+        assert!(same_rules(&old, &new));
+        let rule = new.firewall_policies[0]
+            .rule_collection_groups
+            .iter_mut()
+            .flat_map(|g| &mut g.rule_collections)
+            .find(|c| c.kind != RuleCollectionKind::Nat && !c.rules.is_empty())
+            .expect("a network or application rule");
+        rule.rules[0]
+            .destination_ports
+            .push(palisade_model::PortRange::single(4711));
+        assert!(
+            same_but_rules(&old, &new),
+            "a rule's ports are the re-check's"
+        );
+        assert!(!same_rules(&old, &new), "the rule change must be seen");
     }
 
     /// FW-5: the same network compiled with other name bindings resolves its FQDN network rules

@@ -39,21 +39,23 @@ impl<'s> Engine<'s> {
         direction: Direction,
         rules: &DirectionRules,
     ) -> Result<usize, String> {
-        let n = self.recheck_nsg(nsg, direction, rules)?;
+        let n = self.recheck_nsg(nsg, direction, rules, None)?;
         self.compact_if_grown();
         Ok(n)
     }
 
     /// [`Engine::update_nsg`] keeping every decision id meaningful: the engine is never
-    /// rebuilt, however its tables grew. With [`Engine::update_firewall_keeping_ids`] and
-    /// [`Engine::save_decisions`], what `diff` derives a new version through.
+    /// rebuilt, however its tables grew. The decisions it replaces are recorded in `saved`
+    /// ([`Engine::save_decisions`]). With [`Engine::update_firewall_keeping_ids`], what `diff`
+    /// derives a new version through.
     pub fn update_nsg_keeping_ids(
         &mut self,
         nsg: NsgId,
         direction: Direction,
         rules: &DirectionRules,
+        saved: &mut SavedDecisions,
     ) -> Result<usize, String> {
-        self.recheck_nsg(nsg, direction, rules)
+        self.recheck_nsg(nsg, direction, rules, Some(saved))
     }
 
     fn recheck_nsg(
@@ -61,13 +63,14 @@ impl<'s> Engine<'s> {
         nsg: NsgId,
         direction: Direction,
         rules: &DirectionRules,
+        record: Option<&mut SavedDecisions>,
     ) -> Result<usize, String> {
         let Some(layer) = self.layer_id(LayerKind::Nsg { nsg, direction }) else {
             return Err(format!("no NSG layer {}", nsg.index()));
         };
         let name = self.snap.nsg(nsg).name.clone();
         let (infos, entries) = nsg_entries(rules, &name);
-        self.replace_rules(layer, infos, entries, HashMap::default())
+        self.replace_rules(layer, infos, entries, HashMap::default(), record)
     }
 
     /// Re-check after a firewall's rules changed (same addresses). Only the items between the
@@ -82,20 +85,22 @@ impl<'s> Engine<'s> {
         firewall: FirewallId,
         fw: &CompiledFirewall,
     ) -> Result<usize, String> {
-        let n = self.recheck_firewall(firewall, fw)?;
+        let n = self.recheck_firewall(firewall, fw, None)?;
         self.compact_if_grown();
         Ok(n)
     }
 
     /// [`Engine::update_firewall`] keeping every decision id meaningful: the engine is never
-    /// rebuilt. A rule moved by its priority keeps its controls, relabelled: a decision saved
-    /// before is spelled out as it was with [`Engine::saved_outcome`].
+    /// rebuilt; the decisions it replaces are recorded in `saved`. A rule moved by its priority
+    /// keeps its controls, relabelled: a decision saved before is spelled out as it was with
+    /// [`Engine::saved_outcome`].
     pub fn update_firewall_keeping_ids(
         &mut self,
         firewall: FirewallId,
         fw: &CompiledFirewall,
+        saved: &mut SavedDecisions,
     ) -> Result<usize, String> {
-        self.recheck_firewall(firewall, fw)
+        self.recheck_firewall(firewall, fw, Some(saved))
     }
 
     /// A rule kept under a new priority keeps its controls, relabelled.
@@ -103,6 +108,7 @@ impl<'s> Engine<'s> {
         &mut self,
         firewall: FirewallId,
         fw: &CompiledFirewall,
+        record: Option<&mut SavedDecisions>,
     ) -> Result<usize, String> {
         let Some(layer) = self.layer_id(LayerKind::Firewall { firewall }) else {
             return Err(format!("no firewall {}", firewall.index()));
@@ -212,7 +218,7 @@ impl<'s> Engine<'s> {
         let news: [usize; 2] = [ws[0].new.len(), ws[1].new.len()];
         let windows: [Window; 2] = ws.try_into().map_err(|_| "two families")?;
         let old_first = old.first.clone();
-        let n = self.replace_layer(layer, windows, dnat, Ok(infos))?;
+        let n = self.replace_layer(layer, windows, dnat, Ok(infos), record)?;
         let l = &mut self.layers[layer as usize];
         // The items after the window move by the change in its entry count.
         for (fi, (first, conv)) in l.items.first.iter_mut().zip(&conv_first).enumerate() {
@@ -230,11 +236,20 @@ impl<'s> Engine<'s> {
         Ok(n)
     }
 
-    /// Every atom pair's decision as it is now, for [`Engine::changed_pairs`] after re-checks
-    /// that keep ids ([`Engine::update_nsg_keeping_ids`]).
+    /// The decisions as they are now, for [`Engine::changed_pairs`] after re-checks that keep
+    /// ids ([`Engine::update_nsg_keeping_ids`]): the controls and the number of pairs with a
+    /// decision now; the re-checks then record the decisions they replace (copying every
+    /// pair's decision was a tenth of a diff).
     pub fn save_decisions(&self) -> SavedDecisions {
+        let with_decision = self
+            .rows
+            .iter()
+            .flatten()
+            .map(|row| row.iter().filter(|d| **d != NONE).count())
+            .sum();
         SavedDecisions {
-            rows: self.rows.clone(),
+            replaced: vec![],
+            with_decision,
             controls: self.controls.clone(),
         }
     }
@@ -256,28 +271,32 @@ impl<'s> Engine<'s> {
     /// The atom pairs whose decision differs from `saved`, in (family, source atom,
     /// destination atom) order, as (family, source, destination, decision then, decision now),
     /// and the number of pairs with a decision on either side. Only re-planned pairs can
-    /// differ, and a pair whose id is unchanged answers the same: ids name stored content
-    /// that re-checks keeping ids never change.
-    pub fn changed_pairs(&self, saved: &SavedDecisions) -> (Vec<ChangedPair>, usize) {
-        let mut out = vec![];
-        let mut with_decision = 0;
-        for f in [Family::V4, Family::V6] {
-            let fi = f.index();
-            for (sa, (then, now)) in saved.rows[fi].iter().zip(&self.rows[fi]).enumerate() {
-                with_decision += now.iter().filter(|d| **d != NONE).count();
-                if then == now {
-                    continue;
-                }
-                for (da, (x, y)) in then.iter().zip(now).enumerate() {
-                    if x != y {
-                        // A pair without a decision stays without one (same subnets).
-                        with_decision += usize::from(*y == NONE);
-                        out.push((f, sa as u32, da as u32, *x, *y));
-                    }
-                }
+    /// differ (the re-checks recorded what they replaced), and a pair whose id is unchanged
+    /// answers the same: ids name stored content that re-checks keeping ids never change.
+    pub fn changed_pairs(&self, saved: &mut SavedDecisions) -> (Vec<ChangedPair>, usize) {
+        // A pair re-planned by several re-checks: its first record holds the saved decision.
+        saved.replaced.sort_by_key(|r| (r.0, r.1, r.2));
+        saved.replaced.dedup_by_key(|r| (r.0, r.1, r.2));
+        let mut out = Vec::with_capacity(saved.replaced.len());
+        let mut with_decision = saved.with_decision;
+        for &(fi, sa, da, x) in &saved.replaced {
+            let f = if fi == 0 { Family::V4 } else { Family::V6 };
+            let y = self.pair_decision(fi as usize, sa, da);
+            if x != y {
+                with_decision += usize::from(x == NONE);
+                out.push((f, sa, da, x, y));
             }
         }
         (out, with_decision)
+    }
+
+    /// A pair's decision, [`NONE`] where its source has no row.
+    fn pair_decision(&self, fi: usize, sa: u32, da: u32) -> u32 {
+        self.rows[fi]
+            .get(sa as usize)
+            .and_then(|row| row.get(da as usize))
+            .copied()
+            .unwrap_or(NONE)
     }
 
     /// What the re-checks have left behind (see [`Growth`]).
@@ -351,6 +370,7 @@ impl<'s> Engine<'s> {
         infos: Vec<RuleInfo>,
         entries: [Vec<Entry>; 2],
         dnat: HashMap<u32, (IpAddr, Option<u16>)>,
+        record: Option<&mut SavedDecisions>,
     ) -> Result<usize, String> {
         let old_rules = &self.layers[layer as usize].rules;
         let window = |fi: usize, new: Vec<Entry>| {
@@ -396,20 +416,22 @@ impl<'s> Engine<'s> {
         };
         let [v4, v6] = entries;
         let windows = [window(0, v4), window(1, v6)];
-        self.replace_layer(layer, windows, dnat, Err(infos))
+        self.replace_layer(layer, windows, dnat, Err(infos), record)
     }
 
     /// Apply one window per family and re-check the flows the windows' rules cover. `infos`:
     /// `Ok` the changed rules' infos (every other index means the same rule as before), `Err`
     /// all of them (any index may now mean another rule). With `Ok`, a changed rule that is an
     /// old one under a new index or priority keeps its controls, relabelled (`kept_rules`);
-    /// otherwise the flows it decides are re-checked. Nothing changes on an error.
+    /// otherwise the flows it decides are re-checked. Nothing changes on an error. With
+    /// `record`, the decisions the re-check replaces are recorded there.
     fn replace_layer(
         &mut self,
         layer: u32,
         windows: [Window; 2],
         dnat: HashMap<u32, (IpAddr, Option<u16>)>,
         infos: Result<Vec<(u32, RuleInfo)>, Vec<RuleInfo>>,
+        mut record: Option<&mut SavedDecisions>,
     ) -> Result<usize, String> {
         // The atoms must already separate every address the new rules name.
         for (fi, w) in windows.iter().enumerate() {
@@ -758,7 +780,28 @@ impl<'s> Engine<'s> {
                     side.dedup();
                 }
                 count += ss.len() * ds.len();
+                let Some(rec) = record.as_deref_mut() else {
+                    self.compute_block(f, sp, dp, Some((&ss, &ds)));
+                    continue;
+                };
+                // The block's decisions before, of which only those it replaced are kept.
+                let start = rec.replaced.len();
+                for &sa in &ss {
+                    for &da in &ds {
+                        let x = self.pair_decision(fi, sa, da);
+                        rec.replaced.push((fi as u8, sa, da, x));
+                    }
+                }
                 self.compute_block(f, sp, dp, Some((&ss, &ds)));
+                let mut kept = start;
+                for i in start..rec.replaced.len() {
+                    let r = rec.replaced[i];
+                    if self.pair_decision(fi, r.1, r.2) != r.3 {
+                        rec.replaced[kept] = r;
+                        kept += 1;
+                    }
+                }
+                rec.replaced.truncate(kept);
             }
         }
         Ok(count)
@@ -882,10 +925,12 @@ impl<'s> Engine<'s> {
     }
 }
 
-/// Every atom pair's decision at one time, and the controls as they were then
-/// ([`Engine::save_decisions`]).
+/// The decisions at one time ([`Engine::save_decisions`]): the controls as they were then, the
+/// number of pairs with a decision, and the decisions re-checks have replaced since.
 pub struct SavedDecisions {
-    rows: [Vec<Vec<u32>>; 2],
+    /// (family index, source atom, destination atom, decision then), in the order replaced.
+    replaced: Vec<(u8, u32, u32, u32)>,
+    with_decision: usize,
     controls: Vec<Control>,
 }
 
