@@ -738,6 +738,7 @@ fn diff_by_recheck<'s>(
     }
     let mut report = cmp.finish(compared);
     report.path = DiffPath::Recheck;
+    e.drop_elsewhere();
     Ok(report)
 }
 

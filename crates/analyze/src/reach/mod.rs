@@ -266,6 +266,26 @@ impl<'s> Engine<'s> {
         &self.phases
     }
 
+    /// Dropped with its large tables freed on another thread: handing hundreds of MiB back to
+    /// the allocator and the kernel is work the caller's answer does not wait for (a diff's
+    /// engine). Inline when no thread can be had.
+    pub fn drop_elsewhere(mut self) {
+        let tables = (
+            std::mem::take(&mut self.layers),
+            std::mem::take(&mut self.rows),
+            std::mem::take(&mut self.cells),
+            std::mem::take(&mut self.decisions),
+            std::mem::take(&mut self.dec_words),
+            std::mem::take(&mut self.composed_ids),
+            std::mem::take(&mut self.requests),
+            std::mem::take(&mut self.arrivals),
+            std::mem::take(&mut self.request_ids),
+            std::mem::take(&mut self.arrival_ids),
+        );
+        // A refused thread drops its closure, and the tables with it, here.
+        let _ = std::thread::Builder::new().spawn(move || drop(tables));
+    }
+
     /// An engine over `grid` with no layers and empty tables: `build` and the parallel build's
     /// workers fill it.
     fn empty(snap: &'s Snapshot, grid: [Grid; 2], l4: L4Atoms, parallel: bool) -> Engine<'s> {
