@@ -5,6 +5,7 @@
 use super::atoms::{and, push_l4_cuts, zero, Bits, L4Atoms, Runs};
 use super::Engine;
 use crate::headerspace::{prefix_set, Family, IntervalSet, L4Set};
+use hashbrown::HashTable;
 use palisade_model::{Access, Direction, FirewallAction, PortRange};
 use palisade_policy::firewall::{CompiledFirewall, RuleRef};
 use palisade_policy::nsg::{CompiledRule, DirectionRules};
@@ -64,6 +65,42 @@ pub(super) struct FamLayer {
     /// Per source class, the destination classes whose slot holds a cell: a re-check drops
     /// cells by reading these instead of every slot of the rows a changed entry meets.
     pub(super) filled: Vec<Vec<u32>>,
+    /// Cells by the entries their class pair holds (the walk reads nothing else): many pairs
+    /// hold the same entries (757 k filled slots, 138 k entry sets at 500 spokes), so a pair
+    /// whose set was walked takes that cell. Emptied when the entries or classes change.
+    pub(super) by_entries: HashTable<HeldEntries>,
+}
+
+/// A class pair whose held entries (`srow & drow`) were walked: their hash, the pair, its cell.
+#[derive(Clone, Copy)]
+pub(super) struct HeldEntries {
+    hash: u64,
+    sc: u32,
+    dc: u32,
+    cell: u32,
+}
+
+/// The hash of `srow & drow`, from its non-zero words and their positions: each word times an
+/// odd multiplier of its position, summed (independent multiplies, so the 80 words of a
+/// 5,000-rule firewall's row pipeline), then mixed.
+fn held_hash(srow: &[u64], drow: &[u64]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let sum = srow
+        .iter()
+        .zip(drow)
+        .enumerate()
+        .fold(0u64, |acc, (w, (a, b))| {
+            acc.wrapping_add((a & b).wrapping_mul((w as u64).wrapping_mul(K) | 1))
+        });
+    let h = (sum ^ (sum >> 32)).wrapping_mul(K);
+    h ^ (h >> 29)
+}
+
+/// Whether two class pairs hold the same entries.
+fn same_held((s1, d1): (&[u64], &[u64]), (s2, d2): (&[u64], &[u64])) -> bool {
+    let n = s1.len().max(d1.len()).max(s2.len()).max(d2.len());
+    let at = |r: &[u64], w: usize| r.get(w).copied().unwrap_or(0);
+    (0..n).all(|w| at(s1, w) & at(d1, w) == at(s2, w) & at(d2, w))
 }
 
 impl FamLayer {
@@ -99,6 +136,7 @@ impl FamLayer {
         new: Vec<Entry>,
         perm: Option<&[usize]>,
     ) -> Option<Vec<u32>> {
+        self.by_entries.clear();
         let mut dropped = vec![];
         let n = new.len();
         // Cells walk the entries both rows hold: a changed entry there changes the cell. Only
@@ -876,6 +914,7 @@ fn fam_layer_with(entries: Vec<Entry>, parallel: bool) -> FamLayer {
         cells,
         stride,
         filled: vec![],
+        by_entries: HashTable::new(),
     }
 }
 
@@ -1025,13 +1064,34 @@ impl<'s> Engine<'s> {
         if let Some(c) = stored {
             return c;
         }
+        let fl = &mut self.layers[layer as usize].fam[f.index()];
+        let (sc, dc) = (slot / fl.stride, slot % fl.stride);
+        let (src, dst) = (&fl.src.rows, &fl.dst.rows);
+        let held = (&src[sc][..], &dst[dc][..]);
+        let hash = held_hash(held.0, held.1);
+        let walked = |h: &HeldEntries| {
+            h.hash == hash && same_held((&src[h.sc as usize], &dst[h.dc as usize]), held)
+        };
+        if let Some(h) = fl.by_entries.find(hash, walked) {
+            let id = h.cell;
+            fl.set_cell(slot, id);
+            return id;
+        }
         // Into a buffer the engine keeps: most walks give pieces already interned, and a fresh
         // vector per walk was grown only to be dropped.
         let mut pieces = std::mem::take(&mut self.walk_buf);
         self.walk(layer, f, slot, &mut pieces);
         let id = self.intern_cell_from(&pieces);
         self.walk_buf = pieces;
-        self.layers[layer as usize].fam[f.index()].set_cell(slot, id);
+        let fl = &mut self.layers[layer as usize].fam[f.index()];
+        fl.set_cell(slot, id);
+        let held = HeldEntries {
+            hash,
+            sc: sc as u32,
+            dc: dc as u32,
+            cell: id,
+        };
+        fl.by_entries.insert_unique(hash, held, |h| h.hash);
         id
     }
 

@@ -16,6 +16,7 @@ use crate::headerspace::Family;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap as HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 impl<'s> Engine<'s> {
@@ -100,6 +101,7 @@ impl<'s> Engine<'s> {
                 cells: CellTable::zeroed(fl.cells.len()),
                 stride: fl.stride,
                 filled: vec![],
+                by_entries: Default::default(),
             };
             Layer {
                 kind: l.kind,
@@ -122,12 +124,12 @@ impl<'s> Engine<'s> {
             }
             rows
         };
-        let (layers, (ix, rows)) = rayon::join(
+        let (layers, rows) = rayon::join(
             || self.layers.par_iter().map(layer).collect::<Vec<Layer>>(),
-            || rayon::join(|| self.index[fi].clone(), rows),
+            rows,
         );
-        let mut index: [super::plans::Index; 2] = Default::default();
-        index[fi] = ix;
+        let mut index: [Arc<super::plans::Index>; 2] = Default::default();
+        index[fi] = Arc::clone(&self.index[fi]);
         let mut all_rows = [vec![], vec![]];
         all_rows[fi] = rows;
         let mut e = Engine::empty(self.snap, self.grid.clone(), self.l4.clone(), false);

@@ -61,6 +61,7 @@ use plans::Index;
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The answer for a set of flows.
@@ -185,7 +186,9 @@ pub struct Engine<'s> {
     arrival_ids: HashMap<plans::PathKey, u32>,
     /// Per family, per source atom: the decision per destination atom.
     rows: [Vec<Vec<u32>>; 2],
-    index: [Index; 2],
+    /// Shared with a parallel build's workers, which only read it (a copy per worker was
+    /// 50 MiB written on the build's critical path); a re-check changes it in place.
+    index: [Arc<Index>; 2],
     /// Build the matrix on every thread of the rayon pool ([`Engine::parallel`]).
     parallel: bool,
     /// Wall seconds per phase of the build ([`Engine::build_phases`]).

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use rustc_hash::{FxHashMap as HashMap, FxHasher};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 fn hash_pair(x: (u32, u32)) -> u64 {
     let mut h = FxHasher::default();
@@ -523,7 +524,7 @@ impl<'s> Engine<'s> {
             .filter_map(|(fw, _)| snap.firewall_subnet(fw))
             .map(SubnetId::index)
             .collect();
-        self.index[fi] = ix;
+        self.index[fi] = Arc::new(ix);
     }
 
     /// Evaluate the pairs (source in place `s`, destination in place `d`): atoms of each side

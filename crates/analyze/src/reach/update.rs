@@ -18,6 +18,7 @@ use palisade_policy::{FirewallId, NsgId};
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// A layer's change in one family: its entries `lo..hi` replaced by `new`. A flow outside
 /// every rule of the window meets the same first match before and after.
@@ -655,8 +656,10 @@ impl<'s> Engine<'s> {
                 {
                     let fl = &self.layers[layer as usize].fam[fi];
                     let starts = &self.grid[fi].starts;
-                    self.index[fi].scls[layer as usize] = classes_over(&fl.src, starts);
-                    self.index[fi].dcls[layer as usize] = classes_over(&fl.dst, starts);
+                    // Unique once the build's workers are gone: changed in place.
+                    let ix = Arc::make_mut(&mut self.index[fi]);
+                    ix.scls[layer as usize] = classes_over(&fl.src, starts);
+                    ix.dcls[layer as usize] = classes_over(&fl.dst, starts);
                 }
             }
             todo.push((f, boxes));
