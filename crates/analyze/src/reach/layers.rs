@@ -990,13 +990,13 @@ impl<'s> Engine<'s> {
         let snap = self.snap;
         let mut work: Vec<LayerWork> = vec![];
         for (i, _) in snap.nsgs() {
-            for dir in [Direction::Inbound, Direction::Outbound] {
-                self.nsg_layer
-                    .insert((i, dir == Direction::Outbound), work.len() as u32);
-                work.push(LayerWork::Nsg(i, dir));
-            }
+            let at = work.len() as u32;
+            self.nsg_layer.push([at, at + 1]);
+            work.push(LayerWork::Nsg(i, Direction::Inbound));
+            work.push(LayerWork::Nsg(i, Direction::Outbound));
         }
         for (i, _) in snap.firewalls() {
+            self.fw_subnet.push(snap.firewall_subnet(i));
             self.fw_layer.push(work.len() as u32);
             work.push(LayerWork::Firewall(i));
         }
@@ -1041,19 +1041,31 @@ impl<'s> Engine<'s> {
         } else {
             L4Atoms::build(self.layers.iter().flat_map(layer_entries).map(|en| &en.l4))
         };
-        let bits = |en: &mut Entry| en.bits = atoms.bits(&en.l4);
+        // Most entries share their L4 set with many others (a port, a protocol): each set's bits
+        // are found once per thread (60 k entries × 100 L4 atoms were 3 % of the build).
+        let bits = |known: &mut HashMap<L4Set, Bits>, en: &mut Entry| {
+            en.bits = match known.get(&en.l4) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = atoms.bits(&en.l4);
+                    known.insert(en.l4.clone(), b.clone());
+                    b
+                }
+            }
+        };
         if self.parallel {
             self.layers
                 .par_iter_mut()
                 .flat_map(|l| l.fam.par_iter_mut())
                 .flat_map(|f| f.entries.par_iter_mut())
-                .for_each(bits);
+                .for_each_init(HashMap::default, bits);
         } else {
+            let mut known = HashMap::default();
             self.layers
                 .iter_mut()
                 .flat_map(|l| l.fam.iter_mut())
                 .flat_map(|f| f.entries.iter_mut())
-                .for_each(bits);
+                .for_each(|en| bits(&mut known, en));
         }
         self.l4 = atoms;
     }

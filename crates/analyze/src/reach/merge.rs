@@ -135,6 +135,7 @@ impl<'s> Engine<'s> {
         let mut e = Engine::empty(self.snap, self.grid.clone(), self.l4.clone(), false);
         e.layers = layers;
         e.nsg_layer = self.nsg_layer.clone();
+        e.fw_subnet = self.fw_subnet.clone();
         e.fw_layer = self.fw_layer.clone();
         e.rows = all_rows;
         e.index = index;

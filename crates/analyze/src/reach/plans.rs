@@ -489,11 +489,11 @@ impl<'s> Engine<'s> {
         let nsg_layers = |sub: SubnetId, outbound: bool| -> Vec<u32> {
             let mut v = vec![];
             if let Some(n) = snap.subnet(sub).nsg {
-                v.push(self.nsg_layer[&(n, outbound)]);
+                v.push(self.nsg_layer[n.index()][outbound as usize]);
             }
             for (_, nic) in snap.nics().filter(|(_, n)| n.subnet == Some(sub)) {
                 if let Some(n) = nic.nsg {
-                    v.push(self.nsg_layer[&(n, outbound)]);
+                    v.push(self.nsg_layer[n.index()][outbound as usize]);
                 }
             }
             v
@@ -521,7 +521,7 @@ impl<'s> Engine<'s> {
         ix.dnat_subnets = targets.iter().map(|t| t.index()).collect();
         ix.fw_subnets = snap
             .firewalls()
-            .filter_map(|(fw, _)| snap.firewall_subnet(fw))
+            .filter_map(|(fw, _)| self.fw_subnet[fw.index()])
             .map(SubnetId::index)
             .collect();
         self.index[fi] = Arc::new(ix);
@@ -538,11 +538,11 @@ impl<'s> Engine<'s> {
         d: usize,
         only: Option<(&[u32], &[u32])>,
     ) {
-        let mut b = std::mem::take(&mut self.block);
+        let mut b = self.block.take().unwrap_or_default();
         if self.group_block(f, s, d, only, &mut b) {
             self.finish_block(f, &mut b);
         }
-        self.block = b;
+        self.block = Some(b);
         // After a re-check's block, at the end of a source place's row of blocks (so before
         // the merge reads `composed_ids`), and before the recent pairs outgrow the caches.
         let last = d + 1 == self.index[f.index()].places.len();
@@ -841,7 +841,7 @@ impl<'s> Engine<'s> {
         dport: Option<u16>,
         plan: &mut P,
     ) {
-        let layer = self.nsg_layer[&(nsg, outbound)];
+        let layer = self.nsg_layer[nsg.index()][outbound as usize];
         let cell = self.cell(layer, f, sa, da);
         let version = self.layers[layer as usize].version;
         plan.cell((layer, version), cell, step, dport);
@@ -907,7 +907,7 @@ impl<'s> Engine<'s> {
             let mut sub = vec![];
             let translation = self.layers[layer as usize].dnat.get(&r).copied();
             if let Some((to, port)) = translation.or(untranslated.map(|a| (a, None))) {
-                let fs = self.snap.firewall_subnet(fw);
+                let fs = self.fw_subnet[fw.index()];
                 let route = fs.map(|s| self.snap.subnet(s).routes.lookup(to).map(|(_, r)| r));
                 if let (Some(s), Some(route)) = (fs, route) {
                     if self.firewall_route_drops(s, route, &mut sub) {
@@ -1002,7 +1002,7 @@ impl<'s> Engine<'s> {
                         |e, tloc, _, _, sub| e.arrive(f, tloc, (sa, da), Some(ip), sub),
                         plan,
                     );
-                    if let Some(s) = snap.firewall_subnet(fw) {
+                    if let Some(s) = self.fw_subnet[fw.index()] {
                         let route = self.route_of(f, s, da);
                         if self.firewall_route_drops(s, route, plan) {
                             return true;

@@ -357,6 +357,7 @@ impl<'s> Engine<'s> {
         let mut e = Engine::empty(self.snap, self.grid.clone(), self.l4.clone(), self.parallel);
         e.layers = layers;
         e.nsg_layer = std::mem::take(&mut self.nsg_layer);
+        e.fw_subnet = std::mem::take(&mut self.fw_subnet);
         e.fw_layer = std::mem::take(&mut self.fw_layer);
         e.compute_all();
         e.baseline = e.table_size();
