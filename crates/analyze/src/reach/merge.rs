@@ -185,7 +185,6 @@ impl<'s> Engine<'s> {
         cell: &[u32],
     ) {
         let fi = f.index();
-        self.composed_ids.reserve(w.composed_ids.len());
         let key = |k: &PathKey| -> PathKey {
             k.iter()
                 .map(|&(step, a, b)| match step {
@@ -270,6 +269,7 @@ impl<'s> Engine<'s> {
             (o >> 61) << 61 | (chain[head as usize] as u64) << 32 | chain[tail as usize] as u64
         };
         let mut flat: Vec<u64> = vec![];
+        let first_new = self.decisions.len() as u32;
         let decision: Vec<u32> = w
             .decisions
             .iter()
@@ -285,15 +285,22 @@ impl<'s> Engine<'s> {
                 }
                 Decision::Composed(r, a) => {
                     let pair = (request[r as usize], arrival[a as usize]);
-                    let next = self.decisions.len() as u32;
-                    let id = *self.composed_ids.entry(pair).or_insert(next);
-                    if id == next {
+                    self.composed.get(pair).unwrap_or_else(|| {
                         self.decisions.push(Decision::Composed(pair.0, pair.1));
-                    }
-                    id
+                        self.decisions.len() as u32 - 1
+                    })
                 }
             })
             .collect();
+        // The new pairs stored, request by request: distinct worker pairs are distinct merged
+        // pairs, so those whose decision is new are exactly the pairs not stored yet.
+        for (r, list) in w.composed.by_request.iter().enumerate() {
+            let new = list
+                .iter()
+                .map(|&(a, d)| (arrival[a as usize], decision[d as usize]))
+                .filter(|&(_, d)| d >= first_new);
+            self.composed.add(request[r], new);
+        }
         // The worker's rows renumbered on the pool: millions of entries, each independent.
         let ix = &self.index[fi];
         let mut rows: Vec<(u32, Vec<u32>)> = sources
@@ -312,7 +319,7 @@ impl<'s> Engine<'s> {
             std::mem::take(&mut w.chains),
             std::mem::take(&mut w.decisions),
             std::mem::take(&mut w.dec_words),
-            std::mem::take(&mut w.composed_ids),
+            std::mem::take(&mut w.composed),
             std::mem::take(&mut w.request_ids),
             std::mem::take(&mut w.arrival_ids),
             std::mem::take(&mut w.rows),

@@ -172,12 +172,12 @@ pub struct Engine<'s> {
     /// Decisions by id. Stored pieces (paths with DNAT or without a firewall) live in one
     /// arena: a piece is the L4 bits then the outcome id (`l4.words + 1` words); equal stored
     /// decisions share one id (`dec_index` holds ids by content hash), as do equal
-    /// (request, arrival) pairs (`composed_ids`).
+    /// (request, arrival) pairs (`composed`).
     decisions: Vec<Decision>,
     dec_words: Vec<u64>,
     dec_index: HashTable<u32>,
-    composed_ids: HashMap<(u32, u32), u32>,
-    /// Composed pairs not yet in `composed_ids` (`plans::Recent`).
+    composed: plans::Composed,
+    /// Composed pairs not yet in `composed` (`plans::Recent`).
     recent: plans::Recent,
     l4: L4Atoms,
     /// Request paths up to and including the firewall, each run once: the flows still going
@@ -285,7 +285,7 @@ impl<'s> Engine<'s> {
             std::mem::take(&mut self.cells),
             std::mem::take(&mut self.decisions),
             std::mem::take(&mut self.dec_words),
-            std::mem::take(&mut self.composed_ids),
+            std::mem::take(&mut self.composed),
             std::mem::take(&mut self.requests),
             std::mem::take(&mut self.arrivals),
             std::mem::take(&mut self.request_ids),
@@ -315,7 +315,7 @@ impl<'s> Engine<'s> {
             decisions: vec![],
             dec_words: vec![],
             dec_index: HashTable::new(),
-            composed_ids: HashMap::default(),
+            composed: Default::default(),
             recent: Default::default(),
             l4,
             requests: vec![],
