@@ -294,12 +294,14 @@ impl<'s> Engine<'s> {
             .collect();
         // The new pairs stored, request by request: distinct worker pairs are distinct merged
         // pairs, so those whose decision is new are exactly the pairs not stored yet.
-        for (r, list) in w.composed.by_request.iter().enumerate() {
-            let new = list
-                .iter()
-                .map(|&(a, d)| (arrival[a as usize], decision[d as usize]))
-                .filter(|&(_, d)| d >= first_new);
-            self.composed.add(request[r], new);
+        for (r, mut list) in w.composed.take_all() {
+            for p in list.iter_mut() {
+                *p = (arrival[p.0 as usize], decision[p.1 as usize]);
+            }
+            list.retain(|&(_, d)| d >= first_new);
+            if !list.is_empty() {
+                self.composed.add(request[r as usize], list);
+            }
         }
         // The worker's rows renumbered on the pool: millions of entries, each independent.
         let ix = &self.index[fi];

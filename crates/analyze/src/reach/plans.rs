@@ -313,39 +313,84 @@ const RECENT_PAIRS: usize = 1 << 14;
 /// spokes; 1 % meet about a thousand), so a list per request is filled, searched and merged
 /// with little work, where one table of 1.25 M pairs took a cache miss per pair to fill (5 %
 /// of the build) and again to merge a worker's pairs.
+///
+/// A list is made once, with the first pairs its request meets (during the build, all of
+/// them); pairs met later (a re-check's new arrivals for old requests) go to `later`: growing
+/// a list of a thousand pairs for one more copied it from memory, 2–4 µs per pair. The lists
+/// are kept in chunks of [`COMPOSED_CHUNK`] requests, each allocated whole, so the requests a
+/// re-check makes add a chunk at most rather than copy every list header.
 #[derive(Default)]
 pub(super) struct Composed {
-    pub(super) by_request: Vec<Vec<(u32, u32)>>,
+    chunks: Vec<Vec<Vec<(u32, u32)>>>,
+    later: HashMap<(u32, u32), u32>,
     len: usize,
 }
 
+const COMPOSED_CHUNK: usize = 1 << 12;
+
 impl Composed {
     pub(super) fn get(&self, (request, arrival): (u32, u32)) -> Option<u32> {
-        let list = self.by_request.get(request as usize)?;
-        let i = list.binary_search_by_key(&arrival, |p| p.0).ok()?;
-        Some(list[i].1)
+        let r = request as usize;
+        let list = self
+            .chunks
+            .get(r / COMPOSED_CHUNK)?
+            .get(r % COMPOSED_CHUNK)?;
+        match list.binary_search_by_key(&arrival, |p| p.0) {
+            Ok(i) => Some(list[i].1),
+            Err(_) => self.later.get(&(request, arrival)).copied(),
+        }
     }
 
     pub(super) fn len(&self) -> usize {
         self.len
     }
 
-    /// Pairs of one request, none of them stored yet, in any order.
-    pub(super) fn add(&mut self, request: u32, pairs: impl IntoIterator<Item = (u32, u32)>) {
-        let r = request as usize;
-        if self.by_request.len() <= r {
-            self.by_request.resize_with(r + 1, Vec::new);
-        }
-        let list = &mut self.by_request[r];
-        let before = list.len();
-        list.extend(pairs);
-        self.len += list.len() - before;
-        if !list.is_sorted_by_key(|p| p.0) {
-            list.sort_unstable_by_key(|p| p.0);
+    /// A request's pairs, none of them stored yet, in any order: made its list when it has
+    /// none yet (a worker's list moves into the merged engine as it is).
+    pub(super) fn add(&mut self, request: u32, mut pairs: Vec<(u32, u32)>) {
+        self.len += pairs.len();
+        let list = self.list_mut(request);
+        if list.is_empty() {
+            pairs.sort_unstable_by_key(|p| p.0);
+            *list = pairs;
+        } else {
+            self.later
+                .extend(pairs.into_iter().map(|(a, d)| ((request, a), d)));
         }
     }
-}
 
+    /// Each request's list, taken out, with the pairs met later.
+    pub(super) fn take_all(&mut self) -> Vec<(u32, Vec<(u32, u32)>)> {
+        self.len = 0;
+        let mut all: Vec<(u32, Vec<(u32, u32)>)> = self
+            .chunks
+            .iter_mut()
+            .flatten()
+            .enumerate()
+            .map(|(r, list)| (r as u32, std::mem::take(list)))
+            .collect();
+        for ((r, a), d) in self.later.drain() {
+            all[r as usize].1.push((a, d));
+        }
+        all
+    }
+
+    fn list_mut(&mut self, request: u32) -> &mut Vec<(u32, u32)> {
+        let (c, i) = (
+            request as usize / COMPOSED_CHUNK,
+            request as usize % COMPOSED_CHUNK,
+        );
+        if self.chunks.len() <= c {
+            self.chunks
+                .resize_with(c + 1, || Vec::with_capacity(COMPOSED_CHUNK));
+        }
+        let chunk = &mut self.chunks[c];
+        if chunk.len() <= i {
+            chunk.resize_with(i + 1, Vec::new);
+        }
+        &mut chunk[i]
+    }
+}
 /// Families with fewer atoms are built serially by [`Engine::parallel`].
 const PARALLEL_ATOMS: usize = 64;
 
@@ -1235,7 +1280,7 @@ impl<'s> Engine<'s> {
         r.moving.extend(r.pairs.drain());
         r.moving.sort_unstable_by_key(|p| p.0);
         for run in r.moving.chunk_by(|x, y| x.0 .0 == y.0 .0) {
-            let pairs = run.iter().map(|&((_, a), d)| (a, d));
+            let pairs = run.iter().map(|&((_, a), d)| (a, d)).collect();
             self.composed.add(run[0].0 .0, pairs);
         }
         r.requests = self.requests.len() as u32;
