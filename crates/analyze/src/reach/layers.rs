@@ -1059,11 +1059,16 @@ impl<'s> Engine<'s> {
             }
         };
         if self.parallel {
+            // Layer by layer: an entry at a time, the pool split the work so finely that each
+            // piece began with an empty table.
             self.layers
                 .par_iter_mut()
-                .flat_map(|l| l.fam.par_iter_mut())
-                .flat_map(|f| f.entries.par_iter_mut())
-                .for_each_init(HashMap::default, bits);
+                .for_each_init(HashMap::default, |known, l| {
+                    l.fam
+                        .iter_mut()
+                        .flat_map(|f| f.entries.iter_mut())
+                        .for_each(|en| bits(known, en))
+                });
         } else {
             let mut known = HashMap::default();
             self.layers
