@@ -1047,7 +1047,8 @@ impl<'s> Engine<'s> {
             L4Atoms::build(self.layers.iter().flat_map(layer_entries).map(|en| &en.l4))
         };
         // Most entries share their L4 set with many others (a port, a protocol): each set's bits
-        // are found once per thread (60 k entries × 100 L4 atoms were 3 % of the build).
+        // are found once per job of the pool (60 k entries × 100 L4 atoms were 3 % of the
+        // build).
         let bits = |known: &mut HashMap<L4Set, Bits>, en: &mut Entry| {
             en.bits = match known.get(&en.l4) {
                 Some(b) => b.clone(),

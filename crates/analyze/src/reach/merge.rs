@@ -170,7 +170,8 @@ impl<'s> Engine<'s> {
         );
         self.layers = layers;
         // Freed on another thread: a worker's tables are many allocations.
-        std::thread::spawn(move || drop(theirs));
+        w.layers = theirs;
+        w.drop_elsewhere();
     }
 
     /// The worker's chains, requests, arrivals and decisions merged in their creation order,
@@ -317,16 +318,6 @@ impl<'s> Engine<'s> {
         for (a, row) in rows {
             self.rows[fi][a as usize] = row;
         }
-        let tables = (
-            std::mem::take(&mut w.chains),
-            std::mem::take(&mut w.decisions),
-            std::mem::take(&mut w.dec_words),
-            std::mem::take(&mut w.composed),
-            std::mem::take(&mut w.request_ids),
-            std::mem::take(&mut w.arrival_ids),
-            std::mem::take(&mut w.rows),
-        );
-        std::thread::spawn(move || drop(tables));
     }
 }
 

@@ -148,8 +148,8 @@ pub struct Engine<'s> {
     pub snap: &'s Snapshot,
     grid: [Grid; 2],
     layers: Vec<Layer>,
-    /// Per NSG, by [`palisade_policy::NsgId::index`]: its inbound layer, its outbound layer (read for every
-    /// NSG step of 1.4 M plans at 500 spokes: an index, not a hash look-up).
+    /// Per NSG, by [`palisade_policy::NsgId::index`]: its inbound layer, its outbound layer
+    /// (read for every NSG step of 1.4 M plans at 500 spokes: an index, not a hash look-up).
     nsg_layer: Vec<[u32; 2]>,
     /// Per firewall, by [`palisade_policy::FirewallId::index`]: its layer, and the subnet it
     /// sits in (a look-up of its address per plan through it before).
@@ -277,7 +277,7 @@ impl<'s> Engine<'s> {
 
     /// Dropped with its large tables freed on another thread: handing hundreds of MiB back to
     /// the allocator and the kernel is work the caller's answer does not wait for (a diff's
-    /// engine). Inline when no thread can be had.
+    /// engine, a parallel build's merged workers). Inline when no thread can be had.
     pub fn drop_elsewhere(mut self) {
         let tables = (
             std::mem::take(&mut self.layers),

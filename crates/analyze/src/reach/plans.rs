@@ -604,11 +604,7 @@ impl<'s> Engine<'s> {
         targets.sort_unstable();
         ix.dnat_layers = targets.iter().flat_map(|t| nsg_layers(*t, false)).collect();
         ix.dnat_subnets = targets.iter().map(|t| t.index()).collect();
-        ix.fw_subnets = snap
-            .firewalls()
-            .filter_map(|(fw, _)| self.fw_subnet[fw.index()])
-            .map(SubnetId::index)
-            .collect();
+        ix.fw_subnets = self.fw_subnet.iter().flatten().map(|s| s.index()).collect();
         self.index[fi] = Arc::new(ix);
     }
 
