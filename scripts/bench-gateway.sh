@@ -23,6 +23,11 @@
 # PROFILE=1 samples Palisade under the rate load with `perf record` (software clock, call
 # graphs) and writes $OUT/palisade.profile.txt (and palisade-base.profile.txt).
 #
+# PROXY_CPUS=LIST and LOAD_CPUS=LIST (taskset lists, e.g. 2,3 and 0,1) pin every proxy and the
+# load (client and target) to their own CPUs, on a machine with cores to spare: then Squid's
+# single thread and a multi-threaded proxy each meet the same load, undivided. TB_THREADS=N
+# gives the client and the target N threads each (default 1).
+#
 # Installs squid, haproxy and tinyproxy from the distribution (apt-get) when missing; never
 # downloads anything else. The load client is crates/gateway/examples/tunnel_bench.rs (wrk, hey
 # and h2load cannot open CONNECT tunnels). Not for CI: numbers depend on the machine.
@@ -34,7 +39,9 @@
 #                                       # prints whether each target of issue 14 item 5 holds,
 #                                       # the ceiling direct/squid (client, target and proxy
 #                                       # share the cores: no proxy passes direct) and each
-#                                       # proxy's CPU capacity against Squid's
+#                                       # proxy's CPU capacity against Squid's, and
+#                                       # the CPU budget of a 2x-Squid rate here: the load
+#                                       # generator's CPU per tunnel is measured too
 set -euo pipefail
 
 SECS=${SECS:-3}
@@ -70,6 +77,14 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
 fi
 BIN=$CARGO_TARGET_DIR/release
 TB=$BIN/examples/tunnel_bench
+PROXY_CPUS=${PROXY_CPUS:-}
+LOAD_CPUS=${LOAD_CPUS:-}
+pin_proxy=() pin_load=()
+[ -n "$PROXY_CPUS" ] && pin_proxy=(taskset -c "$PROXY_CPUS")
+[ -n "$LOAD_CPUS" ] && pin_load=(taskset -c "$LOAD_CPUS")
+# The CPUs the proxies and the load share (all of them unless pinned apart).
+CORES=$(nproc)
+[ -n "$PROXY_CPUS" ] && CORES=$("${pin_proxy[@]}" nproc)
 
 rm -rf "$OUT"; mkdir -p "$OUT"
 ulimit -n 65536 2>/dev/null || ulimit -n 8192
@@ -78,8 +93,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 # The target: echo server on both loopback addresses (`localhost` may resolve to either).
-"$TB" serve "127.0.0.1:$TARGET_PORT" "[::1]:$TARGET_PORT" >"$OUT/target.log" 2>&1 &
+"${pin_load[@]}" "$TB" serve "127.0.0.1:$TARGET_PORT" "[::1]:$TARGET_PORT" >"$OUT/target.log" 2>&1 &
 pids+=($!)
+PID_TARGET=$!
 TARGET="localhost:$TARGET_PORT=127.0.0.1:$TARGET_PORT"
 
 P_SQUID=13129 P_HAP=13130 P_TINY=13131
@@ -104,7 +120,7 @@ PALISADES=()
 start_palisade() {
   local name=$1 port=$2 bin=$3
   shift 3
-  "$bin" gateway -n "$OUT/network.yaml" --listen "127.0.0.1:$port" --admin none \
+  "${pin_proxy[@]}" "$bin" gateway -n "$OUT/network.yaml" --listen "127.0.0.1:$port" --admin none \
     --data "$OUT/$name-data" --resolve localhost=127.0.0.1 --no-system-resolver --no-watch \
     --max-connections 100000 "$@" >"$OUT/$name.log" 2>&1 &
   pids+=($!)
@@ -143,7 +159,7 @@ max_filedescriptors 8192
 shutdown_lifetime 0 seconds
 EOF
 [ "$(id -u)" = 0 ] && echo "cache_effective_user proxy" >>"$OUT/squid.conf" && chown -R proxy "$OUT/squid" 2>/dev/null || true
-squid -N -f "$OUT/squid.conf" >"$OUT/squid.log" 2>&1 &
+"${pin_proxy[@]}" squid -N -f "$OUT/squid.conf" >"$OUT/squid.log" 2>&1 &
 pids+=($!); PID[squid]=$!; PROXY[squid]=127.0.0.1:$P_SQUID
 
 # --- HAProxy: HTTP mode, only CONNECT with authority localhost:port passes. HAProxy forwards a
@@ -164,7 +180,7 @@ frontend fp
 backend target
   server t 127.0.0.1:$TARGET_PORT
 EOF
-haproxy -db -f "$OUT/haproxy.cfg" >"$OUT/haproxy.log" 2>&1 &
+"${pin_proxy[@]}" haproxy -db -f "$OUT/haproxy.cfg" >"$OUT/haproxy.log" 2>&1 &
 pids+=($!); PID[haproxy]=$!; PROXY[haproxy]=127.0.0.1:$P_HAP
 
 # --- Tinyproxy: default deny, a filter for localhost, CONNECT to the target port only.
@@ -181,7 +197,7 @@ FilterExtended Yes
 ConnectPort $TARGET_PORT
 EOF
 if [ "$(id -u)" = 0 ]; then printf 'User nobody\nGroup nogroup\n' >>"$OUT/tinyproxy.conf"; fi
-tinyproxy -d -c "$OUT/tinyproxy.conf" >"$OUT/tinyproxy.log" 2>&1 &
+"${pin_proxy[@]}" tinyproxy -d -c "$OUT/tinyproxy.conf" >"$OUT/tinyproxy.log" 2>&1 &
 pids+=($!); PID[tinyproxy]=$!; PROXY[tinyproxy]=127.0.0.1:$P_TINY
 
 # Every proxy measured, Palisade's instances first.
@@ -194,7 +210,7 @@ done
 # The allowlist holds for each: a tunnel elsewhere is refused.
 for name in "${NAMES[@]}"; do
   [ "$name" = direct ] && continue
-  if "$TB" rate "${PROXY[$name]}" "example.test:$TARGET_PORT=127.0.0.1:$TARGET_PORT" 1 0.2 | grep -q '"ok":0,'; then
+  if "${pin_load[@]}" "$TB" rate "${PROXY[$name]}" "example.test:$TARGET_PORT=127.0.0.1:$TARGET_PORT" 1 0.2 | grep -q '"ok":0,'; then
     :
   else
     echo "warning: $name let a tunnel to example.test through" >&2
@@ -206,7 +222,7 @@ done
 for name in "${NAMES[@]}"; do
   [ "$name" = direct ] && continue
   echo "== idle: $name" >&2
-  "$TB" idle "${PROXY[$name]}" "$TARGET" "$IDLE" "${PID[$name]}" >"$OUT/$name.idle.json"
+  "${pin_load[@]}" "$TB" idle "${PROXY[$name]}" "$TARGET" "$IDLE" "${PID[$name]}" >"$OUT/$name.idle.json"
   sleep 1
 done
 
@@ -214,9 +230,9 @@ done
 for round in $(seq "$ROUNDS"); do
   for name in "${NAMES[@]}"; do
     echo "== rate round $round: $name" >&2
-    pid=${PID[$name]}
-    if [ "$pid" = 0 ]; then pid_arg=(); else pid_arg=("$pid"); fi
-    "$TB" rate "${PROXY[$name]}" "$TARGET" "$CONC" "$SECS" "${pid_arg[@]}" >"$OUT/$name.rate.$round.json"
+    # The proxy's pid (0: none, for direct) and the target's: CPU per tunnel of each.
+    "${pin_load[@]}" "$TB" rate "${PROXY[$name]}" "$TARGET" "$CONC" "$SECS" "${PID[$name]}" "$PID_TARGET" \
+      >"$OUT/$name.rate.$round.json"
     sleep 1
   done
 done
@@ -229,7 +245,7 @@ if [ "$PROFILE" = 1 ]; then
     echo "== profile: $name" >&2
     perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$pid" -o "$OUT/$name.perf.data" -- sleep "$SECS" 2>/dev/null &
     perf_pid=$!
-    "$TB" rate "${PROXY[$name]}" "$TARGET" "$CONC" "$SECS" >/dev/null
+    "${pin_load[@]}" "$TB" rate "${PROXY[$name]}" "$TARGET" "$CONC" "$SECS" >/dev/null
     wait "$perf_pid" || true
     perf report -q -i "$OUT/$name.perf.data" --children --sort symbol --stdio -g none --percent-limit 0.5 \
       >"$OUT/$name.profile.txt" 2>/dev/null || true
@@ -242,17 +258,20 @@ fi
 echo "== latency (interleaved)" >&2
 via=()
 for name in "${NAMES[@]}"; do via+=("$name=${PROXY[$name]}"); done
-"$TB" latency "$TARGET" "$LAT_CONC" "$LAT_SECS" "$LAT_ROUNDS" "${via[@]}" >"$OUT/latency.json"
+"${pin_load[@]}" "$TB" latency "$TARGET" "$LAT_CONC" "$LAT_SECS" "$LAT_ROUNDS" "${via[@]}" >"$OUT/latency.json"
 
 for name in "${NAMES[@]}"; do
   echo "== throughput: $name" >&2
-  "$TB" throughput "${PROXY[$name]}" "$TARGET" "$SECS" >"$OUT/$name.tput.json"
+  "${pin_load[@]}" "$TB" throughput "${PROXY[$name]}" "$TARGET" "$SECS" >"$OUT/$name.tput.json"
   sleep 1
 done
 
-python3 - "$OUT" "$CONC" "$LAT_CONC" "$IDLE" "$ROUNDS" "${NAMES[@]}" <<'EOF'
+SHARED=1
+[ -n "$PROXY_CPUS" ] && [ -n "$LOAD_CPUS" ] && SHARED=0
+python3 - "$OUT" "$CONC" "$LAT_CONC" "$IDLE" "$ROUNDS" "$CORES" "$SHARED" "${NAMES[@]}" <<'EOF'
 import json, sys, os
-out, conc, lat_conc, idle, rounds, *names = sys.argv[1:]
+out, conc, lat_conc, idle, rounds, cores, shared, *names = sys.argv[1:]
+cores, shared = int(cores), shared == "1"
 def j(n, k):
     p = os.path.join(out, f"{n}.{k}.json")
     return json.load(open(p)) if os.path.exists(p) and os.path.getsize(p) else {}
@@ -268,21 +287,27 @@ def rate(n):
 lat = json.load(open(os.path.join(out, "latency.json"))) if os.path.exists(os.path.join(out, "latency.json")) else {}
 spread = lambda xs: f"{min(xs)}…{max(xs)}" if xs else "—"
 pal = rate("palisade").get("per_second", 0) or 1
-print(f"| | tunnels/s ({conc} clients, median of {rounds}) | rounds | errors | vs Palisade | proxy CPU µs per tunnel | latency p50 / p99 µs ({lat_conc} clients, samples) | added p50 / p99 µs (rounds' range) | one tunnel MB/s | KiB per idle tunnel ({idle}) |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print(f"| | tunnels/s ({conc} clients, median of {rounds}) | rounds | errors | vs Palisade | proxy CPU µs per tunnel (user / system) | load CPU µs per tunnel (client + target) | latency p50 / p99 µs ({lat_conc} clients, samples) | added p50 / p99 µs (rounds' range) | one tunnel MB/s | KiB per idle tunnel ({idle}) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for n in names:
     r, l, t, i = rate(n), lat.get(n, {}), j(n, "tput"), j(n, "idle")
     added = "—" if n == "direct" else (
         f"{l.get('added_p50_us','?')} / {l.get('added_p99_us','?')} "
         f"({spread(l.get('added_p50_rounds', []))} / {spread(l.get('added_p99_rounds', []))})")
     rounds_text = ", ".join(str(x) for x in r.get("rounds", []))
-    print(f"| {n} | {r.get('per_second','?')} | {rounds_text} | {r.get('errors','?')} | {r.get('per_second',0)/pal:.2f} | {r.get('cpu_us_per_tunnel','—')} | {l.get('p50_us','?')} / {l.get('p99_us','?')} ({l.get('samples','?')}) | {added} | {t.get('mb_per_second','?')} | {i.get('kib_per_tunnel','—')} |")
+    print(f"| {n} | {r.get('per_second','?')} | {rounds_text} | {r.get('errors','?')} | {r.get('per_second',0)/pal:.2f} | {r.get('cpu_us_per_tunnel','—')} ({r.get('cpu_user_us_per_tunnel','—')} / {r.get('cpu_system_us_per_tunnel','—')}) | {r.get('load_cpu_us_per_tunnel','—')} | {l.get('p50_us','?')} / {l.get('p99_us','?')} ({l.get('samples','?')}) | {added} | {t.get('mb_per_second','?')} | {i.get('kib_per_tunnel','—')} |")
 # One run's figures per proxy, for a script to check (null where a measurement failed).
 summary = {
     n: {
         "tunnels_per_s": rate(n).get("per_second"),
         "rounds": rate(n).get("rounds"),
         "cpu_us_per_tunnel": rate(n).get("cpu_us_per_tunnel"),
+        "cpu_user_us_per_tunnel": rate(n).get("cpu_user_us_per_tunnel"),
+        "cpu_system_us_per_tunnel": rate(n).get("cpu_system_us_per_tunnel"),
+        # The load generator's CPU per tunnel through this proxy: client and target.
+        "client_cpu_us_per_tunnel": rate(n).get("client_cpu_us_per_tunnel"),
+        "target_cpu_us_per_tunnel": rate(n).get("target_cpu_us_per_tunnel"),
+        "load_cpu_us_per_tunnel": rate(n).get("load_cpu_us_per_tunnel"),
         "errors": rate(n).get("errors"),
         "latency_samples": lat.get(n, {}).get("samples"),
         "p50_us": lat.get(n, {}).get("p50_us"),
@@ -305,6 +330,7 @@ sq_rate = summary.get("squid", {}).get("tunnels_per_s")
 summary["direct"] = {
     "tunnels_per_s": direct,
     "rounds": rate("direct").get("rounds"),
+    "load_cpu_us_per_tunnel": rate("direct").get("load_cpu_us_per_tunnel"),
     # The ceiling of any proxy's rate against Squid's in this run.
     "vs_squid": round(direct / sq_rate, 3) if direct and sq_rate else None,
 }
@@ -319,8 +345,36 @@ print(f"ceiling: direct / squid = {c if c is not None else '?'}x (no proxy excee
 for n, v in summary.items():
     if n != "direct":
         print(f"cpu per tunnel: {n} {v['cpu_us_per_tunnel']} us, capacity vs squid {v['capacity_vs_squid']}x")
-# Issue 14, item 5: does each target hold in this run?
 p, sq, hp = summary.get("palisade", {}), summary.get("squid", {}), summary.get("haproxy", {})
+# What a tunnel costs the machine in all: the proxy's CPU and the load generator's.
+for n, v in summary.items():
+    if v.get("cpu_us_per_tunnel") and v.get("load_cpu_us_per_tunnel"):
+        v["machine_us_per_tunnel"] = round(v["cpu_us_per_tunnel"] + v["load_cpu_us_per_tunnel"], 1)
+# The CPU budget of a 2x-Squid rate: a tunnel may cost the CPUs the proxy runs on at most
+# cores / (2 x Squid's rate). Where the load generator shares them (client + target), what it
+# spends of that is gone before the proxy starts; pinned apart, the proxy has it all.
+try:
+    budget = cores * 1e6 / (2 * sq["tunnels_per_s"])
+    load = p["load_cpu_us_per_tunnel"]
+    proxy_budget = budget - load if shared else budget
+    summary["budget_2x_squid"] = {
+        "cores": cores,
+        "shared_with_load": shared,
+        "cpu_us_per_tunnel": round(budget, 1),
+        "load_us_per_tunnel": load,
+        "proxy_us_per_tunnel": round(proxy_budget, 1),
+    }
+    where = (f"{cores} cores shared with the load generator ({load} us of the "
+             f"{budget:.1f} us a tunnel may cost them)" if shared else f"the proxy's {cores} core(s)")
+    print(f"2x squid = {2 * sq['tunnels_per_s']:.0f} tunnels/s on {where}: the proxy may spend "
+          f"{proxy_budget:.1f} us per tunnel; system time alone: palisade "
+          f"{p['cpu_system_us_per_tunnel']} us, haproxy {hp['cpu_system_us_per_tunnel']} us")
+except (KeyError, TypeError, ZeroDivisionError):
+    pass
+with open(summary_path, "w") as f:
+    json.dump(summary, f, indent=2)
+    f.write("\n")
+# Issue 14, item 5: does each target hold in this run?
 def check(what, ok, text):
     print(f"target {what}: {'met' if ok else 'MISSED'} ({text})")
 try:

@@ -103,6 +103,10 @@ pub struct GatewayArgs {
     /// slot of --max-connections.
     #[arg(long, default_value_t = 1_000)]
     max_connections_per_source: usize,
+    /// Threads that serve connections (default: one per CPU this process may run on). Fewer
+    /// leave CPUs to the host's own work, as a gateway on an application server should.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
     /// When a flow record counts as written: `interval` (default) = after its write (survives
     /// a crash or kill -9 of the gateway), fdatasync at most every --flow-log-sync-ms (power
     /// loss can lose that interval's records); `always` = after its batch's fdatasync (survives
@@ -397,10 +401,11 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
             until,
         });
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = a.worker_threads {
+        rt.worker_threads(n.into());
+    }
+    let rt = rt.enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let running = Gateway::start(config)
             .await

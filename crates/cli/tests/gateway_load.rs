@@ -128,3 +128,22 @@ fn gateway_accepts_parameters_and_runs_the_snapshot_trace_evaluates() {
         log.join("\n")
     );
 }
+
+/// `--worker-threads` caps the threads serving connections: 0 is refused before anything
+/// starts, naming the flag and the range; 1 runs.
+#[test]
+fn gateway_worker_threads_is_checked_and_honoured() {
+    let network = "../shared/scenarios/ase-egress-lockdown/network.json";
+    let (code, _, err) = palisade(&["gateway", "--network", network, "--worker-threads", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--worker-threads") && err.contains("1..=1024"),
+        "{err}"
+    );
+    let log = gateway_log(&["--network", network, "--worker-threads", "1"], "in force");
+    assert!(
+        log.last().unwrap().contains("in force"),
+        "{}",
+        log.join("\n")
+    );
+}

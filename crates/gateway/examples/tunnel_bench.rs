@@ -4,8 +4,12 @@
 //! ```text
 //! tunnel_bench serve ADDR...                  target: echo; a chunk starting `s` streams zeros;
 //!                                             answers a forwarded `CONNECT` with 200 itself
-//! tunnel_bench rate PROXY|direct TARGET CONC SECS [PID]  new tunnels/s and per-tunnel latency;
-//!                                             with PID, CPU µs its tree spent per tunnel
+//! tunnel_bench rate PROXY|direct TARGET CONC SECS [PID [TARGET_PID]]
+//!                                             new tunnels/s and per-tunnel latency; with PID
+//!                                             (0: none), CPU µs (user, system) its tree spent
+//!                                             per tunnel; the client's own CPU per tunnel, and
+//!                                             with TARGET_PID the target's and their sum
+//! TB_THREADS=N                                worker threads of the client and target (1)
 //! tunnel_bench latency TARGET CONC SECS ROUNDS NAME=PROXY|direct...
 //!                                             added latency: every client opens one tunnel
 //!                                             through each NAME in turn, so all see the same
@@ -75,46 +79,60 @@ async fn serve(addrs: &[String]) -> Res<()> {
     Ok(())
 }
 
-/// A tunnel to `target` (`host:port`) through `proxy`, or a direct connection.
-async fn open(proxy: Option<SocketAddr>, target: &str, direct: SocketAddr) -> Res<TcpStream> {
+/// A tunnel to `target` (`host:port`) through `proxy`, or a direct connection, with the
+/// bytes read past the proxy's response head (none from a proxy that sends nothing early).
+async fn open(
+    proxy: Option<SocketAddr>,
+    target: &str,
+    direct: SocketAddr,
+) -> Res<(TcpStream, Vec<u8>)> {
     let Some(p) = proxy else {
         let s = TcpStream::connect(direct).await?;
         s.set_nodelay(true)?;
-        return Ok(s);
+        return Ok((s, vec![]));
     };
     let mut s = TcpStream::connect(p).await?;
     s.set_nodelay(true)?;
     s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
         .await?;
-    let mut head = vec![];
-    let mut b = [0u8; 1];
-    // Byte by byte: nothing after the response head may be consumed.
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut b).await? == 0 || head.len() > 8192 {
+    // Read in chunks, not byte by byte: a byte-at-a-time head read cost the client about 40
+    // system calls per tunnel, CPU that every proxy's rate paid for on a shared machine.
+    // Whatever follows the head belongs to the tunnel and is handed back.
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 256];
+    let end = loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 || head.len() > 8192 {
             return Err("proxy closed before answering CONNECT".into());
         }
-        head.push(b[0]);
-    }
+        let from = head.len().saturating_sub(3);
+        head.extend_from_slice(&buf[..n]);
+        if let Some(i) = head[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            break from + i + 4;
+        }
+    };
     if !(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200")) {
-        return Err(format!("CONNECT refused: {}", String::from_utf8_lossy(&head)).into());
+        return Err(format!("CONNECT refused: {}", String::from_utf8_lossy(&head[..end])).into());
     }
-    Ok(s)
+    let early = head.split_off(end);
+    Ok((s, early))
 }
 
-/// Send a ClientHello for `target`'s host and read its echo: the tunnel then carries data.
-async fn hello(s: &mut TcpStream, target: &str) -> Res<()> {
+/// Send a ClientHello for `target`'s host and read its echo (`early`: bytes of it already
+/// read): the tunnel then carries data.
+async fn hello(s: &mut TcpStream, target: &str, early: &[u8]) -> Res<()> {
     let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
     let hello = palisade_gateway::sni::build_client_hello(Some(host), false, &[], 16 * 1024);
     s.write_all(&hello).await?;
-    let mut echo = vec![0u8; hello.len()];
+    let mut echo = vec![0u8; hello.len().saturating_sub(early.len())];
     s.read_exact(&mut echo).await?;
     Ok(())
 }
 
 /// One tunnel: open, a ClientHello there and back, close.
 async fn one(proxy: Option<SocketAddr>, target: &str, direct: SocketAddr) -> Res<()> {
-    let mut s = open(proxy, target, direct).await?;
-    hello(&mut s, target).await
+    let (mut s, early) = open(proxy, target, direct).await?;
+    hello(&mut s, target, &early).await
 }
 
 fn pct(sorted: &[u64], p: f64) -> u64 {
@@ -124,6 +142,11 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// `pid`'s tree CPU time now, `None` for no process (`pid` 0: the direct connection).
+fn cpu_of(pid: Option<u32>) -> Option<(u64, u64)> {
+    pid.filter(|&p| p != 0).map(tree_cpu_us)
+}
+
 async fn rate(
     proxy: Option<SocketAddr>,
     target: String,
@@ -131,8 +154,10 @@ async fn rate(
     conc: usize,
     secs: f64,
     pid: Option<u32>,
+    target_pid: Option<u32>,
 ) {
-    let cpu_before = pid.map(tree_cpu_us);
+    let me = Some(std::process::id());
+    let (proxy_before, load_before) = (cpu_of(pid), (cpu_of(me), cpu_of(target_pid)));
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let lat = Arc::new(Mutex::new(Vec::<u64>::new()));
@@ -165,14 +190,36 @@ async fn rate(
     let elapsed = start.elapsed().as_secs_f64();
     let mut l = lat.lock().unwrap().clone();
     l.sort_unstable();
-    // The proxy's own CPU time per tunnel: what it costs, whatever else loads the machine.
-    let cpu = match (pid, cpu_before) {
-        (Some(p), Some(before)) if !l.is_empty() => format!(
-            ",\"cpu_us_per_tunnel\":{:.1}",
-            tree_cpu_us(p).saturating_sub(before) as f64 / l.len() as f64
-        ),
-        _ => String::new(),
+    let per = |us: u64| us as f64 / l.len().max(1) as f64;
+    let spent = |before: Option<(u64, u64)>, now: Option<(u64, u64)>| {
+        before
+            .zip(now)
+            .map(|((u0, s0), (u1, s1))| (u1.saturating_sub(u0), s1.saturating_sub(s0)))
     };
+    // The proxy's own CPU time per tunnel, split user / system: what it costs, whatever else
+    // loads the machine. The load generator's (this client and the target, when its pid is
+    // given): what the proxy's rate must share the machine with.
+    let mut cpu = String::new();
+    if let Some((u, s)) = spent(proxy_before, cpu_of(pid)).filter(|_| !l.is_empty()) {
+        cpu += &format!(
+            ",\"cpu_us_per_tunnel\":{:.1},\"cpu_user_us_per_tunnel\":{:.1},\"cpu_system_us_per_tunnel\":{:.1}",
+            per(u + s),
+            per(u),
+            per(s)
+        );
+    }
+    let client = spent(load_before.0, cpu_of(me));
+    let server = spent(load_before.1, cpu_of(target_pid));
+    if let (Some((cu, cs)), false) = (client, l.is_empty()) {
+        cpu += &format!(",\"client_cpu_us_per_tunnel\":{:.1}", per(cu + cs));
+        if let Some((tu, ts)) = server {
+            cpu += &format!(
+                ",\"target_cpu_us_per_tunnel\":{:.1},\"load_cpu_us_per_tunnel\":{:.1}",
+                per(tu + ts),
+                per(cu + cs + tu + ts)
+            );
+        }
+    }
     println!(
         "{{\"ok\":{},\"errors\":{},\"per_second\":{:.0},\"p50_us\":{},\"p99_us\":{}{cpu}}}",
         l.len(),
@@ -288,8 +335,8 @@ async fn throughput(
     direct: SocketAddr,
     secs: f64,
 ) -> Res<()> {
-    let mut s = open(proxy, target, direct).await?;
-    hello(&mut s, target).await?;
+    let (mut s, early) = open(proxy, target, direct).await?;
+    hello(&mut s, target, &early).await?;
     s.write_all(b"s").await?;
     let mut buf = vec![0u8; 256 * 1024];
     let start = Instant::now();
@@ -319,25 +366,30 @@ fn tree_rss_kib(pid: u32) -> u64 {
         .sum()
 }
 
-/// CPU time (user + system, with reaped children's) in µs of `pid` and its descendants.
-fn tree_cpu_us(pid: u32) -> u64 {
+/// CPU time in µs of `pid` and its descendants (with reaped children's): user, system.
+fn tree_cpu_us(pid: u32) -> (u64, u64) {
     // SAFETY: sysconf has no preconditions.
     let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
-    let ticks: u64 = tree(pid)
+    let (mut user, mut system) = (0, 0);
+    for stat in tree(pid)
         .iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .map(|stat| {
-            let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-            // Fields 14–17 of proc(5): utime stime cutime cstime (11–14 after the name).
-            after
-                .split_whitespace()
-                .skip(11)
-                .take(4)
-                .filter_map(|v| v.parse::<u64>().ok())
-                .sum::<u64>()
-        })
-        .sum();
-    ticks * 1_000_000 / per_second.max(1)
+    {
+        let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+        // Fields 14–17 of proc(5): utime stime cutime cstime (11–14 after the name).
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .map(|v| v.parse::<u64>().unwrap_or(0))
+            .collect();
+        if let [u, s, cu, cs] = f[..] {
+            user += u + cu;
+            system += s + cs;
+        }
+    }
+    let us = |ticks: u64| ticks * 1_000_000 / per_second.max(1);
+    (us(user), us(system))
 }
 
 /// `pid` and all its descendants.
@@ -387,8 +439,8 @@ async fn idle(
     let before = tree_rss_kib(pid);
     let mut held = Vec::with_capacity(count);
     for _ in 0..count {
-        let mut s = open(Some(proxy), target, direct).await?;
-        hello(&mut s, target).await?;
+        let (mut s, early) = open(Some(proxy), target, direct).await?;
+        hello(&mut s, target, &early).await?;
         held.push(s);
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -402,7 +454,7 @@ async fn idle(
 }
 
 fn usage() -> ! {
-    eprintln!("usage: tunnel_bench serve ADDR... | rate PROXY|direct TARGET CONC SECS [PID] | latency TARGET CONC SECS ROUNDS NAME=PROXY|direct... | throughput PROXY|direct TARGET SECS | idle PROXY TARGET COUNT PID\n  TARGET is NAME:PORT=IP:PORT (the name for CONNECT, the address for direct)");
+    eprintln!("usage: tunnel_bench serve ADDR... | rate PROXY|direct TARGET CONC SECS [PID [TARGET_PID]] | latency TARGET CONC SECS ROUNDS NAME=PROXY|direct... | throughput PROXY|direct TARGET SECS | idle PROXY TARGET COUNT PID\n  TARGET is NAME:PORT=IP:PORT (the name for CONNECT, the address for direct)");
     std::process::exit(2)
 }
 
@@ -422,8 +474,15 @@ fn proxy(arg: &str) -> Option<SocketAddr> {
 
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // One worker by default: on a 2-core machine the client must leave the proxy a core.
+    // TB_THREADS=N for a machine whose load generator has cores of its own.
+    let threads = std::env::var("TB_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(threads)
         .enable_all()
         .build()?;
     let num = |i: usize| -> f64 {
@@ -433,9 +492,10 @@ fn main() -> Res<()> {
     };
     match args.first().map(String::as_str) {
         Some("serve") => rt.block_on(serve(&args[1..])),
-        Some("rate") if args.len() == 5 || args.len() == 6 => {
+        Some("rate") if (5..=7).contains(&args.len()) => {
             let (name, addr) = target(&args[2]);
-            let pid = (args.len() == 6).then(|| num(5) as u32);
+            let pid = (args.len() >= 6).then(|| num(5) as u32);
+            let target_pid = (args.len() == 7).then(|| num(6) as u32);
             rt.block_on(rate(
                 proxy(&args[1]),
                 name,
@@ -443,6 +503,7 @@ fn main() -> Res<()> {
                 num(3) as usize,
                 num(4),
                 pid,
+                target_pid,
             ));
             Ok(())
         }

@@ -1,7 +1,7 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `POST /reload`, `GET /status`,
 //! `GET /healthz`. One request per connection; bind it to loopback (it has no authentication).
 
-use crate::shutdown::accept;
+use crate::shutdown::{accept, reached, Phase};
 use crate::{log, Gateway, ReloadOutcome};
 use serde_json::json;
 use std::sync::Arc;
@@ -10,7 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
-    while let Some((s, _)) = accept(&gw, &listener, "admin listener").await {
+    let mut draining = std::pin::pin!(reached(&gw, Phase::Draining));
+    while let Some((s, _)) = accept(draining.as_mut(), &listener, "admin listener").await {
         let gw = gw.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(&gw, s).await {

@@ -10,7 +10,7 @@
 
 use crate::metrics::ListenerLabels;
 use crate::proxy::{self, Flow, Mode};
-use crate::shutdown::{accept, connection, InFlight, Phase};
+use crate::shutdown::{accept, connection, reached, InFlight, Phase};
 use crate::{log, Closed, Established, Gateway};
 use palisade_policy::firewall::{CompiledFirewall, FirewallInput, FirewallOutcome, FirewallPass};
 use palisade_policy::matchers::PacketKey;
@@ -277,7 +277,8 @@ fn count(gw: &Gateway) {
 
 async fn tcp_loop(gw: Arc<Gateway>, listener: TcpListener, frontend: SocketAddr) {
     let what = format!("DNAT frontend {frontend}");
-    while let Some((stream, peer)) = accept(&gw, &listener, &what).await {
+    let mut draining = std::pin::pin!(reached(&gw, Phase::Draining));
+    while let Some((stream, peer)) = accept(draining.as_mut(), &listener, &what).await {
         count(&gw);
         let Ok(permit) = gw.slots.clone().try_acquire_owned() else {
             gw.metrics.rejected_over_limit.inc();

@@ -383,7 +383,7 @@ pub struct Gateway {
     pub(crate) source_slots: Arc<source_cap::SourceSlots>,
     pub(crate) dnat: Mutex<dnat::Listeners>,
     phase: watch::Sender<Phase>,
-    in_flight: watch::Sender<usize>,
+    in_flight: shutdown::InFlightCount,
     closed_at_shutdown: AtomicUsize,
     log_windows: Mutex<HashMap<&'static str, LogWindow>>,
     /// The DNS proxy, when configured; its remembered addresses feed every judgement.
@@ -502,7 +502,7 @@ impl Gateway {
             source_slots: source_cap::SourceSlots::new(config.limits.max_connections_per_source),
             dnat: Mutex::new(Default::default()),
             phase: watch::Sender::new(Phase::Serving),
-            in_flight: watch::Sender::new(0),
+            in_flight: Default::default(),
             closed_at_shutdown: AtomicUsize::new(0),
             log_windows: Mutex::new(HashMap::new()),
             dns: config.dns.clone().map(|c| Arc::new(dns::DnsProxy::new(c))),

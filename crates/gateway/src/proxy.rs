@@ -7,7 +7,9 @@
 use crate::buffers;
 use crate::metrics::ListenerLabels;
 use crate::resolver::ResolveError;
-use crate::shutdown::{accept, connection, relaying, sockets_closed, take_in_flight, InFlight};
+use crate::shutdown::{
+    accept, connection, reached, relaying, sockets_closed, take_in_flight, InFlight, Phase,
+};
 use crate::sni::{self, Peeked};
 use crate::{
     log, outcome_record, outcome_view, AddressCheck, Closed, EchPolicy, Established, Gateway,
@@ -61,7 +63,8 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
     let inherits_nodelay = socket2::SockRef::from(&listener)
         .set_tcp_nodelay(true)
         .is_ok();
-    while let Some((stream, peer)) = accept(&gw, &listener, &what).await {
+    let mut draining = std::pin::pin!(reached(&gw, Phase::Draining));
+    while let Some((stream, peer)) = accept(draining.as_mut(), &listener, &what).await {
         accepted.inc();
         let Ok(permit) = gw.slots.clone().try_acquire_owned() else {
             gw.metrics.rejected_over_limit.inc();

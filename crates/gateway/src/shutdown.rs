@@ -7,13 +7,17 @@
 use crate::proxy::{observed_deny, Flow, Mode};
 use crate::source_cap::SourceSlot;
 use crate::{log, Closed, Established, Gateway, Running};
+use atomic_waker::AtomicWaker;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 /// Where the gateway is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +60,42 @@ tokio::task_local! {
     static TRACKED: Arc<Tracked>;
 }
 
+/// How many connections and UDP sessions are in flight, and a wake-up for a drain waiting for
+/// none. An atomic rather than a `watch` channel: every connection counts itself in and out,
+/// and a `watch` send locks each of its waiter lists even when nobody waits.
+#[derive(Default)]
+pub(crate) struct InFlightCount {
+    n: AtomicUsize,
+    none_left: Notify,
+}
+
+impl InFlightCount {
+    fn get(&self) -> usize {
+        self.n.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once nothing is in flight.
+    async fn none_left(&self) {
+        loop {
+            let woken = self.none_left.notified();
+            let mut woken = std::pin::pin!(woken);
+            // Registered before the count is read: a last decrement in between still wakes it.
+            woken.as_mut().enable();
+            if self.get() == 0 {
+                return;
+            }
+            woken.await;
+        }
+    }
+}
+
 /// Counts one connection or UDP session in flight (and in the `connections_active` gauge)
 /// for as long as it lives.
 pub(crate) struct InFlight(Arc<Gateway>);
 
 impl InFlight {
     pub(crate) fn new(gw: &Arc<Gateway>) -> InFlight {
-        gw.in_flight.send_modify(|n| *n += 1);
+        gw.in_flight.n.fetch_add(1, Ordering::SeqCst);
         gw.metrics.active.inc();
         InFlight(gw.clone())
     }
@@ -77,7 +110,10 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.metrics.active.dec();
-        self.0.in_flight.send_modify(|n| *n -= 1);
+        let count = &self.0.in_flight;
+        if count.n.fetch_sub(1, Ordering::SeqCst) == 1 {
+            count.none_left.notify_waiters();
+        }
     }
 }
 
@@ -110,17 +146,19 @@ pub(crate) fn sockets_closed() {
     drop(slot);
 }
 
-/// The next connection `listener` takes, or `None` once the gateway drains: the caller then
-/// returns and drops the listener, so new connections are refused.
+/// The next connection `listener` takes, or `None` once `draining` (the accept loop's one
+/// [`reached`]`(Draining)`, kept across accepts rather than made anew for each) resolves: the
+/// caller then returns and drops the listener, so new connections are refused.
 pub(crate) async fn accept(
-    gw: &Gateway,
+    draining: Pin<&mut impl Future<Output = ()>>,
     listener: &TcpListener,
     what: &str,
 ) -> Option<(TcpStream, SocketAddr)> {
+    let mut draining = draining;
     loop {
         tokio::select! {
             biased;
-            _ = reached(gw, Phase::Draining) => return None,
+            _ = draining.as_mut() => return None,
             r = listener.accept() => match r {
                 Ok(x) => return Some(x),
                 Err(e) => {
@@ -134,9 +172,47 @@ pub(crate) async fn accept(
 }
 
 /// Resolves once the gateway reaches `phase` (or a later one).
+///
+/// Its task polls it on every wake-up, beside a connection's work or an accept, so a poll must
+/// be cheap: a poll of the phase `watch` locks one of its waiter lists, which every connection
+/// shares. So the `watch` is polled under a waker of its own ([`Signal`]) and polled again only
+/// once that waker was woken; every other poll reads a flag.
 pub(crate) async fn reached(gw: &Gateway, phase: Phase) {
     let mut rx = gw.phase.subscribe();
-    let _ = rx.wait_for(|p| phase_rank(*p) >= phase_rank(phase)).await;
+    let mut watch = std::pin::pin!(rx.wait_for(|p| phase_rank(*p) >= phase_rank(phase)));
+    let signal = Arc::new(Signal::default());
+    let waker = Waker::from(signal.clone());
+    let mut first = true;
+    std::future::poll_fn(|cx| {
+        // Registered before the flag is read: a wake in between still reaches this task.
+        signal.task.register(cx.waker());
+        if std::mem::take(&mut first) || signal.fired.swap(false, Ordering::AcqRel) {
+            let mut own = Context::from_waker(&waker);
+            if watch.as_mut().poll(&mut own).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The waker [`reached`] polls the phase `watch` with: it raises `fired`, then wakes the task.
+#[derive(Default)]
+struct Signal {
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
+    }
 }
 
 fn phase_rank(p: Phase) -> u8 {
@@ -172,6 +248,8 @@ pub(crate) async fn connection(
     // the connection's sockets before its record is written.
     let mut work = std::pin::pin!(Some(TRACKED.scope(tracked.clone(), work)));
     tokio::select! {
+        // The work first: the shutdown's branch matters only while the work waits.
+        biased;
         r = work.as_mut().as_pin_mut().expect("set until dropped below") => return r,
         _ = reached(gw, Phase::Closing) => {}
     }
@@ -213,7 +291,7 @@ impl Gateway {
 
     /// Connections and UDP sessions in flight (also the `connections_active` gauge).
     pub fn in_flight(&self) -> usize {
-        *self.in_flight.borrow()
+        self.in_flight.get()
     }
 
     /// Close an established connection for the shutdown, unless a reload closed it already.
@@ -276,9 +354,8 @@ impl Running {
             "shutting down ({why}): no longer accepting; draining {in_flight} connection(s) for up to {}s",
             grace.as_secs_f64()
         ));
-        let mut counter = gw.in_flight.subscribe();
         let drained_in_time = tokio::select! {
-            r = tokio::time::timeout(grace, counter.wait_for(|n| *n == 0)) => r.is_ok(),
+            r = tokio::time::timeout(grace, gw.in_flight.none_left()) => r.is_ok(),
             _ = cut_short => {
                 log("stop signal again: closing what is left now");
                 false
@@ -289,7 +366,7 @@ impl Running {
             for e in gw.established_list() {
                 gw.close_for_shutdown(&e);
             }
-            if tokio::time::timeout(CLOSE_WAIT, counter.wait_for(|n| *n == 0))
+            if tokio::time::timeout(CLOSE_WAIT, gw.in_flight.none_left())
                 .await
                 .is_err()
             {
