@@ -74,6 +74,17 @@ impl InFlightCount {
         self.n.load(Ordering::SeqCst)
     }
 
+    fn enter(&self) {
+        self.n.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The last one to leave wakes the drain.
+    fn leave(&self) {
+        if self.n.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.none_left.notify_waiters();
+        }
+    }
+
     /// Resolves once nothing is in flight.
     async fn none_left(&self) {
         loop {
@@ -95,7 +106,7 @@ pub(crate) struct InFlight(Arc<Gateway>);
 
 impl InFlight {
     pub(crate) fn new(gw: &Arc<Gateway>) -> InFlight {
-        gw.in_flight.n.fetch_add(1, Ordering::SeqCst);
+        gw.in_flight.enter();
         gw.metrics.active.inc();
         InFlight(gw.clone())
     }
@@ -110,10 +121,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.metrics.active.dec();
-        let count = &self.0.in_flight;
-        if count.n.fetch_sub(1, Ordering::SeqCst) == 1 {
-            count.none_left.notify_waiters();
-        }
+        self.0.in_flight.leave();
     }
 }
 
@@ -150,11 +158,10 @@ pub(crate) fn sockets_closed() {
 /// [`reached`]`(Draining)`, kept across accepts rather than made anew for each) resolves: the
 /// caller then returns and drops the listener, so new connections are refused.
 pub(crate) async fn accept(
-    draining: Pin<&mut impl Future<Output = ()>>,
+    mut draining: Pin<&mut impl Future<Output = ()>>,
     listener: &TcpListener,
     what: &str,
 ) -> Option<(TcpStream, SocketAddr)> {
-    let mut draining = draining;
     loop {
         tokio::select! {
             biased;
@@ -178,7 +185,12 @@ pub(crate) async fn accept(
 /// shares. So the `watch` is polled under a waker of its own ([`Signal`]) and polled again only
 /// once that waker was woken; every other poll reads a flag.
 pub(crate) async fn reached(gw: &Gateway, phase: Phase) {
-    let mut rx = gw.phase.subscribe();
+    phase_reached(&gw.phase, phase).await
+}
+
+/// [`reached`] on the phase channel itself.
+async fn phase_reached(phases: &tokio::sync::watch::Sender<Phase>, phase: Phase) {
+    let mut rx = phases.subscribe();
     let mut watch = std::pin::pin!(rx.wait_for(|p| phase_rank(*p) >= phase_rank(phase)));
     let signal = Arc::new(Signal::default());
     let waker = Waker::from(signal.clone());
@@ -401,5 +413,87 @@ impl Running {
             report.closed
         ));
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::watch;
+
+    /// Counts the wake-ups of the task that polls.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn poll(f: Pin<&mut impl Future<Output = ()>>, wakes: &Arc<Wakes>) -> Poll<()> {
+        let waker = Waker::from(wakes.clone());
+        f.poll(&mut Context::from_waker(&waker))
+    }
+
+    /// A wait for `Closing` stays pending through any number of polls and through `Draining`
+    /// (its task is woken for that change, polls again and waits on), and resolves at
+    /// `Closing`; a wait for a phase already reached resolves on its first poll.
+    #[test]
+    fn reached_resolves_at_its_phase_and_not_before() {
+        let phases = watch::Sender::new(Phase::Serving);
+        let wakes = Arc::new(Wakes::default());
+        let mut closing = std::pin::pin!(phase_reached(&phases, Phase::Closing));
+        for _ in 0..5 {
+            assert!(poll(closing.as_mut(), &wakes).is_pending());
+        }
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            0,
+            "no wake-up without a change"
+        );
+
+        phases.send_replace(Phase::Draining);
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "the change wakes the task"
+        );
+        assert!(poll(closing.as_mut(), &wakes).is_pending());
+        assert!(poll(closing.as_mut(), &wakes).is_pending());
+
+        phases.send_replace(Phase::Closing);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+        assert!(poll(closing.as_mut(), &wakes).is_ready());
+
+        let mut draining = std::pin::pin!(phase_reached(&phases, Phase::Draining));
+        assert!(
+            poll(draining.as_mut(), &wakes).is_ready(),
+            "a later phase counts"
+        );
+    }
+
+    /// The drain's wait for no connection in flight: pending while one is, woken by the last
+    /// one leaving, and at once when none is.
+    #[test]
+    fn none_left_wakes_when_the_last_one_leaves() {
+        let count = InFlightCount::default();
+        let wakes = Arc::new(Wakes::default());
+        count.enter();
+        count.enter();
+        let mut wait = std::pin::pin!(count.none_left());
+        assert!(poll(wait.as_mut(), &wakes).is_pending());
+        count.leave();
+        assert!(poll(wait.as_mut(), &wakes).is_pending());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        count.leave();
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "the last one wakes the drain"
+        );
+        assert!(poll(wait.as_mut(), &wakes).is_ready());
+        let mut again = std::pin::pin!(count.none_left());
+        assert!(poll(again.as_mut(), &wakes).is_ready());
     }
 }
