@@ -192,13 +192,16 @@ pub(crate) async fn reached(gw: &Gateway, phase: Phase) {
 async fn phase_reached(phases: &tokio::sync::watch::Sender<Phase>, phase: Phase) {
     let mut rx = phases.subscribe();
     let mut watch = std::pin::pin!(rx.wait_for(|p| phase_rank(*p) >= phase_rank(phase)));
-    let signal = Arc::new(Signal::default());
+    // Raised to begin with: the first poll polls the `watch`.
+    let signal = Arc::new(Signal {
+        fired: AtomicBool::new(true),
+        task: AtomicWaker::new(),
+    });
     let waker = Waker::from(signal.clone());
-    let mut first = true;
     std::future::poll_fn(|cx| {
         // Registered before the flag is read: a wake in between still reaches this task.
         signal.task.register(cx.waker());
-        if std::mem::take(&mut first) || signal.fired.swap(false, Ordering::AcqRel) {
+        if signal.fired.swap(false, Ordering::AcqRel) {
             let mut own = Context::from_waker(&waker);
             if watch.as_mut().poll(&mut own).is_ready() {
                 return Poll::Ready(());
@@ -210,7 +213,6 @@ async fn phase_reached(phases: &tokio::sync::watch::Sender<Phase>, phase: Phase)
 }
 
 /// The waker [`reached`] polls the phase `watch` with: it raises `fired`, then wakes the task.
-#[derive(Default)]
 struct Signal {
     fired: AtomicBool,
     task: AtomicWaker,

@@ -391,6 +391,7 @@ impl Composed {
         &mut chunk[i]
     }
 }
+
 /// Families with fewer atoms are built serially by [`Engine::parallel`].
 const PARALLEL_ATOMS: usize = 64;
 
