@@ -39,11 +39,9 @@
 #                                       # tunnels_per_s, cpu_us_per_tunnel, added_p50_us,
 #                                       # added_p99_us (and per round), idle_kib; the script
 #                                       # prints whether each target of issue 14 item 5 holds,
-#                                       # the ceiling direct/squid (client, target and proxy
-#                                       # share the cores: no proxy passes direct) and each
-#                                       # proxy's CPU capacity against Squid's, and
-#                                       # the CPU budget of a 2x-Squid rate here: the load
-#                                       # generator's CPU per tunnel is measured too
+#                                       # direct/squid, each proxy's CPU capacity against
+#                                       # Squid's, and the CPU budget of a 2x-Squid rate here
+#                                       # (the load generator's CPU per tunnel is measured too)
 set -euo pipefail
 
 SECS=${SECS:-3}
@@ -102,9 +100,10 @@ LOAD_CPUS=${LOAD_CPUS:-}
 pin_proxy=() pin_load=()
 [ -n "$PROXY_CPUS" ] && pin_proxy=(taskset -c "$PROXY_CPUS")
 [ -n "$LOAD_CPUS" ] && pin_load=(taskset -c "$LOAD_CPUS")
-# The CPUs the proxies and the load share (all of them unless pinned apart).
-CORES=$(nproc)
-[ -n "$PROXY_CPUS" ] && CORES=$("${pin_proxy[@]}" nproc)
+# The CPUs a proxy runs on: its own when the proxies and the load are pinned apart, else all,
+# shared with the load.
+SHARED=1 CORES=$(nproc)
+if [ -n "$PROXY_CPUS" ] && [ -n "$LOAD_CPUS" ]; then SHARED=0 CORES=$("${pin_proxy[@]}" nproc); fi
 
 rm -rf "$OUT"; mkdir -p "$OUT"
 ulimit -n 65536 2>/dev/null || ulimit -n 8192
@@ -286,8 +285,6 @@ for name in "${NAMES[@]}"; do
   sleep 1
 done
 
-SHARED=1
-[ -n "$PROXY_CPUS" ] && [ -n "$LOAD_CPUS" ] && SHARED=0
 python3 - "$OUT" "$CONC" "$LAT_CONC" "$IDLE" "$ROUNDS" "$CORES" "$SHARED" "${NAMES[@]}" <<'EOF'
 import json, sys, os
 out, conc, lat_conc, idle, rounds, cores, shared, *names = sys.argv[1:]
@@ -351,19 +348,15 @@ summary["direct"] = {
     "tunnels_per_s": direct,
     "rounds": rate("direct").get("rounds"),
     "load_cpu_us_per_tunnel": rate("direct").get("load_cpu_us_per_tunnel"),
-    # The ceiling of any proxy's rate against Squid's in this run.
+    # The load generator alone against Squid: where it shares the cores with the proxy, about
+    # the most any proxy could reach.
     "vs_squid": round(direct / sq_rate, 3) if direct and sq_rate else None,
 }
-summary_path = os.path.join(out, "summary.json")
-with open(summary_path, "w") as f:
-    json.dump(summary, f, indent=2)
-    f.write("\n")
-# The direct rate is the load generator's alone (one connection per tunnel, not two): where
-# client, target and proxy share the cores, about the most any proxy could reach.
 c = summary["direct"]["vs_squid"]
 print(f"direct / squid = {c if c is not None else '?'}x (the load generator alone)")
-for n, v in summary.items():
+for n in names:
     if n != "direct":
+        v = summary[n]
         print(f"cpu per tunnel: {n} {v['cpu_us_per_tunnel']} us, capacity vs squid {v['capacity_vs_squid']}x")
 p, sq, hp = summary.get("palisade", {}), summary.get("squid", {}), summary.get("haproxy", {})
 # What a tunnel costs the machine in all: the proxy's CPU and the load generator's.
@@ -398,7 +391,7 @@ summary["setup"] = {
     "cores": cores,
     "proxies_pinned_apart": not shared,
 }
-with open(summary_path, "w") as f:
+with open(os.path.join(out, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
     f.write("\n")
 # Issue 14, item 5: does each target hold in this run?
