@@ -370,6 +370,11 @@ pub struct Options {
     /// How long a [`Writer`]'s thread, woken for a record, waits for more before writing; and
     /// how long it waits for the next records after a batch before it sleeps until woken.
     pub batch_window: Duration,
+    /// How long records nobody waits for ([`Writer::submit_ref_unawaited`]: an allowed
+    /// connection's end, written after it closed) may wait for more before they are written;
+    /// a record somebody waits for cuts it short. Longer than [`Options::batch_window`], so a
+    /// steady flow of connections costs the writer a wake-up and a `write` per many records.
+    pub unawaited_window: Duration,
 }
 
 impl Default for Options {
@@ -379,6 +384,7 @@ impl Default for Options {
             max_segments: 64,
             sync: SyncMode::Always,
             batch_window: Duration::from_millis(1),
+            unawaited_window: Duration::from_millis(10),
         }
     }
 }
@@ -692,11 +698,18 @@ const MAX_BATCH: usize = 4096;
 /// Within a batch window the writer is woken early once this many records wait.
 const WINDOW_RECORDS: usize = 64;
 
+/// Within an unawaited window, once this many records wait.
+const UNAWAITED_RECORDS: usize = 512;
+
 /// What the connection tasks hand the writer thread: whole encoded lines and their
 /// acknowledgements, in submission order.
 struct Queue {
     lines: Vec<u8>,
     dones: Vec<Done>,
+    /// How many of `dones` somebody waits for (at most; an unawaited record is not counted).
+    awaited: usize,
+    /// The writer waits in an unawaited window: an awaited record wakes it.
+    unawaited_wait: bool,
     /// The writer sleeps until this many records wait (`None`: it is busy and will look again
     /// before it sleeps, so a submitter need not wake it).
     wake_at: Option<usize>,
@@ -745,6 +758,8 @@ impl Writer {
             queue: Mutex::new(Queue {
                 lines: Vec::new(),
                 dones: Vec::new(),
+                awaited: 0,
+                unawaited_wait: false,
                 wake_at: None,
                 closed: false,
             }),
@@ -791,6 +806,17 @@ impl Writer {
     /// [`Writer::submit`] for a borrowed record: it is encoded here, on the caller's thread,
     /// so nothing of it needs to be owned.
     pub fn submit_ref(&self, record: &FlowRecordRef<'_>, done: Done) {
+        self.queue(record, done, true)
+    }
+
+    /// [`Writer::submit_ref`] for a record nobody waits for (`done` only does the
+    /// bookkeeping): it may wait up to [`Options::unawaited_window`] for company. The promise
+    /// is the same: `done` is called once the record is written (and synced, as `sync` says).
+    pub fn submit_ref_unawaited(&self, record: &FlowRecordRef<'_>, done: Done) {
+        self.queue(record, done, false)
+    }
+
+    fn queue(&self, record: &FlowRecordRef<'_>, done: Done, awaited: bool) {
         let refused = LINE.with_borrow_mut(|line| {
             line.clear();
             if let Err(e) = encode(record, line) {
@@ -802,9 +828,12 @@ impl Writer {
             }
             q.lines.extend_from_slice(line);
             q.dones.push(done);
-            let wake = q.wake_at.is_some_and(|n| q.dones.len() >= n);
+            q.awaited += usize::from(awaited);
+            let wake =
+                q.wake_at.is_some_and(|n| q.dones.len() >= n) || (awaited && q.unawaited_wait);
             if wake {
                 q.wake_at = None;
+                q.unawaited_wait = false;
             }
             drop(q);
             if wake {
@@ -839,6 +868,7 @@ impl Drop for Stopped<'_> {
         q.closed = true;
         q.lines.clear();
         let dones = std::mem::take(&mut q.dones);
+        q.awaited = 0;
         drop(q);
         for done in dones {
             done(Err(io::Error::other("the flow log writer has stopped")));
@@ -849,6 +879,7 @@ impl Drop for Stopped<'_> {
 fn write_loop(log: &FlowLog, shared: &Shared) {
     let _stopped = Stopped(shared);
     let window = log.options.batch_window;
+    let unawaited_window = log.options.unawaited_window.max(window);
     let mut lines = Vec::new();
     let mut dones: Vec<Done> = Vec::new();
     // The first records find the thread as if just woken: they get the window too.
@@ -863,16 +894,24 @@ fn write_loop(log: &FlowLog, shared: &Shared) {
                 break;
             }
             if std::mem::take(&mut linger) && !window.is_zero() {
-                // Not past a due `fdatasync` (`interval`): that is the idle wait's to make.
-                let wait = log.sync_due().map_or(window, |due| due.min(window));
-                q.wake_at = Some(WINDOW_RECORDS);
+                // The next records are awaited or not: wait as long as unawaited ones may
+                // wait, cut short by the first awaited one. Not past a due `fdatasync`
+                // (`interval`): that is the idle wait's to make.
+                let wait = log
+                    .sync_due()
+                    .map_or(unawaited_window, |due| due.min(unawaited_window));
+                q.wake_at = Some(UNAWAITED_RECORDS);
+                q.unawaited_wait = true;
                 q = shared
                     .wake
                     .wait_timeout(q, wait)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
                 q.wake_at = None;
-                // What queued meanwhile has had its window: it is written at once.
+                q.unawaited_wait = false;
+                // Unawaited records have had their window and are written at once; an
+                // awaited one that cut the wait short gets the batch window for company.
+                woken = q.awaited > 0;
                 continue;
             }
             q.wake_at = Some(1);
@@ -916,6 +955,7 @@ fn write_loop(log: &FlowLog, shared: &Shared) {
             lines.extend(q.lines.drain(..cut));
             dones.extend(q.dones.drain(..MAX_BATCH));
         }
+        q.awaited = q.awaited.min(q.dones.len());
         drop(q);
         woken = false;
         linger = true;
@@ -1351,6 +1391,53 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         submit(2);
         assert!(ack());
+        assert_eq!(query(d.path(), &Query::default()).unwrap().0.len(), 3);
+        writer.close().unwrap();
+    }
+
+    /// After a batch, a record nobody waits for waits up to the unawaited window for company;
+    /// a record somebody waits for cuts that short, and both are written together.
+    #[test]
+    fn an_unawaited_record_waits_for_company_until_an_awaited_one_comes() {
+        let d = tempfile::tempdir().unwrap();
+        let options = Options {
+            batch_window: Duration::from_millis(1),
+            unawaited_window: Duration::from_secs(20),
+            ..Options::default()
+        };
+        let log = Arc::new(FlowLog::open(d.path(), options).unwrap());
+        let writer = Writer::spawn(log.clone()).unwrap();
+        let (acks, acked) = mpsc::channel();
+        let done = |name: &'static str| -> Done {
+            let acks = acks.clone();
+            Box::new(move |r| acks.send((name, r.is_ok())).unwrap())
+        };
+        writer.submit(&rec(0, "Allow"), done("first"));
+        assert_eq!(
+            acked.recv_timeout(Duration::from_secs(10)),
+            Ok(("first", true))
+        );
+        let before = log.state.lock().unwrap().durable;
+        // The thread now waits for the next records: an unawaited one is not written alone.
+        writer.submit_ref_unawaited(&rec(1, "Allow").borrowed(), done("unawaited"));
+        assert!(acked.recv_timeout(Duration::from_millis(500)).is_err());
+        let started = Instant::now();
+        writer.submit(&rec(2, "Deny"), done("awaited"));
+        let mut got = vec![
+            acked.recv_timeout(Duration::from_secs(10)).unwrap(),
+            acked.recv_timeout(Duration::from_secs(10)).unwrap(),
+        ];
+        got.sort();
+        assert_eq!(got, [("awaited", true), ("unawaited", true)]);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not after the window"
+        );
+        assert_eq!(
+            log.state.lock().unwrap().durable,
+            before + 1,
+            "one write for both"
+        );
         assert_eq!(query(d.path(), &Query::default()).unwrap().0.len(), 3);
         writer.close().unwrap();
     }

@@ -14,6 +14,11 @@
 //!                                             added latency: every client opens one tunnel
 //!                                             through each NAME in turn, so all see the same
 //!                                             noise; per NAME p50/p99 minus direct's
+//! tunnel_bench mix TARGET CONC SECS NAME=PROXY@PID...
+//!                                             CPU per tunnel of each proxy (pid PID's tree)
+//!                                             under one load: every client opens tunnels
+//!                                             through each NAME in turn, so a machine whose
+//!                                             speed drifts slows them alike
 //! tunnel_bench throughput PROXY|direct TARGET SECS    one established tunnel, MB/s
 //! tunnel_bench idle PROXY TARGET COUNT PID            RSS growth of PID's tree per idle tunnel
 //! ```
@@ -228,6 +233,64 @@ async fn rate(
         pct(&l, 0.50),
         pct(&l, 0.99)
     );
+}
+
+/// CPU per tunnel of proxies under one load at the same time: each of `conc` clients opens
+/// tunnels through every entry of `via` (name, address, pid) in turn, for `secs`. A machine
+/// whose speed drifts from second to second (a shared host) then slows every proxy alike, and
+/// their CPU per tunnel compares within one instant. Prints, per name, tunnels and CPU µs
+/// per tunnel (user / system).
+async fn mix(
+    target: String,
+    direct: SocketAddr,
+    conc: usize,
+    secs: f64,
+    via: Vec<(String, SocketAddr, u32)>,
+) {
+    let via = Arc::new(via);
+    let before: Vec<_> = via.iter().map(|v| tree_cpu_us(v.2)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = vec![];
+    for c in 0..conc {
+        let (stop, via, target) = (stop.clone(), via.clone(), target.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut done = vec![0u64; via.len()];
+            let mut i = c % via.len();
+            while !stop.load(Ordering::Relaxed) {
+                let one = one(Some(via[i].1), &target, direct);
+                if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(5), one).await {
+                    done[i] += 1;
+                }
+                i = (i + 1) % via.len();
+            }
+            done
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut done = vec![0u64; via.len()];
+    for t in tasks {
+        if let Ok(d) = t.await {
+            done.iter_mut().zip(d).for_each(|(a, b)| *a += b);
+        }
+    }
+    let out: Vec<String> = via
+        .iter()
+        .zip(before)
+        .zip(done)
+        .map(|(((name, _, pid), (u0, s0)), n)| {
+            let (u1, s1) = tree_cpu_us(*pid);
+            let per = |us: u64| us as f64 / n.max(1) as f64;
+            let (u, s) = (u1.saturating_sub(u0), s1.saturating_sub(s0));
+            format!(
+                "\"{name}\":{{\"tunnels\":{n},\"cpu_us_per_tunnel\":{:.1},\"cpu_user_us_per_tunnel\":{:.1},\"cpu_system_us_per_tunnel\":{:.1}}}",
+                per(u + s),
+                per(u),
+                per(s)
+            )
+        })
+        .collect();
+    println!("{{{}}}", out.join(","));
 }
 
 /// Added latency of each proxy over the direct connection, measured interleaved: each of `conc`
@@ -454,7 +517,7 @@ async fn idle(
 }
 
 fn usage() -> ! {
-    eprintln!("usage: tunnel_bench serve ADDR... | rate PROXY|direct TARGET CONC SECS [PID [TARGET_PID]] | latency TARGET CONC SECS ROUNDS NAME=PROXY|direct... | throughput PROXY|direct TARGET SECS | idle PROXY TARGET COUNT PID\n  TARGET is NAME:PORT=IP:PORT (the name for CONNECT, the address for direct)");
+    eprintln!("usage: tunnel_bench serve ADDR... | rate PROXY|direct TARGET CONC SECS [PID [TARGET_PID]] | latency TARGET CONC SECS ROUNDS NAME=PROXY|direct... | mix TARGET CONC SECS NAME=PROXY@PID... | throughput PROXY|direct TARGET SECS | idle PROXY TARGET COUNT PID\n  TARGET is NAME:PORT=IP:PORT (the name for CONNECT, the address for direct)");
     std::process::exit(2)
 }
 
@@ -524,6 +587,20 @@ fn main() -> Res<()> {
                 num(4) as usize,
                 via,
             ));
+            Ok(())
+        }
+        Some("mix") if args.len() >= 5 => {
+            let (name, addr) = target(&args[1]);
+            let via = args[4..]
+                .iter()
+                .map(|a| {
+                    let (n, rest) = a.split_once('=').unwrap_or_else(|| usage());
+                    let (p, pid) = rest.split_once('@').unwrap_or_else(|| usage());
+                    let p = p.parse().unwrap_or_else(|_| usage());
+                    (n.to_string(), p, pid.parse().unwrap_or_else(|_| usage()))
+                })
+                .collect();
+            rt.block_on(mix(name, addr, num(2) as usize, num(3), via));
             Ok(())
         }
         Some("throughput") if args.len() == 4 => {

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// Port ranges wider than this in a DNAT rule are not turned into listeners.
@@ -505,7 +504,7 @@ async fn udp_session(
         key: k,
         host: None,
         app: None,
-        cancel: Notify::new(),
+        cancel: Default::default(),
         closed_by: Mutex::new(None),
     });
     let counted = InFlight::new(gw);
@@ -531,7 +530,7 @@ async fn udp_session(
                     // ICMP port unreachable from the target: keep waiting until idle.
                     Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 },
-                _ = entry.cancel.notified() => break,
+                _ = entry.cancel.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {
                     let quiet = (epoch.elapsed().as_millis() as u64)
                         .saturating_sub(last2.load(Ordering::Relaxed));

@@ -66,7 +66,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 /// PAL-5.2 setting (`addressCheck`): the policy's for the deciding rule, else
@@ -295,7 +295,7 @@ pub(crate) struct Established {
     pub key: PacketKey,
     pub host: Option<String>,
     pub app: Option<AppProtocol>,
-    pub cancel: Notify,
+    pub cancel: shutdown::Cancel,
     /// Set by whatever closed it.
     pub closed_by: Mutex<Option<Closed>>,
 }
@@ -817,7 +817,7 @@ impl Gateway {
             if !outcome.allowed {
                 *e.closed_by.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(Closed::Reload(Box::new(outcome), Version::of(Some(active))));
-                e.cancel.notify_one();
+                e.cancel.cancel();
                 self.metrics.closed_on_reload.inc();
                 closed += 1;
             }
@@ -1108,10 +1108,11 @@ impl Gateway {
                 ..r.clone()
             };
             let gw = until_durable.gateway().clone();
-            self.submit(&r.borrowed(), Box::new(move |res| gw.written(res)));
+            self.submit(&r.borrowed(), false, Box::new(move |res| gw.written(res)));
             // Batches are committed in order: the second durable means both are.
             self.submit(
                 &shadow.borrowed(),
+                false,
                 Box::new(move |res| until_durable.gateway().written(res)),
             );
         } else {
@@ -1122,13 +1123,18 @@ impl Gateway {
     /// [`Gateway::record_detached`] for a record borrowed from the connection's state (it
     /// carries no shadow difference): encoded here, nothing of it copied.
     pub(crate) fn record_ref_detached(&self, r: &FlowRecordRef<'_>, until_durable: InFlight) {
-        self.submit(r, Box::new(move |res| until_durable.gateway().written(res)));
+        self.submit(
+            r,
+            false,
+            Box::new(move |res| until_durable.gateway().written(res)),
+        );
     }
 
     async fn append(&self, r: FlowRecord) {
         let (done, durable) = tokio::sync::oneshot::channel();
         self.submit(
             &r.borrowed(),
+            true,
             Box::new(move |res| {
                 let _ = done.send(res);
             }),
@@ -1148,8 +1154,9 @@ impl Gateway {
     }
 
     /// Count the decision, offer the record to the store, and queue it for the flow log;
-    /// `done` runs on the writer thread once it is durable (or failed).
-    fn submit(&self, r: &FlowRecordRef<'_>, done: palisade_flowlog::Done) {
+    /// `done` runs on the writer thread once it is durable (or failed). A record nobody is
+    /// answered after (not `awaited`) may wait longer to share its write.
+    fn submit(&self, r: &FlowRecordRef<'_>, awaited: bool, done: palisade_flowlog::Done) {
         self.metrics.count_decision(&metrics::Decision {
             action: r.action,
             layer: r.layer,
@@ -1162,7 +1169,11 @@ impl Gateway {
         if let Some(s) = &self.flow_store {
             s.offer(r, &self.metrics);
         }
-        self.flowlog.submit_ref(r, done);
+        if awaited {
+            self.flowlog.submit_ref(r, done);
+        } else {
+            self.flowlog.submit_ref_unawaited(r, done);
+        }
     }
 }
 

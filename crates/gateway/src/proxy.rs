@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -320,11 +319,20 @@ async fn read_head(gw: &Gateway, s: &mut TcpStream) -> Result<(Vec<u8>, usize), 
     let deadline = Instant::now() + gw.config.limits.header_timeout;
     // Read straight into the head's buffer: no chunk on the connection's stack.
     let mut buf = buffers::take();
+    let mut first = true;
     loop {
         buf.reserve(4096);
-        let n = tokio::time::timeout_at(deadline.into(), s.read_buf(&mut buf))
-            .await
-            .map_err(|_| HeadError::Timeout)??;
+        let now = if std::mem::take(&mut first) {
+            read_now(s, &mut buf)?
+        } else {
+            None
+        };
+        let n = match now {
+            Some(n) => n,
+            None => tokio::time::timeout_at(deadline.into(), s.read_buf(&mut buf))
+                .await
+                .map_err(|_| HeadError::Timeout)??,
+        };
         if n == 0 {
             return Err(HeadError::Closed(buf.len()));
         }
@@ -336,6 +344,23 @@ async fn read_head(gw: &Gateway, s: &mut TcpStream) -> Result<(Vec<u8>, usize), 
             Ok(httparse::Status::Partial) => return Err(HeadError::TooLarge),
             Err(e) => return Err(HeadError::Malformed(e.to_string())),
         }
+    }
+}
+
+/// Append what the socket holds now to `buf`, without waiting (`None`: nothing yet). A new
+/// connection's first bytes are usually there when its task first runs; tokio would still wait
+/// for the poller to report them (a fresh socket starts not readable), a trip through the
+/// scheduler and a timer per connection.
+fn read_now(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+    // A request head's first read is small: 2 KiB to zero, not the buffer's whole room.
+    let len = buf.len();
+    buf.resize(len + 2048, 0);
+    let got = io::Read::read(&mut &*socket2::SockRef::from(s), &mut buf[len..]);
+    buf.truncate(len + *got.as_ref().unwrap_or(&0));
+    match got {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -638,11 +663,32 @@ pub(crate) async fn dial_from(
     Ok(s)
 }
 
+/// A TCP connection to `dst`, within the connect timeout. An upstream on this host accepts
+/// within the `connect(2)` itself (the loopback handshake runs in the call): its stream is
+/// returned at once, not after the poller reports it writable, which would cost the task a
+/// trip through the scheduler and a timer. Anywhere else costs one `getpeername(2)` more.
 pub(crate) async fn dial(gw: &Gateway, dst: SocketAddr) -> io::Result<TcpStream> {
-    let s = tokio::time::timeout(gw.config.limits.connect_timeout, TcpStream::connect(dst))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
-    let _ = s.set_nodelay(true);
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(dst),
+        socket2::Type::STREAM.nonblocking().cloexec(),
+        None,
+    )?;
+    let _ = sock.set_tcp_nodelay(true);
+    match sock.connect(&dst.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let connected = sock.peer_addr().is_ok();
+    let s = TcpStream::from_std(sock.into())?;
+    if !connected {
+        tokio::time::timeout(gw.config.limits.connect_timeout, s.writable())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
+        if let Some(e) = s.take_error()? {
+            return Err(e);
+        }
+    }
     Ok(s)
 }
 
@@ -1271,7 +1317,7 @@ pub(crate) async fn relay(
         key,
         host,
         app,
-        cancel: Notify::new(),
+        cancel: Default::default(),
         closed_by: Mutex::new(None),
     });
     relaying();
@@ -1374,7 +1420,7 @@ async fn splice(
         let down = pump(&mut sr, &mut cw, &received, &last, start, &one_done);
         // One timer for the tunnel's life, pushed back while bytes move.
         let quiet = tokio::time::sleep(idle);
-        let cancel = entry.cancel.notified();
+        let cancel = entry.cancel.cancelled();
         tokio::pin!(up, down, quiet, cancel);
         let (mut up_done, mut down_done) = (false, false);
         loop {

@@ -212,6 +212,39 @@ async fn phase_reached(phases: &tokio::sync::watch::Sender<Phase>, phase: Phase)
     .await
 }
 
+/// Asks an established connection's relay (or session) to stop: a reload that denies it, the
+/// shutdown. A flag and the relay's waker: a relay polls it on every wake-up, and registering
+/// a waker here takes no lock (as a `Notify` would, to queue and dequeue its waiter).
+#[derive(Default)]
+pub(crate) struct Cancel {
+    set: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Cancel {
+    /// Raise the flag and wake the relay; one that polls later finds it raised.
+    pub(crate) fn cancel(&self) {
+        self.set.store(true, Ordering::Release);
+        self.task.wake();
+    }
+
+    /// Ready once [`Cancel::cancel`] was called, before or after.
+    pub(crate) fn cancelled(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.set.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.task.register(cx.waker());
+            // Raised between the check and the registration: its wake-up may have missed us.
+            if self.set.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
 /// The waker [`reached`] polls the phase `watch` with: it raises `fired`, then wakes the task.
 struct Signal {
     fired: AtomicBool,
@@ -316,7 +349,7 @@ impl Gateway {
             return false;
         }
         *closed = Some(Closed::Shutdown);
-        e.cancel.notify_one();
+        e.cancel.cancel();
         self.closed_at_shutdown.fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -436,6 +469,26 @@ mod tests {
     fn poll(f: Pin<&mut impl Future<Output = ()>>, wakes: &Arc<Wakes>) -> Poll<()> {
         let waker = Waker::from(wakes.clone());
         f.poll(&mut Context::from_waker(&waker))
+    }
+
+    /// A relay's cancel wait stays pending through polls until the cancel, which wakes its
+    /// task once; a cancel made before the first poll is not lost.
+    #[test]
+    fn a_cancel_wakes_the_relay_once_and_is_kept_for_a_later_poll() {
+        let cancel = Cancel::default();
+        let wakes = Arc::new(Wakes::default());
+        let mut waiting = std::pin::pin!(cancel.cancelled());
+        for _ in 0..3 {
+            assert!(poll(waiting.as_mut(), &wakes).is_pending());
+        }
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        cancel.cancel();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(poll(waiting.as_mut(), &wakes).is_ready());
+
+        let early = Cancel::default();
+        early.cancel();
+        assert!(poll(std::pin::pin!(early.cancelled()), &wakes).is_ready());
     }
 
     /// A wait for `Closing` stays pending through any number of polls and through `Draining`

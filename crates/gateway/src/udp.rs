@@ -635,7 +635,7 @@ async fn relay_session(
         key,
         host: flow.name.clone(),
         app: (key.protocol == 6).then_some(palisade_policy::AppProtocol::Https),
-        cancel: Notify::new(),
+        cancel: Default::default(),
         closed_by: Mutex::new(None),
     });
     let relay = Relay {
@@ -715,7 +715,7 @@ impl Relay {
                         }
                     }
                 }
-                _ = self.entry.cancel.notified() => break End::Closed,
+                _ = self.entry.cancel.cancelled() => break End::Closed,
                 _ = self.evict.notified() => break End::Evicted,
                 _ = tokio::time::sleep(wait) => {
                     if now_ms().saturating_sub(self.activity.last()) >= self.idle.as_millis() as u64 {
