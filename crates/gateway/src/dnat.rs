@@ -530,7 +530,7 @@ async fn udp_session(
                     // ICMP port unreachable from the target: keep waiting until idle.
                     Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 },
-                _ = entry.cancel.cancelled() => break,
+                _ = entry.cancel.raised() => break,
                 _ = tokio::time::sleep(wait) => {
                     let quiet = (epoch.elapsed().as_millis() as u64)
                         .saturating_sub(last2.load(Ordering::Relaxed));

@@ -295,7 +295,8 @@ pub(crate) struct Established {
     pub key: PacketKey,
     pub host: Option<String>,
     pub app: Option<AppProtocol>,
-    pub cancel: shutdown::Cancel,
+    /// Raised to close it: a reload that denies it, the shutdown.
+    pub cancel: shutdown::Signal,
     /// Set by whatever closed it.
     pub closed_by: Mutex<Option<Closed>>,
 }
@@ -817,7 +818,7 @@ impl Gateway {
             if !outcome.allowed {
                 *e.closed_by.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(Closed::Reload(Box::new(outcome), Version::of(Some(active))));
-                e.cancel.cancel();
+                e.cancel.raise();
                 self.metrics.closed_on_reload.inc();
                 closed += 1;
             }

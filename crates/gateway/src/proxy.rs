@@ -319,19 +319,16 @@ async fn read_head(gw: &Gateway, s: &mut TcpStream) -> Result<(Vec<u8>, usize), 
     let deadline = Instant::now() + gw.config.limits.header_timeout;
     // Read straight into the head's buffer: no chunk on the connection's stack.
     let mut buf = buffers::take();
-    let mut first = true;
+    let mut now = read_now(s, &mut buf)?;
     loop {
-        buf.reserve(4096);
-        let now = if std::mem::take(&mut first) {
-            read_now(s, &mut buf)?
-        } else {
-            None
-        };
-        let n = match now {
+        let n = match now.take() {
             Some(n) => n,
-            None => tokio::time::timeout_at(deadline.into(), s.read_buf(&mut buf))
-                .await
-                .map_err(|_| HeadError::Timeout)??,
+            None => {
+                buf.reserve(4096);
+                tokio::time::timeout_at(deadline.into(), s.read_buf(&mut buf))
+                    .await
+                    .map_err(|_| HeadError::Timeout)??
+            }
         };
         if n == 0 {
             return Err(HeadError::Closed(buf.len()));
@@ -644,36 +641,41 @@ pub(crate) async fn dial_from(
     let Some(ip) = source else {
         return dial(gw, dst).await;
     };
-    let sock = if dst.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    let r = socket2::SockRef::from(&sock);
+    let sock = upstream_socket(dst)?;
     if dst.is_ipv4() {
-        r.set_ip_transparent_v4(true)?;
+        sock.set_ip_transparent_v4(true)?;
     } else {
-        r.set_ip_transparent_v6(true)?;
+        sock.set_ip_transparent_v6(true)?;
     }
-    sock.bind(SocketAddr::new(ip, 0))?;
-    let s = tokio::time::timeout(gw.config.limits.connect_timeout, sock.connect(dst))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
-    let _ = s.set_nodelay(true);
-    Ok(s)
+    sock.bind(&SocketAddr::new(ip, 0).into())?;
+    connect_within(gw, sock, dst).await
 }
 
-/// A TCP connection to `dst`, within the connect timeout. An upstream on this host accepts
-/// within the `connect(2)` itself (the loopback handshake runs in the call): its stream is
-/// returned at once, not after the poller reports it writable, which would cost the task a
-/// trip through the scheduler and a timer. Anywhere else costs one `getpeername(2)` more.
+/// A TCP connection to `dst`, within the connect timeout.
 pub(crate) async fn dial(gw: &Gateway, dst: SocketAddr) -> io::Result<TcpStream> {
+    connect_within(gw, upstream_socket(dst)?, dst).await
+}
+
+/// A non-blocking TCP socket for an upstream at `dst`, with `TCP_NODELAY`.
+fn upstream_socket(dst: SocketAddr) -> io::Result<socket2::Socket> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(dst),
         socket2::Type::STREAM.nonblocking().cloexec(),
         None,
     )?;
     let _ = sock.set_tcp_nodelay(true);
+    Ok(sock)
+}
+
+/// Connect `sock` to `dst` within the connect timeout. An upstream on this host accepts within
+/// the `connect(2)` itself (the loopback handshake runs in the call): its stream is returned at
+/// once, not after the poller reports it writable, which would cost the task a trip through
+/// the scheduler and a timer. Anywhere else costs one `getpeername(2)` more.
+async fn connect_within(
+    gw: &Gateway,
+    sock: socket2::Socket,
+    dst: SocketAddr,
+) -> io::Result<TcpStream> {
     match sock.connect(&dst.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -1420,7 +1422,7 @@ async fn splice(
         let down = pump(&mut sr, &mut cw, &received, &last, start, &one_done);
         // One timer for the tunnel's life, pushed back while bytes move.
         let quiet = tokio::time::sleep(idle);
-        let cancel = entry.cancel.cancelled();
+        let cancel = entry.cancel.raised();
         tokio::pin!(up, down, quiet, cancel);
         let (mut up_done, mut down_done) = (false, false);
         loop {

@@ -182,8 +182,8 @@ pub(crate) async fn accept(
 ///
 /// Its task polls it on every wake-up, beside a connection's work or an accept, so a poll must
 /// be cheap: a poll of the phase `watch` locks one of its waiter lists, which every connection
-/// shares. So the `watch` is polled under a waker of its own ([`Signal`]) and polled again only
-/// once that waker was woken; every other poll reads a flag.
+/// shares. So the `watch` is polled under a waker of its own (a [`Signal`], raised by the
+/// `watch`'s wake-up) and polled again only once it was raised; every other poll reads a flag.
 pub(crate) async fn reached(gw: &Gateway, phase: Phase) {
     phase_reached(&gw.phase, phase).await
 }
@@ -194,14 +194,14 @@ async fn phase_reached(phases: &tokio::sync::watch::Sender<Phase>, phase: Phase)
     let mut watch = std::pin::pin!(rx.wait_for(|p| phase_rank(*p) >= phase_rank(phase)));
     // Raised to begin with: the first poll polls the `watch`.
     let signal = Arc::new(Signal {
-        fired: AtomicBool::new(true),
+        raised: AtomicBool::new(true),
         task: AtomicWaker::new(),
     });
     let waker = Waker::from(signal.clone());
     std::future::poll_fn(|cx| {
         // Registered before the flag is read: a wake in between still reaches this task.
         signal.task.register(cx.waker());
-        if signal.fired.swap(false, Ordering::AcqRel) {
+        if signal.raised.swap(false, Ordering::AcqRel) {
             let mut own = Context::from_waker(&waker);
             if watch.as_mut().poll(&mut own).is_ready() {
                 return Poll::Ready(());
@@ -212,31 +212,32 @@ async fn phase_reached(phases: &tokio::sync::watch::Sender<Phase>, phase: Phase)
     .await
 }
 
-/// Asks an established connection's relay (or session) to stop: a reload that denies it, the
-/// shutdown. A flag and the relay's waker: a relay polls it on every wake-up, and registering
-/// a waker here takes no lock (as a `Notify` would, to queue and dequeue its waiter).
+/// A flag that wakes the one task waiting on it when raised: an established connection's
+/// cancel (a reload that denies it, the shutdown), and the waker [`reached`] polls the phase
+/// `watch` with. Its task polls it on every wake-up, and registering a waker here takes no
+/// lock (as a `Notify` would, to queue and dequeue its waiter).
 #[derive(Default)]
-pub(crate) struct Cancel {
-    set: AtomicBool,
+pub(crate) struct Signal {
+    raised: AtomicBool,
     task: AtomicWaker,
 }
 
-impl Cancel {
-    /// Raise the flag and wake the relay; one that polls later finds it raised.
-    pub(crate) fn cancel(&self) {
-        self.set.store(true, Ordering::Release);
+impl Signal {
+    /// Raise the flag and wake the task; one that polls later finds it raised.
+    pub(crate) fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
         self.task.wake();
     }
 
-    /// Ready once [`Cancel::cancel`] was called, before or after.
-    pub(crate) fn cancelled(&self) -> impl Future<Output = ()> + '_ {
+    /// Ready once [`Signal::raise`] was called, before or after.
+    pub(crate) fn raised(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| {
-            if self.set.load(Ordering::Acquire) {
+            if self.raised.load(Ordering::Acquire) {
                 return Poll::Ready(());
             }
             self.task.register(cx.waker());
             // Raised between the check and the registration: its wake-up may have missed us.
-            if self.set.load(Ordering::Acquire) {
+            if self.raised.load(Ordering::Acquire) {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -245,20 +246,13 @@ impl Cancel {
     }
 }
 
-/// The waker [`reached`] polls the phase `watch` with: it raises `fired`, then wakes the task.
-struct Signal {
-    fired: AtomicBool,
-    task: AtomicWaker,
-}
-
 impl Wake for Signal {
     fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+        self.raise();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.fired.store(true, Ordering::Release);
-        self.task.wake();
+        self.raise();
     }
 }
 
@@ -349,7 +343,7 @@ impl Gateway {
             return false;
         }
         *closed = Some(Closed::Shutdown);
-        e.cancel.cancel();
+        e.cancel.raise();
         self.closed_at_shutdown.fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -475,20 +469,20 @@ mod tests {
     /// task once; a cancel made before the first poll is not lost.
     #[test]
     fn a_cancel_wakes_the_relay_once_and_is_kept_for_a_later_poll() {
-        let cancel = Cancel::default();
+        let cancel = Signal::default();
         let wakes = Arc::new(Wakes::default());
-        let mut waiting = std::pin::pin!(cancel.cancelled());
+        let mut waiting = std::pin::pin!(cancel.raised());
         for _ in 0..3 {
             assert!(poll(waiting.as_mut(), &wakes).is_pending());
         }
         assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
-        cancel.cancel();
+        cancel.raise();
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
         assert!(poll(waiting.as_mut(), &wakes).is_ready());
 
-        let early = Cancel::default();
-        early.cancel();
-        assert!(poll(std::pin::pin!(early.cancelled()), &wakes).is_ready());
+        let early = Signal::default();
+        early.raise();
+        assert!(poll(std::pin::pin!(early.raised()), &wakes).is_ready());
     }
 
     /// A wait for `Closing` stays pending through any number of polls and through `Draining`

@@ -715,7 +715,7 @@ impl Relay {
                         }
                     }
                 }
-                _ = self.entry.cancel.cancelled() => break End::Closed,
+                _ = self.entry.cancel.raised() => break End::Closed,
                 _ = self.evict.notified() => break End::Evicted,
                 _ = tokio::time::sleep(wait) => {
                     if now_ms().saturating_sub(self.activity.last()) >= self.idle.as_millis() as u64 {
