@@ -103,8 +103,10 @@ pub struct GatewayArgs {
     /// slot of --max-connections.
     #[arg(long, default_value_t = 1_000)]
     max_connections_per_source: usize,
-    /// Threads that serve connections (default: one per CPU this process may run on). Fewer
-    /// leave CPUs to the host's own work, as a gateway on an application server should.
+    /// Threads that serve connections (default: one per CPU this process may run on). Each
+    /// serves the explicit and transparent listeners' connections with a listener of its own
+    /// (SO_REUSEPORT); as many more run the rest (DNS proxy, UDP, DNAT, admin). Fewer leave
+    /// CPUs to the host's own work, as a gateway on an application server should.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
     /// When a flow record counts as written: `interval` (default) = after its write (survives
@@ -358,6 +360,10 @@ pub fn gateway(a: GatewayArgs) -> Result<ExitCode, String> {
         config.instance = i;
     }
     config.limits.max_connections = a.max_connections;
+    config.serving_threads = match a.worker_threads {
+        Some(n) => n.into(),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     if a.max_connections_per_source == 0 {
         return Err("--max-connections-per-source 0: expected at least 1".into());
     }

@@ -37,6 +37,7 @@ pub mod proxy;
 pub mod quic;
 pub mod quic_judge;
 pub mod resolver;
+mod serving;
 pub mod shutdown;
 pub mod sni;
 pub mod source_cap;
@@ -182,6 +183,10 @@ pub struct Config {
     pub transparent: Option<SocketAddr>,
     /// How TCP reaches the transparent listener.
     pub transparent_mode: TransparentMode,
+    /// Serve the explicit and transparent listeners on this many threads, each with a
+    /// runtime and a listener of its own (`SO_REUSEPORT`; see the `serving` module); 0: on
+    /// the runtime that calls [`Gateway::start`].
+    pub serving_threads: usize,
     /// Transparent UDP listeners (the nftables `tproxy` targets; one per address family).
     pub transparent_udp: Vec<SocketAddr>,
     /// Transparent connections and UDP sessions to these destinations leave from the client's
@@ -242,6 +247,7 @@ impl Config {
             transparent_udp: vec![],
             keep_source_to: vec![],
             transparent_mode: TransparentMode::Redirect,
+            serving_threads: 0,
             data_dir,
             instance: default_instance(),
             resolver: Resolver::default(),
@@ -406,6 +412,8 @@ pub struct Running {
     pub dns: Option<SocketAddr>,
     /// The accept loops of the explicit, transparent and admin listeners.
     listeners: Vec<JoinHandle<()>>,
+    /// The threads serving the explicit and transparent listeners, if on threads of their own.
+    serving: serving::ServingThreads,
     /// Reload triggers (SIGHUP, file watch).
     tasks: Vec<JoinHandle<()>>,
     _watcher: Option<notify::RecommendedWatcher>,
@@ -560,31 +568,48 @@ impl Gateway {
                 }
             }
         };
-        let listen = bind(gw.config.listen)?;
         let admin = bind(gw.config.admin)?;
-        let transparent = match (gw.config.transparent, gw.config.transparent_mode) {
-            (Some(a), TransparentMode::Tproxy) => Some(udp::bind_tproxy_tcp(a)?),
-            (a, _) => bind(a)?,
-        };
-        let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
-        let (listen_addr, admin_addr, transparent_addr) =
-            (addr(&listen), addr(&admin), addr(&transparent));
-        if let Some(l) = listen {
-            log(format!("explicit proxy on {}", l.local_addr()?));
-            listeners.push(tokio::spawn(proxy::accept_loop(
-                gw.clone(),
-                l,
-                proxy::Mode::Explicit,
-            )));
+        // Every listener is bound before any accept loop starts: a failed bind leaves nothing
+        // running.
+        let tproxy = gw.config.transparent_mode == TransparentMode::Tproxy;
+        let tcp = [
+            (gw.config.listen, proxy::Mode::Explicit, false),
+            (gw.config.transparent, proxy::Mode::Transparent, tproxy),
+        ];
+        let (mut on_runtime, mut groups) = (vec![], vec![]);
+        let (mut listen_addr, mut transparent_addr) = (None, None);
+        for (addr, mode, transparent) in tcp {
+            let Some(addr) = addr else { continue };
+            let bound = if gw.config.serving_threads > 0 {
+                let (bound, group) =
+                    serving::bind_group(addr, gw.config.serving_threads, transparent)?;
+                groups.push((mode, group));
+                bound
+            } else {
+                let l = match transparent {
+                    true => udp::bind_tproxy_tcp(addr)?,
+                    false => bind(Some(addr))?.expect("an address was given"),
+                };
+                let bound = l.local_addr()?;
+                on_runtime.push((mode, l));
+                bound
+            };
+            match mode {
+                proxy::Mode::Explicit => listen_addr = Some(bound),
+                _ => transparent_addr = Some(bound),
+            }
         }
-        if let Some(l) = transparent {
-            log(format!("transparent listener on {}", l.local_addr()?));
-            listeners.push(tokio::spawn(proxy::accept_loop(
-                gw.clone(),
-                l,
-                proxy::Mode::Transparent,
-            )));
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        if let Some(a) = listen_addr {
+            log(format!("explicit proxy on {a}"));
         }
+        if let Some(a) = transparent_addr {
+            log(format!("transparent listener on {a}"));
+        }
+        for (mode, l) in on_runtime {
+            listeners.push(tokio::spawn(proxy::accept_loop(gw.clone(), l, mode)));
+        }
+        let serving = serving::ServingThreads::start(&gw, groups)?;
         let mut transparent_udp = vec![];
         for (bound, sock) in udp::start(&gw)? {
             transparent_udp.push(bound);
@@ -635,6 +660,7 @@ impl Gateway {
             admin: admin_addr,
             transparent: transparent_addr,
             transparent_udp,
+            serving,
             dns: dns_addr,
             listeners,
             tasks,

@@ -390,6 +390,7 @@ impl Running {
         for t in accepting {
             let _ = t.await;
         }
+        self.serving.stopped_accepting().await;
         let in_flight = gw.in_flight();
         log(format!(
             "shutting down ({why}): no longer accepting; draining {in_flight} connection(s) for up to {}s",
@@ -429,6 +430,8 @@ impl Running {
         if let Err(e) = closed.unwrap_or_else(|e| Err(io::Error::other(e))) {
             log(format!("flow log: the final fdatasync failed: {e}"));
         }
+        // Nothing is left in flight on the serving threads (or it was given up after CLOSE_WAIT).
+        self.serving.stop();
         let closed = gw.closed_at_shutdown.load(Ordering::Relaxed);
         let report = ShutdownReport {
             drained: in_flight.saturating_sub(closed),

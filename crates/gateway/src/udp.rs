@@ -61,7 +61,7 @@ pub fn idle_timeout(configured: Duration, destination_port: u16) -> Duration {
 
 /// A socket of `kind` that may receive packets addressed to others and send from their
 /// addresses (IP_TRANSPARENT).
-fn transparent_socket(addr: SocketAddr, kind: Type) -> io::Result<Socket> {
+pub(crate) fn transparent_socket(addr: SocketAddr, kind: Type) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), kind, None)?;
     if addr.is_ipv4() {
         s.set_ip_transparent_v4(true)?;

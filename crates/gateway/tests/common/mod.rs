@@ -199,7 +199,8 @@ azureFirewalls:
 
 /// A gateway on loopback (explicit proxy and admin on free ports) running the network in
 /// `policy`, its names bound by `resolve` (`NAME=IP`) alone; no SIGHUP handler (tests share
-/// the process) and no file watch.
+/// the process) and no file watch. Its listeners are served on two threads of their own, as
+/// `palisade gateway` serves them.
 pub fn loopback_config(policy: &Path, data: &Path, resolve: &[&str]) -> Config {
     let items: Vec<String> = resolve.iter().map(|s| s.to_string()).collect();
     let (bindings, problems) = palisade_model::bindings::parse_items("--resolve", &items);
@@ -222,6 +223,7 @@ pub fn loopback_config(policy: &Path, data: &Path, resolve: &[&str]) -> Config {
     };
     config.sighup = false;
     config.watch = false;
+    config.serving_threads = 2;
     config
 }
 

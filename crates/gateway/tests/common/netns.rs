@@ -257,7 +257,8 @@ impl InNs {
     }
 
     /// [`InNs::start`] with no servers: the network in `policy`, records in `data`, no SIGHUP
-    /// handler or file watch, then `configure`.
+    /// handler or file watch, listeners served on two threads of their own (as `palisade
+    /// gateway` serves them), then `configure`.
     pub fn with_policy(
         ns: &str,
         policy: PathBuf,
@@ -274,6 +275,7 @@ impl InNs {
             );
             config.sighup = false;
             config.watch = false;
+            config.serving_threads = 2;
             configure(&mut config);
             config
         })
