@@ -400,7 +400,8 @@ pub struct Gateway {
     flow_store: Option<flowstore::FlowStore>,
 }
 
-/// A started gateway: its bound addresses; dropping it stops the listeners.
+/// A started gateway: its bound addresses. Dropping it stops the listeners and the serving
+/// threads with the connections they run ([`Running::shutdown`] drains them first).
 pub struct Running {
     pub gateway: Arc<Gateway>,
     pub listen: Option<SocketAddr>,
