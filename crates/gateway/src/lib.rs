@@ -397,6 +397,8 @@ pub struct Gateway {
     pub dns: Option<Arc<dns::DnsProxy>>,
     /// The policy store followed, when configured.
     pub store: Option<Arc<store::Subscription>>,
+    /// The runtime that started the gateway (the serving threads have their own).
+    runtime: tokio::runtime::Handle,
     flow_store: Option<flowstore::FlowStore>,
 }
 
@@ -521,9 +523,24 @@ impl Gateway {
                 .clone()
                 .map(|c| Arc::new(store::Subscription::new(c))),
             flow_store,
+            runtime: tokio::runtime::Handle::current(),
             config,
         });
-        let (mut listeners, mut tasks) = (vec![], vec![]);
+        // Filled in as the parts start: a step that fails drops it, and its `Drop` stops
+        // what was started before.
+        let mut running = Running {
+            gateway: gw.clone(),
+            listen: None,
+            admin: None,
+            transparent: None,
+            transparent_udp: vec![],
+            dns: None,
+            listeners: vec![],
+            serving: Default::default(),
+            tasks: vec![],
+            _watcher: None,
+        };
+        let (listeners, tasks) = (&mut running.listeners, &mut running.tasks);
         if let Some(w) = flow_writer {
             tasks.push(tokio::spawn(w.run(gw.clone())));
         }
@@ -570,8 +587,7 @@ impl Gateway {
             }
         };
         let admin = bind(gw.config.admin)?;
-        // Every listener is bound before any accept loop starts: a failed bind leaves nothing
-        // running.
+        // Every listener is bound before any accept loop starts.
         let tproxy = gw.config.transparent_mode == TransparentMode::Tproxy;
         let tcp = [
             (gw.config.listen, proxy::Mode::Explicit, false),
@@ -610,7 +626,6 @@ impl Gateway {
         for (mode, l) in on_runtime {
             listeners.push(tokio::spawn(proxy::accept_loop(gw.clone(), l, mode)));
         }
-        let serving = serving::ServingThreads::start(&gw, groups)?;
         let mut transparent_udp = vec![];
         for (bound, sock) in udp::start(&gw)? {
             transparent_udp.push(bound);
@@ -655,18 +670,16 @@ impl Gateway {
         } else {
             None
         };
-        Ok(Running {
-            gateway: gw,
-            listen: listen_addr,
-            admin: admin_addr,
-            transparent: transparent_addr,
-            transparent_udp,
-            serving,
-            dns: dns_addr,
-            listeners,
-            tasks,
-            _watcher: watcher,
-        })
+        // Last, so that nothing after it can fail and leave its threads accepting.
+        let serving = serving::ServingThreads::start(&gw, groups).await?;
+        running.listen = listen_addr;
+        running.admin = admin_addr;
+        running.transparent = transparent_addr;
+        running.transparent_udp = transparent_udp;
+        running.dns = dns_addr;
+        running.serving = serving;
+        running._watcher = watcher;
+        Ok(running)
     }
 
     /// The snapshot in force, if any.
@@ -695,8 +708,12 @@ impl Gateway {
         };
         match &self.dns {
             Some(dns) if name.parse::<std::net::IpAddr>().is_err() => {
-                // Boxed: the lookups' state would otherwise be room in every connection's.
-                let ips = Box::pin(dns.resolve(name, &servers)).await;
+                // On the gateway's runtime: hickory keeps an upstream connection's task on the
+                // runtime that opened it, and a serving thread's runtime ends before the
+                // gateway does. (The lookup's state then takes no room in the connection's.)
+                let (dns, name) = (dns.clone(), name.to_owned());
+                let lookup = async move { dns.resolve(&name, &servers).await };
+                let ips = self.runtime.spawn(lookup).await.unwrap_or_default();
                 if ips.is_empty() {
                     Err(resolver::ResolveError::NotFound)
                 } else {

@@ -7,10 +7,13 @@
 //! for a task that another thread would run (an idle vCPU of a virtual machine halts, and each
 //! such wake-up pays for its halt). docs/benchmarks.md ("twelfth step") has the measurement.
 //!
-//! A shared port could let another process join the group unseen and take a share of the
-//! connections. So the address is first bound by a probe socket without `SO_REUSEPORT`: it
-//! fails while any listener holds the port, this gateway's group included, and a second
-//! gateway started on the same address is refused as before.
+//! A shared port lets another socket join the group and take a share of the connections. The
+//! kernel allows that only to a socket of the same user that sets `SO_REUSEPORT` too, as
+//! HAProxy's and nginx's `reuseport` listeners allow it. Beyond that, the address is first bound
+//! by a probe socket without `SO_REUSEPORT`: it fails while any socket listens on the port, so
+//! the group holds none that was there before, and a second gateway started on the same
+//! address is refused as before. One serving thread (`--worker-threads 1`) binds without
+//! `SO_REUSEPORT`, and then no socket can join.
 //!
 //! The rest of the gateway (admin, DNS proxy, UDP, DNAT, reloads) stays on the runtime that
 //! called [`crate::Gateway::start`]; the state all share (the policy, the flow log, the
@@ -29,8 +32,9 @@ use tokio::sync::oneshot;
 const BACKLOG: i32 = 1024;
 
 /// `n` listeners on `addr` (port 0: one port the kernel picks) sharing it through
-/// `SO_REUSEPORT`, after a probe bind without it; `transparent`: `IP_TRANSPARENT` sockets,
-/// the nftables `tproxy` target. Returns the bound address and the listeners.
+/// `SO_REUSEPORT` (one alone: without it), after a probe bind without it; `transparent`:
+/// `IP_TRANSPARENT` sockets, the nftables `tproxy` target. Returns the bound address and the
+/// listeners.
 pub(crate) fn bind_group(
     addr: SocketAddr,
     n: usize,
@@ -57,7 +61,8 @@ pub(crate) fn bind_group(
     let listeners = (0..n.max(1))
         .map(|_| {
             let s = socket()?;
-            s.set_reuse_port(true)?;
+            // One listener shares the port with nobody.
+            s.set_reuse_port(n > 1)?;
             s.bind(&bound.into())?;
             s.listen(BACKLOG)?;
             Ok(s.into())
@@ -82,7 +87,8 @@ struct Thread {
 impl ServingThreads {
     /// Start the threads: thread `i` serves the `i`th listener of every group (explicit,
     /// transparent), each with its group's mode; every group has a listener per thread.
-    pub(crate) fn start(
+    /// Returns once each has its runtime and listeners, or the first one's error.
+    pub(crate) async fn start(
         gw: &Arc<Gateway>,
         groups: Vec<(Mode, Vec<std::net::TcpListener>)>,
     ) -> io::Result<ServingThreads> {
@@ -93,50 +99,23 @@ impl ServingThreads {
                 shares[i].push((mode, l));
             }
         }
+        // Dropped on an error below: the threads started so far end.
         let mut threads = ServingThreads::default();
         for (i, share) in shares.into_iter().enumerate() {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            // Registered with the thread's own runtime, whose poller then waits on them.
-            let listeners = {
-                let _in_rt = rt.enter();
-                share
-                    .into_iter()
-                    .map(|(mode, l)| Ok((mode, tokio::net::TcpListener::from_std(l)?)))
-                    .collect::<io::Result<Vec<_>>>()?
-            };
+            let (ready, started) = oneshot::channel();
             let (accepting, accepted_last) = oneshot::channel();
             let stop = Arc::new(Signal::default());
             let (gw, until) = (gw.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("serving-{i}"))
-                .spawn(move || {
-                    rt.block_on(async move {
-                        let serve = async {
-                            let loops: Vec<_> = listeners
-                                .into_iter()
-                                .map(|(mode, l)| {
-                                    tokio::spawn(proxy::accept_loop(gw.clone(), l, mode))
-                                })
-                                .collect();
-                            for l in loops {
-                                let _ = l.await;
-                            }
-                            let _ = accepting.send(());
-                            // Its connections go on until the shutdown has done with them.
-                            std::future::pending::<()>().await
-                        };
-                        tokio::select! {
-                            _ = serve => {}
-                            _ = until.raised() => {}
-                        }
-                    });
-                })?;
+                .spawn(move || serve(gw, share, n, ready, accepting, until))?;
             threads.threads.push(Thread {
                 accepting: Some(accepted_last),
                 stop,
             });
+            started
+                .await
+                .unwrap_or_else(|_| Err(io::Error::other("a serving thread ended at its start")))?;
         }
         Ok(threads)
     }
@@ -163,4 +142,59 @@ impl Drop for ServingThreads {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A serving thread: its runtime, made here (a runtime may not be dropped where async code
+/// runs, as on an error in [`crate::Gateway::start`]), its listeners registered with it, then
+/// their accept loops until the gateway drains, then their connections until `stop`.
+fn serve(
+    gw: Arc<Gateway>,
+    share: Vec<(Mode, std::net::TcpListener)>,
+    threads: usize,
+    ready: oneshot::Sender<io::Result<()>>,
+    accepting: oneshot::Sender<()>,
+    stop: Arc<Signal>,
+) {
+    let made = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        // The default pool (512) per runtime would multiply the name lookups' threads by
+        // the serving threads.
+        .max_blocking_threads((512 / threads).max(1))
+        .build()
+        .and_then(|rt| {
+            let listeners = {
+                let _in_rt = rt.enter();
+                share
+                    .into_iter()
+                    .map(|(mode, l)| Ok((mode, tokio::net::TcpListener::from_std(l)?)))
+                    .collect::<io::Result<Vec<_>>>()?
+            };
+            Ok((rt, listeners))
+        });
+    let (rt, listeners) = match made {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    rt.block_on(async move {
+        let serve = async {
+            let loops: Vec<_> = listeners
+                .into_iter()
+                .map(|(mode, l)| tokio::spawn(proxy::accept_loop(gw.clone(), l, mode)))
+                .collect();
+            for l in loops {
+                let _ = l.await;
+            }
+            let _ = accepting.send(());
+            // Its connections go on until the shutdown has done with them.
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = serve => {}
+            _ = stop.raised() => {}
+        }
+    });
 }

@@ -1,10 +1,12 @@
 //! The explicit listener served on threads of their own (`Config::serving_threads`): one
-//! listener per thread on one port (`SO_REUSEPORT`), every connection served, no other socket
-//! let into the port's group, and the listeners gone with the gateway.
+//! listener per thread on one port (`SO_REUSEPORT`), every connection served, no socket that
+//! was there first let into the port's group (none at all with one thread), and the listeners
+//! gone with the gateway, or with a start that failed.
 
 mod common;
 
 use common::*;
+use palisade_gateway::dns::DnsConfig;
 use palisade_gateway::{Config, Gateway};
 use socket2::{Domain, Socket, Type};
 use std::io;
@@ -44,7 +46,7 @@ fn refused_with_addr_in_use(r: io::Result<palisade_gateway::Running>, what: &str
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_port_is_served_by_a_listener_per_thread_and_no_other_socket_joins_it() {
+async fn one_port_is_served_by_a_listener_per_thread_and_a_second_gateway_is_refused() {
     let (_d, dir) = tempdir();
     let http = http_server("127.0.0.1:0").await;
     let running = Gateway::start(config(&dir, http.port(), 3)).await.unwrap();
@@ -126,4 +128,43 @@ async fn a_port_held_by_another_socket_is_refused_even_one_that_shares_ports() {
         );
         assert_eq!(listening_on(held.port()), 1, "only the other listener");
     }
+}
+
+/// One serving thread binds without `SO_REUSEPORT`: no socket can join its port later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_serving_thread_shares_its_port_with_nobody() {
+    let (_d, dir) = tempdir();
+    let running = Gateway::start(config(&dir, 1, 1)).await.unwrap();
+    let port = running.listen.unwrap();
+    let late = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    late.set_reuse_address(true).unwrap();
+    late.set_reuse_port(true).unwrap();
+    let joined = late.bind(&port.into());
+    assert_eq!(
+        joined.map_err(|e| e.kind()),
+        Err(io::ErrorKind::AddrInUse),
+        "a later SO_REUSEPORT socket joined the listener's port"
+    );
+    assert_eq!(listening_on(port.port()), 1);
+}
+
+/// A start that fails after the listeners were bound (here: the DNS proxy's address is
+/// taken) leaves none of them behind: the port can be bound again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_leaves_no_listener_behind() {
+    let (_d, dir) = tempdir();
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = free.local_addr().unwrap();
+    drop(free);
+    let mut c = config(&dir, 1, 2);
+    c.listen = Some(listen);
+    c.dns = Some(DnsConfig::new(taken.local_addr().unwrap()));
+    refused_with_addr_in_use(Gateway::start(c).await, "a DNS proxy on a taken address");
+    assert_eq!(
+        listening_on(listen.port()),
+        0,
+        "a listener outlived the failed start"
+    );
+    std::net::TcpListener::bind(listen).expect("the port is free again");
 }
