@@ -334,7 +334,8 @@ async fn tcp_flow(
     let Some(to) = proxy::translated(&outcome) else {
         return Ok(());
     };
-    let server = match proxy::dial(gw, to).await {
+    // Any protocol, the server's greeting perhaps first: its handshake ends as usual.
+    let server = match proxy::dial(gw, to, false).await {
         Ok(s) => s,
         Err(e) => {
             let mut r = flow.record(gw, &outcome, &snap);

@@ -576,17 +576,12 @@ impl Gateway {
         if let Some(o) = &gw.config.observe {
             tasks.push(tokio::spawn(observe_window(gw.clone(), o.clone())));
         }
-        let bind = |addr: Option<SocketAddr>| -> io::Result<Option<TcpListener>> {
-            match addr {
-                None => Ok(None),
-                Some(a) => {
-                    let std = std::net::TcpListener::bind(a)?;
-                    std.set_nonblocking(true)?;
-                    Ok(Some(TcpListener::from_std(std)?))
-                }
-            }
+        let bind = |addr: SocketAddr| -> io::Result<TcpListener> {
+            let std = std::net::TcpListener::bind(addr)?;
+            std.set_nonblocking(true)?;
+            TcpListener::from_std(std)
         };
-        let admin = bind(gw.config.admin)?;
+        let admin = gw.config.admin.map(bind).transpose()?;
         // Every listener is bound before any accept loop starts.
         let tproxy = gw.config.transparent_mode == TransparentMode::Tproxy;
         let tcp = [
@@ -605,7 +600,7 @@ impl Gateway {
             } else {
                 let l = match transparent {
                     true => udp::bind_tproxy_tcp(addr)?,
-                    false => bind(Some(addr))?.expect("an address was given"),
+                    false => bind(addr)?,
                 };
                 let bound = l.local_addr()?;
                 on_runtime.push((mode, l));

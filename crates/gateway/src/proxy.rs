@@ -62,6 +62,8 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, mode: Mode) {
     let inherits_nodelay = socket2::SockRef::from(&listener)
         .set_tcp_nodelay(true)
         .is_ok();
+    // They inherit the delayed ACK too: see [`hold_acks`].
+    hold_acks(&listener);
     let mut draining = std::pin::pin!(reached(&gw, Phase::Draining));
     while let Some((stream, peer)) = accept(draining.as_mut(), &listener, &what).await {
         accepted.inc();
@@ -320,6 +322,7 @@ async fn read_head(gw: &Gateway, s: &mut TcpStream) -> Result<(Vec<u8>, usize), 
     // Read straight into the head's buffer: no chunk on the connection's stack.
     let mut buf = buffers::take();
     let mut now = read_now(s, &mut buf)?;
+    let mut acked = false;
     loop {
         let n = match now.take() {
             Some(n) => n,
@@ -337,7 +340,9 @@ async fn read_head(gw: &Gateway, s: &mut TcpStream) -> Result<(Vec<u8>, usize), 
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => return Ok((buf, len)),
-            Ok(httparse::Status::Partial) if buf.len() <= sni::MAX_HTTP_HEAD => {}
+            Ok(httparse::Status::Partial) if buf.len() <= sni::MAX_HTTP_HEAD => {
+                ack_now(s, &mut acked)
+            }
             Ok(httparse::Status::Partial) => return Err(HeadError::TooLarge),
             Err(e) => return Err(HeadError::Malformed(e.to_string())),
         }
@@ -568,8 +573,7 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
         &host,
         port,
         AppProtocol::Http,
-        "470 status code 470",
-        false,
+        Asked::Request,
     ))
     .await?
     else {
@@ -637,11 +641,12 @@ pub(crate) async fn dial_from(
     gw: &Gateway,
     source: Option<IpAddr>,
     dst: SocketAddr,
+    client_first: bool,
 ) -> io::Result<TcpStream> {
     let Some(ip) = source else {
-        return dial(gw, dst).await;
+        return dial(gw, dst, client_first).await;
     };
-    let sock = upstream_socket(dst)?;
+    let sock = upstream_socket(dst, client_first)?;
     if dst.is_ipv4() {
         sock.set_ip_transparent_v4(true)?;
     } else {
@@ -651,20 +656,53 @@ pub(crate) async fn dial_from(
     connect_within(gw, sock, dst).await
 }
 
-/// A TCP connection to `dst`, within the connect timeout.
-pub(crate) async fn dial(gw: &Gateway, dst: SocketAddr) -> io::Result<TcpStream> {
-    connect_within(gw, upstream_socket(dst)?, dst).await
+/// A TCP connection to `dst`, within the connect timeout; `client_first`: the client's bytes
+/// go to it before any of its own are relayed (see [`upstream_socket`]).
+pub(crate) async fn dial(
+    gw: &Gateway,
+    dst: SocketAddr,
+    client_first: bool,
+) -> io::Result<TcpStream> {
+    connect_within(gw, upstream_socket(dst, client_first)?, dst).await
 }
 
-/// A non-blocking TCP socket for an upstream at `dst`, with `TCP_NODELAY`.
-fn upstream_socket(dst: SocketAddr) -> io::Result<socket2::Socket> {
+/// A non-blocking TCP socket for an upstream at `dst`, with `TCP_NODELAY`. With
+/// `client_first` (the client's bytes go upstream before any of the server's come back) it
+/// holds its ACKs ([`hold_acks`]): the handshake's last ACK then rides on those bytes.
+fn upstream_socket(dst: SocketAddr, client_first: bool) -> io::Result<socket2::Socket> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(dst),
         socket2::Type::STREAM.nonblocking().cloexec(),
         None,
     )?;
     let _ = sock.set_tcp_nodelay(true);
+    if client_first {
+        hold_acks(&sock);
+    }
     Ok(sock)
+}
+
+/// Linux acknowledges a new connection's first segments at once, each with a packet of its
+/// own. A proxy answers or forwards almost every segment it reads, so its sockets hold the ACK
+/// for that answer to carry (`TCP_QUICKACK` off, as HAProxy's `tcp-smart-accept` and
+/// `tcp-smart-connect`): per tunnel, the ACK of the request head and of the server's first
+/// bytes, and on a socket set so before `connect(2)`, the handshake's last ACK, which then
+/// rides on the client's first bytes (so only where those come first: the server's side of the
+/// handshake completes with them). An ACK held finds no ride only on a one-way stream, where
+/// Linux still acknowledges every second full segment, or after the delayed-ACK timer, which
+/// ends the holding. Best effort: a socket that refuses behaves as before.
+fn hold_acks(s: &impl std::os::fd::AsFd) {
+    let _ = socket2::SockRef::from(s).set_tcp_quickack(false);
+}
+
+/// Acknowledge what `s` has received, once (`acked`), and stop holding ACKs: the gateway
+/// waits for more of a head, and a client that buffers its small writes until the last is
+/// acknowledged (Nagle) would wait too, for the delayed-ACK timer.
+fn ack_now(s: &TcpStream, acked: &mut bool) {
+    if !*acked {
+        *acked = true;
+        let _ = socket2::SockRef::from(s).set_tcp_quickack(true);
+    }
 }
 
 /// Connect `sock` to `dst` within the connect timeout. An upstream on this host accepts within
@@ -737,8 +775,7 @@ async fn connect(
         &host,
         port,
         app,
-        "403 Forbidden",
-        true,
+        Asked::Tunnel,
     ))
     .await?
     else {
@@ -747,30 +784,26 @@ async fn connect(
     client
         .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         .await?;
-    // An application rule allowed the name, so the tunnel must carry that name (network and
-    // DNAT rules judged the 5-tuple and need none). MSSQL's TDS starts with a prelogin packet,
-    // not a ClientHello: there is no name to read up front.
-    let (outcome, snap, name, app, first) =
-        if outcome.pass == FirewallPass::FirewallApplication && app != AppProtocol::Mssql {
-            let mut buf = rest;
-            let seen = Box::pin(inspect(gw, &mut client, &mut buf)).await;
-            let first = (&outcome, &snap, app);
-            let (o, s) = Box::pin(tunnel_verdict(gw, &mut flow, &host, key, seen, first)).await;
-            if !o.allowed {
-                gw.record(flow.record(gw, &o, &s)).await;
-                reset(&client);
-                return Ok(());
-            }
-            // The CONNECT name is the tunnel's name in the common case: no copy of it.
-            let judged_on = match flow.tunnel_name.as_deref() {
-                Some(inner) if inner != host => inner.to_string(),
-                _ => host,
-            };
-            let app = flow_app(flow.protocol).unwrap_or(app);
-            (o, s, judged_on, app, buf)
-        } else {
-            (outcome, snap, host, app, rest)
+    let (outcome, snap, name, app, first) = if inspected(&outcome, app) {
+        let mut buf = rest;
+        let seen = Box::pin(inspect(gw, &mut client, &mut buf)).await;
+        let first = (&outcome, &snap, app);
+        let (o, s) = Box::pin(tunnel_verdict(gw, &mut flow, &host, key, seen, first)).await;
+        if !o.allowed {
+            gw.record(flow.record(gw, &o, &s)).await;
+            reset(&client);
+            return Ok(());
+        }
+        // The CONNECT name is the tunnel's name in the common case: no copy of it.
+        let judged_on = match flow.tunnel_name.as_deref() {
+            Some(inner) if inner != host => inner.to_string(),
+            _ => host,
         };
+        let app = flow_app(flow.protocol).unwrap_or(app);
+        (o, s, judged_on, app, buf)
+    } else {
+        (outcome, snap, host, app, rest)
+    };
     relay(
         gw,
         flow,
@@ -873,11 +906,27 @@ struct Allowed {
     key: PacketKey,
 }
 
+/// What the explicit proxy's client asked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// An HTTP request to forward: denied with 470, its head goes upstream first.
+    Request,
+    /// A CONNECT tunnel: denied with 403, dialed to a DNAT rule's translation when one allows
+    /// it.
+    Tunnel,
+}
+
+/// Whether a tunnel the explicit proxy allowed is inspected before it relays: an application
+/// rule allowed the name, so the tunnel must carry that name (network and DNAT rules judged
+/// the 5-tuple and need none). MSSQL's TDS starts with a prelogin packet, not a ClientHello:
+/// there is no name to read up front.
+fn inspected(outcome: &FirewallOutcome, app: AppProtocol) -> bool {
+    outcome.pass == FirewallPass::FirewallApplication && app != AppProtocol::Mssql
+}
+
 /// The explicit proxy's decision for `host:port`: resolve it with the gateway's own resolver,
-/// judge it as `app`, and dial what was allowed (the DNAT translation when `follow_dnat`).
-/// `None` when the client has already been answered — unresolvable name, a deny (with
-/// `deny_status`), an unreachable upstream — each recorded.
-#[allow(clippy::too_many_arguments)]
+/// judge it as `app`, and dial what was allowed. `None` when the client has already been
+/// answered — unresolvable name, a deny, an unreachable upstream — each recorded.
 async fn judge_and_dial(
     gw: &Arc<Gateway>,
     client: &mut TcpStream,
@@ -885,8 +934,7 @@ async fn judge_and_dial(
     host: &str,
     port: u16,
     app: AppProtocol,
-    deny_status: &str,
-    follow_dnat: bool,
+    asked: Asked,
 ) -> io::Result<Option<Allowed>> {
     let mut flow = Flow {
         mode: Mode::Explicit,
@@ -915,15 +963,21 @@ async fn judge_and_dial(
     let (outcome, snap) = gw.judge(&input);
     if !outcome.allowed {
         gw.record(flow.record(gw, &outcome, &snap)).await;
-        respond(client, deny_status, &deny_text(&outcome)).await?;
+        let status = match asked {
+            Asked::Request => "470 status code 470",
+            Asked::Tunnel => "403 Forbidden",
+        };
+        respond(client, status, &deny_text(&outcome)).await?;
         return Ok(None);
     }
-    let dial_to = if follow_dnat {
-        translated(&outcome).unwrap_or(dst)
-    } else {
-        dst
+    let (dial_to, client_first) = match asked {
+        Asked::Request => (dst, true),
+        Asked::Tunnel => (
+            translated(&outcome).unwrap_or(dst),
+            inspected(&outcome, app),
+        ),
     };
-    match dial(gw, dial_to).await {
+    match dial(gw, dial_to, client_first).await {
         Ok(server) => Ok(Some(Allowed {
             flow,
             server,
@@ -1074,7 +1128,8 @@ async fn by_first_bytes(
             return Ok(());
         }
         let to = translated(&outcome).unwrap_or(dst);
-        let server = match dial_from(gw, keep_source(gw, mode, peer, to), to).await {
+        let client_first = !buf.is_empty();
+        let server = match dial_from(gw, keep_source(gw, mode, peer, to), to, client_first).await {
             Ok(s) => s,
             Err(e) => {
                 let mut r = flow.record(gw, &outcome, &snap);
@@ -1131,7 +1186,8 @@ async fn by_first_bytes(
         return Ok(());
     }
     let to = translated(&outcome).unwrap_or(dst);
-    let server = match dial_from(gw, keep_source(gw, mode, peer, to), to).await {
+    // What was inspected goes first.
+    let server = match dial_from(gw, keep_source(gw, mode, peer, to), to, true).await {
         Ok(s) => s,
         Err(e) => {
             let mut r = flow.record(gw, &outcome, &snap);
@@ -1176,10 +1232,14 @@ pub(crate) fn note_ech(outcome: &mut FirewallOutcome, outer: Option<&str>) {
 /// (bounded in size, and in time by the handshake timeout).
 async fn inspect(gw: &Gateway, client: &mut TcpStream, buf: &mut Vec<u8>) -> Seen {
     let deadline = Instant::now() + gw.config.limits.handshake_timeout;
+    let mut acked = false;
     let peeked = loop {
         let p = sni::peek(buf);
         if p != Peeked::NeedMore {
             break Some(p);
+        }
+        if !buf.is_empty() {
+            ack_now(client, &mut acked);
         }
         // Straight into `buf` (the parser bounds its length): no chunk to copy from, and no
         // second buffer held while the client takes its time.
