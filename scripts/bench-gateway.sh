@@ -37,7 +37,9 @@
 #   scripts/bench-gateway.sh            # prints a Markdown table, raw JSON in $OUT
 #   SECS=3 IDLE=500 scripts/bench-gateway.sh   # bounded; $OUT/summary.json has per proxy
 #                                       # tunnels_per_s, cpu_us_per_tunnel, added_p50_us,
-#                                       # added_p99_us (and per round), idle_kib; the script
+#                                       # added_p99_us (and per round), idle_kib, and the
+#                                       # round-by-round ratios to Squid and HAProxy
+#                                       # (vs_*_by_round: median, min, max); the script
 #                                       # prints whether each target of issue 14 item 5 holds,
 #                                       # direct/squid, each proxy's CPU capacity against
 #                                       # Squid's, and the CPU budget of a 2x-Squid rate here
@@ -245,9 +247,12 @@ for name in "${NAMES[@]}"; do
   sleep 1
 done
 
-# Tunnel rate: the proxies take turns, $ROUNDS times.
+# Tunnel rate: the proxies take turns, $ROUNDS times, each round starting one further along
+# the list, so that no proxy always runs after the same neighbour (whose connections are
+# still in TIME_WAIT, whose memory was just freed).
 for round in $(seq "$ROUNDS"); do
-  for name in "${NAMES[@]}"; do
+  for k in "${!NAMES[@]}"; do
+    name=${NAMES[$(((k + round - 1) % ${#NAMES[@]}))]}
     echo "== rate round $round: $name" >&2
     # The proxy's pid (0: none, for direct) and the target's: CPU per tunnel of each.
     "${pin_load[@]}" "$TB" rate "${PROXY[$name]}" "$TARGET" "$CONC" "$SECS" "${PID[$name]}" "$PID_TARGET" \
@@ -337,6 +342,20 @@ summary = {
     }
     for n in names if n != "direct"
 }
+# Round by round: each proxy's round against Squid's and HAProxy's in the same round, minutes
+# apart at most. The machine's speed drifts between rounds more than between neighbours, so
+# the median of these pairs is the steadier estimate of a ratio; the verdicts below stay on
+# the medians of the rates.
+def by_round(n, other):
+    pairs = [(j(n, f"rate.{i}").get("per_second"), j(other, f"rate.{i}").get("per_second"))
+             for i in range(1, int(rounds) + 1)]
+    ratios = sorted(round(a / b, 3) for a, b in pairs if a and b)
+    if not ratios:
+        return None
+    return {"median": ratios[(len(ratios) - 1) // 2], "min": ratios[0], "max": ratios[-1]}
+for n, v in summary.items():
+    v["vs_squid_by_round"] = by_round(n, "squid") if n != "squid" else None
+    v["vs_haproxy_by_round"] = by_round(n, "haproxy") if n != "haproxy" else None
 # How many tunnels a proxy could carry on Squid's CPU for one: Squid's CPU per tunnel over its.
 sq_cpu = summary.get("squid", {}).get("cpu_us_per_tunnel")
 for n, v in summary.items():
@@ -409,6 +428,11 @@ try:
     check("idle tunnel <= 8 KiB", p["idle_kib"] <= 8, f"{p['idle_kib']} KiB")
 except (KeyError, TypeError, ZeroDivisionError) as e:
     print(f"targets not judged: a measurement is missing ({e})")
+for n in (n for n in names if n.startswith("palisade")):
+    sr, hr = summary[n].get("vs_squid_by_round"), summary[n].get("vs_haproxy_by_round")
+    if sr and hr:
+        print(f"{n} round by round (median, range): {sr['median']}x Squid ({sr['min']}-{sr['max']}), "
+              f"{hr['median']}x HAProxy ({hr['min']}-{hr['max']})")
 # Every other Palisade instance of the run, against the same targets.
 what = {"palisade-interval": " (flow log synced every interval)",
         "palisade-always": " (flow log synced before each acknowledgement)",
