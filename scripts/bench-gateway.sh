@@ -342,17 +342,18 @@ summary = {
     }
     for n in names if n != "direct"
 }
-# Round by round: each proxy's round against Squid's and HAProxy's in the same round, minutes
-# apart at most. The machine's speed drifts between rounds more than between neighbours, so
-# the median of these pairs is the steadier estimate of a ratio; the verdicts below stay on
-# the medians of the rates.
+# Round by round: each proxy's round against Squid's and HAProxy's of the same round, seconds
+# apart. The machine's speed drifts between rounds more than within one, so the median of
+# these pairs is the steadier estimate of a ratio; the verdicts below stay on the medians of
+# the rates. A round a proxy served none in counts (0).
 def by_round(n, other):
     pairs = [(j(n, f"rate.{i}").get("per_second"), j(other, f"rate.{i}").get("per_second"))
              for i in range(1, int(rounds) + 1)]
-    ratios = sorted(round(a / b, 3) for a, b in pairs if a and b)
+    ratios = sorted(round(a / b, 3) for a, b in pairs if a is not None and b)
     if not ratios:
         return None
-    return {"median": ratios[(len(ratios) - 1) // 2], "min": ratios[0], "max": ratios[-1]}
+    return {"median": ratios[(len(ratios) - 1) // 2], "min": ratios[0], "max": ratios[-1],
+            "pairs": len(ratios)}
 for n, v in summary.items():
     v["vs_squid_by_round"] = by_round(n, "squid") if n != "squid" else None
     v["vs_haproxy_by_round"] = by_round(n, "haproxy") if n != "haproxy" else None

@@ -341,7 +341,9 @@ async fn read_head(gw: &Gateway, s: &mut TcpStream) -> Result<(Vec<u8>, usize), 
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => return Ok((buf, len)),
             Ok(httparse::Status::Partial) if buf.len() <= sni::MAX_HTTP_HEAD => {
-                ack_now(s, &mut acked)
+                if !std::mem::replace(&mut acked, true) {
+                    ack_now(s);
+                }
             }
             Ok(httparse::Status::Partial) => return Err(HeadError::TooLarge),
             Err(e) => return Err(HeadError::Malformed(e.to_string())),
@@ -431,6 +433,8 @@ enum Request {
         host: String,
         port: u16,
         first: Vec<u8>,
+        /// The head announces a body.
+        body: bool,
     },
     Refused {
         reason: &'static str,
@@ -521,10 +525,16 @@ fn request(mut buf: Vec<u8>, head_len: usize) -> Request {
         head.push_str("\r\n");
     }
     head.push_str("Connection: close\r\n\r\n");
+    let body = sni::announces_body(req.headers);
     let mut first = head.into_bytes();
     first.extend_from_slice(&buf[head_len..]);
     buffers::give(buf);
-    Request::Forward { host, port, first }
+    Request::Forward {
+        host,
+        port,
+        first,
+        body,
+    }
 }
 
 async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) -> io::Result<()> {
@@ -558,7 +568,19 @@ async fn explicit(gw: &Arc<Gateway>, mut client: TcpStream, peer: SocketAddr) ->
             refuse(gw, &flow(), reason, detail).await;
             return respond(&mut client, status, &body).await;
         }
-        Request::Forward { host, port, first } => (host, port, first),
+        Request::Forward {
+            host,
+            port,
+            first,
+            body,
+        } => {
+            if body {
+                // The server answers once it has the body: nothing of ours would carry the
+                // ACK the client may wait for before sending it.
+                ack_now(&client);
+            }
+            (host, port, first)
+        }
     };
     let Some(Allowed {
         flow,
@@ -685,24 +707,23 @@ fn upstream_socket(dst: SocketAddr, client_first: bool) -> io::Result<socket2::S
 /// Linux acknowledges a new connection's first segments at once, each with a packet of its
 /// own. A proxy answers or forwards almost every segment it reads, so its sockets hold the ACK
 /// for that answer to carry (`TCP_QUICKACK` off, as HAProxy's `tcp-smart-accept` and
-/// `tcp-smart-connect`): per tunnel, the ACK of the request head and of the server's first
-/// bytes, and on a socket set so before `connect(2)`, the handshake's last ACK, which then
-/// rides on the client's first bytes (so only where those come first: the server's side of the
-/// handshake completes with them). An ACK held finds no ride only on a one-way stream, where
-/// Linux still acknowledges every second full segment, or after the delayed-ACK timer, which
-/// ends the holding. Best effort: a socket that refuses behaves as before.
+/// `tcp-smart-connect`). On an accepted socket the 200 then carries the ACK of the CONNECT
+/// head. On an upstream socket set so before `connect(2)`, the handshake's last ACK waits (up
+/// to 200 ms) for the client's first bytes, so only where those come first: the server's side
+/// of the handshake completes with them. Where the gateway waits for more of the client's
+/// bytes before anything goes back, [`ack_now`] acknowledges at once; anywhere else a held ACK
+/// finds no ride only until the delayed-ACK timer, which ends the holding. Best effort: a
+/// socket that refuses behaves as before.
 fn hold_acks(s: &impl std::os::fd::AsFd) {
     let _ = socket2::SockRef::from(s).set_tcp_quickack(false);
 }
 
-/// Acknowledge what `s` has received, once (`acked`), and stop holding ACKs: the gateway
-/// waits for more of a head, and a client that buffers its small writes until the last is
-/// acknowledged (Nagle) would wait too, for the delayed-ACK timer.
-fn ack_now(s: &TcpStream, acked: &mut bool) {
-    if !*acked {
-        *acked = true;
-        let _ = socket2::SockRef::from(s).set_tcp_quickack(true);
-    }
+/// Acknowledge what `s` has received, and stop holding ACKs: the gateway waits for more of
+/// the client's bytes (the rest of a head, a request body) before anything goes back, and a
+/// client that buffers its small writes until the last is acknowledged (Nagle) would wait
+/// too, for the delayed-ACK timer.
+fn ack_now(s: &TcpStream) {
+    let _ = socket2::SockRef::from(s).set_tcp_quickack(true);
 }
 
 /// Connect `sock` to `dst` within the connect timeout. An upstream on this host accepts within
@@ -1238,8 +1259,8 @@ async fn inspect(gw: &Gateway, client: &mut TcpStream, buf: &mut Vec<u8>) -> See
         if p != Peeked::NeedMore {
             break Some(p);
         }
-        if !buf.is_empty() {
-            ack_now(client, &mut acked);
+        if !buf.is_empty() && !std::mem::replace(&mut acked, true) {
+            ack_now(client);
         }
         // Straight into `buf` (the parser bounds its length): no chunk to copy from, and no
         // second buffer held while the client takes its time.
@@ -1264,6 +1285,10 @@ async fn inspect(gw: &Gateway, client: &mut TcpStream, buf: &mut Vec<u8>) -> See
             "no ClientHello or request head in time".into(),
         );
     };
+    if matches!(peeked, Peeked::Http { .. }) && sni::head_announces_body(buf) {
+        // As for a forwarded request with a body (see `explicit`).
+        ack_now(client);
+    }
     match peeked {
         Peeked::Tls { sni, ech: true } if gw.config.ech == EchPolicy::Deny => Seen {
             problem: Some((

@@ -330,6 +330,23 @@ pub fn head_framing_problem(buf: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// Whether a request head announces a body: a `Content-Length` other than 0, or any
+/// `Transfer-Encoding` (RFC 9112 §6.1, §6.2).
+pub fn announces_body(headers: &[httparse::Header]) -> bool {
+    headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("transfer-encoding")
+            || (h.name.eq_ignore_ascii_case("content-length")
+                && h.value.iter().any(|b| b.is_ascii_digit() && *b != b'0'))
+    })
+}
+
+/// [`announces_body`] for the request head at the start of `buf`.
+pub fn head_announces_body(buf: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    matches!(req.parse(buf), Ok(httparse::Status::Complete(_))) && announces_body(req.headers)
+}
+
 /// `host:port` → `host`; `[v6]:port` → `v6`.
 pub fn strip_port(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
@@ -395,6 +412,28 @@ pub fn build_client_hello(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// RFC 9112 §6.1–6.3: a body is announced by a `Content-Length` other than 0 or by a
+    /// `Transfer-Encoding`; a head without either has none.
+    #[test]
+    fn a_body_is_announced_by_its_length_or_coding() {
+        let head = |h: &str| format!("POST / HTTP/1.1\r\nHost: a\r\n{h}\r\n");
+        for (h, body) in [
+            ("", false),
+            ("Content-Length: 0\r\n", false),
+            ("Content-Length: 000\r\n", false),
+            ("Content-Length: 5\r\n", true),
+            ("content-length: 10\r\n", true),
+            ("Transfer-Encoding: chunked\r\n", true),
+            ("X-Content-Length: 5\r\n", false),
+        ] {
+            assert_eq!(head_announces_body(head(h).as_bytes()), body, "{h:?}");
+        }
+        assert!(
+            !head_announces_body(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n"),
+            "a partial head"
+        );
+    }
 
     #[test]
     fn smuggling_headers_are_framing_problems() {
